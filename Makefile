@@ -1,0 +1,64 @@
+# Hilo — one entry point for developers, CI and ops.
+# `make test` on a fresh clone installs everything, starts the infrastructure the tests need,
+# runs every test and stops what it started.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: help install test test-fast lint fmt schema infra-prepare infra-up infra-down bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.installed: $(UV) uv.lock pyproject.toml shared/pyproject.toml $(wildcard services/*/pyproject.toml)
+	$(UV) sync --frozen --all-packages --python $(PYTHON)
+	@touch $@
+
+install: $(VENV)/.installed ## Create .venv with every package at its locked version
+
+infra-prepare: install ## Fetch Kafka's jars and build FerretDB into ~/.cache/hilo (once)
+	$(BIN)/hilo-infra prepare
+
+test: install infra-prepare ## Run every test against real Kafka and FerretDB/MongoDB
+	$(BIN)/pytest
+
+test-fast: install ## Only the tests that need no infrastructure
+	$(BIN)/pytest -m "not infra"
+
+lint: install ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy shared/src shared/tests tests
+
+fmt: install ## Format and fix what ruff can
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+schema: install ## Regenerate the committed JSON Schema of the contract
+	$(BIN)/python -m hilo.contract.schema docs/schemas
+
+infra-up: install infra-prepare ## Start local Kafka and FerretDB in the background; print their URLs
+	$(BIN)/hilo-infra up
+
+infra-down: ## Stop what infra-up started
+	@if [ -x $(BIN)/hilo-infra ]; then $(BIN)/hilo-infra down; else echo "nothing to stop"; fi
+
+bench: install infra-prepare ## Measure throughput (results in docs/benchmarks.md)
+	$(BIN)/python -m benchmarks
+
+clean: ## Remove the virtual environment and local state (not the download cache)
+	rm -rf $(VENV) $(TOOLS) .hilo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,181 @@
+"""Customer identifiers, normalised before anything compares them.
+
+Identity resolution only works if the same person's identifier is spelled the same way on every
+channel: `Ana@Example.COM ` on the web and `ana@example.com` in a mail header, `+34 612 34 56 78`
+at the till and `34612345678` from WhatsApp. Every identifier therefore passes through one
+normaliser here, and the contract stores only the normalised form.
+
+Validation errors never repeat the offending value: they end up in logs and HTTP answers.
+"""
+
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar
+from enum import StrEnum
+from typing import Annotated, Any
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+DEFAULT_PHONE_REGION: ContextVar[str | None] = ContextVar("DEFAULT_PHONE_REGION", default=None)
+"""Region used to read phone numbers written without a country code (set per service)."""
+
+
+class IdentifierKind(StrEnum):
+    """The kinds of identifier a channel can know, strongest first."""
+
+    CUSTOMER_ID = "customer_id"
+    LOYALTY_ID = "loyalty_id"
+    EMAIL = "email"
+    PHONE = "phone"
+    WHATSAPP_ID = "whatsapp_id"
+    MESSENGER_PSID = "messenger_psid"
+    INSTAGRAM_SID = "instagram_sid"
+    ANONYMOUS_ID = "anonymous_id"
+    DEVICE_ID = "device_id"
+
+
+WEAK_KINDS: frozenset[IdentifierKind] = frozenset(
+    {IdentifierKind.ANONYMOUS_ID, IdentifierKind.DEVICE_ID}
+)
+"""Identifiers that may attach to a profile but never bridge two known profiles on their own."""
+
+
+def normalise_email(raw: str) -> str:
+    """Return the canonical form of an email address: trimmed, IDNA-decoded, lower case.
+
+    Raises `ValueError` without echoing the address.
+    """
+    try:
+        checked = validate_email(raw.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        reason = _email_reason(str(exc))
+        raise ValueError(f"not a valid email address ({reason})") from None
+    return checked.normalized.lower()
+
+
+def _email_reason(message: str) -> str:
+    """Keep email-validator's explanation but drop any quoted part of the address."""
+    return re.sub(r"'[^']*'|\"[^\"]*\"", "…", message).rstrip(".")
+
+
+def normalise_phone(raw: str, default_region: str | None = None) -> str:
+    """Return a phone number in E.164 (`+34612345678`).
+
+    Numbers without a leading `+` are read in `default_region` (ISO 3166 alpha-2), falling back
+    to the service-wide `DEFAULT_PHONE_REGION`; digits-only numbers that already start with a
+    country code (as WhatsApp sends them) are accepted when no region is configured.
+    Raises `ValueError` without echoing the number.
+    """
+    text = raw.strip()
+    region = default_region or DEFAULT_PHONE_REGION.get()
+    if not text.startswith("+") and region is None:
+        text = "+" + text.lstrip("0")
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        raise ValueError("not a phone number") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValueError("not a valid phone number for its country")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _clean_token(raw: str) -> str:
+    """Opaque ids (customer numbers, handles) are compared exactly, minus stray whitespace."""
+    value = raw.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    if len(value) > 200:
+        raise ValueError("must be at most 200 characters")
+    return value
+
+
+def _as_str(raw: Any) -> Any:
+    """Providers send numeric ids (loyalty cards, WhatsApp ids) as numbers; compare them as text."""
+    return str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
+
+
+def _validated(normaliser: Any, error_type: str) -> Any:
+    def run(value: str) -> str:
+        try:
+            return str(normaliser(value))
+        except ValueError as exc:
+            raise PydanticCustomError(error_type, str(exc)) from None
+
+    return AfterValidator(run)
+
+
+Email = Annotated[str, _validated(normalise_email, "email")]
+Phone = Annotated[str, BeforeValidator(_as_str), _validated(normalise_phone, "phone")]
+Token = Annotated[str, BeforeValidator(_as_str), _validated(_clean_token, "identifier")]
+
+
+class Identifiers(BaseModel):
+    """Everything the channel knows about who this is, normalised.
+
+    At least one identifier is required: an event nobody can be attributed to cannot join a
+    journey.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,
+        json_schema_serialization_defaults_required=True,
+    )
+
+    customer_id: Token | None = Field(
+        default=None, description="The company's own customer number.", examples=["C-1042"]
+    )
+    loyalty_id: Token | None = Field(
+        default=None, description="Loyalty card number.", examples=["LOY-000981"]
+    )
+    email: Email | None = Field(
+        default=None, description="Email address, lower case.", examples=["ana@example.com"]
+    )
+    phone: Phone | None = Field(
+        default=None, description="Phone number in E.164.", examples=["+34612345678"]
+    )
+    whatsapp_id: Token | None = Field(
+        default=None, description="WhatsApp `wa_id`.", examples=["34612345678"]
+    )
+    messenger_psid: Token | None = Field(
+        default=None, description="Facebook Messenger page-scoped id.", examples=["2417895"]
+    )
+    instagram_sid: Token | None = Field(
+        default=None, description="Instagram-scoped id.", examples=["17841405"]
+    )
+    anonymous_id: Token | None = Field(
+        default=None, description="Anonymous browser or app id (weak).", examples=["a1b2c3"]
+    )
+    device_id: Token | None = Field(
+        default=None, description="Device id (weak).", examples=["ios-4f1c"]
+    )
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> Identifiers:
+        if not self.pairs():
+            raise PydanticCustomError(
+                "no_identifier", "at least one identifier is required to attribute the event"
+            )
+        return self
+
+    def pairs(self) -> list[tuple[IdentifierKind, str]]:
+        """The identifiers present, strongest first."""
+        return [
+            (kind, value)
+            for kind in IdentifierKind
+            if (value := getattr(self, kind.value)) is not None
+        ]
+
+    def strongest(self) -> tuple[IdentifierKind, str]:
+        """The identifier that best names the person, used as the Kafka key."""
+        return self.pairs()[0]
+
+    def partition_key(self) -> bytes:
+        """Kafka key: `kind:value` of the strongest identifier."""
+        kind, value = self.strongest()
+        return f"{kind.value}:{value}".encode()

@@ -1,0 +1,335 @@
+"""Typed payloads, one per interaction type, discriminated by `kind`.
+
+Names describe what happened on the channel. Money is `Decimal` with an ISO 4217 currency and is
+serialised as a string, so analytics in any language read exact amounts.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic_core import PydanticCustomError
+from pydantic_extra_types.currency_code import ISO4217
+
+JsonScalar = str | int | float | bool | None
+"""Trait and property values are flat scalars: portable to every consumer and to FerretDB."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,
+        json_schema_serialization_defaults_required=True,
+    )
+
+
+class Money(_Model):
+    """An exact, non-negative amount in one currency."""
+
+    amount: Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=4)] = Field(
+        description="Amount as a decimal string; never a float.", examples=["59.90"]
+    )
+    currency: ISO4217 = Field(description="ISO 4217 currency code.", examples=["EUR"])
+
+
+class LineItem(_Model):
+    """One product line of a cart, order or receipt."""
+
+    sku: str = Field(min_length=1, max_length=100, examples=["SKU-RED-42"])
+    name: str | None = Field(default=None, max_length=300, examples=["Red running shoes"])
+    quantity: int = Field(gt=0, le=100_000, examples=[1])
+    unit_price: Money | None = None
+    category: str | None = Field(default=None, max_length=200)
+
+
+def _one_currency(amounts: list[Money | None]) -> None:
+    currencies = {money.currency for money in amounts if money is not None}
+    if len(currencies) > 1:
+        raise PydanticCustomError(
+            "currency_mismatch",
+            "all amounts must share one currency, got {currencies}",
+            {"currencies": ", ".join(sorted(currencies))},
+        )
+
+
+class Direction(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class AttachmentKind(StrEnum):
+    IMAGE = "image"
+    AUDIO = "audio"
+    VIDEO = "video"
+    DOCUMENT = "document"
+    STICKER = "sticker"
+    LOCATION = "location"
+    CONTACT = "contact"
+    OTHER = "other"
+
+
+class Attachment(_Model):
+    """A file or structured part of a message; recorded, never stored by Hilo."""
+
+    kind: AttachmentKind
+    url: HttpUrl | None = Field(default=None, description="Where the provider serves it.")
+    provider_media_id: str | None = Field(default=None, max_length=300)
+    mime_type: str | None = Field(default=None, max_length=200, examples=["image/jpeg"])
+    filename: str | None = Field(default=None, max_length=500)
+    size_bytes: int | None = Field(default=None, ge=0)
+    caption: str | None = Field(default=None, max_length=4_000)
+    latitude: float | None = Field(default=None, ge=-90, le=90)
+    longitude: float | None = Field(default=None, ge=-180, le=180)
+
+
+class MessageExchanged(_Model):
+    """A message between the customer and the company (chat, SMS, email, social DM)."""
+
+    kind: Literal["message"] = "message"
+    direction: Direction
+    text: str | None = Field(default=None, max_length=100_000)
+    subject: str | None = Field(default=None, max_length=1_000, description="Email subject.")
+    attachments: list[Attachment] = Field(default_factory=list, max_length=100)
+    provider_message_id: str = Field(min_length=1, max_length=500)
+    reply_to_provider_message_id: str | None = Field(default=None, max_length=500)
+    interactive_reply: str | None = Field(
+        default=None, max_length=1_000, description="Button or list reply id/title, postbacks."
+    )
+
+    @model_validator(mode="after")
+    def _has_content(self) -> MessageExchanged:
+        if not (self.text or self.attachments or self.interactive_reply or self.subject):
+            raise PydanticCustomError(
+                "empty_message", "a message needs text, an attachment or a reply"
+            )
+        return self
+
+
+class DeliveryStatus(StrEnum):
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+
+
+class MessageStatusChanged(_Model):
+    """The provider reports what became of an outbound message."""
+
+    kind: Literal["message_status"] = "message_status"
+    provider_message_id: str = Field(min_length=1, max_length=500)
+    status: DeliveryStatus
+    error: str | None = Field(default=None, max_length=1_000)
+
+
+class PageViewed(_Model):
+    """A web page or app screen was shown."""
+
+    kind: Literal["page_view"] = "page_view"
+    screen: bool = Field(default=False, description="True for an app screen, false for a web page.")
+    name: str | None = Field(default=None, max_length=500)
+    url: str | None = Field(default=None, max_length=4_000)
+    path: str | None = Field(default=None, max_length=4_000)
+    referrer: str | None = Field(default=None, max_length=4_000)
+    title: str | None = Field(default=None, max_length=1_000)
+
+
+class ProductViewed(_Model):
+    kind: Literal["product_view"] = "product_view"
+    sku: str = Field(min_length=1, max_length=100)
+    name: str | None = Field(default=None, max_length=300)
+    category: str | None = Field(default=None, max_length=200)
+    price: Money | None = None
+
+
+class CartAction(StrEnum):
+    ITEM_ADDED = "item_added"
+    ITEM_REMOVED = "item_removed"
+    VIEWED = "viewed"
+    CHECKOUT_STARTED = "checkout_started"
+    CLEARED = "cleared"
+
+
+class CartChanged(_Model):
+    """The customer's cart changed or was looked at; `items` is the cart after the action."""
+
+    kind: Literal["cart"] = "cart"
+    action: CartAction
+    cart_id: str | None = Field(default=None, max_length=200)
+    changed_items: list[LineItem] = Field(default_factory=list, max_length=1_000)
+    items: list[LineItem] | None = Field(
+        default=None, max_length=1_000, description="Whole cart after the action, when known."
+    )
+    total: Money | None = None
+
+    @model_validator(mode="after")
+    def _currencies(self) -> CartChanged:
+        lines = [*self.changed_items, *(self.items or [])]
+        _one_currency([self.total, *(line.unit_price for line in lines)])
+        return self
+
+
+class SalesChannel(StrEnum):
+    ONLINE = "online"
+    STORE = "store"
+    PHONE = "phone"
+
+
+class Fulfilment(StrEnum):
+    DELIVERY = "delivery"
+    STORE_PICKUP = "store_pickup"
+    IN_STORE = "in_store"
+
+
+class OrderStatus(StrEnum):
+    PLACED = "placed"
+    COMPLETED = "completed"
+    PICKED_UP = "picked_up"
+    CANCELLED = "cancelled"
+    REFUNDED = "refunded"
+
+
+class OrderPlaced(_Model):
+    """An order or store receipt, online or in a store."""
+
+    kind: Literal["order"] = "order"
+    order_id: str = Field(min_length=1, max_length=200)
+    status: OrderStatus = OrderStatus.PLACED
+    sold_via: SalesChannel
+    fulfilment: Fulfilment
+    store_id: str | None = Field(default=None, max_length=100)
+    items: list[LineItem] = Field(min_length=1, max_length=1_000)
+    total: Money
+    tax: Money | None = None
+    discount: Money | None = None
+    payment_method: str | None = Field(default=None, max_length=100)
+    cart_id: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OrderPlaced:
+        _one_currency([self.total, self.tax, self.discount, *(i.unit_price for i in self.items)])
+        if self.fulfilment in (Fulfilment.STORE_PICKUP, Fulfilment.IN_STORE) and not self.store_id:
+            raise PydanticCustomError(
+                "store_required",
+                "store_id is required for {fulfilment}",
+                {"fulfilment": self.fulfilment.value},
+            )
+        return self
+
+
+class CallStatus(StrEnum):
+    RINGING = "ringing"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    DROPPED = "dropped"
+
+
+class CallHappened(_Model):
+    """A phone call, from the telephony provider or the contact centre."""
+
+    kind: Literal["call"] = "call"
+    direction: Direction
+    status: CallStatus
+    provider_call_id: str = Field(min_length=1, max_length=200)
+    duration_seconds: int | None = Field(default=None, ge=0)
+    outcome: str | None = Field(default=None, max_length=200, examples=["resolved"])
+    disposition: str | None = Field(default=None, max_length=200, examples=["billing_question"])
+    agent_id: str | None = Field(default=None, max_length=200)
+    transcript: str | None = Field(default=None, max_length=500_000)
+    summary: str | None = Field(default=None, max_length=10_000)
+
+
+class VisitMethod(StrEnum):
+    LOYALTY_CARD = "loyalty_card"
+    QR_CODE = "qr_code"
+    STAFF = "staff"
+    WIFI = "wifi"
+
+
+class StoreVisited(_Model):
+    kind: Literal["store_visit"] = "store_visit"
+    store_id: str = Field(min_length=1, max_length=100)
+    method: VisitMethod
+    purpose: str | None = Field(default=None, max_length=200, examples=["order_pickup"])
+
+
+class SurveyMetric(StrEnum):
+    CSAT = "csat"
+    NPS = "nps"
+    CES = "ces"
+
+
+class SurveyAnswered(_Model):
+    """Feedback: CSAT (1-5), NPS (0-10) or CES (1-7)."""
+
+    kind: Literal["survey_answer"] = "survey_answer"
+    survey_id: str = Field(min_length=1, max_length=200)
+    metric: SurveyMetric
+    score: int
+    comment: str | None = Field(default=None, max_length=10_000)
+    about_channel: str | None = Field(default=None, max_length=50)
+
+    @model_validator(mode="after")
+    def _score_in_range(self) -> SurveyAnswered:
+        low, high = {"csat": (1, 5), "nps": (0, 10), "ces": (1, 7)}[self.metric.value]
+        if not low <= self.score <= high:
+            raise PydanticCustomError(
+                "score_range",
+                "{metric} score must be between {low} and {high}",
+                {"metric": self.metric.value.upper(), "low": low, "high": high},
+            )
+        return self
+
+
+class ConsentChanged(_Model):
+    """The customer granted or withdrew consent for a purpose, optionally on one channel."""
+
+    kind: Literal["consent"] = "consent"
+    purpose: str = Field(min_length=1, max_length=100, examples=["marketing"])
+    granted: bool
+    channel: str | None = Field(
+        default=None, max_length=50, description="None means every channel."
+    )
+    source: str | None = Field(default=None, max_length=200, examples=["checkout_checkbox"])
+
+
+class Identified(_Model):
+    """The customer told us who they are (sign-in, sign-up, profile update, alias)."""
+
+    kind: Literal["identify"] = "identify"
+    traits: dict[str, JsonScalar] = Field(default_factory=dict, max_length=200)
+    previous_anonymous_id: str | None = Field(
+        default=None, max_length=200, description="Segment `alias`: the id being linked."
+    )
+
+
+class CustomEvent(_Model):
+    """Any other tracked action (Segment `track` calls with no typed payload)."""
+
+    kind: Literal["custom"] = "custom"
+    name: str = Field(min_length=1, max_length=300, examples=["Newsletter Opened"])
+    properties: dict[str, JsonScalar] = Field(default_factory=dict, max_length=200)
+
+
+Payload = Annotated[
+    MessageExchanged
+    | MessageStatusChanged
+    | PageViewed
+    | ProductViewed
+    | CartChanged
+    | OrderPlaced
+    | CallHappened
+    | StoreVisited
+    | SurveyAnswered
+    | ConsentChanged
+    | Identified
+    | CustomEvent,
+    Field(discriminator="kind"),
+]

@@ -1,0 +1,145 @@
+"""Structured logging (structlog, JSON by default) that never writes personal data raw.
+
+`mask_personal_data` runs on every event: fields that hold personal data by name (email, phone,
+name, text, ...) are masked whatever their content, and any other string value is scanned for
+email addresses and phone numbers. A masked email keeps its first letter and domain, a phone
+its country code and last two digits: enough to tell two customers apart in a log, not enough to
+contact anyone.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import structlog
+
+from hilo.settings import HiloSettings
+
+PERSONAL_FIELDS = frozenset(
+    {
+        "email",
+        "phone",
+        "name",
+        "first_name",
+        "last_name",
+        "full_name",
+        "address",
+        "text",
+        "body",
+        "message_text",
+        "transcript",
+        "summary",
+        "comment",
+        "subject",
+        "caption",
+        "traits",
+        "from_",
+        "to",
+        "sender",
+        "recipient",
+        "wa_id",
+        "whatsapp_id",
+        "value",
+    }
+)
+_EMAIL = re.compile(r"[\w.+-]+@([\w-]+)((?:\.[\w-]+)+)")
+_PHONE = re.compile(r"\+?\d[\d ().-]{6,}\d")
+
+
+def mask_email(match: re.Match[str]) -> str:
+    local = match.group(0).split("@", 1)[0]
+    return f"{local[:1]}***@{match.group(1)[:1]}***{match.group(2)}"
+
+
+def mask_phone(match: re.Match[str]) -> str:
+    digits = re.sub(r"\D", "", match.group(0))
+    prefix = "+" + digits[:2] if match.group(0).startswith("+") else ""
+    return f"{prefix}***{digits[-2:]}"
+
+
+def mask_text(value: str) -> str:
+    """Mask the personal data a free string may contain."""
+    return _PHONE.sub(mask_phone, _EMAIL.sub(mask_email, value))
+
+
+def _mask_string(value: str) -> str:
+    text = value.strip()
+    if _EMAIL.fullmatch(text):
+        return _EMAIL.sub(mask_email, text)
+    if _PHONE.fullmatch(text):
+        return _PHONE.sub(mask_phone, text)
+    return f"[redacted {len(value)} chars]"
+
+
+def mask_value(value: Any) -> Any:
+    """Mask a value held under a personal-data key, keeping only its shape."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return _mask_string(value)
+    if isinstance(value, Mapping):
+        return {key: mask_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [mask_value(item) for item in value]
+    return "[redacted]"
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, Mapping):
+        return {
+            key: mask_value(item) if key in PERSONAL_FIELDS else _scrub(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_scrub(item) for item in value]
+    return value
+
+
+def mask_personal_data(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: mask personal data in every field of the event."""
+    for key, value in list(event_dict.items()):
+        event_dict[key] = mask_value(value) if key in PERSONAL_FIELDS else _scrub(value)
+    return event_dict
+
+
+def configure_logging(settings: HiloSettings) -> None:
+    """Route structlog and stdlib logging (aiokafka, uvicorn, FastStream) through one pipeline."""
+    level = logging.getLevelName(settings.log_level)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        mask_personal_data,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if settings.log_format == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared[:-1], structlog.stdlib.ExtraAdder(), mask_personal_data],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    structlog.contextvars.bind_contextvars(service=settings.service_name)

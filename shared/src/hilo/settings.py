@@ -1,0 +1,64 @@
+"""Settings from the environment, one prefix (`HILO_`) for every service.
+
+Each service subclasses `HiloSettings` with its own fields; `.env.example` lists them all. The two
+connection strings also answer to the unprefixed names `KAFKA_BOOTSTRAP_SERVERS` and `MONGODB_URL`
+that ops tooling and the test infrastructure use.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, MongoDsn, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class HiloSettings(BaseSettings):
+    """What every Hilo service needs to know about its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="HILO_", extra="ignore", frozen=True)
+
+    service_name: str = Field(default="hilo", description="Name in logs, metrics and client ids.")
+    instance: str = Field(
+        default="default", description="Instance name; part of each event's CloudEvents source."
+    )
+    environment: Literal["development", "test", "production"] = "development"
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices("HILO_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+        description="Comma-separated host:port list.",
+    )
+    mongodb_url: MongoDsn = Field(
+        default=MongoDsn("mongodb://127.0.0.1:27017/"),
+        validation_alias=AliasChoices("HILO_MONGODB_URL", "MONGODB_URL"),
+    )
+    mongodb_database: str = Field(default="hilo", pattern=r"^[A-Za-z0-9_-]{1,60}$")
+    topic_prefix: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="Prepended to every topic name, for shared clusters and isolated tests.",
+    )
+    topic_partitions: int = Field(
+        default=6, ge=1, le=1000, description="Partitions of the keyed topics at creation."
+    )
+    topic_replication_factor: int = Field(default=1, ge=1, le=7)
+    kafka_publish_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="How long a publish may wait for the broker's ack."
+    )
+    kafka_compression: Literal["gzip", "none"] = "gzip"
+    default_phone_region: str | None = Field(
+        default=None,
+        pattern=r"^[A-Z]{2}$",
+        description="ISO 3166 region for phone numbers written without a country code.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def client_id(self) -> str:
+        return f"{self.service_name}-{self.instance}"

@@ -1,0 +1,658 @@
+"""Real Kafka and a real MongoDB-wire database for tests and local runs, without Docker.
+
+Servers are found in this order:
+
+1. `KAFKA_BOOTSTRAP_SERVERS` / `MONGODB_URL` set: those servers are used as they are.
+2. A Docker engine answers: testcontainers start the images docker-compose uses.
+3. Otherwise local processes: Apache Kafka from its Maven Central jars (resolved with Maven from
+   `deploy/local/kafka/pom.xml`) as a single-node KRaft broker, and FerretDB 1.x (built with Go
+   from `deploy/local/ferretdb`) on SQLite.
+
+Downloads and builds are cached under `~/.cache/hilo` (or `$HILO_CACHE_DIR`); every run gets fresh
+data directories; everything started is stopped on exit, and child processes die with their
+parent even if it is killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import ctypes
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from aiokafka.admin import AIOKafkaAdminClient
+from pymongo import MongoClient
+
+READY_TIMEOUT_SECONDS = 120.0
+_PR_SET_PDEATHSIG = 1
+
+
+class InfrastructureError(RuntimeError):
+    """The infrastructure could not be provided; the message says what to install or set."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    kafka_bootstrap_servers: str
+    mongodb_url: str
+    provider: str
+
+
+def cache_dir() -> Path:
+    base = (
+        os.environ.get("HILO_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hilo"
+    )
+    path = Path(base)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def deploy_dir() -> Path:
+    """`deploy/local` of the Hilo checkout, found from the environment, cwd or this file."""
+    if env := os.environ.get("HILO_DEPLOY_DIR"):
+        return Path(env)
+    for start in (Path.cwd(), Path(__file__).resolve()):
+        for parent in (start, *start.parents):
+            candidate = parent / "deploy" / "local"
+            if (candidate / "kafka" / "pom.xml").is_file():
+                return candidate
+    raise InfrastructureError(
+        "cannot find deploy/local (with kafka/pom.xml): run from a Hilo checkout "
+        "or set HILO_DEPLOY_DIR"
+    )
+
+
+def kafka_version() -> str:
+    """The Kafka version pinned in deploy/local/kafka/pom.xml (also the compose image tag)."""
+    pom = (deploy_dir() / "kafka" / "pom.xml").read_text(encoding="utf-8")
+    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
+    if not match:
+        raise InfrastructureError("deploy/local/kafka/pom.xml does not set kafka.version")
+    return match.group(1)
+
+
+def ferretdb_version() -> str:
+    """The FerretDB version required by deploy/local/ferretdb/go.mod."""
+    gomod = (deploy_dir() / "ferretdb" / "go.mod").read_text(encoding="utf-8")
+    match = re.search(r"github.com/FerretDB/FerretDB (v[\w.\-]+)", gomod)
+    if not match:
+        raise InfrastructureError("deploy/local/ferretdb/go.mod does not require FerretDB")
+    return match.group(1)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def require_tool(name: str, purpose: str, install_hint: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise InfrastructureError(
+            f"`{name}` is needed {purpose} but is not on PATH: {install_hint}, "
+            "or point KAFKA_BOOTSTRAP_SERVERS and MONGODB_URL at running servers"
+        )
+    return path
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Serialise cache builds between concurrent runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel kills it when the test process dies."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclass
+class ManagedProcess:
+    """A server process in its own process group, stopped with the whole group."""
+
+    name: str
+    command: list[str]
+    log_path: Path
+    tied_to_parent: bool = True
+    env: dict[str, str] | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _log: IO[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> None:
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if self.tied_to_parent else None,  # noqa: PLW1509
+            env={**os.environ, **(self.env or {})},
+        )
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise InfrastructureError(f"{self.name} was never started")
+        return self.process.pid
+
+    def exited(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            stop_process_group(self.process.pid, timeout)
+            self.process.wait(timeout=5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def stop_process_group(pid: int, timeout: float = 20.0) -> None:
+    """SIGTERM the group, then SIGKILL whatever is left after `timeout`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _group_alive(pid):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie leader still counts as a group member until reaped.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pgid, os.WNOHANG)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait(predicate: Any, what: str, process: ManagedProcess, timeout: float) -> None:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if process.exited():
+            raise InfrastructureError(f"{what} exited during start-up:\n{process.log_tail()}")
+        with contextlib.suppress(Exception):
+            if predicate():
+                return
+        time.sleep(0.2)
+    raise InfrastructureError(f"{what} not ready after {timeout:.0f}s:\n{process.log_tail()}")
+
+
+class LocalKafka:
+    """Apache Kafka, single-node KRaft (broker + controller), run from Maven Central jars."""
+
+    def __init__(self, workdir: Path, *, tied_to_parent: bool = True) -> None:
+        self.version = kafka_version()
+        self.workdir = workdir
+        self.port = free_port()
+        self.controller_port = free_port()
+        self.tied_to_parent = tied_to_parent
+        self.process: ManagedProcess | None = None
+        self.ready_seconds = 0.0
+        self._launched_at = 0.0
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def libs(self) -> Path:
+        """Resolve the broker's jars once into the cache (Maven Central via `mvn`)."""
+        target = cache_dir() / f"kafka-{self.version}" / "libs"
+        if (target / ".complete").exists():
+            return target
+        mvn = require_tool("mvn", "to fetch Kafka's jars", "install Maven (apt-get install maven)")
+        with _file_lock(cache_dir() / f"kafka-{self.version}.lock"):
+            if (target / ".complete").exists():
+                return target
+            staging = target.with_name("libs.partial")
+            shutil.rmtree(staging, ignore_errors=True)
+            result = subprocess.run(
+                [
+                    mvn,
+                    "-q",
+                    "-B",
+                    "-f",
+                    str(deploy_dir() / "kafka" / "pom.xml"),
+                    "dependency:copy-dependencies",
+                    "-DincludeScope=runtime",
+                    f"-DoutputDirectory={staging}",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise InfrastructureError(f"Maven could not fetch Kafka's jars:\n{result.stdout}")
+            (staging / ".complete").touch()
+            shutil.rmtree(target, ignore_errors=True)
+            staging.rename(target)
+        return target
+
+    def _write_config(self) -> Path:
+        data = self.workdir / "data"
+        config = self.workdir / "server.properties"
+        config.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                    f"CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"log.dirs={data}",
+                    "num.partitions=1",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=4",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=false",
+                    "log.cleaner.backoff.ms=1000",
+                    "",
+                ]
+            ),
+            encoding="utf-8",
+        )
+        (self.workdir / "log4j2.properties").write_text(
+            "\n".join(
+                [
+                    "rootLogger.level=WARN",
+                    "rootLogger.appenderRef.out.ref=OUT",
+                    "appender.out.type=Console",
+                    "appender.out.name=OUT",
+                    "appender.out.layout.type=PatternLayout",
+                    "appender.out.layout.pattern=[%d] %p %m (%c)%n",
+                    "",
+                ]
+            ),
+            encoding="utf-8",
+        )
+        return config
+
+    def _java(self, main_class: str, *args: str) -> list[str]:
+        java = require_tool(
+            "java", "to run Kafka", "install a JDK 17+ (apt-get install default-jdk)"
+        )
+        return [
+            java,
+            "-Xms256m",
+            "-Xmx768m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
+            "-cp",
+            f"{self.libs()}/*",
+            main_class,
+            *args,
+        ]
+
+    def format_storage(self) -> None:
+        """Format a fresh KRaft metadata log with a new cluster id."""
+        config = self._write_config()
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        result = subprocess.run(
+            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise InfrastructureError(
+                f"Kafka storage format failed:\n{result.stdout}{result.stderr}"
+            )
+
+    def launch(self) -> None:
+        """Start the broker on existing storage (`format_storage` first on a fresh workdir)."""
+        self.process = ManagedProcess(
+            "kafka",
+            self._java("kafka.Kafka", str(self.workdir / "server.properties")),
+            self.workdir / "kafka.log",
+            tied_to_parent=self.tied_to_parent,
+        )
+        self._launched_at = time.monotonic()
+        self.process.start()
+
+    def wait_ready(self) -> None:
+        assert self.process is not None
+        _wait(self._ready, "Kafka", self.process, READY_TIMEOUT_SECONDS)
+        self.ready_seconds = time.monotonic() - self._launched_at
+
+    def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def _ready(self) -> bool:
+        if not port_open(self.port):
+            return False
+        return asyncio.run(kafka_answers(self.bootstrap_servers))
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
+async def kafka_answers(bootstrap_servers: str) -> bool:
+    """The broker serves metadata requests (an open port alone is not readiness)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=3000)
+    try:
+        await admin.start()
+        await admin.list_topics()
+        return True
+    finally:
+        await admin.close()
+
+
+class LocalFerretDB:
+    """FerretDB 1.x with its SQLite backend: a real MongoDB wire-protocol server."""
+
+    def __init__(self, workdir: Path, *, tied_to_parent: bool = True) -> None:
+        self.version = ferretdb_version()
+        self.workdir = workdir
+        self.port = free_port()
+        self.tied_to_parent = tied_to_parent
+        self.process: ManagedProcess | None = None
+        self.ready_seconds = 0.0
+        self._launched_at = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/"
+
+    def binary(self) -> Path:
+        """Build deploy/local/ferretdb once into the cache (Go module proxy)."""
+        target = cache_dir() / "bin" / f"hilo-ferretdb-{self.version}"
+        if target.exists():
+            return target
+        go = require_tool(
+            "go", "to build FerretDB", "install Go 1.24+ (https://go.dev/doc/install)"
+        )
+        with _file_lock(cache_dir() / "ferretdb.lock"):
+            if target.exists():
+                return target
+            partial = target.with_name(target.name + ".partial")
+            result = subprocess.run(
+                [go, "build", "-trimpath", "-o", str(partial), "."],
+                cwd=deploy_dir() / "ferretdb",
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise InfrastructureError(f"building FerretDB failed:\n{result.stderr}")
+            partial.rename(target)
+        return target
+
+    def launch(self) -> None:
+        self.process = ManagedProcess(
+            "ferretdb",
+            [
+                str(self.binary()),
+                f"--listen-addr=127.0.0.1:{self.port}",
+                f"--data-dir={self.workdir / 'data'}",
+                "--log-level=error",
+            ],
+            self.workdir / "ferretdb.log",
+            tied_to_parent=self.tied_to_parent,
+        )
+        self._launched_at = time.monotonic()
+        self.process.start()
+
+    def wait_ready(self) -> None:
+        assert self.process is not None
+        _wait(self._ready, "FerretDB", self.process, READY_TIMEOUT_SECONDS)
+        self.ready_seconds = time.monotonic() - self._launched_at
+
+    def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def _ready(self) -> bool:
+        if not port_open(self.port):
+            return False
+        client: MongoClient[dict[str, Any]]
+        with MongoClient(self.url, serverSelectionTimeoutMS=1000) as client:
+            client.admin.command("ping")
+        return True
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
+def docker_available() -> bool:
+    """A Docker engine answers (not merely a docker CLI on PATH)."""
+    if os.environ.get("HILO_INFRA", "auto") == "local":
+        return False
+    try:
+        import docker  # noqa: PLC0415 - testcontainers' dependency, only needed here
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+        client.close()
+    except Exception:
+        return False
+    return True
+
+
+class Infrastructure:
+    """Context manager that provides (and afterwards stops) Kafka and a MongoDB-wire server."""
+
+    def __init__(self, *, tied_to_parent: bool = True, workdir: Path | None = None) -> None:
+        self.tied_to_parent = tied_to_parent
+        self.workdir = workdir
+        self.kafka: LocalKafka | None = None
+        self.ferretdb: LocalFerretDB | None = None
+        self._containers: list[Any] = []
+        self._own_workdir = False
+        self.endpoints: Endpoints | None = None
+
+    def __enter__(self) -> Endpoints:
+        try:
+            self.endpoints = self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self.endpoints
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> Endpoints:
+        kafka_env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        mongo_env = os.environ.get("MONGODB_URL")
+        if kafka_env and mongo_env:
+            return Endpoints(kafka_env, mongo_env, "environment")
+        if docker_available():
+            return self._start_containers(kafka_env, mongo_env)
+        return self._start_local(kafka_env, mongo_env)
+
+    def _workdir(self) -> Path:
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="hilo-infra-"))
+            self._own_workdir = True
+        return self.workdir
+
+    def _start_local(self, kafka_env: str | None, mongo_env: str | None) -> Endpoints:
+        root = self._workdir()
+        if not kafka_env:
+            (root / "kafka").mkdir(parents=True, exist_ok=True)
+            self.kafka = LocalKafka(root / "kafka", tied_to_parent=self.tied_to_parent)
+            self.kafka.format_storage()
+        if not mongo_env:
+            (root / "ferretdb").mkdir(parents=True, exist_ok=True)
+            self.ferretdb = LocalFerretDB(root / "ferretdb", tied_to_parent=self.tied_to_parent)
+            self.ferretdb.binary()
+        # Launch both before waiting on either: the JVM warms up while FerretDB starts.
+        servers = [server for server in (self.kafka, self.ferretdb) if server is not None]
+        for server in servers:
+            server.launch()
+        for server in servers:
+            server.wait_ready()
+        return Endpoints(
+            kafka_env or self.kafka.bootstrap_servers,  # type: ignore[union-attr]
+            mongo_env or self.ferretdb.url,  # type: ignore[union-attr]
+            "local processes",
+        )
+
+    def _start_containers(self, kafka_env: str | None, mongo_env: str | None) -> Endpoints:
+        from hilo.testkit.containers import start_kafka_container, start_mongo_container  # noqa: PLC0415
+
+        kafka = kafka_env
+        mongo = mongo_env
+        if not kafka:
+            container, kafka = start_kafka_container(kafka_version())
+            self._containers.append(container)
+        if not mongo:
+            container, mongo = start_mongo_container()
+            self._containers.append(container)
+        return Endpoints(kafka, mongo, "testcontainers")
+
+    def stop(self) -> None:
+        for server in (self.kafka, self.ferretdb):
+            if server is not None:
+                server.stop()
+        for container in self._containers:
+            with contextlib.suppress(Exception):
+                container.stop()
+        self._containers.clear()
+        if self._own_workdir and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def pids(self) -> list[int]:
+        return [
+            server.process.pid
+            for server in (self.kafka, self.ferretdb)
+            if server is not None and server.process is not None
+        ]
+
+
+# --- `hilo-infra` / `make infra-up` / `make infra-down` -------------------------------------
+
+STATE_FILE = Path(".hilo") / "infra.json"
+
+
+def _up(state_file: Path) -> int:
+    if state_file.exists():
+        print(f"already running (see {state_file}); `make infra-down` first")  # noqa: T201
+        print(state_file.read_text())  # noqa: T201
+        return 1
+    workdir = Path(tempfile.mkdtemp(prefix="hilo-dev-"))
+    infra = Infrastructure(tied_to_parent=False, workdir=workdir)
+    started = time.monotonic()
+    endpoints = infra.__enter__()
+    state = {
+        **asdict(endpoints),
+        "pids": infra.pids(),
+        "workdir": str(workdir),
+        "kafka_ready_seconds": infra.kafka.ready_seconds if infra.kafka else None,
+        "ferretdb_ready_seconds": infra.ferretdb.ready_seconds if infra.ferretdb else None,
+    }
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps(state, indent=2))
+    print(f"# ready in {time.monotonic() - started:.1f}s ({endpoints.provider})")  # noqa: T201
+    print(f"export KAFKA_BOOTSTRAP_SERVERS={endpoints.kafka_bootstrap_servers}")  # noqa: T201
+    print(f"export MONGODB_URL={endpoints.mongodb_url}")  # noqa: T201
+    return 0
+
+
+def _down(state_file: Path) -> int:
+    if not state_file.exists():
+        print("nothing to stop")  # noqa: T201
+        return 0
+    state = json.loads(state_file.read_text())
+    for pid in state.get("pids", []):
+        stop_process_group(pid)
+    shutil.rmtree(state.get("workdir", ""), ignore_errors=True)
+    state_file.unlink()
+    print("stopped")  # noqa: T201
+    return 0
+
+
+def _prepare() -> int:
+    """Fetch and build everything the local infrastructure needs (no servers started)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        print(LocalKafka(Path(tmp)).libs())  # noqa: T201
+        print(LocalFerretDB(Path(tmp)).binary())  # noqa: T201
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Local Kafka and FerretDB for development.")
+    parser.add_argument("command", choices=["up", "down", "prepare"])
+    parser.add_argument("--state-file", type=Path, default=STATE_FILE)
+    args = parser.parse_args()
+    try:
+        if args.command == "up":
+            sys.exit(_up(args.state_file))
+        if args.command == "down":
+            sys.exit(_down(args.state_file))
+        sys.exit(_prepare())
+    except InfrastructureError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

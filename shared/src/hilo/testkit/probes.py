@@ -1,0 +1,66 @@
+"""Reading back what services wrote, by polling with a deadline instead of sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord
+
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    *,
+    until: Callable[[T], bool] = bool,
+    timeout: float = 30.0,
+    interval: float = 0.2,
+) -> T:
+    """Await `probe` until `until(result)` holds; return the last result or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await probe()
+        if until(result):
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s; last result: {result!r}")
+        await asyncio.sleep(interval)
+
+
+async def read_topic(
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    expected: int,
+    timeout: float = 30.0,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read a topic from the beginning until `expected` records arrived (or the timeout).
+
+    Returns what arrived, possibly more or fewer than expected: the caller asserts.
+    """
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(records) < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for partition_records in batch.values():
+                records.extend(partition_records)
+        # Anything beyond `expected` (a duplicate) must be seen too: drain briefly.
+        extra = await consumer.getmany(timeout_ms=300)
+        for partition_records in extra.values():
+            records.extend(partition_records)
+    finally:
+        await consumer.stop()
+    return records

@@ -1,0 +1,82 @@
+"""pytest fixtures giving every test real Kafka and MongoDB-wire servers, isolated per test.
+
+The servers start once per session, on first use (see `local_infra` for how they are found),
+and stop at the end of the session. Each test gets its own topic prefix and database, so tests
+neither see nor disturb each other's data.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from hilo.mongo import MongoDocument, create_mongo_client
+from hilo.settings import HiloSettings
+from hilo.testkit.local_infra import Endpoints, Infrastructure
+from hilo.topics import ensure_topics
+
+_timings: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session")
+def infrastructure() -> Iterator[Endpoints]:
+    """Kafka and a MongoDB-wire server for the whole session."""
+    started = time.monotonic()
+    infra = Infrastructure()
+    with infra as endpoints:
+        _timings["provider"] = endpoints.provider
+        _timings["ready"] = f"{time.monotonic() - started:.1f}s"
+        if infra.kafka is not None:
+            _timings["kafka"] = f"{infra.kafka.ready_seconds:.1f}s"
+        if infra.ferretdb is not None:
+            _timings["ferretdb"] = f"{infra.ferretdb.ready_seconds:.1f}s"
+        yield endpoints
+
+
+@pytest.fixture
+def settings(infrastructure: Endpoints) -> HiloSettings:
+    """Settings pointing at the session's servers, with a topic prefix and database of its own."""
+    run = uuid.uuid4().hex[:10]
+    return HiloSettings(
+        environment="test",
+        kafka_bootstrap_servers=infrastructure.kafka_bootstrap_servers,
+        mongodb_url=infrastructure.mongodb_url,
+        mongodb_database=f"test_{run}",
+        topic_prefix=f"t{run}.",
+        topic_partitions=3,
+        kafka_publish_timeout_seconds=10.0,
+    )
+
+
+@pytest.fixture
+async def topics(settings: HiloSettings) -> list[str]:
+    """The registry's topics, created under this test's prefix."""
+    return await ensure_topics(settings)
+
+
+@pytest.fixture
+async def mongo_client(settings: HiloSettings) -> AsyncIterator[AsyncMongoClient[MongoDocument]]:
+    """A client for the session's server; this test's database is dropped afterwards."""
+    client = create_mongo_client(settings)
+    try:
+        yield client
+    finally:
+        await client.drop_database(settings.mongodb_database)
+        await client.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _timings:
+        parts = ", ".join(f"{key} {value}" for key, value in _timings.items())
+        terminalreporter.write_line(f"hilo infrastructure: {parts}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the real infrastructure, so `-m "not infra"` skips them."""
+    for item in items:
+        if "infrastructure" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.infra)

@@ -1,0 +1,112 @@
+"""One valid example of every payload type, for tests of anything that handles interactions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from pydantic_extra_types.currency_code import ISO4217
+
+from hilo.contract import (
+    Attachment,
+    AttachmentKind,
+    CallHappened,
+    CallStatus,
+    CartAction,
+    CartChanged,
+    ConsentChanged,
+    CustomEvent,
+    DeliveryStatus,
+    Direction,
+    Fulfilment,
+    Identified,
+    Identifiers,
+    Interaction,
+    LineItem,
+    MessageExchanged,
+    MessageStatusChanged,
+    Money,
+    OrderPlaced,
+    PageViewed,
+    Payload,
+    ProductViewed,
+    SalesChannel,
+    StoreVisited,
+    SurveyAnswered,
+    SurveyMetric,
+    VisitMethod,
+    new_interaction,
+)
+
+
+def eur(amount: str) -> Money:
+    return Money(amount=Decimal(amount), currency=ISO4217("EUR"))
+
+
+SHOES = LineItem(sku="SKU-RED-42", name="Red running shoes", quantity=1, unit_price=eur("59.90"))
+
+
+def sample_payloads() -> dict[str, Payload]:
+    """Keyed by payload kind; every kind of the contract appears once."""
+    return {
+        "message": MessageExchanged(
+            direction=Direction.INBOUND,
+            text="Do you have these in 42?",
+            attachments=[Attachment(kind=AttachmentKind.IMAGE, mime_type="image/jpeg")],
+            provider_message_id="wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=",
+        ),
+        "message_status": MessageStatusChanged(
+            provider_message_id="wamid.out-1", status=DeliveryStatus.READ
+        ),
+        "page_view": PageViewed(url="https://shop.example.com/shoes", path="/shoes", title="Shoes"),
+        "product_view": ProductViewed(
+            sku="SKU-RED-42", name="Red running shoes", price=eur("59.90")
+        ),
+        "cart": CartChanged(
+            action=CartAction.ITEM_ADDED,
+            cart_id="cart-1",
+            changed_items=[SHOES],
+            items=[SHOES],
+            total=eur("59.90"),
+        ),
+        "order": OrderPlaced(
+            order_id="ORD-1001",
+            sold_via=SalesChannel.STORE,
+            fulfilment=Fulfilment.IN_STORE,
+            store_id="BCN-01",
+            items=[SHOES],
+            total=eur("59.90"),
+        ),
+        "call": CallHappened(
+            direction=Direction.INBOUND,
+            status=CallStatus.DROPPED,
+            provider_call_id="CA5ef8732a3c49700934481addd5ce1659",
+            duration_seconds=42,
+        ),
+        "store_visit": StoreVisited(store_id="BCN-01", method=VisitMethod.LOYALTY_CARD),
+        "survey_answer": SurveyAnswered(
+            survey_id="post-purchase", metric=SurveyMetric.NPS, score=9
+        ),
+        "consent": ConsentChanged(purpose="marketing", granted=True, channel="email"),
+        "identify": Identified(traits={"first_name": "Ana", "plan": "gold"}),
+        "custom": CustomEvent(name="Newsletter Opened", properties={"issue": 42}),
+    }
+
+
+def sample_interaction(
+    kind: str = "message",
+    *,
+    channel: str = "web",
+    provider_event_id: str = "evt-1",
+    identifiers: Identifiers | None = None,
+    occurred_at: datetime | None = None,
+) -> Interaction:
+    """A valid interaction of the given payload kind."""
+    return new_interaction(
+        channel=channel,
+        instance="test",
+        provider_event_id=provider_event_id,
+        identifiers=identifiers or Identifiers(email="ana@example.com"),
+        payload=sample_payloads()[kind],
+        occurred_at=occurred_at or datetime(2026, 11, 2, 10, 30, tzinfo=UTC),
+    )

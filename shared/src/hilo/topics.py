@@ -1,0 +1,130 @@
+"""Every Kafka topic Hilo uses, with its key, cleanup policy and retention.
+
+The registry is the single place where topics are declared; `ensure_topics` creates the missing
+ones idempotently and is what tests, `make run` and the docker-compose init container call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from dataclasses import dataclass
+from enum import StrEnum
+
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from hilo.logs import configure_logging
+from hilo.settings import HiloSettings
+
+log = structlog.get_logger(__name__)
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+class Topic(StrEnum):
+    """Logical topic names; the physical name adds the configured prefix."""
+
+    INTERACTIONS = "interactions"
+    INTERACTIONS_DLQ = "interactions.dlq"
+    JOURNEY = "journey"
+    PROFILES = "profiles"
+    IDENTITY_MERGES = "identity.merges"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    topic: Topic
+    key: str
+    description: str
+    cleanup_policy: str = "delete"
+    retention_ms: int = 30 * DAY_MS
+    keyed: bool = True
+
+    def configs(self) -> dict[str, str]:
+        configs = {"cleanup.policy": self.cleanup_policy}
+        if self.cleanup_policy == "delete":
+            configs["retention.ms"] = str(self.retention_ms)
+        else:
+            configs["min.compaction.lag.ms"] = "0"
+            configs["delete.retention.ms"] = str(DAY_MS)
+        return configs
+
+
+REGISTRY: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        Topic.INTERACTIONS,
+        key="strongest identifier, `kind:value`",
+        description="Normalised interactions from every channel service.",
+        retention_ms=365 * DAY_MS,
+    ),
+    TopicSpec(
+        Topic.INTERACTIONS_DLQ,
+        key="the original key",
+        description="Messages that could not be processed, with the reason in headers.",
+        retention_ms=90 * DAY_MS,
+    ),
+    TopicSpec(
+        Topic.JOURNEY,
+        key="customer id",
+        description="Each accepted interaction with its customer id, in order per customer.",
+        retention_ms=365 * DAY_MS,
+    ),
+    TopicSpec(
+        Topic.PROFILES,
+        key="customer id",
+        description="Latest profile snapshot per customer; a tombstone when a customer is erased.",
+        cleanup_policy="compact",
+    ),
+    TopicSpec(
+        Topic.IDENTITY_MERGES,
+        key="surviving customer id",
+        description="One record per profile merge: the survivor and the profile it absorbed.",
+        retention_ms=365 * DAY_MS,
+    ),
+)
+
+
+def topic_name(topic: Topic, settings: HiloSettings) -> str:
+    """Physical topic name for this deployment."""
+    return f"{settings.topic_prefix}{topic.value}"
+
+
+async def ensure_topics(settings: HiloSettings) -> list[str]:
+    """Create every registered topic that does not exist yet; return the names created."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, client_id=settings.client_id
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(
+                topic_name(spec.topic, settings),
+                num_partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication_factor,
+                topic_configs=spec.configs(),
+            )
+            for spec in REGISTRY
+            if topic_name(spec.topic, settings) not in existing
+        ]
+        created = []
+        for new_topic in missing:
+            try:
+                await admin.create_topics([new_topic])
+                created.append(new_topic.name)
+            except TopicAlreadyExistsError:
+                log.info("topic_created_concurrently", topic=new_topic.name)
+        log.info("topics_ensured", created=created, existing=len(REGISTRY) - len(created))
+        return created
+    finally:
+        await admin.close()
+
+
+def main() -> None:
+    """`hilo-topics`: create the topics (docker-compose init, `make run`)."""
+    argparse.ArgumentParser(description="Create Hilo's Kafka topics if missing.").parse_args()
+    settings = HiloSettings()
+    configure_logging(settings)
+    asyncio.run(ensure_topics(settings))

@@ -1,0 +1,257 @@
+"""The interaction contract: what it accepts, what it refuses and how it says so."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from hilo.contract import (
+    SCHEMA_VERSION,
+    Identifiers,
+    Interaction,
+    Money,
+    OrderPlaced,
+    UnsupportedSchemaVersion,
+    conversation_id,
+    interaction_id,
+    parse_interaction,
+    versions,
+)
+from hilo.testkit.samples import sample_interaction, sample_payloads
+
+
+def as_document(interaction: Interaction) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(interaction.model_dump_json())
+    return document
+
+
+def errors_of(exc: pytest.ExceptionInfo[ValidationError]) -> list[tuple[str, str]]:
+    return [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.value.errors()]
+
+
+@pytest.mark.parametrize("kind", sorted(sample_payloads()))
+def test_every_payload_type_round_trips_through_json(kind: str) -> None:
+    interaction = sample_interaction(kind)
+
+    parsed = parse_interaction(interaction.model_dump_json().encode())
+
+    assert parsed == interaction
+    assert parsed.payload.kind == kind
+    assert parsed.type == f"dev.hilo.interaction.{kind}"
+
+
+def test_cloudevents_attributes_are_serialised() -> None:
+    document = as_document(sample_interaction("order", channel="store"))
+
+    assert document["specversion"] == "1.0"
+    assert document["type"] == "dev.hilo.interaction.order"
+    assert document["time"] == document["occurred_at"]
+    assert document["source"] == "/channels/store/test"
+    assert document["schema_version"] == SCHEMA_VERSION
+
+
+def test_money_is_exact_and_serialised_as_a_string() -> None:
+    document = as_document(sample_interaction("order"))
+
+    assert document["payload"]["total"] == {"amount": "59.90", "currency": "EUR"}
+
+
+def test_naive_datetime_is_rejected() -> None:
+    document = as_document(sample_interaction())
+    document["occurred_at"] = "2026-11-02T10:30:00"
+    del document["time"]
+
+    with pytest.raises(ValidationError) as exc:
+        Interaction.model_validate(document)
+
+    assert errors_of(exc) == [("occurred_at", "Input should have timezone info")]
+
+
+def test_time_that_disagrees_with_occurred_at_is_rejected() -> None:
+    document = as_document(sample_interaction())
+    document["time"] = "2020-01-01T00:00:00Z"
+
+    with pytest.raises(ValidationError, match="time does not equal occurred_at"):
+        Interaction.model_validate(document)
+
+
+def test_time_in_another_timezone_for_the_same_instant_is_accepted() -> None:
+    interaction = sample_interaction()
+    document = as_document(interaction)
+    document["time"] = interaction.occurred_at.astimezone(timezone(timedelta(hours=2))).isoformat()
+
+    assert Interaction.model_validate(document) == interaction
+
+
+def test_type_that_disagrees_with_payload_is_rejected() -> None:
+    document = as_document(sample_interaction("message"))
+    document["type"] = "dev.hilo.interaction.order"
+
+    with pytest.raises(ValidationError, match=r"type does not match payload\.kind"):
+        Interaction.model_validate(document)
+
+
+def test_unknown_payload_kind_is_rejected_with_the_allowed_kinds() -> None:
+    document = as_document(sample_interaction())
+    document["payload"] = {"kind": "teleport", "where": "mars"}
+    del document["type"]
+
+    with pytest.raises(ValidationError) as exc:
+        Interaction.model_validate(document)
+
+    [(location, message)] = errors_of(exc)
+    assert location == "payload"
+    assert "'teleport'" in message
+    assert "'message'" in message
+    assert "'order'" in message
+
+
+def test_bad_phone_is_rejected_without_echoing_it() -> None:
+    with pytest.raises(ValidationError) as exc:
+        Identifiers(phone="+34 000")
+
+    assert errors_of(exc) == [("phone", "not a valid phone number for its country")]
+    assert "000" not in str(exc.value)
+
+
+def test_bad_email_is_rejected_without_echoing_it() -> None:
+    with pytest.raises(ValidationError) as exc:
+        Identifiers(email="ana.example.com")
+
+    [(location, message)] = errors_of(exc)
+    assert location == "email"
+    assert message.startswith("not a valid email address")
+    assert "ana.example.com" not in str(exc.value)
+
+
+def test_an_event_needs_at_least_one_identifier() -> None:
+    with pytest.raises(ValidationError, match="at least one identifier is required"):
+        Identifiers()
+
+
+def test_negative_money_is_rejected() -> None:
+    with pytest.raises(ValidationError) as exc:
+        Money.model_validate({"amount": "-1.00", "currency": "EUR"})
+
+    assert errors_of(exc) == [("amount", "Input should be greater than or equal to 0")]
+
+
+def test_missing_currency_is_rejected() -> None:
+    with pytest.raises(ValidationError) as exc:
+        Money.model_validate({"amount": "10.00"})
+
+    assert errors_of(exc) == [("currency", "Field required")]
+
+
+def test_unknown_currency_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="Invalid ISO 4217 currency code"):
+        Money.model_validate({"amount": "10.00", "currency": "XYZ"})
+
+
+def test_money_is_never_a_float() -> None:
+    money = Money.model_validate({"amount": "0.1", "currency": "EUR"})
+
+    assert money.amount == Decimal("0.1")
+    assert isinstance(money.amount, Decimal)
+
+
+def test_order_mixing_currencies_is_rejected() -> None:
+    order = sample_payloads()["order"].model_dump()
+    order["total"] = {"amount": "10", "currency": "USD"}
+
+    with pytest.raises(ValidationError, match="all amounts must share one currency, got EUR, USD"):
+        OrderPlaced.model_validate(order)
+
+
+def test_store_pickup_needs_a_store() -> None:
+    order = sample_payloads()["order"].model_dump()
+    order.update(fulfilment="store_pickup", store_id=None)
+
+    with pytest.raises(ValidationError, match="store_id is required for store_pickup"):
+        OrderPlaced.model_validate(order)
+
+
+def test_survey_score_outside_its_scale_is_rejected() -> None:
+    survey = sample_payloads()["survey_answer"].model_dump()
+    survey["score"] = 11
+
+    with pytest.raises(ValidationError, match="NPS score must be between 0 and 10"):
+        type(sample_payloads()["survey_answer"]).model_validate(survey)
+
+
+def test_unknown_fields_are_rejected() -> None:
+    document = as_document(sample_interaction())
+    document["colour"] = "blue"
+
+    with pytest.raises(ValidationError, match="colour"):
+        Interaction.model_validate(document)
+
+
+def test_event_ids_are_deterministic_per_channel_and_provider_message() -> None:
+    assert interaction_id("whatsapp", "wamid.1") == interaction_id("whatsapp", "wamid.1")
+    assert interaction_id("whatsapp", "wamid.1") != interaction_id("whatsapp", "wamid.2")
+    assert interaction_id("whatsapp", "x") != interaction_id("sms", "x")
+    assert interaction_id("web", "a:b") != interaction_id("web:a", "b")
+
+
+def test_a_provider_retry_builds_an_identical_event_id() -> None:
+    first = sample_interaction(provider_event_id="SM123", channel="sms")
+    retry = sample_interaction(provider_event_id="SM123", channel="sms")
+
+    assert first.id == retry.id
+    assert first.id == interaction_id("sms", "SM123")
+
+
+def test_conversation_ids_are_deterministic() -> None:
+    assert conversation_id("email", "<a@b>") == conversation_id("email", "<a@b>")
+    assert conversation_id("email", "<a@b>") != conversation_id("sms", "<a@b>")
+
+
+def test_partition_key_is_the_strongest_identifier() -> None:
+    identifiers = Identifiers(anonymous_id="anon-1", email="ana@example.com", loyalty_id="L-9")
+
+    assert identifiers.partition_key() == b"loyalty_id:L-9"
+    assert [kind.value for kind, _ in identifiers.pairs()] == [
+        "loyalty_id",
+        "email",
+        "anonymous_id",
+    ]
+
+
+def test_a_newer_schema_version_is_refused_clearly() -> None:
+    document = as_document(sample_interaction())
+    document["schema_version"] = SCHEMA_VERSION + 1
+
+    with pytest.raises(UnsupportedSchemaVersion, match="not readable by this build"):
+        parse_interaction(json.dumps(document))
+
+
+def test_upcasters_run_in_order_up_to_the_current_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(versions, "SCHEMA_VERSION", 3)
+    monkeypatch.setitem(versions.UPCASTERS, 1, lambda doc: {**doc, "steps": ["1->2"]})
+    monkeypatch.setitem(
+        versions.UPCASTERS, 2, lambda doc: {**doc, "steps": [*doc["steps"], "2->3"]}
+    )
+
+    upcast = versions.upcast({"schema_version": 1})
+
+    assert upcast == {"schema_version": 3, "steps": ["1->2", "2->3"]}
+
+
+def test_a_missing_upcaster_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(versions, "SCHEMA_VERSION", 2)
+
+    with pytest.raises(UnsupportedSchemaVersion, match="no upcaster from schema_version 1"):
+        versions.upcast({"schema_version": 1})
+
+
+def test_received_at_defaults_to_now() -> None:
+    before = datetime.now(UTC)
+    interaction = sample_interaction()
+
+    assert before <= interaction.received_at <= datetime.now(UTC)

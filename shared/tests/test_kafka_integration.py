@@ -1,0 +1,122 @@
+"""Through the real broker: topics as registered, interactions published durably and read back."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from faststream.kafka import KafkaBroker, KafkaMessage
+
+from hilo.contract import Identifiers, Interaction, parse_interaction
+from hilo.kafka import KafkaPublisher, create_broker
+from hilo.settings import HiloSettings
+from hilo.testkit.probes import read_topic
+from hilo.testkit.samples import sample_interaction, sample_payloads
+from hilo.topics import REGISTRY, Topic, ensure_topics, topic_name
+
+
+async def describe(
+    settings: HiloSettings, names: list[str]
+) -> tuple[dict[str, int], dict[str, dict[str, str]]]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        partitions = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names)}
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+        )
+        configs = {
+            resource[3]: {entry[0]: entry[1] for entry in resource[4]}
+            for response in responses
+            for resource in response.resources
+        }
+        return partitions, configs
+    finally:
+        await admin.close()
+
+
+async def test_topics_are_created_with_the_registry_settings(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    names = [topic_name(spec.topic, settings) for spec in REGISTRY]
+    assert sorted(topics) == sorted(names)
+
+    partitions, configs = await describe(settings, names)
+
+    assert partitions == dict.fromkeys(names, settings.topic_partitions)
+    assert configs[topic_name(Topic.PROFILES, settings)]["cleanup.policy"] == "compact"
+    assert configs[topic_name(Topic.INTERACTIONS, settings)]["cleanup.policy"] == "delete"
+    assert configs[topic_name(Topic.INTERACTIONS, settings)]["retention.ms"] == str(
+        365 * 86_400_000
+    )
+
+
+async def test_creating_topics_again_is_a_no_op(settings: HiloSettings, topics: list[str]) -> None:
+    assert topics
+    assert await ensure_topics(settings) == []
+
+
+async def test_published_interactions_are_consumed_back_with_keys_and_headers(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    sent = [
+        sample_interaction(
+            kind,
+            provider_event_id=f"evt-{kind}",
+            identifiers=Identifiers(email=f"{kind}@example.com"),
+        )
+        for kind in sample_payloads()
+    ]
+    received: list[tuple[Interaction, bytes | None, dict[str, str]]] = []
+    done = asyncio.Event()
+
+    consumer = KafkaBroker(settings.kafka_bootstrap_servers, logger=None)
+
+    @consumer.subscriber(
+        topic_name(Topic.INTERACTIONS, settings), group_id="test", auto_offset_reset="earliest"
+    )
+    async def on_interaction(body: bytes, message: KafkaMessage) -> None:
+        received.append((parse_interaction(body), message.raw_message.key, dict(message.headers)))  # type: ignore[union-attr]
+        if len(received) == len(sent):
+            done.set()
+
+    producer = create_broker(settings)
+    async with producer, consumer:
+        await producer.start()
+        await consumer.start()
+        publisher = KafkaPublisher(producer, settings)
+        for interaction in sent:
+            await publisher.publish_interaction(interaction)
+        await asyncio.wait_for(done.wait(), timeout=30)
+
+    by_id = {interaction.id: (interaction, key, headers) for interaction, key, headers in received}
+    assert len(by_id) == len(sent)
+    for interaction in sent:
+        got, key, headers = by_id[interaction.id]
+        assert got == interaction
+        assert key == f"email:{interaction.payload.kind}@example.com".encode()
+        assert headers["content-type"] == "application/cloudevents+json"
+        assert headers["ce_type"] == interaction.type
+        assert headers["ce_id"] == interaction.id
+        assert headers["hilo_schema_version"] == "1"
+
+
+async def test_events_of_one_key_stay_in_order_on_one_partition(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    producer = create_broker(settings)
+    async with producer:
+        await producer.start()
+        publisher = KafkaPublisher(producer, settings)
+        for n in range(10):
+            await publisher.publish_interaction(sample_interaction(provider_event_id=f"evt-{n}"))
+
+    records = await read_topic(
+        settings.kafka_bootstrap_servers, topic_name(Topic.INTERACTIONS, settings), expected=10
+    )
+
+    assert {record.partition for record in records} == {records[0].partition}
+    assert [parse_interaction(r.value).id for r in records] == [
+        sample_interaction(provider_event_id=f"evt-{n}").id for n in range(10)
+    ]

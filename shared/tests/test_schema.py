@@ -1,0 +1,37 @@
+"""The committed JSON Schema is the published contract: it must match the models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hilo.contract.schema import SCHEMA_FILE, interaction_json_schema, render
+from hilo.testkit.contract_check import validate_against_schema
+from hilo.testkit.samples import sample_interaction, sample_payloads
+
+COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "schemas" / SCHEMA_FILE
+
+
+def test_committed_schema_matches_the_models() -> None:
+    assert COMMITTED.read_text(encoding="utf-8") == render(), (
+        "the contract changed: run `make schema`, review the diff, and bump the schema version "
+        "if existing readers would break"
+    )
+
+
+def test_schema_names_every_payload_kind() -> None:
+    schema = interaction_json_schema()
+    kinds = set(schema["properties"]["payload"]["discriminator"]["mapping"])
+
+    assert kinds == set(sample_payloads())
+
+
+def test_schema_requires_the_cloudevents_attributes() -> None:
+    required = set(interaction_json_schema()["required"])
+
+    assert {"id", "source", "type", "time", "specversion", "occurred_at", "payload"} <= required
+
+
+def test_serialised_events_validate_against_the_schema() -> None:
+    for kind in sample_payloads():
+        validate_against_schema(json.loads(sample_interaction(kind).model_dump_json()))

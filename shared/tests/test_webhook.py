@@ -1,0 +1,56 @@
+"""Webhook signatures are checked in constant time and fail with a reason."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+import pytest
+
+from hilo.webhook import (
+    SignatureError,
+    secrets_match,
+    verify_base64_signature,
+    verify_hex_signature,
+)
+
+BODY = b'{"object":"whatsapp_business_account"}'
+
+
+def meta_signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def test_a_correct_hex_signature_passes() -> None:
+    verify_hex_signature("s3cret", BODY, meta_signature("s3cret", BODY), prefix="sha256=")
+
+
+@pytest.mark.parametrize(
+    ("signature", "reason"),
+    [
+        (None, "signature header is missing"),
+        ("", "signature header is missing"),
+        ("md5=abc", "signature must start with 'sha256='"),
+        (meta_signature("other", BODY), "signature does not match the body"),
+        (meta_signature("s3cret", BODY + b" "), "signature does not match the body"),
+    ],
+)
+def test_wrong_hex_signatures_fail_with_a_reason(signature: str | None, reason: str) -> None:
+    with pytest.raises(SignatureError, match=reason):
+        verify_hex_signature("s3cret", BODY, signature, prefix="sha256=")
+
+
+def test_base64_sha1_signature_as_twilio_sends_it() -> None:
+    message = b"https://example.com/smsBody=hi"
+    signature = base64.b64encode(hmac.new(b"token", message, hashlib.sha1).digest()).decode()
+
+    verify_base64_signature("token", message, signature, digest="sha1")
+    with pytest.raises(SignatureError):
+        verify_base64_signature("token", message + b"x", signature, digest="sha1")
+
+
+def test_secrets_match() -> None:
+    assert secrets_match("verify-me", "verify-me")
+    assert not secrets_match("verify-me", "verify-you")
+    assert not secrets_match("verify-me", None)
