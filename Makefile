@@ -42,7 +42,7 @@ test-fast: install ## Only the tests that need no infrastructure
 lint: install ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared/src shared/tests tests
+	$(BIN)/mypy shared/src shared/tests services/*/src services/*/tests tests
 
 fmt: install ## Format and fix what ruff can
 	$(BIN)/ruff format .

@@ -10,12 +10,18 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_extra_types.currency_code import ISO4217
 
 JsonScalar = str | int | float | bool | None
 """Trait and property values are flat scalars: portable to every consumer and to FerretDB."""
+
+FieldName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=100, pattern=r"^[^.$][^.]*$"),
+]
+"""Trait and property names: no `.` and no leading `$`, so they can be stored as document keys."""
 
 
 class _Model(BaseModel):
@@ -304,7 +310,7 @@ class Identified(_Model):
     """The customer told us who they are (sign-in, sign-up, profile update, alias)."""
 
     kind: Literal["identify"] = "identify"
-    traits: dict[str, JsonScalar] = Field(default_factory=dict, max_length=200)
+    traits: dict[FieldName, JsonScalar] = Field(default_factory=dict, max_length=200)
     previous_anonymous_id: str | None = Field(
         default=None, max_length=200, description="Segment `alias`: the id being linked."
     )
@@ -315,7 +321,7 @@ class CustomEvent(_Model):
 
     kind: Literal["custom"] = "custom"
     name: str = Field(min_length=1, max_length=300, examples=["Newsletter Opened"])
-    properties: dict[str, JsonScalar] = Field(default_factory=dict, max_length=200)
+    properties: dict[FieldName, JsonScalar] = Field(default_factory=dict, max_length=200)
 
 
 Payload = Annotated[

@@ -1,0 +1,1 @@
+"""Hilo customer-profile service: one synchronised journey and profile per customer."""

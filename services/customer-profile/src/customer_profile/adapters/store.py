@@ -1,0 +1,402 @@
+"""MongoDB persistence of profiles, identities, journeys and identity conflicts.
+
+Correctness under several consumer instances comes from the database, never from process-local
+locks: an identifier is claimed by an atomic upsert on its unique `_id`, a merge marks the absorbed
+profile with a conditional update that succeeds once, identifiers are attached under a conditional
+per-kind counter (a hard cap), and the derived view is replaced only at the version it was read
+at (optimistic concurrency). Everything stays within what FerretDB 1.x supports as well.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING, AsyncMongoClient, InsertOne, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError
+
+from customer_profile.domain.identity import Conflict, ProfileFacts, split_key
+from customer_profile.domain.journey import JourneyEntry
+from customer_profile.domain.profile import ProfileView
+from hilo.contract import IdentifierKind
+from hilo.mongo import MongoDocument
+
+DUPLICATE_KEY = 11000
+MAX_ALIAS_DEPTH = 20
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class StoredProfile:
+    customer_id: str
+    version: int
+    created_at: datetime
+    identifiers: list[str]
+    merged_from: list[str]
+    view: ProfileView | None
+
+    def facts(self) -> ProfileFacts:
+        first_seen = self.view.first_seen if self.view and self.view.first_seen else self.created_at
+        return ProfileFacts(
+            customer_id=self.customer_id,
+            identifiers=frozenset(self.identifiers),
+            first_seen=first_seen,
+            merge_count=len(self.merged_from),
+        )
+
+    @property
+    def aliases(self) -> list[str]:
+        return [self.customer_id, *self.merged_from]
+
+
+def _stored(doc: MongoDocument) -> StoredProfile:
+    view = doc.get("view")
+    return StoredProfile(
+        customer_id=doc["_id"],
+        version=doc.get("version", 0),
+        created_at=doc["created_at"],
+        identifiers=list(doc.get("identifiers", [])),
+        merged_from=list(doc.get("merged_from", [])),
+        view=ProfileView.model_validate(view) if view else None,
+    )
+
+
+class ProfileStore:
+    """All MongoDB access of the customer-profile service."""
+
+    def __init__(self, client: AsyncMongoClient[MongoDocument], database: str) -> None:
+        db = client[database]
+        self.client = client
+        self.profiles: AsyncCollection[MongoDocument] = db["profiles"]
+        self.identities: AsyncCollection[MongoDocument] = db["identities"]
+        self.journey: AsyncCollection[MongoDocument] = db["journey"]
+        self.conflicts: AsyncCollection[MongoDocument] = db["identity_conflicts"]
+
+    async def create_indexes(self) -> None:
+        """Idempotent: run at every start."""
+        await self.identities.create_index([("customer_id", ASCENDING)])
+        await self.profiles.create_index([("merged_into", ASCENDING)])
+        await self.journey.create_index(
+            [("customer_id", ASCENDING), ("occurred_at", ASCENDING), ("_id", ASCENDING)]
+        )
+        await self.conflicts.create_index([("customer_ids", ASCENDING), ("at", ASCENDING)])
+
+    async def ping(self) -> None:
+        await self.client.admin.command("ping")
+
+    # --- identities -------------------------------------------------------------------------
+
+    async def owners(self, keys: Iterable[str]) -> dict[str, str]:
+        """Identifier key -> canonical (non-merged) customer id, for the keys that have one."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        raw = {
+            doc["_id"]: doc["customer_id"]
+            async for doc in self.identities.find({"_id": {"$in": wanted}}, {"customer_id": 1})
+        }
+        canonical = await self.canonical(raw.values())
+        return {key: canonical[customer] for key, customer in raw.items()}
+
+    async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:
+        """Follow `merged_into` chains to the surviving profile."""
+        mapping = {c: c for c in customer_ids}
+        frontier = set(mapping.values())
+        for _ in range(MAX_ALIAS_DEPTH):
+            if not frontier:
+                break
+            moved = {
+                doc["_id"]: doc["merged_into"]
+                async for doc in self.profiles.find(
+                    {"_id": {"$in": list(frontier)}, "merged_into": {"$ne": None}},
+                    {"merged_into": 1},
+                )
+            }
+            for original, current in mapping.items():
+                if current in moved:
+                    mapping[original] = moved[current]
+            frontier = set(moved.values())
+        return mapping
+
+    async def claim(self, claims: Mapping[str, str]) -> dict[str, str]:
+        """Atomically claim unowned identifiers; return the owner each key ended with."""
+        if not claims:
+            return {}
+        at = now()
+        await self.identities.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": key},
+                    {"$setOnInsert": {"customer_id": customer, "claimed_at": at}},
+                    upsert=True,
+                )
+                for key, customer in claims.items()
+            ],
+            ordered=False,
+        )
+        return {
+            doc["_id"]: doc["customer_id"]
+            async for doc in self.identities.find({"_id": {"$in": list(claims)}})
+        }
+
+    async def release(self, key: str, customer_id: str) -> None:
+        await self.identities.delete_one({"_id": key, "customer_id": customer_id})
+
+    # --- profiles ---------------------------------------------------------------------------
+
+    async def ensure_profiles(self, customer_ids: Iterable[str]) -> None:
+        """Create empty profiles for new customers (no-op for existing ones)."""
+        ids = list(dict.fromkeys(customer_ids))
+        if not ids:
+            return
+        at = now()
+        await self.profiles.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": customer},
+                    {
+                        "$setOnInsert": {
+                            "created_at": at,
+                            "merged_into": None,
+                            "merged_from": [],
+                            "identifiers": [],
+                            "counts": {kind.value: 0 for kind in IdentifierKind},
+                            "version": 0,
+                            "view": None,
+                        }
+                    },
+                    upsert=True,
+                )
+                for customer in ids
+            ],
+            ordered=False,
+        )
+
+    async def discard_empty(self, customer_ids: Iterable[str]) -> None:
+        """Remove profiles created for claims that were all lost (nothing points to them)."""
+        ids = list(customer_ids)
+        if ids:
+            await self.profiles.delete_many({"_id": {"$in": ids}, "identifiers": {"$size": 0}})
+
+    async def attach(self, attachments: Mapping[str, str], caps: Mapping[str, int]) -> set[str]:
+        """Add claimed identifiers to their profiles under the per-kind cap; return those held."""
+        if not attachments:
+            return set()
+        operations = []
+        for key, customer in attachments.items():
+            kind = split_key(key)[0].value
+            operations.append(
+                UpdateOne(
+                    {
+                        "_id": customer,
+                        "identifiers": {"$ne": key},
+                        f"counts.{kind}": {"$lt": caps[kind]},
+                    },
+                    {"$push": {"identifiers": key}, "$inc": {f"counts.{kind}": 1}},
+                )
+            )
+        await self.profiles.bulk_write(operations, ordered=False)
+        held = {
+            key
+            async for doc in self.profiles.find(
+                {"_id": {"$in": list(set(attachments.values()))}}, {"identifiers": 1}
+            )
+            for key in doc.get("identifiers", [])
+        }
+        return set(attachments) & held
+
+    async def load(self, customer_ids: Iterable[str]) -> dict[str, StoredProfile]:
+        ids = list(dict.fromkeys(customer_ids))
+        if not ids:
+            return {}
+        return {doc["_id"]: _stored(doc) async for doc in self.profiles.find({"_id": {"$in": ids}})}
+
+    async def get(self, customer_id: str) -> StoredProfile | None:
+        """The profile answering for `customer_id`, following merges to the survivor."""
+        canonical = (await self.canonical([customer_id]))[customer_id]
+        doc = await self.profiles.find_one({"_id": canonical, "merged_into": None})
+        return _stored(doc) if doc else None
+
+    async def merge(self, survivor: str, absorbed: list[str]) -> bool:
+        """Make `absorbed` aliases of `survivor`; False if one was merged elsewhere meanwhile."""
+        at = now()
+        taken: list[str] = []
+        for customer in absorbed:
+            result = await self.profiles.update_one(
+                {"_id": customer, "merged_into": None},
+                {"$set": {"merged_into": survivor, "merged_at": at}},
+            )
+            if result.modified_count == 1:
+                taken.append(customer)
+        if not taken:
+            return False
+        absorbed_docs = await self.load(taken)
+        aliases = {a for p in absorbed_docs.values() for a in p.aliases}
+        identifiers = {key for p in absorbed_docs.values() for key in p.identifiers}
+        await self.identities.update_many(
+            {"customer_id": {"$in": sorted(aliases)}}, {"$set": {"customer_id": survivor}}
+        )
+        await self.journey.update_many(
+            {"customer_id": {"$in": sorted(aliases)}}, {"$set": {"customer_id": survivor}}
+        )
+        survivor_doc = await self.profiles.find_one({"_id": survivor}, {"identifiers": 1})
+        union = set(survivor_doc.get("identifiers", []) if survivor_doc else []) | identifiers
+        counts = {kind.value: 0 for kind in IdentifierKind}
+        for key in union:
+            counts[split_key(key)[0].value] += 1
+        await self.profiles.update_one(
+            {"_id": survivor},
+            {
+                "$addToSet": {"merged_from": {"$each": sorted(aliases)}},
+                "$set": {"identifiers": sorted(union), "counts": counts},
+            },
+        )
+        return len(taken) == len(absorbed)
+
+    async def save_views(self, views: Mapping[str, tuple[int, ProfileView]]) -> set[str]:
+        """Write each view if its profile is still at the version it was derived from.
+
+        Returns the customers whose write lost a race (to re-derive and retry).
+        """
+        if not views:
+            return set()
+        token = uuid.uuid4().hex
+        at = now()
+        await self.profiles.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": customer, "version": version, "merged_into": None},
+                    {
+                        "$set": {
+                            "view": view.model_dump(mode="python"),
+                            "updated_at": at,
+                            "write_token": token,
+                        },
+                        "$inc": {"version": 1},
+                    },
+                )
+                for customer, (version, view) in views.items()
+            ],
+            ordered=False,
+        )
+        written = {
+            doc["_id"]
+            async for doc in self.profiles.find(
+                {"_id": {"$in": list(views)}, "write_token": token}, {"_id": 1}
+            )
+        }
+        return set(views) - written
+
+    # --- journey ----------------------------------------------------------------------------
+
+    async def insert_entries(self, entries: list[JourneyEntry]) -> set[str]:
+        """Store entries once per event id; return the ids that were already stored."""
+        if not entries:
+            return set()
+        documents = [_entry_document(entry) for entry in entries]
+        try:
+            await self.journey.bulk_write([InsertOne(doc) for doc in documents], ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != DUPLICATE_KEY for error in errors):
+                raise
+            return {documents[error["index"]]["_id"] for error in errors}
+        return set()
+
+    async def entries(self, aliases: list[str]) -> list[JourneyEntry]:
+        cursor = self.journey.find({"customer_id": {"$in": aliases}}).sort(
+            [("occurred_at", ASCENDING), ("_id", ASCENDING)]
+        )
+        return [_entry(doc) async for doc in cursor]
+
+    async def page(
+        self,
+        aliases: list[str],
+        *,
+        after: tuple[datetime, str] | None,
+        limit: int,
+        filters: Mapping[str, Any],
+    ) -> list[JourneyEntry]:
+        """A page of the journey in event-time order, after a keyset cursor."""
+        query: dict[str, Any] = {"customer_id": {"$in": aliases}, **filters}
+        if after is not None:
+            at, event_id = after
+            query["$or"] = [
+                {"occurred_at": {"$gt": at}},
+                {"occurred_at": at, "_id": {"$gt": event_id}},
+            ]
+        cursor = (
+            self.journey.find(query)
+            .sort([("occurred_at", ASCENDING), ("_id", ASCENDING)])
+            .limit(limit)
+        )
+        return [_entry(doc) async for doc in cursor]
+
+    # --- conflicts, export, erasure ---------------------------------------------------------
+
+    async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> None:
+        if not conflicts:
+            return
+        at = now()
+        await self.conflicts.insert_many(
+            [
+                {
+                    "_id": uuid.uuid4().hex,
+                    "reason": conflict.reason,
+                    "kind": conflict.kind,
+                    "customer_ids": list(conflict.customer_ids),
+                    "event_id": event_id,
+                    "at": at,
+                }
+                for conflict, event_id in conflicts
+            ]
+        )
+
+    async def conflicts_of(self, aliases: list[str]) -> list[MongoDocument]:
+        cursor = self.conflicts.find({"customer_ids": {"$in": aliases}}, {"_id": 0}).sort("at", 1)
+        return [doc async for doc in cursor]
+
+    async def identities_of(self, aliases: list[str]) -> list[str]:
+        cursor = self.identities.find({"customer_id": {"$in": aliases}}, {"_id": 1})
+        return sorted([doc["_id"] async for doc in cursor])
+
+    async def erase(self, profile: StoredProfile) -> dict[str, int]:
+        """Delete everything held about a customer and its aliases."""
+        aliases = profile.aliases
+        journey = await self.journey.delete_many({"customer_id": {"$in": aliases}})
+        identities = await self.identities.delete_many({"customer_id": {"$in": aliases}})
+        conflicts = await self.conflicts.delete_many({"customer_ids": {"$in": aliases}})
+        profiles = await self.profiles.delete_many({"_id": {"$in": aliases}})
+        return {
+            "journey_entries": journey.deleted_count,
+            "identities": identities.deleted_count,
+            "conflicts": conflicts.deleted_count,
+            "profiles": profiles.deleted_count,
+        }
+
+    async def counts(self) -> dict[str, int]:
+        return {
+            "profiles": await self.profiles.count_documents({"merged_into": None}),
+            "aliases": await self.profiles.count_documents({"merged_into": {"$ne": None}}),
+            "identities": await self.identities.count_documents({}),
+            "journey_entries": await self.journey.count_documents({}),
+        }
+
+
+def _entry_document(entry: JourneyEntry) -> MongoDocument:
+    document = entry.model_dump(mode="python")
+    document["_id"] = document.pop("id")
+    return document
+
+
+def _entry(doc: MongoDocument) -> JourneyEntry:
+    doc = dict(doc)
+    doc["id"] = doc.pop("_id")
+    return JourneyEntry.model_validate(doc)

@@ -1,0 +1,83 @@
+"""Composition root: builds the clients once and hands them to the entry points."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+
+import structlog
+from fastapi import FastAPI
+from faststream.kafka import KafkaBroker
+from pymongo import AsyncMongoClient
+
+from customer_profile.adapters.store import ProfileStore
+from customer_profile.entrypoints.api import ApiState, create_api
+from customer_profile.entrypoints.consumer import subscribe
+from customer_profile.service.pipeline import Pipeline
+from customer_profile.service.privacy import Privacy
+from customer_profile.settings import ProfileSettings
+from hilo.health import health_router, kafka_check, mongo_check
+from hilo.kafka import KafkaPublisher, create_broker
+from hilo.mongo import MongoDocument, create_mongo_client
+from hilo.topics import ensure_topics
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Service:
+    settings: ProfileSettings
+    broker: KafkaBroker
+    mongo: AsyncMongoClient[MongoDocument]
+    store: ProfileStore
+    pipeline: Pipeline
+    app: FastAPI
+
+
+def bootstrap(settings: ProfileSettings) -> Service:
+    """Wire the service: one broker, one Mongo client, the pipeline, the API."""
+    broker = create_broker(settings)
+    mongo = create_mongo_client(settings)
+    store = ProfileStore(mongo, settings.mongodb_database)
+    publisher = KafkaPublisher(broker, settings)
+    pipeline = Pipeline(store, publisher, settings.identity_policy(), settings.conversation_window)
+    subscribe(broker, pipeline, settings)
+    state = ApiState(
+        store,
+        Privacy(store, publisher),
+        [key.get_secret_value() for key in settings.api_keys],
+        settings.conversation_window,
+    )
+    health = health_router({"kafka": kafka_check(broker), "mongodb": mongo_check(mongo)})
+    app = create_api(state, [health])
+    service = Service(settings, broker, mongo, store, pipeline, app)
+    app.router.lifespan_context = _lifespan(service)
+    return service
+
+
+def _lifespan(service: Service) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await start(service)
+        try:
+            yield
+        finally:
+            await stop(service)
+
+    return lifespan
+
+
+async def start(service: Service) -> None:
+    """Indexes and topics first (both idempotent), then start consuming."""
+    if not service.settings.api_keys:
+        log.warning("api_unprotected", reason="HILO_API_KEYS is empty (development only)")
+    await service.store.create_indexes()
+    await ensure_topics(service.settings)
+    await service.broker.start()
+    log.info("customer_profile_started", group=service.settings.consumer_group)
+
+
+async def stop(service: Service) -> None:
+    await service.broker.stop()
+    await service.mongo.close()

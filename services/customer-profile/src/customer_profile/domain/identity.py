@@ -1,0 +1,233 @@
+"""Identity resolution rules: which profile an event belongs to, and when two profiles are one.
+
+Pure decisions over what the store already knows; `service/resolver.py` does the I/O and makes the
+decisions stick with atomic operations. The rules, as users rely on them:
+
+- Blocked placeholder values (`0`, `null`, `test@test.com`, all-zero phones, ...) are never
+  identifiers, so one junk value cannot glue thousands of customers into one profile.
+- An event whose identifiers belong to several profiles merges them; the profile seen first (by
+  event time) survives.
+- Weak identifiers (anonymous and device ids) attach to a profile, and an anonymous profile joins
+  a known one through them (the "identify" moment), but they never bridge two *known* profiles.
+- Merge protection: profiles holding different values of a unique kind (two loyalty cards) are
+  never merged; the conflict is recorded instead. Caps bound identifiers per kind and merges.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from hilo.contract import WEAK_KINDS, IdentifierKind
+
+DEFAULT_BLOCKED_VALUES = frozenset(
+    {
+        "0",
+        "-1",
+        "null",
+        "none",
+        "nil",
+        "undefined",
+        "nan",
+        "n/a",
+        "na",
+        "-",
+        "unknown",
+        "anonymous",
+        "anon",
+        "guest",
+        "test",
+        "tbd",
+        "default",
+        "[object object]",
+        "test@test.com",
+        "test@example.com",
+        "noreply@example.com",
+        "a@a.com",
+        "email@email.com",
+        "no@email.com",
+        "none@none.com",
+        "null@null.com",
+        "example@example.com",
+    }
+)
+DEFAULT_MAX_PER_KIND: Mapping[IdentifierKind, int] = {
+    IdentifierKind.CUSTOMER_ID: 1,
+    IdentifierKind.LOYALTY_ID: 1,
+    IdentifierKind.EMAIL: 5,
+    IdentifierKind.PHONE: 5,
+    IdentifierKind.WHATSAPP_ID: 3,
+    IdentifierKind.MESSENGER_PSID: 3,
+    IdentifierKind.INSTAGRAM_SID: 3,
+    IdentifierKind.ANONYMOUS_ID: 100,
+    IdentifierKind.DEVICE_ID: 20,
+}
+_REPEATED_DIGITS = re.compile(r"^\+?\d{1,3}?(\d)\1{5,}$")
+_SEQUENTIAL = ("1234567890", "0123456789")
+
+
+def identity_key(kind: IdentifierKind, value: str) -> str:
+    """Store key of an identifier: `kind:value` (values are already normalised)."""
+    return f"{kind.value}:{value}"
+
+
+def split_key(key: str) -> tuple[IdentifierKind, str]:
+    kind, value = key.split(":", 1)
+    return IdentifierKind(kind), value
+
+
+@dataclass(frozen=True)
+class IdentityPolicy:
+    """Configurable merge protection, caps and blocked values."""
+
+    unique_kinds: frozenset[IdentifierKind] = frozenset(
+        {IdentifierKind.CUSTOMER_ID, IdentifierKind.LOYALTY_ID}
+    )
+    max_per_kind: Mapping[IdentifierKind, int] = field(default_factory=lambda: DEFAULT_MAX_PER_KIND)
+    max_merges: int = 50
+    blocked_values: frozenset[str] = DEFAULT_BLOCKED_VALUES
+
+    def cap(self, kind: IdentifierKind) -> int:
+        return 1 if kind in self.unique_kinds else self.max_per_kind.get(kind, 10)
+
+    def usable(self, kind: IdentifierKind, value: str) -> bool:
+        """False for placeholders that many unrelated customers share."""
+        lowered = value.strip().lower()
+        if lowered in self.blocked_values:
+            return False
+        if kind is IdentifierKind.PHONE:
+            digits = lowered.lstrip("+")
+            return not (_REPEATED_DIGITS.match(lowered) or any(s in digits for s in _SEQUENTIAL))
+        return True
+
+    def usable_keys(self, pairs: Iterable[tuple[IdentifierKind, str]]) -> list[str]:
+        """The event's identifiers worth resolving, strongest first."""
+        return [identity_key(kind, value) for kind, value in pairs if self.usable(kind, value)]
+
+
+@dataclass(frozen=True)
+class ProfileFacts:
+    """What resolution needs to know about an existing profile."""
+
+    customer_id: str
+    identifiers: frozenset[str]
+    first_seen: datetime
+    merge_count: int
+
+    @property
+    def known(self) -> bool:
+        """Holds at least one identifier that is not weak."""
+        return any(split_key(key)[0] not in WEAK_KINDS for key in self.identifiers)
+
+    def values_of(self, kind: IdentifierKind) -> set[str]:
+        return {key for key in self.identifiers if key.startswith(kind.value + ":")}
+
+
+@dataclass(frozen=True)
+class Conflict:
+    reason: str
+    kind: str | None
+    customer_ids: tuple[str, ...]
+
+
+@dataclass
+class Decision:
+    """Where an event goes: an existing profile (possibly absorbing others) or a new one."""
+
+    target: str | None
+    absorb: list[str] = field(default_factory=list)
+    claim: list[str] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+
+
+def decide(
+    keys: list[str],
+    owners: Mapping[str, str],
+    facts: Mapping[str, ProfileFacts],
+    policy: IdentityPolicy,
+) -> Decision:
+    """Decide for one event with usable `keys` (strongest first), given current owners."""
+    linked = _mergeable(keys, owners, facts)
+    conflict = _merge_conflict(keys, linked, facts, policy) if linked else None
+    if conflict is not None:
+        # Different people share something: the strongest identifier says whose event it is.
+        target = _strongest_owner(keys, owners, linked)
+        profiles = [facts[target]] if target is not None else []
+        claim, more = _claims(keys, owners, profiles, policy, target)
+        return Decision(target=target, claim=claim, conflicts=[conflict, *more])
+    survivor = min(linked, key=lambda c: (facts[c].first_seen, c)) if linked else None
+    claim, conflicts = _claims(keys, owners, [facts[c] for c in linked], policy, survivor)
+    absorb = sorted(c for c in linked if c != survivor)
+    return Decision(target=survivor, absorb=absorb, claim=claim, conflicts=conflicts)
+
+
+def _mergeable(
+    keys: list[str], owners: Mapping[str, str], facts: Mapping[str, ProfileFacts]
+) -> list[str]:
+    """Profiles this event may bind together: weak links never bridge two known profiles."""
+    strong = _unique(owners[k] for k in keys if k in owners and split_key(k)[0] not in WEAK_KINDS)
+    weak = _unique(owners[k] for k in keys if k in owners and split_key(k)[0] in WEAK_KINDS)
+    anchors = strong or [c for c in weak if facts[c].known][:1]
+    unknown = [c for c in weak if not facts[c].known and c not in anchors]
+    if not anchors:
+        return unknown
+    return _unique([*anchors, *unknown])
+
+
+def _merge_conflict(
+    keys: list[str], linked: list[str], facts: Mapping[str, ProfileFacts], policy: IdentityPolicy
+) -> Conflict | None:
+    for kind in sorted(policy.unique_kinds):
+        values = {k for k in keys if split_key(k)[0] is kind}
+        for customer in linked:
+            values |= facts[customer].values_of(kind)
+        if len(values) > 1:
+            return Conflict("unique_identifier", kind.value, tuple(sorted(linked)))
+    merges = sum(facts[c].merge_count + 1 for c in linked) - 1
+    if len(linked) > 1 and merges > policy.max_merges:
+        return Conflict("merge_cap", None, tuple(sorted(linked)))
+    return None
+
+
+def _strongest_owner(keys: list[str], owners: Mapping[str, str], linked: list[str]) -> str | None:
+    """Owner of the event's strongest identifier; None (a new profile) when nobody owns it."""
+    for key in keys:
+        if key not in owners:
+            return None
+        if owners[key] in linked:
+            return owners[key]
+    return None
+
+
+def _claims(
+    keys: list[str],
+    owners: Mapping[str, str],
+    profiles: list[ProfileFacts],
+    policy: IdentityPolicy,
+    target: str | None,
+) -> tuple[list[str], list[Conflict]]:
+    """Unowned identifiers the target takes, within caps and unique kinds."""
+    held: dict[IdentifierKind, set[str]] = {}
+    for profile in profiles:
+        for key in profile.identifiers:
+            held.setdefault(split_key(key)[0], set()).add(key)
+    claim: list[str] = []
+    conflicts: list[Conflict] = []
+    for key in keys:
+        if key in owners:
+            continue
+        kind = split_key(key)[0]
+        current = held.setdefault(kind, set())
+        if len(current) >= policy.cap(kind):
+            reason = "unique_identifier" if kind in policy.unique_kinds else "identifier_cap"
+            conflicts.append(Conflict(reason, kind.value, (target,) if target else ()))
+            continue
+        current.add(key)
+        claim.append(key)
+    return claim, conflicts
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))

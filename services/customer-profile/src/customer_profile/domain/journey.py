@@ -1,0 +1,132 @@
+"""Journey entries: one per accepted interaction, in event-time order, each keeping its channel."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hilo.contract import Interaction
+from hilo.contract.payloads import (
+    CallHappened,
+    CartChanged,
+    ConsentChanged,
+    CustomEvent,
+    Identified,
+    MessageExchanged,
+    MessageStatusChanged,
+    Money,
+    OrderPlaced,
+    PageViewed,
+    Payload,
+    ProductViewed,
+    StoreVisited,
+    SurveyAnswered,
+)
+
+EXCERPT_CHARS = 80
+
+
+class JourneyEntry(BaseModel):
+    """What happened, where, when, and to whom: the unit of a customer's journey."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="The interaction's event id; an entry is stored once per id.")
+    customer_id: str
+    occurred_at: datetime = Field(description="Event time: the journey is ordered by it.")
+    recorded_at: datetime = Field(description="When Hilo stored the entry.")
+    channel: str
+    type: str = Field(description="Payload kind, e.g. `message`, `order`.")
+    summary: str
+    source: str
+    conversation: dict[str, Any] | None = None
+    identifiers: dict[str, str]
+    payload: dict[str, Any]
+    late: bool = Field(
+        default=False,
+        description="It happened before entries already recorded: placed by event time, flagged.",
+    )
+
+    def sort_key(self) -> tuple[datetime, str]:
+        return (self.occurred_at, self.id)
+
+
+def new_entry(
+    interaction: Interaction, customer_id: str, recorded_at: datetime, *, late: bool
+) -> JourneyEntry:
+    """Turn an accepted interaction into the customer's journey entry."""
+    return JourneyEntry(
+        id=interaction.id,
+        customer_id=customer_id,
+        occurred_at=interaction.occurred_at,
+        recorded_at=recorded_at,
+        channel=interaction.channel,
+        type=interaction.payload.kind,
+        summary=summarise(interaction.payload, interaction.channel),
+        source=interaction.source,
+        conversation=interaction.conversation.model_dump() if interaction.conversation else None,
+        identifiers={kind.value: value for kind, value in interaction.identifiers.pairs()},
+        payload=interaction.payload.model_dump(mode="json"),
+        late=late,
+    )
+
+
+def _money(money: Money | None) -> str:
+    return f"{money.amount} {money.currency}" if money else "no total"
+
+
+def _excerpt(text: str | None) -> str:
+    if not text:
+        return ""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= EXCERPT_CHARS else flat[: EXCERPT_CHARS - 1] + "…"
+
+
+def _words(value: str) -> str:
+    return value.replace("_", " ")
+
+
+def summarise(payload: Payload, channel: str) -> str:  # noqa: PLR0911 - one line per payload kind
+    """One line an agent can scan in a timeline."""
+    match payload:
+        case MessageExchanged():
+            content = _excerpt(payload.text or payload.subject or payload.interactive_reply)
+            files = f" (+{len(payload.attachments)} attachment(s))" if payload.attachments else ""
+            direction = payload.direction.value.capitalize()
+            return f"{direction} {channel} message: {content}{files}".rstrip()
+        case MessageStatusChanged():
+            return f"Outbound {channel} message {payload.status.value}"
+        case PageViewed():
+            what = "screen" if payload.screen else "page"
+            name = payload.name or payload.title or payload.path or payload.url or ""
+            return f"Viewed {what} {name}".rstrip()
+        case ProductViewed():
+            return f"Viewed product {payload.name or payload.sku}"
+        case CartChanged():
+            count = len(payload.items or payload.changed_items)
+            return f"Cart {_words(payload.action.value)}: {count} item(s), {_money(payload.total)}"
+        case OrderPlaced():
+            where = f"in store {payload.store_id}" if payload.store_id else payload.sold_via.value
+            status = f"Order {payload.order_id} {payload.status.value}"
+            return f"{status}: {_money(payload.total)}, {where}, {_words(payload.fulfilment.value)}"
+        case CallHappened():
+            seconds = payload.duration_seconds
+            length = f" after {seconds}s" if seconds is not None else ""
+            outcome = f", {payload.outcome}" if payload.outcome else ""
+            direction = payload.direction.value.capitalize()
+            return f"{direction} call {_words(payload.status.value)}{length}{outcome}"
+        case StoreVisited():
+            return f"Visited store {payload.store_id} ({_words(payload.method.value)})"
+        case SurveyAnswered():
+            return f"{payload.metric.value.upper()} {payload.score} on {payload.survey_id}"
+        case ConsentChanged():
+            scope = payload.channel or "all channels"
+            verdict = "granted" if payload.granted else "withdrawn"
+            return f"Consent to {payload.purpose} on {scope} {verdict}"
+        case Identified():
+            return "Identified" + (f" ({len(payload.traits)} trait(s))" if payload.traits else "")
+        case CustomEvent():
+            return payload.name
+    return payload.kind  # pragma: no cover - the union is exhaustive

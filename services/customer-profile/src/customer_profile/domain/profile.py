@@ -1,0 +1,307 @@
+"""The current profile, derived from the journey by folding its entries in event-time order.
+
+`ProfileView.apply` is the only place that knows how an interaction changes what we know about a
+customer. Applying entries one by one as they arrive and re-deriving the whole view from the
+stored journey give the same result whenever the new entries are not late, which is why a late
+entry or a merge triggers a full re-derivation and everything else is incremental.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from customer_profile.domain.journey import JourneyEntry
+
+RECENT_MESSAGES = 10
+RECENT_INTERACTIONS = 10
+CONVERSATION_KINDS = frozenset({"message", "call"})
+CLOSED_ORDER_STATUSES = frozenset({"cancelled", "refunded"})
+
+
+class ChannelStats(BaseModel):
+    count: int = 0
+    first_seen: datetime
+    last_seen: datetime
+
+
+class TraitValue(BaseModel):
+    value: str | int | float | bool | None
+    channel: str
+    at: datetime
+
+
+class ConsentState(BaseModel):
+    purpose: str
+    channel: str | None = Field(description="None: every channel.")
+    granted: bool
+    at: datetime
+    via_channel: str
+    source: str | None = None
+
+
+class MessagePreview(BaseModel):
+    event_id: str
+    at: datetime
+    channel: str
+    type: str
+    summary: str
+
+
+class OpenConversation(BaseModel):
+    """The customer's current thread with the company, whichever channels it crossed."""
+
+    started_channel: str
+    started_at: datetime
+    last_at: datetime
+    last_channel: str
+    channels: list[str]
+    conversation_ids: list[str]
+    recent: list[MessagePreview] = Field(default_factory=list)
+
+
+class CartState(BaseModel):
+    cart_id: str | None
+    channel: str
+    updated_at: datetime
+    checkout_started: bool = False
+    items: list[dict[str, Any]] = Field(default_factory=list)
+    total: dict[str, Any] | None = None
+
+
+class OrderSummary(BaseModel):
+    order_id: str
+    first_seen: datetime
+    last_update: datetime
+    channel: str
+    status: str
+    sold_via: str
+    fulfilment: str
+    store_id: str | None
+    total: dict[str, Any]
+    item_count: int
+
+
+class SurveyResult(BaseModel):
+    survey_id: str
+    score: int
+    at: datetime
+    channel: str
+
+
+class ProfileView(BaseModel):
+    """What every channel and agent reads about a customer right now."""
+
+    event_count: int = 0
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    last_channel: str | None = None
+    channels: dict[str, ChannelStats] = Field(default_factory=dict)
+    traits: dict[str, TraitValue] = Field(default_factory=dict)
+    consent: list[ConsentState] = Field(default_factory=list)
+    orders: list[OrderSummary] = Field(default_factory=list)
+    order_count: int = 0
+    lifetime_value: dict[str, str] = Field(
+        default_factory=dict, description="Per currency, decimal string; cancelled orders excluded."
+    )
+    conversation: OpenConversation | None = None
+    cart: CartState | None = None
+    surveys: dict[str, SurveyResult] = Field(default_factory=dict)
+    recent_interactions: list[MessagePreview] = Field(default_factory=list)
+
+    def apply(self, entry: JourneyEntry, conversation_window: timedelta) -> None:
+        """Fold one entry (the latest so far) into the view."""
+        self._seen(entry)
+        handler = _HANDLERS.get(entry.type)
+        if handler is not None:
+            handler(self, entry)
+        if entry.type in CONVERSATION_KINDS:
+            self._converse(entry, conversation_window)
+        self.recent_interactions = [*self.recent_interactions, _preview(entry)][
+            -RECENT_INTERACTIONS:
+        ]
+
+    def _seen(self, entry: JourneyEntry) -> None:
+        self.event_count += 1
+        at = entry.occurred_at
+        self.first_seen = at if self.first_seen is None else min(self.first_seen, at)
+        self.last_seen = at if self.last_seen is None else max(self.last_seen, at)
+        self.last_channel = entry.channel
+        stats = self.channels.get(entry.channel)
+        if stats is None:
+            self.channels[entry.channel] = ChannelStats(count=1, first_seen=at, last_seen=at)
+        else:
+            stats.count += 1
+            stats.last_seen = max(stats.last_seen, at)
+
+    def _converse(self, entry: JourneyEntry, window: timedelta) -> None:
+        reference = entry.conversation or {}
+        own_id = reference.get("id") or f"{entry.channel}:{entry.id}"
+        current = self.conversation
+        continues = current is not None and (
+            reference.get("continues") in current.conversation_ids
+            or own_id in current.conversation_ids
+            or entry.occurred_at - current.last_at <= window
+        )
+        if current is None or not continues:
+            current = OpenConversation(
+                started_channel=entry.channel,
+                started_at=entry.occurred_at,
+                last_at=entry.occurred_at,
+                last_channel=entry.channel,
+                channels=[],
+                conversation_ids=[],
+            )
+        if entry.channel not in current.channels:
+            current.channels.append(entry.channel)
+        if own_id not in current.conversation_ids:
+            current.conversation_ids.append(own_id)
+        current.last_at = max(current.last_at, entry.occurred_at)
+        current.last_channel = entry.channel
+        current.recent = [*current.recent, _preview(entry)][-RECENT_MESSAGES:]
+        self.conversation = current
+
+    def finish(self) -> ProfileView:
+        """Recompute the totals that are derived from the order list."""
+        totals: dict[str, Decimal] = {}
+        for order in self.orders:
+            if order.status not in CLOSED_ORDER_STATUSES:
+                currency = order.total["currency"]
+                totals[currency] = totals.get(currency, Decimal(0)) + Decimal(order.total["amount"])
+        self.lifetime_value = {currency: str(amount) for currency, amount in sorted(totals.items())}
+        self.order_count = len(self.orders)
+        return self
+
+
+def _preview(entry: JourneyEntry) -> MessagePreview:
+    return MessagePreview(
+        event_id=entry.id,
+        at=entry.occurred_at,
+        channel=entry.channel,
+        type=entry.type,
+        summary=entry.summary,
+    )
+
+
+def _identified(view: ProfileView, entry: JourneyEntry) -> None:
+    for name, value in entry.payload.get("traits", {}).items():
+        view.traits[name] = TraitValue(value=value, channel=entry.channel, at=entry.occurred_at)
+
+
+def _consent(view: ProfileView, entry: JourneyEntry) -> None:
+    payload = entry.payload
+    state = ConsentState(
+        purpose=payload["purpose"],
+        channel=payload.get("channel"),
+        granted=payload["granted"],
+        at=entry.occurred_at,
+        via_channel=entry.channel,
+        source=payload.get("source"),
+    )
+    view.consent = [
+        c for c in view.consent if (c.purpose, c.channel) != (state.purpose, state.channel)
+    ] + [state]
+
+
+def _cart(view: ProfileView, entry: JourneyEntry) -> None:
+    payload = entry.payload
+    action = payload["action"]
+    if action == "cleared":
+        view.cart = None
+        return
+    cart = view.cart
+    if cart is None or (payload.get("cart_id") and cart.cart_id not in (None, payload["cart_id"])):
+        cart = CartState(
+            cart_id=payload.get("cart_id"), channel=entry.channel, updated_at=entry.occurred_at
+        )
+    cart.channel = entry.channel
+    cart.updated_at = entry.occurred_at
+    cart.cart_id = payload.get("cart_id") or cart.cart_id
+    if payload.get("items") is not None:
+        cart.items = list(payload["items"])
+    elif action in ("item_added", "item_removed"):
+        cart.items = _apply_changes(
+            cart.items, payload.get("changed_items", []), action == "item_added"
+        )
+    if payload.get("total") is not None:
+        cart.total = payload["total"]
+    if action == "checkout_started":
+        cart.checkout_started = True
+    view.cart = cart
+
+
+def _apply_changes(
+    items: list[dict[str, Any]], changes: list[dict[str, Any]], add: bool
+) -> list[dict[str, Any]]:
+    lines = {item["sku"]: dict(item) for item in items}
+    for change in changes:
+        line = lines.get(change["sku"])
+        if add:
+            if line is None:
+                lines[change["sku"]] = dict(change)
+            else:
+                line["quantity"] += change["quantity"]
+        elif line is not None:
+            line["quantity"] -= change["quantity"]
+            if line["quantity"] <= 0:
+                del lines[change["sku"]]
+    return list(lines.values())
+
+
+def _order(view: ProfileView, entry: JourneyEntry) -> None:
+    payload = entry.payload
+    existing = next((o for o in view.orders if o.order_id == payload["order_id"]), None)
+    summary = OrderSummary(
+        order_id=payload["order_id"],
+        first_seen=existing.first_seen if existing else entry.occurred_at,
+        last_update=entry.occurred_at,
+        channel=existing.channel if existing else entry.channel,
+        status=payload["status"],
+        sold_via=payload["sold_via"],
+        fulfilment=payload["fulfilment"],
+        store_id=payload.get("store_id"),
+        total=payload["total"],
+        item_count=sum(item["quantity"] for item in payload["items"]),
+    )
+    view.orders = [o for o in view.orders if o.order_id != summary.order_id] + [summary]
+    if view.cart is not None and _completes(view.cart, payload):
+        view.cart = None
+
+
+def _completes(cart: CartState, order: dict[str, Any]) -> bool:
+    """An order finishes the cart it names, or one whose products it contains (store pick-up)."""
+    if order.get("cart_id") and order["cart_id"] == cart.cart_id:
+        return True
+    ordered = {item["sku"] for item in order["items"]}
+    return bool(ordered & {item["sku"] for item in cart.items})
+
+
+def _survey(view: ProfileView, entry: JourneyEntry) -> None:
+    payload = entry.payload
+    view.surveys[payload["metric"]] = SurveyResult(
+        survey_id=payload["survey_id"],
+        score=payload["score"],
+        at=entry.occurred_at,
+        channel=entry.channel,
+    )
+
+
+_HANDLERS = {
+    "identify": _identified,
+    "consent": _consent,
+    "cart": _cart,
+    "order": _order,
+    "survey_answer": _survey,
+}
+
+
+def derive_view(entries: Iterable[JourneyEntry], conversation_window: timedelta) -> ProfileView:
+    """The profile as the journey implies it: entries folded in event-time order."""
+    view = ProfileView()
+    for entry in sorted(entries, key=JourneyEntry.sort_key):
+        view.apply(entry, conversation_window)
+    return view.finish()

@@ -1,0 +1,283 @@
+"""The HTTP API channels and agents read: lookup, profile, journey, context, export, erasure."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, Field, ValidationError
+
+from customer_profile.adapters.store import ProfileStore, StoredProfile
+from customer_profile.domain.identity import split_key
+from customer_profile.domain.journey import JourneyEntry
+from customer_profile.domain.profile import (
+    CartState,
+    ConsentState,
+    OpenConversation,
+    OrderSummary,
+    ProfileView,
+    SurveyResult,
+)
+from customer_profile.service.privacy import Privacy
+from hilo.contract import IdentifierKind, Identifiers
+from hilo.webhook import secrets_match
+
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="One of HILO_API_KEYS.")
+
+
+class ApiState:
+    """What the routes need, built once by the composition root."""
+
+    def __init__(
+        self, store: ProfileStore, privacy: Privacy, api_keys: list[str], window: timedelta
+    ) -> None:
+        self.store = store
+        self.privacy = privacy
+        self.api_keys = api_keys
+        self.window = window
+
+
+def _state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.api
+    return state
+
+
+State = Annotated[ApiState, Depends(_state)]
+
+
+def require_api_key(state: State, key: Annotated[str | None, Security(API_KEY)]) -> None:
+    """Every data route needs a configured key; each is compared in constant time."""
+    if not state.api_keys:
+        return
+    if not any(secrets_match(expected, key) for expected in state.api_keys):
+        raise HTTPException(
+            status_code=401,
+            detail="missing or unknown API key (header X-API-Key)",
+            headers={"WWW-Authenticate": "APIKey"},
+        )
+
+
+class LookupRequest(BaseModel):
+    kind: IdentifierKind
+    value: str = Field(min_length=1, max_length=500)
+
+
+class Identity(BaseModel):
+    kind: str
+    value: str
+
+
+class CustomerRef(BaseModel):
+    customer_id: str
+
+
+class ProfilePublic(BaseModel):
+    customer_id: str
+    requested_id: str = Field(description="The id asked for; differs when it was merged away.")
+    merged_from: list[str]
+    identifiers: list[Identity]
+    created_at: datetime
+    version: int
+    conversation_open: bool
+    view: ProfileView
+
+
+class JourneyPage(BaseModel):
+    customer_id: str
+    entries: list[JourneyEntry]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; None at the end."
+    )
+
+
+class AgentContext(BaseModel):
+    """What an agent or store clerk needs the moment the customer shows up, on any channel."""
+
+    customer_id: str
+    display_name: str | None
+    identifiers: list[Identity]
+    last_channel: str | None
+    last_seen: datetime | None
+    open_conversation: OpenConversation | None
+    conversation_open: bool
+    cart: CartState | None
+    recent_orders: list[OrderSummary]
+    lifetime_value: dict[str, str]
+    consent: list[ConsentState]
+    surveys: dict[str, SurveyResult]
+    last_interactions: list[dict[str, Any]]
+    open_conflicts: int
+
+
+def _identities(profile: StoredProfile) -> list[Identity]:
+    return [
+        Identity(kind=split_key(key)[0].value, value=split_key(key)[1])
+        for key in sorted(profile.identifiers)
+    ]
+
+
+def _is_open(view: ProfileView, window: timedelta) -> bool:
+    conversation = view.conversation
+    return conversation is not None and datetime.now(UTC) - conversation.last_at <= window
+
+
+async def _profile(state: ApiState, customer_id: str) -> StoredProfile:
+    profile = await state.store.get(customer_id)
+    if profile is None:
+        raise HTTPException(status_code=404, detail="no customer with this id")
+    return profile
+
+
+def _encode_cursor(entry: JourneyEntry) -> str:
+    raw = json.dumps([entry.occurred_at.isoformat(), entry.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        at, event_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(at), str(event_id)
+    except (ValueError, TypeError, binascii.Error):
+        raise HTTPException(status_code=400, detail="cursor is not one this API returned") from None
+
+
+router = APIRouter(
+    prefix="/v1/customers", tags=["customers"], dependencies=[Depends(require_api_key)]
+)
+
+
+@router.post("/lookup", responses={404: {"description": "No customer has this identifier."}})
+async def lookup(body: LookupRequest, state: State) -> CustomerRef:
+    """Find a customer by any identifier (normalised as the channels normalise it)."""
+    try:
+        identifiers = Identifiers.model_validate({body.kind.value: body.value})
+    except ValidationError as exc:
+        raise HTTPException(
+            status_code=422, detail=[{"loc": e["loc"], "msg": e["msg"]} for e in exc.errors()]
+        ) from None
+    kind, value = identifiers.strongest()
+    owners = await state.store.owners([f"{kind.value}:{value}"])
+    if not owners:
+        raise HTTPException(status_code=404, detail="no customer has this identifier")
+    return CustomerRef(customer_id=next(iter(owners.values())))
+
+
+@router.get("/{customer_id}")
+async def get_profile(customer_id: str, state: State) -> ProfilePublic:
+    """The current profile; an id that was merged away answers with the survivor."""
+    profile = await _profile(state, customer_id)
+    view = profile.view or ProfileView()
+    return ProfilePublic(
+        customer_id=profile.customer_id,
+        requested_id=customer_id,
+        merged_from=profile.merged_from,
+        identifiers=_identities(profile),
+        created_at=profile.created_at,
+        version=profile.version,
+        conversation_open=_is_open(view, state.window),
+        view=view,
+    )
+
+
+@router.get("/{customer_id}/journey")
+async def get_journey(
+    customer_id: str,
+    state: State,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+    channel: Annotated[list[str] | None, Query()] = None,
+    type: Annotated[list[str] | None, Query(description="Payload kinds")] = None,  # noqa: A002
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> JourneyPage:
+    """The journey in event-time order, a page at a time, with a stable cursor."""
+    profile = await _profile(state, customer_id)
+    filters: dict[str, Any] = {}
+    if channel:
+        filters["channel"] = {"$in": channel}
+    if type:
+        filters["type"] = {"$in": type}
+    window = {**({"$gte": since} if since else {}), **({"$lt": until} if until else {})}
+    if window:
+        filters["occurred_at"] = window
+    after = _decode_cursor(cursor) if cursor else None
+    entries = await state.store.page(profile.aliases, after=after, limit=limit + 1, filters=filters)
+    more = len(entries) > limit
+    entries = entries[:limit]
+    return JourneyPage(
+        customer_id=profile.customer_id,
+        entries=entries,
+        next_cursor=_encode_cursor(entries[-1]) if more else None,
+    )
+
+
+@router.get("/{customer_id}/context")
+async def get_agent_context(customer_id: str, state: State) -> AgentContext:
+    """The compact answer for an agent or clerk: who, what is open, what is in the cart."""
+    profile = await _profile(state, customer_id)
+    view = profile.view or ProfileView()
+    conflicts = await state.store.conflicts_of(profile.aliases)
+    return AgentContext(
+        customer_id=profile.customer_id,
+        display_name=_display_name(view),
+        identifiers=_identities(profile),
+        last_channel=view.last_channel,
+        last_seen=view.last_seen,
+        open_conversation=view.conversation,
+        conversation_open=_is_open(view, state.window),
+        cart=view.cart,
+        recent_orders=sorted(view.orders, key=lambda o: o.last_update, reverse=True)[:5],
+        lifetime_value=view.lifetime_value,
+        consent=view.consent,
+        surveys=view.surveys,
+        last_interactions=[p.model_dump() for p in reversed(view.recent_interactions)],
+        open_conflicts=len(conflicts),
+    )
+
+
+def _display_name(view: ProfileView) -> str | None:
+    traits = {name: trait.value for name, trait in view.traits.items()}
+    if isinstance(traits.get("name"), str):
+        return str(traits["name"])
+    parts = [traits.get("first_name"), traits.get("last_name")]
+    name = " ".join(str(part) for part in parts if part)
+    return name or None
+
+
+@router.get("/{customer_id}/conflicts")
+async def get_conflicts(customer_id: str, state: State) -> list[dict[str, Any]]:
+    """Identity conflicts: merges refused by merge protection, identifiers over their cap."""
+    profile = await _profile(state, customer_id)
+    return await state.store.conflicts_of(profile.aliases)
+
+
+@router.get("/{customer_id}/export")
+async def export_customer(customer_id: str, state: State) -> dict[str, Any]:
+    """Everything held about the customer (right of access)."""
+    profile = await _profile(state, customer_id)
+    return await state.privacy.export(profile)
+
+
+@router.delete("/{customer_id}")
+async def erase_customer(customer_id: str, state: State) -> dict[str, Any]:
+    """Erase the customer (right to be forgotten); tombstones go to the profiles topic."""
+    profile = await _profile(state, customer_id)
+    return await state.privacy.erase(profile)
+
+
+def create_api(state: ApiState, extra: list[APIRouter]) -> FastAPI:
+    app = FastAPI(
+        title="Hilo customer profile",
+        version="1",
+        description="One synchronised journey and profile per customer, across every channel.",
+    )
+    app.state.api = state
+    app.include_router(router)
+    for more in extra:
+        app.include_router(more)
+    return app

@@ -1,0 +1,101 @@
+"""The Kafka side: consume `interactions` in batches, commit only after the batch is durable.
+
+FastStream's default Kafka policy commits *before* the handler runs (at-most-once); this
+subscriber uses NACK_ON_ERROR: the offsets of a batch are committed after `Pipeline.process`
+returned, and a failure seeks back so the whole batch is delivered again. Bodies are not decoded
+by FastStream: the pipeline reads the raw bytes, so a malformed record reaches the dead-letter
+topic instead of failing the batch forever.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+from prometheus_client import Counter, Histogram
+from pymongo.errors import ConnectionFailure, OperationFailure
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from customer_profile.service.pipeline import Pipeline, RawRecord
+from customer_profile.settings import ProfileSettings
+from hilo.kafka import PublishFailed
+from hilo.topics import Topic, topic_name
+
+log = structlog.get_logger(__name__)
+
+EVENTS = Counter("hilo_profile_events_total", "Interactions consumed, by outcome", ["outcome"])
+MERGES = Counter("hilo_profile_merges_total", "Profile merges performed")
+BATCH_SECONDS = Histogram("hilo_profile_batch_seconds", "Time to process one batch")
+RETRIES = Counter("hilo_profile_batch_retries_total", "Batch attempts that failed and were retried")
+
+TRANSIENT = (ConnectionFailure, PublishFailed, OperationFailure)
+
+
+async def _keep_bytes(message: Any) -> Any:
+    """Decoder that leaves bodies undecoded (the pipeline parses and dead-letters itself)."""
+    return None
+
+
+def records_of(message: KafkaMessage) -> list[RawRecord]:
+    raw = message.raw_message
+    batch = raw if isinstance(raw, tuple) else (raw,)
+    return [
+        RawRecord(
+            value=record.value,
+            key=record.key,
+            headers=tuple(record.headers or ()),
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+        for record in batch
+    ]
+
+
+def subscribe(broker: KafkaBroker, pipeline: Pipeline, settings: ProfileSettings) -> None:
+    """Register the `interactions` handler on the broker."""
+
+    @broker.subscriber(
+        topic_name(Topic.INTERACTIONS, settings),
+        group_id=settings.consumer_group,
+        batch=True,
+        max_records=settings.batch_max_records,
+        batch_timeout_ms=settings.batch_max_wait_ms,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=_keep_bytes,
+        max_poll_interval_ms=max(300_000, int(settings.store_retry_seconds * 3000)),
+    )
+    async def on_interactions(message: KafkaMessage) -> None:
+        records = records_of(message)
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(TRANSIENT),
+            wait=wait_exponential_jitter(multiplier=0.5, max=10),
+            stop=stop_after_delay(settings.store_retry_seconds),
+            reraise=True,
+        ):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    RETRIES.inc()
+                    log.warning("batch_retry", attempt=attempt.retry_state.attempt_number)
+                with BATCH_SECONDS.time():
+                    outcome = await pipeline.process(records)
+        EVENTS.labels("accepted").inc(outcome.accepted - outcome.duplicates)
+        EVENTS.labels("duplicate").inc(outcome.duplicates)
+        EVENTS.labels("dead_lettered").inc(outcome.dead_lettered)
+        MERGES.inc(len(outcome.merges))
+        log.info(
+            "batch_processed",
+            records=len(records),
+            accepted=outcome.accepted,
+            duplicates=outcome.duplicates,
+            dead_lettered=outcome.dead_lettered,
+            merges=len(outcome.merges),
+        )

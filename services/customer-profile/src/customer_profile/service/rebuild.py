@@ -1,0 +1,87 @@
+"""Rebuild profiles and journeys from the `interactions` topic into empty collections.
+
+The topic is the source of truth: replaying it from the earliest offset through the same
+pipeline gives the same profiles (same identifiers, journeys and derived views; customer ids are
+random and differ). Nothing is published while rebuilding, so downstream sees no duplicates.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from customer_profile.adapters.store import ProfileStore
+from customer_profile.service.pipeline import Pipeline, RawRecord
+from customer_profile.settings import ProfileSettings
+from hilo.topics import Topic, topic_name
+
+log = structlog.get_logger(__name__)
+
+
+class NotEmpty(RuntimeError):
+    """Rebuilding into collections that hold data would mix two histories."""
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    records: int
+    seconds: float
+
+
+async def rebuild(
+    settings: ProfileSettings, store: ProfileStore, *, batch_size: int = 1000
+) -> RebuildReport:
+    """Replay every partition from its earliest offset to the end offset seen at start."""
+    counts = await store.counts()
+    if any(counts.values()):
+        raise NotEmpty(f"target database {settings.mongodb_database!r} is not empty: {counts}")
+    await store.create_indexes()
+    pipeline = Pipeline(store, None, settings.identity_policy(), settings.conversation_window)
+    topic = topic_name(Topic.INTERACTIONS, settings)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        group_id=None,
+        client_id=f"{settings.client_id}-rebuild",
+    )
+    await consumer.start()
+    started = time.monotonic()
+    total = 0
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            await consumer.force_metadata_update()
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
+            ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        while await _behind(consumer, partitions, end):
+            fetched = await consumer.getmany(timeout_ms=1000, max_records=batch_size)
+            records = [
+                RawRecord(r.value, r.key, tuple(r.headers or ()), r.topic, r.partition, r.offset)
+                for tp, batch in fetched.items()
+                for r in batch
+                if r.offset < end[tp]
+            ]
+            if records:
+                await pipeline.process(records)
+                total += len(records)
+                log.info("rebuild_progress", records=total)
+    finally:
+        await consumer.stop()
+    return RebuildReport(records=total, seconds=time.monotonic() - started)
+
+
+async def _behind(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], end: dict[TopicPartition, int]
+) -> bool:
+    """Some partition has not yet been read up to the end offset seen at start."""
+    for partition in partitions:
+        if await consumer.position(partition) < end[partition]:
+            return True
+    return False

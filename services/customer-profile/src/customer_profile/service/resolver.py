@@ -1,0 +1,178 @@
+"""Identity resolution for a batch of events, made to stick with the store's atomic operations.
+
+The common case costs a handful of round trips per batch, whatever its size: one read of the
+identifiers' owners, one bulk claim of new identifiers, one bulk attach. Decisions are taken in
+memory in batch order (so an event can build on an earlier one in the same batch); only when a
+claim is lost to another instance are the affected events decided again with fresh owners, which
+then leads through the ordinary merge path.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+
+from customer_profile.adapters.store import ProfileStore
+from customer_profile.domain.identity import (
+    Conflict,
+    IdentityPolicy,
+    ProfileFacts,
+    decide,
+    split_key,
+)
+
+log = structlog.get_logger(__name__)
+MAX_ROUNDS = 6
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An event waiting for its customer: its id, event time and usable identifier keys."""
+
+    event_id: str
+    occurred_at: datetime
+    keys: list[str]
+
+
+@dataclass(frozen=True)
+class Merge:
+    survivor: str
+    absorbed: tuple[str, ...]
+    event_id: str
+    at: datetime
+
+
+@dataclass
+class Resolution:
+    customers: dict[str, str] = field(default_factory=dict)
+    """event id -> canonical customer id"""
+    merges: list[Merge] = field(default_factory=list)
+    conflicts: list[tuple[Conflict, str]] = field(default_factory=list)
+    created: set[str] = field(default_factory=set)
+
+
+class IdentityResolver:
+    def __init__(self, store: ProfileStore, policy: IdentityPolicy) -> None:
+        self._store = store
+        self._policy = policy
+        self._caps = {kind.value: policy.cap(kind) for kind in policy.max_per_kind}
+        for kind in policy.unique_kinds:
+            self._caps[kind.value] = 1
+
+    async def resolve(self, events: Sequence[Pending]) -> Resolution:
+        """Give every event a customer; merge and record conflicts as the rules say."""
+        resolution = Resolution()
+        pending = list(events)
+        for _ in range(MAX_ROUNDS):
+            if not pending:
+                break
+            pending = await self._round(pending, resolution)
+        if pending:
+            raise RuntimeError(f"identity resolution did not settle for {len(pending)} event(s)")
+        # Merges later in the batch may have absorbed customers chosen earlier.
+        canonical = await self._store.canonical(set(resolution.customers.values()))
+        resolution.customers = {e: canonical[c] for e, c in resolution.customers.items()}
+        return resolution
+
+    async def _round(self, events: list[Pending], resolution: Resolution) -> list[Pending]:
+        """Decide every event, commit the claims; return the events that must be decided again."""
+        owners = await self._store.owners(key for event in events for key in event.keys)
+        stored = await self._store.load(set(owners.values()))
+        plan = _Plan(owners=owners, facts={c: p.facts() for c, p in stored.items()})
+        for event in events:
+            await self._decide(event, plan, resolution)
+        await self._store.ensure_profiles(plan.tentative)
+        final = await self._store.claim(plan.claims)
+        lost = {key for key, owner in plan.claims.items() if final.get(key) != owner}
+        won = {key: owner for key, owner in plan.claims.items() if key not in lost}
+        held = await self._store.attach(won, self._caps)
+        for key in set(won) - held:
+            await self._store.release(key, won[key])
+            conflict = Conflict("identifier_cap", split_key(key)[0].value, (won[key],))
+            resolution.conflicts.append((conflict, plan.claimed_by[key]))
+        await self._store.discard_empty(plan.tentative - set(won.values()))
+        resolution.created |= plan.tentative & set(won.values())
+        if lost:
+            log.info("identity_claims_lost", count=len(lost))
+        redo_ids = {plan.claimed_by[key] for key in lost}
+        redo_ids |= {
+            e for e, target in plan.targets.items() if target in {plan.claims[k] for k in lost}
+        }
+        for event_id, target in plan.targets.items():
+            if event_id not in redo_ids:
+                resolution.customers[event_id] = target
+        return [event for event in events if event.event_id in redo_ids]
+
+    async def _decide(self, event: Pending, plan: _Plan, resolution: Resolution) -> None:
+        """Decide one event against the round's state, updating it as if its claims succeed."""
+        decision = decide(event.keys, plan.owners, plan.facts, self._policy)
+        target = decision.target
+        if target is None:
+            target = uuid.uuid4().hex
+            plan.tentative.add(target)
+            plan.facts[target] = ProfileFacts(target, frozenset(), TENTATIVE, 0)
+        committed = [c for c in decision.absorb if c not in plan.tentative]
+        if committed:
+            await self._store.merge(target, committed)
+            resolution.merges.append(
+                Merge(target, tuple(committed), event.event_id, event.occurred_at)
+            )
+            log.info(
+                "profiles_merged", survivor=target, absorbed=committed, event_id=event.event_id
+            )
+        plan.fold(target, decision.absorb)
+        plan.assign(event.event_id, target, decision.claim)
+        resolution.conflicts.extend((conflict, event.event_id) for conflict in decision.conflicts)
+
+
+TENTATIVE = datetime.max.replace(tzinfo=UTC)
+"""First-seen of a profile not yet stored: any stored profile is older and survives a merge."""
+
+
+@dataclass
+class _Plan:
+    """One round's view of who owns what, including claims not yet committed."""
+
+    owners: dict[str, str]
+    facts: dict[str, ProfileFacts]
+    tentative: set[str] = field(default_factory=set)
+    claims: dict[str, str] = field(default_factory=dict)
+    claimed_by: dict[str, str] = field(default_factory=dict)
+    targets: dict[str, str] = field(default_factory=dict)
+
+    def fold(self, survivor: str, absorbed: list[str]) -> None:
+        """Re-point everything of the absorbed profiles (stored or tentative) to the survivor."""
+        if not absorbed:
+            return
+        gone = set(absorbed)
+        identifiers = set(self.facts[survivor].identifiers)
+        merges = self.facts[survivor].merge_count
+        for customer in gone:
+            identifiers |= self.facts[customer].identifiers
+            merges += self.facts[customer].merge_count + 1
+            del self.facts[customer]
+        survivor_facts = self.facts[survivor]
+        self.facts[survivor] = ProfileFacts(
+            survivor, frozenset(identifiers), survivor_facts.first_seen, merges
+        )
+        for mapping in (self.owners, self.claims, self.targets):
+            for key, owner in mapping.items():
+                if owner in gone:
+                    mapping[key] = survivor
+        self.tentative -= gone
+
+    def assign(self, event_id: str, target: str, claim: list[str]) -> None:
+        self.targets[event_id] = target
+        for key in claim:
+            self.claims[key] = target
+            self.claimed_by[key] = event_id
+            self.owners[key] = target
+        if claim:
+            current = self.facts[target]
+            self.facts[target] = ProfileFacts(
+                target, current.identifiers | set(claim), current.first_seen, current.merge_count
+            )

@@ -1,0 +1,74 @@
+"""Settings of the customer-profile service (environment variables, prefix `HILO_`)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+from customer_profile.domain.identity import (
+    DEFAULT_BLOCKED_VALUES,
+    DEFAULT_MAX_PER_KIND,
+    IdentityPolicy,
+)
+from hilo.contract import IdentifierKind
+from hilo.settings import HiloSettings
+
+
+class ProfileSettings(HiloSettings):
+    service_name: str = "customer-profile"
+    http_host: str = Field(default="0.0.0.0", description="Address the HTTP API listens on.")  # noqa: S104
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated keys accepted in `X-API-Key`; required outside development.",
+    )
+    consumer_group: str = Field(default="customer-profile", description="Kafka consumer group.")
+    batch_max_records: int = Field(default=500, ge=1, le=10_000)
+    batch_max_wait_ms: int = Field(default=200, ge=1, le=10_000)
+    conversation_window_hours: float = Field(
+        default=24.0, gt=0, description="Activity gap after which a new conversation starts."
+    )
+    identity_unique_kinds: Annotated[list[IdentifierKind], NoDecode] = Field(
+        default=[IdentifierKind.CUSTOMER_ID, IdentifierKind.LOYALTY_ID],
+        description="Identifier kinds a person has at most one of (merge protection).",
+    )
+    identity_max_per_kind: dict[IdentifierKind, int] = Field(
+        default_factory=lambda: dict(DEFAULT_MAX_PER_KIND),
+        description='JSON object, e.g. {"email": 5}; merged over the defaults.',
+    )
+    identity_max_merges: int = Field(default=50, ge=0)
+    identity_blocked_values: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Extra placeholder values never used as identifiers."
+    )
+    store_retry_seconds: float = Field(
+        default=60.0, gt=0, description="How long a batch retries while MongoDB is unreachable."
+    )
+
+    @field_validator("api_keys", "identity_unique_kinds", "identity_blocked_values", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _keys_outside_development(self) -> ProfileSettings:
+        if self.environment == "production" and not self.api_keys:
+            raise ValueError("HILO_API_KEYS must be set in production: the API holds personal data")
+        return self
+
+    def identity_policy(self) -> IdentityPolicy:
+        return IdentityPolicy(
+            unique_kinds=frozenset(self.identity_unique_kinds),
+            max_per_kind={**DEFAULT_MAX_PER_KIND, **self.identity_max_per_kind},
+            max_merges=self.identity_max_merges,
+            blocked_values=DEFAULT_BLOCKED_VALUES
+            | {value.strip().lower() for value in self.identity_blocked_values},
+        )
+
+    @property
+    def conversation_window(self) -> timedelta:
+        return timedelta(hours=self.conversation_window_hours)

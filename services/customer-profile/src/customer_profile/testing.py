@@ -1,0 +1,74 @@
+"""Running the customer-profile service in-process, for its own tests and cross-service tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from customer_profile.bootstrap import Service, bootstrap, start, stop
+from customer_profile.settings import ProfileSettings
+from hilo.contract import Interaction
+from hilo.kafka import KafkaPublisher, create_broker
+from hilo.settings import HiloSettings
+from hilo.testkit.probes import eventually
+
+API_KEY = "test-key-1"
+
+
+def profile_settings(settings: HiloSettings, **overrides: object) -> ProfileSettings:
+    values = {**settings.model_dump(), "api_keys": [API_KEY, "test-key-2"], "batch_max_wait_ms": 50}
+    values.update(overrides)
+    return ProfileSettings.model_validate(values)
+
+
+@dataclass
+class RunningProfileService:
+    service: Service
+    http: httpx.AsyncClient
+    publisher: KafkaPublisher
+
+    async def publish(self, interactions: Sequence[Interaction]) -> None:
+        for interaction in interactions:
+            await self.publisher.publish_interaction(interaction)
+
+    async def journey_count(self) -> int:
+        return await self.service.store.journey.count_documents({})
+
+    async def wait_for_entries(self, count: int, timeout: float = 30.0) -> None:
+        await eventually(self.journey_count, until=lambda n: n >= count, timeout=timeout)
+
+    async def customer_of(self, kind: str, value: str) -> str:
+        response = await self.http.post("/v1/customers/lookup", json={"kind": kind, "value": value})
+        assert response.status_code == 200, response.text
+        customer: str = response.json()["customer_id"]
+        return customer
+
+    async def get(self, path: str) -> dict[str, Any]:
+        response = await self.http.get(path)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+
+@asynccontextmanager
+async def running_profile_service(
+    settings: HiloSettings, **overrides: object
+) -> AsyncIterator[RunningProfileService]:
+    """Start the service (consumer + API) and a producer; stop both afterwards."""
+    service = bootstrap(profile_settings(settings, **overrides))
+    await start(service)
+    producer = create_broker(settings)
+    await producer.start()
+    transport = httpx.ASGITransport(app=service.app)
+    try:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://profile", headers={"X-API-Key": API_KEY}
+        ) as http:
+            yield RunningProfileService(service, http, KafkaPublisher(producer, settings))
+    finally:
+        await producer.stop()
+        await stop(service)
