@@ -1,18 +1,23 @@
 """MongoDB access through PyMongo's native async client (motor's official successor).
 
 Everything Hilo stores stays within what both MongoDB and FerretDB 1.x support: no nested arrays,
-no `$lookup`, no change streams, no multi-document transactions, no `$push` with `$slice`.
+no `$lookup`, no change streams, no multi-document transactions, no `$push` with `$slice`,
+and bulk writes in chunks (`bulk_write` below).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError
 
 from hilo.settings import HiloSettings
 
 MongoDocument = dict[str, Any]
+_WriteOp = InsertOne[MongoDocument] | UpdateOne | UpdateMany | ReplaceOne[MongoDocument] | DeleteOne
 
 
 def create_mongo_client(settings: HiloSettings) -> AsyncMongoClient[MongoDocument]:
@@ -25,3 +30,46 @@ def create_mongo_client(settings: HiloSettings) -> AsyncMongoClient[MongoDocumen
         connectTimeoutMS=5_000,
         retryWrites=True,
     )
+
+
+BULK_CHUNK = 50
+"""FerretDB 1.x stalls on an `update` command of 100 or more statements that touch existing
+documents (and then stops answering); MongoDB does not care. Bulk writes are therefore sent in
+chunks of this size: a few more round trips, same semantics."""
+
+
+async def bulk_write(
+    collection: AsyncCollection[MongoDocument],
+    operations: Sequence[_WriteOp],
+    *,
+    ordered: bool = False,
+) -> int:
+    """`collection.bulk_write` in chunks; returns the number of documents modified or inserted.
+
+    A `BulkWriteError` is raised after all chunks ran (unordered) with the write errors of every
+    chunk, their `index` pointing into `operations`, so callers can tell which ones failed.
+    """
+    errors: list[dict[str, Any]] = []
+    changed = 0
+    for start in range(0, len(operations), BULK_CHUNK):
+        chunk = list(operations[start : start + BULK_CHUNK])
+        try:
+            result = await collection.bulk_write(chunk, ordered=ordered)
+        except BulkWriteError as exc:
+            details = exc.details
+            changed += (
+                details.get("nInserted", 0)
+                + details.get("nModified", 0)
+                + details.get("nUpserted", 0)
+            )
+            errors += [
+                {**error, "index": error["index"] + start}
+                for error in details.get("writeErrors", [])
+            ]
+            if ordered:
+                break
+            continue
+        changed += result.inserted_count + result.modified_count + result.upserted_count
+    if errors:
+        raise BulkWriteError({"writeErrors": errors, "nChanged": changed})
+    return changed

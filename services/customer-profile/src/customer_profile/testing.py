@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
 from customer_profile.bootstrap import Service, bootstrap, start, stop
 from customer_profile.settings import ProfileSettings
-from hilo.contract import Interaction
+from hilo.contract import Identifiers, Interaction, new_interaction
 from hilo.kafka import KafkaPublisher, create_broker
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually
+from hilo.testkit.samples import sample_payloads
 
 API_KEY = "test-key-1"
 
@@ -47,11 +49,16 @@ class RunningProfileService:
         customer: str = response.json()["customer_id"]
         return customer
 
-    async def get(self, path: str) -> dict[str, Any]:
+    def assigned_partitions(self) -> set[int]:
+        """Partitions of `interactions` this instance consumes right now."""
+        consumer = self.service.broker.subscribers[0].consumer  # type: ignore[attr-defined]
+        return {tp.partition for tp in consumer.assignment()} if consumer else set()
+
+    async def get(self, path: str) -> Any:
+        """GET a JSON body, asserting success."""
         response = await self.http.get(path)
         assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
+        return response.json()
 
 
 @asynccontextmanager
@@ -72,3 +79,25 @@ async def running_profile_service(
     finally:
         await producer.stop()
         await stop(service)
+
+
+def interaction(
+    n: int | str,
+    *,
+    minutes: float = 0,
+    channel: str = "web",
+    kind: str = "page_view",
+    **identifiers: str,
+) -> Interaction:
+    """A test interaction with the given identifiers, `minutes` after `T0`."""
+    return new_interaction(
+        channel=channel,
+        instance="test",
+        provider_event_id=f"evt-{n}",
+        identifiers=Identifiers.model_validate(identifiers),
+        payload=sample_payloads()[kind],
+        occurred_at=T0 + timedelta(minutes=minutes),
+    )
+
+
+T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)

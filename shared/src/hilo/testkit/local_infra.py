@@ -21,6 +21,7 @@ import base64
 import contextlib
 import ctypes
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -399,6 +400,14 @@ async def kafka_answers(bootstrap_servers: str) -> bool:
         await admin.close()
 
 
+def _source_digest() -> str:
+    """Changes whenever the FerretDB wrapper's source or pins change, so the cache rebuilds."""
+    digest = hashlib.sha256()
+    for name in ("main.go", "go.mod", "go.sum"):
+        digest.update((deploy_dir() / "ferretdb" / name).read_bytes())
+    return digest.hexdigest()[:10]
+
+
 class LocalFerretDB:
     """FerretDB 1.x with its SQLite backend: a real MongoDB wire-protocol server."""
 
@@ -416,8 +425,8 @@ class LocalFerretDB:
         return f"mongodb://127.0.0.1:{self.port}/"
 
     def binary(self) -> Path:
-        """Build deploy/local/ferretdb once into the cache (Go module proxy)."""
-        target = cache_dir() / "bin" / f"hilo-ferretdb-{self.version}"
+        """Build deploy/local/ferretdb once per source version into the cache (Go module proxy)."""
+        target = cache_dir() / "bin" / f"hilo-ferretdb-{self.version}-{_source_digest()}"
         if target.exists():
             return target
         go = require_tool(

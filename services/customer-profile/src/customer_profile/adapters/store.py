@@ -22,8 +22,7 @@ from pymongo.errors import BulkWriteError
 from customer_profile.domain.identity import Conflict, ProfileFacts, split_key
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import ProfileView
-from hilo.contract import IdentifierKind
-from hilo.mongo import MongoDocument
+from hilo.mongo import MongoDocument, bulk_write
 
 DUPLICATE_KEY = 11000
 MAX_ALIAS_DEPTH = 20
@@ -130,7 +129,8 @@ class ProfileStore:
         if not claims:
             return {}
         at = now()
-        await self.identities.bulk_write(
+        await bulk_write(
+            self.identities,
             [
                 UpdateOne(
                     {"_id": key},
@@ -157,7 +157,8 @@ class ProfileStore:
         if not ids:
             return
         at = now()
-        await self.profiles.bulk_write(
+        await bulk_write(
+            self.profiles,
             [
                 UpdateOne(
                     {"_id": customer},
@@ -167,7 +168,6 @@ class ProfileStore:
                             "merged_into": None,
                             "merged_from": [],
                             "identifiers": [],
-                            "counts": {kind.value: 0 for kind in IdentifierKind},
                             "version": 0,
                             "view": None,
                         }
@@ -186,31 +186,45 @@ class ProfileStore:
             await self.profiles.delete_many({"_id": {"$in": ids}, "identifiers": {"$size": 0}})
 
     async def attach(self, attachments: Mapping[str, str], caps: Mapping[str, int]) -> set[str]:
-        """Add claimed identifiers to their profiles under the per-kind cap; return those held."""
+        """Add claimed identifiers to their profiles, never beyond the per-kind cap.
+
+        Added with `_id`-only updates (the only filter FerretDB 1.x pushes down to SQLite), then
+        checked: where a concurrent writer pushed a kind over its cap, this batch's additions of
+        that kind are taken back. Returns the identifiers held afterwards.
+        """
         if not attachments:
             return set()
-        operations = []
+        by_customer: dict[str, list[str]] = {}
         for key, customer in attachments.items():
-            kind = split_key(key)[0].value
-            operations.append(
-                UpdateOne(
-                    {
-                        "_id": customer,
-                        "identifiers": {"$ne": key},
-                        f"counts.{kind}": {"$lt": caps[kind]},
-                    },
-                    {"$push": {"identifiers": key}, "$inc": {f"counts.{kind}": 1}},
-                )
+            by_customer.setdefault(customer, []).append(key)
+        await bulk_write(
+            self.profiles,
+            [
+                UpdateOne({"_id": customer}, {"$addToSet": {"identifiers": {"$each": keys}}})
+                for customer, keys in by_customer.items()
+            ],
+        )
+        held: set[str] = set()
+        undo: dict[str, list[str]] = {}
+        async for doc in self.profiles.find(
+            {"_id": {"$in": list(by_customer)}}, {"identifiers": 1}
+        ):
+            identifiers = doc.get("identifiers", [])
+            ours = set(by_customer[doc["_id"]])
+            for kind in {split_key(key)[0].value for key in ours}:
+                of_kind = [key for key in identifiers if key.startswith(kind + ":")]
+                if len(of_kind) > caps[kind]:
+                    undo.setdefault(doc["_id"], []).extend(k for k in of_kind if k in ours)
+            held |= ours & set(identifiers) - set(undo.get(doc["_id"], []))
+        if undo:
+            await bulk_write(
+                self.profiles,
+                [
+                    UpdateOne({"_id": customer}, {"$pull": {"identifiers": {"$in": keys}}})
+                    for customer, keys in undo.items()
+                ],
             )
-        await self.profiles.bulk_write(operations, ordered=False)
-        held = {
-            key
-            async for doc in self.profiles.find(
-                {"_id": {"$in": list(set(attachments.values()))}}, {"identifiers": 1}
-            )
-            for key in doc.get("identifiers", [])
-        }
-        return set(attachments) & held
+        return held
 
     async def load(self, customer_ids: Iterable[str]) -> dict[str, StoredProfile]:
         ids = list(dict.fromkeys(customer_ids))
@@ -246,16 +260,13 @@ class ProfileStore:
         await self.journey.update_many(
             {"customer_id": {"$in": sorted(aliases)}}, {"$set": {"customer_id": survivor}}
         )
-        survivor_doc = await self.profiles.find_one({"_id": survivor}, {"identifiers": 1})
-        union = set(survivor_doc.get("identifiers", []) if survivor_doc else []) | identifiers
-        counts = {kind.value: 0 for kind in IdentifierKind}
-        for key in union:
-            counts[split_key(key)[0].value] += 1
         await self.profiles.update_one(
             {"_id": survivor},
             {
-                "$addToSet": {"merged_from": {"$each": sorted(aliases)}},
-                "$set": {"identifiers": sorted(union), "counts": counts},
+                "$addToSet": {
+                    "merged_from": {"$each": sorted(aliases)},
+                    "identifiers": {"$each": sorted(identifiers)},
+                }
             },
         )
         return len(taken) == len(absorbed)
@@ -269,7 +280,8 @@ class ProfileStore:
             return set()
         token = uuid.uuid4().hex
         at = now()
-        await self.profiles.bulk_write(
+        await bulk_write(
+            self.profiles,
             [
                 UpdateOne(
                     {"_id": customer, "version": version, "merged_into": None},
@@ -302,7 +314,7 @@ class ProfileStore:
             return set()
         documents = [_entry_document(entry) for entry in entries]
         try:
-            await self.journey.bulk_write([InsertOne(doc) for doc in documents], ordered=False)
+            await bulk_write(self.journey, [InsertOne(doc) for doc in documents])
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             if any(error.get("code") != DUPLICATE_KEY for error in errors):

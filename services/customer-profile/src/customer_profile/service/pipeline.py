@@ -70,6 +70,7 @@ class Pipeline:
         self._policy = policy
         self._resolver = IdentityResolver(store, policy)
         self._window = conversation_window
+        self.events_processed = 0
 
     async def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
         outcome = BatchOutcome()
@@ -102,6 +103,7 @@ class Pipeline:
         await self._publish(entries, outcome, dead)
         outcome.accepted = len(events)
         outcome.dead_lettered = len(dead)
+        self.events_processed += len(events)
         return outcome
 
     def _readable(self, record: RawRecord) -> Interaction:
@@ -154,7 +156,8 @@ class Pipeline:
         by_customer: dict[str, list[JourneyEntry]] = defaultdict(list)
         for entry in entries:
             by_customer[entry.customer_id].append(entry)
-        profiles = dict(before)
+        # A customer whose events were all duplicates has nothing new: leave its profile alone.
+        profiles = {c: p for c, p in before.items() if c in by_customer or c in rebuild}
         rebuild = set(rebuild)
         profiles.update(await self._store.load(rebuild - set(profiles)))
         saved: dict[str, StoredProfile] = {}

@@ -1,0 +1,109 @@
+"""Two service instances, six partitions, people showing up through different identifiers.
+
+Events of one person are keyed by different identifiers, so they land on different partitions and
+are processed by both instances at the same time. Correctness must come from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from customer_profile.testing import RunningProfileService, interaction, running_profile_service
+from hilo.contract import Interaction
+from hilo.settings import HiloSettings
+from hilo.testkit.probes import eventually
+from hilo.topics import ensure_topics
+
+PEOPLE = 30
+
+
+def journey_of(person: int) -> list[Interaction]:
+    ids = {
+        "email": f"person{person}@example.com",
+        "phone": f"+3461{person:07d}",
+        "loyalty_id": f"LOY-{person}",
+        "anonymous_id": f"anon-{person}",
+        "whatsapp_id": f"3461{person:07d}",
+    }
+
+    def pick(*kinds: str) -> dict[str, str]:
+        return {kind: ids[kind] for kind in kinds}
+
+    steps = [
+        ("page_view", pick("anonymous_id")),
+        ("message", pick("email")),
+        ("call", pick("phone")),
+        ("message", pick("whatsapp_id", "phone")),
+        ("identify", pick("anonymous_id", "email")),
+        ("order", pick("loyalty_id", "phone", "email")),
+        ("message", pick("email")),
+        ("call", pick("phone")),
+    ]
+    return [
+        interaction(f"{person}-{n}", minutes=n, kind=kind, **identifiers)
+        for n, (kind, identifiers) in enumerate(steps)
+    ]
+
+
+async def test_two_instances_build_one_profile_per_person_with_every_event_once(
+    settings: HiloSettings,
+) -> None:
+    settings = settings.model_copy(update={"topic_partitions": 6})
+    await ensure_topics(settings)
+    stream = [event for person in range(PEOPLE) for event in journey_of(person)]
+    random.Random(42).shuffle(stream)
+
+    async with (
+        running_profile_service(settings, batch_max_records=20) as one,
+        running_profile_service(settings, batch_max_records=20) as two,
+    ):
+        await eventually(
+            _assignments(one, two),
+            until=lambda parts: parts == (True, True, set(range(6))),
+            timeout=60,
+        )
+        half = len(stream) // 2
+        await asyncio.gather(one.publish(stream[:half]), two.publish(stream[half:]))
+        await one.wait_for_entries(len(stream), timeout=120)
+        await eventually(lambda: _settled(one), until=bool, timeout=30)
+
+        counts = await one.service.store.counts()
+        assert counts["journey_entries"] == len(stream), "every event once: none lost, none twice"
+        assert counts["profiles"] == PEOPLE, "one profile per person"
+        assert one.service.pipeline.events_processed > 0
+        assert two.service.pipeline.events_processed > 0
+        for person in range(PEOPLE):
+            events = journey_of(person)
+            customers = {
+                await one.customer_of(kind, value)
+                for event in events
+                for kind, value in ((k.value, v) for k, v in event.identifiers.pairs())
+            }
+            assert len(customers) == 1, f"person {person} is split over {customers}"
+            customer = customers.pop()
+            journey = await one.get(f"/v1/customers/{customer}/journey?limit=100")
+            assert sorted(e["id"] for e in journey["entries"]) == sorted(e.id for e in events)
+            profile = await one.get(f"/v1/customers/{customer}")
+            assert profile["view"]["event_count"] == len(events)
+
+
+def _assignments(one: RunningProfileService, two: RunningProfileService):  # type: ignore[no-untyped-def]
+    async def probe() -> tuple[bool, bool, set[int]]:
+        a, b = one.assigned_partitions(), two.assigned_partitions()
+        return bool(a), bool(b), a | b
+
+    return probe
+
+
+async def _settled(running: RunningProfileService) -> bool:
+    """Every profile's view counts exactly the entries its journey holds."""
+    store = running.service.store
+    async for doc in store.profiles.find({"merged_into": None}):
+        view = doc.get("view") or {}
+        aliases = [doc["_id"], *doc.get("merged_from", [])]
+        if view.get("event_count", 0) != await store.journey.count_documents(
+            {"customer_id": {"$in": aliases}}
+        ):
+            return False
+    return True

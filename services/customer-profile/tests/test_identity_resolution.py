@@ -1,0 +1,155 @@
+"""Merges, merge protection, weak identifiers and blocked values through the running service."""
+
+from __future__ import annotations
+
+import json
+
+from customer_profile.testing import RunningProfileService, interaction
+from hilo.contract import interaction_id
+from hilo.settings import HiloSettings
+from hilo.testkit.probes import read_topic
+from hilo.topics import Topic, topic_name
+
+
+async def test_a_three_way_chain_merges_into_the_oldest_profile(
+    profile_service: RunningProfileService, settings: HiloSettings
+) -> None:
+    svc = profile_service
+    await svc.publish(
+        [
+            interaction(1, minutes=0, email="ana@example.com"),
+            interaction(2, minutes=1, phone="+34612345678"),
+            interaction(3, minutes=2, loyalty_id="LOY-1"),
+        ]
+    )
+    await svc.wait_for_entries(3)
+    first = await svc.customer_of("email", "ana@example.com")
+    second = await svc.customer_of("phone", "+34612345678")
+    third = await svc.customer_of("loyalty_id", "LOY-1")
+    assert len({first, second, third}) == 3
+
+    await svc.publish([interaction(4, minutes=3, email="ana@example.com", phone="+34612345678")])
+    await svc.wait_for_entries(4)
+    await svc.publish([interaction(5, minutes=4, phone="+34612345678", loyalty_id="LOY-1")])
+    await svc.wait_for_entries(5)
+
+    survivor = await svc.customer_of("loyalty_id", "LOY-1")
+    assert survivor == first, "the profile seen first survives"
+    profile = await svc.get(f"/v1/customers/{survivor}")
+    assert sorted(profile["merged_from"]) == sorted([second, third])
+    assert profile["view"]["event_count"] == 5
+    for old in (second, third):
+        assert (await svc.get(f"/v1/customers/{old}"))["customer_id"] == survivor
+        journey = await svc.get(f"/v1/customers/{old}/journey")
+        assert len(journey["entries"]) == 5
+    merges = await read_topic(
+        settings.kafka_bootstrap_servers, topic_name(Topic.IDENTITY_MERGES, settings), expected=2
+    )
+    records = [json.loads(r.value) for r in merges]
+    assert [(r["survivor"], r["absorbed"]) for r in records] == [
+        (first, [second]),
+        (first, [third]),
+    ]
+    assert all(r.key == first.encode() for r in merges)
+
+
+async def test_two_loyalty_cards_are_not_merged_and_the_conflict_is_visible(
+    profile_service: RunningProfileService,
+) -> None:
+    svc = profile_service
+    await svc.publish(
+        [
+            interaction(1, loyalty_id="LOY-1", email="family@example.com"),
+            interaction(2, minutes=1, loyalty_id="LOY-2", phone="+34699999001"),
+        ]
+    )
+    await svc.wait_for_entries(2)
+
+    await svc.publish([interaction(3, minutes=2, loyalty_id="LOY-2", email="family@example.com")])
+    await svc.wait_for_entries(3)
+
+    one = await svc.customer_of("loyalty_id", "LOY-1")
+    two = await svc.customer_of("loyalty_id", "LOY-2")
+    assert one != two
+    assert await svc.customer_of("email", "family@example.com") == one
+    journey_two = await svc.get(f"/v1/customers/{two}/journey")
+    assert [e["id"] for e in journey_two["entries"]] == [
+        interaction_id("web", "evt-2"),
+        interaction_id("web", "evt-3"),
+    ]
+    conflicts = await svc.get(f"/v1/customers/{one}/conflicts")
+    assert [(c["reason"], c["kind"], sorted(c["customer_ids"])) for c in conflicts] == [
+        ("unique_identifier", "loyalty_id", sorted([one, two]))
+    ]
+    context = await svc.get(f"/v1/customers/{two}/context")
+    assert context["open_conflicts"] == 1
+
+
+async def test_a_shared_device_does_not_merge_two_known_customers(
+    profile_service: RunningProfileService,
+) -> None:
+    svc = profile_service
+    await svc.publish(
+        [
+            interaction(1, email="one@example.com", device_id="family-tablet"),
+            interaction(2, minutes=1, email="two@example.com"),
+        ]
+    )
+    await svc.wait_for_entries(2)
+
+    await svc.publish(
+        [interaction(3, minutes=2, email="two@example.com", device_id="family-tablet")]
+    )
+    await svc.wait_for_entries(3)
+
+    one = await svc.customer_of("email", "one@example.com")
+    two = await svc.customer_of("email", "two@example.com")
+    assert one != two
+    assert await svc.customer_of("device_id", "family-tablet") == one
+    assert (await svc.get(f"/v1/customers/{two}"))["view"]["event_count"] == 2
+
+
+async def test_anonymous_browsing_joins_the_customer_when_they_identify(
+    profile_service: RunningProfileService,
+) -> None:
+    svc = profile_service
+    await svc.publish(
+        [interaction(1, minutes=0, email="ana@example.com", channel="email", kind="message")]
+    )
+    await svc.publish([interaction(n, minutes=n, anonymous_id="anon-1") for n in range(2, 5)])
+    await svc.wait_for_entries(4)
+    known = await svc.customer_of("email", "ana@example.com")
+    anonymous = await svc.customer_of("anonymous_id", "anon-1")
+    assert known != anonymous
+
+    await svc.publish(
+        [interaction(5, minutes=5, anonymous_id="anon-1", email="ana@example.com", kind="identify")]
+    )
+    await svc.wait_for_entries(5)
+
+    assert await svc.customer_of("anonymous_id", "anon-1") == known
+    profile = await svc.get(f"/v1/customers/{known}")
+    assert profile["view"]["event_count"] == 5
+    assert profile["view"]["channels"]["web"]["count"] == 4
+
+
+async def test_a_placeholder_email_never_glues_customers_together(
+    profile_service: RunningProfileService, settings: HiloSettings
+) -> None:
+    svc = profile_service
+    await svc.publish(
+        [interaction(n, phone=f"+3461234560{n}", email="test@test.com") for n in range(1, 4)]
+    )
+    await svc.publish([interaction(9, customer_id="null", email="TEST@test.com")])
+    await svc.wait_for_entries(3)
+
+    customers = {await svc.customer_of("phone", f"+3461234560{n}") for n in range(1, 4)}
+    assert len(customers) == 3
+    lookup = await svc.http.post(
+        "/v1/customers/lookup", json={"kind": "email", "value": "test@test.com"}
+    )
+    assert lookup.status_code == 404
+    dead = await read_topic(
+        settings.kafka_bootstrap_servers, topic_name(Topic.INTERACTIONS_DLQ, settings), expected=1
+    )
+    assert [dict(r.headers)["hilo_error_reason"] for r in dead] == [b"no_usable_identifier"]
