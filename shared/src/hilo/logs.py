@@ -110,6 +110,21 @@ def mask_personal_data(
     return event_dict
 
 
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stdout` is at the time (test runners swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        """The stream is always the current stdout."""
+
+
 def configure_logging(settings: HiloSettings) -> None:
     """Route structlog and stdlib logging (aiokafka, uvicorn, FastStream) through one pipeline."""
     level = logging.getLevelName(settings.log_level)
@@ -132,7 +147,7 @@ def configure_logging(settings: HiloSettings) -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _StdoutHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared[:-1], structlog.stdlib.ExtraAdder(), mask_personal_data],

@@ -2,7 +2,9 @@
 
 Everything Hilo stores stays within what both MongoDB and FerretDB 1.x support: no nested arrays,
 no `$lookup`, no change streams, no multi-document transactions, no `$push` with `$slice`,
-and bulk writes in chunks (`bulk_write` below).
+and bulk writes in chunks (`bulk_write` below). FerretDB 1.x also drops null and empty-array
+values from `$setOnInsert`, so readers treat an absent field as null/empty, and it pushes only
+`{"_id": <string>}` filters down to SQLite: anything else is a scan, fine for development data.
 """
 
 from __future__ import annotations

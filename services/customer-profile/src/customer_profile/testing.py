@@ -22,7 +22,12 @@ API_KEY = "test-key-1"
 
 
 def profile_settings(settings: HiloSettings, **overrides: object) -> ProfileSettings:
-    values = {**settings.model_dump(), "api_keys": [API_KEY, "test-key-2"], "batch_max_wait_ms": 50}
+    values = {
+        **settings.model_dump(),
+        "api_keys": [API_KEY, "test-key-2"],
+        "batch_max_wait_ms": 50,
+        "consumer_group": f"{settings.topic_prefix}customer-profile",
+    }
     values.update(overrides)
     return ProfileSettings.model_validate(values)
 

@@ -163,14 +163,8 @@ class ProfileStore:
                 UpdateOne(
                     {"_id": customer},
                     {
-                        "$setOnInsert": {
-                            "created_at": at,
-                            "merged_into": None,
-                            "merged_from": [],
-                            "identifiers": [],
-                            "version": 0,
-                            "view": None,
-                        }
+                        # Absent means null/empty: FerretDB 1.x drops null and [] in $setOnInsert.
+                        "$setOnInsert": {"created_at": at, "version": 0}
                     },
                     upsert=True,
                 )
@@ -183,7 +177,12 @@ class ProfileStore:
         """Remove profiles created for claims that were all lost (nothing points to them)."""
         ids = list(customer_ids)
         if ids:
-            await self.profiles.delete_many({"_id": {"$in": ids}, "identifiers": {"$size": 0}})
+            await self.profiles.delete_many(
+                {
+                    "_id": {"$in": ids},
+                    "$or": [{"identifiers": {"$exists": False}}, {"identifiers": {"$size": 0}}],
+                }
+            )
 
     async def attach(self, attachments: Mapping[str, str], caps: Mapping[str, int]) -> set[str]:
         """Add claimed identifiers to their profiles, never beyond the per-kind cap.

@@ -33,7 +33,9 @@ log = structlog.get_logger(__name__)
 EVENTS = Counter("hilo_profile_events_total", "Interactions consumed, by outcome", ["outcome"])
 MERGES = Counter("hilo_profile_merges_total", "Profile merges performed")
 BATCH_SECONDS = Histogram("hilo_profile_batch_seconds", "Time to process one batch")
-RETRIES = Counter("hilo_profile_batch_retries_total", "Batch attempts that failed and were retried")
+FAILED_ATTEMPTS = Counter(
+    "hilo_profile_batch_failures_total", "Batch attempts that failed on MongoDB or Kafka"
+)
 
 TRANSIENT = (ConnectionFailure, PublishFailed, OperationFailure)
 
@@ -81,12 +83,15 @@ def subscribe(broker: KafkaBroker, pipeline: Pipeline, settings: ProfileSettings
             stop=stop_after_delay(settings.store_retry_seconds),
             reraise=True,
         ):
-            with attempt:
-                if attempt.retry_state.attempt_number > 1:
-                    RETRIES.inc()
-                    log.warning("batch_retry", attempt=attempt.retry_state.attempt_number)
-                with BATCH_SECONDS.time():
+            with attempt, BATCH_SECONDS.time():
+                try:
                     outcome = await pipeline.process(records)
+                except TRANSIENT as exc:
+                    FAILED_ATTEMPTS.inc()
+                    log.warning(
+                        "batch_attempt_failed", error=type(exc).__name__, records=len(records)
+                    )
+                    raise
         EVENTS.labels("accepted").inc(outcome.accepted - outcome.duplicates)
         EVENTS.labels("duplicate").inc(outcome.duplicates)
         EVENTS.labels("dead_lettered").inc(outcome.dead_lettered)

@@ -1,0 +1,164 @@
+"""The HTTP API: authentication, lookup, journey paging, export and erasure."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from customer_profile.testing import RunningProfileService, interaction
+from hilo.settings import HiloSettings
+from hilo.testkit.probes import read_topic
+from hilo.topics import Topic, topic_name
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}])
+async def test_requests_without_a_valid_key_are_refused(
+    profile_service: RunningProfileService, headers: dict[str, str]
+) -> None:
+    transport = httpx.ASGITransport(app=profile_service.service.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://p", headers=headers) as http:
+        response = await http.post(
+            "/v1/customers/lookup", json={"kind": "email", "value": "a@b.co"}
+        )
+        profile = await http.get("/v1/customers/anything")
+
+    assert response.status_code == 401
+    assert response.json() == {"detail": "missing or unknown API key (header X-API-Key)"}
+    assert profile.status_code == 401
+
+
+async def test_every_configured_key_works_and_operations_routes_stay_open(
+    profile_service: RunningProfileService,
+) -> None:
+    transport = httpx.ASGITransport(app=profile_service.service.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://p") as http:
+        second = await http.post(
+            "/v1/customers/lookup",
+            json={"kind": "email", "value": "nobody@example.com"},
+            headers={"X-API-Key": "test-key-2"},
+        )
+        ready = await http.get("/health/ready")
+        live = await http.get("/health/live")
+        openapi = await http.get("/openapi.json")
+
+    assert second.status_code == 404
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ok", "checks": {"kafka": "ok", "mongodb": "ok"}}
+    assert live.status_code == 200
+    assert "/v1/customers/{customer_id}/context" in openapi.json()["paths"]
+
+
+async def test_lookup_normalises_and_rejects_invalid_identifiers(
+    profile_service: RunningProfileService,
+) -> None:
+    svc = profile_service
+    await svc.publish([interaction(1, phone="+34612345678")])
+    await svc.wait_for_entries(1)
+
+    assert await svc.customer_of("phone", "0034 612 34 56 78")
+    invalid = await svc.http.post("/v1/customers/lookup", json={"kind": "phone", "value": "12"})
+    unknown_kind = await svc.http.post(
+        "/v1/customers/lookup", json={"kind": "shoe_size", "value": "42"}
+    )
+    missing = await svc.http.get("/v1/customers/does-not-exist")
+
+    assert invalid.status_code == 422
+    assert invalid.json()["detail"][0]["msg"] == "not a phone number"
+    assert unknown_kind.status_code == 422
+    assert missing.status_code == 404
+
+
+async def test_the_journey_pages_with_a_stable_cursor_and_filters(
+    profile_service: RunningProfileService,
+) -> None:
+    svc = profile_service
+    channels = ["web", "whatsapp", "email"]
+    await svc.publish(
+        [
+            interaction(n, minutes=n, email="ana@example.com", channel=channels[n % 3])
+            for n in range(7)
+        ]
+    )
+    await svc.wait_for_entries(7)
+    customer = await svc.customer_of("email", "ana@example.com")
+
+    seen: list[str] = []
+    cursor = None
+    while True:
+        suffix = f"&cursor={cursor}" if cursor else ""
+        page = await svc.get(f"/v1/customers/{customer}/journey?limit=3{suffix}")
+        seen += [e["id"] for e in page["entries"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    whatsapp = await svc.get(f"/v1/customers/{customer}/journey?channel=whatsapp")
+    window = await svc.get(
+        f"/v1/customers/{customer}/journey?since=2026-11-01T09:02:00Z&until=2026-11-01T09:04:00Z"
+    )
+    bad_cursor = await svc.http.get(f"/v1/customers/{customer}/journey?cursor=nonsense")
+
+    full = await svc.get(f"/v1/customers/{customer}/journey?limit=100")
+    assert seen == [e["id"] for e in full["entries"]]
+    assert len(seen) == 7
+    assert {e["channel"] for e in whatsapp["entries"]} == {"whatsapp"}
+    assert len(whatsapp["entries"]) == 2
+    assert [e["occurred_at"] for e in window["entries"]] == [
+        "2026-11-01T09:02:00Z",
+        "2026-11-01T09:03:00Z",
+    ]
+    assert bad_cursor.status_code == 400
+
+
+async def test_export_returns_everything_and_erasure_forgets_the_customer(
+    profile_service: RunningProfileService, settings: HiloSettings
+) -> None:
+    svc = profile_service
+    await svc.publish(
+        [
+            interaction(1, email="ana@example.com", anonymous_id="anon-1"),
+            interaction(2, minutes=1, phone="+34612345678"),
+            interaction(
+                3, minutes=2, email="ana@example.com", phone="+34612345678", kind="identify"
+            ),
+        ]
+    )
+    await svc.wait_for_entries(3)
+    customer = await svc.customer_of("email", "ana@example.com")
+    absorbed = (await svc.get(f"/v1/customers/{customer}"))["merged_from"]
+
+    export = await svc.get(f"/v1/customers/{customer}/export")
+    erased = await svc.http.delete(f"/v1/customers/{customer}")
+
+    assert sorted(export["identities"]) == [
+        "anonymous_id:anon-1",
+        "email:ana@example.com",
+        "phone:+34612345678",
+    ]
+    assert len(export["journey"]) == 3
+    assert export["profile"]["traits"]["first_name"]["value"] == "Ana"
+    assert erased.status_code == 200
+    assert erased.json()["erased"] == {
+        "journey_entries": 3,
+        "identities": 3,
+        "conflicts": 0,
+        "profiles": 2,
+    }
+    assert (await svc.http.get(f"/v1/customers/{customer}")).status_code == 404
+    assert (await svc.http.get(f"/v1/customers/{absorbed[0]}")).status_code == 404
+    lookup = await svc.http.post(
+        "/v1/customers/lookup", json={"kind": "email", "value": "ana@example.com"}
+    )
+    assert lookup.status_code == 404
+    profiles = await read_topic(
+        settings.kafka_bootstrap_servers, topic_name(Topic.PROFILES, settings), expected=6
+    )
+    last_by_key = {r.key: r.value for r in profiles}
+    assert last_by_key[customer.encode()] is None, "tombstone on the compacted topic"
+    assert last_by_key[absorbed[0].encode()] is None
+
+    # The same person writing again starts a fresh profile.
+    await svc.publish([interaction(4, minutes=3, email="ana@example.com")])
+    await svc.wait_for_entries(1)
+    fresh = await svc.customer_of("email", "ana@example.com")
+    assert fresh != customer
+    assert (await svc.get(f"/v1/customers/{fresh}"))["view"]["event_count"] == 1

@@ -1,0 +1,66 @@
+"""MongoDB unreachable: the service stops consuming, retries, commits nothing, loses nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client import REGISTRY
+from pydantic import MongoDsn
+
+from customer_profile.testing import interaction, running_profile_service
+from hilo.settings import HiloSettings
+from hilo.testkit.local_infra import LocalFerretDB
+from hilo.testkit.probes import eventually
+from hilo.topics import Topic, topic_name
+
+
+async def committed(settings: HiloSettings, group: str) -> int:
+    """Sum of the group's committed offsets: how many records it has declared done."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    topic = topic_name(Topic.INTERACTIONS, settings)
+    return sum(max(meta.offset, 0) for tp, meta in offsets.items() if tp.topic == topic)
+
+
+async def test_an_outage_pauses_consumption_until_the_database_is_back(
+    settings: HiloSettings, topics: list[str], tmp_path: Path
+) -> None:
+    database = LocalFerretDB(tmp_path)
+    database.start()
+    local = settings.model_copy(update={"mongodb_url": MongoDsn(database.url)})
+    try:
+        async with running_profile_service(local, store_retry_seconds=2) as svc:
+            group = svc.service.settings.consumer_group
+            await svc.publish([interaction(1, email="ana@example.com")])
+            await svc.wait_for_entries(1)
+            await eventually(lambda: committed(local, group), until=lambda n: n == 1)
+
+            database.stop()
+            await svc.publish([interaction(2, minutes=1, email="ana@example.com")])
+            ready = await svc.http.get("/health/ready")
+            assert ready.status_code == 503
+            assert ready.json()["checks"]["mongodb"] == "failing"
+            # Several retry cycles pass (each gives up after 2 s and re-delivers the batch)...
+            with_outage = [await committed(local, group) for _ in range(3)]
+            failures = await _failed_attempts()
+            await eventually(_failed_attempts, until=lambda n: n >= failures + 2, timeout=60)
+            assert with_outage == [1, 1, 1]
+            assert await committed(local, group) == 1, "nothing committed past the unstored event"
+
+            database.start()
+            await svc.wait_for_entries(2, timeout=90)
+            await eventually(lambda: committed(local, group), until=lambda n: n == 2, timeout=60)
+            customer = await svc.customer_of("email", "ana@example.com")
+            profile = await svc.get(f"/v1/customers/{customer}")
+            assert profile["view"]["event_count"] == 2
+    finally:
+        database.stop()
+
+
+async def _failed_attempts() -> float:
+    return REGISTRY.get_sample_value("hilo_profile_batch_failures_total") or 0.0
