@@ -58,7 +58,7 @@ infra-down: ## Stop what infra-up started
 	@if [ -x $(BIN)/hilo-infra ]; then $(BIN)/hilo-infra down; else echo "nothing to stop"; fi
 
 bench: install infra-prepare ## Measure throughput (results in docs/benchmarks.md)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python services/customer-profile/bench/throughput.py
 
 clean: ## Remove the virtual environment and local state (not the download cache)
 	rm -rf $(VENV) $(TOOLS) .hilo .pytest_cache .mypy_cache .ruff_cache

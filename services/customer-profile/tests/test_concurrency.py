@@ -69,8 +69,9 @@ async def test_two_instances_build_one_profile_per_person_with_every_event_once(
         await eventually(lambda: _settled(one), until=bool, timeout=30)
 
         counts = await one.service.store.counts()
+        heads = [doc async for doc in one.service.store.profiles.find({"merged_into": None})]
         assert counts["journey_entries"] == len(stream), "every event once: none lost, none twice"
-        assert counts["profiles"] == PEOPLE, "one profile per person"
+        assert counts["profiles"] == PEOPLE, f"one profile per person, got {heads}"
         assert one.service.pipeline.events_processed > 0
         assert two.service.pipeline.events_processed > 0
         for person in range(PEOPLE):
@@ -99,11 +100,9 @@ def _assignments(one: RunningProfileService, two: RunningProfileService):  # typ
 async def _settled(running: RunningProfileService) -> bool:
     """Every profile's view counts exactly the entries its journey holds."""
     store = running.service.store
-    async for doc in store.profiles.find({"merged_into": None}):
-        view = doc.get("view") or {}
-        aliases = [doc["_id"], *doc.get("merged_from", [])]
-        if view.get("event_count", 0) != await store.journey.count_documents(
-            {"customer_id": {"$in": aliases}}
-        ):
+    heads = [doc["_id"] async for doc in store.profiles.find({"merged_into": None}, {"_id": 1})]
+    for profile in (await store.load(heads)).values():
+        stored = await store.journey.count_documents({"customer_id": {"$in": profile.aliases}})
+        if (profile.view.event_count if profile.view else 0) != stored:
             return False
     return True

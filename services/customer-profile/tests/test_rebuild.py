@@ -15,16 +15,17 @@ from hilo.settings import HiloSettings
 
 async def snapshot(store: ProfileStore) -> dict[frozenset[str], dict[str, Any]]:
     """Profiles keyed by their identifier sets (customer ids are random and differ)."""
+    heads = [doc["_id"] async for doc in store.profiles.find({"merged_into": None}, {"_id": 1})]
     result = {}
-    async for doc in store.profiles.find({"merged_into": None}):
-        aliases = [doc["_id"], *doc.get("merged_from", [])]
-        entries = await store.entries(aliases)
-        view = dict(doc["view"])
-        result[frozenset(doc["identifiers"])] = {
+    for profile in (await store.load(heads)).values():
+        entries = await store.entries(profile.aliases)
+        assert profile.view is not None
+        view = profile.view.model_dump()
+        result[frozenset(profile.identifiers)] = {
             # `late` records arrival order, which a replay of several partitions does not repeat.
             "journey": [(e.id, e.channel, e.type, e.occurred_at) for e in entries],
-            "merges": len(doc.get("merged_from", [])),
-            "view": {k: v for k, v in view.items() if k not in {"conversation"}},
+            "merges": len(profile.merged_from),
+            "view": {k: v for k, v in view.items() if k != "conversation"},
             "conversation": (view["conversation"] or {}).get("channels"),
         }
     return result

@@ -2,20 +2,25 @@
 
 Correctness under several consumer instances comes from the database, never from process-local
 locks: an identifier is claimed by an atomic upsert on its unique `_id`, a merge marks the absorbed
-profile with a conditional update that succeeds once, identifiers are attached under a conditional
-per-kind counter (a hard cap), and the derived view is replaced only at the version it was read
-at (optimistic concurrency). Everything stays within what FerretDB 1.x supports as well.
+profile with a conditional update that succeeds once, and a profile's derived view is versioned by
+a unique `_id` (`<customer>:<version>`): whoever inserts version n+1 first wins, the others
+re-derive from the journey and try n+2 (optimistic concurrency without a conditional update).
+
+Collections: `profiles` (one small head document per customer: identifiers, aliases, current view
+version), `profile_views` (the derived views), `identities`, `journey`, `identity_conflicts`.
+Hot-path writes filter on `_id` only, the one filter FerretDB 1.x pushes down to SQLite.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING, AsyncMongoClient, InsertOne, UpdateOne
+from pymongo import ASCENDING, AsyncMongoClient, DeleteOne, InsertOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
@@ -42,11 +47,10 @@ class StoredProfile:
     view: ProfileView | None
 
     def facts(self) -> ProfileFacts:
-        first_seen = self.view.first_seen if self.view and self.view.first_seen else self.created_at
         return ProfileFacts(
             customer_id=self.customer_id,
             identifiers=frozenset(self.identifiers),
-            first_seen=first_seen,
+            created_at=self.created_at,
             merge_count=len(self.merged_from),
         )
 
@@ -55,16 +59,19 @@ class StoredProfile:
         return [self.customer_id, *self.merged_from]
 
 
-def _stored(doc: MongoDocument) -> StoredProfile:
-    view = doc.get("view")
+def _stored(head: MongoDocument, view: MongoDocument | None) -> StoredProfile:
     return StoredProfile(
-        customer_id=doc["_id"],
-        version=doc.get("version", 0),
-        created_at=doc["created_at"],
-        identifiers=list(doc.get("identifiers", [])),
-        merged_from=list(doc.get("merged_from", [])),
-        view=ProfileView.model_validate(view) if view else None,
+        customer_id=head["_id"],
+        version=head.get("version", 0),
+        created_at=head["created_at"],
+        identifiers=list(head.get("identifiers", [])),
+        merged_from=list(head.get("merged_from", [])),
+        view=ProfileView.model_validate(view["view"]) if view else None,
     )
+
+
+def view_id(customer_id: str, version: int) -> str:
+    return f"{customer_id}:{version}"
 
 
 class ProfileStore:
@@ -74,6 +81,7 @@ class ProfileStore:
         db = client[database]
         self.client = client
         self.profiles: AsyncCollection[MongoDocument] = db["profiles"]
+        self.views: AsyncCollection[MongoDocument] = db["profile_views"]
         self.identities: AsyncCollection[MongoDocument] = db["identities"]
         self.journey: AsyncCollection[MongoDocument] = db["journey"]
         self.conflicts: AsyncCollection[MongoDocument] = db["identity_conflicts"]
@@ -86,6 +94,7 @@ class ProfileStore:
             [("customer_id", ASCENDING), ("occurred_at", ASCENDING), ("_id", ASCENDING)]
         )
         await self.conflicts.create_index([("customer_ids", ASCENDING), ("at", ASCENDING)])
+        await self.views.create_index([("customer_id", ASCENDING)])
 
     async def ping(self) -> None:
         await self.client.admin.command("ping")
@@ -225,17 +234,40 @@ class ProfileStore:
             )
         return held
 
-    async def load(self, customer_ids: Iterable[str]) -> dict[str, StoredProfile]:
+    async def heads(self, customer_ids: Iterable[str]) -> dict[str, MongoDocument]:
         ids = list(dict.fromkeys(customer_ids))
         if not ids:
             return {}
-        return {doc["_id"]: _stored(doc) async for doc in self.profiles.find({"_id": {"$in": ids}})}
+        return {doc["_id"]: doc async for doc in self.profiles.find({"_id": {"$in": ids}})}
+
+    async def load(self, customer_ids: Iterable[str]) -> dict[str, StoredProfile]:
+        """Profiles with their current views (each view read by `_id`)."""
+        heads = await self.heads(customer_ids)
+        views = await asyncio.gather(*(self._view_of(head) for head in heads.values()))
+        return {
+            head["_id"]: _stored(head, view)
+            for head, view in zip(heads.values(), views, strict=True)
+        }
+
+    async def facts(self, customer_ids: Iterable[str]) -> dict[str, ProfileFacts]:
+        """What identity resolution needs: heads only, no views."""
+        return {
+            c: _stored(head, None).facts() for c, head in (await self.heads(customer_ids)).items()
+        }
+
+    async def _view_of(self, head: MongoDocument) -> MongoDocument | None:
+        version = head.get("version", 0)
+        if version == 0:
+            return None
+        return await self.views.find_one({"_id": view_id(head["_id"], version)})
 
     async def get(self, customer_id: str) -> StoredProfile | None:
         """The profile answering for `customer_id`, following merges to the survivor."""
         canonical = (await self.canonical([customer_id]))[customer_id]
-        doc = await self.profiles.find_one({"_id": canonical, "merged_into": None})
-        return _stored(doc) if doc else None
+        head = await self.profiles.find_one({"_id": canonical})
+        if head is None or head.get("merged_into") is not None:
+            return None
+        return _stored(head, await self._view_of(head))
 
     async def merge(self, survivor: str, absorbed: list[str]) -> bool:
         """Make `absorbed` aliases of `survivor`; False if one was merged elsewhere meanwhile."""
@@ -271,39 +303,55 @@ class ProfileStore:
         return len(taken) == len(absorbed)
 
     async def save_views(self, views: Mapping[str, tuple[int, ProfileView]]) -> set[str]:
-        """Write each view if its profile is still at the version it was derived from.
+        """Store each view as the next version of its profile; return the customers that lost.
 
-        Returns the customers whose write lost a race (to re-derive and retry).
+        Inserting `<customer>:<version + 1>` succeeds for exactly one writer. A loser first moves
+        the head to the version that beat it (the winner may have stopped before doing so), then
+        re-derives and tries the version after.
         """
         if not views:
             return set()
-        token = uuid.uuid4().hex
         at = now()
-        await bulk_write(
-            self.profiles,
-            [
-                UpdateOne(
-                    {"_id": customer, "version": version, "merged_into": None},
-                    {
-                        "$set": {
-                            "view": view.model_dump(mode="python"),
-                            "updated_at": at,
-                            "write_token": token,
-                        },
-                        "$inc": {"version": 1},
-                    },
-                )
-                for customer, (version, view) in views.items()
-            ],
-            ordered=False,
-        )
-        written = {
-            doc["_id"]
-            async for doc in self.profiles.find(
-                {"_id": {"$in": list(views)}, "write_token": token}, {"_id": 1}
+        documents = [
+            {
+                "_id": view_id(customer, version + 1),
+                "customer_id": customer,
+                "version": version + 1,
+                "view": view.model_dump(mode="python"),
+                "written_at": at,
+            }
+            for customer, (version, view) in views.items()
+        ]
+        lost: set[str] = set()
+        try:
+            await bulk_write(self.views, [InsertOne(doc) for doc in documents])
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != DUPLICATE_KEY for error in errors):
+                raise
+            lost = {documents[error["index"]]["customer_id"] for error in errors}
+        heads = [
+            UpdateOne(
+                {"_id": customer},
+                {
+                    "$max": {"version": version + 1},
+                    "$set": {"updated_at": at},
+                },
             )
-        }
-        return set(views) - written
+            for customer, (version, _) in views.items()
+        ]
+        await bulk_write(self.profiles, heads)
+        superseded = [
+            DeleteOne({"_id": view_id(customer, version)})
+            for customer, (version, _) in views.items()
+            if customer not in lost and version
+        ]
+        await bulk_write(self.views, superseded)
+        # A profile merged away meanwhile: its survivor must be re-derived to include these entries.
+        merged = self.profiles.find(
+            {"_id": {"$in": list(views)}, "merged_into": {"$ne": None}}, {"_id": 1}
+        )
+        return lost | {doc["_id"] async for doc in merged}
 
     # --- journey ----------------------------------------------------------------------------
 
@@ -381,6 +429,7 @@ class ProfileStore:
     async def erase(self, profile: StoredProfile) -> dict[str, int]:
         """Delete everything held about a customer and its aliases."""
         aliases = profile.aliases
+        await self.views.delete_many({"customer_id": {"$in": aliases}})
         journey = await self.journey.delete_many({"customer_id": {"$in": aliases}})
         identities = await self.identities.delete_many({"customer_id": {"$in": aliases}})
         conflicts = await self.conflicts.delete_many({"customer_ids": {"$in": aliases}})

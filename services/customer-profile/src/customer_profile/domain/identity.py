@@ -5,8 +5,9 @@ decisions stick with atomic operations. The rules, as users rely on them:
 
 - Blocked placeholder values (`0`, `null`, `test@test.com`, all-zero phones, ...) are never
   identifiers, so one junk value cannot glue thousands of customers into one profile.
-- An event whose identifiers belong to several profiles merges them; the profile seen first (by
-  event time) survives.
+- An event whose identifiers belong to several profiles merges them; the profile created first
+  survives (creation time never changes, so every instance picks the same survivor and merges
+  can never form a cycle).
 - Weak identifiers (anonymous and device ids) attach to a profile, and an anonymous profile joins
   a known one through them (the "identify" moment), but they never bridge two *known* profiles.
 - Merge protection: profiles holding different values of a unique kind (two loyalty cards) are
@@ -113,7 +114,7 @@ class ProfileFacts:
 
     customer_id: str
     identifiers: frozenset[str]
-    first_seen: datetime
+    created_at: datetime
     merge_count: int
 
     @property
@@ -157,7 +158,7 @@ def decide(
         profiles = [facts[target]] if target is not None else []
         claim, more = _claims(keys, owners, profiles, policy, target)
         return Decision(target=target, claim=claim, conflicts=[conflict, *more])
-    survivor = min(linked, key=lambda c: (facts[c].first_seen, c)) if linked else None
+    survivor = min(linked, key=lambda c: (facts[c].created_at, c)) if linked else None
     claim, conflicts = _claims(keys, owners, [facts[c] for c in linked], policy, survivor)
     absorb = sorted(c for c in linked if c != survivor)
     return Decision(target=survivor, absorb=absorb, claim=claim, conflicts=conflicts)

@@ -81,8 +81,7 @@ class IdentityResolver:
     async def _round(self, events: list[Pending], resolution: Resolution) -> list[Pending]:
         """Decide every event, commit the claims; return the events that must be decided again."""
         owners = await self._store.owners(key for event in events for key in event.keys)
-        stored = await self._store.load(set(owners.values()))
-        plan = _Plan(owners=owners, facts={c: p.facts() for c, p in stored.items()})
+        plan = _Plan(owners=owners, facts=await self._store.facts(set(owners.values())))
         for event in events:
             await self._decide(event, plan, resolution)
         await self._store.ensure_profiles(plan.tentative)
@@ -130,7 +129,7 @@ class IdentityResolver:
 
 
 TENTATIVE = datetime.max.replace(tzinfo=UTC)
-"""First-seen of a profile not yet stored: any stored profile is older and survives a merge."""
+"""Creation time of a profile not yet stored: any stored profile is older and survives a merge."""
 
 
 @dataclass
@@ -157,7 +156,7 @@ class _Plan:
             del self.facts[customer]
         survivor_facts = self.facts[survivor]
         self.facts[survivor] = ProfileFacts(
-            survivor, frozenset(identifiers), survivor_facts.first_seen, merges
+            survivor, frozenset(identifiers), survivor_facts.created_at, merges
         )
         for mapping in (self.owners, self.claims, self.targets):
             for key, owner in mapping.items():
@@ -174,5 +173,5 @@ class _Plan:
         if claim:
             current = self.facts[target]
             self.facts[target] = ProfileFacts(
-                target, current.identifiers | set(claim), current.first_seen, current.merge_count
+                target, current.identifiers | set(claim), current.created_at, current.merge_count
             )

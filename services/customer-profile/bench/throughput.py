@@ -1,0 +1,130 @@
+"""Benchmark: interactions per second through one customer-profile instance.
+
+Publishes a realistic stream (returning customers on several channels, anonymous browsing that
+later identifies, cross-channel merges) to a fresh `interactions` topic, then starts one service
+instance and times it from start until every event is in a journey. Uses the same infrastructure
+as the tests (local Kafka + FerretDB here; set KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL to measure
+against real MongoDB).
+
+    python services/customer-profile/bench/throughput.py --events 3000 --people 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import resource
+import time
+import uuid
+
+from pydantic import MongoDsn
+
+from customer_profile.bootstrap import bootstrap, start, stop
+from customer_profile.settings import ProfileSettings
+from customer_profile.testing import interaction
+from hilo.contract import Interaction
+from hilo.kafka import KafkaPublisher, create_broker
+from hilo.testkit.local_infra import Endpoints, Infrastructure
+from hilo.testkit.probes import eventually
+from hilo.topics import ensure_topics
+
+CHANNEL_KINDS = [
+    ("web", "page_view"),
+    ("web", "product_view"),
+    ("web", "cart"),
+    ("whatsapp", "message"),
+    ("email", "message"),
+    ("voice", "call"),
+    ("store", "order"),
+    ("app", "page_view"),
+]
+
+
+def stream(events: int, people: int, seed: int = 1) -> list[Interaction]:
+    rng = random.Random(seed)  # noqa: S311 - reproducible test data, not security
+    result = []
+    for n in range(events):
+        person = rng.randrange(people)
+        channel, kind = rng.choice(CHANNEL_KINDS)
+        ids = {
+            "web": {"anonymous_id": f"anon-{person}"},
+            "app": {"device_id": f"dev-{person}"},
+            "whatsapp": {"phone": f"+3461{person:07d}"},
+            "voice": {"phone": f"+3461{person:07d}"},
+            "email": {"email": f"p{person}@example.com"},
+            "store": {"loyalty_id": f"L-{person}", "phone": f"+3461{person:07d}"},
+        }[channel]
+        if rng.random() < 0.3:  # signed in / identified: links the channel id to the email
+            ids = {**ids, "email": f"p{person}@example.com"}
+        result.append(interaction(f"b{n}", minutes=n / 10, channel=channel, kind=kind, **ids))
+    return result
+
+
+async def run(endpoints: Endpoints, events: int, people: int, batch: int) -> dict[str, float]:
+    settings = ProfileSettings(
+        kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
+        mongodb_url=MongoDsn(endpoints.mongodb_url),
+        mongodb_database=f"bench_{uuid.uuid4().hex[:8]}",
+        topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
+        topic_partitions=6,
+        consumer_group="bench",
+        batch_max_records=batch,
+        log_level="WARNING",
+    )
+    await ensure_topics(settings)
+    producer = create_broker(settings)
+    await producer.start()
+    publisher = KafkaPublisher(producer, settings)
+    items = stream(events, people)
+    began = time.perf_counter()
+    for offset in range(0, len(items), 500):
+        await asyncio.gather(
+            *(publisher.publish_interaction(i) for i in items[offset : offset + 500])
+        )
+    publish_seconds = time.perf_counter() - began
+    await producer.stop()
+
+    service = bootstrap(settings)
+    began = time.perf_counter()
+    await start(service)
+    try:
+        await eventually(
+            lambda: service.store.journey.count_documents({}),
+            until=lambda n: n >= events,
+            timeout=3600,
+            interval=0.5,
+        )
+        consume_seconds = time.perf_counter() - began
+        counts = await service.store.counts()
+        await service.mongo.drop_database(settings.mongodb_database)
+    finally:
+        await stop(service)
+    return {
+        "events": events,
+        "publish_events_per_second": events / publish_seconds,
+        "consume_events_per_second": events / consume_seconds,
+        "consume_seconds": consume_seconds,
+        "profiles": counts["profiles"],
+        "merged_aliases": counts["aliases"],
+        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--people", type=int, default=600)
+    parser.add_argument("--batch", type=int, default=500, help="max records per consumed batch")
+    args = parser.parse_args()
+    with Infrastructure() as endpoints:
+        result = asyncio.run(run(endpoints, args.events, args.people, args.batch))
+    print(f"infrastructure: {endpoints.provider}")  # noqa: T201
+    for key, value in result.items():
+        print(f"{key}: {value:.1f}" if isinstance(value, float) else f"{key}: {value}")  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()
