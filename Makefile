@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install test test-fast lint fmt schema infra-prepare infra-up infra-down bench clean
+.PHONY: help install test test-fast lint fmt schema infra-prepare infra-up infra-down run-profile bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ infra-up: install infra-prepare ## Start local Kafka and FerretDB in the backgro
 
 infra-down: ## Stop what infra-up started
 	@if [ -x $(BIN)/hilo-infra ]; then $(BIN)/hilo-infra down; else echo "nothing to stop"; fi
+
+run-profile: install ## Run the customer-profile service against `make infra-up`'s Kafka and FerretDB
+	@eval "$$($(BIN)/hilo-infra env)" && HILO_LOG_FORMAT=$${HILO_LOG_FORMAT:-console} $(BIN)/customer-profile serve
 
 bench: install infra-prepare ## Measure throughput (results in docs/benchmarks.md)
 	$(BIN)/python services/customer-profile/bench/throughput.py

@@ -42,6 +42,20 @@ def test_nested_structures_are_masked() -> None:
     assert event["errors"] == [{"loc": "phone", "msg": "bad +34***78"}]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-23T21:18:17.123Z",
+        "batch took 2026 ms at 21:18:17",
+        "listening on 127.0.0.1:38205",
+        "event 6f0c5d8e-3a7b-5c1e-9d2f-4b8a1e7c0d93 stored",
+        "offset 12345678",
+    ],
+)
+def test_dates_times_addresses_and_ids_are_not_mistaken_for_phones(text: str) -> None:
+    assert masked(event=text)["event"] == text
+
+
 def test_ids_and_counts_pass_untouched() -> None:
     event = masked(event_id="6f0c5d8e-3a7b-5c1e-9d2f-4b8a1e7c0d93", count=3, topic="journey")
 

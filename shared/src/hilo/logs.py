@@ -47,7 +47,10 @@ PERSONAL_FIELDS = frozenset(
     }
 )
 _EMAIL = re.compile(r"[\w.+-]+@([\w-]+)((?:\.[\w-]+)+)")
-_PHONE = re.compile(r"\+?\d[\d ().-]{6,}\d")
+_PHONE = re.compile(r"(?<![\w:.+-])\+?\d(?:[ ().-]{0,2}\d){8,14}(?![\w:])")
+"""Nine to fifteen digits, optionally grouped: phone-shaped, while dates, times, ids and
+addresses (too few digits, or glued to letters and colons) are left alone."""
+SAFE_FIELDS = frozenset({"timestamp", "level", "logger", "service"})
 
 
 def mask_email(match: re.Match[str]) -> str:
@@ -106,6 +109,8 @@ def mask_personal_data(
 ) -> MutableMapping[str, Any]:
     """structlog processor: mask personal data in every field of the event."""
     for key, value in list(event_dict.items()):
+        if key in SAFE_FIELDS:
+            continue
         event_dict[key] = mask_value(value) if key in PERSONAL_FIELDS else _scrub(value)
     return event_dict
 

@@ -639,6 +639,17 @@ def _down(state_file: Path) -> int:
     return 0
 
 
+def _env(state_file: Path) -> int:
+    """Print `export` lines for the running stack (for `eval` in make targets and shells)."""
+    if not state_file.exists():
+        print("no local infrastructure is running: `make infra-up` first", file=sys.stderr)  # noqa: T201
+        return 1
+    state = json.loads(state_file.read_text())
+    print(f"export KAFKA_BOOTSTRAP_SERVERS={state['kafka_bootstrap_servers']}")  # noqa: T201
+    print(f"export MONGODB_URL={state['mongodb_url']}")  # noqa: T201
+    return 0
+
+
 def _prepare() -> int:
     """Fetch and build everything the local infrastructure needs (no servers started)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -649,7 +660,7 @@ def _prepare() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Local Kafka and FerretDB for development.")
-    parser.add_argument("command", choices=["up", "down", "prepare"])
+    parser.add_argument("command", choices=["up", "down", "env", "prepare"])
     parser.add_argument("--state-file", type=Path, default=STATE_FILE)
     args = parser.parse_args()
     try:
@@ -657,6 +668,8 @@ def main() -> None:
             sys.exit(_up(args.state_file))
         if args.command == "down":
             sys.exit(_down(args.state_file))
+        if args.command == "env":
+            sys.exit(_env(args.state_file))
         sys.exit(_prepare())
     except InfrastructureError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
