@@ -288,9 +288,7 @@ class ProfileStore:
         await self.identities.update_many(
             {"customer_id": {"$in": sorted(aliases)}}, {"$set": {"customer_id": survivor}}
         )
-        await self.journey.update_many(
-            {"customer_id": {"$in": sorted(aliases)}}, {"$set": {"customer_id": survivor}}
-        )
+        # Journey entries keep the id they were stored under: reads go through every alias.
         await self.profiles.update_one(
             {"_id": survivor},
             {
@@ -368,6 +366,16 @@ class ProfileStore:
                 raise
             return {documents[error["index"]]["_id"] for error in errors}
         return set()
+
+    async def entries_of(self, profiles: Iterable[StoredProfile]) -> dict[str, list[JourneyEntry]]:
+        """Whole journeys of several customers (aliases included) in one query."""
+        owner = {alias: p.customer_id for p in profiles for alias in p.aliases}
+        journeys: dict[str, list[JourneyEntry]] = {p: [] for p in set(owner.values())}
+        if owner:
+            async for doc in self.journey.find({"customer_id": {"$in": list(owner)}}):
+                entry = _entry(doc)
+                journeys[owner[entry.customer_id]].append(entry)
+        return journeys
 
     async def entries(self, aliases: list[str]) -> list[JourneyEntry]:
         cursor = self.journey.find({"customer_id": {"$in": aliases}}).sort(

@@ -211,7 +211,7 @@ async def get_journey(
     entries = entries[:limit]
     return JourneyPage(
         customer_id=profile.customer_id,
-        entries=entries,
+        entries=[e.model_copy(update={"customer_id": profile.customer_id}) for e in entries],
         next_cursor=_encode_cursor(entries[-1]) if more else None,
     )
 

@@ -162,10 +162,13 @@ class Pipeline:
         profiles.update(await self._store.load(rebuild - set(profiles)))
         saved: dict[str, StoredProfile] = {}
         for _ in range(MAX_SAVE_ATTEMPTS):
+            journeys = await self._store.entries_of(p for c, p in profiles.items() if c in rebuild)
             views = {
                 customer: (
                     profile.version,
-                    await self._view(profile, by_customer[customer], customer in rebuild),
+                    derive_view(journeys[customer], self._window)
+                    if customer in journeys
+                    else _fold(profile.view, by_customer[customer], self._window),
                 )
                 for customer, profile in profiles.items()
             }
@@ -181,16 +184,6 @@ class Pipeline:
         raise RuntimeError(
             f"could not save {len(profiles)} profile(s): too many concurrent writers"
         )
-
-    async def _view(
-        self, profile: StoredProfile, new: list[JourneyEntry], rebuild: bool
-    ) -> ProfileView:
-        if rebuild:
-            return derive_view(await self._store.entries(profile.aliases), self._window)
-        view = profile.view.model_copy(deep=True) if profile.view else ProfileView()
-        for entry in sorted(new, key=JourneyEntry.sort_key):
-            view.apply(entry, self._window)
-        return view.finish()
 
     async def _publish(
         self,
@@ -251,6 +244,14 @@ class Pipeline:
 
 
 JSON = {"content-type": "application/json"}
+
+
+def _fold(view: ProfileView | None, new: list[JourneyEntry], window: timedelta) -> ProfileView:
+    """The stored view with the batch's (non-late) entries applied on top."""
+    result = view.model_copy(deep=True) if view else ProfileView()
+    for entry in sorted(new, key=JourneyEntry.sort_key):
+        result.apply(entry, window)
+    return result.finish()
 
 
 def merge_record(merge: Merge) -> bytes:

@@ -30,7 +30,12 @@ class Privacy:
             "identities": await self._store.identities_of(profile.aliases),
             "profile": profile.view.model_dump(mode="json") if profile.view else None,
             "conflicts": await self._store.conflicts_of(profile.aliases),
-            "journey": [entry.model_dump(mode="json") for entry in entries],
+            "journey": [
+                entry.model_copy(update={"customer_id": profile.customer_id}).model_dump(
+                    mode="json"
+                )
+                for entry in entries
+            ],
         }
 
     async def erase(self, profile: StoredProfile) -> dict[str, Any]:
