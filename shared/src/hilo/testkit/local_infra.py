@@ -230,18 +230,58 @@ def _wait(predicate: Any, what: str, process: ManagedProcess, timeout: float) ->
     raise InfrastructureError(f"{what} not ready after {timeout:.0f}s:\n{process.log_tail()}")
 
 
-class LocalKafka:
-    """Apache Kafka, single-node KRaft (broker + controller), run from Maven Central jars."""
+class _LocalServer:
+    """Lifecycle shared by the local servers: launch, wait until it answers, stop."""
 
-    def __init__(self, workdir: Path, *, tied_to_parent: bool = True) -> None:
-        self.version = kafka_version()
+    name = "server"
+
+    def __init__(self, workdir: Path, *, tied_to_parent: bool) -> None:
         self.workdir = workdir
-        self.port = free_port()
-        self.controller_port = free_port()
         self.tied_to_parent = tied_to_parent
         self.process: ManagedProcess | None = None
         self.ready_seconds = 0.0
         self._launched_at = 0.0
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def launch(self) -> None:
+        self.process = ManagedProcess(
+            self.name,
+            self.command(),
+            self.workdir / f"{self.name.lower()}.log",
+            tied_to_parent=self.tied_to_parent,
+        )
+        self._launched_at = time.monotonic()
+        self.process.start()
+
+    def wait_ready(self) -> None:
+        assert self.process is not None
+        _wait(self._ready, self.name, self.process, READY_TIMEOUT_SECONDS)
+        self.ready_seconds = time.monotonic() - self._launched_at
+
+    def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
+class LocalKafka(_LocalServer):
+    """Apache Kafka, single-node KRaft (broker + controller), run from Maven Central jars."""
+
+    name = "Kafka"
+
+    def __init__(self, workdir: Path, *, tied_to_parent: bool = True) -> None:
+        super().__init__(workdir, tied_to_parent=tied_to_parent)
+        self.version = kafka_version()
+        self.port = free_port()
+        self.controller_port = free_port()
 
     @property
     def bootstrap_servers(self) -> str:
@@ -359,34 +399,14 @@ class LocalKafka:
                 f"Kafka storage format failed:\n{result.stdout}{result.stderr}"
             )
 
-    def launch(self) -> None:
-        """Start the broker on existing storage (`format_storage` first on a fresh workdir)."""
-        self.process = ManagedProcess(
-            "kafka",
-            self._java("kafka.Kafka", str(self.workdir / "server.properties")),
-            self.workdir / "kafka.log",
-            tied_to_parent=self.tied_to_parent,
-        )
-        self._launched_at = time.monotonic()
-        self.process.start()
-
-    def wait_ready(self) -> None:
-        assert self.process is not None
-        _wait(self._ready, "Kafka", self.process, READY_TIMEOUT_SECONDS)
-        self.ready_seconds = time.monotonic() - self._launched_at
-
-    def start(self) -> None:
-        self.launch()
-        self.wait_ready()
+    def command(self) -> list[str]:
+        """The broker on existing storage (`format_storage` first on a fresh workdir)."""
+        return self._java("kafka.Kafka", str(self.workdir / "server.properties"))
 
     def _ready(self) -> bool:
         if not port_open(self.port):
             return False
         return asyncio.run(kafka_answers(self.bootstrap_servers))
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
 
 
 async def kafka_answers(bootstrap_servers: str) -> bool:
@@ -408,17 +428,15 @@ def _source_digest() -> str:
     return digest.hexdigest()[:10]
 
 
-class LocalFerretDB:
+class LocalFerretDB(_LocalServer):
     """FerretDB 1.x with its SQLite backend: a real MongoDB wire-protocol server."""
 
+    name = "FerretDB"
+
     def __init__(self, workdir: Path, *, tied_to_parent: bool = True) -> None:
+        super().__init__(workdir, tied_to_parent=tied_to_parent)
         self.version = ferretdb_version()
-        self.workdir = workdir
         self.port = free_port()
-        self.tied_to_parent = tied_to_parent
-        self.process: ManagedProcess | None = None
-        self.ready_seconds = 0.0
-        self._launched_at = 0.0
 
     @property
     def url(self) -> str:
@@ -448,29 +466,13 @@ class LocalFerretDB:
             partial.rename(target)
         return target
 
-    def launch(self) -> None:
-        self.process = ManagedProcess(
-            "ferretdb",
-            [
-                str(self.binary()),
-                f"--listen-addr=127.0.0.1:{self.port}",
-                f"--data-dir={self.workdir / 'data'}",
-                "--log-level=error",
-            ],
-            self.workdir / "ferretdb.log",
-            tied_to_parent=self.tied_to_parent,
-        )
-        self._launched_at = time.monotonic()
-        self.process.start()
-
-    def wait_ready(self) -> None:
-        assert self.process is not None
-        _wait(self._ready, "FerretDB", self.process, READY_TIMEOUT_SECONDS)
-        self.ready_seconds = time.monotonic() - self._launched_at
-
-    def start(self) -> None:
-        self.launch()
-        self.wait_ready()
+    def command(self) -> list[str]:
+        return [
+            str(self.binary()),
+            f"--listen-addr=127.0.0.1:{self.port}",
+            f"--data-dir={self.workdir / 'data'}",
+            "--log-level=error",
+        ]
 
     def _ready(self) -> bool:
         if not port_open(self.port):
@@ -479,10 +481,6 @@ class LocalFerretDB:
         with MongoClient(self.url, serverSelectionTimeoutMS=1000) as client:
             client.admin.command("ping")
         return True
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
 
 
 def docker_available() -> bool:

@@ -320,14 +320,7 @@ class ProfileStore:
             }
             for customer, (version, view) in views.items()
         ]
-        lost: set[str] = set()
-        try:
-            await bulk_write(self.views, [InsertOne(doc) for doc in documents])
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(error.get("code") != DUPLICATE_KEY for error in errors):
-                raise
-            lost = {documents[error["index"]]["customer_id"] for error in errors}
+        lost = {str(documents[i]["customer_id"]) for i in await _insert_once(self.views, documents)}
         heads = [
             UpdateOne(
                 {"_id": customer},
@@ -349,7 +342,7 @@ class ProfileStore:
         merged = self.profiles.find(
             {"_id": {"$in": list(views)}, "merged_into": {"$ne": None}}, {"_id": 1}
         )
-        return lost | {doc["_id"] async for doc in merged}
+        return lost | {str(doc["_id"]) async for doc in merged}
 
     # --- journey ----------------------------------------------------------------------------
 
@@ -358,14 +351,7 @@ class ProfileStore:
         if not entries:
             return set()
         documents = [_entry_document(entry) for entry in entries]
-        try:
-            await bulk_write(self.journey, [InsertOne(doc) for doc in documents])
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(error.get("code") != DUPLICATE_KEY for error in errors):
-                raise
-            return {documents[error["index"]]["_id"] for error in errors}
-        return set()
+        return {str(documents[i]["_id"]) for i in await _insert_once(self.journey, documents)}
 
     async def entries_of(self, profiles: Iterable[StoredProfile]) -> dict[str, list[JourneyEntry]]:
         """Whole journeys of several customers (aliases included) in one query."""
@@ -456,6 +442,20 @@ class ProfileStore:
             "identities": await self.identities.count_documents({}),
             "journey_entries": await self.journey.count_documents({}),
         }
+
+
+async def _insert_once(
+    collection: AsyncCollection[MongoDocument], documents: list[MongoDocument]
+) -> set[int]:
+    """Insert documents whose `_id` may exist already; return the indexes that did."""
+    try:
+        await bulk_write(collection, [InsertOne(doc) for doc in documents])
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(error.get("code") != DUPLICATE_KEY for error in errors):
+            raise
+        return {error["index"] for error in errors}
+    return set()
 
 
 def _entry_document(entry: JourneyEntry) -> MongoDocument:
