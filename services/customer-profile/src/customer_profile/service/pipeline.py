@@ -94,6 +94,14 @@ class Pipeline:
             [Pending(event.id, event.occurred_at, keys) for _, event, keys in readable]
         )
         await self._store.record_conflicts(resolution.conflicts)
+        for conflict, event_id in resolution.conflicts:
+            log.warning(
+                "identity_conflict",
+                reason=conflict.reason,
+                identifier_kind=conflict.kind,
+                customer_ids=list(conflict.customer_ids),
+                event_id=event_id,
+            )
         outcome.merges = resolution.merges
         before = await self._store.load(set(resolution.customers.values()))
         entries = await self._write_journey(events, resolution.customers, before, outcome)
