@@ -116,10 +116,27 @@ async def ensure_topics(settings: HiloSettings) -> list[str]:
                 created.append(new_topic.name)
             except TopicAlreadyExistsError:
                 log.info("topic_created_concurrently", topic=new_topic.name)
+        await _until_visible(admin, [topic_name(spec.topic, settings) for spec in REGISTRY])
         log.info("topics_ensured", created=created, existing=len(REGISTRY) - len(created))
         return created
     finally:
         await admin.close()
+
+
+VISIBLE_WITHIN_SECONDS = 30.0
+
+
+async def _until_visible(admin: AIOKafkaAdminClient, names: list[str]) -> None:
+    """Creation returns before every broker's metadata shows the topic: wait until it does."""
+    timeout = VISIBLE_WITHIN_SECONDS
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        described = await admin.describe_topics(names)
+        if all(t["error_code"] == 0 and t["partitions"] for t in described):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"topics not visible after {timeout}s: {names}")
+        await asyncio.sleep(0.2)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -241,13 +241,36 @@ class ProfileStore:
         return {doc["_id"]: doc async for doc in self.profiles.find({"_id": {"$in": ids}})}
 
     async def load(self, customer_ids: Iterable[str]) -> dict[str, StoredProfile]:
-        """Profiles with their current views (each view read by `_id`)."""
+        """Profiles with their current views (each view read by `_id`) and all their aliases."""
         heads = await self.heads(customer_ids)
         views = await asyncio.gather(*(self._view_of(head) for head in heads.values()))
+        aliases = await self.aliases(heads)
         return {
-            head["_id"]: _stored(head, view)
+            head["_id"]: replace(_stored(head, view), merged_from=aliases[head["_id"]])
             for head, view in zip(heads.values(), views, strict=True)
         }
+
+    async def aliases(self, customer_ids: Iterable[str]) -> dict[str, list[str]]:
+        """Every profile merged into each customer, directly or through a chain.
+
+        Computed from `merged_into` rather than trusted from `merged_from`: two merges racing on
+        different instances can absorb a profile into one that was itself absorbed a moment
+        before, and its journey must still be found.
+        """
+        result: dict[str, list[str]] = {c: [] for c in customer_ids}
+        root = {c: c for c in result}
+        frontier = set(result)
+        for _ in range(MAX_ALIAS_DEPTH):
+            if not frontier:
+                break
+            found = self.profiles.find({"merged_into": {"$in": list(frontier)}}, {"merged_into": 1})
+            frontier = set()
+            async for doc in found:
+                if doc["_id"] not in root:
+                    root[doc["_id"]] = root[doc["merged_into"]]
+                    result[root[doc["_id"]]].append(doc["_id"])
+                    frontier.add(doc["_id"])
+        return {customer: sorted(found) for customer, found in result.items()}
 
     async def facts(self, customer_ids: Iterable[str]) -> dict[str, ProfileFacts]:
         """What identity resolution needs: heads only, no views."""
@@ -264,13 +287,10 @@ class ProfileStore:
     async def get(self, customer_id: str) -> StoredProfile | None:
         """The profile answering for `customer_id`, following merges to the survivor."""
         canonical = (await self.canonical([customer_id]))[customer_id]
-        head = await self.profiles.find_one({"_id": canonical})
-        if head is None or head.get("merged_into") is not None:
-            return None
-        return _stored(head, await self._view_of(head))
+        return (await self.load([canonical])).get(canonical)
 
-    async def merge(self, survivor: str, absorbed: list[str]) -> bool:
-        """Make `absorbed` aliases of `survivor`; False if one was merged elsewhere meanwhile."""
+    async def merge(self, survivor: str, absorbed: list[str]) -> list[str]:
+        """Make `absorbed` aliases of `survivor`; return those taken (others merged elsewhere)."""
         at = now()
         taken: list[str] = []
         for customer in absorbed:
@@ -281,7 +301,7 @@ class ProfileStore:
             if result.modified_count == 1:
                 taken.append(customer)
         if not taken:
-            return False
+            return taken
         absorbed_docs = await self.load(taken)
         aliases = {a for p in absorbed_docs.values() for a in p.aliases}
         identifiers = {key for p in absorbed_docs.values() for key in p.identifiers}
@@ -298,7 +318,7 @@ class ProfileStore:
                 }
             },
         )
-        return len(taken) == len(absorbed)
+        return taken
 
     async def save_views(self, views: Mapping[str, tuple[int, ProfileView]]) -> set[str]:
         """Store each view as the next version of its profile; return the customers that lost.

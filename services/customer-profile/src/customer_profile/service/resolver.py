@@ -82,8 +82,7 @@ class IdentityResolver:
         """Decide every event, commit the claims; return the events that must be decided again."""
         owners = await self._store.owners(key for event in events for key in event.keys)
         plan = _Plan(owners=owners, facts=await self._store.facts(set(owners.values())))
-        for event in events:
-            await self._decide(event, plan, resolution)
+        unsettled = [event for event in events if not await self._decide(event, plan, resolution)]
         await self._store.ensure_profiles(plan.tentative)
         final = await self._store.claim(plan.claims)
         lost = {key for key, owner in plan.claims.items() if final.get(key) != owner}
@@ -104,10 +103,14 @@ class IdentityResolver:
         for event_id, target in plan.targets.items():
             if event_id not in redo_ids:
                 resolution.customers[event_id] = target
-        return [event for event in events if event.event_id in redo_ids]
+        return unsettled + [event for event in events if event.event_id in redo_ids]
 
-    async def _decide(self, event: Pending, plan: _Plan, resolution: Resolution) -> None:
-        """Decide one event against the round's state, updating it as if its claims succeed."""
+    async def _decide(self, event: Pending, plan: _Plan, resolution: Resolution) -> bool:
+        """Decide one event against the round's state, updating it as if its claims succeed.
+
+        False when a profile it had to absorb was merged elsewhere meanwhile: the event is
+        decided again next round, against the owners as they are then.
+        """
         decision = decide(event.keys, plan.owners, plan.facts, self._policy)
         target = decision.target
         if target is None:
@@ -116,16 +119,19 @@ class IdentityResolver:
             plan.facts[target] = ProfileFacts(target, frozenset(), TENTATIVE, 0)
         committed = [c for c in decision.absorb if c not in plan.tentative]
         if committed:
-            await self._store.merge(target, committed)
-            resolution.merges.append(
-                Merge(target, tuple(committed), event.event_id, event.occurred_at)
-            )
-            log.info(
-                "profiles_merged", survivor=target, absorbed=committed, event_id=event.event_id
-            )
+            taken = await self._store.merge(target, committed)
+            if taken:
+                merge = Merge(target, tuple(taken), event.event_id, event.occurred_at)
+                resolution.merges.append(merge)
+                log.info(
+                    "profiles_merged", survivor=target, absorbed=taken, event_id=event.event_id
+                )
+            if len(taken) < len(committed):
+                return False
         plan.fold(target, decision.absorb)
         plan.assign(event.event_id, target, decision.claim)
         resolution.conflicts.extend((conflict, event.event_id) for conflict in decision.conflicts)
+        return True
 
 
 TENTATIVE = datetime.max.replace(tzinfo=UTC)

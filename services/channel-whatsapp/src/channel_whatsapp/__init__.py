@@ -1,0 +1,1 @@
+"""Hilo WhatsApp channel: WhatsApp Cloud API webhooks in, normalised interactions out."""

@@ -1,0 +1,160 @@
+"""WhatsApp notifications → Hilo interactions. Pure: no I/O, so it is tested without a broker."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from channel_whatsapp.webhook import Message, Metadata, Notification, Status
+from hilo.contract import (
+    Attachment,
+    AttachmentKind,
+    Conversation,
+    DeliveryStatus,
+    Direction,
+    Identifiers,
+    Interaction,
+    MessageExchanged,
+    MessageStatusChanged,
+    conversation_id,
+    new_interaction,
+    normalise_phone,
+)
+
+CHANNEL = "whatsapp"
+_MEDIA = {
+    "image": AttachmentKind.IMAGE,
+    "audio": AttachmentKind.AUDIO,
+    "video": AttachmentKind.VIDEO,
+    "document": AttachmentKind.DOCUMENT,
+    "sticker": AttachmentKind.STICKER,
+}
+_STATUS = {
+    "sent": DeliveryStatus.SENT,
+    "delivered": DeliveryStatus.DELIVERED,
+    "read": DeliveryStatus.READ,
+    "failed": DeliveryStatus.FAILED,
+}
+
+
+def translate(notification: Notification, instance: str) -> list[Interaction]:
+    """Every message and delivery status in the notification, in the order Meta sent them."""
+    interactions: list[Interaction] = []
+    for entry in notification.entry:
+        for change in entry.changes:
+            value = change.value
+            interactions.extend(_message(m, value.metadata, instance) for m in value.messages)
+            interactions.extend(
+                _status(status, value.metadata, instance)
+                for status in value.statuses
+                if status.status in _STATUS
+            )
+    return interactions
+
+
+def identifiers_of(wa_id: str) -> Identifiers:
+    """A WhatsApp id is the phone number with its country code, digits only."""
+    try:
+        phone: str | None = normalise_phone("+" + wa_id.lstrip("+"))
+    except ValueError:
+        phone = None
+    return Identifiers(whatsapp_id=wa_id, phone=phone)
+
+
+def thread(metadata: Metadata, wa_id: str) -> Conversation:
+    """WhatsApp has no thread ids: a business number and a customer make one conversation."""
+    reference = f"{metadata.phone_number_id}:{wa_id}"
+    return Conversation(id=conversation_id(CHANNEL, reference), thread=reference)
+
+
+def _when(timestamp: str) -> datetime:
+    return datetime.fromtimestamp(int(timestamp), tz=UTC)
+
+
+def _message(message: Message, metadata: Metadata, instance: str) -> Interaction:
+    return new_interaction(
+        channel=CHANNEL,
+        instance=instance,
+        provider_event_id=message.id,
+        identifiers=identifiers_of(message.from_),
+        conversation=thread(metadata, message.from_),
+        occurred_at=_when(message.timestamp),
+        payload=MessageExchanged(
+            direction=Direction.INBOUND,
+            text=_text(message),
+            attachments=_attachments(message),
+            provider_message_id=message.id,
+            reply_to_provider_message_id=_reply_to(message),
+            interactive_reply=_reply(message),
+        ),
+    )
+
+
+def _text(message: Message) -> str | None:
+    if message.text is not None:
+        return message.text.body
+    if message.button is not None:
+        return message.button.text
+    if message.reaction is not None:
+        return message.reaction.emoji
+    return None
+
+
+def _reply_to(message: Message) -> str | None:
+    if message.reaction is not None:
+        return message.reaction.message_id
+    return message.context.id if message.context else None
+
+
+def _reply(message: Message) -> str | None:
+    interactive = message.interactive
+    if interactive is not None:
+        reply = interactive.button_reply or interactive.list_reply
+        return f"{reply.id}: {reply.title}" if reply else interactive.type
+    if message.button is not None:
+        return message.button.payload or message.button.text
+    return None
+
+
+def _attachments(message: Message) -> list[Attachment]:
+    media = getattr(message, message.type, None) if message.type in _MEDIA else None
+    if media is not None:
+        return [
+            Attachment(
+                kind=_MEDIA[message.type],
+                provider_media_id=media.id,
+                mime_type=media.mime_type,
+                filename=media.filename,
+                caption=media.caption,
+            )
+        ]
+    if message.location is not None:
+        location = message.location
+        return [
+            Attachment(
+                kind=AttachmentKind.LOCATION,
+                latitude=location.latitude,
+                longitude=location.longitude,
+                caption=location.name or location.address,
+            )
+        ]
+    if message.type == "contacts":
+        return [Attachment(kind=AttachmentKind.CONTACT)]
+    if _text(message) is None and _reply(message) is None:
+        # Types Meta marks "unsupported" (or new ones): recorded, never dropped.
+        return [Attachment(kind=AttachmentKind.OTHER, caption=message.type)]
+    return []
+
+
+def _status(status: Status, metadata: Metadata, instance: str) -> Interaction:
+    error = "; ".join(f"{e.code} {e.title or ''}".strip() for e in status.errors) or None
+    return new_interaction(
+        channel=CHANNEL,
+        instance=instance,
+        provider_event_id=f"{status.id}:{status.status}",
+        identifiers=identifiers_of(status.recipient_id),
+        conversation=thread(metadata, status.recipient_id),
+        occurred_at=_when(status.timestamp),
+        payload=MessageStatusChanged(
+            provider_message_id=status.id, status=_STATUS[status.status], error=error
+        ),
+    )

@@ -1,0 +1,127 @@
+"""The WhatsApp Cloud API webhook payload, as Meta documents it (only what Hilo reads).
+
+Unknown extra fields are allowed (Meta adds fields over time); missing required ones are not.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Meta(BaseModel):
+    model_config = ConfigDict(extra="allow", hide_input_in_errors=True)
+
+
+class Profile(_Meta):
+    name: str | None = None
+
+
+class Contact(_Meta):
+    wa_id: str
+    profile: Profile | None = None
+
+
+class Text(_Meta):
+    body: str
+
+
+class Media(_Meta):
+    id: str
+    mime_type: str | None = None
+    caption: str | None = None
+    filename: str | None = None
+
+
+class Location(_Meta):
+    latitude: float
+    longitude: float
+    name: str | None = None
+    address: str | None = None
+
+
+class Reply(_Meta):
+    id: str
+    title: str
+
+
+class Interactive(_Meta):
+    type: str
+    button_reply: Reply | None = None
+    list_reply: Reply | None = None
+
+
+class Button(_Meta):
+    payload: str | None = None
+    text: str
+
+
+class Reaction(_Meta):
+    message_id: str
+    emoji: str | None = None
+
+
+class Context(_Meta):
+    id: str | None = None
+
+
+class Message(_Meta):
+    from_: str = Field(alias="from")
+    id: str
+    timestamp: str
+    type: str
+    text: Text | None = None
+    image: Media | None = None
+    audio: Media | None = None
+    video: Media | None = None
+    document: Media | None = None
+    sticker: Media | None = None
+    location: Location | None = None
+    interactive: Interactive | None = None
+    button: Button | None = None
+    reaction: Reaction | None = None
+    context: Context | None = None
+
+
+class StatusError(_Meta):
+    code: int
+    title: str | None = None
+
+
+class Status(_Meta):
+    id: str
+    status: Literal["sent", "delivered", "read", "failed", "deleted"]
+    timestamp: str
+    recipient_id: str
+    errors: list[StatusError] = Field(default_factory=list)
+
+
+class Metadata(_Meta):
+    display_phone_number: str
+    phone_number_id: str
+
+
+class Value(_Meta):
+    messaging_product: Literal["whatsapp"]
+    metadata: Metadata
+    contacts: list[Contact] = Field(default_factory=list)
+    messages: list[Message] = Field(default_factory=list)
+    statuses: list[Status] = Field(default_factory=list)
+
+
+class Change(_Meta):
+    field: str
+    value: Value
+
+
+class Entry(_Meta):
+    id: str
+    changes: list[Change]
+
+
+class Notification(_Meta):
+    """`POST` body of a WhatsApp Business Account webhook notification."""
+
+    object: Literal["whatsapp_business_account"]
+    entry: list[Entry] = Field(min_length=1)

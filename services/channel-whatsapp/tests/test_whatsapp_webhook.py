@@ -1,0 +1,205 @@
+"""The WhatsApp webhook against the real broker, with Meta's documented payloads."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from channel_whatsapp.app import create_app
+from channel_whatsapp.settings import WhatsAppSettings
+from hilo.contract import interaction_id
+from hilo.settings import HiloSettings
+from hilo.testkit.contract_check import validate_against_schema
+from hilo.testkit.probes import read_topic
+from hilo.topics import Topic, topic_name
+
+SAMPLES = Path(__file__).parent / "samples"
+SECRET = "app-secret-for-tests"
+
+
+def sample(name: str) -> bytes:
+    return (SAMPLES / name).read_bytes()
+
+
+def signed(body: bytes, secret: str = SECRET) -> dict[str, str]:
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-Hub-Signature-256": f"sha256={digest}", "Content-Type": "application/json"}
+
+
+@pytest.fixture
+async def whatsapp(settings: HiloSettings, topics: list[str]) -> AsyncIterator[httpx.AsyncClient]:
+    channel_settings = WhatsAppSettings.model_validate(
+        {
+            **settings.model_dump(),
+            "whatsapp_app_secret": SecretStr(SECRET),
+            "whatsapp_verify_token": SecretStr("verify-me"),
+            "max_body_bytes": 10_000,
+        }
+    )
+    app = create_app(channel_settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://whatsapp") as client:
+            yield client
+
+
+async def published(settings: HiloSettings, expected: int) -> list[dict[str, Any]]:
+    records = await read_topic(
+        settings.kafka_bootstrap_servers,
+        topic_name(Topic.INTERACTIONS, settings),
+        expected=expected,
+    )
+    documents = [json.loads(record.value) for record in records]
+    for document in documents:
+        validate_against_schema(document)
+    return documents
+
+
+async def test_the_verification_handshake_echoes_the_challenge(whatsapp: httpx.AsyncClient) -> None:
+    ok = await whatsapp.get(
+        "/webhooks/whatsapp",
+        params={
+            "hub.mode": "subscribe",
+            "hub.verify_token": "verify-me",
+            "hub.challenge": "1158201444",
+        },
+    )
+    wrong = await whatsapp.get(
+        "/webhooks/whatsapp",
+        params={
+            "hub.mode": "subscribe",
+            "hub.verify_token": "guess",
+            "hub.challenge": "1158201444",
+        },
+    )
+
+    assert ok.status_code == 200
+    assert ok.text == "1158201444"
+    assert wrong.status_code == 403
+
+
+async def test_a_text_message_is_published_with_phone_and_whatsapp_id(
+    whatsapp: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    body = sample("text_message.json")
+
+    response = await whatsapp.post("/webhooks/whatsapp", content=body, headers=signed(body))
+
+    assert response.status_code == 200
+    [event] = await published(settings, 1)
+    assert event["id"] == interaction_id(
+        "whatsapp", "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA="
+    )
+    assert event["identifiers"]["phone"] == "+16505551234"
+    assert event["identifiers"]["whatsapp_id"] == "16505551234"
+    assert event["payload"]["text"] == "Does it come in another color?"
+    assert event["occurred_at"] == "2025-06-08T20:59:43Z"
+    assert event["conversation"]["thread"] == "106540352242922:16505551234"
+
+
+async def test_every_message_type_becomes_a_message(
+    whatsapp: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    body = sample("media_location_interactive.json")
+
+    response = await whatsapp.post("/webhooks/whatsapp", content=body, headers=signed(body))
+
+    assert response.json() == {"published": 5}
+    events = {
+        e["payload"]["provider_message_id"]: e["payload"] for e in await published(settings, 5)
+    }
+    assert events["wamid.image1"]["attachments"][0]["kind"] == "image"
+    assert events["wamid.image1"]["attachments"][0]["caption"] == "This one"
+    assert events["wamid.location1"]["attachments"][0]["latitude"] == 41.3874
+    assert events["wamid.reply1"]["interactive_reply"] == "pickup: Pick up in store"
+    assert events["wamid.reply1"]["reply_to_provider_message_id"] == "wamid.outbound1"
+    assert events["wamid.doc1"]["attachments"][0]["filename"] == "receipt.pdf"
+    assert events["wamid.unsupported1"]["attachments"][0] == {
+        **events["wamid.unsupported1"]["attachments"][0],
+        "kind": "other",
+        "caption": "unsupported",
+    }
+
+
+async def test_delivery_statuses_are_published(
+    whatsapp: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    body = sample("statuses.json")
+
+    await whatsapp.post("/webhooks/whatsapp", content=body, headers=signed(body))
+
+    events = await published(settings, 2)
+    assert [(e["payload"]["status"], e["payload"]["error"]) for e in events] == [
+        ("delivered", None),
+        ("failed", "131047 Re-engagement message"),
+    ]
+
+
+async def test_a_retried_delivery_gets_the_same_event_id(
+    whatsapp: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    body = sample("text_message.json")
+
+    for _ in range(2):
+        assert (
+            await whatsapp.post("/webhooks/whatsapp", content=body, headers=signed(body))
+        ).status_code == 200
+
+    events = await published(settings, 2)
+    assert len({e["id"] for e in events}) == 1, "the customer-profile service stores it once"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "detail"),
+    [
+        ({"Content-Type": "application/json"}, 401, "signature header is missing"),
+        (signed(b"something else"), 403, "signature does not match the body"),
+        (
+            signed(sample("text_message.json"), secret="other"),
+            403,
+            "signature does not match the body",
+        ),
+    ],
+)
+async def test_unsigned_or_tampered_notifications_are_refused_and_not_published(
+    whatsapp: httpx.AsyncClient,
+    settings: HiloSettings,
+    headers: dict[str, str],
+    status: int,
+    detail: str,
+) -> None:
+    response = await whatsapp.post(
+        "/webhooks/whatsapp", content=sample("text_message.json"), headers=headers
+    )
+
+    assert response.status_code == status
+    assert response.json() == {"error": "signature", "detail": detail}
+    assert await published(settings, 0) == []
+
+
+async def test_malformed_and_oversized_bodies_are_refused(
+    whatsapp: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    not_whatsapp = json.dumps({"object": "page", "entry": []}).encode()
+    not_json = b"{nope"
+    huge = b"{" + b" " * 20_000 + b"}"
+
+    wrong_shape = await whatsapp.post(
+        "/webhooks/whatsapp", content=not_whatsapp, headers=signed(not_whatsapp)
+    )
+    broken = await whatsapp.post("/webhooks/whatsapp", content=not_json, headers=signed(not_json))
+    too_large = await whatsapp.post("/webhooks/whatsapp", content=huge, headers=signed(huge))
+
+    assert wrong_shape.status_code == 422
+    assert "object" in wrong_shape.json()["detail"]
+    assert broken.status_code == 422
+    assert too_large.status_code == 413
+    assert await published(settings, 0) == []
