@@ -50,7 +50,7 @@ class RunningProfileService:
 
     async def customer_of(self, kind: str, value: str) -> str:
         response = await self.http.post("/v1/customers/lookup", json={"kind": kind, "value": value})
-        assert response.status_code == 200, response.text
+        assert response.status_code == 200, f"{kind} {value}: {response.text}"
         customer: str = response.json()["customer_id"]
         return customer
 
@@ -62,7 +62,7 @@ class RunningProfileService:
     async def get(self, path: str) -> Any:
         """GET a JSON body, asserting success."""
         response = await self.http.get(path)
-        assert response.status_code == 200, response.text
+        assert response.status_code == 200, f"{path}: {response.text}"
         return response.json()
 
 

@@ -34,6 +34,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -406,7 +407,9 @@ class LocalKafka(_LocalServer):
     def _ready(self) -> bool:
         if not port_open(self.port):
             return False
-        return asyncio.run(kafka_answers(self.bootstrap_servers))
+        # A thread of its own: the caller may be running an event loop already.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, kafka_answers(self.bootstrap_servers)).result()
 
 
 async def kafka_answers(bootstrap_servers: str) -> bool:

@@ -31,6 +31,7 @@ from hilo.mongo import MongoDocument, bulk_write
 
 DUPLICATE_KEY = 11000
 MAX_ALIAS_DEPTH = 20
+ATTACH_ATTEMPTS = 5
 
 
 def now() -> datetime:
@@ -205,25 +206,39 @@ class ProfileStore:
         by_customer: dict[str, list[str]] = {}
         for key, customer in attachments.items():
             by_customer.setdefault(customer, []).append(key)
-        await bulk_write(
-            self.profiles,
-            [
-                UpdateOne({"_id": customer}, {"$addToSet": {"identifiers": {"$each": keys}}})
-                for customer, keys in by_customer.items()
-            ],
-        )
+        current: dict[str, list[str]] = {}
+        pending = dict(by_customer)
+        # FerretDB 1.x applies concurrent updates of one document read-modify-write, so an
+        # addition can be overwritten by another instance's: add again until it shows.
+        for _ in range(ATTACH_ATTEMPTS):
+            await bulk_write(
+                self.profiles,
+                [
+                    UpdateOne({"_id": customer}, {"$addToSet": {"identifiers": {"$each": keys}}})
+                    for customer, keys in pending.items()
+                ],
+            )
+            async for doc in self.profiles.find(
+                {"_id": {"$in": list(pending)}}, {"identifiers": 1}
+            ):
+                current[doc["_id"]] = doc.get("identifiers", [])
+            pending = {
+                customer: missing
+                for customer, keys in pending.items()
+                if customer in current
+                and (missing := [k for k in keys if k not in current[customer]])
+            }
+            if not pending:
+                break
         held: set[str] = set()
         undo: dict[str, list[str]] = {}
-        async for doc in self.profiles.find(
-            {"_id": {"$in": list(by_customer)}}, {"identifiers": 1}
-        ):
-            identifiers = doc.get("identifiers", [])
-            ours = set(by_customer[doc["_id"]])
+        for customer, identifiers in current.items():
+            ours = set(by_customer[customer])
             for kind in {split_key(key)[0].value for key in ours}:
                 of_kind = [key for key in identifiers if key.startswith(kind + ":")]
                 if len(of_kind) > caps[kind]:
-                    undo.setdefault(doc["_id"], []).extend(k for k in of_kind if k in ours)
-            held |= ours & set(identifiers) - set(undo.get(doc["_id"], []))
+                    undo.setdefault(customer, []).extend(k for k in of_kind if k in ours)
+            held |= (ours & set(identifiers)) - set(undo.get(customer, []))
         if undo:
             await bulk_write(
                 self.profiles,

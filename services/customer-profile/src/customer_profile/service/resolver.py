@@ -89,6 +89,9 @@ class IdentityResolver:
         won = {key: owner for key, owner in plan.claims.items() if key not in lost}
         held = await self._store.attach(won, self._caps)
         for key in set(won) - held:
+            log.warning(
+                "identifier_released", identifier_kind=split_key(key)[0].value, customer_id=won[key]
+            )
             await self._store.release(key, won[key])
             conflict = Conflict("identifier_cap", split_key(key)[0].value, (won[key],))
             resolution.conflicts.append((conflict, plan.claimed_by[key]))
