@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 from pathlib import Path
 
@@ -17,14 +15,10 @@ from hilo.contract import interaction_id
 from hilo.settings import HiloSettings
 from hilo.testkit.local_infra import LocalKafka
 from hilo.testkit.probes import read_topic
+from hilo.testkit.signing import meta_signed
 from hilo.topics import Topic, ensure_topics, topic_name
 
 SAMPLES = Path(__file__).parent / "samples"
-
-
-def signed(body: bytes) -> dict[str, str]:
-    digest = hmac.new(b"secret", body, hashlib.sha256).hexdigest()
-    return {"X-Hub-Signature-256": f"sha256={digest}", "Content-Type": "application/json"}
 
 
 async def test_503_while_kafka_is_down_and_the_retry_is_published(
@@ -50,11 +44,13 @@ async def test_503_while_kafka_is_down_and_the_retry_is_published(
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://w") as client:
                 await asyncio.to_thread(kafka.stop)
-                down = await client.post("/webhooks/whatsapp", content=body, headers=signed(body))
+                down = await client.post(
+                    "/webhooks/whatsapp", content=body, headers=meta_signed(body, "secret")
+                )
                 ready = await client.get("/health/ready")
                 await asyncio.to_thread(kafka.start)
                 retried = await client.post(
-                    "/webhooks/whatsapp", content=body, headers=signed(body)
+                    "/webhooks/whatsapp", content=body, headers=meta_signed(body, "secret")
                 )
 
         assert down.status_code == 503

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +17,7 @@ from hilo.contract import interaction_id
 from hilo.settings import HiloSettings
 from hilo.testkit.contract_check import validate_against_schema
 from hilo.testkit.probes import read_topic
+from hilo.testkit.signing import meta_signed
 from hilo.topics import Topic, topic_name
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -27,11 +26,6 @@ SECRET = "app-secret-for-tests"
 
 def sample(name: str) -> bytes:
     return (SAMPLES / name).read_bytes()
-
-
-def signed(body: bytes, secret: str = SECRET) -> dict[str, str]:
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return {"X-Hub-Signature-256": f"sha256={digest}", "Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -91,7 +85,9 @@ async def test_a_text_message_is_published_with_phone_and_whatsapp_id(
 ) -> None:
     body = sample("text_message.json")
 
-    response = await whatsapp.post("/webhooks/whatsapp", content=body, headers=signed(body))
+    response = await whatsapp.post(
+        "/webhooks/whatsapp", content=body, headers=meta_signed(body, SECRET)
+    )
 
     assert response.status_code == 200
     [event] = await published(settings, 1)
@@ -110,7 +106,9 @@ async def test_every_message_type_becomes_a_message(
 ) -> None:
     body = sample("media_location_interactive.json")
 
-    response = await whatsapp.post("/webhooks/whatsapp", content=body, headers=signed(body))
+    response = await whatsapp.post(
+        "/webhooks/whatsapp", content=body, headers=meta_signed(body, SECRET)
+    )
 
     assert response.json() == {"published": 5}
     events = {
@@ -134,7 +132,7 @@ async def test_delivery_statuses_are_published(
 ) -> None:
     body = sample("statuses.json")
 
-    await whatsapp.post("/webhooks/whatsapp", content=body, headers=signed(body))
+    await whatsapp.post("/webhooks/whatsapp", content=body, headers=meta_signed(body, SECRET))
 
     events = await published(settings, 2)
     assert [(e["payload"]["status"], e["payload"]["error"]) for e in events] == [
@@ -150,7 +148,9 @@ async def test_a_retried_delivery_gets_the_same_event_id(
 
     for _ in range(2):
         assert (
-            await whatsapp.post("/webhooks/whatsapp", content=body, headers=signed(body))
+            await whatsapp.post(
+                "/webhooks/whatsapp", content=body, headers=meta_signed(body, SECRET)
+            )
         ).status_code == 200
 
     events = await published(settings, 2)
@@ -161,9 +161,9 @@ async def test_a_retried_delivery_gets_the_same_event_id(
     ("headers", "status", "detail"),
     [
         ({"Content-Type": "application/json"}, 401, "signature header is missing"),
-        (signed(b"something else"), 403, "signature does not match the body"),
+        (meta_signed(b"something else", SECRET), 403, "signature does not match the body"),
         (
-            signed(sample("text_message.json"), secret="other"),
+            meta_signed(sample("text_message.json"), "other"),
             403,
             "signature does not match the body",
         ),
@@ -193,10 +193,14 @@ async def test_malformed_and_oversized_bodies_are_refused(
     huge = b"{" + b" " * 20_000 + b"}"
 
     wrong_shape = await whatsapp.post(
-        "/webhooks/whatsapp", content=not_whatsapp, headers=signed(not_whatsapp)
+        "/webhooks/whatsapp", content=not_whatsapp, headers=meta_signed(not_whatsapp, SECRET)
     )
-    broken = await whatsapp.post("/webhooks/whatsapp", content=not_json, headers=signed(not_json))
-    too_large = await whatsapp.post("/webhooks/whatsapp", content=huge, headers=signed(huge))
+    broken = await whatsapp.post(
+        "/webhooks/whatsapp", content=not_json, headers=meta_signed(not_json, SECRET)
+    )
+    too_large = await whatsapp.post(
+        "/webhooks/whatsapp", content=huge, headers=meta_signed(huge, SECRET)
+    )
 
     assert wrong_shape.status_code == 422
     assert "object" in wrong_shape.json()["detail"]
