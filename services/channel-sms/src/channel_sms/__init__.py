@@ -1,0 +1,1 @@
+"""Hilo SMS channel: Twilio Messaging webhooks in, normalised interactions out."""

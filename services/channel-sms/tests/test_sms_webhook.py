@@ -1,0 +1,175 @@
+"""The Twilio SMS webhook against the real broker, with Twilio's documented parameters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from channel_sms.app import create_app
+from channel_sms.settings import SmsSettings
+from hilo.contract import interaction_id
+from hilo.settings import HiloSettings
+from hilo.testkit.contract_check import validate_against_schema
+from hilo.testkit.probes import read_topic
+from hilo.testkit.signing import twilio_signed
+from hilo.topics import Topic, topic_name
+
+TOKEN = "12345"
+PUBLIC = "https://hooks.example.com"
+INCOMING = [
+    ("ToCountry", "US"),
+    ("ToState", "CA"),
+    ("SmsMessageSid", "SM1f0e8ae6ade43cb3c0ce4525424e404f"),
+    ("NumMedia", "1"),
+    ("ToCity", "SAN FRANCISCO"),
+    ("FromZip", ""),
+    ("SmsSid", "SM1f0e8ae6ade43cb3c0ce4525424e404f"),
+    ("FromState", ""),
+    ("SmsStatus", "received"),
+    ("FromCity", ""),
+    ("Body", "Is my order ready for pick-up?"),
+    ("FromCountry", "ES"),
+    ("To", "+14155552671"),
+    ("MessagingServiceSid", "MG9752274e9e519418a7406176694466fa"),
+    ("ToZip", "94105"),
+    ("NumSegments", "1"),
+    ("MessageSid", "SM1f0e8ae6ade43cb3c0ce4525424e404f"),
+    ("AccountSid", "ACXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"),
+    ("From", "+34612345678"),
+    ("ApiVersion", "2010-04-01"),
+    ("MediaContentType0", "image/jpeg"),
+    ("MediaUrl0", "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1"),
+]
+
+
+@pytest.fixture
+async def sms(settings: HiloSettings, topics: list[str]) -> AsyncIterator[httpx.AsyncClient]:
+    channel_settings = SmsSettings.model_validate(
+        {**settings.model_dump(), "twilio_auth_token": SecretStr(TOKEN), "public_base_url": PUBLIC}
+    )
+    app = create_app(channel_settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://internal:8000"
+        ) as client:
+            yield client
+
+
+async def post(
+    client: httpx.AsyncClient, path: str, params: list[tuple[str, str]], token: str = TOKEN
+) -> httpx.Response:
+    headers = twilio_signed(PUBLIC + path, params, token)
+    return await client.post(path, content=urlencode(params), headers=headers)
+
+
+async def published(settings: HiloSettings, expected: int) -> list[dict[str, Any]]:
+    records = await read_topic(
+        settings.kafka_bootstrap_servers,
+        topic_name(Topic.INTERACTIONS, settings),
+        expected=expected,
+    )
+    documents = [json.loads(r.value) for r in records]
+    for document in documents:
+        validate_against_schema(document)
+    return documents
+
+
+async def test_an_incoming_sms_is_published_and_answered_with_empty_twiml(
+    sms: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    response = await post(sms, "/webhooks/twilio/sms", INCOMING)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/xml")
+    assert response.text == '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+    [event] = await published(settings, 1)
+    assert event["id"] == interaction_id("sms", "SM1f0e8ae6ade43cb3c0ce4525424e404f")
+    assert event["identifiers"]["phone"] == "+34612345678"
+    assert event["payload"]["text"] == "Is my order ready for pick-up?"
+    assert event["payload"]["attachments"][0]["kind"] == "image"
+    assert event["payload"]["attachments"][0]["url"].startswith("https://api.twilio.com/")
+    assert event["conversation"]["thread"] == "+14155552671:+34612345678"
+
+
+async def test_status_callbacks_are_published(
+    sms: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    base = [
+        ("MessageSid", "SM99"),
+        ("From", "+14155552671"),
+        ("To", "+34612345678"),
+        ("AccountSid", "AC1"),
+    ]
+
+    queued = await post(sms, "/webhooks/twilio/sms/status", [*base, ("MessageStatus", "queued")])
+    failed = await post(
+        sms,
+        "/webhooks/twilio/sms/status",
+        [*base, ("MessageStatus", "undelivered"), ("ErrorCode", "30003")],
+    )
+
+    assert queued.status_code == 200
+    assert failed.status_code == 200
+    [event] = await published(settings, 1)
+    assert event["payload"] == {
+        **event["payload"],
+        "status": "failed",
+        "error": "Twilio error 30003",
+    }
+
+
+async def test_a_retried_webhook_gets_the_same_event_id(
+    sms: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    for _ in range(2):
+        assert (await post(sms, "/webhooks/twilio/sms", INCOMING)).status_code == 200
+
+    assert len({e["id"] for e in await published(settings, 2)}) == 1
+
+
+async def test_wrong_or_missing_signatures_and_tampered_forms_are_refused(
+    sms: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    wrong_token = await post(sms, "/webhooks/twilio/sms", INCOMING, token="guess")
+    headers = twilio_signed(PUBLIC + "/webhooks/twilio/sms", INCOMING, TOKEN)
+    tampered = await sms.post(
+        "/webhooks/twilio/sms",
+        content=urlencode([*INCOMING[:-1], ("Body", "changed")]),
+        headers=headers,
+    )
+    unsigned = await sms.post(
+        "/webhooks/twilio/sms",
+        content=urlencode(INCOMING),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+
+    assert wrong_token.status_code == 403
+    assert tampered.status_code == 403
+    assert unsigned.status_code == 401
+    assert await published(settings, 0) == []
+
+
+async def test_malformed_forms_are_refused_naming_the_problem(
+    sms: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    missing_from = await post(
+        sms, "/webhooks/twilio/sms", [(k, v) for k, v in INCOMING if k != "From"]
+    )
+    bad_phone = await post(
+        sms,
+        "/webhooks/twilio/sms",
+        [(k, "+34 000") if k == "From" else (k, v) for k, v in INCOMING],
+    )
+
+    assert missing_from.status_code == 422
+    assert missing_from.json()["detail"] == "From: Field required"
+    assert bad_phone.status_code == 422
+    assert "+34 000" not in bad_phone.text
+    assert await published(settings, 0) == []
