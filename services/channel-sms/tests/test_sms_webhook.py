@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
-from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -15,10 +13,8 @@ from channel_sms.app import create_app
 from channel_sms.settings import SmsSettings
 from hilo.contract import interaction_id
 from hilo.settings import HiloSettings
-from hilo.testkit.contract_check import validate_against_schema
-from hilo.testkit.probes import read_topic
+from hilo.testkit.contract_check import published_interactions
 from hilo.testkit.signing import twilio_signed
-from hilo.topics import Topic, topic_name
 
 TOKEN = "12345"
 PUBLIC = "https://hooks.example.com"
@@ -69,18 +65,6 @@ async def post(
     return await client.post(path, content=urlencode(params), headers=headers)
 
 
-async def published(settings: HiloSettings, expected: int) -> list[dict[str, Any]]:
-    records = await read_topic(
-        settings.kafka_bootstrap_servers,
-        topic_name(Topic.INTERACTIONS, settings),
-        expected=expected,
-    )
-    documents = [json.loads(r.value) for r in records]
-    for document in documents:
-        validate_against_schema(document)
-    return documents
-
-
 async def test_an_incoming_sms_is_published_and_answered_with_empty_twiml(
     sms: httpx.AsyncClient, settings: HiloSettings
 ) -> None:
@@ -89,7 +73,7 @@ async def test_an_incoming_sms_is_published_and_answered_with_empty_twiml(
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/xml")
     assert response.text == '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
-    [event] = await published(settings, 1)
+    [event] = await published_interactions(settings, 1)
     assert event["id"] == interaction_id("sms", "SM1f0e8ae6ade43cb3c0ce4525424e404f")
     assert event["identifiers"]["phone"] == "+34612345678"
     assert event["payload"]["text"] == "Is my order ready for pick-up?"
@@ -117,7 +101,7 @@ async def test_status_callbacks_are_published(
 
     assert queued.status_code == 200
     assert failed.status_code == 200
-    [event] = await published(settings, 1)
+    [event] = await published_interactions(settings, 1)
     assert event["payload"] == {
         **event["payload"],
         "status": "failed",
@@ -131,7 +115,7 @@ async def test_a_retried_webhook_gets_the_same_event_id(
     for _ in range(2):
         assert (await post(sms, "/webhooks/twilio/sms", INCOMING)).status_code == 200
 
-    assert len({e["id"] for e in await published(settings, 2)}) == 1
+    assert len({e["id"] for e in await published_interactions(settings, 2)}) == 1
 
 
 async def test_wrong_or_missing_signatures_and_tampered_forms_are_refused(
@@ -153,7 +137,7 @@ async def test_wrong_or_missing_signatures_and_tampered_forms_are_refused(
     assert wrong_token.status_code == 403
     assert tampered.status_code == 403
     assert unsigned.status_code == 401
-    assert await published(settings, 0) == []
+    assert await published_interactions(settings, 0) == []
 
 
 async def test_malformed_forms_are_refused_naming_the_problem(
@@ -172,4 +156,4 @@ async def test_malformed_forms_are_refused_naming_the_problem(
     assert missing_from.json()["detail"] == "From: Field required"
     assert bad_phone.status_code == 422
     assert "+34 000" not in bad_phone.text
-    assert await published(settings, 0) == []
+    assert await published_interactions(settings, 0) == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -15,10 +14,8 @@ from channel_whatsapp.app import create_app
 from channel_whatsapp.settings import WhatsAppSettings
 from hilo.contract import interaction_id
 from hilo.settings import HiloSettings
-from hilo.testkit.contract_check import validate_against_schema
-from hilo.testkit.probes import read_topic
+from hilo.testkit.contract_check import published_interactions
 from hilo.testkit.signing import meta_signed
-from hilo.topics import Topic, topic_name
 
 SAMPLES = Path(__file__).parent / "samples"
 SECRET = "app-secret-for-tests"
@@ -43,18 +40,6 @@ async def whatsapp(settings: HiloSettings, topics: list[str]) -> AsyncIterator[h
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://whatsapp") as client:
             yield client
-
-
-async def published(settings: HiloSettings, expected: int) -> list[dict[str, Any]]:
-    records = await read_topic(
-        settings.kafka_bootstrap_servers,
-        topic_name(Topic.INTERACTIONS, settings),
-        expected=expected,
-    )
-    documents = [json.loads(record.value) for record in records]
-    for document in documents:
-        validate_against_schema(document)
-    return documents
 
 
 async def test_the_verification_handshake_echoes_the_challenge(whatsapp: httpx.AsyncClient) -> None:
@@ -90,7 +75,7 @@ async def test_a_text_message_is_published_with_phone_and_whatsapp_id(
     )
 
     assert response.status_code == 200
-    [event] = await published(settings, 1)
+    [event] = await published_interactions(settings, 1)
     assert event["id"] == interaction_id(
         "whatsapp", "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA="
     )
@@ -112,7 +97,8 @@ async def test_every_message_type_becomes_a_message(
 
     assert response.json() == {"published": 5}
     events = {
-        e["payload"]["provider_message_id"]: e["payload"] for e in await published(settings, 5)
+        e["payload"]["provider_message_id"]: e["payload"]
+        for e in await published_interactions(settings, 5)
     }
     assert events["wamid.image1"]["attachments"][0]["kind"] == "image"
     assert events["wamid.image1"]["attachments"][0]["caption"] == "This one"
@@ -134,7 +120,7 @@ async def test_delivery_statuses_are_published(
 
     await whatsapp.post("/webhooks/whatsapp", content=body, headers=meta_signed(body, SECRET))
 
-    events = await published(settings, 2)
+    events = await published_interactions(settings, 2)
     assert [(e["payload"]["status"], e["payload"]["error"]) for e in events] == [
         ("delivered", None),
         ("failed", "131047 Re-engagement message"),
@@ -153,7 +139,7 @@ async def test_a_retried_delivery_gets_the_same_event_id(
             )
         ).status_code == 200
 
-    events = await published(settings, 2)
+    events = await published_interactions(settings, 2)
     assert len({e["id"] for e in events}) == 1, "the customer-profile service stores it once"
 
 
@@ -182,7 +168,7 @@ async def test_unsigned_or_tampered_notifications_are_refused_and_not_published(
 
     assert response.status_code == status
     assert response.json() == {"error": "signature", "detail": detail}
-    assert await published(settings, 0) == []
+    assert await published_interactions(settings, 0) == []
 
 
 async def test_malformed_and_oversized_bodies_are_refused(
@@ -206,4 +192,4 @@ async def test_malformed_and_oversized_bodies_are_refused(
     assert "object" in wrong_shape.json()["detail"]
     assert broken.status_code == 422
     assert too_large.status_code == 413
-    assert await published(settings, 0) == []
+    assert await published_interactions(settings, 0) == []

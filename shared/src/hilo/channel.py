@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import structlog
+import uvicorn
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -28,6 +29,7 @@ from hilo.contract import Interaction
 from hilo.contract.identifiers import DEFAULT_PHONE_REGION
 from hilo.health import health_router, kafka_check
 from hilo.kafka import KafkaPublisher, PublishFailed, create_broker
+from hilo.logs import configure_logging
 from hilo.settings import HiloSettings
 from hilo.webhook import SignatureError
 
@@ -118,6 +120,14 @@ async def raw_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise Rejected(413, "too_large", f"body larger than {limit} bytes")
     return bytes(body)
+
+
+def serve(app: FastAPI, settings: ChannelSettings) -> None:
+    """Run a channel app with Hilo's logging (the entry point of every channel service)."""
+    configure_logging(settings)
+    uvicorn.run(
+        app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
+    )
 
 
 def create_channel_app(

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import uvicorn
-
 from channel_whatsapp.app import create_app
 from channel_whatsapp.settings import WhatsAppSettings
-from hilo.logs import configure_logging
+from hilo.channel import serve
 
 
 def main() -> None:
     settings = WhatsAppSettings()
-    configure_logging(settings)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        access_log=False,
-    )
+    serve(create_app(settings), settings)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,16 @@ languages, who only have the schema, can read what the channel publishes.
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
 
 from hilo.contract.schema import interaction_json_schema
+from hilo.settings import HiloSettings
+from hilo.testkit.probes import read_topic
+from hilo.topics import Topic, topic_name
 
 
 @cache
@@ -27,3 +31,16 @@ def validate_against_schema(document: dict[str, Any]) -> None:
     if errors:
         details = "; ".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
         raise AssertionError(f"event does not match the interaction JSON Schema: {details}")
+
+
+async def published_interactions(settings: HiloSettings, expected: int) -> list[dict[str, Any]]:
+    """What a channel put on `interactions`, each checked against the JSON Schema."""
+    records = await read_topic(
+        settings.kafka_bootstrap_servers,
+        topic_name(Topic.INTERACTIONS, settings),
+        expected=expected,
+    )
+    documents = [json.loads(record.value or b"null") for record in records]
+    for document in documents:
+        validate_against_schema(document)
+    return documents
