@@ -13,6 +13,7 @@ rest the same way for every channel:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -89,8 +90,7 @@ class Channel:
         """Publish every interaction of one request; 503 unless Kafka acknowledged them all."""
         started = time.perf_counter()
         try:
-            for interaction in interactions:
-                await self._publisher.publish_interaction(interaction)
+            await asyncio.gather(*map(self._publisher.publish_interaction, interactions))
         except PublishFailed:
             REJECTED.labels(self.name, "kafka_unavailable").inc()
             raise HTTPException(

@@ -24,6 +24,7 @@ from customer_profile.domain.identity import (
     decide,
     split_key,
 )
+from hilo.contract import IdentifierKind
 
 log = structlog.get_logger(__name__)
 MAX_ROUNDS = 6
@@ -59,9 +60,7 @@ class IdentityResolver:
     def __init__(self, store: ProfileStore, policy: IdentityPolicy) -> None:
         self._store = store
         self._policy = policy
-        self._caps = {kind.value: policy.cap(kind) for kind in policy.max_per_kind}
-        for kind in policy.unique_kinds:
-            self._caps[kind.value] = 1
+        self._caps = {kind.value: policy.cap(kind) for kind in IdentifierKind}
 
     async def resolve(self, events: Sequence[Pending]) -> Resolution:
         """Give every event a customer; merge and record conflicts as the rules say."""
