@@ -22,9 +22,9 @@ async def snapshot(store: ProfileStore) -> dict[frozenset[str], dict[str, Any]]:
         assert profile.view is not None
         view = profile.view.model_dump()
         result[frozenset(profile.identifiers)] = {
-            # `late` records arrival order, which a replay of several partitions does not repeat.
+            # `late` flags and how many merges it took depend on arrival order, which a replay of
+            # several partitions does not repeat; who the customer is and what happened do not.
             "journey": [(e.id, e.channel, e.type, e.occurred_at) for e in entries],
-            "merges": len(profile.merged_from),
             "view": {k: v for k, v in view.items() if k != "conversation"},
             "conversation": (view["conversation"] or {}).get("channels"),
         }
