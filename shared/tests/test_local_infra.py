@@ -12,7 +12,15 @@ from hilo.testkit.local_infra import (
     InfrastructureError,
     LocalKafka,
     kafka_version,
+    new_cluster_id,
 )
+
+
+def test_cluster_ids_never_read_as_an_option_to_the_storage_tool() -> None:
+    ids = {new_cluster_id() for _ in range(2000)}
+
+    assert len(ids) == 2000
+    assert all(len(cluster_id) == 22 and not cluster_id.startswith("-") for cluster_id in ids)
 
 
 def test_servers_named_in_the_environment_are_used_as_they_are(

@@ -17,6 +17,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import structlog
 import uvicorn
@@ -24,7 +25,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from hilo.contract import Interaction
 from hilo.contract.identifiers import DEFAULT_PHONE_REGION
@@ -76,6 +77,17 @@ def validation_rejection(exc: ValidationError, status: int = 422) -> Rejected:
         for error in exc.errors(include_input=False, include_url=False)
     )
     return Rejected(status, "invalid_body", problems)
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse_json(model: type[Model], body: bytes) -> Model:
+    """Validate a JSON body into `model`: 422 naming each invalid field, never its value."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise validation_rejection(exc) from None
 
 
 class Channel:

@@ -7,10 +7,25 @@ that ops tooling and the test infrastructure use.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, MongoDsn, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BeforeValidator, Field, MongoDsn, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Item = TypeVar("Item")
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+CommaSeparated = Annotated[list[Item], NoDecode, BeforeValidator(_split_commas)]
+"""A list given as one comma-separated variable (`HILO_API_KEYS=key1,key2`)."""
+
+SecretList = CommaSeparated[SecretStr]
+"""Several secrets at once, so a key can be rotated without downtime."""
 
 
 class HiloSettings(BaseSettings):

@@ -1,31 +1,8 @@
-"""Twilio's request signature and webhook parameters, as Twilio documents them.
-
-The signature is base64(HMAC-SHA1(auth token, public URL + each POST parameter's name and value,
-sorted by name)); parameters repeated in a form are all included, in order.
-"""
+"""Twilio Messaging webhook parameters, as Twilio documents them (signing: `hilo.providers`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from pydantic import BaseModel, ConfigDict, Field
-
-from hilo.webhook import verify_base64_signature
-
-EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
-
-
-def signed_string(url: str, params: Sequence[tuple[str, str]]) -> bytes:
-    return (
-        url + "".join(name + value for name, value in sorted(params, key=lambda p: p[0]))
-    ).encode()
-
-
-def verify_twilio(
-    auth_token: str, url: str, params: Sequence[tuple[str, str]], signature: str | None
-) -> None:
-    """Raise `SignatureError` unless `signature` is Twilio's for this URL and form."""
-    verify_base64_signature(auth_token, signed_string(url, params), signature, digest="sha1")
 
 
 class InboundMessage(BaseModel):

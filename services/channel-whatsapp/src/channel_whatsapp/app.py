@@ -2,56 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, FastAPI, Request
 from pydantic import ValidationError
 
 from channel_whatsapp.settings import WhatsAppSettings
 from channel_whatsapp.translate import translate
 from channel_whatsapp.webhook import Notification
-from hilo.channel import (
-    Channel,
-    Rejected,
-    create_channel_app,
-    raw_body,
-    signature_rejection,
-    validation_rejection,
-)
-from hilo.webhook import SignatureError, secrets_match, verify_hex_signature
+from hilo.channel import Channel, create_channel_app, parse_json, validation_rejection
+from hilo.providers.meta import add_verification_route, verified_body
 
 
 def routes(channel: Channel, settings: WhatsAppSettings) -> list[APIRouter]:
     router = APIRouter(prefix="/webhooks/whatsapp", tags=["whatsapp"])
-
-    @router.get("", response_class=PlainTextResponse)
-    async def verify(
-        mode: Annotated[str, Query(alias="hub.mode")],
-        token: Annotated[str, Query(alias="hub.verify_token")],
-        challenge: Annotated[str, Query(alias="hub.challenge", max_length=200)],
-    ) -> str:
-        """Meta's subscription handshake: echo the challenge when the verify token matches."""
-        expected = settings.whatsapp_verify_token.get_secret_value()
-        if mode != "subscribe" or not secrets_match(expected, token):
-            raise Rejected(403, "verify_token", "hub.mode or hub.verify_token does not match")
-        return challenge
+    add_verification_route(router, settings.whatsapp_verify_token)
 
     @router.post("")
     async def notify(request: Request) -> dict[str, int]:
         """A signed notification: every message and status in it is published before 200."""
-        body = await raw_body(request, settings.max_body_bytes)
+        body = await verified_body(request, settings.whatsapp_app_secret, settings.max_body_bytes)
+        notification = parse_json(Notification, body)
         try:
-            verify_hex_signature(
-                settings.whatsapp_app_secret.get_secret_value(),
-                body,
-                request.headers.get("x-hub-signature-256"),
-                prefix="sha256=",
-            )
-        except SignatureError as exc:
-            raise signature_rejection(exc) from None
-        try:
-            notification = Notification.model_validate_json(body)
             interactions = translate(notification, settings.instance)
         except ValidationError as exc:
             raise validation_rejection(exc) from None

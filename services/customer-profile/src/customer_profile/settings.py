@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import NoDecode
+from pydantic import Field, model_validator
 
 from customer_profile.domain.identity import (
     DEFAULT_BLOCKED_VALUES,
@@ -14,14 +12,14 @@ from customer_profile.domain.identity import (
     IdentityPolicy,
 )
 from hilo.contract import IdentifierKind
-from hilo.settings import HiloSettings
+from hilo.settings import CommaSeparated, HiloSettings, SecretList
 
 
 class ProfileSettings(HiloSettings):
     service_name: str = "customer-profile"
     http_host: str = Field(default="0.0.0.0", description="Address the HTTP API listens on.")  # noqa: S104
     http_port: int = Field(default=8080, ge=1, le=65535)
-    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+    api_keys: SecretList = Field(
         default_factory=list,
         description="Comma-separated keys accepted in `X-API-Key`; required outside development.",
     )
@@ -31,7 +29,7 @@ class ProfileSettings(HiloSettings):
     conversation_window_hours: float = Field(
         default=24.0, gt=0, description="Activity gap after which a new conversation starts."
     )
-    identity_unique_kinds: Annotated[list[IdentifierKind], NoDecode] = Field(
+    identity_unique_kinds: CommaSeparated[IdentifierKind] = Field(
         default=[IdentifierKind.CUSTOMER_ID, IdentifierKind.LOYALTY_ID],
         description="Identifier kinds a person has at most one of (merge protection).",
     )
@@ -40,19 +38,12 @@ class ProfileSettings(HiloSettings):
         description='JSON object, e.g. {"email": 5}; merged over the defaults.',
     )
     identity_max_merges: int = Field(default=50, ge=0)
-    identity_blocked_values: Annotated[list[str], NoDecode] = Field(
+    identity_blocked_values: CommaSeparated[str] = Field(
         default_factory=list, description="Extra placeholder values never used as identifiers."
     )
     store_retry_seconds: float = Field(
         default=60.0, gt=0, description="How long a batch retries while MongoDB is unreachable."
     )
-
-    @field_validator("api_keys", "identity_unique_kinds", "identity_blocked_values", mode="before")
-    @classmethod
-    def _comma_separated(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
 
     @model_validator(mode="after")
     def _keys_outside_development(self) -> ProfileSettings:

@@ -231,6 +231,18 @@ def _wait(predicate: Any, what: str, process: ManagedProcess, timeout: float) ->
     raise InfrastructureError(f"{what} not ready after {timeout:.0f}s:\n{process.log_tail()}")
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id, as Kafka's own `Uuid.randomUuid` makes it: base64url of 16 bytes.
+
+    Like Kafka, redraw ids that start with `-`: the storage tool's argument parser would read one
+    as an option (a fresh-clone CI run failed on exactly that, once in 64 runs).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class _LocalServer:
     """Lifecycle shared by the local servers: launch, wait until it answers, stop."""
 
@@ -388,9 +400,14 @@ class LocalKafka(_LocalServer):
     def format_storage(self) -> None:
         """Format a fresh KRaft metadata log with a new cluster id."""
         config = self._write_config()
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         result = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+            self._java(
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={new_cluster_id()}",
+                "-c",
+                str(config),
+            ),
             capture_output=True,
             text=True,
             check=False,

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 
+from hilo.providers.twilio import signed_string
 from hilo.webhook import hmac_sha256
 
 
@@ -19,8 +20,7 @@ def meta_signed(body: bytes, app_secret: str) -> dict[str, str]:
 
 def twilio_signed(url: str, params: list[tuple[str, str]], auth_token: str) -> dict[str, str]:
     """Headers of a Twilio webhook: base64 HMAC-SHA1 of the URL and the sorted parameters."""
-    message = url + "".join(name + value for name, value in sorted(params, key=lambda p: p[0]))
-    digest = hmac.new(auth_token.encode(), message.encode(), hashlib.sha1).digest()
+    digest = hmac.new(auth_token.encode(), signed_string(url, params), hashlib.sha1).digest()
     return {
         "X-Twilio-Signature": base64.b64encode(digest).decode(),
         "Content-Type": "application/x-www-form-urlencoded",

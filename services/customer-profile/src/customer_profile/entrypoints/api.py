@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
-from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field, ValidationError
 
 from customer_profile.adapters.store import ProfileStore, StoredProfile
@@ -24,10 +23,8 @@ from customer_profile.domain.profile import (
     SurveyResult,
 )
 from customer_profile.service.privacy import Privacy
+from hilo.auth import API_KEY_HEADER, check_api_key
 from hilo.contract import IdentifierKind, Identifiers
-from hilo.webhook import secrets_match
-
-API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="One of HILO_API_KEYS.")
 
 
 class ApiState:
@@ -50,16 +47,10 @@ def _state(request: Request) -> ApiState:
 State = Annotated[ApiState, Depends(_state)]
 
 
-def require_api_key(state: State, key: Annotated[str | None, Security(API_KEY)]) -> None:
-    """Every data route needs a configured key; each is compared in constant time."""
-    if not state.api_keys:
-        return
-    if not any(secrets_match(expected, key) for expected in state.api_keys):
-        raise HTTPException(
-            status_code=401,
-            detail="missing or unknown API key (header X-API-Key)",
-            headers={"WWW-Authenticate": "APIKey"},
-        )
+def require_api_key(state: State, key: Annotated[str | None, Security(API_KEY_HEADER)]) -> None:
+    """Every data route needs a configured key (none configured: development only)."""
+    if state.api_keys:
+        check_api_key(state.api_keys, key)
 
 
 class LookupRequest(BaseModel):

@@ -1,0 +1,117 @@
+"""The Segment-compatible HTTP API: `/v1/identify|track|page|screen|alias|group` and `/v1/batch`.
+
+Point analytics.js or a mobile SDK at this service (its `apiHost`) with one of the configured
+write keys; answers are Segment's (`{"success": true}`) once Kafka has every event.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from pydantic import ValidationError
+
+from channel_web.segment import Batch, Call, CallType
+from channel_web.settings import WebSettings
+from channel_web.translate import translate
+from hilo.channel import (
+    Channel,
+    Rejected,
+    create_channel_app,
+    parse_json,
+    raw_body,
+    validation_rejection,
+)
+from hilo.contract import Interaction
+from hilo.webhook import secrets_match
+
+BASIC = HTTPBasic(auto_error=False, description="The source's write key as user name.")
+Credentials = Annotated[HTTPBasicCredentials | None, Depends(BASIC)]
+
+
+def routes(channel: Channel, settings: WebSettings) -> list[APIRouter]:
+    router = APIRouter(prefix="/v1", tags=["segment"])
+    keys = [key.get_secret_value() for key in settings.web_write_keys]
+
+    def authorise(credentials: HTTPBasicCredentials | None, document: dict[str, Any]) -> None:
+        given = credentials.username if credentials else document.get("writeKey")
+        if not isinstance(given, str) or not any(secrets_match(key, given) for key in keys):
+            raise Rejected(401, "write_key", "missing or unknown write key (HTTP Basic user)")
+
+    async def publish(calls: list[Call], where: str) -> dict[str, bool]:
+        received_at = datetime.now(UTC)
+        interactions: list[Interaction] = []
+        for index, call in enumerate(calls):
+            try:
+                interactions.append(translate(call, received_at, settings.instance))
+            except ValidationError as exc:
+                raise _at(validation_rejection(exc), where.format(index=index)) from None
+        await channel.publish(interactions)
+        return {"success": True}
+
+    @router.post("/batch")
+    @router.post("/import", include_in_schema=False)
+    async def batch(request: Request, credentials: Credentials) -> dict[str, bool]:
+        """Many calls at once (SDKs flush their queue here); all are published or none."""
+        body = await raw_body(request, settings.max_body_bytes)
+        document = _json_object(body)
+        authorise(credentials, document)
+        envelope = parse_json(Batch, body)
+        calls = []
+        for index, item in enumerate(envelope.batch):
+            merged = {
+                **item,
+                "context": {**envelope.context, **(item.get("context") or {})},
+                "sentAt": item.get("sentAt") or envelope.sent_at,
+            }
+            calls.append(_validated(merged, f"batch.{index}"))
+        return await publish(calls, "batch.{index}")
+
+    @router.post("/{call_type}")
+    async def single(
+        call_type: CallType, request: Request, credentials: Credentials
+    ) -> dict[str, bool]:
+        """One identify, track, page, screen, alias or group call."""
+        body = await raw_body(request, settings.max_body_bytes)
+        document = _json_object(body)
+        authorise(credentials, document)
+        return await publish([_validated({**document, "type": call_type}, "")], "")
+
+    return [router]
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        raise Rejected(400, "invalid_body", "body is not JSON") from None
+    if not isinstance(document, dict):
+        raise Rejected(400, "invalid_body", "body must be a JSON object")
+    return document
+
+
+def _validated(document: dict[str, Any], where: str) -> Call:
+    try:
+        return Call.model_validate(document)
+    except ValidationError as exc:
+        raise _at(validation_rejection(exc), where) from None
+
+
+def _at(rejection: Rejected, where: str) -> Rejected:
+    """Name the batch item a problem is in: `batch.3.userId: ...`."""
+    if where:
+        rejection.detail = "; ".join(f"{where}.{part}" for part in rejection.detail.split("; "))
+    return rejection
+
+
+def create_app(settings: WebSettings | None = None) -> FastAPI:
+    settings = settings or WebSettings()
+    return create_channel_app(
+        "web",
+        settings,
+        lambda channel: routes(channel, settings),
+        description="Segment HTTP Tracking API for the web shop and mobile apps: /v1/*.",
+    )

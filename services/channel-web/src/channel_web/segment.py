@@ -1,0 +1,79 @@
+"""The Segment HTTP Tracking API, as Segment documents it (only what Hilo reads).
+
+analytics.js, the mobile SDKs and server libraries send `identify`, `track`, `page`, `screen`,
+`alias` and `group` calls, one per request or many in a `batch`. Unknown fields are allowed
+(SDKs add context over time); the rules Segment enforces are enforced here too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+CallType = Literal["identify", "track", "page", "screen", "alias", "group"]
+
+UserId = str | int
+"""SDKs send ids as strings, some server libraries as numbers."""
+
+
+class _Segment(BaseModel):
+    """Segment's camelCase names (`messageId`) map to snake_case attributes (`message_id`)."""
+
+    model_config = ConfigDict(
+        extra="allow", hide_input_in_errors=True, alias_generator=to_camel, populate_by_name=True
+    )
+
+
+class Device(_Segment):
+    id: str | None = None
+
+
+class Context(_Segment):
+    """`context`: where the call came from. `app` or `device` mark a mobile app."""
+
+    traits: dict[str, Any] = Field(default_factory=dict)
+    device: Device | None = None
+    app: dict[str, Any] | None = None
+    page: dict[str, Any] | None = None
+
+
+class Call(_Segment):
+    """One Segment call. `type` comes from the path for single calls, from the body in a batch."""
+
+    type: CallType
+    message_id: str | None = Field(default=None, min_length=1, max_length=300)
+    user_id: UserId | None = None
+    anonymous_id: UserId | None = None
+    previous_id: UserId | None = None
+    group_id: UserId | None = None
+    event: str | None = Field(default=None, max_length=300)
+    name: str | None = Field(default=None, max_length=500)
+    category: str | None = Field(default=None, max_length=500)
+    traits: dict[str, Any] = Field(default_factory=dict)
+    properties: dict[str, Any] = Field(default_factory=dict)
+    context: Context = Field(default_factory=Context)
+    timestamp: AwareDatetime | None = None
+    original_timestamp: AwareDatetime | None = None
+    sent_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _segment_rules(self) -> Call:
+        if self.type == "alias":
+            if self.previous_id is None or self.user_id is None:
+                raise PydanticCustomError("alias", "alias needs userId and previousId")
+        elif self.user_id is None and self.anonymous_id is None:
+            raise PydanticCustomError("no_user", "userId or anonymousId is required")
+        if self.type == "track" and not self.event:
+            raise PydanticCustomError("no_event", "track needs an event name")
+        return self
+
+
+class Batch(_Segment):
+    """`POST /v1/batch`: many calls; `context` and `sentAt` apply to each of them."""
+
+    batch: list[dict[str, Any]] = Field(min_length=1, max_length=2_500)
+    context: dict[str, Any] = Field(default_factory=dict)
+    sent_at: AwareDatetime | None = None

@@ -1,0 +1,21 @@
+"""Settings of the web channel (environment variables, prefix `HILO_`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from hilo.channel import ChannelSettings
+from hilo.settings import SecretList
+
+
+class WebSettings(ChannelSettings):
+    service_name: str = "channel-web"
+    http_port: int = Field(default=8001, ge=1, le=65535)
+    max_body_bytes: int = Field(
+        default=500_000, ge=1_024, description="Segment's batch limit is 500 KB."
+    )
+    web_write_keys: SecretList = Field(
+        min_length=1,
+        description="Comma-separated write keys of your sources (analytics.js, iOS, Android): "
+        "each SDK sends its key as HTTP Basic user name.",
+    )

@@ -1,0 +1,249 @@
+"""Segment calls → Hilo interactions. Pure: no I/O.
+
+Well-known `track` events of Segment's e-commerce spec (v2) become typed payloads; any other
+event stays a generic `custom` event, and so does an e-commerce event too incomplete to type
+(no product id, say): a tracked action is never dropped for being sparse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from pydantic import ValidationError
+
+from channel_web.segment import Call
+from hilo.contract import (
+    CartAction,
+    CartChanged,
+    CustomEvent,
+    Fulfilment,
+    Identified,
+    Identifiers,
+    Interaction,
+    LineItem,
+    Money,
+    OrderPlaced,
+    PageViewed,
+    Payload,
+    ProductViewed,
+    SalesChannel,
+    new_interaction,
+)
+
+DEFAULT_CURRENCY = "USD"
+"""Segment's e-commerce spec: amounts without a `currency` are in US dollars."""
+
+
+def translate(call: Call, received_at: datetime, instance: str) -> Interaction:
+    """One Segment call as one interaction on the `web` or `app` channel."""
+    channel = "app" if call.type == "screen" or call.context.app or call.context.device else "web"
+    return new_interaction(
+        channel=channel,
+        instance=instance,
+        provider_event_id=call.message_id or _content_id(call),
+        identifiers=identifiers_of(call),
+        payload=payload_of(call),
+        occurred_at=occurred_at(call, received_at),
+        received_at=received_at,
+    )
+
+
+def occurred_at(call: Call, received_at: datetime) -> datetime:
+    """Segment's clock-skew correction: `receivedAt - (sentAt - timestamp)`.
+
+    A device clock that is hours off moves `timestamp` and `sentAt` alike; their difference (how
+    long the event waited on the device) is what can be trusted.
+    """
+    happened = call.timestamp or call.original_timestamp
+    if happened is None:
+        return received_at
+    if call.sent_at is None:
+        return happened
+    return received_at - (call.sent_at - happened)
+
+
+def identifiers_of(call: Call) -> Identifiers:
+    """userId, anonymousId, the device id and any email/phone trait; alias links previousId."""
+    traits = {**call.context.traits, **call.traits}
+    anonymous = call.previous_id if call.type == "alias" else call.anonymous_id
+    return Identifiers(
+        customer_id=_text(call.user_id),
+        anonymous_id=_text(anonymous),
+        device_id=call.context.device.id if call.context.device else None,
+        email=_text(traits.get("email")),
+        phone=_text(traits.get("phone")),
+    )
+
+
+def payload_of(call: Call) -> Payload:
+    if call.type == "identify":
+        return Identified(traits=flat_scalars(call.traits))
+    if call.type == "alias":
+        return Identified(previous_anonymous_id=_text(call.previous_id))
+    if call.type in ("page", "screen"):
+        return _page(call)
+    if call.type == "group":
+        return CustomEvent(
+            name="Group", properties={"group_id": _text(call.group_id), **flat_scalars(call.traits)}
+        )
+    return _track(call)
+
+
+def _page(call: Call) -> PageViewed:
+    page = {**(call.context.page or {}), **call.properties}
+    return PageViewed(
+        screen=call.type == "screen",
+        name=call.name,
+        url=_text(page.get("url")),
+        path=_text(page.get("path")),
+        referrer=_text(page.get("referrer")),
+        title=_text(page.get("title")),
+    )
+
+
+def _track(call: Call) -> Payload:
+    event = call.event or ""
+    typed = _ECOMMERCE.get(event)
+    if typed is not None:
+        try:
+            return typed(call.properties)
+        except (ValidationError, ValueError, TypeError, InvalidOperation):
+            pass
+    return CustomEvent(name=event, properties=flat_scalars(call.properties))
+
+
+def _product_viewed(properties: Mapping[str, Any]) -> ProductViewed:
+    return ProductViewed(
+        sku=_sku(properties),
+        name=_text(properties.get("name")),
+        category=_text(properties.get("category")),
+        price=_money(properties.get("price"), properties),
+    )
+
+
+def _cart_item(action: CartAction) -> Callable[[Mapping[str, Any]], CartChanged]:
+    def build(properties: Mapping[str, Any]) -> CartChanged:
+        return CartChanged(
+            action=action,
+            cart_id=_text(properties.get("cart_id")),
+            changed_items=[_line(properties, properties)],
+        )
+
+    return build
+
+
+def _cart_viewed(properties: Mapping[str, Any]) -> CartChanged:
+    return CartChanged(
+        action=CartAction.VIEWED,
+        cart_id=_text(properties.get("cart_id")),
+        items=_lines(properties),
+    )
+
+
+def _checkout_started(properties: Mapping[str, Any]) -> CartChanged:
+    return CartChanged(
+        action=CartAction.CHECKOUT_STARTED,
+        cart_id=_text(properties.get("cart_id")),
+        items=_lines(properties),
+        total=_money(_first(properties, "value", "revenue", "total"), properties),
+    )
+
+
+def _order_completed(properties: Mapping[str, Any]) -> OrderPlaced:
+    """`fulfilment: store_pickup` with a `store_id` marks click-and-collect (a Hilo extension)."""
+    pickup = properties.get("fulfilment") == Fulfilment.STORE_PICKUP.value
+    total = _money(_first(properties, "total", "revenue", "value"), properties)
+    if total is None:
+        raise ValueError("an order needs a total")
+    return OrderPlaced(
+        order_id=_text(properties.get("order_id")) or "",
+        sold_via=SalesChannel.ONLINE,
+        fulfilment=Fulfilment.STORE_PICKUP if pickup else Fulfilment.DELIVERY,
+        store_id=_text(properties.get("store_id")),
+        items=_lines(properties),
+        total=total,
+        tax=_money(properties.get("tax"), properties),
+        discount=_money(properties.get("discount"), properties),
+        cart_id=_text(properties.get("cart_id")),
+    )
+
+
+_ECOMMERCE: dict[str, Callable[[Mapping[str, Any]], Payload]] = {
+    "Product Viewed": _product_viewed,
+    "Product Added": _cart_item(CartAction.ITEM_ADDED),
+    "Product Removed": _cart_item(CartAction.ITEM_REMOVED),
+    "Cart Viewed": _cart_viewed,
+    "Checkout Started": _checkout_started,
+    "Order Completed": _order_completed,
+}
+
+
+def _lines(properties: Mapping[str, Any]) -> list[LineItem]:
+    products = properties.get("products") or []
+    if not isinstance(products, list):
+        raise TypeError("products must be a list")
+    return [_line(product, properties) for product in products if isinstance(product, dict)]
+
+
+def _line(product: Mapping[str, Any], order: Mapping[str, Any]) -> LineItem:
+    return LineItem(
+        sku=_sku(product),
+        name=_text(product.get("name")),
+        quantity=int(product.get("quantity") or 1),
+        unit_price=_money(product.get("price"), order),
+        category=_text(product.get("category")),
+    )
+
+
+def _sku(product: Mapping[str, Any]) -> str:
+    return _text(_first(product, "sku", "product_id")) or ""
+
+
+def _money(amount: Any, context: Mapping[str, Any]) -> Money | None:
+    """Segment sends amounts as JSON numbers: read them through their decimal text, not binary."""
+    if amount is None or isinstance(amount, bool):
+        return None
+    value = Decimal(str(amount))
+    if value.as_tuple().exponent < -4:  # type: ignore[operator]
+        value = value.quantize(Decimal("0.0001"))
+    currency = str(context.get("currency") or DEFAULT_CURRENCY).upper()
+    return Money.model_validate({"amount": value, "currency": currency})
+
+
+def _first(mapping: Mapping[str, Any], *names: str) -> Any:
+    return next((mapping[name] for name in names if mapping.get(name) is not None), None)
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, dict | list) or value == "":
+        return None
+    return str(value)
+
+
+def flat_scalars(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Traits and properties as flat scalars (`address.city` → `address_city`); lists dropped.
+
+    The contract keeps them flat so that every consumer, and FerretDB, can store them; `.` and a
+    leading `$` cannot be document keys.
+    """
+    flat: dict[str, Any] = {}
+    for raw_name, value in values.items():
+        name = f"{prefix}{raw_name}".replace(".", "_").lstrip("$")
+        if not name:
+            continue
+        if isinstance(value, dict):
+            flat.update(flat_scalars(value, f"{name}_"))
+        elif value is None or isinstance(value, str | int | float | bool):
+            flat[name[:100]] = value
+    return dict(list(flat.items())[:200])
+
+
+def _content_id(call: Call) -> str:
+    """Without a messageId (old clients), the same call sent twice still gets one id."""
+    canonical = json.dumps(call.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()

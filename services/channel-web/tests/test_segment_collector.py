@@ -1,0 +1,303 @@
+"""The Segment-compatible collector against the real broker, with Segment's documented calls."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from channel_web.app import create_app
+from channel_web.settings import WebSettings
+from hilo.contract import interaction_id
+from hilo.settings import HiloSettings
+from hilo.testkit.channel_contract import ProviderRequest, assert_channel_contract, channel_client
+from hilo.testkit.contract_check import published_interactions
+
+WRITE_KEY = "wk_test_2f7c"
+AUTH = {
+    "Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode(),
+    "Content-Type": "application/json",
+}
+IDENTIFY = {
+    "userId": "019mr8mf4r",
+    "traits": {
+        "email": "PGibbons@Example.com",
+        "name": "Peter Gibbons",
+        "industry": "Technology",
+        "address": {"city": "Austin", "country": "US"},
+    },
+    "context": {"ip": "24.5.68.47"},
+    "timestamp": "2012-12-02T00:30:08.276Z",
+    "messageId": "022bb90c-bbac-11e4-8dfc-aa07a5b093db",
+}
+TRACK = {
+    "userId": "019mr8mf4r",
+    "event": "Item Purchased",
+    "properties": {"name": "Leap to Conclusions Mat", "revenue": 14.99},
+    "context": {"ip": "24.5.68.47"},
+    "timestamp": "2012-12-02T00:30:12.984Z",
+    "messageId": "msg-track-1",
+}
+PAGE = {
+    "anonymousId": "507f191e810c19729de860ea",
+    "name": "Home",
+    "properties": {"url": "https://shop.example.com/", "path": "/", "title": "Shop"},
+    "timestamp": "2012-12-02T00:31:29.738Z",
+    "messageId": "msg-page-1",
+}
+ORDER_COMPLETED = {
+    "userId": "019mr8mf4r",
+    "event": "Order Completed",
+    "messageId": "msg-order-1",
+    "timestamp": "2026-11-20T10:00:00Z",
+    "properties": {
+        "order_id": "50314b8e9bcf000000000000",
+        "total": 27.5,
+        "revenue": 25.0,
+        "tax": 2,
+        "discount": 2.5,
+        "currency": "EUR",
+        "cart_id": "cart-77",
+        "products": [
+            {
+                "product_id": "507f1f77bcf86cd799439011",
+                "sku": "45790-32",
+                "name": "Monopoly",
+                "price": 19,
+                "quantity": 1,
+                "category": "Games",
+            },
+            {
+                "product_id": "505bd76785ebb509fc183733",
+                "sku": "46493-32",
+                "name": "Uno",
+                "price": 3.25,
+                "quantity": 2,
+                "category": "Games",
+            },
+        ],
+    },
+}
+BATCH: dict[str, Any] = {
+    "batch": [
+        {
+            "type": "identify",
+            "userId": "019mr8mf4r",
+            "traits": {"plan": "gold"},
+            "messageId": "msg-b1",
+            "timestamp": "2026-11-20T09:00:00Z",
+        },
+        {
+            "type": "screen",
+            "userId": "019mr8mf4r",
+            "name": "Cart",
+            "messageId": "msg-b2",
+            "timestamp": "2026-11-20T09:00:01Z",
+        },
+    ],
+    "context": {"device": {"id": "B5372DB0-C21E-11E4-8DFC-AA07A5B093DB"}, "app": {"name": "Shop"}},
+}
+
+
+def request(path: str, document: dict[str, Any], events: int = 1) -> ProviderRequest:
+    return ProviderRequest(path, json.dumps(document).encode(), AUTH, events)
+
+
+@pytest.fixture
+async def web(settings: HiloSettings, topics: list[str]) -> AsyncIterator[httpx.AsyncClient]:
+    web_settings = WebSettings.model_validate(
+        {**settings.model_dump(), "web_write_keys": [SecretStr(WRITE_KEY)], "max_body_bytes": 5_000}
+    )
+    async with channel_client(create_app(web_settings)) as client:
+        yield client
+
+
+async def test_segment_calls_honour_the_channel_contract(
+    web: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    events = await assert_channel_contract(
+        web,
+        settings,
+        [
+            request("/v1/identify", IDENTIFY),
+            request("/v1/track", TRACK),
+            request("/v1/page", PAGE),
+            request(
+                "/v1/alias",
+                {
+                    "previousId": "507f191e810c19729de860ea",
+                    "userId": "019mr8mf4r",
+                    "messageId": "msg-alias-1",
+                },
+            ),
+            request("/v1/track", ORDER_COMPLETED),
+            request("/v1/batch", BATCH, events=2),
+        ],
+    )
+
+    by_id = {event["id"]: event for event in events}
+    identify = by_id[interaction_id("web", "022bb90c-bbac-11e4-8dfc-aa07a5b093db")]
+    assert identify["identifiers"] == {
+        **identify["identifiers"],
+        "customer_id": "019mr8mf4r",
+        "email": "pgibbons@example.com",
+    }
+    assert identify["payload"]["traits"]["address_city"] == "Austin"
+    assert identify["occurred_at"] == "2012-12-02T00:30:08.276000Z"
+    alias = by_id[interaction_id("web", "msg-alias-1")]
+    assert alias["identifiers"]["anonymous_id"] == "507f191e810c19729de860ea"
+    assert alias["payload"]["previous_anonymous_id"] == "507f191e810c19729de860ea"
+    screen = by_id[interaction_id("app", "msg-b2")]
+    assert screen["channel"] == "app"
+    assert screen["payload"] == {**screen["payload"], "kind": "page_view", "screen": True}
+    assert screen["identifiers"]["device_id"] == "B5372DB0-C21E-11E4-8DFC-AA07A5B093DB"
+    assert by_id[interaction_id("web", "msg-track-1")]["payload"] == {
+        "kind": "custom",
+        "name": "Item Purchased",
+        "properties": {"name": "Leap to Conclusions Mat", "revenue": 14.99},
+    }
+
+
+async def test_ecommerce_events_become_typed_payloads(
+    web: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    viewed = {
+        "anonymousId": "anon-1",
+        "event": "Product Viewed",
+        "messageId": "m1",
+        "properties": {
+            "product_id": "p-1",
+            "sku": "SKU-1",
+            "name": "Shoe",
+            "price": 59.9,
+            "currency": "eur",
+        },
+    }
+    added = {
+        "anonymousId": "anon-1",
+        "event": "Product Added",
+        "messageId": "m2",
+        "properties": {"cart_id": "cart-77", "sku": "SKU-1", "price": 59.9, "quantity": 2},
+    }
+    sparse = {
+        "anonymousId": "anon-1",
+        "event": "Product Viewed",
+        "messageId": "m3",
+        "properties": {"name": "no id"},
+    }
+
+    for document in (viewed, added, ORDER_COMPLETED, sparse):
+        assert (await web.post("/v1/track", json=document, headers=AUTH)).status_code == 200
+
+    by_id = {event["id"]: event for event in await published_interactions(settings, 4)}
+    product, cart, order, fallback = (
+        by_id[interaction_id("web", message_id)] for message_id in ("m1", "m2", "msg-order-1", "m3")
+    )
+    assert product["payload"]["price"] == {"amount": "59.9", "currency": "EUR"}
+    assert cart["payload"] == {
+        **cart["payload"],
+        "kind": "cart",
+        "action": "item_added",
+        "cart_id": "cart-77",
+    }
+    assert cart["payload"]["changed_items"][0]["quantity"] == 2
+    assert cart["payload"]["changed_items"][0]["unit_price"]["currency"] == "USD"
+    assert order["payload"] == {
+        **order["payload"],
+        "kind": "order",
+        "order_id": "50314b8e9bcf000000000000",
+        "sold_via": "online",
+        "fulfilment": "delivery",
+        "total": {"amount": "27.5", "currency": "EUR"},
+        "tax": {"amount": "2", "currency": "EUR"},
+        "cart_id": "cart-77",
+    }
+    assert [(i["sku"], i["quantity"]) for i in order["payload"]["items"]] == [
+        ("45790-32", 1),
+        ("46493-32", 2),
+    ]
+    assert fallback["payload"] == {
+        "kind": "custom",
+        "name": "Product Viewed",
+        "properties": {"name": "no id"},
+    }
+
+
+async def test_device_clock_skew_is_corrected_from_sent_at(
+    web: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    device_now = datetime.now(UTC) + timedelta(hours=3)  # the phone's clock is 3 hours ahead
+    call = {
+        "anonymousId": "anon-skew",
+        "event": "Offline Tap",
+        "messageId": "skew-1",
+        "timestamp": (device_now - timedelta(minutes=10)).isoformat(),
+        "sentAt": device_now.isoformat(),
+    }
+    before = datetime.now(UTC)
+
+    assert (await web.post("/v1/track", json=call, headers=AUTH)).status_code == 200
+
+    [event] = await published_interactions(settings, 1)
+    occurred = datetime.fromisoformat(event["occurred_at"])
+    assert (
+        before - timedelta(minutes=10, seconds=5)
+        <= occurred
+        <= datetime.now(UTC) - timedelta(minutes=10) + timedelta(seconds=5)
+    )
+
+
+async def test_write_keys_are_required(web: httpx.AsyncClient, settings: HiloSettings) -> None:
+    missing = await web.post("/v1/track", json=TRACK)
+    wrong_auth = "Basic " + base64.b64encode(b"guess:").decode()
+    wrong = await web.post("/v1/track", json=TRACK, headers={"Authorization": wrong_auth})
+    in_body = await web.post("/v1/track", json={**TRACK, "writeKey": WRITE_KEY})
+
+    assert missing.status_code == 401
+    assert wrong.status_code == 401
+    assert in_body.status_code == 200
+    assert len(await published_interactions(settings, 1)) == 1
+
+
+async def test_invalid_calls_are_refused_naming_the_problem_and_nothing_is_published(
+    web: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    nobody = await web.post("/v1/track", json={"event": "Clicked"}, headers=AUTH)
+    bad_email = await web.post(
+        "/v1/identify",
+        json={"userId": "u1", "traits": {"email": "ana@@example"}},
+        headers=AUTH,
+    )
+    naive = await web.post(
+        "/v1/page", json={"userId": "u1", "timestamp": "2026-11-20T10:00:00"}, headers=AUTH
+    )
+    half_bad_batch = await web.post(
+        "/v1/batch",
+        json={"batch": [BATCH["batch"][0], {"type": "track", "userId": "u1"}]},
+        headers=AUTH,
+    )
+    not_json = await web.post("/v1/track", content=b"{nope", headers=AUTH)
+    unknown_call = await web.post("/v1/purchase", json=TRACK, headers=AUTH)
+    oversized = await web.post(
+        "/v1/track", json={**TRACK, "properties": {"blob": "x" * 6_000}}, headers=AUTH
+    )
+
+    assert nobody.status_code == 422
+    assert nobody.json()["detail"] == "(body): userId or anonymousId is required"
+    assert bad_email.status_code == 422
+    assert bad_email.json()["detail"].startswith("email: not a valid email address")
+    assert "ana@@example" not in bad_email.text
+    assert naive.status_code == 422
+    assert "timestamp" in naive.json()["detail"]
+    assert half_bad_batch.status_code == 422
+    assert half_bad_batch.json()["detail"] == "batch.1.(body): track needs an event name"
+    assert not_json.status_code == 400
+    assert unknown_call.status_code == 422
+    assert oversized.status_code == 413
+    assert await published_interactions(settings, 0) == []

@@ -1,0 +1,47 @@
+"""Meta webhooks (WhatsApp Cloud API, Messenger Platform, Instagram messaging).
+
+All three share one subscription handshake (`GET` with `hub.mode`, `hub.verify_token`,
+`hub.challenge`) and one signature: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body
+with the app secret>`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import PlainTextResponse
+from pydantic import SecretStr
+
+from hilo.channel import Rejected, raw_body, signature_rejection
+from hilo.webhook import SignatureError, secrets_match, verify_hex_signature
+
+
+def add_verification_route(router: APIRouter, verify_token: SecretStr) -> None:
+    """`GET` on the router's path: echo `hub.challenge` when the verify token matches."""
+
+    @router.get("", response_class=PlainTextResponse)
+    async def verify(
+        mode: Annotated[str, Query(alias="hub.mode")],
+        token: Annotated[str, Query(alias="hub.verify_token")],
+        challenge: Annotated[str, Query(alias="hub.challenge", max_length=200)],
+    ) -> str:
+        """Meta's subscription handshake: echo the challenge when the verify token matches."""
+        if mode != "subscribe" or not secrets_match(verify_token.get_secret_value(), token):
+            raise Rejected(403, "verify_token", "hub.mode or hub.verify_token does not match")
+        return challenge
+
+
+async def verified_body(request: Request, app_secret: SecretStr, limit: int) -> bytes:
+    """The raw body, once `X-Hub-Signature-256` proves Meta sent it (401/403 otherwise)."""
+    body = await raw_body(request, limit)
+    try:
+        verify_hex_signature(
+            app_secret.get_secret_value(),
+            body,
+            request.headers.get("x-hub-signature-256"),
+            prefix="sha256=",
+        )
+    except SignatureError as exc:
+        raise signature_rejection(exc) from None
+    return body

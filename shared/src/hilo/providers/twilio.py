@@ -1,0 +1,82 @@
+"""Twilio webhooks (Messaging and Voice): form-encoded, signed over the public URL.
+
+The signature is base64(HMAC-SHA1(auth token, public URL + each POST parameter's name and value,
+sorted by name)); parameters repeated in a form are all included, in order. Twilio signs the URL
+it called, which a reverse proxy hides from the service: the public base URL is configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar
+from urllib.parse import parse_qsl
+
+from fastapi import Request
+from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, ValidationError
+
+from hilo.channel import (
+    ChannelSettings,
+    Rejected,
+    raw_body,
+    signature_rejection,
+    validation_rejection,
+)
+from hilo.webhook import SignatureError, verify_base64_signature
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+Form = TypeVar("Form", bound=BaseModel)
+
+
+class TwilioChannelSettings(ChannelSettings):
+    """Settings of a channel Twilio calls (environment variables, prefix `HILO_`)."""
+
+    twilio_auth_token: SecretStr = Field(
+        description="Twilio auth token: verifies X-Twilio-Signature."
+    )
+    public_base_url: AnyHttpUrl = Field(
+        description="The base URL Twilio calls (as typed in the Twilio console), e.g. "
+        "https://hooks.example.com: Twilio signs the full public URL, which a proxy hides."
+    )
+
+
+def signed_string(url: str, params: Sequence[tuple[str, str]]) -> bytes:
+    return (
+        url + "".join(name + value for name, value in sorted(params, key=lambda p: p[0]))
+    ).encode()
+
+
+def verify_twilio(
+    auth_token: str, url: str, params: Sequence[tuple[str, str]], signature: str | None
+) -> None:
+    """Raise `SignatureError` unless `signature` is Twilio's for this URL and form."""
+    verify_base64_signature(auth_token, signed_string(url, params), signature, digest="sha1")
+
+
+async def verified_form(
+    request: Request, model: type[Form], settings: TwilioChannelSettings
+) -> Form:
+    """Parse a Twilio webhook form into `model` once its signature is proven (4xx otherwise)."""
+    body = await raw_body(request, settings.max_body_bytes)
+    try:
+        params = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
+    except (UnicodeDecodeError, ValueError):
+        raise Rejected(
+            400, "invalid_body", "body is not application/x-www-form-urlencoded"
+        ) from None
+    url = str(settings.public_base_url).rstrip("/") + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+    try:
+        verify_twilio(
+            settings.twilio_auth_token.get_secret_value(),
+            url,
+            params,
+            request.headers.get("x-twilio-signature"),
+        )
+    except SignatureError as exc:
+        raise signature_rejection(exc) from None
+    try:
+        return model.model_validate(dict(params))
+    except ValidationError as exc:
+        raise validation_rejection(exc) from None

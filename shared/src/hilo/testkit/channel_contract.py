@@ -1,0 +1,140 @@
+"""The channel contract test: what every present or future channel service must honour.
+
+A channel team passes its provider's sample requests (already signed as the provider would
+sign them) and gets, against the real broker, the checks the rest of Hilo relies on:
+
+- every request is answered 2xx, and by then its events are on `interactions`;
+- every event validates against the published JSON Schema (readable without Python);
+- the record key is the event's strongest identifier and the CloudEvents headers match;
+- delivering every request again yields the same event ids (provider retries deduplicate).
+
+`assert_refused_while_kafka_is_down` proves the other half of "nothing accepted is lost": with
+the broker gone the channel answers 503, and the provider's retry is published once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from aiokafka.structs import ConsumerRecord
+from fastapi import FastAPI
+
+from hilo.contract import Identifiers
+from hilo.settings import HiloSettings
+from hilo.testkit.contract_check import validate_against_schema
+from hilo.testkit.local_infra import LocalKafka
+from hilo.testkit.probes import read_topic
+from hilo.topics import Topic, ensure_topics, topic_name
+
+Settings = TypeVar("Settings", bound=HiloSettings)
+
+
+@dataclass(frozen=True)
+class ProviderRequest:
+    """One request exactly as the provider sends it, signature included."""
+
+    path: str
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    events: int = 1
+    """How many interactions the request must publish."""
+
+
+@asynccontextmanager
+async def channel_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The channel app in-process with its lifespan run (so its Kafka producer is connected)."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://channel") as client:
+            yield client
+
+
+async def send(client: httpx.AsyncClient, request: ProviderRequest) -> httpx.Response:
+    return await client.post(request.path, content=request.body, headers=dict(request.headers))
+
+
+async def published_records(
+    settings: HiloSettings, expected: int
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """The raw records on this test's `interactions` topic."""
+    return await read_topic(
+        settings.kafka_bootstrap_servers,
+        topic_name(Topic.INTERACTIONS, settings),
+        expected=expected,
+    )
+
+
+def _checked(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(record.value or b"null")
+    validate_against_schema(document)
+    headers = {name: value.decode() for name, value in record.headers}
+    assert headers["ce_id"] == document["id"], "ce_id header differs from the event id"
+    assert headers["ce_type"] == document["type"], "ce_type header differs from the event type"
+    expected_key = Identifiers.model_validate(document["identifiers"]).partition_key()
+    assert record.key == expected_key, "record key is not the strongest identifier"
+    return document
+
+
+async def assert_channel_contract(
+    client: httpx.AsyncClient, settings: HiloSettings, requests: Sequence[ProviderRequest]
+) -> list[dict[str, Any]]:
+    """Run the contract; return the events of the first delivery, in publish order per key."""
+    expected = sum(request.events for request in requests)
+    for request in requests:
+        response = await send(client, request)
+        assert response.is_success, f"{request.path} answered {response.status_code}"
+    first = [_checked(record) for record in await published_records(settings, expected)]
+    assert len(first) == expected, f"expected {expected} events, found {len(first)}"
+    for request in requests:
+        assert (await send(client, request)).is_success, "a provider retry was refused"
+    both = [_checked(record) for record in await published_records(settings, 2 * expected)]
+    first_ids = {event["id"] for event in first}
+    assert len(first_ids) == expected, "two different requests produced the same event id"
+    assert {event["id"] for event in both} == first_ids, "a retry produced a new event id"
+    return first
+
+
+async def assert_refused_while_kafka_is_down(
+    create_app: Callable[[Settings], FastAPI],
+    settings: Settings,
+    request: ProviderRequest,
+    workdir: Path,
+) -> list[dict[str, Any]]:
+    """503 (with Retry-After) while a broker of its own is down; the retry is published after.
+
+    `settings` is the channel's settings class with everything but the broker filled in. The
+    refused request may still reach Kafka later (the idempotent producer keeps retrying what it
+    had queued), so the events come back possibly twice, under one id: dedupe by id.
+    """
+    kafka = LocalKafka(workdir)
+    await asyncio.to_thread(kafka.format_storage)
+    await asyncio.to_thread(kafka.start)
+    try:
+        local = settings.model_copy(
+            update={
+                "kafka_bootstrap_servers": kafka.bootstrap_servers,
+                "kafka_publish_timeout_seconds": 3.0,
+            }
+        )
+        await ensure_topics(local)
+        async with channel_client(create_app(local)) as client:
+            await asyncio.to_thread(kafka.stop)
+            down = await send(client, request)
+            ready = await client.get("/health/ready")
+            await asyncio.to_thread(kafka.start)
+            retried = await send(client, request)
+        assert down.status_code == 503, f"answered {down.status_code} while Kafka was down"
+        assert down.headers["Retry-After"], "503 without Retry-After"
+        assert ready.status_code == 503, "ready while Kafka was down"
+        assert retried.is_success, f"the retry answered {retried.status_code}"
+        records = await published_records(local, request.events)
+        return [_checked(record) for record in records]
+    finally:
+        await asyncio.to_thread(kafka.stop)
