@@ -1,0 +1,1 @@
+"""Hilo social channel: Messenger and Instagram messaging webhooks in, interactions out."""

@@ -1,0 +1,142 @@
+"""Messenger and Instagram messaging events → Hilo interactions. Pure: no I/O.
+
+Recorded: messages both ways (echoes of what the page sent are outbound), postbacks (button
+taps), reactions, and delivery/read receipts that name a message id. Not recorded: Messenger's
+`read` watermarks (they name no message), deleted messages, and event kinds Hilo does not model
+(opt-ins, referrals, handovers); they are counted as ignored and still acknowledged, so Meta
+does not retry them forever.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from channel_social.webhook import Message, Messaging, Notification
+from hilo.contract import (
+    Attachment,
+    AttachmentKind,
+    Conversation,
+    DeliveryStatus,
+    Direction,
+    Identifiers,
+    Interaction,
+    MessageExchanged,
+    MessageStatusChanged,
+    Payload,
+    conversation_id,
+    new_interaction,
+)
+
+CHANNELS = {"page": "messenger", "instagram": "instagram"}
+_ATTACHMENTS = {
+    "image": AttachmentKind.IMAGE,
+    "video": AttachmentKind.VIDEO,
+    "audio": AttachmentKind.AUDIO,
+    "file": AttachmentKind.DOCUMENT,
+    "sticker": AttachmentKind.STICKER,
+    "location": AttachmentKind.LOCATION,
+}
+
+
+def translate(notification: Notification, instance: str) -> tuple[list[Interaction], int]:
+    """The interactions in a notification, and how many events were ignored."""
+    channel = CHANNELS[notification.object]
+    interactions: list[Interaction] = []
+    ignored = 0
+    for entry in notification.entry:
+        for event in entry.messaging:
+            translated = _event(channel, entry.id, event, instance)
+            interactions.extend(translated)
+            ignored += not translated
+    return interactions, ignored
+
+
+def _event(channel: str, account: str, event: Messaging, instance: str) -> list[Interaction]:
+    outbound = event.message is not None and event.message.is_echo
+    customer = event.recipient.id if outbound else event.sender.id
+    found: list[tuple[str, Payload]] = []
+    if event.message is not None and not event.message.is_deleted:
+        found.append((event.message.mid, _message(event.message)))
+    if event.postback is not None:
+        postback_id = event.postback.mid or f"postback:{customer}:{event.timestamp}"
+        reply = ": ".join(filter(None, [event.postback.payload, event.postback.title]))
+        found.append(
+            (
+                postback_id,
+                MessageExchanged(
+                    direction=Direction.INBOUND,
+                    interactive_reply=reply or "postback",
+                    provider_message_id=postback_id,
+                ),
+            )
+        )
+    if event.reaction is not None and event.reaction.action == "react":
+        reaction_id = f"reaction:{event.reaction.mid}:{customer}:{event.timestamp}"
+        emoji = event.reaction.emoji or event.reaction.reaction
+        found.append(
+            (
+                reaction_id,
+                MessageExchanged(
+                    direction=Direction.INBOUND,
+                    interactive_reply=f"reaction: {emoji}",
+                    reply_to_provider_message_id=event.reaction.mid,
+                    provider_message_id=reaction_id,
+                ),
+            )
+        )
+    found.extend(_receipts(event))
+    return [
+        new_interaction(
+            channel=channel,
+            instance=instance,
+            provider_event_id=provider_id,
+            identifiers=identifiers_of(channel, customer),
+            conversation=thread(channel, account, customer),
+            occurred_at=datetime.fromtimestamp(event.timestamp / 1000, tz=UTC),
+            payload=payload,
+        )
+        for provider_id, payload in found
+    ]
+
+
+def identifiers_of(channel: str, scoped_id: str) -> Identifiers:
+    """Page-scoped (Messenger) or Instagram-scoped ids: one per person *per page or account*."""
+    if channel == "instagram":
+        return Identifiers(instagram_sid=scoped_id)
+    return Identifiers(messenger_psid=scoped_id)
+
+
+def thread(channel: str, account: str, customer: str) -> Conversation:
+    """A page (or Instagram account) and a customer make one conversation."""
+    reference = f"{account}:{customer}"
+    return Conversation(id=conversation_id(channel, reference), thread=reference)
+
+
+def _message(message: Message) -> MessageExchanged:
+    return MessageExchanged(
+        direction=Direction.OUTBOUND if message.is_echo else Direction.INBOUND,
+        text=message.text,
+        attachments=[
+            Attachment(
+                kind=_ATTACHMENTS.get(attachment.type, AttachmentKind.OTHER),
+                url=attachment.payload.url if attachment.payload else None,
+                caption=attachment.payload.title if attachment.payload else None,
+            )
+            for attachment in message.attachments
+        ],
+        interactive_reply=message.quick_reply.payload if message.quick_reply else None,
+        reply_to_provider_message_id=message.reply_to.mid if message.reply_to else None,
+        provider_message_id=message.mid,
+    )
+
+
+def _receipts(event: Messaging) -> list[tuple[str, Payload]]:
+    receipts: list[tuple[str, DeliveryStatus]] = []
+    if event.delivery is not None:
+        receipts.extend((mid, DeliveryStatus.DELIVERED) for mid in event.delivery.mids)
+    if event.read is not None and event.read.mid:
+        receipts.append((event.read.mid, DeliveryStatus.READ))
+    return [
+        (f"{mid}:{status.value}", MessageStatusChanged(provider_message_id=mid, status=status))
+        for mid, status in receipts
+    ]

@@ -1,0 +1,95 @@
+"""Messenger Platform and Instagram messaging webhooks, as Meta documents them (what Hilo reads).
+
+Both arrive as `{"object": "page" | "instagram", "entry": [{"id", "time", "messaging": [...]}]}`;
+each messaging event names its `sender` and `recipient` by page- or Instagram-scoped ids and
+carries one of `message`, `postback`, `reaction`, `delivery` or `read`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+
+class _Meta(BaseModel):
+    model_config = ConfigDict(extra="allow", hide_input_in_errors=True)
+
+
+class Party(_Meta):
+    id: str = Field(min_length=1)
+
+
+class AttachmentPayload(_Meta):
+    url: HttpUrl | None = None
+    title: str | None = None
+
+
+class Attachment(_Meta):
+    type: str
+    payload: AttachmentPayload | None = None
+
+
+class QuickReply(_Meta):
+    payload: str
+
+
+class ReplyTo(_Meta):
+    mid: str | None = None
+
+
+class Message(_Meta):
+    mid: str = Field(min_length=1)
+    text: str | None = None
+    attachments: list[Attachment] = Field(default_factory=list)
+    quick_reply: QuickReply | None = None
+    reply_to: ReplyTo | None = None
+    is_echo: bool = False
+    is_deleted: bool = False
+
+
+class Postback(_Meta):
+    mid: str | None = None
+    title: str | None = None
+    payload: str | None = None
+
+
+class Reaction(_Meta):
+    mid: str
+    action: Literal["react", "unreact"] = "react"
+    reaction: str | None = None
+    emoji: str | None = None
+
+
+class Delivery(_Meta):
+    mids: list[str] = Field(default_factory=list)
+    watermark: int | None = None
+
+
+class Read(_Meta):
+    mid: str | None = None
+    watermark: int | None = None
+
+
+class Messaging(_Meta):
+    sender: Party
+    recipient: Party
+    timestamp: int = Field(gt=0, description="Milliseconds since the epoch.")
+    message: Message | None = None
+    postback: Postback | None = None
+    reaction: Reaction | None = None
+    delivery: Delivery | None = None
+    read: Read | None = None
+
+
+class Entry(_Meta):
+    id: str
+    time: int | None = None
+    messaging: list[Messaging] = Field(default_factory=list)
+
+
+class Notification(_Meta):
+    """`POST` body of a Messenger (`page`) or Instagram (`instagram`) webhook."""
+
+    object: Literal["page", "instagram"]
+    entry: list[Entry] = Field(min_length=1)

@@ -1,0 +1,237 @@
+"""Messenger and Instagram webhooks against the real broker, with Meta's documented payloads."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from channel_social.app import create_app
+from channel_social.settings import SocialSettings
+from hilo.contract import interaction_id
+from hilo.settings import HiloSettings
+from hilo.testkit.channel_contract import (
+    ProviderRequest,
+    assert_channel_contract,
+    assert_refused_while_kafka_is_down,
+    channel_client,
+)
+from hilo.testkit.contract_check import published_interactions
+from hilo.testkit.signing import meta_signed
+
+SECRET = "social-app-secret"
+PAGE_ID = "106540352242922"
+PSID = "2417895048263577"
+MESSENGER_TEXT: dict[str, Any] = {
+    "object": "page",
+    "entry": [
+        {
+            "id": PAGE_ID,
+            "time": 1583173667623,
+            "messaging": [
+                {
+                    "sender": {"id": PSID},
+                    "recipient": {"id": PAGE_ID},
+                    "timestamp": 1583173666767,
+                    "message": {
+                        "mid": "m_toDnmD9pjVNjSTV6Ec0zG9dqUXfxPN6nlyzlDqAj9w",
+                        "text": "Can I return shoes bought online in your store?",
+                        "reply_to": {"mid": "m_outbound_1"},
+                    },
+                }
+            ],
+        }
+    ],
+}
+MESSENGER_MIXED: dict[str, Any] = {
+    "object": "page",
+    "entry": [
+        {
+            "id": PAGE_ID,
+            "time": 1583173667700,
+            "messaging": [
+                {
+                    "sender": {"id": PSID},
+                    "recipient": {"id": PAGE_ID},
+                    "timestamp": 1583173667001,
+                    "message": {
+                        "mid": "m_image_1",
+                        "attachments": [
+                            {"type": "image", "payload": {"url": "https://scontent.example/1.jpg"}}
+                        ],
+                    },
+                },
+                {
+                    "sender": {"id": PSID},
+                    "recipient": {"id": PAGE_ID},
+                    "timestamp": 1583173667002,
+                    "postback": {
+                        "mid": "m_postback_1",
+                        "title": "Track my order",
+                        "payload": "TRACK_ORDER",
+                    },
+                },
+                {
+                    "sender": {"id": PAGE_ID},
+                    "recipient": {"id": PSID},
+                    "timestamp": 1583173667003,
+                    "message": {
+                        "mid": "m_echo_1",
+                        "text": "Here is your tracking link",
+                        "is_echo": True,
+                        "app_id": 1517776481860111,
+                    },
+                },
+                {
+                    "sender": {"id": PSID},
+                    "recipient": {"id": PAGE_ID},
+                    "timestamp": 1583173667004,
+                    "delivery": {"mids": ["m_echo_1"], "watermark": 1583173667003},
+                },
+                {
+                    "sender": {"id": PSID},
+                    "recipient": {"id": PAGE_ID},
+                    "timestamp": 1583173667005,
+                    "read": {"watermark": 1583173667003},
+                },
+                {
+                    "sender": {"id": PSID},
+                    "recipient": {"id": PAGE_ID},
+                    "timestamp": 1583173667006,
+                    "optin": {"ref": "newsletter"},
+                },
+            ],
+        }
+    ],
+}
+INSTAGRAM_TEXT: dict[str, Any] = {
+    "object": "instagram",
+    "entry": [
+        {
+            "id": "17841405822304914",
+            "time": 1569262486134,
+            "messaging": [
+                {
+                    "sender": {"id": "1283749182734"},
+                    "recipient": {"id": "17841405822304914"},
+                    "timestamp": 1569262485349,
+                    "message": {"mid": "aWdfZAG1faXRlbTpJR01lc3NhZA", "text": "Is this in stock?"},
+                }
+            ],
+        }
+    ],
+}
+
+
+def signed(document: dict[str, Any], events: int = 1) -> ProviderRequest:
+    body = json.dumps(document).encode()
+    return ProviderRequest("/webhooks/social", body, meta_signed(body, SECRET), events)
+
+
+@pytest.fixture
+def social_settings(settings: HiloSettings) -> SocialSettings:
+    return SocialSettings.model_validate(
+        {
+            **settings.model_dump(),
+            "meta_app_secret": SecretStr(SECRET),
+            "meta_verify_token": SecretStr("verify-social"),
+            "max_body_bytes": 10_000,
+        }
+    )
+
+
+@pytest.fixture
+async def social(
+    social_settings: SocialSettings, topics: list[str]
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with channel_client(create_app(social_settings)) as client:
+        yield client
+
+
+async def test_messenger_and_instagram_honour_the_channel_contract(
+    social: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    events = await assert_channel_contract(
+        social,
+        settings,
+        [signed(MESSENGER_TEXT), signed(MESSENGER_MIXED, events=4), signed(INSTAGRAM_TEXT)],
+    )
+
+    by_id = {event["id"]: event for event in events}
+    text = by_id[interaction_id("messenger", "m_toDnmD9pjVNjSTV6Ec0zG9dqUXfxPN6nlyzlDqAj9w")]
+    assert text["identifiers"]["messenger_psid"] == PSID
+    assert text["conversation"]["thread"] == f"{PAGE_ID}:{PSID}"
+    assert text["occurred_at"] == "2020-03-02T18:27:46.767000Z"
+    assert text["payload"]["reply_to_provider_message_id"] == "m_outbound_1"
+    image = by_id[interaction_id("messenger", "m_image_1")]["payload"]
+    assert image["attachments"][0]["kind"] == "image"
+    postback = by_id[interaction_id("messenger", "m_postback_1")]["payload"]
+    assert postback["interactive_reply"] == "TRACK_ORDER: Track my order"
+    echo = by_id[interaction_id("messenger", "m_echo_1")]
+    assert echo["payload"]["direction"] == "outbound"
+    assert echo["identifiers"]["messenger_psid"] == PSID
+    delivered = by_id[interaction_id("messenger", "m_echo_1:delivered")]["payload"]
+    assert delivered == {**delivered, "kind": "message_status", "status": "delivered"}
+    instagram = by_id[interaction_id("instagram", "aWdfZAG1faXRlbTpJR01lc3NhZA")]
+    assert instagram["channel"] == "instagram"
+    assert instagram["identifiers"]["instagram_sid"] == "1283749182734"
+
+
+async def test_events_hilo_does_not_model_are_acknowledged_and_counted(
+    social: httpx.AsyncClient,
+) -> None:
+    request = signed(MESSENGER_MIXED)
+
+    response = await social.post(request.path, content=request.body, headers=request.headers)
+
+    assert response.json() == {"published": 4, "ignored": 2}
+
+
+async def test_the_verification_handshake(social: httpx.AsyncClient) -> None:
+    params = {"hub.mode": "subscribe", "hub.verify_token": "verify-social", "hub.challenge": "42"}
+
+    ok = await social.get("/webhooks/social", params=params)
+    wrong = await social.get("/webhooks/social", params={**params, "hub.verify_token": "no"})
+
+    assert (ok.status_code, ok.text) == (200, "42")
+    assert wrong.status_code == 403
+
+
+async def test_unsigned_tampered_and_malformed_notifications_are_refused(
+    social: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    good = signed(MESSENGER_TEXT)
+    unsigned = await social.post("/webhooks/social", content=good.body)
+    tampered = await social.post(
+        "/webhooks/social", content=good.body.replace(b"shoes", b"boots"), headers=good.headers
+    )
+    wrong_object = signed({**MESSENGER_TEXT, "object": "whatsapp_business_account"})
+    malformed = await social.post(
+        "/webhooks/social", content=wrong_object.body, headers=wrong_object.headers
+    )
+    big = signed({**MESSENGER_TEXT, "padding": "x" * 20_000})
+    oversized = await social.post("/webhooks/social", content=big.body, headers=big.headers)
+
+    assert unsigned.status_code == 401
+    assert tampered.status_code == 403
+    assert malformed.status_code == 422
+    assert malformed.json()["detail"].startswith("object: Input should be 'page' or 'instagram'")
+    assert oversized.status_code == 413
+    assert await published_interactions(settings, 0) == []
+
+
+async def test_503_while_kafka_is_down_and_the_retry_is_published(
+    social_settings: SocialSettings, tmp_path: Path
+) -> None:
+    events = await assert_refused_while_kafka_is_down(
+        create_app, social_settings, signed(MESSENGER_TEXT), tmp_path
+    )
+
+    assert {event["id"] for event in events} == {
+        interaction_id("messenger", "m_toDnmD9pjVNjSTV6Ec0zG9dqUXfxPN6nlyzlDqAj9w")
+    }

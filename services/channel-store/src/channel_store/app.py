@@ -1,0 +1,74 @@
+"""HTTP endpoints for the stores' POS systems: receipts, end-of-day files and visits."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from channel_store.end_of_day import read_upload
+from channel_store.receipts import Receipt, Visit
+from channel_store.settings import StoreSettings
+from channel_store.translate import from_receipt, from_visit
+from hilo.auth import require_api_key
+from hilo.channel import Channel, create_channel_app, parse_json, raw_body
+
+
+def routes(channel: Channel, settings: StoreSettings) -> list[APIRouter]:
+    router = APIRouter(
+        prefix="/v1",
+        tags=["store"],
+        dependencies=[Depends(require_api_key(settings.store_api_keys))],
+    )
+
+    @router.post("/receipts")
+    async def receipt(request: Request) -> dict[str, Any]:
+        """One receipt as the till closes it; published before 200 (anonymous sales skipped)."""
+        body = await raw_body(request, settings.max_body_bytes)
+        interaction = from_receipt(parse_json(Receipt, body), datetime.now(UTC), settings.instance)
+        if interaction is None:
+            return {"published": 0, "skipped": "no customer identifier: an anonymous sale"}
+        await channel.publish([interaction])
+        return {"published": 1, "event_id": interaction.id}
+
+    @router.post("/receipts/upload", response_model=None)
+    async def upload(request: Request) -> JSONResponse:
+        """An end-of-day CSV file (text/csv). 200: all rows taken; 207: some rows rejected (see
+        `rejected`); 422: none taken."""
+        body = await raw_body(request, settings.max_body_bytes)
+        report = read_upload(body, datetime.now(UTC), settings.instance)
+        await channel.publish(report.interactions)
+        status = 200 if not report.rejected else 207 if report.rows_accepted else 422
+        return JSONResponse(
+            {
+                "receipts_published": len(report.interactions),
+                "anonymous_receipts_skipped": report.anonymous_receipts,
+                "rows_accepted": report.rows_accepted,
+                "rows_rejected": len(report.rejected),
+                "rejected": [asdict(problem) for problem in report.rejected],
+            },
+            status_code=status,
+        )
+
+    @router.post("/visits")
+    async def visit(request: Request) -> dict[str, Any]:
+        """A check-in with a loyalty card or the app's QR code."""
+        body = await raw_body(request, settings.max_body_bytes)
+        interaction = from_visit(parse_json(Visit, body), datetime.now(UTC), settings.instance)
+        await channel.publish([interaction])
+        return {"published": 1, "event_id": interaction.id}
+
+    return [router]
+
+
+def create_app(settings: StoreSettings | None = None) -> FastAPI:
+    settings = settings or StoreSettings()
+    return create_channel_app(
+        "store",
+        settings,
+        lambda channel: routes(channel, settings),
+        description="Physical stores: POST /v1/receipts, /v1/receipts/upload (CSV), /v1/visits.",
+    )

@@ -1,0 +1,119 @@
+"""The end-of-day CSV upload: every row validated, good receipts published, bad rows reported.
+
+A receipt is published whole or not at all: one bad row rejects its receipt's other rows too
+(each reported with the reason), so a partial upload is never half-published silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pydantic import ValidationError
+
+from channel_store.receipts import CSV_COLUMNS, REQUIRED_CSV_COLUMNS, CsvRow, Receipt
+from channel_store.translate import from_receipt
+from hilo.channel import Rejected, validation_rejection
+from hilo.contract import Interaction
+
+
+@dataclass
+class RowProblem:
+    row: int
+    """Line number in the file (the header is line 1)."""
+    store_id: str | None
+    receipt_id: str | None
+    errors: list[str]
+
+
+@dataclass
+class UploadReport:
+    interactions: list[Interaction] = field(default_factory=list)
+    rows_accepted: int = 0
+    anonymous_receipts: int = 0
+    rejected: list[RowProblem] = field(default_factory=list)
+
+
+def read_upload(body: bytes, received_at: datetime, instance: str) -> UploadReport:
+    """Validate every row of an upload; 400 if the file itself is unreadable."""
+    grouped: dict[tuple[str, str], list[tuple[int, CsvRow]]] = {}
+    report = UploadReport()
+    for number, parsed in _rows(body):
+        if isinstance(parsed, RowProblem):
+            report.rejected.append(parsed)
+        else:
+            grouped.setdefault((parsed.store_id, parsed.receipt_id), []).append((number, parsed))
+    bad_receipts = {(problem.store_id, problem.receipt_id) for problem in report.rejected}
+    for (store_id, receipt_id), rows in grouped.items():
+        numbers = [number for number, _ in rows]
+        if (store_id, receipt_id) in bad_receipts:
+            report.rejected.extend(
+                RowProblem(
+                    n, store_id, receipt_id, [f"another row of receipt {receipt_id} is invalid"]
+                )
+                for n in numbers
+            )
+            continue
+        try:
+            interaction = from_receipt(_receipt(store_id, receipt_id, rows), received_at, instance)
+        except (ValidationError, ValueError) as exc:
+            reason = (
+                validation_rejection(exc).detail if isinstance(exc, ValidationError) else str(exc)
+            )
+            report.rejected.extend(RowProblem(n, store_id, receipt_id, [reason]) for n in numbers)
+            continue
+        report.rows_accepted += len(rows)
+        if interaction is None:
+            report.anonymous_receipts += 1
+        else:
+            report.interactions.append(interaction)
+    report.rejected.sort(key=lambda problem: problem.row)
+    return report
+
+
+def _rows(body: bytes) -> Iterator[tuple[int, CsvRow | RowProblem]]:
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise Rejected(400, "invalid_body", "the file is not UTF-8 text") from None
+    reader = csv.DictReader(io.StringIO(text))
+    columns = set(reader.fieldnames or ())
+    if missing := REQUIRED_CSV_COLUMNS - columns:
+        raise Rejected(400, "invalid_body", f"missing columns: {', '.join(sorted(missing))}")
+    if unknown := columns - set(CSV_COLUMNS):
+        raise Rejected(400, "invalid_body", f"unknown columns: {', '.join(sorted(unknown))}")
+    for record in reader:
+        number = reader.line_num
+        store_id = (record.get("store_id") or "").strip() or None
+        receipt_id = (record.get("receipt_id") or "").strip() or None
+        if None in record:
+            yield number, RowProblem(number, store_id, receipt_id, ["more cells than columns"])
+            continue
+        try:
+            yield number, CsvRow.model_validate(record)
+        except ValidationError as exc:
+            problems = validation_rejection(exc).detail.split("; ")
+            yield number, RowProblem(number, store_id, receipt_id, problems)
+
+
+def _receipt(store_id: str, receipt_id: str, rows: list[tuple[int, CsvRow]]) -> Receipt:
+    first = rows[0][1]
+    if any(row.receipt_fields() != first.receipt_fields() for _, row in rows[1:]):
+        raise ValueError(f"rows of receipt {receipt_id} disagree on its receipt fields")
+    return Receipt(
+        store_id=store_id,
+        till_id=first.till_id,
+        receipt_id=receipt_id,
+        occurred_at=first.occurred_at,
+        currency=first.currency,
+        lines=[row.line() for _, row in rows],
+        total=first.receipt_total,
+        tax=first.tax,
+        discount=first.discount,
+        payment_method=first.payment_method,
+        customer=first.customer(),
+        pickup_order_id=first.pickup_order_id,
+    )

@@ -1,0 +1,156 @@
+"""What stores send: receipts (one JSON document, or CSV rows of an end-of-day file) and visits."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic_extra_types.currency_code import ISO4217
+
+from hilo.contract import Identifiers, VisitMethod
+
+Amount = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=4)]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+
+class ReceiptLine(_Input):
+    sku: str = Field(min_length=1, max_length=100)
+    name: str | None = Field(default=None, max_length=300)
+    quantity: int = Field(gt=0, le=100_000)
+    unit_price: Amount
+    category: str | None = Field(default=None, max_length=200)
+
+
+class Receipt(_Input):
+    """A till receipt. A sale with no customer identifier is not part of anyone's journey."""
+
+    store_id: str = Field(min_length=1, max_length=100, examples=["BCN-01"])
+    till_id: str | None = Field(default=None, max_length=100)
+    receipt_id: str = Field(min_length=1, max_length=200, description="Unique within the store.")
+    occurred_at: AwareDatetime
+    currency: ISO4217
+    lines: list[ReceiptLine] = Field(min_length=1, max_length=1_000)
+    total: Amount
+    tax: Amount | None = None
+    discount: Amount | None = None
+    payment_method: str | None = Field(default=None, max_length=100, examples=["card"])
+    customer: Identifiers | None = Field(
+        default=None, description="Loyalty card, customer number, email or phone, as known."
+    )
+    pickup_order_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Set when this receipt hands over an online order (click and collect).",
+    )
+    cart_id: str | None = Field(default=None, max_length=200)
+
+
+class Visit(_Input):
+    """A store check-in: loyalty card or app QR code scanned, staff or wifi recognition."""
+
+    visit_id: str = Field(min_length=1, max_length=200, description="Unique within the store.")
+    store_id: str = Field(min_length=1, max_length=100)
+    occurred_at: AwareDatetime
+    method: VisitMethod
+    customer: Identifiers
+    purpose: str | None = Field(default=None, max_length=200, examples=["order_pickup"])
+
+
+CSV_COLUMNS = (
+    "store_id",
+    "till_id",
+    "receipt_id",
+    "occurred_at",
+    "currency",
+    "sku",
+    "name",
+    "quantity",
+    "unit_price",
+    "receipt_total",
+    "tax",
+    "discount",
+    "payment_method",
+    "loyalty_id",
+    "customer_id",
+    "email",
+    "phone",
+    "pickup_order_id",
+)
+"""The end-of-day file: one row per receipt line; a receipt's rows repeat its receipt fields."""
+
+REQUIRED_CSV_COLUMNS = frozenset(
+    {
+        "store_id",
+        "receipt_id",
+        "occurred_at",
+        "currency",
+        "sku",
+        "quantity",
+        "unit_price",
+        "receipt_total",
+    }
+)
+
+
+class CsvRow(_Input):
+    """One row of the end-of-day file; blank cells are absent values."""
+
+    store_id: str = Field(min_length=1, max_length=100)
+    till_id: str | None = None
+    receipt_id: str = Field(min_length=1, max_length=200)
+    occurred_at: AwareDatetime
+    currency: ISO4217
+    sku: str = Field(min_length=1, max_length=100)
+    name: str | None = None
+    quantity: int = Field(gt=0, le=100_000)
+    unit_price: Amount
+    receipt_total: Amount
+    tax: Amount | None = None
+    discount: Amount | None = None
+    payment_method: str | None = None
+    loyalty_id: str | None = None
+    customer_id: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    pickup_order_id: str | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_absent(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def line(self) -> ReceiptLine:
+        return ReceiptLine(
+            sku=self.sku, name=self.name, quantity=self.quantity, unit_price=self.unit_price
+        )
+
+    def customer(self) -> Identifiers | None:
+        known = {
+            "loyalty_id": self.loyalty_id,
+            "customer_id": self.customer_id,
+            "email": self.email,
+            "phone": self.phone,
+        }
+        present = {kind: value for kind, value in known.items() if value}
+        return Identifiers.model_validate(present) if present else None
+
+    def receipt_fields(self) -> tuple[object, ...]:
+        """What every row of one receipt must agree on."""
+        return (
+            self.till_id,
+            self.occurred_at,
+            self.currency,
+            self.receipt_total,
+            self.tax,
+            self.discount,
+            self.payment_method,
+            self.loyalty_id,
+            self.customer_id,
+            self.email,
+            self.phone,
+            self.pickup_order_id,
+        )

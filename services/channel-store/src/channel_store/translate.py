@@ -1,0 +1,80 @@
+"""Receipts and visits → Hilo interactions. Pure: no I/O."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from channel_store.receipts import Receipt, Visit
+from hilo.contract import (
+    Fulfilment,
+    Interaction,
+    LineItem,
+    Money,
+    OrderPlaced,
+    OrderStatus,
+    SalesChannel,
+    StoreVisited,
+    new_interaction,
+)
+
+CHANNEL = "store"
+
+
+def from_receipt(receipt: Receipt, received_at: datetime, instance: str) -> Interaction | None:
+    """The receipt as an order; `None` for an anonymous sale (no one's journey to join).
+
+    A receipt that hands over an online order reuses that order's id with status `picked_up`,
+    so the customer's order moves on instead of being counted twice.
+    """
+    if receipt.customer is None:
+        return None
+    currency = receipt.currency
+
+    def money(amount: Decimal | None) -> Money | None:
+        return None if amount is None else Money(amount=amount, currency=currency)
+
+    pickup = receipt.pickup_order_id is not None
+    order = OrderPlaced(
+        order_id=receipt.pickup_order_id or f"{receipt.store_id}:{receipt.receipt_id}",
+        status=OrderStatus.PICKED_UP if pickup else OrderStatus.COMPLETED,
+        sold_via=SalesChannel.ONLINE if pickup else SalesChannel.STORE,
+        fulfilment=Fulfilment.STORE_PICKUP if pickup else Fulfilment.IN_STORE,
+        store_id=receipt.store_id,
+        items=[
+            LineItem(
+                sku=line.sku,
+                name=line.name,
+                quantity=line.quantity,
+                unit_price=money(line.unit_price),
+                category=line.category,
+            )
+            for line in receipt.lines
+        ],
+        total=Money(amount=receipt.total, currency=currency),
+        tax=money(receipt.tax),
+        discount=money(receipt.discount),
+        payment_method=receipt.payment_method,
+        cart_id=receipt.cart_id,
+    )
+    return new_interaction(
+        channel=CHANNEL,
+        instance=instance,
+        provider_event_id=f"receipt:{receipt.store_id}:{receipt.receipt_id}",
+        identifiers=receipt.customer,
+        occurred_at=receipt.occurred_at,
+        received_at=received_at,
+        payload=order,
+    )
+
+
+def from_visit(visit: Visit, received_at: datetime, instance: str) -> Interaction:
+    return new_interaction(
+        channel=CHANNEL,
+        instance=instance,
+        provider_event_id=f"visit:{visit.store_id}:{visit.visit_id}",
+        identifiers=visit.customer,
+        occurred_at=visit.occurred_at,
+        received_at=received_at,
+        payload=StoreVisited(store_id=visit.store_id, method=visit.method, purpose=visit.purpose),
+    )

@@ -1,0 +1,226 @@
+"""Store receipts, end-of-day files and visits against the real broker."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from channel_store.app import create_app
+from channel_store.settings import StoreSettings
+from hilo.contract import interaction_id
+from hilo.settings import HiloSettings
+from hilo.testkit.channel_contract import (
+    ProviderRequest,
+    assert_channel_contract,
+    assert_refused_while_kafka_is_down,
+    channel_client,
+)
+from hilo.testkit.contract_check import published_interactions
+
+KEY = "pos-key-1"
+HEADERS = {"X-API-Key": KEY, "Content-Type": "application/json"}
+RECEIPT: dict[str, Any] = {
+    "store_id": "BCN-01",
+    "till_id": "T3",
+    "receipt_id": "R-20261123-0042",
+    "occurred_at": "2026-11-23T18:30:00+01:00",
+    "currency": "EUR",
+    "lines": [
+        {"sku": "SKU-RED-42", "name": "Red running shoes", "quantity": 1, "unit_price": "59.90"},
+        {"sku": "SOCK-3", "quantity": 2, "unit_price": "4.95"},
+    ],
+    "total": "69.80",
+    "tax": "12.11",
+    "payment_method": "card",
+    "customer": {
+        "loyalty_id": "LOY-000981",
+        "phone": "+34 612 34 56 78",
+        "email": "ana@example.com",
+    },
+}
+PICKUP: dict[str, Any] = {
+    **RECEIPT,
+    "receipt_id": "R-20261123-0043",
+    "pickup_order_id": "ORD-1001",
+    "lines": [{"sku": "SKU-RED-42", "quantity": 1, "unit_price": "59.90"}],
+    "total": "59.90",
+    "tax": None,
+}
+VISIT: dict[str, Any] = {
+    "visit_id": "V-77",
+    "store_id": "BCN-01",
+    "occurred_at": "2026-11-23T18:10:00+01:00",
+    "method": "qr_code",
+    "customer": {"customer_id": "C-1042"},
+    "purpose": "order_pickup",
+}
+CSV_HEADER = (
+    "store_id,till_id,receipt_id,occurred_at,currency,sku,name,quantity,unit_price,"
+    "receipt_total,tax,discount,payment_method,loyalty_id,customer_id,email,phone,pickup_order_id"
+)
+
+
+def json_request(path: str, document: dict[str, Any]) -> ProviderRequest:
+    return ProviderRequest(path, json.dumps(document).encode(), HEADERS)
+
+
+def csv_body(*rows: str) -> bytes:
+    return "\n".join([CSV_HEADER, *rows]).encode()
+
+
+@pytest.fixture
+def store_settings(settings: HiloSettings) -> StoreSettings:
+    return StoreSettings.model_validate(
+        {**settings.model_dump(), "store_api_keys": [SecretStr(KEY)], "max_body_bytes": 20_000}
+    )
+
+
+@pytest.fixture
+async def store(
+    store_settings: StoreSettings, topics: list[str]
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with channel_client(create_app(store_settings)) as client:
+        yield client
+
+
+async def test_receipts_pickups_and_visits_honour_the_channel_contract(
+    store: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    events = await assert_channel_contract(
+        store,
+        settings,
+        [
+            json_request("/v1/receipts", RECEIPT),
+            json_request("/v1/receipts", PICKUP),
+            json_request("/v1/visits", VISIT),
+        ],
+    )
+
+    by_id = {event["id"]: event for event in events}
+    sale = by_id[interaction_id("store", "receipt:BCN-01:R-20261123-0042")]
+    assert sale["identifiers"] == {
+        **sale["identifiers"],
+        "loyalty_id": "LOY-000981",
+        "phone": "+34612345678",
+        "email": "ana@example.com",
+    }
+    assert sale["occurred_at"] == "2026-11-23T18:30:00+01:00"
+    assert sale["payload"] == {
+        **sale["payload"],
+        "kind": "order",
+        "order_id": "BCN-01:R-20261123-0042",
+        "status": "completed",
+        "sold_via": "store",
+        "fulfilment": "in_store",
+        "store_id": "BCN-01",
+        "total": {"amount": "69.80", "currency": "EUR"},
+    }
+    pickup = by_id[interaction_id("store", "receipt:BCN-01:R-20261123-0043")]["payload"]
+    assert (pickup["order_id"], pickup["status"], pickup["fulfilment"]) == (
+        "ORD-1001",
+        "picked_up",
+        "store_pickup",
+    )
+    visit = by_id[interaction_id("store", "visit:BCN-01:V-77")]
+    assert visit["payload"] == {
+        "kind": "store_visit",
+        "store_id": "BCN-01",
+        "method": "qr_code",
+        "purpose": "order_pickup",
+    }
+
+
+async def test_an_anonymous_sale_is_acknowledged_but_joins_no_journey(
+    store: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    anonymous = {key: value for key, value in RECEIPT.items() if key != "customer"}
+
+    response = await store.post("/v1/receipts", json=anonymous, headers=HEADERS)
+
+    assert response.status_code == 200
+    assert response.json()["published"] == 0
+    assert await published_interactions(settings, 0) == []
+
+
+async def test_an_end_of_day_file_publishes_good_receipts_and_reports_every_bad_row(
+    store: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    body = csv_body(
+        "BCN-01,T1,R1,2026-11-23T10:00:00+01:00,EUR,SKU-1,Shoe,1,59.90,64.85,,,card,LOY-1,,,,",
+        "BCN-01,T1,R1,2026-11-23T10:00:00+01:00,EUR,SKU-2,Socks,1,4.95,64.85,,,card,LOY-1,,,,",
+        "BCN-01,T1,R2,2026-11-23T11:00:00+01:00,EUR,SKU-1,Shoe,1,59.90,59.90,,,cash,,,,,",
+        "BCN-01,T2,R3,2026-11-23T12:00:00+01:00,EUR,SKU-1,Shoe,one,59.90,59.90,,,card,LOY-2,,,,",
+        "BCN-01,T2,R3,2026-11-23T12:00:00+01:00,EUR,SKU-9,Bag,1,5.00,59.90,,,card,LOY-2,,,,",
+        "BCN-01,T2,R4,2026-11-23T13:00:00,EUR,SKU-1,Shoe,1,59.90,59.90,,,card,,,bob@@x,,",
+        "GIR-02,T1,R4,2026-11-23T13:00:00+01:00,EURO,SKU-1,Shoe,1,59.90,59.90,,,card,LOY-3,,,,",
+        "GIR-02,T1,R5,2026-11-23T14:00:00+01:00,EUR,SKU-1,Shoe,1,59.90,59.90,,,card,,,bob@@x,,",
+    )
+
+    response = await store.post(
+        "/v1/receipts/upload", content=body, headers={"X-API-Key": KEY, "Content-Type": "text/csv"}
+    )
+
+    assert response.status_code == 207
+    report = response.json()
+    assert (report["receipts_published"], report["anonymous_receipts_skipped"]) == (1, 1)
+    assert (report["rows_accepted"], report["rows_rejected"]) == (3, 5)
+    problems = {problem["row"]: problem for problem in report["rejected"]}
+    assert problems[5]["errors"] == [
+        "quantity: Input should be a valid integer, unable to parse string as an integer"
+    ]
+    assert problems[6]["errors"] == ["another row of receipt R3 is invalid"]
+    assert problems[7]["errors"] == ["occurred_at: Input should have timezone info"]
+    assert problems[8]["errors"][0].startswith("currency:")
+    assert problems[9]["errors"][0].startswith("email: not a valid email address")
+    assert "bob@@x" not in response.text
+    [event] = await published_interactions(settings, 1)
+    assert event["id"] == interaction_id("store", "receipt:BCN-01:R1")
+    assert [item["sku"] for item in event["payload"]["items"]] == ["SKU-1", "SKU-2"]
+
+
+async def test_unreadable_files_and_unauthenticated_requests_are_refused(
+    store: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    no_key = await store.post("/v1/receipts", json=RECEIPT)
+    wrong_columns = await store.post(
+        "/v1/receipts/upload", content=b"store,sku\nBCN-01,SKU-1", headers={"X-API-Key": KEY}
+    )
+    all_bad = await store.post(
+        "/v1/receipts/upload",
+        content=csv_body("BCN-01,T1,R1,yesterday,EUR,SKU-1,Shoe,1,59.90,59.90,,,card,LOY-1,,,,"),
+        headers={"X-API-Key": KEY},
+    )
+    no_lines = await store.post("/v1/receipts", json={**RECEIPT, "lines": []}, headers=HEADERS)
+    too_big = await store.post(
+        "/v1/receipts/upload", content=csv_body(*["x" * 100] * 300), headers={"X-API-Key": KEY}
+    )
+
+    assert no_key.status_code == 401
+    assert wrong_columns.status_code == 400
+    assert wrong_columns.json()["detail"].startswith("missing columns: currency, occurred_at")
+    assert all_bad.status_code == 422
+    assert no_lines.status_code == 422
+    assert (
+        no_lines.json()["detail"]
+        == "lines: List should have at least 1 item after validation, not 0"
+    )
+    assert too_big.status_code == 413
+    assert await published_interactions(settings, 0) == []
+
+
+async def test_503_while_kafka_is_down_and_the_retry_is_published(
+    store_settings: StoreSettings, tmp_path: Path
+) -> None:
+    events = await assert_refused_while_kafka_is_down(
+        create_app, store_settings, json_request("/v1/receipts", RECEIPT), tmp_path
+    )
+
+    assert {event["id"] for event in events} == {
+        interaction_id("store", "receipt:BCN-01:R-20261123-0042")
+    }

@@ -1,0 +1,1 @@
+"""Hilo voice channel: Twilio Voice status callbacks and contact-centre call outcomes."""

@@ -1,0 +1,59 @@
+"""HTTP endpoints: Twilio's Voice status callback and the contact centre's call outcomes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+
+from channel_voice.calls import CallOutcome, StatusCallback
+from channel_voice.settings import VoiceSettings
+from channel_voice.translate import call_conversation, from_contact_centre, from_twilio
+from hilo.auth import require_api_key
+from hilo.channel import Channel, Rejected, create_channel_app, parse_json, raw_body
+from hilo.providers.twilio import EMPTY_TWIML, verified_form
+
+
+def routes(channel: Channel, settings: VoiceSettings) -> list[APIRouter]:
+    twilio = APIRouter(prefix="/webhooks/twilio/voice", tags=["twilio"])
+    contact_centre = APIRouter(
+        prefix="/v1",
+        tags=["contact centre"],
+        dependencies=[Depends(require_api_key(settings.voice_api_keys))],
+    )
+
+    @twilio.post("/status")
+    async def status_callback(request: Request) -> Response:
+        """Twilio's call status callback; the final status is published before 200."""
+        callback = await verified_form(request, StatusCallback, settings)
+        try:
+            interaction = from_twilio(callback, datetime.now(UTC), settings.instance)
+        except ValueError as exc:  # a withheld or unreadable number: nobody to attribute it to
+            raise Rejected(422, "invalid_body", f"customer number: {exc}") from None
+        await channel.publish([interaction] if interaction else [])
+        return Response(EMPTY_TWIML, media_type="text/xml")
+
+    @contact_centre.post("/calls")
+    async def call_outcome(request: Request) -> dict[str, str]:
+        """The contact centre's word on a call: outcome, disposition, transcript or summary."""
+        body = await raw_body(request, settings.max_body_bytes)
+        outcome = parse_json(CallOutcome, body)
+        interaction = from_contact_centre(outcome, datetime.now(UTC), settings.instance)
+        await channel.publish([interaction])
+        return {
+            "event_id": interaction.id,
+            "conversation_id": call_conversation(outcome.call_id).id,
+        }
+
+    return [twilio, contact_centre]
+
+
+def create_app(settings: VoiceSettings | None = None) -> FastAPI:
+    settings = settings or VoiceSettings()
+    return create_channel_app(
+        "voice",
+        settings,
+        lambda channel: routes(channel, settings),
+        description="Twilio Voice status callbacks (/webhooks/twilio/voice/status) and "
+        "contact-centre call outcomes (POST /v1/calls).",
+    )

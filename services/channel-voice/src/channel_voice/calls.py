@@ -1,0 +1,70 @@
+"""What the voice channel receives: Twilio Voice status callbacks and contact-centre outcomes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from hilo.contract import CallStatus, Direction, Identifiers
+
+
+class StatusCallback(BaseModel):
+    """A Twilio Voice `StatusCallback` request (form fields keep Twilio's names)."""
+
+    model_config = ConfigDict(extra="allow", hide_input_in_errors=True)
+
+    CallSid: str = Field(min_length=2)
+    CallStatus: str
+    Direction: str = Field(description="inbound, outbound-api or outbound-dial")
+    From: str = Field(min_length=1)
+    To: str = Field(min_length=1)
+    CallDuration: int | None = Field(default=None, ge=0)
+    Timestamp: datetime | None = Field(default=None, description="RFC 2822, when Twilio sent it.")
+
+    @field_validator("Timestamp", mode="before")
+    @classmethod
+    def _rfc2822(cls, value: object) -> object:
+        if isinstance(value, str) and value:
+            try:
+                return parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                raise ValueError("not an RFC 2822 date") from None
+        return value or None
+
+    @field_validator("CallDuration", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return value or None
+
+    @property
+    def outbound(self) -> bool:
+        return self.Direction.startswith("outbound")
+
+
+class CallOutcome(BaseModel):
+    """`POST /v1/calls`: what the contact centre knows once a call ends.
+
+    Sent by the contact-centre platform (or an agent's wrap-up form) for any call, Twilio's or
+    not. `continues_conversation` names the conversation this call carries on (a chat that
+    moved to the phone, or a call back after a dropped call), so the agent's view shows one
+    conversation across channels.
+    """
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    call_id: str = Field(min_length=1, max_length=200, examples=["CA5ef8732a3c49700934481addd5"])
+    customer: Identifiers
+    direction: Direction
+    status: CallStatus
+    started_at: AwareDatetime
+    duration_seconds: int | None = Field(default=None, ge=0)
+    agent_id: str | None = Field(default=None, max_length=200)
+    outcome: str | None = Field(default=None, max_length=200, examples=["callback_promised"])
+    disposition: str | None = Field(default=None, max_length=200, examples=["order_status"])
+    transcript: str | None = Field(default=None, max_length=500_000)
+    summary: str | None = Field(default=None, max_length=10_000)
+    continues_conversation: str | None = Field(
+        default=None, max_length=200, description="Hilo conversation id this call carries on."
+    )

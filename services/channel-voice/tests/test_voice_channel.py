@@ -1,0 +1,210 @@
+"""Twilio Voice callbacks and contact-centre outcomes against the real broker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from channel_voice.app import create_app
+from channel_voice.settings import VoiceSettings
+from hilo.contract import conversation_id, interaction_id
+from hilo.settings import HiloSettings
+from hilo.testkit.channel_contract import (
+    ProviderRequest,
+    assert_channel_contract,
+    assert_refused_while_kafka_is_down,
+    channel_client,
+)
+from hilo.testkit.contract_check import published_interactions
+from hilo.testkit.signing import twilio_signed
+
+TOKEN = "voice-auth-token"
+PUBLIC = "https://hooks.example.com"
+KEY = "cc-key-1"
+STATUS_PATH = "/webhooks/twilio/voice/status"
+COMPLETED = [
+    ("Called", "+14155552671"),
+    ("ToState", "CA"),
+    ("CallerCountry", "ES"),
+    ("Direction", "inbound"),
+    ("Timestamp", "Mon, 23 Nov 2026 18:04:12 +0000"),
+    ("CallbackSource", "call-progress-events"),
+    ("SequenceNumber", "3"),
+    ("CallStatus", "completed"),
+    ("From", "+34612345678"),
+    ("CallSid", "CA5ef8732a3c49700934481addd5ce1659"),
+    ("To", "+14155552671"),
+    ("CallDuration", "42"),
+    ("AccountSid", "ACXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"),
+    ("ApiVersion", "2010-04-01"),
+]
+OUTCOME = {
+    "call_id": "CA5ef8732a3c49700934481addd5ce1659",
+    "customer": {"phone": "+34 612 34 56 78", "email": "Ana@Example.com"},
+    "direction": "inbound",
+    "status": "dropped",
+    "started_at": "2026-11-23T18:03:30+00:00",
+    "duration_seconds": 42,
+    "agent_id": "agent-7",
+    "outcome": "callback_promised",
+    "disposition": "order_status",
+    "summary": "Asked where order ORD-1001 is; line dropped; continue on WhatsApp.",
+    "continues_conversation": conversation_id("whatsapp", "106540352242922:34612345678"),
+}
+
+
+def twilio(params: list[tuple[str, str]], events: int = 1) -> ProviderRequest:
+    return ProviderRequest(
+        STATUS_PATH,
+        urlencode(params).encode(),
+        twilio_signed(PUBLIC + STATUS_PATH, params, TOKEN),
+        events,
+    )
+
+
+def outcome(document: dict[str, object]) -> ProviderRequest:
+    return ProviderRequest(
+        "/v1/calls",
+        httpx.Request("POST", "/", json=document).content,
+        {"X-API-Key": KEY, "Content-Type": "application/json"},
+    )
+
+
+@pytest.fixture
+def voice_settings(settings: HiloSettings) -> VoiceSettings:
+    return VoiceSettings.model_validate(
+        {
+            **settings.model_dump(),
+            "twilio_auth_token": SecretStr(TOKEN),
+            "public_base_url": PUBLIC,
+            "voice_api_keys": [SecretStr(KEY)],
+        }
+    )
+
+
+@pytest.fixture
+async def voice(
+    voice_settings: VoiceSettings, topics: list[str]
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with channel_client(create_app(voice_settings)) as client:
+        yield client
+
+
+async def test_final_call_statuses_and_outcomes_honour_the_channel_contract(
+    voice: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    outbound_busy = [
+        ("CallSid", "CA_out_1"),
+        ("CallStatus", "busy"),
+        ("Direction", "outbound-api"),
+        ("From", "+14155552671"),
+        ("To", "+34699111222"),
+        ("AccountSid", "AC1"),
+    ]
+    events = await assert_channel_contract(
+        voice, settings, [twilio(COMPLETED), twilio(outbound_busy), outcome(OUTCOME)]
+    )
+
+    by_id = {event["id"]: event for event in events}
+    completed = by_id[interaction_id("voice", "CA5ef8732a3c49700934481addd5ce1659:completed")]
+    assert completed["identifiers"]["phone"] == "+34612345678"
+    assert completed["occurred_at"] == "2026-11-23T18:04:12Z"
+    assert completed["payload"] == {
+        **completed["payload"],
+        "kind": "call",
+        "direction": "inbound",
+        "status": "completed",
+        "duration_seconds": 42,
+    }
+    busy = by_id[interaction_id("voice", "CA_out_1:busy")]
+    assert (busy["identifiers"]["phone"], busy["payload"]["direction"]) == (
+        "+34699111222",
+        "outbound",
+    )
+    dropped = by_id[interaction_id("voice", "CA5ef8732a3c49700934481addd5ce1659:outcome")]
+    assert dropped["identifiers"] == {
+        **dropped["identifiers"],
+        "phone": "+34612345678",
+        "email": "ana@example.com",
+    }
+    assert dropped["payload"]["status"] == "dropped"
+    assert dropped["payload"]["summary"].startswith("Asked where order")
+    assert dropped["conversation"] == {
+        "id": completed["conversation"]["id"],
+        "thread": "CA5ef8732a3c49700934481addd5ce1659",
+        "continues": OUTCOME["continues_conversation"],
+    }
+
+
+async def test_progress_reports_are_acknowledged_but_not_recorded(
+    voice: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    for status in ("queued", "ringing", "in-progress"):
+        ringing = [(k, status if k == "CallStatus" else v) for k, v in COMPLETED]
+        request = twilio(ringing)
+        response = await voice.post(
+            STATUS_PATH, content=request.body, headers=dict(request.headers)
+        )
+        assert response.status_code == 200
+
+    assert await published_interactions(settings, 0) == []
+
+
+async def test_the_outcome_answer_names_the_calls_conversation(voice: httpx.AsyncClient) -> None:
+    response = await voice.post("/v1/calls", json=OUTCOME, headers={"X-API-Key": KEY})
+
+    assert response.status_code == 200
+    assert response.json()["conversation_id"] == conversation_id(
+        "voice", "CA5ef8732a3c49700934481addd5ce1659"
+    )
+
+
+async def test_bad_signatures_keys_and_bodies_are_refused(
+    voice: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    forged = await voice.post(
+        STATUS_PATH,
+        content=urlencode(COMPLETED),
+        headers=twilio_signed(PUBLIC + STATUS_PATH, COMPLETED, "not-the-token"),
+    )
+    withheld = [(k, "anonymous" if k == "From" else v) for k, v in COMPLETED]
+    request = twilio(withheld)
+    anonymous_caller = await voice.post(
+        STATUS_PATH, content=request.body, headers=dict(request.headers)
+    )
+    no_key = await voice.post("/v1/calls", json=OUTCOME)
+    naive = await voice.post(
+        "/v1/calls",
+        json={**OUTCOME, "started_at": "2026-11-23T18:03:30"},
+        headers={"X-API-Key": KEY},
+    )
+    nobody = await voice.post(
+        "/v1/calls", json={**OUTCOME, "customer": {}}, headers={"X-API-Key": KEY}
+    )
+
+    assert forged.status_code == 403
+    assert anonymous_caller.status_code == 422
+    assert anonymous_caller.json()["detail"] == "customer number: not a phone number"
+    assert no_key.status_code == 401
+    assert naive.status_code == 422
+    assert naive.json()["detail"] == "started_at: Input should have timezone info"
+    assert nobody.status_code == 422
+    assert "at least one identifier is required" in nobody.json()["detail"]
+    assert await published_interactions(settings, 0) == []
+
+
+async def test_503_while_kafka_is_down_and_the_retry_is_published(
+    voice_settings: VoiceSettings, tmp_path: Path
+) -> None:
+    events = await assert_refused_while_kafka_is_down(
+        create_app, voice_settings, twilio(COMPLETED), tmp_path
+    )
+
+    assert {event["id"] for event in events} == {
+        interaction_id("voice", "CA5ef8732a3c49700934481addd5ce1659:completed")
+    }
