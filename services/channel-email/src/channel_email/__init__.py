@@ -1,0 +1,1 @@
+"""Hilo email channel: inbound mail (Mailgun, SendGrid, raw MIME) in, interactions out."""

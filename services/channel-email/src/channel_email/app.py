@@ -1,0 +1,115 @@
+"""HTTP endpoints for inbound mail: Mailgun routes, SendGrid Inbound Parse and raw MIME."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from pydantic import ValidationError
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.types import Message
+
+from channel_email.mailgun import ReplayGuard, parse_route_post
+from channel_email.mime import InboundEmail, parse_mime
+from channel_email.settings import EmailSettings
+from channel_email.translate import translate
+from hilo.auth import check_api_key, require_api_key
+from hilo.channel import (
+    Channel,
+    Rejected,
+    create_channel_app,
+    raw_body,
+    signature_rejection,
+    validation_rejection,
+)
+from hilo.webhook import SignatureError
+
+BASIC = HTTPBasic(auto_error=False, description="SendGrid: credentials in the Parse URL.")
+
+
+def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
+    router = APIRouter(tags=["email"])
+    guard = ReplayGuard(
+        settings.mailgun_signing_key.get_secret_value(), settings.mailgun_max_age_seconds
+    )
+    keys = [key.get_secret_value() for key in settings.email_api_keys]
+
+    async def publish(read: Callable[[], InboundEmail]) -> dict[str, str]:
+        try:
+            interaction = translate(read(), datetime.now(UTC), settings.instance)
+        except ValidationError as exc:
+            raise validation_rejection(exc) from None
+        except ValueError as exc:
+            raise Rejected(422, "invalid_body", str(exc)) from None
+        await channel.publish([interaction])
+        return {"event_id": interaction.id}
+
+    @router.post("/webhooks/mailgun")
+    async def mailgun(request: Request) -> dict[str, str]:
+        """A Mailgun route's `forward()`: signed, fresh, each token once."""
+        form = await _form(request, settings.max_body_bytes)
+        try:
+            token = guard.verify(form)
+        except SignatureError as exc:
+            raise signature_rejection(exc) from None
+        answer = await publish(lambda: parse_route_post(form))
+        guard.remember(token)
+        return answer
+
+    @router.post("/webhooks/sendgrid")
+    async def sendgrid(
+        request: Request, credentials: Annotated[HTTPBasicCredentials | None, Depends(BASIC)]
+    ) -> dict[str, str]:
+        """SendGrid Inbound Parse with "POST the raw, full MIME message" checked."""
+        check_api_key(keys, credentials.password if credentials else None)
+        form = await _form(request, settings.max_body_bytes)
+        raw = form.get("email")
+        if not isinstance(raw, str) or not raw:
+            raise Rejected(
+                422, "invalid_body", "no `email` field: enable 'POST the raw, full MIME message'"
+            )
+        return await publish(lambda: parse_mime(raw.encode()))
+
+    @router.post(
+        "/v1/messages/mime", dependencies=[Depends(require_api_key(settings.email_api_keys))]
+    )
+    async def mime(request: Request) -> dict[str, str]:
+        """A raw RFC 5322 message (`message/rfc822`), e.g. piped from an MTA."""
+        body = await raw_body(request, settings.max_body_bytes)
+        return await publish(lambda: parse_mime(body))
+
+    return [router]
+
+
+async def _form(request: Request, limit: int) -> FormData:
+    """The request's form (urlencoded or multipart), read within the body limit."""
+    body = await raw_body(request, limit)
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    replay = Request(request.scope, receive)
+    try:
+        return await replay.form(max_files=100, max_fields=1_000)
+    except (MultiPartException, HTTPException) as exc:
+        raise Rejected(400, "invalid_body", f"unreadable form: {exc}") from None
+
+
+def create_app(settings: EmailSettings | None = None) -> FastAPI:
+    settings = settings or EmailSettings()
+    return create_channel_app(
+        "email",
+        settings,
+        lambda channel: routes(channel, settings),
+        description="Inbound email: /webhooks/mailgun, /webhooks/sendgrid, /v1/messages/mime.",
+    )

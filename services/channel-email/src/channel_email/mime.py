@@ -1,0 +1,132 @@
+"""Reading an RFC 5322 message with the standard library's `email` package.
+
+Threads follow Message-ID / In-Reply-To / References: the first id of `References` (else
+`In-Reply-To`, else the message's own id) names the thread's first message, so every reply,
+from either side, lands in the conversation the first message started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from email import message_from_bytes, policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import getaddresses, parsedate_to_datetime
+
+from bs4 import BeautifulSoup
+
+_MESSAGE_ID = re.compile(r"<([^<>\s]+)>")
+
+
+@dataclass(frozen=True)
+class AttachmentInfo:
+    """Recorded by name, type and size; the content is never stored."""
+
+    filename: str | None
+    mime_type: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class InboundEmail:
+    """What Hilo keeps of one inbound message, whichever way it arrived."""
+
+    message_id: str
+    sender: str
+    subject: str | None
+    text: str | None
+    date: datetime | None
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    attachments: tuple[AttachmentInfo, ...] = field(default_factory=tuple)
+
+    @property
+    def thread_root(self) -> str:
+        """The id of the thread's first message."""
+        if self.references:
+            return self.references[0]
+        return self.in_reply_to or self.message_id
+
+
+def message_ids(header: str | None) -> tuple[str, ...]:
+    """The `<id>` values of a Message-ID, In-Reply-To or References header, without brackets."""
+    return tuple(_MESSAGE_ID.findall(header or ""))
+
+
+def first_address(header: str | None) -> str:
+    """The bare address of a From/Sender header (the display name is not kept)."""
+    for _name, address in getaddresses([header or ""]):
+        if address:
+            return address
+    raise ValueError("no sender address")
+
+
+def html_to_text(html: str) -> str:
+    """Reduce an HTML body to readable text: tags, styles and scripts out, whitespace folded."""
+    soup = BeautifulSoup(html, "html.parser")
+    for hidden in soup(["script", "style", "head"]):
+        hidden.decompose()
+    lines = (line.strip() for line in soup.get_text("\n").splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def parse_date(header: str | None) -> datetime | None:
+    """A `Date` header as an aware datetime; `None` when missing, unreadable or without zone."""
+    if not header:
+        return None
+    try:
+        parsed = parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def parse_mime(raw: bytes) -> InboundEmail:
+    """Parse a raw message. Raises `ValueError` when it has no usable sender."""
+    message = message_from_bytes(raw, policy=policy.default)
+    own_id = message_ids(str(message.get("Message-ID", "")))
+    return InboundEmail(
+        message_id=own_id[0] if own_id else "sha256:" + hashlib.sha256(raw).hexdigest(),
+        sender=_sender(message),
+        subject=str(message.get("Subject", "")) or None,
+        text=_body_text(message),
+        date=parse_date(str(message.get("Date", "")) or None),
+        in_reply_to=next(iter(message_ids(str(message.get("In-Reply-To", "")))), None),
+        references=message_ids(str(message.get("References", ""))),
+        attachments=tuple(_attachments(message)),
+    )
+
+
+def _sender(message: EmailMessage) -> str:
+    header = message.get("From")
+    addresses: tuple[Address, ...] = getattr(header, "addresses", ())
+    for address in addresses:
+        if address.addr_spec and "@" in address.addr_spec:
+            return address.addr_spec
+    raise ValueError("the message has no From address")
+
+
+def _body_text(message: EmailMessage) -> str | None:
+    body = message.get_body(preferencelist=("plain", "html"))
+    if body is None:
+        return None
+    content = body.get_content()
+    text = html_to_text(content) if body.get_content_subtype() == "html" else content.strip()
+    return text or None
+
+
+def _attachments(message: EmailMessage) -> list[AttachmentInfo]:
+    found = []
+    for part in message.iter_attachments():
+        payload = part.get_payload(decode=True)
+        found.append(
+            AttachmentInfo(
+                filename=part.get_filename(),
+                mime_type=part.get_content_type(),
+                size_bytes=len(payload) if isinstance(payload, bytes) else 0,
+            )
+        )
+    return found

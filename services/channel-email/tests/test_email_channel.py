@@ -1,0 +1,269 @@
+"""Inbound email through Mailgun, SendGrid and raw MIME, against the real broker."""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from channel_email.app import create_app
+from channel_email.settings import EmailSettings
+from hilo.contract import conversation_id, interaction_id
+from hilo.settings import HiloSettings
+from hilo.testkit.channel_contract import (
+    ProviderRequest,
+    assert_channel_contract,
+    assert_refused_while_kafka_is_down,
+    channel_client,
+)
+from hilo.testkit.contract_check import published_interactions
+from hilo.webhook import hmac_sha256
+
+SIGNING_KEY = "key-mailgun-signing"
+API_KEY = "mta-key-1"
+REPLY = (Path(__file__).parent / "samples" / "reply_with_attachment.eml").read_bytes()
+FIRST_MAIL_HEADERS = (
+    '[["Received", "by mxa.mailgun.org"], ["Date", "Mon, 23 Nov 2026 18:00:00 +0100"], '
+    '["Message-Id", "<CAF=first-1@mail.example.com>"], ["From", "Ana <ana.garcia@example.com>"]]'
+)
+
+
+def mailgun_fields(
+    token: str | None = None, timestamp: int | None = None, key: str = SIGNING_KEY
+) -> list[tuple[str, str]]:
+    """A route's forward() as Mailgun posts it, signed over timestamp + token."""
+    token = token or uuid.uuid4().hex
+    stamp = str(timestamp or int(time.time()))
+    return [
+        ("recipient", "support@shop.example.com"),
+        ("sender", "ana.garcia@example.com"),
+        ("from", "Ana García <ana.garcia@example.com>"),
+        ("subject", "Where is my order ORD-1001?"),
+        ("body-plain", "Hi, where is my order?\n\n> quoted older text"),
+        ("stripped-text", "Hi, where is my order?"),
+        ("body-html", "<p>Hi, where is my order?</p>"),
+        ("Message-Id", "<CAF=first-1@mail.example.com>"),
+        ("message-headers", FIRST_MAIL_HEADERS),
+        ("attachment-count", "0"),
+        ("timestamp", stamp),
+        ("token", token),
+        ("signature", hmac_sha256(key, (stamp + token).encode()).hex()),
+    ]
+
+
+def mailgun(fields: list[tuple[str, str]]) -> ProviderRequest:
+    return ProviderRequest(
+        "/webhooks/mailgun",
+        urlencode(fields).encode(),
+        {"Content-Type": "application/x-www-form-urlencoded"},
+    )
+
+
+def multipart(
+    fields: list[tuple[str, str]], files: dict[str, tuple[str, bytes, str]]
+) -> tuple[bytes, str]:
+    request = httpx.Request("POST", "http://x", data=dict(fields), files=files)
+    return request.read(), request.headers["content-type"]
+
+
+def raw_mime(body: bytes) -> ProviderRequest:
+    return ProviderRequest(
+        "/v1/messages/mime", body, {"X-API-Key": API_KEY, "Content-Type": "message/rfc822"}
+    )
+
+
+@pytest.fixture
+def email_settings(settings: HiloSettings) -> EmailSettings:
+    return EmailSettings.model_validate(
+        {
+            **settings.model_dump(),
+            "mailgun_signing_key": SecretStr(SIGNING_KEY),
+            "email_api_keys": [SecretStr(API_KEY)],
+            "max_body_bytes": 50_000,
+        }
+    )
+
+
+@pytest.fixture
+async def email(
+    email_settings: EmailSettings, topics: list[str]
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with channel_client(create_app(email_settings)) as client:
+        yield client
+
+
+async def test_raw_mime_honours_the_channel_contract_and_threads_replies(
+    email: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    [event] = await assert_channel_contract(email, settings, [raw_mime(REPLY)])
+
+    assert event["id"] == interaction_id("email", "CAF=reply-2@mail.example.com")
+    assert event["identifiers"]["email"] == "ana.garcia@example.com"
+    assert event["occurred_at"] == "2026-11-23T19:12:45+01:00"
+    assert event["conversation"] == {
+        "id": conversation_id("email", "CAF=first-1@mail.example.com"),
+        "thread": "CAF=first-1@mail.example.com",
+        "continues": None,
+    }
+    payload = event["payload"]
+    assert payload["subject"] == "Re: Your order ORD-1001"
+    assert payload["text"] == "Thanks!\nI will pick it up in the Barcelona store."
+    assert payload["reply_to_provider_message_id"] == "support-reply-1@shop.example.com"
+    assert payload["attachments"] == [
+        {
+            **payload["attachments"][0],
+            "kind": "document",
+            "filename": "invoice.pdf",
+            "mime_type": "application/pdf",
+            "size_bytes": 48,
+        }
+    ]
+
+
+async def test_mailgun_forward_starts_the_thread_the_reply_continues(
+    email: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    first = mailgun(mailgun_fields())
+
+    assert (
+        await email.post(first.path, content=first.body, headers=dict(first.headers))
+    ).status_code == 200
+    assert (
+        await email.post("/v1/messages/mime", content=REPLY, headers=raw_mime(REPLY).headers)
+    ).status_code == 200
+
+    events = {e["id"]: e for e in await published_interactions(settings, 2)}
+    started = events[interaction_id("email", "CAF=first-1@mail.example.com")]
+    reply = events[interaction_id("email", "CAF=reply-2@mail.example.com")]
+    assert started["conversation"]["id"] == reply["conversation"]["id"]
+    assert started["payload"]["text"] == "Hi, where is my order?"
+    assert started["occurred_at"] == "2026-11-23T18:00:00+01:00"
+
+
+async def test_mailgun_multipart_attachments_and_raw_mime_routes(
+    email: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    body, content_type = multipart(
+        [(k, v) for k, v in mailgun_fields() if k != "attachment-count"]
+        + [("attachment-count", "1")],
+        {"attachment-1": ("photo.jpg", b"\xff\xd8\xff" + b"0" * 997, "image/jpeg")},
+    )
+    with_file = await email.post(
+        "/webhooks/mailgun", content=body, headers={"Content-Type": content_type}
+    )
+    mime_fields = [(k, v) for k, v in mailgun_fields() if k in ("timestamp", "token", "signature")]
+    mime_route = mailgun([*mime_fields, ("body-mime", REPLY.decode())])
+    as_mime = await email.post(
+        mime_route.path, content=mime_route.body, headers=dict(mime_route.headers)
+    )
+
+    assert with_file.status_code == 200
+    assert as_mime.status_code == 200
+    events = {e["id"]: e for e in await published_interactions(settings, 2)}
+    photo = events[interaction_id("email", "CAF=first-1@mail.example.com")]["payload"][
+        "attachments"
+    ]
+    assert [(a["kind"], a["filename"], a["size_bytes"]) for a in photo] == [
+        ("image", "photo.jpg", 1000)
+    ]
+    assert interaction_id("email", "CAF=reply-2@mail.example.com") in events
+
+
+async def test_sendgrid_inbound_parse_with_raw_mime(
+    email: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    body, content_type = multipart(
+        [("email", REPLY.decode()), ("to", "support@shop.example.com"), ("SPF", "pass")], {}
+    )
+    basic = "Basic " + base64.b64encode(f"sendgrid:{API_KEY}".encode()).decode()
+
+    accepted = await email.post(
+        "/webhooks/sendgrid",
+        content=body,
+        headers={"Content-Type": content_type, "Authorization": basic},
+    )
+    no_auth = await email.post(
+        "/webhooks/sendgrid", content=body, headers={"Content-Type": content_type}
+    )
+
+    assert accepted.status_code == 200
+    assert no_auth.status_code == 401
+    [event] = await published_interactions(settings, 1)
+    assert event["id"] == interaction_id("email", "CAF=reply-2@mail.example.com")
+
+
+async def test_forged_stale_and_replayed_mailgun_posts_are_refused(
+    email: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    async def post(fields: list[tuple[str, str]]) -> httpx.Response:
+        request = mailgun(fields)
+        return await email.post(request.path, content=request.body, headers=dict(request.headers))
+
+    forged = await post(mailgun_fields(key="guessed-key"))
+    stale = await post(mailgun_fields(timestamp=int(time.time()) - 3600))
+    unsigned = await post([(k, v) for k, v in mailgun_fields() if k != "signature"])
+    tampered = await post(
+        [(k, str(int(v) + 1) if k == "timestamp" else v) for k, v in mailgun_fields()]
+    )
+    fields = mailgun_fields(token="once-only-token")
+    first = await post(fields)
+    replayed = await post(fields)
+
+    assert (forged.status_code, stale.status_code, unsigned.status_code) == (403, 403, 401)
+    assert tampered.status_code == 403
+    assert first.status_code == 200
+    assert replayed.status_code == 403
+    assert replayed.json()["detail"] == "token was already used: a replayed request"
+    assert len(await published_interactions(settings, 1)) == 1
+
+
+async def test_malformed_mail_is_refused_naming_the_problem(
+    email: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    no_sender = await email.post(
+        "/v1/messages/mime",
+        content=b"Subject: hi\r\nMessage-ID: <x@y>\r\n\r\nbody",
+        headers={"X-API-Key": API_KEY},
+    )
+    bad_sender = await email.post(
+        "/v1/messages/mime",
+        content=b"From: ana@@example\r\nSubject: hi\r\nMessage-ID: <x@y>\r\n\r\nbody",
+        headers={"X-API-Key": API_KEY},
+    )
+    no_key = await email.post("/v1/messages/mime", content=REPLY)
+    broken_form = await email.post(
+        "/webhooks/mailgun",
+        content=b"--nope\r\n",
+        headers={"Content-Type": "multipart/form-data; boundary=abc"},
+    )
+    too_big = await email.post(
+        "/v1/messages/mime", content=REPLY + b"x" * 60_000, headers={"X-API-Key": API_KEY}
+    )
+
+    assert no_sender.status_code == 422
+    assert no_sender.json()["detail"] == "the message has no From address"
+    assert bad_sender.status_code == 422
+    assert "ana@@example" not in bad_sender.text
+    assert no_key.status_code == 401
+    assert broken_form.status_code == 400, broken_form.text
+    assert too_big.status_code == 413
+    assert await published_interactions(settings, 0) == []
+
+
+async def test_503_while_kafka_is_down_and_the_retry_is_published(
+    email_settings: EmailSettings, tmp_path: Path
+) -> None:
+    events = await assert_refused_while_kafka_is_down(
+        create_app, email_settings, raw_mime(REPLY), tmp_path
+    )
+
+    assert {event["id"] for event in events} == {
+        interaction_id("email", "CAF=reply-2@mail.example.com")
+    }
