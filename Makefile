@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install test test-fast lint fmt schema infra-prepare infra-up infra-down run-profile bench clean
+.PHONY: help install test test-fast lint fmt schema infra-prepare infra-up infra-down run simulate run-profile bench env-example clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -56,6 +56,12 @@ infra-up: install infra-prepare ## Start local Kafka and FerretDB in the backgro
 
 infra-down: ## Stop what infra-up started
 	@if [ -x $(BIN)/hilo-infra ]; then $(BIN)/hilo-infra down; else echo "nothing to stop"; fi
+
+run: install infra-prepare ## Run the whole platform: docker compose if Docker answers, else local processes
+	$(BIN)/hilo-run
+
+simulate: install ## Play customers' journeys through a running `make run` and read them back
+	$(BIN)/traffic-simulator --env-file .hilo/platform.env
 
 run-profile: install ## Run the customer-profile service against `make infra-up`'s Kafka and FerretDB
 	@eval "$$($(BIN)/hilo-infra env)" && HILO_LOG_FORMAT=$${HILO_LOG_FORMAT:-console} $(BIN)/customer-profile serve

@@ -115,6 +115,14 @@ def mask_personal_data(
     return event_dict
 
 
+def drop_terminal_colours(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """uvicorn attaches an ANSI-coloured copy of each message (`color_message`): noise in logs."""
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
 class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever `sys.stdout` is at the time (test runners swap it)."""
 
@@ -155,7 +163,12 @@ def configure_logging(settings: HiloSettings) -> None:
     handler = _StdoutHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*shared[:-1], structlog.stdlib.ExtraAdder(), mask_personal_data],
+            foreign_pre_chain=[
+                *shared[:-1],
+                structlog.stdlib.ExtraAdder(),
+                drop_terminal_colours,
+                mask_personal_data,
+            ],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )

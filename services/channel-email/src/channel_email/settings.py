@@ -10,7 +10,7 @@ from hilo.settings import SecretList
 
 class EmailSettings(ChannelSettings):
     service_name: str = "channel-email"
-    http_port: int = Field(default=8003, ge=1, le=65535)
+    http_port: int = Field(default=8084, ge=1, le=65535)
     max_body_bytes: int = Field(
         default=30_000_000, ge=1_024, description="Mail with attachments is large; 413 above this."
     )

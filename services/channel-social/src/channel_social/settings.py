@@ -9,7 +9,7 @@ from hilo.channel import ChannelSettings
 
 class SocialSettings(ChannelSettings):
     service_name: str = "channel-social"
-    http_port: int = Field(default=8006, ge=1, le=65535)
+    http_port: int = Field(default=8087, ge=1, le=65535)
     meta_app_secret: SecretStr = Field(
         description="Meta app secret: verifies X-Hub-Signature-256 on every notification."
     )

@@ -10,7 +10,7 @@ from hilo.settings import SecretList
 
 class StoreSettings(ChannelSettings):
     service_name: str = "channel-store"
-    http_port: int = Field(default=8004, ge=1, le=65535)
+    http_port: int = Field(default=8085, ge=1, le=65535)
     max_body_bytes: int = Field(
         default=20_000_000, ge=1_024, description="Larger uploads get 413 (split the CSV)."
     )

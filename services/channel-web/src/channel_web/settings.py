@@ -10,7 +10,7 @@ from hilo.settings import SecretList
 
 class WebSettings(ChannelSettings):
     service_name: str = "channel-web"
-    http_port: int = Field(default=8001, ge=1, le=65535)
+    http_port: int = Field(default=8081, ge=1, le=65535)
     max_body_bytes: int = Field(
         default=500_000, ge=1_024, description="Segment's batch limit is 500 KB."
     )

@@ -9,6 +9,7 @@ from hilo.channel import ChannelSettings
 
 class WhatsAppSettings(ChannelSettings):
     service_name: str = "channel-whatsapp"
+    http_port: int = Field(default=8082, ge=1, le=65535)
     whatsapp_app_secret: SecretStr = Field(
         description="Meta app secret: verifies X-Hub-Signature-256 on every notification."
     )

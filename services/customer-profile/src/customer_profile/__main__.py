@@ -1,4 +1,4 @@
-"""`customer-profile serve` (default) or `customer-profile rebuild`."""
+"""`customer-profile serve` (default), `customer-profile init` or `customer-profile rebuild`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from customer_profile.settings import ProfileSettings
 from hilo.contract.identifiers import DEFAULT_PHONE_REGION
 from hilo.logs import configure_logging
 from hilo.mongo import create_mongo_client
+from hilo.topics import ensure_topics
 
 
 def serve(settings: ProfileSettings) -> None:
@@ -26,6 +27,18 @@ def serve(settings: ProfileSettings) -> None:
         log_config=None,
         access_log=False,
     )
+
+
+async def run_init(settings: ProfileSettings) -> int:
+    """Create the topics and the MongoDB indexes (both idempotent): the deployment's init step."""
+    created = await ensure_topics(settings)
+    mongo = create_mongo_client(settings)
+    try:
+        await ProfileStore(mongo, settings.mongodb_database).create_indexes()
+    finally:
+        await mongo.close()
+    print(f"topics: {len(created)} created, the others existed; indexes ready")  # noqa: T201
+    return 0
 
 
 async def run_rebuild(settings: ProfileSettings) -> int:
@@ -43,11 +56,13 @@ async def run_rebuild(settings: ProfileSettings) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="customer-profile", description=__doc__)
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "rebuild"])
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "init", "rebuild"])
     args = parser.parse_args()
     settings = ProfileSettings()
     configure_logging(settings)
     DEFAULT_PHONE_REGION.set(settings.default_phone_region)
+    if args.command == "init":
+        sys.exit(asyncio.run(run_init(settings)))
     if args.command == "rebuild":
         sys.exit(asyncio.run(run_rebuild(settings)))
     serve(settings)

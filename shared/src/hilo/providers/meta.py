@@ -14,7 +14,15 @@ from fastapi.responses import PlainTextResponse
 from pydantic import SecretStr
 
 from hilo.channel import Rejected, raw_body, signature_rejection
-from hilo.webhook import SignatureError, secrets_match, verify_hex_signature
+from hilo.webhook import SignatureError, hmac_sha256, secrets_match, verify_hex_signature
+
+
+def signed_headers(body: bytes, app_secret: str) -> dict[str, str]:
+    """Headers Meta sends with `body` (for simulators and tests that play Meta)."""
+    return {
+        "X-Hub-Signature-256": "sha256=" + hmac_sha256(app_secret, body).hex(),
+        "Content-Type": "application/json",
+    }
 
 
 def add_verification_route(router: APIRouter, verify_token: SecretStr) -> None:

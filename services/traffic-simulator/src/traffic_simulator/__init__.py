@@ -1,0 +1,1 @@
+"""Plays realistic cross-channel customer journeys through Hilo, in the providers' formats."""

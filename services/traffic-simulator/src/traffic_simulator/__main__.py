@@ -1,0 +1,61 @@
+"""`traffic-simulator`: play cross-channel journeys through a running Hilo and read them back.
+
+Reads the platform's addresses and secrets from the environment, or from `--env-file` (what
+`make run` writes to `.hilo/platform.env`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from traffic_simulator.people import people
+from traffic_simulator.player import play
+from traffic_simulator.readback import read_back, timeline
+from traffic_simulator.settings import SimulatorSettings
+
+
+async def simulate(settings: SimulatorSettings) -> int:
+    crowd = people(settings.customers, settings.seed)
+    print(f"Playing {len(crowd)} customers' journeys through every channel…")  # noqa: T201
+    started = time.monotonic()
+    report = await play(crowd, settings)
+    sent = time.monotonic() - started
+    print(f"\nSent {report.requests} requests in {sent:.1f}s; reading back…")  # noqa: T201
+    result = await read_back(crowd, report.expected_entries, settings)
+    per_channel = ", ".join(
+        f"{name} {count}" for name, count in sorted(result.entries_per_channel.items())
+    )
+    lines = [
+        "",
+        "Summary (from the customer-profile API)",
+        f"  people simulated        {len(crowd)}",
+        f"  customers found         {len(result.customers)}",
+        f"  merges                  {result.merges}",
+        f"  journeys complete       {result.complete}/{len(crowd)}",
+        f"  journey entries         {sum(result.entries_per_channel.values())} ({per_channel})",
+        f"  refused requests        {len(report.failures)}",
+    ]
+    lines.extend(f"    {failure}" for failure in report.failures[:10])
+    if result.sample:
+        lines += ["", f"  One journey: {result.sample_name}", timeline(result.sample)]
+    print("\n".join(lines))  # noqa: T201
+    healthy = not report.failures and result.complete == len(crowd)
+    return 0 if healthy and len(result.customers) == len(crowd) else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="traffic-simulator", description=__doc__.splitlines()[0])
+    parser.add_argument("--env-file", type=Path, help="e.g. .hilo/platform.env")
+    parser.add_argument("--customers", type=int, help="how many people (HILO_SIM_CUSTOMERS)")
+    args = parser.parse_args()
+    overrides = {"customers": args.customers} if args.customers else {}
+    settings = SimulatorSettings(_env_file=args.env_file, **overrides)
+    sys.exit(asyncio.run(simulate(settings)))
+
+
+if __name__ == "__main__":
+    main()

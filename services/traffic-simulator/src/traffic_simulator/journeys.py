@@ -1,0 +1,315 @@
+"""One person's journey as the requests each provider would send, in event-time order.
+
+Browse anonymously and fill a cart on the web, sign in, ask on WhatsApp, call (some calls drop
+and the agent notes that the WhatsApp chat continues), write an email, some ask on Messenger and
+are called back, pay in the store with a loyalty card, and thank the shop by SMS.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from hilo.contract import conversation_id
+from hilo.providers.meta import signed_headers as meta_headers
+from hilo.providers.twilio import signed_headers as twilio_headers
+from traffic_simulator.people import Person
+from traffic_simulator.settings import SimulatorSettings
+
+BUSINESS_PHONE = "+14155552671"
+WHATSAPP_NUMBER_ID = "106540352242922"
+PAGE_ID = "104560109012345"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One provider request; `events` is how many journey entries it makes."""
+
+    channel: str
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    events: int = 1
+
+
+def journey(person: Person, settings: SimulatorSettings, start: datetime) -> list[Step]:
+    build = _Builder(person, settings, start)
+    steps = [
+        build.web("page", 0, {"name": "Home", "properties": {"url": "https://shop.example.com/"}}),
+        build.web("track", 1, {"event": "Product Viewed", "properties": build.product()}),
+        build.web("track", 2, {"event": "Product Added", "properties": build.cart_line()}),
+        build.web(
+            "identify",
+            3,
+            {
+                "traits": {
+                    "email": person.email,
+                    "first_name": person.first_name,
+                    "last_name": person.last_name,
+                }
+            },
+        ),
+        build.whatsapp(60, f"Hola! Is the {person.product[1]} available in 42?"),
+        build.twilio_call(120),
+    ]
+    if person.drops_a_call:
+        steps.append(
+            build.call_outcome(build.call_sid(120), 121, "dropped", build.whatsapp_conversation())
+        )
+    steps.append(build.email(180, "Pick-up in store", "Can I pick it up in Barcelona tomorrow?"))
+    if person.uses_messenger:
+        steps.append(build.messenger(240, "Do you also sell rain covers?"))
+        steps.append(
+            build.call_outcome(
+                f"CC-{build.event_id('250')}", 250, "completed", build.messenger_conversation()
+            )
+        )
+    steps.append(build.receipt(24 * 60))
+    steps.append(build.sms("Thanks, great service!"))
+    return steps
+
+
+class _Builder:
+    def __init__(self, person: Person, settings: SimulatorSettings, start: datetime) -> None:
+        self.person = person
+        self.settings = settings
+        self.start = start
+
+    def at(self, minutes: int) -> datetime:
+        return self.start + timedelta(minutes=minutes)
+
+    def event_id(self, name: str) -> str:
+        return f"sim-{self.person.loyalty_id}-{name}"
+
+    def product(self) -> dict[str, Any]:
+        sku, name, price = self.person.product
+        return {
+            "product_id": sku,
+            "sku": sku,
+            "name": name,
+            "price": float(price),
+            "currency": "EUR",
+        }
+
+    def cart_line(self) -> dict[str, Any]:
+        return {**self.product(), "cart_id": f"cart-{self.person.loyalty_id}", "quantity": 1}
+
+    def web(self, call: str, minutes: int, document: dict[str, Any]) -> Step:
+        key = self.settings.web_write_key.get_secret_value()
+        body = {
+            "anonymousId": self.person.anonymous_id,
+            "messageId": self.event_id(f"web-{minutes}"),
+            "timestamp": self.at(minutes).isoformat(),
+            **document,
+        }
+        return Step(
+            "web",
+            f"{self.settings.web_url}/v1/{call}",
+            json.dumps(body).encode(),
+            {
+                "Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode(),
+                "Content-Type": "application/json",
+            },
+        )
+
+    def whatsapp_conversation(self) -> str:
+        return conversation_id("whatsapp", f"{WHATSAPP_NUMBER_ID}:{self.person.wa_id}")
+
+    def whatsapp(self, minutes: int, text: str) -> Step:
+        message = {
+            "from": self.person.wa_id,
+            "id": f"wamid.{self.event_id(str(minutes))}",
+            "timestamp": str(int(self.at(minutes).timestamp())),
+            "type": "text",
+            "text": {"body": text},
+        }
+        value = {
+            "messaging_product": "whatsapp",
+            "metadata": {
+                "display_phone_number": BUSINESS_PHONE.lstrip("+"),
+                "phone_number_id": WHATSAPP_NUMBER_ID,
+            },
+            "contacts": [{"profile": {"name": self.person.first_name}, "wa_id": self.person.wa_id}],
+            "messages": [message],
+        }
+        body = json.dumps(
+            {
+                "object": "whatsapp_business_account",
+                "entry": [{"id": "WABA-1", "changes": [{"field": "messages", "value": value}]}],
+            }
+        ).encode()
+        secret = self.settings.whatsapp_app_secret.get_secret_value()
+        return Step(
+            "whatsapp",
+            f"{self.settings.whatsapp_url}/webhooks/whatsapp",
+            body,
+            meta_headers(body, secret),
+        )
+
+    def _twilio(
+        self, channel: str, base: str, public: str | None, path: str, params: list[tuple[str, str]]
+    ) -> Step:
+        token = self.settings.twilio_auth_token.get_secret_value()
+        headers = twilio_headers((public or base) + path, params, token)
+        return Step(channel, base + path, urlencode(params).encode(), headers)
+
+    def call_sid(self, minutes: int) -> str:
+        return f"CA{self.event_id(str(minutes))}"
+
+    def twilio_call(self, minutes: int) -> Step:
+        params = [
+            ("CallSid", self.call_sid(minutes)),
+            ("CallStatus", "completed"),
+            ("Direction", "inbound"),
+            ("From", self.person.phone),
+            ("To", BUSINESS_PHONE),
+            ("CallDuration", "184"),
+            ("Timestamp", format_datetime(self.at(minutes))),
+        ]
+        return self._twilio(
+            "voice",
+            self.settings.voice_url,
+            self.settings.voice_public_url,
+            "/webhooks/twilio/voice/status",
+            params,
+        )
+
+    def call_outcome(self, call_id: str, minutes: int, status: str, continues: str) -> Step:
+        """The agent's wrap-up. A call back after Messenger knows both the phone and the PSID."""
+        messenger = continues == self.messenger_conversation()
+        customer: dict[str, str] = {"phone": self.person.phone}
+        if messenger:
+            customer["messenger_psid"] = self.person.messenger_psid
+        document = {
+            "call_id": call_id,
+            "customer": customer,
+            "direction": "outbound" if messenger else "inbound",
+            "status": status,
+            "started_at": self.at(minutes).isoformat(),
+            "duration_seconds": 95,
+            "agent_id": "agent-7",
+            "disposition": "order_question",
+            "summary": "Line dropped; continued on WhatsApp"
+            if status == "dropped"
+            else "Called back about the Messenger question",
+            "continues_conversation": continues,
+        }
+        return Step(
+            "voice",
+            f"{self.settings.voice_url}/v1/calls",
+            json.dumps(document).encode(),
+            {
+                "X-API-Key": self.settings.voice_api_key.get_secret_value(),
+                "Content-Type": "application/json",
+            },
+        )
+
+    def email(self, minutes: int, subject: str, text: str) -> Step:
+        mail = (
+            f"From: {self.person.first_name} <{self.person.email}>\r\n"
+            f"To: support@shop.example.com\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{self.event_id(str(minutes))}@mail.example.com>\r\n"
+            f"Date: {format_datetime(self.at(minutes))}\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+            f"{text}\r\n"
+        ).encode()
+        return Step(
+            "email",
+            f"{self.settings.email_url}/v1/messages/mime",
+            mail,
+            {
+                "X-API-Key": self.settings.email_api_key.get_secret_value(),
+                "Content-Type": "message/rfc822",
+            },
+        )
+
+    def messenger_conversation(self) -> str:
+        return conversation_id("messenger", f"{PAGE_ID}:{self.person.messenger_psid}")
+
+    def messenger(self, minutes: int, text: str) -> Step:
+        timestamp = int(self.at(minutes).timestamp() * 1000)
+        body = json.dumps(
+            {
+                "object": "page",
+                "entry": [
+                    {
+                        "id": PAGE_ID,
+                        "time": timestamp,
+                        "messaging": [
+                            {
+                                "sender": {"id": self.person.messenger_psid},
+                                "recipient": {"id": PAGE_ID},
+                                "timestamp": timestamp,
+                                "message": {
+                                    "mid": f"m_{self.event_id(str(minutes))}",
+                                    "text": text,
+                                },
+                            }
+                        ],
+                    }
+                ],
+            }
+        ).encode()
+        secret = self.settings.meta_app_secret.get_secret_value()
+        return Step(
+            "social",
+            f"{self.settings.social_url}/webhooks/social",
+            body,
+            meta_headers(body, secret),
+        )
+
+    def receipt(self, minutes: int) -> Step:
+        sku, name, price = self.person.product
+        document = {
+            "store_id": "BCN-01",
+            "till_id": "T2",
+            "receipt_id": self.event_id("receipt"),
+            "occurred_at": self.at(minutes).isoformat(),
+            "currency": "EUR",
+            "lines": [{"sku": sku, "name": name, "quantity": 1, "unit_price": price}],
+            "total": price,
+            "payment_method": "card",
+            "customer": {
+                "loyalty_id": self.person.loyalty_id,
+                "phone": self.person.phone,
+                "email": self.person.email,
+            },
+        }
+        return Step(
+            "store",
+            f"{self.settings.store_url}/v1/receipts",
+            json.dumps(document).encode(),
+            {
+                "X-API-Key": self.settings.store_api_key.get_secret_value(),
+                "Content-Type": "application/json",
+            },
+        )
+
+    def sms(self, text: str) -> Step:
+        params = [
+            ("MessageSid", f"SM{self.event_id('sms')}"),
+            ("From", self.person.phone),
+            ("To", BUSINESS_PHONE),
+            ("Body", text),
+            ("NumMedia", "0"),
+        ]
+        return self._twilio(
+            "sms",
+            self.settings.sms_url,
+            self.settings.sms_public_url,
+            "/webhooks/twilio/sms",
+            params,
+        )
+
+
+def journey_start(person: Person, now: datetime | None = None) -> datetime:
+    """Each person's story starts on a different day of the last two weeks."""
+    now = now or datetime.now(UTC)
+    return (now - timedelta(days=2 + person.number % 12, hours=person.number % 7)).replace(
+        microsecond=0
+    )

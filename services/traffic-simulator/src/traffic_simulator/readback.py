@@ -1,0 +1,73 @@
+"""Reading the result back from the customer-profile API: the proof that journeys assembled."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from traffic_simulator.people import Person
+from traffic_simulator.settings import SimulatorSettings
+
+
+@dataclass
+class Readback:
+    customers: set[str] = field(default_factory=set)
+    merges: int = 0
+    entries_per_channel: Counter[str] = field(default_factory=Counter)
+    complete: int = 0
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    sample_name: str = ""
+
+
+async def read_back(
+    crowd: list[Person], expected: dict[int, int], settings: SimulatorSettings
+) -> Readback:
+    """Wait (up to the timeout) until every person's journey holds every event sent."""
+    headers = {"X-API-Key": settings.api_key.get_secret_value()}
+    async with httpx.AsyncClient(base_url=settings.profile_url, headers=headers, timeout=30) as api:
+        deadline = time.monotonic() + settings.readback_timeout_seconds
+        while True:
+            result = await _snapshot(api, crowd, expected)
+            if result.complete == len(crowd) or time.monotonic() > deadline:
+                return result
+            await asyncio.sleep(1.0)
+
+
+async def _snapshot(
+    api: httpx.AsyncClient, crowd: list[Person], expected: dict[int, int]
+) -> Readback:
+    result = Readback()
+    showcase = next((p for p in crowd if p.uses_messenger and p.drops_a_call), crowd[0])
+    for person in crowd:
+        found = await api.post(
+            "/v1/customers/lookup", json={"kind": "email", "value": person.email}
+        )
+        if found.status_code != 200:
+            continue
+        customer = found.json()["customer_id"]
+        result.customers.add(customer)
+        profile = (await api.get(f"/v1/customers/{customer}")).json()
+        result.merges += len(profile.get("merged_from", []))
+        journey = (await api.get(f"/v1/customers/{customer}/journey", params={"limit": 200})).json()
+        entries = journey.get("entries", [])
+        result.entries_per_channel.update(entry["channel"] for entry in entries)
+        if len(entries) >= expected.get(person.number, 0):
+            result.complete += 1
+        if person is showcase:
+            result.sample = entries
+            result.sample_name = f"{person.first_name} {person.last_name}"
+    return result
+
+
+def timeline(entries: list[dict[str, Any]]) -> str:
+    """A journey as a person reads it: when, where, what."""
+    return "\n".join(
+        f"    {entry['occurred_at'][:16].replace('T', ' ')}  {entry['channel']:<10} "
+        f"{entry['type']:<15} {entry['summary']}"
+        for entry in entries
+    )

@@ -1,0 +1,61 @@
+"""The simulator's journeys: reproducible people, every channel, requests the services accept."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pydantic import SecretStr
+
+from hilo.webhook import verify_hex_signature
+from traffic_simulator.journeys import journey, journey_start
+from traffic_simulator.people import people
+from traffic_simulator.settings import SimulatorSettings
+
+SETTINGS = SimulatorSettings.model_validate(
+    {
+        name: SecretStr("secret")
+        for name in (
+            "api_key",
+            "web_write_key",
+            "whatsapp_app_secret",
+            "twilio_auth_token",
+            "email_api_key",
+            "store_api_key",
+            "voice_api_key",
+            "meta_app_secret",
+        )
+    }
+)
+
+
+def test_the_same_seed_makes_the_same_people_and_requests() -> None:
+    now = datetime(2026, 11, 24, tzinfo=UTC)
+    first, again = people(5, seed=3), people(5, seed=3)
+
+    assert first == again
+    assert len({person.email for person in first}) == 5
+    assert [step.body for step in journey(first[0], SETTINGS, journey_start(first[0], now))] == [
+        step.body for step in journey(again[0], SETTINGS, journey_start(again[0], now))
+    ]
+    assert people(5, seed=4)[0].email != first[0].email
+
+
+def test_a_journey_crosses_every_channel_and_is_signed() -> None:
+    crowd = people(6, seed=1)
+    messenger_and_dropped_call = next(p for p in crowd if p.uses_messenger and p.drops_a_call)
+
+    steps = journey(messenger_and_dropped_call, SETTINGS, journey_start(messenger_and_dropped_call))
+
+    assert {step.channel for step in steps} == {
+        "web",
+        "whatsapp",
+        "voice",
+        "email",
+        "social",
+        "store",
+        "sms",
+    }
+    whatsapp = next(step for step in steps if step.channel == "whatsapp")
+    verify_hex_signature(
+        "secret", whatsapp.body, whatsapp.headers["X-Hub-Signature-256"], prefix="sha256="
+    )
