@@ -66,6 +66,9 @@ simulate: install ## Play customers' journeys through a running `make run` and r
 run-profile: install ## Run the customer-profile service against `make infra-up`'s Kafka and FerretDB
 	@eval "$$($(BIN)/hilo-infra env)" && HILO_LOG_FORMAT=$${HILO_LOG_FORMAT:-console} $(BIN)/customer-profile serve
 
+env-example: install ## Regenerate .env.example from the services' settings
+	$(BIN)/hilo-env-example .env.example
+
 bench: install infra-prepare ## Measure throughput (results in docs/benchmarks.md)
 	$(BIN)/python services/customer-profile/bench/throughput.py
 

@@ -31,7 +31,9 @@ SecretList = CommaSeparated[SecretStr]
 class HiloSettings(BaseSettings):
     """What every Hilo service needs to know about its environment."""
 
-    model_config = SettingsConfigDict(env_prefix="HILO_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="HILO_", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     service_name: str = Field(default="hilo", description="Name in logs, metrics and client ids.")
     instance: str = Field(

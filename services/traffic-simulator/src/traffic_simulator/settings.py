@@ -24,7 +24,9 @@ def _first_secret(name: str) -> Any:
 
 
 class SimulatorSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    model_config = SettingsConfigDict(
+        extra="ignore", frozen=True, populate_by_name=True, env_ignore_empty=True
+    )
 
     customers: int = Field(default=20, ge=1, le=10_000, validation_alias="HILO_SIM_CUSTOMERS")
     seed: int = Field(default=7, validation_alias="HILO_SIM_SEED")

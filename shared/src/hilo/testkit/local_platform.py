@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import secrets
 import shutil
@@ -51,6 +52,8 @@ class ServiceSpec:
 
     name: str
     module: str
+    settings: str
+    """`module:Class` of its settings: what `.env.example` and the compose checks read."""
     port_offset: int
     secrets: tuple[str, ...] = ()
     public_url: bool = False
@@ -58,31 +61,72 @@ class ServiceSpec:
 
 
 SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("customer-profile", "customer_profile", 0, ("HILO_API_KEYS",)),
-    ServiceSpec("channel-web", "channel_web", 1, ("HILO_WEB_WRITE_KEYS",)),
+    ServiceSpec(
+        "customer-profile",
+        "customer_profile",
+        "customer_profile.settings:ProfileSettings",
+        0,
+        ("HILO_API_KEYS",),
+    ),
+    ServiceSpec(
+        "channel-web",
+        "channel_web",
+        "channel_web.settings:WebSettings",
+        1,
+        ("HILO_WEB_WRITE_KEYS",),
+    ),
     ServiceSpec(
         "channel-whatsapp",
         "channel_whatsapp",
+        "channel_whatsapp.settings:WhatsAppSettings",
         2,
         ("HILO_WHATSAPP_APP_SECRET", "HILO_WHATSAPP_VERIFY_TOKEN"),
     ),
-    ServiceSpec("channel-sms", "channel_sms", 3, ("HILO_TWILIO_AUTH_TOKEN",), public_url=True),
     ServiceSpec(
-        "channel-email", "channel_email", 4, ("HILO_MAILGUN_SIGNING_KEY", "HILO_EMAIL_API_KEYS")
+        "channel-sms",
+        "channel_sms",
+        "channel_sms.settings:SmsSettings",
+        3,
+        ("HILO_TWILIO_AUTH_TOKEN",),
+        public_url=True,
     ),
-    ServiceSpec("channel-store", "channel_store", 5, ("HILO_STORE_API_KEYS",)),
+    ServiceSpec(
+        "channel-email",
+        "channel_email",
+        "channel_email.settings:EmailSettings",
+        4,
+        ("HILO_MAILGUN_SIGNING_KEY", "HILO_EMAIL_API_KEYS"),
+    ),
+    ServiceSpec(
+        "channel-store",
+        "channel_store",
+        "channel_store.settings:StoreSettings",
+        5,
+        ("HILO_STORE_API_KEYS",),
+    ),
     ServiceSpec(
         "channel-voice",
         "channel_voice",
+        "channel_voice.settings:VoiceSettings",
         6,
         ("HILO_TWILIO_AUTH_TOKEN", "HILO_VOICE_API_KEYS"),
         public_url=True,
     ),
     ServiceSpec(
-        "channel-social", "channel_social", 7, ("HILO_META_APP_SECRET", "HILO_META_VERIFY_TOKEN")
+        "channel-social",
+        "channel_social",
+        "channel_social.settings:SocialSettings",
+        7,
+        ("HILO_META_APP_SECRET", "HILO_META_VERIFY_TOKEN"),
     ),
 )
 """Every service of the platform; docker-compose.yml runs the same list (a test checks it)."""
+
+
+def settings_class(spec: ServiceSpec) -> type[HiloSettings]:
+    module, name = spec.settings.split(":")
+    cls: type[HiloSettings] = getattr(importlib.import_module(module), name)
+    return cls
 
 
 def url_variable(service: str) -> str:
@@ -277,9 +321,16 @@ def run_local(base_port: int) -> int:
 
 def run_compose() -> int:
     """With Docker: what ops run (Ctrl-C stops the containers; `docker compose down` removes)."""
+    from hilo.testkit.env_example import development_env  # noqa: PLC0415 - it imports this module
+
     docker = shutil.which("docker")
     if docker is None:
         return run_local(BASE_PORT)
+    env_file = Path(".env")
+    if not env_file.exists():
+        env_file.touch(mode=0o600)
+        env_file.write_text(development_env())
+        print("wrote .env with random development secrets (edit it for production)")  # noqa: T201
     return subprocess.call([docker, "compose", "up", "--build"])
 
 

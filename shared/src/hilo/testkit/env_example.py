@@ -1,0 +1,147 @@
+"""`.env.example`, generated from the services' settings classes so it cannot drift from them.
+
+`make env-example` rewrites it; a test fails when the committed file differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from hilo.settings import HiloSettings
+from hilo.testkit.local_platform import SERVICES, settings_class
+
+HEADER = """\
+# Hilo configuration: copy to .env and fill in the secrets (docker compose reads .env).
+# Generated from the services' settings classes by `make env-example`; do not edit by hand.
+#
+# Every setting is an environment variable with the prefix HILO_. docker-compose.yml passes the
+# common settings below to every service and each service its own secrets; to change any other
+# setting of one service, add it to that service's `environment:` in a
+# docker-compose.override.yml. Values shown commented out are the defaults.
+"""
+COMPOSE = """
+# --- docker compose: images, host ports, optional profiles ------------------------------------
+# Tag of the Hilo image compose builds and runs.
+# HILO_VERSION=local
+# Environment name; production refuses to start the profile API without HILO_API_KEYS.
+# HILO_ENVIRONMENT=production
+# Host ports. The profile API takes a range so that `--scale customer-profile=N` works.
+# KAFKA_HOST_PORT=29092
+# MONGO_HOST_PORT=27017
+# PROFILE_HOST_PORTS=8080-8089
+# WEB_HOST_PORT=8081
+# WHATSAPP_HOST_PORT=8082
+# SMS_HOST_PORT=8083
+# EMAIL_HOST_PORT=8084
+# STORE_HOST_PORT=8085
+# VOICE_HOST_PORT=8086
+# SOCIAL_HOST_PORT=8087
+# PROMETHEUS_HOST_PORT=9090
+# GRAFANA_HOST_PORT=3000
+# Grafana's admin password (profile observability).
+GRAFANA_ADMIN_PASSWORD=
+# How many customers the demo plays (profile demo).
+# HILO_SIM_CUSTOMERS=20
+# KRaft cluster id of deploy/compose.cluster.yml (22 characters, base64url).
+# KAFKA_CLUSTER_ID=5L6g3nShT-eMCtK--X86sw
+"""
+
+SKIPPED = {"service_name"}
+"""Fixed per service by its settings class and by compose."""
+
+
+def variable(name: str, field: FieldInfo) -> str:
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return "HILO_" + name.upper()
+
+
+def default_text(field: FieldInfo) -> str | None:
+    """The default as it would be written in the environment; None when required."""
+    if field.default is PydanticUndefined and field.default_factory is None:
+        return None
+    value: Any = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f'"{key}": {item}' for key, item in value.items()) + "}"
+    if isinstance(value, SecretStr):
+        return ""
+    return str(value)
+
+
+def is_secret(field: FieldInfo) -> bool:
+    return "SecretStr" in repr(field.annotation)
+
+
+def section(title: str, fields: dict[str, FieldInfo], written: dict[str, str]) -> list[str]:
+    """One service's settings. Secrets and required values are set once for all services."""
+    lines = ["", f"# --- {title} " + "-" * max(0, 90 - len(title))]
+    for name, field in fields.items():
+        if name in SKIPPED:
+            continue
+        env = variable(name, field)
+        default = default_text(field)
+        to_set = default is None or is_secret(field)
+        if to_set and env in written:
+            lines.append(f"# {env}: set above, for {written[env]} too")
+            continue
+        if description := (field.description or "").strip():
+            lines.append(f"# {description}")
+        if to_set:
+            written[env] = title
+            lines.append(f"{env}=")
+        else:
+            lines.append(f"# {env}={default}")
+    return lines
+
+
+def render() -> str:
+    common = HiloSettings.model_fields
+    lines = [HEADER.rstrip("\n")]
+    written: dict[str, str] = {}
+    lines += section("common: every service", dict(common), written)
+    for spec in SERVICES:
+        own = {
+            name: field
+            for name, field in settings_class(spec).model_fields.items()
+            if name not in common
+        }
+        lines += section(spec.name, own, written)
+    return "\n".join(lines) + "\n" + COMPOSE
+
+
+def development_env() -> str:
+    """`.env.example` with every value to fill filled: random secrets, local URLs (for `make run`
+    with Docker on a developer's machine; never for production)."""
+    fixed = {"HILO_PUBLIC_BASE_URL": "http://localhost"}
+    lines = [
+        line + (fixed.get(line[:-1]) or secrets.token_urlsafe(18))
+        if line.endswith("=") and not line.startswith("#")
+        else line
+        for line in render().splitlines()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="hilo-env-example", description=__doc__.splitlines()[0])
+    parser.add_argument("path", type=Path, nargs="?", default=Path(".env.example"))
+    args = parser.parse_args()
+    args.path.write_text(render())
+    print(f"wrote {args.path}", file=sys.stderr)  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()

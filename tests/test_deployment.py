@@ -1,0 +1,224 @@
+"""The docker-compose deployment, checked without Docker: what ops rely on must hold.
+
+There is no Docker engine on the machines that build Hilo, so the compose file, the Dockerfile,
+the monitoring configuration and `.env.example` are checked against the code they deploy.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import REGISTRY
+from pydantic import AliasChoices
+
+import customer_profile.entrypoints.consumer  # noqa: F401 - registers the profile metrics
+import hilo.channel  # noqa: F401 - registers the channel metrics
+from customer_profile.settings import ProfileSettings
+from hilo.settings import HiloSettings
+from hilo.testkit.env_example import development_env, render
+from hilo.testkit.local_infra import kafka_version
+from hilo.testkit.local_platform import SERVICES, settings_class
+from traffic_simulator.settings import SimulatorSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+INFRASTRUCTURE = {"kafka", "mongo"}
+OBSERVABILITY = {"prometheus", "grafana", "kafka-exporter"}
+ONE_SHOT = {"init", "traffic-simulator"}
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """Compose's `!reset` and `!override` tags, read as plain values."""
+
+
+def _plain(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node)
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node)
+    if isinstance(node, yaml.ScalarNode):
+        return loader.construct_scalar(node)
+    raise TypeError(f"unexpected node {node!r}")
+
+
+for _tag in ("!reset", "!override"):
+    _ComposeLoader.add_constructor(_tag, _plain)
+
+
+def load(path: Path) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.load(path.read_text(), Loader=_ComposeLoader)  # noqa: S506
+    return document
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load(ROOT / "docker-compose.yml")
+
+
+def settings_for(service: str) -> type[HiloSettings] | type[SimulatorSettings]:
+    if service == "init":
+        return ProfileSettings
+    if service == "traffic-simulator":
+        return SimulatorSettings
+    return settings_class(next(spec for spec in SERVICES if spec.name == service))
+
+
+def accepted_variables(cls: type[HiloSettings] | type[SimulatorSettings]) -> set[str]:
+    names = set()
+    prefix = cls.model_config.get("env_prefix", "")
+    for name, field in cls.model_fields.items():
+        names.add(f"{prefix}{name}".upper())
+        if isinstance(field.validation_alias, AliasChoices):
+            names |= {str(choice) for choice in field.validation_alias.choices}
+        elif isinstance(field.validation_alias, str):
+            names.add(field.validation_alias)
+    return names
+
+
+def test_compose_runs_every_service_of_the_platform(compose: dict[str, Any]) -> None:
+    services = set(compose["services"])
+
+    assert services == (
+        INFRASTRUCTURE | ONE_SHOT | OBSERVABILITY | {spec.name for spec in SERVICES}
+    )
+    for spec in SERVICES:
+        command = compose["services"][spec.name]["command"]
+        assert command[0] in {
+            ep.name for ep in importlib.metadata.entry_points(group="console_scripts")
+        }
+        assert command[0] == spec.name or command == ["customer-profile", "serve"]
+
+
+def test_every_service_is_health_checked_and_waits_for_what_it_needs(
+    compose: dict[str, Any],
+) -> None:
+    for name, service in compose["services"].items():
+        assert "container_name" not in service, f"{name}: a fixed name prevents scaling"
+        if name not in ONE_SHOT:
+            assert "healthcheck" in service, f"{name} has no health check"
+            assert service.get("restart") == "unless-stopped", f"{name} is not restarted"
+            assert service.get("mem_limit"), f"{name} has no memory limit"
+        if name in INFRASTRUCTURE:
+            continue
+        conditions = {dep.get("condition") for dep in service["depends_on"].values()}
+        assert conditions <= {"service_healthy", "service_completed_successfully"}, name
+    profile = compose["services"]["init"]["depends_on"]
+    assert profile == {
+        "kafka": {"condition": "service_healthy"},
+        "mongo": {"condition": "service_healthy"},
+    }
+    for spec in SERVICES:
+        depends = compose["services"][spec.name]["depends_on"]
+        assert depends == {"init": {"condition": "service_completed_successfully"}}
+
+
+def test_the_profile_service_scales(compose: dict[str, Any]) -> None:
+    [mapping] = compose["services"]["customer-profile"]["ports"]
+
+    assert re.fullmatch(r"\$\{PROFILE_HOST_PORTS:-\d+-\d+\}:8080", mapping)
+    environment = compose["services"]["customer-profile"]["environment"]
+    assert "HILO_CONSUMER_GROUP" in environment
+
+
+def test_every_variable_compose_sets_is_a_setting_of_that_service(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        if name in INFRASTRUCTURE | OBSERVABILITY:
+            continue
+        unknown = set(service["environment"]) - accepted_variables(settings_for(name))
+        assert not unknown, f"{name} is given variables it does not read: {sorted(unknown)}"
+
+
+def test_every_service_gets_its_secrets_from_env_and_none_is_baked_in(
+    compose: dict[str, Any],
+) -> None:
+    for spec in SERVICES:
+        environment = compose["services"][spec.name]["environment"]
+        for secret in spec.secrets:
+            assert re.fullmatch(rf"\$\{{{secret}:\?.+\}}", str(environment[secret])), secret
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert "HILO_" not in dockerfile.replace("hilo", "")
+
+
+def test_image_versions_match_the_local_infrastructure(compose: dict[str, Any]) -> None:
+    assert compose["services"]["kafka"]["image"] == f"apache/kafka:{kafka_version()}"
+    cluster = load(ROOT / "deploy" / "compose.cluster.yml")
+    images = {s["image"] for s in cluster["services"].values() if "image" in s}
+    assert images == {f"apache/kafka:{kafka_version()}", compose["services"]["mongo"]["image"]}
+
+
+def test_the_image_installs_from_the_same_pins_as_make_test() -> None:
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    uv_in_make = re.search(r"^UV_VERSION := (\S+)$", makefile, re.M)
+    uv_in_image = re.search(r"^ARG UV_VERSION=(\S+)$", dockerfile, re.M)
+
+    assert uv_in_make
+    assert uv_in_image
+    assert uv_in_image.group(1) == uv_in_make.group(1)
+    assert "COPY pyproject.toml uv.lock ./" in dockerfile
+    assert "uv sync --frozen --all-packages --no-dev" in dockerfile
+    assert "$(UV) sync --frozen --all-packages" in makefile
+    assert re.search(r"^USER hilo$", dockerfile, re.M), "the service must not run as root"
+    assert dockerfile.count("FROM ") == 2, "multi-stage: build tools stay out of the image"
+
+
+def test_env_example_is_current_and_names_every_compose_variable() -> None:
+    committed = (ROOT / ".env.example").read_text()
+    compose_text = (ROOT / "docker-compose.yml").read_text()
+    cluster_text = (ROOT / "deploy" / "compose.cluster.yml").read_text()
+
+    assert committed == render(), "run `make env-example` and commit .env.example"
+    documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", committed, re.M))
+    used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]+)", compose_text + cluster_text))
+    assert used - documented == set()
+    required = set(re.findall(r"\$\{([A-Z][A-Z0-9_]+):\?", compose_text))
+    to_fill = set(re.findall(r"^([A-Z][A-Z0-9_]+)=$", committed, re.M))
+    assert required <= to_fill
+
+
+def test_prometheus_scrapes_every_service_and_the_dashboard_reads_real_metrics() -> None:
+    prometheus = load(ROOT / "deploy" / "prometheus" / "prometheus.yml")
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    for spec in SERVICES:
+        [target] = jobs[spec.name]["dns_sd_configs"]
+        assert target == {"names": [spec.name], "type": "A", "port": 8080 + spec.port_offset}
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/hilo-overview.json").read_text())
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
+    exported = {
+        metric.name + suffix
+        for metric in REGISTRY.collect()
+        for suffix in suffixes.get(metric.type, [""])
+    }
+    for panel in dashboard["panels"]:
+        for metric in re.findall(r"\b(hilo_[a-z_]+)", panel["targets"][0]["expr"]):
+            assert metric in exported, f"{panel['title']}: {metric} is not exported"
+    assert any("kafka_consumergroup_lag" in p["targets"][0]["expr"] for p in dashboard["panels"])
+
+
+def test_every_http_service_listens_where_compose_and_make_run_expect_it(
+    compose: dict[str, Any],
+) -> None:
+    for spec in SERVICES:
+        port = 8080 + spec.port_offset
+        service = compose["services"][spec.name]
+        assert service["environment"]["HILO_HTTP_PORT"] == port
+        assert f"127.0.0.1:{port}/health/ready" in " ".join(service["healthcheck"]["test"])
+        assert settings_class(spec).model_fields["http_port"].default == port
+
+
+def test_the_development_env_fills_every_required_variable() -> None:
+    compose_text = (ROOT / "docker-compose.yml").read_text()
+    values = dict(
+        line.split("=", 1)
+        for line in development_env().splitlines()
+        if line and not line.startswith("#")
+    )
+
+    required = set(re.findall(r"\$\{([A-Z][A-Z0-9_]+):\?", compose_text))
+    assert required <= {name for name, value in values.items() if value}
+    assert values["HILO_API_KEYS"] != development_env().split("HILO_API_KEYS=")[1].split()[0]
