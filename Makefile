@@ -71,6 +71,7 @@ env-example: install ## Regenerate .env.example from the services' settings
 
 bench: install infra-prepare ## Measure throughput (results in docs/benchmarks.md)
 	$(BIN)/python services/customer-profile/bench/throughput.py
+	$(BIN)/python services/channel-whatsapp/bench/webhooks.py
 
 clean: ## Remove the virtual environment and local state (not the download cache)
 	rm -rf $(VENV) $(TOOLS) .hilo .pytest_cache .mypy_cache .ruff_cache
