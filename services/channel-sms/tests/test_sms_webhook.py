@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
@@ -13,6 +14,12 @@ from channel_sms.app import create_app
 from channel_sms.settings import SmsSettings
 from hilo.contract import interaction_id
 from hilo.settings import HiloSettings
+from hilo.testkit.channel_contract import (
+    ProviderRequest,
+    assert_channel_contract,
+    assert_refused_while_kafka_is_down,
+    channel_client,
+)
 from hilo.testkit.contract_check import published_interactions
 from hilo.testkit.signing import twilio_signed
 
@@ -44,18 +51,56 @@ INCOMING = [
 ]
 
 
+STATUS = [
+    ("MessageSid", "SM99"),
+    ("From", "+14155552671"),
+    ("To", "+34612345678"),
+    ("AccountSid", "AC1"),
+    ("MessageStatus", "delivered"),
+]
+
+
+def signed(path: str, params: list[tuple[str, str]]) -> ProviderRequest:
+    return ProviderRequest(
+        path, urlencode(params).encode(), twilio_signed(PUBLIC + path, params, TOKEN)
+    )
+
+
 @pytest.fixture
-async def sms(settings: HiloSettings, topics: list[str]) -> AsyncIterator[httpx.AsyncClient]:
-    channel_settings = SmsSettings.model_validate(
+def sms_settings(settings: HiloSettings) -> SmsSettings:
+    return SmsSettings.model_validate(
         {**settings.model_dump(), "twilio_auth_token": SecretStr(TOKEN), "public_base_url": PUBLIC}
     )
-    app = create_app(channel_settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://internal:8000"
-        ) as client:
-            yield client
+
+
+@pytest.fixture
+async def sms(sms_settings: SmsSettings, topics: list[str]) -> AsyncIterator[httpx.AsyncClient]:
+    async with channel_client(create_app(sms_settings)) as client:
+        yield client
+
+
+async def test_messages_and_statuses_honour_the_channel_contract(
+    sms: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    events = await assert_channel_contract(
+        sms,
+        settings,
+        [signed("/webhooks/twilio/sms", INCOMING), signed("/webhooks/twilio/sms/status", STATUS)],
+    )
+
+    assert {event["payload"]["kind"] for event in events} == {"message", "message_status"}
+
+
+async def test_503_while_kafka_is_down_and_the_retry_is_published(
+    sms_settings: SmsSettings, tmp_path: Path
+) -> None:
+    events = await assert_refused_while_kafka_is_down(
+        create_app, sms_settings, signed("/webhooks/twilio/sms", INCOMING), tmp_path
+    )
+
+    assert {event["id"] for event in events} == {
+        interaction_id("sms", "SM1f0e8ae6ade43cb3c0ce4525424e404f")
+    }
 
 
 async def post(

@@ -14,6 +14,7 @@ from channel_whatsapp.app import create_app
 from channel_whatsapp.settings import WhatsAppSettings
 from hilo.contract import interaction_id
 from hilo.settings import HiloSettings
+from hilo.testkit.channel_contract import ProviderRequest, assert_channel_contract
 from hilo.testkit.contract_check import published_interactions
 from hilo.testkit.signing import meta_signed
 
@@ -40,6 +41,23 @@ async def whatsapp(settings: HiloSettings, topics: list[str]) -> AsyncIterator[h
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://whatsapp") as client:
             yield client
+
+
+async def test_notifications_honour_the_channel_contract(
+    whatsapp: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    requests = [
+        ProviderRequest("/webhooks/whatsapp", body, meta_signed(body, SECRET), events)
+        for body, events in [
+            (sample("text_message.json"), 1),
+            (sample("media_location_interactive.json"), 5),
+            (sample("statuses.json"), 2),
+        ]
+    ]
+
+    events = await assert_channel_contract(whatsapp, settings, requests)
+
+    assert {event["identifiers"]["whatsapp_id"] for event in events} >= {"16505551234"}
 
 
 async def test_the_verification_handshake_echoes_the_challenge(whatsapp: httpx.AsyncClient) -> None:
