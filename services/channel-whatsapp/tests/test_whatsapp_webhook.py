@@ -113,7 +113,7 @@ async def test_every_message_type_becomes_a_message(
         "/webhooks/whatsapp", content=body, headers=meta_signed(body, SECRET)
     )
 
-    assert response.json() == {"published": 5}
+    assert response.json() == {"published": 5, "ignored": 0}
     events = {
         e["payload"]["provider_message_id"]: e["payload"]
         for e in await published_interactions(settings, 5)

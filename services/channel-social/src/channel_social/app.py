@@ -2,32 +2,29 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI, Request
-from pydantic import ValidationError
+from fastapi import APIRouter, FastAPI
 
 from channel_social.settings import SocialSettings
 from channel_social.translate import translate
 from channel_social.webhook import Notification
-from hilo.channel import Channel, create_channel_app, parse_json, validation_rejection
-from hilo.providers.meta import add_verification_route, verified_body
+from hilo.channel import Channel, create_channel_app, parse_json
+from hilo.providers.meta import Translation, add_notification_route, add_verification_route
 
 
 def routes(channel: Channel, settings: SocialSettings) -> list[APIRouter]:
     router = APIRouter(prefix="/webhooks/social", tags=["social"])
     add_verification_route(router, settings.meta_verify_token)
 
-    @router.post("")
-    async def notify(request: Request) -> dict[str, int]:
-        """A signed Messenger (`page`) or Instagram notification, published before 200."""
-        body = await verified_body(request, settings.meta_app_secret, settings.max_body_bytes)
-        notification = parse_json(Notification, body)
-        try:
-            interactions, ignored = translate(notification, settings.instance)
-        except ValidationError as exc:
-            raise validation_rejection(exc) from None
-        await channel.publish(interactions)
-        return {"published": len(interactions), "ignored": ignored}
+    def read(body: bytes) -> Translation:
+        return translate(parse_json(Notification, body), settings.instance)
 
+    add_notification_route(
+        router,
+        channel,
+        app_secret=settings.meta_app_secret,
+        limit=settings.max_body_bytes,
+        translate=read,
+    )
     return [router]
 
 

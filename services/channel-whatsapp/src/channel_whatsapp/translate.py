@@ -36,19 +36,21 @@ _STATUS = {
 }
 
 
-def translate(notification: Notification, instance: str) -> list[Interaction]:
-    """Every message and delivery status in the notification, in the order Meta sent them."""
+def translate(notification: Notification, instance: str) -> tuple[list[Interaction], int]:
+    """Every message and delivery status in the notification, in the order Meta sent them, and
+    how many statuses were ignored (`deleted`: nothing happened between customer and company)."""
     interactions: list[Interaction] = []
+    ignored = 0
     for entry in notification.entry:
         for change in entry.changes:
             value = change.value
             interactions.extend(_message(m, value.metadata, instance) for m in value.messages)
-            interactions.extend(
-                _status(status, value.metadata, instance)
-                for status in value.statuses
-                if status.status in _STATUS
-            )
-    return interactions
+            for status in value.statuses:
+                if status.status in _STATUS:
+                    interactions.append(_status(status, value.metadata, instance))
+                else:
+                    ignored += 1
+    return interactions, ignored
 
 
 def identifiers_of(wa_id: str) -> Identifiers:

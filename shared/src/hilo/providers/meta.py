@@ -7,13 +7,15 @@ with the app secret>`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
-from hilo.channel import Rejected, raw_body, signature_rejection
+from hilo.channel import Channel, Rejected, raw_body, signature_rejection, validation_rejection
+from hilo.contract import Interaction
 from hilo.webhook import SignatureError, hmac_sha256, secrets_match, verify_hex_signature
 
 
@@ -38,6 +40,35 @@ def add_verification_route(router: APIRouter, verify_token: SecretStr) -> None:
         if mode != "subscribe" or not secrets_match(verify_token.get_secret_value(), token):
             raise Rejected(403, "verify_token", "hub.mode or hub.verify_token does not match")
         return challenge
+
+
+Translation = tuple[Sequence[Interaction], int]
+"""What a notification holds: the interactions to publish, and how many events were ignored."""
+
+
+def add_notification_route(
+    router: APIRouter,
+    channel: Channel,
+    *,
+    app_secret: SecretStr,
+    limit: int,
+    translate: Callable[[bytes], Translation],
+) -> None:
+    """`POST` on the router's path: verify, translate, publish, and only then answer 200.
+
+    Events the channel does not model are acknowledged and counted, so Meta does not retry them.
+    """
+
+    @router.post("")
+    async def notify(request: Request) -> dict[str, int]:
+        """A signed notification: every event in it is published before 200."""
+        body = await verified_body(request, app_secret, limit)
+        try:
+            interactions, ignored = translate(body)
+        except ValidationError as exc:
+            raise validation_rejection(exc) from None
+        await channel.publish(interactions)
+        return {"published": len(interactions), "ignored": ignored}
 
 
 async def verified_body(request: Request, app_secret: SecretStr, limit: int) -> bytes:
