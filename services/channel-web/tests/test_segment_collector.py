@@ -6,6 +6,7 @@ import base64
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +17,12 @@ from channel_web.app import create_app
 from channel_web.settings import WebSettings
 from hilo.contract import interaction_id
 from hilo.settings import HiloSettings
-from hilo.testkit.channel_contract import ProviderRequest, assert_channel_contract, channel_client
+from hilo.testkit.channel_contract import (
+    ProviderRequest,
+    assert_channel_contract,
+    assert_refused_while_kafka_is_down,
+    channel_client,
+)
 from hilo.testkit.contract_check import published_interactions
 
 WRITE_KEY = "wk_test_2f7c"
@@ -110,10 +116,14 @@ def request(path: str, document: dict[str, Any], events: int = 1) -> ProviderReq
 
 
 @pytest.fixture
-async def web(settings: HiloSettings, topics: list[str]) -> AsyncIterator[httpx.AsyncClient]:
-    web_settings = WebSettings.model_validate(
+def web_settings(settings: HiloSettings) -> WebSettings:
+    return WebSettings.model_validate(
         {**settings.model_dump(), "web_write_keys": [SecretStr(WRITE_KEY)], "max_body_bytes": 5_000}
     )
+
+
+@pytest.fixture
+async def web(web_settings: WebSettings, topics: list[str]) -> AsyncIterator[httpx.AsyncClient]:
     async with channel_client(create_app(web_settings)) as client:
         yield client
 
@@ -301,3 +311,16 @@ async def test_invalid_calls_are_refused_naming_the_problem_and_nothing_is_publi
     assert unknown_call.status_code == 422
     assert oversized.status_code == 413
     assert await published_interactions(settings, 0) == []
+
+
+async def test_503_while_kafka_is_down_and_the_retry_is_published(
+    web_settings: WebSettings, tmp_path: Path
+) -> None:
+    events = await assert_refused_while_kafka_is_down(
+        create_app, web_settings, request("/v1/batch", BATCH, events=2), tmp_path
+    )
+
+    assert {event["id"] for event in events} == {
+        interaction_id("app", "msg-b1"),
+        interaction_id("app", "msg-b2"),
+    }
