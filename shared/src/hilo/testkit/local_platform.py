@@ -248,10 +248,6 @@ class LocalPlatform:
         self.env_file.touch(mode=0o600)
         self.env_file.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
 
-    def pids(self) -> list[int]:
-        services = [s.process.pid for s in self.services if s.process is not None]
-        return services + self.infra.pids()
-
     def stop(self) -> None:
         """Services first (they flush and commit), then the servers."""
         for service in reversed(self.services):
