@@ -8,24 +8,23 @@ from channel_social.settings import SocialSettings
 from channel_social.translate import translate
 from channel_social.webhook import Notification
 from hilo.channel import Channel, create_channel_app, parse_json
-from hilo.providers.meta import Translation, add_notification_route, add_verification_route
+from hilo.providers.meta import Translation, meta_webhook_router
 
 
 def routes(channel: Channel, settings: SocialSettings) -> list[APIRouter]:
-    router = APIRouter(prefix="/webhooks/social", tags=["social"])
-    add_verification_route(router, settings.meta_verify_token)
-
     def read(body: bytes) -> Translation:
         return translate(parse_json(Notification, body), settings.instance)
 
-    add_notification_route(
-        router,
-        channel,
-        app_secret=settings.meta_app_secret,
-        limit=settings.max_body_bytes,
-        translate=read,
-    )
-    return [router]
+    return [
+        meta_webhook_router(
+            "/webhooks/social",
+            channel,
+            app_secret=settings.meta_app_secret,
+            verify_token=settings.meta_verify_token,
+            limit=settings.max_body_bytes,
+            translate=read,
+        )
+    ]
 
 
 def create_app(settings: SocialSettings | None = None) -> FastAPI:

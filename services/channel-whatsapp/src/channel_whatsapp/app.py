@@ -8,24 +8,23 @@ from channel_whatsapp.settings import WhatsAppSettings
 from channel_whatsapp.translate import translate
 from channel_whatsapp.webhook import Notification
 from hilo.channel import Channel, create_channel_app, parse_json
-from hilo.providers.meta import Translation, add_notification_route, add_verification_route
+from hilo.providers.meta import Translation, meta_webhook_router
 
 
 def routes(channel: Channel, settings: WhatsAppSettings) -> list[APIRouter]:
-    router = APIRouter(prefix="/webhooks/whatsapp", tags=["whatsapp"])
-    add_verification_route(router, settings.whatsapp_verify_token)
-
     def read(body: bytes) -> Translation:
         return translate(parse_json(Notification, body), settings.instance)
 
-    add_notification_route(
-        router,
-        channel,
-        app_secret=settings.whatsapp_app_secret,
-        limit=settings.max_body_bytes,
-        translate=read,
-    )
-    return [router]
+    return [
+        meta_webhook_router(
+            "/webhooks/whatsapp",
+            channel,
+            app_secret=settings.whatsapp_app_secret,
+            verify_token=settings.whatsapp_verify_token,
+            limit=settings.max_body_bytes,
+            translate=read,
+        )
+    ]
 
 
 def create_app(settings: WhatsAppSettings | None = None) -> FastAPI:

@@ -71,6 +71,22 @@ def add_notification_route(
         return {"published": len(interactions), "ignored": ignored}
 
 
+def meta_webhook_router(
+    prefix: str,
+    channel: Channel,
+    *,
+    app_secret: SecretStr,
+    verify_token: SecretStr,
+    limit: int,
+    translate: Callable[[bytes], Translation],
+) -> APIRouter:
+    """A Meta channel's whole HTTP face at `prefix`: the handshake and the notifications."""
+    router = APIRouter(prefix=prefix, tags=[channel.name])
+    add_verification_route(router, verify_token)
+    add_notification_route(router, channel, app_secret=app_secret, limit=limit, translate=translate)
+    return router
+
+
 async def verified_body(request: Request, app_secret: SecretStr, limit: int) -> bytes:
     """The raw body, once `X-Hub-Signature-256` proves Meta sent it (401/403 otherwise)."""
     body = await raw_body(request, limit)
