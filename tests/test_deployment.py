@@ -23,7 +23,7 @@ from customer_profile.settings import ProfileSettings
 from hilo.settings import HiloSettings
 from hilo.testkit.env_example import development_env, render
 from hilo.testkit.local_infra import kafka_version
-from hilo.testkit.local_platform import SERVICES, settings_class
+from hilo.testkit.local_platform import SERVICES, secret_variables, settings_class
 from traffic_simulator.settings import SimulatorSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +138,7 @@ def test_every_service_gets_its_secrets_from_env_and_none_is_baked_in(
 ) -> None:
     for spec in SERVICES:
         environment = compose["services"][spec.name]["environment"]
-        for secret in spec.secrets:
+        for secret in secret_variables(spec):
             assert re.fullmatch(rf"\$\{{{secret}:\?.+\}}", str(environment[secret])), secret
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert "HILO_" not in dockerfile.replace("hilo", "")

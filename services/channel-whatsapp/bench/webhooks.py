@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import httpx
 
 from hilo.providers.meta import signed_headers
 from hilo.settings import HiloSettings
-from hilo.testkit.local_infra import Infrastructure
+from hilo.testkit.local_infra import Infrastructure, free_port
 from hilo.testkit.probes import read_topic
 from hilo.topics import Topic, ensure_topics, topic_name
 
@@ -71,12 +70,6 @@ def notification(n: int) -> bytes:
             ],
         }
     ).encode()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def kafka_wait_ms(metrics: str) -> float:

@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, SecretStr
+from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from hilo.settings import HiloSettings
-from hilo.testkit.local_platform import SERVICES, settings_class
+from hilo.testkit.local_platform import SERVICES, is_secret, settings_class, variable
 
 HEADER = """\
 # Hilo configuration: copy to .env and fill in the secrets (docker compose reads .env).
@@ -58,13 +58,6 @@ SKIPPED = {"service_name"}
 """Fixed per service by its settings class and by compose."""
 
 
-def variable(name: str, field: FieldInfo) -> str:
-    alias = field.validation_alias
-    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
-        return alias.choices[0]
-    return "HILO_" + name.upper()
-
-
 def default_text(field: FieldInfo) -> str | None:
     """The default as it would be written in the environment; None when required."""
     if field.default is PydanticUndefined and field.default_factory is None:
@@ -79,10 +72,6 @@ def default_text(field: FieldInfo) -> str | None:
     if isinstance(value, SecretStr):
         return ""
     return str(value)
-
-
-def is_secret(field: FieldInfo) -> bool:
-    return "SecretStr" in repr(field.annotation)
 
 
 def section(title: str, fields: dict[str, FieldInfo], written: dict[str, str]) -> list[str]:

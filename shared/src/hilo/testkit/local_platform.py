@@ -32,6 +32,9 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from pydantic import AliasChoices
+from pydantic.fields import FieldInfo
+
 from hilo.settings import HiloSettings
 from hilo.testkit.local_infra import (
     Infrastructure,
@@ -55,7 +58,6 @@ class ServiceSpec:
     settings: str
     """`module:Class` of its settings: what `.env.example` and the compose checks read."""
     port_offset: int
-    secrets: tuple[str, ...] = ()
     public_url: bool = False
     """Twilio signs the public URL: the service must know the address it is called on."""
 
@@ -66,28 +68,24 @@ SERVICES: tuple[ServiceSpec, ...] = (
         "customer_profile",
         "customer_profile.settings:ProfileSettings",
         0,
-        ("HILO_API_KEYS",),
     ),
     ServiceSpec(
         "channel-web",
         "channel_web",
         "channel_web.settings:WebSettings",
         1,
-        ("HILO_WEB_WRITE_KEYS",),
     ),
     ServiceSpec(
         "channel-whatsapp",
         "channel_whatsapp",
         "channel_whatsapp.settings:WhatsAppSettings",
         2,
-        ("HILO_WHATSAPP_APP_SECRET", "HILO_WHATSAPP_VERIFY_TOKEN"),
     ),
     ServiceSpec(
         "channel-sms",
         "channel_sms",
         "channel_sms.settings:SmsSettings",
         3,
-        ("HILO_TWILIO_AUTH_TOKEN",),
         public_url=True,
     ),
     ServiceSpec(
@@ -95,21 +93,18 @@ SERVICES: tuple[ServiceSpec, ...] = (
         "channel_email",
         "channel_email.settings:EmailSettings",
         4,
-        ("HILO_MAILGUN_SIGNING_KEY", "HILO_EMAIL_API_KEYS"),
     ),
     ServiceSpec(
         "channel-store",
         "channel_store",
         "channel_store.settings:StoreSettings",
         5,
-        ("HILO_STORE_API_KEYS",),
     ),
     ServiceSpec(
         "channel-voice",
         "channel_voice",
         "channel_voice.settings:VoiceSettings",
         6,
-        ("HILO_TWILIO_AUTH_TOKEN", "HILO_VOICE_API_KEYS"),
         public_url=True,
     ),
     ServiceSpec(
@@ -117,7 +112,6 @@ SERVICES: tuple[ServiceSpec, ...] = (
         "channel_social",
         "channel_social.settings:SocialSettings",
         7,
-        ("HILO_META_APP_SECRET", "HILO_META_VERIFY_TOKEN"),
     ),
 )
 """Every service of the platform; docker-compose.yml runs the same list (a test checks it)."""
@@ -129,6 +123,24 @@ def settings_class(spec: ServiceSpec) -> type[HiloSettings]:
     return cls
 
 
+def variable(name: str, field: FieldInfo) -> str:
+    """The environment variable a settings field reads (its first alias, else `HILO_<NAME>`)."""
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return "HILO_" + name.upper()
+
+
+def is_secret(field: FieldInfo) -> bool:
+    return "SecretStr" in repr(field.annotation)
+
+
+def secret_variables(spec: ServiceSpec) -> list[str]:
+    """The secrets a service reads, as its settings class declares them (`SecretStr` fields)."""
+    fields = settings_class(spec).model_fields
+    return [variable(name, field) for name, field in fields.items() if is_secret(field)]
+
+
 def url_variable(service: str) -> str:
     """`HILO_URL_CHANNEL_WEB` and the like: where the simulator finds each service."""
     return "HILO_URL_" + service.upper().replace("-", "_")
@@ -136,7 +148,7 @@ def url_variable(service: str) -> str:
 
 def development_secrets(environ: Mapping[str, str]) -> dict[str, str]:
     """One random value per secret setting, unless the environment already sets it."""
-    names = sorted({name for spec in SERVICES for name in spec.secrets})
+    names = sorted({name for spec in SERVICES for name in secret_variables(spec)})
     return {name: environ.get(name) or secrets.token_urlsafe(18) for name in names}
 
 
