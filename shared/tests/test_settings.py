@@ -33,3 +33,14 @@ def test_invalid_values_are_refused_naming_the_setting(monkeypatch: pytest.Monke
 
     with pytest.raises(ValidationError, match="default_phone_region"):
         HiloSettings()
+
+
+def test_event_time_skew_and_record_size_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HILO_MAX_FUTURE_SKEW_SECONDS", "60")
+    monkeypatch.setenv("HILO_KAFKA_MAX_RECORD_BYTES", "2097152")
+
+    settings = HiloSettings()
+
+    assert settings.max_future_skew_seconds == 60
+    assert settings.kafka_max_record_bytes == 2_097_152
+    assert HiloSettings.model_fields["kafka_max_record_bytes"].default == 1_048_576

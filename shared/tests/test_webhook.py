@@ -54,3 +54,29 @@ def test_secrets_match() -> None:
     assert secrets_match("verify-me", "verify-me")
     assert not secrets_match("verify-me", "verify-you")
     assert not secrets_match("verify-me", None)
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        "sha256=é" + "0" * 63,
+        "sha256=" + "\u00ff" * 64,
+        "sha256=\u2603",
+        "sha256=\ud800",
+    ],
+)
+def test_a_non_ascii_hex_signature_is_a_mismatch_not_a_crash(signature: str) -> None:
+    with pytest.raises(SignatureError, match="signature does not match the body"):
+        verify_hex_signature("s3cret", BODY, signature, prefix="sha256=")
+
+
+@pytest.mark.parametrize("signature", ["é" * 28, "\u00e9\u00e8==", "\ud83d"])
+def test_a_non_ascii_base64_signature_is_a_mismatch_not_a_crash(signature: str) -> None:
+    with pytest.raises(SignatureError, match="signature does not match the request"):
+        verify_base64_signature("token", b"https://example.com/sms", signature, digest="sha1")
+
+
+def test_secrets_never_match_text_no_utf8_can_hold() -> None:
+    assert not secrets_match("verify-me", "\ud800")
+    assert not secrets_match("verify-me", "vérify-me")
+    assert secrets_match("clé", "clé")

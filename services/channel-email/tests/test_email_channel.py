@@ -267,3 +267,140 @@ async def test_503_while_kafka_is_down_and_the_retry_is_published(
     assert {event["id"] for event in events} == {
         interaction_id("email", "CAF=reply-2@mail.example.com")
     }
+
+
+async def test_a_part_in_an_unknown_charset_is_read_not_lost(
+    email: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    mail = (
+        b"From: Ana <ana@example.com>\r\n"
+        b"Subject: =?x-unknown-foo?q?Hola?=\r\n"
+        b"Message-ID: <unknown-charset-1@mail.example.com>\r\n"
+        b"Content-Type: text/plain; charset=x-unknown-foo\r\n\r\n"
+        b"Where is my order? Caf\xe9\r\n"
+    )
+
+    response = await email.post("/v1/messages/mime", content=mail, headers={"X-API-Key": API_KEY})
+
+    assert response.status_code == 200, response.text
+    [event] = await published_interactions(settings, 1)
+    assert event["payload"]["text"] == "Where is my order? Café"
+    assert event["identifiers"]["email"] == "ana@example.com"
+
+
+async def test_a_non_ascii_mailgun_signature_is_refused_as_a_mismatch(
+    email: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    fields = [(k, "é" * 64 if k == "signature" else v) for k, v in mailgun_fields()]
+    request = mailgun(fields)
+
+    response = await email.post(request.path, content=request.body, headers=request.headers)
+
+    assert response.status_code == 403
+    assert await published_interactions(settings, 0) == []
+
+
+def mail_with_attachment(size: int) -> bytes:
+    """A reply carrying an attachment of `size` bytes: over a MiB as raw MIME when size is."""
+    attachment = base64.encodebytes(b"\x00" * size)
+    return REPLY.replace(
+        b"JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PC9UeXBlL0NhdGFsb2c+PgplbmRvYmoK\n",
+        attachment.replace(b"\n", b"\r\n"),
+    )
+
+
+async def test_raw_mail_over_a_mebibyte_in_one_form_field_is_taken_up_to_the_body_limit(
+    email_settings: EmailSettings, topics: list[str], settings: HiloSettings
+) -> None:
+    large_mail = email_settings.model_copy(update={"max_body_bytes": 3_000_000})
+    raw = mail_with_attachment(1_200_000)
+    assert len(raw) > 1_048_576
+    signed_fields = [
+        (k, v) for k, v in mailgun_fields() if k in ("timestamp", "token", "signature")
+    ]
+    mailgun_body, mailgun_type = multipart([*signed_fields, ("body-mime", raw.decode())], {})
+    sendgrid_body, sendgrid_type = multipart([("email", raw.decode())], {})
+    too_large_body, too_large_type = multipart(
+        [("email", mail_with_attachment(2_400_000).decode())], {}
+    )
+    basic = "Basic " + base64.b64encode(f"sendgrid:{API_KEY}".encode()).decode()
+
+    async with channel_client(create_app(large_mail)) as client:
+        via_mailgun = await client.post(
+            "/webhooks/mailgun", content=mailgun_body, headers={"Content-Type": mailgun_type}
+        )
+        via_sendgrid = await client.post(
+            "/webhooks/sendgrid",
+            content=sendgrid_body,
+            headers={"Content-Type": sendgrid_type, "Authorization": basic},
+        )
+        too_large = await client.post(
+            "/webhooks/sendgrid",
+            content=too_large_body,
+            headers={"Content-Type": too_large_type, "Authorization": basic},
+        )
+
+    assert via_mailgun.status_code == 200, via_mailgun.text
+    assert via_sendgrid.status_code == 200, via_sendgrid.text
+    assert too_large.status_code == 413
+    events = await published_interactions(settings, 2)
+    assert {event["id"] for event in events} == {
+        interaction_id("email", "CAF=reply-2@mail.example.com")
+    }
+    assert events[0]["payload"]["attachments"][0]["size_bytes"] == 1_200_000
+
+
+async def test_headers_the_standard_parser_chokes_on_are_read_as_they_came(
+    email: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    mail = (
+        b"From: Ana <ana@example.com>\r\nSubject: Order\r\nMessage-ID: <>\r\n"
+        b"In-Reply-To: <>\r\nReferences: <>\r\n\r\nWhere is my order?\r\n"
+    )
+
+    response = await email.post("/v1/messages/mime", content=mail, headers={"X-API-Key": API_KEY})
+
+    assert response.status_code == 200, response.text
+    [event] = await published_interactions(settings, 1)
+    assert event["payload"]["text"] == "Where is my order?"
+    assert event["payload"]["provider_message_id"].startswith("sha256:")
+
+
+async def test_a_mail_longer_than_the_contract_holds_is_kept_truncated(
+    email_settings: EmailSettings, topics: list[str], settings: HiloSettings
+) -> None:
+    mail = (
+        b"From: Ana <ana@example.com>\r\nSubject: Order\r\n"
+        b"Message-ID: <long-1@mail.example.com>\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + b"Where is it? " * 8_000
+    )
+
+    roomy = email_settings.model_copy(update={"max_body_bytes": 500_000})
+    async with channel_client(create_app(roomy)) as client:
+        response = await client.post(
+            "/v1/messages/mime", content=mail, headers={"X-API-Key": API_KEY}
+        )
+
+    assert response.status_code == 200, response.text
+    [event] = await published_interactions(settings, 1)
+    assert len(event["payload"]["text"]) == 100_000
+    assert event["payload"]["text"].startswith("Where is it? Where is it?")
+    assert event["adjustments"] == [{"field": "payload.text", "reason": "truncated"}]
+
+
+@pytest.mark.parametrize(
+    ("message_headers", "status"),
+    [("12345", 200), ('{"Date": "today"}', 200), ("[" * 10_000, 422), ('[["\\ud800", "x"]]', 422)],
+)
+async def test_mailgun_message_headers_of_any_shape_are_never_a_crash(
+    email: httpx.AsyncClient, settings: HiloSettings, message_headers: str, status: int
+) -> None:
+    fields = [(k, message_headers if k == "message-headers" else v) for k, v in mailgun_fields()]
+    request = mailgun(fields)
+
+    response = await email.post(request.path, content=request.body, headers=request.headers)
+
+    assert response.status_code == status, response.text
+    assert len(await published_interactions(settings, 1 if status == 200 else 0)) == (
+        1 if status == 200 else 0
+    )

@@ -202,3 +202,36 @@ async def test_malformed_forms_are_refused_naming_the_problem(
     assert bad_phone.status_code == 422
     assert "+34 000" not in bad_phone.text
     assert await published_interactions(settings, 0) == []
+
+
+async def test_a_non_ascii_signature_is_refused_as_a_mismatch(
+    sms: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    response = await sms.post(
+        "/webhooks/twilio/sms",
+        content=urlencode(INCOMING),
+        headers={
+            b"X-Twilio-Signature": "é".encode() * 28,
+            b"Content-Type": b"application/x-www-form-urlencoded",
+        },
+    )
+
+    assert response.status_code == 403
+    assert response.json()["detail"] == "signature does not match the request"
+    assert await published_interactions(settings, 0) == []
+
+
+@pytest.mark.parametrize("sender", ["12345", "898287", "ACME Bank", "Hilo"])
+async def test_messages_from_short_codes_and_sender_ids_are_acknowledged_not_recorded(
+    sms: httpx.AsyncClient, settings: HiloSettings, sender: str
+) -> None:
+    from_service = [(k, sender) if k == "From" else (k, v) for k, v in INCOMING]
+    status_to_service = [(k, sender) if k == "To" else (k, v) for k, v in STATUS]
+
+    incoming = await post(sms, "/webhooks/twilio/sms", from_service)
+    status = await post(sms, "/webhooks/twilio/sms/status", status_to_service)
+
+    assert incoming.status_code == 200
+    assert incoming.text == '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+    assert status.status_code == 200
+    assert await published_interactions(settings, 0) == []

@@ -235,3 +235,18 @@ async def test_503_while_kafka_is_down_and_the_retry_is_published(
     assert {event["id"] for event in events} == {
         interaction_id("messenger", "m_toDnmD9pjVNjSTV6Ec0zG9dqUXfxPN6nlyzlDqAj9w")
     }
+
+
+async def test_a_timestamp_no_date_can_hold_is_kept_at_the_receipt_time(
+    social: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    document = json.loads(json.dumps(MESSENGER_TEXT))
+    document["entry"][0]["messaging"][0]["timestamp"] = 10**20
+    request = signed(document)
+
+    response = await social.post(request.path, content=request.body, headers=request.headers)
+
+    assert response.json() == {"published": 1, "ignored": 0}
+    [event] = await published_interactions(settings, 1)
+    assert event["occurred_at"] == event["received_at"]
+    assert event["adjustments"] == [{"field": "occurred_at", "reason": "unreadable"}]

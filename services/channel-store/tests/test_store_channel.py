@@ -224,3 +224,95 @@ async def test_503_while_kafka_is_down_and_the_retry_is_published(
     assert {event["id"] for event in events} == {
         interaction_id("store", "receipt:BCN-01:R-20261123-0042")
     }
+
+
+async def test_a_cell_over_128_kib_rejects_its_receipt_naming_the_row_not_the_file(
+    store_settings: StoreSettings, topics: list[str], settings: HiloSettings
+) -> None:
+    roomy = store_settings.model_copy(update={"max_body_bytes": 1_000_000})
+    long_name = "x" * 140_000
+    body = csv_body(
+        "BCN-01,T1,R1,2026-11-23T10:00:00+01:00,EUR,SKU-1,Shoe,1,59.90,59.90,,,card,LOY-1,,,,",
+        f"BCN-01,T1,R2,2026-11-23T11:00:00+01:00,EUR,SKU-1,{long_name},1,5.00,5.00,,,card,LOY-2,,,,",
+    )
+
+    async with channel_client(create_app(roomy)) as client:
+        response = await client.post(
+            "/v1/receipts/upload", content=body, headers={"X-API-Key": KEY}
+        )
+
+    assert response.status_code == 207, response.text
+    report = response.json()
+    assert (report["receipts_published"], report["rows_rejected"]) == (1, 1)
+    [problem] = report["rejected"]
+    assert (problem["row"], problem["receipt_id"]) == (3, "R2")
+    assert problem["errors"] == ["name: String should have at most 300 characters"]
+    [event] = await published_interactions(settings, 1)
+    assert event["id"] == interaction_id("store", "receipt:BCN-01:R1")
+
+
+async def test_a_carriage_return_inside_a_cell_is_a_line_break_not_a_crash(
+    store: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    body = csv_body(
+        "BCN-01,T1,R1,2026-11-23T10:00:00+01:00,EUR,SKU-1,Sh\roe,1,59.90,59.90,,,card,LOY-1,,,,"
+    )
+
+    response = await store.post("/v1/receipts/upload", content=body, headers={"X-API-Key": KEY})
+
+    assert response.status_code == 422
+    assert response.json()["rows_rejected"] == 2
+    assert await published_interactions(settings, 0) == []
+
+
+async def test_an_invalid_contact_drops_only_itself_when_a_card_names_the_customer(
+    store: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    typo = {
+        **RECEIPT,
+        "receipt_id": "R-typo",
+        "customer": {"loyalty_id": "LOY-000981", "phone": "(+34) 612-345-678", "email": "a@@b"},
+    }
+    only_a_bad_email = {**RECEIPT, "receipt_id": "R-bad", "customer": {"email": "ana@@example"}}
+    body = csv_body(
+        "BCN-01,T1,R9,2026-11-23T10:00:00+01:00,EUR,SKU-1,Shoe,1,59.90,59.90,,,card,LOY-1,,,"
+        "+34 000,"
+    )
+
+    kept = await store.post("/v1/receipts", json=typo, headers=HEADERS)
+    refused = await store.post("/v1/receipts", json=only_a_bad_email, headers=HEADERS)
+    uploaded = await store.post("/v1/receipts/upload", content=body, headers={"X-API-Key": KEY})
+
+    assert kept.status_code == 200, kept.text
+    assert refused.status_code == 422
+    assert refused.json()["detail"].startswith("customer.email: not a valid email address")
+    assert "ana@@example" not in refused.text
+    assert uploaded.status_code == 200, uploaded.text
+    events = {e["id"]: e for e in await published_interactions(settings, 2)}
+    from_json = events[interaction_id("store", "receipt:BCN-01:R-typo")]
+    assert from_json["identifiers"] == {
+        **from_json["identifiers"],
+        "loyalty_id": "LOY-000981",
+        "phone": None,
+        "email": None,
+    }
+    assert from_json["adjustments"] == [
+        {"field": "identifiers.email", "reason": "invalid_email"},
+        {"field": "identifiers.phone", "reason": "invalid_phone"},
+    ]
+    from_csv = events[interaction_id("store", "receipt:BCN-01:R9")]
+    assert from_csv["adjustments"] == [{"field": "identifiers.phone", "reason": "invalid_phone"}]
+
+
+async def test_ids_too_long_to_make_an_order_id_are_refused_naming_them(
+    store: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    response = await store.post(
+        "/v1/receipts", json={**RECEIPT, "receipt_id": "R" * 200}, headers=HEADERS
+    )
+
+    assert response.status_code == 422
+    assert response.json()["detail"] == (
+        "(body): store_id and receipt_id together must be under 200 characters"
+    )
+    assert await published_interactions(settings, 0) == []

@@ -208,3 +208,48 @@ async def test_503_while_kafka_is_down_and_the_retry_is_published(
     assert {event["id"] for event in events} == {
         interaction_id("voice", "CA5ef8732a3c49700934481addd5ce1659:completed")
     }
+
+
+async def test_a_transcript_larger_than_kafka_takes_is_refused_with_413_not_503(
+    voice_settings: VoiceSettings, topics: list[str], settings: HiloSettings
+) -> None:
+    roomy = voice_settings.model_copy(update={"max_body_bytes": 3_000_000})
+    long_call = {**OUTCOME, "transcript": "€" * 400_000}  # 1.2 MB as UTF-8
+
+    async with channel_client(create_app(roomy)) as client:
+        response = await client.post("/v1/calls", json=long_call, headers={"X-API-Key": KEY})
+
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": "too_large",
+        "detail": "event larger than 1048576 bytes after translation",
+    }
+    assert await published_interactions(settings, 0) == []
+
+
+async def test_an_invalid_email_beside_a_valid_phone_is_dropped_and_the_call_kept(
+    voice: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    outcome = {**OUTCOME, "customer": {"phone": "+34 612 34 56 78", "email": "ana@@example"}}
+
+    response = await voice.post("/v1/calls", json=outcome, headers={"X-API-Key": KEY})
+
+    assert response.status_code == 200, response.text
+    [event] = await published_interactions(settings, 1)
+    assert (event["identifiers"]["phone"], event["identifiers"]["email"]) == ("+34612345678", None)
+    assert event["adjustments"] == [{"field": "identifiers.email", "reason": "invalid_email"}]
+
+
+async def test_a_twilio_timestamp_without_zone_is_utc_as_rfc_2822_says(
+    voice: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    no_zone = [
+        (k, "Mon, 23 Nov 2026 18:04:12 -0000") if k == "Timestamp" else (k, v) for k, v in COMPLETED
+    ]
+    request = twilio(no_zone)
+
+    response = await voice.post(STATUS_PATH, content=request.body, headers=dict(request.headers))
+
+    assert response.status_code == 200, response.text
+    [event] = await published_interactions(settings, 1)
+    assert event["occurred_at"] == "2026-11-23T18:04:12Z"

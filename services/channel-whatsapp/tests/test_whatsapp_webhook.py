@@ -211,3 +211,84 @@ async def test_malformed_and_oversized_bodies_are_refused(
     assert broken.status_code == 422
     assert too_large.status_code == 413
     assert await published_interactions(settings, 0) == []
+
+
+async def test_a_non_ascii_signature_is_refused_as_a_mismatch(
+    whatsapp: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    body = sample("text_message.json")
+
+    response = await whatsapp.post(
+        "/webhooks/whatsapp",
+        content=body,
+        headers={
+            b"X-Hub-Signature-256": ("sha256=é" + "0" * 63).encode(),
+            b"Content-Type": b"application/json",
+        },
+    )
+
+    assert response.status_code == 403
+    assert response.json() == {"error": "signature", "detail": "signature does not match the body"}
+    assert await published_interactions(settings, 0) == []
+
+
+def with_message_timestamp(timestamp: str) -> bytes:
+    document = json.loads(sample("text_message.json"))
+    document["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] = timestamp
+    return json.dumps(document).encode()
+
+
+@pytest.mark.parametrize("timestamp", ["yesterday", "9" * 30, ""])
+async def test_a_message_with_an_unreadable_timestamp_is_kept_at_its_receipt_time(
+    whatsapp: httpx.AsyncClient, settings: HiloSettings, timestamp: str
+) -> None:
+    body = with_message_timestamp(timestamp)
+
+    response = await whatsapp.post(
+        "/webhooks/whatsapp", content=body, headers=meta_signed(body, SECRET)
+    )
+
+    assert response.json() == {"published": 1, "ignored": 0}
+    [event] = await published_interactions(settings, 1)
+    assert event["payload"]["text"] == "Does it come in another color?"
+    assert event["occurred_at"] == event["received_at"]
+    assert event["adjustments"] == [{"field": "occurred_at", "reason": "unreadable"}]
+
+
+async def test_template_status_and_other_fields_are_acknowledged_and_counted_as_ignored(
+    whatsapp: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    document = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "102290129340398",
+                "time": 1749416383,
+                "changes": [
+                    {
+                        "field": "message_template_status_update",
+                        "value": {
+                            "event": "APPROVED",
+                            "message_template_id": 1234567890,
+                            "message_template_name": "order_ready",
+                            "message_template_language": "en_US",
+                            "reason": "NONE",
+                        },
+                    },
+                    {
+                        "field": "phone_number_quality_update",
+                        "value": {"display_phone_number": "15550783881", "event": "FLAGGED"},
+                    },
+                ],
+            }
+        ],
+    }
+    body = json.dumps(document).encode()
+
+    response = await whatsapp.post(
+        "/webhooks/whatsapp", content=body, headers=meta_signed(body, SECRET)
+    )
+
+    assert response.status_code == 200
+    assert response.json() == {"published": 0, "ignored": 2}
+    assert await published_interactions(settings, 0) == []

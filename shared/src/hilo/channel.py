@@ -5,8 +5,9 @@ rest the same way for every channel:
 
 - publish and wait for Kafka's acknowledgement, answering 503 (so the provider retries) when it
   does not come; never 200 for something Kafka does not have;
-- refuse bodies over `HILO_MAX_BODY_BYTES` with 413, malformed bodies with 422 naming the fields
-  (never echoing their values), bad signatures with 401/403;
+- refuse bodies over `HILO_MAX_BODY_BYTES` with 413, events larger than Kafka takes
+  (`HILO_KAFKA_MAX_RECORD_BYTES`) with 413 (a retry could never succeed), malformed bodies with
+  400/422 naming the fields (never echoing their values), bad signatures with 401/403;
 - `/health/live`, `/health/ready` (Kafka), `/metrics` with accepted/rejected counts per reason and
   publish latency.
 """
@@ -17,7 +18,8 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from datetime import timedelta
+from typing import Any, TypeVar
 
 import structlog
 import uvicorn
@@ -26,11 +28,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field, ValidationError
+from pydantic_core import from_json
 
-from hilo.contract import Interaction
+from hilo.contract import MAX_FUTURE_SKEW, Interaction
 from hilo.contract.identifiers import DEFAULT_PHONE_REGION
 from hilo.health import health_router, kafka_check
-from hilo.kafka import KafkaPublisher, PublishFailed, create_broker
+from hilo.kafka import KafkaPublisher, PublishFailed, Record, RecordTooLarge, create_broker
 from hilo.logs import configure_logging
 from hilo.settings import HiloSettings
 from hilo.webhook import SignatureError
@@ -38,6 +41,11 @@ from hilo.webhook import SignatureError
 log = structlog.get_logger(__name__)
 
 ACCEPTED = Counter("hilo_channel_events_accepted_total", "Interactions published", ["channel"])
+IGNORED = Counter(
+    "hilo_channel_events_ignored_total",
+    "Provider events acknowledged but not published (not modelled, or nobody to attribute)",
+    ["channel"],
+)
 REJECTED = Counter(
     "hilo_channel_requests_rejected_total", "Requests refused, by reason", ["channel", "reason"]
 )
@@ -82,12 +90,30 @@ def validation_rejection(exc: ValidationError, status: int = 422) -> Rejected:
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def parse_json(model: type[Model], body: bytes) -> Model:
-    """Validate a JSON body into `model`: 422 naming each invalid field, never its value."""
+def parse_json(model: type[Model], body: bytes, context: dict[str, Any] | None = None) -> Model:
+    """Validate a JSON body into `model`: 422 naming each invalid field, never its value.
+
+    `context` reaches every validator (e.g. a `DropInvalid` policy for the identifiers).
+    """
     try:
-        return model.model_validate_json(body)
+        return model.model_validate_json(body, context=context)
     except ValidationError as exc:
         raise validation_rejection(exc) from None
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """A JSON object body as Python values: 400 unless it is one.
+
+    Strict JSON: lone UTF-16 surrogates (`"\\ud800"`), which no event could be serialised with,
+    and numbers of thousands of digits are refused here rather than failing later.
+    """
+    try:
+        document = from_json(body)
+    except ValueError:
+        raise Rejected(400, "invalid_body", "body is not JSON") from None
+    if not isinstance(document, dict):
+        raise Rejected(400, "invalid_body", "body must be a JSON object")
+    return document
 
 
 class Channel:
@@ -98,11 +124,16 @@ class Channel:
         self.settings = settings
         self._publisher = publisher
 
-    async def publish(self, interactions: Sequence[Interaction]) -> None:
-        """Publish every interaction of one request; 503 unless Kafka acknowledged them all."""
+    async def publish(self, interactions: Sequence[Interaction], *, ignored: int = 0) -> None:
+        """Publish every interaction of one request; 503 unless Kafka acknowledged them all.
+
+        413 before anything is sent when one is larger than Kafka takes: no retry could store
+        it. `ignored` counts the request's provider events that are acknowledged unpublished.
+        """
+        records = [self._record(interaction) for interaction in interactions]
         started = time.perf_counter()
         try:
-            await asyncio.gather(*map(self._publisher.publish_interaction, interactions))
+            await asyncio.gather(*map(self._publisher.publish_record, records))
         except PublishFailed:
             REJECTED.labels(self.name, "kafka_unavailable").inc()
             raise HTTPException(
@@ -112,19 +143,29 @@ class Channel:
             ) from None
         PUBLISH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         ACCEPTED.labels(self.name).inc(len(interactions))
+        IGNORED.labels(self.name).inc(ignored)
         for interaction in interactions:
             log.info(
                 "interaction_published",
                 channel=self.name,
                 event_id=interaction.id,
                 type=interaction.payload.kind,
+                adjustments=[f"{a.field}:{a.reason}" for a in interaction.adjustments],
             )
+
+    def _record(self, interaction: Interaction) -> Record:
+        try:
+            return self._publisher.interaction_record(interaction)
+        except RecordTooLarge as exc:
+            raise Rejected(
+                413, "too_large", f"event larger than {exc.limit} bytes after translation"
+            ) from None
 
 
 async def raw_body(request: Request, limit: int) -> bytes:
     """The request body, refusing it (413) as soon as it exceeds `limit` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise Rejected(413, "too_large", f"body larger than {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():
@@ -151,6 +192,7 @@ def create_channel_app(
 ) -> FastAPI:
     """The FastAPI app of a channel service; `routes(channel)` returns its APIRouters."""
     DEFAULT_PHONE_REGION.set(settings.default_phone_region)
+    MAX_FUTURE_SKEW.set(timedelta(seconds=settings.max_future_skew_seconds))
     broker = create_broker(settings)
     channel = Channel(name, settings, KafkaPublisher(broker, settings))
 
@@ -174,6 +216,11 @@ def create_channel_app(
         REJECTED.labels(name, exc.reason).inc()
         log.info("request_rejected", channel=name, reason=exc.reason, status=exc.status)
         return JSONResponse({"error": exc.reason, "detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(ValidationError)
+    async def untranslatable(request: Request, exc: ValidationError) -> JSONResponse:
+        """What a translation could not build from the request is the request's fault: 422."""
+        return await rejected(request, validation_rejection(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -9,10 +9,15 @@ it twice. A publish that cannot be confirmed in time raises `PublishFailed`: the
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.structs import ConsumerRecord
 from faststream.kafka import KafkaBroker
 from faststream.security import BaseSecurity
 
@@ -25,21 +30,64 @@ log = structlog.get_logger(__name__)
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 
 
+CLIENT_HEADERS_ALLOWANCE = 256
+"""Room for the headers the client adds to each record (FastStream's content type, correlation
+id), which `record_size` cannot see."""
+
+
 class PublishFailed(RuntimeError):
     """Kafka did not confirm the write; nothing may be acknowledged upstream."""
 
 
-def create_broker(settings: HiloSettings, security: BaseSecurity | None = None) -> KafkaBroker:
-    """A FastStream Kafka broker whose producer is durable (acks=all, idempotent)."""
+class RecordTooLarge(ValueError):
+    """The producer would refuse the record whatever the broker's state: retrying cannot help."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"record of {size} bytes is larger than {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record as it goes on the wire, ready to publish."""
+
+    topic: Topic
+    key: bytes
+    value: bytes | None
+    headers: Mapping[str, str]
+
+
+def record_size(record: Record) -> int:
+    """What the producer counts against its max_request_size (aiokafka's own estimate)."""
+    headers = [(name, value.encode()) for name, value in record.headers.items()]
+    estimate: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(
+        record.key, record.value, headers
+    )
+    return estimate + CLIENT_HEADERS_ALLOWANCE
+
+
+def create_broker(
+    settings: HiloSettings,
+    security: BaseSecurity | None = None,
+    *,
+    graceful_timeout: float = 15.0,
+) -> KafkaBroker:
+    """A FastStream Kafka broker whose producer is durable (acks=all, idempotent).
+
+    `graceful_timeout` bounds how long `stop` waits for handlers in flight.
+    """
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=settings.client_id,
         acks="all",
         enable_idempotence=True,
         compression_type=None if settings.kafka_compression == "none" else "gzip",
+        max_request_size=settings.kafka_max_record_bytes,
         request_timeout_ms=int(settings.kafka_publish_timeout_seconds * 1000),
         allow_auto_create_topics=False,
         security=security,
+        graceful_timeout=graceful_timeout,
         logger=None,
     )
 
@@ -85,11 +133,55 @@ class KafkaPublisher:
             log.warning("kafka_publish_failed", topic=topic.value, error=type(exc).__name__)
             raise PublishFailed(f"Kafka did not confirm the write to {topic.value}") from exc
 
-    async def publish_interaction(self, interaction: Interaction) -> None:
-        """Publish on `interactions`, keyed by the strongest identifier."""
-        await self.publish(
+    def interaction_record(self, interaction: Interaction) -> Record:
+        """The record of `interaction` on `interactions`, keyed by the strongest identifier.
+
+        Raises `RecordTooLarge` when the producer would refuse it, so a caller can refuse the
+        request before anything of it is published.
+        """
+        record = Record(
             Topic.INTERACTIONS,
-            interaction.model_dump_json().encode(),
             key=interaction.partition_key(),
+            value=interaction.model_dump_json().encode(),
             headers=interaction_headers(interaction),
         )
+        size, limit = record_size(record), self._settings.kafka_max_record_bytes
+        if size > limit:
+            raise RecordTooLarge(size, limit)
+        return record
+
+    async def publish_record(self, record: Record) -> None:
+        await self.publish(record.topic, record.value, key=record.key, headers=record.headers)
+
+    async def publish_interaction(self, interaction: Interaction) -> None:
+        """Publish on `interactions`, keyed by the strongest identifier."""
+        await self.publish_record(self.interaction_record(interaction))
+
+
+async def read_to_end(
+    bootstrap_servers: str, topic: str, *, within_seconds: float = 30.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of `topic` up to its end offsets as of the first fetch (admin tools, tests)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    deadline = time.monotonic() + within_seconds
+    try:
+        end: dict[TopicPartition, int] = {}
+        while time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=300)).values():
+                records.extend(batch)
+            assigned = consumer.assignment()
+            if assigned and not end:
+                end = await consumer.end_offsets(list(assigned))
+            if end and all([await consumer.position(tp) >= end[tp] for tp in end]):
+                break
+    finally:
+        await consumer.stop()
+    return records

@@ -63,6 +63,20 @@ class HiloSettings(BaseSettings):
         default=10.0, gt=0, description="How long a publish may wait for the broker's ack."
     )
     kafka_compression: Literal["gzip", "none"] = "gzip"
+    kafka_max_record_bytes: int = Field(
+        default=1_048_576,
+        ge=1_024,
+        le=100_000_000,
+        description="Largest record a producer sends (its max_request_size); channels answer 413 "
+        "for a larger event. Keep it within the broker's and topics' max.message.bytes.",
+    )
+    max_future_skew_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=31_536_000,
+        description="Event times later than this past the receipt time are replaced by the "
+        "receipt time and marked `in_the_future`.",
+    )
     default_phone_region: str | None = Field(
         default=None,
         pattern=r"^[A-Z]{2}$",

@@ -1,7 +1,8 @@
 """Verifying webhook signatures, the same way for every channel.
 
 Providers sign the raw request body (or a canonical string) with a shared secret. Comparison is
-constant-time (`hmac.compare_digest`) so the answer time reveals nothing about the secret.
+constant-time (`hmac.compare_digest`) so the answer time reveals nothing about the secret, and on
+bytes: a header or body may carry any character, which `compare_digest` refuses in a `str`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def verify_hex_signature(
     if not signature.startswith(prefix):
         raise SignatureError(f"signature must start with {prefix!r}")
     expected = hmac_sha256(secret, message).hex()
-    if not hmac.compare_digest(expected, signature[len(prefix) :].strip().lower()):
+    if not _same_text(expected, signature[len(prefix) :].strip().lower()):
         raise SignatureError("signature does not match the body")
 
 
@@ -41,10 +42,20 @@ def verify_base64_signature(
         raise SignatureError("signature header is missing")
     key = secret.encode() if isinstance(secret, str) else secret
     expected = base64.b64encode(hmac.new(key, message, digest).digest()).decode()
-    if not hmac.compare_digest(expected, signature.strip()):
+    if not _same_text(expected, signature.strip()):
         raise SignatureError("signature does not match the request")
 
 
 def secrets_match(expected: str, given: str | None) -> bool:
     """Constant-time comparison of a configured secret (verify token, API key)."""
-    return given is not None and hmac.compare_digest(expected.encode(), given.encode())
+    return given is not None and _same_text(expected, given)
+
+
+def _same_text(expected: str, given: str) -> bool:
+    """Constant-time equality of two texts as UTF-8; text no UTF-8 can hold (a lone surrogate
+    from JSON) matches nothing."""
+    try:
+        given_bytes = given.encode()
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(expected.encode(errors="surrogateescape"), given_bytes)

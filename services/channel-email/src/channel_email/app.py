@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -52,12 +53,12 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
     @router.post("/webhooks/mailgun")
     async def mailgun(request: Request) -> dict[str, str]:
         """A Mailgun route's `forward()`: signed, fresh, each token once."""
-        form = await _form(request, settings.max_body_bytes)
-        try:
-            token = guard.verify(form)
-        except SignatureError as exc:
-            raise signature_rejection(exc) from None
-        answer = await publish(lambda: parse_route_post(form))
+        async with _form(request, settings.max_body_bytes) as form:
+            try:
+                token = guard.verify(form)
+            except SignatureError as exc:
+                raise signature_rejection(exc) from None
+            answer = await publish(lambda: parse_route_post(form))
         guard.remember(token)
         return answer
 
@@ -67,8 +68,8 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
     ) -> dict[str, str]:
         """SendGrid Inbound Parse with "POST the raw, full MIME message" checked."""
         check_api_key(keys, credentials.password if credentials else None)
-        form = await _form(request, settings.max_body_bytes)
-        raw = form.get("email")
+        async with _form(request, settings.max_body_bytes) as form:
+            raw = form.get("email")
         if not isinstance(raw, str) or not raw:
             raise Rejected(
                 422, "invalid_body", "no `email` field: enable 'POST the raw, full MIME message'"
@@ -86,8 +87,14 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
     return [router]
 
 
-async def _form(request: Request, limit: int) -> FormData:
-    """The request's form (urlencoded or multipart), read within the body limit."""
+@asynccontextmanager
+async def _form(request: Request, limit: int) -> AsyncIterator[FormData]:
+    """The request's form (urlencoded or multipart), read within the body limit; its uploaded
+    files are closed on leaving.
+
+    One field may take the whole limit: Mailgun's `body-mime` and SendGrid's `email` hold the
+    raw message, attachments included (Starlette's own default is 1 MiB per field).
+    """
     body = await raw_body(request, limit)
     sent = False
 
@@ -100,9 +107,13 @@ async def _form(request: Request, limit: int) -> FormData:
 
     replay = Request(request.scope, receive)
     try:
-        return await replay.form(max_files=100, max_fields=1_000)
+        form = await replay.form(max_files=100, max_fields=1_000, max_part_size=limit)
     except (MultiPartException, HTTPException) as exc:
         raise Rejected(400, "invalid_body", f"unreadable form: {exc}") from None
+    try:
+        yield form
+    finally:
+        await form.close()
 
 
 def create_app(settings: EmailSettings | None = None) -> FastAPI:

@@ -8,11 +8,11 @@ A route whose URL ends in `mime` gets the raw message in `body-mime` instead of 
 
 from __future__ import annotations
 
-import json
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
 from cachetools import TTLCache
+from pydantic_core import from_json
 from starlette.datastructures import FormData, UploadFile
 
 from channel_email.mime import (
@@ -24,6 +24,7 @@ from channel_email.mime import (
     parse_date,
     parse_mime,
 )
+from hilo.contract import unix_time
 from hilo.webhook import SignatureError, verify_hex_signature
 
 
@@ -45,7 +46,8 @@ class ReplayGuard:
         if not timestamp or not token:
             raise SignatureError("signature is missing: timestamp, token and signature required")
         verify_hex_signature(self._key, (timestamp + token).encode(), _text(form, "signature"))
-        if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > self._max_age:
+        seconds = _unix_seconds(timestamp)
+        if seconds is None or abs(time.time() - seconds) > self._max_age:
             raise SignatureError("signature timestamp is too old or in the future")
         if token in self._seen:
             raise SignatureError("token was already used: a replayed request")
@@ -87,17 +89,18 @@ def parse_route_post(form: FormData) -> InboundEmail:
 
 
 def _headers(form: FormData) -> dict[str, str]:
-    """`message-headers`: a JSON list of [name, value] pairs, in the message's order."""
+    """`message-headers`: a JSON list of [name, value] pairs, in the message's order (what is
+    not such a pair is skipped: the parsed fields still carry the mail)."""
     raw = _text(form, "message-headers")
     if not raw:
         return {}
     try:
-        pairs = json.loads(raw)
+        pairs = from_json(raw)
     except ValueError:
         raise ValueError("message-headers is not JSON") from None
     return {
         str(pair[0]).lower(): str(pair[1])
-        for pair in pairs
+        for pair in (pairs if isinstance(pairs, list) else [])
         if isinstance(pair, list) and len(pair) == 2
     }
 
@@ -108,8 +111,11 @@ def _text(form: FormData, name: str) -> str | None:
 
 
 def _epoch(timestamp: str | None) -> datetime | None:
-    return (
-        datetime.fromtimestamp(int(timestamp), tz=UTC)
-        if timestamp and timestamp.isdigit()
-        else None
-    )
+    seconds = _unix_seconds(timestamp or "")
+    return None if seconds is None else unix_time(seconds)
+
+
+def _unix_seconds(text: str) -> int | None:
+    """Mailgun's timestamp, or None: ASCII digits only (`str.isdigit` also takes `²`, which
+    `int` refuses) and few enough of them for a date."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else None

@@ -12,13 +12,17 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import message_from_bytes, policy
+from email.errors import MessageError
 from email.headerregistry import Address
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 from email.utils import getaddresses, parsedate_to_datetime
 
 from bs4 import BeautifulSoup
 
 _MESSAGE_ID = re.compile(r"<([^<>\s]+)>")
+_PARSER_FAILURES = (IndexError, ValueError, TypeError, AttributeError, LookupError, MessageError)
+"""What the standard library's header parser raises on some malformed values (an IndexError on
+`Message-ID: <>`, for one) instead of recording a defect."""
 
 
 @dataclass(frozen=True)
@@ -87,22 +91,40 @@ def parse_date(header: str | None) -> datetime | None:
 def parse_mime(raw: bytes) -> InboundEmail:
     """Parse a raw message. Raises `ValueError` when it has no usable sender."""
     message = message_from_bytes(raw, policy=policy.default)
-    own_id = message_ids(str(message.get("Message-ID", "")))
+    own_id = message_ids(_header(message, "Message-ID"))
     return InboundEmail(
         message_id=own_id[0] if own_id else "sha256:" + hashlib.sha256(raw).hexdigest(),
         sender=_sender(message),
-        subject=str(message.get("Subject", "")) or None,
+        subject=_header(message, "Subject") or None,
         text=_body_text(message),
-        date=parse_date(str(message.get("Date", "")) or None),
-        in_reply_to=next(iter(message_ids(str(message.get("In-Reply-To", "")))), None),
-        references=message_ids(str(message.get("References", ""))),
+        date=parse_date(_header(message, "Date") or None),
+        in_reply_to=next(iter(message_ids(_header(message, "In-Reply-To"))), None),
+        references=message_ids(_header(message, "References")),
         attachments=tuple(_attachments(message)),
     )
 
 
+def _header(message: EmailMessage, name: str) -> str:
+    """A header's text ('' when absent); one the parser fails on is read as it came."""
+    try:
+        return str(message.get(name, ""))
+    except _PARSER_FAILURES:
+        return _raw_header(message, name)
+
+
+def _raw_header(message: EmailMessage, name: str) -> str:
+    """The header unparsed, its undecodable bytes replaced (they arrive surrogate-escaped)."""
+    for key, value in message.raw_items():
+        if key.lower() == name.lower():
+            return str(value).encode(errors="surrogateescape").decode(errors="replace")
+    return ""
+
+
 def _sender(message: EmailMessage) -> str:
-    header = message.get("From")
-    addresses: tuple[Address, ...] = getattr(header, "addresses", ())
+    try:
+        addresses: tuple[Address, ...] = getattr(message.get("From"), "addresses", ())
+    except _PARSER_FAILURES:
+        return first_address(_raw_header(message, "From"))
     for address in addresses:
         if address.addr_spec and "@" in address.addr_spec:
             return address.addr_spec
@@ -113,9 +135,29 @@ def _body_text(message: EmailMessage) -> str | None:
     body = message.get_body(preferencelist=("plain", "html"))
     if body is None:
         return None
-    content = body.get_content()
+    content = decoded_text(body)
     text = html_to_text(content) if body.get_content_subtype() == "html" else content.strip()
     return text or None
+
+
+def decoded_text(part: MIMEPart) -> str:
+    """A text part's content, even when its charset is unknown or lies: such mail is real mail.
+
+    Undecodable text is read as UTF-8 if it is that, else as Latin-1 (which reads any byte).
+    """
+    try:
+        content = part.get_content()
+    except (LookupError, UnicodeError):
+        content = None
+    if isinstance(content, str):
+        return content
+    raw = part.get_payload(decode=True)
+    if not isinstance(raw, bytes):
+        return ""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 def _attachments(message: EmailMessage) -> list[AttachmentInfo]:

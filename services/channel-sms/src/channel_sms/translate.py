@@ -1,7 +1,13 @@
-"""Twilio Messaging webhooks → Hilo interactions. Pure: no I/O."""
+"""Twilio Messaging webhooks → Hilo interactions. Pure: no I/O.
+
+Messages from short codes and alphanumeric sender ids (a bank's one-time code, a carrier's
+notice) come from a service, not a person: there is nobody to attribute them to, so they are
+acknowledged and counted as ignored rather than refused (Twilio would only retry them).
+"""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from channel_sms.twilio import InboundMessage, StatusCallback
@@ -33,6 +39,21 @@ _MEDIA_KINDS = {
     "audio": AttachmentKind.AUDIO,
     "video": AttachmentKind.VIDEO,
 }
+_SERVICE_SENDER = re.compile(r"[0-9]{3,8}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11}")
+"""A short code (3 to 8 digits) or an alphanumeric sender id (at most 11 characters, a letter)."""
+
+
+def customer_phone(raw: str) -> str | None:
+    """The customer's number in E.164; `None` for a short code or alphanumeric sender id.
+
+    Raises `ValueError` (without the number) for anything else that is not a phone number.
+    """
+    try:
+        return normalise_phone(raw)
+    except ValueError:
+        if _SERVICE_SENDER.fullmatch(raw.strip()):
+            return None
+        raise
 
 
 def thread(business: str, customer: str) -> Conversation:
@@ -41,9 +62,14 @@ def thread(business: str, customer: str) -> Conversation:
     return Conversation(id=conversation_id(CHANNEL, reference), thread=reference)
 
 
-def inbound(message: InboundMessage, received_at: datetime, instance: str) -> Interaction:
-    """An SMS/MMS from the customer; Twilio sends no timestamp, so it happened on arrival."""
-    phone = normalise_phone(message.From)
+def inbound(message: InboundMessage, received_at: datetime, instance: str) -> Interaction | None:
+    """An SMS/MMS from the customer; Twilio sends no timestamp, so it happened on arrival.
+
+    `None` when a service sent it (short code, sender id): nobody's journey to join.
+    """
+    phone = customer_phone(message.From)
+    if phone is None:
+        return None
     extra = message.model_extra or {}
     attachments = [
         Attachment(
@@ -74,11 +100,14 @@ def inbound(message: InboundMessage, received_at: datetime, instance: str) -> In
 
 
 def status(callback: StatusCallback, received_at: datetime, instance: str) -> Interaction | None:
-    """A delivery status worth recording (queued/accepted/sending are not)."""
+    """A delivery status worth recording (queued/accepted/sending are not, nor messages to a
+    short code)."""
     delivery = _STATUS.get(callback.MessageStatus)
     if delivery is None:
         return None
-    phone = normalise_phone(callback.To)
+    phone = customer_phone(callback.To)
+    if phone is None:
+        return None
     return new_interaction(
         channel=CHANNEL,
         instance=instance,

@@ -9,8 +9,6 @@ does not retry them forever.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from channel_social.webhook import Message, Messaging, Notification
 from hilo.contract import (
     Attachment,
@@ -25,6 +23,7 @@ from hilo.contract import (
     Payload,
     conversation_id,
     new_interaction,
+    unix_time,
 )
 
 CHANNELS = {"page": "messenger", "instagram": "instagram"}
@@ -92,7 +91,7 @@ def _event(channel: str, account: str, event: Messaging, instance: str) -> list[
             provider_event_id=provider_id,
             identifiers=identifiers_of(channel, customer),
             conversation=thread(channel, account, customer),
-            occurred_at=datetime.fromtimestamp(event.timestamp / 1000, tz=UTC),
+            occurred_at=unix_time(event.timestamp, per_second=1000),
             payload=payload,
         )
         for provider_id, payload in found

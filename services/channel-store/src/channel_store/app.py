@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from channel_store.end_of_day import read_upload
 from channel_store.receipts import Receipt, Visit
 from channel_store.settings import StoreSettings
-from channel_store.translate import from_receipt, from_visit
+from channel_store.translate import customer_policy, from_receipt, from_visit
 from hilo.auth import require_api_key
 from hilo.channel import Channel, create_channel_app, parse_json, raw_body
 
@@ -28,7 +28,9 @@ def routes(channel: Channel, settings: StoreSettings) -> list[APIRouter]:
     async def receipt(request: Request) -> dict[str, Any]:
         """One receipt as the till closes it; published before 200 (anonymous sales skipped)."""
         body = await raw_body(request, settings.max_body_bytes)
-        interaction = from_receipt(parse_json(Receipt, body), datetime.now(UTC), settings.instance)
+        policy = customer_policy()
+        receipt = parse_json(Receipt, body, context=policy.context())
+        interaction = from_receipt(receipt, datetime.now(UTC), settings.instance, policy.dropped)
         if interaction is None:
             return {"published": 0, "skipped": "no customer identifier: an anonymous sale"}
         await channel.publish([interaction])
@@ -57,7 +59,9 @@ def routes(channel: Channel, settings: StoreSettings) -> list[APIRouter]:
     async def visit(request: Request) -> dict[str, Any]:
         """A check-in with a loyalty card or the app's QR code."""
         body = await raw_body(request, settings.max_body_bytes)
-        interaction = from_visit(parse_json(Visit, body), datetime.now(UTC), settings.instance)
+        policy = customer_policy()
+        visit = parse_json(Visit, body, context=policy.context())
+        interaction = from_visit(visit, datetime.now(UTC), settings.instance, policy.dropped)
         await channel.publish([interaction])
         return {"published": 1, "event_id": interaction.id}
 

@@ -2,6 +2,9 @@
 
 A receipt is published whole or not at all: one bad row rejects its receipt's other rows too
 (each reported with the reason), so a partial upload is never half-published silently.
+
+Cells may be as long as the body allows: the csv module's 128 KiB default would fail the whole
+file at one long cell, where the models reject the row (and its receipt) naming the field.
 """
 
 from __future__ import annotations
@@ -15,9 +18,13 @@ from datetime import datetime
 from pydantic import ValidationError
 
 from channel_store.receipts import CSV_COLUMNS, REQUIRED_CSV_COLUMNS, CsvRow, Receipt
-from channel_store.translate import from_receipt
+from channel_store.translate import customer_policy, from_receipt
 from hilo.channel import Rejected, validation_rejection
-from hilo.contract import Interaction
+from hilo.contract import DropInvalid, Interaction
+
+CELL_LIMIT = 2**31 - 1
+"""The csv module's cell limit (process-wide), lifted: `HILO_MAX_BODY_BYTES` bounds a cell."""
+csv.field_size_limit(CELL_LIMIT)
 
 
 @dataclass
@@ -57,8 +64,10 @@ def read_upload(body: bytes, received_at: datetime, instance: str) -> UploadRepo
                 for n in numbers
             )
             continue
+        policy = customer_policy()
         try:
-            interaction = from_receipt(_receipt(store_id, receipt_id, rows), received_at, instance)
+            receipt = _receipt(store_id, receipt_id, rows, policy)
+            interaction = from_receipt(receipt, received_at, instance, policy.dropped)
         except (ValidationError, ValueError) as exc:
             reason = (
                 validation_rejection(exc).detail if isinstance(exc, ValidationError) else str(exc)
@@ -79,7 +88,7 @@ def _rows(body: bytes) -> Iterator[tuple[int, CsvRow | RowProblem]]:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise Rejected(400, "invalid_body", "the file is not UTF-8 text") from None
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = set(reader.fieldnames or ())
     if missing := REQUIRED_CSV_COLUMNS - columns:
         raise Rejected(400, "invalid_body", f"missing columns: {', '.join(sorted(missing))}")
@@ -87,8 +96,8 @@ def _rows(body: bytes) -> Iterator[tuple[int, CsvRow | RowProblem]]:
         raise Rejected(400, "invalid_body", f"unknown columns: {', '.join(sorted(unknown))}")
     for record in reader:
         number = reader.line_num
-        store_id = (record.get("store_id") or "").strip() or None
-        receipt_id = (record.get("receipt_id") or "").strip() or None
+        store_id = _reference(record.get("store_id"), 100)
+        receipt_id = _reference(record.get("receipt_id"), 200)
         if None in record:
             yield number, RowProblem(number, store_id, receipt_id, ["more cells than columns"])
             continue
@@ -99,7 +108,15 @@ def _rows(body: bytes) -> Iterator[tuple[int, CsvRow | RowProblem]]:
             yield number, RowProblem(number, store_id, receipt_id, problems)
 
 
-def _receipt(store_id: str, receipt_id: str, rows: list[tuple[int, CsvRow]]) -> Receipt:
+def _reference(cell: str | None, limit: int) -> str | None:
+    """A row's store or receipt id for the report: none when blank or too long to be one."""
+    value = (cell or "").strip()
+    return value if 0 < len(value) <= limit else None
+
+
+def _receipt(
+    store_id: str, receipt_id: str, rows: list[tuple[int, CsvRow]], policy: DropInvalid
+) -> Receipt:
     first = rows[0][1]
     if any(row.receipt_fields() != first.receipt_fields() for _, row in rows[1:]):
         raise ValueError(f"rows of receipt {receipt_id} disagree on its receipt fields")
@@ -114,6 +131,6 @@ def _receipt(store_id: str, receipt_id: str, rows: list[tuple[int, CsvRow]]) -> 
         tax=first.tax,
         discount=first.discount,
         payment_method=first.payment_method,
-        customer=first.customer(),
+        customer=first.customer(policy),
         pickup_order_id=first.pickup_order_id,
     )

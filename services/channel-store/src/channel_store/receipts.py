@@ -5,10 +5,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_extra_types.currency_code import ISO4217
 
-from hilo.contract import Identifiers, VisitMethod
+from hilo.contract import DropInvalid, Identifiers, VisitMethod
 
 Amount = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=4)]
 
@@ -47,6 +48,15 @@ class Receipt(_Input):
         description="Set when this receipt hands over an online order (click and collect).",
     )
     cart_id: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="after")
+    def _order_id_fits(self) -> Receipt:
+        """`store_id:receipt_id` is the order id of the contract, at most 200 characters."""
+        if self.pickup_order_id is None and len(self.store_id) + len(self.receipt_id) >= 200:
+            raise PydanticCustomError(
+                "order_id_too_long", "store_id and receipt_id together must be under 200 characters"
+            )
+        return self
 
 
 class Visit(_Input):
@@ -128,7 +138,7 @@ class CsvRow(_Input):
             sku=self.sku, name=self.name, quantity=self.quantity, unit_price=self.unit_price
         )
 
-    def customer(self) -> Identifiers | None:
+    def customer(self, policy: DropInvalid) -> Identifiers | None:
         known = {
             "loyalty_id": self.loyalty_id,
             "customer_id": self.customer_id,
@@ -136,7 +146,7 @@ class CsvRow(_Input):
             "phone": self.phone,
         }
         present = {kind: value for kind, value in known.items() if value}
-        return Identifiers.model_validate(present) if present else None
+        return Identifiers.model_validate(present, context=policy.context()) if present else None
 
     def receipt_fields(self) -> tuple[object, ...]:
         """What every row of one receipt must agree on."""

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
 from channel_store.receipts import Receipt, Visit
 from hilo.contract import (
+    SECONDARY_CONTACTS,
+    Adjustment,
+    DropInvalid,
     Fulfilment,
     Interaction,
     LineItem,
@@ -21,7 +25,18 @@ from hilo.contract import (
 CHANNEL = "store"
 
 
-def from_receipt(receipt: Receipt, received_at: datetime, instance: str) -> Interaction | None:
+def customer_policy() -> DropInvalid:
+    """A clerk's typo in an email or phone drops that contact, not the sale: the loyalty card or
+    customer number still names the customer (alone, an invalid contact still refuses)."""
+    return DropInvalid(SECONDARY_CONTACTS)
+
+
+def from_receipt(
+    receipt: Receipt,
+    received_at: datetime,
+    instance: str,
+    adjustments: Sequence[Adjustment] = (),
+) -> Interaction | None:
     """The receipt as an order; `None` for an anonymous sale (no one's journey to join).
 
     A receipt that hands over an online order reuses that order's id with status `picked_up`,
@@ -65,10 +80,13 @@ def from_receipt(receipt: Receipt, received_at: datetime, instance: str) -> Inte
         occurred_at=receipt.occurred_at,
         received_at=received_at,
         payload=order,
+        adjustments=adjustments,
     )
 
 
-def from_visit(visit: Visit, received_at: datetime, instance: str) -> Interaction:
+def from_visit(
+    visit: Visit, received_at: datetime, instance: str, adjustments: Sequence[Adjustment] = ()
+) -> Interaction:
     return new_interaction(
         channel=CHANNEL,
         instance=instance,
@@ -77,4 +95,5 @@ def from_visit(visit: Visit, received_at: datetime, instance: str) -> Interactio
         occurred_at=visit.occurred_at,
         received_at=received_at,
         payload=StoreVisited(store_id=visit.store_id, method=visit.method, purpose=visit.purpose),
+        adjustments=adjustments,
     )

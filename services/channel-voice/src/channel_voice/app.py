@@ -5,12 +5,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from pydantic import ValidationError
 
 from channel_voice.calls import CallOutcome, StatusCallback
 from channel_voice.settings import VoiceSettings
 from channel_voice.translate import call_conversation, from_contact_centre, from_twilio
 from hilo.auth import require_api_key
-from hilo.channel import Channel, Rejected, create_channel_app, parse_json, raw_body
+from hilo.channel import (
+    Channel,
+    Rejected,
+    create_channel_app,
+    parse_json,
+    raw_body,
+    validation_rejection,
+)
+from hilo.contract import SECONDARY_CONTACTS, DropInvalid
 from hilo.providers.twilio import EMPTY_TWIML, verified_form
 
 
@@ -28,17 +37,22 @@ def routes(channel: Channel, settings: VoiceSettings) -> list[APIRouter]:
         callback = await verified_form(request, StatusCallback, settings)
         try:
             interaction = from_twilio(callback, datetime.now(UTC), settings.instance)
+        except ValidationError as exc:
+            raise validation_rejection(exc) from None
         except ValueError as exc:  # a withheld or unreadable number: nobody to attribute it to
             raise Rejected(422, "invalid_body", f"customer number: {exc}") from None
-        await channel.publish([interaction] if interaction else [])
+        await channel.publish([interaction] if interaction else [], ignored=0 if interaction else 1)
         return Response(EMPTY_TWIML, media_type="text/xml")
 
     @contact_centre.post("/calls")
     async def call_outcome(request: Request) -> dict[str, str]:
         """The contact centre's word on a call: outcome, disposition, transcript or summary."""
         body = await raw_body(request, settings.max_body_bytes)
-        outcome = parse_json(CallOutcome, body)
-        interaction = from_contact_centre(outcome, datetime.now(UTC), settings.instance)
+        policy = DropInvalid(SECONDARY_CONTACTS)
+        outcome = parse_json(CallOutcome, body, context=policy.context())
+        interaction = from_contact_centre(
+            outcome, datetime.now(UTC), settings.instance, policy.dropped
+        )
         await channel.publish([interaction])
         return {
             "event_id": interaction.id,

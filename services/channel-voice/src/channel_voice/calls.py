@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -21,16 +21,20 @@ class StatusCallback(BaseModel):
     From: str = Field(min_length=1)
     To: str = Field(min_length=1)
     CallDuration: int | None = Field(default=None, ge=0)
-    Timestamp: datetime | None = Field(default=None, description="RFC 2822, when Twilio sent it.")
+    Timestamp: AwareDatetime | None = Field(
+        default=None, description="RFC 2822, when Twilio sent it."
+    )
 
     @field_validator("Timestamp", mode="before")
     @classmethod
     def _rfc2822(cls, value: object) -> object:
+        """RFC 2822 dates; `-0000` (no zone given) means UTC, as the RFC has it."""
         if isinstance(value, str) and value:
             try:
-                return parsedate_to_datetime(value)
-            except (TypeError, ValueError):
+                parsed = parsedate_to_datetime(value)
+            except (TypeError, ValueError, OverflowError):
                 raise ValueError("not an RFC 2822 date") from None
+            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
         return value or None
 
     @field_validator("CallDuration", mode="before")

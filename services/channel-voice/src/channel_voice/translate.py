@@ -6,10 +6,12 @@ journey entry per call), together with the contact centre's outcome when it send
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from channel_voice.calls import CallOutcome, StatusCallback
 from hilo.contract import (
+    Adjustment,
     CallHappened,
     CallStatus,
     Conversation,
@@ -61,7 +63,13 @@ def from_twilio(
     )
 
 
-def from_contact_centre(outcome: CallOutcome, received_at: datetime, instance: str) -> Interaction:
+def from_contact_centre(
+    outcome: CallOutcome,
+    received_at: datetime,
+    instance: str,
+    adjustments: Sequence[Adjustment] = (),
+) -> Interaction:
+    """The contact centre's word on a call; `adjustments` names contacts dropped as invalid."""
     return new_interaction(
         channel=CHANNEL,
         instance=instance,
@@ -81,4 +89,5 @@ def from_contact_centre(outcome: CallOutcome, received_at: datetime, instance: s
             transcript=outcome.transcript,
             summary=outcome.summary,
         ),
+        adjustments=adjustments,
     )

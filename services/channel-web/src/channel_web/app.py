@@ -6,7 +6,6 @@ write keys; answers are Segment's (`{"success": true}`) once Kafka has every eve
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -22,6 +21,7 @@ from hilo.channel import (
     Rejected,
     create_channel_app,
     parse_json,
+    parse_json_object,
     raw_body,
     validation_rejection,
 )
@@ -57,14 +57,14 @@ def routes(channel: Channel, settings: WebSettings) -> list[APIRouter]:
     async def batch(request: Request, credentials: Credentials) -> dict[str, bool]:
         """Many calls at once (SDKs flush their queue here); all are published or none."""
         body = await raw_body(request, settings.max_body_bytes)
-        document = _json_object(body)
+        document = parse_json_object(body)
         authorise(credentials, document)
         envelope = parse_json(Batch, body)
         calls = []
         for index, item in enumerate(envelope.batch):
             merged = {
                 **item,
-                "context": {**envelope.context, **(item.get("context") or {})},
+                "context": _merged_context(envelope.context, item.get("context")),
                 "sentAt": item.get("sentAt") or envelope.sent_at,
             }
             calls.append(_validated(merged, f"batch.{index}"))
@@ -76,21 +76,19 @@ def routes(channel: Channel, settings: WebSettings) -> list[APIRouter]:
     ) -> dict[str, bool]:
         """One identify, track, page, screen, alias or group call."""
         body = await raw_body(request, settings.max_body_bytes)
-        document = _json_object(body)
+        document = parse_json_object(body)
         authorise(credentials, document)
         return await publish([_validated({**document, "type": call_type}, "")], "")
 
     return [router]
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
-        raise Rejected(400, "invalid_body", "body is not JSON") from None
-    if not isinstance(document, dict):
-        raise Rejected(400, "invalid_body", "body must be a JSON object")
-    return document
+def _merged_context(shared: dict[str, Any], own: Any) -> Any:
+    """The batch's context under the call's own; a call's context that is not an object is
+    left for validation to refuse, naming the call."""
+    if own is None:
+        return shared
+    return {**shared, **own} if isinstance(own, dict) else own
 
 
 def _validated(document: dict[str, Any], where: str) -> Call:

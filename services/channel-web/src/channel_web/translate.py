@@ -11,18 +11,21 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
 
 from channel_web.segment import Call
 from hilo.contract import (
+    SECONDARY_CONTACTS,
     CartAction,
     CartChanged,
     CustomEvent,
+    DropInvalid,
     Fulfilment,
     Identified,
+    IdentifierKind,
     Identifiers,
     Interaction,
     LineItem,
@@ -38,18 +41,23 @@ from hilo.contract import (
 DEFAULT_CURRENCY = "USD"
 """Segment's e-commerce spec: amounts without a `currency` are in US dollars."""
 
+SECONDARY = frozenset({*SECONDARY_CONTACTS, IdentifierKind.DEVICE_ID})
+"""Dropped (and noted on the event) when invalid: userId or anonymousId still names the person."""
+
 
 def translate(call: Call, received_at: datetime, instance: str) -> Interaction:
     """One Segment call as one interaction on the `web` or `app` channel."""
     channel = "app" if call.type == "screen" or call.context.app or call.context.device else "web"
+    policy = DropInvalid(SECONDARY)
     return new_interaction(
         channel=channel,
         instance=instance,
         provider_event_id=call.message_id or _content_id(call),
-        identifiers=identifiers_of(call),
+        identifiers=identifiers_of(call, policy),
         payload=payload_of(call),
         occurred_at=occurred_at(call, received_at),
         received_at=received_at,
+        adjustments=policy.dropped,
     )
 
 
@@ -57,27 +65,36 @@ def occurred_at(call: Call, received_at: datetime) -> datetime:
     """Segment's clock-skew correction: `receivedAt - (sentAt - timestamp)`.
 
     A device clock that is hours off moves `timestamp` and `sentAt` alike; their difference (how
-    long the event waited on the device) is what can be trusted.
+    long the event waited on the device) is what can be trusted. When the correction leaves the
+    calendar (clocks of year 1 or 9999) the device's time is kept, for `new_interaction` to bound.
     """
     happened = call.timestamp or call.original_timestamp
     if happened is None:
         return received_at
     if call.sent_at is None:
         return happened
-    return received_at - (call.sent_at - happened)
+    try:
+        return received_at - (call.sent_at - happened)
+    except OverflowError:
+        return happened
 
 
-def identifiers_of(call: Call) -> Identifiers:
-    """userId, anonymousId, the device id and any email/phone trait; alias links previousId."""
+def identifiers_of(call: Call, policy: DropInvalid | None = None) -> Identifiers:
+    """userId, anonymousId, the device id and any email/phone trait; alias links previousId.
+
+    Under `policy`, an invalid trait email or phone (or device id) is dropped, not refused.
+    """
     traits = {**call.context.traits, **call.traits}
     anonymous = call.previous_id if call.type == "alias" else call.anonymous_id
-    return Identifiers(
-        customer_id=_text(call.user_id),
-        anonymous_id=_text(anonymous),
-        device_id=call.context.device.id if call.context.device else None,
-        email=_text(traits.get("email")),
-        phone=_text(traits.get("phone")),
-    )
+    values = {
+        "customer_id": _text(call.user_id),
+        "anonymous_id": _text(anonymous),
+        "device_id": call.context.device.id if call.context.device else None,
+        "email": _text(traits.get("email")),
+        "phone": _text(traits.get("phone")),
+    }
+    present = {kind: value for kind, value in values.items() if value is not None}
+    return Identifiers.model_validate(present, context=policy.context() if policy else None)
 
 
 def payload_of(call: Call) -> Payload:
@@ -112,7 +129,7 @@ def _track(call: Call) -> Payload:
     if typed is not None:
         try:
             return typed(call.properties)
-        except (ValidationError, ValueError, TypeError, InvalidOperation):
+        except (ValidationError, ValueError, TypeError, ArithmeticError):
             pass
     return CustomEvent(name=event, properties=flat_scalars(call.properties))
 

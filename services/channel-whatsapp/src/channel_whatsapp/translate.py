@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from channel_whatsapp.webhook import Message, Metadata, Notification, Status
+from channel_whatsapp.webhook import Message, MessagesChange, Metadata, Notification, Status
 from hilo.contract import (
     Attachment,
     AttachmentKind,
@@ -18,6 +16,7 @@ from hilo.contract import (
     conversation_id,
     new_interaction,
     normalise_phone,
+    unix_time,
 )
 
 CHANNEL = "whatsapp"
@@ -38,11 +37,15 @@ _STATUS = {
 
 def translate(notification: Notification, instance: str) -> tuple[list[Interaction], int]:
     """Every message and delivery status in the notification, in the order Meta sent them, and
-    how many statuses were ignored (`deleted`: nothing happened between customer and company)."""
+    how many events were ignored: `deleted` statuses (nothing happened between customer and
+    company) and changes of other fields than `messages` (template status and the like)."""
     interactions: list[Interaction] = []
     ignored = 0
     for entry in notification.entry:
         for change in entry.changes:
+            if not isinstance(change, MessagesChange):
+                ignored += 1
+                continue
             value = change.value
             interactions.extend(_message(m, value.metadata, instance) for m in value.messages)
             for status in value.statuses:
@@ -68,10 +71,6 @@ def thread(metadata: Metadata, wa_id: str) -> Conversation:
     return Conversation(id=conversation_id(CHANNEL, reference), thread=reference)
 
 
-def _when(timestamp: str) -> datetime:
-    return datetime.fromtimestamp(int(timestamp), tz=UTC)
-
-
 def _message(message: Message, metadata: Metadata, instance: str) -> Interaction:
     return new_interaction(
         channel=CHANNEL,
@@ -79,7 +78,7 @@ def _message(message: Message, metadata: Metadata, instance: str) -> Interaction
         provider_event_id=message.id,
         identifiers=identifiers_of(message.from_),
         conversation=thread(metadata, message.from_),
-        occurred_at=_when(message.timestamp),
+        occurred_at=unix_time(message.timestamp),
         payload=MessageExchanged(
             direction=Direction.INBOUND,
             text=_text(message),
@@ -155,7 +154,7 @@ def _status(status: Status, metadata: Metadata, instance: str) -> Interaction:
         provider_event_id=f"{status.id}:{status.status}",
         identifiers=identifiers_of(status.recipient_id),
         conversation=thread(metadata, status.recipient_id),
-        occurred_at=_when(status.timestamp),
+        occurred_at=unix_time(status.timestamp),
         payload=MessageStatusChanged(
             provider_message_id=status.id, status=_STATUS[status.status], error=error
         ),

@@ -1,13 +1,15 @@
 """The WhatsApp Cloud API webhook payload, as Meta documents it (only what Hilo reads).
 
 Unknown extra fields are allowed (Meta adds fields over time); missing required ones are not.
+Only `messages` changes are read; the other fields an app may subscribe to (template status,
+quality and account updates) carry no customer interaction and are only counted.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 
 class _Meta(BaseModel):
@@ -110,9 +112,29 @@ class Value(_Meta):
     statuses: list[Status] = Field(default_factory=list)
 
 
-class Change(_Meta):
-    field: str
+class MessagesChange(_Meta):
+    """`field: messages`: inbound messages and statuses of sent ones."""
+
+    field: Literal["messages"]
     value: Value
+
+
+class OtherChange(_Meta):
+    """Any other subscribed field (`message_template_status_update`, `account_update`, ...)."""
+
+    field: str
+    value: Any = None
+
+
+def _change_kind(change: Any) -> str:
+    field = change.get("field") if isinstance(change, dict) else getattr(change, "field", None)
+    return "messages" if field == "messages" else "other"
+
+
+Change = Annotated[
+    Annotated[MessagesChange, Tag("messages")] | Annotated[OtherChange, Tag("other")],
+    Discriminator(_change_kind),
+]
 
 
 class Entry(_Meta):

@@ -1,20 +1,27 @@
 """The interaction contract every channel speaks (schema version 1)."""
 
+from hilo.contract.adjustments import MAX_ADJUSTMENTS, TRUNCATED, Adjustment
 from hilo.contract.identifiers import (
+    SECONDARY_CONTACTS,
     WEAK_KINDS,
+    DropInvalid,
     IdentifierKind,
     Identifiers,
     normalise_email,
     normalise_phone,
 )
 from hilo.contract.interaction import (
+    EARLIEST_EVENT_TIME,
+    MAX_FUTURE_SKEW,
     SCHEMA_VERSION,
     TYPE_PREFIX,
     Conversation,
     Interaction,
+    bound_event_time,
     conversation_id,
     interaction_id,
     new_interaction,
+    unix_time,
 )
 from hilo.contract.payloads import (
     Attachment,
@@ -47,9 +54,15 @@ from hilo.contract.payloads import (
 from hilo.contract.versions import UnsupportedSchemaVersion, parse_interaction
 
 __all__ = [
+    "EARLIEST_EVENT_TIME",
+    "MAX_ADJUSTMENTS",
+    "MAX_FUTURE_SKEW",
     "SCHEMA_VERSION",
+    "SECONDARY_CONTACTS",
+    "TRUNCATED",
     "TYPE_PREFIX",
     "WEAK_KINDS",
+    "Adjustment",
     "Attachment",
     "AttachmentKind",
     "CallHappened",
@@ -61,6 +74,7 @@ __all__ = [
     "CustomEvent",
     "DeliveryStatus",
     "Direction",
+    "DropInvalid",
     "Fulfilment",
     "Identified",
     "IdentifierKind",
@@ -81,10 +95,12 @@ __all__ = [
     "SurveyMetric",
     "UnsupportedSchemaVersion",
     "VisitMethod",
+    "bound_event_time",
     "conversation_id",
     "interaction_id",
     "new_interaction",
     "normalise_email",
     "normalise_phone",
     "parse_interaction",
+    "unix_time",
 ]

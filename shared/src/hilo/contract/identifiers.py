@@ -11,14 +11,28 @@ Validation errors never repeat the offending value: they end up in logs and HTTP
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
+
+from hilo.contract.adjustments import Adjustment
 
 DEFAULT_PHONE_REGION: ContextVar[str | None] = ContextVar("DEFAULT_PHONE_REGION", default=None)
 """Region used to read phone numbers written without a country code (set per service)."""
@@ -108,6 +122,31 @@ def _validated(normaliser: Any, error_type: str) -> Any:
     return AfterValidator(run)
 
 
+DROP_INVALID: Final = "hilo.drop_invalid_identifiers"
+"""Key of a `DropInvalid` policy in the validation context of `Identifiers`."""
+
+
+@dataclass
+class DropInvalid:
+    """Validation context for `Identifiers`: keep the event when a secondary identifier is bad.
+
+    An invalid identifier of one of `kinds` is dropped, and named in `dropped`, as long as another
+    identifier is valid; the request's primary identifiers (kinds not listed) still refuse it.
+    Pass it as `Identifiers.model_validate(data, context=policy.context())`, or to the model that
+    holds the identifiers.
+    """
+
+    kinds: Collection[IdentifierKind]
+    dropped: list[Adjustment] = field(default_factory=list)
+
+    def context(self) -> dict[str, DropInvalid]:
+        return {DROP_INVALID: self}
+
+
+SECONDARY_CONTACTS: Final = frozenset({IdentifierKind.EMAIL, IdentifierKind.PHONE})
+"""Contact details typed by people (traits, a clerk at the till): secondary where an id exists."""
+
+
 Email = Annotated[str, _validated(normalise_email, "email")]
 Phone = Annotated[str, BeforeValidator(_as_str), _validated(normalise_phone, "phone")]
 Token = Annotated[str, BeforeValidator(_as_str), _validated(_clean_token, "identifier")]
@@ -154,6 +193,32 @@ class Identifiers(BaseModel):
     device_id: Token | None = Field(
         default=None, description="Device id (weak).", examples=["ios-4f1c"]
     )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _drop_invalid_secondary(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Identifiers], info: ValidationInfo
+    ) -> Identifiers:
+        """Under a `DropInvalid` policy, invalid droppable identifiers go and the event stays."""
+        policy = (info.context or {}).get(DROP_INVALID)
+        if not isinstance(policy, DropInvalid) or not isinstance(data, dict):
+            return handler(data)
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            refused = exc
+        invalid = {str(error["loc"][0]) for error in refused.errors() if error["loc"]}
+        droppable = {kind.value for kind in policy.kinds}
+        if not invalid or not invalid <= droppable:
+            raise refused
+        kept = handler({name: value for name, value in data.items() if name not in invalid})
+        if not kept.pairs():
+            raise refused
+        policy.dropped.extend(
+            Adjustment(field=f"identifiers.{name}", reason=f"invalid_{name}")
+            for name in sorted(invalid)
+        )
+        return kept
 
     @model_validator(mode="after")
     def _at_least_one(self) -> Identifiers:

@@ -3,12 +3,18 @@
 `time` and `type` are CloudEvents attributes derived from `occurred_at` and `payload.kind`; they
 are written on every serialised event so that tools outside Python can route on them, and on
 input they must agree with what they are derived from.
+
+`occurred_at` is bounded (`bound_event_time`): a time too far in the future or before 2000 is a
+wrong clock, not a fact, and would misplace the event in the journey; the receipt time stands in
+and the event records the adjustment.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from contextvars import ContextVar
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
@@ -23,12 +29,27 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from hilo.contract.adjustments import (
+    IN_THE_FUTURE,
+    MAX_ADJUSTMENTS,
+    TOO_OLD,
+    UNREADABLE,
+    Adjustment,
+)
 from hilo.contract.identifiers import Identifiers
 from hilo.contract.payloads import Payload
 
 SCHEMA_VERSION: Final = 1
 TYPE_PREFIX = "dev.hilo.interaction."
 _ID_NAMESPACE = uuid.UUID("6f0c5d8e-3a7b-5c1e-9d2f-4b8a1e7c0d93")
+
+EARLIEST_EVENT_TIME: Final = datetime(2000, 1, 1, tzinfo=UTC)
+"""Earlier event times are zero, default or garbage clock values (no Hilo channel predates it)."""
+
+MAX_FUTURE_SKEW: ContextVar[timedelta] = ContextVar(
+    "MAX_FUTURE_SKEW", default=timedelta(seconds=300)
+)
+"""How far ahead of the receipt time an event time may be (set per service from its settings)."""
 
 ChannelName = Annotated[
     str,
@@ -107,6 +128,14 @@ class Interaction(BaseModel):
     occurred_at: AwareDatetime = Field(description="When it happened, with its timezone.")
     received_at: AwareDatetime = Field(description="When the channel service received it.")
     payload: Payload
+    adjustments: list[Adjustment] = Field(
+        default_factory=list,
+        max_length=MAX_ADJUSTMENTS,
+        exclude_if=lambda adjustments: not adjustments,
+        description="What the channel dropped or replaced to keep the event (an invalid "
+        "secondary identifier, an impossible time): fields and reasons, never values. Absent "
+        "when nothing was adjusted.",
+    )
 
     @computed_field(description="CloudEvents time: equal to `occurred_at`.")  # type: ignore[prop-decorator]
     @property
@@ -156,19 +185,69 @@ def new_interaction(
     provider_event_id: str,
     identifiers: Identifiers,
     payload: Any,
-    occurred_at: datetime,
+    occurred_at: datetime | None,
     conversation: Conversation | None = None,
     received_at: datetime | None = None,
+    adjustments: Sequence[Adjustment] = (),
 ) -> Interaction:
-    """Build an interaction the way every channel service should: id, source and subject derived."""
-    return Interaction(
+    """Build an interaction the way every channel service should: id, source and subject derived,
+    the event time bounded (`bound_event_time`, with the service's `MAX_FUTURE_SKEW`).
+
+    `occurred_at=None` says the provider's time was unreadable: the receipt time stands in, and
+    the event is marked so. (A channel whose provider sends no time passes the receipt time.)
+    """
+    received = received_at or datetime.now(UTC)
+    noted = list(adjustments)
+    if occurred_at is None:
+        noted.append(Adjustment(field="occurred_at", reason=UNREADABLE))
+    interaction = Interaction(
         id=interaction_id(channel, provider_event_id),
         source=f"/channels/{channel}/{instance}",
         subject=conversation.id if conversation else None,
         channel=channel,
         identifiers=identifiers,
         conversation=conversation,
-        occurred_at=occurred_at,
-        received_at=received_at or datetime.now(UTC),
+        occurred_at=occurred_at or received,
+        received_at=received,
         payload=payload,
+        adjustments=noted,
     )
+    return bound_event_time(interaction, max_future_skew=MAX_FUTURE_SKEW.get(), now=received)
+
+
+def bound_event_time(
+    interaction: Interaction, *, max_future_skew: timedelta, now: datetime
+) -> Interaction:
+    """The interaction with an impossible `occurred_at` replaced, as a copy marked with why.
+
+    Later than `now + max_future_skew` is `in_the_future` (a device or provider clock ahead);
+    before `EARLIEST_EVENT_TIME` is `too_old`. Either is replaced by the receipt time (or `now`
+    when that is out of bounds too), so journeys stay in a true order. Idempotent: consumers may
+    apply it again.
+    """
+    latest = now + max_future_skew
+    if interaction.occurred_at > latest:
+        reason = IN_THE_FUTURE
+    elif interaction.occurred_at < EARLIEST_EVENT_TIME:
+        reason = TOO_OLD
+    else:
+        return interaction
+    received = interaction.received_at
+    replacement = received if EARLIEST_EVENT_TIME <= received <= latest else now
+    adjustments = [
+        *interaction.adjustments[: MAX_ADJUSTMENTS - 1],
+        Adjustment(field="occurred_at", reason=reason),
+    ]
+    return interaction.model_copy(update={"occurred_at": replacement, "adjustments": adjustments})
+
+
+def unix_time(value: str | float, *, per_second: int = 1) -> datetime | None:
+    """A provider's Unix timestamp (`per_second=1000` for milliseconds) as an aware UTC time;
+    `None` when it is not a number or no date can hold it."""
+    if isinstance(value, bool):
+        return None
+    try:
+        seconds = float(value) / per_second
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None

@@ -67,7 +67,7 @@ def add_notification_route(
             interactions, ignored = translate(body)
         except ValidationError as exc:
             raise validation_rejection(exc) from None
-        await channel.publish(interactions)
+        await channel.publish(interactions, ignored=ignored)
         return {"published": len(interactions), "ignored": ignored}
 
 

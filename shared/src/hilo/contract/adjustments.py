@@ -1,0 +1,51 @@
+"""What a channel changed to keep an event whose input was partly unusable.
+
+Bad input never loses the good part: an invalid secondary identifier is dropped and an impossible
+event time replaced, and the event says so. An adjustment names the field and the reason, never
+the value, which may be personal data.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_ADJUSTMENTS: Final = 50
+
+IN_THE_FUTURE: Final = "in_the_future"
+"""`occurred_at` was later than the receipt time plus `HILO_MAX_FUTURE_SKEW_SECONDS`."""
+TOO_OLD: Final = "too_old"
+"""`occurred_at` was before `EARLIEST_EVENT_TIME`: a zero, default or garbage clock value."""
+UNREADABLE: Final = "unreadable"
+"""The provider's time could not be read as a date."""
+TRUNCATED: Final = "truncated"
+"""A text or list was longer than the contract holds and was cut to its maximum."""
+
+
+class Adjustment(BaseModel):
+    """One field of the interaction that differs from what the provider sent, and why."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,
+        json_schema_serialization_defaults_required=True,
+    )
+
+    field: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$",
+        description="Path of the adjusted field in the interaction.",
+        examples=["identifiers.phone", "occurred_at"],
+    )
+    reason: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="Why: `invalid_<identifier kind>` (the identifier was dropped), "
+        "`in_the_future`, `too_old` or `unreadable` (`occurred_at` became the receipt time), "
+        "`truncated` (cut to the contract's maximum length).",
+        examples=["invalid_phone", "in_the_future"],
+    )

@@ -1,0 +1,52 @@
+"""What every channel app answers the same way, whatever its routes do (no broker needed)."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from hilo.channel import Channel, ChannelSettings, create_channel_app, raw_body
+
+
+class Strict(BaseModel):
+    quantity: int = Field(gt=0)
+
+
+def routes(channel: Channel) -> list[APIRouter]:
+    router = APIRouter()
+
+    @router.post("/translate")
+    async def translate() -> dict[str, int]:
+        return {"quantity": Strict(quantity=0).quantity}
+
+    @router.post("/body")
+    async def body(request: Request) -> dict[str, int]:
+        return {"bytes": len(await raw_body(request, channel.settings.max_body_bytes))}
+
+    return [router]
+
+
+def client() -> httpx.AsyncClient:
+    app = create_channel_app("test", ChannelSettings(), routes, description="test")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://channel")
+
+
+async def test_a_translation_that_cannot_be_built_is_a_422_naming_the_field() -> None:
+    async with client() as channel:
+        response = await channel.post("/translate")
+
+    assert response.status_code == 422
+    assert response.json() == {
+        "error": "invalid_body",
+        "detail": "quantity: Input should be greater than 0",
+    }
+
+
+async def test_a_content_length_of_non_ascii_digits_is_not_a_crash() -> None:
+    async with client() as channel:
+        response = await channel.post(
+            "/body", content=b"{}", headers=[(b"content-length", "²".encode("latin-1"))]
+        )
+
+    assert response.status_code < 500
