@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install test test-fast lint fmt schema infra-prepare infra-up infra-down run simulate run-profile bench env-example clean
+.PHONY: help install test test-fast faults fuzz lint fmt schema infra-prepare infra-up infra-down run simulate run-profile bench env-example clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -36,8 +36,16 @@ infra-prepare: install ## Fetch Kafka's jars and build FerretDB into ~/.cache/hi
 test: install infra-prepare ## Run every test against real Kafka and FerretDB/MongoDB
 	$(BIN)/pytest
 
+faults: install infra-prepare ## The fault matrix: each injection point x20 and 20 kill -9 runs
+	HILO_FAULT_RUNS=$${HILO_FAULT_RUNS:-20} HILO_KILL_RUNS=$${HILO_KILL_RUNS:-20} $(BIN)/pytest -s \
+		services/customer-profile/tests/test_fault_injection.py \
+		services/customer-profile/tests/test_crash_recovery.py
+
 test-fast: install ## Only the tests that need no infrastructure
 	$(BIN)/pytest -m "not infra"
+
+fuzz: install infra-prepare ## Many random and broken requests at every channel route (HILO_FUZZ_EXAMPLES per route)
+	HILO_FUZZ_EXAMPLES=$${HILO_FUZZ_EXAMPLES:-2000} $(BIN)/pytest tests/test_channels_never_fail_on_bad_input.py --timeout=0
 
 lint: install ## ruff and mypy
 	$(BIN)/ruff check .
@@ -74,4 +82,4 @@ bench: install infra-prepare ## Measure throughput (results in docs/benchmarks.m
 	$(BIN)/python services/channel-whatsapp/bench/webhooks.py
 
 clean: ## Remove the virtual environment and local state (not the download cache)
-	rm -rf $(VENV) $(TOOLS) .hilo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .hilo .pytest_cache .mypy_cache .ruff_cache .hypothesis

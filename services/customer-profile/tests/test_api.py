@@ -43,7 +43,10 @@ async def test_every_configured_key_works_and_operations_routes_stay_open(
 
     assert second.status_code == 404
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ok", "checks": {"kafka": "ok", "mongodb": "ok"}}
+    assert ready.json() == {
+        "status": "ok",
+        "checks": {"kafka": "ok", "mongodb": "ok", "consumer": "ok"},
+    }
     assert live.status_code == 200
     assert "/v1/customers/{customer_id}/context" in openapi.json()["paths"]
 

@@ -7,13 +7,16 @@ are processed by both instances at the same time. Correctness must come from the
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+from typing import Any
 
 from customer_profile.testing import RunningProfileService, interaction, running_profile_service
 from hilo.contract import Interaction
+from hilo.kafka import read_to_end
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually
-from hilo.topics import ensure_topics
+from hilo.topics import Topic, ensure_topics, topic_name
 
 PEOPLE = 30
 
@@ -87,6 +90,27 @@ async def test_two_instances_build_one_profile_per_person_with_every_event_once(
             assert sorted(e["id"] for e in journey["entries"]) == sorted(e.id for e in events)
             profile = await one.get(f"/v1/customers/{customer}")
             assert profile["view"]["event_count"] == len(events)
+        await _assert_compacted_topic_ends_on_the_latest(one, settings)
+
+
+async def _assert_compacted_topic_ends_on_the_latest(
+    running: RunningProfileService, settings: HiloSettings
+) -> None:
+    """Both instances published snapshots of the same people: the last one per key is current."""
+    last: dict[str, dict[str, Any]] = {}
+    records = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.PROFILES, settings)
+    )
+    for record in records:
+        last[record.key.decode()] = json.loads(record.value)
+    async for head in running.service.store.profiles.find({}):
+        if head.get("merged_into"):
+            assert last[head["_id"]] == {
+                "customer_id": head["_id"],
+                "merged_into": head["merged_into"],
+            }
+        elif head.get("identifiers"):
+            assert last[head["_id"]]["version"] == head["version"], "an older snapshot landed last"
 
 
 def _assignments(one: RunningProfileService, two: RunningProfileService):  # type: ignore[no-untyped-def]

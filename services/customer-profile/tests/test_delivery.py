@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
 
@@ -129,3 +130,30 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_consumer_goes
             )
         )["entries"]
     }
+
+
+async def test_a_far_future_event_time_is_bounded_and_does_not_make_later_events_late(
+    profile_service: RunningProfileService,
+) -> None:
+    svc = profile_service
+    now = datetime.now(UTC)
+    wrong_clock = interaction(1, email="fut@example.com").model_copy(
+        update={"occurred_at": now + timedelta(days=400), "received_at": now}
+    )
+    await svc.publish([wrong_clock])
+    await svc.wait_for_entries(1)
+    await svc.publish(
+        [
+            interaction(2, email="fut@example.com").model_copy(
+                update={"occurred_at": now + timedelta(seconds=5), "received_at": now}
+            )
+        ]
+    )
+    await svc.wait_for_entries(2)
+
+    customer = await svc.customer_of("email", "fut@example.com")
+    entries = (await svc.get(f"/v1/customers/{customer}/journey"))["entries"]
+    first = next(e for e in entries if e["id"] == wrong_clock.id)
+    assert first["adjustments"] == [{"field": "occurred_at", "reason": "in_the_future"}]
+    assert datetime.fromisoformat(first["occurred_at"]) - now < timedelta(minutes=1)
+    assert [e["late"] for e in entries] == [False, False]

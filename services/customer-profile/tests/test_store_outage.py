@@ -8,7 +8,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import REGISTRY
 from pydantic import MongoDsn
 
-from customer_profile.testing import interaction, running_profile_service
+from customer_profile.testing import (
+    RunningProfileService,
+    interaction,
+    running_profile_service,
+)
 from hilo.settings import HiloSettings
 from hilo.testkit.local_infra import LocalFerretDB
 from hilo.testkit.probes import eventually
@@ -34,7 +38,9 @@ async def test_an_outage_pauses_consumption_until_the_database_is_back(
     database.start()
     local = settings.model_copy(update={"mongodb_url": MongoDsn(database.url)})
     try:
-        async with running_profile_service(local, store_retry_seconds=2) as svc:
+        async with running_profile_service(
+            local, store_retry_seconds=2, stuck_after_seconds=1
+        ) as svc:
             group = svc.service.settings.consumer_group
             await svc.publish([interaction(1, email="ana@example.com")])
             await svc.wait_for_entries(1)
@@ -50,6 +56,7 @@ async def test_an_outage_pauses_consumption_until_the_database_is_back(
             failures = await _failed_attempts()
             await eventually(_failed_attempts, until=lambda n: n >= failures + 2, timeout=60)
             assert with_outage == [1, 1, 1]
+            await eventually(lambda: _consumer_check(svc), until=lambda c: c == "failing")
             assert await committed(local, group) == 1, "nothing committed past the unstored event"
 
             database.start()
@@ -58,9 +65,22 @@ async def test_an_outage_pauses_consumption_until_the_database_is_back(
             customer = await svc.customer_of("email", "ana@example.com")
             profile = await svc.get(f"/v1/customers/{customer}")
             assert profile["view"]["event_count"] == 2
+            assert await _consumer_check(svc) == "ok", "ready again once batches go through"
     finally:
         database.stop()
 
 
 async def _failed_attempts() -> float:
-    return REGISTRY.get_sample_value("hilo_profile_batch_failures_total") or 0.0
+    """Failed batch attempts counted so far, whatever the error."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "hilo_profile_batch_failures"
+        for sample in metric.samples
+        if sample.name == "hilo_profile_batch_failures_total"
+    )
+
+
+async def _consumer_check(svc: RunningProfileService) -> str:
+    check: str = (await svc.http.get("/health/ready")).json()["checks"]["consumer"]
+    return check

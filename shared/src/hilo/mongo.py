@@ -75,3 +75,23 @@ async def bulk_write(
     if errors:
         raise BulkWriteError({"writeErrors": errors, "nChanged": changed})
     return changed
+
+
+DUPLICATE_KEY = 11000
+
+
+async def insert_once(
+    collection: AsyncCollection[MongoDocument], documents: Sequence[MongoDocument]
+) -> set[int]:
+    """Insert documents whose `_id` may exist already; return the indexes of those that did.
+
+    The unique `_id` decides: of several writers inserting the same id, exactly one succeeds.
+    """
+    try:
+        await bulk_write(collection, [InsertOne(doc) for doc in documents])
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(error.get("code") != DUPLICATE_KEY for error in errors):
+            raise
+        return {error["index"] for error in errors}
+    return set()

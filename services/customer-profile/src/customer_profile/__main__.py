@@ -1,10 +1,11 @@
-"""`customer-profile serve` (default), `customer-profile init` or `customer-profile rebuild`."""
+"""`customer-profile serve` (default), `init`, `rebuild`, or `dlq replay` after a fix."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from datetime import datetime
 
 import uvicorn
 
@@ -13,6 +14,7 @@ from customer_profile.bootstrap import bootstrap
 from customer_profile.service.rebuild import NotEmpty, rebuild
 from customer_profile.settings import ProfileSettings
 from hilo.contract.identifiers import DEFAULT_PHONE_REGION
+from hilo.dead_letters import ReplayFilter, replay
 from hilo.logs import configure_logging
 from hilo.mongo import create_mongo_client
 from hilo.topics import ensure_topics
@@ -54,10 +56,41 @@ async def run_rebuild(settings: ProfileSettings) -> int:
     return 0
 
 
-def main() -> None:
+async def run_dlq_replay(settings: ProfileSettings, args: argparse.Namespace) -> int:
+    """Put dead letters back on `interactions` once their cause is fixed."""
+    chosen = ReplayFilter(reasons=frozenset(args.reason or ()), since=args.since, until=args.until)
+    report = await replay(settings, chosen, dry_run=args.dry_run)
+    verb = "would replay" if args.dry_run else "replayed"
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(report.by_reason.items()))
+    print(f"read {report.read} dead letters; {verb} {report.replayed} ({reasons or 'none'})")  # noqa: T201
+    return 0
+
+
+def _aware(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError("give a timezone, e.g. 2026-12-01T10:00:00+00:00")
+    return parsed
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="customer-profile", description=__doc__)
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "init", "rebuild"])
-    args = parser.parse_args()
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="consume interactions and serve the HTTP API (default)")
+    commands.add_parser("init", help="create topics and indexes (idempotent)")
+    commands.add_parser("rebuild", help="replay `interactions` into an empty database")
+    dlq = commands.add_parser("dlq", help="dead letters of `interactions`")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    again = dlq_commands.add_parser("replay", help="re-publish dead letters to `interactions`")
+    again.add_argument("--reason", action="append", help="only this reason (repeatable)")
+    again.add_argument("--since", type=_aware, help="failed at or after (ISO 8601, with zone)")
+    again.add_argument("--until", type=_aware, help="failed before (ISO 8601, with zone)")
+    again.add_argument("--dry-run", action="store_true", help="count, publish nothing")
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
     settings = ProfileSettings()
     configure_logging(settings)
     DEFAULT_PHONE_REGION.set(settings.default_phone_region)
@@ -65,6 +98,8 @@ def main() -> None:
         sys.exit(asyncio.run(run_init(settings)))
     if args.command == "rebuild":
         sys.exit(asyncio.run(run_rebuild(settings)))
+    if args.command == "dlq":
+        sys.exit(asyncio.run(run_dlq_replay(settings, args)))
     serve(settings)
 
 

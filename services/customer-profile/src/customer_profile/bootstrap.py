@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 from fastapi import FastAPI
@@ -14,6 +15,7 @@ from pymongo import AsyncMongoClient
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.entrypoints.api import ApiState, create_api
 from customer_profile.entrypoints.consumer import subscribe
+from customer_profile.service.batches import BatchRunner, ConsumerHealth
 from customer_profile.service.pipeline import Pipeline
 from customer_profile.service.privacy import Privacy
 from customer_profile.settings import ProfileSettings
@@ -37,19 +39,32 @@ class Service:
 
 def bootstrap(settings: ProfileSettings) -> Service:
     """Wire the service: one broker, one Mongo client, the pipeline, the API."""
-    broker = create_broker(settings)
+    broker = create_broker(settings, graceful_timeout=settings.shutdown_grace_seconds)
     mongo = create_mongo_client(settings)
     store = ProfileStore(mongo, settings.mongodb_database)
     publisher = KafkaPublisher(broker, settings)
-    pipeline = Pipeline(store, publisher, settings.identity_policy(), settings.conversation_window)
-    subscribe(broker, pipeline, settings)
+    pipeline = Pipeline(
+        store,
+        publisher,
+        settings.identity_policy(),
+        settings.conversation_window,
+        timedelta(seconds=settings.max_future_skew_seconds),
+    )
+    consumer_health = ConsumerHealth(settings.stuck_after_seconds)
+    subscribe(broker, BatchRunner(pipeline, settings.retry_policy(), consumer_health), settings)
     state = ApiState(
         store,
         Privacy(store, publisher),
         [key.get_secret_value() for key in settings.api_keys],
         settings.conversation_window,
     )
-    health = health_router({"kafka": kafka_check(broker), "mongodb": mongo_check(mongo)})
+    health = health_router(
+        {
+            "kafka": kafka_check(broker),
+            "mongodb": mongo_check(mongo),
+            "consumer": consumer_health.check,
+        }
+    )
     app = create_api(state, [health])
     service = Service(settings, broker, mongo, store, pipeline, app)
     app.router.lifespan_context = _lifespan(service)

@@ -11,6 +11,7 @@ from customer_profile.domain.identity import (
     DEFAULT_MAX_PER_KIND,
     IdentityPolicy,
 )
+from customer_profile.service.batches import RetryPolicy
 from hilo.contract import IdentifierKind
 from hilo.settings import CommaSeparated, HiloSettings, SecretList
 
@@ -44,12 +45,36 @@ class ProfileSettings(HiloSettings):
     store_retry_seconds: float = Field(
         default=60.0, gt=0, description="How long a batch retries while MongoDB is unreachable."
     )
+    poison_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="Attempts of a batch failing for another reason before its records are "
+        "processed one by one and the failing one is dead-lettered.",
+    )
+    stuck_after_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="Readiness answers 503 once a batch has been failing for this long.",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=7.0,
+        gt=0,
+        le=60,
+        description="On stop, how long an in-flight batch may finish (below compose's 10 s); an "
+        "unfinished batch is redelivered and completed by the next instance.",
+    )
 
     @model_validator(mode="after")
     def _keys_outside_development(self) -> ProfileSettings:
         if self.environment == "production" and not self.api_keys:
             raise ValueError("HILO_API_KEYS must be set in production: the API holds personal data")
         return self
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            transient_seconds=self.store_retry_seconds, poison_attempts=self.poison_attempts
+        )
 
     def identity_policy(self) -> IdentityPolicy:
         return IdentityPolicy(

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from customer_profile.bootstrap import Service, bootstrap, start, stop
+from customer_profile.service.pipeline import RawRecord
 from customer_profile.settings import ProfileSettings
 from hilo.contract import Identifiers, Interaction, new_interaction
 from hilo.kafka import KafkaPublisher, create_broker
@@ -106,3 +107,67 @@ def interaction(
 
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+
+class InjectedFault(RuntimeError):
+    """Raised by `inject_fault`: stands for a crash, a timeout or a refused write at that step."""
+
+
+@dataclass(frozen=True)
+class FaultPoint:
+    """Where to fail: `method` of the store or publisher, before or after its `call`-th call."""
+
+    target: str
+    method: str
+    when: str
+    call: int = 1
+
+    @property
+    def name(self) -> str:
+        return f"{self.when}-{self.method}#{self.call}"
+
+
+def inject_fault(obj: object, point: FaultPoint) -> None:
+    """Make `obj.<method>` raise `InjectedFault` once, before or after its real work.
+
+    Set on the instance, so calls the object makes to itself are intercepted too (a merge that
+    finishes itself fails between its two steps).
+    """
+    original = getattr(obj, point.method)
+    calls = 0
+
+    async def failing(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        hit = calls == point.call
+        if hit and point.when == "before":
+            raise InjectedFault(point.name)
+        result = await original(*args, **kwargs)
+        if hit:
+            raise InjectedFault(point.name)
+        return result
+
+    setattr(obj, point.method, failing)
+
+
+def clear_faults(obj: object, *methods: str) -> None:
+    """Undo `inject_fault`: the class's own methods answer again."""
+    for method in methods:
+        obj.__dict__.pop(method, None)
+
+
+def raw_records(
+    interactions: Sequence[Interaction], topic: str = "interactions"
+) -> list[RawRecord]:
+    """Interactions as the consumer receives them from Kafka (one partition, increasing offsets)."""
+    return [
+        RawRecord(
+            value=event.model_dump_json().encode(),
+            key=event.partition_key(),
+            headers=(),
+            topic=topic,
+            partition=0,
+            offset=n,
+        )
+        for n, event in enumerate(interactions)
+    ]

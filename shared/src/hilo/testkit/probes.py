@@ -10,6 +10,10 @@ from typing import TypeVar
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
+from hilo.kafka import read_to_end
+
+__all__ = ["eventually", "read_to_end", "read_topic"]
+
 T = TypeVar("T")
 
 

@@ -48,6 +48,10 @@ class JourneyEntry(BaseModel):
         default=False,
         description="It happened before entries already recorded: placed by event time, flagged.",
     )
+    adjustments: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="What the channel dropped or replaced to keep the event (field and reason).",
+    )
 
     def sort_key(self) -> tuple[datetime, str]:
         return (self.occurred_at, self.id)
@@ -70,6 +74,7 @@ def new_entry(
         identifiers={kind.value: value for kind, value in interaction.identifiers.pairs()},
         payload=interaction.payload.model_dump(mode="json"),
         late=late,
+        adjustments=[adjustment.model_dump() for adjustment in interaction.adjustments],
     )
 
 

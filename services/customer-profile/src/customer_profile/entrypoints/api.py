@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
 from pydantic import BaseModel, Field, ValidationError
 
-from customer_profile.adapters.store import ProfileStore, StoredProfile
+from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.identity import split_key
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import (
@@ -22,6 +22,7 @@ from customer_profile.domain.profile import (
     ProfileView,
     SurveyResult,
 )
+from customer_profile.service.ports import StoredProfile
 from customer_profile.service.privacy import Privacy
 from hilo.auth import API_KEY_HEADER, check_api_key
 from hilo.contract import IdentifierKind, Identifiers

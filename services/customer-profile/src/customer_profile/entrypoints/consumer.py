@@ -15,17 +15,10 @@ import structlog
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import Counter, Histogram
-from pymongo.errors import ConnectionFailure, OperationFailure
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
 
-from customer_profile.service.pipeline import Pipeline, RawRecord
+from customer_profile.service.batches import BatchRunner
+from customer_profile.service.pipeline import RawRecord
 from customer_profile.settings import ProfileSettings
-from hilo.kafka import PublishFailed
 from hilo.topics import Topic, topic_name
 
 log = structlog.get_logger(__name__)
@@ -33,11 +26,10 @@ log = structlog.get_logger(__name__)
 EVENTS = Counter("hilo_profile_events_total", "Interactions consumed, by outcome", ["outcome"])
 MERGES = Counter("hilo_profile_merges_total", "Profile merges performed")
 BATCH_SECONDS = Histogram("hilo_profile_batch_seconds", "Time to process one batch")
-FAILED_ATTEMPTS = Counter(
-    "hilo_profile_batch_failures_total", "Batch attempts that failed on MongoDB or Kafka"
+REPAIRED = Counter(
+    "hilo_profile_entries_repaired_total",
+    "Entries whose effects an interrupted attempt left unfinished, finished on redelivery",
 )
-
-TRANSIENT = (ConnectionFailure, PublishFailed, OperationFailure)
 
 
 async def _keep_bytes(message: Any) -> Any:
@@ -61,7 +53,7 @@ def records_of(message: KafkaMessage) -> list[RawRecord]:
     ]
 
 
-def subscribe(broker: KafkaBroker, pipeline: Pipeline, settings: ProfileSettings) -> None:
+def subscribe(broker: KafkaBroker, runner: BatchRunner, settings: ProfileSettings) -> None:
     """Register the `interactions` handler on the broker."""
 
     @broker.subscriber(
@@ -77,30 +69,19 @@ def subscribe(broker: KafkaBroker, pipeline: Pipeline, settings: ProfileSettings
     )
     async def on_interactions(message: KafkaMessage) -> None:
         records = records_of(message)
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(TRANSIENT),
-            wait=wait_exponential_jitter(multiplier=0.5, max=10),
-            stop=stop_after_delay(settings.store_retry_seconds),
-            reraise=True,
-        ):
-            with attempt, BATCH_SECONDS.time():
-                try:
-                    outcome = await pipeline.process(records)
-                except TRANSIENT as exc:
-                    FAILED_ATTEMPTS.inc()
-                    log.warning(
-                        "batch_attempt_failed", error=type(exc).__name__, records=len(records)
-                    )
-                    raise
+        with BATCH_SECONDS.time():
+            outcome = await runner.run(records)
         EVENTS.labels("accepted").inc(outcome.accepted - outcome.duplicates)
         EVENTS.labels("duplicate").inc(outcome.duplicates)
         EVENTS.labels("dead_lettered").inc(outcome.dead_lettered)
+        REPAIRED.inc(outcome.repaired)
         MERGES.inc(len(outcome.merges))
-        log.info(
+        log.debug(
             "batch_processed",
             records=len(records),
             accepted=outcome.accepted,
             duplicates=outcome.duplicates,
+            repaired=outcome.repaired,
             dead_lettered=outcome.dead_lettered,
             merges=len(outcome.merges),
         )

@@ -4,10 +4,18 @@ Order of effects, so that a crash at any point is repaired by redelivery (offset
 only after `process` returns):
 
 1. parse; what cannot be read goes to the dead-letter topic with the reason;
-2. resolve identities (atomic claims and merges, see `resolver.py`);
-3. store journey entries, once per event id (a redelivered event is a no-op);
+2. resolve identities (atomic claims and merges, see `resolver.py`); finish any merge of this
+   batch's events that a crash left half-done;
+3. store journey entries, once per event id, marked pending;
 4. derive and save each touched profile at the version it was read at;
-5. publish journey records, profile snapshots, merges and dead letters, waiting for Kafka's acks.
+5. publish journey records, profile snapshots, merges and dead letters, waiting for Kafka's acks,
+   then re-publish any snapshot another writer overtook, so the compacted topic ends on the latest;
+6. settle: clear the pending marks.
+
+An event redelivered after a crash finds its entry stored but still pending: its customer's view
+is re-derived from the journey (idempotent, never folded twice) and its records published again.
+An entry that is not pending had every effect done and is skipped. Downstream therefore sees each
+record at least once and dedupes by id, and MongoDB holds every effect exactly once.
 """
 
 from __future__ import annotations
@@ -23,17 +31,24 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from customer_profile.adapters.store import ProfileStore, StoredProfile
 from customer_profile.domain.identity import IdentityPolicy
 from customer_profile.domain.journey import JourneyEntry, new_entry
 from customer_profile.domain.profile import ProfileView, derive_view
+from customer_profile.service.ports import MergeRecord, Publisher, Store, StoredProfile
 from customer_profile.service.resolver import IdentityResolver, Merge, Pending
-from hilo.contract import Interaction, UnsupportedSchemaVersion, parse_interaction
-from hilo.kafka import KafkaPublisher
+from hilo.contract import (
+    Interaction,
+    UnsupportedSchemaVersion,
+    bound_event_time,
+    parse_interaction,
+)
+from hilo.dead_letters import dead_letter_headers
 from hilo.topics import Topic
 
 log = structlog.get_logger(__name__)
 MAX_SAVE_ATTEMPTS = 8
+SNAPSHOT_ROUNDS = 5
+DEFAULT_FUTURE_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,8 @@ class RawRecord:
 class BatchOutcome:
     accepted: int = 0
     duplicates: int = 0
+    repaired: int = 0
+    """Entries stored by an earlier, interrupted attempt whose effects were finished now."""
     dead_lettered: int = 0
     merges: list[Merge] = field(default_factory=list)
     profiles: dict[str, StoredProfile] = field(default_factory=dict)
@@ -60,12 +77,14 @@ class BatchOutcome:
 class Pipeline:
     def __init__(
         self,
-        store: ProfileStore,
-        publisher: KafkaPublisher | None,
+        store: Store,
+        publisher: Publisher | None,
         policy: IdentityPolicy,
         conversation_window: timedelta,
+        max_future_skew: timedelta = DEFAULT_FUTURE_SKEW,
     ) -> None:
         self._store = store
+        self._max_future_skew = max_future_skew
         self._publisher = publisher
         self._policy = policy
         self._resolver = IdentityResolver(store, policy)
@@ -74,21 +93,7 @@ class Pipeline:
 
     async def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
         outcome = BatchOutcome()
-        dead: list[tuple[RawRecord, str, str]] = []
-        readable: list[tuple[RawRecord, Interaction, list[str]]] = []
-        seen: set[str] = set()
-        for record in records:
-            try:
-                event = self._readable(record)
-            except _Unprocessable as exc:
-                dead.append((record, exc.reason, exc.detail))
-                continue
-            keys = self._policy.usable_keys(event.identifiers.pairs())
-            if not keys:
-                dead.append((record, "no_usable_identifier", "every identifier is a blocked value"))
-            elif event.id not in seen:  # a provider retry inside one batch
-                seen.add(event.id)
-                readable.append((record, event, keys))
+        readable, dead = self._parse(records)
         events = [event for _, event, _ in readable]
         resolution = await self._resolver.resolve(
             [Pending(event.id, event.occurred_at, keys) for _, event, keys in readable]
@@ -102,23 +107,70 @@ class Pipeline:
                 customer_ids=list(conflict.customer_ids),
                 event_id=event_id,
             )
-        outcome.merges = resolution.merges
+        unfinished = await self._store.unfinished_merges(event.id for event in events)
+        merged_now = {absorbed for merge in resolution.merges for absorbed in merge.absorbed}
+        await self._store.finish_merges([m for m in unfinished if m.absorbed not in merged_now])
+        outcome.merges = _merges(unfinished)
         before = await self._store.load(set(resolution.customers.values()))
-        entries = await self._write_journey(events, resolution.customers, before, outcome)
-        rebuild = {m.survivor for m in resolution.merges}
+        entries, repairs = await self._write_journey(events, resolution.customers, before, outcome)
+        rebuild = {m.survivor for m in outcome.merges}
         rebuild |= {e.customer_id for e in entries if e.late}
+        rebuild |= set((await self._store.canonical({e.customer_id for e in repairs})).values())
         outcome.profiles = await self._update_profiles(before, entries, rebuild)
-        await self._publish(entries, outcome, dead)
+        await self._publish([*entries, *repairs], outcome, dead)
+        await self._store.settle(
+            [e.id for e in [*entries, *repairs]], [m.absorbed for m in unfinished]
+        )
         outcome.accepted = len(events)
+        outcome.repaired = len(repairs)
         outcome.dead_lettered = len(dead)
         self.events_processed += len(events)
         return outcome
+
+    async def dead_letter(self, record: RawRecord, reason: str, detail: str) -> None:
+        """Put one record on the dead-letter topic unchanged, with why in its headers."""
+        if self._publisher is not None:
+            await self._publisher.publish(
+                Topic.INTERACTIONS_DLQ,
+                record.value,
+                key=record.key or b"",
+                headers=dead_letter_headers(
+                    record.headers,
+                    reason=reason,
+                    detail=detail,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                ),
+            )
+
+    def _parse(
+        self, records: Sequence[RawRecord]
+    ) -> tuple[list[tuple[RawRecord, Interaction, list[str]]], list[DeadLetter]]:
+        """Readable events with their usable identifier keys, and the records to dead-letter."""
+        dead: list[DeadLetter] = []
+        readable: list[tuple[RawRecord, Interaction, list[str]]] = []
+        seen: set[str] = set()
+        for record in records:
+            try:
+                event = self._readable(record)
+            except _Unprocessable as exc:
+                dead.append(DeadLetter(record, exc.reason, exc.detail))
+                continue
+            keys = self._policy.usable_keys(event.identifiers.pairs())
+            if not keys:
+                reason = "every identifier is a blocked value"
+                dead.append(DeadLetter(record, "no_usable_identifier", reason))
+            elif event.id not in seen:  # a provider retry inside one batch
+                seen.add(event.id)
+                readable.append((record, event, keys))
+        return readable, dead
 
     def _readable(self, record: RawRecord) -> Interaction:
         if record.value is None:
             raise _Unprocessable("empty_value", "the record has no value")
         try:
-            return parse_interaction(record.value)
+            event = parse_interaction(record.value)
         except ValidationError as exc:
             detail = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()
@@ -128,6 +180,9 @@ class Pipeline:
             raise _Unprocessable("unsupported_schema_version", str(exc)) from None
         except ValueError as exc:
             raise _Unprocessable("not_json", str(exc)[:300]) from None
+        # A producer other than Hilo's channels may send an impossible time: bound it here too,
+        # or one far-future event would mark every later one late.
+        return bound_event_time(event, max_future_skew=self._max_future_skew, now=datetime.now(UTC))
 
     async def _write_journey(
         self,
@@ -135,8 +190,12 @@ class Pipeline:
         customers: dict[str, str],
         before: dict[str, StoredProfile],
         outcome: BatchOutcome,
-    ) -> list[JourneyEntry]:
-        """Store the batch's entries, flagging those that happened before what is recorded."""
+    ) -> tuple[list[JourneyEntry], list[JourneyEntry]]:
+        """Store the batch's entries, flagging those that happened before what is recorded.
+
+        Returns the entries stored now, and those an interrupted earlier attempt stored but did
+        not settle (their effects must be finished).
+        """
         latest = {c: p.view.last_seen for c, p in before.items() if p.view and p.view.last_seen}
         recorded_at = datetime.now(UTC)
         entries = []
@@ -147,8 +206,9 @@ class Pipeline:
             entries.append(new_entry(event, customer, recorded_at, late=late))
             latest[customer] = max(previous, event.occurred_at) if previous else event.occurred_at
         duplicates = await self._store.insert_entries(entries)
-        outcome.duplicates = len(duplicates)
-        return [entry for entry in entries if entry.id not in duplicates]
+        repairs = await self._store.unfinished_entries(duplicates)
+        outcome.duplicates = len(duplicates) - len(repairs)
+        return [entry for entry in entries if entry.id not in duplicates], repairs
 
     async def _update_profiles(
         self,
@@ -197,21 +257,13 @@ class Pipeline:
         self,
         entries: list[JourneyEntry],
         outcome: BatchOutcome,
-        dead: list[tuple[RawRecord, str, str]],
+        dead: list[DeadLetter],
     ) -> None:
         """Publish everything downstream reads and wait until Kafka has all of it."""
         if self._publisher is None:
             return
         publish = self._publisher.publish
-        sends = [
-            publish(
-                Topic.INTERACTIONS_DLQ,
-                record.value,
-                key=record.key or b"",
-                headers=_dead_letter_headers(record, reason, detail),
-            )
-            for record, reason, detail in dead
-        ]
+        sends = [self.dead_letter(letter.record, letter.reason, letter.detail) for letter in dead]
         sends += [
             publish(
                 Topic.JOURNEY,
@@ -231,24 +283,42 @@ class Pipeline:
                 )
             )
             sends += [
-                publish(
-                    Topic.PROFILES,
-                    alias_record(absorbed, merge.survivor),
-                    key=absorbed.encode(),
-                    headers=JSON,
-                )
+                publish_alias(self._publisher, absorbed, merge.survivor)
                 for absorbed in merge.absorbed
             ]
-        sends += [
-            publish(
-                Topic.PROFILES,
-                profile_snapshot(profile),
-                key=profile.customer_id.encode(),
-                headers=JSON,
-            )
-            for profile in outcome.profiles.values()
-        ]
+        sends += [publish_snapshot(self._publisher, p) for p in outcome.profiles.values()]
         await asyncio.gather(*sends)
+        await self._publish_overtaken(
+            self._publisher, {c: p.version for c, p in outcome.profiles.items()}
+        )
+
+    async def _publish_overtaken(self, publisher: Publisher, published: dict[str, int]) -> None:
+        """Publish again whatever changed since our snapshots were read, until none did.
+
+        Two instances may save versions n and n+1 of one profile and have them land on the
+        compacted topic in the opposite order. Each writer, once Kafka acknowledged its snapshot,
+        reads the head again and publishes the current state if it moved on: the last writer to
+        look always finds its own record current, so the topic's last record is the latest.
+        """
+        for _ in range(SNAPSHOT_ROUNDS):
+            heads = await self._store.head_states(published)
+            gone = set(published) - set(heads)
+            moved = {
+                customer
+                for customer, head in heads.items()
+                if head.merged_into or head.version != published[customer]
+            }
+            if not gone and not moved:
+                return
+            merged = {c: m for c in moved if (m := heads[c].merged_into)}
+            current = await self._store.load(moved - set(merged))
+            await asyncio.gather(
+                *[publisher.publish(Topic.PROFILES, None, key=c.encode()) for c in gone],
+                *[publish_alias(publisher, c, survivor) for c, survivor in merged.items()],
+                *[publish_snapshot(publisher, profile) for profile in current.values()],
+            )
+            published = {c: p.version for c, p in current.items()}
+        log.warning("profile_snapshots_still_moving", customers=len(published))
 
 
 JSON = {"content-type": "application/json"}
@@ -260,6 +330,29 @@ def _fold(view: ProfileView | None, new: list[JourneyEntry], window: timedelta) 
     for entry in sorted(new, key=JourneyEntry.sort_key):
         result.apply(entry, window)
     return result.finish()
+
+
+async def publish_snapshot(publisher: Publisher, profile: StoredProfile) -> None:
+    await publisher.publish(
+        Topic.PROFILES, profile_snapshot(profile), key=profile.customer_id.encode(), headers=JSON
+    )
+
+
+async def publish_alias(publisher: Publisher, absorbed: str, survivor: str) -> None:
+    await publisher.publish(
+        Topic.PROFILES, alias_record(absorbed, survivor), key=absorbed.encode(), headers=JSON
+    )
+
+
+def _merges(records: list[MergeRecord]) -> list[Merge]:
+    """One merge per survivor and event, as published on `identity.merges`."""
+    grouped: dict[tuple[str, str], list[MergeRecord]] = defaultdict(list)
+    for record in records:
+        grouped[(record.survivor, record.event_id)].append(record)
+    return [
+        Merge(survivor, tuple(sorted(r.absorbed for r in group)), event_id, group[0].at)
+        for (survivor, event_id), group in grouped.items()
+    ]
 
 
 def merge_record(merge: Merge) -> bytes:
@@ -290,19 +383,11 @@ def profile_snapshot(profile: StoredProfile) -> bytes:
     return json.dumps(document).encode()
 
 
-def _dead_letter_headers(record: RawRecord, reason: str, detail: str) -> dict[str, str]:
-    headers = {name: value.decode(errors="replace") for name, value in record.headers}
-    headers.update(
-        {
-            "hilo_error_reason": reason,
-            "hilo_error_detail": detail[:1000],
-            "hilo_original_topic": record.topic,
-            "hilo_original_partition": str(record.partition),
-            "hilo_original_offset": str(record.offset),
-            "hilo_failed_at": datetime.now(UTC).isoformat(),
-        }
-    )
-    return headers
+@dataclass(frozen=True)
+class DeadLetter:
+    record: RawRecord
+    reason: str
+    detail: str
 
 
 class _Unprocessable(Exception):

@@ -8,7 +8,8 @@ from typing import Any
 
 import structlog
 
-from customer_profile.adapters.store import ProfileStore, StoredProfile
+from customer_profile.adapters.store import ProfileStore
+from customer_profile.service.ports import StoredProfile
 from hilo.kafka import KafkaPublisher
 from hilo.topics import Topic
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -40,7 +41,13 @@ async def rebuild(
     if any(counts.values()):
         raise NotEmpty(f"target database {settings.mongodb_database!r} is not empty: {counts}")
     await store.create_indexes()
-    pipeline = Pipeline(store, None, settings.identity_policy(), settings.conversation_window)
+    pipeline = Pipeline(
+        store,
+        None,
+        settings.identity_policy(),
+        settings.conversation_window,
+        timedelta(seconds=settings.max_future_skew_seconds),
+    )
     topic = topic_name(Topic.INTERACTIONS, settings)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 
 import structlog
 
-from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.identity import (
     Conflict,
     IdentityPolicy,
@@ -24,6 +23,7 @@ from customer_profile.domain.identity import (
     decide,
     split_key,
 )
+from customer_profile.service.ports import Store
 from hilo.contract import IdentifierKind
 
 log = structlog.get_logger(__name__)
@@ -57,7 +57,7 @@ class Resolution:
 
 
 class IdentityResolver:
-    def __init__(self, store: ProfileStore, policy: IdentityPolicy) -> None:
+    def __init__(self, store: Store, policy: IdentityPolicy) -> None:
         self._store = store
         self._policy = policy
         self._caps = {kind.value: policy.cap(kind) for kind in IdentifierKind}
@@ -116,12 +116,12 @@ class IdentityResolver:
         decision = decide(event.keys, plan.owners, plan.facts, self._policy)
         target = decision.target
         if target is None:
-            target = uuid.uuid4().hex
+            target = new_customer_id(event.event_id)
             plan.tentative.add(target)
             plan.facts[target] = ProfileFacts(target, frozenset(), TENTATIVE, 0)
         committed = [c for c in decision.absorb if c not in plan.tentative]
         if committed:
-            taken = await self._store.merge(target, committed)
+            taken = await self._store.merge(target, committed, event.event_id, event.occurred_at)
             if taken:
                 merge = Merge(target, tuple(taken), event.event_id, event.occurred_at)
                 resolution.merges.append(merge)
@@ -135,6 +135,15 @@ class IdentityResolver:
         resolution.conflicts.extend((conflict, event.event_id) for conflict in decision.conflicts)
         return True
 
+
+def new_customer_id(event_id: str) -> str:
+    """The id of the profile an event creates: the same on every retry and redelivery, so an
+    attempt interrupted after creating it (and before claiming its identifiers) leaves no orphan
+    behind: the next attempt finds and uses the same profile."""
+    return uuid.uuid5(_CUSTOMER_NAMESPACE, event_id).hex
+
+
+_CUSTOMER_NAMESPACE = uuid.UUID("3f9a4c1e-8d2b-5e7f-a1c3-9b8d7e6f5a40")
 
 TENTATIVE = datetime.max.replace(tzinfo=UTC)
 """Creation time of a profile not yet stored: any stored profile is older and survives a merge."""

@@ -1,0 +1,231 @@
+"""The storage port in a few dictionaries: fast unit tests of the resolver and the pipeline.
+
+It keeps the promises of `service.ports.Store` (a claim succeeds once, a merge is decided once, a
+view version is inserted once, entries are stored once and stay pending until settled), so tests
+that pass here exercise the service layer's logic; the MongoDB adapter is tested against the real
+server. Not for production: nothing is durable and nothing is shared between processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from customer_profile.domain.identity import Conflict, ProfileFacts, split_key
+from customer_profile.domain.journey import JourneyEntry
+from customer_profile.domain.profile import ProfileView
+from customer_profile.service.ports import HeadState, MergeRecord, StoredProfile
+
+MAX_ALIAS_DEPTH = 20
+
+
+@dataclass
+class _Head:
+    created_at: datetime
+    version: int = 0
+    identifiers: list[str] = field(default_factory=list)
+    merged_from: list[str] = field(default_factory=list)
+    merged_into: str | None = None
+    merge: MergeRecord | None = None
+    merge_pending: bool = False
+
+
+class InMemoryStore:
+    """`service.ports.Store` in memory."""
+
+    def __init__(self) -> None:
+        self.identities: dict[str, str] = {}
+        self.profiles: dict[str, _Head] = {}
+        self.views: dict[tuple[str, int], ProfileView] = {}
+        self.journey: dict[str, JourneyEntry] = {}
+        self.pending: set[str] = set()
+        self.conflicts: dict[tuple[str, str, str | None, int], dict[str, Any]] = {}
+        self.calls: dict[str, int] = {}
+
+    def _count(self, name: str, arguments: object) -> None:
+        """Count a call that would be a round trip (the MongoDB adapter skips empty ones)."""
+        if arguments:
+            self.calls[name] = self.calls.get(name, 0) + 1
+
+    # identities
+    async def owners(self, keys: Iterable[str]) -> dict[str, str]:
+        keys = list(keys)
+        self._count("owners", keys)
+        raw = {key: self.identities[key] for key in keys if key in self.identities}
+        canonical = await self.canonical(raw.values())
+        return {key: canonical[customer] for key, customer in raw.items()}
+
+    async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:
+        result = {}
+        for customer in customer_ids:
+            current = customer
+            for _ in range(MAX_ALIAS_DEPTH):
+                head = self.profiles.get(current)
+                if head is None or head.merged_into is None:
+                    break
+                current = head.merged_into
+            result[customer] = current
+        return result
+
+    async def claim(self, claims: Mapping[str, str]) -> dict[str, str]:
+        self._count("claim", claims)
+        for key, customer in claims.items():
+            self.identities.setdefault(key, customer)
+        return {key: self.identities[key] for key in claims}
+
+    async def release(self, key: str, customer_id: str) -> None:
+        if self.identities.get(key) == customer_id:
+            del self.identities[key]
+
+    # profiles
+    async def ensure_profiles(self, customer_ids: Iterable[str]) -> None:
+        for customer in customer_ids:
+            self.profiles.setdefault(customer, _Head(created_at=datetime.now(UTC)))
+
+    async def discard_empty(self, customer_ids: Iterable[str]) -> None:
+        for customer in list(customer_ids):
+            head = self.profiles.get(customer)
+            if head is not None and not head.identifiers:
+                del self.profiles[customer]
+
+    async def attach(self, attachments: Mapping[str, str], caps: Mapping[str, int]) -> set[str]:
+        held: set[str] = set()
+        for key, customer in attachments.items():
+            head = self.profiles[customer]
+            kind = split_key(key)[0].value
+            same_kind = [k for k in head.identifiers if k.startswith(kind + ":")]
+            if key in head.identifiers:
+                held.add(key)
+            elif len(same_kind) < caps[kind]:
+                head.identifiers.append(key)
+                held.add(key)
+        return held
+
+    async def load(self, customer_ids: Iterable[str]) -> dict[str, StoredProfile]:
+        ids = list(dict.fromkeys(customer_ids))
+        self._count("load", ids)
+        loaded = {}
+        for customer in ids:
+            head = self.profiles.get(customer)
+            if head is None:
+                continue
+            loaded[customer] = StoredProfile(
+                customer_id=customer,
+                version=head.version,
+                created_at=head.created_at,
+                identifiers=list(head.identifiers),
+                merged_from=self._aliases(customer),
+                view=self.views.get((customer, head.version)),
+            )
+        return loaded
+
+    def _aliases(self, customer: str) -> list[str]:
+        found: list[str] = []
+        frontier = [customer]
+        while frontier:
+            absorbed = [c for c, h in self.profiles.items() if h.merged_into in frontier]
+            found += absorbed
+            frontier = absorbed
+        return sorted(found)
+
+    async def facts(self, customer_ids: Iterable[str]) -> dict[str, ProfileFacts]:
+        return {c: p.facts() for c, p in (await self.load(customer_ids)).items()}
+
+    async def head_states(self, customer_ids: Iterable[str]) -> dict[str, HeadState]:
+        return {
+            c: HeadState(self.profiles[c].version, self.profiles[c].merged_into)
+            for c in customer_ids
+            if c in self.profiles
+        }
+
+    async def merge(
+        self, survivor: str, absorbed: list[str], event_id: str, at: datetime
+    ) -> list[str]:
+        self._count("merge", absorbed)
+        taken = []
+        for customer in absorbed:
+            head = self.profiles.get(customer)
+            if head is not None and head.merged_into is None:
+                head.merged_into = survivor
+                head.merge = MergeRecord(survivor, customer, event_id, at)
+                head.merge_pending = True
+                taken.append(customer)
+        await self.finish_merges([MergeRecord(survivor, c, event_id, at) for c in taken])
+        return taken
+
+    async def finish_merges(self, merges: list[MergeRecord]) -> None:
+        for merge in merges:
+            aliases = {merge.absorbed, *self._aliases(merge.absorbed)}
+            for key, owner in self.identities.items():
+                if owner in aliases:
+                    self.identities[key] = merge.survivor
+            survivor = self.profiles[merge.survivor]
+            for alias in sorted(aliases):
+                if alias not in survivor.merged_from:
+                    survivor.merged_from.append(alias)
+                for key in self.profiles[alias].identifiers:
+                    if key not in survivor.identifiers:
+                        survivor.identifiers.append(key)
+
+    async def unfinished_merges(self, event_ids: Iterable[str]) -> list[MergeRecord]:
+        wanted = set(event_ids)
+        return [
+            head.merge
+            for head in self.profiles.values()
+            if head.merge_pending and head.merge and head.merge.event_id in wanted
+        ]
+
+    async def save_views(self, views: Mapping[str, tuple[int, ProfileView]]) -> set[str]:
+        self._count("save_views", views)
+        lost = set()
+        for customer, (version, view) in views.items():
+            if (customer, version + 1) in self.views:
+                lost.add(customer)
+                continue
+            self.views[(customer, version + 1)] = view.model_copy(deep=True)
+            head = self.profiles[customer]
+            head.version = max(head.version, version + 1)
+        merged = {c for c in views if self.profiles[c].merged_into is not None}
+        return lost | merged
+
+    # journey
+    async def insert_entries(self, entries: list[JourneyEntry]) -> set[str]:
+        self._count("insert_entries", entries)
+        duplicates = {entry.id for entry in entries if entry.id in self.journey}
+        for entry in entries:
+            if entry.id not in self.journey:
+                self.journey[entry.id] = entry
+                self.pending.add(entry.id)
+        return duplicates
+
+    async def unfinished_entries(self, event_ids: Iterable[str]) -> list[JourneyEntry]:
+        return [self.journey[e] for e in dict.fromkeys(event_ids) if e in self.pending]
+
+    async def entries_of(self, profiles: Iterable[StoredProfile]) -> dict[str, list[JourneyEntry]]:
+        owner = {alias: p.customer_id for p in profiles for alias in p.aliases}
+        self._count("entries_of", owner)
+        journeys: dict[str, list[JourneyEntry]] = {c: [] for c in set(owner.values())}
+        for entry in self.journey.values():
+            if entry.customer_id in owner:
+                journeys[owner[entry.customer_id]].append(entry)
+        return journeys
+
+    async def settle(self, event_ids: Iterable[str], absorbed: Iterable[str]) -> None:
+        self.pending -= set(event_ids)
+        for customer in absorbed:
+            self.profiles[customer].merge_pending = False
+
+    # conflicts
+    async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> None:
+        seen: dict[tuple[str, str, str | None], int] = {}
+        for conflict, event_id in conflicts:
+            identity = (event_id, conflict.reason, conflict.kind)
+            seen[identity] = seen.get(identity, 0) + 1
+            self.conflicts[(*identity, seen[identity])] = {
+                "reason": conflict.reason,
+                "kind": conflict.kind,
+                "customer_ids": list(conflict.customer_ids),
+                "event_id": event_id,
+            }

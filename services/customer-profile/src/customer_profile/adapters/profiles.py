@@ -1,0 +1,335 @@
+"""The `profiles` and `profile_views` collections: one small head per customer, versioned views.
+
+A head holds identifiers, the view version and, once absorbed, `merged_into`. A merge is decided by
+a conditional update that succeeds once and is recorded on the absorbed head as pending (with the
+merging event) until its identities are moved and its record published. A view is stored under
+`<customer>:<version>`: whoever inserts version n+1 first wins; the others re-derive and try n+2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from pymongo import ASCENDING, DeleteOne, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+
+from customer_profile.domain.identity import ProfileFacts, split_key
+from customer_profile.domain.profile import ProfileView
+from customer_profile.service.ports import HeadState, MergeRecord, StoredProfile
+from hilo.mongo import MongoDocument, bulk_write, insert_once
+
+MAX_ALIAS_DEPTH = 20
+ATTACH_ATTEMPTS = 5
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def view_id(customer_id: str, version: int) -> str:
+    return f"{customer_id}:{version}"
+
+
+class ProfileCollection:
+    def __init__(
+        self,
+        profiles: AsyncCollection[MongoDocument],
+        views: AsyncCollection[MongoDocument],
+    ) -> None:
+        self.profiles = profiles
+        self.views = views
+
+    async def create_indexes(self) -> None:
+        await self.profiles.create_index([("merged_into", ASCENDING)])
+        await self.profiles.create_index([("merge_event", ASCENDING)], sparse=True)
+        await self.views.create_index([("customer_id", ASCENDING)])
+
+    async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:
+        """Follow `merged_into` chains to the surviving profile."""
+        mapping = {c: c for c in customer_ids}
+        frontier = set(mapping.values())
+        for _ in range(MAX_ALIAS_DEPTH):
+            if not frontier:
+                break
+            moved = {
+                doc["_id"]: doc["merged_into"]
+                async for doc in self.profiles.find(
+                    {"_id": {"$in": list(frontier)}, "merged_into": {"$ne": None}},
+                    {"merged_into": 1},
+                )
+            }
+            for original, current in mapping.items():
+                if current in moved:
+                    mapping[original] = moved[current]
+            frontier = set(moved.values())
+        return mapping
+
+    async def ensure_profiles(self, customer_ids: Iterable[str]) -> None:
+        """Create empty profiles for new customers (no-op for existing ones)."""
+        ids = list(dict.fromkeys(customer_ids))
+        if not ids:
+            return
+        at = now()
+        await bulk_write(
+            self.profiles,
+            [
+                UpdateOne(
+                    {"_id": customer},
+                    {
+                        # Absent means null/empty: FerretDB 1.x drops null and [] in $setOnInsert.
+                        "$setOnInsert": {"created_at": at, "version": 0}
+                    },
+                    upsert=True,
+                )
+                for customer in ids
+            ],
+            ordered=False,
+        )
+
+    async def discard_empty(self, customer_ids: Iterable[str]) -> None:
+        """Remove profiles created for claims that were all lost (nothing points to them)."""
+        ids = list(customer_ids)
+        if ids:
+            await self.profiles.delete_many(
+                {
+                    "_id": {"$in": ids},
+                    "$or": [{"identifiers": {"$exists": False}}, {"identifiers": {"$size": 0}}],
+                }
+            )
+
+    async def attach(self, attachments: Mapping[str, str], caps: Mapping[str, int]) -> set[str]:
+        """Add claimed identifiers to their profiles, never beyond the per-kind cap.
+
+        Added with `_id`-only updates (the only filter FerretDB 1.x pushes down to SQLite), then
+        checked: where a concurrent writer pushed a kind over its cap, this batch's additions of
+        that kind are taken back. Returns the identifiers held afterwards.
+        """
+        if not attachments:
+            return set()
+        by_customer: dict[str, list[str]] = {}
+        for key, customer in attachments.items():
+            by_customer.setdefault(customer, []).append(key)
+        current: dict[str, list[str]] = {}
+        pending = dict(by_customer)
+        # FerretDB 1.x applies concurrent updates of one document read-modify-write, so an
+        # addition can be overwritten by another instance's: add again until it shows.
+        for _ in range(ATTACH_ATTEMPTS):
+            await bulk_write(
+                self.profiles,
+                [
+                    UpdateOne({"_id": customer}, {"$addToSet": {"identifiers": {"$each": keys}}})
+                    for customer, keys in pending.items()
+                ],
+            )
+            async for doc in self.profiles.find(
+                {"_id": {"$in": list(pending)}}, {"identifiers": 1}
+            ):
+                current[doc["_id"]] = doc.get("identifiers", [])
+            pending = {
+                customer: missing
+                for customer, keys in pending.items()
+                if customer in current
+                and (missing := [k for k in keys if k not in current[customer]])
+            }
+            if not pending:
+                break
+        held: set[str] = set()
+        undo: dict[str, list[str]] = {}
+        for customer, identifiers in current.items():
+            ours = set(by_customer[customer])
+            for kind in {split_key(key)[0].value for key in ours}:
+                of_kind = [key for key in identifiers if key.startswith(kind + ":")]
+                if len(of_kind) > caps[kind]:
+                    undo.setdefault(customer, []).extend(k for k in of_kind if k in ours)
+            held |= (ours & set(identifiers)) - set(undo.get(customer, []))
+        if undo:
+            await bulk_write(
+                self.profiles,
+                [
+                    UpdateOne({"_id": customer}, {"$pull": {"identifiers": {"$in": keys}}})
+                    for customer, keys in undo.items()
+                ],
+            )
+        return held
+
+    async def heads(self, customer_ids: Iterable[str]) -> dict[str, MongoDocument]:
+        ids = list(dict.fromkeys(customer_ids))
+        if not ids:
+            return {}
+        return {doc["_id"]: doc async for doc in self.profiles.find({"_id": {"$in": ids}})}
+
+    async def load(self, customer_ids: Iterable[str]) -> dict[str, StoredProfile]:
+        """Profiles with their current views (each view read by `_id`) and all their aliases."""
+        heads = await self.heads(customer_ids)
+        views = await asyncio.gather(*(self._view_of(head) for head in heads.values()))
+        aliases = await self.aliases(heads)
+        return {
+            head["_id"]: replace(_stored(head, view), merged_from=aliases[head["_id"]])
+            for head, view in zip(heads.values(), views, strict=True)
+        }
+
+    async def aliases(self, customer_ids: Iterable[str]) -> dict[str, list[str]]:
+        """Every profile merged into each customer, directly or through a chain.
+
+        Computed from `merged_into` rather than trusted from `merged_from`: two merges racing on
+        different instances can absorb a profile into one that was itself absorbed a moment
+        before, and its journey must still be found.
+        """
+        result: dict[str, list[str]] = {c: [] for c in customer_ids}
+        root = {c: c for c in result}
+        frontier = set(result)
+        for _ in range(MAX_ALIAS_DEPTH):
+            if not frontier:
+                break
+            found = self.profiles.find({"merged_into": {"$in": list(frontier)}}, {"merged_into": 1})
+            frontier = set()
+            async for doc in found:
+                if doc["_id"] not in root:
+                    root[doc["_id"]] = root[doc["merged_into"]]
+                    result[root[doc["_id"]]].append(doc["_id"])
+                    frontier.add(doc["_id"])
+        return {customer: sorted(found) for customer, found in result.items()}
+
+    async def head_states(self, customer_ids: Iterable[str]) -> dict[str, HeadState]:
+        return {
+            customer: HeadState(head.get("version", 0), head.get("merged_into"))
+            for customer, head in (await self.heads(customer_ids)).items()
+        }
+
+    async def facts(self, customer_ids: Iterable[str]) -> dict[str, ProfileFacts]:
+        """What identity resolution needs: heads only, no views."""
+        return {
+            c: _stored(head, None).facts() for c, head in (await self.heads(customer_ids)).items()
+        }
+
+    async def _view_of(self, head: MongoDocument) -> MongoDocument | None:
+        version = head.get("version", 0)
+        if version == 0:
+            return None
+        return await self.views.find_one({"_id": view_id(head["_id"], version)})
+
+    async def mark_merged(
+        self, survivor: str, absorbed: list[str], event_id: str, at: datetime
+    ) -> list[MergeRecord]:
+        """Decide each merge once, recorded as pending on the absorbed head; those taken."""
+        merged_at = now()
+        taken: list[str] = []
+        for customer in absorbed:
+            result = await self.profiles.update_one(
+                {"_id": customer, "merged_into": None},
+                {
+                    "$set": {
+                        "merged_into": survivor,
+                        "merged_at": merged_at,
+                        "merge_event": event_id,
+                        "merge_occurred_at": at,
+                        "merge_pending": True,
+                    }
+                },
+            )
+            if result.modified_count == 1:
+                taken.append(customer)
+        return [MergeRecord(survivor, customer, event_id, at) for customer in taken]
+
+    async def add_merged(self, survivor: str, aliases: set[str], identifiers: set[str]) -> None:
+        """Record absorbed aliases and identifiers on the survivor (idempotent)."""
+        await self.profiles.update_one(
+            {"_id": survivor},
+            {
+                "$addToSet": {
+                    "merged_from": {"$each": sorted(aliases)},
+                    "identifiers": {"$each": sorted(identifiers)},
+                }
+            },
+        )
+
+    async def unfinished_merges(self, event_ids: Iterable[str]) -> list[MergeRecord]:
+        """Merges decided by these events whose effects were not all done (or not published)."""
+        ids = list(dict.fromkeys(event_ids))
+        if not ids:
+            return []
+        found = self.profiles.find(
+            {"merge_event": {"$in": ids}, "merge_pending": True},
+            {"merged_into": 1, "merge_event": 1, "merge_occurred_at": 1},
+        )
+        return [
+            MergeRecord(
+                doc["merged_into"], doc["_id"], doc["merge_event"], doc["merge_occurred_at"]
+            )
+            async for doc in found
+        ]
+
+    async def settle_merges(self, absorbed: list[str]) -> None:
+        if absorbed:
+            await self.profiles.update_many(
+                {"_id": {"$in": absorbed}, "merge_pending": True},
+                {"$set": {"merge_pending": False}},
+            )
+
+    async def save_views(self, views: Mapping[str, tuple[int, ProfileView]]) -> set[str]:
+        """Store each view as the next version of its profile; return the customers that lost.
+
+        Inserting `<customer>:<version + 1>` succeeds for exactly one writer. A loser first moves
+        the head to the version that beat it (the winner may have stopped before doing so), then
+        re-derives and tries the version after.
+        """
+        if not views:
+            return set()
+        at = now()
+        documents = [
+            {
+                "_id": view_id(customer, version + 1),
+                "customer_id": customer,
+                "version": version + 1,
+                "view": view.model_dump(mode="python"),
+                "written_at": at,
+            }
+            for customer, (version, view) in views.items()
+        ]
+        lost = {str(documents[i]["customer_id"]) for i in await insert_once(self.views, documents)}
+        heads = [
+            UpdateOne(
+                {"_id": customer},
+                {
+                    "$max": {"version": version + 1},
+                    "$set": {"updated_at": at},
+                },
+            )
+            for customer, (version, _) in views.items()
+        ]
+        await bulk_write(self.profiles, heads)
+        superseded = [
+            DeleteOne({"_id": view_id(customer, version)})
+            for customer, (version, _) in views.items()
+            if customer not in lost and version
+        ]
+        await bulk_write(self.views, superseded)
+        # A profile merged away meanwhile: its survivor must be re-derived to include these entries.
+        merged = self.profiles.find(
+            {"_id": {"$in": list(views)}, "merged_into": {"$ne": None}}, {"_id": 1}
+        )
+        return lost | {str(doc["_id"]) async for doc in merged}
+
+    async def erase(self, aliases: list[str]) -> int:
+        await self.views.delete_many({"customer_id": {"$in": aliases}})
+        return (await self.profiles.delete_many({"_id": {"$in": aliases}})).deleted_count
+
+    async def counts(self) -> dict[str, int]:
+        return {
+            "profiles": await self.profiles.count_documents({"merged_into": None}),
+            "aliases": await self.profiles.count_documents({"merged_into": {"$ne": None}}),
+        }
+
+
+def _stored(head: MongoDocument, view: MongoDocument | None) -> StoredProfile:
+    return StoredProfile(
+        customer_id=head["_id"],
+        version=head.get("version", 0),
+        created_at=head["created_at"],
+        identifiers=list(head.get("identifiers", [])),
+        merged_from=list(head.get("merged_from", [])),
+        view=ProfileView.model_validate(view["view"]) if view else None,
+    )

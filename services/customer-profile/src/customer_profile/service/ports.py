@@ -1,0 +1,126 @@
+"""What the service layer needs from storage, and nothing about how it is stored.
+
+`adapters.store.ProfileStore` implements it on MongoDB; `adapters.memory.InMemoryStore` implements
+it in a few dictionaries so the resolver and the pipeline can be unit-tested in milliseconds. The
+promises each method makes under concurrency (claims succeed once, a merge is decided once, a
+view version is inserted once) are the port's contract: both implementations keep them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from customer_profile.domain.identity import Conflict, ProfileFacts
+from customer_profile.domain.journey import JourneyEntry
+from customer_profile.domain.profile import ProfileView
+from hilo.topics import Topic
+
+
+@dataclass(frozen=True)
+class StoredProfile:
+    customer_id: str
+    version: int
+    created_at: datetime
+    identifiers: list[str]
+    merged_from: list[str]
+    view: ProfileView | None
+
+    def facts(self) -> ProfileFacts:
+        return ProfileFacts(
+            customer_id=self.customer_id,
+            identifiers=frozenset(self.identifiers),
+            created_at=self.created_at,
+            merge_count=len(self.merged_from),
+        )
+
+    @property
+    def aliases(self) -> list[str]:
+        return [self.customer_id, *self.merged_from]
+
+
+@dataclass(frozen=True)
+class MergeRecord:
+    """A merge as stored on the absorbed profile: enough to finish and publish it again."""
+
+    survivor: str
+    absorbed: str
+    event_id: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class HeadState:
+    """Where a profile stands now: its view version, or the profile it was merged into."""
+
+    version: int
+    merged_into: str | None
+
+
+class Publisher(Protocol):
+    """Writes one record and returns once Kafka acknowledged it (`hilo.kafka.KafkaPublisher`)."""
+
+    async def publish(
+        self,
+        topic: Topic,
+        value: bytes | None,
+        *,
+        key: bytes,
+        headers: Mapping[str, str] | None = None,
+    ) -> None: ...
+
+
+class Store(Protocol):
+    # identities
+    async def owners(self, keys: Iterable[str]) -> dict[str, str]:
+        """Identifier key -> canonical (non-merged) customer id, for the keys that have one."""
+
+    async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:
+        """Each id mapped to the profile that answers for it after merges."""
+
+    async def claim(self, claims: Mapping[str, str]) -> dict[str, str]:
+        """Atomically claim unowned identifiers; the owner each key ended with."""
+
+    async def release(self, key: str, customer_id: str) -> None: ...
+
+    # profiles
+    async def ensure_profiles(self, customer_ids: Iterable[str]) -> None: ...
+
+    async def discard_empty(self, customer_ids: Iterable[str]) -> None: ...
+
+    async def attach(self, attachments: Mapping[str, str], caps: Mapping[str, int]) -> set[str]:
+        """Add claimed identifiers within per-kind caps; the identifiers held afterwards."""
+
+    async def load(self, customer_ids: Iterable[str]) -> dict[str, StoredProfile]: ...
+
+    async def facts(self, customer_ids: Iterable[str]) -> dict[str, ProfileFacts]: ...
+
+    async def head_states(self, customer_ids: Iterable[str]) -> dict[str, HeadState]: ...
+
+    async def merge(
+        self, survivor: str, absorbed: list[str], event_id: str, at: datetime
+    ) -> list[str]:
+        """Decide each merge once; the absorbed profiles this call took."""
+
+    async def finish_merges(self, merges: list[MergeRecord]) -> None: ...
+
+    async def unfinished_merges(self, event_ids: Iterable[str]) -> list[MergeRecord]: ...
+
+    async def save_views(self, views: Mapping[str, tuple[int, ProfileView]]) -> set[str]:
+        """Store each view as the next version; the customers whose save lost or moved away."""
+
+    # journey
+    async def insert_entries(self, entries: list[JourneyEntry]) -> set[str]:
+        """Store entries once, pending; the ids that were stored already."""
+
+    async def unfinished_entries(self, event_ids: Iterable[str]) -> list[JourneyEntry]: ...
+
+    async def entries_of(self, profiles: Iterable[StoredProfile]) -> dict[str, list[JourneyEntry]]:
+        """Whole journeys of several customers, aliases included."""
+
+    async def settle(self, event_ids: Iterable[str], absorbed: Iterable[str]) -> None: ...
+
+    # conflicts
+    async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> None: ...

@@ -1,0 +1,231 @@
+"""Every accepted event has all its effects exactly once, whichever step of a batch fails.
+
+A fault is injected at one step of `Pipeline.process` (the store or the publisher raises, as a
+crash, a timeout or a refused write would), then the batch is delivered again, as Kafka does when
+offsets were not committed, and once more after that. Afterwards MongoDB must hold every entry once
+with views equal to a fresh derivation from the journey (nothing lost, nothing folded twice), no
+unfinished marks, and the topics must carry every journey record, the merge and, as the last record
+of each key on the compacted `profiles` topic, the current profile.
+
+`HILO_FAULT_RUNS` (default 1; `make faults` sets 20) repeats each injection point with other data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from customer_profile.adapters.store import ProfileStore
+from customer_profile.domain.profile import derive_view
+from customer_profile.service.pipeline import Pipeline
+from customer_profile.testing import (
+    FaultPoint,
+    InjectedFault,
+    clear_faults,
+    inject_fault,
+    interaction,
+    profile_settings,
+    raw_records,
+)
+from hilo.contract import Interaction
+from hilo.kafka import KafkaPublisher, create_broker
+from hilo.mongo import create_mongo_client
+from hilo.settings import HiloSettings
+from hilo.testkit.probes import read_to_end
+from hilo.topics import Topic, topic_name
+
+RUNS = int(os.environ.get("HILO_FAULT_RUNS", "1"))
+POINTS = [
+    FaultPoint("store", "claim", "after"),
+    FaultPoint("store", "finish_merges", "before"),
+    FaultPoint("store", "finish_merges", "after"),
+    FaultPoint("store", "record_conflicts", "after"),
+    FaultPoint("store", "insert_entries", "after"),
+    FaultPoint("store", "save_views", "after"),
+    FaultPoint("publisher", "publish", "before", call=1),
+    FaultPoint("publisher", "publish", "before", call=6),
+    FaultPoint("store", "head_states", "after"),
+    FaultPoint("store", "settle", "before"),
+]
+
+
+class Harness:
+    def __init__(self, store: ProfileStore, publisher: KafkaPublisher, pipeline: Pipeline) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.pipeline = pipeline
+
+
+@pytest.fixture
+async def harness(settings: HiloSettings, topics: list[str]) -> AsyncIterator[Harness]:
+    profile = profile_settings(settings)
+    mongo = create_mongo_client(settings)
+    broker = create_broker(settings)
+    await broker.start()
+    store = ProfileStore(mongo, settings.mongodb_database)
+    await store.create_indexes()
+    publisher = KafkaPublisher(broker, settings)
+    pipeline = Pipeline(store, publisher, profile.identity_policy(), profile.conversation_window)
+    try:
+        yield Harness(store, publisher, pipeline)
+    finally:
+        await broker.stop()
+        await mongo.drop_database(settings.mongodb_database)
+        await mongo.close()
+
+
+def known_customers(seed: int) -> list[Interaction]:
+    """The state before the failing batch: two people who will turn out to be one, and others."""
+    s = f"{seed}"
+    return [
+        interaction(f"{s}-p1", minutes=0, email=f"pat{s}@example.com"),
+        interaction(f"{s}-q1", minutes=1, phone="+34612345678"),
+        interaction(f"{s}-a1", minutes=2, anonymous_id=f"anon-{s}"),
+        interaction(f"{s}-r1", minutes=3, kind="order", loyalty_id=f"L1-{s}", email=f"r{s}@x.org"),
+    ]
+
+
+def failing_batch(seed: int) -> list[Interaction]:
+    """A merge, new entries, a late entry, an anonymous visitor identified, a conflict, a new
+    customer: every effect `process` has, in an order drawn from `seed`."""
+    s = f"{seed}"
+    batch = [
+        interaction(f"{s}-m1", minutes=10, email=f"pat{s}@example.com", phone="+34612345678"),
+        interaction(f"{s}-p2", minutes=11, kind="order", email=f"pat{s}@example.com"),
+        interaction(f"{s}-q0", minutes=-5, kind="message", phone="+34612345678"),
+        interaction(f"{s}-a2", minutes=12, anonymous_id=f"anon-{s}", email=f"w{s}@example.com"),
+        interaction(f"{s}-r2", minutes=13, loyalty_id=f"L2-{s}", email=f"r{s}@x.org"),
+        interaction(f"{s}-n1", minutes=14, kind="cart", phone="+34699887766"),
+    ]
+    random.Random(seed).shuffle(batch)
+    return batch
+
+
+@pytest.mark.parametrize("run", range(RUNS))
+@pytest.mark.parametrize("point", POINTS, ids=lambda p: p.name)
+async def test_a_batch_that_failed_at_any_step_is_completed_exactly_once_on_redelivery(
+    harness: Harness, settings: HiloSettings, point: FaultPoint, run: int
+) -> None:
+    seed = run * 7919 + POINTS.index(point)
+    before, batch = known_customers(seed), failing_batch(seed)
+    await harness.pipeline.process(raw_records(before))
+
+    target = harness.store if point.target == "store" else harness.publisher
+    inject_fault(target, point)
+    with pytest.raises(InjectedFault):
+        await harness.pipeline.process(raw_records(batch))
+    clear_faults(target, point.method)
+    repaired = await harness.pipeline.process(raw_records(batch))
+    again = await harness.pipeline.process(raw_records(batch))
+
+    assert again.repaired == 0, "a settled batch redelivered again changes nothing"
+    assert again.duplicates == len(batch)
+    assert not again.merges, "a finished merge is not published again"
+    events = [*before, *batch]
+    await assert_every_effect_once(
+        harness.store, events, profile_settings(settings).conversation_window
+    )
+    await assert_topics_complete(harness.store, settings, events)
+    assert repaired.accepted == len(batch)
+
+
+async def assert_every_effect_once(
+    store: ProfileStore, events: list[Interaction], window: timedelta
+) -> None:
+    journey = [doc async for doc in store.journey.find({})]
+    assert Counter(doc["_id"] for doc in journey) == Counter(e.id for e in events)
+    assert not [doc["_id"] for doc in journey if doc.get("pending")], "unsettled entries remain"
+    assert await store.profiles.count_documents({"merge_pending": True}) == 0
+    assert await store.profiles.count_documents({"merged_into": {"$ne": None}}) == 1
+    for head in [doc async for doc in store.profiles.find({"merged_into": None})]:
+        profile = (await store.load([head["_id"]]))[head["_id"]]
+        entries = await store.entries(profile.aliases)
+        assert profile.view is not None
+        assert profile.view.model_dump(mode="json") == derive_view(entries, window).model_dump(
+            mode="json"
+        ), "the stored view is exactly the journey folded once"
+    conflicts = [doc async for doc in store.conflicts.find({})]
+    assert len(conflicts) == 1, f"the conflict is recorded once, not {conflicts}"
+
+
+async def assert_topics_complete(
+    store: ProfileStore, settings: HiloSettings, events: list[Interaction]
+) -> None:
+    servers = settings.kafka_bootstrap_servers
+    journey = await read_to_end(servers, topic_name(Topic.JOURNEY, settings))
+    assert {e.id for e in events} <= {json.loads(r.value)["id"] for r in journey}
+
+    [absorbed] = [doc async for doc in store.profiles.find({"merged_into": {"$ne": None}})]
+    merges = [
+        json.loads(r.value)
+        for r in await read_to_end(servers, topic_name(Topic.IDENTITY_MERGES, settings))
+    ]
+    assert merges, "the merge record is published"
+    assert {(m["survivor"], tuple(m["absorbed"])) for m in merges} == {
+        (absorbed["merged_into"], (absorbed["_id"],))
+    }
+
+    last: dict[bytes, bytes | None] = {}
+    for record in await read_to_end(servers, topic_name(Topic.PROFILES, settings)):
+        last[record.key] = record.value
+    assert json.loads(last[absorbed["_id"].encode()] or b"{}") == {
+        "customer_id": absorbed["_id"],
+        "merged_into": absorbed["merged_into"],
+    }
+    for head in [doc async for doc in store.profiles.find({"merged_into": None})]:
+        snapshot = json.loads(last[head["_id"].encode()] or b"{}")
+        assert snapshot["version"] == head["version"], "the compacted topic ends on the latest"
+        profile = (await store.load([head["_id"]]))[head["_id"]]
+        assert profile.view is not None
+        assert snapshot["view"] == profile.view.model_dump(mode="json")
+
+
+async def test_a_snapshot_overtaken_by_another_instance_is_followed_by_the_latest(
+    harness: Harness, settings: HiloSettings
+) -> None:
+    """Instance A saves version n, B saves n+1 and publishes first; A's n lands last on Kafka."""
+    profile = profile_settings(settings)
+    other = Pipeline(
+        harness.store, harness.publisher, profile.identity_policy(), profile.conversation_window
+    )
+    await harness.pipeline.process(raw_records([interaction("o-1", email="ovi@example.com")]))
+    b_done = asyncio.Event()
+    publish = harness.publisher.publish
+    slow = KafkaPublisher(harness.publisher._broker, settings)
+
+    async def held_back(topic: Topic, value: bytes | None, **kwargs: Any) -> None:
+        if topic is Topic.PROFILES and not b_done.is_set():
+            await b_done.wait()
+        await publish(topic, value, **kwargs)
+
+    slow.publish = held_back  # type: ignore[method-assign]
+    instance_a = Pipeline(
+        harness.store, slow, profile.identity_policy(), profile.conversation_window
+    )
+
+    async def instance_b() -> None:
+        await asyncio.sleep(0.5)  # A has saved its view and is waiting to publish the snapshot
+        await other.process(raw_records([interaction("o-3", minutes=2, email="ovi@example.com")]))
+        b_done.set()
+
+    await asyncio.gather(
+        instance_a.process(raw_records([interaction("o-2", minutes=1, email="ovi@example.com")])),
+        instance_b(),
+    )
+
+    [head] = [doc async for doc in harness.store.profiles.find({})]
+    records = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.PROFILES, settings)
+    )
+    versions = [json.loads(r.value)["version"] for r in records]
+    assert head["version"] == 3
+    assert 2 in versions[versions.index(3) :], "A's older snapshot did land after B's"
+    assert versions[-1] == head["version"], "and the latest followed it"

@@ -1,0 +1,150 @@
+"""A record that parses but can never be processed goes to the dead-letter topic; the rest goes on.
+
+And once the cause is fixed, `customer-profile dlq replay` puts it back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from bson.errors import InvalidDocument
+from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure
+
+from customer_profile.adapters.store import ProfileStore
+from customer_profile.domain.journey import JourneyEntry
+from customer_profile.service.batches import is_transient
+from customer_profile.testing import RunningProfileService, interaction, running_profile_service
+from hilo.dead_letters import ReplayFilter, replay
+from hilo.kafka import PublishFailed
+from hilo.settings import HiloSettings
+from hilo.testkit.probes import eventually, read_topic
+from hilo.testkit.samples import sample_interaction
+from hilo.topics import Topic, topic_name
+
+
+def refuse_event(store: ProfileStore, event_id: str) -> None:
+    """The database refuses any write holding this event, every time (a real poison pill)."""
+    original = store.insert_entries
+
+    async def insert_entries(entries: list[JourneyEntry]) -> set[str]:
+        if any(entry.id == event_id for entry in entries):
+            raise InvalidDocument("cannot encode object: refused for the test")
+        return await original(entries)
+
+    store.insert_entries = insert_entries  # type: ignore[method-assign]
+
+
+async def test_a_record_that_always_fails_is_dead_lettered_and_its_neighbours_are_stored(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    poison = interaction(2, minutes=1, email="bo@example.com")
+    batch = [
+        interaction(1, email="ana@example.com"),
+        poison,
+        interaction(3, minutes=2, email="cy@example.com"),
+    ]
+    async with running_profile_service(settings, poison_attempts=2) as svc:
+        refuse_event(svc.service.store, poison.id)
+        await svc.publish(batch)
+        await svc.wait_for_entries(2)
+        dead = await read_topic(
+            settings.kafka_bootstrap_servers,
+            topic_name(Topic.INTERACTIONS_DLQ, settings),
+            expected=1,
+        )
+        assert [json.loads(r.value)["id"] for r in dead] == [poison.id]
+        headers = dict(dead[0].headers)
+        assert headers["hilo_error_reason"] == b"processing_failed"
+        assert headers["hilo_error_detail"].startswith(b"InvalidDocument:")
+        assert await svc.journey_count() == 2
+        assert (await svc.http.get("/health/ready")).status_code == 200
+
+        # The cause is fixed (a new release); the dead letter is replayed and stored once.
+        del svc.service.store.insert_entries
+        report = await replay(settings, ReplayFilter(reasons=frozenset({"processing_failed"})))
+        assert (report.read, report.replayed) == (1, 1)
+        await svc.wait_for_entries(3)
+        assert await svc.customer_of("email", "bo@example.com")
+
+
+async def test_replay_chooses_by_reason_and_a_dry_run_publishes_nothing(
+    profile_service: RunningProfileService, settings: HiloSettings
+) -> None:
+    await _send_raw(settings, [b"not json", b'{"schema_version": 99}'])
+    await read_topic(
+        settings.kafka_bootstrap_servers, topic_name(Topic.INTERACTIONS_DLQ, settings), expected=2
+    )
+
+    dry = await replay(settings, ReplayFilter(), dry_run=True)
+    only = await replay(settings, ReplayFilter(reasons=frozenset({"unsupported_schema_version"})))
+
+    assert (dry.read, dry.replayed) == (2, 2)
+    assert dry.by_reason == {"not_json": 1, "unsupported_schema_version": 1}
+    assert (only.replayed, only.by_reason) == (1, {"unsupported_schema_version": 1})
+    replayed = await read_topic(
+        settings.kafka_bootstrap_servers, topic_name(Topic.INTERACTIONS, settings), expected=3
+    )
+    values = [r.value for r in replayed]
+    assert values.count(b'{"schema_version": 99}') == 2, "the original, and the one replay"
+    assert values.count(b"not json") == 1, "neither the dry run nor the filtered run sent it"
+    again = [dict(r.headers) for r in replayed if r.value == b'{"schema_version": 99}'][-1]
+    assert "hilo_error_reason" not in again
+    assert again["hilo_replayed_from"].startswith(
+        topic_name(Topic.INTERACTIONS_DLQ, settings).encode()
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("a\x00b", 1), ("big", 2**63), ("small", -(2**63) - 1), ("deep", {"a": [[[[{"b": 1}]]]]})],
+    ids=["nul-in-a-property-name", "int-over-64-bits", "int-under-64-bits", "nested-arrays"],
+)
+async def test_odd_values_from_a_public_write_key_never_stop_the_consumer(
+    profile_service: RunningProfileService, settings: HiloSettings, name: str, value: Any
+) -> None:
+    event = json.loads(sample_interaction().model_dump_json())
+    event["payload"] = {"kind": "custom", "name": "odd", "properties": {name: value}}
+    await _send_raw(settings, [json.dumps(event).encode()])
+    await profile_service.publish([interaction(1, email="after@example.com")])
+
+    after = interaction(1, email="after@example.com").id
+    await eventually(
+        lambda: profile_service.service.store.journey.count_documents({"_id": after}),
+        until=lambda n: n == 1,
+    )
+
+
+@pytest.mark.parametrize(
+    ("failure", "transient"),
+    [
+        (AutoReconnect("connection reset"), True),
+        (PublishFailed("no ack"), True),
+        (OperationFailure("not primary", code=10107), True),
+        (OperationFailure("shutting down", code=91), True),
+        (BulkWriteError({"writeErrors": [{"code": 2, "errmsg": "bad"}]}), False),
+        (OperationFailure("document too deep", code=15), False),
+        (InvalidDocument("key contains NUL"), False),
+        (RuntimeError("identity resolution did not settle"), False),
+        (OverflowError("MongoDB can only handle up to 8-byte ints"), False),
+    ],
+)
+def test_only_infrastructure_failures_count_as_transient(
+    failure: BaseException, transient: bool
+) -> None:
+    assert is_transient(failure) is transient
+
+
+async def _send_raw(settings: HiloSettings, values: Sequence[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(
+                topic_name(Topic.INTERACTIONS, settings), value, key=b"email:x@example.com"
+            )
+    finally:
+        await producer.stop()

@@ -1,0 +1,161 @@
+"""The pipeline against in-memory fakes of its ports: the rules, in milliseconds.
+
+The same rules run against real Kafka and MongoDB in `test_fault_injection.py`; here they run over
+many more seeds, and the number of store calls per batch is counted.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping
+from datetime import timedelta
+
+import pytest
+
+from customer_profile.adapters.memory import InMemoryStore
+from customer_profile.domain.identity import (
+    DEFAULT_BLOCKED_VALUES,
+    DEFAULT_MAX_PER_KIND,
+    IdentityPolicy,
+)
+from customer_profile.domain.profile import derive_view
+from customer_profile.service.pipeline import Pipeline
+from customer_profile.testing import (
+    FaultPoint,
+    InjectedFault,
+    clear_faults,
+    inject_fault,
+    interaction,
+    raw_records,
+)
+from hilo.contract import IdentifierKind, Interaction
+from hilo.topics import Topic
+
+WINDOW = timedelta(hours=24)
+SEEDS = range(20)
+POINTS = [
+    FaultPoint("store", "claim", "after"),
+    FaultPoint("store", "finish_merges", "before"),
+    FaultPoint("store", "finish_merges", "after"),
+    FaultPoint("store", "record_conflicts", "after"),
+    FaultPoint("store", "insert_entries", "after"),
+    FaultPoint("store", "save_views", "after"),
+    FaultPoint("publisher", "publish", "before", call=1),
+    FaultPoint("publisher", "publish", "before", call=5),
+    FaultPoint("store", "head_states", "after"),
+    FaultPoint("store", "settle", "before"),
+]
+
+
+class RecordingPublisher:
+    """The publisher port, keeping what was 'acknowledged' in order."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[Topic, bytes, bytes | None]] = []
+
+    async def publish(
+        self,
+        topic: Topic,
+        value: bytes | None,
+        *,
+        key: bytes,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.records.append((topic, key, value))
+
+    def values(self, topic: Topic) -> list[bytes]:
+        return [value for t, _, value in self.records if t is topic and value is not None]
+
+
+def pipeline(store: InMemoryStore, publisher: RecordingPublisher) -> Pipeline:
+    policy = IdentityPolicy(
+        unique_kinds=frozenset({IdentifierKind.CUSTOMER_ID, IdentifierKind.LOYALTY_ID}),
+        max_per_kind=dict(DEFAULT_MAX_PER_KIND),
+        max_merges=50,
+        blocked_values=DEFAULT_BLOCKED_VALUES,
+    )
+    return Pipeline(store, publisher, policy, WINDOW)
+
+
+def scenario(seed: int) -> tuple[list[Interaction], list[Interaction]]:
+    s = str(seed)
+    before = [
+        interaction(f"{s}-p1", minutes=0, email=f"p{s}@example.com"),
+        interaction(f"{s}-q1", minutes=1, phone="+34612345678"),
+        interaction(f"{s}-r1", minutes=2, loyalty_id=f"L1-{s}", email=f"r{s}@x.org"),
+    ]
+    batch = [
+        interaction(f"{s}-m1", minutes=10, email=f"p{s}@example.com", phone="+34612345678"),
+        interaction(f"{s}-p2", minutes=11, kind="order", email=f"p{s}@example.com"),
+        interaction(f"{s}-q0", minutes=-5, kind="message", phone="+34612345678"),
+        interaction(f"{s}-r2", minutes=13, loyalty_id=f"L2-{s}", email=f"r{s}@x.org"),
+        interaction(f"{s}-n1", minutes=14, kind="cart", phone="+34699887766"),
+    ]
+    random.Random(seed).shuffle(batch)
+    return before, batch
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("point", POINTS, ids=lambda p: p.name)
+async def test_any_interrupted_batch_is_completed_once_on_redelivery(
+    point: FaultPoint, seed: int
+) -> None:
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    run = pipeline(store, publisher)
+    before, batch = scenario(seed)
+    await run.process(raw_records(before))
+
+    target = store if point.target == "store" else publisher
+    inject_fault(target, point)
+    with pytest.raises(InjectedFault):
+        await run.process(raw_records(batch))
+    clear_faults(target, point.method)
+    await run.process(raw_records(batch))
+    again = await run.process(raw_records(batch))
+
+    assert (again.repaired, again.duplicates, again.merges) == (0, len(batch), [])
+    assert sorted(store.journey) == sorted(e.id for e in [*before, *batch])
+    assert not store.pending
+    assert not [h for h in store.profiles.values() if h.merge_pending]
+    for customer, profile in (await store.load(_canonical(store))).items():
+        journey = (await store.entries_of([profile]))[customer]
+        assert profile.view == derive_view(journey, WINDOW), "folded exactly once"
+    journey_ids = {json.loads(v)["id"] for v in publisher.values(Topic.JOURNEY)}
+    assert journey_ids == {e.id for e in [*before, *batch]}
+    merges = set(publisher.values(Topic.IDENTITY_MERGES))
+    assert len(merges) == 1, "one merge, published (possibly more than once) identically"
+    last = {key: value for topic, key, value in publisher.records if topic is Topic.PROFILES}
+    for customer, head in store.profiles.items():
+        record = json.loads(last[customer.encode()] or b"{}")
+        if head.merged_into:
+            assert record == {"customer_id": customer, "merged_into": head.merged_into}
+        else:
+            assert record["version"] == head.version
+
+
+def _canonical(store: InMemoryStore) -> list[str]:
+    return [c for c, head in store.profiles.items() if head.merged_into is None]
+
+
+@pytest.mark.parametrize("size", [10, 100, 400])
+async def test_store_calls_per_batch_do_not_grow_with_the_batch(size: int) -> None:
+    """Round trips per batch stay constant: no per-event reads or writes on the hot path."""
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    run = pipeline(store, publisher)
+    known = [interaction(f"k{n}", email=f"c{n}@example.com") for n in range(size)]
+    await run.process(raw_records(known))
+    store.calls.clear()
+
+    more = [
+        interaction(f"m{n}", minutes=1, kind="order", email=f"c{n % size}@example.com")
+        for n in range(size)
+    ]
+    await run.process(raw_records(more))
+
+    assert store.calls == {
+        "owners": 1,
+        "load": 2,
+        "insert_entries": 1,
+        "save_views": 1,
+    }, "the same handful of calls whether the batch holds 10 or 400 events"

@@ -1,0 +1,143 @@
+"""Dead letters: records a consumer could not process, kept unchanged with the reason.
+
+A dead letter is the original record (value, key and headers untouched) on `<topic>.dlq`, plus
+headers saying why and where it came from. Once the cause is fixed (a bug, a configuration, a
+missing upcaster), `replay` puts the chosen dead letters back on the original topic; event ids
+are deterministic, so an event that was in fact processed is stored once however often it is
+replayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+from aiokafka import AIOKafkaProducer
+
+from hilo.kafka import read_to_end
+from hilo.settings import HiloSettings
+from hilo.topics import Topic, topic_name
+
+log = structlog.get_logger(__name__)
+
+REASON = "hilo_error_reason"
+DETAIL = "hilo_error_detail"
+ORIGINAL_TOPIC = "hilo_original_topic"
+ORIGINAL_PARTITION = "hilo_original_partition"
+ORIGINAL_OFFSET = "hilo_original_offset"
+FAILED_AT = "hilo_failed_at"
+REPLAYED_FROM = "hilo_replayed_from"
+DEAD_LETTER_HEADERS = (
+    REASON,
+    DETAIL,
+    ORIGINAL_TOPIC,
+    ORIGINAL_PARTITION,
+    ORIGINAL_OFFSET,
+    FAILED_AT,
+)
+DETAIL_LIMIT = 1000
+
+
+def dead_letter_headers(
+    original: Iterable[tuple[str, bytes]],
+    *,
+    reason: str,
+    detail: str,
+    topic: str,
+    partition: int,
+    offset: int,
+) -> dict[str, str]:
+    """The original headers plus why the record failed and where it was read."""
+    headers = {name: value.decode(errors="replace") for name, value in original}
+    headers.update(
+        {
+            REASON: reason,
+            DETAIL: detail[:DETAIL_LIMIT],
+            ORIGINAL_TOPIC: topic,
+            ORIGINAL_PARTITION: str(partition),
+            ORIGINAL_OFFSET: str(offset),
+            FAILED_AT: datetime.now(UTC).isoformat(),
+        }
+    )
+    return headers
+
+
+@dataclass(frozen=True)
+class ReplayFilter:
+    """Which dead letters to replay: all by default."""
+
+    reasons: frozenset[str] = frozenset()
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def admits(self, headers: dict[str, str]) -> bool:
+        if self.reasons and headers.get(REASON) not in self.reasons:
+            return False
+        failed_at = _time(headers.get(FAILED_AT))
+        if self.since and (failed_at is None or failed_at < self.since):
+            return False
+        return not (self.until and (failed_at is None or failed_at >= self.until))
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    read: int
+    replayed: int
+    by_reason: dict[str, int]
+
+
+async def replay(
+    settings: HiloSettings,
+    chosen: ReplayFilter,
+    *,
+    source: Topic = Topic.INTERACTIONS_DLQ,
+    target: Topic = Topic.INTERACTIONS,
+    dry_run: bool = False,
+) -> ReplayReport:
+    """Re-publish the dead letters on `source` that `chosen` admits, as they were, to `target`.
+
+    Reads up to the end offsets seen at start (letters arriving meanwhile wait for the next run)
+    and waits for Kafka's acknowledgement of every record before reporting.
+    """
+    records = await read_to_end(settings.kafka_bootstrap_servers, topic_name(source, settings))
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
+    )
+    by_reason: dict[str, int] = {}
+    replayed = 0
+    if not dry_run:
+        await producer.start()
+    try:
+        for record in records:
+            headers = {k: v.decode(errors="replace") for k, v in record.headers or ()}
+            if not chosen.admits(headers):
+                continue
+            reason = headers.get(REASON, "unknown")
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+            replayed += 1
+            if dry_run:
+                continue
+            kept = [(k, v) for k, v in record.headers or () if k not in DEAD_LETTER_HEADERS]
+            marker = f"{record.topic}/{record.partition}/{record.offset}".encode()
+            await producer.send(
+                topic_name(target, settings),
+                record.value,
+                key=record.key or None,
+                headers=[*kept, (REPLAYED_FROM, marker)],
+            )
+        if not dry_run:
+            await producer.flush()
+    finally:
+        if not dry_run:
+            await producer.stop()
+    log.info("dead_letters_replayed", read=len(records), replayed=replayed, dry_run=dry_run)
+    return ReplayReport(read=len(records), replayed=replayed, by_reason=by_reason)
+
+
+def _time(value: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
