@@ -30,10 +30,10 @@ $(VENV)/.installed: $(UV) uv.lock pyproject.toml shared/pyproject.toml $(wildcar
 
 install: $(VENV)/.installed ## Create .venv with every package at its locked version
 
-infra-prepare: install ## Fetch Kafka's jars and build FerretDB into ~/.cache/hilo (once)
+infra-prepare: install ## Fetch Kafka's jars and install SecantusDB into ~/.cache/hilo (once)
 	$(BIN)/hilo-infra prepare
 
-test: install infra-prepare ## Run every test against real Kafka and FerretDB/MongoDB
+test: install infra-prepare ## Run every test against real Kafka and a MongoDB-wire server
 	$(BIN)/pytest
 
 faults: install infra-prepare ## The fault matrix: each injection point x20 and 20 kill -9 runs
@@ -59,7 +59,7 @@ fmt: install ## Format and fix what ruff can
 schema: install ## Regenerate the committed JSON Schema of the contract
 	$(BIN)/python -m hilo.contract.schema docs/schemas
 
-infra-up: install infra-prepare ## Start local Kafka and FerretDB in the background; print their URLs
+infra-up: install infra-prepare ## Start local Kafka and SecantusDB in the background; print their URLs
 	$(BIN)/hilo-infra up
 
 infra-down: ## Stop what infra-up started
@@ -71,7 +71,7 @@ run: install infra-prepare ## Run the whole platform: docker compose if Docker a
 simulate: install ## Play customers' journeys through a running `make run` and read them back
 	$(BIN)/traffic-simulator --env-file .hilo/platform.env
 
-run-profile: install ## Run the customer-profile service against `make infra-up`'s Kafka and FerretDB
+run-profile: install ## Run the customer-profile service against `make infra-up`'s Kafka and SecantusDB
 	@eval "$$($(BIN)/hilo-infra env)" && HILO_LOG_FORMAT=$${HILO_LOG_FORMAT:-console} $(BIN)/customer-profile serve
 
 env-example: install ## Regenerate .env.example from the services' settings

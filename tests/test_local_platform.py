@@ -1,6 +1,6 @@
 """`make run` without Docker, driven as a person would: start it, play the demo, stop it.
 
-The platform comes up as local processes (Kafka, FerretDB, customer-profile, seven channels),
+The platform comes up as local processes (Kafka, SecantusDB, customer-profile, seven channels),
 the traffic simulator's journeys go through every channel's public endpoint into the profile
 service and read back, and Ctrl-C leaves no process behind.
 """
@@ -130,6 +130,6 @@ def test_make_run_serves_the_simulated_journeys_and_stops_cleanly(tmp_path: Path
     assert "refused requests        0" in report
     for channel in ("web", "whatsapp", "sms", "voice", "email", "store", "messenger"):
         assert f"{channel} " in report.split("journey entries")[1].splitlines()[0]
-    assert len(started) >= len(SERVICES) + 2, "expected Kafka, FerretDB and every service"
+    assert len(started) >= len(SERVICES) + 2, "expected Kafka, the database and every service"
     assert [pid for pid in started if alive(pid)] == [], "".join(tail)
     assert not (tmp_path / ".hilo" / "platform.env").exists()

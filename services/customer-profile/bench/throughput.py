@@ -3,7 +3,7 @@
 Publishes a realistic stream (returning customers on several channels, anonymous browsing that
 later identifies, cross-channel merges) to a fresh `interactions` topic, then starts one service
 instance and times it from start until every event is in a journey. Uses the same infrastructure
-as the tests (local Kafka + FerretDB here; set KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL to measure
+as the tests (local Kafka + SecantusDB here; set KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL to measure
 against real MongoDB).
 
     python services/customer-profile/bench/throughput.py --events 3000 --people 600

@@ -14,7 +14,7 @@ from customer_profile.testing import (
     running_profile_service,
 )
 from hilo.settings import HiloSettings
-from hilo.testkit.local_infra import LocalFerretDB
+from hilo.testkit.local_infra import LocalSecantusDB
 from hilo.testkit.probes import eventually
 from hilo.topics import Topic, topic_name
 
@@ -34,7 +34,7 @@ async def committed(settings: HiloSettings, group: str) -> int:
 async def test_an_outage_pauses_consumption_until_the_database_is_back(
     settings: HiloSettings, topics: list[str], tmp_path: Path
 ) -> None:
-    database = LocalFerretDB(tmp_path)
+    database = LocalSecantusDB(tmp_path)
     database.start()
     local = settings.model_copy(update={"mongodb_url": MongoDsn(database.url)})
     try:

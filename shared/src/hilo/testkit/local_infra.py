@@ -5,8 +5,10 @@ Servers are found in this order:
 1. `KAFKA_BOOTSTRAP_SERVERS` / `MONGODB_URL` set: those servers are used as they are.
 2. A Docker engine answers: testcontainers start the images docker-compose uses.
 3. Otherwise local processes: Apache Kafka from its Maven Central jars (resolved with Maven from
-   `deploy/local/kafka/pom.xml`) as a single-node KRaft broker, and FerretDB 1.x (built with Go
-   from `deploy/local/ferretdb`) on SQLite.
+   `deploy/local/kafka/pom.xml`) as a single-node KRaft broker, and SecantusDB (a MongoDB-wire
+   server on WiredTiger with real secondary indexes, installed from PyPI into its own virtual
+   environment from `deploy/local/secantusdb/requirements.txt`; GPL-2.0, so it only ever runs as
+   a separate process and is never imported).
 
 Downloads and builds are cached under `~/.cache/hilo` (or `$HILO_CACHE_DIR`); every run gets fresh
 data directories; everything started is stopped on exit, and child processes die with their
@@ -89,15 +91,6 @@ def kafka_version() -> str:
     match = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
     if not match:
         raise InfrastructureError("deploy/local/kafka/pom.xml does not set kafka.version")
-    return match.group(1)
-
-
-def ferretdb_version() -> str:
-    """The FerretDB version required by deploy/local/ferretdb/go.mod."""
-    gomod = (deploy_dir() / "ferretdb" / "go.mod").read_text(encoding="utf-8")
-    match = re.search(r"github.com/FerretDB/FerretDB (v[\w.\-]+)", gomod)
-    if not match:
-        raise InfrastructureError("deploy/local/ferretdb/go.mod does not require FerretDB")
     return match.group(1)
 
 
@@ -440,22 +433,21 @@ async def kafka_answers(bootstrap_servers: str) -> bool:
         await admin.close()
 
 
-def _source_digest() -> str:
-    """Changes whenever the FerretDB wrapper's source or pins change, so the cache rebuilds."""
-    digest = hashlib.sha256()
-    for name in ("main.go", "go.mod", "go.sum"):
-        digest.update((deploy_dir() / "ferretdb" / name).read_bytes())
-    return digest.hexdigest()[:10]
+def _requirements() -> Path:
+    return deploy_dir() / "secantusdb" / "requirements.txt"
 
 
-class LocalFerretDB(_LocalServer):
-    """FerretDB 1.x with its SQLite backend: a real MongoDB wire-protocol server."""
+class LocalSecantusDB(_LocalServer):
+    """SecantusDB: a MongoDB wire-protocol server on WiredTiger, with real secondary indexes.
 
-    name = "FerretDB"
+    FerretDB 1.x on SQLite (the previous default) used no index at all, so every lookup scanned
+    and the local platform slowed down as data grew; see docs/benchmarks.md.
+    """
+
+    name = "SecantusDB"
 
     def __init__(self, workdir: Path, *, tied_to_parent: bool = True) -> None:
         super().__init__(workdir, tied_to_parent=tied_to_parent)
-        self.version = ferretdb_version()
         self.port = free_port()
 
     @property
@@ -463,35 +455,38 @@ class LocalFerretDB(_LocalServer):
         return f"mongodb://127.0.0.1:{self.port}/"
 
     def binary(self) -> Path:
-        """Build deploy/local/ferretdb once per source version into the cache (Go module proxy)."""
-        target = cache_dir() / "bin" / f"hilo-ferretdb-{self.version}-{_source_digest()}"
-        if target.exists():
-            return target
-        go = require_tool(
-            "go", "to build FerretDB", "install Go 1.24+ (https://go.dev/doc/install)"
-        )
-        with _file_lock(cache_dir() / "ferretdb.lock"):
-            if target.exists():
-                return target
-            partial = target.with_name(target.name + ".partial")
-            result = subprocess.run(
-                [go, "build", "-trimpath", "-o", str(partial), "."],
-                cwd=deploy_dir() / "ferretdb",
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if result.returncode != 0:
-                raise InfrastructureError(f"building FerretDB failed:\n{result.stderr}")
-            partial.rename(target)
-        return target
+        """Install the pinned server once per requirements file into the cache (PyPI)."""
+        requirements = _requirements()
+        digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:10]
+        home = cache_dir() / f"secantusdb-{digest}"
+        server = home / "bin" / "secantusd-py"
+        if (home / ".complete").exists():
+            return server
+        with _file_lock(cache_dir() / "secantusdb.lock"):
+            if (home / ".complete").exists():
+                return server
+            shutil.rmtree(home, ignore_errors=True)
+            for step in (
+                [sys.executable, "-m", "venv", str(home)],
+                [str(home / "bin" / "pip"), "install", "-q", "--no-deps", "-r", str(requirements)],
+            ):
+                result = subprocess.run(step, capture_output=True, text=True, check=False)
+                if result.returncode != 0:
+                    raise InfrastructureError(
+                        f"installing SecantusDB failed ({' '.join(step[:3])}):\n"
+                        f"{result.stdout}{result.stderr}"
+                    )
+            (home / ".complete").touch()
+        return server
 
     def command(self) -> list[str]:
         return [
             str(self.binary()),
-            f"--listen-addr=127.0.0.1:{self.port}",
-            f"--data-dir={self.workdir / 'data'}",
-            "--log-level=error",
+            "--host=127.0.0.1",
+            f"--port={self.port}",
+            f"--storage-path={self.workdir / 'data'}",
+            "--log-level=WARNING",
+            "--cache-size=512M",
         ]
 
     def _ready(self) -> bool:
@@ -525,7 +520,7 @@ class Infrastructure:
         self.tied_to_parent = tied_to_parent
         self.workdir = workdir
         self.kafka: LocalKafka | None = None
-        self.ferretdb: LocalFerretDB | None = None
+        self.database: LocalSecantusDB | None = None
         self._containers: list[Any] = []
         self._own_workdir = False
         self.endpoints: Endpoints | None = None
@@ -568,18 +563,18 @@ class Infrastructure:
             self.kafka = LocalKafka(root / "kafka", tied_to_parent=self.tied_to_parent)
             self.kafka.format_storage()
         if not mongo_env:
-            (root / "ferretdb").mkdir(parents=True, exist_ok=True)
-            self.ferretdb = LocalFerretDB(root / "ferretdb", tied_to_parent=self.tied_to_parent)
-            self.ferretdb.binary()
-        # Launch both before waiting on either: the JVM warms up while FerretDB starts.
-        servers = [server for server in (self.kafka, self.ferretdb) if server is not None]
+            (root / "mongo").mkdir(parents=True, exist_ok=True)
+            self.database = LocalSecantusDB(root / "mongo", tied_to_parent=self.tied_to_parent)
+            self.database.binary()
+        # Launch both before waiting on either: the JVM warms up while the database starts.
+        servers = [server for server in (self.kafka, self.database) if server is not None]
         for server in servers:
             server.launch()
         for server in servers:
             server.wait_ready()
         return Endpoints(
             kafka_env or self.kafka.bootstrap_servers,  # type: ignore[union-attr]
-            mongo_env or self.ferretdb.url,  # type: ignore[union-attr]
+            mongo_env or self.database.url,  # type: ignore[union-attr]
             "local processes",
         )
 
@@ -597,7 +592,7 @@ class Infrastructure:
         return Endpoints(kafka, mongo, "testcontainers")
 
     def stop(self) -> None:
-        for server in (self.kafka, self.ferretdb):
+        for server in (self.kafka, self.database):
             if server is not None:
                 server.stop()
         for container in self._containers:
@@ -610,7 +605,7 @@ class Infrastructure:
     def pids(self) -> list[int]:
         return [
             server.process.pid
-            for server in (self.kafka, self.ferretdb)
+            for server in (self.kafka, self.database)
             if server is not None and server.process is not None
         ]
 
@@ -634,7 +629,7 @@ def _up(state_file: Path) -> int:
         "pids": infra.pids(),
         "workdir": str(workdir),
         "kafka_ready_seconds": infra.kafka.ready_seconds if infra.kafka else None,
-        "ferretdb_ready_seconds": infra.ferretdb.ready_seconds if infra.ferretdb else None,
+        "database_ready_seconds": infra.database.ready_seconds if infra.database else None,
     }
     state_file.parent.mkdir(parents=True, exist_ok=True)
     state_file.write_text(json.dumps(state, indent=2))
@@ -672,12 +667,12 @@ def _prepare() -> int:
     """Fetch and build everything the local infrastructure needs (no servers started)."""
     with tempfile.TemporaryDirectory() as tmp:
         print(LocalKafka(Path(tmp)).libs())  # noqa: T201
-        print(LocalFerretDB(Path(tmp)).binary())  # noqa: T201
+        print(LocalSecantusDB(Path(tmp)).binary())  # noqa: T201
     return 0
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Local Kafka and FerretDB for development.")
+    parser = argparse.ArgumentParser(description="Local Kafka and SecantusDB for development.")
     parser.add_argument("command", choices=["up", "down", "env", "prepare"])
     parser.add_argument("--state-file", type=Path, default=STATE_FILE)
     args = parser.parse_args()

@@ -1,7 +1,7 @@
 """`make run`: the whole platform on this machine, with Docker Compose or as local processes.
 
 With a Docker engine, `docker compose up` runs what ops run. Without one, this starts the same
-platform as processes: the local Kafka and FerretDB of the test infrastructure, the topics and
+platform as processes: the local Kafka and SecantusDB of the test infrastructure, the topics and
 indexes, the customer-profile service and every channel service, each with its logs prefixed.
 Ctrl-C (or SIGTERM) stops everything it started, the servers last; children are also tied to
 this process, so nothing outlives it even if it is killed.
@@ -204,7 +204,7 @@ class RunningService:
 
 
 class LocalPlatform:
-    """Kafka, FerretDB and every service as local processes."""
+    """Kafka, SecantusDB and every service as local processes."""
 
     def __init__(self, base_port: int = BASE_PORT, env_file: Path = ENV_FILE) -> None:
         self.base_port = base_port

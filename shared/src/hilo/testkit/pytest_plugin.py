@@ -32,8 +32,8 @@ def infrastructure() -> Iterator[Endpoints]:
         _timings["ready"] = f"{time.monotonic() - started:.1f}s"
         if infra.kafka is not None:
             _timings["kafka"] = f"{infra.kafka.ready_seconds:.1f}s"
-        if infra.ferretdb is not None:
-            _timings["ferretdb"] = f"{infra.ferretdb.ready_seconds:.1f}s"
+        if infra.database is not None:
+            _timings["database"] = f"{infra.database.ready_seconds:.1f}s"
         yield endpoints
 
 
