@@ -27,6 +27,7 @@ from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.profile import derive_view
 from customer_profile.service.pipeline import Pipeline
 from customer_profile.testing import (
+    FAULT_POINTS,
     FaultPoint,
     InjectedFault,
     clear_faults,
@@ -43,18 +44,7 @@ from hilo.testkit.probes import read_to_end
 from hilo.topics import Topic, topic_name
 
 RUNS = int(os.environ.get("HILO_FAULT_RUNS", "1"))
-POINTS = [
-    FaultPoint("store", "claim", "after"),
-    FaultPoint("store", "finish_merges", "before"),
-    FaultPoint("store", "finish_merges", "after"),
-    FaultPoint("store", "record_conflicts", "after"),
-    FaultPoint("store", "insert_entries", "after"),
-    FaultPoint("store", "save_views", "after"),
-    FaultPoint("publisher", "publish", "before", call=1),
-    FaultPoint("publisher", "publish", "before", call=6),
-    FaultPoint("store", "head_states", "after"),
-    FaultPoint("store", "settle", "before"),
-]
+POINTS = FAULT_POINTS
 
 
 class Harness:

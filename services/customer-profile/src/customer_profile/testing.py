@@ -127,6 +127,21 @@ class FaultPoint:
         return f"{self.when}-{self.method}#{self.call}"
 
 
+FAULT_POINTS = [
+    FaultPoint("store", "claim", "after"),
+    FaultPoint("store", "finish_merges", "before"),
+    FaultPoint("store", "finish_merges", "after"),
+    FaultPoint("store", "record_conflicts", "after"),
+    FaultPoint("store", "insert_entries", "after"),
+    FaultPoint("store", "save_views", "after"),
+    FaultPoint("publisher", "publish", "before", call=1),
+    FaultPoint("publisher", "publish", "before", call=5),
+    FaultPoint("store", "head_states", "after"),
+    FaultPoint("store", "settle", "before"),
+]
+"""Every step of `Pipeline.process` after which a crash leaves something half done."""
+
+
 def inject_fault(obj: object, point: FaultPoint) -> None:
     """Make `obj.<method>` raise `InjectedFault` once, before or after its real work.
 

@@ -22,6 +22,7 @@ from customer_profile.domain.identity import (
 from customer_profile.domain.profile import derive_view
 from customer_profile.service.pipeline import Pipeline
 from customer_profile.testing import (
+    FAULT_POINTS,
     FaultPoint,
     InjectedFault,
     clear_faults,
@@ -34,18 +35,7 @@ from hilo.topics import Topic
 
 WINDOW = timedelta(hours=24)
 SEEDS = range(20)
-POINTS = [
-    FaultPoint("store", "claim", "after"),
-    FaultPoint("store", "finish_merges", "before"),
-    FaultPoint("store", "finish_merges", "after"),
-    FaultPoint("store", "record_conflicts", "after"),
-    FaultPoint("store", "insert_entries", "after"),
-    FaultPoint("store", "save_views", "after"),
-    FaultPoint("publisher", "publish", "before", call=1),
-    FaultPoint("publisher", "publish", "before", call=5),
-    FaultPoint("store", "head_states", "after"),
-    FaultPoint("store", "settle", "before"),
-]
+POINTS = FAULT_POINTS
 
 
 class RecordingPublisher:
