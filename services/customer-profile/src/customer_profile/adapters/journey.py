@@ -35,16 +35,15 @@ class JourneyCollection:
         ids = list(dict.fromkeys(event_ids))
         if not ids:
             return []
-        return [
-            _entry(doc)
-            async for doc in self.collection.find({"_id": {"$in": ids}, "pending": True})
-        ]
+        # `_id` alone, `pending` checked here: see ProfileCollection._merged_into.
+        found = self.collection.find({"_id": {"$in": ids}})
+        return [_entry(doc) async for doc in found if doc.get("pending")]
 
     async def settle(self, event_ids: list[str]) -> None:
         """Every effect of these entries is done: a redelivery skips them from now on."""
         if event_ids:
             await self.collection.update_many(
-                {"_id": {"$in": event_ids}, "pending": True}, {"$set": {"pending": False}}
+                {"_id": {"$in": event_ids}}, {"$set": {"pending": False}}
             )
 
     async def entries_of(self, profiles: Iterable[StoredProfile]) -> dict[str, list[JourneyEntry]]:

@@ -8,7 +8,6 @@ merging event) until its identities are moved and its record published. A view i
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -54,18 +53,22 @@ class ProfileCollection:
         for _ in range(MAX_ALIAS_DEPTH):
             if not frontier:
                 break
-            moved = {
-                doc["_id"]: doc["merged_into"]
-                async for doc in self.profiles.find(
-                    {"_id": {"$in": list(frontier)}, "merged_into": {"$ne": None}},
-                    {"merged_into": 1},
-                )
-            }
+            moved = await self._merged_into(frontier)
             for original, current in mapping.items():
                 if current in moved:
                     mapping[original] = moved[current]
             frontier = set(moved.values())
         return mapping
+
+    async def _merged_into(self, customer_ids: Iterable[str]) -> dict[str, str]:
+        """Of these profiles, those merged away, with their survivor.
+
+        Filtered on `_id` alone and the rest checked here: a filter that is only `_id` is served
+        by the primary index on every MongoDB-wire server (SecantusDB scans when another
+        predicate is added), and it returns at most the ids asked for.
+        """
+        found = self.profiles.find({"_id": {"$in": list(customer_ids)}}, {"merged_into": 1})
+        return {doc["_id"]: doc["merged_into"] async for doc in found if doc.get("merged_into")}
 
     async def ensure_profiles(self, customer_ids: Iterable[str]) -> None:
         """Create empty profiles for new customers (no-op for existing ones)."""
@@ -162,13 +165,13 @@ class ProfileCollection:
         return {doc["_id"]: doc async for doc in self.profiles.find({"_id": {"$in": ids}})}
 
     async def load(self, customer_ids: Iterable[str]) -> dict[str, StoredProfile]:
-        """Profiles with their current views (each view read by `_id`) and all their aliases."""
+        """Profiles with their current views and all their aliases: three queries, any count."""
         heads = await self.heads(customer_ids)
-        views = await asyncio.gather(*(self._view_of(head) for head in heads.values()))
+        views = await self._views_of(heads.values())
         aliases = await self.aliases(heads)
         return {
-            head["_id"]: replace(_stored(head, view), merged_from=aliases[head["_id"]])
-            for head, view in zip(heads.values(), views, strict=True)
+            customer: replace(_stored(head, views.get(customer)), merged_from=aliases[customer])
+            for customer, head in heads.items()
         }
 
     async def aliases(self, customer_ids: Iterable[str]) -> dict[str, list[str]]:
@@ -205,11 +208,13 @@ class ProfileCollection:
             c: _stored(head, None).facts() for c, head in (await self.heads(customer_ids)).items()
         }
 
-    async def _view_of(self, head: MongoDocument) -> MongoDocument | None:
-        version = head.get("version", 0)
-        if version == 0:
-            return None
-        return await self.views.find_one({"_id": view_id(head["_id"], version)})
+    async def _views_of(self, heads: Iterable[MongoDocument]) -> dict[str, MongoDocument]:
+        """The current view of each head, by `_id` (`<customer>:<version>`), in one query."""
+        wanted = [view_id(h["_id"], h["version"]) for h in heads if h.get("version", 0)]
+        if not wanted:
+            return {}
+        found = self.views.find({"_id": {"$in": wanted}})
+        return {doc["customer_id"]: doc async for doc in found}
 
     async def mark_merged(
         self, survivor: str, absorbed: list[str], event_id: str, at: datetime
@@ -252,21 +257,21 @@ class ProfileCollection:
         if not ids:
             return []
         found = self.profiles.find(
-            {"merge_event": {"$in": ids}, "merge_pending": True},
-            {"merged_into": 1, "merge_event": 1, "merge_occurred_at": 1},
+            {"merge_event": {"$in": ids}},
+            {"merged_into": 1, "merge_event": 1, "merge_occurred_at": 1, "merge_pending": 1},
         )
         return [
             MergeRecord(
                 doc["merged_into"], doc["_id"], doc["merge_event"], doc["merge_occurred_at"]
             )
             async for doc in found
+            if doc.get("merge_pending")
         ]
 
     async def settle_merges(self, absorbed: list[str]) -> None:
         if absorbed:
             await self.profiles.update_many(
-                {"_id": {"$in": absorbed}, "merge_pending": True},
-                {"$set": {"merge_pending": False}},
+                {"_id": {"$in": absorbed}}, {"$set": {"merge_pending": False}}
             )
 
     async def save_views(self, views: Mapping[str, tuple[int, ProfileView]]) -> set[str]:
@@ -308,10 +313,7 @@ class ProfileCollection:
         ]
         await bulk_write(self.views, superseded)
         # A profile merged away meanwhile: its survivor must be re-derived to include these entries.
-        merged = self.profiles.find(
-            {"_id": {"$in": list(views)}, "merged_into": {"$ne": None}}, {"_id": 1}
-        )
-        return lost | {str(doc["_id"]) async for doc in merged}
+        return lost | set(await self._merged_into(views))
 
     async def erase(self, aliases: list[str]) -> int:
         await self.views.delete_many({"customer_id": {"$in": aliases}})
