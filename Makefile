@@ -78,7 +78,7 @@ env-example: install ## Regenerate .env.example from the services' settings
 	$(BIN)/hilo-env-example .env.example
 
 bench: install infra-prepare ## Measure throughput (results in docs/benchmarks.md)
-	$(BIN)/python services/customer-profile/bench/throughput.py
+	$(BIN)/python services/customer-profile/bench/report.py --sizes 1000 10000
 	$(BIN)/python services/channel-whatsapp/bench/webhooks.py
 
 clean: ## Remove the virtual environment and local state (not the download cache)

@@ -1,0 +1,119 @@
+"""`make bench`: one table from one run — the customer-profile service against baseline B.
+
+For each size: the service consumes a fresh stream (throughput.py), then baseline B consumes the
+same stream (baseline.py), on the same broker and database, one after the other. Database CPU is
+read from /proc for the local database process (blank when the database is not ours).
+
+    python services/customer-profile/bench/report.py --sizes 1000 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import uuid
+from pathlib import Path
+
+from pydantic import MongoDsn
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import baseline
+import throughput
+
+from customer_profile.settings import ProfileSettings
+from hilo.kafka import KafkaPublisher, create_broker
+from hilo.testkit.local_infra import Endpoints, Infrastructure
+from hilo.topics import ensure_topics
+
+CLOCK_TICKS = 100
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU of a process so far (Linux /proc), or None."""
+    if pid is None:
+        return None
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+async def run_baseline(endpoints: Endpoints, events: int, people: int) -> tuple[float, float]:
+    """Publish the same stream to fresh topics and time baseline B on it; (ev/s, seconds)."""
+    settings = ProfileSettings(
+        kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
+        mongodb_url=MongoDsn(endpoints.mongodb_url),
+        mongodb_database=f"baseline_{uuid.uuid4().hex[:8]}",
+        topic_prefix=f"base{uuid.uuid4().hex[:8]}.",
+        topic_partitions=6,
+        log_level="WARNING",
+    )
+    await ensure_topics(settings)
+    producer = create_broker(settings)
+    await producer.start()
+    publisher = KafkaPublisher(producer, settings)
+    items = throughput.stream(events, people)
+    for offset in range(0, len(items), 500):
+        await asyncio.gather(*map(publisher.publish_interaction, items[offset : offset + 500]))
+    await producer.stop()
+    seconds = await baseline.consume(settings, events)
+    return events / seconds, seconds
+
+
+def measure(endpoints: Endpoints, pid: int | None, sizes: list[int]) -> list[list[str]]:
+    rows = []
+    for events in sizes:
+        people = max(1, events // 5)
+        before = cpu_seconds(pid)
+        profile = asyncio.run(throughput.run(endpoints, events, people, 500))
+        profile_db = _delta(before, cpu_seconds(pid))
+        before = cpu_seconds(pid)
+        base_rate, _ = asyncio.run(run_baseline(endpoints, events, people))
+        base_db = _delta(before, cpu_seconds(pid))
+        rate = float(profile["consume_events_per_second"])
+        rows.append(
+            [
+                f"{events:,}",
+                f"{rate:.0f}",
+                _per_event(profile_db, events),
+                f"{base_rate:.0f}",
+                _per_event(base_db, events),
+                f"{rate / base_rate:.2f}",
+            ]
+        )
+    return rows
+
+
+def _delta(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
+def _per_event(seconds: float | None, events: int) -> str:
+    return "" if seconds is None else f"{1000 * seconds / events:.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    args = parser.parse_args()
+    infra = Infrastructure()
+    with infra as endpoints:
+        pid = infra.database.process.pid if infra.database and infra.database.process else None
+        rows = measure(endpoints, pid, args.sizes)
+    header = [
+        "events",
+        "profile ev/s",
+        "profile: database CPU ms/event",
+        "baseline B ev/s",
+        "baseline B: database CPU ms/event",
+        "profile / baseline",
+    ]
+    print(f"infrastructure: {endpoints.provider}")  # noqa: T201
+    print("| " + " | ".join(header) + " |")  # noqa: T201
+    print("|" + "---|" * len(header))  # noqa: T201
+    for row in rows:
+        print("| " + " | ".join(row) + " |")  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()
