@@ -12,20 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import uuid
 from pathlib import Path
-
-from pydantic import MongoDsn
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import baseline
 import throughput
 
-from customer_profile.settings import ProfileSettings
-from hilo.kafka import KafkaPublisher, create_broker
 from hilo.testkit.local_infra import Endpoints, Infrastructure
-from hilo.topics import ensure_topics
 
 CLOCK_TICKS = 100
 
@@ -40,22 +34,8 @@ def cpu_seconds(pid: int | None) -> float | None:
 
 async def run_baseline(endpoints: Endpoints, events: int, people: int) -> tuple[float, float]:
     """Publish the same stream to fresh topics and time baseline B on it; (ev/s, seconds)."""
-    settings = ProfileSettings(
-        kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
-        mongodb_url=MongoDsn(endpoints.mongodb_url),
-        mongodb_database=f"baseline_{uuid.uuid4().hex[:8]}",
-        topic_prefix=f"base{uuid.uuid4().hex[:8]}.",
-        topic_partitions=6,
-        log_level="WARNING",
-    )
-    await ensure_topics(settings)
-    producer = create_broker(settings)
-    await producer.start()
-    publisher = KafkaPublisher(producer, settings)
-    items = throughput.stream(events, people)
-    for offset in range(0, len(items), 500):
-        await asyncio.gather(*map(publisher.publish_interaction, items[offset : offset + 500]))
-    await producer.stop()
+    settings = throughput.bench_settings(endpoints, "baseline")
+    await throughput.publish_stream(settings, throughput.stream(events, people))
     seconds = await baseline.consume(settings, events)
     return events / seconds, seconds
 

@@ -61,29 +61,39 @@ def stream(events: int, people: int, seed: int = 1) -> list[Interaction]:
     return result
 
 
-async def run(endpoints: Endpoints, events: int, people: int, batch: int) -> dict[str, float]:
-    settings = ProfileSettings(
+def bench_settings(endpoints: Endpoints, name: str, batch: int = 500) -> ProfileSettings:
+    """A database and topics of their own for one run, on the given servers."""
+    run = uuid.uuid4().hex[:8]
+    return ProfileSettings(
         kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
         mongodb_url=MongoDsn(endpoints.mongodb_url),
-        mongodb_database=f"bench_{uuid.uuid4().hex[:8]}",
-        topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
+        mongodb_database=f"{name}_{run}",
+        topic_prefix=f"{name}{run}.",
         topic_partitions=6,
-        consumer_group="bench",
+        consumer_group=name,
         batch_max_records=batch,
         log_level="WARNING",
     )
+
+
+async def publish_stream(settings: ProfileSettings, items: list[Interaction]) -> float:
+    """Create the topics and publish `items` as channels do (acks=all); seconds it took."""
     await ensure_topics(settings)
     producer = create_broker(settings)
     await producer.start()
     publisher = KafkaPublisher(producer, settings)
-    items = stream(events, people)
     began = time.perf_counter()
-    for offset in range(0, len(items), 500):
-        await asyncio.gather(
-            *(publisher.publish_interaction(i) for i in items[offset : offset + 500])
-        )
-    publish_seconds = time.perf_counter() - began
-    await producer.stop()
+    try:
+        for offset in range(0, len(items), 500):
+            await asyncio.gather(*map(publisher.publish_interaction, items[offset : offset + 500]))
+    finally:
+        await producer.stop()
+    return time.perf_counter() - began
+
+
+async def run(endpoints: Endpoints, events: int, people: int, batch: int) -> dict[str, float]:
+    settings = bench_settings(endpoints, "bench", batch)
+    publish_seconds = await publish_stream(settings, stream(events, people))
 
     service = bootstrap(settings)
     began = time.perf_counter()

@@ -158,17 +158,23 @@ class KafkaPublisher:
         await self.publish_record(self.interaction_record(interaction))
 
 
-async def read_to_end(
-    bootstrap_servers: str, topic: str, *, within_seconds: float = 30.0
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of `topic` up to its end offsets as of the first fetch (admin tools, tests)."""
-    consumer = AIOKafkaConsumer(
+def from_the_beginning(bootstrap_servers: str, topic: str) -> AIOKafkaConsumer:
+    """A consumer outside any group that reads `topic` from its earliest offsets, committing
+    nothing: for tools and tests that read what is there."""
+    return AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap_servers,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
     )
+
+
+async def read_to_end(
+    bootstrap_servers: str, topic: str, *, within_seconds: float = 30.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of `topic` up to its end offsets as of the first fetch (admin tools, tests)."""
+    consumer = from_the_beginning(bootstrap_servers, topic)
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     deadline = time.monotonic() + within_seconds

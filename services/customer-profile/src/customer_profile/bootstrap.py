@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 
 import structlog
 from fastapi import FastAPI
@@ -48,7 +47,7 @@ def bootstrap(settings: ProfileSettings) -> Service:
         publisher,
         settings.identity_policy(),
         settings.conversation_window,
-        timedelta(seconds=settings.max_future_skew_seconds),
+        settings.max_future_skew,
     )
     consumer_health = ConsumerHealth(settings.stuck_after_seconds)
     subscribe(broker, BatchRunner(pipeline, settings.retry_policy(), consumer_health), settings)

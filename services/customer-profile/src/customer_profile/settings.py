@@ -86,5 +86,9 @@ class ProfileSettings(HiloSettings):
         )
 
     @property
+    def max_future_skew(self) -> timedelta:
+        return timedelta(seconds=self.max_future_skew_seconds)
+
+    @property
     def conversation_window(self) -> timedelta:
         return timedelta(hours=self.conversation_window_hours)

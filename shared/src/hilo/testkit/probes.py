@@ -7,10 +7,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
-from hilo.kafka import read_to_end
+from hilo.kafka import from_the_beginning, read_to_end
 
 __all__ = ["eventually", "read_to_end", "read_topic"]
 
@@ -46,13 +45,7 @@ async def read_topic(
 
     Returns what arrived, possibly more or fewer than expected: the caller asserts.
     """
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
+    consumer = from_the_beginning(bootstrap_servers, topic)
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     deadline = time.monotonic() + timeout

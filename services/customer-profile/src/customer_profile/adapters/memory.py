@@ -151,9 +151,9 @@ class InMemoryStore:
                 head.merged_into = survivor
                 head.merge = MergeRecord(survivor, customer, event_id, at)
                 head.merge_pending = True
-                taken.append(customer)
-        await self.finish_merges([MergeRecord(survivor, c, event_id, at) for c in taken])
-        return taken
+                taken.append(head.merge)
+        await self.finish_merges(taken)
+        return [merge.absorbed for merge in taken]
 
     async def finish_merges(self, merges: list[MergeRecord]) -> None:
         for merge in merges:

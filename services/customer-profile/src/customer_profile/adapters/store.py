@@ -108,9 +108,6 @@ class ProfileStore:
     async def attach(self, attachments: Mapping[str, str], caps: Mapping[str, int]) -> set[str]:
         return await self._profiles.attach(attachments, caps)
 
-    async def heads(self, customer_ids: Iterable[str]) -> dict[str, MongoDocument]:
-        return await self._profiles.heads(customer_ids)
-
     async def load(self, customer_ids: Iterable[str]) -> dict[str, StoredProfile]:
         return await self._profiles.load(customer_ids)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 import structlog
@@ -115,7 +116,7 @@ class BatchRunner:
         batch uncommitted and Kafka delivers it again.
         """
         try:
-            outcome = await self._attempts(self._pipeline.process, records)
+            outcome = await self._attempts(partial(self._pipeline.process, records), len(records))
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -128,21 +129,20 @@ class BatchRunner:
         total = BatchOutcome()
         for record in records:
             try:
-                _add(total, await self._attempts(self._pipeline.process, [record]))
+                outcome = await self._attempts(partial(self._pipeline.process, [record]), 1)
             except Exception as exc:
                 if is_transient(exc):
                     raise
                 await self._poisoned(record, exc)
                 total.dead_lettered += 1
+            else:
+                _add(total, outcome)
         return total
 
     async def _poisoned(self, record: RawRecord, failure: BaseException) -> None:
         """Dead-letter a record that fails on its own, whatever else is in the batch."""
-
-        async def send(_records: Sequence[RawRecord]) -> None:
-            await self._pipeline.dead_letter(record, "processing_failed", describe(failure))
-
-        await self._attempts(send, [record])
+        send = partial(self._pipeline.dead_letter, record, "processing_failed", describe(failure))
+        await self._attempts(send, 1)
         POISONED.inc()
         log.warning(
             "record_dead_lettered",
@@ -152,9 +152,7 @@ class BatchRunner:
             error=describe(failure),
         )
 
-    async def _attempts(
-        self, step: Callable[[Sequence[RawRecord]], Awaitable[Result]], records: Sequence[RawRecord]
-    ) -> Result:
+    async def _attempts(self, step: Callable[[], Awaitable[Result]], records: int) -> Result:
         """Run `step`, retrying transient failures for the window and others a few times."""
         policy = self._policy
         started = time.monotonic()
@@ -167,9 +165,9 @@ class BatchRunner:
         ):
             with attempt:
                 try:
-                    return await step(records)
+                    return await step()
                 except Exception as exc:
-                    self._failed(exc, len(records), time.monotonic() - started)
+                    self._failed(exc, records, time.monotonic() - started)
                     raise
         raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
 

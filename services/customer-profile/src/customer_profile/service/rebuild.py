@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -46,7 +45,7 @@ async def rebuild(
         None,
         settings.identity_policy(),
         settings.conversation_window,
-        timedelta(seconds=settings.max_future_skew_seconds),
+        settings.max_future_skew,
     )
     topic = topic_name(Topic.INTERACTIONS, settings)
     consumer = AIOKafkaConsumer(
