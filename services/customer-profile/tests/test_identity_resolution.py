@@ -15,14 +15,12 @@ async def test_a_three_way_chain_merges_into_the_oldest_profile(
     profile_service: RunningProfileService, settings: HiloSettings
 ) -> None:
     svc = profile_service
-    await svc.publish(
-        [
-            interaction(1, minutes=0, email="ana@example.com"),
-            interaction(2, minutes=1, phone="+34612345678"),
-            interaction(3, minutes=2, loyalty_id="LOY-1"),
-        ]
-    )
-    await svc.wait_for_entries(3)
+    # One batch each, so "seen first" is not a tie of creation times broken by id.
+    for n, identifier in enumerate(
+        [{"email": "ana@example.com"}, {"phone": "+34612345678"}, {"loyalty_id": "LOY-1"}], 1
+    ):
+        await svc.publish([interaction(n, minutes=n - 1, **identifier)])
+        await svc.wait_for_entries(n)
     first = await svc.customer_of("email", "ana@example.com")
     second = await svc.customer_of("phone", "+34612345678")
     third = await svc.customer_of("loyalty_id", "LOY-1")
@@ -116,6 +114,9 @@ async def test_anonymous_browsing_joins_the_customer_when_they_identify(
     await svc.publish(
         [interaction(1, minutes=0, email="ana@example.com", channel="email", kind="message")]
     )
+    # The known customer exists first: created in the same batch, the survivor would be the
+    # smaller id (a tie), and this test is about the earlier profile absorbing the later one.
+    await svc.wait_for_entries(1)
     await svc.publish([interaction(n, minutes=n, anonymous_id="anon-1") for n in range(2, 5)])
     await svc.wait_for_entries(4)
     known = await svc.customer_of("email", "ana@example.com")
