@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from pymongo import ASCENDING, UpdateOne
+from pymongo import ASCENDING, UpdateMany, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
-from hilo.mongo import MongoDocument, bulk_write
+from hilo.mongo import MongoDocument, bulk_write, find_in
 
 
 class IdentityCollection:
@@ -20,13 +20,8 @@ class IdentityCollection:
 
     async def owners(self, keys: Iterable[str]) -> dict[str, str]:
         """Identifier key -> the customer id it was claimed for (possibly merged away since)."""
-        wanted = list(dict.fromkeys(keys))
-        if not wanted:
-            return {}
-        return {
-            doc["_id"]: doc["customer_id"]
-            async for doc in self.collection.find({"_id": {"$in": wanted}}, {"customer_id": 1})
-        }
+        found = find_in(self.collection, "_id", keys, {"customer_id": 1})
+        return {doc["_id"]: doc["customer_id"] async for doc in found}
 
     async def claim(self, claims: Mapping[str, str]) -> dict[str, str]:
         """Atomically claim unowned identifiers; return the owner each key ended with."""
@@ -50,10 +45,21 @@ class IdentityCollection:
     async def release(self, key: str, customer_id: str) -> None:
         await self.collection.delete_one({"_id": key, "customer_id": customer_id})
 
-    async def move(self, aliases: Iterable[str], survivor: str) -> None:
-        """Point every identifier of the absorbed profiles at the survivor (idempotent)."""
-        await self.collection.update_many(
-            {"customer_id": {"$in": sorted(aliases)}}, {"$set": {"customer_id": survivor}}
+    async def move(self, moves: Sequence[tuple[Iterable[str], str]]) -> None:
+        """Point every identifier of each set of absorbed profiles at its survivor (idempotent).
+
+        One ordered bulk write: of a chain merged in one batch (A into B, then B into C), A's
+        identifiers end at C.
+        """
+        await bulk_write(
+            self.collection,
+            [
+                UpdateMany(
+                    {"customer_id": {"$in": sorted(aliases)}}, {"$set": {"customer_id": survivor}}
+                )
+                for aliases, survivor in moves
+            ],
+            ordered=True,
         )
 
     async def of(self, aliases: list[str]) -> list[str]:

@@ -11,7 +11,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.service.ports import StoredProfile
-from hilo.mongo import MongoDocument, insert_once
+from hilo.mongo import MongoDocument, find_in, insert_once, update_in
 
 
 class JourneyCollection:
@@ -32,28 +32,21 @@ class JourneyCollection:
 
     async def unfinished_entries(self, event_ids: Iterable[str]) -> list[JourneyEntry]:
         """Stored entries among `event_ids` whose view or publication may not have happened."""
-        ids = list(dict.fromkeys(event_ids))
-        if not ids:
-            return []
         # `_id` alone, `pending` checked here: see ProfileCollection._merged_into.
-        found = self.collection.find({"_id": {"$in": ids}})
+        found = find_in(self.collection, "_id", event_ids)
         return [_entry(doc) async for doc in found if doc.get("pending")]
 
     async def settle(self, event_ids: list[str]) -> None:
         """Every effect of these entries is done: a redelivery skips them from now on."""
-        if event_ids:
-            await self.collection.update_many(
-                {"_id": {"$in": event_ids}}, {"$set": {"pending": False}}
-            )
+        await update_in(self.collection, "_id", event_ids, {"$set": {"pending": False}})
 
     async def entries_of(self, profiles: Iterable[StoredProfile]) -> dict[str, list[JourneyEntry]]:
-        """Whole journeys of several customers (aliases included) in one query."""
+        """Whole journeys of several customers (aliases included), in bounded `$in` queries."""
         owner = {alias: p.customer_id for p in profiles for alias in p.aliases}
         journeys: dict[str, list[JourneyEntry]] = {p: [] for p in set(owner.values())}
-        if owner:
-            async for doc in self.collection.find({"customer_id": {"$in": list(owner)}}):
-                entry = _entry(doc)
-                journeys[owner[entry.customer_id]].append(entry)
+        async for doc in find_in(self.collection, "customer_id", owner):
+            entry = _entry(doc)
+            journeys[owner[entry.customer_id]].append(entry)
         return journeys
 
     async def entries(self, aliases: list[str]) -> list[JourneyEntry]:

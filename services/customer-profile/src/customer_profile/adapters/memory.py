@@ -117,7 +117,7 @@ class InMemoryStore:
                 created_at=head.created_at,
                 identifiers=list(head.identifiers),
                 merged_from=self._aliases(customer),
-                view=self.views.get((customer, head.version)),
+                view=_fresh(self.views.get((customer, head.version))),
             )
         return loaded
 
@@ -152,7 +152,6 @@ class InMemoryStore:
                 head.merge = MergeRecord(survivor, customer, event_id, at)
                 head.merge_pending = True
                 taken.append(head.merge)
-        await self.finish_merges(taken)
         return [merge.absorbed for merge in taken]
 
     async def finish_merges(self, merges: list[MergeRecord]) -> None:
@@ -229,3 +228,8 @@ class InMemoryStore:
                 "customer_ids": list(conflict.customer_ids),
                 "event_id": event_id,
             }
+
+
+def _fresh(view: ProfileView | None) -> ProfileView | None:
+    """A copy, as a database returns: callers may change what they loaded."""
+    return view.model_copy(deep=True) if view is not None else None

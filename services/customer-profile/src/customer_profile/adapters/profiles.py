@@ -8,7 +8,7 @@ merging event) until its identities are moved and its record published. A view i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -18,7 +18,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from customer_profile.domain.identity import ProfileFacts, split_key
 from customer_profile.domain.profile import ProfileView
 from customer_profile.service.ports import HeadState, MergeRecord, StoredProfile
-from hilo.mongo import MongoDocument, bulk_write, insert_once
+from hilo.mongo import MongoDocument, bulk_write, find_in, insert_once, update_in
 
 MAX_ALIAS_DEPTH = 20
 ATTACH_ATTEMPTS = 5
@@ -67,7 +67,7 @@ class ProfileCollection:
         by the primary index on every MongoDB-wire server (SecantusDB scans when another
         predicate is added), and it returns at most the ids asked for.
         """
-        found = self.profiles.find({"_id": {"$in": list(customer_ids)}}, {"merged_into": 1})
+        found = find_in(self.profiles, "_id", customer_ids, {"merged_into": 1})
         return {doc["_id"]: doc["merged_into"] async for doc in found if doc.get("merged_into")}
 
     async def ensure_profiles(self, customer_ids: Iterable[str]) -> None:
@@ -127,9 +127,7 @@ class ProfileCollection:
                     for customer, keys in pending.items()
                 ],
             )
-            async for doc in self.profiles.find(
-                {"_id": {"$in": list(pending)}}, {"identifiers": 1}
-            ):
+            async for doc in find_in(self.profiles, "_id", pending, {"identifiers": 1}):
                 current[doc["_id"]] = doc.get("identifiers", [])
             pending = {
                 customer: missing
@@ -159,18 +157,20 @@ class ProfileCollection:
         return held
 
     async def heads(self, customer_ids: Iterable[str]) -> dict[str, MongoDocument]:
-        ids = list(dict.fromkeys(customer_ids))
-        if not ids:
-            return {}
-        return {doc["_id"]: doc async for doc in self.profiles.find({"_id": {"$in": ids}})}
+        return {doc["_id"]: doc async for doc in find_in(self.profiles, "_id", customer_ids)}
 
-    async def load(self, customer_ids: Iterable[str]) -> dict[str, StoredProfile]:
-        """Profiles with their current views and all their aliases: three queries, any count."""
+    async def load(
+        self, customer_ids: Iterable[str], *, views: bool = True
+    ) -> dict[str, StoredProfile]:
+        """Profiles with their current views (unless not wanted) and all their aliases.
+
+        A bounded number of queries for any count: heads, views, one per level of aliases.
+        """
         heads = await self.heads(customer_ids)
-        views = await self._views_of(heads.values())
+        views_of = await self._views_of(heads.values()) if views else {}
         aliases = await self.aliases(heads)
         return {
-            customer: replace(_stored(head, views.get(customer)), merged_from=aliases[customer])
+            customer: replace(_stored(head, views_of.get(customer)), merged_from=aliases[customer])
             for customer, head in heads.items()
         }
 
@@ -187,7 +187,7 @@ class ProfileCollection:
         for _ in range(MAX_ALIAS_DEPTH):
             if not frontier:
                 break
-            found = self.profiles.find({"merged_into": {"$in": list(frontier)}}, {"merged_into": 1})
+            found = find_in(self.profiles, "merged_into", frontier, {"merged_into": 1})
             frontier = set()
             async for doc in found:
                 if doc["_id"] not in root:
@@ -211,9 +211,7 @@ class ProfileCollection:
     async def _views_of(self, heads: Iterable[MongoDocument]) -> dict[str, MongoDocument]:
         """The current view of each head, by `_id` (`<customer>:<version>`), in one query."""
         wanted = [view_id(h["_id"], h["version"]) for h in heads if h.get("version", 0)]
-        if not wanted:
-            return {}
-        found = self.views.find({"_id": {"$in": wanted}})
+        found = find_in(self.views, "_id", wanted)
         return {doc["customer_id"]: doc async for doc in found}
 
     async def mark_merged(
@@ -239,25 +237,31 @@ class ProfileCollection:
                 taken.append(customer)
         return [MergeRecord(survivor, customer, event_id, at) for customer in taken]
 
-    async def add_merged(self, survivor: str, aliases: set[str], identifiers: set[str]) -> None:
-        """Record absorbed aliases and identifiers on the survivor (idempotent)."""
-        await self.profiles.update_one(
-            {"_id": survivor},
-            {
-                "$addToSet": {
-                    "merged_from": {"$each": sorted(aliases)},
-                    "identifiers": {"$each": sorted(identifiers)},
-                }
-            },
+    async def add_merged(self, merges: Sequence[tuple[str, set[str], set[str]]]) -> None:
+        """Record absorbed aliases and identifiers on each survivor (idempotent), one command."""
+        await bulk_write(
+            self.profiles,
+            [
+                UpdateOne(
+                    {"_id": survivor},
+                    {
+                        "$addToSet": {
+                            "merged_from": {"$each": sorted(aliases)},
+                            "identifiers": {"$each": sorted(identifiers)},
+                        }
+                    },
+                )
+                for survivor, aliases, identifiers in merges
+            ],
+            ordered=True,
         )
 
     async def unfinished_merges(self, event_ids: Iterable[str]) -> list[MergeRecord]:
         """Merges decided by these events whose effects were not all done (or not published)."""
-        ids = list(dict.fromkeys(event_ids))
-        if not ids:
-            return []
-        found = self.profiles.find(
-            {"merge_event": {"$in": ids}},
+        found = find_in(
+            self.profiles,
+            "merge_event",
+            event_ids,
             {"merged_into": 1, "merge_event": 1, "merge_occurred_at": 1, "merge_pending": 1},
         )
         return [
@@ -269,10 +273,7 @@ class ProfileCollection:
         ]
 
     async def settle_merges(self, absorbed: list[str]) -> None:
-        if absorbed:
-            await self.profiles.update_many(
-                {"_id": {"$in": absorbed}}, {"$set": {"merge_pending": False}}
-            )
+        await update_in(self.profiles, "_id", absorbed, {"$set": {"merge_pending": False}})
 
     async def save_views(self, views: Mapping[str, tuple[int, ProfileView]]) -> set[str]:
         """Store each view as the next version of its profile; return the customers that lost.

@@ -128,22 +128,31 @@ class ProfileStore:
         """Make `absorbed` aliases of `survivor`; return those taken (others merged elsewhere).
 
         The conditional update decides the merge once and records it on the absorbed head as
-        pending; `finish_merges` then moves identities, and a crash in between is repaired when
-        the merging event is redelivered (`unfinished_merges`).
+        pending; `finish_merges` (once for all merges of a round) then moves identities, and a
+        crash in between is repaired when the merging event is redelivered (`unfinished_merges`).
         """
         taken = await self._profiles.mark_merged(survivor, absorbed, event_id, at)
-        await self.finish_merges(taken)
         return [merge.absorbed for merge in taken]
 
     async def finish_merges(self, merges: list[MergeRecord]) -> None:
-        """Move identities and aliases of absorbed profiles to their survivors (idempotent)."""
+        """Move identities and aliases of absorbed profiles to their survivors (idempotent).
+
+        A constant number of round trips for any number of merges: the absorbed heads and their
+        aliases in one load, then one bulk write per collection.
+        """
+        if not merges:
+            return
+        absorbed = await self._profiles.load([m.absorbed for m in merges], views=False)
+        moves: list[tuple[set[str], str]] = []
         for merge in merges:
-            absorbed = await self.load([merge.absorbed])
-            aliases = {a for p in absorbed.values() for a in p.aliases}
-            identifiers = {key for p in absorbed.values() for key in p.identifiers}
-            await self._identities.move(aliases, merge.survivor)
-            # Journey entries keep the id they were stored under: reads go through every alias.
-            await self._profiles.add_merged(merge.survivor, aliases, identifiers)
+            profile = absorbed.get(merge.absorbed)
+            if profile is not None:
+                moves.append((set(profile.aliases), merge.survivor))
+        await self._identities.move(moves)
+        # Journey entries keep the id they were stored under: reads go through every alias.
+        await self._profiles.add_merged(
+            [(survivor, aliases, _identifiers(absorbed, aliases)) for aliases, survivor in moves]
+        )
 
     async def unfinished_merges(self, event_ids: Iterable[str]) -> list[MergeRecord]:
         return await self._profiles.unfinished_merges(event_ids)
@@ -208,3 +217,8 @@ class ProfileStore:
             "identities": await self._identities.count(),
             "journey_entries": await self._journey.count(),
         }
+
+
+def _identifiers(profiles: Mapping[str, StoredProfile], aliases: Iterable[str]) -> set[str]:
+    """Identifiers recorded on whichever of these aliases were loaded."""
+    return {key for alias in aliases if alias in profiles for key in profiles[alias].identifiers}

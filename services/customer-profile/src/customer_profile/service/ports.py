@@ -102,9 +102,10 @@ class Store(Protocol):
     async def merge(
         self, survivor: str, absorbed: list[str], event_id: str, at: datetime
     ) -> list[str]:
-        """Decide each merge once; the absorbed profiles this call took."""
+        """Decide each merge once, recorded as unfinished; the absorbed profiles this call took."""
 
-    async def finish_merges(self, merges: list[MergeRecord]) -> None: ...
+    async def finish_merges(self, merges: list[MergeRecord]) -> None:
+        """Move identities and aliases to the survivors, in the order the merges were made."""
 
     async def unfinished_merges(self, event_ids: Iterable[str]) -> list[MergeRecord]: ...
 

@@ -23,7 +23,7 @@ from customer_profile.domain.identity import (
     decide,
     split_key,
 )
-from customer_profile.service.ports import Store
+from customer_profile.service.ports import MergeRecord, Store
 from hilo.contract import IdentifierKind
 
 log = structlog.get_logger(__name__)
@@ -82,6 +82,7 @@ class IdentityResolver:
         owners = await self._store.owners(key for event in events for key in event.keys)
         plan = _Plan(owners=owners, facts=await self._store.facts(set(owners.values())))
         unsettled = [event for event in events if not await self._decide(event, plan, resolution)]
+        await self._store.finish_merges(plan.merged)
         await self._store.ensure_profiles(plan.tentative)
         final = await self._store.claim(plan.claims)
         lost = {key for key, owner in plan.claims.items() if final.get(key) != owner}
@@ -125,6 +126,10 @@ class IdentityResolver:
             if taken:
                 merge = Merge(target, tuple(taken), event.event_id, event.occurred_at)
                 resolution.merges.append(merge)
+                plan.merged += [
+                    MergeRecord(target, absorbed, event.event_id, event.occurred_at)
+                    for absorbed in taken
+                ]
                 log.info(
                     "profiles_merged", survivor=target, absorbed=taken, event_id=event.event_id
                 )
@@ -158,6 +163,8 @@ class _Plan:
     tentative: set[str] = field(default_factory=set)
     claims: dict[str, str] = field(default_factory=dict)
     claimed_by: dict[str, str] = field(default_factory=dict)
+    merged: list[MergeRecord] = field(default_factory=list)
+    """Merges decided this round, finished together once every event is decided."""
     targets: dict[str, str] = field(default_factory=dict)
 
     def fold(self, survivor: str, absorbed: list[str]) -> None:
