@@ -78,8 +78,9 @@ env-example: install ## Regenerate .env.example from the services' settings
 	$(BIN)/hilo-env-example .env.example
 
 bench: install infra-prepare ## Measure throughput (results in docs/benchmarks.md)
-	$(BIN)/python services/customer-profile/bench/report.py --sizes 1000 10000
+	$(BIN)/python services/customer-profile/bench/report.py --sizes 1000 10000 50000
 	$(BIN)/python services/channel-whatsapp/bench/webhooks.py
+	$(BIN)/python services/customer-profile/bench/end_to_end.py --rate 200 --seconds 30
 
 clean: ## Remove the virtual environment and local state (not the download cache)
 	rm -rf $(VENV) $(TOOLS) .hilo .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -4,7 +4,7 @@ For each size: the service consumes a fresh stream (throughput.py), then baselin
 same stream (baseline.py), on the same broker and database, one after the other. Database CPU is
 read from /proc for the local database process (blank when the database is not ours).
 
-    python services/customer-profile/bench/report.py --sizes 1000 10000
+    python services/customer-profile/bench/report.py --sizes 1000 10000 50000
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def measure(endpoints: Endpoints, pid: int | None, sizes: list[int]) -> list[lis
             [
                 f"{events:,}",
                 f"{rate:.0f}",
+                f"{profile['service_cpu_ms_per_event']:.2f}",
                 _per_event(profile_db, events),
+                f"{profile['round_trips_per_batch']:.0f} ({profile['batches']:.0f} batches)",
                 f"{base_rate:.0f}",
                 _per_event(base_db, events),
                 f"{rate / base_rate:.2f}",
@@ -74,7 +76,7 @@ def _per_event(seconds: float | None, events: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 50000])
     args = parser.parse_args()
     infra = Infrastructure()
     with infra as endpoints:
@@ -83,7 +85,9 @@ def main() -> None:
     header = [
         "events",
         "profile ev/s",
+        "profile: service CPU ms/event",
         "profile: database CPU ms/event",
+        "profile: database round trips per batch",
         "baseline B ev/s",
         "baseline B: database CPU ms/event",
         "profile / baseline",

@@ -17,8 +17,11 @@ import random
 import resource
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from pydantic import MongoDsn
+from pymongo import monitoring
 
 from customer_profile.bootstrap import Service, bootstrap, start, stop
 from customer_profile.settings import ProfileSettings
@@ -91,11 +94,53 @@ async def publish_stream(settings: ProfileSettings, items: list[Interaction]) ->
     return time.perf_counter() - began
 
 
+class RoundTrips(monitoring.CommandListener):
+    """Counts the commands this process sends to the database (each one is a round trip)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.count += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+ROUND_TRIPS = RoundTrips()
+monitoring.register(ROUND_TRIPS)
+
+
+def count_batches(service: Service) -> list[int]:
+    """Wrap the pipeline so each processed batch is counted; returns the live counter."""
+    batches = [0]
+    process: Callable[[Sequence[Any]], Awaitable[Any]] = service.pipeline.process
+
+    async def counted(records: Sequence[Any]) -> Any:
+        batches[0] += 1
+        return await process(records)
+
+    service.pipeline.process = counted  # type: ignore[method-assign]
+    return batches
+
+
+def service_cpu_seconds() -> float:
+    """CPU of this process (the service runs in it), user + system."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def run(endpoints: Endpoints, events: int, people: int, batch: int) -> dict[str, float]:
     settings = bench_settings(endpoints, "bench", batch)
     publish_seconds = await publish_stream(settings, stream(events, people))
 
     service = bootstrap(settings)
+    batches = count_batches(service)
+    round_trips = ROUND_TRIPS.count
+    cpu = service_cpu_seconds()
     began = time.perf_counter()
     await start(service)
     try:
@@ -108,6 +153,8 @@ async def run(endpoints: Endpoints, events: int, people: int, batch: int) -> dic
             interval=0.2,
         )
         consume_seconds = time.perf_counter() - began
+        cpu = service_cpu_seconds() - cpu
+        round_trips = ROUND_TRIPS.count - round_trips
         counts = await service.store.counts()
         await service.mongo.drop_database(settings.mongodb_database)
     finally:
@@ -117,6 +164,9 @@ async def run(endpoints: Endpoints, events: int, people: int, batch: int) -> dic
         "publish_events_per_second": events / publish_seconds,
         "consume_events_per_second": events / consume_seconds,
         "consume_seconds": consume_seconds,
+        "service_cpu_ms_per_event": 1000 * cpu / events,
+        "batches": batches[0],
+        "round_trips_per_batch": round_trips / max(1, batches[0]),
         "profiles": counts["profiles"],
         "merged_aliases": counts["aliases"],
         "journey_entries": counts["journey_entries"],
