@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from customer_profile.adapters.store import ProfileStore
 from customer_profile.testing import interaction
 from hilo.contract import Interaction
 from hilo.kafka import KafkaPublisher, create_broker, read_to_end
@@ -127,10 +128,9 @@ async def _journey_count(settings: HiloSettings) -> int:
 async def _pending(settings: HiloSettings) -> int:
     client = create_mongo_client(settings)
     try:
-        db = client[settings.mongodb_database]
-        entries = await db["journey"].count_documents({"pending": True})
-        merges = await db["profiles"].count_documents({"merge_pending": True})
-        return entries + merges
+        store = ProfileStore(client, settings.mongodb_database)
+        merges = await store.profiles.count_documents({"merge_pending": True})
+        return len(await store.unsettled()) + merges
     finally:
         await client.close()
 

@@ -132,7 +132,7 @@ async def assert_every_effect_once(
 ) -> None:
     journey = [doc async for doc in store.journey.find({})]
     assert Counter(doc["_id"] for doc in journey) == Counter(e.id for e in events)
-    assert not [doc["_id"] for doc in journey if doc.get("pending")], "unsettled entries remain"
+    assert not await store.unsettled(), "unsettled entries remain"
     assert await store.profiles.count_documents({"merge_pending": True}) == 0
     assert await store.profiles.count_documents({"merged_into": {"$ne": None}}) == 1
     for head in [doc async for doc in store.profiles.find({"merged_into": None})]:

@@ -1,4 +1,10 @@
-"""The `journey` collection: one entry per accepted event, stored once, pending until settled."""
+"""The `journey` collection: one entry per accepted event, stored once, pending until settled.
+
+An entry is settled (every effect done) when `journey_settled` holds its event id. A marker is
+inserted rather than a flag updated: an insert of a tiny document costs a fifth of rewriting the
+entry on the local server (500 entries: 30 ms against 200 ms), and settling is once per event.
+Entries stored by earlier versions carry `pending: false` instead, which counts as settled.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +17,15 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.service.ports import StoredProfile
-from hilo.mongo import MongoDocument, find_in, insert_once, update_in
+from hilo.mongo import MongoDocument, chunked, find_in, insert_once
 
 
 class JourneyCollection:
-    def __init__(self, collection: AsyncCollection[MongoDocument]) -> None:
+    def __init__(
+        self, collection: AsyncCollection[MongoDocument], settled: AsyncCollection[MongoDocument]
+    ) -> None:
         self.collection = collection
+        self.settled = settled
 
     async def create_indexes(self) -> None:
         await self.collection.create_index(
@@ -27,18 +36,22 @@ class JourneyCollection:
         """Store entries once per event id, pending until `settle`; return those already stored."""
         if not entries:
             return set()
-        documents = [{**_entry_document(entry), "pending": True} for entry in entries]
+        documents = [_entry_document(entry) for entry in entries]
         return {str(documents[i]["_id"]) for i in await insert_once(self.collection, documents)}
 
     async def unfinished_entries(self, event_ids: Iterable[str]) -> list[JourneyEntry]:
         """Stored entries among `event_ids` whose view or publication may not have happened."""
-        # `_id` alone, `pending` checked here: see ProfileCollection._merged_into.
-        found = find_in(self.collection, "_id", event_ids)
-        return [_entry(doc) async for doc in found if doc.get("pending")]
+        stored = [doc async for doc in find_in(self.collection, "_id", event_ids)]
+        settled = {doc["_id"] async for doc in find_in(self.settled, "_id", event_ids)}
+        return [
+            _entry(doc)
+            for doc in stored
+            if doc["_id"] not in settled and doc.get("pending") is not False
+        ]
 
     async def settle(self, event_ids: list[str]) -> None:
         """Every effect of these entries is done: a redelivery skips them from now on."""
-        await update_in(self.collection, "_id", event_ids, {"$set": {"pending": False}})
+        await insert_once(self.settled, [{"_id": event_id} for event_id in event_ids])
 
     async def entries_of(self, profiles: Iterable[StoredProfile]) -> dict[str, list[JourneyEntry]]:
         """Whole journeys of several customers (aliases included), in bounded `$in` queries."""
@@ -79,7 +92,19 @@ class JourneyCollection:
         return [_entry(doc) async for doc in cursor]
 
     async def erase(self, aliases: list[str]) -> int:
+        ids = [doc["_id"] async for doc in find_in(self.collection, "customer_id", aliases, {})]
+        for chunk in chunked(ids):
+            await self.settled.delete_many({"_id": {"$in": chunk}})
         return (await self.collection.delete_many({"customer_id": {"$in": aliases}})).deleted_count
+
+    async def unsettled(self) -> list[str]:
+        """Ids of entries whose effects are not all done (operations and tests)."""
+        settled = {doc["_id"] async for doc in self.settled.find({}, {"_id": 1})}
+        return [
+            doc["_id"]
+            async for doc in self.collection.find({}, {"_id": 1, "pending": 1})
+            if doc["_id"] not in settled and doc.get("pending") is not False
+        ]
 
     async def count(self) -> int:
         return await self.collection.count_documents({})

@@ -10,7 +10,7 @@ profile with a conditional update that succeeds once, and a view version is inse
 
 Every multi-step effect leaves a durable "not finished" mark until its last step is done, so a
 redelivered batch can find and finish what a crash interrupted: a journey entry is stored with
-`pending: true` until its view is saved and its records are published, and an absorbed profile
+no settled marker until its view is saved and its records are published, and an absorbed profile
 carries `merge_pending: true` (with the merging event's id) until the merge's identities are moved
 and its record published.
 """
@@ -43,7 +43,7 @@ class ProfileStore:
         self.client = client
         self._identities = IdentityCollection(db["identities"])
         self._profiles = ProfileCollection(db["profiles"], db["profile_views"])
-        self._journey = JourneyCollection(db["journey"])
+        self._journey = JourneyCollection(db["journey"], db["journey_settled"])
         self._conflicts = ConflictCollection(db["identity_conflicts"])
 
     # The raw collections, for operations tooling and tests that inspect what is stored.
@@ -172,6 +172,10 @@ class ProfileStore:
         """Mark entries and merges as having every effect done: redelivery skips them now."""
         await self._journey.settle(list(event_ids))
         await self._profiles.settle_merges(list(absorbed))
+
+    async def unsettled(self) -> list[str]:
+        """Entries whose effects are not all done yet (a full scan: operations and tests)."""
+        return await self._journey.unsettled()
 
     async def entries_of(self, profiles: Iterable[StoredProfile]) -> dict[str, list[JourneyEntry]]:
         return await self._journey.entries_of(profiles)
