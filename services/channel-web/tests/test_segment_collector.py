@@ -26,6 +26,7 @@ from hilo.testkit.channel_contract import (
 from hilo.testkit.contract_check import published_interactions
 
 WRITE_KEY = "wk_test_2f7c"
+SERVER_KEY = "wk_server_9d1e"
 AUTH = {
     "Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode(),
     "Content-Type": "application/json",
@@ -118,7 +119,12 @@ def request(path: str, document: dict[str, Any], events: int = 1) -> ProviderReq
 @pytest.fixture
 def web_settings(settings: HiloSettings) -> WebSettings:
     return WebSettings.model_validate(
-        {**settings.model_dump(), "web_write_keys": [SecretStr(WRITE_KEY)], "max_body_bytes": 5_000}
+        {
+            **settings.model_dump(),
+            "web_write_keys": [SecretStr(WRITE_KEY)],
+            "web_verified_write_keys": [SecretStr(SERVER_KEY)],
+            "max_body_bytes": 5_000,
+        }
     )
 
 
@@ -273,6 +279,23 @@ async def test_write_keys_are_required(web: httpx.AsyncClient, settings: HiloSet
     assert wrong.status_code == 401
     assert in_body.status_code == 200
     assert len(await published_interactions(settings, 1)) == 1
+
+
+async def test_only_a_server_side_key_vouches_for_the_identifiers_it_sends(
+    web: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    server_auth = "Basic " + base64.b64encode(f"{SERVER_KEY}:".encode()).decode()
+    public = await web.post("/v1/identify", json=IDENTIFY, headers=AUTH)
+    server = await web.post(
+        "/v1/identify",
+        json={**IDENTIFY, "messageId": "server-1"},
+        headers={"Authorization": server_auth},
+    )
+
+    assert (public.status_code, server.status_code) == (200, 200)
+    trust = {e["id"]: e["identity_trust"] for e in await published_interactions(settings, 2)}
+    assert sorted(trust.values()) == ["unverified", "verified"]
+    assert trust[interaction_id("web", "server-1")] == "verified"
 
 
 async def test_invalid_calls_are_refused_naming_the_problem_and_nothing_is_published(

@@ -107,6 +107,35 @@ async def test_a_shared_device_does_not_merge_two_known_customers(
     assert (await svc.get(f"/v1/customers/{two}"))["view"]["event_count"] == 2
 
 
+async def test_an_unverified_identify_cannot_merge_two_known_customers(
+    profile_service: RunningProfileService,
+) -> None:
+    """Identity poisoning: anyone holding the public web write key could join two people."""
+    svc = profile_service
+    for n, identifier in enumerate([{"email": "ana@example.com"}, {"phone": "+34612345678"}], 1):
+        await svc.publish([interaction(n, minutes=n, **identifier)])
+        await svc.wait_for_entries(n)
+    ana = await svc.customer_of("email", "ana@example.com")
+    other = await svc.customer_of("phone", "+34612345678")
+
+    poisoned = interaction(3, minutes=3, email="ana@example.com", phone="+34612345678")
+    await svc.publish([poisoned.model_copy(update={"identity_trust": "unverified"})])
+    await svc.wait_for_entries(3)
+
+    assert await svc.customer_of("phone", "+34612345678") == other, "not merged"
+    profile = await svc.get(f"/v1/customers/{ana}")
+    assert profile["merged_from"] == []
+    assert profile["view"]["event_count"] == 2, "the event went to its strongest identifier"
+    conflicts = await svc.get(f"/v1/customers/{other}/conflicts")
+    assert [(c["reason"], sorted(c["customer_ids"])) for c in conflicts] == [
+        ("unverified_merge", sorted([ana, other]))
+    ]
+
+    await svc.publish([interaction(4, minutes=4, email="ana@example.com", phone="+34612345678")])
+    await svc.wait_for_entries(4)
+    assert await svc.customer_of("phone", "+34612345678") == ana, "a verified source merges"
+
+
 async def test_anonymous_browsing_joins_the_customer_when_they_identify(
     profile_service: RunningProfileService,
 ) -> None:

@@ -25,7 +25,7 @@ from hilo.channel import (
     raw_body,
     validation_rejection,
 )
-from hilo.contract import Interaction
+from hilo.contract import IdentityTrust, Interaction
 from hilo.webhook import secrets_match
 
 BASIC = HTTPBasic(auto_error=False, description="The source's write key as user name.")
@@ -34,19 +34,27 @@ Credentials = Annotated[HTTPBasicCredentials | None, Depends(BASIC)]
 
 def routes(channel: Channel, settings: WebSettings) -> list[APIRouter]:
     router = APIRouter(prefix="/v1", tags=["segment"])
-    keys = [key.get_secret_value() for key in settings.web_write_keys]
+    public = [key.get_secret_value() for key in settings.web_write_keys]
+    verified = [key.get_secret_value() for key in settings.web_verified_write_keys]
 
-    def authorise(credentials: HTTPBasicCredentials | None, document: dict[str, Any]) -> None:
+    def authorise(
+        credentials: HTTPBasicCredentials | None, document: dict[str, Any]
+    ) -> IdentityTrust:
+        """The trust of the source whose key was given; 401 for a missing or unknown key."""
         given = credentials.username if credentials else document.get("writeKey")
-        if not isinstance(given, str) or not any(secrets_match(key, given) for key in keys):
-            raise Rejected(401, "write_key", "missing or unknown write key (HTTP Basic user)")
+        if isinstance(given, str):
+            if any(secrets_match(key, given) for key in verified):
+                return "verified"
+            if any(secrets_match(key, given) for key in public):
+                return "unverified"
+        raise Rejected(401, "write_key", "missing or unknown write key (HTTP Basic user)")
 
-    async def publish(calls: list[Call], where: str) -> dict[str, bool]:
+    async def publish(calls: list[Call], where: str, trust: IdentityTrust) -> dict[str, bool]:
         received_at = datetime.now(UTC)
         interactions: list[Interaction] = []
         for index, call in enumerate(calls):
             try:
-                interactions.append(translate(call, received_at, settings.instance))
+                interactions.append(translate(call, received_at, settings.instance, trust))
             except ValidationError as exc:
                 raise _at(validation_rejection(exc), where.format(index=index)) from None
         await channel.publish(interactions)
@@ -58,7 +66,7 @@ def routes(channel: Channel, settings: WebSettings) -> list[APIRouter]:
         """Many calls at once (SDKs flush their queue here); all are published or none."""
         body = await raw_body(request, settings.max_body_bytes)
         document = parse_json_object(body)
-        authorise(credentials, document)
+        trust = authorise(credentials, document)
         envelope = parse_json(Batch, body)
         calls = []
         for index, item in enumerate(envelope.batch):
@@ -68,7 +76,7 @@ def routes(channel: Channel, settings: WebSettings) -> list[APIRouter]:
                 "sentAt": item.get("sentAt") or envelope.sent_at,
             }
             calls.append(_validated(merged, f"batch.{index}"))
-        return await publish(calls, "batch.{index}")
+        return await publish(calls, "batch.{index}", trust)
 
     @router.post("/{call_type}")
     async def single(
@@ -77,8 +85,9 @@ def routes(channel: Channel, settings: WebSettings) -> list[APIRouter]:
         """One identify, track, page, screen, alias or group call."""
         body = await raw_body(request, settings.max_body_bytes)
         document = parse_json_object(body)
-        authorise(credentials, document)
-        return await publish([_validated({**document, "type": call_type}, "")], "")
+        trust = authorise(credentials, document)
+        call = _validated({**document, "type": call_type}, "")
+        return await publish([call], "", trust)
 
     return [router]
 

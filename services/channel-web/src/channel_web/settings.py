@@ -17,5 +17,12 @@ class WebSettings(ChannelSettings):
     web_write_keys: SecretList = Field(
         min_length=1,
         description="Comma-separated write keys of your sources (analytics.js, iOS, Android): "
-        "each SDK sends its key as HTTP Basic user name.",
+        "each SDK sends its key as HTTP Basic user name. These keys are public (they ship in "
+        "the page or the app), so their calls are unverified: they never merge two known "
+        "customers on their own.",
+    )
+    web_verified_write_keys: SecretList = Field(
+        default_factory=list,
+        description="Comma-separated write keys of server-side sources that keep them secret "
+        "(your backend after sign-in): their calls are verified and may merge two known customers.",
     )

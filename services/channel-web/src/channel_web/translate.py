@@ -27,6 +27,7 @@ from hilo.contract import (
     Identified,
     IdentifierKind,
     Identifiers,
+    IdentityTrust,
     Interaction,
     LineItem,
     Money,
@@ -45,8 +46,13 @@ SECONDARY = frozenset({*SECONDARY_CONTACTS, IdentifierKind.DEVICE_ID})
 """Dropped (and noted on the event) when invalid: userId or anonymousId still names the person."""
 
 
-def translate(call: Call, received_at: datetime, instance: str) -> Interaction:
-    """One Segment call as one interaction on the `web` or `app` channel."""
+def translate(
+    call: Call, received_at: datetime, instance: str, trust: IdentityTrust = "unverified"
+) -> Interaction:
+    """One Segment call as one interaction on the `web` or `app` channel.
+
+    `trust` is the source's (see `WebSettings`): unverified unless its key is a server-side one.
+    """
     channel = "app" if call.type == "screen" or call.context.app or call.context.device else "web"
     policy = DropInvalid(SECONDARY)
     return new_interaction(
@@ -58,6 +64,7 @@ def translate(call: Call, received_at: datetime, instance: str) -> Interaction:
         occurred_at=occurred_at(call, received_at),
         received_at=received_at,
         adjustments=policy.dropped,
+        identity_trust=trust,
     )
 
 

@@ -67,6 +67,38 @@ def test_anonymous_history_joins_the_known_profile_at_identify() -> None:
     assert decision.absorb == ["K"]
 
 
+def test_an_unverified_source_never_merges_two_known_profiles() -> None:
+    owners, facts = owners_of(
+        profile("NEW", "phone:+34612345678", age_days=1),
+        profile("OLD", "email:a@x.com", age_days=5),
+    )
+
+    decision = decide(
+        ["email:a@x.com", "phone:+34612345678", "anonymous_id:z"],
+        owners,
+        facts,
+        POLICY,
+        verified=False,
+    )
+
+    assert decision.target == "OLD", "the event goes to its strongest identifier's profile"
+    assert decision.absorb == []
+    assert decision.claim == ["anonymous_id:z"]
+    assert decision.conflicts == [Conflict("unverified_merge", None, ("NEW", "OLD"))]
+
+
+def test_an_unverified_source_still_joins_anonymous_history_to_a_known_profile() -> None:
+    owners, facts = owners_of(
+        profile("ANON", "anonymous_id:z", age_days=9), profile("K", "email:a@x.com", age_days=1)
+    )
+
+    decision = decide(["email:a@x.com", "anonymous_id:z"], owners, facts, POLICY, verified=False)
+
+    assert decision.target == "ANON"
+    assert decision.absorb == ["K"]
+    assert decision.conflicts == []
+
+
 def test_a_weak_identifier_never_bridges_two_known_profiles() -> None:
     owners, facts = owners_of(
         profile("K1", "email:one@x.com", "device_id:shared-tablet", age_days=3),

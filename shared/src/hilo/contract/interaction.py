@@ -96,6 +96,9 @@ class Conversation(BaseModel):
     )
 
 
+IdentityTrust = Literal["verified", "unverified"]
+
+
 class Interaction(BaseModel):
     """One thing that happened between a customer and the company, on one channel."""
 
@@ -128,6 +131,14 @@ class Interaction(BaseModel):
     occurred_at: AwareDatetime = Field(description="When it happened, with its timezone.")
     received_at: AwareDatetime = Field(description="When the channel service received it.")
     payload: Payload
+    identity_trust: IdentityTrust = Field(
+        default="verified",
+        description="Whether the source vouches for the identifiers: `verified` (a signed provider "
+        "webhook, an authenticated server-side call, a clerk's scan) may merge two known "
+        "customers; `unverified` (a public browser write key, an unchecked form) attaches "
+        "identifiers but never merges known customers on its own: such a merge waits for a "
+        "person to confirm it.",
+    )
     adjustments: list[Adjustment] = Field(
         default_factory=list,
         max_length=MAX_ADJUSTMENTS,
@@ -189,6 +200,7 @@ def new_interaction(
     conversation: Conversation | None = None,
     received_at: datetime | None = None,
     adjustments: Sequence[Adjustment] = (),
+    identity_trust: IdentityTrust = "verified",
 ) -> Interaction:
     """Build an interaction the way every channel service should: id, source and subject derived,
     the event time bounded (`bound_event_time`, with the service's `MAX_FUTURE_SKEW`).
@@ -210,6 +222,7 @@ def new_interaction(
         occurred_at=occurred_at or received,
         received_at=received,
         payload=payload,
+        identity_trust=identity_trust,
         adjustments=noted,
     )
     return bound_event_time(interaction, max_future_skew=MAX_FUTURE_SKEW.get(), now=received)

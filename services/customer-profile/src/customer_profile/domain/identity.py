@@ -12,6 +12,10 @@ decisions stick with atomic operations. The rules, as users rely on them:
   a known one through them (the "identify" moment), but they never bridge two *known* profiles.
 - Merge protection: profiles holding different values of a unique kind (two loyalty cards) are
   never merged; the conflict is recorded instead. Caps bound identifiers per kind and merges.
+- Trust: an event from an unverified source (a public browser write key) never merges two known
+  profiles. Anyone can send one, so it would let a stranger join two people's data; the event goes
+  to the profile of its strongest identifier and an `unverified_merge` conflict records the
+  merge it asked for, for a person to confirm. It may still join anonymous profiles to a known one.
 """
 
 from __future__ import annotations
@@ -148,10 +152,14 @@ def decide(
     owners: Mapping[str, str],
     facts: Mapping[str, ProfileFacts],
     policy: IdentityPolicy,
+    *,
+    verified: bool = True,
 ) -> Decision:
     """Decide for one event with usable `keys` (strongest first), given current owners."""
     linked = _mergeable(keys, owners, facts)
     conflict = _merge_conflict(keys, linked, facts, policy) if linked else None
+    if conflict is None and not verified:
+        conflict = _unverified_merge(linked, facts)
     if conflict is not None:
         # Different people share something: the strongest identifier says whose event it is.
         target = _strongest_owner(keys, owners, linked)
@@ -190,6 +198,14 @@ def _merge_conflict(
     if len(linked) > 1 and merges > policy.max_merges:
         return Conflict("merge_cap", None, tuple(sorted(linked)))
     return None
+
+
+def _unverified_merge(linked: list[str], facts: Mapping[str, ProfileFacts]) -> Conflict | None:
+    """The merge an unverified event asks for, when it would join two known profiles."""
+    known = [c for c in linked if facts[c].known]
+    if len(known) < 2:
+        return None
+    return Conflict("unverified_merge", None, tuple(sorted(linked)))
 
 
 def _strongest_owner(keys: list[str], owners: Mapping[str, str], linked: list[str]) -> str | None:

@@ -97,7 +97,10 @@ class Pipeline:
         readable, dead = self._parse(records)
         events = [event for _, event, _ in readable]
         resolution = await self._resolver.resolve(
-            [Pending(event.id, event.occurred_at, keys) for _, event, keys in readable]
+            [
+                Pending(event.id, event.occurred_at, keys, event.identity_trust == "verified")
+                for _, event, keys in readable
+            ]
         )
         await self._store.record_conflicts(resolution.conflicts)
         for conflict, event_id in resolution.conflicts:

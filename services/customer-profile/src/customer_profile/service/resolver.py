@@ -37,6 +37,8 @@ class Pending:
     event_id: str
     occurred_at: datetime
     keys: list[str]
+    verified: bool = True
+    """Whether the source vouches for the identifiers (see `domain.identity`)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,9 @@ class IdentityResolver:
         False when a profile it had to absorb was merged elsewhere meanwhile: the event is
         decided again next round, against the owners as they are then.
         """
-        decision = decide(event.keys, plan.owners, plan.facts, self._policy)
+        decision = decide(
+            event.keys, plan.owners, plan.facts, self._policy, verified=event.verified
+        )
         target = decision.target
         if target is None:
             target = new_customer_id(event.event_id)
