@@ -136,6 +136,55 @@ async def test_an_unverified_identify_cannot_merge_two_known_customers(
     assert await svc.customer_of("phone", "+34612345678") == ana, "a verified source merges"
 
 
+async def test_an_agent_confirms_or_rejects_the_merge_an_unverified_source_asked_for(
+    profile_service: RunningProfileService,
+) -> None:
+    svc = profile_service
+    people = [
+        {"email": "ana@example.com"},
+        {"phone": "+34612345678"},
+        {"email": "bo@example.com"},
+        {"phone": "+34612345679"},
+    ]
+    for n, identifier in enumerate(people, 1):
+        await svc.publish([interaction(n, minutes=n, **identifier)])
+        await svc.wait_for_entries(n)
+    asks = [
+        interaction(5, minutes=5, email="ana@example.com", phone="+34612345678"),
+        interaction(6, minutes=6, email="bo@example.com", phone="+34612345679"),
+    ]
+    await svc.publish([e.model_copy(update={"identity_trust": "unverified"}) for e in asks])
+    await svc.wait_for_entries(6)
+    ana, bo = [await svc.customer_of("email", f"{n}@example.com") for n in ("ana", "bo")]
+
+    pending = await svc.get("/v1/merge-requests")
+    assert [r["event_id"] for r in pending] == [asks[0].id, asks[1].id]
+    assert all(r["status"] == "pending" for r in pending)
+    confirm, reject = pending[0]["id"], pending[1]["id"]
+    decision = {"by": "agent-7", "reason": "same person, checked by phone"}
+
+    confirmed = await svc.http.post(f"/v1/merge-requests/{confirm}/confirm", json=decision)
+    rejected = await svc.http.post(f"/v1/merge-requests/{reject}/reject", json=decision)
+    again = await svc.http.post(f"/v1/merge-requests/{confirm}/reject", json=decision)
+    unknown = await svc.http.post("/v1/merge-requests/nope/confirm", json=decision)
+    anonymous = await svc.http.get("/v1/merge-requests", headers={"X-API-Key": ""})
+
+    assert (confirmed.status_code, rejected.status_code) == (200, 200)
+    assert confirmed.json()["status"] == "confirmed"
+    assert confirmed.json()["decision"]["by"] == "agent-7"
+    assert rejected.json()["status"] == "rejected"
+    assert (again.status_code, unknown.status_code, anonymous.status_code) == (409, 404, 401)
+    assert await svc.get("/v1/merge-requests") == []
+
+    await svc.wait_for_entries(7)  # the confirmation is an event of its own, in the journey
+    assert await svc.customer_of("phone", "+34612345678") == ana
+    assert await svc.customer_of("phone", "+34612345679") != bo
+    journey = await svc.get(f"/v1/customers/{ana}/journey")
+    audit = [e for e in journey["entries"] if e["channel"] == "agent"]
+    assert [e["payload"]["properties"]["by"] for e in audit] == ["agent-7"]
+    assert (await svc.get(f"/v1/customers/{ana}"))["view"]["event_count"] == 4
+
+
 async def test_anonymous_browsing_joins_the_customer_when_they_identify(
     profile_service: RunningProfileService,
 ) -> None:

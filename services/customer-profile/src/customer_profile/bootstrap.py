@@ -15,6 +15,7 @@ from customer_profile.adapters.store import ProfileStore
 from customer_profile.entrypoints.api import ApiState, create_api
 from customer_profile.entrypoints.consumer import subscribe
 from customer_profile.service.batches import BatchRunner, ConsumerHealth
+from customer_profile.service.merge_requests import MergeRequests
 from customer_profile.service.pipeline import Pipeline
 from customer_profile.service.privacy import Privacy
 from customer_profile.settings import ProfileSettings
@@ -54,6 +55,7 @@ def bootstrap(settings: ProfileSettings) -> Service:
     state = ApiState(
         store,
         Privacy(store, publisher),
+        MergeRequests(store, publisher),
         [key.get_secret_value() for key in settings.api_keys],
         settings.conversation_window,
     )

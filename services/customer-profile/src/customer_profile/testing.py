@@ -46,8 +46,13 @@ class RunningProfileService:
     async def journey_count(self) -> int:
         return await self.service.store.journey.count_documents({})
 
+    async def settled_count(self) -> int:
+        return await self.service.store.settled_count()
+
     async def wait_for_entries(self, count: int, timeout: float = 30.0) -> None:
-        await eventually(self.journey_count, until=lambda n: n >= count, timeout=timeout)
+        """Until `count` entries have every effect done (views saved, records published): an
+        entry is stored before its batch's views, so counting stored entries would race."""
+        await eventually(self.settled_count, until=lambda n: n >= count, timeout=timeout)
 
     async def customer_of(self, kind: str, value: str) -> str:
         response = await self.http.post("/v1/customers/lookup", json={"kind": kind, "value": value})

@@ -84,7 +84,14 @@ def test_an_unverified_source_never_merges_two_known_profiles() -> None:
     assert decision.target == "OLD", "the event goes to its strongest identifier's profile"
     assert decision.absorb == []
     assert decision.claim == ["anonymous_id:z"]
-    assert decision.conflicts == [Conflict("unverified_merge", None, ("NEW", "OLD"))]
+    assert decision.conflicts == [
+        Conflict(
+            "unverified_merge",
+            None,
+            ("NEW", "OLD"),
+            ("email:a@x.com", "phone:+34612345678", "anonymous_id:z"),
+        )
+    ]
 
 
 def test_an_unverified_source_still_joins_anonymous_history_to_a_known_profile() -> None:

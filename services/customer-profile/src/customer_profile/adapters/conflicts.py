@@ -1,4 +1,9 @@
-"""The `identity_conflicts` collection: merges refused by merge protection or caps, per event."""
+"""The `identity_conflicts` collection: merges refused by merge protection or caps, per event.
+
+A merge asked for by an unverified source (`unverified_merge`) is also a merge request: it
+carries the identifiers that asked and a `status` (pending, confirmed, rejected) that a person
+decides once, recorded with who, when and why.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime
 
-from pymongo import ASCENDING, ReplaceOne
+from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from customer_profile.domain.identity import Conflict
@@ -19,6 +24,7 @@ class ConflictCollection:
 
     async def create_indexes(self) -> None:
         await self.collection.create_index([("customer_ids", ASCENDING), ("at", ASCENDING)])
+        await self.collection.create_index([("status", ASCENDING), ("at", ASCENDING)])
 
     async def record(self, conflicts: list[tuple[Conflict, str]]) -> None:
         """Store each conflict once per event: a redelivered event overwrites its own record.
@@ -41,17 +47,43 @@ class ConflictCollection:
                 "event_id": event_id,
                 "at": at,
             }
+            update: MongoDocument = {"$set": document}
+            if conflict.reason == MERGE_REQUEST:
+                # A redelivered event must not reopen a request a person already decided.
+                document["keys"] = list(conflict.keys)
+                update["$setOnInsert"] = {"status": PENDING}
             conflict_id = _conflict_id(*identity, seen[identity])
-            operations.append(ReplaceOne({"_id": conflict_id}, document, upsert=True))
+            operations.append(UpdateOne({"_id": conflict_id}, update, upsert=True))
         await bulk_write(self.collection, operations)
 
     async def of(self, aliases: list[str]) -> list[MongoDocument]:
-        cursor = self.collection.find({"customer_ids": {"$in": aliases}}, {"_id": 0}).sort("at", 1)
-        return [doc async for doc in cursor]
+        cursor = self.collection.find({"customer_ids": {"$in": aliases}}).sort("at", 1)
+        return [{"id": doc.pop("_id"), **doc} async for doc in cursor]
+
+    async def merge_requests(self, status: str, limit: int) -> list[MongoDocument]:
+        """Merge requests in this status, oldest first."""
+        cursor = self.collection.find({"status": status}).sort("at", ASCENDING).limit(limit)
+        return [doc async for doc in cursor if doc.get("reason") == MERGE_REQUEST]
+
+    async def merge_request(self, request_id: str) -> MongoDocument | None:
+        found = await self.collection.find_one({"_id": request_id})
+        return found if found is not None and found.get("reason") == MERGE_REQUEST else None
+
+    async def decide(self, request_id: str, status: str, decision: MongoDocument) -> bool:
+        """Record a person's decision once; False when the request was decided already."""
+        result = await self.collection.update_one(
+            {"_id": request_id, "status": PENDING},
+            {"$set": {"status": status, "decision": decision}},
+        )
+        return result.modified_count == 1
 
     async def erase(self, aliases: list[str]) -> int:
         found = await self.collection.delete_many({"customer_ids": {"$in": aliases}})
         return found.deleted_count
+
+
+MERGE_REQUEST = "unverified_merge"
+PENDING = "pending"
 
 
 def _conflict_id(event_id: str, reason: str, kind: str | None, ordinal: int) -> str:

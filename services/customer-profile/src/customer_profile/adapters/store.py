@@ -173,6 +173,10 @@ class ProfileStore:
         await self._journey.settle(list(event_ids))
         await self._profiles.settle_merges(list(absorbed))
 
+    async def settled_count(self) -> int:
+        """Entries with every effect done (operations and tests)."""
+        return await self._journey.settled.count_documents({})
+
     async def unsettled(self) -> list[str]:
         """Entries whose effects are not all done yet (a full scan: operations and tests)."""
         return await self._journey.unsettled()
@@ -200,6 +204,17 @@ class ProfileStore:
 
     async def conflicts_of(self, aliases: list[str]) -> list[MongoDocument]:
         return await self._conflicts.of(aliases)
+
+    async def merge_requests(self, status: str, limit: int) -> list[MongoDocument]:
+        return await self._conflicts.merge_requests(status, limit)
+
+    async def merge_request(self, request_id: str) -> MongoDocument | None:
+        return await self._conflicts.merge_request(request_id)
+
+    async def decide_merge_request(
+        self, request_id: str, status: str, decision: MongoDocument
+    ) -> bool:
+        return await self._conflicts.decide(request_id, status, decision)
 
     async def erase(self, profile: StoredProfile) -> dict[str, int]:
         """Delete everything held about a customer and its aliases."""

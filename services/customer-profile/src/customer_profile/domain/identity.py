@@ -135,6 +135,8 @@ class Conflict:
     reason: str
     kind: str | None
     customer_ids: tuple[str, ...]
+    keys: tuple[str, ...] = ()
+    """For an `unverified_merge`: the identifiers that asked for it (what confirming merges by)."""
 
 
 @dataclass
@@ -159,7 +161,7 @@ def decide(
     linked = _mergeable(keys, owners, facts)
     conflict = _merge_conflict(keys, linked, facts, policy) if linked else None
     if conflict is None and not verified:
-        conflict = _unverified_merge(linked, facts)
+        conflict = _unverified_merge(keys, linked, facts)
     if conflict is not None:
         # Different people share something: the strongest identifier says whose event it is.
         target = _strongest_owner(keys, owners, linked)
@@ -200,12 +202,14 @@ def _merge_conflict(
     return None
 
 
-def _unverified_merge(linked: list[str], facts: Mapping[str, ProfileFacts]) -> Conflict | None:
+def _unverified_merge(
+    keys: list[str], linked: list[str], facts: Mapping[str, ProfileFacts]
+) -> Conflict | None:
     """The merge an unverified event asks for, when it would join two known profiles."""
     known = [c for c in linked if facts[c].known]
     if len(known) < 2:
         return None
-    return Conflict("unverified_merge", None, tuple(sorted(linked)))
+    return Conflict("unverified_merge", None, tuple(sorted(linked)), tuple(keys))
 
 
 def _strongest_owner(keys: list[str], owners: Mapping[str, str], linked: list[str]) -> str | None:

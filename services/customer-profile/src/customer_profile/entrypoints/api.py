@@ -1,10 +1,12 @@
-"""The HTTP API channels and agents read: lookup, profile, journey, context, export, erasure."""
+"""The HTTP API channels and agents read: lookup, profile, journey, context, export, erasure,
+and the merge requests agents confirm or reject."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -22,6 +24,12 @@ from customer_profile.domain.profile import (
     ProfileView,
     SurveyResult,
 )
+from customer_profile.service.merge_requests import (
+    AlreadyDecided,
+    Decision,
+    MergeRequests,
+    RequestNotFound,
+)
 from customer_profile.service.ports import StoredProfile
 from customer_profile.service.privacy import Privacy
 from hilo.auth import API_KEY_HEADER, check_api_key
@@ -32,10 +40,16 @@ class ApiState:
     """What the routes need, built once by the composition root."""
 
     def __init__(
-        self, store: ProfileStore, privacy: Privacy, api_keys: list[str], window: timedelta
+        self,
+        store: ProfileStore,
+        privacy: Privacy,
+        merge_requests: MergeRequests,
+        api_keys: list[str],
+        window: timedelta,
     ) -> None:
         self.store = store
         self.privacy = privacy
+        self.merge_requests = merge_requests
         self.api_keys = api_keys
         self.window = window
 
@@ -262,6 +276,55 @@ async def erase_customer(customer_id: str, state: State) -> dict[str, Any]:
     return await state.privacy.erase(profile)
 
 
+merge_requests = APIRouter(
+    prefix="/v1/merge-requests", tags=["merge requests"], dependencies=[Depends(require_api_key)]
+)
+
+
+class DecisionBody(BaseModel):
+    by: str = Field(min_length=1, max_length=200, description="Who decides (agent id or name).")
+    reason: str = Field(min_length=1, max_length=1000, description="Why, for the audit trail.")
+
+
+DECISION_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such merge request."},
+    409: {"description": "The request was confirmed or rejected already."},
+}
+
+
+@merge_requests.get("")
+async def list_merge_requests(
+    state: State, limit: Annotated[int, Query(ge=1, le=500)] = 100
+) -> list[dict[str, Any]]:
+    """Merges that only an unverified source asked for, waiting for a person, oldest first."""
+    return await state.merge_requests.pending(limit)
+
+
+@merge_requests.post("/{request_id}/confirm", responses=DECISION_ERRORS)
+async def confirm_merge(request_id: str, body: DecisionBody, state: State) -> dict[str, Any]:
+    """Merge the customers: a verified event is published and merged like any other."""
+    return await _decided(state.merge_requests.confirm, request_id, body)
+
+
+@merge_requests.post("/{request_id}/reject", responses=DECISION_ERRORS)
+async def reject_merge(request_id: str, body: DecisionBody, state: State) -> dict[str, Any]:
+    """Keep the customers apart; the request stays, rejected, for the audit trail."""
+    return await _decided(state.merge_requests.reject, request_id, body)
+
+
+async def _decided(
+    action: Callable[[str, Decision], Awaitable[dict[str, Any]]],
+    request_id: str,
+    body: DecisionBody,
+) -> dict[str, Any]:
+    try:
+        return await action(request_id, Decision(by=body.by, reason=body.reason))
+    except RequestNotFound:
+        raise HTTPException(status_code=404, detail="no such merge request") from None
+    except AlreadyDecided as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+
+
 def create_api(state: ApiState, extra: list[APIRouter]) -> FastAPI:
     app = FastAPI(
         title="Hilo customer profile",
@@ -270,6 +333,7 @@ def create_api(state: ApiState, extra: list[APIRouter]) -> FastAPI:
     )
     app.state.api = state
     app.include_router(router)
+    app.include_router(merge_requests)
     for more in extra:
         app.include_router(more)
     return app

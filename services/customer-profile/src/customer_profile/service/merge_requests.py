@@ -1,0 +1,101 @@
+"""Merges an unverified source asked for, waiting for a person to confirm or reject them.
+
+Confirming does not merge here: it publishes a verified interaction carrying the identifiers
+that asked (channel `agent`, a custom event naming the request), and the pipeline merges as it
+does for any verified event, with every effect exactly once. The event's id is derived from the
+request, so a retried confirmation is the same event; it also stays in the customer's journey as
+the record of who merged and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from customer_profile.adapters.store import ProfileStore
+from customer_profile.domain.identity import split_key
+from hilo.contract import CustomEvent, Identifiers, Interaction, new_interaction
+from hilo.kafka import KafkaPublisher
+
+AGENT_CHANNEL = "agent"
+CONFIRMED, REJECTED = "confirmed", "rejected"
+
+
+class RequestNotFound(LookupError):
+    pass
+
+
+class AlreadyDecided(RuntimeError):
+    def __init__(self, status: str) -> None:
+        super().__init__(f"the merge request was {status} already")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Who decided, and why: kept on the request (and, when confirmed, in the journey)."""
+
+    by: str
+    reason: str
+
+
+class MergeRequests:
+    def __init__(self, store: ProfileStore, publisher: KafkaPublisher | None) -> None:
+        self._store = store
+        self._publisher = publisher
+
+    async def pending(self, limit: int) -> list[dict[str, Any]]:
+        return [_public(doc) for doc in await self._store.merge_requests("pending", limit)]
+
+    async def confirm(self, request_id: str, decision: Decision) -> dict[str, Any]:
+        """Publish the verified event that merges, then record the decision."""
+        request = await self._open(request_id)
+        if self._publisher is not None:
+            await self._publisher.publish_interaction(confirmation(request, decision))
+        return await self._decide(request_id, CONFIRMED, decision)
+
+    async def reject(self, request_id: str, decision: Decision) -> dict[str, Any]:
+        await self._open(request_id)
+        return await self._decide(request_id, REJECTED, decision)
+
+    async def _open(self, request_id: str) -> dict[str, Any]:
+        request = await self._store.merge_request(request_id)
+        if request is None:
+            raise RequestNotFound(request_id)
+        if request.get("status") != "pending":
+            raise AlreadyDecided(str(request.get("status")))
+        return request
+
+    async def _decide(self, request_id: str, status: str, decision: Decision) -> dict[str, Any]:
+        record = {"by": decision.by, "reason": decision.reason, "at": datetime.now(UTC)}
+        if not await self._store.decide_merge_request(request_id, status, record):
+            current = await self._store.merge_request(request_id)
+            raise AlreadyDecided(str(current.get("status") if current else "removed"))
+        decided = await self._store.merge_request(request_id)
+        return _public(decided or {})
+
+
+def confirmation(request: dict[str, Any], decision: Decision) -> Interaction:
+    """The verified event a confirmed request becomes (same id on every retry)."""
+    identifiers = Identifiers.model_validate(
+        {split_key(key)[0].value: split_key(key)[1] for key in request["keys"]}
+    )
+    return new_interaction(
+        channel=AGENT_CHANNEL,
+        instance="merge-requests",
+        provider_event_id=f"merge-request:{request['_id']}",
+        identifiers=identifiers,
+        payload=CustomEvent(
+            name="Identity merge confirmed",
+            properties={"request_id": request["_id"], "by": decision.by, "reason": decision.reason},
+        ),
+        occurred_at=datetime.now(UTC),
+    )
+
+
+def _public(doc: dict[str, Any]) -> dict[str, Any]:
+    """A request as the API shows it: `id` for `_id`."""
+    document = dict(doc)
+    request_id = document.pop("_id", None)
+    return {"id": request_id, **document}
