@@ -147,6 +147,7 @@ async def measure(endpoints: Endpoints, rate: float, seconds: float) -> dict[str
             "HILO_HTTP_PORT": str(profile_port),
             "HILO_MONGODB_URL": endpoints.mongodb_url,
             "HILO_MONGODB_DATABASE": f"e2e_{run}",
+            "HILO_ENVIRONMENT": "development",
         },
         profile_port,
     )

@@ -76,6 +76,7 @@ def bench_settings(endpoints: Endpoints, name: str, batch: int = 500) -> Profile
         consumer_group=name,
         batch_max_records=batch,
         log_level="WARNING",
+        environment="development",
     )
 
 

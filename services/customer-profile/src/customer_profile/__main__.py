@@ -10,7 +10,7 @@ from datetime import datetime
 import uvicorn
 
 from customer_profile.adapters.store import ProfileStore
-from customer_profile.bootstrap import bootstrap
+from customer_profile.bootstrap import OpenApiRefused, bootstrap
 from customer_profile.service.rebuild import NotEmpty, rebuild
 from customer_profile.settings import ProfileSettings
 from hilo.contract.identifiers import DEFAULT_PHONE_REGION
@@ -21,7 +21,10 @@ from hilo.topics import ensure_topics
 
 
 def serve(settings: ProfileSettings) -> None:
-    service = bootstrap(settings)
+    try:
+        service = bootstrap(settings)
+    except OpenApiRefused as exc:
+        sys.exit(f"customer-profile: {exc}")
     uvicorn.run(
         service.app,
         host=settings.http_host,

@@ -38,7 +38,12 @@ class Service:
 
 
 def bootstrap(settings: ProfileSettings) -> Service:
-    """Wire the service: one broker, one Mongo client, the pipeline, the API."""
+    """Wire the service: one broker, one Mongo client, the pipeline, the API.
+
+    Refuses (`OpenApiRefused`) to serve the API without keys unless told it is a development run.
+    """
+    if (refusal := settings.open_api_refusal()) is not None:
+        raise OpenApiRefused(refusal)
     broker = create_broker(settings, graceful_timeout=settings.shutdown_grace_seconds)
     mongo = create_mongo_client(settings)
     store = ProfileStore(mongo, settings.mongodb_database)
@@ -82,6 +87,10 @@ def _lifespan(service: Service) -> Callable[[FastAPI], AbstractAsyncContextManag
             await stop(service)
 
     return lifespan
+
+
+class OpenApiRefused(RuntimeError):
+    """The API would be served without keys outside an explicit development run."""
 
 
 async def start(service: Service) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from customer_profile.domain.identity import (
     DEFAULT_BLOCKED_VALUES,
@@ -65,11 +65,22 @@ class ProfileSettings(HiloSettings):
         "unfinished batch is redelivered and completed by the next instance.",
     )
 
-    @model_validator(mode="after")
-    def _keys_outside_development(self) -> ProfileSettings:
-        if self.environment == "production" and not self.api_keys:
-            raise ValueError("HILO_API_KEYS must be set in production: the API holds personal data")
-        return self
+    def open_api_refusal(self) -> str | None:
+        """Why the API must not be served without keys, or None when it may.
+
+        The API holds personal data: without `HILO_API_KEYS` it is served only when the run says
+        explicitly that it is a development or test one (`make run` does); an unset environment
+        is not enough. Checked when serving, not when reading settings, so `init`, `rebuild` and
+        `dlq replay` run without keys.
+        """
+        if self.api_keys:
+            return None
+        if "environment" in self.model_fields_set and self.environment in ("development", "test"):
+            return None
+        return (
+            "HILO_API_KEYS is empty: the profile API holds personal data. Set it, or set "
+            "HILO_ENVIRONMENT=development for a development run."
+        )
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
