@@ -23,7 +23,7 @@ from customer_profile.settings import ProfileSettings
 from hilo.settings import HiloSettings
 from hilo.testkit.env_example import development_env, render
 from hilo.testkit.local_infra import kafka_version
-from hilo.testkit.local_platform import SERVICES, secret_variables, settings_class
+from hilo.testkit.local_platform import SERVICES, secret_variables, settings_class, variable
 from traffic_simulator.settings import SimulatorSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,6 +125,14 @@ def test_the_profile_service_scales(compose: dict[str, Any]) -> None:
     assert "HILO_CONSUMER_GROUP" in environment
 
 
+def test_infrastructure_ports_are_published_on_loopback_only_by_default(
+    compose: dict[str, Any],
+) -> None:
+    for name in ("kafka", "mongo", "prometheus", "grafana"):
+        for mapping in compose["services"][name]["ports"]:
+            assert str(mapping).startswith("${INFRA_HOST_ADDRESS:-127.0.0.1}:"), (name, mapping)
+
+
 def test_every_variable_compose_sets_is_a_setting_of_that_service(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         if name in INFRASTRUCTURE | OBSERVABILITY:
@@ -138,8 +146,13 @@ def test_every_service_gets_its_secrets_from_env_and_none_is_baked_in(
 ) -> None:
     for spec in SERVICES:
         environment = compose["services"][spec.name]["environment"]
+        fields = settings_class(spec).model_fields
+        required = {variable(n, f) for n, f in fields.items() if f.is_required()}
         for secret in secret_variables(spec):
-            assert re.fullmatch(rf"\$\{{{secret}:\?.+\}}", str(environment[secret])), secret
+            # Required secrets stop compose with a message; optional ones may default to empty.
+            stop = rf"\$\{{{secret}:\?.+\}}"
+            pattern = stop if secret in required else rf"{stop}|\$\{{{secret}:-\}}"
+            assert re.fullmatch(pattern, str(environment[secret])), secret
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert "HILO_" not in dockerfile.replace("hilo", "")
 
