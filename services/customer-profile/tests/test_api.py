@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 import pytest
 
@@ -160,8 +162,9 @@ async def test_export_returns_everything_and_erasure_forgets_the_customer(
     assert last_by_key[customer.encode()] is None, "tombstone on the compacted topic"
     assert last_by_key[absorbed[0].encode()] is None
 
-    # The same person writing again starts a fresh profile.
-    await svc.publish([interaction(4, minutes=3, email="ana@example.com")])
+    # The same person writing again, after the erasure, starts a fresh profile.
+    again = interaction(4, email="ana@example.com")
+    await svc.publish([again.model_copy(update={"occurred_at": datetime.now(UTC)})])
     await svc.wait_for_entries(1)
     fresh = await svc.customer_of("email", "ana@example.com")
     assert fresh != customer

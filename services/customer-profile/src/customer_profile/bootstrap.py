@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from fastapi import FastAPI
@@ -35,6 +36,9 @@ class Service:
     store: ProfileStore
     pipeline: Pipeline
     app: FastAPI
+    privacy: Privacy
+    publisher: KafkaPublisher
+    background: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 def bootstrap(settings: ProfileSettings) -> Service:
@@ -57,9 +61,10 @@ def bootstrap(settings: ProfileSettings) -> Service:
     )
     consumer_health = ConsumerHealth(settings.stuck_after_seconds)
     subscribe(broker, BatchRunner(pipeline, settings.retry_policy(), consumer_health), settings)
+    privacy = Privacy(store, publisher)
     state = ApiState(
         store,
-        Privacy(store, publisher),
+        privacy,
         MergeRequests(store, publisher),
         [key.get_secret_value() for key in settings.api_keys],
         settings.conversation_window,
@@ -72,7 +77,7 @@ def bootstrap(settings: ProfileSettings) -> Service:
         }
     )
     app = create_api(state, [health])
-    service = Service(settings, broker, mongo, store, pipeline, app)
+    service = Service(settings, broker, mongo, store, pipeline, app, privacy, publisher)
     app.router.lifespan_context = _lifespan(service)
     return service
 
@@ -100,9 +105,19 @@ async def start(service: Service) -> None:
     await service.store.create_indexes()
     await ensure_topics(service.settings)
     await service.broker.start()
+    service.background.append(
+        asyncio.create_task(
+            service.privacy.keep_finishing(service.settings.erasure_retry_seconds),
+            name="erasures",
+        )
+    )
     log.info("customer_profile_started", group=service.settings.consumer_group)
 
 
 async def stop(service: Service) -> None:
+    for task in service.background:
+        task.cancel()
+    await asyncio.gather(*service.background, return_exceptions=True)
+    service.background.clear()
     await service.broker.stop()
     await service.mongo.close()

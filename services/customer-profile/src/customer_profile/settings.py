@@ -65,6 +65,13 @@ class ProfileSettings(HiloSettings):
         "unfinished batch is redelivered and completed by the next instance.",
     )
 
+    erasure_retry_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="How often an erasure that Kafka or MongoDB interrupted is tried again.",
+    )
+
     def open_api_refusal(self) -> str | None:
         """Why the API must not be served without keys, or None when it may.
 

@@ -27,6 +27,7 @@ def profile_settings(settings: HiloSettings, **overrides: object) -> ProfileSett
         **settings.model_dump(),
         "api_keys": [API_KEY, "test-key-2"],
         "batch_max_wait_ms": 50,
+        "erasure_retry_seconds": 0.5,
         "consumer_group": f"{settings.topic_prefix}customer-profile",
     }
     values.update(overrides)

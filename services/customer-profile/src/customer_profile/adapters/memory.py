@@ -41,6 +41,8 @@ class InMemoryStore:
         self.views: dict[tuple[str, int], ProfileView] = {}
         self.journey: dict[str, JourneyEntry] = {}
         self.pending: set[str] = set()
+        self.erased: dict[str, datetime] = {}
+        """Identifier key -> erasure time (the real store keeps digests)."""
         self.conflicts: dict[tuple[str, str, str | None, int], dict[str, Any]] = {}
         self.calls: dict[str, int] = {}
 
@@ -215,6 +217,10 @@ class InMemoryStore:
         self.pending -= set(event_ids)
         for customer in absorbed:
             self.profiles[customer].merge_pending = False
+
+    # erasures
+    async def erased_at(self, keys: Iterable[str]) -> dict[str, datetime]:
+        return {key: self.erased[key] for key in keys if key in self.erased}
 
     # conflicts
     async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> None:

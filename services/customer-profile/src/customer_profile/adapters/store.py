@@ -25,6 +25,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
 from customer_profile.adapters.conflicts import ConflictCollection
+from customer_profile.adapters.erasures import Erasure, ErasureCollection
 from customer_profile.adapters.identities import IdentityCollection
 from customer_profile.adapters.journey import JourneyCollection
 from customer_profile.adapters.profiles import ProfileCollection
@@ -45,6 +46,7 @@ class ProfileStore:
         self._profiles = ProfileCollection(db["profiles"], db["profile_views"])
         self._journey = JourneyCollection(db["journey"], db["journey_settled"])
         self._conflicts = ConflictCollection(db["identity_conflicts"])
+        self._erasures = ErasureCollection(db["erasures"], db["erased_identifiers"])
 
     # The raw collections, for operations tooling and tests that inspect what is stored.
     @property
@@ -73,6 +75,7 @@ class ProfileStore:
         await self._profiles.create_indexes()
         await self._journey.create_indexes()
         await self._conflicts.create_indexes()
+        await self._erasures.create_indexes()
 
     async def ping(self) -> None:
         await self.client.admin.command("ping")
@@ -216,9 +219,25 @@ class ProfileStore:
     ) -> bool:
         return await self._conflicts.decide(request_id, status, decision)
 
-    async def erase(self, profile: StoredProfile) -> dict[str, int]:
-        """Delete everything held about a customer and its aliases."""
-        aliases = profile.aliases
+    async def record_erasure(
+        self, customer_id: str, aliases: list[str], keys: Iterable[str], at: datetime
+    ) -> Erasure:
+        return await self._erasures.record(customer_id, aliases, keys, at)
+
+    async def erasure_of(self, customer_id: str) -> Erasure | None:
+        return await self._erasures.of(customer_id)
+
+    async def unfinished_erasures(self) -> list[Erasure]:
+        return await self._erasures.unfinished()
+
+    async def erasure_finished(self, customer_id: str) -> None:
+        await self._erasures.finished(customer_id)
+
+    async def erased_at(self, keys: Iterable[str]) -> dict[str, datetime]:
+        return await self._erasures.erased_at(keys)
+
+    async def erase(self, aliases: list[str]) -> dict[str, int]:
+        """Delete everything held about a customer and its aliases (idempotent)."""
         journey = await self._journey.erase(aliases)
         identities = await self._identities.erase(aliases)
         conflicts = await self._conflicts.erase(aliases)

@@ -10,7 +10,16 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+    Security,
+)
 from pydantic import BaseModel, Field, ValidationError
 
 from customer_profile.adapters.store import ProfileStore
@@ -34,6 +43,7 @@ from customer_profile.service.ports import StoredProfile
 from customer_profile.service.privacy import Privacy
 from hilo.auth import API_KEY_HEADER, check_api_key
 from hilo.contract import IdentifierKind, Identifiers
+from hilo.kafka import PublishFailed
 
 
 class ApiState:
@@ -269,11 +279,31 @@ async def export_customer(customer_id: str, state: State) -> dict[str, Any]:
     return await state.privacy.export(profile)
 
 
-@router.delete("/{customer_id}")
-async def erase_customer(customer_id: str, state: State) -> dict[str, Any]:
-    """Erase the customer (right to be forgotten); tombstones go to the profiles topic."""
-    profile = await _profile(state, customer_id)
-    return await state.privacy.erase(profile)
+@router.delete(
+    "/{customer_id}",
+    responses={
+        202: {"description": "Recorded; it completes by itself once Kafka takes the tombstones."},
+        404: {"description": "No such customer, and no erasure of one."},
+    },
+)
+async def erase_customer(customer_id: str, state: State, response: Response) -> dict[str, Any]:
+    """Erase the customer (right to be forgotten); tombstones go to the profiles topic.
+
+    The erasure is recorded before anything is deleted and completed in the background if Kafka
+    or MongoDB fail half-way; asking again answers where it stands (200 done, 202 pending).
+    """
+    profile = await state.store.get(customer_id)
+    if profile is not None:
+        try:
+            return await state.privacy.erase(profile)
+        except PublishFailed:
+            pass
+    status = await state.privacy.status(customer_id)
+    if status is None:
+        raise HTTPException(status_code=404, detail="no customer with this id")
+    if status["status"] != "done":
+        response.status_code = 202
+    return status
 
 
 merge_requests = APIRouter(

@@ -84,4 +84,5 @@ def subscribe(broker: KafkaBroker, runner: BatchRunner, settings: ProfileSetting
             repaired=outcome.repaired,
             dead_lettered=outcome.dead_lettered,
             merges=len(outcome.merges),
+            erased=outcome.erased,
         )

@@ -71,6 +71,8 @@ class BatchOutcome:
     repaired: int = 0
     """Entries stored by an earlier, interrupted attempt whose effects were finished now."""
     dead_lettered: int = 0
+    erased: int = 0
+    """Events about an erased person that happened before the erasure: not stored again."""
     merges: list[Merge] = field(default_factory=list)
     profiles: dict[str, StoredProfile] = field(default_factory=dict)
 
@@ -91,10 +93,12 @@ class Pipeline:
         self._resolver = IdentityResolver(store, policy)
         self._window = conversation_window
         self.events_processed = 0
+        self.events_of_erased = 0
 
     async def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
         outcome = BatchOutcome()
         readable, dead = self._parse(records)
+        readable, outcome.erased = await self._without_erased(readable)
         events = [event for _, event, _ in readable]
         resolution = await self._resolver.resolve(
             [
@@ -129,7 +133,26 @@ class Pipeline:
         outcome.repaired = len(repairs)
         outcome.dead_lettered = len(dead)
         self.events_processed += len(events)
+        self.events_of_erased += outcome.erased
         return outcome
+
+    async def _without_erased(
+        self, readable: list[tuple[RawRecord, Interaction, list[str]]]
+    ) -> tuple[list[tuple[RawRecord, Interaction, list[str]]], int]:
+        """Drop events that happened before an erasure of one of their identifiers.
+
+        They are in flight, redelivered or replayed from before the person asked to be
+        forgotten; storing them would bring the person back. Later events start a new profile.
+        """
+        erased = await self._store.erased_at(key for _, _, keys in readable for key in keys)
+        if not erased:
+            return readable, 0
+        kept = [
+            item
+            for item in readable
+            if not any(key in erased and item[1].occurred_at <= erased[key] for key in item[2])
+        ]
+        return kept, len(readable) - len(kept)
 
     async def dead_letter(self, record: RawRecord, reason: str, detail: str) -> None:
         """Put one record on the dead-letter topic unchanged, with why in its headers."""

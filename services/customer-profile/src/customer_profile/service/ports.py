@@ -123,5 +123,9 @@ class Store(Protocol):
 
     async def settle(self, event_ids: Iterable[str], absorbed: Iterable[str]) -> None: ...
 
+    # erasures
+    async def erased_at(self, keys: Iterable[str]) -> dict[str, datetime]:
+        """Identifier key -> when it was last erased, for the keys that were."""
+
     # conflicts
     async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> None: ...

@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from pymongo.errors import PyMongoError
 
+from customer_profile.adapters.erasures import Erasure
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.service.ports import StoredProfile
-from hilo.kafka import KafkaPublisher
+from hilo.kafka import KafkaPublisher, PublishFailed
 from hilo.topics import Topic
 
 log = structlog.get_logger(__name__)
@@ -40,20 +42,68 @@ class Privacy:
         }
 
     async def erase(self, profile: StoredProfile) -> dict[str, Any]:
-        """Delete the customer and its aliases, then tombstone them on the compacted topic.
+        """Erase the customer and its aliases: recorded first, then completed (see `complete`).
 
-        Later events with the same identifiers start a fresh profile. Raw interactions stay on
-        the `interactions` topic until its retention expires (see docs/operations).
+        Later events with the same identifiers start a fresh profile; events that happened
+        before the erasure (in flight, redelivered, replayed) are not stored again. Raw
+        interactions stay on the `interactions` topic until its retention expires.
         """
-        deleted = await self._store.erase(profile)
+        keys = {*profile.identifiers, *await self._store.identities_of(profile.aliases)}
+        erasure = await self._store.record_erasure(
+            profile.customer_id, profile.aliases, keys, datetime.now(UTC)
+        )
+        return await self.complete(erasure)
+
+    async def complete(self, erasure: Erasure) -> dict[str, Any]:
+        """MongoDB first (agents stop seeing the person at once), then the tombstones on the
+        compacted topic, then done; every step is safe to repeat.
+
+        Raises `PublishFailed` when Kafka does not take the tombstones: the erasure stays
+        recorded as not done and `finish_unfinished` completes it.
+        """
+        deleted = await self._store.erase(erasure.aliases)
         if self._publisher is not None:
             publish = self._publisher.publish
             await asyncio.gather(
-                *(publish(Topic.PROFILES, None, key=alias.encode()) for alias in profile.aliases)
+                *(publish(Topic.PROFILES, None, key=alias.encode()) for alias in erasure.aliases)
             )
-        log.info("customer_erased", customer_id=profile.customer_id, **deleted)
+        await self._store.erasure_finished(erasure.customer_id)
+        log.info("customer_erased", customer_id=erasure.customer_id, **deleted)
         return {
-            "customer_id": profile.customer_id,
+            "customer_id": erasure.customer_id,
+            "status": "done",
             "erased": deleted,
-            "tombstoned": profile.aliases,
+            "tombstoned": erasure.aliases,
         }
+
+    async def status(self, customer_id: str) -> dict[str, Any] | None:
+        """Where the erasure of this customer stands, or None if it was never asked for."""
+        erasure = await self._store.erasure_of(customer_id)
+        if erasure is None:
+            return None
+        return {
+            "customer_id": erasure.customer_id,
+            "status": "done" if erasure.done else "pending",
+            "requested_at": erasure.requested_at.isoformat(),
+        }
+
+    async def finish_unfinished(self) -> int:
+        """Complete every erasure a failure left half-done; how many are still unfinished."""
+        left = 0
+        for erasure in await self._store.unfinished_erasures():
+            try:
+                await self.complete(erasure)
+            except PublishFailed:
+                left += 1
+        return left
+
+    async def keep_finishing(self, interval: float) -> None:
+        """Run for the life of the service: erasures complete once Kafka or MongoDB are back."""
+        while True:
+            try:
+                left = await self.finish_unfinished()
+                if left:
+                    log.warning("erasures_unfinished", count=left)
+            except PyMongoError as exc:
+                log.warning("erasures_unfinished", error=type(exc).__name__)
+            await asyncio.sleep(interval)
