@@ -31,6 +31,7 @@ class Topic(StrEnum):
     JOURNEY = "journey"
     PROFILES = "profiles"
     IDENTITY_MERGES = "identity.merges"
+    ERASURES = "erasures"
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,13 @@ REGISTRY: tuple[TopicSpec, ...] = (
         key="surviving customer id",
         description="One record per profile merge: the survivor and the profile it absorbed.",
         retention_ms=365 * DAY_MS,
+    ),
+    TopicSpec(
+        Topic.ERASURES,
+        key="erased customer id",
+        description="One record per erasure, kept for good: SHA-256 digests of the person's "
+        "identifiers and when. A rebuild reads it first, so erased people stay erased.",
+        cleanup_policy="compact",
     ),
 )
 

@@ -31,6 +31,7 @@ class Erasure:
     aliases: list[str]
     requested_at: datetime
     done: bool
+    identifier_digests: list[str]
 
 
 class ErasureCollection:
@@ -48,22 +49,34 @@ class ErasureCollection:
         self, customer_id: str, aliases: list[str], keys: Iterable[str], at: datetime
     ) -> Erasure:
         """Record the erasure (once: a repeated request keeps the first) and its identifiers."""
+        digests = sorted({identifier_digest(key) for key in keys})
         await self.erasures.update_one(
             {"_id": customer_id},
-            {"$setOnInsert": {"aliases": aliases, "requested_at": at, "done": False}},
+            {
+                "$setOnInsert": {
+                    "aliases": aliases,
+                    "requested_at": at,
+                    "done": False,
+                    "identifier_digests": digests,
+                }
+            },
             upsert=True,
         )
-        await bulk_write(
-            self.erased,
-            [
-                UpdateOne({"_id": identifier_digest(key)}, {"$max": {"erased_at": at}}, upsert=True)
-                for key in sorted(set(keys))
-            ],
-        )
+        await self.suppress(digests, at)
         found = await self.of(customer_id)
         if found is None:
             raise RuntimeError(f"the erasure of {customer_id} was recorded but cannot be read")
         return found
+
+    async def suppress(self, digests: Iterable[str], at: datetime) -> None:
+        """Events about these identifiers that happened up to `at` are not stored again."""
+        await bulk_write(
+            self.erased,
+            [
+                UpdateOne({"_id": digest}, {"$max": {"erased_at": at}}, upsert=True)
+                for digest in digests
+            ],
+        )
 
     async def of(self, customer_id: str) -> Erasure | None:
         """The erasure of this customer or of the profile it was merged into."""
@@ -88,4 +101,10 @@ class ErasureCollection:
 
 
 def _erasure(doc: MongoDocument) -> Erasure:
-    return Erasure(doc["_id"], list(doc.get("aliases", [])), doc["requested_at"], doc["done"])
+    return Erasure(
+        doc["_id"],
+        list(doc.get("aliases", [])),
+        doc["requested_at"],
+        doc["done"],
+        list(doc.get("identifier_digests", [])),
+    )

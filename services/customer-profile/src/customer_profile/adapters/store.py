@@ -224,6 +224,9 @@ class ProfileStore:
     ) -> Erasure:
         return await self._erasures.record(customer_id, aliases, keys, at)
 
+    async def suppress_erased(self, digests: Iterable[str], at: datetime) -> None:
+        await self._erasures.suppress(digests, at)
+
     async def erasure_of(self, customer_id: str) -> Erasure | None:
         return await self._erasures.of(customer_id)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,6 +65,7 @@ class Privacy:
         deleted = await self._store.erase(erasure.aliases)
         if self._publisher is not None:
             publish = self._publisher.publish
+            await publish(Topic.ERASURES, erasure_record(erasure), key=erasure.customer_id.encode())
             await asyncio.gather(
                 *(publish(Topic.PROFILES, None, key=alias.encode()) for alias in erasure.aliases)
             )
@@ -107,3 +109,14 @@ class Privacy:
             except PyMongoError as exc:
                 log.warning("erasures_unfinished", error=type(exc).__name__)
             await asyncio.sleep(interval)
+
+
+def erasure_record(erasure: Erasure) -> bytes:
+    """What the `erasures` topic keeps: no personal data, enough to keep the person erased."""
+    return json.dumps(
+        {
+            "customer_id": erasure.customer_id,
+            "identifier_digests": erasure.identifier_digests,
+            "erased_at": erasure.requested_at.isoformat(),
+        }
+    ).encode()

@@ -3,12 +3,16 @@
 The topic is the source of truth: replaying it from the earliest offset through the same
 pipeline gives the same profiles (same identifiers, journeys and derived views; customer ids are
 random and differ). Nothing is published while rebuilding, so downstream sees no duplicates.
+The `erasures` topic is read first: events about erased people from before their erasure are
+not rebuilt (the pipeline drops them as it does live).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -17,7 +21,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.service.pipeline import Pipeline, RawRecord
 from customer_profile.settings import ProfileSettings
-from hilo.topics import Topic, topic_name
+from hilo.kafka import read_to_end
+from hilo.topics import Topic, ensure_topics, topic_name
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +45,9 @@ async def rebuild(
     if any(counts.values()):
         raise NotEmpty(f"target database {settings.mongodb_database!r} is not empty: {counts}")
     await store.create_indexes()
+    await ensure_topics(settings)
+    erasures = await restore_erasures(settings, store)
+    log.info("rebuild_erasures_restored", erasures=erasures)
     pipeline = Pipeline(
         store,
         None,
@@ -77,6 +85,24 @@ async def rebuild(
     finally:
         await consumer.stop()
     return RebuildReport(records=total, seconds=time.monotonic() - started)
+
+
+async def restore_erasures(settings: ProfileSettings, store: ProfileStore) -> int:
+    """Mark every identifier the `erasures` topic names as erased; how many erasures."""
+    records = await read_to_end(
+        settings.kafka_bootstrap_servers,
+        topic_name(Topic.ERASURES, settings),
+        within_seconds=ERASURES_READ_SECONDS,
+    )
+    latest = {record.key: record.value for record in records}
+    erasures = [json.loads(value) for value in latest.values() if value is not None]
+    for erasure in erasures:
+        erased_at = datetime.fromisoformat(erasure["erased_at"])
+        await store.suppress_erased(erasure["identifier_digests"], erased_at)
+    return len(erasures)
+
+
+ERASURES_READ_SECONDS = 120.0
 
 
 async def _partitions(settings: ProfileSettings, topic: str) -> list[int]:
