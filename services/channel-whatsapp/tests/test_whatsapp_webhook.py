@@ -145,6 +145,26 @@ async def test_delivery_statuses_are_published(
     ]
 
 
+async def test_the_answer_counts_the_events_and_is_documented(
+    whatsapp: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    body = sample("statuses.json")
+
+    response = await whatsapp.post(
+        "/webhooks/whatsapp", content=body, headers=meta_signed(body, SECRET)
+    )
+    schema = (await whatsapp.get("/openapi.json")).json()
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"published": 2, "ignored": 0}
+    assert len(await published_interactions(settings, 2)) == 2
+    answer = schema["paths"]["/webhooks/whatsapp"]["post"]["responses"]["200"]
+    assert answer["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Published"
+    }
+
+
 async def test_a_retried_delivery_gets_the_same_event_id(
     whatsapp: httpx.AsyncClient, settings: HiloSettings
 ) -> None:
