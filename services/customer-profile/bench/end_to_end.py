@@ -27,10 +27,9 @@ from aiokafka import AIOKafkaConsumer
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "channel-whatsapp" / "bench"))
 
-from webhooks import SECRET, notification
+from webhooks import SECRET, LoadGenerator, http_request
 
 from hilo.contract import interaction_id
-from hilo.providers.meta import signed_headers
 from hilo.settings import HiloSettings
 from hilo.testkit.local_infra import Endpoints, Infrastructure, free_port
 from hilo.topics import Topic, ensure_topics, topic_name
@@ -87,31 +86,22 @@ async def watch_journey(
 
 
 async def send_steadily(
-    url: str, rate: float, seconds: float
+    port: int, rate: float, seconds: float
 ) -> tuple[dict[str, float], list[float]]:
-    """Send at a fixed rate; the scheduled start of each event (by id) and webhook latencies."""
-    sent: dict[str, float] = {}
-    latencies: list[float] = []
+    """Send at a fixed rate (open loop, the WhatsApp bench's lean client); the scheduled start
+    of each event (by event id) and the webhook latencies."""
     total = int(rate * seconds)
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-
-        async def one(n: int, at: float) -> None:
-            body = notification(n)
-            sent[interaction_id("whatsapp", f"wamid.bench{n}")] = at
-            response = await client.post(url, content=body, headers=signed_headers(body, SECRET))
-            latencies.append(time.perf_counter() - at)
-            if response.status_code != 200:
-                raise RuntimeError(f"{response.status_code}: {response.text}")
-
-        began = time.perf_counter()
-        tasks = []
-        for n in range(total):
-            at = began + n / rate
-            await asyncio.sleep(max(0.0, at - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(n, at)))
-        await asyncio.gather(*tasks)
-    return sent, latencies
+    requests = [http_request(n) for n in range(total)]
+    generator = LoadGenerator(port)
+    began = time.perf_counter()
+    try:
+        outcome = await generator.open_loop(requests, rate)
+    finally:
+        generator.close()
+    if outcome.failures:
+        raise RuntimeError(f"{outcome.failures} webhooks failed: {outcome.first_failure[:300]}")
+    sent = {interaction_id("whatsapp", f"wamid.bench{n}"): began + n / rate for n in range(total)}
+    return sent, outcome.latencies
 
 
 def percentile(values: list[float], q: int) -> float:
@@ -157,9 +147,7 @@ async def measure(endpoints: Endpoints, rate: float, seconds: float) -> dict[str
     watcher = asyncio.create_task(watch_journey(settings, arrivals, ready, expected, complete))
     try:
         await ready.wait()
-        sent, webhook = await send_steadily(
-            f"http://127.0.0.1:{channel_port}/webhooks/whatsapp", rate, seconds
-        )
+        sent, webhook = await send_steadily(channel_port, rate, seconds)
         expected.update(sent)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(complete.wait(), timeout=120)
