@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from faststream.kafka import KafkaBroker, KafkaMessage
 
 from hilo.contract import Identifiers, Interaction, parse_interaction
-from hilo.kafka import KafkaPublisher, create_broker
+from hilo.kafka import KafkaPublisher, create_broker, read_to_end
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import read_topic
 from hilo.testkit.samples import sample_interaction, sample_payloads
@@ -120,3 +121,22 @@ async def test_events_of_one_key_stay_in_order_on_one_partition(
     assert [parse_interaction(r.value).id for r in records] == [
         sample_interaction(provider_event_id=f"evt-{n}").id for n in range(10)
     ]
+
+
+async def test_reading_a_topic_to_its_end_never_returns_half_of_it(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    servers = settings.kafka_bootstrap_servers
+    broker = create_broker(settings)
+    await broker.start()
+    try:
+        publisher = KafkaPublisher(broker, settings)
+        for n in range(3):
+            await publisher.publish(Topic.PROFILES, b"{}", key=f"c{n}".encode())
+    finally:
+        await broker.stop()
+
+    records = await read_to_end(servers, topic_name(Topic.PROFILES, settings))
+    assert sorted(r.key for r in records) == [b"c0", b"c1", b"c2"]
+    with pytest.raises(TimeoutError, match="not to its end"):
+        await read_to_end(servers, topic_name(Topic.PROFILES, settings), within_seconds=0)

@@ -228,7 +228,11 @@ def from_the_beginning(bootstrap_servers: str, topic: str) -> AIOKafkaConsumer:
 async def read_to_end(
     bootstrap_servers: str, topic: str, *, within_seconds: float = 30.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of `topic` up to its end offsets as of the first fetch (admin tools, tests)."""
+    """Every record of `topic` up to its end offsets as of the first fetch (admin tools, tests).
+
+    Raises `TimeoutError` rather than return part of the topic: a dead-letter replay or a rebuild
+    reading `erasures` must not act on half of it as if it were all.
+    """
     consumer = from_the_beginning(bootstrap_servers, topic)
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
@@ -242,7 +246,9 @@ async def read_to_end(
             if assigned and not end:
                 end = await consumer.end_offsets(list(assigned))
             if end and all([await consumer.position(tp) >= end[tp] for tp in end]):
-                break
+                return records
     finally:
         await consumer.stop()
-    return records
+    raise TimeoutError(
+        f"read {len(records)} records of {topic} but not to its end within {within_seconds}s"
+    )
