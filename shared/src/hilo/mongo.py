@@ -3,9 +3,9 @@
 Everything Hilo stores stays within what MongoDB itself does and every MongoDB-wire server used
 in development supports: no nested arrays, no `$lookup`, no change streams, no multi-document
 transactions, no `$push` with `$slice`. Bulk writes and `$in` lists go in bounded chunks
-(`bulk_write`, `find_in`, `update_in` below): a few more round trips on MongoDB, and on servers
-whose cost grows with list length times matches (SecantusDB re-checks `$in` per document) a batch
-of 500 costs a fifth.
+(`bulk_write`, `find_in`, `update_in`, `delete_in` below): a few more round trips on MongoDB,
+and on servers whose cost grows with list length times matches (SecantusDB re-checks `$in` per
+document) a batch of 500 costs a fifth.
 """
 
 from __future__ import annotations
@@ -74,6 +74,16 @@ async def update_in(
     for chunk in chunked(values):
         modified += (await collection.update_many({field: {"$in": chunk}}, update)).modified_count
     return modified
+
+
+async def delete_in(
+    collection: AsyncCollection[MongoDocument], field: str, values: Iterable[Any]
+) -> int:
+    """`delete_many` on documents whose `field` is one of `values`, chunked; the count deleted."""
+    deleted = 0
+    for chunk in chunked(values):
+        deleted += (await collection.delete_many({field: {"$in": chunk}})).deleted_count
+    return deleted
 
 
 async def bulk_write(

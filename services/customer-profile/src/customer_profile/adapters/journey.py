@@ -17,7 +17,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.service.ports import StoredProfile
-from hilo.mongo import MongoDocument, chunked, find_in, insert_once
+from hilo.mongo import MongoDocument, delete_in, find_in, insert_once
 
 
 class JourneyCollection:
@@ -43,11 +43,7 @@ class JourneyCollection:
         """Stored entries among `event_ids` whose view or publication may not have happened."""
         stored = [doc async for doc in find_in(self.collection, "_id", event_ids)]
         settled = {doc["_id"] async for doc in find_in(self.settled, "_id", event_ids)}
-        return [
-            _entry(doc)
-            for doc in stored
-            if doc["_id"] not in settled and doc.get("pending") is not False
-        ]
+        return [_entry(doc) for doc in stored if _unsettled(doc, settled)]
 
     async def settle(self, event_ids: list[str]) -> None:
         """Every effect of these entries is done: a redelivery skips them from now on."""
@@ -93,21 +89,22 @@ class JourneyCollection:
 
     async def erase(self, aliases: list[str]) -> int:
         ids = [doc["_id"] async for doc in find_in(self.collection, "customer_id", aliases, {})]
-        for chunk in chunked(ids):
-            await self.settled.delete_many({"_id": {"$in": chunk}})
+        await delete_in(self.settled, "_id", ids)
         return (await self.collection.delete_many({"customer_id": {"$in": aliases}})).deleted_count
 
     async def unsettled(self) -> list[str]:
         """Ids of entries whose effects are not all done (operations and tests)."""
         settled = {doc["_id"] async for doc in self.settled.find({}, {"_id": 1})}
-        return [
-            doc["_id"]
-            async for doc in self.collection.find({}, {"_id": 1, "pending": 1})
-            if doc["_id"] not in settled and doc.get("pending") is not False
-        ]
+        found = self.collection.find({}, {"_id": 1, "pending": 1})
+        return [doc["_id"] async for doc in found if _unsettled(doc, settled)]
 
     async def count(self) -> int:
         return await self.collection.count_documents({})
+
+
+def _unsettled(doc: MongoDocument, settled: set[str]) -> bool:
+    """No settled marker, and not marked settled the earlier way (`pending: false`)."""
+    return doc["_id"] not in settled and doc.get("pending") is not False
 
 
 def _entry_document(entry: JourneyEntry) -> MongoDocument:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from customer_profile.adapters.conflicts import PENDING
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.identity import split_key
 from hilo.contract import CustomEvent, Identifiers, Interaction, new_interaction
@@ -46,7 +47,7 @@ class MergeRequests:
         self._publisher = publisher
 
     async def pending(self, limit: int) -> list[dict[str, Any]]:
-        return [_public(doc) for doc in await self._store.merge_requests("pending", limit)]
+        return [_public(doc) for doc in await self._store.merge_requests(PENDING, limit)]
 
     async def confirm(self, request_id: str, decision: Decision) -> dict[str, Any]:
         """Publish the verified event that merges, then record the decision."""
@@ -63,7 +64,7 @@ class MergeRequests:
         request = await self._store.merge_request(request_id)
         if request is None:
             raise RequestNotFound(request_id)
-        if request.get("status") != "pending":
+        if request.get("status") != PENDING:
             raise AlreadyDecided(str(request.get("status")))
         return request
 
