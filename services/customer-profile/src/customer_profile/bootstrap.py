@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import structlog
 from fastapi import FastAPI
@@ -19,6 +20,7 @@ from customer_profile.service.batches import BatchRunner, ConsumerHealth
 from customer_profile.service.merge_requests import MergeRequests
 from customer_profile.service.pipeline import Pipeline
 from customer_profile.service.privacy import Privacy
+from customer_profile.service.splits import Splits
 from customer_profile.settings import ProfileSettings
 from hilo.health import health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, create_broker
@@ -37,6 +39,7 @@ class Service:
     pipeline: Pipeline
     app: FastAPI
     privacy: Privacy
+    splits: Splits
     publisher: KafkaPublisher
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -62,10 +65,17 @@ def bootstrap(settings: ProfileSettings) -> Service:
     consumer_health = ConsumerHealth(settings.stuck_after_seconds)
     subscribe(broker, BatchRunner(pipeline, settings.retry_policy(), consumer_health), settings)
     privacy = Privacy(store, publisher)
+    splits = Splits(
+        store,
+        publisher,
+        settings.conversation_window,
+        timedelta(seconds=settings.split_settle_seconds),
+    )
     state = ApiState(
         store,
         privacy,
         MergeRequests(store, publisher),
+        splits,
         [key.get_secret_value() for key in settings.api_keys],
         settings.conversation_window,
     )
@@ -77,7 +87,7 @@ def bootstrap(settings: ProfileSettings) -> Service:
         }
     )
     app = create_api(state, [health])
-    service = Service(settings, broker, mongo, store, pipeline, app, privacy, publisher)
+    service = Service(settings, broker, mongo, store, pipeline, app, privacy, splits, publisher)
     app.router.lifespan_context = _lifespan(service)
     return service
 
@@ -109,6 +119,11 @@ async def start(service: Service) -> None:
         asyncio.create_task(
             service.privacy.keep_finishing(service.settings.erasure_retry_seconds),
             name="erasures",
+        )
+    )
+    service.background.append(
+        asyncio.create_task(
+            service.splits.keep_finishing(service.settings.erasure_retry_seconds), name="splits"
         )
     )
     log.info("customer_profile_started", group=service.settings.consumer_group)

@@ -69,7 +69,16 @@ class ProfileSettings(HiloSettings):
         default=10.0,
         gt=0,
         le=3600,
-        description="How often an erasure that Kafka or MongoDB interrupted is tried again.",
+        description="How often an erasure that Kafka or MongoDB interrupted is tried again "
+        "(and a split, see below).",
+    )
+    split_settle_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="A split is applied at once and swept once more after this long: an event "
+        "another instance resolved against the merged profile just before the split lands where "
+        "it belongs. Longer than a batch takes (`HILO_BATCH_MAX_WAIT_MS` plus processing).",
     )
 
     def open_api_refusal(self) -> str | None:

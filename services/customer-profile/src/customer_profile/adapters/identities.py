@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pymongo import ASCENDING, UpdateMany, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
-from hilo.mongo import MongoDocument, bulk_write, find_in
+from hilo.mongo import MongoDocument, bulk_write, find_in, update_in
 
 
 class IdentityCollection:
@@ -65,6 +65,15 @@ class IdentityCollection:
     async def of(self, aliases: list[str]) -> list[str]:
         cursor = self.collection.find({"customer_id": {"$in": aliases}}, {"_id": 1})
         return sorted([doc["_id"] async for doc in cursor])
+
+    async def claims_of(self, aliases: list[str]) -> dict[str, datetime]:
+        """Identifier key -> when it was first claimed, for those these profiles hold."""
+        found = find_in(self.collection, "customer_id", aliases, {"claimed_at": 1})
+        return {doc["_id"]: doc["claimed_at"] async for doc in found}
+
+    async def reassign(self, keys: Iterable[str], customer_id: str) -> None:
+        """Give these identifiers to `customer_id` (a split hands them back)."""
+        await update_in(self.collection, "_id", keys, {"$set": {"customer_id": customer_id}})
 
     async def erase(self, aliases: list[str]) -> int:
         return (await self.collection.delete_many({"customer_id": {"$in": aliases}})).deleted_count

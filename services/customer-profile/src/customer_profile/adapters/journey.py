@@ -17,7 +17,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.service.ports import StoredProfile
-from hilo.mongo import MongoDocument, delete_in, find_in, insert_once
+from hilo.mongo import MongoDocument, delete_in, find_in, insert_once, update_in
 
 
 class JourneyCollection:
@@ -86,6 +86,10 @@ class JourneyCollection:
             .limit(limit)
         )
         return [_entry(doc) async for doc in cursor]
+
+    async def reassign(self, event_ids: Iterable[str], customer_id: str) -> None:
+        """Store these entries under `customer_id` (a split gives them back)."""
+        await update_in(self.collection, "_id", event_ids, {"$set": {"customer_id": customer_id}})
 
     async def erase(self, aliases: list[str]) -> int:
         ids = [doc["_id"] async for doc in find_in(self.collection, "customer_id", aliases, {})]

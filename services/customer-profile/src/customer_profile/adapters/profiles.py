@@ -272,6 +272,43 @@ class ProfileCollection:
             if doc.get("merge_pending")
         ]
 
+    async def unmerge(self, absorbed: str, merge_event: str) -> None:
+        """Make `absorbed` a profile of its own again, if that merge still stands (idempotent)."""
+        await self.profiles.update_one(
+            {"_id": absorbed, "merge_event": merge_event},
+            {
+                "$unset": {
+                    "merged_into": "",
+                    "merged_at": "",
+                    "merge_event": "",
+                    "merge_occurred_at": "",
+                    "merge_pending": "",
+                }
+            },
+        )
+
+    async def hand_over(
+        self, restored: str, keys: Iterable[str], kept: Iterable[str], aliases: Iterable[str]
+    ) -> None:
+        """Record a split on the heads: the identifiers on `restored`, gone from the `kept` heads
+        together with the restored profile's aliases."""
+        moved = sorted(keys)
+        gone = sorted(aliases)
+        await bulk_write(
+            self.profiles,
+            [
+                UpdateOne({"_id": restored}, {"$addToSet": {"identifiers": {"$each": moved}}}),
+                *(
+                    UpdateOne(
+                        {"_id": customer},
+                        {"$pull": {"identifiers": {"$in": moved}, "merged_from": {"$in": gone}}},
+                    )
+                    for customer in kept
+                ),
+            ],
+            ordered=True,
+        )
+
     async def settle_merges(self, absorbed: list[str]) -> None:
         await update_in(self.profiles, "_id", absorbed, {"$set": {"merge_pending": False}})
 

@@ -29,6 +29,7 @@ from customer_profile.adapters.erasures import Erasure, ErasureCollection
 from customer_profile.adapters.identities import IdentityCollection
 from customer_profile.adapters.journey import JourneyCollection
 from customer_profile.adapters.profiles import ProfileCollection
+from customer_profile.adapters.splits import Split, SplitCollection
 from customer_profile.domain.identity import Conflict, ProfileFacts
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import ProfileView
@@ -47,6 +48,7 @@ class ProfileStore:
         self._journey = JourneyCollection(db["journey"], db["journey_settled"])
         self._conflicts = ConflictCollection(db["identity_conflicts"])
         self._erasures = ErasureCollection(db["erasures"], db["erased_identifiers"])
+        self._splits = SplitCollection(db["splits"])
 
     # The raw collections, for operations tooling and tests that inspect what is stored.
     @property
@@ -76,6 +78,7 @@ class ProfileStore:
         await self._journey.create_indexes()
         await self._conflicts.create_indexes()
         await self._erasures.create_indexes()
+        await self._splits.create_indexes()
 
     async def ping(self) -> None:
         await self.client.admin.command("ping")
@@ -245,12 +248,53 @@ class ProfileStore:
         identities = await self._identities.erase(aliases)
         conflicts = await self._conflicts.erase(aliases)
         profiles = await self._profiles.erase(aliases)
+        splits = await self._splits.erase(aliases)
         return {
             "journey_entries": journey,
             "identities": identities,
             "conflicts": conflicts,
             "profiles": profiles,
+            "splits": splits,
         }
+
+    # --- splits -----------------------------------------------------------------------------
+
+    async def merge_of(self, absorbed: str) -> MongoDocument | None:
+        """The head of a profile, with `merged_into`, `merge_event` and `merged_at` if merged."""
+        return (await self._profiles.heads([absorbed])).get(absorbed)
+
+    async def record_split(self, split: Split) -> Split:
+        return await self._splits.record(split)
+
+    async def split(self, split_id: str) -> Split | None:
+        return await self._splits.of(split_id)
+
+    async def splits_involving(self, customer_ids: list[str]) -> list[Split]:
+        return await self._splits.involving(customer_ids)
+
+    async def unfinished_splits(self) -> list[Split]:
+        return await self._splits.unfinished()
+
+    async def split_completed(self, split_id: str, outcome: dict[str, Any], *, done: bool) -> None:
+        await self._splits.completed(split_id, outcome, done=done)
+
+    async def unmerge(self, absorbed: str, merge_event: str) -> None:
+        await self._profiles.unmerge(absorbed, merge_event)
+
+    async def claims_of(self, aliases: list[str]) -> dict[str, datetime]:
+        return await self._identities.claims_of(aliases)
+
+    async def hand_over(
+        self, kept: StoredProfile, restored: StoredProfile, keys: set[str], entries: list[str]
+    ) -> None:
+        """Give the restored profile its identifiers and entries back (idempotent).
+
+        Identities first: from then on, new events with these identifiers resolve to the restored
+        profile; the journey and the heads follow.
+        """
+        await self._identities.reassign(keys, restored.customer_id)
+        await self._journey.reassign(entries, restored.customer_id)
+        await self._profiles.hand_over(restored.customer_id, keys, kept.aliases, restored.aliases)
 
     async def counts(self) -> dict[str, int]:
         return {

@@ -1,5 +1,5 @@
 """The HTTP API channels and agents read: lookup, profile, journey, context, export, erasure,
-and the merge requests agents confirm or reject."""
+splits (un-merge), and the merge requests agents confirm or reject."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from fastapi import (
     Response,
     Security,
 )
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.identity import split_key
@@ -41,6 +41,7 @@ from customer_profile.service.merge_requests import (
 )
 from customer_profile.service.ports import StoredProfile
 from customer_profile.service.privacy import Privacy
+from customer_profile.service.splits import CustomerNotFound, Requester, SplitRefused, Splits
 from hilo.auth import API_KEY_HEADER, check_api_key
 from hilo.contract import IdentifierKind, Identifiers
 from hilo.kafka import PublishFailed
@@ -54,12 +55,14 @@ class ApiState:
         store: ProfileStore,
         privacy: Privacy,
         merge_requests: MergeRequests,
+        splits: Splits,
         api_keys: list[str],
         window: timedelta,
     ) -> None:
         self.store = store
         self.privacy = privacy
         self.merge_requests = merge_requests
+        self.splits = splits
         self.api_keys = api_keys
         self.window = window
 
@@ -81,6 +84,18 @@ def require_api_key(state: State, key: Annotated[str | None, Security(API_KEY_HE
 class LookupRequest(BaseModel):
     kind: IdentifierKind
     value: str = Field(min_length=1, max_length=500)
+
+
+def _identifier_key(identifier: LookupRequest) -> str:
+    """The stored key of an identifier typed by a person (422 when it is not one)."""
+    try:
+        identifiers = Identifiers.model_validate({identifier.kind.value: identifier.value})
+    except ValidationError as exc:
+        raise HTTPException(
+            status_code=422, detail=[{"loc": e["loc"], "msg": e["msg"]} for e in exc.errors()]
+        ) from None
+    kind, value = identifiers.strongest()
+    return f"{kind.value}:{value}"
 
 
 class Identity(BaseModel):
@@ -170,14 +185,7 @@ router = APIRouter(
 @router.post("/lookup", responses={404: {"description": "No customer has this identifier."}})
 async def lookup(body: LookupRequest, state: State) -> CustomerRef:
     """Find a customer by any identifier (normalised as the channels normalise it)."""
-    try:
-        identifiers = Identifiers.model_validate({body.kind.value: body.value})
-    except ValidationError as exc:
-        raise HTTPException(
-            status_code=422, detail=[{"loc": e["loc"], "msg": e["msg"]} for e in exc.errors()]
-        ) from None
-    kind, value = identifiers.strongest()
-    owners = await state.store.owners([f"{kind.value}:{value}"])
+    owners = await state.store.owners([_identifier_key(body)])
     if not owners:
         raise HTTPException(status_code=404, detail="no customer has this identifier")
     return CustomerRef(customer_id=next(iter(owners.values())))
@@ -304,6 +312,68 @@ async def erase_customer(customer_id: str, state: State, response: Response) -> 
     if status["status"] != "done":
         response.status_code = 202
     return status
+
+
+class SplitBody(BaseModel):
+    """Undo one merge (`merge`), or move named identifiers to a profile of their own."""
+
+    merge: str | None = Field(
+        default=None, description="Id of a profile merged into this customer: undo that merge."
+    )
+    identifiers: list[LookupRequest] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=50,
+        description="Identifiers that are someone else's: they, and the entries only they "
+        "explain, move to a new profile.",
+    )
+    by: str = Field(min_length=1, max_length=200, description="Who asks (agent id or name).")
+    reason: str = Field(min_length=1, max_length=1000, description="Why, for the audit trail.")
+
+    @model_validator(mode="after")
+    def _one_kind_of_split(self) -> SplitBody:
+        if (self.merge is None) == (self.identifiers is None):
+            raise ValueError("give either `merge` or `identifiers`")
+        return self
+
+
+SPLIT_ERRORS: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Recorded; it completes by itself once Kafka takes the corrections."},
+    404: {"description": "No customer with this id."},
+    409: {"description": "The merge or the identifiers named are not this customer's."},
+}
+
+
+@router.post("/{customer_id}/split", responses=SPLIT_ERRORS)
+async def split_customer(
+    customer_id: str, body: SplitBody, state: State, response: Response
+) -> dict[str, Any]:
+    """Un-merge: give a merged profile back its journey and identifiers, or split identifiers
+    that are someone else's off into a new profile. Both profiles are re-derived from their
+    journeys; the corrections go to `journey`, `identity.merges` and `profiles`."""
+    who = Requester(body.by, body.reason)
+    try:
+        if body.merge is not None:
+            split = await state.splits.undo_merge(customer_id, body.merge, who)
+        else:
+            keys = [_identifier_key(identifier) for identifier in body.identifiers or []]
+            split = await state.splits.split_identifiers(customer_id, keys, who)
+    except CustomerNotFound:
+        raise HTTPException(status_code=404, detail="no customer with this id") from None
+    except SplitRefused as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    if split["status"] == "pending":
+        response.status_code = 202
+    return split
+
+
+@router.get("/{customer_id}/splits")
+async def get_splits(customer_id: str, state: State) -> list[dict[str, Any]]:
+    """The splits that kept or restored this customer: who asked, when, why, what moved."""
+    try:
+        return await state.splits.of(customer_id)
+    except CustomerNotFound:
+        raise HTTPException(status_code=404, detail="no customer with this id") from None
 
 
 merge_requests = APIRouter(

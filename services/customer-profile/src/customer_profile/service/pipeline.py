@@ -291,15 +291,7 @@ class Pipeline:
             return
         publish = self._publisher.publish
         sends = [self.dead_letter(letter.record, letter.reason, letter.detail) for letter in dead]
-        sends += [
-            publish(
-                Topic.JOURNEY,
-                entry.model_dump_json().encode(),
-                key=entry.customer_id.encode(),
-                headers={**JSON, "ce_id": entry.id, "ce_type": f"dev.hilo.journey.{entry.type}"},
-            )
-            for entry in entries
-        ]
+        sends += [publish_entry(self._publisher, entry) for entry in entries]
         for merge in outcome.merges:
             sends.append(
                 publish(
@@ -315,37 +307,38 @@ class Pipeline:
             ]
         sends += [publish_snapshot(self._publisher, p) for p in outcome.profiles.values()]
         await asyncio.gather(*sends)
-        await self._publish_overtaken(
-            self._publisher, {c: p.version for c, p in outcome.profiles.items()}
+        await publish_overtaken(
+            self._store, self._publisher, {c: p.version for c, p in outcome.profiles.items()}
         )
 
-    async def _publish_overtaken(self, publisher: Publisher, published: dict[str, int]) -> None:
-        """Publish again whatever changed since our snapshots were read, until none did.
 
-        Two instances may save versions n and n+1 of one profile and have them land on the
-        compacted topic in the opposite order. Each writer, once Kafka acknowledged its snapshot,
-        reads the head again and publishes the current state if it moved on: the last writer to
-        look always finds its own record current, so the topic's last record is the latest.
-        """
-        for _ in range(SNAPSHOT_ROUNDS):
-            heads = await self._store.head_states(published)
-            gone = set(published) - set(heads)
-            moved = {
-                customer
-                for customer, head in heads.items()
-                if head.merged_into or head.version != published[customer]
-            }
-            if not gone and not moved:
-                return
-            merged = {c: m for c in moved if (m := heads[c].merged_into)}
-            current = await self._store.load(moved - set(merged))
-            await asyncio.gather(
-                *[publisher.publish(Topic.PROFILES, None, key=c.encode()) for c in gone],
-                *[publish_alias(publisher, c, survivor) for c, survivor in merged.items()],
-                *[publish_snapshot(publisher, profile) for profile in current.values()],
-            )
-            published = {c: p.version for c, p in current.items()}
-        log.warning("profile_snapshots_still_moving", customers=len(published))
+async def publish_overtaken(store: Store, publisher: Publisher, published: dict[str, int]) -> None:
+    """Publish again whatever changed since our snapshots were read, until none did.
+
+    Two instances may save versions n and n+1 of one profile and have them land on the
+    compacted topic in the opposite order. Each writer, once Kafka acknowledged its snapshot,
+    reads the head again and publishes the current state if it moved on: the last writer to
+    look always finds its own record current, so the topic's last record is the latest.
+    """
+    for _ in range(SNAPSHOT_ROUNDS):
+        heads = await store.head_states(published)
+        gone = set(published) - set(heads)
+        moved = {
+            customer
+            for customer, head in heads.items()
+            if head.merged_into or head.version != published[customer]
+        }
+        if not gone and not moved:
+            return
+        merged = {c: m for c in moved if (m := heads[c].merged_into)}
+        current = await store.load(moved - set(merged))
+        await asyncio.gather(
+            *[publisher.publish(Topic.PROFILES, None, key=c.encode()) for c in gone],
+            *[publish_alias(publisher, c, survivor) for c, survivor in merged.items()],
+            *[publish_snapshot(publisher, profile) for profile in current.values()],
+        )
+        published = {c: p.version for c, p in current.items()}
+    log.warning("profile_snapshots_still_moving", customers=len(published))
 
 
 JSON = {"content-type": "application/json"}
@@ -361,6 +354,16 @@ def _fold(view: ProfileView | None, new: list[JourneyEntry], window: timedelta) 
     for entry in sorted(new, key=JourneyEntry.sort_key):
         result.apply(entry, window)
     return result.finish()
+
+
+async def publish_entry(publisher: Publisher, entry: JourneyEntry) -> None:
+    """A journey entry on `journey`, keyed by the customer it belongs to."""
+    await publisher.publish(
+        Topic.JOURNEY,
+        entry.model_dump_json().encode(),
+        key=entry.customer_id.encode(),
+        headers={**JSON, "ce_id": entry.id, "ce_type": f"dev.hilo.journey.{entry.type}"},
+    )
 
 
 async def publish_snapshot(publisher: Publisher, profile: StoredProfile) -> None:
@@ -389,6 +392,7 @@ def _merges(records: list[MergeRecord]) -> list[Merge]:
 def merge_record(merge: Merge) -> bytes:
     return json.dumps(
         {
+            "type": "merge",
             "survivor": merge.survivor,
             "absorbed": list(merge.absorbed),
             "event_id": merge.event_id,

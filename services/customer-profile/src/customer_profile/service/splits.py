@@ -1,0 +1,339 @@
+"""Un-merge: undo a merge, or split identifiers that are someone else's off into their own profile.
+
+A split is recorded first (who, when, why: the audit trail), then completed; completion re-derives
+both profiles from their journey entries (`domain.split` says which entry and identifier is
+whose), hands identifiers and entries back, saves both views at the version read, and publishes
+the corrections: the moved entries on `journey` under their customer, a `split` record on
+`identity.merges`, both snapshots on `profiles`. Every step is safe to repeat, so a split that
+Kafka or MongoDB interrupted is completed in the background, and one more sweep after
+`split_settle_seconds` catches an event another instance resolved against the merged profile
+just before the identifiers moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from pymongo.errors import PyMongoError
+
+from customer_profile.adapters.splits import Split
+from customer_profile.adapters.store import ProfileStore
+from customer_profile.domain.identity import split_key
+from customer_profile.domain.journey import JourneyEntry
+from customer_profile.domain.profile import derive_view
+from customer_profile.domain.split import SplitPlan, SplitSeeds, plan_split
+from customer_profile.service.pipeline import (
+    JSON,
+    MAX_SAVE_ATTEMPTS,
+    publish_entry,
+    publish_overtaken,
+    publish_snapshot,
+)
+from customer_profile.service.ports import StoredProfile
+from hilo.kafka import KafkaPublisher, PublishFailed
+from hilo.topics import Topic
+
+log = structlog.get_logger(__name__)
+_SPLIT_NAMESPACE = uuid.UUID("8b1d2f3e-6c4a-5d7b-9e0f-1a2b3c4d5e6f")
+
+
+class CustomerNotFound(LookupError):
+    pass
+
+
+class SplitRefused(ValueError):
+    """The split asked for does not fit the customer (answered 409 with this message)."""
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asked for the split, and why: kept on the record for the audit trail."""
+
+    by: str
+    reason: str
+
+
+class Splits:
+    def __init__(
+        self,
+        store: ProfileStore,
+        publisher: KafkaPublisher | None,
+        window: timedelta,
+        settle: timedelta,
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._window = window
+        self._settle = settle
+
+    async def undo_merge(self, customer_id: str, absorbed: str, who: Requester) -> dict[str, Any]:
+        """Give `absorbed` back what it had before it was merged into this customer."""
+        profile = await self._profile(customer_id)
+        head = await self._store.merge_of(absorbed)
+        if head is None or not head.get("merged_into"):
+            earlier = [s for s in await self._store.splits_involving([absorbed]) if s.merge_event]
+            if earlier and earlier[-1].restored == absorbed:
+                return await self._run(earlier[-1])
+            raise SplitRefused(f"{absorbed} is not merged into another profile")
+        if absorbed not in profile.merged_from:
+            raise SplitRefused(f"{absorbed} was not merged into {profile.customer_id}")
+        now = datetime.now(UTC)
+        split = Split(
+            id=f"merge:{absorbed}:{head['merge_event']}",
+            kept=profile.customer_id,
+            restored=absorbed,
+            merge_event=head["merge_event"],
+            merged_at=head["merged_at"],
+            keys=[],
+            by=who.by,
+            reason=who.reason,
+            requested_at=now,
+            settle_after=now + self._settle,
+            done=False,
+            outcome=None,
+        )
+        return await self._run(await self._store.record_split(split))
+
+    async def split_identifiers(
+        self, customer_id: str, keys: Sequence[str], who: Requester
+    ) -> dict[str, Any]:
+        """Move these identifiers, and the entries only they explain, to a new profile."""
+        profile = await self._profile(customer_id)
+        split_id = (
+            "identifiers:"
+            + hashlib.sha256(
+                "\n".join([profile.customer_id, *sorted(set(keys))]).encode()
+            ).hexdigest()[:32]
+        )
+        earlier = await self._store.split(split_id)
+        if earlier is not None:
+            return await self._run(earlier)
+        held = await self._store.claims_of(profile.aliases)
+        if foreign := sorted({split_key(key)[0].value for key in keys if key not in held}):
+            raise SplitRefused(f"this customer holds no such identifier ({', '.join(foreign)})")
+        if set(held) <= set(keys):
+            raise SplitRefused("the customer would keep no identifier: nothing to split from")
+        now = datetime.now(UTC)
+        split = Split(
+            id=split_id,
+            kept=profile.customer_id,
+            restored=uuid.uuid5(_SPLIT_NAMESPACE, split_id).hex,
+            merge_event=None,
+            merged_at=None,
+            keys=sorted(set(keys)),
+            by=who.by,
+            reason=who.reason,
+            requested_at=now,
+            settle_after=now + self._settle,
+            done=False,
+            outcome=None,
+        )
+        return await self._run(await self._store.record_split(split))
+
+    async def of(self, customer_id: str) -> list[dict[str, Any]]:
+        """Every split that kept or restored this customer or one of its aliases."""
+        profile = await self._profile(customer_id)
+        return [_public(s) for s in await self._store.splits_involving(profile.aliases)]
+
+    async def _profile(self, customer_id: str) -> StoredProfile:
+        profile = await self._store.get(customer_id)
+        if profile is None:
+            raise CustomerNotFound(customer_id)
+        return profile
+
+    async def _run(self, split: Split) -> dict[str, Any]:
+        """Complete the split now if Kafka and MongoDB allow; pending (done later) if not."""
+        if split.outcome is None or not split.done:
+            try:
+                await self.complete(split)
+            except PublishFailed:
+                log.warning("split_pending", split_id=split.id, reason="kafka_unavailable")
+        current = await self._store.split(split.id)
+        return _public(current or split)
+
+    async def complete(self, split: Split) -> None:
+        """Apply the split (again): re-derive both sides, hand back, save, publish, record.
+
+        A later sweep that finds nothing left to move only records the split as done: the views
+        and the corrections of the first application stand.
+        """
+        if split.merge_event is not None:
+            await self._store.unmerge(split.restored, split.merge_event)
+        else:
+            await self._store.ensure_profiles([split.restored])
+        canonical = await self._store.canonical([split.kept, split.restored])
+        if canonical[split.restored] != split.restored:
+            log.info("split_superseded", split_id=split.id, reason="merged again since")
+            await self._store.split_completed(split.id, {"superseded": True}, done=True)
+            return
+        kept_id = canonical[split.kept]
+        loaded = await self._store.load([kept_id, split.restored])
+        kept, restored = loaded[kept_id], loaded[split.restored]
+        journeys = await self._store.entries_of([kept, restored])
+        plan = await self._plan(
+            split, kept, restored, [*journeys[kept_id], *journeys[restored.customer_id]]
+        )
+        back = set(plan.restored_entries)
+        moving = [e for e in journeys[kept_id] if e.id in back]
+        await self._store.hand_over(kept, restored, plan.restored_keys, [e.id for e in moving])
+        if split.outcome is None or moving:
+            saved = await self._save_views([kept_id, split.restored])
+            await self._publish(split, kept_id, saved, moving)
+        outcome = {
+            "kept": kept_id,
+            "restored": split.restored,
+            "journey_entries": {
+                "kept": len(journeys[kept_id]) + len(journeys[split.restored]) - len(back),
+                "restored": len(back),
+            },
+            "identifiers": {"kept": len(plan.kept_keys), "restored": len(plan.restored_keys)},
+            "ambiguous_entries": plan.ambiguous,
+            "applied_at": datetime.now(UTC),
+        }
+        done = datetime.now(UTC) >= split.settle_after
+        await self._store.split_completed(split.id, outcome, done=done)
+        log.info(
+            "customer_split",
+            split_id=split.id,
+            kept=kept_id,
+            restored=split.restored,
+            entries_moved=len(moving),
+            identifiers_restored=len(plan.restored_keys),
+            ambiguous=len(plan.ambiguous),
+            done=done,
+        )
+
+    async def _plan(
+        self,
+        split: Split,
+        kept: StoredProfile,
+        restored: StoredProfile,
+        entries: list[JourneyEntry],
+    ) -> SplitPlan:
+        kept_claims = await self._store.claims_of(kept.aliases)
+        restored_claims = await self._store.claims_of(restored.aliases)
+        merged_at = split.merged_at
+        before_merge = {
+            key for key, at in kept_claims.items() if merged_at is not None and at < merged_at
+        }
+        seeds = SplitSeeds(
+            restored_aliases=frozenset(restored.aliases),
+            restored_keys=frozenset({*split.keys, *restored.identifiers, *restored_claims}),
+            kept_keys=frozenset(before_merge),
+            owned=frozenset({*kept_claims, *restored_claims}),
+            fixed_before=merged_at,
+            linking_event=split.merge_event,
+        )
+        return plan_split(entries, seeds)
+
+    async def _save_views(self, customer_ids: list[str]) -> dict[str, StoredProfile]:
+        """Both views re-derived from their journeys, saved at the version read (retried when
+        an instance's batch saved first)."""
+        for _ in range(MAX_SAVE_ATTEMPTS):
+            profiles = await self._store.load(customer_ids)
+            journeys = await self._store.entries_of(profiles.values())
+            views = {
+                customer: (profile.version, derive_view(journeys[customer], self._window))
+                for customer, profile in profiles.items()
+            }
+            lost = await self._store.save_views(views)
+            if not lost:
+                return {
+                    c: replace(profiles[c], version=version + 1, view=view)
+                    for c, (version, view) in views.items()
+                }
+        raise RuntimeError("could not save the split profiles: too many concurrent writers")
+
+    async def _publish(
+        self,
+        split: Split,
+        kept_id: str,
+        saved: dict[str, StoredProfile],
+        moving: list[JourneyEntry],
+    ) -> None:
+        """The corrections downstream needs, acknowledged by Kafka before the split is recorded
+        as applied."""
+        if self._publisher is None:
+            return
+        publisher = self._publisher
+        await asyncio.gather(
+            *(
+                publish_entry(publisher, entry.model_copy(update={"customer_id": split.restored}))
+                for entry in moving
+            ),
+            publisher.publish(
+                Topic.IDENTITY_MERGES,
+                split_record(split, kept_id),
+                key=kept_id.encode(),
+                headers=JSON,
+            ),
+            *(publish_snapshot(publisher, profile) for profile in saved.values()),
+        )
+        await publish_overtaken(self._store, publisher, {c: p.version for c, p in saved.items()})
+
+    async def finish_unfinished(self) -> int:
+        """Complete splits a failure interrupted, and sweep those whose settle time has come;
+        how many are still unfinished."""
+        left = 0
+        now = datetime.now(UTC)
+        for split in await self._store.unfinished_splits():
+            if split.outcome is not None and now < split.settle_after:
+                left += 1
+                continue
+            try:
+                await self.complete(split)
+            except PublishFailed:
+                left += 1
+        return left
+
+    async def keep_finishing(self, interval: float) -> None:
+        """Run for the life of the service: splits complete once Kafka or MongoDB are back."""
+        while True:
+            try:
+                await self.finish_unfinished()
+            except PyMongoError as exc:
+                log.warning("splits_unfinished", error=type(exc).__name__)
+            await asyncio.sleep(interval)
+
+
+def split_record(split: Split, kept_id: str) -> bytes:
+    """What `identity.merges` says of a split: customer ids and the audit facts, no personal
+    data (the identifiers stay in MongoDB)."""
+    return json.dumps(
+        {
+            "type": "split",
+            "split_id": split.id,
+            "kept": kept_id,
+            "restored": split.restored,
+            "undoes_event_id": split.merge_event,
+            "by": split.by,
+            "requested_at": split.requested_at.isoformat(),
+        }
+    ).encode()
+
+
+def _public(split: Split) -> dict[str, Any]:
+    """A split as the API shows it: `pending` until applied once, `done` after the last sweep."""
+    status = "done" if split.done else "applied" if split.outcome is not None else "pending"
+    return {
+        "split_id": split.id,
+        "status": status,
+        "kept": split.kept,
+        "restored": split.restored,
+        "undoes_event_id": split.merge_event,
+        "identifiers": [
+            {"kind": split_key(key)[0].value, "value": split_key(key)[1]} for key in split.keys
+        ],
+        "by": split.by,
+        "reason": split.reason,
+        "requested_at": split.requested_at,
+        "outcome": split.outcome,
+    }

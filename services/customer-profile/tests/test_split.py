@@ -1,0 +1,332 @@
+"""Un-merge through the running service: undo a merge, split identifiers off, with Kafka failing.
+
+Two instances consume while the split runs on one of them, and events of both people keep
+arriving: what each profile holds at the end is compared with what it held before the merge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from customer_profile.service.splits import Requester
+from customer_profile.testing import (
+    FaultPoint,
+    InjectedFault,
+    RunningProfileService,
+    clear_faults,
+    inject_fault,
+    interaction,
+    running_profile_service,
+)
+from hilo.contract import Interaction, interaction_id
+from hilo.kafka import PublishFailed, read_to_end
+from hilo.settings import HiloSettings
+from hilo.testkit.probes import eventually
+from hilo.topics import Topic, ensure_topics, topic_name
+
+ANA, BO = "ana@example.com", "+34612345678"
+AUDIT = {"by": "agent-7", "reason": "two people share the web account"}
+
+
+async def test_a_split_restores_both_profiles_as_before_the_merge_with_two_instances(
+    settings: HiloSettings,
+) -> None:
+    settings = settings.model_copy(update={"topic_partitions": 6})
+    await ensure_topics(settings)
+    async with (
+        running_profile_service(settings, batch_max_records=20) as one,
+        running_profile_service(settings, batch_max_records=20) as two,
+    ):
+        await eventually(lambda: _both_consume(one, two), until=lambda ok: ok, timeout=60)
+        await _publish_and_settle(
+            one,
+            [
+                interaction("ana-1", minutes=1, kind="order", email=ANA),
+                interaction("ana-2", minutes=2, kind="message", email=ANA),
+            ],
+        )
+        await _publish_and_settle(
+            one,
+            [
+                interaction("bo-1", minutes=3, kind="order", phone=BO),
+                interaction("bo-2", minutes=4, kind="call", phone=BO),
+            ],
+        )
+        ana, bo = await one.customer_of("email", ANA), await one.customer_of("phone", BO)
+        before = {who: await _state(one, who) for who in (ana, bo)}
+
+        link = interaction("link", minutes=5, kind="identify", email=ANA, phone=BO)
+        await _publish_and_settle(one, [link])
+        assert await one.customer_of("phone", BO) == ana, "a verified event merged them"
+        await _publish_and_settle(
+            one,
+            [
+                interaction("bo-3", minutes=6, kind="message", phone=BO, loyalty_id="LOY-BO"),
+                interaction("ana-3", minutes=7, email=ANA),
+            ],
+        )
+
+        during = [
+            interaction("bo-4", minutes=8, phone=BO),
+            interaction("ana-4", minutes=9, email=ANA),
+        ]
+        response, _ = await asyncio.gather(
+            two.http.post(f"/v1/customers/{ana}/split", json={"merge": bo, **AUDIT}),
+            one.publish(during),
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] in {"applied", "done"}
+        await one.wait_for_entries(9)
+        await eventually(lambda: _split_status(one, ana), until=lambda s: s == ["done"], timeout=30)
+
+        assert await one.customer_of("email", ANA) == ana
+        assert await one.customer_of("phone", BO) == bo
+        assert await one.customer_of("loyalty_id", "LOY-BO") == bo, "learned after the merge"
+        after = {who: await _state(one, who) for who in (ana, bo)}
+        assert after[ana]["identifiers"] == before[ana]["identifiers"]
+        assert after[bo]["identifiers"] == sorted([*before[bo]["identifiers"], "loyalty_id:LOY-BO"])
+        for who in (ana, bo):
+            assert after[who]["orders"] == before[who]["orders"], "orders exactly as before"
+            assert after[who]["merged_from"] == []
+        assert after[ana]["journey"] == sorted(
+            [*before[ana]["journey"], link.id, *_ids("ana-3", "ana-4")]
+        )
+        assert after[bo]["journey"] == sorted([*before[bo]["journey"], *_ids("bo-3", "bo-4")])
+        assert after[bo]["event_count"] == 4
+        assert after[ana]["event_count"] == 5
+
+        splits = await one.get(f"/v1/customers/{bo}/splits")
+        assert [(s["by"], s["reason"], s["kept"]) for s in splits] == [
+            (AUDIT["by"], AUDIT["reason"], ana)
+        ]
+        assert splits[0]["outcome"]["ambiguous_entries"] == []
+        await _assert_corrections_published(settings, ana, bo)
+
+
+async def test_an_event_resolved_against_the_merged_profile_during_the_split_lands_with_its_owner(
+    profile_service: RunningProfileService,
+) -> None:
+    """The race the settle sweep exists for, made to happen: the batch read the identifiers'
+    owner (the merged profile), then the split moved them, then the batch stored its entry."""
+    svc = profile_service
+    ana, bo = await _merged_pair(svc)
+    late = interaction("late", minutes=9, phone=BO)
+    store = svc.service.store
+    insert = store.insert_entries
+    answers: list[Any] = []
+
+    async def split_first(entries: list[Any]) -> set[str]:
+        if any(entry.id == late.id for entry in entries) and not answers:
+            body = {"merge": bo, **AUDIT}
+            answers.append(await svc.http.post(f"/v1/customers/{ana}/split", json=body))
+        return await insert(entries)
+
+    store.insert_entries = split_first  # type: ignore[method-assign]
+    await _publish_and_settle(svc, [late])
+    assert answers[0].status_code == 200, answers[0].text
+    stored = await store.journey.find_one({"_id": late.id})
+    assert stored is not None
+    assert stored["customer_id"] == ana, "the race happened"
+
+    await eventually(lambda: _split_status(svc, ana), until=lambda s: s == ["done"], timeout=30)
+    assert (await store.journey.find_one({"_id": late.id}) or {})["customer_id"] == bo
+    assert (await svc.get(f"/v1/customers/{bo}"))["view"]["event_count"] == 2
+    assert (await svc.get(f"/v1/customers/{ana}"))["view"]["event_count"] == 2
+
+
+SPLIT_FAULTS = [
+    FaultPoint("store", "unmerge", "after"),
+    FaultPoint("store", "hand_over", "after"),
+    FaultPoint("store", "save_views", "after"),
+    FaultPoint("publisher", "publish", "before", call=1),
+    FaultPoint("publisher", "publish", "before", call=3),
+    FaultPoint("store", "split_completed", "before"),
+]
+
+
+@pytest.mark.parametrize("point", SPLIT_FAULTS, ids=lambda p: p.name)
+async def test_a_split_interrupted_at_any_step_is_completed_exactly_once(
+    settings: HiloSettings, topics: list[str], point: FaultPoint
+) -> None:
+    async with running_profile_service(settings, erasure_retry_seconds=3600) as svc:
+        ana, bo = await _merged_pair(svc)
+        splits = svc.service.splits
+        target = svc.service.store if point.target == "store" else splits._publisher
+        inject_fault(target, point)
+        with pytest.raises(InjectedFault):
+            await splits.undo_merge(ana, bo, Requester(**AUDIT))
+        clear_faults(target, point.method)
+        assert await _split_status(svc, ana) == ["pending"]
+
+        await asyncio.sleep(1.1)  # the settle time of the test settings
+        assert await splits.finish_unfinished() == 0
+        assert await _split_status(svc, ana) == ["done"]
+        assert await svc.customer_of("phone", BO) == bo
+        for who, ids in ((ana, _ids(1, 3)), (bo, _ids(2))):
+            journey = await svc.get(f"/v1/customers/{who}/journey")
+            assert sorted(e["id"] for e in journey["entries"]) == ids
+            profile = await svc.get(f"/v1/customers/{who}")
+            assert profile["view"]["event_count"] == len(ids), "each entry counted once"
+            assert profile["merged_from"] == []
+
+
+async def test_identifiers_that_are_someone_elses_split_off_into_a_new_profile(
+    profile_service: RunningProfileService, settings: HiloSettings
+) -> None:
+    svc = profile_service
+    await _publish_and_settle(
+        svc,
+        [
+            interaction(1, minutes=1, kind="order", email=ANA),
+            interaction(2, minutes=2, kind="identify", email=ANA, phone=BO),
+            interaction(3, minutes=3, kind="call", phone=BO),
+            interaction(4, minutes=4, kind="message", phone=BO, device_id="d-2"),
+        ],
+    )
+    ana = await svc.customer_of("email", ANA)
+    typed = {"kind": "phone", "value": "+34 612 34 56 78"}  # as a person types it
+
+    response = await svc.http.post(
+        f"/v1/customers/{ana}/split", json={"identifiers": [typed], **AUDIT}
+    )
+    again = await svc.http.post(
+        f"/v1/customers/{ana}/split", json={"identifiers": [typed], **AUDIT}
+    )
+
+    assert response.status_code == 200, response.text
+    split = response.json()
+    assert again.json()["split_id"] == split["split_id"], "a retried request is the same split"
+    other = await svc.customer_of("phone", BO)
+    assert other == split["restored"] != ana
+    assert await svc.customer_of("device_id", "d-2") == other
+    journey = await svc.get(f"/v1/customers/{other}/journey")
+    assert sorted(e["id"] for e in journey["entries"]) == _ids(3, 4)
+    assert split["outcome"]["ambiguous_entries"] == _ids(2), "the linking event is for a person"
+    kept = await svc.get(f"/v1/customers/{ana}")
+    assert [i["value"] for i in kept["identifiers"]] == [ANA]
+    assert kept["view"]["event_count"] == 2
+
+
+async def test_a_split_that_kafka_refuses_is_pending_and_completes_by_itself(
+    profile_service: RunningProfileService,
+) -> None:
+    svc = profile_service
+    ana, bo = await _merged_pair(svc)
+    splits = svc.service.splits
+    real = splits._publisher
+    splits._publisher = _Refusing(real)  # type: ignore[assignment]
+
+    pending = await svc.http.post(f"/v1/customers/{ana}/split", json={"merge": bo, **AUDIT})
+    assert pending.status_code == 202, pending.text
+    assert pending.json()["status"] == "pending"
+    splits._publisher = real
+    await eventually(lambda: _split_status(svc, ana), until=lambda s: s == ["done"], timeout=30)
+    assert await svc.customer_of("phone", BO) == bo
+    assert (await svc.get(f"/v1/customers/{bo}"))["view"]["event_count"] == 1
+
+
+async def test_a_split_that_does_not_fit_the_customer_is_refused_with_the_reason(
+    profile_service: RunningProfileService,
+) -> None:
+    svc = profile_service
+    await _publish_and_settle(svc, [interaction(1, email=ANA), interaction(2, phone=BO)])
+    ana = await svc.customer_of("email", ANA)
+    bo = await svc.customer_of("phone", BO)
+
+    def split(customer: str, body: Mapping[str, Any]) -> Any:
+        return svc.http.post(f"/v1/customers/{customer}/split", json={**body, **AUDIT})
+
+    not_merged = await split(ana, {"merge": bo})
+    not_theirs = await split(ana, {"identifiers": [{"kind": "phone", "value": BO}]})
+    everything = await split(ana, {"identifiers": [{"kind": "email", "value": ANA}]})
+    both = await split(ana, {"merge": bo, "identifiers": [{"kind": "phone", "value": BO}]})
+    unknown = await split("nobody", {"merge": bo})
+    anonymous = await svc.http.post(
+        f"/v1/customers/{ana}/split", json={"merge": bo, **AUDIT}, headers={"X-API-Key": ""}
+    )
+
+    assert (not_merged.status_code, not_theirs.status_code, everything.status_code) == (409,) * 3
+    assert "not merged" in not_merged.json()["detail"]
+    assert not_theirs.json()["detail"] == "this customer holds no such identifier (phone)"
+    assert BO not in not_theirs.text, "the identifier is not echoed"
+    assert (both.status_code, unknown.status_code, anonymous.status_code) == (422, 404, 401)
+
+
+class _Refusing:
+    """Kafka refusing every write, as `KafkaPublisher` reports it."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+
+    async def publish(self, *_args: object, **_kwargs: object) -> None:
+        raise PublishFailed("broker unavailable (injected)")
+
+
+async def _merged_pair(svc: RunningProfileService) -> tuple[str, str]:
+    """Ana (events 1), Bo (2), merged by a verified event carrying both (3): (Ana, Bo)."""
+    await _publish_and_settle(svc, [interaction(1, minutes=1, email=ANA)])
+    await _publish_and_settle(svc, [interaction(2, minutes=2, phone=BO)])
+    await _publish_and_settle(svc, [interaction(3, minutes=3, email=ANA, phone=BO)])
+    ana = await svc.customer_of("email", ANA)
+    merged_from: list[str] = (await svc.get(f"/v1/customers/{ana}"))["merged_from"]
+    assert len(merged_from) == 1
+    return ana, merged_from[0]
+
+
+async def _publish_and_settle(svc: RunningProfileService, events: list[Interaction]) -> None:
+    settled = await svc.settled_count()
+    await svc.publish(events)
+    await svc.wait_for_entries(settled + len(events))
+
+
+async def _state(svc: RunningProfileService, customer: str) -> dict[str, Any]:
+    profile = await svc.get(f"/v1/customers/{customer}")
+    journey = await svc.get(f"/v1/customers/{customer}/journey?limit=100")
+    return {
+        "identifiers": [f"{i['kind']}:{i['value']}" for i in profile["identifiers"]],
+        "orders": profile["view"]["orders"],
+        "event_count": profile["view"]["event_count"],
+        "merged_from": profile["merged_from"],
+        "journey": sorted(e["id"] for e in journey["entries"]),
+    }
+
+
+async def _split_status(svc: RunningProfileService, customer: str) -> list[str]:
+    return [s["status"] for s in await svc.get(f"/v1/customers/{customer}/splits")]
+
+
+async def _both_consume(one: RunningProfileService, two: RunningProfileService) -> bool:
+    a, b = one.assigned_partitions(), two.assigned_partitions()
+    return bool(a) and bool(b) and a | b == set(range(6))
+
+
+def _ids(*names: int | str) -> list[str]:
+    return sorted(interaction_id("web", f"evt-{name}") for name in names)
+
+
+async def _assert_corrections_published(settings: HiloSettings, ana: str, bo: str) -> None:
+    """Downstream learns of the split: a record on `identity.merges`, Bo's own snapshot last on
+    `profiles`, and Bo's entries again on `journey` under Bo's id."""
+    servers = settings.kafka_bootstrap_servers
+    merges = [
+        json.loads(r.value)
+        for r in await read_to_end(servers, topic_name(Topic.IDENTITY_MERGES, settings))
+    ]
+    assert [(m["type"], m["survivor"]) for m in merges if m["type"] == "merge"] == [("merge", ana)]
+    splits = {m["split_id"]: (m["kept"], m["restored"]) for m in merges if m["type"] == "split"}
+    assert list(splits.values()) == [(ana, bo)], "at least once, one split id"
+    last: dict[str, dict[str, Any]] = {}
+    for record in await read_to_end(servers, topic_name(Topic.PROFILES, settings)):
+        last[record.key.decode()] = json.loads(record.value)
+    assert last[bo]["customer_id"] == bo
+    assert "merged_into" not in last[bo]
+    assert f"phone:{BO}" in last[bo]["identifiers"]
+    assert f"phone:{BO}" not in last[ana]["identifiers"]
+    journey = await read_to_end(servers, topic_name(Topic.JOURNEY, settings))
+    moved = {dict(r.headers)["ce_id"].decode() for r in journey if r.key == bo.encode()}
+    assert set(_ids("bo-3")) <= moved
