@@ -139,6 +139,30 @@ async def test_an_event_resolved_against_the_merged_profile_during_the_split_lan
     assert (await svc.get(f"/v1/customers/{ana}"))["view"]["event_count"] == 2
 
 
+async def test_profiles_a_person_split_are_merged_again_only_when_a_person_confirms(
+    profile_service: RunningProfileService,
+) -> None:
+    svc = profile_service
+    ana, bo = await _merged_pair(svc)
+    split = await svc.http.post(f"/v1/customers/{ana}/split", json={"merge": bo, **AUDIT})
+    assert split.status_code == 200, split.text
+
+    await _publish_and_settle(svc, [interaction(4, minutes=4, email=ANA, phone=BO)])
+    assert await svc.customer_of("phone", BO) == bo, "a verified event does not undo a split"
+    requests = await svc.get("/v1/merge-requests")
+    assert [(r["reason"], sorted(r["customer_ids"])) for r in requests] == [
+        ("kept_apart", sorted([ana, bo]))
+    ]
+
+    decision = {"by": "agent-9", "reason": "they are one person after all"}
+    confirmed = await svc.http.post(
+        f"/v1/merge-requests/{requests[0]['id']}/confirm", json=decision
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    await svc.wait_for_entries(5)
+    assert await svc.customer_of("phone", BO) == ana
+
+
 SPLIT_FAULTS = [
     FaultPoint("store", "unmerge", "after"),
     FaultPoint("store", "hand_over", "after"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -92,6 +93,21 @@ def test_an_unverified_source_never_merges_two_known_profiles() -> None:
             ("email:a@x.com", "phone:+34612345678", "anonymous_id:z"),
         )
     ]
+
+
+def test_profiles_a_person_split_are_not_merged_again_even_by_a_verified_source() -> None:
+    owners, facts = owners_of(
+        profile("NEW", "phone:+34612345678", age_days=1),
+        profile("OLD", "email:a@x.com", age_days=5),
+    )
+    facts["OLD"] = replace(facts["OLD"], kept_apart=frozenset({"NEW"}))
+    keys = ["email:a@x.com", "phone:+34612345678"]
+
+    decision = decide(keys, owners, facts, POLICY, verified=True)
+
+    assert decision.target == "OLD"
+    assert decision.absorb == []
+    assert decision.conflicts == [Conflict("kept_apart", None, ("NEW", "OLD"), tuple(keys))]
 
 
 def test_an_unverified_source_still_joins_anonymous_history_to_a_known_profile() -> None:

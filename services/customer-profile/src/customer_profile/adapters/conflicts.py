@@ -1,8 +1,9 @@
 """The `identity_conflicts` collection: merges refused by merge protection or caps, per event.
 
-A merge asked for by an unverified source (`unverified_merge`) is also a merge request: it
-carries the identifiers that asked and a `status` (pending, confirmed, rejected) that a person
-decides once, recorded with who, when and why.
+A merge asked for by an unverified source (`unverified_merge`), or by any source for profiles a
+person split (`kept_apart`), is also a merge request: it carries the identifiers that asked and a
+`status` (pending, confirmed, rejected) that a person decides once, recorded with who, when and
+why.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
-from customer_profile.domain.identity import Conflict
+from customer_profile.domain.identity import MERGE_REQUEST_REASONS, Conflict
 from hilo.mongo import MongoDocument, bulk_write
 
 
@@ -48,7 +49,7 @@ class ConflictCollection:
                 "at": at,
             }
             update: MongoDocument = {"$set": document}
-            if conflict.reason == MERGE_REQUEST:
+            if conflict.reason in MERGE_REQUEST_REASONS:
                 # A redelivered event must not reopen a request a person already decided.
                 document["keys"] = list(conflict.keys)
                 update["$setOnInsert"] = {"status": PENDING}
@@ -63,11 +64,13 @@ class ConflictCollection:
     async def merge_requests(self, status: str, limit: int) -> list[MongoDocument]:
         """Merge requests in this status, oldest first."""
         cursor = self.collection.find({"status": status}).sort("at", ASCENDING).limit(limit)
-        return [doc async for doc in cursor if doc.get("reason") == MERGE_REQUEST]
+        return [doc async for doc in cursor if doc.get("reason") in MERGE_REQUEST_REASONS]
 
     async def merge_request(self, request_id: str) -> MongoDocument | None:
         found = await self.collection.find_one({"_id": request_id})
-        return found if found is not None and found.get("reason") == MERGE_REQUEST else None
+        if found is None or found.get("reason") not in MERGE_REQUEST_REASONS:
+            return None
+        return found
 
     async def decide(self, request_id: str, status: str, decision: MongoDocument) -> bool:
         """Record a person's decision once; False when the request was decided already."""
@@ -82,7 +85,6 @@ class ConflictCollection:
         return found.deleted_count
 
 
-MERGE_REQUEST = "unverified_merge"
 PENDING = "pending"
 
 

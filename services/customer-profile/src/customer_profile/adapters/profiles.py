@@ -237,8 +237,9 @@ class ProfileCollection:
                 taken.append(customer)
         return [MergeRecord(survivor, customer, event_id, at) for customer in taken]
 
-    async def add_merged(self, merges: Sequence[tuple[str, set[str], set[str]]]) -> None:
-        """Record absorbed aliases and identifiers on each survivor (idempotent), one command."""
+    async def add_merged(self, merges: Sequence[tuple[str, set[str], set[str], set[str]]]) -> None:
+        """Record absorbed aliases, identifiers and kept-apart profiles on each survivor
+        (idempotent), one command."""
         await bulk_write(
             self.profiles,
             [
@@ -248,10 +249,11 @@ class ProfileCollection:
                         "$addToSet": {
                             "merged_from": {"$each": sorted(aliases)},
                             "identifiers": {"$each": sorted(identifiers)},
+                            "kept_apart": {"$each": sorted(apart)},
                         }
                     },
                 )
-                for survivor, aliases, identifiers in merges
+                for survivor, aliases, identifiers, apart in merges
             ],
             ordered=True,
         )
@@ -288,16 +290,21 @@ class ProfileCollection:
         )
 
     async def hand_over(
-        self, restored: str, keys: Iterable[str], kept: Iterable[str], aliases: Iterable[str]
+        self, restored: str, keys: Iterable[str], kept: Sequence[str], aliases: Iterable[str]
     ) -> None:
         """Record a split on the heads: the identifiers on `restored`, gone from the `kept` heads
-        together with the restored profile's aliases."""
+        (the first is the canonical one) together with the restored profile's aliases; the two
+        kept apart from now on."""
         moved = sorted(keys)
         gone = sorted(aliases)
         await bulk_write(
             self.profiles,
             [
-                UpdateOne({"_id": restored}, {"$addToSet": {"identifiers": {"$each": moved}}}),
+                UpdateOne(
+                    {"_id": restored},
+                    {"$addToSet": {"identifiers": {"$each": moved}, "kept_apart": kept[0]}},
+                ),
+                UpdateOne({"_id": kept[0]}, {"$addToSet": {"kept_apart": restored}}),
                 *(
                     UpdateOne(
                         {"_id": customer},
@@ -307,6 +314,15 @@ class ProfileCollection:
                 ),
             ],
             ordered=True,
+        )
+
+    async def allow_merge(self, customer_ids: Sequence[str]) -> None:
+        """A person confirmed these profiles are one: they are no longer kept apart."""
+        await update_in(
+            self.profiles,
+            "_id",
+            customer_ids,
+            {"$pull": {"kept_apart": {"$in": list(customer_ids)}}},
         )
 
     async def settle_merges(self, absorbed: list[str]) -> None:
@@ -372,4 +388,5 @@ def _stored(head: MongoDocument, view: MongoDocument | None) -> StoredProfile:
         identifiers=list(head.get("identifiers", [])),
         merged_from=list(head.get("merged_from", [])),
         view=ProfileView.model_validate(view["view"]) if view else None,
+        kept_apart=list(head.get("kept_apart", [])),
     )

@@ -157,7 +157,10 @@ class ProfileStore:
         await self._identities.move(moves)
         # Journey entries keep the id they were stored under: reads go through every alias.
         await self._profiles.add_merged(
-            [(survivor, aliases, _identifiers(absorbed, aliases)) for aliases, survivor in moves]
+            [
+                (survivor, aliases, _identifiers(absorbed, aliases), _kept_apart(absorbed, aliases))
+                for aliases, survivor in moves
+            ]
         )
 
     async def unfinished_merges(self, event_ids: Iterable[str]) -> list[MergeRecord]:
@@ -296,12 +299,20 @@ class ProfileStore:
         await self._journey.reassign(entries, restored.customer_id)
         await self._profiles.hand_over(restored.customer_id, keys, kept.aliases, restored.aliases)
 
+    async def allow_merge(self, customer_ids: list[str]) -> None:
+        await self._profiles.allow_merge(customer_ids)
+
     async def counts(self) -> dict[str, int]:
         return {
             **await self._profiles.counts(),
             "identities": await self._identities.count(),
             "journey_entries": await self._journey.count(),
         }
+
+
+def _kept_apart(profiles: Mapping[str, StoredProfile], aliases: Iterable[str]) -> set[str]:
+    """Profiles that whichever of these aliases were loaded are kept apart from."""
+    return {other for alias in aliases if alias in profiles for other in profiles[alias].kept_apart}
 
 
 def _identifiers(profiles: Mapping[str, StoredProfile], aliases: Iterable[str]) -> set[str]:

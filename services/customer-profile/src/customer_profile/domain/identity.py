@@ -16,6 +16,8 @@ decisions stick with atomic operations. The rules, as users rely on them:
   profiles. Anyone can send one, so it would let a stranger join two people's data; the event goes
   to the profile of its strongest identifier and an `unverified_merge` conflict records the
   merge it asked for, for a person to confirm. It may still join anonymous profiles to a known one.
+- Kept apart: profiles a person split (`service/splits.py`) are never merged again by an event,
+  verified or not; the merge becomes a request for a person, like an unverified one.
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ class ProfileFacts:
     identifiers: frozenset[str]
     created_at: datetime
     merge_count: int
+    kept_apart: frozenset[str] = frozenset()
+    """Profiles a person split from this one: never merged with it again without a person."""
 
     @property
     def known(self) -> bool:
@@ -136,7 +140,14 @@ class Conflict:
     kind: str | None
     customer_ids: tuple[str, ...]
     keys: tuple[str, ...] = ()
-    """For an `unverified_merge`: the identifiers that asked for it (what confirming merges by)."""
+    """For a merge request (`unverified_merge`, `kept_apart`): the identifiers that asked for it
+    (what confirming merges by)."""
+
+
+KEPT_APART = "kept_apart"
+"""A merge of profiles a person split: it waits for a person again, whatever the source."""
+UNVERIFIED_MERGE = "unverified_merge"
+MERGE_REQUEST_REASONS = frozenset({UNVERIFIED_MERGE, KEPT_APART})
 
 
 @dataclass
@@ -190,6 +201,8 @@ def _mergeable(
 def _merge_conflict(
     keys: list[str], linked: list[str], facts: Mapping[str, ProfileFacts], policy: IdentityPolicy
 ) -> Conflict | None:
+    if any(facts[customer].kept_apart & set(linked) for customer in linked):
+        return Conflict(KEPT_APART, None, tuple(sorted(linked)), tuple(keys))
     for kind in sorted(policy.unique_kinds):
         values = {k for k in keys if split_key(k)[0] is kind}
         for customer in linked:
@@ -209,7 +222,7 @@ def _unverified_merge(
     known = [c for c in linked if facts[c].known]
     if len(known) < 2:
         return None
-    return Conflict("unverified_merge", None, tuple(sorted(linked)), tuple(keys))
+    return Conflict(UNVERIFIED_MERGE, None, tuple(sorted(linked)), tuple(keys))
 
 
 def _strongest_owner(keys: list[str], owners: Mapping[str, str], linked: list[str]) -> str | None:

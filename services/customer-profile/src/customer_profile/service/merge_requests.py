@@ -52,6 +52,7 @@ class MergeRequests:
     async def confirm(self, request_id: str, decision: Decision) -> dict[str, Any]:
         """Publish the verified event that merges, then record the decision."""
         request = await self._open(request_id)
+        await self._store.allow_merge(request["customer_ids"])
         if self._publisher is not None:
             await self._publisher.publish_interaction(confirmation(request, decision))
         return await self._decide(request_id, CONFIRMED, decision)

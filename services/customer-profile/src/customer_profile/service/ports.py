@@ -9,7 +9,7 @@ view version is inserted once) are the port's contract: both implementations kee
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -27,6 +27,7 @@ class StoredProfile:
     identifiers: list[str]
     merged_from: list[str]
     view: ProfileView | None
+    kept_apart: list[str] = field(default_factory=list)
 
     def facts(self) -> ProfileFacts:
         return ProfileFacts(
@@ -34,6 +35,7 @@ class StoredProfile:
             identifiers=frozenset(self.identifiers),
             created_at=self.created_at,
             merge_count=len(self.merged_from),
+            kept_apart=frozenset(self.kept_apart),
         )
 
     @property

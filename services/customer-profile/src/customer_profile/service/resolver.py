@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import structlog
@@ -177,14 +177,16 @@ class _Plan:
             return
         gone = set(absorbed)
         identifiers = set(self.facts[survivor].identifiers)
+        apart = set(self.facts[survivor].kept_apart)
         merges = self.facts[survivor].merge_count
         for customer in gone:
             identifiers |= self.facts[customer].identifiers
+            apart |= self.facts[customer].kept_apart
             merges += self.facts[customer].merge_count + 1
             del self.facts[customer]
         survivor_facts = self.facts[survivor]
         self.facts[survivor] = ProfileFacts(
-            survivor, frozenset(identifiers), survivor_facts.created_at, merges
+            survivor, frozenset(identifiers), survivor_facts.created_at, merges, frozenset(apart)
         )
         for mapping in (self.owners, self.claims, self.targets):
             for key, owner in mapping.items():
@@ -200,6 +202,4 @@ class _Plan:
             self.owners[key] = target
         if claim:
             current = self.facts[target]
-            self.facts[target] = ProfileFacts(
-                target, current.identifiers | set(claim), current.created_at, current.merge_count
-            )
+            self.facts[target] = replace(current, identifiers=current.identifiers | set(claim))
