@@ -5,18 +5,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hilo.contract.schema import SCHEMA_FILE, interaction_json_schema, render
+import pytest
+
+from hilo.contract.personal import PAYLOAD_FIELDS
+from hilo.contract.schema import SCHEMAS, interaction_json_schema, render
 from hilo.testkit.contract_check import validate_against_schema
 from hilo.testkit.samples import sample_interaction, sample_payloads
 
-COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "schemas" / SCHEMA_FILE
+SCHEMA_DIRECTORY = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 
 
-def test_committed_schema_matches_the_models() -> None:
-    assert COMMITTED.read_text(encoding="utf-8") == render(), (
+@pytest.mark.parametrize("file", SCHEMAS)
+def test_committed_schema_matches_the_models(file: str) -> None:
+    assert (SCHEMA_DIRECTORY / file).read_text(encoding="utf-8") == render(file), (
         "the contract changed: run `make schema`, review the diff, and bump the schema version "
         "if existing readers would break"
     )
+
+
+def test_every_payload_kind_says_which_of_its_fields_are_personal() -> None:
+    assert set(PAYLOAD_FIELDS) == set(sample_payloads())
 
 
 def test_schema_names_every_payload_kind() -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from customer_profile.testing import RunningProfileService, clear_faults, interaction
-from hilo.kafka import PublishFailed
+from hilo.contract import Interaction
+from hilo.kafka import PublishFailed, Record, read_to_end
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually, read_topic
 from hilo.topics import Topic, topic_name
@@ -75,3 +78,56 @@ async def _documents_about(svc: RunningProfileService, *values: str) -> int:
         async for document in db[name].find({}):
             found += sum(value in str(document) for value in values)
     return found
+
+
+async def test_after_an_erasure_no_record_about_the_person_can_be_opened_on_any_topic(
+    profile_service: RunningProfileService, settings: HiloSettings
+) -> None:
+    """Crypto-shredding: the records stay on `interactions`, `journey` and the dead-letter topic
+    (nothing rewrites them), but nobody can read who they were about or what they said."""
+    svc = profile_service
+    ana = [
+        interaction(1, email="ana@example.com", phone="+34612345678", kind="message"),
+        interaction(2, minutes=1, phone="+34612345678", kind="call", channel="voice"),
+    ]
+    bo = interaction(3, minutes=2, email="bo@example.com", kind="message")
+    await svc.publish([*ana, bo])
+    await svc.publish_records([await _dead_letter_to_be(svc, ana[0])])
+    await svc.wait_for_entries(3)
+    readable = await _readable_by_topic(svc, settings)
+    assert readable == {"interactions": 4, "journey": 3, "interactions.dlq": 1}, "before"
+
+    customer = await svc.customer_of("email", "ana@example.com")
+    erased = await svc.http.delete(f"/v1/customers/{customer}")
+    assert erased.status_code == 200, erased.text
+
+    assert await _readable_by_topic(settings=settings, svc=svc) == {
+        "interactions": 1,
+        "journey": 1,
+        "interactions.dlq": 0,
+    }, "only Bo's records open"
+    for topic in (Topic.INTERACTIONS, Topic.JOURNEY, Topic.INTERACTIONS_DLQ):
+        for record in await read_to_end(
+            settings.kafka_bootstrap_servers, topic_name(topic, settings)
+        ):
+            raw = (record.key or b"") + (record.value or b"")
+            for clear in (b"ana@example.com", b"34612345678", b"Do you have these in 42?"):
+                assert clear not in raw, f"{clear!r} readable on {topic}"
+
+
+async def _dead_letter_to_be(svc: RunningProfileService, event: Interaction) -> Record:
+    """A record of Ana's, sealed, that the service cannot process: it goes to the DLQ as is."""
+    [record] = await svc.publisher.interaction_records([event.model_copy(update={"id": "dead"})])
+    document = json.loads(record.value or b"{}")
+    document["schema_version"] = 99
+    return replace(record, value=json.dumps(document).encode())
+
+
+async def _readable_by_topic(svc: RunningProfileService, settings: HiloSettings) -> dict[str, int]:
+    """How many records of each topic open with the keys there are now."""
+    counts = {}
+    for topic in (Topic.INTERACTIONS, Topic.JOURNEY, Topic.INTERACTIONS_DLQ):
+        records = await read_to_end(settings.kafka_bootstrap_servers, topic_name(topic, settings))
+        opened = await svc.service.sealer.open_all([record.value for record in records])
+        counts[topic.value] = sum(isinstance(document, dict) for document in opened)
+    return counts

@@ -39,6 +39,7 @@ from customer_profile.testing import (
 from hilo.contract import Interaction
 from hilo.kafka import KafkaPublisher, create_broker
 from hilo.mongo import create_mongo_client
+from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import read_to_end
 from hilo.topics import Topic, topic_name
@@ -62,8 +63,11 @@ async def harness(settings: HiloSettings, topics: list[str]) -> AsyncIterator[Ha
     await broker.start()
     store = ProfileStore(mongo, settings.mongodb_database)
     await store.create_indexes()
-    publisher = KafkaPublisher(broker, settings)
-    pipeline = Pipeline(store, publisher, profile.identity_policy(), profile.conversation_window)
+    sealer = create_sealer(settings, mongo)
+    publisher = KafkaPublisher(broker, settings, sealer=sealer)
+    pipeline = Pipeline(
+        store, publisher, sealer, profile.identity_policy(), profile.conversation_window
+    )
     try:
         yield Harness(store, publisher, pipeline)
     finally:
@@ -184,12 +188,16 @@ async def test_a_snapshot_overtaken_by_another_instance_is_followed_by_the_lates
     """Instance A saves version n, B saves n+1 and publishes first; A's n lands last on Kafka."""
     profile = profile_settings(settings)
     other = Pipeline(
-        harness.store, harness.publisher, profile.identity_policy(), profile.conversation_window
+        harness.store,
+        harness.publisher,
+        harness.pipeline._sealer,
+        profile.identity_policy(),
+        profile.conversation_window,
     )
     await harness.pipeline.process(raw_records([interaction("o-1", email="ovi@example.com")]))
     b_done = asyncio.Event()
     publish = harness.publisher.publish
-    slow = KafkaPublisher(harness.publisher._broker, settings)
+    slow = KafkaPublisher(harness.publisher._broker, settings, sealer=harness.pipeline._sealer)
 
     async def held_back(topic: Topic, value: bytes | None, **kwargs: Any) -> None:
         if topic is Topic.PROFILES and not b_done.is_set():
@@ -198,7 +206,11 @@ async def test_a_snapshot_overtaken_by_another_instance_is_followed_by_the_lates
 
     slow.publish = held_back  # type: ignore[method-assign]
     instance_a = Pipeline(
-        harness.store, slow, profile.identity_policy(), profile.conversation_window
+        harness.store,
+        slow,
+        harness.pipeline._sealer,
+        profile.identity_policy(),
+        profile.conversation_window,
     )
 
     async def instance_b() -> None:

@@ -3,13 +3,15 @@
 A channel service only translates its provider's format into interactions; this module does the
 rest the same way for every channel:
 
-- publish and wait for Kafka's acknowledgement, answering 503 (so the provider retries) when it
-  does not come; never 200 for something Kafka does not have;
+- seal each event's personal fields (`hilo.sealing`: crypto-shredding, so an erasure makes them
+  unreadable on every topic), publish and wait for Kafka's acknowledgement, answering 503 (so the
+  provider retries) when it does not come or the key store does not answer; never 200 for
+  something Kafka does not have;
 - refuse bodies over `HILO_MAX_BODY_BYTES` with 413, events larger than Kafka takes
   (`HILO_KAFKA_MAX_RECORD_BYTES`) with 413 (a retry could never succeed), malformed bodies with
   400/422 naming the fields (never echoing their values), bad signatures with 401/403;
-- `/health/live`, `/health/ready` (Kafka), `/metrics` with accepted/rejected counts per reason and
-  publish latency.
+- `/health/live`, `/health/ready` (Kafka, the key store), `/metrics` with accepted/rejected
+  counts per reason and publish latency.
 """
 
 from __future__ import annotations
@@ -29,12 +31,15 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import from_json
+from pymongo.errors import PyMongoError
 
 from hilo.contract import MAX_FUTURE_SKEW, Interaction
 from hilo.contract.identifiers import DEFAULT_PHONE_REGION
-from hilo.health import health_router, kafka_check
+from hilo.health import health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, PublishFailed, Record, RecordTooLarge, create_broker
 from hilo.logs import configure_logging
+from hilo.mongo import create_mongo_client
+from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
 from hilo.webhook import SignatureError
 
@@ -144,11 +149,11 @@ class Channel:
         Each published event is logged at DEBUG only (the counters above tell the rate): a line
         per webhook at INFO cost more CPU than the rest of the request's own work.
         """
-        records = [self._record(interaction) for interaction in interactions]
         started = time.perf_counter()
         try:
+            records = await self._records(interactions)
             await self._publisher.publish_records(records)
-        except PublishFailed:
+        except (PublishFailed, PyMongoError):
             self._unavailable.inc()
             raise HTTPException(
                 status_code=503,
@@ -169,9 +174,10 @@ class Channel:
                     adjustments=[f"{a.field}:{a.reason}" for a in interaction.adjustments],
                 )
 
-    def _record(self, interaction: Interaction) -> Record:
+    async def _records(self, interactions: Sequence[Interaction]) -> list[Record]:
+        """Sealed records (the key store must answer: without it nothing is published)."""
         try:
-            return self._publisher.interaction_record(interaction)
+            return await self._publisher.interaction_records(interactions)
         except RecordTooLarge as exc:
             raise Rejected(
                 413, "too_large", f"event larger than {exc.limit} bytes after translation"
@@ -210,7 +216,13 @@ def create_channel_app(
     DEFAULT_PHONE_REGION.set(settings.default_phone_region)
     MAX_FUTURE_SKEW.set(timedelta(seconds=settings.max_future_skew_seconds))
     broker = create_broker(settings)
-    publisher = KafkaPublisher(broker, settings, linger_seconds=settings.kafka_linger_ms / 1000)
+    mongo = create_mongo_client(settings)
+    publisher = KafkaPublisher(
+        broker,
+        settings,
+        linger_seconds=settings.kafka_linger_ms / 1000,
+        sealer=create_sealer(settings, mongo),
+    )
     channel = Channel(name, settings, publisher)
 
     @asynccontextmanager
@@ -221,12 +233,13 @@ def create_channel_app(
             yield
         finally:
             await broker.stop()
+            await mongo.close()
 
     app = FastAPI(title=f"Hilo {name} channel", description=description, lifespan=lifespan)
     app.state.channel = channel
     for router in routes(channel):  # first: the webhooks are matched before anything else
         app.include_router(router)  # type: ignore[arg-type]
-    app.include_router(health_router({"kafka": kafka_check(broker)}))
+    app.include_router(health_router({"kafka": kafka_check(broker), "keys": mongo_check(mongo)}))
 
     @app.exception_handler(Rejected)
     async def rejected(_request: Request, exc: Rejected) -> JSONResponse:

@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -20,8 +21,11 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import ConsumerRecord
 from faststream.kafka import KafkaBroker
 from faststream.security import BaseSecurity
+from pydantic_core import from_json, to_json
 
 from hilo.contract import Interaction
+from hilo.contract.personal import INTERACTION_FIELDS
+from hilo.sealing import Sealer
 from hilo.settings import HiloSettings
 from hilo.topics import Topic, topic_name
 
@@ -116,10 +120,16 @@ class KafkaPublisher:
     """
 
     def __init__(
-        self, broker: KafkaBroker, settings: HiloSettings, *, linger_seconds: float = 0.0
+        self,
+        broker: KafkaBroker,
+        settings: HiloSettings,
+        *,
+        linger_seconds: float = 0.0,
+        sealer: Sealer | None = None,
     ) -> None:
         self._broker = broker
         self._settings = settings
+        self._sealer = sealer
         self._linger = linger_seconds
         self._window: list[asyncio.Future[None]] = []
 
@@ -189,17 +199,48 @@ class KafkaPublisher:
                 waiter.set_result(None)
 
     def interaction_record(self, interaction: Interaction) -> Record:
-        """The record of `interaction` on `interactions`, keyed by the strongest identifier.
+        """The record of `interaction` on `interactions` as it is, unsealed, keyed by the
+        strongest identifier: what a producer without the key store sends (tools, benchmarks).
 
-        Raises `RecordTooLarge` when the producer would refuse it, so a caller can refuse the
+        Raises `RecordTooLarge` when the producer would refuse it.
+        """
+        return self._within_limit(
+            Record(
+                Topic.INTERACTIONS,
+                key=interaction.partition_key(),
+                value=interaction.model_dump_json().encode(),
+                headers=interaction_headers(interaction),
+            )
+        )
+
+    async def interaction_records(self, interactions: Sequence[Interaction]) -> list[Record]:
+        """The records of `interactions`, their personal fields sealed (`hilo.sealing`) and each
+        keyed by the subject of its strongest identifier, so neither the value nor the key shows
+        who it is about.
+
+        Raises `RecordTooLarge` when the producer would refuse one, so a caller can refuse the
         request before anything of it is published.
         """
-        record = Record(
-            Topic.INTERACTIONS,
-            key=interaction.partition_key(),
-            value=interaction.model_dump_json().encode(),
-            headers=interaction_headers(interaction),
+        if self._sealer is None:
+            return [self.interaction_record(interaction) for interaction in interactions]
+        documents = await self._sealer.seal_all(
+            [from_json(interaction.model_dump_json()) for interaction in interactions],
+            INTERACTION_FIELDS,
+            create=True,
         )
+        return [
+            self._within_limit(
+                Record(
+                    Topic.INTERACTIONS,
+                    key=self._sealer.subject(interaction.partition_key().decode()).encode(),
+                    value=to_json(_sealed(document)),
+                    headers=interaction_headers(interaction),
+                )
+            )
+            for interaction, document in zip(interactions, documents, strict=True)
+        ]
+
+    def _within_limit(self, record: Record) -> Record:
         size, limit = record_size(record), self._settings.kafka_max_record_bytes
         if size > limit:
             raise RecordTooLarge(size, limit)
@@ -209,8 +250,14 @@ class KafkaPublisher:
         await self.publish_records([record])
 
     async def publish_interaction(self, interaction: Interaction) -> None:
-        """Publish on `interactions`, keyed by the strongest identifier."""
-        await self.publish_record(self.interaction_record(interaction))
+        """Publish on `interactions` (sealed when this publisher has a sealer)."""
+        await self.publish_records(await self.interaction_records([interaction]))
+
+
+def _sealed(document: dict[str, Any] | None) -> dict[str, Any]:
+    if document is None:  # pragma: no cover - every interaction has identifiers, so keys
+        raise RuntimeError("an interaction without identifiers cannot be sealed")
+    return document
 
 
 def from_the_beginning(bootstrap_servers: str, topic: str) -> AIOKafkaConsumer:

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import AliasChoices, BeforeValidator, Field, MongoDsn, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    MongoDsn,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Item = TypeVar("Item")
@@ -26,6 +34,9 @@ CommaSeparated = Annotated[list[Item], NoDecode, BeforeValidator(_split_commas)]
 
 SecretList = CommaSeparated[SecretStr]
 """Several secrets at once, so a key can be rotated without downtime."""
+
+
+DEVELOPMENT_PEPPER = "hilo-development-pepper-not-secret"
 
 
 class HiloSettings(BaseSettings):
@@ -87,8 +98,39 @@ class HiloSettings(BaseSettings):
         pattern=r"^[A-Z]{2}$",
         description="ISO 3166 region for phone numbers written without a country code.",
     )
+    subject_pepper: SecretStr = Field(
+        default=SecretStr(DEVELOPMENT_PEPPER),
+        min_length=16,
+        description="Secret that turns identifiers into subjects (pseudonyms; the key of "
+        "`interactions` and of the personal-data keys). The same for every service of a "
+        "deployment; set a long random value in production and never change it (records sealed "
+        "under the old subjects could no longer be opened).",
+    )
+    mongodb_keys_database: str = Field(
+        default="hilo_keys",
+        pattern=r"^[A-Za-z0-9_-]{1,60}$",
+        description="Database of the personal-data keys (crypto-shredding). Kept apart from the "
+        "profiles: `rebuild` empties those, never this; back it up on its own.",
+    )
+    key_cache_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=3_600,
+        description="How long a process keeps a personal-data key in memory. An event a channel "
+        "receives within this time after its person's erasure may be sealed with the erased "
+        "key, and is then unreadable.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
+
+    @model_validator(mode="after")
+    def _own_pepper_in_production(self) -> HiloSettings:
+        """The development pepper is public: in production subjects would be guessable."""
+        if self.environment == "production" and (
+            self.subject_pepper.get_secret_value() == DEVELOPMENT_PEPPER
+        ):
+            raise ValueError("set HILO_SUBJECT_PEPPER to a long random secret in production")
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -56,8 +56,9 @@ class TopicSpec:
 REGISTRY: tuple[TopicSpec, ...] = (
     TopicSpec(
         Topic.INTERACTIONS,
-        key="strongest identifier, `kind:value`",
-        description="Normalised interactions from every channel service.",
+        key="subject (HMAC pseudonym) of the strongest identifier",
+        description="Normalised interactions from every channel service, personal fields "
+        "sealed with keys an erasure deletes (`hilo.sealing`).",
         retention_ms=365 * DAY_MS,
     ),
     TopicSpec(
@@ -69,7 +70,8 @@ REGISTRY: tuple[TopicSpec, ...] = (
     TopicSpec(
         Topic.JOURNEY,
         key="customer id",
-        description="Each accepted interaction with its customer id, in order per customer.",
+        description="Each accepted interaction with its customer id, in order per customer, "
+        "personal fields sealed.",
         retention_ms=365 * DAY_MS,
     ),
     TopicSpec(

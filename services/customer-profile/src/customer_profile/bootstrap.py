@@ -25,6 +25,7 @@ from customer_profile.settings import ProfileSettings
 from hilo.health import health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, create_broker
 from hilo.mongo import MongoDocument, create_mongo_client
+from hilo.sealing import Sealer, create_sealer
 from hilo.topics import ensure_topics
 
 log = structlog.get_logger(__name__)
@@ -41,6 +42,7 @@ class Service:
     privacy: Privacy
     splits: Splits
     publisher: KafkaPublisher
+    sealer: Sealer
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -54,20 +56,23 @@ def bootstrap(settings: ProfileSettings) -> Service:
     broker = create_broker(settings, graceful_timeout=settings.shutdown_grace_seconds)
     mongo = create_mongo_client(settings)
     store = ProfileStore(mongo, settings.mongodb_database)
-    publisher = KafkaPublisher(broker, settings)
+    sealer = create_sealer(settings, mongo)
+    publisher = KafkaPublisher(broker, settings, sealer=sealer)
     pipeline = Pipeline(
         store,
         publisher,
+        sealer,
         settings.identity_policy(),
         settings.conversation_window,
         settings.max_future_skew,
     )
     consumer_health = ConsumerHealth(settings.stuck_after_seconds)
     subscribe(broker, BatchRunner(pipeline, settings.retry_policy(), consumer_health), settings)
-    privacy = Privacy(store, publisher)
+    privacy = Privacy(store, publisher, sealer)
     splits = Splits(
         store,
         publisher,
+        sealer,
         settings.conversation_window,
         timedelta(seconds=settings.split_settle_seconds),
     )
@@ -87,7 +92,9 @@ def bootstrap(settings: ProfileSettings) -> Service:
         }
     )
     app = create_api(state, [health])
-    service = Service(settings, broker, mongo, store, pipeline, app, privacy, splits, publisher)
+    service = Service(
+        settings, broker, mongo, store, pipeline, app, privacy, splits, publisher, sealer
+    )
     app.router.lifespan_context = _lifespan(service)
     return service
 

@@ -14,7 +14,7 @@ from customer_profile.bootstrap import Service, bootstrap, start, stop
 from customer_profile.service.pipeline import RawRecord
 from customer_profile.settings import ProfileSettings
 from hilo.contract import Identifiers, Interaction, new_interaction
-from hilo.kafka import KafkaPublisher, create_broker
+from hilo.kafka import KafkaPublisher, Record, create_broker
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually
 from hilo.testkit.samples import sample_payloads
@@ -44,6 +44,10 @@ class RunningProfileService:
     async def publish(self, interactions: Sequence[Interaction]) -> None:
         for interaction in interactions:
             await self.publisher.publish_interaction(interaction)
+
+    async def publish_records(self, records: Sequence[Record]) -> None:
+        """Records as they are (a test's own, possibly broken, records)."""
+        await self.publisher.publish_records(records)
 
     async def journey_count(self) -> int:
         return await self.service.store.journey.count_documents({})
@@ -78,7 +82,8 @@ class RunningProfileService:
 async def running_profile_service(
     settings: HiloSettings, **overrides: object
 ) -> AsyncIterator[RunningProfileService]:
-    """Start the service (consumer + API) and a producer; stop both afterwards."""
+    """Start the service (consumer + API) and a producer that seals as channels do; stop both
+    afterwards."""
     service = bootstrap(profile_settings(settings, **overrides))
     await start(service)
     producer = create_broker(settings)
@@ -88,7 +93,8 @@ async def running_profile_service(
         async with httpx.AsyncClient(
             transport=transport, base_url="http://profile", headers={"X-API-Key": API_KEY}
         ) as http:
-            yield RunningProfileService(service, http, KafkaPublisher(producer, settings))
+            publisher = KafkaPublisher(producer, settings, sealer=service.sealer)
+            yield RunningProfileService(service, http, publisher)
     finally:
         await producer.stop()
         await stop(service)

@@ -31,9 +31,11 @@ from customer_profile.testing import (
     raw_records,
 )
 from hilo.contract import IdentifierKind, Interaction
+from hilo.sealing import InMemoryKeys, Sealer
 from hilo.topics import Topic
 
 WINDOW = timedelta(hours=24)
+PEPPER = b"a-pepper-for-unit-tests"
 SEEDS = range(20)
 POINTS = FAULT_POINTS
 
@@ -65,7 +67,7 @@ def pipeline(store: InMemoryStore, publisher: RecordingPublisher) -> Pipeline:
         max_merges=50,
         blocked_values=DEFAULT_BLOCKED_VALUES,
     )
-    return Pipeline(store, publisher, policy, WINDOW)
+    return Pipeline(store, publisher, Sealer(InMemoryKeys(), PEPPER), policy, WINDOW)
 
 
 def scenario(seed: int) -> tuple[list[Interaction], list[Interaction]]:

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from hilo.contract.interaction import SCHEMA_VERSION, Interaction
+from hilo.contract.personal import PAYLOAD_FIELDS
 
 SCHEMA_FILE = f"interaction.v{SCHEMA_VERSION}.schema.json"
+SEALED_SCHEMA_FILE = f"interaction.sealed.v{SCHEMA_VERSION}.schema.json"
 
 
 def interaction_json_schema() -> dict[str, Any]:
@@ -23,21 +25,69 @@ def interaction_json_schema() -> dict[str, Any]:
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
-def render() -> str:
-    """The schema as the committed file holds it: stable key order, trailing newline."""
-    return (
-        json.dumps(interaction_json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    )
+def sealed_interaction_json_schema() -> dict[str, Any]:
+    """JSON Schema of an interaction as it is on `interactions`: the personal fields
+    (`hilo.contract.personal`) taken out and sealed (`hilo.sealing`), the rest in the clear."""
+    schema = interaction_json_schema()
+    schema["title"] = "SealedInteraction"
+    _drop(schema, "identifiers")
+    _drop(schema["$defs"]["Conversation"], "thread")
+    for definition in schema["$defs"].values():
+        kind = definition.get("properties", {}).get("kind", {}).get("const")
+        for name in PAYLOAD_FIELDS.get(kind, ()):
+            _drop(definition, name)
+    schema["properties"]["sealed"] = SEALED_PART
+    schema["required"] = sorted({*schema.get("required", []), "sealed"})
+    return schema
+
+
+SEALED_PART: dict[str, Any] = {
+    "title": "Sealed",
+    "description": "The personal fields as one AES-256-GCM encrypted JSON object (`data`, "
+    "bound to the event id) whose data key is wrapped under the key of each subject (`keys`: "
+    "subject -> nonce + wrapped key, base64). A subject is the HMAC-SHA256 of an identifier "
+    "under the deployment's secret; erasing a person deletes their subjects' keys.",
+    "type": "object",
+    "properties": {
+        "v": {"const": 1},
+        "alg": {"const": "A256GCM"},
+        "nonce": {"type": "string", "contentEncoding": "base64"},
+        "data": {"type": "string", "contentEncoding": "base64"},
+        "keys": {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {"pattern": "^[0-9a-f]{64}$"},
+            "additionalProperties": {"type": "string", "contentEncoding": "base64"},
+        },
+    },
+    "required": ["v", "alg", "nonce", "data", "keys"],
+    "additionalProperties": False,
+}
+
+
+def _drop(definition: dict[str, Any], name: str) -> None:
+    definition.get("properties", {}).pop(name, None)
+    if name in definition.get("required", []):
+        definition["required"] = [field for field in definition["required"] if field != name]
+
+
+SCHEMAS = {SCHEMA_FILE: interaction_json_schema, SEALED_SCHEMA_FILE: sealed_interaction_json_schema}
+
+
+def render(file: str = SCHEMA_FILE) -> str:
+    """A schema as the committed file holds it: stable key order, trailing newline."""
+    return json.dumps(SCHEMAS[file](), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Write the interaction JSON Schema.")
-    parser.add_argument("directory", type=Path, help="where to write " + SCHEMA_FILE)
+    parser = argparse.ArgumentParser(description="Write the interaction JSON Schemas.")
+    parser.add_argument("directory", type=Path, help="where to write " + ", ".join(SCHEMAS))
     args = parser.parse_args()
-    target = args.directory / SCHEMA_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render(), encoding="utf-8")
-    print(f"wrote {target}")  # noqa: T201
+    for file in SCHEMAS:
+        target = args.directory / file
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(render(file), encoding="utf-8")
+        print(f"wrote {target}")  # noqa: T201
 
 
 if __name__ == "__main__":

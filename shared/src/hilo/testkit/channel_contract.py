@@ -4,8 +4,11 @@ A channel team passes its provider's sample requests (already signed as the prov
 sign them) and gets, against the real broker, the checks the rest of Hilo relies on:
 
 - every request is answered 2xx, and by then its events are on `interactions`;
-- every event validates against the published JSON Schema (readable without Python);
-- the record key is the event's strongest identifier and the CloudEvents headers match;
+- every record validates against the published sealed JSON Schema (readable without Python, and
+  without personal data), and opens with the deployment's keys to an event that validates
+  against the interaction JSON Schema;
+- the record key is the subject of the event's strongest identifier (never the identifier) and
+  the CloudEvents headers match;
 - delivering every request again yields the same event ids (provider retries deduplicate).
 
 `assert_refused_while_kafka_is_down` proves the other half of "nothing accepted is lost": with
@@ -15,7 +18,6 @@ the broker gone the channel answers 503, and the provider's retry is published o
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -26,9 +28,8 @@ import httpx
 from aiokafka.structs import ConsumerRecord
 from fastapi import FastAPI
 
-from hilo.contract import Identifiers
 from hilo.settings import HiloSettings
-from hilo.testkit.contract_check import validate_against_schema
+from hilo.testkit.contract_check import opened_interactions
 from hilo.testkit.local_infra import LocalKafka
 from hilo.testkit.probes import read_topic
 from hilo.topics import Topic, ensure_topics, topic_name
@@ -71,17 +72,6 @@ async def published_records(
     )
 
 
-def _checked(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads(record.value or b"null")
-    validate_against_schema(document)
-    headers = {name: value.decode() for name, value in record.headers}
-    assert headers["ce_id"] == document["id"], "ce_id header differs from the event id"
-    assert headers["ce_type"] == document["type"], "ce_type header differs from the event type"
-    expected_key = Identifiers.model_validate(document["identifiers"]).partition_key()
-    assert record.key == expected_key, "record key is not the strongest identifier"
-    return document
-
-
 async def assert_channel_contract(
     client: httpx.AsyncClient, settings: HiloSettings, requests: Sequence[ProviderRequest]
 ) -> list[dict[str, Any]]:
@@ -90,11 +80,11 @@ async def assert_channel_contract(
     for request in requests:
         response = await send(client, request)
         assert response.is_success, f"{request.path} answered {response.status_code}"
-    first = [_checked(record) for record in await published_records(settings, expected)]
+    first = await opened_interactions(settings, await published_records(settings, expected))
     assert len(first) == expected, f"expected {expected} events, found {len(first)}"
     for request in requests:
         assert (await send(client, request)).is_success, "a provider retry was refused"
-    both = [_checked(record) for record in await published_records(settings, 2 * expected)]
+    both = await opened_interactions(settings, await published_records(settings, 2 * expected))
     first_ids = {event["id"] for event in first}
     assert len(first_ids) == expected, "two different requests produced the same event id"
     assert {event["id"] for event in both} == first_ids, "a retry produced a new event id"
@@ -134,7 +124,6 @@ async def assert_refused_while_kafka_is_down(
         assert down.headers["Retry-After"], "503 without Retry-After"
         assert ready.status_code == 503, "ready while Kafka was down"
         assert retried.is_success, f"the retry answered {retried.status_code}"
-        records = await published_records(local, request.events)
-        return [_checked(record) for record in records]
+        return await opened_interactions(local, await published_records(local, request.events))
     finally:
         await asyncio.to_thread(kafka.stop)

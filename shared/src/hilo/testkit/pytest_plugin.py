@@ -46,6 +46,7 @@ def settings(infrastructure: Endpoints) -> HiloSettings:
         kafka_bootstrap_servers=infrastructure.kafka_bootstrap_servers,
         mongodb_url=infrastructure.mongodb_url,
         mongodb_database=f"test_{run}",
+        mongodb_keys_database=f"test_{run}_keys",
         topic_prefix=f"t{run}.",
         topic_partitions=3,
         kafka_publish_timeout_seconds=10.0,
@@ -60,12 +61,13 @@ async def topics(settings: HiloSettings) -> list[str]:
 
 @pytest.fixture
 async def mongo_client(settings: HiloSettings) -> AsyncIterator[AsyncMongoClient[MongoDocument]]:
-    """A client for the session's server; this test's database is dropped afterwards."""
+    """A client for the session's server; this test's databases are dropped afterwards."""
     client = create_mongo_client(settings)
     try:
         yield client
     finally:
         await client.drop_database(settings.mongodb_database)
+        await client.drop_database(settings.mongodb_keys_database)
         await client.close()
 
 

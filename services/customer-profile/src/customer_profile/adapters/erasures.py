@@ -32,6 +32,9 @@ class Erasure:
     requested_at: datetime
     done: bool
     identifier_digests: list[str]
+    subjects: list[str]
+    """The subjects (`hilo.sealing`) of every identifier the person held or used: their keys are
+    deleted, so their records on the topics cannot be opened any more."""
 
 
 class ErasureCollection:
@@ -46,10 +49,16 @@ class ErasureCollection:
         await self.erasures.create_index([("done", ASCENDING)])
 
     async def record(
-        self, customer_id: str, aliases: list[str], keys: Iterable[str], at: datetime
+        self,
+        customer_id: str,
+        aliases: list[str],
+        keys: Iterable[str],
+        subjects: Iterable[str],
+        at: datetime,
     ) -> Erasure:
         """Record the erasure (once: a repeated request keeps the first) and its identifiers."""
         digests = sorted({identifier_digest(key) for key in keys})
+        named = sorted(set(subjects))
         await self.erasures.update_one(
             {"_id": customer_id},
             {
@@ -58,18 +67,20 @@ class ErasureCollection:
                     "requested_at": at,
                     "done": False,
                     "identifier_digests": digests,
+                    "subjects": named,
                 }
             },
             upsert=True,
         )
-        await self.suppress(digests, at)
+        await self.suppress([*digests, *named], at)
         found = await self.of(customer_id)
         if found is None:
             raise RuntimeError(f"the erasure of {customer_id} was recorded but cannot be read")
         return found
 
     async def suppress(self, digests: Iterable[str], at: datetime) -> None:
-        """Events about these identifiers that happened up to `at` are not stored again."""
+        """Events about these identifiers (digests, or subjects) that happened up to `at` are not
+        stored again."""
         await bulk_write(
             self.erased,
             [
@@ -99,6 +110,10 @@ class ErasureCollection:
             async for doc in find_in(self.erased, "_id", by_digest)
         }
 
+    async def erased_subjects(self, subjects: Iterable[str]) -> set[str]:
+        """Of these subjects, those an erasure named."""
+        return {doc["_id"] async for doc in find_in(self.erased, "_id", subjects, {"_id": 1})}
+
 
 def _erasure(doc: MongoDocument) -> Erasure:
     return Erasure(
@@ -107,4 +122,5 @@ def _erasure(doc: MongoDocument) -> Erasure:
         doc["requested_at"],
         doc["done"],
         list(doc.get("identifier_digests", [])),
+        list(doc.get("subjects", [])),
     )

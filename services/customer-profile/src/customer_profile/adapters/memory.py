@@ -219,6 +219,9 @@ class InMemoryStore:
             self.profiles[customer].merge_pending = False
 
     # erasures
+    async def erased_subjects(self, subjects: Iterable[str]) -> set[str]:
+        return {subject for subject in subjects if subject in self.erased}
+
     async def erased_at(self, keys: Iterable[str]) -> dict[str, datetime]:
         return {key: self.erased[key] for key in keys if key in self.erased}
 

@@ -226,9 +226,14 @@ class ProfileStore:
         return await self._conflicts.decide(request_id, status, decision)
 
     async def record_erasure(
-        self, customer_id: str, aliases: list[str], keys: Iterable[str], at: datetime
+        self,
+        customer_id: str,
+        aliases: list[str],
+        keys: Iterable[str],
+        subjects: Iterable[str],
+        at: datetime,
     ) -> Erasure:
-        return await self._erasures.record(customer_id, aliases, keys, at)
+        return await self._erasures.record(customer_id, aliases, keys, subjects, at)
 
     async def suppress_erased(self, digests: Iterable[str], at: datetime) -> None:
         await self._erasures.suppress(digests, at)
@@ -244,6 +249,9 @@ class ProfileStore:
 
     async def erased_at(self, keys: Iterable[str]) -> dict[str, datetime]:
         return await self._erasures.erased_at(keys)
+
+    async def erased_subjects(self, subjects: Iterable[str]) -> set[str]:
+        return await self._erasures.erased_subjects(subjects)
 
     async def erase(self, aliases: list[str]) -> dict[str, int]:
         """Delete everything held about a customer and its aliases (idempotent)."""

@@ -3,13 +3,15 @@
 Order of effects, so that a crash at any point is repaired by redelivery (offsets are committed
 only after `process` returns):
 
-1. parse; what cannot be read goes to the dead-letter topic with the reason;
+1. open (sealed personal fields, `hilo.sealing`) and parse; what cannot be read goes to the
+   dead-letter topic with the reason, except records sealed for a person erased since;
 2. resolve identities (atomic claims and merges, see `resolver.py`); finish any merge of this
    batch's events that a crash left half-done;
 3. store journey entries, once per event id, marked pending;
 4. derive and save each touched profile at the version it was read at;
-5. publish journey records, profile snapshots, merges and dead letters, waiting for Kafka's acks,
-   then re-publish any snapshot another writer overtook, so the compacted topic ends on the latest;
+5. publish journey records (personal fields sealed), profile snapshots, merges and dead letters,
+   waiting for Kafka's acks, then re-publish any snapshot another writer overtook, so the
+   compacted topic ends on the latest;
 6. settle: clear the pending marks.
 
 An event redelivered after a crash finds its entry stored but still pending: its customer's view
@@ -43,7 +45,9 @@ from hilo.contract import (
     bound_event_time,
     parse_interaction,
 )
+from hilo.contract.personal import JOURNEY_FIELDS
 from hilo.dead_letters import dead_letter_headers
+from hilo.sealing import Sealer, Unreadable
 from hilo.topics import Topic
 
 log = structlog.get_logger(__name__)
@@ -82,11 +86,13 @@ class Pipeline:
         self,
         store: Store,
         publisher: Publisher | None,
+        sealer: Sealer,
         policy: IdentityPolicy,
         conversation_window: timedelta,
         max_future_skew: timedelta = DEFAULT_FUTURE_SKEW,
     ) -> None:
         self._store = store
+        self._sealer = sealer
         self._max_future_skew = max_future_skew
         self._publisher = publisher
         self._policy = policy
@@ -97,9 +103,15 @@ class Pipeline:
 
     async def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
         outcome = BatchOutcome()
-        readable, dead = self._parse(records)
+        readable, dead, erased = await self._parse(records)
         readable, outcome.erased = await self._without_erased(readable)
+        outcome.erased += erased
         events = [event for _, event, _ in readable]
+        # A producer that does not seal (a tool, an older channel) made no keys: make them now,
+        # so these events' journey records are sealed like every other.
+        await self._sealer.keys.get_or_create(
+            self._sealer.subject(key) for _, _, keys in readable for key in keys
+        )
         resolution = await self._resolver.resolve(
             [
                 Pending(event.id, event.occurred_at, keys, event.identity_trust == "verified")
@@ -171,16 +183,25 @@ class Pipeline:
                 ),
             )
 
-    def _parse(
+    async def _parse(
         self, records: Sequence[RawRecord]
-    ) -> tuple[list[tuple[RawRecord, Interaction, list[str]]], list[DeadLetter]]:
-        """Readable events with their usable identifier keys, and the records to dead-letter."""
+    ) -> tuple[list[tuple[RawRecord, Interaction, list[str]]], list[DeadLetter], int]:
+        """Readable events with their usable identifier keys, the records to dead-letter, and
+        how many were sealed for a person erased since (no key opens them: nothing to store)."""
         dead: list[DeadLetter] = []
         readable: list[tuple[RawRecord, Interaction, list[str]]] = []
         seen: set[str] = set()
-        for record in records:
+        opened = await self._sealer.open_all([record.value for record in records])
+        sealed_for_erased = await self._store.erased_subjects(
+            s for document in opened if isinstance(document, Unreadable) for s in document.subjects
+        )
+        erased = 0
+        for record, document in zip(records, opened, strict=True):
+            if isinstance(document, Unreadable) and set(document.subjects) <= sealed_for_erased:
+                erased += 1
+                continue
             try:
-                event = self._readable(record)
+                event = self._readable(document)
             except _Unprocessable as exc:
                 dead.append(DeadLetter(record, exc.reason, exc.detail))
                 continue
@@ -191,13 +212,15 @@ class Pipeline:
             elif event.id not in seen:  # a provider retry inside one batch
                 seen.add(event.id)
                 readable.append((record, event, keys))
-        return readable, dead
+        return readable, dead, erased
 
-    def _readable(self, record: RawRecord) -> Interaction:
-        if record.value is None:
-            raise _Unprocessable("empty_value", "the record has no value")
+    def _readable(self, document: dict[str, Any] | ValueError) -> Interaction:
+        if isinstance(document, Unreadable):
+            raise _Unprocessable("unreadable_sealed", document.reason)
+        if isinstance(document, ValueError):
+            raise _Unprocessable("not_json", str(document))
         try:
-            event = parse_interaction(record.value)
+            event = parse_interaction(pydantic_core.to_json(document))
         except ValidationError as exc:
             detail = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()
@@ -291,7 +314,7 @@ class Pipeline:
             return
         publish = self._publisher.publish
         sends = [self.dead_letter(letter.record, letter.reason, letter.detail) for letter in dead]
-        sends += [publish_entry(self._publisher, entry) for entry in entries]
+        sends.append(publish_entries(self._publisher, self._sealer, entries))
         for merge in outcome.merges:
             sends.append(
                 publish(
@@ -356,13 +379,28 @@ def _fold(view: ProfileView | None, new: list[JourneyEntry], window: timedelta) 
     return result.finish()
 
 
-async def publish_entry(publisher: Publisher, entry: JourneyEntry) -> None:
-    """A journey entry on `journey`, keyed by the customer it belongs to."""
-    await publisher.publish(
-        Topic.JOURNEY,
-        entry.model_dump_json().encode(),
-        key=entry.customer_id.encode(),
-        headers={**JSON, "ce_id": entry.id, "ce_type": f"dev.hilo.journey.{entry.type}"},
+async def publish_entries(
+    publisher: Publisher, sealer: Sealer, entries: Sequence[JourneyEntry]
+) -> None:
+    """Journey entries on `journey`, keyed by their customer, personal fields sealed with the
+    keys of their identifiers. An entry whose keys are all gone (its person was erased while it
+    was on its way) is not published: nothing could read it."""
+    documents = await sealer.seal_all(
+        [pydantic_core.from_json(entry.model_dump_json()) for entry in entries],
+        JOURNEY_FIELDS,
+        create=False,
+    )
+    await asyncio.gather(
+        *(
+            publisher.publish(
+                Topic.JOURNEY,
+                pydantic_core.to_json(document),
+                key=entry.customer_id.encode(),
+                headers={**JSON, "ce_id": entry.id, "ce_type": f"dev.hilo.journey.{entry.type}"},
+            )
+            for entry, document in zip(entries, documents, strict=True)
+            if document is not None
+        )
     )
 
 

@@ -129,5 +129,8 @@ class Store(Protocol):
     async def erased_at(self, keys: Iterable[str]) -> dict[str, datetime]:
         """Identifier key -> when it was last erased, for the keys that were."""
 
+    async def erased_subjects(self, subjects: Iterable[str]) -> set[str]:
+        """Of these subjects (`hilo.sealing`), those an erasure named."""
+
     # conflicts
     async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> None: ...

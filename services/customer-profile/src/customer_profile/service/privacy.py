@@ -14,15 +14,19 @@ from customer_profile.adapters.erasures import Erasure
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.service.ports import StoredProfile
 from hilo.kafka import KafkaPublisher, PublishFailed
+from hilo.sealing import Sealer
 from hilo.topics import Topic
 
 log = structlog.get_logger(__name__)
 
 
 class Privacy:
-    def __init__(self, store: ProfileStore, publisher: KafkaPublisher | None) -> None:
+    def __init__(
+        self, store: ProfileStore, publisher: KafkaPublisher | None, sealer: Sealer
+    ) -> None:
         self._store = store
         self._publisher = publisher
+        self._sealer = sealer
 
     async def export(self, profile: StoredProfile) -> dict[str, Any]:
         """Everything Hilo holds about the customer, in one document."""
@@ -46,12 +50,19 @@ class Privacy:
         """Erase the customer and its aliases: recorded first, then completed (see `complete`).
 
         Later events with the same identifiers start a fresh profile; events that happened
-        before the erasure (in flight, redelivered, replayed) are not stored again. Raw
-        interactions stay on the `interactions` topic until its retention expires.
+        before the erasure (in flight, redelivered, replayed) are not stored again. The keys of
+        every identifier the person held or used are deleted, so their records on `interactions`,
+        `journey` and the dead-letter topic can no longer be opened (crypto-shredding).
         """
         keys = {*profile.identifiers, *await self._store.identities_of(profile.aliases)}
+        for entry in await self._store.entries(profile.aliases):
+            keys |= {f"{kind}:{value}" for kind, value in entry.identifiers.items()}
         erasure = await self._store.record_erasure(
-            profile.customer_id, profile.aliases, keys, datetime.now(UTC)
+            profile.customer_id,
+            profile.aliases,
+            keys,
+            [self._sealer.subject(key) for key in keys],
+            datetime.now(UTC),
         )
         return await self.complete(erasure)
 
@@ -62,6 +73,7 @@ class Privacy:
         Raises `PublishFailed` when Kafka does not take the tombstones: the erasure stays
         recorded as not done and `finish_unfinished` completes it.
         """
+        forgotten = await self._sealer.keys.forget(erasure.subjects)
         deleted = await self._store.erase(erasure.aliases)
         if self._publisher is not None:
             publish = self._publisher.publish
@@ -70,11 +82,11 @@ class Privacy:
                 *(publish(Topic.PROFILES, None, key=alias.encode()) for alias in erasure.aliases)
             )
         await self._store.erasure_finished(erasure.customer_id)
-        log.info("customer_erased", customer_id=erasure.customer_id, **deleted)
+        log.info("customer_erased", customer_id=erasure.customer_id, keys=forgotten, **deleted)
         return {
             "customer_id": erasure.customer_id,
             "status": "done",
-            "erased": deleted,
+            "erased": {**deleted, "keys": forgotten},
             "tombstoned": erasure.aliases,
         }
 
@@ -117,6 +129,7 @@ def erasure_record(erasure: Erasure) -> bytes:
         {
             "customer_id": erasure.customer_id,
             "identifier_digests": erasure.identifier_digests,
+            "subjects": erasure.subjects,
             "erased_at": erasure.requested_at.isoformat(),
         }
     ).encode()

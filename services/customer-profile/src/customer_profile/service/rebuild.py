@@ -4,7 +4,8 @@ The topic is the source of truth: replaying it from the earliest offset through 
 pipeline gives the same profiles (same identifiers, journeys and derived views; customer ids are
 random and differ). Nothing is published while rebuilding, so downstream sees no duplicates.
 The `erasures` topic is read first: events about erased people from before their erasure are
-not rebuilt (the pipeline drops them as it does live).
+not rebuilt (the pipeline drops them as it does live), and their keys are deleted again (their
+sealed records cannot be opened anyway once the keys are gone).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from customer_profile.adapters.store import ProfileStore
 from customer_profile.service.pipeline import Pipeline, RawRecord
 from customer_profile.settings import ProfileSettings
 from hilo.kafka import read_to_end
+from hilo.sealing import Sealer, create_sealer
 from hilo.topics import Topic, ensure_topics, topic_name
 
 log = structlog.get_logger(__name__)
@@ -46,11 +48,13 @@ async def rebuild(
         raise NotEmpty(f"target database {settings.mongodb_database!r} is not empty: {counts}")
     await store.create_indexes()
     await ensure_topics(settings)
-    erasures = await restore_erasures(settings, store)
+    sealer = create_sealer(settings, store.client)
+    erasures = await restore_erasures(settings, store, sealer)
     log.info("rebuild_erasures_restored", erasures=erasures)
     pipeline = Pipeline(
         store,
         None,
+        sealer,
         settings.identity_policy(),
         settings.conversation_window,
         settings.max_future_skew,
@@ -87,8 +91,9 @@ async def rebuild(
     return RebuildReport(records=total, seconds=time.monotonic() - started)
 
 
-async def restore_erasures(settings: ProfileSettings, store: ProfileStore) -> int:
-    """Mark every identifier the `erasures` topic names as erased; how many erasures."""
+async def restore_erasures(settings: ProfileSettings, store: ProfileStore, sealer: Sealer) -> int:
+    """Mark every identifier the `erasures` topic names as erased, and delete its key again (a
+    key store restored from a backup may hold it); how many erasures."""
     records = await read_to_end(
         settings.kafka_bootstrap_servers,
         topic_name(Topic.ERASURES, settings),
@@ -98,7 +103,9 @@ async def restore_erasures(settings: ProfileSettings, store: ProfileStore) -> in
     erasures = [json.loads(value) for value in latest.values() if value is not None]
     for erasure in erasures:
         erased_at = datetime.fromisoformat(erasure["erased_at"])
-        await store.suppress_erased(erasure["identifier_digests"], erased_at)
+        subjects = erasure.get("subjects", [])
+        await store.suppress_erased([*erasure["identifier_digests"], *subjects], erased_at)
+        await sealer.keys.forget(subjects)
     return len(erasures)
 
 

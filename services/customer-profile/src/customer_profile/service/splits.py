@@ -33,12 +33,13 @@ from customer_profile.domain.split import SplitPlan, SplitSeeds, plan_split
 from customer_profile.service.pipeline import (
     JSON,
     MAX_SAVE_ATTEMPTS,
-    publish_entry,
+    publish_entries,
     publish_overtaken,
     publish_snapshot,
 )
 from customer_profile.service.ports import StoredProfile
 from hilo.kafka import KafkaPublisher, PublishFailed
+from hilo.sealing import Sealer
 from hilo.topics import Topic
 
 log = structlog.get_logger(__name__)
@@ -66,11 +67,13 @@ class Splits:
         self,
         store: ProfileStore,
         publisher: KafkaPublisher | None,
+        sealer: Sealer,
         window: timedelta,
         settle: timedelta,
     ) -> None:
         self._store = store
         self._publisher = publisher
+        self._sealer = sealer
         self._window = window
         self._settle = settle
 
@@ -265,9 +268,10 @@ class Splits:
             return
         publisher = self._publisher
         await asyncio.gather(
-            *(
-                publish_entry(publisher, entry.model_copy(update={"customer_id": split.restored}))
-                for entry in moving
+            publish_entries(
+                publisher,
+                self._sealer,
+                [entry.model_copy(update={"customer_id": split.restored}) for entry in moving],
             ),
             publisher.publish(
                 Topic.IDENTITY_MERGES,

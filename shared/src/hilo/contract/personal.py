@@ -1,0 +1,49 @@
+"""Which fields of an event identify or describe a person: what sealing takes out of the clear.
+
+One list for every producer and reader: channels seal these fields of an interaction before it
+goes on `interactions`, the customer-profile service seals the same fields of a journey entry
+before it goes on `journey`, and `hilo.sealing` puts them back for whoever holds the keys. What
+stays in the clear is what journey-wide measurement needs without knowing who: ids, channel,
+type, times, amounts, products, statuses, store ids, consent purposes, survey scores.
+
+A channel that adds a payload field holding personal data adds it here; a test fails for a
+payload kind that is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+Path = tuple[str, ...]
+
+PAYLOAD_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
+    "message": ("text", "subject", "attachments", "interactive_reply"),
+    "message_status": ("error",),
+    "page_view": ("url", "referrer"),
+    "product_view": (),
+    "cart": (),
+    "order": (),
+    "call": ("transcript", "summary"),
+    "store_visit": (),
+    "survey_answer": ("comment",),
+    "consent": (),
+    "identify": ("traits", "previous_anonymous_id"),
+    "custom": ("properties",),
+}
+"""Per payload kind: its fields that can hold personal data (free text, traits, links)."""
+
+INTERACTION_FIELDS: Final[tuple[Path, ...]] = (("identifiers",), ("conversation", "thread"))
+"""Envelope fields of an interaction: the identifiers, and the provider's thread reference (often
+a phone number or an email address)."""
+
+JOURNEY_FIELDS: Final[tuple[Path, ...]] = (*INTERACTION_FIELDS, ("summary",))
+"""Fields of a journey entry: the same, plus the one-line summary (it quotes the message)."""
+
+
+def personal_paths(document: Mapping[str, Any], envelope: tuple[Path, ...]) -> list[Path]:
+    """The paths to seal in this document: the envelope's, then its payload kind's."""
+    payload = document.get("payload")
+    kind = payload.get("kind") if isinstance(payload, Mapping) else None
+    fields = PAYLOAD_FIELDS.get(kind, ()) if isinstance(kind, str) else ()
+    return [*envelope, *(("payload", name) for name in fields)]

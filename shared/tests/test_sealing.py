@@ -1,0 +1,125 @@
+"""Crypto-shredding without I/O: what a sealed record shows, who opens it, after erasure nobody."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from hilo.contract import Identifiers, parse_interaction
+from hilo.contract.personal import INTERACTION_FIELDS, JOURNEY_FIELDS
+from hilo.contract.schema import sealed_interaction_json_schema
+from hilo.sealing import InMemoryKeys, Sealer, Unreadable, subject_of
+from hilo.testkit.samples import sample_interaction, sample_payloads
+
+PEPPER = b"a-pepper-for-tests-only"
+
+
+def sealer() -> Sealer:
+    return Sealer(InMemoryKeys(), PEPPER)
+
+
+@pytest.mark.parametrize("kind", sorted(sample_payloads()))
+async def test_a_sealed_interaction_shows_no_personal_field_and_opens_to_the_original(
+    kind: str,
+) -> None:
+    interaction = sample_interaction(kind)
+    original = interaction.model_dump(mode="json")
+    seals = sealer()
+
+    [sealed] = await seals.seal_all(
+        [interaction.model_dump(mode="json")], INTERACTION_FIELDS, create=True
+    )
+
+    assert sealed is not None
+    wire = json.dumps(sealed)
+    for value in _personal_values(original):
+        assert value not in wire, f"{value!r} readable on the wire"
+    Draft202012Validator(sealed_interaction_json_schema()).validate(sealed)
+    [opened] = await seals.open_all([wire.encode()])
+    assert opened == original
+    assert parse_interaction(json.dumps(opened)) == interaction
+
+
+async def test_once_the_keys_of_its_subjects_are_forgotten_nobody_can_open_it() -> None:
+    interaction = sample_interaction("message").model_copy(
+        update={
+            "identifiers": Identifiers.model_validate(
+                {"email": "ana@example.com", "phone": "+34612345678"}
+            )
+        }
+    )
+    seals = sealer()
+    [sealed] = await seals.seal_all(
+        [interaction.model_dump(mode="json")], INTERACTION_FIELDS, create=True
+    )
+    subjects = seals.subjects(interaction.model_dump(mode="json")["identifiers"])
+
+    assert await seals.keys.forget(subjects[:1]) == 1
+    [still] = await seals.open_all([json.dumps(sealed).encode()])
+    assert isinstance(still, dict), "any one identifier's key opens it"
+    await seals.keys.forget(subjects)
+    [gone] = await seals.open_all([json.dumps(sealed).encode()])
+
+    assert isinstance(gone, Unreadable)
+    assert gone.subjects == sorted(subjects)
+
+
+async def test_a_sealed_part_moved_to_another_record_does_not_open() -> None:
+    seals = sealer()
+    one, two = (sample_interaction("message").model_dump(mode="json") for _ in range(2))
+    two["id"] = "another-event"
+    [first, second] = await seals.seal_all([one, two], INTERACTION_FIELDS, create=True)
+    assert first is not None
+    assert second is not None
+    first["sealed"] = second["sealed"]
+
+    [opened] = await seals.open_all([json.dumps(first).encode()])
+
+    assert isinstance(opened, Unreadable)
+    assert "do not open" in opened.reason
+
+
+async def test_a_journey_entry_is_not_sealed_once_its_person_is_erased() -> None:
+    seals = sealer()
+    entry = {"id": "e1", "identifiers": {"email": "ana@example.com"}, "summary": "Inbound: hi"}
+
+    [unknown] = await seals.seal_all([dict(entry)], JOURNEY_FIELDS, create=False)
+    [sealed] = await seals.seal_all([dict(entry)], JOURNEY_FIELDS, create=True)
+
+    assert unknown is None, "no key and none made: the entry is not published"
+    assert sealed is not None
+    assert "summary" not in sealed
+    assert "identifiers" not in sealed
+
+
+def test_a_subject_depends_on_the_pepper_and_shows_nothing_of_the_identifier() -> None:
+    one = subject_of("email:ana@example.com", PEPPER)
+
+    assert one == subject_of("email:ana@example.com", PEPPER)
+    assert one != subject_of("email:ana@example.com", b"another-pepper-for-tests")
+    assert "ana" not in one
+    assert len(one) == 64
+
+
+async def test_unsealed_and_unreadable_values_pass_through_as_they_are() -> None:
+    plain = sample_interaction("order").model_dump_json().encode()
+
+    opened = await sealer().open_all([plain, b"not json", b"[1]", None])
+
+    assert isinstance(opened[0], dict)
+    assert all(isinstance(value, ValueError) for value in opened[1:])
+
+
+def _personal_values(document: dict[str, Any]) -> list[str]:
+    """Strings a reader must not see: identifier values, the thread, sealed payload fields."""
+    values = [value for value in document["identifiers"].values() if value]
+    if (document.get("conversation") or {}).get("thread"):
+        values.append(document["conversation"]["thread"])
+    payload = document["payload"]
+    fields = ("text", "subject", "transcript", "summary", "comment", "url", "referrer")
+    values += [payload[name] for name in fields if isinstance(payload.get(name), str)]
+    values += [v for v in (payload.get("traits") or {}).values() if isinstance(v, str)]
+    return [value for value in values if value and len(value) > 3]
