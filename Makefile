@@ -36,10 +36,13 @@ infra-prepare: install ## Fetch Kafka's jars and install SecantusDB into ~/.cach
 test: install infra-prepare ## Run every test against real Kafka and a MongoDB-wire server
 	$(BIN)/pytest
 
-faults: install infra-prepare ## The fault matrix: each injection point x20 and 20 kill -9 runs
-	HILO_FAULT_RUNS=$${HILO_FAULT_RUNS:-20} HILO_KILL_RUNS=$${HILO_KILL_RUNS:-20} $(BIN)/pytest -s \
+faults: install infra-prepare ## The fault matrix: each injection point x20, 20 kill -9 runs, an erasure with Kafka down 30 s
+	HILO_FAULT_RUNS=$${HILO_FAULT_RUNS:-20} HILO_KILL_RUNS=$${HILO_KILL_RUNS:-20} \
+	HILO_ERASURE_KAFKA_DOWN_SECONDS=$${HILO_ERASURE_KAFKA_DOWN_SECONDS:-30} $(BIN)/pytest -s \
 		services/customer-profile/tests/test_fault_injection.py \
-		services/customer-profile/tests/test_crash_recovery.py
+		services/customer-profile/tests/test_crash_recovery.py \
+		services/customer-profile/tests/test_erasure.py \
+		services/customer-profile/tests/test_split.py
 
 test-fast: install ## Only the tests that need no infrastructure
 	$(BIN)/pytest -m "not infra"

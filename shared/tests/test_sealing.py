@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -57,10 +58,11 @@ async def test_once_the_keys_of_its_subjects_are_forgotten_nobody_can_open_it() 
     )
     subjects = seals.subjects(interaction.model_dump(mode="json")["identifiers"])
 
-    assert await seals.keys.forget(subjects[:1]) == 1
+    now = datetime.now(UTC)
+    assert await seals.keys.forget(subjects[:1], made_until=now) == 1
     [still] = await seals.open_all([json.dumps(sealed).encode()])
     assert isinstance(still, dict), "any one identifier's key opens it"
-    await seals.keys.forget(subjects)
+    await seals.keys.forget(subjects, made_until=now)
     [gone] = await seals.open_all([json.dumps(sealed).encode()])
 
     assert isinstance(gone, Unreadable)
@@ -123,3 +125,17 @@ def _personal_values(document: dict[str, Any]) -> list[str]:
     values += [payload[name] for name in fields if isinstance(payload.get(name), str)]
     values += [v for v in (payload.get("traits") or {}).values() if isinstance(v, str)]
     return [value for value in values if value and len(value) > 3]
+
+
+async def test_an_erasure_never_deletes_a_key_made_after_it() -> None:
+    """The same email back after its erasure is a new life: its new key must survive the
+    erasure being completed again (a retry, a rebuild re-reading the `erasures` topic)."""
+    keys = InMemoryKeys()
+    [subject] = Sealer(keys, PEPPER).subjects({"email": "ana@example.com"})
+    await keys.get_or_create([subject])
+    erased_at = datetime.now(UTC)
+    assert await keys.forget([subject], made_until=erased_at) == 1
+    await keys.get_or_create([subject])  # Ana writes again after her erasure
+
+    assert await keys.forget([subject], made_until=erased_at) == 0
+    assert await keys.forget([subject], made_until=erased_at + timedelta(days=1)) == 1

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from customer_profile.testing import RunningProfileService, clear_faults, interaction
+from customer_profile.adapters.store import ProfileStore
+from customer_profile.service.rebuild import rebuild
+from customer_profile.testing import (
+    RunningProfileService,
+    clear_faults,
+    interaction,
+    profile_settings,
+)
 from hilo.contract import Interaction
 from hilo.kafka import PublishFailed, Record, read_to_end
+from hilo.mongo import create_mongo_client
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually, read_topic
 from hilo.topics import Topic, topic_name
 
-KAFKA_DOWN_SECONDS = 3
+KAFKA_DOWN_SECONDS = float(os.environ.get("HILO_ERASURE_KAFKA_DOWN_SECONDS", "3"))
+"""How long Kafka refuses writes during the erasure (`make faults` runs it with 30)."""
 
 
 async def test_an_erasure_with_kafka_down_completes_by_itself_and_old_events_do_not_return(
@@ -53,6 +63,9 @@ async def test_an_erasure_with_kafka_down_completes_by_itself_and_old_events_do_
     )
     assert {r.key: r.value for r in records}[customer.encode()] is None, "tombstone"
 
+    readable = await _readable_by_topic(svc, settings)
+    assert readable == {"interactions": 0, "journey": 0, "interactions.dlq": 0}, "keys deleted"
+
     # In flight from before the erasure (or redelivered, or replayed): not stored again.
     await svc.publish([interaction(3, minutes=2, phone="+34612345678", kind="cart")])
     await eventually(lambda: _value(svc.service.pipeline.events_of_erased), until=lambda n: n == 1)
@@ -64,6 +77,7 @@ async def test_an_erasure_with_kafka_down_completes_by_itself_and_old_events_do_
     await svc.publish([later])
     await svc.wait_for_entries(1)
     assert await svc.customer_of("email", "ana@example.com") != customer, "a new profile"
+    assert await _rebuilt_journeys(svc, settings) == [[later.id]], "a rebuild keeps Ana erased"
 
 
 async def _value(value: int) -> int:
@@ -131,3 +145,18 @@ async def _readable_by_topic(svc: RunningProfileService, settings: HiloSettings)
         opened = await svc.service.sealer.open_all([record.value for record in records])
         counts[topic.value] = sum(isinstance(document, dict) for document in opened)
     return counts
+
+
+async def _rebuilt_journeys(svc: RunningProfileService, settings: HiloSettings) -> list[list[str]]:
+    """Every journey a rebuild of `interactions` into a fresh database makes, as event ids."""
+    target = profile_settings(settings, mongodb_database=settings.mongodb_database + "_rebuilt")
+    client = create_mongo_client(target)
+    try:
+        store = ProfileStore(client, target.mongodb_database)
+        await rebuild(target, store)
+        heads = [d["_id"] async for d in store.profiles.find({"merged_into": None}, {"_id": 1})]
+        profiles = await store.load(heads)
+        return [[e.id for e in await store.entries(p.aliases)] for p in profiles.values()]
+    finally:
+        await client.drop_database(target.mongodb_database)
+        await client.close()

@@ -36,7 +36,7 @@ from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from hilo.contract.personal import Path, personal_paths
-from hilo.mongo import MongoDocument, bulk_write, delete_in, find_in
+from hilo.mongo import MongoDocument, bulk_write, chunked, find_in
 from hilo.settings import HiloSettings
 
 SEALED: Final = "sealed"
@@ -66,8 +66,9 @@ class KeyStore(Protocol):
     async def get(self, subjects: Iterable[str]) -> dict[str, bytes]:
         """The keys that exist (an erased subject has none)."""
 
-    async def forget(self, subjects: Iterable[str]) -> int:
-        """Delete the keys (erasure); how many existed."""
+    async def forget(self, subjects: Iterable[str], *, made_until: datetime) -> int:
+        """Delete the keys made until `made_until` (the erasure), not any made since for the
+        same identifier's new life; how many were deleted."""
 
 
 class SubjectKeys:
@@ -109,12 +110,18 @@ class SubjectKeys:
             found.update(await self._read(missing))
         return found
 
-    async def forget(self, subjects: Iterable[str]) -> int:
+    async def forget(self, subjects: Iterable[str], *, made_until: datetime) -> int:
         doomed = sorted(set(subjects))
         if self._cache is not None:
             for subject in doomed:
                 self._cache.pop(subject, None)
-        return await delete_in(self.collection, "_id", doomed)
+        deleted = 0
+        for chunk in chunked(doomed):
+            found = await self.collection.delete_many(
+                {"_id": {"$in": chunk}, "at": {"$lte": made_until}}
+            )
+            deleted += found.deleted_count
+        return deleted
 
     def _cached(self, subject: str) -> bytes | None:
         return self._cache.get(subject) if self._cache is not None else None
@@ -146,18 +153,22 @@ class InMemoryKeys:
     """The key store in a dictionary: for unit tests of the code that seals and opens."""
 
     def __init__(self) -> None:
-        self.keys: dict[str, bytes] = {}
+        self.keys: dict[str, tuple[bytes, datetime]] = {}
 
     async def get_or_create(self, subjects: Iterable[str]) -> dict[str, bytes]:
-        for subject in subjects:
-            self.keys.setdefault(subject, AESGCM.generate_key(256))
-        return await self.get(subjects)
+        wanted = list(subjects)
+        for subject in wanted:
+            self.keys.setdefault(subject, (AESGCM.generate_key(256), datetime.now(UTC)))
+        return await self.get(wanted)
 
     async def get(self, subjects: Iterable[str]) -> dict[str, bytes]:
-        return {s: self.keys[s] for s in subjects if s in self.keys}
+        return {s: self.keys[s][0] for s in subjects if s in self.keys}
 
-    async def forget(self, subjects: Iterable[str]) -> int:
-        return sum(self.keys.pop(s, None) is not None for s in set(subjects))
+    async def forget(self, subjects: Iterable[str], *, made_until: datetime) -> int:
+        doomed = [s for s in set(subjects) if s in self.keys and self.keys[s][1] <= made_until]
+        for subject in doomed:
+            del self.keys[subject]
+        return len(doomed)
 
 
 class Sealer:

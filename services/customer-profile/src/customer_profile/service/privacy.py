@@ -73,7 +73,9 @@ class Privacy:
         Raises `PublishFailed` when Kafka does not take the tombstones: the erasure stays
         recorded as not done and `finish_unfinished` completes it.
         """
-        forgotten = await self._sealer.keys.forget(erasure.subjects)
+        forgotten = await self._sealer.keys.forget(
+            erasure.subjects, made_until=erasure.requested_at
+        )
         deleted = await self._store.erase(erasure.aliases)
         if self._publisher is not None:
             publish = self._publisher.publish
