@@ -6,6 +6,7 @@ import json
 
 from customer_profile.testing import RunningProfileService, interaction
 from hilo.contract import interaction_id
+from hilo.kafka import read_to_end
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import read_topic
 from hilo.topics import Topic, topic_name
@@ -137,7 +138,7 @@ async def test_an_unverified_identify_cannot_merge_two_known_customers(
 
 
 async def test_an_agent_confirms_or_rejects_the_merge_an_unverified_source_asked_for(
-    profile_service: RunningProfileService,
+    profile_service: RunningProfileService, settings: HiloSettings
 ) -> None:
     svc = profile_service
     people = [
@@ -165,6 +166,7 @@ async def test_an_agent_confirms_or_rejects_the_merge_an_unverified_source_asked
 
     confirmed = await svc.http.post(f"/v1/merge-requests/{confirm}/confirm", json=decision)
     rejected = await svc.http.post(f"/v1/merge-requests/{reject}/reject", json=decision)
+    retried = await svc.http.post(f"/v1/merge-requests/{confirm}/confirm", json=decision)
     again = await svc.http.post(f"/v1/merge-requests/{confirm}/reject", json=decision)
     unknown = await svc.http.post("/v1/merge-requests/nope/confirm", json=decision)
     anonymous = await svc.http.get("/v1/merge-requests", headers={"X-API-Key": ""})
@@ -173,6 +175,7 @@ async def test_an_agent_confirms_or_rejects_the_merge_an_unverified_source_asked
     assert confirmed.json()["status"] == "confirmed"
     assert confirmed.json()["decision"]["by"] == "agent-7"
     assert rejected.json()["status"] == "rejected"
+    assert retried.status_code == 200, "the same decision by the same person is a retry"
     assert (again.status_code, unknown.status_code, anonymous.status_code) == (409, 404, 401)
     assert await svc.get("/v1/merge-requests") == []
 
@@ -183,6 +186,18 @@ async def test_an_agent_confirms_or_rejects_the_merge_an_unverified_source_asked
     audit = [e for e in journey["entries"] if e["channel"] == "agent"]
     assert [e["payload"]["properties"]["by"] for e in audit] == ["agent-7"]
     assert (await svc.get(f"/v1/customers/{ana}"))["view"]["event_count"] == 4
+
+    feed = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.MERGE_REQUESTS, settings)
+    )
+    told = {(json.loads(r.value)["type"], r.key.decode()) for r in feed}
+    assert told == {
+        ("requested", confirm),
+        ("requested", reject),
+        ("confirmed", confirm),
+        ("rejected", reject),
+    }, "downstream (the agent desk) follows the queue on Kafka"
+    assert all(b"example.com" not in r.value for r in feed), "ids only, no identifiers"
 
 
 async def test_anonymous_browsing_joins_the_customer_when_they_identify(

@@ -31,6 +31,7 @@ class Topic(StrEnum):
     JOURNEY = "journey"
     PROFILES = "profiles"
     IDENTITY_MERGES = "identity.merges"
+    MERGE_REQUESTS = "identity.merge_requests"
     ERASURES = "erasures"
 
 
@@ -84,6 +85,14 @@ REGISTRY: tuple[TopicSpec, ...] = (
         Topic.IDENTITY_MERGES,
         key="surviving customer id",
         description="One record per profile merge: the survivor and the profile it absorbed.",
+        retention_ms=365 * DAY_MS,
+    ),
+    TopicSpec(
+        Topic.MERGE_REQUESTS,
+        key="merge request id",
+        description="Merges waiting for a person (an unverified source asked, or the profiles "
+        "were split): one record when a request opens, one when it is confirmed or rejected. "
+        "Customer ids only, no personal data.",
         retention_ms=365 * DAY_MS,
     ),
     TopicSpec(

@@ -8,14 +8,12 @@ why.
 
 from __future__ import annotations
 
-import uuid
-from collections import Counter
 from datetime import UTC, datetime
 
 from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
-from customer_profile.domain.identity import MERGE_REQUEST_REASONS, Conflict
+from customer_profile.domain.identity import MERGE_REQUEST_REASONS, Conflict, conflict_ids
 from hilo.mongo import MongoDocument, bulk_write
 
 
@@ -36,11 +34,10 @@ class ConflictCollection:
         if not conflicts:
             return
         at = datetime.now(UTC)
-        seen: Counter[tuple[str, str, str | None]] = Counter()
         operations = []
-        for conflict, event_id in conflicts:
-            identity = (event_id, conflict.reason, conflict.kind)
-            seen[identity] += 1
+        for conflict_id, (conflict, event_id) in zip(
+            conflict_ids(conflicts), conflicts, strict=True
+        ):
             document = {
                 "reason": conflict.reason,
                 "kind": conflict.kind,
@@ -53,7 +50,6 @@ class ConflictCollection:
                 # A redelivered event must not reopen a request a person already decided.
                 document["keys"] = list(conflict.keys)
                 update["$setOnInsert"] = {"status": PENDING}
-            conflict_id = _conflict_id(*identity, seen[identity])
             operations.append(UpdateOne({"_id": conflict_id}, update, upsert=True))
         await bulk_write(self.collection, operations)
 
@@ -86,7 +82,3 @@ class ConflictCollection:
 
 
 PENDING = "pending"
-
-
-def _conflict_id(event_id: str, reason: str, kind: str | None, ordinal: int) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_OID, f"{event_id}|{reason}|{kind or ''}|{ordinal}"))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from customer_profile.domain.identity import Conflict, ProfileFacts, split_key
+from customer_profile.domain.identity import Conflict, ProfileFacts, conflict_ids, split_key
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import ProfileView
 from customer_profile.service.ports import HeadState, MergeRecord, StoredProfile
@@ -43,7 +43,7 @@ class InMemoryStore:
         self.pending: set[str] = set()
         self.erased: dict[str, datetime] = {}
         """Identifier key -> erasure time (the real store keeps digests)."""
-        self.conflicts: dict[tuple[str, str, str | None, int], dict[str, Any]] = {}
+        self.conflicts: dict[str, dict[str, Any]] = {}
         self.calls: dict[str, int] = {}
 
     def _count(self, name: str, arguments: object) -> None:
@@ -227,11 +227,10 @@ class InMemoryStore:
 
     # conflicts
     async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> None:
-        seen: dict[tuple[str, str, str | None], int] = {}
-        for conflict, event_id in conflicts:
-            identity = (event_id, conflict.reason, conflict.kind)
-            seen[identity] = seen.get(identity, 0) + 1
-            self.conflicts[(*identity, seen[identity])] = {
+        for conflict_id, (conflict, event_id) in zip(
+            conflict_ids(conflicts), conflicts, strict=True
+        ):
+            self.conflicts[conflict_id] = {
                 "reason": conflict.reason,
                 "kind": conflict.kind,
                 "customer_ids": list(conflict.customer_ids),

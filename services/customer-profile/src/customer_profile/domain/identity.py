@@ -23,6 +23,8 @@ decisions stick with atomic operations. The rules, as users rely on them:
 from __future__ import annotations
 
 import re
+import uuid
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -142,6 +144,19 @@ class Conflict:
     keys: tuple[str, ...] = ()
     """For a merge request (`unverified_merge`, `kept_apart`): the identifiers that asked for it
     (what confirming merges by)."""
+
+
+def conflict_ids(conflicts: Iterable[tuple[Conflict, str]]) -> list[str]:
+    """The stored id of each (conflict, event id): the same on every redelivery of the event,
+    so a conflict is recorded (and a merge request opened) once."""
+    seen: Counter[tuple[str, str, str | None]] = Counter()
+    ids = []
+    for conflict, event_id in conflicts:
+        identity = (event_id, conflict.reason, conflict.kind)
+        seen[identity] += 1
+        name = f"{event_id}|{conflict.reason}|{conflict.kind or ''}|{seen[identity]}"
+        ids.append(str(uuid.uuid5(uuid.NAMESPACE_OID, name)))
+    return ids
 
 
 KEPT_APART = "kept_apart"

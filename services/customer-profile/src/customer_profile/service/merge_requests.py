@@ -9,6 +9,7 @@ the record of who merged and why.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.identity import split_key
 from hilo.contract import CustomEvent, Identifiers, Interaction, new_interaction
 from hilo.kafka import KafkaPublisher
+from hilo.topics import Topic
 
 AGENT_CHANNEL = "agent"
 CONFIRMED, REJECTED = "confirmed", "rejected"
@@ -51,31 +53,64 @@ class MergeRequests:
 
     async def confirm(self, request_id: str, decision: Decision) -> dict[str, Any]:
         """Publish the verified event that merges, then record the decision."""
-        request = await self._open(request_id)
+        request = await self._open(request_id, CONFIRMED, decision)
         await self._store.allow_merge(request["customer_ids"])
         if self._publisher is not None:
             await self._publisher.publish_interaction(confirmation(request, decision))
-        return await self._decide(request_id, CONFIRMED, decision)
+        return await self._decide(request, CONFIRMED, decision)
 
     async def reject(self, request_id: str, decision: Decision) -> dict[str, Any]:
-        await self._open(request_id)
-        return await self._decide(request_id, REJECTED, decision)
+        request = await self._open(request_id, REJECTED, decision)
+        return await self._decide(request, REJECTED, decision)
 
-    async def _open(self, request_id: str) -> dict[str, Any]:
+    async def _open(self, request_id: str, status: str, decision: Decision) -> dict[str, Any]:
+        """The request, pending, or decided this way by this person already (a retry, which
+        completes what the first call may not have: the records on Kafka)."""
         request = await self._store.merge_request(request_id)
         if request is None:
             raise RequestNotFound(request_id)
-        if request.get("status") != PENDING:
+        if request.get("status") != PENDING and not _decided_so(request, status, decision):
             raise AlreadyDecided(str(request.get("status")))
         return request
 
-    async def _decide(self, request_id: str, status: str, decision: Decision) -> dict[str, Any]:
-        record = {"by": decision.by, "reason": decision.reason, "at": datetime.now(UTC)}
-        if not await self._store.decide_merge_request(request_id, status, record):
-            current = await self._store.merge_request(request_id)
-            raise AlreadyDecided(str(current.get("status") if current else "removed"))
-        decided = await self._store.merge_request(request_id)
-        return _public(decided or {})
+    async def _decide(
+        self, request: dict[str, Any], status: str, decision: Decision
+    ) -> dict[str, Any]:
+        """Record the decision once, then tell `identity.merge_requests`."""
+        request_id = request["_id"]
+        if request.get("status") == PENDING:
+            record = {"by": decision.by, "reason": decision.reason, "at": datetime.now(UTC)}
+            if not await self._store.decide_merge_request(request_id, status, record):
+                current = await self._store.merge_request(request_id) or {}
+                if not _decided_so(current, status, decision):
+                    raise AlreadyDecided(str(current.get("status", "removed")))
+        decided = await self._store.merge_request(request_id) or {}
+        if self._publisher is not None:
+            await self._publisher.publish(
+                Topic.MERGE_REQUESTS,
+                decided_record(request_id, status, decided.get("decision", {})),
+                key=request_id.encode(),
+                headers={"content-type": "application/json"},
+            )
+        return _public(decided)
+
+
+def _decided_so(request: dict[str, Any], status: str, decision: Decision) -> bool:
+    return request.get("status") == status and request.get("decision", {}).get("by") == decision.by
+
+
+def decided_record(request_id: str, status: str, decision: dict[str, Any]) -> bytes:
+    """A decision on `identity.merge_requests`: who and when (the reason stays in MongoDB: free
+    text may name the customer)."""
+    at = decision.get("at")
+    return json.dumps(
+        {
+            "type": status,
+            "request_id": request_id,
+            "by": decision.get("by"),
+            "at": at.isoformat() if isinstance(at, datetime) else None,
+        }
+    ).encode()
 
 
 def confirmation(request: dict[str, Any], decision: Decision) -> Interaction:

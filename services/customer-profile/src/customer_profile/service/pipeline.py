@@ -34,7 +34,12 @@ import pydantic_core
 import structlog
 from pydantic import ValidationError
 
-from customer_profile.domain.identity import IdentityPolicy
+from customer_profile.domain.identity import (
+    MERGE_REQUEST_REASONS,
+    Conflict,
+    IdentityPolicy,
+    conflict_ids,
+)
 from customer_profile.domain.journey import JourneyEntry, new_entry
 from customer_profile.domain.profile import ProfileView, derive_view
 from customer_profile.service.ports import MergeRecord, Publisher, Store, StoredProfile
@@ -78,6 +83,8 @@ class BatchOutcome:
     erased: int = 0
     """Events about an erased person that happened before the erasure: not stored again."""
     merges: list[Merge] = field(default_factory=list)
+    merge_requests: list[tuple[str, Conflict, str]] = field(default_factory=list)
+    """(request id, conflict, event id) of the merges this batch asked a person for."""
     profiles: dict[str, StoredProfile] = field(default_factory=dict)
 
 
@@ -119,6 +126,13 @@ class Pipeline:
             ]
         )
         await self._store.record_conflicts(resolution.conflicts)
+        outcome.merge_requests = [
+            (request_id, conflict, event_id)
+            for request_id, (conflict, event_id) in zip(
+                conflict_ids(resolution.conflicts), resolution.conflicts, strict=True
+            )
+            if conflict.reason in MERGE_REQUEST_REASONS
+        ]
         for conflict, event_id in resolution.conflicts:
             log.warning(
                 "identity_conflict",
@@ -328,6 +342,15 @@ class Pipeline:
                 publish_alias(self._publisher, absorbed, merge.survivor)
                 for absorbed in merge.absorbed
             ]
+        sends += [
+            publish(
+                Topic.MERGE_REQUESTS,
+                merge_request_record(request_id, conflict, event_id),
+                key=request_id.encode(),
+                headers=JSON,
+            )
+            for request_id, conflict, event_id in outcome.merge_requests
+        ]
         sends += [publish_snapshot(self._publisher, p) for p in outcome.profiles.values()]
         await asyncio.gather(*sends)
         await publish_overtaken(
@@ -435,6 +458,19 @@ def merge_record(merge: Merge) -> bytes:
             "absorbed": list(merge.absorbed),
             "event_id": merge.event_id,
             "occurred_at": merge.at.isoformat(),
+        }
+    ).encode()
+
+
+def merge_request_record(request_id: str, conflict: Conflict, event_id: str) -> bytes:
+    """A merge waiting for a person, on `identity.merge_requests`: ids only, no identifiers."""
+    return json.dumps(
+        {
+            "type": "requested",
+            "request_id": request_id,
+            "reason": conflict.reason,
+            "customer_ids": list(conflict.customer_ids),
+            "event_id": event_id,
         }
     ).encode()
 
