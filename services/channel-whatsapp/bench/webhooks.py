@@ -590,6 +590,7 @@ def main() -> None:
         parser.error(f"unknown codecs {sorted(unknown)}; choose from {', '.join(CODECS)}")
     infra = Infrastructure()
     with infra as endpoints:
+        os.environ["MONGODB_URL"] = endpoints.mongodb_url  # the key store the channel seals with
         kafka = infra.kafka
         process = kafka.process if kafka is not None else None
         run = Bench(

@@ -118,6 +118,8 @@ async def measure(endpoints: Endpoints, rate: float, seconds: float) -> dict[str
         "HILO_KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap_servers,
         "HILO_TOPIC_PREFIX": settings.topic_prefix,
         "HILO_LOG_LEVEL": "WARNING",
+        "HILO_MONGODB_URL": endpoints.mongodb_url,  # the profiles, and the key store for both
+        "HILO_MONGODB_KEYS_DATABASE": f"e2e_{run}_keys",
     }
     channel_port, profile_port = free_port(), free_port()
     channel = await start_service(
@@ -135,7 +137,6 @@ async def measure(endpoints: Endpoints, rate: float, seconds: float) -> dict[str
         {
             **common,
             "HILO_HTTP_PORT": str(profile_port),
-            "HILO_MONGODB_URL": endpoints.mongodb_url,
             "HILO_MONGODB_DATABASE": f"e2e_{run}",
             "HILO_ENVIRONMENT": "development",
         },

@@ -200,6 +200,31 @@ async def test_an_agent_confirms_or_rejects_the_merge_an_unverified_source_asked
     assert all(b"example.com" not in r.value for r in feed), "ids only, no identifiers"
 
 
+async def test_an_unverified_source_cannot_add_a_strangers_phone_to_a_known_customer(
+    profile_service: RunningProfileService,
+) -> None:
+    svc = profile_service
+    await svc.publish([interaction(1, email="ana@example.com")])
+    await svc.wait_for_entries(1)
+    ana = await svc.customer_of("email", "ana@example.com")
+    stranger = interaction(2, minutes=1, email="ana@example.com", phone="+34611223344")
+    await svc.publish([stranger.model_copy(update={"identity_trust": "unverified"})])
+    await svc.wait_for_entries(2)
+
+    unknown = await svc.http.post(
+        "/v1/customers/lookup", json={"kind": "phone", "value": "+34611223344"}
+    )
+    assert unknown.status_code == 404, "the phone is not Ana's on a browser's word"
+    [request] = await svc.get("/v1/merge-requests")
+    assert (request["reason"], request["customer_ids"]) == ("unverified_attach", [ana])
+
+    decision = {"by": "agent-7", "reason": "Ana confirmed her new number on the phone"}
+    confirmed = await svc.http.post(f"/v1/merge-requests/{request['id']}/confirm", json=decision)
+    assert confirmed.status_code == 200, confirmed.text
+    await svc.wait_for_entries(3)
+    assert await svc.customer_of("phone", "+34611223344") == ana
+
+
 async def test_anonymous_browsing_joins_the_customer_when_they_identify(
     profile_service: RunningProfileService,
 ) -> None:

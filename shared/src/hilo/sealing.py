@@ -36,7 +36,7 @@ from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from hilo.contract.personal import Path, personal_paths
-from hilo.mongo import MongoDocument, bulk_write, chunked, find_in
+from hilo.mongo import BULK_CHUNK, MongoDocument, chunked, find_in
 from hilo.settings import HiloSettings
 
 SEALED: Final = "sealed"
@@ -83,24 +83,34 @@ class SubjectKeys:
         )
 
     async def get_or_create(self, subjects: Iterable[str]) -> dict[str, bytes]:
+        """Cached keys, then one read for the rest, then one write for subjects seen for the
+        first time: the keys this process made are known without reading them back, so a new
+        subject costs two round trips and a known one at most one."""
         wanted = set(subjects)
         found = await self.get(wanted)
-        missing = wanted - found.keys()
-        if missing:
-            at = datetime.now(UTC)
-            await bulk_write(
-                self.collection,
+        made = {subject: AESGCM.generate_key(256) for subject in wanted - found.keys()}
+        if not made:
+            return found
+        at = datetime.now(UTC)
+        ours: set[str] = set()
+        for chunk in chunked(sorted(made), BULK_CHUNK):
+            result = await self.collection.bulk_write(
                 [
                     UpdateOne(
                         {"_id": subject},
-                        {"$setOnInsert": {"key": Binary(AESGCM.generate_key(256)), "at": at}},
+                        {"$setOnInsert": {"key": Binary(made[subject]), "at": at}},
                         upsert=True,
                     )
-                    for subject in sorted(missing)
+                    for subject in chunk
                 ],
                 ordered=False,
             )
-            found.update(await self._read(missing))
+            ours |= {chunk[index] for index in result.upserted_ids or {}}
+        found.update({subject: made[subject] for subject in ours})
+        if self._cache is not None:
+            self._cache.update({subject: made[subject] for subject in ours})
+        if raced := set(made) - ours:  # another process made these a moment before
+            found.update(await self._read(raced))
         return found
 
     async def get(self, subjects: Iterable[str]) -> dict[str, bytes]:

@@ -110,6 +110,27 @@ def test_profiles_a_person_split_are_not_merged_again_even_by_a_verified_source(
     assert decision.conflicts == [Conflict("kept_apart", None, ("NEW", "OLD"), tuple(keys))]
 
 
+def test_an_unverified_source_adds_no_strong_identifier_to_a_known_profile() -> None:
+    owners, facts = owners_of(profile("K", "email:a@x.com", age_days=5))
+    keys = ["email:a@x.com", "phone:+34611223344", "anonymous_id:z"]
+
+    decision = decide(keys, owners, facts, POLICY, verified=False)
+
+    assert decision.target == "K"
+    assert decision.claim == ["anonymous_id:z"], "weak ids still attach: sign-in joins browsing"
+    assert decision.conflicts == [Conflict("unverified_attach", None, ("K",), tuple(keys))]
+
+
+def test_an_unverified_source_may_start_a_new_profile_with_every_identifier() -> None:
+    keys = ["email:new@x.com", "phone:+34611223344"]
+
+    decision = decide(keys, {}, {}, POLICY, verified=False)
+
+    assert decision.target is None
+    assert decision.claim == keys
+    assert decision.conflicts == []
+
+
 def test_an_unverified_source_still_joins_anonymous_history_to_a_known_profile() -> None:
     owners, facts = owners_of(
         profile("ANON", "anonymous_id:z", age_days=9), profile("K", "email:a@x.com", age_days=1)

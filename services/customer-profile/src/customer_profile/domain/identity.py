@@ -15,7 +15,8 @@ decisions stick with atomic operations. The rules, as users rely on them:
 - Trust: an event from an unverified source (a public browser write key) never merges two known
   profiles. Anyone can send one, so it would let a stranger join two people's data; the event goes
   to the profile of its strongest identifier and an `unverified_merge` conflict records the
-  merge it asked for, for a person to confirm. It may still join anonymous profiles to a known one.
+  merge it asked for, for a person to confirm. It may still join anonymous profiles to a known one,
+  but it adds no new strong identifier to a known profile (`unverified_attach`, also a request).
 - Kept apart: profiles a person split (`service/splits.py`) are never merged again by an event,
   verified or not; the merge becomes a request for a person, like an unverified one.
 """
@@ -162,7 +163,9 @@ def conflict_ids(conflicts: Iterable[tuple[Conflict, str]]) -> list[str]:
 KEPT_APART = "kept_apart"
 """A merge of profiles a person split: it waits for a person again, whatever the source."""
 UNVERIFIED_MERGE = "unverified_merge"
-MERGE_REQUEST_REASONS = frozenset({UNVERIFIED_MERGE, KEPT_APART})
+UNVERIFIED_ATTACH = "unverified_attach"
+"""A new strong identifier an unverified event named for a known profile: held for a person."""
+MERGE_REQUEST_REASONS = frozenset({UNVERIFIED_MERGE, UNVERIFIED_ATTACH, KEPT_APART})
 
 
 @dataclass
@@ -193,11 +196,34 @@ def decide(
         target = _strongest_owner(keys, owners, linked)
         profiles = [facts[target]] if target is not None else []
         claim, more = _claims(keys, owners, profiles, policy, target)
-        return Decision(target=target, claim=claim, conflicts=[conflict, *more])
-    survivor = min(linked, key=lambda c: (facts[c].created_at, c)) if linked else None
-    claim, conflicts = _claims(keys, owners, [facts[c] for c in linked], policy, survivor)
-    absorb = sorted(c for c in linked if c != survivor)
-    return Decision(target=survivor, absorb=absorb, claim=claim, conflicts=conflicts)
+        decision = Decision(target=target, claim=claim, conflicts=[conflict, *more])
+    else:
+        survivor = min(linked, key=lambda c: (facts[c].created_at, c)) if linked else None
+        claim, conflicts = _claims(keys, owners, [facts[c] for c in linked], policy, survivor)
+        absorb = sorted(c for c in linked if c != survivor)
+        decision = Decision(target=survivor, absorb=absorb, claim=claim, conflicts=conflicts)
+    return decision if verified else _withhold_strong_claims(decision, keys, facts)
+
+
+def _withhold_strong_claims(
+    decision: Decision, keys: list[str], facts: Mapping[str, ProfileFacts]
+) -> Decision:
+    """An unverified event adds no email, phone or other strong identifier to a known profile.
+
+    Otherwise a stranger with the public write key could put their own phone on someone's
+    profile by naming that person's email, and their later messages would land there. The new
+    identifiers wait in an `unverified_attach` merge request; weak ones (anonymous and device
+    ids) still attach, which is what joins browsing history at sign-in.
+    """
+    target = decision.target
+    if target is None or not facts[target].known:
+        return decision
+    strong = [key for key in decision.claim if split_key(key)[0] not in WEAK_KINDS]
+    if not strong:
+        return decision
+    decision.claim = [key for key in decision.claim if key not in strong]
+    decision.conflicts.append(Conflict(UNVERIFIED_ATTACH, None, (target,), tuple(keys)))
+    return decision
 
 
 def _mergeable(
