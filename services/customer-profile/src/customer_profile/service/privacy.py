@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from pymongo.errors import PyMongoError
 
 from customer_profile.adapters.erasures import Erasure
 from customer_profile.adapters.store import ProfileStore
+from customer_profile.service.background import keep_finishing
 from customer_profile.service.ports import StoredProfile
 from hilo.kafka import KafkaPublisher, PublishFailed
 from hilo.sealing import Sealer
@@ -115,14 +115,7 @@ class Privacy:
 
     async def keep_finishing(self, interval: float) -> None:
         """Run for the life of the service: erasures complete once Kafka or MongoDB are back."""
-        while True:
-            try:
-                left = await self.finish_unfinished()
-                if left:
-                    log.warning("erasures_unfinished", count=left)
-            except PyMongoError as exc:
-                log.warning("erasures_unfinished", error=type(exc).__name__)
-            await asyncio.sleep(interval)
+        await keep_finishing(self.finish_unfinished, interval, "erasures")
 
 
 def erasure_record(erasure: Erasure) -> bytes:

@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from pymongo.errors import PyMongoError
 
 from customer_profile.adapters.splits import Split
 from customer_profile.adapters.store import ProfileStore
@@ -30,6 +29,7 @@ from customer_profile.domain.identity import split_key
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import derive_view
 from customer_profile.domain.split import SplitPlan, SplitSeeds, plan_split
+from customer_profile.service.background import keep_finishing
 from customer_profile.service.pipeline import (
     JSON,
     MAX_SAVE_ATTEMPTS,
@@ -88,20 +88,13 @@ class Splits:
             raise SplitRefused(f"{absorbed} is not merged into another profile")
         if absorbed not in profile.merged_from:
             raise SplitRefused(f"{absorbed} was not merged into {profile.customer_id}")
-        now = datetime.now(UTC)
-        split = Split(
-            id=f"merge:{absorbed}:{head['merge_event']}",
-            kept=profile.customer_id,
-            restored=absorbed,
+        split = self._new(
+            f"merge:{absorbed}:{head['merge_event']}",
+            profile.customer_id,
+            absorbed,
+            who,
             merge_event=head["merge_event"],
             merged_at=head["merged_at"],
-            keys=[],
-            by=who.by,
-            reason=who.reason,
-            requested_at=now,
-            settle_after=now + self._settle,
-            done=False,
-            outcome=None,
         )
         return await self._run(await self._store.record_split(split))
 
@@ -124,14 +117,30 @@ class Splits:
             raise SplitRefused(f"this customer holds no such identifier ({', '.join(foreign)})")
         if set(held) <= set(keys):
             raise SplitRefused("the customer would keep no identifier: nothing to split from")
+        restored = uuid.uuid5(_SPLIT_NAMESPACE, split_id).hex
+        split = self._new(split_id, profile.customer_id, restored, who, keys=sorted(set(keys)))
+        return await self._run(await self._store.record_split(split))
+
+    def _new(
+        self,
+        split_id: str,
+        kept: str,
+        restored: str,
+        who: Requester,
+        *,
+        merge_event: str | None = None,
+        merged_at: datetime | None = None,
+        keys: list[str] | None = None,
+    ) -> Split:
+        """A split as first recorded: not applied yet, swept again after the settle time."""
         now = datetime.now(UTC)
-        split = Split(
+        return Split(
             id=split_id,
-            kept=profile.customer_id,
-            restored=uuid.uuid5(_SPLIT_NAMESPACE, split_id).hex,
-            merge_event=None,
-            merged_at=None,
-            keys=sorted(set(keys)),
+            kept=kept,
+            restored=restored,
+            merge_event=merge_event,
+            merged_at=merged_at,
+            keys=keys or [],
             by=who.by,
             reason=who.reason,
             requested_at=now,
@@ -139,7 +148,6 @@ class Splits:
             done=False,
             outcome=None,
         )
-        return await self._run(await self._store.record_split(split))
 
     async def of(self, customer_id: str) -> list[dict[str, Any]]:
         """Every split that kept or restored this customer or one of its aliases."""
@@ -300,12 +308,7 @@ class Splits:
 
     async def keep_finishing(self, interval: float) -> None:
         """Run for the life of the service: splits complete once Kafka or MongoDB are back."""
-        while True:
-            try:
-                await self.finish_unfinished()
-            except PyMongoError as exc:
-                log.warning("splits_unfinished", error=type(exc).__name__)
-            await asyncio.sleep(interval)
+        await keep_finishing(self.finish_unfinished, interval, "splits")
 
 
 def split_record(split: Split, kept_id: str) -> bytes:
