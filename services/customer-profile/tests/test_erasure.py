@@ -16,6 +16,7 @@ from customer_profile.testing import (
     clear_faults,
     interaction,
     profile_settings,
+    running_profile_service,
 )
 from hilo.contract import Interaction
 from hilo.kafka import PublishFailed, Record, read_to_end
@@ -160,3 +161,46 @@ async def _rebuilt_journeys(svc: RunningProfileService, settings: HiloSettings) 
     finally:
         await client.drop_database(target.mongodb_database)
         await client.close()
+
+
+async def test_a_backup_restored_from_before_an_erasure_is_erased_again_when_a_service_starts(
+    profile_service: RunningProfileService, settings: HiloSettings
+) -> None:
+    svc = profile_service
+    await svc.publish([interaction(1, email="ana@example.com", phone="+34612345678")])
+    await svc.wait_for_entries(1)
+    customer = await svc.customer_of("email", "ana@example.com")
+    backup = await _dump(svc)
+    assert (await svc.http.delete(f"/v1/customers/{customer}")).status_code == 200
+
+    await _restore(svc, backup)  # what `mongorestore --drop` of that backup does
+    assert await svc.customer_of("email", "ana@example.com") == customer, "she is back"
+    assert (await _readable_by_topic(svc, settings))["interactions"] == 1, "her key is back"
+
+    async with running_profile_service(settings):
+        await eventually(
+            lambda: _documents_about(svc, "ana@example.com", "+34612345678"),
+            until=lambda n: n == 0,
+            timeout=30,
+        )
+    assert (await _readable_by_topic(svc, settings))["interactions"] == 0
+
+
+async def _dump(svc: RunningProfileService) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Every document of the profiles and keys databases."""
+    client, settings = svc.service.store.client, svc.service.settings
+    dump = {}
+    for database in (settings.mongodb_database, settings.mongodb_keys_database):
+        for name in await client[database].list_collection_names():
+            dump[(database, name)] = [doc async for doc in client[database][name].find({})]
+    return dump
+
+
+async def _restore(
+    svc: RunningProfileService, dump: dict[tuple[str, str], list[dict[str, Any]]]
+) -> None:
+    client = svc.service.store.client
+    for (database, name), documents in dump.items():
+        await client[database][name].delete_many({})
+        if documents:
+            await client[database][name].insert_many(documents)

@@ -26,7 +26,7 @@ from hilo.health import health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, create_broker
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.sealing import Sealer, create_sealer
-from hilo.topics import ensure_topics
+from hilo.topics import Topic, ensure_topics, topic_name
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +68,12 @@ def bootstrap(settings: ProfileSettings) -> Service:
     )
     consumer_health = ConsumerHealth(settings.stuck_after_seconds)
     subscribe(broker, BatchRunner(pipeline, settings.retry_policy(), consumer_health), settings)
-    privacy = Privacy(store, publisher, sealer)
+    privacy = Privacy(
+        store,
+        publisher,
+        sealer,
+        (settings.kafka_bootstrap_servers, topic_name(Topic.ERASURES, settings)),
+    )
     splits = Splits(
         store,
         publisher,

@@ -250,6 +250,10 @@ class ProfileStore:
     async def erased_at(self, keys: Iterable[str]) -> dict[str, datetime]:
         return await self._erasures.erased_at(keys)
 
+    async def existing_profiles(self, customer_ids: Iterable[str]) -> set[str]:
+        """Of these ids, those with a profile document (merged away or not)."""
+        return set(await self._profiles.heads(customer_ids))
+
     async def erased_subjects(self, subjects: Iterable[str]) -> set[str]:
         return await self._erasures.erased_subjects(subjects)
 

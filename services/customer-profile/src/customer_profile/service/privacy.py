@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from aiokafka.errors import KafkaError
 
 from customer_profile.adapters.erasures import Erasure
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.service.background import keep_finishing
 from customer_profile.service.ports import StoredProfile
-from hilo.kafka import KafkaPublisher, PublishFailed
+from hilo.kafka import KafkaPublisher, PublishFailed, read_to_end
 from hilo.sealing import Sealer
 from hilo.topics import Topic
 
@@ -22,11 +23,18 @@ log = structlog.get_logger(__name__)
 
 class Privacy:
     def __init__(
-        self, store: ProfileStore, publisher: KafkaPublisher | None, sealer: Sealer
+        self,
+        store: ProfileStore,
+        publisher: KafkaPublisher | None,
+        sealer: Sealer,
+        erasures_topic: tuple[str, str] | None = None,
     ) -> None:
         self._store = store
         self._publisher = publisher
         self._sealer = sealer
+        self._erasures_topic = erasures_topic
+        """(bootstrap servers, topic name) of `erasures`, re-applied once at start."""
+        self._reapplied = erasures_topic is None
 
     async def export(self, profile: StoredProfile) -> dict[str, Any]:
         """Everything Hilo holds about the customer, in one document."""
@@ -114,8 +122,59 @@ class Privacy:
         return left
 
     async def keep_finishing(self, interval: float) -> None:
-        """Run for the life of the service: erasures complete once Kafka or MongoDB are back."""
-        await keep_finishing(self.finish_unfinished, interval, "erasures")
+        """Run for the life of the service: erasures recorded on Kafka are applied again once
+        (see `reapply_recorded`), and unfinished ones complete once Kafka or MongoDB are back."""
+        await keep_finishing(self._reapply_then_finish, interval, "erasures")
+
+    async def _reapply_then_finish(self) -> int:
+        if not self._reapplied and self._erasures_topic is not None:
+            try:
+                await self.reapply_recorded(*self._erasures_topic)
+                self._reapplied = True
+            except (TimeoutError, KafkaError) as exc:
+                log.warning("erasures_not_reapplied", error=type(exc).__name__)
+                return 1
+        return await self.finish_unfinished()
+
+    async def reapply_recorded(self, bootstrap_servers: str, topic: str) -> int:
+        """Erase again everyone the `erasures` topic names whom MongoDB holds again, and delete
+        their keys again: what restoring a backup taken before their erasure brought back.
+
+        Run once at every start; how many were erased again.
+        """
+        erasures = await recorded_erasures(bootstrap_servers, topic)
+        back = await self._store.existing_profiles(
+            alias for erasure in erasures for alias in _aliases(erasure)
+        )
+        again = 0
+        for erasure in erasures:
+            if not back & set(_aliases(erasure)):
+                continue
+            erased_at = datetime.fromisoformat(erasure["erased_at"])
+            subjects = erasure.get("subjects", [])
+            await self._store.suppress_erased(
+                [*erasure["identifier_digests"], *subjects], erased_at
+            )
+            await self._sealer.keys.forget(subjects, made_until=erased_at)
+            await self._store.erase(_aliases(erasure))
+            again += 1
+            log.warning("customer_erased_again", customer_id=erasure["customer_id"])
+        return again
+
+
+ERASURES_READ_SECONDS = 120.0
+
+
+async def recorded_erasures(bootstrap_servers: str, topic: str) -> list[dict[str, Any]]:
+    """Every erasure on the compacted `erasures` topic, its latest record per customer."""
+    records = await read_to_end(bootstrap_servers, topic, within_seconds=ERASURES_READ_SECONDS)
+    latest = {record.key: record.value for record in records}
+    return [json.loads(value) for value in latest.values() if value is not None]
+
+
+def _aliases(erasure: dict[str, Any]) -> list[str]:
+    """The profile ids an erasure record names (records before aliases were kept: the one id)."""
+    return list(erasure.get("aliases") or [erasure["customer_id"]])
 
 
 def erasure_record(erasure: Erasure) -> bytes:
@@ -123,6 +182,7 @@ def erasure_record(erasure: Erasure) -> bytes:
     return json.dumps(
         {
             "customer_id": erasure.customer_id,
+            "aliases": erasure.aliases,
             "identifier_digests": erasure.identifier_digests,
             "subjects": erasure.subjects,
             "erased_at": erasure.requested_at.isoformat(),

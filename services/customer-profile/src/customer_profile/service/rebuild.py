@@ -10,7 +10,6 @@ sealed records cannot be opened anyway once the keys are gone).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,8 +20,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.service.pipeline import Pipeline, RawRecord
+from customer_profile.service.privacy import recorded_erasures
 from customer_profile.settings import ProfileSettings
-from hilo.kafka import read_to_end
 from hilo.sealing import Sealer, create_sealer
 from hilo.topics import Topic, ensure_topics, topic_name
 
@@ -94,22 +93,15 @@ async def rebuild(
 async def restore_erasures(settings: ProfileSettings, store: ProfileStore, sealer: Sealer) -> int:
     """Mark every identifier the `erasures` topic names as erased, and delete its key again (a
     key store restored from a backup may hold it); how many erasures."""
-    records = await read_to_end(
-        settings.kafka_bootstrap_servers,
-        topic_name(Topic.ERASURES, settings),
-        within_seconds=ERASURES_READ_SECONDS,
+    erasures = await recorded_erasures(
+        settings.kafka_bootstrap_servers, topic_name(Topic.ERASURES, settings)
     )
-    latest = {record.key: record.value for record in records}
-    erasures = [json.loads(value) for value in latest.values() if value is not None]
     for erasure in erasures:
         erased_at = datetime.fromisoformat(erasure["erased_at"])
         subjects = erasure.get("subjects", [])
         await store.suppress_erased([*erasure["identifier_digests"], *subjects], erased_at)
         await sealer.keys.forget(subjects, made_until=erased_at)
     return len(erasures)
-
-
-ERASURES_READ_SECONDS = 120.0
 
 
 async def _partitions(settings: ProfileSettings, topic: str) -> list[int]:
