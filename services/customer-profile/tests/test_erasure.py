@@ -21,6 +21,7 @@ from customer_profile.testing import (
 from hilo.contract import Interaction
 from hilo.kafka import PublishFailed, Record, read_to_end
 from hilo.mongo import create_mongo_client
+from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually, read_topic
 from hilo.topics import Topic, topic_name
@@ -139,11 +140,15 @@ async def _dead_letter_to_be(svc: RunningProfileService, event: Interaction) -> 
 
 
 async def _readable_by_topic(svc: RunningProfileService, settings: HiloSettings) -> dict[str, int]:
-    """How many records of each topic open with the keys there are now."""
+    """How many records of each topic open with the keys in the key store now (read fresh:
+    a process's cache may hold an erased key for `HILO_KEY_CACHE_SECONDS`)."""
+    reader = create_sealer(
+        svc.service.settings.model_copy(update={"key_cache_seconds": 0}), svc.service.store.client
+    )
     counts = {}
     for topic in (Topic.INTERACTIONS, Topic.JOURNEY, Topic.INTERACTIONS_DLQ):
         records = await read_to_end(settings.kafka_bootstrap_servers, topic_name(topic, settings))
-        opened = await svc.service.sealer.open_all([record.value for record in records])
+        opened = await reader.open_all([record.value for record in records])
         counts[topic.value] = sum(isinstance(document, dict) for document in opened)
     return counts
 
