@@ -46,7 +46,9 @@ async def test_topics_are_created_with_the_registry_settings(
     partitions, configs = await describe(settings, names)
 
     assert partitions == dict.fromkeys(names, settings.topic_partitions)
-    assert configs[topic_name(Topic.PROFILES, settings)]["cleanup.policy"] == "compact"
+    profiles = configs[topic_name(Topic.PROFILES, settings)]
+    assert profiles["cleanup.policy"] == "compact"
+    assert profiles["max.compaction.lag.ms"] == str(86_400_000), "old snapshots go within a day"
     assert configs[topic_name(Topic.INTERACTIONS, settings)]["cleanup.policy"] == "delete"
     assert configs[topic_name(Topic.INTERACTIONS, settings)]["retention.ms"] == str(
         365 * 86_400_000

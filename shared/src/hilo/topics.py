@@ -50,6 +50,9 @@ class TopicSpec:
             configs["retention.ms"] = str(self.retention_ms)
         else:
             configs["min.compaction.lag.ms"] = "0"
+            # A superseded record (a snapshot before an erasure's tombstone) is compacted away
+            # within a day, even in the active segment, instead of when the segment rolls.
+            configs["max.compaction.lag.ms"] = str(DAY_MS)
             configs["delete.retention.ms"] = str(DAY_MS)
         return configs
 
@@ -98,8 +101,9 @@ REGISTRY: tuple[TopicSpec, ...] = (
     TopicSpec(
         Topic.ERASURES,
         key="erased customer id",
-        description="One record per erasure, kept for good: SHA-256 digests of the person's "
-        "identifiers and when. A rebuild reads it first, so erased people stay erased.",
+        description="One record per erasure, kept for good: the profile ids, the subjects (HMAC "
+        "pseudonyms) of the person's identifiers, and when. A rebuild and every start read it, "
+        "so erased people stay erased.",
         cleanup_policy="compact",
     ),
 )

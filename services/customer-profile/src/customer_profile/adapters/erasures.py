@@ -2,14 +2,15 @@
 
 An erasure is recorded before anything is deleted, so a failure half-way (Kafka down for the
 tombstones, MongoDB gone mid-delete) leaves a durable "not done" record that is completed later,
-however often the request is repeated. The erased identifiers are kept as SHA-256 digests with
-the erasure time (never in clear): an event about them that happened before the erasure (in
-flight, redelivered, replayed) is not stored again; one that happens after starts a new profile.
+however often the request is repeated. The erased identifiers are kept as subjects (their
+HMAC under the deployment's secret pepper, `hilo.sealing`; never in clear, and not guessable
+from a phone number without the pepper) with the erasure time: an event about them that happened
+before the erasure (in flight, redelivered, replayed) is not stored again; one that happens after
+starts a new profile.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,18 +21,12 @@ from pymongo.asynchronous.collection import AsyncCollection
 from hilo.mongo import MongoDocument, bulk_write, find_in
 
 
-def identifier_digest(key: str) -> str:
-    """What is kept of an erased identifier: enough to recognise it, not to read it."""
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 @dataclass(frozen=True)
 class Erasure:
     customer_id: str
     aliases: list[str]
     requested_at: datetime
     done: bool
-    identifier_digests: list[str]
     subjects: list[str]
     """The subjects (`hilo.sealing`) of every identifier the person held or used: their keys are
     deleted, so their records on the topics cannot be opened any more."""
@@ -52,12 +47,11 @@ class ErasureCollection:
         self,
         customer_id: str,
         aliases: list[str],
-        keys: Iterable[str],
         subjects: Iterable[str],
         at: datetime,
     ) -> Erasure:
-        """Record the erasure (once: a repeated request keeps the first) and its identifiers."""
-        digests = sorted({identifier_digest(key) for key in keys})
+        """Record the erasure (once: a repeated request keeps the first) and its identifiers'
+        subjects."""
         named = sorted(set(subjects))
         await self.erasures.update_one(
             {"_id": customer_id},
@@ -66,26 +60,25 @@ class ErasureCollection:
                     "aliases": aliases,
                     "requested_at": at,
                     "done": False,
-                    "identifier_digests": digests,
                     "subjects": named,
                 }
             },
             upsert=True,
         )
-        await self.suppress([*digests, *named], at)
+        await self.suppress(named, at)
         found = await self.of(customer_id)
         if found is None:
             raise RuntimeError(f"the erasure of {customer_id} was recorded but cannot be read")
         return found
 
-    async def suppress(self, digests: Iterable[str], at: datetime) -> None:
-        """Events about these identifiers (digests, or subjects) that happened up to `at` are not
-        stored again."""
+    async def suppress(self, subjects: Iterable[str], at: datetime) -> None:
+        """Events about these identifiers (by subject) that happened up to `at` are not stored
+        again."""
         await bulk_write(
             self.erased,
             [
-                UpdateOne({"_id": digest}, {"$max": {"erased_at": at}}, upsert=True)
-                for digest in digests
+                UpdateOne({"_id": subject}, {"$max": {"erased_at": at}}, upsert=True)
+                for subject in subjects
             ],
         )
 
@@ -102,17 +95,10 @@ class ErasureCollection:
     async def finished(self, customer_id: str) -> None:
         await self.erasures.update_one({"_id": customer_id}, {"$set": {"done": True}})
 
-    async def erased_at(self, keys: Iterable[str]) -> dict[str, datetime]:
-        """Identifier key -> when it was last erased, for the keys that were."""
-        by_digest = {identifier_digest(key): key for key in keys}
-        return {
-            by_digest[doc["_id"]]: doc["erased_at"]
-            async for doc in find_in(self.erased, "_id", by_digest)
-        }
-
-    async def erased_subjects(self, subjects: Iterable[str]) -> set[str]:
-        """Of these subjects, those an erasure named."""
-        return {doc["_id"] async for doc in find_in(self.erased, "_id", subjects, {"_id": 1})}
+    async def erased_at(self, subjects: Iterable[str]) -> dict[str, datetime]:
+        """Subject -> when it was last erased, for the subjects that were."""
+        found = find_in(self.erased, "_id", subjects, {"erased_at": 1})
+        return {doc["_id"]: doc["erased_at"] async for doc in found}
 
 
 def _erasure(doc: MongoDocument) -> Erasure:
@@ -121,6 +107,5 @@ def _erasure(doc: MongoDocument) -> Erasure:
         list(doc.get("aliases", [])),
         doc["requested_at"],
         doc["done"],
-        list(doc.get("identifier_digests", [])),
         list(doc.get("subjects", [])),
     )

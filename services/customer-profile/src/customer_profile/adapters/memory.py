@@ -42,7 +42,7 @@ class InMemoryStore:
         self.journey: dict[str, JourneyEntry] = {}
         self.pending: set[str] = set()
         self.erased: dict[str, datetime] = {}
-        """Identifier key -> erasure time (the real store keeps digests)."""
+        """Subject -> erasure time."""
         self.conflicts: dict[str, dict[str, Any]] = {}
         self.calls: dict[str, int] = {}
 
@@ -219,11 +219,8 @@ class InMemoryStore:
             self.profiles[customer].merge_pending = False
 
     # erasures
-    async def erased_subjects(self, subjects: Iterable[str]) -> set[str]:
-        return {subject for subject in subjects if subject in self.erased}
-
-    async def erased_at(self, keys: Iterable[str]) -> dict[str, datetime]:
-        return {key: self.erased[key] for key in keys if key in self.erased}
+    async def erased_at(self, subjects: Iterable[str]) -> dict[str, datetime]:
+        return {subject: self.erased[subject] for subject in subjects if subject in self.erased}
 
     # conflicts
     async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> None:

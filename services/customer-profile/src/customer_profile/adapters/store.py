@@ -229,14 +229,13 @@ class ProfileStore:
         self,
         customer_id: str,
         aliases: list[str],
-        keys: Iterable[str],
         subjects: Iterable[str],
         at: datetime,
     ) -> Erasure:
-        return await self._erasures.record(customer_id, aliases, keys, subjects, at)
+        return await self._erasures.record(customer_id, aliases, subjects, at)
 
-    async def suppress_erased(self, digests: Iterable[str], at: datetime) -> None:
-        await self._erasures.suppress(digests, at)
+    async def suppress_erased(self, subjects: Iterable[str], at: datetime) -> None:
+        await self._erasures.suppress(subjects, at)
 
     async def erasure_of(self, customer_id: str) -> Erasure | None:
         return await self._erasures.of(customer_id)
@@ -247,15 +246,12 @@ class ProfileStore:
     async def erasure_finished(self, customer_id: str) -> None:
         await self._erasures.finished(customer_id)
 
-    async def erased_at(self, keys: Iterable[str]) -> dict[str, datetime]:
-        return await self._erasures.erased_at(keys)
+    async def erased_at(self, subjects: Iterable[str]) -> dict[str, datetime]:
+        return await self._erasures.erased_at(subjects)
 
     async def existing_profiles(self, customer_ids: Iterable[str]) -> set[str]:
         """Of these ids, those with a profile document (merged away or not)."""
         return set(await self._profiles.heads(customer_ids))
-
-    async def erased_subjects(self, subjects: Iterable[str]) -> set[str]:
-        return await self._erasures.erased_subjects(subjects)
 
     async def erase(self, aliases: list[str]) -> dict[str, int]:
         """Delete everything held about a customer and its aliases (idempotent)."""

@@ -170,13 +170,17 @@ class Pipeline:
         They are in flight, redelivered or replayed from before the person asked to be
         forgotten; storing them would bring the person back. Later events start a new profile.
         """
-        erased = await self._store.erased_at(key for _, _, keys in readable for key in keys)
+        subject = self._sealer.subject
+        erased = await self._store.erased_at(subject(k) for _, _, keys in readable for k in keys)
         if not erased:
             return readable, 0
         kept = [
             item
             for item in readable
-            if not any(key in erased and item[1].occurred_at <= erased[key] for key in item[2])
+            if not any(
+                (at := erased.get(subject(key))) is not None and item[1].occurred_at <= at
+                for key in item[2]
+            )
         ]
         return kept, len(readable) - len(kept)
 
@@ -206,8 +210,13 @@ class Pipeline:
         readable: list[tuple[RawRecord, Interaction, list[str]]] = []
         seen: set[str] = set()
         opened = await self._sealer.open_all([record.value for record in records])
-        sealed_for_erased = await self._store.erased_subjects(
-            s for document in opened if isinstance(document, Unreadable) for s in document.subjects
+        sealed_for_erased = set(
+            await self._store.erased_at(
+                s
+                for document in opened
+                if isinstance(document, Unreadable)
+                for s in document.subjects
+            )
         )
         erased = 0
         for record, document in zip(records, opened, strict=True):

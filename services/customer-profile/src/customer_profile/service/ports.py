@@ -126,11 +126,8 @@ class Store(Protocol):
     async def settle(self, event_ids: Iterable[str], absorbed: Iterable[str]) -> None: ...
 
     # erasures
-    async def erased_at(self, keys: Iterable[str]) -> dict[str, datetime]:
-        """Identifier key -> when it was last erased, for the keys that were."""
-
-    async def erased_subjects(self, subjects: Iterable[str]) -> set[str]:
-        """Of these subjects (`hilo.sealing`), those an erasure named."""
+    async def erased_at(self, subjects: Iterable[str]) -> dict[str, datetime]:
+        """Subject (`hilo.sealing`) -> when it was last erased, for the subjects that were."""
 
     # conflicts
     async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> None: ...

@@ -68,7 +68,6 @@ class Privacy:
         erasure = await self._store.record_erasure(
             profile.customer_id,
             profile.aliases,
-            keys,
             [self._sealer.subject(key) for key in keys],
             datetime.now(UTC),
         )
@@ -152,9 +151,7 @@ class Privacy:
                 continue
             erased_at = datetime.fromisoformat(erasure["erased_at"])
             subjects = erasure.get("subjects", [])
-            await self._store.suppress_erased(
-                [*erasure["identifier_digests"], *subjects], erased_at
-            )
+            await self._store.suppress_erased(subjects, erased_at)
             await self._sealer.keys.forget(subjects, made_until=erased_at)
             await self._store.erase(_aliases(erasure))
             again += 1
@@ -183,7 +180,6 @@ def erasure_record(erasure: Erasure) -> bytes:
         {
             "customer_id": erasure.customer_id,
             "aliases": erasure.aliases,
-            "identifier_digests": erasure.identifier_digests,
             "subjects": erasure.subjects,
             "erased_at": erasure.requested_at.isoformat(),
         }

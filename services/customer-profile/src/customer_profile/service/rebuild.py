@@ -99,7 +99,7 @@ async def restore_erasures(settings: ProfileSettings, store: ProfileStore, seale
     for erasure in erasures:
         erased_at = datetime.fromisoformat(erasure["erased_at"])
         subjects = erasure.get("subjects", [])
-        await store.suppress_erased([*erasure["identifier_digests"], *subjects], erased_at)
+        await store.suppress_erased(subjects, erased_at)
         await sealer.keys.forget(subjects, made_until=erased_at)
     return len(erasures)
 
