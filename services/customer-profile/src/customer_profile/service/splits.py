@@ -38,6 +38,7 @@ from customer_profile.service.pipeline import (
     publish_snapshot,
 )
 from customer_profile.service.ports import StoredProfile
+from customer_profile.service.privacy import LEFT_TO_ITS_REQUEST
 from hilo.kafka import KafkaPublisher, PublishFailed
 from hilo.sealing import Sealer
 from hilo.topics import Topic
@@ -297,7 +298,8 @@ class Splits:
         left = 0
         now = datetime.now(UTC)
         for split in await self._store.unfinished_splits():
-            if split.outcome is not None and now < split.settle_after:
+            settling = split.outcome is not None and now < split.settle_after
+            if settling or now - split.requested_at < LEFT_TO_ITS_REQUEST:
                 left += 1
                 continue
             try:
