@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,7 +13,7 @@ from jsonschema import Draft202012Validator
 from hilo.contract import Identifiers, parse_interaction
 from hilo.contract.personal import INTERACTION_FIELDS, JOURNEY_FIELDS
 from hilo.contract.schema import sealed_interaction_json_schema
-from hilo.sealing import InMemoryKeys, Sealer, Unreadable, subject_of
+from hilo.sealing import InMemoryKeys, Sealer, SharedCalls, Unreadable, subject_of
 from hilo.testkit.samples import sample_interaction, sample_payloads
 
 PEPPER = b"a-pepper-for-tests-only"
@@ -139,3 +140,51 @@ async def test_an_erasure_never_deletes_a_key_made_after_it() -> None:
 
     assert await keys.forget([subject], made_until=erased_at) == 0
     assert await keys.forget([subject], made_until=erased_at + timedelta(days=1)) == 1
+
+
+class _CountingStore:
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[set[str]] = []
+        self.fail = fail
+
+    async def __call__(self, subjects: set[str]) -> dict[str, bytes]:
+        self.calls.append(set(subjects))
+        await asyncio.sleep(0.01)
+        if self.fail:
+            raise RuntimeError("key store down")
+        return {subject: subject.encode() for subject in subjects}
+
+
+async def test_requests_within_the_window_share_one_key_store_call() -> None:
+    store = _CountingStore()
+    shared = SharedCalls(store, window=0.02)
+
+    answers = await asyncio.gather(*(shared({f"s{n}", "common"}) for n in range(10)))
+
+    assert len(store.calls) == 1
+    assert store.calls[0] == {"common", *(f"s{n}" for n in range(10))}
+    assert answers[3] == {"s3": b"s3", "common": b"common"}, "each gets what it asked for"
+
+
+async def test_a_failed_shared_call_fails_every_caller_and_a_cancelled_one_stops_nobody() -> None:
+    failing = SharedCalls(_CountingStore(fail=True), window=0.01)
+    results = await asyncio.gather(failing({"a"}), failing({"b"}), return_exceptions=True)
+    assert all(isinstance(result, RuntimeError) for result in results)
+
+    store = _CountingStore()
+    shared = SharedCalls(store, window=0.01)
+    impatient = asyncio.create_task(shared({"a"}))
+    patient = asyncio.create_task(shared({"b"}))
+    await asyncio.sleep(0)
+    impatient.cancel()
+    assert await patient == {"b": b"b"}
+    assert store.calls == [{"a", "b"}]
+
+
+async def test_without_a_window_every_request_calls_on_its_own() -> None:
+    store = _CountingStore()
+    shared = SharedCalls(store, window=0)
+
+    await asyncio.gather(shared({"a"}), shared({"b"}))
+
+    assert store.calls == [{"a"}, {"b"}]

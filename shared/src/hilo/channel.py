@@ -221,7 +221,7 @@ def create_channel_app(
         broker,
         settings,
         linger_seconds=settings.kafka_linger_ms / 1000,
-        sealer=create_sealer(settings, mongo),
+        sealer=create_sealer(settings, mongo, share_window=settings.kafka_linger_ms / 1000),
     )
     channel = Channel(name, settings, publisher)
 

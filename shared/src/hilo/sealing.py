@@ -19,11 +19,12 @@ an erasure may still use it that long (see the README for what that means).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
@@ -71,24 +72,93 @@ class KeyStore(Protocol):
         same identifier's new life; how many were deleted."""
 
 
+class SharedCalls:
+    """Callers that ask within `window` seconds of the first share one call for all they asked.
+
+    Webhooks arrive one by one, each needing a key or two: on the local database a call for 8
+    keys costs 40% per key of a call for 2 (docs/benchmarks.md). A caller cancelled meanwhile
+    (its request timed out) leaves the shared call running for the others.
+    """
+
+    def __init__(
+        self,
+        call: Callable[[set[str]], Awaitable[dict[str, bytes]]],
+        window: float,
+    ) -> None:
+        self._call = call
+        self._window = window
+        self._pending: set[str] = set()
+        self._next: asyncio.Future[dict[str, bytes]] | None = None
+
+    async def __call__(self, subjects: set[str]) -> dict[str, bytes]:
+        if self._window <= 0:
+            return await self._call(subjects)
+        self._pending |= subjects
+        if self._next is None:
+            loop = asyncio.get_running_loop()
+            self._next = loop.create_future()
+            self._next.add_done_callback(_observed)
+            loop.call_later(self._window, self._start)
+        shared = await asyncio.shield(self._next)
+        return {subject: shared[subject] for subject in subjects if subject in shared}
+
+    def _start(self) -> None:
+        future, subjects = self._next, self._pending
+        self._next, self._pending = None, set()
+        if future is None:  # pragma: no cover - _start is scheduled only with a future
+            return
+        task = asyncio.ensure_future(self._call(subjects))
+        task.add_done_callback(lambda done: _settle(future, done))
+
+
+def _settle(
+    future: asyncio.Future[dict[str, bytes]], done: asyncio.Future[dict[str, bytes]]
+) -> None:
+    if done.cancelled():
+        future.cancel()
+    elif (error := done.exception()) is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(done.result())
+
+
+def _observed(future: asyncio.Future[dict[str, bytes]]) -> None:
+    """Mark a failure as seen: every waiter has it raised already, or there was none."""
+    if not future.cancelled():
+        future.exception()
+
+
 class SubjectKeys:
     """The key store on MongoDB: one document per subject, created once by an atomic upsert."""
 
     def __init__(
-        self, collection: AsyncCollection[MongoDocument], *, cache_seconds: float, cache_size: int
+        self,
+        collection: AsyncCollection[MongoDocument],
+        *,
+        cache_seconds: float,
+        cache_size: int,
+        share_window: float = 0.0,
     ) -> None:
         self.collection = collection
         self._cache: TTLCache[str, bytes] | None = (
             TTLCache(maxsize=cache_size, ttl=cache_seconds) if cache_seconds > 0 else None
         )
+        self._read_or_make = SharedCalls(self._read_or_make_now, share_window)
 
     async def get_or_create(self, subjects: Iterable[str]) -> dict[str, bytes]:
-        """Cached keys, then one read for the rest, then one write for subjects seen for the
-        first time: the keys this process made are known without reading them back, so a new
-        subject costs two round trips and a known one at most one."""
+        """Cached keys, then one shared call for the rest (`SharedCalls`)."""
         wanted = set(subjects)
-        found = await self.get(wanted)
-        made = {subject: AESGCM.generate_key(256) for subject in wanted - found.keys()}
+        found = {s: key for s in wanted if (key := self._cached(s)) is not None}
+        if missing := wanted - found.keys():
+            found.update(await self._read_or_make(missing))
+        return found
+
+    async def _read_or_make_now(self, subjects: set[str]) -> dict[str, bytes]:
+        """One read, then one write for subjects seen for the first time: the keys this process
+        made are known without reading them back, so a new subject costs two round trips and a
+        known one one."""
+        found = await self._read(subjects)
+        made = {subject: AESGCM.generate_key(256) for subject in subjects - found.keys()}
         if not made:
             return found
         at = datetime.now(UTC)
@@ -149,12 +219,16 @@ KEY_CACHE_SIZE = 100_000
 """Keys a process keeps at most (32 bytes each, plus the subject)."""
 
 
-def create_sealer(settings: HiloSettings, client: AsyncMongoClient[MongoDocument]) -> Sealer:
-    """The sealer of a service: its pepper, and the key store in `HILO_KEYS_DATABASE`."""
+def create_sealer(
+    settings: HiloSettings, client: AsyncMongoClient[MongoDocument], *, share_window: float = 0.0
+) -> Sealer:
+    """The sealer of a service: its pepper, and the key store in `HILO_KEYS_DATABASE`; key-store
+    calls within `share_window` seconds are shared (`SharedCalls`)."""
     keys = SubjectKeys(
         client[settings.mongodb_keys_database]["subject_keys"],
         cache_seconds=settings.key_cache_seconds,
         cache_size=KEY_CACHE_SIZE,
+        share_window=share_window,
     )
     return Sealer(keys, settings.subject_pepper.get_secret_value().encode())
 
