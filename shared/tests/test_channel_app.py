@@ -1,4 +1,4 @@
-"""What every channel app answers the same way, whatever its routes do (no broker needed)."""
+"""What every channel app answers the same way, whatever its routes do."""
 
 from __future__ import annotations
 
@@ -7,6 +7,12 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from hilo.channel import Channel, ChannelSettings, create_channel_app, raw_body
+from hilo.settings import HiloSettings
+from hilo.testkit.channel_contract import channel_client
+from hilo.testkit.local_infra import free_port
+from hilo.testkit.probes import read_topic
+from hilo.testkit.samples import sample_interaction
+from hilo.topics import Topic, topic_name
 
 
 class Strict(BaseModel):
@@ -50,3 +56,36 @@ async def test_a_content_length_of_non_ascii_digits_is_not_a_crash() -> None:
         )
 
     assert response.status_code < 500
+
+
+async def test_without_the_key_store_nothing_is_published_and_the_provider_is_told_to_retry(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """Events are sealed before they go out: no key store, no publishing (503, Retry-After)."""
+    unreachable = ChannelSettings.model_validate(
+        {**settings.model_dump(), "mongodb_url": f"mongodb://127.0.0.1:{free_port()}/"}
+    )
+
+    def publishing(channel: Channel) -> list[APIRouter]:
+        router = APIRouter()
+
+        @router.post("/event")
+        async def event() -> dict[str, str]:
+            await channel.publish([sample_interaction("message")])
+            return {"status": "ok"}
+
+        return [router]
+
+    app = create_channel_app("test", unreachable, publishing, description="test")
+    async with channel_client(app) as channel:
+        response = await channel.post("/event")
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    records = await read_topic(
+        settings.kafka_bootstrap_servers,
+        topic_name(Topic.INTERACTIONS, settings),
+        expected=1,
+        timeout=3,
+    )
+    assert records == []
