@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jsonschema import Draft202012Validator
 
 from hilo.contract import Identifiers, parse_interaction
 from hilo.contract.personal import INTERACTION_FIELDS, JOURNEY_FIELDS
 from hilo.contract.schema import sealed_interaction_json_schema
-from hilo.sealing import InMemoryKeys, Sealer, SharedCalls, Unreadable, subject_of
+from hilo.sealing import InMemoryKeys, Sealer, SharedCalls, Unreadable, seal, subject_of, unseal
 from hilo.testkit.samples import sample_interaction, sample_payloads
 
 PEPPER = b"a-pepper-for-tests-only"
@@ -188,3 +189,17 @@ async def test_without_a_window_every_request_calls_on_its_own() -> None:
     await asyncio.gather(shared({"a"}), shared({"b"}))
 
     assert store.calls == [{"a"}, {"b"}]
+
+
+async def test_a_record_opens_with_any_of_its_keys_even_when_one_was_made_again() -> None:
+    """One identifier's key was erased and made again (its new life): another key still opens."""
+    first, second = sorted(["a" * 64, "b" * 64])
+    keys = {first: AESGCM.generate_key(256), second: AESGCM.generate_key(256)}
+    sealed = seal({"id": "e1", "identifiers": {"email": "x"}}, INTERACTION_FIELDS, keys, b"e1")
+    made_again = {**keys, first: AESGCM.generate_key(256)}  # tried first, and does not open it
+
+    opened = unseal(json.loads(json.dumps(sealed)), made_again, b"e1")
+
+    assert opened["identifiers"] == {"email": "x"}
+    with pytest.raises(Unreadable, match="do not open"):
+        unseal(json.loads(json.dumps(sealed)), {first: made_again[first]}, b"e1")

@@ -182,6 +182,7 @@ async def test_a_split_interrupted_at_any_step_is_completed_exactly_once(
     monkeypatch.setattr("customer_profile.service.splits.LEFT_TO_ITS_REQUEST", timedelta(0))
     async with running_profile_service(settings, erasure_retry_seconds=3600) as svc:
         ana, bo = await _merged_pair(svc)
+        await _publish_and_settle(svc, [interaction(4, minutes=4, phone=BO)])  # moves back
         splits = svc.service.splits
         target = svc.service.store if point.target == "store" else splits._publisher
         inject_fault(target, point)
@@ -194,12 +195,17 @@ async def test_a_split_interrupted_at_any_step_is_completed_exactly_once(
         assert await splits.finish_unfinished() == 0
         assert await _split_status(svc, ana) == ["done"]
         assert await svc.customer_of("phone", BO) == bo
-        for who, ids in ((ana, _ids(1, 3)), (bo, _ids(2))):
+        for who, ids in ((ana, _ids(1, 3)), (bo, _ids(2, 4))):
             journey = await svc.get(f"/v1/customers/{who}/journey")
             assert sorted(e["id"] for e in journey["entries"]) == ids
             profile = await svc.get(f"/v1/customers/{who}")
             assert profile["view"]["event_count"] == len(ids), "each entry counted once"
             assert profile["merged_from"] == []
+        records = await read_to_end(
+            settings.kafka_bootstrap_servers, topic_name(Topic.JOURNEY, settings)
+        )
+        corrected = {dict(r.headers)["ce_id"].decode() for r in records if r.key == bo.encode()}
+        assert set(_ids(4)) <= corrected, "the moved entry is published under Bo, retry or not"
 
 
 async def test_identifiers_that_are_someone_elses_split_off_into_a_new_profile(

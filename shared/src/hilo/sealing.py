@@ -89,6 +89,7 @@ class SharedCalls:
         self._window = window
         self._pending: set[str] = set()
         self._next: asyncio.Future[dict[str, bytes]] | None = None
+        self._running: set[asyncio.Future[dict[str, bytes]]] = set()
 
     async def __call__(self, subjects: set[str]) -> dict[str, bytes]:
         if self._window <= 0:
@@ -108,6 +109,8 @@ class SharedCalls:
         if future is None:  # pragma: no cover - _start is scheduled only with a future
             return
         task = asyncio.ensure_future(self._call(subjects))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
         task.add_done_callback(lambda done: _settle(future, done))
 
 
@@ -201,6 +204,9 @@ class SubjectKeys:
                 {"_id": {"$in": chunk}, "at": {"$lte": made_until}}
             )
             deleted += found.deleted_count
+        if self._cache is not None:  # a read in flight meanwhile may have put one back
+            for subject in doomed:
+                self._cache.pop(subject, None)
         return deleted
 
     def _cached(self, subject: str) -> bytes | None:
@@ -390,15 +396,18 @@ def unseal(document: dict[str, Any], keys: Mapping[str, bytes], aad: bytes) -> d
     usable = [s for s in subjects if s in keys]
     if not usable:
         raise Unreadable(subjects, "no key of its subjects exists (erased)")
-    subject = usable[0]
-    try:
-        data_key = _unwrap(keys[subject], sealed["keys"][subject], subject)
-        nonce = base64.b64decode(sealed["nonce"])
-        plain = AESGCM(data_key).decrypt(nonce, base64.b64decode(sealed["data"]), aad)
-    except (InvalidTag, KeyError, ValueError, TypeError) as exc:
-        raise Unreadable(
-            subjects, f"the sealed fields do not open ({type(exc).__name__})"
-        ) from None
+    plain: bytes | None = None
+    failure = ""
+    for subject in usable:  # a key made again since (the identifier's new life) does not open it
+        try:
+            data_key = _unwrap(keys[subject], sealed["keys"][subject], subject)
+            nonce = base64.b64decode(sealed["nonce"])
+            plain = AESGCM(data_key).decrypt(nonce, base64.b64decode(sealed["data"]), aad)
+            break
+        except (InvalidTag, KeyError, ValueError, TypeError) as exc:
+            failure = type(exc).__name__
+    if plain is None:
+        raise Unreadable(subjects, f"the sealed fields do not open ({failure})")
     for joined, value in from_json(plain).items():
         _put(document, tuple(joined.split("/")), value)
     return document

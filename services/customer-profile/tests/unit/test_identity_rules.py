@@ -121,6 +121,22 @@ def test_an_unverified_source_adds_no_strong_identifier_to_a_known_profile() -> 
     assert decision.conflicts == [Conflict("unverified_attach", None, ("K",), tuple(keys))]
 
 
+def test_an_unverified_source_cannot_attach_through_an_older_anonymous_profile() -> None:
+    """The attacker's anonymous profile is older and survives: the victim's profile still counts."""
+    owners, facts = owners_of(
+        profile("ANON", "anonymous_id:attacker", age_days=9),
+        profile("VICTIM", "email:a@x.com", age_days=1),
+    )
+    keys = ["email:a@x.com", "phone:+34611223344", "anonymous_id:attacker"]
+
+    decision = decide(keys, owners, facts, POLICY, verified=False)
+
+    assert decision.target == "ANON"
+    assert decision.absorb == ["VICTIM"]
+    assert "phone:+34611223344" not in decision.claim
+    assert [c.reason for c in decision.conflicts] == ["unverified_attach"]
+
+
 def test_an_unverified_source_may_start_a_new_profile_with_every_identifier() -> None:
     keys = ["email:new@x.com", "phone:+34611223344"]
 

@@ -20,7 +20,7 @@ Path = tuple[str, ...]
 PAYLOAD_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "message": ("text", "subject", "attachments", "interactive_reply"),
     "message_status": ("error",),
-    "page_view": ("url", "referrer"),
+    "page_view": ("url", "referrer", "path", "title"),
     "product_view": (),
     "cart": (),
     "order": (),

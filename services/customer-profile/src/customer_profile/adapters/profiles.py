@@ -316,6 +316,23 @@ class ProfileCollection:
             ordered=True,
         )
 
+    async def keep_apart(self, customer_ids: Sequence[str]) -> None:
+        """These profiles are merged again only when a person confirms it."""
+        await bulk_write(
+            self.profiles,
+            [
+                UpdateOne(
+                    {"_id": customer},
+                    {
+                        "$addToSet": {
+                            "kept_apart": {"$each": [c for c in customer_ids if c != customer]}
+                        }
+                    },
+                )
+                for customer in customer_ids
+            ],
+        )
+
     async def allow_merge(self, customer_ids: Sequence[str]) -> None:
         """A person confirmed these profiles are one: they are no longer kept apart."""
         await update_in(

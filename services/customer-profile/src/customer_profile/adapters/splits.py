@@ -9,7 +9,7 @@ the sweep after that moment puts such an entry where it belongs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +40,8 @@ class Split:
     settle_after: datetime
     done: bool
     outcome: dict[str, Any] | None
+    moved: list[str] = field(default_factory=list)
+    """Ids of the entries handed to the restored profile so far."""
 
 
 class SplitCollection:
@@ -97,6 +99,12 @@ class SplitCollection:
     async def unfinished(self) -> list[Split]:
         return [_split(doc) async for doc in self.collection.find({"done": False})]
 
+    async def moves(self, split_id: str, entry_ids: list[str]) -> None:
+        if entry_ids:
+            await self.collection.update_one(
+                {"_id": split_id}, {"$addToSet": {"moved": {"$each": entry_ids}}}
+            )
+
     async def completed(self, split_id: str, outcome: dict[str, Any], *, done: bool) -> None:
         """What the latest completion did; `done` once the settle time has passed."""
         await self.collection.update_one(
@@ -118,4 +126,5 @@ def _split(doc: MongoDocument) -> Split:
         settle_after=doc["settle_after"],
         done=doc["done"],
         outcome=doc.get("outcome"),
+        moved=list(doc.get("moved", [])),
     )

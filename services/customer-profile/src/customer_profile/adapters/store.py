@@ -286,6 +286,9 @@ class ProfileStore:
     async def unfinished_splits(self) -> list[Split]:
         return await self._splits.unfinished()
 
+    async def split_moves(self, split_id: str, entry_ids: list[str]) -> None:
+        await self._splits.moves(split_id, entry_ids)
+
     async def split_completed(self, split_id: str, outcome: dict[str, Any], *, done: bool) -> None:
         await self._splits.completed(split_id, outcome, done=done)
 
@@ -309,6 +312,9 @@ class ProfileStore:
 
     async def allow_merge(self, customer_ids: list[str]) -> None:
         await self._profiles.allow_merge(customer_ids)
+
+    async def keep_apart(self, customer_ids: list[str]) -> None:
+        await self._profiles.keep_apart(customer_ids)
 
     async def counts(self) -> dict[str, int]:
         return {

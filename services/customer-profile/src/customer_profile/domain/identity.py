@@ -216,7 +216,8 @@ def _withhold_strong_claims(
     ids) still attach, which is what joins browsing history at sign-in.
     """
     target = decision.target
-    if target is None or not facts[target].known:
+    joined = [c for c in (target, *decision.absorb) if c is not None]
+    if target is None or not any(facts[c].known for c in joined):
         return decision
     strong = [key for key in decision.claim if split_key(key)[0] not in WEAK_KINDS]
     if not strong:

@@ -21,4 +21,6 @@ async def keep_finishing(finish: Callable[[], Awaitable[int]], interval: float, 
                 log.warning(event, count=left)
         except PyMongoError as exc:
             log.warning(event, error=type(exc).__name__)
+        except Exception:  # keep going: one bad item must not stop every later one
+            log.exception(event)
         await asyncio.sleep(interval)

@@ -16,7 +16,7 @@ from typing import Any
 
 from customer_profile.adapters.conflicts import PENDING
 from customer_profile.adapters.store import ProfileStore
-from customer_profile.domain.identity import split_key
+from customer_profile.domain.identity import KEPT_APART, split_key
 from hilo.contract import CustomEvent, Identifiers, Interaction, new_interaction
 from hilo.kafka import KafkaPublisher
 from hilo.topics import Topic
@@ -61,6 +61,8 @@ class MergeRequests:
 
     async def reject(self, request_id: str, decision: Decision) -> dict[str, Any]:
         request = await self._open(request_id, REJECTED, decision)
+        if request.get("reason") == KEPT_APART:  # a confirm that failed half-way lifted it
+            await self._store.keep_apart(request["customer_ids"])
         return await self._decide(request, REJECTED, decision)
 
     async def _open(self, request_id: str, status: str, decision: Decision) -> dict[str, Any]:

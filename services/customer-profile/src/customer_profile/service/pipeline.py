@@ -220,7 +220,11 @@ class Pipeline:
         )
         erased = 0
         for record, document in zip(records, opened, strict=True):
-            if isinstance(document, Unreadable) and set(document.subjects) <= sealed_for_erased:
+            if (
+                isinstance(document, Unreadable)
+                and document.subjects
+                and set(document.subjects) <= sealed_for_erased
+            ):
                 erased += 1
                 continue
             try:

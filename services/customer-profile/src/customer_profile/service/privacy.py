@@ -63,8 +63,15 @@ class Privacy:
         `journey` and the dead-letter topic can no longer be opened (crypto-shredding).
         """
         keys = {*profile.identifiers, *await self._store.identities_of(profile.aliases)}
-        for entry in await self._store.entries(profile.aliases):
-            keys |= {f"{kind}:{value}" for kind, value in entry.identifiers.items()}
+        used = {
+            f"{kind}:{value}"
+            for entry in await self._store.entries(profile.aliases)
+            for kind, value in entry.identifiers.items()
+        }
+        # Identifiers the person used that belong to nobody (placeholders, released over a cap)
+        # go too; another customer's (a shared phone on an order) are that customer's to erase.
+        others = await self._store.owners(used - keys)
+        keys |= {key for key in used - keys if key not in others}
         erasure = await self._store.record_erasure(
             profile.customer_id,
             profile.aliases,
@@ -155,15 +162,17 @@ class Privacy:
         )
         again = 0
         for erasure in erasures:
-            if not back & set(_aliases(erasure)):
-                continue
+            # Every time, not only for profiles that came back: the key store may have been
+            # restored on its own (both are idempotent).
             erased_at = datetime.fromisoformat(erasure["erased_at"])
             subjects = erasure.get("subjects", [])
             await self._store.suppress_erased(subjects, erased_at)
-            await self._sealer.keys.forget(subjects, made_until=erased_at)
-            await self._store.erase(_aliases(erasure))
-            again += 1
-            log.warning("customer_erased_again", customer_id=erasure["customer_id"])
+            if await self._sealer.keys.forget(subjects, made_until=erased_at):
+                log.warning("customer_keys_erased_again", customer_id=erasure["customer_id"])
+            if back & set(_aliases(erasure)):
+                await self._store.erase(_aliases(erasure))
+                again += 1
+                log.warning("customer_erased_again", customer_id=erasure["customer_id"])
         return again
 
 

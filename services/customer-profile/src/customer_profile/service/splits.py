@@ -195,10 +195,15 @@ class Splits:
         )
         back = set(plan.restored_entries)
         moving = [e for e in journeys[kept_id] if e.id in back]
+        # Recorded first: a retry after a failed publish must publish these again, and by then
+        # they are already stored under the restored profile.
+        await self._store.split_moves(split.id, [e.id for e in moving])
         await self._store.hand_over(kept, restored, plan.restored_keys, [e.id for e in moving])
         if split.outcome is None or moving:
             saved = await self._save_views([kept_id, split.restored])
-            await self._publish(split, kept_id, saved, moving)
+            earlier = set(split.moved) if split.outcome is None else set()
+            moved_before = [e for e in journeys[split.restored] if e.id in earlier]
+            await self._publish(split, kept_id, saved, [*moved_before, *moving])
         outcome = {
             "kept": kept_id,
             "restored": split.restored,
