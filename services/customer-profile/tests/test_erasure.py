@@ -209,3 +209,26 @@ async def _restore(
         await client[database][name].delete_many({})
         if documents:
             await client[database][name].insert_many(documents)
+
+
+async def test_an_erasure_leaves_the_keys_of_another_customers_identifiers(
+    profile_service: RunningProfileService, settings: HiloSettings
+) -> None:
+    """Ana's order named Bo's phone (two loyalty cards: the profiles stay apart). Erasing Ana
+    must not make Bo's own records unreadable."""
+    svc = profile_service
+    await svc.publish([interaction(1, email="ana@example.com", loyalty_id="L-ANA")])
+    await svc.publish([interaction(2, minutes=1, phone="+34612345678", loyalty_id="L-BO")])
+    await svc.wait_for_entries(2)
+    await svc.publish([interaction(3, minutes=2, email="ana@example.com", phone="+34612345678")])
+    await svc.wait_for_entries(3)
+    ana = await svc.customer_of("email", "ana@example.com")
+    assert await svc.customer_of("phone", "+34612345678") != ana, "kept apart by the cards"
+
+    erased = await svc.http.delete(f"/v1/customers/{ana}")
+
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["erased"]["keys"] == 2, "Ana's email and loyalty card, not Bo's phone"
+    phone = svc.service.sealer.subject("phone:+34612345678")
+    assert phone in await svc.service.sealer.keys.get([phone])
+    assert (await _readable_by_topic(svc, settings))["interactions"] == 2, "Bo's, and Ana's order"
