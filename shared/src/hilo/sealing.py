@@ -10,8 +10,9 @@ deletes, so the records become unreadable without rewriting the topics.
   them as one JSON object with a fresh data key (AES-256-GCM, bound to the event id), and keeps
   that data key wrapped under the key of each of the record's subjects (`sealed.keys`). Whoever
   holds any one of those keys can open the record.
-- Erasure deletes the keys of every identifier the person held or used: from then on nobody can
-  open their records on `interactions`, `journey` and the dead-letter topic, wherever copies are.
+- Erasure deletes the keys of every identifier the person held (or used, if nobody holds it):
+  from then on nobody can open their records on `interactions`, `journey` and the dead-letter
+  topic, wherever copies are.
 
 Keys are cached for `HILO_KEY_CACHE_SECONDS` per process: a process that cached a key just before
 an erasure may still use it that long (see the README for what that means).
