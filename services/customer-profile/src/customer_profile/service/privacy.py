@@ -15,7 +15,7 @@ from customer_profile.adapters.store import ProfileStore
 from customer_profile.service.background import keep_finishing
 from customer_profile.service.ports import StoredProfile
 from hilo.kafka import KafkaPublisher, PublishFailed, read_to_end
-from hilo.sealing import Sealer
+from hilo.sealing import KeyStore, Sealer
 from hilo.topics import Topic
 
 log = structlog.get_logger(__name__)
@@ -164,10 +164,7 @@ class Privacy:
         for erasure in erasures:
             # Every time, not only for profiles that came back: the key store may have been
             # restored on its own (both are idempotent).
-            erased_at = datetime.fromisoformat(erasure["erased_at"])
-            subjects = erasure.get("subjects", [])
-            await self._store.suppress_erased(subjects, erased_at)
-            if await self._sealer.keys.forget(subjects, made_until=erased_at):
+            if await honour_erasure(self._store, self._sealer.keys, erasure):
                 log.warning("customer_keys_erased_again", customer_id=erasure["customer_id"])
             if back & set(_aliases(erasure)):
                 await self._store.erase(_aliases(erasure))
@@ -185,6 +182,15 @@ async def recorded_erasures(bootstrap_servers: str, topic: str) -> list[dict[str
     records = await read_to_end(bootstrap_servers, topic, within_seconds=ERASURES_READ_SECONDS)
     latest = {record.key: record.value for record in records}
     return [json.loads(value) for value in latest.values() if value is not None]
+
+
+async def honour_erasure(store: ProfileStore, keys: KeyStore, erasure: dict[str, Any]) -> int:
+    """Mark the identifiers an `erasures` record names as erased and delete their keys made up
+    to it (both idempotent); how many keys were still there."""
+    erased_at = datetime.fromisoformat(erasure["erased_at"])
+    subjects = erasure.get("subjects", [])
+    await store.suppress_erased(subjects, erased_at)
+    return await keys.forget(subjects, made_until=erased_at)
 
 
 def _aliases(erasure: dict[str, Any]) -> list[str]:

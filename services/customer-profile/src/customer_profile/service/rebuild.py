@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -20,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.service.pipeline import Pipeline, RawRecord
-from customer_profile.service.privacy import recorded_erasures
+from customer_profile.service.privacy import honour_erasure, recorded_erasures
 from customer_profile.settings import ProfileSettings
 from hilo.sealing import Sealer, create_sealer
 from hilo.topics import Topic, ensure_topics, topic_name
@@ -97,10 +96,7 @@ async def restore_erasures(settings: ProfileSettings, store: ProfileStore, seale
         settings.kafka_bootstrap_servers, topic_name(Topic.ERASURES, settings)
     )
     for erasure in erasures:
-        erased_at = datetime.fromisoformat(erasure["erased_at"])
-        subjects = erasure.get("subjects", [])
-        await store.suppress_erased(subjects, erased_at)
-        await sealer.keys.forget(subjects, made_until=erased_at)
+        await honour_erasure(store, sealer.keys, erasure)
     return len(erasures)
 
 
