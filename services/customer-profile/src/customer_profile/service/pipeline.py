@@ -111,13 +111,14 @@ class Pipeline:
     async def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
         outcome = BatchOutcome()
         readable, dead, erased = await self._parse(records)
-        readable, outcome.erased = await self._without_erased(readable)
+        subjects = {key: self._sealer.subject(key) for _, _, keys in readable for key in keys}
+        readable, outcome.erased = await self._without_erased(readable, subjects)
         outcome.erased += erased
         events = [event for _, event, _ in readable]
         # A producer that does not seal (a tool, an older channel) made no keys: make them now,
         # so these events' journey records are sealed like every other.
         await self._sealer.keys.get_or_create(
-            self._sealer.subject(key) for _, _, keys in readable for key in keys
+            subjects[key] for _, _, keys in readable for key in keys
         )
         resolution = await self._resolver.resolve(
             [
@@ -163,22 +164,23 @@ class Pipeline:
         return outcome
 
     async def _without_erased(
-        self, readable: list[tuple[RawRecord, Interaction, list[str]]]
+        self,
+        readable: list[tuple[RawRecord, Interaction, list[str]]],
+        subjects: dict[str, str],
     ) -> tuple[list[tuple[RawRecord, Interaction, list[str]]], int]:
         """Drop events that happened before an erasure of one of their identifiers.
 
         They are in flight, redelivered or replayed from before the person asked to be
         forgotten; storing them would bring the person back. Later events start a new profile.
         """
-        subject = self._sealer.subject
-        erased = await self._store.erased_at(subject(k) for _, _, keys in readable for k in keys)
+        erased = await self._store.erased_at(subjects.values())
         if not erased:
             return readable, 0
         kept = [
             item
             for item in readable
             if not any(
-                (at := erased.get(subject(key))) is not None and item[1].occurred_at <= at
+                (at := erased.get(subjects[key])) is not None and item[1].occurred_at <= at
                 for key in item[2]
             )
         ]
