@@ -11,7 +11,12 @@ import json
 import random
 from typing import Any
 
-from customer_profile.testing import RunningProfileService, interaction, running_profile_service
+from customer_profile.testing import (
+    RunningProfileService,
+    interaction,
+    running_profile_service,
+    share_partitions,
+)
 from hilo.contract import Interaction
 from hilo.kafka import read_to_end
 from hilo.settings import HiloSettings
@@ -61,11 +66,7 @@ async def test_two_instances_build_one_profile_per_person_with_every_event_once(
         running_profile_service(settings, batch_max_records=20) as one,
         running_profile_service(settings, batch_max_records=20) as two,
     ):
-        await eventually(
-            _assignments(one, two),
-            until=lambda parts: parts == (True, True, set(range(6))),
-            timeout=60,
-        )
+        await eventually(lambda: share_partitions((one, two), 6), until=bool, timeout=60)
         half = len(stream) // 2
         await asyncio.gather(one.publish(stream[:half]), two.publish(stream[half:]))
         await one.wait_for_entries(len(stream), timeout=120)
@@ -111,14 +112,6 @@ async def _assert_compacted_topic_ends_on_the_latest(
             }
         elif head.get("identifiers"):
             assert last[head["_id"]]["version"] == head["version"], "an older snapshot landed last"
-
-
-def _assignments(one: RunningProfileService, two: RunningProfileService):  # type: ignore[no-untyped-def]
-    async def probe() -> tuple[bool, bool, set[int]]:
-        a, b = one.assigned_partitions(), two.assigned_partitions()
-        return bool(a), bool(b), a | b
-
-    return probe
 
 
 async def _settled(running: RunningProfileService) -> bool:

@@ -23,6 +23,7 @@ from customer_profile.testing import (
     inject_fault,
     interaction,
     running_profile_service,
+    share_partitions,
 )
 from hilo.contract import Interaction, interaction_id
 from hilo.kafka import PublishFailed, read_to_end
@@ -43,7 +44,7 @@ async def test_a_split_restores_both_profiles_as_before_the_merge_with_two_insta
         running_profile_service(settings, batch_max_records=20) as one,
         running_profile_service(settings, batch_max_records=20) as two,
     ):
-        await eventually(lambda: _both_consume(one, two), until=lambda ok: ok, timeout=60)
+        await eventually(lambda: share_partitions((one, two), 6), until=bool, timeout=60)
         await _publish_and_settle(
             one,
             [
@@ -331,11 +332,6 @@ async def _state(svc: RunningProfileService, customer: str) -> dict[str, Any]:
 
 async def _split_status(svc: RunningProfileService, customer: str) -> list[str]:
     return [s["status"] for s in await svc.get(f"/v1/customers/{customer}/splits")]
-
-
-async def _both_consume(one: RunningProfileService, two: RunningProfileService) -> bool:
-    a, b = one.assigned_partitions(), two.assigned_partitions()
-    return bool(a) and bool(b) and a | b == set(range(6))
 
 
 def _ids(*names: int | str) -> list[str]:

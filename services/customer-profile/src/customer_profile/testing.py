@@ -100,6 +100,12 @@ async def running_profile_service(
         await stop(service)
 
 
+async def share_partitions(instances: Sequence[RunningProfileService], partitions: int) -> bool:
+    """Every instance consumes some partition, and together all of them: the group has settled."""
+    assigned = [instance.assigned_partitions() for instance in instances]
+    return all(assigned) and set().union(*assigned) == set(range(partitions))
+
+
 def interaction(
     n: int | str,
     *,
