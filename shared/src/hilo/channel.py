@@ -39,6 +39,13 @@ from hilo.health import health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, PublishFailed, Record, RecordTooLarge, create_broker
 from hilo.logs import configure_logging
 from hilo.mongo import create_mongo_client
+from hilo.outbound import (
+    SENDS_COLLECTION,
+    OutboundSender,
+    Provider,
+    RetryPolicy,
+    subscribe_outbound,
+)
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
 from hilo.webhook import SignatureError
@@ -72,6 +79,19 @@ class ChannelSettings(HiloSettings):
         description="Requests arriving within this time share one Kafka produce request: less "
         "CPU per webhook (measured in docs/benchmarks.md) for up to this much added latency. "
         "Every request is still answered only after Kafka acknowledged its events.",
+    )
+    outbound_send_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=50,
+        description="Attempts to send an outbound message while the provider fails (5xx, 429, "
+        "no answer) before it is reported failed to the agent; a 4xx is never retried.",
+    )
+    outbound_first_wait_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="Wait before the second attempt; it doubles each time, up to 30 s.",
     )
 
 
@@ -211,19 +231,32 @@ def create_channel_app(
     routes: Callable[[Channel], Sequence[Callable[..., Awaitable[Response]] | object]],
     *,
     description: str,
+    provider: Provider | None = None,
 ) -> FastAPI:
-    """The FastAPI app of a channel service; `routes(channel)` returns its APIRouters."""
+    """The FastAPI app of a channel service; `routes(channel)` returns its APIRouters.
+
+    With a `provider`, the service also sends its channel's commands from `outbound`
+    (`hilo.outbound`).
+    """
     DEFAULT_PHONE_REGION.set(settings.default_phone_region)
     MAX_FUTURE_SKEW.set(timedelta(seconds=settings.max_future_skew_seconds))
     broker = create_broker(settings)
     mongo = create_mongo_client(settings)
+    sealer = create_sealer(settings, mongo, share_window=settings.kafka_linger_ms / 1000)
     publisher = KafkaPublisher(
-        broker,
-        settings,
-        linger_seconds=settings.kafka_linger_ms / 1000,
-        sealer=create_sealer(settings, mongo, share_window=settings.kafka_linger_ms / 1000),
+        broker, settings, linger_seconds=settings.kafka_linger_ms / 1000, sealer=sealer
     )
     channel = Channel(name, settings, publisher)
+    if provider is not None:
+        sender = OutboundSender(
+            name,
+            settings.instance,
+            provider,
+            publisher,
+            mongo[settings.mongodb_database][SENDS_COLLECTION],
+            RetryPolicy(settings.outbound_send_attempts, settings.outbound_first_wait_seconds),
+        )
+        subscribe_outbound(broker, sender, sealer, publisher, settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -233,6 +266,8 @@ def create_channel_app(
             yield
         finally:
             await broker.stop()
+            if provider is not None:
+                await provider.close()
             await mongo.close()
 
     app = FastAPI(title=f"Hilo {name} channel", description=description, lifespan=lifespan)

@@ -33,6 +33,8 @@ class Topic(StrEnum):
     IDENTITY_MERGES = "identity.merges"
     MERGE_REQUESTS = "identity.merge_requests"
     ERASURES = "erasures"
+    OUTBOUND = "outbound"
+    OUTBOUND_DLQ = "outbound.dlq"
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,21 @@ REGISTRY: tuple[TopicSpec, ...] = (
         "pseudonyms) of the person's identifiers, and when. A rebuild and every start read it, "
         "so erased people stay erased.",
         cleanup_policy="compact",
+    ),
+    TopicSpec(
+        Topic.OUTBOUND,
+        key="customer id",
+        description="Commands to send a message to a customer on one channel (`OutboundCommand`), "
+        "from the agent desk or an automation; the channel service named in each sends it once "
+        "and records it as an outbound interaction. Recipient and text sealed.",
+        retention_ms=7 * DAY_MS,
+    ),
+    TopicSpec(
+        Topic.OUTBOUND_DLQ,
+        key="the original key",
+        description="Outbound commands no channel could read (invalid, or their person erased), "
+        "with the reason in headers.",
+        retention_ms=30 * DAY_MS,
     ),
 )
 

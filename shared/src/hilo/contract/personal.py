@@ -37,6 +37,10 @@ INTERACTION_FIELDS: Final[tuple[Path, ...]] = (("identifiers",), ("conversation"
 """Envelope fields of an interaction: the identifiers, and the provider's thread reference (often
 a phone number or an email address)."""
 
+OUTBOUND_FIELDS: Final[tuple[Path, ...]] = (*INTERACTION_FIELDS, ("payload", "template"))
+"""Fields of an outbound command: the recipient, the thread, a template's parameters; with the
+`message` kind's payload fields (the text and subject)."""
+
 JOURNEY_FIELDS: Final[tuple[Path, ...]] = (*INTERACTION_FIELDS, ("summary",))
 """Fields of a journey entry: the same, plus the one-line summary (it quotes the message)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -15,6 +16,7 @@ from hilo.contract import (
     CartAction,
     CartChanged,
     ConsentChanged,
+    Conversation,
     CustomEvent,
     DeliveryStatus,
     Direction,
@@ -37,6 +39,7 @@ from hilo.contract import (
     VisitMethod,
     new_interaction,
 )
+from hilo.contract.outbound import OutboundCommand, OutboundMessage
 
 
 def eur(amount: str) -> Money:
@@ -109,4 +112,27 @@ def sample_interaction(
         identifiers=identifiers or Identifiers(email="ana@example.com"),
         payload=sample_payloads()[kind],
         occurred_at=occurred_at or datetime(2026, 11, 2, 10, 30, tzinfo=UTC),
+    )
+
+
+def sample_command(
+    channel: str = "sms",
+    *,
+    command_id: str | None = None,
+    identifiers: Identifiers | None = None,
+    text: str = "Your order is ready for pickup.",
+    customer_id: str = "cus-1",
+    conversation: Conversation | None = None,
+    reply_to: str | None = None,
+) -> OutboundCommand:
+    """A valid command to send `text` to a customer on `channel` (a fresh id unless given)."""
+    return OutboundCommand(
+        id=command_id or str(uuid.uuid4()),
+        customer_id=customer_id,
+        channel=channel,
+        identifiers=identifiers or Identifiers(phone="+34600111222"),
+        conversation=conversation,
+        payload=OutboundMessage(text=text, reply_to_provider_message_id=reply_to),
+        requested_by="agent-ana",
+        requested_at=datetime.now(UTC),
     )

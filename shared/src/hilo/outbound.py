@@ -1,0 +1,362 @@
+"""The `outbound` topic, both ends: publishing a command to send, and sending it on its channel.
+
+Whoever speaks for the company publishes an `OutboundCommand` (`command_record`). A channel
+service with a `Provider` consumes `outbound` in its own consumer group, takes its channel's
+commands and, for each (`OutboundSender.handle`):
+
+1. claims the command id in MongoDB (`outbound_sends`): a command delivered again after it was
+   sent is not sent again, only its record is re-published (the interaction id is derived from
+   the command id, so the journey keeps it once);
+2. sends it through the provider, retrying a transient failure (5xx, 429, timeout, no
+   connection) with exponential backoff; a refusal (4xx) is not retried;
+3. records the outcome on `interactions`: the sent message as an outbound `message` in the
+   command's conversation, or a `message_status` `failed` carrying the provider's reason, which
+   the agent sees.
+
+The offset is committed after that; when MongoDB or Kafka fail the command is delivered again.
+The one window in which a customer could receive a message twice: the process dies after the
+provider accepted the message and before MongoDB recorded it. None of the providers takes an
+idempotency key that would close it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import httpx
+import structlog
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+from prometheus_client import Counter
+from pydantic import ValidationError
+from pydantic_core import from_json, to_json
+from pymongo import ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import PyMongoError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from hilo.contract import (
+    Conversation,
+    DeliveryStatus,
+    Direction,
+    Interaction,
+    MessageExchanged,
+    MessageStatusChanged,
+    new_interaction,
+)
+from hilo.contract.outbound import OutboundCommand, OutboundMessage
+from hilo.contract.personal import OUTBOUND_FIELDS
+from hilo.dead_letters import dead_letter_headers
+from hilo.kafka import KafkaPublisher, PublishFailed, Record
+from hilo.mongo import MongoDocument
+from hilo.sealing import Sealer
+from hilo.settings import HiloSettings
+from hilo.topics import Topic, topic_name
+
+log = structlog.get_logger(__name__)
+
+CHANNEL_HEADER = "hilo_channel"
+SENDS_COLLECTION = "outbound_sends"
+
+SENT = Counter("hilo_outbound_sent_total", "Outbound messages the provider accepted", ["channel"])
+FAILED = Counter(
+    "hilo_outbound_failed_total", "Outbound messages not sent, by reason", ["channel", "reason"]
+)
+DUPLICATES = Counter(
+    "hilo_outbound_redelivered_total",
+    "Commands delivered again after they were sent (not sent twice)",
+    ["channel"],
+)
+
+
+class SendRefused(Exception):
+    """The provider refused the message (a 4xx): retrying would not help; the agent is told."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SendUnavailable(Exception):
+    """The provider could not be reached or failed (5xx, 429, timeout): worth retrying."""
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What the provider answered for an accepted message."""
+
+    provider_message_id: str
+    thread: str | None = None
+    """The provider's thread reference when the message starts or continues one (email)."""
+
+
+class Provider(Protocol):
+    """One channel's provider API: sends a message, or raises `SendRefused`/`SendUnavailable`."""
+
+    async def send(self, command: OutboundCommand) -> Sent: ...
+
+    async def close(self) -> None: ...
+
+
+async def provider_call(
+    request: Callable[[], Any], reason_of: Callable[[httpx.Response], str]
+) -> httpx.Response:
+    """Make one provider HTTP call, sorting failures the way every provider needs them sorted.
+
+    A connection error, a timeout, a 5xx or a 429 is `SendUnavailable` (retried); any other 4xx
+    is `SendRefused` with `reason_of(response)`, the provider's own explanation.
+    """
+    try:
+        response: httpx.Response = await request()
+    except httpx.HTTPError as exc:
+        raise SendUnavailable(f"provider not reachable: {type(exc).__name__}") from exc
+    if response.status_code >= 500 or response.status_code == 429:
+        raise SendUnavailable(f"provider answered {response.status_code}")
+    if response.status_code >= 400:
+        raise SendRefused(reason_of(response))
+    return response
+
+
+def message_text(message: OutboundMessage) -> str:
+    """The text as the customer reads it; a template is recorded by name and parameters."""
+    if message.text:
+        return message.text
+    template = message.template
+    if template is None:  # pragma: no cover - the model requires one of the two
+        return ""
+    parameters = f": {', '.join(template.parameters)}" if template.parameters else ""
+    return f"[template {template.name} ({template.language})]{parameters}"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    first_wait_seconds: float = 0.5
+    max_wait_seconds: float = 30.0
+
+
+class OutboundSender:
+    """Sends one channel's commands once each, and records what happened (module docstring)."""
+
+    def __init__(
+        self,
+        channel: str,
+        instance: str,
+        provider: Provider,
+        publisher: KafkaPublisher,
+        sends: AsyncCollection[MongoDocument],
+        retry: RetryPolicy,
+    ) -> None:
+        self.channel = channel
+        self._instance = instance
+        self._provider = provider
+        self._publisher = publisher
+        self._sends = sends
+        self._retry = retry
+
+    async def handle(self, command: OutboundCommand) -> MongoDocument:
+        """Send (unless sent before) and record; the send's state document is returned."""
+        state = await self._claim(command)
+        if state["state"] == "sending":
+            state = await self._send(command)
+        elif not state.get("recorded"):
+            log.info("outbound_record_resumed", channel=self.channel, command_id=command.id)
+        else:
+            DUPLICATES.labels(self.channel).inc()
+            return state
+        await self._publisher.publish_interaction(self._record(command, state))
+        await self._sends.update_one({"_id": command.id}, {"$set": {"recorded": True}})
+        return {**state, "recorded": True}
+
+    async def _claim(self, command: OutboundCommand) -> MongoDocument:
+        state: MongoDocument | None = await self._sends.find_one_and_update(
+            {"_id": command.id},
+            {
+                "$setOnInsert": {
+                    "state": "sending",
+                    "channel": self.channel,
+                    "customer_id": command.customer_id,
+                    "claimed_at": datetime.now(UTC),
+                }
+            },
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        if state is None:  # pragma: no cover - an upsert returning AFTER always has a document
+            raise PyMongoError("the claim was not stored")
+        return state
+
+    async def _send(self, command: OutboundCommand) -> MongoDocument:
+        update: MongoDocument
+        try:
+            sent = await self._with_retries(command)
+        except SendRefused as exc:
+            FAILED.labels(self.channel, "refused").inc()
+            update = {"state": "failed", "reason": exc.reason}
+        except SendUnavailable as exc:
+            FAILED.labels(self.channel, "unavailable").inc()
+            reason = f"{exc} (after {self._retry.attempts} attempts)"
+            update = {"state": "failed", "reason": reason}
+        else:
+            SENT.labels(self.channel).inc()
+            update = {
+                "state": "sent",
+                "provider_message_id": sent.provider_message_id,
+                "thread": sent.thread,
+            }
+        update["done_at"] = datetime.now(UTC)
+        log.info(
+            "outbound_sent" if update["state"] == "sent" else "outbound_failed",
+            channel=self.channel,
+            command_id=command.id,
+            reason=update.get("reason"),
+        )
+        await self._sends.update_one({"_id": command.id}, {"$set": update})
+        return {"_id": command.id, **update}
+
+    async def _with_retries(self, command: OutboundCommand) -> Sent:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._retry.attempts),
+            wait=wait_exponential(
+                multiplier=self._retry.first_wait_seconds, max=self._retry.max_wait_seconds
+            ),
+            retry=retry_if_exception_type(SendUnavailable),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._provider.send(command)
+        raise SendUnavailable("no attempt was made")  # pragma: no cover - stop_after_attempt >= 1
+
+    def _record(self, command: OutboundCommand, state: MongoDocument) -> Interaction:
+        """The sent message, or the failure, as an interaction in the command's conversation."""
+        payload: MessageExchanged | MessageStatusChanged
+        if state["state"] == "sent":
+            payload = MessageExchanged(
+                direction=Direction.OUTBOUND,
+                text=message_text(command.payload),
+                subject=command.payload.subject,
+                provider_message_id=state["provider_message_id"],
+                reply_to_provider_message_id=command.payload.reply_to_provider_message_id,
+            )
+            event_id = f"outbound:{command.id}"
+        else:
+            payload = MessageStatusChanged(
+                provider_message_id=command.failure_provider_id(),
+                status=DeliveryStatus.FAILED,
+                error=str(state.get("reason") or "not sent")[:1_000],
+            )
+            event_id = f"outbound-failed:{command.id}"
+        return new_interaction(
+            channel=self.channel,
+            instance=self._instance,
+            provider_event_id=event_id,
+            identifiers=command.identifiers,
+            payload=payload,
+            occurred_at=state.get("done_at") or datetime.now(UTC),
+            conversation=_conversation(command, state.get("thread")),
+        )
+
+
+def _conversation(command: OutboundCommand, thread: str | None) -> Conversation | None:
+    conversation = command.conversation
+    if conversation is None or thread is None or conversation.thread:
+        return conversation
+    return conversation.model_copy(update={"thread": thread})
+
+
+async def command_record(command: OutboundCommand, sealer: Sealer) -> Record:
+    """The record of `command` on `outbound`: sealed, keyed by customer id, the channel in a
+    header so that other channels skip it without opening it."""
+    documents = await sealer.seal_all(
+        [from_json(command.model_dump_json())], OUTBOUND_FIELDS, create=True
+    )
+    return Record(
+        Topic.OUTBOUND,
+        key=command.customer_id.encode(),
+        value=to_json(documents[0]),
+        headers={
+            "content-type": "application/json",
+            "ce_id": command.id,
+            "ce_type": command.type,
+            CHANNEL_HEADER: command.channel,
+        },
+    )
+
+
+async def _keep_bytes(message: Any) -> Any:
+    """Leave bodies undecoded: the handler opens the sealed record itself."""
+    return None
+
+
+def subscribe_outbound(
+    broker: KafkaBroker,
+    sender: OutboundSender,
+    sealer: Sealer,
+    publisher: KafkaPublisher,
+    settings: HiloSettings,
+    *,
+    retry_seconds: float = 2.0,
+) -> None:
+    """Register the `outbound` handler of `sender`'s channel on `broker`.
+
+    An unreadable command (invalid, or its person erased) goes to `outbound.dlq` with the reason
+    and the consumer goes on; MongoDB or Kafka failing makes the command come again after
+    `retry_seconds`, and nothing is committed until it has been handled.
+    """
+
+    @broker.subscriber(
+        topic_name(Topic.OUTBOUND, settings),
+        group_id=f"{settings.topic_prefix}hilo-channel-{sender.channel}-outbound",
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=_keep_bytes,
+    )
+    async def on_command(message: KafkaMessage) -> None:
+        record = message.raw_message
+        if isinstance(record, tuple):  # pragma: no cover - not a batch subscriber
+            record = record[0]
+        headers = dict(record.headers or ())
+        if headers.get(CHANNEL_HEADER, b"").decode(errors="replace") != sender.channel:
+            return
+        try:
+            command = await _open(record.value, sealer)
+            if command is not None:
+                await sender.handle(command)
+                return
+            await _dead_letter(publisher, record, "unreadable", "invalid or its person erased")
+        except (PyMongoError, PublishFailed) as exc:
+            log.warning("outbound_retry_later", channel=sender.channel, error=type(exc).__name__)
+            await asyncio.sleep(retry_seconds)
+            raise
+
+
+async def _open(value: bytes | None, sealer: Sealer) -> OutboundCommand | None:
+    opened = (await sealer.open_all([value]))[0]
+    if isinstance(opened, ValueError):
+        return None
+    try:
+        return OutboundCommand.model_validate(opened)
+    except ValidationError:
+        return None
+
+
+async def _dead_letter(publisher: KafkaPublisher, record: Any, reason: str, detail: str) -> None:
+    log.warning("outbound_dead_lettered", reason=reason, offset=record.offset)
+    await publisher.publish(
+        Topic.OUTBOUND_DLQ,
+        record.value,
+        key=record.key or b"",
+        headers=dead_letter_headers(
+            record.headers or (),
+            reason=reason,
+            detail=detail,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        ),
+    )

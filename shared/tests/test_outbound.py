@@ -1,0 +1,210 @@
+"""Sending outbound commands once, against the real broker and database.
+
+The provider here is a scripted stand-in of the `Provider` port (each channel's tests drive its
+real provider API through a local HTTP server); Kafka, MongoDB, sealing and the consumer are
+real. Faults are injected where they can happen: the provider failing, the publish of the record
+failing after the provider accepted, the same command arriving again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from faststream.kafka import KafkaBroker
+from pymongo import AsyncMongoClient
+
+from hilo.channel import ChannelSettings, create_channel_app
+from hilo.contract.outbound import OutboundCommand
+from hilo.kafka import KafkaPublisher, PublishFailed, Record, create_broker
+from hilo.mongo import MongoDocument
+from hilo.outbound import (
+    SENDS_COLLECTION,
+    OutboundSender,
+    RetryPolicy,
+    SendRefused,
+    SendUnavailable,
+    Sent,
+    command_record,
+)
+from hilo.sealing import create_sealer
+from hilo.settings import HiloSettings
+from hilo.testkit.channel_contract import channel_client
+from hilo.testkit.contract_check import published_interactions
+from hilo.testkit.probes import eventually, read_topic
+from hilo.testkit.samples import sample_command
+from hilo.topics import Topic, topic_name
+
+FAST = RetryPolicy(attempts=3, first_wait_seconds=0.01, max_wait_seconds=0.05)
+
+
+class ScriptedProvider:
+    """Answers each send with the next scripted outcome (then accepts), counting the calls."""
+
+    def __init__(self, *outcomes: Exception) -> None:
+        self.outcomes = list(outcomes)
+        self.calls: list[OutboundCommand] = []
+
+    async def send(self, command: OutboundCommand) -> Sent:
+        self.calls.append(command)
+        if self.outcomes:
+            raise self.outcomes.pop(0)
+        return Sent(provider_message_id=f"SM{len(self.calls):032d}")
+
+    async def close(self) -> None:
+        return None
+
+
+class FailingOnce(KafkaPublisher):
+    """A publisher whose first publish fails as if Kafka were gone."""
+
+    failed = False
+
+    async def publish_records(self, records: Any) -> None:
+        if not self.failed:
+            self.failed = True
+            raise PublishFailed("injected")
+        await super().publish_records(records)
+
+
+async def _sender(
+    settings: HiloSettings,
+    client: AsyncMongoClient[MongoDocument],
+    broker: KafkaBroker,
+    provider: ScriptedProvider,
+    publisher_class: Callable[..., KafkaPublisher] = KafkaPublisher,
+) -> OutboundSender:
+    publisher = publisher_class(broker, settings, sealer=create_sealer(settings, client))
+    sends = client[settings.mongodb_database][SENDS_COLLECTION]
+    return OutboundSender("sms", "test", provider, publisher, sends, FAST)
+
+
+@pytest.fixture
+async def broker(settings: HiloSettings, topics: list[str]) -> Any:
+    kafka = create_broker(settings)
+    await kafka.start()
+    yield kafka
+    await kafka.stop()
+
+
+async def test_a_command_handled_twice_is_sent_once_and_recorded_once(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
+) -> None:
+    provider = ScriptedProvider()
+    sender = await _sender(settings, mongo_client, broker, provider)
+    command = sample_command()
+
+    first = await sender.handle(command)
+    again = await sender.handle(command)
+
+    assert len(provider.calls) == 1
+    assert first["state"] == again["state"] == "sent"
+    events = await published_interactions(settings, expected=1)
+    assert [event["id"] for event in events] == [command.sent_interaction_id()]
+    sent = events[0]["payload"]
+    assert sent["direction"] == "outbound"
+    assert sent["text"] == command.payload.text
+    assert sent["provider_message_id"] == first["provider_message_id"]
+
+
+async def test_a_crash_after_the_provider_accepted_records_without_sending_again(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
+) -> None:
+    provider = ScriptedProvider()
+    sender = await _sender(settings, mongo_client, broker, provider, FailingOnce)
+    command = sample_command()
+
+    with pytest.raises(PublishFailed):
+        await sender.handle(command)
+    await sender.handle(command)  # the redelivery after the failed attempt
+
+    assert len(provider.calls) == 1
+    events = await published_interactions(settings, expected=1)
+    assert [event["id"] for event in events] == [command.sent_interaction_id()]
+
+
+async def test_a_provider_failing_with_5xx_is_retried_until_it_accepts(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
+) -> None:
+    provider = ScriptedProvider(SendUnavailable("503"), SendUnavailable("timeout"))
+    sender = await _sender(settings, mongo_client, broker, provider)
+
+    state = await sender.handle(sample_command())
+
+    assert len(provider.calls) == 3
+    assert state["state"] == "sent"
+
+
+async def test_a_refusal_is_not_retried_and_is_recorded_with_the_providers_reason(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
+) -> None:
+    reason = "21610: Attempt to send to unsubscribed recipient"
+    provider = ScriptedProvider(SendRefused(reason))
+    sender = await _sender(settings, mongo_client, broker, provider)
+    command = sample_command()
+
+    state = await sender.handle(command)
+
+    assert len(provider.calls) == 1
+    assert state["state"] == "failed"
+    (event,) = await published_interactions(settings, expected=1)
+    assert event["payload"] == {
+        "kind": "message_status",
+        "provider_message_id": command.failure_provider_id(),
+        "status": "failed",
+        "error": reason,
+    }
+
+
+async def test_a_provider_down_for_every_attempt_is_reported_failed(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
+) -> None:
+    provider = ScriptedProvider(*(SendUnavailable("provider answered 503") for _ in range(3)))
+    sender = await _sender(settings, mongo_client, broker, provider)
+
+    state = await sender.handle(sample_command())
+
+    assert len(provider.calls) == 3
+    assert state["reason"] == "provider answered 503 (after 3 attempts)"
+
+
+async def test_the_channel_consumes_its_own_commands_once_and_dead_letters_unreadable_ones(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], topics: list[str]
+) -> None:
+    channel_settings = ChannelSettings(**settings.model_dump())
+    provider = ScriptedProvider()
+    mine, theirs = sample_command("sms"), sample_command("email")
+    sealer = create_sealer(settings, mongo_client)
+    records = [
+        await command_record(mine, sealer),
+        await command_record(mine, sealer),  # delivered again, as after a producer retry
+        await command_record(theirs, sealer),
+        Record(Topic.OUTBOUND, b"cus-1", b'{"not": "a command"}', {"hilo_channel": "sms"}),
+    ]
+    app = create_channel_app(
+        "sms", channel_settings, lambda _: [], description="t", provider=provider
+    )
+    async with channel_client(app):
+        broker = create_broker(settings)
+        await broker.start()
+        try:
+            await KafkaPublisher(broker, settings).publish_records(records)
+        finally:
+            await broker.stop()
+        await eventually(lambda: _sent_count(provider), until=lambda n: n >= 1, timeout=60)
+        dead = await read_topic(
+            settings.kafka_bootstrap_servers, topic_name(Topic.OUTBOUND_DLQ, settings), expected=1
+        )
+        await asyncio.sleep(1.0)  # the second copy of `mine` is consumed by now
+
+    assert [call.id for call in provider.calls] == [mine.id]
+    assert len(dead) == 1
+    assert dict(dead[0].headers)["hilo_error_reason"] == b"unreadable"
+    events = await published_interactions(settings, expected=1)
+    assert [event["id"] for event in events] == [mine.sent_interaction_id()]
+
+
+async def _sent_count(provider: ScriptedProvider) -> int:
+    return len(provider.calls)
