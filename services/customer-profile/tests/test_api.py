@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
 from customer_profile.testing import RunningProfileService, interaction
+from hilo.contract import Identifiers, new_interaction
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import read_topic
+from hilo.testkit.samples import sample_payloads
 from hilo.topics import Topic, topic_name
 
 
@@ -171,3 +173,61 @@ async def test_export_returns_everything_and_erasure_forgets_the_customer(
     fresh = await svc.customer_of("email", "ana@example.com")
     assert fresh != customer
     assert (await svc.get(f"/v1/customers/{fresh}"))["view"]["event_count"] == 1
+
+
+async def test_a_timeline_pages_newest_first(profile_service: RunningProfileService) -> None:
+    svc = profile_service
+    await svc.publish([interaction(n, minutes=n, email="ana@example.com") for n in range(5)])
+    await svc.wait_for_entries(5)
+    customer = await svc.customer_of("email", "ana@example.com")
+
+    first = await svc.get(f"/v1/customers/{customer}/journey?order=desc&limit=3")
+    rest = await svc.get(
+        f"/v1/customers/{customer}/journey?order=desc&limit=3&cursor={first['next_cursor']}"
+    )
+
+    times = [e["occurred_at"] for e in first["entries"] + rest["entries"]]
+    assert times == sorted(times, reverse=True)
+    assert len(set(times)) == 5
+    assert rest["next_cursor"] is None
+
+
+async def test_a_customer_is_found_by_an_order_id_and_open_conversations_are_listed(
+    profile_service: RunningProfileService,
+) -> None:
+    svc = profile_service
+    now = datetime.now(UTC)
+    recent = [
+        new_interaction(
+            channel=channel,
+            instance="test",
+            provider_event_id=f"recent-{n}",
+            identifiers=Identifiers.model_validate({"email": email}),
+            payload=sample_payloads()["message"],
+            occurred_at=now - timedelta(minutes=10 - n),
+        )
+        for n, (channel, email) in enumerate(
+            [("whatsapp", "ana@example.com"), ("email", "bo@example.com")]
+        )
+    ]
+    await svc.publish([interaction("order", kind="order", email="cy@example.com"), *recent])
+    await svc.wait_for_entries(3)
+    cy = await svc.customer_of("email", "cy@example.com")
+    ana = await svc.customer_of("email", "ana@example.com")
+    bo = await svc.customer_of("email", "bo@example.com")
+
+    found = await svc.get("/v1/customers/by-order/ORD-1001")
+    unknown = await svc.http.get("/v1/customers/by-order/ORD-0")
+    inbox = await svc.get("/v1/conversations")
+
+    assert found == {"customer_id": cy}
+    assert unknown.status_code == 404
+    assert [(c["customer_id"], c["conversation"]["last_channel"]) for c in inbox] == [
+        (bo, "email"),
+        (ana, "whatsapp"),
+    ]
+    profile = await svc.get(f"/v1/customers/{ana}")
+    last_inbound = profile["view"]["last_inbound"]
+    assert list(last_inbound) == ["whatsapp"]
+    stored = datetime.fromisoformat(last_inbound["whatsapp"])
+    assert abs(stored - recent[0].occurred_at) < timedelta(milliseconds=1)  # MongoDB keeps ms

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
 from customer_profile.domain.journey import JourneyEntry
@@ -71,18 +71,21 @@ class JourneyCollection:
         after: tuple[datetime, str] | None,
         limit: int,
         filters: Mapping[str, Any],
+        newest_first: bool = False,
     ) -> list[JourneyEntry]:
-        """A page of the journey in event-time order, after a keyset cursor."""
+        """A page of the journey in event-time order (or newest first), after a keyset cursor."""
         query: dict[str, Any] = {"customer_id": {"$in": aliases}, **filters}
+        beyond = "$lt" if newest_first else "$gt"
         if after is not None:
             at, event_id = after
             query["$or"] = [
-                {"occurred_at": {"$gt": at}},
-                {"occurred_at": at, "_id": {"$gt": event_id}},
+                {"occurred_at": {beyond: at}},
+                {"occurred_at": at, "_id": {beyond: event_id}},
             ]
+        direction = DESCENDING if newest_first else ASCENDING
         cursor = (
             self.collection.find(query)
-            .sort([("occurred_at", ASCENDING), ("_id", ASCENDING)])
+            .sort([("occurred_at", direction), ("_id", direction)])
             .limit(limit)
         )
         return [_entry(doc) async for doc in cursor]

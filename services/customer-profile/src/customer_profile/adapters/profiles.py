@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from pymongo import ASCENDING, DeleteOne, UpdateOne
+from pymongo import ASCENDING, DESCENDING, DeleteOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from customer_profile.domain.identity import ProfileFacts, split_key
@@ -45,6 +45,8 @@ class ProfileCollection:
         await self.profiles.create_index([("merged_into", ASCENDING)])
         await self.profiles.create_index([("merge_event", ASCENDING)], sparse=True)
         await self.views.create_index([("customer_id", ASCENDING)])
+        await self.views.create_index([("view.conversation.last_at", DESCENDING)], sparse=True)
+        await self.views.create_index([("view.orders.order_id", ASCENDING)], sparse=True)
 
     async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:
         """Follow `merged_into` chains to the surviving profile."""
@@ -207,6 +209,30 @@ class ProfileCollection:
         return {
             c: _stored(head, None).facts() for c, head in (await self.heads(customer_ids)).items()
         }
+
+    async def open_conversations(self, since: datetime, limit: int) -> list[MongoDocument]:
+        """Current views whose conversation moved at or after `since`, latest first (the agent
+        desk's inbox). A view superseded a moment ago may still be listed next to its successor:
+        only each customer's highest version is kept, and none of a profile merged away."""
+        cursor = (
+            self.views.find({"view.conversation.last_at": {"$gte": since}})
+            .sort([("view.conversation.last_at", DESCENDING)])
+            .limit(limit * 2)
+        )
+        latest: dict[str, MongoDocument] = {}
+        async for doc in cursor:
+            kept = latest.get(doc["customer_id"])
+            if kept is None or doc["version"] > kept["version"]:
+                latest[doc["customer_id"]] = doc
+        survivors = await self.canonical(latest)
+        return [doc for customer, doc in latest.items() if survivors[customer] == customer][:limit]
+
+    async def customer_of_order(self, order_id: str) -> str | None:
+        """The customer whose current view holds the order (the survivor, after merges)."""
+        doc = await self.views.find_one({"view.orders.order_id": order_id}, {"customer_id": 1})
+        if doc is None:
+            return None
+        return (await self.canonical([doc["customer_id"]]))[doc["customer_id"]]
 
     async def _views_of(self, heads: Iterable[MongoDocument]) -> dict[str, MongoDocument]:
         """The current view of each head, by `_id` (`<customer>:<version>`), in one query."""

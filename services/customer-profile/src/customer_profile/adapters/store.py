@@ -203,8 +203,17 @@ class ProfileStore:
         after: tuple[datetime, str] | None,
         limit: int,
         filters: Mapping[str, Any],
+        newest_first: bool = False,
     ) -> list[JourneyEntry]:
-        return await self._journey.page(aliases, after=after, limit=limit, filters=filters)
+        return await self._journey.page(
+            aliases, after=after, limit=limit, filters=filters, newest_first=newest_first
+        )
+
+    async def open_conversations(self, since: datetime, limit: int) -> list[MongoDocument]:
+        return await self._profiles.open_conversations(since, limit)
+
+    async def customer_of_order(self, order_id: str) -> str | None:
+        return await self._profiles.customer_of_order(order_id)
 
     # --- conflicts, export, erasure ---------------------------------------------------------
 

@@ -112,6 +112,11 @@ class ProfileView(BaseModel):
     cart: CartState | None = None
     surveys: dict[str, SurveyResult] = Field(default_factory=dict)
     recent_interactions: list[MessagePreview] = Field(default_factory=list)
+    last_inbound: dict[str, datetime] = Field(
+        default_factory=dict,
+        description="Per channel, when the customer last wrote on it: what decides where a "
+        "reply goes and whether WhatsApp's 24-hour window is open.",
+    )
 
     def apply(self, entry: JourneyEntry, conversation_window: timedelta) -> None:
         """Fold one entry (the latest so far) into the view."""
@@ -190,6 +195,14 @@ def _preview(entry: JourneyEntry) -> MessagePreview:
 def _identified(view: ProfileView, entry: JourneyEntry) -> None:
     for name, value in entry.payload.get("traits", {}).items():
         view.traits[name] = TraitValue(value=value, channel=entry.channel, at=entry.occurred_at)
+
+
+def _message(view: ProfileView, entry: JourneyEntry) -> None:
+    if entry.payload.get("direction") == "inbound":
+        last = view.last_inbound.get(entry.channel)
+        view.last_inbound[entry.channel] = (
+            entry.occurred_at if last is None else max(last, entry.occurred_at)
+        )
 
 
 def _consent(view: ProfileView, entry: JourneyEntry) -> None:
@@ -291,6 +304,7 @@ def _survey(view: ProfileView, entry: JourneyEntry) -> None:
 
 
 _HANDLERS = {
+    "message": _message,
     "identify": _identified,
     "consent": _consent,
     "cart": _cart,

@@ -8,7 +8,7 @@ import binascii
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import (
     APIRouter,
@@ -191,6 +191,15 @@ async def lookup(body: LookupRequest, state: State) -> CustomerRef:
     return CustomerRef(customer_id=next(iter(owners.values())))
 
 
+@router.get("/by-order/{order_id}", responses={404: {"description": "No customer has it."}})
+async def find_by_order(order_id: str, state: State) -> CustomerRef:
+    """Find the customer of an order or store receipt by its id (as printed on it)."""
+    customer_id = await state.store.customer_of_order(order_id.strip())
+    if customer_id is None:
+        raise HTTPException(status_code=404, detail="no customer has this order")
+    return CustomerRef(customer_id=customer_id)
+
+
 @router.get("/{customer_id}")
 async def get_profile(customer_id: str, state: State) -> ProfilePublic:
     """The current profile; an id that was merged away answers with the survivor."""
@@ -218,8 +227,12 @@ async def get_journey(
     type: Annotated[list[str] | None, Query(description="Payload kinds")] = None,  # noqa: A002
     since: datetime | None = None,
     until: datetime | None = None,
+    order: Annotated[
+        Literal["asc", "desc"], Query(description="`desc`: newest first (a timeline).")
+    ] = "asc",
 ) -> JourneyPage:
-    """The journey in event-time order, a page at a time, with a stable cursor."""
+    """The journey in event-time order (or newest first), a page at a time, with a stable
+    cursor."""
     profile = await _profile(state, customer_id)
     filters: dict[str, Any] = {}
     if channel:
@@ -230,7 +243,13 @@ async def get_journey(
     if window:
         filters["occurred_at"] = window
     after = _decode_cursor(cursor) if cursor else None
-    entries = await state.store.page(profile.aliases, after=after, limit=limit + 1, filters=filters)
+    entries = await state.store.page(
+        profile.aliases,
+        after=after,
+        limit=limit + 1,
+        filters=filters,
+        newest_first=order == "desc",
+    )
     more = len(entries) > limit
     entries = entries[:limit]
     return JourneyPage(
@@ -376,6 +395,39 @@ async def get_splits(customer_id: str, state: State) -> list[dict[str, Any]]:
         raise HTTPException(status_code=404, detail="no customer with this id") from None
 
 
+class ConversationSummary(BaseModel):
+    """One open conversation in the inbox: whose, where it started, where it is now."""
+
+    customer_id: str
+    display_name: str | None
+    conversation: OpenConversation
+
+
+conversations = APIRouter(
+    prefix="/v1/conversations", tags=["conversations"], dependencies=[Depends(require_api_key)]
+)
+
+
+@conversations.get("")
+async def list_open_conversations(
+    state: State, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> list[ConversationSummary]:
+    """Open conversations across every channel, the latest first (the agents' inbox)."""
+    since = datetime.now(UTC) - state.window
+    found = []
+    for doc in await state.store.open_conversations(since, limit):
+        view = ProfileView.model_validate(doc["view"])
+        if view.conversation is not None:
+            found.append(
+                ConversationSummary(
+                    customer_id=doc["customer_id"],
+                    display_name=_display_name(view),
+                    conversation=view.conversation,
+                )
+            )
+    return found
+
+
 merge_requests = APIRouter(
     prefix="/v1/merge-requests", tags=["merge requests"], dependencies=[Depends(require_api_key)]
 )
@@ -433,6 +485,7 @@ def create_api(state: ApiState, extra: list[APIRouter]) -> FastAPI:
     )
     app.state.api = state
     app.include_router(router)
+    app.include_router(conversations)
     app.include_router(merge_requests)
     for more in extra:
         app.include_router(more)
