@@ -1,49 +1,85 @@
-"""HTTP endpoints Twilio calls: incoming messages and status callbacks (form-encoded, signed)."""
+"""HTTP endpoints Twilio calls: incoming messages and status callbacks (form-encoded, signed);
+with Twilio credentials and a sender configured, the service also sends outbound SMS."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import ValidationError
 
+from channel_sms.sending import TwilioMessages
 from channel_sms.settings import SmsSettings
-from channel_sms.translate import inbound, status
+from channel_sms.translate import incoming, status
 from channel_sms.twilio import InboundMessage, StatusCallback
 from hilo.channel import Channel, Rejected, create_channel_app, validation_rejection
 from hilo.contract import Interaction
+from hilo.outbound import Provider
 from hilo.providers.twilio import EMPTY_TWIML, verified_form
+
+log = structlog.get_logger(__name__)
+
+WEBHOOK_PATH = "/webhooks/twilio/sms"
+STATUS_PATH = "/status"
 
 
 def routes(channel: Channel, settings: SmsSettings) -> list[APIRouter]:
-    router = APIRouter(prefix="/webhooks/twilio/sms", tags=["sms"])
+    router = APIRouter(prefix=WEBHOOK_PATH, tags=["sms"])
 
-    async def publish(make: Callable[[], Interaction | None]) -> Response:
+    async def publish(make: Callable[[], list[Interaction]]) -> Response:
         """Publish what the webhook holds; a webhook with nothing to record is acknowledged."""
         try:
-            interaction = make()
+            interactions = make()
         except ValidationError as exc:
             raise validation_rejection(exc) from None
         except ValueError as exc:  # an unreadable phone number
             raise Rejected(422, "invalid_body", str(exc)) from None
-        await channel.publish([interaction] if interaction else [], ignored=0 if interaction else 1)
+        await channel.publish(interactions, ignored=0 if interactions else 1)
         return Response(EMPTY_TWIML, media_type="text/xml")
 
     @router.post("")
-    async def incoming(request: Request) -> Response:
-        """An incoming SMS/MMS; answered with empty TwiML once Kafka has it (at once from a short
-        code or sender id: nobody to attribute it to)."""
+    async def incoming_message(request: Request) -> Response:
+        """An incoming SMS/MMS (with the consent change of an opt-out or opt-in keyword);
+        answered with empty TwiML once Kafka has it (at once from a short code or sender id:
+        nobody to attribute it to)."""
         message = await verified_form(request, InboundMessage, settings)
-        return await publish(lambda: inbound(message, datetime.now(UTC), settings.instance))
+        return await publish(lambda: incoming(message, datetime.now(UTC), settings.instance))
 
-    @router.post("/status")
+    @router.post(STATUS_PATH)
     async def status_callback(request: Request) -> Response:
         """Delivery status of a message the company sent."""
         callback = await verified_form(request, StatusCallback, settings)
-        return await publish(lambda: status(callback, datetime.now(UTC), settings.instance))
+        return await publish(
+            lambda: _listed(status(callback, datetime.now(UTC), settings.instance))
+        )
 
     return [router]
+
+
+def _listed(interaction: Interaction | None) -> list[Interaction]:
+    return [interaction] if interaction else []
+
+
+def status_callback_url(settings: SmsSettings) -> str:
+    """The public URL of the status webhook, given to Twilio with every message sent."""
+    return str(settings.public_base_url).rstrip("/") + WEBHOOK_PATH + STATUS_PATH
+
+
+def twilio_provider(settings: SmsSettings) -> Provider | None:
+    """Twilio's Messages API when sending is configured; `None` (logged once) when it is not."""
+    if settings.twilio_account_sid is None:
+        log.info("outbound_disabled", channel="sms", reason="HILO_TWILIO_ACCOUNT_SID not set")
+        return None
+    return TwilioMessages(
+        api_url=settings.twilio_api_url,
+        account_sid=settings.twilio_account_sid,
+        auth_token=settings.twilio_auth_token.get_secret_value(),
+        status_callback_url=status_callback_url(settings),
+        from_number=settings.twilio_from_number,
+        messaging_service_sid=settings.twilio_messaging_service_sid,
+    )
 
 
 def create_app(settings: SmsSettings | None = None) -> FastAPI:
@@ -52,5 +88,7 @@ def create_app(settings: SmsSettings | None = None) -> FastAPI:
         "sms",
         settings,
         lambda channel: routes(channel, settings),
-        description="Twilio Messaging webhooks: /webhooks/twilio/sms and its /status callback.",
+        description="Twilio Messaging webhooks: /webhooks/twilio/sms and its /status callback; "
+        "outbound SMS through Twilio's Messages API when configured.",
+        provider=twilio_provider(settings),
     )

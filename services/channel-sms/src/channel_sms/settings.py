@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import AnyHttpUrl, Field, model_validator
 
 from hilo.providers.twilio import TwilioChannelSettings
 
@@ -10,3 +10,39 @@ from hilo.providers.twilio import TwilioChannelSettings
 class SmsSettings(TwilioChannelSettings):
     service_name: str = "channel-sms"
     http_port: int = Field(default=8083, ge=1, le=65535)
+    twilio_account_sid: str | None = Field(
+        default=None,
+        pattern=r"^AC[0-9a-fA-F]{32}$",
+        description="Twilio account SID (AC...): with a sender below, outbound SMS are sent "
+        "through Twilio's Messages API, authenticated with HILO_TWILIO_AUTH_TOKEN. Unset, the "
+        "channel sends nothing.",
+    )
+    twilio_from_number: str | None = Field(
+        default=None,
+        min_length=3,
+        max_length=20,
+        description="The sender of outbound SMS: a Twilio number in E.164, a short code or an "
+        "alphanumeric sender id.",
+    )
+    twilio_messaging_service_sid: str | None = Field(
+        default=None,
+        pattern=r"^MG[0-9a-fA-F]{32}$",
+        description="Or a Messaging Service (MG...) that picks the sender from its pool; used "
+        "instead of HILO_TWILIO_FROM_NUMBER when both are set.",
+    )
+    twilio_api_url: AnyHttpUrl = Field(
+        default=AnyHttpUrl("https://api.twilio.com"),
+        description="Base URL of Twilio's REST API (a stand-in's address in tests).",
+    )
+
+    @model_validator(mode="after")
+    def _sending_is_whole(self) -> SmsSettings:
+        """A sender without an account, or an account without a sender, is a typo: refuse to
+        start rather than silently not send."""
+        has_sender = bool(self.twilio_from_number or self.twilio_messaging_service_sid)
+        if has_sender != bool(self.twilio_account_sid):
+            raise ValueError(
+                "outbound SMS needs both HILO_TWILIO_ACCOUNT_SID and a sender "
+                "(HILO_TWILIO_FROM_NUMBER or HILO_TWILIO_MESSAGING_SERVICE_SID), or neither"
+            )
+        return self

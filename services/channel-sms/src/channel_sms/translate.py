@@ -3,6 +3,15 @@
 Messages from short codes and alphanumeric sender ids (a bank's one-time code, a carrier's
 notice) come from a service, not a person: there is nobody to attribute them to, so they are
 acknowledged and counted as ignored rather than refused (Twilio would only retry them).
+
+**Opt-out keywords.** An SMS that is an opt-out or opt-in keyword also changes the customer's
+consent to be contacted by SMS (`consent`, purpose `contact`, channel `sms`, source
+`sms_keyword`), published beside the message for the same phone. Twilio itself stops delivering
+to a number that sent STOP (sends are then refused with 21610) until it sends START, so the
+journey must know. The keyword is read from Twilio's Advanced Opt-Out (`OptOutType` STOP or
+START, which covers a Messaging Service's own keywords in any language), else from the whole
+body, trimmed and case-insensitive, against Twilio's default keywords (`OPT_OUT_KEYWORDS`,
+`OPT_IN_KEYWORDS`). HELP changes nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from channel_sms.twilio import InboundMessage, StatusCallback
 from hilo.contract import (
     Attachment,
     AttachmentKind,
+    ConsentChanged,
     Conversation,
     DeliveryStatus,
     Direction,
@@ -41,6 +51,13 @@ _MEDIA_KINDS = {
 }
 _SERVICE_SENDER = re.compile(r"[0-9]{3,8}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11}")
 """A short code (3 to 8 digits) or an alphanumeric sender id (at most 11 characters, a letter)."""
+
+
+OPT_OUT_KEYWORDS = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+)
+OPT_IN_KEYWORDS = frozenset({"START", "UNSTOP", "YES"})
+_OPT_OUT_TYPES = {"STOP": False, "START": True}
 
 
 def customer_phone(raw: str) -> str | None:
@@ -97,6 +114,42 @@ def inbound(message: InboundMessage, received_at: datetime, instance: str) -> In
             provider_message_id=message.MessageSid,
         ),
     )
+
+
+def consent_keyword(message: InboundMessage) -> bool | None:
+    """What the SMS says about being contacted: `False` opts out, `True` opts in, `None` neither
+    (the module docstring has the rule)."""
+    if message.OptOutType:
+        return _OPT_OUT_TYPES.get(message.OptOutType.strip().upper())
+    keyword = message.Body.strip().upper()
+    if keyword in OPT_OUT_KEYWORDS:
+        return False
+    if keyword in OPT_IN_KEYWORDS:
+        return True
+    return None
+
+
+def incoming(message: InboundMessage, received_at: datetime, instance: str) -> list[Interaction]:
+    """An incoming SMS: the message and, for an opt-out or opt-in keyword, the consent change."""
+    published = inbound(message, received_at, instance)
+    if published is None:
+        return []
+    granted = consent_keyword(message)
+    if granted is None:
+        return [published]
+    consent = new_interaction(
+        channel=CHANNEL,
+        instance=instance,
+        provider_event_id=f"{message.MessageSid}:consent",
+        identifiers=published.identifiers,
+        conversation=published.conversation,
+        occurred_at=received_at,
+        received_at=received_at,
+        payload=ConsentChanged(
+            purpose="contact", granted=granted, channel=CHANNEL, source="sms_keyword"
+        ),
+    )
+    return [published, consent]
 
 
 def status(callback: StatusCallback, received_at: datetime, instance: str) -> Interaction | None:

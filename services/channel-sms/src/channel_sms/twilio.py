@@ -15,6 +15,10 @@ class InboundMessage(BaseModel):
     To: str = Field(min_length=1)
     Body: str = ""
     NumMedia: int = Field(default=0, ge=0, le=10)
+    OptOutType: str | None = Field(
+        default=None,
+        description="Advanced Opt-Out: STOP, START or HELP when the body is one of its keywords.",
+    )
 
 
 class StatusCallback(BaseModel):

@@ -1,0 +1,102 @@
+"""Sending outbound SMS through Twilio's Messages API.
+
+One `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` per command (form-encoded, HTTP Basic
+auth with the account SID and auth token), with `StatusCallback` set to this channel's status
+webhook so that Twilio's delivery statuses come back as `message_status` interactions of the
+message's SID. Retries, idempotency and recording are `hilo.outbound`'s.
+"""
+
+from __future__ import annotations
+
+import httpx
+from pydantic import AnyHttpUrl
+
+from channel_sms.translate import thread
+from hilo.contract.outbound import OutboundCommand
+from hilo.logs import mask_text
+from hilo.outbound import SendRefused, Sent, message_text, provider_call
+
+API_VERSION = "2010-04-01"
+TIMEOUT_SECONDS = 15.0
+
+
+def twilio_reason(response: httpx.Response) -> str:
+    """Twilio's own code and message (`21610: Attempt to send to unsubscribed recipient`).
+
+    Twilio quotes the recipient in some messages (21211): numbers are masked, since the reason is
+    stored in the clear with the send's state.
+    """
+    try:
+        error = response.json()
+    except ValueError:
+        error = None
+    if not isinstance(error, dict) or "code" not in error:
+        return f"Twilio answered {response.status_code}"
+    return mask_text(f"{error['code']}: {error.get('message') or 'no message'}")[:1_000]
+
+
+class TwilioMessages:
+    """The SMS channel's `hilo.outbound.Provider`: a command becomes one Twilio message."""
+
+    def __init__(
+        self,
+        *,
+        api_url: AnyHttpUrl | str,
+        account_sid: str,
+        auth_token: str,
+        status_callback_url: str,
+        from_number: str | None = None,
+        messaging_service_sid: str | None = None,
+    ) -> None:
+        if not (from_number or messaging_service_sid):
+            raise ValueError("a sender is needed: a from number or a messaging service sid")
+        self._client = httpx.AsyncClient(
+            base_url=str(api_url).rstrip("/"),
+            auth=httpx.BasicAuth(account_sid, auth_token),
+            timeout=TIMEOUT_SECONDS,
+        )
+        self._path = f"/{API_VERSION}/Accounts/{account_sid}/Messages.json"
+        self._status_callback_url = status_callback_url
+        # A Messaging Service picks the sender from its pool (and applies its opt-out rules).
+        self._sender = (
+            {"MessagingServiceSid": messaging_service_sid}
+            if messaging_service_sid
+            else {"From": str(from_number)}
+        )
+
+    async def send(self, command: OutboundCommand) -> Sent:
+        """Create the message; `SendRefused` without a call when the command has no phone."""
+        to = command.identifiers.phone
+        if to is None:
+            raise SendRefused("no phone number to send the SMS to (the command's identifiers)")
+        form = {
+            "To": to,
+            **self._sender,
+            "Body": message_text(command.payload),
+            "StatusCallback": self._status_callback_url,
+        }
+        response = await provider_call(
+            lambda: self._client.post(self._path, data=form), twilio_reason
+        )
+        return _sent(response, to)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _sent(response: httpx.Response, to: str) -> Sent:
+    """The SID Twilio gave the message, and the SMS thread when Twilio already names the sender.
+
+    An answer without a SID is refused rather than retried: Twilio may have taken the message.
+    """
+    try:
+        created = response.json()
+    except ValueError:
+        created = None
+    if not isinstance(created, dict) or not isinstance(created.get("sid"), str):
+        raise SendRefused(f"Twilio answered {response.status_code} without a message sid")
+    sender = created.get("from")
+    return Sent(
+        provider_message_id=created["sid"],
+        thread=thread(sender, to).thread if isinstance(sender, str) and sender else None,
+    )

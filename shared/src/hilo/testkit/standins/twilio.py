@@ -1,0 +1,377 @@
+"""A local stand-in of Twilio's Messages API, for tests and local runs.
+
+It answers `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` as Twilio does: HTTP Basic with
+the account SID and auth token (anything else gets 401 with Twilio's error JSON, code 20003
+`Authenticate`); a urlencoded form with `To`, `From` or `MessagingServiceSid`, `Body` and an
+optional `StatusCallback`; 400 with Twilio's error JSON (`{"code", "message", "more_info",
+"status"}`) and its codes for a missing or invalid `To` (21604, 21211), no sender (21603), no body
+(21602), a body over 1,600 characters (21617) and an unsubscribed recipient (21610); 201 with the
+message resource, its `sid` being `SM` and 32 hex digits, for a message accepted.
+
+Every accepted message is kept, so a test can assert what the customer received; a test can
+script failures (the next N calls answer 500, 503 or 429; a recipient refused with a Twilio code;
+a recipient whose handset is unreachable). After accepting a message with a `StatusCallback`, it
+posts the delivery statuses there as Twilio does (`sent`, then `delivered`, or `undelivered` with
+`ErrorCode` 30003 for an unreachable recipient), signed with `X-Twilio-Signature` over that URL
+with the auth token.
+
+Standalone (`python -m hilo.testkit.standins.twilio --port 8099`), `GET /_standin/messages`
+lists what was accepted, `POST /_standin/failures` (`{"count": N, "status": 500}`) scripts
+failures and `POST /_standin/refusals` (`{"to": "+34...", "code": 21610}`) refuses a recipient,
+from another process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import re
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+import uvicorn
+from pydantic_core import from_json
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hilo.providers.twilio import signed_headers
+from hilo.testkit.local_infra import free_port
+from hilo.webhook import secrets_match
+
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+AUTH_TOKEN = "standin-auth-token-0123456789abcdef"  # noqa: S105 - the stand-in's own
+API_VERSION = "2010-04-01"
+SERVICE_NUMBER = "+15005550006"
+"""The sender a Messaging Service picks (Twilio's magic test number)."""
+MAX_BODY = 1_600
+UNREACHABLE = 30003
+"""The `ErrorCode` of an undelivered message: "Unreachable destination handset"."""
+
+ERRORS: dict[int, tuple[int, str]] = {
+    20003: (401, "Authenticate"),
+    20429: (429, "Too Many Requests"),
+    20500: (500, "An internal server error has occurred"),
+    20503: (503, "Service Unavailable"),
+    21211: (400, "The 'To' number {to} is not a valid phone number."),
+    21602: (400, "Message body is required."),
+    21603: (400, "A 'From' phone number is required."),
+    21604: (400, "A 'To' phone number is required."),
+    21610: (400, "Attempt to send to unsubscribed recipient"),
+    21617: (400, "The concatenated message body exceeds the 1600 character limit."),
+}
+"""Twilio error codes: the HTTP status and the message Twilio answers with."""
+_CODE_OF_STATUS = {429: 20429, 500: 20500, 503: 20503}
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+@dataclass(frozen=True)
+class AcceptedSms:
+    """One message Twilio queued, as it was posted."""
+
+    sid: str
+    to: str
+    body: str
+    from_: str | None
+    messaging_service_sid: str | None
+    status_callback: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "sid": self.sid,
+            "to": self.to,
+            "from": self.from_,
+            "messaging_service_sid": self.messaging_service_sid,
+            "body": self.body,
+            "status_callback": self.status_callback,
+        }
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """One status callback posted, and how the channel answered it."""
+
+    sid: str
+    status: str
+    answered: int
+    """The HTTP status of the answer; 0 when the callback URL could not be reached."""
+
+
+@dataclass
+class _Script:
+    failures: list[int] = field(default_factory=list)
+    refusals: dict[str, int] = field(default_factory=dict)
+    unreachable: set[str] = field(default_factory=set)
+
+
+class TwilioStandIn:
+    """Twilio's Messages API on 127.0.0.1 (see the module docstring); `with` runs it in a
+    thread of its own."""
+
+    def __init__(
+        self,
+        account_sid: str = ACCOUNT_SID,
+        auth_token: str = AUTH_TOKEN,
+        *,
+        status_callbacks: bool = True,
+    ) -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.status_callbacks = status_callbacks
+        self.accepted: list[AcceptedSms] = []
+        self.reports: list[StatusReport] = []
+        self.calls = 0
+        """Requests to the Messages API, whatever they were answered."""
+        self.url = ""
+        self._lock = threading.Lock()
+        self._script = _Script()
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.app = Starlette(
+            routes=[
+                Route(
+                    f"/{API_VERSION}/Accounts/{{account_sid}}/Messages.json",
+                    self._create,
+                    methods=["POST"],
+                ),
+                Route("/_standin/messages", self._list, methods=["GET"]),
+                Route("/_standin/failures", self._script_failures, methods=["POST"]),
+                Route("/_standin/refusals", self._script_refusal, methods=["POST"]),
+            ]
+        )
+
+    def fail_next(self, count: int, status: int = 500) -> None:
+        """The next `count` calls answer `status` (500, 503 or 429: a Twilio outage)."""
+        with self._lock:
+            self._script.failures.extend([status] * count)
+
+    def refuse(self, to: str, code: int = 21610) -> None:
+        """Refuse every message to `to` with Twilio's error `code` (21610: they sent STOP)."""
+        with self._lock:
+            self._script.refusals[to] = code
+
+    def unreachable(self, to: str) -> None:
+        """Accept messages to `to`, then report them `undelivered` (ErrorCode 30003)."""
+        with self._lock:
+            self._script.unreachable.add(to)
+
+    def start(self, port: int | None = None) -> str:
+        """Serve in a background thread; the base URL (`http://127.0.0.1:<port>`) is returned."""
+        port = port or free_port()
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=port, log_config=None, access_log=False
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="twilio-standin")
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the Twilio stand-in did not start on port {port}")
+            time.sleep(0.01)
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+        self._server = self._thread = None
+
+    def __enter__(self) -> TwilioStandIn:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def _create(self, request: Request) -> Response:
+        with self._lock:
+            self.calls += 1
+            failure = self._script.failures.pop(0) if self._script.failures else None
+        if failure is not None:
+            return _error(_CODE_OF_STATUS.get(failure, 20500), status=failure)
+        if request.path_params["account_sid"] != self.account_sid or not self._authorised(
+            request.headers.get("authorization")
+        ):
+            return _error(20003)
+        body = (await request.body()).decode(errors="replace")
+        form = dict(parse_qsl(body, keep_blank_values=True))
+        code = self._refusal(form)
+        if code is not None:
+            return _error(code, to=form.get("To", ""))
+        sms = AcceptedSms(
+            sid="SM" + uuid.uuid4().hex,
+            to=form["To"],
+            body=form["Body"],
+            from_=form.get("From") or None,
+            messaging_service_sid=form.get("MessagingServiceSid") or None,
+            status_callback=form.get("StatusCallback") or None,
+        )
+        with self._lock:
+            self.accepted.append(sms)
+        report = (
+            BackgroundTask(self._report, sms)
+            if self.status_callbacks and sms.status_callback
+            else None
+        )
+        return JSONResponse(self._resource(sms), status_code=201, background=report)
+
+    def _authorised(self, header: str | None) -> bool:
+        """HTTP Basic with the account SID and its auth token."""
+        scheme, _, encoded = (header or "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return user == self.account_sid and secrets_match(self.auth_token, password)
+
+    def _refusal(self, form: dict[str, str]) -> int | None:
+        """The Twilio error code this form is refused with; None when Twilio would queue it."""
+        to = form.get("To", "")
+        if not to:
+            return 21604
+        if not _E164.fullmatch(to):
+            return 21211
+        if not (form.get("From") or form.get("MessagingServiceSid")):
+            return 21603
+        if not form.get("Body"):
+            return 21602
+        if len(form["Body"]) > MAX_BODY:
+            return 21617
+        with self._lock:
+            return self._script.refusals.get(to)
+
+    def _resource(self, sms: AcceptedSms) -> dict[str, Any]:
+        """The Message resource as Twilio answers a create (through a Messaging Service without
+        `From` the sender is not chosen yet: `from` is null and the status `accepted`)."""
+        now = format_datetime(datetime.now(UTC))
+        uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{sms.sid}"
+        return {
+            "account_sid": self.account_sid,
+            "api_version": API_VERSION,
+            "body": sms.body,
+            "date_created": now,
+            "date_sent": None,
+            "date_updated": now,
+            "direction": "outbound-api",
+            "error_code": None,
+            "error_message": None,
+            "from": sms.from_,
+            "messaging_service_sid": sms.messaging_service_sid,
+            "num_media": "0",
+            "num_segments": str(max(1, -(-len(sms.body) // 153))),
+            "price": None,
+            "price_unit": "USD",
+            "sid": sms.sid,
+            "status": "queued" if sms.messaging_service_sid is None else "accepted",
+            "subresource_uris": {"media": f"{uri}/Media.json"},
+            "to": sms.to,
+            "uri": f"{uri}.json",
+        }
+
+    async def _report(self, sms: AcceptedSms) -> None:
+        """Post `sent`, then `delivered` (or `undelivered`), to the message's StatusCallback."""
+        with self._lock:
+            unreachable = sms.to in self._script.unreachable
+        final = "undelivered" if unreachable else "delivered"
+        async with httpx.AsyncClient(timeout=10) as client:
+            for status in ("sent", final):
+                await asyncio.sleep(0.05)
+                answered = await self._post_status(client, sms, status)
+                with self._lock:
+                    self.reports.append(StatusReport(sms.sid, status, answered))
+
+    async def _post_status(self, client: httpx.AsyncClient, sms: AcceptedSms, status: str) -> int:
+        url = str(sms.status_callback)
+        params = [
+            ("SmsSid", sms.sid),
+            ("SmsStatus", status),
+            ("MessageStatus", status),
+            ("To", sms.to),
+            ("MessageSid", sms.sid),
+            ("AccountSid", self.account_sid),
+            ("From", sms.from_ or SERVICE_NUMBER),
+            ("ApiVersion", API_VERSION),
+        ]
+        if sms.messaging_service_sid:
+            params.append(("MessagingServiceSid", sms.messaging_service_sid))
+        if status == "undelivered":
+            params.append(("ErrorCode", str(UNREACHABLE)))
+        headers = signed_headers(url, params, self.auth_token)
+        try:
+            response = await client.post(url, data=dict(params), headers=headers)
+        except httpx.HTTPError:
+            return 0
+        return response.status_code
+
+    async def _list(self, _request: Request) -> Response:
+        with self._lock:
+            return JSONResponse([sms.as_json() for sms in self.accepted])
+
+    async def _script_failures(self, request: Request) -> Response:
+        order = from_json(await request.body() or b"{}")
+        self.fail_next(int(order.get("count", 1)), int(order.get("status", 500)))
+        return JSONResponse({"scripted": True})
+
+    async def _script_refusal(self, request: Request) -> Response:
+        order = from_json(await request.body() or b"{}")
+        self.refuse(str(order["to"]), int(order.get("code", 21610)))
+        return JSONResponse({"scripted": True})
+
+
+def _error(code: int, *, status: int | None = None, to: str = "") -> JSONResponse:
+    """Twilio's error body: `{"code", "message", "more_info", "status"}`."""
+    default_status, message = ERRORS[code]
+    status = status or default_status
+    return JSONResponse(
+        {
+            "code": code,
+            "message": message.format(to=to),
+            "more_info": f"https://www.twilio.com/docs/errors/{code}",
+            "status": status,
+        },
+        status_code=status,
+        headers={"WWW-Authenticate": 'Basic realm="Twilio API"'} if status == 401 else None,
+    )
+
+
+def run(port: int, account_sid: str = ACCOUNT_SID, auth_token: str = AUTH_TOKEN) -> None:
+    """Serve in the foreground until interrupted."""
+    standin = TwilioStandIn(account_sid, auth_token)
+    uvicorn.run(standin.app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A local stand-in of Twilio's Messages API.")
+    parser.add_argument("--port", type=int, default=0, help="0: a free port")
+    parser.add_argument("--account-sid", default=ACCOUNT_SID)
+    parser.add_argument("--auth-token", default=AUTH_TOKEN)
+    args = parser.parse_args()
+    port = args.port or free_port()
+    print(f"Twilio stand-in on http://127.0.0.1:{port}", file=sys.stderr)  # noqa: T201
+    run(port, args.account_sid, args.auth_token)
+
+
+if __name__ == "__main__":
+    main()
