@@ -1,9 +1,11 @@
-"""HTTP endpoints Meta calls: the verification handshake and signed notifications."""
+"""HTTP endpoints Meta calls (the verification handshake, signed notifications), and the
+Cloud API sender of agents' replies when it is configured."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
+from channel_whatsapp.sending import cloud_api
 from channel_whatsapp.settings import WhatsAppSettings
 from channel_whatsapp.translate import translate
 from channel_whatsapp.webhook import Notification
@@ -34,4 +36,5 @@ def create_app(settings: WhatsAppSettings | None = None) -> FastAPI:
         settings,
         lambda channel: routes(channel, settings),
         description="WhatsApp Cloud API webhook: the app's callback URL is /webhooks/whatsapp.",
+        provider=cloud_api(settings),
     )
