@@ -1,4 +1,5 @@
-"""HTTP endpoints for inbound mail: Mailgun routes, SendGrid Inbound Parse and raw MIME."""
+"""HTTP endpoints for inbound mail (Mailgun routes, SendGrid Inbound Parse, raw MIME), and
+outbound email through Mailgun when it is configured (`channel_email.sending`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from starlette.types import Message
 
 from channel_email.mailgun import ReplayGuard, parse_route_post
 from channel_email.mime import InboundEmail, parse_mime
+from channel_email.sending import mailgun_provider
 from channel_email.settings import EmailSettings
 from channel_email.translate import translate
 from hilo.auth import check_api_key, require_api_key
@@ -123,4 +125,5 @@ def create_app(settings: EmailSettings | None = None) -> FastAPI:
         settings,
         lambda channel: routes(channel, settings),
         description="Inbound email: /webhooks/mailgun, /webhooks/sendgrid, /v1/messages/mime.",
+        provider=mailgun_provider(settings),
     )

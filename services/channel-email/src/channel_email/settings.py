@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from email.utils import getaddresses
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 
 from hilo.channel import ChannelSettings
 from hilo.settings import SecretList
@@ -28,3 +30,41 @@ class EmailSettings(ChannelSettings):
         description="Keys for the raw MIME endpoint (X-API-Key) and SendGrid Inbound Parse "
         "(the password of the URL's HTTP Basic credentials).",
     )
+    mailgun_api_key: SecretStr | None = Field(
+        default=None,
+        description="Mailgun private API key, to send outbound email (not the webhook signing "
+        "key). Outbound email is off unless this, HILO_MAILGUN_DOMAIN and HILO_EMAIL_FROM are "
+        "set.",
+    )
+    mailgun_domain: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$",
+        description="Mailgun sending domain of outbound email, e.g. mg.shop.example.",
+    )
+    mailgun_api_url: AnyHttpUrl = Field(
+        default=AnyHttpUrl("https://api.mailgun.net"),
+        description="Mailgun's API; a domain in Mailgun's EU region: https://api.eu.mailgun.net.",
+    )
+    email_from: str | None = Field(
+        default=None,
+        max_length=320,
+        description='Sender of outbound email, e.g. "Support <support@shop.example>": an '
+        "address whose replies come back in through this channel.",
+    )
+    email_default_subject: str = Field(
+        default="Message from customer service",
+        min_length=1,
+        max_length=998,
+        description="Subject of an outbound email whose command gives none.",
+    )
+
+    @field_validator("email_from")
+    @classmethod
+    def _one_address(cls, value: str | None) -> str | None:
+        """Refused at start rather than by Mailgun on every send."""
+        if value is None:
+            return None
+        addresses = [address for _name, address in getaddresses([value]) if address]
+        if len(addresses) != 1 or "@" not in addresses[0] or "\n" in value or "\r" in value:
+            raise ValueError('must be one address, e.g. "Support <support@shop.example>"')
+        return value

@@ -1,0 +1,144 @@
+"""Outbound email through Mailgun's messages API, threaded into the customer's conversation.
+
+A reply carries `In-Reply-To` (the message answered) and `References` (the thread's earlier ids,
+then that one), in angle brackets as RFC 5322 writes them, so the customer's mail client shows
+it in the same thread. Mailgun makes the Message-Id and answers it; it is kept without brackets,
+as the inbound side keeps every id (`channel_email.mime.message_ids`), so the customer's answer
+(whose `In-Reply-To` names it) matches it. The thread reference is the thread's first id, which
+is what the inbound side derives for every message of the thread.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import structlog
+
+from channel_email.mime import message_ids
+from channel_email.settings import EmailSettings
+from hilo.contract.outbound import OutboundCommand, OutboundMessage
+from hilo.outbound import SendRefused, Sent, provider_call
+
+log = structlog.get_logger(__name__)
+
+COMMAND_VARIABLE = "v:hilo-command-id"
+"""A Mailgun user variable: Mailgun's events about the message carry it back."""
+REASON_LIMIT = 500
+
+
+class MailgunMessages:
+    """The email channel's `Provider`: `POST {api}/v3/{domain}/messages`, HTTP Basic `api:key`."""
+
+    def __init__(
+        self,
+        api_key: str,
+        domain: str,
+        sender: str,
+        default_subject: str,
+        *,
+        api_url: str = "https://api.mailgun.net",
+        timeout_seconds: float = 15.0,
+    ) -> None:
+        self._url = f"{api_url.rstrip('/')}/v3/{domain}/messages"
+        self._sender = sender
+        self._default_subject = default_subject
+        self._client = httpx.AsyncClient(
+            auth=httpx.BasicAuth("api", api_key),
+            timeout=httpx.Timeout(timeout_seconds, connect=5.0),
+        )
+
+    async def send(self, command: OutboundCommand) -> Sent:
+        """Send one email; `SendRefused` (4xx) or `SendUnavailable` (5xx, 429, network)."""
+        form = message_form(command, self._sender, self._default_subject)
+        response = await provider_call(lambda: self._client.post(self._url, data=form), _reason)
+        own_id = _answered_id(response)
+        if own_id is None:
+            log.warning("mailgun_answer_without_id", command_id=command.id)
+            own_id = f"mailgun:{command.id}"
+        chain = thread_chain(command.payload)
+        return Sent(provider_message_id=own_id, thread=chain[0] if chain else own_id)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def message_form(command: OutboundCommand, sender: str, default_subject: str) -> dict[str, str]:
+    """Mailgun's form fields for `command`; `SendRefused` when it names no email address, or
+    has no text (a template alone would reach the customer as its name and parameters)."""
+    recipient = command.identifiers.email
+    if recipient is None:
+        raise SendRefused("no email address to send to")
+    payload = command.payload
+    if not payload.text:
+        raise SendRefused("an email needs text: message templates are not sent by email")
+    form = {
+        "from": sender,
+        "to": recipient,
+        "subject": payload.subject or default_subject,
+        "text": payload.text,
+        COMMAND_VARIABLE: command.id,
+    }
+    if reply_to := _bare_id(payload.reply_to_provider_message_id):
+        form["h:In-Reply-To"] = f"<{reply_to}>"
+    if chain := thread_chain(payload):
+        form["h:References"] = " ".join(f"<{message_id}>" for message_id in chain)
+    return form
+
+
+def thread_chain(message: OutboundMessage) -> list[str]:
+    """The `References` of a reply: the thread's ids, oldest first, ending with the message
+    answered; each once, without brackets. Ids no header could carry are left out."""
+    reply_to = _bare_id(message.reply_to_provider_message_id)
+    earlier = (_bare_id(reference) for reference in message.references)
+    chain = [message_id for message_id in earlier if message_id and message_id != reply_to]
+    return list(dict.fromkeys([*chain, *([reply_to] if reply_to else [])]))
+
+
+def _bare_id(value: str | None) -> str | None:
+    """A message id as the inbound side keeps it: `<a@b>` and `a@b` are both `a@b`."""
+    if not value:
+        return None
+    found = message_ids(value) or message_ids(f"<{value.strip()}>")
+    return found[0] if found else None
+
+
+def _answered_id(response: httpx.Response) -> str | None:
+    """The Message-Id Mailgun gave the message (`{"id": "<...>", "message": "Queued..."}`)."""
+    try:
+        answer: Any = response.json()
+    except ValueError:
+        return None
+    value = answer.get("id") if isinstance(answer, dict) else None
+    return _bare_id(value) if isinstance(value, str) else None
+
+
+def _reason(response: httpx.Response) -> str:
+    """Mailgun's own explanation: `{"message": ...}`, or the plain text of a 401 (`Forbidden`)."""
+    try:
+        answer: Any = response.json()
+    except ValueError:
+        answer = None
+    message = answer.get("message") if isinstance(answer, dict) else None
+    text = str(message) if message else response.text.strip() or response.reason_phrase
+    return f"{response.status_code}: {text}"[:REASON_LIMIT]
+
+
+def mailgun_provider(settings: EmailSettings) -> MailgunMessages | None:
+    """The provider the settings configure, or None (logged) when outbound email is off."""
+    key, domain, sender = settings.mailgun_api_key, settings.mailgun_domain, settings.email_from
+    if key is None or domain is None or sender is None:
+        named = {
+            "HILO_MAILGUN_API_KEY": key,
+            "HILO_MAILGUN_DOMAIN": domain,
+            "HILO_EMAIL_FROM": sender,
+        }
+        log.info("outbound_email_disabled", missing=[n for n, v in named.items() if v is None])
+        return None
+    return MailgunMessages(
+        key.get_secret_value(),
+        domain,
+        sender,
+        settings.email_default_subject,
+        api_url=str(settings.mailgun_api_url),
+    )

@@ -1,0 +1,332 @@
+"""Outbound email through Mailgun, against the real broker and database and a local stand-in of
+Mailgun's messages API (`hilo.testkit.standins.mailgun`).
+
+The reply a customer gets must thread in their mail client (In-Reply-To, References), land in
+the conversation their email started, and be recognised when they answer it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from faststream.kafka import KafkaBroker
+from prometheus_client import REGISTRY
+from pydantic import SecretStr
+from pymongo import AsyncMongoClient
+from structlog.testing import capture_logs
+
+from channel_email.app import create_app
+from channel_email.sending import MailgunMessages, mailgun_provider, message_form
+from channel_email.settings import EmailSettings
+from hilo.contract import Conversation, Identifiers, conversation_id
+from hilo.contract.outbound import OutboundCommand, OutboundMessage, Template
+from hilo.kafka import KafkaPublisher, create_broker
+from hilo.mongo import MongoDocument
+from hilo.outbound import (
+    SENDS_COLLECTION,
+    OutboundSender,
+    RetryPolicy,
+    SendRefused,
+    command_record,
+)
+from hilo.sealing import create_sealer
+from hilo.settings import HiloSettings
+from hilo.testkit.channel_contract import channel_client
+from hilo.testkit.contract_check import published_interactions
+from hilo.testkit.probes import eventually
+from hilo.testkit.standins.mailgun import DOMAIN, AcceptedEmail, MailgunStandIn
+from hilo.webhook import hmac_sha256
+
+SIGNING_KEY = "key-mailgun-signing"
+API_KEY = "mta-key-1"
+SENDER = "Support <support@shop.example>"
+CUSTOMER = "ana.garcia@example.com"
+FIRST_ID = "CAF=first-1@mail.example.com"
+DEFAULT_SUBJECT = "A message from Shop"
+FAST = RetryPolicy(attempts=3, first_wait_seconds=0.01, max_wait_seconds=0.05)
+
+
+def reply_command(
+    *,
+    conversation: Conversation | None = None,
+    reply_to: str | None = FIRST_ID,
+    references: tuple[str, ...] = (),
+    subject: str | None = "Re: Where is my order ORD-1001?",
+) -> OutboundCommand:
+    """What the agent desk publishes to answer Ana's email."""
+    return OutboundCommand(
+        id=str(uuid.uuid4()),
+        customer_id="cus-1",
+        channel="email",
+        identifiers=Identifiers(email=CUSTOMER),
+        conversation=conversation,
+        payload=OutboundMessage(
+            text="It is ready for pickup in the Barcelona store.",
+            subject=subject,
+            reply_to_provider_message_id=reply_to,
+            references=list(references),
+        ),
+        requested_by="agent-ana",
+        requested_at=datetime.now(UTC),
+    )
+
+
+def first_email() -> bytes:
+    """Ana's email as a Mailgun route's forward() posts it, signed."""
+    stamp, token = str(int(time.time())), uuid.uuid4().hex
+    return urlencode(
+        {
+            "sender": CUSTOMER,
+            "from": f"Ana García <{CUSTOMER}>",
+            "subject": "Where is my order ORD-1001?",
+            "stripped-text": "Hi, where is my order?",
+            "Message-Id": f"<{FIRST_ID}>",
+            "message-headers": '[["Date", "Mon, 23 Nov 2026 18:00:00 +0100"]]',
+            "timestamp": stamp,
+            "token": token,
+            "signature": hmac_sha256(SIGNING_KEY, (stamp + token).encode()).hex(),
+        }
+    ).encode()
+
+
+def customer_answer(to: AcceptedEmail) -> bytes:
+    """Ana's answer to the email she received, threaded as her mail client threads it."""
+    references = f"{to.headers['References']} {to.message_id}"
+    return (
+        f"From: Ana García <{CUSTOMER}>\r\nTo: {SENDER}\r\n"
+        f"Subject: Re: {to.get('subject')}\r\nDate: Tue, 24 Nov 2026 09:00:00 +0100\r\n"
+        f"Message-ID: <CAF=answer-3@mail.example.com>\r\nIn-Reply-To: {to.message_id}\r\n"
+        f"References: {references}\r\n\r\nGreat, I will be there at noon.\r\n"
+    ).encode()
+
+
+@pytest.fixture
+def mailgun() -> Iterator[MailgunStandIn]:
+    with MailgunStandIn() as standin:
+        yield standin
+
+
+@pytest.fixture
+def email_settings(settings: HiloSettings, mailgun: MailgunStandIn) -> EmailSettings:
+    return EmailSettings.model_validate(
+        {
+            **settings.model_dump(),
+            "mailgun_signing_key": SecretStr(SIGNING_KEY),
+            "email_api_keys": [SecretStr(API_KEY)],
+            "mailgun_api_key": SecretStr(mailgun.api_key),
+            "mailgun_domain": DOMAIN,
+            "mailgun_api_url": mailgun.url,
+            "email_from": SENDER,
+            "outbound_send_attempts": 3,
+            "outbound_first_wait_seconds": 0.01,
+        }
+    )
+
+
+@pytest.fixture
+async def broker(settings: HiloSettings, topics: list[str]) -> AsyncIterator[KafkaBroker]:
+    kafka = create_broker(settings)
+    await kafka.start()
+    yield kafka
+    await kafka.stop()
+
+
+def provider(mailgun: MailgunStandIn, api_key: str | None = None) -> MailgunMessages:
+    key = api_key or mailgun.api_key
+    return MailgunMessages(key, DOMAIN, SENDER, DEFAULT_SUBJECT, api_url=mailgun.url)
+
+
+def sender(
+    settings: HiloSettings,
+    client: AsyncMongoClient[MongoDocument],
+    broker: KafkaBroker,
+    mailgun: MailgunMessages,
+) -> OutboundSender:
+    publisher = KafkaPublisher(broker, settings, sealer=create_sealer(settings, client))
+    sends = client[settings.mongodb_database][SENDS_COLLECTION]
+    return OutboundSender("email", "test", mailgun, publisher, sends, FAST)
+
+
+async def redelivered() -> float:
+    """Commands the email channel received again after sending them (and did not resend)."""
+    return REGISTRY.get_sample_value("hilo_outbound_redelivered_total", {"channel": "email"}) or 0
+
+
+async def test_a_reply_is_sent_once_threaded_into_the_conversation_its_answer_continues(
+    email_settings: EmailSettings,
+    settings: HiloSettings,
+    mongo_client: AsyncMongoClient[MongoDocument],
+    broker: KafkaBroker,
+    mailgun: MailgunStandIn,
+) -> None:
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    async with channel_client(create_app(email_settings)) as email:
+        started = await email.post("/webhooks/mailgun", content=first_email(), headers=form)
+        assert started.is_success
+        [inbound] = await published_interactions(settings, 1)
+        command = reply_command(conversation=Conversation.model_validate(inbound["conversation"]))
+        record = await command_record(command, create_sealer(settings, mongo_client))
+        before = await redelivered()
+        await KafkaPublisher(broker, settings).publish_records([record, record])
+        await eventually(redelivered, until=lambda count: count > before, timeout=30)
+        [sent] = mailgun.accepted
+        answer = await email.post(
+            "/v1/messages/mime",
+            content=customer_answer(sent),
+            headers={"X-API-Key": API_KEY, "Content-Type": "message/rfc822"},
+        )
+        assert answer.is_success
+
+    assert mailgun.calls == 1
+    assert (sent.get("from"), sent.get("to"), sent.get("subject")) == (
+        SENDER,
+        CUSTOMER,
+        "Re: Where is my order ORD-1001?",
+    )
+    assert sent.get("text") == command.payload.text
+    assert sent.headers == {"In-Reply-To": f"<{FIRST_ID}>", "References": f"<{FIRST_ID}>"}
+    assert sent.variables == {"hilo-command-id": command.id}
+    events = {event["id"]: event for event in await published_interactions(settings, 3)}
+    reply = events[command.sent_interaction_id()]
+    assert reply["payload"]["direction"] == "outbound"
+    assert reply["payload"]["provider_message_id"] == sent.message_id.strip("<>")
+    assert reply["payload"]["reply_to_provider_message_id"] == FIRST_ID
+    [customer] = [e for e in events.values() if e["id"] not in (inbound["id"], reply["id"])]
+    assert customer["payload"]["reply_to_provider_message_id"] == sent.message_id.strip("<>")
+    conversation = conversation_id("email", FIRST_ID)
+    assert {e["conversation"]["id"] for e in events.values()} == {conversation}
+
+
+async def test_mailgun_failing_with_5xx_is_retried_until_it_queues_the_message(
+    settings: HiloSettings,
+    mongo_client: AsyncMongoClient[MongoDocument],
+    broker: KafkaBroker,
+    mailgun: MailgunStandIn,
+) -> None:
+    mailgun.fail_next(2, status=503)
+    mailgun_messages = provider(mailgun)
+    command = reply_command(reply_to=None, subject=None)
+    try:
+        state = await sender(settings, mongo_client, broker, mailgun_messages).handle(command)
+    finally:
+        await mailgun_messages.close()
+
+    assert mailgun.calls == 3
+    [sent] = mailgun.accepted
+    assert sent.get("subject") == DEFAULT_SUBJECT
+    assert sent.headers == {}
+    assert state["state"] == "sent"
+    assert state["provider_message_id"] == state["thread"] == sent.message_id.strip("<>")
+    [event] = await published_interactions(settings, 1)
+    assert event["payload"]["provider_message_id"] == sent.message_id.strip("<>")
+
+
+@pytest.mark.parametrize(
+    ("api_key", "refused", "reason"),
+    [
+        ("key-wrong", False, "401: Forbidden"),
+        (
+            None,
+            True,
+            "400: 'to' parameter is not a valid address. please check documentation",
+        ),
+    ],
+    ids=["wrong-api-key", "recipient-refused"],
+)
+async def test_a_refusal_is_not_retried_and_is_reported_with_mailguns_message(
+    settings: HiloSettings,
+    mongo_client: AsyncMongoClient[MongoDocument],
+    broker: KafkaBroker,
+    mailgun: MailgunStandIn,
+    api_key: str | None,
+    refused: bool,
+    reason: str,
+) -> None:
+    if refused:
+        mailgun.refuse(CUSTOMER)
+    mailgun_messages = provider(mailgun, api_key)
+    command = reply_command()
+    try:
+        state = await sender(settings, mongo_client, broker, mailgun_messages).handle(command)
+    finally:
+        await mailgun_messages.close()
+
+    assert mailgun.calls == 1
+    assert mailgun.accepted == []
+    assert (state["state"], state["reason"]) == ("failed", reason)
+    [event] = await published_interactions(settings, 1)
+    assert event["payload"]["error"] == reason
+
+
+def test_references_hold_the_thread_then_the_message_answered_and_email_needs_text() -> None:
+    command = reply_command(
+        reply_to="<reply-2@shop.example>",
+        references=("first-1@mail.example.com", "<reply-2@shop.example>", "not an id"),
+    )
+
+    fields = message_form(command, SENDER, "Hello")
+
+    assert fields["h:In-Reply-To"] == "<reply-2@shop.example>"
+    assert fields["h:References"] == "<first-1@mail.example.com> <reply-2@shop.example>"
+    with pytest.raises(SendRefused, match="no email address"):
+        message_form(
+            command.model_copy(update={"identifiers": Identifiers(phone="+34600111222")}),
+            SENDER,
+            "Hello",
+        )
+    template = OutboundMessage(template=Template(name="order_update", language="en_US"))
+    with pytest.raises(SendRefused, match="needs text"):
+        message_form(command.model_copy(update={"payload": template}), SENDER, "Hello")
+
+
+def test_without_api_key_domain_and_sender_outbound_email_is_off() -> None:
+    partial = EmailSettings(
+        mailgun_signing_key=SecretStr(SIGNING_KEY),
+        email_api_keys=[SecretStr(API_KEY)],
+        mailgun_api_key=SecretStr("key-1"),
+    )
+
+    with capture_logs() as logs:
+        assert mailgun_provider(partial) is None
+
+    assert logs == [
+        {
+            "event": "outbound_email_disabled",
+            "log_level": "info",
+            "missing": ["HILO_MAILGUN_DOMAIN", "HILO_EMAIL_FROM"],
+        }
+    ]
+
+
+async def test_the_standin_answers_as_mailgun_does(mailgun: MailgunStandIn) -> None:
+    url = f"{mailgun.url}/v3/{DOMAIN}/messages"
+    auth = ("api", mailgun.api_key)
+    async with httpx.AsyncClient() as client:
+        no_to = await client.post(url, auth=auth, data={"from": SENDER, "text": "hi"})
+        multipart = await client.post(
+            url,
+            auth=auth,
+            data={"from": SENDER, "to": CUSTOMER, "text": "hi", "h:X-Test": "1"},
+            files={"attachment": ("a.txt", b"x", "text/plain")},
+        )
+        elsewhere = await client.post(
+            f"{mailgun.url}/v3/other.example/messages", auth=auth, data={}
+        )
+        listed: Any = (await client.get(f"{mailgun.url}/_standin/messages")).json()
+
+    assert (no_to.status_code, no_to.json()) == (400, {"message": "'to' parameter is missing"})
+    [queued] = mailgun.accepted
+    assert multipart.json() == {"id": queued.message_id, "message": "Queued. Thank you."}
+    assert queued.headers == {"X-Test": "1"}
+    assert (elsewhere.status_code, elsewhere.json()) == (
+        404,
+        {"message": "Domain not found: other.example"},
+    )
+    assert [message["id"] for message in listed] == [queued.message_id]

@@ -1,0 +1,239 @@
+"""A local stand-in of Mailgun's messages API, for tests and local runs.
+
+It answers `POST /v3/{domain}/messages` as Mailgun does: HTTP Basic `api:<API key>` (a wrong or
+missing key gets 401 with the plain-text body `Forbidden`); a form, urlencoded or multipart,
+whose `h:` fields are the message's headers and `v:` fields its user variables; 404
+`{"message": "Domain not found: ..."}` for a domain it does not send for; 400 `{"message": ...}`
+for a missing `from`, `to` or body; and `{"id": "<...@domain>", "message": "Queued. Thank you."}`
+for a message accepted. Every accepted message is kept, so a test can assert what the customer
+received; a test can script failures (the next N calls answer 500; a recipient refused as an
+invalid address).
+
+Mailgun's event webhooks (delivered, failed, opened) are not sent: the email channel has no route
+for them.
+
+Standalone (`python -m hilo.testkit.standins.mailgun --port 8099`), `GET /_standin/messages`
+lists what was accepted and `POST /_standin/failures` (`{"count": N, "status": 500}`) scripts
+failures from another process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import itertools
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl
+
+import uvicorn
+from pydantic_core import from_json
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from hilo.testkit.local_infra import free_port
+from hilo.webhook import secrets_match
+
+API_KEY = "key-standin-0123456789abcdef"
+DOMAIN = "mg.shop.example"
+INVALID_ADDRESS = "'to' parameter is not a valid address. please check documentation"
+NO_BODY = "Need at least one of 'text' or 'html' parameters specified"
+
+
+@dataclass(frozen=True)
+class AcceptedEmail:
+    """One message Mailgun queued: its Message-Id (with brackets, as answered) and form."""
+
+    message_id: str
+    domain: str
+    fields: tuple[tuple[str, str], ...]
+
+    def get(self, name: str) -> str | None:
+        """The first value of a form field (`to`, `subject`, `h:In-Reply-To`, ...)."""
+        return next((value for key, value in self.fields if key == name), None)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The custom headers the message was given (`h:` fields), by header name."""
+        return {key[2:]: value for key, value in self.fields if key.startswith("h:")}
+
+    @property
+    def variables(self) -> dict[str, str]:
+        """The user variables (`v:` fields) Mailgun's events about it carry back."""
+        return {key[2:]: value for key, value in self.fields if key.startswith("v:")}
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.message_id, "domain": self.domain, "fields": list(self.fields)}
+
+
+class MailgunStandIn:
+    """Mailgun's messages API on 127.0.0.1 (see the module docstring); `with` runs it in a
+    thread of its own."""
+
+    def __init__(self, api_key: str = API_KEY, domains: Iterable[str] = (DOMAIN,)) -> None:
+        self.api_key = api_key
+        self.domains = frozenset(domains)
+        self.accepted: list[AcceptedEmail] = []
+        self.calls = 0
+        """Requests to the messages API, whatever they were answered."""
+        self.url = ""
+        self._lock = threading.Lock()
+        self._failures: list[int] = []
+        self._refused: dict[str, str] = {}
+        self._sequence = itertools.count(1)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.app = Starlette(
+            routes=[
+                Route("/v3/{domain}/messages", self._messages, methods=["POST"]),
+                Route("/_standin/messages", self._list, methods=["GET"]),
+                Route("/_standin/failures", self._script, methods=["POST"]),
+            ]
+        )
+
+    def fail_next(self, count: int, status: int = 500) -> None:
+        """The next `count` calls answer `status` (a Mailgun outage), whatever they carry."""
+        with self._lock:
+            self._failures.extend([status] * count)
+
+    def refuse(self, recipient: str, message: str = INVALID_ADDRESS) -> None:
+        """Answer 400 with `message` to every message sent to `recipient`."""
+        with self._lock:
+            self._refused[recipient.lower()] = message
+
+    def start(self, port: int | None = None) -> str:
+        """Serve in a background thread; the base URL (`http://127.0.0.1:<port>`) is returned."""
+        port = port or free_port()
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=port, log_config=None, access_log=False
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="mailgun-standin")
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the Mailgun stand-in did not start on port {port}")
+            time.sleep(0.01)
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+        self._server = self._thread = None
+
+    def __enter__(self) -> MailgunStandIn:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def _messages(self, request: Request) -> Response:
+        with self._lock:
+            self.calls += 1
+            failure = self._failures.pop(0) if self._failures else None
+        if failure is not None:
+            return JSONResponse({"message": "Internal Server Error"}, status_code=failure)
+        if not self._authorised(request.headers.get("authorization")):
+            return PlainTextResponse("Forbidden", status_code=401)
+        domain = request.path_params["domain"]
+        if domain not in self.domains:
+            return _error(404, f"Domain not found: {domain}")
+        fields = await _form(request)
+        problem = self._problem(dict(fields))
+        if problem:
+            return _error(400, problem)
+        message_id = self._new_id(domain)
+        with self._lock:
+            self.accepted.append(AcceptedEmail(message_id, domain, tuple(fields)))
+        return JSONResponse({"id": message_id, "message": "Queued. Thank you."})
+
+    def _authorised(self, header: str | None) -> bool:
+        """HTTP Basic with the user `api` and the account's API key."""
+        scheme, _, encoded = (header or "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, _, key = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return user == "api" and secrets_match(self.api_key, key)
+
+    def _problem(self, fields: dict[str, str]) -> str | None:
+        """What Mailgun would answer 400 about, in its own words; None when it would queue."""
+        for required in ("from", "to"):
+            if not fields.get(required):
+                return f"'{required}' parameter is missing"
+        recipient = fields["to"].strip().lower()
+        if "@" not in recipient:
+            return INVALID_ADDRESS
+        if not (fields.get("text") or fields.get("html") or fields.get("template")):
+            return NO_BODY
+        with self._lock:
+            return self._refused.get(recipient)
+
+    def _new_id(self, domain: str) -> str:
+        """A Message-Id shaped like Mailgun's: `<20261202101500.1.5F3A...@domain>`."""
+        stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+        return f"<{stamp}.{next(self._sequence)}.{secrets.token_hex(8).upper()}@{domain}>"
+
+    async def _list(self, _request: Request) -> Response:
+        with self._lock:
+            return JSONResponse([message.as_json() for message in self.accepted])
+
+    async def _script(self, request: Request) -> Response:
+        order = from_json(await request.body() or b"{}")
+        self.fail_next(int(order.get("count", 1)), int(order.get("status", 500)))
+        return JSONResponse({"scripted": True})
+
+
+async def _form(request: Request) -> list[tuple[str, str]]:
+    """The posted fields in order (urlencoded or multipart; uploaded files are not kept)."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        async with request.form() as form:
+            return [(key, value) for key, value in form.multi_items() if isinstance(value, str)]
+    body = (await request.body()).decode(errors="replace")
+    return parse_qsl(body, keep_blank_values=True)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"message": message}, status_code=status)
+
+
+def run(port: int, api_key: str = API_KEY, domains: Iterable[str] = (DOMAIN,)) -> None:
+    """Serve in the foreground until interrupted."""
+    standin = MailgunStandIn(api_key, domains)
+    uvicorn.run(standin.app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A local stand-in of Mailgun's messages API.")
+    parser.add_argument("--port", type=int, default=0, help="0: a free port")
+    parser.add_argument("--api-key", default=API_KEY)
+    parser.add_argument("--domain", action="append", help=f"repeatable; default {DOMAIN}")
+    args = parser.parse_args()
+    port = args.port or free_port()
+    print(f"Mailgun stand-in on http://127.0.0.1:{port}", file=sys.stderr)  # noqa: T201
+    run(port, args.api_key, args.domain or (DOMAIN,))
+
+
+if __name__ == "__main__":
+    main()
