@@ -1,0 +1,1 @@
+"""Hilo's agent desk: the whole customer across every channel, live, and replies on any channel."""

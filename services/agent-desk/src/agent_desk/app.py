@@ -1,0 +1,452 @@
+"""The desk's web application: server-rendered pages, a little JavaScript for the live timeline
+and replies, nothing readable without signing in.
+
+Pages: sign-in, the inbox (open conversations on every channel), search, and the customer page
+(identities, consent, conversation, cart, orders, value, CSAT, conflicts, the timeline of every
+channel with filters and paging, live, and the reply box).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import structlog
+from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, Field, ValidationError
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.responses import StreamingResponse
+
+from agent_desk.auth import (
+    Agents,
+    NotSignedIn,
+    check_csrf,
+    csrf_token,
+    sign_in,
+    signed_in_agent,
+)
+from agent_desk.live import Gap, JourneyFeed, LiveEntry
+from agent_desk.policy import (
+    ReplyOption,
+    channel_name,
+    default_channel,
+    refusal,
+    reply_options,
+)
+from agent_desk.profiles import ProfileApi, ProfileUnavailable
+from agent_desk.replies import publish_reply, reply_command, thread_of
+from agent_desk.search import find_customers
+from agent_desk.settings import DeskSettings
+from agent_desk.timeline import attach_statuses, row, type_name
+from hilo.contract.outbound import Template
+from hilo.health import health_router, kafka_check, mongo_check
+from hilo.kafka import KafkaPublisher, PublishFailed, create_broker
+from hilo.mongo import create_mongo_client
+from hilo.sealing import create_sealer
+
+log = structlog.get_logger(__name__)
+
+HERE = Path(__file__).parent
+PAGE_SIZE = 50
+FILTER_CHANNELS = [
+    "web",
+    "app",
+    "whatsapp",
+    "sms",
+    "email",
+    "voice",
+    "store",
+    "messenger",
+    "instagram",
+]
+FILTER_TYPES = [
+    "message",
+    "call",
+    "order",
+    "cart",
+    "page_view",
+    "store_visit",
+    "survey_answer",
+    "consent",
+]
+
+
+class ReplyBody(BaseModel):
+    channel: str = Field(min_length=1, max_length=40)
+    text: str | None = Field(default=None, max_length=4_096)
+    template_name: str | None = Field(default=None, max_length=512)
+    template_language: str = Field(default="en_US", max_length=15)
+    template_parameters: list[str] = Field(default_factory=list, max_length=20)
+    purpose: str = Field(default="service", pattern="^(service|marketing)$")
+
+
+class Desk:
+    """What the routes share, built once per app."""
+
+    def __init__(self, settings: DeskSettings) -> None:
+        self.settings = settings
+        self.agents = Agents(settings.desk_agents)
+        self.profiles = ProfileApi(settings)
+        self.broker = create_broker(settings)
+        self.mongo = create_mongo_client(settings)
+        self.sealer = create_sealer(settings, self.mongo)
+        self.publisher = KafkaPublisher(self.broker, settings, sealer=self.sealer)
+        self.feed = JourneyFeed(settings, self.sealer, settings.desk_live_buffer)
+        self.templates = Jinja2Templates(directory=HERE / "templates")
+        self.templates.env.globals.update(channel_name=channel_name, type_name=type_name)
+        self.templates.env.filters["when"] = _when
+
+
+def _when(at: datetime | str | None) -> str:
+    if at is None:
+        return ""
+    moment = datetime.fromisoformat(at) if isinstance(at, str) else at
+    return moment.astimezone(UTC).strftime("%d %b %Y %H:%M:%S UTC")
+
+
+def _desk(request: Request) -> Desk:
+    desk: Desk = request.app.state.desk
+    return desk
+
+
+DeskDep = Annotated[Desk, Depends(_desk)]
+
+
+def _agent(request: Request, desk: DeskDep) -> str:
+    return signed_in_agent(request, desk.settings.desk_session_hours * 3600)
+
+
+Agent = Annotated[str, Depends(_agent)]
+
+
+def _page(desk: Desk, request: Request, template: str, **context: Any) -> HTMLResponse:
+    context.setdefault("agent", request.session.get("agent"))
+    context["csrf"] = csrf_token(request)
+    return desk.templates.TemplateResponse(request, template, context)
+
+
+def create_app(settings: DeskSettings | None = None) -> FastAPI:
+    settings = settings or DeskSettings()
+    desk = Desk(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await desk.broker.start()
+        follower = asyncio.create_task(desk.feed.run())
+        with suppress(TimeoutError):
+            await asyncio.wait_for(desk.feed.ready.wait(), 30)
+        log.info("desk_started", agents=len(desk.agents._hashes))
+        try:
+            yield
+        finally:
+            follower.cancel()
+            with suppress(asyncio.CancelledError):
+                await follower
+            await desk.broker.stop()
+            await desk.profiles.close()
+            await desk.mongo.close()
+
+    app = FastAPI(title="Hilo agent desk", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.desk = desk
+    secret = settings.desk_session_secret.get_secret_value() or secrets.token_urlsafe(32)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=secret,
+        session_cookie="hilo_desk",
+        max_age=int(settings.desk_session_hours * 3600),
+        same_site="lax",
+        https_only=settings.secure_cookies,
+    )
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.include_router(
+        health_router({"kafka": kafka_check(desk.broker), "keys": mongo_check(desk.mongo)})
+    )
+    _routes(app)
+
+    @app.exception_handler(NotSignedIn)
+    async def not_signed_in(request: Request, _exc: NotSignedIn) -> Response:
+        if request.headers.get("accept", "").startswith("text/html"):
+            return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+        return JSONResponse({"detail": "sign in first"}, status_code=401)
+
+    @app.exception_handler(ProfileUnavailable)
+    async def unavailable(request: Request, _exc: ProfileUnavailable) -> Response:
+        return _page(
+            desk,
+            request,
+            "error.html",
+            message="The customer profile service is not answering. Try again in a moment.",
+        )
+
+    return app
+
+
+def _routes(app: FastAPI) -> None:
+    @app.get("/login", response_class=HTMLResponse)
+    async def login_form(request: Request, desk: DeskDep, next: str = "/") -> HTMLResponse:  # noqa: A002
+        return _page(desk, request, "login.html", next=_local(next), failed=False)
+
+    @app.post("/login", response_class=HTMLResponse)
+    async def login(
+        request: Request,
+        desk: DeskDep,
+        agent: Annotated[str, Form(max_length=200)],
+        password: Annotated[str, Form(max_length=1_000)],
+        csrf: Annotated[str, Form(max_length=200)] = "",
+        next: Annotated[str, Form(max_length=2_000)] = "/",  # noqa: A002
+    ) -> Response:
+        check_csrf(request, csrf)
+        if not await asyncio.to_thread(desk.agents.verify, agent.strip(), password):
+            log.info("desk_sign_in_refused")
+            response = _page(desk, request, "login.html", next=_local(next), failed=True)
+            response.status_code = 401
+            return response
+        sign_in(request, agent.strip())
+        log.info("desk_signed_in", agent=agent.strip())
+        return RedirectResponse(_local(next), status_code=303)
+
+    @app.post("/logout")
+    async def logout(
+        request: Request, _agent: Agent, csrf: Annotated[str, Form(max_length=200)] = ""
+    ) -> Response:
+        check_csrf(request, csrf)
+        request.session.clear()
+        return RedirectResponse("/login", status_code=303)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def inbox(request: Request, desk: DeskDep, _agent: Agent) -> HTMLResponse:
+        conversations = await desk.profiles.open_conversations()
+        return _page(desk, request, "inbox.html", conversations=conversations)
+
+    @app.get("/search", response_class=HTMLResponse)
+    async def search(
+        request: Request,
+        desk: DeskDep,
+        _agent: Agent,
+        q: Annotated[str, Query(max_length=300)] = "",
+    ) -> Response:
+        matches = await find_customers(desk.profiles, q)
+        if len(matches) == 1:
+            return RedirectResponse(f"/customers/{matches[0].customer_id}", status_code=303)
+        return _page(desk, request, "search.html", query=q, matches=matches)
+
+    @app.get("/customers/{customer_id}", response_class=HTMLResponse)
+    async def customer(
+        request: Request,
+        desk: DeskDep,
+        _agent: Agent,
+        customer_id: str,
+        channel: Annotated[list[str] | None, Query()] = None,
+        type: Annotated[list[str] | None, Query()] = None,  # noqa: A002
+        cursor: str | None = None,
+    ) -> Response:
+        live_from = desk.feed.position  # before reading: what arrives meanwhile is sent live
+        profile = await desk.profiles.profile(customer_id)
+        if profile is None:
+            raise HTTPException(status_code=404, detail="no customer with this id")
+        if profile["customer_id"] != customer_id:
+            return RedirectResponse(f"/customers/{profile['customer_id']}", status_code=303)
+        page = await desk.profiles.journey(
+            customer_id, cursor=cursor, channels=channel or [], types=type or [], limit=PAGE_SIZE
+        )
+        options = reply_options(profile, desk.settings.desk_reply_channels)
+        now = datetime.now(UTC)
+        return _page(
+            desk,
+            request,
+            "customer.html",
+            profile=profile,
+            view=profile.get("view") or {},
+            conflicts=await desk.profiles.conflicts(customer_id),
+            rows=attach_statuses(page["entries"]),
+            next_cursor=page["next_cursor"],
+            paged=cursor is not None,
+            filters={"channel": channel or [], "type": type or []},
+            filter_channels=FILTER_CHANNELS,
+            filter_types=FILTER_TYPES,
+            live_from=live_from,
+            options=options,
+            default_channel=default_channel(profile, options),
+            warnings={
+                o.channel: refusal(
+                    profile,
+                    o,
+                    template=False,
+                    purpose="service",
+                    now=now,
+                    whatsapp_window=desk.settings.whatsapp_window,
+                )
+                for o in options
+            },
+            name=_display_name(profile),
+        )
+
+    @app.get("/customers/{customer_id}/live")
+    async def live(
+        request: Request,
+        desk: DeskDep,
+        _agent: Agent,
+        customer_id: str,
+        after: str = "",
+        channel: Annotated[list[str] | None, Query()] = None,
+        type: Annotated[list[str] | None, Query()] = None,  # noqa: A002
+    ) -> StreamingResponse:
+        """Server-Sent Events: each new entry of this customer as a rendered row."""
+        profile = await desk.profiles.profile(customer_id)
+        if profile is None:
+            raise HTTPException(status_code=404, detail="no customer with this id")
+        customers = {profile["customer_id"], *profile.get("merged_from", [])}
+        cursor = request.headers.get("last-event-id") or after
+        wanted = (set(channel or []), set(type or []))
+        return StreamingResponse(
+            _events(desk, request, cursor, customers, wanted),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    @app.post("/customers/{customer_id}/replies")
+    async def reply(
+        request: Request, desk: DeskDep, agent: Agent, customer_id: str
+    ) -> JSONResponse:
+        check_csrf(request, request.headers.get("x-csrf-token"))
+        try:
+            body = ReplyBody.model_validate(await request.json())
+        except (ValidationError, ValueError):
+            return JSONResponse({"error": "The reply is not complete."}, status_code=422)
+        profile = await desk.profiles.profile(customer_id)
+        if profile is None:
+            raise HTTPException(status_code=404, detail="no customer with this id")
+        return await _reply(desk, profile, body, agent)
+
+
+async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: str) -> JSONResponse:
+    """Check the provider's rules, then publish the command; the page shows it as pending
+    until the channel records it sent (or failed, with the provider's reason)."""
+    options = {o.channel: o for o in reply_options(profile, desk.settings.desk_reply_channels)}
+    option: ReplyOption | None = options.get(body.channel)
+    if option is None:
+        reason = f"The customer cannot be reached on {channel_name(body.channel)}."
+        return JSONResponse({"error": reason}, status_code=409)
+    template = (
+        Template(
+            name=body.template_name,
+            language=body.template_language,
+            parameters=body.template_parameters,
+        )
+        if body.template_name
+        else None
+    )
+    if not (body.text or "").strip() and template is None:
+        return JSONResponse({"error": "Write a message first."}, status_code=422)
+    why = refusal(
+        profile,
+        option,
+        template=template is not None,
+        purpose=body.purpose,
+        now=datetime.now(UTC),
+        whatsapp_window=desk.settings.whatsapp_window,
+    )
+    if why is not None:
+        return JSONResponse({"error": why}, status_code=409)
+    recent = await desk.profiles.journey(
+        profile["customer_id"], cursor=None, channels=[body.channel], types=["message"], limit=20
+    )
+    thread = thread_of(recent["entries"])
+    command = reply_command(
+        profile,
+        option,
+        text=(body.text or "").strip() or None,
+        template=template,
+        purpose="marketing" if body.purpose == "marketing" else "service",
+        agent=agent,
+        thread=thread,
+    )
+    try:
+        await publish_reply(desk.publisher, desk.sealer, command)
+    except PublishFailed:
+        return JSONResponse(
+            {"error": "The reply could not be queued (Kafka is not answering). Try again."},
+            status_code=503,
+        )
+    log.info("desk_reply_queued", agent=agent, channel=body.channel, command_id=command.id)
+    return JSONResponse(
+        {
+            "command_id": command.id,
+            "entry_id": command.sent_interaction_id(),
+            "failure_id": command.failure_provider_id(),
+            "channel": command.channel,
+        },
+        status_code=202,
+    )
+
+
+async def _events(
+    desk: Desk,
+    request: Request,
+    cursor: str,
+    customers: set[str],
+    wanted: tuple[set[str], set[str]],
+) -> AsyncIterator[str]:
+    channels, types = wanted
+    yield "retry: 1000\n\n"
+    try:
+        async for batch in desk.feed.follow(cursor, customers):
+            if await request.is_disconnected():
+                return
+            if not batch:
+                yield ": keep-alive\n\n"
+            for live in batch:
+                if _shown(live, channels, types):
+                    yield _event(desk, live)
+    except Gap:
+        yield f"event: resync\ndata: {json.dumps({'position': desk.feed.position})}\n\n"
+
+
+def _shown(live: LiveEntry, channels: set[str], types: set[str]) -> bool:
+    entry = live.entry
+    statuses_follow_messages = entry.get("type") == "message_status" and "message" in types
+    return (not channels or entry.get("channel") in channels) and (
+        not types or entry.get("type") in types or statuses_follow_messages
+    )
+
+
+def _event(desk: Desk, live: LiveEntry) -> str:
+    entry = row(live.entry)
+    html = desk.templates.get_template("entry.html").render(r=entry)
+    data = {
+        "id": entry["id"],
+        "type": entry["type"],
+        "occurred_at": entry["at"].isoformat(),
+        "provider_id": entry["provider_id"],
+        "status": (entry.get("payload") or {}).get("status"),
+        "error": (entry.get("payload") or {}).get("error"),
+        "html": html,
+    }
+    return f"id: {desk.feed.epoch}:{live.number}\nevent: entry\ndata: {json.dumps(data)}\n\n"
+
+
+def _display_name(profile: dict[str, Any]) -> str:
+    traits = (profile.get("view") or {}).get("traits") or {}
+    name = traits.get("name", {}).get("value")
+    if isinstance(name, str) and name:
+        return name
+    parts = [traits.get(k, {}).get("value") for k in ("first_name", "last_name")]
+    joined = " ".join(str(p) for p in parts if p)
+    if joined:
+        return joined
+    identities = profile.get("identifiers") or []
+    return str(identities[0]["value"]) if identities else str(profile["customer_id"])
+
+
+def _local(target: str) -> str:
+    """Only a path on this site: a sign-in link must not send the agent elsewhere."""
+    return target if target.startswith("/") and not target.startswith("//") else "/"

@@ -1,0 +1,146 @@
+"""Where and what an agent may send: the provider rules agents hit every day, checked before a
+command is published so the agent reads the reason at once.
+
+- A channel is offered only when the customer has an address on it (a phone for SMS and
+  WhatsApp, an email, a page-scoped id for Messenger and Instagram).
+- WhatsApp: free-form text only within the customer-service window after the customer's last
+  WhatsApp message; an approved template after that (the provider would refuse it: 131047).
+- A customer who opted out of a channel (SMS `STOP`: consent `contact` withdrawn) gets nothing
+  more on it (Twilio would refuse it: 21610).
+- Marketing needs the customer's consent to `marketing` on that channel (or on every channel).
+
+The providers enforce their own rules too: what slips through (a stale profile) comes back as a
+failed send with the provider's reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+ADDRESS_KINDS: Mapping[str, tuple[str, ...]] = {
+    "whatsapp": ("whatsapp_id", "phone"),
+    "sms": ("phone",),
+    "email": ("email",),
+    "messenger": ("messenger_psid",),
+    "instagram": ("instagram_sid",),
+}
+"""Per channel, the identifiers it can reach a customer at, the most specific first."""
+
+CHANNEL_NAMES: Mapping[str, str] = {
+    "whatsapp": "WhatsApp",
+    "sms": "SMS",
+    "email": "Email",
+    "messenger": "Messenger",
+    "instagram": "Instagram",
+    "voice": "Phone",
+    "web": "Web",
+    "app": "App",
+    "store": "Store",
+}
+
+
+def channel_name(channel: str) -> str:
+    return CHANNEL_NAMES.get(channel, channel.capitalize())
+
+
+@dataclass(frozen=True)
+class ReplyOption:
+    """One channel the agent can pick, with the address it would go to."""
+
+    channel: str
+    address_kind: str
+    address: str
+    last_inbound: datetime | None
+
+
+def reply_options(profile: Mapping[str, Any], channels: Sequence[str]) -> list[ReplyOption]:
+    """The channels among `channels` that the customer can be reached on."""
+    held: dict[str, str] = {}
+    for identity in profile.get("identifiers", []):
+        held.setdefault(identity["kind"], identity["value"])
+    last_inbound = _last_inbound(profile)
+    options = []
+    for channel in channels:
+        kind = next((k for k in ADDRESS_KINDS.get(channel, ()) if k in held), None)
+        if kind is not None:
+            options.append(ReplyOption(channel, kind, held[kind], last_inbound.get(channel)))
+    return options
+
+
+def default_channel(profile: Mapping[str, Any], options: Sequence[ReplyOption]) -> str | None:
+    """Where the customer last wrote in the open conversation (else anywhere, else the first
+    channel offered): a reply goes where the customer is now."""
+    if not options:
+        return None
+    conversation = (profile.get("view") or {}).get("conversation") or {}
+    in_conversation = set(conversation.get("channels") or [])
+    written = [o for o in options if o.last_inbound is not None]
+    for pool in ([o for o in written if o.channel in in_conversation], written):
+        if pool:
+            return max(pool, key=lambda o: o.last_inbound or EPOCH).channel
+    return options[0].channel
+
+
+def refusal(
+    profile: Mapping[str, Any],
+    option: ReplyOption,
+    *,
+    template: bool,
+    purpose: str,
+    now: datetime,
+    whatsapp_window: timedelta,
+) -> str | None:
+    """Why this message may not go out on this channel, or None when it may."""
+    consent = (profile.get("view") or {}).get("consent") or []
+    label = channel_name(option.channel)
+    withdrawn = _latest(consent, "contact", option.channel)
+    if withdrawn is not None and not withdrawn["granted"]:
+        day = _day(withdrawn["at"])
+        return f"The customer opted out of {label} on {day}: nothing more can be sent there."
+    if purpose == "marketing":
+        granted = _latest(consent, "marketing", option.channel)
+        if granted is None or not granted["granted"]:
+            return f"The customer has not consented to marketing on {label}."
+    if option.channel == "whatsapp" and not template:
+        last = option.last_inbound
+        if last is None or now - last > whatsapp_window:
+            since = (
+                "never wrote on WhatsApp" if last is None else f"last wrote {_ago(now - last)} ago"
+            )
+            hours = int(whatsapp_window.total_seconds() // 3600)
+            return (
+                f"Outside WhatsApp's {hours}-hour window: the customer {since}. "
+                "Only an approved template can be sent."
+            )
+    return None
+
+
+def _last_inbound(profile: Mapping[str, Any]) -> dict[str, datetime]:
+    raw = (profile.get("view") or {}).get("last_inbound") or {}
+    return {channel: datetime.fromisoformat(at) for channel, at in raw.items()}
+
+
+def _latest(
+    consent: Sequence[Mapping[str, Any]], purpose: str, channel: str
+) -> Mapping[str, Any] | None:
+    """The latest consent state for `purpose` on this channel or on every channel."""
+    relevant = [
+        c for c in consent if c["purpose"] == purpose and c.get("channel") in (channel, None)
+    ]
+    return max(relevant, key=lambda c: c["at"], default=None)
+
+
+def _day(at: str) -> str:
+    return datetime.fromisoformat(at).strftime("%d %b %Y")
+
+
+def _ago(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    if hours < 48:
+        return f"{int(hours)} hours"
+    return f"{int(hours // 24)} days"

@@ -1,0 +1,82 @@
+"""Replies: what the agent writes becomes an `OutboundCommand` on `outbound`, in the customer's
+open conversation, to the address of the channel picked; the channel service sends it once."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from agent_desk.policy import ReplyOption
+from hilo.contract import Conversation, Identifiers, conversation_id
+from hilo.contract.outbound import OutboundCommand, OutboundMessage, Purpose, Template
+from hilo.kafka import KafkaPublisher
+from hilo.outbound import command_record
+from hilo.sealing import Sealer
+
+
+@dataclass(frozen=True)
+class Thread:
+    """What the reply answers on its channel: the provider's message id and subject (email)."""
+
+    reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    subject: str | None = None
+
+
+def thread_of(entries: list[Mapping[str, Any]]) -> Thread:
+    """The latest inbound message of a channel's journey page (newest first) and its thread."""
+    inbound = [
+        e for e in entries if e["type"] == "message" and e["payload"].get("direction") == "inbound"
+    ]
+    if not inbound:
+        return Thread()
+    latest = inbound[0]["payload"]
+    earlier = [e["payload"]["provider_message_id"] for e in reversed(inbound[1:])]
+    subject = latest.get("subject")
+    if subject and not subject.lower().startswith("re:"):
+        subject = f"Re: {subject}"
+    return Thread(latest["provider_message_id"], tuple(earlier), subject)
+
+
+def reply_command(
+    profile: Mapping[str, Any],
+    option: ReplyOption,
+    *,
+    text: str | None,
+    template: Template | None,
+    purpose: Purpose,
+    agent: str,
+    thread: Thread,
+) -> OutboundCommand:
+    """The command for this reply, continuing the open conversation whatever its channel."""
+    command_id = str(uuid.uuid4())
+    conversation = ((profile.get("view") or {}).get("conversation")) or {}
+    ids = conversation.get("conversation_ids") or []
+    own = conversation_id(option.channel, f"desk:{command_id}")
+    return OutboundCommand(
+        id=command_id,
+        customer_id=str(profile["customer_id"]),
+        channel=option.channel,
+        identifiers=Identifiers.model_validate({option.address_kind: option.address}),
+        conversation=Conversation(id=ids[-1], continues=ids[-1]) if ids else Conversation(id=own),
+        payload=OutboundMessage(
+            text=text,
+            subject=thread.subject,
+            template=template,
+            purpose=purpose,
+            reply_to_provider_message_id=thread.reply_to,
+            references=list(thread.references),
+        ),
+        requested_by=agent,
+        requested_at=datetime.now(UTC),
+    )
+
+
+async def publish_reply(
+    publisher: KafkaPublisher, sealer: Sealer, command: OutboundCommand
+) -> None:
+    """Publish the command; `PublishFailed` when Kafka did not take it (nothing was sent)."""
+    await publisher.publish_records([await command_record(command, sealer)])

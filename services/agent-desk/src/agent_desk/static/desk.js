@@ -1,0 +1,144 @@
+// The live timeline and the reply box of the customer page.
+"use strict";
+
+const STATUS_RANK = { sending: 0, sent: 1, delivered: 2, read: 3, failed: 4 };
+
+function fromHtml(html) {
+  const holder = document.createElement("template");
+  holder.innerHTML = html.trim();
+  return holder.content.firstElementChild;
+}
+
+function place(timeline, item) {
+  // Newest first, by when it happened: a late entry lands where it belongs.
+  const at = item.dataset.occurred;
+  for (const other of timeline.children) {
+    if (other.dataset.occurred < at) {
+      timeline.insertBefore(item, other);
+      return;
+    }
+  }
+  timeline.appendChild(item);
+}
+
+function setStatus(item, status, error) {
+  const chip = item.querySelector("[data-status]");
+  const current = chip.dataset.value || "";
+  if ((STATUS_RANK[status] ?? 0) < (STATUS_RANK[current] ?? -1)) return;
+  chip.dataset.value = status;
+  chip.className = "status s-" + status;
+  chip.textContent = error ? status + ": " + error : status;
+}
+
+function onEntry(timeline, data) {
+  document.getElementById("empty")?.remove();
+  const existing = document.getElementById("e-" + data.id);
+  if (existing && !existing.classList.contains("pending")) return; // shown already
+  if (data.type === "message_status" && data.provider_id) {
+    const message = timeline.querySelector(`[data-provider-id="${CSS.escape(data.provider_id)}"]`);
+    if (message && message.dataset.type !== "message_status") {
+      setStatus(message, data.status, data.error);
+      return;
+    }
+  }
+  const item = fromHtml(data.html);
+  item.classList.add("arrived");
+  if (existing) {
+    const chip = existing.querySelector("[data-status]");
+    existing.replaceWith(item);
+    if (chip.dataset.value === "failed") setStatus(item, "failed", chip.textContent);
+  } else {
+    place(timeline, item);
+  }
+  window.hiloLive.received += 1;
+}
+
+function follow(timeline) {
+  window.hiloLive = { connected: false, received: 0 };
+  const state = document.getElementById("live-state");
+  const url = `${timeline.dataset.live}?after=${encodeURIComponent(timeline.dataset.after)}${timeline.dataset.filters}`;
+  const source = new EventSource(url);
+  source.onopen = () => {
+    window.hiloLive.connected = true;
+    state.textContent = "live";
+    state.classList.remove("off");
+  };
+  source.onerror = () => {
+    window.hiloLive.connected = false;
+    state.textContent = "reconnecting…";
+    state.classList.add("off");
+  };
+  source.addEventListener("entry", (event) => onEntry(timeline, JSON.parse(event.data)));
+  source.addEventListener("resync", () => window.location.reload());
+}
+
+function pendingRow(answer, text, channelLabel) {
+  const item = fromHtml(`<li class="entry type-message outbound pending" data-type="message">
+    <div class="meta"><time></time><span class="badge"></span><span class="kind">Message</span>
+    <span class="status s-sending" data-status data-value="sending">sending</span></div>
+    <div class="summary">Outbound reply</div><div class="text"></div></li>`);
+  item.id = "e-" + answer.entry_id;
+  item.dataset.providerId = answer.failure_id;
+  item.dataset.occurred = new Date().toISOString();
+  item.querySelector("time").textContent = "just now";
+  const badge = item.querySelector(".badge");
+  badge.textContent = channelLabel;
+  badge.classList.add("ch-" + answer.channel);
+  item.querySelector(".text").textContent = text;
+  return item;
+}
+
+function replies(form) {
+  const select = document.getElementById("reply-channel");
+  const warning = document.getElementById("reply-warning");
+  const result = document.getElementById("reply-result");
+  const showWarning = () => {
+    const text = select.selectedOptions[0]?.dataset.warning || "";
+    warning.textContent = text;
+    warning.hidden = !text;
+    if (text.includes("template")) document.getElementById("template-box").open = true;
+  };
+  select.addEventListener("change", showWarning);
+  showWarning();
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const body = {
+      channel: data.get("channel"),
+      text: data.get("text") || null,
+      template_name: data.get("template_name") || null,
+      template_language: data.get("template_language") || "en_US",
+      template_parameters: (data.get("template_parameters") || "").split(",").map((p) => p.trim()).filter(Boolean),
+      purpose: data.get("marketing") ? "marketing" : "service",
+    };
+    result.textContent = "Sending…";
+    result.className = "";
+    const response = await fetch(`/customers/${form.dataset.customer}/replies`, {
+      method: "POST",
+      headers: {
+        "Content-Type": "application/json",
+        "X-CSRF-Token": document.querySelector('meta[name="csrf-token"]').content,
+      },
+      body: JSON.stringify(body),
+    });
+    const answer = await response.json().catch(() => ({ error: "The desk did not answer." }));
+    if (!response.ok) {
+      result.textContent = answer.error || answer.detail || `Refused (${response.status}).`;
+      result.className = "error";
+      return;
+    }
+    result.textContent = `Queued on ${select.selectedOptions[0].textContent.split(" · ")[0]}.`;
+    const timeline = document.getElementById("timeline");
+    if (!document.getElementById("e-" + answer.entry_id)) {
+      place(timeline, pendingRow(answer, body.text || `[template ${body.template_name}]`, select.selectedOptions[0].textContent.split(" · ")[0]));
+    }
+    form.querySelector("textarea").value = "";
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const timeline = document.getElementById("timeline");
+  if (timeline?.dataset.live) follow(timeline);
+  const form = document.getElementById("reply-form");
+  if (form) replies(form);
+});

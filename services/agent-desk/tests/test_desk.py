@@ -1,0 +1,293 @@
+"""The desk against the real stack: Kafka, MongoDB, the customer-profile service (in-process,
+on a real port), the desk on a real port; read as a browser reads it (HTML, SSE)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import httpx
+import pytest
+from pydantic_extra_types.currency_code import ISO4217
+
+from agent_desk.testing import csrf_of, desk_settings, running_desk, signed_in
+from customer_profile.testing import API_KEY, RunningProfileService, running_profile_service
+from hilo.contract import (
+    CallHappened,
+    CallStatus,
+    ConsentChanged,
+    Direction,
+    Fulfilment,
+    Identifiers,
+    Interaction,
+    LineItem,
+    MessageExchanged,
+    Money,
+    OrderPlaced,
+    SalesChannel,
+    new_interaction,
+)
+from hilo.contract.outbound import OutboundCommand
+from hilo.mongo import create_mongo_client
+from hilo.sealing import create_sealer
+from hilo.settings import HiloSettings
+from hilo.testkit.probes import read_topic
+from hilo.testkit.serving import served
+from hilo.topics import Topic, topic_name
+
+PHONE = "+34612345678"
+
+
+def message(n: int, channel: str, text: str, *, ago: timedelta, **ids: str) -> Interaction:
+    return new_interaction(
+        channel=channel,
+        instance="test",
+        provider_event_id=f"msg-{channel}-{n}",
+        identifiers=Identifiers.model_validate(ids or {"phone": PHONE}),
+        payload=MessageExchanged(
+            direction=Direction.INBOUND, text=text, provider_message_id=f"{channel}-{n}"
+        ),
+        occurred_at=datetime.now(UTC) - ago,
+    )
+
+
+def pickup_order() -> Interaction:
+    return new_interaction(
+        channel="web",
+        instance="test",
+        provider_event_id="order-1",
+        identifiers=Identifiers(email="Ana@Example.com", phone=PHONE),
+        payload=OrderPlaced(
+            order_id="WEB-7731",
+            sold_via=SalesChannel.ONLINE,
+            fulfilment=Fulfilment.STORE_PICKUP,
+            store_id="BCN-01",
+            items=[LineItem(sku="SKU-1", name="Red shoes", quantity=1)],
+            total=Money(amount=Decimal("59.90"), currency=ISO4217("EUR")),
+        ),
+        occurred_at=datetime.now(UTC) - timedelta(hours=3),
+    )
+
+
+def dropped_call() -> Interaction:
+    return new_interaction(
+        channel="voice",
+        instance="test",
+        provider_event_id="call-1",
+        identifiers=Identifiers(phone=PHONE),
+        payload=CallHappened(
+            direction=Direction.INBOUND, status=CallStatus.DROPPED, provider_call_id="CA1"
+        ),
+        occurred_at=datetime.now(UTC) - timedelta(minutes=20),
+    )
+
+
+@dataclass
+class Stack:
+    profile: RunningProfileService
+    desk_url: str
+
+
+@asynccontextmanager
+async def stack(settings: HiloSettings) -> AsyncIterator[Stack]:
+    async with (
+        running_profile_service(settings) as profile,
+        served(profile.service.app, lifespan="off") as profile_url,
+        running_desk(desk_settings(settings, profile_url, API_KEY)) as desk_url,
+    ):
+        yield Stack(profile, desk_url)
+
+
+@pytest.fixture
+async def running(settings: HiloSettings, topics: list[str]) -> AsyncIterator[Stack]:
+    async with stack(settings) as running:
+        yield running
+
+
+async def test_nothing_is_readable_without_signing_in_and_forms_need_their_token(
+    running: Stack,
+) -> None:
+    async with httpx.AsyncClient(base_url=running.desk_url) as anonymous:
+        page = await anonymous.get("/", headers={"Accept": "text/html"})
+        customer = await anonymous.get("/customers/anyone", headers={"Accept": "text/html"})
+        stream = await anonymous.get("/customers/anyone/live")
+        reply = await anonymous.post("/customers/anyone/replies", json={"channel": "sms"})
+        form = await anonymous.get("/login")
+        no_token = await anonymous.post("/login", data={"agent": "ana.agent", "password": "x"})
+        wrong = await anonymous.post(
+            "/login",
+            data={"agent": "ana.agent", "password": "wrong", "csrf": csrf_of(form.text)},
+        )
+
+    assert page.status_code == 303
+    assert page.headers["location"] == "/login?next=/"
+    assert customer.status_code == 303
+    assert stream.status_code == 401
+    assert reply.status_code == 401
+    assert no_token.status_code == 403
+    assert wrong.status_code == 401
+    assert "Unknown agent or wrong password" in wrong.text
+
+    async with signed_in(running.desk_url) as client:
+        inbox = await client.get("/")
+        cookie = next(c for c in client.cookies.jar if c.name == "hilo_desk")
+        forged = await client.post(
+            "/customers/anyone/replies", json={"channel": "sms"}, headers={"X-CSRF-Token": "x"}
+        )
+        await client.post("/logout", data={"csrf": csrf_of(inbox.text)})
+        after = await client.get("/")
+
+    assert inbox.status_code == 200
+    assert "Open conversations" in inbox.text
+    assert cookie.has_nonstandard_attr("httponly")
+    assert forged.status_code == 403
+    assert after.status_code == 303
+
+
+async def test_an_agent_finds_a_customer_sees_every_channel_live_and_replies(
+    running: Stack, settings: HiloSettings
+) -> None:
+    svc = running.profile
+    await svc.publish(
+        [
+            pickup_order(),
+            dropped_call(),
+            message(1, "whatsapp", "Hola, my call dropped", ago=timedelta(minutes=10)),
+        ]
+    )
+    await svc.wait_for_entries(3)
+    async with signed_in(running.desk_url) as client:
+        found = await client.get("/search", params={"q": "0034 612 34 56 78"})
+        by_email = await client.get("/search", params={"q": " ANA@example.COM "})
+        by_order = await client.get("/search", params={"q": "WEB-7731"})
+        page = await client.get(found.headers["location"])
+        inbox = await client.get("/")
+
+        customer_path = found.headers["location"]
+        assert by_email.headers["location"] == customer_path
+        assert by_order.headers["location"] == customer_path
+        assert page.status_code == 200
+        for shown in ("Click &amp; collect at BCN-01", "Hola, my call dropped", "dropped"):
+            assert shown in page.text
+        assert "Started on <strong>Phone</strong>" in page.text
+        assert "continued on <strong>WhatsApp</strong>" in page.text
+        assert customer_path in inbox.text
+        after = re.search(r'data-after="([^"]+)"', page.text)
+        assert after
+
+        live = message(2, "whatsapp", "Are you there?", ago=timedelta(0))
+        async with client.stream(
+            "GET", f"{customer_path}/live", params={"after": after.group(1)}
+        ) as stream:
+            await svc.publish([live])
+            event_id, data = await next_entry(stream)
+        assert data["id"] == live.id
+        assert "Are you there?" in str(data["html"])
+
+        later = message(3, "whatsapp", "Hello?", ago=timedelta(0))
+        await svc.publish([later])
+        async with client.stream(
+            "GET", f"{customer_path}/live", headers={"Last-Event-ID": event_id}
+        ) as resumed:
+            _, missed = await next_entry(resumed)
+        assert missed["id"] == later.id, "the reconnect resent an entry or skipped one"
+
+        reply = await client.post(
+            f"{customer_path}/replies",
+            json={"channel": "sms", "text": "Sorry about the call, your order is ready."},
+            headers={"X-CSRF-Token": csrf_of(page.text)},
+        )
+    assert reply.status_code == 202, reply.text
+    command = await published_command(settings)
+    assert command.id == reply.json()["command_id"]
+    assert command.channel == "sms"
+    assert command.identifiers.phone == PHONE
+    assert command.payload.text == "Sorry about the call, your order is ready."
+    assert command.conversation is not None
+    profile = await svc.get(f"/v1/customers/{command.customer_id}")
+    assert command.conversation.id in profile["view"]["conversation"]["conversation_ids"]
+
+
+async def test_replies_that_break_a_provider_rule_are_refused_with_the_reason(
+    running: Stack,
+) -> None:
+    svc = running.profile
+    stale = message(1, "whatsapp", "Old question", ago=timedelta(hours=30), phone="+34699000111")
+    opted_out = new_interaction(
+        channel="sms",
+        instance="test",
+        provider_event_id="stop-1",
+        identifiers=Identifiers(phone="+34699000111"),
+        payload=ConsentChanged(purpose="contact", granted=False, channel="sms"),
+        occurred_at=datetime.now(UTC) - timedelta(hours=1),
+    )
+    await svc.publish([stale, opted_out])
+    await svc.wait_for_entries(2)
+    customer = await svc.customer_of("phone", "+34699000111")
+    async with signed_in(running.desk_url) as client:
+        page = await client.get(f"/customers/{customer}")
+        headers = {"X-CSRF-Token": csrf_of(page.text)}
+        whatsapp = await client.post(
+            f"/customers/{customer}/replies",
+            json={"channel": "whatsapp", "text": "Hi again"},
+            headers=headers,
+        )
+        sms = await client.post(
+            f"/customers/{customer}/replies", json={"channel": "sms", "text": "Hi"}, headers=headers
+        )
+        email = await client.post(
+            f"/customers/{customer}/replies",
+            json={"channel": "email", "text": "Hi"},
+            headers=headers,
+        )
+        template = await client.post(
+            f"/customers/{customer}/replies",
+            json={"channel": "whatsapp", "template_name": "order_update"},
+            headers=headers,
+        )
+
+    assert whatsapp.status_code == 409
+    assert whatsapp.json()["error"] == (
+        "Outside WhatsApp's 24-hour window: the customer last wrote 30 hours ago. "
+        "Only an approved template can be sent."
+    )
+    assert sms.status_code == 409
+    assert sms.json()["error"].startswith("The customer opted out of SMS on ")
+    assert email.status_code == 409
+    assert email.json()["error"] == "The customer cannot be reached on Email."
+    assert template.status_code == 202
+
+
+async def next_entry(stream: httpx.Response) -> tuple[str, dict[str, object]]:
+    """The next `entry` event of an SSE stream (within 15 s): its id and data."""
+    event: dict[str, str] = {}
+    async with asyncio.timeout(15):
+        async for line in stream.aiter_lines():
+            if line == "":
+                if event.get("event") == "entry":
+                    return event["id"], json.loads(event["data"])
+                event = {}
+                continue
+            field, _, value = line.partition(": ")
+            event[field] = value
+    raise AssertionError("the stream ended without an entry event")
+
+
+async def published_command(settings: HiloSettings) -> OutboundCommand:
+    (record,) = await read_topic(
+        settings.kafka_bootstrap_servers, topic_name(Topic.OUTBOUND, settings), expected=1
+    )
+    client = create_mongo_client(settings)
+    try:
+        (opened,) = await create_sealer(settings, client).open_all([record.value])
+    finally:
+        await client.close()
+    assert isinstance(opened, dict)
+    assert "+34612345678" not in (record.value or b"").decode()
+    return OutboundCommand.model_validate(opened)
