@@ -258,15 +258,11 @@ def _routes(app: FastAPI) -> None:
         page = await desk.profiles.journey(
             customer_id, cursor=cursor, channels=channel or [], types=type or [], limit=PAGE_SIZE
         )
-        options = reply_options(profile, desk.settings.desk_reply_channels)
-        now = datetime.now(UTC)
         return _page(
             desk,
             request,
             "customer.html",
-            profile=profile,
-            view=profile.get("view") or {},
-            conflicts=await desk.profiles.conflicts(customer_id),
+            **await _panels(desk, profile),
             rows=attach_statuses(page["entries"]),
             next_cursor=page["next_cursor"],
             paged=cursor is not None,
@@ -274,21 +270,18 @@ def _routes(app: FastAPI) -> None:
             filter_channels=FILTER_CHANNELS,
             filter_types=FILTER_TYPES,
             live_from=live_from,
-            options=options,
-            default_channel=default_channel(profile, options),
-            warnings={
-                o.channel: refusal(
-                    profile,
-                    o,
-                    template=False,
-                    purpose="service",
-                    now=now,
-                    whatsapp_window=desk.settings.whatsapp_window,
-                )
-                for o in options
-            },
-            name=_display_name(profile),
         )
+
+    @app.get("/customers/{customer_id}/panels", response_class=HTMLResponse)
+    async def panels(
+        request: Request, desk: DeskDep, _agent: Agent, customer_id: str
+    ) -> HTMLResponse:
+        """The customer's side panels as they are now: the page refreshes them when a live
+        entry changes the conversation, the cart, the orders or what a reply may do."""
+        profile = await desk.profiles.profile(customer_id)
+        if profile is None:
+            raise HTTPException(status_code=404, detail="no customer with this id")
+        return _page(desk, request, "panels.html", **await _panels(desk, profile))
 
     @app.get("/customers/{customer_id}/live")
     async def live(
@@ -432,6 +425,31 @@ def _event(desk: Desk, live: LiveEntry) -> str:
         "html": html,
     }
     return f"id: {desk.feed.epoch}:{live.number}\nevent: entry\ndata: {json.dumps(data)}\n\n"
+
+
+async def _panels(desk: Desk, profile: dict[str, Any]) -> dict[str, Any]:
+    """What the side panels and the reply box show about the customer right now."""
+    options = reply_options(profile, desk.settings.desk_reply_channels)
+    now = datetime.now(UTC)
+    return {
+        "profile": profile,
+        "view": profile.get("view") or {},
+        "name": _display_name(profile),
+        "conflicts": await desk.profiles.conflicts(profile["customer_id"]),
+        "options": options,
+        "default_channel": default_channel(profile, options),
+        "warnings": {
+            o.channel: refusal(
+                profile,
+                o,
+                template=False,
+                purpose="service",
+                now=now,
+                whatsapp_window=desk.settings.whatsapp_window,
+            )
+            for o in options
+        },
+    }
 
 
 def _display_name(profile: dict[str, Any]) -> str:

@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from typing import Annotated
 
-from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
+from pydantic import AnyHttpUrl, BeforeValidator, Field, SecretStr, model_validator
+from pydantic_settings import NoDecode
 
-from hilo.settings import CommaSeparated, HiloSettings, SecretList
+from hilo.settings import CommaSeparated, HiloSettings
 
 REPLY_CHANNELS = ["whatsapp", "sms", "email", "messenger", "instagram"]
+
+
+_NEXT_AGENT = re.compile(r",\s*(?=[^,:$\s]+:)")
+"""A comma that starts another `agent-id:` entry: argon2 hashes have commas of their own
+(`$m=65536,t=3,p=4$`, never followed by a colon), so splitting on every comma would cut each
+hash in three."""
+
+
+def _split_agents(value: object) -> object:
+    if isinstance(value, str):
+        return [entry.strip() for entry in _NEXT_AGENT.split(value) if entry.strip()]
+    return value
+
+
+AgentList = Annotated[list[SecretStr], NoDecode, BeforeValidator(_split_agents)]
 
 
 class DeskSettings(HiloSettings):
     service_name: str = "agent-desk"
     http_host: str = Field(default="0.0.0.0", description="Address to listen on.")  # noqa: S104
     http_port: int = Field(default=8090, ge=1, le=65535)
-    desk_agents: SecretList = Field(
+    desk_agents: AgentList = Field(
         default_factory=list,
         description="Comma-separated `agent-id:argon2-hash` pairs, one per agent who may sign in "
         "(make a hash with `agent-desk hash-password`).",

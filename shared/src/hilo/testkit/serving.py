@@ -38,7 +38,13 @@ async def served(
     """
     port = port or free_port()
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, lifespan=lifespan
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan=lifespan,
+        timeout_graceful_shutdown=3,  # an open event stream (a browser's) never ends by itself
     )
     server = InLoopServer(config)
     task = asyncio.create_task(server.serve())

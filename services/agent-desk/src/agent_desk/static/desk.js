@@ -38,6 +38,7 @@ function onEntry(timeline, data) {
     const message = timeline.querySelector(`[data-provider-id="${CSS.escape(data.provider_id)}"]`);
     if (message && message.dataset.type !== "message_status") {
       setStatus(message, data.status, data.error);
+      window.hiloLive.received += 1;
       return;
     }
   }
@@ -51,6 +52,31 @@ function onEntry(timeline, data) {
     place(timeline, item);
   }
   window.hiloLive.received += 1;
+  refreshPanels();
+}
+
+let refreshTimer = null;
+
+function refreshPanels() {
+  // A new entry may change the conversation, cart, orders or what a reply may do: re-read them.
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(async () => {
+    const current = document.getElementById("panels");
+    const form = document.getElementById("reply-form");
+    if (!current || !form) return;
+    const response = await fetch(`/customers/${form.dataset.customer}/panels`, { headers: { Accept: "text/html" } });
+    if (!response.ok) return;
+    const fresh = fromHtml(await response.text());
+    current.replaceWith(fresh);
+    const warnings = JSON.parse(fresh.dataset.warnings || "{}");
+    const select = document.getElementById("reply-channel");
+    for (const option of select.options) {
+      option.dataset.warning = warnings[option.value] || "";
+    }
+    // Until the agent picks one, the reply goes where the customer last wrote.
+    if (!select.dataset.picked && fresh.dataset.default) select.value = fresh.dataset.default;
+    select.dispatchEvent(new Event("change"));
+  }, 400);
 }
 
 function follow(timeline) {
@@ -99,6 +125,7 @@ function replies(form) {
     if (text.includes("template")) document.getElementById("template-box").open = true;
   };
   select.addEventListener("change", showWarning);
+  select.addEventListener("input", () => { select.dataset.picked = "yes"; });
   showWarning();
   form.addEventListener("submit", async (event) => {
     event.preventDefault();

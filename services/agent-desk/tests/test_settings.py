@@ -1,0 +1,31 @@
+"""HILO_DESK_AGENTS as operators write it: `agent-desk hash-password` output, comma-separated."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent_desk.auth import Agents, hash_password
+from agent_desk.settings import DeskSettings
+
+
+def test_agents_with_real_hashes_are_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ana, bo = hash_password("ana's password"), hash_password("bo's password")
+    assert "," in ana, "argon2 hashes carry their parameters, comma-separated"
+    monkeypatch.setenv("HILO_DESK_AGENTS", f"ana:{ana}, bo:{bo}")
+
+    agents = Agents(DeskSettings().desk_agents)
+
+    assert agents.verify("ana", "ana's password")
+    assert agents.verify("bo", "bo's password")
+    assert not agents.verify("bo", "ana's password")
+
+
+def test_a_broken_entry_is_refused_rather_than_merged_into_its_neighbour(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HILO_DESK_AGENTS", f"ana:{hash_password('x')},bo:not-a-hash")
+
+    with pytest.raises(ValueError, match="agent-id"):
+        Agents(DeskSettings().desk_agents)
