@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install test test-fast faults fuzz lint fmt schema infra-prepare infra-up infra-down run simulate run-profile bench env-example clean
+.PHONY: help install test test-fast faults fuzz lint fmt schema infra-prepare browser-prepare infra-up infra-down run simulate run-profile bench env-example clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -33,7 +33,16 @@ install: $(VENV)/.installed ## Create .venv with every package at its locked ver
 infra-prepare: install ## Fetch Kafka's jars and install SecantusDB into ~/.cache/hilo (once)
 	$(BIN)/hilo-infra prepare
 
-test: install infra-prepare ## Run every test against real Kafka and a MongoDB-wire server
+browser-prepare: ## Install Debian's chromium for the browser tests of the agent desk (once; needs root)
+	@command -v chromium >/dev/null 2>&1 || [ -x "$${CHROMIUM_PATH:-/usr/lib/chromium/chromium}" ] || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing chromium (Debian package) for the browser tests"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "chromium is missing: run 'sudo apt-get install chromium' (or set CHROMIUM_PATH)" >&2; exit 1; \
+		fi; }
+
+test: install infra-prepare browser-prepare ## Run every test against real Kafka and a MongoDB-wire server
 	$(BIN)/pytest
 
 faults: install infra-prepare ## The fault matrix: each injection point x20, 20 kill -9 runs, an erasure with Kafka down 30 s

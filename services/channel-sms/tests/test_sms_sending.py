@@ -4,15 +4,11 @@ database, with Twilio stood in for by a local server speaking its API (`hilo.tes
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
 from urllib.parse import urlencode
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from prometheus_client import REGISTRY
 from pydantic import SecretStr, ValidationError
@@ -40,6 +36,7 @@ from hilo.testkit.contract_check import published_interactions
 from hilo.testkit.local_infra import free_port
 from hilo.testkit.probes import eventually
 from hilo.testkit.samples import sample_command
+from hilo.testkit.serving import served
 from hilo.testkit.signing import twilio_signed
 from hilo.testkit.standins.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioStandIn
 
@@ -81,32 +78,6 @@ async def broker(settings: HiloSettings, topics: list[str]) -> AsyncIterator[Kaf
     await kafka.start()
     yield kafka
     await kafka.stop()
-
-
-class _InLoopServer(uvicorn.Server):
-    """uvicorn in the test's event loop, leaving signals to pytest."""
-
-    @contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-@asynccontextmanager
-async def served(app: FastAPI, port: int) -> AsyncIterator[None]:
-    """The channel on a real port, where the stand-in's status callbacks reach it."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
-    )
-    server = _InLoopServer(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "the channel did not start"
-        await asyncio.sleep(0.05)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        await task
 
 
 def sender_through(

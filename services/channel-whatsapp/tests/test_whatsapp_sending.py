@@ -8,14 +8,10 @@ secret. The channel runs as it does in production: over HTTP, consuming `outboun
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
@@ -35,6 +31,7 @@ from hilo.testkit.contract_check import published_interactions
 from hilo.testkit.local_infra import free_port
 from hilo.testkit.probes import eventually
 from hilo.testkit.samples import sample_command
+from hilo.testkit.serving import served
 from hilo.testkit.standins.whatsapp import WhatsAppStandIn
 
 SECRET = "app-secret-for-tests"
@@ -61,23 +58,6 @@ def whatsapp_settings(settings: HiloSettings, cloud: WhatsAppStandIn) -> WhatsAp
     )
 
 
-@asynccontextmanager
-async def serving(app: FastAPI, port: int) -> AsyncIterator[None]:
-    """The app over HTTP on 127.0.0.1:`port`, in this event loop, its lifespan run."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            raise RuntimeError(f"the channel did not start: {task.exception()!r}")
-        await asyncio.sleep(0.02)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        await task
-
-
 @pytest.fixture
 async def channel(
     settings: HiloSettings, topics: list[str], cloud: WhatsAppStandIn
@@ -85,7 +65,7 @@ async def channel(
     """channel-whatsapp sending through the stand-in, which sends it its status webhooks."""
     port = free_port()
     cloud.webhook_url = f"http://127.0.0.1:{port}/webhooks/whatsapp"
-    async with serving(create_app(whatsapp_settings(settings, cloud)), port):
+    async with served(create_app(whatsapp_settings(settings, cloud)), port):
         yield
 
 
