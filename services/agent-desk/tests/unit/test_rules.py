@@ -1,0 +1,172 @@
+"""The desk's rules and bookkeeping, without infrastructure: reply policy, status folding,
+search readings, the live feed's gap detection, passwords."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from agent_desk.auth import Agents, hash_password
+from agent_desk.live import Gap, JourneyFeed
+from agent_desk.policy import default_channel, refusal, reply_options
+from agent_desk.search import readings
+from agent_desk.timeline import attach_statuses
+from hilo.sealing import InMemoryKeys, Sealer
+from hilo.settings import HiloSettings
+
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+WINDOW = timedelta(hours=24)
+
+
+def profile(**view: Any) -> dict[str, Any]:
+    return {
+        "customer_id": "c1",
+        "identifiers": [
+            {"kind": "email", "value": "ana@example.com"},
+            {"kind": "phone", "value": "+34612345678"},
+        ],
+        "view": view,
+    }
+
+
+def at(hours_ago: float) -> str:
+    return (NOW - timedelta(hours=hours_ago)).isoformat()
+
+
+def why(
+    p: dict[str, Any], channel: str, *, template: bool = False, purpose: str = "service"
+) -> str | None:
+    option = next(o for o in reply_options(p, ["whatsapp", "sms", "email"]) if o.channel == channel)
+    return refusal(p, option, template=template, purpose=purpose, now=NOW, whatsapp_window=WINDOW)
+
+
+def test_channels_are_offered_where_the_customer_has_an_address() -> None:
+    options = reply_options(profile(), ["whatsapp", "sms", "email", "messenger"])
+
+    assert [(o.channel, o.address) for o in options] == [
+        ("whatsapp", "+34612345678"),
+        ("sms", "+34612345678"),
+        ("email", "ana@example.com"),
+    ]
+
+
+def test_the_reply_goes_where_the_customer_last_wrote_in_the_open_conversation() -> None:
+    p = profile(
+        last_inbound={"email": at(1), "whatsapp": at(3), "sms": at(50)},
+        conversation={"channels": ["voice", "whatsapp"]},
+    )
+
+    assert default_channel(p, reply_options(p, ["sms", "whatsapp", "email"])) == "whatsapp"
+    assert default_channel(profile(), reply_options(profile(), ["sms", "email"])) == "sms"
+
+
+def test_whatsapp_text_only_inside_the_window_and_templates_always() -> None:
+    inside = profile(last_inbound={"whatsapp": at(23)})
+    outside = profile(last_inbound={"whatsapp": at(25)})
+
+    assert why(inside, "whatsapp") is None
+    assert why(outside, "whatsapp") == (
+        "Outside WhatsApp's 24-hour window: the customer last wrote 25 hours ago. "
+        "Only an approved template can be sent."
+    )
+    assert why(profile(), "whatsapp") is not None
+    assert why(outside, "whatsapp", template=True) is None
+
+
+def test_an_opt_out_blocks_its_channel_until_the_customer_opts_in_again() -> None:
+    stop = {"purpose": "contact", "channel": "sms", "granted": False, "at": at(5)}
+    start = {"purpose": "contact", "channel": "sms", "granted": True, "at": at(1)}
+
+    assert why(profile(consent=[stop]), "sms") == (
+        "The customer opted out of SMS on 02 Dec 2026: nothing more can be sent there."
+    )
+    assert why(profile(consent=[stop]), "email") is None
+    assert why(profile(consent=[stop, start]), "sms") is None
+
+
+def test_marketing_needs_consent_for_that_channel_or_every_channel() -> None:
+    everywhere = {"purpose": "marketing", "channel": None, "granted": True, "at": at(5)}
+    email_off = {"purpose": "marketing", "channel": "email", "granted": False, "at": at(1)}
+
+    assert why(profile(), "sms", purpose="marketing") == (
+        "The customer has not consented to marketing on SMS."
+    )
+    assert why(profile(consent=[everywhere]), "sms", purpose="marketing") is None
+    assert why(profile(consent=[everywhere, email_off]), "email", purpose="marketing") is not None
+
+
+def entry(n: int, kind: str, **payload: Any) -> dict[str, Any]:
+    return {
+        "id": f"e{n}",
+        "occurred_at": at(n),
+        "channel": "sms",
+        "type": kind,
+        "summary": kind,
+        "payload": {"kind": kind, **payload},
+    }
+
+
+def test_statuses_fold_into_their_message_and_the_furthest_one_wins() -> None:
+    rows = attach_statuses(
+        [
+            entry(1, "message_status", provider_message_id="SM1", status="read"),
+            entry(2, "message_status", provider_message_id="SM1", status="delivered"),
+            entry(3, "message", provider_message_id="SM1", direction="outbound", text="Hi"),
+            entry(4, "message_status", provider_message_id="SM-elsewhere", status="failed"),
+        ]
+    )
+
+    assert [(r["id"], r["status"]) for r in rows] == [("e3", "read"), ("e4", None)]
+
+
+@pytest.mark.parametrize(
+    ("typed", "kinds"),
+    [
+        (" Ana@Example.COM ", ["email"]),
+        ("0034 612 34 56 78", ["phone", "whatsapp_id", "loyalty_id", "order", "customer_id"]),
+        ("(612) 345-678", ["phone", "whatsapp_id", "loyalty_id", "order", "customer_id"]),
+        ("WEB-7731", ["loyalty_id", "order", "customer_id"]),
+    ],
+)
+def test_search_reads_what_a_person_types(typed: str, kinds: list[str]) -> None:
+    assert readings(typed) == kinds
+
+
+@dataclass
+class Record:
+    key: bytes
+    value: bytes
+
+
+async def test_the_feed_resends_what_a_page_missed_and_asks_for_a_reload_beyond_its_memory() -> (
+    None
+):
+    feed = JourneyFeed(HiloSettings(), Sealer(InMemoryKeys(), b"pepper-pepper-pepper"), capacity=3)
+    start = feed.position
+
+    await feed._add([Record(b"c1", json.dumps({"id": "a"}).encode())])
+    await feed._add([Record(b"c2", json.dumps({"id": "b"}).encode())])
+    middle = feed.position
+    await feed._add([Record(b"c1", json.dumps({"id": f"x{n}"}).encode()) for n in range(2)])
+
+    found, _ = feed.after(middle, {"c1"})
+    assert [e.entry["id"] for e in found] == ["x0", "x1"]
+    with pytest.raises(Gap):
+        feed.after(start, {"c1"})  # "a" fell out of the three kept
+    with pytest.raises(Gap):
+        feed.after("another-desk:1", {"c1"})
+
+
+def test_only_configured_agents_sign_in_with_their_own_password() -> None:
+    agents = Agents([SecretStr(f"ana:{hash_password('s3cret-words')}")])
+
+    assert agents.verify("ana", "s3cret-words")
+    assert not agents.verify("ana", "wrong")
+    assert not agents.verify("bo", "s3cret-words")
+    with pytest.raises(ValueError, match="agent-id"):
+        Agents([SecretStr("ana:plaintext")])
