@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install test test-fast faults fuzz lint fmt schema infra-prepare browser-prepare infra-up infra-down run simulate run-profile bench env-example clean
+.PHONY: help install test test-fast faults fuzz lint fmt schema infra-prepare browser-prepare infra-up infra-down run simulate run-profile bench bench-desk env-example clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -89,10 +89,14 @@ run-profile: install ## Run the customer-profile service against `make infra-up`
 env-example: install ## Regenerate .env.example from the services' settings
 	$(BIN)/hilo-env-example .env.example
 
-bench: install infra-prepare ## Measure throughput (results in docs/benchmarks.md)
+bench: install infra-prepare browser-prepare ## Measure throughput (results in docs/benchmarks.md)
 	$(BIN)/python services/customer-profile/bench/report.py --sizes 1000 10000 50000
 	$(BIN)/python services/channel-whatsapp/bench/webhooks.py
 	$(BIN)/python services/customer-profile/bench/end_to_end.py --rate 200 --seconds 30
+	$(BIN)/python services/agent-desk/bench/live_latency.py --messages 60 --interval 0.5
+
+bench-desk: install infra-prepare browser-prepare ## How long a WhatsApp message takes to appear on an agent's open page
+	$(BIN)/python services/agent-desk/bench/live_latency.py --messages 60 --interval 0.5
 
 clean: ## Remove the virtual environment and local state (not the download cache)
 	rm -rf $(VENV) $(TOOLS) .hilo .pytest_cache .mypy_cache .ruff_cache .hypothesis

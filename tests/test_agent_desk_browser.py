@@ -10,27 +10,16 @@ saved as `docs/agent-desk.png`.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.async_api import Page, async_playwright, expect
-from pydantic import SecretStr
 from pydantic_extra_types.currency_code import ISO4217
 
-from agent_desk.testing import AGENT, PASSWORD, desk_settings, running_desk
-from channel_sms.app import create_app as create_sms_app
-from channel_sms.settings import SmsSettings
-from channel_whatsapp.app import create_app as create_whatsapp_app
-from channel_whatsapp.settings import WhatsAppSettings
-from customer_profile.testing import API_KEY, RunningProfileService, running_profile_service
+from agent_desk.testing import AGENT, PASSWORD, DeskStack, chromium, desk_stack
 from hilo.contract import (
     CallHappened,
     CallStatus,
@@ -45,26 +34,11 @@ from hilo.contract import (
     new_interaction,
 )
 from hilo.settings import HiloSettings
-from hilo.testkit.local_infra import free_port
-from hilo.testkit.serving import served
-from hilo.testkit.signing import meta_signed
-from hilo.testkit.standins.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioStandIn
 
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "agent-desk.png"
-APP_SECRET = "whatsapp-app-secret-for-the-desk-test"
 PHONE = "+34612345678"
 REPLY = "Sorry the call dropped! Your shoes are ready at BCN-01."
 SAMPLE = Path(__file__).resolve().parents[1] / "services/channel-whatsapp/tests/samples"
-
-
-def chromium() -> str:
-    """Debian's chromium (`make test` installs it); `CHROMIUM_PATH` names another."""
-    for candidate in (os.environ.get("CHROMIUM_PATH"), "/usr/lib/chromium/chromium"):
-        if candidate and Path(candidate).exists():
-            return candidate
-    found = shutil.which("chromium")
-    assert found, "chromium is not installed: run `make browser-prepare` (apt-get install chromium)"
-    return found
 
 
 def history() -> list[Interaction]:
@@ -105,22 +79,6 @@ def history() -> list[Interaction]:
     ]
 
 
-def whatsapp_message(text: str) -> bytes:
-    """A WhatsApp Cloud API notification of a text from the customer, as Meta sends it."""
-    body = json.loads((SAMPLE / "text_message.json").read_text())
-    value = body["entry"][0]["changes"][0]["value"]
-    value["contacts"] = [{"profile": {"name": "Ana García"}, "wa_id": PHONE[1:]}]
-    value["messages"][0].update(
-        {
-            "from": PHONE[1:],
-            "id": f"wamid.desk-{time.time_ns()}",
-            "timestamp": str(int(time.time())),
-            "text": {"body": text},
-        }
-    )
-    return json.dumps(body).encode()
-
-
 @pytest.fixture
 async def page() -> AsyncIterator[Page]:
     async with async_playwright() as playwright:
@@ -133,43 +91,17 @@ async def page() -> AsyncIterator[Page]:
 async def test_an_agent_follows_the_customer_live_and_answers_by_sms(
     settings: HiloSettings, topics: list[str], page: Page
 ) -> None:
-    sms_port = free_port()
-    with TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN) as twilio:
-        sms_settings = SmsSettings.model_validate(
-            {
-                **settings.model_dump(),
-                "twilio_auth_token": SecretStr(AUTH_TOKEN),
-                "twilio_account_sid": ACCOUNT_SID,
-                "twilio_from_number": "+14155552671",
-                "twilio_api_url": twilio.url,
-                "public_base_url": f"http://127.0.0.1:{sms_port}",
-                "outbound_first_wait_seconds": 0.1,
-            }
-        )
-        whatsapp_settings = WhatsAppSettings.model_validate(
-            {
-                **settings.model_dump(),
-                "whatsapp_app_secret": SecretStr(APP_SECRET),
-                "whatsapp_verify_token": SecretStr("verify"),
-            }
-        )
-        async with (
-            running_profile_service(settings) as profile,
-            served(profile.service.app, lifespan="off") as profile_url,
-            served(create_sms_app(sms_settings), sms_port),
-            served(create_whatsapp_app(whatsapp_settings)) as whatsapp_url,
-            running_desk(desk_settings(settings, profile_url, API_KEY)) as desk_url,
-        ):
-            await profile.publish(history())
-            await profile.wait_for_entries(2)
-            await sign_in_and_find(page, desk_url)
-            await watch_whatsapp_arrive(page, whatsapp_url, profile)
-            await reply_by_sms(page)
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            await page.screenshot(path=str(SCREENSHOT), full_page=True)
-        (sms,) = twilio.accepted
-        assert sms.to == PHONE
-        assert sms.body == REPLY
+    async with desk_stack(settings) as stack:
+        await stack.profile.publish(history())
+        await stack.profile.wait_for_entries(2)
+        await sign_in_and_find(page, stack.desk_url)
+        await watch_whatsapp_arrive(page, stack)
+        await reply_by_sms(page)
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOT), full_page=True)
+    (sms,) = stack.twilio.accepted
+    assert sms.to == PHONE
+    assert sms.body == REPLY
 
 
 async def sign_in_and_find(page: Page, desk_url: str) -> None:
@@ -188,15 +120,9 @@ async def sign_in_and_find(page: Page, desk_url: str) -> None:
     await expect(page.locator("#live-state")).to_have_text("live")
 
 
-async def watch_whatsapp_arrive(
-    page: Page, whatsapp_url: str, profile: RunningProfileService
-) -> None:
-    body = whatsapp_message("Hi! My call dropped, can I pick the shoes up today?")
-    async with httpx.AsyncClient(base_url=whatsapp_url) as http:
-        answer = await http.post(
-            "/webhooks/whatsapp", content=body, headers=meta_signed(body, APP_SECRET)
-        )
-    assert answer.status_code == 200, answer.text
+async def watch_whatsapp_arrive(page: Page, stack: DeskStack) -> None:
+    await stack.whatsapp_from(PHONE, "Hi! My call dropped, can I pick the shoes up today?")
+    profile = stack.profile
     arrived = page.locator("#timeline .entry.type-message.inbound").first
     await expect(arrived).to_contain_text("can I pick the shoes up today?", timeout=10_000)
     await expect(arrived).to_contain_text("WhatsApp")
