@@ -9,8 +9,10 @@ import pytest
 
 from hilo.contract.personal import PAYLOAD_FIELDS
 from hilo.contract.schema import SCHEMAS, interaction_json_schema, render
-from hilo.testkit.contract_check import validate_against_schema
-from hilo.testkit.samples import sample_interaction, sample_payloads
+from hilo.outbound import command_record
+from hilo.sealing import InMemoryKeys, Sealer
+from hilo.testkit.contract_check import validate_against_schema, validate_outbound_command
+from hilo.testkit.samples import sample_command, sample_interaction, sample_payloads
 
 SCHEMA_DIRECTORY = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 
@@ -43,3 +45,18 @@ def test_schema_requires_the_cloudevents_attributes() -> None:
 def test_serialised_events_validate_against_the_schema() -> None:
     for kind in sample_payloads():
         validate_against_schema(json.loads(sample_interaction(kind).model_dump_json()))
+
+
+async def test_outbound_commands_validate_sealed_on_the_topic_and_opened() -> None:
+    sealer = Sealer(InMemoryKeys(), b"pepper-for-the-schema-test")
+    command = sample_command("whatsapp", text="Your order is ready, Ana.")
+    record = await command_record(command, sealer)
+    sealed = json.loads(record.value or b"null")
+
+    validate_outbound_command(sealed, sealed=True)
+    (opened,) = await sealer.open_all([record.value])
+    assert isinstance(opened, dict)
+    validate_outbound_command(opened)
+    assert "Ana" not in (record.value or b"").decode()
+    with pytest.raises(AssertionError, match="payload"):
+        validate_outbound_command({**opened, "payload": {"kind": "message"}})

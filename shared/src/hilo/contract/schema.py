@@ -1,4 +1,5 @@
-"""The published JSON Schema of the interaction contract.
+"""The published JSON Schemas of the contract: interactions and outbound commands, each as it
+opens and as it is on its topic (sealed).
 
 Analytics and channel teams in other languages build on the committed file under
 `docs/schemas/`; a test fails when it and the models disagree. Regenerate with
@@ -13,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from hilo.contract.interaction import SCHEMA_VERSION, Interaction
+from hilo.contract.outbound import OUTBOUND_SCHEMA_VERSION, OutboundCommand
 from hilo.contract.personal import PAYLOAD_FIELDS
 
 SCHEMA_FILE = f"interaction.v{SCHEMA_VERSION}.schema.json"
 SEALED_SCHEMA_FILE = f"interaction.sealed.v{SCHEMA_VERSION}.schema.json"
+OUTBOUND_SCHEMA_FILE = f"outbound.v{OUTBOUND_SCHEMA_VERSION}.schema.json"
+SEALED_OUTBOUND_SCHEMA_FILE = f"outbound.sealed.v{OUTBOUND_SCHEMA_VERSION}.schema.json"
 
 
 def interaction_json_schema() -> dict[str, Any]:
@@ -36,6 +40,27 @@ def sealed_interaction_json_schema() -> dict[str, Any]:
         kind = definition.get("properties", {}).get("kind", {}).get("const")
         for name in PAYLOAD_FIELDS.get(kind, ()):
             _drop(definition, name)
+    schema["properties"]["sealed"] = SEALED_PART
+    schema["required"] = sorted({*schema.get("required", []), "sealed"})
+    return schema
+
+
+def outbound_json_schema() -> dict[str, Any]:
+    """JSON Schema of an outbound command (a message to send), as it opens."""
+    schema = OutboundCommand.model_json_schema(mode="serialization")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def sealed_outbound_json_schema() -> dict[str, Any]:
+    """JSON Schema of an outbound command as it is on `outbound`: recipient, thread, text,
+    subject and template sealed (`hilo.contract.personal.OUTBOUND_FIELDS`)."""
+    schema = outbound_json_schema()
+    schema["title"] = "SealedOutboundCommand"
+    _drop(schema, "identifiers")
+    _drop(schema["$defs"]["Conversation"], "thread")
+    for name in (*PAYLOAD_FIELDS["message"], "template"):
+        _drop(schema["$defs"]["OutboundMessage"], name)
+    schema["$defs"].pop("Template", None)
     schema["properties"]["sealed"] = SEALED_PART
     schema["required"] = sorted({*schema.get("required", []), "sealed"})
     return schema
@@ -71,7 +96,12 @@ def _drop(definition: dict[str, Any], name: str) -> None:
         definition["required"] = [field for field in definition["required"] if field != name]
 
 
-SCHEMAS = {SCHEMA_FILE: interaction_json_schema, SEALED_SCHEMA_FILE: sealed_interaction_json_schema}
+SCHEMAS = {
+    SCHEMA_FILE: interaction_json_schema,
+    SEALED_SCHEMA_FILE: sealed_interaction_json_schema,
+    OUTBOUND_SCHEMA_FILE: outbound_json_schema,
+    SEALED_OUTBOUND_SCHEMA_FILE: sealed_outbound_json_schema,
+}
 
 
 def render(file: str = SCHEMA_FILE) -> str:
@@ -80,7 +110,7 @@ def render(file: str = SCHEMA_FILE) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Write the interaction JSON Schemas.")
+    parser = argparse.ArgumentParser(description="Write the contract's JSON Schemas.")
     parser.add_argument("directory", type=Path, help="where to write " + ", ".join(SCHEMAS))
     args = parser.parse_args()
     for file in SCHEMAS:

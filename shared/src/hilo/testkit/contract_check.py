@@ -15,7 +15,13 @@ from aiokafka.structs import ConsumerRecord
 from jsonschema import Draft202012Validator, FormatChecker
 
 from hilo.contract import Identifiers
-from hilo.contract.schema import interaction_json_schema, sealed_interaction_json_schema
+from hilo.contract.schema import (
+    OUTBOUND_SCHEMA_FILE,
+    SCHEMAS,
+    SEALED_OUTBOUND_SCHEMA_FILE,
+    interaction_json_schema,
+    sealed_interaction_json_schema,
+)
 from hilo.mongo import create_mongo_client
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
@@ -39,6 +45,24 @@ def validate_against_schema(document: dict[str, Any], *, sealed: bool = False) -
         details = "; ".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
         name = "sealed interaction" if sealed else "interaction"
         raise AssertionError(f"event does not match the {name} JSON Schema: {details}")
+
+
+def validate_outbound_command(document: dict[str, Any], *, sealed: bool = False) -> None:
+    """Raise `AssertionError` listing every way an outbound command breaks its JSON Schema (the
+    sealed one, as records are on `outbound`, or the command's, as they open)."""
+    file = SEALED_OUTBOUND_SCHEMA_FILE if sealed else OUTBOUND_SCHEMA_FILE
+    validator = _file_validator(file)
+    errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
+    if errors:
+        details = "; ".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
+        raise AssertionError(f"command does not match {file}: {details}")
+
+
+@cache
+def _file_validator(file: str) -> Draft202012Validator:
+    schema = SCHEMAS[file]()
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, format_checker=FormatChecker())
 
 
 async def opened_interactions(
