@@ -144,3 +144,25 @@ async def reply_by_sms(page: Page) -> None:
     await expect(reply).to_have_count(1)
     await expect(reply.locator("[data-status]")).to_have_text("delivered", timeout=20_000)
     await expect(reply).not_to_have_class("pending")
+
+
+async def test_a_reply_the_provider_refuses_shows_the_providers_reason(
+    settings: HiloSettings, topics: list[str], page: Page
+) -> None:
+    async with desk_stack(settings) as stack:
+        stack.twilio.refuse(PHONE, code=21610)
+        await stack.profile.publish(history())
+        await stack.profile.wait_for_entries(2)
+        await sign_in_and_find(page, stack.desk_url)
+        await page.get_by_label("Channel").select_option("sms")
+        await page.get_by_role("textbox", name="Message").fill("Are you still there?")
+        await page.get_by_role("button", name="Send").click()
+        reply = page.locator("#timeline .entry", has_text="Are you still there?")
+        await expect(reply.locator("[data-status]")).to_have_text(
+            "failed: 21610: Attempt to send to unsubscribed recipient", timeout=20_000
+        )
+        await page.reload()
+        await expect(page.locator("#timeline")).to_contain_text(
+            "Reply not sent: 21610: Attempt to send to unsubscribed recipient"
+        )
+    assert stack.twilio.accepted == []

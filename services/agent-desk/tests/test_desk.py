@@ -291,3 +291,37 @@ async def published_command(settings: HiloSettings) -> OutboundCommand:
     assert isinstance(opened, dict)
     assert "+34612345678" not in (record.value or b"").decode()
     return OutboundCommand.model_validate(opened)
+
+
+async def test_a_long_journey_pages_filters_by_channel_and_marks_late_entries(
+    running: Stack,
+) -> None:
+    svc = running.profile
+    chatter = [
+        message(n, "whatsapp" if n % 2 else "email", f"note {n}", ago=timedelta(minutes=60 - n))
+        for n in range(60)
+    ]
+    await svc.publish(chatter)
+    await svc.wait_for_entries(60)
+    late = message(99, "sms", "sent from a plane", ago=timedelta(minutes=90))
+    await svc.publish([late])
+    await svc.wait_for_entries(61)
+    customer = await svc.customer_of("phone", PHONE)
+    async with signed_in(running.desk_url) as client:
+        first = await client.get(f"/customers/{customer}")
+        older = re.search(r'href="([^"]+cursor=[^"]+)" rel="next"', first.text)
+        assert older
+        second = await client.get(older.group(1).replace("&amp;", "&"))
+        whatsapp = await client.get(f"/customers/{customer}", params={"channel": "whatsapp"})
+
+    ids = re.compile(r'<li class="entry[^"]*" id="e-([^"]+)"')
+    assert len(ids.findall(first.text)) == 50
+    assert len(ids.findall(second.text)) == 11
+    assert set(ids.findall(first.text)).isdisjoint(ids.findall(second.text))
+    assert "note 59" in first.text
+    assert "sent from a plane" in second.text
+    assert 'class="late"' in second.text
+    assert 'rel="next"' not in second.text
+    assert "data-live=" not in second.text, "an older page is not live"
+    assert set(re.findall(r'data-channel="([a-z]+)"', whatsapp.text)) == {"whatsapp"}
+    assert len(ids.findall(whatsapp.text)) == 30
