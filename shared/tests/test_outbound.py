@@ -208,3 +208,38 @@ async def test_the_channel_consumes_its_own_commands_once_and_dead_letters_unrea
 
 async def _sent_count(provider: ScriptedProvider) -> int:
     return len(provider.calls)
+
+
+async def test_a_service_sending_for_several_channels_records_each_under_its_own(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], topics: list[str]
+) -> None:
+    channel_settings = ChannelSettings(**settings.model_dump())
+    provider = ScriptedProvider()
+    messenger, instagram, sms = (
+        sample_command(channel) for channel in ("messenger", "instagram", "sms")
+    )
+    sealer = create_sealer(settings, mongo_client)
+    records = [await command_record(command, sealer) for command in (sms, messenger, instagram)]
+    app = create_channel_app(
+        "social",
+        channel_settings,
+        lambda _: [],
+        description="t",
+        provider=provider,
+        sends_for=["messenger", "instagram"],
+    )
+    async with channel_client(app):
+        broker = create_broker(settings)
+        await broker.start()
+        try:
+            await KafkaPublisher(broker, settings).publish_records(records)
+        finally:
+            await broker.stop()
+        await eventually(lambda: _sent_count(provider), until=lambda n: n >= 2, timeout=60)
+
+    assert [call.id for call in provider.calls] == [messenger.id, instagram.id]
+    events = await published_interactions(settings, expected=2)
+    assert {(event["id"], event["channel"]) for event in events} == {
+        (messenger.sent_interaction_id(), "messenger"),
+        (instagram.sent_interaction_id(), "instagram"),
+    }

@@ -232,11 +232,12 @@ def create_channel_app(
     *,
     description: str,
     provider: Provider | None = None,
+    sends_for: Sequence[str] = (),
 ) -> FastAPI:
     """The FastAPI app of a channel service; `routes(channel)` returns its APIRouters.
 
-    With a `provider`, the service also sends its channel's commands from `outbound`
-    (`hilo.outbound`).
+    With a `provider`, the service also sends commands from `outbound` (`hilo.outbound`): those
+    of the channels in `sends_for`, by default of `name` alone.
     """
     DEFAULT_PHONE_REGION.set(settings.default_phone_region)
     MAX_FUTURE_SKEW.set(timedelta(seconds=settings.max_future_skew_seconds))
@@ -255,6 +256,7 @@ def create_channel_app(
             publisher,
             mongo[settings.mongodb_database][SENDS_COLLECTION],
             RetryPolicy(settings.outbound_send_attempts, settings.outbound_first_wait_seconds),
+            sends_for=sends_for,
         )
         subscribe_outbound(broker, sender, sealer, publisher, settings)
 

@@ -1,8 +1,9 @@
 """The `outbound` topic, both ends: publishing a command to send, and sending it on its channel.
 
 Whoever speaks for the company publishes an `OutboundCommand` (`command_record`). A channel
-service with a `Provider` consumes `outbound` in its own consumer group, takes its channel's
-commands and, for each (`OutboundSender.handle`):
+service with a `Provider` consumes `outbound` in its own consumer group, takes the commands of
+the channels it sends for (its own; `channel-social` both `messenger` and `instagram`) and, for
+each (`OutboundSender.handle`):
 
 1. claims the command id in MongoDB (`outbound_sends`): a command delivered again after it was
    sent is not sent again, only its record is re-published (the interaction id is derived from
@@ -22,7 +23,7 @@ idempotency key that would close it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -140,7 +141,13 @@ class RetryPolicy:
 
 
 class OutboundSender:
-    """Sends one channel's commands once each, and records what happened (module docstring)."""
+    """Sends a channel service's commands once each, and records what happened (module
+    docstring).
+
+    `channel` names the service (its consumer group); `sends_for` the channels whose commands it
+    sends, `channel` alone by default (one service may speak for several: Messenger and
+    Instagram). Each command is counted and recorded under its own channel.
+    """
 
     def __init__(
         self,
@@ -150,8 +157,11 @@ class OutboundSender:
         publisher: KafkaPublisher,
         sends: AsyncCollection[MongoDocument],
         retry: RetryPolicy,
+        *,
+        sends_for: Collection[str] = (),
     ) -> None:
         self.channel = channel
+        self.sends_for = frozenset(sends_for or (channel,))
         self._instance = instance
         self._provider = provider
         self._publisher = publisher
@@ -164,9 +174,9 @@ class OutboundSender:
         if state["state"] == "sending":
             state = await self._send(command)
         elif not state.get("recorded"):
-            log.info("outbound_record_resumed", channel=self.channel, command_id=command.id)
+            log.info("outbound_record_resumed", channel=command.channel, command_id=command.id)
         else:
-            DUPLICATES.labels(self.channel).inc()
+            DUPLICATES.labels(command.channel).inc()
             return state
         await self._publisher.publish_interaction(self._record(command, state))
         await self._sends.update_one({"_id": command.id}, {"$set": {"recorded": True}})
@@ -178,7 +188,7 @@ class OutboundSender:
             {
                 "$setOnInsert": {
                     "state": "sending",
-                    "channel": self.channel,
+                    "channel": command.channel,
                     "customer_id": command.customer_id,
                     "claimed_at": datetime.now(UTC),
                 }
@@ -195,14 +205,14 @@ class OutboundSender:
         try:
             sent = await self._with_retries(command)
         except SendRefused as exc:
-            FAILED.labels(self.channel, "refused").inc()
+            FAILED.labels(command.channel, "refused").inc()
             update = {"state": "failed", "reason": exc.reason}
         except SendUnavailable as exc:
-            FAILED.labels(self.channel, "unavailable").inc()
+            FAILED.labels(command.channel, "unavailable").inc()
             reason = f"{exc} (after {self._retry.attempts} attempts)"
             update = {"state": "failed", "reason": reason}
         else:
-            SENT.labels(self.channel).inc()
+            SENT.labels(command.channel).inc()
             update = {
                 "state": "sent",
                 "provider_message_id": sent.provider_message_id,
@@ -211,7 +221,7 @@ class OutboundSender:
         update["done_at"] = datetime.now(UTC)
         log.info(
             "outbound_sent" if update["state"] == "sent" else "outbound_failed",
-            channel=self.channel,
+            channel=command.channel,
             command_id=command.id,
             reason=update.get("reason"),
         )
@@ -252,7 +262,7 @@ class OutboundSender:
             )
             event_id = f"outbound-failed:{command.id}"
         return new_interaction(
-            channel=self.channel,
+            channel=command.channel,
             instance=self._instance,
             provider_event_id=event_id,
             identifiers=command.identifiers,
@@ -302,7 +312,7 @@ def subscribe_outbound(
     *,
     retry_seconds: float = 2.0,
 ) -> None:
-    """Register the `outbound` handler of `sender`'s channel on `broker`.
+    """Register the `outbound` handler of `sender`'s channels on `broker`.
 
     An unreadable command (invalid, or its person erased) goes to `outbound.dlq` with the reason
     and the consumer goes on; MongoDB or Kafka failing makes the command come again after
@@ -321,7 +331,7 @@ def subscribe_outbound(
         if isinstance(record, tuple):  # pragma: no cover - not a batch subscriber
             record = record[0]
         headers = dict(record.headers or ())
-        if headers.get(CHANNEL_HEADER, b"").decode(errors="replace") != sender.channel:
+        if headers.get(CHANNEL_HEADER, b"").decode(errors="replace") not in sender.sends_for:
             return
         try:
             command = await _open(record.value, sealer)

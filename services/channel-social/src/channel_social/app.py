@@ -1,9 +1,11 @@
-"""HTTP endpoints Meta calls for Messenger and Instagram: the handshake and signed notifications."""
+"""HTTP endpoints Meta calls for Messenger and Instagram (the handshake, signed notifications),
+and the Send API sender of agents' replies on both when it is configured."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
+from channel_social.sending import CHANNELS, send_api
 from channel_social.settings import SocialSettings
 from channel_social.translate import translate
 from channel_social.webhook import Notification
@@ -34,4 +36,6 @@ def create_app(settings: SocialSettings | None = None) -> FastAPI:
         settings,
         lambda channel: routes(channel, settings),
         description="Messenger Platform and Instagram messaging webhooks: /webhooks/social.",
+        provider=send_api(settings),
+        sends_for=CHANNELS,
     )

@@ -16,3 +16,41 @@ class SocialSettings(ChannelSettings):
     meta_verify_token: SecretStr = Field(
         description="The verify token typed in the Meta app's Messenger/Instagram webhook setup."
     )
+    messenger_page_access_token: SecretStr | None = Field(
+        default=None,
+        description="Optional. The Page access token (pages_messaging) that sends agents' "
+        "Messenger replies; without it Messenger is receive-only.",
+    )
+    instagram_access_token: SecretStr | None = Field(
+        default=None,
+        description="Optional. The token that sends agents' Instagram replies: the Page access "
+        "token of the Page linked to the account (instagram_manage_messages), or an Instagram "
+        "user token with HILO_INSTAGRAM_GRAPH_URL=https://graph.instagram.com; without it "
+        "Instagram is receive-only.",
+    )
+    instagram_account_id: str = Field(
+        default="me",
+        pattern=r"^(me|\d{1,30})$",
+        description="Who sends Instagram replies: `me` (the token's Page or account) or the "
+        "Instagram professional account's ID.",
+    )
+    meta_graph_url: str = Field(
+        default="https://graph.facebook.com",
+        pattern=r"^https?://",
+        description="Base URL of Meta's Graph API for Messenger (a local stand-in in tests).",
+    )
+    instagram_graph_url: str = Field(
+        default="https://graph.facebook.com",
+        pattern=r"^https?://",
+        description="Base URL for Instagram replies: graph.facebook.com with a Page token, "
+        "graph.instagram.com with an Instagram user token.",
+    )
+    meta_api_version: str = Field(
+        default="v23.0", pattern=r"^v\d+\.\d+$", description="Graph API version sent to."
+    )
+    meta_human_agent: bool = Field(
+        default=False,
+        description="The Meta app was granted the Human Agent feature (App Review): agents' "
+        "replies are tagged HUMAN_AGENT and reach the customer up to 7 days after their last "
+        "message, not only 24 hours.",
+    )

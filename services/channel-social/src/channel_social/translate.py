@@ -2,13 +2,15 @@
 
 Recorded: messages both ways (echoes of what the page sent are outbound), postbacks (button
 taps), reactions, and delivery/read receipts that name a message id. Not recorded: Messenger's
-`read` watermarks (they name no message), deleted messages, and event kinds Hilo does not model
+`read` watermarks (they name no message), deleted messages, echoes of the replies Hilo sent
+(their `metadata` says so; the sender recorded them), and event kinds Hilo does not model
 (opt-ins, referrals, handovers); they are counted as ignored and still acknowledged, so Meta
 does not retry them forever.
 """
 
 from __future__ import annotations
 
+from channel_social.sending import ECHO_MARK
 from channel_social.webhook import Message, Messaging, Notification
 from hilo.contract import (
     Attachment,
@@ -54,7 +56,7 @@ def _event(channel: str, account: str, event: Messaging, instance: str) -> list[
     outbound = event.message is not None and event.message.is_echo
     customer = event.recipient.id if outbound else event.sender.id
     found: list[tuple[str, Payload]] = []
-    if event.message is not None and not event.message.is_deleted:
+    if event.message is not None and not (event.message.is_deleted or _sent_by_hilo(event.message)):
         found.append((event.message.mid, _message(event.message)))
     if event.postback is not None:
         postback_id = event.postback.mid or f"postback:{customer}:{event.timestamp}"
@@ -109,6 +111,10 @@ def thread(channel: str, account: str, customer: str) -> Conversation:
     """A page (or Instagram account) and a customer make one conversation."""
     reference = f"{account}:{customer}"
     return Conversation(id=conversation_id(channel, reference), thread=reference)
+
+
+def _sent_by_hilo(message: Message) -> bool:
+    return message.is_echo and (message.metadata or "").startswith(ECHO_MARK)
 
 
 def _message(message: Message) -> MessageExchanged:

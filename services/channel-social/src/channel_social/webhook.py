@@ -46,6 +46,9 @@ class Message(_Meta):
     reply_to: ReplyTo | None = None
     is_echo: bool = False
     is_deleted: bool = False
+    metadata: str | None = Field(
+        default=None, description="An echo's: what the sender passed with the message."
+    )
 
 
 class Postback(_Meta):
