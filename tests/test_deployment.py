@@ -19,17 +19,27 @@ from pydantic import AliasChoices
 
 import customer_profile.entrypoints.consumer  # noqa: F401 - registers the profile metrics
 import hilo.channel  # noqa: F401 - registers the channel metrics
+from agent_desk.auth import Agents, hash_password
+from agent_desk.settings import DeskSettings
 from customer_profile.settings import ProfileSettings
 from hilo.settings import HiloSettings
 from hilo.testkit.env_example import development_env, render
 from hilo.testkit.local_infra import kafka_version
-from hilo.testkit.local_platform import SERVICES, secret_variables, settings_class, variable
+from hilo.testkit.local_platform import (
+    SERVICES,
+    SignIn,
+    secret_variables,
+    settings_class,
+    variable,
+)
 from traffic_simulator.settings import SimulatorSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRASTRUCTURE = {"kafka", "mongo"}
 OBSERVABILITY = {"prometheus", "grafana", "kafka-exporter"}
 ONE_SHOT = {"init", "traffic-simulator"}
+DERIVED_SECRETS = {"HILO_PROFILE_API_KEY"}
+"""Secrets that default to another service's (checked on their own below)."""
 
 
 class _ComposeLoader(yaml.SafeLoader):
@@ -114,7 +124,10 @@ def test_every_service_is_health_checked_and_waits_for_what_it_needs(
     }
     for spec in SERVICES:
         depends = compose["services"][spec.name]["depends_on"]
-        assert depends == {"init": {"condition": "service_completed_successfully"}}
+        expected = {"init": {"condition": "service_completed_successfully"}}
+        if spec.name == "agent-desk":
+            expected["customer-profile"] = {"condition": "service_healthy"}
+        assert depends == expected, spec.name
 
 
 def test_the_profile_service_scales(compose: dict[str, Any]) -> None:
@@ -149,6 +162,8 @@ def test_every_service_gets_its_secrets_from_env_and_none_is_baked_in(
         fields = settings_class(spec).model_fields
         required = {variable(n, f) for n, f in fields.items() if f.is_required()}
         for secret in secret_variables(spec):
+            if secret in DERIVED_SECRETS:
+                continue
             # Required secrets stop compose with a message; optional ones may default to empty.
             stop = rf"\$\{{{secret}:\?.+\}}"
             pattern = stop if secret in required else rf"{stop}|\$\{{{secret}:-\}}"
@@ -235,3 +250,41 @@ def test_the_development_env_fills_every_required_variable() -> None:
     required = set(re.findall(r"\$\{([A-Z][A-Z0-9_]+):\?", compose_text))
     assert required <= {name for name, value in values.items() if value}
     assert values["HILO_API_KEYS"] != development_env().split("HILO_API_KEYS=")[1].split()[0]
+
+
+def test_the_desk_calls_the_profile_api_with_one_of_its_keys_and_its_agents_are_required(
+    compose: dict[str, Any],
+) -> None:
+    environment = compose["services"]["agent-desk"]["environment"]
+
+    assert environment["HILO_PROFILE_API_URL"] == "http://customer-profile:8080"
+    # An empty HILO_PROFILE_API_KEY means HILO_API_KEYS, what the profile service accepts.
+    assert environment["HILO_PROFILE_API_KEY"] == "${HILO_PROFILE_API_KEY:-${HILO_API_KEYS}}"
+    assert compose["services"]["customer-profile"]["environment"]["HILO_API_KEYS"].startswith(
+        "${HILO_API_KEYS:?"
+    )
+    # Optional in the settings (development makes them up), never in a deployment.
+    for secret in ("HILO_DESK_AGENTS", "HILO_DESK_SESSION_SECRET"):
+        assert re.fullmatch(rf"\$\{{{secret}:\?.+\}}", environment[secret]), secret
+
+
+def test_the_development_env_lets_the_desk_start_in_production_and_the_dev_agent_sign_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    entry = f"dev:{hash_password('open sesame')}"
+    text = development_env((entry, SignIn("dev", "open sesame")))
+    values = dict(
+        line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+
+    # Compose would expand the `$` of an unquoted argon2 hash (to nothing).
+    assert values["HILO_DESK_AGENTS"] == f"'{entry}'"
+    assert values["HILO_PROFILE_API_KEY"] == values["HILO_API_KEYS"]
+    assert "agent dev, password open sesame" in text.splitlines()[-1]
+    # What the desk's container gets once compose has read .env (quotes removed).
+    monkeypatch.setenv("HILO_ENVIRONMENT", "production")
+    monkeypatch.setenv("HILO_DESK_AGENTS", values["HILO_DESK_AGENTS"].strip("'"))
+    for name in ("HILO_DESK_SESSION_SECRET", "HILO_PROFILE_API_KEY", "HILO_SUBJECT_PEPPER"):
+        monkeypatch.setenv(name, values[name])
+    settings = DeskSettings()
+    assert Agents(settings.desk_agents).verify("dev", "open sesame")

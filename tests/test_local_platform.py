@@ -1,23 +1,49 @@
-"""`make run` without Docker, driven as a person would: start it, play the demo, stop it.
+"""`make run` without Docker, driven as a person would: start it, play the demo, sign in to
+the desk and reply, stop it.
 
-The platform comes up as local processes (Kafka, SecantusDB, customer-profile, seven channels),
-the traffic simulator's journeys go through every channel's public endpoint into the profile
-service and read back, and Ctrl-C leaves no process behind.
+The platform comes up as local processes (Kafka, SecantusDB, customer-profile, seven channels,
+the agent desk, the providers' sandboxes), the traffic simulator's journeys go through every
+channel's public endpoint into the profile service and read back, the desk takes the sign-in the
+summary prints, a reply on SMS and on WhatsApp reaches the sandboxes and their delivery statuses
+reach the journey, and Ctrl-C leaves no process behind.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
+from unittest import mock
+from urllib.parse import urlencode
 
+import httpx
 import pytest
 
-from hilo.testkit.local_platform import SERVICES
+from agent_desk.auth import Agents
+from agent_desk.settings import DeskSettings
+from hilo.providers.meta import signed_headers as meta_headers
+from hilo.providers.twilio import signed_headers as twilio_headers
+from hilo.testkit.local_platform import (
+    PORT_SPAN,
+    SANDBOXES,
+    SERVICES,
+    LocalPlatform,
+    development_secrets,
+    env_line,
+    settings_class,
+    summary,
+    url_variable,
+)
 
 BIN = Path(sys.executable).parent
 
@@ -83,11 +109,11 @@ def wait_for_line(process: subprocess.Popen[str], text: str, timeout: float) -> 
 
 
 def test_make_run_serves_the_simulated_journeys_and_stops_cleanly(tmp_path: Path) -> None:
-    base = free_port_block(len(SERVICES))
+    base = free_port_block(PORT_SPAN)
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL")
+        if key not in ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL", "HILO_DESK_AGENTS")
     }
     env.update(HILO_INFRA="local", HILO_LOG_FORMAT="json", PYTHONUNBUFFERED="1")
     runner = subprocess.Popen(
@@ -100,6 +126,7 @@ def test_make_run_serves_the_simulated_journeys_and_stops_cleanly(tmp_path: Path
     )
     try:
         wait_for_line(runner, "Hilo is running", timeout=240)
+        printed = "".join(wait_for_line(runner, "play traffic", timeout=10))
         started = descendants(runner.pid)
         simulated = subprocess.run(
             [
@@ -116,6 +143,9 @@ def test_make_run_serves_the_simulated_journeys_and_stops_cleanly(tmp_path: Path
             timeout=240,
             check=False,
         )
+        values = read_env_file(tmp_path / ".hilo" / "platform.env")
+        agent, password = the_desk_sign_in(printed, values)
+        check_the_desk_and_its_replies(values, agent, password)
         runner.send_signal(signal.SIGINT)
         tail = wait_for_line(runner, "stopped; nothing left running", timeout=90)
         assert runner.wait(timeout=30) == 0
@@ -130,6 +160,249 @@ def test_make_run_serves_the_simulated_journeys_and_stops_cleanly(tmp_path: Path
     assert "refused requests        0" in report
     for channel in ("web", "whatsapp", "sms", "voice", "email", "store", "messenger"):
         assert f"{channel} " in report.split("journey entries")[1].splitlines()[0]
-    assert len(started) >= len(SERVICES) + 2, "expected Kafka, the database and every service"
+    expected = len(SERVICES) + len(SANDBOXES) + 2
+    assert len(started) >= expected, "expected Kafka, the database, every service and sandbox"
     assert [pid for pid in started if alive(pid)] == [], "".join(tail)
     assert not (tmp_path / ".hilo" / "platform.env").exists()
+
+
+T = TypeVar("T")
+CUSTOMER_PHONE = "+34699000111"
+"""A customer of this test only (the simulator's people have other numbers)."""
+BUSINESS_PHONE = "+14155552671"
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    lines = [line.split("=", 1) for line in path.read_text().splitlines() if "=" in line]
+    return {key: value.removeprefix("'").removesuffix("'") for key, value in lines}
+
+
+def the_desk_sign_in(printed: str, values: Mapping[str, str]) -> tuple[str, str]:
+    """The agent and password the summary printed (the same as in `.hilo/platform.env`)."""
+    found = re.search(
+        r"agent desk +(\S+)/login +\(sign in: agent (\S+), password ([^\s)]+)\)", printed
+    )
+    assert found, printed
+    desk, agent, password = found.groups()
+    assert desk == values[url_variable("agent-desk")]
+    assert (agent, password) == (values["HILO_DESK_DEV_AGENT"], values["HILO_DESK_DEV_PASSWORD"])
+    assert "not to the real providers" in printed
+    for sandbox in SANDBOXES:
+        assert f"{values[url_variable(sandbox.name)]}/_standin/messages" in printed
+    return agent, password
+
+
+def eventually(find: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (found := find()) is not None:
+            return found
+        time.sleep(0.3)
+    pytest.fail(f"not within {timeout}s: {what}")
+
+
+def csrf_of(page: httpx.Response) -> str:
+    found = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text)
+    assert found, page.text[:500]
+    return found.group(1)
+
+
+def check_the_desk_and_its_replies(values: Mapping[str, str], agent: str, password: str) -> None:
+    """Sign in with the printed credentials; a customer writes on SMS and WhatsApp; the agent
+    replies on both; the sandboxes receive the replies and report them delivered."""
+    profile = httpx.Client(
+        base_url=values[url_variable("customer-profile")],
+        headers={"X-API-Key": values["HILO_API_KEYS"].split(",")[0]},
+        timeout=10,
+    )
+    desk = httpx.Client(base_url=values[url_variable("agent-desk")], timeout=10)
+    with profile, desk:
+        form = desk.get("/login")
+        hidden = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert hidden
+        assert hidden.group(1) == csrf_of(form)
+        wrong = {"agent": agent, "password": password + "x", "csrf": csrf_of(form)}
+        assert desk.post("/login", data=wrong).status_code == 401
+        right = {"agent": agent, "password": password, "csrf": csrf_of(form)}
+        assert desk.post("/login", data=right).status_code == 303
+        assert desk.get("/").status_code == 200
+
+        customer_writes(values)
+        customer_id = eventually(lambda: reachable_on_both(profile), "the customer's profile")
+        csrf = csrf_of(desk.get(f"/customers/{customer_id}"))
+        for channel in ("sms", "whatsapp"):
+            answer = desk.post(
+                f"/customers/{customer_id}/replies",
+                json={"channel": channel, "text": f"Your order ships today ({channel})."},
+                headers={"X-CSRF-Token": csrf},
+            )
+            assert answer.status_code == 202, answer.text
+        sent = {
+            "sms": eventually(
+                lambda: received(values, "sandbox-twilio", "to", CUSTOMER_PHONE, "sid"),
+                "the SMS at the Twilio sandbox",
+            ),
+            "whatsapp": eventually(
+                lambda: received(values, "sandbox-whatsapp", "wa_id", CUSTOMER_PHONE[1:], "id"),
+                "the WhatsApp message at the WhatsApp sandbox",
+            ),
+        }
+        for channel, provider_id in sent.items():
+            eventually(
+                partial(delivered, profile, customer_id, channel, provider_id),
+                f"the {channel} reply reported delivered in the journey",
+            )
+    assert httpx.get(f"{values[url_variable('sandbox-mailgun')]}/_standin/messages").json() == []
+
+
+def customer_writes(values: Mapping[str, str]) -> None:
+    """One SMS and one WhatsApp message, signed as Twilio and Meta sign them."""
+    sms_url = values[url_variable("channel-sms")] + "/webhooks/twilio/sms"
+    params = [
+        ("MessageSid", "SM" + uuid.uuid4().hex),
+        ("From", CUSTOMER_PHONE),
+        ("To", BUSINESS_PHONE),
+        ("Body", "Where is my order?"),
+        ("NumMedia", "0"),
+    ]
+    headers = twilio_headers(sms_url, params, values["HILO_TWILIO_AUTH_TOKEN"])
+    assert httpx.post(sms_url, content=urlencode(params), headers=headers).status_code == 200
+    wa_id = CUSTOMER_PHONE[1:]
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": BUSINESS_PHONE[1:], "phone_number_id": "1065403"},
+        "contacts": [{"profile": {"name": "Test"}, "wa_id": wa_id}],
+        "messages": [
+            {
+                "from": wa_id,
+                "id": f"wamid.{uuid.uuid4().hex}",
+                "timestamp": str(int(time.time())),
+                "type": "text",
+                "text": {"body": "Hello?"},
+            }
+        ],
+    }
+    entry = {"id": "WABA-1", "changes": [{"field": "messages", "value": value}]}
+    body = json.dumps({"object": "whatsapp_business_account", "entry": [entry]}).encode()
+    whatsapp_url = values[url_variable("channel-whatsapp")] + "/webhooks/whatsapp"
+    headers = meta_headers(body, values["HILO_WHATSAPP_APP_SECRET"])
+    assert httpx.post(whatsapp_url, content=body, headers=headers).status_code == 200
+
+
+def reachable_on_both(profile: httpx.Client) -> str | None:
+    """The customer's id once both messages are in their profile."""
+    found = profile.post("/v1/customers/lookup", json={"kind": "phone", "value": CUSTOMER_PHONE})
+    if found.status_code != 200:
+        return None
+    customer_id: str = found.json()["customer_id"]
+    journey = profile.get(f"/v1/customers/{customer_id}/journey", params={"type": "message"})
+    channels = {entry["channel"] for entry in journey.json()["entries"]}
+    return customer_id if {"sms", "whatsapp"} <= channels else None
+
+
+def received(
+    values: Mapping[str, str], sandbox: str, to_field: str, to: str, id_field: str
+) -> str | None:
+    """The provider's id of the message the sandbox accepted for `to`."""
+    accepted = httpx.get(f"{values[url_variable(sandbox)]}/_standin/messages").json()
+    ids = [str(message[id_field]) for message in accepted if message[to_field] == to]
+    return ids[0] if ids else None
+
+
+def delivered(
+    profile: httpx.Client, customer_id: str, channel: str, provider_id: str
+) -> bool | None:
+    journey = profile.get(
+        f"/v1/customers/{customer_id}/journey",
+        params={"channel": channel, "type": "message_status"},
+    ).json()
+    statuses = {
+        entry["payload"]["status"]
+        for entry in journey["entries"]
+        if entry["payload"]["provider_message_id"] == provider_id
+    }
+    return True if "delivered" in statuses else None
+
+
+def test_every_service_accepts_the_settings_make_run_gives_it() -> None:
+    """Checked without starting anything: random secrets must still be valid settings (the
+    desk's agents are `id:hash` entries, its profile key one the profile service accepts), and
+    each sandbox expects the credentials its channel sends."""
+    secrets, sign_in = development_secrets({})
+    assert sign_in is not None
+    platform = LocalPlatform(base_port=9000)
+    shared = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "MONGODB_URL": "mongodb://127.0.0.1:2/"}
+    shared |= secrets
+    services = {service.name: service for service in platform._services(shared)}
+    sandboxes = {sandbox.name: sandbox for sandbox in platform._sandboxes(shared)}
+
+    settings: dict[str, Any] = {}
+    for spec in SERVICES:
+        with mock.patch.dict(os.environ, services[spec.name].env, clear=True):
+            settings[spec.name] = settings_class(spec)()
+    desk = settings["agent-desk"]
+    assert isinstance(desk, DeskSettings)
+    assert Agents(desk.desk_agents).verify(sign_in.agent, sign_in.password)
+    profile_keys = settings["customer-profile"].api_keys
+    assert desk.profile_api_key in profile_keys
+    assert str(desk.profile_api_url).rstrip("/") == "http://127.0.0.1:9000"
+    assert (
+        str(settings["channel-sms"].twilio_api_url).rstrip("/") == sandboxes["sandbox-twilio"].url
+    )
+    assert settings["channel-whatsapp"].whatsapp_graph_url == sandboxes["sandbox-whatsapp"].url
+    assert (
+        str(settings["channel-email"].mailgun_api_url).rstrip("/")
+        == sandboxes["sandbox-mailgun"].url
+    )
+    twilio_args = sandboxes["sandbox-twilio"].args
+    assert twilio_args[twilio_args.index("--auth-token") + 1] == secrets["HILO_TWILIO_AUTH_TOKEN"]
+    whatsapp_args = sandboxes["sandbox-whatsapp"].args
+    assert (
+        whatsapp_args[whatsapp_args.index("--app-secret") + 1]
+        == secrets["HILO_WHATSAPP_APP_SECRET"]
+    )
+    assert whatsapp_args[whatsapp_args.index("--webhook-url") + 1] == (
+        "http://127.0.0.1:9002/webhooks/whatsapp"
+    )
+
+
+def test_make_run_turns_on_sending_only_through_a_sandbox() -> None:
+    """An optional provider credential made up would make its channel send to the real
+    provider (failing there, but reaching it): only the sandboxed ones are made up."""
+    secrets, _sign_in = development_secrets({})
+    sandboxed = {name for sandbox in SANDBOXES for name in sandbox.credentials}
+    for spec in SERVICES:
+        for name, field in settings_class(spec).model_fields.items():
+            env = "HILO_" + name.upper()
+            if field.default is None and env not in sandboxed:
+                assert env not in secrets, env
+    assert sandboxed <= set(secrets)
+
+
+def test_the_summary_says_how_to_sign_in_and_where_replies_go() -> None:
+    values = {
+        url_variable(spec.name): f"http://127.0.0.1:{8080 + spec.port_offset}" for spec in SERVICES
+    }
+    values |= {url_variable(s.name): f"http://127.0.0.1:{8080 + s.port_offset}" for s in SANDBOXES}
+    values |= {
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
+        "MONGODB_URL": "mongodb://127.0.0.1:27017/",
+        "HILO_API_KEYS": "key",
+    }
+
+    with_dev = summary({**values, "HILO_DESK_DEV_AGENT": "dev", "HILO_DESK_DEV_PASSWORD": "pw"})
+    assert (
+        "agent desk         http://127.0.0.1:8090/login  (sign in: agent dev, password pw)"
+        in with_dev
+    )
+    assert "http://127.0.0.1:8091/_standin/messages  (SMS sent)" in with_dev
+    assert "an agent of HILO_DESK_AGENTS" in summary(values)
+
+
+def test_the_env_file_quotes_what_a_shell_would_expand() -> None:
+    assert env_line("HILO_URL_AGENT_DESK", "http://127.0.0.1:8090") == (
+        "HILO_URL_AGENT_DESK=http://127.0.0.1:8090\n"
+    )
+    assert env_line("HILO_DESK_AGENTS", "dev:$argon2id$v=19$m=65536,t=3,p=4$a$b") == (
+        "HILO_DESK_AGENTS='dev:$argon2id$v=19$m=65536,t=3,p=4$a$b'\n"
+    )

@@ -16,7 +16,14 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from hilo.settings import HiloSettings
-from hilo.testkit.local_platform import SERVICES, is_secret, settings_class, variable
+from hilo.testkit.local_platform import (
+    SERVICES,
+    SignIn,
+    development_sign_in,
+    is_secret,
+    settings_class,
+    variable,
+)
 
 HEADER = """\
 # Hilo configuration: copy to .env and fill in the secrets (docker compose reads .env).
@@ -47,8 +54,12 @@ COMPOSE = """
 # STORE_HOST_PORT=8085
 # VOICE_HOST_PORT=8086
 # SOCIAL_HOST_PORT=8087
+# DESK_HOST_PORT=8090
 # PROMETHEUS_HOST_PORT=9090
 # GRAFANA_HOST_PORT=3000
+# The agent desk: its argon2 hashes contain `$`, which compose expands in an unquoted value, so
+# single-quote the value of HILO_DESK_AGENTS ('ana:$argon2id$v=19$...,bo:$argon2id$...'). An
+# empty HILO_PROFILE_API_KEY means HILO_API_KEYS: set it to one key while that holds several.
 # Grafana's admin password (profile observability).
 GRAFANA_ADMIN_PASSWORD=
 # How many customers the demo plays (profile demo).
@@ -114,17 +125,34 @@ def render() -> str:
     return "\n".join(lines) + "\n" + COMPOSE
 
 
-def development_env() -> str:
+def development_env(desk: tuple[str, SignIn] | None = None) -> str:
     """`.env.example` with every value to fill filled: random secrets, local URLs (for `make run`
-    with Docker on a developer's machine; never for production)."""
-    fixed = {"HILO_PUBLIC_BASE_URL": "http://localhost"}
-    lines = [
-        line + (fixed.get(line[:-1]) or secrets.token_urlsafe(18))
+    with Docker on a developer's machine; never for production).
+
+    `desk` is HILO_DESK_AGENTS and the sign-in it allows (`development_sign_in()`, made here when
+    not given); the password is noted in a comment, since nothing else could tell it. The desk
+    calls the profile API with its key. Secrets are 32 random bytes: compose runs the services
+    in production mode, where the desk wants a session secret of 32+ characters.
+    """
+    agents, sign_in = desk or development_sign_in()
+    to_fill = [
+        line[:-1]
+        for line in render().splitlines()
         if line.endswith("=") and not line.startswith("#")
-        else line
+    ]
+    values = {name: secrets.token_urlsafe(32) for name in to_fill}
+    values |= {
+        "HILO_PUBLIC_BASE_URL": "http://localhost",
+        "HILO_PROFILE_API_KEY": values["HILO_API_KEYS"],
+        # Single quotes: compose would expand the `$` of the hash in an unquoted value.
+        "HILO_DESK_AGENTS": f"'{agents}'",
+    }
+    lines = [
+        line + values[line[:-1]] if line.endswith("=") and not line.startswith("#") else line
         for line in render().splitlines()
     ]
-    return "\n".join(lines) + "\n"
+    note = f"# Agent desk development sign-in: agent {sign_in.agent}, password {sign_in.password}"
+    return "\n".join([*lines, note]) + "\n"
 
 
 def main() -> None:

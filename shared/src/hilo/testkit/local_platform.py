@@ -2,13 +2,18 @@
 
 With a Docker engine, `docker compose up` runs what ops run. Without one, this starts the same
 platform as processes: the local Kafka and SecantusDB of the test infrastructure, the topics and
-indexes, the customer-profile service and every channel service, each with its logs prefixed.
-Ctrl-C (or SIGTERM) stops everything it started, the servers last; children are also tied to
-this process, so nothing outlives it even if it is killed.
+indexes, the customer-profile service, every channel service and the agent desk, each with its
+logs prefixed. Ctrl-C (or SIGTERM) stops everything it started, the servers last; children are
+also tied to this process, so nothing outlives it even if it is killed.
+
+The channels send outbound messages through local sandboxes of Twilio, the WhatsApp Cloud API
+and Mailgun (`hilo.testkit.standins`), never through the real providers: an agent's reply is
+"sent", its delivery statuses come back to the channel's webhooks, and no customer receives it.
 
 The development secrets (write keys, webhook secrets, API keys) are generated per run unless set
-in the environment, and written with the URLs to `.hilo/platform.env`, which the traffic
-simulator reads (`make simulate`).
+in the environment, as is the desk's sign-in (agent `dev`, a random password) unless
+HILO_DESK_AGENTS is set; they are written with the URLs to `.hilo/platform.env`, which the
+traffic simulator reads (`make simulate`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import asyncio
 import importlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -25,7 +31,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +49,7 @@ from hilo.testkit.local_infra import (
     docker_available,
     stop_process_group,
 )
+from hilo.testkit.standins import mailgun, twilio, whatsapp
 from hilo.topics import ensure_topics
 
 ENV_FILE = Path(".hilo") / "platform.env"
@@ -113,8 +120,109 @@ SERVICES: tuple[ServiceSpec, ...] = (
         "channel_social.settings:SocialSettings",
         7,
     ),
+    ServiceSpec(
+        "agent-desk",
+        "agent_desk",
+        "agent_desk.settings:DeskSettings",
+        10,
+    ),
 )
 """Every service of the platform; docker-compose.yml runs the same list (a test checks it)."""
+
+DEV_AGENT = "dev"
+"""The agent `make run` lets sign in to the desk when HILO_DESK_AGENTS is not set."""
+EMAIL_FROM = f"Hilo support <support@{mailgun.DOMAIN}>"
+
+Wiring = tuple[list[str], dict[str, str]]
+"""A sandbox's command-line arguments, and the settings that make its channel send through it."""
+
+
+def _twilio_wiring(url: str, _channel_url: str, values: Mapping[str, str]) -> Wiring:
+    """Twilio checks the account and auth token, and signs status callbacks with the token the
+    channel verifies them with (the status callback URL is the channel's public URL)."""
+    args = ["--account-sid", twilio.ACCOUNT_SID, "--auth-token", values["HILO_TWILIO_AUTH_TOKEN"]]
+    return args, {
+        "HILO_TWILIO_ACCOUNT_SID": twilio.ACCOUNT_SID,
+        "HILO_TWILIO_FROM_NUMBER": twilio.SERVICE_NUMBER,
+        "HILO_TWILIO_API_URL": url,
+    }
+
+
+def _whatsapp_wiring(url: str, channel_url: str, values: Mapping[str, str]) -> Wiring:
+    """Meta checks the access token and signs status webhooks with the app secret. The desk
+    enforces the 24-hour window itself: the sandbox never heard the customers write, so it must
+    not refuse free text for being outside it."""
+    args = [
+        "--access-token",
+        values["HILO_WHATSAPP_ACCESS_TOKEN"],
+        "--phone-number-id",
+        whatsapp.PHONE_NUMBER_ID,
+        "--app-secret",
+        values["HILO_WHATSAPP_APP_SECRET"],
+        "--webhook-url",
+        f"{channel_url}/webhooks/whatsapp",
+        "--always-in-window",
+        "--report-statuses",
+    ]
+    return args, {
+        "HILO_WHATSAPP_PHONE_NUMBER_ID": whatsapp.PHONE_NUMBER_ID,
+        "HILO_WHATSAPP_GRAPH_URL": url,
+    }
+
+
+def _mailgun_wiring(url: str, _channel_url: str, values: Mapping[str, str]) -> Wiring:
+    """Mailgun checks the API key and sends only for its domain (it reports no statuses)."""
+    args = ["--api-key", values["HILO_MAILGUN_API_KEY"], "--domain", mailgun.DOMAIN]
+    return args, {
+        "HILO_MAILGUN_DOMAIN": mailgun.DOMAIN,
+        "HILO_MAILGUN_API_URL": url,
+        "HILO_EMAIL_FROM": EMAIL_FROM,
+    }
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A local stand-in of a provider's API that a channel sends through under `make run`, so
+    that replies work end to end in development and nothing reaches a real customer."""
+
+    name: str
+    module: str
+    port_offset: int
+    channel: str
+    """The service that sends through it."""
+    sends: str
+    """What it receives, for the summary."""
+    wiring: Callable[[str, str, Mapping[str, str]], Wiring]
+    """(its URL, the channel's URL, the secrets) -> its arguments and the channel's settings."""
+    credentials: tuple[str, ...] = ()
+    """Optional secrets of the channel that turn sending on: made up for the sandbox."""
+
+
+SANDBOXES: tuple[Sandbox, ...] = (
+    Sandbox(
+        "sandbox-twilio", "hilo.testkit.standins.twilio", 11, "channel-sms", "SMS", _twilio_wiring
+    ),
+    Sandbox(
+        "sandbox-whatsapp",
+        "hilo.testkit.standins.whatsapp",
+        12,
+        "channel-whatsapp",
+        "WhatsApp",
+        _whatsapp_wiring,
+        ("HILO_WHATSAPP_ACCESS_TOKEN",),
+    ),
+    Sandbox(
+        "sandbox-mailgun",
+        "hilo.testkit.standins.mailgun",
+        13,
+        "channel-email",
+        "email",
+        _mailgun_wiring,
+        ("HILO_MAILGUN_API_KEY",),
+    ),
+)
+PORT_SPAN = 1 + max(item.port_offset for items in (SERVICES, SANDBOXES) for item in items)
+"""`make run` uses the ports from the base port to the base port + PORT_SPAN - 1."""
 
 
 def settings_class(spec: ServiceSpec) -> type[HiloSettings]:
@@ -141,29 +249,76 @@ def secret_variables(spec: ServiceSpec) -> list[str]:
     return [variable(name, field) for name, field in fields.items() if is_secret(field)]
 
 
+def development_secret_variables() -> set[str]:
+    """The secrets `make run` makes up: every one a service needs, and the optional provider
+    credentials of the channels that send through a sandbox. Other optional credentials (a
+    Messenger page token...) stay unset: made up, they would turn on sending to the real
+    provider."""
+    needed = {
+        variable(name, field)
+        for spec in SERVICES
+        for name, field in settings_class(spec).model_fields.items()
+        if is_secret(field) and field.default is not None
+    }
+    return needed | {name for sandbox in SANDBOXES for name in sandbox.credentials}
+
+
 def url_variable(service: str) -> str:
     """`HILO_URL_CHANNEL_WEB` and the like: where the simulator finds each service."""
     return "HILO_URL_" + service.upper().replace("-", "_")
 
 
-def development_secrets(environ: Mapping[str, str]) -> dict[str, str]:
-    """One random value per secret setting, unless the environment already sets it."""
-    names = sorted({name for spec in SERVICES for name in secret_variables(spec)})
-    return {name: environ.get(name) or secrets.token_urlsafe(18) for name in names}
+@dataclass(frozen=True)
+class SignIn:
+    """The desk's development agent: shown in the summary, written to `.hilo/platform.env`."""
+
+    agent: str
+    password: str
+
+
+def development_sign_in() -> tuple[str, SignIn]:
+    """HILO_DESK_AGENTS with one agent, `dev`, whose random password is good for this run."""
+    from agent_desk.auth import hash_password  # noqa: PLC0415 - a service package, needed here only
+
+    sign_in = SignIn(DEV_AGENT, secrets.token_urlsafe(12))
+    return f"{sign_in.agent}:{hash_password(sign_in.password)}", sign_in
+
+
+def development_secrets(environ: Mapping[str, str]) -> tuple[dict[str, str], SignIn | None]:
+    """One random value per secret setting, unless the environment already sets it; and the
+    desk's sign-in made for this run (None when HILO_DESK_AGENTS names the agents).
+
+    Two secrets cannot be random: the desk calls the profile API with one of its keys, and
+    HILO_DESK_AGENTS holds `agent:argon2-hash` entries. The values are 32 random bytes, enough
+    for every length check (the desk's session secret wants 32+ characters in production).
+    """
+    names = sorted(development_secret_variables())
+    values = {name: environ.get(name) or secrets.token_urlsafe(32) for name in names}
+    first_profile_key = values["HILO_API_KEYS"].split(",")[0].strip()
+    values["HILO_PROFILE_API_KEY"] = environ.get("HILO_PROFILE_API_KEY") or first_profile_key
+    sign_in = None
+    if not environ.get("HILO_DESK_AGENTS"):
+        values["HILO_DESK_AGENTS"], sign_in = development_sign_in()
+    return values, sign_in
 
 
 @dataclass
 class RunningService:
-    """A service process whose output is copied to this terminal, each line prefixed."""
+    """A service (or sandbox) process whose output is copied to this terminal, each line
+    prefixed with its name."""
 
-    spec: ServiceSpec
+    name: str
+    module: str
     port: int
     env: dict[str, str]
+    args: list[str] = field(default_factory=list)
+    ready_path: str = "/health/ready"
+    """Answers 200 once it serves (a sandbox has no health route: its message list)."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self, out: IO[str]) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", self.spec.module],
+            [sys.executable, "-m", self.module, *self.args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -176,7 +331,7 @@ class RunningService:
     def _copy_output(self, out: IO[str]) -> None:
         if self.process is None or self.process.stdout is None:
             return
-        prefix = f"{self.spec.name:>17} | "
+        prefix = f"{self.name:>17} | "
         for line in iter(self.process.stdout.readline, b""):
             out.write(prefix + line.decode(errors="replace"))
             out.flush()
@@ -187,7 +342,7 @@ class RunningService:
 
     def ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/health/ready", timeout=2) as answer:  # noqa: S310
+            with urllib.request.urlopen(f"{self.url}{self.ready_path}", timeout=2) as answer:  # noqa: S310
                 return bool(answer.status == 200)
         except OSError:
             return False
@@ -214,15 +369,58 @@ class LocalPlatform:
 
     def start(self, out: IO[str] = sys.stdout, timeout: float = 120.0) -> dict[str, str]:
         """Start everything and wait until every service is ready; return the env-file values."""
+        development, sign_in = development_secrets(os.environ)
         endpoints = self.infra.start()
         shared = {
             "KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap_servers,
             "MONGODB_URL": endpoints.mongodb_url,
             "HILO_ENVIRONMENT": "development",
             "HILO_LOG_FORMAT": os.environ.get("HILO_LOG_FORMAT", "console"),
-            **development_secrets(os.environ),
+            **development,
         }
         asyncio.run(_ensure_topics(shared))
+        self.services = self._sandboxes(shared) + self._services(shared)
+        for service in self.services:
+            service.start(out)
+        self._wait_ready(timeout)
+        values = {**shared, **{url_variable(s.name): s.url for s in self.services}}
+        if sign_in is not None:
+            values |= {
+                "HILO_DESK_DEV_AGENT": sign_in.agent,
+                "HILO_DESK_DEV_PASSWORD": sign_in.password,
+            }
+        self._write_env_file(values)
+        return values
+
+    def url(self, item: ServiceSpec | Sandbox) -> str:
+        return f"http://127.0.0.1:{self.base_port + item.port_offset}"
+
+    def _sandboxes(self, shared: Mapping[str, str]) -> list[RunningService]:
+        """The providers' stand-ins, given the credentials their channels are given."""
+        sandboxes = []
+        for sandbox in SANDBOXES:
+            port = self.base_port + sandbox.port_offset
+            args, _channel_settings = self._wiring(sandbox, shared)
+            sandboxes.append(
+                RunningService(
+                    sandbox.name,
+                    sandbox.module,
+                    port,
+                    {**os.environ, "PYTHONUNBUFFERED": "1"},
+                    args=["--port", str(port), *args],
+                    ready_path="/_standin/messages",
+                )
+            )
+        return sandboxes
+
+    def _wiring(self, sandbox: Sandbox, shared: Mapping[str, str]) -> Wiring:
+        channel = next(spec for spec in SERVICES if spec.name == sandbox.channel)
+        return sandbox.wiring(self.url(sandbox), self.url(channel), shared)
+
+    def _services(self, shared: Mapping[str, str]) -> list[RunningService]:
+        """Each service's environment: the shared one, its address, and what it calls."""
+        profile = next(spec for spec in SERVICES if spec.name == "customer-profile")
+        services = []
         for spec in SERVICES:
             port = self.base_port + spec.port_offset
             env = {
@@ -232,14 +430,14 @@ class LocalPlatform:
                 "HILO_HTTP_HOST": "127.0.0.1",
             }
             if spec.public_url:
-                env["HILO_PUBLIC_BASE_URL"] = f"http://127.0.0.1:{port}"
-            self.services.append(RunningService(spec, port, env))
-        for service in self.services:
-            service.start(out)
-        self._wait_ready(timeout)
-        values = {**shared, **{url_variable(s.spec.name): s.url for s in self.services}}
-        self._write_env_file(values)
-        return values
+                env["HILO_PUBLIC_BASE_URL"] = self.url(spec)
+            if spec.name == "agent-desk":
+                env["HILO_PROFILE_API_URL"] = self.url(profile)
+            for sandbox in SANDBOXES:
+                if sandbox.channel == spec.name:
+                    env |= self._wiring(sandbox, shared)[1]
+            services.append(RunningService(spec.name, spec.module, port, env))
+        return services
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -247,18 +445,18 @@ class LocalPlatform:
         while waiting:
             for service in list(waiting):
                 if service.exited():
-                    raise InfrastructureError(f"{service.spec.name} exited during start-up")
+                    raise InfrastructureError(f"{service.name} exited during start-up")
                 if service.ready():
                     waiting.remove(service)
             if waiting and time.monotonic() > deadline:
-                names = ", ".join(s.spec.name for s in waiting)
+                names = ", ".join(s.name for s in waiting)
                 raise InfrastructureError(f"not ready after {timeout:.0f}s: {names}")
             time.sleep(0.3)
 
     def _write_env_file(self, values: Mapping[str, str]) -> None:
         self.env_file.parent.mkdir(parents=True, exist_ok=True)
         self.env_file.touch(mode=0o600)
-        self.env_file.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+        self.env_file.write_text("".join(env_line(key, value) for key, value in values.items()))
 
     def stop(self) -> None:
         """Services first (they flush and commit), then the servers."""
@@ -268,6 +466,15 @@ class LocalPlatform:
         self.env_file.unlink(missing_ok=True)
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9_@%+=:,./-]*")
+
+
+def env_line(key: str, value: str) -> str:
+    """`KEY=value`, single-quoted when the value has characters a shell or a dotenv reader
+    would expand (the `$` of an argon2 hash), so `. .hilo/platform.env` works too."""
+    return f"{key}={value}\n" if _PLAIN.fullmatch(value) else f"{key}='{value}'\n"
+
+
 async def _ensure_topics(values: Mapping[str, str]) -> None:
     await ensure_topics(HiloSettings(kafka_bootstrap_servers=values["KAFKA_BOOTSTRAP_SERVERS"]))
 
@@ -275,6 +482,18 @@ async def _ensure_topics(values: Mapping[str, str]) -> None:
 def summary(values: Mapping[str, str]) -> str:
     """What a person needs to use the running platform."""
     rows = [f"  {spec.name:<18} {values[url_variable(spec.name)]}" for spec in SERVICES]
+    sandboxes = [
+        f"    {sandbox.name:<18} {values[url_variable(sandbox.name)]}/_standin/messages"
+        f"  ({sandbox.sends} sent)"
+        for sandbox in SANDBOXES
+    ]
+    desk = values[url_variable("agent-desk")]
+    if "HILO_DESK_DEV_PASSWORD" in values:
+        sign_in = (
+            f"agent {values['HILO_DESK_DEV_AGENT']}, password {values['HILO_DESK_DEV_PASSWORD']}"
+        )
+    else:
+        sign_in = "an agent of HILO_DESK_AGENTS"
     return "\n".join(
         [
             "",
@@ -283,8 +502,12 @@ def summary(values: Mapping[str, str]) -> str:
             f"  {'kafka':<18} {values['KAFKA_BOOTSTRAP_SERVERS']}",
             f"  {'mongodb':<18} {values['MONGODB_URL']}",
             "",
+            f"  agent desk         {desk}/login  (sign in: {sign_in})",
             f"  profile API docs   {values[url_variable('customer-profile')]}/docs"
             f"  (X-API-Key: {values['HILO_API_KEYS']})",
+            "  outbound messages  go to local sandboxes, not to the real providers (no customer",
+            "                     receives them); what was sent:",
+            *sandboxes,
             f"  secrets and URLs   {ENV_FILE}",
             "  play traffic       make simulate   (in another terminal)",
             "",
@@ -314,7 +537,7 @@ def run_local(base_port: int) -> int:
             values = platform.start()
             print(summary(values), flush=True)  # noqa: T201
             while not stopping.wait(1.0):
-                if crashed := [s.spec.name for s in platform.services if s.exited()]:
+                if crashed := [s.name for s in platform.services if s.exited()]:
                     print(f"stopping: {', '.join(crashed)} exited", file=sys.stderr)  # noqa: T201
                     return 1
         except InfrastructureError as exc:
@@ -336,9 +559,14 @@ def run_compose() -> int:
         return run_local(BASE_PORT)
     env_file = Path(".env")
     if not env_file.exists():
+        agents, sign_in = development_sign_in()
         env_file.touch(mode=0o600)
-        env_file.write_text(development_env())
+        env_file.write_text(development_env((agents, sign_in)))
         print("wrote .env with random development secrets (edit it for production)")  # noqa: T201
+        print(  # noqa: T201
+            f"agent desk: http://localhost:8090/login, agent {sign_in.agent}, "
+            f"password {sign_in.password} (noted at the end of .env)"
+        )
     return subprocess.call([docker, "compose", "up", "--build"])
 
 

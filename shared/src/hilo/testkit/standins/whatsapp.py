@@ -27,7 +27,8 @@ Standalone (`python -m hilo.testkit.standins.whatsapp --port 8098 --webhook-url 
 `GET /_standin/messages` lists what was accepted, `POST /_standin/failures` (`{"count": N,
 "status": 500}`) scripts failures, `POST /_standin/customers/{wa_id}` (`{"at": ISO time}`,
 default now) says a customer wrote, and `POST /_standin/statuses` (`{"message_id", "status"}`)
-sends a status webhook.
+sends a status webhook; with `--report-statuses` every message delivered is reported `sent`,
+then `delivered`, without being asked (as `make run` uses it).
 """
 
 from __future__ import annotations
@@ -179,12 +180,16 @@ class WhatsAppStandIn:
         app_secret: str | None = None,
         webhook_url: str | None = None,
         always_in_window: bool = False,
+        report_statuses: bool = False,
     ) -> None:
         self.access_token = access_token
         self.phone_number_id = phone_number_id
         self.app_secret = app_secret
         self.webhook_url = webhook_url
         self.always_in_window = always_in_window
+        self.report_statuses = report_statuses
+        """Send `sent` then `delivered` for every message delivered, as Meta does (`make run`);
+        off, a test sends the statuses it wants with `send_status`."""
         self.accepted: list[AcceptedMessage] = []
         self.deliveries: list[Delivery] = []
         self.calls = 0
@@ -304,6 +309,8 @@ class WhatsAppStandIn:
             return exc.response()
         if message.failed_with is not None:
             self._later(self._fail(message))
+        elif self.report_statuses and self.webhook_url and self.app_secret:
+            self._later(self._report(message))
         content: dict[str, Any] = {"id": message.id}
         if message.request["type"] == "template":
             content["message_status"] = "accepted"
@@ -362,6 +369,15 @@ class WhatsAppStandIn:
         await asyncio.sleep(0.05)
         if self.webhook_url and self.app_secret:
             await self._deliver(message, "failed", [_status_error(message.failed_with or 0)])
+
+    async def _report(self, message: AcceptedMessage) -> None:
+        """`sent`, then `delivered`: what Meta reports of a message that reached the phone."""
+        for status in ("sent", "delivered"):
+            await asyncio.sleep(0.05)
+            try:
+                await self._deliver(message, status, None)
+            except httpx.HTTPError:
+                return
 
     async def _deliver(
         self, message: AcceptedMessage, status: str, errors: list[dict[str, Any]] | None
@@ -512,6 +528,7 @@ def run(
     app_secret: str | None = None,
     webhook_url: str | None = None,
     always_in_window: bool = False,
+    report_statuses: bool = False,
 ) -> None:
     """Serve in the foreground until interrupted."""
     standin = WhatsAppStandIn(
@@ -520,6 +537,7 @@ def run(
         app_secret=app_secret,
         webhook_url=webhook_url,
         always_in_window=always_in_window,
+        report_statuses=report_statuses,
     )
     uvicorn.run(standin.app, host="127.0.0.1", port=port, log_config=None, access_log=False)
 
@@ -536,6 +554,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="deliver free text to everyone (no 131047 outside the 24-hour window)",
     )
+    parser.add_argument(
+        "--report-statuses",
+        action="store_true",
+        help="send `sent` and `delivered` status webhooks for every message delivered",
+    )
     args = parser.parse_args(argv)
     port = args.port or free_port()
     print(f"WhatsApp Cloud API stand-in on http://127.0.0.1:{port}", file=sys.stderr)  # noqa: T201
@@ -546,6 +569,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         app_secret=args.app_secret,
         webhook_url=args.webhook_url,
         always_in_window=args.always_in_window,
+        report_statuses=args.report_statuses,
     )
 
 
