@@ -162,6 +162,7 @@ async def test_an_instagram_reply_goes_through_the_instagram_account_tagged_by_a
         await publish(settings, mongo_client, command)
         [sent] = await published_interactions(settings, expected=1)
         [message] = meta.received(IGSID)
+        assert await meta.send_echo(message.id) == 200  # Instagram echoes every send
         assert await meta.send_receipt(message.id, "read") == 200
 
     assert message.channel == "instagram"
@@ -175,6 +176,7 @@ async def test_an_instagram_reply_goes_through_the_instagram_account_tagged_by_a
     assert sent["channel"] == "instagram"
     assert sent["payload"]["provider_message_id"] == message.id
     events = await published_interactions(settings, expected=2)
+    assert len(events) == 2, "the echo of a reply Hilo sent was recorded again"
     assert events[1]["payload"]["status"] == "read"
     assert events[1]["payload"]["provider_message_id"] == message.id
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import from_json
 from pymongo.errors import PyMongoError
 
-from hilo.contract import MAX_FUTURE_SKEW, Interaction
+from hilo.contract import MAX_FUTURE_SKEW, Direction, Interaction, MessageExchanged
 from hilo.contract.identifiers import DEFAULT_PHONE_REGION
 from hilo.health import health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, PublishFailed, Record, RecordTooLarge, create_broker
@@ -160,6 +160,8 @@ class Channel:
         self._ignored = IGNORED.labels(name)
         self._publish_seconds = PUBLISH_SECONDS.labels(name)
         self._unavailable = REJECTED.labels(name, "kafka_unavailable")
+        self.sender: OutboundSender | None = None
+        """Set when the service sends `outbound` commands: their echoes are not published."""
 
     async def publish(self, interactions: Sequence[Interaction], *, ignored: int = 0) -> None:
         """Publish every interaction of one request; 503 unless Kafka acknowledged them all.
@@ -171,6 +173,8 @@ class Channel:
         """
         started = time.perf_counter()
         try:
+            interactions, echoes = await self._without_echoes(interactions)
+            ignored += echoes
             records = await self._records(interactions)
             await self._publisher.publish_records(records)
         except (PublishFailed, PyMongoError):
@@ -193,6 +197,35 @@ class Channel:
                     type=interaction.payload.kind,
                     adjustments=[f"{a.field}:{a.reason}" for a in interaction.adjustments],
                 )
+
+    async def _without_echoes(
+        self, interactions: Sequence[Interaction]
+    ) -> tuple[Sequence[Interaction], int]:
+        """The interactions without the provider's echoes of messages this service sent (the
+        sender recorded those already), and how many were left out."""
+        sent = [
+            (i.channel, i.payload.provider_message_id)
+            for i in interactions
+            if isinstance(i.payload, MessageExchanged) and i.payload.direction == Direction.OUTBOUND
+        ]
+        if self.sender is None or not sent:
+            return interactions, 0
+        echoes = {
+            (channel, message_id)
+            for channel in {c for c, _ in sent}
+            for message_id in await self.sender.sent_here(
+                channel, [m for c, m in sent if c == channel]
+            )
+        }
+        kept = [
+            i
+            for i in interactions
+            if not (
+                isinstance(i.payload, MessageExchanged)
+                and (i.channel, i.payload.provider_message_id) in echoes
+            )
+        ]
+        return kept, len(interactions) - len(kept)
 
     async def _records(self, interactions: Sequence[Interaction]) -> list[Record]:
         """Sealed records (the key store must answer: without it nothing is published)."""
@@ -259,10 +292,14 @@ def create_channel_app(
             sends_for=sends_for,
         )
         subscribe_outbound(broker, sender, sealer, publisher, settings)
+        channel.sender = sender
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await broker.start()
+        if channel.sender is not None:
+            with suppress(PyMongoError):  # made once MongoDB answers; only speeds echo checks
+                await channel.sender.create_indexes()
         log.info("channel_started", channel=name)
         try:
             yield

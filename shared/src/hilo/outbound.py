@@ -168,6 +168,21 @@ class OutboundSender:
         self._sends = sends
         self._retry = retry
 
+    async def sent_here(self, channel: str, provider_message_ids: Collection[str]) -> set[str]:
+        """Which of these provider message ids are messages this service sent on `channel`: a
+        provider that echoes what the business sent (Instagram) must not have it recorded a
+        second time, under another id, from its echo."""
+        if not provider_message_ids:
+            return set()
+        found = self._sends.find(
+            {"provider_message_id": {"$in": list(provider_message_ids)}, "channel": channel},
+            {"provider_message_id": 1},
+        )
+        return {doc["provider_message_id"] async for doc in found}
+
+    async def create_indexes(self) -> None:
+        await self._sends.create_index("provider_message_id", sparse=True)
+
     async def handle(self, command: OutboundCommand) -> MongoDocument:
         """Send (unless sent before) and record; the send's state document is returned."""
         state = await self._claim(command)

@@ -18,7 +18,8 @@ the agent); an automation that publishes commands must be told apart before it s
 
 A Messenger reply carries `metadata: hilo:<command id>`, which Meta hands back in the page's
 echo of it: the echo is then not recorded again (`translate.py`), the sender has recorded it.
-Instagram documents no such field, so an Instagram reply's echo is recorded too, under its own id.
+Instagram documents no such field: its echoes are dropped by the message id this service sent
+(`hilo.channel.Channel`).
 """
 
 from __future__ import annotations
