@@ -364,6 +364,13 @@ def test_every_service_accepts_the_settings_make_run_gives_it() -> None:
     assert whatsapp_args[whatsapp_args.index("--webhook-url") + 1] == (
         "http://127.0.0.1:9002/webhooks/whatsapp"
     )
+    social = settings["channel-social"]
+    assert social.meta_graph_url == social.instagram_graph_url == sandboxes["sandbox-meta"].url
+    meta_args = sandboxes["sandbox-meta"].args
+    assert meta_args[meta_args.index("--page-access-token") + 1] == (
+        social.messenger_page_access_token.get_secret_value()
+    )
+    assert meta_args[meta_args.index("--app-secret") + 1] == secrets["HILO_META_APP_SECRET"]
 
 
 def test_make_run_turns_on_sending_only_through_a_sandbox() -> None:

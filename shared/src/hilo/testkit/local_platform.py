@@ -6,9 +6,10 @@ indexes, the customer-profile service, every channel service and the agent desk,
 logs prefixed. Ctrl-C (or SIGTERM) stops everything it started, the servers last; children are
 also tied to this process, so nothing outlives it even if it is killed.
 
-The channels send outbound messages through local sandboxes of Twilio, the WhatsApp Cloud API
-and Mailgun (`hilo.testkit.standins`), never through the real providers: an agent's reply is
-"sent", its delivery statuses come back to the channel's webhooks, and no customer receives it.
+The channels send outbound messages through local sandboxes of Twilio, the WhatsApp Cloud API,
+Mailgun and Meta's Send API (`hilo.testkit.standins`), never through the real providers: an
+agent's reply is "sent", its delivery statuses come back to the channel's webhooks, and no
+customer receives it.
 
 The development secrets (write keys, webhook secrets, API keys) are generated per run unless set
 in the environment, as is the desk's sign-in (agent `dev`, a random password) unless
@@ -180,6 +181,24 @@ def _mailgun_wiring(url: str, _channel_url: str, values: Mapping[str, str]) -> W
     }
 
 
+def _meta_send_wiring(url: str, channel_url: str, values: Mapping[str, str]) -> Wiring:
+    """Meta checks the Page and Instagram tokens and signs echoes and deliveries with the app
+    secret; like the WhatsApp sandbox it leaves the messaging window to the desk."""
+    args = [
+        "--page-access-token",
+        values["HILO_MESSENGER_PAGE_ACCESS_TOKEN"],
+        "--instagram-access-token",
+        values["HILO_INSTAGRAM_ACCESS_TOKEN"],
+        "--app-secret",
+        values["HILO_META_APP_SECRET"],
+        "--webhook-url",
+        f"{channel_url}/webhooks/social",
+        "--always-in-window",
+        "--report-events",
+    ]
+    return args, {"HILO_META_GRAPH_URL": url, "HILO_INSTAGRAM_GRAPH_URL": url}
+
+
 @dataclass(frozen=True)
 class Sandbox:
     """A local stand-in of a provider's API that a channel sends through under `make run`, so
@@ -220,6 +239,15 @@ SANDBOXES: tuple[Sandbox, ...] = (
         _mailgun_wiring,
         ("HILO_MAILGUN_API_KEY",),
     ),
+    Sandbox(
+        "sandbox-meta",
+        "hilo.testkit.standins.meta_send",
+        14,
+        "channel-social",
+        "Messenger and Instagram",
+        _meta_send_wiring,
+        ("HILO_MESSENGER_PAGE_ACCESS_TOKEN", "HILO_INSTAGRAM_ACCESS_TOKEN"),
+    ),
 )
 PORT_SPAN = 1 + max(item.port_offset for items in (SERVICES, SANDBOXES) for item in items)
 """`make run` uses the ports from the base port to the base port + PORT_SPAN - 1."""
@@ -251,9 +279,8 @@ def secret_variables(spec: ServiceSpec) -> list[str]:
 
 def development_secret_variables() -> set[str]:
     """The secrets `make run` makes up: every one a service needs, and the optional provider
-    credentials of the channels that send through a sandbox. Other optional credentials (a
-    Messenger page token...) stay unset: made up, they would turn on sending to the real
-    provider."""
+    credentials of the channels that send through a sandbox. Any other optional credential stays
+    unset: made up, it would turn on sending to the real provider."""
     needed = {
         variable(name, field)
         for spec in SERVICES
