@@ -8,13 +8,16 @@ failing after the provider accepted, the same command arriving again.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from faststream.kafka import KafkaBroker
+from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
+from pymongo.errors import AutoReconnect
 
 from hilo.channel import ChannelSettings, create_channel_app
 from hilo.contract.outbound import OutboundCommand
@@ -22,12 +25,16 @@ from hilo.kafka import KafkaPublisher, PublishFailed, Record, create_broker
 from hilo.mongo import MongoDocument
 from hilo.outbound import (
     SENDS_COLLECTION,
+    UNCONFIRMED,
     OutboundSender,
     RetryPolicy,
+    SendInProgress,
     SendRefused,
     SendUnavailable,
+    SendUncertain,
     Sent,
     command_record,
+    provider_call,
 )
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
@@ -109,7 +116,7 @@ async def test_a_command_handled_twice_is_sent_once_and_recorded_once(
     assert sent["provider_message_id"] == first["provider_message_id"]
 
 
-async def test_a_crash_after_the_provider_accepted_records_without_sending_again(
+async def test_a_record_kafka_did_not_take_is_published_on_redelivery_without_sending_again(
     settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
 ) -> None:
     provider = ScriptedProvider()
@@ -177,12 +184,15 @@ async def test_the_channel_consumes_its_own_commands_once_and_dead_letters_unrea
     provider = ScriptedProvider()
     mine, theirs = sample_command("sms"), sample_command("email")
     sealer = create_sealer(settings, mongo_client)
+    disguised = await command_record(sample_command("email"), sealer)
     records = [
         await command_record(mine, sealer),
         await command_record(mine, sealer),  # delivered again, as after a producer retry
         await command_record(theirs, sealer),
         Record(Topic.OUTBOUND, b"cus-1", b'{"not": "a command"}', {"hilo_channel": "sms"}),
+        Record(Topic.OUTBOUND, disguised.key, disguised.value, {"hilo_channel": "sms"}),
     ]
+    before = _redelivered("sms")
     app = create_channel_app(
         "sms", channel_settings, lambda _: [], description="t", provider=provider
     )
@@ -193,21 +203,131 @@ async def test_the_channel_consumes_its_own_commands_once_and_dead_letters_unrea
             await KafkaPublisher(broker, settings).publish_records(records)
         finally:
             await broker.stop()
-        await eventually(lambda: _sent_count(provider), until=lambda n: n >= 1, timeout=60)
+        await eventually(_redelivered_async("sms"), until=lambda n: n > before, timeout=60)
         dead = await read_topic(
-            settings.kafka_bootstrap_servers, topic_name(Topic.OUTBOUND_DLQ, settings), expected=1
+            settings.kafka_bootstrap_servers, topic_name(Topic.OUTBOUND_DLQ, settings), expected=2
         )
-        await asyncio.sleep(1.0)  # the second copy of `mine` is consumed by now
 
     assert [call.id for call in provider.calls] == [mine.id]
-    assert len(dead) == 1
-    assert dict(dead[0].headers)["hilo_error_reason"] == b"unreadable"
+    assert [dict(d.headers)["hilo_error_reason"] for d in dead] == [b"unreadable", b"wrong_channel"]
     events = await published_interactions(settings, expected=1)
     assert [event["id"] for event in events] == [mine.sent_interaction_id()]
 
 
 async def _sent_count(provider: ScriptedProvider) -> int:
     return len(provider.calls)
+
+
+def _redelivered(channel: str) -> float:
+    """Commands found sent already when they came again (counted, not sent)."""
+    value = REGISTRY.get_sample_value("hilo_outbound_redelivered_total", {"channel": channel})
+    return value or 0.0
+
+
+def _redelivered_async(channel: str) -> Callable[[], Awaitable[float]]:
+    async def probe() -> float:
+        return _redelivered(channel)
+
+    return probe
+
+
+async def test_a_claim_left_by_an_attempt_that_died_is_reported_unconfirmed_not_sent_again(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
+) -> None:
+    provider = ScriptedProvider()
+    sender = await _sender(settings, mongo_client, broker, provider)
+    died, in_flight = sample_command(), sample_command()
+    sends = mongo_client[settings.mongodb_database][SENDS_COLLECTION]
+    now = datetime.now(UTC)
+    await sends.insert_many(
+        [
+            _claim(died, claimed_at=now - timedelta(minutes=10)),
+            _claim(in_flight, claimed_at=now - timedelta(seconds=5)),
+        ]
+    )
+
+    with pytest.raises(SendInProgress):
+        await sender.handle(in_flight)
+    state = await sender.handle(died)
+
+    assert provider.calls == []
+    assert state["reason"] == UNCONFIRMED
+    (event,) = await published_interactions(settings, expected=1)
+    assert event["payload"]["provider_message_id"] == died.failure_provider_id()
+    assert event["payload"]["error"] == UNCONFIRMED
+
+
+def _claim(command: OutboundCommand, *, claimed_at: datetime) -> MongoDocument:
+    return {
+        "_id": command.id,
+        "state": "sending",
+        "claim": "another-attempt",
+        "channel": command.channel,
+        "claimed_at": claimed_at,
+    }
+
+
+class FlakyCollection:
+    """The sends collection, whose first `fails` updates fail as if MongoDB were away."""
+
+    def __init__(self, collection: Any, fails: int) -> None:
+        self._collection = collection
+        self.fails = fails
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+    async def update_one(self, *args: Any, **kwargs: Any) -> Any:
+        if self.fails:
+            self.fails -= 1
+            raise AutoReconnect("injected")
+        return await self._collection.update_one(*args, **kwargs)
+
+
+async def test_storing_what_the_provider_answered_is_retried_not_lost(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
+) -> None:
+    provider = ScriptedProvider()
+    sends = FlakyCollection(mongo_client[settings.mongodb_database][SENDS_COLLECTION], fails=2)
+    publisher = KafkaPublisher(broker, settings, sealer=create_sealer(settings, mongo_client))
+    sender = OutboundSender("sms", "test", provider, publisher, sends, FAST)  # type: ignore[arg-type]
+    command = sample_command()
+
+    await sender.handle(command)
+    again = await sender.handle(command)
+
+    assert len(provider.calls) == 1
+    assert again["state"] == "sent"
+    assert sends.fails == 0
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (httpx.ConnectError("refused"), SendUnavailable),
+        (httpx.ConnectTimeout("slow"), SendUnavailable),
+        (httpx.ReadTimeout("no answer"), SendUncertain),
+        (httpx.RemoteProtocolError("dropped"), SendUncertain),
+        (httpx.Response(503), SendUnavailable),
+        (httpx.Response(429), SendUnavailable),
+        (httpx.Response(400, text="21610"), SendRefused),
+    ],
+)
+async def test_provider_failures_are_sorted_into_retry_refused_and_uncertain(
+    answer: httpx.Response | Exception, expected: type[Exception]
+) -> None:
+    def respond(_request: httpx.Request) -> httpx.Response:
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(respond)) as http:
+        with pytest.raises(expected) as raised:
+            await provider_call(lambda: http.post("https://provider.test/send"), lambda r: r.text)
+
+    assert type(raised.value) is expected
+    if expected is SendRefused:
+        assert raised.value.reason == "21610"  # type: ignore[attr-defined]
 
 
 async def test_a_service_sending_for_several_channels_records_each_under_its_own(

@@ -5,27 +5,32 @@ service with a `Provider` consumes `outbound` in its own consumer group, takes t
 the channels it sends for (its own; `channel-social` both `messenger` and `instagram`) and, for
 each (`OutboundSender.handle`):
 
-1. claims the command id in MongoDB (`outbound_sends`): a command delivered again after it was
-   sent is not sent again, only its record is re-published (the interaction id is derived from
-   the command id, so the journey keeps it once);
-2. sends it through the provider, retrying a transient failure (5xx, 429, timeout, no
-   connection) with exponential backoff; a refusal (4xx) is not retried;
+1. claims the command id in MongoDB (`outbound_sends`) with a token of its own: only the
+   attempt whose claim was stored sends. A command delivered again after it was sent is not
+   sent again, only its record is re-published (the interaction id is derived from the command
+   id, so the journey keeps it once);
+2. sends it through the provider, retrying what the provider did not take (5xx, 429, no
+   connection) with exponential backoff; a refusal (4xx) is not retried, nor is a request that
+   went out and got no answer (the provider may have taken it);
 3. records the outcome on `interactions`: the sent message as an outbound `message` in the
    command's conversation, or a `message_status` `failed` carrying the provider's reason, which
    the agent sees.
 
 The offset is committed after that; when MongoDB or Kafka fail the command is delivered again.
-The one window in which a customer could receive a message twice: the process dies after the
-provider accepted the message and before MongoDB recorded it. None of the providers takes an
-idempotency key that would close it.
+Nothing is sent twice: a delivery that finds another attempt's claim still `sending` waits while
+that attempt may be in flight (`RetryPolicy.in_flight_seconds`, a second instance after a
+rebalance), and after that reports the message as not confirmed (`UNCONFIRMED`) instead of
+sending it: the attempt died after claiming it, before or after the provider took it, and none of
+the providers takes an idempotency key that would tell which. The agent sees it and decides.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import httpx
@@ -82,8 +87,27 @@ class SendRefused(Exception):
         self.reason = reason
 
 
+class SendUncertain(SendRefused):
+    """The request went out and no answer came: the provider may have taken the message. Not
+    retried (the customer could get it twice); reported to the agent as not confirmed."""
+
+
 class SendUnavailable(Exception):
-    """The provider could not be reached or failed (5xx, 429, timeout): worth retrying."""
+    """The provider could not be reached or failed (5xx, 429): worth retrying."""
+
+
+class SendInProgress(Exception):
+    """Another attempt claimed the command a moment ago and may still be sending it (a second
+    instance after a rebalance): the command is taken up again later, not sent twice."""
+
+
+ECHO_WAIT_SECONDS = 1.0
+"""How long an echo that matches no sent message waits while a send is being stored."""
+
+UNCONFIRMED = (
+    "not confirmed: the channel service stopped while sending it; look at the conversation "
+    "before sending it again"
+)
 
 
 @dataclass(frozen=True)
@@ -108,13 +132,21 @@ async def provider_call(
 ) -> httpx.Response:
     """Make one provider HTTP call, sorting failures the way every provider needs them sorted.
 
-    A connection error, a timeout, a 5xx or a 429 is `SendUnavailable` (retried); any other 4xx
-    is `SendRefused` with `reason_of(response)`, the provider's own explanation.
+    No connection (or none free in time), a 5xx or a 429 is `SendUnavailable` (retried): the
+    provider did not take the message. A request sent but not answered (a read timeout, a
+    dropped connection) is `SendUncertain`: the provider may have taken it, and sending it again
+    could reach the customer twice. Any other 4xx is `SendRefused` with `reason_of(response)`,
+    the provider's own explanation.
     """
     try:
         response: httpx.Response = await request()
-    except httpx.HTTPError as exc:
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         raise SendUnavailable(f"provider not reachable: {type(exc).__name__}") from exc
+    except httpx.HTTPError as exc:
+        raise SendUncertain(
+            f"no answer from the provider ({type(exc).__name__}): it may have been sent; look "
+            "at the conversation before sending it again"
+        ) from exc
     if response.status_code >= 500 or response.status_code == 429:
         raise SendUnavailable(f"provider answered {response.status_code}")
     if response.status_code >= 400:
@@ -138,6 +170,8 @@ class RetryPolicy:
     attempts: int = 5
     first_wait_seconds: float = 0.5
     max_wait_seconds: float = 30.0
+    in_flight_seconds: float = 300.0
+    """How long a claim may be another attempt's send in progress; older, that attempt died."""
 
 
 class OutboundSender:
@@ -174,20 +208,41 @@ class OutboundSender:
         second time, under another id, from its echo."""
         if not provider_message_ids:
             return set()
-        found = self._sends.find(
+        found = await self._sent_ids(channel, provider_message_ids)
+        if len(found) < len(set(provider_message_ids)) and await self._sending(channel):
+            # The echo can overtake the sender storing the provider's id: look once more.
+            await asyncio.sleep(ECHO_WAIT_SECONDS)
+            found = await self._sent_ids(channel, provider_message_ids)
+        return found
+
+    async def _sent_ids(self, channel: str, provider_message_ids: Collection[str]) -> set[str]:
+        cursor = self._sends.find(
             {"provider_message_id": {"$in": list(provider_message_ids)}, "channel": channel},
             {"provider_message_id": 1},
         )
-        return {doc["provider_message_id"] async for doc in found}
+        return {doc["provider_message_id"] async for doc in cursor}
+
+    async def _sending(self, channel: str) -> bool:
+        return await self._sends.find_one({"state": "sending", "channel": channel}) is not None
 
     async def create_indexes(self) -> None:
         await self._sends.create_index("provider_message_id", sparse=True)
+        await self._sends.create_index([("state", 1), ("channel", 1)])
 
     async def handle(self, command: OutboundCommand) -> MongoDocument:
-        """Send (unless sent before) and record; the send's state document is returned."""
-        state = await self._claim(command)
-        if state["state"] == "sending":
+        """Send (unless sent or claimed before) and record; the send's state is returned.
+
+        Only the attempt whose claim was stored sends. A later delivery that finds another
+        attempt's claim still `sending` waits while that attempt may be in flight
+        (`SendInProgress`), and after that records the send as not confirmed rather than risk
+        sending it twice.
+        """
+        token = uuid.uuid4().hex
+        state = await self._claim(command, token)
+        if state["state"] == "sending" and state.get("claim") == token:
             state = await self._send(command)
+        elif state["state"] == "sending":
+            state = await self._abandoned(command, state)
         elif not state.get("recorded"):
             log.info("outbound_record_resumed", channel=command.channel, command_id=command.id)
         else:
@@ -197,12 +252,13 @@ class OutboundSender:
         await self._sends.update_one({"_id": command.id}, {"$set": {"recorded": True}})
         return {**state, "recorded": True}
 
-    async def _claim(self, command: OutboundCommand) -> MongoDocument:
+    async def _claim(self, command: OutboundCommand, token: str) -> MongoDocument:
         state: MongoDocument | None = await self._sends.find_one_and_update(
             {"_id": command.id},
             {
                 "$setOnInsert": {
                     "state": "sending",
+                    "claim": token,
                     "channel": command.channel,
                     "customer_id": command.customer_id,
                     "claimed_at": datetime.now(UTC),
@@ -215,10 +271,28 @@ class OutboundSender:
             raise PyMongoError("the claim was not stored")
         return state
 
+    async def _abandoned(self, command: OutboundCommand, state: MongoDocument) -> MongoDocument:
+        """Another attempt's claim: in flight still, or left by an attempt that died."""
+        claimed_at: datetime = state["claimed_at"]
+        if datetime.now(UTC) - claimed_at < timedelta(seconds=self._retry.in_flight_seconds):
+            raise SendInProgress(command.id)
+        update = {"state": "failed", "reason": UNCONFIRMED, "done_at": datetime.now(UTC)}
+        taken = await self._sends.update_one(
+            {"_id": command.id, "state": "sending", "claim": state.get("claim")}, {"$set": update}
+        )
+        if not taken.matched_count:  # that attempt finished meanwhile: take what it stored
+            raise SendInProgress(command.id)
+        FAILED.labels(command.channel, "unconfirmed").inc()
+        log.warning("outbound_unconfirmed", channel=command.channel, command_id=command.id)
+        return {**state, **update}
+
     async def _send(self, command: OutboundCommand) -> MongoDocument:
         update: MongoDocument
         try:
             sent = await self._with_retries(command)
+        except SendUncertain as exc:
+            FAILED.labels(command.channel, "uncertain").inc()
+            update = {"state": "failed", "reason": exc.reason}
         except SendRefused as exc:
             FAILED.labels(command.channel, "refused").inc()
             update = {"state": "failed", "reason": exc.reason}
@@ -240,8 +314,21 @@ class OutboundSender:
             command_id=command.id,
             reason=update.get("reason"),
         )
-        await self._sends.update_one({"_id": command.id}, {"$set": update})
+        await self._store_outcome(command.id, update)
         return {"_id": command.id, **update}
+
+    async def _store_outcome(self, command_id: str, update: MongoDocument) -> None:
+        """Store what the provider answered, retrying a while: if this is lost, a redelivery
+        can only report the send as not confirmed."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(6),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            retry=retry_if_exception_type(PyMongoError),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self._sends.update_one({"_id": command_id}, {"$set": update})
 
     async def _with_retries(self, command: OutboundCommand) -> Sent:
         retrying = AsyncRetrying(
@@ -318,6 +405,11 @@ async def _keep_bytes(message: Any) -> Any:
     return None
 
 
+MAX_FAILED_DELIVERIES = 5
+"""Deliveries of one command that fail unexpectedly (a bug, not an outage) before it goes to
+`outbound.dlq`: the commands behind it on its partition are not held up for good."""
+
+
 def subscribe_outbound(
     broker: KafkaBroker,
     sender: OutboundSender,
@@ -329,10 +421,13 @@ def subscribe_outbound(
 ) -> None:
     """Register the `outbound` handler of `sender`'s channels on `broker`.
 
-    An unreadable command (invalid, or its person erased) goes to `outbound.dlq` with the reason
-    and the consumer goes on; MongoDB or Kafka failing makes the command come again after
-    `retry_seconds`, and nothing is committed until it has been handled.
+    An unreadable command (invalid, its person erased, or naming another channel than its
+    header) goes to `outbound.dlq` with the reason and the consumer goes on. MongoDB or Kafka
+    failing, or another attempt still sending the command, makes it come again after
+    `retry_seconds`; nothing is committed until it has been handled. Any other failure is
+    retried the same way `MAX_FAILED_DELIVERIES` times, then dead-lettered.
     """
+    failures: dict[tuple[int, int], int] = {}
 
     @broker.subscriber(
         topic_name(Topic.OUTBOUND, settings),
@@ -348,16 +443,33 @@ def subscribe_outbound(
         headers = dict(record.headers or ())
         if headers.get(CHANNEL_HEADER, b"").decode(errors="replace") not in sender.sends_for:
             return
+        position = (record.partition, record.offset)
         try:
-            command = await _open(record.value, sealer)
-            if command is not None:
-                await sender.handle(command)
-                return
-            await _dead_letter(publisher, record, "unreadable", "invalid or its person erased")
-        except (PyMongoError, PublishFailed) as exc:
+            await _handle(record, sender, sealer, publisher)
+        except (PyMongoError, PublishFailed, SendInProgress) as exc:
             log.warning("outbound_retry_later", channel=sender.channel, error=type(exc).__name__)
             await asyncio.sleep(retry_seconds)
             raise
+        except Exception as exc:
+            failures[position] = failures.get(position, 0) + 1
+            log.exception("outbound_failed_unexpectedly", attempt=failures[position])
+            if failures[position] < MAX_FAILED_DELIVERIES:
+                await asyncio.sleep(retry_seconds)
+                raise
+            await _dead_letter(publisher, record, "failed", type(exc).__name__)
+        failures.pop(position, None)
+
+
+async def _handle(
+    record: Any, sender: OutboundSender, sealer: Sealer, publisher: KafkaPublisher
+) -> None:
+    command = await _open(record.value, sealer)
+    if command is None:
+        await _dead_letter(publisher, record, "unreadable", "invalid or its person erased")
+    elif command.channel not in sender.sends_for:
+        await _dead_letter(publisher, record, "wrong_channel", "its header names another channel")
+    else:
+        await sender.handle(command)
 
 
 async def _open(value: bytes | None, sealer: Sealer) -> OutboundCommand | None:
