@@ -1,4 +1,5 @@
-"""Serving an ASGI app on a real port inside the test's event loop.
+"""Serving an ASGI app on a real port: in the test's event loop (`served`), or in a thread of its
+own (`ThreadedServer`) for a caller that has no event loop to serve it in.
 
 A browser, a provider stand-in posting its callbacks, or a service calling another needs a real
 address; the app's lifespan runs as in production (its consumers start, its producer connects).
@@ -7,13 +8,33 @@ address; the app's lifespan runs as in production (its consumers start, its prod
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Literal
+from types import TracebackType
+from typing import Any, Literal, Self
 
 import uvicorn
 
 from hilo.testkit.local_infra import free_port
+
+Lifespan = Literal["auto", "on", "off"]
+GRACEFUL_SHUTDOWN = 3
+"""Seconds a stopping server waits for open connections: an event stream (a browser's) never
+ends by itself."""
+
+
+def _config(app: Any, host: str, port: int, lifespan: Lifespan) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan=lifespan,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+    )
 
 
 class InLoopServer(uvicorn.Server):
@@ -30,23 +51,14 @@ async def served(
     port: int | None = None,
     *,
     host: str = "127.0.0.1",
-    lifespan: Literal["auto", "on", "off"] = "on",
+    lifespan: Lifespan = "on",
 ) -> AsyncIterator[str]:
     """Serve `app` until the block ends; yields its base URL (`http://host:port`).
 
     `lifespan="off"` serves an app whose lifespan the caller already runs.
     """
     port = port or free_port()
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan=lifespan,
-        timeout_graceful_shutdown=3,  # an open event stream (a browser's) never ends by itself
-    )
-    server = InLoopServer(config)
+    server = InLoopServer(_config(app, host, port, lifespan))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -58,3 +70,67 @@ async def served(
     finally:
         server.should_exit = True
         await task
+
+
+class ThreadedServer:
+    """`app` served by uvicorn in a daemon thread of its own, with an event loop of its own:
+    `start()` (or `with`) serves it, `stop()` (or the block's end) stops it. A subclass may pass
+    its own app (a provider's stand-in does)."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        name: str = "threaded-server",
+        host: str = "127.0.0.1",
+        lifespan: Lifespan = "auto",
+    ) -> None:
+        self.app = app
+        self.name = name
+        """The thread's name, and the server's in errors."""
+        self.host = host
+        self.lifespan: Lifespan = lifespan
+        self.url = ""
+        """The base URL (`http://host:port`) while it serves."""
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, port: int | None = None, *, timeout: float = 10) -> str:
+        """Serve on `port` (a free one by default) once uvicorn has started; the base URL is
+        returned. RuntimeError if it could not start (the port is taken) within `timeout` s."""
+        if self._thread is not None:
+            raise RuntimeError(f"{self.name} is already serving on {self.url}")
+        port = port or free_port()
+        server = uvicorn.Server(_config(self.app, self.host, port, self.lifespan))
+        thread = threading.Thread(target=server.run, name=self.name, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                server.should_exit = True
+                thread.join(timeout=GRACEFUL_SHUTDOWN + 1)
+                raise RuntimeError(f"{self.name} did not start on {self.host}:{port}")
+            time.sleep(0.01)
+        self._server, self._thread = server, thread
+        self.url = f"http://{self.host}:{port}"
+        return self.url
+
+    def stop(self, *, timeout: float = 10) -> None:
+        """Stop serving: uvicorn closes its connections (waiting `GRACEFUL_SHUTDOWN` s at most
+        for open ones) and its thread ends (waited for `timeout` s at most)."""
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=timeout)
+        self._server = self._thread = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -26,15 +26,12 @@ import itertools
 import secrets
 import sys
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
 from pydantic_core import from_json
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -42,6 +39,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from hilo.testkit.local_infra import free_port
+from hilo.testkit.standins.base import StandIn
 from hilo.webhook import secrets_match
 
 API_KEY = "key-standin-0123456789abcdef"
@@ -76,7 +74,7 @@ class AcceptedEmail:
         return {"id": self.message_id, "domain": self.domain, "fields": list(self.fields)}
 
 
-class MailgunStandIn:
+class MailgunStandIn(StandIn):
     """Mailgun's messages API on 127.0.0.1 (see the module docstring); `with` runs it in a
     thread of its own."""
 
@@ -86,20 +84,18 @@ class MailgunStandIn:
         self.accepted: list[AcceptedEmail] = []
         self.calls = 0
         """Requests to the messages API, whatever they were answered."""
-        self.url = ""
         self._lock = threading.Lock()
         self._failures: list[int] = []
         self._refused: dict[str, str] = {}
         self._sequence = itertools.count(1)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.app = Starlette(
+        app = Starlette(
             routes=[
                 Route("/v3/{domain}/messages", self._messages, methods=["POST"]),
                 Route("/_standin/messages", self._list, methods=["GET"]),
                 Route("/_standin/failures", self._script, methods=["POST"]),
             ]
         )
+        super().__init__(app, name="mailgun-standin")
 
     def fail_next(self, count: int, status: int = 500) -> None:
         """The next `count` calls answer `status` (a Mailgun outage), whatever they carry."""
@@ -110,41 +106,6 @@ class MailgunStandIn:
         """Answer 400 with `message` to every message sent to `recipient`."""
         with self._lock:
             self._refused[recipient.lower()] = message
-
-    def start(self, port: int | None = None) -> str:
-        """Serve in a background thread; the base URL (`http://127.0.0.1:<port>`) is returned."""
-        port = port or free_port()
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=port, log_config=None, access_log=False
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="mailgun-standin")
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the Mailgun stand-in did not start on port {port}")
-            time.sleep(0.01)
-        self.url = f"http://127.0.0.1:{port}"
-        return self.url
-
-    def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
-
-    def __enter__(self) -> MailgunStandIn:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     async def _messages(self, request: Request) -> Response:
         with self._lock:
@@ -220,8 +181,7 @@ def _error(status: int, message: str) -> JSONResponse:
 
 def run(port: int, api_key: str = API_KEY, domains: Iterable[str] = (DOMAIN,)) -> None:
     """Serve in the foreground until interrupted."""
-    standin = MailgunStandIn(api_key, domains)
-    uvicorn.run(standin.app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    MailgunStandIn(api_key, domains).serve_forever(port)
 
 
 def main() -> None:

@@ -44,14 +44,12 @@ import base64
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import httpx
-import uvicorn
 from pydantic_core import from_json, to_json
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -60,7 +58,8 @@ from starlette.routing import Route
 
 from hilo.providers.meta import signed_headers
 from hilo.testkit.local_infra import free_port
-from hilo.testkit.serving import served
+from hilo.testkit.standins.base import StandIn
+from hilo.testkit.standins.graph import GraphError
 from hilo.webhook import secrets_match
 
 PAGE_ACCESS_TOKEN = "EAAstandin0123456789abcdefMessengerPage"  # noqa: S105 - the stand-in's own
@@ -95,28 +94,6 @@ _TRANSIENT: Final = {
     503: (2, "(#2) Service temporarily unavailable"),
     429: (613, "(#613) Calls to this api have exceeded the rate limit."),
 }
-
-
-class GraphError(Exception):
-    """A request Graph refuses: the HTTP status and the error object Meta answers."""
-
-    def __init__(
-        self,
-        status: int,
-        code: int,
-        message: str,
-        *,
-        subcode: int | None = None,
-        kind: str = "OAuthException",
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error: dict[str, Any] = {"message": message, "type": kind, "code": code}
-        if subcode is not None:
-            self.error["error_subcode"] = subcode
-
-    def response(self) -> JSONResponse:
-        return JSONResponse({"error": {**self.error, "fbtrace_id": _trace_id()}}, self.status)
 
 
 def invalid(message: str, subcode: int | None = None) -> GraphError:
@@ -156,7 +133,7 @@ class Delivery:
     answered: int
 
 
-class MetaSendStandIn:
+class MetaSendStandIn(StandIn):
     """The Send API of one Page and one Instagram account (see the module docstring)."""
 
     def __init__(
@@ -186,12 +163,10 @@ class MetaSendStandIn:
         self.deliveries: list[Delivery] = []
         self.calls = 0
         """Requests to the messages endpoint, whatever they were answered."""
-        self.url = ""
         self._failures: list[int] = []
         self._refused: dict[tuple[str, str], int] = {}
         self._last_wrote: dict[tuple[str, str], datetime] = {}
-        self._pending: set[asyncio.Task[None]] = set()
-        self.app = Starlette(
+        app = Starlette(
             routes=[
                 Route("/{version}/{account}/messages", self._messages, methods=["POST"]),
                 Route("/_standin/messages", self._list, methods=["GET"]),
@@ -200,23 +175,12 @@ class MetaSendStandIn:
                 Route("/_standin/receipts", self._post_receipt, methods=["POST"]),
             ]
         )
+        super().__init__(app, name="meta-send-standin")
 
     @property
     def graph_url(self) -> str:
         """What the channel's `HILO_META_GRAPH_URL` (and `HILO_INSTAGRAM_GRAPH_URL`) is set to."""
         return self.url
-
-    @asynccontextmanager
-    async def serving(self, port: int | None = None) -> AsyncIterator[str]:
-        """Serve on 127.0.0.1 in the caller's event loop; the webhooks it is sending are sent
-        before the block ends (10 s at most). Yields the base URL."""
-        async with served(self.app, port) as url:
-            self.url = url
-            try:
-                yield url
-            finally:
-                if self._pending:
-                    await asyncio.wait(self._pending, timeout=10)
 
     def fail_next(self, count: int, status: int = 500) -> None:
         """The next `count` calls answer `status` (500, 503 or 429) with Graph's error body."""
@@ -273,9 +237,7 @@ class MetaSendStandIn:
         if self._failures:
             status = self._failures.pop(0)
             code, text = _TRANSIENT.get(status, _TRANSIENT[500])
-            error = GraphError(status, code, text)
-            error.error["is_transient"] = True
-            return error.response()
+            return GraphError(status, code, text, transient=True).response()
         try:
             channel, own_id = self._authorise(request)
             _check_account(request.path_params["account"], own_id)
@@ -360,12 +322,6 @@ class MetaSendStandIn:
             )
         self.deliveries.append(Delivery(message.id, kind, response.status_code))
         return response.status_code
-
-    def _later(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run `work` after the answer, as Meta's webhooks follow the API's answer."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
 
     async def _report(self, message: AcceptedMessage) -> None:
         await asyncio.sleep(0.05)
@@ -477,10 +433,6 @@ def _message_id(channel: str, recipient: str) -> str:
     return base64.b64encode(item.encode()).decode().rstrip("=")
 
 
-def _trace_id() -> str:
-    return secrets.token_urlsafe(20).replace("-", "A").replace("_", "z")[:27]
-
-
 def run(
     port: int,
     *,
@@ -492,15 +444,14 @@ def run(
     report_events: bool = False,
 ) -> None:
     """Serve in the foreground until interrupted."""
-    standin = MetaSendStandIn(
+    MetaSendStandIn(
         page_access_token=page_access_token,
         instagram_access_token=instagram_access_token,
         app_secret=app_secret,
         webhook_url=webhook_url,
         always_in_window=always_in_window,
         report_events=report_events,
-    )
-    uvicorn.run(standin.app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    ).serve_forever(port)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -30,17 +30,14 @@ import binascii
 import re
 import sys
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
-import uvicorn
 from pydantic_core import from_json
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -50,6 +47,7 @@ from starlette.routing import Route
 
 from hilo.providers.twilio import signed_headers
 from hilo.testkit.local_infra import free_port
+from hilo.testkit.standins.base import StandIn
 from hilo.webhook import secrets_match
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -117,7 +115,7 @@ class _Script:
     unreachable: set[str] = field(default_factory=set)
 
 
-class TwilioStandIn:
+class TwilioStandIn(StandIn):
     """Twilio's Messages API on 127.0.0.1 (see the module docstring); `with` runs it in a
     thread of its own."""
 
@@ -135,12 +133,9 @@ class TwilioStandIn:
         self.reports: list[StatusReport] = []
         self.calls = 0
         """Requests to the Messages API, whatever they were answered."""
-        self.url = ""
         self._lock = threading.Lock()
         self._script = _Script()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.app = Starlette(
+        app = Starlette(
             routes=[
                 Route(
                     f"/{API_VERSION}/Accounts/{{account_sid}}/Messages.json",
@@ -152,6 +147,7 @@ class TwilioStandIn:
                 Route("/_standin/refusals", self._script_refusal, methods=["POST"]),
             ]
         )
+        super().__init__(app, name="twilio-standin")
 
     def fail_next(self, count: int, status: int = 500) -> None:
         """The next `count` calls answer `status` (500, 503 or 429: a Twilio outage)."""
@@ -167,41 +163,6 @@ class TwilioStandIn:
         """Accept messages to `to`, then report them `undelivered` (ErrorCode 30003)."""
         with self._lock:
             self._script.unreachable.add(to)
-
-    def start(self, port: int | None = None) -> str:
-        """Serve in a background thread; the base URL (`http://127.0.0.1:<port>`) is returned."""
-        port = port or free_port()
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=port, log_config=None, access_log=False
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="twilio-standin")
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the Twilio stand-in did not start on port {port}")
-            time.sleep(0.01)
-        self.url = f"http://127.0.0.1:{port}"
-        return self.url
-
-    def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
-
-    def __enter__(self) -> TwilioStandIn:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     async def _create(self, request: Request) -> Response:
         with self._lock:
@@ -358,8 +319,7 @@ def _error(code: int, *, status: int | None = None, to: str = "") -> JSONRespons
 
 def run(port: int, account_sid: str = ACCOUNT_SID, auth_token: str = AUTH_TOKEN) -> None:
     """Serve in the foreground until interrupted."""
-    standin = TwilioStandIn(account_sid, auth_token)
-    uvicorn.run(standin.app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    TwilioStandIn(account_sid, auth_token).serve_forever(port)
 
 
 def main() -> None:

@@ -40,14 +40,12 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import Any, Final
 
 import httpx
-import uvicorn
 from pydantic_core import from_json, to_json
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -56,6 +54,8 @@ from starlette.routing import Route
 
 from hilo.providers.meta import signed_headers
 from hilo.testkit.local_infra import free_port
+from hilo.testkit.standins.base import StandIn
+from hilo.testkit.standins.graph import GraphError
 from hilo.webhook import secrets_match
 
 ACCESS_TOKEN = "EAAstandin0123456789abcdefWhatsApp"  # noqa: S105 - the stand-in's own
@@ -101,33 +101,14 @@ _MESSAGE_TYPES: Final = frozenset(
 )
 
 
-class GraphError(Exception):
-    """A request Graph refuses, with the status and the error object Meta answers."""
-
-    def __init__(
-        self,
-        status: int,
-        code: int,
-        message: str,
-        *,
-        details: str | None = None,
-        subcode: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error: dict[str, Any] = {"message": message, "type": "OAuthException", "code": code}
-        if subcode is not None:
-            self.error["error_subcode"] = subcode
-        if details is not None:
-            self.error["error_data"] = {"messaging_product": "whatsapp", "details": details}
-
-    def response(self) -> JSONResponse:
-        return JSONResponse({"error": {**self.error, "fbtrace_id": _trace_id()}}, self.status)
-
-
 def invalid(message: str, details: str | None = None) -> GraphError:
     """Graph's 400 for a bad parameter: code 100, `(#100) ...`."""
-    return GraphError(400, 100, f"(#100) {message}", details=details or message)
+    return GraphError(400, 100, f"(#100) {message}", error_data=_error_data(details or message))
+
+
+def _error_data(details: str | None) -> dict[str, str] | None:
+    """The Cloud API's `error_data` of an error: its details."""
+    return None if details is None else {"messaging_product": "whatsapp", "details": details}
 
 
 @dataclass(frozen=True)
@@ -168,7 +149,7 @@ class Delivery:
     answered: int
 
 
-class WhatsAppStandIn:
+class WhatsAppStandIn(StandIn):
     """The Cloud API's messages endpoint on 127.0.0.1 (see the module docstring); `with` runs
     it in a thread of its own."""
 
@@ -194,15 +175,11 @@ class WhatsAppStandIn:
         self.deliveries: list[Delivery] = []
         self.calls = 0
         """Requests to the messages endpoint, whatever they were answered."""
-        self.url = ""
         self._lock = threading.Lock()
         self._failures: list[int] = []
         self._refused: dict[str, int] = {}
         self._last_wrote: dict[str, datetime] = {}
-        self._pending: set[asyncio.Task[None]] = set()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.app = Starlette(
+        app = Starlette(
             routes=[
                 Route("/{version}/{phone_number_id}/messages", self._messages, methods=["POST"]),
                 Route("/_standin/messages", self._list, methods=["GET"]),
@@ -211,6 +188,7 @@ class WhatsAppStandIn:
                 Route("/_standin/statuses", self._post_status, methods=["POST"]),
             ]
         )
+        super().__init__(app, name="whatsapp-standin")
 
     @property
     def graph_url(self) -> str:
@@ -254,53 +232,13 @@ class WhatsAppStandIn:
             errors = [_status_error(message.failed_with or UNDELIVERABLE)]
         return await self._deliver(message, status, errors)
 
-    def start(self, port: int | None = None) -> str:
-        """Serve in a background thread; the base URL (`http://127.0.0.1:<port>`) is returned."""
-        port = port or free_port()
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=port, log_config=None, access_log=False
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="whatsapp-standin")
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the WhatsApp stand-in did not start on port {port}")
-            time.sleep(0.01)
-        self.url = f"http://127.0.0.1:{port}"
-        return self.url
-
-    def stop(self) -> None:
-        """Stop serving, after the webhooks it is sending are sent (10 s at most)."""
-        deadline = time.monotonic() + 10
-        while self._pending and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
-
-    def __enter__(self) -> WhatsAppStandIn:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     async def _messages(self, request: Request) -> Response:
         with self._lock:
             self.calls += 1
             failure = self._failures.pop(0) if self._failures else None
         if failure is not None:
             code, text, details = _TRANSIENT.get(failure, _TRANSIENT[500])
-            error = GraphError(failure, code, text, details=details)
-            error.error["is_transient"] = True
+            error = GraphError(failure, code, text, error_data=_error_data(details), transient=True)
             return error.response()
         try:
             self._authorise(request)
@@ -345,7 +283,7 @@ class WhatsAppStandIn:
             refused = self._refused.get(wa_id)
         if refused is not None:
             title, details = REFUSALS[refused]
-            raise GraphError(400, refused, f"(#{refused}) {title}", details=details)
+            raise GraphError(400, refused, f"(#{refused}) {title}", error_data=_error_data(details))
         outside = body["type"] != "template" and not self.in_window(wa_id)
         message = AcceptedMessage(_wamid(wa_id), wa_id, body, RE_ENGAGEMENT if outside else None)
         with self._lock:
@@ -358,12 +296,6 @@ class WhatsAppStandIn:
                 if message.id == message_id:
                     return message
         raise KeyError(f"no message {message_id} was accepted")
-
-    def _later(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run `work` after the answer, as Meta's webhooks follow the API's answer."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
 
     async def _fail(self, message: AcceptedMessage) -> None:
         await asyncio.sleep(0.05)
@@ -516,10 +448,6 @@ def _wamid(wa_id: str) -> str:
     return "wamid." + base64.b64encode(raw + bytes([len(key)]) + key + b"\x00").decode()
 
 
-def _trace_id() -> str:
-    return secrets.token_urlsafe(20).replace("-", "A").replace("_", "z")[:27]
-
-
 def run(
     port: int,
     *,
@@ -531,15 +459,14 @@ def run(
     report_statuses: bool = False,
 ) -> None:
     """Serve in the foreground until interrupted."""
-    standin = WhatsAppStandIn(
+    WhatsAppStandIn(
         access_token,
         phone_number_id,
         app_secret=app_secret,
         webhook_url=webhook_url,
         always_in_window=always_in_window,
         report_statuses=report_statuses,
-    )
-    uvicorn.run(standin.app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    ).serve_forever(port)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
