@@ -1,0 +1,266 @@
+"""The offers contract: list prices and promotions as the `offers` topic carries them, and what a
+quote asks and answers.
+
+One owner (`services/offers`) publishes; every service that prices something (a channel, the
+customer-profile service checking what was charged, the agent desk) holds the same offers in
+memory (`hilo.offers.book`) and prices with the same function (`hilo.offers.pricing`), so the
+same customer, lines, channel and time get the same answer everywhere.
+
+Money is `Decimal`, never a float; amounts round to the currency's minor unit (ISO 4217) half up,
+per line (`hilo.offers.money`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from functools import cache
+from typing import Annotated, Literal
+from zoneinfo import available_timezones
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+from pydantic_extra_types.currency_code import ISO4217
+
+Amount = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=4)]
+Sku = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:/-]+$")]
+PromotionId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,
+        json_schema_serialization_defaults_required=True,
+    )
+
+
+class PricePoint(_Model):
+    """The list price of a SKU in one currency from `valid_from` on (until a later point)."""
+
+    amount: Amount = Field(description="Per unit, as a decimal string.", examples=["59.90"])
+    tax_included: bool = Field(description="Whether `amount` includes sales tax / VAT.")
+    valid_from: AwareDatetime
+    version: int = Field(ge=1, description="The offers version that set it.")
+
+
+class PriceSchedule(_Model):
+    """A SKU's list prices in one currency over time, oldest first (the record of a price key
+    carries its history, so a compacted topic still answers "the price at time t")."""
+
+    sku: Sku
+    currency: ISO4217
+    points: list[PricePoint] = Field(min_length=1, max_length=500)
+
+    def at(self, moment: datetime) -> PricePoint | None:
+        """The point in force at `moment`: the latest `valid_from` not after it (the latest
+        version among equals); None before the first."""
+        due = [p for p in self.points if p.valid_from <= moment]
+        return max(due, key=lambda p: (p.valid_from, p.version), default=None)
+
+
+@cache
+def _zones() -> frozenset[str]:
+    """The IANA zone names (read from disk once: about 10 ms per call)."""
+    return frozenset(available_timezones())
+
+
+class PromotionKind(StrEnum):
+    PERCENT_OFF = "percent_off"
+    """`percent` off the unit price of each listed SKU."""
+    AMOUNT_OFF = "amount_off"
+    """`amount` off the unit price of each listed SKU (never below zero)."""
+    FIXED_PRICE = "fixed_price"
+    """Each listed SKU sells at `amount` per unit."""
+    BUY_X_GET_Y = "buy_x_get_y"
+    """Of every `buy + get` units of a listed SKU, `get` are free (the cheapest first)."""
+    BUNDLE = "bundle"
+    """One of each listed SKU together for `amount`; as many bundles as complete sets."""
+
+
+class Stacking(StrEnum):
+    EXCLUSIVE = "exclusive"
+    """Once applied to a line, no other promotion applies to that line."""
+    STACKABLE = "stackable"
+    """Applies after the promotions before it, on the price they left."""
+
+
+class Conditions(_Model):
+    """Who qualifies, from the customer's profile; every condition given must hold."""
+
+    loyalty_tiers: list[str] | None = Field(
+        default=None,
+        max_length=20,
+        description="The profile's `loyalty_tier` trait must be one of these.",
+    )
+    marketing_consent: bool = Field(
+        default=False, description="The customer consented to marketing on the channel asked."
+    )
+    segments: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Segments the customer must be in, e.g. `cart_abandoned_7d` (a cart left "
+        "without an order in the last 7 days).",
+    )
+
+
+class Promotion(_Model):
+    """A promotion as one version defines it; a later version replaces it whole."""
+
+    id: PromotionId
+    name: str = Field(min_length=1, max_length=200)
+    kind: PromotionKind
+    skus: list[Sku] = Field(min_length=1, max_length=1_000)
+    currency: ISO4217 = Field(description="The currency it prices in; other quotes ignore it.")
+    percent: Decimal | None = Field(default=None, gt=0, le=100, max_digits=7, decimal_places=4)
+    amount: Amount | None = Field(
+        default=None, description="Off (amount_off), each (fixed_price) or per bundle (bundle)."
+    )
+    buy: int | None = Field(default=None, ge=1, le=1_000)
+    get: int | None = Field(default=None, ge=1, le=1_000)
+    valid_from: AwareDatetime
+    valid_until: AwareDatetime = Field(description="Exclusive.")
+    timezone: str = Field(
+        default="UTC",
+        description="IANA zone the merchandiser planned in; the window itself is absolute.",
+        examples=["Europe/Madrid"],
+    )
+    channels: list[str] | None = Field(
+        default=None, max_length=50, description="Where it applies; absent: every channel."
+    )
+    conditions: Conditions = Field(default_factory=Conditions)
+    priority: int = Field(default=0, ge=-1_000, le=1_000, description="Higher applies first.")
+    stacking: Stacking = Stacking.EXCLUSIVE
+    active: bool = Field(default=True, description="False retires it (a version, not a delete).")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        if zone not in _zones():
+            raise PydanticCustomError("timezone", "not an IANA time zone name")
+        return zone
+
+    @model_validator(mode="after")
+    def _complete(self) -> Promotion:
+        needs = {
+            PromotionKind.PERCENT_OFF: ("percent",),
+            PromotionKind.AMOUNT_OFF: ("amount",),
+            PromotionKind.FIXED_PRICE: ("amount",),
+            PromotionKind.BUY_X_GET_Y: ("buy", "get"),
+            PromotionKind.BUNDLE: ("amount",),
+        }[self.kind]
+        missing = [name for name in needs if getattr(self, name) is None]
+        if missing:
+            raise PydanticCustomError(
+                "incomplete_promotion",
+                "a {kind} promotion needs {missing}",
+                {"kind": self.kind.value, "missing": ", ".join(missing)},
+            )
+        if self.kind == PromotionKind.BUNDLE and len(set(self.skus)) < 2:
+            raise PydanticCustomError("bundle", "a bundle needs at least two different SKUs")
+        if self.valid_until <= self.valid_from:
+            raise PydanticCustomError("window", "valid_until must be after valid_from")
+        return self
+
+
+class OfferRecord(_Model):
+    """One record of the `offers` topic: the current state of one key, as of `version`.
+
+    A change (one version) may touch several keys: its records carry `part` and `parts`, travel
+    in one partition in order, and a reader applies the version only once it has all of them
+    (`hilo.offers.book`), so a price change is never half applied.
+    """
+
+    key: str = Field(description="`price:<sku>:<currency>` or `promotion:<id>`.")
+    version: int = Field(ge=1)
+    part: int = Field(ge=1)
+    parts: int = Field(ge=1)
+    changed_at: AwareDatetime
+    changed_by: str = Field(min_length=1, max_length=200)
+    price: PriceSchedule | None = None
+    promotion: Promotion | None = None
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> OfferRecord:
+        if (self.price is None) == (self.promotion is None):
+            raise PydanticCustomError("offer_record", "a record holds a price or a promotion")
+        if self.part > self.parts:
+            raise PydanticCustomError("offer_record", "part beyond parts")
+        return self
+
+
+def price_key(sku: str, currency: str) -> str:
+    return f"price:{sku}:{currency}"
+
+
+def promotion_key(promotion_id: str) -> str:
+    return f"promotion:{promotion_id}"
+
+
+class CustomerFacts(_Model):
+    """What promotion conditions read about a customer (from the profile; anonymous: empty)."""
+
+    customer_id: str | None = None
+    loyalty_tier: str | None = None
+    marketing_consent_channels: frozenset[str | None] = Field(
+        default=frozenset(),
+        description="Channels with marketing consent granted; None stands for every channel.",
+    )
+    segments: frozenset[str] = frozenset()
+
+
+class QuoteLine(_Model):
+    sku: Sku
+    quantity: int = Field(gt=0, le=100_000)
+
+
+class AppliedPromotion(_Model):
+    id: str
+    name: str
+    discount: Decimal = Field(description="What it took off this line, rounded.")
+    why: str = Field(description="In words: which rule, on how many units.")
+
+
+class PricedLine(_Model):
+    sku: str
+    quantity: int
+    unit_price: Decimal = Field(description="List price per unit at the quote's time.")
+    list_total: Decimal
+    discount: Decimal
+    total: Decimal
+    tax_included: bool
+    promotions: list[AppliedPromotion]
+
+
+class Unpriced(_Model):
+    sku: str
+    reason: Literal["no_price"] = "no_price"
+
+
+class PricedLines(_Model):
+    """What `hilo.offers.pricing.price_lines` answers: the deterministic part of a quote."""
+
+    offers_version: int
+    currency: str
+    channel: str
+    at: AwareDatetime
+    lines: list[PricedLine]
+    unpriced: list[Unpriced]
+    subtotal: Decimal
+    discount: Decimal
+    total: Decimal
+
+
+@dataclass(frozen=True)
+class OffersSnapshot:
+    """Every offer in force as of one version: what a price is computed from, all at once."""
+
+    version: int
+    prices: Mapping[tuple[str, str], PriceSchedule]
+    """By (sku, currency)."""
+    promotions: Mapping[str, Promotion]
+    """By id; retired ones (`active` false) are left out."""
