@@ -4,8 +4,9 @@ desk, and Twilio stood in for by a local server speaking its Messages API.
 
 The agent signs in, finds the customer by a phone typed as a person types it, sees the order, the
 dropped call and the chat of three channels in one timeline, watches a WhatsApp message arrive
-live, replies by SMS, and sees the reply and its delivery status appear. The customer page is
-saved as `docs/agent-desk.png`.
+live, replies by SMS (a double click sends it once), and sees the reply and its delivery status
+appear. The customer page is saved as `docs/agent-desk.png`. An agent whose sign-in ran out is
+told so when sending, and keeps what they wrote.
 """
 
 from __future__ import annotations
@@ -138,8 +139,9 @@ async def watch_whatsapp_arrive(page: Page, stack: DeskStack) -> None:
 async def reply_by_sms(page: Page) -> None:
     await page.get_by_label("Channel").select_option("sms")
     await page.get_by_role("textbox", name="Message").fill(REPLY)
-    await page.get_by_role("button", name="Send").click()
+    await page.get_by_role("button", name="Send").dblclick()  # still one SMS (asserted after)
     await expect(page.locator("#reply-result")).to_have_text("Queued on SMS.")
+    await expect(page.get_by_role("button", name="Send")).to_be_enabled()
     reply = page.locator("#timeline .entry.outbound", has_text="Your shoes are ready")
     await expect(reply).to_have_count(1)
     await expect(reply.locator("[data-status]")).to_have_text("delivered", timeout=20_000)
@@ -165,4 +167,27 @@ async def test_a_reply_the_provider_refuses_shows_the_providers_reason(
         await expect(page.locator("#timeline")).to_contain_text(
             "Reply not sent: 21610: Attempt to send to unsubscribed recipient"
         )
+    assert stack.twilio.accepted == []
+
+
+async def test_a_reply_after_the_sign_in_expired_says_so_and_keeps_the_text(
+    settings: HiloSettings, topics: list[str], page: Page
+) -> None:
+    async with desk_stack(settings) as stack:
+        await stack.profile.publish(history())
+        await stack.profile.wait_for_entries(2)
+        await sign_in_and_find(page, stack.desk_url)
+        await page.context.clear_cookies()  # as when the session ran out
+        await page.get_by_label("Channel").select_option("sms")
+        await page.get_by_role("textbox", name="Message").fill("Are you still there?")
+        await page.get_by_role("button", name="Send").click()
+
+        result = page.locator("#reply-result")
+        await expect(result).to_contain_text("Your sign-in has expired")
+        await expect(result).to_have_class("error")
+        await expect(page.get_by_role("textbox", name="Message")).to_have_value(
+            "Are you still there?"
+        )
+        await expect(page.get_by_role("button", name="Send")).to_be_enabled()
+        await expect(page.locator("#timeline .entry.pending")).to_have_count(0)
     assert stack.twilio.accepted == []

@@ -16,7 +16,8 @@ import httpx
 import pytest
 from pydantic_extra_types.currency_code import ISO4217
 
-from agent_desk.testing import csrf_of, desk_settings, running_desk, signed_in
+from agent_desk.app import PROFILES_DOWN
+from agent_desk.testing import AGENT, PASSWORD, csrf_of, desk_settings, running_desk, signed_in
 from customer_profile.testing import API_KEY, RunningProfileService, running_profile_service
 from hilo.contract import (
     CallHappened,
@@ -37,6 +38,7 @@ from hilo.contract.outbound import OutboundCommand
 from hilo.mongo import create_mongo_client
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
+from hilo.testkit.local_infra import free_port
 from hilo.testkit.probes import read_topic
 from hilo.testkit.serving import served
 from hilo.topics import Topic, topic_name
@@ -91,6 +93,7 @@ def dropped_call() -> Interaction:
 @dataclass
 class Stack:
     profile: RunningProfileService
+    profile_url: str
     desk_url: str
 
 
@@ -101,7 +104,7 @@ async def stack(settings: HiloSettings) -> AsyncIterator[Stack]:
         served(profile.service.app, lifespan="off") as profile_url,
         running_desk(desk_settings(settings, profile_url, API_KEY)) as desk_url,
     ):
-        yield Stack(profile, desk_url)
+        yield Stack(profile, profile_url, desk_url)
 
 
 @pytest.fixture
@@ -118,6 +121,8 @@ async def test_nothing_is_readable_without_signing_in_and_forms_need_their_token
         customer = await anonymous.get("/customers/anyone", headers={"Accept": "text/html"})
         stream = await anonymous.get("/customers/anyone/live")
         reply = await anonymous.post("/customers/anyone/replies", json={"channel": "sms"})
+        described = [await anonymous.get(path) for path in ("/openapi.json", "/docs", "/redoc")]
+        metrics = await anonymous.get("/metrics")
         form = await anonymous.get("/login")
         no_token = await anonymous.post("/login", data={"agent": "ana.agent", "password": "x"})
         wrong = await anonymous.post(
@@ -130,6 +135,8 @@ async def test_nothing_is_readable_without_signing_in_and_forms_need_their_token
     assert customer.status_code == 303
     assert stream.status_code == 401
     assert reply.status_code == 401
+    assert [d.status_code for d in described] == [404, 404, 404]
+    assert metrics.status_code == 200, "operations scrape it: counters, no personal data"
     assert no_token.status_code == 403
     assert wrong.status_code == 401
     assert "Unknown agent or wrong password" in wrong.text
@@ -266,17 +273,25 @@ async def test_replies_that_break_a_provider_rule_are_refused_with_the_reason(
 
 async def next_entry(stream: httpx.Response) -> tuple[str, dict[str, object]]:
     """The next `entry` event of an SSE stream (within 15 s): its id and data."""
+    event = await next_event(stream.aiter_lines(), {"entry"})
+    return event["id"], json.loads(event["data"])
+
+
+async def next_event(lines: AsyncIterator[str], kinds: set[str]) -> dict[str, str]:
+    """The next event of one of `kinds` on an SSE stream's lines (within 15 s), as its fields;
+    a `resync` fails the test (the page would have reloaded)."""
     event: dict[str, str] = {}
     async with asyncio.timeout(15):
-        async for line in stream.aiter_lines():
+        async for line in lines:
             if line == "":
-                if event.get("event") == "entry":
-                    return event["id"], json.loads(event["data"])
+                assert event.get("event") != "resync" or "resync" in kinds, "the page reloads"
+                if event.get("event") in kinds:
+                    return event
                 event = {}
                 continue
             field, _, value = line.partition(": ")
             event[field] = value
-    raise AssertionError("the stream ended without an entry event")
+    raise AssertionError(f"the stream ended without a {kinds} event")
 
 
 async def published_command(settings: HiloSettings) -> OutboundCommand:
@@ -313,6 +328,7 @@ async def test_a_long_journey_pages_filters_by_channel_and_marks_late_entries(
         assert older
         second = await client.get(older.group(1).replace("&amp;", "&"))
         whatsapp = await client.get(f"/customers/{customer}", params={"channel": "whatsapp"})
+        odd = await client.get(f"/customers/{customer}", params={"type": "message&cursor=x"})
 
     ids = re.compile(r'<li class="entry[^"]*" id="e-([^"]+)"')
     assert len(ids.findall(first.text)) == 50
@@ -325,3 +341,135 @@ async def test_a_long_journey_pages_filters_by_channel_and_marks_late_entries(
     assert "data-live=" not in second.text, "an older page is not live"
     assert set(re.findall(r'data-channel="([a-z]+)"', whatsapp.text)) == {"whatsapp"}
     assert len(ids.findall(whatsapp.text)) == 30
+    assert 'data-filters="&type=message%26cursor%3Dx"' in odd.text, "a filter stays one value"
+
+
+async def test_a_page_resumes_after_other_customers_entries_without_reloading(
+    running: Stack,
+) -> None:
+    svc = running.profile
+    await svc.publish([message(1, "whatsapp", "Hola", ago=timedelta(minutes=5))])
+    await svc.wait_for_entries(1)
+    customer = await svc.customer_of("phone", PHONE)
+    async with signed_in(running.desk_url) as client:
+        page = await client.get(f"/customers/{customer}")
+        after = re.search(r'data-after="([^"]+)"', page.text)
+        assert after
+        rendered_at = int(after.group(1).split(":")[1])
+        busy = [
+            message(n, "sms", "someone else", ago=timedelta(0), phone=f"+3469900{n:04}")
+            for n in range(5)
+        ]
+        async with client.stream(
+            "GET", f"/customers/{customer}/live", params={"after": after.group(1)}
+        ) as stream:
+            lines = stream.aiter_lines()
+            await svc.publish(busy)
+            tick = await next_event(lines, {"tick"})
+            while int(tick["id"].split(":")[1]) < rendered_at + len(busy):
+                tick = await next_event(lines, {"tick"})
+
+        ours = message(2, "whatsapp", "Still there?", ago=timedelta(0))
+        await svc.publish([ours])
+        async with client.stream(
+            "GET", f"/customers/{customer}/live", headers={"Last-Event-ID": tick["id"]}
+        ) as resumed:
+            _, data = await next_entry(resumed)
+
+    assert data["id"] == ours.id
+
+
+async def test_a_profile_service_outage_is_answered_503_not_as_a_page_of_nothing(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"
+    async with (
+        running_desk(desk_settings(settings, nobody, API_KEY)) as desk_url,
+        signed_in(desk_url) as browser,
+    ):
+        inbox = await browser.get("/")
+        panels = await browser.get("/customers/c1/panels")
+        script = {"Accept": "*/*", "X-CSRF-Token": csrf_of(inbox.text)}
+        reply = await browser.post(
+            "/customers/c1/replies", json={"channel": "sms", "text": "Hi"}, headers=script
+        )
+        stream = await browser.get("/customers/c1/live", headers={"Accept": "text/event-stream"})
+
+    assert inbox.status_code == 503
+    assert inbox.headers["content-type"].startswith("text/html")
+    assert PROFILES_DOWN in inbox.text
+    assert panels.status_code == 503
+    assert 'id="panels"' not in panels.text
+    assert reply.status_code == 503
+    assert reply.json() == {"error": PROFILES_DOWN}
+    assert stream.status_code == 503
+    assert stream.json() == {"error": PROFILES_DOWN}
+
+
+async def test_removing_an_agent_ends_their_sessions(
+    running: Stack, settings: HiloSettings
+) -> None:
+    both = {AGENT: PASSWORD, "bo.agent": "bo's own long password"}
+    before = desk_settings(settings, running.profile_url, API_KEY, agents=both)
+    after = desk_settings(settings, running.profile_url, API_KEY)
+    async with running_desk(before) as old_desk, running_desk(after) as new_desk:
+        async with signed_in(old_desk, "bo.agent", both["bo.agent"]) as bo:
+            removed = session_cookie(bo)
+            still = await bo.get("/")
+        async with signed_in(old_desk) as ana:
+            kept = session_cookie(ana)
+        async with httpx.AsyncClient(headers={"Accept": "text/html"}) as browser:
+            gone = await browser.get(f"{new_desk}/", headers={"Cookie": f"hilo_desk={removed}"})
+            stays = await browser.get(f"{new_desk}/", headers={"Cookie": f"hilo_desk={kept}"})
+
+    assert still.status_code == 200
+    assert gone.status_code == 303
+    assert gone.headers["location"] == "/login?next=/"
+    assert stays.status_code == 200
+
+
+async def test_the_sixth_wrong_password_in_five_minutes_is_refused_unchecked(
+    running: Stack,
+) -> None:
+    async with httpx.AsyncClient(base_url=running.desk_url) as guesser:
+        token = csrf_of((await guesser.get("/login")).text)
+        tries = [
+            await guesser.post(
+                "/login", data={"agent": AGENT, "password": f"guess {n}", "csrf": token}
+            )
+            for n in range(6)
+        ]
+        right = await guesser.post(
+            "/login", data={"agent": AGENT, "password": PASSWORD, "csrf": token}
+        )
+
+    assert [t.status_code for t in tries] == [401] * 5 + [429]
+    assert "Too many failed sign-ins" in tries[-1].text
+    assert tries[-1].headers["retry-after"] == "300"
+    assert right.status_code == 429, "not even the right password, until the five minutes pass"
+
+
+async def test_a_reply_after_the_session_expired_is_refused(
+    running: Stack, settings: HiloSettings
+) -> None:
+    one_second = desk_settings(settings, running.profile_url, API_KEY, desk_session_hours=1 / 3600)
+    async with running_desk(one_second) as desk_url, signed_in(desk_url) as browser:
+        cookie = session_cookie(browser)
+        token = csrf_of((await browser.get("/login")).text)
+        await asyncio.sleep(2.2)
+        async with httpx.AsyncClient(base_url=desk_url) as page_script:
+            reply = await page_script.post(
+                "/customers/c1/replies",
+                json={"channel": "sms", "text": "Hi"},
+                headers={"X-CSRF-Token": token, "Cookie": f"hilo_desk={cookie}"},
+            )
+
+    assert reply.status_code == 401
+    assert reply.json() == {"detail": "sign in first"}
+
+
+def session_cookie(client: httpx.AsyncClient) -> str:
+    """The signed session cookie, to present it again as a copied cookie would be."""
+    value = next(c.value for c in client.cookies.jar if c.name == "hilo_desk")
+    assert value
+    return value

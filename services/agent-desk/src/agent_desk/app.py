@@ -1,9 +1,18 @@
 """The desk's web application: server-rendered pages, a little JavaScript for the live timeline
-and replies, nothing readable without signing in.
+and replies, nothing about customers readable without signing in.
 
 Pages: sign-in, the inbox (open conversations on every channel), search, and the customer page
 (identities, consent, conversation, cart, orders, value, CSAT, conflicts, the timeline of every
 channel with filters and paging, live, and the reply box).
+
+Without a session only the sign-in form, `/static`, and the operational endpoints of
+`hilo.health` answer: `/health` and `/metrics` (scraped by operations; counters and timings, no
+personal data). The OpenAPI schema and its docs pages are off: they would describe the routes to
+anyone.
+
+When the customer-profile service does not answer, pages and API calls answer 503 (an error page
+for a browser, `{"error": ...}` for the page's scripts) so nothing mistakes the outage for an
+answer.
 """
 
 from __future__ import annotations
@@ -11,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator
+import unicodedata
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import structlog
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
@@ -29,6 +40,7 @@ from starlette.responses import StreamingResponse
 from agent_desk.auth import (
     Agents,
     NotSignedIn,
+    SignInThrottle,
     check_csrf,
     csrf_token,
     sign_in,
@@ -57,6 +69,12 @@ log = structlog.get_logger(__name__)
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 50
+PROFILES_DOWN = "The customer profile service is not answering. Try again in a moment."
+SIGN_IN_REFUSED = "Unknown agent or wrong password."
+TOO_MANY_TRIES = (
+    "Too many failed sign-ins for this agent or from this address. "
+    "Wait five minutes, then try again."
+)
 FILTER_CHANNELS = [
     "web",
     "app",
@@ -95,6 +113,7 @@ class Desk:
     def __init__(self, settings: DeskSettings) -> None:
         self.settings = settings
         self.agents = Agents(settings.desk_agents)
+        self.throttle = SignInThrottle()
         self.profiles = ProfileApi(settings)
         self.broker = create_broker(settings)
         self.mongo = create_mongo_client(settings)
@@ -122,7 +141,7 @@ DeskDep = Annotated[Desk, Depends(_desk)]
 
 
 def _agent(request: Request, desk: DeskDep) -> str:
-    return signed_in_agent(request, desk.settings.desk_session_hours * 3600)
+    return signed_in_agent(request, desk.agents, desk.settings.desk_session_hours * 3600)
 
 
 Agent = Annotated[str, Depends(_agent)]
@@ -132,6 +151,33 @@ def _page(desk: Desk, request: Request, template: str, **context: Any) -> HTMLRe
     context.setdefault("agent", request.session.get("agent"))
     context["csrf"] = csrf_token(request)
     return desk.templates.TemplateResponse(request, template, context)
+
+
+def _wants_html(request: Request) -> bool:
+    """A browser navigating (not the page's scripts, not the event stream)."""
+    return "text/html" in request.headers.get("accept", "")
+
+
+async def _shut_down(desk: Desk, follower: asyncio.Task[None]) -> None:
+    """Stop the feed and close every connection; each step runs even when one before it
+    failed, so a broken Kafka connection cannot leave MongoDB's open (or the other way)."""
+    follower.cancel()
+    steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        ("feed", lambda: _awaited(follower)),
+        ("kafka", desk.broker.stop),
+        ("profiles", desk.profiles.close),
+        ("mongo", desk.mongo.close),
+    ]
+    for name, step in steps:
+        try:
+            await step()
+        except Exception as exc:  # the next steps must run all the same
+            log.warning("desk_shutdown_step_failed", step=name, error=type(exc).__name__)
+
+
+async def _awaited(task: asyncio.Task[None]) -> None:
+    with suppress(asyncio.CancelledError):
+        await task
 
 
 def create_app(settings: DeskSettings | None = None) -> FastAPI:
@@ -144,18 +190,19 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
         follower = asyncio.create_task(desk.feed.run())
         with suppress(TimeoutError):
             await asyncio.wait_for(desk.feed.ready.wait(), 30)
-        log.info("desk_started", agents=len(desk.agents._hashes))
+        log.info("desk_started", agents=len(desk.agents.ids))
         try:
             yield
         finally:
-            follower.cancel()
-            with suppress(asyncio.CancelledError):
-                await follower
-            await desk.broker.stop()
-            await desk.profiles.close()
-            await desk.mongo.close()
+            await _shut_down(desk, follower)
 
-    app = FastAPI(title="Hilo agent desk", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="Hilo agent desk",
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.desk = desk
     secret = settings.desk_session_secret.get_secret_value() or secrets.token_urlsafe(32)
     app.add_middleware(
@@ -174,18 +221,18 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
 
     @app.exception_handler(NotSignedIn)
     async def not_signed_in(request: Request, _exc: NotSignedIn) -> Response:
-        if request.headers.get("accept", "").startswith("text/html"):
-            return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+        if _wants_html(request):
+            return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
         return JSONResponse({"detail": "sign in first"}, status_code=401)
 
     @app.exception_handler(ProfileUnavailable)
     async def unavailable(request: Request, _exc: ProfileUnavailable) -> Response:
-        return _page(
-            desk,
-            request,
-            "error.html",
-            message="The customer profile service is not answering. Try again in a moment.",
-        )
+        log.warning("desk_profiles_unavailable", path=request.url.path.split("/")[1])
+        if _wants_html(request):
+            page = _page(desk, request, "error.html", message=PROFILES_DOWN)
+            page.status_code = 503
+            return page
+        return JSONResponse({"error": PROFILES_DOWN}, status_code=503)
 
     return app
 
@@ -193,7 +240,7 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
 def _routes(app: FastAPI) -> None:
     @app.get("/login", response_class=HTMLResponse)
     async def login_form(request: Request, desk: DeskDep, next: str = "/") -> HTMLResponse:  # noqa: A002
-        return _page(desk, request, "login.html", next=_local(next), failed=False)
+        return _page(desk, request, "login.html", next=_local(next), error=None)
 
     @app.post("/login", response_class=HTMLResponse)
     async def login(
@@ -205,13 +252,18 @@ def _routes(app: FastAPI) -> None:
         next: Annotated[str, Form(max_length=2_000)] = "/",  # noqa: A002
     ) -> Response:
         check_csrf(request, csrf)
-        if not await asyncio.to_thread(desk.agents.verify, agent.strip(), password):
+        agent = agent.strip()
+        client = request.client.host if request.client else "unknown"
+        if desk.throttle.blocked(agent, client):
+            log.warning("desk_sign_in_throttled")
+            return _login_refused(desk, request, next, TOO_MANY_TRIES, 429)
+        if not await asyncio.to_thread(desk.agents.verify, agent, password):
+            desk.throttle.failed(agent, client)
             log.info("desk_sign_in_refused")
-            response = _page(desk, request, "login.html", next=_local(next), failed=True)
-            response.status_code = 401
-            return response
-        sign_in(request, agent.strip())
-        log.info("desk_signed_in", agent=agent.strip())
+            return _login_refused(desk, request, next, SIGN_IN_REFUSED, 401)
+        desk.throttle.succeeded(agent)
+        sign_in(request, agent)
+        log.info("desk_signed_in", agent=agent)
         return RedirectResponse(_local(next), status_code=303)
 
     @app.post("/logout")
@@ -321,6 +373,17 @@ def _routes(app: FastAPI) -> None:
         return await _reply(desk, profile, body, agent)
 
 
+def _login_refused(
+    desk: Desk, request: Request, next_path: str, message: str, status: int
+) -> Response:
+    """The sign-in form again, saying why; a throttled answer says when to come back."""
+    response = _page(desk, request, "login.html", next=_local(next_path), error=message)
+    response.status_code = status
+    if status == 429:
+        response.headers["Retry-After"] = str(int(desk.throttle.window_seconds))
+    return response
+
+
 async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: str) -> JSONResponse:
     """Check the provider's rules, then publish the command; the page shows it as pending
     until the channel records it sent (or failed, with the provider's reason)."""
@@ -389,17 +452,21 @@ async def _events(
     customers: set[str],
     wanted: tuple[set[str], set[str]],
 ) -> AsyncIterator[str]:
+    """The stream of one page. After each batch (or heartbeat) whose last shown entry is not
+    the newest number the feed reached, a `tick` carries that number as the event id: the
+    browser resumes from it after a blip instead of from its last shown entry, which on a busy
+    desk would have fallen out of the buffer and forced a reload (losing a reply being typed)."""
     channels, types = wanted
     yield "retry: 1000\n\n"
     try:
-        async for batch in desk.feed.follow(cursor, customers):
+        async for batch, reached in desk.feed.follow(cursor, customers):
             if await request.is_disconnected():
                 return
-            if not batch:
-                yield ": keep-alive\n\n"
-            for live in batch:
-                if _shown(live, channels, types):
-                    yield _event(desk, live)
+            shown = [live for live in batch if _shown(live, channels, types)]
+            for live in shown:
+                yield _event(desk, live)
+            if not shown or shown[-1].number != reached:
+                yield _tick(desk, reached)
     except Gap:
         yield f"event: resync\ndata: {json.dumps({'position': desk.feed.position})}\n\n"
 
@@ -410,6 +477,12 @@ def _shown(live: LiveEntry, channels: set[str], types: set[str]) -> bool:
     return (not channels or entry.get("channel") in channels) and (
         not types or entry.get("type") in types or statuses_follow_messages
     )
+
+
+def _tick(desk: Desk, reached: int) -> str:
+    """Nothing to show up to `reached`: the id moves the browser's resume point there (and the
+    event keeps the connection alive through proxies)."""
+    return f"id: {desk.feed.epoch}:{reached}\nevent: tick\ndata: {reached}\n\n"
 
 
 def _event(desk: Desk, live: LiveEntry) -> str:
@@ -466,5 +539,14 @@ def _display_name(profile: dict[str, Any]) -> str:
 
 
 def _local(target: str) -> str:
-    """Only a path on this site: a sign-in link must not send the agent elsewhere."""
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    """Only a path on this site: a sign-in link must not send the agent elsewhere. Browsers
+    read `/\\evil.example` as `//evil.example` and drop tabs and newlines, so paths with a
+    backslash or a control character are refused too."""
+    if (
+        not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or any(unicodedata.category(c) == "Cc" for c in target)
+    ):
+        return "/"
+    return target

@@ -1,16 +1,19 @@
-"""Who may use the desk: operator-configured agents, signed session cookies, CSRF tokens.
+"""Who may use the desk: operator-configured agents, signed session cookies, CSRF tokens, and a
+limit on password guessing.
 
 Passwords are stored as argon2id hashes (`agent-desk hash-password`); the session is a signed
 cookie (Starlette's `SessionMiddleware`: HttpOnly, SameSite=Lax, Secure in production) holding the
 agent id, the sign-in time and a per-session CSRF token that every form and every state-changing
-request must echo.
+request must echo. A session is honoured only while its agent is still configured, so removing
+an agent from `HILO_DESK_AGENTS` (and restarting) ends their sessions.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -39,8 +42,10 @@ class Agents:
                 raise ValueError("each HILO_DESK_AGENTS entry is `agent-id:<argon2 hash>`")
             self._hashes[agent.strip()] = hashed.strip()
 
-    def __bool__(self) -> bool:
-        return bool(self._hashes)
+    @property
+    def ids(self) -> frozenset[str]:
+        """The configured agent ids (never their hashes)."""
+        return frozenset(self._hashes)
 
     def verify(self, agent: str, password: str) -> bool:
         """True when `password` is the agent's; the same work is done for unknown agents."""
@@ -50,6 +55,64 @@ class Agents:
         except (VerificationError, InvalidHashError):
             return False
         return agent in self._hashes
+
+
+class SignInThrottle:
+    """Slows password guessing: after `limit` failed sign-ins for one agent id, or from one
+    client address, within `window_seconds`, that agent id (or address) is refused without
+    checking the password until the oldest failure is that old.
+
+    Counting both catches one address trying many passwords and many addresses trying one
+    agent. The counts live in this process's memory: a restart forgets them and each desk
+    instance counts its own (enough to turn guessing from thousands of tries a minute into a
+    handful). A successful sign-in clears its agent id's count, not the address's, so signing
+    in as oneself does not buy more guesses at someone else."""
+
+    _MAX_KEYS = 10_000
+    """Beyond this many counted keys, those with no recent failure are forgotten."""
+
+    def __init__(
+        self,
+        limit: int = 5,
+        window_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window_seconds = window_seconds
+        self._clock = clock
+        self._failures: dict[str, deque[float]] = {}
+
+    def blocked(self, agent: str, client: str) -> bool:
+        """True while the agent id or the address has `limit` recent failures."""
+        return any(self._recent(key) >= self.limit for key in _keys(agent, client))
+
+    def failed(self, agent: str, client: str) -> None:
+        """Count a wrong password (or unknown agent) against both the agent id and address."""
+        if len(self._failures) >= self._MAX_KEYS:
+            self._forget_stale()
+        now = self._clock()
+        for key in _keys(agent, client):
+            self._failures.setdefault(key, deque(maxlen=self.limit)).append(now)
+
+    def succeeded(self, agent: str) -> None:
+        self._failures.pop(f"agent:{agent}", None)
+
+    def _recent(self, key: str) -> int:
+        failures = self._failures.get(key)
+        if not failures:
+            return 0
+        horizon = self._clock() - self.window_seconds
+        while failures and failures[0] <= horizon:
+            failures.popleft()
+        return len(failures)
+
+    def _forget_stale(self) -> None:
+        for key in [k for k in self._failures if self._recent(k) == 0]:
+            del self._failures[key]
+
+
+def _keys(agent: str, client: str) -> tuple[str, str]:
+    return f"agent:{agent}", f"client:{client}"
 
 
 class NotSignedIn(Exception):
@@ -63,11 +126,17 @@ def sign_in(request: Request, agent: str) -> None:
     )
 
 
-def signed_in_agent(request: Request, max_age_seconds: float) -> str:
-    """The agent of this session, or `NotSignedIn` (none, or signed in too long ago)."""
+def signed_in_agent(request: Request, agents: Agents, max_age_seconds: float) -> str:
+    """The agent of this session, or `NotSignedIn`: none, signed in too long ago, or no longer
+    configured (the operator removed them)."""
     agent = request.session.get("agent")
     at = request.session.get("at", 0)
-    if not isinstance(agent, str) or time.time() - float(at) > max_age_seconds:
+    if (
+        not isinstance(agent, str)
+        or agent not in agents.ids
+        or not isinstance(at, int | float)
+        or time.time() - float(at) > max_age_seconds
+    ):
         request.session.clear()
         raise NotSignedIn
     return agent

@@ -10,6 +10,11 @@ reconnects. A number the feed no longer holds (older than `HILO_DESK_LIVE_BUFFER
 from another desk process) makes the page reload its timeline instead of silently missing
 entries. The page also drops an entry it already shows (the same event id), so an entry both in
 the first render and in the stream appears once.
+
+When reading stops (Kafka gone, MongoDB not opening the entries), the feed starts a new
+consumer a moment later and seeks every partition to the offset after the last record it took
+in, so what was recorded meanwhile still arrives, in order, and the numbers pages hold stay
+valid.
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncGenerator, Collection
 from contextlib import suppress
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from hilo.sealing import Sealer
@@ -45,12 +51,21 @@ class Gap(Exception):
 
 
 class JourneyFeed:
-    def __init__(self, settings: HiloSettings, sealer: Sealer, capacity: int) -> None:
+    def __init__(
+        self,
+        settings: HiloSettings,
+        sealer: Sealer,
+        capacity: int,
+        *,
+        retry_seconds: float = 2.0,
+    ) -> None:
         self.epoch = secrets.token_hex(4)
         self._settings = settings
         self._sealer = sealer
+        self._retry_seconds = retry_seconds
         self._entries: deque[LiveEntry] = deque(maxlen=capacity)
         self._number = 0
+        self._next_offsets: dict[TopicPartition, int] = {}
         self._arrived = asyncio.Condition()
         self._consumer: AIOKafkaConsumer | None = None
         self.ready = asyncio.Event()
@@ -61,15 +76,18 @@ class JourneyFeed:
         return f"{self.epoch}:{self._number}"
 
     async def run(self) -> None:
-        """Follow `journey` until cancelled; reconnects by itself when Kafka comes back."""
+        """Follow `journey` until cancelled. Any failure (Kafka, MongoDB behind the sealer, a
+        bug on one record) only pauses the feed: pages stay open and get what was missed once
+        it reads again, so nothing but cancellation may end this loop."""
         while True:
             try:
                 await self._follow()
             except asyncio.CancelledError:
                 raise
-            except (KafkaError, OSError) as exc:
-                log.warning("journey_feed_interrupted", error=type(exc).__name__, detail=str(exc))
-                await asyncio.sleep(2.0)
+            except Exception as exc:  # see the docstring: the feed must go on
+                # The type only: a message may quote a record, and records hold personal data.
+                log.warning("journey_feed_interrupted", error=type(exc).__name__)
+                await asyncio.sleep(self._retry_seconds)
 
     async def _follow(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -80,6 +98,7 @@ class JourneyFeed:
             auto_offset_reset="latest",
             client_id=f"{self._settings.client_id}-live",
         )
+        self._consumer = consumer
         await consumer.start()
         try:
             await self._positioned(consumer)
@@ -88,11 +107,12 @@ class JourneyFeed:
                 for records in batches.values():
                     await self._add(records)
         finally:
+            self._consumer = None
             await consumer.stop()
 
     async def _positioned(self, consumer: AIOKafkaConsumer) -> None:
-        """Wait until every partition is assigned and its end offset known: from then on no
-        entry recorded can be missed (a page rendered now gets it live)."""
+        """Wait until every partition is assigned and positioned: where an earlier consumer
+        stopped, or (the first time) at the end. From then on no entry recorded is missed."""
         for _ in range(600):
             if consumer.assignment():
                 break
@@ -100,14 +120,23 @@ class JourneyFeed:
         else:
             raise KafkaError("no partition of the journey topic was assigned within 60 s")
         for partition in consumer.assignment():
-            await consumer.position(partition)
+            remembered = self._next_offsets.get(partition)
+            if remembered is None:
+                self._next_offsets[partition] = await consumer.position(partition)
+            else:
+                consumer.seek(partition, remembered)
         self.ready.set()
         log.info("journey_feed_following", partitions=len(consumer.assignment()))
 
     async def _add(self, records: list[Any]) -> None:
+        """Number and keep a partition's batch; its offsets are remembered only once it is
+        kept, so a batch that failed to open is read again after the restart."""
         opened = await self._sealer.open_all([record.value for record in records])
         async with self._arrived:
             for record, entry in zip(records, opened, strict=True):
+                self._next_offsets[TopicPartition(record.topic, record.partition)] = (
+                    record.offset + 1
+                )
                 if isinstance(entry, ValueError) or not record.key:
                     continue  # unreadable: its person was erased
                 self._number += 1
@@ -116,7 +145,11 @@ class JourneyFeed:
 
     def after(self, cursor: str, customers: Collection[str]) -> tuple[list[LiveEntry], int]:
         """The entries of `customers` after `cursor`, and the number they reach; `Gap` when
-        some of what came after `cursor` is no longer held."""
+        some of what came after `cursor` is no longer held.
+
+        Entries are numbered consecutively, so the ones after `cursor` are the last
+        `reached - number` held: only those are looked at, from the newest end (every open page
+        asks on every batch, and most are nearly up to date)."""
         epoch, _, number_text = cursor.partition(":")
         if epoch != self.epoch or not number_text.isdigit() or int(number_text) > self._number:
             raise Gap
@@ -124,16 +157,20 @@ class JourneyFeed:
         oldest = self._entries[0].number if self._entries else self._number + 1
         if number < oldest - 1:
             raise Gap
-        found = [e for e in self._entries if e.number > number and e.customer_id in customers]
+        newest_first = islice(reversed(self._entries), self._number - number)
+        found = [e for e in newest_first if e.customer_id in customers]
+        found.reverse()
         return found, self._number
 
     async def follow(
         self, cursor: str, customers: Collection[str], heartbeat_seconds: float = 15.0
-    ) -> AsyncIterator[list[LiveEntry]]:
-        """Yield what arrives for `customers` after `cursor` (an empty list as a heartbeat)."""
+    ) -> AsyncGenerator[tuple[list[LiveEntry], int], None]:
+        """Yield what arrives for `customers` after `cursor` with the number the feed reached
+        (an empty list as a heartbeat): the reached number lets a page resume from there even
+        when none of the entries were its customer's."""
         found, reached = self.after(cursor, customers)
         while True:
-            yield found
+            yield found, reached
             async with self._arrived:
                 if self._number == reached:
                     with suppress(TimeoutError):

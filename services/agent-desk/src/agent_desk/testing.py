@@ -39,14 +39,28 @@ _WHATSAPP_SAMPLE = (
 _CSRF = re.compile(r'name="csrf-token" content="([^"]+)"')
 
 
-def desk_settings(settings: HiloSettings, profile_url: str, api_key: str) -> DeskSettings:
+def desk_settings(
+    settings: HiloSettings,
+    profile_url: str,
+    api_key: str,
+    *,
+    agents: dict[str, str] | None = None,
+    **overrides: object,
+) -> DeskSettings:
+    """The desk's settings for a test: `agents` (id to password) may sign in, `AGENT` alone by
+    default; every desk made here signs its sessions with the same secret, as instances of one
+    deployment do."""
+    agents = agents if agents is not None else {AGENT: PASSWORD}
     return DeskSettings.model_validate(
         {
             **settings.model_dump(),
-            "desk_agents": [f"{AGENT}:{hash_password(PASSWORD)}"],
+            "desk_agents": [
+                f"{agent}:{hash_password(password)}" for agent, password in agents.items()
+            ],
             "desk_session_secret": "test-session-secret-test-session-secret",
             "profile_api_url": profile_url,
             "profile_api_key": api_key,
+            **overrides,
         }
     )
 
@@ -66,12 +80,14 @@ def csrf_of(page: str) -> str:
 
 
 @asynccontextmanager
-async def signed_in(desk_url: str) -> AsyncIterator[httpx.AsyncClient]:
+async def signed_in(
+    desk_url: str, agent: str = AGENT, password: str = PASSWORD
+) -> AsyncIterator[httpx.AsyncClient]:
     """A client with a signed-in session, as a browser has after the sign-in form."""
     async with httpx.AsyncClient(base_url=desk_url, headers={"Accept": "text/html"}) as client:
         form = await client.get("/login")
         answer = await client.post(
-            "/login", data={"agent": AGENT, "password": PASSWORD, "csrf": csrf_of(form.text)}
+            "/login", data={"agent": agent, "password": password, "csrf": csrf_of(form.text)}
         )
         assert answer.status_code == 303, answer.text
         yield client

@@ -1,23 +1,19 @@
 """The desk's rules and bookkeeping, without infrastructure: reply policy, status folding,
-search readings, the live feed's gap detection, passwords."""
+search readings, passwords, the sign-in throttle, where a sign-in may lead."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
-from agent_desk.auth import Agents, hash_password
-from agent_desk.live import Gap, JourneyFeed
+from agent_desk.app import _local
+from agent_desk.auth import Agents, SignInThrottle, hash_password
 from agent_desk.policy import default_channel, refusal, reply_options
 from agent_desk.search import readings
 from agent_desk.timeline import attach_statuses
-from hilo.sealing import InMemoryKeys, Sealer
-from hilo.settings import HiloSettings
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 WINDOW = timedelta(hours=24)
@@ -137,31 +133,6 @@ def test_search_reads_what_a_person_types(typed: str, kinds: list[str]) -> None:
     assert readings(typed) == kinds
 
 
-@dataclass
-class Record:
-    key: bytes
-    value: bytes
-
-
-async def test_the_feed_resends_what_a_page_missed_and_asks_for_a_reload_beyond_its_memory() -> (
-    None
-):
-    feed = JourneyFeed(HiloSettings(), Sealer(InMemoryKeys(), b"pepper-pepper-pepper"), capacity=3)
-    start = feed.position
-
-    await feed._add([Record(b"c1", json.dumps({"id": "a"}).encode())])
-    await feed._add([Record(b"c2", json.dumps({"id": "b"}).encode())])
-    middle = feed.position
-    await feed._add([Record(b"c1", json.dumps({"id": f"x{n}"}).encode()) for n in range(2)])
-
-    found, _ = feed.after(middle, {"c1"})
-    assert [e.entry["id"] for e in found] == ["x0", "x1"]
-    with pytest.raises(Gap):
-        feed.after(start, {"c1"})  # "a" fell out of the three kept
-    with pytest.raises(Gap):
-        feed.after("another-desk:1", {"c1"})
-
-
 def test_only_configured_agents_sign_in_with_their_own_password() -> None:
     agents = Agents([SecretStr(f"ana:{hash_password('s3cret-words')}")])
 
@@ -170,3 +141,57 @@ def test_only_configured_agents_sign_in_with_their_own_password() -> None:
     assert not agents.verify("bo", "s3cret-words")
     with pytest.raises(ValueError, match="agent-id"):
         Agents([SecretStr("ana:plaintext")])
+    assert agents.ids == {"ana"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_throttle_stops_guessing_per_agent_and_per_address_for_five_minutes() -> None:
+    clock = Clock()
+    throttle = SignInThrottle(clock=clock)
+    for n in range(5):
+        assert not throttle.blocked("ana", f"10.0.0.{n}")
+        throttle.failed("ana", f"10.0.0.{n}")  # five addresses, one agent
+
+    assert throttle.blocked("ana", "10.0.0.99")
+    assert not throttle.blocked("bo", "10.0.0.99")
+    clock.now += 301
+    assert not throttle.blocked("ana", "10.0.0.99")
+
+    for n in range(5):
+        throttle.failed(f"agent-{n}", "10.0.0.7")  # one address, five agents
+    assert throttle.blocked("bo", "10.0.0.7")
+    assert not throttle.blocked("bo", "10.0.0.8")
+
+
+def test_signing_in_clears_the_agents_count_but_not_the_addresss() -> None:
+    throttle = SignInThrottle(clock=Clock())
+    for _ in range(4):
+        throttle.failed("ana", "10.0.0.1")
+    throttle.succeeded("ana")
+    throttle.failed("ana", "10.0.0.2")
+
+    assert not throttle.blocked("ana", "10.0.0.2")
+    throttle.failed("bo", "10.0.0.1")
+    assert throttle.blocked("carla", "10.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("asked", "sent_to"),
+    [
+        ("/customers/c1?channel=sms", "/customers/c1?channel=sms"),
+        ("https://evil.example/", "/"),
+        ("//evil.example/", "/"),
+        ("/\\evil.example/", "/"),
+        ("/\t/evil.example/", "/"),
+        ("/customers/c1\r\nSet-Cookie: x=1", "/"),
+    ],
+)
+def test_a_sign_in_only_leads_to_a_path_on_the_desk(asked: str, sent_to: str) -> None:
+    assert _local(asked) == sent_to

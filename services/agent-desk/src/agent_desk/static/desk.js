@@ -2,6 +2,8 @@
 "use strict";
 
 const STATUS_RANK = { sending: 0, sent: 1, delivered: 2, read: 3, failed: 4 };
+const RELOAD_AFTER_MS = 5000; // a stream the browser gave up on: reload (an expired session signs in)
+const EXPIRED = "Your sign-in has expired. Copy your message, then reload the page to sign in again.";
 
 function fromHtml(html) {
   const holder = document.createElement("template");
@@ -26,6 +28,7 @@ function setStatus(item, status, error) {
   const current = chip.dataset.value || "";
   if ((STATUS_RANK[status] ?? 0) < (STATUS_RANK[current] ?? -1)) return;
   chip.dataset.value = status;
+  chip.dataset.error = error || "";
   chip.className = "status s-" + status;
   chip.textContent = error ? status + ": " + error : status;
 }
@@ -47,7 +50,7 @@ function onEntry(timeline, data) {
   if (existing) {
     const chip = existing.querySelector("[data-status]");
     existing.replaceWith(item);
-    if (chip.dataset.value === "failed") setStatus(item, "failed", chip.textContent);
+    if (chip.dataset.value === "failed") setStatus(item, "failed", chip.dataset.error);
   } else {
     place(timeline, item);
   }
@@ -64,9 +67,17 @@ function refreshPanels() {
     const current = document.getElementById("panels");
     const form = document.getElementById("reply-form");
     if (!current || !form) return;
-    const response = await fetch(`/customers/${form.dataset.customer}/panels`, { headers: { Accept: "text/html" } });
-    if (!response.ok) return;
+    // Anything but the panels themselves (an error page, the sign-in form after a redirect,
+    // no answer) keeps the panels shown: the next entry tries again.
+    let response;
+    try {
+      response = await fetch(`/customers/${form.dataset.customer}/panels`, { headers: { Accept: "text/html" } });
+    } catch {
+      return;
+    }
+    if (!response.ok || response.redirected) return;
     const fresh = fromHtml(await response.text());
+    if (!fresh || fresh.id !== "panels") return;
     current.replaceWith(fresh);
     const warnings = JSON.parse(fresh.dataset.warnings || "{}");
     const select = document.getElementById("reply-channel");
@@ -80,7 +91,7 @@ function refreshPanels() {
 }
 
 function follow(timeline) {
-  window.hiloLive = { connected: false, received: 0 };
+  window.hiloLive = { connected: false, received: 0, position: timeline.dataset.after };
   const state = document.getElementById("live-state");
   const url = `${timeline.dataset.live}?after=${encodeURIComponent(timeline.dataset.after)}${timeline.dataset.filters}`;
   const source = new EventSource(url);
@@ -89,12 +100,24 @@ function follow(timeline) {
     state.textContent = "live";
     state.classList.remove("off");
   };
+  let reloading = false;
   source.onerror = () => {
     window.hiloLive.connected = false;
     state.textContent = "reconnecting…";
     state.classList.add("off");
+    // CLOSED: the browser will not reconnect by itself (the desk answered 401, an error page
+    // or a sign-in form). Reloading retries, and sends an expired session to sign in.
+    if (source.readyState === EventSource.CLOSED && !reloading) {
+      reloading = true;
+      setTimeout(() => window.location.reload(), RELOAD_AFTER_MS);
+    }
   };
-  source.addEventListener("entry", (event) => onEntry(timeline, JSON.parse(event.data)));
+  source.addEventListener("entry", (event) => {
+    window.hiloLive.position = event.lastEventId;
+    onEntry(timeline, JSON.parse(event.data));
+  });
+  // Nothing for this page up to here: the browser resumes from this id after a blip.
+  source.addEventListener("tick", (event) => { window.hiloLive.position = event.lastEventId; });
   source.addEventListener("resync", () => window.location.reload());
 }
 
@@ -127,8 +150,10 @@ function replies(form) {
   select.addEventListener("change", showWarning);
   select.addEventListener("input", () => { select.dataset.picked = "yes"; });
   showWarning();
+  const button = form.querySelector('button[type="submit"]');
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
+    if (button.disabled) return; // one reply per press: a double click must not send twice
     const data = new FormData(form);
     const body = {
       channel: data.get("channel"),
@@ -140,7 +165,35 @@ function replies(form) {
     };
     result.textContent = "Sending…";
     result.className = "";
-    const response = await fetch(`/customers/${form.dataset.customer}/replies`, {
+    button.disabled = true;
+    let outcome;
+    try {
+      outcome = await postReply(form.dataset.customer, body);
+    } finally {
+      button.disabled = false;
+    }
+    if (outcome.error) {
+      // What the agent wrote stays in the box, to send again.
+      result.textContent = outcome.error;
+      result.className = "error";
+      return;
+    }
+    const answer = outcome.answer;
+    const channelLabel = select.selectedOptions[0].textContent.split(" · ")[0];
+    result.textContent = `Queued on ${channelLabel}.`;
+    const timeline = document.getElementById("timeline");
+    if (!document.getElementById("e-" + answer.entry_id)) {
+      place(timeline, pendingRow(answer, body.text || `[template ${body.template_name}]`, channelLabel));
+    }
+    form.querySelector("textarea").value = "";
+  });
+}
+
+async function postReply(customer, body) {
+  // { answer } when the desk queued the reply, { error } with what to tell the agent otherwise.
+  let response;
+  try {
+    response = await fetch(`/customers/${customer}/replies`, {
       method: "POST",
       headers: {
         "Content-Type": "application/json",
@@ -148,19 +201,18 @@ function replies(form) {
       },
       body: JSON.stringify(body),
     });
-    const answer = await response.json().catch(() => ({ error: "The desk did not answer." }));
-    if (!response.ok) {
-      result.textContent = answer.error || answer.detail || `Refused (${response.status}).`;
-      result.className = "error";
-      return;
-    }
-    result.textContent = `Queued on ${select.selectedOptions[0].textContent.split(" · ")[0]}.`;
-    const timeline = document.getElementById("timeline");
-    if (!document.getElementById("e-" + answer.entry_id)) {
-      place(timeline, pendingRow(answer, body.text || `[template ${body.template_name}]`, select.selectedOptions[0].textContent.split(" · ")[0]));
-    }
-    form.querySelector("textarea").value = "";
-  });
+  } catch {
+    return { error: "The desk did not answer. Try again." };
+  }
+  if (response.redirected || response.status === 401) return { error: EXPIRED };
+  const answer = await response.json().catch(() => null);
+  if (!response.ok) {
+    return { error: answer?.error || answer?.detail || `Refused (${response.status}).` };
+  }
+  if (typeof answer?.entry_id !== "string") {
+    return { error: "The desk gave an answer it should not have: the reply may not be queued. Reload the page before trying again." };
+  }
+  return { answer };
 }
 
 document.addEventListener("DOMContentLoaded", () => {
