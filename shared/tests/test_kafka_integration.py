@@ -45,7 +45,11 @@ async def test_topics_are_created_with_the_registry_settings(
 
     partitions, configs = await describe(settings, names)
 
-    assert partitions == dict.fromkeys(names, settings.topic_partitions)
+    assert partitions == {
+        topic_name(spec.topic, settings): spec.partitions or settings.topic_partitions
+        for spec in REGISTRY
+    }
+    assert partitions[topic_name(Topic.OFFERS, settings)] == 1, "one version stays in order"
     profiles = configs[topic_name(Topic.PROFILES, settings)]
     assert profiles["cleanup.policy"] == "compact"
     assert profiles["max.compaction.lag.ms"] == str(86_400_000), "old snapshots go within a day"

@@ -35,6 +35,7 @@ class Topic(StrEnum):
     ERASURES = "erasures"
     OUTBOUND = "outbound"
     OUTBOUND_DLQ = "outbound.dlq"
+    OFFERS = "offers"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class TopicSpec:
     cleanup_policy: str = "delete"
     retention_ms: int = 30 * DAY_MS
     keyed: bool = True
+    partitions: int | None = None
+    """Fixed partition count, whatever `HILO_TOPIC_PARTITIONS` says (None: that setting)."""
 
     def configs(self) -> dict[str, str]:
         configs = {"cleanup.policy": self.cleanup_policy}
@@ -123,6 +126,16 @@ REGISTRY: tuple[TopicSpec, ...] = (
         "with the reason in headers.",
         retention_ms=30 * DAY_MS,
     ),
+    TopicSpec(
+        Topic.OFFERS,
+        key="`price:<sku>:<currency>` or `promotion:<id>`",
+        description="List prices and promotions (`hilo.offers.model.OfferRecord`), published by "
+        "the offers service: the latest record of each key, as of the version that set it (a "
+        "price key carries its whole schedule). One partition, so the records of a version "
+        "arrive together and in order; every pricing process reads it all from the beginning.",
+        cleanup_policy="compact",
+        partitions=1,
+    ),
 )
 
 
@@ -142,7 +155,7 @@ async def ensure_topics(settings: HiloSettings) -> list[str]:
         missing = [
             NewTopic(
                 topic_name(spec.topic, settings),
-                num_partitions=settings.topic_partitions,
+                num_partitions=spec.partitions or settings.topic_partitions,
                 replication_factor=settings.topic_replication_factor,
                 topic_configs=spec.configs(),
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -19,16 +19,23 @@ from customer_profile.entrypoints.consumer import subscribe
 from customer_profile.service.batches import BatchRunner, ConsumerHealth
 from customer_profile.service.merge_requests import MergeRequests
 from customer_profile.service.pipeline import Pipeline
+from customer_profile.service.prices import PriceCheck
 from customer_profile.service.privacy import Privacy
 from customer_profile.service.splits import Splits
 from customer_profile.settings import ProfileSettings
 from hilo.health import health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, create_broker
 from hilo.mongo import MongoDocument, create_mongo_client
+from hilo.offers.book import OffersFollower
+from hilo.offers.model import OffersSnapshot
 from hilo.sealing import Sealer, create_sealer
 from hilo.topics import Topic, ensure_topics, topic_name
 
 log = structlog.get_logger(__name__)
+
+OFFERS_READY_SECONDS = 30.0
+"""How long the start waits for the offers to be read before consuming: a batch consumed
+before that is not checked against them (`customer_profile.service.prices`)."""
 
 
 @dataclass
@@ -43,7 +50,14 @@ class Service:
     splits: Splits
     publisher: KafkaPublisher
     sealer: Sealer
+    offers: OffersFollower
     background: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def offers_in_force(follower: OffersFollower) -> OffersSnapshot | None:
+    """The offers to check prices against: none until the whole `offers` topic was read (a
+    half-read catalogue would flag correct prices)."""
+    return follower.book.snapshot() if follower.ready.is_set() else None
 
 
 def bootstrap(settings: ProfileSettings) -> Service:
@@ -58,6 +72,7 @@ def bootstrap(settings: ProfileSettings) -> Service:
     store = ProfileStore(mongo, settings.mongodb_database)
     sealer = create_sealer(settings, mongo)
     publisher = KafkaPublisher(broker, settings, sealer=sealer)
+    offers = OffersFollower(settings)
     pipeline = Pipeline(
         store,
         publisher,
@@ -65,6 +80,7 @@ def bootstrap(settings: ProfileSettings) -> Service:
         settings.identity_policy(),
         settings.conversation_window,
         settings.max_future_skew,
+        price_check=PriceCheck(lambda: offers_in_force(offers)),
     )
     consumer_health = ConsumerHealth(settings.stuck_after_seconds)
     subscribe(broker, BatchRunner(pipeline, settings.retry_policy(), consumer_health), settings)
@@ -88,6 +104,7 @@ def bootstrap(settings: ProfileSettings) -> Service:
         splits,
         [key.get_secret_value() for key in settings.api_keys],
         settings.conversation_window,
+        offers=lambda: offers_in_force(offers),
     )
     health = health_router(
         {
@@ -98,7 +115,7 @@ def bootstrap(settings: ProfileSettings) -> Service:
     )
     app = create_api(state, [health])
     service = Service(
-        settings, broker, mongo, store, pipeline, app, privacy, splits, publisher, sealer
+        settings, broker, mongo, store, pipeline, app, privacy, splits, publisher, sealer, offers
     )
     app.router.lifespan_context = _lifespan(service)
     return service
@@ -126,6 +143,9 @@ async def start(service: Service) -> None:
         log.warning("api_unprotected", reason="HILO_API_KEYS is empty (development only)")
     await service.store.create_indexes()
     await ensure_topics(service.settings)
+    await service.offers.start()
+    with suppress(TimeoutError):  # checked against the whole catalogue from the first batch
+        await asyncio.wait_for(service.offers.ready.wait(), OFFERS_READY_SECONDS)
     await service.broker.start()
     service.background.append(
         asyncio.create_task(
@@ -146,5 +166,6 @@ async def stop(service: Service) -> None:
         task.cancel()
     await asyncio.gather(*service.background, return_exceptions=True)
     service.background.clear()
+    await service.offers.stop()
     await service.broker.stop()
     await service.mongo.close()

@@ -31,6 +31,7 @@ class JourneyCollection:
         await self.collection.create_index(
             [("customer_id", ASCENDING), ("occurred_at", ASCENDING), ("_id", ASCENDING)]
         )
+        await self.collection.create_index([("price_mismatches.sku", ASCENDING)], sparse=True)
 
     async def insert_entries(self, entries: list[JourneyEntry]) -> set[str]:
         """Store entries once per event id, pending until `settle`; return those already stored."""
@@ -88,6 +89,13 @@ class JourneyCollection:
             .sort([("occurred_at", direction), ("_id", direction)])
             .limit(limit)
         )
+        return [_entry(doc) async for doc in cursor]
+
+    async def mismatches(self, filters: Mapping[str, Any], limit: int) -> list[JourneyEntry]:
+        """Entries with a price mismatch, newest first, narrowed by `filters` (channel, time,
+        `price_mismatches.sku`)."""
+        query = {"price_mismatches.sku": {"$exists": True}, **filters}
+        cursor = self.collection.find(query).sort([("occurred_at", DESCENDING)]).limit(limit)
         return [_entry(doc) async for doc in cursor]
 
     async def reassign(self, event_ids: Iterable[str], customer_id: str) -> None:

@@ -209,6 +209,9 @@ class ProfileStore:
             aliases, after=after, limit=limit, filters=filters, newest_first=newest_first
         )
 
+    async def mismatches(self, filters: Mapping[str, Any], limit: int) -> list[JourneyEntry]:
+        return await self._journey.mismatches(filters, limit)
+
     async def open_conversations(self, since: datetime, limit: int) -> list[MongoDocument]:
         return await self._profiles.open_conversations(since, limit)
 

@@ -52,13 +52,24 @@ class JourneyEntry(BaseModel):
         default_factory=list,
         description="What the channel dropped or replaced to keep the event (field and reason).",
     )
+    price_mismatches: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Lines charged differently from the offer in force for this customer, "
+        "channel and time: SKU, charged and expected unit price, the promotions expected, the "
+        "offers version (`customer_profile.service.prices`).",
+    )
 
     def sort_key(self) -> tuple[datetime, str]:
         return (self.occurred_at, self.id)
 
 
 def new_entry(
-    interaction: Interaction, customer_id: str, recorded_at: datetime, *, late: bool
+    interaction: Interaction,
+    customer_id: str,
+    recorded_at: datetime,
+    *,
+    late: bool,
+    price_mismatches: list[dict[str, Any]] | None = None,
 ) -> JourneyEntry:
     """Turn an accepted interaction into the customer's journey entry."""
     return JourneyEntry(
@@ -75,6 +86,7 @@ def new_entry(
         payload=interaction.payload.model_dump(mode="json"),
         late=late,
         adjustments=[adjustment.model_dump() for adjustment in interaction.adjustments],
+        price_mismatches=price_mismatches or [],
     )
 
 

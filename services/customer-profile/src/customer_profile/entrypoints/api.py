@@ -45,6 +45,9 @@ from customer_profile.service.splits import CustomerNotFound, Requester, SplitRe
 from hilo.auth import API_KEY_HEADER, check_api_key
 from hilo.contract import IdentifierKind, Identifiers
 from hilo.kafka import PublishFailed
+from hilo.offers.facts import facts_from_profile
+from hilo.offers.model import OffersSnapshot
+from hilo.offers.showcase import OfferShown, offers_for
 
 
 class ApiState:
@@ -58,7 +61,9 @@ class ApiState:
         splits: Splits,
         api_keys: list[str],
         window: timedelta,
+        offers: Callable[[], OffersSnapshot | None] = lambda: None,
     ) -> None:
+        self.offers = offers
         self.store = store
         self.privacy = privacy
         self.merge_requests = merge_requests
@@ -143,6 +148,10 @@ class AgentContext(BaseModel):
     surveys: dict[str, SurveyResult]
     last_interactions: list[dict[str, Any]]
     open_conflicts: int
+    offers: list[OfferShown] = Field(
+        description="Promotions the customer qualifies for now on any channel, each with an "
+        "example basket priced as a channel's quote would price it."
+    )
 
 
 def _identities(profile: StoredProfile) -> list[Identity]:
@@ -280,7 +289,27 @@ async def get_agent_context(customer_id: str, state: State) -> AgentContext:
         surveys=view.surveys,
         last_interactions=[p.model_dump() for p in reversed(view.recent_interactions)],
         open_conflicts=len(conflicts),
+        offers=_offers(state, profile, None),
     )
+
+
+@router.get("/{customer_id}/offers")
+async def get_offers(
+    customer_id: str, state: State, channel: str | None = None
+) -> list[OfferShown]:
+    """The promotions this customer qualifies for now (on `channel`, or on any), each with an
+    example basket priced as that channel's quote would price it."""
+    return _offers(state, await _profile(state, customer_id), channel)
+
+
+def _offers(state: ApiState, profile: StoredProfile, channel: str | None) -> list[OfferShown]:
+    snapshot = state.offers()
+    if snapshot is None:
+        return []
+    now = datetime.now(UTC)
+    view = (profile.view or ProfileView()).model_dump(mode="json")
+    facts = facts_from_profile({"customer_id": profile.customer_id, "view": view}, now)
+    return offers_for(snapshot, facts, channel=channel, at=now)
 
 
 def _display_name(view: ProfileView) -> str | None:
@@ -428,6 +457,63 @@ async def list_open_conversations(
     return found
 
 
+class PriceMismatch(BaseModel):
+    """A line a channel charged differently from the offer in force."""
+
+    event_id: str
+    customer_id: str
+    channel: str
+    type: str
+    occurred_at: datetime
+    sku: str
+    quantity: int
+    currency: str
+    charged: str
+    expected: str
+    list_price: str
+    promotions: list[str]
+    offers_version: int
+
+
+mismatches = APIRouter(
+    prefix="/v1/mismatches", tags=["offers"], dependencies=[Depends(require_api_key)]
+)
+
+
+@mismatches.get("")
+async def list_mismatches(
+    state: State,
+    channel: str | None = None,
+    sku: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=1_000)] = 100,
+) -> list[PriceMismatch]:
+    """Carts, orders and receipts that charged a price other than the offer in force for that
+    customer, channel and time, newest first."""
+    filters: dict[str, Any] = {}
+    if channel:
+        filters["channel"] = channel
+    if sku:
+        filters["price_mismatches.sku"] = sku
+    window = {**({"$gte": since} if since else {}), **({"$lt": until} if until else {})}
+    if window:
+        filters["occurred_at"] = window
+    return [
+        PriceMismatch(
+            event_id=entry.id,
+            customer_id=entry.customer_id,
+            channel=entry.channel,
+            type=entry.type,
+            occurred_at=entry.occurred_at,
+            **line,
+        )
+        for entry in await state.store.mismatches(filters, limit)
+        for line in entry.price_mismatches
+        if sku is None or line["sku"] == sku
+    ]
+
+
 merge_requests = APIRouter(
     prefix="/v1/merge-requests", tags=["merge requests"], dependencies=[Depends(require_api_key)]
 )
@@ -486,6 +572,7 @@ def create_api(state: ApiState, extra: list[APIRouter]) -> FastAPI:
     app.state.api = state
     app.include_router(router)
     app.include_router(conversations)
+    app.include_router(mismatches)
     app.include_router(merge_requests)
     for more in extra:
         app.include_router(more)

@@ -43,6 +43,8 @@ from customer_profile.domain.identity import (
 from customer_profile.domain.journey import JourneyEntry, new_entry
 from customer_profile.domain.profile import ProfileView, derive_view
 from customer_profile.service.ports import MergeRecord, Publisher, Store, StoredProfile
+from customer_profile.service.prices import PriceCheck
+from customer_profile.service.prices import count as count_mismatches
 from customer_profile.service.resolver import IdentityResolver, Merge, Pending
 from hilo.contract import (
     Interaction,
@@ -97,8 +99,10 @@ class Pipeline:
         policy: IdentityPolicy,
         conversation_window: timedelta,
         max_future_skew: timedelta = DEFAULT_FUTURE_SKEW,
+        price_check: PriceCheck | None = None,
     ) -> None:
         self._store = store
+        self._price_check = price_check
         self._sealer = sealer
         self._max_future_skew = max_future_skew
         self._publisher = publisher
@@ -282,12 +286,26 @@ class Pipeline:
             customer = customers[event.id]
             previous = latest.get(customer)
             late = previous is not None and event.occurred_at < previous
-            entries.append(new_entry(event, customer, recorded_at, late=late))
+            mismatches = self._mismatches(event, customer, before.get(customer))
+            entries.append(
+                new_entry(event, customer, recorded_at, late=late, price_mismatches=mismatches)
+            )
             latest[customer] = max(previous, event.occurred_at) if previous else event.occurred_at
         duplicates = await self._store.insert_entries(entries)
         repairs = await self._store.unfinished_entries(duplicates)
         outcome.duplicates = len(duplicates) - len(repairs)
-        return [entry for entry in entries if entry.id not in duplicates], repairs
+        stored = [entry for entry in entries if entry.id not in duplicates]
+        for entry in stored:
+            count_mismatches(entry.channel, entry.price_mismatches)
+        return stored, repairs
+
+    def _mismatches(
+        self, event: Interaction, customer: str, profile: StoredProfile | None
+    ) -> list[dict[str, Any]]:
+        """What the event charged differently from the offers in force (none to check: [])."""
+        if self._price_check is None:
+            return []
+        return self._price_check.mismatches(event, customer, profile.view if profile else None)
 
     async def _update_profiles(
         self,

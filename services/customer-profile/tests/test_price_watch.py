@@ -1,0 +1,215 @@
+"""The consistency watch: carts, orders and receipts checked against the offers in force, on the
+real broker and database, with the offers published on the `offers` topic as the offers service
+publishes them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from pydantic_extra_types.currency_code import ISO4217
+
+from customer_profile.testing import RunningProfileService, running_profile_service
+from hilo.contract import (
+    Fulfilment,
+    Identified,
+    Identifiers,
+    Interaction,
+    LineItem,
+    Money,
+    OrderPlaced,
+    SalesChannel,
+    new_interaction,
+)
+from hilo.kafka import KafkaPublisher, Record, create_broker
+from hilo.offers.model import (
+    Conditions,
+    OfferRecord,
+    PricePoint,
+    PriceSchedule,
+    Promotion,
+    PromotionKind,
+    price_key,
+    promotion_key,
+)
+from hilo.settings import HiloSettings
+from hilo.testkit.probes import eventually
+from hilo.topics import Topic
+
+EUR = ISO4217("EUR")
+NOW = datetime.now(UTC)
+CHANGED = NOW - timedelta(hours=2)
+"""When the price of the shoes went from 59.90 to 64.90."""
+
+
+def schedule(*points: tuple[str, datetime, int]) -> PriceSchedule:
+    return PriceSchedule(
+        sku="SKU-RED-42",
+        currency=EUR,
+        points=[
+            PricePoint(amount=Decimal(amount), tax_included=True, valid_from=at, version=version)
+            for amount, at, version in points
+        ],
+    )
+
+
+def gold_promotion(version: int) -> OfferRecord:
+    promotion = Promotion(
+        id="gold-10",
+        name="Gold members: 10% off shoes",
+        kind=PromotionKind.PERCENT_OFF,
+        skus=["SKU-RED-42"],
+        currency=EUR,
+        percent=Decimal(10),
+        valid_from=NOW - timedelta(days=1),
+        valid_until=NOW + timedelta(days=1),
+        conditions=Conditions(loyalty_tiers=["gold"]),
+    )
+    return _record(promotion_key("gold-10"), version, promotion=promotion)
+
+
+def _record(
+    key: str,
+    version: int,
+    *,
+    price: PriceSchedule | None = None,
+    promotion: Promotion | None = None,
+) -> OfferRecord:
+    return OfferRecord(
+        key=key,
+        version=version,
+        part=1,
+        parts=1,
+        changed_at=NOW,
+        changed_by="test",
+        price=price,
+        promotion=promotion,
+    )
+
+
+async def publish_offers(settings: HiloSettings, records: Sequence[OfferRecord]) -> None:
+    broker = create_broker(settings)
+    await broker.start()
+    try:
+        await KafkaPublisher(broker, settings).publish_records(
+            [
+                Record(Topic.OFFERS, r.key.encode(), r.model_dump_json().encode(), {})
+                for r in records
+            ]
+        )
+    finally:
+        await broker.stop()
+
+
+def receipt(n: int, unit_price: str, *, ago: timedelta, email: str) -> Interaction:
+    shoes = LineItem(
+        sku="SKU-RED-42", quantity=2, unit_price=Money(amount=Decimal(unit_price), currency=EUR)
+    )
+    return new_interaction(
+        channel="store",
+        instance="test",
+        provider_event_id=f"receipt-{n}",
+        identifiers=Identifiers(email=email),
+        payload=OrderPlaced(
+            order_id=f"R-{n}",
+            sold_via=SalesChannel.STORE,
+            fulfilment=Fulfilment.IN_STORE,
+            store_id="BCN-01",
+            items=[shoes],
+            total=Money(amount=Decimal(unit_price) * 2, currency=EUR),
+        ),
+        occurred_at=NOW - ago,
+    )
+
+
+def gold_member(email: str) -> Interaction:
+    return new_interaction(
+        channel="web",
+        instance="test",
+        provider_event_id=f"identify-{email}",
+        identifiers=Identifiers(email=email),
+        payload=Identified(traits={"loyalty_tier": "gold"}),
+        occurred_at=NOW - timedelta(days=2),
+    )
+
+
+async def offers_read(svc: RunningProfileService, version: int) -> bool:
+    follower = svc.service.offers
+    return follower.ready.is_set() and follower.book.version >= version
+
+
+async def test_a_receipt_charging_the_old_price_after_a_change_is_flagged_with_both_numbers(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    price = schedule(("59.90", NOW - timedelta(days=30), 1), ("64.90", CHANGED, 2))
+    await publish_offers(settings, [_record(price_key("SKU-RED-42", "EUR"), 2, price=price)])
+    async with running_profile_service(settings) as svc:
+        await eventually(lambda: offers_read(svc, 2))
+        await svc.publish(
+            [
+                receipt(1, "59.90", ago=timedelta(hours=1), email="stale@example.com"),
+                receipt(2, "64.90", ago=timedelta(hours=1), email="right@example.com"),
+                receipt(3, "59.90", ago=timedelta(hours=3), email="before@example.com"),
+            ]
+        )
+        await svc.wait_for_entries(3)
+        flagged = await svc.get("/v1/mismatches?channel=store")
+        by_sku = await svc.get("/v1/mismatches?sku=SKU-RED-42")
+        elsewhere = await svc.get("/v1/mismatches?channel=web")
+        stale = await svc.customer_of("email", "stale@example.com")
+        journey = await svc.get(f"/v1/customers/{stale}/journey")
+
+    assert flagged == by_sku
+    assert [(m["customer_id"], m["charged"], m["expected"]) for m in flagged] == [
+        (stale, "59.90", "64.90")
+    ]
+    assert flagged[0]["offers_version"] == 2
+    assert elsewhere == []
+    (entry,) = journey["entries"]
+    assert entry["price_mismatches"] == [
+        {
+            "sku": "SKU-RED-42",
+            "quantity": 2,
+            "currency": "EUR",
+            "charged": "59.90",
+            "expected": "64.90",
+            "list_price": "64.90",
+            "promotions": [],
+            "offers_version": 2,
+        }
+    ]
+
+
+async def test_a_promotion_the_customer_qualifies_for_is_expected_and_shown_to_agents(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    price = schedule(("60.00", NOW - timedelta(days=30), 1))
+    await publish_offers(
+        settings,
+        [_record(price_key("SKU-RED-42", "EUR"), 1, price=price), gold_promotion(2)],
+    )
+    async with running_profile_service(settings) as svc:
+        await eventually(lambda: offers_read(svc, 2))
+        await svc.publish([gold_member("gold@example.com")])
+        await svc.wait_for_entries(1)
+        await svc.publish(
+            [
+                receipt(1, "54.00", ago=timedelta(minutes=5), email="gold@example.com"),
+                receipt(2, "54.00", ago=timedelta(minutes=5), email="walkin@example.com"),
+            ]
+        )
+        await svc.wait_for_entries(3)
+        mismatches = await svc.get("/v1/mismatches")
+        gold = await svc.customer_of("email", "gold@example.com")
+        walkin = await svc.customer_of("email", "walkin@example.com")
+        context = await svc.get(f"/v1/customers/{gold}/context")
+        nothing = await svc.get(f"/v1/customers/{walkin}/offers")
+
+    assert [(m["customer_id"], m["expected"]) for m in mismatches] == [(walkin, "60.00")]
+    (offer,) = context["offers"]
+    assert offer["promotion_id"] == "gold-10"
+    assert offer["example"] == [
+        {"sku": "SKU-RED-42", "quantity": 1, "list_total": "60.00", "total": "54.00"}
+    ]
+    assert nothing == []

@@ -1,0 +1,1 @@
+"""Hilo offers service: prices and promotions, one version at a time, and quotes."""

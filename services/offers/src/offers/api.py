@@ -1,0 +1,463 @@
+"""The offers HTTP API: the admin side (prices, promotions, their history) and quotes.
+
+Every change is a new version: stored in MongoDB first, then put on the `offers` topic. An
+answer of 200 says both happened; 202 says the version is stored and the outbox will publish
+it within seconds (Kafka did not confirm in time). A request refused (4xx) stores nothing.
+
+Quotes are priced from this process's copy of the topic (`hilo.offers.book`) with the shared
+pricing function, exactly as every other service prices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_extra_types.currency_code import ISO4217
+
+from hilo.contract import Identifiers
+from hilo.offers.book import OffersFollower
+from hilo.offers.model import (
+    CustomerFacts,
+    OfferRecord,
+    OffersSnapshot,
+    PricedLines,
+    PricePoint,
+    Promotion,
+    PromotionId,
+    PromotionKind,
+    QuoteLine,
+    Sku,
+    promotion_key,
+)
+from hilo.offers.money import CurrencyError, minor_units
+from hilo.offers.pricing import price_lines, qualifying, quote_id
+from offers.changes import (
+    Change,
+    NewPrice,
+    no_floats_anywhere,
+    price_keys,
+    price_records,
+    promotion_records,
+    retirement_records,
+)
+from offers.outbox import Outbox
+from offers.profiles import CustomerNotFound, CustomerProfiles, ProfileUnavailable
+from offers.store import Build, OffersStore, RecordsTooLarge, VersionContention
+
+MAX_PRICES = 100
+"""Prices per change: each record carries its whole schedule, and one version is one MongoDB
+document (16 MB at most)."""
+MAX_LINES = 500
+CHANNEL = r"^[a-z0-9][a-z0-9_.-]*$"
+Channel = Annotated[str, Field(min_length=1, max_length=50, pattern=CHANNEL)]
+
+
+@dataclass
+class ApiState:
+    """What the routes need, built once by the composition root."""
+
+    store: OffersStore
+    outbox: Outbox
+    follower: OffersFollower
+    profiles: CustomerProfiles
+
+
+def _state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.offers
+    return state
+
+
+State = Annotated[ApiState, Depends(_state)]
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ChangeAnswer(_Answer):
+    version: int
+    at: datetime
+    by: str
+    keys: list[str]
+    published: bool = Field(
+        description="On the `offers` topic already; false (status 202): stored, and the outbox "
+        "publishes it within seconds."
+    )
+
+
+class PriceState(_Answer):
+    sku: str
+    currency: str
+    version: int = Field(description="The version that last changed this SKU's price.")
+    points: list[PricePoint]
+    in_force: PricePoint | None = Field(description="The point in force now.")
+
+
+class PromotionState(_Answer):
+    version: int = Field(description="The version that set it as it is.")
+    changed_at: datetime
+    changed_by: str
+    promotion: Promotion
+
+
+class VersionEntry(_Answer):
+    version: int
+    at: datetime
+    by: str
+    keys: list[str]
+    published: bool
+
+
+class QuoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    identifiers: Identifiers | None = Field(
+        default=None, description="Who the customer is, if known ({kind: value}); any channel's."
+    )
+    customer_id: str | None = Field(default=None, min_length=1, max_length=100)
+    channel: Channel
+    currency: ISO4217
+    lines: list[QuoteLine] = Field(min_length=1, max_length=MAX_LINES)
+    at: AwareDatetime | None = Field(default=None, description="Price as of; default: now.")
+    quote_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="The caller's own id for this quote; default: derived from the question.",
+    )
+
+
+class Quote(PricedLines):
+    quote_id: str
+    customer_id: str | None
+
+
+class PromotionOffer(_Answer):
+    promotion: Promotion
+    example: PricedLines = Field(
+        description="What a quote of its SKUs answers now (a unit of each; enough units for a "
+        "buy-X-get-Y), other promotions included."
+    )
+
+
+class CustomerOffers(_Answer):
+    customer_id: str
+    channel: str
+    at: datetime
+    offers_version: int
+    offers: list[PromotionOffer]
+
+
+def create_api(state: ApiState, dependencies: Sequence[Any], extra: Sequence[APIRouter]) -> FastAPI:
+    """The app with its routes; `dependencies` guard every `/v1` route (the API key)."""
+    app = FastAPI(
+        title="Hilo offers",
+        description=__doc__,
+        version="1",
+        exception_handlers={RequestValidationError: _invalid},
+    )
+    app.state.offers = state
+    guard = [Depends(dependency) for dependency in dependencies]
+    app.include_router(admin, dependencies=guard)
+    app.include_router(quotes, dependencies=guard)
+    for router in extra:
+        app.include_router(router)
+    return app
+
+
+async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
+    """422 naming the fields, never echoing what was sent (it may be personal, or garbage)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return JSONResponse(status_code=422, content={"detail": _described(errors)})
+
+
+def _described(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
+
+
+def _refuse(loc: Sequence[str | int], msg: str, kind: str = "value_error") -> HTTPException:
+    return HTTPException(status_code=422, detail=[{"loc": list(loc), "msg": msg, "type": kind}])
+
+
+def now() -> datetime:
+    """The time of a change, to the millisecond (what MongoDB keeps), so the stored version and
+    its records say the same."""
+    moment = datetime.now(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _changed_by(
+    changed_by: Annotated[
+        str | None,
+        Header(
+            alias="X-Changed-By",
+            max_length=200,
+            description="Who makes the change (kept in the history); default `api`.",
+        ),
+    ] = None,
+) -> str:
+    return (changed_by or "").strip() or "api"
+
+
+ChangedBy = Annotated[str, Depends(_changed_by)]
+
+CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": ChangeAnswer, "description": "Stored; the outbox publishes it shortly."},
+    413: {"description": "A record of the change would be larger than Kafka takes."},
+    422: {"description": "Invalid: the fields are named, their values are not echoed."},
+    503: {"description": "MongoDB busy with other changes; nothing stored, try again."},
+}
+
+admin = APIRouter(prefix="/v1", tags=["admin"])
+
+
+@admin.put("/prices", responses=CHANGE_RESPONSES, response_model=ChangeAnswer)
+async def put_prices(
+    prices: Annotated[list[NewPrice], Body(min_length=1, max_length=MAX_PRICES)],
+    state: State,
+    by: ChangedBy,
+) -> JSONResponse:
+    """Set list prices, one version for the whole list; each SKU and currency keeps its
+    earlier prices (its schedule) and gets the new points."""
+    seen: set[tuple[str, str, datetime | None]] = set()
+    for index, price in enumerate(prices):
+        _price_currency(price.currency, ["body", index, "currency"])
+        point = (price.sku, price.currency, price.valid_from)
+        if point in seen:
+            raise _refuse(["body", index], "the same SKU, currency and valid_from twice")
+        seen.add(point)
+    at = now()
+
+    def build(version: int, current: dict[str, OfferRecord]) -> list[OfferRecord]:
+        return price_records(prices, current, version=version, at=at, by=by)
+
+    return await _commit(state, price_keys(prices), build, at=at, by=by)
+
+
+@admin.put("/promotions/{promotion_id}", responses=CHANGE_RESPONSES, response_model=ChangeAnswer)
+async def put_promotion(
+    promotion_id: Annotated[PromotionId, Path()],
+    promotion: Annotated[Promotion, BeforeValidator(no_floats_anywhere), Body()],
+    state: State,
+    by: ChangedBy,
+) -> JSONResponse:
+    """Create or replace a promotion, whole (a new version; `active: false` retires it)."""
+    if promotion.id != promotion_id:
+        raise _refuse(["body", "id"], "the promotion's id must be the one in the path")
+    _price_currency(promotion.currency, ["body", "currency"])
+    at = now()
+
+    def build(version: int, _current: dict[str, OfferRecord]) -> list[OfferRecord]:
+        return promotion_records(promotion, version=version, at=at, by=by)
+
+    return await _commit(state, [promotion_key(promotion_id)], build, at=at, by=by)
+
+
+@admin.post(
+    "/promotions/{promotion_id}/retire",
+    responses={
+        **CHANGE_RESPONSES,
+        404: {"description": "No such promotion."},
+        409: {"description": "Retired already."},
+    },
+    response_model=ChangeAnswer,
+)
+async def retire_promotion(
+    promotion_id: Annotated[PromotionId, Path()], state: State, by: ChangedBy
+) -> JSONResponse:
+    """Retire a promotion: a new version in which it is inactive (its history stays)."""
+    key = promotion_key(promotion_id)
+    at = now()
+
+    def build(version: int, current: dict[str, OfferRecord]) -> list[OfferRecord]:
+        record = current.get(key)
+        if record is None or record.promotion is None:
+            raise HTTPException(status_code=404, detail="no promotion with this id")
+        if not record.promotion.active:
+            raise HTTPException(status_code=409, detail="the promotion is retired already")
+        return retirement_records(record, version=version, at=at, by=by)
+
+    return await _commit(state, [key], build, at=at, by=by)
+
+
+@admin.get("/prices/{sku:path}", responses={404: {"description": "No price for this SKU."}})
+async def get_prices(sku: Annotated[Sku, Path()], state: State) -> list[PriceState]:
+    """The SKU's price schedule in each currency, as stored (what the topic carries)."""
+    records = await state.store.prices_of(sku)
+    if not records:
+        raise HTTPException(status_code=404, detail="no price for this SKU")
+    moment = datetime.now(UTC)
+    return [
+        PriceState(
+            sku=record.price.sku,
+            currency=record.price.currency,
+            version=record.version,
+            points=record.price.points,
+            in_force=record.price.at(moment),
+        )
+        for record in records
+        if record.price is not None
+    ]
+
+
+@admin.get("/promotions")
+async def list_promotions(
+    state: State,
+    active: Annotated[bool | None, Query(description="Only active (or retired) ones.")] = None,
+) -> list[PromotionState]:
+    """Every promotion as its latest version left it."""
+    return [
+        PromotionState(
+            version=record.version,
+            changed_at=record.changed_at,
+            changed_by=record.changed_by,
+            promotion=record.promotion,
+        )
+        for record in await state.store.promotions()
+        if record.promotion is not None and (active is None or record.promotion.active == active)
+    ]
+
+
+@admin.get("/versions")
+async def list_versions(
+    state: State,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[int | None, Query(ge=1, description="Versions older than this.")] = None,
+) -> list[VersionEntry]:
+    """The history, newest first: each version, when, who, which keys."""
+    return [
+        VersionEntry(
+            version=document["_id"],
+            at=document["at"],
+            by=document["by"],
+            keys=document["keys"],
+            published=document["published"],
+        )
+        for document in await state.store.history(limit=limit, before=before)
+    ]
+
+
+def _price_currency(currency: str, loc: list[str | int]) -> None:
+    """A currency things can be priced in: ISO 4217 with a minor unit (not gold, not XTS)."""
+    try:
+        minor_units(currency)
+    except CurrencyError:
+        raise _refuse(loc, "a currency nothing can be priced in (no minor unit)") from None
+
+
+async def _commit(
+    state: ApiState, keys: Sequence[str], build: Build, *, at: datetime, by: str
+) -> JSONResponse:
+    try:
+        change = await state.store.commit(keys, build, at=at, by=by)
+    except RecordsTooLarge as exc:
+        raise HTTPException(status_code=413, detail=str(exc)) from None
+    except VersionContention:
+        raise HTTPException(status_code=503, detail="too many changes at once; try again") from None
+    await state.outbox.try_publish()
+    published = await _published(state, change)
+    answer = ChangeAnswer(
+        version=change.version, at=change.at, by=change.by, keys=change.keys, published=published
+    )
+    return JSONResponse(answer.model_dump(mode="json"), status_code=200 if published else 202)
+
+
+async def _published(state: ApiState, change: Change) -> bool:
+    try:
+        return await state.store.is_published(change.version)
+    except Exception:
+        return False
+
+
+quotes = APIRouter(prefix="/v1", tags=["quotes"])
+
+QUOTE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"description": "`customer_id` is not a customer the profile service knows."},
+    503: {"description": "The offers are still loading, or the profile service is down."},
+}
+
+
+@quotes.post("/quotes", responses=QUOTE_RESPONSES)
+async def post_quote(body: QuoteRequest, state: State) -> Quote:
+    """Price lines for a customer (or anonymously): list prices and the promotions they get,
+    the same answer every channel gets for the same question."""
+    _price_currency(body.currency, ["body", "currency"])
+    at = body.at or datetime.now(UTC)
+    facts = await _facts(state, body.customer_id, body.identifiers, at)
+    snapshot = _snapshot(state)
+    priced = price_lines(
+        snapshot, body.lines, currency=body.currency, channel=body.channel, facts=facts, at=at
+    )
+    name = body.quote_id or quote_id(
+        facts.customer_id, body.channel, body.currency, body.lines, at, snapshot.version
+    )
+    return Quote(**dict(priced), quote_id=name, customer_id=facts.customer_id)
+
+
+@quotes.get("/customers/{customer_id}/offers", responses=QUOTE_RESPONSES)
+async def customer_offers(
+    customer_id: Annotated[str, Path(min_length=1, max_length=100)],
+    channel: Annotated[str, Query(min_length=1, max_length=50, pattern=CHANNEL)],
+    state: State,
+) -> CustomerOffers:
+    """The promotions the customer gets now on `channel`, each with what a quote of its SKUs
+    answers (the same numbers a quote gives)."""
+    at = datetime.now(UTC)
+    facts = await _facts(state, customer_id, None, at)
+    snapshot = _snapshot(state)
+    offers = [
+        PromotionOffer(
+            promotion=promotion,
+            example=price_lines(
+                snapshot,
+                _example_lines(promotion),
+                currency=promotion.currency,
+                channel=channel,
+                facts=facts,
+                at=at,
+            ),
+        )
+        for promotion in qualifying(snapshot, facts=facts, channel=channel, at=at)
+    ]
+    return CustomerOffers(
+        customer_id=facts.customer_id or customer_id,
+        channel=channel,
+        at=at,
+        offers_version=snapshot.version,
+        offers=offers,
+    )
+
+
+def _example_lines(promotion: Promotion) -> list[QuoteLine]:
+    """The smallest basket the promotion shows on: one of each SKU, or a whole buy-X-get-Y."""
+    quantity = 1
+    if promotion.kind == PromotionKind.BUY_X_GET_Y:
+        quantity = (promotion.buy or 0) + (promotion.get or 0)
+    return [QuoteLine(sku=sku, quantity=quantity) for sku in dict.fromkeys(promotion.skus)]
+
+
+def _snapshot(state: ApiState) -> OffersSnapshot:
+    if not state.follower.ready.is_set():
+        raise HTTPException(status_code=503, detail="the offers are still loading")
+    return state.follower.book.snapshot()
+
+
+async def _facts(
+    state: ApiState, customer_id: str | None, identifiers: Identifiers | None, at: datetime
+) -> CustomerFacts:
+    try:
+        return await state.profiles.facts(customer_id=customer_id, identifiers=identifiers, at=at)
+    except CustomerNotFound:
+        raise HTTPException(status_code=404, detail="no customer with this id") from None
+    except ProfileUnavailable:
+        raise HTTPException(
+            status_code=503, detail="the customer-profile service is not answering"
+        ) from None

@@ -1,0 +1,137 @@
+"""Composition root: the clients, built once, handed to the API; the lifespan starts them."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+
+import httpx
+import structlog
+from fastapi import FastAPI
+from faststream.kafka import KafkaBroker
+from pymongo import AsyncMongoClient
+
+from hilo.auth import require_api_key
+from hilo.health import Check, health_router, kafka_check, mongo_check
+from hilo.kafka import KafkaPublisher, create_broker
+from hilo.mongo import MongoDocument, create_mongo_client
+from hilo.offers.book import OffersFollower
+from hilo.settings import HiloSettings
+from hilo.topics import ensure_topics
+from offers.api import ApiState, create_api
+from offers.outbox import Outbox
+from offers.profiles import CustomerProfiles
+from offers.settings import OffersSettings
+from offers.store import OffersStore
+
+log = structlog.get_logger(__name__)
+
+PublisherFactory = Callable[[KafkaBroker, HiloSettings], KafkaPublisher]
+
+
+class OpenApiRefused(RuntimeError):
+    """The API would be served without keys outside an explicit development run."""
+
+
+@dataclass
+class OffersService:
+    settings: OffersSettings
+    broker: KafkaBroker
+    mongo: AsyncMongoClient[MongoDocument]
+    store: OffersStore
+    outbox: Outbox
+    follower: OffersFollower
+    profiles: CustomerProfiles
+    app: FastAPI
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def create_service(
+    settings: OffersSettings,
+    *,
+    publisher: PublisherFactory = KafkaPublisher,
+    profile_transport: httpx.AsyncBaseTransport | None = None,
+) -> OffersService:
+    """Wire the service. Refuses (`OpenApiRefused`) to serve without API keys unless told it
+    is a development run."""
+    if (refusal := settings.open_api_refusal()) is not None:
+        raise OpenApiRefused(refusal)
+    broker = create_broker(settings)
+    mongo = create_mongo_client(settings)
+    store = OffersStore(
+        mongo, settings.mongodb_database, max_record_bytes=settings.kafka_max_record_bytes
+    )
+    outbox = Outbox(
+        store, publisher(broker, settings), holder=f"{settings.client_id}-{uuid.uuid4().hex[:12]}"
+    )
+    follower = OffersFollower(settings)
+    profiles = CustomerProfiles(settings, profile_transport)
+    health = health_router(
+        {
+            "kafka": kafka_check(broker),
+            "mongodb": mongo_check(mongo),
+            "offers": _loaded(follower),
+        }
+    )
+    guard = [require_api_key(settings.api_keys)] if settings.api_keys else []
+    app = create_api(ApiState(store, outbox, follower, profiles), guard, [health])
+    service = OffersService(settings, broker, mongo, store, outbox, follower, profiles, app)
+    app.router.lifespan_context = _lifespan(service)
+    return service
+
+
+def create_app(settings: OffersSettings) -> FastAPI:
+    return create_service(settings).app
+
+
+def _loaded(follower: OffersFollower) -> Check:
+    """Ready once the follower has read the topic to its end (quotes answer 503 before)."""
+
+    async def check() -> bool:
+        return follower.ready.is_set()
+
+    return check
+
+
+def _lifespan(service: OffersService) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await start(service)
+        try:
+            yield
+        finally:
+            await stop(service)
+
+    return lifespan
+
+
+async def start(service: OffersService) -> None:
+    """Topics and indexes (both idempotent), the producer, the follower, the outbox loop."""
+    settings = service.settings
+    if not settings.api_keys:
+        log.warning("api_unprotected", reason="HILO_API_KEYS is empty (development only)")
+    await ensure_topics(settings)
+    await service.store.create_indexes()
+    await service.broker.start()
+    await service.follower.start()
+    service.background.append(
+        asyncio.create_task(
+            service.outbox.run(settings.offers_outbox_seconds), name="offers-outbox"
+        )
+    )
+    log.info("offers_started")
+
+
+async def stop(service: OffersService) -> None:
+    for task in service.background:
+        task.cancel()
+    await asyncio.gather(*service.background, return_exceptions=True)
+    service.background.clear()
+    await service.follower.stop()
+    await service.outbox.release()
+    await service.broker.stop()
+    await service.profiles.close()
+    await service.mongo.close()

@@ -1,0 +1,182 @@
+"""What one change (one version) publishes: the records of the keys it touches, whole.
+
+Pure functions: the store hands in the version number and the keys' current records, these
+answer the new records. A price record carries its key's whole schedule (earlier points and the
+new ones), so the compacted topic, which keeps only the last record per key, still answers
+"what did this cost last Tuesday".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+from pydantic_extra_types.currency_code import ISO4217
+
+from hilo.kafka import Record
+from hilo.offers.model import (
+    Amount,
+    OfferRecord,
+    PricePoint,
+    PriceSchedule,
+    Promotion,
+    Sku,
+    price_key,
+    promotion_key,
+)
+from hilo.topics import Topic
+
+MAX_POINTS = 500
+"""Points a schedule keeps (the contract's limit); the oldest go first."""
+
+
+def no_float(value: Any) -> Any:
+    """Refuse a JSON number with a fraction for money: it went through a binary float, so
+    `0.1000000000000000055511151231257827` would arrive as `0.1`. Decimal strings are exact."""
+    if isinstance(value, float):
+        raise PydanticCustomError("decimal_string", 'give money as a decimal string, e.g. "59.90"')
+    return value
+
+
+def no_floats_anywhere(value: Any) -> Any:
+    """`no_float` over a whole JSON document (a promotion: its percent and amount)."""
+    if isinstance(value, dict):
+        for item in value.values():
+            no_floats_anywhere(item)
+    elif isinstance(value, list):
+        for item in value:
+            no_floats_anywhere(item)
+    else:
+        no_float(value)
+    return value
+
+
+class NewPrice(BaseModel):
+    """One list price to set: from `valid_from` (default: the change's time) on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    sku: Sku
+    currency: ISO4217
+    amount: Annotated[Amount, BeforeValidator(no_float)] = Field(
+        description="Per unit, as a decimal string.", examples=["59.90"]
+    )
+    tax_included: bool
+    valid_from: AwareDatetime | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One version as stored: when, who, and its records in part order."""
+
+    version: int
+    at: datetime
+    by: str
+    records: tuple[OfferRecord, ...]
+    published: bool = False
+
+    @property
+    def keys(self) -> list[str]:
+        return [record.key for record in self.records]
+
+    def kafka_records(self) -> list[Record]:
+        return [kafka_record(record) for record in self.records]
+
+
+def kafka_record(record: OfferRecord) -> Record:
+    """A record as it goes on `offers`: keyed by its key, its version in a header too."""
+    return Record(
+        Topic.OFFERS,
+        key=record.key.encode(),
+        value=record.model_dump_json().encode(),
+        headers={"content-type": "application/json", "hilo_offers_version": str(record.version)},
+    )
+
+
+def price_keys(prices: Sequence[NewPrice]) -> list[str]:
+    """The keys a price list touches, in order of first appearance."""
+    return list(dict.fromkeys(price_key(price.sku, price.currency) for price in prices))
+
+
+def price_records(
+    prices: Sequence[NewPrice],
+    current: Mapping[str, OfferRecord],
+    *,
+    version: int,
+    at: datetime,
+    by: str,
+) -> list[OfferRecord]:
+    """One record per SKU and currency: its earlier points and the new ones, oldest first.
+
+    An earlier point starting at the same moment as a new one could never be in force again
+    (the later version wins a tie), so it is dropped rather than kept to fill the schedule.
+    """
+    schedules: list[PriceSchedule] = []
+    for key in price_keys(prices):
+        mine = [price for price in prices if price_key(price.sku, price.currency) == key]
+        new_points = [
+            PricePoint(
+                amount=price.amount,
+                tax_included=price.tax_included,
+                valid_from=price.valid_from or at,
+                version=version,
+            )
+            for price in mine
+        ]
+        starts = {point.valid_from for point in new_points}
+        earlier = current.get(key)
+        kept = [
+            point
+            for point in (earlier.price.points if earlier and earlier.price else [])
+            if point.valid_from not in starts
+        ]
+        points = sorted([*kept, *new_points], key=lambda p: (p.valid_from, p.version))
+        schedules.append(
+            PriceSchedule(sku=mine[0].sku, currency=mine[0].currency, points=points[-MAX_POINTS:])
+        )
+    return _numbered(version, at, by, schedules)
+
+
+def promotion_records(
+    promotion: Promotion, *, version: int, at: datetime, by: str
+) -> list[OfferRecord]:
+    return _numbered(version, at, by, [promotion])
+
+
+def retirement_records(
+    current: OfferRecord, *, version: int, at: datetime, by: str
+) -> list[OfferRecord]:
+    """The promotion as it was, inactive: a version of its own, never a delete (a tombstone
+    would let compaction forget that it ever existed)."""
+    if current.promotion is None:
+        raise ValueError(f"{current.key} is not a promotion")
+    return _numbered(version, at, by, [current.promotion.model_copy(update={"active": False})])
+
+
+def _numbered(
+    version: int, at: datetime, by: str, subjects: Sequence[PriceSchedule | Promotion]
+) -> list[OfferRecord]:
+    parts = len(subjects)
+    return [
+        OfferRecord(
+            key=_key(subject),
+            version=version,
+            part=part,
+            parts=parts,
+            changed_at=at,
+            changed_by=by,
+            price=subject if isinstance(subject, PriceSchedule) else None,
+            promotion=subject if isinstance(subject, Promotion) else None,
+        )
+        for part, subject in enumerate(subjects, 1)
+    ]
+
+
+def _key(subject: PriceSchedule | Promotion) -> str:
+    if isinstance(subject, PriceSchedule):
+        return price_key(subject.sku, subject.currency)
+    return promotion_key(subject.id)

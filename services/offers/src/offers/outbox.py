@@ -1,0 +1,100 @@
+"""Putting stored versions on the `offers` topic: right after each change, and again every few
+seconds for any that Kafka did not take (the process stopped, or Kafka failed, between MongoDB
+and Kafka), so nothing stored is lost.
+
+Versions go out strictly in version order and one process at a time (a lease in MongoDB): the
+topic is compacted, and compaction keeps the *last* record of a key, so a later version
+overtaken by an earlier one would lose the later price for every new reader. Publishing a
+version twice is harmless: readers apply by version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from prometheus_client import Counter
+from pymongo.errors import PyMongoError
+
+from hilo.kafka import KafkaPublisher, PublishFailed
+from offers.store import OffersStore
+
+log = structlog.get_logger(__name__)
+
+PUBLISHED = Counter("hilo_offers_versions_published_total", "Offers versions put on the topic")
+DEFERRED = Counter(
+    "hilo_offers_publish_failures_total",
+    "Publishes of an offers version Kafka did not confirm (the outbox tries again)",
+)
+
+PUBLISHER_LEASE = "offers-publisher"
+LEASE_SECONDS = 30.0
+"""Longer than one version's publish may take (`HILO_KAFKA_PUBLISH_TIMEOUT_SECONDS`); the lease
+is renewed before each version."""
+
+
+class Outbox:
+    def __init__(
+        self,
+        store: OffersStore,
+        publisher: KafkaPublisher,
+        *,
+        holder: str,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self._holder = holder
+        self._lease_seconds = lease_seconds
+        self._lock = asyncio.Lock()
+
+    async def publish_pending(self) -> int:
+        """Publish every stored version not yet on the topic, oldest first; answer how many.
+
+        Stops at the first version Kafka does not confirm: the next run starts again from it.
+        Raises nothing for Kafka; MongoDB errors propagate.
+        """
+        published = 0
+        async with self._lock:
+            await self.store.settle()
+            while pending := await self.store.unpublished():
+                for change in pending:
+                    if not await self.store.lease(
+                        PUBLISHER_LEASE, self._holder, self._lease_seconds
+                    ):
+                        return published
+                    try:
+                        await self.publisher.publish_records(change.kafka_records())
+                    except PublishFailed:
+                        DEFERRED.inc()
+                        log.warning("offers_version_unpublished", version=change.version)
+                        return published
+                    await self.store.mark_published(change.version)
+                    PUBLISHED.inc()
+                    published += 1
+        return published
+
+    async def run(self, interval_seconds: float) -> None:
+        """Publish what is pending now and every `interval_seconds`, until cancelled."""
+        while True:
+            try:
+                if published := await self.publish_pending():
+                    log.info("offers_outbox_published", versions=published)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("offers_outbox_failed", error=type(exc).__name__)
+            await asyncio.sleep(interval_seconds)
+
+    async def try_publish(self) -> None:
+        """Publish now if MongoDB and Kafka let us; the loop catches up otherwise."""
+        try:
+            await self.publish_pending()
+        except PyMongoError as exc:
+            log.warning("offers_publish_deferred", error=type(exc).__name__)
+
+    async def release(self) -> None:
+        try:
+            await self.store.release(PUBLISHER_LEASE, self._holder)
+        except PyMongoError as exc:
+            log.warning("offers_lease_not_released", error=type(exc).__name__)

@@ -1,0 +1,47 @@
+"""Settings of the offers service (environment variables, prefix `HILO_`)."""
+
+from __future__ import annotations
+
+from pydantic import AnyHttpUrl, Field, SecretStr
+
+from hilo.settings import HiloSettings, SecretList
+
+
+class OffersSettings(HiloSettings):
+    service_name: str = "offers"
+    http_host: str = Field(default="0.0.0.0", description="Address the HTTP API listens on.")  # noqa: S104
+    http_port: int = Field(default=8095, ge=1, le=65535)
+    api_keys: SecretList = Field(
+        default_factory=list,
+        description="Comma-separated keys accepted in `X-API-Key`; required outside development.",
+    )
+    profile_api_url: AnyHttpUrl = Field(
+        default=AnyHttpUrl("http://127.0.0.1:8080"),
+        description="The customer-profile API, which quotes read customer facts from.",
+    )
+    profile_api_key: SecretStr = Field(
+        default=SecretStr(""), description="One of the customer-profile service's API keys."
+    )
+    offers_outbox_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3_600,
+        description="How often versions stored but not yet on the `offers` topic (Kafka failed "
+        "after MongoDB took them) are published again.",
+    )
+
+    def open_api_refusal(self) -> str | None:
+        """Why the API must not be served without keys, or None when it may.
+
+        Anyone could change prices, and quotes read customers' profiles: without
+        `HILO_API_KEYS` it is served only when the run says explicitly that it is a development
+        or test one; an unset environment is not enough.
+        """
+        if self.api_keys:
+            return None
+        if "environment" in self.model_fields_set and self.environment in ("development", "test"):
+            return None
+        return (
+            "HILO_API_KEYS is empty: anyone could change prices. Set it, or set "
+            "HILO_ENVIRONMENT=development for a development run."
+        )

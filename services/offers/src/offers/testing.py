@@ -1,0 +1,81 @@
+"""Running the offers service in-process, for its own tests and cross-service tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from hilo.settings import HiloSettings
+from hilo.testkit.probes import eventually
+from offers.app import OffersService, PublisherFactory, create_service
+from offers.settings import OffersSettings
+
+API_KEY = "offers-test-key"
+
+
+def offers_settings(settings: HiloSettings, **overrides: object) -> OffersSettings:
+    values: dict[str, Any] = {
+        **settings.model_dump(),
+        "api_keys": [API_KEY],
+        "offers_outbox_seconds": 0.3,
+    }
+    values.update(overrides)
+    return OffersSettings.model_validate(values)
+
+
+@dataclass
+class RunningOffers:
+    service: OffersService
+    http: httpx.AsyncClient
+
+    async def call(self, method: str, path: str, expect: int = 200, **request: Any) -> Any:
+        """One request, asserting its status; the JSON answer."""
+        response = await self.http.request(method, path, **request)
+        assert response.status_code == expect, f"{method} {path}: {response.text}"
+        return response.json()
+
+    async def versions(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = await self.call("GET", "/v1/versions")
+        return found
+
+    async def caught_up_to(self, version: int, timeout: float = 20.0) -> None:
+        """Until this service's own book shows `version`."""
+
+        async def current() -> int:
+            return self.service.follower.book.version
+
+        await eventually(
+            current, until=lambda seen: seen >= version, timeout=timeout, interval=0.05
+        )
+
+
+@asynccontextmanager
+async def running_offers(
+    settings: HiloSettings,
+    *,
+    publisher: PublisherFactory | None = None,
+    profile_transport: httpx.AsyncBaseTransport | None = None,
+    **overrides: object,
+) -> AsyncIterator[RunningOffers]:
+    """The service with its lifespan (topics, producer, follower, outbox loop), an HTTP client
+    holding an API key, and the book read to its end."""
+    extra: dict[str, Any] = {} if publisher is None else {"publisher": publisher}
+    service = create_service(
+        offers_settings(settings, **overrides), profile_transport=profile_transport, **extra
+    )
+    async with service.app.router.lifespan_context(service.app):
+        transport = httpx.ASGITransport(app=service.app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://offers", headers={"X-API-Key": API_KEY}
+        ) as http:
+            running = RunningOffers(service, http)
+
+            async def ready() -> bool:
+                return service.follower.ready.is_set()
+
+            await eventually(ready, timeout=30, interval=0.05)
+            yield running

@@ -1,0 +1,284 @@
+"""The admin API against real Kafka and MongoDB: every change one version, stored, published on
+`offers`, and in every follower's book; bad input stores and publishes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from pymongo import AsyncMongoClient
+
+from hilo.kafka import read_to_end
+from hilo.mongo import MongoDocument
+from hilo.offers.book import OffersFollower
+from hilo.offers.model import OfferRecord
+from hilo.settings import HiloSettings
+from hilo.testkit.probes import eventually
+from hilo.testkit.serving import served
+from hilo.topics import Topic, topic_name
+from offers.app import create_service
+from offers.testing import API_KEY, RunningOffers, offers_settings, running_offers
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+async def offers(
+    settings: HiloSettings, topics: list[str], mongo_client: AsyncMongoClient[MongoDocument]
+) -> AsyncIterator[RunningOffers]:
+    async with running_offers(settings) as running:
+        yield running
+
+
+async def published(settings: HiloSettings) -> list[OfferRecord]:
+    records = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.OFFERS, settings)
+    )
+    return [OfferRecord.model_validate_json(record.value or b"") for record in records]
+
+
+def gold_promotion(**changes: Any) -> dict[str, Any]:
+    return {
+        "id": "gold-10",
+        "name": "Gold members 10% off",
+        "kind": "percent_off",
+        "skus": ["SKU-1", "SKU-2"],
+        "currency": "EUR",
+        "percent": "10",
+        "valid_from": (NOW - timedelta(days=1)).isoformat(),
+        "valid_until": (NOW + timedelta(days=30)).isoformat(),
+        "timezone": "Europe/Madrid",
+        "conditions": {"loyalty_tiers": ["gold"]},
+        **changes,
+    }
+
+
+PRICES = [
+    {"sku": "SKU-1", "currency": "EUR", "amount": "100.00", "tax_included": True},
+    {"sku": "SKU-2", "currency": "EUR", "amount": "59.90", "tax_included": True},
+    {"sku": "SKU-1", "currency": "USD", "amount": "110.00", "tax_included": False},
+]
+
+
+async def test_a_price_list_is_one_version_published_and_in_every_book(
+    offers: RunningOffers, settings: HiloSettings
+) -> None:
+    answer = await offers.call(
+        "PUT", "/v1/prices", json=PRICES, headers={"X-Changed-By": "merchandiser-7"}
+    )
+
+    assert answer["version"] == 1
+    assert answer["published"] is True
+    assert answer["by"] == "merchandiser-7"
+    assert answer["keys"] == ["price:SKU-1:EUR", "price:SKU-2:EUR", "price:SKU-1:USD"]
+    records = await published(settings)
+    assert [(r.key, r.version, r.part, r.parts) for r in records] == [
+        ("price:SKU-1:EUR", 1, 1, 3),
+        ("price:SKU-2:EUR", 1, 2, 3),
+        ("price:SKU-1:USD", 1, 3, 3),
+    ]
+    follower = OffersFollower(settings, poll_ms=100)
+    await follower.start()
+    try:
+        await eventually(lambda: _ready(follower))
+        snapshot = follower.book.snapshot()
+    finally:
+        await follower.stop()
+    assert snapshot.version == 1
+    assert {key: s.points[-1].amount for key, s in snapshot.prices.items()} == {
+        ("SKU-1", "EUR"): Decimal("100.00"),
+        ("SKU-2", "EUR"): Decimal("59.90"),
+        ("SKU-1", "USD"): Decimal("110.00"),
+    }
+    await offers.caught_up_to(1)
+
+
+async def _ready(follower: OffersFollower) -> bool:
+    return follower.ready.is_set()
+
+
+async def test_a_price_keeps_its_schedule_and_answers_the_one_in_force(
+    offers: RunningOffers, settings: HiloSettings
+) -> None:
+    await offers.call("PUT", "/v1/prices", json=PRICES[:1])
+    later = (NOW + timedelta(days=7)).isoformat()
+    await offers.call(
+        "PUT",
+        "/v1/prices",
+        json=[{**PRICES[0], "amount": "80.00", "valid_from": later}],
+    )
+
+    prices = await offers.call("GET", "/v1/prices/SKU-1")
+
+    assert len(prices) == 1
+    assert [p["amount"] for p in prices[0]["points"]] == ["100.00", "80.00"]
+    assert prices[0]["in_force"]["amount"] == "100.00"
+    assert prices[0]["version"] == 2
+    last = (await published(settings))[-1]
+    assert last.price is not None
+    assert [p.version for p in last.price.points] == [1, 2], "the record carries the history"
+    await offers.call("GET", "/v1/prices/SKU-404", expect=404)
+    await offers.call("PUT", "/v1/prices", json=[{**PRICES[0], "sku": "ACME/42"}])
+    slashed = await offers.call("GET", "/v1/prices/ACME/42")
+    assert [(p["sku"], p["currency"]) for p in slashed] == [("ACME/42", "EUR")]
+
+
+BAD_INPUT: list[tuple[str, str, Any, list[str | int]]] = [
+    ("PUT", "/v1/prices", [{**PRICES[0], "amount": "-1.00"}], ["body", 0, "amount"]),
+    ("PUT", "/v1/prices", [{**PRICES[0], "currency": "EUX"}], ["body", 0, "currency"]),
+    ("PUT", "/v1/prices", [{**PRICES[0], "currency": "XAU"}], ["body", 0, "currency"]),
+    ("PUT", "/v1/prices", [{**PRICES[0], "amount": 19.99}], ["body", 0, "amount"]),
+    ("PUT", "/v1/prices", [{**PRICES[0], "amount": "19.99.1"}], ["body", 0, "amount"]),
+    ("PUT", "/v1/prices", [{**PRICES[0], "amount": "NaN"}], ["body", 0, "amount"]),
+    ("PUT", "/v1/prices", [{**PRICES[0], "amount": "1e400"}], ["body", 0, "amount"]),
+    ("PUT", "/v1/prices", [{**PRICES[0], "amount": "0.123456"}], ["body", 0, "amount"]),
+    (
+        "PUT",
+        "/v1/prices",
+        [{**PRICES[0], "valid_from": "2026-12-01T00:00:00"}],
+        ["body", 0, "valid_from"],
+    ),
+    ("PUT", "/v1/prices", [PRICES[0], PRICES[0]], ["body", 1]),
+    ("PUT", "/v1/prices", [], ["body"]),
+    ("PUT", "/v1/prices", [{**PRICES[0], "sku": "no spaces"}], ["body", 0, "sku"]),
+    ("PUT", "/v1/promotions/gold-10", gold_promotion(percent=None), ["body"]),
+    ("PUT", "/v1/promotions/gold-10", gold_promotion(percent=12.5), ["body"]),
+    (
+        "PUT",
+        "/v1/promotions/gold-10",
+        gold_promotion(valid_until=(NOW - timedelta(days=2)).isoformat()),
+        ["body"],
+    ),
+    ("PUT", "/v1/promotions/gold-10", gold_promotion(timezone="Mars/Olympus"), ["body"]),
+    ("PUT", "/v1/promotions/gold-10", gold_promotion(id="silver-5"), ["body", "id"]),
+    ("PUT", "/v1/promotions/Gold 10", gold_promotion(), ["path", "promotion_id"]),
+]
+
+
+async def test_bad_input_is_refused_naming_the_field_and_nothing_is_stored_or_published(
+    offers: RunningOffers, settings: HiloSettings
+) -> None:
+    for method, path, body, loc in BAD_INPUT:
+        response = await offers.http.request(method, path, json=body)
+
+        case = f"{path} {loc}"
+        assert response.status_code == 422, f"{case}: {response.text}"
+        errors = response.json()["detail"]
+        assert errors[0]["loc"][: len(loc)] == loc, case
+        assert errors[0]["msg"], case
+        assert all(set(error) == {"loc", "msg", "type"} for error in errors), "no input echoed"
+        for echoed in ("19.99", "EUX", "Mars/Olympus", "no spaces", "0.123456", "silver-5"):
+            assert echoed not in response.text, case
+    assert await offers.versions() == []
+    assert await offers.service.store.heads.count_documents({}) == 0
+    assert await published(settings) == []
+
+
+async def test_the_error_names_what_a_promotion_misses(offers: RunningOffers) -> None:
+    errors = await offers.call(
+        "PUT", "/v1/promotions/gold-10", expect=422, json=gold_promotion(percent=None)
+    )
+
+    assert "percent" in errors["detail"][0]["msg"]
+
+
+async def test_a_promotion_is_retired_by_a_version_of_its_own(
+    offers: RunningOffers, settings: HiloSettings
+) -> None:
+    await offers.call("PUT", "/v1/promotions/gold-10", json=gold_promotion())
+    await offers.call("PUT", "/v1/promotions/silver-5", json=gold_promotion(id="silver-5"))
+    await offers.caught_up_to(2)
+    assert set(offers.service.follower.book.snapshot().promotions) == {"gold-10", "silver-5"}
+
+    retired = await offers.call("POST", "/v1/promotions/gold-10/retire")
+
+    assert retired["version"] == 3
+    assert retired["keys"] == ["promotion:gold-10"]
+    await offers.caught_up_to(3)
+    assert set(offers.service.follower.book.snapshot().promotions) == {"silver-5"}
+    listed = {p["promotion"]["id"]: p for p in await offers.call("GET", "/v1/promotions")}
+    assert listed["gold-10"]["promotion"]["active"] is False
+    assert listed["gold-10"]["version"] == 3
+    assert listed["gold-10"]["promotion"]["percent"] == "10", "retired as it was"
+    active = await offers.call("GET", "/v1/promotions", params={"active": "true"})
+    assert [p["promotion"]["id"] for p in active] == ["silver-5"]
+    await offers.call("POST", "/v1/promotions/gold-10/retire", expect=409)
+    await offers.call("POST", "/v1/promotions/nobody/retire", expect=404)
+    assert [v["version"] for v in await offers.versions()] == [3, 2, 1]
+    assert len(await published(settings)) == 3
+
+
+async def test_the_history_says_when_who_and_what(offers: RunningOffers) -> None:
+    await offers.call("PUT", "/v1/prices", json=PRICES[:2], headers={"X-Changed-By": "ana"})
+    await offers.call("PUT", "/v1/promotions/gold-10", json=gold_promotion())
+    await offers.call("POST", "/v1/promotions/gold-10/retire", headers={"X-Changed-By": "bo"})
+
+    history = await offers.versions()
+
+    assert [(v["version"], v["by"], v["keys"], v["published"]) for v in history] == [
+        (3, "bo", ["promotion:gold-10"], True),
+        (2, "api", ["promotion:gold-10"], True),
+        (1, "ana", ["price:SKU-1:EUR", "price:SKU-2:EUR"], True),
+    ]
+    assert all(
+        abs(datetime.fromisoformat(v["at"]) - datetime.now(UTC)) < timedelta(minutes=1)
+        for v in history
+    )
+    older = await offers.call("GET", "/v1/versions", params={"before": 3, "limit": 1})
+    assert [v["version"] for v in older] == [2]
+
+
+async def test_changes_need_an_api_key(offers: RunningOffers) -> None:
+    response = await offers.http.put("/v1/prices", json=PRICES, headers={"X-API-Key": "wrong"})
+
+    assert response.status_code == 401
+    assert await offers.versions() == []
+
+
+async def test_concurrent_changes_of_one_sku_keep_every_point(offers: RunningOffers) -> None:
+    """Two writers that read the same head: the unique version decides, the loser rebuilds."""
+    days = range(1, 9)
+    await asyncio.gather(
+        *(
+            offers.call(
+                "PUT",
+                "/v1/prices",
+                json=[
+                    {
+                        **PRICES[0],
+                        "amount": f"{day}.00",
+                        "valid_from": (NOW + timedelta(days=day)).isoformat(),
+                    }
+                ],
+            )
+            for day in days
+        )
+    )
+
+    prices = await offers.call("GET", "/v1/prices/SKU-1")
+    assert sorted(p["amount"] for p in prices[0]["points"]) == sorted(f"{d}.00" for d in days)
+    assert [v["version"] for v in await offers.versions()] == list(range(8, 0, -1))
+
+
+async def test_served_over_http_with_health_and_metrics(
+    settings: HiloSettings, topics: list[str], mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    service = create_service(offers_settings(settings))
+    async with (
+        served(service.app) as url,
+        httpx.AsyncClient(base_url=url, headers={"X-API-Key": API_KEY}) as http,
+    ):
+        assert (await http.get("/health/live")).json() == {"status": "ok", "checks": {}}
+
+        async def ready() -> int:
+            return (await http.get("/health/ready")).status_code
+
+        await eventually(ready, until=lambda status: status == 200)
+        assert (await http.put("/v1/prices", json=PRICES)).status_code == 200
+        metrics = (await http.get("/metrics")).text
+    assert "hilo_offers_versions_published_total" in metrics

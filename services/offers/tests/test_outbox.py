@@ -1,0 +1,153 @@
+"""A change stored in MongoDB that Kafka did not take (the process died, Kafka failed, half a
+version went out) is published later by the outbox, exactly as stored, and in version order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import AsyncMongoClient
+
+from hilo.kafka import KafkaPublisher, PublishFailed, Record, read_to_end
+from hilo.mongo import MongoDocument
+from hilo.offers.model import OfferRecord
+from hilo.settings import HiloSettings
+from hilo.testkit.probes import eventually
+from hilo.topics import Topic, topic_name
+from offers.outbox import PUBLISHER_LEASE
+from offers.store import OffersStore
+from offers.testing import RunningOffers, running_offers
+
+PRICES = [
+    {"sku": "SKU-1", "currency": "EUR", "amount": "100.00", "tax_included": True},
+    {"sku": "SKU-2", "currency": "EUR", "amount": "59.90", "tax_included": True},
+    {"sku": "SKU-3", "currency": "EUR", "amount": "5.00", "tax_included": True},
+]
+
+
+class FailingOnce(KafkaPublisher):
+    """Kafka does not confirm the first publish (nothing of it is written)."""
+
+    failed = False
+
+    async def publish_records(self, records: Sequence[Record]) -> None:
+        if not self.failed:
+            self.failed = True
+            raise PublishFailed("injected")
+        await super().publish_records(records)
+
+
+class HalfThenFails(KafkaPublisher):
+    """The first publish writes its first record, then fails: half a version on the topic."""
+
+    failed = False
+
+    async def publish_records(self, records: Sequence[Record]) -> None:
+        if not self.failed:
+            self.failed = True
+            await super().publish_records(records[:1])
+            raise PublishFailed("injected after the first record")
+        await super().publish_records(records)
+
+
+class KafkaGone(KafkaPublisher):
+    async def publish_records(self, records: Sequence[Record]) -> None:
+        raise PublishFailed("injected: Kafka unreachable")
+
+
+async def on_topic(settings: HiloSettings) -> list[bytes]:
+    records = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.OFFERS, settings)
+    )
+    return [record.value or b"" for record in records]
+
+
+async def stored_bytes(store: OffersStore, version: int) -> list[bytes]:
+    """The version's records as the outbox publishes them, from what MongoDB holds."""
+    document = await store.changes.find_one({"_id": version})
+    assert document is not None
+    return [
+        OfferRecord.model_validate(record).model_dump_json().encode()
+        for record in document["records"]
+    ]
+
+
+async def all_published(offers: RunningOffers) -> bool:
+    versions = await offers.versions()
+    return bool(versions) and all(v["published"] for v in versions)
+
+
+async def test_a_version_kafka_did_not_take_is_published_later_exactly_as_stored(
+    settings: HiloSettings, topics: list[str], mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    async with running_offers(settings, publisher=FailingOnce) as offers:
+        answer = await offers.call("PUT", "/v1/prices", expect=202, json=PRICES)
+        assert answer["published"] is False
+        await offers.call("PUT", "/v1/prices", json=[{**PRICES[0], "amount": "90.00"}])
+
+        await eventually(lambda: all_published(offers))
+        await offers.caught_up_to(2)
+
+        expected = await stored_bytes(offers.service.store, 1) + await stored_bytes(
+            offers.service.store, 2
+        )
+        assert await on_topic(settings) == expected, "the same records, version 1 first"
+        prices = offers.service.follower.book.snapshot().prices
+        assert prices[("SKU-1", "EUR")].points[-1].amount == 90
+
+
+async def test_a_version_stored_by_a_process_that_lost_kafka_is_published_by_its_successor(
+    settings: HiloSettings, topics: list[str], mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    async with running_offers(settings, publisher=KafkaGone) as crashed:
+        await crashed.call("PUT", "/v1/prices", expect=202, json=PRICES)
+        stored = await stored_bytes(crashed.service.store, 1)
+    assert await on_topic(settings) == []
+
+    async with running_offers(settings) as successor:
+        await eventually(lambda: all_published(successor))
+        await successor.caught_up_to(1)
+
+    assert await on_topic(settings) == stored
+
+
+async def test_half_a_version_on_the_topic_is_never_half_applied_and_is_completed(
+    settings: HiloSettings, topics: list[str], mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    async with running_offers(
+        settings, publisher=HalfThenFails, offers_outbox_seconds=1.5
+    ) as offers:
+        await offers.call("PUT", "/v1/prices", expect=202, json=PRICES)
+        book = offers.service.follower.book
+
+        await eventually(lambda: _pending(book), until=lambda pending: pending == [1])
+        assert book.snapshot().prices == {}, "part 1 of 3 arrived: nothing shows"
+
+        await offers.caught_up_to(1)
+        assert set(book.snapshot().prices) == {("SKU-1", "EUR"), ("SKU-2", "EUR"), ("SKU-3", "EUR")}
+    values = await on_topic(settings)
+    store = OffersStore(mongo_client, settings.mongodb_database, max_record_bytes=1_000_000)
+    assert values[1:] == await stored_bytes(store, 1), "then the whole version again"
+
+
+async def _pending(book: Any) -> list[int]:
+    pending: list[int] = book.pending_versions()
+    return pending
+
+
+async def test_one_process_at_a_time_holds_the_publishers_lease(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    store = OffersStore(mongo_client, settings.mongodb_database, max_record_bytes=1_000_000)
+
+    assert await store.lease(PUBLISHER_LEASE, "a", 30)
+    assert await store.lease(PUBLISHER_LEASE, "a", 30), "renewed by its holder"
+    assert not await store.lease(PUBLISHER_LEASE, "b", 30)
+    await store.release(PUBLISHER_LEASE, "a")
+    assert await store.lease(PUBLISHER_LEASE, "b", 30)
+    assert not await store.lease(PUBLISHER_LEASE, "a", 30)
+    assert await store.lease(PUBLISHER_LEASE, "a", 0) is False
+    past = datetime(2000, 1, 1, tzinfo=UTC)
+    await store.locks.update_one({"_id": PUBLISHER_LEASE}, {"$set": {"until": past}})
+    assert await store.lease(PUBLISHER_LEASE, "a", 30), "an expired lease is taken over"

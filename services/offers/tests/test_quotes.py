@@ -1,0 +1,181 @@
+"""Quotes with customer facts from a running customer-profile service: a gold member gets the
+gold promotion, an anonymous shopper does not, and the customer's offers show the same
+numbers a quote gives."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from customer_profile.testing import API_KEY as PROFILE_API_KEY
+from customer_profile.testing import RunningProfileService, running_profile_service
+from hilo.contract import Identified, Identifiers, new_interaction
+from hilo.mongo import MongoDocument
+from hilo.settings import HiloSettings
+from hilo.testkit.serving import served
+from offers.testing import RunningOffers, running_offers
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+ANA = "ana.gold@example.com"
+
+
+@pytest.fixture
+async def profile(
+    settings: HiloSettings, topics: list[str], mongo_client: AsyncMongoClient[MongoDocument]
+) -> AsyncIterator[RunningProfileService]:
+    async with running_profile_service(settings) as running:
+        signed_in = new_interaction(
+            channel="web",
+            instance="test",
+            provider_event_id="evt-sign-in",
+            identifiers=Identifiers(email=ANA),
+            payload=Identified(traits={"loyalty_tier": "gold"}),
+            occurred_at=NOW - timedelta(hours=1),
+        )
+        await running.publish([signed_in])
+        await running.wait_for_entries(1)
+        yield running
+
+
+@pytest.fixture
+async def offers(
+    settings: HiloSettings, profile: RunningProfileService
+) -> AsyncIterator[RunningOffers]:
+    async with (
+        served(profile.service.app, lifespan="off") as profile_url,
+        running_offers(
+            settings, profile_api_url=profile_url, profile_api_key=PROFILE_API_KEY
+        ) as running,
+    ):
+        await running.call(
+            "PUT",
+            "/v1/prices",
+            json=[
+                {"sku": "SKU-1", "currency": "EUR", "amount": "100.00", "tax_included": True},
+                {"sku": "SKU-2", "currency": "EUR", "amount": "19.99", "tax_included": True},
+            ],
+        )
+        await running.call("PUT", "/v1/promotions/gold-10", json=GOLD)
+        await running.caught_up_to(2)
+        yield running
+
+
+GOLD = {
+    "id": "gold-10",
+    "name": "Gold members 10% off",
+    "kind": "percent_off",
+    "skus": ["SKU-1"],
+    "currency": "EUR",
+    "percent": "10",
+    "valid_from": (NOW - timedelta(days=1)).isoformat(),
+    "valid_until": (NOW + timedelta(days=30)).isoformat(),
+    "conditions": {"loyalty_tiers": ["gold"]},
+}
+LINES = [{"sku": "SKU-1", "quantity": 2}, {"sku": "SKU-2", "quantity": 1}]
+
+
+def quote(**asked: Any) -> dict[str, Any]:
+    return {"channel": "web", "currency": "EUR", "lines": LINES, **asked}
+
+
+async def test_a_gold_member_gets_the_gold_promotion_and_an_anonymous_shopper_does_not(
+    offers: RunningOffers, profile: RunningProfileService
+) -> None:
+    customer_id = await profile.customer_of("email", ANA)
+
+    gold = await offers.call("POST", "/v1/quotes", json=quote(identifiers={"email": ANA}))
+    anonymous = await offers.call("POST", "/v1/quotes", json=quote())
+
+    assert gold["customer_id"] == customer_id
+    assert (gold["subtotal"], gold["discount"], gold["total"]) == ("219.99", "20.00", "199.99")
+    sku1 = gold["lines"][0]
+    assert [p["id"] for p in sku1["promotions"]] == ["gold-10"]
+    assert gold["offers_version"] == 2
+    assert anonymous["customer_id"] is None
+    assert (anonymous["discount"], anonymous["total"]) == ("0.00", "219.99")
+    assert all(line["promotions"] == [] for line in anonymous["lines"])
+    assert gold["quote_id"] != anonymous["quote_id"]
+
+
+async def test_a_quote_by_customer_id_is_the_same_quote_with_the_same_id(
+    offers: RunningOffers, profile: RunningProfileService
+) -> None:
+    customer_id = await profile.customer_of("email", ANA)
+    at = NOW.isoformat()
+
+    by_email = await offers.call(
+        "POST", "/v1/quotes", json=quote(identifiers={"email": ANA.upper()}, at=at)
+    )
+    by_id = await offers.call("POST", "/v1/quotes", json=quote(customer_id=customer_id, at=at))
+
+    assert by_id == by_email, "identifiers normalised; the id is named by the question"
+    own = await offers.call(
+        "POST", "/v1/quotes", json=quote(customer_id=customer_id, at=at, quote_id="cart-77")
+    )
+    assert own["quote_id"] == "cart-77"
+
+
+async def test_unknown_customers_and_strangers(offers: RunningOffers) -> None:
+    await offers.call("POST", "/v1/quotes", expect=404, json=quote(customer_id="cus-nobody"))
+    stranger = await offers.call(
+        "POST", "/v1/quotes", json=quote(identifiers={"email": "nobody@example.com"})
+    )
+    assert stranger["customer_id"] is None
+    assert stranger["discount"] == "0.00"
+    invalid = await offers.call(
+        "POST", "/v1/quotes", expect=422, json=quote(identifiers={"email": "not-an-email"})
+    )
+    assert "not-an-email" not in str(invalid)
+    unpriced = await offers.call(
+        "POST", "/v1/quotes", json=quote(lines=[{"sku": "SKU-404", "quantity": 1}])
+    )
+    assert unpriced["unpriced"] == [{"sku": "SKU-404", "reason": "no_price"}]
+
+
+async def test_a_customers_offers_show_the_numbers_a_quote_gives(
+    offers: RunningOffers, profile: RunningProfileService
+) -> None:
+    customer_id = await profile.customer_of("email", ANA)
+
+    found = await offers.call(
+        "GET", f"/v1/customers/{customer_id}/offers", params={"channel": "web"}
+    )
+
+    assert [offer["promotion"]["id"] for offer in found["offers"]] == ["gold-10"]
+    example = found["offers"][0]["example"]
+    assert (example["lines"][0]["unit_price"], example["total"]) == ("100.00", "90.00")
+    same = await offers.call(
+        "POST",
+        "/v1/quotes",
+        json={
+            "customer_id": customer_id,
+            "channel": "web",
+            "currency": "EUR",
+            "lines": [{"sku": "SKU-1", "quantity": 1}],
+            "at": example["at"],
+        },
+    )
+    assert {k: same[k] for k in example} == example
+    await offers.call(
+        "GET", "/v1/customers/cus-nobody/offers", params={"channel": "web"}, expect=404
+    )
+
+
+async def test_quotes_wait_for_the_offers_to_load(
+    offers: RunningOffers, settings: HiloSettings
+) -> None:
+    offers.service.follower.ready.clear()
+    try:
+        response = await offers.http.post("/v1/quotes", json=quote())
+        health = await offers.http.get("/health/ready")
+    finally:
+        offers.service.follower.ready.set()
+
+    assert response.status_code == 503
+    assert health.status_code == 503
+    assert health.json()["checks"] == {"kafka": "ok", "mongodb": "ok", "offers": "failing"}
+    assert (await offers.http.get("/health/ready")).status_code == 200

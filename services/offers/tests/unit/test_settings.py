@@ -1,0 +1,35 @@
+"""The offers API refuses to run open outside an explicit development run."""
+
+from __future__ import annotations
+
+import pytest
+
+from offers.app import OpenApiRefused, create_service
+from offers.settings import OffersSettings
+
+
+def test_the_api_needs_keys_unless_the_run_says_it_is_a_development_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("HILO_API_KEYS", raising=False)
+    monkeypatch.delenv("HILO_ENVIRONMENT", raising=False)
+
+    assert OffersSettings().open_api_refusal() is not None
+    with pytest.raises(OpenApiRefused):
+        create_service(
+            OffersSettings(environment="production", subject_pepper="a-long-random-secret-value")  # type: ignore[arg-type]
+        )
+    assert OffersSettings(environment="development").open_api_refusal() is None
+    assert OffersSettings(api_keys="k1,k2").open_api_refusal() is None  # type: ignore[arg-type]
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HILO_API_KEYS", "k1, k2")
+    monkeypatch.setenv("HILO_PROFILE_API_KEY", "p1")
+
+    settings = OffersSettings()
+
+    assert settings.http_port == 8095
+    assert [key.get_secret_value() for key in settings.api_keys] == ["k1", "k2"]
+    assert settings.profile_api_key.get_secret_value() == "p1"
+    assert settings.service_name == "offers"

@@ -1,0 +1,260 @@
+"""Every offer in memory, as of one version, and the follower that keeps it current.
+
+Each process that prices something holds all offers (`OffersBook`), filled from the compacted
+`offers` topic by an `OffersFollower`; pricing reads one immutable `OffersSnapshot` at a time, so
+a quote never mixes two versions.
+
+How records become the book (`OfferRecord` explains versions and parts):
+
+- A version is applied only once all its parts have arrived: a price change touching three
+  SKUs is never seen with one of them changed.
+- Catching up from the beginning of the compacted topic, some parts of old versions are gone:
+  compaction kept only the later record of their key. A version still missing parts when a
+  record of a higher version arrives, or when the reader reaches the end and a higher version
+  was read, is applied as far as it arrived; its missing parts were superseded. The highest
+  version read, if incomplete at the end, is being written right now and waits for the rest.
+- Per key, a record applies only if its version is higher than the key's current one, so
+  order, duplicates (a version published twice) and stray parts do not matter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from types import MappingProxyType
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import ValidationError
+
+from hilo.offers.model import (
+    OfferRecord,
+    OffersSnapshot,
+    PriceSchedule,
+    Promotion,
+    price_key,
+    promotion_key,
+)
+from hilo.settings import HiloSettings
+from hilo.topics import Topic, topic_name
+
+log = structlog.get_logger(__name__)
+
+
+class OffersBook:
+    """The offers as the records read so far define them; see the module for the rules."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, OfferRecord] = {}
+        self._pending: dict[int, dict[int, OfferRecord]] = {}
+        self._applied: set[int] = set()
+        self._version = 0
+        self._highest_read = 0
+        self._catching_up = True
+        self._snapshot: OffersSnapshot | None = None
+
+    @property
+    def version(self) -> int:
+        """The highest version applied (0: none yet)."""
+        return self._version
+
+    @property
+    def catching_up(self) -> bool:
+        return self._catching_up
+
+    def apply(self, record: OfferRecord) -> None:
+        """Take one record in; its version applies once whole (or superseded, catching up)."""
+        if record.version in self._applied:
+            # A stray part of a version already applied (published twice, or read after a
+            # higher version while catching up): per key it can only fill in, never go back.
+            self._apply_records([record])
+            return
+        if self._catching_up:
+            self._apply_pending(below=record.version)
+        self._highest_read = max(self._highest_read, record.version)
+        parts = self._pending.setdefault(record.version, {})
+        parts[record.part] = record
+        if len(parts) >= record.parts:
+            del self._pending[record.version]
+            self._apply_version(record.version, parts.values())
+
+    def caught_up(self) -> None:
+        """The reader reached the end of the topic: what compaction left is all read.
+
+        Versions still incomplete below the highest one read lost parts to compaction and apply
+        as they are; from now on only whole versions apply.
+        """
+        self._apply_pending(below=self._highest_read)
+        self._catching_up = False
+
+    def pending_versions(self) -> list[int]:
+        """Versions waiting for parts (what a snapshot does not show yet)."""
+        return sorted(self._pending)
+
+    def snapshot(self) -> OffersSnapshot:
+        """Every offer in force as of the highest applied version; retired promotions left out.
+
+        The same object until the book changes: callers may hold it as long as they like.
+        """
+        if self._snapshot is None:
+            prices: dict[tuple[str, str], PriceSchedule] = {}
+            promotions: dict[str, Promotion] = {}
+            for record in self._records.values():
+                if record.price is not None:
+                    prices[(record.price.sku, record.price.currency)] = record.price
+                elif record.promotion is not None and record.promotion.active:
+                    promotions[record.promotion.id] = record.promotion
+            self._snapshot = OffersSnapshot(
+                version=self._version,
+                prices=MappingProxyType(prices),
+                promotions=MappingProxyType(promotions),
+            )
+        return self._snapshot
+
+    def _apply_pending(self, *, below: int) -> None:
+        for version in sorted(v for v in self._pending if v < below):
+            self._apply_version(version, self._pending.pop(version).values())
+
+    def _apply_version(self, version: int, records: Iterable[OfferRecord]) -> None:
+        self._apply_records(records)
+        self._applied.add(version)
+        self._version = max(self._version, version)
+        self._snapshot = None
+
+    def _apply_records(self, records: Iterable[OfferRecord]) -> None:
+        for record in records:
+            current = self._records.get(record.key)
+            if current is None or record.version > current.version:
+                self._records[record.key] = record
+                self._snapshot = None
+
+
+def parse_record(value: bytes | None) -> OfferRecord | None:
+    """The record in a message value, or None (logged, type only) when it is not a consistent
+    offer record: one bad record must not stop every price in the process."""
+    if value is None:
+        return None
+    try:
+        record = OfferRecord.model_validate_json(value)
+    except ValidationError:
+        log.warning("offer_record_unreadable")
+        return None
+    if record.key != _subject_key(record):
+        log.warning("offer_record_key_mismatch", version=record.version)
+        return None
+    return record
+
+
+def _subject_key(record: OfferRecord) -> str | None:
+    """The key the record's content belongs under (the model holds exactly one subject)."""
+    if record.price is not None:
+        return price_key(record.price.sku, record.price.currency)
+    if record.promotion is not None:
+        return promotion_key(record.promotion.id)
+    return None
+
+
+ASSIGNMENT_SECONDS = 30.0
+
+
+class TopicMissing(RuntimeError):
+    """The `offers` topic does not exist (yet): its creator has not run."""
+
+
+class OffersFollower:
+    """Follows `offers` from the beginning, outside any consumer group, into `book`.
+
+    Every process holds all offers, so no group shares the partitions out and no offset is
+    committed: each start reads the compacted topic from the beginning. `ready` is set once the
+    reader has reached the end of the topic as it was at start; it keeps following afterwards,
+    and reconnects from where it was on errors.
+    """
+
+    def __init__(
+        self,
+        settings: HiloSettings,
+        book: OffersBook | None = None,
+        *,
+        retry_seconds: float = 2.0,
+        poll_ms: int = 500,
+    ) -> None:
+        self.book = book or OffersBook()
+        self.ready = asyncio.Event()
+        self._settings = settings
+        self._topic = topic_name(Topic.OFFERS, settings)
+        self._retry_seconds = retry_seconds
+        self._poll_ms = poll_ms
+        self._positions: dict[TopicPartition, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start following in the background; `ready` tells when the book is complete."""
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name="offers-follower")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def run(self) -> None:
+        """Follow forever; an error (broker gone, topic missing) waits and reconnects."""
+        while True:
+            try:
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("offers_follower_failed", error=type(exc).__name__)
+                await asyncio.sleep(self._retry_seconds)
+
+    async def _follow(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            client_id=f"{self._settings.client_id}-offers",
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        await consumer.start()
+        try:
+            partitions = await self._assign(consumer)
+            end = None if self.ready.is_set() else await consumer.end_offsets(partitions)
+            while True:
+                if end is not None and await _reached(consumer, end):
+                    self.book.caught_up()
+                    self.ready.set()
+                    log.info("offers_book_ready", version=self.book.version)
+                    end = None
+                batches = await consumer.getmany(timeout_ms=self._poll_ms)
+                for partition, records in batches.items():
+                    for message in records:
+                        record = parse_record(message.value)
+                        if record is not None:
+                            self.book.apply(record)
+                    self._positions[partition] = await consumer.position(partition)
+        finally:
+            await consumer.stop()
+
+    async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        """Every partition of the topic, from where this follower was (else the beginning)."""
+        if self._topic not in await consumer.topics():
+            raise TopicMissing(self._topic)  # subscribing could auto-create it, wrongly
+        consumer.subscribe([self._topic])  # no group: every partition is assigned to us
+        async with asyncio.timeout(ASSIGNMENT_SECONDS):
+            # aiokafka tells no listener of a group-less assignment: it follows the metadata.
+            while not consumer.assignment():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        partitions = sorted(consumer.assignment())
+        for partition in partitions:
+            if partition in self._positions:
+                consumer.seek(partition, self._positions[partition])
+            else:
+                await consumer.seek_to_beginning(partition)
+        return partitions
+
+
+async def _reached(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
+    return all([await consumer.position(partition) >= offset for partition, offset in end.items()])

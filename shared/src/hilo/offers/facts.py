@@ -1,0 +1,117 @@
+"""What promotion conditions read about a customer, derived from their profile.
+
+The offers service (quotes), the customer-profile service (checking what was charged) and the
+agent desk all derive the facts here, from the profile as the customer-profile API answers it
+(`GET /v1/customers/{id}`), so one customer qualifies for the same promotions everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+from hilo.offers.model import CustomerFacts
+
+LOYALTY_TIER_TRAIT = "loyalty_tier"
+MARKETING = "marketing"
+CART_ABANDONED_7D = "cart_abandoned_7d"
+"""A cart with items, last changed in the 7 days before the quote, and no order since."""
+ABANDONED_WITHIN = timedelta(days=7)
+
+
+class _Read(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
+
+
+class _Trait(_Read):
+    value: str | int | float | bool | None = None
+
+
+class _Consent(_Read):
+    purpose: str
+    channel: str | None = None
+    granted: bool
+    at: AwareDatetime
+
+
+class _Cart(_Read):
+    updated_at: AwareDatetime
+    items: list[Any] = []
+
+
+class _Order(_Read):
+    first_seen: AwareDatetime
+
+
+class _View(_Read):
+    traits: dict[str, _Trait] = {}
+    consent: list[_Consent] = []
+    cart: _Cart | None = None
+    orders: list[_Order] = []
+
+
+class _Profile(_Read):
+    customer_id: str
+    view: _View = _View()
+
+
+def facts_from_profile(profile: Mapping[str, Any], at: datetime) -> CustomerFacts:
+    """The facts of the customer a profile API answer describes, as of `at`.
+
+    Raises `pydantic.ValidationError` when the answer is not a profile (no customer id, dates
+    without a zone): pricing must not guess who the customer is.
+    """
+    read = _Profile.model_validate(profile)
+    return CustomerFacts(
+        customer_id=read.customer_id,
+        loyalty_tier=_loyalty_tier(read.view),
+        marketing_consent_channels=_marketing_channels(read.view),
+        segments=_segments(read.view, at),
+    )
+
+
+def _loyalty_tier(view: _View) -> str | None:
+    """The `loyalty_tier` trait as text (a tier given as a number counts; a yes/no does not)."""
+    trait = view.traits.get(LOYALTY_TIER_TRAIT)
+    if trait is None or isinstance(trait.value, bool) or trait.value is None:
+        return None
+    if isinstance(trait.value, float):
+        return None
+    return str(trait.value)
+
+
+def _marketing_channels(view: _View) -> frozenset[str | None]:
+    """Channels whose latest marketing consent is granted (None: every channel).
+
+    The profile keeps the latest state per purpose and channel; if it held more, the latest per
+    channel decides.
+    """
+    latest: dict[str | None, _Consent] = {}
+    for consent in view.consent:
+        if consent.purpose != MARKETING:
+            continue
+        seen = latest.get(consent.channel)
+        if seen is None or consent.at >= seen.at:
+            latest[consent.channel] = consent
+    return frozenset(channel for channel, consent in latest.items() if consent.granted)
+
+
+def _segments(view: _View, at: datetime) -> frozenset[str]:
+    segments: set[str] = set()
+    if _cart_abandoned(view, at):
+        segments.add(CART_ABANDONED_7D)
+    return frozenset(segments)
+
+
+def _cart_abandoned(view: _View, at: datetime) -> bool:
+    """A cart with items last changed within the 7 days up to `at`, and no order seen from the
+    cart's change until `at` (exclusive: the order being priced at `at` does not count)."""
+    cart = view.cart
+    if cart is None or not cart.items:
+        return False
+    if not at - ABANDONED_WITHIN <= cart.updated_at <= at:
+        return False
+    return not any(cart.updated_at <= order.first_seen < at for order in view.orders)

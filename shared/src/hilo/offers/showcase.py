@@ -1,0 +1,99 @@
+"""What a customer qualifies for now, with the numbers a channel would quote: for the agent
+context, the agent desk and the offers service alike.
+
+Each qualifying promotion is shown with an example basket priced by `price_lines` (one unit of
+each of its SKUs; a buy-X-get-Y's X + Y units of its first SKU; a bundle's one set), on the
+channel asked, or the first channel the promotion names (`web` when it names none).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import BaseModel
+
+from hilo.offers.model import (
+    CustomerFacts,
+    OffersSnapshot,
+    Promotion,
+    PromotionKind,
+    QuoteLine,
+)
+from hilo.offers.pricing import price_lines, qualifying
+
+EXAMPLE_SKUS = 5
+"""At most this many of a promotion's SKUs are priced as its example."""
+
+
+class ExampleLine(BaseModel):
+    sku: str
+    quantity: int
+    list_total: Decimal
+    total: Decimal
+
+
+class OfferShown(BaseModel):
+    """A promotion the customer gets now, and what it does to an example basket."""
+
+    promotion_id: str
+    name: str
+    kind: str
+    channels: list[str] | None
+    valid_until: datetime
+    currency: str
+    quoted_on: str
+    offers_version: int
+    example: list[ExampleLine]
+    example_list_total: Decimal
+    example_total: Decimal
+
+
+def offers_for(
+    snapshot: OffersSnapshot, facts: CustomerFacts, *, channel: str | None, at: datetime
+) -> list[OfferShown]:
+    """The promotions `facts` qualify for at `at` (on `channel`, or on any), each priced."""
+    shown = []
+    for promotion in qualifying(snapshot, facts=facts, channel=channel, at=at):
+        on = channel or (promotion.channels[0] if promotion.channels else "web")
+        priced = price_lines(
+            snapshot,
+            _example(promotion),
+            currency=promotion.currency,
+            channel=on,
+            facts=facts,
+            at=at,
+        )
+        shown.append(
+            OfferShown(
+                promotion_id=promotion.id,
+                name=promotion.name,
+                kind=promotion.kind.value,
+                channels=promotion.channels,
+                valid_until=promotion.valid_until,
+                currency=promotion.currency,
+                quoted_on=on,
+                offers_version=priced.offers_version,
+                example=[
+                    ExampleLine(
+                        sku=line.sku,
+                        quantity=line.quantity,
+                        list_total=line.list_total,
+                        total=line.total,
+                    )
+                    for line in priced.lines
+                ],
+                example_list_total=priced.subtotal,
+                example_total=priced.total,
+            )
+        )
+    return shown
+
+
+def _example(promotion: Promotion) -> list[QuoteLine]:
+    if promotion.kind == PromotionKind.BUY_X_GET_Y and promotion.buy and promotion.get:
+        return [QuoteLine(sku=promotion.skus[0], quantity=promotion.buy + promotion.get)]
+    skus = (
+        promotion.skus if promotion.kind == PromotionKind.BUNDLE else promotion.skus[:EXAMPLE_SKUS]
+    )
+    return [QuoteLine(sku=sku, quantity=1) for sku in dict.fromkeys(skus)]
