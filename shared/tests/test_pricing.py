@@ -595,11 +595,19 @@ def test_each_discount_rounds_on_its_own_and_a_line_never_goes_below_zero() -> N
         ],
     )
     result = quote(offers, ("A", 1))
-    assert applied(result, "A") == [
-        ("half", "0.01", "50% off 1 unit"),
-        ("free", "0.00", "1 unit at 0.00"),
-    ]
+    assert applied(result, "A") == [("half", "0.01", "50% off 1 unit")]  # nothing left to free
     assert result.total == Decimal("0.00")
+
+
+@pytest.mark.parametrize("quantity", [1, 2, 3, 7])
+def test_n_units_cost_n_times_one_unit_as_a_till_prices_them(quantity: int) -> None:
+    offers = snapshot(
+        [schedule("A", "64.90")], [promotion("spring", "percent_off", "A", percent="15")]
+    )
+
+    result = quote(offers, ("A", quantity))
+
+    assert result.total == Decimal("55.16") * quantity
 
 
 def test_the_callers_decimal_context_changes_nothing() -> None:

@@ -37,8 +37,11 @@ but never after an exclusive one. The kinds:
 Units a buy-X-get-Y made free or a bundle took are settled: promotions after it (stackable
 ones) price only the line's other units.
 
-Rounding. Every promotion's discount on a line is worked out exactly, then rounded to the
-currency's minor unit half up (0.005 EUR to 0.01; JPY has no decimals, BHD three); a line's
+Rounding. A percentage, amount or fixed price works on each unit: its discount on one unit is
+worked out exactly, then rounded to the currency's minor unit half up (0.005 EUR to 0.01; JPY
+has no decimals, BHD three), so two units always cost twice what one costs, whether a till
+prices unit by unit or a quote prices the line (15% off 64.90 is 55.16 a unit, 110.32 a pair).
+Every other discount (free units, a bundle's shares) is rounded where it is worked out. A line's
 total is its list total less those rounded discounts, and never below zero. The basket's
 subtotal, discount and total are the sums of the lines', so they always add up to the cent.
 
@@ -281,20 +284,25 @@ def _line_effect(promotion: Promotion, line: _Line, currency: str) -> _Effect | 
     if promotion.kind == PromotionKind.PERCENT_OFF:
         percent = _given(promotion.percent)
         cut = line.unit * percent / 100
-        return _new_unit_price(line, line.unit - cut, f"{percent.normalize():f}% off {units}")
+        why = f"{percent.normalize():f}% off {units}"
+        return _new_unit_price(line, line.unit - cut, why, currency)
     if promotion.kind == PromotionKind.AMOUNT_OFF:
         amount = _given(promotion.amount)
         why = f"{format_amount(amount, currency)} off {units}"
-        return _new_unit_price(line, max(line.unit - amount, Decimal(0)), why)
+        return _new_unit_price(line, max(line.unit - amount, Decimal(0)), why, currency)
     if promotion.kind == PromotionKind.FIXED_PRICE:
         amount = _given(promotion.amount)
         why = f"{units} at {format_amount(amount, currency)}"
-        return _new_unit_price(line, min(line.unit, amount), why)
+        return _new_unit_price(line, min(line.unit, amount), why, currency)
     return _free_units(_given(promotion.buy), _given(promotion.get), line)
 
 
-def _new_unit_price(line: _Line, unit: Decimal, why: str) -> _Effect | None:
-    discount = (line.unit - unit) * line.open_units
+def _new_unit_price(line: _Line, unit: Decimal, why: str, currency: str) -> _Effect | None:
+    """The unit's discount is rounded per unit: n units always cost n times one unit, so a till
+    pricing unit by unit and a quote pricing the line agree to the cent."""
+    cut = round_money(line.unit - unit, currency)
+    unit = line.unit - cut
+    discount = cut * line.open_units
     if discount <= 0:
         return None
     return _Effect(discount=discount, unit=unit, settled=0, why=why)
