@@ -4,7 +4,6 @@ publishes them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -22,7 +21,6 @@ from hilo.contract import (
     SalesChannel,
     new_interaction,
 )
-from hilo.kafka import KafkaPublisher, Record, create_broker
 from hilo.offers.model import (
     Conditions,
     OfferRecord,
@@ -34,8 +32,8 @@ from hilo.offers.model import (
     promotion_key,
 )
 from hilo.settings import HiloSettings
+from hilo.testkit.offers import offer_record, publish_offer_records
 from hilo.testkit.probes import eventually
-from hilo.topics import Topic
 
 EUR = ISO4217("EUR")
 NOW = datetime.now(UTC)
@@ -66,40 +64,7 @@ def gold_promotion(version: int) -> OfferRecord:
         valid_until=NOW + timedelta(days=1),
         conditions=Conditions(loyalty_tiers=["gold"]),
     )
-    return _record(promotion_key("gold-10"), version, promotion=promotion)
-
-
-def _record(
-    key: str,
-    version: int,
-    *,
-    price: PriceSchedule | None = None,
-    promotion: Promotion | None = None,
-) -> OfferRecord:
-    return OfferRecord(
-        key=key,
-        version=version,
-        part=1,
-        parts=1,
-        changed_at=NOW,
-        changed_by="test",
-        price=price,
-        promotion=promotion,
-    )
-
-
-async def publish_offers(settings: HiloSettings, records: Sequence[OfferRecord]) -> None:
-    broker = create_broker(settings)
-    await broker.start()
-    try:
-        await KafkaPublisher(broker, settings).publish_records(
-            [
-                Record(Topic.OFFERS, r.key.encode(), r.model_dump_json().encode(), {})
-                for r in records
-            ]
-        )
-    finally:
-        await broker.stop()
+    return offer_record(promotion_key("gold-10"), version, promotion=promotion)
 
 
 def receipt(n: int, unit_price: str, *, ago: timedelta, email: str) -> Interaction:
@@ -143,7 +108,9 @@ async def test_a_receipt_charging_the_old_price_after_a_change_is_flagged_with_b
     settings: HiloSettings, topics: list[str]
 ) -> None:
     price = schedule(("59.90", NOW - timedelta(days=30), 1), ("64.90", CHANGED, 2))
-    await publish_offers(settings, [_record(price_key("SKU-RED-42", "EUR"), 2, price=price)])
+    await publish_offer_records(
+        settings, [offer_record(price_key("SKU-RED-42", "EUR"), 2, price=price)]
+    )
     async with running_profile_service(settings) as svc:
         await eventually(lambda: offers_read(svc, 2))
         await svc.publish(
@@ -185,9 +152,9 @@ async def test_a_promotion_the_customer_qualifies_for_is_expected_and_shown_to_a
     settings: HiloSettings, topics: list[str]
 ) -> None:
     price = schedule(("60.00", NOW - timedelta(days=30), 1))
-    await publish_offers(
+    await publish_offer_records(
         settings,
-        [_record(price_key("SKU-RED-42", "EUR"), 1, price=price), gold_promotion(2)],
+        [offer_record(price_key("SKU-RED-42", "EUR"), 1, price=price), gold_promotion(2)],
     )
     async with running_profile_service(settings) as svc:
         await eventually(lambda: offers_read(svc, 2))

@@ -31,13 +31,13 @@ from hilo.offers.model import (
     PricePoint,
     Promotion,
     PromotionId,
-    PromotionKind,
     QuoteLine,
     Sku,
     promotion_key,
 )
 from hilo.offers.money import CurrencyError, minor_units
 from hilo.offers.pricing import price_lines, qualifying, quote_id
+from hilo.offers.showcase import example_lines
 from offers.changes import (
     Change,
     NewPrice,
@@ -418,7 +418,7 @@ async def customer_offers(
             promotion=promotion,
             example=price_lines(
                 snapshot,
-                _example_lines(promotion),
+                example_lines(promotion),
                 currency=promotion.currency,
                 channel=channel,
                 facts=facts,
@@ -434,14 +434,6 @@ async def customer_offers(
         offers_version=snapshot.version,
         offers=offers,
     )
-
-
-def _example_lines(promotion: Promotion) -> list[QuoteLine]:
-    """The smallest basket the promotion shows on: one of each SKU, or a whole buy-X-get-Y."""
-    quantity = 1
-    if promotion.kind == PromotionKind.BUY_X_GET_Y:
-        quantity = (promotion.buy or 0) + (promotion.get or 0)
-    return [QuoteLine(sku=sku, quantity=quantity) for sku in dict.fromkeys(promotion.skus)]
 
 
 def _snapshot(state: ApiState) -> OffersSnapshot:

@@ -58,7 +58,7 @@ def offers_for(
         on = channel or (promotion.channels[0] if promotion.channels else "web")
         priced = price_lines(
             snapshot,
-            _example(promotion),
+            example_lines(promotion),
             currency=promotion.currency,
             channel=on,
             facts=facts,
@@ -90,7 +90,9 @@ def offers_for(
     return shown
 
 
-def _example(promotion: Promotion) -> list[QuoteLine]:
+def example_lines(promotion: Promotion) -> list[QuoteLine]:
+    """The smallest basket the promotion shows on: one of each SKU (at most `EXAMPLE_SKUS`; a
+    bundle's whole set), or a whole buy-X-get-Y of its first SKU."""
     if promotion.kind == PromotionKind.BUY_X_GET_Y and promotion.buy and promotion.get:
         return [QuoteLine(sku=promotion.skus[0], quantity=promotion.buy + promotion.get)]
     skus = (
