@@ -25,6 +25,7 @@ from hilo.contract import (
     ConsentChanged,
     Direction,
     Fulfilment,
+    Identified,
     Identifiers,
     Interaction,
     LineItem,
@@ -36,10 +37,20 @@ from hilo.contract import (
 )
 from hilo.contract.outbound import OutboundCommand
 from hilo.mongo import create_mongo_client
+from hilo.offers.model import (
+    Conditions,
+    PricePoint,
+    PriceSchedule,
+    Promotion,
+    PromotionKind,
+    price_key,
+    promotion_key,
+)
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
 from hilo.testkit.local_infra import free_port
-from hilo.testkit.probes import read_topic
+from hilo.testkit.offers import offer_record, publish_offer_records
+from hilo.testkit.probes import eventually, read_topic
 from hilo.testkit.serving import served
 from hilo.topics import Topic, topic_name
 
@@ -473,3 +484,62 @@ def session_cookie(client: httpx.AsyncClient) -> str:
     value = next(c.value for c in client.cookies.jar if c.name == "hilo_desk")
     assert value
     return value
+
+
+async def test_the_customer_page_shows_the_offers_the_customer_qualifies_for(
+    running: Stack, settings: HiloSettings
+) -> None:
+    now = datetime.now(UTC)
+    price = PriceSchedule(
+        sku="SKU-RED-42",
+        currency=ISO4217("EUR"),
+        points=[
+            PricePoint(
+                amount=Decimal("60.00"),
+                tax_included=True,
+                valid_from=now - timedelta(days=1),
+                version=1,
+            )
+        ],
+    )
+    gold = Promotion(
+        id="gold-10",
+        name="Gold members: 10% off shoes",
+        kind=PromotionKind.PERCENT_OFF,
+        skus=["SKU-RED-42"],
+        currency=ISO4217("EUR"),
+        percent=Decimal(10),
+        valid_from=now - timedelta(days=1),
+        valid_until=now + timedelta(days=1),
+        conditions=Conditions(loyalty_tiers=["gold"]),
+    )
+    await publish_offer_records(
+        settings,
+        [
+            offer_record(price_key("SKU-RED-42", "EUR"), 1, price=price),
+            offer_record(promotion_key("gold-10"), 2, promotion=gold),
+        ],
+    )
+    svc = running.profile
+    await eventually(lambda: _offers_read(svc, 2))
+    member = new_interaction(
+        channel="web",
+        instance="test",
+        provider_event_id="identify-gold",
+        identifiers=Identifiers(phone=PHONE),
+        payload=Identified(traits={"loyalty_tier": "gold"}),
+        occurred_at=now - timedelta(hours=1),
+    )
+    await svc.publish([member])
+    await svc.wait_for_entries(1)
+    customer = await svc.customer_of("phone", PHONE)
+    async with signed_in(running.desk_url) as client:
+        page = await client.get(f"/customers/{customer}")
+
+    offers = page.text[page.text.index('id="offers"') :]
+    assert "Gold members: 10% off shoes" in offers
+    assert "<s>60.00</s> <strong>54.00 EUR</strong>" in offers
+
+
+async def _offers_read(svc: RunningProfileService, version: int) -> bool:
+    return svc.service.offers.book.version >= version

@@ -509,6 +509,7 @@ async def _panels(desk: Desk, profile: dict[str, Any]) -> dict[str, Any]:
         "view": profile.get("view") or {},
         "name": _display_name(profile),
         "conflicts": await desk.profiles.conflicts(profile["customer_id"]),
+        "offers": await desk.profiles.offers(profile["customer_id"]),
         "options": options,
         "default_channel": default_channel(profile, options),
         "warnings": {

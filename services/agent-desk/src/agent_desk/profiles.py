@@ -75,6 +75,10 @@ class ProfileApi:
     async def conflicts(self, customer_id: str) -> list[dict[str, Any]]:
         return list(await self._get(f"{_customer(customer_id)}/conflicts") or [])
 
+    async def offers(self, customer_id: str) -> list[dict[str, Any]]:
+        """The promotions the customer qualifies for now, priced as a channel's quote."""
+        return list(await self._get(f"{_customer(customer_id)}/offers") or [])
+
     async def journey(
         self,
         customer_id: str,
