@@ -1,0 +1,69 @@
+"""A client of the customer-profile HTTP API, for the services that read customers from it (the
+agent desk, the offers service): one way to call it and to read its answers.
+
+They keep no copy of customers: the profile service is the one synchronised view of every
+channel. 404 and 422 mean "nobody" (no such customer, not an identifier); no answer, a 5xx or a
+body that is not JSON mean the service is away (`ProfileUnavailable`), which each caller turns
+into a 503 rather than guess.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+
+class ProfileUnavailable(Exception):
+    """The profile API did not answer usably."""
+
+
+class ProfileClient:
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=url.rstrip("/"),
+            headers={"X-API-Key": api_key} if api_key else {},
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
+            transport=transport,
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def call(self, method: str, path: str, **request: Any) -> Any | None:
+        """One request: the JSON answer, None for nobody, `ProfileUnavailable` when away."""
+        try:
+            response = await self._http.request(method, path, **request)
+        except httpx.HTTPError as exc:
+            raise ProfileUnavailable(type(exc).__name__) from exc
+        if response.status_code in (404, 422):
+            return None
+        if response.status_code >= 400:
+            raise ProfileUnavailable(f"profile API answered {response.status_code}")
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ProfileUnavailable("profile API answered something that is not JSON") from exc
+
+    async def lookup(self, kind: str, value: str) -> str | None:
+        """The customer holding this identifier (normalised as the channels normalise it)."""
+        found = await self.call("POST", "/v1/customers/lookup", json={"kind": kind, "value": value})
+        return None if found is None else str(found["customer_id"])
+
+    async def profile(self, customer_id: str) -> dict[str, Any] | None:
+        """The profile (the survivor's, for an id merged away), or None."""
+        found: dict[str, Any] | None = await self.call("GET", customer_path(customer_id))
+        return found
+
+
+def customer_path(customer_id: str) -> str:
+    """The customer's path: an id taken from a request cannot reach another route."""
+    return f"/v1/customers/{quote(customer_id, safe='')}"
