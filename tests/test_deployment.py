@@ -37,7 +37,7 @@ from traffic_simulator.settings import SimulatorSettings
 ROOT = Path(__file__).resolve().parents[1]
 INFRASTRUCTURE = {"kafka", "mongo"}
 OBSERVABILITY = {"prometheus", "grafana", "kafka-exporter"}
-ONE_SHOT = {"init", "traffic-simulator"}
+ONE_SHOT = {"init", "offers-demo", "traffic-simulator"}
 DERIVED_SECRETS = {"HILO_PROFILE_API_KEY"}
 """Secrets that default to another service's (checked on their own below)."""
 
@@ -75,6 +75,8 @@ def settings_for(service: str) -> type[HiloSettings] | type[SimulatorSettings]:
         return ProfileSettings
     if service == "traffic-simulator":
         return SimulatorSettings
+    if service == "offers-demo":
+        return settings_for("offers")
     return settings_class(next(spec for spec in SERVICES if spec.name == service))
 
 
@@ -165,8 +167,10 @@ def test_every_service_gets_its_secrets_from_env_and_none_is_baked_in(
             if secret in DERIVED_SECRETS:
                 continue
             # Required secrets stop compose with a message; optional ones may default to empty.
-            stop = rf"\$\{{{secret}:\?.+\}}"
-            pattern = stop if secret in required else rf"{stop}|\$\{{{secret}:-\}}"
+            # A renamed one comes from its own variable of `.env` (offers' keys).
+            source = spec.deployment_variable(secret)
+            stop = rf"\$\{{{source}:\?.+\}}"
+            pattern = stop if secret in required else rf"{stop}|\$\{{{source}:-\}}"
             assert re.fullmatch(pattern, str(environment[secret])), secret
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert "HILO_" not in dockerfile.replace("hilo", "")
@@ -288,3 +292,30 @@ def test_the_development_env_lets_the_desk_start_in_production_and_the_dev_agent
         monkeypatch.setenv(name, values[name])
     settings = DeskSettings()
     assert Agents(settings.desk_agents).verify("dev", "open sesame")
+
+
+def test_offers_has_keys_of_its_own_and_the_demo_seeds_it_before_the_simulator_plays(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    offers = services["offers"]["environment"]
+    own_keys = "${HILO_OFFERS_API_KEYS:?set HILO_OFFERS_API_KEYS in .env}"
+
+    # Whoever holds a key changes prices: not the profile API's keys.
+    assert offers["HILO_API_KEYS"] == own_keys
+    assert offers["HILO_PROFILE_API_URL"] == "http://customer-profile:8080"
+    assert offers["HILO_PROFILE_API_KEY"] == "${HILO_PROFILE_API_KEY:-${HILO_API_KEYS}}"
+    [mapping] = services["offers"]["ports"]
+    assert mapping == "${OFFERS_HOST_PORT:-8095}:8095"
+    demo = services["offers-demo"]
+    assert demo["profiles"] == services["traffic-simulator"]["profiles"] == ["demo"]
+    assert demo["command"] == ["offers", "demo", "--url", "http://offers:8095"]
+    assert demo["environment"]["HILO_API_KEYS"] == own_keys
+    assert demo["depends_on"] == {"offers": {"condition": "service_healthy"}}
+    simulator = services["traffic-simulator"]
+    assert simulator["environment"]["HILO_OFFERS_API_KEYS"] == own_keys
+    assert simulator["environment"]["HILO_URL_OFFERS"] == "http://offers:8095"
+    assert simulator["depends_on"]["offers-demo"] == {"condition": "service_completed_successfully"}
+    committed = (ROOT / ".env.example").read_text()
+    assert "\nHILO_OFFERS_API_KEYS=\n" in committed
+    assert "reads it as HILO_API_KEYS" in committed

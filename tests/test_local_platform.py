@@ -2,10 +2,11 @@
 the desk and reply, stop it.
 
 The platform comes up as local processes (Kafka, SecantusDB, customer-profile, seven channels,
-the agent desk, the providers' sandboxes), the traffic simulator's journeys go through every
-channel's public endpoint into the profile service and read back, the desk takes the sign-in the
-summary prints, a reply on SMS and on WhatsApp reaches the sandboxes and their delivery statuses
-reach the journey, and Ctrl-C leaves no process behind.
+the agent desk, the offers service with its demo catalogue, the providers' sandboxes), the
+traffic simulator's journeys go through every channel's public endpoint into the profile service
+and read back (the promotion quoted on the web and in store without a mismatch, a stale price
+flagged), the desk takes the sign-in the summary prints, a reply on SMS and on WhatsApp reaches
+the sandboxes and their delivery statuses reach the journey, and Ctrl-C leaves no process behind.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +34,7 @@ import pytest
 
 from agent_desk.auth import Agents
 from agent_desk.settings import DeskSettings
+from hilo.offers.model import Promotion
 from hilo.providers.meta import signed_headers as meta_headers
 from hilo.providers.twilio import signed_headers as twilio_headers
 from hilo.testkit.local_platform import (
@@ -44,6 +48,11 @@ from hilo.testkit.local_platform import (
     summary,
     url_variable,
 )
+from offers import demo
+from offers.changes import NewPrice
+from offers.settings import OffersSettings
+from traffic_simulator import offers as simulated_offers
+from traffic_simulator.people import PRODUCTS
 
 BIN = Path(sys.executable).parent
 
@@ -160,6 +169,17 @@ def test_make_run_serves_the_simulated_journeys_and_stops_cleanly(tmp_path: Path
     assert "refused requests        0" in report
     for channel in ("web", "whatsapp", "sms", "voice", "email", "store", "messenger"):
         assert f"{channel} " in report.split("journey entries")[1].splitlines()[0]
+    # People 0 and 5 buy the promoted cap on the web and in store, person 1 pays an old price.
+    offers = report.split("Offers (")[1]
+    assert "SKU-CAP-1 at 19.92 (list 24.90, demo-cap-20) on web and in store: 2 journeys, " in (
+        offers
+    )
+    assert "2 journeys, 0 mismatches  ok" in offers
+    assert "1 journey, 1 mismatch  ok" in offers
+    assert "price mismatch: store, SKU-BOTTLE-750, charged 12.90, expected 14.90" in offers
+    assert "SKU-CAP-1, charged" not in offers
+    assert f"offers             {values[url_variable('offers')]}" in printed
+    assert "demo catalogue: 6 SKUs priced" in printed
     expected = len(SERVICES) + len(SANDBOXES) + 2
     assert len(started) >= expected, "expected Kafka, the database, every service and sandbox"
     assert [pid for pid in started if alive(pid)] == [], "".join(tail)
@@ -346,6 +366,16 @@ def test_every_service_accepts_the_settings_make_run_gives_it() -> None:
     profile_keys = settings["customer-profile"].api_keys
     assert desk.profile_api_key in profile_keys
     assert str(desk.profile_api_url).rstrip("/") == "http://127.0.0.1:9000"
+    offers = settings["offers"]
+    assert isinstance(offers, OffersSettings)
+    assert offers.http_port == 9015
+    assert [key.get_secret_value() for key in offers.api_keys] == [secrets["HILO_OFFERS_API_KEYS"]]
+    assert not {key.get_secret_value() for key in offers.api_keys} & {
+        key.get_secret_value() for key in profile_keys
+    }, "the profile API's keys must not change prices"
+    assert offers.profile_api_key in profile_keys
+    assert str(offers.profile_api_url).rstrip("/") == "http://127.0.0.1:9000"
+    assert offers.open_api_refusal() is None
     assert (
         str(settings["channel-sms"].twilio_api_url).rstrip("/") == sandboxes["sandbox-twilio"].url
     )
@@ -397,7 +427,12 @@ def test_the_summary_says_how_to_sign_in_and_where_replies_go() -> None:
         "HILO_API_KEYS": "key",
     }
 
+    values["HILO_OFFERS_API_KEYS"] = "offers-key"
+
     with_dev = summary({**values, "HILO_DESK_DEV_AGENT": "dev", "HILO_DESK_DEV_PASSWORD": "pw"})
+    assert "offers             http://127.0.0.1:8095" in with_dev
+    assert "offers API docs    http://127.0.0.1:8095/docs  (X-API-Key: offers-key)" in with_dev
+    assert "demo catalogue" in summary(values, "demo catalogue: 6 SKUs priced")
     assert (
         "agent desk         http://127.0.0.1:8090/login  (sign in: agent dev, password pw)"
         in with_dev
@@ -413,3 +448,34 @@ def test_the_env_file_quotes_what_a_shell_would_expand() -> None:
     assert env_line("HILO_DESK_AGENTS", "dev:$argon2id$v=19$m=65536,t=3,p=4$a$b") == (
         "HILO_DESK_AGENTS='dev:$argon2id$v=19$m=65536,t=3,p=4$a$b'\n"
     )
+
+
+def test_the_demo_catalogue_prices_what_the_simulator_sells_and_holds_its_offers_journeys() -> None:
+    """The simulator charges its products at fixed prices and quotes the promoted SKU: the demo
+    catalogue must agree, or every journey would be flagged (or none of the offers ones)."""
+    now = datetime(2026, 11, 24, tzinfo=UTC)
+    prices, promotions = demo.catalogue(now)
+    points = [NewPrice.model_validate(price) for price in prices]
+    [promotion] = [Promotion.model_validate(body) for body in promotions]
+
+    listed = {p.sku: p.amount for p in points if p.valid_from and p.valid_from < now - _days(60)}
+    for sku, _name, price in PRODUCTS:
+        assert listed[sku] == Decimal(price), sku
+    assert promotion.id == demo.PROMOTION_ID
+    assert promotion.skus == [simulated_offers.PROMOTED[0]]
+    assert {"web", "store"} <= set(promotion.channels or ["web", "store"])
+    assert promotion.conditions == Promotion.model_fields["conditions"].get_default(
+        call_default_factory=True
+    ), "quotes are anonymous: no condition on the customer"
+    # The journeys lie in the last 15 days: the promotion and the raised price cover them.
+    assert promotion.valid_from < now - _days(15)
+    assert promotion.valid_until > now
+    raised = sorted((p.valid_from, p.amount) for p in points if p.sku == simulated_offers.RAISED[0])
+    assert [amount for _at, amount in raised] == [Decimal("12.90"), Decimal("14.90")]
+    assert raised[1][0] is not None
+    assert raised[1][0] < now - _days(15)
+    assert simulated_offers.CURRENCY == demo.CURRENCY == promotion.currency
+
+
+def _days(count: int) -> timedelta:
+    return timedelta(days=count)

@@ -23,6 +23,7 @@ SETTINGS = SimulatorSettings.model_validate(
             "store_api_key",
             "voice_api_key",
             "meta_app_secret",
+            "offers_api_key",
         )
     }
 )

@@ -1,4 +1,5 @@
-"""`offers serve` (default): the API; `offers init`: create the topics and indexes."""
+"""`offers serve` (default): the API; `offers init`: create the topics and indexes; `offers demo`:
+seed the demo catalogue through a running service's API."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from hilo.logs import configure_logging
 from hilo.mongo import create_mongo_client
 from hilo.topics import ensure_topics
 from offers.app import OpenApiRefused, create_service
+from offers.demo import SeedError, seed_url
 from offers.settings import OffersSettings
 from offers.store import OffersStore
 
@@ -45,14 +47,35 @@ async def run_init(settings: OffersSettings) -> int:
     return 0
 
 
+def run_demo(settings: OffersSettings, url: str | None, wait_seconds: float) -> int:
+    """Seed the demo catalogue (`offers.demo`) with the first of HILO_API_KEYS."""
+    keys = [key.get_secret_value() for key in settings.api_keys]
+    target = url or f"http://127.0.0.1:{settings.http_port}"
+    try:
+        seeded = seed_url(target, keys[0] if keys else "", wait_seconds=wait_seconds)
+    except SeedError as exc:
+        print(f"offers demo: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    print(seeded)  # noqa: T201
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="offers", description=__doc__)
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "init"])
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "init", "demo"])
+    parser.add_argument(
+        "--url", help="demo: the offers service (default: this host, HILO_HTTP_PORT)"
+    )
+    parser.add_argument(
+        "--wait", type=float, default=60.0, help="demo: seconds to wait for it to be ready"
+    )
     args = parser.parse_args()
     settings = OffersSettings()
     configure_logging(settings)
     if args.command == "init":
         sys.exit(asyncio.run(run_init(settings)))
+    if args.command == "demo":
+        sys.exit(run_demo(settings, args.url, args.wait))
     serve(settings)
 
 

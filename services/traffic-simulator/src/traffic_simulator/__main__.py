@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from traffic_simulator.offers import judge
 from traffic_simulator.people import people
 from traffic_simulator.player import play
 from traffic_simulator.readback import read_back, timeline
@@ -42,8 +43,17 @@ async def simulate(settings: SimulatorSettings) -> int:
     lines.extend(f"    {failure}" for failure in report.failures[:10])
     if result.sample:
         lines += ["", f"  One journey: {result.sample_name}", timeline(result.sample)]
+    verdict = judge(report.plans, result.customer_of, result.mismatches)
+    lines += ["", "Offers (prices quoted by the offers service; mismatches from the profile API)"]
+    lines += [f"  offers unavailable: {problem}" for problem in report.offers_unavailable[:5]]
+    lines += verdict.lines
     print("\n".join(lines))  # noqa: T201
-    healthy = not report.failures and result.complete == len(crowd)
+    healthy = (
+        not report.failures
+        and not report.offers_unavailable
+        and verdict.healthy
+        and result.complete == len(crowd)
+    )
     return 0 if healthy and len(result.customers) == len(crowd) else 1
 
 

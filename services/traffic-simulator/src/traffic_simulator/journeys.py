@@ -2,7 +2,9 @@
 
 Browse anonymously and fill a cart on the web, sign in, ask on WhatsApp, call (some calls drop
 and the agent notes that the WhatsApp chat continues), write an email, some ask on Messenger and
-are called back, pay in the store with a loyalty card, and thank the shop by SMS.
+are called back, pay in the store with a loyalty card, and thank the shop by SMS. Some also add
+the promoted product to the web cart and buy it in store at the quoted prices, or are charged an
+old price at a till (`traffic_simulator.offers`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,14 @@ from urllib.parse import urlencode
 from hilo.contract import conversation_id
 from hilo.providers.meta import signed_headers as meta_headers
 from hilo.providers.twilio import signed_headers as twilio_headers
+from traffic_simulator.offers import (
+    CURRENCY,
+    PROMOTION_RECEIPT_MINUTE,
+    STALE_RECEIPT_MINUTE,
+    WEB_CART_MINUTE,
+    Charge,
+    OfferPlan,
+)
 from traffic_simulator.people import Person
 from traffic_simulator.settings import SimulatorSettings
 
@@ -37,8 +47,12 @@ class Step:
     events: int = 1
 
 
-def journey(person: Person, settings: SimulatorSettings, start: datetime) -> list[Step]:
+def journey(
+    person: Person, settings: SimulatorSettings, start: datetime, offers: OfferPlan | None = None
+) -> list[Step]:
+    """The person's requests; `offers` adds the offers journeys' lines at the prices it holds."""
     build = _Builder(person, settings, start)
+    offers = offers or OfferPlan()
     steps = [
         build.web("page", 0, {"name": "Home", "properties": {"url": "https://shop.example.com/"}}),
         build.web("track", 1, {"event": "Product Viewed", "properties": build.product()}),
@@ -54,6 +68,16 @@ def journey(person: Person, settings: SimulatorSettings, start: datetime) -> lis
                 }
             },
         ),
+    ]
+    if offers.web_cart is not None:
+        steps.append(
+            build.web(
+                "track",
+                WEB_CART_MINUTE,
+                {"event": "Product Added", "properties": build.charged_line(offers.web_cart)},
+            )
+        )
+    steps += [
         build.whatsapp(60, f"Hola! Is the {person.product[1]} available in 42?"),
         build.twilio_call(120),
     ]
@@ -70,6 +94,10 @@ def journey(person: Person, settings: SimulatorSettings, start: datetime) -> lis
             )
         )
     steps.append(build.receipt(24 * 60))
+    if offers.store_receipt is not None:
+        steps.append(build.receipt(PROMOTION_RECEIPT_MINUTE, "promotion", offers.store_receipt))
+    if offers.stale_receipt is not None:
+        steps.append(build.receipt(STALE_RECEIPT_MINUTE, "stale", offers.stale_receipt))
     steps.append(build.sms("Thanks, great service!"))
     return steps
 
@@ -98,6 +126,18 @@ class _Builder:
 
     def cart_line(self) -> dict[str, Any]:
         return {**self.product(), "cart_id": f"cart-{self.person.loyalty_id}", "quantity": 1}
+
+    def charged_line(self, charge: Charge) -> dict[str, Any]:
+        """A cart line at the price the offers service quoted (Segment sends numbers)."""
+        return {
+            "product_id": charge.sku,
+            "sku": charge.sku,
+            "name": charge.name,
+            "price": float(charge.unit_price),
+            "currency": CURRENCY,
+            "cart_id": f"cart-{self.person.loyalty_id}",
+            "quantity": 1,
+        }
 
     def web(self, call: str, minutes: int, document: dict[str, Any]) -> Step:
         key = self.settings.web_write_key.get_secret_value()
@@ -263,15 +303,19 @@ class _Builder:
             meta_headers(body, secret),
         )
 
-    def receipt(self, minutes: int) -> Step:
-        sku, name, price = self.person.product
+    def receipt(self, minutes: int, name: str = "", charge: Charge | None = None) -> Step:
+        """The person's product, or `charge`'s line (a receipt of its own, `receipt-<name>`)."""
+        if charge is None:
+            sku, product, price = self.person.product
+        else:
+            sku, product, price = charge.sku, charge.name, str(charge.unit_price)
         document = {
             "store_id": "BCN-01",
             "till_id": "T2",
-            "receipt_id": self.event_id("receipt"),
+            "receipt_id": self.event_id(f"receipt-{name}" if name else "receipt"),
             "occurred_at": self.at(minutes).isoformat(),
             "currency": "EUR",
-            "lines": [{"sku": sku, "name": name, "quantity": 1, "unit_price": price}],
+            "lines": [{"sku": sku, "name": product, "quantity": 1, "unit_price": price}],
             "total": price,
             "payment_method": "card",
             "customer": {

@@ -40,6 +40,16 @@ class Person:
     def drops_a_call(self) -> bool:
         return self.number % 2 == 0
 
+    @property
+    def buys_the_promotion(self) -> bool:
+        """Adds the promoted SKU to the web cart and buys it in store (`offers`)."""
+        return self.number % 5 == 0
+
+    @property
+    def is_charged_a_stale_price(self) -> bool:
+        """Is charged a SKU's old price at a till (`offers`)."""
+        return self.number % 5 == 1
+
 
 def people(count: int, seed: int) -> list[Person]:
     """`count` distinct people; the same seed gives the same people (and event ids)."""

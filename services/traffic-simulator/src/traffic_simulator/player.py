@@ -11,6 +11,7 @@ from typing import IO
 import httpx
 
 from traffic_simulator.journeys import Step, journey, journey_start
+from traffic_simulator.offers import OfferPlan, OffersClient, OffersUnavailable
 from traffic_simulator.people import Person
 from traffic_simulator.settings import SimulatorSettings
 
@@ -21,6 +22,9 @@ class PlayReport:
     events: Counter[str] = field(default_factory=Counter)
     expected_entries: dict[int, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    plans: dict[int, OfferPlan] = field(default_factory=dict)
+    """The offers journeys' prices, by person number (only of those on one)."""
+    offers_unavailable: list[str] = field(default_factory=list)
 
 
 async def play(
@@ -29,12 +33,26 @@ async def play(
     report = PlayReport()
     limit = asyncio.Semaphore(settings.concurrency)
     done = 0
-    async with httpx.AsyncClient(timeout=30.0) as client:
+    offers_http = httpx.AsyncClient(
+        base_url=settings.offers_url,
+        headers={"X-API-Key": settings.offers_api_key.get_secret_value()},
+        timeout=30.0,
+    )
+    async with httpx.AsyncClient(timeout=30.0) as client, offers_http:
+        offers = OffersClient(offers_http)
 
         async def one(person: Person) -> None:
             nonlocal done
             async with limit:
-                steps = journey(person, settings, journey_start(person))
+                start = journey_start(person)
+                plan = OfferPlan()
+                try:
+                    plan = await offers.plan(person, start)
+                except OffersUnavailable as exc:
+                    report.offers_unavailable.append(str(exc))
+                if plan != OfferPlan():
+                    report.plans[person.number] = plan
+                steps = journey(person, settings, start, plan)
                 for step in steps:
                     await _send(client, step, report)
                 report.expected_entries[person.number] = sum(step.events for step in steps)

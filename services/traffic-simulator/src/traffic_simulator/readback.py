@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from traffic_simulator.offers import price_mismatches
 from traffic_simulator.people import Person
 from traffic_simulator.settings import SimulatorSettings
 
@@ -22,18 +23,24 @@ class Readback:
     complete: int = 0
     sample: list[dict[str, Any]] = field(default_factory=list)
     sample_name: str = ""
+    customer_of: dict[int, str] = field(default_factory=dict)
+    """Each person's customer id, by person number."""
+    mismatches: list[dict[str, Any]] = field(default_factory=list)
+    """`GET /v1/mismatches` of the last 16 days (every run's; `offers.judge` picks this one's)."""
 
 
 async def read_back(
     crowd: list[Person], expected: dict[int, int], settings: SimulatorSettings
 ) -> Readback:
-    """Wait (up to the timeout) until every person's journey holds every event sent."""
+    """Wait (up to the timeout) until every person's journey holds every event sent; then the
+    price mismatches (found as each entry is stored, so all there by then)."""
     headers = {"X-API-Key": settings.api_key.get_secret_value()}
     async with httpx.AsyncClient(base_url=settings.profile_url, headers=headers, timeout=30) as api:
         deadline = time.monotonic() + settings.readback_timeout_seconds
         while True:
             result = await _snapshot(api, crowd, expected)
             if result.complete == len(crowd) or time.monotonic() > deadline:
+                result.mismatches = await price_mismatches(api)
                 return result
             await asyncio.sleep(1.0)
 
@@ -51,6 +58,7 @@ async def _snapshot(
             continue
         customer = found.json()["customer_id"]
         result.customers.add(customer)
+        result.customer_of[person.number] = customer
         profile = (await api.get(f"/v1/customers/{customer}")).json()
         result.merges += len(profile.get("merged_from", []))
         journey = (await api.get(f"/v1/customers/{customer}/journey", params={"limit": 200})).json()

@@ -43,6 +43,7 @@ class SimulatorSettings(BaseSettings):
     store_url: str = _url("channel-store", 8085)
     voice_url: str = _url("channel-voice", 8086)
     social_url: str = _url("channel-social", 8087)
+    offers_url: str = _url("offers", 8095)
 
     api_key: SecretStr = _first_secret("HILO_API_KEYS")
     web_write_key: SecretStr = _first_secret("HILO_WEB_WRITE_KEYS")
@@ -52,11 +53,18 @@ class SimulatorSettings(BaseSettings):
     store_api_key: SecretStr = _first_secret("HILO_STORE_API_KEYS")
     voice_api_key: SecretStr = _first_secret("HILO_VOICE_API_KEYS")
     meta_app_secret: SecretStr = _first_secret("HILO_META_APP_SECRET")
+    offers_api_key: SecretStr = _first_secret("HILO_OFFERS_API_KEYS")
     sms_public_url: str | None = Field(default=None, validation_alias="HILO_SIM_SMS_PUBLIC_URL")
     voice_public_url: str | None = Field(default=None, validation_alias="HILO_SIM_VOICE_PUBLIC_URL")
 
     @field_validator(
-        "api_key", "web_write_key", "email_api_key", "store_api_key", "voice_api_key", mode="before"
+        "api_key",
+        "web_write_key",
+        "email_api_key",
+        "store_api_key",
+        "voice_api_key",
+        "offers_api_key",
+        mode="before",
     )
     @classmethod
     def _first_of_list(cls, value: object) -> object:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import secrets
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +56,16 @@ COMPOSE = """
 # VOICE_HOST_PORT=8086
 # SOCIAL_HOST_PORT=8087
 # DESK_HOST_PORT=8090
+# OFFERS_HOST_PORT=8095
 # PROMETHEUS_HOST_PORT=9090
 # GRAFANA_HOST_PORT=3000
 # The agent desk: its argon2 hashes contain `$`, which compose expands in an unquoted value, so
 # single-quote the value of HILO_DESK_AGENTS ('ana:$argon2id$v=19$...,bo:$argon2id$...'). An
-# empty HILO_PROFILE_API_KEY means HILO_API_KEYS: set it to one key while that holds several.
+# empty HILO_PROFILE_API_KEY (the desk's and the offers service's key to the profile API) means
+# HILO_API_KEYS: set it to one key while that holds several.
 # Grafana's admin password (profile observability).
 GRAFANA_ADMIN_PASSWORD=
-# How many customers the demo plays (profile demo).
+# How many customers the demo plays (profile demo; `offers-demo` seeds the demo catalogue first).
 # HILO_SIM_CUSTOMERS=20
 # KRaft cluster id of deploy/compose.cluster.yml (22 characters, base64url).
 # KAFKA_CLUSTER_ID=5L6g3nShT-eMCtK--X86sw
@@ -88,13 +91,22 @@ def default_text(field: FieldInfo) -> str | None:
     return str(value)
 
 
-def section(title: str, fields: dict[str, FieldInfo], written: dict[str, str]) -> list[str]:
-    """One service's settings. Secrets and required values are set once for all services."""
+def section(
+    title: str,
+    fields: dict[str, FieldInfo],
+    written: dict[str, str],
+    renamed: Mapping[str, str] | None = None,
+) -> list[str]:
+    """One service's settings. Secrets and required values are set once for all services.
+
+    `renamed`: a setting's variable -> the variable of `.env` compose gives it from (the offers
+    service reads its keys as HILO_API_KEYS, which is the profile API's in `.env`)."""
     lines = ["", f"# --- {title} " + "-" * max(0, 90 - len(title))]
     for name, field in fields.items():
         if name in SKIPPED:
             continue
-        env = variable(name, field)
+        setting = variable(name, field)
+        env = (renamed or {}).get(setting, setting)
         default = default_text(field)
         to_set = default is None or is_secret(field)
         if to_set and env in written:
@@ -102,6 +114,8 @@ def section(title: str, fields: dict[str, FieldInfo], written: dict[str, str]) -
             continue
         if description := (field.description or "").strip():
             lines.append(f"# {description}")
+        if env != setting:
+            lines.append(f"# (The service reads it as {setting}; compose passes it on.)")
         if to_set:
             written[env] = title
             lines.append(f"{env}=")
@@ -121,7 +135,7 @@ def render() -> str:
             for name, field in settings_class(spec).model_fields.items()
             if name not in common
         }
-        lines += section(spec.name, own, written)
+        lines += section(spec.name, own, written, dict(spec.renamed))
     return "\n".join(lines) + "\n" + COMPOSE
 
 

@@ -2,9 +2,10 @@
 
 With a Docker engine, `docker compose up` runs what ops run. Without one, this starts the same
 platform as processes: the local Kafka and SecantusDB of the test infrastructure, the topics and
-indexes, the customer-profile service, every channel service and the agent desk, each with its
-logs prefixed. Ctrl-C (or SIGTERM) stops everything it started, the servers last; children are
-also tied to this process, so nothing outlives it even if it is killed.
+indexes, the customer-profile service, every channel service, the agent desk and the offers
+service (seeded with its demo catalogue, `offers.demo`), each with its logs prefixed. Ctrl-C
+(or SIGTERM) stops everything it started, the servers last; children are also tied to this
+process, so nothing outlives it even if it is killed.
 
 The channels send outbound messages through local sandboxes of Twilio, the WhatsApp Cloud API,
 Mailgun and Meta's Send API (`hilo.testkit.standins`), never through the real providers: an
@@ -68,6 +69,14 @@ class ServiceSpec:
     port_offset: int
     public_url: bool = False
     """Twilio signs the public URL: the service must know the address it is called on."""
+    renamed: tuple[tuple[str, str], ...] = ()
+    """(the variable its settings read, the deployment's variable it is given): a setting whose
+    name another service uses for something else (offers' API keys are HILO_API_KEYS to the
+    service, HILO_OFFERS_API_KEYS in `.env` and `.hilo/platform.env`)."""
+
+    def deployment_variable(self, setting: str) -> str:
+        """The variable of `.env` (and `make run`'s secrets) that gives this service `setting`."""
+        return dict(self.renamed).get(setting, setting)
 
 
 SERVICES: tuple[ServiceSpec, ...] = (
@@ -126,6 +135,13 @@ SERVICES: tuple[ServiceSpec, ...] = (
         "agent_desk",
         "agent_desk.settings:DeskSettings",
         10,
+    ),
+    ServiceSpec(
+        "offers",
+        "offers",
+        "offers.settings:OffersSettings",
+        15,
+        renamed=(("HILO_API_KEYS", "HILO_OFFERS_API_KEYS"),),
     ),
 )
 """Every service of the platform; docker-compose.yml runs the same list (a test checks it)."""
@@ -282,7 +298,7 @@ def development_secret_variables() -> set[str]:
     credentials of the channels that send through a sandbox. Any other optional credential stays
     unset: made up, it would turn on sending to the real provider."""
     needed = {
-        variable(name, field)
+        spec.deployment_variable(variable(name, field))
         for spec in SERVICES
         for name, field in settings_class(spec).model_fields.items()
         if is_secret(field) and field.default is not None
@@ -315,9 +331,11 @@ def development_secrets(environ: Mapping[str, str]) -> tuple[dict[str, str], Sig
     """One random value per secret setting, unless the environment already sets it; and the
     desk's sign-in made for this run (None when HILO_DESK_AGENTS names the agents).
 
-    Two secrets cannot be random: the desk calls the profile API with one of its keys, and
-    HILO_DESK_AGENTS holds `agent:argon2-hash` entries. The values are 32 random bytes, enough
-    for every length check (the desk's session secret wants 32+ characters in production).
+    Two secrets cannot be random: the desk and the offers service call the profile API with one
+    of its keys, and HILO_DESK_AGENTS holds `agent:argon2-hash` entries. The offers service has
+    keys of its own (HILO_OFFERS_API_KEYS): the profile's do not change prices. The values are
+    32 random bytes, enough for every length check (the desk's session secret wants 32+
+    characters in production).
     """
     names = sorted(development_secret_variables())
     values = {name: environ.get(name) or secrets.token_urlsafe(32) for name in names}
@@ -393,6 +411,8 @@ class LocalPlatform:
         self.env_file = env_file
         self.infra = Infrastructure()
         self.services: list[RunningService] = []
+        self.seeded = ""
+        """What seeding the offers' demo catalogue did, for the summary."""
 
     def start(self, out: IO[str] = sys.stdout, timeout: float = 120.0) -> dict[str, str]:
         """Start everything and wait until every service is ready; return the env-file values."""
@@ -411,6 +431,7 @@ class LocalPlatform:
             service.start(out)
         self._wait_ready(timeout)
         values = {**shared, **{url_variable(s.name): s.url for s in self.services}}
+        self.seeded = seed_demo_catalogue(values)
         if sign_in is not None:
             values |= {
                 "HILO_DESK_DEV_AGENT": sign_in.agent,
@@ -447,6 +468,7 @@ class LocalPlatform:
     def _services(self, shared: Mapping[str, str]) -> list[RunningService]:
         """Each service's environment: the shared one, its address, and what it calls."""
         profile = next(spec for spec in SERVICES if spec.name == "customer-profile")
+        calls_profile = {"agent-desk", "offers"}
         services = []
         for spec in SERVICES:
             port = self.base_port + spec.port_offset
@@ -458,7 +480,9 @@ class LocalPlatform:
             }
             if spec.public_url:
                 env["HILO_PUBLIC_BASE_URL"] = self.url(spec)
-            if spec.name == "agent-desk":
+            for setting, source in spec.renamed:
+                env[setting] = shared[source]
+            if spec.name in calls_profile:
                 env["HILO_PROFILE_API_URL"] = self.url(profile)
             for sandbox in SANDBOXES:
                 if sandbox.channel == spec.name:
@@ -502,11 +526,24 @@ def env_line(key: str, value: str) -> str:
     return f"{key}={value}\n" if _PLAIN.fullmatch(value) else f"{key}='{value}'\n"
 
 
+def seed_demo_catalogue(values: Mapping[str, str]) -> str:
+    """The offers service's demo catalogue (`offers.demo`): prices of the simulator's products,
+    a promotion its journeys use on the web and in store, a price raised since, the old one of
+    which a journey charges. Through the admin API, like a merchandiser; idempotent."""
+    from offers.demo import SeedError, seed_url  # noqa: PLC0415 - a service package, needed here only
+
+    key = values["HILO_OFFERS_API_KEYS"].split(",")[0].strip()
+    try:
+        return str(seed_url(values[url_variable("offers")], key))
+    except SeedError as exc:
+        raise InfrastructureError(f"offers: the demo catalogue was not set: {exc}") from None
+
+
 async def _ensure_topics(values: Mapping[str, str]) -> None:
     await ensure_topics(HiloSettings(kafka_bootstrap_servers=values["KAFKA_BOOTSTRAP_SERVERS"]))
 
 
-def summary(values: Mapping[str, str]) -> str:
+def summary(values: Mapping[str, str], seeded: str = "") -> str:
     """What a person needs to use the running platform."""
     rows = [f"  {spec.name:<18} {values[url_variable(spec.name)]}" for spec in SERVICES]
     sandboxes = [
@@ -532,6 +569,9 @@ def summary(values: Mapping[str, str]) -> str:
             f"  agent desk         {desk}/login  (sign in: {sign_in})",
             f"  profile API docs   {values[url_variable('customer-profile')]}/docs"
             f"  (X-API-Key: {values['HILO_API_KEYS']})",
+            f"  offers API docs    {values[url_variable('offers')]}/docs"
+            f"  (X-API-Key: {values['HILO_OFFERS_API_KEYS']})",
+            *([f"  offers             {seeded} (`offers demo`)"] if seeded else []),
             "  outbound messages  go to local sandboxes, not to the real providers (no customer",
             "                     receives them); what was sent:",
             *sandboxes,
@@ -562,7 +602,7 @@ def run_local(base_port: int) -> int:
     with _stop_on_signals() as stopping:
         try:
             values = platform.start()
-            print(summary(values), flush=True)  # noqa: T201
+            print(summary(values, platform.seeded), flush=True)  # noqa: T201
             while not stopping.wait(1.0):
                 if crashed := [s.name for s in platform.services if s.exited()]:
                     print(f"stopping: {', '.join(crashed)} exited", file=sys.stderr)  # noqa: T201
