@@ -103,7 +103,7 @@ async def quote(offers: RunningOffers, channel: str, when: datetime) -> dict[str
     return answer
 
 
-def web_order(unit_price: str, when: datetime) -> dict[str, Any]:
+def web_order(unit_price: str, when: datetime, quote_id: str) -> dict[str, Any]:
     return {
         "userId": CUSTOMER,
         "event": "Order Completed",
@@ -111,6 +111,7 @@ def web_order(unit_price: str, when: datetime) -> dict[str, Any]:
         "timestamp": when.isoformat(),
         "properties": {
             "order_id": "W-1",
+            "quote_id": quote_id,
             "currency": "EUR",
             "total": str(2 * float(unit_price)),
             "products": [{"sku": "SKU-RED-42", "price": unit_price, "quantity": 2}],
@@ -118,7 +119,9 @@ def web_order(unit_price: str, when: datetime) -> dict[str, Any]:
     }
 
 
-def store_receipt(receipt_id: str, unit_price: str, when: datetime) -> dict[str, Any]:
+def store_receipt(
+    receipt_id: str, unit_price: str, when: datetime, quote_id: str | None = None
+) -> dict[str, Any]:
     return {
         "store_id": "BCN-01",
         "receipt_id": receipt_id,
@@ -127,6 +130,7 @@ def store_receipt(receipt_id: str, unit_price: str, when: datetime) -> dict[str,
         "lines": [{"sku": "SKU-RED-42", "quantity": 2, "unit_price": unit_price}],
         "total": unit_price,
         "customer": {"customer_id": CUSTOMER},
+        "quote_id": quote_id,
     }
 
 
@@ -166,17 +170,19 @@ async def test_one_promotion_is_quoted_charged_and_shown_the_same_everywhere(
         sent = [
             await web_channel.post(
                 "/v1/track",
-                json=web_order(promoted_unit, bought),
+                json=web_order(promoted_unit, bought, web_quote["quote_id"]),
                 headers={"Authorization": f"Basic {basic}"},
             ),
             await store_channel.post(
                 "/v1/receipts",
-                json=store_receipt("R-1", promoted_unit, bought),
+                json=store_receipt("R-1", promoted_unit, bought, store_quote["quote_id"]),
                 headers={"X-API-Key": STORE_KEY},
             ),
             await store_channel.post(
                 "/v1/receipts",
-                json=store_receipt("R-2", "50.91", bought),  # 59.90 less 15%: the old price
+                json=store_receipt(
+                    "R-2", "50.91", bought, store_quote["quote_id"]
+                ),  # the old price
                 headers={"X-API-Key": STORE_KEY},
             ),
         ]
@@ -188,8 +194,12 @@ async def test_one_promotion_is_quoted_charged_and_shown_the_same_everywhere(
     shown = await offers.call("GET", f"/v1/customers/{customer}/offers?channel=web")
 
     assert [(m["channel"], m["charged"], m["expected"]) for m in mismatches] == [
-        ("store", "50.91", "55.16")
+        ("store", "50.91", "55.16")  # 59.90 less 15%: the price before the change
     ]
+    assert mismatches[0]["quote_id"] == store_quote["quote_id"]
+    assert web_quote["quote_id"] != store_quote["quote_id"]  # asked for another channel
+    journey = await profile.get(f"/v1/customers/{customer}/journey?channel=web")
+    assert journey["entries"][0]["payload"]["quote_id"] == web_quote["quote_id"]
     offered = {offer["promotion_id"]: offer for offer in context["offers"]}
     assert set(offered) == {"spring-15", "app-only-50"}  # on any channel; not the expired one
     assert offered["spring-15"]["example_total"] == "55.16"  # one unit, as a quote prices it

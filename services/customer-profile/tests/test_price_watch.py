@@ -144,6 +144,7 @@ async def test_a_receipt_charging_the_old_price_after_a_change_is_flagged_with_b
             "list_price": "64.90",
             "promotions": [],
             "offers_version": 2,
+            "quote_id": None,
         }
     ]
 

@@ -48,6 +48,9 @@ class Receipt(_Input):
         description="Set when this receipt hands over an online order (click and collect).",
     )
     cart_id: str | None = Field(default=None, max_length=200)
+    quote_id: str | None = Field(
+        default=None, max_length=100, description="The offers quote the till charged from."
+    )
 
     @model_validator(mode="after")
     def _order_id_fits(self) -> Receipt:

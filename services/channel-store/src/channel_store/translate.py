@@ -71,6 +71,7 @@ def from_receipt(
         discount=money(receipt.discount),
         payment_method=receipt.payment_method,
         cart_id=receipt.cart_id,
+        quote_id=receipt.quote_id,
     )
     return new_interaction(
         channel=CHANNEL,

@@ -155,6 +155,7 @@ def _cart_item(action: CartAction) -> Callable[[Mapping[str, Any]], CartChanged]
         return CartChanged(
             action=action,
             cart_id=_text(properties.get("cart_id")),
+            quote_id=_text(properties.get("quote_id")),
             changed_items=[_line(properties, properties)],
         )
 
@@ -165,6 +166,7 @@ def _cart_viewed(properties: Mapping[str, Any]) -> CartChanged:
     return CartChanged(
         action=CartAction.VIEWED,
         cart_id=_text(properties.get("cart_id")),
+        quote_id=_text(properties.get("quote_id")),
         items=_lines(properties),
     )
 
@@ -173,6 +175,7 @@ def _checkout_started(properties: Mapping[str, Any]) -> CartChanged:
     return CartChanged(
         action=CartAction.CHECKOUT_STARTED,
         cart_id=_text(properties.get("cart_id")),
+        quote_id=_text(properties.get("quote_id")),
         items=_lines(properties),
         total=_money(_first(properties, "value", "revenue", "total"), properties),
     )
@@ -194,6 +197,7 @@ def _order_completed(properties: Mapping[str, Any]) -> OrderPlaced:
         tax=_money(properties.get("tax"), properties),
         discount=_money(properties.get("discount"), properties),
         cart_id=_text(properties.get("cart_id")),
+        quote_id=_text(properties.get("quote_id")),
     )
 
 

@@ -165,6 +165,11 @@ class CartChanged(_Model):
     kind: Literal["cart"] = "cart"
     action: CartAction
     cart_id: str | None = Field(default=None, max_length=200)
+    quote_id: str | None = Field(
+        default=None,
+        max_length=100,
+        description="The offers service's quote the prices came from (`POST /v1/quotes`).",
+    )
     changed_items: list[LineItem] = Field(default_factory=list, max_length=1_000)
     items: list[LineItem] | None = Field(
         default=None, max_length=1_000, description="Whole cart after the action, when known."
@@ -213,6 +218,11 @@ class OrderPlaced(_Model):
     discount: Money | None = None
     payment_method: str | None = Field(default=None, max_length=100)
     cart_id: str | None = Field(default=None, max_length=200)
+    quote_id: str | None = Field(
+        default=None,
+        max_length=100,
+        description="The offers service's quote the prices came from (`POST /v1/quotes`).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> OrderPlaced:

@@ -473,6 +473,9 @@ class PriceMismatch(BaseModel):
     list_price: str
     promotions: list[str]
     offers_version: int
+    quote_id: str | None = Field(
+        default=None, description="The quote the channel said it charged from, if it passed one."
+    )
 
 
 mismatches = APIRouter(

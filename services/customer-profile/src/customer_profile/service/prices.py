@@ -68,7 +68,7 @@ class PriceCheck:
             for item in items:
                 mismatch = _compare(item, expected.get(item.sku), currency, priced.offers_version)
                 if mismatch is not None:
-                    found.append(mismatch)
+                    found.append({**mismatch, "quote_id": _quote_id(interaction)})
         return found
 
 
@@ -86,6 +86,12 @@ def _charged_lines(interaction: Interaction) -> list[LineItem]:
     else:
         return []
     return [item for item in items if item.unit_price is not None]
+
+
+def _quote_id(interaction: Interaction) -> str | None:
+    """The quote the channel says it charged from, if it passed one."""
+    payload = interaction.payload
+    return payload.quote_id if isinstance(payload, OrderPlaced | CartChanged) else None
 
 
 def _by_currency(lines: list[LineItem]) -> dict[str, list[LineItem]]:
