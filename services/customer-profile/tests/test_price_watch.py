@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from pydantic_extra_types.currency_code import ISO4217
 
+from customer_profile.service.prices import PriceCheck
 from customer_profile.testing import RunningProfileService, running_profile_service
 from hilo.contract import (
     Fulfilment,
@@ -24,6 +25,7 @@ from hilo.contract import (
 from hilo.offers.model import (
     Conditions,
     OfferRecord,
+    OffersSnapshot,
     PricePoint,
     PriceSchedule,
     Promotion,
@@ -141,6 +143,8 @@ async def test_a_receipt_charging_the_old_price_after_a_change_is_flagged_with_b
             "currency": "EUR",
             "charged": "59.90",
             "expected": "64.90",
+            "charged_total": "119.80",
+            "expected_total": "129.80",
             "list_price": "64.90",
             "promotions": [],
             "offers_version": 2,
@@ -181,3 +185,55 @@ async def test_a_promotion_the_customer_qualifies_for_is_expected_and_shown_to_a
         {"sku": "SKU-RED-42", "quantity": 1, "list_total": "60.00", "total": "54.00"}
     ]
     assert nothing == []
+
+
+def test_a_basket_is_checked_per_sku_on_its_whole_quantity_and_never_fails_an_event() -> None:
+    price = schedule(("10.00", NOW - timedelta(days=30), 1))
+    three_for_two = Promotion(
+        id="3for2",
+        name="Buy 2 get 1",
+        kind=PromotionKind.BUY_X_GET_Y,
+        skus=["SKU-RED-42"],
+        currency=EUR,
+        buy=2,
+        get=1,
+        valid_from=NOW - timedelta(days=1),
+        valid_until=NOW + timedelta(days=1),
+    )
+    snapshot = OffersSnapshot(
+        version=2, prices={("SKU-RED-42", "EUR"): price}, promotions={"3for2": three_for_two}
+    )
+    check = PriceCheck(lambda: snapshot)
+
+    def order(*lines: tuple[int, str, str]) -> Interaction:
+        items = [
+            LineItem(
+                sku="SKU-RED-42",
+                quantity=quantity,
+                unit_price=Money(amount=Decimal(amount), currency=ISO4217(currency)),
+            )
+            for quantity, amount, currency in lines
+        ]
+        return new_interaction(
+            channel="store",
+            instance="test",
+            provider_event_id=f"order-{lines}",
+            identifiers=Identifiers(email="a@example.com"),
+            payload=OrderPlaced(
+                order_id="R-1",
+                sold_via=SalesChannel.STORE,
+                fulfilment=Fulfilment.IN_STORE,
+                store_id="BCN-01",
+                items=items,
+                total=items[0].unit_price or Money(amount=Decimal(0), currency=EUR),
+            ),
+            occurred_at=NOW,
+        )
+
+    split_lines = check.mismatches(order((2, "10.00", "EUR"), (1, "0.00", "EUR")), "c", None)
+    cent_off = check.mismatches(order((3, "6.67", "EUR")), "c", None)
+    test_currency = check.mismatches(order((1, "5.00", "XTS")), "c", None)
+
+    assert split_lines == []  # 2 paid + 1 free on two lines: 20.00, as the quote
+    assert [(m["charged_total"], m["expected_total"]) for m in cent_off] == [("20.01", "20.00")]
+    assert test_currency == []

@@ -468,8 +468,10 @@ class PriceMismatch(BaseModel):
     sku: str
     quantity: int
     currency: str
-    charged: str
-    expected: str
+    charged: str = Field(description="Per unit: the SKU's charged total over its quantity.")
+    expected: str = Field(description="Per unit, as a quote prices the SKU's whole quantity.")
+    charged_total: str
+    expected_total: str
     list_price: str
     promotions: list[str]
     offers_version: int

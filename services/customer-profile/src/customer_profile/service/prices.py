@@ -1,41 +1,59 @@
 """The consistency watch: what a channel charged, checked against the offer in force.
 
-Every cart, order and store receipt that carries unit prices is priced again with the offers in
-force for that customer, channel and time (`hilo.offers.pricing`, the function every quote
-uses). A line whose charged unit price differs from the quote's effective unit price (the line's
-total after promotions, divided by its quantity, rounded to the currency's minor unit) is a
-mismatch: recorded on the journey entry (`price_mismatches`, expected vs charged), counted per
+Every order, store receipt and whole cart (a cart event that carries the whole cart, `items`)
+with unit prices is priced again with the offers this service holds for that customer, channel
+and time (`hilo.offers.pricing`, the function every quote uses). Per SKU, what the channel
+charged (each line's unit price times its quantity, the SKU's lines added up) is compared with
+the quote's total for that SKU's whole quantity. A difference is a mismatch: recorded on the
+journey entry (`price_mismatches`: charged and expected, per unit and in total), counted per
 channel, and listed by `GET /v1/mismatches`.
 
-A channel that applies a buy-X-get-Y or bundle promotion as the lines' effective unit prices
-matches; one that reports list prices and takes the discount off the order total is flagged.
-SKUs the offers do not price are not checked.
+A channel that applies a buy-X-get-Y or bundle promotion in its lines' prices matches; one that
+reports list prices and takes the discount off the order total is flagged. SKUs and currencies
+the offers do not price are not checked, and a check that cannot be made never stops an event
+from being recorded.
+
+What "in force" means here: the price schedule point in force at the event's time, and the
+promotions as the offers define them when the event is checked (their current definition, with
+their validity windows), with the customer's profile as it was before the event's batch.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import structlog
 from prometheus_client import Counter
 
 from customer_profile.domain.profile import ProfileView
-from hilo.contract import CartChanged, Interaction, LineItem, OrderPlaced
+from hilo.contract import CartAction, CartChanged, Interaction, LineItem, OrderPlaced
 from hilo.offers.facts import facts_from_profile
-from hilo.offers.model import OffersSnapshot, PricedLine, QuoteLine
-from hilo.offers.money import round_money
+from hilo.offers.model import CustomerFacts, OffersSnapshot, PricedLine, QuoteLine
+from hilo.offers.money import CurrencyError, round_money
 from hilo.offers.pricing import price_lines
+
+log = structlog.get_logger(__name__)
 
 MISMATCHES = Counter(
     "hilo_price_mismatches_total",
-    "Lines charged differently from the offer in force, by channel",
+    "SKUs of a cart, order or receipt charged differently from the offer in force, by channel",
     ["channel"],
 )
 
 Offers = Callable[[], OffersSnapshot | None]
 """The offers in force now (None until the offers topic has been read)."""
+
+
+@dataclass(frozen=True)
+class Charged:
+    """What a basket charged for one SKU, all its lines together."""
+
+    sku: str
+    quantity: int
+    total: Decimal
 
 
 class PriceCheck:
@@ -47,28 +65,19 @@ class PriceCheck:
     def mismatches(
         self, interaction: Interaction, customer_id: str, view: ProfileView | None
     ) -> list[dict[str, Any]]:
-        """The lines of `interaction` charged differently from the offer in force."""
-        lines = _charged_lines(interaction)
-        snapshot = self._offers() if lines else None
+        """The SKUs of `interaction` charged differently from the offer in force ([] when
+        nothing can be checked)."""
+        baskets = _baskets(interaction)
+        snapshot = self._offers() if baskets else None
         if snapshot is None or not snapshot.prices:
             return []
-        at = interaction.occurred_at
-        facts = facts_from_profile(_profile_json(customer_id, view), at)
+        facts = facts_from_profile(_profile_json(customer_id, view), interaction.occurred_at)
         found: list[dict[str, Any]] = []
-        for currency, items in _by_currency(lines).items():
-            priced = price_lines(
-                snapshot,
-                [QuoteLine(sku=item.sku, quantity=item.quantity) for item in items],
-                currency=currency,
-                channel=interaction.channel,
-                facts=facts,
-                at=at,
-            )
-            expected = {line.sku: line for line in priced.lines}
-            for item in items:
-                mismatch = _compare(item, expected.get(item.sku), currency, priced.offers_version)
-                if mismatch is not None:
-                    found.append({**mismatch, "quote_id": _quote_id(interaction)})
+        for currency, basket in baskets.items():
+            try:
+                found += _check(snapshot, interaction, facts, currency, basket)
+            except (CurrencyError, ValueError) as exc:  # a currency the offers cannot price
+                log.info("price_check_skipped", currency=currency, error=type(exc).__name__)
         return found
 
 
@@ -77,55 +86,89 @@ def count(channel: str, mismatches: list[dict[str, Any]]) -> None:
         MISMATCHES.labels(channel).inc(len(mismatches))
 
 
-def _charged_lines(interaction: Interaction) -> list[LineItem]:
+def _check(
+    snapshot: OffersSnapshot,
+    interaction: Interaction,
+    facts: CustomerFacts,
+    currency: str,
+    basket: list[Charged],
+) -> list[dict[str, Any]]:
+    if not any((sku, currency) in snapshot.prices for sku in (c.sku for c in basket)):
+        return []
+    priced = price_lines(
+        snapshot,
+        [QuoteLine(sku=charged.sku, quantity=charged.quantity) for charged in basket],
+        currency=currency,
+        channel=interaction.channel,
+        facts=facts,
+        at=interaction.occurred_at,
+    )
+    expected = {line.sku: line for line in priced.lines}
+    found = []
+    for charged in basket:
+        mismatch = _compare(charged, expected.get(charged.sku), currency, priced.offers_version)
+        if mismatch is not None:
+            found.append({**mismatch, "quote_id": _quote_id(interaction)})
+    return found
+
+
+def _baskets(interaction: Interaction) -> dict[str, list[Charged]]:
+    """Per currency, what each SKU was charged in total; a cart only when it is whole."""
     payload = interaction.payload
     if isinstance(payload, OrderPlaced):
-        items = payload.items
-    elif isinstance(payload, CartChanged):
-        items = payload.items if payload.items is not None else payload.changed_items
+        items: list[LineItem] = list(payload.items)
+    elif (
+        isinstance(payload, CartChanged)
+        and payload.items is not None
+        and payload.action != CartAction.ITEM_REMOVED
+    ):
+        items = list(payload.items)
     else:
-        return []
-    return [item for item in items if item.unit_price is not None]
+        return {}
+    if not items or any(item.unit_price is None for item in items):
+        return {}  # a basket with an unpriced line cannot be priced as a whole
+    totals: dict[str, dict[str, tuple[int, Decimal]]] = {}
+    for item in items:
+        assert item.unit_price is not None  # noqa: S101 - checked above
+        per_sku = totals.setdefault(str(item.unit_price.currency), {})
+        quantity, total = per_sku.get(item.sku, (0, Decimal(0)))
+        per_sku[item.sku] = (
+            quantity + item.quantity,
+            total + item.unit_price.amount * item.quantity,
+        )
+    return {
+        currency: [Charged(sku, quantity, total) for sku, (quantity, total) in per_sku.items()]
+        for currency, per_sku in totals.items()
+    }
+
+
+def _compare(
+    charged: Charged, expected: PricedLine | None, currency: str, version: int
+) -> dict[str, Any] | None:
+    if expected is None:
+        return None
+    charged_total = round_money(charged.total, currency)
+    if charged_total == expected.total:
+        return None
+    quantity = Decimal(charged.quantity)
+    return {
+        "sku": charged.sku,
+        "quantity": charged.quantity,
+        "currency": currency,
+        "charged": str(round_money(charged_total / quantity, currency)),
+        "expected": str(round_money(expected.total / quantity, currency)),
+        "charged_total": str(charged_total),
+        "expected_total": str(expected.total),
+        "list_price": str(expected.unit_price),
+        "promotions": [promotion.id for promotion in expected.promotions],
+        "offers_version": version,
+    }
 
 
 def _quote_id(interaction: Interaction) -> str | None:
     """The quote the channel says it charged from, if it passed one."""
     payload = interaction.payload
     return payload.quote_id if isinstance(payload, OrderPlaced | CartChanged) else None
-
-
-def _by_currency(lines: list[LineItem]) -> dict[str, list[LineItem]]:
-    grouped: dict[str, list[LineItem]] = defaultdict(list)
-    merged: dict[tuple[str, str], LineItem] = {}
-    for item in lines:
-        assert item.unit_price is not None  # noqa: S101 - filtered by _charged_lines
-        key = (str(item.unit_price.currency), item.sku)
-        if key in merged:  # the same SKU twice: one line, as the quote merges them
-            continue
-        merged[key] = item
-        grouped[key[0]].append(item)
-    return grouped
-
-
-def _compare(
-    item: LineItem, expected: PricedLine | None, currency: str, version: int
-) -> dict[str, Any] | None:
-    if expected is None or item.unit_price is None:
-        return None
-    charged = round_money(item.unit_price.amount, currency)
-    effective = round_money(expected.total / Decimal(expected.quantity), currency)
-    if charged == effective:
-        return None
-    return {
-        "sku": item.sku,
-        "quantity": item.quantity,
-        "currency": currency,
-        "charged": str(charged),
-        "expected": str(effective),
-        "list_price": str(expected.unit_price),
-        "promotions": [promotion.id for promotion in expected.promotions],
-        "offers_version": version,
-    }
 
 
 def _profile_json(customer_id: str, view: ProfileView | None) -> dict[str, Any]:
