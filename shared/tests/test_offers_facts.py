@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from pydantic_extra_types.currency_code import ISO4217
 
 from hilo.offers.facts import CART_ABANDONED_7D, facts_from_profile
+from hilo.offers.model import Conditions, OffersSnapshot, Promotion, PromotionKind
+from hilo.offers.pricing import qualifying
 
 AT = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 
@@ -76,7 +80,30 @@ def test_marketing_consent_is_the_latest_granted_state_per_channel() -> None:
         ]
     )
 
-    assert facts_from_profile(view, AT).marketing_consent_channels == {"email", None}
+    facts = facts_from_profile(view, AT)
+    assert facts.marketing_consent_channels == {"email", None}
+    assert facts.marketing_withdrawn_channels == {"sms"}  # refused after the grant for all
+
+
+def test_a_refusal_for_one_channel_after_a_grant_for_all_keeps_that_channel_closed() -> None:
+    promotion = Promotion(
+        id="news",
+        name="Newsletter price",
+        kind=PromotionKind.PERCENT_OFF,
+        skus=["A"],
+        currency=ISO4217("EUR"),
+        percent=Decimal(10),
+        valid_from=AT - timedelta(days=1),
+        valid_until=AT + timedelta(days=1),
+        conditions=Conditions(marketing_consent=True),
+    )
+    snapshot = OffersSnapshot(version=1, prices={}, promotions={"news": promotion})
+    facts = facts_from_profile(
+        profile(consent=[consent(None, True, 5), consent("sms", False, 1)]), AT
+    )
+
+    assert qualifying(snapshot, facts=facts, channel="sms", at=AT) == []
+    assert qualifying(snapshot, facts=facts, channel="web", at=AT) == [promotion]
 
 
 @pytest.mark.parametrize(

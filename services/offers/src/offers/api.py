@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_extra_types.currency_code import ISO4217
 
 from hilo.contract import Identifiers
@@ -393,13 +393,20 @@ async def post_quote(body: QuoteRequest, state: State) -> Quote:
     at = body.at or datetime.now(UTC)
     facts = await _facts(state, body.customer_id, body.identifiers, at)
     snapshot = _snapshot(state)
-    priced = price_lines(
-        snapshot, body.lines, currency=body.currency, channel=body.channel, facts=facts, at=at
-    )
+    try:
+        priced = price_lines(
+            snapshot, body.lines, currency=body.currency, channel=body.channel, facts=facts, at=at
+        )
+    except ValidationError:  # the same SKU's lines add up to more than a line may hold
+        raise HTTPException(
+            status_code=422, detail="lines: one SKU's quantities add up to too many units"
+        ) from None
     name = body.quote_id or quote_id(
         facts.customer_id, body.channel, body.currency, body.lines, at, snapshot.version
     )
-    return Quote(**dict(priced), quote_id=name, customer_id=facts.customer_id)
+    # The customer id only when the caller named it: a quote must not turn an email or a phone
+    # into the customer's id for whoever can ask for prices.
+    return Quote(**dict(priced), quote_id=name, customer_id=body.customer_id)
 
 
 @quotes.get("/customers/{customer_id}/offers", responses=QUOTE_RESPONSES)

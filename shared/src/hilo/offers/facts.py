@@ -69,6 +69,7 @@ def facts_from_profile(profile: Mapping[str, Any], at: datetime) -> CustomerFact
         customer_id=read.customer_id,
         loyalty_tier=_loyalty_tier(read.view),
         marketing_consent_channels=_marketing_channels(read.view),
+        marketing_withdrawn_channels=_marketing_withdrawn(read.view),
         segments=_segments(read.view, at),
     )
 
@@ -83,12 +84,8 @@ def _loyalty_tier(view: _View) -> str | None:
     return str(trait.value)
 
 
-def _marketing_channels(view: _View) -> frozenset[str | None]:
-    """Channels whose latest marketing consent is granted (None: every channel).
-
-    The profile keeps the latest state per purpose and channel; if it held more, the latest per
-    channel decides.
-    """
+def _latest_marketing(view: _View) -> dict[str | None, _Consent]:
+    """The latest marketing consent per channel (None: every channel)."""
     latest: dict[str | None, _Consent] = {}
     for consent in view.consent:
         if consent.purpose != MARKETING:
@@ -96,7 +93,35 @@ def _marketing_channels(view: _View) -> frozenset[str | None]:
         seen = latest.get(consent.channel)
         if seen is None or consent.at >= seen.at:
             latest[consent.channel] = consent
-    return frozenset(channel for channel, consent in latest.items() if consent.granted)
+    return latest
+
+
+def _marketing_channels(view: _View) -> frozenset[str | None]:
+    """Channels whose marketing consent is granted (None: every channel). A channel's own
+    answer counts when it is the latest: a grant for one channel before a refusal for every
+    channel does not survive it."""
+    latest = _latest_marketing(view)
+    everywhere = latest.get(None)
+    return frozenset(
+        channel
+        for channel, consent in latest.items()
+        if consent.granted
+        and (channel is None or everywhere is None or consent.at >= everywhere.at)
+    )
+
+
+def _marketing_withdrawn(view: _View) -> frozenset[str]:
+    """Channels refused after (or without) a grant for every channel: that grant does not
+    reopen them."""
+    latest = _latest_marketing(view)
+    everywhere = latest.get(None)
+    return frozenset(
+        channel
+        for channel, consent in latest.items()
+        if channel is not None
+        and not consent.granted
+        and (everywhere is None or consent.at >= everywhere.at)
+    )
 
 
 def _segments(view: _View, at: datetime) -> frozenset[str]:

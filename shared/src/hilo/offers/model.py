@@ -210,6 +210,11 @@ class CustomerFacts(_Model):
         default=frozenset(),
         description="Channels with marketing consent granted; None stands for every channel.",
     )
+    marketing_withdrawn_channels: frozenset[str] = Field(
+        default=frozenset(),
+        description="Channels where marketing consent was withdrawn after (or without) a grant "
+        "for every channel: a grant for every channel does not reopen them.",
+    )
     segments: frozenset[str] = frozenset()
 
 

@@ -224,7 +224,8 @@ def _on_channel(promotion: Promotion, facts: CustomerFacts, channel: str | None)
 def _open_on(promotion: Promotion, facts: CustomerFacts, channel: str) -> bool:
     listed = promotion.channels is None or channel in promotion.channels
     consents = facts.marketing_consent_channels
-    consented = None in consents or channel in consents
+    everywhere = None in consents and channel not in facts.marketing_withdrawn_channels
+    consented = everywhere or channel in consents
     return listed and (consented or not promotion.conditions.marketing_consent)
 
 
