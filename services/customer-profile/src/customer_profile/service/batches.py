@@ -158,7 +158,7 @@ class BatchRunner:
         started = time.monotonic()
         async for attempt in AsyncRetrying(
             wait=wait_exponential_jitter(
-                initial=policy.backoff_seconds, max=policy.max_backoff_seconds
+                multiplier=policy.backoff_seconds, max=policy.max_backoff_seconds
             ),
             stop=_stop(policy),
             reraise=True,
