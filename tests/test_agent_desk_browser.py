@@ -34,12 +34,55 @@ from hilo.contract import (
     SalesChannel,
     new_interaction,
 )
+from hilo.offers.model import (
+    OfferRecord,
+    PricePoint,
+    PriceSchedule,
+    Promotion,
+    PromotionKind,
+    price_key,
+    promotion_key,
+)
 from hilo.settings import HiloSettings
+from hilo.testkit.offers import offer_record, publish_offer_records
 
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "agent-desk.png"
 PHONE = "+34612345678"
 REPLY = "Sorry the call dropped! Your shoes are ready at BCN-01."
 SAMPLE = Path(__file__).resolve().parents[1] / "services/channel-whatsapp/tests/samples"
+
+
+def spring_offers() -> list[OfferRecord]:
+    """The shoes' list price, and a promotion for everyone on the web and in stores that
+    started after the customer's order."""
+    now = datetime.now(UTC)
+    price = PriceSchedule(
+        sku="SKU-RED-42",
+        currency=ISO4217("EUR"),
+        points=[
+            PricePoint(
+                amount=Decimal("59.90"),
+                tax_included=True,
+                valid_from=now - timedelta(days=30),
+                version=1,
+            )
+        ],
+    )
+    spring = Promotion(
+        id="spring-10",
+        name="Spring: 10% off running shoes",
+        kind=PromotionKind.PERCENT_OFF,
+        skus=["SKU-RED-42"],
+        currency=ISO4217("EUR"),
+        percent=Decimal(10),
+        channels=["web", "store"],
+        valid_from=now - timedelta(hours=1),
+        valid_until=now + timedelta(days=14),
+    )
+    return [
+        offer_record(price_key("SKU-RED-42", "EUR"), 1, price=price),
+        offer_record(promotion_key("spring-10"), 2, promotion=spring),
+    ]
 
 
 def history() -> list[Interaction]:
@@ -92,12 +135,16 @@ async def page() -> AsyncIterator[Page]:
 async def test_an_agent_follows_the_customer_live_and_answers_by_sms(
     settings: HiloSettings, topics: list[str], page: Page
 ) -> None:
+    await publish_offer_records(settings, spring_offers())
     async with desk_stack(settings) as stack:
         await stack.profile.publish(history())
         await stack.profile.wait_for_entries(2)
         await sign_in_and_find(page, stack.desk_url)
         await watch_whatsapp_arrive(page, stack)
         await reply_by_sms(page)
+        offers = page.locator("#offers")
+        await expect(offers).to_contain_text("Spring: 10% off running shoes")
+        await expect(offers).to_contain_text("59.90 53.91 EUR")
         SCREENSHOT.parent.mkdir(exist_ok=True)
         await page.screenshot(path=str(SCREENSHOT), full_page=True)
     (sms,) = stack.twilio.accepted
