@@ -300,9 +300,11 @@ def test_offers_has_keys_of_its_own_and_the_demo_seeds_it_before_the_simulator_p
     services = compose["services"]
     offers = services["offers"]["environment"]
     own_keys = "${HILO_OFFERS_API_KEYS:?set HILO_OFFERS_API_KEYS in .env}"
+    admin_keys = "${HILO_OFFERS_ADMIN_API_KEYS:?set HILO_OFFERS_ADMIN_API_KEYS in .env}"
 
-    # Whoever holds a key changes prices: not the profile API's keys.
+    # Keys of its own, not the profile API's; and admin keys apart from the channels' quote keys.
     assert offers["HILO_API_KEYS"] == own_keys
+    assert offers["HILO_ADMIN_API_KEYS"] == admin_keys
     assert offers["HILO_PROFILE_API_URL"] == "http://customer-profile:8080"
     assert offers["HILO_PROFILE_API_KEY"] == "${HILO_PROFILE_API_KEY:-${HILO_API_KEYS}}"
     [mapping] = services["offers"]["ports"]
@@ -310,7 +312,7 @@ def test_offers_has_keys_of_its_own_and_the_demo_seeds_it_before_the_simulator_p
     demo = services["offers-demo"]
     assert demo["profiles"] == services["traffic-simulator"]["profiles"] == ["demo"]
     assert demo["command"] == ["offers", "demo", "--url", "http://offers:8095"]
-    assert demo["environment"]["HILO_API_KEYS"] == own_keys
+    assert demo["environment"]["HILO_ADMIN_API_KEYS"] == admin_keys
     assert demo["depends_on"] == {"offers": {"condition": "service_healthy"}}
     simulator = services["traffic-simulator"]
     assert simulator["environment"]["HILO_OFFERS_API_KEYS"] == own_keys
@@ -318,4 +320,5 @@ def test_offers_has_keys_of_its_own_and_the_demo_seeds_it_before_the_simulator_p
     assert simulator["depends_on"]["offers-demo"] == {"condition": "service_completed_successfully"}
     committed = (ROOT / ".env.example").read_text()
     assert "\nHILO_OFFERS_API_KEYS=\n" in committed
+    assert "\nHILO_OFFERS_ADMIN_API_KEYS=\n" in committed
     assert "reads it as HILO_API_KEYS" in committed

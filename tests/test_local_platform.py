@@ -370,6 +370,9 @@ def test_every_service_accepts_the_settings_make_run_gives_it() -> None:
     assert isinstance(offers, OffersSettings)
     assert offers.http_port == 9015
     assert [key.get_secret_value() for key in offers.api_keys] == [secrets["HILO_OFFERS_API_KEYS"]]
+    admin = [key.get_secret_value() for key in offers.admin_api_keys]
+    assert admin == [secrets["HILO_OFFERS_ADMIN_API_KEYS"]]
+    assert not set(admin) & {key.get_secret_value() for key in offers.api_keys}
     assert not {key.get_secret_value() for key in offers.api_keys} & {
         key.get_secret_value() for key in profile_keys
     }, "the profile API's keys must not change prices"
@@ -428,10 +431,14 @@ def test_the_summary_says_how_to_sign_in_and_where_replies_go() -> None:
     }
 
     values["HILO_OFFERS_API_KEYS"] = "offers-key"
+    values["HILO_OFFERS_ADMIN_API_KEYS"] = "offers-admin-key"
 
     with_dev = summary({**values, "HILO_DESK_DEV_AGENT": "dev", "HILO_DESK_DEV_PASSWORD": "pw"})
     assert "offers             http://127.0.0.1:8095" in with_dev
-    assert "offers API docs    http://127.0.0.1:8095/docs  (X-API-Key: offers-key)" in with_dev
+    assert (
+        "offers API docs    http://127.0.0.1:8095/docs  (quotes X-API-Key: offers-key, "
+        "admin: offers-admin-key)"
+    ) in with_dev
     assert "demo catalogue" in summary(values, "demo catalogue: 6 SKUs priced")
     assert (
         "agent desk         http://127.0.0.1:8090/login  (sign in: agent dev, password pw)"

@@ -22,7 +22,14 @@ from hilo.testkit.probes import eventually
 from hilo.testkit.serving import served
 from hilo.topics import Topic, topic_name
 from offers.app import create_service
-from offers.testing import API_KEY, RunningOffers, offers_settings, running_offers
+from offers.testing import (
+    ADMIN_API_KEY,
+    API_KEY,
+    RunningOffers,
+    key_for,
+    offers_settings,
+    running_offers,
+)
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -164,7 +171,9 @@ async def test_bad_input_is_refused_naming_the_field_and_nothing_is_stored_or_pu
     offers: RunningOffers, settings: HiloSettings
 ) -> None:
     for method, path, body, loc in BAD_INPUT:
-        response = await offers.http.request(method, path, json=body)
+        response = await offers.http.request(
+            method, path, json=body, headers={"X-API-Key": key_for(path)}
+        )
 
         case = f"{path} {loc}"
         assert response.status_code == 422, f"{case}: {response.text}"
@@ -233,10 +242,17 @@ async def test_the_history_says_when_who_and_what(offers: RunningOffers) -> None
     assert [v["version"] for v in older] == [2]
 
 
-async def test_changes_need_an_api_key(offers: RunningOffers) -> None:
-    response = await offers.http.put("/v1/prices", json=PRICES, headers={"X-API-Key": "wrong"})
+async def test_changes_need_an_admin_key_which_a_channel_does_not_hold(
+    offers: RunningOffers,
+) -> None:
+    wrong = await offers.http.put("/v1/prices", json=PRICES, headers={"X-API-Key": "wrong"})
+    channel = await offers.http.put("/v1/prices", json=PRICES, headers={"X-API-Key": API_KEY})
+    quote = {"channel": "web", "currency": "EUR", "lines": [{"sku": "SKU-1", "quantity": 1}]}
+    admin_quoting = await offers.http.post(
+        "/v1/quotes", json=quote, headers={"X-API-Key": ADMIN_API_KEY}
+    )
 
-    assert response.status_code == 401
+    assert wrong.status_code == channel.status_code == admin_quoting.status_code == 401
     assert await offers.versions() == []
 
 
@@ -271,7 +287,7 @@ async def test_served_over_http_with_health_and_metrics(
     service = create_service(offers_settings(settings))
     async with (
         served(service.app) as url,
-        httpx.AsyncClient(base_url=url, headers={"X-API-Key": API_KEY}) as http,
+        httpx.AsyncClient(base_url=url, headers={"X-API-Key": ADMIN_API_KEY}) as http,
     ):
         assert (await http.get("/health/live")).json() == {"status": "ok", "checks": {}}
 

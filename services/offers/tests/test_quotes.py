@@ -17,7 +17,7 @@ from hilo.contract import Identified, Identifiers, new_interaction
 from hilo.mongo import MongoDocument
 from hilo.settings import HiloSettings
 from hilo.testkit.serving import served
-from offers.testing import RunningOffers, running_offers
+from offers.testing import API_KEY, RunningOffers, running_offers
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 ANA = "ana.gold@example.com"
@@ -171,7 +171,9 @@ async def test_quotes_wait_for_the_offers_to_load(
 ) -> None:
     offers.service.follower.ready.clear()
     try:
-        response = await offers.http.post("/v1/quotes", json=quote())
+        response = await offers.http.post(
+            "/v1/quotes", json=quote(), headers={"X-API-Key": API_KEY}
+        )
         health = await offers.http.get("/health/ready")
     finally:
         offers.service.follower.ready.set()

@@ -48,8 +48,8 @@ async def run_init(settings: OffersSettings) -> int:
 
 
 def run_demo(settings: OffersSettings, url: str | None, wait_seconds: float) -> int:
-    """Seed the demo catalogue (`offers.demo`) with the first of HILO_API_KEYS."""
-    keys = [key.get_secret_value() for key in settings.api_keys]
+    """Seed the demo catalogue (`offers.demo`) with the first of HILO_ADMIN_API_KEYS."""
+    keys = [key.get_secret_value() for key in settings.admin_api_keys]
     target = url or f"http://127.0.0.1:{settings.http_port}"
     try:
         seeded = seed_url(target, keys[0] if keys else "", wait_seconds=wait_seconds)

@@ -156,8 +156,15 @@ class CustomerOffers(_Answer):
     offers: list[PromotionOffer]
 
 
-def create_api(state: ApiState, dependencies: Sequence[Any], extra: Sequence[APIRouter]) -> FastAPI:
-    """The app with its routes; `dependencies` guard every `/v1` route (the API key)."""
+def create_api(
+    state: ApiState,
+    admin_guard: Sequence[Any],
+    quote_guard: Sequence[Any],
+    reader_guard: Sequence[Any],
+    extra: Sequence[APIRouter],
+) -> FastAPI:
+    """The app with its routes: changes behind the admin keys, quotes behind the quote keys (a
+    channel that may ask for prices may not change them), the catalogue behind either."""
     app = FastAPI(
         title="Hilo offers",
         description=__doc__,
@@ -165,9 +172,9 @@ def create_api(state: ApiState, dependencies: Sequence[Any], extra: Sequence[API
         exception_handlers={RequestValidationError: _invalid},
     )
     app.state.offers = state
-    guard = [Depends(dependency) for dependency in dependencies]
-    app.include_router(admin, dependencies=guard)
-    app.include_router(quotes, dependencies=guard)
+    app.include_router(admin, dependencies=[Depends(d) for d in admin_guard])
+    app.include_router(catalogue, dependencies=[Depends(d) for d in reader_guard])
+    app.include_router(quotes, dependencies=[Depends(d) for d in quote_guard])
     for router in extra:
         app.include_router(router)
     return app
@@ -217,6 +224,8 @@ CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 admin = APIRouter(prefix="/v1", tags=["admin"])
+catalogue = APIRouter(prefix="/v1", tags=["catalogue"])
+"""What is in force and its history: readable with a quote key or an admin key."""
 
 
 @admin.put("/prices", responses=CHANGE_RESPONSES, response_model=ChangeAnswer)
@@ -288,7 +297,7 @@ async def retire_promotion(
     return await _commit(state, [key], build, at=at, by=by)
 
 
-@admin.get("/prices/{sku:path}", responses={404: {"description": "No price for this SKU."}})
+@catalogue.get("/prices/{sku:path}", responses={404: {"description": "No price for this SKU."}})
 async def get_prices(sku: Annotated[Sku, Path()], state: State) -> list[PriceState]:
     """The SKU's price schedule in each currency, as stored (what the topic carries)."""
     records = await state.store.prices_of(sku)
@@ -308,7 +317,7 @@ async def get_prices(sku: Annotated[Sku, Path()], state: State) -> list[PriceSta
     ]
 
 
-@admin.get("/promotions")
+@catalogue.get("/promotions")
 async def list_promotions(
     state: State,
     active: Annotated[bool | None, Query(description="Only active (or retired) ones.")] = None,
@@ -326,7 +335,7 @@ async def list_promotions(
     ]
 
 
-@admin.get("/versions")
+@catalogue.get("/versions")
 async def list_versions(
     state: State,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,

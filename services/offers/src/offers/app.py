@@ -76,8 +76,12 @@ def create_service(
             "offers": _loaded(follower),
         }
     )
-    guard = [require_api_key(settings.api_keys)] if settings.api_keys else []
-    app = create_api(ApiState(store, outbox, follower, profiles), guard, [health])
+    quote_guard = [require_api_key(settings.api_keys)] if settings.api_keys else []
+    admin_guard = [require_api_key(settings.admin_api_keys)] if settings.admin_api_keys else []
+    readers = [*settings.api_keys, *settings.admin_api_keys]
+    reader_guard = [require_api_key(readers)] if readers else []
+    state = ApiState(store, outbox, follower, profiles)
+    app = create_api(state, admin_guard, quote_guard, reader_guard, [health])
     service = OffersService(settings, broker, mongo, store, outbox, follower, profiles, app)
     app.router.lifespan_context = _lifespan(service)
     return service
@@ -111,8 +115,11 @@ def _lifespan(service: OffersService) -> Callable[[FastAPI], AbstractAsyncContex
 async def start(service: OffersService) -> None:
     """Topics and indexes (both idempotent), the producer, the follower, the outbox loop."""
     settings = service.settings
-    if not settings.api_keys:
-        log.warning("api_unprotected", reason="HILO_API_KEYS is empty (development only)")
+    if not (settings.api_keys and settings.admin_api_keys):
+        log.warning(
+            "api_unprotected",
+            reason="HILO_API_KEYS or HILO_ADMIN_API_KEYS is empty (development only)",
+        )
     await ensure_topics(settings)
     await service.store.create_indexes()
     await service.broker.start()

@@ -13,7 +13,13 @@ class OffersSettings(HiloSettings):
     http_port: int = Field(default=8095, ge=1, le=65535)
     api_keys: SecretList = Field(
         default_factory=list,
-        description="Comma-separated keys accepted in `X-API-Key`; required outside development.",
+        description="Comma-separated keys that may ask for quotes and a customer's offers "
+        "(`X-API-Key`): what channels and tills get. Required outside development.",
+    )
+    admin_api_keys: SecretList = Field(
+        default_factory=list,
+        description="Comma-separated keys that may read and change prices and promotions (the "
+        "admin API); the quote keys cannot. Required outside development.",
     )
     profile_api_url: AnyHttpUrl = Field(
         default=AnyHttpUrl("http://127.0.0.1:8080"),
@@ -37,11 +43,11 @@ class OffersSettings(HiloSettings):
         `HILO_API_KEYS` it is served only when the run says explicitly that it is a development
         or test one; an unset environment is not enough.
         """
-        if self.api_keys:
+        if self.api_keys and self.admin_api_keys:
             return None
         if "environment" in self.model_fields_set and self.environment in ("development", "test"):
             return None
         return (
-            "HILO_API_KEYS is empty: anyone could change prices. Set it, or set "
-            "HILO_ENVIRONMENT=development for a development run."
+            "HILO_API_KEYS or HILO_ADMIN_API_KEYS is empty: anyone could ask for quotes or change "
+            "prices. Set both, or set HILO_ENVIRONMENT=development for a development run."
         )

@@ -15,12 +15,16 @@ from offers.app import OffersService, PublisherFactory, create_service
 from offers.settings import OffersSettings
 
 API_KEY = "offers-test-key"
+"""A quote key: what a channel holds."""
+ADMIN_API_KEY = "offers-test-admin-key"
+"""An admin key: what a merchandiser's tool holds."""
 
 
 def offers_settings(settings: HiloSettings, **overrides: object) -> OffersSettings:
     values: dict[str, Any] = {
         **settings.model_dump(),
         "api_keys": [API_KEY],
+        "admin_api_keys": [ADMIN_API_KEY],
         "offers_outbox_seconds": 0.3,
     }
     values.update(overrides)
@@ -33,8 +37,10 @@ class RunningOffers:
     http: httpx.AsyncClient
 
     async def call(self, method: str, path: str, expect: int = 200, **request: Any) -> Any:
-        """One request, asserting its status; the JSON answer."""
-        response = await self.http.request(method, path, **request)
+        """One request with the key its route wants (a quote key for quotes and a customer's
+        offers, an admin key for the rest), asserting its status; the JSON answer."""
+        headers = {"X-API-Key": key_for(path), **request.pop("headers", {})}
+        response = await self.http.request(method, path, headers=headers, **request)
         assert response.status_code == expect, f"{method} {path}: {response.text}"
         return response.json()
 
@@ -53,6 +59,12 @@ class RunningOffers:
         )
 
 
+def key_for(path: str) -> str:
+    """The test key a route of the offers API accepts."""
+    quoting = path.startswith(("/v1/quotes", "/v1/customers/"))
+    return API_KEY if quoting else ADMIN_API_KEY  # the catalogue takes either
+
+
 @asynccontextmanager
 async def running_offers(
     settings: HiloSettings,
@@ -69,9 +81,7 @@ async def running_offers(
     )
     async with service.app.router.lifespan_context(service.app):
         transport = httpx.ASGITransport(app=service.app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://offers", headers={"X-API-Key": API_KEY}
-        ) as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://offers") as http:
             running = RunningOffers(service, http)
 
             async def ready() -> bool:

@@ -72,7 +72,8 @@ class ServiceSpec:
     renamed: tuple[tuple[str, str], ...] = ()
     """(the variable its settings read, the deployment's variable it is given): a setting whose
     name another service uses for something else (offers' API keys are HILO_API_KEYS to the
-    service, HILO_OFFERS_API_KEYS in `.env` and `.hilo/platform.env`)."""
+    service, HILO_OFFERS_API_KEYS in `.env` and `.hilo/platform.env`; its admin keys
+    HILO_ADMIN_API_KEYS, HILO_OFFERS_ADMIN_API_KEYS)."""
 
     def deployment_variable(self, setting: str) -> str:
         """The variable of `.env` (and `make run`'s secrets) that gives this service `setting`."""
@@ -141,7 +142,10 @@ SERVICES: tuple[ServiceSpec, ...] = (
         "offers",
         "offers.settings:OffersSettings",
         15,
-        renamed=(("HILO_API_KEYS", "HILO_OFFERS_API_KEYS"),),
+        renamed=(
+            ("HILO_API_KEYS", "HILO_OFFERS_API_KEYS"),
+            ("HILO_ADMIN_API_KEYS", "HILO_OFFERS_ADMIN_API_KEYS"),
+        ),
     ),
 )
 """Every service of the platform; docker-compose.yml runs the same list (a test checks it)."""
@@ -532,7 +536,7 @@ def seed_demo_catalogue(values: Mapping[str, str]) -> str:
     which a journey charges. Through the admin API, like a merchandiser; idempotent."""
     from offers.demo import SeedError, seed_url  # noqa: PLC0415 - a service package, needed here only
 
-    key = values["HILO_OFFERS_API_KEYS"].split(",")[0].strip()
+    key = values["HILO_OFFERS_ADMIN_API_KEYS"].split(",")[0].strip()
     try:
         return str(seed_url(values[url_variable("offers")], key))
     except SeedError as exc:
@@ -570,7 +574,8 @@ def summary(values: Mapping[str, str], seeded: str = "") -> str:
             f"  profile API docs   {values[url_variable('customer-profile')]}/docs"
             f"  (X-API-Key: {values['HILO_API_KEYS']})",
             f"  offers API docs    {values[url_variable('offers')]}/docs"
-            f"  (X-API-Key: {values['HILO_OFFERS_API_KEYS']})",
+            f"  (quotes X-API-Key: {values['HILO_OFFERS_API_KEYS']}, "
+            f"admin: {values['HILO_OFFERS_ADMIN_API_KEYS']})",
             *([f"  offers             {seeded} (`offers demo`)"] if seeded else []),
             "  outbound messages  go to local sandboxes, not to the real providers (no customer",
             "                     receives them); what was sent:",
