@@ -36,15 +36,11 @@ from hilo.contract import (
 )
 from hilo.offers.model import (
     OfferRecord,
-    PricePoint,
-    PriceSchedule,
-    Promotion,
-    PromotionKind,
     price_key,
     promotion_key,
 )
 from hilo.settings import HiloSettings
-from hilo.testkit.offers import offer_record, publish_offer_records
+from hilo.testkit.offers import offer_record, percent_off, price_schedule, publish_offer_records
 
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "agent-desk.png"
 PHONE = "+34612345678"
@@ -56,25 +52,12 @@ def spring_offers() -> list[OfferRecord]:
     """The shoes' list price, and a promotion for everyone on the web and in stores that
     started after the customer's order."""
     now = datetime.now(UTC)
-    price = PriceSchedule(
-        sku="SKU-RED-42",
-        currency=ISO4217("EUR"),
-        points=[
-            PricePoint(
-                amount=Decimal("59.90"),
-                tax_included=True,
-                valid_from=now - timedelta(days=30),
-                version=1,
-            )
-        ],
-    )
-    spring = Promotion(
-        id="spring-10",
-        name="Spring: 10% off running shoes",
-        kind=PromotionKind.PERCENT_OFF,
-        skus=["SKU-RED-42"],
-        currency=ISO4217("EUR"),
-        percent=Decimal(10),
+    price = price_schedule("SKU-RED-42", ("59.90", now - timedelta(days=30), 1))
+    spring = percent_off(
+        "spring-10",
+        "Spring: 10% off running shoes",
+        "SKU-RED-42",
+        10,
         channels=["web", "store"],
         valid_from=now - timedelta(hours=1),
         valid_until=now + timedelta(days=14),

@@ -39,17 +39,13 @@ from hilo.contract.outbound import OutboundCommand
 from hilo.mongo import create_mongo_client
 from hilo.offers.model import (
     Conditions,
-    PricePoint,
-    PriceSchedule,
-    Promotion,
-    PromotionKind,
     price_key,
     promotion_key,
 )
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
 from hilo.testkit.local_infra import free_port
-from hilo.testkit.offers import offer_record, publish_offer_records
+from hilo.testkit.offers import offer_record, percent_off, price_schedule, publish_offer_records
 from hilo.testkit.probes import eventually, read_topic
 from hilo.testkit.serving import served
 from hilo.topics import Topic, topic_name
@@ -490,25 +486,12 @@ async def test_the_customer_page_shows_the_offers_the_customer_qualifies_for(
     running: Stack, settings: HiloSettings
 ) -> None:
     now = datetime.now(UTC)
-    price = PriceSchedule(
-        sku="SKU-RED-42",
-        currency=ISO4217("EUR"),
-        points=[
-            PricePoint(
-                amount=Decimal("60.00"),
-                tax_included=True,
-                valid_from=now - timedelta(days=1),
-                version=1,
-            )
-        ],
-    )
-    gold = Promotion(
-        id="gold-10",
-        name="Gold members: 10% off shoes",
-        kind=PromotionKind.PERCENT_OFF,
-        skus=["SKU-RED-42"],
-        currency=ISO4217("EUR"),
-        percent=Decimal(10),
+    price = price_schedule("SKU-RED-42", ("60.00", now - timedelta(days=1), 1))
+    gold = percent_off(
+        "gold-10",
+        "Gold members: 10% off shoes",
+        "SKU-RED-42",
+        10,
         valid_from=now - timedelta(days=1),
         valid_until=now + timedelta(days=1),
         conditions=Conditions(loyalty_tiers=["gold"]),

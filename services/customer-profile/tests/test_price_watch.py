@@ -26,7 +26,6 @@ from hilo.offers.model import (
     Conditions,
     OfferRecord,
     OffersSnapshot,
-    PricePoint,
     PriceSchedule,
     Promotion,
     PromotionKind,
@@ -34,7 +33,7 @@ from hilo.offers.model import (
     promotion_key,
 )
 from hilo.settings import HiloSettings
-from hilo.testkit.offers import offer_record, publish_offer_records
+from hilo.testkit.offers import offer_record, price_schedule, publish_offer_records
 from hilo.testkit.probes import eventually
 
 EUR = ISO4217("EUR")
@@ -44,14 +43,7 @@ CHANGED = NOW - timedelta(hours=2)
 
 
 def schedule(*points: tuple[str, datetime, int]) -> PriceSchedule:
-    return PriceSchedule(
-        sku="SKU-RED-42",
-        currency=EUR,
-        points=[
-            PricePoint(amount=Decimal(amount), tax_included=True, valid_from=at, version=version)
-            for amount, at, version in points
-        ],
-    )
+    return price_schedule("SKU-RED-42", *points)
 
 
 def gold_promotion(version: int) -> OfferRecord:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic_extra_types.currency_code import ISO4217
 
 from hilo.kafka import KafkaPublisher, Record, create_broker
-from hilo.offers.model import OfferRecord, PriceSchedule, Promotion
+from hilo.offers.model import OfferRecord, PricePoint, PriceSchedule, Promotion, PromotionKind
 from hilo.settings import HiloSettings
 from hilo.topics import Topic
 
@@ -28,6 +32,45 @@ def offer_record(
         changed_by="test",
         price=price,
         promotion=promotion,
+    )
+
+
+def price_schedule(
+    sku: str, *points: tuple[str, datetime, int], currency: str = "EUR"
+) -> PriceSchedule:
+    """A SKU's tax-included list prices: (amount, from when, the version that set it)."""
+    return PriceSchedule(
+        sku=sku,
+        currency=ISO4217(currency),
+        points=[
+            PricePoint(amount=Decimal(amount), tax_included=True, valid_from=at, version=version)
+            for amount, at, version in points
+        ],
+    )
+
+
+def percent_off(
+    promotion_id: str,
+    name: str,
+    sku: str,
+    percent: int,
+    *,
+    valid_from: datetime,
+    valid_until: datetime,
+    currency: str = "EUR",
+    **fields: Any,
+) -> Promotion:
+    """A percent-off promotion on one SKU (`fields`: channels, conditions, priority...)."""
+    return Promotion(
+        id=promotion_id,
+        name=name,
+        kind=PromotionKind.PERCENT_OFF,
+        skus=[sku],
+        currency=ISO4217(currency),
+        percent=Decimal(percent),
+        valid_from=valid_from,
+        valid_until=valid_until,
+        **fields,
     )
 
 
