@@ -24,7 +24,7 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
 
-$(VENV)/.installed: $(UV) uv.lock pyproject.toml shared/pyproject.toml $(wildcard services/*/pyproject.toml)
+$(VENV)/.installed: $(UV) uv.lock pyproject.toml shared/pyproject.toml devkit/pyproject.toml $(wildcard services/*/pyproject.toml)
 	$(UV) sync --frozen --all-packages --python $(PYTHON)
 	@touch $@
 
@@ -62,7 +62,7 @@ fuzz: install infra-prepare ## Many random and broken requests at every channel 
 lint: install ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared/src shared/tests services/*/src services/*/tests tests
+	$(BIN)/mypy shared/src shared/tests devkit/src devkit/tests services/*/src services/*/tests tests
 
 fmt: install ## Format and fix what ruff can
 	$(BIN)/ruff format .

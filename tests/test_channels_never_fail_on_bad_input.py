@@ -50,10 +50,10 @@ from channel_whatsapp.settings import WhatsAppSettings
 from hilo.channel import Channel
 from hilo.contract import Interaction
 from hilo.settings import HiloSettings
-from hilo.testkit.channel_contract import channel_client
 from hilo.testkit.signing import meta_signed, twilio_signed
 from hilo.topics import ensure_topics
 from hilo.webhook import hmac_sha256
+from hilo_devkit.channel_contract import channel_client
 
 EXAMPLES = int(os.environ.get("HILO_FUZZ_EXAMPLES", "50"))
 ROOT = Path(__file__).resolve().parents[1]

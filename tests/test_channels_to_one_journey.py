@@ -36,8 +36,8 @@ from channel_whatsapp.app import create_app as whatsapp_app
 from channel_whatsapp.settings import WhatsAppSettings
 from customer_profile.testing import RunningProfileService, running_profile_service
 from hilo.settings import HiloSettings
-from hilo.testkit.channel_contract import channel_client
 from hilo.testkit.signing import meta_signed, twilio_signed
+from hilo_devkit.channel_contract import channel_client
 
 PHONE, WA_ID, EMAIL = "+34612345678", "34612345678", "ana.garcia@example.com"
 SECRET, PUBLIC = "s3cret", "https://hooks.example.com"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +24,10 @@ from agent_desk.auth import Agents, hash_password
 from agent_desk.settings import DeskSettings
 from customer_profile.settings import ProfileSettings
 from hilo.settings import HiloSettings
-from hilo.testkit.env_example import development_env, render
-from hilo.testkit.local_infra import kafka_version
-from hilo.testkit.local_platform import (
-    SERVICES,
-    SignIn,
-    secret_variables,
-    settings_class,
-    variable,
-)
+from hilo_devkit.catalogue import SERVICES, SignIn, settings_class, variable
+from hilo_devkit.env_example import development_env, render
+from hilo_devkit.local_infra import kafka_version
+from hilo_devkit.local_platform import secret_variables
 from traffic_simulator.settings import SimulatorSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,10 +189,28 @@ def test_the_image_installs_from_the_same_pins_as_make_test() -> None:
     assert uv_in_image
     assert uv_in_image.group(1) == uv_in_make.group(1)
     assert "COPY pyproject.toml uv.lock ./" in dockerfile
-    assert "uv sync --frozen --all-packages --no-dev" in dockerfile
+    assert "uv sync --frozen --only-group services --no-editable" in dockerfile
     assert "$(UV) sync --frozen --all-packages" in makefile
     assert re.search(r"^USER hilo$", dockerfile, re.M), "the service must not run as root"
     assert dockerfile.count("FROM ") == 2, "multi-stage: build tools stay out of the image"
+
+
+def test_the_image_carries_every_service_and_no_development_tooling() -> None:
+    """What `uv sync --only-group services` installs, read from the lock as the image build reads
+    it: every service, and none of hilo-devkit, the test runners or testcontainers."""
+    uv = ROOT / ".tools" / "bin" / "uv"
+    exported = subprocess.run(
+        [str(uv), "export", "--frozen", "--only-group", "services", "--no-hashes", "--no-editable"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    requirements = {line.split("==")[0].strip() for line in exported.splitlines()}
+    services = {f"./services/{spec.name}" for spec in SERVICES} | {"./services/traffic-simulator"}
+    assert services <= requirements
+    development = {"-e ./devkit", "./devkit", "testcontainers", "pytest", "docker", "playwright"}
+    assert not development & requirements, development & requirements
 
 
 def test_env_example_is_current_and_names_every_compose_variable() -> None:

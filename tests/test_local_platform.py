@@ -37,14 +37,13 @@ from agent_desk.settings import DeskSettings
 from hilo.offers.model import Promotion
 from hilo.providers.meta import signed_headers as meta_headers
 from hilo.providers.twilio import signed_headers as twilio_headers
-from hilo.testkit.local_platform import (
+from hilo_devkit.catalogue import SERVICES, settings_class
+from hilo_devkit.local_platform import (
     PORT_SPAN,
     SANDBOXES,
-    SERVICES,
     LocalPlatform,
     development_secrets,
     env_line,
-    settings_class,
     summary,
     url_variable,
 )

@@ -24,8 +24,8 @@ from channel_web.app import create_app as create_web_app
 from channel_web.settings import WebSettings
 from customer_profile.testing import API_KEY, RunningProfileService, running_profile_service
 from hilo.settings import HiloSettings
-from hilo.testkit.channel_contract import channel_client
 from hilo.testkit.probes import eventually
+from hilo_devkit.channel_contract import channel_client
 from offers.testing import RunningOffers, running_offers
 
 NOW = datetime.now(UTC).replace(microsecond=0)

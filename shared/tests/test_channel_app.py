@@ -8,11 +8,11 @@ from pydantic import BaseModel, Field
 
 from hilo.channel import Channel, ChannelSettings, create_channel_app, raw_body
 from hilo.settings import HiloSettings
-from hilo.testkit.channel_contract import channel_client
-from hilo.testkit.local_infra import free_port
 from hilo.testkit.probes import read_topic
 from hilo.testkit.samples import sample_interaction
+from hilo.testkit.serving import free_port
 from hilo.topics import Topic, topic_name
+from hilo_devkit.channel_contract import channel_client
 
 
 class Strict(BaseModel):

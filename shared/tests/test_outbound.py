@@ -38,11 +38,11 @@ from hilo.outbound import (
 )
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
-from hilo.testkit.channel_contract import channel_client
 from hilo.testkit.contract_check import published_interactions
 from hilo.testkit.probes import eventually, read_topic
 from hilo.testkit.samples import sample_command
 from hilo.topics import Topic, topic_name
+from hilo_devkit.channel_contract import channel_client
 
 FAST = RetryPolicy(attempts=3, first_wait_seconds=0.01, max_wait_seconds=0.05)
 

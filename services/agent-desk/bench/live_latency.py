@@ -24,8 +24,8 @@ from playwright.async_api import async_playwright
 
 from agent_desk.testing import AGENT, PASSWORD, chromium, desk_stack
 from hilo.settings import HiloSettings
-from hilo.testkit.local_infra import Infrastructure
 from hilo.topics import ensure_topics
+from hilo_devkit.local_infra import Infrastructure
 
 PHONE = "+34612345678"
 OBSERVER = """

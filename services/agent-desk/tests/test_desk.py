@@ -44,10 +44,9 @@ from hilo.offers.model import (
 )
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
-from hilo.testkit.local_infra import free_port
 from hilo.testkit.offers import offer_record, percent_off, price_schedule, publish_offer_records
 from hilo.testkit.probes import eventually, read_topic
-from hilo.testkit.serving import served
+from hilo.testkit.serving import free_port, served
 from hilo.topics import Topic, topic_name
 
 PHONE = "+34612345678"

@@ -17,14 +17,14 @@ from channel_email.app import create_app
 from channel_email.settings import EmailSettings
 from hilo.contract import conversation_id, interaction_id
 from hilo.settings import HiloSettings
-from hilo.testkit.channel_contract import (
+from hilo.testkit.contract_check import published_interactions
+from hilo.webhook import hmac_sha256
+from hilo_devkit.channel_contract import (
     ProviderRequest,
     assert_channel_contract,
     assert_refused_while_kafka_is_down,
     channel_client,
 )
-from hilo.testkit.contract_check import published_interactions
-from hilo.webhook import hmac_sha256
 
 SIGNING_KEY = "key-mailgun-signing"
 API_KEY = "mta-key-1"

@@ -38,11 +38,11 @@ from hilo.outbound import (
 )
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
-from hilo.testkit.channel_contract import channel_client
 from hilo.testkit.contract_check import published_interactions
 from hilo.testkit.probes import eventually
 from hilo.testkit.standins.mailgun import DOMAIN, AcceptedEmail, MailgunStandIn
 from hilo.webhook import hmac_sha256
+from hilo_devkit.channel_contract import channel_client
 
 SIGNING_KEY = "key-mailgun-signing"
 API_KEY = "mta-key-1"

@@ -31,14 +31,13 @@ from hilo.outbound import (
 )
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
-from hilo.testkit.channel_contract import channel_client
 from hilo.testkit.contract_check import published_interactions
-from hilo.testkit.local_infra import free_port
 from hilo.testkit.probes import eventually
 from hilo.testkit.samples import sample_command
-from hilo.testkit.serving import served
+from hilo.testkit.serving import free_port, served
 from hilo.testkit.signing import twilio_signed
 from hilo.testkit.standins.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioStandIn
+from hilo_devkit.channel_contract import channel_client
 
 FROM = "+14155552671"
 PHONE = "+34600111222"

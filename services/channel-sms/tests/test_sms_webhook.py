@@ -14,14 +14,14 @@ from channel_sms.app import create_app
 from channel_sms.settings import SmsSettings
 from hilo.contract import interaction_id
 from hilo.settings import HiloSettings
-from hilo.testkit.channel_contract import (
+from hilo.testkit.contract_check import published_interactions
+from hilo.testkit.signing import twilio_signed
+from hilo_devkit.channel_contract import (
     ProviderRequest,
     assert_channel_contract,
     assert_refused_while_kafka_is_down,
     channel_client,
 )
-from hilo.testkit.contract_check import published_interactions
-from hilo.testkit.signing import twilio_signed
 
 TOKEN = "12345"
 PUBLIC = "https://hooks.example.com"

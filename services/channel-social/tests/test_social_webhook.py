@@ -15,14 +15,14 @@ from channel_social.app import create_app
 from channel_social.settings import SocialSettings
 from hilo.contract import interaction_id
 from hilo.settings import HiloSettings
-from hilo.testkit.channel_contract import (
+from hilo.testkit.contract_check import published_interactions
+from hilo.testkit.signing import meta_signed
+from hilo_devkit.channel_contract import (
     ProviderRequest,
     assert_channel_contract,
     assert_refused_while_kafka_is_down,
     channel_client,
 )
-from hilo.testkit.contract_check import published_interactions
-from hilo.testkit.signing import meta_signed
 
 SECRET = "social-app-secret"
 PAGE_ID = "106540352242922"

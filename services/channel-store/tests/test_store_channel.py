@@ -15,13 +15,13 @@ from channel_store.app import create_app
 from channel_store.settings import StoreSettings
 from hilo.contract import interaction_id
 from hilo.settings import HiloSettings
-from hilo.testkit.channel_contract import (
+from hilo.testkit.contract_check import published_interactions
+from hilo_devkit.channel_contract import (
     ProviderRequest,
     assert_channel_contract,
     assert_refused_while_kafka_is_down,
     channel_client,
 )
-from hilo.testkit.contract_check import published_interactions
 
 KEY = "pos-key-1"
 HEADERS = {"X-API-Key": KEY, "Content-Type": "application/json"}

@@ -14,14 +14,14 @@ from channel_voice.app import create_app
 from channel_voice.settings import VoiceSettings
 from hilo.contract import conversation_id, interaction_id
 from hilo.settings import HiloSettings
-from hilo.testkit.channel_contract import (
+from hilo.testkit.contract_check import published_interactions
+from hilo.testkit.signing import twilio_signed
+from hilo_devkit.channel_contract import (
     ProviderRequest,
     assert_channel_contract,
     assert_refused_while_kafka_is_down,
     channel_client,
 )
-from hilo.testkit.contract_check import published_interactions
-from hilo.testkit.signing import twilio_signed
 
 TOKEN = "voice-auth-token"
 PUBLIC = "https://hooks.example.com"

@@ -17,13 +17,13 @@ from channel_web.app import create_app
 from channel_web.settings import WebSettings
 from hilo.contract import interaction_id
 from hilo.settings import HiloSettings
-from hilo.testkit.channel_contract import (
+from hilo.testkit.contract_check import published_interactions
+from hilo_devkit.channel_contract import (
     ProviderRequest,
     assert_channel_contract,
     assert_refused_while_kafka_is_down,
     channel_client,
 )
-from hilo.testkit.contract_check import published_interactions
 
 WRITE_KEY = "wk_test_2f7c"
 SERVER_KEY = "wk_server_9d1e"

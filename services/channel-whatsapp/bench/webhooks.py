@@ -47,9 +47,10 @@ import uvloop
 from hilo.channel import ChannelSettings
 from hilo.providers.meta import signed_headers
 from hilo.settings import HiloSettings
-from hilo.testkit.local_infra import Infrastructure, free_port
 from hilo.testkit.probes import read_topic
+from hilo.testkit.serving import free_port
 from hilo.topics import Topic, ensure_topics, topic_name
+from hilo_devkit.local_infra import Infrastructure
 
 SECRET = "bench-secret"  # noqa: S105 - the benchmark signs with its own throwaway secret
 PATH = "/webhooks/whatsapp"

@@ -10,8 +10,8 @@ from channel_whatsapp.app import create_app
 from channel_whatsapp.settings import WhatsAppSettings
 from hilo.contract import interaction_id
 from hilo.settings import HiloSettings
-from hilo.testkit.channel_contract import ProviderRequest, assert_refused_while_kafka_is_down
 from hilo.testkit.signing import meta_signed
+from hilo_devkit.channel_contract import ProviderRequest, assert_refused_while_kafka_is_down
 
 SAMPLES = Path(__file__).parent / "samples"
 

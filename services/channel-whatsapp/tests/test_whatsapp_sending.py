@@ -28,10 +28,9 @@ from hilo.outbound import SENDS_COLLECTION, OutboundSender, RetryPolicy, command
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
 from hilo.testkit.contract_check import published_interactions
-from hilo.testkit.local_infra import free_port
 from hilo.testkit.probes import eventually
 from hilo.testkit.samples import sample_command
-from hilo.testkit.serving import served
+from hilo.testkit.serving import free_port, served
 from hilo.testkit.standins.whatsapp import WhatsAppStandIn
 
 SECRET = "app-secret-for-tests"

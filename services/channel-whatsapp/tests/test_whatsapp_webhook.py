@@ -14,9 +14,9 @@ from channel_whatsapp.app import create_app
 from channel_whatsapp.settings import WhatsAppSettings
 from hilo.contract import interaction_id
 from hilo.settings import HiloSettings
-from hilo.testkit.channel_contract import ProviderRequest, assert_channel_contract
 from hilo.testkit.contract_check import published_interactions
 from hilo.testkit.signing import meta_signed
+from hilo_devkit.channel_contract import ProviderRequest, assert_channel_contract
 
 SAMPLES = Path(__file__).parent / "samples"
 SECRET = "app-secret-for-tests"

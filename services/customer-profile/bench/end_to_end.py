@@ -31,8 +31,9 @@ from webhooks import SECRET, LoadGenerator, http_request
 
 from hilo.contract import interaction_id
 from hilo.settings import HiloSettings
-from hilo.testkit.local_infra import Endpoints, Infrastructure, free_port
+from hilo.testkit.serving import free_port
 from hilo.topics import Topic, ensure_topics, topic_name
+from hilo_devkit.local_infra import Endpoints, Infrastructure
 
 
 async def start_service(

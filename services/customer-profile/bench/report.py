@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import baseline
 import throughput
 
-from hilo.testkit.local_infra import Endpoints, Infrastructure
+from hilo_devkit.local_infra import Endpoints, Infrastructure
 
 CLOCK_TICKS = 100
 

@@ -28,9 +28,9 @@ from customer_profile.settings import ProfileSettings
 from customer_profile.testing import interaction
 from hilo.contract import Interaction
 from hilo.kafka import KafkaPublisher, create_broker
-from hilo.testkit.local_infra import Endpoints, Infrastructure
 from hilo.testkit.probes import eventually
 from hilo.topics import ensure_topics
+from hilo_devkit.local_infra import Endpoints, Infrastructure
 
 CHANNEL_KINDS = [
     ("web", "page_view"),

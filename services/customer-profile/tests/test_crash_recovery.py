@@ -30,8 +30,8 @@ from hilo.contract import Interaction
 from hilo.kafka import KafkaPublisher, create_broker, read_to_end
 from hilo.mongo import create_mongo_client
 from hilo.settings import HiloSettings
-from hilo.testkit.local_infra import free_port
 from hilo.testkit.probes import eventually
+from hilo.testkit.serving import free_port
 from hilo.topics import Topic, topic_name
 
 RUNS = int(os.environ.get("HILO_KILL_RUNS", "1"))

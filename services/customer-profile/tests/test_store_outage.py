@@ -14,9 +14,9 @@ from customer_profile.testing import (
     running_profile_service,
 )
 from hilo.settings import HiloSettings
-from hilo.testkit.local_infra import LocalSecantusDB
 from hilo.testkit.probes import eventually
 from hilo.topics import Topic, topic_name
+from hilo_devkit.local_infra import LocalSecantusDB
 
 
 async def committed(settings: HiloSettings, group: str) -> int:

@@ -26,8 +26,7 @@ from channel_whatsapp.settings import WhatsAppSettings
 from customer_profile.testing import API_KEY, RunningProfileService, running_profile_service
 from hilo.providers.meta import signed_headers
 from hilo.settings import HiloSettings
-from hilo.testkit.local_infra import free_port
-from hilo.testkit.serving import served
+from hilo.testkit.serving import free_port, served
 from hilo.testkit.standins.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioStandIn
 
 AGENT = "ana.agent"

@@ -1,4 +1,6 @@
-"""Hilo's test kit: real infrastructure, probes to read it back, the channel contract test.
+"""Hilo's test kit: samples of the contract, probes to read it back, provider stand-ins and
+servers for tests. In-process helpers only; the infrastructure, `make run` and the pytest plugin
+are in the `hilo-devkit` workspace package.
 
-Installed with `hilo-shared[testkit]`; the pytest plugin registers itself.
+Installed with `hilo-shared[testkit]`.
 """

@@ -8,6 +8,7 @@ address; the app's lifespan runs as in production (its consumers start, its prod
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -16,8 +17,6 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 import uvicorn
-
-from hilo.testkit.local_infra import free_port
 
 Lifespan = Literal["auto", "on", "off"]
 GRACEFUL_SHUTDOWN = 3
@@ -35,6 +34,13 @@ def _config(app: Any, host: str, port: int, lifespan: Lifespan) -> uvicorn.Confi
         lifespan=lifespan,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
     )
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the OS picks it), for a server a test starts."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class InLoopServer(uvicorn.Server):

@@ -38,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from hilo.testkit.local_infra import free_port
+from hilo.testkit.serving import free_port
 from hilo.testkit.standins.base import StandIn
 from hilo.webhook import secrets_match
 

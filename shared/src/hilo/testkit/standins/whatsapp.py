@@ -53,7 +53,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hilo.providers.meta import signed_headers
-from hilo.testkit.local_infra import free_port
+from hilo.testkit.serving import free_port
 from hilo.testkit.standins.base import StandIn
 from hilo.testkit.standins.graph import GraphError
 from hilo.webhook import secrets_match

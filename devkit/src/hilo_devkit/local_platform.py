@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import os
 import re
 import secrets
@@ -40,118 +39,34 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from pydantic import AliasChoices
-from pydantic.fields import FieldInfo
-
 from hilo.settings import HiloSettings
-from hilo.testkit.local_infra import (
-    Infrastructure,
-    InfrastructureError,
-    die_with_parent,
-    docker_available,
-    stop_process_group,
-)
 from hilo.testkit.standins import mailgun, twilio, whatsapp
 from hilo.topics import ensure_topics
+from hilo_devkit import containers
+from hilo_devkit.catalogue import (
+    SERVICES,
+    ServiceSpec,
+    SignIn,
+    development_sign_in,
+    is_secret,
+    settings_class,
+    variable,
+)
+from hilo_devkit.env_example import development_env
+from hilo_devkit.local_infra import (
+    Infrastructure,
+    InfrastructureError,
+    deploy_dir,
+    die_with_parent,
+    infra_choice,
+    kafka_version,
+    stop_process_group,
+)
 
 ENV_FILE = Path(".hilo") / "platform.env"
 BASE_PORT = 8080
 
 
-@dataclass(frozen=True)
-class ServiceSpec:
-    """One deployable service: its Python module, port offset and what it must be given."""
-
-    name: str
-    module: str
-    settings: str
-    """`module:Class` of its settings: what `.env.example` and the compose checks read."""
-    port_offset: int
-    public_url: bool = False
-    """Twilio signs the public URL: the service must know the address it is called on."""
-    renamed: tuple[tuple[str, str], ...] = ()
-    """(the variable its settings read, the deployment's variable it is given): a setting whose
-    name another service uses for something else (offers' API keys are HILO_API_KEYS to the
-    service, HILO_OFFERS_API_KEYS in `.env` and `.hilo/platform.env`; its admin keys
-    HILO_ADMIN_API_KEYS, HILO_OFFERS_ADMIN_API_KEYS)."""
-
-    def deployment_variable(self, setting: str) -> str:
-        """The variable of `.env` (and `make run`'s secrets) that gives this service `setting`."""
-        return dict(self.renamed).get(setting, setting)
-
-
-SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec(
-        "customer-profile",
-        "customer_profile",
-        "customer_profile.settings:ProfileSettings",
-        0,
-    ),
-    ServiceSpec(
-        "channel-web",
-        "channel_web",
-        "channel_web.settings:WebSettings",
-        1,
-    ),
-    ServiceSpec(
-        "channel-whatsapp",
-        "channel_whatsapp",
-        "channel_whatsapp.settings:WhatsAppSettings",
-        2,
-    ),
-    ServiceSpec(
-        "channel-sms",
-        "channel_sms",
-        "channel_sms.settings:SmsSettings",
-        3,
-        public_url=True,
-    ),
-    ServiceSpec(
-        "channel-email",
-        "channel_email",
-        "channel_email.settings:EmailSettings",
-        4,
-    ),
-    ServiceSpec(
-        "channel-store",
-        "channel_store",
-        "channel_store.settings:StoreSettings",
-        5,
-    ),
-    ServiceSpec(
-        "channel-voice",
-        "channel_voice",
-        "channel_voice.settings:VoiceSettings",
-        6,
-        public_url=True,
-    ),
-    ServiceSpec(
-        "channel-social",
-        "channel_social",
-        "channel_social.settings:SocialSettings",
-        7,
-    ),
-    ServiceSpec(
-        "agent-desk",
-        "agent_desk",
-        "agent_desk.settings:DeskSettings",
-        10,
-    ),
-    ServiceSpec(
-        "offers",
-        "offers",
-        "offers.settings:OffersSettings",
-        15,
-        renamed=(
-            ("HILO_API_KEYS", "HILO_OFFERS_API_KEYS"),
-            ("HILO_ADMIN_API_KEYS", "HILO_OFFERS_ADMIN_API_KEYS"),
-        ),
-    ),
-)
-"""Every service of the platform; docker-compose.yml runs the same list (a test checks it)."""
-
-DEV_AGENT = "dev"
-"""The agent `make run` lets sign in to the desk when HILO_DESK_AGENTS is not set."""
 EMAIL_FROM = f"Hilo support <support@{mailgun.DOMAIN}>"
 
 Wiring = tuple[list[str], dict[str, str]]
@@ -273,24 +188,6 @@ PORT_SPAN = 1 + max(item.port_offset for items in (SERVICES, SANDBOXES) for item
 """`make run` uses the ports from the base port to the base port + PORT_SPAN - 1."""
 
 
-def settings_class(spec: ServiceSpec) -> type[HiloSettings]:
-    module, name = spec.settings.split(":")
-    cls: type[HiloSettings] = getattr(importlib.import_module(module), name)
-    return cls
-
-
-def variable(name: str, field: FieldInfo) -> str:
-    """The environment variable a settings field reads (its first alias, else `HILO_<NAME>`)."""
-    alias = field.validation_alias
-    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
-        return alias.choices[0]
-    return "HILO_" + name.upper()
-
-
-def is_secret(field: FieldInfo) -> bool:
-    return "SecretStr" in repr(field.annotation)
-
-
 def secret_variables(spec: ServiceSpec) -> list[str]:
     """The secrets a service reads, as its settings class declares them (`SecretStr` fields)."""
     fields = settings_class(spec).model_fields
@@ -313,22 +210,6 @@ def development_secret_variables() -> set[str]:
 def url_variable(service: str) -> str:
     """`HILO_URL_CHANNEL_WEB` and the like: where the simulator finds each service."""
     return "HILO_URL_" + service.upper().replace("-", "_")
-
-
-@dataclass(frozen=True)
-class SignIn:
-    """The desk's development agent: shown in the summary, written to `.hilo/platform.env`."""
-
-    agent: str
-    password: str
-
-
-def development_sign_in() -> tuple[str, SignIn]:
-    """HILO_DESK_AGENTS with one agent, `dev`, whose random password is good for this run."""
-    from agent_desk.auth import hash_password  # noqa: PLC0415 - a service package, needed here only
-
-    sign_in = SignIn(DEV_AGENT, secrets.token_urlsafe(12))
-    return f"{sign_in.agent}:{hash_password(sign_in.password)}", sign_in
 
 
 def development_secrets(environ: Mapping[str, str]) -> tuple[dict[str, str], SignIn | None]:
@@ -624,8 +505,6 @@ def run_local(base_port: int) -> int:
 
 def run_compose() -> int:
     """With Docker: what ops run (Ctrl-C stops the containers; `docker compose down` removes)."""
-    from hilo.testkit.env_example import development_env  # noqa: PLC0415 - it imports this module
-
     docker = shutil.which("docker")
     if docker is None:
         return run_local(BASE_PORT)
@@ -647,9 +526,37 @@ def main() -> None:
     parser.add_argument("--local", action="store_true", help="local processes even with Docker")
     parser.add_argument("--base-port", type=int, default=BASE_PORT, help="profile API port")
     args = parser.parse_args()
-    if args.local or not docker_available():
-        sys.exit(run_local(args.base_port))
-    sys.exit(run_compose())
+    try:
+        use_compose = not args.local and compose_usable()
+    except InfrastructureError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        sys.exit(2)
+    sys.exit(run_compose() if use_compose else run_local(args.base_port))
+
+
+def compose_images() -> list[str]:
+    """The images `docker compose up --build` needs from a registry: Kafka, MongoDB and the
+    Python base of deploy/Dockerfile."""
+    dockerfile = (deploy_dir().parent / "Dockerfile").read_text()
+    python = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", dockerfile, re.M)
+    base = [python.group(1)] if python else []
+    return [containers.kafka_image(kafka_version()), containers.mongo_image(), *base]
+
+
+def compose_usable() -> bool:
+    """Docker compose when HILO_INFRA allows it and the engine has (or can pull) every image;
+    local processes otherwise, saying why when Docker answered."""
+    choice = infra_choice()
+    if choice in {"local", "env"}:
+        return False
+    unusable = containers.docker_unusable(compose_images())
+    if unusable is None:
+        return True
+    if choice == "docker":
+        raise InfrastructureError(f"HILO_INFRA=docker, but {unusable}")
+    if not unusable.startswith("no Docker engine"):
+        print(f"make run: local processes, because {unusable}", flush=True)  # noqa: T201
+    return False
 
 
 if __name__ == "__main__":

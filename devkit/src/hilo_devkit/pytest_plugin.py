@@ -16,8 +16,8 @@ from pymongo import AsyncMongoClient
 
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.settings import HiloSettings
-from hilo.testkit.local_infra import Endpoints, Infrastructure
 from hilo.topics import ensure_topics
+from hilo_devkit.local_infra import Endpoints, Infrastructure
 
 _timings: dict[str, str] = {}
 
@@ -29,6 +29,8 @@ def infrastructure() -> Iterator[Endpoints]:
     infra = Infrastructure()
     with infra as endpoints:
         _timings["provider"] = endpoints.provider
+        if infra.fallback:
+            _timings["not Docker, because"] = infra.fallback
         _timings["ready"] = f"{time.monotonic() - started:.1f}s"
         if infra.kafka is not None:
             _timings["kafka"] = f"{infra.kafka.ready_seconds:.1f}s"

@@ -17,7 +17,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from hilo.settings import HiloSettings
-from hilo.testkit.local_platform import (
+from hilo_devkit.catalogue import (
     SERVICES,
     SignIn,
     development_sign_in,

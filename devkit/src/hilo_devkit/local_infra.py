@@ -1,10 +1,16 @@
-"""Real Kafka and a real MongoDB-wire database for tests and local runs, without Docker.
+"""Real Kafka and a real MongoDB-wire database for tests and local runs, with or without Docker.
 
-Servers are found in this order:
+`HILO_INFRA` chooses (`auto` when unset):
 
-1. `KAFKA_BOOTSTRAP_SERVERS` / `MONGODB_URL` set: those servers are used as they are.
-2. A Docker engine answers: testcontainers start the images docker-compose uses.
-3. Otherwise local processes: Apache Kafka from its Maven Central jars (resolved with Maven from
+- `env`: the servers named by `KAFKA_BOOTSTRAP_SERVERS` and `MONGODB_URL` (both must be set).
+- `docker`: testcontainers start the images docker-compose uses (`HILO_KAFKA_IMAGE` and
+  `HILO_MONGO_IMAGE` name others, such as deploy/offline's); an error if the engine cannot.
+- `local`: local processes (below), even where Docker answers.
+- `auto`: the servers named in the environment where both are; else testcontainers where a Docker
+  engine answers *and* has or can pull every image; else local processes, saying why in one line
+  (a Docker engine with no registry in reach must not crash the run).
+
+Local processes: Apache Kafka from its Maven Central jars (resolved with Maven from
    `deploy/local/kafka/pom.xml`) as a single-node KRaft broker, and SecantusDB (a MongoDB-wire
    server on WiredTiger with real secondary indexes, installed from PyPI into its own virtual
    environment from `deploy/local/secantusdb/requirements.txt`; GPL-2.0, so it only ever runs as
@@ -25,6 +31,7 @@ import ctypes
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -44,6 +51,11 @@ from typing import IO, Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import MongoClient
+
+from hilo.testkit.serving import free_port
+from hilo_devkit import containers
+
+log = logging.getLogger("hilo.infra")
 
 READY_TIMEOUT_SECONDS = 120.0
 _PR_SET_PDEATHSIG = 1
@@ -92,12 +104,6 @@ def kafka_version() -> str:
     if not match:
         raise InfrastructureError("deploy/local/kafka/pom.xml does not set kafka.version")
     return match.group(1)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_open(port: int) -> bool:
@@ -498,27 +504,31 @@ class LocalSecantusDB(_LocalServer):
         return True
 
 
-def docker_available() -> bool:
-    """A Docker engine answers (not merely a docker CLI on PATH)."""
-    if os.environ.get("HILO_INFRA", "auto") == "local":
-        return False
-    try:
-        import docker  # noqa: PLC0415 - testcontainers' dependency, only needed here
+INFRA_CHOICES = ("auto", "env", "docker", "local")
 
-        client = docker.from_env(timeout=3)
-        client.ping()
-        client.close()
-    except Exception:
-        return False
-    return True
+
+def infra_choice() -> str:
+    """`HILO_INFRA`, checked: a typo must not silently pick something else."""
+    choice = os.environ.get("HILO_INFRA", "").strip().lower() or "auto"
+    if choice not in INFRA_CHOICES:
+        raise InfrastructureError(
+            f"HILO_INFRA={choice!r}: expected one of {', '.join(INFRA_CHOICES)}"
+        )
+    return choice
 
 
 class Infrastructure:
     """Context manager that provides (and afterwards stops) Kafka and a MongoDB-wire server."""
 
-    def __init__(self, *, tied_to_parent: bool = True, workdir: Path | None = None) -> None:
+    def __init__(
+        self, *, tied_to_parent: bool = True, workdir: Path | None = None, choice: str = ""
+    ) -> None:
         self.tied_to_parent = tied_to_parent
         self.workdir = workdir
+        self.choice = choice
+        """One of INFRA_CHOICES; empty: HILO_INFRA's."""
+        self.fallback = ""
+        """Why `auto` did not use Docker, when it answered but could not (for the report)."""
         self.kafka: LocalKafka | None = None
         self.database: LocalSecantusDB | None = None
         self._containers: list[Any] = []
@@ -542,12 +552,24 @@ class Infrastructure:
         self.stop()
 
     def start(self) -> Endpoints:
+        choice = self.choice or infra_choice()
         kafka_env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         mongo_env = os.environ.get("MONGODB_URL")
-        if kafka_env and mongo_env:
+        if choice == "env" or (choice == "auto" and kafka_env and mongo_env):
+            if not (kafka_env and mongo_env):
+                raise InfrastructureError(
+                    "HILO_INFRA=env needs both KAFKA_BOOTSTRAP_SERVERS and MONGODB_URL"
+                )
             return Endpoints(kafka_env, mongo_env, "environment")
-        if docker_available():
+        if choice == "local":
+            return self._start_local(kafka_env, mongo_env)
+        unusable = containers.docker_unusable(containers.required_images(kafka_version()))
+        if unusable is None:
             return self._start_containers(kafka_env, mongo_env)
+        if choice == "docker":
+            raise InfrastructureError(f"HILO_INFRA=docker, but {unusable}")
+        log.warning("infrastructure: local processes, because %s", unusable)
+        self.fallback = unusable
         return self._start_local(kafka_env, mongo_env)
 
     def _workdir(self) -> Path:
@@ -579,15 +601,13 @@ class Infrastructure:
         )
 
     def _start_containers(self, kafka_env: str | None, mongo_env: str | None) -> Endpoints:
-        from hilo.testkit.containers import start_kafka_container, start_mongo_container  # noqa: PLC0415
-
         kafka = kafka_env
         mongo = mongo_env
         if not kafka:
-            container, kafka = start_kafka_container(kafka_version())
+            container, kafka = containers.start_kafka_container(kafka_version())
             self._containers.append(container)
         if not mongo:
-            container, mongo = start_mongo_container()
+            container, mongo = containers.start_mongo_container()
             self._containers.append(container)
         return Endpoints(kafka, mongo, "testcontainers")
 
@@ -621,7 +641,10 @@ def _up(state_file: Path) -> int:
         print(state_file.read_text())  # noqa: T201
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="hilo-dev-"))
-    infra = Infrastructure(tied_to_parent=False, workdir=workdir)
+    # Containers would be reaped when this command exits: `up` runs local processes, unless the
+    # environment names the servers.
+    choice = "env" if infra_choice() == "env" else "local"
+    infra = Infrastructure(tied_to_parent=False, workdir=workdir, choice=choice)
     started = time.monotonic()
     endpoints = infra.__enter__()
     state = {

@@ -30,9 +30,9 @@ from fastapi import FastAPI
 
 from hilo.settings import HiloSettings
 from hilo.testkit.contract_check import opened_interactions
-from hilo.testkit.local_infra import LocalKafka
 from hilo.testkit.probes import read_topic
 from hilo.topics import Topic, ensure_topics, topic_name
+from hilo_devkit.local_infra import LocalKafka
 
 Settings = TypeVar("Settings", bound=HiloSettings)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hilo.testkit.local_infra import (
+from hilo_devkit.local_infra import (
     Infrastructure,
     InfrastructureError,
     LocalKafka,
