@@ -11,6 +11,7 @@ the sandboxes and their delivery statuses reach the journey, and Ctrl-C leaves n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -152,6 +153,7 @@ def test_make_run_serves_the_simulated_journeys_and_stops_cleanly(tmp_path: Path
             check=False,
         )
         values = read_env_file(tmp_path / ".hilo" / "platform.env")
+        crash_and_restart(runner, values, "customer-profile")
         agent, password = the_desk_sign_in(printed, values)
         check_the_desk_and_its_replies(values, agent, password)
         runner.send_signal(signal.SIGINT)
@@ -165,6 +167,8 @@ def test_make_run_serves_the_simulated_journeys_and_stops_cleanly(tmp_path: Path
     assert simulated.returncode == 0, report + simulated.stderr
     assert "customers found         6" in report
     assert "journeys complete       6/6" in report
+    assert "events lost             0" in report
+    assert "events duplicated       0" in report
     assert "refused requests        0" in report
     for channel in ("web", "whatsapp", "sms", "voice", "email", "store", "messenger"):
         assert f"{channel} " in report.split("journey entries")[1].splitlines()[0]
@@ -189,6 +193,40 @@ T = TypeVar("T")
 CUSTOMER_PHONE = "+34699000111"
 """A customer of this test only (the simulator's people have other numbers)."""
 BUSINESS_PHONE = "+14155552671"
+
+
+def service_pid(root: int, module: str) -> int:
+    """The process of `python -m <module>` among the runner's descendants."""
+    for pid in descendants(root):
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"-m" in argv and argv[argv.index(b"-m") + 1] == module.encode():
+                return pid
+    raise AssertionError(f"no process runs {module}")
+
+
+def crash_and_restart(
+    runner: subprocess.Popen[str], values: Mapping[str, str], service: str
+) -> None:
+    """kill -9 of one service: make run says so, starts it again, and the others serve on."""
+    module = service.replace("-", "_")
+    crashed = service_pid(runner.pid, module)
+    os.kill(crashed, signal.SIGKILL)
+    wait_for_line(runner, f"{service} | exited with code -9; restarting in 1 s", timeout=30)
+    wait_for_line(runner, f"{service} | restarting (restart 1)", timeout=30)
+    url = values[url_variable(service)]
+    eventually(lambda: ready(url), f"{service} ready again", timeout=60)
+    assert service_pid(runner.pid, module) != crashed
+    assert runner.poll() is None, "make run stopped when one service crashed"
+    for other in ("channel-web", "agent-desk", "offers"):
+        assert ready(values[url_variable(other)]), f"{other} went down with {service}"
+
+
+def ready(url: str) -> bool | None:
+    try:
+        return httpx.get(f"{url}/health/ready", timeout=2).status_code == 200 or None
+    except httpx.HTTPError:
+        return None
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -3,9 +3,10 @@
 With a Docker engine, `docker compose up` runs what ops run. Without one, this starts the same
 platform as processes: the local Kafka and SecantusDB of the test infrastructure, the topics and
 indexes, the customer-profile service, every channel service, the agent desk and the offers
-service (seeded with its demo catalogue, `offers.demo`), each with its logs prefixed. Ctrl-C
-(or SIGTERM) stops everything it started, the servers last; children are also tied to this
-process, so nothing outlives it even if it is killed.
+service (seeded with its demo catalogue, `offers.demo`), each with its logs prefixed. A service
+that crashes is started again after a backoff (1 s, doubling up to 30 s), said in its log, while
+the others go on serving. Only Ctrl-C (or SIGTERM) stops everything it started, the servers last;
+children are also tied to this process, so nothing outlives it even if it is killed.
 
 The channels send outbound messages through local sandboxes of Twilio, the WhatsApp Cloud API,
 Mailgun and Meta's Send API (`hilo.testkit.standins`), never through the real providers: an
@@ -65,6 +66,9 @@ from hilo_devkit.local_infra import (
 
 ENV_FILE = Path(".hilo") / "platform.env"
 BASE_PORT = 8080
+MAX_BACKOFF_SECONDS = 30.0
+STABLE_SECONDS = 60.0
+"""A service that ran this long before crashing starts again from the shortest backoff."""
 
 
 EMAIL_FROM = f"Hilo support <support@{mailgun.DOMAIN}>"
@@ -245,8 +249,14 @@ class RunningService:
     ready_path: str = "/health/ready"
     """Answers 200 once it serves (a sandbox has no health route: its message list)."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    restarts: int = field(default=0, init=False)
+    """Restarts since it last ran for STABLE_SECONDS: the next backoff grows with it."""
+    restart_at: float | None = field(default=None, init=False)
+    """When a crashed service is due to be started again (time.monotonic)."""
+    started_at: float = field(default=0.0, init=False)
 
     def start(self, out: IO[str]) -> None:
+        self.started_at = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "-m", self.module, *self.args],
             stdout=subprocess.PIPE,
@@ -279,6 +289,30 @@ class RunningService:
 
     def exited(self) -> bool:
         return self.process is not None and self.process.poll() is not None
+
+    def supervise(self, out: IO[str], now: float) -> None:
+        """Restart it if it crashed, after a backoff that doubles per crash (1 s up to
+        MAX_BACKOFF_SECONDS) and resets once it has run STABLE_SECONDS; each step is shown in
+        its prefixed log. The others keep serving meanwhile."""
+        if self.process is None or not self.exited():
+            return
+        prefix = f"{self.name:>17} | "
+        if self.restart_at is None:
+            if now - self.started_at >= STABLE_SECONDS:
+                self.restarts = 0
+            delay = min(MAX_BACKOFF_SECONDS, 2.0**self.restarts)
+            self.restart_at = now + delay
+            out.write(
+                f"{prefix}exited with code {self.process.returncode}; "
+                f"restarting in {delay:.0f} s (make run keeps the others running)\n"
+            )
+            out.flush()
+        elif now >= self.restart_at:
+            self.restarts += 1
+            self.restart_at = None
+            out.write(f"{prefix}restarting (restart {self.restarts})\n")
+            out.flush()
+            self.start(out)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -489,10 +523,10 @@ def run_local(base_port: int) -> int:
         try:
             values = platform.start()
             print(summary(values, platform.seeded), flush=True)  # noqa: T201
-            while not stopping.wait(1.0):
-                if crashed := [s.name for s in platform.services if s.exited()]:
-                    print(f"stopping: {', '.join(crashed)} exited", file=sys.stderr)  # noqa: T201
-                    return 1
+            while not stopping.wait(0.5):
+                now = time.monotonic()
+                for service in platform.services:
+                    service.supervise(sys.stdout, now)
         except InfrastructureError as exc:
             print(f"error: {exc}", file=sys.stderr)  # noqa: T201
             return 2
