@@ -37,8 +37,11 @@ async def simulate(settings: SimulatorSettings) -> int:
         f"  customers found         {len(result.customers)}",
         f"  merges                  {result.merges}",
         f"  journeys complete       {result.complete}/{len(crowd)}",
+        f"  events lost             {result.missing}",
+        f"  events duplicated       {result.duplicated}",
         f"  journey entries         {sum(result.entries_per_channel.values())} ({per_channel})",
         f"  refused requests        {len(report.failures)}",
+        f"  requests sent again     {report.retries}",
     ]
     lines.extend(f"    {failure}" for failure in report.failures[:10])
     if result.sample:
@@ -53,6 +56,7 @@ async def simulate(settings: SimulatorSettings) -> int:
         and not report.offers_unavailable
         and verdict.healthy
         and result.complete == len(crowd)
+        and result.duplicated == 0
     )
     return 0 if healthy and len(result.customers) == len(crowd) else 1
 

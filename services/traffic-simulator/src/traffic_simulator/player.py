@@ -9,6 +9,14 @@ from dataclasses import dataclass, field
 from typing import IO
 
 import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from traffic_simulator.journeys import Step, journey, journey_start
 from traffic_simulator.offers import OfferPlan, OffersClient, OffersUnavailable
@@ -22,6 +30,8 @@ class PlayReport:
     events: Counter[str] = field(default_factory=Counter)
     expected_entries: dict[int, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    retries: int = 0
+    """Tries beyond the first: a channel that was down, restarting or busy."""
     plans: dict[int, OfferPlan] = field(default_factory=dict)
     """The offers journeys' prices, by person number (only of those on one)."""
     offers_unavailable: list[str] = field(default_factory=list)
@@ -69,14 +79,36 @@ async def play(
     return report
 
 
+RETRIED_STATUSES = frozenset({502, 503, 504})
+"""Kafka busy (503), or a proxy in front of a channel that is restarting."""
+
+
+def _try_later(response: httpx.Response) -> bool:
+    return response.status_code in RETRIED_STATUSES
+
+
+def _last_outcome(state: RetryCallState) -> httpx.Response:
+    """Out of attempts: the last answer is reported; no answer at all raises."""
+    if state.outcome is None:
+        raise RuntimeError("no attempt was made")
+    return state.outcome.result()  # type: ignore[no-any-return]
+
+
 async def _send(client: httpx.AsyncClient, step: Step, report: PlayReport) -> None:
-    """Send like a provider: retry a 503 (Kafka busy) a few times, report anything else."""
-    for attempt in range(5):
-        response = await client.post(step.url, content=step.body, headers=step.headers)
-        if response.status_code != 503:
-            break
-        await asyncio.sleep(1 + attempt)
+    """Send like a provider: a request the channel refused for now (503) or never answered (it
+    was down, restarting) is sent again with backoff for about a minute; anything else is
+    reported. A channel may so see one request twice: the journey must hold it once."""
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(httpx.TransportError) | retry_if_result(_try_later),
+        wait=wait_exponential(multiplier=0.5, max=10),
+        stop=stop_after_attempt(10),
+        retry_error_callback=_last_outcome,
+    )
+    response: httpx.Response = await retrying(
+        client.post, step.url, content=step.body, headers=step.headers
+    )
     report.requests += 1
+    report.retries += retrying.statistics.get("attempt_number", 1) - 1
     if response.is_success:
         report.events[step.channel] += step.events
     else:

@@ -21,6 +21,11 @@ class Readback:
     merges: int = 0
     entries_per_channel: Counter[str] = field(default_factory=Counter)
     complete: int = 0
+    """Journeys holding at least every event sent."""
+    missing: int = 0
+    """Events sent (and accepted) that no journey holds."""
+    duplicated: int = 0
+    """Entries beyond those sent: an event stored twice (a retried request, a redelivery)."""
     sample: list[dict[str, Any]] = field(default_factory=list)
     sample_name: str = ""
     customer_of: dict[int, str] = field(default_factory=dict)
@@ -38,7 +43,15 @@ async def read_back(
     async with httpx.AsyncClient(base_url=settings.profile_url, headers=headers, timeout=30) as api:
         deadline = time.monotonic() + settings.readback_timeout_seconds
         while True:
-            result = await _snapshot(api, crowd, expected)
+            try:
+                result = await _snapshot(api, crowd, expected)
+            except httpx.TransportError:
+                # An instance of the profile service went down mid-read (a replica restarting
+                # behind the name): read again, until the deadline.
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(1.0)
+                continue
             if result.complete == len(crowd) or time.monotonic() > deadline:
                 result.mismatches = await price_mismatches(api)
                 return result
@@ -55,6 +68,7 @@ async def _snapshot(
             "/v1/customers/lookup", json={"kind": "email", "value": person.email}
         )
         if found.status_code != 200:
+            result.missing += expected.get(person.number, 0)
             continue
         customer = found.json()["customer_id"]
         result.customers.add(customer)
@@ -64,7 +78,10 @@ async def _snapshot(
         journey = (await api.get(f"/v1/customers/{customer}/journey", params={"limit": 200})).json()
         entries = journey.get("entries", [])
         result.entries_per_channel.update(entry["channel"] for entry in entries)
-        if len(entries) >= expected.get(person.number, 0):
+        sent = expected.get(person.number, 0)
+        result.missing += max(0, sent - len(entries))
+        result.duplicated += max(0, len(entries) - sent)
+        if len(entries) >= sent:
             result.complete += 1
         if person is showcase:
             result.sample = entries
