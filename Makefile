@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install test test-fast faults fuzz lint fmt schema infra-prepare browser-prepare infra-up infra-down run simulate run-profile bench bench-desk env-example clean
+.PHONY: help install test test-fast faults fuzz lint fmt schema infra-prepare browser-prepare infra-up infra-down run simulate run-profile bench bench-desk env-example compose-images compose-test clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -97,6 +97,13 @@ bench: install infra-prepare browser-prepare ## Measure throughput (results in d
 
 bench-desk: install infra-prepare browser-prepare ## How long a WhatsApp message takes to appear on an agent's open page
 	$(BIN)/python services/agent-desk/bench/live_latency.py --messages 60 --interval 0.5
+
+compose-images: ## Build every image compose runs from packages alone (deploy/offline; needs a Docker engine)
+	deploy/offline/engine.sh
+	deploy/offline/build.sh
+
+compose-test: install infra-prepare compose-images ## docker compose for real: up, simulate, scale, crash, observe, down (~6 min)
+	$(BIN)/pytest -m compose -s -p no:cacheprovider tests/test_compose.py
 
 clean: ## Remove the virtual environment and local state (not the download cache)
 	rm -rf $(VENV) $(TOOLS) .hilo .pytest_cache .mypy_cache .ruff_cache .hypothesis

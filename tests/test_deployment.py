@@ -336,3 +336,24 @@ def test_offers_has_keys_of_its_own_and_the_demo_seeds_it_before_the_simulator_p
     assert "\nHILO_OFFERS_API_KEYS=\n" in committed
     assert "\nHILO_OFFERS_ADMIN_API_KEYS=\n" in committed
     assert "reads it as HILO_API_KEYS" in committed
+
+
+def test_the_offline_override_replaces_every_image_it_can_build(compose: dict[str, Any]) -> None:
+    """deploy/compose.offline.yml: every registry image swapped for one deploy/offline/build.sh
+    tags, every Hilo build on the offline Python base, and what cannot be built left out."""
+    offline = load(ROOT / "deploy" / "compose.offline.yml")["services"]
+    build_script = (ROOT / "deploy" / "offline" / "build.sh").read_text()
+    for name, service in compose["services"].items():
+        override = offline.get(name, {})
+        if "build" in service:
+            assert override["build"]["args"]["PYTHON_IMAGE"] == "hilo-offline/python:3.11-bookworm"
+            assert override["build"]["dockerfile"] == service["build"]["dockerfile"]
+        elif override.get("profiles") == ["registry-only"]:
+            assert name in {"grafana", "kafka-exporter"}, f"{name} is left out offline"
+        else:
+            repository = override["image"].split(":")[0]
+            assert repository.startswith("hilo-offline/"), name
+            assert repository.removeprefix("hilo-offline/") in build_script, name
+    assert offline["kafka"]["image"] == f"hilo-offline/kafka:{kafka_version()}"
+    secantus = (ROOT / "deploy" / "local" / "secantusdb" / "requirements.txt").read_text()
+    assert f"SecantusDB=={offline['mongo']['image'].split(':')[1]}" in secantus

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from hilo.testkit.serving import ThreadedServer
 from hilo_devkit import containers
 from hilo_devkit.local_infra import Endpoints, Infrastructure, InfrastructureError, infra_choice
-from hilo_devkit.local_platform import compose_images, compose_usable
+from hilo_devkit.local_platform import compose_files, compose_images, offline_images
 
 NO_SUCH_HOST = (
     'Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io '
@@ -166,6 +166,19 @@ def test_make_run_uses_compose_only_when_the_engine_has_its_images(
 ) -> None:
     monkeypatch.delenv("HILO_INFRA", raising=False)
 
-    assert not compose_usable()
+    assert compose_files() is None
     assert "make run: local processes, because Docker answers, but" in capsys.readouterr().out
     assert "python:3.11-slim-bookworm" in compose_images()
+
+
+def test_make_run_uses_the_offline_images_where_they_are_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("HILO_INFRA", raising=False)
+    images = offline_images()
+    with ThreadedServer(docker_engine(set(images))) as server:
+        monkeypatch.setenv("DOCKER_HOST", server.url.replace("http://", "tcp://"))
+
+        assert compose_files() == ["docker-compose.yml", "deploy/compose.offline.yml"]
+    assert "hilo-offline/kafka:4.1.1" in images
+    assert "hilo-offline/python:3.11-bookworm" in images

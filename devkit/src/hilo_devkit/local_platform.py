@@ -537,7 +537,7 @@ def run_local(base_port: int) -> int:
     return 0
 
 
-def run_compose() -> int:
+def run_compose(files: list[str]) -> int:
     """With Docker: what ops run (Ctrl-C stops the containers; `docker compose down` removes)."""
     docker = shutil.which("docker")
     if docker is None:
@@ -552,7 +552,8 @@ def run_compose() -> int:
             f"agent desk: http://localhost:8090/login, agent {sign_in.agent}, "
             f"password {sign_in.password} (noted at the end of .env)"
         )
-    return subprocess.call([docker, "compose", "up", "--build"])
+    chosen = [arg for file in files for arg in ("-f", file)]
+    return subprocess.call([docker, "compose", *chosen, "up", "--build"])
 
 
 def main() -> None:
@@ -561,11 +562,11 @@ def main() -> None:
     parser.add_argument("--base-port", type=int, default=BASE_PORT, help="profile API port")
     args = parser.parse_args()
     try:
-        use_compose = not args.local and compose_usable()
+        files = None if args.local else compose_files()
     except InfrastructureError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         sys.exit(2)
-    sys.exit(run_compose() if use_compose else run_local(args.base_port))
+    sys.exit(run_compose(files) if files else run_local(args.base_port))
 
 
 def compose_images() -> list[str]:
@@ -577,20 +578,34 @@ def compose_images() -> list[str]:
     return [containers.kafka_image(kafka_version()), containers.mongo_image(), *base]
 
 
-def compose_usable() -> bool:
-    """Docker compose when HILO_INFRA allows it and the engine has (or can pull) every image;
-    local processes otherwise, saying why when Docker answered."""
+OFFLINE_OVERRIDE = "deploy/compose.offline.yml"
+
+
+def offline_images() -> list[str]:
+    """The images deploy/offline/build.sh tags, as the offline override names them."""
+    override = (deploy_dir().parent / "compose.offline.yml").read_text()
+    return sorted(set(re.findall(r"(hilo-offline/[\w.-]+:[\w.-]+)", override)))
+
+
+def compose_files() -> list[str] | None:
+    """The compose files `make run` uses when HILO_INFRA allows Docker: the official images where
+    the engine has or can pull them, else the offline ones where deploy/offline/build.sh built
+    them; None (local processes) otherwise, saying why when Docker answered."""
     choice = infra_choice()
     if choice in {"local", "env"}:
-        return False
+        return None
     unusable = containers.docker_unusable(compose_images())
     if unusable is None:
-        return True
+        return ["docker-compose.yml"]
+    engine = not unusable.startswith("no Docker engine")
+    if engine and containers.docker_unusable(offline_images()) is None:
+        print("make run: the offline images (deploy/offline/build.sh)", flush=True)  # noqa: T201
+        return ["docker-compose.yml", OFFLINE_OVERRIDE]
     if choice == "docker":
         raise InfrastructureError(f"HILO_INFRA=docker, but {unusable}")
-    if not unusable.startswith("no Docker engine"):
+    if engine:
         print(f"make run: local processes, because {unusable}", flush=True)  # noqa: T201
-    return False
+    return None
 
 
 if __name__ == "__main__":
