@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from pymongo import MongoClient
+from pymongo.errors import OperationFailure
 
 from hilo_devkit import containers
 from hilo_devkit.catalogue import SERVICES
@@ -183,6 +185,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def test_compose_up_plays_scales_survives_crashes_and_leaves_nothing(stack: Stack) -> None:
     stack.timed("build + up --wait (every service healthy)", "up", "-d", "--build", "--wait")
     check_init_ran_first_and_every_service_is_healthy(stack)
+    check_mongodb_requires_authentication(stack)
     check_the_demo_journeys(stack)
     stack.timed(f"scale customer-profile to {SCALE}", "up", "-d", "--wait",
                 "--scale", f"customer-profile={SCALE}")  # fmt: skip
@@ -206,6 +209,31 @@ def check_init_ran_first_and_every_service_is_healthy(stack: Stack) -> None:
         f"init: topics and indexes, exit 0, before all {len(LONG_RUNNING)} services; "
         "kafka, mongo and every service healthy"
     )
+
+
+def check_mongodb_requires_authentication(stack: Stack) -> None:
+    """No one reads MongoDB without a password; Hilo's user reads and writes Hilo's databases
+    and nothing else (no other database, no user administration)."""
+    env = dict(
+        line.split("=", 1) for line in stack.env_file.read_text().splitlines() if "=" in line
+    )
+    address = f"127.0.0.1:{stack.host_port('mongo', 27017)}"
+    options = "directConnection=true&serverSelectionTimeoutMS=5000"
+    anonymous: MongoClient[dict[str, Any]]
+    hilo: MongoClient[dict[str, Any]]
+    with (
+        MongoClient(f"mongodb://{address}/?{options}") as anonymous,
+        pytest.raises(OperationFailure, match="requires authentication"),
+    ):
+        anonymous.hilo.list_collection_names()
+    user = f"hilo:{env['HILO_MONGO_PASSWORD']}"
+    with MongoClient(f"mongodb://{user}@{address}/?{options}&authSource=admin") as hilo:
+        assert "journey" in hilo.hilo.list_collection_names(), "init made the collections"
+        with pytest.raises(OperationFailure):
+            hilo.admin.command("usersInfo")
+        with pytest.raises(OperationFailure):
+            hilo.elsewhere.command("create", "probe")
+    stack.note("mongo: authentication required; Hilo's user limited to its two databases")
 
 
 def check_the_demo_journeys(stack: Stack) -> None:

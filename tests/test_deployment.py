@@ -357,3 +357,29 @@ def test_the_offline_override_replaces_every_image_it_can_build(compose: dict[st
     assert offline["kafka"]["image"] == f"hilo-offline/kafka:{kafka_version()}"
     secantus = (ROOT / "deploy" / "local" / "secantusdb" / "requirements.txt").read_text()
     assert f"SecantusDB=={offline['mongo']['image'].split(':')[1]}" in secantus
+
+
+def test_the_cluster_override_points_every_service_at_the_whole_cluster(
+    compose: dict[str, Any],
+) -> None:
+    cluster = load(ROOT / "deploy" / "compose.cluster.yml")["services"]
+    for name, service in compose["services"].items():
+        if "MONGODB_URL" in service.get("environment", {}):
+            url = cluster[name]["environment"]["MONGODB_URL"]
+            assert "mongo-2:27017,mongo-3:27017/?replicaSet=rs0&authSource=admin" in url, name
+            assert "kafka-2:9092" in cluster[name]["environment"]["KAFKA_BOOTSTRAP_SERVERS"]
+
+
+def test_mongodb_requires_authentication_and_hilo_has_a_user_of_its_own(
+    compose: dict[str, Any],
+) -> None:
+    mongo = compose["services"]["mongo"]
+    assert mongo["environment"]["MONGO_INITDB_ROOT_PASSWORD"].startswith("${MONGO_ROOT_PASSWORD:?")
+    assert any("create-hilo-user.js:/docker-entrypoint-initdb.d/" in v for v in mongo["volumes"])
+    url = compose["services"]["customer-profile"]["environment"]["MONGODB_URL"]
+    assert url.startswith("mongodb://${HILO_MONGO_USERNAME:-hilo}:${HILO_MONGO_PASSWORD:?")
+    assert url.endswith("@mongo:27017/?authSource=admin")
+    script = (ROOT / "deploy" / "mongo" / "create-hilo-user.js").read_text()
+    assert '{ role: "readWrite", db: env.HILO_MONGODB_DATABASE }' in script
+    assert '{ role: "readWrite", db: env.HILO_MONGODB_KEYS_DATABASE }' in script
+    assert "root" not in script.split("roles:")[1]

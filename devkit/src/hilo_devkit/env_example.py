@@ -63,12 +63,21 @@ COMPOSE = """
 # single-quote the value of HILO_DESK_AGENTS ('ana:$argon2id$v=19$...,bo:$argon2id$...'). An
 # empty HILO_PROFILE_API_KEY (the desk's and the offers service's key to the profile API) means
 # HILO_API_KEYS: set it to one key while that holds several.
+# MongoDB's users, created on its first start: the root user (for ops) and Hilo's own, which the
+# services connect as (read-write on HILO_MONGODB_DATABASE and HILO_MONGODB_KEYS_DATABASE only).
+# Passwords go into a URL: letters, digits, '-' and '_' only (or percent-encode them).
+# MONGO_ROOT_USERNAME=root
+MONGO_ROOT_PASSWORD=
+# HILO_MONGO_USERNAME=hilo
+HILO_MONGO_PASSWORD=
 # Grafana's admin password (profile observability).
 GRAFANA_ADMIN_PASSWORD=
 # How many customers the demo plays (profile demo; `offers-demo` seeds the demo catalogue first).
 # HILO_SIM_CUSTOMERS=20
 # KRaft cluster id of deploy/compose.cluster.yml (22 characters, base64url).
 # KAFKA_CLUSTER_ID=5L6g3nShT-eMCtK--X86sw
+# The secret the MongoDB replica set of deploy/compose.cluster.yml authenticates its members with.
+MONGO_REPLICA_KEY=
 """
 
 SKIPPED = {"service_name"}
