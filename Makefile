@@ -70,6 +70,7 @@ fmt: install ## Format and fix what ruff can
 
 schema: install ## Regenerate the committed JSON Schema of the contract
 	$(BIN)/python -m hilo.contract.schema docs/schemas
+	$(BIN)/python -m customer_profile.records docs/schemas
 
 infra-up: install infra-prepare ## Start local Kafka and SecantusDB in the background; print their URLs
 	$(BIN)/hilo-infra up

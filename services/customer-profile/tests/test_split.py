@@ -19,6 +19,7 @@ from customer_profile.testing import (
     FaultPoint,
     InjectedFault,
     RunningProfileService,
+    assert_published_records_match_their_schemas,
     clear_faults,
     inject_fault,
     interaction,
@@ -163,6 +164,13 @@ async def test_profiles_a_person_split_are_merged_again_only_when_a_person_confi
     assert confirmed.status_code == 200, confirmed.text
     await svc.wait_for_entries(5)
     assert await svc.customer_of("phone", BO) == ana
+    # What analytics read of it all matches the published schemas: a merge, a split, a request
+    # and its confirmation, snapshots and aliases, the journey.
+    counts = await assert_published_records_match_their_schemas(svc.service.settings)
+    assert counts["identity.merges"] >= 3
+    assert counts["identity.merge_requests"] >= 2
+    assert counts["profiles"] >= 3
+    assert counts["journey"] >= 5
 
 
 SPLIT_FAULTS = [

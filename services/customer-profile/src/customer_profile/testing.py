@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -205,3 +206,34 @@ def raw_records(
         )
         for n, event in enumerate(interactions)
     ]
+
+
+async def assert_published_records_match_their_schemas(settings: HiloSettings) -> dict[str, int]:
+    """Every record on `identity.merges`, `identity.merge_requests`, `profiles` (tombstones
+    aside) and `journey` validates against the JSON Schema published for it under
+    docs/schemas (what an analytics reader in any language builds on); returns the counts."""
+    from jsonschema import Draft202012Validator, FormatChecker  # noqa: PLC0415 - tests only
+
+    from customer_profile.records import schemas  # noqa: PLC0415
+    from hilo.kafka import read_to_end  # noqa: PLC0415
+    from hilo.topics import Topic, topic_name  # noqa: PLC0415
+
+    files = schemas()
+    topics = {
+        Topic.IDENTITY_MERGES: "identity.merges.v1.schema.json",
+        Topic.MERGE_REQUESTS: "identity.merge_requests.v1.schema.json",
+        Topic.PROFILES: "profiles.v1.schema.json",
+        Topic.JOURNEY: "journey.sealed.v1.schema.json",
+    }
+    counts = {}
+    for topic, file in topics.items():
+        validator = Draft202012Validator(files[file], format_checker=FormatChecker())
+        records = await read_to_end(settings.kafka_bootstrap_servers, topic_name(topic, settings))
+        documents = [json.loads(r.value) for r in records if r.value is not None]
+        for document in documents:
+            errors = [
+                f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)
+            ]
+            assert not errors, f"{topic.value} record does not match {file}: {errors}"
+        counts[topic.value] = len(documents)
+    return counts
