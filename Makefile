@@ -62,15 +62,16 @@ fuzz: install infra-prepare ## Many random and broken requests at every channel 
 lint: install ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared/src shared/tests devkit/src devkit/tests services/*/src services/*/tests tests
+	$(BIN)/mypy shared/src shared/tests devkit/src devkit/tests services/*/src services/*/tests tests docs/analytics
 
 fmt: install ## Format and fix what ruff can
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-schema: install ## Regenerate the committed JSON Schema of the contract
+schema: install ## Regenerate the committed JSON Schemas and the AsyncAPI document of every topic
 	$(BIN)/python -m hilo.contract.schema docs/schemas
 	$(BIN)/python -m customer_profile.records docs/schemas
+	$(BIN)/python -m hilo_devkit.asyncapi docs/asyncapi.json shared/src/hilo/contract/asyncapi.json
 
 infra-up: install infra-prepare ## Start local Kafka and SecantusDB in the background; print their URLs
 	$(BIN)/hilo-infra up

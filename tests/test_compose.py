@@ -209,6 +209,10 @@ def check_init_ran_first_and_every_service_is_healthy(stack: Stack) -> None:
         f"init: topics and indexes, exit 0, before all {len(LONG_RUNNING)} services; "
         "kafka, mongo and every service healthy"
     )
+    web = stack.host_port("channel-web", 8081)
+    contract = httpx.get(f"http://127.0.0.1:{web}/asyncapi.json", timeout=10).json()
+    assert contract["asyncapi"] == "3.0.0"
+    assert "journey" in contract["channels"], "the image serves the packaged AsyncAPI document"
 
 
 def check_mongodb_requires_authentication(stack: Stack) -> None:

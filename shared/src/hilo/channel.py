@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import from_json
 from pymongo.errors import PyMongoError
 
+from hilo.asyncapi import asyncapi_router
 from hilo.contract import MAX_FUTURE_SKEW, Direction, Interaction, MessageExchanged
 from hilo.contract.identifiers import DEFAULT_PHONE_REGION
 from hilo.health import health_router, kafka_check, mongo_check
@@ -314,6 +315,7 @@ def create_channel_app(
     for router in routes(channel):  # first: the webhooks are matched before anything else
         app.include_router(router)  # type: ignore[arg-type]
     app.include_router(health_router({"kafka": kafka_check(broker), "keys": mongo_check(mongo)}))
+    app.include_router(asyncapi_router())
 
     @app.exception_handler(Rejected)
     async def rejected(_request: Request, exc: Rejected) -> JSONResponse:

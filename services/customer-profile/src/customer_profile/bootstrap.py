@@ -23,6 +23,7 @@ from customer_profile.service.prices import PriceCheck
 from customer_profile.service.privacy import Privacy
 from customer_profile.service.splits import Splits
 from customer_profile.settings import ProfileSettings
+from hilo.asyncapi import asyncapi_router
 from hilo.health import health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, create_broker
 from hilo.mongo import MongoDocument, create_mongo_client
@@ -113,7 +114,7 @@ def bootstrap(settings: ProfileSettings) -> Service:
             "consumer": consumer_health.check,
         }
     )
-    app = create_api(state, [health])
+    app = create_api(state, [health, asyncapi_router()])
     service = Service(
         settings, broker, mongo, store, pipeline, app, privacy, splits, publisher, sealer, offers
     )

@@ -104,10 +104,24 @@ ProfileRecord = ProfileSnapshot | ProfileAlias
 """A record of `profiles`; a null value (tombstone) is an erased or removed customer."""
 
 
+class ErasureRecord(_Record):
+    """An erasure, kept for good on the compacted `erasures` topic (key: the erased customer id):
+    no personal data, enough for every instance and a rebuild to keep the person erased."""
+
+    customer_id: str
+    aliases: list[str] = Field(description="Customer ids merged into the erased one.")
+    subjects: list[str] = Field(
+        description="The subjects (HMAC-SHA256 pseudonyms) of the person's identifiers: their "
+        "keys are deleted, so their sealed records cannot be opened any more."
+    )
+    erased_at: datetime
+
+
 RECORDS: dict[str, Any] = {
     "identity.merges": IdentityMergeRecord,
     "identity.merge_requests": MergeRequestRecord,
     "profiles": ProfileRecord,
+    "erasures": ErasureRecord,
 }
 """Each topic's record type, by its registry name."""
 

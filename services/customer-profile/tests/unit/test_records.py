@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from customer_profile.adapters.erasures import Erasure
 from customer_profile.domain.identity import Conflict
 from customer_profile.domain.profile import ProfileView
 from customer_profile.records import (
+    ErasureRecord,
     MergeDecided,
     MergePublished,
     MergeRequested,
@@ -31,6 +33,7 @@ from customer_profile.service.pipeline import (
     profile_snapshot,
 )
 from customer_profile.service.ports import StoredProfile
+from customer_profile.service.privacy import erasure_record
 from customer_profile.service.resolver import Merge
 
 SCHEMAS = Path(__file__).resolve().parents[4] / "docs" / "schemas"
@@ -57,6 +60,12 @@ def test_each_record_written_fits_its_model() -> None:
     assert isinstance(parse_record("identity.merge_requests", decided), MergeDecided)
     assert isinstance(parse_record("profiles", profile_snapshot(profile)), ProfileSnapshot)
     assert isinstance(parse_record("profiles", alias_record("c-2", "c-1")), ProfileAlias)
+
+
+def test_an_erasure_record_fits_its_model() -> None:
+    erasure = Erasure("c-1", ["c-2"], AT, done=False, subjects=["s-1"])
+
+    assert isinstance(parse_record("erasures", erasure_record(erasure)), ErasureRecord)
 
 
 def test_a_field_the_model_does_not_know_is_refused() -> None:

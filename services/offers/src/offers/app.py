@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 
+from hilo.asyncapi import asyncapi_router
 from hilo.auth import require_api_key
 from hilo.health import Check, health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, create_broker
@@ -81,7 +82,7 @@ def create_service(
     readers = [*settings.api_keys, *settings.admin_api_keys]
     reader_guard = [require_api_key(readers)] if readers else []
     state = ApiState(store, outbox, follower, profiles)
-    app = create_api(state, admin_guard, quote_guard, reader_guard, [health])
+    app = create_api(state, admin_guard, quote_guard, reader_guard, [health, asyncapi_router()])
     service = OffersService(settings, broker, mongo, store, outbox, follower, profiles, app)
     app.router.lifespan_context = _lifespan(service)
     return service

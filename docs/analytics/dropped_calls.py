@@ -1,0 +1,132 @@
+"""What share of dropped calls continued on another channel? A worked example for analysts.
+
+    python docs/analytics/dropped_calls.py --bootstrap-servers localhost:29092 \
+        [--topic-prefix ""] [--hours 24] [--parquet journey.parquet]
+
+1. Reads the `journey` topic from the beginning (aiokafka). Only the fields in the clear are
+   used (customer id, entry id, time, channel, kind, a call's status, a message's direction),
+   so no key store is needed; the sealed personal fields are left sealed.
+2. Keeps the latest record of each entry id: a merge or a split publishes a customer's entries
+   again under the id they now belong to, so the last one is right.
+3. Writes them to Parquet with DuckDB, then asks DuckDB: of the calls whose status is `dropped`,
+   how many were followed, within `--hours`, by something the same customer did on another
+   channel (anything but an outbound message or call: those are the company's, not the
+   customer's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from dataclasses import astuple, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+COLUMNS = "id VARCHAR, customer_id VARCHAR, occurred_at TIMESTAMPTZ, channel VARCHAR, kind VARCHAR, status VARCHAR, direction VARCHAR"  # noqa: E501
+CONTINUED = """
+WITH journey AS (SELECT * FROM read_parquet($parquet)),
+drops AS (SELECT id, customer_id, occurred_at FROM journey WHERE kind = 'call' AND status = 'dropped'),
+continued AS (
+    SELECT DISTINCT drops.id
+    FROM drops JOIN journey AS later ON later.customer_id = drops.customer_id
+    WHERE later.channel <> 'voice'
+      AND coalesce(later.direction, 'inbound') = 'inbound'
+      AND later.occurred_at > drops.occurred_at
+      AND later.occurred_at <= drops.occurred_at + to_hours($hours)
+)
+SELECT (SELECT count(*) FROM drops), (SELECT count(*) FROM continued)
+"""  # noqa: E501
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    customer_id: str
+    occurred_at: datetime
+    channel: str
+    kind: str
+    status: str | None
+    direction: str | None
+
+
+def entry(value: dict[str, Any]) -> Entry:
+    payload = value.get("payload") or {}
+    return Entry(
+        value["id"],
+        value["customer_id"],
+        datetime.fromisoformat(value["occurred_at"]),
+        value["channel"],
+        value["type"],
+        payload.get("status"),
+        payload.get("direction"),
+    )
+
+
+async def read_journey(bootstrap_servers: str, topic: str, within: float = 60.0) -> list[Entry]:
+    """Every entry on the topic up to its end as of now, the latest record per entry id."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    latest: dict[str, Entry] = {}
+    deadline = time.monotonic() + within
+    try:
+        ends: dict[TopicPartition, int] = {}
+        while time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    if record.value is not None:
+                        found = entry(json.loads(record.value))
+                        latest[found.id] = found
+            if not ends and consumer.assignment():
+                ends = await consumer.end_offsets(list(consumer.assignment()))
+            if ends and all([await consumer.position(p) >= ends[p] for p in ends]):
+                return list(latest.values())
+    finally:
+        await consumer.stop()
+    raise SystemExit(f"could not read {topic!r} to its end within {within:.0f} s")
+
+
+def to_parquet(entries: list[Entry], path: Path) -> None:
+    with duckdb.connect() as db:
+        db.execute(f"CREATE TABLE journey ({COLUMNS})")
+        db.executemany(
+            "INSERT INTO journey VALUES (?, ?, ?, ?, ?, ?, ?)", [astuple(e) for e in entries]
+        )
+        db.execute(f"COPY journey TO '{path}' (FORMAT parquet)")
+
+
+def dropped_calls_continued(parquet: Path, hours: int) -> tuple[int, int]:
+    """(dropped calls, of which continued on another channel within `hours`)."""
+    with duckdb.connect() as db:
+        row = db.execute(CONTINUED, {"parquet": str(parquet), "hours": hours}).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap-servers", required=True)
+    parser.add_argument("--topic-prefix", default="", help="the deployment's HILO_TOPIC_PREFIX")
+    parser.add_argument("--hours", type=int, default=24)
+    parser.add_argument("--parquet", type=Path, default=Path("journey.parquet"))
+    args = parser.parse_args()
+    entries = asyncio.run(read_journey(args.bootstrap_servers, f"{args.topic_prefix}journey"))
+    to_parquet(entries, args.parquet)
+    dropped, continued = dropped_calls_continued(args.parquet, args.hours)
+    share = f"{continued / dropped:.0%}" if dropped else "n/a"
+    print(f"{len(entries)} journey entries -> {args.parquet}")  # noqa: T201
+    within = f"continued on another channel within {args.hours} h"
+    print(f"dropped calls: {dropped}; {within}: {continued} ({share})")  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The analysts' worked example (docs/analytics/dropped_calls.py) against a journey the real
+profile service published: hand-built calls and messages whose answer is known beforehand."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from customer_profile.testing import RunningProfileService, running_profile_service
+from hilo.contract import (
+    CallHappened,
+    CallStatus,
+    Direction,
+    Identifiers,
+    Interaction,
+    MessageExchanged,
+    PageViewed,
+    new_interaction,
+)
+from hilo.settings import HiloSettings
+from hilo.topics import Topic, topic_name
+
+ROOT = Path(__file__).resolve().parents[1]
+START = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+
+
+def example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "dropped_calls", ROOT / "docs" / "analytics" / "dropped_calls.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # a dataclass finds its module there
+    spec.loader.exec_module(module)
+    return module
+
+
+def event(n: int, minutes: int, channel: str, phone: str, payload: object) -> Interaction:
+    return new_interaction(
+        channel=channel,
+        instance="test",
+        provider_event_id=f"analytics-{n}",
+        identifiers=Identifiers(phone=phone),
+        payload=payload,
+        occurred_at=START + timedelta(minutes=minutes),
+    )
+
+
+def call(status: CallStatus, n: int) -> CallHappened:
+    return CallHappened(direction=Direction.INBOUND, status=status, provider_call_id=f"CA{n}")
+
+
+def message(direction: Direction, n: int) -> MessageExchanged:
+    return MessageExchanged(direction=direction, text="about my order", provider_message_id=f"m{n}")
+
+
+ANA, BO, CARLA = "+34600000001", "+34600000002", "+34600000003"
+JOURNEYS = [
+    # Ana's call drops; 30 minutes later she writes on WhatsApp: continued.
+    event(1, 0, "voice", ANA, call(CallStatus.DROPPED, 1)),
+    event(2, 30, "whatsapp", ANA, message(Direction.INBOUND, 2)),
+    # Bo's call drops; the company texts him (not his doing), he browses 30 h later: not continued.
+    event(3, 0, "voice", BO, call(CallStatus.DROPPED, 3)),
+    event(4, 10, "sms", BO, message(Direction.OUTBOUND, 4)),
+    event(5, 30 * 60, "web", BO, PageViewed(url="https://shop.example.com/", path="/")),
+    # Carla's call completes, then she writes: no drop to count.
+    event(6, 0, "voice", CARLA, call(CallStatus.COMPLETED, 6)),
+    event(7, 5, "whatsapp", CARLA, message(Direction.INBOUND, 7)),
+]
+
+
+@pytest.fixture
+async def profile(
+    settings: HiloSettings, topics: list[str]
+) -> AsyncIterator[RunningProfileService]:
+    async with running_profile_service(settings) as running:
+        yield running
+
+
+async def test_the_share_of_dropped_calls_continued_elsewhere(
+    profile: RunningProfileService, settings: HiloSettings, tmp_path: Path
+) -> None:
+    await profile.publish(JOURNEYS)
+    await profile.wait_for_entries(len(JOURNEYS))
+    dropped_calls = example()
+
+    entries = await dropped_calls.read_journey(
+        settings.kafka_bootstrap_servers, topic_name(Topic.JOURNEY, settings)
+    )
+    parquet = tmp_path / "journey.parquet"
+    dropped_calls.to_parquet(entries, parquet)
+
+    assert len(entries) == len(JOURNEYS)
+    assert parquet.stat().st_size > 0
+    assert dropped_calls.dropped_calls_continued(parquet, 24) == (2, 1)
+    assert dropped_calls.dropped_calls_continued(parquet, 48) == (2, 2), "Bo's visit, 30 h on"
