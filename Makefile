@@ -71,7 +71,7 @@ fmt: install ## Format and fix what ruff can
 schema: install ## Regenerate the committed JSON Schemas and the AsyncAPI document of every topic
 	$(BIN)/python -m hilo.contract.schema docs/schemas
 	$(BIN)/python -m customer_profile.records docs/schemas
-	$(BIN)/python -m hilo_devkit.asyncapi docs/asyncapi.json shared/src/hilo/contract/asyncapi.json
+	$(BIN)/python -m hilo_devkit.asyncapi docs/asyncapi.json shared/src/hilo/contract/asyncapi.json --schemas docs/schemas
 
 infra-up: install infra-prepare ## Start local Kafka and SecantusDB in the background; print their URLs
 	$(BIN)/hilo-infra up

@@ -20,6 +20,7 @@ from pydantic import AliasChoices
 
 import customer_profile.entrypoints.consumer  # noqa: F401 - registers the profile metrics
 import hilo.channel  # noqa: F401 - registers the channel metrics
+import journey_analytics.app  # noqa: F401 - registers the journey measures
 from agent_desk.auth import Agents, hash_password
 from agent_desk.settings import DeskSettings
 from customer_profile.settings import ProfileSettings
@@ -233,17 +234,23 @@ def test_prometheus_scrapes_every_service_and_the_dashboard_reads_real_metrics()
     for spec in SERVICES:
         [target] = jobs[spec.name]["dns_sd_configs"]
         assert target == {"names": [spec.name], "type": "A", "port": 8080 + spec.port_offset}
-    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/hilo-overview.json").read_text())
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
     exported = {
         metric.name + suffix
         for metric in REGISTRY.collect()
         for suffix in suffixes.get(metric.type, [""])
     }
-    for panel in dashboard["panels"]:
-        for metric in re.findall(r"\b(hilo_[a-z_]+)", panel["targets"][0]["expr"]):
-            assert metric in exported, f"{panel['title']}: {metric} is not exported"
-    assert any("kafka_consumergroup_lag" in p["targets"][0]["expr"] for p in dashboard["panels"])
+    dashboards = {
+        path.stem: json.loads(path.read_text())
+        for path in (ROOT / "deploy/grafana/dashboards").glob("*.json")
+    }
+    assert set(dashboards) == {"hilo-overview", "omnichannel-health"}
+    for dashboard in dashboards.values():
+        for panel in dashboard["panels"]:
+            for metric in re.findall(r"\b(hilo_[a-z_]+)", panel["targets"][0]["expr"]):
+                assert metric in exported, f"{panel['title']}: {metric} is not exported"
+    overview = dashboards["hilo-overview"]["panels"]
+    assert any("kafka_consumergroup_lag" in p["targets"][0]["expr"] for p in overview)
 
 
 def test_every_http_service_listens_where_compose_and_make_run_expect_it(

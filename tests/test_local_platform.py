@@ -169,6 +169,10 @@ def test_make_run_serves_the_simulated_journeys_and_stops_cleanly(tmp_path: Path
     assert "journeys complete       6/6" in report
     assert "events lost             0" in report
     assert "events duplicated       0" in report
+    omnichannel = report.split("Omnichannel (journey-analytics, the last 30 days)")[1]
+    assert re.search(r"continuity\s+\d+% of [1-9]\d* channel switches", omnichannel), omnichannel
+    assert re.search(r"cross-channel conversion \d+% of [1-9]\d* web carts", omnichannel)
+    assert re.search(r"CSAT by channel\s+\w+ \d\.\d", omnichannel), omnichannel
     assert "refused requests        0" in report
     for channel in ("web", "whatsapp", "sms", "voice", "email", "store", "messenger"):
         assert f"{channel} " in report.split("journey entries")[1].splitlines()[0]

@@ -10,7 +10,7 @@ from jsonschema import Draft202012Validator
 
 from hilo import asyncapi
 from hilo.topics import REGISTRY
-from hilo_devkit.asyncapi import generate, render
+from hilo_devkit.asyncapi import MEASURES_SCHEMA_FILE, generate, render, render_measures_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 COPIES = (
@@ -29,6 +29,11 @@ def resolve(document: dict[str, Any], ref: str) -> Any:
 def test_the_committed_and_packaged_documents_are_what_the_code_generates() -> None:
     for copy in COPIES:
         assert copy.read_text(encoding="utf-8") == render(), f"run `make schema`: {copy} is stale"
+
+
+def test_the_committed_measures_schema_is_the_models() -> None:
+    committed = (ROOT / "docs" / "schemas" / MEASURES_SCHEMA_FILE).read_text(encoding="utf-8")
+    assert committed == render_measures_schema(), "run `make schema`"
 
 
 def test_every_topic_is_a_channel_with_its_key_retention_and_schemas() -> None:

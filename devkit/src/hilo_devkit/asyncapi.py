@@ -21,6 +21,7 @@ from hilo.contract.schema import sealed_interaction_json_schema, sealed_outbound
 from hilo.dead_letters import DEAD_LETTER_HEADERS
 from hilo.offers.model import OfferRecord
 from hilo.topics import REGISTRY, Topic, TopicSpec
+from journey_analytics.measures import MEASURES_VERSION, measures_json_schema
 
 SCHEMA_FORMAT = "application/schema+json;version=2020-12"
 KAFKA_BINDINGS = "0.5.0"
@@ -133,7 +134,15 @@ MESSAGES: dict[Topic, list[Message]] = {
     ],
     Topic.OUTBOUND_DLQ: [_dead_letter("outbound")],
     Topic.OFFERS: [Message("OfferRecord", "A list price schedule or a promotion.", _offers)],
+    Topic.JOURNEY_METRICS: [
+        Message(
+            "Measures",
+            "One day's omnichannel measures so far (the latest record of a day wins).",
+            measures_json_schema,
+        )
+    ],
 }
+MEASURES_SCHEMA_FILE = f"journey.metrics.v{MEASURES_VERSION}.schema.json"
 
 CHANNELS = ("web", "whatsapp", "sms", "email", "store", "voice", "social")
 SENDING_CHANNELS = ("whatsapp", "sms", "email", "social")
@@ -160,6 +169,10 @@ SERVICES: dict[str, dict[str, tuple[Topic, ...]]] = {
     },
     "agent-desk": {"send": (Topic.OUTBOUND,), "receive": (Topic.JOURNEY,)},
     "offers": {"send": (Topic.OFFERS,), "receive": (Topic.OFFERS,)},
+    "journey-analytics": {
+        "send": (Topic.JOURNEY_METRICS,),
+        "receive": (Topic.JOURNEY, Topic.IDENTITY_MERGES, Topic.ERASURES),
+    },
 }
 """Who sends and who receives each topic (the profile service sends on `interactions` the
 verified event a confirmed merge request becomes)."""
@@ -258,12 +271,22 @@ def render() -> str:
     return json.dumps(generate(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+def render_measures_schema() -> str:
+    return json.dumps(measures_json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Write the AsyncAPI document of Hilo's topics.")
     parser.add_argument("targets", type=Path, nargs="+", help="files to write")
+    parser.add_argument("--schemas", type=Path, help="also write journey.metrics' JSON Schema here")
+    args = parser.parse_args()
     text = render()
-    for target in parser.parse_args().targets:
+    for target in args.targets:
         target.write_text(text, encoding="utf-8")
+        print(f"wrote {target}")  # noqa: T201
+    if args.schemas:
+        target = args.schemas / MEASURES_SCHEMA_FILE
+        target.write_text(render_measures_schema(), encoding="utf-8")
         print(f"wrote {target}")  # noqa: T201
 
 

@@ -96,6 +96,12 @@ SERVICES: tuple[ServiceSpec, ...] = (
         10,
     ),
     ServiceSpec(
+        "journey-analytics",
+        "journey_analytics",
+        "journey_analytics.settings:AnalyticsSettings",
+        16,
+    ),
+    ServiceSpec(
         "offers",
         "offers",
         "offers.settings:OffersSettings",

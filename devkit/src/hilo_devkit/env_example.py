@@ -57,6 +57,7 @@ COMPOSE = """
 # SOCIAL_HOST_PORT=8087
 # DESK_HOST_PORT=8090
 # OFFERS_HOST_PORT=8095
+# ANALYTICS_HOST_PORT=8096
 # PROMETHEUS_HOST_PORT=9090
 # GRAFANA_HOST_PORT=3000
 # The agent desk: its argon2 hashes contain `$`, which compose expands in an unquoted value, so

@@ -207,11 +207,30 @@ async def test_ecommerce_events_become_typed_payloads(
         "messageId": "m3",
         "properties": {"name": "no id"},
     }
+    survey = {
+        "anonymousId": "anon-1",
+        "event": "Survey Answered",
+        "messageId": "m4",
+        "properties": {
+            "survey_id": "after-call",
+            "metric": "CSAT",
+            "score": 4,
+            "about_channel": "voice",
+        },
+    }
 
-    for document in (viewed, added, ORDER_COMPLETED, sparse):
+    for document in (viewed, added, ORDER_COMPLETED, sparse, survey):
         assert (await web.post("/v1/track", json=document, headers=AUTH)).status_code == 200
 
-    by_id = {event["id"]: event for event in await published_interactions(settings, 4)}
+    by_id = {event["id"]: event for event in await published_interactions(settings, 5)}
+    assert by_id[interaction_id("web", "m4")]["payload"] == {
+        "kind": "survey_answer",
+        "survey_id": "after-call",
+        "metric": "csat",
+        "score": 4,
+        "comment": None,
+        "about_channel": "voice",
+    }
     product, cart, order, fallback = (
         by_id[interaction_id("web", message_id)] for message_id in ("m1", "m2", "msg-order-1", "m3")
     )

@@ -36,6 +36,7 @@ class Topic(StrEnum):
     OUTBOUND = "outbound"
     OUTBOUND_DLQ = "outbound.dlq"
     OFFERS = "offers"
+    JOURNEY_METRICS = "journey.metrics"
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,15 @@ REGISTRY: tuple[TopicSpec, ...] = (
         "arrive together and in order; every pricing process reads it all from the beginning.",
         cleanup_policy="compact",
         partitions=1,
+    ),
+    TopicSpec(
+        Topic.JOURNEY_METRICS,
+        key="the window: `day:<YYYY-MM-DD>` (UTC)",
+        description="Omnichannel measures of each day (journey-analytics' `Measures`, "
+        "schema-versioned): continuity, conversations, CSAT and NPS by channel and channel path, "
+        "cross-channel conversion, attribution, channel mix. The latest record of a day is its "
+        "measures so far; no customer ids, no personal data.",
+        cleanup_policy="compact",
     ),
 )
 

@@ -36,6 +36,8 @@ from hilo.contract import (
     Payload,
     ProductViewed,
     SalesChannel,
+    SurveyAnswered,
+    SurveyMetric,
     new_interaction,
 )
 
@@ -136,7 +138,7 @@ def _track(call: Call) -> Payload:
     if typed is not None:
         try:
             return typed(call.properties)
-        except (ValidationError, ValueError, TypeError, ArithmeticError):
+        except (ValidationError, ValueError, TypeError, ArithmeticError, KeyError):
             pass
     return CustomEvent(name=event, properties=flat_scalars(call.properties))
 
@@ -201,6 +203,18 @@ def _order_completed(properties: Mapping[str, Any]) -> OrderPlaced:
     )
 
 
+def _survey_answered(properties: Mapping[str, Any]) -> SurveyAnswered:
+    """A Hilo extension of the spec: a CSAT, NPS or CES answer given on the site (after a chat,
+    a call or a visit: `about_channel` says which)."""
+    return SurveyAnswered(
+        survey_id=_text(properties.get("survey_id")) or "",
+        metric=SurveyMetric(str(properties.get("metric", "")).lower()),
+        score=int(properties["score"]),
+        comment=_text(properties.get("comment")),
+        about_channel=_text(properties.get("about_channel")),
+    )
+
+
 _ECOMMERCE: dict[str, Callable[[Mapping[str, Any]], Payload]] = {
     "Product Viewed": _product_viewed,
     "Product Added": _cart_item(CartAction.ITEM_ADDED),
@@ -208,6 +222,7 @@ _ECOMMERCE: dict[str, Callable[[Mapping[str, Any]], Payload]] = {
     "Cart Viewed": _cart_viewed,
     "Checkout Started": _checkout_started,
     "Order Completed": _order_completed,
+    "Survey Answered": _survey_answered,
 }
 
 

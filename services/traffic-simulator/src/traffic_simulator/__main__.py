@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from traffic_simulator import omnichannel
 from traffic_simulator.offers import judge
 from traffic_simulator.people import people
 from traffic_simulator.player import play
@@ -22,6 +23,7 @@ from traffic_simulator.settings import SimulatorSettings
 async def simulate(settings: SimulatorSettings) -> int:
     crowd = people(settings.customers, settings.seed)
     print(f"Playing {len(crowd)} customers' journeys through every channel…")  # noqa: T201
+    before = await omnichannel.entries_now(settings)
     started = time.monotonic()
     report = await play(crowd, settings)
     sent = time.monotonic() - started
@@ -50,9 +52,18 @@ async def simulate(settings: SimulatorSettings) -> int:
     lines += ["", "Offers (prices quoted by the offers service; mismatches from the profile API)"]
     lines += [f"  offers unavailable: {problem}" for problem in report.offers_unavailable[:5]]
     lines += verdict.lines
+    analytics = True
+    try:
+        entries = sum(result.entries_per_channel.values())
+        measures = await omnichannel.read_measures(settings, before + entries)
+        lines += omnichannel.report(measures)
+    except omnichannel.AnalyticsUnavailable as exc:
+        analytics = False
+        lines += ["", f"Omnichannel: journey-analytics unavailable ({exc})"]
     print("\n".join(lines))  # noqa: T201
     healthy = (
-        not report.failures
+        analytics
+        and not report.failures
         and not report.offers_unavailable
         and verdict.healthy
         and result.complete == len(crowd)

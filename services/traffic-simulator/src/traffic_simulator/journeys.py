@@ -85,6 +85,7 @@ def journey(
         steps.append(
             build.call_outcome(build.call_sid(120), 121, "dropped", build.whatsapp_conversation())
         )
+    steps.append(build.csat(130, "voice", score=3 + person.number % 3))
     steps.append(build.email(180, "Pick-up in store", "Can I pick it up in Barcelona tomorrow?"))
     if person.uses_messenger:
         steps.append(build.messenger(240, "Do you also sell rain covers?"))
@@ -138,6 +139,15 @@ class _Builder:
             "cart_id": f"cart-{self.person.loyalty_id}",
             "quantity": 1,
         }
+
+    def csat(self, minutes: int, about: str, score: int) -> Step:
+        """The site's satisfaction survey after a contact (`Survey Answered`, channel-web)."""
+        properties = {"survey_id": "after-contact", "metric": "csat", "score": score}
+        return self.web(
+            "track",
+            minutes,
+            {"event": "Survey Answered", "properties": {**properties, "about_channel": about}},
+        )
 
     def web(self, call: str, minutes: int, document: dict[str, Any]) -> Step:
         key = self.settings.web_write_key.get_secret_value()

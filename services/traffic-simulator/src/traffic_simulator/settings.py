@@ -44,6 +44,7 @@ class SimulatorSettings(BaseSettings):
     voice_url: str = _url("channel-voice", 8086)
     social_url: str = _url("channel-social", 8087)
     offers_url: str = _url("offers", 8095)
+    analytics_url: str = _url("journey-analytics", 8096)
 
     api_key: SecretStr = _first_secret("HILO_API_KEYS")
     web_write_key: SecretStr = _first_secret("HILO_WEB_WRITE_KEYS")

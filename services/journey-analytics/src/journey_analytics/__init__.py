@@ -1,0 +1,1 @@
+"""Journey analytics: omnichannel measured over the whole journey, not per channel."""

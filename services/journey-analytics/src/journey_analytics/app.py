@@ -1,0 +1,155 @@
+"""Composition root and HTTP API: the consumer, the store, the measures on request, and a loop
+that publishes today's measures on `journey.metrics` and to Prometheus."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import structlog
+from fastapi import Depends, FastAPI, HTTPException, Query
+from faststream.kafka import KafkaBroker
+from prometheus_client import Gauge
+from pymongo import AsyncMongoClient
+
+from hilo.asyncapi import asyncapi_router
+from hilo.auth import require_api_key
+from hilo.health import health_router, kafka_check, mongo_check
+from hilo.kafka import KafkaPublisher, PublishFailed, Record, create_broker
+from hilo.mongo import MongoDocument, create_mongo_client
+from hilo.topics import Topic
+from journey_analytics.consumer import subscribe
+from journey_analytics.measures import Measures, Windows, measure
+from journey_analytics.settings import AnalyticsSettings
+from journey_analytics.store import TouchStore
+
+log = structlog.get_logger(__name__)
+MAX_RANGE = timedelta(days=92)
+GAUGES = {
+    "continuity": Gauge("hilo_journey_continuity_ratio", "Channel switches that continued, today."),
+    "conversion": Gauge(
+        "hilo_journey_cross_channel_conversion_ratio", "Web carts bought on another channel, today."
+    ),
+    "fcr": Gauge("hilo_journey_first_contact_resolution_ratio", "Conversations of one contact."),
+    "response": Gauge("hilo_journey_first_response_seconds", "Mean time to first response, today."),
+    "csat": Gauge("hilo_journey_csat", "Average CSAT by channel, today.", ["channel"]),
+    "mix": Gauge("hilo_journey_entries", "Journey entries by channel, today.", ["channel"]),
+}
+
+
+class OpenApiRefused(RuntimeError):
+    """The API would be served without keys outside an explicit development run."""
+
+
+@dataclass
+class AnalyticsService:
+    settings: AnalyticsSettings
+    broker: KafkaBroker
+    mongo: AsyncMongoClient[MongoDocument]
+    store: TouchStore
+    app: FastAPI
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def windows(self) -> Windows:
+        days = timedelta(days=1)
+        return Windows(
+            self.settings.window,
+            days * self.settings.conversion_days,
+            days * self.settings.attribution_days,
+        )
+
+    async def measures(self, start: datetime, end: datetime) -> Measures:
+        touches = await self.store.touches(start - self.windows.lookback, end)
+        return measure(touches, start, end, self.windows)
+
+    async def publish_today(self, publisher: KafkaPublisher) -> Measures:
+        """Today's (UTC) measures so far: on `journey.metrics` under the day's key (the latest
+        record of a day is its measures) and in the Prometheus gauges."""
+        now = datetime.now(UTC)
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        today = await self.measures(start, start + timedelta(days=1))
+        key = f"day:{start.date().isoformat()}"
+        record = Record(Topic.JOURNEY_METRICS, key.encode(), today.model_dump_json().encode(), {})
+        await publisher.publish_records([record])
+        _export(today)
+        return today
+
+    async def keep_publishing(self, publisher: KafkaPublisher) -> None:
+        while True:
+            with suppress(PublishFailed, OSError):
+                await self.publish_today(publisher)
+            await asyncio.sleep(self.settings.metrics_interval_seconds)
+
+
+def _export(measures: Measures) -> None:
+    conversations = measures.conversations
+    for name, value in (
+        ("continuity", conversations.continuity_rate),
+        ("conversion", measures.cross_channel_conversion.rate),
+        ("fcr", conversations.first_contact_resolution_rate),
+        ("response", conversations.mean_first_response_seconds),
+    ):
+        GAUGES[name].set(value if value is not None else float("nan"))
+    for channel, average in measures.satisfaction.csat_by_channel.items():
+        GAUGES["csat"].labels(channel).set(average)
+    for channel, count in measures.channel_mix.items():
+        GAUGES["mix"].labels(channel).set(count)
+
+
+def create_service(settings: AnalyticsSettings) -> AnalyticsService:
+    if (refusal := settings.open_api_refusal()) is not None:
+        raise OpenApiRefused(refusal)
+    broker = create_broker(settings)
+    mongo = create_mongo_client(settings)
+    store = TouchStore(mongo, settings.mongodb_database)
+    subscribe(broker, store, settings)
+    guard = [Depends(require_api_key(settings.api_keys))] if settings.api_keys else []
+    app = FastAPI(
+        title="Hilo journey analytics",
+        version="1",
+        description="Omnichannel measured over whole journeys (definitions: "
+        "`journey_analytics.measures`).",
+        lifespan=_lifespan,
+    )
+    service = AnalyticsService(settings, broker, mongo, store, app)
+    app.state.service = service
+
+    @app.get("/v1/measures", dependencies=guard, response_model=Measures)
+    async def measures(
+        start: Annotated[datetime | None, Query(alias="from")] = None,
+        end: Annotated[datetime | None, Query(alias="to")] = None,
+    ) -> Measures:
+        """The measures of [from, to) (ISO 8601 with a zone; default: the last 7 days)."""
+        until = end or datetime.now(UTC)
+        since = start or until - timedelta(days=7)
+        if since.tzinfo is None or until.tzinfo is None:
+            raise HTTPException(422, "give `from` and `to` with a zone, e.g. 2026-12-01T00:00Z")
+        if not since < until or until - since > MAX_RANGE:
+            raise HTTPException(422, f"`from` must be before `to`, at most {MAX_RANGE.days} days")
+        return await service.measures(since, until)
+
+    app.include_router(health_router({"kafka": kafka_check(broker), "mongodb": mongo_check(mongo)}))
+    app.include_router(asyncapi_router())
+    return service
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    service: AnalyticsService = app.state.service
+    await service.store.create_indexes()
+    await service.broker.start()
+    publisher = KafkaPublisher(service.broker, service.settings)
+    service.background.append(asyncio.create_task(service.keep_publishing(publisher)))
+    try:
+        yield
+    finally:
+        for task in service.background:
+            task.cancel()
+        await asyncio.gather(*service.background, return_exceptions=True)
+        await service.broker.stop()
+        await service.mongo.close()

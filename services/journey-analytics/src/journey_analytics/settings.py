@@ -1,0 +1,56 @@
+"""Settings of the journey-analytics service (environment variables, prefix `HILO_`)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field
+
+from hilo.settings import HiloSettings, SecretList
+
+
+class AnalyticsSettings(HiloSettings):
+    service_name: str = "journey-analytics"
+    http_host: str = Field(default="0.0.0.0", description="Address the HTTP API listens on.")  # noqa: S104
+    http_port: int = Field(default=8096, ge=1, le=65535)
+    api_keys: SecretList = Field(
+        default_factory=list,
+        description="Comma-separated keys that may read the measures (`X-API-Key`); the "
+        "profile API's keys in compose. Required outside development.",
+    )
+    consumer_group: str = Field(
+        default="journey-analytics", description="Kafka consumer group of the instances."
+    )
+    conversation_window_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="A contact within this long of the customer's previous one continues the "
+        "conversation (on any channel); later, it starts over.",
+    )
+    conversion_days: float = Field(
+        default=7.0, gt=0, description="A web cart converts when an order follows within this."
+    )
+    attribution_days: float = Field(
+        default=30.0, gt=0, description="The touchpoints an order is attributed to: this far back."
+    )
+    metrics_interval_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often today's measures are published on `journey.metrics` and to "
+        "Prometheus.",
+    )
+
+    @property
+    def window(self) -> timedelta:
+        return timedelta(hours=self.conversation_window_hours)
+
+    def open_api_refusal(self) -> str | None:
+        """Why the API must not be served without keys, or None when it may."""
+        if self.api_keys:
+            return None
+        if "environment" in self.model_fields_set and self.environment in ("development", "test"):
+            return None
+        return (
+            "HILO_API_KEYS is empty: set it, or HILO_ENVIRONMENT=development for a local run "
+            "(measures are about customers: they are not served to anyone)"
+        )

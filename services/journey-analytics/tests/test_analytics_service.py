@@ -1,0 +1,190 @@
+"""journey-analytics against the real thing: interactions through the customer-profile service,
+`journey` and `identity.merges` on Kafka, the touches in MongoDB, the measures over HTTP, on
+`journey.metrics` and in Prometheus; a merge moves history and the measures follow; a second
+instance reading the topics from the start gives the same numbers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from customer_profile.testing import RunningProfileService, running_profile_service
+from hilo.contract import (
+    CallHappened,
+    CallStatus,
+    Direction,
+    Identifiers,
+    Interaction,
+    MessageExchanged,
+    SurveyAnswered,
+    SurveyMetric,
+    new_interaction,
+)
+from hilo.kafka import read_to_end
+from hilo.mongo import create_mongo_client
+from hilo.settings import HiloSettings
+from hilo.testkit.probes import eventually
+from hilo.testkit.serving import served
+from hilo.topics import Topic, topic_name
+from journey_analytics.app import create_service
+from journey_analytics.measures import Measures
+from journey_analytics.settings import AnalyticsSettings
+
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=7)
+PHONE, WHATSAPP, EMAIL = "+34611222333", "34611222333", "ana.lopez@example.com"
+
+
+def event(
+    n: int, minutes: int, channel: str, identifiers: Identifiers, payload: object
+) -> Interaction:
+    return new_interaction(
+        channel=channel,
+        instance="test",
+        provider_event_id=f"analytics-{n}",
+        identifiers=identifiers,
+        payload=payload,
+        occurred_at=T0 + timedelta(minutes=minutes),
+    )
+
+
+def message(direction: Direction, n: int) -> MessageExchanged:
+    return MessageExchanged(
+        direction=direction, text="where is my order", provider_message_id=f"m{n}"
+    )
+
+
+ON_WHATSAPP = Identifiers(phone=PHONE, whatsapp_id=WHATSAPP)
+DAY = 24 * 60
+
+
+def call(status: CallStatus, n: int) -> CallHappened:
+    return CallHappened(direction=Direction.INBOUND, status=status, provider_call_id=f"CA{n}")
+
+
+CSAT = SurveyAnswered(survey_id="csat-1", metric=SurveyMetric.CSAT, score=4)
+BEFORE_MERGE = [
+    # A dropped call, WhatsApp half an hour later (continued), answered 35 minutes after the call.
+    event(1, 0, "voice", Identifiers(phone=PHONE), call(CallStatus.DROPPED, 1)),
+    event(2, 30, "whatsapp", ON_WHATSAPP, message(Direction.INBOUND, 2)),
+    event(3, 35, "whatsapp", ON_WHATSAPP, message(Direction.OUTBOUND, 3)),
+    event(4, 40, "whatsapp", ON_WHATSAPP, CSAT),
+    # Five days on, an email from an address Hilo does not know is hers yet: a second customer.
+    event(5, 5 * DAY, "email", Identifiers(email=EMAIL), message(Direction.INBOUND, 5)),
+]
+# A day and a half later a verified call that knows both: the two customers are one.
+MERGE = [
+    event(
+        6,
+        6 * DAY + DAY // 2,
+        "voice",
+        Identifiers(phone=PHONE, email=EMAIL),
+        call(CallStatus.COMPLETED, 6),
+    )
+]
+RANGE = {"from": (T0 - timedelta(hours=1)).isoformat(), "to": datetime.now(UTC).isoformat()}
+
+
+@asynccontextmanager
+async def analytics(settings: HiloSettings, name: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An instance with a consumer group and database of its own, served on a real port."""
+    fields = settings.model_dump()
+    fields |= {"mongodb_database": f"{settings.mongodb_database}_{name}", "environment": "test"}
+    config = AnalyticsSettings(
+        **fields, consumer_group=f"{settings.topic_prefix}{name}", metrics_interval_seconds=0.5
+    )
+    service = create_service(config)
+    try:
+        async with served(service.app) as url, httpx.AsyncClient(base_url=url) as client:
+            yield client
+    finally:
+        mongo = create_mongo_client(config)
+        await mongo.drop_database(config.mongodb_database)
+        await mongo.close()
+
+
+@pytest.fixture
+async def profile(
+    settings: HiloSettings, topics: list[str]
+) -> AsyncIterator[RunningProfileService]:
+    async with running_profile_service(settings) as running:
+        yield running
+
+
+async def measures_once(client: httpx.AsyncClient, ready: Callable[[Measures], bool]) -> Measures:
+    async def read() -> Measures:
+        answer = await client.get("/v1/measures", params=RANGE)
+        assert answer.status_code == 200, answer.text
+        return Measures.model_validate(answer.json())
+
+    return await eventually(read, until=ready, timeout=60)
+
+
+async def test_measures_follow_the_journey_a_merge_and_a_replay(
+    profile: RunningProfileService, settings: HiloSettings
+) -> None:
+    await profile.publish(BEFORE_MERGE)
+    await profile.wait_for_entries(len(BEFORE_MERGE))
+    async with analytics(settings, "analytics-a") as first:
+        before = await measures_once(first, lambda m: m.entries == len(BEFORE_MERGE))
+        assert before.customers == 2
+        conversations = before.conversations
+        assert (
+            conversations.channel_switches,
+            conversations.continued,
+            conversations.restarted,
+        ) == (1, 1, 0)
+        assert conversations.mean_first_response_seconds == 35 * 60, "from the call"
+        assert before.satisfaction.csat_by_channel_path == {"voice>whatsapp": 4.0}
+
+        await profile.publish(MERGE)
+        await profile.wait_for_entries(len(BEFORE_MERGE) + len(MERGE))
+        after = await measures_once(first, lambda m: m.customers == 1 and m.entries == 6)
+        assert (after.conversations.channel_switches, after.conversations.restarted) == (3, 2)
+        assert after.conversations.continuity_rate == pytest.approx(1 / 3, abs=1e-4)
+        exported = (await first.get("/metrics")).text
+        assert "hilo_journey_continuity_ratio" in exported
+
+    async with analytics(settings, "analytics-b") as replayed:
+        again = await measures_once(replayed, lambda m: m.customers == 1 and m.entries == 6)
+        assert again.model_dump(exclude={"window_end"}) == after.model_dump(exclude={"window_end"})
+
+        # Erased, Ana leaves the measures (of this instance and of any that reads the topics).
+        ana = await profile.customer_of("phone", PHONE)
+        erased = await profile.http.delete(f"/v1/customers/{ana}")
+        assert erased.status_code in {200, 202}, erased.text
+        gone = await measures_once(replayed, lambda m: m.entries == 0)
+        assert (gone.customers, gone.conversations.conversations) == (0, 0)
+
+    published = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.JOURNEY_METRICS, settings)
+    )
+    latest: dict[str, Any] = {r.key.decode(): json.loads(r.value) for r in published if r.key}
+    assert latest, "today's measures on journey.metrics"
+    assert all(key.startswith("day:") for key in latest)
+    assert all(Measures.model_validate(value).schema_version == 1 for value in latest.values())
+
+
+async def test_the_measures_need_a_key_and_a_sane_range(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    fields = settings.model_dump() | {"environment": "test"}
+    config = AnalyticsSettings(**fields, api_keys=[SecretStr("k-1")])
+    service = create_service(config)
+    transport = httpx.ASGITransport(app=service.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://analytics") as client:
+        refused = await client.get("/v1/measures")
+        backwards = await client.get(
+            "/v1/measures",
+            params={"from": "2026-12-02T00:00Z", "to": "2026-12-01T00:00Z"},
+            headers={"X-API-Key": "k-1"},
+        )
+    assert refused.status_code == 401
+    assert backwards.status_code == 422
+    assert "before" in backwards.text

@@ -1,0 +1,118 @@
+"""The measures of a hand-built journey, against numbers worked out by hand (the module's
+definitions): three customers over five days."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from journey_analytics.measures import Measures, Touch, Windows, measure
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+WINDOWS = Windows(timedelta(hours=24), timedelta(days=7), timedelta(days=30))
+
+
+def at(days: float = 0, hours: float = 0, minutes: float = 0) -> datetime:
+    return T0 + timedelta(days=days, hours=hours, minutes=minutes)
+
+
+JOURNEY = [
+    # Ana: a call, then WhatsApp within the hour (a switch that continued), answered after 35
+    # minutes; a CSAT of 4; three days later a web cart she buys in store; five days on, email
+    # (a switch after the window: restarted).
+    Touch("a1", "ana", at(), "voice", "call", "inbound"),
+    Touch("a2", "ana", at(minutes=30), "whatsapp", "message", "inbound"),
+    Touch("a3", "ana", at(minutes=35), "whatsapp", "message", "outbound"),
+    Touch("a4", "ana", at(minutes=40), "whatsapp", "survey_answer", metric="csat", score=4),
+    Touch("a5", "ana", at(days=3), "web", "page_view"),
+    Touch("a6", "ana", at(days=3, hours=1), "web", "cart", cart_id="c1"),
+    Touch("a7", "ana", at(days=4), "store", "order"),
+    Touch("a8", "ana", at(days=5), "email", "message", "inbound"),
+    # Bo: two SMS an hour apart (no answer), a web cart he buys on the web; an NPS of 10.
+    Touch("b1", "bo", at(), "sms", "message", "inbound"),
+    Touch("b2", "bo", at(hours=1), "sms", "message", "inbound"),
+    Touch("b3", "bo", at(hours=2), "web", "cart", cart_id="c2"),
+    Touch("b4", "bo", at(hours=2, minutes=30), "sms", "survey_answer", metric="nps", score=10),
+    Touch("b5", "bo", at(hours=3), "web", "order"),
+    # Carla: an NPS of 5 and nothing else.
+    Touch("c1", "carla", at(), "email", "survey_answer", metric="nps", score=5),
+]
+
+
+@pytest.fixture
+def measures() -> Measures:
+    return measure(JOURNEY, at(hours=-1), at(days=10), WINDOWS)
+
+
+def test_volume_and_channel_mix(measures: Measures) -> None:
+    assert (measures.entries, measures.customers) == (14, 3)
+    assert measures.channel_mix == {
+        "email": 2, "sms": 3, "store": 1, "voice": 1, "web": 4, "whatsapp": 3,
+    }  # fmt: skip
+
+
+def test_conversations_switches_and_continuity(measures: Measures) -> None:
+    conversations = measures.conversations
+
+    assert conversations.conversations == 3  # Ana's two, Bo's one
+    assert (conversations.channel_switches, conversations.continued, conversations.restarted) == (
+        2, 1, 1,
+    )  # fmt: skip
+    assert conversations.continuity_rate == 0.5
+    assert conversations.first_contact_resolution_rate == pytest.approx(1 / 3, abs=1e-4)
+    assert conversations.mean_first_response_seconds == 35 * 60
+    assert conversations.mean_resolution_seconds == (35 * 60 + 60 * 60) / 2
+
+
+def test_satisfaction_by_channel_and_by_path(measures: Measures) -> None:
+    satisfaction = measures.satisfaction
+
+    assert (satisfaction.csat_responses, satisfaction.csat_average) == (1, 4.0)
+    assert satisfaction.csat_by_channel == {"whatsapp": 4.0}
+    assert satisfaction.csat_by_channel_path == {"voice>whatsapp": 4.0}
+    assert (satisfaction.nps_responses, satisfaction.nps) == (2, 0.0)
+
+
+def test_web_carts_bought_elsewhere(measures: Measures) -> None:
+    conversion = measures.cross_channel_conversion
+
+    assert (conversion.web_carts, conversion.converted_elsewhere, conversion.rate) == (2, 1, 0.5)
+    assert conversion.by_order_channel == {"store": 1}
+
+
+def test_orders_attributed_first_last_and_linear(measures: Measures) -> None:
+    attribution = measures.attribution
+
+    assert attribution.orders == 2
+    assert attribution.first_touch == {"sms": 1, "voice": 1}
+    assert attribution.last_touch == {"sms": 1, "web": 1}
+    assert attribution.linear == pytest.approx(
+        {"sms": 0.75, "voice": 1 / 6, "web": 2 / 6 + 0.25, "whatsapp": 0.5}, abs=1e-4
+    )
+
+
+def test_a_merge_moves_history_and_the_measures_follow() -> None:
+    """Ana's email came from an address not yet known as hers: a second customer. Merged, her
+    switch from WhatsApp to email counts (restarted), and her journey has one conversation more
+    to her name instead of a stranger's."""
+    apart = [
+        t if t.id != "a8" else Touch("a8", "ana-2", t.occurred_at, "email", "message", "inbound")
+        for t in JOURNEY
+    ]
+
+    before = measure(apart, at(hours=-1), at(days=10), WINDOWS).conversations
+    after = measure(JOURNEY, at(hours=-1), at(days=10), WINDOWS).conversations
+
+    assert (before.channel_switches, before.restarted) == (1, 0)
+    assert (after.channel_switches, after.restarted) == (2, 1)
+
+
+def test_only_the_range_is_measured_but_the_lookback_counts() -> None:
+    """Ana's store order on day 4 alone: its web cart (day 3) is outside the range yet still
+    what it is attributed to; the cart itself is not counted again."""
+    day4 = measure(JOURNEY, at(days=4), at(days=4, hours=1), WINDOWS)
+
+    assert day4.entries == 1
+    assert day4.attribution.last_touch == {"web": 1}
+    assert day4.cross_channel_conversion.web_carts == 0

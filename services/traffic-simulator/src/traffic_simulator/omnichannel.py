@@ -1,0 +1,86 @@
+"""The omnichannel report that ends a simulation: what journey-analytics measured over whole
+journeys (continuity, cross-channel conversion, CSAT by channel), read from its API once it has
+read every entry the simulation made."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from traffic_simulator.settings import SimulatorSettings
+
+SINCE = timedelta(days=30)
+
+
+class AnalyticsUnavailable(RuntimeError):
+    """journey-analytics did not answer, or never caught up with the simulation."""
+
+
+def _params() -> dict[str, str]:
+    now = datetime.now(UTC)
+    return {"from": (now - SINCE).isoformat(), "to": (now + timedelta(days=1)).isoformat()}
+
+
+async def entries_now(settings: SimulatorSettings) -> int:
+    """How many entries the measures count before the simulation (0 if it cannot tell yet)."""
+    headers = {"X-API-Key": settings.api_key.get_secret_value()}
+    async with httpx.AsyncClient(
+        base_url=settings.analytics_url, headers=headers, timeout=10
+    ) as api:
+        try:
+            answer = await api.get("/v1/measures", params=_params())
+            answer.raise_for_status()
+        except httpx.HTTPError:
+            return 0
+        return int(answer.json()["entries"])
+
+
+async def read_measures(settings: SimulatorSettings, at_least: int) -> dict[str, Any]:
+    """The last 30 days' measures, once they count `at_least` entries (within the read-back
+    timeout): the analytics service reads `journey` on its own time."""
+    params = _params()
+    headers = {"X-API-Key": settings.api_key.get_secret_value()}
+    deadline = time.monotonic() + settings.readback_timeout_seconds
+    async with httpx.AsyncClient(
+        base_url=settings.analytics_url, headers=headers, timeout=30
+    ) as api:
+        while True:
+            try:
+                answer = await api.get("/v1/measures", params=params)
+                answer.raise_for_status()
+                measures: dict[str, Any] = answer.json()
+            except httpx.HTTPError as exc:
+                if time.monotonic() > deadline:
+                    raise AnalyticsUnavailable(str(exc) or type(exc).__name__) from None
+            else:
+                if measures["entries"] >= at_least or time.monotonic() > deadline:
+                    return measures
+            await asyncio.sleep(1.0)
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def report(measures: dict[str, Any]) -> list[str]:
+    conversations = measures["conversations"]
+    conversion = measures["cross_channel_conversion"]
+    satisfaction = measures["satisfaction"]
+    where = ", ".join(f"{k} {v}" for k, v in conversion["by_order_channel"].items())
+    csat = ", ".join(f"{k} {v:.1f}" for k, v in satisfaction["csat_by_channel"].items())
+    return [
+        "",
+        "Omnichannel (journey-analytics, the last 30 days)",
+        f"  continuity              {_percent(conversations['continuity_rate'])} of "
+        f"{conversations['channel_switches']} channel switches continued the conversation "
+        f"({conversations['restarted']} started over)",
+        f"  cross-channel conversion {_percent(conversion['rate'])} of {conversion['web_carts']} "
+        f"web carts bought on another channel ({where or 'none'})",
+        f"  CSAT by channel         {csat or 'no answers'}",
+        f"  first-contact resolution {_percent(conversations['first_contact_resolution_rate'])} "
+        f"of {conversations['conversations']} conversations",
+    ]
