@@ -1,7 +1,8 @@
 """Reads `journey`, `identity.merges` and `erasures` into the touch store, in batches,
-committing only what is stored (at least once; the store makes a repeat harmless). A record that is not a journey
-entry or a merge (a newer schema it cannot read, a broken one) is skipped with a warning: the
-measures must not stop for one entry, and `journey` keeps it for a fixed version to re-read."""
+committing only what is stored (at least once; the store makes a repeat harmless). A record that
+is not a journey entry, a merge or an erasure (a newer schema it cannot read, a broken one) is
+skipped with a warning: the measures must not stop for one record, and the topic keeps it for a
+fixed version to re-read."""
 
 from __future__ import annotations
 
