@@ -26,6 +26,9 @@ READ = Counter(
 )  # fmt: skip
 
 
+TOPICS = (Topic.JOURNEY, Topic.IDENTITY_MERGES, Topic.ERASURES)
+
+
 async def _keep_bytes(_message: Any) -> Any:
     return None
 
@@ -36,10 +39,12 @@ def _records(message: KafkaMessage) -> tuple[Any, ...]:
 
 
 def subscribe(broker: KafkaBroker, store: TouchStore, settings: AnalyticsSettings) -> None:
-    """Register both subscribers of `store` on `broker` (one consumer group for the instances)."""
+    """Register the subscriber of `store` on `broker`: one consumer group for the instances, the
+    three topics in one batch handler."""
+    names = {topic_name(topic, settings): topic for topic in TOPICS}
 
     @broker.subscriber(
-        topic_name(Topic.JOURNEY, settings),
+        *names,
         group_id=settings.consumer_group,
         batch=True,
         max_records=500,
@@ -47,64 +52,34 @@ def subscribe(broker: KafkaBroker, store: TouchStore, settings: AnalyticsSetting
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=_keep_bytes,
     )
-    async def on_journey(message: KafkaMessage) -> None:
+    async def on_records(message: KafkaMessage) -> None:
         touches: list[Touch] = []
         for record in _records(message):
+            topic = names[record.topic]
             try:
-                touches.append(touch_of(json.loads(record.value)))
+                document = json.loads(record.value) if record.value is not None else None
+                if topic is Topic.JOURNEY and document is not None:
+                    touches.append(touch_of(document))
+                    READ.labels(topic.value, "read").inc()
+                    continue
+                await store.save(touches)  # what came before a merge or an erasure, first
+                touches = []
+                if topic is Topic.IDENTITY_MERGES:
+                    await _apply_merge(store, document)
+                elif topic is Topic.ERASURES and document is not None:
+                    await store.erase([document["customer_id"], *document.get("aliases", [])])
             except (ValueError, KeyError, TypeError) as exc:
-                READ.labels("journey", "skipped").inc()
-                log.warning(
-                    "journey_record_skipped", offset=record.offset, error=type(exc).__name__
-                )
+                READ.labels(topic.value, "skipped").inc()
+                log.warning("record_skipped", topic=topic.value, error=type(exc).__name__)
+                continue
+            READ.labels(topic.value, "read").inc()
         await store.save(touches)
-        READ.labels("journey", "stored").inc(len(touches))
 
-    @broker.subscriber(
-        topic_name(Topic.IDENTITY_MERGES, settings),
-        group_id=settings.consumer_group,
-        batch=True,
-        max_records=500,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=_keep_bytes,
-    )
-    async def on_merges(message: KafkaMessage) -> None:
-        for record in _records(message):
-            try:
-                change = json.loads(record.value)
-                kind = change["type"]
-            except (ValueError, KeyError, TypeError) as exc:
-                READ.labels("identity.merges", "skipped").inc()
-                log.warning("merge_record_skipped", offset=record.offset, error=type(exc).__name__)
-                continue
-            if kind == "merge":
-                await store.merge(change["survivor"], change["absorbed"])
-            elif kind == "split":
-                await store.split(change["restored"])
-            READ.labels("identity.merges", kind).inc()
 
-    @broker.subscriber(
-        topic_name(Topic.ERASURES, settings),
-        group_id=settings.consumer_group,
-        batch=True,
-        max_records=500,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=_keep_bytes,
-    )
-    async def on_erasures(message: KafkaMessage) -> None:
-        for record in _records(message):
-            if record.value is None:
-                continue
-            try:
-                erasure = json.loads(record.value)
-                customers = [erasure["customer_id"], *erasure.get("aliases", [])]
-            except (ValueError, KeyError, TypeError) as exc:
-                READ.labels("erasures", "skipped").inc()
-                log.warning(
-                    "erasure_record_skipped", offset=record.offset, error=type(exc).__name__
-                )
-                continue
-            await store.erase(customers)
-            READ.labels("erasures", "erased").inc()
+async def _apply_merge(store: TouchStore, change: dict[str, Any] | None) -> None:
+    if change is None:
+        return
+    if change["type"] == "merge":
+        await store.merge(change["survivor"], change["absorbed"])
+    elif change["type"] == "split":
+        await store.split(change["restored"])
