@@ -148,6 +148,11 @@ async def test_measures_follow_the_journey_a_merge_and_a_replay(
         after = await measures_once(first, lambda m: m.customers == 1 and m.entries == 6)
         assert (after.conversations.channel_switches, after.conversations.restarted) == (3, 2)
         assert after.conversations.continuity_rate == pytest.approx(1 / 3, abs=1e-4)
+        ana = await profile.customer_of("phone", PHONE)
+        mine = await first.get("/v1/measures", params={**RANGE, "customer": ana})
+        stranger = await first.get("/v1/measures", params={**RANGE, "customer": "nobody"})
+        assert Measures.model_validate(mine.json()).entries == 6, "one customer's measures"
+        assert Measures.model_validate(stranger.json()).entries == 0
         exported = (await first.get("/metrics")).text
         assert "hilo_journey_continuity_ratio" in exported
 

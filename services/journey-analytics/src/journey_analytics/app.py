@@ -63,8 +63,10 @@ class AnalyticsService:
             days * self.settings.attribution_days,
         )
 
-    async def measures(self, start: datetime, end: datetime) -> Measures:
-        touches = await self.store.touches(start - self.windows.lookback, end)
+    async def measures(
+        self, start: datetime, end: datetime, customer: str | None = None
+    ) -> Measures:
+        touches = await self.store.touches(start - self.windows.lookback, end, customer)
         return measure(touches, start, end, self.windows)
 
     async def publish_today(self, publisher: KafkaPublisher) -> Measures:
@@ -123,15 +125,17 @@ def create_service(settings: AnalyticsSettings) -> AnalyticsService:
     async def measures(
         start: Annotated[datetime | None, Query(alias="from")] = None,
         end: Annotated[datetime | None, Query(alias="to")] = None,
+        customer: Annotated[str | None, Query(max_length=200)] = None,
     ) -> Measures:
-        """The measures of [from, to) (ISO 8601 with a zone; default: the last 7 days)."""
+        """The measures of [from, to) (ISO 8601 with a zone; default: the last 7 days), of
+        everyone or of one `customer` (an id it was merged away from reads as the survivor)."""
         until = end or datetime.now(UTC)
         since = start or until - timedelta(days=7)
         if since.tzinfo is None or until.tzinfo is None:
             raise HTTPException(422, "give `from` and `to` with a zone, e.g. 2026-12-01T00:00Z")
         if not since < until or until - since > MAX_RANGE:
             raise HTTPException(422, f"`from` must be before `to`, at most {MAX_RANGE.days} days")
-        return await service.measures(since, until)
+        return await service.measures(since, until, customer)
 
     app.include_router(health_router({"kafka": kafka_check(broker), "mongodb": mongo_check(mongo)}))
     app.include_router(asyncapi_router())

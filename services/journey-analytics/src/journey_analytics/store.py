@@ -79,8 +79,14 @@ class TouchStore:
             {"$or": [{"_id": {"$in": list(customers)}}, {"survivor": {"$in": list(customers)}}]}
         )
 
-    async def touches(self, start: datetime, end: datetime) -> list[Touch]:
-        cursor = self._touches.find({"occurred_at": {"$gte": start, "$lt": end}})
+    async def touches(
+        self, start: datetime, end: datetime, customer: str | None = None
+    ) -> list[Touch]:
+        """The touches in [start, end): everyone's, or one customer's (under any id they had)."""
+        query: MongoDocument = {"occurred_at": {"$gte": start, "$lt": end}}
+        if customer is not None:
+            query["customer_id"] = (await self._survivors({customer})).get(customer, customer)
+        cursor = self._touches.find(query)
         return [_touch(document) async for document in cursor]
 
     async def _survivors(self, customers: set[str]) -> dict[str, str]:
