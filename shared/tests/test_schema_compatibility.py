@@ -125,3 +125,41 @@ def test_a_removed_payload_kind_breaks_readers_and_a_new_one_does_not(
 
     assert breaking_changes(schema, removed) == ["$.payload: kind 'order' removed"]
     assert breaking_changes(schema, added) == []
+
+
+UNION: dict[str, Any] = {
+    "anyOf": [{"$ref": "#/$defs/Snapshot"}, {"$ref": "#/$defs/Alias"}],
+    "$defs": {
+        "Snapshot": {
+            "type": "object",
+            "properties": {
+                "customer_id": {"type": "string"},
+                "total": {"anyOf": [{"$ref": "#/$defs/Money"}, {"type": "null"}]},
+            },
+            "required": ["customer_id"],
+        },
+        "Alias": {"type": "object", "properties": {"merged_into": {"type": "string"}}},
+        "Money": {"type": "object", "properties": {"amount": {"type": "string"}}},
+    },
+}
+
+
+def test_a_field_removed_inside_a_union_or_an_optional_model_breaks_readers() -> None:
+    removed = copy.deepcopy(UNION)
+    del removed["$defs"]["Snapshot"]["properties"]["customer_id"]
+    nested = copy.deepcopy(UNION)
+    del nested["$defs"]["Money"]["properties"]["amount"]
+    branch = copy.deepcopy(UNION)
+    branch["anyOf"] = branch["anyOf"][:1]
+
+    assert breaking_changes(UNION, removed) == ["$.customer_id: removed"]
+    assert breaking_changes(UNION, nested) == ["$.total.amount: removed"]
+    assert breaking_changes(UNION, branch) == ["$: branch Alias removed"]
+    assert breaking_changes(UNION, copy.deepcopy(UNION)) == []
+
+
+def test_a_type_no_longer_constrained_breaks_readers() -> None:
+    old = {"type": "object", "properties": {"score": {"type": "integer"}}}
+    new = {"type": "object", "properties": {"score": {}}}
+
+    assert breaking_changes(old, new) == ["$.score: type ['integer'] no longer constrained"]

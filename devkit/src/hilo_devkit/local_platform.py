@@ -325,10 +325,12 @@ class RunningService:
 class LocalPlatform:
     """Kafka, SecantusDB and every service as local processes."""
 
-    def __init__(self, base_port: int = BASE_PORT, env_file: Path = ENV_FILE) -> None:
+    def __init__(
+        self, base_port: int = BASE_PORT, env_file: Path = ENV_FILE, infra: str = ""
+    ) -> None:
         self.base_port = base_port
         self.env_file = env_file
-        self.infra = Infrastructure()
+        self.infra = Infrastructure(choice=infra)
         self.services: list[RunningService] = []
         self.seeded = ""
         """What seeding the offers' demo catalogue did, for the summary."""
@@ -517,8 +519,8 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def run_local(base_port: int) -> int:
-    platform = LocalPlatform(base_port)
+def run_local(base_port: int, infra: str = "") -> int:
+    platform = LocalPlatform(base_port, infra=infra)
     with _stop_on_signals() as stopping:
         try:
             values = platform.start()
@@ -566,7 +568,9 @@ def main() -> None:
     except InfrastructureError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         sys.exit(2)
-    sys.exit(run_compose(files) if files else run_local(args.base_port))
+    if files:
+        sys.exit(run_compose(files))
+    sys.exit(run_local(args.base_port, "local" if args.local else ""))
 
 
 def compose_images() -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -19,7 +19,7 @@ from pymongo import AsyncMongoClient
 from hilo.asyncapi import asyncapi_router
 from hilo.auth import require_api_key
 from hilo.health import health_router, kafka_check, mongo_check
-from hilo.kafka import KafkaPublisher, PublishFailed, Record, create_broker
+from hilo.kafka import KafkaPublisher, Record, create_broker
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.topics import Topic
 from journey_analytics.consumer import subscribe
@@ -82,9 +82,12 @@ class AnalyticsService:
         return today
 
     async def keep_publishing(self, publisher: KafkaPublisher) -> None:
+        """For the life of the service: a Kafka or MongoDB outage skips a round, never the loop."""
         while True:
-            with suppress(PublishFailed, OSError):
+            try:
                 await self.publish_today(publisher)
+            except Exception as exc:
+                log.warning("measures_not_published", error=type(exc).__name__)
             await asyncio.sleep(self.settings.metrics_interval_seconds)
 
 
@@ -97,6 +100,8 @@ def _export(measures: Measures) -> None:
         ("response", conversations.mean_first_response_seconds),
     ):
         GAUGES[name].set(value if value is not None else float("nan"))
+    GAUGES["csat"].clear()  # a new day starts without yesterday's channels
+    GAUGES["mix"].clear()
     for channel, average in measures.satisfaction.csat_by_channel.items():
         GAUGES["csat"].labels(channel).set(average)
     for channel, count in measures.channel_mix.items():

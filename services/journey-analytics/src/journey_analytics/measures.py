@@ -3,18 +3,20 @@
 Definitions (what the numbers mean):
 
 - A **contact** is a message or a call, either way. A customer's inbound contact more than the
-  conversation window after their previous contact starts a new **conversation**; anything
-  closer belongs to the open one, whatever the channel.
+  conversation window after their previous contact (either way) starts a new **conversation**;
+  anything closer belongs to the open one, whatever the channel. An outbound contact after the
+  window opens none (a campaign, a reminder).
 - A **channel switch** is an inbound contact on another channel than the customer's previous
-  inbound contact. Within the window it **continued** the conversation; after it, the customer
-  **restarted**. Continuity rate = continued / (continued + restarted).
+  inbound contact. If it joined the open conversation it **continued** it; if it started a new
+  one, the customer **restarted**. Continuity rate = continued / (continued + restarted).
 - **First-contact resolution**: conversations with exactly one inbound contact / conversations.
 - **First response**: the first outbound contact after a conversation's first inbound one;
   **resolution time**: its first inbound contact to its last contact (conversations with more
   than one contact).
 - **CSAT** (`metric: csat`): the average score; by channel: the survey's `about_channel`, else the
-  channel of the customer's last contact before it; by **channel path**: the channels of the
-  conversation it follows (within the window), in order, e.g. `voice>whatsapp`. **NPS**: % of
+  channel of the customer's last contact before it; by **channel path**: the channels, in order,
+  of the conversation it answers (its contacts before the survey, the last within the window),
+  e.g. `voice>whatsapp`. **NPS**: % of
   9-10 minus % of 0-6.
 - **Cross-channel conversion**: a web cart (first web cart entry per cart id, else per customer)
   converts when the customer's next order within the conversion window is on another channel
@@ -196,8 +198,7 @@ def conversations_of(journey: Sequence[Touch], window: timedelta) -> list[list[T
             current.append(touch)
         elif touch.inbound:
             grouped.append([touch])
-        elif current is not None:
-            current.append(touch)  # the company's later follow-up of an old conversation
+        # An outbound contact after the window opens no conversation (a campaign, a reminder).
     return grouped
 
 
@@ -208,6 +209,8 @@ def _conversations(
     responses: list[float] = []
     resolutions: list[float] = []
     for journey in journeys:
+        conversations = conversations_of(journey, window)
+        which = {t.id: n for n, conversation in enumerate(conversations) for t in conversation}
         previous: Touch | None = None
         for touch in (t for t in journey if t.inbound):
             if (
@@ -216,11 +219,11 @@ def _conversations(
                 and start <= touch.occurred_at < end
             ):
                 switches += 1
-                within = touch.occurred_at - previous.occurred_at <= window
-                continued += within
-                restarted += not within
+                same = which.get(touch.id) == which.get(previous.id)  # it joined the open one
+                continued += same
+                restarted += not same
             previous = touch
-        for conversation in conversations_of(journey, window):
+        for conversation in conversations:
             first = conversation[0]
             if not start <= first.occurred_at < end:
                 continue
@@ -267,13 +270,7 @@ def _satisfaction(
             earlier = [t for t in journey[:index] if t.kind in CONTACTS]
             channel = survey.about_channel or (earlier[-1].channel if earlier else survey.channel)
             by_channel[channel].append(survey.score)
-            followed = [
-                c
-                for c in conversations
-                if c[-1].occurred_at <= survey.occurred_at <= c[-1].occurred_at + window
-            ]
-            if followed:
-                path = ">".join(dict.fromkeys(t.channel for t in followed[-1]))
+            if path := _path_before(conversations, survey.occurred_at, window):
                 by_path[path].append(survey.score)
     promoters = sum(score >= 9 for score in nps)
     detractors = sum(score <= 6 for score in nps)
@@ -285,6 +282,18 @@ def _satisfaction(
         nps_responses=len(nps),
         nps=round(100 * (promoters - detractors) / len(nps), 1) if nps else None,
     )
+
+
+def _path_before(conversations: list[list[Touch]], at: datetime, window: timedelta) -> str:
+    """The channels, in order, of the conversation a survey at `at` answers: the last one with a
+    contact before it, that contact within the window; only its contacts before the survey."""
+    for conversation in reversed(conversations):
+        before = [t for t in conversation if t.occurred_at <= at]
+        if before and at - before[-1].occurred_at <= window:
+            return ">".join(dict.fromkeys(t.channel for t in before))
+        if before:
+            return ""
+    return ""
 
 
 def _conversion(

@@ -21,6 +21,7 @@ from journey_analytics.measures import Touch
 
 TOUCHES = "analytics_touches"
 ALIASES = "analytics_aliases"
+ERASED = "analytics_erased"
 
 
 class TouchStore:
@@ -28,6 +29,7 @@ class TouchStore:
         db = client[database]
         self._touches = db[TOUCHES]
         self._aliases = db[ALIASES]
+        self._erased = db[ERASED]
 
     async def create_indexes(self) -> None:
         await self._touches.create_index([("occurred_at", ASCENDING)])
@@ -38,6 +40,10 @@ class TouchStore:
         if not touches:
             return
         survivors = await self._survivors({t.customer_id for t in touches})
+        erased = await self._erased_among(
+            {survivors.get(t.customer_id, t.customer_id) for t in touches}
+        )
+        touches = [t for t in touches if survivors.get(t.customer_id, t.customer_id) not in erased]
         operations = [
             UpdateOne(
                 {"_id": touch.id},
@@ -51,7 +57,8 @@ class TouchStore:
             )
             for touch in touches
         ]
-        await bulk_write(self._touches, operations)
+        if operations:
+            await bulk_write(self._touches, operations)
 
     async def merge(self, survivor: str, absorbed: Sequence[str]) -> None:
         """The absorbed ids are the survivor's from now on, and so is their history (and that
@@ -73,7 +80,16 @@ class TouchStore:
         await self._aliases.delete_one({"_id": restored})
 
     async def erase(self, customers: Sequence[str]) -> None:
-        """An erased person leaves the measures: their touches and aliases are deleted."""
+        """An erased person leaves the measures: their touches and aliases are deleted, and
+        their ids are kept so that their entries, read again (a redelivery, a new instance
+        reading `journey` from the start), are not stored again."""
+        await bulk_write(
+            self._erased,
+            [
+                UpdateOne({"_id": c}, {"$setOnInsert": {"erased": True}}, upsert=True)
+                for c in customers
+            ],
+        )
         await self._touches.delete_many({"customer_id": {"$in": list(customers)}})
         await self._aliases.delete_many(
             {"$or": [{"_id": {"$in": list(customers)}}, {"survivor": {"$in": list(customers)}}]}
@@ -88,6 +104,10 @@ class TouchStore:
             query["customer_id"] = (await self._survivors({customer})).get(customer, customer)
         cursor = self._touches.find(query)
         return [_touch(document) async for document in cursor]
+
+    async def _erased_among(self, customers: set[str]) -> set[str]:
+        found = self._erased.find({"_id": {"$in": sorted(customers)}}, projection={"_id": 1})
+        return {d["_id"] async for d in found}
 
     async def _survivors(self, customers: set[str]) -> dict[str, str]:
         found = self._aliases.find({"_id": {"$in": sorted(customers)}})

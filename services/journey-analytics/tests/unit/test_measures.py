@@ -116,3 +116,39 @@ def test_only_the_range_is_measured_but_the_lookback_counts() -> None:
     assert day4.entries == 1
     assert day4.attribution.last_touch == {"web": 1}
     assert day4.cross_channel_conversion.web_carts == 0
+
+
+def test_a_switch_after_the_companys_follow_up_continues_the_conversation() -> None:
+    """Voice at 0 h, an agent's message at 20 h, WhatsApp at 30 h: one conversation (each contact
+    within 24 h of the one before), so the switch continued it."""
+    journey = [
+        Touch("v", "dan", at(), "voice", "call", "inbound"),
+        Touch("o", "dan", at(hours=20), "sms", "message", "outbound"),
+        Touch("w", "dan", at(hours=30), "whatsapp", "message", "inbound"),
+    ]
+    conversations = measure(journey, at(hours=-1), at(days=3), WINDOWS).conversations
+
+    assert conversations.conversations == 1
+    assert (conversations.continued, conversations.restarted) == (1, 0)
+
+
+def test_a_campaign_weeks_later_is_no_response() -> None:
+    journey = [
+        Touch("v", "eva", at(), "voice", "call", "inbound"),
+        Touch("c", "eva", at(days=20), "email", "message", "outbound"),
+    ]
+    conversations = measure(journey, at(hours=-1), at(days=30), WINDOWS).conversations
+
+    assert conversations.mean_first_response_seconds is None
+
+
+def test_a_survey_answered_mid_conversation_has_the_path_so_far() -> None:
+    journey = [
+        Touch("v", "fe", at(), "voice", "call", "inbound"),
+        Touch("w", "fe", at(minutes=30), "whatsapp", "message", "inbound"),
+        Touch("s", "fe", at(minutes=40), "web", "survey_answer", metric="csat", score=5),
+        Touch("e", "fe", at(hours=1), "email", "message", "outbound"),
+    ]
+    satisfaction = measure(journey, at(hours=-1), at(days=1), WINDOWS).satisfaction
+
+    assert satisfaction.csat_by_channel_path == {"voice>whatsapp": 5.0}

@@ -33,14 +33,28 @@ def _resolve(node: Schema, root: Schema) -> Schema:
     return node
 
 
-def _types(node: Schema) -> set[str]:
+def _types(node: Schema, root: Schema) -> set[str]:
+    """The JSON types a node allows (following `$ref`s and `anyOf`/`oneOf`); empty: any."""
+    node = _resolve(node, root)
     kind = node.get("type")
     if isinstance(kind, list):
         return set(kind)
     if kind:
         return {kind}
-    options = node.get("anyOf") or node.get("oneOf") or []
-    return {t for option in options for t in _types(option)} if options else set()
+    options = _options(node)
+    types = [_types(option, root) for option in options]
+    return set() if not options or any(not t for t in types) else set().union(*types)
+
+
+def _options(node: Schema) -> list[Schema]:
+    options: list[Schema] = node.get("anyOf") or node.get("oneOf") or []
+    return options
+
+
+def _name(option: Schema, index: int) -> str:
+    """How a union's branch is matched across versions: its `$ref` target, else its position."""
+    ref = option.get("$ref")
+    return ref.rsplit("/", 1)[-1] if isinstance(ref, str) else f"#{index}"
 
 
 def _compare(
@@ -52,8 +66,10 @@ def _compare(
     seen.add(key)
     old, new = _resolve(old, old_root), _resolve(new, new_root)
     problems: list[str] = []
-    old_types, new_types = _types(old), _types(new)
-    if old_types and new_types and not new_types <= old_types:
+    old_types, new_types = _types(old, old_root), _types(new, new_root)
+    if old_types and not new_types:
+        problems.append(f"{path}: type {sorted(old_types)} no longer constrained")
+    elif old_types and not new_types <= old_types:
         problems.append(f"{path}: type {sorted(old_types)} became {sorted(new_types)}")
     problems.extend(
         f"{path}: {keyword} {old[keyword]!r} became {new.get(keyword)!r}"
@@ -68,6 +84,7 @@ def _compare(
         problems.append(f"{path}: enum values removed: {sorted(gone)}")
     problems += _compare_properties(old, new, old_root, new_root, path, seen)
     problems += _compare_kinds(old, new, old_root, new_root, path, seen)
+    problems += _compare_branches(old, new, old_root, new_root, path, seen)
     if "items" in old and "items" in new:
         problems += _compare(old["items"], new["items"], old_root, new_root, f"{path}[]", seen)
     return problems
@@ -86,6 +103,24 @@ def _compare_properties(
         if name in old.get("required", []) and name not in new.get("required", []):
             problems.append(f"{where}: was required, now optional")
         problems += _compare(old_property, new_properties[name], old_root, new_root, where, seen)
+    return problems
+
+
+def _compare_branches(
+    old: Schema, new: Schema, old_root: Schema, new_root: Schema, path: str, seen: set[str]
+) -> list[str]:
+    """A union without a discriminator (an optional model, a record of several shapes): each
+    branch a reader knows must stay, compatibly (`null` of an optional field included)."""
+    if "discriminator" in old:
+        return []
+    old_branches = {_name(o, i): o for i, o in enumerate(_options(old))}
+    new_branches = {_name(o, i): o for i, o in enumerate(_options(new))}
+    problems = []
+    for name, branch in old_branches.items():
+        if name not in new_branches:
+            problems.append(f"{path}: branch {name} removed")
+            continue
+        problems += _compare(branch, new_branches[name], old_root, new_root, path, seen)
     return problems
 
 
