@@ -80,7 +80,7 @@ Wiring = tuple[list[str], dict[str, str]]
 def _twilio_wiring(url: str, _channel_url: str, values: Mapping[str, str]) -> Wiring:
     """Twilio checks the account and auth token, and signs status callbacks with the token the
     channel verifies them with (the status callback URL is the channel's public URL)."""
-    args = ["--account-sid", twilio.ACCOUNT_SID, "--auth-token", values["HILO_TWILIO_AUTH_TOKEN"]]
+    args = ["--account-sid", twilio.ACCOUNT_SID, f"--auth-token={values['HILO_TWILIO_AUTH_TOKEN']}"]
     return args, {
         "HILO_TWILIO_ACCOUNT_SID": twilio.ACCOUNT_SID,
         "HILO_TWILIO_FROM_NUMBER": twilio.SERVICE_NUMBER,
@@ -93,12 +93,10 @@ def _whatsapp_wiring(url: str, channel_url: str, values: Mapping[str, str]) -> W
     enforces the 24-hour window itself: the sandbox never heard the customers write, so it must
     not refuse free text for being outside it."""
     args = [
-        "--access-token",
-        values["HILO_WHATSAPP_ACCESS_TOKEN"],
+        f"--access-token={values['HILO_WHATSAPP_ACCESS_TOKEN']}",
         "--phone-number-id",
         whatsapp.PHONE_NUMBER_ID,
-        "--app-secret",
-        values["HILO_WHATSAPP_APP_SECRET"],
+        f"--app-secret={values['HILO_WHATSAPP_APP_SECRET']}",
         "--webhook-url",
         f"{channel_url}/webhooks/whatsapp",
         "--always-in-window",
@@ -112,7 +110,7 @@ def _whatsapp_wiring(url: str, channel_url: str, values: Mapping[str, str]) -> W
 
 def _mailgun_wiring(url: str, _channel_url: str, values: Mapping[str, str]) -> Wiring:
     """Mailgun checks the API key and sends only for its domain (it reports no statuses)."""
-    args = ["--api-key", values["HILO_MAILGUN_API_KEY"], "--domain", mailgun.DOMAIN]
+    args = [f"--api-key={values['HILO_MAILGUN_API_KEY']}", "--domain", mailgun.DOMAIN]
     return args, {
         "HILO_MAILGUN_DOMAIN": mailgun.DOMAIN,
         "HILO_MAILGUN_API_URL": url,
@@ -124,12 +122,9 @@ def _meta_send_wiring(url: str, channel_url: str, values: Mapping[str, str]) -> 
     """Meta checks the Page and Instagram tokens and signs echoes and deliveries with the app
     secret; like the WhatsApp sandbox it leaves the messaging window to the desk."""
     args = [
-        "--page-access-token",
-        values["HILO_MESSENGER_PAGE_ACCESS_TOKEN"],
-        "--instagram-access-token",
-        values["HILO_INSTAGRAM_ACCESS_TOKEN"],
-        "--app-secret",
-        values["HILO_META_APP_SECRET"],
+        f"--page-access-token={values['HILO_MESSENGER_PAGE_ACCESS_TOKEN']}",
+        f"--instagram-access-token={values['HILO_INSTAGRAM_ACCESS_TOKEN']}",
+        f"--app-secret={values['HILO_META_APP_SECRET']}",
         "--webhook-url",
         f"{channel_url}/webhooks/social",
         "--always-in-window",
