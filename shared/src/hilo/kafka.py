@@ -71,6 +71,12 @@ def record_size(record: Record) -> int:
     return estimate + CLIENT_HEADERS_ALLOWANCE
 
 
+async def keep_bytes(_message: Any) -> Any:
+    """A FastStream decoder that leaves bodies undecoded: the handler reads `raw_message`
+    itself (it opens sealed records, parses and dead-letters what it cannot)."""
+    return None
+
+
 def create_broker(
     settings: HiloSettings,
     security: BaseSecurity | None = None,

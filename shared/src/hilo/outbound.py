@@ -57,7 +57,7 @@ from hilo.contract import (
 from hilo.contract.outbound import OutboundCommand, OutboundMessage
 from hilo.contract.personal import OUTBOUND_FIELDS
 from hilo.dead_letters import dead_letter_headers
-from hilo.kafka import KafkaPublisher, PublishFailed, Record
+from hilo.kafka import KafkaPublisher, PublishFailed, Record, keep_bytes
 from hilo.mongo import MongoDocument
 from hilo.sealing import Sealer
 from hilo.settings import HiloSettings
@@ -400,11 +400,6 @@ async def command_record(command: OutboundCommand, sealer: Sealer) -> Record:
     )
 
 
-async def _keep_bytes(message: Any) -> Any:
-    """Leave bodies undecoded: the handler opens the sealed record itself."""
-    return None
-
-
 MAX_FAILED_DELIVERIES = 5
 """Deliveries of one command that fail unexpectedly (a bug, not an outage) before it goes to
 `outbound.dlq`: the commands behind it on its partition are not held up for good."""
@@ -434,7 +429,7 @@ def subscribe_outbound(
         group_id=f"{settings.topic_prefix}hilo-channel-{sender.channel}-outbound",
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=_keep_bytes,
+        decoder=keep_bytes,
     )
     async def on_command(message: KafkaMessage) -> None:
         record = message.raw_message

@@ -140,3 +140,12 @@ class HiloSettings(BaseSettings):
     @property
     def client_id(self) -> str:
         return f"{self.service_name}-{self.instance}"
+
+    @property
+    def explicitly_development(self) -> bool:
+        """The run says it is a development or test one (`make run` does); an unset
+        environment is not enough: an API without keys is served only then."""
+        return "environment" in self.model_fields_set and self.environment in (
+            "development",
+            "test",
+        )

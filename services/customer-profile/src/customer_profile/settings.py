@@ -91,7 +91,7 @@ class ProfileSettings(HiloSettings):
         """
         if self.api_keys:
             return None
-        if "environment" in self.model_fields_set and self.environment in ("development", "test"):
+        if self.explicitly_development:
             return None
         return (
             "HILO_API_KEYS is empty: the profile API holds personal data. Set it, or set "

@@ -14,6 +14,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import Counter
 
+from hilo.kafka import keep_bytes
 from hilo.topics import Topic, topic_name
 from journey_analytics.measures import Touch, touch_of
 from journey_analytics.settings import AnalyticsSettings
@@ -27,10 +28,6 @@ READ = Counter(
 
 
 TOPICS = (Topic.JOURNEY, Topic.IDENTITY_MERGES, Topic.ERASURES)
-
-
-async def _keep_bytes(_message: Any) -> Any:
-    return None
 
 
 def _records(message: KafkaMessage) -> tuple[Any, ...]:
@@ -50,7 +47,7 @@ def subscribe(broker: KafkaBroker, store: TouchStore, settings: AnalyticsSetting
         max_records=500,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=_keep_bytes,
+        decoder=keep_bytes,
     )
     async def on_records(message: KafkaMessage) -> None:
         touches: list[Touch] = []

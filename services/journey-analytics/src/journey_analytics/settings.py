@@ -48,7 +48,7 @@ class AnalyticsSettings(HiloSettings):
         """Why the API must not be served without keys, or None when it may."""
         if self.api_keys:
             return None
-        if "environment" in self.model_fields_set and self.environment in ("development", "test"):
+        if self.explicitly_development:
             return None
         return (
             "HILO_API_KEYS is empty: set it, or HILO_ENVIRONMENT=development for a local run "

@@ -45,7 +45,7 @@ class OffersSettings(HiloSettings):
         """
         if self.api_keys and self.admin_api_keys:
             return None
-        if "environment" in self.model_fields_set and self.environment in ("development", "test"):
+        if self.explicitly_development:
             return None
         return (
             "HILO_API_KEYS or HILO_ADMIN_API_KEYS is empty: anyone could ask for quotes or change "

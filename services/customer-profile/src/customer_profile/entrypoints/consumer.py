@@ -9,8 +9,6 @@ topic instead of failing the batch forever.
 
 from __future__ import annotations
 
-from typing import Any
-
 import structlog
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -19,6 +17,7 @@ from prometheus_client import Counter, Histogram
 from customer_profile.service.batches import BatchRunner
 from customer_profile.service.pipeline import RawRecord
 from customer_profile.settings import ProfileSettings
+from hilo.kafka import keep_bytes
 from hilo.topics import Topic, topic_name
 
 log = structlog.get_logger(__name__)
@@ -30,11 +29,6 @@ REPAIRED = Counter(
     "hilo_profile_entries_repaired_total",
     "Entries whose effects an interrupted attempt left unfinished, finished on redelivery",
 )
-
-
-async def _keep_bytes(message: Any) -> Any:
-    """Decoder that leaves bodies undecoded (the pipeline parses and dead-letters itself)."""
-    return None
 
 
 def records_of(message: KafkaMessage) -> list[RawRecord]:
@@ -64,7 +58,7 @@ def subscribe(broker: KafkaBroker, runner: BatchRunner, settings: ProfileSetting
         batch_timeout_ms=settings.batch_max_wait_ms,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=_keep_bytes,
+        decoder=keep_bytes,
         max_poll_interval_ms=max(300_000, int(settings.store_retry_seconds * 3000)),
     )
     async def on_interactions(message: KafkaMessage) -> None:
