@@ -68,12 +68,14 @@ class Stack:
     offline: bool
     report: list[str] = field(default_factory=list)
 
+    def command(self) -> list[str]:
+        """`docker compose` for this project, its `.env` and its files."""
+        files = [arg for file in self.files for arg in ("-f", file)]
+        return ["docker", "compose", "-p", self.project, "--env-file", str(self.env_file), *files]
+
     def compose(self, *args: str, timeout: float = 900, check: bool = True) -> str:
-        command = ["docker", "compose", "-p", self.project, "--env-file", str(self.env_file)]
-        for file in self.files:
-            command += ["-f", file]
         result = subprocess.run(
-            [*command, *args],
+            [*self.command(), *args],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -115,10 +117,8 @@ class Stack:
 
     def simulate(self, customers: int, seed: int, *, on_line: Callable[[str], None]) -> str:
         """The traffic simulator inside the compose network; every output line to `on_line`."""
-        command = ["docker", "compose", "-p", self.project, "--env-file", str(self.env_file)]
-        for file in self.files:
-            command += ["-f", file]
-        command += [
+        command = [
+            *self.command(),
             "--profile", "demo", "run", "--rm", "-T",
             "-e", f"HILO_SIM_SEED={seed}", "-e", "HILO_SIM_READBACK_TIMEOUT_SECONDS=180",
             "traffic-simulator", "traffic-simulator", "--customers", str(customers),

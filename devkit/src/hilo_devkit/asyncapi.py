@@ -9,7 +9,6 @@ sees every service's package; each service serves the result (`hilo.asyncapi`).
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,11 @@ from typing import Any
 
 from customer_profile.records import journey_json_schema, record_json_schema
 from hilo.contract.interaction import SCHEMA_VERSION
-from hilo.contract.schema import sealed_interaction_json_schema, sealed_outbound_json_schema
+from hilo.contract.schema import (
+    render_schema,
+    sealed_interaction_json_schema,
+    sealed_outbound_json_schema,
+)
 from hilo.dead_letters import DEAD_LETTER_HEADERS
 from hilo.offers.model import OfferRecord
 from hilo.topics import REGISTRY, Topic, TopicSpec
@@ -268,11 +271,11 @@ def generate() -> dict[str, Any]:
 
 
 def render() -> str:
-    return json.dumps(generate(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return render_schema(generate())
 
 
 def render_measures_schema() -> str:
-    return json.dumps(measures_json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return render_schema(measures_json_schema())
 
 
 def main() -> None:

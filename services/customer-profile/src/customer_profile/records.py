@@ -11,7 +11,6 @@ check guards them like the interaction contract's.
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import ProfileView
 from hilo.contract.personal import JOURNEY_FIELDS
-from hilo.contract.schema import SEALED_PART
+from hilo.contract.schema import SEALED_PART, drop_property, published, render_schema
 
 RECORDS_VERSION = 1
 """The version of these records' schemas (the file names carry it)."""
@@ -129,12 +128,9 @@ RECORDS: dict[str, Any] = {
 def record_json_schema(topic: str) -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of one topic's records, as readers get them."""
     schema = TypeAdapter(RECORDS[topic]).json_schema(mode="serialization")
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"https://hilo.dev/schemas/{topic}.v{RECORDS_VERSION}.json",
-        "title": topic,
-        **schema,
-    }
+    return published(
+        {"title": topic, **schema}, f"https://hilo.dev/schemas/{topic}.v{RECORDS_VERSION}.json"
+    )
 
 
 def journey_json_schema() -> dict[str, Any]:
@@ -144,16 +140,13 @@ def journey_json_schema() -> dict[str, Any]:
     schema = JourneyEntry.model_json_schema(mode="serialization")
     for path in JOURNEY_FIELDS:
         if len(path) == 1:
-            schema["properties"].pop(path[0], None)
-            schema["required"] = [name for name in schema.get("required", []) if name != path[0]]
+            drop_property(schema, path[0])
     schema["properties"]["sealed"] = SEALED_PART
     schema["required"] = sorted({*schema["required"], "sealed"})
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"https://hilo.dev/schemas/journey.sealed.v{RECORDS_VERSION}.json",
-        **schema,
-        "title": "SealedJourneyEntry",
-    }
+    return published(
+        {**schema, "title": "SealedJourneyEntry"},
+        f"https://hilo.dev/schemas/journey.sealed.v{RECORDS_VERSION}.json",
+    )
 
 
 def schemas() -> dict[str, dict[str, Any]]:
@@ -164,16 +157,11 @@ def schemas() -> dict[str, dict[str, Any]]:
     return {**files, f"journey.sealed.v{RECORDS_VERSION}.schema.json": journey_json_schema()}
 
 
-def render(schema: dict[str, Any]) -> str:
-    """As the committed file holds it: stable key order, trailing newline."""
-    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
 def write_schemas(directory: Path) -> list[Path]:
     written = []
     for file, schema in schemas().items():
         target = directory / file
-        target.write_text(render(schema), encoding="utf-8")
+        target.write_text(render_schema(schema), encoding="utf-8")
         written.append(target)
     return written
 

@@ -22,7 +22,6 @@ from customer_profile.records import (
     ProfileSnapshot,
     SplitPublished,
     parse_record,
-    render,
     schemas,
 )
 from customer_profile.service.merge_requests import decided_record
@@ -35,6 +34,7 @@ from customer_profile.service.pipeline import (
 from customer_profile.service.ports import StoredProfile
 from customer_profile.service.privacy import erasure_record
 from customer_profile.service.resolver import Merge
+from hilo.contract.schema import render_schema
 
 SCHEMAS = Path(__file__).resolve().parents[4] / "docs" / "schemas"
 AT = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
@@ -43,7 +43,7 @@ AT = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
 @pytest.mark.parametrize("file", sorted(schemas()))
 def test_committed_record_schemas_match_the_models(file: str) -> None:
     committed = (SCHEMAS / file).read_text(encoding="utf-8")
-    assert committed == render(schemas()[file]), f"run `make schema`: {file} is stale"
+    assert committed == render_schema(schemas()[file]), f"run `make schema`: {file} is stale"
 
 
 def test_each_record_written_fits_its_model() -> None:

@@ -40,6 +40,8 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hilo.contract.schema import published
+
 MEASURES_VERSION: Final = 1
 CONTACTS = frozenset({"message", "call"})
 
@@ -140,12 +142,10 @@ class Measures(_Part):
 
 def measures_json_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of a `journey.metrics` record and of the API's answer."""
-    schema = Measures.model_json_schema(mode="serialization")
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"https://hilo.dev/schemas/journey.metrics.v{MEASURES_VERSION}.json",
-        **schema,
-    }
+    return published(
+        Measures.model_json_schema(mode="serialization"),
+        f"https://hilo.dev/schemas/journey.metrics.v{MEASURES_VERSION}.json",
+    )
 
 
 @dataclass(frozen=True)

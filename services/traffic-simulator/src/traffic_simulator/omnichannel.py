@@ -25,34 +25,36 @@ def _params() -> dict[str, str]:
     return {"from": (now - SINCE).isoformat(), "to": (now + timedelta(days=1)).isoformat()}
 
 
+def _client(settings: SimulatorSettings, timeout: float) -> httpx.AsyncClient:
+    headers = {"X-API-Key": settings.api_key.get_secret_value()}
+    return httpx.AsyncClient(base_url=settings.analytics_url, headers=headers, timeout=timeout)
+
+
+async def _measures(api: httpx.AsyncClient, params: dict[str, str]) -> dict[str, Any]:
+    answer = await api.get("/v1/measures", params=params)
+    answer.raise_for_status()
+    measures: dict[str, Any] = answer.json()
+    return measures
+
+
 async def entries_now(settings: SimulatorSettings) -> int:
     """How many entries the measures count before the simulation (0 if it cannot tell yet)."""
-    headers = {"X-API-Key": settings.api_key.get_secret_value()}
-    async with httpx.AsyncClient(
-        base_url=settings.analytics_url, headers=headers, timeout=10
-    ) as api:
+    async with _client(settings, timeout=10) as api:
         try:
-            answer = await api.get("/v1/measures", params=_params())
-            answer.raise_for_status()
+            return int((await _measures(api, _params()))["entries"])
         except httpx.HTTPError:
             return 0
-        return int(answer.json()["entries"])
 
 
 async def read_measures(settings: SimulatorSettings, at_least: int) -> dict[str, Any]:
     """The last 30 days' measures, once they count `at_least` entries (within the read-back
     timeout): the analytics service reads `journey` on its own time."""
     params = _params()
-    headers = {"X-API-Key": settings.api_key.get_secret_value()}
     deadline = time.monotonic() + settings.readback_timeout_seconds
-    async with httpx.AsyncClient(
-        base_url=settings.analytics_url, headers=headers, timeout=30
-    ) as api:
+    async with _client(settings, timeout=30) as api:
         while True:
             try:
-                answer = await api.get("/v1/measures", params=params)
-                answer.raise_for_status()
-                measures: dict[str, Any] = answer.json()
+                measures = await _measures(api, params)
             except httpx.HTTPError as exc:
                 if time.monotonic() > deadline:
                     raise AnalyticsUnavailable(str(exc) or type(exc).__name__) from None

@@ -23,10 +23,21 @@ OUTBOUND_SCHEMA_FILE = f"outbound.v{OUTBOUND_SCHEMA_VERSION}.schema.json"
 SEALED_OUTBOUND_SCHEMA_FILE = f"outbound.sealed.v{OUTBOUND_SCHEMA_VERSION}.schema.json"
 
 
+def published(schema: dict[str, Any], schema_id: str | None = None) -> dict[str, Any]:
+    """A model's JSON Schema as Hilo publishes it: draft 2020-12, with its `$id` when given."""
+    identity = {"$id": schema_id} if schema_id else {}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **identity, **schema}
+
+
+def render_schema(document: dict[str, Any]) -> str:
+    """A schema (or any published document) as the committed file holds it: stable key order,
+    trailing newline, so that a test can compare it byte for byte."""
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
 def interaction_json_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of a serialised interaction, as consumers read it."""
-    schema = Interaction.model_json_schema(mode="serialization")
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+    return published(Interaction.model_json_schema(mode="serialization"))
 
 
 def sealed_interaction_json_schema() -> dict[str, Any]:
@@ -34,12 +45,12 @@ def sealed_interaction_json_schema() -> dict[str, Any]:
     (`hilo.contract.personal`) taken out and sealed (`hilo.sealing`), the rest in the clear."""
     schema = interaction_json_schema()
     schema["title"] = "SealedInteraction"
-    _drop(schema, "identifiers")
-    _drop(schema["$defs"]["Conversation"], "thread")
+    drop_property(schema, "identifiers")
+    drop_property(schema["$defs"]["Conversation"], "thread")
     for definition in schema["$defs"].values():
         kind = definition.get("properties", {}).get("kind", {}).get("const")
         for name in PAYLOAD_FIELDS.get(kind, ()):
-            _drop(definition, name)
+            drop_property(definition, name)
     schema["properties"]["sealed"] = SEALED_PART
     schema["required"] = sorted({*schema.get("required", []), "sealed"})
     return schema
@@ -47,8 +58,7 @@ def sealed_interaction_json_schema() -> dict[str, Any]:
 
 def outbound_json_schema() -> dict[str, Any]:
     """JSON Schema of an outbound command (a message to send), as it opens."""
-    schema = OutboundCommand.model_json_schema(mode="serialization")
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+    return published(OutboundCommand.model_json_schema(mode="serialization"))
 
 
 def sealed_outbound_json_schema() -> dict[str, Any]:
@@ -56,10 +66,10 @@ def sealed_outbound_json_schema() -> dict[str, Any]:
     subject and template sealed (`hilo.contract.personal.OUTBOUND_FIELDS`)."""
     schema = outbound_json_schema()
     schema["title"] = "SealedOutboundCommand"
-    _drop(schema, "identifiers")
-    _drop(schema["$defs"]["Conversation"], "thread")
+    drop_property(schema, "identifiers")
+    drop_property(schema["$defs"]["Conversation"], "thread")
     for name in (*PAYLOAD_FIELDS["message"], "template"):
-        _drop(schema["$defs"]["OutboundMessage"], name)
+        drop_property(schema["$defs"]["OutboundMessage"], name)
     schema["$defs"].pop("Template", None)
     schema["properties"]["sealed"] = SEALED_PART
     schema["required"] = sorted({*schema.get("required", []), "sealed"})
@@ -90,7 +100,8 @@ SEALED_PART: dict[str, Any] = {
 }
 
 
-def _drop(definition: dict[str, Any], name: str) -> None:
+def drop_property(definition: dict[str, Any], name: str) -> None:
+    """Take a property out of a schema definition (a field sealed away), required or not."""
     definition.get("properties", {}).pop(name, None)
     if name in definition.get("required", []):
         definition["required"] = [field for field in definition["required"] if field != name]
@@ -105,8 +116,8 @@ SCHEMAS = {
 
 
 def render(file: str = SCHEMA_FILE) -> str:
-    """A schema as the committed file holds it: stable key order, trailing newline."""
-    return json.dumps(SCHEMAS[file](), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    """A schema as the committed file holds it."""
+    return render_schema(SCHEMAS[file]())
 
 
 def main() -> None:
