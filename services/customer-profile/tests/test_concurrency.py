@@ -111,7 +111,8 @@ async def _assert_compacted_topic_ends_on_the_latest(
                 "merged_into": head["merged_into"],
             }
         elif head.get("identifiers"):
-            assert last[head["_id"]]["version"] == head["version"], "an older snapshot landed last"
+            [state] = (await running.service.store.head_states([head["_id"]])).values()
+            assert last[head["_id"]]["version"] == state.version, "an older snapshot landed last"
 
 
 async def _settled(running: RunningProfileService) -> bool:

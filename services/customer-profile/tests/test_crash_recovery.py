@@ -154,7 +154,7 @@ async def _count(settings: HiloSettings, events: list[Interaction]) -> dict[str,
         short = twice = 0
         for head in heads:
             view = await db["profile_views"].find_one(
-                {"_id": f"{head['_id']}:{head.get('version', 0)}"}
+                {"customer_id": head["_id"]}, sort=[("version", -1)]
             )
             counted = view["view"]["event_count"] if view else 0
             held = per_customer.get(head["_id"], 0)

@@ -23,7 +23,7 @@ HOT_PATH_QUERIES = [
     ("profiles", {"_id": {"$in": ["c1", "c2"]}}),
     ("profiles", {"merged_into": {"$in": ["c1", "c2"]}}),
     ("profiles", {"merge_event": {"$in": ["e1", "e2"]}}),
-    ("profile_views", {"_id": {"$in": ["c1:3", "c2:1"]}}),
+    ("profile_views", {"customer_id": {"$in": ["c1", "c2"]}}),
     ("journey", {"_id": {"$in": ["e1", "e2"]}}),
     ("journey", {"customer_id": {"$in": ["c1", "c2"]}}),
 ]

@@ -34,11 +34,11 @@ from cachetools import TTLCache
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic_core import from_json, to_json
-from pymongo import AsyncMongoClient, UpdateOne
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
 from hilo.contract.personal import Path, personal_paths
-from hilo.mongo import BULK_CHUNK, MongoDocument, chunked, find_in
+from hilo.mongo import MongoDocument, chunked, find_in, insert_once
 from hilo.settings import HiloSettings
 
 SEALED: Final = "sealed"
@@ -133,7 +133,7 @@ def _observed(future: asyncio.Future[dict[str, bytes]]) -> None:
 
 
 class SubjectKeys:
-    """The key store on MongoDB: one document per subject, created once by an atomic upsert."""
+    """The key store on MongoDB: one document per subject, created once (its unique `_id`)."""
 
     def __init__(
         self,
@@ -165,21 +165,15 @@ class SubjectKeys:
         made = {subject: AESGCM.generate_key(256) for subject in subjects - found.keys()}
         if not made:
             return found
+        # Inserts, not upserts: a duplicate `_id` tells who raced, and an insert costs a
+        # fraction of an upsert on the database (measured in docs/benchmarks.md).
+        order = sorted(made)
         at = datetime.now(UTC)
-        ours: set[str] = set()
-        for chunk in chunked(sorted(made), BULK_CHUNK):
-            result = await self.collection.bulk_write(
-                [
-                    UpdateOne(
-                        {"_id": subject},
-                        {"$setOnInsert": {"key": Binary(made[subject]), "at": at}},
-                        upsert=True,
-                    )
-                    for subject in chunk
-                ],
-                ordered=False,
-            )
-            ours |= {chunk[index] for index in result.upserted_ids or {}}
+        raced_at = await insert_once(
+            self.collection,
+            [{"_id": subject, "key": Binary(made[subject]), "at": at} for subject in order],
+        )
+        ours = set(made) - {order[index] for index in raced_at}
         found.update({subject: made[subject] for subject in ours})
         if self._cache is not None:
             self._cache.update({subject: made[subject] for subject in ours})

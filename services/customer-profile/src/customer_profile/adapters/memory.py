@@ -8,7 +8,7 @@ server. Not for production: nothing is durable and nothing is shared between pro
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +59,12 @@ class InMemoryStore:
         canonical = await self.canonical(raw.values())
         return {key: canonical[customer] for key, customer in raw.items()}
 
+    async def identity_state(
+        self, keys: Iterable[str]
+    ) -> tuple[dict[str, str], dict[str, ProfileFacts]]:
+        owners = await self.owners(keys)
+        return owners, {c: p.facts() for c, p in (await self.load(set(owners.values()))).items()}
+
     async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:
         result = {}
         for customer in customer_ids:
@@ -82,9 +88,17 @@ class InMemoryStore:
             del self.identities[key]
 
     # profiles
-    async def ensure_profiles(self, customer_ids: Iterable[str]) -> None:
-        for customer in customer_ids:
-            self.profiles.setdefault(customer, _Head(created_at=datetime.now(UTC)))
+    async def ensure_profiles(self, profiles: Mapping[str, Sequence[str]]) -> None:
+        for customer, keys in profiles.items():
+            self.profiles.setdefault(
+                customer, _Head(created_at=datetime.now(UTC), identifiers=sorted(keys))
+            )
+
+    async def detach(self, detachments: Mapping[str, str]) -> None:
+        for key, customer in detachments.items():
+            head = self.profiles.get(customer)
+            if head is not None and key in head.identifiers:
+                head.identifiers.remove(key)
 
     async def discard_empty(self, customer_ids: Iterable[str]) -> None:
         for customer in list(customer_ids):
@@ -131,9 +145,6 @@ class InMemoryStore:
             found += absorbed
             frontier = absorbed
         return sorted(found)
-
-    async def facts(self, customer_ids: Iterable[str]) -> dict[str, ProfileFacts]:
-        return {c: p.facts() for c, p in (await self.load(customer_ids)).items()}
 
     async def head_states(self, customer_ids: Iterable[str]) -> dict[str, HeadState]:
         return {

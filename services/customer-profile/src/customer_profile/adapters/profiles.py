@@ -1,6 +1,7 @@
 """The `profiles` and `profile_views` collections: one small head per customer, versioned views.
 
-A head holds identifiers, the view version and, once absorbed, `merged_into`. A merge is decided by
+A head holds identifiers and, once absorbed, `merged_into`; the profile's version is its highest
+stored view's. A merge is decided by
 a conditional update that succeeds once and is recorded on the absorbed head as pending (with the
 merging event) until its identities are moved and its record published. A view is stored under
 `<customer>:<version>`: whoever inserts version n+1 first wins; the others re-derive and try n+2.
@@ -72,26 +73,30 @@ class ProfileCollection:
         found = find_in(self.profiles, "_id", customer_ids, {"merged_into": 1})
         return {doc["_id"]: doc["merged_into"] async for doc in found if doc.get("merged_into")}
 
-    async def ensure_profiles(self, customer_ids: Iterable[str]) -> None:
-        """Create empty profiles for new customers (no-op for existing ones)."""
-        ids = list(dict.fromkeys(customer_ids))
-        if not ids:
-            return
-        at = now()
+    async def ensure_profiles(self, profiles: Mapping[str, Sequence[str]]) -> None:
+        """Create new profiles with the identifiers they are about to claim (no-op for existing
+        ones). Inserts: a profile's id is new to all but a retry of the same event, and an insert
+        with its identifiers costs the database a fraction of an upsert and an `$addToSet`."""
+        if profiles:
+            at = now()
+            await insert_once(
+                self.profiles,
+                [
+                    {"_id": customer, "created_at": at, "identifiers": sorted(keys)}
+                    for customer, keys in profiles.items()
+                ],
+            )
+
+    async def detach(self, detachments: Mapping[str, str]) -> None:
+        by_customer: dict[str, list[str]] = {}
+        for key, customer in detachments.items():
+            by_customer.setdefault(customer, []).append(key)
         await bulk_write(
             self.profiles,
             [
-                UpdateOne(
-                    {"_id": customer},
-                    {
-                        # Absent means null/empty: FerretDB 1.x drops null and [] in $setOnInsert.
-                        "$setOnInsert": {"created_at": at, "version": 0}
-                    },
-                    upsert=True,
-                )
-                for customer in ids
+                UpdateOne({"_id": customer}, {"$pull": {"identifiers": {"$in": keys}}})
+                for customer, keys in by_customer.items()
             ],
-            ordered=False,
         )
 
     async def discard_empty(self, customer_ids: Iterable[str]) -> None:
@@ -169,7 +174,7 @@ class ProfileCollection:
         A bounded number of queries for any count: heads, views, one per level of aliases.
         """
         heads = await self.heads(customer_ids)
-        views_of = await self._views_of(heads.values()) if views else {}
+        views_of = await self._views_of(heads) if views else {}
         aliases = await self.aliases(heads)
         return {
             customer: replace(_stored(head, views_of.get(customer)), merged_from=aliases[customer])
@@ -199,16 +204,28 @@ class ProfileCollection:
         return {customer: sorted(found) for customer, found in result.items()}
 
     async def head_states(self, customer_ids: Iterable[str]) -> dict[str, HeadState]:
+        heads = await self.heads(customer_ids)
+        versions = await self._views_of(heads, {"customer_id": 1, "version": 1})
         return {
-            customer: HeadState(head.get("version", 0), head.get("merged_into"))
-            for customer, head in (await self.heads(customer_ids)).items()
+            customer: HeadState(_version(versions.get(customer)), head.get("merged_into"))
+            for customer, head in heads.items()
         }
 
-    async def facts(self, customer_ids: Iterable[str]) -> dict[str, ProfileFacts]:
-        """What identity resolution needs: heads only, no views."""
-        return {
-            c: _stored(head, None).facts() for c, head in (await self.heads(customer_ids)).items()
-        }
+    async def canonical_facts(
+        self, customer_ids: Iterable[str]
+    ) -> tuple[dict[str, str], dict[str, ProfileFacts]]:
+        """`canonical` of these ids, and the facts identity resolution needs of the survivors.
+
+        One read of the heads serves both when none was merged away (the common case); merged
+        ones are followed to their survivors, whose heads are then read too.
+        """
+        ids = list(customer_ids)
+        heads = await self.heads(ids)
+        mapping = {c: c for c in ids}
+        mapping.update(await self.canonical(c for c, h in heads.items() if h.get("merged_into")))
+        heads.update(await self.heads(set(mapping.values()) - heads.keys()))
+        facts = {c: _stored(heads[c], None).facts() for c in set(mapping.values()) if c in heads}
+        return mapping, facts
 
     async def open_conversations(self, since: datetime, limit: int) -> list[MongoDocument]:
         """Current views whose conversation moved at or after `since`, latest first (the agent
@@ -234,11 +251,20 @@ class ProfileCollection:
             return None
         return (await self.canonical([doc["customer_id"]]))[doc["customer_id"]]
 
-    async def _views_of(self, heads: Iterable[MongoDocument]) -> dict[str, MongoDocument]:
-        """The current view of each head, by `_id` (`<customer>:<version>`), in one query."""
-        wanted = [view_id(h["_id"], h["version"]) for h in heads if h.get("version", 0)]
-        found = find_in(self.views, "_id", wanted)
-        return {doc["customer_id"]: doc async for doc in found}
+    async def _views_of(
+        self, customer_ids: Iterable[str], projection: MongoDocument | None = None
+    ) -> dict[str, MongoDocument]:
+        """The current (highest) view of each customer, in bounded queries on `customer_id`.
+
+        A customer has one view, or two for the moment between a save and the delete of the view
+        it superseded (or after a crash in between): the highest version is current.
+        """
+        current: dict[str, MongoDocument] = {}
+        async for doc in find_in(self.views, "customer_id", customer_ids, projection):
+            kept = current.get(doc["customer_id"])
+            if kept is None or doc["version"] > kept["version"]:
+                current[doc["customer_id"]] = doc
+        return current
 
     async def mark_merged(
         self, survivor: str, absorbed: list[str], event_id: str, at: datetime
@@ -374,9 +400,10 @@ class ProfileCollection:
     async def save_views(self, views: Mapping[str, tuple[int, ProfileView]]) -> set[str]:
         """Store each view as the next version of its profile; return the customers that lost.
 
-        Inserting `<customer>:<version + 1>` succeeds for exactly one writer. A loser first moves
-        the head to the version that beat it (the winner may have stopped before doing so), then
-        re-derives and tries the version after.
+        Inserting `<customer>:<version + 1>` succeeds for exactly one writer, and that insert is
+        the whole save: the current version is the highest view stored, so no head is updated (an
+        update cost the database five times an insert). The winner then deletes the view it
+        superseded; a loser re-derives and tries the version after.
         """
         if not views:
             return set()
@@ -392,17 +419,6 @@ class ProfileCollection:
             for customer, (version, view) in views.items()
         ]
         lost = {str(documents[i]["customer_id"]) for i in await insert_once(self.views, documents)}
-        heads = [
-            UpdateOne(
-                {"_id": customer},
-                {
-                    "$max": {"version": version + 1},
-                    "$set": {"updated_at": at},
-                },
-            )
-            for customer, (version, _) in views.items()
-        ]
-        await bulk_write(self.profiles, heads)
         superseded = [
             DeleteOne({"_id": view_id(customer, version)})
             for customer, (version, _) in views.items()
@@ -426,10 +442,15 @@ class ProfileCollection:
 def _stored(head: MongoDocument, view: MongoDocument | None) -> StoredProfile:
     return StoredProfile(
         customer_id=head["_id"],
-        version=head.get("version", 0),
+        version=_version(view),
         created_at=head["created_at"],
         identifiers=list(head.get("identifiers", [])),
         merged_from=list(head.get("merged_from", [])),
         view=ProfileView.model_validate(view["view"]) if view else None,
         kept_apart=list(head.get("kept_apart", [])),
     )
+
+
+def _version(view: MongoDocument | None) -> int:
+    """A profile's version is its current view's; 0 before its first view."""
+    return int(view["version"]) if view else 0

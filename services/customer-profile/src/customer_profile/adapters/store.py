@@ -17,7 +17,7 @@ and its record published.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -91,6 +91,13 @@ class ProfileStore:
         canonical = await self._profiles.canonical(raw.values())
         return {key: canonical[customer] for key, customer in raw.items()}
 
+    async def identity_state(
+        self, keys: Iterable[str]
+    ) -> tuple[dict[str, str], dict[str, ProfileFacts]]:
+        raw = await self._identities.owners(keys)
+        canonical, facts = await self._profiles.canonical_facts(raw.values())
+        return {key: canonical[customer] for key, customer in raw.items()}, facts
+
     async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:
         return await self._profiles.canonical(customer_ids)
 
@@ -105,8 +112,11 @@ class ProfileStore:
 
     # --- profiles ---------------------------------------------------------------------------
 
-    async def ensure_profiles(self, customer_ids: Iterable[str]) -> None:
-        await self._profiles.ensure_profiles(customer_ids)
+    async def ensure_profiles(self, profiles: Mapping[str, Sequence[str]]) -> None:
+        await self._profiles.ensure_profiles(profiles)
+
+    async def detach(self, detachments: Mapping[str, str]) -> None:
+        await self._profiles.detach(detachments)
 
     async def discard_empty(self, customer_ids: Iterable[str]) -> None:
         await self._profiles.discard_empty(customer_ids)
@@ -116,9 +126,6 @@ class ProfileStore:
 
     async def load(self, customer_ids: Iterable[str]) -> dict[str, StoredProfile]:
         return await self._profiles.load(customer_ids)
-
-    async def facts(self, customer_ids: Iterable[str]) -> dict[str, ProfileFacts]:
-        return await self._profiles.facts(customer_ids)
 
     async def head_states(self, customer_ids: Iterable[str]) -> dict[str, HeadState]:
         return await self._profiles.head_states(customer_ids)

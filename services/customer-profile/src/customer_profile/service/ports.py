@@ -8,7 +8,7 @@ view version is inserted once) are the port's contract: both implementations kee
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -79,6 +79,12 @@ class Store(Protocol):
     async def owners(self, keys: Iterable[str]) -> dict[str, str]:
         """Identifier key -> canonical (non-merged) customer id, for the keys that have one."""
 
+    async def identity_state(
+        self, keys: Iterable[str]
+    ) -> tuple[dict[str, str], dict[str, ProfileFacts]]:
+        """`owners` of these keys and the facts of those owners, read together (one read of
+        the owners' heads serves both)."""
+
     async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:
         """Each id mapped to the profile that answers for it after merges."""
 
@@ -88,7 +94,12 @@ class Store(Protocol):
     async def release(self, key: str, customer_id: str) -> None: ...
 
     # profiles
-    async def ensure_profiles(self, customer_ids: Iterable[str]) -> None: ...
+    async def ensure_profiles(self, profiles: Mapping[str, Sequence[str]]) -> None:
+        """Create each new profile holding the identifiers it is about to claim (no-op for
+        existing ones); `detach` takes back those whose claim is then lost."""
+
+    async def detach(self, detachments: Mapping[str, str]) -> None:
+        """Remove identifiers (key -> customer) from profiles that did not get to own them."""
 
     async def discard_empty(self, customer_ids: Iterable[str]) -> None: ...
 
@@ -96,8 +107,6 @@ class Store(Protocol):
         """Add claimed identifiers within per-kind caps; the identifiers held afterwards."""
 
     async def load(self, customer_ids: Iterable[str]) -> dict[str, StoredProfile]: ...
-
-    async def facts(self, customer_ids: Iterable[str]) -> dict[str, ProfileFacts]: ...
 
     async def head_states(self, customer_ids: Iterable[str]) -> dict[str, HeadState]: ...
 
