@@ -119,6 +119,12 @@ class InMemoryStore:
                 held.add(key)
         return held
 
+    async def load_canonical(
+        self, customer_ids: Iterable[str]
+    ) -> tuple[dict[str, str], dict[str, StoredProfile]]:
+        canonical = await self.canonical(customer_ids)
+        return canonical, await self.load(set(canonical.values()))
+
     async def load(self, customer_ids: Iterable[str]) -> dict[str, StoredProfile]:
         ids = list(dict.fromkeys(customer_ids))
         self._count("load", ids)

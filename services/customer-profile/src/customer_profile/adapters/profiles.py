@@ -173,7 +173,18 @@ class ProfileCollection:
 
         A bounded number of queries for any count: heads, views, one per level of aliases.
         """
-        heads = await self.heads(customer_ids)
+        return await self._complete(await self.heads(customer_ids), views=views)
+
+    async def load_canonical(
+        self, customer_ids: Iterable[str]
+    ) -> tuple[dict[str, str], dict[str, StoredProfile]]:
+        mapping, heads = await self._canonical_heads(customer_ids)
+        survivors = {c: heads[c] for c in set(mapping.values()) if c in heads}
+        return mapping, await self._complete(survivors)
+
+    async def _complete(
+        self, heads: dict[str, MongoDocument], *, views: bool = True
+    ) -> dict[str, StoredProfile]:
         views_of = await self._views_of(heads) if views else {}
         aliases = await self.aliases(heads)
         return {
@@ -214,7 +225,15 @@ class ProfileCollection:
     async def canonical_facts(
         self, customer_ids: Iterable[str]
     ) -> tuple[dict[str, str], dict[str, ProfileFacts]]:
-        """`canonical` of these ids, and the facts identity resolution needs of the survivors.
+        """`canonical` of these ids, and the facts identity resolution needs of the survivors."""
+        mapping, heads = await self._canonical_heads(customer_ids)
+        facts = {c: _stored(heads[c], None).facts() for c in set(mapping.values()) if c in heads}
+        return mapping, facts
+
+    async def _canonical_heads(
+        self, customer_ids: Iterable[str]
+    ) -> tuple[dict[str, str], dict[str, MongoDocument]]:
+        """`canonical` of these ids, with the heads read on the way (the survivors' included).
 
         One read of the heads serves both when none was merged away (the common case); merged
         ones are followed to their survivors, whose heads are then read too.
@@ -224,8 +243,7 @@ class ProfileCollection:
         mapping = {c: c for c in ids}
         mapping.update(await self.canonical(c for c, h in heads.items() if h.get("merged_into")))
         heads.update(await self.heads(set(mapping.values()) - heads.keys()))
-        facts = {c: _stored(heads[c], None).facts() for c in set(mapping.values()) if c in heads}
-        return mapping, facts
+        return mapping, heads
 
     async def open_conversations(self, since: datetime, limit: int) -> list[MongoDocument]:
         """Current views whose conversation moved at or after `since`, latest first (the agent

@@ -127,6 +127,11 @@ class ProfileStore:
     async def load(self, customer_ids: Iterable[str]) -> dict[str, StoredProfile]:
         return await self._profiles.load(customer_ids)
 
+    async def load_canonical(
+        self, customer_ids: Iterable[str]
+    ) -> tuple[dict[str, str], dict[str, StoredProfile]]:
+        return await self._profiles.load_canonical(customer_ids)
+
     async def head_states(self, customer_ids: Iterable[str]) -> dict[str, HeadState]:
         return await self._profiles.head_states(customer_ids)
 

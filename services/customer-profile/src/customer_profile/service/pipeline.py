@@ -150,7 +150,9 @@ class Pipeline:
         merged_now = {absorbed for merge in resolution.merges for absorbed in merge.absorbed}
         await self._store.finish_merges([m for m in unfinished if m.absorbed not in merged_now])
         outcome.merges = _merges(unfinished)
-        before = await self._store.load(set(resolution.customers.values()))
+        before = resolution.profiles
+        if unfinished:  # the survivors' heads changed as their merges were finished
+            before.update(await self._store.load({m.survivor for m in unfinished} & set(before)))
         entries, repairs = await self._write_journey(events, resolution.customers, before, outcome)
         rebuild = {m.survivor for m in outcome.merges}
         rebuild |= {e.customer_id for e in entries if e.late}

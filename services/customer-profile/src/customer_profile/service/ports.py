@@ -108,6 +108,12 @@ class Store(Protocol):
 
     async def load(self, customer_ids: Iterable[str]) -> dict[str, StoredProfile]: ...
 
+    async def load_canonical(
+        self, customer_ids: Iterable[str]
+    ) -> tuple[dict[str, str], dict[str, StoredProfile]]:
+        """`canonical` of these ids, and the survivors' profiles, from one read of the heads
+        when none was merged away."""
+
     async def head_states(self, customer_ids: Iterable[str]) -> dict[str, HeadState]: ...
 
     async def merge(

@@ -23,7 +23,7 @@ from customer_profile.domain.identity import (
     decide,
     split_key,
 )
-from customer_profile.service.ports import MergeRecord, Store
+from customer_profile.service.ports import MergeRecord, Store, StoredProfile
 from hilo.contract import IdentifierKind
 
 log = structlog.get_logger(__name__)
@@ -56,6 +56,8 @@ class Resolution:
     merges: list[Merge] = field(default_factory=list)
     conflicts: list[tuple[Conflict, str]] = field(default_factory=list)
     created: set[str] = field(default_factory=set)
+    profiles: dict[str, StoredProfile] = field(default_factory=dict)
+    """The customers' profiles as they stand once resolved (read with their canonical ids)."""
 
 
 class IdentityResolver:
@@ -74,8 +76,11 @@ class IdentityResolver:
             pending = await self._round(pending, resolution)
         if pending:
             raise RuntimeError(f"identity resolution did not settle for {len(pending)} event(s)")
-        # Merges later in the batch may have absorbed customers chosen earlier.
-        canonical = await self._store.canonical(set(resolution.customers.values()))
+        # Merges later in the batch (or by another instance) may have absorbed customers chosen
+        # earlier: the one read that finds the survivors also loads their profiles.
+        canonical, resolution.profiles = await self._store.load_canonical(
+            set(resolution.customers.values())
+        )
         resolution.customers = {e: canonical[c] for e, c in resolution.customers.items()}
         return resolution
 
