@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from pymongo import AsyncMongoClient
 
-from hilo.mongo import MongoDocument
+from hilo.mongo import BULK_CHUNK, MongoDocument
 from hilo.sealing import SubjectKeys
 from hilo.settings import HiloSettings
 
@@ -20,7 +20,7 @@ def store(client: AsyncMongoClient[MongoDocument], settings: HiloSettings) -> Su
 async def test_processes_making_keys_for_the_same_subjects_at_once_end_with_the_same_keys(
     mongo_client: AsyncMongoClient[MongoDocument], settings: HiloSettings
 ) -> None:
-    subjects = [f"{n:064x}" for n in range(120)]  # more than one bulk chunk
+    subjects = [f"{n:064x}" for n in range(BULK_CHUNK + 20)]  # more than one bulk chunk
     processes = [store(mongo_client, settings) for _ in range(4)]
 
     made = await asyncio.gather(*(keys.get_or_create(subjects) for keys in processes))

@@ -35,9 +35,10 @@ def create_mongo_client(settings: HiloSettings) -> AsyncMongoClient[MongoDocumen
     )
 
 
-BULK_CHUNK = 50
-"""Statements per bulk write command. Some MongoDB-wire servers slow down or stall on large
-`update` commands (FerretDB 1.x stopped answering at 100); MongoDB does not care."""
+BULK_CHUNK = 500
+"""Statements per bulk write command: a whole batch's writes in one round trip. (It was 50 for
+FerretDB 1.x, which stopped answering `update` commands of 100; on SecantusDB, 500 took a batch
+of 500 events from 125 to 80 round trips at the same database CPU per event.)"""
 
 IN_CHUNK = 100
 """Values per `$in` list. Measured on SecantusDB, 500 ids: one `$in` 330 ms, chunks of 100 or
