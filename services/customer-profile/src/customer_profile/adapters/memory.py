@@ -8,7 +8,7 @@ server. Not for production: nothing is durable and nothing is shared between pro
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -88,17 +88,9 @@ class InMemoryStore:
             del self.identities[key]
 
     # profiles
-    async def ensure_profiles(self, profiles: Mapping[str, Sequence[str]]) -> None:
-        for customer, keys in profiles.items():
-            self.profiles.setdefault(
-                customer, _Head(created_at=datetime.now(UTC), identifiers=sorted(keys))
-            )
-
-    async def detach(self, detachments: Mapping[str, str]) -> None:
-        for key, customer in detachments.items():
-            head = self.profiles.get(customer)
-            if head is not None and key in head.identifiers:
-                head.identifiers.remove(key)
+    async def ensure_profiles(self, customer_ids: Iterable[str]) -> None:
+        for customer in customer_ids:
+            self.profiles.setdefault(customer, _Head(created_at=datetime.now(UTC)))
 
     async def discard_empty(self, customer_ids: Iterable[str]) -> None:
         for customer in list(customer_ids):

@@ -73,31 +73,16 @@ class ProfileCollection:
         found = find_in(self.profiles, "_id", customer_ids, {"merged_into": 1})
         return {doc["_id"]: doc["merged_into"] async for doc in found if doc.get("merged_into")}
 
-    async def ensure_profiles(self, profiles: Mapping[str, Sequence[str]]) -> None:
-        """Create new profiles with the identifiers they are about to claim (no-op for existing
-        ones). Inserts: a profile's id is new to all but a retry of the same event, and an insert
-        with its identifiers costs the database a fraction of an upsert and an `$addToSet`."""
-        if profiles:
+    async def ensure_profiles(self, customer_ids: Iterable[str]) -> None:
+        """Create empty profiles for new customers (no-op for existing ones). Inserts: a
+        profile's id is new to all but a retry of the same event, and an insert costs the
+        database a fraction of an upsert."""
+        ids = list(dict.fromkeys(customer_ids))
+        if ids:
             at = now()
             await insert_once(
-                self.profiles,
-                [
-                    {"_id": customer, "created_at": at, "identifiers": sorted(keys)}
-                    for customer, keys in profiles.items()
-                ],
+                self.profiles, [{"_id": customer, "created_at": at} for customer in ids]
             )
-
-    async def detach(self, detachments: Mapping[str, str]) -> None:
-        by_customer: dict[str, list[str]] = {}
-        for key, customer in detachments.items():
-            by_customer.setdefault(customer, []).append(key)
-        await bulk_write(
-            self.profiles,
-            [
-                UpdateOne({"_id": customer}, {"$pull": {"identifiers": {"$in": keys}}})
-                for customer, keys in by_customer.items()
-            ],
-        )
 
     async def discard_empty(self, customer_ids: Iterable[str]) -> None:
         """Remove profiles created for claims that were all lost (nothing points to them)."""

@@ -5,8 +5,9 @@ One class per collection (`identities`, `profiles` with `profile_views`, `journe
 spans several (a merge moves identities; an erasure touches all).
 
 Correctness under several consumer instances comes from the database, never from process-local
-locks: an identifier is claimed by an atomic upsert on its unique `_id`, a merge marks the absorbed
-profile with a conditional update that succeeds once, and a view version is inserted once.
+locks: an identifier is claimed by an insert on its unique `_id` (one writer wins), a merge marks
+the absorbed profile with a conditional update that succeeds once, and a view version is inserted
+once.
 
 Every multi-step effect leaves a durable "not finished" mark until its last step is done, so a
 redelivered batch can find and finish what a crash interrupted: a journey entry is stored with
@@ -17,7 +18,7 @@ and its record published.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -112,11 +113,8 @@ class ProfileStore:
 
     # --- profiles ---------------------------------------------------------------------------
 
-    async def ensure_profiles(self, profiles: Mapping[str, Sequence[str]]) -> None:
-        await self._profiles.ensure_profiles(profiles)
-
-    async def detach(self, detachments: Mapping[str, str]) -> None:
-        await self._profiles.detach(detachments)
+    async def ensure_profiles(self, customer_ids: Iterable[str]) -> None:
+        await self._profiles.ensure_profiles(customer_ids)
 
     async def discard_empty(self, customer_ids: Iterable[str]) -> None:
         await self._profiles.discard_empty(customer_ids)

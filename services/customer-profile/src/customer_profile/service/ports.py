@@ -8,7 +8,7 @@ view version is inserted once) are the port's contract: both implementations kee
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -94,12 +94,8 @@ class Store(Protocol):
     async def release(self, key: str, customer_id: str) -> None: ...
 
     # profiles
-    async def ensure_profiles(self, profiles: Mapping[str, Sequence[str]]) -> None:
-        """Create each new profile holding the identifiers it is about to claim (no-op for
-        existing ones); `detach` takes back those whose claim is then lost."""
-
-    async def detach(self, detachments: Mapping[str, str]) -> None:
-        """Remove identifiers (key -> customer) from profiles that did not get to own them."""
+    async def ensure_profiles(self, customer_ids: Iterable[str]) -> None:
+        """Create empty profiles for new customers (no-op for existing ones)."""
 
     async def discard_empty(self, customer_ids: Iterable[str]) -> None: ...
 

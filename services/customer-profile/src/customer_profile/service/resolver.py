@@ -92,20 +92,13 @@ class IdentityResolver:
         plan = _Plan(owners=owners, facts=facts)
         unsettled = [event for event in events if not await self._decide(event, plan, resolution)]
         await self._store.finish_merges(plan.merged)
-        # New profiles are created holding what they claim (within caps: `decide` counted it).
-        await self._store.ensure_profiles(
-            {c: [k for k, owner in plan.claims.items() if owner == c] for c in plan.tentative}
-        )
+        await self._store.ensure_profiles(plan.tentative)
         final = await self._store.claim(plan.claims)
         lost = {key for key, owner in plan.claims.items() if final.get(key) != owner}
         won = {key: owner for key, owner in plan.claims.items() if key not in lost}
-        await self._store.detach(
-            {key: owner for key in lost if (owner := plan.claims[key]) in plan.tentative}
-        )
-        held = await self._store.attach(
-            {key: owner for key, owner in won.items() if owner not in plan.tentative}, self._caps
-        )
-        held |= {key for key, owner in won.items() if owner in plan.tentative}
+        # Identifiers go on a profile only once claimed: a profile never lists one it does not
+        # own, whatever crashes or concurrent merges happen in between.
+        held = await self._store.attach(won, self._caps)
         for key in set(won) - held:
             log.warning(
                 "identifier_released", identifier_kind=split_key(key)[0].value, customer_id=won[key]

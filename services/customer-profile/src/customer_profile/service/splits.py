@@ -180,7 +180,7 @@ class Splits:
         if split.merge_event is not None:
             await self._store.unmerge(split.restored, split.merge_event)
         else:
-            await self._store.ensure_profiles({split.restored: []})
+            await self._store.ensure_profiles([split.restored])
         canonical = await self._store.canonical([split.kept, split.restored])
         if canonical[split.restored] != split.restored:
             log.info("split_superseded", split_id=split.id, reason="merged again since")
