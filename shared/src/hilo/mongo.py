@@ -13,7 +13,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
-from pymongo import AsyncMongoClient, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
+from pymongo import (
+    AsyncMongoClient,
+    DeleteOne,
+    InsertOne,
+    ReplaceOne,
+    UpdateMany,
+    UpdateOne,
+    monitoring,
+)
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
@@ -23,8 +31,11 @@ MongoDocument = dict[str, Any]
 _WriteOp = InsertOne[MongoDocument] | UpdateOne | UpdateMany | ReplaceOne[MongoDocument] | DeleteOne
 
 
-def create_mongo_client(settings: HiloSettings) -> AsyncMongoClient[MongoDocument]:
-    """A client that returns timezone-aware datetimes and fails fast when the server is gone."""
+def create_mongo_client(
+    settings: HiloSettings, *, listeners: Sequence[monitoring.CommandListener] = ()
+) -> AsyncMongoClient[MongoDocument]:
+    """A client that returns timezone-aware datetimes and fails fast when the server is gone;
+    `listeners` see every command it sends (benchmarks and tests count round trips)."""
     return AsyncMongoClient(
         str(settings.mongodb_url),
         tz_aware=True,
@@ -32,6 +43,7 @@ def create_mongo_client(settings: HiloSettings) -> AsyncMongoClient[MongoDocumen
         serverSelectionTimeoutMS=5_000,
         connectTimeoutMS=5_000,
         retryWrites=True,
+        event_listeners=list(listeners),
     )
 
 
