@@ -24,7 +24,6 @@ MAX_ALIAS_DEPTH = 20
 @dataclass
 class _Head:
     created_at: datetime
-    version: int = 0
     identifiers: list[str] = field(default_factory=list)
     merged_from: list[str] = field(default_factory=list)
     merged_into: str | None = None
@@ -127,13 +126,17 @@ class InMemoryStore:
                 continue
             loaded[customer] = StoredProfile(
                 customer_id=customer,
-                version=head.version,
+                version=self._version(customer),
                 created_at=head.created_at,
                 identifiers=list(head.identifiers),
                 merged_from=self._aliases(customer),
-                view=_fresh(self.views.get((customer, head.version))),
+                view=_fresh(self.views.get((customer, self._version(customer)))),
             )
         return loaded
+
+    def _version(self, customer: str) -> int:
+        """A profile's version is its highest stored view's (0 before the first)."""
+        return max((v for (c, v) in self.views if c == customer), default=0)
 
     def _aliases(self, customer: str) -> list[str]:
         found: list[str] = []
@@ -146,7 +149,7 @@ class InMemoryStore:
 
     async def head_states(self, customer_ids: Iterable[str]) -> dict[str, HeadState]:
         return {
-            c: HeadState(self.profiles[c].version, self.profiles[c].merged_into)
+            c: HeadState(self._version(c), self.profiles[c].merged_into)
             for c in customer_ids
             if c in self.profiles
         }
@@ -195,8 +198,7 @@ class InMemoryStore:
                 lost.add(customer)
                 continue
             self.views[(customer, version + 1)] = view.model_copy(deep=True)
-            head = self.profiles[customer]
-            head.version = max(head.version, version + 1)
+            self.views.pop((customer, version), None)  # superseded, as the MongoDB store does
         merged = {c for c in views if self.profiles[c].merged_into is not None}
         return lost | merged
 
