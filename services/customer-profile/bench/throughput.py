@@ -28,6 +28,7 @@ from customer_profile.settings import ProfileSettings
 from customer_profile.testing import interaction
 from hilo.contract import Interaction
 from hilo.kafka import KafkaPublisher, create_broker
+from hilo.mongo import CommandCounter
 from hilo.testkit.probes import eventually
 from hilo.topics import ensure_topics
 from hilo_devkit.local_infra import Endpoints, Infrastructure
@@ -95,23 +96,7 @@ async def publish_stream(settings: ProfileSettings, items: list[Interaction]) ->
     return time.perf_counter() - began
 
 
-class RoundTrips(monitoring.CommandListener):
-    """Counts the commands this process sends to the database (each one is a round trip)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.count += 1
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
-ROUND_TRIPS = RoundTrips()
+ROUND_TRIPS = CommandCounter()
 monitoring.register(ROUND_TRIPS)
 
 

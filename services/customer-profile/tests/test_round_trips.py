@@ -12,38 +12,21 @@ import math
 from collections.abc import AsyncIterator
 
 import pytest
-from pymongo import monitoring
 
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.service.pipeline import Pipeline
 from customer_profile.testing import interaction, profile_settings, raw_records
 from hilo.kafka import KafkaPublisher, create_broker
-from hilo.mongo import IN_CHUNK, create_mongo_client
+from hilo.mongo import IN_CHUNK, CommandCounter, create_mongo_client
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
-
-
-class Commands(monitoring.CommandListener):
-    """Counts the commands a client sends (each is one round trip)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.count += 1
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
 
 
 @pytest.fixture
 async def counted(
     settings: HiloSettings, topics: list[str]
-) -> AsyncIterator[tuple[Pipeline, Commands]]:
-    commands = Commands()
+) -> AsyncIterator[tuple[Pipeline, CommandCounter]]:
+    commands = CommandCounter()
     mongo = create_mongo_client(settings, listeners=[commands])
     broker = create_broker(settings)
     await broker.start()
@@ -66,7 +49,7 @@ async def counted(
         await mongo.close()
 
 
-async def returning_batch(pipeline: Pipeline, commands: Commands, size: int) -> int:
+async def returning_batch(pipeline: Pipeline, commands: CommandCounter, size: int) -> int:
     """Round trips of one batch of `size` returning customers (each known from a first batch)."""
     tag = f"s{size}"
     await pipeline.process(
@@ -87,7 +70,7 @@ async def returning_batch(pipeline: Pipeline, commands: Commands, size: int) -> 
 
 
 async def test_round_trips_per_batch_are_per_chunk_not_per_event(
-    counted: tuple[Pipeline, Commands],
+    counted: tuple[Pipeline, CommandCounter],
 ) -> None:
     pipeline, commands = counted
     small = await returning_batch(pipeline, commands, 10)

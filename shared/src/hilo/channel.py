@@ -24,7 +24,6 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import structlog
-import uvicorn
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -36,6 +35,7 @@ from pymongo.errors import PyMongoError
 from hilo.asyncapi import asyncapi_router
 from hilo.contract import MAX_FUTURE_SKEW, Direction, Interaction, MessageExchanged
 from hilo.contract.identifiers import DEFAULT_PHONE_REGION
+from hilo.entrypoint import run_app
 from hilo.health import health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, PublishFailed, Record, RecordTooLarge, create_broker
 from hilo.logs import configure_logging
@@ -254,9 +254,7 @@ async def raw_body(request: Request, limit: int) -> bytes:
 def serve(app: FastAPI, settings: ChannelSettings) -> None:
     """Run a channel app with Hilo's logging (the entry point of every channel service)."""
     configure_logging(settings)
-    uvicorn.run(
-        app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
-    )
+    run_app(app, settings)
 
 
 def create_channel_app(

@@ -58,6 +58,23 @@ IN_CHUNK = 100
 service ~0.1-0.3 ms of PyMongo CPU (a batch of 500 went from 207 to 120 round trips)."""
 
 
+class CommandCounter(monitoring.CommandListener):
+    """Counts the commands a client sends, each one a round trip (for `create_mongo_client`'s
+    `listeners`, or `pymongo.monitoring.register`)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.count += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
 def chunked(values: Iterable[Any], size: int = IN_CHUNK) -> list[list[Any]]:
     """Distinct values in order, in lists of at most `size`."""
     distinct = list(dict.fromkeys(values))

@@ -6,11 +6,10 @@ import argparse
 import getpass
 import sys
 
-import uvicorn
-
 from agent_desk.app import create_app
 from agent_desk.auth import hash_password
 from agent_desk.settings import DeskSettings
+from hilo.entrypoint import run_app
 from hilo.logs import configure_logging
 
 
@@ -19,13 +18,7 @@ def serve() -> None:
     configure_logging(settings)
     if not settings.desk_agents:
         sys.exit("agent-desk: HILO_DESK_AGENTS is empty: nobody could sign in.")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        access_log=False,
-    )
+    run_app(create_app(settings), settings)
 
 
 def main() -> None:

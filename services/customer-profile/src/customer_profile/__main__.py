@@ -7,43 +7,28 @@ import asyncio
 import sys
 from datetime import datetime
 
-import uvicorn
+from pymongo import AsyncMongoClient
 
 from customer_profile.adapters.store import ProfileStore
-from customer_profile.bootstrap import OpenApiRefused, bootstrap
+from customer_profile.bootstrap import bootstrap
 from customer_profile.service.rebuild import NotEmpty, rebuild
 from customer_profile.settings import ProfileSettings
 from hilo.contract.identifiers import DEFAULT_PHONE_REGION
 from hilo.dead_letters import ReplayFilter, replay
+from hilo.entrypoint import init_deployment, serve_api
 from hilo.logs import configure_logging
-from hilo.mongo import create_mongo_client
-from hilo.topics import ensure_topics
+from hilo.mongo import MongoDocument, create_mongo_client
 
 
 def serve(settings: ProfileSettings) -> None:
-    try:
-        service = bootstrap(settings)
-    except OpenApiRefused as exc:
-        sys.exit(f"customer-profile: {exc}")
-    uvicorn.run(
-        service.app,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        access_log=False,
-    )
+    serve_api("customer-profile", settings, lambda: bootstrap(settings).app)
 
 
 async def run_init(settings: ProfileSettings) -> int:
-    """Create the topics and the MongoDB indexes (both idempotent): the deployment's init step."""
-    created = await ensure_topics(settings)
-    mongo = create_mongo_client(settings)
-    try:
+    async def indexes(mongo: AsyncMongoClient[MongoDocument]) -> None:
         await ProfileStore(mongo, settings.mongodb_database).create_indexes()
-    finally:
-        await mongo.close()
-    print(f"topics: {len(created)} created, the others existed; indexes ready")  # noqa: T201
-    return 0
+
+    return await init_deployment(settings, indexes)
 
 
 async def run_rebuild(settings: ProfileSettings) -> int:

@@ -24,6 +24,7 @@ from customer_profile.service.privacy import Privacy
 from customer_profile.service.splits import Splits
 from customer_profile.settings import ProfileSettings
 from hilo.asyncapi import asyncapi_router
+from hilo.entrypoint import OpenApiRefused
 from hilo.health import health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, create_broker
 from hilo.mongo import MongoDocument, create_mongo_client
@@ -132,10 +133,6 @@ def _lifespan(service: Service) -> Callable[[FastAPI], AbstractAsyncContextManag
             await stop(service)
 
     return lifespan
-
-
-class OpenApiRefused(RuntimeError):
-    """The API would be served without keys outside an explicit development run."""
 
 
 async def start(service: Service) -> None:

@@ -8,8 +8,9 @@ import sys
 import pytest
 from pydantic import SecretStr
 
-from customer_profile.bootstrap import OpenApiRefused, bootstrap
+from customer_profile.bootstrap import bootstrap
 from customer_profile.settings import ProfileSettings
+from hilo.entrypoint import OpenApiRefused
 
 PEPPER = SecretStr("a-production-pepper-of-sufficient-length")
 

@@ -7,39 +7,25 @@ import argparse
 import asyncio
 import sys
 
-import uvicorn
+from pymongo import AsyncMongoClient
 
+from hilo.entrypoint import init_deployment, serve_api
 from hilo.logs import configure_logging
-from hilo.mongo import create_mongo_client
-from hilo.topics import ensure_topics
-from journey_analytics.app import OpenApiRefused, create_service
+from hilo.mongo import MongoDocument
+from journey_analytics.app import create_service
 from journey_analytics.settings import AnalyticsSettings
 from journey_analytics.store import TouchStore
 
 
 def serve(settings: AnalyticsSettings) -> None:
-    try:
-        service = create_service(settings)
-    except OpenApiRefused as exc:
-        sys.exit(f"journey-analytics: {exc}")
-    uvicorn.run(
-        service.app,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        access_log=False,
-    )
+    serve_api("journey-analytics", settings, lambda: create_service(settings).app)
 
 
 async def run_init(settings: AnalyticsSettings) -> int:
-    created = await ensure_topics(settings)
-    mongo = create_mongo_client(settings)
-    try:
+    async def indexes(mongo: AsyncMongoClient[MongoDocument]) -> None:
         await TouchStore(mongo, settings.mongodb_database).create_indexes()
-    finally:
-        await mongo.close()
-    print(f"topics: {len(created)} created, the others existed; indexes ready")  # noqa: T201
-    return 0
+
+    return await init_deployment(settings, indexes)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from pymongo import AsyncMongoClient
 
 from hilo.asyncapi import asyncapi_router
 from hilo.auth import require_api_key
+from hilo.entrypoint import OpenApiRefused
 from hilo.health import health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, Record, create_broker
 from hilo.mongo import MongoDocument, create_mongo_client
@@ -39,10 +40,6 @@ GAUGES = {
     "csat": Gauge("hilo_journey_csat", "Average CSAT by channel, today.", ["channel"]),
     "mix": Gauge("hilo_journey_entries", "Journey entries by channel, today.", ["channel"]),
 }
-
-
-class OpenApiRefused(RuntimeError):
-    """The API would be served without keys outside an explicit development run."""
 
 
 @dataclass

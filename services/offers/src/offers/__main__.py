@@ -7,44 +7,29 @@ import argparse
 import asyncio
 import sys
 
-import uvicorn
+from pymongo import AsyncMongoClient
 
+from hilo.entrypoint import init_deployment, serve_api
 from hilo.logs import configure_logging
-from hilo.mongo import create_mongo_client
-from hilo.topics import ensure_topics
-from offers.app import OpenApiRefused, create_service
+from hilo.mongo import MongoDocument
+from offers.app import create_service
 from offers.demo import SeedError, seed_url
 from offers.settings import OffersSettings
 from offers.store import OffersStore
 
 
 def serve(settings: OffersSettings) -> None:
-    try:
-        service = create_service(settings)
-    except OpenApiRefused as exc:
-        sys.exit(f"offers: {exc}")
-    uvicorn.run(
-        service.app,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        access_log=False,
-    )
+    serve_api("offers", settings, lambda: create_service(settings).app)
 
 
 async def run_init(settings: OffersSettings) -> int:
-    """Create the topics and the MongoDB indexes (both idempotent): the deployment's init step."""
-    created = await ensure_topics(settings)
-    mongo = create_mongo_client(settings)
-    try:
+    async def indexes(mongo: AsyncMongoClient[MongoDocument]) -> None:
         store = OffersStore(
             mongo, settings.mongodb_database, max_record_bytes=settings.kafka_max_record_bytes
         )
         await store.create_indexes()
-    finally:
-        await mongo.close()
-    print(f"topics: {len(created)} created, the others existed; indexes ready")  # noqa: T201
-    return 0
+
+    return await init_deployment(settings, indexes)
 
 
 def run_demo(settings: OffersSettings, url: str | None, wait_seconds: float) -> int:

@@ -16,6 +16,7 @@ from pymongo import AsyncMongoClient
 
 from hilo.asyncapi import asyncapi_router
 from hilo.auth import require_api_key
+from hilo.entrypoint import OpenApiRefused
 from hilo.health import Check, health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, create_broker
 from hilo.mongo import MongoDocument, create_mongo_client
@@ -31,10 +32,6 @@ from offers.store import OffersStore
 log = structlog.get_logger(__name__)
 
 PublisherFactory = Callable[[KafkaBroker, HiloSettings], KafkaPublisher]
-
-
-class OpenApiRefused(RuntimeError):
-    """The API would be served without keys outside an explicit development run."""
 
 
 @dataclass

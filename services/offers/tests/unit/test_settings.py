@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from offers.app import OpenApiRefused, create_service
+from hilo.entrypoint import OpenApiRefused
+from offers.app import create_service
 from offers.settings import OffersSettings
 
 

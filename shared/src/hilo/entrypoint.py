@@ -1,0 +1,61 @@
+"""What every Hilo service's command line does alike: serve its app, refuse to serve an API
+without keys, and the deployment's `init` step (topics and indexes)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import uvicorn
+from fastapi import FastAPI
+from pymongo import AsyncMongoClient
+
+from hilo.mongo import MongoDocument, create_mongo_client
+from hilo.settings import HiloSettings
+from hilo.topics import ensure_topics
+
+
+class OpenApiRefused(RuntimeError):
+    """The API would be served without keys outside an explicit development run."""
+
+
+class Listening(Protocol):
+    """Settings that say where a service's HTTP server listens."""
+
+    @property
+    def http_host(self) -> str: ...
+
+    @property
+    def http_port(self) -> int: ...
+
+
+def run_app(app: FastAPI, settings: Listening) -> None:
+    """Serve `app` with uvicorn; logging stays Hilo's (`hilo.logs`), no access log."""
+    uvicorn.run(
+        app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
+    )
+
+
+def serve_api(name: str, settings: Listening, build: Callable[[], FastAPI]) -> None:
+    """Build the service's app and serve it; a refused open API ends the process with why."""
+    try:
+        app = build()
+    except OpenApiRefused as exc:
+        sys.exit(f"{name}: {exc}")
+    run_app(app, settings)
+
+
+async def init_deployment(
+    settings: HiloSettings,
+    create_indexes: Callable[[AsyncMongoClient[MongoDocument]], Awaitable[None]],
+) -> int:
+    """Create the topics and the service's MongoDB indexes (both idempotent)."""
+    created = await ensure_topics(settings)
+    mongo = create_mongo_client(settings)
+    try:
+        await create_indexes(mongo)
+    finally:
+        await mongo.close()
+    print(f"topics: {len(created)} created, the others existed; indexes ready")  # noqa: T201
+    return 0
