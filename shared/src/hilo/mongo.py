@@ -158,8 +158,8 @@ DUPLICATE_KEY = 11000
 
 async def insert_once(
     collection: AsyncCollection[MongoDocument], documents: Sequence[MongoDocument]
-) -> set[int]:
-    """Insert documents whose `_id` may exist already; return the indexes of those that did.
+) -> set[Any]:
+    """Insert documents whose `_id` may exist already; return the `_id`s of those that did.
 
     The unique `_id` decides: of several writers inserting the same id, exactly one succeeds.
     """
@@ -169,5 +169,5 @@ async def insert_once(
         errors = exc.details.get("writeErrors", [])
         if any(error.get("code") != DUPLICATE_KEY for error in errors):
             raise
-        return {error["index"] for error in errors}
+        return {documents[error["index"]]["_id"] for error in errors}
     return set()

@@ -167,17 +167,19 @@ class SubjectKeys:
             return found
         # Inserts, not upserts: a duplicate `_id` tells who raced, and an insert costs a
         # fraction of an upsert on the database (measured in docs/benchmarks.md).
-        order = sorted(made)
         at = datetime.now(UTC)
-        raced_at = await insert_once(
+        raced = await insert_once(
             self.collection,
-            [{"_id": subject, "key": Binary(made[subject]), "at": at} for subject in order],
+            [
+                {"_id": subject, "key": Binary(key), "at": at}
+                for subject, key in sorted(made.items())
+            ],
         )
-        ours = set(made) - {order[index] for index in raced_at}
+        ours = set(made) - raced
         found.update({subject: made[subject] for subject in ours})
         if self._cache is not None:
             self._cache.update({subject: made[subject] for subject in ours})
-        if raced := set(made) - ours:  # another process made these a moment before
+        if raced:  # another process made these a moment before
             found.update(await self._read(raced))
         return found
 

@@ -32,13 +32,15 @@ class IdentityCollection:
         if not claims:
             return {}
         at = datetime.now(UTC)
-        keys = list(claims)
         taken = await insert_once(
             self.collection,
-            [{"_id": key, "customer_id": claims[key], "claimed_at": at} for key in keys],
+            [
+                {"_id": key, "customer_id": customer, "claimed_at": at}
+                for key, customer in claims.items()
+            ],
         )
-        won = {key: claims[key] for index, key in enumerate(keys) if index not in taken}
-        return won | await self.owners(keys[index] for index in taken)
+        won = {key: customer for key, customer in claims.items() if key not in taken}
+        return won | await self.owners(taken)
 
     async def release(self, key: str, customer_id: str) -> None:
         await self.collection.delete_one({"_id": key, "customer_id": customer_id})

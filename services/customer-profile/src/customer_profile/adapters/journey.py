@@ -38,7 +38,7 @@ class JourneyCollection:
         if not entries:
             return set()
         documents = [_entry_document(entry) for entry in entries]
-        return {str(documents[i]["_id"]) for i in await insert_once(self.collection, documents)}
+        return await insert_once(self.collection, documents)
 
     async def unfinished_entries(self, event_ids: Iterable[str]) -> list[JourneyEntry]:
         """Stored entries among `event_ids` whose view or publication may not have happened."""

@@ -124,13 +124,14 @@ class InMemoryStore:
             head = self.profiles.get(customer)
             if head is None:
                 continue
+            version = self._version(customer)
             loaded[customer] = StoredProfile(
                 customer_id=customer,
-                version=self._version(customer),
+                version=version,
                 created_at=head.created_at,
                 identifiers=list(head.identifiers),
                 merged_from=self._aliases(customer),
-                view=_fresh(self.views.get((customer, self._version(customer)))),
+                view=_fresh(self.views.get((customer, version))),
             )
         return loaded
 

@@ -9,7 +9,7 @@ merging event) until its identities are moved and its record published. A view i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -239,11 +239,7 @@ class ProfileCollection:
             .sort([("view.conversation.last_at", DESCENDING)])
             .limit(limit * 2)
         )
-        latest: dict[str, MongoDocument] = {}
-        async for doc in cursor:
-            kept = latest.get(doc["customer_id"])
-            if kept is None or doc["version"] > kept["version"]:
-                latest[doc["customer_id"]] = doc
+        latest = await _highest_per_customer(cursor)
         survivors = await self.canonical(latest)
         return [doc for customer, doc in latest.items() if survivors[customer] == customer][:limit]
 
@@ -262,12 +258,9 @@ class ProfileCollection:
         A customer has one view, or two for the moment between a save and the delete of the view
         it superseded (or after a crash in between): the highest version is current.
         """
-        current: dict[str, MongoDocument] = {}
-        async for doc in find_in(self.views, "customer_id", customer_ids, projection):
-            kept = current.get(doc["customer_id"])
-            if kept is None or doc["version"] > kept["version"]:
-                current[doc["customer_id"]] = doc
-        return current
+        return await _highest_per_customer(
+            find_in(self.views, "customer_id", customer_ids, projection)
+        )
 
     async def mark_merged(
         self, survivor: str, absorbed: list[str], event_id: str, at: datetime
@@ -421,7 +414,8 @@ class ProfileCollection:
             }
             for customer, (version, view) in views.items()
         ]
-        lost = {str(documents[i]["customer_id"]) for i in await insert_once(self.views, documents)}
+        taken = await insert_once(self.views, documents)
+        lost = {str(doc["customer_id"]) for doc in documents if doc["_id"] in taken}
         superseded = [
             DeleteOne({"_id": view_id(customer, version)})
             for customer, (version, _) in views.items()
@@ -457,3 +451,13 @@ def _stored(head: MongoDocument, view: MongoDocument | None) -> StoredProfile:
 def _version(view: MongoDocument | None) -> int:
     """A profile's version is its current view's; 0 before its first view."""
     return int(view["version"]) if view else 0
+
+
+async def _highest_per_customer(views: AsyncIterable[MongoDocument]) -> dict[str, MongoDocument]:
+    """Of view documents, each customer's highest version: the current one."""
+    current: dict[str, MongoDocument] = {}
+    async for doc in views:
+        kept = current.get(doc["customer_id"])
+        if kept is None or doc["version"] > kept["version"]:
+            current[doc["customer_id"]] = doc
+    return current
