@@ -17,9 +17,8 @@ import json
 import os
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
@@ -37,7 +36,7 @@ from customer_profile.testing import (
     raw_records,
 )
 from hilo.contract import Interaction
-from hilo.kafka import KafkaPublisher, create_broker
+from hilo.kafka import KafkaPublisher, Record, create_broker
 from hilo.mongo import create_mongo_client
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
@@ -196,15 +195,15 @@ async def test_a_snapshot_overtaken_by_another_instance_is_followed_by_the_lates
     )
     await harness.pipeline.process(raw_records([interaction("o-1", email="ovi@example.com")]))
     b_done = asyncio.Event()
-    publish = harness.publisher.publish
+    publish = harness.publisher.publish_records
     slow = KafkaPublisher(harness.publisher._broker, settings, sealer=harness.pipeline._sealer)
 
-    async def held_back(topic: Topic, value: bytes | None, **kwargs: Any) -> None:
-        if topic is Topic.PROFILES and not b_done.is_set():
+    async def held_back(records: Sequence[Record]) -> None:
+        if any(record.topic is Topic.PROFILES for record in records) and not b_done.is_set():
             await b_done.wait()
-        await publish(topic, value, **kwargs)
+        await publish(records)
 
-    slow.publish = held_back  # type: ignore[method-assign]
+    slow.publish_records = held_back  # type: ignore[method-assign]
     instance_a = Pipeline(
         harness.store,
         slow,

@@ -177,8 +177,8 @@ SPLIT_FAULTS = [
     FaultPoint("store", "unmerge", "after"),
     FaultPoint("store", "hand_over", "after"),
     FaultPoint("store", "save_views", "after"),
-    FaultPoint("publisher", "publish", "before", call=1),
-    FaultPoint("publisher", "publish", "before", call=3),
+    FaultPoint("publisher", "publish_records", "before"),
+    FaultPoint("publisher", "publish_records", "after"),
     FaultPoint("store", "split_completed", "before"),
 ]
 
@@ -305,7 +305,7 @@ class _Refusing:
     def __init__(self, real: object) -> None:
         self.real = real
 
-    async def publish(self, *_args: object, **_kwargs: object) -> None:
+    async def publish_records(self, *_args: object, **_kwargs: object) -> None:
         raise PublishFailed("broker unavailable (injected)")
 
 

@@ -154,8 +154,8 @@ FAULT_POINTS = [
     FaultPoint("store", "record_conflicts", "after"),
     FaultPoint("store", "insert_entries", "after"),
     FaultPoint("store", "save_views", "after"),
-    FaultPoint("publisher", "publish", "before", call=1),
-    FaultPoint("publisher", "publish", "before", call=5),
+    FaultPoint("publisher", "publish_records", "before"),
+    FaultPoint("publisher", "publish_records", "after"),
     FaultPoint("store", "head_states", "after"),
     FaultPoint("store", "settle", "before"),
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
@@ -31,6 +31,7 @@ from customer_profile.testing import (
     raw_records,
 )
 from hilo.contract import IdentifierKind, Interaction
+from hilo.kafka import Record
 from hilo.sealing import InMemoryKeys, Sealer
 from hilo.topics import Topic
 
@@ -46,15 +47,8 @@ class RecordingPublisher:
     def __init__(self) -> None:
         self.records: list[tuple[Topic, bytes, bytes | None]] = []
 
-    async def publish(
-        self,
-        topic: Topic,
-        value: bytes | None,
-        *,
-        key: bytes,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self.records.append((topic, key, value))
+    async def publish_records(self, records: Sequence[Record]) -> None:
+        self.records += [(record.topic, record.key, record.value) for record in records]
 
     def values(self, topic: Topic) -> list[bytes]:
         return [value for t, _, value in self.records if t is topic and value is not None]

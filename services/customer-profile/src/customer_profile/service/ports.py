@@ -8,7 +8,7 @@ view version is inserted once) are the port's contract: both implementations kee
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -16,7 +16,7 @@ from typing import Protocol
 from customer_profile.domain.identity import Conflict, ProfileFacts
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import ProfileView
-from hilo.topics import Topic
+from hilo.kafka import Record
 
 
 @dataclass(frozen=True)
@@ -62,16 +62,9 @@ class HeadState:
 
 
 class Publisher(Protocol):
-    """Writes one record and returns once Kafka acknowledged it (`hilo.kafka.KafkaPublisher`)."""
+    """Writes records; returns once Kafka acknowledged every one (`hilo.kafka.KafkaPublisher`)."""
 
-    async def publish(
-        self,
-        topic: Topic,
-        value: bytes | None,
-        *,
-        key: bytes,
-        headers: Mapping[str, str] | None = None,
-    ) -> None: ...
+    async def publish_records(self, records: Sequence[Record]) -> None: ...
 
 
 class Store(Protocol):

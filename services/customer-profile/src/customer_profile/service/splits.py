@@ -12,7 +12,6 @@ just before the identifiers moved.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import uuid
@@ -33,13 +32,13 @@ from customer_profile.service.background import keep_finishing
 from customer_profile.service.pipeline import (
     JSON,
     MAX_SAVE_ATTEMPTS,
-    publish_entries,
+    entry_records,
     publish_overtaken,
-    publish_snapshot,
+    snapshot,
 )
 from customer_profile.service.ports import StoredProfile
 from customer_profile.service.privacy import LEFT_TO_ITS_REQUEST
-from hilo.kafka import KafkaPublisher, PublishFailed
+from hilo.kafka import KafkaPublisher, PublishFailed, Record
 from hilo.sealing import Sealer
 from hilo.topics import Topic
 
@@ -281,19 +280,13 @@ class Splits:
         if self._publisher is None:
             return
         publisher = self._publisher
-        await asyncio.gather(
-            publish_entries(
-                publisher,
-                self._sealer,
-                [entry.model_copy(update={"customer_id": split.restored}) for entry in moving],
-            ),
-            publisher.publish(
-                Topic.IDENTITY_MERGES,
-                split_record(split, kept_id),
-                key=kept_id.encode(),
-                headers=JSON,
-            ),
-            *(publish_snapshot(publisher, profile) for profile in saved.values()),
+        moved = [entry.model_copy(update={"customer_id": split.restored}) for entry in moving]
+        await publisher.publish_records(
+            [
+                *await entry_records(self._sealer, moved),
+                Record(Topic.IDENTITY_MERGES, kept_id.encode(), split_record(split, kept_id), JSON),
+                *(snapshot(profile) for profile in saved.values()),
+            ]
         )
         await publish_overtaken(self._store, publisher, {c: p.version for c, p in saved.items()})
 
