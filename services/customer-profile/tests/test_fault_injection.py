@@ -32,6 +32,7 @@ from customer_profile.testing import (
     clear_faults,
     inject_fault,
     interaction,
+    interleave,
     profile_settings,
     raw_records,
 )
@@ -231,3 +232,40 @@ async def test_a_snapshot_overtaken_by_another_instance_is_followed_by_the_lates
     assert current.version == 3
     assert 2 in versions[versions.index(3) :], "A's older snapshot did land after B's"
     assert versions[-1] == current.version, "and the latest followed it"
+
+
+async def test_a_save_that_overtook_nothing_is_derived_again(
+    harness: Harness, settings: HiloSettings
+) -> None:
+    """Three instances on one customer: A reads version 1; meanwhile B saves 2 and C saves 3,
+    which deletes 2; A's insert of 2 then succeeds, yet 3 (without A's event) is current."""
+    profile = profile_settings(settings)
+    b, c = (
+        Pipeline(
+            harness.store,
+            harness.publisher,
+            harness.pipeline._sealer,
+            profile.identity_policy(),
+            profile.conversation_window,
+        )
+        for _ in range(2)
+    )
+    email = "ona@example.com"
+    await harness.pipeline.process(raw_records([interaction("x0", email=email)]))
+    [head] = [doc async for doc in harness.store.profiles.find({})]
+
+    async def others() -> None:
+        await b.process(raw_records([interaction("b1", minutes=2, email=email)]))
+        await c.process(raw_records([interaction("c1", minutes=3, email=email)]))
+
+    interleave(harness.store, "save_views", others)
+    await harness.pipeline.process(raw_records([interaction("a1", minutes=1, email=email)]))
+
+    current = (await harness.store.load([head["_id"]]))[head["_id"]]
+    journey = await harness.store.entries(current.aliases)
+    assert len(journey) == 4
+    assert current.view == derive_view(journey, profile.conversation_window), "A's event is in"
+    records = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.PROFILES, settings)
+    )
+    assert json.loads(records[-1].value)["version"] == current.version

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -183,6 +183,23 @@ def inject_fault(obj: object, point: FaultPoint) -> None:
         return result
 
     setattr(obj, point.method, failing)
+
+
+def interleave(obj: object, method: str, meanwhile: Callable[[], Awaitable[None]]) -> None:
+    """Make the next call of `obj.<method>` run `meanwhile` first, then do its real work: other
+    writers act between a step's inputs being read and its write (undo with `clear_faults`).
+
+    Calls made by `meanwhile` itself go straight through.
+    """
+    original = getattr(obj, method)
+    waiting = [meanwhile]
+
+    async def later(*args: Any, **kwargs: Any) -> Any:
+        if waiting:
+            await waiting.pop()()
+        return await original(*args, **kwargs)
+
+    setattr(obj, method, later)
 
 
 def clear_faults(obj: object, *methods: str) -> None:

@@ -28,6 +28,7 @@ from customer_profile.testing import (
     clear_faults,
     inject_fault,
     interaction,
+    interleave,
     raw_records,
 )
 from hilo.contract import IdentifierKind, Interaction
@@ -119,6 +120,31 @@ async def test_any_interrupted_batch_is_completed_once_on_redelivery(
         else:
             [state] = (await store.head_states([customer])).values()
             assert record["version"] == state.version
+
+
+async def test_a_save_that_overtook_nothing_is_derived_again() -> None:
+    """A reads version 1; meanwhile B saves 2 and C saves 3 (freeing 2); A's save of 2 succeeds
+    although 3, derived without A's event, is current. A must notice and derive it again."""
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    a, b, c = (pipeline(store, publisher) for _ in range(3))
+    email = "ona@example.com"
+    await a.process(raw_records([interaction("x0", minutes=0, email=email)]))
+    [customer] = store.profiles
+
+    async def others() -> None:
+        await b.process(raw_records([interaction("b1", minutes=2, email=email)]))
+        await c.process(raw_records([interaction("c1", minutes=3, email=email)]))
+
+    interleave(store, "save_views", others)
+    await a.process(raw_records([interaction("a1", minutes=1, email=email)]))
+
+    [profile] = (await store.load([customer])).values()
+    journey = (await store.entries_of([profile]))[customer]
+    assert profile.view == derive_view(journey, WINDOW), "the current view holds all four events"
+    assert profile.view is not None
+    assert profile.view.event_count == 4
+    last = [v for t, k, v in publisher.records if t is Topic.PROFILES and k == customer.encode()]
+    assert json.loads(last[-1] or b"{}")["version"] == profile.version
 
 
 def _canonical(store: InMemoryStore) -> list[str]:

@@ -150,7 +150,11 @@ class InMemoryStore:
 
     async def head_states(self, customer_ids: Iterable[str]) -> dict[str, HeadState]:
         return {
-            c: HeadState(self._version(c), self.profiles[c].merged_into)
+            c: HeadState(
+                self._version(c),
+                self.profiles[c].merged_into,
+                frozenset(v for (owner, v) in self.views if owner == c),
+            )
             for c in customer_ids
             if c in self.profiles
         }

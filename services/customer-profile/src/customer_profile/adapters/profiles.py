@@ -201,9 +201,16 @@ class ProfileCollection:
 
     async def head_states(self, customer_ids: Iterable[str]) -> dict[str, HeadState]:
         heads = await self.heads(customer_ids)
-        versions = await self._views_of(heads, {"customer_id": 1, "version": 1})
+        stored: dict[str, set[int]] = {customer: set() for customer in heads}
+        views = find_in(self.views, "customer_id", heads, {"customer_id": 1, "version": 1})
+        async for view in views:
+            stored[view["customer_id"]].add(int(view["version"]))
         return {
-            customer: HeadState(_version(versions.get(customer)), head.get("merged_into"))
+            customer: HeadState(
+                max(stored[customer], default=0),
+                head.get("merged_into"),
+                frozenset(stored[customer]),
+            )
             for customer, head in heads.items()
         }
 

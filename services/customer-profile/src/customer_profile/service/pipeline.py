@@ -371,19 +371,43 @@ class Pipeline:
         ]
         records += [snapshot(p) for p in outcome.profiles.values()]
         await self._publisher.publish_records(records)
-        await publish_overtaken(
-            self._store, self._publisher, {c: p.version for c, p in outcome.profiles.items()}
-        )
+        await self._publish_current(self._publisher, outcome)
+
+    async def _publish_current(self, publisher: Publisher, outcome: BatchOutcome) -> None:
+        """Leave each profile's latest view last on the compacted topic, and make sure that view
+        holds this batch's entries: a save that turned out to overtake nothing is re-derived from
+        the journey, saved again and published (`publish_overtaken`)."""
+        published = dict(outcome.profiles)
+        for _ in range(MAX_SAVE_ATTEMPTS):
+            versions = {c: p.version for c, p in published.items()}
+            stale = await publish_overtaken(self._store, publisher, versions)
+            if not stale:
+                return
+            log.warning("profile_views_rederived", customers=len(stale))
+            published = await self._update_profiles({}, [], stale)
+            outcome.profiles.update(published)
+            await publisher.publish_records([snapshot(p) for p in published.values()])
+        raise RuntimeError("profile views kept being overtaken: too many concurrent writers")
 
 
-async def publish_overtaken(store: Store, publisher: Publisher, published: dict[str, int]) -> None:
-    """Publish again whatever changed since our snapshots were read, until none did.
+async def publish_overtaken(
+    store: Store, publisher: Publisher, published: dict[str, int]
+) -> set[str]:
+    """Publish again whatever changed since our snapshots were read, until none did; return
+    the profiles whose current view may lack what ours held.
 
     Two instances may save versions n and n+1 of one profile and have them land on the
     compacted topic in the opposite order. Each writer, once Kafka acknowledged its snapshot,
     reads the head again and publishes the current state if it moved on: the last writer to
     look always finds its own record current, so the topic's last record is the latest.
+
+    A writer that read version n-1 can still store n after two others stored n and n+1 (n's
+    slot was freed when n+1 superseded it): its save succeeded, but the current view n+1 was
+    derived without it. That shows here as our version still stored below a higher one (which
+    would have deleted it, had it been derived from ours), and the caller re-derives it.
     """
+    ours = dict(published)
+    stale: set[str] = set()
     for _ in range(SNAPSHOT_ROUNDS):
         heads = await store.head_states(published)
         gone = set(published) - set(heads)
@@ -392,8 +416,16 @@ async def publish_overtaken(store: Store, publisher: Publisher, published: dict[
             for customer, head in heads.items()
             if head.merged_into or head.version != published[customer]
         }
+        stale |= {
+            customer
+            for customer in moved
+            if customer in ours
+            and not heads[customer].merged_into
+            and heads[customer].version > ours[customer]
+            and ours[customer] in heads[customer].stored
+        }
         if not gone and not moved:
-            return
+            return stale
         merged = {c: m for c in moved if (m := heads[c].merged_into)}
         current = await store.load(moved - set(merged))
         await publisher.publish_records(
@@ -405,6 +437,7 @@ async def publish_overtaken(store: Store, publisher: Publisher, published: dict[
         )
         published = {c: p.version for c, p in current.items()}
     log.warning("profile_snapshots_still_moving", customers=len(published))
+    return stale
 
 
 JSON = {"content-type": "application/json"}

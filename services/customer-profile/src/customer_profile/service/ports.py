@@ -59,6 +59,10 @@ class HeadState:
 
     version: int
     merged_into: str | None
+    stored: frozenset[int] = frozenset()
+    """Every version with a view stored: normally the current one alone (and, for a moment,
+    the one it superseded). A lower version still stored beside a higher one that did not
+    supersede it is how a save that overtook nothing shows (`publish_overtaken`)."""
 
 
 class Publisher(Protocol):

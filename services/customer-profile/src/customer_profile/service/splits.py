@@ -288,7 +288,15 @@ class Splits:
                 *(snapshot(profile) for profile in saved.values()),
             ]
         )
-        await publish_overtaken(self._store, publisher, {c: p.version for c, p in saved.items()})
+        for _ in range(MAX_SAVE_ATTEMPTS):
+            versions = {c: p.version for c, p in saved.items()}
+            stale = await publish_overtaken(self._store, publisher, versions)
+            if not stale:
+                return
+            # A batch's save overtook ours without seeing it: derive these again (see there).
+            saved = await self._save_views(sorted(stale))
+            await publisher.publish_records([snapshot(profile) for profile in saved.values()])
+        raise RuntimeError("the split's views kept being overtaken: too many concurrent writers")
 
     async def finish_unfinished(self) -> int:
         """Complete splits a failure interrupted, and sweep those whose settle time has come;
