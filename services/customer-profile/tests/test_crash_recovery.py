@@ -1,10 +1,10 @@
 """kill -9 of the real `customer-profile` process mid-traffic: nothing lost, nothing applied twice.
 
 The service runs as its own process (the installed `customer-profile serve`), consuming a stream
-with merges; it is killed with SIGKILL at a random moment, restarted, and left to finish. Then
-every event is counted: lost = published but not in any journey; missing from view / applied
-twice = events a profile's view counts fewer / more than its journey holds; missing on topic = not
-on `journey`; unfinished = a pending mark left over.
+with merges; it is killed with SIGKILL mid-stream (half the runs the moment a batch is seen half
+done), restarted, and left to finish. Then every event is counted: lost = published but not in
+any journey; missing from view / applied twice = events a profile's view counts fewer / more than
+its journey holds; missing on topic = not on `journey`; unfinished = a pending mark left over.
 
 `HILO_KILL_RUNS` (default 1; `make faults` sets 20) repeats it with other kill times and data.
 """
@@ -91,10 +91,12 @@ async def test_kill_nine_mid_stream_loses_nothing_and_applies_nothing_twice(
         with service_process(settings, log) as first:
             publisher = KafkaPublisher(broker, settings)
             await asyncio.gather(*map(publisher.publish_interaction, events))
-            stored = await _wait_for_some_progress(settings)
-            await asyncio.sleep(chance.uniform(0, 2.0))
+            await _kill_moment(
+                settings, run, share=chance.randrange(1, len(events)), delay=chance.uniform(0, 0.3)
+            )
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=10)
+            stored = await _journey_count(settings)
             unfinished_at_kill = await _pending(settings)
         with service_process(settings, log):
             await eventually(
@@ -112,9 +114,25 @@ async def test_kill_nine_mid_stream_loses_nothing_and_applies_nothing_twice(
     assert report == dict.fromkeys(report, 0)
 
 
-async def _wait_for_some_progress(settings: HiloSettings) -> int:
-    """Kill while the stream is being processed, not before it started."""
-    return await eventually(lambda: _journey_count(settings), until=lambda n: n > 0, timeout=60)
+async def _kill_moment(settings: HiloSettings, run: int, *, share: int, delay: float) -> None:
+    """Return when the kill should land: in even runs as soon as a batch is seen half done (a
+    merge or journey entries stored, not yet settled), in odd runs `delay` seconds after `share`
+    of the stream's entries are stored, at whatever step a batch then is."""
+    client = create_mongo_client(settings)
+    store = ProfileStore(client, settings.mongodb_database)
+    try:
+        if run % 2 == 0:
+            await eventually(lambda: _unfinished(store), timeout=60, interval=0.002)
+        else:
+            await eventually(
+                store.journey.estimated_document_count,
+                until=lambda n: n >= share,
+                timeout=60,
+                interval=0.005,
+            )
+            await asyncio.sleep(delay)
+    finally:
+        await client.close()
 
 
 async def _journey_count(settings: HiloSettings) -> int:
@@ -128,11 +146,15 @@ async def _journey_count(settings: HiloSettings) -> int:
 async def _pending(settings: HiloSettings) -> int:
     client = create_mongo_client(settings)
     try:
-        store = ProfileStore(client, settings.mongodb_database)
-        merges = await store.profiles.count_documents({"merge_pending": True})
-        return len(await store.unsettled()) + merges
+        return await _unfinished(ProfileStore(client, settings.mongodb_database))
     finally:
         await client.close()
+
+
+async def _unfinished(store: ProfileStore) -> int:
+    """Merges and journey entries whose effects are not all done yet."""
+    merges = await store.profiles.count_documents({"merge_pending": True})
+    return len(await store.unsettled()) + merges
 
 
 async def _count(settings: HiloSettings, events: list[Interaction]) -> dict[str, int]:
