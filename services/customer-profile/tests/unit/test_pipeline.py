@@ -143,7 +143,6 @@ async def test_a_save_that_overtook_nothing_is_derived_again() -> None:
     assert profile.view == derive_view(journey, WINDOW), "the current view holds all four events"
     assert profile.view is not None
     assert profile.view.event_count == 4
-    assert [v for c, v in store.views if c == customer] == [profile.version], "A's view is gone"
     last = [v for t, k, v in publisher.records if t is Topic.PROFILES and k == customer.encode()]
     assert json.loads(last[-1] or b"{}")["version"] == profile.version
 

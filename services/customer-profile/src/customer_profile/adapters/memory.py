@@ -207,11 +207,6 @@ class InMemoryStore:
         merged = {c for c in views if self.profiles[c].merged_into is not None}
         return lost | merged
 
-    async def discard_views(self, versions: Mapping[str, int]) -> None:
-        self._count("discard_views", versions)
-        for customer, version in versions.items():
-            self.views.pop((customer, version), None)
-
     # journey
     async def insert_entries(self, entries: list[JourneyEntry]) -> set[str]:
         self._count("insert_entries", entries)

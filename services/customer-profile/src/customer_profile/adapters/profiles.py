@@ -432,11 +432,6 @@ class ProfileCollection:
         # A profile merged away meanwhile: its survivor must be re-derived to include these entries.
         return lost | set(await self._merged_into(views))
 
-    async def discard_views(self, versions: Mapping[str, int]) -> None:
-        await bulk_write(
-            self.views, [DeleteOne({"_id": view_id(c, v)}) for c, v in versions.items()]
-        )
-
     async def erase(self, aliases: list[str]) -> int:
         await self.views.delete_many({"customer_id": {"$in": aliases}})
         return (await self.profiles.delete_many({"_id": {"$in": aliases}})).deleted_count

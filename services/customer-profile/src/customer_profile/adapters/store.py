@@ -179,9 +179,6 @@ class ProfileStore:
     async def save_views(self, views: Mapping[str, tuple[int, ProfileView]]) -> set[str]:
         return await self._profiles.save_views(views)
 
-    async def discard_views(self, versions: Mapping[str, int]) -> None:
-        await self._profiles.discard_views(versions)
-
     # --- journey ----------------------------------------------------------------------------
 
     async def insert_entries(self, entries: list[JourneyEntry]) -> set[str]:

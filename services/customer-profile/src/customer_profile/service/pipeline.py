@@ -404,8 +404,7 @@ async def publish_overtaken(
     A writer that read version n-1 can still store n after two others stored n and n+1 (n's
     slot was freed when n+1 superseded it): its save succeeded, but the current view n+1 was
     derived without it. That shows here as our version still stored below a higher one (which
-    would have deleted it, had it been derived from ours): that version is removed, and the
-    caller re-derives the view.
+    would have deleted it, had it been derived from ours), and the caller re-derives it.
     """
     ours = dict(published)
     stale: set[str] = set()
@@ -426,7 +425,7 @@ async def publish_overtaken(
             and ours[customer] in heads[customer].stored
         }
         if not gone and not moved:
-            break
+            return stale
         merged = {c: m for c in moved if (m := heads[c].merged_into)}
         current = await store.load(moved - set(merged))
         await publisher.publish_records(
@@ -437,10 +436,7 @@ async def publish_overtaken(
             ]
         )
         published = {c: p.version for c, p in current.items()}
-    else:
-        log.warning("profile_snapshots_still_moving", customers=len(published))
-    if stale:  # nothing reads a version below the current one: ours would stay for good
-        await store.discard_views({customer: ours[customer] for customer in stale})
+    log.warning("profile_snapshots_still_moving", customers=len(published))
     return stale
 
 

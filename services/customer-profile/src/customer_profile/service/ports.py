@@ -122,9 +122,6 @@ class Store(Protocol):
     async def save_views(self, views: Mapping[str, tuple[int, ProfileView]]) -> set[str]:
         """Store each view as the next version; the customers whose save lost or moved away."""
 
-    async def discard_views(self, versions: Mapping[str, int]) -> None:
-        """Remove these versions of these customers' views (ones no reader will want again)."""
-
     # journey
     async def insert_entries(self, entries: list[JourneyEntry]) -> set[str]:
         """Store entries once, pending; the ids that were stored already."""
