@@ -92,7 +92,11 @@ async def test_kill_nine_mid_stream_loses_nothing_and_applies_nothing_twice(
             publisher = KafkaPublisher(broker, settings)
             await asyncio.gather(*map(publisher.publish_interaction, events))
             await _kill_moment(
-                settings, run, share=chance.randrange(1, len(events)), delay=chance.uniform(0, 0.3)
+                settings,
+                run,
+                share=chance.randrange(1, len(events)),
+                delay=chance.uniform(0, 0.3),
+                total=len(events),
             )
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=10)
@@ -114,15 +118,20 @@ async def test_kill_nine_mid_stream_loses_nothing_and_applies_nothing_twice(
     assert report == dict.fromkeys(report, 0)
 
 
-async def _kill_moment(settings: HiloSettings, run: int, *, share: int, delay: float) -> None:
+async def _kill_moment(
+    settings: HiloSettings, run: int, *, share: int, delay: float, total: int
+) -> None:
     """Return when the kill should land: in even runs as soon as a batch is seen half done (a
-    merge or journey entries stored, not yet settled), in odd runs `delay` seconds after `share`
-    of the stream's entries are stored, at whatever step a batch then is."""
+    merge or journey entries stored, not yet settled; or, should no look catch one, once the
+    stream is all stored), in odd runs `delay` seconds after `share` of the stream's entries
+    are stored, at whatever step a batch then is."""
     client = create_mongo_client(settings)
     store = ProfileStore(client, settings.mongodb_database)
     try:
         if run % 2 == 0:
-            await eventually(lambda: _unfinished(store), timeout=60, interval=0.002)
+            await eventually(
+                lambda: _half_done_or_all_stored(store, total), timeout=60, interval=0.002
+            )
         else:
             await eventually(
                 store.journey.estimated_document_count,
@@ -149,6 +158,11 @@ async def _pending(settings: HiloSettings) -> int:
         return await _unfinished(ProfileStore(client, settings.mongodb_database))
     finally:
         await client.close()
+
+
+async def _half_done_or_all_stored(store: ProfileStore, total: int) -> bool:
+    stored = await store.journey.estimated_document_count()
+    return stored >= total or await _unfinished(store) > 0
 
 
 async def _unfinished(store: ProfileStore) -> int:

@@ -377,16 +377,17 @@ class Pipeline:
         """Leave each profile's latest view last on the compacted topic, and make sure that view
         holds this batch's entries: a save that turned out to overtake nothing is re-derived from
         the journey, saved again and published (`publish_overtaken`)."""
-        published = dict(outcome.profiles)
+        versions = {c: p.version for c, p in outcome.profiles.items()}
+        stale = await publish_overtaken(self._store, publisher, versions)
         for _ in range(MAX_SAVE_ATTEMPTS):
-            versions = {c: p.version for c, p in published.items()}
-            stale = await publish_overtaken(self._store, publisher, versions)
             if not stale:
                 return
             log.warning("profile_views_rederived", customers=len(stale))
             published = await self._update_profiles({}, [], stale)
             outcome.profiles.update(published)
             await publisher.publish_records([snapshot(p) for p in published.values()])
+            versions = {c: p.version for c, p in published.items()}
+            stale = await publish_overtaken(self._store, publisher, versions)
         raise RuntimeError("profile views kept being overtaken: too many concurrent writers")
 
 

@@ -288,14 +288,16 @@ class Splits:
                 *(snapshot(profile) for profile in saved.values()),
             ]
         )
+        versions = {c: p.version for c, p in saved.items()}
+        stale = await publish_overtaken(self._store, publisher, versions)
         for _ in range(MAX_SAVE_ATTEMPTS):
-            versions = {c: p.version for c, p in saved.items()}
-            stale = await publish_overtaken(self._store, publisher, versions)
             if not stale:
                 return
             # A batch's save overtook ours without seeing it: derive these again (see there).
             saved = await self._save_views(sorted(stale))
             await publisher.publish_records([snapshot(profile) for profile in saved.values()])
+            versions = {c: p.version for c, p in saved.items()}
+            stale = await publish_overtaken(self._store, publisher, versions)
         raise RuntimeError("the split's views kept being overtaken: too many concurrent writers")
 
     async def finish_unfinished(self) -> int:
