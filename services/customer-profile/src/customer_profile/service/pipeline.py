@@ -11,7 +11,8 @@ only after `process` returns):
 4. derive and save each touched profile at the version it was read at;
 5. publish journey records (personal fields sealed), profile snapshots, merges and dead letters,
    waiting for Kafka's acks, then re-publish any snapshot another writer overtook, so the
-   compacted topic ends on the latest;
+   compacted topic ends on the latest (and derive again, save and publish any view whose save
+   turned out to overtake nothing, see `publish_overtaken`);
 6. settle: clear the pending marks.
 
 An event redelivered after a crash finds its entry stored but still pending: its customer's view
