@@ -149,15 +149,12 @@ class InMemoryStore:
         return sorted(found)
 
     async def head_states(self, customer_ids: Iterable[str]) -> dict[str, HeadState]:
-        return {
-            c: HeadState(
-                self._version(c),
-                self.profiles[c].merged_into,
-                frozenset(v for (owner, v) in self.views if owner == c),
-            )
-            for c in customer_ids
-            if c in self.profiles
-        }
+        states = {}
+        for c in customer_ids:
+            if c in self.profiles:
+                stored = frozenset(v for (owner, v) in self.views if owner == c)
+                states[c] = HeadState(max(stored, default=0), self.profiles[c].merged_into, stored)
+        return states
 
     async def merge(
         self, survivor: str, absorbed: list[str], event_id: str, at: datetime

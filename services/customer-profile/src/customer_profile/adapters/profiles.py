@@ -257,17 +257,13 @@ class ProfileCollection:
             return None
         return (await self.canonical([doc["customer_id"]]))[doc["customer_id"]]
 
-    async def _views_of(
-        self, customer_ids: Iterable[str], projection: MongoDocument | None = None
-    ) -> dict[str, MongoDocument]:
+    async def _views_of(self, customer_ids: Iterable[str]) -> dict[str, MongoDocument]:
         """The current (highest) view of each customer, in bounded queries on `customer_id`.
 
         A customer has one view, or two for the moment between a save and the delete of the view
         it superseded (or after a crash in between): the highest version is current.
         """
-        return await _highest_per_customer(
-            find_in(self.views, "customer_id", customer_ids, projection)
-        )
+        return await _highest_per_customer(find_in(self.views, "customer_id", customer_ids))
 
     async def mark_merged(
         self, survivor: str, absorbed: list[str], event_id: str, at: datetime

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -372,24 +372,37 @@ class Pipeline:
         ]
         records += [snapshot(p) for p in outcome.profiles.values()]
         await self._publisher.publish_records(records)
-        await self._publish_current(self._publisher, outcome)
+        outcome.profiles.update(
+            await publish_until_current(
+                self._store,
+                self._publisher,
+                outcome.profiles,
+                lambda stale: self._update_profiles({}, [], stale),
+            )
+        )
 
-    async def _publish_current(self, publisher: Publisher, outcome: BatchOutcome) -> None:
-        """Leave each profile's latest view last on the compacted topic, and make sure that view
-        holds this batch's entries: a save that turned out to overtake nothing is re-derived from
-        the journey, saved again and published (`publish_overtaken`)."""
-        versions = {c: p.version for c, p in outcome.profiles.items()}
-        stale = await publish_overtaken(self._store, publisher, versions)
-        for _ in range(MAX_SAVE_ATTEMPTS):
-            if not stale:
-                return
-            log.warning("profile_views_rederived", customers=len(stale))
-            published = await self._update_profiles({}, [], stale)
-            outcome.profiles.update(published)
-            await publisher.publish_records([snapshot(p) for p in published.values()])
-            versions = {c: p.version for c, p in published.items()}
-            stale = await publish_overtaken(self._store, publisher, versions)
-        raise RuntimeError("profile views kept being overtaken: too many concurrent writers")
+
+async def publish_until_current(
+    store: Store,
+    publisher: Publisher,
+    saved: Mapping[str, StoredProfile],
+    rederive: Callable[[set[str]], Awaitable[dict[str, StoredProfile]]],
+) -> dict[str, StoredProfile]:
+    """Once `saved` is published: leave each profile's latest view last on the compacted topic,
+    and make sure that view holds what ours did: a save that turned out to overtake nothing is
+    derived again by `rederive`, then published (`publish_overtaken`). Returns those profiles
+    as saved again."""
+    again: dict[str, StoredProfile] = {}
+    stale = await publish_overtaken(store, publisher, {c: p.version for c, p in saved.items()})
+    for _ in range(MAX_SAVE_ATTEMPTS):
+        if not stale:
+            return again
+        log.warning("profile_views_rederived", customers=len(stale))
+        saved = await rederive(stale)
+        again.update(saved)
+        await publisher.publish_records([snapshot(p) for p in saved.values()])
+        stale = await publish_overtaken(store, publisher, {c: p.version for c, p in saved.items()})
+    raise RuntimeError("profile views kept being overtaken: too many concurrent writers")
 
 
 async def publish_overtaken(

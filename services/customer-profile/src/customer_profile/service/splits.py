@@ -33,7 +33,7 @@ from customer_profile.service.pipeline import (
     JSON,
     MAX_SAVE_ATTEMPTS,
     entry_records,
-    publish_overtaken,
+    publish_until_current,
     snapshot,
 )
 from customer_profile.service.ports import StoredProfile
@@ -288,17 +288,9 @@ class Splits:
                 *(snapshot(profile) for profile in saved.values()),
             ]
         )
-        versions = {c: p.version for c, p in saved.items()}
-        stale = await publish_overtaken(self._store, publisher, versions)
-        for _ in range(MAX_SAVE_ATTEMPTS):
-            if not stale:
-                return
-            # A batch's save overtook ours without seeing it: derive these again (see there).
-            saved = await self._save_views(sorted(stale))
-            await publisher.publish_records([snapshot(profile) for profile in saved.values()])
-            versions = {c: p.version for c, p in saved.items()}
-            stale = await publish_overtaken(self._store, publisher, versions)
-        raise RuntimeError("the split's views kept being overtaken: too many concurrent writers")
+        await publish_until_current(
+            self._store, publisher, saved, lambda stale: self._save_views(sorted(stale))
+        )
 
     async def finish_unfinished(self) -> int:
         """Complete splits a failure interrupted, and sweep those whose settle time has come;
