@@ -269,3 +269,41 @@ async def test_a_save_that_overtook_nothing_is_derived_again(
         settings.kafka_bootstrap_servers, topic_name(Topic.PROFILES, settings)
     )
     assert json.loads(records[-1].value)["version"] == current.version
+
+
+async def test_a_profile_merged_away_while_it_is_saved_leaves_its_events_to_the_survivor(
+    harness: Harness, settings: HiloSettings
+) -> None:
+    """A resolves an event to C; before A stores it, B merges C into the older S and derives S
+    without it. A's save of C succeeds; the read after publishing must derive S again."""
+    profile = profile_settings(settings)
+    b = Pipeline(
+        harness.store,
+        harness.publisher,
+        harness.pipeline._sealer,
+        profile.identity_policy(),
+        profile.conversation_window,
+    )
+    email, phone = "ona@example.com", "+34612345678"
+    await harness.pipeline.process(raw_records([interaction("s1", minutes=0, phone=phone)]))
+    await harness.pipeline.process(raw_records([interaction("c1", minutes=1, email=email)]))
+
+    async def merge() -> None:
+        await b.process(raw_records([interaction("m1", minutes=2, email=email, phone=phone)]))
+
+    interleave(harness.store, "insert_entries", merge)
+    await harness.pipeline.process(raw_records([interaction("a1", minutes=3, email=email)]))
+
+    heads = [doc async for doc in harness.store.profiles.find({})]
+    [survivor] = [doc["_id"] for doc in heads if not doc.get("merged_into")]
+    [absorbed] = [doc["_id"] for doc in heads if doc.get("merged_into") == survivor]
+    current = (await harness.store.load([survivor]))[survivor]
+    journey = await harness.store.entries(current.aliases)
+    assert len(journey) == 4
+    assert current.view == derive_view(journey, profile.conversation_window), "A's event is in"
+    records = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.PROFILES, settings)
+    )
+    last = {r.key: r.value for r in records}
+    assert json.loads(last[survivor.encode()])["version"] == current.version
+    assert json.loads(last[absorbed.encode()]) == {"customer_id": absorbed, "merged_into": survivor}

@@ -147,6 +147,36 @@ async def test_a_save_that_overtook_nothing_is_derived_again() -> None:
     assert json.loads(last[-1] or b"{}")["version"] == profile.version
 
 
+async def test_a_profile_merged_away_while_it_is_saved_leaves_its_events_to_the_survivor() -> None:
+    """A resolves an event to C; before A stores it, B merges C into the older S and derives S.
+    A's entry (under C) and A's save of C still succeed, but S was derived without A's event:
+    S must be derived again."""
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    a, b = pipeline(store, publisher), pipeline(store, publisher)
+    email, phone = "ona@example.com", "+34612345678"
+    await a.process(raw_records([interaction("s1", minutes=0, phone=phone)]))
+    await a.process(raw_records([interaction("c1", minutes=1, email=email)]))
+    survivor, absorbed = sorted(store.profiles, key=lambda c: store.profiles[c].created_at)
+
+    async def merge() -> None:
+        await b.process(raw_records([interaction("m1", minutes=2, email=email, phone=phone)]))
+
+    interleave(store, "insert_entries", merge)
+    await a.process(raw_records([interaction("a1", minutes=3, email=email)]))
+
+    assert store.profiles[absorbed].merged_into == survivor
+    [profile] = (await store.load([survivor])).values()
+    journey = (await store.entries_of([profile]))[survivor]
+    assert len(journey) == 4
+    assert profile.view == derive_view(journey, WINDOW), "the survivor's view holds A's event"
+    last = {k: v for t, k, v in publisher.records if t is Topic.PROFILES}
+    assert json.loads(last[survivor.encode()] or b"{}")["version"] == profile.version
+    assert json.loads(last[absorbed.encode()] or b"{}") == {
+        "customer_id": absorbed,
+        "merged_into": survivor,
+    }
+
+
 def _canonical(store: InMemoryStore) -> list[str]:
     return [c for c, head in store.profiles.items() if head.merged_into is None]
 

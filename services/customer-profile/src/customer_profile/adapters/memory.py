@@ -201,8 +201,7 @@ class InMemoryStore:
                 continue
             self.views[(customer, version + 1)] = view.model_copy(deep=True)
             self.views.pop((customer, version), None)  # superseded, as the MongoDB store does
-        merged = {c for c in views if self.profiles[c].merged_into is not None}
-        return lost | merged
+        return lost
 
     # journey
     async def insert_entries(self, entries: list[JourneyEntry]) -> set[str]:

@@ -425,8 +425,7 @@ class ProfileCollection:
             if customer not in lost and version
         ]
         await bulk_write(self.views, superseded)
-        # A profile merged away meanwhile: its survivor must be re-derived to include these entries.
-        return lost | set(await self._merged_into(views))
+        return lost
 
     async def erase(self, aliases: list[str]) -> int:
         await self.views.delete_many({"customer_id": {"$in": aliases}})

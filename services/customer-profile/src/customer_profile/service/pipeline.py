@@ -12,7 +12,8 @@ only after `process` returns):
 5. publish journey records (personal fields sealed), profile snapshots, merges and dead letters,
    waiting for Kafka's acks, then re-publish any snapshot another writer overtook, so the
    compacted topic ends on the latest (and derive again, save and publish any view whose save
-   turned out to overtake nothing, see `publish_overtaken`);
+   turned out to overtake nothing, or whose profile was merged away meanwhile, see
+   `publish_overtaken`);
 6. settle: clear the pending marks.
 
 An event redelivered after a crash finds its entry stored but still pending: its customer's view
@@ -420,6 +421,10 @@ async def publish_overtaken(
     slot was freed when n+1 superseded it): its save succeeded, but the current view n+1 was
     derived without it. That shows here as our version still stored below a higher one (which
     would have deleted it, had it been derived from ours), and the caller re-derives it.
+
+    A profile of ours merged away meanwhile may have been merged (and its survivor derived)
+    before our entries were stored under it: its survivor is returned to be derived again too.
+    This read is the only check for that, which is why a save does not look for merges.
     """
     ours = dict(published)
     stale: set[str] = set()
@@ -439,9 +444,11 @@ async def publish_overtaken(
             and heads[customer].version > ours[customer]
             and ours[customer] in heads[customer].stored
         }
+        merged = {c: m for c in moved if (m := heads[c].merged_into)}
+        if absorbed := set(merged) & set(ours):
+            stale |= set((await store.canonical(absorbed)).values())
         if not gone and not moved:
             return stale
-        merged = {c: m for c in moved if (m := heads[c].merged_into)}
         current = await store.load(moved - set(merged))
         await publisher.publish_records(
             [

@@ -120,7 +120,9 @@ class Store(Protocol):
     async def unfinished_merges(self, event_ids: Iterable[str]) -> list[MergeRecord]: ...
 
     async def save_views(self, views: Mapping[str, tuple[int, ProfileView]]) -> set[str]:
-        """Store each view as the next version; the customers whose save lost or moved away."""
+        """Store each view as the next version; the customers whose save lost (another writer
+        stored that version first). A profile merged away meanwhile is saved all the same: the
+        read after publishing finds it (`pipeline.publish_overtaken`)."""
 
     # journey
     async def insert_entries(self, entries: list[JourneyEntry]) -> set[str]:
