@@ -19,12 +19,15 @@ import random
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from pymongo import DeleteOne
 
 from customer_profile.adapters.store import ProfileStore
-from customer_profile.domain.profile import derive_view
+from customer_profile.domain.profile import ProfileView, derive_view
 from customer_profile.service.pipeline import Pipeline
+from customer_profile.service.ports import ViewSave
 from customer_profile.testing import (
     FAULT_POINTS,
     FaultPoint,
@@ -307,3 +310,58 @@ async def test_a_profile_merged_away_while_it_is_saved_leaves_its_events_to_the_
     last = {r.key: r.value for r in records}
     assert json.loads(last[survivor.encode()])["version"] == current.version
     assert json.loads(last[absorbed.encode()]) == {"customer_id": absorbed, "merged_into": survivor}
+
+
+async def test_a_superseded_view_is_deleted_by_its_token_never_a_later_view_in_its_slot(
+    harness: Harness,
+) -> None:
+    """W1 stores version 2 over version 1 and, before W1 deletes version 1: W3 stores 3 (freeing
+    2), W4 (which read 1) stores 2 and deletes 1, and W5 (which read nothing) stores 1. W1's
+    delete must leave W5's view alone: it is how W5 learns that its save overtook nothing."""
+    store = harness.store
+    await store.ensure_profiles(["c"])
+    nothing = (await store.load(["c"]))["c"]
+    await store.save_views({"c": ViewSave(nothing, ProfileView())})
+    first = (await store.load(["c"]))["c"]
+    w5 = ViewSave(nothing, ProfileView())
+
+    async def others() -> None:
+        second = (await store.load(["c"]))["c"]
+        assert second.version == 2
+        for save in (ViewSave(second, ProfileView()), ViewSave(first, ProfileView()), w5):
+            assert not await store.save_views({"c": save})
+
+    views = store.views
+    write = views.bulk_write
+    waiting = [others]
+
+    async def delete_later(operations: Any, **kwargs: Any) -> Any:
+        if waiting and any(isinstance(op, DeleteOne) for op in operations):
+            await waiting.pop()()
+        return await write(operations, **kwargs)
+
+    views.bulk_write = delete_later  # type: ignore[method-assign, assignment]
+    assert not await store.save_views({"c": ViewSave(first, ProfileView())})
+    assert not waiting, "the others acted between W1's insert and its delete"
+
+    [state] = (await store.head_states(["c"])).values()
+    assert state.version == 3
+    assert w5.token in state.stored, "W5's view, in the slot W1 superseded, is still stored"
+
+
+async def test_a_view_stored_before_tokens_existed_is_still_deleted_when_superseded(
+    harness: Harness,
+) -> None:
+    store = harness.store
+    await store.ensure_profiles(["c"])
+    legacy = {"_id": "c:1", "customer_id": "c", "version": 1, "view": {}}
+    await store.views.insert_one(legacy)
+    first = (await store.load(["c"]))["c"]
+    assert (first.version, first.view_token) == (1, None)
+
+    save = ViewSave(first, ProfileView())
+    assert not await store.save_views({"c": save})
+
+    assert [doc["_id"] async for doc in store.views.find({})] == ["c:2"]
+    [state] = (await store.head_states(["c"])).values()
+    assert (state.version, state.stored) == (2, frozenset({save.token}))

@@ -16,7 +16,7 @@ from typing import Any
 from customer_profile.domain.identity import Conflict, ProfileFacts, conflict_ids, split_key
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import ProfileView
-from customer_profile.service.ports import HeadState, MergeRecord, StoredProfile
+from customer_profile.service.ports import HeadState, MergeRecord, StoredProfile, ViewSave
 
 MAX_ALIAS_DEPTH = 20
 
@@ -38,6 +38,7 @@ class InMemoryStore:
         self.identities: dict[str, str] = {}
         self.profiles: dict[str, _Head] = {}
         self.views: dict[tuple[str, int], ProfileView] = {}
+        self.view_tokens: dict[tuple[str, int], str] = {}
         self.journey: dict[str, JourneyEntry] = {}
         self.pending: set[str] = set()
         self.erased: dict[str, datetime] = {}
@@ -132,6 +133,7 @@ class InMemoryStore:
                 identifiers=list(head.identifiers),
                 merged_from=self._aliases(customer),
                 view=_fresh(self.views.get((customer, version))),
+                view_token=self.view_tokens.get((customer, version)),
             )
         return loaded
 
@@ -152,8 +154,10 @@ class InMemoryStore:
         states = {}
         for c in customer_ids:
             if c in self.profiles:
-                stored = frozenset(v for (owner, v) in self.views if owner == c)
-                states[c] = HeadState(max(stored, default=0), self.profiles[c].merged_into, stored)
+                versions = [v for (owner, v) in self.views if owner == c]
+                tokens = frozenset[str | None](self.view_tokens[(c, v)] for v in versions)
+                merged_into = self.profiles[c].merged_into
+                states[c] = HeadState(max(versions, default=0), merged_into, tokens)
         return states
 
     async def merge(
@@ -192,15 +196,19 @@ class InMemoryStore:
             if head.merge_pending and head.merge and head.merge.event_id in wanted
         ]
 
-    async def save_views(self, views: Mapping[str, tuple[int, ProfileView]]) -> set[str]:
+    async def save_views(self, views: Mapping[str, ViewSave]) -> set[str]:
         self._count("save_views", views)
         lost = set()
-        for customer, (version, view) in views.items():
-            if (customer, version + 1) in self.views:
+        for customer, save in views.items():
+            slot, base = (customer, save.base.version + 1), (customer, save.base.version)
+            if slot in self.views:
                 lost.add(customer)
                 continue
-            self.views[(customer, version + 1)] = view.model_copy(deep=True)
-            self.views.pop((customer, version), None)  # superseded, as the MongoDB store does
+            self.views[slot] = save.view.model_copy(deep=True)
+            self.view_tokens[slot] = save.token
+            if self.view_tokens.get(base) == save.base.view_token:  # superseded, by its token
+                self.views.pop(base, None)
+                self.view_tokens.pop(base, None)
         return lost
 
     # journey

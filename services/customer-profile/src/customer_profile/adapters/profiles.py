@@ -5,6 +5,7 @@ stored view's. A merge is decided by
 a conditional update that succeeds once and is recorded on the absorbed head as pending (with the
 merging event) until its identities are moved and its record published. A view is stored under
 `<customer>:<version>`: whoever inserts version n+1 first wins; the others re-derive and try n+2.
+Each view also carries a token of its own, by which the save that supersedes it deletes it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from customer_profile.domain.identity import ProfileFacts, split_key
 from customer_profile.domain.profile import ProfileView
-from customer_profile.service.ports import HeadState, MergeRecord, StoredProfile
+from customer_profile.service.ports import HeadState, MergeRecord, StoredProfile, ViewSave
 from hilo.mongo import MongoDocument, bulk_write, find_in, insert_once, update_in
 
 MAX_ALIAS_DEPTH = 20
@@ -201,15 +202,19 @@ class ProfileCollection:
 
     async def head_states(self, customer_ids: Iterable[str]) -> dict[str, HeadState]:
         heads = await self.heads(customer_ids)
-        stored: dict[str, set[int]] = {customer: set() for customer in heads}
-        views = find_in(self.views, "customer_id", heads, {"customer_id": 1, "version": 1})
+        versions: dict[str, set[int]] = {customer: set() for customer in heads}
+        tokens: dict[str, set[str | None]] = {customer: set() for customer in heads}
+        views = find_in(
+            self.views, "customer_id", heads, {"customer_id": 1, "version": 1, "token": 1}
+        )
         async for view in views:
-            stored[view["customer_id"]].add(int(view["version"]))
+            versions[view["customer_id"]].add(int(view["version"]))
+            tokens[view["customer_id"]].add(view.get("token"))
         return {
             customer: HeadState(
-                max(stored[customer], default=0),
+                max(versions[customer], default=0),
                 head.get("merged_into"),
-                frozenset(stored[customer]),
+                frozenset(tokens[customer]),
             )
             for customer, head in heads.items()
         }
@@ -396,33 +401,35 @@ class ProfileCollection:
     async def settle_merges(self, absorbed: list[str]) -> None:
         await update_in(self.profiles, "_id", absorbed, {"$set": {"merge_pending": False}})
 
-    async def save_views(self, views: Mapping[str, tuple[int, ProfileView]]) -> set[str]:
+    async def save_views(self, views: Mapping[str, ViewSave]) -> set[str]:
         """Store each view as the next version of its profile; return the customers that lost.
 
         Inserting `<customer>:<version + 1>` succeeds for exactly one writer, and that insert is
         the whole save: the current version is the highest view stored, so no head is updated (an
         update cost the database five times an insert). The winner then deletes the view it
-        superseded; a loser re-derives and tries the version after.
+        superseded, by that view's token (a view stored before tokens has none, which the filter
+        also matches); a loser re-derives and tries the version after.
         """
         if not views:
             return set()
         at = now()
         documents = [
             {
-                "_id": view_id(customer, version + 1),
+                "_id": view_id(customer, save.base.version + 1),
                 "customer_id": customer,
-                "version": version + 1,
-                "view": view.model_dump(mode="python"),
+                "version": save.base.version + 1,
+                "token": save.token,
+                "view": save.view.model_dump(mode="python"),
                 "written_at": at,
             }
-            for customer, (version, view) in views.items()
+            for customer, save in views.items()
         ]
         taken = await insert_once(self.views, documents)
         lost = {str(doc["customer_id"]) for doc in documents if doc["_id"] in taken}
         superseded = [
-            DeleteOne({"_id": view_id(customer, version)})
-            for customer, (version, _) in views.items()
-            if customer not in lost and version
+            DeleteOne({"_id": view_id(customer, save.base.version), "token": save.base.view_token})
+            for customer, save in views.items()
+            if customer not in lost and save.base.version
         ]
         await bulk_write(self.views, superseded)
         return lost
@@ -447,6 +454,7 @@ def _stored(head: MongoDocument, view: MongoDocument | None) -> StoredProfile:
         merged_from=list(head.get("merged_from", [])),
         view=ProfileView.model_validate(view["view"]) if view else None,
         kept_apart=list(head.get("kept_apart", [])),
+        view_token=view.get("token") if view else None,
     )
 
 

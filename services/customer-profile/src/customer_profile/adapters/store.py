@@ -33,8 +33,7 @@ from customer_profile.adapters.profiles import ProfileCollection
 from customer_profile.adapters.splits import Split, SplitCollection
 from customer_profile.domain.identity import Conflict, ProfileFacts
 from customer_profile.domain.journey import JourneyEntry
-from customer_profile.domain.profile import ProfileView
-from customer_profile.service.ports import HeadState, MergeRecord, StoredProfile
+from customer_profile.service.ports import HeadState, MergeRecord, StoredProfile, ViewSave
 from hilo.mongo import MongoDocument
 
 
@@ -176,7 +175,7 @@ class ProfileStore:
     async def unfinished_merges(self, event_ids: Iterable[str]) -> list[MergeRecord]:
         return await self._profiles.unfinished_merges(event_ids)
 
-    async def save_views(self, views: Mapping[str, tuple[int, ProfileView]]) -> set[str]:
+    async def save_views(self, views: Mapping[str, ViewSave]) -> set[str]:
         return await self._profiles.save_views(views)
 
     # --- journey ----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,7 +43,13 @@ from customer_profile.domain.identity import (
 )
 from customer_profile.domain.journey import JourneyEntry, new_entry
 from customer_profile.domain.profile import ProfileView, derive_view
-from customer_profile.service.ports import MergeRecord, Publisher, Store, StoredProfile
+from customer_profile.service.ports import (
+    MergeRecord,
+    Publisher,
+    Store,
+    StoredProfile,
+    ViewSave,
+)
 from customer_profile.service.prices import PriceCheck
 from customer_profile.service.prices import count as count_mismatches
 from customer_profile.service.resolver import IdentityResolver, Merge, Pending
@@ -321,8 +327,8 @@ class Pipeline:
         for _ in range(MAX_SAVE_ATTEMPTS):
             journeys = await self._store.entries_of(p for c, p in profiles.items() if c in rebuild)
             views = {
-                customer: (
-                    profile.version,
+                customer: ViewSave(
+                    profile,
                     derive_view(journeys[customer], self._window)
                     if customer in journeys
                     else _fold(profile.view, by_customer[customer], self._window),
@@ -330,9 +336,7 @@ class Pipeline:
                 for customer, profile in profiles.items()
             }
             lost = await self._store.save_views(views)
-            for customer in set(views) - lost:
-                version, view = views[customer]
-                saved[customer] = replace(profiles[customer], version=version + 1, view=view)
+            saved.update({customer: views[customer].saved() for customer in set(views) - lost})
             if not lost:
                 return saved
             canonical = await self._store.canonical(lost)
@@ -394,7 +398,7 @@ async def publish_until_current(
     derived again by `rederive`, then published (`publish_overtaken`). Returns those profiles
     as saved again."""
     again: dict[str, StoredProfile] = {}
-    stale = await publish_overtaken(store, publisher, {c: p.version for c, p in saved.items()})
+    stale = await publish_overtaken(store, publisher, saved)
     for _ in range(MAX_SAVE_ATTEMPTS):
         if not stale:
             return again
@@ -402,12 +406,12 @@ async def publish_until_current(
         saved = await rederive(stale)
         again.update(saved)
         await publisher.publish_records([snapshot(p) for p in saved.values()])
-        stale = await publish_overtaken(store, publisher, {c: p.version for c, p in saved.items()})
+        stale = await publish_overtaken(store, publisher, saved)
     raise RuntimeError("profile views kept being overtaken: too many concurrent writers")
 
 
 async def publish_overtaken(
-    store: Store, publisher: Publisher, published: dict[str, int]
+    store: Store, publisher: Publisher, saved: Mapping[str, StoredProfile]
 ) -> set[str]:
     """Publish again whatever changed since our snapshots were read, until none did; return
     the profiles whose current view may lack what ours held.
@@ -420,13 +424,15 @@ async def publish_overtaken(
     A writer that read version n-1 can still store n after two others stored n and n+1 (n's
     slot was freed when n+1 superseded it): its save succeeded, but the current view n+1 was
     derived without it. That shows here as our version still stored below a higher one (which
-    would have deleted it, had it been derived from ours), and the caller re-derives it.
+    would have deleted it, had it been derived from ours; views are told apart by their
+    token), and the caller re-derives it.
 
     A profile of ours merged away meanwhile may have been merged (and its survivor derived)
     before our entries were stored under it: its survivor is returned to be derived again too.
     This read is the only check for that, which is why a save does not look for merges.
     """
-    ours = dict(published)
+    published = {customer: profile.version for customer, profile in saved.items()}
+    ours = {customer: profile.view_token for customer, profile in saved.items()}
     stale: set[str] = set()
     for _ in range(SNAPSHOT_ROUNDS):
         heads = await store.head_states(published)
@@ -441,7 +447,7 @@ async def publish_overtaken(
             for customer in moved
             if customer in ours
             and not heads[customer].merged_into
-            and heads[customer].version > ours[customer]
+            and heads[customer].version > saved[customer].version
             and ours[customer] in heads[customer].stored
         }
         merged = {c: m for c in moved if (m := heads[c].merged_into)}

@@ -8,8 +8,9 @@ view version is inserted once) are the port's contract: both implementations kee
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -28,6 +29,8 @@ class StoredProfile:
     merged_from: list[str]
     view: ProfileView | None
     kept_apart: list[str] = field(default_factory=list)
+    view_token: str | None = None
+    """The stored view's own token: which of the views ever stored at this version it is."""
 
     def facts(self) -> ProfileFacts:
         return ProfileFacts(
@@ -53,16 +56,40 @@ class MergeRecord:
     at: datetime
 
 
+def new_view_token() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class ViewSave:
+    """A view to store as the version after `base`'s, superseding `base`'s stored view.
+
+    The token tells this view apart from any other ever stored at the same version: a version's
+    slot is free again once the view in it is superseded, so a superseded view is deleted by its
+    token, never by its version alone (which could remove a later writer's view in that slot).
+    """
+
+    base: StoredProfile
+    view: ProfileView
+    token: str = field(default_factory=new_view_token)
+
+    def saved(self) -> StoredProfile:
+        """The profile as it stands once this save succeeded."""
+        return replace(
+            self.base, version=self.base.version + 1, view=self.view, view_token=self.token
+        )
+
+
 @dataclass(frozen=True)
 class HeadState:
     """Where a profile stands now: its view version, or the profile it was merged into."""
 
     version: int
     merged_into: str | None
-    stored: frozenset[int] = frozenset()
-    """Every version with a view stored: normally the current one alone (and, for a moment,
-    the one it superseded). A lower version still stored beside a higher one that did not
-    supersede it is how a save that overtook nothing shows (`publish_overtaken`)."""
+    stored: frozenset[str | None] = frozenset()
+    """The tokens of every view stored: normally the current one alone (and, for a moment, the
+    one it superseded). A lower view still stored beside a higher one that did not supersede it
+    is how a save that overtook nothing shows (`publish_overtaken`)."""
 
 
 class Publisher(Protocol):
@@ -119,7 +146,7 @@ class Store(Protocol):
 
     async def unfinished_merges(self, event_ids: Iterable[str]) -> list[MergeRecord]: ...
 
-    async def save_views(self, views: Mapping[str, tuple[int, ProfileView]]) -> set[str]:
+    async def save_views(self, views: Mapping[str, ViewSave]) -> set[str]:
         """Store each view as the next version; the customers whose save lost (another writer
         stored that version first). A profile merged away meanwhile is saved all the same: the
         read after publishing finds it (`pipeline.publish_overtaken`)."""

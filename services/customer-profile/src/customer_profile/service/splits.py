@@ -16,7 +16,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,7 +36,7 @@ from customer_profile.service.pipeline import (
     publish_until_current,
     snapshot,
 )
-from customer_profile.service.ports import StoredProfile
+from customer_profile.service.ports import StoredProfile, ViewSave
 from customer_profile.service.privacy import LEFT_TO_ITS_REQUEST
 from hilo.kafka import KafkaPublisher, PublishFailed, Record
 from hilo.sealing import Sealer
@@ -257,15 +257,12 @@ class Splits:
             profiles = await self._store.load(customer_ids)
             journeys = await self._store.entries_of(profiles.values())
             views = {
-                customer: (profile.version, derive_view(journeys[customer], self._window))
+                customer: ViewSave(profile, derive_view(journeys[customer], self._window))
                 for customer, profile in profiles.items()
             }
             lost = await self._store.save_views(views)
             if not lost:
-                return {
-                    c: replace(profiles[c], version=version + 1, view=view)
-                    for c, (version, view) in views.items()
-                }
+                return {customer: save.saved() for customer, save in views.items()}
         raise RuntimeError("could not save the split profiles: too many concurrent writers")
 
     async def _publish(
