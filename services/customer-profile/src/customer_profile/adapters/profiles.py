@@ -409,6 +409,10 @@ class ProfileCollection:
         update cost the database five times an insert). The winner then deletes the view it
         superseded, by that view's token (a view stored before tokens has none, which the filter
         also matches); a loser re-derives and tries the version after.
+
+        MongoDB serves `{_id, token}` by `_id`. SecantusDB's `explain` reports a scan for it, yet
+        its delete looks the `_id` up: 0.17 ms per delete among 2,000 views, 0.23 ms among 50,000
+        (a scan would grow 25-fold).
         """
         if not views:
             return set()
