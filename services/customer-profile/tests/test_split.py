@@ -23,6 +23,7 @@ from customer_profile.testing import (
     clear_faults,
     inject_fault,
     interaction,
+    interleave,
     running_profile_service,
     share_partitions,
 )
@@ -171,6 +172,35 @@ async def test_profiles_a_person_split_are_merged_again_only_when_a_person_confi
     assert counts["identity.merge_requests"] >= 2
     assert counts["profiles"] >= 3
     assert counts["journey"] >= 5
+
+
+async def test_a_split_whose_kept_profile_is_merged_away_meanwhile_completes(
+    profile_service: RunningProfileService,
+) -> None:
+    """While the split saves Ana's view, an event merges Ana into Xu (the older profile). The split
+    saves Ana's view all the same, and the read after publishing derives Xu again with Ana's
+    journey (the save used to report Ana as lost on every attempt, and the split never ended)."""
+    svc = profile_service
+    await _publish_and_settle(svc, [interaction("xu", minutes=0, loyalty_id="LOY-XU")])
+    ana, bo = await _merged_pair(svc)
+    xu = await svc.customer_of("loyalty_id", "LOY-XU")
+
+    async def merge_ana_into_xu() -> None:
+        link = interaction("link-xu", minutes=5, email=ANA, loyalty_id="LOY-XU")
+        await _publish_and_settle(svc, [link])
+
+    interleave(svc.service.store, "save_views", merge_ana_into_xu)
+    split = await svc.http.post(f"/v1/customers/{ana}/split", json={"merge": bo, **AUDIT})
+
+    assert split.status_code == 200, split.text
+    assert await svc.customer_of("email", ANA) == xu, "Ana was merged into Xu during the split"
+    await eventually(lambda: _split_status(svc, ana), until=lambda s: s == ["done"], timeout=30)
+    assert await svc.customer_of("phone", BO) == bo
+    journey = await svc.get(f"/v1/customers/{xu}/journey?limit=100")
+    assert sorted(e["id"] for e in journey["entries"]) == _ids("xu", 1, 3, "link-xu")
+    profile = await svc.get(f"/v1/customers/{xu}")
+    assert profile["view"]["event_count"] == 4, "Xu's view holds Ana's events"
+    assert (await svc.get(f"/v1/customers/{bo}"))["view"]["event_count"] == 1
 
 
 SPLIT_FAULTS = [
