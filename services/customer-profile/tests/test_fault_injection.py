@@ -365,3 +365,37 @@ async def test_a_view_stored_before_tokens_existed_is_still_deleted_when_superse
     assert [doc["_id"] async for doc in store.views.find({})] == ["c:2"]
     [state] = (await store.head_states(["c"])).values()
     assert (state.version, state.stored) == (2, frozenset({save.token}))
+
+
+async def test_an_entry_settled_while_the_unsettled_are_counted_is_not_counted(
+    harness: Harness,
+) -> None:
+    """The count reads the entries and the settled markers one after the other; an entry stored
+    and settled between the two reads is finished, so it must not be counted."""
+    store = harness.store
+    collections = {"journey": store.journey, "settled": store._journey.settled}
+    reads = {name: collection.find for name, collection in collections.items()}
+    counting: list[str] = []
+
+    async def batch_then(cursor: Any) -> AsyncIterator[Any]:
+        collections["journey"].find = reads["journey"]  # type: ignore[method-assign]
+        collections["settled"].find = reads["settled"]  # type: ignore[method-assign]
+        await harness.pipeline.process(raw_records([interaction("x1", email="x@example.com")]))
+        async for doc in cursor:
+            yield doc
+
+    def second_read_waits(name: str) -> Any:
+        def find(*args: Any, **kwargs: Any) -> Any:
+            counting.append(name)
+            cursor = reads[name](*args, **kwargs)
+            return batch_then(cursor) if len(counting) == 2 else cursor
+
+        return find
+
+    for name, collection in collections.items():
+        collection.find = second_read_waits(name)  # type: ignore[method-assign]
+    unsettled = await store.unsettled()
+
+    assert len(counting) == 2, "a batch was stored and settled between the two reads"
+    assert await store.journey.count_documents({}) == 1
+    assert unsettled == []

@@ -108,10 +108,13 @@ class JourneyCollection:
         return (await self.collection.delete_many({"customer_id": {"$in": aliases}})).deleted_count
 
     async def unsettled(self) -> list[str]:
-        """Ids of entries whose effects are not all done (operations and tests)."""
+        """Ids of entries whose effects are not all done (operations and tests).
+
+        The entries are read before the markers: an entry settled between the two reads then
+        counts as settled, where the other order counted it as unfinished."""
+        found = [doc async for doc in self.collection.find({}, {"_id": 1, "pending": 1})]
         settled = {doc["_id"] async for doc in self.settled.find({}, {"_id": 1})}
-        found = self.collection.find({}, {"_id": 1, "pending": 1})
-        return [doc["_id"] async for doc in found if _unsettled(doc, settled)]
+        return [doc["_id"] for doc in found if _unsettled(doc, settled)]
 
     async def count(self) -> int:
         return await self.collection.count_documents({})
