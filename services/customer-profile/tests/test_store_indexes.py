@@ -18,7 +18,7 @@ from customer_profile.adapters.store import ProfileStore
 from hilo.mongo import MongoDocument
 from hilo.settings import HiloSettings
 
-HOT_PATH_QUERIES = [
+HOT_PATH_QUERIES: list[tuple[str, dict[str, Any]]] = [
     ("identities", {"_id": {"$in": ["email:a@example.com", "phone:+34612345678"]}}),
     ("profiles", {"_id": {"$in": ["c1", "c2"]}}),
     ("profiles", {"merged_into": {"$in": ["c1", "c2"]}}),
@@ -26,6 +26,8 @@ HOT_PATH_QUERIES = [
     ("profile_views", {"customer_id": {"$in": ["c1", "c2"]}}),
     ("journey", {"_id": {"$in": ["e1", "e2"]}}),
     ("journey", {"customer_id": {"$in": ["c1", "c2"]}}),
+    # Not the consumer's path, but an agent's search by an order number must not scan either.
+    ("journey", {"payload.order_id": "ORD-1001"}),
 ]
 
 
@@ -66,3 +68,18 @@ async def test_hot_path_queries_use_an_index(
     winning = stages(plan.get("queryPlanner", {}).get("winningPlan", plan))
     assert winning, f"no plan in {plan}"
     assert "COLLSCAN" not in winning, f"{collection} {query} scans: {winning}"
+
+
+async def test_the_index_on_the_views_order_ids_is_dropped_at_start(
+    mongo_client: AsyncMongoClient[MongoDocument], settings: HiloSettings
+) -> None:
+    """Deployments from before orders were found through the journey still have it, and it costs
+    every view save one index entry per order the customer ever placed."""
+    views = mongo_client[settings.mongodb_database]["profile_views"]
+    await views.create_index([("view.orders.order_id", 1)], sparse=True)
+
+    await ProfileStore(mongo_client, settings.mongodb_database).create_indexes()
+
+    names = {index["name"] async for index in await views.list_indexes()}
+    assert "view.orders.order_id_1" not in names
+    assert {"_id_", "customer_id_1"} <= names

@@ -32,6 +32,7 @@ class JourneyCollection:
             [("customer_id", ASCENDING), ("occurred_at", ASCENDING), ("_id", ASCENDING)]
         )
         await self.collection.create_index([("price_mismatches.sku", ASCENDING)], sparse=True)
+        await self.collection.create_index([("payload.order_id", ASCENDING)], sparse=True)
 
     async def insert_entries(self, entries: list[JourneyEntry]) -> set[str]:
         """Store entries once per event id, pending until `settle`; return those already stored."""
@@ -58,6 +59,19 @@ class JourneyCollection:
             entry = _entry(doc)
             journeys[owner[entry.customer_id]].append(entry)
         return journeys
+
+    async def customer_of_order(self, order_id: str) -> str | None:
+        """The customer of the latest order entry with this id (as stored: merges not followed).
+
+        An order has a handful of entries (placed, paid, shipped, ...), each indexed once when
+        stored, so finding it costs nothing on the hot path. Filtered on the indexed field alone
+        and the type checked here (see `test_store_indexes`)."""
+        found = self.collection.find(
+            {"payload.order_id": order_id}, {"customer_id": 1, "occurred_at": 1, "type": 1}
+        )
+        orders = [doc async for doc in found if doc["type"] == "order"]
+        latest = max(orders, key=lambda doc: doc["occurred_at"], default=None)
+        return str(latest["customer_id"]) if latest else None
 
     async def entries(self, aliases: list[str]) -> list[JourneyEntry]:
         cursor = self.collection.find({"customer_id": {"$in": aliases}}).sort(

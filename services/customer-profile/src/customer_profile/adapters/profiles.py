@@ -23,6 +23,7 @@ from customer_profile.service.ports import HeadState, MergeRecord, StoredProfile
 from hilo.mongo import MongoDocument, bulk_write, find_in, insert_once, update_in
 
 MAX_ALIAS_DEPTH = 20
+OBSOLETE_VIEW_INDEXES = frozenset({"view.orders.order_id_1"})
 ATTACH_ATTEMPTS = 5
 
 
@@ -48,7 +49,15 @@ class ProfileCollection:
         await self.profiles.create_index([("merge_event", ASCENDING)], sparse=True)
         await self.views.create_index([("customer_id", ASCENDING)])
         await self.views.create_index([("view.conversation.last_at", DESCENDING)], sparse=True)
-        await self.views.create_index([("view.orders.order_id", ASCENDING)], sparse=True)
+        await self._drop_obsolete_indexes()
+
+    async def _drop_obsolete_indexes(self) -> None:
+        """Orders were found through an index on the views' order ids: every save of a view wrote
+        (and the next save deleted) one entry per order the customer ever placed. The journey's
+        index on `payload.order_id` answers now, written once per order event."""
+        names = [index["name"] async for index in await self.views.list_indexes()]
+        for name in set(names) & OBSOLETE_VIEW_INDEXES:
+            await self.views.drop_index(name)
 
     async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:
         """Follow `merged_into` chains to the surviving profile."""
@@ -254,13 +263,6 @@ class ProfileCollection:
         latest = await _highest_per_customer(cursor)
         survivors = await self.canonical(latest)
         return [doc for customer, doc in latest.items() if survivors[customer] == customer][:limit]
-
-    async def customer_of_order(self, order_id: str) -> str | None:
-        """The customer whose current view holds the order (the survivor, after merges)."""
-        doc = await self.views.find_one({"view.orders.order_id": order_id}, {"customer_id": 1})
-        if doc is None:
-            return None
-        return (await self.canonical([doc["customer_id"]]))[doc["customer_id"]]
 
     async def _views_of(self, customer_ids: Iterable[str]) -> dict[str, MongoDocument]:
         """The current (highest) view of each customer, in bounded queries on `customer_id`.

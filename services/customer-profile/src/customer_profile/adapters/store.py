@@ -225,7 +225,11 @@ class ProfileStore:
         return await self._profiles.open_conversations(since, limit)
 
     async def customer_of_order(self, order_id: str) -> str | None:
-        return await self._profiles.customer_of_order(order_id)
+        """The customer an order belongs to now (the survivor, after merges)."""
+        customer = await self._journey.customer_of_order(order_id)
+        if customer is None:
+            return None
+        return (await self._profiles.canonical([customer]))[customer]
 
     # --- conflicts, export, erasure ---------------------------------------------------------
 
