@@ -178,8 +178,8 @@ async def test_a_split_whose_kept_profile_is_merged_away_meanwhile_completes(
     profile_service: RunningProfileService,
 ) -> None:
     """While the split saves Ana's view, an event merges Ana into Xu (the older profile). The split
-    saves Ana's view all the same, and the read after publishing derives Xu again with Ana's
-    journey (the save used to report Ana as lost on every attempt, and the split never ended)."""
+    saves Ana's view all the same and ends (the save used to report Ana as lost on every attempt,
+    and the split failed); downstream reads Ana as merged into Xu."""
     svc = profile_service
     await _publish_and_settle(svc, [interaction("xu", minutes=0, loyalty_id="LOY-XU")])
     ana, bo = await _merged_pair(svc)
@@ -201,6 +201,12 @@ async def test_a_split_whose_kept_profile_is_merged_away_meanwhile_completes(
     profile = await svc.get(f"/v1/customers/{xu}")
     assert profile["view"]["event_count"] == 4, "Xu's view holds Ana's events"
     assert (await svc.get(f"/v1/customers/{bo}"))["view"]["event_count"] == 1
+    settings = svc.service.settings
+    records = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.PROFILES, settings)
+    )
+    last = {record.key: record.value for record in records}
+    assert json.loads(last[ana.encode()] or b"{}") == {"customer_id": ana, "merged_into": xu}
 
 
 SPLIT_FAULTS = [

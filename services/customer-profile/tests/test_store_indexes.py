@@ -8,6 +8,7 @@ run on (the local SecantusDB, MongoDB in a container, or the one `MONGODB_URL` n
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -83,3 +84,21 @@ async def test_the_index_on_the_views_order_ids_is_dropped_at_start(
     names = {index["name"] async for index in await views.list_indexes()}
     assert "view.orders.order_id_1" not in names
     assert {"_id_", "customer_id_1"} <= names
+
+
+async def test_instances_starting_together_both_start_when_one_drops_the_old_index_first(
+    mongo_client: AsyncMongoClient[MongoDocument], settings: HiloSettings
+) -> None:
+    """The second instance listed the old index before the first dropped it: its drop finds none."""
+    store = ProfileStore(mongo_client, settings.mongodb_database)
+    await store.create_indexes()
+
+    async def listed_before_the_drop() -> AsyncIterator[dict[str, Any]]:
+        for name in ("_id_", "customer_id_1", "view.orders.order_id_1"):
+            yield {"name": name}
+
+    async def list_indexes() -> AsyncIterator[dict[str, Any]]:
+        return listed_before_the_drop()
+
+    store.views.list_indexes = list_indexes  # type: ignore[method-assign, assignment]
+    await store.create_indexes()

@@ -154,6 +154,7 @@ async def bulk_write(
 
 
 DUPLICATE_KEY = 11000
+INDEX_NOT_FOUND = 27
 
 
 async def insert_once(

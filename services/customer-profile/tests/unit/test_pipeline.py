@@ -177,6 +177,45 @@ async def test_a_profile_merged_away_while_it_is_saved_leaves_its_events_to_the_
     }
 
 
+async def test_a_profile_merged_away_while_it_is_saved_ends_on_its_alias_after_a_crash() -> None:
+    """As above, but A fails right after reading the heads once it published C's snapshot (before
+    C's alias): on redelivery, C's last record on `profiles` must again be its alias."""
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    a, b = pipeline(store, publisher), pipeline(store, publisher)
+    email, phone = "ona@example.com", "+34612345678"
+    await a.process(raw_records([interaction("s1", minutes=0, phone=phone)]))
+    await a.process(raw_records([interaction("c1", minutes=1, email=email)]))
+    survivor, absorbed = sorted(store.profiles, key=lambda c: store.profiles[c].created_at)
+    batch = raw_records([interaction("a1", minutes=3, email=email)])
+
+    async def merge() -> None:
+        await b.process(raw_records([interaction("m1", minutes=2, email=email, phone=phone)]))
+        inject_fault(store, FaultPoint("store", "head_states", "after"))
+
+    interleave(store, "insert_entries", merge)
+    with pytest.raises(InjectedFault):
+        await a.process(batch)
+    clear_faults(store, "insert_entries", "head_states")
+    last = {k: v for t, k, v in publisher.records if t is Topic.PROFILES}
+    assert json.loads(last[absorbed.encode()] or b"{}")["customer_id"] == absorbed
+    assert "view" in json.loads(last[absorbed.encode()] or b"{}"), "C's snapshot is last"
+
+    again = await a.process(batch)
+
+    assert again.repaired == 1
+    [profile] = (await store.load([survivor])).values()
+    journey = (await store.entries_of([profile]))[survivor]
+    assert profile.view == derive_view(journey, WINDOW)
+    assert profile.view is not None
+    assert profile.view.event_count == 4
+    last = {k: v for t, k, v in publisher.records if t is Topic.PROFILES}
+    assert json.loads(last[absorbed.encode()] or b"{}") == {
+        "customer_id": absorbed,
+        "merged_into": survivor,
+    }
+    assert json.loads(last[survivor.encode()] or b"{}")["version"] == profile.version
+
+
 def _canonical(store: InMemoryStore) -> list[str]:
     return [c for c, head in store.profiles.items() if head.merged_into is None]
 

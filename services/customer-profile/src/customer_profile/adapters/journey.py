@@ -61,7 +61,9 @@ class JourneyCollection:
         return journeys
 
     async def customer_of_order(self, order_id: str) -> str | None:
-        """The customer of the latest order entry with this id (as stored: merges not followed).
+        """The customer of the first order entry with this id, the one who placed it (as stored:
+        merges not followed). A store pick-up receipt carries the online order's id too, and
+        whoever picks it up may be someone else.
 
         An order has a handful of entries (placed, paid, shipped, ...), each indexed once when
         stored, so finding it costs nothing on the hot path. Filtered on the indexed field alone
@@ -70,8 +72,8 @@ class JourneyCollection:
             {"payload.order_id": order_id}, {"customer_id": 1, "occurred_at": 1, "type": 1}
         )
         orders = [doc async for doc in found if doc["type"] == "order"]
-        latest = max(orders, key=lambda doc: doc["occurred_at"], default=None)
-        return str(latest["customer_id"]) if latest else None
+        first = min(orders, key=lambda doc: (doc["occurred_at"], doc["_id"]), default=None)
+        return str(first["customer_id"]) if first else None
 
     async def entries(self, aliases: list[str]) -> list[JourneyEntry]:
         cursor = self.collection.find({"customer_id": {"$in": aliases}}).sort(
@@ -117,9 +119,15 @@ class JourneyCollection:
         await update_in(self.collection, "_id", event_ids, {"$set": {"customer_id": customer_id}})
 
     async def erase(self, aliases: list[str]) -> int:
+        """Entries first, then their settled markers: an entry is never left without its marker,
+        which would count it as unfinished (a marker left alone by a crash is an id, nothing
+        personal, and harmless)."""
         ids = [doc["_id"] async for doc in find_in(self.collection, "customer_id", aliases, {})]
+        deleted = (
+            await self.collection.delete_many({"customer_id": {"$in": aliases}})
+        ).deleted_count
         await delete_in(self.settled, "_id", ids)
-        return (await self.collection.delete_many({"customer_id": {"$in": aliases}})).deleted_count
+        return deleted
 
     async def unsettled(self) -> list[str]:
         """Ids of entries whose effects are not all done (operations and tests).

@@ -16,11 +16,19 @@ from datetime import UTC, datetime
 
 from pymongo import ASCENDING, DESCENDING, DeleteOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import OperationFailure
 
 from customer_profile.domain.identity import ProfileFacts, split_key
 from customer_profile.domain.profile import ProfileView
 from customer_profile.service.ports import HeadState, MergeRecord, StoredProfile, ViewSave
-from hilo.mongo import MongoDocument, bulk_write, find_in, insert_once, update_in
+from hilo.mongo import (
+    INDEX_NOT_FOUND,
+    MongoDocument,
+    bulk_write,
+    find_in,
+    insert_once,
+    update_in,
+)
 
 MAX_ALIAS_DEPTH = 20
 OBSOLETE_VIEW_INDEXES = frozenset({"view.orders.order_id_1"})
@@ -57,7 +65,11 @@ class ProfileCollection:
         index on `payload.order_id` answers now, written once per order event."""
         names = [index["name"] async for index in await self.views.list_indexes()]
         for name in set(names) & OBSOLETE_VIEW_INDEXES:
-            await self.views.drop_index(name)
+            try:
+                await self.views.drop_index(name)
+            except OperationFailure as exc:  # another instance starting dropped it first
+                if exc.code != INDEX_NOT_FOUND:
+                    raise
 
     async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:
         """Follow `merged_into` chains to the surviving profile."""

@@ -96,6 +96,10 @@ class BatchOutcome:
     merge_requests: list[tuple[str, Conflict, str]] = field(default_factory=list)
     """(request id, conflict, event id) of the merges this batch asked a person for."""
     profiles: dict[str, StoredProfile] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    """Absorbed profile -> survivor, for profiles of repaired entries merged away since: their
+    alias is published again, since an interrupted attempt may have published a snapshot of
+    theirs after it (see `publish_overtaken`)."""
 
 
 class Pipeline:
@@ -164,7 +168,9 @@ class Pipeline:
         entries, repairs = await self._write_journey(events, resolution.customers, before, outcome)
         rebuild = {m.survivor for m in outcome.merges}
         rebuild |= {e.customer_id for e in entries if e.late}
-        rebuild |= set((await self._store.canonical({e.customer_id for e in repairs})).values())
+        repaired = await self._store.canonical({e.customer_id for e in repairs})
+        rebuild |= set(repaired.values())
+        outcome.aliases = {c: survivor for c, survivor in repaired.items() if c != survivor}
         outcome.profiles = await self._update_profiles(before, entries, rebuild)
         await self._publish([*entries, *repairs], outcome, dead)
         await self._store.settle(
@@ -366,6 +372,7 @@ class Pipeline:
                 Record(Topic.IDENTITY_MERGES, merge.survivor.encode(), merge_record(merge), JSON)
             )
             records += [alias(absorbed, merge.survivor) for absorbed in merge.absorbed]
+        records += [alias(absorbed, survivor) for absorbed, survivor in outcome.aliases.items()]
         records += [
             Record(
                 Topic.MERGE_REQUESTS,

@@ -149,7 +149,8 @@ class Store(Protocol):
     async def save_views(self, views: Mapping[str, ViewSave]) -> set[str]:
         """Store each view as the next version; the customers whose save lost (another writer
         stored that version first). A profile merged away meanwhile is saved all the same: the
-        read after publishing finds it (`pipeline.publish_overtaken`)."""
+        read after publishing finds it (`pipeline.publish_overtaken`); a rebuild, which publishes
+        nothing, is the only writer of its database."""
 
     # journey
     async def insert_entries(self, entries: list[JourneyEntry]) -> set[str]:
