@@ -210,8 +210,13 @@ async def test_a_customer_is_found_by_an_order_id_and_open_conversations_are_lis
             [("whatsapp", "ana@example.com"), ("email", "bo@example.com")]
         )
     ]
-    await svc.publish([interaction("order", kind="order", email="cy@example.com"), *recent])
-    await svc.wait_for_entries(3)
+    # The same order picked up in a store an hour later by someone else, the receipt carrying
+    # the online order's id: the order is still Cy's, who placed it.
+    picked_up = interaction("pickup", minutes=60, kind="order", email="dee@example.com")
+    await svc.publish(
+        [interaction("order", kind="order", email="cy@example.com"), picked_up, *recent]
+    )
+    await svc.wait_for_entries(4)
     cy = await svc.customer_of("email", "cy@example.com")
     ana = await svc.customer_of("email", "ana@example.com")
     bo = await svc.customer_of("email", "bo@example.com")
