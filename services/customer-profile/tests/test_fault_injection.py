@@ -27,7 +27,8 @@ from pymongo import DeleteOne
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.profile import ProfileView, derive_view
 from customer_profile.service.pipeline import Pipeline
-from customer_profile.service.ports import ViewSave
+from customer_profile.service.ports import StoredProfile, ViewSave
+from customer_profile.settings import ProfileSettings
 from customer_profile.testing import (
     FAULT_POINTS,
     FaultPoint,
@@ -52,10 +53,36 @@ POINTS = FAULT_POINTS
 
 
 class Harness:
-    def __init__(self, store: ProfileStore, publisher: KafkaPublisher, pipeline: Pipeline) -> None:
+    def __init__(
+        self,
+        store: ProfileStore,
+        publisher: KafkaPublisher,
+        pipeline: Pipeline,
+        profile: ProfileSettings,
+    ) -> None:
         self.store = store
         self.publisher = publisher
         self.pipeline = pipeline
+        self.profile = profile
+
+    async def current_view_of_whole_journey(self, customer: str, *, entries: int) -> StoredProfile:
+        """The customer's profile, checked to hold a fresh derivation of its whole journey (which
+        has `entries` entries, aliases included): no event left out, none counted twice."""
+        current = (await self.store.load([customer]))[customer]
+        journey = await self.store.entries(current.aliases)
+        assert len(journey) == entries
+        assert current.view == derive_view(journey, self.profile.conversation_window)
+        return current
+
+    def another_instance(self, publisher: KafkaPublisher | None = None) -> Pipeline:
+        """A second consumer instance on the same database and topics (or `publisher`)."""
+        return Pipeline(
+            self.store,
+            publisher or self.publisher,
+            self.pipeline._sealer,
+            self.profile.identity_policy(),
+            self.profile.conversation_window,
+        )
 
 
 @pytest.fixture
@@ -72,7 +99,7 @@ async def harness(settings: HiloSettings, topics: list[str]) -> AsyncIterator[Ha
         store, publisher, sealer, profile.identity_policy(), profile.conversation_window
     )
     try:
-        yield Harness(store, publisher, pipeline)
+        yield Harness(store, publisher, pipeline, profile)
     finally:
         await broker.stop()
         await mongo.drop_database(settings.mongodb_database)
@@ -189,14 +216,7 @@ async def test_a_snapshot_overtaken_by_another_instance_is_followed_by_the_lates
     harness: Harness, settings: HiloSettings
 ) -> None:
     """Instance A saves version n, B saves n+1 and publishes first; A's n lands last on Kafka."""
-    profile = profile_settings(settings)
-    other = Pipeline(
-        harness.store,
-        harness.publisher,
-        harness.pipeline._sealer,
-        profile.identity_policy(),
-        profile.conversation_window,
-    )
+    other = harness.another_instance()
     await harness.pipeline.process(raw_records([interaction("o-1", email="ovi@example.com")]))
     b_done = asyncio.Event()
     publish = harness.publisher.publish_records
@@ -208,13 +228,7 @@ async def test_a_snapshot_overtaken_by_another_instance_is_followed_by_the_lates
         await publish(records)
 
     slow.publish_records = held_back  # type: ignore[method-assign]
-    instance_a = Pipeline(
-        harness.store,
-        slow,
-        harness.pipeline._sealer,
-        profile.identity_policy(),
-        profile.conversation_window,
-    )
+    instance_a = harness.another_instance(slow)
 
     async def instance_b() -> None:
         await asyncio.sleep(0.5)  # A has saved its view and is waiting to publish the snapshot
@@ -242,17 +256,7 @@ async def test_a_save_that_overtook_nothing_is_derived_again(
 ) -> None:
     """Three instances on one customer: A reads version 1; meanwhile B saves 2 and C saves 3,
     which deletes 2; A's insert of 2 then succeeds, yet 3 (without A's event) is current."""
-    profile = profile_settings(settings)
-    b, c = (
-        Pipeline(
-            harness.store,
-            harness.publisher,
-            harness.pipeline._sealer,
-            profile.identity_policy(),
-            profile.conversation_window,
-        )
-        for _ in range(2)
-    )
+    b, c = harness.another_instance(), harness.another_instance()
     email = "ona@example.com"
     await harness.pipeline.process(raw_records([interaction("x0", email=email)]))
     [head] = [doc async for doc in harness.store.profiles.find({})]
@@ -264,10 +268,7 @@ async def test_a_save_that_overtook_nothing_is_derived_again(
     interleave(harness.store, "save_views", others)
     await harness.pipeline.process(raw_records([interaction("a1", minutes=1, email=email)]))
 
-    current = (await harness.store.load([head["_id"]]))[head["_id"]]
-    journey = await harness.store.entries(current.aliases)
-    assert len(journey) == 4
-    assert current.view == derive_view(journey, profile.conversation_window), "A's event is in"
+    current = await harness.current_view_of_whole_journey(head["_id"], entries=4)
     records = await read_to_end(
         settings.kafka_bootstrap_servers, topic_name(Topic.PROFILES, settings)
     )
@@ -279,14 +280,7 @@ async def test_a_profile_merged_away_while_it_is_saved_leaves_its_events_to_the_
 ) -> None:
     """A resolves an event to C; before A stores it, B merges C into the older S and derives S
     without it. A's save of C succeeds; the read after publishing must derive S again."""
-    profile = profile_settings(settings)
-    b = Pipeline(
-        harness.store,
-        harness.publisher,
-        harness.pipeline._sealer,
-        profile.identity_policy(),
-        profile.conversation_window,
-    )
+    b = harness.another_instance()
     email, phone = "ona@example.com", "+34612345678"
     await harness.pipeline.process(raw_records([interaction("s1", minutes=0, phone=phone)]))
     await harness.pipeline.process(raw_records([interaction("c1", minutes=1, email=email)]))
@@ -300,10 +294,7 @@ async def test_a_profile_merged_away_while_it_is_saved_leaves_its_events_to_the_
     heads = [doc async for doc in harness.store.profiles.find({})]
     [survivor] = [doc["_id"] for doc in heads if not doc.get("merged_into")]
     [absorbed] = [doc["_id"] for doc in heads if doc.get("merged_into") == survivor]
-    current = (await harness.store.load([survivor]))[survivor]
-    journey = await harness.store.entries(current.aliases)
-    assert len(journey) == 4
-    assert current.view == derive_view(journey, profile.conversation_window), "A's event is in"
+    current = await harness.current_view_of_whole_journey(survivor, entries=4)
     records = await read_to_end(
         settings.kafka_bootstrap_servers, topic_name(Topic.PROFILES, settings)
     )

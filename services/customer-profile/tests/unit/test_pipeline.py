@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
 import pytest
@@ -151,18 +151,11 @@ async def test_a_profile_merged_away_while_it_is_saved_leaves_its_events_to_the_
     """A resolves an event to C; before A stores it, B merges C into the older S and derives S.
     A's entry (under C) and A's save of C still succeed, but S was derived without A's event:
     S must be derived again."""
-    store, publisher = InMemoryStore(), RecordingPublisher()
-    a, b = pipeline(store, publisher), pipeline(store, publisher)
-    email, phone = "ona@example.com", "+34612345678"
-    await a.process(raw_records([interaction("s1", minutes=0, phone=phone)]))
-    await a.process(raw_records([interaction("c1", minutes=1, email=email)]))
+    store, publisher, a, merge = await _about_to_merge()
     survivor, absorbed = sorted(store.profiles, key=lambda c: store.profiles[c].created_at)
 
-    async def merge() -> None:
-        await b.process(raw_records([interaction("m1", minutes=2, email=email, phone=phone)]))
-
     interleave(store, "insert_entries", merge)
-    await a.process(raw_records([interaction("a1", minutes=3, email=email)]))
+    await a.process(raw_records([interaction("a1", minutes=3, email="ona@example.com")]))
 
     assert store.profiles[absorbed].merged_into == survivor
     [profile] = (await store.load([survivor])).values()
@@ -180,19 +173,15 @@ async def test_a_profile_merged_away_while_it_is_saved_leaves_its_events_to_the_
 async def test_a_profile_merged_away_while_it_is_saved_ends_on_its_alias_after_a_crash() -> None:
     """As above, but A fails right after reading the heads once it published C's snapshot (before
     C's alias): on redelivery, C's last record on `profiles` must again be its alias."""
-    store, publisher = InMemoryStore(), RecordingPublisher()
-    a, b = pipeline(store, publisher), pipeline(store, publisher)
-    email, phone = "ona@example.com", "+34612345678"
-    await a.process(raw_records([interaction("s1", minutes=0, phone=phone)]))
-    await a.process(raw_records([interaction("c1", minutes=1, email=email)]))
+    store, publisher, a, merge = await _about_to_merge()
     survivor, absorbed = sorted(store.profiles, key=lambda c: store.profiles[c].created_at)
-    batch = raw_records([interaction("a1", minutes=3, email=email)])
+    batch = raw_records([interaction("a1", minutes=3, email="ona@example.com")])
 
-    async def merge() -> None:
-        await b.process(raw_records([interaction("m1", minutes=2, email=email, phone=phone)]))
+    async def merge_then_fail_after_the_next_read() -> None:
+        await merge()
         inject_fault(store, FaultPoint("store", "head_states", "after"))
 
-    interleave(store, "insert_entries", merge)
+    interleave(store, "insert_entries", merge_then_fail_after_the_next_read)
     with pytest.raises(InjectedFault):
         await a.process(batch)
     clear_faults(store, "insert_entries", "head_states")
@@ -214,6 +203,23 @@ async def test_a_profile_merged_away_while_it_is_saved_ends_on_its_alias_after_a
         "merged_into": survivor,
     }
     assert json.loads(last[survivor.encode()] or b"{}")["version"] == profile.version
+
+
+async def _about_to_merge() -> tuple[
+    InMemoryStore, RecordingPublisher, Pipeline, Callable[[], Awaitable[None]]
+]:
+    """S (a phone) and the newer C (an email); instance A, and what instance B does to merge C
+    into S (an event carrying both)."""
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    a, b = pipeline(store, publisher), pipeline(store, publisher)
+    email, phone = "ona@example.com", "+34612345678"
+    await a.process(raw_records([interaction("s1", minutes=0, phone=phone)]))
+    await a.process(raw_records([interaction("c1", minutes=1, email=email)]))
+
+    async def merge() -> None:
+        await b.process(raw_records([interaction("m1", minutes=2, email=email, phone=phone)]))
+
+    return store, publisher, a, merge
 
 
 def _canonical(store: InMemoryStore) -> list[str]:
