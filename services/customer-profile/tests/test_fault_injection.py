@@ -273,6 +273,8 @@ async def test_a_save_that_overtook_nothing_is_derived_again(
         settings.kafka_bootstrap_servers, topic_name(Topic.PROFILES, settings)
     )
     assert json.loads(records[-1].value)["version"] == current.version
+    views = [doc["version"] async for doc in harness.store.views.find({"customer_id": head["_id"]})]
+    assert views == [current.version], "A's overtaken view is not left behind"
 
 
 async def test_a_profile_merged_away_while_it_is_saved_leaves_its_events_to_the_survivor(

@@ -145,6 +145,7 @@ async def test_a_save_that_overtook_nothing_is_derived_again() -> None:
     assert profile.view.event_count == 4
     last = [v for t, k, v in publisher.records if t is Topic.PROFILES and k == customer.encode()]
     assert json.loads(last[-1] or b"{}")["version"] == profile.version
+    assert [v for c, v in store.views if c == customer] == [profile.version], "A's view is gone"
 
 
 async def test_a_profile_merged_away_while_it_is_saved_leaves_its_events_to_the_survivor() -> None:

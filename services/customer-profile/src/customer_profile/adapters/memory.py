@@ -196,6 +196,14 @@ class InMemoryStore:
             if head.merge_pending and head.merge and head.merge.event_id in wanted
         ]
 
+    async def discard_views(self, views: Mapping[str, StoredProfile]) -> None:
+        self._count("discard_views", views)
+        for customer, view in views.items():
+            slot = (customer, view.version)
+            if slot in self.view_tokens and self.view_tokens[slot] == view.view_token:
+                self.views.pop(slot, None)
+                self.view_tokens.pop(slot, None)
+
     async def save_views(self, views: Mapping[str, ViewSave]) -> set[str]:
         self._count("save_views", views)
         lost = set()

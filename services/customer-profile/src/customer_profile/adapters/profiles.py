@@ -452,6 +452,15 @@ class ProfileCollection:
         await bulk_write(self.views, superseded)
         return lost
 
+    async def discard_views(self, views: Mapping[str, StoredProfile]) -> None:
+        await bulk_write(
+            self.views,
+            [
+                DeleteOne({"_id": view_id(customer, view.version), "token": view.view_token})
+                for customer, view in views.items()
+            ],
+        )
+
     async def erase(self, aliases: list[str]) -> int:
         await self.views.delete_many({"customer_id": {"$in": aliases}})
         return (await self.profiles.delete_many({"_id": {"$in": aliases}})).deleted_count

@@ -175,6 +175,9 @@ class ProfileStore:
     async def unfinished_merges(self, event_ids: Iterable[str]) -> list[MergeRecord]:
         return await self._profiles.unfinished_merges(event_ids)
 
+    async def discard_views(self, views: Mapping[str, StoredProfile]) -> None:
+        await self._profiles.discard_views(views)
+
     async def save_views(self, views: Mapping[str, ViewSave]) -> set[str]:
         return await self._profiles.save_views(views)
 

@@ -432,7 +432,7 @@ async def publish_overtaken(
     slot was freed when n+1 superseded it): its save succeeded, but the current view n+1 was
     derived without it. That shows here as our version still stored below a higher one (which
     would have deleted it, had it been derived from ours; views are told apart by their
-    token), and the caller re-derives it.
+    token): we delete our view, by its token, and the caller re-derives the profile.
 
     A profile of ours merged away meanwhile may have been merged (and its survivor derived)
     before our entries were stored under it: its survivor is returned to be derived again too.
@@ -449,7 +449,7 @@ async def publish_overtaken(
             for customer, head in heads.items()
             if head.merged_into or head.version != published[customer]
         }
-        stale |= {
+        overtaken = {
             customer
             for customer in moved
             if customer in ours
@@ -457,6 +457,9 @@ async def publish_overtaken(
             and heads[customer].version > saved[customer].version
             and ours[customer] in heads[customer].stored
         }
+        if overtaken:  # nothing reads below the current version: ours would stay for good
+            await store.discard_views({customer: saved[customer] for customer in overtaken})
+            stale |= overtaken
         merged = {c: m for c in moved if (m := heads[c].merged_into)}
         if absorbed := set(merged) & set(ours):
             stale |= set((await store.canonical(absorbed)).values())

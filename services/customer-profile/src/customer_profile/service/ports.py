@@ -146,6 +146,10 @@ class Store(Protocol):
 
     async def unfinished_merges(self, event_ids: Iterable[str]) -> list[MergeRecord]: ...
 
+    async def discard_views(self, views: Mapping[str, StoredProfile]) -> None:
+        """Delete these profiles' views, each only while that very view (its token) is stored:
+        a writer removes its own view once it found it overtaken, never another's."""
+
     async def save_views(self, views: Mapping[str, ViewSave]) -> set[str]:
         """Store each view as the next version; the customers whose save lost (another writer
         stored that version first). A profile merged away meanwhile is saved all the same: the
