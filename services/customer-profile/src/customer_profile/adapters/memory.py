@@ -199,24 +199,26 @@ class InMemoryStore:
     async def discard_views(self, views: Mapping[str, StoredProfile]) -> None:
         self._count("discard_views", views)
         for customer, view in views.items():
-            slot = (customer, view.version)
-            if slot in self.view_tokens and self.view_tokens[slot] == view.view_token:
-                self.views.pop(slot, None)
-                self.view_tokens.pop(slot, None)
+            self._discard_view(customer, view)
+
+    def _discard_view(self, customer: str, view: StoredProfile) -> None:
+        """Remove that very view (its version and token), as the MongoDB store's delete does."""
+        slot = (customer, view.version)
+        if slot in self.view_tokens and self.view_tokens[slot] == view.view_token:
+            self.views.pop(slot, None)
+            self.view_tokens.pop(slot, None)
 
     async def save_views(self, views: Mapping[str, ViewSave]) -> set[str]:
         self._count("save_views", views)
         lost = set()
         for customer, save in views.items():
-            slot, base = (customer, save.base.version + 1), (customer, save.base.version)
+            slot = (customer, save.base.version + 1)
             if slot in self.views:
                 lost.add(customer)
                 continue
             self.views[slot] = save.view.model_copy(deep=True)
             self.view_tokens[slot] = save.token
-            if self.view_tokens.get(base) == save.base.view_token:  # superseded, by its token
-                self.views.pop(base, None)
-                self.view_tokens.pop(base, None)
+            self._discard_view(customer, save.base)  # the view it superseded
         return lost
 
     # journey

@@ -444,15 +444,14 @@ class ProfileCollection:
         ]
         taken = await insert_once(self.views, documents)
         lost = {str(doc["customer_id"]) for doc in documents if doc["_id"] in taken}
-        superseded = [
-            DeleteOne({"_id": view_id(customer, save.base.version), "token": save.base.view_token})
-            for customer, save in views.items()
-            if customer not in lost and save.base.version
-        ]
-        await bulk_write(self.views, superseded)
+        await self.discard_views(
+            {c: save.base for c, save in views.items() if c not in lost and save.base.version}
+        )
         return lost
 
     async def discard_views(self, views: Mapping[str, StoredProfile]) -> None:
+        """Delete each of these views by `_id` and token: only that very view, never another
+        writer's stored in the same slot since."""
         await bulk_write(
             self.views,
             [

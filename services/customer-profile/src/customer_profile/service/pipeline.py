@@ -439,7 +439,6 @@ async def publish_overtaken(
     This read is the only check for that, which is why a save does not look for merges.
     """
     published = {customer: profile.version for customer, profile in saved.items()}
-    ours = {customer: profile.view_token for customer, profile in saved.items()}
     stale: set[str] = set()
     for _ in range(SNAPSHOT_ROUNDS):
         heads = await store.head_states(published)
@@ -452,16 +451,16 @@ async def publish_overtaken(
         overtaken = {
             customer
             for customer in moved
-            if customer in ours
+            if customer in saved
             and not heads[customer].merged_into
             and heads[customer].version > saved[customer].version
-            and ours[customer] in heads[customer].stored
+            and saved[customer].view_token in heads[customer].stored
         }
         if overtaken:  # nothing reads below the current version: ours would stay for good
             await store.discard_views({customer: saved[customer] for customer in overtaken})
             stale |= overtaken
         merged = {c: m for c in moved if (m := heads[c].merged_into)}
-        if absorbed := set(merged) & set(ours):
+        if absorbed := set(merged) & set(saved):
             stale |= set((await store.canonical(absorbed)).values())
         if not gone and not moved:
             return stale
