@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer
 from pymongo import UpdateOne
 
 from customer_profile.settings import ProfileSettings
+from hilo import heap
 from hilo.contract import parse_interaction
 from hilo.mongo import bulk_write, create_mongo_client
 from hilo.topics import Topic, topic_name
@@ -33,6 +34,7 @@ async def consume(settings: ProfileSettings, events: int) -> float:
         max_poll_records=settings.batch_max_records,
     )
     await consumer.start()
+    heap.settle()  # tuned as the profile service is (`hilo.heap`)
     began = time.perf_counter()
     done = 0
     try:

@@ -26,6 +26,7 @@ from pymongo import monitoring
 from customer_profile.bootstrap import Service, bootstrap, start, stop
 from customer_profile.settings import ProfileSettings
 from customer_profile.testing import interaction
+from hilo import heap
 from hilo.contract import Interaction
 from hilo.kafka import KafkaPublisher, create_broker
 from hilo.mongo import CommandCounter
@@ -129,6 +130,7 @@ async def run(endpoints: Endpoints, events: int, people: int, batch: int) -> dic
     cpu = service_cpu_seconds()
     began = time.perf_counter()
     await start(service)
+    heap.settle()  # as `run_app` does once a service has started
     try:
         # Poll the service's own counter: counting documents every half second would load the
         # database being measured (a full count is a scan on some servers).

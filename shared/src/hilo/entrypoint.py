@@ -11,6 +11,7 @@ import uvicorn
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
+from hilo.heap import settled_after
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.settings import HiloSettings
 from hilo.topics import ensure_topics
@@ -31,7 +32,9 @@ class Listening(Protocol):
 
 
 def run_app(app: FastAPI, settings: Listening) -> None:
-    """Serve `app` with uvicorn; logging stays Hilo's (`hilo.logs`), no access log."""
+    """Serve `app` with uvicorn; logging stays Hilo's (`hilo.logs`), no access log; the garbage
+    collector is tuned once the app has started (`hilo.heap`)."""
+    app.router.lifespan_context = settled_after(app.router.lifespan_context)
     uvicorn.run(
         app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
     )
