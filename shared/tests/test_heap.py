@@ -11,16 +11,15 @@ import pytest
 from fastapi import FastAPI
 
 from hilo import entrypoint, heap
+from hilo.testkit.serving import served
 
 
 @pytest.fixture(autouse=True)
 def collector_restored() -> Iterator[None]:
-    """Each test starts from the interpreter's defaults and leaves them as they were."""
-    threshold = gc.get_threshold()
-    gc.unfreeze()
+    """Each test starts from the interpreter's defaults and leaves them so."""
+    heap.unsettle()
     yield
-    gc.unfreeze()
-    gc.set_threshold(*threshold)
+    heap.unsettle()
 
 
 def test_settle_freezes_what_exists_and_collects_the_young_less_often() -> None:
@@ -61,15 +60,27 @@ async def test_every_served_app_is_settled_after_its_lifespan_started(
         yield
 
     app = FastAPI(lifespan=lifespan)
-    served: list[Any] = []
-    monkeypatch.setattr("uvicorn.run", lambda app, **_: served.append(app))
+    handed: list[Any] = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **_: handed.append(app))
 
     entrypoint.run_app(app, _Listening())
 
-    assert served == [app]
-    async with app.router.lifespan_context(app):
+    assert handed == [app]
+    assert gc.get_freeze_count() == 0
+    async with served(app):  # uvicorn runs the app's lifespan, as in production
         assert started == [0]
         assert gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] == heap.YOUNG_GENERATION_THRESHOLD
+
+
+def test_unsettle_brings_back_the_defaults() -> None:
+    defaults = gc.get_threshold()
+    heap.settle()
+
+    heap.unsettle()
+
+    assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == defaults
 
 
 class _Listening:

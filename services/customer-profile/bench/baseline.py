@@ -59,6 +59,7 @@ async def consume(settings: ProfileSettings, events: int) -> float:
             done += len(records)
         return time.perf_counter() - began
     finally:
+        heap.unsettle()
         await consumer.stop()
         await mongo.drop_database(settings.mongodb_database)
         await mongo.close()
