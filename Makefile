@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install test test-fast faults fuzz lint fmt schema infra-prepare browser-prepare infra-up infra-down run simulate run-profile bench bench-desk env-example compose-images compose-test clean
+.PHONY: help install test test-fast faults fuzz lint fmt schema infra-prepare browser-prepare load-prepare infra-up infra-down run simulate run-profile bench bench-desk env-example compose-images compose-test clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -40,6 +40,16 @@ browser-prepare: ## Install Debian's chromium for the browser tests of the agent
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else \
 			echo "chromium is missing: run 'sudo apt-get install chromium' (or set CHROMIUM_PATH)" >&2; exit 1; \
+		fi; }
+
+load-prepare: ## Install wrk (Debian package) for the webhooks' saturation run of make bench (once; optional)
+	@command -v wrk >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing wrk (Debian package) for the saturation run"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null \
+				|| echo "wrk could not be installed: the saturation run uses the Python generator" >&2; \
+		else \
+			echo "wrk is missing ('sudo apt-get install wrk'): the saturation run uses the Python generator" >&2; \
 		fi; }
 
 test: install infra-prepare browser-prepare ## Run every test against real Kafka and a MongoDB-wire server
@@ -91,7 +101,7 @@ run-profile: install ## Run the customer-profile service against `make infra-up`
 env-example: install ## Regenerate .env.example from the services' settings
 	$(BIN)/hilo-env-example .env.example
 
-bench: install infra-prepare browser-prepare ## Measure throughput (results in docs/benchmarks.md)
+bench: install infra-prepare browser-prepare load-prepare ## Measure throughput (results in docs/benchmarks.md)
 	$(BIN)/python services/customer-profile/bench/report.py --sizes 1000 10000 50000
 	$(BIN)/python services/channel-whatsapp/bench/webhooks.py
 	$(BIN)/python services/customer-profile/bench/end_to_end.py --rate 200 --seconds 30 --warm-up 10
