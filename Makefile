@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install test test-fast faults fuzz lint fmt schema infra-prepare browser-prepare load-prepare infra-up infra-down run simulate run-profile bench bench-desk env-example compose-images compose-test clean
+.PHONY: help install test test-fast faults fuzz lint fmt schema infra-prepare browser-prepare load-prepare infra-up infra-down run simulate run-profile bench bench-profile bench-desk env-example compose-images compose-test clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -106,6 +106,9 @@ bench: install infra-prepare browser-prepare load-prepare ## Measure throughput 
 	$(BIN)/python services/channel-whatsapp/bench/webhooks.py
 	$(BIN)/python services/customer-profile/bench/end_to_end.py --rate 200 --seconds 30 --warm-up 10
 	$(BIN)/python services/agent-desk/bench/live_latency.py --messages 60 --interval 0.5
+
+bench-profile: install infra-prepare ## Where each service's CPU goes at 200 webhooks/s (py-spy; raw stacks in .bench/profiles)
+	$(BIN)/python services/customer-profile/bench/end_to_end.py --rate 200 --seconds 30 --warm-up 10 --profile .bench/profiles
 
 bench-desk: install infra-prepare browser-prepare ## How long a WhatsApp message takes to appear on an agent's open page
 	$(BIN)/python services/agent-desk/bench/live_latency.py --messages 60 --interval 0.5

@@ -51,6 +51,7 @@ from hilo.testkit.probes import read_topic
 from hilo.testkit.serving import free_port
 from hilo.topics import Topic, ensure_topics, topic_name
 from hilo_devkit.local_infra import Infrastructure
+from hilo_devkit.sampling import process_cpu_seconds as cpu_seconds
 
 SECRET = "bench-secret"  # noqa: S105 - the benchmark signs with its own throwaway secret
 PATH = "/webhooks/whatsapp"
@@ -261,12 +262,6 @@ class LoadGenerator:
 
 
 # --- measuring ---------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def publish_seconds(metrics: str) -> tuple[float, float]:

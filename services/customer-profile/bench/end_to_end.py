@@ -14,6 +14,10 @@ senders in turn, so with the defaults (2,000 warm-up, 6,000 measured) the measur
 3,000 new customers and 3,000 returning ones; without a warm-up it was 5,000 and 1,000.
 
     python services/customer-profile/bench/end_to_end.py --rate 200 --seconds 30 --warm-up 10
+
+With `--profile DIR` (`make bench-profile`), py-spy records both services during the measured
+part and the bench prints where each one's CPU went (`hilo_devkit.sampling`); py-spy's raw
+stacks stay in DIR.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import statistics
 import sys
 import time
 import uuid
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
@@ -41,8 +46,35 @@ from hilo.testkit.probes import eventually
 from hilo.testkit.serving import free_port
 from hilo.topics import Topic, ensure_topics, topic_name
 from hilo_devkit.local_infra import Endpoints, Infrastructure
+from hilo_devkit.sampling import Bucket, Sampler, Summary
 
 VISIBLE_WITHIN_SECONDS = 120
+
+PROFILE_BUCKETS = (
+    Bucket("parse: open the sealed fields, validate", ("Pipeline._parse",)),
+    Bucket("resolve identities", ("IdentityResolver.resolve",)),
+    Bucket("write the journey", ("Pipeline._write_journey",)),
+    Bucket("update and save the views", ("Pipeline._update_profiles",)),
+    Bucket("publish journey and profile records", ("Pipeline._publish",)),
+    Bucket("the rest of a batch (settling, merges, offsets)", ("Pipeline.process", "BatchRunner")),
+    Bucket(
+        "Kafka client: fetch, decode, produce (aiokafka)",
+        ("Fetcher", "Sender.", "AIOKafkaConnection", "AIOKafkaClient", "AIOKafkaConsumer"),
+    ),
+    Bucket("FastStream around the handler", ("SubscriberUsecase", "LogicSubscriber")),
+    Bucket("HTTP API (uvicorn, Starlette)", ("RequestResponseCycle", "HttpToolsProtocol")),
+)
+CHANNEL_BUCKETS = (
+    Bucket("signature check, body", ("verified_body",)),
+    Bucket("parse the notification", ("parse_json",)),
+    Bucket("translate into interactions", ("translate",)),
+    Bucket("seal the personal fields", ("Sealer.seal_all",)),
+    Bucket("serialise and key the records", ("KafkaPublisher.interaction_records",)),
+    Bucket("hand the records to the producer", ("KafkaPublisher.publish_records",)),
+    Bucket("key store (read, create keys)", ("SubjectKeys", "SharedCalls")),
+    Bucket("Kafka client: produce requests, acks", ("Sender.", "AIOKafkaConnection")),
+    Bucket("web stack (uvicorn, Starlette)", ("RequestResponseCycle", "HttpToolsProtocol")),
+)
 
 
 async def start_service(
@@ -130,8 +162,8 @@ def percentile(values: list[float], q: int) -> float:
 
 
 async def measure(
-    endpoints: Endpoints, rate: float, seconds: float, warm_up: float
-) -> dict[str, float]:
+    endpoints: Endpoints, rate: float, seconds: float, warm_up: float, profile_dir: Path | None
+) -> tuple[dict[str, float], dict[str, Summary]]:
     run = uuid.uuid4().hex[:8]
     settings = HiloSettings(
         kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers, topic_prefix=f"e2e{run}."
@@ -168,17 +200,29 @@ async def measure(
     arrivals: dict[str, float] = {}
     ready = asyncio.Event()
     watcher = asyncio.create_task(watch_journey(settings, arrivals, ready))
+    samplers: dict[str, Sampler] = {}
     try:
         await ready.wait()
         warm_sent = (await send_steadily(channel_port, rate, warm_up))[0] if warm_up else {}
         warm = await visible(warm_sent, arrivals)
-        sent, webhook = await send_steadily(channel_port, rate, seconds, first=len(warm_sent))
-        shown = await visible(sent, arrivals)
+        async with AsyncExitStack() as sampling:
+            if profile_dir is not None:
+                for name, process in (("channel-whatsapp", channel), ("customer-profile", profile)):
+                    output = profile_dir / f"{name}.raw"
+                    samplers[name] = await sampling.enter_async_context(
+                        Sampler(process.pid, output)
+                    )
+            sent, webhook = await send_steadily(channel_port, rate, seconds, first=len(warm_sent))
+            shown = await visible(sent, arrivals)
     finally:
         watcher.cancel()
         for process in (channel, profile):
             process.terminate()
             await process.wait()
+    summaries = {
+        name: sampler.summary(PROFILE_BUCKETS if name == "customer-profile" else CHANNEL_BUCKETS)
+        for name, sampler in samplers.items()
+    }
     return {
         "rate": rate,
         "events": len(sent),
@@ -190,7 +234,7 @@ async def measure(
         "warm_up_seconds": warm_up,
         "warm_up_p50_ms": 1000 * percentile(warm, 50) if warm else float("nan"),
         "warm_up_p99_ms": 1000 * percentile(warm, 99) if warm else float("nan"),
-    }
+    }, summaries
 
 
 def main() -> None:
@@ -202,9 +246,17 @@ def main() -> None:
     parser.add_argument(
         "--warm-up", type=float, default=10, help="seconds sent first and reported on their own"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record both services with py-spy during the measured part; raw stacks go to DIR",
+    )
     args = parser.parse_args()
     with Infrastructure() as endpoints:
-        result = asyncio.run(measure(endpoints, args.rate, args.seconds, args.warm_up))
+        result, summaries = asyncio.run(
+            measure(endpoints, args.rate, args.seconds, args.warm_up, args.profile)
+        )
     header = [
         "rate",
         "events",
@@ -229,6 +281,9 @@ def main() -> None:
     print(f"infrastructure: {endpoints.provider}")  # noqa: T201
     for line in (header, ["---"] * len(header), row):
         print("| " + " | ".join(line) + " |")  # noqa: T201
+    for name, summary in summaries.items():
+        title = f"{name}, during the measured part"
+        print(f"\n{summary.table(title, int(result['events']))}")  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -20,16 +20,14 @@ import baseline
 import throughput
 
 from hilo_devkit.local_infra import Endpoints, Infrastructure
-
-CLOCK_TICKS = 100
+from hilo_devkit.sampling import process_cpu_seconds
 
 
 def cpu_seconds(pid: int | None) -> float | None:
     """User + system CPU of a process so far (Linux /proc), or None."""
     if pid is None:
         return None
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return process_cpu_seconds(pid)
 
 
 async def run_baseline(endpoints: Endpoints, events: int, people: int) -> tuple[float, float]:
