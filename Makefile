@@ -104,7 +104,7 @@ env-example: install ## Regenerate .env.example from the services' settings
 bench: install infra-prepare browser-prepare load-prepare ## Measure throughput (results in docs/benchmarks.md)
 	$(BIN)/python services/customer-profile/bench/report.py --sizes 1000 10000 50000
 	$(BIN)/python services/channel-whatsapp/bench/webhooks.py
-	$(BIN)/python services/customer-profile/bench/end_to_end.py --rate 200 --seconds 30 --warm-up 10
+	$(BIN)/python services/customer-profile/bench/end_to_end.py --rate 200 --seconds 30 --warm-up 10 --runs 3
 	$(BIN)/python services/agent-desk/bench/live_latency.py --messages 60 --interval 0.5
 
 bench-profile: install infra-prepare ## Where each service's CPU goes at 200 webhooks/s (py-spy; raw stacks in .bench/profiles)

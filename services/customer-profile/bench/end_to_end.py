@@ -15,7 +15,8 @@ senders in turn, so with the defaults (2,000 warm-up, 6,000 measured) the measur
 
     python services/customer-profile/bench/end_to_end.py --rate 200 --seconds 30 --warm-up 10
 
-With `--profile DIR` (`make bench-profile`), py-spy records both services during the measured
+On two shared cores one run's p99 varies several-fold (202 ms to 1.2 s on the same code), so
+`make bench` runs it three times (`--runs 3`) and adds the median. With `--profile DIR` (`make bench-profile`), py-spy records both services during the measured
 part and the bench prints where each one's CPU went (`hilo_devkit.sampling`); py-spy's raw
 stacks stay in DIR.
 """
@@ -252,22 +253,50 @@ def main() -> None:
         metavar="DIR",
         help="record both services with py-spy during the measured part; raw stacks go to DIR",
     )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="repeat the whole measurement (fresh services and topics each time) and add the "
+        "median of each column: one run's p99 here varies several-fold",
+    )
     args = parser.parse_args()
+    results: list[dict[str, float]] = []
     with Infrastructure() as endpoints:
-        result, summaries = asyncio.run(
-            measure(endpoints, args.rate, args.seconds, args.warm_up, args.profile)
-        )
-    header = [
-        "rate",
-        "events",
-        "webhook p50",
-        "webhook p99",
-        "visible in profile",
-        "webhook→profile p50",
-        "webhook→profile p99",
-        "warm-up: webhook→profile p50 / p99",
-    ]
-    row = [
+        for run in range(args.runs):
+            stacks = args.profile / f"run{run + 1}" if args.profile else None
+            result, summaries = asyncio.run(
+                measure(endpoints, args.rate, args.seconds, args.warm_up, stacks)
+            )
+            results.append(result)
+    print(f"infrastructure: {endpoints.provider}")  # noqa: T201
+    header = ["run", *COLUMNS]
+    rows = [[str(n), *row(result)] for n, result in enumerate(results, start=1)]
+    if len(results) > 1:
+        medians = {key: statistics.median(r[key] for r in results) for key in results[0]}
+        rows.append([f"median of {len(results)}", *row(medians)])
+    for line in (header, ["---"] * len(header), *rows):
+        print("| " + " | ".join(line) + " |")  # noqa: T201
+    for name, summary in summaries.items():
+        title = f"{name}, during the measured part of the last run"
+        print(f"\n{summary.table(title, int(results[-1]['events']))}")  # noqa: T201
+
+
+COLUMNS = (
+    "rate",
+    "events",
+    "webhook p50",
+    "webhook p99",
+    "visible in profile",
+    "webhook→profile p50",
+    "webhook→profile p99",
+    "warm-up: webhook→profile p50 / p99",
+)
+
+
+def row(result: dict[str, float]) -> list[str]:
+    """One line of the table: `result` of one run, or the medians of several."""
+    return [
         f"{result['rate']:.0f}/s",
         f"{result['events']:.0f}",
         f"{result['webhook_p50_ms']:.1f} ms",
@@ -278,12 +307,6 @@ def main() -> None:
         f"first {result['warm_up_seconds']:.0f} s: {result['warm_up_p50_ms']:.0f} / "
         f"{result['warm_up_p99_ms']:.0f} ms",
     ]
-    print(f"infrastructure: {endpoints.provider}")  # noqa: T201
-    for line in (header, ["---"] * len(header), row):
-        print("| " + " | ".join(line) + " |")  # noqa: T201
-    for name, summary in summaries.items():
-        title = f"{name}, during the measured part"
-        print(f"\n{summary.table(title, int(result['events']))}")  # noqa: T201
 
 
 if __name__ == "__main__":
