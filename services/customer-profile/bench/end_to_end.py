@@ -16,8 +16,10 @@ senders in turn, so with the defaults (2,000 warm-up, 6,000 measured) the measur
     python services/customer-profile/bench/end_to_end.py --rate 200 --seconds 30 --warm-up 10
 
 On two shared cores one run's p99 varies several-fold (202 ms to 1.2 s on the same code), so
-`make bench` runs it three times (`--runs 3`) and adds the median. With `--profile DIR` (`make bench-profile`), py-spy records both services during the measured
-part and the bench prints where each one's CPU went (`hilo_devkit.sampling`); py-spy's raw
+`make bench` runs it three times (`--runs 3`) and adds the median.
+
+With `--profile DIR` (`make bench-profile`), py-spy records both services during the measured
+part and the bench prints where each one's time went (`hilo_devkit.sampling`); py-spy's raw
 stacks stay in DIR.
 """
 
