@@ -107,7 +107,7 @@ bench: install infra-prepare browser-prepare load-prepare ## Measure throughput 
 	$(BIN)/python services/customer-profile/bench/end_to_end.py --rate 200 --seconds 30 --warm-up 10 --runs 3
 	$(BIN)/python services/agent-desk/bench/live_latency.py --messages 60 --interval 0.5
 
-bench-profile: install infra-prepare ## Where each service's CPU goes at 200 webhooks/s (py-spy; raw stacks in .bench/profiles)
+bench-profile: install infra-prepare ## Where each service's CPU goes at 200 webhooks/s (py-spy; raw stacks in .bench/profiles/run1)
 	$(BIN)/python services/customer-profile/bench/end_to_end.py --rate 200 --seconds 30 --warm-up 10 --profile .bench/profiles
 
 bench-desk: install infra-prepare browser-prepare ## How long a WhatsApp message takes to appear on an agent's open page

@@ -1,7 +1,7 @@
 """Where a running service's CPU goes: py-spy attached to its process, its samples summarised.
 
 The benchmarks say how fast; this says why. `Sampler` records a process with py-spy (a sampling
-profiler that reads the interpreter from outside, so the service runs unchanged) while a
+profiler that reads the interpreter from outside: no change to the service) while a
 benchmark drives it, and `summarise` turns the samples into the shares the closing notes and
 docs/benchmarks.md quote: each stack goes to the first bucket whose frame it contains, so the
 shares add up to 100% and every figure can be re-run.
@@ -84,6 +84,7 @@ def summarise(collapsed: str, buckets: Sequence[Bucket], rest: str = "the rest")
     """Summarise py-spy's raw (collapsed) output: one `frame;frame;... count` line per stack,
     outermost frame first. A stack counts once, in the first bucket that holds it."""
     summary = Summary()
+    summary.buckets.update({bucket.name: 0 for bucket in buckets} | {rest: 0})
     for line in collapsed.splitlines():
         stack_text, _, count_text = line.rstrip().rpartition(" ")
         if not stack_text or not count_text.isdigit():
@@ -101,8 +102,12 @@ class Sampler:
     """py-spy recording process `pid` for as long as the `async with` block runs.
 
     py-spy writes its output when interrupted, so leaving the block sends SIGINT and waits for
-    the file. Needs the right to trace the process (root, or `CAP_SYS_PTRACE` in a container).
+    the file. `--nonblocking`: py-spy reads the process without pausing it for each sample, so
+    the service's latency is not the profiler's (a sample may then mix two moments, which does
+    not matter for shares). Needs the right to trace the process (root, or `CAP_SYS_PTRACE`).
     """
+
+    STOP_SECONDS = 30
 
     def __init__(self, pid: int, output: Path) -> None:
         self.pid = pid
@@ -112,17 +117,17 @@ class Sampler:
         self.cpu_seconds = 0.0
 
     async def __aenter__(self) -> Sampler:
-        beside = Path(sys.executable).with_name("py-spy")  # the environment's own, not on PATH
-        executable = str(beside) if beside.exists() else shutil.which("py-spy")
-        if executable is None:
-            raise RuntimeError("py-spy is not installed: `make install` adds it to .venv")
+        executable = _py_spy()
         self.output.parent.mkdir(parents=True, exist_ok=True)
+        self.output.unlink(missing_ok=True)  # never summarise an earlier run's stacks
+        self._cpu_at_start = process_cpu_seconds(self.pid)
         self._process = await asyncio.create_subprocess_exec(
             executable,
             "record",
             "--format",
             "raw",
             "--gil",
+            "--nonblocking",
             "--rate",
             str(SAMPLES_PER_SECOND),
             "--pid",
@@ -132,7 +137,6 @@ class Sampler:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
-        self._cpu_at_start = process_cpu_seconds(self.pid)
         return self
 
     async def __aexit__(
@@ -141,15 +145,40 @@ class Sampler:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        try:
+            self.cpu_seconds = process_cpu_seconds(self.pid) - self._cpu_at_start
+        except OSError:  # the process is gone (likely why we are leaving): its CPU is unknown
+            self.cpu_seconds = float("nan")
+        errors = await self._stop()
+        recorded = self._returncode() == 0 and self.output.exists()
+        if exc_type is None and not recorded:
+            raise RuntimeError(f"py-spy recorded nothing: {errors.decode(errors='replace')[-500:]}")
+
+    async def _stop(self) -> bytes:
+        """Interrupt py-spy (it then writes its file) and wait; kill it if it hangs."""
         assert self._process is not None
-        self.cpu_seconds = process_cpu_seconds(self.pid) - self._cpu_at_start
         if self._process.returncode is None:
             self._process.send_signal(signal.SIGINT)
-        _, errors = await self._process.communicate()
-        if exc_type is None and not self.output.exists():
-            raise RuntimeError(f"py-spy recorded nothing: {errors.decode(errors='replace')[-500:]}")
+        try:
+            _, errors = await asyncio.wait_for(self._process.communicate(), self.STOP_SECONDS)
+        except TimeoutError:
+            self._process.kill()
+            _, errors = await self._process.communicate()
+        return errors
+
+    def _returncode(self) -> int | None:
+        return self._process.returncode if self._process is not None else None
 
     def summary(self, buckets: Sequence[Bucket]) -> Summary:
         summary = summarise(self.output.read_text(), buckets)
         summary.cpu_seconds = self.cpu_seconds
         return summary
+
+
+def _py_spy() -> str:
+    """The environment's own py-spy (`.venv/bin` is not on PATH under make), else PATH's."""
+    beside = Path(sys.executable).with_name("py-spy")
+    executable = str(beside) if beside.exists() else shutil.which("py-spy")
+    if executable is None:
+        raise RuntimeError("py-spy is not installed: `make install` adds it to .venv")
+    return executable

@@ -51,7 +51,7 @@ from hilo.testkit.probes import read_topic
 from hilo.testkit.serving import free_port
 from hilo.topics import Topic, ensure_topics, topic_name
 from hilo_devkit.local_infra import Infrastructure
-from hilo_devkit.sampling import process_cpu_seconds as cpu_seconds
+from hilo_devkit.sampling import process_cpu_seconds
 
 SECRET = "bench-secret"  # noqa: S105 - the benchmark signs with its own throwaway secret
 PATH = "/webhooks/whatsapp"
@@ -384,11 +384,11 @@ class Bench:
         await generator.open_loop(self.requests(int(rate * warm_up)), rate)
         self.count(service, int(rate * warm_up))
         waited, acknowledged = publish_seconds(await service.metrics())
-        cpu, broker = cpu_seconds(service.pid), self.broker_cpu()
+        cpu, broker = process_cpu_seconds(service.pid), self.broker_cpu()
         client, started = time.process_time(), time.perf_counter()
         outcome = await generator.open_loop(requests, rate)
         elapsed = time.perf_counter() - started
-        cpu_after, client_after = cpu_seconds(service.pid), time.process_time()
+        cpu_after, client_after = process_cpu_seconds(service.pid), time.process_time()
         broker_after = self.broker_cpu()
         waited_after, acknowledged_after = publish_seconds(await service.metrics())
         per_request = 1000 / len(requests)
@@ -410,7 +410,7 @@ class Bench:
         return result
 
     def broker_cpu(self) -> float | None:
-        return None if self.kafka_pid is None else cpu_seconds(self.kafka_pid)
+        return None if self.kafka_pid is None else process_cpu_seconds(self.kafka_pid)
 
     def log_bytes(self, topic: str) -> int | None:
         """Bytes the topic's records take in the broker's log: record batches as sent."""
@@ -420,7 +420,7 @@ class Bench:
 
     async def saturation(self, service: Service, concurrency: int, seconds: int) -> str:
         """The service's capacity: wrk when installed, else the Python generator."""
-        cpu = cpu_seconds(service.pid)
+        cpu = process_cpu_seconds(service.pid)
         wrk = shutil.which("wrk")
         if wrk is not None:
             answered, line = await self._wrk(wrk, service, concurrency, seconds)
@@ -437,7 +437,7 @@ class Bench:
                 f"p50 {ms(quantiles[49])}, p99 {ms(quantiles[98])}, failures {outcome.failures}"
             )
         self.count(service, answered)
-        cpu_ms = (cpu_seconds(service.pid) - cpu) * 1000 / max(answered, 1)
+        cpu_ms = (process_cpu_seconds(service.pid) - cpu) * 1000 / max(answered, 1)
         return f"{line}; service CPU {cpu_ms:.2f} ms/request"
 
     async def _wrk(

@@ -20,7 +20,7 @@ On two shared cores one run's p99 varies several-fold (202 ms to 1.2 s on the sa
 
 With `--profile DIR` (`make bench-profile`), py-spy records both services during the measured
 part and the bench prints where each one's time went (`hilo_devkit.sampling`); py-spy's raw
-stacks stay in DIR.
+stacks stay in DIR/run1, DIR/run2, ...
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from hilo_devkit.sampling import Bucket, Sampler, Summary
 
 VISIBLE_WITHIN_SECONDS = 120
 
-PROFILE_BUCKETS = (
+CUSTOMER_PROFILE_BUCKETS = (
     Bucket("parse: open the sealed fields, validate", ("Pipeline._parse",)),
     Bucket("resolve identities", ("IdentityResolver.resolve",)),
     Bucket("write the journey", ("Pipeline._write_journey",)),
@@ -78,6 +78,8 @@ CHANNEL_BUCKETS = (
     Bucket("Kafka client: produce requests, acks", ("Sender.", "AIOKafkaConnection")),
     Bucket("web stack (uvicorn, Starlette)", ("RequestResponseCycle", "HttpToolsProtocol")),
 )
+BUCKETS = {"channel-whatsapp": CHANNEL_BUCKETS, "customer-profile": CUSTOMER_PROFILE_BUCKETS}
+"""Where each service's samples are counted (`hilo_devkit.sampling`), by service."""
 
 
 async def start_service(
@@ -210,10 +212,10 @@ async def measure(
         warm = await visible(warm_sent, arrivals)
         async with AsyncExitStack() as sampling:
             if profile_dir is not None:
-                for name, process in (("channel-whatsapp", channel), ("customer-profile", profile)):
-                    output = profile_dir / f"{name}.raw"
+                processes = {"channel-whatsapp": channel, "customer-profile": profile}
+                for name, process in processes.items():
                     samplers[name] = await sampling.enter_async_context(
-                        Sampler(process.pid, output)
+                        Sampler(process.pid, profile_dir / f"{name}.raw")
                     )
             sent, webhook = await send_steadily(channel_port, rate, seconds, first=len(warm_sent))
             shown = await visible(sent, arrivals)
@@ -222,10 +224,7 @@ async def measure(
         for process in (channel, profile):
             process.terminate()
             await process.wait()
-    summaries = {
-        name: sampler.summary(PROFILE_BUCKETS if name == "customer-profile" else CHANNEL_BUCKETS)
-        for name, sampler in samplers.items()
-    }
+    summaries = {name: sampler.summary(BUCKETS[name]) for name, sampler in samplers.items()}
     return {
         "rate": rate,
         "events": len(sent),
@@ -238,50 +237,6 @@ async def measure(
         "warm_up_p50_ms": 1000 * percentile(warm, 50) if warm else float("nan"),
         "warm_up_p99_ms": 1000 * percentile(warm, 99) if warm else float("nan"),
     }, summaries
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rate", type=float, default=200, help="webhooks per second")
-    parser.add_argument("--seconds", type=float, default=30, help="length of the measured part")
-    parser.add_argument(
-        "--warm-up", type=float, default=10, help="seconds sent first and reported on their own"
-    )
-    parser.add_argument(
-        "--profile",
-        type=Path,
-        metavar="DIR",
-        help="record both services with py-spy during the measured part; raw stacks go to DIR",
-    )
-    parser.add_argument(
-        "--runs",
-        type=int,
-        default=1,
-        help="repeat the whole measurement (fresh services and topics each time) and add the "
-        "median of each column: one run's p99 here varies several-fold",
-    )
-    args = parser.parse_args()
-    results: list[dict[str, float]] = []
-    with Infrastructure() as endpoints:
-        for run in range(args.runs):
-            stacks = args.profile / f"run{run + 1}" if args.profile else None
-            result, summaries = asyncio.run(
-                measure(endpoints, args.rate, args.seconds, args.warm_up, stacks)
-            )
-            results.append(result)
-    print(f"infrastructure: {endpoints.provider}")  # noqa: T201
-    header = ["run", *COLUMNS]
-    rows = [[str(n), *row(result)] for n, result in enumerate(results, start=1)]
-    if len(results) > 1:
-        medians = {key: statistics.median(r[key] for r in results) for key in results[0]}
-        rows.append([f"median of {len(results)}", *row(medians)])
-    for line in (header, ["---"] * len(header), *rows):
-        print("| " + " | ".join(line) + " |")  # noqa: T201
-    for name, summary in summaries.items():
-        title = f"{name}, during the measured part of the last run"
-        print(f"\n{summary.table(title, int(results[-1]['events']))}")  # noqa: T201
 
 
 COLUMNS = (
@@ -309,6 +264,53 @@ def row(result: dict[str, float]) -> list[str]:
         f"first {result['warm_up_seconds']:.0f} s: {result['warm_up_p50_ms']:.0f} / "
         f"{result['warm_up_p99_ms']:.0f} ms",
     ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rate", type=float, default=200, help="webhooks per second")
+    parser.add_argument("--seconds", type=float, default=30, help="length of the measured part")
+    parser.add_argument(
+        "--warm-up", type=float, default=10, help="seconds sent first and reported on their own"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record both services with py-spy during the measured part; raw stacks go to DIR",
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="repeat the whole measurement (fresh services and topics each time) and add the "
+        "median of each column: one run's p99 here varies several-fold",
+    )
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    results: list[dict[str, float]] = []
+    summaries: dict[str, Summary] = {}
+    with Infrastructure() as endpoints:
+        for run in range(args.runs):
+            stacks = args.profile / f"run{run + 1}" if args.profile else None
+            result, summaries = asyncio.run(
+                measure(endpoints, args.rate, args.seconds, args.warm_up, stacks)
+            )
+            results.append(result)
+    print(f"infrastructure: {endpoints.provider}")  # noqa: T201
+    header = ["run", *COLUMNS]
+    rows = [[str(n), *row(result)] for n, result in enumerate(results, start=1)]
+    if len(results) > 1:
+        medians = {key: statistics.median(r[key] for r in results) for key in results[0]}
+        rows.append([f"median of {len(results)}", *row(medians)])
+    for line in (header, ["---"] * len(header), *rows):
+        print("| " + " | ".join(line) + " |")  # noqa: T201
+    for name, summary in summaries.items():
+        title = f"{name}, during the measured part of the last run"
+        print(f"\n{summary.table(title, int(results[-1]['events']))}")  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -250,8 +250,8 @@ class Identifiers(BaseModel):
         """The identifiers present, strongest first."""
         return [
             (kind, value)
-            for kind, field in _KINDS_STRONGEST_FIRST
-            if (value := getattr(self, field)) is not None
+            for kind, name in _KINDS_STRONGEST_FIRST
+            if (value := getattr(self, name)) is not None
         ]
 
     def strongest(self) -> tuple[IdentifierKind, str]:
