@@ -101,14 +101,18 @@ run-profile: install ## Run the customer-profile service against `make infra-up`
 env-example: install ## Regenerate .env.example from the services' settings
 	$(BIN)/hilo-env-example .env.example
 
-bench: install infra-prepare browser-prepare load-prepare ## Measure throughput (results in docs/benchmarks.md)
+# webhook → profile at 200/s: 10 s warm-up, then 30 s measured
+END_TO_END = $(BIN)/python services/customer-profile/bench/end_to_end.py --rate 200 --seconds 30 --warm-up 10
+
+bench: install infra-prepare browser-prepare load-prepare ## Measure throughput, latency and where the time goes (results in docs/benchmarks.md)
 	$(BIN)/python services/customer-profile/bench/report.py --sizes 1000 10000 50000
 	$(BIN)/python services/channel-whatsapp/bench/webhooks.py
-	$(BIN)/python services/customer-profile/bench/end_to_end.py --rate 200 --seconds 30 --warm-up 10 --runs 3
+	$(END_TO_END) --runs 3
+	$(END_TO_END) --profile .bench/profiles
 	$(BIN)/python services/agent-desk/bench/live_latency.py --messages 60 --interval 0.5
 
 bench-profile: install infra-prepare ## Where each service's CPU goes at 200 webhooks/s (py-spy; raw stacks in .bench/profiles/run1)
-	$(BIN)/python services/customer-profile/bench/end_to_end.py --rate 200 --seconds 30 --warm-up 10 --profile .bench/profiles
+	$(END_TO_END) --profile .bench/profiles
 
 bench-desk: install infra-prepare browser-prepare ## How long a WhatsApp message takes to appear on an agent's open page
 	$(BIN)/python services/agent-desk/bench/live_latency.py --messages 60 --interval 0.5
