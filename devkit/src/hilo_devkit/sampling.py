@@ -98,14 +98,20 @@ def summarise(collapsed: str, buckets: Sequence[Bucket], rest: str = "the rest")
     return summary
 
 
+class NotRecorded(RuntimeError):
+    """py-spy could not record the process."""
+
+
 class Sampler:
     """py-spy recording process `pid` for as long as the `async with` block runs.
 
     py-spy writes its output when interrupted, so leaving the block sends SIGINT and waits for
-    the file. It pauses the process while it reads each sample (100 times a second), so the
-    latency of a sampled run is not the benchmark's figure. Read without pausing
-    (`--nonblocking`), a fifth of customer-profile's stacks came out cut short and fell into no
-    bucket. Needs the right to trace the process (root, or `CAP_SYS_PTRACE`).
+    the file; a recording that failed (no right to trace, say) leaves `failure` set rather than
+    raising, so the benchmark around it still reports. py-spy pauses the process while it reads
+    each sample (100 times a second), so the latency of a sampled run is not the benchmark's
+    figure. Read without pausing (`--nonblocking`), a fifth of customer-profile's stacks came
+    out cut short and fell into no bucket. Needs the right to trace the process (root, or
+    `CAP_SYS_PTRACE`).
     """
 
     STOP_SECONDS = 30
@@ -116,6 +122,8 @@ class Sampler:
         self._process: asyncio.subprocess.Process | None = None
         self._cpu_at_start = 0.0
         self.cpu_seconds = 0.0
+        self.failure: str | None = None
+        """Why py-spy recorded nothing (no right to trace, not a Python process); None if it did."""
 
     async def __aenter__(self) -> Sampler:
         executable = _py_spy()
@@ -150,9 +158,8 @@ class Sampler:
         except OSError:  # the process is gone (likely why we are leaving): its CPU is unknown
             self.cpu_seconds = float("nan")
         errors = await self._stop()
-        recorded = self._returncode() == 0 and self.output.exists()
-        if exc_type is None and not recorded:
-            raise RuntimeError(f"py-spy recorded nothing: {errors.decode(errors='replace')[-500:]}")
+        if self._returncode() != 0 or not self.output.exists():
+            self.failure = errors.decode(errors="replace").strip()[-500:] or "no output"
 
     async def _stop(self) -> bytes:
         """Interrupt py-spy (it then writes its file) and wait; kill it if it hangs."""
@@ -170,6 +177,9 @@ class Sampler:
         return self._process.returncode if self._process is not None else None
 
     def summary(self, buckets: Sequence[Bucket]) -> Summary:
+        """The recording summarised; raises `NotRecorded` when there is none."""
+        if self.failure is not None:
+            raise NotRecorded(f"py-spy recorded nothing: {self.failure}")
         summary = summarise(self.output.read_text(), buckets)
         summary.cpu_seconds = self.cpu_seconds
         return summary

@@ -49,7 +49,7 @@ from hilo.testkit.probes import eventually
 from hilo.testkit.serving import free_port
 from hilo.topics import Topic, ensure_topics, topic_name
 from hilo_devkit.local_infra import Endpoints, Infrastructure
-from hilo_devkit.sampling import Bucket, Sampler, Summary
+from hilo_devkit.sampling import Bucket, Sampler
 
 VISIBLE_WITHIN_SECONDS = 120
 
@@ -168,7 +168,7 @@ def percentile(values: list[float], q: int) -> float:
 
 async def measure(
     endpoints: Endpoints, rate: float, seconds: float, warm_up: float, profile_dir: Path | None
-) -> tuple[dict[str, float], dict[str, Summary]]:
+) -> tuple[dict[str, float], dict[str, Sampler]]:
     run = uuid.uuid4().hex[:8]
     settings = HiloSettings(
         kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers, topic_prefix=f"e2e{run}."
@@ -224,7 +224,6 @@ async def measure(
         for process in (channel, profile):
             process.terminate()
             await process.wait()
-    summaries = {name: sampler.summary(BUCKETS[name]) for name, sampler in samplers.items()}
     return {
         "rate": rate,
         "events": len(sent),
@@ -236,7 +235,7 @@ async def measure(
         "warm_up_seconds": warm_up,
         "warm_up_p50_ms": 1000 * percentile(warm, 50) if warm else float("nan"),
         "warm_up_p99_ms": 1000 * percentile(warm, 99) if warm else float("nan"),
-    }, summaries
+    }, samplers
 
 
 COLUMNS = (
@@ -292,11 +291,11 @@ def main() -> None:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     results: list[dict[str, float]] = []
-    summaries: dict[str, Summary] = {}
+    samplers: dict[str, Sampler] = {}
     with Infrastructure() as endpoints:
         for run in range(args.runs):
             stacks = args.profile / f"run{run + 1}" if args.profile else None
-            result, summaries = asyncio.run(
+            result, samplers = asyncio.run(
                 measure(endpoints, args.rate, args.seconds, args.warm_up, stacks)
             )
             results.append(result)
@@ -308,9 +307,13 @@ def main() -> None:
         rows.append([f"median of {len(results)}", *row(medians)])
     for line in (header, ["---"] * len(header), *rows):
         print("| " + " | ".join(line) + " |")  # noqa: T201
-    for name, summary in summaries.items():
+    for name, sampler in samplers.items():
         title = f"{name}, during the measured part of the last run"
-        print(f"\n{summary.table(title, int(results[-1]['events']))}")  # noqa: T201
+        if sampler.failure is not None:
+            print(f"\n**{title}**: py-spy recorded nothing ({sampler.failure})")  # noqa: T201
+            continue
+        table = sampler.summary(BUCKETS[name]).table(title, int(results[-1]["events"]))
+        print(f"\n{table}")  # noqa: T201
 
 
 if __name__ == "__main__":
