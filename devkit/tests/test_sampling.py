@@ -78,14 +78,20 @@ BUSY = textwrap.dedent(
 )
 
 
-async def test_a_running_process_is_sampled_where_it_spends_its_time(tmp_path: Path) -> None:
-    process = await asyncio.create_subprocess_exec(sys.executable, "-c", BUSY)
+async def sampled(output: Path, *command: str, seconds: float) -> Sampler:
+    """Start `command`, record it for `seconds`, stop it; the sampler after recording."""
+    process = await asyncio.create_subprocess_exec(*command)
     try:
-        async with Sampler(process.pid, tmp_path / "busy.raw") as sampler:
-            await asyncio.sleep(2)
+        async with Sampler(process.pid, output) as sampler:
+            await asyncio.sleep(seconds)
     finally:
         process.kill()
         await process.wait()
+    return sampler
+
+
+async def test_a_running_process_is_sampled_where_it_spends_its_time(tmp_path: Path) -> None:
+    sampler = await sampled(tmp_path / "busy.raw", sys.executable, "-c", BUSY, seconds=2)
     if sampler.failure is not None and "ermission" in sampler.failure:
         pytest.skip(f"py-spy may not trace processes here: {sampler.failure}")
     summary = sampler.summary((Bucket("spinning", ("spin_in_named_function",)),))
@@ -98,14 +104,9 @@ async def test_a_running_process_is_sampled_where_it_spends_its_time(tmp_path: P
 async def test_a_sampler_that_could_not_attach_says_so(tmp_path: Path) -> None:
     """py-spy exits at once when the process is not Python: an error, never the stacks an
     earlier run left in the same file."""
-    process = await asyncio.create_subprocess_exec("sleep", "30")
     (tmp_path / "sleep.raw").write_text("an earlier run;its stack 5\n")
-    try:
-        async with Sampler(process.pid, tmp_path / "sleep.raw") as sampler:
-            await asyncio.sleep(1)
-    finally:
-        process.kill()
-        await process.wait()
+
+    sampler = await sampled(tmp_path / "sleep.raw", "sleep", "30", seconds=1)
 
     assert sampler.failure
     with pytest.raises(NotRecorded, match="py-spy recorded nothing"):
