@@ -158,7 +158,8 @@ class Sampler:
         except OSError:  # the process is gone (likely why we are leaving): its CPU is unknown
             self.cpu_seconds = float("nan")
         errors = await self._stop()
-        if self._returncode() != 0 or not self.output.exists():
+        assert self._process is not None
+        if self._process.returncode != 0 or not self.output.exists():
             self.failure = errors.decode(errors="replace").strip()[-500:] or "no output"
 
     async def _stop(self) -> bytes:
@@ -172,9 +173,6 @@ class Sampler:
             self._process.kill()
             _, errors = await self._process.communicate()
         return errors
-
-    def _returncode(self) -> int | None:
-        return self._process.returncode if self._process is not None else None
 
     def summary(self, buckets: Sequence[Bucket]) -> Summary:
         """The recording summarised; raises `NotRecorded` when there is none."""
