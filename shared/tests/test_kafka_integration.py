@@ -7,10 +7,11 @@ import asyncio
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker, KafkaMessage
 
 from hilo.contract import Identifiers, Interaction, parse_interaction
-from hilo.kafka import KafkaPublisher, create_broker, read_to_end
+from hilo.kafka import KafkaPublisher, Record, create_broker, read_to_end
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import read_topic
 from hilo.testkit.samples import sample_interaction, sample_payloads
@@ -127,6 +128,29 @@ async def test_events_of_one_key_stay_in_order_on_one_partition(
     assert [parse_interaction(r.value).id for r in records] == [
         sample_interaction(provider_event_id=f"evt-{n}").id for n in range(10)
     ]
+
+
+async def test_a_key_lands_on_the_partition_every_kafka_client_picks_for_it(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """Downstream consumers (and Java producers) find a customer's records on murmur2(key) mod
+    partitions: the remembered hashes must not change where a key goes, first time or again."""
+    topic = topic_name(Topic.JOURNEY, settings)
+    keys = [f"customer-{n}".encode() for n in range(40)]
+    broker = create_broker(settings)
+    async with broker:
+        await broker.start()
+        publisher = KafkaPublisher(broker, settings)
+        for _ in range(2):
+            await publisher.publish_records([Record(Topic.JOURNEY, k, b"{}", {}) for k in keys])
+
+    records = await read_topic(settings.kafka_bootstrap_servers, topic, expected=80)
+
+    partitions = list(range(settings.topic_partitions))
+    expected = {k: DefaultPartitioner()(k, partitions, partitions) for k in keys}
+    assert len(records) == 80
+    assert len(set(expected.values())) == settings.topic_partitions > 1
+    assert {(r.key, r.partition) for r in records} == set(expected.items())
 
 
 async def test_reading_a_topic_to_its_end_never_returns_half_of_it(

@@ -9,6 +9,7 @@ import asyncio
 from typing import Any, cast
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
 
 from hilo.kafka import KafkaPublisher, PublishFailed, Record
@@ -25,19 +26,27 @@ class Producer:
         self.sent: list[bytes] = []
         self.acks: list[asyncio.Future[None]] = []
 
-    async def publish(
-        self, value: bytes | None, topic: str, *, key: bytes, headers: Any, no_confirm: bool
+    async def send(
+        self, topic: str, value: bytes | None, *, key: bytes, headers: Any
     ) -> asyncio.Future[None]:
-        assert no_confirm, "every record is handed over first, its ack awaited afterwards"
+        """As aiokafka's: the record is queued, the ack comes later (never awaited here)."""
         self.sent.append(key)
         ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.acks.append(ack)
         return ack
 
 
+class StandInPublisher(KafkaPublisher):
+    def __init__(self, producer: Producer, settings: HiloSettings) -> None:
+        super().__init__(cast("KafkaBroker", None), settings, linger_seconds=LINGER)
+        self.stand_in = producer
+
+    def _producer(self) -> AIOKafkaProducer:
+        return cast("AIOKafkaProducer", self.stand_in)
+
+
 def publisher(producer: Producer, *, timeout: float = 10.0) -> KafkaPublisher:
-    settings = HiloSettings(kafka_publish_timeout_seconds=timeout)
-    return KafkaPublisher(cast("KafkaBroker", producer), settings, linger_seconds=LINGER)
+    return StandInPublisher(producer, HiloSettings(kafka_publish_timeout_seconds=timeout))
 
 
 def record(key: str) -> Record:

@@ -9,14 +9,17 @@ it twice. A publish that cannot be confirmed in time raises `PublishFailed`: the
 from __future__ import annotations
 
 import asyncio
+import functools
+import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import ConsumerRecord
 from faststream.kafka import KafkaBroker
@@ -35,8 +38,9 @@ CLOUDEVENTS_JSON = "application/cloudevents+json"
 
 
 CLIENT_HEADERS_ALLOWANCE = 256
-"""Room for the headers the client adds to each record (FastStream's content type, correlation
-id), which `record_size` cannot see."""
+"""A margin over aiokafka's estimate, so that a record `record_size` accepts is never refused by
+the producer."""
+KEY_HASHES_REMEMBERED = 16_384
 
 
 class PublishFailed(RuntimeError):
@@ -62,11 +66,14 @@ class Record:
     headers: Mapping[str, str]
 
 
+def wire_headers(record: Record) -> list[tuple[str, bytes]]:
+    return [(name, value.encode()) for name, value in record.headers.items()]
+
+
 def record_size(record: Record) -> int:
     """What the producer counts against its max_request_size (aiokafka's own estimate)."""
-    headers = [(name, value.encode()) for name, value in record.headers.items()]
     estimate: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(
-        record.key, record.value, headers
+        record.key, record.value, wire_headers(record)
     )
     return estimate + CLIENT_HEADERS_ALLOWANCE
 
@@ -75,6 +82,23 @@ async def keep_bytes(_message: Any) -> Any:
     """A FastStream decoder that leaves bodies undecoded: the handler reads `raw_message`
     itself (it opens sealed records, parses and dead-letters what it cannot)."""
     return None
+
+
+@functools.lru_cache(maxsize=KEY_HASHES_REMEMBERED)
+def _key_hash(key: bytes) -> int:
+    return int(murmur2(key)) & 0x7FFFFFFF
+
+
+def partition_for(key: bytes | None, partitions: list[int], available: list[int]) -> int:
+    """Kafka's default partitioning, as the Java client does it (murmur2 of the key), so every
+    client puts a key on the same partition; a record without a key goes to any available one.
+
+    The hashes of recent keys are remembered: aiokafka's murmur2 is pure Python (about 5 µs a
+    key), and a service keys its records by the customers and senders it sees again and again.
+    """
+    if key is None:
+        return random.choice(available or partitions)  # noqa: S311 (spreading load, not secrecy)
+    return partitions[_key_hash(key) % len(partitions)]
 
 
 def create_broker(
@@ -95,6 +119,7 @@ def create_broker(
         enable_idempotence=True,
         compression_type=None if compression == "none" else compression,
         max_request_size=settings.kafka_max_record_bytes,
+        partitioner=partition_for,
         request_timeout_ms=int(settings.kafka_publish_timeout_seconds * 1000),
         allow_auto_create_topics=False,
         security=security,
@@ -112,6 +137,17 @@ def interaction_headers(interaction: Interaction) -> dict[str, str]:
         "ce_source": interaction.source,
         "hilo_schema_version": str(interaction.schema_version),
     }
+
+
+def aiokafka_producer(broker: KafkaBroker) -> AIOKafkaProducer:
+    """The aiokafka producer the FastStream broker started (durable, see `create_broker`).
+
+    Records are handed to it directly: they are bytes with their headers already, and
+    FastStream's publish (a command object, a correlation id, its codec) cost 13 µs of CPU per
+    record on top of aiokafka's 35. Reached through FastStream 0.7's internals, hence pinned.
+    """
+    producer: AIOKafkaProducer = broker.config.producer._producer.producer  # type: ignore[attr-defined]
+    return producer
 
 
 class KafkaPublisher:
@@ -167,22 +203,26 @@ class KafkaPublisher:
             async with asyncio.timeout(self._settings.kafka_publish_timeout_seconds):
                 if self._linger:
                     await self._linger_with_others()
+                producer = self._producer()
                 acks = []
                 for record in records:
                     topic = record.topic
                     acks.append(
-                        await self._broker.publish(
-                            record.value,
+                        await producer.send(
                             self.topic(record.topic),
+                            record.value,
                             key=record.key,
-                            headers=dict(record.headers),
-                            no_confirm=True,
+                            headers=wire_headers(record),
                         )
                     )
                 await (acks[0] if len(acks) == 1 else asyncio.gather(*acks))
         except (TimeoutError, KafkaError, ConnectionError) as exc:
             log.warning("kafka_publish_failed", topic=topic.value, error=type(exc).__name__)
             raise PublishFailed(f"Kafka did not confirm the write to {topic.value}") from exc
+
+    def _producer(self) -> AIOKafkaProducer:
+        """The broker's producer, asked for at each publish: it exists once the broker started."""
+        return aiokafka_producer(self._broker)
 
     async def _linger_with_others(self) -> None:
         """Wait until the current window closes; the first publish of a window opens it."""
