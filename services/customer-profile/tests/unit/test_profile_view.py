@@ -9,7 +9,7 @@ from decimal import Decimal
 from pydantic_extra_types.currency_code import ISO4217
 
 from customer_profile.domain.journey import JourneyEntry, new_entry
-from customer_profile.domain.profile import ProfileView, derive_view
+from customer_profile.domain.profile import RECENT_ORDERS, ProfileView, derive_view
 from hilo.contract import (
     CartAction,
     CartChanged,
@@ -197,3 +197,78 @@ def test_an_explicit_link_continues_a_conversation_even_after_the_window() -> No
     assert view.conversation is not None
     assert view.conversation.started_channel == "voice"
     assert view.conversation.conversation_ids == ["call-1", "chat-9"]
+
+
+def _order_events(orders: int, updates: int, seed: int) -> list[JourneyEntry]:
+    """`orders` orders, then `updates` status changes of random earlier ones (old ones too)."""
+    rng = random.Random(seed)
+    base = sample_payloads()["order"]
+    statuses = [OrderStatus.COMPLETED, OrderStatus.CANCELLED, OrderStatus.REFUNDED]
+    events = [
+        entry(n, "order", payload=base.model_copy(update={"order_id": f"ORD-{n}"}))
+        for n in range(orders)
+    ]
+    for n in range(orders, orders + updates):
+        changed = base.model_copy(
+            update={"order_id": f"ORD-{rng.randrange(orders)}", "status": rng.choice(statuses)}
+        )
+        events.append(entry(n, "order", payload=changed))
+    return events
+
+
+def _totals_of_every_order(entries: list[JourneyEntry]) -> tuple[int, dict[str, str]]:
+    """Order count and lifetime value from each order's last state, as if nothing were let go."""
+    last = {e.payload["order_id"]: e.payload for e in entries}
+    totals: dict[str, Decimal] = {}
+    for order in last.values():
+        if order["status"] not in ("cancelled", "refunded"):
+            currency = order["total"]["currency"]
+            totals[currency] = totals.get(currency, Decimal(0)) + Decimal(order["total"]["amount"])
+    return len(last), {currency: str(total) for currency, total in totals.items()}
+
+
+def test_a_view_keeps_the_latest_orders_and_counts_every_one() -> None:
+    entries = _order_events(orders=130, updates=60, seed=3)
+
+    view = derive_view(entries, WINDOW)
+
+    count, value = _totals_of_every_order(entries)
+    assert len(view.orders) == RECENT_ORDERS < count
+    assert view.order_count == count == 130
+    assert view.lifetime_value == value
+    latest = list(dict.fromkeys(e.payload["order_id"] for e in reversed(entries)))
+    assert [o.order_id for o in view.orders] == latest[:RECENT_ORDERS][::-1]
+
+
+def test_an_update_of_a_forgotten_order_is_told_apart_from_a_new_one() -> None:
+    """Folding event by event, an order the view let go sends it back to the journey (as the
+    pipeline does); a new order never does. Either way the totals match a full derivation."""
+    entries = _order_events(orders=80, updates=80, seed=11)
+    view = ProfileView()
+    derived_again = 0
+    for n, e in enumerate(entries):
+        seen = {x.payload["order_id"] for x in entries[:n]}
+        if view.unknown_orders([e]) & seen:
+            view = derive_view(entries[: n + 1], WINDOW)
+            derived_again += 1
+        else:
+            view.apply(e, WINDOW)
+            view.finish()
+    assert derived_again > 0, "the sequence updates orders the view had let go"
+    assert view.model_dump() == derive_view(entries, WINDOW).model_dump()
+    assert (view.order_count, view.lifetime_value) == _totals_of_every_order(entries)
+
+
+def test_a_new_order_after_many_is_not_unknown_while_nothing_was_let_go() -> None:
+    view = derive_view(_order_events(orders=RECENT_ORDERS, updates=0, seed=1), WINDOW)
+    new = entry(
+        999, "order", payload=sample_payloads()["order"].model_copy(update={"order_id": "N"})
+    )
+
+    assert view.unknown_orders([new]) == set()
+    view.apply(new, WINDOW)
+    view.finish()
+    assert view.unknown_orders([new]) == set()
+    assert view.unknown_orders([entry(1000, "message")]) == set()
+    other = new.model_copy(update={"payload": {**new.payload, "order_id": "M"}})
+    assert view.unknown_orders([other]) == {"M"}, "one was let go: a new id may be an old one"

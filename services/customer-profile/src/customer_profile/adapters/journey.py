@@ -75,6 +75,12 @@ class JourneyCollection:
         first = min(orders, key=lambda doc: (doc["occurred_at"], doc["_id"]), default=None)
         return str(first["customer_id"]) if first else None
 
+    async def orders_seen(self, order_ids: Iterable[str], besides: set[str]) -> set[str]:
+        """Of these order ids, those with an entry other than the events `besides`, found
+        through the index on `payload.order_id` (filtered on it alone)."""
+        found = find_in(self.collection, "payload.order_id", order_ids, {"payload.order_id": 1})
+        return {doc["payload"]["order_id"] async for doc in found if doc["_id"] not in besides}
+
     async def entries(self, aliases: list[str]) -> list[JourneyEntry]:
         cursor = self.collection.find({"customer_id": {"$in": aliases}}).sort(
             [("occurred_at", ASCENDING), ("_id", ASCENDING)]

@@ -208,6 +208,9 @@ class ProfileStore:
     async def entries(self, aliases: list[str]) -> list[JourneyEntry]:
         return await self._journey.entries(aliases)
 
+    async def orders_seen(self, order_ids: Iterable[str], besides: set[str]) -> set[str]:
+        return await self._journey.orders_seen(order_ids, besides)
+
     async def page(
         self,
         aliases: list[str],

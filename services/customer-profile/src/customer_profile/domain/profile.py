@@ -19,6 +19,10 @@ from customer_profile.domain.journey import JourneyEntry
 
 RECENT_MESSAGES = 10
 RECENT_INTERACTIONS = 10
+RECENT_ORDERS = 50
+"""Orders a view keeps whole. The view is rewritten at every event of its customer, so an
+unbounded list made each event of a frequent buyer (a store's house account) dearer than the last,
+up to MongoDB's 16 MB document limit; the journey keeps every order."""
 CONVERSATION_KINDS = frozenset({"message", "call"})
 CLOSED_ORDER_STATUSES = frozenset({"cancelled", "refunded"})
 
@@ -103,7 +107,11 @@ class ProfileView(BaseModel):
     channels: dict[str, ChannelStats] = Field(default_factory=dict)
     traits: dict[str, TraitValue] = Field(default_factory=dict)
     consent: list[ConsentState] = Field(default_factory=list)
-    orders: list[OrderSummary] = Field(default_factory=list)
+    orders: list[OrderSummary] = Field(
+        default_factory=list,
+        description=f"The {RECENT_ORDERS} most recently updated orders, the latest last; "
+        "order_count and lifetime_value count every order (all of them are in the journey).",
+    )
     order_count: int = 0
     lifetime_value: dict[str, str] = Field(
         default_factory=dict, description="Per currency, decimal string; cancelled orders excluded."
@@ -171,15 +179,36 @@ class ProfileView(BaseModel):
         self.conversation = current
 
     def finish(self) -> ProfileView:
-        """Recompute the totals that are derived from the order list."""
-        totals: dict[str, Decimal] = {}
-        for order in self.orders:
-            if order.status not in CLOSED_ORDER_STATUSES:
-                currency = order.total["currency"]
-                totals[currency] = totals.get(currency, Decimal(0)) + Decimal(order.total["amount"])
-        self.lifetime_value = {currency: str(amount) for currency, amount in sorted(totals.items())}
-        self.order_count = len(self.orders)
+        """Keep the most recent orders whole once a fold is done (a full derivation holds every
+        order until here, so an update of an old one finds it)."""
+        self.orders = self.orders[-RECENT_ORDERS:]
         return self
+
+    def unknown_orders(self, entries: Iterable[JourneyEntry]) -> set[str]:
+        """Order ids of `entries` this view cannot tell new from forgotten: not among its kept
+        orders while older ones were let go. Folding an update of a forgotten order would count
+        it twice, so such a view is derived again from the journey if any of them was seen."""
+        if self.order_count <= len(self.orders):
+            return set()
+        kept = {order.order_id for order in self.orders}
+        return {
+            str(entry.payload["order_id"])
+            for entry in entries
+            if entry.type == "order" and entry.payload["order_id"] not in kept
+        }
+
+    def _count_order(self, order: OrderSummary, sign: int) -> None:
+        """Add an order to (or take it from) the totals; cancelled and refunded ones count 0."""
+        if order.status in CLOSED_ORDER_STATUSES:
+            return
+        currency = order.total["currency"]
+        total = Decimal(self.lifetime_value.get(currency, "0")) + sign * Decimal(
+            order.total["amount"]
+        )
+        totals = {**self.lifetime_value, currency: str(total)}
+        if sign < 0 and total == 0:  # its last open order was cancelled
+            del totals[currency]
+        self.lifetime_value = dict(sorted(totals.items()))
 
 
 def _preview(entry: JourneyEntry) -> MessagePreview:
@@ -280,6 +309,11 @@ def _order(view: ProfileView, entry: JourneyEntry) -> None:
         total=payload["total"],
         item_count=sum(item["quantity"] for item in payload["items"]),
     )
+    if existing is None:
+        view.order_count += 1
+    else:
+        view._count_order(existing, -1)
+    view._count_order(summary, +1)
     view.orders = [o for o in view.orders if o.order_id != summary.order_id] + [summary]
     if view.cart is not None and _completes(view.cart, payload):
         view.cart = None

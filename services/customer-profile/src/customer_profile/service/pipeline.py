@@ -327,7 +327,7 @@ class Pipeline:
             by_customer[entry.customer_id].append(entry)
         # A customer whose events were all duplicates has nothing new: leave its profile alone.
         profiles = {c: p for c, p in before.items() if c in by_customer or c in rebuild}
-        rebuild = set(rebuild)
+        rebuild = set(rebuild) | await self._forgotten_orders(profiles, by_customer, rebuild)
         profiles.update(await self._store.load(rebuild - set(profiles)))
         saved: dict[str, StoredProfile] = {}
         for _ in range(MAX_SAVE_ATTEMPTS):
@@ -351,6 +351,28 @@ class Pipeline:
         raise RuntimeError(
             f"could not save {len(profiles)} profile(s): too many concurrent writers"
         )
+
+    async def _forgotten_orders(
+        self,
+        profiles: Mapping[str, StoredProfile],
+        by_customer: Mapping[str, list[JourneyEntry]],
+        rebuild: set[str],
+    ) -> set[str]:
+        """Customers whose entries update an order their view no longer keeps (see
+        `ProfileView.unknown_orders`): derived again from the journey, the only place that still
+        knows what that order counted for. Costs a read only for views that let orders go."""
+        unknown = {
+            customer: ids
+            for customer, profile in profiles.items()
+            if customer not in rebuild
+            and profile.view is not None
+            and (ids := profile.view.unknown_orders(by_customer.get(customer, [])))
+        }
+        if not unknown:
+            return set()
+        batch = {entry.id for entries in by_customer.values() for entry in entries}
+        seen = await self._store.orders_seen(set().union(*unknown.values()), batch)
+        return {customer for customer, ids in unknown.items() if ids & seen}
 
     async def _publish(
         self,

@@ -165,6 +165,9 @@ class Store(Protocol):
     async def entries_of(self, profiles: Iterable[StoredProfile]) -> dict[str, list[JourneyEntry]]:
         """Whole journeys of several customers, aliases included."""
 
+    async def orders_seen(self, order_ids: Iterable[str], besides: set[str]) -> set[str]:
+        """Of these order ids, those with a journey entry other than the events `besides`."""
+
     async def settle(self, event_ids: Iterable[str], absorbed: Iterable[str]) -> None: ...
 
     # erasures

@@ -1,0 +1,52 @@
+"""A frequent buyer: the view keeps the latest orders, the totals count every one, through the
+real broker and database."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from customer_profile.domain.profile import RECENT_ORDERS
+from customer_profile.testing import T0, RunningProfileService
+from hilo.contract import Identifiers, Interaction, OrderStatus, new_interaction
+from hilo.testkit.samples import sample_payloads
+
+ORDERS = RECENT_ORDERS + 10
+AMOUNT = Decimal(sample_payloads()["order"].total.amount)
+
+
+def order(n: int, order_id: str, status: OrderStatus = OrderStatus.PLACED) -> Interaction:
+    return new_interaction(
+        channel="store",
+        instance="test",
+        provider_event_id=f"receipt-{n}",
+        identifiers=Identifiers(loyalty_id="L-HOUSE"),
+        payload=sample_payloads()["order"].model_copy(
+            update={"order_id": order_id, "status": status}
+        ),
+        occurred_at=T0 + timedelta(minutes=n),
+    )
+
+
+async def test_an_old_order_refunded_after_many_more_is_taken_off_once(
+    profile_service: RunningProfileService,
+) -> None:
+    svc = profile_service
+    await svc.publish([order(n, f"ORD-{n}") for n in range(ORDERS)])
+    await svc.wait_for_entries(ORDERS)
+    customer = await svc.customer_of("loyalty_id", "L-HOUSE")
+    before = (await svc.get(f"/v1/customers/{customer}"))["view"]
+
+    # ORD-0 left the view long ago: its refund must not count as a new order.
+    await svc.publish([order(ORDERS, "ORD-0", OrderStatus.REFUNDED), order(ORDERS + 1, "ORD-N")])
+    await svc.wait_for_entries(ORDERS + 2)
+    after = (await svc.get(f"/v1/customers/{customer}"))["view"]
+
+    assert before["order_count"] == ORDERS
+    assert len(before["orders"]) == RECENT_ORDERS
+    assert before["lifetime_value"] == {"EUR": str(ORDERS * AMOUNT)}
+    assert after["order_count"] == ORDERS + 1, "ORD-N is new, ORD-0 is not"
+    assert after["lifetime_value"] == {"EUR": str(ORDERS * AMOUNT)}, "one refunded, one new"
+    assert len(after["orders"]) == RECENT_ORDERS
+    assert [o["order_id"] for o in after["orders"][-2:]] == ["ORD-0", "ORD-N"]
+    assert [o["status"] for o in after["orders"][-2:]] == ["refunded", "placed"]
