@@ -18,6 +18,12 @@ senders in turn, so with the defaults (2,000 warm-up, 6,000 measured) the measur
 On two shared cores one run's p99 varies several-fold (202 ms to 1.2 s on the same code), so
 `make bench` runs it three times (`--runs 3`) and adds the median.
 
+Each run also splits every event's way into stages, from the timestamps Kafka keeps (the
+producer's clock, in ms, on this one machine): the webhook until the channel handed the
+interaction to its producer, then until customer-profile recorded the entry (fetch, parse,
+resolve), until it handed the journey record to its producer (views, publish), and until a
+reader had it (the ack, the reader's fetch); with the mean of each stage over the slowest 1%.
+
 With `--profile DIR` (`make bench-profile`), py-spy records both services during the measured
 part and the bench prints where each one's time went (`hilo_devkit.sampling`); py-spy's raw
 stacks stay in DIR/run1, DIR/run2, ...
@@ -34,10 +40,14 @@ import sys
 import time
 import uuid
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic_core import from_json
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "channel-whatsapp" / "bench"))
 
@@ -99,14 +109,33 @@ async def start_service(
     raise RuntimeError(f"{command[-1]} did not become ready")
 
 
-async def watch_journey(
-    settings: HiloSettings,
-    arrivals: dict[str, float],
-    ready: asyncio.Event,
-) -> None:
-    """Record when each event's journey record arrives, by event id (the `ce_id` header)."""
+@dataclass
+class Stamps:
+    """When each event (by id) passed each point on its way, in seconds since the epoch."""
+
+    arrived: dict[str, float] = field(default_factory=dict)
+    """A reader of `journey` had its journey record: the event is visible in the profile."""
+    produced: dict[str, float] = field(default_factory=dict)
+    """channel-whatsapp handed the interaction to its producer (the record's timestamp)."""
+    recorded: dict[str, float] = field(default_factory=dict)
+    """customer-profile recorded the journey entry (its `recorded_at`)."""
+    published: dict[str, float] = field(default_factory=dict)
+    """customer-profile handed the journey record to its producer (the record's timestamp)."""
+
+
+STAGES = (
+    "webhook → interaction handed to Kafka (channel)",
+    "→ entry recorded (Kafka, fetch, parse, resolve)",
+    "→ journey record handed to Kafka (views, publish)",
+    "→ read from `journey` (ack, fetch)",
+)
+
+
+async def watch(settings: HiloSettings, topic: Topic, stamps: Stamps, ready: asyncio.Event) -> None:
+    """Note when each event's record on `topic` was produced and (for `journey`) recorded and
+    read, by event id (the `ce_id` header)."""
     consumer = AIOKafkaConsumer(
-        topic_name(Topic.JOURNEY, settings),
+        topic_name(topic, settings),
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=f"bench-watch-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="latest",
@@ -118,14 +147,66 @@ async def watch_journey(
         ready.set()
         while True:
             fetched = await consumer.getmany(timeout_ms=100)
-            now = time.perf_counter()
+            now = time.time()
             for records in fetched.values():
                 for record in records:
                     event_id = dict(record.headers).get("ce_id")
                     if event_id is not None:
-                        arrivals.setdefault(event_id.decode(), now)
+                        note(
+                            stamps,
+                            topic,
+                            event_id.decode(),
+                            record.timestamp / 1000,
+                            record.value,
+                            now,
+                        )
     finally:
         await consumer.stop()
+
+
+def note(
+    stamps: Stamps, topic: Topic, event_id: str, produced: float, value: bytes | None, now: float
+) -> None:
+    if topic is Topic.INTERACTIONS:
+        stamps.produced.setdefault(event_id, produced)
+    elif event_id not in stamps.arrived:
+        stamps.arrived[event_id] = now
+        stamps.published[event_id] = produced
+        recorded = datetime.fromisoformat(from_json(value or b"{}")["recorded_at"])
+        stamps.recorded[event_id] = recorded.timestamp()
+
+
+def stages(sent: dict[str, float], stamps: Stamps) -> dict[str, list[float]]:
+    """Each stage's seconds for every event that went all the way, in `STAGES` order; the key
+    `""` holds the whole way."""
+    done = [e for e in sent if e in stamps.arrived and e in stamps.produced]
+    points = [sent, stamps.produced, stamps.recorded, stamps.published, stamps.arrived]
+    result = {
+        name: [points[n + 1][e] - points[n][e] for e in done] for n, name in enumerate(STAGES)
+    }
+    result[""] = [stamps.arrived[e] - sent[e] for e in done]
+    return result
+
+
+def breakdown(split: dict[str, list[float]]) -> list[list[str]]:
+    """Rows: each stage's p50, p99, and its mean over the slowest 1% of events."""
+    whole = split[""]
+    if len(whole) < 2:
+        return []
+    slowest = [n for n, seconds in enumerate(whole) if seconds >= percentile(whole, 99)]
+    rows = []
+    for name in (*STAGES, ""):
+        values = split[name]
+        tail = statistics.fmean(values[n] for n in slowest)
+        rows.append(
+            [
+                name or "**webhook → visible**",
+                f"{1000 * percentile(values, 50):.0f} ms",
+                f"{1000 * percentile(values, 99):.0f} ms",
+                f"{1000 * tail:.0f} ms",
+            ]
+        )
+    return rows
 
 
 async def send_steadily(
@@ -162,13 +243,32 @@ async def visible(sent: dict[str, float], arrivals: dict[str, float]) -> list[fl
     return [arrivals[e] - at for e, at in sent.items() if e in arrivals]
 
 
+async def batch_totals(port: int) -> tuple[float, float]:
+    """customer-profile's batches so far and the seconds they took (its `/metrics`)."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "hilo_profile_batch_seconds"
+        for sample in family.samples
+    }
+    return samples["hilo_profile_batch_seconds_count"], samples["hilo_profile_batch_seconds_sum"]
+
+
+def since_epoch(sent: dict[str, float]) -> dict[str, float]:
+    """`send_steadily`'s times (`perf_counter`) as seconds since the epoch, as Kafka's are."""
+    offset = time.time() - time.perf_counter()
+    return {event: at + offset for event, at in sent.items()}
+
+
 def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
 
 async def measure(
     endpoints: Endpoints, rate: float, seconds: float, warm_up: float, profile_dir: Path | None
-) -> tuple[dict[str, float], dict[str, Sampler]]:
+) -> tuple[dict[str, float], dict[str, Sampler], dict[str, list[float]]]:
     run = uuid.uuid4().hex[:8]
     settings = HiloSettings(
         kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers, topic_prefix=f"e2e{run}."
@@ -202,14 +302,14 @@ async def measure(
         },
         profile_port,
     )
-    arrivals: dict[str, float] = {}
-    ready = asyncio.Event()
-    watcher = asyncio.create_task(watch_journey(settings, arrivals, ready))
+    stamps = Stamps()
+    ready = {topic: asyncio.Event() for topic in (Topic.JOURNEY, Topic.INTERACTIONS)}
+    watchers = [asyncio.create_task(watch(settings, t, stamps, ready[t])) for t in ready]
     samplers: dict[str, Sampler] = {}
     try:
-        await ready.wait()
+        await asyncio.gather(*(event.wait() for event in ready.values()))
         warm_sent = (await send_steadily(channel_port, rate, warm_up))[0] if warm_up else {}
-        warm = await visible(warm_sent, arrivals)
+        warm = await visible(since_epoch(warm_sent), stamps.arrived)
         async with AsyncExitStack() as sampling:
             if profile_dir is not None:
                 processes = {"channel-whatsapp": channel, "customer-profile": profile}
@@ -217,25 +317,35 @@ async def measure(
                     samplers[name] = await sampling.enter_async_context(
                         Sampler(process.pid, profile_dir / f"{name}.raw")
                     )
+            batches_before, busy_before = await batch_totals(profile_port)
             sent, webhook = await send_steadily(channel_port, rate, seconds, first=len(warm_sent))
-            shown = await visible(sent, arrivals)
+            sent = since_epoch(sent)
+            shown = await visible(sent, stamps.arrived)
+            batches, busy = await batch_totals(profile_port)
     finally:
-        watcher.cancel()
+        for watcher in watchers:
+            watcher.cancel()
         for process in (channel, profile):
             process.terminate()
             await process.wait()
-    return {
-        "rate": rate,
-        "events": len(sent),
-        "webhook_p50_ms": 1000 * percentile(webhook, 50),
-        "webhook_p99_ms": 1000 * percentile(webhook, 99),
-        "visible": len(shown),
-        "profile_p50_ms": 1000 * percentile(shown, 50),
-        "profile_p99_ms": 1000 * percentile(shown, 99),
-        "warm_up_seconds": warm_up,
-        "warm_up_p50_ms": 1000 * percentile(warm, 50) if warm else float("nan"),
-        "warm_up_p99_ms": 1000 * percentile(warm, 99) if warm else float("nan"),
-    }, samplers
+    return (
+        {
+            "rate": rate,
+            "events": len(sent),
+            "webhook_p50_ms": 1000 * percentile(webhook, 50),
+            "webhook_p99_ms": 1000 * percentile(webhook, 99),
+            "visible": len(shown),
+            "profile_p50_ms": 1000 * percentile(shown, 50),
+            "profile_p99_ms": 1000 * percentile(shown, 99),
+            "warm_up_seconds": warm_up,
+            "warm_up_p50_ms": 1000 * percentile(warm, 50) if warm else float("nan"),
+            "warm_up_p99_ms": 1000 * percentile(warm, 99) if warm else float("nan"),
+            "batches": batches - batches_before,
+            "batch_busy_seconds": busy - busy_before,
+        },
+        samplers,
+        stages(sent, stamps),
+    )
 
 
 COLUMNS = (
@@ -265,6 +375,11 @@ def row(result: dict[str, float]) -> list[str]:
     ]
 
 
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    for line in (header, ["---"] * len(header), *rows):
+        print("| " + " | ".join(line) + " |")  # noqa: T201
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -291,22 +406,31 @@ def main() -> None:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     results: list[dict[str, float]] = []
+    splits: list[dict[str, list[float]]] = []
     samplers: dict[str, Sampler] = {}
     with Infrastructure() as endpoints:
         for run in range(args.runs):
             stacks = args.profile / f"run{run + 1}" if args.profile else None
-            result, samplers = asyncio.run(
+            result, samplers, split = asyncio.run(
                 measure(endpoints, args.rate, args.seconds, args.warm_up, stacks)
             )
             results.append(result)
+            splits.append(split)
     print(f"infrastructure: {endpoints.provider}")  # noqa: T201
     header = ["run", *COLUMNS]
     rows = [[str(n), *row(result)] for n, result in enumerate(results, start=1)]
     if len(results) > 1:
         medians = {key: statistics.median(r[key] for r in results) for key in results[0]}
         rows.append([f"median of {len(results)}", *row(medians)])
-    for line in (header, ["---"] * len(header), *rows):
-        print("| " + " | ".join(line) + " |")  # noqa: T201
+    print_table(header, rows)
+    for n, (result, split) in enumerate(zip(results, splits, strict=True), start=1):
+        batches, busy = result["batches"], result["batch_busy_seconds"]
+        print(  # noqa: T201
+            f"\n**Where the way goes, run {n}** (each event's stages; customer-profile ran "
+            f"{batches:.0f} batches of {result['events'] / max(1, batches):.0f} events on "
+            f"average, {1000 * busy / max(1, batches):.0f} ms each)"
+        )
+        print_table(["stage", "p50", "p99", "mean over the slowest 1%"], breakdown(split))
     for name, sampler in samplers.items():
         title = f"{name}, during the measured part of the last run"
         if sampler.failure is not None:
