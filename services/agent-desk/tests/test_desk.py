@@ -18,6 +18,7 @@ from pydantic_extra_types.currency_code import ISO4217
 
 from agent_desk.app import PROFILES_DOWN
 from agent_desk.testing import AGENT, PASSWORD, csrf_of, desk_settings, running_desk, signed_in
+from customer_profile.domain.profile import RECENT_ORDERS
 from customer_profile.testing import API_KEY, RunningProfileService, running_profile_service
 from hilo.contract import (
     CallHappened,
@@ -525,3 +526,30 @@ async def test_the_customer_page_shows_the_offers_the_customer_qualifies_for(
 
 async def _offers_read(svc: RunningProfileService, version: int) -> bool:
     return svc.service.offers.book.version >= version
+
+
+async def test_a_frequent_buyer_shows_the_latest_orders_and_how_many_there_are(
+    running: Stack,
+) -> None:
+    placed = [
+        pickup_order().model_copy(
+            update={
+                "id": f"order-{n}",
+                "payload": pickup_order().payload.model_copy(update={"order_id": f"WEB-{n}"}),
+                "occurred_at": datetime.now(UTC) - timedelta(hours=3, minutes=-n),
+            }
+        )
+        for n in range(RECENT_ORDERS + 3)
+    ]
+    svc = running.profile
+    await svc.publish(placed)
+    await svc.wait_for_entries(len(placed))
+    customer = await svc.customer_of("phone", PHONE)
+    async with signed_in(running.desk_url) as client:
+        page = await client.get(f"/customers/{customer}")
+
+    orders = page.text[page.text.index('id="orders"') : page.text.index('id="offers"')]
+    assert f"The latest {RECENT_ORDERS} of {RECENT_ORDERS + 3} orders" in orders
+    assert f"WEB-{RECENT_ORDERS + 2}" in orders, "the latest is shown"
+    assert "WEB-0<" not in orders, "the oldest three are only in the journey"
+    assert f"lifetime value {59.90 * (RECENT_ORDERS + 3):.2f} EUR" in orders

@@ -8,11 +8,13 @@ from decimal import Decimal
 
 from customer_profile.domain.profile import RECENT_ORDERS
 from customer_profile.testing import T0, RunningProfileService
-from hilo.contract import Identifiers, Interaction, OrderStatus, new_interaction
+from hilo.contract import Identifiers, Interaction, OrderPlaced, OrderStatus, new_interaction
 from hilo.testkit.samples import sample_payloads
 
 ORDERS = RECENT_ORDERS + 10
-AMOUNT = Decimal(sample_payloads()["order"].total.amount)
+SAMPLE = sample_payloads()["order"]
+assert isinstance(SAMPLE, OrderPlaced)
+AMOUNT = Decimal(SAMPLE.total.amount)
 
 
 def order(n: int, order_id: str, status: OrderStatus = OrderStatus.PLACED) -> Interaction:
@@ -21,9 +23,7 @@ def order(n: int, order_id: str, status: OrderStatus = OrderStatus.PLACED) -> In
         instance="test",
         provider_event_id=f"receipt-{n}",
         identifiers=Identifiers(loyalty_id="L-HOUSE"),
-        payload=sample_payloads()["order"].model_copy(
-            update={"order_id": order_id, "status": status}
-        ),
+        payload=SAMPLE.model_copy(update={"order_id": order_id, "status": status}),
         occurred_at=T0 + timedelta(minutes=n),
     )
 
