@@ -265,7 +265,7 @@ async def test_a_save_that_overtook_nothing_is_derived_again(
         await b.process(raw_records([interaction("b1", minutes=2, email=email)]))
         await c.process(raw_records([interaction("c1", minutes=3, email=email)]))
 
-    interleave(harness.store, "save_views", others)
+    interleave(harness.store, "store_views", others)
     await harness.pipeline.process(raw_records([interaction("a1", minutes=1, email=email)]))
 
     current = await harness.current_view_of_whole_journey(head["_id"], entries=4)
@@ -392,3 +392,15 @@ async def test_an_entry_settled_while_the_unsettled_are_counted_is_not_counted(
     assert len(counting) == 2, "a batch was stored and settled between the two reads"
     assert await store.journey.count_documents({}) == 1
     assert unsettled == []
+
+
+async def test_each_save_deletes_the_view_it_superseded(harness: Harness) -> None:
+    """The superseded view is deleted while Kafka takes the batch's records: once a batch
+    returned, only the current view is stored."""
+    for n in range(3):
+        event = interaction(f"v{n}", minutes=n, email="vi@example.com")
+        await harness.pipeline.process(raw_records([event]))
+
+    [head] = [doc async for doc in harness.store.profiles.find({})]
+    views = [doc["version"] async for doc in harness.store.views.find({"customer_id": head["_id"]})]
+    assert views == [3]
