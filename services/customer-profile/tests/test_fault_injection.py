@@ -265,7 +265,7 @@ async def test_a_save_that_overtook_nothing_is_derived_again(
         await b.process(raw_records([interaction("b1", minutes=2, email=email)]))
         await c.process(raw_records([interaction("c1", minutes=3, email=email)]))
 
-    interleave(harness.store, "store_views", others)
+    interleave(harness.store, "save_views", others)
     await harness.pipeline.process(raw_records([interaction("a1", minutes=1, email=email)]))
 
     current = await harness.current_view_of_whole_journey(head["_id"], entries=4)
@@ -395,8 +395,7 @@ async def test_an_entry_settled_while_the_unsettled_are_counted_is_not_counted(
 
 
 async def test_each_save_deletes_the_view_it_superseded(harness: Harness) -> None:
-    """The superseded view is deleted while Kafka takes the batch's records: once a batch
-    returned, only the current view is stored."""
+    """Once a batch returned, only each profile's current view is stored."""
     for n in range(3):
         event = interaction(f"v{n}", minutes=n, email="vi@example.com")
         await harness.pipeline.process(raw_records([event]))

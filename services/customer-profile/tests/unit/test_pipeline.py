@@ -135,7 +135,7 @@ async def test_a_save_that_overtook_nothing_is_derived_again() -> None:
         await b.process(raw_records([interaction("b1", minutes=2, email=email)]))
         await c.process(raw_records([interaction("c1", minutes=3, email=email)]))
 
-    interleave(store, "store_views", others)
+    interleave(store, "save_views", others)
     await a.process(raw_records([interaction("a1", minutes=1, email=email)]))
 
     [profile] = (await store.load([customer])).values()
@@ -246,6 +246,5 @@ async def test_store_calls_per_batch_do_not_grow_with_the_batch(size: int) -> No
         "owners": 1,
         "load": 2,
         "insert_entries": 1,
-        "store_views": 1,
-        "discard_views": 1,
+        "save_views": 1,
     }, "the same handful of calls whether the batch holds 10 or 400 events"

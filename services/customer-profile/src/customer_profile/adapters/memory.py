@@ -16,13 +16,7 @@ from typing import Any
 from customer_profile.domain.identity import Conflict, ProfileFacts, conflict_ids, split_key
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import ProfileView
-from customer_profile.service.ports import (
-    HeadState,
-    MergeRecord,
-    StoredProfile,
-    ViewSave,
-    superseded,
-)
+from customer_profile.service.ports import HeadState, MergeRecord, StoredProfile, ViewSave
 
 MAX_ALIAS_DEPTH = 20
 
@@ -216,16 +210,6 @@ class InMemoryStore:
 
     async def save_views(self, views: Mapping[str, ViewSave]) -> set[str]:
         self._count("save_views", views)
-        lost = self._store_views(views)
-        for customer, base in superseded(views, lost).items():
-            self._discard_view(customer, base)
-        return lost
-
-    async def store_views(self, views: Mapping[str, ViewSave]) -> set[str]:
-        self._count("store_views", views)
-        return self._store_views(views)
-
-    def _store_views(self, views: Mapping[str, ViewSave]) -> set[str]:
         lost = set()
         for customer, save in views.items():
             slot = (customer, save.base.version + 1)
@@ -234,6 +218,7 @@ class InMemoryStore:
                 continue
             self.views[slot] = save.view.model_copy(deep=True)
             self.view_tokens[slot] = save.token
+            self._discard_view(customer, save.base)  # the view it superseded
         return lost
 
     # journey

@@ -181,9 +181,6 @@ class ProfileStore:
     async def save_views(self, views: Mapping[str, ViewSave]) -> set[str]:
         return await self._profiles.save_views(views)
 
-    async def store_views(self, views: Mapping[str, ViewSave]) -> set[str]:
-        return await self._profiles.store_views(views)
-
     # --- journey ----------------------------------------------------------------------------
 
     async def insert_entries(self, entries: list[JourneyEntry]) -> set[str]:

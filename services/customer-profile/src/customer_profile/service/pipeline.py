@@ -8,9 +8,7 @@ only after `process` returns):
 2. resolve identities (atomic claims and merges, see `resolver.py`); finish any merge of this
    batch's events that a crash left half-done;
 3. store journey entries, once per event id, marked pending;
-4. derive and save each touched profile at the version it was read at (the views superseded are
-   deleted while Kafka takes step 5's records: nothing reads them, and one a crash leaves
-   behind only takes room);
+4. derive and save each touched profile at the version it was read at;
 5. publish journey records (personal fields sealed), profile snapshots, merges and dead letters,
    waiting for Kafka's acks, then re-publish any snapshot another writer overtook, so the
    compacted topic ends on the latest (and derive again, save and publish any view whose save
@@ -26,7 +24,6 @@ record at least once and dedupes by id, and MongoDB holds every effect exactly o
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -52,7 +49,6 @@ from customer_profile.service.ports import (
     Store,
     StoredProfile,
     ViewSave,
-    superseded,
 )
 from customer_profile.service.prices import PriceCheck
 from customer_profile.service.prices import count as count_mismatches
@@ -175,8 +171,8 @@ class Pipeline:
         repaired = await self._store.canonical({e.customer_id for e in repairs})
         rebuild |= set(repaired.values())
         outcome.aliases = {c: survivor for c, survivor in repaired.items() if c != survivor}
-        outcome.profiles, replaced = await self._update_profiles(before, entries, rebuild)
-        await self._publish([*entries, *repairs], outcome, dead, replaced)
+        outcome.profiles = await self._update_profiles(before, entries, rebuild)
+        await self._publish([*entries, *repairs], outcome, dead)
         await self._store.settle(
             [e.id for e in [*entries, *repairs]], [m.absorbed for m in unfinished]
         )
@@ -320,10 +316,8 @@ class Pipeline:
         before: dict[str, StoredProfile],
         entries: list[JourneyEntry],
         rebuild: set[str],
-    ) -> tuple[dict[str, StoredProfile], dict[str, StoredProfile]]:
-        """Save each touched profile at the version read before its entries were stored; the
-        profiles as saved, and the views their saves superseded (still stored: the caller
-        discards them).
+    ) -> dict[str, StoredProfile]:
+        """Save each touched profile at the version read before its entries were stored.
 
         Incremental when nothing is late and nothing merged; a lost race (another writer saved
         first) or a merge re-derives the profile from the stored journey.
@@ -336,7 +330,6 @@ class Pipeline:
         rebuild = set(rebuild) | await self._forgotten_orders(profiles, by_customer, rebuild)
         profiles.update(await self._store.load(rebuild - set(profiles)))
         saved: dict[str, StoredProfile] = {}
-        replaced: dict[str, StoredProfile] = {}
         for _ in range(MAX_SAVE_ATTEMPTS):
             journeys = await self._store.entries_of(p for c, p in profiles.items() if c in rebuild)
             views = {
@@ -348,15 +341,13 @@ class Pipeline:
                 )
                 for customer, profile in profiles.items()
             }
-            lost = await self._store.store_views(views)
+            lost = await self._store.save_views(views)
             saved.update({customer: views[customer].saved() for customer in set(views) - lost})
-            replaced.update(superseded(views, lost))
             if not lost:
-                return saved, replaced
+                return saved
             canonical = await self._store.canonical(lost)
             rebuild |= set(canonical.values())
             profiles = await self._store.load(set(canonical.values()))
-        await self._store.discard_views(replaced)
         raise RuntimeError(
             f"could not save {len(profiles)} profile(s): too many concurrent writers"
         )
@@ -383,28 +374,18 @@ class Pipeline:
         seen = await self._store.orders_seen(set().union(*unknown.values()), batch)
         return {customer for customer, ids in unknown.items() if ids & seen}
 
-    async def _derive_again(self, stale: set[str]) -> dict[str, StoredProfile]:
-        """Profiles whose published view may lack what ours held, derived and saved again."""
-        saved, replaced = await self._update_profiles({}, [], stale)
-        await self._store.discard_views(replaced)
-        return saved
-
     async def _publish(
         self,
         entries: list[JourneyEntry],
         outcome: BatchOutcome,
         dead: list[DeadLetter],
-        replaced: Mapping[str, StoredProfile],
     ) -> None:
-        """Publish everything downstream reads and wait until Kafka has all of it; delete the
-        views `replaced` (superseded by this batch's saves) meanwhile: nothing reads them.
+        """Publish everything downstream reads and wait until Kafka has all of it.
 
         One call for the whole batch: records handed to the producer in a loop and acknowledged
-        together cost a third of the CPU of one awaited publish (and task) per record. The
-        deletes end before the read after publishing, which would otherwise read them too.
+        together cost a third of the CPU of one awaited publish (and task) per record.
         """
         if self._publisher is None:
-            await self._store.discard_views(replaced)
             return
         records = [dead_letter(letter.record, letter.reason, letter.detail) for letter in dead]
         records += await entry_records(self._sealer, entries)
@@ -424,13 +405,13 @@ class Pipeline:
             for request_id, conflict, event_id in outcome.merge_requests
         ]
         records += [snapshot(p) for p in outcome.profiles.values()]
-        await all_of(self._publisher.publish_records(records), self._store.discard_views(replaced))
+        await self._publisher.publish_records(records)
         outcome.profiles.update(
             await publish_until_current(
                 self._store,
                 self._publisher,
                 outcome.profiles,
-                self._derive_again,
+                lambda stale: self._update_profiles({}, [], stale),
             )
         )
 
@@ -519,15 +500,6 @@ async def publish_overtaken(
 
 
 JSON = {"content-type": "application/json"}
-
-
-async def all_of(*steps: Awaitable[None]) -> None:
-    """Run `steps` at the same time, each to its end, then raise the first failure as it is:
-    the batch runner tells a store outage from other failures by its type, and a step cancelled
-    because another failed would leave its own work half done."""
-    for outcome in await asyncio.gather(*steps, return_exceptions=True):
-        if isinstance(outcome, BaseException):
-            raise outcome
 
 
 def _fold(view: ProfileView | None, new: list[JourneyEntry], window: timedelta) -> ProfileView:

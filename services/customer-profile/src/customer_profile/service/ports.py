@@ -80,11 +80,6 @@ class ViewSave:
         )
 
 
-def superseded(views: Mapping[str, ViewSave], lost: set[str]) -> dict[str, StoredProfile]:
-    """The stored views that the saves of `views` not `lost` superseded (none for a first)."""
-    return {c: save.base for c, save in views.items() if c not in lost and save.base.version}
-
-
 @dataclass(frozen=True)
 class HeadState:
     """Where a profile stands now: its view version, or the profile it was merged into."""
@@ -159,12 +154,7 @@ class Store(Protocol):
         """Store each view as the next version; the customers whose save lost (another writer
         stored that version first). A profile merged away meanwhile is saved all the same: the
         read after publishing finds it (`pipeline.publish_overtaken`); a rebuild, which publishes
-        nothing, is the only writer of its database. The views superseded are deleted."""
-
-    async def store_views(self, views: Mapping[str, ViewSave]) -> set[str]:
-        """`save_views` without deleting the views superseded: the caller discards them
-        (`discard_views` with each save's base) when it suits it. Nothing reads below the
-        highest version, so until then they only take room."""
+        nothing, is the only writer of its database."""
 
     # journey
     async def insert_entries(self, entries: list[JourneyEntry]) -> set[str]:
