@@ -24,7 +24,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import ConsumerRecord
 from faststream.kafka import KafkaBroker
 from faststream.security import BaseSecurity
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 
 from hilo.contract import Interaction
 from hilo.contract.personal import INTERACTION_FIELDS
@@ -270,7 +270,7 @@ class KafkaPublisher:
         if self._sealer is None:
             return [self.interaction_record(interaction) for interaction in interactions]
         documents = await self._sealer.seal_all(
-            [interaction.model_dump(mode="json") for interaction in interactions],
+            [from_json(interaction.model_dump_json()) for interaction in interactions],
             INTERACTION_FIELDS,
             create=True,
         )

@@ -39,7 +39,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import Counter
 from pydantic import ValidationError
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
@@ -385,7 +385,7 @@ async def command_record(command: OutboundCommand, sealer: Sealer) -> Record:
     """The record of `command` on `outbound`: sealed, keyed by customer id, the channel in a
     header so that other channels skip it without opening it."""
     documents = await sealer.seal_all(
-        [command.model_dump(mode="json")], OUTBOUND_FIELDS, create=True
+        [from_json(command.model_dump_json())], OUTBOUND_FIELDS, create=True
     )
     return Record(
         Topic.OUTBOUND,

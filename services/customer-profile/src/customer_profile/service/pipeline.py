@@ -519,7 +519,7 @@ async def entry_records(sealer: Sealer, entries: Sequence[JourneyEntry]) -> list
     keys of their identifiers. An entry whose keys are all gone (its person was erased while it
     was on its way) has no record: nothing could read it."""
     documents = await sealer.seal_all(
-        [entry.model_dump(mode="json") for entry in entries],
+        [pydantic_core.from_json(entry.model_dump_json()) for entry in entries],
         JOURNEY_FIELDS,
         create=False,
     )
