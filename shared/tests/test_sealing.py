@@ -14,7 +14,9 @@ from jsonschema import Draft202012Validator
 from hilo.contract import Identifiers, parse_interaction
 from hilo.contract.personal import INTERACTION_FIELDS, JOURNEY_FIELDS
 from hilo.contract.schema import sealed_interaction_json_schema
+from hilo.kafka import KafkaPublisher, create_broker
 from hilo.sealing import InMemoryKeys, Sealer, SharedCalls, Unreadable, seal, subject_of, unseal
+from hilo.settings import HiloSettings
 from hilo.testkit.samples import sample_interaction, sample_payloads
 
 PEPPER = b"a-pepper-for-tests-only"
@@ -203,3 +205,25 @@ async def test_a_record_opens_with_any_of_its_keys_even_when_one_was_made_again(
     assert opened["identifiers"] == {"email": "x"}
     with pytest.raises(Unreadable, match="do not open"):
         unseal(json.loads(json.dumps(sealed)), {first: made_again[first]}, b"e1")
+
+
+async def test_a_value_json_cannot_carry_goes_on_the_wire_as_null() -> None:
+    """A trait may hold NaN or Infinity (a channel's own float); a record carries valid JSON."""
+    traits = {"score": float("nan"), "limit": float("inf"), "visits": 3}
+    interaction = sample_interaction("identify").model_copy(
+        update={"payload": sample_payloads()["identify"].model_copy(update={"traits": traits})}
+    )
+    settings, seals = HiloSettings(), sealer()
+    publisher = KafkaPublisher(create_broker(settings), settings, sealer=seals)
+
+    [record] = await publisher.interaction_records([interaction])
+
+    assert record.value is not None
+    json.loads(record.value, parse_constant=_refuse)
+    [opened] = await seals.open_all([record.value])
+    assert isinstance(opened, dict)
+    assert opened["payload"]["traits"] == {"score": None, "limit": None, "visits": 3}
+
+
+def _refuse(constant: str) -> None:
+    raise AssertionError(f"{constant} is not JSON")
