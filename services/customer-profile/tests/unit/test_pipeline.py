@@ -19,7 +19,7 @@ from customer_profile.domain.identity import (
     DEFAULT_MAX_PER_KIND,
     IdentityPolicy,
 )
-from customer_profile.domain.profile import derive_view
+from customer_profile.domain.profile import RECENT_ORDERS, derive_view
 from customer_profile.service.pipeline import Pipeline
 from customer_profile.testing import (
     FAULT_POINTS,
@@ -31,7 +31,7 @@ from customer_profile.testing import (
     interleave,
     raw_records,
 )
-from hilo.contract import IdentifierKind, Interaction
+from hilo.contract import IdentifierKind, Interaction, OrderStatus
 from hilo.kafka import Record
 from hilo.sealing import InMemoryKeys, Sealer
 from hilo.topics import Topic
@@ -248,3 +248,32 @@ async def test_store_calls_per_batch_do_not_grow_with_the_batch(size: int) -> No
         "insert_entries": 1,
         "save_views": 1,
     }, "the same handful of calls whether the batch holds 10 or 400 events"
+
+
+def order(n: int, order_id: str, status: OrderStatus = OrderStatus.PLACED) -> Interaction:
+    placed = interaction(f"buy{n}", minutes=n, kind="order", loyalty_id="L-HOUSE")
+    payload = placed.payload.model_copy(update={"order_id": order_id, "status": status})
+    return placed.model_copy(update={"payload": payload})
+
+
+async def test_a_frequent_buyers_view_recalls_a_forgotten_order_instead_of_deriving_again() -> None:
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    run = pipeline(store, publisher)
+    history = [order(n, f"ORD-{n}") for n in range(RECENT_ORDERS + 10)]
+    await run.process(raw_records(history))
+
+    for batch in (
+        [order(100, "ORD-NEW")],  # new: nothing to recall (its own entry is not an earlier one)
+        [order(101, "ORD-0", OrderStatus.REFUNDED), order(102, "ORD-NEWER")],  # ORD-0 was let go
+    ):
+        store.calls.clear()
+        await run.process(raw_records(batch))
+        assert "entries_of" not in store.calls, "no derivation of the whole journey"
+        assert store.calls["order_entries"] == 1
+        history += batch
+
+    [profile] = (await store.load(list(store.profiles))).values()
+    journey = (await store.entries_of([profile]))[profile.customer_id]
+    assert profile.view is not None
+    assert profile.view.order_count == RECENT_ORDERS + 12
+    assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump()

@@ -75,11 +75,18 @@ class JourneyCollection:
         first = min(orders, key=lambda doc: (doc["occurred_at"], doc["_id"]), default=None)
         return str(first["customer_id"]) if first else None
 
-    async def orders_seen(self, order_ids: Iterable[str], besides: set[str]) -> set[str]:
-        """Of these order ids, those with an entry other than the events `besides`, found
-        through the index on `payload.order_id` (filtered on it alone)."""
-        found = find_in(self.collection, "payload.order_id", order_ids, {"payload.order_id": 1})
-        return {doc["payload"]["order_id"] async for doc in found if doc["_id"] not in besides}
+    async def order_entries(
+        self, order_ids: Iterable[str], besides: set[str]
+    ) -> list[JourneyEntry]:
+        """The order entries of these order ids except the events `besides`, found through the
+        index on `payload.order_id` (filtered on it alone; the type checked here: a store
+        receipt may carry an online order's id)."""
+        found = find_in(self.collection, "payload.order_id", order_ids)
+        return [
+            _entry(doc)
+            async for doc in found
+            if doc["type"] == "order" and doc["_id"] not in besides
+        ]
 
     async def entries(self, aliases: list[str]) -> list[JourneyEntry]:
         cursor = self.collection.find({"customer_id": {"$in": aliases}}).sort(

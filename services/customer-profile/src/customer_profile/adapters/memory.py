@@ -243,16 +243,18 @@ class InMemoryStore:
                 journeys[owner[entry.customer_id]].append(entry)
         return journeys
 
-    async def orders_seen(self, order_ids: Iterable[str], besides: set[str]) -> set[str]:
+    async def order_entries(
+        self, order_ids: Iterable[str], besides: set[str]
+    ) -> list[JourneyEntry]:
         wanted = set(order_ids)
-        self._count("orders_seen", wanted)
-        return {
-            str(entry.payload["order_id"])
+        self._count("order_entries", wanted)
+        return [
+            entry
             for entry in self.journey.values()
             if entry.type == "order"
             and entry.payload["order_id"] in wanted
             and entry.id not in besides
-        }
+        ]
 
     async def settle(self, event_ids: Iterable[str], absorbed: Iterable[str]) -> None:
         self.pending -= set(event_ids)

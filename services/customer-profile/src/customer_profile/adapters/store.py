@@ -208,8 +208,10 @@ class ProfileStore:
     async def entries(self, aliases: list[str]) -> list[JourneyEntry]:
         return await self._journey.entries(aliases)
 
-    async def orders_seen(self, order_ids: Iterable[str], besides: set[str]) -> set[str]:
-        return await self._journey.orders_seen(order_ids, besides)
+    async def order_entries(
+        self, order_ids: Iterable[str], besides: set[str]
+    ) -> list[JourneyEntry]:
+        return await self._journey.order_entries(order_ids, besides)
 
     async def page(
         self,

@@ -186,8 +186,9 @@ class ProfileView(BaseModel):
 
     def unknown_orders(self, entries: Iterable[JourneyEntry]) -> set[str]:
         """Order ids of `entries` this view cannot tell new from forgotten: not among its kept
-        orders while older ones were let go. Folding an update of a forgotten order would count
-        it twice, so such a view is derived again from the journey if any of them was seen."""
+        orders while older ones were let go. Folding an update of a forgotten order as a new one
+        would count it twice: the journey says which were seen, and `recall_orders` puts those
+        back first."""
         if self.order_count <= len(self.orders):
             return set()
         kept = {order.order_id for order in self.orders}
@@ -196,6 +197,16 @@ class ProfileView(BaseModel):
             for entry in entries
             if entry.type == "order" and entry.payload["order_id"] not in kept
         }
+
+    def recall_orders(self, entries: Iterable[JourneyEntry]) -> None:
+        """Put back orders this view let go, as their stored entries left them, without counting
+        them again: an update of one then takes back what it counted for before. Recalled
+        orders go first (the oldest): the next `finish` lets go again those nothing updated."""
+        recalled = ProfileView()
+        for entry in sorted(entries, key=JourneyEntry.sort_key):
+            _order(recalled, entry)
+        kept = {order.order_id for order in self.orders}
+        self.orders = [o for o in recalled.orders if o.order_id not in kept] + self.orders
 
     def _count_order(self, order: OrderSummary, sign: int) -> None:
         """Add an order to (or take it from) the totals; cancelled and refunded ones count 0."""

@@ -327,7 +327,8 @@ class Pipeline:
             by_customer[entry.customer_id].append(entry)
         # A customer whose events were all duplicates has nothing new: leave its profile alone.
         profiles = {c: p for c, p in before.items() if c in by_customer or c in rebuild}
-        rebuild = set(rebuild) | await self._forgotten_orders(profiles, by_customer, rebuild)
+        rebuild = set(rebuild)
+        await self._recall_forgotten_orders(profiles, by_customer, rebuild)
         profiles.update(await self._store.load(rebuild - set(profiles)))
         saved: dict[str, StoredProfile] = {}
         for _ in range(MAX_SAVE_ATTEMPTS):
@@ -352,15 +353,17 @@ class Pipeline:
             f"could not save {len(profiles)} profile(s): too many concurrent writers"
         )
 
-    async def _forgotten_orders(
+    async def _recall_forgotten_orders(
         self,
         profiles: Mapping[str, StoredProfile],
         by_customer: Mapping[str, list[JourneyEntry]],
         rebuild: set[str],
-    ) -> set[str]:
-        """Customers whose entries update an order their view no longer keeps (see
-        `ProfileView.unknown_orders`): derived again from the journey, the only place that still
-        knows what that order counted for. Costs a read only for views that let orders go."""
+    ) -> None:
+        """Put back into the views, from their journeys, the orders that this batch's entries
+        update but the views let go (see `ProfileView.unknown_orders`), so the fold finds them
+        and counts their new state instead of a new order. One read of the journey's order index,
+        only for views that let orders go; a refund months later costs that, not a derivation of
+        the whole journey."""
         unknown = {
             customer: ids
             for customer, profile in profiles.items()
@@ -369,10 +372,18 @@ class Pipeline:
             and (ids := profile.view.unknown_orders(by_customer.get(customer, [])))
         }
         if not unknown:
-            return set()
+            return
         batch = {entry.id for entries in by_customer.values() for entry in entries}
-        seen = await self._store.orders_seen(set().union(*unknown.values()), batch)
-        return {customer for customer, ids in unknown.items() if ids & seen}
+        owner = {alias: c for c in unknown for alias in profiles[c].aliases}
+        recalled: dict[str, list[JourneyEntry]] = defaultdict(list)
+        for entry in await self._store.order_entries(set().union(*unknown.values()), batch):
+            # An order id on another customer's journey (a pick-up by someone else) is theirs.
+            if (customer := owner.get(entry.customer_id)) is not None:
+                recalled[customer].append(entry)
+        for customer, entries in recalled.items():
+            view = profiles[customer].view
+            if view is not None:
+                view.recall_orders(entries)
 
     async def _publish(
         self,

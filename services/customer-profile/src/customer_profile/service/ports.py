@@ -165,8 +165,10 @@ class Store(Protocol):
     async def entries_of(self, profiles: Iterable[StoredProfile]) -> dict[str, list[JourneyEntry]]:
         """Whole journeys of several customers, aliases included."""
 
-    async def orders_seen(self, order_ids: Iterable[str], besides: set[str]) -> set[str]:
-        """Of these order ids, those with a journey entry other than the events `besides`."""
+    async def order_entries(
+        self, order_ids: Iterable[str], besides: set[str]
+    ) -> list[JourneyEntry]:
+        """The order entries of these order ids, any customer's, except the events `besides`."""
 
     async def settle(self, event_ids: Iterable[str], absorbed: Iterable[str]) -> None: ...
 
