@@ -193,7 +193,8 @@ def breakdown(split: dict[str, list[float]]) -> list[list[str]]:
     whole = split[""]
     if len(whole) < 2:
         return []
-    slowest = [n for n, seconds in enumerate(whole) if seconds >= percentile(whole, 99)]
+    by_time = sorted(range(len(whole)), key=whole.__getitem__)
+    slowest = by_time[-max(1, len(whole) // 100) :]
     rows = []
     for name in (*STAGES, ""):
         values = split[name]
