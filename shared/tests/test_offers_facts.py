@@ -50,6 +50,10 @@ def order(days_ago: float) -> dict[str, Any]:
     return {"order_id": "o1", "first_seen": iso(AT - timedelta(days=days_ago))}
 
 
+def placed(days_ago: float) -> str:
+    return iso(AT - timedelta(days=days_ago))
+
+
 def test_an_empty_profile_has_no_facts_but_its_id() -> None:
     facts = facts_from_profile(profile(), AT)
 
@@ -116,6 +120,8 @@ def test_a_refusal_for_one_channel_after_a_grant_for_all_keeps_that_channel_clos
         ({"cart": cart(2), "orders": [order(1)]}, False),
         ({"cart": cart(2), "orders": [order(3)]}, True),
         ({"cart": cart(2), "orders": [order(0)]}, True),
+        ({"cart": cart(2), "orders": [order(3)], "last_order_placed": placed(1)}, False),
+        ({"cart": cart(2), "orders": [], "last_order_placed": placed(3)}, True),
     ],
     ids=[
         "recent",
@@ -125,6 +131,8 @@ def test_a_refusal_for_one_channel_after_a_grant_for_all_keeps_that_channel_clos
         "ordered-since",
         "ordered-before",
         "ordered-at-the-quote-time",
+        "ordered-since-but-no-longer-among-the-kept-orders",
+        "last-ordered-before",
     ],
 )
 def test_a_cart_left_without_an_order_in_the_last_7_days(

@@ -235,6 +235,7 @@ def test_a_view_keeps_the_latest_orders_and_counts_every_one() -> None:
     count, value = _totals_of_every_order(entries)
     assert len(view.orders) == RECENT_ORDERS < count
     assert view.order_count == count == 130
+    assert view.last_order_placed == max(e.occurred_at for e in entries[:130])
     assert view.lifetime_value == value
     latest = list(dict.fromkeys(e.payload["order_id"] for e in reversed(entries)))
     assert [o.order_id for o in view.orders] == latest[:RECENT_ORDERS][::-1]

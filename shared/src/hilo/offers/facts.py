@@ -51,6 +51,7 @@ class _View(_Read):
     consent: list[_Consent] = []
     cart: _Cart | None = None
     orders: list[_Order] = []
+    last_order_placed: AwareDatetime | None = None
 
 
 class _Profile(_Read):
@@ -139,4 +140,8 @@ def _cart_abandoned(view: _View, at: datetime) -> bool:
         return False
     if not at - ABANDONED_WITHIN <= cart.updated_at <= at:
         return False
-    return not any(cart.updated_at <= order.first_seen < at for order in view.orders)
+    placed = view.last_order_placed  # the view keeps its latest orders only
+    return not (
+        any(cart.updated_at <= order.first_seen < at for order in view.orders)
+        or (placed is not None and cart.updated_at <= placed < at)
+    )

@@ -113,6 +113,11 @@ class ProfileView(BaseModel):
         "order_count and lifetime_value count every order (all of them are in the journey).",
     )
     order_count: int = 0
+    last_order_placed: datetime | None = Field(
+        default=None,
+        description="When the latest order was first seen, kept orders or not (what 'no order "
+        "since the cart changed' asks).",
+    )
     lifetime_value: dict[str, str] = Field(
         default_factory=dict, description="Per currency, decimal string; cancelled orders excluded."
     )
@@ -322,6 +327,8 @@ def _order(view: ProfileView, entry: JourneyEntry) -> None:
     )
     if existing is None:
         view.order_count += 1
+        last = view.last_order_placed
+        view.last_order_placed = entry.occurred_at if last is None else max(last, entry.occurred_at)
     else:
         view._count_order(existing, -1)
     view._count_order(summary, +1)
