@@ -140,7 +140,9 @@ def _cart_abandoned(view: _View, at: datetime) -> bool:
         return False
     if not at - ABANDONED_WITHIN <= cart.updated_at <= at:
         return False
-    placed = view.last_order_placed  # the view keeps its latest orders only
+    # The view keeps only its latest orders, so `last_order_placed` answers for the others;
+    # views stored before that field existed have none and every order in the list.
+    placed = view.last_order_placed
     return not (
         any(cart.updated_at <= order.first_seen < at for order in view.orders)
         or (placed is not None and cart.updated_at <= placed < at)
