@@ -18,6 +18,7 @@ import os
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -342,22 +343,42 @@ async def test_a_superseded_view_is_deleted_by_its_token_never_a_later_view_in_i
     assert w5.token in state.stored, "W5's view, in the slot W1 superseded, is still stored"
 
 
-async def test_a_view_stored_before_tokens_existed_is_still_deleted_when_superseded(
-    harness: Harness,
+@pytest.mark.parametrize("token", [None, "t-earlier"], ids=["before-tokens", "token-in-a-field"])
+async def test_a_view_stored_by_an_earlier_release_is_still_deleted_when_superseded(
+    harness: Harness, token: str | None
 ) -> None:
+    """Earlier releases stored views under `<customer>:<version>`, with the token (if any) in a
+    field: the save that supersedes one deletes it, and only it."""
     store = harness.store
     await store.ensure_profiles(["c"])
     legacy = {"_id": "c:1", "customer_id": "c", "version": 1, "view": {}}
-    await store.views.insert_one(legacy)
+    await store.views.insert_one(legacy if token is None else {**legacy, "token": token})
     first = (await store.load(["c"]))["c"]
-    assert (first.version, first.view_token) == (1, None)
+    assert (first.version, first.view_token, first.view_key) == (1, token, "c:1")
 
     save = ViewSave(first, ProfileView())
     assert not await store.save_views({"c": save})
 
-    assert [doc["_id"] async for doc in store.views.find({})] == ["c:2"]
+    assert [doc["_id"] async for doc in store.views.find({})] == [f"c:2:{save.token}"]
     [state] = (await store.head_states(["c"])).values()
     assert (state.version, state.stored) == (2, frozenset({save.token}))
+
+
+async def test_a_view_in_an_earlier_releases_slot_is_not_deleted_by_a_later_token(
+    harness: Harness,
+) -> None:
+    """An earlier release's view at version 1 holds a token other than the one superseded (that
+    release filled the slot again): the delete by `_id` and token leaves it alone."""
+    store = harness.store
+    await store.ensure_profiles(["c"])
+    await store.views.insert_one(
+        {"_id": "c:1", "customer_id": "c", "version": 1, "token": "theirs", "view": {}}
+    )
+    first = (await store.load(["c"]))["c"]
+
+    await store.discard_views({"c": replace(first, view_token="superseded")})
+
+    assert [doc["_id"] async for doc in store.views.find({})] == ["c:1"]
 
 
 async def test_an_entry_settled_while_the_unsettled_are_counted_is_not_counted(

@@ -31,6 +31,9 @@ class StoredProfile:
     kept_apart: list[str] = field(default_factory=list)
     view_token: str | None = None
     """The stored view's own token: which of the views ever stored at this version it is."""
+    view_key: str | None = None
+    """Where the store keeps the view, when not where it keeps the views it stores now (one
+    stored by an earlier release); None otherwise."""
 
     def facts(self) -> ProfileFacts:
         return ProfileFacts(
@@ -76,7 +79,11 @@ class ViewSave:
     def saved(self) -> StoredProfile:
         """The profile as it stands once this save succeeded."""
         return replace(
-            self.base, version=self.base.version + 1, view=self.view, view_token=self.token
+            self.base,
+            version=self.base.version + 1,
+            view=self.view,
+            view_token=self.token,
+            view_key=None,
         )
 
 
