@@ -160,9 +160,10 @@ INDEX_NOT_FOUND = 27
 async def insert_once(
     collection: AsyncCollection[MongoDocument], documents: Sequence[MongoDocument]
 ) -> set[Any]:
-    """Insert documents whose `_id` may exist already; return the `_id`s of those that did.
+    """Insert documents that may collide with stored ones on a unique index (`_id` or another);
+    return the `_id`s of the documents that collided and were not inserted.
 
-    The unique `_id` decides: of several writers inserting the same id, exactly one succeeds.
+    The unique index decides: of several writers inserting the same key, exactly one succeeds.
     """
     try:
         await bulk_write(collection, [InsertOne(doc) for doc in documents])

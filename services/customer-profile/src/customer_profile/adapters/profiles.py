@@ -435,8 +435,9 @@ class ProfileCollection:
 
         A version's slot is free again once its view is superseded, so two views may be stored
         at one version over time: the token in the `_id` tells them apart, and the delete by
-        `_id` alone removes only the one superseded. (Deleting by `_id` and a token field cost
-        SecantusDB 0.6-0.7 ms per view, by `_id` alone 0.3 ms.)
+        `_id` alone removes only the one superseded. (In `make bench`'s stream of 10,000 events
+        on SecantusDB, a delete by `_id` and a token field took 0.64 ms per view, by `_id` alone
+        0.36 ms; the unique index made each insert 0.22 -> 0.28 ms.)
         """
         if not views:
             return set()
