@@ -232,11 +232,17 @@ async def send_steadily(
     return sent, outcome.latencies
 
 
-async def visible(sent: dict[str, float], arrivals: dict[str, float]) -> list[float]:
+async def visible(
+    sent: dict[str, float], arrivals: dict[str, float], watchers: list[asyncio.Task[None]]
+) -> list[float]:
     """Seconds from each sent event's scheduled start until its journey record arrived, once
-    all have (or two minutes passed: the missing ones are left out)."""
+    all have (or two minutes passed: the missing ones are left out). A watcher that failed
+    fails the run at once: its events would otherwise be reported as never visible."""
 
     async def arrived() -> bool:
+        for watcher in watchers:
+            if watcher.done():
+                raise RuntimeError("a topic watcher stopped") from watcher.exception()
         return sent.keys() <= arrivals.keys()
 
     with contextlib.suppress(TimeoutError):
@@ -310,7 +316,7 @@ async def measure(
     try:
         await asyncio.gather(*(event.wait() for event in ready.values()))
         warm_sent = (await send_steadily(channel_port, rate, warm_up))[0] if warm_up else {}
-        warm = await visible(since_epoch(warm_sent), stamps.arrived)
+        warm = await visible(since_epoch(warm_sent), stamps.arrived, watchers)
         async with AsyncExitStack() as sampling:
             if profile_dir is not None:
                 processes = {"channel-whatsapp": channel, "customer-profile": profile}
@@ -321,7 +327,7 @@ async def measure(
             batches_before, busy_before = await batch_totals(profile_port)
             sent, webhook = await send_steadily(channel_port, rate, seconds, first=len(warm_sent))
             sent = since_epoch(sent)
-            shown = await visible(sent, stamps.arrived)
+            shown = await visible(sent, stamps.arrived, watchers)
             batches, busy = await batch_totals(profile_port)
     finally:
         for watcher in watchers:
