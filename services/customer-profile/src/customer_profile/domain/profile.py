@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from customer_profile.domain.journey import JourneyEntry
 
@@ -183,17 +183,35 @@ class ProfileView(BaseModel):
         current.recent = [*current.recent, _preview(entry)][-RECENT_MESSAGES:]
         self.conversation = current
 
+    _orders_by_id: dict[str, OrderSummary] | None = PrivateAttr(default=None)
+    """The orders by id while a fold runs, the latest updated last (see `_order_index`)."""
+
     def finish(self) -> ProfileView:
         """Keep the most recent orders whole once a fold is done (a full derivation holds every
         order until here, so an update of an old one finds it)."""
+        self._settle_orders()
         self.orders = self.orders[-RECENT_ORDERS:]
         return self
+
+    def _order_index(self) -> dict[str, OrderSummary]:
+        """The orders by id while a fold runs: an update finds its order and moves it last in
+        constant time, where a scan and rebuild of the list per order entry made a full
+        derivation quadratic in a buyer's orders (2 s for 5,000). `finish` writes them back."""
+        if self._orders_by_id is None:
+            self._orders_by_id = {order.order_id: order for order in self.orders}
+        return self._orders_by_id
+
+    def _settle_orders(self) -> None:
+        if self._orders_by_id is not None:
+            self.orders = list(self._orders_by_id.values())
+            self._orders_by_id = None
 
     def unknown_orders(self, entries: Iterable[JourneyEntry]) -> set[str]:
         """Order ids of `entries` this view cannot tell new from forgotten: not among its kept
         orders while older ones were let go. Folding an update of a forgotten order as a new one
         would count it twice: the journey says which were seen, and `recall_orders` puts those
         back first."""
+        self._settle_orders()
         if self.order_count <= len(self.orders):
             return set()
         kept = {order.order_id for order in self.orders}
@@ -210,6 +228,8 @@ class ProfileView(BaseModel):
         recalled = ProfileView()
         for entry in sorted(entries, key=JourneyEntry.sort_key):
             _order(recalled, entry)
+        recalled._settle_orders()
+        self._settle_orders()
         kept = {order.order_id for order in self.orders}
         self.orders = [o for o in recalled.orders if o.order_id not in kept] + self.orders
 
@@ -312,7 +332,8 @@ def _apply_changes(
 
 def _order(view: ProfileView, entry: JourneyEntry) -> None:
     payload = entry.payload
-    existing = next((o for o in view.orders if o.order_id == payload["order_id"]), None)
+    orders = view._order_index()
+    existing = orders.pop(payload["order_id"], None)
     summary = OrderSummary(
         order_id=payload["order_id"],
         first_seen=existing.first_seen if existing else entry.occurred_at,
@@ -332,7 +353,7 @@ def _order(view: ProfileView, entry: JourneyEntry) -> None:
     else:
         view._count_order(existing, -1)
     view._count_order(summary, +1)
-    view.orders = [o for o in view.orders if o.order_id != summary.order_id] + [summary]
+    orders[summary.order_id] = summary
     if view.cart is not None and _completes(view.cart, payload):
         view.cart = None
 
