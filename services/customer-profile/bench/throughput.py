@@ -153,6 +153,11 @@ async def run(endpoints: Endpoints, events: int, people: int, batch: int) -> dic
         consume_seconds = time.perf_counter() - began
         cpu = service_cpu_seconds() - cpu
         round_trips = ROUND_TRIPS.count - round_trips
+        # The counter counts an event redelivered after a rebalance twice: before the database
+        # is dropped, every event must be settled, or the drop lands under a batch in flight.
+        await eventually(
+            service.store.settled_count, until=lambda n: n >= events, timeout=600, interval=0.5
+        )
         counts = await service.store.counts()
         await service.mongo.drop_database(settings.mongodb_database)
     finally:
