@@ -131,6 +131,9 @@ class ProfileView(BaseModel):
         "reply goes and whether WhatsApp's 24-hour window is open.",
     )
 
+    _orders_by_id: dict[str, OrderSummary] | None = PrivateAttr(default=None)
+    """The orders by id while a fold runs, the latest updated last (see `_order_index`)."""
+
     def apply(self, entry: JourneyEntry, conversation_window: timedelta) -> None:
         """Fold one entry (the latest so far) into the view."""
         self._seen(entry)
@@ -182,9 +185,6 @@ class ProfileView(BaseModel):
         current.last_channel = entry.channel
         current.recent = [*current.recent, _preview(entry)][-RECENT_MESSAGES:]
         self.conversation = current
-
-    _orders_by_id: dict[str, OrderSummary] | None = PrivateAttr(default=None)
-    """The orders by id while a fold runs, the latest updated last (see `_order_index`)."""
 
     def finish(self) -> ProfileView:
         """Keep the most recent orders whole once a fold is done (a full derivation holds every
