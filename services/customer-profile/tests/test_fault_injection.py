@@ -306,6 +306,67 @@ async def test_a_profile_merged_away_while_it_is_saved_leaves_its_events_to_the_
     assert json.loads(last[absorbed.encode()]) == {"customer_id": absorbed, "merged_into": survivor}
 
 
+async def test_claims_a_crash_left_without_a_profile_get_it_from_the_next_event_with_them(
+    harness: Harness, settings: HiloSettings
+) -> None:
+    """A new customer's identifiers are claimed, then its profile is created holding them. A
+    crash in between leaves claims pointing at no profile: another instance's event with one of
+    those identifiers creates it from the claims, and the redelivered batch completes it."""
+    email, phone = "hana@example.com", "+34600111222"
+    first = [interaction("h1", minutes=0, email=email, phone=phone)]
+    inject_fault(harness.store, FaultPoint("store", "claim", "after"))
+    with pytest.raises(InjectedFault):
+        await harness.pipeline.process(raw_records(first))
+    clear_faults(harness.store, "claim")
+    claims = [doc async for doc in harness.store.identities.find({})]
+    assert {doc["_id"] for doc in claims} == {f"email:{email}", f"phone:{phone}"}
+    assert await harness.store.profiles.count_documents({}) == 0, "claimed, no profile yet"
+
+    await harness.another_instance().process(
+        raw_records([interaction("h2", minutes=1, email=email)])
+    )
+    await harness.pipeline.process(raw_records(first))
+
+    [head] = [doc async for doc in harness.store.profiles.find({})]
+    assert head["_id"] == claims[0]["customer_id"]
+    assert sorted(head["identifiers"]) == [f"email:{email}", f"phone:{phone}"]
+    assert head["created_at"] == min(doc["claimed_at"] for doc in claims)
+    current = await harness.current_view_of_whole_journey(head["_id"], entries=2)
+    assert not await harness.store.unsettled()
+    records = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.PROFILES, settings)
+    )
+    last = json.loads(records[-1].value)
+    assert (last["version"], sorted(last["identifiers"])) == (current.version, head["identifiers"])
+
+
+async def test_a_profile_made_from_its_claims_by_another_instance_is_added_to_not_replaced(
+    harness: Harness,
+) -> None:
+    """While A is between claiming a new customer's identifiers and creating its profile, B
+    meets one of them and creates the profile from the claims; A's create then finds it and
+    adds its identifiers the way identifiers are added to any known profile."""
+    email, phone = "ines@example.com", "+34600333444"
+
+    async def meanwhile() -> None:
+        await harness.another_instance().process(
+            raw_records([interaction("i2", minutes=1, phone=phone)])
+        )
+
+    interleave(harness.store, "create_profiles", meanwhile)
+    await harness.pipeline.process(
+        raw_records([interaction("i1", minutes=0, email=email, phone=phone)])
+    )
+
+    [head] = [doc async for doc in harness.store.profiles.find({})]
+    assert sorted(head["identifiers"]) == [f"email:{email}", f"phone:{phone}"]
+    claims = [doc async for doc in harness.store.identities.find({})]
+    assert {doc["customer_id"] for doc in claims} == {head["_id"]}
+    assert head["created_at"] == min(doc["claimed_at"] for doc in claims), "B made it"
+    await harness.current_view_of_whole_journey(head["_id"], entries=2)
+    assert not await harness.store.unsettled()
+
+
 async def test_a_superseded_view_is_deleted_by_its_token_never_a_later_view_in_its_slot(
     harness: Harness,
 ) -> None:

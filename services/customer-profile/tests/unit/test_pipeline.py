@@ -250,6 +250,27 @@ async def test_store_calls_per_batch_do_not_grow_with_the_batch(size: int) -> No
     }, "the same handful of calls whether the batch holds 10 or 400 events"
 
 
+async def test_new_customers_are_created_holding_their_identifiers_in_one_call() -> None:
+    """A new profile is inserted with its claims; only a known profile's new ones are added."""
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    run = pipeline(store, publisher)
+    await run.process(raw_records([interaction("k", email="known@example.com")]))
+    store.calls.clear()
+
+    batch = [
+        interaction(f"n{n}", email=f"n{n}@example.com", phone=f"+34612345{n + 100:03d}")
+        for n in range(50)
+    ]
+    batch.append(interaction("k2", minutes=1, email="known@example.com", phone="+34612345670"))
+    await run.process(raw_records(batch))
+
+    assert (store.calls["create_profiles"], store.calls["attach"]) == (1, 1)
+    heads = {c: sorted(h.identifiers) for c, h in store.profiles.items()}
+    assert len(heads) == 51
+    assert sorted(map(len, heads.values())) == [2] * 51, "every profile holds both identifiers"
+    assert set(store.identities.values()) == set(heads)
+
+
 def order(n: int, order_id: str, status: OrderStatus = OrderStatus.PLACED) -> Interaction:
     placed = interaction(f"buy{n}", minutes=n, kind="order", loyalty_id="L-HOUSE")
     payload = placed.payload.model_copy(update={"order_id": order_id, "status": status})

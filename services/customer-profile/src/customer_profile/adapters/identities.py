@@ -71,6 +71,17 @@ class IdentityCollection:
         found = find_in(self.collection, "customer_id", aliases, {"claimed_at": 1})
         return {doc["_id"]: doc["claimed_at"] async for doc in found}
 
+    async def held_by(self, customer_ids: Iterable[str]) -> dict[str, list[tuple[str, datetime]]]:
+        """Customer id -> (identifier key, claimed at) of every claim pointing at it as stored,
+        merges not followed (the `customer_id` index)."""
+        held: dict[str, list[tuple[str, datetime]]] = {}
+        found = find_in(
+            self.collection, "customer_id", customer_ids, {"customer_id": 1, "claimed_at": 1}
+        )
+        async for doc in found:
+            held.setdefault(doc["customer_id"], []).append((doc["_id"], doc["claimed_at"]))
+        return held
+
     async def reassign(self, keys: Iterable[str], customer_id: str) -> None:
         """Give these identifiers to `customer_id` (a split hands them back)."""
         await update_in(self.collection, "_id", keys, {"$set": {"customer_id": customer_id}})

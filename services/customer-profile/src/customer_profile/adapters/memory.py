@@ -8,7 +8,7 @@ server. Not for production: nothing is durable and nothing is shared between pro
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -62,6 +62,12 @@ class InMemoryStore:
     async def identity_state(
         self, keys: Iterable[str]
     ) -> tuple[dict[str, str], dict[str, ProfileFacts]]:
+        keys = list(keys)
+        for key in keys:  # a claim whose profile was never created gets its head now
+            customer = self.identities.get(key)
+            if customer is not None and customer not in self.profiles:
+                held = sorted(k for k, c in self.identities.items() if c == customer)
+                self.profiles[customer] = _Head(created_at=datetime.now(UTC), identifiers=held)
         owners = await self.owners(keys)
         return owners, {c: p.facts() for c, p in (await self.load(set(owners.values()))).items()}
 
@@ -88,17 +94,16 @@ class InMemoryStore:
             del self.identities[key]
 
     # profiles
-    async def ensure_profiles(self, customer_ids: Iterable[str]) -> None:
-        for customer in customer_ids:
-            self.profiles.setdefault(customer, _Head(created_at=datetime.now(UTC)))
-
-    async def discard_empty(self, customer_ids: Iterable[str]) -> None:
-        for customer in list(customer_ids):
-            head = self.profiles.get(customer)
-            if head is not None and not head.identifiers:
-                del self.profiles[customer]
+    async def create_profiles(self, identifiers: Mapping[str, Sequence[str]]) -> set[str]:
+        self._count("create_profiles", identifiers)
+        existed = set(identifiers) & set(self.profiles)
+        for customer, keys in identifiers.items():
+            if customer not in existed:
+                self.profiles[customer] = _Head(datetime.now(UTC), identifiers=list(keys))
+        return existed
 
     async def attach(self, attachments: Mapping[str, str], caps: Mapping[str, int]) -> set[str]:
+        self._count("attach", attachments)
         held: set[str] = set()
         for key, customer in attachments.items():
             head = self.profiles[customer]

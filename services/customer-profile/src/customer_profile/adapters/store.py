@@ -18,7 +18,7 @@ and its record published.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -94,9 +94,18 @@ class ProfileStore:
     async def identity_state(
         self, keys: Iterable[str]
     ) -> tuple[dict[str, str], dict[str, ProfileFacts]]:
+        """Owners and their facts. A claim whose profile has no head yet (its creator crashed
+        between claiming and creating it, or is there right now) gets its head here, from the
+        claims that point at it; an owner still without one (erased meanwhile) is left out, and
+        claiming its identifier again fails and decides the event anew."""
         raw = await self._identities.owners(keys)
         canonical, facts = await self._profiles.canonical_facts(raw.values())
-        return {key: canonical[customer] for key, customer in raw.items()}, facts
+        headless = {c for c in raw.values() if canonical[c] == c and c not in facts}
+        if headless:
+            await self._profiles.heads_for_claims(await self._identities.held_by(headless))
+            canonical, facts = await self._profiles.canonical_facts(raw.values())
+        owners = {key: canonical[customer] for key, customer in raw.items()}
+        return {key: owner for key, owner in owners.items() if owner in facts}, facts
 
     async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:
         return await self._profiles.canonical(customer_ids)
@@ -115,8 +124,8 @@ class ProfileStore:
     async def ensure_profiles(self, customer_ids: Iterable[str]) -> None:
         await self._profiles.ensure_profiles(customer_ids)
 
-    async def discard_empty(self, customer_ids: Iterable[str]) -> None:
-        await self._profiles.discard_empty(customer_ids)
+    async def create_profiles(self, identifiers: Mapping[str, Sequence[str]]) -> set[str]:
+        return await self._profiles.create(identifiers)
 
     async def attach(self, attachments: Mapping[str, str], caps: Mapping[str, int]) -> set[str]:
         return await self._profiles.attach(attachments, caps)

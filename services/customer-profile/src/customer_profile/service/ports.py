@@ -114,7 +114,8 @@ class Store(Protocol):
         self, keys: Iterable[str]
     ) -> tuple[dict[str, str], dict[str, ProfileFacts]]:
         """`owners` of these keys and the facts of those owners, read together (one read of
-        the owners' heads serves both)."""
+        the owners' heads serves both). A profile is created after its claims: an owner found
+        without one gets it made from its claims here."""
 
     async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:
         """Each id mapped to the profile that answers for it after merges."""
@@ -125,10 +126,9 @@ class Store(Protocol):
     async def release(self, key: str, customer_id: str) -> None: ...
 
     # profiles
-    async def ensure_profiles(self, customer_ids: Iterable[str]) -> None:
-        """Create empty profiles for new customers (no-op for existing ones)."""
-
-    async def discard_empty(self, customer_ids: Iterable[str]) -> None: ...
+    async def create_profiles(self, identifiers: Mapping[str, Sequence[str]]) -> set[str]:
+        """Create each new profile holding its claimed identifiers; the ids that existed
+        already (their identifiers are then attached)."""
 
     async def attach(self, attachments: Mapping[str, str], caps: Mapping[str, int]) -> set[str]:
         """Add claimed identifiers within per-kind caps; the identifiers held afterwards."""

@@ -1,7 +1,8 @@
 """Identity resolution for a batch of events, made to stick with the store's atomic operations.
 
 The common case costs a handful of round trips per batch, whatever its size: one read of the
-identifiers' owners, one bulk claim of new identifiers, one bulk attach. Decisions are taken in
+identifiers' owners, one bulk claim of new identifiers, one insert of the new profiles holding
+theirs, one bulk attach of the rest to known profiles. Decisions are taken in
 memory in batch order (so an event can build on an earlier one in the same batch); only when a
 claim is lost to another instance are the affected events decided again with fresh owners, which
 then leads through the ordinary merge path.
@@ -92,13 +93,12 @@ class IdentityResolver:
         plan = _Plan(owners=owners, facts=facts)
         unsettled = [event for event in events if not await self._decide(event, plan, resolution)]
         await self._store.finish_merges(plan.merged)
-        await self._store.ensure_profiles(plan.tentative)
         final = await self._store.claim(plan.claims)
         lost = {key for key, owner in plan.claims.items() if final.get(key) != owner}
         won = {key: owner for key, owner in plan.claims.items() if key not in lost}
         # Identifiers go on a profile only once claimed: a profile never lists one it does not
         # own, whatever crashes or concurrent merges happen in between.
-        held = await self._store.attach(won, self._caps)
+        held = await self._hold(won, plan.tentative)
         for key in set(won) - held:
             log.warning(
                 "identifier_released", identifier_kind=split_key(key)[0].value, customer_id=won[key]
@@ -106,7 +106,6 @@ class IdentityResolver:
             await self._store.release(key, won[key])
             conflict = Conflict("identifier_cap", split_key(key)[0].value, (won[key],))
             resolution.conflicts.append((conflict, plan.claimed_by[key]))
-        await self._store.discard_empty(plan.tentative - set(won.values()))
         resolution.created |= plan.tentative & set(won.values())
         if lost:
             log.info("identity_claims_lost", count=len(lost))
@@ -118,6 +117,23 @@ class IdentityResolver:
             if event_id not in redo_ids:
                 resolution.customers[event_id] = target
         return unsettled + [event for event in events if event.event_id in redo_ids]
+
+    async def _hold(self, won: dict[str, str], tentative: set[str]) -> set[str]:
+        """Put the claimed identifiers on their profiles; those held afterwards.
+
+        A new profile is created holding its claims, in one insert (an event's claims for a
+        new profile are within the caps). A profile that has a head already (an earlier attempt
+        of the same event made it, or another instance met its claims first, see
+        `Store.identity_state`) gets them added like any other, its caps checked.
+        """
+        new: dict[str, list[str]] = {}
+        for key, owner in won.items():
+            if owner in tentative:
+                new.setdefault(owner, []).append(key)
+        existed = await self._store.create_profiles(new)
+        created = {key for key, owner in won.items() if owner in new and owner not in existed}
+        added = {key: owner for key, owner in won.items() if key not in created}
+        return created | await self._store.attach(added, self._caps)
 
     async def _decide(self, event: Pending, plan: _Plan, resolution: Resolution) -> bool:
         """Decide one event against the round's state, updating it as if its claims succeed.
@@ -155,9 +171,10 @@ class IdentityResolver:
 
 
 def new_customer_id(event_id: str) -> str:
-    """The id of the profile an event creates: the same on every retry and redelivery, so an
-    attempt interrupted after creating it (and before claiming its identifiers) leaves no orphan
-    behind: the next attempt finds and uses the same profile."""
+    """The id of the profile an event creates: the same on every retry and redelivery. Its
+    identifiers are claimed for it first and its head created holding them: an attempt
+    interrupted in between leaves claims without a head, which the next attempt (or any event
+    with one of those identifiers) completes (`Store.identity_state`)."""
     return uuid.uuid5(_CUSTOMER_NAMESPACE, event_id).hex
 
 
