@@ -19,7 +19,7 @@ import random
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -338,6 +338,29 @@ async def test_claims_a_crash_left_without_a_profile_get_it_from_the_next_event_
     )
     last = json.loads(records[-1].value)
     assert (last["version"], sorted(last["identifiers"])) == (current.version, head["identifiers"])
+
+
+async def test_a_claim_a_crash_left_on_an_erased_profile_is_released_not_brought_back(
+    harness: Harness,
+) -> None:
+    """An instance claimed an identifier for a profile that was being erased and crashed before
+    taking it back: the next event with it starts a new profile; the erased one stays gone."""
+    email, phone = "olga@example.com", "+34600555666"
+    await harness.pipeline.process(raw_records([interaction("e1", minutes=0, email=email)]))
+    [erased] = [doc["_id"] async for doc in harness.store.profiles.find({})]
+    await harness.store.record_erasure(erased, [erased], [], datetime.now(UTC))
+    await harness.store.erase([erased])
+    await harness.store.identities.insert_one(
+        {"_id": f"phone:{phone}", "customer_id": erased, "claimed_at": datetime.now(UTC)}
+    )
+
+    await harness.pipeline.process(raw_records([interaction("e2", minutes=1, phone=phone)]))
+
+    [head] = [doc async for doc in harness.store.profiles.find({})]
+    assert head["_id"] != erased
+    assert head["identifiers"] == [f"phone:{phone}"]
+    claims = {doc["_id"]: doc["customer_id"] async for doc in harness.store.identities.find({})}
+    assert claims == {f"phone:{phone}": head["_id"]}
 
 
 async def test_a_profile_made_from_its_claims_by_another_instance_is_added_to_not_replaced(

@@ -89,6 +89,12 @@ class ErasureCollection:
             doc = await self.erasures.find_one({"aliases": customer_id})
         return _erasure(doc) if doc is not None else None
 
+    async def profiles_erased(self, customer_ids: Iterable[str]) -> set[str]:
+        """Of these profile ids, those an erasure named (as the customer or an alias)."""
+        wanted = set(customer_ids)
+        found = find_in(self.erasures, "aliases", wanted, {"aliases": 1})
+        return {alias async for doc in found for alias in doc["aliases"] if alias in wanted}
+
     async def unfinished(self) -> list[Erasure]:
         return [_erasure(doc) async for doc in self.erasures.find({"done": False})]
 

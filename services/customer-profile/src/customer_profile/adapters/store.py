@@ -96,13 +96,17 @@ class ProfileStore:
     ) -> tuple[dict[str, str], dict[str, ProfileFacts]]:
         """Owners and their facts. A claim whose profile has no head yet (its creator crashed
         between claiming and creating it, or is there right now) gets its head here, from the
-        claims that point at it; an owner still without one (erased meanwhile) is left out, and
-        claiming its identifier again fails and decides the event anew."""
+        claims that point at it. Claims left pointing at an erased profile (a crash between a
+        claim and its release) are released instead: the erased profile stays gone and the
+        identifier is free for a new one. An owner still without a profile is left out."""
         raw = await self._identities.owners(keys)
         canonical, facts = await self._profiles.canonical_facts(raw.values())
         headless = {c for c in raw.values() if canonical[c] == c and c not in facts}
         if headless:
-            await self._profiles.heads_for_claims(await self._identities.held_by(headless))
+            erased = await self._erasures.profiles_erased(headless)
+            await self._identities.erase(sorted(erased))
+            held = await self._identities.held_by(headless - erased)
+            await self._profiles.heads_for_claims(held)
             canonical, facts = await self._profiles.canonical_facts(raw.values())
         owners = {key: canonical[customer] for key, customer in raw.items()}
         return {key: owner for key, owner in owners.items() if owner in facts}, facts

@@ -121,9 +121,10 @@ class IdentityResolver:
     async def _hold(self, won: dict[str, str], tentative: set[str]) -> set[str]:
         """Put the claimed identifiers on their profiles; those held afterwards.
 
-        A new profile is created holding its claims, in one insert (an event's claims for a
-        new profile are within the caps). A profile that has a head already (an earlier attempt
-        of the same event made it, or another instance met its claims first, see
+        A new profile is created holding its claims, in one insert. An event's claims for a new
+        profile are within the caps; new profiles that a later event of the batch joined hold
+        what both claimed, as a merge does. A profile that has a head already (an earlier
+        attempt of the same event made it, or another instance met its claims first, see
         `Store.identity_state`) gets them added like any other, its caps checked.
         """
         new: dict[str, list[str]] = {}
