@@ -27,6 +27,9 @@ HOT_PATH_QUERIES: list[tuple[str, dict[str, Any]]] = [
     ("profile_views", {"customer_id": {"$in": ["c1", "c2"]}}),
     ("journey", {"_id": {"$in": ["e1", "e2"]}}),
     ("journey", {"customer_id": {"$in": ["c1", "c2"]}}),
+    # Claims met without a profile (`ProfileStore.identity_state`): rare, but never a scan.
+    ("identities", {"customer_id": {"$in": ["c1", "c2"]}}),
+    ("erasures", {"aliases": {"$in": ["c1", "c2"]}}),
     # Not the consumer's path, but an agent's search by an order number must not scan either.
     ("journey", {"payload.order_id": "ORD-1001"}),
     # A frequent buyer's order the view let go (`Pipeline._forgotten_orders`).
