@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from customer_profile.testing import RunningProfileService, interaction
+from customer_profile.testing import T0, RunningProfileService, interaction
 from hilo.contract import Identifiers, new_interaction
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import read_topic
@@ -73,6 +73,23 @@ async def test_lookup_normalises_and_rejects_invalid_identifiers(
     assert invalid.json()["detail"][0]["msg"] == "not a phone number"
     assert unknown_kind.status_code == 422
     assert missing.status_code == 404
+
+
+async def test_an_identifier_claimed_for_a_profile_not_created_yet_finds_nobody(
+    profile_service: RunningProfileService,
+) -> None:
+    """Between a new customer's claims and its profile (or after a crash in between), a lookup
+    answers 404 rather than an id that `GET` would not find."""
+    svc = profile_service
+    await svc.service.store.identities.insert_one(
+        {"_id": "email:lea@example.com", "customer_id": "not-created-yet", "claimed_at": T0}
+    )
+
+    lookup = await svc.http.post(
+        "/v1/customers/lookup", json={"kind": "email", "value": "lea@example.com"}
+    )
+
+    assert lookup.status_code == 404
 
 
 async def test_the_journey_pages_with_a_stable_cursor_and_filters(

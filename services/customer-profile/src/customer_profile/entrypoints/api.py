@@ -195,7 +195,9 @@ router = APIRouter(
 async def lookup(body: LookupRequest, state: State) -> CustomerRef:
     """Find a customer by any identifier (normalised as the channels normalise it)."""
     owners = await state.store.owners([_identifier_key(body)])
-    if not owners:
+    # A claim's profile is created right after it (or by the next event that meets it, after a
+    # crash in between): until then nobody answers for the identifier.
+    if not owners or not await state.store.existing_profiles(owners.values()):
         raise HTTPException(status_code=404, detail="no customer has this identifier")
     return CustomerRef(customer_id=next(iter(owners.values())))
 
