@@ -111,9 +111,10 @@ class ProfileCollection:
     async def create(self, identifiers: Mapping[str, Sequence[str]]) -> set[str]:
         """Create each profile holding its identifiers; return those that existed already.
 
-        One insert per profile: its id is new to all but a retry of the same event (or a head
-        made for its claims by `heads_for_claims`), and an insert costs the database a fraction
-        of an insert followed by an update.
+        One insert per profile, where an empty head, an update adding the identifiers and a read
+        checking the caps cost several times as much on the local database (docs/benchmarks.md,
+        ninth session). Its id is new to all but a retry of the same event, or a head
+        `heads_for_claims` made from its claims meanwhile.
         """
         if not identifiers:
             return set()

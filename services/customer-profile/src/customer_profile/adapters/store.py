@@ -103,8 +103,8 @@ class ProfileStore:
         canonical, facts = await self._profiles.canonical_facts(raw.values())
         headless = {c for c in raw.values() if canonical[c] == c and c not in facts}
         if headless:
-            erased = await self._erasures.profiles_erased(headless)
-            await self._identities.erase(sorted(erased))
+            if erased := await self._erasures.profiles_erased(headless):
+                await self._identities.erase(sorted(erased))
             held = await self._identities.held_by(headless - erased)
             await self._profiles.heads_for_claims(held)
             canonical, facts = await self._profiles.canonical_facts(raw.values())
