@@ -121,10 +121,7 @@ class ProfileCollection:
         at = now()
         return await insert_once(
             self.profiles,
-            [
-                {"_id": customer, "created_at": at, "identifiers": list(keys)}
-                for customer, keys in identifiers.items()
-            ],
+            [_new_head(customer, at, keys) for customer, keys in identifiers.items()],
         )
 
     async def heads_for_claims(self, claims: Mapping[str, Sequence[tuple[str, datetime]]]) -> None:
@@ -133,11 +130,7 @@ class ProfileCollection:
         await insert_once(
             self.profiles,
             [
-                {
-                    "_id": customer,
-                    "created_at": min(at for _, at in held),
-                    "identifiers": sorted(key for key, _ in held),
-                }
+                _new_head(customer, min(at for _, at in held), sorted(key for key, _ in held))
                 for customer, held in claims.items()
                 if held
             ],
@@ -494,6 +487,11 @@ class ProfileCollection:
             "profiles": await self.profiles.count_documents({"merged_into": None}),
             "aliases": await self.profiles.count_documents({"merged_into": {"$ne": None}}),
         }
+
+
+def _new_head(customer: str, created_at: datetime, identifiers: Sequence[str]) -> MongoDocument:
+    """A profile's head as first stored: the identifiers it claimed, nothing merged yet."""
+    return {"_id": customer, "created_at": created_at, "identifiers": list(identifiers)}
 
 
 def _stored(head: MongoDocument, view: MongoDocument | None) -> StoredProfile:
