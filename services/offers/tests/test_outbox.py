@@ -26,29 +26,44 @@ PRICES = [
 ]
 
 
-class FailingOnce(KafkaPublisher):
-    """Kafka does not confirm the first publish (nothing of it is written)."""
+class HeldBack(KafkaPublisher):
+    """Kafka confirms nothing until the test lets it through, so what the API answers does not
+    depend on when the outbox loop happens to run next."""
 
-    failed = False
+    held = True
+
+    def let_through(self) -> None:
+        self.held = False
+
+
+class FailingUntilLetThrough(HeldBack):
+    """Kafka does not confirm a publish (nothing of it is written) until the test lets it."""
 
     async def publish_records(self, records: Sequence[Record]) -> None:
-        if not self.failed:
-            self.failed = True
+        if self.held:
             raise PublishFailed("injected")
         await super().publish_records(records)
 
 
-class HalfThenFails(KafkaPublisher):
-    """The first publish writes its first record, then fails: half a version on the topic."""
+class HalfThenFails(HeldBack):
+    """The first publish writes its first record, then fails: half a version on the topic.
+    Later ones fail whole until the test lets them through."""
 
-    failed = False
+    wrote_half = False
 
     async def publish_records(self, records: Sequence[Record]) -> None:
-        if not self.failed:
-            self.failed = True
-            await super().publish_records(records[:1])
+        if self.held:
+            if not self.wrote_half:
+                self.wrote_half = True
+                await super().publish_records(records[:1])
             raise PublishFailed("injected after the first record")
         await super().publish_records(records)
+
+
+def let_through(offers: RunningOffers) -> None:
+    publisher = offers.service.outbox.publisher
+    assert isinstance(publisher, HeldBack)
+    publisher.let_through()
 
 
 class KafkaGone(KafkaPublisher):
@@ -81,9 +96,10 @@ async def all_published(offers: RunningOffers) -> bool:
 async def test_a_version_kafka_did_not_take_is_published_later_exactly_as_stored(
     settings: HiloSettings, topics: list[str], mongo_client: AsyncMongoClient[MongoDocument]
 ) -> None:
-    async with running_offers(settings, publisher=FailingOnce) as offers:
+    async with running_offers(settings, publisher=FailingUntilLetThrough) as offers:
         answer = await offers.call("PUT", "/v1/prices", expect=202, json=PRICES)
         assert answer["published"] is False
+        let_through(offers)
         await offers.call("PUT", "/v1/prices", json=[{**PRICES[0], "amount": "90.00"}])
 
         await eventually(lambda: all_published(offers))
@@ -115,15 +131,14 @@ async def test_a_version_stored_by_a_process_that_lost_kafka_is_published_by_its
 async def test_half_a_version_on_the_topic_is_never_half_applied_and_is_completed(
     settings: HiloSettings, topics: list[str], mongo_client: AsyncMongoClient[MongoDocument]
 ) -> None:
-    async with running_offers(
-        settings, publisher=HalfThenFails, offers_outbox_seconds=1.5
-    ) as offers:
+    async with running_offers(settings, publisher=HalfThenFails) as offers:
         await offers.call("PUT", "/v1/prices", expect=202, json=PRICES)
         book = offers.service.follower.book
 
         await eventually(lambda: _pending(book), until=lambda pending: pending == [1])
         assert book.snapshot().prices == {}, "part 1 of 3 arrived: nothing shows"
 
+        let_through(offers)
         await offers.caught_up_to(1)
         assert set(book.snapshot().prices) == {("SKU-1", "EUR"), ("SKU-2", "EUR"), ("SKU-3", "EUR")}
     values = await on_topic(settings)
