@@ -29,6 +29,7 @@ from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.profile import ProfileView, derive_view
 from customer_profile.service.pipeline import Pipeline
 from customer_profile.service.ports import StoredProfile, ViewSave
+from customer_profile.service.privacy import Privacy
 from customer_profile.settings import ProfileSettings
 from customer_profile.testing import (
     FAULT_POINTS,
@@ -361,6 +362,77 @@ async def test_a_claim_a_crash_left_on_an_erased_profile_is_released_not_brought
     assert head["identifiers"] == [f"phone:{phone}"]
     claims = {doc["_id"]: doc["customer_id"] async for doc in harness.store.identities.find({})}
     assert claims == {f"phone:{phone}": head["_id"]}
+
+
+async def erase(harness: Harness, customer: str) -> None:
+    """The right to be forgotten, as the API does it: recorded, keys forgotten, MongoDB
+    erased, tombstones published."""
+    profile = (await harness.store.load([customer]))[customer]
+    await Privacy(harness.store, harness.publisher, harness.pipeline._sealer).erase(profile)
+
+
+async def nothing_left_of(harness: Harness, settings: HiloSettings, customer: str) -> None:
+    """No document about `customer` in MongoDB, and a tombstone last on `profiles`."""
+    store = harness.store
+    held = {
+        "profiles": await store.profiles.count_documents({"_id": customer}),
+        "views": await store.views.count_documents({"customer_id": customer}),
+        "journey": await store.journey.count_documents({"customer_id": customer}),
+        "identities": await store.identities.count_documents({"customer_id": customer}),
+    }
+    assert held == dict.fromkeys(held, 0)
+    records = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.PROFILES, settings)
+    )
+    assert [r.value for r in records if r.key == customer.encode()][-1] is None
+
+
+@pytest.mark.parametrize("step", ["load_canonical", "insert_entries", "save_views", "head_states"])
+async def test_an_erasure_done_while_a_batch_is_under_way_leaves_nothing_of_the_person(
+    harness: Harness, settings: HiloSettings, step: str
+) -> None:
+    """The batch checked its events against erasures before the customer was erased: what it
+    writes afterwards is found and erased again, not left behind without a profile."""
+    email = "vera@example.com"
+    await harness.pipeline.process(raw_records([interaction("v1", minutes=0, email=email)]))
+    [customer] = [doc["_id"] async for doc in harness.store.profiles.find({})]
+
+    interleave(harness.store, step, lambda: erase(harness, customer))
+    await harness.pipeline.process(raw_records([interaction("v2", minutes=1, email=email)]))
+
+    await nothing_left_of(harness, settings, customer)
+
+
+@pytest.mark.parametrize("collection", ["profiles", "views", "journey", "identities"])
+async def test_a_batch_writing_while_an_erasure_is_half_done_leaves_nothing_of_the_person(
+    harness: Harness, settings: HiloSettings, collection: str
+) -> None:
+    """The batch resolved its event, then writes everything while the erasure is about to
+    delete from `collection`: whatever the order of the two, nothing of the person stays."""
+    email = "wen@example.com"
+    await harness.pipeline.process(raw_records([interaction("w1", minutes=0, email=email)]))
+    [customer] = [doc["_id"] async for doc in harness.store.profiles.find({})]
+    resolved, erasing = asyncio.Event(), asyncio.Event()
+
+    async def wait_for_the_erasure() -> None:
+        resolved.set()
+        await erasing.wait()
+
+    interleave(harness.store, "insert_entries", wait_for_the_erasure)
+    batch = asyncio.create_task(
+        harness.pipeline.process(raw_records([interaction("w2", minutes=1, email=email)]))
+    )
+
+    async def let_the_batch_finish() -> None:
+        erasing.set()
+        await batch
+
+    interleave(getattr(harness.store, collection), "delete_many", let_the_batch_finish)
+    await resolved.wait()
+    await erase(harness, customer)
+
+    assert batch.done()
+    await nothing_left_of(harness, settings, customer)
 
 
 async def test_a_profile_made_from_its_claims_by_another_instance_is_added_to_not_replaced(

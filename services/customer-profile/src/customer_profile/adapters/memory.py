@@ -43,6 +43,8 @@ class InMemoryStore:
         self.pending: set[str] = set()
         self.erased: dict[str, datetime] = {}
         """Subject -> erasure time."""
+        self.erased_profiles: set[str] = set()
+        """Profile ids an erasure named."""
         self.conflicts: dict[str, dict[str, Any]] = {}
         self.calls: dict[str, int] = {}
 
@@ -270,6 +272,19 @@ class InMemoryStore:
     async def erased_at(self, subjects: Iterable[str]) -> dict[str, datetime]:
         return {subject: self.erased[subject] for subject in subjects if subject in self.erased}
 
+    async def forget_erased(self, customer_ids: Iterable[str]) -> set[str]:
+        erased = set(customer_ids) & self.erased_profiles
+        self._count("forget_erased", erased)
+        for store in (self.identities, self.journey):
+            for key in [k for k, v in store.items() if _owner(v) in erased]:
+                del store[key]
+        for view in [v for v in self.views if v[0] in erased]:
+            del self.views[view]
+            self.view_tokens.pop(view, None)
+        for customer in erased:
+            self.profiles.pop(customer, None)
+        return erased
+
     # conflicts
     async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> None:
         for conflict_id, (conflict, event_id) in zip(
@@ -286,3 +301,8 @@ class InMemoryStore:
 def _fresh(view: ProfileView | None) -> ProfileView | None:
     """A copy, as a database returns: callers may change what they loaded."""
     return view.model_copy(deep=True) if view is not None else None
+
+
+def _owner(value: str | JourneyEntry) -> str:
+    """The customer an identity claim (its owner's id) or a journey entry belongs to."""
+    return value if isinstance(value, str) else value.customer_id

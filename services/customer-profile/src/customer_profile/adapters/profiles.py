@@ -479,8 +479,10 @@ class ProfileCollection:
         )
 
     async def erase(self, aliases: list[str]) -> int:
+        """Heads, then views: see `ProfileStore.erase` for why the heads go first."""
+        deleted = (await self.profiles.delete_many({"_id": {"$in": aliases}})).deleted_count
         await self.views.delete_many({"customer_id": {"$in": aliases}})
-        return (await self.profiles.delete_many({"_id": {"$in": aliases}})).deleted_count
+        return deleted
 
     async def counts(self) -> dict[str, int]:
         return {

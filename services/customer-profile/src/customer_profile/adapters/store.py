@@ -300,11 +300,16 @@ class ProfileStore:
         return set(await self._profiles.heads(customer_ids))
 
     async def erase(self, aliases: list[str]) -> dict[str, int]:
-        """Delete everything held about a customer and its aliases (idempotent)."""
+        """Delete everything held about a customer and its aliases (idempotent).
+
+        The heads go first. A batch that resolved its events before the erasure began may still
+        write entries, views or claims for the customer: whatever it writes before the heads go
+        is deleted by the steps after, and a batch that writes after finds the head gone when it
+        checks, once it has written, and deletes what it wrote (`forget_erased`)."""
+        profiles = await self._profiles.erase(aliases)
         journey = await self._journey.erase(aliases)
         identities = await self._identities.erase(aliases)
         conflicts = await self._conflicts.erase(aliases)
-        profiles = await self._profiles.erase(aliases)
         splits = await self._splits.erase(aliases)
         return {
             "journey_entries": journey,
@@ -313,6 +318,15 @@ class ProfileStore:
             "profiles": profiles,
             "splits": splits,
         }
+
+    async def forget_erased(self, customer_ids: Iterable[str]) -> set[str]:
+        """Of these profiles, whose heads a writer found gone after writing for them, erase
+        those an erasure names (`erase`), and answer which. Only an erasure deletes a head;
+        anything else is left alone."""
+        erased = await self._erasures.profiles_erased(customer_ids)
+        if erased:
+            await self.erase(sorted(erased))
+        return erased
 
     # --- splits -----------------------------------------------------------------------------
 

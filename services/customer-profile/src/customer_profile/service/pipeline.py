@@ -173,6 +173,7 @@ class Pipeline:
         outcome.aliases = {c: survivor for c, survivor in repaired.items() if c != survivor}
         outcome.profiles = await self._update_profiles(before, entries, rebuild)
         await self._publish([*entries, *repairs], outcome, dead)
+        await self._forget_erased_meanwhile(entries, outcome)
         await self._store.settle(
             [e.id for e in [*entries, *repairs]], [m.absorbed for m in unfinished]
         )
@@ -182,6 +183,16 @@ class Pipeline:
         self.events_processed += len(events)
         self.events_of_erased += outcome.erased
         return outcome
+
+    async def _forget_erased_meanwhile(
+        self, entries: list[JourneyEntry], outcome: BatchOutcome
+    ) -> None:
+        """Erase again what this batch wrote for a customer whose profile had gone by the time
+        it was loaded: erased after this batch's check of its events, its entries outlived the
+        erasure (`ProfileStore.erase`). Saved profiles found gone are `publish_overtaken`'s."""
+        unsaved = {entry.customer_id for entry in entries} - outcome.profiles.keys()
+        if unsaved and (erased := await self._store.forget_erased(unsaved)):
+            log.warning("writes_for_erased_profiles_deleted", customers=len(erased))
 
     async def _without_erased(
         self,
@@ -467,6 +478,9 @@ async def publish_overtaken(
     would have deleted it, had it been derived from ours; views are told apart by their
     token): we delete our view, by its token, and the caller re-derives the profile.
 
+    A profile of ours erased meanwhile is gone: whatever we wrote for it is erased again
+    (`Store.forget_erased`), and its tombstone published again.
+
     A profile of ours merged away meanwhile may have been merged (and its survivor derived)
     before our entries were stored under it: its survivor is returned to be derived again too.
     This read is the only check for that, which is why a save does not look for merges.
@@ -476,6 +490,9 @@ async def publish_overtaken(
     for _ in range(SNAPSHOT_ROUNDS):
         heads = await store.head_states(published)
         gone = set(published) - set(heads)
+        if gone and (erased := await store.forget_erased(gone)):
+            # Erased while we wrote: what we wrote for them after the erasure began goes too.
+            log.warning("writes_for_erased_profiles_deleted", customers=len(erased))
         moved = {
             customer
             for customer, head in heads.items()

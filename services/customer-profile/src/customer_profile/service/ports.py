@@ -183,5 +183,9 @@ class Store(Protocol):
     async def erased_at(self, subjects: Iterable[str]) -> dict[str, datetime]:
         """Subject (`hilo.sealing`) -> when it was last erased, for the subjects that were."""
 
+    async def forget_erased(self, customer_ids: Iterable[str]) -> set[str]:
+        """Erase again, whole, those of these profiles an erasure names: a writer found their
+        heads gone after writing for them, so what it wrote outlived the erasure. Those erased."""
+
     # conflicts
     async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> None: ...
