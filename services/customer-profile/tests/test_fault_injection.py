@@ -372,13 +372,15 @@ async def erase(harness: Harness, customer: str) -> None:
 
 
 async def nothing_left_of(harness: Harness, settings: HiloSettings, customer: str) -> None:
-    """No document about `customer` in MongoDB, and a tombstone last on `profiles`."""
+    """Nothing of the one person these tests know, under any profile id, in MongoDB, and a
+    tombstone last on `profiles` for their profile."""
     store = harness.store
     held = {
-        "profiles": await store.profiles.count_documents({"_id": customer}),
-        "views": await store.views.count_documents({"customer_id": customer}),
-        "journey": await store.journey.count_documents({"customer_id": customer}),
-        "identities": await store.identities.count_documents({"customer_id": customer}),
+        "profiles": await store.profiles.count_documents({}),
+        "views": await store.views.count_documents({}),
+        "journey": await store.journey.count_documents({}),
+        "identities": await store.identities.count_documents({}),
+        "conflicts": await store.conflicts.count_documents({}),
     }
     assert held == dict.fromkeys(held, 0)
     records = await read_to_end(
@@ -387,18 +389,25 @@ async def nothing_left_of(harness: Harness, settings: HiloSettings, customer: st
     assert [r.value for r in records if r.key == customer.encode()][-1] is None
 
 
+async def known_person(harness: Harness, name: str) -> tuple[Interaction, str]:
+    """One person with a profile, and an event of theirs (with a phone not claimed yet) that
+    happens before their erasure; their profile id."""
+    email = f"{name}@example.com"
+    await harness.pipeline.process(raw_records([interaction(f"{name}1", minutes=0, email=email)]))
+    [customer] = [doc["_id"] async for doc in harness.store.profiles.find({})]
+    return interaction(f"{name}2", minutes=1, email=email, phone="+34600123123"), customer
+
+
 @pytest.mark.parametrize("step", ["load_canonical", "insert_entries", "save_views", "head_states"])
 async def test_an_erasure_done_while_a_batch_is_under_way_leaves_nothing_of_the_person(
     harness: Harness, settings: HiloSettings, step: str
 ) -> None:
-    """The batch checked its events against erasures before the customer was erased: what it
-    writes afterwards is found and erased again, not left behind without a profile."""
-    email = "vera@example.com"
-    await harness.pipeline.process(raw_records([interaction("v1", minutes=0, email=email)]))
-    [customer] = [doc["_id"] async for doc in harness.store.profiles.find({})]
+    """The batch resolved its event to the customer before they were erased: what it writes
+    afterwards is found and erased again, not left behind without a profile."""
+    event, customer = await known_person(harness, "vera")
 
     interleave(harness.store, step, lambda: erase(harness, customer))
-    await harness.pipeline.process(raw_records([interaction("v2", minutes=1, email=email)]))
+    await harness.pipeline.process(raw_records([event]))
 
     await nothing_left_of(harness, settings, customer)
 
@@ -409,9 +418,7 @@ async def test_a_batch_writing_while_an_erasure_is_half_done_leaves_nothing_of_t
 ) -> None:
     """The batch resolved its event, then writes everything while the erasure is about to
     delete from `collection`: whatever the order of the two, nothing of the person stays."""
-    email = "wen@example.com"
-    await harness.pipeline.process(raw_records([interaction("w1", minutes=0, email=email)]))
-    [customer] = [doc["_id"] async for doc in harness.store.profiles.find({})]
+    event, customer = await known_person(harness, "wen")
     resolved, erasing = asyncio.Event(), asyncio.Event()
 
     async def wait_for_the_erasure() -> None:
@@ -419,9 +426,7 @@ async def test_a_batch_writing_while_an_erasure_is_half_done_leaves_nothing_of_t
         await erasing.wait()
 
     interleave(harness.store, "insert_entries", wait_for_the_erasure)
-    batch = asyncio.create_task(
-        harness.pipeline.process(raw_records([interaction("w2", minutes=1, email=email)]))
-    )
+    batch = asyncio.create_task(harness.pipeline.process(raw_records([event])))
 
     async def let_the_batch_finish() -> None:
         erasing.set()
@@ -432,6 +437,74 @@ async def test_a_batch_writing_while_an_erasure_is_half_done_leaves_nothing_of_t
     await erase(harness, customer)
 
     assert batch.done()
+    await nothing_left_of(harness, settings, customer)
+
+
+async def test_a_batch_meeting_the_claims_of_a_profile_being_erased_checks_its_events_again(
+    harness: Harness, settings: HiloSettings
+) -> None:
+    """The batch checked its event against erasures just before the person's erasure began,
+    and resolves it once the profile is deleted but its claims not yet: it must not start a
+    new profile with the erased person's identifiers and event."""
+    event, customer = await known_person(harness, "xia")
+    checked, erasing = asyncio.Event(), asyncio.Event()
+
+    async def wait_for_the_erasure() -> None:  # the keys come right after the check
+        checked.set()
+        await erasing.wait()
+
+    interleave(harness.pipeline._sealer.keys, "get_or_create", wait_for_the_erasure)
+    batch = asyncio.create_task(harness.pipeline.process(raw_records([event])))
+
+    async def let_the_batch_resolve() -> None:
+        erasing.set()
+        await batch
+
+    interleave(harness.store.identities, "delete_many", let_the_batch_resolve)
+    await checked.wait()
+    await erase(harness, customer)
+
+    assert batch.result().erased == 1
+    await nothing_left_of(harness, settings, customer)
+
+
+async def test_a_profile_merged_into_one_erased_meanwhile_goes_with_it(
+    harness: Harness, settings: HiloSettings
+) -> None:
+    """The batch's event joins a second profile to the customer, who is erased just before the
+    merge is made: the merged profile goes too, as it would had the merge come first."""
+    event, customer = await known_person(harness, "zoe")
+    await harness.pipeline.process(
+        raw_records([interaction("zoe-d", minutes=0, phone="+34600123123")])
+    )
+    assert await harness.store.profiles.count_documents({}) == 2
+
+    interleave(harness.store, "merge", lambda: erase(harness, customer))
+    await harness.pipeline.process(raw_records([event]))
+
+    await nothing_left_of(harness, settings, customer)
+
+
+async def test_entries_a_failed_attempt_wrote_after_the_erasure_go_on_its_redelivery(
+    harness: Harness, settings: HiloSettings
+) -> None:
+    """The attempt wrote for the customer after they were erased and failed before its check:
+    the redelivery drops the event as erased and erases what the attempt left."""
+    event, customer = await known_person(harness, "yan")
+
+    async def erase_then_kafka_fails() -> None:
+        await erase(harness, customer)
+        inject_fault(harness.publisher, FaultPoint("publisher", "publish_records", "before"))
+
+    interleave(harness.store, "insert_entries", erase_then_kafka_fails)
+
+    with pytest.raises(InjectedFault):
+        await harness.pipeline.process(raw_records([event]))
+    assert await harness.store.journey.count_documents({}) == 1, "left by the attempt"
+    clear_faults(harness.publisher, "publish_records")
+    outcome = await harness.pipeline.process(raw_records([event]))
+
+    assert outcome.erased == 1
     await nothing_left_of(harness, settings, customer)
 
 

@@ -43,8 +43,6 @@ class InMemoryStore:
         self.pending: set[str] = set()
         self.erased: dict[str, datetime] = {}
         """Subject -> erasure time."""
-        self.erased_profiles: set[str] = set()
-        """Profile ids an erasure named."""
         self.conflicts: dict[str, dict[str, Any]] = {}
         self.calls: dict[str, int] = {}
 
@@ -273,17 +271,8 @@ class InMemoryStore:
         return {subject: self.erased[subject] for subject in subjects if subject in self.erased}
 
     async def forget_erased(self, customer_ids: Iterable[str]) -> set[str]:
-        erased = set(customer_ids) & self.erased_profiles
-        self._count("forget_erased", erased)
-        for store in (self.identities, self.journey):
-            for key in [k for k, v in store.items() if _owner(v) in erased]:
-                del store[key]
-        for view in [v for v in self.views if v[0] in erased]:
-            del self.views[view]
-            self.view_tokens.pop(view, None)
-        for customer in erased:
-            self.profiles.pop(customer, None)
-        return erased
+        """Nothing to erase again: the in-memory store records no erasures of profiles."""
+        return set()
 
     # conflicts
     async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> None:
@@ -301,8 +290,3 @@ class InMemoryStore:
 def _fresh(view: ProfileView | None) -> ProfileView | None:
     """A copy, as a database returns: callers may change what they loaded."""
     return view.model_copy(deep=True) if view is not None else None
-
-
-def _owner(value: str | JourneyEntry) -> str:
-    """The customer an identity claim (its owner's id) or a journey entry belongs to."""
-    return value if isinstance(value, str) else value.customer_id

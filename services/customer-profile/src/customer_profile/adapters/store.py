@@ -33,7 +33,13 @@ from customer_profile.adapters.profiles import ProfileCollection
 from customer_profile.adapters.splits import Split, SplitCollection
 from customer_profile.domain.identity import Conflict, ProfileFacts
 from customer_profile.domain.journey import JourneyEntry
-from customer_profile.service.ports import HeadState, MergeRecord, StoredProfile, ViewSave
+from customer_profile.service.ports import (
+    ErasedClaimsMet,
+    HeadState,
+    MergeRecord,
+    StoredProfile,
+    ViewSave,
+)
 from hilo.mongo import MongoDocument
 
 
@@ -98,13 +104,16 @@ class ProfileStore:
         between claiming and creating it, or is there right now) gets its head here, from the
         claims that point at it. Claims left pointing at an erased profile (a crash between a
         claim and its release) are released instead: the erased profile stays gone and the
-        identifier is free for a new one. An owner still without a profile is left out."""
+        identifier is free for a new one, and `ErasedClaimsMet` raised: the events that carry
+        them may have happened before the erasure. An owner still without a profile is left
+        out."""
         raw = await self._identities.owners(keys)
         canonical, facts = await self._profiles.canonical_facts(raw.values())
         headless = {c for c in raw.values() if canonical[c] == c and c not in facts}
         if headless:
             if erased := await self._erasures.profiles_erased(headless):
                 await self._identities.erase(sorted(erased))
+                raise ErasedClaimsMet(f"claims of {len(erased)} erased profile(s) released")
             held = await self._identities.held_by(headless - erased)
             await self._profiles.heads_for_claims(held)
             canonical, facts = await self._profiles.canonical_facts(raw.values())
@@ -321,11 +330,14 @@ class ProfileStore:
 
     async def forget_erased(self, customer_ids: Iterable[str]) -> set[str]:
         """Of these profiles, whose heads a writer found gone after writing for them, erase
-        those an erasure names (`erase`), and answer which. Only an erasure deletes a head;
-        anything else is left alone."""
+        those an erasure names (`erase`), with every profile merged into them, and answer which.
+        Only an erasure deletes a head; anything else is left alone."""
         erased = await self._erasures.profiles_erased(customer_ids)
         if erased:
-            await self.erase(sorted(erased))
+            # A batch under way may have merged another profile into an erased one: it goes
+            # with it, as it would had the merge been done before the erasure.
+            aliases = await self._profiles.aliases(erased)
+            await self.erase(sorted(erased.union(*aliases.values())))
         return erased
 
     # --- splits -----------------------------------------------------------------------------

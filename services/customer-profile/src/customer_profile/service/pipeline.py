@@ -44,6 +44,7 @@ from customer_profile.domain.identity import (
 from customer_profile.domain.journey import JourneyEntry, new_entry
 from customer_profile.domain.profile import ProfileView, derive_view
 from customer_profile.service.ports import (
+    ErasedClaimsMet,
     MergeRecord,
     Publisher,
     Store,
@@ -52,7 +53,7 @@ from customer_profile.service.ports import (
 )
 from customer_profile.service.prices import PriceCheck
 from customer_profile.service.prices import count as count_mismatches
-from customer_profile.service.resolver import IdentityResolver, Merge, Pending
+from customer_profile.service.resolver import IdentityResolver, Merge, Pending, Resolution
 from hilo.contract import (
     Interaction,
     UnsupportedSchemaVersion,
@@ -67,6 +68,7 @@ from hilo.topics import Topic
 
 log = structlog.get_logger(__name__)
 MAX_SAVE_ATTEMPTS = 8
+MAX_ERASURE_RECHECKS = 3
 SNAPSHOT_ROUNDS = 5
 DEFAULT_FUTURE_SKEW = timedelta(minutes=5)
 
@@ -130,18 +132,13 @@ class Pipeline:
         subjects = {key: self._sealer.subject(key) for _, _, keys in readable for key in keys}
         readable, outcome.erased = await self._without_erased(readable, subjects)
         outcome.erased += erased
-        events = [event for _, event, _ in readable]
         # A producer that does not seal (a tool, an older channel) made no keys: make them now,
         # so these events' journey records are sealed like every other.
         await self._sealer.keys.get_or_create(
             subjects[key] for _, _, keys in readable for key in keys
         )
-        resolution = await self._resolver.resolve(
-            [
-                Pending(event.id, event.occurred_at, keys, event.identity_trust == "verified")
-                for _, event, keys in readable
-            ]
-        )
+        readable, resolution = await self._resolve(readable, subjects, outcome)
+        events = [event for _, event, _ in readable]
         await self._store.record_conflicts(resolution.conflicts)
         outcome.merge_requests = [
             (request_id, conflict, event_id)
@@ -184,6 +181,24 @@ class Pipeline:
         self.events_of_erased += outcome.erased
         return outcome
 
+    async def _resolve(
+        self,
+        readable: list[tuple[RawRecord, Interaction, list[str]]],
+        subjects: dict[str, str],
+        outcome: BatchOutcome,
+    ) -> tuple[list[tuple[RawRecord, Interaction, list[str]]], Resolution]:
+        """Resolve the events' identities. An erasure that began after their check shows as
+        claims of an erased profile (`ErasedClaimsMet`, nothing decided yet): the events are
+        checked again, so one that happened before the erasure starts no new profile."""
+        for _ in range(MAX_ERASURE_RECHECKS):
+            try:
+                return readable, await self._resolver.resolve(_pending(readable))
+            except ErasedClaimsMet:
+                log.warning("identity_claims_of_erased_profile_met")
+                readable, erased = await self._without_erased(readable, subjects)
+                outcome.erased += erased
+        return readable, await self._resolver.resolve(_pending(readable))
+
     async def _forget_erased_meanwhile(
         self, entries: list[JourneyEntry], outcome: BatchOutcome
     ) -> None:
@@ -215,7 +230,21 @@ class Pipeline:
                 for key in item[2]
             )
         ]
+        if len(kept) < len(readable):
+            await self._forget_left_by_earlier_attempts(readable, kept)
         return kept, len(readable) - len(kept)
+
+    async def _forget_left_by_earlier_attempts(
+        self,
+        readable: list[tuple[RawRecord, Interaction, list[str]]],
+        kept: list[tuple[RawRecord, Interaction, list[str]]],
+    ) -> None:
+        """An attempt that stored entries of these events before their person was erased and
+        stopped before its check after publishing left them unsettled: erase them again."""
+        dropped = {event.id for _, event, _ in readable} - {event.id for _, event, _ in kept}
+        left = await self._store.unfinished_entries(dropped)
+        if left and (erased := await self._store.forget_erased(e.customer_id for e in left)):
+            log.warning("writes_for_erased_profiles_deleted", customers=len(erased))
 
     async def dead_letter(self, record: RawRecord, reason: str, detail: str) -> None:
         """Put one record on the dead-letter topic unchanged, with why in its headers."""
@@ -641,6 +670,13 @@ def profile_snapshot(profile: StoredProfile) -> bytes:
         "view": profile.view,
     }
     return pydantic_core.to_json(document)
+
+
+def _pending(readable: list[tuple[RawRecord, Interaction, list[str]]]) -> list[Pending]:
+    return [
+        Pending(event.id, event.occurred_at, keys, event.identity_trust == "verified")
+        for _, event, keys in readable
+    ]
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,12 @@ from customer_profile.domain.profile import ProfileView
 from hilo.kafka import Record
 
 
+class ErasedClaimsMet(Exception):
+    """Identifiers were still claimed for a profile an erasure deleted (the erasure is under way,
+    or a crash left the claims): they are released, and the events that carry them must be
+    checked against erasures again before anything is decided for them."""
+
+
 @dataclass(frozen=True)
 class StoredProfile:
     customer_id: str
@@ -115,7 +121,8 @@ class Store(Protocol):
     ) -> tuple[dict[str, str], dict[str, ProfileFacts]]:
         """`owners` of these keys and the facts of those owners, read together (one read of
         the owners' heads serves both). A profile is created after its claims: an owner found
-        without one gets it made from its claims here."""
+        without one gets it made from its claims here, unless an erasure deleted it: then its
+        claims are released and `ErasedClaimsMet` raised."""
 
     async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:
         """Each id mapped to the profile that answers for it after merges."""
@@ -184,8 +191,9 @@ class Store(Protocol):
         """Subject (`hilo.sealing`) -> when it was last erased, for the subjects that were."""
 
     async def forget_erased(self, customer_ids: Iterable[str]) -> set[str]:
-        """Erase again, whole, those of these profiles an erasure names: a writer found their
-        heads gone after writing for them, so what it wrote outlived the erasure. Those erased."""
+        """Erase again, whole and with every profile merged into them, those of these profiles
+        an erasure names: a writer found their heads gone after writing for them, so what it
+        wrote outlived the erasure. Those erased."""
 
     # conflicts
     async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> None: ...
