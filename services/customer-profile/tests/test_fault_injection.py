@@ -468,6 +468,29 @@ async def test_a_batch_meeting_the_claims_of_a_profile_being_erased_checks_its_e
     await nothing_left_of(harness, settings, customer)
 
 
+async def test_a_batch_resolving_after_a_whole_erasure_it_did_not_see_starts_no_profile(
+    harness: Harness, settings: HiloSettings
+) -> None:
+    """The batch checked its event against erasures just before the person's erasure began, and
+    resolves it once the erasure is done: the person's identifiers look new, and the profile
+    made for them is found to be for an erased event and erased."""
+    event, customer = await known_person(harness, "una")
+    checked, erased = asyncio.Event(), asyncio.Event()
+
+    async def wait_for_the_erasure() -> None:  # the keys come right after the check
+        checked.set()
+        await erased.wait()
+
+    interleave(harness.pipeline._sealer.keys, "get_or_create", wait_for_the_erasure)
+    batch = asyncio.create_task(harness.pipeline.process(raw_records([event])))
+    await checked.wait()
+    await erase(harness, customer)
+    erased.set()
+
+    assert (await batch).erased == 1
+    await nothing_left_of(harness, settings, customer)
+
+
 async def test_a_profile_merged_into_one_erased_meanwhile_goes_with_it(
     harness: Harness, settings: HiloSettings
 ) -> None:

@@ -271,6 +271,29 @@ async def test_new_customers_are_created_holding_their_identifiers_in_one_call()
     assert set(store.identities.values()) == set(heads)
 
 
+async def test_a_profile_made_for_an_event_erased_since_the_batch_checked_it_is_erased() -> None:
+    """The person's erasure was recorded (and their claims deleted) between the batch's check
+    of its events and their resolution: the profile made for the event goes, and nothing else
+    of it is stored."""
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    run = pipeline(store, publisher)
+    others = [interaction("o1", email="other@example.com")]
+    await run.process(raw_records(others))
+    event = interaction("e1", minutes=1, email="gone@example.com")
+    subject = Sealer(InMemoryKeys(), PEPPER).subject("email:gone@example.com")
+
+    async def erasure_recorded() -> None:
+        store.erased[subject] = event.occurred_at + timedelta(seconds=1)
+
+    interleave(store, "identity_state", erasure_recorded)
+    outcome = await run.process(raw_records([event]))
+
+    assert (outcome.erased, outcome.accepted) == (1, 0)
+    assert set(store.identities) == {"email:other@example.com"}
+    assert len(store.profiles) == 1
+    assert [entry.id for entry in store.journey.values()] == [others[0].id]
+
+
 def order(n: int, order_id: str, status: OrderStatus = OrderStatus.PLACED) -> Interaction:
     placed = interaction(f"buy{n}", minutes=n, kind="order", loyalty_id="L-HOUSE")
     payload = placed.payload.model_copy(update={"order_id": order_id, "status": status})

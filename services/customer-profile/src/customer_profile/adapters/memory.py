@@ -270,6 +270,14 @@ class InMemoryStore:
     async def erased_at(self, subjects: Iterable[str]) -> dict[str, datetime]:
         return {subject: self.erased[subject] for subject in subjects if subject in self.erased}
 
+    async def erase_created(self, customer_ids: Iterable[str]) -> None:
+        erased = set(customer_ids)
+        self._count("erase_created", erased)
+        for customer in erased:
+            self.profiles.pop(customer, None)
+        for key in [key for key, owner in self.identities.items() if owner in erased]:
+            del self.identities[key]
+
     async def forget_erased(self, customer_ids: Iterable[str]) -> set[str]:
         """Nothing to erase again: the in-memory store records no erasures of profiles."""
         return set()

@@ -328,6 +328,10 @@ class ProfileStore:
             "splits": splits,
         }
 
+    async def erase_created(self, customer_ids: Iterable[str]) -> None:
+        if ids := sorted(set(customer_ids)):
+            await self.erase(ids)
+
     async def forget_erased(self, customer_ids: Iterable[str]) -> set[str]:
         """Of these profiles, whose heads a writer found gone after writing for them, erase
         those an erasure names (`erase`), with every profile merged into them, and answer which.

@@ -187,17 +187,44 @@ class Pipeline:
         subjects: dict[str, str],
         outcome: BatchOutcome,
     ) -> tuple[list[tuple[RawRecord, Interaction, list[str]]], Resolution]:
-        """Resolve the events' identities. An erasure that began after their check shows as
-        claims of an erased profile (`ErasedClaimsMet`, nothing decided yet): the events are
-        checked again, so one that happened before the erasure starts no new profile."""
+        """Resolve the events' identities, against erasures that began after the batch checked
+        its events too. Such an erasure shows as claims of an erased profile while it is under
+        way (`ErasedClaimsMet`, raised before anything is decided); once it deleted the claims,
+        the person's identifiers look new and a profile would be created for them. So a batch
+        that created profiles checks their events again: the erasure was recorded before it
+        deleted a claim, so this check, after the claims, cannot miss it. A profile created for
+        an event found erased is erased, and the events left are resolved again."""
         for _ in range(MAX_ERASURE_RECHECKS):
             try:
-                return readable, await self._resolver.resolve(_pending(readable))
+                resolution = await self._resolver.resolve(_pending(readable))
             except ErasedClaimsMet:
                 log.warning("identity_claims_of_erased_profile_met")
-                readable, erased = await self._without_erased(readable, subjects)
-                outcome.erased += erased
+            else:
+                if not await self._created_for_erased(readable, subjects, resolution):
+                    return readable, resolution
+            readable, erased = await self._without_erased(readable, subjects)
+            outcome.erased += erased
         return readable, await self._resolver.resolve(_pending(readable))
+
+    async def _created_for_erased(
+        self,
+        readable: list[tuple[RawRecord, Interaction, list[str]]],
+        subjects: dict[str, str],
+        resolution: Resolution,
+    ) -> bool:
+        """Whether a profile this resolution created is for an event of a person erased since
+        the batch's check; such profiles are erased (one read, only when profiles were made)."""
+        if not resolution.created:
+            return False
+        created = {e: c for e, c in resolution.customers.items() if c in resolution.created}
+        new = [item for item in readable if item[1].id in created]
+        kept, erased = await self._without_erased(new, subjects)
+        if not erased:
+            return False
+        dropped = {item[1].id for item in new} - {item[1].id for item in kept}
+        await self._store.erase_created({created[event_id] for event_id in dropped})
+        log.warning("profiles_created_for_erased_events_erased", events=erased)
+        return True
 
     async def _forget_erased_meanwhile(
         self, entries: list[JourneyEntry], outcome: BatchOutcome
@@ -239,11 +266,13 @@ class Pipeline:
         readable: list[tuple[RawRecord, Interaction, list[str]]],
         kept: list[tuple[RawRecord, Interaction, list[str]]],
     ) -> None:
-        """An attempt that stored entries of these events before their person was erased and
-        stopped before its check after publishing left them unsettled: erase them again."""
+        """An attempt that wrote for these events after their person's erasure began and
+        stopped before its check after publishing left unsettled entries, or unfinished merges
+        into the erased profile: erase them again."""
         dropped = {event.id for _, event, _ in readable} - {event.id for _, event, _ in kept}
-        left = await self._store.unfinished_entries(dropped)
-        if left and (erased := await self._store.forget_erased(e.customer_id for e in left)):
+        customers = {e.customer_id for e in await self._store.unfinished_entries(dropped)}
+        customers |= {m.survivor for m in await self._store.unfinished_merges(dropped)}
+        if customers and (erased := await self._store.forget_erased(customers)):
             log.warning("writes_for_erased_profiles_deleted", customers=len(erased))
 
     async def dead_letter(self, record: RawRecord, reason: str, detail: str) -> None:

@@ -190,6 +190,10 @@ class Store(Protocol):
     async def erased_at(self, subjects: Iterable[str]) -> dict[str, datetime]:
         """Subject (`hilo.sealing`) -> when it was last erased, for the subjects that were."""
 
+    async def erase_created(self, customer_ids: Iterable[str]) -> None:
+        """Erase profiles a batch has just created for events it then found erased: the
+        person's erasure deleted their claims after the batch's first check."""
+
     async def forget_erased(self, customer_ids: Iterable[str]) -> set[str]:
         """Erase again, whole and with every profile merged into them, those of these profiles
         an erasure names: a writer found their heads gone after writing for them, so what it
