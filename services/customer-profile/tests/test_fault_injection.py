@@ -27,7 +27,7 @@ from pymongo import DeleteOne
 
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.profile import ProfileView, derive_view
-from customer_profile.service.pipeline import Pipeline
+from customer_profile.service.pipeline import BatchOutcome, Pipeline
 from customer_profile.service.ports import StoredProfile, ViewSave
 from customer_profile.service.privacy import Privacy
 from customer_profile.settings import ProfileSettings
@@ -440,52 +440,42 @@ async def test_a_batch_writing_while_an_erasure_is_half_done_leaves_nothing_of_t
     await nothing_left_of(harness, settings, customer)
 
 
-async def test_a_batch_meeting_the_claims_of_a_profile_being_erased_checks_its_events_again(
-    harness: Harness, settings: HiloSettings
-) -> None:
-    """The batch checked its event against erasures just before the person's erasure began,
-    and resolves it once the profile is deleted but its claims not yet: it must not start a
-    new profile with the erased person's identifiers and event."""
-    event, customer = await known_person(harness, "xia")
-    checked, erasing = asyncio.Event(), asyncio.Event()
+def held_after_its_check(
+    harness: Harness, event: Interaction
+) -> tuple[asyncio.Task[BatchOutcome], asyncio.Event, asyncio.Event]:
+    """A batch of `event`, started and held right after it checked the event against erasures
+    (its keys come next); it goes on once the second event is set."""
+    checked, go_on = asyncio.Event(), asyncio.Event()
 
-    async def wait_for_the_erasure() -> None:  # the keys come right after the check
+    async def hold() -> None:
         checked.set()
-        await erasing.wait()
+        await go_on.wait()
 
-    interleave(harness.pipeline._sealer.keys, "get_or_create", wait_for_the_erasure)
+    interleave(harness.pipeline._sealer.keys, "get_or_create", hold)
     batch = asyncio.create_task(harness.pipeline.process(raw_records([event])))
-
-    async def let_the_batch_resolve() -> None:
-        erasing.set()
-        await batch
-
-    interleave(harness.store.identities, "delete_many", let_the_batch_resolve)
-    await checked.wait()
-    await erase(harness, customer)
-
-    assert batch.result().erased == 1
-    await nothing_left_of(harness, settings, customer)
+    return batch, checked, go_on
 
 
-async def test_a_batch_resolving_after_a_whole_erasure_it_did_not_see_starts_no_profile(
-    harness: Harness, settings: HiloSettings
+@pytest.mark.parametrize("erasure", ["claims-not-deleted-yet", "done"])
+async def test_a_batch_resolving_during_or_after_an_erasure_it_did_not_see_starts_no_profile(
+    harness: Harness, settings: HiloSettings, erasure: str
 ) -> None:
     """The batch checked its event against erasures just before the person's erasure began, and
-    resolves it once the erasure is done: the person's identifiers look new, and the profile
-    made for them is found to be for an erased event and erased."""
+    resolves it while the profile is deleted but its claims are not yet (it meets them), or
+    once the erasure is done (the identifiers look new, and the profile made for them is found
+    to be for an erased event): no profile is left with the person's identifiers or event."""
     event, customer = await known_person(harness, "una")
-    checked, erased = asyncio.Event(), asyncio.Event()
+    batch, checked, go_on = held_after_its_check(harness, event)
 
-    async def wait_for_the_erasure() -> None:  # the keys come right after the check
-        checked.set()
-        await erased.wait()
+    async def let_the_batch_resolve() -> None:
+        go_on.set()
+        await batch
 
-    interleave(harness.pipeline._sealer.keys, "get_or_create", wait_for_the_erasure)
-    batch = asyncio.create_task(harness.pipeline.process(raw_records([event])))
+    if erasure == "claims-not-deleted-yet":
+        interleave(harness.store.identities, "delete_many", let_the_batch_resolve)
     await checked.wait()
     await erase(harness, customer)
-    erased.set()
+    go_on.set()
 
     assert (await batch).erased == 1
     await nothing_left_of(harness, settings, customer)
