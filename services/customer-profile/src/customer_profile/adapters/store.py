@@ -114,7 +114,7 @@ class ProfileStore:
             if erased := await self._erasures.profiles_erased(headless):
                 await self._identities.erase(sorted(erased))
                 raise ErasedClaimsMet(f"claims of {len(erased)} erased profile(s) released")
-            held = await self._identities.held_by(headless - erased)
+            held = await self._identities.held_by(headless)
             await self._profiles.heads_for_claims(held)
             canonical, facts = await self._profiles.canonical_facts(raw.values())
         owners = {key: canonical[customer] for key, customer in raw.items()}

@@ -218,12 +218,10 @@ class Pipeline:
             return False
         created = {e: c for e, c in resolution.customers.items() if c in resolution.created}
         new = [item for item in readable if item[1].id in created]
-        kept, erased = await self._without_erased(new, subjects)
-        if not erased:
+        if not (dropped := await self._erased_events(new, subjects)):
             return False
-        dropped = {item[1].id for item in new} - {item[1].id for item in kept}
         await self._store.erase_created({created[event_id] for event_id in dropped})
-        log.warning("profiles_created_for_erased_events_erased", events=erased)
+        log.warning("profiles_created_for_erased_events_erased", events=len(dropped))
         return True
 
     async def _forget_erased_meanwhile(
@@ -232,9 +230,9 @@ class Pipeline:
         """Erase again what this batch wrote for a customer whose profile had gone by the time
         it was loaded: erased after this batch's check of its events, its entries outlived the
         erasure (`ProfileStore.erase`). Saved profiles found gone are `publish_overtaken`'s."""
-        unsaved = {entry.customer_id for entry in entries} - outcome.profiles.keys()
-        if unsaved and (erased := await self._store.forget_erased(unsaved)):
-            log.warning("writes_for_erased_profiles_deleted", customers=len(erased))
+        await _forget_erased(
+            self._store, {entry.customer_id for entry in entries} - outcome.profiles.keys()
+        )
 
     async def _without_erased(
         self,
@@ -246,34 +244,35 @@ class Pipeline:
         They are in flight, redelivered or replayed from before the person asked to be
         forgotten; storing them would bring the person back. Later events start a new profile.
         """
-        erased = await self._store.erased_at(subjects.values())
-        if not erased:
+        dropped = await self._erased_events(readable, subjects)
+        if not dropped:
             return readable, 0
-        kept = [
-            item
-            for item in readable
-            if not any(
-                (at := erased.get(subjects[key])) is not None and item[1].occurred_at <= at
-                for key in item[2]
-            )
-        ]
-        if len(kept) < len(readable):
-            await self._forget_left_by_earlier_attempts(readable, kept)
-        return kept, len(readable) - len(kept)
+        await self._forget_left_by_earlier_attempts(dropped)
+        return [item for item in readable if item[1].id not in dropped], len(dropped)
 
-    async def _forget_left_by_earlier_attempts(
-        self,
-        readable: list[tuple[RawRecord, Interaction, list[str]]],
-        kept: list[tuple[RawRecord, Interaction, list[str]]],
-    ) -> None:
+    async def _erased_events(
+        self, items: list[tuple[RawRecord, Interaction, list[str]]], subjects: dict[str, str]
+    ) -> set[str]:
+        """Ids of the events that happened before an erasure of one of their identifiers."""
+        erased = await self._store.erased_at(
+            {subjects[key] for _, _, keys in items for key in keys}
+        )
+        return {
+            event.id
+            for _, event, keys in items
+            if any(
+                (at := erased.get(subjects[key])) is not None and event.occurred_at <= at
+                for key in keys
+            )
+        }
+
+    async def _forget_left_by_earlier_attempts(self, dropped: set[str]) -> None:
         """An attempt that wrote for these events after their person's erasure began and
         stopped before its check after publishing left unsettled entries, or unfinished merges
         into the erased profile: erase them again."""
-        dropped = {event.id for _, event, _ in readable} - {event.id for _, event, _ in kept}
         customers = {e.customer_id for e in await self._store.unfinished_entries(dropped)}
         customers |= {m.survivor for m in await self._store.unfinished_merges(dropped)}
-        if customers and (erased := await self._store.forget_erased(customers)):
-            log.warning("writes_for_erased_profiles_deleted", customers=len(erased))
+        await _forget_erased(self._store, customers)
 
     async def dead_letter(self, record: RawRecord, reason: str, detail: str) -> None:
         """Put one record on the dead-letter topic unchanged, with why in its headers."""
@@ -548,9 +547,7 @@ async def publish_overtaken(
     for _ in range(SNAPSHOT_ROUNDS):
         heads = await store.head_states(published)
         gone = set(published) - set(heads)
-        if gone and (erased := await store.forget_erased(gone)):
-            # Erased while we wrote: what we wrote for them after the erasure began goes too.
-            log.warning("writes_for_erased_profiles_deleted", customers=len(erased))
+        await _forget_erased(store, gone)  # erased while we wrote: what we wrote goes too
         moved = {
             customer
             for customer, head in heads.items()
@@ -699,6 +696,12 @@ def profile_snapshot(profile: StoredProfile) -> bytes:
         "view": profile.view,
     }
     return pydantic_core.to_json(document)
+
+
+async def _forget_erased(store: Store, customers: set[str]) -> None:
+    """`Store.forget_erased` for profiles a writer found gone after writing, if any."""
+    if customers and (erased := await store.forget_erased(customers)):
+        log.warning("writes_for_erased_profiles_deleted", customers=len(erased))
 
 
 def _pending(readable: list[tuple[RawRecord, Interaction, list[str]]]) -> list[Pending]:
