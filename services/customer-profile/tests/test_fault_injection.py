@@ -481,21 +481,90 @@ async def test_a_batch_resolving_during_or_after_an_erasure_it_did_not_see_start
     await nothing_left_of(harness, settings, customer)
 
 
-async def test_a_profile_merged_into_one_erased_meanwhile_goes_with_it(
-    harness: Harness, settings: HiloSettings
+@pytest.mark.parametrize("step", ["merge", "claim"])
+async def test_what_a_batch_joined_to_a_person_erased_meanwhile_is_erased_for_good(
+    harness: Harness, settings: HiloSettings, step: str
 ) -> None:
-    """The batch's event joins a second profile to the customer, who is erased just before the
-    merge is made: the merged profile goes too, as it would had the merge come first."""
+    """The customer is erased just before the batch merges a second profile of theirs into
+    theirs (`merge`: its phone is that profile's) or claims a phone they had not used before
+    (`claim`). That profile and that phone go as if they had been the customer's when the
+    erasure was asked for: the erasure names them, the phone's key is deleted (its records on
+    the topics cannot be opened), its pre-erasure events are not stored again, and the profile
+    gets its tombstone."""
     event, customer = await known_person(harness, "zoe")
-    await harness.pipeline.process(
-        raw_records([interaction("zoe-d", minutes=0, phone="+34600123123")])
-    )
-    assert await harness.store.profiles.count_documents({}) == 2
+    phone = "phone:+34600123123"
+    if step == "merge":
+        await harness.pipeline.process(
+            raw_records([interaction("zoe-d", minutes=0, phone="+34600123123")])
+        )
+    others = {doc["_id"] async for doc in harness.store.profiles.find({})} - {customer}
 
-    interleave(harness.store, "merge", lambda: erase(harness, customer))
+    interleave(harness.store, step, lambda: erase(harness, customer))
     await harness.pipeline.process(raw_records([event]))
 
     await nothing_left_of(harness, settings, customer)
+    await erased_for_good(harness, settings, customer, {customer, *others}, phone)
+
+
+async def test_an_erasure_its_request_is_completing_when_a_batch_extends_it_is_completed_again(
+    harness: Harness, settings: HiloSettings
+) -> None:
+    """The batch merges the customer's second profile into theirs while the erasure's request is
+    completing it (keys deleted, MongoDB erased, tombstones out, not yet marked done): the
+    request does not mark it done over the extension, which is left to be completed again."""
+    event, customer = await known_person(harness, "ada")
+    await harness.pipeline.process(
+        raw_records([interaction("ada-d", minutes=0, phone="+34600123123")])
+    )
+    others = {doc["_id"] async for doc in harness.store.profiles.find({})} - {customer}
+    finishing, extended = asyncio.Event(), asyncio.Event()
+
+    async def hold_before_marking_done() -> None:
+        finishing.set()
+        await extended.wait()
+
+    interleave(harness.store, "erasure_finished", hold_before_marking_done)
+    request: list[asyncio.Task[None]] = []
+
+    async def erase_until_it_is_finishing() -> None:
+        request.append(asyncio.create_task(erase(harness, customer)))
+        await finishing.wait()
+
+    interleave(harness.store, "merge", erase_until_it_is_finishing)
+    await harness.pipeline.process(raw_records([event]))
+    extended.set()
+    await request[0]
+
+    await nothing_left_of(harness, settings, customer)
+    await erased_for_good(harness, settings, customer, {customer, *others}, "phone:+34600123123")
+
+
+async def erased_for_good(
+    harness: Harness, settings: HiloSettings, customer: str, aliases: set[str], key: str
+) -> None:
+    """The customer's erasure names `aliases` and the identifier `key`, and is left to be
+    completed again; completed (as `Privacy.finish_unfinished` does), the identifier has no key
+    and every alias has its tombstone."""
+    sealer = harness.pipeline._sealer
+    subject = sealer.subject(key)
+    erasure = await harness.store.erasure_of(customer)
+    assert erasure is not None
+    assert (set(erasure.aliases), subject in erasure.subjects) == (aliases, True)
+    assert subject in await harness.store.erased_at([subject])
+    assert not erasure.done, "left for the erasure to complete again"
+    await Privacy(harness.store, harness.publisher, sealer).complete(erasure)
+    assert (await harness.store.erasure_of(customer)).done  # type: ignore[union-attr]
+    assert await sealer.keys.get([subject]) == {}
+    records = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.ERASURES, settings)
+    )
+    last = json.loads([r.value for r in records if r.key == customer.encode()][-1])
+    assert (set(last["aliases"]), subject in last["subjects"]) == (aliases, True)
+    profiles = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.PROFILES, settings)
+    )
+    for alias in aliases:
+        assert [r.value for r in profiles if r.key == alias.encode()][-1] is None
 
 
 async def test_entries_a_failed_attempt_wrote_after_the_erasure_go_on_its_redelivery(

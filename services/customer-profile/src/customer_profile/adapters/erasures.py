@@ -30,6 +30,9 @@ class Erasure:
     subjects: list[str]
     """The subjects (`hilo.sealing`) of every identifier the person held or used: their keys are
     deleted, so their records on the topics cannot be opened any more."""
+    generation: int = 0
+    """How often it was extended (`ErasureCollection.extend`): it is done only once a completion
+    of its latest generation finished."""
 
 
 class ErasureCollection:
@@ -92,14 +95,43 @@ class ErasureCollection:
     async def profiles_erased(self, customer_ids: Iterable[str]) -> set[str]:
         """Of these profile ids, those an erasure named (as the customer or an alias)."""
         wanted = set(customer_ids)
-        found = find_in(self.erasures, "aliases", wanted, {"aliases": 1})
-        return {alias async for doc in found for alias in doc["aliases"] if alias in wanted}
+        return {
+            alias for erasure in await self.naming(wanted) for alias in erasure.aliases
+        } & wanted
+
+    async def naming(self, customer_ids: Iterable[str]) -> list[Erasure]:
+        """The erasures that name any of these profile ids (as the customer or an alias)."""
+        return [_erasure(doc) async for doc in find_in(self.erasures, "aliases", customer_ids)]
+
+    async def extend(
+        self, erasure: Erasure, aliases: Iterable[str], subjects: Iterable[str]
+    ) -> None:
+        """Add profiles and identifiers to an erasure, and leave it to be completed again (its
+        keys deleted, its record and tombstones published); their events from before it are not
+        stored again from now on."""
+        named = sorted(set(subjects))
+        await self.erasures.update_one(
+            {"_id": erasure.customer_id},
+            {
+                "$addToSet": {
+                    "aliases": {"$each": sorted(set(aliases))},
+                    "subjects": {"$each": named},
+                },
+                "$set": {"done": False},
+                "$inc": {"generation": 1},
+            },
+        )
+        await self.suppress(named, erasure.requested_at)
 
     async def unfinished(self) -> list[Erasure]:
         return [_erasure(doc) async for doc in self.erasures.find({"done": False})]
 
-    async def finished(self, customer_id: str) -> None:
-        await self.erasures.update_one({"_id": customer_id}, {"$set": {"done": True}})
+    async def finished(self, erasure: Erasure) -> None:
+        """Done, unless it was extended since `erasure` was read: then it is completed again."""
+        generation = erasure.generation or {"$in": [None, 0]}  # none stored before any extension
+        await self.erasures.update_one(
+            {"_id": erasure.customer_id, "generation": generation}, {"$set": {"done": True}}
+        )
 
     async def erased_at(self, subjects: Iterable[str]) -> dict[str, datetime]:
         """Subject -> when it was last erased, for the subjects that were."""
@@ -114,4 +146,5 @@ def _erasure(doc: MongoDocument) -> Erasure:
         doc["requested_at"],
         doc["done"],
         list(doc.get("subjects", [])),
+        doc.get("generation", 0),
     )

@@ -8,7 +8,7 @@ server. Not for production: nothing is durable and nothing is shared between pro
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -278,7 +278,9 @@ class InMemoryStore:
         for key in [key for key, owner in self.identities.items() if owner in erased]:
             del self.identities[key]
 
-    async def forget_erased(self, customer_ids: Iterable[str]) -> set[str]:
+    async def forget_erased(
+        self, customer_ids: Iterable[str], subject: Callable[[str], str]
+    ) -> set[str]:
         """Nothing to erase again: the in-memory store records no erasures of profiles."""
         return set()
 

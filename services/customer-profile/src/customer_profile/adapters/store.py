@@ -18,7 +18,7 @@ and its record published.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -298,8 +298,8 @@ class ProfileStore:
     async def unfinished_erasures(self) -> list[Erasure]:
         return await self._erasures.unfinished()
 
-    async def erasure_finished(self, customer_id: str) -> None:
-        await self._erasures.finished(customer_id)
+    async def erasure_finished(self, erasure: Erasure) -> None:
+        await self._erasures.finished(erasure)
 
     async def erased_at(self, subjects: Iterable[str]) -> dict[str, datetime]:
         return await self._erasures.erased_at(subjects)
@@ -332,17 +332,45 @@ class ProfileStore:
         if ids := sorted(set(customer_ids)):
             await self.erase(ids)
 
-    async def forget_erased(self, customer_ids: Iterable[str]) -> set[str]:
+    async def forget_erased(
+        self, customer_ids: Iterable[str], subject: Callable[[str], str]
+    ) -> set[str]:
         """Of these profiles, whose heads a writer found gone after writing for them, erase
         those an erasure names (`erase`), with every profile merged into them, and answer which.
-        Only an erasure deletes a head; anything else is left alone."""
-        erased = await self._erasures.profiles_erased(customer_ids)
-        if erased:
-            # A batch under way may have merged another profile into an erased one: it goes
-            # with it, as it would had the merge been done before the erasure.
-            aliases = await self._profiles.aliases(erased)
-            await self.erase(sorted(erased.union(*aliases.values())))
+        Only an erasure deletes a head; anything else is left alone.
+
+        What the writer joined to the person goes as if it had been theirs when the erasure was
+        asked for: a profile it merged into theirs, identifiers it claimed or used for them. The
+        erasure is extended with them (`subject` names an identifier there, as `hilo.sealing`
+        does) and left to be completed again, which deletes their keys and publishes the
+        tombstones; then all of it is deleted here."""
+        wanted = set(customer_ids)
+        erased: set[str] = set()
+        for erasure in await self._erasures.naming(wanted):
+            found = wanted & set(erasure.aliases)
+            merged_in = await self._profiles.aliases(found)
+            gone = sorted(found.union(*merged_in.values()))
+            joined = {subject(key) for key in await self.identifiers_to_erase(gone)}
+            joined -= set(erasure.subjects)
+            if joined or not set(gone) <= set(erasure.aliases):
+                await self._erasures.extend(erasure, gone, joined)
+            await self.erase(gone)
+            erased |= found
         return erased
+
+    async def identifiers_to_erase(self, aliases: list[str], held: Iterable[str] = ()) -> set[str]:
+        """The identifiers a person's erasure covers: those their profiles hold (`held`) or
+        claimed, and those their journey used that belong to nobody else (placeholders,
+        identifiers released over a cap); another customer's (a shared phone on an order) are
+        that customer's to erase."""
+        keys = {*held, *await self.identities_of(aliases)}
+        used = {
+            f"{kind}:{value}"
+            for entry in await self.entries(aliases)
+            for kind, value in entry.identifiers.items()
+        }
+        others = await self.owners(used - keys)
+        return keys | {key for key in used - keys if key not in others}
 
     # --- splits -----------------------------------------------------------------------------
 

@@ -231,7 +231,9 @@ class Pipeline:
         it was loaded: erased after this batch's check of its events, its entries outlived the
         erasure (`ProfileStore.erase`). Saved profiles found gone are `publish_overtaken`'s."""
         await _forget_erased(
-            self._store, {entry.customer_id for entry in entries} - outcome.profiles.keys()
+            self._store,
+            {entry.customer_id for entry in entries} - outcome.profiles.keys(),
+            self._sealer.subject,
         )
 
     async def _without_erased(
@@ -272,7 +274,7 @@ class Pipeline:
         into the erased profile: erase them again."""
         customers = {e.customer_id for e in await self._store.unfinished_entries(dropped)}
         customers |= {m.survivor for m in await self._store.unfinished_merges(dropped)}
-        await _forget_erased(self._store, customers)
+        await _forget_erased(self._store, customers, self._sealer.subject)
 
     async def dead_letter(self, record: RawRecord, reason: str, detail: str) -> None:
         """Put one record on the dead-letter topic unchanged, with why in its headers."""
@@ -491,6 +493,7 @@ class Pipeline:
                 self._publisher,
                 outcome.profiles,
                 lambda stale: self._update_profiles({}, [], stale),
+                self._sealer.subject,
             )
         )
 
@@ -500,13 +503,14 @@ async def publish_until_current(
     publisher: Publisher,
     saved: Mapping[str, StoredProfile],
     rederive: Callable[[set[str]], Awaitable[dict[str, StoredProfile]]],
+    subject: Callable[[str], str],
 ) -> dict[str, StoredProfile]:
     """Once `saved` is published: leave each profile's latest view last on the compacted topic,
     and make sure that view holds what ours did: a save that turned out to overtake nothing is
     derived again by `rederive`, then published (`publish_overtaken`). Returns those profiles
     as saved again."""
     again: dict[str, StoredProfile] = {}
-    stale = await publish_overtaken(store, publisher, saved)
+    stale = await publish_overtaken(store, publisher, saved, subject)
     for _ in range(MAX_SAVE_ATTEMPTS):
         if not stale:
             return again
@@ -514,12 +518,15 @@ async def publish_until_current(
         saved = await rederive(stale)
         again.update(saved)
         await publisher.publish_records([snapshot(p) for p in saved.values()])
-        stale = await publish_overtaken(store, publisher, saved)
+        stale = await publish_overtaken(store, publisher, saved, subject)
     raise RuntimeError("profile views kept being overtaken: too many concurrent writers")
 
 
 async def publish_overtaken(
-    store: Store, publisher: Publisher, saved: Mapping[str, StoredProfile]
+    store: Store,
+    publisher: Publisher,
+    saved: Mapping[str, StoredProfile],
+    subject: Callable[[str], str],
 ) -> set[str]:
     """Publish again whatever changed since our snapshots were read, until none did; return
     the profiles whose current view may lack what ours held.
@@ -535,8 +542,9 @@ async def publish_overtaken(
     would have deleted it, had it been derived from ours; views are told apart by their
     token): we delete our view, by its token, and the caller re-derives the profile.
 
-    A profile of ours erased meanwhile is gone: whatever we wrote for it is erased again
-    (`Store.forget_erased`), and its tombstone published again.
+    A profile of ours erased meanwhile is gone: whatever we wrote for it is erased again, and
+    what we joined to it added to its erasure (`Store.forget_erased`, `subject` names the
+    identifiers there); its tombstone is published again.
 
     A profile of ours merged away meanwhile may have been merged (and its survivor derived)
     before our entries were stored under it: its survivor is returned to be derived again too.
@@ -547,7 +555,7 @@ async def publish_overtaken(
     for _ in range(SNAPSHOT_ROUNDS):
         heads = await store.head_states(published)
         gone = set(published) - set(heads)
-        await _forget_erased(store, gone)  # erased while we wrote: what we wrote goes too
+        await _forget_erased(store, gone, subject)  # erased while we wrote: so is what we wrote
         moved = {
             customer
             for customer, head in heads.items()
@@ -698,9 +706,9 @@ def profile_snapshot(profile: StoredProfile) -> bytes:
     return pydantic_core.to_json(document)
 
 
-async def _forget_erased(store: Store, customers: set[str]) -> None:
+async def _forget_erased(store: Store, customers: set[str], subject: Callable[[str], str]) -> None:
     """`Store.forget_erased` for profiles a writer found gone after writing, if any."""
-    if customers and (erased := await store.forget_erased(customers)):
+    if customers and (erased := await store.forget_erased(customers, subject)):
         log.warning("writes_for_erased_profiles_deleted", customers=len(erased))
 
 

@@ -9,7 +9,7 @@ view version is inserted once) are the port's contract: both implementations kee
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
@@ -194,10 +194,14 @@ class Store(Protocol):
         """Erase profiles a batch has just created for events it then found erased: the
         person's erasure deleted their claims after the batch's first check."""
 
-    async def forget_erased(self, customer_ids: Iterable[str]) -> set[str]:
+    async def forget_erased(
+        self, customer_ids: Iterable[str], subject: Callable[[str], str]
+    ) -> set[str]:
         """Erase again, whole and with every profile merged into them, those of these profiles
         an erasure names: a writer found their heads gone after writing for them, so what it
-        wrote outlived the erasure. Those erased."""
+        wrote outlived the erasure. A profile or identifier it joined to the person is added to
+        their erasure (identifiers by `subject`, `hilo.sealing`), which is completed again.
+        Those erased."""
 
     # conflicts
     async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> None: ...

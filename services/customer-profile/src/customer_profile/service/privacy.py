@@ -62,16 +62,7 @@ class Privacy:
         every identifier the person held or used are deleted, so their records on `interactions`,
         `journey` and the dead-letter topic can no longer be opened (crypto-shredding).
         """
-        keys = {*profile.identifiers, *await self._store.identities_of(profile.aliases)}
-        used = {
-            f"{kind}:{value}"
-            for entry in await self._store.entries(profile.aliases)
-            for kind, value in entry.identifiers.items()
-        }
-        # Identifiers the person used that belong to nobody (placeholders, released over a cap)
-        # go too; another customer's (a shared phone on an order) are that customer's to erase.
-        others = await self._store.owners(used - keys)
-        keys |= {key for key in used - keys if key not in others}
+        keys = await self._store.identifiers_to_erase(profile.aliases, profile.identifiers)
         erasure = await self._store.record_erasure(
             profile.customer_id,
             profile.aliases,
@@ -97,7 +88,7 @@ class Privacy:
             await asyncio.gather(
                 *(publish(Topic.PROFILES, None, key=alias.encode()) for alias in erasure.aliases)
             )
-        await self._store.erasure_finished(erasure.customer_id)
+        await self._store.erasure_finished(erasure)
         log.info("customer_erased", customer_id=erasure.customer_id, keys=forgotten, **deleted)
         return {
             "customer_id": erasure.customer_id,

@@ -286,7 +286,11 @@ class Splits:
             ]
         )
         await publish_until_current(
-            self._store, publisher, saved, lambda stale: self._save_views(sorted(stale))
+            self._store,
+            publisher,
+            saved,
+            lambda stale: self._save_views(sorted(stale)),
+            self._sealer.subject,
         )
 
     async def finish_unfinished(self) -> int:
