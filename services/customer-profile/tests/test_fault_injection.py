@@ -481,6 +481,34 @@ async def test_a_batch_resolving_during_or_after_an_erasure_it_did_not_see_start
     await nothing_left_of(harness, settings, customer)
 
 
+async def test_a_batch_resolving_after_an_erasure_it_did_not_see_adds_nothing_to_another_profile(
+    harness: Harness, settings: HiloSettings
+) -> None:
+    """The batch checked its event (the customer's email and a phone of another profile)
+    against erasures just before the customer was erased, and resolves it once the erasure is
+    done: the email looks unclaimed and the phone's profile known. The event happened before
+    the erasure: it is not stored, and the phone's profile does not get the erased email."""
+    event, customer = await known_person(harness, "ivy")
+    await harness.pipeline.process(
+        raw_records([interaction("ivy-d", minutes=0, phone="+34600123123")])
+    )
+    [other] = {doc["_id"] async for doc in harness.store.profiles.find({})} - {customer}
+    batch, checked, go_on = held_after_its_check(harness, event)
+    await checked.wait()
+    await erase(harness, customer)
+    go_on.set()
+
+    assert (await batch).erased == 1
+    [head] = [doc async for doc in harness.store.profiles.find({})]
+    claims = {doc["_id"]: doc["customer_id"] async for doc in harness.store.identities.find({})}
+    assert (head["_id"], head["identifiers"], claims) == (
+        other,
+        ["phone:+34600123123"],
+        {"phone:+34600123123": other},
+    )
+    await harness.current_view_of_whole_journey(other, entries=1)
+
+
 @pytest.mark.parametrize("step", ["merge", "claim"])
 async def test_what_a_batch_joined_to_a_person_erased_meanwhile_is_erased_for_good(
     harness: Harness, settings: HiloSettings, step: str

@@ -271,15 +271,26 @@ async def test_new_customers_are_created_holding_their_identifiers_in_one_call()
     assert set(store.identities.values()) == set(heads)
 
 
-async def test_a_profile_made_for_an_event_erased_since_the_batch_checked_it_is_erased() -> None:
+@pytest.mark.parametrize("shared_phone", [False, True], ids=["new", "known-profile"])
+async def test_what_was_claimed_for_an_event_erased_since_the_batch_checked_it_is_released(
+    shared_phone: bool,
+) -> None:
     """The person's erasure was recorded (and their claims deleted) between the batch's check
-    of its events and their resolution: the profile made for the event goes, and nothing else
-    of it is stored."""
+    of its events and their resolution: the email looks new. Neither the profile made for the
+    event nor the known profile whose phone the event also carries keeps it, and nothing of the
+    event is stored."""
     store, publisher = InMemoryStore(), RecordingPublisher()
     run = pipeline(store, publisher)
-    others = [interaction("o1", email="other@example.com")]
+
+    def event_of(n: str, minutes: float, email: str) -> Interaction:
+        if shared_phone:
+            return interaction(n, minutes=minutes, email=email, phone="+34600111222")
+        return interaction(n, minutes=minutes, email=email)
+
+    others = [event_of("o1", 0, "other@example.com")]
     await run.process(raw_records(others))
-    event = interaction("e1", minutes=1, email="gone@example.com")
+    before = {c: list(h.identifiers) for c, h in store.profiles.items()}
+    event = event_of("e1", 1, "gone@example.com")
     subject = Sealer(InMemoryKeys(), PEPPER).subject("email:gone@example.com")
 
     async def erasure_recorded() -> None:
@@ -289,8 +300,8 @@ async def test_a_profile_made_for_an_event_erased_since_the_batch_checked_it_is_
     outcome = await run.process(raw_records([event]))
 
     assert (outcome.erased, outcome.accepted) == (1, 0)
-    assert set(store.identities) == {"email:other@example.com"}
-    assert len(store.profiles) == 1
+    assert {c: list(h.identifiers) for c, h in store.profiles.items()} == before
+    assert set(store.identities) == {key for keys in before.values() for key in keys}
     assert [entry.id for entry in store.journey.values()] == [others[0].id]
 
 

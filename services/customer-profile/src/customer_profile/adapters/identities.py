@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from pymongo import ASCENDING, UpdateMany
+from pymongo import ASCENDING, DeleteOne, UpdateMany
 from pymongo.asynchronous.collection import AsyncCollection
 
 from hilo.mongo import MongoDocument, bulk_write, find_in, insert_once, update_in
@@ -44,6 +44,13 @@ class IdentityCollection:
 
     async def release(self, key: str, customer_id: str) -> None:
         await self.collection.delete_one({"_id": key, "customer_id": customer_id})
+
+    async def release_all(self, claims: Mapping[str, str]) -> None:
+        """`release` of each key -> owner, one command."""
+        await bulk_write(
+            self.collection,
+            [DeleteOne({"_id": key, "customer_id": owner}) for key, owner in claims.items()],
+        )
 
     async def move(self, moves: Sequence[tuple[Iterable[str], str]]) -> None:
         """Point every identifier of each set of absorbed profiles at its survivor (idempotent).

@@ -93,6 +93,13 @@ class InMemoryStore:
         if self.identities.get(key) == customer_id:
             del self.identities[key]
 
+    async def release_claims(self, claims: Mapping[str, str]) -> None:
+        self._count("release_claims", claims)
+        for key, customer in claims.items():
+            if (head := self.profiles.get(customer)) is not None and key in head.identifiers:
+                head.identifiers.remove(key)
+            await self.release(key, customer)
+
     # profiles
     async def create_profiles(self, identifiers: Mapping[str, Sequence[str]]) -> set[str]:
         self._count("create_profiles", identifiers)

@@ -189,6 +189,19 @@ class ProfileCollection:
             )
         return held
 
+    async def drop_identifiers(self, identifiers: Mapping[str, str]) -> None:
+        """Take each identifier (key -> customer) off its customer's head, one command."""
+        by_customer: dict[str, list[str]] = {}
+        for key, customer in identifiers.items():
+            by_customer.setdefault(customer, []).append(key)
+        await bulk_write(
+            self.profiles,
+            [
+                UpdateOne({"_id": customer}, {"$pull": {"identifiers": {"$in": sorted(keys)}}})
+                for customer, keys in by_customer.items()
+            ],
+        )
+
     async def heads(self, customer_ids: Iterable[str]) -> dict[str, MongoDocument]:
         return {doc["_id"]: doc async for doc in find_in(self.profiles, "_id", customer_ids)}
 

@@ -129,6 +129,11 @@ class ProfileStore:
     async def release(self, key: str, customer_id: str) -> None:
         await self._identities.release(key, customer_id)
 
+    async def release_claims(self, claims: Mapping[str, str]) -> None:
+        """Off the heads first: a profile never lists an identifier it does not own."""
+        await self._profiles.drop_identifiers(claims)
+        await self._identities.release_all(claims)
+
     async def identities_of(self, aliases: list[str]) -> list[str]:
         return await self._identities.of(aliases)
 

@@ -132,6 +132,10 @@ class Store(Protocol):
 
     async def release(self, key: str, customer_id: str) -> None: ...
 
+    async def release_claims(self, claims: Mapping[str, str]) -> None:
+        """Take these identifiers (key -> owner) off their profiles, then release their claims:
+        they were claimed for an event found to be an erased person's."""
+
     # profiles
     async def create_profiles(self, identifiers: Mapping[str, Sequence[str]]) -> set[str]:
         """Create each new profile holding its claimed identifiers; the ids that existed

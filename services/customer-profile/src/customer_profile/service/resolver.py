@@ -57,6 +57,9 @@ class Resolution:
     merges: list[Merge] = field(default_factory=list)
     conflicts: list[tuple[Conflict, str]] = field(default_factory=list)
     created: set[str] = field(default_factory=set)
+    claimed: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """identifier key -> (canonical customer id, event id) of every claim this resolution won
+    and put on a profile"""
     profiles: dict[str, StoredProfile] = field(default_factory=dict)
     """The customers' profiles as they stand once resolved (read with their canonical ids)."""
 
@@ -83,6 +86,10 @@ class IdentityResolver:
             set(resolution.customers.values())
         )
         resolution.customers = {e: canonical[c] for e, c in resolution.customers.items()}
+        resolution.claimed = {
+            key: (canonical.get(owner, owner), event_id)
+            for key, (owner, event_id) in resolution.claimed.items()
+        }
         return resolution
 
     async def _round(self, events: list[Pending], resolution: Resolution) -> list[Pending]:
@@ -107,6 +114,7 @@ class IdentityResolver:
             conflict = Conflict("identifier_cap", split_key(key)[0].value, (won[key],))
             resolution.conflicts.append((conflict, plan.claimed_by[key]))
         resolution.created |= plan.tentative & set(won.values())
+        resolution.claimed.update({key: (won[key], plan.claimed_by[key]) for key in held})
         if lost:
             log.info("identity_claims_lost", count=len(lost))
         redo_ids = {plan.claimed_by[key] for key in lost}
