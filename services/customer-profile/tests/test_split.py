@@ -209,6 +209,41 @@ async def test_a_split_whose_kept_profile_is_merged_away_meanwhile_completes(
     assert json.loads(last[ana.encode()] or b"{}") == {"customer_id": ana, "merged_into": xu}
 
 
+async def test_a_split_asked_for_just_before_its_customer_is_erased_is_dropped(
+    profile_service: RunningProfileService,
+) -> None:
+    """The customer is erased between the split's request reading their profile and recording
+    the split: the request answers 404, and neither the split (which names their identifiers)
+    nor a profile for it stays behind; the sweep finds nothing left to do."""
+    svc = profile_service
+    store = svc.service.store
+    await _publish_and_settle(
+        svc,
+        [
+            interaction(1, minutes=1, email=ANA),
+            interaction(2, minutes=2, email=ANA, phone=BO),
+        ],
+    )
+    ana = await svc.customer_of("email", ANA)
+    profile = await store.get(ana)
+    assert profile is not None
+
+    async def erase_ana() -> None:
+        await svc.service.privacy.erase(profile)
+
+    interleave(store, "record_split", erase_ana)
+    typed = {"kind": "phone", "value": BO}
+    split = await svc.http.post(
+        f"/v1/customers/{ana}/split", json={"identifiers": [typed], **AUDIT}
+    )
+
+    assert split.status_code == 404, split.text
+    assert await store.profiles.count_documents({}) == 0
+    assert await store.splits_involving([ana]) == []
+    assert await store.unfinished_splits() == []
+    assert await svc.service.splits.finish_unfinished() == 0
+
+
 SPLIT_FAULTS = [
     FaultPoint("store", "unmerge", "after"),
     FaultPoint("store", "hand_over", "after"),

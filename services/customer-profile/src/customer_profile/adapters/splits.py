@@ -96,6 +96,9 @@ class SplitCollection:
         )
         return found.deleted_count
 
+    async def drop(self, split_id: str) -> None:
+        await self.collection.delete_one({"_id": split_id})
+
     async def unfinished(self) -> list[Split]:
         return [_split(doc) async for doc in self.collection.find({"done": False})]
 

@@ -398,6 +398,13 @@ class ProfileStore:
     async def split_moves(self, split_id: str, entry_ids: list[str]) -> None:
         await self._splits.moves(split_id, entry_ids)
 
+    async def drop_split(self, split_id: str) -> None:
+        await self._splits.drop(split_id)
+
+    async def profiles_erased(self, customer_ids: Iterable[str]) -> set[str]:
+        """Of these profile ids, those an erasure named."""
+        return await self._erasures.profiles_erased(customer_ids)
+
     async def split_completed(self, split_id: str, outcome: dict[str, Any], *, done: bool) -> None:
         await self._splits.completed(split_id, outcome, done=done)
 

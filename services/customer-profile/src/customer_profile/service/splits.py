@@ -164,18 +164,24 @@ class Splits:
         """Complete the split now if Kafka and MongoDB allow; pending (done later) if not."""
         if split.outcome is None or not split.done:
             try:
-                await self.complete(split)
+                if not await self.complete(split):
+                    raise CustomerNotFound(split.kept)
             except PublishFailed:
                 log.warning("split_pending", split_id=split.id, reason="kafka_unavailable")
         current = await self._store.split(split.id)
         return _public(current or split)
 
-    async def complete(self, split: Split) -> None:
+    async def complete(self, split: Split) -> bool:
         """Apply the split (again): re-derive both sides, hand back, save, publish, record.
 
         A later sweep that finds nothing left to move only records the split as done: the views
-        and the corrections of the first application stand.
+        and the corrections of the first application stand. A split of a customer erased since
+        it was asked for is deleted instead (it names their identifiers): False.
         """
+        if await self._store.profiles_erased([split.kept, split.restored]):
+            await self._store.drop_split(split.id)
+            log.info("split_dropped", split_id=split.id, reason="customer_erased")
+            return False
         if split.merge_event is not None:
             await self._store.unmerge(split.restored, split.merge_event)
         else:
@@ -184,7 +190,7 @@ class Splits:
         if canonical[split.restored] != split.restored:
             log.info("split_superseded", split_id=split.id, reason="merged again since")
             await self._store.split_completed(split.id, {"superseded": True}, done=True)
-            return
+            return True
         kept_id = canonical[split.kept]
         loaded = await self._store.load([kept_id, split.restored])
         kept, restored = loaded[kept_id], loaded[split.restored]
@@ -226,6 +232,7 @@ class Splits:
             ambiguous=len(plan.ambiguous),
             done=done,
         )
+        return True
 
     async def _plan(
         self,
