@@ -95,9 +95,8 @@ class ErasureCollection:
     async def profiles_erased(self, customer_ids: Iterable[str]) -> set[str]:
         """Of these profile ids, those an erasure named (as the customer or an alias)."""
         wanted = set(customer_ids)
-        return {
-            alias for erasure in await self.naming(wanted) for alias in erasure.aliases
-        } & wanted
+        found = find_in(self.erasures, "aliases", wanted, {"aliases": 1})
+        return {alias async for doc in found for alias in doc["aliases"] if alias in wanted}
 
     async def naming(self, customer_ids: Iterable[str]) -> list[Erasure]:
         """The erasures that name any of these profile ids (as the customer or an alias)."""
@@ -126,12 +125,14 @@ class ErasureCollection:
     async def unfinished(self) -> list[Erasure]:
         return [_erasure(doc) async for doc in self.erasures.find({"done": False})]
 
-    async def finished(self, erasure: Erasure) -> None:
-        """Done, unless it was extended since `erasure` was read: then it is completed again."""
+    async def finished(self, erasure: Erasure) -> bool:
+        """Done, unless it was extended since `erasure` was read (then it is completed again,
+        and False)."""
         generation = erasure.generation or {"$in": [None, 0]}  # none stored before any extension
-        await self.erasures.update_one(
+        result = await self.erasures.update_one(
             {"_id": erasure.customer_id, "generation": generation}, {"$set": {"done": True}}
         )
+        return result.matched_count == 1
 
     async def erased_at(self, subjects: Iterable[str]) -> dict[str, datetime]:
         """Subject -> when it was last erased, for the subjects that were."""

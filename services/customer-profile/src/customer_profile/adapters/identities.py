@@ -23,6 +23,19 @@ class IdentityCollection:
         found = find_in(self.collection, "_id", keys, {"customer_id": 1})
         return {doc["_id"]: doc["customer_id"] async for doc in found}
 
+    async def owners_and_fresh(
+        self, keys: Iterable[str], since: datetime
+    ) -> tuple[dict[str, str], set[str]]:
+        """`owners`, and the keys claimed at or after `since` (claims moved by a merge keep
+        their time; one stored without a time is old)."""
+        owners: dict[str, str] = {}
+        fresh: set[str] = set()
+        async for doc in find_in(self.collection, "_id", keys, {"customer_id": 1, "claimed_at": 1}):
+            owners[doc["_id"]] = doc["customer_id"]
+            if (at := doc.get("claimed_at")) is not None and at >= since:
+                fresh.add(doc["_id"])
+        return owners, fresh
+
     async def claim(self, claims: Mapping[str, str]) -> dict[str, str]:
         """Atomically claim unowned identifiers; return the owner each key ended with.
 
@@ -45,11 +58,11 @@ class IdentityCollection:
     async def release(self, key: str, customer_id: str) -> None:
         await self.collection.delete_one({"_id": key, "customer_id": customer_id})
 
-    async def release_all(self, claims: Mapping[str, str]) -> None:
-        """`release` of each key -> owner, one command."""
+    async def release_all(self, claims: Iterable[tuple[str, str]]) -> None:
+        """`release` of each (key, owner), one command."""
         await bulk_write(
             self.collection,
-            [DeleteOne({"_id": key, "customer_id": owner}) for key, owner in claims.items()],
+            [DeleteOne({"_id": key, "customer_id": owner}) for key, owner in claims],
         )
 
     async def move(self, moves: Sequence[tuple[Iterable[str], str]]) -> None:

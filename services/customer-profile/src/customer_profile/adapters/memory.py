@@ -13,10 +13,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from customer_profile.domain.identity import Conflict, ProfileFacts, conflict_ids, split_key
+from customer_profile.domain.identity import Conflict, conflict_ids, split_key
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import ProfileView
-from customer_profile.service.ports import HeadState, MergeRecord, StoredProfile, ViewSave
+from customer_profile.service.ports import (
+    FRESH_CLAIM,
+    HeadState,
+    IdentityState,
+    MergeRecord,
+    StoredProfile,
+    ViewSave,
+)
 
 MAX_ALIAS_DEPTH = 20
 
@@ -36,6 +43,7 @@ class InMemoryStore:
 
     def __init__(self) -> None:
         self.identities: dict[str, str] = {}
+        self.claimed_at: dict[str, datetime] = {}
         self.profiles: dict[str, _Head] = {}
         self.views: dict[tuple[str, int], ProfileView] = {}
         self.view_tokens: dict[tuple[str, int], str] = {}
@@ -59,9 +67,7 @@ class InMemoryStore:
         canonical = await self.canonical(raw.values())
         return {key: canonical[customer] for key, customer in raw.items()}
 
-    async def identity_state(
-        self, keys: Iterable[str]
-    ) -> tuple[dict[str, str], dict[str, ProfileFacts]]:
+    async def identity_state(self, keys: Iterable[str]) -> IdentityState:
         keys = list(keys)
         for key in keys:  # a claim whose profile was never created gets its head now
             customer = self.identities.get(key)
@@ -69,7 +75,10 @@ class InMemoryStore:
                 held = sorted(k for k, c in self.identities.items() if c == customer)
                 self.profiles[customer] = _Head(created_at=datetime.now(UTC), identifiers=held)
         owners = await self.owners(keys)
-        return owners, {c: p.facts() for c, p in (await self.load(set(owners.values()))).items()}
+        facts = {c: p.facts() for c, p in (await self.load(set(owners.values()))).items()}
+        since = datetime.now(UTC) - FRESH_CLAIM
+        fresh = {key for key in owners if self.claimed_at.get(key, since) > since}
+        return IdentityState(owners, facts, frozenset(fresh))
 
     async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:
         result = {}
@@ -86,7 +95,9 @@ class InMemoryStore:
     async def claim(self, claims: Mapping[str, str]) -> dict[str, str]:
         self._count("claim", claims)
         for key, customer in claims.items():
-            self.identities.setdefault(key, customer)
+            if key not in self.identities:
+                self.identities[key] = customer
+                self.claimed_at[key] = datetime.now(UTC)
         return {key: self.identities[key] for key in claims}
 
     async def release(self, key: str, customer_id: str) -> None:
@@ -95,10 +106,12 @@ class InMemoryStore:
 
     async def release_claims(self, claims: Mapping[str, str]) -> None:
         self._count("release_claims", claims)
-        for key, customer in claims.items():
-            if (head := self.profiles.get(customer)) is not None and key in head.identifiers:
-                head.identifiers.remove(key)
-            await self.release(key, customer)
+        canonical = await self.canonical(claims.values())
+        for key, owner in claims.items():
+            for customer in (owner, canonical[owner]):
+                if (head := self.profiles.get(customer)) is not None and key in head.identifiers:
+                    head.identifiers.remove(key)
+                await self.release(key, customer)
 
     # profiles
     async def create_profiles(self, identifiers: Mapping[str, Sequence[str]]) -> set[str]:

@@ -179,26 +179,16 @@ class ProfileCollection:
                 if len(of_kind) > caps[kind]:
                     undo.setdefault(customer, []).extend(k for k in of_kind if k in ours)
             held |= (ours & set(identifiers)) - set(undo.get(customer, []))
-        if undo:
-            await bulk_write(
-                self.profiles,
-                [
-                    UpdateOne({"_id": customer}, {"$pull": {"identifiers": {"$in": keys}}})
-                    for customer, keys in undo.items()
-                ],
-            )
+        await self.drop_identifiers(undo)
         return held
 
-    async def drop_identifiers(self, identifiers: Mapping[str, str]) -> None:
-        """Take each identifier (key -> customer) off its customer's head, one command."""
-        by_customer: dict[str, list[str]] = {}
-        for key, customer in identifiers.items():
-            by_customer.setdefault(customer, []).append(key)
+    async def drop_identifiers(self, identifiers: Mapping[str, Sequence[str]]) -> None:
+        """Take these identifiers off each customer's head, one command."""
         await bulk_write(
             self.profiles,
             [
-                UpdateOne({"_id": customer}, {"$pull": {"identifiers": {"$in": sorted(keys)}}})
-                for customer, keys in by_customer.items()
+                UpdateOne({"_id": customer}, {"$pull": {"identifiers": {"$in": list(keys)}}})
+                for customer, keys in identifiers.items()
             ],
         )
 

@@ -19,7 +19,7 @@ and its record published.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -31,11 +31,13 @@ from customer_profile.adapters.identities import IdentityCollection
 from customer_profile.adapters.journey import JourneyCollection
 from customer_profile.adapters.profiles import ProfileCollection
 from customer_profile.adapters.splits import Split, SplitCollection
-from customer_profile.domain.identity import Conflict, ProfileFacts
+from customer_profile.domain.identity import Conflict
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.service.ports import (
+    FRESH_CLAIM,
     ErasedClaimsMet,
     HeadState,
+    IdentityState,
     MergeRecord,
     StoredProfile,
     ViewSave,
@@ -97,9 +99,7 @@ class ProfileStore:
         canonical = await self._profiles.canonical(raw.values())
         return {key: canonical[customer] for key, customer in raw.items()}
 
-    async def identity_state(
-        self, keys: Iterable[str]
-    ) -> tuple[dict[str, str], dict[str, ProfileFacts]]:
+    async def identity_state(self, keys: Iterable[str]) -> IdentityState:
         """Owners and their facts. A claim whose profile has no head yet (its creator crashed
         between claiming and creating it, or is there right now) gets its head here, from the
         claims that point at it. Claims left pointing at an erased profile (a crash between a
@@ -107,7 +107,8 @@ class ProfileStore:
         identifier is free for a new one, and `ErasedClaimsMet` raised: the events that carry
         them may have happened before the erasure. An owner still without a profile is left
         out."""
-        raw = await self._identities.owners(keys)
+        since = datetime.now(UTC) - FRESH_CLAIM
+        raw, fresh = await self._identities.owners_and_fresh(keys, since)
         canonical, facts = await self._profiles.canonical_facts(raw.values())
         headless = {c for c in raw.values() if canonical[c] == c and c not in facts}
         if headless:
@@ -118,7 +119,8 @@ class ProfileStore:
             await self._profiles.heads_for_claims(held)
             canonical, facts = await self._profiles.canonical_facts(raw.values())
         owners = {key: canonical[customer] for key, customer in raw.items()}
-        return {key: owner for key, owner in owners.items() if owner in facts}, facts
+        owned = {key: owner for key, owner in owners.items() if owner in facts}
+        return IdentityState(owned, facts, frozenset(fresh & owned.keys()))
 
     async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:
         return await self._profiles.canonical(customer_ids)
@@ -130,9 +132,20 @@ class ProfileStore:
         await self._identities.release(key, customer_id)
 
     async def release_claims(self, claims: Mapping[str, str]) -> None:
-        """Off the heads first: a profile never lists an identifier it does not own."""
-        await self._profiles.drop_identifiers(claims)
-        await self._identities.release_all(claims)
+        """Off the heads first (a profile never lists an identifier it does not own), of the
+        profile claimed for and of its survivor: a merge may have moved the claim, and a merge
+        finished again copies the absorbed head's identifiers to the survivor."""
+        canonical = await self._profiles.canonical(set(claims.values()))
+        pairs = {
+            (key, customer)
+            for key, owner in claims.items()
+            for customer in (owner, canonical[owner])
+        }
+        by_customer: dict[str, list[str]] = {}
+        for key, customer in sorted(pairs):
+            by_customer.setdefault(customer, []).append(key)
+        await self._profiles.drop_identifiers(by_customer)
+        await self._identities.release_all(sorted(pairs))
 
     async def identities_of(self, aliases: list[str]) -> list[str]:
         return await self._identities.of(aliases)
@@ -303,8 +316,8 @@ class ProfileStore:
     async def unfinished_erasures(self) -> list[Erasure]:
         return await self._erasures.unfinished()
 
-    async def erasure_finished(self, erasure: Erasure) -> None:
-        await self._erasures.finished(erasure)
+    async def erasure_finished(self, erasure: Erasure) -> bool:
+        return await self._erasures.finished(erasure)
 
     async def erased_at(self, subjects: Iterable[str]) -> dict[str, datetime]:
         return await self._erasures.erased_at(subjects)
@@ -355,7 +368,8 @@ class ProfileStore:
             found = wanted & set(erasure.aliases)
             merged_in = await self._profiles.aliases(found)
             gone = sorted(found.union(*merged_in.values()))
-            joined = {subject(key) for key in await self.identifiers_to_erase(gone)}
+            held = await self.identifiers_to_erase(gone, until=erasure.requested_at)
+            joined = {subject(key) for key in held}
             joined -= set(erasure.subjects)
             if joined or not set(gone) <= set(erasure.aliases):
                 await self._erasures.extend(erasure, gone, joined)
@@ -363,15 +377,20 @@ class ProfileStore:
             erased |= found
         return erased
 
-    async def identifiers_to_erase(self, aliases: list[str], held: Iterable[str] = ()) -> set[str]:
+    async def identifiers_to_erase(
+        self, aliases: list[str], held: Iterable[str] = (), *, until: datetime | None = None
+    ) -> set[str]:
         """The identifiers a person's erasure covers: those their profiles hold (`held`) or
         claimed, and those their journey used that belong to nobody else (placeholders,
         identifiers released over a cap); another customer's (a shared phone on an order) are
-        that customer's to erase."""
-        keys = {*held, *await self.identities_of(aliases)}
+        that customer's to erase. With `until`, only claims made and events that happened up
+        to then: what a person did after their erasure is not theirs to erase."""
+        claims = await self._identities.claims_of(aliases)
+        keys = {*held, *(key for key, at in claims.items() if until is None or at <= until)}
         used = {
             f"{kind}:{value}"
             for entry in await self.entries(aliases)
+            if until is None or entry.occurred_at <= until
             for kind, value in entry.identifiers.items()
         }
         others = await self.owners(used - keys)

@@ -353,9 +353,13 @@ async def erase_customer(customer_id: str, state: State, response: Response) -> 
     profile = await state.store.get(customer_id)
     if profile is not None:
         try:
-            return await state.privacy.erase(profile)
+            erased = await state.privacy.erase(profile)
         except PublishFailed:
             pass
+        else:
+            if erased["status"] != "done":
+                response.status_code = 202
+            return erased
     status = await state.privacy.status(customer_id)
     if status is None:
         raise HTTPException(status_code=404, detail="no customer with this id")

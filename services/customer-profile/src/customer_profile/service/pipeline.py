@@ -190,52 +190,46 @@ class Pipeline:
         """Resolve the events' identities, against erasures that began after the batch checked
         its events too. Such an erasure shows as claims of an erased profile while it is under
         way (`ErasedClaimsMet`, raised before anything is decided); once it deleted the claims,
-        the person's identifiers look new: a profile would be created for them, or they would
-        be added to another profile the event names. So a batch that claimed identifiers checks
-        the events that claimed them again: the erasure was recorded before it deleted a claim,
-        so this check, after the claims, cannot miss it. What was claimed for an event found
-        erased is released (a profile created for it erased), and the events left are resolved
-        again."""
+        the person's identifiers are unowned, or claimed again since (`IdentityState.fresh`):
+        a profile would be created for them, or the event added to another profile it names.
+        So the events resolved with such identifiers are checked again: the erasure was
+        recorded before it deleted a claim, so this check, after the resolution, cannot miss
+        it. What was claimed for an event found erased is released (a profile created for it
+        erased), and the events left are resolved again. A merge such an event made stays."""
         for _ in range(MAX_ERASURE_RECHECKS):
             try:
                 resolution = await self._resolver.resolve(_pending(readable))
             except ErasedClaimsMet:
                 log.warning("identity_claims_of_erased_profile_met")
             else:
-                if not await self._claimed_for_erased(readable, subjects, resolution):
+                if not await self._resolved_for_erased(readable, subjects, resolution):
                     return readable, resolution
             readable, erased = await self._without_erased(readable, subjects)
             outcome.erased += erased
         return readable, await self._resolver.resolve(_pending(readable))
 
-    async def _claimed_for_erased(
+    async def _resolved_for_erased(
         self,
         readable: list[tuple[RawRecord, Interaction, list[str]]],
         subjects: dict[str, str],
         resolution: Resolution,
     ) -> bool:
-        """Whether this resolution claimed identifiers for an event of a person erased since
-        the batch's check; those claims are released and profiles made for such events erased
-        (one read, only in batches that claimed identifiers)."""
-        claiming = {event_id for _, event_id in resolution.claimed.values()}
-        if not claiming:
-            return False
-        items = [item for item in readable if item[1].id in claiming]
+        """Whether an event resolved with an unowned or freshly claimed identifier (where an
+        erasure since the batch's check shows) is an erased person's; what was claimed for such
+        events is released and profiles made for them erased (one read, only in batches with
+        such events)."""
+        items = [item for item in readable if item[1].id in resolution.recheck]
         if not (dropped := await self._erased_events(items, subjects)):
             return False
-        created = {
-            customer
-            for event_id, customer in resolution.customers.items()
-            if event_id in dropped and customer in resolution.created
+        claims = {
+            key: owner for key, (owner, event) in resolution.claimed.items() if event in dropped
         }
+        created = set(claims.values()) & resolution.created
+        created |= {
+            c for e, c in resolution.customers.items() if e in dropped and c in resolution.created
+        }
+        await self._store.release_claims(claims)  # first: it follows merges of the created
         await self._store.erase_created(created)
-        await self._store.release_claims(
-            {
-                key: owner
-                for key, (owner, event_id) in resolution.claimed.items()
-                if event_id in dropped and owner not in created
-            }
-        )
         log.warning("claims_for_erased_events_released", events=len(dropped), profiles=len(created))
         return True
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from customer_profile.domain.identity import Conflict, ProfileFacts
@@ -24,6 +24,24 @@ class ErasedClaimsMet(Exception):
     """Identifiers were still claimed for a profile an erasure deleted (the erasure is under way,
     or a crash left the claims): they are released, and the events that carry them must be
     checked against erasures again before anything is decided for them."""
+
+
+FRESH_CLAIM = timedelta(minutes=5)
+"""How recent a claim counts as fresh (`IdentityState.fresh`): longer than a batch takes from its
+check of erasures to its resolution, clocks of instances apart included."""
+
+
+@dataclass(frozen=True)
+class IdentityState:
+    """What identity resolution reads of a batch's identifiers."""
+
+    owners: dict[str, str]
+    """identifier key -> canonical customer id, for the keys a profile owns"""
+    facts: dict[str, ProfileFacts]
+    fresh: frozenset[str] = frozenset()
+    """Owned keys claimed within `FRESH_CLAIM`. An erasure the batch's check did not see frees
+    the person's keys; one claimed again since is fresh. So an event with an unowned or fresh
+    key is checked against erasures again once resolved (`Resolution.recheck`)."""
 
 
 @dataclass(frozen=True)
@@ -116,9 +134,7 @@ class Store(Protocol):
     async def owners(self, keys: Iterable[str]) -> dict[str, str]:
         """Identifier key -> canonical (non-merged) customer id, for the keys that have one."""
 
-    async def identity_state(
-        self, keys: Iterable[str]
-    ) -> tuple[dict[str, str], dict[str, ProfileFacts]]:
+    async def identity_state(self, keys: Iterable[str]) -> IdentityState:
         """`owners` of these keys and the facts of those owners, read together (one read of
         the owners' heads serves both). A profile is created after its claims: an owner found
         without one gets it made from its claims here, unless an erasure deleted it: then its
@@ -133,8 +149,9 @@ class Store(Protocol):
     async def release(self, key: str, customer_id: str) -> None: ...
 
     async def release_claims(self, claims: Mapping[str, str]) -> None:
-        """Take these identifiers (key -> owner) off their profiles, then release their claims:
-        they were claimed for an event found to be an erased person's."""
+        """Take these identifiers (key -> the profile they were claimed for) off that profile
+        and the one it was merged into since, then release their claims: they were claimed for
+        an event found to be an erased person's."""
 
     # profiles
     async def create_profiles(self, identifiers: Mapping[str, Sequence[str]]) -> set[str]:

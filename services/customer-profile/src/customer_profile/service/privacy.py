@@ -73,7 +73,8 @@ class Privacy:
 
     async def complete(self, erasure: Erasure) -> dict[str, Any]:
         """MongoDB first (agents stop seeing the person at once), then the tombstones on the
-        compacted topic, then done; every step is safe to repeat.
+        compacted topic, then done; every step is safe to repeat. Still pending if a batch added
+        to the erasure meanwhile (`ProfileStore.forget_erased`): it is completed again.
 
         Raises `PublishFailed` when Kafka does not take the tombstones: the erasure stays
         recorded as not done and `finish_unfinished` completes it.
@@ -88,11 +89,13 @@ class Privacy:
             await asyncio.gather(
                 *(publish(Topic.PROFILES, None, key=alias.encode()) for alias in erasure.aliases)
             )
-        await self._store.erasure_finished(erasure)
-        log.info("customer_erased", customer_id=erasure.customer_id, keys=forgotten, **deleted)
+        done = await self._store.erasure_finished(erasure)
+        log.info(
+            "customer_erased", customer_id=erasure.customer_id, keys=forgotten, done=done, **deleted
+        )
         return {
             "customer_id": erasure.customer_id,
-            "status": "done",
+            "status": "done" if done else "pending",
             "erased": {**deleted, "keys": forgotten},
             "tombstoned": erasure.aliases,
         }
@@ -121,9 +124,11 @@ class Privacy:
                 left += 1
                 continue
             try:
-                await self.complete(erasure)
+                completed = await self.complete(erasure)
             except PublishFailed:
                 left += 1
+            else:
+                left += completed["status"] != "done"
         return left
 
     async def keep_finishing(self, interval: float) -> None:

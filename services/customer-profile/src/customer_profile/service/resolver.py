@@ -58,8 +58,10 @@ class Resolution:
     conflicts: list[tuple[Conflict, str]] = field(default_factory=list)
     created: set[str] = field(default_factory=set)
     claimed: dict[str, tuple[str, str]] = field(default_factory=dict)
-    """identifier key -> (canonical customer id, event id) of every claim this resolution won
-    and put on a profile"""
+    """identifier key -> (the customer it was claimed for, event id) of every claim this
+    resolution won and put on a profile; that customer may have been merged away since"""
+    recheck: set[str] = field(default_factory=set)
+    """Events resolved with an unowned or freshly claimed identifier (`IdentityState.fresh`)."""
     profiles: dict[str, StoredProfile] = field(default_factory=dict)
     """The customers' profiles as they stand once resolved (read with their canonical ids)."""
 
@@ -86,18 +88,17 @@ class IdentityResolver:
             set(resolution.customers.values())
         )
         resolution.customers = {e: canonical[c] for e, c in resolution.customers.items()}
-        resolution.claimed = {
-            key: (canonical.get(owner, owner), event_id)
-            for key, (owner, event_id) in resolution.claimed.items()
-        }
         return resolution
 
     async def _round(self, events: list[Pending], resolution: Resolution) -> list[Pending]:
         """Decide every event, commit the claims; return the events that must be decided again."""
-        owners, facts = await self._store.identity_state(
-            key for event in events for key in event.keys
-        )
-        plan = _Plan(owners=owners, facts=facts)
+        state = await self._store.identity_state(key for event in events for key in event.keys)
+        resolution.recheck |= {
+            event.event_id
+            for event in events
+            if any(key not in state.owners or key in state.fresh for key in event.keys)
+        }
+        plan = _Plan(owners=state.owners, facts=state.facts)
         unsettled = [event for event in events if not await self._decide(event, plan, resolution)]
         await self._store.finish_merges(plan.merged)
         final = await self._store.claim(plan.claims)
