@@ -214,11 +214,15 @@ class Pipeline:
         subjects: dict[str, str],
         resolution: Resolution,
     ) -> bool:
-        """Whether an event resolved with an unowned or freshly claimed identifier (where an
-        erasure since the batch's check shows) is an erased person's; what was claimed for such
-        events is released and profiles made for them erased (one read, only in batches with
-        such events)."""
-        items = [item for item in readable if item[1].id in resolution.recheck]
+        """Whether an event is an erased person's by an identifier it was resolved with while
+        unowned or freshly claimed (where an erasure since the batch's check shows); what was
+        claimed for such events is released and profiles made for them erased (one read, only
+        in batches with such identifiers)."""
+        items = [
+            (record, event, suspect)
+            for record, event, keys in readable
+            if (suspect := [key for key in keys if key in resolution.recheck])
+        ]
         if not (dropped := await self._erased_events(items, subjects)):
             return False
         claims = {

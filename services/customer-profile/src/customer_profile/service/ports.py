@@ -26,7 +26,7 @@ class ErasedClaimsMet(Exception):
     checked against erasures again before anything is decided for them."""
 
 
-FRESH_CLAIM = timedelta(minutes=5)
+FRESH_CLAIM = timedelta(minutes=1)
 """How recent a claim counts as fresh (`IdentityState.fresh`): longer than a batch takes from its
 check of erasures to its resolution, clocks of instances apart included."""
 
@@ -40,8 +40,8 @@ class IdentityState:
     facts: dict[str, ProfileFacts]
     fresh: frozenset[str] = frozenset()
     """Owned keys claimed within `FRESH_CLAIM`. An erasure the batch's check did not see frees
-    the person's keys; one claimed again since is fresh. So an event with an unowned or fresh
-    key is checked against erasures again once resolved (`Resolution.recheck`)."""
+    the person's keys; one claimed again since is fresh. So unowned and fresh keys are checked
+    against erasures again once their events are resolved (`Resolution.recheck`)."""
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,8 @@ class Resolution:
     """identifier key -> (the customer it was claimed for, event id) of every claim this
     resolution won and put on a profile; that customer may have been merged away since"""
     recheck: set[str] = field(default_factory=set)
-    """Events resolved with an unowned or freshly claimed identifier (`IdentityState.fresh`)."""
+    """The identifier keys events were resolved with while unowned or freshly claimed
+    (`IdentityState.fresh`): where an erasure since the batch's check shows."""
     profiles: dict[str, StoredProfile] = field(default_factory=dict)
     """The customers' profiles as they stand once resolved (read with their canonical ids)."""
 
@@ -94,9 +95,10 @@ class IdentityResolver:
         """Decide every event, commit the claims; return the events that must be decided again."""
         state = await self._store.identity_state(key for event in events for key in event.keys)
         resolution.recheck |= {
-            event.event_id
+            key
             for event in events
-            if any(key not in state.owners or key in state.fresh for key in event.keys)
+            for key in event.keys
+            if key not in state.owners or key in state.fresh
         }
         plan = _Plan(owners=state.owners, facts=state.facts)
         unsettled = [event for event in events if not await self._decide(event, plan, resolution)]
