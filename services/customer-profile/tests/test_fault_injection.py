@@ -514,6 +514,60 @@ async def test_a_batch_resolving_after_an_erasure_it_did_not_see_adds_nothing_to
     await harness.current_view_of_whole_journey(other, entries=max(emails, 1))
 
 
+async def test_an_event_with_an_old_and_a_new_identifier_resolved_after_an_erasure_is_dropped(
+    harness: Harness, settings: HiloSettings
+) -> None:
+    """The customer's email was claimed long ago; the batch reads it as theirs just before they
+    are erased, then claims the event's new phone. The phone alone is not erased, but the event
+    (checked again by all its identifiers, since one was new) is the erased person's: it is not
+    stored, and the phone is not left claimed."""
+    event, customer = await known_person(harness, "lea")
+    await harness.store.identities.update_many(
+        {}, {"$set": {"claimed_at": datetime.now(UTC) - timedelta(days=30)}}
+    )
+
+    interleave(harness.store, "claim", lambda: erase(harness, customer))
+    outcome = await harness.pipeline.process(raw_records([event]))
+
+    assert outcome.erased == 1
+    await nothing_left_of(harness, settings, customer)
+
+
+async def test_a_merge_an_event_made_before_it_was_found_erased_is_finished_and_published(
+    harness: Harness, settings: HiloSettings
+) -> None:
+    """The event (the erased customer's email, Quim's phone, Rita's WhatsApp id) merged Quim's
+    and Rita's profiles before it was found to be the erased person's. The merge stays, and is
+    finished like any other: nothing left pending, the merge on `identity.merges`, the
+    survivor derived from both journeys."""
+    email = "max@example.com"
+    await harness.pipeline.process(raw_records([interaction("max1", minutes=0, email=email)]))
+    [customer] = [doc["_id"] async for doc in harness.store.profiles.find({})]
+    await harness.pipeline.process(
+        raw_records([interaction("quim", minutes=0, phone="+34600111000")])
+    )
+    await harness.pipeline.process(
+        raw_records([interaction("rita", minutes=0, whatsapp_id="34600222000")])
+    )
+    event = interaction(
+        "max2", minutes=1, email=email, phone="+34600111000", whatsapp_id="34600222000"
+    )
+    batch, checked, go_on = held_after_its_check(harness, event)
+    await checked.wait()
+    await erase(harness, customer)
+    go_on.set()
+
+    assert (await batch).erased == 1
+    heads = [doc async for doc in harness.store.profiles.find({})]
+    assert [h for h in heads if h.get("merge_pending")] == []
+    [survivor] = [h["_id"] for h in heads if not h.get("merged_into")]
+    await harness.current_view_of_whole_journey(survivor, entries=2)
+    merges = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.IDENTITY_MERGES, settings)
+    )
+    assert [json.loads(r.value)["event_id"] for r in merges] == [event.id]
+
+
 async def test_a_profile_a_batch_merged_into_a_person_erased_meanwhile_is_erased_for_good(
     harness: Harness, settings: HiloSettings
 ) -> None:

@@ -17,7 +17,6 @@ from customer_profile.domain.identity import Conflict, conflict_ids, split_key
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import ProfileView
 from customer_profile.service.ports import (
-    FRESH_CLAIM,
     HeadState,
     IdentityState,
     MergeRecord,
@@ -26,6 +25,7 @@ from customer_profile.service.ports import (
 )
 
 MAX_ALIAS_DEPTH = 20
+NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -67,7 +67,7 @@ class InMemoryStore:
         canonical = await self.canonical(raw.values())
         return {key: canonical[customer] for key, customer in raw.items()}
 
-    async def identity_state(self, keys: Iterable[str]) -> IdentityState:
+    async def identity_state(self, keys: Iterable[str], fresh_since: datetime) -> IdentityState:
         keys = list(keys)
         for key in keys:  # a claim whose profile was never created gets its head now
             customer = self.identities.get(key)
@@ -76,8 +76,7 @@ class InMemoryStore:
                 self.profiles[customer] = _Head(created_at=datetime.now(UTC), identifiers=held)
         owners = await self.owners(keys)
         facts = {c: p.facts() for c, p in (await self.load(set(owners.values()))).items()}
-        since = datetime.now(UTC) - FRESH_CLAIM
-        fresh = {key for key in owners if self.claimed_at.get(key, since) > since}
+        fresh = {key for key in owners if self.claimed_at.get(key, NEVER) >= fresh_since}
         return IdentityState(owners, facts, frozenset(fresh))
 
     async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:

@@ -19,7 +19,7 @@ and its record published.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -34,7 +34,6 @@ from customer_profile.adapters.splits import Split, SplitCollection
 from customer_profile.domain.identity import Conflict
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.service.ports import (
-    FRESH_CLAIM,
     ErasedClaimsMet,
     HeadState,
     IdentityState,
@@ -99,7 +98,7 @@ class ProfileStore:
         canonical = await self._profiles.canonical(raw.values())
         return {key: canonical[customer] for key, customer in raw.items()}
 
-    async def identity_state(self, keys: Iterable[str]) -> IdentityState:
+    async def identity_state(self, keys: Iterable[str], fresh_since: datetime) -> IdentityState:
         """Owners and their facts. A claim whose profile has no head yet (its creator crashed
         between claiming and creating it, or is there right now) gets its head here, from the
         claims that point at it. Claims left pointing at an erased profile (a crash between a
@@ -107,8 +106,7 @@ class ProfileStore:
         identifier is free for a new one, and `ErasedClaimsMet` raised: the events that carry
         them may have happened before the erasure. An owner still without a profile is left
         out."""
-        since = datetime.now(UTC) - FRESH_CLAIM
-        raw, fresh = await self._identities.owners_and_fresh(keys, since)
+        raw, fresh = await self._identities.owners_and_fresh(keys, fresh_since)
         canonical, facts = await self._profiles.canonical_facts(raw.values())
         headless = {c for c in raw.values() if canonical[c] == c and c not in facts}
         if headless:
@@ -393,7 +391,8 @@ class ProfileStore:
             if until is None or entry.occurred_at <= until
             for kind, value in entry.identifiers.items()
         }
-        others = await self.owners(used - keys)
+        owners = await self.owners(used - keys)
+        others = {key for key, owner in owners.items() if owner not in aliases}
         return keys | {key for key in used - keys if key not in others}
 
     # --- splits -----------------------------------------------------------------------------

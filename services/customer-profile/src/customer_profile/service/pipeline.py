@@ -44,6 +44,7 @@ from customer_profile.domain.identity import (
 from customer_profile.domain.journey import JourneyEntry, new_entry
 from customer_profile.domain.profile import ProfileView, derive_view
 from customer_profile.service.ports import (
+    CLAIM_CLOCK_SKEW,
     ErasedClaimsMet,
     MergeRecord,
     Publisher,
@@ -98,6 +99,9 @@ class BatchOutcome:
     merge_requests: list[tuple[str, Conflict, str]] = field(default_factory=list)
     """(request id, conflict, event id) of the merges this batch asked a person for."""
     profiles: dict[str, StoredProfile] = field(default_factory=dict)
+    merged_by_dropped: set[str] = field(default_factory=set)
+    """Events found erased once resolved, after they had merged profiles: their merges stay,
+    and are finished and published with the batch's."""
     aliases: dict[str, str] = field(default_factory=dict)
     """Absorbed profile -> survivor, for profiles of repaired entries merged away since: their
     alias is published again, since an interrupted attempt may have published a snapshot of
@@ -130,6 +134,7 @@ class Pipeline:
         outcome = BatchOutcome()
         readable, dead, erased = await self._parse(records)
         subjects = {key: self._sealer.subject(key) for _, _, keys in readable for key in keys}
+        checked_at = datetime.now(UTC)
         readable, outcome.erased = await self._without_erased(readable, subjects)
         outcome.erased += erased
         # A producer that does not seal (a tool, an older channel) made no keys: make them now,
@@ -137,7 +142,7 @@ class Pipeline:
         await self._sealer.keys.get_or_create(
             subjects[key] for _, _, keys in readable for key in keys
         )
-        readable, resolution = await self._resolve(readable, subjects, outcome)
+        readable, resolution = await self._resolve(readable, subjects, outcome, checked_at)
         events = [event for _, event, _ in readable]
         await self._store.record_conflicts(resolution.conflicts)
         outcome.merge_requests = [
@@ -155,7 +160,9 @@ class Pipeline:
                 customer_ids=list(conflict.customer_ids),
                 event_id=event_id,
             )
-        unfinished = await self._store.unfinished_merges(event.id for event in events)
+        unfinished = await self._store.unfinished_merges(
+            [*(event.id for event in events), *outcome.merged_by_dropped]
+        )
         merged_now = {absorbed for merge in resolution.merges for absorbed in merge.absorbed}
         await self._store.finish_merges([m for m in unfinished if m.absorbed not in merged_now])
         outcome.merges = _merges(unfinished)
@@ -186,45 +193,50 @@ class Pipeline:
         readable: list[tuple[RawRecord, Interaction, list[str]]],
         subjects: dict[str, str],
         outcome: BatchOutcome,
+        checked_at: datetime,
     ) -> tuple[list[tuple[RawRecord, Interaction, list[str]]], Resolution]:
         """Resolve the events' identities, against erasures that began after the batch checked
-        its events too. Such an erasure shows as claims of an erased profile while it is under
-        way (`ErasedClaimsMet`, raised before anything is decided); once it deleted the claims,
-        the person's identifiers are unowned, or claimed again since (`IdentityState.fresh`):
-        a profile would be created for them, or the event added to another profile it names.
-        So the events resolved with such identifiers are checked again: the erasure was
-        recorded before it deleted a claim, so this check, after the resolution, cannot miss
-        it. What was claimed for an event found erased is released (a profile created for it
-        erased), and the events left are resolved again. A merge such an event made stays."""
+        its events (at `checked_at`) too. Such an erasure shows as claims of an erased profile
+        while it is under way (`ErasedClaimsMet`, raised before anything is decided); once it
+        deleted the claims, the person's identifiers are unowned, or claimed again since
+        (`IdentityState.fresh`): a profile would be created for them, or the event added to
+        another profile it names. So the events resolved with such identifiers are checked
+        again, all their identifiers: the erasure was recorded before it deleted a claim, so
+        this check cannot miss one the resolution found free. What was claimed for an event
+        found erased is released (a profile created for it erased), and the events left are
+        resolved again; a merge such an event made stays, finished with the batch's."""
         for _ in range(MAX_ERASURE_RECHECKS):
+            fresh_since = checked_at - CLAIM_CLOCK_SKEW
             try:
-                resolution = await self._resolver.resolve(_pending(readable))
+                resolution = await self._resolver.resolve(_pending(readable), fresh_since)
             except ErasedClaimsMet:
                 log.warning("identity_claims_of_erased_profile_met")
             else:
-                if not await self._resolved_for_erased(readable, subjects, resolution):
+                if not (dropped := await self._resolved_for_erased(readable, subjects, resolution)):
                     return readable, resolution
+                outcome.merged_by_dropped |= {
+                    merge.event_id for merge in resolution.merges if merge.event_id in dropped
+                }
+            checked_at = datetime.now(UTC)
             readable, erased = await self._without_erased(readable, subjects)
             outcome.erased += erased
-        return readable, await self._resolver.resolve(_pending(readable))
+        return readable, await self._resolver.resolve(
+            _pending(readable), checked_at - CLAIM_CLOCK_SKEW
+        )
 
     async def _resolved_for_erased(
         self,
         readable: list[tuple[RawRecord, Interaction, list[str]]],
         subjects: dict[str, str],
         resolution: Resolution,
-    ) -> bool:
-        """Whether an event is an erased person's by an identifier it was resolved with while
-        unowned or freshly claimed (where an erasure since the batch's check shows); what was
-        claimed for such events is released and profiles made for them erased (one read, only
-        in batches with such identifiers)."""
-        items = [
-            (record, event, suspect)
-            for record, event, keys in readable
-            if (suspect := [key for key in keys if key in resolution.recheck])
-        ]
+    ) -> set[str]:
+        """The events resolved with an unowned or freshly claimed identifier (where an erasure
+        since the batch's check shows) that are an erased person's; what was claimed for them
+        is released and profiles made for them erased (one read, only in batches with such
+        identifiers)."""
+        items = [item for item in readable if resolution.recheck.intersection(item[2])]
         if not (dropped := await self._erased_events(items, subjects)):
-            return False
+            return set()
         claims = {
             key: owner for key, (owner, event) in resolution.claimed.items() if event in dropped
         }
@@ -235,7 +247,7 @@ class Pipeline:
         await self._store.release_claims(claims)  # first: it follows merges of the created
         await self._store.erase_created(created)
         log.warning("claims_for_erased_events_released", events=len(dropped), profiles=len(created))
-        return True
+        return dropped
 
     async def _forget_erased_meanwhile(
         self, entries: list[JourneyEntry], outcome: BatchOutcome

@@ -26,9 +26,9 @@ class ErasedClaimsMet(Exception):
     checked against erasures again before anything is decided for them."""
 
 
-FRESH_CLAIM = timedelta(minutes=1)
-"""How recent a claim counts as fresh (`IdentityState.fresh`): longer than a batch takes from its
-check of erasures to its resolution, clocks of instances apart included."""
+CLAIM_CLOCK_SKEW = timedelta(seconds=30)
+"""How far apart the clocks of instances may be: a claim stamped up to this long before a
+batch's check of erasures may have been made after it (`IdentityState.fresh`)."""
 
 
 @dataclass(frozen=True)
@@ -39,9 +39,10 @@ class IdentityState:
     """identifier key -> canonical customer id, for the keys a profile owns"""
     facts: dict[str, ProfileFacts]
     fresh: frozenset[str] = frozenset()
-    """Owned keys claimed within `FRESH_CLAIM`. An erasure the batch's check did not see frees
-    the person's keys; one claimed again since is fresh. So unowned and fresh keys are checked
-    against erasures again once their events are resolved (`Resolution.recheck`)."""
+    """Owned keys claimed since the batch's check of erasures (`CLAIM_CLOCK_SKEW` before it). An
+    erasure the check did not see frees the person's keys; one claimed again since is fresh. So
+    the events with unowned or fresh keys are checked against erasures again once resolved
+    (`Resolution.recheck`)."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class Store(Protocol):
     async def owners(self, keys: Iterable[str]) -> dict[str, str]:
         """Identifier key -> canonical (non-merged) customer id, for the keys that have one."""
 
-    async def identity_state(self, keys: Iterable[str]) -> IdentityState:
+    async def identity_state(self, keys: Iterable[str], fresh_since: datetime) -> IdentityState:
         """`owners` of these keys and the facts of those owners, read together (one read of
         the owners' heads serves both). A profile is created after its claims: an owner found
         without one gets it made from its claims here, unless an erasure deleted it: then its

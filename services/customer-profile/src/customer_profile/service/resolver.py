@@ -73,14 +73,15 @@ class IdentityResolver:
         self._policy = policy
         self._caps = {kind.value: policy.cap(kind) for kind in IdentifierKind}
 
-    async def resolve(self, events: Sequence[Pending]) -> Resolution:
-        """Give every event a customer; merge and record conflicts as the rules say."""
+    async def resolve(self, events: Sequence[Pending], fresh_since: datetime) -> Resolution:
+        """Give every event a customer; merge and record conflicts as the rules say. Claims
+        made since `fresh_since` are fresh (`IdentityState.fresh`)."""
         resolution = Resolution()
         pending = list(events)
         for _ in range(MAX_ROUNDS):
             if not pending:
                 break
-            pending = await self._round(pending, resolution)
+            pending = await self._round(pending, resolution, fresh_since)
         if pending:
             raise RuntimeError(f"identity resolution did not settle for {len(pending)} event(s)")
         # Merges later in the batch (or by another instance) may have absorbed customers chosen
@@ -91,9 +92,12 @@ class IdentityResolver:
         resolution.customers = {e: canonical[c] for e, c in resolution.customers.items()}
         return resolution
 
-    async def _round(self, events: list[Pending], resolution: Resolution) -> list[Pending]:
+    async def _round(
+        self, events: list[Pending], resolution: Resolution, fresh_since: datetime
+    ) -> list[Pending]:
         """Decide every event, commit the claims; return the events that must be decided again."""
-        state = await self._store.identity_state(key for event in events for key in event.keys)
+        keys = [key for event in events for key in event.keys]
+        state = await self._store.identity_state(keys, fresh_since)
         resolution.recheck |= {
             key
             for event in events
