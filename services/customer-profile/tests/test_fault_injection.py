@@ -568,6 +568,43 @@ async def test_a_merge_an_event_made_before_it_was_found_erased_is_finished_and_
     assert [json.loads(r.value)["event_id"] for r in merges] == [event.id]
 
 
+async def test_a_merge_of_a_profile_being_erased_by_an_event_found_erased_is_not_finished(
+    harness: Harness, settings: HiloSettings
+) -> None:
+    """The event (the customer's long-held email, an older profile's phone, a new WhatsApp id)
+    merges the customer into that older profile while their erasure is recorded but has not
+    deleted anything yet; the event is then found to be the erased person's. Its merge is not
+    finished: the survivor's snapshot never carries the erased email, and no merge is
+    published."""
+    email, phone = "nia@example.com", "+34600444000"
+    await harness.pipeline.process(raw_records([interaction("older", minutes=0, phone=phone)]))
+    [older] = [doc["_id"] async for doc in harness.store.profiles.find({})]
+    await harness.pipeline.process(raw_records([interaction("nia1", minutes=0, email=email)]))
+    [customer] = {doc["_id"] async for doc in harness.store.profiles.find({})} - {older}
+    await harness.store.identities.update_many(
+        {}, {"$set": {"claimed_at": datetime.now(UTC) - timedelta(days=30)}}
+    )
+    event = interaction("nia2", minutes=1, email=email, phone=phone, whatsapp_id="34600444111")
+    subject = harness.pipeline._sealer.subject(f"email:{email}")
+
+    async def erasure_recorded() -> None:
+        await harness.store.record_erasure(customer, [customer], [subject], datetime.now(UTC))
+
+    interleave(harness.store, "finish_merges", erasure_recorded)
+    outcome = await harness.pipeline.process(raw_records([event]))
+
+    assert (outcome.erased, outcome.merges) == (1, [])
+    profiles = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.PROFILES, settings)
+    )
+    published = [json.loads(r.value) for r in profiles if r.key == older.encode() and r.value]
+    assert all(f"email:{email}" not in p.get("identifiers", []) for p in published)
+    merges = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.IDENTITY_MERGES, settings)
+    )
+    assert merges == []
+
+
 async def test_a_profile_a_batch_merged_into_a_person_erased_meanwhile_is_erased_for_good(
     harness: Harness, settings: HiloSettings
 ) -> None:

@@ -289,6 +289,10 @@ class InMemoryStore:
     async def erased_at(self, subjects: Iterable[str]) -> dict[str, datetime]:
         return {subject: self.erased[subject] for subject in subjects if subject in self.erased}
 
+    async def profiles_erased(self, customer_ids: Iterable[str]) -> set[str]:
+        """None: the in-memory store records no erasures of profiles."""
+        return set()
+
     async def erase_created(self, customer_ids: Iterable[str]) -> None:
         erased = set(customer_ids)
         self._count("erase_created", erased)

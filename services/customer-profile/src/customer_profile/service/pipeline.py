@@ -100,8 +100,9 @@ class BatchOutcome:
     """(request id, conflict, event id) of the merges this batch asked a person for."""
     profiles: dict[str, StoredProfile] = field(default_factory=dict)
     merged_by_dropped: set[str] = field(default_factory=set)
-    """Events found erased once resolved, after they had merged profiles: their merges stay,
-    and are finished and published with the batch's."""
+    """Events found erased once resolution began, which may have merged profiles: their merges
+    stay, and are finished and published with the batch's (but not those that joined a profile
+    an erasure names, see `_without_merges_of_erased`)."""
     aliases: dict[str, str] = field(default_factory=dict)
     """Absorbed profile -> survivor, for profiles of repaired entries merged away since: their
     alias is published again, since an interrupted attempt may have published a snapshot of
@@ -163,6 +164,7 @@ class Pipeline:
         unfinished = await self._store.unfinished_merges(
             [*(event.id for event in events), *outcome.merged_by_dropped]
         )
+        unfinished = await self._without_merges_of_erased(unfinished, outcome.merged_by_dropped)
         merged_now = {absorbed for merge in resolution.merges for absorbed in merge.absorbed}
         await self._store.finish_merges([m for m in unfinished if m.absorbed not in merged_now])
         outcome.merges = _merges(unfinished)
@@ -218,11 +220,27 @@ class Pipeline:
                     merge.event_id for merge in resolution.merges if merge.event_id in dropped
                 }
             checked_at = datetime.now(UTC)
+            resolved = {event.id for _, event, _ in readable}  # may have merged before it failed
             readable, erased = await self._without_erased(readable, subjects)
+            outcome.merged_by_dropped |= resolved - {event.id for _, event, _ in readable}
             outcome.erased += erased
         return readable, await self._resolver.resolve(
             _pending(readable), checked_at - CLAIM_CLOCK_SKEW
         )
+
+    async def _without_merges_of_erased(
+        self, merges: list[MergeRecord], dropped: set[str]
+    ) -> list[MergeRecord]:
+        """The merges to finish, less those of events found erased that joined a profile an
+        erasure names: finishing one would copy the erased person's identifiers onto the other
+        profile and publish them. They stay unfinished (one read, only if there are any)."""
+        involved = {c for m in merges if m.event_id in dropped for c in (m.absorbed, m.survivor)}
+        if not involved or not (erased := await self._store.profiles_erased(involved)):
+            return merges
+        log.warning("merges_of_erased_profiles_left_unfinished", profiles=len(erased))
+        return [
+            m for m in merges if m.event_id not in dropped or not {m.absorbed, m.survivor} & erased
+        ]
 
     async def _resolved_for_erased(
         self,

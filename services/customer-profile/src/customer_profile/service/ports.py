@@ -212,6 +212,9 @@ class Store(Protocol):
     async def erased_at(self, subjects: Iterable[str]) -> dict[str, datetime]:
         """Subject (`hilo.sealing`) -> when it was last erased, for the subjects that were."""
 
+    async def profiles_erased(self, customer_ids: Iterable[str]) -> set[str]:
+        """Of these profile ids, those an erasure named."""
+
     async def erase_created(self, customer_ids: Iterable[str]) -> None:
         """Erase profiles a batch has just created for events it then found erased: the
         person's erasure deleted their claims after the batch's first check."""
