@@ -214,13 +214,12 @@ class Pipeline:
             except ErasedClaimsMet:
                 log.warning("identity_claims_of_erased_profile_met")
             else:
-                if not (dropped := await self._resolved_for_erased(readable, subjects, resolution)):
+                if not await self._resolved_for_erased(readable, subjects, resolution):
                     return readable, resolution
-                outcome.merged_by_dropped |= {
-                    merge.event_id for merge in resolution.merges if merge.event_id in dropped
-                }
             checked_at = datetime.now(UTC)
-            resolved = {event.id for _, event, _ in readable}  # may have merged before it failed
+            # Every event resolved may have merged; the check below drops (again) those found
+            # erased, since erasures only ever grow.
+            resolved = {event.id for _, event, _ in readable}
             readable, erased = await self._without_erased(readable, subjects)
             outcome.merged_by_dropped |= resolved - {event.id for _, event, _ in readable}
             outcome.erased += erased
