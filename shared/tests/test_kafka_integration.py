@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker, KafkaMessage
 
 from hilo.contract import Identifiers, Interaction, parse_interaction
-from hilo.kafka import KafkaPublisher, Record, create_broker, read_to_end
+from hilo.kafka import KafkaPublisher, Record, create_broker, fetch_afresh, read_to_end
 from hilo.settings import HiloSettings
-from hilo.testkit.probes import read_topic
+from hilo.testkit.probes import eventually, read_topic
 from hilo.testkit.samples import sample_interaction, sample_payloads
 from hilo.topics import REGISTRY, Topic, ensure_topics, topic_name
 
@@ -170,3 +171,52 @@ async def test_reading_a_topic_to_its_end_never_returns_half_of_it(
     assert sorted(r.key for r in records) == [b"c0", b"c1", b"c2"]
     with pytest.raises(TimeoutError, match="not to its end"):
         await read_to_end(servers, topic_name(Topic.PROFILES, settings), within_seconds=0)
+
+
+async def test_after_a_fresh_fetch_the_next_batch_holds_all_that_arrived_while_one_ran(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """Without it, the record that answered the fetch made as the batch was handed out is all
+    the next batch holds, even on a partition the batch had nothing from."""
+    name = topic_name(Topic.JOURNEY, settings)
+    mine, other = TopicPartition(name, 0), TopicPartition(name, 1)
+    servers = settings.kafka_bootstrap_servers
+    producer = AIOKafkaProducer(bootstrap_servers=servers)
+    consumer = AIOKafkaConsumer(
+        name,
+        bootstrap_servers=servers,
+        group_id=f"{name}.fresh",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=100,
+    )
+    await producer.start()
+    await consumer.start()
+
+    async def send(partition: TopicPartition, value: bytes) -> None:
+        await producer.send_and_wait(name, value, key=value, partition=partition.partition)
+
+    try:
+        await send(mine, b"a")
+        first = await consumer.getmany(timeout_ms=10_000)
+        assert {p: [r.value for r in rs] for p, rs in first.items()} == {mine: [b"a"]}
+        # While the batch runs: "b" answers the consumer's fetch, then "c" and "d" arrive.
+        await send(other, b"b")
+
+        async def b_fetched() -> bool:
+            return bool(consumer.highwater(other) == 1)
+
+        await eventually(b_fetched, interval=0.01)
+        for value in (b"c", b"d"):
+            await send(other, value)
+
+        await fetch_afresh(consumer)
+
+        second = await consumer.getmany(timeout_ms=10_000)
+        assert {p: [r.value for r in rs] for p, rs in second.items()} == {other: [b"b", b"c", b"d"]}
+        await consumer.commit()
+        assert await consumer.committed(mine) == 1, "each record consumed once, none skipped"
+        assert await consumer.committed(other) == 3
+    finally:
+        await consumer.stop()
+        await producer.stop()

@@ -250,17 +250,22 @@ async def visible(
     return [arrivals[e] - at for e, at in sent.items() if e in arrivals]
 
 
-async def batch_totals(port: int) -> tuple[float, float]:
-    """customer-profile's batches so far and the seconds they took (its `/metrics`)."""
+async def batch_totals(ports: list[int]) -> tuple[float, float]:
+    """customer-profile's batches so far and the seconds they took (its `/metrics`), summed
+    over its replicas."""
+    batches = busy = 0.0
     async with httpx.AsyncClient() as client:
-        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-    samples = {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "hilo_profile_batch_seconds"
-        for sample in family.samples
-    }
-    return samples["hilo_profile_batch_seconds_count"], samples["hilo_profile_batch_seconds_sum"]
+        for port in ports:
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            samples = {
+                sample.name: sample.value
+                for family in text_string_to_metric_families(text)
+                if family.name == "hilo_profile_batch_seconds"
+                for sample in family.samples
+            }
+            batches += samples["hilo_profile_batch_seconds_count"]
+            busy += samples["hilo_profile_batch_seconds_sum"]
+    return batches, busy
 
 
 def since_epoch(sent: dict[str, float]) -> dict[str, float]:
@@ -274,7 +279,12 @@ def percentile(values: list[float], q: int) -> float:
 
 
 async def measure(
-    endpoints: Endpoints, rate: float, seconds: float, warm_up: float, profile_dir: Path | None
+    endpoints: Endpoints,
+    rate: float,
+    seconds: float,
+    warm_up: float,
+    profile_dir: Path | None,
+    replicas: int = 1,
 ) -> tuple[dict[str, float], dict[str, Sampler], dict[str, list[float]]]:
     run = uuid.uuid4().hex[:8]
     settings = HiloSettings(
@@ -288,7 +298,7 @@ async def measure(
         "HILO_MONGODB_URL": endpoints.mongodb_url,  # the profiles, and the key store for both
         "HILO_MONGODB_KEYS_DATABASE": f"e2e_{run}_keys",
     }
-    channel_port, profile_port = free_port(), free_port()
+    channel_port, profile_ports = free_port(), [free_port() for _ in range(replicas)]
     channel = await start_service(
         [sys.executable, "-m", "channel_whatsapp"],
         {
@@ -299,16 +309,19 @@ async def measure(
         },
         channel_port,
     )
-    profile = await start_service(
-        [sys.executable, "-m", "customer_profile", "serve"],
-        {
-            **common,
-            "HILO_HTTP_PORT": str(profile_port),
-            "HILO_MONGODB_DATABASE": f"e2e_{run}",
-            "HILO_ENVIRONMENT": "development",
-        },
-        profile_port,
-    )
+    profiles = [
+        await start_service(
+            [sys.executable, "-m", "customer_profile", "serve"],
+            {
+                **common,
+                "HILO_HTTP_PORT": str(port),
+                "HILO_MONGODB_DATABASE": f"e2e_{run}",
+                "HILO_ENVIRONMENT": "development",
+            },
+            port,
+        )
+        for port in profile_ports
+    ]
     stamps = Stamps()
     ready = {topic: asyncio.Event() for topic in (Topic.JOURNEY, Topic.INTERACTIONS)}
     watchers = [asyncio.create_task(watch(settings, t, stamps, ready[t])) for t in ready]
@@ -319,20 +332,20 @@ async def measure(
         warm = await visible(since_epoch(warm_sent), stamps.arrived, watchers)
         async with AsyncExitStack() as sampling:
             if profile_dir is not None:
-                processes = {"channel-whatsapp": channel, "customer-profile": profile}
+                processes = {"channel-whatsapp": channel, "customer-profile": profiles[0]}
                 for name, process in processes.items():
                     samplers[name] = await sampling.enter_async_context(
                         Sampler(process.pid, profile_dir / f"{name}.raw")
                     )
-            batches_before, busy_before = await batch_totals(profile_port)
+            batches_before, busy_before = await batch_totals(profile_ports)
             sent, webhook = await send_steadily(channel_port, rate, seconds, first=len(warm_sent))
             sent = since_epoch(sent)
             shown = await visible(sent, stamps.arrived, watchers)
-            batches, busy = await batch_totals(profile_port)
+            batches, busy = await batch_totals(profile_ports)
     finally:
         for watcher in watchers:
             watcher.cancel()
-        for process in (channel, profile):
+        for process in (channel, *profiles):
             process.terminate()
             await process.wait()
     return (
@@ -409,6 +422,13 @@ def main() -> None:
         help="repeat the whole measurement (fresh services and topics each time) and add the "
         "median of each column: one run's p99 here varies several-fold",
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="customer-profile processes in one consumer group (with --profile, the first is "
+        "recorded)",
+    )
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -419,7 +439,7 @@ def main() -> None:
         for run in range(args.runs):
             stacks = args.profile / f"run{run + 1}" if args.profile else None
             result, samplers, split = asyncio.run(
-                measure(endpoints, args.rate, args.seconds, args.warm_up, stacks)
+                measure(endpoints, args.rate, args.seconds, args.warm_up, stacks, args.replicas)
             )
             results.append(result)
             splits.append(split)

@@ -9,6 +9,7 @@ it twice. A publish that cannot be confirmed in time raises `PublishFailed`: the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 import time
@@ -18,11 +19,12 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.partitioner import murmur2
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import ConsumerRecord
 from faststream.kafka import KafkaBroker
+from faststream.kafka.message import ConsumerProtocol
 from faststream.security import BaseSecurity
 from pydantic_core import from_json, to_json
 
@@ -41,6 +43,10 @@ CLIENT_HEADERS_ALLOWANCE = 256
 """A margin over aiokafka's estimate, so that a record `record_size` accepts is never refused by
 the producer."""
 KEY_HASHES_REMEMBERED = 16_384
+
+
+POSITION_WAIT_SECONDS = 1.0
+"""How long `fetch_afresh` waits for a partition's position before leaving it alone."""
 
 
 class PublishFailed(RuntimeError):
@@ -82,6 +88,26 @@ async def keep_bytes(_message: Any) -> Any:
     """A FastStream decoder that leaves bodies undecoded: the handler reads `raw_message`
     itself (it opens sealed records, parses and dead-letters what it cannot)."""
     return None
+
+
+async def fetch_afresh(consumer: ConsumerProtocol) -> None:
+    """After a batch that emptied the consumer's buffer, drop what was prefetched while it ran,
+    so the next poll fetches everything that arrived meanwhile.
+
+    aiokafka fetches again as soon as a batch is handed out. The first records to arrive answer
+    that fetch, and their partitions are not fetched again until those are consumed: the next
+    batch held them, and what arrived later waited one batch more (docs/benchmarks.md). Seeking
+    every assigned partition to its own position discards those records and moves no position,
+    so the commit that follows is the same. A position not known within a second (a partition
+    assigned meanwhile, still being reset) is left alone, as is a partition taken away.
+    """
+    if not isinstance(consumer, AIOKafkaConsumer):
+        return
+    for partition in consumer.assignment():
+        with contextlib.suppress(IllegalStateError, TimeoutError):
+            async with asyncio.timeout(POSITION_WAIT_SECONDS):
+                position = await consumer.position(partition)
+            consumer.seek(partition, position)
 
 
 @functools.lru_cache(maxsize=KEY_HASHES_REMEMBERED)

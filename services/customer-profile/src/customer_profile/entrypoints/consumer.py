@@ -17,7 +17,7 @@ from prometheus_client import Counter, Histogram
 from customer_profile.service.batches import BatchRunner
 from customer_profile.service.pipeline import RawRecord
 from customer_profile.settings import ProfileSettings
-from hilo.kafka import keep_bytes
+from hilo.kafka import fetch_afresh, keep_bytes
 from hilo.topics import Topic, topic_name
 
 log = structlog.get_logger(__name__)
@@ -65,6 +65,8 @@ def subscribe(broker: KafkaBroker, runner: BatchRunner, settings: ProfileSetting
         records = records_of(message)
         with BATCH_SECONDS.time():
             outcome = await runner.run(records)
+        if len(records) < settings.batch_max_records:  # a full batch: the rest is buffered
+            await fetch_afresh(message.consumer)
         EVENTS.labels("accepted").inc(outcome.accepted - outcome.duplicates)
         EVENTS.labels("duplicate").inc(outcome.duplicates)
         EVENTS.labels("dead_lettered").inc(outcome.dead_lettered)
