@@ -26,7 +26,15 @@ class ProfileSettings(HiloSettings):
     )
     consumer_group: str = Field(default="customer-profile", description="Kafka consumer group.")
     batch_max_records: int = Field(default=500, ge=1, le=10_000)
-    batch_max_wait_ms: int = Field(default=200, ge=1, le=10_000)
+    batch_max_wait_ms: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="How long a poll waits for records; a poll that found none is followed by a "
+        "pause this long (FastStream's batch subscriber), so on a quiet stream an event can wait "
+        "twice this before it is processed. Batches never wait to fill: a poll returns what "
+        "arrived.",
+    )
     conversation_window_hours: float = Field(
         default=24.0, gt=0, description="Activity gap after which a new conversation starts."
     )

@@ -27,7 +27,6 @@ def profile_settings(settings: HiloSettings, **overrides: object) -> ProfileSett
     values = {
         **settings.model_dump(),
         "api_keys": [API_KEY, "test-key-2"],
-        "batch_max_wait_ms": 50,
         "erasure_retry_seconds": 0.5,
         "split_settle_seconds": 1.0,
         "consumer_group": f"{settings.topic_prefix}customer-profile",
