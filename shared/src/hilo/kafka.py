@@ -98,12 +98,17 @@ async def fetch_afresh(consumer: ConsumerProtocol) -> None:
     that fetch, and their partitions are not fetched again until those are consumed: the next
     batch held them, and what arrived later waited one batch more (docs/benchmarks.md). Seeking
     every assigned partition to its own position discards those records and moves no position,
-    so the commit that follows is the same. A position not known within a second (a partition
-    assigned meanwhile, still being reset) is left alone, as is a partition taken away.
+    so the commit that follows is the same. A partition never fetched has nothing to drop, and
+    one taken away meanwhile is left to its new owner. (A fetch error waiting in the buffer, such
+    as a record too large to fetch, is dropped with it: aiokafka has already moved past it.)
+    Subscribers that call this should bound the broker's long poll (`fetch_max_wait_ms`): a
+    partition cannot be fetched again while a fetch of others to the same broker is waiting.
     """
     if not isinstance(consumer, AIOKafkaConsumer):
         return
     for partition in consumer.assignment():
+        if partition not in consumer.assignment() or consumer.highwater(partition) is None:
+            continue
         with contextlib.suppress(IllegalStateError, TimeoutError):
             async with asyncio.timeout(POSITION_WAIT_SECONDS):
                 position = await consumer.position(partition)

@@ -21,6 +21,9 @@ from hilo.kafka import fetch_afresh, keep_bytes
 from hilo.topics import Topic, topic_name
 
 log = structlog.get_logger(__name__)
+FETCH_MAX_WAIT_MS = 50
+"""The broker's long poll: short, because a partition whose prefetched records `fetch_afresh`
+dropped is fetched again only once a fetch of other partitions waiting on the broker returns."""
 
 EVENTS = Counter("hilo_profile_events_total", "Interactions consumed, by outcome", ["outcome"])
 MERGES = Counter("hilo_profile_merges_total", "Profile merges performed")
@@ -56,6 +59,7 @@ def subscribe(broker: KafkaBroker, runner: BatchRunner, settings: ProfileSetting
         batch=True,
         max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_max_wait_ms,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=keep_bytes,
