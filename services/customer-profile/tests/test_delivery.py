@@ -1,13 +1,20 @@
-"""At-least-once delivery with idempotent effects; late events; poison messages."""
+"""At-least-once delivery with idempotent effects; late events; poison messages; batches."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from customer_profile.testing import RunningProfileService, interaction, running_profile_service
+from customer_profile.service.pipeline import BatchOutcome, RawRecord
+from customer_profile.testing import (
+    RunningProfileService,
+    interaction,
+    interleave,
+    running_profile_service,
+)
 from hilo.contract import interaction_id
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually, read_topic
@@ -157,3 +164,39 @@ async def test_a_far_future_event_time_is_bounded_and_does_not_make_later_events
     assert first["adjustments"] == [{"field": "occurred_at", "reason": "in_the_future"}]
     assert datetime.fromisoformat(first["occurred_at"]) - now < timedelta(minutes=1)
     assert [e["late"] for e in entries] == [False, False]
+
+
+async def test_a_batch_holds_every_event_that_arrived_while_the_one_before_ran(
+    profile_service: RunningProfileService,
+) -> None:
+    """The consumer drops what it prefetched while a batch ran (`hilo.kafka.fetch_afresh`):
+    otherwise the first event to arrive meanwhile is all the next batch holds, and the others
+    wait one batch more."""
+    svc = profile_service
+    pipeline = svc.service.pipeline
+    consumer = svc.service.broker.subscribers[0].consumer  # type: ignore[attr-defined]
+    batches: list[list[str]] = []
+    process = pipeline.process
+
+    async def recording(records: Sequence[RawRecord]) -> BatchOutcome:
+        batches.append([json.loads(record.value or b"{}")["id"] for record in records])
+        return await process(records)
+
+    async def meanwhile() -> None:
+        """While the first batch runs: one event answers the consumer's fetch, two follow."""
+        await svc.publish([interaction(2, minutes=2, email="ana@example.com")])
+        await eventually(lambda: _fetched(consumer), until=lambda n: n == 2)
+        await svc.publish([interaction(n, minutes=n, email="ana@example.com") for n in (3, 4)])
+
+    pipeline.process = recording  # type: ignore[method-assign]
+    interleave(pipeline, "process", meanwhile)
+    await svc.publish([interaction(1, minutes=1, email="ana@example.com")])
+    await svc.wait_for_entries(4)
+
+    ids = [[interaction_id("web", f"evt-{n}") for n in numbers] for numbers in ([1], [2, 3, 4])]
+    assert batches == ids
+
+
+async def _fetched(consumer: AIOKafkaConsumer) -> int:
+    """How many records the consumer's fetches have found on its partitions so far."""
+    return sum(consumer.highwater(partition) or 0 for partition in consumer.assignment())
