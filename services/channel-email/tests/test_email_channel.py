@@ -288,6 +288,31 @@ async def test_a_part_in_an_unknown_charset_is_read_not_lost(
     assert event["identifiers"]["email"] == "ana@example.com"
 
 
+async def test_markup_the_html_parser_refuses_and_a_broken_file_name_are_read_not_refused(
+    email: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """Anyone can mail such a message: refusing it (or failing with 500, whose traceback held a
+    piece of the body) would lose it after every provider retry."""
+    mail = (
+        b"From: Ana <ana@example.com>\r\n"
+        b"Message-ID: <broken-markup-1@mail.example.com>\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/html\r\n\r\n"
+        b"<style>p {}</style><p>Where is my &amp; order?</p><![=x\r\n"
+        b"--b\r\nContent-Type: application/pdf\r\n"
+        b"Content-Disposition: attachment; filename*\r\n\r\n%PDF\r\n"
+        b"--b--\r\n"
+    )
+
+    response = await email.post("/v1/messages/mime", content=mail, headers={"X-API-Key": API_KEY})
+
+    assert response.status_code == 200, response.text
+    [event] = await published_interactions(settings, 1)
+    assert event["payload"]["text"] == "Where is my & order?\n<![=x"
+    assert [a["mime_type"] for a in event["payload"]["attachments"]] == ["application/pdf"]
+    assert event["payload"]["attachments"][0].get("filename") is None
+
+
 async def test_a_non_ascii_mailgun_signature_is_refused_as_a_mismatch(
     email: httpx.AsyncClient, settings: HiloSettings
 ) -> None:

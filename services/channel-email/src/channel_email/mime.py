@@ -16,8 +16,10 @@ from email.errors import MessageError
 from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
 from email.utils import getaddresses, parsedate_to_datetime
+from html import unescape
 
 from bs4 import BeautifulSoup
+from bs4.exceptions import ParserRejectedMarkup
 
 _MESSAGE_ID = re.compile(r"<([^<>\s]+)>")
 _PARSER_FAILURES = (IndexError, ValueError, TypeError, AttributeError, LookupError, MessageError)
@@ -69,12 +71,25 @@ def first_address(header: str | None) -> str:
 
 
 def html_to_text(html: str) -> str:
-    """Reduce an HTML body to readable text: tags, styles and scripts out, whitespace folded."""
-    soup = BeautifulSoup(html, "html.parser")
-    for hidden in soup(["script", "style", "head"]):
-        hidden.decompose()
-    lines = (line.strip() for line in soup.get_text("\n").splitlines())
+    """Reduce an HTML body to readable text: tags, styles and scripts out, whitespace folded.
+
+    Markup the parser refuses (anyone can mail it) is still real mail: its tags are cut out
+    instead, so the mail is published rather than refused forever by every provider retry.
+    """
+    try:
+        soup = BeautifulSoup(html, "html.parser")
+    except ParserRejectedMarkup:
+        text = unescape(_TAG.sub("\n", _HIDDEN.sub("", html)))
+    else:
+        for hidden in soup(["script", "style", "head"]):
+            hidden.decompose()
+        text = soup.get_text("\n")
+    lines = (line.strip() for line in text.splitlines())
     return "\n".join(line for line in lines if line)
+
+
+_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^<>]*>")
 
 
 def parse_date(header: str | None) -> datetime | None:
@@ -112,7 +127,7 @@ def _header(message: EmailMessage, name: str) -> str:
         return _raw_header(message, name)
 
 
-def _raw_header(message: EmailMessage, name: str) -> str:
+def _raw_header(message: MIMEPart, name: str) -> str:
     """The header unparsed, its undecodable bytes replaced (they arrive surrogate-escaped)."""
     for key, value in message.raw_items():
         if key.lower() == name.lower():
@@ -132,7 +147,10 @@ def _sender(message: EmailMessage) -> str:
 
 
 def _body_text(message: EmailMessage) -> str | None:
-    body = message.get_body(preferencelist=("plain", "html"))
+    try:
+        body = message.get_body(preferencelist=("plain", "html"))
+    except _PARSER_FAILURES:  # a part's header the parser fails on: pick the body by hand
+        body = _first_text_part(message)
     if body is None:
         return None
     content = decoded_text(body)
@@ -161,14 +179,44 @@ def decoded_text(part: MIMEPart) -> str:
 
 
 def _attachments(message: EmailMessage) -> list[AttachmentInfo]:
+    try:
+        parts = list(message.iter_attachments())
+    except _PARSER_FAILURES:  # a part's header the parser fails on: pick them by hand
+        parts = [p for p in message.walk() if _disposition(p) == "attachment"]
     found = []
-    for part in message.iter_attachments():
+    for part in parts:
         payload = part.get_payload(decode=True)
         found.append(
             AttachmentInfo(
-                filename=part.get_filename(),
+                filename=_filename(part),
                 mime_type=part.get_content_type(),
                 size_bytes=len(payload) if isinstance(payload, bytes) else 0,
             )
         )
     return found
+
+
+def _first_text_part(message: EmailMessage) -> MIMEPart | None:
+    """The first inline plain-text part, else the first inline HTML one."""
+    inline = [p for p in message.walk() if _disposition(p) != "attachment"]
+    for subtype in ("plain", "html"):
+        for part in inline:
+            if part.get_content_type() == f"text/{subtype}":
+                return part
+    return None
+
+
+def _disposition(part: MIMEPart) -> str:
+    """`attachment`, `inline` or '' (read from the raw header when the parser fails on it)."""
+    try:
+        return part.get_content_disposition() or ""
+    except _PARSER_FAILURES:
+        return _raw_header(part, "Content-Disposition").split(";")[0].strip().lower()
+
+
+def _filename(part: MIMEPart) -> str | None:
+    """The attachment's file name; None when its header is too broken to read one."""
+    try:
+        return part.get_filename()
+    except _PARSER_FAILURES:
+        return None
