@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -120,6 +121,8 @@ async def test_the_journey_pages_with_a_stable_cursor_and_filters(
         f"/v1/customers/{customer}/journey?since=2026-11-01T09:02:00Z&until=2026-11-01T09:04:00Z"
     )
     bad_cursor = await svc.http.get(f"/v1/customers/{customer}/journey?cursor=nonsense")
+    nested = base64.urlsafe_b64encode(b"[" * 3000).decode()
+    deep_cursor = await svc.http.get(f"/v1/customers/{customer}/journey?cursor={nested}")
 
     full = await svc.get(f"/v1/customers/{customer}/journey?limit=100")
     assert seen == [e["id"] for e in full["entries"]]
@@ -131,6 +134,7 @@ async def test_the_journey_pages_with_a_stable_cursor_and_filters(
         "2026-11-01T09:03:00Z",
     ]
     assert bad_cursor.status_code == 400
+    assert deep_cursor.status_code == 400, deep_cursor.text
 
 
 async def test_export_returns_everything_and_erasure_forgets_the_customer(

@@ -182,7 +182,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         at, event_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         return datetime.fromisoformat(at), str(event_id)
-    except (ValueError, TypeError, binascii.Error):
+    except (ValueError, TypeError, RecursionError, binascii.Error):  # deep nesting: Recursion
         raise HTTPException(status_code=400, detail="cursor is not one this API returned") from None
 
 
