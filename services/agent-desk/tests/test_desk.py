@@ -265,6 +265,11 @@ async def test_replies_that_break_a_provider_rule_are_refused_with_the_reason(
             json={"channel": "whatsapp", "template_name": "order_update"},
             headers=headers,
         )
+        sms_template = await client.post(
+            f"/customers/{customer}/replies",
+            json={"channel": "sms", "template_name": "order_update"},
+            headers=headers,
+        )
 
     assert whatsapp.status_code == 409
     assert whatsapp.json()["error"] == (
@@ -276,6 +281,10 @@ async def test_replies_that_break_a_provider_rule_are_refused_with_the_reason(
     assert email.status_code == 409
     assert email.json()["error"] == "The customer cannot be reached on Email."
     assert template.status_code == 202
+    assert sms_template.status_code == 409, "the template's name would be sent as the text"
+    assert sms_template.json()["error"] == (
+        "Templates are WhatsApp's: on SMS, write the message instead."
+    )
 
 
 async def next_entry(stream: httpx.Response) -> tuple[str, dict[str, object]]:

@@ -37,8 +37,12 @@ def thread_of(entries: list[Mapping[str, Any]]) -> Thread:
     earlier = [e["payload"]["provider_message_id"] for e in reversed(inbound[1:])]
     subject = latest.get("subject")
     if subject and not subject.lower().startswith("re:"):
-        subject = f"Re: {subject}"
+        subject = f"Re: {subject}"[:MAX_SUBJECT]
     return Thread(latest["provider_message_id"], tuple(earlier), subject)
+
+
+MAX_SUBJECT = 998
+"""The longest subject a mail line holds (RFC 5322), as `OutboundMessage.subject` allows."""
 
 
 def reply_command(

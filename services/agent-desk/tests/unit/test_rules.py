@@ -12,8 +12,10 @@ from pydantic import SecretStr
 from agent_desk.app import _local
 from agent_desk.auth import Agents, SignInThrottle, hash_password
 from agent_desk.policy import default_channel, refusal, reply_options
+from agent_desk.replies import thread_of
 from agent_desk.search import readings
 from agent_desk.timeline import attach_statuses
+from hilo.contract.outbound import OutboundMessage
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 WINDOW = timedelta(hours=24)
@@ -195,3 +197,16 @@ def test_signing_in_clears_the_agents_count_but_not_the_addresss() -> None:
 )
 def test_a_sign_in_only_leads_to_a_path_on_the_desk(asked: str, sent_to: str) -> None:
     assert _local(asked) == sent_to
+
+
+def test_a_reply_to_the_longest_subject_a_mail_holds_still_fits_one() -> None:
+    """A "Re: " on a 998-character subject would make a command the contract refuses (a 500)."""
+    inbound = {
+        "type": "message",
+        "payload": {"direction": "inbound", "provider_message_id": "<m1@x>", "subject": "s" * 998},
+    }
+
+    thread = thread_of([inbound])
+
+    assert thread.subject == "Re: " + "s" * 994
+    assert OutboundMessage(text="Hi", subject=thread.subject).subject == thread.subject
