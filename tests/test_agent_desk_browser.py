@@ -17,7 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import Page, Route, async_playwright, expect
 from pydantic_extra_types.currency_code import ISO4217
 
 from agent_desk.testing import AGENT, PASSWORD, DeskStack, chromium, desk_stack
@@ -221,3 +221,32 @@ async def test_a_reply_after_the_sign_in_expired_says_so_and_keeps_the_text(
         await expect(page.get_by_role("button", name="Send")).to_be_enabled()
         await expect(page.locator("#timeline .entry.pending")).to_have_count(0)
     assert stack.twilio.accepted == []
+
+
+async def test_a_reply_whose_answer_was_lost_is_sent_once_when_the_agent_retries(
+    settings: HiloSettings, topics: list[str], page: Page
+) -> None:
+    """The desk queued the reply but its answer never reached the page (a dropped connection):
+    the agent presses Send again, and the customer still gets one SMS."""
+    async with desk_stack(settings) as stack:
+        await stack.profile.publish(history())
+        await stack.profile.wait_for_entries(2)
+        await sign_in_and_find(page, stack.desk_url)
+
+        async def answer_lost(route: Route) -> None:
+            await route.fetch()  # the desk has it and queues it
+            await route.abort("connectionreset")
+
+        await page.route("**/replies", answer_lost, times=1)
+        await page.get_by_label("Channel").select_option("sms")
+        await page.get_by_role("textbox", name="Message").fill(REPLY)
+        await page.get_by_role("button", name="Send").click()
+        result = page.locator("#reply-result")
+        await expect(result).to_have_text("The desk did not answer. Try again.")
+        await page.get_by_role("button", name="Send").click()
+        await expect(result).to_have_text("Queued on SMS.")
+        reply = page.locator("#timeline .entry.outbound", has_text="Your shoes are ready")
+        await expect(reply.locator("[data-status]")).to_have_text("delivered", timeout=20_000)
+        await expect(reply).to_have_count(1)
+    (sms,) = stack.twilio.accepted
+    assert sms.body == REPLY

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -287,6 +288,48 @@ async def test_replies_that_break_a_provider_rule_are_refused_with_the_reason(
     )
 
 
+async def test_a_reply_retried_with_its_id_is_the_same_command(
+    running: Stack, settings: HiloSettings
+) -> None:
+    """The page sends its id for the reply again when the agent retries (the first answer was
+    lost, or Kafka confirmed too late): the channel sends each command id once."""
+    svc = running.profile
+    await svc.publish([message(1, "whatsapp", "Where is my order?", ago=timedelta(minutes=5))])
+    await svc.wait_for_entries(1)
+    customer = await svc.customer_of("phone", PHONE)
+    reply = {"channel": "sms", "text": "On its way.", "command_id": str(uuid.uuid4())}
+    async with signed_in(running.desk_url) as client:
+        page = await client.get(f"/customers/{customer}")
+        headers = {"X-CSRF-Token": csrf_of(page.text)}
+        first = await client.post(f"/customers/{customer}/replies", json=reply, headers=headers)
+        again = await client.post(f"/customers/{customer}/replies", json=reply, headers=headers)
+        bad = await client.post(
+            f"/customers/{customer}/replies", json={**reply, "command_id": "1"}, headers=headers
+        )
+
+    assert first.status_code == again.status_code == 202, first.text
+    assert first.json() == again.json()
+    assert first.json()["command_id"] == reply["command_id"]
+    records = await read_topic(
+        settings.kafka_bootstrap_servers, topic_name(Topic.OUTBOUND, settings), expected=2
+    )
+    opened = [
+        OutboundCommand.model_validate(await _opened(settings, record.value)) for record in records
+    ]
+    assert {command.id for command in opened} == {reply["command_id"]}
+    assert bad.status_code == 422
+
+
+async def _opened(settings: HiloSettings, value: bytes | None) -> dict[str, object]:
+    client = create_mongo_client(settings)
+    try:
+        (opened,) = await create_sealer(settings, client).open_all([value])
+    finally:
+        await client.close()
+    assert isinstance(opened, dict)
+    return opened
+
+
 async def next_entry(stream: httpx.Response) -> tuple[str, dict[str, object]]:
     """The next `entry` event of an SSE stream (within 15 s): its id and data."""
     event = await next_event(stream.aiter_lines(), {"entry"})
@@ -314,14 +357,8 @@ async def published_command(settings: HiloSettings) -> OutboundCommand:
     (record,) = await read_topic(
         settings.kafka_bootstrap_servers, topic_name(Topic.OUTBOUND, settings), expected=1
     )
-    client = create_mongo_client(settings)
-    try:
-        (opened,) = await create_sealer(settings, client).open_all([record.value])
-    finally:
-        await client.close()
-    assert isinstance(opened, dict)
     assert "+34612345678" not in (record.value or b"").decode()
-    return OutboundCommand.model_validate(opened)
+    return OutboundCommand.model_validate(await _opened(settings, record.value))
 
 
 async def test_a_long_journey_pages_filters_by_channel_and_marks_late_entries(

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
+from uuid import UUID
 
 import structlog
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
@@ -105,6 +106,11 @@ class ReplyBody(BaseModel):
     template_language: str = Field(default="en_US", max_length=15)
     template_parameters: list[str] = Field(default_factory=list, max_length=20)
     purpose: str = Field(default="service", pattern="^(service|marketing)$")
+    command_id: UUID | None = Field(
+        default=None,
+        description="The page's id for this reply, sent again when the agent retries it: a "
+        "retry after an answer that did not come back is the same command, sent once.",
+    )
 
 
 class Desk:
@@ -425,6 +431,7 @@ async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: st
         purpose="marketing" if body.purpose == "marketing" else "service",
         agent=agent,
         thread=thread,
+        command_id=str(body.command_id) if body.command_id else None,
     )
     try:
         await publish_reply(desk.publisher, desk.sealer, command)

@@ -54,9 +54,14 @@ def reply_command(
     purpose: Purpose,
     agent: str,
     thread: Thread,
+    command_id: str | None = None,
 ) -> OutboundCommand:
-    """The command for this reply, continuing the open conversation whatever its channel."""
-    command_id = str(uuid.uuid4())
+    """The command for this reply, continuing the open conversation whatever its channel.
+
+    `command_id` is the page's id for the reply: a retry carries the same one, so the channel,
+    which sends each command once, sends it once even when the first attempt's answer was lost.
+    """
+    command_id = command_id or str(uuid.uuid4())
     conversation = ((profile.get("view") or {}).get("conversation")) or {}
     ids = conversation.get("conversation_ids") or []
     own = conversation_id(option.channel, f"desk:{command_id}")
@@ -82,5 +87,6 @@ def reply_command(
 async def publish_reply(
     publisher: KafkaPublisher, sealer: Sealer, command: OutboundCommand
 ) -> None:
-    """Publish the command; `PublishFailed` when Kafka did not take it (nothing was sent)."""
+    """Publish the command; `PublishFailed` when Kafka did not confirm it in time (it may still
+    arrive: a retry with the same command id is not sent twice)."""
     await publisher.publish_records([await command_record(command, sealer)])

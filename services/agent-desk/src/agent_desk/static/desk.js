@@ -151,6 +151,11 @@ function replies(form) {
   select.addEventListener("input", () => { select.dataset.picked = "yes"; });
   showWarning();
   const button = form.querySelector('button[type="submit"]');
+  // One id per reply, kept while it is retried: if an attempt's answer was lost after the desk
+  // queued it, the retry is the same command and the channel sends it once. Editing the reply
+  // makes it another one.
+  let replyId = null;
+  form.addEventListener("input", () => { replyId = null; });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     if (button.disabled) return; // one reply per press: a double click must not send twice
@@ -162,6 +167,7 @@ function replies(form) {
       template_language: data.get("template_language") || "en_US",
       template_parameters: (data.get("template_parameters") || "").split(",").map((p) => p.trim()).filter(Boolean),
       purpose: data.get("marketing") ? "marketing" : "service",
+      command_id: (replyId ??= newId()),
     };
     result.textContent = "Sending…";
     result.className = "";
@@ -178,6 +184,7 @@ function replies(form) {
       result.className = "error";
       return;
     }
+    replyId = null;
     const answer = outcome.answer;
     const channelLabel = select.selectedOptions[0].textContent.split(" · ")[0];
     result.textContent = `Queued on ${channelLabel}.`;
@@ -187,6 +194,15 @@ function replies(form) {
     }
     form.querySelector("textarea").value = "";
   });
+}
+
+function newId() {
+  // A random (version 4) UUID; crypto.randomUUID needs HTTPS, which a desk on a LAN may lack.
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
 async function postReply(customer, body) {
