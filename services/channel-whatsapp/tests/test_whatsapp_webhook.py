@@ -145,6 +145,26 @@ async def test_delivery_statuses_are_published(
     ]
 
 
+async def test_a_status_meta_adds_later_is_acknowledged_not_a_reason_to_refuse_the_rest(
+    whatsapp: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """Refusing the notification would lose the statuses Hilo models in it, and Meta may turn
+    off a webhook that keeps failing."""
+    notification = json.loads(sample("statuses.json"))
+    value = notification["entry"][0]["changes"][0]["value"]
+    value["statuses"].append({**value["statuses"][0], "status": "held_for_quality_assessment"})
+    body = json.dumps(notification).encode()
+
+    response = await whatsapp.post(
+        "/webhooks/whatsapp", content=body, headers=meta_signed(body, SECRET)
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"published": 2, "ignored": 1}
+    events = await published_interactions(settings, 2)
+    assert [e["payload"]["status"] for e in events] == ["delivered", "failed"]
+
+
 async def test_the_answer_counts_the_events_and_is_documented(
     whatsapp: httpx.AsyncClient, settings: HiloSettings
 ) -> None:

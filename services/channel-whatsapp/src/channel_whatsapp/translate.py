@@ -38,7 +38,8 @@ _STATUS = {
 def translate(notification: Notification, instance: str) -> tuple[list[Interaction], int]:
     """Every message and delivery status in the notification, in the order Meta sent them, and
     how many events were ignored: `deleted` statuses (nothing happened between customer and
-    company) and changes of other fields than `messages` (template status and the like)."""
+    company), statuses Meta may add that Hilo does not model, and changes of other fields than
+    `messages` (template status and the like)."""
     interactions: list[Interaction] = []
     ignored = 0
     for entry in notification.entry:

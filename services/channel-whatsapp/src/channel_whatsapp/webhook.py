@@ -93,7 +93,10 @@ class StatusError(_Meta):
 
 class Status(_Meta):
     id: str
-    status: Literal["sent", "delivered", "read", "failed", "deleted"]
+    status: str = Field(
+        description="`sent`, `delivered`, `read`, `failed`, `deleted`, or one Meta adds later "
+        "(acknowledged and counted as ignored, not a reason to refuse the notification)."
+    )
     timestamp: str
     recipient_id: str
     errors: list[StatusError] = Field(default_factory=list)
