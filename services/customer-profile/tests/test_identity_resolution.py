@@ -6,7 +6,7 @@ import json
 
 from customer_profile.testing import RunningProfileService, interaction
 from hilo.contract import interaction_id
-from hilo.kafka import read_to_end
+from hilo.kafka import PublishFailed, read_to_end
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import read_topic
 from hilo.topics import Topic, topic_name
@@ -164,6 +164,14 @@ async def test_an_agent_confirms_or_rejects_the_merge_an_unverified_source_asked
     confirm, reject = pending[0]["id"], pending[1]["id"]
     decision = {"by": "agent-7", "reason": "same person, checked by phone"}
 
+    publish = svc.service.publisher.publish_interaction
+
+    async def kafka_down(*_args: object, **_kwargs: object) -> None:
+        raise PublishFailed("injected: Kafka did not confirm")
+
+    svc.service.publisher.publish_interaction = kafka_down  # type: ignore[method-assign]
+    refused = await svc.http.post(f"/v1/merge-requests/{confirm}/confirm", json=decision)
+    svc.service.publisher.publish_interaction = publish  # type: ignore[method-assign]
     confirmed = await svc.http.post(f"/v1/merge-requests/{confirm}/confirm", json=decision)
     rejected = await svc.http.post(f"/v1/merge-requests/{reject}/reject", json=decision)
     retried = await svc.http.post(f"/v1/merge-requests/{confirm}/confirm", json=decision)
@@ -171,6 +179,8 @@ async def test_an_agent_confirms_or_rejects_the_merge_an_unverified_source_asked
     unknown = await svc.http.post("/v1/merge-requests/nope/confirm", json=decision)
     anonymous = await svc.http.get("/v1/merge-requests", headers={"X-API-Key": ""})
 
+    assert refused.status_code == 503, "Kafka down: ask again, not a server error"
+    assert refused.headers["Retry-After"] == "5"
     assert (confirmed.status_code, rejected.status_code) == (200, 200)
     assert confirmed.json()["status"] == "confirmed"
     assert confirmed.json()["decision"]["by"] == "agent-7"

@@ -538,6 +538,7 @@ class DecisionBody(BaseModel):
 DECISION_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such merge request."},
     409: {"description": "The request was confirmed or rejected already."},
+    503: {"description": "Kafka did not take the confirmation: ask again to complete it."},
 }
 
 
@@ -572,6 +573,12 @@ async def _decided(
         raise HTTPException(status_code=404, detail="no such merge request") from None
     except AlreadyDecided as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from None
+    except PublishFailed:
+        raise HTTPException(
+            status_code=503,
+            detail="Kafka did not take the confirmation: ask again, the retry completes it",
+            headers={"Retry-After": "5"},
+        ) from None
 
 
 def create_api(state: ApiState, extra: list[APIRouter]) -> FastAPI:
