@@ -192,6 +192,28 @@ async def test_events_hilo_does_not_model_are_acknowledged_and_counted(
     assert response.json() == {"published": 4, "ignored": 2}
 
 
+async def test_a_message_meta_marks_unsupported_is_recorded_with_the_rest(
+    social: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """Instagram sends `is_unsupported` for what its API cannot show: the customer wrote
+    something, and refusing it would refuse the whole notification."""
+    document = json.loads(json.dumps(MESSENGER_TEXT))
+    messaging = document["entry"][0]["messaging"]
+    messaging.append(
+        {**messaging[0], "message": {"mid": "m_unsupported_1", "is_unsupported": True}}
+    )
+    request = signed(document)
+
+    response = await social.post(request.path, content=request.body, headers=request.headers)
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"published": 2, "ignored": 0}
+    events = await published_interactions(settings, 2)
+    unsupported = events[1]["payload"]
+    assert unsupported["provider_message_id"] == "m_unsupported_1"
+    assert [a["kind"] for a in unsupported["attachments"]] == ["other"]
+
+
 async def test_the_verification_handshake(social: httpx.AsyncClient) -> None:
     params = {"hub.mode": "subscribe", "hub.verify_token": "verify-social", "hub.challenge": "42"}
 

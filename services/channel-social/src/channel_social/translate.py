@@ -121,14 +121,7 @@ def _message(message: Message) -> MessageExchanged:
     return MessageExchanged(
         direction=Direction.OUTBOUND if message.is_echo else Direction.INBOUND,
         text=message.text,
-        attachments=[
-            Attachment(
-                kind=_ATTACHMENTS.get(attachment.type, AttachmentKind.OTHER),
-                url=attachment.payload.url if attachment.payload else None,
-                caption=attachment.payload.title if attachment.payload else None,
-            )
-            for attachment in message.attachments
-        ],
+        attachments=_attachments(message),
         interactive_reply=message.quick_reply.payload if message.quick_reply else None,
         reply_to_provider_message_id=message.reply_to.mid if message.reply_to else None,
         provider_message_id=message.mid,
@@ -145,3 +138,19 @@ def _receipts(event: Messaging) -> list[tuple[str, Payload]]:
         (f"{mid}:{status.value}", MessageStatusChanged(provider_message_id=mid, status=status))
         for mid, status in receipts
     ]
+
+
+def _attachments(message: Message) -> list[Attachment]:
+    attachments = [
+        Attachment(
+            kind=_ATTACHMENTS.get(attachment.type, AttachmentKind.OTHER),
+            url=attachment.payload.url if attachment.payload else None,
+            caption=attachment.payload.title if attachment.payload else None,
+        )
+        for attachment in message.attachments
+    ]
+    if not attachments and message.text is None and message.quick_reply is None:
+        # What Meta marks `is_unsupported` (or sends with nothing Hilo reads): the customer
+        # wrote something, so it is recorded, and the rest of the notification is not refused.
+        return [Attachment(kind=AttachmentKind.OTHER, caption="unsupported")]
+    return attachments
