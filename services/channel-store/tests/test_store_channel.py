@@ -160,6 +160,8 @@ async def test_an_end_of_day_file_publishes_good_receipts_and_reports_every_bad_
         "BCN-01,T2,R4,2026-11-23T13:00:00,EUR,SKU-1,Shoe,1,59.90,59.90,,,card,,,bob@@x,,",
         "GIR-02,T1,R4,2026-11-23T13:00:00+01:00,EURO,SKU-1,Shoe,1,59.90,59.90,,,card,LOY-3,,,,",
         "GIR-02,T1,R5,2026-11-23T14:00:00+01:00,EUR,SKU-1,Shoe,1,59.90,59.90,,,card,,,bob@@x,,",
+        "BCN-01 ,T3, R6,2026-11-23T15:00:00+01:00,EUR,SKU-1,Shoe,1,59.90,64.85,,,card,LOY-4,,,,",
+        "BCN-01 ,T3, R6,2026-11-23T15:00:00+01:00,EUR,SKU-2,Socks,x,4.95,64.85,,,card,LOY-4,,,,",
     )
 
     response = await store.post(
@@ -169,7 +171,7 @@ async def test_an_end_of_day_file_publishes_good_receipts_and_reports_every_bad_
     assert response.status_code == 207
     report = response.json()
     assert (report["receipts_published"], report["anonymous_receipts_skipped"]) == (1, 1)
-    assert (report["rows_accepted"], report["rows_rejected"]) == (3, 5)
+    assert (report["rows_accepted"], report["rows_rejected"]) == (3, 7)
     problems = {problem["row"]: problem for problem in report["rejected"]}
     assert problems[5]["errors"] == [
         "quantity: Input should be a valid integer, unable to parse string as an integer"
@@ -178,6 +180,8 @@ async def test_an_end_of_day_file_publishes_good_receipts_and_reports_every_bad_
     assert problems[7]["errors"] == ["occurred_at: Input should have timezone info"]
     assert problems[8]["errors"][0].startswith("currency:")
     assert problems[9]["errors"][0].startswith("email: not a valid email address")
+    assert problems[10]["errors"] == ["another row of receipt R6 is invalid"], "ids padded"
+    assert (problems[10]["store_id"], problems[10]["receipt_id"]) == ("BCN-01", "R6")
     assert "bob@@x" not in response.text
     [event] = await published_interactions(settings, 1)
     assert event["id"] == interaction_id("store", "receipt:BCN-01:R1")
