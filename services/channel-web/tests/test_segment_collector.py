@@ -288,6 +288,19 @@ async def test_device_clock_skew_is_corrected_from_sent_at(
     )
 
 
+async def test_a_call_without_a_message_id_retried_later_gets_the_same_id(
+    web: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """Clients set `sentAt` afresh on every retry: it is no part of what the call is."""
+    call = {"anonymousId": "anon-retry", "event": "Tap", "timestamp": "2026-11-23T10:00:00Z"}
+    for sent in ("2026-11-23T10:00:05Z", "2026-11-23T10:00:35Z"):
+        response = await web.post("/v1/track", json={**call, "sentAt": sent}, headers=AUTH)
+        assert response.status_code == 200, response.text
+
+    first, retry = await published_interactions(settings, 2)
+    assert first["id"] == retry["id"]
+
+
 async def test_write_keys_are_required(web: httpx.AsyncClient, settings: HiloSettings) -> None:
     missing = await web.post("/v1/track", json=TRACK)
     wrong_auth = "Basic " + base64.b64encode(b"guess:").decode()

@@ -287,6 +287,8 @@ def flat_scalars(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _content_id(call: Call) -> str:
-    """Without a messageId (old clients), the same call sent twice still gets one id."""
-    canonical = json.dumps(call.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """Without a messageId (old clients), the same call sent twice still gets one id: `sentAt`,
+    which a client sets again on every retry, is left out."""
+    content = call.model_dump(mode="json", exclude={"sent_at"})
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
