@@ -292,11 +292,14 @@ async def test_markup_the_html_parser_refuses_and_a_broken_file_name_are_read_no
     email: httpx.AsyncClient, settings: HiloSettings
 ) -> None:
     """Anyone can mail such a message: refusing it (or failing with 500, whose traceback held a
-    piece of the body) would lose it after every provider retry."""
+    piece of the body) would lose it after every provider retry. The body is the mail's own,
+    not the text of a mail attached to it."""
     mail = (
         b"From: Ana <ana@example.com>\r\n"
         b"Message-ID: <broken-markup-1@mail.example.com>\r\n"
         b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: message/rfc822\r\n\r\n"
+        b"From: old@example.com\r\nContent-Type: text/plain\r\n\r\nA forwarded mail\r\n"
         b"--b\r\nContent-Type: text/html\r\n\r\n"
         b"<style>p {}</style><p>Where is my &amp; order?</p><![=x\r\n"
         b"--b\r\nContent-Type: application/pdf\r\n"
@@ -309,8 +312,9 @@ async def test_markup_the_html_parser_refuses_and_a_broken_file_name_are_read_no
     assert response.status_code == 200, response.text
     [event] = await published_interactions(settings, 1)
     assert event["payload"]["text"] == "Where is my & order?\n<![=x"
-    assert [a["mime_type"] for a in event["payload"]["attachments"]] == ["application/pdf"]
-    assert event["payload"]["attachments"][0].get("filename") is None
+    attachments = event["payload"]["attachments"]
+    assert [a["mime_type"] for a in attachments] == ["message/rfc822", "application/pdf"]
+    assert attachments[1].get("filename") is None
 
 
 async def test_a_non_ascii_mailgun_signature_is_refused_as_a_mismatch(

@@ -79,7 +79,7 @@ def html_to_text(html: str) -> str:
     try:
         soup = BeautifulSoup(html, "html.parser")
     except ParserRejectedMarkup:
-        text = unescape(_TAG.sub("\n", _HIDDEN.sub("", html)))
+        text = _text_between_tags(html)
     else:
         for hidden in soup(["script", "style", "head"]):
             hidden.decompose()
@@ -88,8 +88,27 @@ def html_to_text(html: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
-_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_TAG = re.compile(r"<[^<>]*>")
+def _text_between_tags(html: str) -> str:
+    """The text outside tags and outside script, style and head elements, in one pass (no
+    backtracking: the input is anyone's mail)."""
+    kept: list[str] = []
+    hidden: str | None = None
+    for piece in _TAG.split(html):
+        tag = _TAG_NAME.match(piece) if piece.startswith("<") and piece.endswith(">") else None
+        if tag is None:
+            if hidden is None:
+                kept.append(unescape(piece))
+            continue
+        closing, name = tag.group(1) == "/", tag.group(2).lower()
+        if name in _HIDDEN:
+            hidden = None if closing else name
+        kept.append("\n")
+    return "".join(kept)
+
+
+_TAG = re.compile(r"(<[^<>]*>)")
+_TAG_NAME = re.compile(r"<\s*(/?)\s*([A-Za-z0-9]*)")
+_HIDDEN = frozenset({"script", "style", "head"})
 
 
 def parse_date(header: str | None) -> datetime | None:
@@ -180,9 +199,10 @@ def decoded_text(part: MIMEPart) -> str:
 
 def _attachments(message: EmailMessage) -> list[AttachmentInfo]:
     try:
-        parts = list(message.iter_attachments())
+        parts: list[MIMEPart] = list(message.iter_attachments())
     except _PARSER_FAILURES:  # a part's header the parser fails on: pick them by hand
-        parts = [p for p in message.walk() if _disposition(p) == "attachment"]
+        body = _first_text_part(message)
+        parts = [p for p in _leaves(message) if p is not body and _is_attached(p)]
     found = []
     for part in parts:
         payload = part.get_payload(decode=True)
@@ -196,9 +216,22 @@ def _attachments(message: EmailMessage) -> list[AttachmentInfo]:
     return found
 
 
+def _leaves(part: MIMEPart) -> list[MIMEPart]:
+    """The parts of the message's own multipart tree, not what attached messages hold."""
+    if part.get_content_maintype() != "multipart":
+        return [part]
+    return [leaf for sub in part.iter_parts() for leaf in _leaves(sub)]
+
+
+def _is_attached(part: MIMEPart) -> bool:
+    """An attachment, as `iter_attachments` counts them: marked so, or not text at all."""
+    return _disposition(part) == "attachment" or part.get_content_maintype() != "text"
+
+
 def _first_text_part(message: EmailMessage) -> MIMEPart | None:
-    """The first inline plain-text part, else the first inline HTML one."""
-    inline = [p for p in message.walk() if _disposition(p) != "attachment"]
+    """The first inline plain-text part, else the first inline HTML one (attached messages are
+    not looked into)."""
+    inline = [p for p in _leaves(message) if _disposition(p) != "attachment"]
     for subtype in ("plain", "html"):
         for part in inline:
             if part.get_content_type() == f"text/{subtype}":
