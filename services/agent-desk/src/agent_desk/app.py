@@ -108,8 +108,8 @@ class ReplyBody(BaseModel):
     purpose: str = Field(default="service", pattern="^(service|marketing)$")
     command_id: UUID | None = Field(
         default=None,
-        description="The page's id for this reply, sent again when the agent retries it: a "
-        "retry after an answer that did not come back is the same command, sent once.",
+        description="The page's id for this reply, sent again when the agent retries the same "
+        "reply: a retry after an answer that did not come back is the same command, sent once.",
     )
 
 
@@ -404,11 +404,17 @@ async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: st
             language=body.template_language,
             parameters=body.template_parameters,
         )
-        if body.template_name
+        if body.template_name and body.channel == "whatsapp"  # templates are WhatsApp's
         else None
     )
     if not (body.text or "").strip() and template is None:
-        return JSONResponse({"error": "Write a message first."}, status_code=422)
+        label = channel_name(body.channel)
+        error = (
+            f"Templates are WhatsApp's: on {label}, write the message instead."
+            if body.template_name
+            else "Write a message first."
+        )
+        return JSONResponse({"error": error}, status_code=422)
     why = refusal(
         profile,
         option,
@@ -431,7 +437,7 @@ async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: st
         purpose="marketing" if body.purpose == "marketing" else "service",
         agent=agent,
         thread=thread,
-        command_id=str(body.command_id) if body.command_id else None,
+        page_id=str(body.command_id) if body.command_id else None,
     )
     try:
         await publish_reply(desk.publisher, desk.sealer, command)

@@ -98,8 +98,6 @@ def refusal(
     """Why this message may not go out on this channel, or None when it may."""
     consent = (profile.get("view") or {}).get("consent") or []
     label = channel_name(option.channel)
-    if template and option.channel != "whatsapp":
-        return f"Templates are WhatsApp's: on {label}, write the message instead."
     withdrawn = _latest(consent, "contact", option.channel)
     if withdrawn is not None and not withdrawn["granted"]:
         day = _day(withdrawn["at"])

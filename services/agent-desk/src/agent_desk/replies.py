@@ -37,9 +37,11 @@ def thread_of(entries: list[Mapping[str, Any]]) -> Thread:
     earlier = [e["payload"]["provider_message_id"] for e in reversed(inbound[1:])]
     subject = latest.get("subject")
     if subject and not subject.lower().startswith("re:"):
-        subject = f"Re: {subject}"[:MAX_SUBJECT]
-    return Thread(latest["provider_message_id"], tuple(earlier), subject)
+        subject = f"Re: {subject}"
+    return Thread(latest["provider_message_id"], tuple(earlier), subject and subject[:MAX_SUBJECT])
 
+
+_PAGE_NAMESPACE = uuid.UUID("5c0f9e2a-7b1d-4e8a-9f3c-2d6b8a1e4f70")
 
 MAX_SUBJECT = 998
 """The longest subject a mail line holds (RFC 5322), as `OutboundMessage.subject` allows."""
@@ -54,14 +56,25 @@ def reply_command(
     purpose: Purpose,
     agent: str,
     thread: Thread,
-    command_id: str | None = None,
+    page_id: str | None = None,
 ) -> OutboundCommand:
     """The command for this reply, continuing the open conversation whatever its channel.
 
-    `command_id` is the page's id for the reply: a retry carries the same one, so the channel,
-    which sends each command once, sends it once even when the first attempt's answer was lost.
+    `page_id` is the page's id for the reply: a retry carries the same one and makes the same
+    command id, so the channel, which sends each command once, sends it once even when the first
+    attempt's answer was lost. The command id is derived from it with the agent, the customer
+    and the channel, so no page can make the id of another agent's, customer's or channel's
+    command (which the channel would take for a repeat and not send).
     """
-    command_id = command_id or str(uuid.uuid4())
+    command_id = (
+        str(
+            uuid.uuid5(
+                _PAGE_NAMESPACE, f"{agent}|{profile['customer_id']}|{option.channel}|{page_id}"
+            )
+        )
+        if page_id
+        else str(uuid.uuid4())
+    )
     conversation = ((profile.get("view") or {}).get("conversation")) or {}
     ids = conversation.get("conversation_ids") or []
     own = conversation_id(option.channel, f"desk:{command_id}")

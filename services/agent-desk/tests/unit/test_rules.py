@@ -201,12 +201,14 @@ def test_a_sign_in_only_leads_to_a_path_on_the_desk(asked: str, sent_to: str) ->
 
 def test_a_reply_to_the_longest_subject_a_mail_holds_still_fits_one() -> None:
     """A "Re: " on a 998-character subject would make a command the contract refuses (a 500)."""
-    inbound = {
-        "type": "message",
-        "payload": {"direction": "inbound", "provider_message_id": "<m1@x>", "subject": "s" * 998},
-    }
 
-    thread = thread_of([inbound])
+    def inbound(subject: str) -> dict[str, Any]:
+        payload = {"direction": "inbound", "provider_message_id": "<m1@x>", "subject": subject}
+        return {"type": "message", "payload": payload}
+
+    thread, answer = thread_of([inbound("s" * 998)]), thread_of([inbound("RE: " + "s" * 996)])
 
     assert thread.subject == "Re: " + "s" * 994
-    assert OutboundMessage(text="Hi", subject=thread.subject).subject == thread.subject
+    assert answer.subject == "RE: " + "s" * 994
+    for subject in (thread.subject, answer.subject):
+        assert OutboundMessage(text="Hi", subject=subject).subject == subject

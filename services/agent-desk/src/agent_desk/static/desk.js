@@ -151,11 +151,10 @@ function replies(form) {
   select.addEventListener("input", () => { select.dataset.picked = "yes"; });
   showWarning();
   const button = form.querySelector('button[type="submit"]');
-  // One id per reply, kept while it is retried: if an attempt's answer was lost after the desk
-  // queued it, the retry is the same command and the channel sends it once. Editing the reply
-  // makes it another one.
-  let replyId = null;
-  form.addEventListener("input", () => { replyId = null; });
+  // One id per reply, kept while the same reply is retried: if an attempt's answer was lost
+  // after the desk queued it, the retry is the same command and the channel sends it once. A
+  // reply that differs in anything (text, channel, template) gets another id.
+  let attempt = null;
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     if (button.disabled) return; // one reply per press: a double click must not send twice
@@ -167,8 +166,10 @@ function replies(form) {
       template_language: data.get("template_language") || "en_US",
       template_parameters: (data.get("template_parameters") || "").split(",").map((p) => p.trim()).filter(Boolean),
       purpose: data.get("marketing") ? "marketing" : "service",
-      command_id: (replyId ??= newId()),
     };
+    const content = JSON.stringify(body);
+    if (attempt?.content !== content) attempt = { content, id: newId() };
+    body.command_id = attempt.id;
     result.textContent = "Sending…";
     result.className = "";
     button.disabled = true;
@@ -184,7 +185,7 @@ function replies(form) {
       result.className = "error";
       return;
     }
-    replyId = null;
+    attempt = null;
     const answer = outcome.answer;
     const channelLabel = select.selectedOptions[0].textContent.split(" · ")[0];
     result.textContent = `Queued on ${channelLabel}.`;
