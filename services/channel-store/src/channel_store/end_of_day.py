@@ -53,14 +53,15 @@ def read_upload(body: bytes, received_at: datetime, instance: str) -> UploadRepo
             report.rejected.append(parsed)
         else:
             grouped.setdefault((parsed.store_id, parsed.receipt_id), []).append((number, parsed))
+    # Bad rows carry their ids trimmed (`_reference`): a good row of the same receipt is matched
+    # the same way, whatever spaces its cells have (its published ids stay as they came).
     bad_receipts = {(problem.store_id, problem.receipt_id) for problem in report.rejected}
     for (store_id, receipt_id), rows in grouped.items():
         numbers = [number for number, _ in rows]
-        if (store_id, receipt_id) in bad_receipts:
+        trimmed = (store_id.strip(), receipt_id.strip())
+        if trimmed in bad_receipts:
             report.rejected.extend(
-                RowProblem(
-                    n, store_id, receipt_id, [f"another row of receipt {receipt_id} is invalid"]
-                )
+                RowProblem(n, *trimmed, [f"another row of receipt {trimmed[1]} is invalid"])
                 for n in numbers
             )
             continue

@@ -110,10 +110,7 @@ REQUIRED_CSV_COLUMNS = frozenset(
 
 
 class CsvRow(_Input):
-    """One row of the end-of-day file; blank cells are absent values, cells are read without
-    the spaces around them (`BCN-01 ` is store `BCN-01`, on every row of its receipt)."""
-
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, str_strip_whitespace=True)
+    """One row of the end-of-day file; blank cells are absent values."""
 
     store_id: str = Field(min_length=1, max_length=100)
     till_id: str | None = None

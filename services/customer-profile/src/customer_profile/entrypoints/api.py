@@ -538,7 +538,7 @@ class DecisionBody(BaseModel):
 DECISION_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such merge request."},
     409: {"description": "The request was confirmed or rejected already."},
-    503: {"description": "Kafka did not take the confirmation: ask again to complete it."},
+    503: {"description": "Kafka did not take the decision's records: ask again to complete it."},
 }
 
 
@@ -576,7 +576,7 @@ async def _decided(
     except PublishFailed:
         raise HTTPException(
             status_code=503,
-            detail="Kafka did not take the confirmation: ask again, the retry completes it",
+            detail="Kafka did not take the decision's records: ask again, the retry completes it",
             headers={"Retry-After": "5"},
         ) from None
 
