@@ -66,15 +66,8 @@ def reply_command(
     and the channel, so no page can make the id of another agent's, customer's or channel's
     command (which the channel would take for a repeat and not send).
     """
-    command_id = (
-        str(
-            uuid.uuid5(
-                _PAGE_NAMESPACE, f"{agent}|{profile['customer_id']}|{option.channel}|{page_id}"
-            )
-        )
-        if page_id
-        else str(uuid.uuid4())
-    )
+    scope = f"{agent}|{profile['customer_id']}|{option.channel}|{page_id}"
+    command_id = str(uuid.uuid5(_PAGE_NAMESPACE, scope) if page_id else uuid.uuid4())
     conversation = ((profile.get("view") or {}).get("conversation")) or {}
     ids = conversation.get("conversation_ids") or []
     own = conversation_id(option.channel, f"desk:{command_id}")
