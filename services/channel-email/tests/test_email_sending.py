@@ -40,6 +40,7 @@ from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
 from hilo.testkit.contract_check import published_interactions
 from hilo.testkit.probes import eventually
+from hilo.testkit.samples import sample_command
 from hilo.testkit.standins.mailgun import DOMAIN, AcceptedEmail, MailgunStandIn
 from hilo.webhook import hmac_sha256
 from hilo_devkit.channel_contract import channel_client
@@ -286,21 +287,26 @@ def test_references_hold_the_thread_then_the_message_answered_and_email_needs_te
         message_form(command.model_copy(update={"payload": template}), SENDER, "Hello")
 
 
-def test_without_api_key_domain_and_sender_outbound_email_is_off() -> None:
+async def test_without_api_key_domain_and_sender_email_replies_are_refused_saying_why() -> None:
     partial = EmailSettings(
         mailgun_signing_key=SecretStr(SIGNING_KEY),
         email_api_keys=[SecretStr(API_KEY)],
         mailgun_api_key=SecretStr("key-1"),
     )
+    reason = "email replies are not configured: HILO_MAILGUN_DOMAIN, HILO_EMAIL_FROM not set"
 
     with capture_logs() as logs:
-        assert mailgun_provider(partial) is None
+        provider = mailgun_provider(partial)
 
+    with pytest.raises(SendRefused) as refused:
+        await provider.send(sample_command("email"))
+    assert refused.value.reason == reason
     assert logs == [
         {
-            "event": "outbound_email_disabled",
-            "log_level": "info",
-            "missing": ["HILO_MAILGUN_DOMAIN", "HILO_EMAIL_FROM"],
+            "event": "outbound_not_configured",
+            "log_level": "warning",
+            "channel": "email",
+            "reason": reason,
         }
     ]
 

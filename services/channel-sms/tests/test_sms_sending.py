@@ -24,6 +24,7 @@ from hilo.kafka import KafkaPublisher, create_broker
 from hilo.mongo import MongoDocument
 from hilo.outbound import (
     SENDS_COLLECTION,
+    NotConfigured,
     OutboundSender,
     RetryPolicy,
     SendRefused,
@@ -87,7 +88,7 @@ def sender_through(
 ) -> OutboundSender:
     """The sender the channel app runs, called directly (no consumer group to join)."""
     provider = twilio_provider(sms_settings)
-    assert provider is not None
+    assert isinstance(provider, TwilioMessages)
     publisher = KafkaPublisher(broker, settings, sealer=create_sealer(settings, client))
     sends = client[settings.mongodb_database][SENDS_COLLECTION]
     return OutboundSender("sms", "test", provider, publisher, sends, FAST)
@@ -131,6 +132,35 @@ async def test_a_command_published_twice_is_sent_once_and_its_delivery_comes_bac
     ]
     assert statuses == ["sent", "delivered"]
     assert {event["identifiers"]["phone"] for event in events} == {PHONE}
+
+
+async def test_without_twilio_settings_a_reply_is_reported_failed_saying_what_is_missing(
+    sms_settings: SmsSettings,
+    settings: HiloSettings,
+    mongo_client: AsyncMongoClient[MongoDocument],
+    broker: KafkaBroker,
+    twilio: TwilioStandIn,
+    channel_port: int,
+) -> None:
+    """A channel deployed without its provider's settings still answers the agent: the reply
+    is `failed` with the reason, not left on "sending" to go out when credentials arrive."""
+    receiving_only = sms_settings.model_copy(
+        update={"twilio_account_sid": None, "twilio_from_number": None}
+    )
+    command = sample_command("sms", identifiers=Identifiers(phone=PHONE))
+    record = await command_record(command, create_sealer(settings, mongo_client))
+
+    async with served(create_app(receiving_only), channel_port):
+        await KafkaPublisher(broker, settings).publish_records([record])
+        [event] = await published_interactions(settings, expected=1)
+
+    assert twilio.calls == 0
+    assert event["payload"] == {
+        "kind": "message_status",
+        "provider_message_id": command.failure_provider_id(),
+        "status": "failed",
+        "error": "SMS replies are not configured: HILO_TWILIO_ACCOUNT_SID is not set",
+    }
 
 
 async def test_twilio_failing_with_5xx_is_retried_until_it_accepts(
@@ -263,7 +293,7 @@ async def test_refusals_carry_twilios_code_and_message_without_the_number(
 def test_sending_needs_an_account_and_a_sender_together() -> None:
     base = {"twilio_auth_token": "t", "public_base_url": "https://hooks.example.com"}
 
-    assert twilio_provider(SmsSettings.model_validate(base)) is None
+    assert isinstance(twilio_provider(SmsSettings.model_validate(base)), NotConfigured)
     with pytest.raises(ValidationError, match="needs both"):
         SmsSettings.model_validate({**base, "twilio_account_sid": ACCOUNT_SID})
     with pytest.raises(ValidationError, match="needs both"):

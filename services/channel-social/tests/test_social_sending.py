@@ -204,7 +204,6 @@ async def test_a_failing_send_api_is_retried_until_it_accepts(
     meta.customer_wrote("messenger", PSID)
     meta.fail_next(2, status)
     provider = send_api(social_settings(settings, meta))
-    assert provider is not None
 
     try:
         state = await sender(settings, mongo_client, broker, provider).handle(messenger_reply())
@@ -259,7 +258,6 @@ async def test_a_refusal_is_reported_failed_with_metas_reason_and_not_retried(
         at = datetime.now(UTC) - timedelta(hours=wrote_hours_ago)
         meta.customer_wrote(command.channel, scoped_id, at)
     provider = send_api(social_settings(settings, meta, **changes))
-    assert provider is not None
 
     try:
         state = await sender(settings, mongo_client, broker, provider).handle(command)
@@ -279,11 +277,10 @@ async def test_a_refusal_is_reported_failed_with_metas_reason_and_not_retried(
     }
 
 
-async def test_a_channel_without_its_token_refuses_its_replies_and_none_means_receiving_only(
+async def test_a_channel_without_its_token_refuses_its_replies_saying_why(
     settings: HiloSettings, meta: MetaSendStandIn
 ) -> None:
     messenger_only = send_api(social_settings(settings, meta, instagram_access_token=None))
-    assert messenger_only is not None
     nothing = social_settings(
         settings, meta, instagram_access_token=None, messenger_page_access_token=SecretStr("")
     )
@@ -295,7 +292,8 @@ async def test_a_channel_without_its_token_refuses_its_replies_and_none_means_re
             await messenger_only.send(sample_command("sms"))
     finally:
         await messenger_only.close()
-    assert send_api(nothing) is None
+    with pytest.raises(SendRefused, match="HILO_MESSENGER_PAGE_ACCESS_TOKEN is not set"):
+        await send_api(nothing).send(sample_command("messenger"))
     assert meta.calls == 0
 
 

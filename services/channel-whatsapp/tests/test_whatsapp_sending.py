@@ -24,7 +24,13 @@ from hilo.contract import Identifiers
 from hilo.contract.outbound import OutboundCommand, OutboundMessage, Template
 from hilo.kafka import KafkaPublisher, create_broker
 from hilo.mongo import MongoDocument
-from hilo.outbound import SENDS_COLLECTION, OutboundSender, RetryPolicy, command_record
+from hilo.outbound import (
+    SENDS_COLLECTION,
+    OutboundSender,
+    RetryPolicy,
+    SendRefused,
+    command_record,
+)
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
 from hilo.testkit.contract_check import published_interactions
@@ -230,7 +236,7 @@ async def test_a_failing_cloud_api_is_retried_until_it_accepts(
     cloud.customer_wrote(WA_ID)
     cloud.fail_next(2, status)
     whatsapp = cloud_api(whatsapp_settings(settings, cloud))
-    assert whatsapp is not None
+    assert isinstance(whatsapp, CloudApiMessages)
 
     try:
         state = await sender(settings, mongo_client, broker, whatsapp).handle(
@@ -305,13 +311,16 @@ async def test_a_refusal_is_reported_failed_with_metas_reason_and_not_retried(
     }
 
 
-async def test_without_an_access_token_and_a_phone_number_id_the_channel_only_receives(
+async def test_without_an_access_token_and_a_phone_number_id_replies_are_refused_saying_why(
     settings: HiloSettings, cloud: WhatsAppStandIn
 ) -> None:
     configured = whatsapp_settings(settings, cloud)
     whatsapp = cloud_api(configured)
 
-    assert cloud_api(configured.model_copy(update={"whatsapp_access_token": None})) is None
-    assert cloud_api(configured.model_copy(update={"whatsapp_phone_number_id": ""})) is None
+    for missing in ({"whatsapp_access_token": None}, {"whatsapp_phone_number_id": ""}):
+        provider = cloud_api(configured.model_copy(update=missing))
+        with pytest.raises(SendRefused, match="WhatsApp replies are not configured"):
+            await provider.send(sample_command("whatsapp"))
+    assert cloud.calls == 0
     assert isinstance(whatsapp, CloudApiMessages)
     await whatsapp.close()

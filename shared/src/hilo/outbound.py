@@ -127,6 +127,25 @@ class Provider(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class NotConfigured:
+    """The provider of a channel whose provider settings are missing: it refuses every command,
+    naming what is missing.
+
+    A channel that did not consume `outbound` at all would leave the agent's reply waiting on
+    "sending" with no reason, and once credentials came, its new consumer group would send the
+    whole backlog, weeks late. Refused, the reply is `failed` with this reason on the desk now.
+    """
+
+    reason: str
+
+    async def send(self, command: OutboundCommand) -> Sent:
+        raise SendRefused(self.reason)
+
+    async def close(self) -> None:
+        return None
+
+
 async def provider_call(
     request: Callable[[], Any], reason_of: Callable[[httpx.Response], str]
 ) -> httpx.Response:

@@ -18,7 +18,7 @@ import structlog
 from channel_email.mime import message_ids
 from channel_email.settings import EmailSettings
 from hilo.contract.outbound import OutboundCommand, OutboundMessage
-from hilo.outbound import SendRefused, Sent, provider_call
+from hilo.outbound import NotConfigured, Provider, SendRefused, Sent, provider_call
 
 log = structlog.get_logger(__name__)
 
@@ -124,8 +124,9 @@ def _reason(response: httpx.Response) -> str:
     return f"{response.status_code}: {text}"[:REASON_LIMIT]
 
 
-def mailgun_provider(settings: EmailSettings) -> MailgunMessages | None:
-    """The provider the settings configure, or None (logged) when outbound email is off."""
+def mailgun_provider(settings: EmailSettings) -> Provider:
+    """The provider the settings configure; when outbound email is off, one refusing every
+    reply with what is missing (`hilo.outbound.NotConfigured`)."""
     key, domain, sender = settings.mailgun_api_key, settings.mailgun_domain, settings.email_from
     if key is None or domain is None or sender is None:
         named = {
@@ -133,8 +134,10 @@ def mailgun_provider(settings: EmailSettings) -> MailgunMessages | None:
             "HILO_MAILGUN_DOMAIN": domain,
             "HILO_EMAIL_FROM": sender,
         }
-        log.info("outbound_email_disabled", missing=[n for n, v in named.items() if v is None])
-        return None
+        missing = ", ".join(n for n, v in named.items() if v is None)
+        reason = f"email replies are not configured: {missing} not set"
+        log.warning("outbound_not_configured", channel="email", reason=reason)
+        return NotConfigured(reason)
     return MailgunMessages(
         key.get_secret_value(),
         domain,

@@ -33,8 +33,8 @@ class EmailSettings(ChannelSettings):
     mailgun_api_key: SecretStr | None = Field(
         default=None,
         description="Mailgun private API key, to send outbound email (not the webhook signing "
-        "key). Outbound email is off unless this, HILO_MAILGUN_DOMAIN and HILO_EMAIL_FROM are "
-        "set.",
+        "key). Without this, HILO_MAILGUN_DOMAIN and HILO_EMAIL_FROM, email replies are "
+        "reported failed as not configured.",
     )
     mailgun_domain: str | None = Field(
         default=None,

@@ -16,7 +16,7 @@ from channel_sms.translate import incoming, status
 from channel_sms.twilio import InboundMessage, StatusCallback
 from hilo.channel import Channel, Rejected, create_channel_app, validation_rejection
 from hilo.contract import Interaction
-from hilo.outbound import Provider
+from hilo.outbound import NotConfigured, Provider
 from hilo.providers.twilio import EMPTY_TWIML, verified_form
 
 log = structlog.get_logger(__name__)
@@ -67,11 +67,13 @@ def status_callback_url(settings: SmsSettings) -> str:
     return str(settings.public_base_url).rstrip("/") + WEBHOOK_PATH + STATUS_PATH
 
 
-def twilio_provider(settings: SmsSettings) -> Provider | None:
-    """Twilio's Messages API when sending is configured; `None` (logged once) when it is not."""
+def twilio_provider(settings: SmsSettings) -> Provider:
+    """Twilio's Messages API when sending is configured; when it is not, a provider refusing
+    every SMS reply with the reason (logged once here)."""
     if settings.twilio_account_sid is None:
-        log.info("outbound_disabled", channel="sms", reason="HILO_TWILIO_ACCOUNT_SID not set")
-        return None
+        reason = "SMS replies are not configured: HILO_TWILIO_ACCOUNT_SID is not set"
+        log.warning("outbound_not_configured", channel="sms", reason=reason)
+        return NotConfigured(reason)
     return TwilioMessages(
         api_url=settings.twilio_api_url,
         account_sid=settings.twilio_account_sid,

@@ -78,22 +78,21 @@ def account_client(
     )
 
 
-def send_api(settings: SocialSettings) -> SendApi | None:
-    """The provider the settings configure, or None (receiving only) without any token."""
+def send_api(settings: SocialSettings) -> SendApi:
+    """The provider the settings configure; a channel without its token refuses its replies
+    with the reason, so the agent sees why they were not sent."""
     tokens = {
         "messenger": settings.messenger_page_access_token,
         "instagram": settings.instagram_access_token,
     }
     configured = {channel: t for channel, t in tokens.items() if t and t.get_secret_value()}
     if len(configured) < len(tokens):
-        log.info(
-            "social_outbound_disabled",
+        log.warning(
+            "outbound_not_configured",
             channels=[channel for channel in tokens if channel not in configured],
             reason="no access token: "
             + ", ".join(_TOKENS[channel] for channel in tokens if channel not in configured),
         )
-    if not configured:
-        return None
     places = {
         "messenger": (settings.meta_graph_url, "me"),
         "instagram": (settings.instagram_graph_url, settings.instagram_account_id),

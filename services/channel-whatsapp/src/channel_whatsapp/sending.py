@@ -17,7 +17,7 @@ from pydantic_core import from_json
 from channel_whatsapp.settings import WhatsAppSettings
 from hilo.contract.identifiers import Identifiers
 from hilo.contract.outbound import OutboundCommand, OutboundMessage
-from hilo.outbound import SendRefused, Sent, provider_call
+from hilo.outbound import NotConfigured, Provider, SendRefused, Sent, provider_call
 
 log = structlog.get_logger(__name__)
 
@@ -51,15 +51,17 @@ class CloudApiMessages:
         await self._client.aclose()
 
 
-def cloud_api(settings: WhatsAppSettings) -> CloudApiMessages | None:
-    """The provider the settings configure, or None (receiving only) without token and number."""
+def cloud_api(settings: WhatsAppSettings) -> Provider:
+    """The provider the settings configure; without token and number, one refusing every reply
+    with the reason (`hilo.outbound.NotConfigured`)."""
     token = settings.whatsapp_access_token
     if not (token and token.get_secret_value() and settings.whatsapp_phone_number_id):
-        log.info(
-            "whatsapp_outbound_disabled",
-            reason="HILO_WHATSAPP_ACCESS_TOKEN and HILO_WHATSAPP_PHONE_NUMBER_ID are not both set",
+        reason = (
+            "WhatsApp replies are not configured: HILO_WHATSAPP_ACCESS_TOKEN and "
+            "HILO_WHATSAPP_PHONE_NUMBER_ID are not both set"
         )
-        return None
+        log.warning("outbound_not_configured", channel="whatsapp", reason=reason)
+        return NotConfigured(reason)
     return CloudApiMessages(
         token,
         settings.whatsapp_phone_number_id,
