@@ -502,6 +502,24 @@ async def test_the_sixth_wrong_password_in_five_minutes_is_refused_unchecked(
     assert right.status_code == 429, "not even the right password, until the five minutes pass"
 
 
+async def test_guesses_sent_all_at_once_are_checked_no_more_than_five_times(
+    running: Stack,
+) -> None:
+    async with httpx.AsyncClient(base_url=running.desk_url, timeout=60) as guesser:
+        token = csrf_of((await guesser.get("/login")).text)
+        tries = await asyncio.gather(
+            *(
+                guesser.post(
+                    "/login", data={"agent": AGENT, "password": f"guess {n}", "csrf": token}
+                )
+                for n in range(12)
+            )
+        )
+
+    statuses = sorted(t.status_code for t in tries)
+    assert statuses == [401] * 5 + [429] * 7
+
+
 async def test_a_reply_after_the_session_expired_is_refused(
     running: Stack, settings: HiloSettings
 ) -> None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -81,10 +82,29 @@ class SignInThrottle:
         self.window_seconds = window_seconds
         self._clock = clock
         self._failures: dict[str, deque[float]] = {}
+        self._checking: Counter[str] = Counter()
 
     def blocked(self, agent: str, client: str) -> bool:
-        """True while the agent id or the address has `limit` recent failures."""
-        return any(self._recent(key) >= self.limit for key in _keys(agent, client))
+        """True while the agent id or the address has `limit` recent failures, counting the
+        passwords still being checked as failures: guesses sent all at once would otherwise all
+        be checked, since each arrives before the first is answered."""
+        return any(
+            self._recent(key) + self._checking[key] >= self.limit for key in _keys(agent, client)
+        )
+
+    @contextmanager
+    def checking(self, agent: str, client: str) -> Iterator[None]:
+        """Hold a place in the count while a password is checked; `failed` must be called
+        inside it, so that the try is never counted neither as checking nor as failed."""
+        keys = _keys(agent, client)
+        self._checking.update(keys)
+        try:
+            yield
+        finally:
+            self._checking.subtract(keys)
+            for key in keys:
+                if self._checking[key] <= 0:
+                    del self._checking[key]
 
     def failed(self, agent: str, client: str) -> None:
         """Count a wrong password (or unknown agent) against both the agent id and address."""
