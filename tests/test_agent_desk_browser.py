@@ -200,16 +200,18 @@ async def test_a_reply_the_provider_refuses_shows_the_providers_reason(
     assert stack.twilio.accepted == []
 
 
-async def test_a_reply_after_the_sign_in_expired_says_so_and_keeps_the_text(
+async def test_a_page_open_when_the_sign_in_expires_says_so_and_keeps_the_text(
     settings: HiloSettings, topics: list[str], page: Page
 ) -> None:
-    async with desk_stack(settings) as stack:
+    async with desk_stack(settings, desk_session_hours=10 / 3600) as stack:
         await stack.profile.publish(history())
         await stack.profile.wait_for_entries(2)
         await sign_in_and_find(page, stack.desk_url)
-        await page.context.clear_cookies()  # as when the session ran out
         await page.get_by_label("Channel").select_option("sms")
         await page.get_by_role("textbox", name="Message").fill("Are you still there?")
+        await expect(page.locator("#live-state")).to_have_text(
+            "signed out: reload to sign in again", timeout=20_000
+        )
         await page.get_by_role("button", name="Send").click()
 
         result = page.locator("#reply-result")

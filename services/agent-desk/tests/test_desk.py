@@ -539,6 +539,35 @@ async def test_a_reply_after_the_session_expired_is_refused(
     assert reply.json() == {"detail": "sign in first"}
 
 
+async def test_a_live_page_stops_streaming_when_its_session_expires(
+    running: Stack, settings: HiloSettings
+) -> None:
+    svc = running.profile
+    await svc.publish([message(1, "whatsapp", "Hola", ago=timedelta(minutes=5))])
+    await svc.wait_for_entries(1)
+    customer = await svc.customer_of("phone", PHONE)
+    three_seconds = desk_settings(
+        settings, running.profile_url, API_KEY, desk_session_hours=3 / 3600
+    )
+    async with running_desk(three_seconds) as desk_url, signed_in(desk_url) as browser:
+        page = await browser.get(f"/customers/{customer}")
+        after = re.search(r'data-after="([^"]+)"', page.text)
+        assert after
+        async with browser.stream(
+            "GET", f"/customers/{customer}/live", params={"after": after.group(1)}
+        ) as stream:
+            async with asyncio.timeout(10):
+                lines = [line async for line in stream.aiter_lines()]
+        again = await browser.get(
+            f"/customers/{customer}/live", headers={"Accept": "text/event-stream"}
+        )
+
+    assert stream.status_code == 200
+    assert lines[0] == "retry: 1000"
+    assert lines[-3:] == ["event: signed-out", "data: {}", ""]
+    assert again.status_code == 401
+
+
 def session_cookie(client: httpx.AsyncClient) -> str:
     """The signed session cookie, to present it again as a copied cookie would be."""
     value = next(c.value for c in client.cookies.jar if c.name == "hilo_desk")

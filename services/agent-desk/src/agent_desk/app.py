@@ -21,6 +21,7 @@ import asyncio
 import json
 import secrets
 import unicodedata
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
@@ -44,6 +45,7 @@ from agent_desk.auth import (
     SignInThrottle,
     check_csrf,
     csrf_token,
+    session_end,
     sign_in,
     signed_in_agent,
 )
@@ -363,8 +365,9 @@ def _routes(app: FastAPI) -> None:
         customers = {profile["customer_id"], *profile.get("merged_from", [])}
         cursor = request.headers.get("last-event-id") or after
         wanted = (set(channel or []), set(type or []))
+        ends = session_end(request, desk.settings.desk_session_hours * 3600)
         return StreamingResponse(
-            _events(desk, request, cursor, customers, wanted),
+            _events(desk, request, (cursor, ends), customers, wanted),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -476,18 +479,21 @@ async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: st
 async def _events(
     desk: Desk,
     request: Request,
-    cursor: str,
+    span: tuple[str, float],
     customers: set[str],
     wanted: tuple[set[str], set[str]],
 ) -> AsyncIterator[str]:
-    """The stream of one page. After each batch (or heartbeat) whose last shown entry is not
-    the newest number the feed reached, a `tick` carries that number as the event id: the
-    browser resumes from it after a blip instead of from its last shown entry, which on a busy
-    desk would have fallen out of the buffer and forced a reload (losing a reply being typed)."""
+    """The stream of one page, from its cursor until its session ends (`span`). After each
+    batch (or heartbeat) whose last shown entry is not the newest number the feed reached, a
+    `tick` carries that number as the event id: the browser resumes from it after a blip
+    instead of from its last shown entry, which on a busy desk would have fallen out of the
+    buffer and forced a reload (losing a reply being typed). When the session ends, so does the
+    stream, with a `signed-out` event: the page says so and keeps what the agent is typing."""
+    cursor, ends = span
     channels, types = wanted
     yield "retry: 1000\n\n"
     try:
-        async for batch, reached in desk.feed.follow(cursor, customers):
+        async for batch, reached in desk.feed.follow(cursor, customers, until=ends):
             if await request.is_disconnected():
                 return
             shown = [live for live in batch if _shown(live, channels, types)]
@@ -497,6 +503,9 @@ async def _events(
                 yield _tick(desk, reached)
     except Gap:
         yield f"event: resync\ndata: {json.dumps({'position': desk.feed.position})}\n\n"
+        return
+    if time.time() >= ends:
+        yield "event: signed-out\ndata: {}\n\n"
 
 
 def _shown(live: LiveEntry, channels: set[str], types: set[str]) -> bool:

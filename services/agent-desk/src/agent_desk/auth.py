@@ -162,6 +162,11 @@ def signed_in_agent(request: Request, agents: Agents, max_age_seconds: float) ->
     return agent
 
 
+def session_end(request: Request, max_age_seconds: float) -> float:
+    """When this (signed-in) session expires, as a `time.time()`."""
+    return float(request.session.get("at", 0)) + max_age_seconds
+
+
 def csrf_token(request: Request) -> str:
     """This session's CSRF token (one is made for a visitor who has not signed in yet)."""
     token = request.session.get("csrf")

@@ -20,7 +20,9 @@ valid.
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
+import time
 from collections import deque
 from collections.abc import AsyncGenerator, Collection
 from contextlib import suppress
@@ -163,16 +165,26 @@ class JourneyFeed:
         return found, self._number
 
     async def follow(
-        self, cursor: str, customers: Collection[str], heartbeat_seconds: float = 15.0
+        self,
+        cursor: str,
+        customers: Collection[str],
+        heartbeat_seconds: float = 15.0,
+        until: float = math.inf,
     ) -> AsyncGenerator[tuple[list[LiveEntry], int], None]:
         """Yield what arrives for `customers` after `cursor` with the number the feed reached
         (an empty list as a heartbeat): the reached number lets a page resume from there even
-        when none of the entries were its customer's."""
+        when none of the entries were its customer's. Ends at `until` (a `time.time()`): the
+        end of the session the page was opened with, which nothing else would check again."""
         found, reached = self.after(cursor, customers)
         while True:
             yield found, reached
+            left = until - time.time()
+            if left <= 0:
+                return
             async with self._arrived:
                 if self._number == reached:
                     with suppress(TimeoutError):
-                        await asyncio.wait_for(self._arrived.wait(), heartbeat_seconds)
+                        await asyncio.wait_for(self._arrived.wait(), min(heartbeat_seconds, left))
+            if time.time() >= until:
+                return
             found, reached = self.after(f"{self.epoch}:{reached}", customers)

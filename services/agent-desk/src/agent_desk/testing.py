@@ -123,8 +123,9 @@ class DeskStack:
 
 
 @asynccontextmanager
-async def desk_stack(settings: HiloSettings) -> AsyncIterator[DeskStack]:
-    """Everything `DeskStack` names, running until the block ends."""
+async def desk_stack(settings: HiloSettings, **desk_overrides: object) -> AsyncIterator[DeskStack]:
+    """Everything `DeskStack` names, running until the block ends (the desk's settings changed
+    by `desk_overrides`)."""
     sms_port = free_port()
     with TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN) as twilio:
         sms = SmsSettings.model_validate(
@@ -150,7 +151,9 @@ async def desk_stack(settings: HiloSettings) -> AsyncIterator[DeskStack]:
             served(profile.service.app, lifespan="off") as profile_url,
             served(create_sms_app(sms), sms_port),
             served(create_whatsapp_app(whatsapp)) as whatsapp_url,
-            running_desk(desk_settings(settings, profile_url, API_KEY)) as desk_url,
+            running_desk(
+                desk_settings(settings, profile_url, API_KEY, **desk_overrides)
+            ) as desk_url,
         ):
             yield DeskStack(profile, twilio, whatsapp_url, desk_url)
 

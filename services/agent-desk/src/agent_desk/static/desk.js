@@ -119,6 +119,13 @@ function follow(timeline) {
   // Nothing for this page up to here: the browser resumes from this id after a blip.
   source.addEventListener("tick", (event) => { window.hiloLive.position = event.lastEventId; });
   source.addEventListener("resync", () => window.location.reload());
+  // The session ended: no reload, which would lose a reply being typed (Send says what to do).
+  source.addEventListener("signed-out", () => {
+    source.close();
+    window.hiloLive.connected = false;
+    state.textContent = "signed out: reload to sign in again";
+    state.classList.add("off");
+  });
 }
 
 function pendingRow(answer, text, channelLabel) {
