@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import unicodedata
 import time
+import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
