@@ -203,7 +203,7 @@ async def test_a_reply_the_provider_refuses_shows_the_providers_reason(
 async def test_a_page_open_when_the_sign_in_expires_says_so_and_keeps_the_text(
     settings: HiloSettings, topics: list[str], page: Page
 ) -> None:
-    async with desk_stack(settings, desk_session_hours=10 / 3600) as stack:
+    async with desk_stack(settings, session_hours=10 / 3600) as stack:
         await stack.profile.publish(history())
         await stack.profile.wait_for_entries(2)
         await sign_in_and_find(page, stack.desk_url)

@@ -123,9 +123,11 @@ class DeskStack:
 
 
 @asynccontextmanager
-async def desk_stack(settings: HiloSettings, **desk_overrides: object) -> AsyncIterator[DeskStack]:
-    """Everything `DeskStack` names, running until the block ends (the desk's settings changed
-    by `desk_overrides`)."""
+async def desk_stack(
+    settings: HiloSettings, *, session_hours: float = 12
+) -> AsyncIterator[DeskStack]:
+    """Everything `DeskStack` names, running until the block ends (sessions lasting
+    `session_hours`)."""
     sms_port = free_port()
     with TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN) as twilio:
         sms = SmsSettings.model_validate(
@@ -152,7 +154,7 @@ async def desk_stack(settings: HiloSettings, **desk_overrides: object) -> AsyncI
             served(create_sms_app(sms), sms_port),
             served(create_whatsapp_app(whatsapp)) as whatsapp_url,
             running_desk(
-                desk_settings(settings, profile_url, API_KEY, **desk_overrides)
+                desk_settings(settings, profile_url, API_KEY, desk_session_hours=session_hours)
             ) as desk_url,
         ):
             yield DeskStack(profile, twilio, whatsapp_url, desk_url)
