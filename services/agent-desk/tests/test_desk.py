@@ -17,7 +17,7 @@ import httpx
 import pytest
 from pydantic_extra_types.currency_code import ISO4217
 
-from agent_desk.app import PROFILES_DOWN
+from agent_desk.app import LINK_REFUSED, PROFILES_DOWN
 from agent_desk.testing import AGENT, PASSWORD, csrf_of, desk_settings, running_desk, signed_in
 from customer_profile.domain.profile import RECENT_ORDERS
 from customer_profile.testing import API_KEY, RunningProfileService, running_profile_service
@@ -457,6 +457,23 @@ async def test_a_profile_service_outage_is_answered_503_not_as_a_page_of_nothing
     assert reply.json() == {"error": PROFILES_DOWN}
     assert stream.status_code == 503
     assert stream.json() == {"error": PROFILES_DOWN}
+
+
+async def test_an_edited_timeline_link_is_answered_400_saying_so_not_as_an_outage(
+    running: Stack,
+) -> None:
+    svc = running.profile
+    await svc.publish([message(1, "whatsapp", "Hola", ago=timedelta(minutes=5))])
+    await svc.wait_for_entries(1)
+    customer = await svc.customer_of("phone", PHONE)
+    async with signed_in(running.desk_url) as browser:
+        page = await browser.get(f"/customers/{customer}", params={"cursor": "edited"})
+
+    assert page.status_code == 400
+    assert page.headers["content-type"].startswith("text/html")
+    assert LINK_REFUSED in page.text
+    assert "cursor is not one this API returned" in page.text
+    assert PROFILES_DOWN not in page.text
 
 
 async def test_removing_an_agent_ends_their_sessions(

@@ -2,9 +2,11 @@
 agent desk, the offers service): one way to call it and to read its answers.
 
 They keep no copy of customers: the profile service is the one synchronised view of every
-channel. 404 and 422 mean "nobody" (no such customer, not an identifier); no answer, a 5xx or a
-body that is not JSON mean the service is away (`ProfileUnavailable`), which each caller turns
-into a 503 rather than guess.
+channel. 404 and 422 mean "nobody" (no such customer, not an identifier); 400 means the request
+carried something the API does not accept, such as a stale or edited journey cursor
+(`ProfileRequestRefused`, the caller's 400); no answer, any other error or a body that is not
+JSON mean the service is away (`ProfileUnavailable`), which each caller turns into a 503 rather
+than guess.
 """
 
 from __future__ import annotations
@@ -17,6 +19,15 @@ import httpx
 
 class ProfileUnavailable(Exception):
     """The profile API did not answer usably."""
+
+
+class ProfileRequestRefused(Exception):
+    """The profile API refused the request itself (400), saying why: the service is up, and
+    retrying the same request would be refused again."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
 
 
 class ProfileClient:
@@ -46,6 +57,8 @@ class ProfileClient:
             raise ProfileUnavailable(type(exc).__name__) from exc
         if response.status_code in (404, 422):
             return None
+        if response.status_code == 400:
+            raise ProfileRequestRefused(_detail(response))
         if response.status_code >= 400:
             raise ProfileUnavailable(f"profile API answered {response.status_code}")
         try:
@@ -62,6 +75,15 @@ class ProfileClient:
         """The profile (the survivor's, for an id merged away), or None."""
         found: dict[str, Any] | None = await self.call("GET", customer_path(customer_id))
         return found
+
+
+def _detail(response: httpx.Response) -> str:
+    """The API's own reason (FastAPI's `detail`), short; a generic one when it gives none."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    return detail[:200] if isinstance(detail, str) and detail else "the request was not accepted"
 
 
 def customer_path(customer_id: str) -> str:

@@ -57,7 +57,7 @@ from agent_desk.policy import (
     refusal,
     reply_options,
 )
-from agent_desk.profiles import ProfileApi, ProfileUnavailable
+from agent_desk.profiles import ProfileApi, ProfileRequestRefused, ProfileUnavailable
 from agent_desk.replies import publish_reply, reply_command, thread_of
 from agent_desk.search import find_customers
 from agent_desk.settings import DeskSettings
@@ -73,6 +73,7 @@ log = structlog.get_logger(__name__)
 HERE = Path(__file__).parent
 PAGE_SIZE = 50
 PROFILES_DOWN = "The customer profile service is not answering. Try again in a moment."
+LINK_REFUSED = "This link is not valid any more: open the customer again from the inbox or search"
 SIGN_IN_REFUSED = "Unknown agent or wrong password."
 TOO_MANY_TRIES = (
     "Too many failed sign-ins for this agent or from this address. "
@@ -238,6 +239,15 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
         if _wants_html(request):
             return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
         return JSONResponse({"detail": "sign in first"}, status_code=401)
+
+    @app.exception_handler(ProfileRequestRefused)
+    async def refused(request: Request, exc: ProfileRequestRefused) -> Response:
+        message = f"{LINK_REFUSED} ({exc.detail})"
+        if _wants_html(request):
+            page = _page(desk, request, "error.html", message=message)
+            page.status_code = 400
+            return page
+        return JSONResponse({"error": message}, status_code=400)
 
     @app.exception_handler(ProfileUnavailable)
     async def unavailable(request: Request, _exc: ProfileUnavailable) -> Response:

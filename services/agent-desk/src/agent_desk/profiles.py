@@ -13,9 +13,14 @@ from urllib.parse import quote
 import httpx
 
 from agent_desk.settings import DeskSettings
-from hilo.profile_client import ProfileClient, ProfileUnavailable, customer_path
+from hilo.profile_client import (
+    ProfileClient,
+    ProfileRequestRefused,
+    ProfileUnavailable,
+    customer_path,
+)
 
-__all__ = ["ProfileApi", "ProfileUnavailable"]
+__all__ = ["ProfileApi", "ProfileRequestRefused", "ProfileUnavailable"]
 
 
 class ProfileApi(ProfileClient):

@@ -38,6 +38,7 @@ from hilo.offers.model import (
 from hilo.offers.money import CurrencyError, minor_units
 from hilo.offers.pricing import price_lines, qualifying, quote_id
 from hilo.offers.showcase import example_lines
+from hilo.profile_client import ProfileRequestRefused
 from offers.changes import (
     Change,
     NewPrice,
@@ -465,7 +466,7 @@ async def _facts(
         return await state.profiles.facts(customer_id=customer_id, identifiers=identifiers, at=at)
     except CustomerNotFound:
         raise HTTPException(status_code=404, detail="no customer with this id") from None
-    except ProfileUnavailable:
+    except (ProfileUnavailable, ProfileRequestRefused):  # a refusal of our own request: a bug
         raise HTTPException(
             status_code=503, detail="the customer-profile service is not answering"
         ) from None
