@@ -41,7 +41,12 @@ from hilo.settings import HiloSettings
 from hilo.testkit.contract_check import published_interactions
 from hilo.testkit.probes import eventually
 from hilo.testkit.samples import sample_command
-from hilo.testkit.standins.mailgun import DOMAIN, AcceptedEmail, MailgunStandIn
+from hilo.testkit.standins.mailgun import (
+    DOMAIN,
+    INVALID_ADDRESS,
+    AcceptedEmail,
+    MailgunStandIn,
+)
 from hilo.webhook import hmac_sha256
 from hilo_devkit.channel_contract import channel_client
 
@@ -224,22 +229,30 @@ async def test_mailgun_failing_with_5xx_is_retried_until_it_queues_the_message(
     assert sent.get("subject") == DEFAULT_SUBJECT
     assert sent.headers == {}
     assert state["state"] == "sent"
-    assert state["provider_message_id"] == state["thread"] == sent.message_id.strip("<>")
+    assert state["provider_message_id"] == sent.message_id.strip("<>")
     [event] = await published_interactions(settings, 1)
     assert event["payload"]["provider_message_id"] == sent.message_id.strip("<>")
+    stored = await mongo_client[settings.mongodb_database][SENDS_COLLECTION].find_one(command.id)
+    assert stored is not None
+    assert (stored["recorded"], "thread" in stored) == (True, False), "no thread kept once recorded"
 
 
 @pytest.mark.parametrize(
-    ("api_key", "refused", "reason"),
+    ("api_key", "refusal", "reason"),
     [
-        ("key-wrong", False, "401: Forbidden"),
+        ("key-wrong", None, "401: Forbidden"),
         (
             None,
-            True,
+            INVALID_ADDRESS,
             "400: 'to' parameter is not a valid address. please check documentation",
         ),
+        (
+            None,
+            f"{CUSTOMER} is on the suppression list",
+            "400: a***@e***.com is on the suppression list",
+        ),
     ],
-    ids=["wrong-api-key", "recipient-refused"],
+    ids=["wrong-api-key", "recipient-refused", "recipient-quoted"],
 )
 async def test_a_refusal_is_not_retried_and_is_reported_with_mailguns_message(
     settings: HiloSettings,
@@ -247,11 +260,11 @@ async def test_a_refusal_is_not_retried_and_is_reported_with_mailguns_message(
     broker: KafkaBroker,
     mailgun: MailgunStandIn,
     api_key: str | None,
-    refused: bool,
+    refusal: str | None,
     reason: str,
 ) -> None:
-    if refused:
-        mailgun.refuse(CUSTOMER)
+    if refusal is not None:
+        mailgun.refuse(CUSTOMER, refusal)
     mailgun_messages = provider(mailgun, api_key)
     command = reply_command()
     try:

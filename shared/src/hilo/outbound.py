@@ -58,6 +58,7 @@ from hilo.contract.outbound import OutboundCommand, OutboundMessage
 from hilo.contract.personal import OUTBOUND_FIELDS
 from hilo.dead_letters import dead_letter_headers
 from hilo.kafka import KafkaPublisher, PublishFailed, Record, keep_bytes
+from hilo.logs import mask_text
 from hilo.mongo import MongoDocument
 from hilo.sealing import Sealer
 from hilo.settings import HiloSettings
@@ -268,7 +269,12 @@ class OutboundSender:
             DUPLICATES.labels(command.channel).inc()
             return state
         await self._publisher.publish_interaction(self._record(command, state))
-        await self._sends.update_one({"_id": command.id}, {"$set": {"recorded": True}})
+        # The thread can name the customer (SMS: "business:customer phone"): it was kept only to
+        # record the send, which is done; the record on `interactions` holds it sealed.
+        await self._sends.update_one(
+            {"_id": command.id}, {"$set": {"recorded": True}, "$unset": {"thread": ""}}
+        )
+        state.pop("thread", None)
         return {**state, "recorded": True}
 
     async def _claim(self, command: OutboundCommand, token: str) -> MongoDocument:
@@ -311,10 +317,12 @@ class OutboundSender:
             sent = await self._with_retries(command)
         except SendUncertain as exc:
             FAILED.labels(command.channel, "uncertain").inc()
-            update = {"state": "failed", "reason": exc.reason}
+            update = {"state": "failed", "reason": mask_text(exc.reason)}
         except SendRefused as exc:
+            # A provider's explanation may quote the recipient (Mailgun's address, Meta's
+            # number): the reason is stored and shown in the clear, so they are masked.
             FAILED.labels(command.channel, "refused").inc()
-            update = {"state": "failed", "reason": exc.reason}
+            update = {"state": "failed", "reason": mask_text(exc.reason)}
         except SendUnavailable as exc:
             FAILED.labels(command.channel, "unavailable").inc()
             reason = f"{exc} (after {self._retry.attempts} attempts)"
