@@ -423,6 +423,43 @@ async def test_an_invalid_trait_phone_or_email_is_dropped_and_the_rest_of_the_ca
     ]
 
 
+async def test_over_long_page_texts_and_event_names_are_cut_and_the_batch_kept(
+    web_settings: WebSettings, topics: list[str], settings: HiloSettings
+) -> None:
+    long_url = "https://shop.example/search?q=" + "x" * 5_000
+    batch = {
+        "batch": [
+            {
+                "type": "page",
+                "messageId": "page-long",
+                "anonymousId": "anon-1",
+                "name": "N" * 600,
+                "context": {"page": {"url": long_url, "title": "Shoes"}},
+            },
+            {"type": "track", "messageId": "track-long", "userId": "u-1", "event": "E" * 400},
+            {"type": "track", "messageId": "track-short", "userId": "u-1", "event": "Opened"},
+        ]
+    }
+
+    roomy = web_settings.model_copy(update={"max_body_bytes": 50_000})
+    async with channel_client(create_app(roomy)) as web:
+        response = await web.post("/v1/batch", json=batch, headers=AUTH)
+
+    assert response.status_code == 200, response.text
+    by_id = {event["id"]: event for event in await published_interactions(settings, 3)}
+    page = by_id[interaction_id("web", "page-long")]
+    assert page["payload"]["url"] == long_url[:4_000]
+    assert (page["payload"]["name"], page["payload"]["title"]) == ("N" * 500, "Shoes")
+    assert page["adjustments"] == [
+        {"field": "payload.name", "reason": "truncated"},
+        {"field": "payload.url", "reason": "truncated"},
+    ]
+    track = by_id[interaction_id("web", "track-long")]
+    assert track["payload"]["name"] == "E" * 300
+    assert track["adjustments"] == [{"field": "payload.name", "reason": "truncated"}]
+    assert by_id[interaction_id("web", "track-short")].get("adjustments", []) == []
+
+
 async def test_event_times_in_the_future_or_off_the_calendar_become_the_receipt_time(
     web: httpx.AsyncClient, settings: HiloSettings
 ) -> None:

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
-
 from channel_email.mime import AttachmentInfo, InboundEmail
 from hilo.contract import (
-    TRUNCATED,
-    Adjustment,
     Attachment,
     AttachmentKind,
     Conversation,
@@ -22,7 +18,9 @@ from hilo.contract import (
     Identifiers,
     Interaction,
     MessageExchanged,
+    Truncations,
     conversation_id,
+    max_length,
     new_interaction,
 )
 
@@ -34,35 +32,21 @@ _KINDS = {
 }
 
 
-def _max_length(model: type[BaseModel], field: str) -> int:
-    """The contract's own limit of a field, so this module cannot drift from it."""
-    rules = model.model_fields[field].metadata
-    return next(int(rule.max_length) for rule in rules if hasattr(rule, "max_length"))
-
-
-TEXT_LIMIT = _max_length(MessageExchanged, "text")
-SUBJECT_LIMIT = _max_length(MessageExchanged, "subject")
-ATTACHMENTS_LIMIT = _max_length(MessageExchanged, "attachments")
-FILENAME_LIMIT = _max_length(Attachment, "filename")
+TEXT_LIMIT = max_length(MessageExchanged, "text")
+SUBJECT_LIMIT = max_length(MessageExchanged, "subject")
+ATTACHMENTS_LIMIT = max_length(MessageExchanged, "attachments")
+FILENAME_LIMIT = max_length(Attachment, "filename")
 
 
 def translate(mail: InboundEmail, received_at: datetime, instance: str) -> Interaction:
     """Keyed by the Message-ID, so the same mail via Mailgun, SendGrid or a pipe is one event."""
-    truncated: list[Adjustment] = []
-
-    def clipped(value: str | None, limit: int, field: str) -> str | None:
-        if value is None or len(value) <= limit:
-            return value
-        if not any(adjustment.field == field for adjustment in truncated):
-            truncated.append(Adjustment(field=field, reason=TRUNCATED))
-        return value[:limit]
-
+    cut = Truncations()
     attachments = [
-        _attachment(info, clipped(info.filename, FILENAME_LIMIT, "payload.attachments.filename"))
+        _attachment(info, cut.clip(info.filename, FILENAME_LIMIT, "payload.attachments.filename"))
         for info in mail.attachments[:ATTACHMENTS_LIMIT]
     ]
     if len(mail.attachments) > ATTACHMENTS_LIMIT:
-        truncated.append(Adjustment(field="payload.attachments", reason=TRUNCATED))
+        cut.note("payload.attachments")
     return new_interaction(
         channel=CHANNEL,
         instance=instance,
@@ -75,13 +59,13 @@ def translate(mail: InboundEmail, received_at: datetime, instance: str) -> Inter
         received_at=received_at,
         payload=MessageExchanged(
             direction=Direction.INBOUND,
-            subject=clipped(mail.subject, SUBJECT_LIMIT, "payload.subject"),
-            text=clipped(mail.text, TEXT_LIMIT, "payload.text"),
+            subject=cut.clip(mail.subject, SUBJECT_LIMIT, "payload.subject"),
+            text=cut.clip(mail.text, TEXT_LIMIT, "payload.text"),
             attachments=attachments,
             provider_message_id=mail.message_id,
             reply_to_provider_message_id=mail.in_reply_to,
         ),
-        adjustments=truncated,
+        adjustments=cut.adjustments,
     )
 
 

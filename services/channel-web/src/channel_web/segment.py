@@ -49,9 +49,10 @@ class Call(_Segment):
     anonymous_id: UserId | None = None
     previous_id: UserId | None = None
     group_id: UserId | None = None
-    event: str | None = Field(default=None, max_length=300)
-    name: str | None = Field(default=None, max_length=500)
-    category: str | None = Field(default=None, max_length=500)
+    event: str | None = None
+    """Any length: a name longer than the contract holds is cut when translated, not refused."""
+    name: str | None = None
+    category: str | None = None
     traits: dict[str, Any] = Field(default_factory=dict)
     properties: dict[str, Any] = Field(default_factory=dict)
     context: Context = Field(default_factory=Context)

@@ -38,6 +38,8 @@ from hilo.contract import (
     SalesChannel,
     SurveyAnswered,
     SurveyMetric,
+    Truncations,
+    max_length,
     new_interaction,
 )
 
@@ -57,15 +59,16 @@ def translate(
     """
     channel = "app" if call.type == "screen" or call.context.app or call.context.device else "web"
     policy = DropInvalid(SECONDARY)
+    cut = Truncations()
     return new_interaction(
         channel=channel,
         instance=instance,
         provider_event_id=call.message_id or _content_id(call),
         identifiers=identifiers_of(call, policy),
-        payload=payload_of(call),
+        payload=payload_of(call, cut),
         occurred_at=occurred_at(call, received_at),
         received_at=received_at,
-        adjustments=policy.dropped,
+        adjustments=[*policy.dropped, *cut.adjustments],
         identity_trust=trust,
     )
 
@@ -106,33 +109,45 @@ def identifiers_of(call: Call, policy: DropInvalid | None = None) -> Identifiers
     return Identifiers.model_validate(present, context=policy.context() if policy else None)
 
 
-def payload_of(call: Call) -> Payload:
+def payload_of(call: Call, cut: Truncations) -> Payload:
+    """The typed payload; a page's texts or an event name longer than the contract holds are
+    cut (noted in `cut`): a client's long URL must not lose the page view, nor its batch."""
     if call.type == "identify":
         return Identified(traits=flat_scalars(call.traits))
     if call.type == "alias":
         return Identified(previous_anonymous_id=_text(call.previous_id))
     if call.type in ("page", "screen"):
-        return _page(call)
+        return _page(call, cut)
     if call.type == "group":
         return CustomEvent(
             name="Group", properties={"group_id": _text(call.group_id), **flat_scalars(call.traits)}
         )
-    return _track(call)
+    return _track(call, cut)
 
 
-def _page(call: Call) -> PageViewed:
+_PAGE_LIMITS = {
+    name: max_length(PageViewed, name) for name in ("name", "url", "path", "referrer", "title")
+}
+_EVENT_NAME_LIMIT = max_length(CustomEvent, "name")
+
+
+def _page(call: Call, cut: Truncations) -> PageViewed:
     page = {**(call.context.page or {}), **call.properties}
+
+    def text(name: str, value: Any) -> str | None:
+        return cut.clip(_text(value), _PAGE_LIMITS[name], f"payload.{name}")
+
     return PageViewed(
         screen=call.type == "screen",
-        name=call.name,
-        url=_text(page.get("url")),
-        path=_text(page.get("path")),
-        referrer=_text(page.get("referrer")),
-        title=_text(page.get("title")),
+        name=text("name", call.name),
+        url=text("url", page.get("url")),
+        path=text("path", page.get("path")),
+        referrer=text("referrer", page.get("referrer")),
+        title=text("title", page.get("title")),
     )
 
 
-def _track(call: Call) -> Payload:
+def _track(call: Call, cut: Truncations) -> Payload:
     event = call.event or ""
     typed = _ECOMMERCE.get(event)
     if typed is not None:
@@ -140,7 +155,8 @@ def _track(call: Call) -> Payload:
             return typed(call.properties)
         except (ValidationError, ValueError, TypeError, ArithmeticError, KeyError):
             pass
-    return CustomEvent(name=event, properties=flat_scalars(call.properties))
+    name = cut.clip(event, _EVENT_NAME_LIMIT, "payload.name") or event
+    return CustomEvent(name=name, properties=flat_scalars(call.properties))
 
 
 def _product_viewed(properties: Mapping[str, Any]) -> ProductViewed:

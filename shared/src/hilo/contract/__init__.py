@@ -1,6 +1,12 @@
 """The interaction contract every channel speaks (schema version 1)."""
 
-from hilo.contract.adjustments import MAX_ADJUSTMENTS, TRUNCATED, Adjustment
+from hilo.contract.adjustments import (
+    MAX_ADJUSTMENTS,
+    TRUNCATED,
+    Adjustment,
+    Truncations,
+    max_length,
+)
 from hilo.contract.identifiers import (
     SECONDARY_CONTACTS,
     WEAK_KINDS,
@@ -95,11 +101,13 @@ __all__ = [
     "StoreVisited",
     "SurveyAnswered",
     "SurveyMetric",
+    "Truncations",
     "UnsupportedSchemaVersion",
     "VisitMethod",
     "bound_event_time",
     "conversation_id",
     "interaction_id",
+    "max_length",
     "new_interaction",
     "normalise_email",
     "normalise_phone",

@@ -49,3 +49,28 @@ class Adjustment(BaseModel):
         "`truncated` (cut to the contract's maximum length).",
         examples=["invalid_phone", "in_the_future"],
     )
+
+
+def max_length(model: type[BaseModel], field: str) -> int:
+    """The contract's own limit of a field, so a channel cutting to it cannot drift from it."""
+    rules = model.model_fields[field].metadata
+    return next(int(rule.max_length) for rule in rules if hasattr(rule, "max_length"))
+
+
+class Truncations:
+    """Free text cut to the contract's limits rather than refused: the rest of the event is worth
+    keeping. Each field cut is noted once (`adjustments`), by path, never by value."""
+
+    def __init__(self) -> None:
+        self.adjustments: list[Adjustment] = []
+
+    def clip(self, value: str | None, limit: int, field: str) -> str | None:
+        if value is None or len(value) <= limit:
+            return value
+        self.note(field)
+        return value[:limit]
+
+    def note(self, field: str) -> None:
+        """Say that `field` was cut (a list shortened, say), once however often it is said."""
+        if not any(adjustment.field == field for adjustment in self.adjustments):
+            self.adjustments.append(Adjustment(field=field, reason=TRUNCATED))
