@@ -36,6 +36,7 @@ from hilo.outbound import (
     command_record,
     provider_call,
 )
+from hilo.providers.meta import graph_throttled
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
 from hilo.testkit.contract_check import published_interactions
@@ -363,3 +364,25 @@ async def test_a_service_sending_for_several_channels_records_each_under_its_own
         (messenger.sent_interaction_id(), "messenger"),
         (instagram.sent_interaction_id(), "instagram"),
     }
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "outcome"),
+    [
+        (400, 613, SendUnavailable),  # Messenger: calls to this API exceeded the rate limit
+        (400, 131056, SendUnavailable),  # WhatsApp: pair rate limit
+        (403, 4, SendUnavailable),  # app rate limit
+        (400, 10, SendRefused),  # outside the messaging window: a refusal
+        (400, None, SendRefused),  # no Graph error body
+    ],
+)
+async def test_graph_rate_limits_are_retried_whatever_the_status_and_refusals_are_not(
+    status: int, code: int | None, outcome: type[Exception]
+) -> None:
+    body = {"error": {"code": code, "message": "(#x) limit"}} if code is not None else {}
+    transport = httpx.MockTransport(lambda _request: httpx.Response(status, json=body))
+    async with httpx.AsyncClient(transport=transport, base_url="http://graph") as graph:
+        with pytest.raises(outcome):
+            await provider_call(
+                lambda: graph.post("/messages"), lambda r: "refused", graph_throttled
+            )

@@ -225,7 +225,7 @@ def sender(
     return OutboundSender("whatsapp", "test", provider, publisher, sends, FAST)
 
 
-@pytest.mark.parametrize("status", [500, 429])
+@pytest.mark.parametrize("status", [500, 429, 400], ids=["5xx", "throughput", "pair-rate-limit"])
 async def test_a_failing_cloud_api_is_retried_until_it_accepts(
     settings: HiloSettings,
     mongo_client: AsyncMongoClient[MongoDocument],

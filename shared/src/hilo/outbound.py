@@ -148,15 +148,18 @@ class NotConfigured:
 
 
 async def provider_call(
-    request: Callable[[], Any], reason_of: Callable[[httpx.Response], str]
+    request: Callable[[], Any],
+    reason_of: Callable[[httpx.Response], str],
+    throttled: Callable[[httpx.Response], bool] | None = None,
 ) -> httpx.Response:
     """Make one provider HTTP call, sorting failures the way every provider needs them sorted.
 
-    No connection (or none free in time), a 5xx or a 429 is `SendUnavailable` (retried): the
-    provider did not take the message. A request sent but not answered (a read timeout, a
-    dropped connection) is `SendUncertain`: the provider may have taken it, and sending it again
-    could reach the customer twice. Any other 4xx is `SendRefused` with `reason_of(response)`,
-    the provider's own explanation.
+    No connection (or none free in time), a 5xx, a 429 or an answer the provider's `throttled`
+    recognises as a rate limit (Graph says so by error code, under 400 too) is `SendUnavailable`
+    (retried): the provider did not take the message. A request sent but not answered (a read
+    timeout, a dropped connection) is `SendUncertain`: the provider may have taken it, and
+    sending it again could reach the customer twice. Any other 4xx is `SendRefused` with
+    `reason_of(response)`, the provider's own explanation.
     """
     try:
         response: httpx.Response = await request()
@@ -169,6 +172,8 @@ async def provider_call(
         ) from exc
     if response.status_code >= 500 or response.status_code == 429:
         raise SendUnavailable(f"provider answered {response.status_code}")
+    if response.status_code >= 400 and throttled is not None and throttled(response):
+        raise SendUnavailable(f"provider is rate limiting: {reason_of(response)}")
     if response.status_code >= 400:
         raise SendRefused(reason_of(response))
     return response

@@ -35,6 +35,7 @@ from pydantic_core import from_json
 from channel_social.settings import SocialSettings
 from hilo.contract.outbound import OutboundCommand
 from hilo.outbound import SendRefused, Sent, provider_call
+from hilo.providers.meta import graph_throttled
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +60,9 @@ class SendApi:
         if client is None:
             raise SendRefused(_not_sent_reason(command.channel))
         body = message_request(command, human_agent=self._human_agent)
-        response = await provider_call(lambda: client.post("/messages", json=body), refusal_reason)
+        response = await provider_call(
+            lambda: client.post("/messages", json=body), refusal_reason, graph_throttled
+        )
         return Sent(provider_message_id=accepted_id(response))
 
     async def close(self) -> None:

@@ -18,6 +18,7 @@ from channel_whatsapp.settings import WhatsAppSettings
 from hilo.contract.identifiers import Identifiers
 from hilo.contract.outbound import OutboundCommand, OutboundMessage
 from hilo.outbound import NotConfigured, Provider, SendRefused, Sent, provider_call
+from hilo.providers.meta import graph_throttled
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +44,7 @@ class CloudApiMessages:
     async def send(self, command: OutboundCommand) -> Sent:
         body = message_request(command)
         response = await provider_call(
-            lambda: self._client.post("/messages", json=body), refusal_reason
+            lambda: self._client.post("/messages", json=body), refusal_reason, graph_throttled
         )
         return Sent(provider_message_id=accepted_id(response))
 

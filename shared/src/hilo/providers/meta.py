@@ -8,16 +8,32 @@ with the app secret>`.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, Final, cast
 
+import httpx
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic_core import from_json
 
 from hilo.channel import Channel, Rejected, raw_body, signature_rejection, validation_rejection
 from hilo.contract import Interaction
 from hilo.webhook import SignatureError, hmac_sha256, secrets_match, verify_hex_signature
+
+GRAPH_THROTTLING_CODES: Final = frozenset({4, 17, 32, 613, 80007, 130429, 131056})
+"""Graph's rate limits (app, user, page, method, WhatsApp account, throughput, one customer's
+pair rate): the message was not taken and will be once the limit passes. Meta advises handling
+errors by code, not HTTP status, and answers some of these with 400."""
+
+
+def graph_throttled(response: httpx.Response) -> bool:
+    """True when a Graph API error answer is one of its rate limits (`GRAPH_THROTTLING_CODES`)."""
+    try:
+        code = from_json(response.content)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return code in GRAPH_THROTTLING_CODES
 
 
 def signed_headers(body: bytes, app_secret: str) -> dict[str, str]:

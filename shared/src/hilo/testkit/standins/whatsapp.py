@@ -21,7 +21,8 @@ customer who has not written within 24 hours (as far as the stand-in was told, w
 Status webhooks (`sent`, `delivered`, `read`, `failed`) go to the channel's webhook URL in Meta's
 notification shape, signed `X-Hub-Signature-256: sha256=<HMAC-SHA256 of the body with the app
 secret>` as Meta signs. Every accepted message is kept (what the customer received); a test can
-script failures: the next N calls answer 500 (or 503, 429) with Graph's transient error body.
+script failures: the next N calls answer 500 (or 503, 429, or 400: the pair rate limit) with
+Graph's transient error body.
 
 Standalone (`python -m hilo.testkit.standins.whatsapp --port 8098 --webhook-url ...`):
 `GET /_standin/messages` lists what was accepted, `POST /_standin/failures` (`{"count": N,
@@ -94,7 +95,14 @@ _TRANSIENT: Final = {
     500: (1, "An unknown error has occurred.", None),
     503: (2, "(#2) Service temporarily unavailable", None),
     429: (130429, "(#130429) Rate limit hit", "Cloud API message throughput has been reached."),
+    400: (
+        131056,
+        "(#131056) (Business Account, Consumer Account) pair rate limit hit",
+        "Message failed to send because there were too many messages sent from this phone "
+        "number to the same phone number in a short period of time.",
+    ),
 }
+"""Scripted failures by HTTP status: 400 is the pair rate limit, which Graph answers with 400."""
 _MEDIA_TYPES: Final = ("image", "audio", "video", "document", "sticker")
 _MESSAGE_TYPES: Final = frozenset(
     ("text", "template", *_MEDIA_TYPES, "location", "contacts", "interactive", "reaction")
@@ -196,7 +204,8 @@ class WhatsAppStandIn(StandIn):
         return self.url
 
     def fail_next(self, count: int, status: int = 500) -> None:
-        """The next `count` calls answer `status` (500, 503 or 429) with Graph's error body."""
+        """The next `count` calls answer `status` (500, 503, 429, or 400 for the pair rate
+        limit, code 131056) with Graph's error body."""
         with self._lock:
             self._failures.extend([status] * count)
 
