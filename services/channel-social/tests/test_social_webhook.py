@@ -214,6 +214,36 @@ async def test_a_message_meta_marks_unsupported_is_recorded_with_the_rest(
     assert [a["kind"] for a in unsupported["attachments"]] == ["other"]
 
 
+async def test_what_the_customer_and_another_app_said_on_standby_is_recorded(
+    social: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """With Hilo as a secondary receiver (handover protocol), the conversation comes on
+    `standby`: the customer's message and the primary app's reply are still the journey."""
+    document = json.loads(json.dumps(MESSENGER_TEXT))
+    entry = document["entry"][0]
+    customer_said = entry.pop("messaging")[0]
+    bot_said = {
+        "sender": {"id": PAGE_ID},
+        "recipient": {"id": PSID},
+        "timestamp": customer_said["timestamp"] + 1_000,
+        "message": {"mid": "m_bot_1", "is_echo": True, "app_id": 1517776481860111, "text": "Hi!"},
+    }
+    entry["standby"] = [customer_said, bot_said]
+    request = signed(document)
+
+    response = await social.post(request.path, content=request.body, headers=request.headers)
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"published": 2, "ignored": 0}
+    customer, bot = await published_interactions(settings, 2)
+    assert (customer["payload"]["direction"], bot["payload"]["direction"]) == (
+        "inbound",
+        "outbound",
+    )
+    assert customer["payload"]["text"] == customer_said["message"]["text"]
+    assert bot["identifiers"]["messenger_psid"] == PSID
+
+
 async def test_the_verification_handshake(social: httpx.AsyncClient) -> None:
     params = {"hub.mode": "subscribe", "hub.verify_token": "verify-social", "hub.challenge": "42"}
 

@@ -1,7 +1,8 @@
 """Messenger and Instagram messaging events → Hilo interactions. Pure: no I/O.
 
 Recorded: messages both ways (echoes of what the page sent are outbound), postbacks (button
-taps), reactions, and delivery/read receipts that name a message id. Not recorded: Messenger's
+taps), reactions, and delivery/read receipts that name a message id, whether they come on
+`messaging` or, while another app owns the conversation, on `standby`. Not recorded: Messenger's
 `read` watermarks (they name no message), deleted messages, echoes of the replies Hilo sent
 (their `metadata` says so; the sender recorded them), and event kinds Hilo does not model
 (opt-ins, referrals, handovers); they are counted as ignored and still acknowledged, so Meta
@@ -45,7 +46,7 @@ def translate(notification: Notification, instance: str) -> tuple[list[Interacti
     interactions: list[Interaction] = []
     ignored = 0
     for entry in notification.entry:
-        for event in entry.messaging:
+        for event in [*entry.messaging, *entry.standby]:
             translated = _event(channel, entry.id, event, instance)
             interactions.extend(translated)
             ignored += not translated

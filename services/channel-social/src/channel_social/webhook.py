@@ -89,6 +89,10 @@ class Entry(_Meta):
     id: str
     time: int | None = None
     messaging: list[Messaging] = Field(default_factory=list)
+    standby: list[Messaging] = Field(default_factory=list)
+    """The same events while another app owns the conversation (handover protocol, conversation
+    routing): the customer still wrote to the company, so they are recorded too. Postbacks
+    come without their payload here."""
 
 
 class Notification(_Meta):
