@@ -210,6 +210,44 @@ async def test_an_agent_confirms_or_rejects_the_merge_an_unverified_source_asked
     assert all(b"example.com" not in r.value for r in feed), "ids only, no identifiers"
 
 
+async def test_a_decision_whose_record_did_not_reach_kafka_is_announced_by_the_next_caller(
+    profile_service: RunningProfileService, settings: HiloSettings
+) -> None:
+    svc = profile_service
+    for n, identifier in enumerate([{"email": "ana@example.com"}, {"phone": "+34612345678"}], 1):
+        await svc.publish([interaction(n, minutes=n, **identifier)])
+        await svc.wait_for_entries(n)
+    ask = interaction(3, minutes=3, email="ana@example.com", phone="+34612345678")
+    await svc.publish([ask.model_copy(update={"identity_trust": "unverified"})])
+    await svc.wait_for_entries(3)
+    [pending] = await svc.get("/v1/merge-requests")
+    publish = svc.service.publisher.publish
+
+    async def record_lost(topic: Topic, *args: object, **kwargs: object) -> None:
+        if topic == Topic.MERGE_REQUESTS:
+            raise PublishFailed("injected: Kafka did not confirm the decision's record")
+        await publish(topic, *args, **kwargs)  # type: ignore[arg-type]
+
+    svc.service.publisher.publish = record_lost  # type: ignore[method-assign]
+    stored_unannounced = await svc.http.post(
+        f"/v1/merge-requests/{pending['id']}/reject", json={"by": "agent-7", "reason": "no"}
+    )
+    svc.service.publisher.publish = publish  # type: ignore[method-assign]
+    someone_else = await svc.http.post(
+        f"/v1/merge-requests/{pending['id']}/confirm", json={"by": "agent-8", "reason": "yes"}
+    )
+
+    assert stored_unannounced.status_code == 503
+    assert someone_else.status_code == 409
+    feed = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.MERGE_REQUESTS, settings)
+    )
+    decisions = [json.loads(r.value) for r in feed if json.loads(r.value)["type"] != "requested"]
+    assert [(d["type"], d["request_id"], d["by"]) for d in decisions] == [
+        ("rejected", pending["id"], "agent-7")
+    ]
+
+
 async def test_an_unverified_source_cannot_add_a_strangers_phone_to_a_known_customer(
     profile_service: RunningProfileService,
 ) -> None:

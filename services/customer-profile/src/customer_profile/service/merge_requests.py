@@ -67,11 +67,16 @@ class MergeRequests:
 
     async def _open(self, request_id: str, status: str, decision: Decision) -> dict[str, Any]:
         """The request, pending, or decided this way by this person already (a retry, which
-        completes what the first call may not have: the records on Kafka)."""
+        completes what the first call may not have: the records on Kafka).
+
+        Decided otherwise, the stored decision is announced again before the refusal: the call
+        that stored it may have failed before its record reached Kafka, and nobody else would
+        ever retry it."""
         request = await self._store.merge_request(request_id)
         if request is None:
             raise RequestNotFound(request_id)
         if request.get("status") != PENDING and not _decided_so(request, status, decision):
+            await self._announce(request)
             raise AlreadyDecided(str(request.get("status")))
         return request
 
@@ -87,14 +92,21 @@ class MergeRequests:
                 if not _decided_so(current, status, decision):
                     raise AlreadyDecided(str(current.get("status", "removed")))
         decided = await self._store.merge_request(request_id) or {}
-        if self._publisher is not None:
-            await self._publisher.publish(
-                Topic.MERGE_REQUESTS,
-                decided_record(request_id, status, decided.get("decision", {})),
-                key=request_id.encode(),
-                headers={"content-type": "application/json"},
-            )
+        await self._announce({**decided, "_id": request_id, "status": status})
         return _public(decided)
+
+    async def _announce(self, request: dict[str, Any]) -> None:
+        """Tell `identity.merge_requests` the stored decision; a repeat is the same record again
+        under the same key, which readers following the queue by request id take once."""
+        status = request.get("status")
+        if self._publisher is None or status not in (CONFIRMED, REJECTED):
+            return
+        await self._publisher.publish(
+            Topic.MERGE_REQUESTS,
+            decided_record(request["_id"], str(status), request.get("decision", {})),
+            key=str(request["_id"]).encode(),
+            headers={"content-type": "application/json"},
+        )
 
 
 def _decided_so(request: dict[str, Any], status: str, decision: Decision) -> bool:
