@@ -172,6 +172,9 @@ async def test_an_agent_confirms_or_rejects_the_merge_an_unverified_source_asked
     svc.service.publisher.publish_interaction = kafka_down  # type: ignore[method-assign]
     refused = await svc.http.post(f"/v1/merge-requests/{confirm}/confirm", json=decision)
     svc.service.publisher.publish_interaction = publish  # type: ignore[method-assign]
+    too_late = await svc.http.post(
+        f"/v1/merge-requests/{confirm}/reject", json={"by": "agent-8", "reason": "not them"}
+    )
     confirmed = await svc.http.post(f"/v1/merge-requests/{confirm}/confirm", json=decision)
     rejected = await svc.http.post(f"/v1/merge-requests/{reject}/reject", json=decision)
     retried = await svc.http.post(f"/v1/merge-requests/{confirm}/confirm", json=decision)
@@ -181,6 +184,8 @@ async def test_an_agent_confirms_or_rejects_the_merge_an_unverified_source_asked
 
     assert refused.status_code == 503, "Kafka down: ask again, not a server error"
     assert refused.headers["Retry-After"] == "5"
+    assert too_late.status_code == 409, "the confirmation sent may still land and merge"
+    assert "confirm it again" in too_late.json()["detail"]
     assert (confirmed.status_code, rejected.status_code) == (200, 200)
     assert confirmed.json()["status"] == "confirmed"
     assert confirmed.json()["decision"]["by"] == "agent-7"

@@ -68,6 +68,13 @@ class ConflictCollection:
             return None
         return found
 
+    async def note_confirming(self, request_id: str, by: str) -> None:
+        """Mark a pending request as having had its confirmation sent (it may land any time)."""
+        await self.collection.update_one(
+            {"_id": request_id, "status": PENDING},
+            {"$set": {"confirming": {"by": by, "at": datetime.now(UTC)}}},
+        )
+
     async def decide(self, request_id: str, status: str, decision: MongoDocument) -> bool:
         """Record a person's decision once; False when the request was decided already."""
         result = await self.collection.update_one(

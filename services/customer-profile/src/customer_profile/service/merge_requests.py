@@ -35,6 +35,19 @@ class AlreadyDecided(RuntimeError):
         self.status = status
 
 
+class ConfirmationUnderWay(AlreadyDecided):
+    """A rejection after a confirmation was sent whose answer was lost: that confirmation may
+    still land and merge, so the request cannot be called rejected."""
+
+    def __init__(self) -> None:
+        RuntimeError.__init__(
+            self,
+            "a confirmation of this merge request was sent and may still merge the profiles: "
+            "confirm it again to finish, then split the profiles if they are not one person",
+        )
+        self.status = "confirming"
+
+
 @dataclass(frozen=True)
 class Decision:
     """Who decided, and why: kept on the request (and, when confirmed, in the journey)."""
@@ -54,14 +67,19 @@ class MergeRequests:
     async def confirm(self, request_id: str, decision: Decision) -> dict[str, Any]:
         """Publish the verified event that merges, then record the decision."""
         request = await self._open(request_id, CONFIRMED, decision)
+        await self._store.note_confirming(request_id, decision.by)
         await self._store.allow_merge(request["customer_ids"])
         if self._publisher is not None:
             await self._publisher.publish_interaction(confirmation(request, decision))
         return await self._decide(request, CONFIRMED, decision)
 
     async def reject(self, request_id: str, decision: Decision) -> dict[str, Any]:
+        """Record the rejection; refused once a confirmation was sent (`ConfirmationUnderWay`),
+        even if its answer was lost: Kafka may still deliver it, and the pipeline merge."""
         request = await self._open(request_id, REJECTED, decision)
-        if request.get("reason") == KEPT_APART:  # a confirm that failed half-way lifted it
+        if request.get("status") == PENDING and request.get("confirming"):
+            raise ConfirmationUnderWay
+        if request.get("reason") == KEPT_APART:  # a confirm from before `confirming` lifted it
             await self._store.keep_apart(request["customer_ids"])
         return await self._decide(request, REJECTED, decision)
 
