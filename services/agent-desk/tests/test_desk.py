@@ -537,6 +537,27 @@ async def test_guesses_sent_all_at_once_are_checked_no_more_than_five_times(
     assert statuses == [401] * 5 + [429] * 7
 
 
+async def test_colleagues_signing_in_at_once_from_one_address_are_all_let_in(
+    running: Stack, settings: HiloSettings
+) -> None:
+    """Behind one office address, six right passwords at once are not six failures."""
+    team = {f"agent-{n}": f"agent {n}'s own long password" for n in range(6)}
+    office = desk_settings(settings, running.profile_url, API_KEY, agents=team)
+
+    async def sign_in_as(desk_url: str, agent: str) -> int:
+        async with httpx.AsyncClient(base_url=desk_url, timeout=60) as browser:
+            token = csrf_of((await browser.get("/login")).text)
+            answer = await browser.post(
+                "/login", data={"agent": agent, "password": team[agent], "csrf": token}
+            )
+            return answer.status_code
+
+    async with running_desk(office) as desk_url:
+        statuses = await asyncio.gather(*(sign_in_as(desk_url, agent) for agent in team))
+
+    assert statuses == [303] * 6
+
+
 async def test_a_reply_after_the_session_expired_is_refused(
     running: Stack, settings: HiloSettings
 ) -> None:
@@ -563,17 +584,17 @@ async def test_a_live_page_stops_streaming_when_its_session_expires(
     await svc.publish([message(1, "whatsapp", "Hola", ago=timedelta(minutes=5))])
     await svc.wait_for_entries(1)
     customer = await svc.customer_of("phone", PHONE)
-    three_seconds = desk_settings(
-        settings, running.profile_url, API_KEY, desk_session_hours=3 / 3600
+    eight_seconds = desk_settings(
+        settings, running.profile_url, API_KEY, desk_session_hours=8 / 3600
     )
-    async with running_desk(three_seconds) as desk_url, signed_in(desk_url) as browser:
+    async with running_desk(eight_seconds) as desk_url, signed_in(desk_url) as browser:
         page = await browser.get(f"/customers/{customer}")
         after = re.search(r'data-after="([^"]+)"', page.text)
         assert after
         async with browser.stream(
-            "GET", f"/customers/{customer}/live", params={"after": after.group(1)}
+            "GET", f"/customers/{customer}/live", params={"after": after.group(1)}, timeout=15
         ) as stream:
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(15):
                 lines = [line async for line in stream.aiter_lines()]
         again = await browser.get(
             f"/customers/{customer}/live", headers={"Accept": "text/event-stream"}

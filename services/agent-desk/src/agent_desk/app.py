@@ -278,12 +278,13 @@ def _routes(app: FastAPI) -> None:
         check_csrf(request, csrf)
         agent = agent.strip()
         client = request.client.host if request.client else "unknown"
-        if desk.throttle.blocked(agent, client):
-            log.warning("desk_sign_in_throttled")
-            return _login_refused(desk, request, next, TOO_MANY_TRIES, 429)
-        if not await _password_checked(desk, agent, password, client):
-            log.info("desk_sign_in_refused")
-            return _login_refused(desk, request, next, SIGN_IN_REFUSED, 401)
+        async with desk.throttle.turn(agent, client):
+            if desk.throttle.blocked(agent, client):
+                log.warning("desk_sign_in_throttled")
+                return _login_refused(desk, request, next, TOO_MANY_TRIES, 429)
+            if not await _password_checked(desk, agent, password, client):
+                log.info("desk_sign_in_refused")
+                return _login_refused(desk, request, next, SIGN_IN_REFUSED, 401)
         desk.throttle.succeeded(agent)
         sign_in(request, agent)
         log.info("desk_signed_in", agent=agent)
@@ -398,12 +399,11 @@ def _routes(app: FastAPI) -> None:
 
 
 async def _password_checked(desk: Desk, agent: str, password: str, client: str) -> bool:
-    """Check the password off the event loop, counted by the throttle while it is checked."""
-    with desk.throttle.checking(agent, client):
-        async with desk.verifying:
-            verified = await asyncio.to_thread(desk.agents.verify, agent, password)
-        if not verified:
-            desk.throttle.failed(agent, client)
+    """Check the password off the event loop (in the throttle's turn), counting a failure."""
+    async with desk.verifying:
+        verified = await asyncio.to_thread(desk.agents.verify, agent, password)
+    if not verified:
+        desk.throttle.failed(agent, client)
     return verified
 
 

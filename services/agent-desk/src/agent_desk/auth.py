@@ -10,11 +10,12 @@ an agent from `HILO_DESK_AGENTS` (and restarting) ends their sessions.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -82,29 +83,32 @@ class SignInThrottle:
         self.window_seconds = window_seconds
         self._clock = clock
         self._failures: dict[str, deque[float]] = {}
-        self._checking: Counter[str] = Counter()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._waiting: Counter[str] = Counter()
 
     def blocked(self, agent: str, client: str) -> bool:
-        """True while the agent id or the address has `limit` recent failures, counting the
-        passwords still being checked as failures: guesses sent all at once would otherwise all
-        be checked, since each arrives before the first is answered."""
-        return any(
-            self._recent(key) + self._checking[key] >= self.limit for key in _keys(agent, client)
-        )
+        """True while the agent id or the address has `limit` recent failures."""
+        return any(self._recent(key) >= self.limit for key in _keys(agent, client))
 
-    @contextmanager
-    def checking(self, agent: str, client: str) -> Iterator[None]:
-        """Hold a place in the count while a password is checked; `failed` must be called
-        inside it, so that the try is never counted neither as checking nor as failed."""
-        keys = _keys(agent, client)
-        self._checking.update(keys)
+    @asynccontextmanager
+    async def turn(self, agent: str, client: str) -> AsyncIterator[None]:
+        """Wait until no other password of this agent id or address is being checked, then
+        hold its place: `blocked` then sees the outcome of every earlier try. Guesses sent all
+        at once would otherwise all be checked (each arrives before the first is answered);
+        counting the ones under way as failures instead would refuse colleagues signing in
+        together from one office address. `failed` must be called inside the turn."""
+        keys = sorted(_keys(agent, client))
+        self._waiting.update(keys)
         try:
-            yield
+            first, second = (self._locks.setdefault(key, asyncio.Lock()) for key in keys)
+            async with first, second:
+                yield
         finally:
-            self._checking.subtract(keys)
+            self._waiting.subtract(keys)
             for key in keys:
-                if self._checking[key] <= 0:
-                    del self._checking[key]
+                if self._waiting[key] <= 0:
+                    del self._waiting[key]
+                    del self._locks[key]
 
     def failed(self, agent: str, client: str) -> None:
         """Count a wrong password (or unknown agent) against both the agent id and address."""
