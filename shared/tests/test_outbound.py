@@ -386,3 +386,24 @@ async def test_graph_rate_limits_are_retried_whatever_the_status_and_refusals_ar
             await provider_call(
                 lambda: graph.post("/messages"), lambda r: "refused", graph_throttled
             )
+
+
+async def test_threads_kept_by_sends_recorded_before_they_were_dropped_are_removed_at_start(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
+) -> None:
+    """Sends recorded by an earlier version still hold their thread (an SMS thread is the
+    customer's number); the sender removes it when it starts, and keeps a pending send's."""
+    sender = await _sender(settings, mongo_client, broker, ScriptedProvider())
+    sends = mongo_client[settings.mongodb_database][SENDS_COLLECTION]
+    thread = "+14155552671:+34600111222"
+    await sends.insert_many(
+        [
+            {"_id": "old", "state": "sent", "recorded": True, "thread": thread},
+            {"_id": "unrecorded", "state": "sent", "thread": thread},
+        ]
+    )
+
+    await sender.create_indexes()
+
+    kept = {doc["_id"]: doc.get("thread") async for doc in sends.find({})}
+    assert kept == {"old": None, "unrecorded": thread}

@@ -237,12 +237,16 @@ async def test_a_decision_whose_record_did_not_reach_kafka_is_announced_by_the_n
     stored_unannounced = await svc.http.post(
         f"/v1/merge-requests/{pending['id']}/reject", json={"by": "agent-7", "reason": "no"}
     )
+    while_kafka_is_down = await svc.http.post(
+        f"/v1/merge-requests/{pending['id']}/confirm", json={"by": "agent-9", "reason": "yes"}
+    )
     svc.service.publisher.publish = publish  # type: ignore[method-assign]
     someone_else = await svc.http.post(
         f"/v1/merge-requests/{pending['id']}/confirm", json={"by": "agent-8", "reason": "yes"}
     )
 
     assert stored_unannounced.status_code == 503
+    assert while_kafka_is_down.status_code == 409, "decided: asking again would not help"
     assert someone_else.status_code == 409
     feed = await read_to_end(
         settings.kafka_bootstrap_servers, topic_name(Topic.MERGE_REQUESTS, settings)

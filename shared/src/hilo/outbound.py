@@ -9,9 +9,10 @@ each (`OutboundSender.handle`):
    attempt whose claim was stored sends. A command delivered again after it was sent is not
    sent again, only its record is re-published (the interaction id is derived from the command
    id, so the journey keeps it once);
-2. sends it through the provider, retrying what the provider did not take (5xx, 429, no
-   connection) with exponential backoff; a refusal (4xx) is not retried, nor is a request that
-   went out and got no answer (the provider may have taken it);
+2. sends it through the provider, retrying what the provider did not take (5xx, 429, a
+   provider's own rate-limit answer, no connection) with exponential backoff; a refusal (any
+   other 4xx) is not retried, nor is a request that went out and got no answer (the provider
+   may have taken it);
 3. records the outcome on `interactions`: the sent message as an outbound `message` in the
    command's conversation, or a `message_status` `failed` carrying the provider's reason, which
    the agent sees.
@@ -251,8 +252,13 @@ class OutboundSender:
         return await self._sends.find_one({"state": "sending", "channel": channel}) is not None
 
     async def create_indexes(self) -> None:
+        """Indexes, and the threads sends recorded before threads were dropped once recorded
+        (for SMS the customer's number) removed: a one-off that finds nothing afterwards."""
         await self._sends.create_index("provider_message_id", sparse=True)
         await self._sends.create_index([("state", 1), ("channel", 1)])
+        await self._sends.update_many(
+            {"recorded": True, "thread": {"$exists": True}}, {"$unset": {"thread": ""}}
+        )
 
     async def handle(self, command: OutboundCommand) -> MongoDocument:
         """Send (unless sent or claimed before) and record; the send's state is returned.
@@ -322,12 +328,10 @@ class OutboundSender:
             sent = await self._with_retries(command)
         except SendUncertain as exc:
             FAILED.labels(command.channel, "uncertain").inc()
-            update = {"state": "failed", "reason": mask_text(exc.reason)}
+            update = {"state": "failed", "reason": exc.reason}
         except SendRefused as exc:
-            # A provider's explanation may quote the recipient (Mailgun's address, Meta's
-            # number): the reason is stored and shown in the clear, so they are masked.
             FAILED.labels(command.channel, "refused").inc()
-            update = {"state": "failed", "reason": mask_text(exc.reason)}
+            update = {"state": "failed", "reason": exc.reason}
         except SendUnavailable as exc:
             FAILED.labels(command.channel, "unavailable").inc()
             reason = f"{exc} (after {self._retry.attempts} attempts)"
@@ -339,6 +343,10 @@ class OutboundSender:
                 "provider_message_id": sent.provider_message_id,
                 "thread": sent.thread,
             }
+        if "reason" in update:
+            # A provider's explanation may quote the recipient (Mailgun's address, Meta's
+            # number): the reason is stored and shown in the clear, so they are masked.
+            update["reason"] = mask_text(update["reason"])
         update["done_at"] = datetime.now(UTC)
         log.info(
             "outbound_sent" if update["state"] == "sent" else "outbound_failed",

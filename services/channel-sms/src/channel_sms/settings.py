@@ -14,8 +14,8 @@ class SmsSettings(TwilioChannelSettings):
         default=None,
         pattern=r"^AC[0-9a-fA-F]{32}$",
         description="Twilio account SID (AC...): with a sender below, outbound SMS are sent "
-        "through Twilio's Messages API, authenticated with HILO_TWILIO_AUTH_TOKEN. Unset, the "
-        "channel sends nothing.",
+        "through Twilio's Messages API, authenticated with HILO_TWILIO_AUTH_TOKEN. Unset, SMS "
+        "replies are reported failed as not configured.",
     )
     twilio_from_number: str | None = Field(
         default=None,

@@ -19,14 +19,14 @@ class SocialSettings(ChannelSettings):
     messenger_page_access_token: SecretStr | None = Field(
         default=None,
         description="Optional. The Page access token (pages_messaging) that sends agents' "
-        "Messenger replies; without it Messenger is receive-only.",
+        "Messenger replies; without it Messenger replies are reported failed as not configured.",
     )
     instagram_access_token: SecretStr | None = Field(
         default=None,
         description="Optional. The token that sends agents' Instagram replies: the Page access "
         "token of the Page linked to the account (instagram_manage_messages), or an Instagram "
         "user token with HILO_INSTAGRAM_GRAPH_URL=https://graph.instagram.com; without it "
-        "Instagram is receive-only.",
+        "Instagram replies are reported failed as not configured.",
     )
     instagram_account_id: str = Field(
         default="me",

@@ -19,7 +19,8 @@ class WhatsAppSettings(ChannelSettings):
     whatsapp_access_token: SecretStr | None = Field(
         default=None,
         description="Optional. Cloud API access token (a system user's) to send agents' replies; "
-        "without it and HILO_WHATSAPP_PHONE_NUMBER_ID the channel only receives.",
+        "without it and HILO_WHATSAPP_PHONE_NUMBER_ID, replies are reported failed as not "
+        "configured.",
     )
     whatsapp_phone_number_id: str | None = Field(
         default=None,

@@ -12,14 +12,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
+
+import structlog
 
 from customer_profile.adapters.conflicts import PENDING
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.identity import KEPT_APART, split_key
 from hilo.contract import CustomEvent, Identifiers, Interaction, new_interaction
-from hilo.kafka import KafkaPublisher
+from hilo.kafka import KafkaPublisher, PublishFailed
 from hilo.topics import Topic
+
+log = structlog.get_logger(__name__)
 
 AGENT_CHANNEL = "agent"
 CONFIRMED, REJECTED = "confirmed", "rejected"
@@ -94,9 +98,17 @@ class MergeRequests:
         if request is None:
             raise RequestNotFound(request_id)
         if request.get("status") != PENDING and not _decided_so(request, status, decision):
-            await self._announce(request)
-            raise AlreadyDecided(str(request.get("status")))
+            await self._refuse_decided(request)
         return request
+
+    async def _refuse_decided(self, request: dict[str, Any]) -> NoReturn:
+        """`AlreadyDecided`, having announced the stored decision again (best effort: with
+        Kafka down the caller still learns it was decided, and the next refusal retries)."""
+        try:
+            await self._announce(request)
+        except PublishFailed:
+            log.warning("merge_decision_announce_failed", request_id=request.get("_id"))
+        raise AlreadyDecided(str(request.get("status", "removed")))
 
     async def _decide(
         self, request: dict[str, Any], status: str, decision: Decision
@@ -108,7 +120,7 @@ class MergeRequests:
             if not await self._store.decide_merge_request(request_id, status, record):
                 current = await self._store.merge_request(request_id) or {}
                 if not _decided_so(current, status, decision):
-                    raise AlreadyDecided(str(current.get("status", "removed")))
+                    await self._refuse_decided(current)
         decided = await self._store.merge_request(request_id) or {}
         await self._announce({**decided, "_id": request_id, "status": status})
         return _public(decided)
