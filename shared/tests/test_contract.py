@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -210,6 +211,17 @@ def test_a_provider_retry_builds_an_identical_event_id() -> None:
 def test_conversation_ids_are_deterministic() -> None:
     assert conversation_id("email", "<a@b>") == conversation_id("email", "<a@b>")
     assert conversation_id("email", "<a@b>") != conversation_id("sms", "<a@b>")
+
+
+def test_a_thread_naming_the_customer_gets_an_id_only_the_pepper_reproduces() -> None:
+    """Without the key, hashing every phone number would recover the customer's from the id."""
+    thread = "+14155552671:+34612345678"
+    keyed = conversation_id("sms", thread, b"pepper-one-0123456789")
+
+    assert keyed == conversation_id("sms", thread, b"pepper-one-0123456789")
+    assert keyed != conversation_id("sms", thread)
+    assert keyed != conversation_id("sms", thread, b"pepper-two-0123456789")
+    assert str(uuid.UUID(keyed)) == keyed
 
 
 def test_partition_key_is_the_strongest_identifier() -> None:

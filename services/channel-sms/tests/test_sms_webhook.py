@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from channel_sms.app import create_app
 from channel_sms.settings import SmsSettings
-from hilo.contract import interaction_id
+from hilo.contract import conversation_id, interaction_id
 from hilo.settings import HiloSettings
 from hilo.testkit.contract_check import published_interactions
 from hilo.testkit.signing import twilio_signed
@@ -125,6 +125,9 @@ async def test_an_incoming_sms_is_published_and_answered_with_empty_twiml(
     assert event["payload"]["attachments"][0]["kind"] == "image"
     assert event["payload"]["attachments"][0]["url"].startswith("https://api.twilio.com/")
     assert event["conversation"]["thread"] == "+14155552671:+34612345678"
+    assert event["conversation"]["id"] == conversation_id(
+        "sms", "+14155552671:+34612345678", settings.pepper
+    ), "keyed: the id is in the clear on the topic, and the thread holds the customer's number"
 
 
 async def test_status_callbacks_are_published(

@@ -233,7 +233,7 @@ def create_sealer(
         cache_size=KEY_CACHE_SIZE,
         share_window=share_window,
     )
-    return Sealer(keys, settings.subject_pepper.get_secret_value().encode())
+    return Sealer(keys, settings.pepper)
 
 
 class InMemoryKeys:

@@ -138,6 +138,11 @@ class HiloSettings(BaseSettings):
         return value.upper() if isinstance(value, str) else value
 
     @property
+    def pepper(self) -> bytes:
+        """`subject_pepper` as the key of the HMACs that pseudonymise (subjects, conversations)."""
+        return self.subject_pepper.get_secret_value().encode()
+
+    @property
     def client_id(self) -> str:
         return f"{self.service_name}-{self.instance}"
 

@@ -45,14 +45,16 @@ def routes(channel: Channel, settings: SmsSettings) -> list[APIRouter]:
         answered with empty TwiML once Kafka has it (at once from a short code or sender id:
         nobody to attribute it to)."""
         message = await verified_form(request, InboundMessage, settings)
-        return await publish(lambda: incoming(message, datetime.now(UTC), settings.instance))
+        return await publish(
+            lambda: incoming(message, datetime.now(UTC), settings.instance, settings.pepper)
+        )
 
     @router.post(STATUS_PATH)
     async def status_callback(request: Request) -> Response:
         """Delivery status of a message the company sent."""
         callback = await verified_form(request, StatusCallback, settings)
         return await publish(
-            lambda: _listed(status(callback, datetime.now(UTC), settings.instance))
+            lambda: _listed(status(callback, datetime.now(UTC), settings.instance, settings.pepper))
         )
 
     return [router]

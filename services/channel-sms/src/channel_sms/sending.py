@@ -11,7 +11,7 @@ from __future__ import annotations
 import httpx
 from pydantic import AnyHttpUrl
 
-from channel_sms.translate import thread
+from channel_sms.translate import reference
 from hilo.contract.outbound import OutboundCommand
 from hilo.logs import mask_text
 from hilo.outbound import SendRefused, Sent, message_text, provider_call
@@ -98,5 +98,5 @@ def _sent(response: httpx.Response, to: str) -> Sent:
     sender = created.get("from")
     return Sent(
         provider_message_id=created["sid"],
-        thread=thread(sender, to).thread if isinstance(sender, str) and sender else None,
+        thread=reference(sender, to) if isinstance(sender, str) and sender else None,
     )

@@ -73,13 +73,20 @@ def customer_phone(raw: str) -> str | None:
         raise
 
 
-def thread(business: str, customer: str) -> Conversation:
+def reference(business: str, customer: str) -> str:
     """SMS has no thread ids: a business number and a customer number make one conversation."""
-    reference = f"{business}:{customer}"
-    return Conversation(id=conversation_id(CHANNEL, reference), thread=reference)
+    return f"{business}:{customer}"
 
 
-def inbound(message: InboundMessage, received_at: datetime, instance: str) -> Interaction | None:
+def thread(business: str, customer: str, key: bytes) -> Conversation:
+    """The conversation; its id keyed by the deployment's pepper (the reference is a phone)."""
+    sms_thread = reference(business, customer)
+    return Conversation(id=conversation_id(CHANNEL, sms_thread, key), thread=sms_thread)
+
+
+def inbound(
+    message: InboundMessage, received_at: datetime, instance: str, key: bytes
+) -> Interaction | None:
     """An SMS/MMS from the customer; Twilio sends no timestamp, so it happened on arrival.
 
     `None` when a service sent it (short code, sender id): nobody's journey to join.
@@ -104,7 +111,7 @@ def inbound(message: InboundMessage, received_at: datetime, instance: str) -> In
         instance=instance,
         provider_event_id=message.MessageSid,
         identifiers=Identifiers(phone=phone),
-        conversation=thread(message.To, phone),
+        conversation=thread(message.To, phone, key),
         occurred_at=received_at,
         received_at=received_at,
         payload=MessageExchanged(
@@ -129,9 +136,11 @@ def consent_keyword(message: InboundMessage) -> bool | None:
     return None
 
 
-def incoming(message: InboundMessage, received_at: datetime, instance: str) -> list[Interaction]:
+def incoming(
+    message: InboundMessage, received_at: datetime, instance: str, key: bytes
+) -> list[Interaction]:
     """An incoming SMS: the message and, for an opt-out or opt-in keyword, the consent change."""
-    published = inbound(message, received_at, instance)
+    published = inbound(message, received_at, instance, key)
     if published is None:
         return []
     granted = consent_keyword(message)
@@ -152,7 +161,9 @@ def incoming(message: InboundMessage, received_at: datetime, instance: str) -> l
     return [published, consent]
 
 
-def status(callback: StatusCallback, received_at: datetime, instance: str) -> Interaction | None:
+def status(
+    callback: StatusCallback, received_at: datetime, instance: str, key: bytes
+) -> Interaction | None:
     """A delivery status worth recording (queued/accepted/sending are not, nor messages to a
     short code)."""
     delivery = _STATUS.get(callback.MessageStatus)
@@ -166,7 +177,7 @@ def status(callback: StatusCallback, received_at: datetime, instance: str) -> In
         instance=instance,
         provider_event_id=f"{callback.MessageSid}:{callback.MessageStatus}",
         identifiers=Identifiers(phone=phone),
-        conversation=thread(callback.From, phone),
+        conversation=thread(callback.From, phone, key),
         occurred_at=received_at,
         received_at=received_at,
         payload=MessageStatusChanged(

@@ -40,20 +40,24 @@ _ATTACHMENTS = {
 }
 
 
-def translate(notification: Notification, instance: str) -> tuple[list[Interaction], int]:
+def translate(
+    notification: Notification, instance: str, key: bytes
+) -> tuple[list[Interaction], int]:
     """The interactions in a notification, and how many events were ignored."""
     channel = CHANNELS[notification.object]
     interactions: list[Interaction] = []
     ignored = 0
     for entry in notification.entry:
         for event in [*entry.messaging, *entry.standby]:
-            translated = _event(channel, entry.id, event, instance)
+            translated = _event(channel, entry.id, event, instance, key)
             interactions.extend(translated)
             ignored += not translated
     return interactions, ignored
 
 
-def _event(channel: str, account: str, event: Messaging, instance: str) -> list[Interaction]:
+def _event(
+    channel: str, account: str, event: Messaging, instance: str, key: bytes
+) -> list[Interaction]:
     outbound = event.message is not None and event.message.is_echo
     customer = event.recipient.id if outbound else event.sender.id
     found: list[tuple[str, Payload]] = []
@@ -93,7 +97,7 @@ def _event(channel: str, account: str, event: Messaging, instance: str) -> list[
             instance=instance,
             provider_event_id=provider_id,
             identifiers=identifiers_of(channel, customer),
-            conversation=thread(channel, account, customer),
+            conversation=thread(channel, account, customer, key),
             occurred_at=unix_time(event.timestamp, per_second=1000),
             payload=payload,
         )
@@ -108,10 +112,11 @@ def identifiers_of(channel: str, scoped_id: str) -> Identifiers:
     return Identifiers(messenger_psid=scoped_id)
 
 
-def thread(channel: str, account: str, customer: str) -> Conversation:
-    """A page (or Instagram account) and a customer make one conversation."""
+def thread(channel: str, account: str, customer: str, key: bytes) -> Conversation:
+    """A page (or Instagram account) and a customer make one conversation (its id keyed by the
+    deployment's pepper: the reference holds the customer's scoped id)."""
     reference = f"{account}:{customer}"
-    return Conversation(id=conversation_id(channel, reference), thread=reference)
+    return Conversation(id=conversation_id(channel, reference, key), thread=reference)
 
 
 def _sent_by_hilo(message: Message) -> bool:

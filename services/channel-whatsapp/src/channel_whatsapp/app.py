@@ -15,7 +15,7 @@ from hilo.providers.meta import Translation, meta_webhook_router
 
 def routes(channel: Channel, settings: WhatsAppSettings) -> list[APIRouter]:
     def read(body: bytes) -> Translation:
-        return translate(parse_json(Notification, body), settings.instance)
+        return translate(parse_json(Notification, body), settings.instance, settings.pepper)
 
     return [
         meta_webhook_router(

@@ -35,7 +35,9 @@ _STATUS = {
 }
 
 
-def translate(notification: Notification, instance: str) -> tuple[list[Interaction], int]:
+def translate(
+    notification: Notification, instance: str, key: bytes
+) -> tuple[list[Interaction], int]:
     """Every message and delivery status in the notification, in the order Meta sent them, and
     how many events were ignored: `deleted` statuses (nothing happened between customer and
     company), statuses Meta may add that Hilo does not model, and changes of other fields than
@@ -48,10 +50,10 @@ def translate(notification: Notification, instance: str) -> tuple[list[Interacti
                 ignored += 1
                 continue
             value = change.value
-            interactions.extend(_message(m, value.metadata, instance) for m in value.messages)
+            interactions.extend(_message(m, value.metadata, instance, key) for m in value.messages)
             for status in value.statuses:
                 if status.status in _STATUS:
-                    interactions.append(_status(status, value.metadata, instance))
+                    interactions.append(_status(status, value.metadata, instance, key))
                 else:
                     ignored += 1
     return interactions, ignored
@@ -66,19 +68,20 @@ def identifiers_of(wa_id: str) -> Identifiers:
     return Identifiers(whatsapp_id=wa_id, phone=phone)
 
 
-def thread(metadata: Metadata, wa_id: str) -> Conversation:
-    """WhatsApp has no thread ids: a business number and a customer make one conversation."""
+def thread(metadata: Metadata, wa_id: str, key: bytes) -> Conversation:
+    """WhatsApp has no thread ids: a business number and a customer make one conversation (its
+    id keyed by the deployment's pepper: the reference holds the customer's number)."""
     reference = f"{metadata.phone_number_id}:{wa_id}"
-    return Conversation(id=conversation_id(CHANNEL, reference), thread=reference)
+    return Conversation(id=conversation_id(CHANNEL, reference, key), thread=reference)
 
 
-def _message(message: Message, metadata: Metadata, instance: str) -> Interaction:
+def _message(message: Message, metadata: Metadata, instance: str, key: bytes) -> Interaction:
     return new_interaction(
         channel=CHANNEL,
         instance=instance,
         provider_event_id=message.id,
         identifiers=identifiers_of(message.from_),
-        conversation=thread(metadata, message.from_),
+        conversation=thread(metadata, message.from_, key),
         occurred_at=unix_time(message.timestamp),
         payload=MessageExchanged(
             direction=Direction.INBOUND,
@@ -147,14 +150,14 @@ def _attachments(message: Message) -> list[Attachment]:
     return []
 
 
-def _status(status: Status, metadata: Metadata, instance: str) -> Interaction:
+def _status(status: Status, metadata: Metadata, instance: str, key: bytes) -> Interaction:
     error = "; ".join(f"{e.code} {e.title or ''}".strip() for e in status.errors) or None
     return new_interaction(
         channel=CHANNEL,
         instance=instance,
         provider_event_id=f"{status.id}:{status.status}",
         identifiers=identifiers_of(status.recipient_id),
-        conversation=thread(metadata, status.recipient_id),
+        conversation=thread(metadata, status.recipient_id, key),
         occurred_at=unix_time(status.timestamp),
         payload=MessageStatusChanged(
             provider_message_id=status.id, status=_STATUS[status.status], error=error

@@ -168,7 +168,9 @@ class _Builder:
         )
 
     def whatsapp_conversation(self) -> str:
-        return conversation_id("whatsapp", f"{WHATSAPP_NUMBER_ID}:{self.person.wa_id}")
+        return conversation_id(
+            "whatsapp", f"{WHATSAPP_NUMBER_ID}:{self.person.wa_id}", self._conversation_key
+        )
 
     def whatsapp(self, minutes: int, text: str) -> Step:
         message = {
@@ -279,7 +281,13 @@ class _Builder:
         )
 
     def messenger_conversation(self) -> str:
-        return conversation_id("messenger", f"{PAGE_ID}:{self.person.messenger_psid}")
+        return conversation_id(
+            "messenger", f"{PAGE_ID}:{self.person.messenger_psid}", self._conversation_key
+        )
+
+    @property
+    def _conversation_key(self) -> bytes:
+        return self.settings.subject_pepper.get_secret_value().encode()
 
     def messenger(self, minutes: int, text: str) -> Step:
         timestamp = int(self.at(minutes).timestamp() * 1000)

@@ -11,6 +11,8 @@ from typing import Any
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hilo.settings import DEVELOPMENT_PEPPER
+
 
 def _url(service: str, default_port: int) -> Any:
     return Field(
@@ -55,6 +57,11 @@ class SimulatorSettings(BaseSettings):
     voice_api_key: SecretStr = _first_secret("HILO_VOICE_API_KEYS")
     meta_app_secret: SecretStr = _first_secret("HILO_META_APP_SECRET")
     offers_api_key: SecretStr = _first_secret("HILO_OFFERS_API_KEYS")
+    subject_pepper: SecretStr = Field(
+        default=SecretStr(DEVELOPMENT_PEPPER), validation_alias="HILO_SUBJECT_PEPPER"
+    )
+    """The deployment's pepper: the simulated contact centre names the chat a call continues
+    by its conversation id, which the channels key with it."""
     sms_public_url: str | None = Field(default=None, validation_alias="HILO_SIM_SMS_PUBLIC_URL")
     voice_public_url: str | None = Field(default=None, validation_alias="HILO_SIM_VOICE_PUBLIC_URL")
 

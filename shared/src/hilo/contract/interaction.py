@@ -11,6 +11,8 @@ and the event records the adjustment.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import uuid
 from collections.abc import Sequence
 from contextvars import ContextVar
@@ -69,9 +71,17 @@ def interaction_id(channel: str, provider_event_id: str) -> str:
     )
 
 
-def conversation_id(channel: str, thread: str) -> str:
-    """Deterministic conversation id for a channel's own thread reference."""
-    return str(uuid.uuid5(_ID_NAMESPACE, f"conversation:{len(channel)}:{channel}:{thread}"))
+def conversation_id(channel: str, thread: str, key: bytes | None = None) -> str:
+    """Deterministic conversation id for a channel's own thread reference.
+
+    A thread that names the customer (SMS `business:+34...`, WhatsApp `number id:wa_id`,
+    Messenger `page:PSID`) is given `key`, the deployment's pepper (`HiloSettings.pepper`): the
+    id is then an HMAC of it. The id is on every record in the clear and outlives an erasure;
+    an unkeyed hash of a phone number is reversed by hashing every number of a country."""
+    name = f"conversation:{len(channel)}:{channel}:{thread}"
+    if key is None:
+        return str(uuid.uuid5(_ID_NAMESPACE, name))
+    return str(uuid.UUID(bytes=hmac.new(key, name.encode(), hashlib.sha256).digest()[:16]))
 
 
 class Conversation(BaseModel):
