@@ -98,6 +98,13 @@ def dropped_call() -> Interaction:
     )
 
 
+async def customer_who_wrote(svc: RunningProfileService) -> str:
+    """A customer with one WhatsApp message five minutes ago: their id."""
+    await svc.publish([message(1, "whatsapp", "Hola", ago=timedelta(minutes=5))])
+    await svc.wait_for_entries(1)
+    return await svc.customer_of("phone", PHONE)
+
+
 @dataclass
 class Stack:
     profile: RunningProfileService
@@ -401,9 +408,7 @@ async def test_a_page_resumes_after_other_customers_entries_without_reloading(
     running: Stack,
 ) -> None:
     svc = running.profile
-    await svc.publish([message(1, "whatsapp", "Hola", ago=timedelta(minutes=5))])
-    await svc.wait_for_entries(1)
-    customer = await svc.customer_of("phone", PHONE)
+    customer = await customer_who_wrote(svc)
     async with signed_in(running.desk_url) as client:
         page = await client.get(f"/customers/{customer}")
         after = re.search(r'data-after="([^"]+)"', page.text)
@@ -463,9 +468,7 @@ async def test_an_edited_timeline_link_is_answered_400_saying_so_not_as_an_outag
     running: Stack,
 ) -> None:
     svc = running.profile
-    await svc.publish([message(1, "whatsapp", "Hola", ago=timedelta(minutes=5))])
-    await svc.wait_for_entries(1)
-    customer = await svc.customer_of("phone", PHONE)
+    customer = await customer_who_wrote(svc)
     async with signed_in(running.desk_url) as browser:
         page = await browser.get(f"/customers/{customer}", params={"cursor": "edited"})
 
@@ -581,9 +584,7 @@ async def test_a_live_page_stops_streaming_when_its_session_expires(
     running: Stack, settings: HiloSettings
 ) -> None:
     svc = running.profile
-    await svc.publish([message(1, "whatsapp", "Hola", ago=timedelta(minutes=5))])
-    await svc.wait_for_entries(1)
-    customer = await svc.customer_of("phone", PHONE)
+    customer = await customer_who_wrote(svc)
     eight_seconds = desk_settings(
         settings, running.profile_url, API_KEY, desk_session_hours=8 / 3600
     )
