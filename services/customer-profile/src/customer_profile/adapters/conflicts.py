@@ -68,18 +68,30 @@ class ConflictCollection:
             return None
         return found
 
-    async def note_confirming(self, request_id: str, by: str) -> None:
-        """Mark a pending request as having had its confirmation sent (it may land any time)."""
-        await self.collection.update_one(
+    async def note_confirming(self, request_id: str, by: str) -> bool:
+        """Mark a pending request as having had a confirmation sent (it may land any time);
+        False when it was decided meanwhile."""
+        result = await self.collection.update_one(
             {"_id": request_id, "status": PENDING},
             {"$set": {"confirming": {"by": by, "at": datetime.now(UTC)}}},
         )
+        return result.matched_count == 1
 
-    async def decide(self, request_id: str, status: str, decision: MongoDocument) -> bool:
-        """Record a person's decision once; False when the request was decided already."""
+    async def decide(
+        self,
+        request_id: str,
+        status: str,
+        decision: MongoDocument,
+        confirming: MongoDocument | None = None,
+    ) -> bool:
+        """Record a person's decision once; False when the request was decided already. A
+        rejection (`status` rejected) also requires the confirmation state it was judged
+        against (`confirming`, None for none): a confirmation sent since makes it False."""
+        condition: MongoDocument = {"_id": request_id, "status": PENDING}
+        if status != "confirmed":
+            condition["confirming"] = confirming if confirming else {"$exists": False}
         result = await self.collection.update_one(
-            {"_id": request_id, "status": PENDING},
-            {"$set": {"status": status, "decision": decision}},
+            condition, {"$set": {"status": status, "decision": decision}}
         )
         return result.modified_count == 1
 

@@ -291,13 +291,17 @@ class ProfileStore:
     async def merge_request(self, request_id: str) -> MongoDocument | None:
         return await self._conflicts.merge_request(request_id)
 
-    async def note_confirming(self, request_id: str, by: str) -> None:
-        await self._conflicts.note_confirming(request_id, by)
+    async def note_confirming(self, request_id: str, by: str) -> bool:
+        return await self._conflicts.note_confirming(request_id, by)
 
     async def decide_merge_request(
-        self, request_id: str, status: str, decision: MongoDocument
+        self,
+        request_id: str,
+        status: str,
+        decision: MongoDocument,
+        confirming: MongoDocument | None = None,
     ) -> bool:
-        return await self._conflicts.decide(request_id, status, decision)
+        return await self._conflicts.decide(request_id, status, decision, confirming)
 
     async def record_erasure(
         self,

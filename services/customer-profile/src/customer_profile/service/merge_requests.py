@@ -40,16 +40,26 @@ class AlreadyDecided(RuntimeError):
 
 
 class ConfirmationUnderWay(AlreadyDecided):
-    """A rejection after a confirmation was sent whose answer was lost: that confirmation may
-    still land and merge, so the request cannot be called rejected."""
+    """A rejection while someone else's confirmation is being sent."""
+
+    def __init__(self) -> None:
+        RuntimeError.__init__(
+            self, "a confirmation of this merge request is being sent: look at it again"
+        )
+        self.status = "confirming"
+
+
+class ConfirmationLanded(AlreadyDecided):
+    """A rejection after a confirmation whose answer was lost, but which reached Kafka and
+    merged the profiles."""
 
     def __init__(self) -> None:
         RuntimeError.__init__(
             self,
-            "a confirmation of this merge request was sent and may still merge the profiles: "
-            "confirm it again to finish, then split the profiles if they are not one person",
+            "a confirmation sent earlier reached the profiles and merged them: confirm it to "
+            "record that, then split them if they are not one person",
         )
-        self.status = "confirming"
+        self.status = "merged"
 
 
 @dataclass(frozen=True)
@@ -69,23 +79,35 @@ class MergeRequests:
         return [_public(doc) for doc in await self._store.merge_requests(PENDING, limit)]
 
     async def confirm(self, request_id: str, decision: Decision) -> dict[str, Any]:
-        """Publish the verified event that merges, then record the decision."""
+        """Publish the verified event that merges, then record the decision. The request is
+        first marked `confirming`, so that a rejection knows a confirmation may land."""
         request = await self._open(request_id, CONFIRMED, decision)
-        await self._store.note_confirming(request_id, decision.by)
+        if request.get("status") == PENDING and not await self._store.note_confirming(
+            request_id, decision.by
+        ):
+            await self._refuse_decided(await self._store.merge_request(request_id) or {})
         await self._store.allow_merge(request["customer_ids"])
         if self._publisher is not None:
             await self._publisher.publish_interaction(confirmation(request, decision))
         return await self._decide(request, CONFIRMED, decision)
 
     async def reject(self, request_id: str, decision: Decision) -> dict[str, Any]:
-        """Record the rejection; refused once a confirmation was sent (`ConfirmationUnderWay`),
-        even if its answer was lost: Kafka may still deliver it, and the pipeline merge."""
+        """Record the rejection. After a confirmation whose answer was lost (it may still
+        reach Kafka), the profiles are kept apart first, so that it no longer merges them; if
+        it merged them already, the rejection is refused (`ConfirmationLanded`)."""
         request = await self._open(request_id, REJECTED, decision)
-        if request.get("status") == PENDING and request.get("confirming"):
-            raise ConfirmationUnderWay
-        if request.get("reason") == KEPT_APART:  # a confirm from before `confirming` lifted it
+        pending = request.get("status") == PENDING
+        sent = pending and bool(request.get("confirming"))
+        if sent and await self._merged(request["customer_ids"]):
+            raise ConfirmationLanded
+        if sent or (pending and request.get("reason") == KEPT_APART):
             await self._store.keep_apart(request["customer_ids"])
+        if sent and await self._merged(request["customer_ids"]):  # it landed just before
+            raise ConfirmationLanded
         return await self._decide(request, REJECTED, decision)
+
+    async def _merged(self, customer_ids: list[str]) -> bool:
+        return len(set((await self._store.canonical(customer_ids)).values())) < len(customer_ids)
 
     async def _open(self, request_id: str, status: str, decision: Decision) -> dict[str, Any]:
         """The request, pending, or decided this way by this person already (a retry, which
@@ -117,8 +139,11 @@ class MergeRequests:
         request_id = request["_id"]
         if request.get("status") == PENDING:
             record = {"by": decision.by, "reason": decision.reason, "at": datetime.now(UTC)}
-            if not await self._store.decide_merge_request(request_id, status, record):
+            judged = request.get("confirming")
+            if not await self._store.decide_merge_request(request_id, status, record, judged):
                 current = await self._store.merge_request(request_id) or {}
+                if current.get("status") == PENDING:  # a confirmation was sent meanwhile
+                    raise ConfirmationUnderWay
                 if not _decided_so(current, status, decision):
                     await self._refuse_decided(current)
         decided = await self._store.merge_request(request_id) or {}
