@@ -404,6 +404,8 @@ async def test_threads_kept_by_sends_recorded_before_they_were_dropped_are_remov
     )
 
     await sender.create_indexes()
+    await sends.insert_one({"_id": "after", "state": "sent", "recorded": True, "thread": thread})
+    await sender.create_indexes()  # the next start: nothing left to clean, nothing scanned
 
-    kept = {doc["_id"]: doc.get("thread") async for doc in sends.find({})}
-    assert kept == {"old": None, "unrecorded": thread}
+    kept = {doc["_id"]: doc.get("thread") async for doc in sends.find({"state": "sent"})}
+    assert kept == {"old": None, "unrecorded": thread, "after": thread}

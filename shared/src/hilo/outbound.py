@@ -68,6 +68,8 @@ from hilo.topics import Topic, topic_name
 log = structlog.get_logger(__name__)
 
 CHANNEL_HEADER = "hilo_channel"
+_THREADS_DROPPED = "migration:recorded-threads-dropped"
+"""Marks `outbound_sends` as cleaned of recorded threads (no state: no query of sends finds it)."""
 SENDS_COLLECTION = "outbound_sends"
 
 SENT = Counter("hilo_outbound_sent_total", "Outbound messages the provider accepted", ["channel"])
@@ -252,13 +254,17 @@ class OutboundSender:
         return await self._sends.find_one({"state": "sending", "channel": channel}) is not None
 
     async def create_indexes(self) -> None:
-        """Indexes, and the threads sends recorded before threads were dropped once recorded
-        (for SMS the customer's number) removed: a one-off that finds nothing afterwards."""
+        """Indexes, and, once per database, the threads of sends recorded before threads were
+        dropped once recorded (for SMS the customer's number) removed."""
         await self._sends.create_index("provider_message_id", sparse=True)
         await self._sends.create_index([("state", 1), ("channel", 1)])
-        await self._sends.update_many(
-            {"recorded": True, "thread": {"$exists": True}}, {"$unset": {"thread": ""}}
-        )
+        if await self._sends.find_one({"_id": _THREADS_DROPPED}) is None:
+            await self._sends.update_many(
+                {"recorded": True, "thread": {"$exists": True}}, {"$unset": {"thread": ""}}
+            )
+            await self._sends.update_one(
+                {"_id": _THREADS_DROPPED}, {"$set": {"at": datetime.now(UTC)}}, upsert=True
+            )
 
     async def handle(self, command: OutboundCommand) -> MongoDocument:
         """Send (unless sent or claimed before) and record; the send's state is returned.
