@@ -312,6 +312,33 @@ async def test_a_rejection_after_a_confirmation_whose_answer_was_lost_stays_true
         assert len(set(customers.values())) == 2, "the late confirmation did not merge them"
 
 
+async def test_a_rejection_judged_before_a_confirmation_was_sent_is_not_stored_after_it(
+    profile_service: RunningProfileService,
+) -> None:
+    """Agent A's rejection reads the request; agent B's confirmation is sent (the request
+    marked `confirming`) before A's decision is written: A's write must not land."""
+    svc = profile_service
+    request = await _one_pending_request(svc, 20)
+    store = svc.service.store
+    decide = store.decide_merge_request
+
+    async def confirmation_sent_meanwhile(*args: Any, **kwargs: Any) -> bool:
+        store.decide_merge_request = decide  # type: ignore[method-assign]
+        assert await store.note_confirming(request["id"], "agent-b")
+        return await decide(*args, **kwargs)
+
+    store.decide_merge_request = confirmation_sent_meanwhile  # type: ignore[method-assign]
+    rejected = await svc.http.post(
+        f"/v1/merge-requests/{request['id']}/reject", json={"by": "agent-a", "reason": "two"}
+    )
+    store.decide_merge_request = decide  # type: ignore[method-assign]
+
+    assert rejected.status_code == 409
+    assert "being sent" in rejected.json()["detail"]
+    [still] = await svc.get("/v1/merge-requests")
+    assert (still["status"], still["confirming"]["by"]) == ("pending", "agent-b")
+
+
 async def test_an_unverified_source_cannot_add_a_strangers_phone_to_a_known_customer(
     profile_service: RunningProfileService,
 ) -> None:
