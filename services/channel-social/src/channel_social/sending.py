@@ -35,7 +35,7 @@ from pydantic_core import from_json
 from channel_social.settings import SocialSettings
 from hilo.contract.outbound import OutboundCommand
 from hilo.outbound import SendRefused, Sent, provider_call
-from hilo.providers.meta import graph_throttled
+from hilo.providers.meta import graph_error, graph_reason, graph_throttled
 
 log = structlog.get_logger(__name__)
 
@@ -153,12 +153,11 @@ def accepted_id(response: httpx.Response) -> str:
 def refusal_reason(response: httpx.Response) -> str:
     """Meta's own explanation, `<code>: <message>` (e.g. `10: This message is sent outside of
     allowed window. ...`); the `(#code) ` Graph puts before messages is not repeated."""
-    try:
-        error = from_json(response.content)["error"]
-        code, message = error["code"], str(error["message"])
-    except (ValueError, KeyError, TypeError):
+    reason = graph_reason(graph_error(response))
+    if reason is None:
         return f"HTTP {response.status_code}"
-    return f"{code}: {message.removeprefix(f'(#{code}) ')}"
+    code, message = reason
+    return f"{code}: {message}"
 
 
 def _not_sent_reason(channel: str) -> str:

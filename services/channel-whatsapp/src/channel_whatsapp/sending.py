@@ -18,7 +18,7 @@ from channel_whatsapp.settings import WhatsAppSettings
 from hilo.contract.identifiers import Identifiers
 from hilo.contract.outbound import OutboundCommand, OutboundMessage
 from hilo.outbound import NotConfigured, Provider, SendRefused, Sent, provider_call
-from hilo.providers.meta import graph_throttled
+from hilo.providers.meta import graph_error, graph_reason, graph_throttled
 
 log = structlog.get_logger(__name__)
 
@@ -121,12 +121,11 @@ def accepted_id(response: httpx.Response) -> str:
 def refusal_reason(response: httpx.Response) -> str:
     """Meta's own explanation: `<code>: <message> (<details>)`, e.g. `131026: Message
     Undeliverable (...)`; the `(#code)` Graph puts before messages is not repeated."""
-    try:
-        error = from_json(response.content)["error"]
-        code, message = error["code"], str(error["message"])
-    except (ValueError, KeyError, TypeError):
+    error = graph_error(response)
+    reason = graph_reason(error)
+    if error is None or reason is None:
         return f"HTTP {response.status_code}"
-    message = message.removeprefix(f"(#{code}) ")
+    code, message = reason
     data = error.get("error_data")
     details = data.get("details") if isinstance(data, dict) else None
     if isinstance(details, str) and details and details != message:

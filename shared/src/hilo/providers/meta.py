@@ -27,13 +27,29 @@ pair rate): the message was not taken and will be once the limit passes. Meta ad
 errors by code, not HTTP status, and answers some of these with 400."""
 
 
+def graph_error(response: httpx.Response) -> dict[str, Any] | None:
+    """The `error` object of a Graph API error answer (`code`, `message`, `error_data`...), or
+    None when the body is not one."""
+    try:
+        error = from_json(response.content)["error"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return error if isinstance(error, dict) and "code" in error else None
+
+
+def graph_reason(error: dict[str, Any] | None) -> tuple[object, str] | None:
+    """A Graph error's code and message (of `graph_error`), without the `(#code) ` Graph puts
+    before messages; None for no error or one without a message."""
+    if error is None or "message" not in error:
+        return None
+    code = error["code"]
+    return code, str(error["message"]).removeprefix(f"(#{code}) ")
+
+
 def graph_throttled(response: httpx.Response) -> bool:
     """True when a Graph API error answer is one of its rate limits (`GRAPH_THROTTLING_CODES`)."""
-    try:
-        code = from_json(response.content)["error"]["code"]
-    except (ValueError, KeyError, TypeError):
-        return False
-    return code in GRAPH_THROTTLING_CODES
+    error = graph_error(response)
+    return error is not None and error["code"] in GRAPH_THROTTLING_CODES
 
 
 def signed_headers(body: bytes, app_secret: str) -> dict[str, str]:
