@@ -150,6 +150,12 @@ class NotConfigured:
         return None
 
 
+def not_configured(channel: str, reason: str) -> NotConfigured:
+    """The provider of a channel whose settings are missing, said once in the log at start."""
+    log.warning("outbound_not_configured", channel=channel, reason=reason)
+    return NotConfigured(reason)
+
+
 async def provider_call(
     request: Callable[[], Any],
     reason_of: Callable[[httpx.Response], str],

@@ -18,7 +18,7 @@ import structlog
 from channel_email.mime import message_ids
 from channel_email.settings import EmailSettings
 from hilo.contract.outbound import OutboundCommand, OutboundMessage
-from hilo.outbound import NotConfigured, Provider, SendRefused, Sent, provider_call
+from hilo.outbound import Provider, SendRefused, Sent, not_configured, provider_call
 
 log = structlog.get_logger(__name__)
 
@@ -136,8 +136,7 @@ def mailgun_provider(settings: EmailSettings) -> Provider:
         }
         missing = ", ".join(n for n, v in named.items() if v is None)
         reason = f"email replies are not configured: {missing} not set"
-        log.warning("outbound_not_configured", channel="email", reason=reason)
-        return NotConfigured(reason)
+        return not_configured("email", reason)
     return MailgunMessages(
         key.get_secret_value(),
         domain,

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import ValidationError
 
@@ -16,10 +15,8 @@ from channel_sms.translate import incoming, status
 from channel_sms.twilio import InboundMessage, StatusCallback
 from hilo.channel import Channel, Rejected, create_channel_app, validation_rejection
 from hilo.contract import Interaction
-from hilo.outbound import NotConfigured, Provider
+from hilo.outbound import Provider, not_configured
 from hilo.providers.twilio import EMPTY_TWIML, verified_form
-
-log = structlog.get_logger(__name__)
 
 WEBHOOK_PATH = "/webhooks/twilio/sms"
 STATUS_PATH = "/status"
@@ -74,8 +71,7 @@ def twilio_provider(settings: SmsSettings) -> Provider:
     every SMS reply with the reason (logged once here)."""
     if settings.twilio_account_sid is None:
         reason = "SMS replies are not configured: HILO_TWILIO_ACCOUNT_SID is not set"
-        log.warning("outbound_not_configured", channel="sms", reason=reason)
-        return NotConfigured(reason)
+        return not_configured("sms", reason)
     return TwilioMessages(
         api_url=settings.twilio_api_url,
         account_sid=settings.twilio_account_sid,

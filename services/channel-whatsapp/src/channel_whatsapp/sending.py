@@ -10,17 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import structlog
 from pydantic import SecretStr
 from pydantic_core import from_json
 
 from channel_whatsapp.settings import WhatsAppSettings
 from hilo.contract.identifiers import Identifiers
 from hilo.contract.outbound import OutboundCommand, OutboundMessage
-from hilo.outbound import NotConfigured, Provider, SendRefused, Sent, provider_call
+from hilo.outbound import Provider, SendRefused, Sent, not_configured, provider_call
 from hilo.providers.meta import graph_error, graph_reason, graph_throttled
-
-log = structlog.get_logger(__name__)
 
 
 class CloudApiMessages:
@@ -61,8 +58,7 @@ def cloud_api(settings: WhatsAppSettings) -> Provider:
             "WhatsApp replies are not configured: HILO_WHATSAPP_ACCESS_TOKEN and "
             "HILO_WHATSAPP_PHONE_NUMBER_ID are not both set"
         )
-        log.warning("outbound_not_configured", channel="whatsapp", reason=reason)
-        return NotConfigured(reason)
+        return not_configured("whatsapp", reason)
     return CloudApiMessages(
         token,
         settings.whatsapp_phone_number_id,
