@@ -88,7 +88,7 @@ class ConflictCollection:
         rejection (`status` rejected) also requires the confirmation state it was judged
         against (`confirming`, None for none): a confirmation sent since makes it False."""
         condition: MongoDocument = {"_id": request_id, "status": PENDING}
-        if status != "confirmed":
+        if status != CONFIRMED:
             condition["confirming"] = confirming if confirming else {"$exists": False}
         result = await self.collection.update_one(
             condition, {"$set": {"status": status, "decision": decision}}
@@ -101,3 +101,4 @@ class ConflictCollection:
 
 
 PENDING = "pending"
+CONFIRMED, REJECTED = "confirmed", "rejected"

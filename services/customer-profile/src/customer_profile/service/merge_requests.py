@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 import structlog
 
-from customer_profile.adapters.conflicts import PENDING
+from customer_profile.adapters.conflicts import CONFIRMED, PENDING, REJECTED
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.identity import KEPT_APART, split_key
 from hilo.contract import CustomEvent, Identifiers, Interaction, new_interaction
@@ -26,7 +26,6 @@ from hilo.topics import Topic
 log = structlog.get_logger(__name__)
 
 AGENT_CHANNEL = "agent"
-CONFIRMED, REJECTED = "confirmed", "rejected"
 
 
 class RequestNotFound(LookupError):
