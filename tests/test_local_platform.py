@@ -117,6 +117,36 @@ def wait_for_line(process: subprocess.Popen[str], text: str, timeout: float) -> 
     pytest.fail(f"no {text!r} within {timeout}s:\n{''.join(seen[-40:])}")
 
 
+def simulate(cwd: Path, env: dict[str, str], customers: int) -> subprocess.CompletedProcess[str]:
+    """Run the traffic simulator against what `make run` started, reading its env file."""
+    return subprocess.run(
+        [
+            str(BIN / "traffic-simulator"),
+            "--env-file",
+            ".hilo/platform.env",
+            "--customers",
+            str(customers),
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+def check_the_chats_are_named(report: str, other_pepper: subprocess.CompletedProcess[str]) -> None:
+    """Calls that continue a chat name it by the id the channels gave it; a simulator keyed
+    with another pepper names chats that do not exist, and says so."""
+    named = re.search(r"chats a call can name   (\d+)/(\d+)", report)
+    assert named, report
+    assert named[1] == named[2] != "0", report
+    assert other_pepper.returncode == 1, other_pepper.stdout + other_pepper.stderr
+    assert "chats a call can name   0/" in other_pepper.stdout
+    assert "set HILO_SUBJECT_PEPPER to the platform's" in other_pepper.stdout
+
+
 def test_make_run_serves_the_simulated_journeys_and_stops_cleanly(tmp_path: Path) -> None:
     base = free_port_block(PORT_SPAN)
     env = {
@@ -137,20 +167,9 @@ def test_make_run_serves_the_simulated_journeys_and_stops_cleanly(tmp_path: Path
         wait_for_line(runner, "Hilo is running", timeout=240)
         printed = "".join(wait_for_line(runner, "play traffic", timeout=10))
         started = descendants(runner.pid)
-        simulated = subprocess.run(
-            [
-                str(BIN / "traffic-simulator"),
-                "--env-file",
-                ".hilo/platform.env",
-                "--customers",
-                "6",
-            ],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
+        simulated = simulate(tmp_path, env, customers=6)
+        other_pepper = simulate(
+            tmp_path, {**env, "HILO_SUBJECT_PEPPER": "not-the-platform-pepper"}, customers=1
         )
         values = read_env_file(tmp_path / ".hilo" / "platform.env")
         crash_and_restart(runner, values, "customer-profile")
@@ -174,6 +193,7 @@ def test_make_run_serves_the_simulated_journeys_and_stops_cleanly(tmp_path: Path
     assert re.search(r"cross-channel conversion \d+% of [1-9]\d* web carts", omnichannel)
     assert re.search(r"CSAT by channel\s+\w+ \d\.\d", omnichannel), omnichannel
     assert "refused requests        0" in report
+    check_the_chats_are_named(report, other_pepper)
     for channel in ("web", "whatsapp", "sms", "voice", "email", "store", "messenger"):
         assert f"{channel} " in report.split("journey entries")[1].splitlines()[0]
     # People 0 and 5 buy the promoted cap on the web and in store, person 1 pays an old price.

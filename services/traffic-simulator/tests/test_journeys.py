@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from pydantic import SecretStr
 
 from hilo.webhook import verify_hex_signature
-from traffic_simulator.journeys import journey, journey_start
+from traffic_simulator.journeys import chats, journey, journey_start
 from traffic_simulator.people import people
+from traffic_simulator.readback import Readback, check_chats
 from traffic_simulator.settings import SimulatorSettings
 
 SETTINGS = SimulatorSettings.model_validate(
@@ -60,3 +61,22 @@ def test_a_journey_crosses_every_channel_and_is_signed() -> None:
     verify_hex_signature(
         "secret", whatsapp.body, whatsapp.headers["X-Hub-Signature-256"], prefix="sha256="
     )
+
+
+def test_chats_keyed_with_another_pepper_are_counted_as_unnamed() -> None:
+    """The readback's check that a call's "continues" id names a chat the channels wrote."""
+    person = next(p for p in people(6, seed=1) if p.uses_messenger)
+    ours = chats(person, SETTINGS)
+    other = chats(person, SETTINGS.model_copy(update={"subject_pepper": SecretStr("x" * 20)}))
+    entries = [
+        {"channel": "whatsapp", "conversation": {"id": ours["whatsapp"]}},
+        {"channel": "messenger", "conversation": {"id": other["messenger"]}},
+        {"channel": "web", "conversation": None},
+    ]
+
+    result = Readback()
+    check_chats(result, entries, ours)
+
+    assert set(ours) == {"whatsapp", "messenger"}
+    assert ours["whatsapp"] != other["whatsapp"]
+    assert (result.chats, result.unnamed_chats) == (2, 1)

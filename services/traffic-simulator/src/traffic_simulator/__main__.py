@@ -44,7 +44,13 @@ async def simulate(settings: SimulatorSettings) -> int:
         f"  journey entries         {sum(result.entries_per_channel.values())} ({per_channel})",
         f"  refused requests        {len(report.failures)}",
         f"  requests sent again     {report.retries}",
+        f"  chats a call can name   {result.chats - result.unnamed_chats}/{result.chats}",
     ]
+    if result.unnamed_chats:
+        lines.append(
+            "    conversation ids differ from the channels': set HILO_SUBJECT_PEPPER to the "
+            "platform's, or calls that continue a chat name none"
+        )
     lines.extend(f"    {failure}" for failure in report.failures[:10])
     if result.sample:
         lines += ["", f"  One journey: {result.sample_name}", timeline(result.sample)]
@@ -68,6 +74,7 @@ async def simulate(settings: SimulatorSettings) -> int:
         and verdict.healthy
         and result.complete == len(crowd)
         and result.duplicated == 0
+        and not result.unnamed_chats
     )
     return 0 if healthy and len(result.customers) == len(crowd) else 1
 

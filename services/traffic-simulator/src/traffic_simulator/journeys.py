@@ -369,6 +369,16 @@ class _Builder:
         )
 
 
+def chats(person: Person, settings: SimulatorSettings) -> dict[str, str]:
+    """The conversation ids the simulated contact centre names, by channel: the ids the channels
+    give this person's WhatsApp (and Messenger) chats when they share the simulator's pepper."""
+    build = _Builder(person, settings, datetime.now(UTC))
+    named = {"whatsapp": build.whatsapp_conversation()}
+    if person.uses_messenger:
+        named["messenger"] = build.messenger_conversation()
+    return named
+
+
 def journey_start(person: Person, now: datetime | None = None) -> datetime:
     """Each person's story starts on a different day of the last two weeks."""
     now = now or datetime.now(UTC)

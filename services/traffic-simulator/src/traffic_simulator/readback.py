@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from traffic_simulator.journeys import chats
 from traffic_simulator.offers import price_mismatches
 from traffic_simulator.people import Person
 from traffic_simulator.settings import SimulatorSettings
@@ -32,6 +33,11 @@ class Readback:
     """Each person's customer id, by person number."""
     mismatches: list[dict[str, Any]] = field(default_factory=list)
     """`GET /v1/mismatches` of the last 16 days (every run's; `offers.judge` picks this one's)."""
+    chats: int = 0
+    """WhatsApp and Messenger entries read back."""
+    unnamed_chats: int = 0
+    """Of those, entries whose conversation id is not the one the simulator names when a call
+    continues the chat: its `HILO_SUBJECT_PEPPER` is not the channels'."""
 
 
 async def read_back(
@@ -44,7 +50,7 @@ async def read_back(
         deadline = time.monotonic() + settings.readback_timeout_seconds
         while True:
             try:
-                result = await _snapshot(api, crowd, expected)
+                result = await _snapshot(api, crowd, expected, settings)
             except httpx.TransportError:
                 # An instance of the profile service went down mid-read (a replica restarting
                 # behind the name): read again, until the deadline.
@@ -59,7 +65,10 @@ async def read_back(
 
 
 async def _snapshot(
-    api: httpx.AsyncClient, crowd: list[Person], expected: dict[int, int]
+    api: httpx.AsyncClient,
+    crowd: list[Person],
+    expected: dict[int, int],
+    settings: SimulatorSettings,
 ) -> Readback:
     result = Readback()
     showcase = next((p for p in crowd if p.uses_messenger and p.drops_a_call), crowd[0])
@@ -78,6 +87,7 @@ async def _snapshot(
         journey = (await api.get(f"/v1/customers/{customer}/journey", params={"limit": 200})).json()
         entries = journey.get("entries", [])
         result.entries_per_channel.update(entry["channel"] for entry in entries)
+        check_chats(result, entries, chats(person, settings))
         sent = expected.get(person.number, 0)
         result.missing += max(0, sent - len(entries))
         result.duplicated += max(0, len(entries) - sent)
@@ -87,6 +97,16 @@ async def _snapshot(
             result.sample = entries
             result.sample_name = f"{person.first_name} {person.last_name}"
     return result
+
+
+def check_chats(result: Readback, entries: list[dict[str, Any]], named: dict[str, str]) -> None:
+    """Count the person's chat entries whose conversation id differs from the one the simulator
+    names: with another pepper, every "continued on WhatsApp" would point at nothing."""
+    for entry in entries:
+        if entry["channel"] in named:
+            result.chats += 1
+            conversation = entry.get("conversation") or {}
+            result.unnamed_chats += conversation.get("id") != named[entry["channel"]]
 
 
 def timeline(entries: list[dict[str, Any]]) -> str:
