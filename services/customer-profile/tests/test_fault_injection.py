@@ -626,6 +626,130 @@ async def test_a_profile_a_batch_merged_into_a_person_erased_meanwhile_is_erased
     await erased_for_good(harness, settings, customer, {customer, *others}, "phone:+34600123123")
 
 
+async def absorbable_person(harness: Harness, name: str) -> tuple[Interaction, str, str]:
+    """An older profile (a phone) and a person's newer one (an email), both claimed long ago, and
+    an event of the person's with both, which merges theirs into the older one; the event, the
+    person's profile id and the older one's."""
+    phone, email = "+34600555000", f"{name}@example.com"
+    await harness.pipeline.process(raw_records([interaction("elder", minutes=0, phone=phone)]))
+    [older] = [doc["_id"] async for doc in harness.store.profiles.find({})]
+    await harness.pipeline.process(raw_records([interaction(f"{name}1", minutes=1, email=email)]))
+    [customer] = {doc["_id"] async for doc in harness.store.profiles.find({})} - {older}
+    await harness.store.identities.update_many(
+        {}, {"$set": {"claimed_at": datetime.now(UTC) - timedelta(days=30)}}
+    )
+    return interaction(f"{name}2", minutes=2, email=email, phone=phone), customer, older
+
+
+async def test_a_profile_a_merge_took_before_its_erasure_held_it_is_erased_with_the_survivor(
+    harness: Harness, settings: HiloSettings
+) -> None:
+    """The batch merges the person's profile into an older one after the erasure read it and
+    before it holds it: the two are one customer now, as if the merge had come before the
+    request. The erasure is extended to the survivor: nothing of either is left, both get their
+    tombstones, and neither identifier has a key. (Before, the survivor kept the erased email,
+    its claim and the merged journey for good.)"""
+    event, customer, older = await absorbable_person(harness, "ona")
+    batch, checked, go_on = held_after_its_check(harness, event)
+
+    async def the_batch_merges_first() -> None:
+        go_on.set()
+        await batch
+
+    interleave(harness.store, "hold_for_erasure", the_batch_merges_first)
+    await checked.wait()
+    await erase(harness, customer)
+
+    assert [m.absorbed for m in (await batch).merges] == [(customer,)]
+    await nothing_left_of(harness, settings, customer)
+    erasure = await harness.store.erasure_of(customer)
+    assert erasure is not None
+    assert (set(erasure.aliases), erasure.done) == ({customer, older}, True)
+    sealer = harness.pipeline._sealer
+    keys = [sealer.subject(key) for key in ("email:ona@example.com", "phone:+34600555000")]
+    assert await sealer.keys.get(keys) == {}
+    profiles = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.PROFILES, settings)
+    )
+    assert [r.value for r in profiles if r.key == older.encode()][-1] is None
+
+
+async def the_older_profile_is_as_it_was(
+    harness: Harness, settings: HiloSettings, older: str, outcome: BatchOutcome
+) -> None:
+    """The event was dropped as the erased person's, merged nothing, and the older profile
+    holds its phone and its one entry, and was never published with the email."""
+    assert (outcome.erased, outcome.merges) == (1, [])
+    heads = [doc async for doc in harness.store.profiles.find({"_id": older})]
+    assert [(h.get("merged_into"), h["identifiers"]) for h in heads] == [
+        (None, ["phone:+34600555000"])
+    ]
+    assert [doc["_id"] async for doc in harness.store.identities.find({"customer_id": older})] == [
+        "phone:+34600555000"
+    ]
+    await harness.current_view_of_whole_journey(older, entries=1)
+    profiles = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.PROFILES, settings)
+    )
+    published = [json.loads(r.value) for r in profiles if r.key == older.encode() and r.value]
+    assert published
+    assert all(len(p.get("identifiers", [])) == 1 for p in published), published
+    merges = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.IDENTITY_MERGES, settings)
+    )
+    assert merges == []
+
+
+async def test_a_batch_meeting_a_profile_its_erasure_holds_merges_nothing_and_drops_the_event(
+    harness: Harness, settings: HiloSettings
+) -> None:
+    """The batch checked the person's event just before their erasure was recorded, and
+    resolves it once the erasure holds their profile (its keys forgotten, nothing deleted
+    yet): it does not merge the profile into the older one, and the event (checked again)
+    is the erased person's. (Before, the merge moved the erased email to the older profile.)"""
+    event, customer, older = await absorbable_person(harness, "pia")
+    batch, checked, go_on = held_after_its_check(harness, event)
+
+    async def the_batch_resolves() -> None:
+        go_on.set()
+        await batch
+
+    interleave(harness.store, "erase", the_batch_resolves)
+    await checked.wait()
+    await erase(harness, customer)
+
+    await the_older_profile_is_as_it_was(harness, settings, older, await batch)
+    assert await harness.store.profiles.count_documents({"_id": customer}) == 0
+    assert await harness.store.identities.count_documents({"customer_id": customer}) == 0
+
+
+async def test_a_profile_held_between_a_batch_reading_it_and_merging_it_is_not_taken(
+    harness: Harness, settings: HiloSettings
+) -> None:
+    """The batch read the person's profile as free to merge; their erasure holds it before the
+    batch's merge: the merge's conditional update does not take it, the next round meets the
+    hold, and the event is checked again and dropped. The erasure then completes."""
+    event, customer, older = await absorbable_person(harness, "ria")
+    sealer = harness.pipeline._sealer
+    subject = sealer.subject("email:ria@example.com")
+
+    async def the_erasure_holds() -> None:
+        erasure = await harness.store.record_erasure(
+            customer, [customer], [subject], datetime.now(UTC)
+        )
+        await harness.store.hold_for_erasure(erasure, sealer.subject)
+
+    interleave(harness.store, "merge", the_erasure_holds)
+    outcome = await harness.pipeline.process(raw_records([event]))
+
+    await the_older_profile_is_as_it_was(harness, settings, older, outcome)
+    erasure = await harness.store.erasure_of(customer)
+    assert erasure is not None
+    await Privacy(harness.store, harness.publisher, sealer).complete(erasure)
+    assert await harness.store.profiles.count_documents({"_id": customer}) == 0
+    assert await harness.store.identities.count_documents({"customer_id": customer}) == 0
+
+
 async def test_what_a_person_did_after_their_erasure_is_not_added_to_it(
     harness: Harness, settings: HiloSettings
 ) -> None:

@@ -264,11 +264,13 @@ class ProfileCollection:
 
     async def canonical_facts(
         self, customer_ids: Iterable[str]
-    ) -> tuple[dict[str, str], dict[str, ProfileFacts]]:
-        """`canonical` of these ids, and the facts identity resolution needs of the survivors."""
+    ) -> tuple[dict[str, str], dict[str, ProfileFacts], set[str]]:
+        """`canonical` of these ids, the facts identity resolution needs of the survivors, and
+        which survivors are being erased (`hold_for_erasure`)."""
         mapping, heads = await self._canonical_heads(customer_ids)
-        facts = {c: _stored(heads[c], None).facts() for c in set(mapping.values()) if c in heads}
-        return mapping, facts
+        survivors = {c: heads[c] for c in set(mapping.values()) if c in heads}
+        facts = {c: _stored(head, None).facts() for c, head in survivors.items()}
+        return mapping, facts, {c for c, head in survivors.items() if head.get("erasing")}
 
     async def _canonical_heads(
         self, customer_ids: Iterable[str]
@@ -309,12 +311,13 @@ class ProfileCollection:
     async def mark_merged(
         self, survivor: str, absorbed: list[str], event_id: str, at: datetime
     ) -> list[MergeRecord]:
-        """Decide each merge once, recorded as pending on the absorbed head; those taken."""
+        """Decide each merge once, recorded as pending on the absorbed head; those taken. A
+        profile held for its erasure (`hold_for_erasure`) is never taken."""
         merged_at = now()
         taken: list[str] = []
         for customer in absorbed:
             result = await self.profiles.update_one(
-                {"_id": customer, "merged_into": None},
+                {"_id": customer, "merged_into": None, "erasing": None},
                 {
                     "$set": {
                         "merged_into": survivor,
@@ -480,6 +483,20 @@ class ProfileCollection:
             self.views,
             [DeleteOne(_view_filter(customer, view)) for customer, view in views.items()],
         )
+
+    async def hold_for_erasure(self, aliases: list[str]) -> dict[str, str]:
+        """Mark the heads of these profiles that are not merged away as being erased, so no
+        merge takes them from now on (`mark_merged`); answer the others that were merged into a
+        profile outside `aliases` meanwhile, with their survivors. Each head is marked or merged
+        by one conditional update, so the two are decided in one order, once."""
+        await self.profiles.update_many(
+            {"_id": {"$in": aliases}, "merged_into": None}, {"$set": {"erasing": True}}
+        )
+        elsewhere = self.profiles.find(
+            {"_id": {"$in": aliases}, "merged_into": {"$nin": [None, *aliases]}},
+            {"merged_into": 1},
+        )
+        return {doc["_id"]: doc["merged_into"] async for doc in elsewhere}
 
     async def erase(self, aliases: list[str]) -> int:
         """Heads, then views: see `ProfileStore.erase` for why the heads go first."""

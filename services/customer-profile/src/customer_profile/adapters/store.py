@@ -43,6 +43,9 @@ from customer_profile.service.ports import (
 )
 from hilo.mongo import MongoDocument
 
+MAX_ERASURE_HOLDS = 5
+"""Survivors an erasure follows in one completion: each is a merge that raced it."""
+
 
 class ProfileStore:
     """All MongoDB access of the customer-profile service."""
@@ -101,13 +104,16 @@ class ProfileStore:
     async def identity_state(self, keys: Iterable[str], fresh_since: datetime) -> IdentityState:
         """Owners and their facts. A claim whose profile has no head yet (its creator crashed
         between claiming and creating it, or is there right now) gets its head here, from the
-        claims that point at it. Claims left pointing at an erased profile (a crash between a
-        claim and its release) are released instead: the erased profile stays gone and the
-        identifier is free for a new one, and `ErasedClaimsMet` raised: the events that carry
-        them may have happened before the erasure. An owner still without a profile is left
-        out."""
+        claims that point at it. An owner whose erasure is under way (`hold_for_erasure`) raises
+        `ErasedClaimsMet`: its events may be the erased person's. Claims left pointing at an
+        erased profile (a crash between a claim and its release) are released instead: the
+        erased profile stays gone and the identifier is free for a new one, and
+        `ErasedClaimsMet` raised: the events that carry them may have happened before the
+        erasure. An owner still without a profile is left out."""
         raw, fresh = await self._identities.owners_and_fresh(keys, fresh_since)
-        canonical, facts = await self._profiles.canonical_facts(raw.values())
+        canonical, facts, erasing = await self._profiles.canonical_facts(raw.values())
+        if erasing:
+            raise ErasedClaimsMet(f"{len(erasing)} profile(s) being erased")
         headless = {c for c in raw.values() if canonical[c] == c and c not in facts}
         if headless:
             if erased := await self._erasures.profiles_erased(headless):
@@ -115,7 +121,7 @@ class ProfileStore:
                 raise ErasedClaimsMet(f"claims of {len(erased)} erased profile(s) released")
             held = await self._identities.held_by(headless)
             await self._profiles.heads_for_claims(held)
-            canonical, facts = await self._profiles.canonical_facts(raw.values())
+            canonical, facts, _ = await self._profiles.canonical_facts(raw.values())
         owners = {key: canonical[customer] for key, customer in raw.items()}
         owned = {key: owner for key, owner in owners.items() if owner in facts}
         return IdentityState(owned, facts, frozenset(fresh & owned.keys()))
@@ -381,6 +387,32 @@ class ProfileStore:
             await self.erase(gone)
             erased |= found
         return erased
+
+    async def hold_for_erasure(self, erasure: Erasure, subject: Callable[[str], str]) -> Erasure:
+        """Stop merges from taking the erasure's profiles, before anything of them is deleted;
+        the erasure as it is to be completed.
+
+        A merge that took one of them first (after the erasure read the profile, before this
+        hold) made it part of the survivor's customer, as if the merge had come before the
+        request, when erasing it erases that customer: the erasure is extended with the
+        survivor, its aliases and what they hold (`subject` names an identifier, as
+        `hilo.sealing` does), and those are held in turn. Otherwise the survivor would keep the
+        erased person's identifiers and merged journey for good."""
+        for _ in range(MAX_ERASURE_HOLDS):
+            elsewhere = await self._profiles.hold_for_erasure(erasure.aliases)
+            if not elsewhere:
+                return erasure
+            survivors = set((await self._profiles.canonical(elsewhere.values())).values())
+            profiles = (await self._profiles.load(survivors, views=False)).values()
+            aliases = sorted({alias for profile in profiles for alias in profile.aliases})
+            held = {key for profile in profiles for key in profile.identifiers}
+            keys = await self.identifiers_to_erase(aliases, held)
+            await self._erasures.extend(erasure, aliases, {subject(key) for key in keys})
+            extended = await self._erasures.of(erasure.customer_id)
+            if extended is None:
+                raise RuntimeError(f"the erasure of {erasure.customer_id} cannot be read")
+            erasure = extended
+        raise RuntimeError(f"the profiles of erasure {erasure.customer_id} kept being merged")
 
     async def identifiers_to_erase(
         self, aliases: list[str], held: Iterable[str] = (), *, until: datetime | None = None

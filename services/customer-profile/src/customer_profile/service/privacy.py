@@ -72,13 +72,23 @@ class Privacy:
         return await self.complete(erasure)
 
     async def complete(self, erasure: Erasure) -> dict[str, Any]:
-        """MongoDB first (agents stop seeing the person at once), then the tombstones on the
-        compacted topic, then done; every step is safe to repeat. Still pending if a batch added
-        to the erasure meanwhile (`ProfileStore.forget_erased`): it is completed again.
+        """Held from merges first (`ProfileStore.hold_for_erasure`: a profile a racing merge
+        took first extends the erasure to the survivor), then MongoDB (agents stop seeing the
+        person at once), then the tombstones on the compacted topic, then done; every step is
+        safe to repeat. Still pending if a batch added to the erasure meanwhile
+        (`ProfileStore.forget_erased`): it is completed again.
 
         Raises `PublishFailed` when Kafka does not take the tombstones: the erasure stays
         recorded as not done and `finish_unfinished` completes it.
         """
+        held = await self._store.hold_for_erasure(erasure, self._sealer.subject)
+        if len(held.aliases) > len(erasure.aliases):
+            log.warning(
+                "erasure_extended_to_survivor",
+                customer_id=erasure.customer_id,
+                profiles=len(held.aliases) - len(erasure.aliases),
+            )
+        erasure = held
         forgotten = await self._sealer.keys.forget(
             erasure.subjects, made_until=erasure.requested_at
         )
