@@ -22,7 +22,7 @@ import json
 import secrets
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +67,7 @@ from hilo.health import health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, PublishFailed, create_broker
 from hilo.mongo import create_mongo_client
 from hilo.sealing import create_sealer
+from hilo.shutdown import cancelled, shut_down
 
 log = structlog.get_logger(__name__)
 
@@ -175,24 +176,16 @@ def _wants_html(request: Request) -> bool:
 
 async def _shut_down(desk: Desk, follower: asyncio.Task[None]) -> None:
     """Stop the feed and close every connection; each step runs even when one before it
-    failed, so a broken Kafka connection cannot leave MongoDB's open (or the other way)."""
-    follower.cancel()
-    steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
-        ("feed", lambda: _awaited(follower)),
-        ("kafka", desk.broker.stop),
-        ("profiles", desk.profiles.close),
-        ("mongo", desk.mongo.close),
-    ]
-    for name, step in steps:
-        try:
-            await step()
-        except Exception as exc:  # the next steps must run all the same
-            log.warning("desk_shutdown_step_failed", step=name, error=type(exc).__name__)
-
-
-async def _awaited(task: asyncio.Task[None]) -> None:
-    with suppress(asyncio.CancelledError):
-        await task
+    failed or hung (`hilo.shutdown`)."""
+    await shut_down(
+        "agent-desk",
+        [
+            ("feed", lambda: cancelled([follower])),
+            ("kafka", desk.broker.stop),
+            ("profiles", desk.profiles.close),
+            ("mongo", desk.mongo.close),
+        ],
+    )
 
 
 def create_app(settings: DeskSettings | None = None) -> FastAPI:

@@ -31,6 +31,7 @@ from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.offers.book import OffersFollower
 from hilo.offers.model import OffersSnapshot
 from hilo.sealing import Sealer, create_sealer
+from hilo.shutdown import cancelled, shut_down
 from hilo.topics import Topic, ensure_topics, topic_name
 
 log = structlog.get_logger(__name__)
@@ -160,10 +161,14 @@ async def start(service: Service) -> None:
 
 
 async def stop(service: Service) -> None:
-    for task in service.background:
-        task.cancel()
-    await asyncio.gather(*service.background, return_exceptions=True)
-    service.background.clear()
-    await service.offers.stop()
-    await service.broker.stop()
-    await service.mongo.close()
+    """Every step runs, each bounded (`hilo.shutdown`)."""
+    background, service.background = service.background, []
+    await shut_down(
+        "customer-profile",
+        [
+            ("background", lambda: cancelled(background)),
+            ("offers", service.offers.stop),
+            ("kafka", service.broker.stop),
+            ("mongo", service.mongo.close),
+        ],
+    )

@@ -22,6 +22,7 @@ from hilo.entrypoint import OpenApiRefused
 from hilo.health import health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, Record, create_broker
 from hilo.mongo import MongoDocument, create_mongo_client
+from hilo.shutdown import cancelled, shut_down
 from hilo.topics import Topic
 from journey_analytics.consumer import subscribe
 from journey_analytics.measures import Measures, Windows, measure
@@ -154,8 +155,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for task in service.background:
-            task.cancel()
-        await asyncio.gather(*service.background, return_exceptions=True)
-        await service.broker.stop()
-        await service.mongo.close()
+        background, service.background = service.background, []
+        await shut_down(
+            "journey-analytics",
+            [
+                ("background", lambda: cancelled(background)),
+                ("kafka", service.broker.stop),
+                ("mongo", service.mongo.close),
+            ],
+        )

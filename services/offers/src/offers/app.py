@@ -22,6 +22,7 @@ from hilo.kafka import KafkaPublisher, create_broker
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.offers.book import OffersFollower
 from hilo.settings import HiloSettings
+from hilo.shutdown import cancelled, shut_down
 from hilo.topics import ensure_topics
 from offers.api import ApiState, create_api
 from offers.outbox import Outbox
@@ -131,12 +132,16 @@ async def start(service: OffersService) -> None:
 
 
 async def stop(service: OffersService) -> None:
-    for task in service.background:
-        task.cancel()
-    await asyncio.gather(*service.background, return_exceptions=True)
-    service.background.clear()
-    await service.follower.stop()
-    await service.outbox.release()
-    await service.broker.stop()
-    await service.profiles.close()
-    await service.mongo.close()
+    """Every step runs, each bounded (`hilo.shutdown`)."""
+    background, service.background = service.background, []
+    await shut_down(
+        "offers",
+        [
+            ("background", lambda: cancelled(background)),
+            ("follower", service.follower.stop),
+            ("outbox", service.outbox.release),
+            ("kafka", service.broker.stop),
+            ("profiles", service.profiles.close),
+            ("mongo", service.mongo.close),
+        ],
+    )

@@ -1,0 +1,46 @@
+"""Stopping a service: every step runs, and none waits for ever.
+
+A background task that swallows its cancellation, or a client whose close waits on a peer that
+is gone, would otherwise hold the process at exit until the orchestrator kills it, with nothing
+in the log to say which step it was; and a step that fails would leave the connections after it
+open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+STEP_SECONDS = 10.0
+"""How long one step of a shutdown may take before the next one runs regardless."""
+
+Step = tuple[str, Callable[[], Awaitable[object]]]
+"""A step's name (for the log) and what it awaits."""
+
+
+async def cancelled(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel the tasks and wait until they have ended (bound it with `shut_down`)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def shut_down(service: str, steps: Sequence[Step], seconds: float | None = None) -> None:
+    """Run the steps in order. One that fails is logged (`shutdown_step_failed`), one still
+    running after `seconds` (`STEP_SECONDS`) is logged (`shutdown_step_timed_out`) and left
+    behind; the next runs all the same."""
+    seconds = STEP_SECONDS if seconds is None else seconds
+    for name, step in steps:
+        running = asyncio.ensure_future(step())
+        done, _ = await asyncio.wait({running}, timeout=seconds)
+        if not done:
+            log.warning("shutdown_step_timed_out", service=service, step=name, seconds=seconds)
+        elif not running.cancelled() and (error := running.exception()) is not None:
+            log.warning(
+                "shutdown_step_failed", service=service, step=name, error=type(error).__name__
+            )
