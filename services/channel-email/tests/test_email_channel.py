@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from channel_email.app import create_app
 from channel_email.settings import EmailSettings
+from channel_email.translate import mail_reference
 from hilo.contract import conversation_id, interaction_id
 from hilo.settings import HiloSettings
 from hilo.testkit.contract_check import published_interactions
@@ -27,12 +28,18 @@ from hilo_devkit.channel_contract import (
 )
 
 SIGNING_KEY = "key-mailgun-signing"
+ANA = "ana.garcia@example.com"
 API_KEY = "mta-key-1"
 REPLY = (Path(__file__).parent / "samples" / "reply_with_attachment.eml").read_bytes()
 FIRST_MAIL_HEADERS = (
     '[["Received", "by mxa.mailgun.org"], ["Date", "Mon, 23 Nov 2026 18:00:00 +0100"], '
     '["Message-Id", "<CAF=first-1@mail.example.com>"], ["From", "Ana <ana.garcia@example.com>"]]'
 )
+
+
+def mail_event(settings: HiloSettings, message_id: str, sender: str = ANA) -> str:
+    """The event id of a mail: its Message-ID with its sender, keyed with the pepper."""
+    return interaction_id("email", mail_reference(settings.pepper, sender, message_id))
 
 
 def mailgun_fields(
@@ -104,7 +111,7 @@ async def test_raw_mime_honours_the_channel_contract_and_threads_replies(
 ) -> None:
     [event] = await assert_channel_contract(email, settings, [raw_mime(REPLY)])
 
-    assert event["id"] == interaction_id("email", "CAF=reply-2@mail.example.com")
+    assert event["id"] == mail_event(settings, "CAF=reply-2@mail.example.com")
     assert event["identifiers"]["email"] == "ana.garcia@example.com"
     assert event["occurred_at"] == "2026-11-23T19:12:45+01:00"
     assert event["conversation"] == {
@@ -140,8 +147,8 @@ async def test_mailgun_forward_starts_the_thread_the_reply_continues(
     ).status_code == 200
 
     events = {e["id"]: e for e in await published_interactions(settings, 2)}
-    started = events[interaction_id("email", "CAF=first-1@mail.example.com")]
-    reply = events[interaction_id("email", "CAF=reply-2@mail.example.com")]
+    started = events[mail_event(settings, "CAF=first-1@mail.example.com")]
+    reply = events[mail_event(settings, "CAF=reply-2@mail.example.com")]
     assert started["conversation"]["id"] == reply["conversation"]["id"]
     assert started["payload"]["text"] == "Hi, where is my order?"
     assert started["occurred_at"] == "2026-11-23T18:00:00+01:00"
@@ -167,13 +174,11 @@ async def test_mailgun_multipart_attachments_and_raw_mime_routes(
     assert with_file.status_code == 200
     assert as_mime.status_code == 200
     events = {e["id"]: e for e in await published_interactions(settings, 2)}
-    photo = events[interaction_id("email", "CAF=first-1@mail.example.com")]["payload"][
-        "attachments"
-    ]
+    photo = events[mail_event(settings, "CAF=first-1@mail.example.com")]["payload"]["attachments"]
     assert [(a["kind"], a["filename"], a["size_bytes"]) for a in photo] == [
         ("image", "photo.jpg", 1000)
     ]
-    assert interaction_id("email", "CAF=reply-2@mail.example.com") in events
+    assert mail_event(settings, "CAF=reply-2@mail.example.com") in events
 
 
 async def test_sendgrid_inbound_parse_with_raw_mime(
@@ -196,7 +201,7 @@ async def test_sendgrid_inbound_parse_with_raw_mime(
     assert accepted.status_code == 200
     assert no_auth.status_code == 401
     [event] = await published_interactions(settings, 1)
-    assert event["id"] == interaction_id("email", "CAF=reply-2@mail.example.com")
+    assert event["id"] == mail_event(settings, "CAF=reply-2@mail.example.com")
 
 
 async def test_forged_stale_and_replayed_mailgun_posts_are_refused(
@@ -265,7 +270,7 @@ async def test_503_while_kafka_is_down_and_the_retry_is_published(
     )
 
     assert {event["id"] for event in events} == {
-        interaction_id("email", "CAF=reply-2@mail.example.com")
+        mail_event(email_settings, "CAF=reply-2@mail.example.com")
     }
 
 
@@ -374,7 +379,7 @@ async def test_raw_mail_over_a_mebibyte_in_one_form_field_is_taken_up_to_the_bod
     assert too_large.status_code == 413
     events = await published_interactions(settings, 2)
     assert {event["id"] for event in events} == {
-        interaction_id("email", "CAF=reply-2@mail.example.com")
+        mail_event(settings, "CAF=reply-2@mail.example.com")
     }
     assert events[0]["payload"]["attachments"][0]["size_bytes"] == 1_200_000
 
@@ -433,3 +438,23 @@ async def test_mailgun_message_headers_of_any_shape_are_never_a_crash(
     assert len(await published_interactions(settings, 1 if status == 200 else 0)) == (
         1 if status == 200 else 0
     )
+
+
+async def test_another_senders_mail_reusing_a_message_id_is_an_event_of_its_own(
+    email: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """The sender's software chooses the Message-ID: a second sender's mail with the same one
+    is recorded, not dropped as a duplicate of the first. (Before, both had one event id.)"""
+    other = REPLY.replace(b"<Ana.Garcia@Example.com>", b"<bo@example.org>")
+    assert other != REPLY
+
+    for mail in (REPLY, other):
+        answer = await email.post("/v1/messages/mime", content=mail, headers=raw_mime(mail).headers)
+        assert answer.status_code == 200, answer.text
+
+    events = await published_interactions(settings, 2)
+    assert len({e["id"] for e in events}) == 2, "one event id: the profile keeps only the first"
+    assert {(e["id"], e["identifiers"]["email"]) for e in events} == {
+        (mail_event(settings, "CAF=reply-2@mail.example.com"), ANA),
+        (mail_event(settings, "CAF=reply-2@mail.example.com", "bo@example.org"), "bo@example.org"),
+    }

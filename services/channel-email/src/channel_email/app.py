@@ -44,7 +44,7 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
 
     async def publish(read: Callable[[], InboundEmail]) -> dict[str, str]:
         try:
-            interaction = translate(read(), datetime.now(UTC), settings.instance)
+            interaction = translate(read(), datetime.now(UTC), settings.instance, settings.pepper)
         except ValidationError as exc:
             raise validation_rejection(exc) from None
         except ValueError as exc:

@@ -7,6 +7,8 @@ history must not lose the reply on top of it.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import datetime
 
 from channel_email.mime import AttachmentInfo, InboundEmail
@@ -38,8 +40,18 @@ ATTACHMENTS_LIMIT = max_length(MessageExchanged, "attachments")
 FILENAME_LIMIT = max_length(Attachment, "filename")
 
 
-def translate(mail: InboundEmail, received_at: datetime, instance: str) -> Interaction:
-    """Keyed by the Message-ID, so the same mail via Mailgun, SendGrid or a pipe is one event."""
+def mail_reference(key: bytes, sender: str, message_id: str) -> str:
+    """What names a mail for its event id: its Message-ID with its sender, so the same mail via
+    Mailgun, SendGrid or a pipe is one event, and another sender's mail that reuses the
+    Message-ID (the sender's software chooses it) is an event of its own instead of being
+    dropped as a duplicate. An HMAC under `key`, the deployment's pepper: the event id is on
+    every record in the clear, and an unkeyed hash would confirm a guessed address."""
+    return hmac.new(key, f"{sender}\n{message_id}".encode(), hashlib.sha256).hexdigest()
+
+
+def translate(mail: InboundEmail, received_at: datetime, instance: str, key: bytes) -> Interaction:
+    """One event per mail and sender (`mail_reference`)."""
+    identifiers = Identifiers(email=mail.sender)
     cut = Truncations()
     attachments = [
         _attachment(info, cut.clip(info.filename, FILENAME_LIMIT, "payload.attachments.filename"))
@@ -50,8 +62,8 @@ def translate(mail: InboundEmail, received_at: datetime, instance: str) -> Inter
     return new_interaction(
         channel=CHANNEL,
         instance=instance,
-        provider_event_id=mail.message_id,
-        identifiers=Identifiers(email=mail.sender),
+        provider_event_id=mail_reference(key, identifiers.email or mail.sender, mail.message_id),
+        identifiers=identifiers,
         conversation=Conversation(
             id=conversation_id(CHANNEL, mail.thread_root), thread=mail.thread_root
         ),
