@@ -7,17 +7,11 @@ import asyncio
 from structlog.testing import capture_logs
 
 from hilo.shutdown import cancelled, shut_down
+from hilo.testkit.tasks import deaf_to_cancellation
 
 
 async def test_a_task_deaf_to_cancellation_and_a_failing_step_do_not_stop_the_next_steps() -> None:
     release = asyncio.Event()
-
-    async def deaf() -> None:
-        while not release.is_set():
-            try:
-                await release.wait()
-            except asyncio.CancelledError:
-                continue
 
     async def refused() -> None:
         raise ConnectionError("peer gone")
@@ -27,7 +21,7 @@ async def test_a_task_deaf_to_cancellation_and_a_failing_step_do_not_stop_the_ne
     async def close() -> None:
         closed.append("mongo")
 
-    task = asyncio.create_task(deaf())
+    task = asyncio.create_task(deaf_to_cancellation(release))
     await asyncio.sleep(0)
     with capture_logs() as logs:
         await asyncio.wait_for(

@@ -641,6 +641,24 @@ async def absorbable_person(harness: Harness, name: str) -> tuple[Interaction, s
     return interaction(f"{name}2", minutes=2, email=email, phone=phone), customer, older
 
 
+async def erased_after_a_batch(
+    harness: Harness, customer: str, event: Interaction, step: str
+) -> BatchOutcome:
+    """Erase the customer while a batch of `event`, checked against erasures just before the
+    erasure was recorded, runs to its end right before the erasure's `step` (a `ProfileStore`
+    method); the batch's outcome."""
+    batch, checked, go_on = held_after_its_check(harness, event)
+
+    async def the_batch_runs() -> None:
+        go_on.set()
+        await batch
+
+    interleave(harness.store, step, the_batch_runs)
+    await checked.wait()
+    await erase(harness, customer)
+    return await batch
+
+
 async def test_a_profile_a_merge_took_before_its_erasure_held_it_is_erased_with_the_survivor(
     harness: Harness, settings: HiloSettings
 ) -> None:
@@ -650,17 +668,10 @@ async def test_a_profile_a_merge_took_before_its_erasure_held_it_is_erased_with_
     tombstones, and neither identifier has a key. (Before, the survivor kept the erased email,
     its claim and the merged journey for good.)"""
     event, customer, older = await absorbable_person(harness, "ona")
-    batch, checked, go_on = held_after_its_check(harness, event)
 
-    async def the_batch_merges_first() -> None:
-        go_on.set()
-        await batch
+    outcome = await erased_after_a_batch(harness, customer, event, "hold_for_erasure")
 
-    interleave(harness.store, "hold_for_erasure", the_batch_merges_first)
-    await checked.wait()
-    await erase(harness, customer)
-
-    assert [m.absorbed for m in (await batch).merges] == [(customer,)]
+    assert [m.absorbed for m in outcome.merges] == [(customer,)]
     await nothing_left_of(harness, settings, customer)
     erasure = await harness.store.erasure_of(customer)
     assert erasure is not None
@@ -708,17 +719,10 @@ async def test_a_batch_meeting_a_profile_its_erasure_holds_merges_nothing_and_dr
     yet): it does not merge the profile into the older one, and the event (checked again)
     is the erased person's. (Before, the merge moved the erased email to the older profile.)"""
     event, customer, older = await absorbable_person(harness, "pia")
-    batch, checked, go_on = held_after_its_check(harness, event)
 
-    async def the_batch_resolves() -> None:
-        go_on.set()
-        await batch
+    outcome = await erased_after_a_batch(harness, customer, event, "erase")
 
-    interleave(harness.store, "erase", the_batch_resolves)
-    await checked.wait()
-    await erase(harness, customer)
-
-    await the_older_profile_is_as_it_was(harness, settings, older, await batch)
+    await the_older_profile_is_as_it_was(harness, settings, older, outcome)
     assert await harness.store.profiles.count_documents({"_id": customer}) == 0
     assert await harness.store.identities.count_documents({"customer_id": customer}) == 0
 

@@ -12,6 +12,7 @@ from customer_profile.bootstrap import bootstrap, start, stop
 from customer_profile.testing import profile_settings
 from hilo import shutdown
 from hilo.settings import HiloSettings
+from hilo.testkit.tasks import deaf_to_cancellation
 
 
 async def test_a_background_task_deaf_to_cancellation_does_not_hold_the_service_at_stop(
@@ -24,14 +25,7 @@ async def test_a_background_task_deaf_to_cancellation_does_not_hold_the_service_
     await start(service)
     release = asyncio.Event()
 
-    async def deaf() -> None:
-        while not release.is_set():
-            try:
-                await release.wait()
-            except asyncio.CancelledError:
-                continue
-
-    stubborn = asyncio.create_task(deaf())
+    stubborn = asyncio.create_task(deaf_to_cancellation(release))
     service.background.append(stubborn)
     await asyncio.sleep(0)
 
