@@ -27,8 +27,9 @@ from pymongo import DeleteOne
 
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.profile import ProfileView, derive_view
+from customer_profile.service.batches import is_transient
 from customer_profile.service.pipeline import BatchOutcome, Pipeline
-from customer_profile.service.ports import StoredProfile, ViewSave
+from customer_profile.service.ports import HOLD_EXPIRY, ErasureUnderWay, StoredProfile, ViewSave
 from customer_profile.service.privacy import Privacy
 from customer_profile.settings import ProfileSettings
 from customer_profile.testing import (
@@ -662,27 +663,137 @@ async def erased_after_a_batch(
 async def test_a_profile_a_merge_took_before_its_erasure_held_it_is_erased_with_the_survivor(
     harness: Harness, settings: HiloSettings
 ) -> None:
-    """The batch merges the person's profile into an older one after the erasure read it and
-    before it holds it: the two are one customer now, as if the merge had come before the
-    request. The erasure is extended to the survivor: nothing of either is left, both get their
-    tombstones, and neither identifier has a key. (Before, the survivor kept the erased email,
-    its claim and the merged journey for good.)"""
+    """The batch merges the person's profile into an older one after the request read it and
+    before the erasure holds it (nothing recorded yet): the two are one customer now, as if the
+    merge had come before the request, and erasing the person erases that customer. Nothing of
+    either is left, both get their tombstones, and neither identifier has a key. (Before, the
+    survivor kept the erased email, its claim and the merged journey for good.)"""
     event, customer, older = await absorbable_person(harness, "ona")
 
-    outcome = await erased_after_a_batch(harness, customer, event, "hold_for_erasure")
+    outcome = await erased_after_a_batch(harness, customer, event, "hold")
 
     assert [m.absorbed for m in outcome.merges] == [(customer,)]
+    await erased_with(harness, settings, customer, older, "ona")
+
+
+async def erased_with(
+    harness: Harness, settings: HiloSettings, customer: str, older: str, name: str
+) -> None:
+    """Nothing is left of the customer nor of the older profile theirs was merged into; the
+    erasure names both and is done, neither identifier has a key, both have tombstones."""
     await nothing_left_of(harness, settings, customer)
     erasure = await harness.store.erasure_of(customer)
     assert erasure is not None
     assert (set(erasure.aliases), erasure.done) == ({customer, older}, True)
     sealer = harness.pipeline._sealer
-    keys = [sealer.subject(key) for key in ("email:ona@example.com", "phone:+34600555000")]
+    keys = [sealer.subject(key) for key in (f"email:{name}@example.com", "phone:+34600555000")]
     assert await sealer.keys.get(keys) == {}
     profiles = await read_to_end(
         settings.kafka_bootstrap_servers, topic_name(Topic.PROFILES, settings)
     )
     assert [r.value for r in profiles if r.key == older.encode()][-1] is None
+
+
+async def test_an_erasure_recorded_unheld_follows_its_profile_merged_meanwhile(
+    harness: Harness, settings: HiloSettings
+) -> None:
+    """An erasure recorded without a hold (by an earlier version, still pending at the upgrade)
+    whose profile a batch then merged into an older one: completing it holds what is left,
+    finds the merge, and extends the erasure to the survivor."""
+    event, customer, older = await absorbable_person(harness, "uma")
+    sealer = harness.pipeline._sealer
+    profile = (await harness.store.load([customer]))[customer]
+    keys = await harness.store.identifiers_to_erase(profile.aliases, profile.identifiers)
+    batch, checked, go_on = held_after_its_check(harness, event)
+    await checked.wait()
+    erasure = await harness.store.record_erasure(
+        customer, [customer], [sealer.subject(key) for key in keys], datetime.now(UTC)
+    )
+    go_on.set()
+    assert [m.absorbed for m in (await batch).merges] == [(customer,)]
+
+    await Privacy(harness.store, harness.publisher, sealer).complete(erasure)
+
+    await erased_with(harness, settings, customer, older, "uma")
+
+
+async def test_a_profile_merged_into_a_held_one_before_it_is_deleted_is_erased_with_it(
+    harness: Harness, settings: HiloSettings
+) -> None:
+    """A batch read the person's profile before the erasure held it, and merges another
+    profile into it (the event carries both) once it is held, all before the erasure deletes:
+    the merged profile is theirs now. It is added to the erasure and deleted with it (before,
+    its head and journey outlived the erasure), and the erasure is completed again."""
+    email, phone = "kai@example.com", "+34600666000"
+    await harness.pipeline.process(raw_records([interaction("kai1", minutes=0, email=email)]))
+    [customer] = [doc["_id"] async for doc in harness.store.profiles.find({})]
+    await harness.pipeline.process(raw_records([interaction("kai-x", minutes=1, phone=phone)]))
+    [other] = {doc["_id"] async for doc in harness.store.profiles.find({})} - {customer}
+    await harness.store.identities.update_many(
+        {}, {"$set": {"claimed_at": datetime.now(UTC) - timedelta(days=30)}}
+    )
+    event = interaction("kai2", minutes=2, email=email, phone=phone)
+    privacy = Privacy(harness.store, harness.publisher, harness.pipeline._sealer)
+    profile = (await harness.store.load([customer]))[customer]
+    held, go_on = asyncio.Event(), asyncio.Event()
+
+    async def pause_before_deleting() -> None:
+        held.set()
+        await go_on.wait()
+
+    interleave(harness.store, "erase", pause_before_deleting)
+
+    async def the_erasure_holds() -> None:
+        request.append(asyncio.create_task(privacy.erase(profile)))
+        await held.wait()
+
+    request: list[asyncio.Task[dict[str, Any]]] = []
+    interleave(harness.store, "merge", the_erasure_holds)
+    outcome = await harness.pipeline.process(raw_records([event]))
+    go_on.set()
+    answer = await request[0]
+
+    assert [m.absorbed for m in outcome.merges] == [(other,)]
+    assert answer["status"] == "pending", "extended: completed again in the background"
+    await erased_for_good(harness, settings, customer, {customer, other}, f"phone:{phone}")
+    await nothing_left_of(harness, settings, customer)
+
+
+async def test_a_hold_whose_erasure_was_never_recorded_is_taken_back_after_a_while(
+    harness: Harness,
+) -> None:
+    """An erasure request that died between holding the profile and recording the erasure: a
+    batch meeting the hold waits like one meeting an outage (never dead-letters), and once the
+    hold is older than `HOLD_EXPIRY` it is taken back and the event stored."""
+    event, customer = await known_person(harness, "ada")
+    await harness.store.hold([customer])
+
+    with pytest.raises(ErasureUnderWay):
+        await harness.pipeline.process(raw_records([event]))
+    assert is_transient(ErasureUnderWay("held"))
+
+    long_ago = datetime.now(UTC) - HOLD_EXPIRY - timedelta(seconds=1)
+    await harness.store.profiles.update_one({"_id": customer}, {"$set": {"erasing": long_ago}})
+    outcome = await harness.pipeline.process(raw_records([event]))
+
+    assert outcome.accepted == 1
+    [head] = [doc async for doc in harness.store.profiles.find({"_id": customer})]
+    assert "erasing" not in head
+    await harness.current_view_of_whole_journey(customer, entries=2)
+
+
+async def test_a_split_does_not_free_a_profile_an_erasure_holds(harness: Harness) -> None:
+    """An alias merged into the person's profile is held with it: a split asked for before the
+    erasure cannot unmerge it once held (else a batch could merge it into someone else)."""
+    event, customer, older = await absorbable_person(harness, "eva")
+    outcome = await harness.pipeline.process(raw_records([event]))
+    [merge] = outcome.merges
+    await harness.store.hold([older, customer])
+
+    await harness.store.unmerge(customer, merge.event_id)
+
+    [head] = [doc async for doc in harness.store.profiles.find({"_id": customer})]
+    assert head["merged_into"] == older
 
 
 async def the_older_profile_is_as_it_was(

@@ -264,13 +264,14 @@ class ProfileCollection:
 
     async def canonical_facts(
         self, customer_ids: Iterable[str]
-    ) -> tuple[dict[str, str], dict[str, ProfileFacts], set[str]]:
+    ) -> tuple[dict[str, str], dict[str, ProfileFacts], dict[str, datetime]]:
         """`canonical` of these ids, the facts identity resolution needs of the survivors, and
-        which survivors are being erased (`hold_for_erasure`)."""
+        the survivors an erasure holds, with the time of the hold (`hold_for_erasure`)."""
         mapping, heads = await self._canonical_heads(customer_ids)
         survivors = {c: heads[c] for c in set(mapping.values()) if c in heads}
         facts = {c: _stored(head, None).facts() for c, head in survivors.items()}
-        return mapping, facts, {c for c, head in survivors.items() if head.get("erasing")}
+        held = {c: head["erasing"] for c, head in survivors.items() if head.get("erasing")}
+        return mapping, facts, held
 
     async def _canonical_heads(
         self, customer_ids: Iterable[str]
@@ -370,9 +371,10 @@ class ProfileCollection:
         ]
 
     async def unmerge(self, absorbed: str, merge_event: str) -> None:
-        """Make `absorbed` a profile of its own again, if that merge still stands (idempotent)."""
+        """Make `absorbed` a profile of its own again, if that merge still stands and no erasure
+        holds it (idempotent)."""
         await self.profiles.update_one(
-            {"_id": absorbed, "merge_event": merge_event},
+            {"_id": absorbed, "merge_event": merge_event, "erasing": None},
             {
                 "$unset": {
                     "merged_into": "",
@@ -484,19 +486,24 @@ class ProfileCollection:
             [DeleteOne(_view_filter(customer, view)) for customer, view in views.items()],
         )
 
-    async def hold_for_erasure(self, aliases: list[str]) -> dict[str, str]:
-        """Mark the heads of these profiles that are not merged away as being erased, so no
-        merge takes them from now on (`mark_merged`); answer the others that were merged into a
-        profile outside `aliases` meanwhile, with their survivors. Each head is marked or merged
-        by one conditional update, so the two are decided in one order, once."""
-        await self.profiles.update_many(
-            {"_id": {"$in": aliases}, "merged_into": None}, {"$set": {"erasing": True}}
+    async def hold_for_erasure(self, aliases: Iterable[str]) -> dict[str, str]:
+        """Mark the heads of these profiles as being erased (with the time), so no merge takes
+        them (`mark_merged`) and no split frees one (`unmerge`) from now on; answer those that
+        were merged into a profile outside `aliases` before, with their survivors. Each head is
+        marked or merged by one conditional update, so the two are decided in one order."""
+        held = sorted(set(aliases))
+        await update_in(self.profiles, "_id", held, {"$set": {"erasing": now()}})
+        return {
+            doc["_id"]: doc["merged_into"]
+            async for doc in find_in(self.profiles, "_id", held, {"merged_into": 1})
+            if doc.get("merged_into") and doc["merged_into"] not in held
+        }
+
+    async def release_hold(self, customer_id: str, since: datetime) -> None:
+        """Take back a hold whose erasure was never recorded (its request died in between)."""
+        await self.profiles.update_one(
+            {"_id": customer_id, "erasing": since}, {"$unset": {"erasing": ""}}
         )
-        elsewhere = self.profiles.find(
-            {"_id": {"$in": aliases}, "merged_into": {"$nin": [None, *aliases]}},
-            {"merged_into": 1},
-        )
-        return {doc["_id"]: doc["merged_into"] async for doc in elsewhere}
 
     async def erase(self, aliases: list[str]) -> int:
         """Heads, then views: see `ProfileStore.erase` for why the heads go first."""

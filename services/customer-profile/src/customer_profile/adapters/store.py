@@ -19,7 +19,7 @@ and its record published.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -34,7 +34,9 @@ from customer_profile.adapters.splits import Split, SplitCollection
 from customer_profile.domain.identity import Conflict
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.service.ports import (
+    HOLD_EXPIRY,
     ErasedClaimsMet,
+    ErasureUnderWay,
     HeadState,
     IdentityState,
     MergeRecord,
@@ -111,9 +113,10 @@ class ProfileStore:
         `ErasedClaimsMet` raised: the events that carry them may have happened before the
         erasure. An owner still without a profile is left out."""
         raw, fresh = await self._identities.owners_and_fresh(keys, fresh_since)
-        canonical, facts, erasing = await self._profiles.canonical_facts(raw.values())
-        if erasing:
-            raise ErasedClaimsMet(f"{len(erasing)} profile(s) being erased")
+        canonical, facts, holds = await self._profiles.canonical_facts(raw.values())
+        if holds:
+            await self._check_holds(holds)
+            canonical, facts, _ = await self._profiles.canonical_facts(raw.values())
         headless = {c for c in raw.values() if canonical[c] == c and c not in facts}
         if headless:
             if erased := await self._erasures.profiles_erased(headless):
@@ -125,6 +128,17 @@ class ProfileStore:
         owners = {key: canonical[customer] for key, customer in raw.items()}
         owned = {key: owner for key, owner in owners.items() if owner in facts}
         return IdentityState(owned, facts, frozenset(fresh & owned.keys()))
+
+    async def _check_holds(self, held: Mapping[str, datetime]) -> None:
+        """Raise `ErasureUnderWay` for profiles an erasure holds; take back the holds no recorded
+        erasure names after `HOLD_EXPIRY` (their request died before recording it)."""
+        named = await self._erasures.profiles_erased(held)
+        expired = datetime.now(UTC) - HOLD_EXPIRY
+        for customer, since in held.items():
+            if customer not in named and since < expired:
+                await self._profiles.release_hold(customer, since)
+        if under_way := {c for c, since in held.items() if c in named or since >= expired}:
+            raise ErasureUnderWay(f"{len(under_way)} profile(s) being erased")
 
     async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:
         return await self._profiles.canonical(customer_ids)
@@ -388,16 +402,20 @@ class ProfileStore:
             erased |= found
         return erased
 
-    async def hold_for_erasure(self, erasure: Erasure, subject: Callable[[str], str]) -> Erasure:
-        """Stop merges from taking the erasure's profiles, before anything of them is deleted;
-        the erasure as it is to be completed.
+    async def hold(self, aliases: Iterable[str]) -> dict[str, str]:
+        """Hold these profiles for their erasure (`ProfileCollection.hold_for_erasure`); those
+        merged into another profile before, with their survivors."""
+        return await self._profiles.hold_for_erasure(aliases)
 
-        A merge that took one of them first (after the erasure read the profile, before this
-        hold) made it part of the survivor's customer, as if the merge had come before the
-        request, when erasing it erases that customer: the erasure is extended with the
-        survivor, its aliases and what they hold (`subject` names an identifier, as
-        `hilo.sealing` does), and those are held in turn. Otherwise the survivor would keep the
-        erased person's identifiers and merged journey for good."""
+    async def hold_for_erasure(self, erasure: Erasure, subject: Callable[[str], str]) -> Erasure:
+        """Hold the erasure's profiles again before anything of them is deleted (the request
+        held them before recording it, `Privacy.erase`); the erasure as it is to be completed.
+
+        One of them found merged into another profile was not held in time (an erasure recorded
+        by a version without holds): the merge made it part of the survivor's customer, so the
+        erasure is extended with the survivor, its aliases and what they hold (`subject` names
+        an identifier, as `hilo.sealing` does), held in turn. Otherwise the survivor would keep
+        the erased person's identifiers and merged journey for good."""
         for _ in range(MAX_ERASURE_HOLDS):
             elsewhere = await self._profiles.hold_for_erasure(erasure.aliases)
             if not elsewhere:

@@ -27,6 +27,7 @@ from pymongo.errors import ConnectionFailure, OperationFailure
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential_jitter
 
 from customer_profile.service.pipeline import BatchOutcome, Pipeline, RawRecord
+from customer_profile.service.ports import ErasureUnderWay
 from hilo.kafka import PublishFailed
 
 log = structlog.get_logger(__name__)
@@ -51,8 +52,9 @@ Result = TypeVar("Result")
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for failures of the infrastructure, which retrying (or redelivery) will fix."""
-    if isinstance(exc, ConnectionFailure | PublishFailed):
+    """True for failures of the infrastructure, which retrying (or redelivery) will fix, and for
+    an erasure about to delete a profile the batch needs (`ErasureUnderWay`)."""
+    if isinstance(exc, ConnectionFailure | PublishFailed | ErasureUnderWay):
         return True
     if isinstance(exc, OperationFailure):
         return exc.code in TRANSIENT_CODES or any(map(exc.has_error_label, TRANSIENT_LABELS))

@@ -198,8 +198,10 @@ class Pipeline:
         checked_at: datetime,
     ) -> tuple[list[tuple[RawRecord, Interaction, list[str]]], Resolution]:
         """Resolve the events' identities, against erasures that began after the batch checked
-        its events (at `checked_at`) too. Such an erasure shows as claims of an erased profile
-        while it is under way (`ErasedClaimsMet`, raised before anything is decided); once it
+        its events (at `checked_at`) too. Such an erasure shows as a profile it holds, or
+        claims of a profile it deleted, while it is under way (`ErasedClaimsMet`, raised when a
+        round reads its owners: a later round's, after earlier rounds claimed, resolves again
+        from the start, which finds those claims made); once it
         deleted the claims, the person's identifiers are unowned, or claimed again since
         (`IdentityState.fresh`): a profile would be created for them, or the event added to
         another profile it names. So the events resolved with such identifiers are checked

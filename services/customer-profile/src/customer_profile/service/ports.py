@@ -26,6 +26,17 @@ class ErasedClaimsMet(Exception):
     checked against erasures again before anything is decided for them."""
 
 
+class ErasureUnderWay(ErasedClaimsMet):
+    """An owner's profile is held by an erasure that has not deleted it yet (milliseconds,
+    unless the erasure's process stopped in between: it is completed in the background). The
+    batch is retried like one that met a database outage, never dead-lettered."""
+
+
+HOLD_EXPIRY = timedelta(seconds=120)
+"""A hold on a profile that no recorded erasure names after this long was left by an erasure
+request that died between holding the profile and recording the erasure: it is taken back."""
+
+
 CLAIM_CLOCK_SKEW = timedelta(seconds=30)
 """How far apart the clocks of instances may be: a claim stamped up to this long before a
 batch's check of erasures may have been made after it (`IdentityState.fresh`)."""
@@ -139,7 +150,8 @@ class Store(Protocol):
         """`owners` of these keys and the facts of those owners, read together (one read of
         the owners' heads serves both). A profile is created after its claims: an owner found
         without one gets it made from its claims here, unless an erasure deleted it: then its
-        claims are released and `ErasedClaimsMet` raised."""
+        claims are released and `ErasedClaimsMet` raised. An owner an erasure holds (about to be
+        deleted) raises `ErasureUnderWay`."""
 
     async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:
         """Each id mapped to the profile that answers for it after merges."""
@@ -175,7 +187,8 @@ class Store(Protocol):
     async def merge(
         self, survivor: str, absorbed: list[str], event_id: str, at: datetime
     ) -> list[str]:
-        """Decide each merge once, recorded as unfinished; the absorbed profiles this call took."""
+        """Decide each merge once, recorded as unfinished; the absorbed profiles this call took
+        (never one an erasure holds)."""
 
     async def finish_merges(self, merges: list[MergeRecord]) -> None:
         """Move identities and aliases to the survivors, in the order the merges were made."""

@@ -61,7 +61,11 @@ class Privacy:
         before the erasure (in flight, redelivered, replayed) are not stored again. The keys of
         every identifier the person held or used are deleted, so their records on `interactions`,
         `journey` and the dead-letter topic can no longer be opened (crypto-shredding).
+
+        The profiles are held first (`_held`): from then on no merge takes them, so what the
+        erasure records is all there is to erase.
         """
+        profile = await self._held(profile)
         keys = await self._store.identifiers_to_erase(profile.aliases, profile.identifiers)
         erasure = await self._store.record_erasure(
             profile.customer_id,
@@ -71,28 +75,48 @@ class Privacy:
         )
         return await self.complete(erasure)
 
+    async def _held(self, profile: StoredProfile) -> StoredProfile:
+        """The customer's profiles held for the erasure, read again once held: a merge that took
+        one of them first made it part of its survivor's customer (as if it had come before the
+        request), and a profile merged into them meanwhile is theirs."""
+        for _ in range(MAX_HOLDS):
+            elsewhere = await self._store.hold(profile.aliases)
+            current = await self._store.get(profile.customer_id)
+            if current is None:  # erased by another request meanwhile
+                return profile
+            if not elsewhere and set(current.aliases) <= set(profile.aliases):
+                return current
+            if elsewhere:
+                log.warning(
+                    "erasure_follows_merge",
+                    customer_id=profile.customer_id,
+                    survivor=current.customer_id,
+                )
+            profile = current
+        raise RuntimeError(f"the profiles of {profile.customer_id} kept being merged")
+
     async def complete(self, erasure: Erasure) -> dict[str, Any]:
-        """Held from merges first (`ProfileStore.hold_for_erasure`: a profile a racing merge
-        took first extends the erasure to the survivor), then MongoDB (agents stop seeing the
-        person at once), then the tombstones on the compacted topic, then done; every step is
-        safe to repeat. Still pending if a batch added to the erasure meanwhile
-        (`ProfileStore.forget_erased`): it is completed again.
+        """Held (again) from merges first (`ProfileStore.hold_for_erasure`), then MongoDB
+        (agents stop seeing the person at once), then the tombstones on the compacted topic, then
+        done; every step is safe to repeat. Still pending if a batch added to the erasure
+        meanwhile (`ProfileStore.forget_erased`): it is completed again.
 
         Raises `PublishFailed` when Kafka does not take the tombstones: the erasure stays
         recorded as not done and `finish_unfinished` completes it.
         """
         held = await self._store.hold_for_erasure(erasure, self._sealer.subject)
-        if len(held.aliases) > len(erasure.aliases):
+        if added := sorted(set(held.aliases) - set(erasure.aliases)):
             log.warning(
-                "erasure_extended_to_survivor",
-                customer_id=erasure.customer_id,
-                profiles=len(held.aliases) - len(erasure.aliases),
+                "erasure_extended_to_survivor", customer_id=erasure.customer_id, profiles=added
             )
         erasure = held
         forgotten = await self._sealer.keys.forget(
             erasure.subjects, made_until=erasure.requested_at
         )
         deleted = await self._store.erase(erasure.aliases)
+        # A profile merged into theirs after the hold (by a batch that read them unheld) is
+        # theirs: added to the erasure, which is completed again, and deleted now.
+        await self._store.forget_erased(erasure.aliases, self._sealer.subject)
         if self._publisher is not None:
             publish = self._publisher.publish
             await publish(Topic.ERASURES, erasure_record(erasure), key=erasure.customer_id.encode())
@@ -173,6 +197,7 @@ class Privacy:
             if await honour_erasure(self._store, self._sealer.keys, erasure):
                 log.warning("customer_keys_erased_again", customer_id=erasure["customer_id"])
             if back & set(_aliases(erasure)):
+                await self._store.hold(_aliases(erasure))
                 await self._store.erase(_aliases(erasure))
                 again += 1
                 log.warning("customer_erased_again", customer_id=erasure["customer_id"])
@@ -181,6 +206,8 @@ class Privacy:
 
 ERASURES_READ_SECONDS = 120.0
 LEFT_TO_ITS_REQUEST = timedelta(seconds=5)
+MAX_HOLDS = 5
+"""Times an erasure request holds a customer's profiles again because merges kept changing them."""
 
 
 async def recorded_erasures(bootstrap_servers: str, topic: str) -> list[dict[str, Any]]:
