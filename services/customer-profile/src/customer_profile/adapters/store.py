@@ -407,6 +407,11 @@ class ProfileStore:
         merged into another profile before, with their survivors."""
         return await self._profiles.hold_for_erasure(aliases)
 
+    async def held(self, customer_ids: Iterable[str]) -> set[str]:
+        """Of these profiles, those an erasure holds (`hold`)."""
+        heads = await self._profiles.heads(customer_ids)
+        return {customer for customer, head in heads.items() if head.get("erasing")}
+
     async def hold_for_erasure(self, erasure: Erasure, subject: Callable[[str], str]) -> Erasure:
         """Hold the erasure's profiles again before anything of them is deleted (the request
         held them before recording it, `Privacy.erase`); the erasure as it is to be completed.
