@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -68,7 +69,7 @@ def test_chats_keyed_with_another_pepper_are_counted_as_unnamed() -> None:
     person = next(p for p in people(6, seed=1) if p.uses_messenger)
     ours = chats(person, SETTINGS)
     other = chats(person, SETTINGS.model_copy(update={"subject_pepper": SecretStr("x" * 20)}))
-    entries = [
+    entries: list[dict[str, Any]] = [
         {"channel": "whatsapp", "conversation": {"id": ours["whatsapp"]}},
         {"channel": "messenger", "conversation": {"id": other["messenger"]}},
         {"channel": "web", "conversation": None},
