@@ -31,6 +31,7 @@ from customer_profile.service.batches import is_transient
 from customer_profile.service.pipeline import BatchOutcome, Pipeline
 from customer_profile.service.ports import HOLD_EXPIRY, ErasureUnderWay, StoredProfile, ViewSave
 from customer_profile.service.privacy import Privacy
+from customer_profile.service.splits import Requester, Splits
 from customer_profile.settings import ProfileSettings
 from customer_profile.testing import (
     FAULT_POINTS,
@@ -674,6 +675,9 @@ async def test_a_profile_a_merge_took_before_its_erasure_held_it_is_erased_with_
 
     assert [m.absorbed for m in outcome.merges] == [(customer,)]
     await erased_with(harness, settings, customer, older, "ona")
+    erasure = await harness.store.erasure_of(customer)
+    assert erasure is not None
+    assert (erasure.customer_id, erasure.generation) == (older, 0), "recorded for the survivor"
 
 
 async def erased_with(
@@ -762,38 +766,52 @@ async def test_a_profile_merged_into_a_held_one_before_it_is_deleted_is_erased_w
 async def test_a_hold_whose_erasure_was_never_recorded_is_taken_back_after_a_while(
     harness: Harness,
 ) -> None:
-    """An erasure request that died between holding the profile and recording the erasure: a
+    """An erasure request that died between holding the profiles and recording the erasure: a
     batch meeting the hold waits like one meeting an outage (never dead-letters), and once the
-    hold is older than `HOLD_EXPIRY` it is taken back and the event stored."""
+    hold is older than `HOLD_EXPIRY` it is taken back, from every profile it marked, and the
+    event stored."""
     event, customer = await known_person(harness, "ada")
-    await harness.store.hold([customer])
+    await harness.pipeline.process(
+        raw_records([interaction("ada-x", minutes=0, phone="+34600777000")])
+    )
+    await harness.store.hold([doc["_id"] async for doc in harness.store.profiles.find({})])
 
     with pytest.raises(ErasureUnderWay):
         await harness.pipeline.process(raw_records([event]))
     assert is_transient(ErasureUnderWay("held"))
 
     long_ago = datetime.now(UTC) - HOLD_EXPIRY - timedelta(seconds=1)
-    await harness.store.profiles.update_one({"_id": customer}, {"$set": {"erasing": long_ago}})
+    long_ago = long_ago.replace(microsecond=0)
+    await harness.store.profiles.update_many({}, {"$set": {"erasing": long_ago}})
     outcome = await harness.pipeline.process(raw_records([event]))
 
     assert outcome.accepted == 1
-    [head] = [doc async for doc in harness.store.profiles.find({"_id": customer})]
-    assert "erasing" not in head
+    assert await harness.store.profiles.count_documents({"erasing": {"$exists": True}}) == 0
     await harness.current_view_of_whole_journey(customer, entries=2)
 
 
-async def test_a_split_does_not_free_a_profile_an_erasure_holds(harness: Harness) -> None:
-    """An alias merged into the person's profile is held with it: a split asked for before the
-    erasure cannot unmerge it once held (else a batch could merge it into someone else)."""
+async def test_a_split_waits_while_an_erasure_holds_its_profiles(harness: Harness) -> None:
+    """An alias merged into the person's profile is held with it: a split asked for while the
+    erasure is under way does not free it (a batch could then merge it into someone else); the
+    split stays pending, and goes with the erasure's records of the customer."""
     event, customer, older = await absorbable_person(harness, "eva")
-    outcome = await harness.pipeline.process(raw_records([event]))
-    [merge] = outcome.merges
-    await harness.store.hold([older, customer])
+    await harness.pipeline.process(raw_records([event]))
+    sealer = harness.pipeline._sealer
+    splits = Splits(harness.store, harness.publisher, sealer, timedelta(days=1), timedelta(0))
+    privacy = Privacy(harness.store, harness.publisher, sealer)
+    profile = (await harness.store.load([older]))[older]
 
-    await harness.store.unmerge(customer, merge.event_id)
+    async def the_split_is_asked_for() -> None:
+        answer = await splits.undo_merge(older, customer, Requester("agent-7", "two people"))
+        assert answer["status"] == "pending"
+        [head] = [doc async for doc in harness.store.profiles.find({"_id": customer})]
+        assert head["merged_into"] == older, "still merged: held"
 
-    [head] = [doc async for doc in harness.store.profiles.find({"_id": customer})]
-    assert head["merged_into"] == older
+    interleave(harness.store, "record_erasure", the_split_is_asked_for)
+    await privacy.erase(profile)
+
+    assert await harness.store.unfinished_splits() == []
+    assert await harness.store.profiles.count_documents({}) == 0
 
 
 async def the_older_profile_is_as_it_was(

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from customer_profile.service.ports import StoredProfile
 from customer_profile.service.splits import Requester
 from customer_profile.testing import (
     FaultPoint,
@@ -209,6 +210,20 @@ async def test_a_split_whose_kept_profile_is_merged_away_meanwhile_completes(
     assert json.loads(last[ana.encode()] or b"{}") == {"customer_id": ana, "merged_into": xu}
 
 
+async def _ana_with_bos_phone(svc: RunningProfileService) -> StoredProfile:
+    """Ana's profile, holding her email and, from an event linking them, Bo's phone."""
+    await _publish_and_settle(
+        svc,
+        [
+            interaction(1, minutes=1, email=ANA),
+            interaction(2, minutes=2, email=ANA, phone=BO),
+        ],
+    )
+    profile = await svc.service.store.get(await svc.customer_of("email", ANA))
+    assert profile is not None
+    return profile
+
+
 async def test_a_split_asked_for_just_before_its_customer_is_erased_is_dropped(
     profile_service: RunningProfileService,
 ) -> None:
@@ -217,16 +232,8 @@ async def test_a_split_asked_for_just_before_its_customer_is_erased_is_dropped(
     nor a profile for it stays behind; the sweep finds nothing left to do."""
     svc = profile_service
     store = svc.service.store
-    await _publish_and_settle(
-        svc,
-        [
-            interaction(1, minutes=1, email=ANA),
-            interaction(2, minutes=2, email=ANA, phone=BO),
-        ],
-    )
-    ana = await svc.customer_of("email", ANA)
-    profile = await store.get(ana)
-    assert profile is not None
+    profile = await _ana_with_bos_phone(svc)
+    ana = profile.customer_id
 
     async def erase_ana() -> None:
         await svc.service.privacy.erase(profile)
@@ -253,16 +260,8 @@ async def test_an_erasure_holding_the_customer_while_a_split_hands_over_takes_it
     person's phone and entries.) The erasure then leaves nothing."""
     svc = profile_service
     store = svc.service.store
-    await _publish_and_settle(
-        svc,
-        [
-            interaction(1, minutes=1, email=ANA),
-            interaction(2, minutes=2, email=ANA, phone=BO),
-        ],
-    )
-    ana = await svc.customer_of("email", ANA)
-    profile = await store.get(ana)
-    assert profile is not None
+    profile = await _ana_with_bos_phone(svc)
+    ana = profile.customer_id
 
     async def the_erasure_holds() -> None:
         await store.hold(profile.aliases)

@@ -58,6 +58,7 @@ class ProfileCollection:
     async def create_indexes(self) -> None:
         await self.profiles.create_index([("merged_into", ASCENDING)])
         await self.profiles.create_index([("merge_event", ASCENDING)], sparse=True)
+        await self.profiles.create_index([("erasing", ASCENDING)], sparse=True)
         await self.views.create_index(
             [("customer_id", ASCENDING), ("version", ASCENDING)], unique=True
         )
@@ -486,24 +487,34 @@ class ProfileCollection:
             [DeleteOne(_view_filter(customer, view)) for customer, view in views.items()],
         )
 
-    async def hold_for_erasure(self, aliases: Iterable[str]) -> dict[str, str]:
-        """Mark the heads of these profiles as being erased (with the time), so no merge takes
-        them (`mark_merged`) and no split frees one (`unmerge`) from now on; answer those that
-        were merged into a profile outside `aliases` before, with their survivors. Each head is
-        marked or merged by one conditional update, so the two are decided in one order."""
+    async def hold_for_erasure(self, aliases: Iterable[str]) -> tuple[datetime, dict[str, str]]:
+        """Mark the heads of these profiles as being erased, all with one time (the hold's name),
+        so no merge takes them (`mark_merged`) and no split frees one (`unmerge`) from now on;
+        answer those that were merged into a profile outside `aliases` before, with their
+        survivors; and the hold's time. The mark and a merge each change the head in one atomic
+        update, so one of them comes first."""
         held = sorted(set(aliases))
-        await update_in(self.profiles, "_id", held, {"$set": {"erasing": now()}})
-        return {
+        at = now()
+        at = at.replace(microsecond=at.microsecond // 1000 * 1000)  # as MongoDB keeps it
+        await update_in(self.profiles, "_id", held, {"$set": {"erasing": at}})
+        elsewhere = {
             doc["_id"]: doc["merged_into"]
             async for doc in find_in(self.profiles, "_id", held, {"merged_into": 1})
             if doc.get("merged_into") and doc["merged_into"] not in held
         }
+        return at, elsewhere
 
-    async def release_hold(self, customer_id: str, since: datetime) -> None:
-        """Take back a hold whose erasure was never recorded (its request died in between)."""
-        await self.profiles.update_one(
-            {"_id": customer_id, "erasing": since}, {"$unset": {"erasing": ""}}
-        )
+    async def release_hold(self, since: datetime, customer_ids: Iterable[str] = ()) -> None:
+        """Take back the hold made at `since`: on every head it marked, or on these only."""
+        query: MongoDocument = {"erasing": since}
+        if ids := sorted(set(customer_ids)):
+            query["_id"] = {"$in": ids}
+        await self.profiles.update_many(query, {"$unset": {"erasing": ""}})
+
+    async def holds(self, customer_ids: Iterable[str]) -> dict[str, datetime]:
+        """Of these profiles, those held for an erasure, with the time of the hold."""
+        heads = find_in(self.profiles, "_id", customer_ids, {"erasing": 1})
+        return {doc["_id"]: doc["erasing"] async for doc in heads if doc.get("erasing")}
 
     async def erase(self, aliases: list[str]) -> int:
         """Heads, then views: see `ProfileStore.erase` for why the heads go first."""

@@ -115,7 +115,8 @@ class ProfileStore:
         raw, fresh = await self._identities.owners_and_fresh(keys, fresh_since)
         canonical, facts, holds = await self._profiles.canonical_facts(raw.values())
         if holds:
-            await self._check_holds(holds)
+            if live := await self._live_holds(holds):
+                raise ErasureUnderWay(f"{len(live)} profile(s) being erased")
             canonical, facts, _ = await self._profiles.canonical_facts(raw.values())
         headless = {c for c in raw.values() if canonical[c] == c and c not in facts}
         if headless:
@@ -129,16 +130,17 @@ class ProfileStore:
         owned = {key: owner for key, owner in owners.items() if owner in facts}
         return IdentityState(owned, facts, frozenset(fresh & owned.keys()))
 
-    async def _check_holds(self, held: Mapping[str, datetime]) -> None:
-        """Raise `ErasureUnderWay` for profiles an erasure holds; take back the holds no recorded
-        erasure names after `HOLD_EXPIRY` (their request died before recording it)."""
-        named = await self._erasures.profiles_erased(held)
+    async def _live_holds(self, holds: Mapping[str, datetime]) -> set[str]:
+        """Of these holds (profile -> time), those of an erasure under way. A hold that no
+        recorded erasure names after `HOLD_EXPIRY` was left by a request that died before
+        recording its erasure: it is taken back, on every profile it marked."""
+        if not holds:
+            return set()
+        named = await self._erasures.profiles_erased(holds)
         expired = datetime.now(UTC) - HOLD_EXPIRY
-        for customer, since in held.items():
-            if customer not in named and since < expired:
-                await self._profiles.release_hold(customer, since)
-        if under_way := {c for c, since in held.items() if c in named or since >= expired}:
-            raise ErasureUnderWay(f"{len(under_way)} profile(s) being erased")
+        for since in {at for c, at in holds.items() if c not in named and at < expired}:
+            await self._profiles.release_hold(since)
+        return {c for c, since in holds.items() if c in named or since >= expired}
 
     async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:
         return await self._profiles.canonical(customer_ids)
@@ -378,9 +380,10 @@ class ProfileStore:
     async def forget_erased(
         self, customer_ids: Iterable[str], subject: Callable[[str], str]
     ) -> set[str]:
-        """Of these profiles, whose heads a writer found gone after writing for them, erase
-        those an erasure names (`erase`), with every profile merged into them, and answer which.
-        Only an erasure deletes a head; anything else is left alone.
+        """Of these profiles, whose heads a writer found gone after writing for them (or an
+        erasure after deleting them), erase those an erasure names (`erase`), with every profile
+        merged into them, and answer which. Only an erasure deletes a head; anything else is
+        left alone.
 
         What the writer joined to the person goes as if it had been theirs when the erasure was
         asked for: a profile it merged into theirs, identifiers it claimed or used for them. The
@@ -393,7 +396,12 @@ class ProfileStore:
             found = wanted & set(erasure.aliases)
             merged_in = await self._profiles.aliases(found)
             gone = sorted(found.union(*merged_in.values()))
-            held = await self.identifiers_to_erase(gone, until=erasure.requested_at)
+            heads = (await self._profiles.load(gone, views=False)).values()
+            held = await self.identifiers_to_erase(
+                gone,
+                {key for profile in heads for key in profile.identifiers},
+                until=erasure.requested_at,
+            )
             joined = {subject(key) for key in held}
             joined -= set(erasure.subjects)
             if joined or not set(gone) <= set(erasure.aliases):
@@ -402,15 +410,18 @@ class ProfileStore:
             erased |= found
         return erased
 
-    async def hold(self, aliases: Iterable[str]) -> dict[str, str]:
-        """Hold these profiles for their erasure (`ProfileCollection.hold_for_erasure`); those
-        merged into another profile before, with their survivors."""
+    async def hold(self, aliases: Iterable[str]) -> tuple[datetime, dict[str, str]]:
+        """Hold these profiles for their erasure (`ProfileCollection.hold_for_erasure`): the
+        hold's time, and those merged into another profile before, with their survivors."""
         return await self._profiles.hold_for_erasure(aliases)
 
     async def held(self, customer_ids: Iterable[str]) -> set[str]:
-        """Of these profiles, those an erasure holds (`hold`)."""
-        heads = await self._profiles.heads(customer_ids)
-        return {customer for customer, head in heads.items() if head.get("erasing")}
+        """Of these profiles, those an erasure under way holds (`hold`, `_live_holds`)."""
+        return await self._live_holds(await self._profiles.holds(customer_ids))
+
+    async def release_hold(self, since: datetime, customer_ids: Iterable[str] = ()) -> None:
+        """Take back the hold made at `since` (on these profiles only, if named)."""
+        await self._profiles.release_hold(since, customer_ids)
 
     async def hold_for_erasure(self, erasure: Erasure, subject: Callable[[str], str]) -> Erasure:
         """Hold the erasure's profiles again before anything of them is deleted (the request
@@ -422,20 +433,34 @@ class ProfileStore:
         an identifier, as `hilo.sealing` does), held in turn. Otherwise the survivor would keep
         the erased person's identifiers and merged journey for good."""
         for _ in range(MAX_ERASURE_HOLDS):
-            elsewhere = await self._profiles.hold_for_erasure(erasure.aliases)
-            if not elsewhere:
-                return erasure
+            _, elsewhere = await self._profiles.hold_for_erasure(erasure.aliases)
             survivors = set((await self._profiles.canonical(elsewhere.values())).values())
             profiles = (await self._profiles.load(survivors, views=False)).values()
+            if not profiles:  # none merged away, or into a profile erased since
+                return await self._with_claimed_since(erasure, subject)
             aliases = sorted({alias for profile in profiles for alias in profile.aliases})
             held = {key for profile in profiles for key in profile.identifiers}
             keys = await self.identifiers_to_erase(aliases, held)
-            await self._erasures.extend(erasure, aliases, {subject(key) for key in keys})
-            extended = await self._erasures.of(erasure.customer_id)
-            if extended is None:
-                raise RuntimeError(f"the erasure of {erasure.customer_id} cannot be read")
-            erasure = extended
+            erasure = await self._extended(erasure, aliases, {subject(key) for key in keys})
         raise RuntimeError(f"the profiles of erasure {erasure.customer_id} kept being merged")
+
+    async def _with_claimed_since(self, erasure: Erasure, subject: Callable[[str], str]) -> Erasure:
+        """The erasure with the identifiers its profiles claimed between the request reading
+        them and recording it (a batch that resolved before the hold): their keys are deleted
+        and their events kept out like the others'."""
+        keys = await self.identifiers_to_erase(erasure.aliases, until=erasure.requested_at)
+        if new := {subject(key) for key in keys} - set(erasure.subjects):
+            return await self._extended(erasure, [], new)
+        return erasure
+
+    async def _extended(
+        self, erasure: Erasure, aliases: Iterable[str], subjects: Iterable[str]
+    ) -> Erasure:
+        await self._erasures.extend(erasure, aliases, subjects)
+        extended = await self._erasures.of(erasure.customer_id)
+        if extended is None:
+            raise RuntimeError(f"the erasure of {erasure.customer_id} cannot be read")
+        return extended
 
     async def identifiers_to_erase(
         self, aliases: list[str], held: Iterable[str] = (), *, until: datetime | None = None

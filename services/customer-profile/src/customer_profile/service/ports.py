@@ -27,9 +27,11 @@ class ErasedClaimsMet(Exception):
 
 
 class ErasureUnderWay(ErasedClaimsMet):
-    """An owner's profile is held by an erasure that has not deleted it yet (milliseconds,
-    unless the erasure's process stopped in between: it is completed in the background). The
-    batch is retried like one that met a database outage, never dead-lettered."""
+    """An owner's profile is held by an erasure that has not deleted it yet (milliseconds, unless
+    the erasure stopped in between: a recorded one is completed in the background, a hold no
+    recorded erasure names is taken back after `HOLD_EXPIRY`). Nothing is released; the batch's
+    events are checked against erasures again, and a batch that still meets the hold is
+    retried like one that met a database outage, never dead-lettered."""
 
 
 HOLD_EXPIRY = timedelta(seconds=120)

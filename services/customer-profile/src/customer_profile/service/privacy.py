@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -65,26 +66,40 @@ class Privacy:
         The profiles are held first (`_held`): from then on no merge takes them, so what the
         erasure records is all there is to erase.
         """
-        profile = await self._held(profile)
-        keys = await self._store.identifiers_to_erase(profile.aliases, profile.identifiers)
-        erasure = await self._store.record_erasure(
-            profile.customer_id,
-            profile.aliases,
-            [self._sealer.subject(key) for key in keys],
-            datetime.now(UTC),
-        )
+        holds: list[tuple[datetime, list[str]]] = []
+        try:
+            profile = await self._held(profile, holds)
+            keys = await self._store.identifiers_to_erase(profile.aliases, profile.identifiers)
+            erasure = await self._store.record_erasure(
+                profile.customer_id,
+                profile.aliases,
+                [self._sealer.subject(key) for key in keys],
+                datetime.now(UTC),
+            )
+        except Exception:
+            for since, _ in holds:  # nothing recorded: the customer is not being erased
+                with suppress(Exception):
+                    await self._store.release_hold(since)
+            raise
         return await self.complete(erasure)
 
-    async def _held(self, profile: StoredProfile) -> StoredProfile:
+    async def _held(
+        self, profile: StoredProfile, holds: list[tuple[datetime, list[str]]]
+    ) -> StoredProfile:
         """The customer's profiles held for the erasure, read again once held: a merge that took
         one of them first made it part of its survivor's customer (as if it had come before the
-        request), and a profile merged into them meanwhile is theirs."""
+        request), and a profile merged into them meanwhile is theirs. One split off meanwhile
+        is someone else's: its hold is taken back. Each hold made goes into `holds`."""
         for _ in range(MAX_HOLDS):
-            elsewhere = await self._store.hold(profile.aliases)
+            since, elsewhere = await self._store.hold(profile.aliases)
+            holds.append((since, profile.aliases))
             current = await self._store.get(profile.customer_id)
             if current is None:  # erased by another request meanwhile
                 return profile
             if not elsewhere and set(current.aliases) <= set(profile.aliases):
+                for at, ids in holds:
+                    if stray := set(ids) - set(current.aliases):
+                        await self._store.release_hold(at, stray)
                 return current
             if elsewhere:
                 log.warning(
@@ -160,6 +175,13 @@ class Privacy:
             try:
                 completed = await self.complete(erasure)
             except PublishFailed:
+                left += 1
+            except Exception as exc:  # one erasure that fails must not hold up the others
+                log.warning(
+                    "erasure_not_completed",
+                    customer_id=erasure.customer_id,
+                    error=type(exc).__name__,
+                )
                 left += 1
             else:
                 left += completed["status"] != "done"

@@ -183,6 +183,10 @@ class Splits:
             await self._store.drop_split(split.id)
             log.info("split_dropped", split_id=split.id, reason="customer_erased")
             return False
+        if await self._store.held([split.kept, split.restored]):
+            # An erasure under way holds them: the next sweep drops the split once it is done.
+            log.info("split_waits", split_id=split.id, reason="customer_being_erased")
+            return True
         if split.merge_event is not None:
             await self._store.unmerge(split.restored, split.merge_event)
         else:
