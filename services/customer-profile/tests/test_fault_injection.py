@@ -883,6 +883,58 @@ async def test_a_profile_held_between_a_batch_reading_it_and_merging_it_is_not_t
     assert await harness.store.identities.count_documents({"customer_id": customer}) == 0
 
 
+async def test_an_identifier_claimed_while_the_erasure_was_being_recorded_is_erased_too(
+    harness: Harness,
+) -> None:
+    """A batch that resolved before the hold claims a phone for the person while the request
+    reads their identifiers and records the erasure: completing it adds the phone, whose key is
+    deleted and whose earlier events are kept out like the others'."""
+    _, customer = await known_person(harness, "ivo")
+    phone = "phone:+34600888000"
+    sealer = harness.pipeline._sealer
+    subject = sealer.subject(phone)
+    await sealer.keys.get_or_create([subject])
+
+    async def a_batch_claims() -> None:
+        await harness.store.claim({phone: customer})
+
+    interleave(harness.store, "record_erasure", a_batch_claims)
+    await erase(harness, customer)
+
+    erasure = await harness.store.erasure_of(customer)
+    assert erasure is not None
+    assert subject in erasure.subjects
+    assert subject in await harness.store.erased_at([subject])
+    assert await sealer.keys.get([subject]) == {}
+    assert await harness.store.identities.count_documents({}) == 0
+
+
+async def test_an_erasure_that_cannot_complete_does_not_hold_up_the_others(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The background sweep completes every unfinished erasure it can, whatever one of them
+    raises, and counts the one left."""
+    _, first = await known_person(harness, "gus")
+    await harness.pipeline.process(raw_records([interaction("hal1", minutes=0, email="h@x.es")]))
+    [second] = {doc["_id"] async for doc in harness.store.profiles.find({})} - {first}
+    at = datetime.now(UTC) - timedelta(minutes=1)  # old enough for the sweep
+    for customer in (first, second):
+        await harness.store.record_erasure(customer, [customer], [], at)
+    hold = harness.store.hold_for_erasure
+
+    async def broken_for_the_first(erasure: Any, subject: Any) -> Any:
+        if erasure.customer_id == first:
+            raise RuntimeError("a survivor without a head")
+        return await hold(erasure, subject)
+
+    monkeypatch.setattr(harness.store, "hold_for_erasure", broken_for_the_first)
+    privacy = Privacy(harness.store, harness.publisher, harness.pipeline._sealer)
+
+    assert await privacy.finish_unfinished() == 1
+    assert [e.customer_id for e in await harness.store.unfinished_erasures()] == [first]
+    assert await harness.store.profiles.count_documents({"_id": second}) == 0
+
+
 async def test_what_a_person_did_after_their_erasure_is_not_added_to_it(
     harness: Harness, settings: HiloSettings
 ) -> None:
