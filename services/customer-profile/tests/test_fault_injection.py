@@ -443,10 +443,10 @@ async def test_a_batch_writing_while_an_erasure_is_half_done_leaves_nothing_of_t
 
 
 def held_after_its_check(
-    harness: Harness, event: Interaction
+    harness: Harness, event: Interaction, *more: Interaction
 ) -> tuple[asyncio.Task[BatchOutcome], asyncio.Event, asyncio.Event]:
-    """A batch of `event`, started and held right after it checked the event against erasures
-    (its keys come next); it goes on once the second event is set."""
+    """A batch of `event` (and `more`), started and held right after it checked them against
+    erasures (their keys come next); it goes on once the second event is set."""
     checked, go_on = asyncio.Event(), asyncio.Event()
 
     async def hold() -> None:
@@ -454,7 +454,7 @@ def held_after_its_check(
         await go_on.wait()
 
     interleave(harness.pipeline._sealer.keys, "get_or_create", hold)
-    batch = asyncio.create_task(harness.pipeline.process(raw_records([event])))
+    batch = asyncio.create_task(harness.pipeline.process(raw_records([event, *more])))
     return batch, checked, go_on
 
 
@@ -933,6 +933,39 @@ async def test_an_erasure_that_cannot_complete_does_not_hold_up_the_others(
     assert await privacy.finish_unfinished() == 1
     assert [e.customer_id for e in await harness.store.unfinished_erasures()] == [first]
     assert await harness.store.profiles.count_documents({"_id": second}) == 0
+
+
+async def test_a_profile_made_in_an_earlier_round_for_an_event_found_erased_is_erased(
+    harness: Harness,
+) -> None:
+    """The batch's first round makes a profile for an erased person's event (their erasure,
+    after the batch's check, had deleted their claims) while another event's merge meets a
+    profile an erasure begins to hold; the next round meets the hold. The batch is retried,
+    and what the first round claimed and made for the erased person's event is not left
+    behind. (Before, that profile kept the erased email.)"""
+    event, customer = await known_person(harness, "mia")
+    await harness.pipeline.process(raw_records([interaction("q", minutes=0, phone="+34600999000")]))
+    await harness.pipeline.process(raw_records([interaction("h", minutes=0, whatsapp_id="3466")]))
+    before = {doc["_id"] async for doc in harness.store.profiles.find({})} - {customer}
+    [held] = [
+        doc["customer_id"]
+        async for doc in harness.store.identities.find({"_id": "whatsapp_id:3466"})
+    ]
+    linking = interaction("qh", minutes=1, phone="+34600999000", whatsapp_id="3466")
+    batch, checked, go_on = held_after_its_check(harness, event, linking)
+    await checked.wait()
+    await erase(harness, customer)
+
+    async def an_erasure_holds() -> None:
+        await harness.store.hold([held])
+
+    interleave(harness.store, "merge", an_erasure_holds)
+    go_on.set()
+
+    with pytest.raises(ErasureUnderWay):
+        await batch
+    assert {doc["_id"] async for doc in harness.store.profiles.find({})} == before
+    assert await harness.store.identities.count_documents({"_id": "email:mia@example.com"}) == 0
 
 
 async def test_what_a_person_did_after_their_erasure_is_not_added_to_it(

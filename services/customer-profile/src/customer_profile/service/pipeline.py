@@ -213,8 +213,10 @@ class Pipeline:
             fresh_since = checked_at - CLAIM_CLOCK_SKEW
             try:
                 resolution = await self._resolver.resolve(_pending(readable), fresh_since)
-            except ErasedClaimsMet:
+            except ErasedClaimsMet as exc:
                 log.warning("identity_claims_of_erased_profile_met")
+                if isinstance(exc.partial, Resolution):  # a later round: earlier ones claimed
+                    await self._resolved_for_erased(readable, subjects, exc.partial)
             else:
                 if not await self._resolved_for_erased(readable, subjects, resolution):
                     return readable, resolution

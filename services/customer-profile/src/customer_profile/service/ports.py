@@ -25,6 +25,10 @@ class ErasedClaimsMet(Exception):
     or a crash left the claims): they are released, and the events that carry them must be
     checked against erasures again before anything is decided for them."""
 
+    partial: object = None
+    """Met in a later round of a resolution: what the earlier rounds decided and claimed (the
+    resolver's `Resolution`), so what they made for an event found erased can be taken back."""
+
 
 class ErasureUnderWay(ErasedClaimsMet):
     """An owner's profile is held by an erasure that has not deleted it yet (milliseconds, unless

@@ -24,7 +24,7 @@ from customer_profile.domain.identity import (
     decide,
     split_key,
 )
-from customer_profile.service.ports import MergeRecord, Store, StoredProfile
+from customer_profile.service.ports import ErasedClaimsMet, MergeRecord, Store, StoredProfile
 from hilo.contract import IdentifierKind
 
 log = structlog.get_logger(__name__)
@@ -81,7 +81,11 @@ class IdentityResolver:
         for _ in range(MAX_ROUNDS):
             if not pending:
                 break
-            pending = await self._round(pending, resolution, fresh_since)
+            try:
+                pending = await self._round(pending, resolution, fresh_since)
+            except ErasedClaimsMet as exc:
+                exc.partial = resolution
+                raise
         if pending:
             raise RuntimeError(f"identity resolution did not settle for {len(pending)} event(s)")
         # Merges later in the batch (or by another instance) may have absorbed customers chosen
