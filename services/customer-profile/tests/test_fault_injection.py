@@ -897,6 +897,10 @@ async def test_an_identifier_claimed_while_the_erasure_was_being_recorded_is_era
 
     async def a_batch_claims() -> None:
         await harness.store.claim({phone: customer})
+        # Claimed after the request read the person's identifiers, before it took its time.
+        await harness.store.identities.update_one(
+            {"_id": phone}, {"$set": {"claimed_at": datetime.now(UTC) - timedelta(seconds=1)}}
+        )
 
     interleave(harness.store, "record_erasure", a_batch_claims)
     await erase(harness, customer)

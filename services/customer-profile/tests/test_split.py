@@ -251,36 +251,6 @@ async def test_a_split_asked_for_just_before_its_customer_is_erased_is_dropped(
     assert await svc.service.splits.finish_unfinished() == 0
 
 
-async def test_an_erasure_holding_the_customer_while_a_split_hands_over_takes_its_profile_too(
-    profile_service: RunningProfileService,
-) -> None:
-    """The erasure holds the customer after the split checked for erasures and before it hands
-    the phone over: the erasure read the phone as the customer's, so the profile the split made
-    for it is erased too and the split answers 404. (Before, that profile kept the erased
-    person's phone and entries.) The erasure then leaves nothing."""
-    svc = profile_service
-    store = svc.service.store
-    profile = await _ana_with_bos_phone(svc)
-    ana = profile.customer_id
-
-    async def the_erasure_holds() -> None:
-        await store.hold(profile.aliases)
-
-    interleave(store, "hand_over", the_erasure_holds)
-    typed = {"kind": "phone", "value": BO}
-    split = await svc.http.post(
-        f"/v1/customers/{ana}/split", json={"identifiers": [typed], **AUDIT}
-    )
-
-    assert split.status_code == 404, split.text
-    assert [doc["_id"] async for doc in store.profiles.find({})] == [ana]
-    assert await store.identities.count_documents({"customer_id": {"$ne": ana}}) == 0
-    assert await store.splits_involving([ana]) == []
-    await svc.service.privacy.erase(profile)
-    for collection in (store.profiles, store.identities, store.journey, store.views):
-        assert await collection.count_documents({}) == 0
-
-
 SPLIT_FAULTS = [
     FaultPoint("store", "unmerge", "after"),
     FaultPoint("store", "hand_over", "after"),

@@ -215,8 +215,7 @@ class Pipeline:
                 resolution = await self._resolver.resolve(_pending(readable), fresh_since)
             except ErasedClaimsMet as exc:
                 log.warning("identity_claims_of_erased_profile_met")
-                if isinstance(exc.partial, Resolution):  # a later round: earlier ones claimed
-                    await self._resolved_for_erased(readable, subjects, exc.partial)
+                await self._take_back_for_erased(readable, subjects, exc)
             else:
                 if not await self._resolved_for_erased(readable, subjects, resolution):
                     return readable, resolution
@@ -227,9 +226,24 @@ class Pipeline:
             readable, erased = await self._without_erased(readable, subjects)
             outcome.merged_by_dropped |= resolved - {event.id for _, event, _ in readable}
             outcome.erased += erased
-        return readable, await self._resolver.resolve(
-            _pending(readable), checked_at - CLAIM_CLOCK_SKEW
-        )
+        try:
+            return readable, await self._resolver.resolve(
+                _pending(readable), checked_at - CLAIM_CLOCK_SKEW
+            )
+        except ErasedClaimsMet as exc:  # retried later: take back what was made for the erased
+            await self._take_back_for_erased(readable, subjects, exc)
+            raise
+
+    async def _take_back_for_erased(
+        self,
+        readable: list[tuple[RawRecord, Interaction, list[str]]],
+        subjects: dict[str, str],
+        met: ErasedClaimsMet,
+    ) -> None:
+        """Met in a later round of resolution (`ErasedClaimsMet.partial`): what the earlier
+        rounds claimed and made for events now found erased is released and erased."""
+        if isinstance(met.partial, Resolution):
+            await self._resolved_for_erased(readable, subjects, met.partial)
 
     async def _without_merges_of_erased(
         self, merges: list[MergeRecord], dropped: set[str]

@@ -76,7 +76,7 @@ class Privacy:
                 [self._sealer.subject(key) for key in keys],
                 datetime.now(UTC),
             )
-        except Exception:
+        except BaseException:  # cancelled too
             for since, _ in holds:  # nothing recorded: the customer is not being erased
                 with suppress(Exception):
                     await self._store.release_hold(since)

@@ -176,8 +176,8 @@ class Splits:
 
         A later sweep that finds nothing left to move only records the split as done: the views
         and the corrections of the first application stand. A split of a customer erased since
-        it was asked for, or while it hands over (`_erased_meanwhile`), is deleted instead (it
-        names their identifiers): False.
+        it was asked for is deleted instead (it names their identifiers): False. One whose
+        profiles an erasure holds waits (pending) for the erasure, which deletes it.
         """
         if await self._store.profiles_erased([split.kept, split.restored]):
             await self._store.drop_split(split.id)
@@ -209,8 +209,6 @@ class Splits:
         # they are already stored under the restored profile.
         await self._store.split_moves(split.id, [e.id for e in moving])
         await self._store.hand_over(kept, restored, plan.restored_keys, [e.id for e in moving])
-        if await self._erased_meanwhile(split, kept):
-            return False
         if split.outcome is None or moving:
             saved = await self._save_views([kept_id, split.restored])
             earlier = set(split.moved) if split.outcome is None else set()
@@ -239,18 +237,6 @@ class Splits:
             ambiguous=len(plan.ambiguous),
             done=done,
         )
-        return True
-
-    async def _erased_meanwhile(self, split: Split, kept: StoredProfile) -> bool:
-        """An erasure of the kept customer took effect (held their profiles) while the split
-        was handing over: what went to the restored profile was read by the erasure as theirs,
-        so the restored profile is erased too, and the split dropped. A hold that came after
-        the hand-over found the restored profile someone else's already: it stays."""
-        if not await self._store.held(kept.aliases):
-            return False
-        await self._store.erase_created([split.restored])
-        await self._store.drop_split(split.id)
-        log.info("split_dropped", split_id=split.id, reason="customer_erased")
         return True
 
     async def _plan(
