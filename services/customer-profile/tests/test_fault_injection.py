@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from bson import ObjectId
 from pymongo import DeleteOne
 
 from customer_profile.adapters.store import ProfileStore
@@ -780,14 +781,54 @@ async def test_a_hold_whose_erasure_was_never_recorded_is_taken_back_after_a_whi
         await harness.pipeline.process(raw_records([event]))
     assert is_transient(ErasureUnderWay("held"))
 
-    long_ago = datetime.now(UTC) - HOLD_EXPIRY - timedelta(seconds=1)
-    long_ago = long_ago.replace(microsecond=0)
-    await harness.store.profiles.update_many({}, {"$set": {"erasing": long_ago}})
+    made_long_ago = ObjectId.from_datetime(datetime.now(UTC) - HOLD_EXPIRY - timedelta(seconds=1))
+    await harness.store.profiles.update_many({}, {"$set": {"erasing": [made_long_ago]}})
     outcome = await harness.pipeline.process(raw_records([event]))
 
     assert outcome.accepted == 1
-    assert await harness.store.profiles.count_documents({"erasing": {"$exists": True}}) == 0
+    assert not [doc async for doc in harness.store.profiles.find({}) if doc.get("erasing")]
     await harness.current_view_of_whole_journey(customer, entries=2)
+
+
+async def test_a_request_that_fails_before_recording_takes_back_its_own_hold_only(
+    harness: Harness,
+) -> None:
+    """Two erasure requests for one customer (a double click): the second fails before
+    recording its erasure and takes its hold back; the first's, made in the same instant and
+    still recording, stands, so a batch still cannot merge the profile. (Before, a hold was
+    named by its millisecond: the second replaced the first's, and taking it back left the
+    profile unheld.)"""
+    event, customer, _ = await absorbable_person(harness, "ida")
+    profile = await harness.store.get(customer)
+    assert profile is not None
+    first, _ = await harness.store.hold([customer])
+    privacy = Privacy(harness.store, harness.publisher, harness.pipeline._sealer)
+    inject_fault(harness.store, FaultPoint("store", "record_erasure", "before"))
+
+    with pytest.raises(InjectedFault):
+        await privacy.erase(profile)
+
+    assert await harness.store.held([customer]) == {customer}
+    with pytest.raises(ErasureUnderWay):
+        await harness.pipeline.process(raw_records([event]))
+    await harness.store.release_hold(first)
+    assert await harness.store.held([customer]) == set()
+    assert (await harness.pipeline.process(raw_records([event]))).accepted == 1
+
+
+async def test_a_hold_the_previous_release_made_is_taken_back_when_the_service_starts(
+    harness: Harness,
+) -> None:
+    """The previous release named a hold by its time, one per head; `$addToSet` cannot add to
+    that, so an erasure request for the customer would fail. Starting takes such holds back."""
+    event, customer, _ = await absorbable_person(harness, "uma")
+    await harness.store.profiles.update_many({}, {"$set": {"erasing": datetime.now(UTC)}})
+
+    await harness.store.create_indexes()
+
+    assert await harness.store.held([customer]) == set()
+    await harness.store.hold([customer])
+    assert await harness.store.held([customer]) == {customer}
 
 
 async def test_a_split_waits_while_an_erasure_holds_its_profiles(harness: Harness) -> None:

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, DeleteOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import OperationFailure
@@ -32,6 +33,8 @@ from hilo.mongo import (
 )
 
 MAX_ALIAS_DEPTH = 20
+NOT_HELD: MongoDocument = {"erasing": {"$in": [None, []]}}
+"""A head no erasure holds: no hold ever made, or every hold taken back (`hold_for_erasure`)."""
 OBSOLETE_VIEW_INDEXES = frozenset({"view.orders.order_id_1", "customer_id_1"})
 ATTACH_ATTEMPTS = 5
 
@@ -64,6 +67,7 @@ class ProfileCollection:
         )
         await self.views.create_index([("view.conversation.last_at", DESCENDING)], sparse=True)
         await self._drop_obsolete_indexes()
+        await self._drop_single_holds()
 
     async def _drop_obsolete_indexes(self) -> None:
         """Indexes earlier releases made and this one does not use.
@@ -80,6 +84,13 @@ class ProfileCollection:
             except OperationFailure as exc:  # another instance starting dropped it first
                 if exc.code != INDEX_NOT_FOUND:
                     raise
+
+    async def _drop_single_holds(self) -> None:
+        """Holds the previous release made (one time per head, a second request overwriting the
+        first's) cannot take the list of holds this one keeps: they are taken back. A recorded
+        erasure holds its profiles again before deleting them (`ProfileStore.hold_for_erasure`);
+        a request still unrecorded when its instance was replaced died with it."""
+        await self.profiles.update_many({"erasing": {"$type": "date"}}, {"$unset": {"erasing": ""}})
 
     async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:
         """Follow `merged_into` chains to the surviving profile."""
@@ -265,9 +276,9 @@ class ProfileCollection:
 
     async def canonical_facts(
         self, customer_ids: Iterable[str]
-    ) -> tuple[dict[str, str], dict[str, ProfileFacts], dict[str, datetime]]:
+    ) -> tuple[dict[str, str], dict[str, ProfileFacts], dict[str, list[ObjectId]]]:
         """`canonical` of these ids, the facts identity resolution needs of the survivors, and
-        the survivors an erasure holds, with the time of the hold (`hold_for_erasure`)."""
+        the survivors an erasure holds, with their holds (`hold_for_erasure`)."""
         mapping, heads = await self._canonical_heads(customer_ids)
         survivors = {c: heads[c] for c in set(mapping.values()) if c in heads}
         facts = {c: _stored(head, None).facts() for c, head in survivors.items()}
@@ -319,7 +330,7 @@ class ProfileCollection:
         taken: list[str] = []
         for customer in absorbed:
             result = await self.profiles.update_one(
-                {"_id": customer, "merged_into": None, "erasing": None},
+                {"_id": customer, "merged_into": None, **NOT_HELD},
                 {
                     "$set": {
                         "merged_into": survivor,
@@ -375,7 +386,7 @@ class ProfileCollection:
         """Make `absorbed` a profile of its own again, if that merge still stands and no erasure
         holds it (idempotent)."""
         await self.profiles.update_one(
-            {"_id": absorbed, "merge_event": merge_event, "erasing": None},
+            {"_id": absorbed, "merge_event": merge_event, **NOT_HELD},
             {
                 "$unset": {
                     "merged_into": "",
@@ -487,32 +498,34 @@ class ProfileCollection:
             [DeleteOne(_view_filter(customer, view)) for customer, view in views.items()],
         )
 
-    async def hold_for_erasure(self, aliases: Iterable[str]) -> tuple[datetime, dict[str, str]]:
-        """Mark the heads of these profiles as being erased, all with one time (the hold's name),
-        so no merge takes them (`mark_merged`) and no split frees one (`unmerge`) from now on;
-        answer those that were merged into a profile outside `aliases` before, with their
-        survivors; and the hold's time. The mark and a merge each change the head in one atomic
-        update, so one of them comes first."""
+    async def hold_for_erasure(self, aliases: Iterable[str]) -> tuple[ObjectId, dict[str, str]]:
+        """Hold the heads of these profiles for an erasure, so no merge takes them (`mark_merged`)
+        and no split frees one (`unmerge`) from now on; the hold, and those of them merged into
+        a profile outside `aliases` before, with their survivors. The hold and a merge each
+        change the head in one atomic update, so one of them comes first.
+
+        Each hold is its own: an ObjectId (unique, and it carries the time it was made) added
+        to the head's list. Two requests for one customer, even in one millisecond, hold it
+        twice, and one of them taking its hold back leaves the other's standing."""
         held = sorted(set(aliases))
-        at = now()
-        at = at.replace(microsecond=at.microsecond // 1000 * 1000)  # as MongoDB keeps it
-        await update_in(self.profiles, "_id", held, {"$set": {"erasing": at}})
+        hold = ObjectId()
+        await update_in(self.profiles, "_id", held, {"$addToSet": {"erasing": hold}})
         elsewhere = {
             doc["_id"]: doc["merged_into"]
             async for doc in find_in(self.profiles, "_id", held, {"merged_into": 1})
             if doc.get("merged_into") and doc["merged_into"] not in held
         }
-        return at, elsewhere
+        return hold, elsewhere
 
-    async def release_hold(self, since: datetime, customer_ids: Iterable[str] = ()) -> None:
-        """Take back the hold made at `since`: on every head it marked, or on these only."""
-        query: MongoDocument = {"erasing": since}
+    async def release_hold(self, hold: ObjectId, customer_ids: Iterable[str] = ()) -> None:
+        """Take back this hold: from every head it marked, or from these only."""
+        query: MongoDocument = {"erasing": hold}
         if ids := sorted(set(customer_ids)):
             query["_id"] = {"$in": ids}
-        await self.profiles.update_many(query, {"$unset": {"erasing": ""}})
+        await self.profiles.update_many(query, {"$pull": {"erasing": hold}})
 
-    async def holds(self, customer_ids: Iterable[str]) -> dict[str, datetime]:
-        """Of these profiles, those held for an erasure, with the time of the hold."""
+    async def holds(self, customer_ids: Iterable[str]) -> dict[str, list[ObjectId]]:
+        """Of these profiles, those held for an erasure, with their holds."""
         heads = find_in(self.profiles, "_id", customer_ids, {"erasing": 1})
         return {doc["_id"]: doc["erasing"] async for doc in heads if doc.get("erasing")}
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from bson import ObjectId
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
@@ -130,17 +131,25 @@ class ProfileStore:
         owned = {key: owner for key, owner in owners.items() if owner in facts}
         return IdentityState(owned, facts, frozenset(fresh & owned.keys()))
 
-    async def _live_holds(self, holds: Mapping[str, datetime]) -> set[str]:
-        """Of these holds (profile -> time), those of an erasure under way. A hold that no
-        recorded erasure names after `HOLD_EXPIRY` was left by a request that died before
-        recording its erasure: it is taken back, on every profile it marked."""
+    async def _live_holds(self, holds: Mapping[str, list[ObjectId]]) -> set[str]:
+        """Of these held profiles (profile -> its holds), those an erasure under way holds. A
+        hold made more than `HOLD_EXPIRY` ago on a profile no recorded erasure names was left
+        by a request that died before recording its erasure: it is taken back, from every
+        profile it marked."""
         if not holds:
             return set()
         named = await self._erasures.profiles_erased(holds)
         expired = datetime.now(UTC) - HOLD_EXPIRY
-        for since in {at for c, at in holds.items() if c not in named and at < expired}:
-            await self._profiles.release_hold(since)
-        return {c for c, since in holds.items() if c in named or since >= expired}
+        left = {
+            hold
+            for customer, held in holds.items()
+            if customer not in named
+            for hold in held
+            if hold.generation_time < expired
+        }
+        for hold in left:
+            await self._profiles.release_hold(hold)
+        return {c for c, held in holds.items() if c in named or set(held) - left}
 
     async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:
         return await self._profiles.canonical(customer_ids)
@@ -410,18 +419,18 @@ class ProfileStore:
             erased |= found
         return erased
 
-    async def hold(self, aliases: Iterable[str]) -> tuple[datetime, dict[str, str]]:
+    async def hold(self, aliases: Iterable[str]) -> tuple[ObjectId, dict[str, str]]:
         """Hold these profiles for their erasure (`ProfileCollection.hold_for_erasure`): the
-        hold's time, and those merged into another profile before, with their survivors."""
+        hold, and those merged into another profile before, with their survivors."""
         return await self._profiles.hold_for_erasure(aliases)
 
     async def held(self, customer_ids: Iterable[str]) -> set[str]:
         """Of these profiles, those an erasure under way holds (`hold`, `_live_holds`)."""
         return await self._live_holds(await self._profiles.holds(customer_ids))
 
-    async def release_hold(self, since: datetime, customer_ids: Iterable[str] = ()) -> None:
-        """Take back the hold made at `since` (on these profiles only, if named)."""
-        await self._profiles.release_hold(since, customer_ids)
+    async def release_hold(self, hold: ObjectId, customer_ids: Iterable[str] = ()) -> None:
+        """Take back this hold (from these profiles only, if named)."""
+        await self._profiles.release_hold(hold, customer_ids)
 
     async def hold_for_erasure(self, erasure: Erasure, subject: Callable[[str], str]) -> Erasure:
         """Hold the erasure's profiles again before anything of them is deleted (the request

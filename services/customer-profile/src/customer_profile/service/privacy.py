@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 from aiokafka.errors import KafkaError
+from bson import ObjectId
 
 from customer_profile.adapters.erasures import Erasure
 from customer_profile.adapters.store import ProfileStore
@@ -66,7 +67,7 @@ class Privacy:
         The profiles are held first (`_held`): from then on no merge takes them, so what the
         erasure records is all there is to erase.
         """
-        holds: list[tuple[datetime, list[str]]] = []
+        holds: list[tuple[ObjectId, list[str]]] = []
         try:
             profile = await self._held(profile, holds)
             keys = await self._store.identifiers_to_erase(profile.aliases, profile.identifiers)
@@ -77,29 +78,29 @@ class Privacy:
                 datetime.now(UTC),
             )
         except BaseException:  # cancelled too
-            for since, _ in holds:  # nothing recorded: the customer is not being erased
+            for hold, _ in holds:  # nothing recorded: the customer is not being erased
                 with suppress(Exception):
-                    await self._store.release_hold(since)
+                    await self._store.release_hold(hold)
             raise
         return await self.complete(erasure)
 
     async def _held(
-        self, profile: StoredProfile, holds: list[tuple[datetime, list[str]]]
+        self, profile: StoredProfile, holds: list[tuple[ObjectId, list[str]]]
     ) -> StoredProfile:
         """The customer's profiles held for the erasure, read again once held: a merge that took
         one of them first made it part of its survivor's customer (as if it had come before the
         request), and a profile merged into them meanwhile is theirs. One split off meanwhile
         is someone else's: its hold is taken back. Each hold made goes into `holds`."""
         for _ in range(MAX_HOLDS):
-            since, elsewhere = await self._store.hold(profile.aliases)
-            holds.append((since, profile.aliases))
+            hold, elsewhere = await self._store.hold(profile.aliases)
+            holds.append((hold, profile.aliases))
             current = await self._store.get(profile.customer_id)
             if current is None:  # erased by another request meanwhile
                 return profile
             if not elsewhere and set(current.aliases) <= set(profile.aliases):
-                for at, ids in holds:
+                for made, ids in holds:
                     if stray := set(ids) - set(current.aliases):
-                        await self._store.release_hold(at, stray)
+                        await self._store.release_hold(made, stray)
                 return current
             if elsewhere:
                 log.warning(
