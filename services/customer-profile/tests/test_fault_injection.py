@@ -821,7 +821,7 @@ async def test_a_hold_the_previous_release_made_is_taken_back_when_the_service_s
 ) -> None:
     """The previous release named a hold by its time, one per head; `$addToSet` cannot add to
     that, so an erasure request for the customer would fail. Starting takes such holds back."""
-    event, customer, _ = await absorbable_person(harness, "uma")
+    _, customer, _ = await absorbable_person(harness, "uma")
     await harness.store.profiles.update_many({}, {"$set": {"erasing": datetime.now(UTC)}})
 
     await harness.store.create_indexes()
