@@ -816,6 +816,36 @@ async def test_a_request_that_fails_before_recording_takes_back_its_own_hold_onl
     assert (await harness.pipeline.process(raw_records([event]))).accepted == 1
 
 
+async def test_a_request_whose_hold_was_taken_back_as_abandoned_holds_again_before_recording(
+    harness: Harness,
+) -> None:
+    """A request slower than `HOLD_EXPIRY` between holding and recording: a batch took its
+    hold back as abandoned while it read the identifiers. It holds again before recording, so
+    no merge can take the profile between the record and the deletion."""
+    _, customer, _ = await absorbable_person(harness, "noa")
+    profile = await harness.store.get(customer)
+    assert profile is not None
+    held_when_recorded: list[set[str]] = []
+
+    async def a_batch_takes_the_hold_back() -> None:
+        for head in [doc async for doc in harness.store.profiles.find({"_id": customer})]:
+            for hold in head["erasing"]:
+                await harness.store.release_hold(hold)
+
+    async def recorded() -> None:
+        held_when_recorded.append(await harness.store.held([customer]))
+
+    interleave(harness.store, "identifiers_to_erase", a_batch_takes_the_hold_back)
+    interleave(harness.store, "record_erasure", recorded)
+    privacy = Privacy(harness.store, harness.publisher, harness.pipeline._sealer)
+
+    answer = await privacy.erase(profile)
+
+    assert held_when_recorded == [{customer}]
+    assert answer["status"] == "done"
+    assert await harness.store.profiles.count_documents({"_id": customer}) == 0
+
+
 async def test_a_hold_the_previous_release_made_is_taken_back_when_the_service_starts(
     harness: Harness,
 ) -> None:

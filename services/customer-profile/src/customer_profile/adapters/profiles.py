@@ -524,6 +524,14 @@ class ProfileCollection:
             query["_id"] = {"$in": ids}
         await self.profiles.update_many(query, {"$pull": {"erasing": hold}})
 
+    async def still_held(self, hold: ObjectId, customer_ids: Iterable[str]) -> bool:
+        """Whether this hold is on every one of these heads that exists (a batch takes a hold
+        back once it is older than `HOLD_EXPIRY` and no erasure names it)."""
+        ids = sorted(set(customer_ids))
+        return not await self.profiles.count_documents(
+            {"_id": {"$in": ids}, "erasing": {"$ne": hold}}
+        )
+
     async def holds(self, customer_ids: Iterable[str]) -> dict[str, list[ObjectId]]:
         """Of these profiles, those held for an erasure, with their holds."""
         heads = find_in(self.profiles, "_id", customer_ids, {"erasing": 1})

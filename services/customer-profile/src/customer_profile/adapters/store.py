@@ -428,6 +428,10 @@ class ProfileStore:
         """Of these profiles, those an erasure under way holds (`hold`, `_live_holds`)."""
         return await self._live_holds(await self._profiles.holds(customer_ids))
 
+    async def still_held(self, hold: ObjectId, customer_ids: Iterable[str]) -> bool:
+        """Whether this hold is still on every one of these profiles that exists."""
+        return await self._profiles.still_held(hold, customer_ids)
+
     async def release_hold(self, hold: ObjectId, customer_ids: Iterable[str] = ()) -> None:
         """Take back this hold (from these profiles only, if named)."""
         await self._profiles.release_hold(hold, customer_ids)

@@ -69,8 +69,7 @@ class Privacy:
         """
         holds: list[tuple[ObjectId, list[str]]] = []
         try:
-            profile = await self._held(profile, holds)
-            keys = await self._store.identifiers_to_erase(profile.aliases, profile.identifiers)
+            profile, keys = await self._read_held(profile, holds)
             erasure = await self._store.record_erasure(
                 profile.customer_id,
                 profile.aliases,
@@ -83,6 +82,21 @@ class Privacy:
                     await self._store.release_hold(hold)
             raise
         return await self.complete(erasure)
+
+    async def _read_held(
+        self, profile: StoredProfile, holds: list[tuple[ObjectId, list[str]]]
+    ) -> tuple[StoredProfile, set[str]]:
+        """The customer's profiles held (`_held`) and the identifiers the erasure covers, read
+        while the hold stands. A request slower than `HOLD_EXPIRY` may have seen its hold taken
+        back as abandoned by a batch (and a merge take a profile since): it holds and reads
+        again, so what it records is what it held."""
+        for _ in range(MAX_HOLDS):
+            profile = await self._held(profile, holds)
+            keys = await self._store.identifiers_to_erase(profile.aliases, profile.identifiers)
+            if await self._store.still_held(holds[-1][0], profile.aliases):
+                return profile, keys
+            log.warning("erasure_hold_lost", customer_id=profile.customer_id)
+        raise RuntimeError(f"the hold on {profile.customer_id} kept being taken back")
 
     async def _held(
         self, profile: StoredProfile, holds: list[tuple[ObjectId, list[str]]]
