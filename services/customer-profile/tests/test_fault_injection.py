@@ -846,19 +846,72 @@ async def test_a_request_whose_hold_was_taken_back_as_abandoned_holds_again_befo
     assert await harness.store.profiles.count_documents({"_id": customer}) == 0
 
 
-async def test_a_hold_the_previous_release_made_is_taken_back_when_the_service_starts(
+async def test_a_hold_the_previous_release_made_stands_and_expires_after_the_service_starts(
     harness: Harness,
 ) -> None:
-    """The previous release named a hold by its time, one per head; `$addToSet` cannot add to
-    that, so an erasure request for the customer would fail. Starting takes such holds back."""
-    _, customer, _ = await absorbable_person(harness, "uma")
-    await harness.store.profiles.update_many({}, {"$set": {"erasing": datetime.now(UTC)}})
+    """The previous release named a hold by its time, one per head, which `$addToSet` cannot
+    add to. Starting turns each into a list holding an ObjectId of that time: a recent one
+    still holds, an old one expires, and a new request can hold the head too."""
+    _, customer, older = await absorbable_person(harness, "uma")
+    long_ago = datetime.now(UTC) - HOLD_EXPIRY - timedelta(seconds=5)
+    await harness.store.profiles.update_one(
+        {"_id": customer}, {"$set": {"erasing": datetime.now(UTC)}}
+    )
+    await harness.store.profiles.update_one({"_id": older}, {"$set": {"erasing": long_ago}})
 
     await harness.store.create_indexes()
 
-    assert await harness.store.held([customer]) == set()
-    await harness.store.hold([customer])
-    assert await harness.store.held([customer]) == {customer}
+    assert await harness.store.held([customer, older]) == {customer}
+    await harness.store.hold([older])
+    assert await harness.store.held([customer, older]) == {customer, older}
+
+
+async def test_retried_completions_of_an_erasure_do_not_pile_holds_up(harness: Harness) -> None:
+    """Kafka refusing the tombstones: the sweep completes the erasure again every few seconds.
+    Each completion holds its profiles again, under the erasure's own hold, so the head keeps
+    two (the request's and the erasure's), not one more per retry."""
+    _, customer, _ = await absorbable_person(harness, "ivo")
+    profile = await harness.store.get(customer)
+    assert profile is not None
+    erasure = await harness.store.record_erasure(customer, [customer], [], datetime.now(UTC))
+
+    for _ in range(3):
+        await harness.store.hold_for_erasure(erasure, harness.pipeline._sealer.subject)
+
+    [head] = [doc async for doc in harness.store.profiles.find({"_id": customer})]
+    assert head["erasing"] == [erasure.hold]
+
+
+async def test_a_request_whose_hold_is_half_way_to_expiry_holds_again_before_recording(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch takes back a hold older than `HOLD_EXPIRY` that no erasure names: one checked at
+    half that age could be taken back between the check and the record, so the request holds
+    again first."""
+    monkeypatch.setattr("customer_profile.service.privacy.HOLD_EXPIRY", timedelta(seconds=4))
+    _, customer, _ = await absorbable_person(harness, "lia")
+    profile = await harness.store.get(customer)
+    assert profile is not None
+
+    async def a_slow_read() -> None:
+        await asyncio.sleep(3.1)
+
+    interleave(harness.store, "identifiers_to_erase", a_slow_read)
+    holds_made: list[object] = []
+    hold = harness.store.hold
+
+    async def counted(aliases: list[str]) -> Any:
+        holds_made.append(aliases)
+        return await hold(aliases)
+
+    monkeypatch.setattr(harness.store, "hold", counted)
+
+    answer = await Privacy(harness.store, harness.publisher, harness.pipeline._sealer).erase(
+        profile
+    )
+
+    assert len(holds_made) == 2, "held again after the slow read"
+    assert answer["status"] == "done"
 
 
 async def test_a_split_waits_while_an_erasure_holds_its_profiles(harness: Harness) -> None:

@@ -11,10 +11,12 @@ starts a new profile.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from bson import ObjectId
 from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
@@ -33,6 +35,13 @@ class Erasure:
     generation: int = 0
     """How often it was extended (`ErasureCollection.extend`): it is done only once a completion
     of its latest generation finished."""
+
+    @property
+    def hold(self) -> ObjectId:
+        """The hold its completion puts on its profiles (`ProfileStore.hold_for_erasure`): the
+        same at every retry, so retries do not pile holds up; dated by its request."""
+        seconds = int(self.requested_at.timestamp()).to_bytes(4, "big")
+        return ObjectId(seconds + hashlib.sha256(self.customer_id.encode()).digest()[:8])
 
 
 class ErasureCollection:

@@ -43,6 +43,15 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def held_by_head(head: MongoDocument) -> list[ObjectId]:
+    """The holds on a head; a hold of the previous release (a time, `_convert_single_holds`)
+    written by one of its instances still running, as one hold of that time."""
+    value = head.get("erasing")
+    if isinstance(value, datetime):
+        return [ObjectId.from_datetime(value)]
+    return list(value or [])
+
+
 def view_id(customer_id: str, version: int, token: str | None) -> str:
     """A view's `_id`. Views stored before this release are `<customer>:<version>` (with the
     token in a field, or none): `StoredProfile.view_key` names those."""
@@ -67,7 +76,7 @@ class ProfileCollection:
         )
         await self.views.create_index([("view.conversation.last_at", DESCENDING)], sparse=True)
         await self._drop_obsolete_indexes()
-        await self._drop_single_holds()
+        await self._convert_single_holds()
 
     async def _drop_obsolete_indexes(self) -> None:
         """Indexes earlier releases made and this one does not use.
@@ -85,12 +94,17 @@ class ProfileCollection:
                 if exc.code != INDEX_NOT_FOUND:
                     raise
 
-    async def _drop_single_holds(self) -> None:
-        """Holds the previous release made (one time per head, a second request overwriting the
-        first's) cannot take the list of holds this one keeps: they are taken back. A recorded
-        erasure holds its profiles again before deleting them (`ProfileStore.hold_for_erasure`);
-        a request still unrecorded when its instance was replaced died with it."""
-        await self.profiles.update_many({"erasing": {"$type": "date"}}, {"$unset": {"erasing": ""}})
+    async def _convert_single_holds(self) -> None:
+        """A hold the previous release made is one time on the head, which `$addToSet` cannot
+        add to: each becomes a list holding an ObjectId of that time, so the hold stands and
+        expires as it would have. A head changed meanwhile is left to the reading side
+        (`held_by_head`)."""
+        single = self.profiles.find({"erasing": {"$type": "date"}}, {"erasing": 1})
+        async for head in single:
+            await self.profiles.update_one(
+                {"_id": head["_id"], "erasing": head["erasing"]},
+                {"$set": {"erasing": [ObjectId.from_datetime(head["erasing"])]}},
+            )
 
     async def canonical(self, customer_ids: Iterable[str]) -> dict[str, str]:
         """Follow `merged_into` chains to the surviving profile."""
@@ -282,7 +296,7 @@ class ProfileCollection:
         mapping, heads = await self._canonical_heads(customer_ids)
         survivors = {c: heads[c] for c in set(mapping.values()) if c in heads}
         facts = {c: _stored(head, None).facts() for c, head in survivors.items()}
-        held = {c: head["erasing"] for c, head in survivors.items() if head.get("erasing")}
+        held = {c: holds for c, head in survivors.items() if (holds := held_by_head(head))}
         return mapping, facts, held
 
     async def _canonical_heads(
@@ -498,7 +512,9 @@ class ProfileCollection:
             [DeleteOne(_view_filter(customer, view)) for customer, view in views.items()],
         )
 
-    async def hold_for_erasure(self, aliases: Iterable[str]) -> tuple[ObjectId, dict[str, str]]:
+    async def hold_for_erasure(
+        self, aliases: Iterable[str], hold: ObjectId | None = None
+    ) -> tuple[ObjectId, dict[str, str]]:
         """Hold the heads of these profiles for an erasure, so no merge takes them (`mark_merged`)
         and no split frees one (`unmerge`) from now on; the hold, and those of them merged into
         a profile outside `aliases` before, with their survivors. The hold and a merge each
@@ -506,9 +522,11 @@ class ProfileCollection:
 
         Each hold is its own: an ObjectId (unique, and it carries the time it was made) added
         to the head's list. Two requests for one customer, even in one millisecond, hold it
-        twice, and one of them taking its hold back leaves the other's standing."""
+        twice, and one of them taking its hold back leaves the other's standing. A recorded
+        erasure holds again under its own `hold` (`erasure_hold`), which adding again leaves
+        as it is, however often its completion is retried."""
         held = sorted(set(aliases))
-        hold = ObjectId()
+        hold = hold or ObjectId()
         await update_in(self.profiles, "_id", held, {"$addToSet": {"erasing": hold}})
         elsewhere = {
             doc["_id"]: doc["merged_into"]
@@ -535,7 +553,7 @@ class ProfileCollection:
     async def holds(self, customer_ids: Iterable[str]) -> dict[str, list[ObjectId]]:
         """Of these profiles, those held for an erasure, with their holds."""
         heads = find_in(self.profiles, "_id", customer_ids, {"erasing": 1})
-        return {doc["_id"]: doc["erasing"] async for doc in heads if doc.get("erasing")}
+        return {doc["_id"]: holds async for doc in heads if (holds := held_by_head(doc))}
 
     async def erase(self, aliases: list[str]) -> int:
         """Heads, then views: see `ProfileStore.erase` for why the heads go first."""

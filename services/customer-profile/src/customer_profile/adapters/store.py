@@ -446,7 +446,7 @@ class ProfileStore:
         an identifier, as `hilo.sealing` does), held in turn. Otherwise the survivor would keep
         the erased person's identifiers and merged journey for good."""
         for _ in range(MAX_ERASURE_HOLDS):
-            _, elsewhere = await self._profiles.hold_for_erasure(erasure.aliases)
+            _, elsewhere = await self._profiles.hold_for_erasure(erasure.aliases, erasure.hold)
             survivors = set((await self._profiles.canonical(elsewhere.values())).values())
             profiles = (await self._profiles.load(survivors, views=False)).values()
             if not profiles:  # none merged away, or into a profile erased since

@@ -15,7 +15,7 @@ from bson import ObjectId
 from customer_profile.adapters.erasures import Erasure
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.service.background import keep_finishing
-from customer_profile.service.ports import StoredProfile
+from customer_profile.service.ports import HOLD_EXPIRY, StoredProfile
 from hilo.kafka import KafkaPublisher, PublishFailed, read_to_end
 from hilo.sealing import KeyStore, Sealer
 from hilo.topics import Topic
@@ -89,11 +89,14 @@ class Privacy:
         """The customer's profiles held (`_held`) and the identifiers the erasure covers, read
         while the hold stands. A request slower than `HOLD_EXPIRY` may have seen its hold taken
         back as abandoned by a batch (and a merge take a profile since): it holds and reads
-        again, so what it records is what it held."""
+        again, so what it records is what it held. So does one whose hold is half-way to
+        expiry, so a batch cannot take it back between the check and the record."""
         for _ in range(MAX_HOLDS):
             profile = await self._held(profile, holds)
             keys = await self._store.identifiers_to_erase(profile.aliases, profile.identifiers)
-            if await self._store.still_held(holds[-1][0], profile.aliases):
+            hold = holds[-1][0]
+            young = hold.generation_time > datetime.now(UTC) - HOLD_EXPIRY / 2
+            if young and await self._store.still_held(hold, profile.aliases):
                 return profile, keys
             log.warning("erasure_hold_lost", customer_id=profile.customer_id)
         raise RuntimeError(f"the hold on {profile.customer_id} kept being taken back")
