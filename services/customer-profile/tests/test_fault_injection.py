@@ -869,7 +869,7 @@ async def test_a_hold_the_previous_release_made_stands_and_expires_after_the_ser
 async def test_retried_completions_of_an_erasure_do_not_pile_holds_up(harness: Harness) -> None:
     """Kafka refusing the tombstones: the sweep completes the erasure again every few seconds.
     Each completion holds its profiles again, under the erasure's own hold, so the head keeps
-    two (the request's and the erasure's), not one more per retry."""
+    that one hold, not one more per retry."""
     _, customer, _ = await absorbable_person(harness, "ivo")
     profile = await harness.store.get(customer)
     assert profile is not None

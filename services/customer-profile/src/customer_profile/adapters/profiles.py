@@ -27,6 +27,7 @@ from hilo.mongo import (
     INDEX_NOT_FOUND,
     MongoDocument,
     bulk_write,
+    chunked,
     find_in,
     insert_once,
     update_in,
@@ -523,7 +524,7 @@ class ProfileCollection:
         Each hold is its own: an ObjectId (unique, and it carries the time it was made) added
         to the head's list. Two requests for one customer, even in one millisecond, hold it
         twice, and one of them taking its hold back leaves the other's standing. A recorded
-        erasure holds again under its own `hold` (`erasure_hold`), which adding again leaves
+        erasure holds again under its own `hold` (`Erasure.hold`), which adding again leaves
         as it is, however often its completion is retried."""
         held = sorted(set(aliases))
         hold = hold or ObjectId()
@@ -545,10 +546,11 @@ class ProfileCollection:
     async def still_held(self, hold: ObjectId, customer_ids: Iterable[str]) -> bool:
         """Whether this hold is on every one of these heads that exists (a batch takes a hold
         back once it is older than `HOLD_EXPIRY` and no erasure names it)."""
-        ids = sorted(set(customer_ids))
-        return not await self.profiles.count_documents(
-            {"_id": {"$in": ids}, "erasing": {"$ne": hold}}
-        )
+        for chunk in chunked(customer_ids):
+            lacking = {"_id": {"$in": chunk}, "erasing": {"$ne": hold}}
+            if await self.profiles.count_documents(lacking):
+                return False
+        return True
 
     async def holds(self, customer_ids: Iterable[str]) -> dict[str, list[ObjectId]]:
         """Of these profiles, those held for an erasure, with their holds."""
