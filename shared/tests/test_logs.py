@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 import logging
 
+import httpx
 import pytest
 import structlog
+from bson.errors import InvalidDocument
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pymongo.errors import BulkWriteError, OperationFailure
 
-from hilo.logs import configure_logging, mask_personal_data
+from hilo.logs import configure_logging, error_text, mask_personal_data
 from hilo.settings import HiloSettings
+
+PHONE = "+34612345678"
+EMAIL = "ana.garcia@example.com"
 
 
 def masked(**event: object) -> dict[str, object]:
@@ -38,7 +45,7 @@ def test_nested_structures_are_masked() -> None:
         errors=[{"loc": "phone", "msg": "bad +34612345678"}],
     )
 
-    assert event["identifiers"] == {"email": "a***@e***.com", "loyalty_id": "L-1"}
+    assert event["identifiers"] == {"email": "a***@e***.com", "loyalty_id": "[redacted 3 chars]"}
     assert event["errors"] == [{"loc": "phone", "msg": "bad +34***78"}]
 
 
@@ -79,3 +86,97 @@ def test_configured_pipeline_masks_structlog_and_stdlib_records(
     assert lines[0]["service"] == "test-logs"
     assert lines[1]["event"] == "could not reach a***@e***.com"
     assert "ana@example.com" not in json.dumps(lines)
+
+
+def test_identifier_keys_in_free_text_are_masked() -> None:
+    """Stored identifiers are `kind:value`, and database errors quote them like that."""
+    event = masked(
+        event=f'dup key: {{ _id: "phone:{PHONE}" }} whatsapp_id:34612345678 '
+        f"loyalty_id:LOY-000981 email:{EMAIL}"
+    )
+
+    assert event["event"] == (
+        'dup key: { _id: "phone:+34***78" } whatsapp_id:[redacted] '
+        "loyalty_id:[redacted] email:a***@e***.com"
+    )
+
+
+def test_percent_encoded_personal_data_is_masked() -> None:
+    event = masked(event="GET /v1/customers/%2B34%20612%20345%20678?e=ana.garcia%40example.com")
+
+    assert PHONE not in json.dumps(event)
+    assert "612%20345" not in event["event"]  # type: ignore[operator]
+    assert "ana.garcia" not in event["event"]  # type: ignore[operator]
+
+
+def test_sets_objects_and_keys_in_any_case_are_masked() -> None:
+    class Contact:
+        def __repr__(self) -> str:
+            return f"Contact({EMAIL})"
+
+        __str__ = __repr__
+
+    event = masked(seen={EMAIL}, contact=Contact(), Email=EMAIL, LOYALTY_ID="LOY-000981")
+
+    assert event == {
+        "seen": ["a***@e***.com"],
+        "contact": "Contact(a***@e***.com)",
+        "Email": "a***@e***.com",
+        "LOYALTY_ID": "[redacted 10 chars]",
+    }
+
+
+def test_libraries_that_log_urls_or_documents_stay_quiet(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """httpx logs every request's URL at INFO: the agent desk's searches put phones there."""
+    configure_logging(HiloSettings(service_name="test-logs", log_format="json", log_level="DEBUG"))
+    client = httpx.Client(transport=httpx.MockTransport(lambda _: httpx.Response(404)))
+
+    client.get("http://customer-profile/v1/customers/%2B34%20612%20345%20678")
+    logging.getLogger("pymongo.command").debug('{"insert": "journey", "summary": "Ana Garcia"}')
+    structlog.get_logger("hilo.test").debug("still_debugging")
+
+    out = capsys.readouterr().out
+    assert "612" not in out
+    assert "Ana Garcia" not in out
+    assert "still_debugging" in out
+
+
+class _Customer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    age: int
+
+
+def test_error_text_names_fields_and_codes_not_values() -> None:
+    """What goes into dead-letter headers outlives every erasure."""
+    refused = BulkWriteError(
+        {
+            "writeErrors": [
+                {
+                    "code": 11000,
+                    "errmsg": f'E11000 duplicate key, dup key: {{ _id: "phone:{PHONE}" }}',
+                    "keyValue": {"_id": f"phone:{PHONE}"},
+                    "op": {"summary": "Ana Garcia wrote", "identifiers": {"email": EMAIL}},
+                }
+            ]
+        }
+    )
+    failed = OperationFailure(f"bad document {EMAIL}", 2, {"errmsg": f"bad {EMAIL}"})
+    try:
+        _Customer.model_validate({"age": f"call {PHONE}", "name": "Ana Garcia"})
+    except ValidationError as exc:
+        invalid = exc
+
+    unencodable = InvalidDocument(f"cannot encode object: {{'phone': '{PHONE}'}}, of type: X")
+    texts = [error_text(refused), error_text(failed), error_text(invalid), error_text(unencodable)]
+
+    assert texts[0] == "BulkWriteError: code 65, write errors 11000"
+    assert texts[1] == "OperationFailure: code 2"
+    assert texts[2].startswith("ValidationError: _Customer: age: Input should be a valid integer")
+    assert "name: Extra inputs are not permitted" in texts[2]
+    assert texts[3] == "InvalidDocument: cannot encode object"
+    for text in texts:
+        assert "612345" not in text
+        assert "ana.garcia" not in text
+        assert "Ana Garcia" not in text

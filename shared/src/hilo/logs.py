@@ -1,10 +1,13 @@
 """Structured logging (structlog, JSON by default) that never writes personal data raw.
 
 `mask_personal_data` runs on every event: fields that hold personal data by name (email, phone,
-name, text, ...) are masked whatever their content, and any other string value is scanned for
-email addresses and phone numbers. A masked email keeps its first letter and domain, a phone
-its country code and last two digits: enough to tell two customers apart in a log, not enough to
-contact anyone.
+name, text, loyalty_id, ...; any case) are masked whatever their content, and any other value is
+scanned for email addresses, phone numbers and identifier keys (`phone:+34...`, percent-encoded
+too, as in a URL). A masked email keeps its first letter and domain, a phone its country code and
+last two digits: enough to tell two customers apart in a log, not enough to contact anyone.
+
+Libraries that log whole URLs or documents (httpx, PyMongo's command log) are kept at WARNING
+whatever the level: what they would print is the search an agent typed, or a stored journey.
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ import re
 import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any
+from urllib.parse import unquote
 
 import structlog
+from bson.errors import BSONError
+from pydantic import ValidationError
+from pymongo.errors import BulkWriteError, OperationFailure
 
 from hilo.settings import HiloSettings
 
@@ -44,13 +51,29 @@ PERSONAL_FIELDS = frozenset(
         "wa_id",
         "whatsapp_id",
         "value",
+        "loyalty_id",
+        "messenger_psid",
+        "instagram_sid",
+        "anonymous_id",
+        "device_id",
+        "email_address",
+        "phone_number",
+        "customer_name",
     }
 )
+"""Keys whose values are masked whatever they hold; compared in lower case."""
 _EMAIL = re.compile(r"[\w.+-]+@([\w-]+)((?:\.[\w-]+)+)")
 _PHONE = re.compile(r"(?<![\w:.+-])\+?\d(?:[ ().-]{0,2}\d){8,14}(?![\w:])")
 """Nine to fifteen digits, optionally grouped: phone-shaped, while dates, times, ids and
 addresses (too few digits, or glued to letters and colons) are left alone."""
+_IDENTIFIER_KEY = re.compile(
+    r"\b(loyalty_id|email|phone|whatsapp_id|messenger_psid|instagram_sid|anonymous_id|device_id)"
+    r":([^\s'\"(){}\[\],;]+)"
+)
+"""An identifier's key (`kind:value`), as stored and as a database error quotes it."""
 SAFE_FIELDS = frozenset({"timestamp", "level", "logger", "service"})
+VERBOSE_LIBRARIES = ("httpx", "httpcore", "pymongo")
+"""Loggers that print request URLs (a customer search) or whole documents at INFO or DEBUG."""
 
 
 def mask_email(match: re.Match[str]) -> str:
@@ -64,9 +87,48 @@ def mask_phone(match: re.Match[str]) -> str:
     return f"{prefix}***{digits[-2:]}"
 
 
+def mask_identifier_key(match: re.Match[str]) -> str:
+    kind, value = match.group(1), match.group(2)
+    if kind == "email" and _EMAIL.fullmatch(value):
+        return f"{kind}:{_EMAIL.sub(mask_email, value)}"
+    if kind == "phone" and _PHONE.fullmatch(value):
+        return f"{kind}:{_PHONE.sub(mask_phone, value)}"
+    return f"{kind}:[redacted]"
+
+
 def mask_text(value: str) -> str:
-    """Mask the personal data a free string may contain."""
+    """Mask the personal data a free string may contain (decoded first if percent-encoded)."""
+    if "%" in value:
+        value = unquote(value)
+    value = _IDENTIFIER_KEY.sub(mask_identifier_key, value)
     return _PHONE.sub(mask_phone, _EMAIL.sub(mask_email, value))
+
+
+ERROR_TEXT_CHARS = 300
+
+
+def error_text(exc: BaseException) -> str:
+    """`Type: message` for logs and dead-letter headers, cut short, without the personal data
+    the message may quote: a database error quotes the document or key it refused, a
+    validation error the input. Dead-letter headers outlive any erasure, so they get codes and
+    field paths, not values."""
+    name = type(exc).__name__
+    if isinstance(exc, BulkWriteError):
+        codes = sorted({str(error.get("code")) for error in exc.details.get("writeErrors", [])})
+        text = f"{name}: code {exc.code}, write errors {', '.join(codes) or 'none'}"
+    elif isinstance(exc, OperationFailure):
+        text = f"{name}: code {exc.code}"
+    elif isinstance(exc, BSONError):  # "cannot encode object: <the value>, of type ..."
+        text = f"{name}: {str(exc).split(':', 1)[0]}"
+    elif isinstance(exc, ValidationError):
+        fields = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or '(root)'}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False, include_context=False)
+        )
+        text = f"{name}: {exc.title}: {fields}"
+    else:
+        text = f"{name}: {exc}"
+    return mask_text(text)[:ERROR_TEXT_CHARS]
 
 
 def _mask_string(value: str) -> str:
@@ -86,22 +148,29 @@ def mask_value(value: Any) -> Any:
         return _mask_string(value)
     if isinstance(value, Mapping):
         return {key: mask_value(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | set):
+    if isinstance(value, list | tuple | set | frozenset):
         return [mask_value(item) for item in value]
     return "[redacted]"
 
 
+def _is_personal(key: object) -> bool:
+    return isinstance(key, str) and key.lower() in PERSONAL_FIELDS
+
+
 def _scrub(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
     if isinstance(value, str):
         return mask_text(value)
     if isinstance(value, Mapping):
         return {
-            key: mask_value(item) if key in PERSONAL_FIELDS else _scrub(item)
+            key: mask_value(item) if _is_personal(key) else _scrub(item)
             for key, item in value.items()
         }
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | set | frozenset):
         return [_scrub(item) for item in value]
-    return value
+    # Anything else would be rendered by its repr, unmasked: scan its text instead.
+    return mask_text(str(value))
 
 
 def mask_personal_data(
@@ -111,7 +180,7 @@ def mask_personal_data(
     for key, value in list(event_dict.items()):
         if key in SAFE_FIELDS:
             continue
-        event_dict[key] = mask_value(value) if key in PERSONAL_FIELDS else _scrub(value)
+        event_dict[key] = mask_value(value) if _is_personal(key) else _scrub(value)
     return event_dict
 
 
@@ -180,4 +249,6 @@ def configure_logging(settings: HiloSettings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for name in VERBOSE_LIBRARIES:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
     structlog.contextvars.bind_contextvars(service=settings.service_name)

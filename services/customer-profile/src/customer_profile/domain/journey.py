@@ -31,7 +31,7 @@ EXCERPT_CHARS = 80
 class JourneyEntry(BaseModel):
     """What happened, where, when, and to whom: the unit of a customer's journey."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
     id: str = Field(description="The interaction's event id; an entry is stored once per id.")
     customer_id: str

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from customer_profile.domain.journey import JourneyEntry
 
@@ -99,6 +99,8 @@ class SurveyResult(BaseModel):
 
 class ProfileView(BaseModel):
     """What every channel and agent reads about a customer right now."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     event_count: int = 0
     first_seen: datetime | None = None

@@ -29,6 +29,7 @@ from tenacity import AsyncRetrying, RetryCallState, wait_exponential_jitter
 from customer_profile.service.pipeline import BatchOutcome, Pipeline, RawRecord
 from customer_profile.service.ports import ErasureUnderWay
 from hilo.kafka import PublishFailed
+from hilo.logs import error_text
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +48,6 @@ TRANSIENT_CODES = frozenset(
     {6, 7, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 251}
 )
 TRANSIENT_LABELS = ("RetryableWriteError", "TransientTransactionError")
-DETAIL_CHARS = 300
 Result = TypeVar("Result")
 
 
@@ -59,11 +59,6 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, OperationFailure):
         return exc.code in TRANSIENT_CODES or any(map(exc.has_error_label, TRANSIENT_LABELS))
     return False
-
-
-def describe(exc: BaseException) -> str:
-    """`Type: message`, cut short: what goes into logs (masked) and dead-letter headers."""
-    return f"{type(exc).__name__}: {exc}"[:DETAIL_CHARS]
 
 
 @dataclass(frozen=True)
@@ -122,7 +117,7 @@ class BatchRunner:
         except Exception as exc:
             if is_transient(exc):
                 raise
-            log.warning("batch_isolating_records", records=len(records), error=describe(exc))
+            log.warning("batch_isolating_records", records=len(records), error=error_text(exc))
             outcome = await self._one_by_one(records)
         self._health.progressed()
         return outcome
@@ -143,7 +138,7 @@ class BatchRunner:
 
     async def _poisoned(self, record: RawRecord, failure: BaseException) -> None:
         """Dead-letter a record that fails on its own, whatever else is in the batch."""
-        send = partial(self._pipeline.dead_letter, record, "processing_failed", describe(failure))
+        send = partial(self._pipeline.dead_letter, record, "processing_failed", error_text(failure))
         await self._attempts(send, 1)
         POISONED.inc()
         log.warning(
@@ -151,7 +146,7 @@ class BatchRunner:
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
-            error=describe(failure),
+            error=error_text(failure),
         )
 
     async def _attempts(self, step: Callable[[], Awaitable[Result]], records: int) -> Result:
@@ -178,7 +173,7 @@ class BatchRunner:
         self._health.failed()
         log.warning(
             "batch_attempt_failed",
-            error=describe(exc),
+            error=error_text(exc),
             transient=is_transient(exc),
             records=records,
             failing_for_seconds=round(elapsed, 1),
