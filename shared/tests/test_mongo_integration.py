@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from pymongo import AsyncMongoClient
-from pymongo.errors import DuplicateKeyError
+from pymongo import AsyncMongoClient, InsertOne, WriteConcern
+from pymongo.errors import DuplicateKeyError, WriteConcernError
 
-from hilo.mongo import MongoDocument
+from hilo.mongo import MongoDocument, bulk_write, insert_once
 from hilo.settings import HiloSettings
 
 
@@ -36,3 +36,21 @@ async def test_a_unique_index_violation_surfaces_as_duplicate_key_error(
         await identities.insert_one({"kind": "email", "value": "ana@example.com", "customer": "c2"})
 
     assert await identities.count_documents({}) == 1
+
+
+async def test_a_write_concern_the_server_cannot_satisfy_is_never_taken_as_written(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    """The server applies the write and reports the concern apart (`writeConcernErrors`): a
+    key taken as made there could be rolled back by a failover after records were sealed with
+    it. Five data-bearing nodes are more than the test server has."""
+    keys = mongo_client[settings.mongodb_database]["keys"].with_options(
+        write_concern=WriteConcern(w=5, wtimeout=100)
+    )
+
+    with pytest.raises(WriteConcernError) as raised:
+        await insert_once(keys, [{"_id": "subject-1"}])
+    with pytest.raises(WriteConcernError):
+        await bulk_write(keys, [InsertOne({"_id": "subject-2"})])
+
+    assert raised.value.code == 100  # UnsatisfiableWriteConcern: retried like an outage

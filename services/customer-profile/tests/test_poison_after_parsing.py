@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 from bson.errors import InvalidDocument
-from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure
+from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure, WriteConcernError
 
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.service.batches import is_transient
+from customer_profile.service.ports import ErasedClaimsMet
 from customer_profile.testing import RunningProfileService, interaction, running_profile_service
 from hilo.dead_letters import ReplayFilter, replay
 from hilo.kafka import PublishFailed
@@ -125,6 +126,9 @@ async def test_odd_values_from_a_public_write_key_never_stop_the_consumer(
         (PublishFailed("no ack"), True),
         (OperationFailure("not primary", code=10107), True),
         (OperationFailure("shutting down", code=91), True),
+        (WriteConcernError("waiting for replication timed out", 64, {}), True),
+        (WriteConcernError("Not enough data-bearing nodes", 100, {}), True),
+        (ErasedClaimsMet(), True),
         (BulkWriteError({"writeErrors": [{"code": 2, "errmsg": "bad"}]}), False),
         (OperationFailure("document too deep", code=15), False),
         (InvalidDocument("key contains NUL"), False),

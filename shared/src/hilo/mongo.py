@@ -23,7 +23,7 @@ from pymongo import (
     monitoring,
 )
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, WriteConcernError
 
 from hilo.settings import HiloSettings
 
@@ -125,7 +125,8 @@ async def bulk_write(
     """`collection.bulk_write` in chunks; returns the number of documents modified or inserted.
 
     A `BulkWriteError` is raised after all chunks ran (unordered) with the write errors of every
-    chunk, their `index` pointing into `operations`, so callers can tell which ones failed.
+    chunk, their `index` pointing into `operations`, so callers can tell which ones failed. A
+    write concern the server could not satisfy raises `WriteConcernError` at once.
     """
     errors: list[dict[str, Any]] = []
     changed = 0
@@ -135,6 +136,14 @@ async def bulk_write(
             result = await collection.bulk_write(chunk, ordered=ordered)
         except BulkWriteError as exc:
             details = exc.details
+            if concerns := details.get("writeConcernErrors"):
+                # Applied on one node only: a failover may roll it back, so no caller may take
+                # it as written (nor as a duplicate), whatever else the chunk did.
+                raise WriteConcernError(
+                    concerns[0].get("errmsg", "write concern not satisfied"),
+                    concerns[0].get("code"),
+                    details,
+                ) from exc
             changed += (
                 details.get("nInserted", 0)
                 + details.get("nModified", 0)

@@ -27,7 +27,7 @@ from pymongo.errors import ConnectionFailure, OperationFailure
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential_jitter
 
 from customer_profile.service.pipeline import BatchOutcome, Pipeline, RawRecord
-from customer_profile.service.ports import ErasureUnderWay
+from customer_profile.service.ports import ErasedClaimsMet
 from hilo.kafka import PublishFailed
 from hilo.logs import error_text
 
@@ -42,10 +42,11 @@ POISONED = Counter(
 )
 STUCK = Gauge("hilo_profile_consumer_stuck", "1 while a batch has been failing for too long")
 
-# MongoDB's retryable error codes (not-primary, shutdown, network, write conflict, time limits):
-# the server will answer again, so the batch waits for it instead of dead-lettering records.
+# MongoDB's retryable error codes (not-primary, shutdown, network, write conflict, time limits,
+# a write concern not met while replicas are away: 64 and 100): the server will answer again, so
+# the batch waits for it instead of dead-lettering records.
 TRANSIENT_CODES = frozenset(
-    {6, 7, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 251}
+    {6, 7, 50, 64, 89, 91, 100, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 251}
 )
 TRANSIENT_LABELS = ("RetryableWriteError", "TransientTransactionError")
 Result = TypeVar("Result")
@@ -53,8 +54,9 @@ Result = TypeVar("Result")
 
 def is_transient(exc: BaseException) -> bool:
     """True for failures of the infrastructure, which retrying (or redelivery) will fix, and for
-    an erasure about to delete a profile the batch needs (`ErasureUnderWay`)."""
-    if isinstance(exc, ConnectionFailure | PublishFailed | ErasureUnderWay):
+    an erasure about to delete a profile the batch needs (`ErasureUnderWay`), or whose claims
+    the batch kept meeting (`ErasedClaimsMet`): its next attempt checks its events again."""
+    if isinstance(exc, ConnectionFailure | PublishFailed | ErasedClaimsMet):
         return True
     if isinstance(exc, OperationFailure):
         return exc.code in TRANSIENT_CODES or any(map(exc.has_error_label, TRANSIENT_LABELS))
