@@ -18,7 +18,7 @@ import yaml
 from prometheus_client import REGISTRY
 from pydantic import AliasChoices
 
-import customer_profile.entrypoints.consumer  # noqa: F401 - registers the profile metrics
+import customer_profile.bootstrap  # noqa: F401 - registers the profile metrics (all its modules)
 import hilo.channel  # noqa: F401 - registers the channel metrics
 import journey_analytics.app  # noqa: F401 - registers the journey measures
 from agent_desk.auth import Agents, hash_password

@@ -13,6 +13,8 @@ sign them) and gets, against the real broker, the checks the rest of Hilo relies
 
 `assert_refused_while_kafka_is_down` proves the other half of "nothing accepted is lost": with
 the broker gone the channel answers 503, and the provider's retry is published once it is back.
+For a provider that never retries, `assert_spooled_while_kafka_is_down` proves instead that the
+one request is answered 200, kept, and published once the broker is back.
 """
 
 from __future__ import annotations
@@ -125,5 +127,43 @@ async def assert_refused_while_kafka_is_down(
         assert ready.status_code == 503, "ready while Kafka was down"
         assert retried.is_success, f"the retry answered {retried.status_code}"
         return await opened_interactions(local, await published_records(local, request.events))
+    finally:
+        await asyncio.to_thread(kafka.stop)
+
+
+async def assert_spooled_while_kafka_is_down(
+    create_app: Callable[[Settings], FastAPI],
+    settings: Settings,
+    request: ProviderRequest,
+    workdir: Path,
+) -> list[dict[str, Any]]:
+    """200 while a broker of its own is down, sent once, and published once it is back.
+
+    The instance stays ready (its readiness says `degraded`): it can still take webhooks. The
+    producer may also deliver what it had queued, so the events may come back twice under one
+    id: dedupe by id.
+    """
+    kafka = LocalKafka(workdir)
+    await asyncio.to_thread(kafka.format_storage)
+    await asyncio.to_thread(kafka.start)
+    try:
+        local = settings.model_copy(
+            update={
+                "kafka_bootstrap_servers": kafka.bootstrap_servers,
+                "kafka_publish_timeout_seconds": 3.0,
+                "spool_drain_seconds": 0.5,
+            }
+        )
+        await ensure_topics(local)
+        async with channel_client(create_app(local)) as client:
+            await asyncio.to_thread(kafka.stop)
+            down = await send(client, request)
+            ready = await client.get("/health/ready")
+            await asyncio.to_thread(kafka.start)
+            records = await published_records(local, request.events)
+        assert down.is_success, f"answered {down.status_code} while Kafka was down"
+        assert ready.status_code == 200, "not ready while it could keep webhooks"
+        assert ready.json() == {"status": "degraded", "checks": {"keys": "ok", "kafka": "failing"}}
+        return await opened_interactions(local, records)
     finally:
         await asyncio.to_thread(kafka.stop)

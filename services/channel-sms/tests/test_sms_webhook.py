@@ -19,7 +19,7 @@ from hilo.testkit.signing import twilio_signed
 from hilo_devkit.channel_contract import (
     ProviderRequest,
     assert_channel_contract,
-    assert_refused_while_kafka_is_down,
+    assert_spooled_while_kafka_is_down,
     channel_client,
 )
 
@@ -91,10 +91,11 @@ async def test_messages_and_statuses_honour_the_channel_contract(
     assert {event["payload"]["kind"] for event in events} == {"message", "message_status"}
 
 
-async def test_503_while_kafka_is_down_and_the_retry_is_published(
+async def test_kept_while_kafka_is_down_and_published_once_it_is_back(
     sms_settings: SmsSettings, tmp_path: Path
 ) -> None:
-    events = await assert_refused_while_kafka_is_down(
+    """Twilio never retries a 503: the one delivery must be enough."""
+    events = await assert_spooled_while_kafka_is_down(
         create_app, sms_settings, signed("/webhooks/twilio/sms", INCOMING), tmp_path
     )
 

@@ -19,7 +19,7 @@ from hilo.testkit.signing import twilio_signed
 from hilo_devkit.channel_contract import (
     ProviderRequest,
     assert_channel_contract,
-    assert_refused_while_kafka_is_down,
+    assert_spooled_while_kafka_is_down,
     channel_client,
 )
 
@@ -198,10 +198,11 @@ async def test_bad_signatures_keys_and_bodies_are_refused(
     assert await published_interactions(settings, 0) == []
 
 
-async def test_503_while_kafka_is_down_and_the_retry_is_published(
+async def test_kept_while_kafka_is_down_and_published_once_it_is_back(
     voice_settings: VoiceSettings, tmp_path: Path
 ) -> None:
-    events = await assert_refused_while_kafka_is_down(
+    """Twilio never retries a 503: the one delivery of the call's status must be enough."""
+    events = await assert_spooled_while_kafka_is_down(
         create_app, voice_settings, twilio(COMPLETED), tmp_path
     )
 

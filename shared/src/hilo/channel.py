@@ -6,7 +6,8 @@ rest the same way for every channel:
 - seal each event's personal fields (`hilo.sealing`: crypto-shredding, so an erasure makes them
   unreadable on every topic), publish and wait for Kafka's acknowledgement, answering 503 (so the
   provider retries) when it does not come or the key store does not answer; never 200 for
-  something Kafka does not have;
+  something Kafka does not have, unless the provider never retries (Twilio): then its records
+  are kept in MongoDB (`hilo.spool`) and published once Kafka is back;
 - refuse bodies over `HILO_MAX_BODY_BYTES` with 413, events larger than Kafka takes
   (`HILO_KAFKA_MAX_RECORD_BYTES`) with 413 (a retry could never succeed), malformed bodies with
   400/422 naming the fields (never echoing their values), bad signatures with 401/403;
@@ -16,6 +17,7 @@ rest the same way for every channel:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -49,6 +51,7 @@ from hilo.outbound import (
 )
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
+from hilo.spool import SPOOL_COLLECTION, Spool
 from hilo.webhook import SignatureError
 
 log = structlog.get_logger(__name__)
@@ -80,6 +83,13 @@ class ChannelSettings(HiloSettings):
         description="Requests arriving within this time share one Kafka produce request: less "
         "CPU per webhook (measured in docs/benchmarks.md) for up to this much added latency. "
         "Every request is still answered only after Kafka acknowledged its events.",
+    )
+    spool_drain_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=300,
+        description="How often a channel whose provider never retries (Twilio) publishes the "
+        "webhooks it kept in MongoDB while Kafka was away.",
     )
     outbound_send_attempts: int = Field(
         default=5,
@@ -153,10 +163,17 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 class Channel:
     """A channel's publishing side: what its routes call after translating a request."""
 
-    def __init__(self, name: str, settings: ChannelSettings, publisher: KafkaPublisher) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: ChannelSettings,
+        publisher: KafkaPublisher,
+        spool: Spool | None = None,
+    ) -> None:
         self.name = name
         self.settings = settings
         self._publisher = publisher
+        self._spool = spool
         self._accepted = ACCEPTED.labels(name)
         self._ignored = IGNORED.labels(name)
         self._publish_seconds = PUBLISH_SECONDS.labels(name)
@@ -177,7 +194,7 @@ class Channel:
             interactions, echoes = await self._without_echoes(interactions)
             ignored += echoes
             records = await self._records(interactions)
-            await self._publisher.publish_records(records)
+            await self._publish_or_spool(records)
         except (PublishFailed, PyMongoError):
             self._unavailable.inc()
             raise HTTPException(
@@ -198,6 +215,15 @@ class Channel:
                     type=interaction.payload.kind,
                     adjustments=[f"{a.field}:{a.reason}" for a in interaction.adjustments],
                 )
+
+    async def _publish_or_spool(self, records: Sequence[Record]) -> None:
+        """Publish; with a spool, keep what Kafka refused there instead of refusing it."""
+        try:
+            await self._publisher.publish_records(records)
+        except PublishFailed:
+            if self._spool is None:
+                raise
+            await self._spool.keep(records)
 
     async def _without_echoes(
         self, interactions: Sequence[Interaction]
@@ -265,11 +291,14 @@ def create_channel_app(
     description: str,
     provider: Provider | None = None,
     sends_for: Sequence[str] = (),
+    spool: bool = False,
 ) -> FastAPI:
     """The FastAPI app of a channel service; `routes(channel)` returns its APIRouters.
 
     With a `provider`, the service also sends commands from `outbound` (`hilo.outbound`): those
-    of the channels in `sends_for`, by default of `name` alone.
+    of the channels in `sends_for`, by default of `name` alone. With `spool` (for providers that
+    do not retry a refused webhook), records Kafka does not take are kept in MongoDB and
+    published when it takes them again (`hilo.spool`); the webhook is answered 200.
     """
     DEFAULT_PHONE_REGION.set(settings.default_phone_region)
     MAX_FUTURE_SKEW.set(timedelta(seconds=settings.max_future_skew_seconds))
@@ -279,7 +308,8 @@ def create_channel_app(
     publisher = KafkaPublisher(
         broker, settings, linger_seconds=settings.kafka_linger_ms / 1000, sealer=sealer
     )
-    channel = Channel(name, settings, publisher)
+    kept = Spool(name, mongo[settings.mongodb_database][SPOOL_COLLECTION]) if spool else None
+    channel = Channel(name, settings, publisher, kept)
     if provider is not None:
         sender = OutboundSender(
             name,
@@ -300,9 +330,18 @@ def create_channel_app(
             with suppress(PyMongoError):  # made once MongoDB answers; only speeds echo checks
                 await channel.sender.create_indexes()
         log.info("channel_started", channel=name)
+        drain = (
+            asyncio.create_task(kept.drain_forever(publisher, settings.spool_drain_seconds))
+            if kept is not None
+            else None
+        )
         try:
             yield
         finally:
+            if drain is not None:
+                drain.cancel()
+                with suppress(asyncio.CancelledError):
+                    await drain
             await broker.stop()
             if provider is not None:
                 await provider.close()
@@ -312,7 +351,13 @@ def create_channel_app(
     app.state.channel = channel
     for router in routes(channel):  # first: the webhooks are matched before anything else
         app.include_router(router)  # type: ignore[arg-type]
-    app.include_router(health_router({"kafka": kafka_check(broker), "keys": mongo_check(mongo)}))
+    kafka = {"kafka": kafka_check(broker)}
+    app.include_router(
+        health_router(
+            {"keys": mongo_check(mongo), **({} if spool else kafka)},
+            optional=kafka if spool else None,
+        )
+    )
     app.include_router(asyncapi_router())
 
     @app.exception_handler(Rejected)

@@ -47,8 +47,13 @@ async def _run(check: Check) -> bool:
         return False
 
 
-def health_router(checks: Mapping[str, Check]) -> APIRouter:
-    """Routes `/health/live`, `/health/ready` and `/metrics`."""
+def health_router(
+    checks: Mapping[str, Check], *, optional: Mapping[str, Check] | None = None
+) -> APIRouter:
+    """Routes `/health/live`, `/health/ready` and `/metrics`. An `optional` dependency failing
+    shows in the answer (`"status": "degraded"`) but leaves the instance ready: it can do its
+    work without it for a while (a channel that spools while Kafka is away)."""
+    optional = optional or {}
     router = APIRouter(tags=["operations"])
 
     @router.get("/health/live")
@@ -59,13 +64,14 @@ def health_router(checks: Mapping[str, Check]) -> APIRouter:
     @router.get("/health/ready", responses={503: {"model": HealthStatus}})
     async def ready(response: Response) -> HealthStatus:
         """Every dependency answers; 503 names the ones that do not."""
-        names = list(checks)
-        results = await asyncio.gather(*(_run(checks[name]) for name in names))
+        every = {**checks, **optional}
+        names = list(every)
+        results = await asyncio.gather(*(_run(every[name]) for name in names))
         status = {name: "ok" if ok else "failing" for name, ok in zip(names, results, strict=True)}
-        if not all(results):
+        if any(status[name] == "failing" for name in checks):
             response.status_code = 503
             return HealthStatus(status="unavailable", checks=status)
-        return HealthStatus(status="ok", checks=status)
+        return HealthStatus(status="ok" if all(results) else "degraded", checks=status)
 
     @router.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -91,4 +91,5 @@ def create_app(settings: SmsSettings | None = None) -> FastAPI:
         description="Twilio Messaging webhooks: /webhooks/twilio/sms and its /status callback; "
         "outbound SMS through Twilio's Messages API when configured.",
         provider=twilio_provider(settings),
+        spool=True,  # Twilio never retries a webhook answered 503: keep it while Kafka is away
     )

@@ -70,4 +70,5 @@ def create_app(settings: VoiceSettings | None = None) -> FastAPI:
         lambda channel: routes(channel, settings),
         description="Twilio Voice status callbacks (/webhooks/twilio/voice/status) and "
         "contact-centre call outcomes (POST /v1/calls).",
+        spool=True,  # Twilio never retries a webhook answered 503: keep it while Kafka is away
     )

@@ -1,0 +1,110 @@
+"""Webhooks kept while Kafka is away (`hilo.spool`), against the real MongoDB-wire server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+from fastapi import APIRouter
+from pymongo import AsyncMongoClient
+from pymongo.errors import AutoReconnect
+
+from hilo.channel import Channel, ChannelSettings, create_channel_app
+from hilo.kafka import KafkaPublisher, PublishFailed, Record
+from hilo.mongo import MongoDocument
+from hilo.settings import HiloSettings
+from hilo.spool import Spool
+from hilo.testkit.samples import sample_interaction
+from hilo.topics import Topic
+from hilo_devkit.channel_contract import channel_client
+
+
+class Kafka:
+    """The publisher port: refuses while `down`, takes `delay` seconds per publish."""
+
+    def __init__(self, *, down: bool = False, delay: float = 0.0) -> None:
+        self.down = down
+        self.delay = delay
+        self.published: list[Record] = []
+
+    async def publish_records(self, records: Sequence[Record]) -> None:
+        await asyncio.sleep(self.delay)
+        if self.down:
+            raise PublishFailed("no acknowledgement")
+        self.published += records
+
+
+def request(n: int) -> list[Record]:
+    return [
+        Record(Topic.INTERACTIONS, f"subject-{n}".encode(), f"event-{n}-{i}".encode(), {"n": "1"})
+        for i in range(2)
+    ]
+
+
+@pytest.fixture
+def spool(settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument]) -> Spool:
+    return Spool("sms", mongo_client[settings.mongodb_database]["spooled_records"])
+
+
+async def test_kept_requests_wait_for_kafka_then_go_out_whole_and_in_order(spool: Spool) -> None:
+    for n in range(3):
+        await spool.keep(request(n))
+    kafka = Kafka(down=True)
+
+    with pytest.raises(PublishFailed):
+        await spool.drain(kafka)
+    assert await spool.collection.count_documents({}) == 3
+
+    kafka.down = False
+    assert await spool.drain(kafka) == 3
+
+    assert kafka.published == [*request(0), *request(1), *request(2)]
+    assert await spool.collection.count_documents({}) == 0
+
+
+async def test_two_instances_draining_at_once_publish_each_request_once(spool: Spool) -> None:
+    for n in range(6):
+        await spool.keep(request(n))
+    other = Spool("sms", spool.collection)
+    kafka = Kafka(delay=0.05)
+
+    counts = await asyncio.gather(spool.drain(kafka), other.drain(kafka))
+
+    assert sum(counts) == 6
+    assert sorted(r.value or b"" for r in kafka.published) == sorted(
+        r.value or b"" for n in range(6) for r in request(n)
+    )
+
+
+async def test_kafka_and_mongodb_both_refusing_is_a_503(
+    settings: HiloSettings, topics: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kept nowhere: the provider must be told, even one that will not retry."""
+
+    async def refused(*_args: object) -> None:
+        raise PublishFailed("no acknowledgement")
+
+    async def unreachable(*_args: object) -> None:
+        raise AutoReconnect("connection refused")
+
+    monkeypatch.setattr(KafkaPublisher, "publish_records", refused)
+    monkeypatch.setattr(Spool, "keep", unreachable)
+
+    def publishing(channel: Channel) -> list[APIRouter]:
+        router = APIRouter()
+
+        @router.post("/event")
+        async def event() -> dict[str, str]:
+            await channel.publish([sample_interaction("message")])
+            return {"status": "ok"}
+
+        return [router]
+
+    channel_settings = ChannelSettings.model_validate(settings.model_dump())
+    app = create_channel_app("test", channel_settings, publishing, description="t", spool=True)
+    async with channel_client(app) as channel:
+        response = await channel.post("/event")
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
