@@ -70,11 +70,11 @@ def _offers() -> dict[str, Any]:
     return OfferRecord.model_json_schema(mode="serialization")
 
 
-def _dead_letter(topic: str) -> Message:
+def _dead_letter(topic: str, again: str = "replay with `customer-profile dlq replay`") -> Message:
     return Message(
         "DeadLetter",
         f"A record of `{topic}` that could not be processed: the original value, key and "
-        "headers untouched, plus why and where (replay with `customer-profile dlq replay`).",
+        f"headers untouched, plus why and where ({again}).",
         _any_record,
         DEAD_LETTER_HEADERS,
     )
@@ -136,6 +136,13 @@ MESSAGES: dict[Topic, list[Message]] = {
         )
     ],
     Topic.OUTBOUND_DLQ: [_dead_letter("outbound")],
+    Topic.ANALYTICS_DLQ: [
+        _dead_letter(
+            "journey`, `identity.merges` or `erasures",
+            "read again by resetting journey-analytics' consumer group: its store makes a repeat "
+            "harmless",
+        )
+    ],
     Topic.OFFERS: [Message("OfferRecord", "A list price schedule or a promotion.", _offers)],
     Topic.JOURNEY_METRICS: [
         Message(
@@ -173,7 +180,7 @@ SERVICES: dict[str, dict[str, tuple[Topic, ...]]] = {
     "agent-desk": {"send": (Topic.OUTBOUND,), "receive": (Topic.JOURNEY,)},
     "offers": {"send": (Topic.OFFERS,), "receive": (Topic.OFFERS,)},
     "journey-analytics": {
-        "send": (Topic.JOURNEY_METRICS,),
+        "send": (Topic.JOURNEY_METRICS, Topic.ANALYTICS_DLQ),
         "receive": (Topic.JOURNEY, Topic.IDENTITY_MERGES, Topic.ERASURES),
     },
 }

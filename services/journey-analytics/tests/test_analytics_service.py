@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
 from customer_profile.testing import RunningProfileService, running_profile_service
@@ -30,7 +31,7 @@ from hilo.contract import (
 from hilo.kafka import read_to_end
 from hilo.mongo import create_mongo_client
 from hilo.settings import HiloSettings
-from hilo.testkit.probes import eventually
+from hilo.testkit.probes import eventually, read_topic
 from hilo.testkit.serving import served
 from hilo.topics import Topic, topic_name
 from journey_analytics.app import create_service
@@ -174,6 +175,52 @@ async def test_measures_follow_the_journey_a_merge_and_a_replay(
     assert latest, "today's measures on journey.metrics"
     assert all(key.startswith("day:") for key in latest)
     assert all(Measures.model_validate(value).schema_version == 1 for value in latest.values())
+
+
+async def test_unreadable_records_are_dead_lettered_and_the_measures_go_on(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """A broken entry, an erasure and a merge it cannot read go to journey-analytics.dlq as they
+    were, with the reason; the readable entry after them is measured."""
+    entry = {
+        "id": "e-readable",
+        "customer_id": "c-9",
+        "occurred_at": (T0 + timedelta(minutes=1)).isoformat(),
+        "channel": "web",
+        "type": "page_view",
+        "payload": {},
+    }
+    unreadable = [
+        (Topic.JOURNEY, b"not json"),
+        (Topic.ERASURES, json.dumps({"customer_id": "c-1", "aliases": None}).encode()),
+        (Topic.IDENTITY_MERGES, json.dumps({"type": "merge", "survivor": "c-2"}).encode()),
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for topic, value in [*unreadable, (Topic.JOURNEY, json.dumps(entry).encode())]:
+            await producer.send_and_wait(topic_name(topic, settings), value, key=b"c")
+    finally:
+        await producer.stop()
+
+    async with analytics(settings, "analytics-dlq") as client:
+        measured = await measures_once(client, lambda m: m.entries == 1)
+        dead = await read_topic(
+            settings.kafka_bootstrap_servers,
+            topic_name(Topic.ANALYTICS_DLQ, settings),
+            expected=len(unreadable),
+        )
+
+    assert measured.customers == 1
+    letters = {
+        dict(r.headers)["hilo_original_topic"].decode(): (r.value, dict(r.headers)) for r in dead
+    }
+    assert {name: value for name, (value, _) in letters.items()} == {
+        topic_name(topic, settings): value for topic, value in unreadable
+    }
+    assert all(h["hilo_error_reason"] == b"unreadable" for _, h in letters.values())
+    erasure_detail = letters[topic_name(Topic.ERASURES, settings)][1]["hilo_error_detail"]
+    assert erasure_detail.startswith(b"TypeError")
 
 
 async def test_the_measures_need_a_key_and_a_sane_range(

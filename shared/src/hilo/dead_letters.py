@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from hilo.kafka import read_to_end
+from hilo.kafka import KafkaPublisher, read_to_end
 from hilo.settings import HiloSettings
 from hilo.topics import Topic, topic_name
 
@@ -62,6 +63,27 @@ def dead_letter_headers(
         }
     )
     return headers
+
+
+async def publish_dead_letter(
+    publisher: KafkaPublisher, topic: Topic, record: Any, *, reason: str, detail: str
+) -> None:
+    """Put a consumed `record` (aiokafka's `ConsumerRecord`) on the dead-letter `topic` as it
+    was, with why and where it was read in its headers; raises `PublishFailed` unless Kafka
+    has it, so the consumer does not move past it."""
+    await publisher.publish(
+        topic,
+        record.value,
+        key=record.key or b"",
+        headers=dead_letter_headers(
+            record.headers or (),
+            reason=reason,
+            detail=detail,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        ),
+    )
 
 
 @dataclass(frozen=True)

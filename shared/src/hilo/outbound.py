@@ -57,7 +57,7 @@ from hilo.contract import (
 )
 from hilo.contract.outbound import OutboundCommand, OutboundMessage
 from hilo.contract.personal import OUTBOUND_FIELDS
-from hilo.dead_letters import dead_letter_headers
+from hilo.dead_letters import publish_dead_letter
 from hilo.kafka import KafkaPublisher, PublishFailed, Record, keep_bytes
 from hilo.logs import mask_text
 from hilo.mongo import MongoDocument
@@ -531,16 +531,4 @@ async def _open(value: bytes | None, sealer: Sealer) -> OutboundCommand | None:
 
 async def _dead_letter(publisher: KafkaPublisher, record: Any, reason: str, detail: str) -> None:
     log.warning("outbound_dead_lettered", reason=reason, offset=record.offset)
-    await publisher.publish(
-        Topic.OUTBOUND_DLQ,
-        record.value,
-        key=record.key or b"",
-        headers=dead_letter_headers(
-            record.headers or (),
-            reason=reason,
-            detail=detail,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-        ),
-    )
+    await publish_dead_letter(publisher, Topic.OUTBOUND_DLQ, record, reason=reason, detail=detail)

@@ -37,6 +37,7 @@ class Topic(StrEnum):
     OUTBOUND_DLQ = "outbound.dlq"
     OFFERS = "offers"
     JOURNEY_METRICS = "journey.metrics"
+    ANALYTICS_DLQ = "journey-analytics.dlq"
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,14 @@ REGISTRY: tuple[TopicSpec, ...] = (
         "cross-channel conversion, attribution, channel mix. The latest record of a day is its "
         "measures so far; no customer ids, no personal data.",
         cleanup_policy="compact",
+    ),
+    TopicSpec(
+        Topic.ANALYTICS_DLQ,
+        key="the original key",
+        description="Records of `journey`, `identity.merges` and `erasures` that journey-analytics "
+        "could not read, unchanged, with the reason and the original topic in headers (an "
+        "erasure here was not applied to the measures: its log line says so at ERROR).",
+        retention_ms=90 * DAY_MS,
     ),
 )
 

@@ -50,6 +50,7 @@ class AnalyticsService:
     mongo: AsyncMongoClient[MongoDocument]
     store: TouchStore
     app: FastAPI
+    publisher: KafkaPublisher
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -112,7 +113,8 @@ def create_service(settings: AnalyticsSettings) -> AnalyticsService:
     broker = create_broker(settings)
     mongo = create_mongo_client(settings)
     store = TouchStore(mongo, settings.mongodb_database)
-    subscribe(broker, store, settings)
+    publisher = KafkaPublisher(broker, settings)
+    subscribe(broker, store, settings, publisher)
     guard = [Depends(require_api_key(settings.api_keys))] if settings.api_keys else []
     app = FastAPI(
         title="Hilo journey analytics",
@@ -121,7 +123,7 @@ def create_service(settings: AnalyticsSettings) -> AnalyticsService:
         "`journey_analytics.measures`).",
         lifespan=_lifespan,
     )
-    service = AnalyticsService(settings, broker, mongo, store, app)
+    service = AnalyticsService(settings, broker, mongo, store, app, publisher)
     app.state.service = service
 
     @app.get("/v1/measures", dependencies=guard, response_model=Measures)
@@ -150,8 +152,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     service: AnalyticsService = app.state.service
     await service.store.create_indexes()
     await service.broker.start()
-    publisher = KafkaPublisher(service.broker, service.settings)
-    service.background.append(asyncio.create_task(service.keep_publishing(publisher)))
+    service.background.append(asyncio.create_task(service.keep_publishing(service.publisher)))
     try:
         yield
     finally:

@@ -1,12 +1,13 @@
 """Reads `journey`, `identity.merges` and `erasures` into the touch store, in batches,
 committing only what is stored (at least once; the store makes a repeat harmless). A record that
-is not a journey entry, a merge or an erasure (a newer schema it cannot read, a broken one) is
-skipped with a warning: the measures must not stop for one record, and the topic keeps it for a
-fixed version to re-read."""
+is not a journey entry, a merge or an erasure it can read (a newer schema, a broken one) goes to
+`journey-analytics.dlq` with the reason, and the measures go on: they must not stop for one
+record. A MongoDB or Kafka failure hands the batch back uncommitted instead."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -14,7 +15,9 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import Counter
 
-from hilo.kafka import keep_bytes
+from hilo.dead_letters import publish_dead_letter
+from hilo.kafka import KafkaPublisher, keep_bytes
+from hilo.logs import error_text
 from hilo.topics import Topic, topic_name
 from journey_analytics.measures import Touch, touch_of
 from journey_analytics.settings import AnalyticsSettings
@@ -35,9 +38,11 @@ def _records(message: KafkaMessage) -> tuple[Any, ...]:
     return raw if isinstance(raw, tuple) else (raw,)
 
 
-def subscribe(broker: KafkaBroker, store: TouchStore, settings: AnalyticsSettings) -> None:
+def subscribe(
+    broker: KafkaBroker, store: TouchStore, settings: AnalyticsSettings, publisher: KafkaPublisher
+) -> None:
     """Register the subscriber of `store` on `broker`: one consumer group for the instances, the
-    three topics in one batch handler."""
+    three topics in one batch handler; unreadable records go out through `publisher`."""
     names = {topic_name(topic, settings): topic for topic in TOPICS}
 
     @broker.subscriber(
@@ -54,29 +59,84 @@ def subscribe(broker: KafkaBroker, store: TouchStore, settings: AnalyticsSetting
         for record in _records(message):
             topic = names[record.topic]
             try:
-                document = json.loads(record.value) if record.value is not None else None
-                if topic is Topic.JOURNEY and document is not None:
-                    touches.append(touch_of(document))
-                    READ.labels(topic.value, "read").inc()
-                    continue
+                change = _read(topic, record.value)
+            except (ValueError, KeyError, TypeError) as exc:
+                await _dead_letter(publisher, topic, record, exc)
+                continue
+            if isinstance(change, Touch):
+                touches.append(change)
+            elif change is not None:
                 await store.save(touches)  # what came before a merge or an erasure, first
                 touches = []
-                if topic is Topic.IDENTITY_MERGES:
-                    await _apply_merge(store, document)
-                elif topic is Topic.ERASURES and document is not None:
-                    await store.erase([document["customer_id"], *document.get("aliases", [])])
-            except (ValueError, KeyError, TypeError) as exc:
-                READ.labels(topic.value, "skipped").inc()
-                log.warning("record_skipped", topic=topic.value, error=type(exc).__name__)
-                continue
+                await _apply(store, change)
             READ.labels(topic.value, "read").inc()
         await store.save(touches)
 
 
-async def _apply_merge(store: TouchStore, change: dict[str, Any] | None) -> None:
-    if change is None:
-        return
-    if change["type"] == "merge":
-        await store.merge(change["survivor"], change["absorbed"])
-    elif change["type"] == "split":
-        await store.split(change["restored"])
+@dataclass(frozen=True)
+class Merge:
+    survivor: str
+    absorbed: list[str]
+
+
+@dataclass(frozen=True)
+class Split:
+    restored: str
+
+
+@dataclass(frozen=True)
+class Erasure:
+    customers: list[str]
+
+
+Change = Touch | Merge | Split | Erasure | None
+
+
+def _read(topic: Topic, value: bytes | None) -> Change:
+    """What a record asks of the store; raises ValueError, KeyError or TypeError for one it
+    cannot read. None for a tombstone or a change the measures do not follow."""
+    document = json.loads(value) if value is not None else None
+    if document is None:
+        return None
+    if topic is Topic.JOURNEY:
+        return touch_of(document)
+    if topic is Topic.ERASURES:
+        return Erasure([_text(document["customer_id"]), *map(_text, document.get("aliases", []))])
+    if document["type"] == "merge":
+        return Merge(_text(document["survivor"]), [*map(_text, document["absorbed"])])
+    if document["type"] == "split":
+        return Split(_text(document["restored"]))
+    return None
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"a customer id must be a non-empty string, not {type(value).__name__}")
+    return value
+
+
+async def _apply(store: TouchStore, change: Merge | Split | Erasure) -> None:
+    if isinstance(change, Merge):
+        await store.merge(change.survivor, change.absorbed)
+    elif isinstance(change, Split):
+        await store.split(change.restored)
+    else:
+        await store.erase(change.customers)
+
+
+async def _dead_letter(
+    publisher: KafkaPublisher, topic: Topic, record: Any, error: Exception
+) -> None:
+    """Kafka must have it before the consumer moves past it (else the batch is handed back)."""
+    await publish_dead_letter(
+        publisher, Topic.ANALYTICS_DLQ, record, reason="unreadable", detail=error_text(error)
+    )
+    READ.labels(topic.value, "dead_lettered").inc()
+    report = log.error if topic is Topic.ERASURES else log.warning
+    report(
+        "record_dead_lettered",
+        topic=topic.value,
+        offset=record.offset,
+        error=type(error).__name__,
+        erasure_not_applied=topic is Topic.ERASURES,
+    )
