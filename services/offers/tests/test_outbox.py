@@ -166,3 +166,27 @@ async def test_one_process_at_a_time_holds_the_publishers_lease(
     past = datetime(2000, 1, 1, tzinfo=UTC)
     await store.locks.update_one({"_id": PUBLISHER_LEASE}, {"$set": {"until": past}})
     assert await store.lease(PUBLISHER_LEASE, "a", 30), "an expired lease is taken over"
+
+
+async def test_the_lease_is_released_only_once_kafka_has_what_was_in_flight(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """A version still in the producer when the lease goes could land after the next holder's
+    later version on the compacted topic: stopping Kafka (which flushes) comes first."""
+    steps: list[str] = []
+    async with running_offers(settings) as running:
+        service = running.service
+        stop_kafka, release = service.broker.stop, service.outbox.release
+
+        async def stopping_kafka(*args: Any, **kwargs: Any) -> None:
+            steps.append("kafka stopped")
+            await stop_kafka(*args, **kwargs)
+
+        async def releasing() -> None:
+            steps.append("lease released")
+            await release()
+
+        service.broker.stop = stopping_kafka  # type: ignore[method-assign]
+        service.outbox.release = releasing  # type: ignore[method-assign]
+
+    assert steps == ["kafka stopped", "lease released"]

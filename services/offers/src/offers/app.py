@@ -139,8 +139,10 @@ async def stop(service: OffersService) -> None:
         [
             ("background", lambda: cancelled(background)),
             ("follower", service.follower.stop),
-            ("outbox", service.outbox.release),
+            # Kafka first: stopping flushes what the producer still holds, so no version of
+            # ours lands after the next lease holder's later one on the compacted topic.
             ("kafka", service.broker.stop),
+            ("outbox", service.outbox.release),
             ("profiles", service.profiles.close),
             ("mongo", service.mongo.close),
         ],
