@@ -9,6 +9,7 @@ replayed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -110,6 +111,11 @@ class ReplayReport:
     by_reason: dict[str, int]
 
 
+class ReplayIncomplete(RuntimeError):
+    """Kafka refused some of the replayed records: they are still dead letters (a replay never
+    deletes them), so running it again after the cause is fixed sends them."""
+
+
 async def replay(
     settings: HiloSettings,
     chosen: ReplayFilter,
@@ -129,6 +135,7 @@ async def replay(
     )
     by_reason: dict[str, int] = {}
     replayed = 0
+    deliveries: list[asyncio.Future[Any]] = []
     if not dry_run:
         await producer.start()
     try:
@@ -143,17 +150,22 @@ async def replay(
                 continue
             kept = [(k, v) for k, v in record.headers or () if k not in DEAD_LETTER_HEADERS]
             marker = f"{record.topic}/{record.partition}/{record.offset}".encode()
-            await producer.send(
+            delivery = await producer.send(
                 topic_name(target, settings),
                 record.value,
                 key=record.key or None,
                 headers=[*kept, (REPLAYED_FROM, marker)],
             )
-        if not dry_run:
-            await producer.flush()
+            deliveries.append(delivery)
+        outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
     finally:
         if not dry_run:
             await producer.stop()
+    if refused := [outcome for outcome in outcomes if isinstance(outcome, BaseException)]:
+        raise ReplayIncomplete(
+            f"Kafka refused {len(refused)} of {replayed} dead letters "
+            f"({type(refused[0]).__name__}); they are still on {topic_name(source, settings)}"
+        )
     log.info("dead_letters_replayed", read=len(records), replayed=replayed, dry_run=dry_run)
     return ReplayReport(read=len(records), replayed=replayed, by_reason=by_reason)
 

@@ -14,7 +14,7 @@ from customer_profile.bootstrap import bootstrap
 from customer_profile.service.rebuild import NotEmpty, rebuild
 from customer_profile.settings import ProfileSettings
 from hilo.contract.identifiers import DEFAULT_PHONE_REGION
-from hilo.dead_letters import ReplayFilter, replay
+from hilo.dead_letters import ReplayFilter, ReplayIncomplete, replay
 from hilo.entrypoint import init_deployment, serve_api
 from hilo.logs import configure_logging
 from hilo.mongo import MongoDocument, create_mongo_client
@@ -47,7 +47,11 @@ async def run_rebuild(settings: ProfileSettings) -> int:
 async def run_dlq_replay(settings: ProfileSettings, args: argparse.Namespace) -> int:
     """Put dead letters back on `interactions` once their cause is fixed."""
     chosen = ReplayFilter(reasons=frozenset(args.reason or ()), since=args.since, until=args.until)
-    report = await replay(settings, chosen, dry_run=args.dry_run)
+    try:
+        report = await replay(settings, chosen, dry_run=args.dry_run)
+    except ReplayIncomplete as exc:
+        print(f"replay incomplete: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
     verb = "would replay" if args.dry_run else "replayed"
     reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(report.by_reason.items()))
     print(f"read {report.read} dead letters; {verb} {report.replayed} ({reasons or 'none'})")  # noqa: T201

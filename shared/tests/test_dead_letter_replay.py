@@ -1,0 +1,51 @@
+"""Replaying dead letters against the real broker: a refusal is reported, never counted."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from hilo.dead_letters import ReplayFilter, ReplayIncomplete, replay
+from hilo.kafka import read_to_end
+from hilo.settings import HiloSettings
+from hilo.topics import Topic, topic_name
+
+
+async def _limit_record_size(settings: HiloSettings, topic: Topic, limit: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        name = topic_name(topic, settings)
+        config = {"max.message.bytes": str(limit)}
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs=config)])
+    finally:
+        await admin.close()
+
+
+async def test_dead_letters_kafka_refuses_to_take_back_are_reported_not_counted(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    letters = [b"small dead letter", b"x" * 20_000]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for value in letters:
+            await producer.send_and_wait(
+                topic_name(Topic.INTERACTIONS_DLQ, settings),
+                value,
+                key=b"k",
+                headers=[("hilo_error_reason", b"not_json")],
+            )
+    finally:
+        await producer.stop()
+    await _limit_record_size(settings, Topic.INTERACTIONS, 10_000)
+
+    with pytest.raises(ReplayIncomplete, match="refused 1 of 2 dead letters"):
+        await replay(settings, ReplayFilter())
+
+    kept = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.INTERACTIONS_DLQ, settings)
+    )
+    assert [record.value for record in kept] == letters, "a replay never deletes dead letters"
