@@ -6,14 +6,23 @@ from __future__ import annotations
 import pytest
 
 from hilo.contract import CustomEvent, Interaction
-from hilo.kafka import KafkaPublisher, RecordTooLarge, create_broker, record_size
+from hilo.dead_letters import DEAD_LETTER_HEADERS, dead_letter_headers
+from hilo.kafka import (
+    DEAD_LETTER_HEADROOM,
+    KafkaPublisher,
+    Record,
+    RecordTooLarge,
+    create_broker,
+    record_size,
+)
 from hilo.mongo import create_mongo_client
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
 from hilo.testkit.contract_check import published_interactions
 from hilo.testkit.samples import sample_interaction
+from hilo.topics import Topic
 
-LIMIT = 4_096
+LIMIT = 6_144
 
 
 def padded(length: int) -> Interaction:
@@ -44,7 +53,8 @@ async def test_the_largest_record_the_check_lets_through_is_one_the_producer_tak
     publisher = KafkaPublisher(broker, limited, sealer=create_sealer(limited, mongo))
     padding = await longest_padding_that_fits(publisher)
     [record] = await publisher.interaction_records([padded(padding)])
-    assert LIMIT - 4 < record_size(record) <= LIMIT, "base64 grows by 4 characters per 3 bytes"
+    room = LIMIT - DEAD_LETTER_HEADROOM
+    assert room - 4 < record_size(record) <= room, "base64 grows by 4 characters per 3 bytes"
 
     await broker.start()
     try:
@@ -58,3 +68,20 @@ async def test_the_largest_record_the_check_lets_through_is_one_the_producer_tak
     assert refused.value.size > LIMIT
     assert refused.value.limit == LIMIT
     assert len(await published_interactions(limited, 1)) == 1
+
+
+def test_a_dead_letter_of_the_largest_record_still_fits() -> None:
+    """Else the profile could never dead-letter it, and would retry it for ever."""
+    largest = Record(Topic.INTERACTIONS, b"k" * 64, b"x" * 1_000, {"content-type": "a" * 40})
+    headers = dead_letter_headers(
+        [(name, value.encode()) for name, value in largest.headers.items()],
+        reason="unsupported_schema_version_or_longer",
+        detail="é" * 5_000,  # two bytes each, cut to the limit in bytes
+        topic="t" * 249,  # Kafka's longest topic name
+        partition=2**31 - 1,
+        offset=2**63 - 1,
+    )
+    letter = Record(Topic.INTERACTIONS_DLQ, largest.key, largest.value, headers)
+
+    assert set(DEAD_LETTER_HEADERS) <= set(headers)
+    assert record_size(letter) - record_size(largest) <= DEAD_LETTER_HEADROOM

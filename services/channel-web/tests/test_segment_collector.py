@@ -544,7 +544,7 @@ async def test_an_event_larger_than_kafka_takes_is_refused_with_413_naming_the_l
     web_settings: WebSettings, topics: list[str], settings: HiloSettings
 ) -> None:
     small_records = web_settings.model_copy(
-        update={"kafka_max_record_bytes": 2_048, "max_body_bytes": 50_000}
+        update={"kafka_max_record_bytes": 4_096, "max_body_bytes": 50_000}
     )
     big = {**TRACK, "messageId": "big", "properties": {"notes": "x" * 3_000}}
 
@@ -558,6 +558,6 @@ async def test_an_event_larger_than_kafka_takes_is_refused_with_413_naming_the_l
     assert response.status_code == 413
     assert response.json() == {
         "error": "too_large",
-        "detail": "event larger than 2048 bytes after translation",
+        "detail": "event larger than 4096 bytes after translation",
     }
     assert await published_interactions(settings, 0) == []

@@ -40,6 +40,7 @@ DEAD_LETTER_HEADERS = (
     FAILED_AT,
 )
 DETAIL_LIMIT = 1000
+"""Bytes of detail at most: with the other headers, within `hilo.kafka.DEAD_LETTER_HEADROOM`."""
 
 
 def dead_letter_headers(
@@ -56,7 +57,7 @@ def dead_letter_headers(
     headers.update(
         {
             REASON: reason,
-            DETAIL: detail[:DETAIL_LIMIT],
+            DETAIL: detail.encode()[:DETAIL_LIMIT].decode(errors="ignore"),
             ORIGINAL_TOPIC: topic,
             ORIGINAL_PARTITION: str(partition),
             ORIGINAL_OFFSET: str(offset),

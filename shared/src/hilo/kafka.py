@@ -42,6 +42,11 @@ CLOUDEVENTS_JSON = "application/cloudevents+json"
 CLIENT_HEADERS_ALLOWANCE = 256
 """A margin over aiokafka's estimate, so that a record `record_size` accepts is never refused by
 the producer."""
+DEAD_LETTER_HEADROOM = 2_048
+"""Room an interaction leaves below the record limit for the headers a dead letter adds (reason,
+detail, original topic, partition, offset, time: at most ~1.5 KB, `hilo.dead_letters`): a record
+the profile cannot process must still fit on `interactions.dlq`, else the consumer could never
+move past it."""
 KEY_HASHES_REMEMBERED = 16_384
 
 
@@ -318,7 +323,10 @@ class KafkaPublisher:
         ]
 
     def _within_limit(self, record: Record) -> Record:
-        size, limit = record_size(record), self._settings.kafka_max_record_bytes
+        """The interaction's record, if it and a dead letter of it both fit the limit (the size
+        refused is counted with that room)."""
+        size = record_size(record) + DEAD_LETTER_HEADROOM
+        limit = self._settings.kafka_max_record_bytes
         if size > limit:
             raise RecordTooLarge(size, limit)
         return record

@@ -81,10 +81,11 @@ class HiloSettings(BaseSettings):
     )
     kafka_max_record_bytes: int = Field(
         default=1_048_576,
-        ge=1_024,
+        ge=4_096,
         le=100_000_000,
         description="Largest record a producer sends (its max_request_size); channels answer 413 "
-        "for a larger event. Keep it within the broker's and topics' max.message.bytes.",
+        "for an event that, with 2 KiB left for a dead letter's headers, would be larger. Keep "
+        "it within the broker's and topics' max.message.bytes.",
     )
     max_future_skew_seconds: float = Field(
         default=300.0,
