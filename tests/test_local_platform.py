@@ -426,6 +426,10 @@ def test_every_service_accepts_the_settings_make_run_gives_it() -> None:
     assert Agents(desk.desk_agents).verify(sign_in.agent, sign_in.password)
     profile_keys = settings["customer-profile"].api_keys
     assert desk.profile_api_key in profile_keys
+    profile_admin = {key.get_secret_value() for key in settings["customer-profile"].admin_api_keys}
+    assert profile_admin, "make run can erase and split"
+    assert not profile_admin & {key.get_secret_value() for key in profile_keys}
+    assert desk.profile_api_key.get_secret_value() not in profile_admin, "the desk only reads"
     assert str(desk.profile_api_url).rstrip("/") == "http://127.0.0.1:9000"
     offers = settings["offers"]
     assert isinstance(offers, OffersSettings)
@@ -485,6 +489,7 @@ def test_the_summary_says_how_to_sign_in_and_where_replies_go() -> None:
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
         "MONGODB_URL": "mongodb://127.0.0.1:27017/",
         "HILO_API_KEYS": "key",
+        "HILO_ADMIN_API_KEYS": "admin-key",
     }
 
     values["HILO_OFFERS_API_KEYS"] = "offers-key"
@@ -492,6 +497,7 @@ def test_the_summary_says_how_to_sign_in_and_where_replies_go() -> None:
 
     with_dev = summary({**values, "HILO_DESK_DEV_AGENT": "dev", "HILO_DESK_DEV_PASSWORD": "pw"})
     assert "offers             http://127.0.0.1:8095" in with_dev
+    assert "(X-API-Key: key, admin: admin-key)" in with_dev
     assert (
         "offers API docs    http://127.0.0.1:8095/docs  (quotes X-API-Key: offers-key, "
         "admin: offers-admin-key)"

@@ -484,7 +484,7 @@ def summary(values: Mapping[str, str], seeded: str = "") -> str:
             "",
             f"  agent desk         {desk}/login  (sign in: {sign_in})",
             f"  profile API docs   {values[url_variable('customer-profile')]}/docs"
-            f"  (X-API-Key: {values['HILO_API_KEYS']})",
+            f"  (X-API-Key: {values['HILO_API_KEYS']}, admin: {values['HILO_ADMIN_API_KEYS']})",
             f"  offers API docs    {values[url_variable('offers')]}/docs"
             f"  (quotes X-API-Key: {values['HILO_OFFERS_API_KEYS']}, "
             f"admin: {values['HILO_OFFERS_ADMIN_API_KEYS']})",

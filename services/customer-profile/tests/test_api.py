@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from customer_profile.testing import T0, RunningProfileService, interaction
+from customer_profile.testing import API_KEY, T0, RunningProfileService, interaction
 from hilo.contract import Identifiers, new_interaction
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import read_topic
@@ -257,3 +257,31 @@ async def test_a_customer_is_found_by_an_order_id_and_open_conversations_are_lis
     assert list(last_inbound) == ["whatsapp"]
     stored = datetime.fromisoformat(last_inbound["whatsapp"])
     assert abs(stored - recent[0].occurred_at) < timedelta(milliseconds=1)  # MongoDB keeps ms
+
+
+async def test_a_read_key_reads_but_cannot_erase_export_split_or_decide_merges(
+    profile_service: RunningProfileService,
+) -> None:
+    """The desk and the offers service hold read keys: an erasure cannot be undone."""
+    await profile_service.publish([interaction(1, email="ana@example.com")])
+    await profile_service.wait_for_entries(1)
+    ana = await profile_service.customer_of("email", "ana@example.com")
+    transport = httpx.ASGITransport(app=profile_service.service.app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://p", headers={"X-API-Key": API_KEY}
+    ) as reader:
+        read = await reader.get(f"/v1/customers/{ana}")
+        refused = [
+            await reader.delete(f"/v1/customers/{ana}"),
+            await reader.get(f"/v1/customers/{ana}/export"),
+            await reader.post(f"/v1/customers/{ana}/split", json={}),
+            await reader.post("/v1/merge-requests/any/confirm", json={}),
+            await reader.post("/v1/merge-requests/any/reject", json={}),
+        ]
+
+    assert read.status_code == 200
+    assert [response.status_code for response in refused] == [403] * 5
+    assert "HILO_ADMIN_API_KEYS" in refused[0].json()["detail"]
+    assert (await profile_service.http.get(f"/v1/customers/{ana}")).status_code == 200
+    exported = await profile_service.http.get(f"/v1/customers/{ana}/export")
+    assert exported.status_code == 200, "an admin key may"

@@ -108,6 +108,7 @@ def bootstrap(settings: ProfileSettings) -> Service:
         [key.get_secret_value() for key in settings.api_keys],
         settings.conversation_window,
         offers=lambda: offers_in_force(offers),
+        admin_api_keys=[key.get_secret_value() for key in settings.admin_api_keys],
     )
     health = health_router(
         {
@@ -140,6 +141,8 @@ async def start(service: Service) -> None:
     """Indexes and topics first (both idempotent), then start consuming."""
     if not service.settings.api_keys:
         log.warning("api_unprotected", reason="HILO_API_KEYS is empty (development only)")
+    elif not service.settings.admin_api_keys:
+        log.warning("api_admin_closed", reason="HILO_ADMIN_API_KEYS is empty: no key may erase")
     await service.store.create_indexes()
     await ensure_topics(service.settings)
     await service.offers.start()

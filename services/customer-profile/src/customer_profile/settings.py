@@ -22,7 +22,15 @@ class ProfileSettings(HiloSettings):
     http_port: int = Field(default=8080, ge=1, le=65535)
     api_keys: SecretList = Field(
         default_factory=list,
-        description="Comma-separated keys accepted in `X-API-Key`; required outside development.",
+        description="Comma-separated keys accepted in `X-API-Key` for reading profiles, journeys "
+        "and offers (what the agent desk, the offers service and channels hold); required "
+        "outside development.",
+    )
+    admin_api_keys: SecretList = Field(
+        default_factory=list,
+        description="Comma-separated keys that may also erase and export a customer, split "
+        "profiles and decide merge requests; the read keys cannot. Required outside "
+        "development.",
     )
     consumer_group: str = Field(default="customer-profile", description="Kafka consumer group.")
     batch_max_records: int = Field(default=500, ge=1, le=10_000)
@@ -92,18 +100,20 @@ class ProfileSettings(HiloSettings):
     def open_api_refusal(self) -> str | None:
         """Why the API must not be served without keys, or None when it may.
 
-        The API holds personal data: without `HILO_API_KEYS` it is served only when the run says
+        The API holds personal data: without `HILO_API_KEYS` and `HILO_ADMIN_API_KEYS` (the
+        keys that may erase, export, split and decide merges) it is served only when the run says
         explicitly that it is a development or test one (`make run` does); an unset environment
         is not enough. Checked when serving, not when reading settings, so `init`, `rebuild` and
         `dlq replay` run without keys.
         """
-        if self.api_keys:
+        if self.api_keys and self.admin_api_keys:
             return None
         if self.explicitly_development:
             return None
         return (
-            "HILO_API_KEYS is empty: the profile API holds personal data. Set it, or set "
-            "HILO_ENVIRONMENT=development for a development run."
+            "HILO_API_KEYS or HILO_ADMIN_API_KEYS is empty: the profile API holds personal data, "
+            "and an erasure cannot be undone. Set both, or set HILO_ENVIRONMENT=development for a "
+            "development run."
         )
 
     def retry_policy(self) -> RetryPolicy:

@@ -21,12 +21,16 @@ from hilo.testkit.probes import eventually
 from hilo.testkit.samples import sample_payloads
 
 API_KEY = "test-key-1"
+"""A read key: what the desk and the offers service hold."""
+ADMIN_API_KEY = "test-admin-key"
+"""A key that may also erase, export, split and decide merges."""
 
 
 def profile_settings(settings: HiloSettings, **overrides: object) -> ProfileSettings:
     values = {
         **settings.model_dump(),
         "api_keys": [API_KEY, "test-key-2"],
+        "admin_api_keys": [ADMIN_API_KEY],
         "erasure_retry_seconds": 0.5,
         "split_settle_seconds": 1.0,
         "consumer_group": f"{settings.topic_prefix}customer-profile",
@@ -91,7 +95,7 @@ async def running_profile_service(
     transport = httpx.ASGITransport(app=service.app)
     try:
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://profile", headers={"X-API-Key": API_KEY}
+            transport=transport, base_url="http://profile", headers={"X-API-Key": ADMIN_API_KEY}
         ) as http:
             publisher = KafkaPublisher(producer, settings, sealer=service.sealer)
             yield RunningProfileService(service, http, publisher)

@@ -17,7 +17,7 @@ PEPPER = SecretStr("a-production-pepper-of-sufficient-length")
 
 @pytest.fixture(autouse=True)
 def _no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HILO_ENVIRONMENT", "HILO_API_KEYS", "HILO_SUBJECT_PEPPER"):
+    for name in ("HILO_ENVIRONMENT", "HILO_API_KEYS", "HILO_ADMIN_API_KEYS", "HILO_SUBJECT_PEPPER"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -30,9 +30,11 @@ def test_without_keys_the_api_is_refused_unless_the_run_says_it_is_development()
     assert ProfileSettings(environment="development").open_api_refusal() is None
     assert ProfileSettings(environment="test").open_api_refusal() is None
     # Reading settings never fails for it: `init`, `rebuild` and `dlq replay` need no keys.
-    keyed = ProfileSettings(
+    read_only = ProfileSettings(
         environment="production", subject_pepper=PEPPER, api_keys=[SecretStr("k")]
     )
+    assert read_only.open_api_refusal() is not None, "nobody could erase: refused, not half-run"
+    keyed = read_only.model_copy(update={"admin_api_keys": [SecretStr("admin")]})
     assert keyed.open_api_refusal() is None
     with pytest.raises(OpenApiRefused, match="HILO_API_KEYS"):
         bootstrap(ProfileSettings(environment="production", subject_pepper=PEPPER))
@@ -49,7 +51,7 @@ def test_serve_exits_with_the_reason() -> None:
     )
 
     assert served.returncode == 1
-    assert "HILO_API_KEYS is empty" in served.stderr
+    assert "HILO_API_KEYS or HILO_ADMIN_API_KEYS is empty" in served.stderr
 
 
 def test_production_refuses_the_public_development_pepper() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -48,6 +48,7 @@ from hilo.kafka import PublishFailed
 from hilo.offers.facts import facts_from_profile
 from hilo.offers.model import OffersSnapshot
 from hilo.offers.showcase import OfferShown, offers_for
+from hilo.webhook import secrets_match
 
 
 class ApiState:
@@ -62,13 +63,15 @@ class ApiState:
         api_keys: list[str],
         window: timedelta,
         offers: Callable[[], OffersSnapshot | None] = lambda: None,
+        admin_api_keys: Sequence[str] = (),
     ) -> None:
         self.offers = offers
         self.store = store
         self.privacy = privacy
         self.merge_requests = merge_requests
         self.splits = splits
-        self.api_keys = api_keys
+        self.api_keys = [*api_keys, *admin_api_keys]
+        self.admin_api_keys = list(admin_api_keys)
         self.window = window
 
 
@@ -84,6 +87,23 @@ def require_api_key(state: State, key: Annotated[str | None, Security(API_KEY_HE
     """Every data route needs a configured key (none configured: development only)."""
     if state.api_keys:
         check_api_key(state.api_keys, key)
+
+
+def require_admin_key(state: State, key: Annotated[str | None, Security(API_KEY_HEADER)]) -> None:
+    """What cannot be undone or hands out everything (erase, export, split, merge decisions)
+    needs an admin key: a read key, which the desk and the offers service hold, is refused."""
+    if not state.api_keys:
+        return
+    check_api_key(state.api_keys, key)
+    if not any(secrets_match(admin, key) for admin in state.admin_api_keys):
+        raise HTTPException(
+            status_code=403,
+            detail="this key may read but not erase, export, split or decide merges: use one of "
+            "HILO_ADMIN_API_KEYS",
+        )
+
+
+Admin = [Depends(require_admin_key)]
 
 
 class LookupRequest(BaseModel):
@@ -330,7 +350,7 @@ async def get_conflicts(customer_id: str, state: State) -> list[dict[str, Any]]:
     return await state.store.conflicts_of(profile.aliases)
 
 
-@router.get("/{customer_id}/export")
+@router.get("/{customer_id}/export", dependencies=Admin)
 async def export_customer(customer_id: str, state: State) -> dict[str, Any]:
     """Everything held about the customer (right of access)."""
     profile = await _profile(state, customer_id)
@@ -339,6 +359,7 @@ async def export_customer(customer_id: str, state: State) -> dict[str, Any]:
 
 @router.delete(
     "/{customer_id}",
+    dependencies=Admin,
     responses={
         202: {"description": "Recorded; it completes by itself once Kafka takes the tombstones."},
         404: {"description": "No such customer, and no erasure of one."},
@@ -398,7 +419,7 @@ SPLIT_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/{customer_id}/split", responses=SPLIT_ERRORS)
+@router.post("/{customer_id}/split", responses=SPLIT_ERRORS, dependencies=Admin)
 async def split_customer(
     customer_id: str, body: SplitBody, state: State, response: Response
 ) -> dict[str, Any]:
@@ -550,13 +571,13 @@ async def list_merge_requests(
     return await state.merge_requests.pending(limit)
 
 
-@merge_requests.post("/{request_id}/confirm", responses=DECISION_ERRORS)
+@merge_requests.post("/{request_id}/confirm", responses=DECISION_ERRORS, dependencies=Admin)
 async def confirm_merge(request_id: str, body: DecisionBody, state: State) -> dict[str, Any]:
     """Merge the customers: a verified event is published and merged like any other."""
     return await _decided(state.merge_requests.confirm, request_id, body)
 
 
-@merge_requests.post("/{request_id}/reject", responses=DECISION_ERRORS)
+@merge_requests.post("/{request_id}/reject", responses=DECISION_ERRORS, dependencies=Admin)
 async def reject_merge(request_id: str, body: DecisionBody, state: State) -> dict[str, Any]:
     """Keep the customers apart; the request stays, rejected, for the audit trail."""
     return await _decided(state.merge_requests.reject, request_id, body)
