@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import pytest
+from aiokafka.errors import MessageSizeTooLargeError
 from fastapi import APIRouter
+from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect
 
@@ -14,24 +17,34 @@ from hilo.channel import Channel, ChannelSettings, create_channel_app
 from hilo.kafka import KafkaPublisher, PublishFailed, Record
 from hilo.mongo import MongoDocument
 from hilo.settings import HiloSettings
+from hilo.shutdown import cancelled
 from hilo.spool import Spool
+from hilo.testkit.probes import eventually
 from hilo.testkit.samples import sample_interaction
 from hilo.topics import Topic
 from hilo_devkit.channel_contract import channel_client
 
 
 class Kafka:
-    """The publisher port: refuses while `down`, takes `delay` seconds per publish."""
+    """The publisher port: away while `down`, takes `delay` seconds per publish, refuses for
+    good the records whose value is in `too_large`, fails with `bug` once if set."""
 
     def __init__(self, *, down: bool = False, delay: float = 0.0) -> None:
         self.down = down
         self.delay = delay
+        self.too_large: set[bytes] = set()
+        self.bug: Exception | None = None
         self.published: list[Record] = []
 
     async def publish_records(self, records: Sequence[Record]) -> None:
         await asyncio.sleep(self.delay)
+        if self.bug is not None:
+            bug, self.bug = self.bug, None
+            raise bug
         if self.down:
-            raise PublishFailed("no acknowledgement")
+            raise PublishFailed("no acknowledgement") from TimeoutError()
+        if any(record.value in self.too_large for record in records):
+            raise PublishFailed("refused") from MessageSizeTooLargeError()
         self.published += records
 
 
@@ -75,6 +88,54 @@ async def test_two_instances_draining_at_once_publish_each_request_once(spool: S
     assert sorted(r.value or b"" for r in kafka.published) == sorted(
         r.value or b"" for n in range(6) for r in request(n)
     )
+
+
+async def test_a_request_kafka_refuses_for_good_is_set_aside_and_the_rest_go_out(
+    spool: Spool,
+) -> None:
+    for n in range(3):
+        await spool.keep(request(n))
+    await spool.collection.insert_one(
+        {"channel": "sms", "records": [{"topic": "no-such-topic"}], "lease": datetime.now(UTC)}
+    )
+    kafka = Kafka()
+    kafka.too_large = {request(0)[1].value or b""}
+
+    assert await spool.drain(kafka) == 2
+
+    assert kafka.published == [*request(1), *request(2)]
+    aside = await spool.collection.find({}, {"refused.reason": 1, "_id": 0}).to_list()
+    assert [doc["refused"]["reason"].split(":")[0] for doc in aside] == [
+        "MessageSizeTooLargeError",
+        "ValueError",
+    ]
+
+
+async def test_the_drain_outlives_a_bug_and_its_gauge_counts_during_an_outage(
+    spool: Spool,
+) -> None:
+    other_channel = Spool("voice", spool.collection)
+    await other_channel.keep(request(9))
+    for n in range(2):
+        await spool.keep(request(n))
+    kafka = Kafka(down=True)
+    kafka.bug = RuntimeError("unexpected")
+    draining = asyncio.create_task(spool.drain_forever(kafka, every=0.05))
+    try:
+
+        async def waiting() -> float | None:
+            return REGISTRY.get_sample_value(
+                "hilo_channel_spooled_requests", {"channel": "sms", "state": "waiting"}
+            )
+
+        assert await eventually(waiting, until=lambda n: n == 2) == 2, "counted while down"
+        kafka.down = False
+        await eventually(waiting, until=lambda n: n == 0)
+    finally:
+        await cancelled([draining])
+
+    assert kafka.published == [*request(0), *request(1)], "after the bug, and only its own"
+    assert await spool.collection.count_documents({"channel": "voice"}) == 1
 
 
 async def test_kafka_and_mongodb_both_refusing_is_a_503(

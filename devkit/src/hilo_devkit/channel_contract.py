@@ -30,9 +30,11 @@ import httpx
 from aiokafka.structs import ConsumerRecord
 from fastapi import FastAPI
 
+from hilo.mongo import create_mongo_client
 from hilo.settings import HiloSettings
+from hilo.spool import SPOOL_COLLECTION
 from hilo.testkit.contract_check import opened_interactions
-from hilo.testkit.probes import read_topic
+from hilo.testkit.probes import eventually, read_topic
 from hilo.topics import Topic, ensure_topics, topic_name
 from hilo_devkit.local_infra import LocalKafka
 
@@ -155,15 +157,21 @@ async def assert_spooled_while_kafka_is_down(
             }
         )
         await ensure_topics(local)
+        mongo = create_mongo_client(local)
+        spooled = mongo[local.mongodb_database][SPOOL_COLLECTION]
         async with channel_client(create_app(local)) as client:
             await asyncio.to_thread(kafka.stop)
             down = await send(client, request)
             ready = await client.get("/health/ready")
+            kept = await spooled.count_documents({})
             await asyncio.to_thread(kafka.start)
             records = await published_records(local, request.events)
+            left = await eventually(lambda: spooled.count_documents({}), until=lambda n: n == 0)
+        await mongo.close()
         assert down.is_success, f"answered {down.status_code} while Kafka was down"
         assert ready.status_code == 200, "not ready while it could keep webhooks"
         assert ready.json() == {"status": "degraded", "checks": {"keys": "ok", "kafka": "failing"}}
+        assert (kept, left) == (1, 0), "kept in MongoDB while Kafka was down, then published"
         return await opened_interactions(local, records)
     finally:
         await asyncio.to_thread(kafka.stop)

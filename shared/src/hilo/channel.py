@@ -51,6 +51,7 @@ from hilo.outbound import (
 )
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
+from hilo.shutdown import Step, cancelled, shut_down
 from hilo.spool import SPOOL_COLLECTION, Spool
 from hilo.webhook import SignatureError
 
@@ -330,22 +331,21 @@ def create_channel_app(
             with suppress(PyMongoError):  # made once MongoDB answers; only speeds echo checks
                 await channel.sender.create_indexes()
         log.info("channel_started", channel=name)
-        drain = (
-            asyncio.create_task(kept.drain_forever(publisher, settings.spool_drain_seconds))
+        background = (
+            [asyncio.create_task(kept.drain_forever(publisher, settings.spool_drain_seconds))]
             if kept is not None
-            else None
+            else []
         )
         try:
             yield
         finally:
-            if drain is not None:
-                drain.cancel()
-                with suppress(asyncio.CancelledError):
-                    await drain
-            await broker.stop()
+            steps: list[Step] = [
+                ("background", lambda: cancelled(background)),
+                ("kafka", broker.stop),
+            ]
             if provider is not None:
-                await provider.close()
-            await mongo.close()
+                steps.append(("provider", provider.close))
+            await shut_down(name, [*steps, ("mongo", mongo.close)])
 
     app = FastAPI(title=f"Hilo {name} channel", description=description, lifespan=lifespan)
     app.state.channel = channel

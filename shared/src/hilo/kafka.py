@@ -19,7 +19,17 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CorruptRecordException,
+    IllegalStateError,
+    InvalidMessageError,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+)
 from aiokafka.partitioner import murmur2
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import ConsumerRecord
@@ -56,6 +66,23 @@ POSITION_WAIT_SECONDS = 1.0
 
 class PublishFailed(RuntimeError):
     """Kafka did not confirm the write; nothing may be acknowledged upstream."""
+
+    @property
+    def for_good(self) -> bool:
+        """Kafka answered and refused these records (too large, unknown or forbidden topic, a
+        broken record): sending them again cannot help. Otherwise it was away or too slow."""
+        return isinstance(self.__cause__, REFUSED_FOR_GOOD)
+
+
+REFUSED_FOR_GOOD = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+    InvalidTopicError,
+    CorruptRecordException,
+    InvalidMessageError,
+)
 
 
 class RecordTooLarge(ValueError):

@@ -8,7 +8,9 @@ personal is stored in the clear), answer 200, and publish them in order once Kaf
 
 Each request's records are one document, published whole, then deleted. A crash between the two
 publishes them again: they keep their event ids, and every consumer drops a repeated id. Several
-instances drain the same collection; a lease stops two from publishing one document at once.
+instances of a channel drain its documents; a lease stops two from publishing one at once. A
+document Kafka refuses for good (too large for the topic, a forbidden topic) or that cannot be
+read back is set aside (`refused`), counted and logged at ERROR, so it never holds up the rest.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
 from hilo.kafka import PublishFailed, Record
+from hilo.logs import error_text
 from hilo.mongo import MongoDocument
 from hilo.topics import Topic
 
@@ -43,8 +46,8 @@ KEPT = Counter(
 )
 WAITING = Gauge(
     "hilo_channel_spooled_requests",
-    "Webhooks whose records are kept in MongoDB, waiting for Kafka",
-    ["channel"],
+    "Webhooks kept in MongoDB: waiting for Kafka, or set aside because it refused them for good",
+    ["channel", "state"],
 )
 
 
@@ -59,55 +62,88 @@ class Spool:
         self.channel = channel
         self.collection = collection
         self._kept = KEPT.labels(channel)
-        self._waiting = WAITING.labels(channel)
 
     async def keep(self, records: Sequence[Record]) -> None:
         """Store one request's records (raises `PyMongoError` if MongoDB is away too: then the
         request has to be refused)."""
         await self.collection.insert_one(
-            {
-                "channel": self.channel,
-                "records": [_document(record) for record in records],
-                "lease": FREE,
-            }
+            {"channel": self.channel, "records": [_document(r) for r in records], "lease": FREE}
         )
         self._kept.inc()
         log.warning("records_spooled", channel=self.channel, records=len(records))
 
     async def drain(self, publisher: Publisher) -> int:
-        """Publish what is kept, oldest first, until nothing is left; how many requests were
-        published. Raises `PublishFailed` while Kafka still refuses (the document stays)."""
+        """Publish this channel's kept requests, oldest first, until none is left; how many
+        were published. Raises `PublishFailed` while Kafka is away (the document stays)."""
         published = 0
         while (kept := await self._claim()) is not None:
             try:
-                await publisher.publish_records([_record(doc) for doc in kept["records"]])
-            except PublishFailed:  # let the next drain, ours or another's, take it first
-                await self.collection.update_one({"_id": kept["_id"]}, {"$set": {"lease": FREE}})
+                records = [_record(document) for document in kept["records"]]
+            except (ValueError, KeyError, TypeError) as exc:
+                await self._set_aside(kept, exc)
+                continue
+            try:
+                await publisher.publish_records(records)
+            except PublishFailed as exc:
+                if exc.for_good:
+                    await self._set_aside(kept, exc)
+                    continue
+                await self._free(kept)  # the next drain, ours or another's, takes it first
+                raise
+            except Exception:
+                await self._free(kept)
                 raise
             await self.collection.delete_one({"_id": kept["_id"]})
             published += 1
         return published
 
     async def drain_forever(self, publisher: Publisher, every: float) -> None:
-        """`drain` every `every` seconds for as long as the service runs."""
+        """`drain` every `every` seconds for as long as the service runs; nothing stops it but
+        cancellation."""
         while True:
             try:
                 if published := await self.drain(publisher):
                     log.info("spooled_records_published", channel=self.channel, requests=published)
-                self._waiting.set(await self.collection.count_documents({}))
             except (PublishFailed, PyMongoError) as exc:
                 log.warning("spooled_records_wait", channel=self.channel, error=type(exc).__name__)
+            except Exception as exc:  # a bug must not end the drain: the records would wait
+                log.exception("spool_drain_failed", channel=self.channel, error=error_text(exc))
+            await self._count()
             await asyncio.sleep(every)
 
     async def _claim(self) -> MongoDocument | None:
         now = datetime.now(UTC)
         claimed: MongoDocument | None = await self.collection.find_one_and_update(
-            {"lease": {"$lte": now}},
+            {"channel": self.channel, "lease": {"$lte": now}, "refused": None},
             {"$set": {"lease": now + LEASE}},
             sort=[("_id", ASCENDING)],
             return_document=ReturnDocument.AFTER,
         )
         return claimed
+
+    async def _free(self, kept: MongoDocument) -> None:
+        await self.collection.update_one({"_id": kept["_id"]}, {"$set": {"lease": FREE}})
+
+    async def _set_aside(self, kept: MongoDocument, error: Exception) -> None:
+        reason = error_text(error.__cause__ or error)
+        await self.collection.update_one(
+            {"_id": kept["_id"]}, {"$set": {"refused": {"reason": reason, "at": datetime.now(UTC)}}}
+        )
+        log.error("spooled_request_refused", channel=self.channel, reason=reason)
+
+    async def _count(self) -> None:
+        """The gauges, after every drain, whether it succeeded or not."""
+        try:
+            waiting = await self.collection.count_documents(
+                {"channel": self.channel, "refused": None}
+            )
+            refused = await self.collection.count_documents(
+                {"channel": self.channel, "refused": {"$ne": None}}
+            )
+        except PyMongoError:
+            return
+        WAITING.labels(self.channel, "waiting").set(waiting)
+        WAITING.labels(self.channel, "refused").set(refused)
 
 
 def _document(record: Record) -> dict[str, Any]:
@@ -124,5 +160,5 @@ def _record(document: MongoDocument) -> Record:
         Topic(document["topic"]),
         bytes(document["key"]),
         None if document["value"] is None else bytes(document["value"]),
-        document["headers"],
+        dict(document["headers"]),
     )
