@@ -60,7 +60,7 @@ def subscribe(
             topic = names[record.topic]
             try:
                 change = _read(topic, record.value)
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 await _dead_letter(publisher, topic, record, exc)
                 continue
             if isinstance(change, Touch):
@@ -93,13 +93,18 @@ Change = Touch | Merge | Split | Erasure | None
 
 
 def _read(topic: Topic, value: bytes | None) -> Change:
-    """What a record asks of the store; raises ValueError, KeyError or TypeError for one it
-    cannot read. None for a tombstone or a change the measures do not follow."""
+    """What a record asks of the store; raises ValueError, KeyError, TypeError or AttributeError
+    for one it cannot read. None for a tombstone or a change the measures do not follow."""
     document = json.loads(value) if value is not None else None
     if document is None:
         return None
+    if not isinstance(document, dict):
+        raise TypeError(f"a record must be a JSON object, not {type(document).__name__}")
     if topic is Topic.JOURNEY:
-        return touch_of(document)
+        touch = touch_of(document)
+        _text(touch.id)
+        _text(touch.customer_id)
+        return touch
     if topic is Topic.ERASURES:
         return Erasure([_text(document["customer_id"]), *map(_text, document.get("aliases", []))])
     if document["type"] == "merge":
