@@ -3,10 +3,12 @@ version went out) is published later by the outbox, exactly as stored, and in ve
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from pymongo import AsyncMongoClient
 
 from hilo.kafka import KafkaPublisher, PublishFailed, Record, read_to_end
@@ -179,8 +181,8 @@ async def test_the_lease_is_released_only_once_kafka_has_what_was_in_flight(
         stop_kafka, release = service.broker.stop, service.outbox.release
 
         async def stopping_kafka(*args: Any, **kwargs: Any) -> None:
-            steps.append("kafka stopped")
             await stop_kafka(*args, **kwargs)
+            steps.append("kafka stopped")
 
         async def releasing() -> None:
             steps.append("lease released")
@@ -190,3 +192,33 @@ async def test_the_lease_is_released_only_once_kafka_has_what_was_in_flight(
         service.outbox.release = releasing  # type: ignore[method-assign]
 
     assert steps == ["kafka stopped", "lease released"]
+
+
+async def test_a_lease_whose_kafka_did_not_stop_in_time_is_left_to_expire(
+    settings: HiloSettings, topics: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Released then, a version still in the producer could land after the next holder's."""
+    monkeypatch.setattr("hilo.shutdown.STEP_SECONDS", 0.3)
+    steps: list[str] = []
+    async with running_offers(settings) as running:
+        service = running.service
+        stop_kafka, release = service.broker.stop, service.outbox.release
+
+        async def slow_kafka(*args: Any, **kwargs: Any) -> None:
+            await asyncio.sleep(1.0)
+            await stop_kafka(*args, **kwargs)
+            steps.append("kafka stopped")
+
+        async def releasing() -> None:
+            steps.append("lease released")
+            await release()
+
+        service.broker.stop = slow_kafka  # type: ignore[method-assign]
+        service.outbox.release = releasing  # type: ignore[method-assign]
+    await eventually(lambda: _done(steps), timeout=10)
+
+    assert steps == ["kafka stopped"], "the lease was not released"
+
+
+async def _done(steps: list[str]) -> bool:
+    return "kafka stopped" in steps

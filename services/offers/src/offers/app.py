@@ -134,15 +134,27 @@ async def start(service: OffersService) -> None:
 async def stop(service: OffersService) -> None:
     """Every step runs, each bounded (`hilo.shutdown`)."""
     background, service.background = service.background, []
+    flushed = asyncio.Event()
+
+    async def stop_kafka() -> None:
+        await service.broker.stop()
+        flushed.set()
+
+    async def release_once_flushed() -> None:
+        """Only once Kafka has what the producer held: else a version of ours could land after
+        the next holder's later one on the compacted topic. Left, the lease expires by itself."""
+        if flushed.is_set():
+            await service.outbox.release()
+        else:
+            log.warning("offers_lease_left_to_expire", reason="Kafka did not stop in time")
+
     await shut_down(
         "offers",
         [
             ("background", lambda: cancelled(background)),
             ("follower", service.follower.stop),
-            # Kafka first: stopping flushes what the producer still holds, so no version of
-            # ours lands after the next lease holder's later one on the compacted topic.
-            ("kafka", service.broker.stop),
-            ("outbox", service.outbox.release),
+            ("kafka", stop_kafka),
+            ("outbox", release_once_flushed),
             ("profiles", service.profiles.close),
             ("mongo", service.mongo.close),
         ],
