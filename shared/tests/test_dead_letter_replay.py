@@ -49,3 +49,21 @@ async def test_dead_letters_kafka_refuses_to_take_back_are_reported_not_counted(
         settings.kafka_bootstrap_servers, topic_name(Topic.INTERACTIONS_DLQ, settings)
     )
     assert [record.value for record in kept] == letters, "a replay never deletes dead letters"
+
+
+async def test_a_dead_letter_larger_than_the_producer_takes_is_reported_too(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """Refused by the producer before it is sent, not by the broker: reported all the same."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topic_name(Topic.INTERACTIONS_DLQ, settings), b"y" * 8_000, key=b"k"
+        )
+    finally:
+        await producer.stop()
+    small = settings.model_copy(update={"kafka_max_record_bytes": 4_096})
+
+    with pytest.raises(ReplayIncomplete, match="refused 1 of 1 dead letters"):
+        await replay(small, ReplayFilter())

@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from hilo.kafka import KafkaPublisher, read_to_end
 from hilo.settings import HiloSettings
@@ -132,7 +133,10 @@ async def replay(
     """
     records = await read_to_end(settings.kafka_bootstrap_servers, topic_name(source, settings))
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        max_request_size=settings.kafka_max_record_bytes,
     )
     by_reason: dict[str, int] = {}
     replayed = 0
@@ -151,12 +155,16 @@ async def replay(
                 continue
             kept = [(k, v) for k, v in record.headers or () if k not in DEAD_LETTER_HEADERS]
             marker = f"{record.topic}/{record.partition}/{record.offset}".encode()
-            delivery = await producer.send(
-                topic_name(target, settings),
-                record.value,
-                key=record.key or None,
-                headers=[*kept, (REPLAYED_FROM, marker)],
-            )
+            try:
+                delivery = await producer.send(
+                    topic_name(target, settings),
+                    record.value,
+                    key=record.key or None,
+                    headers=[*kept, (REPLAYED_FROM, marker)],
+                )
+            except KafkaError as exc:  # refused before sending (too large for the producer)
+                delivery = asyncio.get_running_loop().create_future()
+                delivery.set_exception(exc)
             deliveries.append(delivery)
         outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
     finally:
