@@ -101,6 +101,25 @@ def test_identifier_keys_in_free_text_are_masked() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        "q=%2B34+612+345+678",  # a form: spaces as plus signs
+        "q=%252B34%2520612%2520345%2520678",  # encoded twice
+        "Phone:%2B34612345678",  # an identifier key in another case
+    ],
+)
+def test_form_encoded_twice_encoded_and_capitalised_personal_data_is_masked(encoded: str) -> None:
+    assert "612" not in str(masked(event=encoded)["event"])
+
+
+def test_decoding_mangles_nothing_and_cannot_forge_a_line() -> None:
+    assert masked(event="GET /files/a%2Fb%25c?page=2")["event"] == "GET /files/a%2Fb%25c?page=2"
+    forged = str(masked(event="x%0Aemail%3Aana%40example.com")["event"])
+    assert "\n" not in forged
+    assert "ana@" not in forged
+
+
 def test_percent_encoded_personal_data_is_masked() -> None:
     event = masked(event="GET /v1/customers/%2B34%20612%20345%20678?e=ana.garcia%40example.com")
 

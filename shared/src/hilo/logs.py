@@ -17,7 +17,7 @@ import re
 import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote_plus
 
 import structlog
 from bson.errors import BSONError
@@ -68,7 +68,8 @@ _PHONE = re.compile(r"(?<![\w:.+-])\+?\d(?:[ ().-]{0,2}\d){8,14}(?![\w:])")
 addresses (too few digits, or glued to letters and colons) are left alone."""
 _IDENTIFIER_KEY = re.compile(
     r"\b(loyalty_id|email|phone|whatsapp_id|messenger_psid|instagram_sid|anonymous_id|device_id)"
-    r":([^\s'\"(){}\[\],;]+)"
+    r":([^\s'\"(){}\[\],;]+)",
+    re.IGNORECASE,
 )
 """An identifier's key (`kind:value`), as stored and as a database error quotes it."""
 SAFE_FIELDS = frozenset({"timestamp", "level", "logger", "service"})
@@ -89,19 +90,41 @@ def mask_phone(match: re.Match[str]) -> str:
 
 def mask_identifier_key(match: re.Match[str]) -> str:
     kind, value = match.group(1), match.group(2)
-    if kind == "email" and _EMAIL.fullmatch(value):
+    if kind.lower() == "email" and _EMAIL.fullmatch(value):
         return f"{kind}:{_EMAIL.sub(mask_email, value)}"
-    if kind == "phone" and _PHONE.fullmatch(value):
+    if kind.lower() == "phone" and _PHONE.fullmatch(value):
         return f"{kind}:{_PHONE.sub(mask_phone, value)}"
     return f"{kind}:[redacted]"
 
 
-def mask_text(value: str) -> str:
-    """Mask the personal data a free string may contain (decoded first if percent-encoded)."""
-    if "%" in value:
-        value = unquote(value)
+def _mask_plain(value: str) -> str:
     value = _IDENTIFIER_KEY.sub(mask_identifier_key, value)
     return _PHONE.sub(mask_phone, _EMAIL.sub(mask_email, value))
+
+
+def _url_decoded(value: str) -> str:
+    """Percent- and form-decoded, twice-encoded values included."""
+    for _ in range(3):
+        if "%" not in value:
+            break
+        value = unquote_plus(value)
+    return value
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def mask_text(value: str) -> str:
+    """Mask the personal data a free string may contain. A string holding URL-encoded personal
+    data is logged decoded and masked (control characters escaped, so a decoded newline cannot
+    forge a log line); any other string keeps its encoding."""
+    masked = _mask_plain(value)
+    if "%" not in value:
+        return masked
+    decoded = _url_decoded(value)
+    if (hidden := _mask_plain(decoded)) == decoded:
+        return masked
+    return _CONTROL.sub(lambda char: f"\\x{ord(char.group(0)):02x}", hidden)
 
 
 ERROR_TEXT_CHARS = 300
@@ -169,6 +192,8 @@ def _scrub(value: Any) -> Any:
         }
     if isinstance(value, list | tuple | set | frozenset):
         return [_scrub(item) for item in value]
+    if isinstance(value, BaseException):
+        return error_text(value)
     # Anything else would be rendered by its repr, unmasked: scan its text instead.
     return mask_text(str(value))
 
