@@ -172,6 +172,27 @@ async def test_nothing_is_readable_without_signing_in_and_forms_need_their_token
     assert after.status_code == 303
 
 
+async def test_pages_with_personal_data_are_never_cached_nor_framed(running: Stack) -> None:
+    """A shop terminal: after signing out, Back or the cache must not show the customer."""
+    ana = await customer_who_wrote(running.profile)
+    async with signed_in(running.desk_url) as client:
+        pages = [
+            await client.get(path)
+            for path in ("/", f"/customers/{ana}", f"/customers/{ana}/panels", "/search?q=Hola")
+        ]
+        script = await client.get("/static/desk.js")
+
+    for page in pages:
+        assert page.status_code == 200, page.url
+        assert page.headers["cache-control"] == "no-store", page.url
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert page.headers["referrer-policy"] == "no-referrer"
+        assert page.headers["x-content-type-options"] == "nosniff"
+    assert script.status_code == 200
+    assert script.headers.get("cache-control") != "no-store", "its own assets may be cached"
+
+
 async def test_an_agent_finds_a_customer_sees_every_channel_live_and_replies(
     running: Stack, settings: HiloSettings
 ) -> None:

@@ -49,6 +49,7 @@ from agent_desk.auth import (
     sign_in,
     signed_in_agent,
 )
+from agent_desk.headers import SecurityHeaders
 from agent_desk.live import Gap, JourneyFeed, LiveEntry
 from agent_desk.policy import (
     ReplyOption,
@@ -221,6 +222,7 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
         same_site="lax",
         https_only=settings.secure_cookies,
     )
+    app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(
         health_router({"kafka": kafka_check(desk.broker), "keys": mongo_check(desk.mongo)})
