@@ -628,6 +628,38 @@ async def test_a_live_page_stops_streaming_when_its_session_expires(
     assert again.status_code == 401
 
 
+async def test_signing_out_ends_the_session_everywhere_its_cookie_was_copied(
+    running: Stack,
+) -> None:
+    """A shop terminal: another tab's open live page, or a copy of the cookie, must not outlive
+    the agent signing out."""
+    customer = await customer_who_wrote(running.profile)
+    async with signed_in(running.desk_url) as browser:
+        page = await browser.get(f"/customers/{customer}")
+        after = re.search(r'data-after="([^"]+)"', page.text)
+        assert after
+        copied = httpx.AsyncClient(
+            base_url=running.desk_url,
+            headers={"Accept": "text/html"},
+            cookies={"hilo_desk": session_cookie(browser)},
+        )
+        async with (
+            copied,
+            copied.stream(
+                "GET", f"/customers/{customer}/live", params={"after": after.group(1)}, timeout=30
+            ) as stream,
+        ):
+            before = await browser.get("/")
+            await browser.post("/logout", data={"csrf": csrf_of(before.text)})
+            async with asyncio.timeout(20):
+                lines = [line async for line in stream.aiter_lines()]
+            again = await copied.get("/")
+
+    assert stream.status_code == 200
+    assert lines[-3:] == ["event: signed-out", "data: {}", ""], "the open page stopped"
+    assert again.status_code == 303, "the copied cookie no longer signs anyone in"
+
+
 def session_cookie(client: httpx.AsyncClient) -> str:
     """The signed session cookie, to present it again as a copied cookie would be."""
     value = next(c.value for c in client.cookies.jar if c.name == "hilo_desk")

@@ -36,16 +36,19 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field, ValidationError
+from pymongo.errors import PyMongoError
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import StreamingResponse
 
 from agent_desk.auth import (
     Agents,
     NotSignedIn,
+    SignedOut,
     SignInThrottle,
     check_csrf,
     csrf_token,
     session_end,
+    session_id,
     sign_in,
     signed_in_agent,
 )
@@ -137,9 +140,15 @@ class Desk:
         self.sealer = create_sealer(settings, self.mongo)
         self.publisher = KafkaPublisher(self.broker, settings, sealer=self.sealer)
         self.feed = JourneyFeed(settings, self.sealer, settings.desk_live_buffer)
+        self.signed_out = SignedOut(self.mongo[settings.mongodb_database][SIGNED_OUT])
         self.templates = Jinja2Templates(directory=HERE / "templates")
         self.templates.env.globals.update(channel_name=channel_name, type_name=type_name)
         self.templates.env.filters["when"] = _when
+
+
+SIGNED_OUT = "desk_signed_out"
+SIGN_OUT_CHECK_SECONDS = 5.0
+"""How soon an open live page learns that its session was signed out elsewhere."""
 
 
 def _when(at: datetime | str | None) -> str:
@@ -157,8 +166,12 @@ def _desk(request: Request) -> Desk:
 DeskDep = Annotated[Desk, Depends(_desk)]
 
 
-def _agent(request: Request, desk: DeskDep) -> str:
-    return signed_in_agent(request, desk.agents, desk.settings.desk_session_hours * 3600)
+async def _agent(request: Request, desk: DeskDep) -> str:
+    agent = signed_in_agent(request, desk.agents, desk.settings.desk_session_hours * 3600)
+    if await desk.signed_out.includes(session_id(request)):
+        request.session.clear()
+        raise NotSignedIn
+    return agent
 
 
 Agent = Annotated[str, Depends(_agent)]
@@ -195,6 +208,8 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        with suppress(PyMongoError):  # made once MongoDB answers; it only tidies away
+            await desk.signed_out.create_indexes()
         await desk.broker.start()
         follower = asyncio.create_task(desk.feed.run())
         with suppress(TimeoutError):
@@ -257,6 +272,13 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
 
 
 def _routes(app: FastAPI) -> None:
+    _session_routes(app)
+    _customer_routes(app)
+
+
+def _session_routes(app: FastAPI) -> None:
+    """Signing in and out."""
+
     @app.get("/login", response_class=HTMLResponse)
     async def login_form(request: Request, desk: DeskDep, next: str = "/") -> HTMLResponse:  # noqa: A002
         return _page(desk, request, "login.html", next=_local(next), error=None)
@@ -287,11 +309,20 @@ def _routes(app: FastAPI) -> None:
 
     @app.post("/logout")
     async def logout(
-        request: Request, _agent: Agent, csrf: Annotated[str, Form(max_length=200)] = ""
+        request: Request,
+        desk: DeskDep,
+        _agent: Agent,
+        csrf: Annotated[str, Form(max_length=200)] = "",
     ) -> Response:
         check_csrf(request, csrf)
+        ends = session_end(request, desk.settings.desk_session_hours * 3600)
+        await desk.signed_out.record(session_id(request), ends)
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
+
+
+def _customer_routes(app: FastAPI) -> None:
+    """The inbox, search, a customer's page and live timeline, replies."""
 
     @app.get("/", response_class=HTMLResponse)
     async def inbox(request: Request, desk: DeskDep, _agent: Agent) -> HTMLResponse:
@@ -373,7 +404,7 @@ def _routes(app: FastAPI) -> None:
         wanted = (set(channel or []), set(type or []))
         ends = session_end(request, desk.settings.desk_session_hours * 3600)
         return StreamingResponse(
-            _events(desk, request, (cursor, ends), customers, wanted),
+            _events(desk, request, (cursor, ends), customers, wanted, session_id(request)),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -487,20 +518,29 @@ async def _events(
     span: tuple[str, float],
     customers: set[str],
     wanted: tuple[set[str], set[str]],
+    sid: str,
 ) -> AsyncIterator[str]:
     """The stream of one page, from its cursor until its session ends (`span`). After each
     batch (or heartbeat) whose last shown entry is not the newest number the feed reached, a
     `tick` carries that number as the event id: the browser resumes from it after a blip
     instead of from its last shown entry, which on a busy desk would have fallen out of the
-    buffer and forced a reload (losing a reply being typed). When the session ends, so does the
-    stream, with a `signed-out` event: the page says so and keeps what the agent is typing."""
+    buffer and forced a reload (losing a reply being typed). When the session ends, or is
+    signed out anywhere (checked every `SIGN_OUT_CHECK_SECONDS`), so does the stream, with a
+    `signed-out` event: the page says so and keeps what the agent is typing."""
     cursor, ends = span
     channels, types = wanted
     yield "retry: 1000\n\n"
+    checked = time.monotonic()
     try:
-        async for batch, reached in desk.feed.follow(cursor, customers, until=ends):
+        async for batch, reached in desk.feed.follow(
+            cursor, customers, until=ends, heartbeat_seconds=SIGN_OUT_CHECK_SECONDS
+        ):
             if await request.is_disconnected():
                 return
+            if time.monotonic() - checked >= SIGN_OUT_CHECK_SECONDS:
+                checked = time.monotonic()
+                if await _signed_out(desk, sid):
+                    break
             shown = [live for live in batch if _shown(live, channels, types)]
             for live in shown:
                 yield _event(desk, live)
@@ -509,8 +549,16 @@ async def _events(
     except Gap:
         yield f"event: resync\ndata: {json.dumps({'position': desk.feed.position})}\n\n"
         return
-    if time.time() >= ends:
+    if time.time() >= ends or await _signed_out(desk, sid):
         yield "event: signed-out\ndata: {}\n\n"
+
+
+async def _signed_out(desk: Desk, sid: str) -> bool:
+    """False when MongoDB cannot say: a blip must not end every open page."""
+    try:
+        return await desk.signed_out.includes(sid)
+    except PyMongoError:
+        return False
 
 
 def _shown(live: LiveEntry, channels: set[str], types: set[str]) -> bool:

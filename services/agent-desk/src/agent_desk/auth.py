@@ -16,12 +16,15 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import HTTPException, Request
 from pydantic import SecretStr
+from pymongo.asynchronous.collection import AsyncCollection
 
+from hilo.mongo import MongoDocument
 from hilo.webhook import secrets_match
 
 _HASHER = PasswordHasher()
@@ -146,13 +149,18 @@ class NotSignedIn(Exception):
 def sign_in(request: Request, agent: str) -> None:
     request.session.clear()
     request.session.update(
-        {"agent": agent, "at": int(time.time()), "csrf": secrets.token_urlsafe(32)}
+        {
+            "agent": agent,
+            "at": int(time.time()),
+            "csrf": secrets.token_urlsafe(32),
+            "sid": secrets.token_urlsafe(16),
+        }
     )
 
 
 def signed_in_agent(request: Request, agents: Agents, max_age_seconds: float) -> str:
-    """The agent of this session, or `NotSignedIn`: none, signed in too long ago, or no longer
-    configured (the operator removed them)."""
+    """The agent of this session, or `NotSignedIn`: none, signed in too long ago, before
+    sessions had ids, or no longer configured (the operator removed them)."""
     agent = request.session.get("agent")
     at = request.session.get("at", 0)
     if (
@@ -160,10 +168,47 @@ def signed_in_agent(request: Request, agents: Agents, max_age_seconds: float) ->
         or agent not in agents.ids
         or not isinstance(at, int | float)
         or time.time() - float(at) > max_age_seconds
+        or not isinstance(request.session.get("sid"), str)
     ):
         request.session.clear()
         raise NotSignedIn
     return agent
+
+
+def session_id(request: Request) -> str:
+    """The id of this (signed-in) session."""
+    return str(request.session["sid"])
+
+
+class SignedOut:
+    """Sessions signed out before they expired, in MongoDB (`desk_signed_out`, removed by a TTL
+    index once they would have expired anyway).
+
+    The session is a cookie: clearing it signs out one browser, but a copy of it (another tab's
+    open live stream, a cookie taken from a shared terminal) would stay valid until it expires.
+    Every desk instance checks this list, so signing out ends them all.
+    """
+
+    def __init__(self, collection: AsyncCollection[MongoDocument]) -> None:
+        self.collection = collection
+        self._known: set[str] = set()
+
+    async def create_indexes(self) -> None:
+        await self.collection.create_index("until", expireAfterSeconds=0)
+
+    async def record(self, sid: str, until: float) -> None:
+        self._known.add(sid)
+        await self.collection.update_one(
+            {"_id": sid}, {"$set": {"until": datetime.fromtimestamp(until, UTC)}}, upsert=True
+        )
+
+    async def includes(self, sid: str) -> bool:
+        if sid in self._known:
+            return True
+        if await self.collection.find_one({"_id": sid}, {"_id": 1}) is None:
+            return False
+        self._known.add(sid)
+        return True
 
 
 def session_end(request: Request, max_age_seconds: float) -> float:
