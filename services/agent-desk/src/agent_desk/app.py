@@ -302,7 +302,7 @@ def _session_routes(app: FastAPI) -> None:
             if not await _password_checked(desk, agent, password, client):
                 log.info("desk_sign_in_refused")
                 return _login_refused(desk, request, next, SIGN_IN_REFUSED, 401)
-        desk.throttle.succeeded(agent)
+        desk.throttle.succeeded(agent, client)
         sign_in(request, agent)
         log.info("desk_signed_in", agent=agent)
         return RedirectResponse(_local(next), status_code=303)

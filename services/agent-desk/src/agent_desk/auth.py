@@ -15,7 +15,7 @@ import secrets
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 
 from argon2 import PasswordHasher
@@ -63,18 +63,21 @@ class Agents:
 
 
 class SignInThrottle:
-    """Slows password guessing: after `limit` failed sign-ins for one agent id, or from one
-    client address, within `window_seconds`, that agent id (or address) is refused without
-    checking the password until the oldest failure is that old.
+    """Slows password guessing: after `limit` failed sign-ins for one agent id from one address,
+    or from one address for any agent, within `window_seconds`, that pair (or address) is
+    refused without checking the password until the oldest failure is that old; after
+    `DISTRIBUTED` times `limit` failures for one agent id from any addresses, so is that agent.
 
-    Counting both catches one address trying many passwords and many addresses trying one
-    agent. The counts live in this process's memory: a restart forgets them and each desk
-    instance counts its own (enough to turn guessing from thousands of tries a minute into a
-    handful). A successful sign-in clears its agent id's count, not the address's, so signing
-    in as oneself does not buy more guesses at someone else."""
+    One address guessing (or locking an agent out on purpose) is stopped at `limit` without
+    touching the agent's own sign-in from elsewhere; many addresses guessing one agent are
+    stopped at the higher count. The counts live in this process's memory: a restart forgets
+    them and each desk instance counts its own (enough to turn guessing from thousands of tries
+    a minute into a handful). A successful sign-in clears its agent id's counts, not the
+    address's, so signing in as oneself does not buy more guesses at someone else."""
 
     _MAX_KEYS = 10_000
     """Beyond this many counted keys, those with no recent failure are forgotten."""
+    DISTRIBUTED = 4
 
     def __init__(
         self,
@@ -90,8 +93,8 @@ class SignInThrottle:
         self._waiting: Counter[str] = Counter()
 
     def blocked(self, agent: str, client: str) -> bool:
-        """True while the agent id or the address has `limit` recent failures."""
-        return any(self._recent(key) >= self.limit for key in _keys(agent, client))
+        """True while the pair, the address or the agent id has its limit of recent failures."""
+        return any(self._recent(key) >= self._limit(key) for key in _keys(agent, client))
 
     @asynccontextmanager
     async def turn(self, agent: str, client: str) -> AsyncIterator[None]:
@@ -103,8 +106,9 @@ class SignInThrottle:
         keys = sorted(_keys(agent, client))
         self._waiting.update(keys)
         try:
-            first, second = (self._locks.setdefault(key, asyncio.Lock()) for key in keys)
-            async with first, second:
+            async with AsyncExitStack() as held:
+                for key in keys:
+                    await held.enter_async_context(self._locks.setdefault(key, asyncio.Lock()))
                 yield
         finally:
             self._waiting.subtract(keys)
@@ -114,15 +118,19 @@ class SignInThrottle:
                     del self._locks[key]
 
     def failed(self, agent: str, client: str) -> None:
-        """Count a wrong password (or unknown agent) against both the agent id and address."""
+        """Count a wrong password (or unknown agent) against the pair, address and agent id."""
         if len(self._failures) >= self._MAX_KEYS:
             self._forget_stale()
         now = self._clock()
         for key in _keys(agent, client):
-            self._failures.setdefault(key, deque(maxlen=self.limit)).append(now)
+            self._failures.setdefault(key, deque(maxlen=self._limit(key))).append(now)
 
-    def succeeded(self, agent: str) -> None:
+    def succeeded(self, agent: str, client: str) -> None:
         self._failures.pop(f"agent:{agent}", None)
+        self._failures.pop(_pair(agent, client), None)
+
+    def _limit(self, key: str) -> int:
+        return self.limit * self.DISTRIBUTED if key.startswith("agent:") else self.limit
 
     def _recent(self, key: str) -> int:
         failures = self._failures.get(key)
@@ -138,8 +146,12 @@ class SignInThrottle:
             del self._failures[key]
 
 
-def _keys(agent: str, client: str) -> tuple[str, str]:
-    return f"agent:{agent}", f"client:{client}"
+def _pair(agent: str, client: str) -> str:
+    return f"pair:{agent}@{client}"
+
+
+def _keys(agent: str, client: str) -> tuple[str, str, str]:
+    return _pair(agent, client), f"client:{client}", f"agent:{agent}"
 
 
 class NotSignedIn(Exception):

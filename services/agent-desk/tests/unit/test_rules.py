@@ -157,9 +157,9 @@ class Clock:
 def test_the_throttle_stops_guessing_per_agent_and_per_address_for_five_minutes() -> None:
     clock = Clock()
     throttle = SignInThrottle(clock=clock)
-    for n in range(5):
-        assert not throttle.blocked("ana", f"10.0.0.{n}")
-        throttle.failed("ana", f"10.0.0.{n}")  # five addresses, one agent
+    for n in range(20):
+        assert not throttle.blocked("ana", f"10.0.{n}.1")
+        throttle.failed("ana", f"10.0.{n}.1")  # twenty addresses, one agent
 
     assert throttle.blocked("ana", "10.0.0.99")
     assert not throttle.blocked("bo", "10.0.0.99")
@@ -172,11 +172,21 @@ def test_the_throttle_stops_guessing_per_agent_and_per_address_for_five_minutes(
     assert not throttle.blocked("bo", "10.0.0.8")
 
 
+def test_one_address_cannot_lock_an_agent_out_of_her_own() -> None:
+    """Five wrong passwords for ana from an attacker's address block that address, not ana."""
+    throttle = SignInThrottle(clock=Clock())
+    for _ in range(5):
+        throttle.failed("ana", "203.0.113.66")
+
+    assert throttle.blocked("ana", "203.0.113.66")
+    assert not throttle.blocked("ana", "10.0.0.1")
+
+
 def test_signing_in_clears_the_agents_count_but_not_the_addresss() -> None:
     throttle = SignInThrottle(clock=Clock())
     for _ in range(4):
         throttle.failed("ana", "10.0.0.1")
-    throttle.succeeded("ana")
+    throttle.succeeded("ana", "10.0.0.1")
     throttle.failed("ana", "10.0.0.2")
 
     assert not throttle.blocked("ana", "10.0.0.2")
