@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from hilo.channel import Channel, ChannelSettings, create_channel_app, raw_body
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import read_topic
-from hilo.testkit.samples import sample_interaction
+from hilo.testkit.samples import publishing_one_sample
 from hilo.testkit.serving import free_port
 from hilo.topics import Topic, topic_name
 from hilo_devkit.channel_contract import channel_client
@@ -66,17 +66,7 @@ async def test_without_the_key_store_nothing_is_published_and_the_provider_is_to
         {**settings.model_dump(), "mongodb_url": f"mongodb://127.0.0.1:{free_port()}/"}
     )
 
-    def publishing(channel: Channel) -> list[APIRouter]:
-        router = APIRouter()
-
-        @router.post("/event")
-        async def event() -> dict[str, str]:
-            await channel.publish([sample_interaction("message")])
-            return {"status": "ok"}
-
-        return [router]
-
-    app = create_channel_app("test", unreachable, publishing, description="test")
+    app = create_channel_app("test", unreachable, publishing_one_sample, description="test")
     async with channel_client(app) as channel:
         response = await channel.post("/event")
 

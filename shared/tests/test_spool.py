@@ -8,19 +8,18 @@ from datetime import UTC, datetime
 
 import pytest
 from aiokafka.errors import MessageSizeTooLargeError
-from fastapi import APIRouter
 from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect
 
-from hilo.channel import Channel, ChannelSettings, create_channel_app
+from hilo.channel import ChannelSettings, create_channel_app
 from hilo.kafka import KafkaPublisher, PublishFailed, Record
 from hilo.mongo import MongoDocument
 from hilo.settings import HiloSettings
 from hilo.shutdown import cancelled
 from hilo.spool import Spool
 from hilo.testkit.probes import eventually
-from hilo.testkit.samples import sample_interaction
+from hilo.testkit.samples import publishing_one_sample
 from hilo.topics import Topic
 from hilo_devkit.channel_contract import channel_client
 
@@ -152,18 +151,10 @@ async def test_kafka_and_mongodb_both_refusing_is_a_503(
     monkeypatch.setattr(KafkaPublisher, "publish_records", refused)
     monkeypatch.setattr(Spool, "keep", unreachable)
 
-    def publishing(channel: Channel) -> list[APIRouter]:
-        router = APIRouter()
-
-        @router.post("/event")
-        async def event() -> dict[str, str]:
-            await channel.publish([sample_interaction("message")])
-            return {"status": "ok"}
-
-        return [router]
-
     channel_settings = ChannelSettings.model_validate(settings.model_dump())
-    app = create_channel_app("test", channel_settings, publishing, description="t", spool=True)
+    app = create_channel_app(
+        "test", channel_settings, publishing_one_sample, description="t", spool=True
+    )
     async with channel_client(app) as channel:
         response = await channel.post("/event")
 

@@ -95,6 +95,29 @@ async def assert_channel_contract(
     return first
 
 
+@asynccontextmanager
+async def broker_of_its_own(
+    settings: Settings, workdir: Path, **updates: object
+) -> AsyncIterator[tuple[Settings, LocalKafka]]:
+    """A local broker for one test (to stop and start at will), the settings that point at it
+    (publishes give up after 3 s) with `updates`, and its topics."""
+    kafka = LocalKafka(workdir)
+    await asyncio.to_thread(kafka.format_storage)
+    await asyncio.to_thread(kafka.start)
+    try:
+        local = settings.model_copy(
+            update={
+                "kafka_bootstrap_servers": kafka.bootstrap_servers,
+                "kafka_publish_timeout_seconds": 3.0,
+                **updates,
+            }
+        )
+        await ensure_topics(local)
+        yield local, kafka
+    finally:
+        await asyncio.to_thread(kafka.stop)
+
+
 async def assert_refused_while_kafka_is_down(
     create_app: Callable[[Settings], FastAPI],
     settings: Settings,
@@ -107,17 +130,7 @@ async def assert_refused_while_kafka_is_down(
     refused request may still reach Kafka later (the idempotent producer keeps retrying what it
     had queued), so the events come back possibly twice, under one id: dedupe by id.
     """
-    kafka = LocalKafka(workdir)
-    await asyncio.to_thread(kafka.format_storage)
-    await asyncio.to_thread(kafka.start)
-    try:
-        local = settings.model_copy(
-            update={
-                "kafka_bootstrap_servers": kafka.bootstrap_servers,
-                "kafka_publish_timeout_seconds": 3.0,
-            }
-        )
-        await ensure_topics(local)
+    async with broker_of_its_own(settings, workdir) as (local, kafka):
         async with channel_client(create_app(local)) as client:
             await asyncio.to_thread(kafka.stop)
             down = await send(client, request)
@@ -129,8 +142,6 @@ async def assert_refused_while_kafka_is_down(
         assert ready.status_code == 503, "ready while Kafka was down"
         assert retried.is_success, f"the retry answered {retried.status_code}"
         return await opened_interactions(local, await published_records(local, request.events))
-    finally:
-        await asyncio.to_thread(kafka.stop)
 
 
 async def assert_spooled_while_kafka_is_down(
@@ -145,18 +156,7 @@ async def assert_spooled_while_kafka_is_down(
     producer may also deliver what it had queued, so the events may come back twice under one
     id: dedupe by id.
     """
-    kafka = LocalKafka(workdir)
-    await asyncio.to_thread(kafka.format_storage)
-    await asyncio.to_thread(kafka.start)
-    try:
-        local = settings.model_copy(
-            update={
-                "kafka_bootstrap_servers": kafka.bootstrap_servers,
-                "kafka_publish_timeout_seconds": 3.0,
-                "spool_drain_seconds": 0.5,
-            }
-        )
-        await ensure_topics(local)
+    async with broker_of_its_own(settings, workdir, spool_drain_seconds=0.5) as (local, kafka):
         mongo = create_mongo_client(local)
         spooled = mongo[local.mongodb_database][SPOOL_COLLECTION]
         async with channel_client(create_app(local)) as client:
@@ -173,5 +173,3 @@ async def assert_spooled_while_kafka_is_down(
         assert ready.json() == {"status": "degraded", "checks": {"keys": "ok", "kafka": "failing"}}
         assert (kept, left) == (1, 0), "kept in MongoDB while Kafka was down, then published"
         return await opened_interactions(local, records)
-    finally:
-        await asyncio.to_thread(kafka.stop)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
+from fastapi import APIRouter
 from pydantic_extra_types.currency_code import ISO4217
 
 from hilo.contract import (
@@ -136,3 +138,20 @@ def sample_command(
         requested_by="agent-ana",
         requested_at=datetime.now(UTC),
     )
+
+
+if TYPE_CHECKING:
+    from hilo.channel import Channel
+
+
+def publishing_one_sample(channel: Channel) -> list[APIRouter]:
+    """The routes of a channel under test of what every channel does: `POST /event` publishes
+    one sample message through `channel` and answers what it answers."""
+    router = APIRouter()
+
+    @router.post("/event")
+    async def event() -> dict[str, str]:
+        await channel.publish([sample_interaction("message")])
+        return {"status": "ok"}
+
+    return [router]
