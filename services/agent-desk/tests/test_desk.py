@@ -16,8 +16,10 @@ from decimal import Decimal
 import httpx
 import pytest
 from pydantic_extra_types.currency_code import ISO4217
+from pymongo.errors import AutoReconnect
 
 from agent_desk.app import LINK_REFUSED, PROFILES_DOWN
+from agent_desk.auth import SignedOut
 from agent_desk.testing import AGENT, PASSWORD, csrf_of, desk_settings, running_desk, signed_in
 from customer_profile.domain.profile import RECENT_ORDERS
 from customer_profile.testing import API_KEY, RunningProfileService, running_profile_service
@@ -658,6 +660,27 @@ async def test_signing_out_ends_the_session_everywhere_its_cookie_was_copied(
     assert stream.status_code == 200
     assert lines[-3:] == ["event: signed-out", "data: {}", ""], "the open page stopped"
     assert again.status_code == 303, "the copied cookie no longer signs anyone in"
+
+
+async def test_with_its_database_away_an_agent_still_reads_and_signs_out(
+    running: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether a session was signed out elsewhere is unknown then: reading goes on, and signing
+    out still signs this browser out."""
+
+    async def away(*_args: object) -> None:
+        raise AutoReconnect("connection refused")
+
+    monkeypatch.setattr(SignedOut, "includes", away)
+    monkeypatch.setattr(SignedOut, "record", away)
+    async with signed_in(running.desk_url) as browser:
+        inbox = await browser.get("/")
+        out = await browser.post("/logout", data={"csrf": csrf_of(inbox.text)})
+        after = await browser.get("/")
+
+    assert inbox.status_code == 200
+    assert out.status_code == 303
+    assert after.status_code == 303, "signed out"
 
 
 def session_cookie(client: httpx.AsyncClient) -> str:

@@ -23,12 +23,10 @@ from aiokafka.errors import (
     CorruptRecordException,
     IllegalStateError,
     InvalidMessageError,
-    InvalidTopicError,
     KafkaError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
     RecordTooLargeError,
-    TopicAuthorizationFailedError,
 )
 from aiokafka.partitioner import murmur2
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
@@ -69,8 +67,8 @@ class PublishFailed(RuntimeError):
 
     @property
     def for_good(self) -> bool:
-        """Kafka answered and refused these records (too large, unknown or forbidden topic, a
-        broken record): sending them again cannot help. Otherwise it was away or too slow."""
+        """Kafka answered and refused these records themselves (too large, broken): sending
+        them again cannot help. Otherwise it was away, too slow, or refused the topic."""
         return isinstance(self.__cause__, REFUSED_FOR_GOOD)
 
 
@@ -78,11 +76,11 @@ REFUSED_FOR_GOOD = (
     MessageSizeTooLargeError,
     RecordListTooLargeError,
     RecordTooLargeError,
-    TopicAuthorizationFailedError,
-    InvalidTopicError,
     CorruptRecordException,
     InvalidMessageError,
 )
+"""Refusals of the records themselves. A forbidden or unknown topic is the deployment's to fix
+(ACLs, topic creation): the records wait for it like for an outage."""
 
 
 class RecordTooLarge(ValueError):

@@ -149,6 +149,7 @@ class Desk:
 SIGNED_OUT = "desk_signed_out"
 SIGN_OUT_CHECK_SECONDS = 5.0
 """How soon an open live page learns that its session was signed out elsewhere."""
+SIGN_OUT_LOOKUP_SECONDS = 1.0
 
 
 def _when(at: datetime | str | None) -> str:
@@ -168,7 +169,7 @@ DeskDep = Annotated[Desk, Depends(_desk)]
 
 async def _agent(request: Request, desk: DeskDep) -> str:
     agent = signed_in_agent(request, desk.agents, desk.settings.desk_session_hours * 3600)
-    if await desk.signed_out.includes(session_id(request)):
+    if await _signed_out(desk, session_id(request)):
         request.session.clear()
         raise NotSignedIn
     return agent
@@ -316,8 +317,12 @@ def _session_routes(app: FastAPI) -> None:
     ) -> Response:
         check_csrf(request, csrf)
         ends = session_end(request, desk.settings.desk_session_hours * 3600)
-        await desk.signed_out.record(session_id(request), ends)
-        request.session.clear()
+        sid = session_id(request)
+        request.session.clear()  # first: this browser is signed out whatever MongoDB says
+        try:
+            await desk.signed_out.record(sid, ends)
+        except PyMongoError as exc:
+            log.warning("desk_sign_out_not_recorded", error=type(exc).__name__)
         return RedirectResponse("/login", status_code=303)
 
 
@@ -554,10 +559,14 @@ async def _events(
 
 
 async def _signed_out(desk: Desk, sid: str) -> bool:
-    """False when MongoDB cannot say: a blip must not end every open page."""
+    """False when MongoDB cannot say within `SIGN_OUT_CHECK_SECONDS`: an outage must not sign
+    every agent out, nor stall each page on the database's own timeout (the desk reads
+    customers from the profile API; only replies need MongoDB)."""
     try:
-        return await desk.signed_out.includes(sid)
-    except PyMongoError:
+        async with asyncio.timeout(SIGN_OUT_LOOKUP_SECONDS):
+            return await desk.signed_out.includes(sid)
+    except (PyMongoError, TimeoutError) as exc:
+        log.warning("desk_sign_out_unknown", error=type(exc).__name__)
         return False
 
 

@@ -204,12 +204,16 @@ class SignedOut:
     def __init__(self, collection: AsyncCollection[MongoDocument]) -> None:
         self.collection = collection
         self._known: set[str] = set()
+        self._indexed = False
 
     async def create_indexes(self) -> None:
         await self.collection.create_index("until", expireAfterSeconds=0)
+        self._indexed = True
 
     async def record(self, sid: str, until: float) -> None:
         self._known.add(sid)
+        if not self._indexed:  # MongoDB did not answer at start
+            await self.create_indexes()
         await self.collection.update_one(
             {"_id": sid}, {"$set": {"until": datetime.fromtimestamp(until, UTC)}}, upsert=True
         )
