@@ -428,6 +428,9 @@ def test_every_service_accepts_the_settings_make_run_gives_it() -> None:
     assert desk.profile_api_key in profile_keys
     profile_admin = {key.get_secret_value() for key in settings["customer-profile"].admin_api_keys}
     assert profile_admin, "make run can erase and split"
+    holders = [name for name, service in services.items() if "HILO_ADMIN_API_KEYS" in service.env]
+    assert sorted(holders) == ["customer-profile", "offers"], "offers' own, under that name"
+    assert services["offers"].env["HILO_ADMIN_API_KEYS"] not in profile_admin
     assert not profile_admin & {key.get_secret_value() for key in profile_keys}
     assert desk.profile_api_key.get_secret_value() not in profile_admin, "the desk only reads"
     assert str(desk.profile_api_url).rstrip("/") == "http://127.0.0.1:9000"
