@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from faststream.kafka import KafkaBroker
 from prometheus_client import REGISTRY
@@ -20,7 +21,7 @@ from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 
 from channel_social.app import create_app
-from channel_social.sending import SendApi, message_request, send_api
+from channel_social.sending import SendApi, accepted_id, message_request, send_api
 from channel_social.settings import SocialSettings
 from hilo.contract import Identifiers
 from hilo.contract.outbound import OutboundCommand, OutboundMessage
@@ -31,6 +32,7 @@ from hilo.outbound import (
     OutboundSender,
     RetryPolicy,
     SendRefused,
+    SendUncertain,
     command_record,
 )
 from hilo.sealing import create_sealer
@@ -321,3 +323,10 @@ def test_marketing_is_never_tagged_and_templates_are_not_sent() -> None:
             sample_command("messenger", identifiers=Identifiers(instagram_sid=IGSID)),
             human_agent=False,
         )
+
+
+@pytest.mark.parametrize("body", [b"{}", b'{"messages": []}', b"not json"])
+def test_an_accepted_send_without_a_message_id_is_reported_as_maybe_sent(body: bytes) -> None:
+    """Not 'failed': the agent sending it again could reach the customer twice."""
+    with pytest.raises(SendUncertain, match="may have been sent"):
+        accepted_id(httpx.Response(200, content=body))

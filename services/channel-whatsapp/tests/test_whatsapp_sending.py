@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from faststream.kafka import KafkaBroker
 from prometheus_client import REGISTRY
@@ -18,7 +19,7 @@ from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 
 from channel_whatsapp.app import create_app
-from channel_whatsapp.sending import CloudApiMessages, cloud_api
+from channel_whatsapp.sending import CloudApiMessages, accepted_id, cloud_api
 from channel_whatsapp.settings import WhatsAppSettings
 from hilo.contract import Identifiers
 from hilo.contract.outbound import OutboundCommand, OutboundMessage, Template
@@ -29,6 +30,7 @@ from hilo.outbound import (
     OutboundSender,
     RetryPolicy,
     SendRefused,
+    SendUncertain,
     command_record,
 )
 from hilo.sealing import create_sealer
@@ -324,3 +326,10 @@ async def test_without_an_access_token_and_a_phone_number_id_replies_are_refused
     assert cloud.calls == 0
     assert isinstance(whatsapp, CloudApiMessages)
     await whatsapp.close()
+
+
+@pytest.mark.parametrize("body", [b"{}", b'{"messages": []}', b"not json"])
+def test_an_accepted_send_without_a_message_id_is_reported_as_maybe_sent(body: bytes) -> None:
+    """Not 'failed': the agent sending it again could reach the customer twice."""
+    with pytest.raises(SendUncertain, match="may have been sent"):
+        accepted_id(httpx.Response(200, content=body))

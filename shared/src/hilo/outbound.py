@@ -96,6 +96,16 @@ class SendUncertain(SendRefused):
     retried (the customer could get it twice); reported to the agent as not confirmed."""
 
 
+def accepted_without_id(response: httpx.Response) -> SendUncertain:
+    """A 2xx without the message id the provider documents: it probably took the message, but
+    its statuses cannot be matched. Not retried, and the agent is told it may have been sent
+    rather than that it failed, so as not to send it twice."""
+    return SendUncertain(
+        f"the provider answered {response.status_code} without a message id: it may have been "
+        "sent; look at the conversation before sending it again"
+    )
+
+
 class SendUnavailable(Exception):
     """The provider could not be reached or failed (5xx, 429): worth retrying."""
 

@@ -34,7 +34,7 @@ from pydantic_core import from_json
 
 from channel_social.settings import SocialSettings
 from hilo.contract.outbound import OutboundCommand
-from hilo.outbound import SendRefused, Sent, provider_call
+from hilo.outbound import SendRefused, Sent, accepted_without_id, provider_call
 from hilo.providers.meta import graph_error, graph_reason, graph_throttled
 
 log = structlog.get_logger(__name__)
@@ -145,8 +145,7 @@ def accepted_id(response: httpx.Response) -> str:
     except (ValueError, KeyError, TypeError):
         message_id = None
     if not isinstance(message_id, str) or not message_id:
-        # Accepted but unidentifiable: not retried, which could send the message twice.
-        raise SendRefused(f"answer {response.status_code} without a message id")
+        raise accepted_without_id(response)
     return message_id
 
 

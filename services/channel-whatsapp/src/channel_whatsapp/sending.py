@@ -16,7 +16,14 @@ from pydantic_core import from_json
 from channel_whatsapp.settings import WhatsAppSettings
 from hilo.contract.identifiers import Identifiers
 from hilo.contract.outbound import OutboundCommand, OutboundMessage
-from hilo.outbound import Provider, SendRefused, Sent, not_configured, provider_call
+from hilo.outbound import (
+    Provider,
+    SendRefused,
+    Sent,
+    accepted_without_id,
+    not_configured,
+    provider_call,
+)
 from hilo.providers.meta import graph_error, graph_reason, graph_throttled
 
 
@@ -109,8 +116,7 @@ def accepted_id(response: httpx.Response) -> str:
     except (ValueError, KeyError, IndexError, TypeError):
         message_id = None
     if not isinstance(message_id, str) or not message_id:
-        # Accepted but unidentifiable: not retried, which could send the message twice.
-        raise SendRefused(f"answer {response.status_code} without a message id")
+        raise accepted_without_id(response)
     return message_id
 
 
