@@ -20,6 +20,7 @@ from pymongo.errors import AutoReconnect
 
 from agent_desk.app import LINK_REFUSED, PROFILES_DOWN
 from agent_desk.auth import SignedOut
+from agent_desk.profiles import ProfileApi
 from agent_desk.testing import AGENT, PASSWORD, csrf_of, desk_settings, running_desk, signed_in
 from customer_profile.domain.profile import RECENT_ORDERS
 from customer_profile.testing import API_KEY, RunningProfileService, running_profile_service
@@ -193,6 +194,24 @@ async def test_pages_with_personal_data_are_never_cached_nor_framed(running: Sta
         assert page.headers["x-content-type-options"] == "nosniff"
     assert script.status_code == 200
     assert script.headers.get("cache-control") != "no-store", "its own assets may be cached"
+
+
+async def test_an_error_page_carries_the_same_headers(
+    running: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starlette answers an unexpected error outside ordinary middleware: the desk's headers
+    must still be on it."""
+
+    async def broken(*_args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ProfileApi, "open_conversations", broken)
+    async with signed_in(running.desk_url) as browser:
+        page = await browser.get("/")
+
+    assert page.status_code == 500
+    assert page.headers["cache-control"] == "no-store"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
 
 
 async def test_an_agent_finds_a_customer_sees_every_channel_live_and_replies(

@@ -39,6 +39,7 @@ from pydantic import BaseModel, Field, ValidationError
 from pymongo.errors import PyMongoError
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import StreamingResponse
+from starlette.types import ASGIApp
 
 from agent_desk.auth import (
     Agents,
@@ -203,6 +204,14 @@ async def _shut_down(desk: Desk, follower: asyncio.Task[None]) -> None:
     )
 
 
+class DeskApp(FastAPI):
+    """The desk's FastAPI app, its security headers outermost: added as ordinary middleware
+    they would sit inside Starlette's error handler, and a 500 page would go out without them."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack())
+
+
 def create_app(settings: DeskSettings | None = None) -> FastAPI:
     settings = settings or DeskSettings()
     desk = Desk(settings)
@@ -221,7 +230,7 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
         finally:
             await _shut_down(desk, follower)
 
-    app = FastAPI(
+    app = DeskApp(
         title="Hilo agent desk",
         lifespan=lifespan,
         openapi_url=None,
@@ -238,7 +247,6 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
         same_site="lax",
         https_only=settings.secure_cookies,
     )
-    app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(
         health_router({"kafka": kafka_check(desk.broker), "keys": mongo_check(desk.mongo)})

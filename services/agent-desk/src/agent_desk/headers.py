@@ -37,7 +37,8 @@ CACHEABLE_PREFIX: Final = "/static/"
 
 class SecurityHeaders:
     """ASGI middleware (not Starlette's BaseHTTPMiddleware, which would buffer the live
-    stream): adds the headers above to every HTTP response the desk sends."""
+    stream): adds the headers above to every HTTP response the desk sends, error pages too
+    (`app.DeskApp` puts it outside Starlette's error handler)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
