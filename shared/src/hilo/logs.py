@@ -24,6 +24,7 @@ from bson.errors import BSONError
 from pydantic import ValidationError
 from pymongo.errors import BulkWriteError, OperationFailure
 
+from hilo.contract.identifiers import IdentifierKind
 from hilo.settings import HiloSettings
 
 PERSONAL_FIELDS = frozenset(
@@ -67,11 +68,12 @@ _PHONE = re.compile(r"(?<![\w:.+-])\+?\d(?:[ ().-]{0,2}\d){8,14}(?![\w:])")
 """Nine to fifteen digits, optionally grouped: phone-shaped, while dates, times, ids and
 addresses (too few digits, or glued to letters and colons) are left alone."""
 _IDENTIFIER_KEY = re.compile(
-    r"\b(loyalty_id|email|phone|whatsapp_id|messenger_psid|instagram_sid|anonymous_id|device_id)"
+    rf"\b({'|'.join(k.value for k in IdentifierKind if k is not IdentifierKind.CUSTOMER_ID)})"
     r":([^\s'\"(){}\[\],;]+)",
     re.IGNORECASE,
 )
-"""An identifier's key (`kind:value`), as stored and as a database error quotes it."""
+"""An identifier's key (`kind:value`), as stored and as a database error quotes it: every kind
+but Hilo's own customer id is personal."""
 SAFE_FIELDS = frozenset({"timestamp", "level", "logger", "service"})
 VERBOSE_LIBRARIES = ("httpx", "httpcore", "pymongo")
 """Loggers that print request URLs (a customer search) or whole documents at INFO or DEBUG."""

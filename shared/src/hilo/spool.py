@@ -9,8 +9,9 @@ personal is stored in the clear), answer 200, and publish them in order once Kaf
 Each request's records are one document, published whole, then deleted. A crash between the two
 publishes them again: they keep their event ids, and every consumer drops a repeated id. Several
 instances of a channel drain its documents; a lease stops two from publishing one at once. A
-document Kafka refuses for good (too large for the topic, a forbidden topic) or that cannot be
-read back is set aside (`refused`), counted and logged at ERROR, so it never holds up the rest.
+document Kafka refuses for good (too large for the topic, a broken record) or that cannot be
+read back is set aside (`refused`), counted and logged at ERROR, so it never holds up the rest;
+a forbidden or unknown topic is the deployment's to fix, and the documents wait for it.
 """
 
 from __future__ import annotations

@@ -146,6 +146,11 @@ class Desk:
         self.templates.env.globals.update(channel_name=channel_name, type_name=type_name)
         self.templates.env.filters["when"] = _when
 
+    @property
+    def session_seconds(self) -> float:
+        """How long a sign-in lasts (`HILO_DESK_SESSION_HOURS`)."""
+        return self.settings.desk_session_hours * 3600
+
 
 SIGNED_OUT = "desk_signed_out"
 SIGN_OUT_CHECK_SECONDS = 5.0
@@ -169,7 +174,7 @@ DeskDep = Annotated[Desk, Depends(_desk)]
 
 
 async def _agent(request: Request, desk: DeskDep) -> str:
-    agent = signed_in_agent(request, desk.agents, desk.settings.desk_session_hours * 3600)
+    agent = signed_in_agent(request, desk.agents, desk.session_seconds)
     if await _signed_out(desk, session_id(request)):
         request.session.clear()
         raise NotSignedIn
@@ -243,7 +248,7 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
         SessionMiddleware,
         secret_key=secret,
         session_cookie="hilo_desk",
-        max_age=int(settings.desk_session_hours * 3600),
+        max_age=int(desk.session_seconds),
         same_site="lax",
         https_only=settings.secure_cookies,
     )
@@ -324,7 +329,7 @@ def _session_routes(app: FastAPI) -> None:
         csrf: Annotated[str, Form(max_length=200)] = "",
     ) -> Response:
         check_csrf(request, csrf)
-        ends = session_end(request, desk.settings.desk_session_hours * 3600)
+        ends = session_end(request, desk.session_seconds)
         sid = session_id(request)
         request.session.clear()  # first: this browser is signed out whatever MongoDB says
         try:
@@ -415,7 +420,7 @@ def _customer_routes(app: FastAPI) -> None:
         customers = {profile["customer_id"], *profile.get("merged_from", [])}
         cursor = request.headers.get("last-event-id") or after
         wanted = (set(channel or []), set(type or []))
-        ends = session_end(request, desk.settings.desk_session_hours * 3600)
+        ends = session_end(request, desk.session_seconds)
         return StreamingResponse(
             _events(desk, request, (cursor, ends), customers, wanted, session_id(request)),
             media_type="text/event-stream",
@@ -567,7 +572,7 @@ async def _events(
 
 
 async def _signed_out(desk: Desk, sid: str) -> bool:
-    """False when MongoDB cannot say within `SIGN_OUT_CHECK_SECONDS`: an outage must not sign
+    """False when MongoDB cannot say within `SIGN_OUT_LOOKUP_SECONDS`: an outage must not sign
     every agent out, nor stall each page on the database's own timeout (the desk reads
     customers from the profile API; only replies need MongoDB)."""
     try:
