@@ -17,6 +17,7 @@ from hilo.offers.model import OfferRecord
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually
 from hilo.topics import Topic, topic_name
+from offers.app import OffersService
 from offers.outbox import PUBLISHER_LEASE
 from offers.store import OffersStore
 from offers.testing import RunningOffers, running_offers
@@ -175,21 +176,8 @@ async def test_the_lease_is_released_only_once_kafka_has_what_was_in_flight(
 ) -> None:
     """A version still in the producer when the lease goes could land after the next holder's
     later version on the compacted topic: stopping Kafka (which flushes) comes first."""
-    steps: list[str] = []
     async with running_offers(settings) as running:
-        service = running.service
-        stop_kafka, release = service.broker.stop, service.outbox.release
-
-        async def stopping_kafka(*args: Any, **kwargs: Any) -> None:
-            await stop_kafka(*args, **kwargs)
-            steps.append("kafka stopped")
-
-        async def releasing() -> None:
-            steps.append("lease released")
-            await release()
-
-        service.broker.stop = stopping_kafka  # type: ignore[method-assign]
-        service.outbox.release = releasing  # type: ignore[method-assign]
+        steps = stop_steps_of(running.service)
 
     assert steps == ["kafka stopped", "lease released"]
 
@@ -199,25 +187,31 @@ async def test_a_lease_whose_kafka_did_not_stop_in_time_is_left_to_expire(
 ) -> None:
     """Released then, a version still in the producer could land after the next holder's."""
     monkeypatch.setattr("hilo.shutdown.STEP_SECONDS", 0.3)
-    steps: list[str] = []
     async with running_offers(settings) as running:
-        service = running.service
-        stop_kafka, release = service.broker.stop, service.outbox.release
-
-        async def slow_kafka(*args: Any, **kwargs: Any) -> None:
-            await asyncio.sleep(1.0)
-            await stop_kafka(*args, **kwargs)
-            steps.append("kafka stopped")
-
-        async def releasing() -> None:
-            steps.append("lease released")
-            await release()
-
-        service.broker.stop = slow_kafka  # type: ignore[method-assign]
-        service.outbox.release = releasing  # type: ignore[method-assign]
+        steps = stop_steps_of(running.service, kafka_delay=1.0)
     await eventually(lambda: _done(steps), timeout=10)
 
     assert steps == ["kafka stopped"], "the lease was not released"
+
+
+def stop_steps_of(service: OffersService, kafka_delay: float = 0.0) -> list[str]:
+    """The list its stop will fill: Kafka stopped (once it has, after `kafka_delay`), the
+    lease released."""
+    steps: list[str] = []
+    stop_kafka, release = service.broker.stop, service.outbox.release
+
+    async def stopping_kafka(*args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(kafka_delay)
+        await stop_kafka(*args, **kwargs)
+        steps.append("kafka stopped")
+
+    async def releasing() -> None:
+        steps.append("lease released")
+        await release()
+
+    service.broker.stop = stopping_kafka  # type: ignore[method-assign]
+    service.outbox.release = releasing  # type: ignore[method-assign]
+    return steps
 
 
 async def _done(steps: list[str]) -> bool:
