@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import socket
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -12,7 +15,15 @@ from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker, KafkaMessage
 
 from hilo.contract import Identifiers, Interaction, parse_interaction
-from hilo.kafka import KafkaPublisher, Record, create_broker, fetch_afresh, read_to_end
+from hilo.kafka import (
+    KafkaPublisher,
+    PublishFailed,
+    Record,
+    create_broker,
+    fetch_afresh,
+    read_to_end,
+    start_or_keep_trying,
+)
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually, read_topic
 from hilo.testkit.samples import sample_interaction, sample_payloads
@@ -220,3 +231,42 @@ async def test_after_a_fresh_fetch_the_next_batch_holds_all_that_arrived_while_o
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_a_broker_that_cannot_connect_yet_keeps_trying_and_refuses_publishes_meanwhile(
+    settings: HiloSettings,
+) -> None:
+    """Nothing listens: the start goes on in the background, a publish raises `PublishFailed`
+    (what channels spool or answer 503 for), and no try leaves an unclosed client behind."""
+    away = settings.model_copy(
+        update={
+            "kafka_bootstrap_servers": f"127.0.0.1:{unused_port()}",
+            "kafka_publish_timeout_seconds": 1.0,
+        }
+    )
+    reported: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    broker = create_broker(away)
+    connecting = await start_or_keep_trying(broker, away)
+    assert connecting is not None, "started although nothing listens"
+    try:
+        with pytest.raises(PublishFailed):
+            await KafkaPublisher(broker, away).publish_records(
+                [Record(Topic.INTERACTIONS, b"key", b"{}", {})]
+            )
+        await asyncio.sleep(2.5)  # the second and third tries
+        assert not connecting.done()
+    finally:
+        connecting.cancel()
+        await broker.stop()
+    gc.collect()
+    await asyncio.sleep(0)
+    assert [context["message"] for context in reported] == []

@@ -14,7 +14,8 @@ sign them) and gets, against the real broker, the checks the rest of Hilo relies
 `assert_refused_while_kafka_is_down` proves the other half of "nothing accepted is lost": with
 the broker gone the channel answers 503, and the provider's retry is published once it is back.
 For a provider that never retries, `assert_spooled_while_kafka_is_down` proves instead that the
-one request is answered 200, kept, and published once the broker is back.
+one request is answered 200, kept, and published once the broker is back, also by an instance
+started while the broker was away.
 """
 
 from __future__ import annotations
@@ -150,26 +151,42 @@ async def assert_spooled_while_kafka_is_down(
     request: ProviderRequest,
     workdir: Path,
 ) -> list[dict[str, Any]]:
-    """200 while a broker of its own is down, sent once, and published once it is back.
+    """200 while a broker of its own is down, sent once, and published once it is back; an
+    instance (re)started during the outage starts, keeps its webhook too, and connects once
+    Kafka answers.
 
-    The instance stays ready (its readiness says `degraded`): it can still take webhooks. The
+    The instances stay ready (readiness says `degraded`): they can still take webhooks. The
     producer may also deliver what it had queued, so the events may come back twice under one
     id: dedupe by id.
     """
     async with broker_of_its_own(settings, workdir, spool_drain_seconds=0.5) as (local, kafka):
         mongo = create_mongo_client(local)
         spooled = mongo[local.mongodb_database][SPOOL_COLLECTION]
-        async with channel_client(create_app(local)) as client:
+        async with channel_client(create_app(local)) as running:
             await asyncio.to_thread(kafka.stop)
-            down = await send(client, request)
-            ready = await client.get("/health/ready")
-            kept = await spooled.count_documents({})
-            await asyncio.to_thread(kafka.start)
-            records = await published_records(local, request.events)
-            left = await eventually(lambda: spooled.count_documents({}), until=lambda n: n == 0)
+            down = await send(running, request)
+            ready = await running.get("/health/ready")
+            async with channel_client(create_app(local)) as restarted:
+                down_at_start = await send(restarted, request)
+                ready_at_start = await restarted.get("/health/ready")
+                kept = await spooled.count_documents({})
+                await asyncio.to_thread(kafka.start)
+                records = await published_records(local, request.events)
+                left = await eventually(lambda: spooled.count_documents({}), until=lambda n: n == 0)
+                connected = await eventually(
+                    lambda: restarted.get("/health/ready"), until=_kafka_ok, timeout=60
+                )
         await mongo.close()
-        assert down.is_success, f"answered {down.status_code} while Kafka was down"
-        assert ready.status_code == 200, "not ready while it could keep webhooks"
-        assert ready.json() == {"status": "degraded", "checks": {"keys": "ok", "kafka": "failing"}}
-        assert (kept, left) == (1, 0), "kept in MongoDB while Kafka was down, then published"
+        for answer in (down, down_at_start):
+            assert answer.is_success, f"answered {answer.status_code} while Kafka was down"
+        degraded = {"status": "degraded", "checks": {"keys": "ok", "kafka": "failing"}}
+        for readiness in (ready, ready_at_start):
+            assert readiness.status_code == 200, "not ready while it could keep webhooks"
+            assert readiness.json() == degraded
+        assert (kept, left) == (2, 0), "kept in MongoDB while Kafka was down, then published"
+        assert _kafka_ok(connected), "the instance started during the outage never connected"
         return await opened_interactions(local, records)
+
+
+def _kafka_ok(readiness: httpx.Response) -> bool:
+    return bool(readiness.json()["checks"]["kafka"] == "ok")

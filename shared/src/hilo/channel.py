@@ -29,6 +29,7 @@ import structlog
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from faststream.kafka import KafkaBroker
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import from_json
@@ -39,7 +40,14 @@ from hilo.contract import MAX_FUTURE_SKEW, Direction, Interaction, MessageExchan
 from hilo.contract.identifiers import DEFAULT_PHONE_REGION
 from hilo.entrypoint import run_app
 from hilo.health import health_router, kafka_check, mongo_check
-from hilo.kafka import KafkaPublisher, PublishFailed, Record, RecordTooLarge, create_broker
+from hilo.kafka import (
+    KafkaPublisher,
+    PublishFailed,
+    Record,
+    RecordTooLarge,
+    create_broker,
+    start_or_keep_trying,
+)
 from hilo.logs import configure_logging
 from hilo.mongo import create_mongo_client
 from hilo.outbound import (
@@ -284,6 +292,20 @@ def serve(app: FastAPI, settings: ChannelSettings) -> None:
     run_app(app, settings)
 
 
+async def _start_kafka(
+    broker: KafkaBroker, settings: ChannelSettings, *, optional: bool
+) -> list[asyncio.Task[None]]:
+    """Connect to Kafka; the tasks still connecting. A channel that spools serves without
+    Kafka, so it starts while Kafka is away and connects when it answers (its records are
+    kept meanwhile); any other start-up fails, and the provider's retries wait for a restart.
+    """
+    if not optional:
+        await broker.start()
+        return []
+    connecting = await start_or_keep_trying(broker, settings)
+    return [] if connecting is None else [connecting]
+
+
 def create_channel_app(
     name: str,
     settings: ChannelSettings,
@@ -326,16 +348,14 @@ def create_channel_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await broker.start()
+        background = await _start_kafka(broker, settings, optional=kept is not None)
         if channel.sender is not None:
             with suppress(PyMongoError):  # made once MongoDB answers; only speeds echo checks
                 await channel.sender.create_indexes()
         log.info("channel_started", channel=name)
-        background = (
-            [asyncio.create_task(kept.drain_forever(publisher, settings.spool_drain_seconds))]
-            if kept is not None
-            else []
-        )
+        if kept is not None:
+            drain = kept.drain_forever(publisher, settings.spool_drain_seconds)
+            background.append(asyncio.create_task(drain))
         try:
             yield
         finally:

@@ -23,6 +23,7 @@ from aiokafka.errors import (
     CorruptRecordException,
     IllegalStateError,
     InvalidMessageError,
+    KafkaConnectionError,
     KafkaError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
@@ -31,10 +32,12 @@ from aiokafka.errors import (
 from aiokafka.partitioner import murmur2
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import ConsumerRecord
+from faststream.exceptions import IncorrectState
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import ConsumerProtocol
 from faststream.security import BaseSecurity
 from pydantic_core import from_json, to_json
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from hilo.contract import Interaction
 from hilo.contract.personal import INTERACTION_FIELDS
@@ -207,8 +210,72 @@ def aiokafka_producer(broker: KafkaBroker) -> AIOKafkaProducer:
     FastStream's publish (a command object, a correlation id, its codec) cost 13 µs of CPU per
     record on top of aiokafka's 35. Reached through FastStream 0.7's internals, hence pinned.
     """
-    producer: AIOKafkaProducer = broker.config.producer._producer.producer  # type: ignore[attr-defined]
+    try:
+        producer: AIOKafkaProducer = broker.config.producer._producer.producer  # type: ignore[attr-defined]
+    except IncorrectState as exc:  # not connected yet (`start_or_keep_trying`)
+        raise KafkaConnectionError("the broker has not connected to Kafka yet") from exc
     return producer
+
+
+KAFKA_AWAY = (KafkaError, OSError)
+"""What connecting raises while Kafka does not answer (`TimeoutError` is an `OSError`)."""
+
+
+async def start_or_keep_trying(
+    broker: KafkaBroker, settings: HiloSettings
+) -> asyncio.Task[None] | None:
+    """Start `broker` now if Kafka answers; otherwise log it and return the task that keeps
+    trying (0.5 s, doubling to 10 s, jittered) until it does.
+
+    For a service that can serve without Kafka, so must not fail its start-up while Kafka is
+    away (a channel that spools): until the task is done, its publishes raise `PublishFailed`.
+    """
+    try:
+        await _start(broker, settings)
+    except KAFKA_AWAY as exc:
+        log.warning("kafka_unavailable", tries=1, error=type(exc).__name__)
+        return asyncio.create_task(_start_when_kafka_answers(broker, settings))
+    return None
+
+
+async def _start_when_kafka_answers(broker: KafkaBroker, settings: HiloSettings) -> None:
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(KAFKA_AWAY),
+        wait=wait_exponential_jitter(multiplier=0.5, max=10, jitter=0.5),
+        before_sleep=_still_away,
+    )
+    async for attempt in retrying:
+        with attempt:
+            await _start(broker, settings)
+    log.info("kafka_connected", tries=retrying.statistics.get("attempt_number", 0) + 1)
+
+
+async def _start(broker: KafkaBroker, settings: HiloSettings) -> None:
+    """Start `broker` once a producer of our own could connect.
+
+    FastStream drops a producer whose start failed without closing it, and aiokafka reports
+    every such producer as an unclosed client: the probe is closed whatever happens.
+    """
+    async with asyncio.timeout(settings.kafka_publish_timeout_seconds):
+        await _probe(broker)
+    await broker.start()
+
+
+async def _probe(broker: KafkaBroker) -> None:
+    """Raise unless a producer with the broker's connection settings can start."""
+    producer = AIOKafkaProducer(**broker._connection_kwargs)  # FastStream 0.7's, hence pinned
+    try:
+        await producer.start()
+    finally:
+        await producer.stop()
+
+
+def _still_away(state: RetryCallState) -> None:
+    """Log the tenth try and every hundredth: an outage of hours is not a line per try."""
+    tries = state.attempt_number + 1  # the first was `start_or_keep_trying`'s
+    if tries == 10 or tries % 100 == 0:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning("kafka_unavailable", tries=tries, error=type(error).__name__)
 
 
 class KafkaPublisher:
