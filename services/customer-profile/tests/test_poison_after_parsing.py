@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 from bson.errors import InvalidDocument
 from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure, WriteConcernError
 
@@ -20,7 +21,7 @@ from customer_profile.service.batches import is_transient
 from customer_profile.service.ports import ErasedClaimsMet
 from customer_profile.testing import RunningProfileService, interaction, running_profile_service
 from hilo.dead_letters import ReplayFilter, replay
-from hilo.kafka import PublishFailed
+from hilo.kafka import PublishFailed, Record
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually, read_topic
 from hilo.testkit.samples import sample_interaction
@@ -37,6 +38,53 @@ def refuse_event(store: ProfileStore, event_id: str) -> None:
         return await original(entries)
 
     store.insert_entries = insert_entries  # type: ignore[method-assign]
+
+
+def refused_for_good() -> PublishFailed:
+    """What the publisher raises when the producer refuses a record as too large."""
+    failure = PublishFailed("Kafka did not confirm the write to journey")
+    failure.__cause__ = MessageSizeTooLargeError()
+    return failure
+
+
+def refuse_output_of(svc: RunningProfileService, event_id: str) -> None:
+    """Kafka refuses the journey record of this event for good, every time (a record too large
+    for the topic)."""
+    publisher = svc.service.pipeline._publisher
+    assert publisher is not None
+    original = publisher.publish_records
+
+    async def publish_records(records: Sequence[Record]) -> None:
+        if any(r.topic is Topic.JOURNEY and r.headers["ce_id"] == event_id for r in records):
+            raise refused_for_good()
+        await original(records)
+
+    publisher.publish_records = publish_records  # type: ignore[method-assign]
+
+
+async def test_a_record_whose_output_kafka_refuses_for_good_is_dead_lettered_not_retried(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """The partition goes on: the events after it are published, and readiness holds."""
+    poison = interaction(2, minutes=1, email="bo@example.com")
+    after = interaction(3, minutes=2, email="cy@example.com")
+    async with running_profile_service(settings, poison_attempts=2) as svc:
+        refuse_output_of(svc, poison.id)
+        await svc.publish([interaction(1, email="ana@example.com"), poison, after])
+        dead = await read_topic(
+            settings.kafka_bootstrap_servers,
+            topic_name(Topic.INTERACTIONS_DLQ, settings),
+            expected=1,
+        )
+        journey = await read_topic(
+            settings.kafka_bootstrap_servers, topic_name(Topic.JOURNEY, settings), expected=2
+        )
+        ready = await svc.http.get("/health/ready")
+
+    assert [json.loads(r.value)["id"] for r in dead] == [poison.id]
+    assert dict(dead[0].headers)["hilo_error_detail"].startswith(b"PublishFailed")
+    assert after.id in {dict(r.headers)["ce_id"].decode() for r in journey}
+    assert ready.status_code == 200
 
 
 async def test_a_record_that_always_fails_is_dead_lettered_and_its_neighbours_are_stored(
@@ -124,6 +172,7 @@ async def test_odd_values_from_a_public_write_key_never_stop_the_consumer(
     [
         (AutoReconnect("connection reset"), True),
         (PublishFailed("no ack"), True),
+        (refused_for_good(), False),
         (OperationFailure("not primary", code=10107), True),
         (OperationFailure("shutting down", code=91), True),
         (WriteConcernError("waiting for replication timed out", 64, {}), True),

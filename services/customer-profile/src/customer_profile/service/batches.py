@@ -55,8 +55,13 @@ Result = TypeVar("Result")
 def is_transient(exc: BaseException) -> bool:
     """True for failures of the infrastructure, which retrying (or redelivery) will fix, and for
     an erasure about to delete a profile the batch needs (`ErasureUnderWay`), or whose claims
-    the batch kept meeting (`ErasedClaimsMet`): its next attempt checks its events again."""
-    if isinstance(exc, ConnectionFailure | PublishFailed | ErasedClaimsMet):
+    the batch kept meeting (`ErasedClaimsMet`): its next attempt checks its events again.
+
+    Kafka refusing a record for good (too large for the topic) is not transient: the record
+    whose output it is gets dead-lettered, instead of its partition waiting for ever."""
+    if isinstance(exc, PublishFailed):
+        return not exc.for_good
+    if isinstance(exc, ConnectionFailure | ErasedClaimsMet):
         return True
     if isinstance(exc, OperationFailure):
         return exc.code in TRANSIENT_CODES or any(map(exc.has_error_label, TRANSIENT_LABELS))
