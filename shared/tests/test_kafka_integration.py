@@ -11,6 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import InvalidReplicationFactorError
 from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker, KafkaMessage
 
@@ -75,6 +76,14 @@ async def test_topics_are_created_with_the_registry_settings(
 async def test_creating_topics_again_is_a_no_op(settings: HiloSettings, topics: list[str]) -> None:
     assert topics
     assert await ensure_topics(settings) == []
+
+
+async def test_a_topic_the_cluster_cannot_create_is_an_error_naming_it(
+    settings: HiloSettings,
+) -> None:
+    """Three replicas on a one-broker cluster: said at once, not waited for as if on its way."""
+    with pytest.raises(InvalidReplicationFactorError, match=r"creating t\w+\.interactions"):
+        await ensure_topics(settings.model_copy(update={"topic_replication_factor": 3}))
 
 
 async def test_published_interactions_are_consumed_back_with_keys_and_headers(
