@@ -144,6 +144,7 @@ def check_the_chats_are_named(report: str, other_pepper: subprocess.CompletedPro
     assert named[1] == named[2] != "0", report
     assert other_pepper.returncode == 1, other_pepper.stdout + other_pepper.stderr
     assert "chats a call can name   0/" in other_pepper.stdout
+    assert "Omnichannel (journey-analytics" in other_pepper.stdout, "a rerun adds no entries"
     assert "set HILO_SUBJECT_PEPPER to the platform's" in other_pepper.stdout
 
 
@@ -169,7 +170,13 @@ def test_make_run_serves_the_simulated_journeys_and_stops_cleanly(tmp_path: Path
         started = descendants(runner.pid)
         simulated = simulate(tmp_path, env, customers=6)
         other_pepper = simulate(
-            tmp_path, {**env, "HILO_SUBJECT_PEPPER": "not-the-platform-pepper"}, customers=1
+            tmp_path,
+            {
+                **env,
+                "HILO_SUBJECT_PEPPER": "not-the-platform-pepper",
+                "HILO_SIM_READBACK_TIMEOUT_SECONDS": "30",
+            },
+            customers=1,
         )
         values = read_env_file(tmp_path / ".hilo" / "platform.env")
         crash_and_restart(runner, values, "customer-profile")

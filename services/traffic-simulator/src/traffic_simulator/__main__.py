@@ -16,7 +16,7 @@ from traffic_simulator import omnichannel
 from traffic_simulator.offers import judge
 from traffic_simulator.people import people
 from traffic_simulator.player import play
-from traffic_simulator.readback import read_back, timeline
+from traffic_simulator.readback import entries_held, read_back, timeline
 from traffic_simulator.settings import SimulatorSettings
 
 
@@ -24,6 +24,7 @@ async def simulate(settings: SimulatorSettings) -> int:
     crowd = people(settings.customers, settings.seed)
     print(f"Playing {len(crowd)} customers' journeys through every channel…")  # noqa: T201
     before = await omnichannel.entries_now(settings)
+    held = await entries_held(crowd, settings)
     started = time.monotonic()
     report = await play(crowd, settings)
     sent = time.monotonic() - started
@@ -61,7 +62,7 @@ async def simulate(settings: SimulatorSettings) -> int:
     analytics = True
     try:
         entries = sum(result.entries_per_channel.values())
-        measures = await omnichannel.read_measures(settings, before + entries)
+        measures = await omnichannel.read_measures(settings, before + entries - held)
         lines += omnichannel.report(measures)
     except omnichannel.AnalyticsUnavailable as exc:
         analytics = False

@@ -47,8 +47,9 @@ async def entries_now(settings: SimulatorSettings) -> int:
 
 
 async def read_measures(settings: SimulatorSettings, at_least: int) -> dict[str, Any]:
-    """The last 30 days' measures, once they count `at_least` entries (within the read-back
-    timeout): the analytics service reads `journey` on its own time."""
+    """The last 30 days' measures, once they count `at_least` entries: the analytics service
+    reads `journey` on its own time. Raises `AnalyticsUnavailable` if it does not answer, or
+    has not caught up, within the read-back timeout."""
     params = _params()
     deadline = time.monotonic() + settings.readback_timeout_seconds
     async with _client(settings, timeout=30) as api:
@@ -59,8 +60,13 @@ async def read_measures(settings: SimulatorSettings, at_least: int) -> dict[str,
                 if time.monotonic() > deadline:
                     raise AnalyticsUnavailable(str(exc) or type(exc).__name__) from None
             else:
-                if measures["entries"] >= at_least or time.monotonic() > deadline:
+                if measures["entries"] >= at_least:
                     return measures
+                if time.monotonic() > deadline:
+                    raise AnalyticsUnavailable(
+                        f"it counted {measures['entries']} of {at_least} entries "
+                        f"after {settings.readback_timeout_seconds:.0f}s"
+                    )
             await asyncio.sleep(1.0)
 
 

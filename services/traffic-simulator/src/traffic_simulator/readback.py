@@ -64,6 +64,33 @@ async def read_back(
             await asyncio.sleep(1.0)
 
 
+async def entries_held(crowd: list[Person], settings: SimulatorSettings) -> int:
+    """How many journey entries the crowd's customers hold now: before a run, those of an
+    earlier run with the same seed (whose events a rerun repeats, so adds none)."""
+    headers = {"X-API-Key": settings.api_key.get_secret_value()}
+    async with httpx.AsyncClient(base_url=settings.profile_url, headers=headers, timeout=30) as api:
+        held = 0
+        for person in crowd:
+            customer = await _customer(api, person)
+            if customer is not None:
+                held += len(await _journey(api, customer))
+        return held
+
+
+async def _customer(api: httpx.AsyncClient, person: Person) -> str | None:
+    found = await api.post("/v1/customers/lookup", json={"kind": "email", "value": person.email})
+    if found.status_code != 200:  # unknown (404), or not answering yet: read again later
+        return None
+    customer: str = found.json()["customer_id"]
+    return customer
+
+
+async def _journey(api: httpx.AsyncClient, customer: str) -> list[dict[str, Any]]:
+    journey = (await api.get(f"/v1/customers/{customer}/journey", params={"limit": 200})).json()
+    entries: list[dict[str, Any]] = journey.get("entries", [])
+    return entries
+
+
 async def _snapshot(
     api: httpx.AsyncClient,
     crowd: list[Person],
@@ -73,19 +100,15 @@ async def _snapshot(
     result = Readback()
     showcase = next((p for p in crowd if p.uses_messenger and p.drops_a_call), crowd[0])
     for person in crowd:
-        found = await api.post(
-            "/v1/customers/lookup", json={"kind": "email", "value": person.email}
-        )
-        if found.status_code != 200:
+        customer = await _customer(api, person)
+        if customer is None:
             result.missing += expected.get(person.number, 0)
             continue
-        customer = found.json()["customer_id"]
         result.customers.add(customer)
         result.customer_of[person.number] = customer
         profile = (await api.get(f"/v1/customers/{customer}")).json()
         result.merges += len(profile.get("merged_from", []))
-        journey = (await api.get(f"/v1/customers/{customer}/journey", params={"limit": 200})).json()
-        entries = journey.get("entries", [])
+        entries = await _journey(api, customer)
         result.entries_per_channel.update(entry["channel"] for entry in entries)
         check_chats(result, entries, chats(person, settings))
         sent = expected.get(person.number, 0)
