@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import socket
 from typing import Any
 
 import pytest
@@ -28,6 +27,7 @@ from hilo.kafka import (
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually, read_topic
 from hilo.testkit.samples import sample_interaction, sample_payloads
+from hilo.testkit.serving import free_port
 from hilo.topics import REGISTRY, Topic, ensure_topics, topic_name
 
 
@@ -242,13 +242,6 @@ async def test_after_a_fresh_fetch_the_next_batch_holds_all_that_arrived_while_o
         await producer.stop()
 
 
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def test_a_broker_that_cannot_connect_yet_keeps_trying_and_refuses_publishes_meanwhile(
     settings: HiloSettings,
 ) -> None:
@@ -256,7 +249,7 @@ async def test_a_broker_that_cannot_connect_yet_keeps_trying_and_refuses_publish
     (what channels spool or answer 503 for), and no try leaves an unclosed client behind."""
     away = settings.model_copy(
         update={
-            "kafka_bootstrap_servers": f"127.0.0.1:{unused_port()}",
+            "kafka_bootstrap_servers": f"127.0.0.1:{free_port()}",
             "kafka_publish_timeout_seconds": 1.0,
         }
     )

@@ -780,3 +780,34 @@ async def test_a_frequent_buyer_shows_the_latest_orders_and_how_many_there_are(
     assert f"WEB-{RECENT_ORDERS + 2}" in orders, "the latest is shown"
     assert "WEB-0<" not in orders, "the oldest three are only in the journey"
     assert f"lifetime value {59.90 * (RECENT_ORDERS + 3):.2f} EUR" in orders
+
+
+async def test_with_kafka_away_the_desk_starts_shows_journeys_and_refuses_replies_saying_why(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """The journey comes from the profile API, not from Kafka: a desk (re)started during a
+    Kafka outage serves it, stays ready (degraded), and a reply is refused with the reason."""
+    away = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    async with (
+        running_profile_service(settings) as profile,
+        served(profile.service.app, lifespan="off") as profile_url,
+    ):
+        customer = await customer_who_wrote(profile)
+        async with (
+            running_desk(desk_settings(away, profile_url, API_KEY)) as desk_url,
+            signed_in(desk_url) as client,
+        ):
+            page = await client.get(f"/customers/{customer}")
+            reply = await client.post(
+                f"/customers/{customer}/replies",
+                json={"channel": "sms", "text": "On its way."},
+                headers={"X-CSRF-Token": csrf_of(page.text)},
+            )
+            ready = await client.get("/health/ready")
+
+    assert page.status_code == 200
+    assert "Hola" in page.text
+    assert reply.status_code == 503
+    assert "Kafka is not answering" in reply.json()["error"]
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "degraded", "checks": {"keys": "ok", "kafka": "failing"}}

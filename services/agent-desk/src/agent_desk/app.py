@@ -69,7 +69,7 @@ from agent_desk.settings import DeskSettings
 from agent_desk.timeline import attach_statuses, row, type_name
 from hilo.contract.outbound import Template
 from hilo.health import health_router, kafka_check, mongo_check
-from hilo.kafka import KafkaPublisher, PublishFailed, create_broker
+from hilo.kafka import KafkaPublisher, PublishFailed, create_broker, start_or_keep_trying
 from hilo.mongo import create_mongo_client
 from hilo.sealing import create_sealer
 from hilo.shutdown import cancelled, shut_down
@@ -195,13 +195,13 @@ def _wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
-async def _shut_down(desk: Desk, follower: asyncio.Task[None]) -> None:
-    """Stop the feed and close every connection; each step runs even when one before it
-    failed or hung (`hilo.shutdown`)."""
+async def _shut_down(desk: Desk, background: list[asyncio.Task[None]]) -> None:
+    """Stop the feed (and a connection still being tried) and close every connection; each
+    step runs even when one before it failed or hung (`hilo.shutdown`)."""
     await shut_down(
         "agent-desk",
         [
-            ("feed", lambda: cancelled([follower])),
+            ("feed", lambda: cancelled(background)),
             ("kafka", desk.broker.stop),
             ("profiles", desk.profiles.close),
             ("mongo", desk.mongo.close),
@@ -225,15 +225,16 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         with suppress(PyMongoError):  # made once MongoDB answers; it only tidies away
             await desk.signed_out.create_indexes()
-        await desk.broker.start()
+        connecting = await start_or_keep_trying(desk.broker, settings)
         follower = asyncio.create_task(desk.feed.run())
-        with suppress(TimeoutError):
-            await asyncio.wait_for(desk.feed.ready.wait(), 30)
+        if connecting is None:  # with Kafka away, journeys are read all the same: no waiting
+            with suppress(TimeoutError):
+                await asyncio.wait_for(desk.feed.ready.wait(), 30)
         log.info("desk_started", agents=len(desk.agents.ids))
         try:
             yield
         finally:
-            await _shut_down(desk, follower)
+            await _shut_down(desk, [follower] if connecting is None else [follower, connecting])
 
     app = DeskApp(
         title="Hilo agent desk",
@@ -254,7 +255,9 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
     )
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(
-        health_router({"kafka": kafka_check(desk.broker), "keys": mongo_check(desk.mongo)})
+        health_router(
+            {"keys": mongo_check(desk.mongo)}, optional={"kafka": kafka_check(desk.broker)}
+        )
     )
     _routes(app)
 
