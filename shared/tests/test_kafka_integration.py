@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import InvalidReplicationFactorError
+from aiokafka.errors import InvalidReplicationFactorError, KafkaConnectionError
 from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker, KafkaMessage
 
@@ -25,6 +25,7 @@ from hilo.kafka import (
     start_or_keep_trying,
 )
 from hilo.settings import HiloSettings
+from hilo.shutdown import cancelled
 from hilo.testkit.probes import eventually, read_topic
 from hilo.testkit.samples import sample_interaction, sample_payloads
 from hilo.testkit.serving import free_port
@@ -267,8 +268,45 @@ async def test_a_broker_that_cannot_connect_yet_keeps_trying_and_refuses_publish
         await asyncio.sleep(2.5)  # the second and third tries
         assert not connecting.done()
     finally:
-        connecting.cancel()
+        await cancelled([connecting])
         await broker.stop()
     gc.collect()
     await asyncio.sleep(0)
     assert [context["message"] for context in reported] == []
+
+
+async def test_a_start_that_fails_half_way_is_undone_and_the_next_try_starts_whole(
+    settings: HiloSettings, topics: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kafka answers the producer, then the admin client fails: the next try must not find a
+    producer already there (FastStream would start a second over it, the first never closed)
+    nor an admin client that never started (readiness would fail for good)."""
+    reported: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _l, c: reported.append(c))
+    broker = create_broker(settings)
+    admin = type(broker.config.admin)
+    connect = admin.connect
+    tries: list[int] = []
+
+    async def fails_once(self: Any, **kwargs: Any) -> None:
+        tries.append(1)
+        if len(tries) == 1:
+            raise KafkaConnectionError("the admin client's broker went away")
+        await connect(self, **kwargs)
+
+    monkeypatch.setattr(admin, "connect", fails_once)
+    connecting = await start_or_keep_trying(broker, settings)
+    assert connecting is not None, "the first try failed"
+    try:
+        await asyncio.wait_for(connecting, timeout=30)
+        ready = await broker.ping(timeout=5)
+        await KafkaPublisher(broker, settings).publish_records(
+            [Record(Topic.INTERACTIONS, b"key", b"{}", {})]
+        )
+    finally:
+        await broker.stop()
+    gc.collect()
+    await asyncio.sleep(0)
+    assert len(tries) == 2
+    assert ready, "readiness would say Kafka is failing"
+    assert [context["message"] for context in reported] == [], "a producer left unclosed"

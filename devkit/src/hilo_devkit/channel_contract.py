@@ -152,8 +152,8 @@ async def assert_spooled_while_kafka_is_down(
     workdir: Path,
 ) -> list[dict[str, Any]]:
     """200 while a broker of its own is down, sent once, and published once it is back; an
-    instance (re)started during the outage starts, keeps its webhook too, and connects once
-    Kafka answers.
+    instance (re)started during the outage starts, keeps its webhook too, connects once Kafka
+    answers, and then publishes webhooks itself.
 
     The instances stay ready (readiness says `degraded`): they can still take webhooks. The
     producer may also deliver what it had queued, so the events may come back twice under one
@@ -176,6 +176,8 @@ async def assert_spooled_while_kafka_is_down(
                 connected = await eventually(
                     lambda: restarted.get("/health/ready"), until=_kafka_ok, timeout=60
                 )
+                after = await send(restarted, request)
+                kept_after = await spooled.count_documents({})
         await mongo.close()
         for answer in (down, down_at_start):
             assert answer.is_success, f"answered {answer.status_code} while Kafka was down"
@@ -185,6 +187,8 @@ async def assert_spooled_while_kafka_is_down(
             assert readiness.json() == degraded
         assert (kept, left) == (2, 0), "kept in MongoDB while Kafka was down, then published"
         assert _kafka_ok(connected), "the instance started during the outage never connected"
+        assert after.is_success, f"answered {after.status_code} once Kafka was back"
+        assert kept_after == 0, "the instance started during the outage still cannot publish"
         return await opened_interactions(local, records)
 
 

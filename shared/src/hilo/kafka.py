@@ -41,6 +41,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from hilo.contract import Interaction
 from hilo.contract.personal import INTERACTION_FIELDS
+from hilo.logs import error_text
 from hilo.sealing import Sealer
 from hilo.settings import HiloSettings
 from hilo.topics import Topic, topic_name
@@ -219,6 +220,9 @@ def aiokafka_producer(broker: KafkaBroker) -> AIOKafkaProducer:
 
 KAFKA_AWAY = (KafkaError, OSError)
 """What connecting raises while Kafka does not answer (`TimeoutError` is an `OSError`)."""
+START_SECONDS = 30.0
+"""How long one try to start a broker may take: a consumer group joining waits for its
+coordinator without a deadline of its own, and a cluster with too few brokers has none."""
 
 
 async def start_or_keep_trying(
@@ -239,8 +243,10 @@ async def start_or_keep_trying(
 
 
 async def _start_when_kafka_answers(broker: KafkaBroker, settings: HiloSettings) -> None:
+    """Try until the broker starts. Any failure is tried again, not only Kafka being away: a
+    task that ended would leave the service degraded for good, and say nothing."""
     retrying = AsyncRetrying(
-        retry=retry_if_exception_type(KAFKA_AWAY),
+        retry=retry_if_exception_type(Exception),
         wait=wait_exponential_jitter(multiplier=0.5, max=10, jitter=0.5),
         before_sleep=_still_away,
     )
@@ -251,14 +257,28 @@ async def _start_when_kafka_answers(broker: KafkaBroker, settings: HiloSettings)
 
 
 async def _start(broker: KafkaBroker, settings: HiloSettings) -> None:
-    """Start `broker` once a producer of our own could connect.
+    """Start `broker` once a producer of our own could connect, within `START_SECONDS`.
 
     FastStream drops a producer whose start failed without closing it, and aiokafka reports
-    every such producer as an unclosed client: the probe is closed whatever happens.
+    every such producer as an unclosed client: the probe is closed whatever happens. A start
+    that fails half-way is stopped, else the next try would connect a second producer over the
+    first and keep an admin client that never started (readiness failing for good).
     """
     async with asyncio.timeout(settings.kafka_publish_timeout_seconds):
         await _probe(broker)
-    await broker.start()
+    try:
+        async with asyncio.timeout(START_SECONDS):
+            await broker.start()
+    except BaseException:
+        await asyncio.shield(_stop_quietly(broker))
+        raise
+
+
+async def _stop_quietly(broker: KafkaBroker) -> None:
+    try:
+        await broker.stop()
+    except Exception as exc:  # the failure being handled is the one to report
+        log.warning("kafka_half_start_not_stopped", error=type(exc).__name__)
 
 
 async def _probe(broker: KafkaBroker) -> None:
@@ -267,14 +287,17 @@ async def _probe(broker: KafkaBroker) -> None:
     try:
         await producer.start()
     finally:
-        await producer.stop()
+        await asyncio.shield(producer.stop())
 
 
 def _still_away(state: RetryCallState) -> None:
-    """Log the tenth try and every hundredth: an outage of hours is not a line per try."""
+    """Log an unexpected failure each time; Kafka being away at the tenth try and every
+    hundredth: an outage of hours is not a line per try."""
     tries = state.attempt_number + 1  # the first was `start_or_keep_trying`'s
-    if tries == 10 or tries % 100 == 0:
-        error = state.outcome.exception() if state.outcome else None
+    error = state.outcome.exception() if state.outcome else None
+    if error is not None and not isinstance(error, KAFKA_AWAY):
+        log.error("kafka_start_failed", tries=tries, error=error_text(error))
+    elif tries == 10 or tries % 100 == 0:
         log.warning("kafka_unavailable", tries=tries, error=type(error).__name__)
 
 
