@@ -9,14 +9,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 from pydantic_extra_types.currency_code import ISO4217
 
-from hilo.kafka import KafkaPublisher, Record, create_broker
+from hilo.kafka import KafkaPublisher, Record, create_broker, wire_headers
 from hilo.offers.book import OffersFollower
 from hilo.offers.model import OfferRecord, OffersSnapshot, PricePoint, PriceSchedule, price_key
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually
-from hilo.topics import Topic, ensure_topics
+from hilo.topics import Topic, ensure_topics, topic_name
 from offers.changes import kafka_record
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -189,3 +191,28 @@ async def test_the_follower_waits_for_its_topic_and_reconnects_after_an_error(
 
     assert failures == 1
     assert amounts(follower.book.snapshot()) == dict.fromkeys(SKUS, Decimal("20.00"))
+
+
+async def test_partitions_added_to_the_topic_are_followed_from_their_beginning(
+    settings: HiloSettings, publisher: KafkaPublisher
+) -> None:
+    topic = topic_name(Topic.OFFERS, settings)
+    following = OffersFollower(settings, poll_ms=50, metadata_seconds=0.5)
+    await following.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        await eventually(lambda: _ready(following), interval=0.05)
+        await admin.create_partitions({topic: NewPartitions(total_count=2)})
+        for record in map(kafka_record, version(1, "10.00")):
+            await producer.send_and_wait(
+                topic, record.value, key=record.key, partition=1, headers=wire_headers(record)
+            )
+        await eventually(lambda: _version(following), until=lambda v: v == 1, timeout=20)
+    finally:
+        await producer.stop()
+        await admin.close()
+        await following.stop()
+    assert amounts(following.book.snapshot()) == dict.fromkeys(SKUS, Decimal("10.00"))

@@ -159,6 +159,15 @@ class TopicMissing(RuntimeError):
     """The `offers` topic does not exist (yet): its creator has not run."""
 
 
+class PartitionsAdded(RuntimeError):
+    """The topic has more partitions than the follower took (it learns of them with its
+    metadata, within a minute): it takes them all again, the new ones from the beginning."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"more partitions than the {count} followed")
+        self.count = count
+
+
 class OffersFollower:
     """Follows `offers` from the beginning, outside any consumer group, into `book`.
 
@@ -175,6 +184,7 @@ class OffersFollower:
         *,
         retry_seconds: float = 2.0,
         poll_ms: int = 500,
+        metadata_seconds: float = 60.0,
     ) -> None:
         self.book = book or OffersBook()
         self.ready = asyncio.Event()
@@ -182,6 +192,7 @@ class OffersFollower:
         self._topic = topic_name(Topic.OFFERS, settings)
         self._retry_seconds = retry_seconds
         self._poll_ms = poll_ms
+        self._metadata_ms = int(metadata_seconds * 1000)
         self._positions: dict[TopicPartition, int] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -203,6 +214,8 @@ class OffersFollower:
                 await self._follow()
             except asyncio.CancelledError:
                 raise
+            except PartitionsAdded as added:
+                log.info("offers_partitions_added", partitions=added.count)
             except Exception as exc:
                 log.warning("offers_follower_failed", error=type(exc).__name__)
                 await asyncio.sleep(self._retry_seconds)
@@ -215,11 +228,15 @@ class OffersFollower:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
+            metadata_max_age_ms=self._metadata_ms,
         )
         await consumer.start()
         try:
-            end = await self._assign(consumer, await self._partitions())
+            partitions = await self._partitions()
+            end = await self._assign(consumer, partitions)
             while True:
+                if len(consumer.partitions_for_topic(self._topic) or ()) > len(partitions):
+                    raise PartitionsAdded(len(partitions))
                 if end is not None and await _reached(consumer, end):
                     self.book.caught_up()
                     self.ready.set()
@@ -243,11 +260,15 @@ class OffersFollower:
         )
         await admin.start()
         try:
+            # Asked by name, a missing topic may be created with the broker's defaults (not
+            # compacted) where `auto.create.topics.enable` is on: ask for the list first.
+            if self._topic not in await admin.list_topics():
+                raise TopicMissing(self._topic)
             [described] = await admin.describe_topics([self._topic])
         finally:
             await admin.close()
         if described["error_code"] != 0 or not described["partitions"]:
-            raise TopicMissing(self._topic)  # subscribing could auto-create it, wrongly
+            raise TopicMissing(self._topic)
         numbers = sorted(partition["partition"] for partition in described["partitions"])
         return [TopicPartition(self._topic, number) for number in numbers]
 
