@@ -10,7 +10,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import InvalidReplicationFactorError, KafkaConnectionError
+from aiokafka.errors import (
+    InvalidReplicationFactorError,
+    KafkaConnectionError,
+    RequestTimedOutError,
+    TopicAuthorizationFailedError,
+)
 from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker, KafkaMessage
 
@@ -29,7 +34,7 @@ from hilo.shutdown import cancelled
 from hilo.testkit.probes import eventually, read_topic
 from hilo.testkit.samples import sample_interaction, sample_payloads
 from hilo.testkit.serving import free_port
-from hilo.topics import REGISTRY, Topic, ensure_topics, topic_name
+from hilo.topics import REGISTRY, Topic, _created, ensure_topics, topic_name
 
 
 async def describe(
@@ -310,3 +315,18 @@ async def test_a_start_that_fails_half_way_is_undone_and_the_next_try_starts_who
     assert len(tries) == 2
     assert ready, "readiness would say Kafka is failing"
     assert [context["message"] for context in reported] == [], "a producer left unclosed"
+
+
+def test_a_create_answer_that_says_nothing_of_existence_waits_for_the_topics_to_show() -> None:
+    """Timed out, or credentials that may not create: the topics may exist (or come) anyway."""
+    created, unsure = _created(
+        [("a", 0, None), ("b", 36, "exists"), ("c", 29, None), ("d", 7, "timed out")]
+    )
+    assert created == ["a"]
+    assert [type(error) for error in unsure] == [
+        TopicAuthorizationFailedError,
+        RequestTimedOutError,
+    ]
+    assert str(unsure[0]).endswith("creating c: ")
+    with pytest.raises(InvalidReplicationFactorError, match="creating e: too many"):
+        _created([("e", 38, "too many")])

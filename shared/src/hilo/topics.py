@@ -13,7 +13,7 @@ from enum import StrEnum
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from hilo.logs import configure_logging
 from hilo.settings import HiloSettings
@@ -185,23 +185,38 @@ async def ensure_topics(settings: HiloSettings) -> list[str]:
             for spec in REGISTRY
         ]
         response = await admin.create_topics(wanted)
-        created = _created(response.topic_errors)
-        await _until_visible(admin, [topic.name for topic in wanted])
+        created, unsure = _created(response.topic_errors)
+        try:
+            await _until_visible(admin, [topic.name for topic in wanted])
+        except TimeoutError as exc:
+            if unsure:  # the reason they are not there
+                raise unsure[0] from exc
+            raise
         log.info("topics_ensured", created=created, existing=len(wanted) - len(created))
         return created
     finally:
         await admin.close()
 
 
-def _created(answers: list[tuple[str, int, str | None]]) -> list[str]:
-    """The topics a CreateTopics answer created; raises the first error other than "exists"."""
-    created = []
+UNSURE = frozenset({7, 29, 31})
+"""Answers that say nothing of whether the topic exists: the request timed out (it may still
+be created), or these credentials may not create topics (they may exist already)."""
+
+
+def _created(answers: list[tuple[str, int, str | None]]) -> tuple[list[str], list[KafkaError]]:
+    """The topics a CreateTopics answer created, and the errors to raise should the topics
+    not show up; raises the first other error than "exists"."""
+    created: list[str] = []
+    unsure: list[KafkaError] = []
     for name, code, *message in answers:
         if code == 0:
             created.append(name)
         elif code != TopicAlreadyExistsError.errno:
-            raise for_code(code)(f"creating {name}: {message[0] if message else ''}")
-    return created
+            error = for_code(code)(f"creating {name}: {(message[0] if message else None) or ''}")
+            if code not in UNSURE:
+                raise error
+            unsure.append(error)
+    return created, unsure
 
 
 VISIBLE_WITHIN_SECONDS = 30.0
