@@ -8,11 +8,19 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from customer_profile.testing import API_KEY, T0, RunningProfileService, interaction
+from customer_profile.bootstrap import bootstrap, start, stop
+from customer_profile.testing import (
+    API_KEY,
+    T0,
+    RunningProfileService,
+    interaction,
+    profile_settings,
+)
 from hilo.contract import Identifiers, new_interaction
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import read_topic
 from hilo.testkit.samples import sample_payloads
+from hilo.testkit.serving import free_port
 from hilo.topics import Topic, topic_name
 
 
@@ -285,3 +293,35 @@ async def test_a_read_key_reads_but_cannot_erase_export_split_or_decide_merges(
     assert (await profile_service.http.get(f"/v1/customers/{ana}")).status_code == 200
     exported = await profile_service.http.get(f"/v1/customers/{ana}/export")
     assert exported.status_code == 200, "an admin key may"
+
+
+async def test_with_kafka_away_the_api_starts_and_serves_journeys(
+    profile_service: RunningProfileService, settings: HiloSettings
+) -> None:
+    """Agents read journeys from MongoDB: an instance (re)started during a Kafka outage serves
+    them, ready but `degraded`, and consumes once Kafka answers."""
+    await profile_service.publish([interaction(1, email="ana@example.com")])
+    await profile_service.wait_for_entries(1)
+    customer = await profile_service.customer_of("email", "ana@example.com")
+    away = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    service = bootstrap(profile_settings(away, consumer_group=f"{settings.topic_prefix}other"))
+    await start(service)
+    transport = httpx.ASGITransport(app=service.app)
+    try:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://p", headers={"X-API-Key": API_KEY}
+        ) as http:
+            journey = await http.get(f"/v1/customers/{customer}/journey")
+            ready = await http.get("/health/ready")
+    finally:
+        await stop(service)
+
+    assert journey.status_code == 200
+    assert [entry["id"] for entry in journey.json()["entries"]] == [
+        interaction(1, email="ana@example.com").id
+    ]
+    assert ready.status_code == 200
+    assert ready.json() == {
+        "status": "degraded",
+        "checks": {"kafka": "failing", "mongodb": "ok", "consumer": "ok"},
+    }

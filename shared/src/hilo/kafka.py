@@ -13,7 +13,7 @@ import contextlib
 import functools
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,24 +225,31 @@ START_SECONDS = 30.0
 coordinator without a deadline of its own, and a cluster with too few brokers has none."""
 
 
+Prepare = Callable[[], Awaitable[object]]
+
+
 async def start_or_keep_trying(
-    broker: KafkaBroker, settings: HiloSettings
+    broker: KafkaBroker, settings: HiloSettings, prepare: Prepare | None = None
 ) -> asyncio.Task[None] | None:
     """Start `broker` now if Kafka answers; otherwise log it and return the task that keeps
-    trying (0.5 s, doubling to 10 s, jittered) until it does.
+    trying (0.5 s, doubling to 10 s, jittered) until it does. `prepare` runs once Kafka answers,
+    before the broker starts (creating topics its consumers need, say).
 
     For a service that can serve without Kafka, so must not fail its start-up while Kafka is
-    away (a channel that spools): until the task is done, its publishes raise `PublishFailed`.
+    away (a channel that spools, the APIs that read MongoDB): until the task is done, its
+    publishes raise `PublishFailed` and its consumers wait.
     """
     try:
-        await _start(broker, settings)
+        await _start(broker, settings, prepare)
     except KAFKA_AWAY as exc:
         log.warning("kafka_unavailable", tries=1, error=type(exc).__name__)
-        return asyncio.create_task(_start_when_kafka_answers(broker, settings))
+        return asyncio.create_task(_start_when_kafka_answers(broker, settings, prepare))
     return None
 
 
-async def _start_when_kafka_answers(broker: KafkaBroker, settings: HiloSettings) -> None:
+async def _start_when_kafka_answers(
+    broker: KafkaBroker, settings: HiloSettings, prepare: Prepare | None
+) -> None:
     """Try until the broker starts. Any failure is tried again, not only Kafka being away: a
     task that ended would leave the service degraded for good, and say nothing."""
     retrying = AsyncRetrying(
@@ -252,11 +259,11 @@ async def _start_when_kafka_answers(broker: KafkaBroker, settings: HiloSettings)
     )
     async for attempt in retrying:
         with attempt:
-            await _start(broker, settings)
+            await _start(broker, settings, prepare)
     log.info("kafka_connected", tries=retrying.statistics.get("attempt_number", 0) + 1)
 
 
-async def _start(broker: KafkaBroker, settings: HiloSettings) -> None:
+async def _start(broker: KafkaBroker, settings: HiloSettings, prepare: Prepare | None) -> None:
     """Start `broker` once a producer of our own could connect, within `START_SECONDS`.
 
     FastStream drops a producer whose start failed without closing it, and aiokafka reports
@@ -266,6 +273,8 @@ async def _start(broker: KafkaBroker, settings: HiloSettings) -> None:
     """
     async with asyncio.timeout(settings.kafka_publish_timeout_seconds):
         await _probe(broker)
+    if prepare is not None:
+        await prepare()
     try:
         async with asyncio.timeout(START_SECONDS):
             await broker.start()

@@ -26,7 +26,7 @@ from customer_profile.settings import ProfileSettings
 from hilo.asyncapi import asyncapi_router
 from hilo.entrypoint import OpenApiRefused
 from hilo.health import health_router, kafka_check, mongo_check
-from hilo.kafka import KafkaPublisher, create_broker
+from hilo.kafka import KafkaPublisher, create_broker, start_or_keep_trying
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.offers.book import OffersFollower
 from hilo.offers.model import OffersSnapshot
@@ -111,11 +111,8 @@ def bootstrap(settings: ProfileSettings) -> Service:
         admin_api_keys=[key.get_secret_value() for key in settings.admin_api_keys],
     )
     health = health_router(
-        {
-            "kafka": kafka_check(broker),
-            "mongodb": mongo_check(mongo),
-            "consumer": consumer_health.check,
-        }
+        {"mongodb": mongo_check(mongo), "consumer": consumer_health.check},
+        optional={"kafka": kafka_check(broker)},
     )
     app = create_api(state, [health, asyncapi_router()])
     service = Service(
@@ -138,17 +135,19 @@ def _lifespan(service: Service) -> Callable[[FastAPI], AbstractAsyncContextManag
 
 
 async def start(service: Service) -> None:
-    """Indexes and topics first (both idempotent), then start consuming."""
+    """Indexes first, then topics and consuming: now if Kafka answers, else once it does
+    (the API serves meanwhile, its readiness `degraded`)."""
     if not service.settings.api_keys:
         log.warning("api_unprotected", reason="HILO_API_KEYS is empty (development only)")
     elif not service.settings.admin_api_keys:
         log.warning("api_admin_closed", reason="HILO_ADMIN_API_KEYS is empty: no key may erase")
     await service.store.create_indexes()
-    await ensure_topics(service.settings)
     await service.offers.start()
-    with suppress(TimeoutError):  # checked against the whole catalogue from the first batch
-        await asyncio.wait_for(service.offers.ready.wait(), OFFERS_READY_SECONDS)
-    await service.broker.start()
+    connecting = await start_or_keep_trying(
+        service.broker, service.settings, lambda: _before_consuming(service)
+    )
+    if connecting is not None:  # the API reads MongoDB: it serves while Kafka is away
+        service.background.append(connecting)
     service.background.append(
         asyncio.create_task(
             service.privacy.keep_finishing(service.settings.erasure_retry_seconds),
@@ -161,6 +160,14 @@ async def start(service: Service) -> None:
         )
     )
     log.info("customer_profile_started", group=service.settings.consumer_group)
+
+
+async def _before_consuming(service: Service) -> None:
+    """The topics, and the offers read whole: prices are checked against the whole catalogue
+    from the first batch."""
+    await ensure_topics(service.settings)
+    with suppress(TimeoutError):
+        await asyncio.wait_for(service.offers.ready.wait(), OFFERS_READY_SECONDS)
 
 
 async def stop(service: Service) -> None:
