@@ -19,7 +19,7 @@ from hilo.mongo import create_mongo_client
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
 from hilo.testkit.contract_check import published_interactions
-from hilo.testkit.samples import sample_interaction
+from hilo.testkit.samples import longest_that_fits, sample_interaction
 from hilo.topics import Topic
 
 LIMIT = 6_144
@@ -32,16 +32,7 @@ def padded(length: int) -> Interaction:
 
 
 async def longest_padding_that_fits(publisher: KafkaPublisher) -> int:
-    low, high = 0, LIMIT
-    while low < high:
-        middle = (low + high + 1) // 2
-        try:
-            await publisher.interaction_records([padded(middle)])
-        except RecordTooLarge:
-            high = middle - 1
-        else:
-            low = middle
-    return low
+    return await longest_that_fits(publisher, padded, LIMIT)
 
 
 async def test_the_largest_record_the_check_lets_through_is_one_the_producer_takes(

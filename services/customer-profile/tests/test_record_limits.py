@@ -8,10 +8,10 @@ from aiokafka.structs import ConsumerRecord
 
 from customer_profile.testing import T0, running_profile_service
 from hilo.contract import Identifiers, Interaction, new_interaction
-from hilo.kafka import DEAD_LETTER_HEADROOM, KafkaPublisher, RecordTooLarge, record_size
+from hilo.kafka import DEAD_LETTER_HEADROOM, KafkaPublisher, record_size
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import read_topic
-from hilo.testkit.samples import sample_payloads
+from hilo.testkit.samples import longest_that_fits, sample_payloads
 from hilo.topics import Topic, topic_name
 
 LIMIT = 64 * 1024
@@ -19,17 +19,9 @@ LIMIT = 64 * 1024
 
 async def largest_accepted(publisher: KafkaPublisher) -> tuple[Interaction, int]:
     """The message with the longest text a channel would still publish, and its record's size."""
-    shortest, longest = 0, LIMIT
-    while shortest < longest:
-        length = (shortest + longest + 1) // 2
-        try:
-            await publisher.interaction_records([message(length)])
-        except RecordTooLarge:
-            longest = length - 1
-        else:
-            shortest = length
-    [record] = await publisher.interaction_records([message(shortest)])
-    return message(shortest), record_size(record)
+    largest = message(await longest_that_fits(publisher, message, LIMIT))
+    [record] = await publisher.interaction_records([largest])
+    return largest, record_size(record)
 
 
 def message(length: int) -> Interaction:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -42,6 +43,7 @@ from hilo.contract import (
     new_interaction,
 )
 from hilo.contract.outbound import OutboundCommand, OutboundMessage
+from hilo.kafka import KafkaPublisher, RecordTooLarge
 
 
 def eur(amount: str) -> Money:
@@ -155,3 +157,20 @@ def publishing_one_sample(channel: Channel) -> list[APIRouter]:
         return {"status": "ok"}
 
     return [router]
+
+
+async def longest_that_fits(
+    publisher: KafkaPublisher, make: Callable[[int], Interaction], upper: int
+) -> int:
+    """The largest `length` (at most `upper`) for which the interaction `make(length)` still
+    fits the publisher's record limit: a bisection on `RecordTooLarge`."""
+    low, high = 0, upper
+    while low < high:
+        middle = (low + high + 1) // 2
+        try:
+            await publisher.interaction_records([make(middle)])
+        except RecordTooLarge:
+            high = middle - 1
+        else:
+            low = middle
+    return low
