@@ -32,7 +32,7 @@ from hilo.kafka import read_to_end
 from hilo.mongo import create_mongo_client
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually, read_topic
-from hilo.testkit.serving import served
+from hilo.testkit.serving import free_port, served
 from hilo.topics import Topic, topic_name
 from journey_analytics.app import create_service
 from journey_analytics.measures import Measures
@@ -240,3 +240,19 @@ async def test_the_measures_need_a_key_and_a_sane_range(
     assert refused.status_code == 401
     assert backwards.status_code == 422
     assert "before" in backwards.text
+
+
+async def test_with_kafka_away_the_measures_are_served_and_readiness_says_degraded(
+    settings: HiloSettings,
+) -> None:
+    """The measures are kept in MongoDB: an instance (re)started while Kafka is away serves
+    them and reads `journey` once Kafka answers."""
+    away = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    async with analytics(away, "away") as client:
+        measures = await client.get("/v1/measures")
+        ready = await client.get("/health/ready")
+
+    assert measures.status_code == 200
+    assert measures.json()["entries"] == 0
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "degraded", "checks": {"mongodb": "ok", "kafka": "failing"}}

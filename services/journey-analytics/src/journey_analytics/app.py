@@ -20,7 +20,7 @@ from hilo.asyncapi import asyncapi_router
 from hilo.auth import require_api_key
 from hilo.entrypoint import OpenApiRefused
 from hilo.health import health_router, kafka_check, mongo_check
-from hilo.kafka import KafkaPublisher, Record, create_broker
+from hilo.kafka import KafkaPublisher, Record, create_broker, start_or_keep_trying
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.shutdown import cancelled, shut_down
 from hilo.topics import Topic
@@ -142,7 +142,9 @@ def create_service(settings: AnalyticsSettings) -> AnalyticsService:
             raise HTTPException(422, f"`from` must be before `to`, at most {MAX_RANGE.days} days")
         return await service.measures(since, until, customer)
 
-    app.include_router(health_router({"kafka": kafka_check(broker), "mongodb": mongo_check(mongo)}))
+    app.include_router(
+        health_router({"mongodb": mongo_check(mongo)}, optional={"kafka": kafka_check(broker)})
+    )
     app.include_router(asyncapi_router())
     return service
 
@@ -151,7 +153,9 @@ def create_service(settings: AnalyticsSettings) -> AnalyticsService:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     service: AnalyticsService = app.state.service
     await service.store.create_indexes()
-    await service.broker.start()
+    connecting = await start_or_keep_trying(service.broker, service.settings)
+    if connecting is not None:  # the measures are read from MongoDB: served meanwhile
+        service.background.append(connecting)
     service.background.append(asyncio.create_task(service.keep_publishing(service.publisher)))
     try:
         yield
