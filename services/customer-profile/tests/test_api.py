@@ -15,10 +15,12 @@ from customer_profile.testing import (
     RunningProfileService,
     interaction,
     profile_settings,
+    running_profile_service,
 )
 from hilo.contract import Identifiers, new_interaction
+from hilo.kafka import PublishFailed
 from hilo.settings import HiloSettings
-from hilo.testkit.probes import read_topic
+from hilo.testkit.probes import eventually, read_topic
 from hilo.testkit.samples import sample_payloads
 from hilo.testkit.serving import free_port
 from hilo.topics import Topic, topic_name
@@ -325,3 +327,40 @@ async def test_with_kafka_away_the_api_starts_and_serves_journeys(
         "status": "degraded",
         "checks": {"kafka": "failing", "mongodb": "ok", "consumer": "ok"},
     }
+
+
+async def test_a_consumer_stuck_on_kafka_leaves_the_api_serving_and_readiness_degraded(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """Kafka stops confirming mid-run: batches wait (`consumer` failing, the stuck gauge at 1),
+    and the journeys already stored are read all the same."""
+    async with running_profile_service(settings, stuck_after_seconds=0.5) as svc:
+        await svc.publish([interaction(1, email="ana@example.com")])
+        await svc.wait_for_entries(1)
+        customer = await svc.customer_of("email", "ana@example.com")
+        publisher = svc.service.pipeline._publisher
+        assert publisher is not None
+        confirming = publisher.publish_records
+
+        async def not_confirmed(_records: object) -> None:
+            raise PublishFailed("Kafka did not confirm the write to journey")
+
+        publisher.publish_records = not_confirmed  # type: ignore[method-assign,assignment]
+        await svc.publish([interaction(2, minutes=1, email="ana@example.com")])
+        stuck = await eventually(
+            lambda: svc.http.get("/health/ready"),
+            until=lambda answer: answer.json()["checks"]["consumer"] == "failing",
+        )
+        journey = await svc.http.get(f"/v1/customers/{customer}/journey")
+        publisher.publish_records = confirming  # type: ignore[method-assign]
+        await svc.wait_for_entries(2)
+        again = await eventually(
+            lambda: svc.http.get("/health/ready"),
+            until=lambda answer: answer.json()["status"] == "ok",
+        )
+
+    assert stuck.status_code == 200
+    assert stuck.json()["status"] == "degraded"
+    assert journey.status_code == 200
+    assert len(journey.json()["entries"]) >= 1
+    assert again.status_code == 200

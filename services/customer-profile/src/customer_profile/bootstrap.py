@@ -110,9 +110,9 @@ def bootstrap(settings: ProfileSettings) -> Service:
         offers=lambda: offers_in_force(offers),
         admin_api_keys=[key.get_secret_value() for key in settings.admin_api_keys],
     )
-    health = health_router(
-        {"mongodb": mongo_check(mongo), "consumer": consumer_health.check},
-        optional={"kafka": kafka_check(broker)},
+    health = health_router(  # the API reads MongoDB: with it, the instance can serve
+        {"mongodb": mongo_check(mongo)},
+        optional={"kafka": kafka_check(broker), "consumer": consumer_health.check},
     )
     app = create_api(state, [health, asyncapi_router()])
     service = Service(
