@@ -263,8 +263,9 @@ async def test_a_broker_that_cannot_connect_yet_keeps_trying_and_refuses_publish
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda _loop, context: reported.append(context))
     broker = create_broker(away)
-    connecting = await start_or_keep_trying(broker, away)
-    assert connecting is not None, "started although nothing listens"
+    still_connecting = await start_or_keep_trying(broker, away)
+    assert still_connecting, "started although nothing listens"
+    [connecting] = still_connecting
     try:
         with pytest.raises(PublishFailed):
             await KafkaPublisher(broker, away).publish_records(
@@ -300,8 +301,9 @@ async def test_a_start_that_fails_half_way_is_undone_and_the_next_try_starts_who
         await connect(self, **kwargs)
 
     monkeypatch.setattr(admin, "connect", fails_once)
-    connecting = await start_or_keep_trying(broker, settings)
-    assert connecting is not None, "the first try failed"
+    still_connecting = await start_or_keep_trying(broker, settings)
+    assert still_connecting, "the first try failed"
+    [connecting] = still_connecting
     try:
         await asyncio.wait_for(connecting, timeout=30)
         ready = await broker.ping(timeout=5)

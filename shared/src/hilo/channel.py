@@ -302,8 +302,7 @@ async def _start_kafka(
     if not optional:
         await broker.start()
         return []
-    connecting = await start_or_keep_trying(broker, settings)
-    return [] if connecting is None else [connecting]
+    return await start_or_keep_trying(broker, settings)
 
 
 def create_channel_app(

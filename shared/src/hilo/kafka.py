@@ -230,10 +230,11 @@ Prepare = Callable[[], Awaitable[object]]
 
 async def start_or_keep_trying(
     broker: KafkaBroker, settings: HiloSettings, prepare: Prepare | None = None
-) -> asyncio.Task[None] | None:
-    """Start `broker` now if Kafka answers; otherwise log it and return the task that keeps
-    trying (0.5 s, doubling to 10 s, jittered) until it does. `prepare` runs once Kafka answers,
-    before the broker starts (creating topics its consumers need, say).
+) -> list[asyncio.Task[None]]:
+    """Start `broker` now if Kafka answers (no task left); otherwise log it and return the task
+    that keeps trying (0.5 s, doubling to 10 s, jittered) until it does, for the caller's
+    background tasks. `prepare` runs once Kafka answers, before the broker starts (creating
+    topics its consumers need, say).
 
     For a service that can serve without Kafka, so must not fail its start-up while Kafka is
     away (a channel that spools, the APIs that read MongoDB): until the task is done, its
@@ -243,8 +244,8 @@ async def start_or_keep_trying(
         await _start(broker, settings, prepare)
     except KAFKA_AWAY as exc:
         log.warning("kafka_unavailable", tries=1, error=type(exc).__name__)
-        return asyncio.create_task(_start_when_kafka_answers(broker, settings, prepare))
-    return None
+        return [asyncio.create_task(_start_when_kafka_answers(broker, settings, prepare))]
+    return []
 
 
 async def _start_when_kafka_answers(
@@ -255,7 +256,7 @@ async def _start_when_kafka_answers(
     retrying = AsyncRetrying(
         retry=retry_if_exception_type(Exception),
         wait=wait_exponential_jitter(multiplier=0.5, max=10, jitter=0.5),
-        before_sleep=_still_away,
+        before_sleep=_log_failed_try,
     )
     async for attempt in retrying:
         with attempt:
@@ -299,7 +300,7 @@ async def _probe(broker: KafkaBroker) -> None:
         await asyncio.shield(producer.stop())
 
 
-def _still_away(state: RetryCallState) -> None:
+def _log_failed_try(state: RetryCallState) -> None:
     """Log an unexpected failure each time; Kafka being away at the tenth try and every
     hundredth: an outage of hours is not a line per try."""
     tries = state.attempt_number + 1  # the first was `start_or_keep_trying`'s

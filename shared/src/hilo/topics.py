@@ -13,7 +13,14 @@ from enum import StrEnum
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaError,
+    RequestTimedOutError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    for_code,
+)
 
 from hilo.logs import configure_logging
 from hilo.settings import HiloSettings
@@ -198,7 +205,14 @@ async def ensure_topics(settings: HiloSettings) -> list[str]:
         await admin.close()
 
 
-UNSURE = frozenset({7, 29, 31})
+UNSURE = frozenset(
+    error.errno
+    for error in (
+        RequestTimedOutError,
+        TopicAuthorizationFailedError,
+        ClusterAuthorizationFailedError,
+    )
+)
 """Answers that say nothing of whether the topic exists: the request timed out (it may still
 be created), or these credentials may not create topics (they may exist already)."""
 

@@ -227,14 +227,14 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
             await desk.signed_out.create_indexes()
         connecting = await start_or_keep_trying(desk.broker, settings)
         follower = asyncio.create_task(desk.feed.run())
-        if connecting is None:  # with Kafka away, journeys are read all the same: no waiting
+        if not connecting:  # with Kafka away, journeys are read all the same: no waiting
             with suppress(TimeoutError):
                 await asyncio.wait_for(desk.feed.ready.wait(), 30)
         log.info("desk_started", agents=len(desk.agents.ids))
         try:
             yield
         finally:
-            await _shut_down(desk, [follower] if connecting is None else [follower, connecting])
+            await _shut_down(desk, [follower, *connecting])
 
     app = DeskApp(
         title="Hilo agent desk",

@@ -143,11 +143,10 @@ async def start(service: Service) -> None:
         log.warning("api_admin_closed", reason="HILO_ADMIN_API_KEYS is empty: no key may erase")
     await service.store.create_indexes()
     await service.offers.start()
-    connecting = await start_or_keep_trying(
+    # The API reads MongoDB: it serves while Kafka is away.
+    service.background += await start_or_keep_trying(
         service.broker, service.settings, lambda: _before_consuming(service)
     )
-    if connecting is not None:  # the API reads MongoDB: it serves while Kafka is away
-        service.background.append(connecting)
     service.background.append(
         asyncio.create_task(
             service.privacy.keep_finishing(service.settings.erasure_retry_seconds),

@@ -153,9 +153,8 @@ def create_service(settings: AnalyticsSettings) -> AnalyticsService:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     service: AnalyticsService = app.state.service
     await service.store.create_indexes()
-    connecting = await start_or_keep_trying(service.broker, service.settings)
-    if connecting is not None:  # the measures are read from MongoDB: served meanwhile
-        service.background.append(connecting)
+    # The measures are read from MongoDB: served while Kafka is away.
+    service.background += await start_or_keep_trying(service.broker, service.settings)
     service.background.append(asyncio.create_task(service.keep_publishing(service.publisher)))
     try:
         yield
