@@ -219,8 +219,11 @@ class ProfileCollection:
             ],
         )
 
-    async def heads(self, customer_ids: Iterable[str]) -> dict[str, MongoDocument]:
-        return {doc["_id"]: doc async for doc in find_in(self.profiles, "_id", customer_ids)}
+    async def heads(
+        self, customer_ids: Iterable[str], projection: MongoDocument | None = None
+    ) -> dict[str, MongoDocument]:
+        found = find_in(self.profiles, "_id", customer_ids, projection)
+        return {doc["_id"]: doc async for doc in found}
 
     async def load(
         self, customer_ids: Iterable[str], *, views: bool = True
@@ -271,7 +274,7 @@ class ProfileCollection:
         return {customer: sorted(found) for customer, found in result.items()}
 
     async def head_states(self, customer_ids: Iterable[str]) -> dict[str, HeadState]:
-        heads = await self.heads(customer_ids)
+        heads = await self.heads(customer_ids, {"merged_into": 1})
         versions: dict[str, set[int]] = {customer: set() for customer in heads}
         tokens: dict[str, set[str | None]] = {customer: set() for customer in heads}
         views = find_in(
