@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install test test-fast faults fuzz lint fmt schema infra-prepare browser-prepare load-prepare infra-up infra-down run simulate run-profile bench bench-profile bench-desk env-example compose-images compose-test clean
+.PHONY: help install test test-fast faults fuzz lint fmt schema infra-prepare browser-prepare load-prepare infra-up infra-down run simulate run-profile bench bench-profile bench-database bench-desk env-example compose-images compose-test clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -106,6 +106,7 @@ END_TO_END = $(BIN)/python services/customer-profile/bench/end_to_end.py --rate 
 
 bench: install infra-prepare browser-prepare load-prepare ## Measure throughput, latency and where the time goes (results in docs/benchmarks.md)
 	$(BIN)/python services/customer-profile/bench/report.py --sizes 1000 10000 50000
+	$(BIN)/python services/customer-profile/bench/database_time.py --events 10000
 	$(BIN)/python services/channel-whatsapp/bench/webhooks.py
 	$(END_TO_END) --runs 3
 	$(END_TO_END) --profile .bench/profiles
@@ -113,6 +114,9 @@ bench: install infra-prepare browser-prepare load-prepare ## Measure throughput,
 
 bench-profile: install infra-prepare ## Where each service's CPU goes at 200 webhooks/s (py-spy; raw stacks in .bench/profiles/run1)
 	$(END_TO_END) --profile .bench/profiles
+
+bench-database: install infra-prepare ## Where the database's time goes: per batch step and store operation, and inside SecantusDB (py-spy)
+	$(BIN)/python services/customer-profile/bench/database_time.py --events 10000
 
 bench-desk: install infra-prepare browser-prepare ## How long a WhatsApp message takes to appear on an agent's open page
 	$(BIN)/python services/agent-desk/bench/live_latency.py --messages 60 --interval 0.5

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
+from pymongo import monitoring
 
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.service.pipeline import Pipeline
@@ -20,6 +22,7 @@ from hilo.kafka import KafkaPublisher, create_broker
 from hilo.mongo import IN_CHUNK, CommandCounter, create_mongo_client
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
+from hilo_devkit.database_time import CommandTimes, command_table
 
 
 @pytest.fixture
@@ -27,7 +30,16 @@ async def counted(
     settings: HiloSettings, topics: list[str]
 ) -> AsyncIterator[tuple[Pipeline, CommandCounter]]:
     commands = CommandCounter()
-    mongo = create_mongo_client(settings, listeners=[commands])
+    async with listened_pipeline(settings, commands) as pipeline:
+        yield pipeline, commands
+
+
+@asynccontextmanager
+async def listened_pipeline(
+    settings: HiloSettings, listener: monitoring.CommandListener
+) -> AsyncIterator[Pipeline]:
+    """A pipeline on the real servers whose client reports every command to `listener`."""
+    mongo = create_mongo_client(settings, listeners=[listener])
     broker = create_broker(settings)
     await broker.start()
     store = ProfileStore(mongo, settings.mongodb_database)
@@ -42,7 +54,7 @@ async def counted(
         profile.conversation_window,
     )
     try:
-        yield pipeline, commands
+        yield pipeline
     finally:
         await broker.stop()
         await mongo.drop_database(settings.mongodb_database)
@@ -80,4 +92,34 @@ async def test_round_trips_per_batch_are_per_chunk_not_per_event(
     assert chunk == small, f"{IN_CHUNK} events cost {chunk} round trips, 10 cost {small}"
     assert large <= small * math.ceil(4 * IN_CHUNK / IN_CHUNK), (
         f"{4 * IN_CHUNK} events cost {large} round trips: more than one per chunk ({small} for 10)"
+    )
+
+
+async def test_database_time_names_the_step_and_operation_of_each_command(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """`make bench`'s database table (`hilo_devkit.database_time`) puts each command under the
+    batch step and store operation that sent it, with the documents it wrote and returned."""
+    times = CommandTimes()
+    async with listened_pipeline(settings, times) as pipeline:
+        await returning_batch(pipeline, CommandCounter(), 30)
+
+    tallies = {key: tally for key, tally in times.tallies.items() if key[0] != "(outside a batch)"}
+    journey = tallies[
+        ("Pipeline._write_journey", "JourneyCollection.insert_entries", "insert journey")
+    ]
+    assert (journey.commands, journey.written) == (2, 60)
+    heads = [
+        tally
+        for (step, operation, command), tally in tallies.items()
+        if step == "Pipeline._resolve" and operation == "ProfileCollection.heads"
+    ]
+    assert heads
+    assert all(t.returned > 0 and t.milliseconds > 0 for t in heads), heads
+    settled = tallies[("ProfileStore.settle", "JourneyCollection.settle", "insert journey_settled")]
+    assert settled.written == 60
+    table = command_table(times, events=60, batches=2, top=50)
+    assert (
+        "| `Pipeline._write_journey` | `JourneyCollection.insert_entries` | insert journey |"
+        in (table)
     )
