@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 
 import pytest
@@ -19,8 +19,10 @@ from customer_profile.domain.identity import (
     DEFAULT_MAX_PER_KIND,
     IdentityPolicy,
 )
+from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import RECENT_ORDERS, derive_view
-from customer_profile.service.pipeline import Pipeline
+from customer_profile.service.pipeline import STEPS, Pipeline
+from customer_profile.service.ports import ViewSave
 from customer_profile.testing import (
     FAULT_POINTS,
     FaultPoint,
@@ -332,3 +334,62 @@ async def test_a_frequent_buyers_view_recalls_a_forgotten_order_instead_of_deriv
     assert profile.view is not None
     assert profile.view.order_count == RECENT_ORDERS + 12
     assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump()
+
+
+class SlowStore(InMemoryStore):
+    """Each write of a step moves a fake clock on by a known amount."""
+
+    def __init__(self, clock: list[float]) -> None:
+        super().__init__()
+        self.clock = clock
+
+    async def insert_entries(self, entries: list[JourneyEntry]) -> set[str]:
+        self.clock[0] += 3
+        return await super().insert_entries(entries)
+
+    async def save_views(self, views: Mapping[str, ViewSave]) -> set[str]:
+        self.clock[0] += 7
+        return await super().save_views(views)
+
+    async def settle(self, event_ids: Iterable[str], absorbed: Iterable[str]) -> None:
+        self.clock[0] += 2
+        await super().settle(event_ids, absorbed)
+
+
+class SlowPublisher(RecordingPublisher):
+    def __init__(self, clock: list[float]) -> None:
+        super().__init__()
+        self.clock = clock
+
+    async def publish_records(self, records: Sequence[Record]) -> None:
+        self.clock[0] += 5
+        await super().publish_records(records)
+
+
+async def test_a_batch_reports_the_time_of_each_step_for_the_operators_metrics() -> None:
+    clock = [100.0]
+    store, publisher = SlowStore(clock), SlowPublisher(clock)
+    timed = Pipeline(
+        store,
+        publisher,
+        Sealer(InMemoryKeys(), PEPPER),
+        pipeline(store, publisher)._policy,
+        WINDOW,
+        clock=lambda: clock[0],
+    )
+
+    outcome = await timed.process(
+        raw_records(
+            [interaction("t1", email="t@example.com"), interaction("t2", phone="+34612345679")]
+        )
+    )
+
+    assert tuple(outcome.seconds) == STEPS
+    assert outcome.seconds == {
+        "parse": 0,
+        "resolve": 0,
+        "journey": 3,
+        "views": 7,
+        "publish": 5,
+        "settle": 2,
+    }

@@ -28,6 +28,18 @@ dropped is fetched again only once a fetch of other partitions waiting on the br
 EVENTS = Counter("hilo_profile_events_total", "Interactions consumed, by outcome", ["outcome"])
 MERGES = Counter("hilo_profile_merges_total", "Profile merges performed")
 BATCH_SECONDS = Histogram("hilo_profile_batch_seconds", "Time to process one batch")
+STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STEP_SECONDS = Histogram(
+    "hilo_profile_batch_step_seconds",
+    "Time a processed batch spent in each step (parse, resolve, journey, views, publish, settle)",
+    ["step"],
+    buckets=STEP_BUCKETS,
+)
+BATCH_RECORDS = Histogram(
+    "hilo_profile_batch_records",
+    "Records per consumed batch: small batches cost more per event",
+    buckets=(1, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
+)
 REPAIRED = Counter(
     "hilo_profile_entries_repaired_total",
     "Entries whose effects an interrupted attempt left unfinished, finished on redelivery",
@@ -71,6 +83,9 @@ def subscribe(broker: KafkaBroker, runner: BatchRunner, settings: ProfileSetting
             outcome = await runner.run(records)
         if len(records) < settings.batch_max_records:  # a full batch: the rest is buffered
             await fetch_afresh(message.consumer)
+        BATCH_RECORDS.observe(len(records))
+        for step, seconds in outcome.seconds.items():
+            STEP_SECONDS.labels(step).observe(seconds)
         EVENTS.labels("accepted").inc(outcome.accepted - outcome.duplicates)
         EVENTS.labels("duplicate").inc(outcome.duplicates)
         EVENTS.labels("dead_lettered").inc(outcome.dead_lettered)

@@ -206,3 +206,5 @@ def _add(total: BatchOutcome, outcome: BatchOutcome) -> None:
     total.dead_lettered += outcome.dead_lettered
     total.merges += outcome.merges
     total.profiles.update(outcome.profiles)
+    for step, seconds in outcome.seconds.items():
+        total.seconds[step] = total.seconds.get(step, 0.0) + seconds

@@ -25,6 +25,7 @@ record at least once and dedupes by id, and MongoDB holds every effect exactly o
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -107,6 +108,29 @@ class BatchOutcome:
     """Absorbed profile -> survivor, for profiles of repaired entries merged away since: their
     alias is published again, since an interrupted attempt may have published a snapshot of
     theirs after it (see `publish_overtaken`)."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time of each step of the attempt (`STEPS`, in order), for the operators' metrics:
+    which step a slow batch waited in tells a slow database from a slow broker."""
+
+
+STEPS = ("parse", "resolve", "journey", "views", "publish", "settle")
+"""A batch's steps, as `BatchOutcome.seconds` names them: open, parse and check for erasures;
+resolve identities and finish merges; store journey entries; derive and save profile views;
+publish and check the snapshots are current; settle."""
+
+
+class Laps:
+    """Records into `seconds` the time since the previous lap (or since made), by step name."""
+
+    def __init__(self, clock: Callable[[], float], seconds: dict[str, float]) -> None:
+        self._clock = clock
+        self._seconds = seconds
+        self._last = clock()
+
+    def __call__(self, step: str) -> None:
+        now = self._clock()
+        self._seconds[step] = now - self._last
+        self._last = now
 
 
 class Pipeline:
@@ -119,8 +143,10 @@ class Pipeline:
         conversation_window: timedelta,
         max_future_skew: timedelta = DEFAULT_FUTURE_SKEW,
         price_check: PriceCheck | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._store = store
+        self._clock = clock
         self._price_check = price_check
         self._sealer = sealer
         self._max_future_skew = max_future_skew
@@ -133,6 +159,7 @@ class Pipeline:
 
     async def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
         outcome = BatchOutcome()
+        lap = Laps(self._clock, outcome.seconds)
         readable, dead, erased = await self._parse(records)
         subjects = {key: self._sealer.subject(key) for _, _, keys in readable for key in keys}
         checked_at = datetime.now(UTC)
@@ -143,6 +170,7 @@ class Pipeline:
         await self._sealer.keys.get_or_create(
             subjects[key] for _, _, keys in readable for key in keys
         )
+        lap("parse")
         readable, resolution = await self._resolve(readable, subjects, outcome, checked_at)
         events = [event for _, event, _ in readable]
         await self._store.record_conflicts(resolution.conflicts)
@@ -171,18 +199,23 @@ class Pipeline:
         before = resolution.profiles
         if unfinished:  # the survivors' heads changed as their merges were finished
             before.update(await self._store.load({m.survivor for m in unfinished} & set(before)))
+        lap("resolve")
         entries, repairs = await self._write_journey(events, resolution.customers, before, outcome)
         rebuild = {m.survivor for m in outcome.merges}
         rebuild |= {e.customer_id for e in entries if e.late}
         repaired = await self._store.canonical({e.customer_id for e in repairs})
         rebuild |= set(repaired.values())
         outcome.aliases = {c: survivor for c, survivor in repaired.items() if c != survivor}
+        lap("journey")
         outcome.profiles = await self._update_profiles(before, entries, rebuild)
+        lap("views")
         await self._publish([*entries, *repairs], outcome, dead)
         await self._forget_erased_meanwhile(entries, outcome)
+        lap("publish")
         await self._store.settle(
             [e.id for e in [*entries, *repairs]], [m.absorbed for m in unfinished]
         )
+        lap("settle")
         outcome.accepted = len(events)
         outcome.repaired = len(repairs)
         outcome.dead_lettered = len(dead)
