@@ -17,9 +17,10 @@ from typing import Any
 
 from pymongo import monitoring
 
-WRITES = ("documents", "updates", "deletes")
+WRITES = frozenset({"insert", "update", "delete"})
 STEP_CALLER = "Pipeline.process"
-MONGO_HELPERS = "/hilo/mongo.py"
+HILO_PACKAGES = ("customer_profile.", "hilo.")
+MONGO_HELPERS = "hilo.mongo"
 
 
 @dataclass
@@ -37,25 +38,26 @@ class CommandTimes(monitoring.CommandListener):
 
     def __init__(self) -> None:
         self.tallies: dict[tuple[str, str, str], Tally] = defaultdict(Tally)
-        self._started: dict[int, tuple[tuple[str, str, str], int]] = {}
+        self._started: dict[int, tuple[str, str, str]] = {}
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         step, operation = callers(sys._getframe(1))
         name, target = event.command_name, event.command.get(event.command_name)
         command = f"{name} {target}" if isinstance(target, str) else name
-        written = sum(len(event.command.get(field, ())) for field in WRITES)
-        self._started[event.request_id] = ((step, operation, command), written)
+        self._started[event.request_id] = (step, operation, command)
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        self._finish(event.request_id, event.duration_micros, _returned(event.reply))
+        written = int(event.reply.get("n", 0)) if event.command_name in WRITES else 0
+        self._finish(event.request_id, event.duration_micros, written, _returned(event.reply))
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        self._finish(event.request_id, event.duration_micros, 0)
+        self._finish(event.request_id, event.duration_micros, 0, 0)
 
-    def _finish(self, request_id: int, micros: int, returned: int) -> None:
-        if (started := self._started.pop(request_id, None)) is None:
+    def _finish(self, request_id: int, micros: int, written: int, returned: int) -> None:
+        """Add a command's answer to its tally: `written` as the server counted them (inserted,
+        matched by an update, deleted)."""
+        if (key := self._started.pop(request_id, None)) is None:
             return
-        key, written = started
         tally = self.tallies[key]
         tally.commands += 1
         tally.milliseconds += micros / 1000
@@ -73,9 +75,9 @@ def callers(frame: FrameType | None) -> tuple[str, str]:
     Hilo function)."""
     operation = step = ""
     while frame is not None:
-        code = frame.f_code
-        hilo = "/customer_profile/" in code.co_filename or "/hilo/" in code.co_filename
-        if hilo and not operation and _is_method(code.co_qualname, code.co_filename):
+        code, module = frame.f_code, str(frame.f_globals.get("__name__", ""))
+        hilo = module.startswith(HILO_PACKAGES)
+        if hilo and not operation and _is_method(code.co_qualname, module):
             operation = code.co_qualname
         if code.co_qualname == STEP_CALLER and step:
             return step, operation
@@ -85,8 +87,8 @@ def callers(frame: FrameType | None) -> tuple[str, str]:
     return step or "(outside a batch)", operation
 
 
-def _is_method(name: str, filename: str) -> bool:
-    return "." in name and "<" not in name and MONGO_HELPERS not in filename
+def _is_method(name: str, module: str) -> bool:
+    return "." in name and "<" not in name and module != MONGO_HELPERS
 
 
 def _returned(reply: Any) -> int:

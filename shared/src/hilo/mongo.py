@@ -68,13 +68,17 @@ COMMAND_SECONDS = Histogram(
 )
 COMMAND_FAILURES = Counter(
     "hilo_mongodb_command_failures_total",
-    "Commands MongoDB answered with an error or never answered, by command and collection",
+    "Commands that failed (an error from MongoDB, a network error or timeout), by command and "
+    "collection; a command its caller cancelled is in neither metric",
     ["command", "collection"],
 )
 MEASURED_COMMANDS = frozenset(
     {"find", "getMore", "insert", "update", "delete", "findAndModify", "aggregate", "count"}
 )
 """The data commands; the driver's own (handshakes, session ends) are left out."""
+COMMANDS_IN_FLIGHT = 10_000
+"""Started commands remembered until their answer. PyMongo sends no event for a command whose
+task was cancelled (a caller's timeout, a shutdown), so the oldest are forgotten past this."""
 
 
 class CommandTimes(monitoring.CommandListener):
@@ -91,6 +95,8 @@ class CommandTimes(monitoring.CommandListener):
                 event.command.get("collection") if event.command_name == "getMore" else target
             )
             self._collections[(event.request_id, event.operation_id or 0)] = str(collection)
+            if len(self._collections) > COMMANDS_IN_FLIGHT:
+                del self._collections[next(iter(self._collections))]
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         collection = self._collections.pop((event.request_id, event.operation_id or 0), None)

@@ -17,6 +17,7 @@ from customer_profile.adapters.memory import InMemoryStore
 from customer_profile.domain.identity import (
     DEFAULT_BLOCKED_VALUES,
     DEFAULT_MAX_PER_KIND,
+    Conflict,
     IdentityPolicy,
 )
 from customer_profile.domain.journey import JourneyEntry
@@ -343,6 +344,10 @@ class SlowStore(InMemoryStore):
         super().__init__()
         self.clock = clock
 
+    async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> None:
+        self.clock[0] += 1
+        await super().record_conflicts(conflicts)
+
     async def insert_entries(self, entries: list[JourneyEntry]) -> set[str]:
         self.clock[0] += 3
         return await super().insert_entries(entries)
@@ -387,7 +392,7 @@ async def test_a_batch_reports_the_time_of_each_step_for_the_operators_metrics()
     assert tuple(outcome.seconds) == STEPS
     assert outcome.seconds == {
         "parse": 0,
-        "resolve": 0,
+        "resolve": 1,
         "journey": 3,
         "views": 7,
         "publish": 5,
