@@ -7,7 +7,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from hilo.mongo import COMMANDS_IN_FLIGHT, CommandTimes
+from hilo.mongo import COMMANDS_IN_FLIGHT, CommandTimes, command_target
 
 
 def test_command_times_forget_the_oldest_commands_that_never_got_an_answer() -> None:
@@ -40,3 +40,11 @@ def _count(command: str, collection: str) -> float:
         "hilo_mongodb_command_seconds_count", {"command": command, "collection": collection}
     )
     return value or 0.0
+
+
+def test_a_get_more_is_put_under_the_collection_its_cursor_reads() -> None:
+    more = _event(1, "getMore", {"getMore": 7340032, "collection": "journey"})
+    whole_database = _event(2, "aggregate", {"aggregate": 1, "pipeline": []})
+
+    assert command_target(more) == "journey"  # type: ignore[arg-type]
+    assert command_target(whole_database) == 1  # type: ignore[arg-type]

@@ -1,6 +1,6 @@
 """Where a service's database time goes: each command it sends, by the code that sent it.
 
-A PyMongo command listener (`CommandTimes`) records, for every command, the batch step and the
+A PyMongo command listener (`CommandsByCaller`) records, for every command, the batch step and the
 store operation that sent it (read off the caller's stack), the database's time as the driver saw
 it, and how many documents it wrote and returned; `command_table` prints the largest as Markdown.
 Walking the stack costs the service CPU on every command: a measuring run's own speed is not
@@ -17,6 +17,8 @@ from typing import Any
 
 from pymongo import monitoring
 
+from hilo.mongo import command_target
+
 WRITES = frozenset({"insert", "update", "delete"})
 STEP_CALLER = "Pipeline.process"
 HILO_PACKAGES = ("customer_profile.", "hilo.")
@@ -31,7 +33,7 @@ class Tally:
     returned: int = 0
 
 
-class CommandTimes(monitoring.CommandListener):
+class CommandsByCaller(monitoring.CommandListener):
     """Each command's database time, documents written and returned, by (step, operation,
     command): the step is the `Pipeline.process` callee it ran under, the operation the store
     method that sent it."""
@@ -42,7 +44,7 @@ class CommandTimes(monitoring.CommandListener):
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         step, operation = callers(sys._getframe(1))
-        name, target = event.command_name, event.command.get(event.command_name)
+        name, target = event.command_name, command_target(event)
         command = f"{name} {target}" if isinstance(target, str) else name
         self._started[event.request_id] = (step, operation, command)
 
@@ -99,7 +101,7 @@ def _returned(reply: Any) -> int:
     return len(documents)
 
 
-def command_table(times: CommandTimes, events: int, batches: int, top: int) -> str:
+def command_table(times: CommandsByCaller, events: int, batches: int, top: int) -> str:
     """Markdown: the `top` (step, operation, command)s by database time, per batch and event."""
     total = sum(t.milliseconds for t in times.tallies.values()) or 1.0
     rows = sorted(times.tallies.items(), key=lambda item: -item[1].milliseconds)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import throughput
 from pymongo import monitoring
 
-from hilo_devkit.database_time import CommandTimes, command_table
+from hilo_devkit.database_time import CommandsByCaller, command_table
 from hilo_devkit.local_infra import Endpoints, Infrastructure
 from hilo_devkit.sampling import Bucket, NotRecorded, Sampler
 
@@ -50,8 +50,8 @@ through takes it, so the specific costs come before the commands that include th
 
 async def measure(
     endpoints: Endpoints, pid: int | None, events: int, batch: int, output: Path
-) -> tuple[dict[str, float], CommandTimes, str | None]:
-    times = CommandTimes()
+) -> tuple[dict[str, float], CommandsByCaller, str | None]:
+    times = CommandsByCaller()
     monitoring.register(times)
     if pid is None:
         return await throughput.run(endpoints, events, events // 5, batch), times, None

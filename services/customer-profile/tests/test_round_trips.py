@@ -22,7 +22,7 @@ from hilo.kafka import KafkaPublisher, create_broker
 from hilo.mongo import IN_CHUNK, CommandCounter, create_mongo_client
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
-from hilo_devkit.database_time import CommandTimes, command_table
+from hilo_devkit.database_time import CommandsByCaller, command_table
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ async def test_database_time_names_the_step_and_operation_of_each_command(
 ) -> None:
     """`make bench`'s database table (`hilo_devkit.database_time`) puts each command under the
     batch step and store operation that sent it, with the documents it wrote and returned."""
-    times = CommandTimes()
+    times = CommandsByCaller()
     async with listened_pipeline(settings, times) as pipeline:
         await returning_batch(pipeline, CommandCounter(), 30)
 

@@ -81,6 +81,13 @@ COMMANDS_IN_FLIGHT = 10_000
 task was cancelled (a caller's timeout, a shutdown), so the oldest are forgotten past this."""
 
 
+def command_target(event: monitoring.CommandStartedEvent) -> Any:
+    """What a command works on: its collection's name (`getMore` names it in a field of its
+    own), or what else the command names there (`1` for an aggregate of the whole database)."""
+    field = "collection" if event.command_name == "getMore" else event.command_name
+    return event.command.get(field)
+
+
 class CommandTimes(monitoring.CommandListener):
     """Puts each data command's time into `COMMAND_SECONDS`: which collection and command a
     slow batch or request waited for, in production, on the real server."""
@@ -90,11 +97,8 @@ class CommandTimes(monitoring.CommandListener):
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.command_name in MEASURED_COMMANDS:
-            target = event.command.get(event.command_name)
-            collection = (
-                event.command.get("collection") if event.command_name == "getMore" else target
-            )
-            self._collections[(event.request_id, event.operation_id or 0)] = str(collection)
+            collection = str(command_target(event))
+            self._collections[(event.request_id, event.operation_id or 0)] = collection
             if len(self._collections) > COMMANDS_IN_FLIGHT:
                 del self._collections[next(iter(self._collections))]
 
