@@ -38,8 +38,11 @@ async def run_baseline(endpoints: Endpoints, events: int, people: int) -> tuple[
     return events / seconds, seconds
 
 
-def measure(endpoints: Endpoints, pid: int | None, sizes: list[int]) -> list[list[str]]:
-    rows = []
+def measure(
+    endpoints: Endpoints, pid: int | None, sizes: list[int]
+) -> tuple[list[list[str]], list[str]]:
+    """The table's rows, and for each size how an event's cost moved within its run."""
+    rows, growth = [], []
     for events in sizes:
         people = max(1, events // 5)
         before = cpu_seconds(pid)
@@ -61,7 +64,19 @@ def measure(endpoints: Endpoints, pid: int | None, sizes: list[int]) -> list[lis
                 f"{rate / base_rate:.2f}",
             ]
         )
-    return rows
+        growth.append(_growth(events, profile))
+    return rows, growth
+
+
+def _growth(events: int, profile: dict[str, float]) -> str:
+    """Within one run the database grows from empty to `events` entries: the wall time per
+    event of the first and last tenth of the events, in the same process and run."""
+    first = profile["first_tenth_ms_per_event"]
+    last = profile["last_tenth_ms_per_event"]
+    return (
+        f"- {events:,} events: first tenth {first:.2f} ms/event, last tenth {last:.2f} ms/event "
+        f"({last / first:.2f}x)"
+    )
 
 
 def _delta(before: float | None, after: float | None) -> float | None:
@@ -79,7 +94,7 @@ def main() -> None:
     infra = Infrastructure()
     with infra as endpoints:
         pid = infra.database.process.pid if infra.database and infra.database.process else None
-        rows = measure(endpoints, pid, args.sizes)
+        rows, growth = measure(endpoints, pid, args.sizes)
     header = [
         "events",
         "profile ev/s",
@@ -95,6 +110,9 @@ def main() -> None:
     print("|" + "---|" * len(header))  # noqa: T201
     for row in rows:
         print("| " + " | ".join(row) + " |")  # noqa: T201
+    print("\nCost per event as the data grows, within each run (batch processing time):")  # noqa: T201
+    for line in growth:
+        print(line)  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import resource
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import MongoDsn
@@ -101,16 +102,42 @@ ROUND_TRIPS = CommandCounter()
 monitoring.register(ROUND_TRIPS)
 
 
-def count_batches(service: Service) -> list[int]:
-    """Wrap the pipeline so each processed batch is counted; returns the live counter."""
-    batches = [0]
+@dataclass
+class Batches:
+    """Every batch the pipeline processed: its records and wall time, in order."""
+
+    records: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def ms_per_event(self, first: bool, share: float = 0.1) -> float:
+        """Wall ms per event over the batches holding the first (or last) `share` of the
+        events: how the cost of an event moves as the data grows, within one run."""
+        wanted = max(1, int(sum(self.records) * share))
+        pairs = list(zip(self.records, self.seconds, strict=True))
+        taken, seconds = 0, 0.0
+        for records, took in pairs if first else reversed(pairs):
+            if taken >= wanted:
+                break
+            taken, seconds = taken + records, seconds + took
+        return 1000 * seconds / max(1, taken)
+
+
+def time_batches(service: Service) -> Batches:
+    """Wrap the pipeline so each processed batch is timed; returns the live record."""
+    batches = Batches()
     process: Callable[[Sequence[Any]], Awaitable[Any]] = service.pipeline.process
 
-    async def counted(records: Sequence[Any]) -> Any:
-        batches[0] += 1
-        return await process(records)
+    async def timed(records: Sequence[Any]) -> Any:
+        began = time.perf_counter()
+        outcome = await process(records)
+        batches.records.append(len(records))
+        batches.seconds.append(time.perf_counter() - began)
+        return outcome
 
-    service.pipeline.process = counted  # type: ignore[method-assign]
+    service.pipeline.process = timed  # type: ignore[method-assign]
     return batches
 
 
@@ -133,7 +160,7 @@ async def run(endpoints: Endpoints, events: int, people: int, batch: int) -> dic
     publish_seconds = await publish_stream(settings, stream(events, people))
 
     service = bootstrap(settings)
-    batches = count_batches(service)
+    batches = time_batches(service)
     round_trips = ROUND_TRIPS.count
     cpu = service_cpu_seconds()
     began = time.perf_counter()
@@ -169,8 +196,10 @@ async def run(endpoints: Endpoints, events: int, people: int, batch: int) -> dic
         "consume_events_per_second": events / consume_seconds,
         "consume_seconds": consume_seconds,
         "service_cpu_ms_per_event": 1000 * cpu / events,
-        "batches": batches[0],
-        "round_trips_per_batch": round_trips / max(1, batches[0]),
+        "batches": len(batches),
+        "round_trips_per_batch": round_trips / max(1, len(batches)),
+        "first_tenth_ms_per_event": batches.ms_per_event(first=True),
+        "last_tenth_ms_per_event": batches.ms_per_event(first=False),
         "profiles": counts["profiles"],
         "merged_aliases": counts["aliases"],
         "journey_entries": counts["journey_entries"],
