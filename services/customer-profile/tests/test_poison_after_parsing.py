@@ -6,7 +6,7 @@ And once the cause is fixed, `customer-profile dlq replay` puts it back.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -18,7 +18,7 @@ from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure, Writ
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.service.batches import is_transient
-from customer_profile.service.ports import ErasedClaimsMet
+from customer_profile.service.ports import Contention, ErasedClaimsMet, ViewSave
 from customer_profile.testing import RunningProfileService, interaction, running_profile_service
 from hilo.dead_letters import ReplayFilter, replay
 from hilo.kafka import PublishFailed, Record
@@ -26,6 +26,20 @@ from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually, read_topic
 from hilo.testkit.samples import sample_interaction
 from hilo.topics import Topic, topic_name
+
+
+def lose_view_saves(store: ProfileStore, times: int) -> None:
+    """Another writer wins the next `times` view saves: each reports every profile lost."""
+    original = store.save_views
+    left = [times]
+
+    async def save_views(views: Mapping[str, ViewSave]) -> set[str]:
+        if left[0] > 0:
+            left[0] -= 1
+            return set(views)
+        return await original(views)
+
+    store.save_views = save_views  # type: ignore[method-assign]
 
 
 def refuse_event(store: ProfileStore, event_id: str) -> None:
@@ -120,6 +134,31 @@ async def test_a_record_that_always_fails_is_dead_lettered_and_its_neighbours_ar
         assert await svc.customer_of("email", "bo@example.com")
 
 
+async def test_a_record_that_keeps_losing_to_other_writers_waits_and_is_never_dead_lettered(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """Losing every race of an attempt is no fault of the record, whose entry is stored by then:
+    dead-lettering it would leave that entry pending, its view unsaved and its journey record
+    unpublished. It is retried, as an outage is, until the other writers are done."""
+    contended = interaction(1, email="ana@example.com")
+    # More lost saves than the attempts of the batch and of the record alone (2 x 8 each).
+    async with running_profile_service(settings, poison_attempts=2) as svc:
+        lose_view_saves(svc.service.store, 40)
+        await svc.publish([contended])
+        await svc.wait_for_entries(1, timeout=60)
+        customer = await svc.customer_of("email", "ana@example.com")
+        profile = await svc.get(f"/v1/customers/{customer}")
+        dead = await read_topic(
+            settings.kafka_bootstrap_servers,
+            topic_name(Topic.INTERACTIONS_DLQ, settings),
+            expected=1,
+            timeout=2,
+        )
+
+    assert dead == []
+    assert profile["view"]["event_count"] == 1
+
+
 async def test_replay_chooses_by_reason_and_a_dry_run_publishes_nothing(
     profile_service: RunningProfileService, settings: HiloSettings
 ) -> None:
@@ -181,6 +220,9 @@ async def test_odd_values_from_a_public_write_key_never_stop_the_consumer(
         (BulkWriteError({"writeErrors": [{"code": 2, "errmsg": "bad"}]}), False),
         (OperationFailure("document too deep", code=15), False),
         (InvalidDocument("key contains NUL"), False),
+        (Contention("identity resolution did not settle"), True),
+        (OperationFailure("not authorized on profiles", code=13), True),
+        (OperationFailure("Authentication failed", code=18), True),
         (RuntimeError("identity resolution did not settle"), False),
         (OverflowError("MongoDB can only handle up to 8-byte ints"), False),
     ],

@@ -27,7 +27,7 @@ from pymongo.errors import ConnectionFailure, OperationFailure
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential_jitter
 
 from customer_profile.service.pipeline import BatchOutcome, Pipeline, RawRecord
-from customer_profile.service.ports import ErasedClaimsMet
+from customer_profile.service.ports import Contention, ErasedClaimsMet
 from hilo.kafka import PublishFailed
 from hilo.logs import error_text
 
@@ -45,23 +45,29 @@ STUCK = Gauge("hilo_profile_consumer_stuck", "1 while a batch has been failing f
 # MongoDB's retryable error codes (not-primary, shutdown, network, write conflict, time limits,
 # a write concern not met while replicas are away: 64 and 100): the server will answer again, so
 # the batch waits for it instead of dead-lettering records.
-TRANSIENT_CODES = frozenset(
+RETRYABLE_CODES = frozenset(
     {6, 7, 50, 64, 89, 91, 100, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 251}
 )
+# A user the server refuses (Unauthorized, AuthenticationFailed: a role or a password changed
+# under the service) waits too: an operator fixes it, and until then every record would be
+# dead-lettered (Kafka's authorisation errors wait as well).
+REFUSED_USER_CODES = frozenset({13, 18})
+TRANSIENT_CODES = RETRYABLE_CODES | REFUSED_USER_CODES
 TRANSIENT_LABELS = ("RetryableWriteError", "TransientTransactionError")
 Result = TypeVar("Result")
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for failures of the infrastructure, which retrying (or redelivery) will fix, and for
-    an erasure about to delete a profile the batch needs (`ErasureUnderWay`), or whose claims
-    the batch kept meeting (`ErasedClaimsMet`): its next attempt checks its events again.
+    """True for failures of the infrastructure, which retrying (or redelivery) will fix, for
+    other writers winning every race of an attempt (`Contention`), and for an erasure about to
+    delete a profile the batch needs (`ErasureUnderWay`), or whose claims the batch kept meeting
+    (`ErasedClaimsMet`): its next attempt checks its events again.
 
     Kafka refusing a record for good (too large for the topic) is not transient: the record
     whose output it is gets dead-lettered, instead of its partition waiting for ever."""
     if isinstance(exc, PublishFailed):
         return not exc.for_good
-    if isinstance(exc, ConnectionFailure | ErasedClaimsMet):
+    if isinstance(exc, ConnectionFailure | ErasedClaimsMet | Contention):
         return True
     if isinstance(exc, OperationFailure):
         return exc.code in TRANSIENT_CODES or any(map(exc.has_error_label, TRANSIENT_LABELS))

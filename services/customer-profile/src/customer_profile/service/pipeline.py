@@ -46,6 +46,7 @@ from customer_profile.domain.journey import JourneyEntry, new_entry
 from customer_profile.domain.profile import ProfileView, derive_view
 from customer_profile.service.ports import (
     CLAIM_CLOCK_SKEW,
+    Contention,
     ErasedClaimsMet,
     MergeRecord,
     Publisher,
@@ -512,9 +513,7 @@ class Pipeline:
             canonical = await self._store.canonical(lost)
             rebuild |= set(canonical.values())
             profiles = await self._store.load(set(canonical.values()))
-        raise RuntimeError(
-            f"could not save {len(profiles)} profile(s): too many concurrent writers"
-        )
+        raise Contention(f"could not save {len(profiles)} profile(s): too many concurrent writers")
 
     async def _recall_forgotten_orders(
         self,
@@ -612,7 +611,7 @@ async def publish_until_current(
         again.update(saved)
         await publisher.publish_records([snapshot(p) for p in saved.values()])
         stale = await publish_overtaken(store, publisher, saved, subject)
-    raise RuntimeError("profile views kept being overtaken: too many concurrent writers")
+    raise Contention("profile views kept being overtaken: too many concurrent writers")
 
 
 async def publish_overtaken(

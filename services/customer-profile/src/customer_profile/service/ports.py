@@ -20,6 +20,12 @@ from customer_profile.domain.profile import ProfileView
 from hilo.kafka import Record
 
 
+class Contention(Exception):
+    """Other writers won the same race (claims, merges, view versions) on every attempt a batch
+    makes: they are busy with these customers right now. Retried later, as an outage is, and
+    never a reason to dead-letter a record, whose entry may already be stored."""
+
+
 class ErasedClaimsMet(Exception):
     """Identifiers were still claimed for a profile an erasure deleted (the erasure is under way,
     or a crash left the claims): they are released, and the events that carry them must be

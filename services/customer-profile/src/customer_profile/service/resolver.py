@@ -24,7 +24,13 @@ from customer_profile.domain.identity import (
     decide,
     split_key,
 )
-from customer_profile.service.ports import ErasedClaimsMet, MergeRecord, Store, StoredProfile
+from customer_profile.service.ports import (
+    Contention,
+    ErasedClaimsMet,
+    MergeRecord,
+    Store,
+    StoredProfile,
+)
 from hilo.contract import IdentifierKind
 
 log = structlog.get_logger(__name__)
@@ -87,7 +93,7 @@ class IdentityResolver:
                 exc.partial = resolution
                 raise
         if pending:
-            raise RuntimeError(f"identity resolution did not settle for {len(pending)} event(s)")
+            raise Contention(f"identity resolution did not settle for {len(pending)} event(s)")
         # Merges later in the batch (or by another instance) may have absorbed customers chosen
         # earlier: the one read that finds the survivors also loads their profiles.
         canonical, resolution.profiles = await self._store.load_canonical(

@@ -36,7 +36,7 @@ from customer_profile.service.pipeline import (
     publish_until_current,
     snapshot,
 )
-from customer_profile.service.ports import StoredProfile, ViewSave
+from customer_profile.service.ports import Contention, StoredProfile, ViewSave
 from customer_profile.service.privacy import LEFT_TO_ITS_REQUEST
 from hilo.kafka import KafkaPublisher, PublishFailed, Record
 from hilo.sealing import Sealer
@@ -168,6 +168,8 @@ class Splits:
                     raise CustomerNotFound(split.kept)
             except PublishFailed:
                 log.warning("split_pending", split_id=split.id, reason="kafka_unavailable")
+            except Contention:
+                log.warning("split_pending", split_id=split.id, reason="concurrent_writers")
         current = await self._store.split(split.id)
         return _public(current or split)
 
@@ -275,7 +277,7 @@ class Splits:
             lost = await self._store.save_views(views)
             if not lost:
                 return {customer: save.saved() for customer, save in views.items()}
-        raise RuntimeError("could not save the split profiles: too many concurrent writers")
+        raise Contention("could not save the split profiles: too many concurrent writers")
 
     async def _publish(
         self,
