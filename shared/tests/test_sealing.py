@@ -48,6 +48,32 @@ async def test_a_sealed_interaction_shows_no_personal_field_and_opens_to_the_ori
     assert parse_interaction(json.dumps(opened)) == interaction
 
 
+# Meta's own example: base64 of a message key that starts with the customer's number, 16503879439.
+WAMID = "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA="
+
+
+@pytest.mark.parametrize("kind", ["message", "message_status"])
+async def test_a_provider_message_id_is_sealed_as_it_can_hold_the_customers_number(
+    kind: str,
+) -> None:
+    interaction = sample_interaction(kind)
+    update = {"provider_message_id": WAMID}
+    if kind == "message":
+        update["reply_to_provider_message_id"] = WAMID.replace("HBgL", "HBgM")
+    interaction = interaction.model_copy(
+        update={"payload": interaction.payload.model_copy(update=update)}
+    )
+
+    [sealed] = await sealer().seal_all(
+        [interaction.model_dump(mode="json")], INTERACTION_FIELDS, create=True
+    )
+
+    wire = json.dumps(sealed)
+    assert "HBgLMTY1MDM4Nzk0Mzk" not in wire
+    assert "HBgMMTY1MDM4Nzk0Mzk" not in wire
+    Draft202012Validator(sealed_interaction_json_schema()).validate(sealed)
+
+
 async def test_once_the_keys_of_its_subjects_are_forgotten_nobody_can_open_it() -> None:
     interaction = sample_interaction("message").model_copy(
         update={

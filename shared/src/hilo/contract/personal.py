@@ -18,8 +18,15 @@ from typing import Any, Final
 Path = tuple[str, ...]
 
 PAYLOAD_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
-    "message": ("text", "subject", "attachments", "interactive_reply"),
-    "message_status": ("error",),
+    "message": (
+        "text",
+        "subject",
+        "attachments",
+        "interactive_reply",
+        "provider_message_id",
+        "reply_to_provider_message_id",
+    ),
+    "message_status": ("error", "provider_message_id"),
     "page_view": ("url", "referrer", "path", "title"),
     "product_view": (),
     "cart": (),
@@ -31,7 +38,10 @@ PAYLOAD_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "identify": ("traits", "previous_anonymous_id"),
     "custom": ("properties",),
 }
-"""Per payload kind: its fields that can hold personal data (free text, traits, links)."""
+"""Per payload kind: its fields that can hold personal data (free text, traits, links, and the
+provider's message ids: a WhatsApp `wamid` is base64 of a message key holding the customer's
+number, Messenger's ids of postbacks and reactions are built from the person's page-scoped id,
+and an email's Message-ID often names the sender's host)."""
 
 INTERACTION_FIELDS: Final[tuple[Path, ...]] = (("identifiers",), ("conversation", "thread"))
 """Envelope fields of an interaction: the identifiers, and the provider's thread reference (often
