@@ -20,12 +20,14 @@ import pytest
 from playwright.async_api import Page, Route, async_playwright, expect
 from pydantic_extra_types.currency_code import ISO4217
 
+from agent_desk import app as desk_app
 from agent_desk.testing import AGENT, PASSWORD, DeskStack, chromium, desk_stack
 from hilo.contract import (
     CallHappened,
     CallStatus,
     Direction,
     Fulfilment,
+    Identified,
     Identifiers,
     Interaction,
     LineItem,
@@ -223,6 +225,48 @@ async def test_a_page_open_when_the_sign_in_expires_says_so_and_keeps_the_text(
         await expect(page.get_by_role("button", name="Send")).to_be_enabled()
         await expect(page.locator("#timeline .entry.pending")).to_have_count(0)
     assert stack.twilio.accepted == []
+
+
+async def test_a_page_open_when_its_customer_is_merged_says_so_and_keeps_the_text(
+    settings: HiloSettings, topics: list[str], page: Page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ana's work email was known first; she signs in with it from her phone while an agent has
+    her phone's profile open: the page stops following it, says why, and keeps the reply."""
+    monkeypatch.setattr(desk_app, "IDENTITY_CHECK_SECONDS", 0.5)
+    work = Identifiers(email="ana@work.example")
+    async with desk_stack(settings) as stack:
+        await stack.profile.publish([identified("work", work, hours_ago=30)])
+        await stack.profile.wait_for_entries(1)
+        await stack.profile.publish(history())
+        await stack.profile.wait_for_entries(3)
+        await sign_in_and_find(page, stack.desk_url)
+        await page.get_by_role("textbox", name="Message").fill("Your shoes are ready")
+
+        both = Identifiers(email="ana@work.example", phone=PHONE)
+        await stack.profile.publish([identified("signed-in", both, hours_ago=0)])
+
+        await expect(page.locator("#live-state")).to_have_text(
+            "this customer was merged or split: reload to see their journey as it is now",
+            timeout=20_000,
+        )
+        await expect(page.get_by_role("textbox", name="Message")).to_have_value(
+            "Your shoes are ready"
+        )
+        await page.reload()
+        await expect(page.locator("#timeline")).to_contain_text("Order WEB-7731 placed")
+        await expect(page.locator("#live-state")).to_have_text("live")
+
+
+def identified(event: str, identifiers: Identifiers, *, hours_ago: float) -> Interaction:
+    """The customer signs in on the web shop with these identifiers."""
+    return new_interaction(
+        channel="web",
+        instance="test",
+        provider_event_id=event,
+        identifiers=identifiers,
+        payload=Identified(traits={}),
+        occurred_at=datetime.now(UTC) - timedelta(hours=hours_ago),
+    )
 
 
 async def test_a_reply_whose_answer_was_lost_is_sent_once_when_the_agent_retries(

@@ -18,6 +18,7 @@ import pytest
 from pydantic_extra_types.currency_code import ISO4217
 from pymongo.errors import AutoReconnect
 
+from agent_desk import app as desk_app
 from agent_desk.app import LINK_REFUSED, PROFILES_DOWN
 from agent_desk.auth import SignedOut
 from agent_desk.profiles import ProfileApi
@@ -477,6 +478,83 @@ async def test_a_page_resumes_after_other_customers_entries_without_reloading(
             _, data = await next_entry(resumed)
 
     assert data["id"] == ours.id
+
+
+def signed_in_on_web(n: int, email: str) -> Interaction:
+    """The customer signs in on the web shop with their email, from the phone they wrote from:
+    the two profiles are one person's, and merge (the one seen first survives)."""
+    return new_interaction(
+        channel="web",
+        instance="test",
+        provider_event_id=f"sign-in-{n}",
+        identifiers=Identifiers(email=email, phone=PHONE),
+        payload=Identified(traits={}),
+        occurred_at=datetime.now(UTC) - timedelta(minutes=1),
+    )
+
+
+async def two_customers(svc: RunningProfileService) -> tuple[str, str]:
+    """Ana wrote an email first, then (not yet known as Ana) a WhatsApp message: their ids."""
+    await svc.publish([message(1, "email", "Hi, it is Ana", ago=timedelta(minutes=10), email=ANA)])
+    await svc.wait_for_entries(1)
+    await svc.publish([message(2, "whatsapp", "Hola", ago=timedelta(minutes=5))])
+    await svc.wait_for_entries(2)
+    return await svc.customer_of("email", ANA), await svc.customer_of("phone", PHONE)
+
+
+ANA = "ana@example.com"
+
+
+async def test_an_open_page_stops_and_says_so_when_its_customer_is_merged_into_another(
+    running: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The entries that follow are recorded under the survivor: the page would sit "live" and
+    frozen. It stops, says why, and a reload shows the journey of both."""
+    monkeypatch.setattr(desk_app, "IDENTITY_CHECK_SECONDS", 0.5)
+    svc = running.profile
+    ana, whatsapp = await two_customers(svc)
+    async with signed_in(running.desk_url) as client:
+        page = await client.get(f"/customers/{whatsapp}")
+        after = re.search(r'data-after="([^"]+)"', page.text)
+        assert after
+        async with client.stream(
+            "GET", f"/customers/{whatsapp}/live", params={"after": after.group(1)}, timeout=20
+        ) as stream:
+            await svc.publish([signed_in_on_web(3, ANA)])
+            changed = await next_event(stream.aiter_lines(), {"identity-changed", "entry"})
+        again = await client.get(f"/customers/{whatsapp}", follow_redirects=True)
+
+    assert changed["event"] == "identity-changed"
+    assert "Hola" in again.text
+    assert "Hi, it is Ana" in again.text, "the reloaded page shows the survivor's journey"
+    assert (await svc.customer_of("phone", PHONE)) == ana
+
+
+async def test_an_open_page_shows_nobody_elses_entries_once_a_merge_is_undone(
+    running: Stack,
+) -> None:
+    """After the split the WhatsApp profile is someone else's again: its entries, the ones
+    handed back and the new ones, must not reach the page of the customer it was split from."""
+    svc = running.profile
+    ana, whatsapp = await two_customers(svc)
+    await svc.publish([signed_in_on_web(3, ANA)])
+    await svc.wait_for_entries(3)
+    async with signed_in(running.desk_url) as client:
+        page = await client.get(f"/customers/{ana}")
+        after = re.search(r'data-after="([^"]+)"', page.text)
+        assert after
+        async with client.stream(
+            "GET", f"/customers/{ana}/live", params={"after": after.group(1)}
+        ) as stream:
+            split = await svc.http.post(
+                f"/v1/customers/{ana}/split",
+                json={"merge": whatsapp, "by": "agent-7", "reason": "not the same person"},
+            )
+            assert split.status_code in (200, 202), split.text
+            await svc.publish([message(4, "whatsapp", "Someone else here", ago=timedelta(0))])
+            first = await next_event(stream.aiter_lines(), {"identity-changed", "entry"})
+
+    assert first["event"] == "identity-changed", f"the page was sent {first.get('data')}"
 
 
 async def test_a_profile_service_outage_is_answered_503_not_as_a_page_of_nothing(

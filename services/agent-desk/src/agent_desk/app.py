@@ -24,6 +24,7 @@ import time
 import unicodedata
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -156,6 +157,25 @@ SIGNED_OUT = "desk_signed_out"
 SIGN_OUT_CHECK_SECONDS = 5.0
 """How soon an open live page learns that its session was signed out elsewhere."""
 SIGN_OUT_LOOKUP_SECONDS = 1.0
+IDENTITY_CHECK_SECONDS = 15.0
+"""How soon an open live page learns that its customer was merged into another, had a merge
+undone, or was erased (sooner when an entry arrives under one of its other ids)."""
+IDENTITY_LOOKUP_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Watched:
+    """The customer an open page shows: the id in its address, and as its profile was when the
+    page was rendered, the survivor and every id merged into it (whose entries it shows)."""
+
+    requested: str
+    survivor: str
+    customers: frozenset[str]
+
+    @classmethod
+    def of(cls, requested: str, profile: dict[str, Any]) -> Watched:
+        survivor = profile["customer_id"]
+        return cls(requested, survivor, frozenset([survivor, *profile.get("merged_from", [])]))
 
 
 def _when(at: datetime | str | None) -> str:
@@ -420,12 +440,12 @@ def _customer_routes(app: FastAPI) -> None:
         profile = await desk.profiles.profile(customer_id)
         if profile is None:
             raise HTTPException(status_code=404, detail="no customer with this id")
-        customers = {profile["customer_id"], *profile.get("merged_from", [])}
+        watched = Watched.of(customer_id, profile)
         cursor = request.headers.get("last-event-id") or after
         wanted = (set(channel or []), set(type or []))
         ends = session_end(request, desk.session_seconds)
         return StreamingResponse(
-            _events(desk, request, (cursor, ends), customers, wanted, session_id(request)),
+            _events(desk, request, (cursor, ends), watched, wanted, session_id(request)),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -537,7 +557,7 @@ async def _events(
     desk: Desk,
     request: Request,
     span: tuple[str, float],
-    customers: set[str],
+    watched: Watched,
     wanted: tuple[set[str], set[str]],
     sid: str,
 ) -> AsyncIterator[str]:
@@ -547,14 +567,18 @@ async def _events(
     instead of from its last shown entry, which on a busy desk would have fallen out of the
     buffer and forced a reload (losing a reply being typed). When the session ends, or is
     signed out anywhere (checked every `SIGN_OUT_CHECK_SECONDS`), so does the stream, with a
-    `signed-out` event: the page says so and keeps what the agent is typing."""
+    `signed-out` event: the page says so and keeps what the agent is typing. Likewise, with an
+    `identity-changed` event, when the customer was merged into another or had a merge undone
+    (checked every `IDENTITY_CHECK_SECONDS`, and before showing an entry recorded under one of
+    the customer's other ids): the page no longer shows one person's journey, and must not go on
+    showing the entries of someone a split took away."""
     cursor, ends = span
     channels, types = wanted
     yield "retry: 1000\n\n"
-    checked = time.monotonic()
+    checked = identity_checked = time.monotonic()
     try:
         async for batch, reached in desk.feed.follow(
-            cursor, customers, until=ends, heartbeat_seconds=SIGN_OUT_CHECK_SECONDS
+            cursor, watched.customers, until=ends, heartbeat_seconds=SIGN_OUT_CHECK_SECONDS
         ):
             if await request.is_disconnected():
                 return
@@ -562,6 +586,12 @@ async def _events(
                 checked = time.monotonic()
                 if await _signed_out(desk, sid):
                     break
+            under_other_id = any(live.customer_id != watched.survivor for live in batch)
+            if under_other_id or time.monotonic() - identity_checked >= IDENTITY_CHECK_SECONDS:
+                identity_checked = time.monotonic()
+                if await _identity_changed(desk, watched):
+                    yield "event: identity-changed\ndata: {}\n\n"
+                    return
             shown = [live for live in batch if _shown(live, channels, types)]
             for live in shown:
                 yield _event(desk, live)
@@ -572,6 +602,19 @@ async def _events(
         return
     if time.time() >= ends or await _signed_out(desk, sid):
         yield "event: signed-out\ndata: {}\n\n"
+
+
+async def _identity_changed(desk: Desk, watched: Watched) -> bool:
+    """True when the page's customer no longer gathers the ids it did (merged into another,
+    a merge undone, erased). False when the profile API cannot say: an outage must not end
+    every open page's stream."""
+    try:
+        async with asyncio.timeout(IDENTITY_LOOKUP_SECONDS):
+            profile = await desk.profiles.profile(watched.requested)
+    except (ProfileUnavailable, ProfileRequestRefused, TimeoutError) as exc:
+        log.warning("desk_identity_unknown", error=type(exc).__name__)
+        return False
+    return profile is None or Watched.of(watched.requested, profile) != watched
 
 
 async def _signed_out(desk: Desk, sid: str) -> bool:

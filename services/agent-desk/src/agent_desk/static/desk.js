@@ -119,12 +119,18 @@ function follow(timeline) {
   // Nothing for this page up to here: the browser resumes from this id after a blip.
   source.addEventListener("tick", (event) => { window.hiloLive.position = event.lastEventId; });
   source.addEventListener("resync", () => window.location.reload());
-  // The session ended: no reload, which would lose a reply being typed (Send says what to do).
-  source.addEventListener("signed-out", () => {
+  const stop = (why) => {
     source.close();
     window.hiloLive.connected = false;
-    state.textContent = "signed out: reload to sign in again";
+    state.textContent = why;
     state.classList.add("off");
+  };
+  // The session ended: no reload, which would lose a reply being typed (Send says what to do).
+  source.addEventListener("signed-out", () => stop("signed out: reload to sign in again"));
+  // Merged into another customer, or a merge undone: what is shown is no longer one person's
+  // journey. The stream stops (no one else's entries arrive); reloading shows it as it is now.
+  source.addEventListener("identity-changed", () => {
+    stop("this customer was merged or split: reload to see their journey as it is now");
   });
 }
 
