@@ -214,6 +214,41 @@ async def test_a_message_meta_marks_unsupported_is_recorded_with_the_rest(
     assert [a["kind"] for a in unsupported["attachments"]] == ["other"]
 
 
+async def test_a_postback_with_meta_s_longest_payload_and_an_opt_in_without_sender_are_taken(
+    social: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """Meta allows a postback payload of 1,000 characters, and leaves `sender` out of a checkbox
+    plugin's opt-in: neither may refuse the notification, whose retries would fail the same."""
+    document = json.loads(json.dumps(MESSENGER_TEXT))
+    messaging = document["entry"][0]["messaging"]
+    messaging.append(
+        {
+            **messaging[0],
+            "message": None,
+            "postback": {"mid": "m_postback_long", "title": "Get Started", "payload": "P" * 1000},
+        }
+    )
+    del messaging[-1]["message"]
+    messaging.append(
+        {
+            "recipient": {"id": PAGE_ID},
+            "timestamp": 1583173666800,
+            "optin": {"ref": "checkbox", "user_ref": "UREF-1"},
+        }
+    )
+    request = signed(document)
+
+    response = await social.post(request.path, content=request.body, headers=request.headers)
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"published": 2, "ignored": 1}
+    postback = (await published_interactions(settings, 2))[1]
+    assert postback["payload"]["interactive_reply"] == "P" * 1000
+    assert postback["adjustments"] == [
+        {"field": "payload.interactive_reply", "reason": "truncated"}
+    ]
+
+
 async def test_what_the_customer_and_another_app_said_on_standby_is_recorded(
     social: httpx.AsyncClient, settings: HiloSettings
 ) -> None:

@@ -24,12 +24,16 @@ from hilo.contract import (
     MessageExchanged,
     MessageStatusChanged,
     Payload,
+    Truncations,
     conversation_id,
+    max_length,
     new_interaction,
     unix_time,
 )
 
 CHANNELS = {"page": "messenger", "instagram": "instagram"}
+REPLY_FIELD = "payload.interactive_reply"
+REPLY_LIMIT = max_length(MessageExchanged, "interactive_reply")
 _ATTACHMENTS = {
     "image": AttachmentKind.IMAGE,
     "video": AttachmentKind.VIDEO,
@@ -59,19 +63,24 @@ def _event(
     channel: str, account: str, event: Messaging, instance: str, key: bytes
 ) -> list[Interaction]:
     outbound = event.message is not None and event.message.is_echo
-    customer = event.recipient.id if outbound else event.sender.id
+    person = event.recipient if outbound else event.sender
+    if person is None:  # a checkbox plugin's opt-in names no sender: nobody to record it for
+        return []
+    customer = person.id
+    cut = Truncations()
     found: list[tuple[str, Payload]] = []
     if event.message is not None and not (event.message.is_deleted or _sent_by_hilo(event.message)):
-        found.append((event.message.mid, _message(event.message)))
+        found.append((event.message.mid, _message(event.message, cut)))
     if event.postback is not None:
         postback_id = event.postback.mid or f"postback:{customer}:{event.timestamp}"
+        # A payload may be as long as the contract allows: with the title after it, cut.
         reply = ": ".join(filter(None, [event.postback.payload, event.postback.title]))
         found.append(
             (
                 postback_id,
                 MessageExchanged(
                     direction=Direction.INBOUND,
-                    interactive_reply=reply or "postback",
+                    interactive_reply=cut.clip(reply, REPLY_LIMIT, REPLY_FIELD) or "postback",
                     provider_message_id=postback_id,
                 ),
             )
@@ -100,6 +109,7 @@ def _event(
             conversation=thread(channel, account, customer, key),
             occurred_at=unix_time(event.timestamp, per_second=1000),
             payload=payload,
+            adjustments=cut.adjustments if isinstance(payload, MessageExchanged) else (),
         )
         for provider_id, payload in found
     ]
@@ -123,12 +133,13 @@ def _sent_by_hilo(message: Message) -> bool:
     return message.is_echo and (message.metadata or "").startswith(ECHO_MARK)
 
 
-def _message(message: Message) -> MessageExchanged:
+def _message(message: Message, cut: Truncations) -> MessageExchanged:
+    reply = message.quick_reply.payload if message.quick_reply else None
     return MessageExchanged(
         direction=Direction.OUTBOUND if message.is_echo else Direction.INBOUND,
         text=message.text,
         attachments=_attachments(message),
-        interactive_reply=message.quick_reply.payload if message.quick_reply else None,
+        interactive_reply=cut.clip(reply, REPLY_LIMIT, REPLY_FIELD),
         reply_to_provider_message_id=message.reply_to.mid if message.reply_to else None,
         provider_message_id=message.mid,
     )

@@ -75,7 +75,8 @@ class Read(_Meta):
 
 
 class Messaging(_Meta):
-    sender: Party
+    sender: Party | None = None
+    """Left out of a checkbox plugin's opt-in (Meta's `messaging_optins` reference)."""
     recipient: Party
     timestamp: int = Field(gt=0, description="Milliseconds since the epoch.")
     message: Message | None = None
