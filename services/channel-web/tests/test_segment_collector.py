@@ -288,11 +288,13 @@ async def test_device_clock_skew_is_corrected_from_sent_at(
     )
 
 
+@pytest.mark.parametrize("own_time", ["timestamp", "originalTimestamp"])
 async def test_a_call_without_a_message_id_retried_later_gets_the_same_id(
-    web: httpx.AsyncClient, settings: HiloSettings
+    web: httpx.AsyncClient, settings: HiloSettings, own_time: str
 ) -> None:
-    """Clients set `sentAt` afresh on every retry: it is no part of what the call is."""
-    call = {"anonymousId": "anon-retry", "event": "Tap", "timestamp": "2026-11-23T10:00:00Z"}
+    """Clients set `sentAt` afresh on every retry: it is no part of what the call is, whichever
+    field holds the call's own time."""
+    call = {"anonymousId": "anon-retry", "event": "Tap", own_time: "2026-11-23T10:00:00Z"}
     for sent in ("2026-11-23T10:00:05Z", "2026-11-23T10:00:35Z"):
         response = await web.post("/v1/track", json={**call, "sentAt": sent}, headers=AUTH)
         assert response.status_code == 200, response.text

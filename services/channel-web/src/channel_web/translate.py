@@ -304,8 +304,10 @@ def flat_scalars(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _content_id(call: Call) -> str:
     """Without a messageId (old clients), the same call sent twice still gets one id: `sentAt`,
-    which a client sets again on every retry, is left out when the call has its own timestamp
-    (without one, `sentAt` is all that tells two identical calls apart)."""
-    content = call.model_dump(mode="json", exclude={"sent_at"} if call.timestamp else None)
+    which a client sets again on every retry, is left out when the call has a time of its own,
+    `timestamp` or `originalTimestamp` (without one, `sentAt` is all that tells two identical
+    calls apart)."""
+    own_time = call.timestamp or call.original_timestamp
+    content = call.model_dump(mode="json", exclude={"sent_at"} if own_time else None)
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
