@@ -175,6 +175,26 @@ async def test_profiles_a_person_split_are_merged_again_only_when_a_person_confi
     assert counts["journey"] >= 5
 
 
+async def test_an_export_holds_no_identifier_of_the_person_a_split_told_apart(
+    profile_service: RunningProfileService,
+) -> None:
+    """After the split, an event carrying both people's identifiers opens a merge request that
+    names both: Ana's export shows the request, but not Bo's phone nor Bo's profile."""
+    svc = profile_service
+    ana, bo = await _merged_pair(svc)
+    split = await svc.http.post(f"/v1/customers/{ana}/split", json={"merge": bo, **AUDIT})
+    assert split.status_code == 200, split.text
+    await _publish_and_settle(svc, [interaction(4, minutes=4, email=ANA, phone=BO)])
+
+    export = await svc.get(f"/v1/customers/{ana}/export")
+
+    [request] = [c for c in export["conflicts"] if c["reason"] == "kept_apart"]
+    assert request["customer_ids"] == [ana]
+    assert request["keys"] == [f"email:{ANA}"]
+    assert BO not in json.dumps(export["conflicts"])
+    assert bo not in json.dumps(export["conflicts"])
+
+
 async def test_a_split_whose_kept_profile_is_merged_away_meanwhile_completes(
     profile_service: RunningProfileService,
 ) -> None:

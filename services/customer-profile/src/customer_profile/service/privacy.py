@@ -41,13 +41,17 @@ class Privacy:
     async def export(self, profile: StoredProfile) -> dict[str, Any]:
         """Everything Hilo holds about the customer, in one document."""
         entries = await self._store.entries(profile.aliases)
+        identities = await self._store.identities_of(profile.aliases)
+        conflicts = await self._store.conflicts_of(profile.aliases)
         return {
             "exported_at": datetime.now(UTC).isoformat(),
             "customer_id": profile.customer_id,
             "merged_from": profile.merged_from,
-            "identities": await self._store.identities_of(profile.aliases),
+            "identities": identities,
             "profile": profile.view.model_dump(mode="json") if profile.view else None,
-            "conflicts": await self._store.conflicts_of(profile.aliases),
+            "conflicts": [
+                _own_part(conflict, set(profile.aliases), set(identities)) for conflict in conflicts
+            ],
             "journey": [
                 entry.model_copy(update={"customer_id": profile.customer_id}).model_dump(
                     mode="json"
@@ -281,3 +285,13 @@ def erasure_record(erasure: Erasure) -> bytes:
             "erased_at": erasure.requested_at.isoformat(),
         }
     ).encode()
+
+
+def _own_part(conflict: dict[str, Any], aliases: set[str], identities: set[str]) -> dict[str, Any]:
+    """A conflict as far as it is this customer's: the other profiles it names, and the
+    identifiers the event carried that are not this customer's, are someone else's data (a
+    person who was told apart from them by a split, say), so an export leaves them out."""
+    own = {**conflict, "customer_ids": [c for c in conflict["customer_ids"] if c in aliases]}
+    if "keys" in conflict:
+        own["keys"] = [key for key in conflict["keys"] if key in identities]
+    return own
