@@ -10,7 +10,7 @@ was waiting for it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from agent_desk.policy import channel_name
@@ -47,6 +47,9 @@ def row(entry: Mapping[str, Any]) -> dict[str, Any]:
     payload = entry.get("payload") or {}
     occurred = entry["occurred_at"]
     at = datetime.fromisoformat(occurred) if isinstance(occurred, str) else occurred
+    # In UTC whatever offset the channel kept (an email's Date header, a till's receipt): rows
+    # from the API and from the live feed are then ordered and shown alike.
+    at = at.astimezone(UTC)
     return {
         **entry,
         "at": at,

@@ -14,7 +14,7 @@ from agent_desk.auth import Agents, SignInThrottle, hash_password
 from agent_desk.policy import default_channel, refusal, reply_options
 from agent_desk.replies import thread_of
 from agent_desk.search import readings
-from agent_desk.timeline import attach_statuses
+from agent_desk.timeline import attach_statuses, row
 from hilo.contract.outbound import OutboundMessage
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
@@ -222,3 +222,19 @@ def test_a_reply_to_the_longest_subject_a_mail_holds_still_fits_one() -> None:
     assert answer.subject == "RE: " + "s" * 994
     for subject in (thread.subject, answer.subject):
         assert OutboundMessage(text="Hi", subject=subject).subject == subject
+
+
+def test_a_row_is_placed_by_its_instant_in_utc_whatever_offset_its_entry_kept() -> None:
+    """Live rows (from `journey`) and rendered ones (from the API) are ordered by comparing
+    their `data-occurred`: both must say the instant alike."""
+    from_email = row(
+        {
+            "id": "e1",
+            "occurred_at": "2026-03-01T10:00:00+02:00",
+            "channel": "email",
+            "type": "message",
+            "payload": {"kind": "message", "direction": "inbound", "text": "Hola"},
+        }
+    )
+
+    assert from_email["at"].isoformat() == "2026-03-01T08:00:00+00:00"

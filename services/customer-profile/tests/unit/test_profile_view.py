@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 from pydantic_extra_types.currency_code import ISO4217
@@ -271,3 +271,23 @@ def test_a_new_order_after_many_is_not_unknown_while_nothing_was_let_go() -> Non
     assert view.unknown_orders([entry(1000, "message")]) == set()
     other = new.model_copy(update={"payload": {**new.payload, "order_id": "M"}})
     assert view.unknown_orders([other]) == {"M"}, "one was let go: a new id may be an old one"
+
+
+def test_an_entry_keeps_the_instant_in_utc_whatever_offset_the_channel_kept() -> None:
+    """An email's Date header keeps its sender's offset: the journey record must say the same
+    instant as the API (MongoDB answers in UTC), or readers ordering by text put it elsewhere."""
+    madrid = timezone(timedelta(hours=2))
+    interaction = new_interaction(
+        channel="email",
+        instance="t",
+        provider_event_id="mail-1",
+        identifiers=Identifiers(email="a@example.com"),
+        payload=sample_payloads()["message"],
+        occurred_at=datetime(2026, 3, 1, 10, 0, tzinfo=madrid),
+    )
+
+    stored = new_entry(interaction, "C", T0, late=False)
+
+    assert stored.occurred_at == datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+    assert stored.model_dump(mode="json")["occurred_at"].startswith("2026-03-01T08:00:00")
+    assert stored.occurred_at.utcoffset() == timedelta(0)

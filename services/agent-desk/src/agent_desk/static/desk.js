@@ -12,10 +12,11 @@ function fromHtml(html) {
 }
 
 function place(timeline, item) {
-  // Newest first, by when it happened: a late entry lands where it belongs.
-  const at = item.dataset.occurred;
+  // Newest first, by when it happened: a late entry lands where it belongs. Compared as
+  // instants, not as text: offsets and fractions of a second differ between sources.
+  const at = Date.parse(item.dataset.occurred);
   for (const other of timeline.children) {
-    if (other.dataset.occurred < at) {
+    if (Date.parse(other.dataset.occurred) < at) {
       timeline.insertBefore(item, other);
       return;
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -75,7 +75,9 @@ def new_entry(
     return JourneyEntry(
         id=interaction.id,
         customer_id=customer_id,
-        occurred_at=interaction.occurred_at,
+        # In UTC, as MongoDB gives it back: the record on `journey` and the API then agree, with
+        # no channel's offset (an email's Date header) left to compare as text downstream.
+        occurred_at=interaction.occurred_at.astimezone(UTC),
         recorded_at=recorded_at,
         channel=interaction.channel,
         type=interaction.payload.kind,
