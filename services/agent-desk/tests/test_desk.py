@@ -29,6 +29,7 @@ from hilo.contract import (
     CallHappened,
     CallStatus,
     ConsentChanged,
+    DeliveryStatus,
     Direction,
     Fulfilment,
     Identified,
@@ -36,6 +37,7 @@ from hilo.contract import (
     Interaction,
     LineItem,
     MessageExchanged,
+    MessageStatusChanged,
     Money,
     OrderPlaced,
     SalesChannel,
@@ -445,6 +447,42 @@ async def test_a_long_journey_pages_filters_by_channel_and_marks_late_entries(
     assert set(re.findall(r'data-channel="([a-z]+)"', whatsapp.text)) == {"whatsapp"}
     assert len(ids.findall(whatsapp.text)) == 30
     assert 'data-filters="&type=message%26cursor%3Dx"' in odd.text, "a filter stays one value"
+
+
+async def test_a_page_showing_only_messages_still_shows_what_became_of_them(
+    running: Stack,
+) -> None:
+    """The status of a reply (here: not delivered) shows on it with the "Message" filter on,
+    after a reload as it did live."""
+    svc = running.profile
+    reply = new_interaction(
+        channel="whatsapp",
+        instance="test",
+        provider_event_id="reply-1",
+        identifiers=Identifiers(phone=PHONE),
+        payload=MessageExchanged(
+            direction=Direction.OUTBOUND, text="Your shoes are ready", provider_message_id="wa-9"
+        ),
+        occurred_at=datetime.now(UTC) - timedelta(minutes=2),
+    )
+    failed = new_interaction(
+        channel="whatsapp",
+        instance="test",
+        provider_event_id="status-1",
+        identifiers=Identifiers(phone=PHONE),
+        payload=MessageStatusChanged(
+            provider_message_id="wa-9", status=DeliveryStatus.FAILED, error="131047"
+        ),
+        occurred_at=datetime.now(UTC) - timedelta(minutes=1),
+    )
+    await svc.publish([reply, failed])
+    await svc.wait_for_entries(2)
+    customer = await svc.customer_of("phone", PHONE)
+    async with signed_in(running.desk_url) as client:
+        page = await client.get(f"/customers/{customer}", params={"type": "message"})
+
+    assert page.status_code == 200
+    assert 'class="status s-failed"' in page.text
 
 
 async def test_a_page_resumes_after_other_customers_entries_without_reloading(

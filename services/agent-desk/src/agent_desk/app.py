@@ -399,7 +399,11 @@ def _customer_routes(app: FastAPI) -> None:
         if profile["customer_id"] != customer_id:
             return RedirectResponse(f"/customers/{profile['customer_id']}", status_code=303)
         page = await desk.profiles.journey(
-            customer_id, cursor=cursor, channels=channel or [], types=type or [], limit=PAGE_SIZE
+            customer_id,
+            cursor=cursor,
+            channels=channel or [],
+            types=with_statuses(type or []),
+            limit=PAGE_SIZE,
         )
         return _page(
             desk,
@@ -627,6 +631,14 @@ async def _signed_out(desk: Desk, sid: str) -> bool:
     except (PyMongoError, TimeoutError) as exc:
         log.warning("desk_sign_out_unknown", error=type(exc).__name__)
         return False
+
+
+def with_statuses(types: list[str]) -> list[str]:
+    """The kinds to ask the profile API for: with messages, what became of them (sent,
+    delivered, failed), which the page shows on each message, as the live stream does."""
+    if "message" in types and "message_status" not in types:
+        return [*types, "message_status"]
+    return types
 
 
 def _shown(live: LiveEntry, channels: set[str], types: set[str]) -> bool:
