@@ -340,6 +340,36 @@ async def test_replies_that_break_a_provider_rule_are_refused_with_the_reason(
     )
 
 
+async def test_a_reply_goes_to_the_address_the_customer_last_wrote_from(
+    running: Stack, settings: HiloSettings
+) -> None:
+    """Ana holds two emails once her profiles merged; she last wrote from the second: the reply
+    box offers it, and the reply goes there, not to the first in alphabetical order."""
+    svc = running.profile
+    await svc.publish([message(1, "email", "From work", ago=timedelta(hours=2), email="a@ex.com")])
+    await svc.wait_for_entries(1)
+    await svc.publish([message(2, "email", "From home", ago=timedelta(hours=1), email="z@ex.com")])
+    await svc.wait_for_entries(2)
+    await svc.publish([signed_in_on_web(3, "a@ex.com")])
+    await svc.wait_for_entries(3)
+    await svc.publish([signed_in_on_web(4, "z@ex.com")])
+    await svc.wait_for_entries(4)
+    customer = await svc.customer_of("email", "z@ex.com")
+    assert await svc.customer_of("email", "a@ex.com") == customer, "one person by now"
+    async with signed_in(running.desk_url) as client:
+        page = await client.get(f"/customers/{customer}")
+        reply = await client.post(
+            f"/customers/{customer}/replies",
+            json={"channel": "email", "text": "Thanks, noted"},
+            headers={"X-CSRF-Token": csrf_of(page.text)},
+        )
+
+    assert reply.status_code == 202, reply.text
+    assert "Email · z@ex.com" in page.text
+    command = await published_command(settings)
+    assert command.identifiers.email == "z@ex.com"
+
+
 async def test_a_reply_retried_with_its_id_is_the_same_command(
     running: Stack, settings: HiloSettings
 ) -> None:

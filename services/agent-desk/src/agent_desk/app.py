@@ -64,7 +64,7 @@ from agent_desk.policy import (
     reply_options,
 )
 from agent_desk.profiles import ProfileApi, ProfileRequestRefused, ProfileUnavailable
-from agent_desk.replies import publish_reply, reply_command, thread_of
+from agent_desk.replies import publish_reply, reply_command, thread_of, written_from
 from agent_desk.search import find_customers
 from agent_desk.settings import DeskSettings
 from agent_desk.timeline import attach_statuses, row, type_name
@@ -492,7 +492,15 @@ def _login_refused(
 async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: str) -> JSONResponse:
     """Check the provider's rules, then publish the command; the page shows it as pending
     until the channel records it sent (or failed, with the provider's reason)."""
-    options = {o.channel: o for o in reply_options(profile, desk.settings.desk_reply_channels)}
+    recent = await desk.profiles.journey(
+        profile["customer_id"], cursor=None, channels=[body.channel], types=["message"], limit=20
+    )
+    options = {
+        o.channel: o
+        for o in reply_options(
+            profile, desk.settings.desk_reply_channels, written_from(recent["entries"])
+        )
+    }
     option: ReplyOption | None = options.get(body.channel)
     if option is None:
         reason = f"The customer cannot be reached on {channel_name(body.channel)}."
@@ -524,9 +532,6 @@ async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: st
     )
     if why is not None:
         return JSONResponse({"error": why}, status_code=409)
-    recent = await desk.profiles.journey(
-        profile["customer_id"], cursor=None, channels=[body.channel], types=["message"], limit=20
-    )
     thread = thread_of(recent["entries"])
     command = reply_command(
         profile,
@@ -672,7 +677,11 @@ def _event(desk: Desk, live: LiveEntry) -> str:
 
 async def _panels(desk: Desk, profile: dict[str, Any]) -> dict[str, Any]:
     """What the side panels and the reply box show about the customer right now."""
-    options = reply_options(profile, desk.settings.desk_reply_channels)
+    channels = desk.settings.desk_reply_channels
+    recent = await desk.profiles.journey(
+        profile["customer_id"], cursor=None, channels=channels, types=["message"], limit=50
+    )
+    options = reply_options(profile, channels, written_from(recent["entries"]))
     now = datetime.now(UTC)
     return {
         "profile": profile,

@@ -58,17 +58,27 @@ class ReplyOption:
     last_inbound: datetime | None
 
 
-def reply_options(profile: Mapping[str, Any], channels: Sequence[str]) -> list[ReplyOption]:
-    """The channels among `channels` that the customer can be reached on."""
-    held: dict[str, str] = {}
+def reply_options(
+    profile: Mapping[str, Any],
+    channels: Sequence[str],
+    written_from: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[ReplyOption]:
+    """The channels among `channels` that the customer can be reached on, each at the address
+    they last wrote from there (`written_from`: per channel, the identifiers of their latest
+    inbound message on it) while their profile holds it, else at the first it holds: a
+    customer with two addresses (after a merge) is answered where they wrote."""
+    held: dict[str, list[str]] = {}
     for identity in profile.get("identifiers", []):
-        held.setdefault(identity["kind"], identity["value"])
+        held.setdefault(identity["kind"], []).append(identity["value"])
     last_inbound = _last_inbound(profile)
     options = []
     for channel in channels:
         kind = next((k for k in ADDRESS_KINDS.get(channel, ()) if k in held), None)
-        if kind is not None:
-            options.append(ReplyOption(channel, kind, held[kind], last_inbound.get(channel)))
+        if kind is None:
+            continue
+        wrote_from = (written_from or {}).get(channel, {}).get(kind)
+        address = wrote_from if wrote_from in held[kind] else held[kind][0]
+        options.append(ReplyOption(channel, kind, address, last_inbound.get(channel)))
     return options
 
 

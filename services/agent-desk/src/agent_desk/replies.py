@@ -41,6 +41,17 @@ def thread_of(entries: list[Mapping[str, Any]]) -> Thread:
     return Thread(latest["provider_message_id"], tuple(earlier), subject and subject[:MAX_SUBJECT])
 
 
+def written_from(entries: list[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """Per channel, the identifiers of the customer's latest inbound message on it (entries
+    newest first): where a reply on that channel should go."""
+    found: dict[str, dict[str, str]] = {}
+    for entry in entries:
+        inbound = entry["type"] == "message" and entry["payload"].get("direction") == "inbound"
+        if inbound and entry["channel"] not in found:
+            found[entry["channel"]] = dict(entry.get("identifiers") or {})
+    return found
+
+
 _PAGE_NAMESPACE = uuid.UUID("5c0f9e2a-7b1d-4e8a-9f3c-2d6b8a1e4f70")
 
 MAX_SUBJECT = 998
