@@ -147,6 +147,29 @@ async def test_the_journey_pages_with_a_stable_cursor_and_filters(
     assert deep_cursor.status_code == 400, deep_cursor.text
 
 
+async def test_a_time_mongodb_cannot_hold_is_refused_saying_so_not_answered_500(
+    profile_service: RunningProfileService,
+) -> None:
+    """Year 1 at +01:00 is year 0 in UTC: no date can say it."""
+    svc = profile_service
+    await svc.publish([interaction(1, email="ana@example.com")])
+    await svc.wait_for_entries(1)
+    customer = await svc.customer_of("email", "ana@example.com")
+    too_early = "0001-01-01T00:00:00%2B01:00"
+    cursor = base64.urlsafe_b64encode(b'["0001-01-01T00:00:00+01:00", "e"]').decode()
+
+    journey = await svc.http.get(f"/v1/customers/{customer}/journey?since={too_early}")
+    later = await svc.http.get(f"/v1/customers/{customer}/journey?until=9999-12-31T23:00:00-02:00")
+    paged = await svc.http.get(f"/v1/customers/{customer}/journey?cursor={cursor}")
+    mismatches = await svc.http.get(f"/v1/mismatches?since={too_early}")
+
+    assert journey.status_code == 422, journey.text
+    assert "between the years 1 and 9999" in journey.text
+    assert later.status_code == 422, later.text
+    assert paged.status_code == 400, paged.text
+    assert mismatches.status_code == 422, mismatches.text
+
+
 async def test_export_returns_everything_and_erasure_forgets_the_customer(
     profile_service: RunningProfileService, settings: HiloSettings
 ) -> None:

@@ -20,7 +20,7 @@ from fastapi import (
     Response,
     Security,
 )
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.identity import split_key
@@ -198,10 +198,23 @@ def _encode_cursor(entry: JourneyEntry) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def storable(at: datetime) -> datetime:
+    """The time in UTC, as MongoDB holds it (a naive one taken as UTC); a ValueError when it
+    falls outside MongoDB's years 1 to 9999 there (year 1 at +01:00 is year 0 in UTC)."""
+    try:
+        return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValueError("a time between the years 1 and 9999 (UTC)") from None
+
+
+Instant = Annotated[datetime, AfterValidator(storable)]
+"""A time from a request, answered 422 rather than 500 when MongoDB cannot hold it."""
+
+
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         at, event_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(at), str(event_id)
+        return storable(datetime.fromisoformat(at)), str(event_id)
     except (ValueError, TypeError, RecursionError, binascii.Error):  # deep nesting: Recursion
         raise HTTPException(status_code=400, detail="cursor is not one this API returned") from None
 
@@ -256,8 +269,8 @@ async def get_journey(
     cursor: str | None = None,
     channel: Annotated[list[str] | None, Query()] = None,
     type: Annotated[list[str] | None, Query(description="Payload kinds")] = None,  # noqa: A002
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     order: Annotated[
         Literal["asc", "desc"], Query(description="`desc`: newest first (a timeline).")
     ] = "asc",
@@ -517,8 +530,8 @@ async def list_mismatches(
     state: State,
     channel: str | None = None,
     sku: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     limit: Annotated[int, Query(ge=1, le=1_000)] = 100,
 ) -> list[PriceMismatch]:
     """Carts, orders and receipts that charged a price other than the offer in force for that
