@@ -7,10 +7,13 @@ are processed by both instances at the same time. Correctness must come from the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
+from datetime import UTC, datetime
 from typing import Any
 
+from customer_profile.service.resolver import IdentityResolver, Pending
 from customer_profile.testing import (
     RunningProfileService,
     interaction,
@@ -124,3 +127,52 @@ async def _settled(running: RunningProfileService) -> bool:
         if (profile.view.event_count if profile.view else 0) != stored:
             return False
     return True
+
+
+async def test_a_merge_protection_breach_by_two_instances_at_once_is_recorded_not_silent(
+    profile_service: RunningProfileService,
+) -> None:
+    """Two loyalty cards meet one shared email on two instances at the same moment: each decides
+    against the shared profile as it was (no loyalty id yet) and merges its card's profile into
+    it. Each merge alone is allowed, together they break merge protection. The store's atomic
+    operations do not prevent this yet; the instance that reads last sees it and records it as
+    an open conflict for a person, instead of nobody ever knowing."""
+    svc = profile_service
+    for n, ids in enumerate([{"email": "shared@example.com"}, {"loyalty_id": "L1"}], 1):
+        await svc.publish([interaction(f"seed-{n}", minutes=n, **ids)])
+        await svc.wait_for_entries(n)
+    await svc.publish([interaction("seed-3", minutes=3, loyalty_id="L2")])
+    await svc.wait_for_entries(3)
+    shared = await svc.customer_of("email", "shared@example.com")
+    store = svc.service.store
+    both_read = asyncio.Barrier(2)
+    read = store.identity_state
+
+    async def identity_state(*args: Any) -> Any:
+        state = await read(*args)
+        if both_read.n_waiting < 2 and not both_read.broken:
+            with contextlib.suppress(asyncio.BrokenBarrierError, TimeoutError):
+                async with asyncio.timeout(5):
+                    await both_read.wait()
+        return state
+
+    store.identity_state = identity_state  # type: ignore[method-assign,assignment]
+    policy = svc.service.settings.identity_policy()
+    since = datetime.now(UTC)
+    cards = [
+        Pending(f"card-{card}", since, [f"loyalty_id:{card}", "email:shared@example.com"])
+        for card in ("L1", "L2")
+    ]
+    first, second = await asyncio.gather(
+        *(IdentityResolver(store, policy).resolve([card], since) for card in cards)
+    )
+
+    survivor = (await store.load([shared]))[shared]
+    assert {"loyalty_id:L1", "loyalty_id:L2"} <= set(survivor.identifiers), "the race happened"
+    breaches = [
+        conflict
+        for conflict, _ in [*first.conflicts, *second.conflicts]
+        if conflict.reason == "concurrent_merge"
+    ]
+    assert breaches, "nobody recorded the breach"
+    assert {(c.kind, c.customer_ids[0]) for c in breaches} == {("loyalty_id", shared)}

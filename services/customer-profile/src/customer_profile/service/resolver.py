@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import structlog
+from prometheus_client import Counter
 
 from customer_profile.domain.identity import (
     Conflict,
@@ -35,6 +36,13 @@ from hilo.contract import IdentifierKind
 
 log = structlog.get_logger(__name__)
 MAX_ROUNDS = 6
+CONCURRENT_MERGE = "concurrent_merge"
+CONCURRENT_MERGES = Counter(
+    "hilo_profile_concurrent_merge_breaches_total",
+    "Merges after which the survivor held two values of a unique kind (another instance merged "
+    "into it at the same moment); each is an open conflict",
+    ["kind"],
+)
 
 
 @dataclass(frozen=True)
@@ -100,7 +108,41 @@ class IdentityResolver:
             set(resolution.customers.values())
         )
         resolution.customers = {e: canonical[c] for e, c in resolution.customers.items()}
+        resolution.conflicts += self._breached_by_concurrent_merges(
+            resolution.merges, canonical, resolution
+        )
         return resolution
+
+    def _breached_by_concurrent_merges(
+        self, merges: list[Merge], canonical: dict[str, str], resolution: Resolution
+    ) -> list[tuple[Conflict, str]]:
+        """Survivors of this resolution's merges that hold two values of a kind a person has one
+        of (`HILO_IDENTITY_UNIQUE_KINDS`: two loyalty ids, say), which merge protection refuses:
+        another instance merged or attached to the same survivor at the same moment, each
+        deciding against the survivor as it was before. Of two such writers, the one that reads
+        last sees both, so the breach is never silent.
+
+        It is not undone here: which of the two merges was wrong is a person's call (a split).
+        It is recorded (and logged, as every conflict is) as a `concurrent_merge` conflict on
+        the survivor, and counted in `hilo_profile_concurrent_merge_breaches_total`.
+        """
+        found: list[tuple[Conflict, str]] = []
+        for merge in merges:
+            profile = resolution.profiles.get(canonical.get(merge.survivor, merge.survivor))
+            if profile is None:
+                continue
+            held: dict[str, int] = {}
+            for key in profile.identifiers:
+                if (of_kind := split_key(key)[0]) in self._policy.unique_kinds:
+                    held[of_kind.value] = held.get(of_kind.value, 0) + 1
+            for kind, count in sorted(held.items()):
+                if count > 1:
+                    CONCURRENT_MERGES.labels(kind).inc()
+                    conflict = Conflict(
+                        CONCURRENT_MERGE, kind, (profile.customer_id, *merge.absorbed)
+                    )
+                    found.append((conflict, merge.event_id))
+        return found
 
     async def _round(
         self, events: list[Pending], resolution: Resolution, fresh_since: datetime
