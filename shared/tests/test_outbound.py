@@ -19,12 +19,14 @@ from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect
 
+from hilo import topics
 from hilo.channel import ChannelSettings, create_channel_app
 from hilo.contract.outbound import OutboundCommand
 from hilo.kafka import KafkaPublisher, PublishFailed, Record, create_broker
 from hilo.mongo import MongoDocument
 from hilo.outbound import (
     SENDS_COLLECTION,
+    SENDS_KEPT,
     UNCONFIRMED,
     OutboundSender,
     RetryPolicy,
@@ -409,3 +411,21 @@ async def test_threads_kept_by_sends_recorded_before_they_were_dropped_are_remov
 
     kept = {doc["_id"]: doc.get("thread") async for doc in sends.find({"state": "sent"})}
     assert kept == {"old": None, "unrecorded": thread, "after": thread}
+
+
+async def test_sends_are_forgotten_after_a_while_longer_than_the_outbound_topic_keeps_commands(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
+) -> None:
+    """A send names its customer and the provider's message id (a WhatsApp id holds their
+    number): MongoDB expires it, but only once no redelivered command can still need it."""
+    sender = await _sender(settings, mongo_client, broker, ScriptedProvider())
+    sends = mongo_client[settings.mongodb_database][SENDS_COLLECTION]
+
+    await sender.create_indexes()
+
+    indexes = await sends.index_information()
+    [ttl] = [index for index in indexes.values() if index["key"] == [("claimed_at", 1)]]
+    kept = timedelta(seconds=ttl["expireAfterSeconds"])
+    assert kept == SENDS_KEPT
+    [outbound] = [spec for spec in topics.REGISTRY if spec.topic is Topic.OUTBOUND]
+    assert kept > timedelta(milliseconds=outbound.retention_ms)

@@ -71,6 +71,11 @@ CHANNEL_HEADER = "hilo_channel"
 _THREADS_DROPPED = "migration:recorded-threads-dropped"
 """Marks `outbound_sends` as cleaned of recorded threads (no state: no query of sends finds it)."""
 SENDS_COLLECTION = "outbound_sends"
+SENDS_KEPT = timedelta(days=30)
+"""How long a send is remembered (MongoDB's TTL on `claimed_at`): four times the `outbound`
+topic's retention, so a command redelivered from it still finds its send and is not sent twice,
+and a provider's late status still finds its message. Not for ever: a send names its customer
+and the provider's message id, which can hold their number (a WhatsApp `wamid`)."""
 
 SENT = Counter("hilo_outbound_sent_total", "Outbound messages the provider accepted", ["channel"])
 FAILED = Counter(
@@ -270,10 +275,14 @@ class OutboundSender:
         return await self._sends.find_one({"state": "sending", "channel": channel}) is not None
 
     async def create_indexes(self) -> None:
-        """Indexes, and, once per database, the threads of sends recorded before threads were
-        dropped once recorded (for SMS the customer's number) removed."""
+        """Indexes (sends expire `SENDS_KEPT` after they were claimed), and, once per
+        database, the threads of sends recorded before threads were dropped once recorded (for
+        SMS the customer's number) removed."""
         await self._sends.create_index("provider_message_id", sparse=True)
         await self._sends.create_index([("state", 1), ("channel", 1)])
+        await self._sends.create_index(
+            "claimed_at", expireAfterSeconds=int(SENDS_KEPT.total_seconds())
+        )
         if await self._sends.find_one({"_id": _THREADS_DROPPED}) is None:
             await self._sends.update_many(
                 {"recorded": True, "thread": {"$exists": True}}, {"$unset": {"thread": ""}}
