@@ -257,7 +257,8 @@ async def test_malformed_mail_is_refused_naming_the_problem(
     assert bad_sender.status_code == 422
     assert "ana@@example" not in bad_sender.text
     assert no_key.status_code == 401
-    assert broken_form.status_code == 400, broken_form.text
+    assert broken_form.status_code == 406, "never posted again: Mailgun retries all but 406"
+    assert broken_form.json()["error"] == "invalid_body"
     assert too_big.status_code == 413
     assert await published_interactions(settings, 0) == []
 
@@ -424,7 +425,7 @@ async def test_a_mail_longer_than_the_contract_holds_is_kept_truncated(
 
 @pytest.mark.parametrize(
     ("message_headers", "status"),
-    [("12345", 200), ('{"Date": "today"}', 200), ("[" * 10_000, 422), ('[["\\ud800", "x"]]', 422)],
+    [("12345", 200), ('{"Date": "today"}', 200), ("[" * 10_000, 406), ('[["\\ud800", "x"]]', 406)],
 )
 async def test_mailgun_message_headers_of_any_shape_are_never_a_crash(
     email: httpx.AsyncClient, settings: HiloSettings, message_headers: str, status: int
@@ -438,6 +439,20 @@ async def test_mailgun_message_headers_of_any_shape_are_never_a_crash(
     assert len(await published_interactions(settings, 1 if status == 200 else 0)) == (
         1 if status == 200 else 0
     )
+
+
+async def test_an_empty_mail_is_refused_with_406_so_mailgun_does_not_post_it_for_8_hours(
+    email: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """No subject, no text, no attachment: nothing Hilo can record, now or on any retry."""
+    empty = {"subject": "", "body-plain": "", "stripped-text": "", "body-html": ""}
+    request = mailgun([(k, empty.get(k, v)) for k, v in mailgun_fields()])
+
+    response = await email.post(request.path, content=request.body, headers=request.headers)
+
+    assert response.status_code == 406, response.text
+    assert "a message needs text" in response.text
+    assert await published_interactions(settings, 0) == []
 
 
 async def test_another_senders_mail_reusing_a_message_id_is_an_event_of_its_own(

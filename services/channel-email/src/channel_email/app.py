@@ -55,12 +55,15 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
     @router.post("/webhooks/mailgun")
     async def mailgun(request: Request) -> dict[str, str]:
         """A Mailgun route's `forward()`: signed, fresh, each token once."""
-        async with _form(request, settings.max_body_bytes) as form:
-            try:
-                token = guard.verify(form)
-            except SignatureError as exc:
-                raise signature_rejection(exc) from None
-            answer = await publish(lambda: parse_route_post(form))
+        try:
+            async with _form(request, settings.max_body_bytes) as form:
+                try:
+                    token = guard.verify(form)
+                except SignatureError as exc:
+                    raise signature_rejection(exc) from None
+                answer = await publish(lambda: parse_route_post(form))
+        except Rejected as exc:
+            raise never_again(exc) from None
         guard.remember(token)
         return answer
 
@@ -87,6 +90,19 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
         return await publish(lambda: parse_mime(body))
 
     return [router]
+
+
+def never_again(refused: Rejected) -> Rejected:
+    """Mailgun posts anything but 200 and 406 again for 8 hours. A message that can never be
+    taken (unreadable, too large, no sender: what it is, not an outage here) is answered 406
+    with the same reason, so it is not posted again for nothing. A bad signature keeps its
+    401/403 (a signing key being rotated can make a retry pass), an outage its 503."""
+    if refused.status in NEVER_ACCEPTED:
+        return Rejected(406, refused.reason, refused.detail)
+    return refused
+
+
+NEVER_ACCEPTED = frozenset({400, 413, 422})
 
 
 @asynccontextmanager
