@@ -254,6 +254,20 @@ async def test_a_cell_over_128_kib_rejects_its_receipt_naming_the_row_not_the_fi
     assert event["id"] == interaction_id("store", "receipt:BCN-01:R1")
 
 
+async def test_a_store_id_with_a_colon_is_refused_as_it_would_make_two_receipts_one(
+    store: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """Store `A:B` with receipt `C` and store `A` with receipt `B:C` would share an event id
+    and an order id: the second receipt would be dropped as a duplicate of the first."""
+    first = {**RECEIPT, "store_id": "A:B", "receipt_id": "C"}
+
+    response = await store.post("/v1/receipts", json=first, headers={"X-API-Key": KEY})
+
+    assert response.status_code == 422, response.text
+    assert "store_id" in response.text
+    assert await published_interactions(settings, 0) == []
+
+
 async def test_a_carriage_return_inside_a_cell_is_a_line_break_not_a_crash(
     store: httpx.AsyncClient, settings: HiloSettings
 ) -> None:

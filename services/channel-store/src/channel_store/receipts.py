@@ -14,6 +14,19 @@ from hilo.contract import DropInvalid, Identifiers, VisitMethod
 Amount = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=4)]
 
 
+StoreId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[^:]+$",
+        description="No `:`: event and order ids join it with the receipt's or visit's id, so "
+        "store `A:B` with receipt `C` and store `A` with receipt `B:C` would be one.",
+        examples=["BCN-01"],
+    ),
+]
+
+
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
@@ -29,7 +42,7 @@ class ReceiptLine(_Input):
 class Receipt(_Input):
     """A till receipt. A sale with no customer identifier is not part of anyone's journey."""
 
-    store_id: str = Field(min_length=1, max_length=100, examples=["BCN-01"])
+    store_id: StoreId
     till_id: str | None = Field(default=None, max_length=100)
     receipt_id: str = Field(min_length=1, max_length=200, description="Unique within the store.")
     occurred_at: AwareDatetime
@@ -66,7 +79,7 @@ class Visit(_Input):
     """A store check-in: loyalty card or app QR code scanned, staff or wifi recognition."""
 
     visit_id: str = Field(min_length=1, max_length=200, description="Unique within the store.")
-    store_id: str = Field(min_length=1, max_length=100)
+    store_id: StoreId
     occurred_at: AwareDatetime
     method: VisitMethod
     customer: Identifiers
@@ -112,7 +125,7 @@ REQUIRED_CSV_COLUMNS = frozenset(
 class CsvRow(_Input):
     """One row of the end-of-day file; blank cells are absent values."""
 
-    store_id: str = Field(min_length=1, max_length=100)
+    store_id: StoreId
     till_id: str | None = None
     receipt_id: str = Field(min_length=1, max_length=200)
     occurred_at: AwareDatetime
