@@ -8,6 +8,7 @@ import hmac
 
 import pytest
 
+from hilo.providers.twilio import signed_string
 from hilo.webhook import (
     SignatureError,
     secrets_match,
@@ -80,3 +81,12 @@ def test_secrets_never_match_text_no_utf8_can_hold() -> None:
     assert not secrets_match("verify-me", "\ud800")
     assert not secrets_match("verify-me", "vérify-me")
     assert secrets_match("clé", "clé")
+
+
+def test_twilio_signs_names_sorted_and_a_repeated_name_s_distinct_values_sorted() -> None:
+    """As twilio-python's `RequestValidator.compute_signature`: a form repeating a name (in any
+    order, a value twice) is signed over `name + value` once per distinct value, sorted."""
+    url = "https://mycompany.com/myapp.php?foo=1&bar=2"
+    params = [("To", "+1"), ("Media", "b"), ("Body", "hi"), ("Media", "a"), ("Media", "b")]
+
+    assert signed_string(url, params) == (url + "Bodyhi" + "Mediaa" + "Mediab" + "To+1").encode()

@@ -44,8 +44,14 @@ class TwilioChannelSettings(ChannelSettings):
 
 
 def signed_string(url: str, params: Sequence[tuple[str, str]]) -> bytes:
+    """What Twilio signs: the URL, then each parameter name with its value, names sorted; a
+    name given more than once has each distinct value once, sorted (as twilio-python's
+    `RequestValidator.compute_signature` builds it)."""
+    values: dict[str, set[str]] = {}
+    for name, value in params:
+        values.setdefault(name, set()).add(value)
     return (
-        url + "".join(name + value for name, value in sorted(params, key=lambda p: p[0]))
+        url + "".join(name + value for name in sorted(values) for value in sorted(values[name]))
     ).encode()
 
 
