@@ -598,6 +598,82 @@ async def test_an_open_page_stops_and_says_so_when_its_customer_is_merged_into_a
     assert (await svc.customer_of("phone", PHONE)) == ana
 
 
+async def test_a_page_reconnecting_after_its_customer_was_merged_away_is_told_at_once(
+    running: Stack,
+) -> None:
+    """The merge happened while the browser was reconnecting: the stream opens on the ids the
+    page was rendered with, and says at once that they are no longer one customer's."""
+    svc = running.profile
+    _, whatsapp = await two_customers(svc)
+    async with signed_in(running.desk_url) as client:
+        page = await client.get(f"/customers/{whatsapp}")
+        after = re.search(r'data-after="([^"]+)"', page.text)
+        ids = re.search(r'data-ids="([^"]+)"', page.text)
+        assert after
+        assert ids
+        assert ids.group(1) == whatsapp
+        await svc.publish([signed_in_on_web(3, ANA)])
+        await svc.wait_for_entries(3)
+        async with client.stream(
+            "GET",
+            f"/customers/{whatsapp}/live",
+            params={"after": after.group(1), "ids": ids.group(1)},
+        ) as stream:
+            first = await next_event(stream.aiter_lines(), {"identity-changed", "entry", "tick"})
+
+    assert first["event"] == "identity-changed"
+
+
+async def test_a_page_goes_on_when_a_profile_is_merged_into_its_customer(
+    running: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ana's anonymous browsing joins her at sign-in: more of the same person, so the page keeps
+    following her, and what comes next arrives as ever."""
+    monkeypatch.setattr(desk_app, "IDENTITY_CHECK_SECONDS", 0.5)
+    svc = running.profile
+    ana = await customer_who_wrote(svc)
+    browsing = new_interaction(
+        channel="web",
+        instance="test",
+        provider_event_id="browse-1",
+        identifiers=Identifiers(anonymous_id="anon-77"),
+        payload=Identified(traits={}),
+        occurred_at=datetime.now(UTC) - timedelta(minutes=3),
+    )
+    await svc.publish([browsing])
+    await svc.wait_for_entries(2)
+    async with signed_in(running.desk_url) as client:
+        page = await client.get(f"/customers/{ana}")
+        after = re.search(r'data-after="([^"]+)"', page.text)
+        ids = re.search(r'data-ids="([^"]+)"', page.text)
+        assert after
+        assert ids
+        async with client.stream(
+            "GET",
+            f"/customers/{ana}/live",
+            params={"after": after.group(1), "ids": ids.group(1)},
+            timeout=20,
+        ) as stream:
+            sign_in = new_interaction(
+                channel="web",
+                instance="test",
+                provider_event_id="sign-in-anon",
+                identifiers=Identifiers(anonymous_id="anon-77", phone=PHONE),
+                payload=Identified(traits={}),
+                occurred_at=datetime.now(UTC) - timedelta(minutes=1),
+            )
+            await svc.publish([sign_in])
+            await svc.wait_for_entries(3)
+            await asyncio.sleep(1)  # past the identity check, which must let the page go on
+            later = message(5, "whatsapp", "Still me", ago=timedelta(0))
+            await svc.publish([later])
+            lines = stream.aiter_lines()
+            seen = [await next_event(lines, {"identity-changed", "entry"}) for _ in range(2)]
+
+    assert [event["event"] for event in seen] == ["entry", "entry"]
+    assert json.loads(seen[-1]["data"])["id"] == later.id
+
+
 async def test_an_open_page_shows_nobody_elses_entries_once_a_merge_is_undone(
     running: Stack,
 ) -> None:

@@ -177,6 +177,15 @@ class Watched:
         survivor = profile["customer_id"]
         return cls(requested, survivor, frozenset([survivor, *profile.get("merged_from", [])]))
 
+    def followed_by(self, now: Watched | None) -> Watched | None:
+        """What the page follows once its customer is as `now` says (None: erased): `now`
+        when it only gathers more ids (a profile merged into this customer, as an anonymous
+        one at sign-in: more of the same person), None when the page no longer shows one
+        person's journey (merged into another, a merge undone, erased)."""
+        if now is None or now.survivor != self.survivor or not self.customers <= now.customers:
+            return None
+        return now
+
 
 def _when(at: datetime | str | None) -> str:
     if at is None:
@@ -439,17 +448,21 @@ def _customer_routes(app: FastAPI) -> None:
         after: str = "",
         channel: Annotated[list[str] | None, Query()] = None,
         type: Annotated[list[str] | None, Query()] = None,  # noqa: A002
+        ids: str = "",
     ) -> StreamingResponse:
-        """Server-Sent Events: each new entry of this customer as a rendered row."""
+        """Server-Sent Events: each new entry of this customer as a rendered row. `ids`: the
+        customer ids the page was rendered with, so a merge or split while the browser was
+        reconnecting is told too."""
         profile = await desk.profiles.profile(customer_id)
         if profile is None:
             raise HTTPException(status_code=404, detail="no customer with this id")
-        watched = Watched.of(customer_id, profile)
+        now = Watched.of(customer_id, profile)
+        rendered = Watched(customer_id, customer_id, frozenset(ids.split(","))) if ids else now
         cursor = request.headers.get("last-event-id") or after
         wanted = (set(channel or []), set(type or []))
         ends = session_end(request, desk.session_seconds)
         return StreamingResponse(
-            _events(desk, request, (cursor, ends), watched, wanted, session_id(request)),
+            _events(desk, request, (cursor, ends), (rendered, now), wanted, session_id(request)),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -566,7 +579,7 @@ async def _events(
     desk: Desk,
     request: Request,
     span: tuple[str, float],
-    watched: Watched,
+    identity: tuple[Watched, Watched],
     wanted: tuple[set[str], set[str]],
     sid: str,
 ) -> AsyncIterator[str]:
@@ -577,17 +590,24 @@ async def _events(
     buffer and forced a reload (losing a reply being typed). When the session ends, or is
     signed out anywhere (checked every `SIGN_OUT_CHECK_SECONDS`), so does the stream, with a
     `signed-out` event: the page says so and keeps what the agent is typing. Likewise, with an
-    `identity-changed` event, when the customer was merged into another or had a merge undone
-    (checked every `IDENTITY_CHECK_SECONDS`, and before showing an entry recorded under one of
-    the customer's other ids): the page no longer shows one person's journey, and must not go on
-    showing the entries of someone a split took away."""
+    `identity-changed` event, when the customer was merged into another, had a merge undone or
+    was erased since the page was rendered (`identity`: as rendered, as now; then checked every
+    `IDENTITY_CHECK_SECONDS`, and before showing an entry recorded under one of the customer's
+    other ids): the page no longer shows one person's journey, and must not go on showing the
+    entries of someone a split took away. A profile merged into the customer is followed too."""
     cursor, ends = span
     channels, types = wanted
+    rendered, now = identity
+    watched = rendered.followed_by(now)
     yield "retry: 1000\n\n"
+    if watched is None:
+        yield IDENTITY_CHANGED
+        return
+    following = set(watched.customers)  # `follow` reads it on every batch: it may grow
     checked = identity_checked = time.monotonic()
     try:
         async for batch, reached in desk.feed.follow(
-            cursor, watched.customers, until=ends, heartbeat_seconds=SIGN_OUT_CHECK_SECONDS
+            cursor, following, until=ends, heartbeat_seconds=SIGN_OUT_CHECK_SECONDS
         ):
             if await request.is_disconnected():
                 return
@@ -598,9 +618,11 @@ async def _events(
             under_other_id = any(live.customer_id != watched.survivor for live in batch)
             if under_other_id or time.monotonic() - identity_checked >= IDENTITY_CHECK_SECONDS:
                 identity_checked = time.monotonic()
-                if await _identity_changed(desk, watched):
-                    yield "event: identity-changed\ndata: {}\n\n"
+                watched = watched.followed_by(await _identity_now(desk, watched))
+                if watched is None:
+                    yield IDENTITY_CHANGED
                     return
+                following |= watched.customers
             shown = [live for live in batch if _shown(live, channels, types)]
             for live in shown:
                 yield _event(desk, live)
@@ -613,17 +635,20 @@ async def _events(
         yield "event: signed-out\ndata: {}\n\n"
 
 
-async def _identity_changed(desk: Desk, watched: Watched) -> bool:
-    """True when the page's customer no longer gathers the ids it did (merged into another,
-    a merge undone, erased). False when the profile API cannot say: an outage must not end
-    every open page's stream."""
+IDENTITY_CHANGED = "event: identity-changed\ndata: {}\n\n"
+
+
+async def _identity_now(desk: Desk, watched: Watched) -> Watched | None:
+    """The page's customer as the profile service has it now (None: erased); as it was when
+    the service cannot say within `IDENTITY_LOOKUP_SECONDS`: an outage must not end every open
+    page's stream."""
     try:
         async with asyncio.timeout(IDENTITY_LOOKUP_SECONDS):
             profile = await desk.profiles.profile(watched.requested)
     except (ProfileUnavailable, ProfileRequestRefused, TimeoutError) as exc:
         log.warning("desk_identity_unknown", error=type(exc).__name__)
-        return False
-    return profile is None or Watched.of(watched.requested, profile) != watched
+        return watched
+    return None if profile is None else Watched.of(watched.requested, profile)
 
 
 async def _signed_out(desk: Desk, sid: str) -> bool:

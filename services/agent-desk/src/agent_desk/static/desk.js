@@ -94,7 +94,9 @@ function refreshPanels() {
 function follow(timeline) {
   window.hiloLive = { connected: false, received: 0, position: timeline.dataset.after };
   const state = document.getElementById("live-state");
-  const url = `${timeline.dataset.live}?after=${encodeURIComponent(timeline.dataset.after)}${timeline.dataset.filters}`;
+  // The ids the page was rendered with: a merge or split while reconnecting is told too.
+  const ids = `&ids=${encodeURIComponent(timeline.dataset.ids)}`;
+  const url = `${timeline.dataset.live}?after=${encodeURIComponent(timeline.dataset.after)}${timeline.dataset.filters}${ids}`;
   const source = new EventSource(url);
   source.onopen = () => {
     window.hiloLive.connected = true;
