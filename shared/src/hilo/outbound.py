@@ -71,11 +71,12 @@ CHANNEL_HEADER = "hilo_channel"
 _THREADS_DROPPED = "migration:recorded-threads-dropped"
 """Marks `outbound_sends` as cleaned of recorded threads (no state: no query of sends finds it)."""
 SENDS_COLLECTION = "outbound_sends"
-SENDS_KEPT = timedelta(days=30)
-"""How long a send is remembered (MongoDB's TTL on `claimed_at`): four times the `outbound`
-topic's retention, so a command redelivered from it still finds its send and is not sent twice,
-and a provider's late status still finds its message. Not for ever: a send names its customer
-and the provider's message id, which can hold their number (a WhatsApp `wamid`)."""
+SENDS_KEPT = timedelta(days=45)
+"""How long a send is remembered (MongoDB's TTL on `claimed_at`): longer than the `outbound`
+topic (7 days) and its dead-letter topic (30 days) keep commands, so a command redelivered or
+replayed from either still finds its send and is not sent twice, and a provider's late status
+still finds its message. Not for ever: a send names its customer and the provider's message id,
+which can hold their number (a WhatsApp `wamid`)."""
 
 SENT = Counter("hilo_outbound_sent_total", "Outbound messages the provider accepted", ["channel"])
 FAILED = Counter(

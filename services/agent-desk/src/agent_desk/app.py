@@ -505,15 +505,7 @@ def _login_refused(
 async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: str) -> JSONResponse:
     """Check the provider's rules, then publish the command; the page shows it as pending
     until the channel records it sent (or failed, with the provider's reason)."""
-    recent = await desk.profiles.journey(
-        profile["customer_id"], cursor=None, channels=[body.channel], types=["message"], limit=20
-    )
-    options = {
-        o.channel: o
-        for o in reply_options(
-            profile, desk.settings.desk_reply_channels, written_from(recent["entries"])
-        )
-    }
+    options = {o.channel: o for o in await _reply_options(desk, profile)}
     option: ReplyOption | None = options.get(body.channel)
     if option is None:
         reason = f"The customer cannot be reached on {channel_name(body.channel)}."
@@ -545,6 +537,9 @@ async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: st
     )
     if why is not None:
         return JSONResponse({"error": why}, status_code=409)
+    recent = await desk.profiles.journey(
+        profile["customer_id"], cursor=None, channels=[body.channel], types=["message"], limit=20
+    )
     thread = thread_of(recent["entries"])
     command = reply_command(
         profile,
@@ -702,11 +697,7 @@ def _event(desk: Desk, live: LiveEntry) -> str:
 
 async def _panels(desk: Desk, profile: dict[str, Any]) -> dict[str, Any]:
     """What the side panels and the reply box show about the customer right now."""
-    channels = desk.settings.desk_reply_channels
-    recent = await desk.profiles.journey(
-        profile["customer_id"], cursor=None, channels=channels, types=["message"], limit=50
-    )
-    options = reply_options(profile, channels, written_from(recent["entries"]))
+    options = await _reply_options(desk, profile)
     now = datetime.now(UTC)
     return {
         "profile": profile,
@@ -728,6 +719,17 @@ async def _panels(desk: Desk, profile: dict[str, Any]) -> dict[str, Any]:
             for o in options
         },
     }
+
+
+async def _reply_options(desk: Desk, profile: dict[str, Any]) -> list[ReplyOption]:
+    """The channels a reply may take, each to the address the customer last wrote from there
+    among their latest messages: one read, the same for the reply box and for the send, so the
+    reply goes where the box said."""
+    channels = desk.settings.desk_reply_channels
+    recent = await desk.profiles.journey(
+        profile["customer_id"], cursor=None, channels=channels, types=["message"], limit=50
+    )
+    return reply_options(profile, channels, written_from(recent["entries"]))
 
 
 def _display_name(profile: dict[str, Any]) -> str:

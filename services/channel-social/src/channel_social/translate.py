@@ -67,12 +67,14 @@ def _event(
     if person is None:  # a checkbox plugin's opt-in names no sender: nobody to record it for
         return []
     customer = person.id
-    cut = Truncations()
+    cuts: dict[str, Truncations] = {}  # per payload: what was cut of it
     found: list[tuple[str, Payload]] = []
     if event.message is not None and not (event.message.is_deleted or _sent_by_hilo(event.message)):
+        cut = cuts[event.message.mid] = Truncations()
         found.append((event.message.mid, _message(event.message, cut)))
     if event.postback is not None:
         postback_id = event.postback.mid or f"postback:{customer}:{event.timestamp}"
+        cut = cuts[postback_id] = Truncations()
         # A payload may be as long as the contract allows: with the title after it, cut.
         reply = ": ".join(filter(None, [event.postback.payload, event.postback.title]))
         found.append(
@@ -109,7 +111,7 @@ def _event(
             conversation=thread(channel, account, customer, key),
             occurred_at=unix_time(event.timestamp, per_second=1000),
             payload=payload,
-            adjustments=cut.adjustments if isinstance(payload, MessageExchanged) else (),
+            adjustments=cuts[provider_id].adjustments if provider_id in cuts else (),
         )
         for provider_id, payload in found
     ]
