@@ -40,6 +40,7 @@ from hilo.contract import (
     MessageStatusChanged,
     Money,
     OrderPlaced,
+    Payload,
     SalesChannel,
     new_interaction,
 )
@@ -485,25 +486,15 @@ async def test_a_page_showing_only_messages_still_shows_what_became_of_them(
     """The status of a reply (here: not delivered) shows on it with the "Message" filter on,
     after a reload as it did live."""
     svc = running.profile
-    reply = new_interaction(
-        channel="whatsapp",
-        instance="test",
-        provider_event_id="reply-1",
-        identifiers=Identifiers(phone=PHONE),
-        payload=MessageExchanged(
-            direction=Direction.OUTBOUND, text="Your shoes are ready", provider_message_id="wa-9"
-        ),
-        occurred_at=datetime.now(UTC) - timedelta(minutes=2),
+    sent = MessageExchanged(
+        direction=Direction.OUTBOUND, text="Your shoes are ready", provider_message_id="wa-9"
     )
-    failed = new_interaction(
-        channel="whatsapp",
-        instance="test",
-        provider_event_id="status-1",
-        identifiers=Identifiers(phone=PHONE),
-        payload=MessageStatusChanged(
-            provider_message_id="wa-9", status=DeliveryStatus.FAILED, error="131047"
-        ),
-        occurred_at=datetime.now(UTC) - timedelta(minutes=1),
+    reply = event("reply-1", "whatsapp", Identifiers(phone=PHONE), sent, ago=timedelta(minutes=2))
+    not_delivered = MessageStatusChanged(
+        provider_message_id="wa-9", status=DeliveryStatus.FAILED, error="131047"
+    )
+    failed = event(
+        "status-1", "whatsapp", Identifiers(phone=PHONE), not_delivered, ago=timedelta(minutes=1)
     )
     await svc.publish([reply, failed])
     await svc.wait_for_entries(2)
@@ -551,13 +542,21 @@ async def test_a_page_resumes_after_other_customers_entries_without_reloading(
 def signed_in_on_web(n: int, email: str) -> Interaction:
     """The customer signs in on the web shop with their email, from the phone they wrote from:
     the two profiles are one person's, and merge (the one seen first survives)."""
+    both = Identifiers(email=email, phone=PHONE)
+    return event(f"sign-in-{n}", "web", both, Identified(traits={}), ago=timedelta(minutes=1))
+
+
+def event(
+    event_id: str, channel: str, identifiers: Identifiers, payload: Payload, *, ago: timedelta
+) -> Interaction:
+    """An interaction that happened `ago` before now."""
     return new_interaction(
-        channel="web",
+        channel=channel,
         instance="test",
-        provider_event_id=f"sign-in-{n}",
-        identifiers=Identifiers(email=email, phone=PHONE),
-        payload=Identified(traits={}),
-        occurred_at=datetime.now(UTC) - timedelta(minutes=1),
+        provider_event_id=event_id,
+        identifiers=identifiers,
+        payload=payload,
+        occurred_at=datetime.now(UTC) - ago,
     )
 
 
@@ -632,14 +631,8 @@ async def test_a_page_goes_on_when_a_profile_is_merged_into_its_customer(
     monkeypatch.setattr(desk_app, "IDENTITY_CHECK_SECONDS", 0.5)
     svc = running.profile
     ana = await customer_who_wrote(svc)
-    browsing = new_interaction(
-        channel="web",
-        instance="test",
-        provider_event_id="browse-1",
-        identifiers=Identifiers(anonymous_id="anon-77"),
-        payload=Identified(traits={}),
-        occurred_at=datetime.now(UTC) - timedelta(minutes=3),
-    )
+    anonymous = Identifiers(anonymous_id="anon-77")
+    browsing = event("browse-1", "web", anonymous, Identified(traits={}), ago=timedelta(minutes=3))
     await svc.publish([browsing])
     await svc.wait_for_entries(2)
     async with signed_in(running.desk_url) as client:
@@ -654,14 +647,8 @@ async def test_a_page_goes_on_when_a_profile_is_merged_into_its_customer(
             params={"after": after.group(1), "ids": ids.group(1)},
             timeout=20,
         ) as stream:
-            sign_in = new_interaction(
-                channel="web",
-                instance="test",
-                provider_event_id="sign-in-anon",
-                identifiers=Identifiers(anonymous_id="anon-77", phone=PHONE),
-                payload=Identified(traits={}),
-                occurred_at=datetime.now(UTC) - timedelta(minutes=1),
-            )
+            known = Identifiers(anonymous_id="anon-77", phone=PHONE)
+            sign_in = event("sign-in-anon", "web", known, Identified(traits={}), ago=timedelta(0))
             await svc.publish([sign_in])
             await svc.wait_for_entries(3)
             await asyncio.sleep(1)  # past the identity check, which must let the page go on
