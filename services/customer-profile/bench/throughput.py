@@ -47,6 +47,24 @@ CHANNEL_KINDS = [
 ]
 
 
+def introductions(people: int) -> list[Interaction]:
+    """Each person once, signing in with every identifier the stream gives them: after these,
+    every event of `stream` is a returning customer's, and none merges."""
+    return [
+        interaction(
+            f"i{person}",
+            channel="web",
+            kind="identify",
+            anonymous_id=f"anon-{person}",
+            device_id=f"dev-{person}",
+            phone=f"+3461{person:07d}",
+            email=f"p{person}@example.com",
+            loyalty_id=f"L-{person}",
+        )
+        for person in range(people)
+    ]
+
+
 def stream(events: int, people: int, seed: int = 1) -> list[Interaction]:
     rng = random.Random(seed)  # noqa: S311 - reproducible test data, not security
     result = []
@@ -112,17 +130,35 @@ class Batches:
     def __len__(self) -> int:
         return len(self.records)
 
-    def ms_per_event(self, first: bool, share: float = 0.1) -> float:
+    def ms_per_event(self, first: bool, share: float = 0.1, after: int = 0) -> float:
         """Wall ms per event over the batches holding the first (or last) `share` of the
-        events: how the cost of an event moves as the data grows, within one run."""
-        wanted = max(1, int(sum(self.records) * share))
+        events after the first `after`: how the cost of an event moves as the data grows,
+        within one run."""
         pairs = list(zip(self.records, self.seconds, strict=True))
+        while after > 0 and pairs:  # whole batches: the one holding the boundary goes too
+            after -= pairs.pop(0)[0]
+        wanted = max(1, int(sum(records for records, _ in pairs) * share))
         taken, seconds = 0, 0.0
         for records, took in pairs if first else reversed(pairs):
             if taken >= wanted:
                 break
             taken, seconds = taken + records, seconds + took
         return 1000 * seconds / max(1, taken)
+
+    def tenths(self, after: int = 0) -> list[float]:
+        """Wall ms per event in each tenth of the events after the first `after` (by batch):
+        the whole curve, where `ms_per_event` gives its two ends."""
+        pairs = list(zip(self.records, self.seconds, strict=True))
+        while after > 0 and pairs:
+            after -= pairs.pop(0)[0]
+        size = max(1, sum(records for records, _ in pairs) / 10)
+        tenths: list[tuple[int, float]] = [(0, 0.0) for _ in range(10)]
+        taken = 0
+        for records, took in pairs:
+            n, seconds = tenths[min(9, int(taken / size))]
+            tenths[min(9, int(taken / size))] = (n + records, seconds + took)
+            taken += records
+        return [round(1000 * seconds / n, 2) for n, seconds in tenths if n]
 
 
 def time_batches(service: Service) -> Batches:
@@ -155,9 +191,18 @@ def settle_uncounted() -> tuple[float, float]:
     return time.perf_counter() - began, service_cpu_seconds() - cpu
 
 
-async def run(endpoints: Endpoints, events: int, people: int, batch: int) -> dict[str, float]:
+async def run(
+    endpoints: Endpoints, events: int, people: int, batch: int, *, introduce: bool = False
+) -> dict[str, Any]:
+    """One instance through `stream(events, people)`; with `introduce`, every person signs in
+    with all their identifiers first (`introductions`, not counted in the tenths), so the mix
+    stays the same throughout and only the data grows."""
     settings = bench_settings(endpoints, "bench", batch)
-    publish_seconds = await publish_stream(settings, stream(events, people))
+    items = introductions(people) if introduce else []
+    introduced = len(items)
+    items += stream(events, people)
+    events = len(items)
+    publish_seconds = await publish_stream(settings, items)
 
     service = bootstrap(settings)
     batches = time_batches(service)
@@ -198,8 +243,9 @@ async def run(endpoints: Endpoints, events: int, people: int, batch: int) -> dic
         "service_cpu_ms_per_event": 1000 * cpu / events,
         "batches": len(batches),
         "round_trips_per_batch": round_trips / max(1, len(batches)),
-        "first_tenth_ms_per_event": batches.ms_per_event(first=True),
-        "last_tenth_ms_per_event": batches.ms_per_event(first=False),
+        "first_tenth_ms_per_event": batches.ms_per_event(first=True, after=introduced),
+        "last_tenth_ms_per_event": batches.ms_per_event(first=False, after=introduced),
+        "ms_per_event_by_tenth": batches.tenths(after=introduced),
         "profiles": counts["profiles"],
         "merged_aliases": counts["aliases"],
         "journey_entries": counts["journey_entries"],
@@ -218,12 +264,18 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--people", type=int, default=600)
     parser.add_argument("--batch", type=int, default=500, help="max records per consumed batch")
+    parser.add_argument(
+        "--introduce",
+        action="store_true",
+        help="every person signs in with all their identifiers first: the same mix throughout",
+    )
     args = parser.parse_args()
     with Infrastructure() as endpoints:
-        result = asyncio.run(run(endpoints, args.events, args.people, args.batch))
+        run_once = run(endpoints, args.events, args.people, args.batch, introduce=args.introduce)
+        result = asyncio.run(run_once)
     print(f"infrastructure: {endpoints.provider}")  # noqa: T201
     for key, value in result.items():
-        print(f"{key}: {value:.1f}" if isinstance(value, float) else f"{key}: {value}")  # noqa: T201
+        print(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")  # noqa: T201
 
 
 if __name__ == "__main__":
