@@ -246,13 +246,10 @@ async def test_an_agent_finds_a_customer_sees_every_channel_live_and_replies(
         assert "Started on <strong>Phone</strong>" in page.text
         assert "continued on <strong>WhatsApp</strong>" in page.text
         assert customer_path in inbox.text
-        after = re.search(r'data-after="([^"]+)"', page.text)
-        assert after
+        after = data_attribute(page.text, "after")
 
         live = message(2, "whatsapp", "Are you there?", ago=timedelta(0))
-        async with client.stream(
-            "GET", f"{customer_path}/live", params={"after": after.group(1)}
-        ) as stream:
+        async with client.stream("GET", f"{customer_path}/live", params={"after": after}) as stream:
             await svc.publish([live])
             event_id, data = await next_entry(stream)
         assert data["id"] == live.id
@@ -436,6 +433,14 @@ async def next_event(lines: AsyncIterator[str], kinds: set[str]) -> dict[str, st
     raise AssertionError(f"the stream ended without a {kinds} event")
 
 
+def data_attribute(html: str, name: str) -> str:
+    """The value of the page's `data-<name>` (the live cursor, the ids it was rendered with);
+    the test fails when the page has none."""
+    found = re.search(rf'data-{name}="([^"]+)"', html)
+    assert found, f"the page has no data-{name}"
+    return found.group(1)
+
+
 async def published_command(settings: HiloSettings) -> OutboundCommand:
     (record,) = await read_topic(
         settings.kafka_bootstrap_servers, topic_name(Topic.OUTBOUND, settings), expected=1
@@ -513,15 +518,14 @@ async def test_a_page_resumes_after_other_customers_entries_without_reloading(
     customer = await customer_who_wrote(svc)
     async with signed_in(running.desk_url) as client:
         page = await client.get(f"/customers/{customer}")
-        after = re.search(r'data-after="([^"]+)"', page.text)
-        assert after
-        rendered_at = int(after.group(1).split(":")[1])
+        after = data_attribute(page.text, "after")
+        rendered_at = int(after.split(":")[1])
         busy = [
             message(n, "sms", "someone else", ago=timedelta(0), phone=f"+3469900{n:04}")
             for n in range(5)
         ]
         async with client.stream(
-            "GET", f"/customers/{customer}/live", params={"after": after.group(1)}
+            "GET", f"/customers/{customer}/live", params={"after": after}
         ) as stream:
             lines = stream.aiter_lines()
             await svc.publish(busy)
@@ -582,10 +586,9 @@ async def test_an_open_page_stops_and_says_so_when_its_customer_is_merged_into_a
     ana, whatsapp = await two_customers(svc)
     async with signed_in(running.desk_url) as client:
         page = await client.get(f"/customers/{whatsapp}")
-        after = re.search(r'data-after="([^"]+)"', page.text)
-        assert after
+        after = data_attribute(page.text, "after")
         async with client.stream(
-            "GET", f"/customers/{whatsapp}/live", params={"after": after.group(1)}, timeout=20
+            "GET", f"/customers/{whatsapp}/live", params={"after": after}, timeout=20
         ) as stream:
             await svc.publish([signed_in_on_web(3, ANA)])
             changed = await next_event(stream.aiter_lines(), {"identity-changed", "entry"})
@@ -606,17 +609,15 @@ async def test_a_page_reconnecting_after_its_customer_was_merged_away_is_told_at
     _, whatsapp = await two_customers(svc)
     async with signed_in(running.desk_url) as client:
         page = await client.get(f"/customers/{whatsapp}")
-        after = re.search(r'data-after="([^"]+)"', page.text)
-        ids = re.search(r'data-ids="([^"]+)"', page.text)
-        assert after
-        assert ids
-        assert ids.group(1) == whatsapp
+        after = data_attribute(page.text, "after")
+        ids = data_attribute(page.text, "ids")
+        assert ids == whatsapp
         await svc.publish([signed_in_on_web(3, ANA)])
         await svc.wait_for_entries(3)
         async with client.stream(
             "GET",
             f"/customers/{whatsapp}/live",
-            params={"after": after.group(1), "ids": ids.group(1)},
+            params={"after": after, "ids": ids},
         ) as stream:
             first = await next_event(stream.aiter_lines(), {"identity-changed", "entry", "tick"})
 
@@ -637,14 +638,12 @@ async def test_a_page_goes_on_when_a_profile_is_merged_into_its_customer(
     await svc.wait_for_entries(2)
     async with signed_in(running.desk_url) as client:
         page = await client.get(f"/customers/{ana}")
-        after = re.search(r'data-after="([^"]+)"', page.text)
-        ids = re.search(r'data-ids="([^"]+)"', page.text)
-        assert after
-        assert ids
+        after = data_attribute(page.text, "after")
+        ids = data_attribute(page.text, "ids")
         async with client.stream(
             "GET",
             f"/customers/{ana}/live",
-            params={"after": after.group(1), "ids": ids.group(1)},
+            params={"after": after, "ids": ids},
             timeout=20,
         ) as stream:
             known = Identifiers(anonymous_id="anon-77", phone=PHONE)
@@ -672,10 +671,9 @@ async def test_an_open_page_shows_nobody_elses_entries_once_a_merge_is_undone(
     await svc.wait_for_entries(3)
     async with signed_in(running.desk_url) as client:
         page = await client.get(f"/customers/{ana}")
-        after = re.search(r'data-after="([^"]+)"', page.text)
-        assert after
+        after = data_attribute(page.text, "after")
         async with client.stream(
-            "GET", f"/customers/{ana}/live", params={"after": after.group(1)}
+            "GET", f"/customers/{ana}/live", params={"after": after}
         ) as stream:
             split = await svc.http.post(
                 f"/v1/customers/{ana}/split",
@@ -841,10 +839,9 @@ async def test_a_live_page_stops_streaming_when_its_session_expires(
     )
     async with running_desk(eight_seconds) as desk_url, signed_in(desk_url) as browser:
         page = await browser.get(f"/customers/{customer}")
-        after = re.search(r'data-after="([^"]+)"', page.text)
-        assert after
+        after = data_attribute(page.text, "after")
         async with browser.stream(
-            "GET", f"/customers/{customer}/live", params={"after": after.group(1)}, timeout=15
+            "GET", f"/customers/{customer}/live", params={"after": after}, timeout=15
         ) as stream:
             async with asyncio.timeout(15):
                 lines = [line async for line in stream.aiter_lines()]
@@ -866,8 +863,7 @@ async def test_signing_out_ends_the_session_everywhere_its_cookie_was_copied(
     customer = await customer_who_wrote(running.profile)
     async with signed_in(running.desk_url) as browser:
         page = await browser.get(f"/customers/{customer}")
-        after = re.search(r'data-after="([^"]+)"', page.text)
-        assert after
+        after = data_attribute(page.text, "after")
         copied = httpx.AsyncClient(
             base_url=running.desk_url,
             headers={"Accept": "text/html"},
@@ -876,7 +872,7 @@ async def test_signing_out_ends_the_session_everywhere_its_cookie_was_copied(
         async with (
             copied,
             copied.stream(
-                "GET", f"/customers/{customer}/live", params={"after": after.group(1)}, timeout=30
+                "GET", f"/customers/{customer}/live", params={"after": after}, timeout=30
             ) as stream,
         ):
             before = await browser.get("/")
