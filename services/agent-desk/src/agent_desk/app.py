@@ -459,7 +459,7 @@ def _customer_routes(app: FastAPI) -> None:
         now = Watched.of(customer_id, profile)
         rendered = Watched(customer_id, customer_id, frozenset(ids.split(","))) if ids else now
         cursor = request.headers.get("last-event-id") or after
-        wanted = (set(channel or []), set(type or []))
+        wanted = (set(channel or []), set(with_statuses(type or [])))
         ends = session_end(request, desk.session_seconds)
         return StreamingResponse(
             _events(desk, request, (cursor, ends), (rendered, now), wanted, session_id(request)),
@@ -659,18 +659,19 @@ async def _signed_out(desk: Desk, sid: str) -> bool:
 
 
 def with_statuses(types: list[str]) -> list[str]:
-    """The kinds to ask the profile API for: with messages, what became of them (sent,
-    delivered, failed), which the page shows on each message, as the live stream does."""
+    """The kinds a page filtered to `types` shows: with messages, what became of them (sent,
+    delivered, failed), which the page shows on each message; the same for the rows it is
+    rendered with and the ones its live stream sends."""
     if "message" in types and "message_status" not in types:
         return [*types, "message_status"]
     return types
 
 
 def _shown(live: LiveEntry, channels: set[str], types: set[str]) -> bool:
+    """Whether the page's filters let the entry through (`types` as `with_statuses` widens)."""
     entry = live.entry
-    statuses_follow_messages = entry.get("type") == "message_status" and "message" in types
     return (not channels or entry.get("channel") in channels) and (
-        not types or entry.get("type") in types or statuses_follow_messages
+        not types or entry.get("type") in types
     )
 
 
