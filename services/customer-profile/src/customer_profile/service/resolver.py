@@ -108,13 +108,11 @@ class IdentityResolver:
             set(resolution.customers.values())
         )
         resolution.customers = {e: canonical[c] for e, c in resolution.customers.items()}
-        resolution.conflicts += self._breached_by_concurrent_merges(
-            resolution.merges, canonical, resolution
-        )
+        resolution.conflicts += self._breached_by_concurrent_merges(resolution, canonical)
         return resolution
 
     def _breached_by_concurrent_merges(
-        self, merges: list[Merge], canonical: dict[str, str], resolution: Resolution
+        self, resolution: Resolution, canonical: dict[str, str]
     ) -> list[tuple[Conflict, str]]:
         """Survivors of this resolution's merges that hold two values of a kind a person has one
         of (`HILO_IDENTITY_UNIQUE_KINDS`: two loyalty ids, say), which merge protection refuses:
@@ -127,7 +125,7 @@ class IdentityResolver:
         the survivor, and counted in `hilo_profile_concurrent_merge_breaches_total`.
         """
         found: list[tuple[Conflict, str]] = []
-        for merge in merges:
+        for merge in resolution.merges:
             profile = resolution.profiles.get(canonical.get(merge.survivor, merge.survivor))
             if profile is None:
                 continue
