@@ -49,7 +49,8 @@ CHANNEL_KINDS = [
 
 def introductions(people: int) -> list[Interaction]:
     """Each person once, signing in with every identifier the stream gives them: after these,
-    every event of `stream` is a returning customer's, and none merges."""
+    every event of `stream` is a returning customer's. (Partitions are read side by side, so an
+    event can still reach its person before the introduction does, and merge when it lands.)"""
     return [
         interaction(
             f"i{person}",
@@ -134,9 +135,7 @@ class Batches:
         """Wall ms per event over the batches holding the first (or last) `share` of the
         events after the first `after`: how the cost of an event moves as the data grows,
         within one run."""
-        pairs = list(zip(self.records, self.seconds, strict=True))
-        while after > 0 and pairs:  # whole batches: the one holding the boundary goes too
-            after -= pairs.pop(0)[0]
+        pairs = self._after(after)
         wanted = max(1, int(sum(records for records, _ in pairs) * share))
         taken, seconds = 0, 0.0
         for records, took in pairs if first else reversed(pairs):
@@ -148,17 +147,24 @@ class Batches:
     def tenths(self, after: int = 0) -> list[float]:
         """Wall ms per event in each tenth of the events after the first `after` (by batch):
         the whole curve, where `ms_per_event` gives its two ends."""
-        pairs = list(zip(self.records, self.seconds, strict=True))
-        while after > 0 and pairs:
-            after -= pairs.pop(0)[0]
+        pairs = self._after(after)
         size = max(1, sum(records for records, _ in pairs) / 10)
         tenths: list[tuple[int, float]] = [(0, 0.0) for _ in range(10)]
         taken = 0
         for records, took in pairs:
-            n, seconds = tenths[min(9, int(taken / size))]
-            tenths[min(9, int(taken / size))] = (n + records, seconds + took)
+            tenth = min(9, int(taken / size))
+            n, seconds = tenths[tenth]
+            tenths[tenth] = (n + records, seconds + took)
             taken += records
         return [round(1000 * seconds / n, 2) for n, seconds in tenths if n]
+
+    def _after(self, events: int) -> list[tuple[int, float]]:
+        """(records, seconds) of the batches after the first `events` events: whole batches,
+        so the one holding the boundary goes too."""
+        pairs = list(zip(self.records, self.seconds, strict=True))
+        while events > 0 and pairs:
+            events -= pairs.pop(0)[0]
+        return pairs
 
 
 def time_batches(service: Service) -> Batches:
