@@ -38,6 +38,7 @@ from pymongo.errors import PyMongoError
 from hilo.asyncapi import asyncapi_router
 from hilo.contract import MAX_FUTURE_SKEW, Direction, Interaction, MessageExchanged
 from hilo.contract.identifiers import DEFAULT_PHONE_REGION
+from hilo.direct_routes import DirectRoutingApp
 from hilo.entrypoint import run_app
 from hilo.health import health_router, kafka_check, mongo_check
 from hilo.kafka import (
@@ -366,10 +367,10 @@ def create_channel_app(
                 steps.append(("provider", provider.close))
             await shut_down(name, [*steps, ("mongo", mongo.close)])
 
-    app = FastAPI(title=f"Hilo {name} channel", description=description, lifespan=lifespan)
+    app = DirectRoutingApp(title=f"Hilo {name} channel", description=description, lifespan=lifespan)
     app.state.channel = channel
     for router in routes(channel):  # first: the webhooks are matched before anything else
-        app.include_router(router)  # type: ignore[arg-type]
+        app.include_direct_router(router)  # type: ignore[arg-type]
     kafka = {"kafka": kafka_check(broker)}
     app.include_router(
         health_router(

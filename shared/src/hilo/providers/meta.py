@@ -7,18 +7,18 @@ with the app secret>`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Annotated, Any, Final, cast
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Final
 
 import httpx
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_core import from_json
 
 from hilo.channel import Channel, Rejected, raw_body, signature_rejection, validation_rejection
 from hilo.contract import Interaction
+from hilo.direct_routes import DirectRoute
 from hilo.webhook import SignatureError, hmac_sha256, secrets_match, verify_hex_signature
 
 GRAPH_THROTTLING_CODES: Final = frozenset({4, 17, 32, 613, 80007, 130429, 131056})
@@ -84,18 +84,6 @@ class Published(BaseModel):
 
     published: int = Field(description="Events published and acknowledged by Kafka.")
     ignored: int = Field(description="Events acknowledged but not published (not modelled).")
-
-
-class DirectRoute(APIRoute):
-    """A route whose endpoint takes the `Request` and returns the `Response` itself.
-
-    FastAPI's hook for custom route classes: the route is matched, documented (response model,
-    tags) and its exceptions handled like any other, but a request skips dependency solving and
-    response-model serialisation, which cost more CPU than a webhook's own work.
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        return cast("Callable[[Request], Coroutine[Any, Any, Response]]", self.endpoint)
 
 
 def add_notification_route(
