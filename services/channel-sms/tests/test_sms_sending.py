@@ -28,6 +28,7 @@ from hilo.outbound import (
     OutboundSender,
     RetryPolicy,
     SendRefused,
+    SendUncertain,
     command_record,
 )
 from hilo.sealing import create_sealer
@@ -288,6 +289,26 @@ async def test_refusals_carry_twilios_code_and_message_without_the_number(
     assert PHONE not in invalid.value.reason
     assert "no phone number" in no_phone.value.reason
     assert twilio.calls == 2
+
+
+async def test_an_answer_without_a_message_sid_is_reported_as_maybe_sent(
+    twilio: TwilioStandIn,
+) -> None:
+    """Not 'failed': Twilio answered 2xx, so it may have taken it, and an agent told it failed
+    would send the customer a second SMS."""
+    provider = TwilioMessages(
+        api_url=twilio.url,
+        account_sid=ACCOUNT_SID,
+        auth_token=AUTH_TOKEN,
+        status_callback_url="https://hooks.example.com/webhooks/twilio/sms/status",
+        from_number=FROM,
+    )
+    twilio.fail_next(1, status=201)  # a 201 whose body is no message resource
+    try:
+        with pytest.raises(SendUncertain, match="may have been sent"):
+            await provider.send(sample_command("sms", identifiers=Identifiers(phone=PHONE)))
+    finally:
+        await provider.close()
 
 
 def test_sending_needs_an_account_and_a_sender_together() -> None:

@@ -14,7 +14,7 @@ from pydantic import AnyHttpUrl
 from channel_sms.translate import reference
 from hilo.contract.outbound import OutboundCommand
 from hilo.logs import mask_text
-from hilo.outbound import SendRefused, Sent, message_text, provider_call
+from hilo.outbound import SendRefused, Sent, accepted_without_id, message_text, provider_call
 
 API_VERSION = "2010-04-01"
 TIMEOUT_SECONDS = 15.0
@@ -87,14 +87,15 @@ class TwilioMessages:
 def _sent(response: httpx.Response, to: str) -> Sent:
     """The SID Twilio gave the message, and the SMS thread when Twilio already names the sender.
 
-    An answer without a SID is refused rather than retried: Twilio may have taken the message.
+    An answer without a SID is not retried and not called a failure: Twilio may have taken the
+    message, and an agent told it failed would send it again.
     """
     try:
         created = response.json()
     except ValueError:
         created = None
     if not isinstance(created, dict) or not isinstance(created.get("sid"), str):
-        raise SendRefused(f"Twilio answered {response.status_code} without a message sid")
+        raise accepted_without_id(response)
     sender = created.get("from")
     return Sent(
         provider_message_id=created["sid"],
