@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from channel_whatsapp.app import create_app
 from channel_whatsapp.settings import WhatsAppSettings
+from channel_whatsapp.translate import identifiers_of
 from hilo.contract import interaction_id
 from hilo.settings import HiloSettings
 from hilo.testkit.contract_check import published_interactions
@@ -332,3 +333,22 @@ async def test_template_status_and_other_fields_are_acknowledged_and_counted_as_
     assert response.status_code == 200
     assert response.json() == {"published": 0, "ignored": 2}
     assert await published_interactions(settings, 0) == []
+
+
+@pytest.mark.parametrize(
+    ("wa_id", "phone"),
+    [
+        ("16505551234", "+16505551234"),
+        ("5215512345678", "+525512345678"),  # Mexico: WhatsApp keeps the mobile '1'
+        ("551187654321", "+5511987654321"),  # Brazil: a mobile from before its ninth digit
+        ("551133334444", "+551133334444"),  # Brazil: a landline, already as dialled
+        ("999", None),
+    ],
+)
+def test_the_phone_is_the_number_as_dialled_today_and_the_whatsapp_id_as_sent(
+    wa_id: str, phone: str | None
+) -> None:
+    """So the customer's SMS, store and web identities (+52 55…, +55 11 9…) meet it."""
+    identifiers = identifiers_of(wa_id)
+
+    assert (identifiers.phone, identifiers.whatsapp_id) == (phone, wa_id)

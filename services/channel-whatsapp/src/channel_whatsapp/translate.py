@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from channel_whatsapp.webhook import Message, MessagesChange, Metadata, Notification, Status
 from hilo.contract import (
     Attachment,
@@ -60,12 +62,32 @@ def translate(
 
 
 def identifiers_of(wa_id: str) -> Identifiers:
-    """A WhatsApp id is the phone number with its country code, digits only."""
-    try:
-        phone: str | None = normalise_phone("+" + wa_id.lstrip("+"))
-    except ValueError:
-        phone = None
-    return Identifiers(whatsapp_id=wa_id, phone=phone)
+    """A WhatsApp id is the phone number with its country code, digits only; where it is in a
+    form the country has since dropped, the phone is the number as dialled today, so the
+    customer's SMS, store and web identities meet it. The WhatsApp id stays as sent: replies
+    go to it."""
+    digits = wa_id.lstrip("+")
+    for candidate in (digits, *_dialled_today(digits)):
+        try:
+            return Identifiers(whatsapp_id=wa_id, phone=normalise_phone("+" + candidate))
+        except ValueError:
+            continue
+    return Identifiers(whatsapp_id=wa_id, phone=None)
+
+
+_MEXICAN_MOBILE = re.compile(r"521(\d{10})")
+"""+52 1 and ten digits: Mexico dropped the mobile '1' in 2019; WhatsApp ids still carry it."""
+_BRAZILIAN_MOBILE_OF_EIGHT = re.compile(r"55(\d{2})([6-9]\d{7})")
+"""+55, an area code and eight digits from 6 to 9: a mobile from before Brazil added a ninth
+digit (a leading 9), as older WhatsApp accounts keep it."""
+
+
+def _dialled_today(digits: str) -> list[str]:
+    if mexican := _MEXICAN_MOBILE.fullmatch(digits):
+        return ["52" + mexican[1]]
+    if brazilian := _BRAZILIAN_MOBILE_OF_EIGHT.fullmatch(digits):
+        return [f"55{brazilian[1]}9{brazilian[2]}"]
+    return []
 
 
 def thread(metadata: Metadata, wa_id: str, key: bytes) -> Conversation:
