@@ -153,6 +153,47 @@ def test_every_variable_compose_sets_is_a_setting_of_that_service(compose: dict[
         assert not unknown, f"{name} is given variables it does not read: {sorted(unknown)}"
 
 
+OUTBOUND = {
+    "channel-whatsapp": {"HILO_WHATSAPP_ACCESS_TOKEN", "HILO_WHATSAPP_PHONE_NUMBER_ID"},
+    "channel-sms": {
+        "HILO_TWILIO_ACCOUNT_SID",
+        "HILO_TWILIO_FROM_NUMBER",
+        "HILO_TWILIO_MESSAGING_SERVICE_SID",
+    },
+    "channel-email": {"HILO_MAILGUN_API_KEY", "HILO_MAILGUN_DOMAIN", "HILO_EMAIL_FROM"},
+    "channel-social": {
+        "HILO_MESSENGER_PAGE_ACCESS_TOKEN",
+        "HILO_INSTAGRAM_ACCESS_TOKEN",
+        "HILO_INSTAGRAM_ACCOUNT_ID",
+    },
+}
+"""What an agent's replies on each channel need (docs/channels.md, 'Outbound ...')."""
+
+
+@pytest.mark.parametrize(("service", "variables"), OUTBOUND.items())
+def test_the_settings_replies_need_reach_each_channel_from_env(
+    compose: dict[str, Any], service: str, variables: set[str]
+) -> None:
+    """Set in `.env`, they must reach the container, or every reply fails 'not configured'."""
+    environment = compose["services"][service]["environment"]
+    channels_doc = (ROOT / "docs" / "channels.md").read_text()
+
+    assert {name for name in variables if environment.get(name) == f"${{{name}:-}}"} == variables
+    assert {name for name in variables if f"`{name}`" in channels_doc} == variables
+
+
+def test_every_setting_the_desk_docs_give_for_compose_reaches_the_desk(
+    compose: dict[str, Any],
+) -> None:
+    table = (ROOT / "docs" / "agent-desk.md").read_text().split("It needs these settings")[1]
+    first_cells = re.findall(r"^\| ([^|]+) \|", table.split("\n\n")[1], re.M)
+    documented = set(re.findall(r"`(HILO_[A-Z_]+)`", " ".join(first_cells)))
+    environment = compose["services"]["agent-desk"]["environment"]
+
+    assert len(documented) >= 8
+    assert documented - set(environment) == set()
+
+
 def test_every_service_gets_its_secrets_from_env_and_none_is_baked_in(
     compose: dict[str, Any],
 ) -> None:
