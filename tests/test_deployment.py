@@ -255,6 +255,17 @@ def test_the_image_carries_every_service_and_no_development_tooling() -> None:
     assert not development & requirements, development & requirements
 
 
+def test_every_compose_run_in_the_docs_names_a_program_of_the_image() -> None:
+    """`docker compose run SERVICE ARGS` replaces the image's command: ARGS must start with one
+    of the programs the image installs (the workspace's console scripts)."""
+    scripts = {entry.name for entry in importlib.metadata.entry_points(group="console_scripts")}
+    text = " ".join(path.read_text() for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+    runs = re.findall(r"docker compose run (?:--rm )?([\w-]+) ([\w-]+)", text)
+
+    assert runs
+    assert [program for _, program in runs if program not in scripts] == []
+
+
 def test_env_example_is_current_and_names_every_compose_variable() -> None:
     committed = (ROOT / ".env.example").read_text()
     compose_text = (ROOT / "docker-compose.yml").read_text()

@@ -24,6 +24,7 @@ from hilo.contract.schema import (
 from hilo.dead_letters import DEAD_LETTER_HEADERS
 from hilo.offers.model import OfferRecord
 from hilo.topics import REGISTRY, Topic, TopicSpec
+from hilo_devkit.catalogue import SERVICES as CATALOGUE
 from journey_analytics.measures import MEASURES_VERSION, measures_json_schema
 
 SCHEMA_FORMAT = "application/schema+json;version=2020-12"
@@ -154,7 +155,10 @@ MESSAGES: dict[Topic, list[Message]] = {
 }
 MEASURES_SCHEMA_FILE = f"journey.metrics.v{MEASURES_VERSION}.schema.json"
 
-CHANNELS = ("web", "whatsapp", "sms", "email", "store", "voice", "social")
+CHANNELS = tuple(
+    spec.name.removeprefix("channel-") for spec in CATALOGUE if spec.name.startswith("channel-")
+)
+"""Every channel service of the catalogue: each sends on `interactions`."""
 SENDING_CHANNELS = ("whatsapp", "sms", "email", "social")
 SERVICES: dict[str, dict[str, tuple[Topic, ...]]] = {
     **{
