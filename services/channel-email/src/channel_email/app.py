@@ -54,17 +54,19 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
 
     @router.post("/webhooks/mailgun")
     async def mailgun(request: Request) -> dict[str, str]:
-        """A Mailgun route's `forward()`: signed, fresh, each token once."""
+        """A Mailgun route's `forward()`: signed, fresh, each token published once."""
         try:
             async with _form(request, settings.max_body_bytes) as form:
                 try:
                     token = guard.verify(form)
                 except SignatureError as exc:
                     raise signature_rejection(exc) from None
+                if (earlier := guard.answered(token)) is not None:
+                    return earlier
                 answer = await publish(lambda: parse_route_post(form))
         except Rejected as exc:
             raise never_again(exc) from None
-        guard.remember(token)
+        guard.remember(token, answer)
         return answer
 
     @router.post("/webhooks/sendgrid")

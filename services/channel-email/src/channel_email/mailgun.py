@@ -2,7 +2,10 @@
 
 Signature: hex HMAC-SHA256 of `timestamp + token` with the webhook signing key. A signature
 proves Mailgun sent the request, not when: old timestamps are refused, and each token is
-accepted once (remembered for the freshness window), so a captured request cannot be replayed.
+published once (remembered for the freshness window), so a captured request replayed does
+nothing. Mailgun sends a retry with its first signature, so the window covers its 8 hours of
+retries, and a token already published is answered as it was the first time: the 200 Mailgun
+missed, not a refusal it would retry for hours.
 A route whose URL ends in `mime` gets the raw message in `body-mime` instead of parsed fields.
 """
 
@@ -31,17 +34,20 @@ from hilo.webhook import SignatureError, verify_hex_signature
 class ReplayGuard:
     """Mailgun's timestamp + token check, within one process.
 
-    Instances behind a load balancer each remember their own tokens; the freshness window
-    still bounds what a replay to another instance could achieve.
+    Instances behind a load balancer each remember their own tokens: a replay to another
+    instance publishes the same event again, which every consumer drops (its id is the mail's).
     """
 
     def __init__(self, signing_key: str, max_age_seconds: int) -> None:
         self._key = signing_key
         self._max_age = max_age_seconds
-        self._seen: TTLCache[str, bool] = TTLCache(maxsize=1_000_000, ttl=max_age_seconds)
+        self._answers: TTLCache[str, dict[str, str]] = TTLCache(
+            maxsize=1_000_000, ttl=max_age_seconds
+        )
 
     def verify(self, form: FormData) -> str:
-        """Check the signature and freshness; return the token to `remember` once published."""
+        """Check the signature and freshness; return the token, to `remember` the answer given
+        once published."""
         timestamp, token = _text(form, "timestamp"), _text(form, "token")
         if not timestamp or not token:
             raise SignatureError("signature is missing: timestamp, token and signature required")
@@ -49,12 +55,14 @@ class ReplayGuard:
         seconds = _unix_seconds(timestamp)
         if seconds is None or abs(time.time() - seconds) > self._max_age:
             raise SignatureError("signature timestamp is too old or in the future")
-        if token in self._seen:
-            raise SignatureError("token was already used: a replayed request")
         return token
 
-    def remember(self, token: str) -> None:
-        self._seen[token] = True
+    def answered(self, token: str) -> dict[str, str] | None:
+        """What a request with this token was answered once its mail was published."""
+        return self._answers.get(token)
+
+    def remember(self, token: str, answer: dict[str, str]) -> None:
+        self._answers[token] = answer
 
 
 def parse_route_post(form: FormData) -> InboundEmail:

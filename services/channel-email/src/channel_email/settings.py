@@ -20,10 +20,11 @@ class EmailSettings(ChannelSettings):
         description="Mailgun HTTP webhook signing key: verifies timestamp + token signatures."
     )
     mailgun_max_age_seconds: int = Field(
-        default=900,
+        default=9 * 3600,
         ge=30,
         description="Signatures older (or further in the future) than this are refused, and "
-        "tokens are remembered this long to refuse replays.",
+        "tokens are remembered this long so a replay publishes nothing. Mailgun retries with "
+        "the first signature for 8 hours: a shorter window loses mail sent during an outage.",
     )
     email_api_keys: SecretList = Field(
         min_length=1,
