@@ -232,3 +232,35 @@ async def test_an_erasure_leaves_the_keys_of_another_customers_identifiers(
     phone = svc.service.sealer.subject("phone:+34612345678")
     assert phone in await svc.service.sealer.keys.get([phone])
     assert (await _readable_by_topic(svc, settings))["interactions"] == 2, "Bo's, and Ana's order"
+
+
+async def test_an_erasure_takes_the_persons_identifiers_out_of_the_merge_requests_they_raised(
+    profile_service: RunningProfileService,
+) -> None:
+    """An unverified event with Ana's phone, Bo's email and a new customer number makes a new
+    profile for the number and asks an agent to merge Ana and Bo. The request names only them,
+    but its identifiers are the new person's: erased, they must go with the request, or
+    confirming it would bring the number back on Ana and Bo's profile."""
+    svc = profile_service
+    await svc.publish([interaction(1, phone="+34612345601")])
+    await svc.publish([interaction(2, minutes=1, email="bo@example.com")])
+    await svc.wait_for_entries(2)
+    poisoned = interaction(
+        3, minutes=2, customer_id="C-777", email="bo@example.com", phone="+34612345601"
+    )
+    await svc.publish([poisoned.model_copy(update={"identity_trust": "unverified"})])
+    await svc.wait_for_entries(3)
+    newcomer = await svc.customer_of("customer_id", "C-777")
+    [request] = await svc.get("/v1/merge-requests")
+    assert newcomer not in request["customer_ids"]
+    assert await _documents_about(svc, "C-777") > 0
+    exported = await svc.get(f"/v1/customers/{newcomer}/export")
+    assert [(c["reason"], c["keys"]) for c in exported["conflicts"]] == [
+        ("unverified_merge", ["customer_id:C-777"])
+    ], "the request is the newcomer's data too, as far as its identifiers go"
+
+    erased = await svc.http.delete(f"/v1/customers/{newcomer}")
+
+    assert erased.status_code == 200, erased.text
+    assert await svc.get("/v1/merge-requests") == []
+    assert await _documents_about(svc, "C-777") == 0

@@ -8,13 +8,14 @@ why.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from customer_profile.domain.identity import MERGE_REQUEST_REASONS, Conflict, conflict_ids
-from hilo.mongo import MongoDocument, bulk_write
+from hilo.mongo import MongoDocument, bulk_write, delete_in, find_in
 
 
 class ConflictCollection:
@@ -24,6 +25,7 @@ class ConflictCollection:
     async def create_indexes(self) -> None:
         await self.collection.create_index([("customer_ids", ASCENDING), ("at", ASCENDING)])
         await self.collection.create_index([("status", ASCENDING), ("at", ASCENDING)])
+        await self.collection.create_index("event_id")
 
     async def record(self, conflicts: list[tuple[Conflict, str]]) -> None:
         """Store each conflict once per event: a redelivered event overwrites its own record.
@@ -53,9 +55,17 @@ class ConflictCollection:
             operations.append(UpdateOne({"_id": conflict_id}, update, upsert=True))
         await bulk_write(self.collection, operations)
 
-    async def of(self, aliases: list[str]) -> list[MongoDocument]:
-        cursor = self.collection.find({"customer_ids": {"$in": aliases}}).sort("at", 1)
-        return [{"id": doc.pop("_id"), **doc} async for doc in cursor]
+    async def of(self, aliases: list[str], raised_by: Iterable[str] = ()) -> list[MongoDocument]:
+        """The conflicts naming these customers, and those that the events `raised_by` raised
+        (see `erase`), oldest first."""
+        found = {
+            doc["_id"]: doc
+            async for doc in self.collection.find({"customer_ids": {"$in": aliases}})
+        }
+        async for doc in find_in(self.collection, "event_id", raised_by):
+            found.setdefault(doc["_id"], doc)
+        ordered = sorted(found.values(), key=lambda doc: (doc["at"], doc["_id"]))
+        return [{"id": doc.pop("_id"), **doc} for doc in ordered]
 
     async def merge_requests(self, status: str, limit: int) -> list[MongoDocument]:
         """Merge requests in this status, oldest first."""
@@ -95,9 +105,12 @@ class ConflictCollection:
         )
         return result.modified_count == 1
 
-    async def erase(self, aliases: list[str]) -> int:
+    async def erase(self, aliases: list[str], event_ids: list[str]) -> int:
+        """The conflicts that name these customers, and those their own events raised: an event
+        that made a new profile rather than join others (unverified, kept apart) names only the
+        others, but its identifiers, the erased person's, are among the conflict's keys."""
         found = await self.collection.delete_many({"customer_ids": {"$in": aliases}})
-        return found.deleted_count
+        return found.deleted_count + await delete_in(self.collection, "event_id", event_ids)
 
 
 PENDING = "pending"

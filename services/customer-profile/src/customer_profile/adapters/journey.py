@@ -131,11 +131,15 @@ class JourneyCollection:
         """Store these entries under `customer_id` (a split gives them back)."""
         await update_in(self.collection, "_id", event_ids, {"$set": {"customer_id": customer_id}})
 
+    async def ids_of(self, aliases: list[str]) -> list[str]:
+        """The ids of these customers' entries (their events' ids)."""
+        return [doc["_id"] async for doc in find_in(self.collection, "customer_id", aliases, {})]
+
     async def erase(self, aliases: list[str]) -> int:
         """Entries first, then their settled markers: an entry is never left without its marker,
         which would count it as unfinished (a marker left alone by a crash is an id, nothing
         personal, and harmless)."""
-        ids = [doc["_id"] async for doc in find_in(self.collection, "customer_id", aliases, {})]
+        ids = await self.ids_of(aliases)
         deleted = (
             await self.collection.delete_many({"customer_id": {"$in": aliases}})
         ).deleted_count

@@ -313,8 +313,10 @@ class ProfileStore:
     async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> None:
         await self._conflicts.record(conflicts)
 
-    async def conflicts_of(self, aliases: list[str]) -> list[MongoDocument]:
-        return await self._conflicts.of(aliases)
+    async def conflicts_of(
+        self, aliases: list[str], raised_by: Iterable[str] = ()
+    ) -> list[MongoDocument]:
+        return await self._conflicts.of(aliases, raised_by)
 
     async def merge_requests(self, status: str, limit: int) -> list[MongoDocument]:
         return await self._conflicts.merge_requests(status, limit)
@@ -370,9 +372,10 @@ class ProfileStore:
         is deleted by the steps after, and a batch that writes after finds the head gone when it
         checks, once it has written, and deletes what it wrote (`forget_erased`)."""
         profiles = await self._profiles.erase(aliases)
+        # Before the entries that name the events behind its conflicts go.
+        conflicts = await self._conflicts.erase(aliases, await self._journey.ids_of(aliases))
         journey = await self._journey.erase(aliases)
         identities = await self._identities.erase(aliases)
-        conflicts = await self._conflicts.erase(aliases)
         splits = await self._splits.erase(aliases)
         return {
             "journey_entries": journey,

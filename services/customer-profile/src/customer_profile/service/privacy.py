@@ -42,7 +42,8 @@ class Privacy:
         """Everything Hilo holds about the customer, in one document."""
         entries = await self._store.entries(profile.aliases)
         identities = await self._store.identities_of(profile.aliases)
-        conflicts = await self._store.conflicts_of(profile.aliases)
+        # With those its own events raised while naming only others: an erasure deletes them.
+        conflicts = await self._store.conflicts_of(profile.aliases, [e.id for e in entries])
         return {
             "exported_at": datetime.now(UTC).isoformat(),
             "customer_id": profile.customer_id,
