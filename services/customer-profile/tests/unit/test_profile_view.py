@@ -6,6 +6,7 @@ import random
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
+import pytest
 from pydantic_extra_types.currency_code import ISO4217
 
 from customer_profile.domain.journey import JourneyEntry, new_entry
@@ -117,6 +118,30 @@ def test_an_unrelated_order_leaves_the_cart() -> None:
 
     assert view.cart is not None
     assert view.cart.cart_id == "cart-1"
+
+
+@pytest.mark.parametrize("status", [OrderStatus.REFUNDED, OrderStatus.PICKED_UP])
+def test_a_later_state_of_an_earlier_order_leaves_the_cart_of_today(status: OrderStatus) -> None:
+    """The cart since holds the same product again: the order's refund or pick-up bought it
+    no more than the order did then."""
+    order = sample_payloads()["order"]
+    later = order.model_copy(update={"status": status})
+
+    view = derive_view(
+        [entry(1, "order", payload=order), entry(2, "cart"), entry(3, "order", payload=later)],
+        WINDOW,
+    )
+
+    assert view.cart is not None
+    assert view.cart.cart_id == "cart-1"
+
+
+def test_an_order_first_seen_cancelled_bought_nothing_and_leaves_the_cart() -> None:
+    cancelled = sample_payloads()["order"].model_copy(update={"status": OrderStatus.CANCELLED})
+
+    view = derive_view([entry(1, "cart"), entry(2, "order", payload=cancelled)], WINDOW)
+
+    assert view.cart is not None
 
 
 def test_cart_changes_accumulate() -> None:

@@ -356,12 +356,19 @@ def _order(view: ProfileView, entry: JourneyEntry) -> None:
         view._count_order(existing, -1)
     view._count_order(summary, +1)
     orders[summary.order_id] = summary
-    if view.cart is not None and _completes(view.cart, payload):
+    if existing is None and view.cart is not None and _completes(view.cart, payload):
         view.cart = None
 
 
+_NOT_BOUGHT = frozenset({"cancelled", "refunded"})
+
+
 def _completes(cart: CartState, order: dict[str, Any]) -> bool:
-    """An order finishes the cart it names, or one whose products it contains (store pick-up)."""
+    """A new order finishes the cart it names, or one whose products it contains (bought in a
+    store); one first seen cancelled or refunded bought nothing. A later state of an order
+    (picked up, refunded) is not a purchase: the cart since is another one."""
+    if order["status"] in _NOT_BOUGHT:
+        return False
     if order.get("cart_id") and order["cart_id"] == cart.cart_id:
         return True
     ordered = {item["sku"] for item in order["items"]}
