@@ -17,7 +17,7 @@ from customer_profile.testing import (
     profile_settings,
     running_profile_service,
 )
-from hilo.contract import Identifiers, new_interaction
+from hilo.contract import Identifiers, Interaction, new_interaction
 from hilo.kafka import PublishFailed
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually, read_topic
@@ -290,6 +290,46 @@ async def test_a_customer_is_found_by_an_order_id_and_open_conversations_are_lis
     assert list(last_inbound) == ["whatsapp"]
     stored = datetime.fromisoformat(last_inbound["whatsapp"])
     assert abs(stored - recent[0].occurred_at) < timedelta(milliseconds=1)  # MongoDB keeps ms
+
+
+async def test_the_inbox_lists_as_many_customers_as_asked_however_many_were_merged_away(
+    profile_service: RunningProfileService,
+) -> None:
+    """Three web-chat visitors who then sign in as Ana are merged into her; their views stay,
+    newer than Bo's conversation, and must not crowd him out of the inbox."""
+    svc = profile_service
+    now = datetime.now(UTC)
+
+    def message(n: int, minutes_ago: float, **identifiers: str) -> Interaction:
+        return new_interaction(
+            channel="web",
+            instance="test",
+            provider_event_id=f"chat-{n}",
+            identifiers=Identifiers.model_validate(identifiers),
+            payload=sample_payloads()["message"],
+            occurred_at=now - timedelta(minutes=minutes_ago),
+        )
+
+    visitors = [message(n, 10 - n, anonymous_id=f"visitor-{n}") for n in range(3)]
+    await svc.publish(
+        [message(9, 30, email="bo@example.com"), message(8, 20, email="ana@example.com"), *visitors]
+    )
+    await svc.wait_for_entries(5)
+    signed_in = [
+        interaction(
+            f"sign-in-{n}", kind="identify", email="ana@example.com", anonymous_id=f"visitor-{n}"
+        )
+        for n in range(3)
+    ]
+    await svc.publish(signed_in)
+    await svc.wait_for_entries(8)
+    ana = await svc.customer_of("email", "ana@example.com")
+    bo = await svc.customer_of("email", "bo@example.com")
+    assert {await svc.customer_of("anonymous_id", f"visitor-{n}") for n in range(3)} == {ana}
+
+    inbox = await svc.get("/v1/conversations?limit=2")
+
+    assert [c["customer_id"] for c in inbox] == [ana, bo]
 
 
 async def test_a_read_key_reads_but_cannot_erase_export_split_or_decide_merges(

@@ -11,7 +11,7 @@ that supersedes it deletes exactly that view by `_id`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -321,15 +321,23 @@ class ProfileCollection:
     async def open_conversations(self, since: datetime, limit: int) -> list[MongoDocument]:
         """Current views whose conversation moved at or after `since`, latest first (the agent
         desk's inbox). A view superseded a moment ago may still be listed next to its successor:
-        only each customer's highest version is kept, and none of a profile merged away."""
-        cursor = (
-            self.views.find({"view.conversation.last_at": {"$gte": since}})
-            .sort([("view.conversation.last_at", DESCENDING)])
-            .limit(limit * 2)
+        only each customer's highest version is kept. The views of profiles merged away stay
+        (their conversations live on in the survivor's): they are skipped, reading on by pages
+        until `limit` customers are found."""
+        cursor = self.views.find({"view.conversation.last_at": {"$gte": since}}).sort(
+            [("view.conversation.last_at", DESCENDING)]
         )
-        latest = await _highest_per_customer(cursor)
-        survivors = await self.canonical(latest)
-        return [doc for customer, doc in latest.items() if survivors[customer] == customer][:limit]
+        current: dict[str, MongoDocument] = {}
+        merged_away: set[str] = set()
+        async for page in _pages(cursor, limit * 2):
+            unseen = {doc["customer_id"] for doc in page} - current.keys()
+            for doc in page:
+                _keep_highest(current, doc)
+            survivors = await self.canonical(unseen)
+            merged_away |= {c for c, survivor in survivors.items() if survivor != c}
+            if len(current.keys() - merged_away) >= limit:
+                break
+        return [doc for customer, doc in current.items() if customer not in merged_away][:limit]
 
     async def _views_of(self, customer_ids: Iterable[str]) -> dict[str, MongoDocument]:
         """The current (highest) view of each customer, in bounded queries on `customer_id`.
@@ -614,11 +622,28 @@ def _version(view: MongoDocument | None) -> int:
     return int(view["version"]) if view else 0
 
 
+async def _pages(
+    cursor: AsyncIterable[MongoDocument], size: int
+) -> AsyncIterator[list[MongoDocument]]:
+    page: list[MongoDocument] = []
+    async for doc in cursor:
+        page.append(doc)
+        if len(page) == size:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
 async def _highest_per_customer(views: AsyncIterable[MongoDocument]) -> dict[str, MongoDocument]:
     """Of view documents, each customer's highest version: the current one."""
     current: dict[str, MongoDocument] = {}
     async for doc in views:
-        kept = current.get(doc["customer_id"])
-        if kept is None or doc["version"] > kept["version"]:
-            current[doc["customer_id"]] = doc
+        _keep_highest(current, doc)
     return current
+
+
+def _keep_highest(current: dict[str, MongoDocument], view: MongoDocument) -> None:
+    kept = current.get(view["customer_id"])
+    if kept is None or view["version"] > kept["version"]:
+        current[view["customer_id"]] = view
