@@ -398,3 +398,32 @@ async def test_a_batch_reports_the_time_of_each_step_for_the_operators_metrics()
         "publish": 5,
         "settle": 2,
     }
+
+
+@pytest.mark.parametrize("microseconds", [0, 700])
+async def test_events_at_the_same_instant_in_two_batches_fold_as_the_journey_orders_them(
+    microseconds: int,
+) -> None:
+    """A WhatsApp and an SMS message in the same second (providers keep seconds), in two
+    batches: the view must be the one derived from the journey (ties in id order), not the
+    one arrival order gives, or the last channel, the reply channel, flips at the next
+    re-derivation. MongoDB keeps milliseconds: 700 µs apart is a tie too."""
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    events = [
+        interaction("tie-wa", channel="whatsapp", kind="message", email="tia@example.com"),
+        interaction("tie-sms", channel="sms", kind="message", email="tia@example.com"),
+    ]
+    first, second = sorted(events, key=lambda event: event.id, reverse=True)
+    second = second.model_copy(
+        update={"occurred_at": second.occurred_at + timedelta(microseconds=microseconds)}
+    )
+    run = pipeline(store, publisher)
+    await run.process(raw_records([first]))
+    await run.process(raw_records([second]))
+
+    [customer] = store.profiles
+    [profile] = (await store.load([customer])).values()
+    journey = (await store.entries_of([profile]))[customer]
+    assert profile.view is not None
+    assert profile.view == derive_view(journey, WINDOW)
+    assert profile.view.last_channel == first.channel

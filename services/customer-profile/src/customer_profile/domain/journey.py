@@ -63,6 +63,15 @@ class JourneyEntry(BaseModel):
         return (self.occurred_at, self.id)
 
 
+def stored_instant(at: datetime) -> datetime:
+    """`at` as MongoDB gives it back: in UTC, to the millisecond. The record on `journey`, the
+    API and the journey read back then agree, with no channel's offset (an email's Date header)
+    left to compare as text downstream; and a view folded in memory orders entries as one
+    derived from the stored journey does."""
+    utc = at.astimezone(UTC)
+    return utc.replace(microsecond=utc.microsecond // 1000 * 1000)
+
+
 def new_entry(
     interaction: Interaction,
     customer_id: str,
@@ -75,9 +84,7 @@ def new_entry(
     return JourneyEntry(
         id=interaction.id,
         customer_id=customer_id,
-        # In UTC, as MongoDB gives it back: the record on `journey` and the API then agree, with
-        # no channel's offset (an email's Date header) left to compare as text downstream.
-        occurred_at=interaction.occurred_at.astimezone(UTC),
+        occurred_at=stored_instant(interaction.occurred_at),
         recorded_at=recorded_at,
         channel=interaction.channel,
         type=interaction.payload.kind,

@@ -42,7 +42,7 @@ from customer_profile.domain.identity import (
     IdentityPolicy,
     conflict_ids,
 )
-from customer_profile.domain.journey import JourneyEntry, new_entry
+from customer_profile.domain.journey import JourneyEntry, new_entry, stored_instant
 from customer_profile.domain.profile import ProfileView, derive_view
 from customer_profile.service.ports import (
     CLAIM_CLOCK_SKEW,
@@ -447,18 +447,21 @@ class Pipeline:
         Returns the entries stored now, and those an interrupted earlier attempt stored but did
         not settle (their effects must be finished).
         """
-        latest = {c: p.view.last_seen for c, p in before.items() if p.view and p.view.last_seen}
+        held = {c: p.view.last_seen for c, p in before.items() if p.view and p.view.last_seen}
+        latest = dict(held)
         recorded_at = datetime.now(UTC)
         entries = []
         for event in events:
             customer = customers[event.id]
-            previous = latest.get(customer)
-            late = previous is not None and event.occurred_at < previous
+            at, previous = stored_instant(event.occurred_at), latest.get(customer)
+            # A tie with an entry the view holds is late too: the journey orders ties by id,
+            # which a fold on top cannot (the batch's own are sorted so before folding).
+            late = previous is not None and (at < previous or at == held.get(customer))
             mismatches = self._mismatches(event, customer, before.get(customer))
             entries.append(
                 new_entry(event, customer, recorded_at, late=late, price_mismatches=mismatches)
             )
-            latest[customer] = max(previous, event.occurred_at) if previous else event.occurred_at
+            latest[customer] = max(previous, at) if previous else at
         duplicates = await self._store.insert_entries(entries)
         repairs = await self._store.unfinished_entries(duplicates)
         outcome.duplicates = len(duplicates) - len(repairs)
