@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 
 from channel_whatsapp.app import create_app
-from channel_whatsapp.sending import CloudApiMessages, accepted_id, cloud_api
+from channel_whatsapp.sending import CloudApiMessages, accepted_id, cloud_api, recipient
 from channel_whatsapp.settings import WhatsAppSettings
 from hilo.contract import Identifiers
 from hilo.contract.outbound import OutboundCommand, OutboundMessage, Template
@@ -151,6 +151,43 @@ async def test_a_reply_is_sent_once_in_its_thread_and_its_statuses_reach_interac
 
     events = await published_interactions(settings, expected=3)
     assert statuses_of(events, message.id) == [("delivered", None), ("read", None)]
+
+
+async def test_a_customer_with_a_username_is_answered_at_their_business_scoped_id(
+    settings: HiloSettings,
+    mongo_client: AsyncMongoClient[MongoDocument],
+    cloud: WhatsAppStandIn,
+    channel: None,
+) -> None:
+    """Meta withheld their number: the reply goes to `recipient`, and its statuses, which name
+    them the same way, reach their journey."""
+    user_id = "US.13491208655302741918"
+    cloud.customer_wrote(user_id)
+    command = sample_command(
+        "whatsapp", identifiers=Identifiers(whatsapp_user_id=user_id), text="It is in stock."
+    )
+
+    await publish(settings, mongo_client, command)
+    [sent] = await published_interactions(settings, expected=1)
+
+    [message] = cloud.received(user_id)
+    assert message.request["recipient"] == user_id
+    assert "to" not in message.request
+    assert sent["payload"]["provider_message_id"] == message.id
+    assert await cloud.send_status(message.id, "delivered") == 200
+    events = await published_interactions(settings, expected=2)
+    assert statuses_of(events, message.id) == [("delivered", None)]
+    [status] = [event for event in events if event["payload"]["kind"] == "message_status"]
+    assert status["identifiers"]["whatsapp_user_id"] == user_id
+
+
+def test_a_reply_goes_to_the_number_when_there_is_one() -> None:
+    """Meta's advice: a number where known keeps the number in its webhooks."""
+    both = Identifiers(phone="+34612345678", whatsapp_user_id="ES.1502576394655843")
+
+    assert recipient(both) == {"to": "34612345678"}
+    with pytest.raises(SendRefused, match="no WhatsApp id, phone number or WhatsApp user id"):
+        recipient(Identifiers(email="ana@example.com"))
 
 
 async def test_free_text_outside_the_window_is_accepted_then_fails_with_131047(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -53,6 +54,7 @@ async def test_notifications_honour_the_channel_contract(
             (sample("text_message.json"), 1),
             (sample("media_location_interactive.json"), 5),
             (sample("statuses.json"), 2),
+            (sample("username_users.json"), 3),
         ]
     ]
 
@@ -351,4 +353,52 @@ def test_the_phone_is_the_number_as_dialled_today_and_the_whatsapp_id_as_sent(
     """So the customer's SMS, store and web identities (+52 55…, +55 11 9…) meet it."""
     identifiers = identifiers_of(wa_id)
 
+    assert identifiers is not None
     assert (identifiers.phone, identifiers.whatsapp_id) == (phone, wa_id)
+
+
+async def test_users_with_a_username_are_known_by_their_business_scoped_id(
+    whatsapp: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """Meta withholds the number of a user with a username: their events, and the rest of a
+    notification that holds one, are published, named by the BSUID Meta sends for everyone."""
+    body = sample("username_users.json")
+
+    response = await whatsapp.post(
+        "/webhooks/whatsapp", content=body, headers=meta_signed(body, SECRET)
+    )
+
+    assert (response.status_code, response.json()) == (200, {"published": 3, "ignored": 0})
+    events = await published_interactions(settings, 3)
+    ana, sheena, delivered = sorted(events, key=lambda event: event["occurred_at"])
+    assert known(ana) == {"whatsapp_user_id": "US.13491208655302741918"}
+    assert ana["conversation"]["thread"] == "106540352242922:US.13491208655302741918"
+    assert known(sheena) == {
+        "phone": "+16505551234",
+        "whatsapp_id": "16505551234",
+        "whatsapp_user_id": "US.27735512398855013301",
+    }
+    assert sheena["conversation"]["thread"] == "106540352242922:16505551234", "as before"
+    assert known(delivered) == known(ana)
+    assert delivered["conversation"]["id"] == ana["conversation"]["id"]
+
+
+def known(event: dict[str, Any]) -> dict[str, str]:
+    return {kind: value for kind, value in event["identifiers"].items() if value is not None}
+
+
+async def test_an_event_naming_nobody_is_acknowledged_and_counted_not_refused(
+    whatsapp: httpx.AsyncClient,
+) -> None:
+    """A `failed` status of a message sent to a number carries neither id once the number is
+    withheld: nothing to attribute, and no reason to make Meta retry the notification."""
+    notification = json.loads(sample("statuses.json"))
+    for status in notification["entry"][0]["changes"][0]["value"]["statuses"]:
+        del status["recipient_id"]
+    body = json.dumps(notification).encode()
+
+    response = await whatsapp.post(
+        "/webhooks/whatsapp", content=body, headers=meta_signed(body, SECRET)
+    )
+
+    assert (response.status_code, response.json()) == (200, {"published": 0, "ignored": 2})

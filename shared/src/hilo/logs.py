@@ -51,6 +51,7 @@ PERSONAL_FIELDS = frozenset(
         "recipient",
         "wa_id",
         "whatsapp_id",
+        "whatsapp_user_id",
         "value",
         "loyalty_id",
         "messenger_psid",

@@ -74,13 +74,16 @@ def cloud_api(settings: WhatsAppSettings) -> Provider:
     )
 
 
-def recipient(identifiers: Identifiers) -> str:
-    """The `to` of a message: the WhatsApp id, else the phone's digits (what a wa_id is)."""
+def recipient(identifiers: Identifiers) -> dict[str, str]:
+    """Whom a message goes to: `to` the WhatsApp id, else the phone's digits (what a wa_id is),
+    as Meta advises; else `recipient`, the business-scoped user id of a user with a username."""
     if identifiers.whatsapp_id:
-        return identifiers.whatsapp_id
+        return {"to": identifiers.whatsapp_id}
     if identifiers.phone:
-        return identifiers.phone.lstrip("+")
-    raise SendRefused("no WhatsApp id or phone number to send to")
+        return {"to": identifiers.phone.lstrip("+")}
+    if identifiers.whatsapp_user_id:
+        return {"recipient": identifiers.whatsapp_user_id}
+    raise SendRefused("no WhatsApp id, phone number or WhatsApp user id to send to")
 
 
 def message_request(command: OutboundCommand) -> dict[str, Any]:
@@ -89,7 +92,7 @@ def message_request(command: OutboundCommand) -> dict[str, Any]:
     body: dict[str, Any] = {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
-        "to": recipient(command.identifiers),
+        **recipient(command.identifiers),
         **_content(message),
     }
     if message.reply_to_provider_message_id:

@@ -42,8 +42,9 @@ def translate(
 ) -> tuple[list[Interaction], int]:
     """Every message and delivery status in the notification, in the order Meta sent them, and
     how many events were ignored: `deleted` statuses (nothing happened between customer and
-    company), statuses Meta may add that Hilo does not model, and changes of other fields than
-    `messages` (template status and the like)."""
+    company), statuses Meta may add that Hilo does not model, changes of other fields than
+    `messages` (template status and the like), and the rare event naming nobody (a `failed`
+    status of a message sent to a number withheld since carries neither id)."""
     interactions: list[Interaction] = []
     ignored = 0
     for entry in notification.entry:
@@ -52,27 +53,40 @@ def translate(
                 ignored += 1
                 continue
             value = change.value
-            interactions.extend(_message(m, value.metadata, instance, key) for m in value.messages)
+            for message in value.messages:
+                if (sender := identifiers_of(message.from_, message.from_user_id)) is None:
+                    ignored += 1
+                    continue
+                interactions.append(_message(message, sender, value.metadata, instance, key))
             for status in value.statuses:
-                if status.status in _STATUS:
-                    interactions.append(_status(status, value.metadata, instance, key))
+                recipient = identifiers_of(status.recipient_id, status.recipient_user_id)
+                if status.status in _STATUS and recipient is not None:
+                    interactions.append(_status(status, recipient, value.metadata, instance, key))
                 else:
                     ignored += 1
     return interactions, ignored
 
 
-def identifiers_of(wa_id: str) -> Identifiers:
-    """A WhatsApp id is the phone number with its country code, digits only; where it is in a
-    form the country has since dropped, the phone is the number as dialled today, so the
-    customer's SMS, store and web identities meet it. The WhatsApp id stays as sent: replies
-    go to it."""
+def identifiers_of(wa_id: str | None, user_id: str | None = None) -> Identifiers | None:
+    """The customer's WhatsApp identifiers: the wa_id (the phone number with its country code,
+    digits only), and the business-scoped user id Meta adds. Where the wa_id is in a form the
+    country has since dropped, the phone is the number as dialled today, so the customer's
+    SMS, store and web identities meet it; the wa_id stays as sent: replies go to it. None when
+    Meta named nobody."""
+    if not (wa_id or user_id):
+        return None
+    phone = _phone(wa_id) if wa_id else None
+    return Identifiers(whatsapp_id=wa_id or None, phone=phone, whatsapp_user_id=user_id or None)
+
+
+def _phone(wa_id: str) -> str | None:
     digits = wa_id.lstrip("+")
     for candidate in (digits, *_dialled_today(digits)):
         try:
-            return Identifiers(whatsapp_id=wa_id, phone=normalise_phone("+" + candidate))
+            return normalise_phone("+" + candidate)
         except ValueError:
             continue
-    return Identifiers(whatsapp_id=wa_id, phone=None)
+    return None
 
 
 _MEXICAN_MOBILE = re.compile(r"521(\d{10})")
@@ -90,20 +104,23 @@ def _dialled_today(digits: str) -> list[str]:
     return []
 
 
-def thread(metadata: Metadata, wa_id: str, key: bytes) -> Conversation:
-    """WhatsApp has no thread ids: a business number and a customer make one conversation (its
-    id keyed by the deployment's pepper: the reference holds the customer's number)."""
-    reference = f"{metadata.phone_number_id}:{wa_id}"
+def thread(metadata: Metadata, customer: Identifiers, key: bytes) -> Conversation:
+    """WhatsApp has no thread ids: a business number and a customer (their wa_id, else their
+    business-scoped user id) make one conversation (its id keyed by the deployment's pepper:
+    the reference holds the customer's number)."""
+    reference = f"{metadata.phone_number_id}:{customer.whatsapp_id or customer.whatsapp_user_id}"
     return Conversation(id=conversation_id(CHANNEL, reference, key), thread=reference)
 
 
-def _message(message: Message, metadata: Metadata, instance: str, key: bytes) -> Interaction:
+def _message(
+    message: Message, sender: Identifiers, metadata: Metadata, instance: str, key: bytes
+) -> Interaction:
     return new_interaction(
         channel=CHANNEL,
         instance=instance,
         provider_event_id=message.id,
-        identifiers=identifiers_of(message.from_),
-        conversation=thread(metadata, message.from_, key),
+        identifiers=sender,
+        conversation=thread(metadata, sender, key),
         occurred_at=unix_time(message.timestamp),
         payload=MessageExchanged(
             direction=Direction.INBOUND,
@@ -172,14 +189,16 @@ def _attachments(message: Message) -> list[Attachment]:
     return []
 
 
-def _status(status: Status, metadata: Metadata, instance: str, key: bytes) -> Interaction:
+def _status(
+    status: Status, recipient: Identifiers, metadata: Metadata, instance: str, key: bytes
+) -> Interaction:
     error = "; ".join(f"{e.code} {e.title or ''}".strip() for e in status.errors) or None
     return new_interaction(
         channel=CHANNEL,
         instance=instance,
         provider_event_id=f"{status.id}:{status.status}",
-        identifiers=identifiers_of(status.recipient_id),
-        conversation=thread(metadata, status.recipient_id, key),
+        identifiers=recipient,
+        conversation=thread(metadata, recipient, key),
         occurred_at=unix_time(status.timestamp),
         payload=MessageStatusChanged(
             provider_message_id=status.id, status=_STATUS[status.status], error=error

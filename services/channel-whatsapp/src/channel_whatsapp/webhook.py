@@ -1,6 +1,9 @@
 """The WhatsApp Cloud API webhook payload, as Meta documents it (only what Hilo reads).
 
 Unknown extra fields are allowed (Meta adds fields over time); missing required ones are not.
+Since 2026 a user may hide their number behind a username: Meta then withholds the `wa_id`
+(`from`, `recipient_id`) and names them by their business-scoped user id (BSUID: `user_id`,
+`from_user_id`, `recipient_user_id`), which it sends for every user.
 Only `messages` changes are read; the other fields an app may subscribe to (template status,
 quality and account updates) carry no customer interaction and are only counted.
 """
@@ -21,7 +24,8 @@ class Profile(_Meta):
 
 
 class Contact(_Meta):
-    wa_id: str
+    wa_id: str | None = Field(default=None, description="Withheld for a user with a username.")
+    user_id: str | None = Field(default=None, description="The business-scoped user id (BSUID).")
     profile: Profile | None = None
 
 
@@ -69,7 +73,10 @@ class Context(_Meta):
 
 
 class Message(_Meta):
-    from_: str = Field(alias="from")
+    from_: str | None = Field(
+        default=None, alias="from", description="The sender's wa_id; withheld for a username."
+    )
+    from_user_id: str | None = Field(default=None, description="The sender's BSUID.")
     id: str
     timestamp: str
     type: str
@@ -98,7 +105,8 @@ class Status(_Meta):
         "(acknowledged and counted as ignored, not a reason to refuse the notification)."
     )
     timestamp: str
-    recipient_id: str
+    recipient_id: str | None = Field(default=None, description="Withheld for a username.")
+    recipient_user_id: str | None = Field(default=None, description="The recipient's BSUID.")
     errors: list[StatusError] = Field(default_factory=list)
 
 

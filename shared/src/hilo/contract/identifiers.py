@@ -47,6 +47,7 @@ class IdentifierKind(StrEnum):
     EMAIL = "email"
     PHONE = "phone"
     WHATSAPP_ID = "whatsapp_id"
+    WHATSAPP_USER_ID = "whatsapp_user_id"
     MESSENGER_PSID = "messenger_psid"
     INSTAGRAM_SID = "instagram_sid"
     ANONYMOUS_ID = "anonymous_id"
@@ -198,6 +199,12 @@ class Identifiers(BaseModel):
     )
     whatsapp_id: Token | None = Field(
         default=None, description="WhatsApp `wa_id`.", examples=["34612345678"]
+    )
+    whatsapp_user_id: Token | None = Field(
+        default=None,
+        description="WhatsApp business-scoped user id (BSUID, Meta's `user_id`): the one "
+        "WhatsApp identifier of a user with a username, whose number Meta withholds.",
+        examples=["US.13491208655302741918"],
     )
     messenger_psid: Token | None = Field(
         default=None, description="Facebook Messenger page-scoped id.", examples=["2417895"]

@@ -69,6 +69,7 @@ DEFAULT_MAX_PER_KIND: Mapping[IdentifierKind, int] = {
     IdentifierKind.EMAIL: 5,
     IdentifierKind.PHONE: 5,
     IdentifierKind.WHATSAPP_ID: 3,
+    IdentifierKind.WHATSAPP_USER_ID: 3,
     IdentifierKind.MESSENGER_PSID: 3,
     IdentifierKind.INSTAGRAM_SID: 3,
     IdentifierKind.ANONYMOUS_ID: 100,

@@ -6,12 +6,16 @@ It answers `POST /{version}/{phone-number-id}/messages` as Meta does:
   `{"error": {"message": "Invalid OAuth access token - Cannot parse access token", "type":
   "OAuthException", "code": 190, "fbtrace_id": ...}}`; a phone number ID it does not know, 400
   code 100 subcode 33;
-- a JSON body with `messaging_product: whatsapp`, `to`, `type` `text` (`text.body`) or
+- a JSON body with `messaging_product: whatsapp`, `to` (a number) or `recipient` (a
+  business-scoped user id, `US.13491208655302741918`; `to` wins when both are given), `type`
+  `text` (`text.body`) or
   `template` (`template.name`, `template.language.code`), optionally `context.message_id`; a
   missing or malformed field gets 400 code 100 (`(#100) ...`, details in `error_data`), a
   recipient a test refused gets 400 with its code (131026 Message Undeliverable by default);
 - accepted: `{"messaging_product": "whatsapp", "contacts": [{"input", "wa_id"}], "messages":
-  [{"id": "wamid...."}]}`, the id shaped like Meta's (base64 of the recipient and a hex id).
+  [{"id": "wamid...."}]}` (`user_id` instead of `wa_id` when sent to one), the id shaped like
+  Meta's (base64 of the recipient and a hex id); its statuses name the recipient as it was
+  addressed (`recipient_id`, or `recipient_user_id`).
 
 The 24-hour customer-service window is enforced as the real API enforces it: free text to a
 customer who has not written within 24 hours (as far as the stand-in was told, with
@@ -37,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import re
 import secrets
 import sys
 import threading
@@ -121,13 +126,19 @@ def _error_data(details: str | None) -> dict[str, str] | None:
 
 @dataclass(frozen=True)
 class AcceptedMessage:
-    """One message the API accepted: its wamid, the customer's wa_id, the request as sent."""
+    """One message the API accepted: its wamid, the customer's wa_id (or the business-scoped
+    user id it was sent to, `recipient`), the request as sent."""
 
     id: str
     wa_id: str
     request: dict[str, Any]
     failed_with: int | None = None
     """The error its `failed` status reports (131047 outside the window); None: delivered."""
+
+    @property
+    def to_user_id(self) -> bool:
+        """Sent to a business-scoped user id (`recipient`), not to a number (`to`)."""
+        return not self.request.get("to")
 
     @property
     def text(self) -> str | None:
@@ -264,7 +275,7 @@ class WhatsAppStandIn(StandIn):
         return JSONResponse(
             {
                 "messaging_product": "whatsapp",
-                "contacts": [{"input": message.request["to"], "wa_id": message.wa_id}],
+                "contacts": [_contact(message)],
                 "messages": [content],
             }
         )
@@ -286,7 +297,7 @@ class WhatsAppStandIn(StandIn):
                 subcode=33,
             )
         body = _json_object(raw)
-        wa_id = _wa_id(body)
+        wa_id = _addressee(body)
         _check_content(body)
         with self._lock:
             refused = self._refused.get(wa_id)
@@ -342,7 +353,7 @@ class WhatsAppStandIn(StandIn):
             "id": message.id,
             "status": status,
             "timestamp": str(int(time.time())),
-            "recipient_id": message.wa_id,
+            ("recipient_user_id" if message.to_user_id else "recipient_id"): message.wa_id,
         }
         if errors:
             entry["errors"] = errors
@@ -402,6 +413,29 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     if body.get("messaging_product") != "whatsapp":
         raise invalid("The parameter messaging_product is required.")
     return body
+
+
+def _contact(message: AcceptedMessage) -> dict[str, str]:
+    """The answer's `contacts` entry: the input, and the wa_id or user id it reached."""
+    if message.to_user_id:
+        return {"input": message.wa_id, "user_id": message.wa_id}
+    return {"input": message.request["to"], "wa_id": message.wa_id}
+
+
+_BSUID = re.compile(r"[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}")
+
+
+def _addressee(body: dict[str, Any]) -> str:
+    """Whom the message goes to: `to`, a number (its wa_id), which wins over `recipient`, a
+    business-scoped user id (`US.13491208655302741918`)."""
+    if body.get("to") is not None:
+        return _wa_id(body)
+    recipient = body.get("recipient")
+    if recipient is None:
+        raise invalid("The parameter to is required.")
+    if not (isinstance(recipient, str) and _BSUID.fullmatch(recipient)):
+        raise invalid("Invalid parameter", "Invalid parameter: recipient is not a user id")
+    return recipient
 
 
 def _wa_id(body: dict[str, Any]) -> str:
