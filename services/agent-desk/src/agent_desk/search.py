@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from agent_desk.profiles import ProfileApi
 
 _PHONE_CHARACTERS = re.compile(r"^\+?[\d\s().\-/]{6,30}$")
+_WHATSAPP_USER_ID = re.compile(r"[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{6,128}")
+"""A WhatsApp business-scoped user id: `US.13491208655302741918` (a user with a username)."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,8 @@ def readings(text: str) -> list[str]:
     """The identifier kinds `text` may be, most likely first."""
     if "@" in text:
         return ["email"]
+    if _WHATSAPP_USER_ID.fullmatch(text):
+        return ["whatsapp_user_id"]
     kinds = []
     if _PHONE_CHARACTERS.match(text) and sum(c.isdigit() for c in text) >= 6:
         kinds += ["phone", "whatsapp_id"]

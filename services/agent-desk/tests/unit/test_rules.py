@@ -129,6 +129,7 @@ def test_statuses_fold_into_their_message_and_the_furthest_one_wins() -> None:
         ("0034 612 34 56 78", ["phone", "whatsapp_id", "loyalty_id", "order", "customer_id"]),
         ("(612) 345-678", ["phone", "whatsapp_id", "loyalty_id", "order", "customer_id"]),
         ("WEB-7731", ["loyalty_id", "order", "customer_id"]),
+        ("US.13491208655302741918", ["whatsapp_user_id"]),
     ],
 )
 def test_search_reads_what_a_person_types(typed: str, kinds: list[str]) -> None:
