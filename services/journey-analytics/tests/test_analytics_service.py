@@ -5,6 +5,7 @@ instance reading the topics from the start gives the same numbers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,14 +29,14 @@ from hilo.contract import (
     SurveyMetric,
     new_interaction,
 )
-from hilo.kafka import read_to_end
+from hilo.kafka import Record, read_to_end
 from hilo.mongo import create_mongo_client
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually, read_topic
 from hilo.testkit.serving import free_port, served
 from hilo.topics import Topic, topic_name
 from journey_analytics.app import create_service
-from journey_analytics.measures import Measures
+from journey_analytics.measures import Measures, Touch
 from journey_analytics.settings import AnalyticsSettings
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=7)
@@ -256,3 +257,51 @@ async def test_with_kafka_away_the_measures_are_served_and_readiness_says_degrad
     assert measures.json()["entries"] == 0
     assert ready.status_code == 200
     assert ready.json() == {"status": "degraded", "checks": {"mongodb": "ok", "kafka": "failing"}}
+
+
+class RecordingPublisher:
+    """Keeps the keys of each round's records; after `rounds` rounds, stops the loop."""
+
+    def __init__(self, rounds: int) -> None:
+        self.rounds: list[list[str]] = []
+        self.values: dict[str, Measures] = {}
+        self._left = rounds
+
+    async def publish_records(self, records: list[Record]) -> None:
+        self.rounds.append([record.key.decode() for record in records])
+        self.values.update(
+            {r.key.decode(): Measures.model_validate_json(r.value or b"") for r in records}
+        )
+        self._left -= 1
+        if not self._left:
+            raise asyncio.CancelledError
+
+
+async def test_a_days_record_is_published_again_after_midnight_and_restated_hourly(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """The last record of a day holds all of it: yesterday is published with today every round
+    (the last round before midnight missed what came after it), and once an hour the week before
+    (a store's end-of-day upload, a merge or an erasure changes a past day)."""
+    config = AnalyticsSettings(
+        **settings.model_dump() | {"environment": "test"},
+        metrics_interval_seconds=0.01,
+        metrics_restated_days=3,
+    )
+    service = create_service(config)
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    day = timedelta(days=1)
+    late = Touch("late-upload", "c-1", midnight - day / 2, "store", "order")
+    await service.store.save([late])
+    publisher = RecordingPublisher(rounds=2)
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await service.keep_publishing(publisher)  # type: ignore[arg-type]
+    finally:
+        await service.mongo.drop_database(config.mongodb_database)
+        await service.mongo.close()
+
+    keys = [f"day:{(midnight - back * day).date().isoformat()}" for back in range(5)]
+    assert publisher.rounds == [keys, keys[:2]], "hourly: today, yesterday and 3 more"
+    assert publisher.values[keys[1]].entries == 1
+    assert publisher.values[keys[0]].entries == 0

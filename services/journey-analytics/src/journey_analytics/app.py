@@ -4,6 +4,7 @@ that publishes today's measures on `journey.metrics` and to Prometheus."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -68,26 +69,42 @@ class AnalyticsService:
         touches = await self.store.touches(start - self.windows.lookback, end, customer)
         return measure(touches, start, end, self.windows)
 
-    async def publish_today(self, publisher: KafkaPublisher) -> Measures:
-        """Today's (UTC) measures so far: on `journey.metrics` under the day's key (the latest
-        record of a day is its measures) and in the Prometheus gauges."""
-        now = datetime.now(UTC)
-        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        today = await self.measures(start, start + timedelta(days=1))
-        key = f"day:{start.date().isoformat()}"
-        record = Record(Topic.JOURNEY_METRICS, key.encode(), today.model_dump_json().encode(), {})
-        await publisher.publish_records([record])
-        _export(today)
-        return today
+    async def publish_days(self, publisher: KafkaPublisher, days: int) -> Measures:
+        """The measures of today (UTC) so far and of the `days - 1` days before it, on
+        `journey.metrics` under each day's key (the latest record of a day is its measures);
+        today's also in the Prometheus gauges, and returned."""
+        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        starts = [midnight - timedelta(days=back) for back in range(max(days, 1))]
+        measured = [await self.measures(start, start + timedelta(days=1)) for start in starts]
+        await publisher.publish_records(
+            [
+                Record(
+                    Topic.JOURNEY_METRICS,
+                    f"day:{start.date().isoformat()}".encode(),
+                    measures.model_dump_json().encode(),
+                    {},
+                )
+                for start, measures in zip(starts, measured, strict=True)
+            ]
+        )
+        _export(measured[0])
+        return measured[0]
 
     async def keep_publishing(self, publisher: KafkaPublisher) -> None:
-        """For the life of the service: a Kafka or MongoDB outage skips a round, never the loop."""
-        while True:
+        """For the life of the service: today and yesterday every round (so a day's last
+        record holds all of it, whenever midnight fell within a round), and once an hour the
+        `metrics_restated_days` before them too. A Kafka or MongoDB outage skips a round,
+        never the loop."""
+        interval = self.settings.metrics_interval_seconds
+        rounds_an_hour = max(1, round(3600 / interval))
+        for round_number in itertools.count():
+            hourly = round_number % rounds_an_hour == 0
+            days = 2 + (self.settings.metrics_restated_days if hourly else 0)
             try:
-                await self.publish_today(publisher)
+                await self.publish_days(publisher, days)
             except Exception as exc:
                 log.warning("measures_not_published", error=type(exc).__name__)
-            await asyncio.sleep(self.settings.metrics_interval_seconds)
+            await asyncio.sleep(interval)
 
 
 def _export(measures: Measures) -> None:

@@ -36,8 +36,15 @@ class AnalyticsSettings(HiloSettings):
     metrics_interval_seconds: float = Field(
         default=60.0,
         gt=0,
-        description="How often today's measures are published on `journey.metrics` and to "
-        "Prometheus.",
+        description="How often today's (and yesterday's) measures are published on "
+        "`journey.metrics`, and today's to Prometheus.",
+    )
+    metrics_restated_days: int = Field(
+        default=7,
+        ge=1,
+        le=92,
+        description="Days before yesterday published again every hour, so events that arrive "
+        "late (a store's end-of-day upload), merges and erasures reach their day's record.",
     )
 
     @property
