@@ -24,7 +24,6 @@ from hilo.contract import (
     new_interaction,
 )
 from hilo.settings import HiloSettings
-from hilo.topics import Topic, topic_name
 
 ROOT = Path(__file__).resolve().parents[1]
 START = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
@@ -92,7 +91,7 @@ async def test_the_share_of_dropped_calls_continued_elsewhere(
     dropped_calls = example()
 
     entries = await dropped_calls.read_journey(
-        settings.kafka_bootstrap_servers, topic_name(Topic.JOURNEY, settings)
+        settings.kafka_bootstrap_servers, settings.topic_prefix
     )
     parquet = tmp_path / "journey.parquet"
     dropped_calls.to_parquet(entries, parquet)
@@ -101,3 +100,41 @@ async def test_the_share_of_dropped_calls_continued_elsewhere(
     assert parquet.stat().st_size > 0
     assert dropped_calls.dropped_calls_continued(parquet, 24) == (2, 1)
     assert dropped_calls.dropped_calls_continued(parquet, 48) == (2, 2), "Bo's visit, 30 h on"
+
+
+async def test_a_call_continued_by_the_same_person_known_another_way_counts_once_merged(
+    profile: RunningProfileService, settings: HiloSettings, tmp_path: Path
+) -> None:
+    """Dee's call drops; five minutes later she browses, signed in by email: another profile.
+    An order she placed an hour earlier names both: the profiles merge, and her entries stay on
+    `journey` under the ids they were recorded with. Only the merge record joins them."""
+    dee_phone, dee_email = "+34600000004", "dee@example.com"
+    browsing = new_interaction(
+        channel="web",
+        instance="test",
+        provider_event_id="analytics-dee-web",
+        identifiers=Identifiers(email=dee_email),
+        payload=PageViewed(url="https://shop.example.com/", path="/"),
+        occurred_at=START + timedelta(minutes=5),
+    )
+    both = browsing.model_copy(
+        update={
+            "id": "analytics-dee-both",
+            "identifiers": Identifiers(phone=dee_phone, email=dee_email),
+            "occurred_at": START - timedelta(hours=1),
+        }
+    )
+    await profile.publish([event(8, 0, "voice", dee_phone, call(CallStatus.DROPPED, 8)), browsing])
+    await profile.wait_for_entries(2)
+    await profile.publish([both])
+    await profile.wait_for_entries(3)
+    dropped_calls = example()
+
+    entries = await dropped_calls.read_journey(
+        settings.kafka_bootstrap_servers, settings.topic_prefix
+    )
+    parquet = tmp_path / "journey.parquet"
+    dropped_calls.to_parquet(entries, parquet)
+
+    assert len({entry.customer_id for entry in entries}) == 1
+    assert dropped_calls.dropped_calls_continued(parquet, 24) == (1, 1)

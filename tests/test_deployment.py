@@ -259,7 +259,9 @@ def test_every_compose_run_in_the_docs_names_a_program_of_the_image() -> None:
     """`docker compose run SERVICE ARGS` replaces the image's command: ARGS must start with one
     of the programs the image installs (the workspace's console scripts)."""
     scripts = {entry.name for entry in importlib.metadata.entry_points(group="console_scripts")}
-    text = " ".join(path.read_text() for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+    text = " ".join(
+        path.read_text() for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
+    )
     runs = re.findall(r"docker compose run (?:--rm )?([\w-]+) ([\w-]+)", text)
 
     assert runs

@@ -6,9 +6,15 @@
 1. Reads the `journey` topic from the beginning (aiokafka). Only the fields in the clear are
    used (customer id, entry id, time, channel, kind, a call's status, a message's direction),
    so no key store is needed; the sealed personal fields are left sealed.
-2. Keeps the latest record of each entry id: a merge or a split publishes a customer's entries
+2. Keeps the latest record of each entry id: a split publishes the entries it gives back
    again under the id they now belong to, so the last one is right.
-3. Writes them to Parquet with DuckDB, then asks DuckDB: of the calls whose status is `dropped`,
+3. Reads `identity.merges` and files every entry under the customer it belongs to now. A merge
+   does not publish the absorbed customer's entries again: they stay under the id they were
+   recorded with, and the merge record (`survivor`, `absorbed`) says whose they are now; a
+   split (`restored`) undoes that for the id it gives back. Skip this and a call dropped by a
+   customer known by their phone, then continued on the web by the same person known by their
+   email, counts as not continued: the very case where people switch channels.
+4. Writes them to Parquet with DuckDB, then asks DuckDB: of the calls whose status is `dropped`,
    how many were followed, within `--hours`, by something the same customer did on another
    channel (anything but an outbound message or call: those are the company's, not the
    customer's).
@@ -20,7 +26,7 @@ import argparse
 import asyncio
 import json
 import time
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -68,8 +74,9 @@ def entry(value: dict[str, Any]) -> Entry:
     )
 
 
-async def read_journey(bootstrap_servers: str, topic: str, within: float = 60.0) -> list[Entry]:
-    """Every entry on the topic up to its end as of now, the latest record per entry id."""
+async def read_to_end(bootstrap_servers: str, topic: str, within: float = 60.0) -> list[Any]:
+    """Every record's JSON value on the topic up to its end as of now, in each partition's
+    order (tombstones left out)."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap_servers,
@@ -77,23 +84,49 @@ async def read_journey(bootstrap_servers: str, topic: str, within: float = 60.0)
         enable_auto_commit=False,
     )
     await consumer.start()
-    latest: dict[str, Entry] = {}
+    values: list[Any] = []
     deadline = time.monotonic() + within
     try:
         ends: dict[TopicPartition, int] = {}
         while time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=500)).values():
-                for record in records:
-                    if record.value is not None:
-                        found = entry(json.loads(record.value))
-                        latest[found.id] = found
+                values += [json.loads(record.value) for record in records if record.value]
             if not ends and consumer.assignment():
                 ends = await consumer.end_offsets(list(consumer.assignment()))
             if ends and all([await consumer.position(p) >= ends[p] for p in ends]):
-                return list(latest.values())
+                return values
     finally:
         await consumer.stop()
     raise SystemExit(f"could not read {topic!r} to its end within {within:.0f} s")
+
+
+def current_customers(changes: list[dict[str, Any]]) -> dict[str, str]:
+    """Each customer id merged away (and not split off again) -> the customer it is now."""
+    merged_into: dict[str, str] = {}
+    for change in changes:
+        if change.get("type") == "merge":
+            merged_into.update(dict.fromkeys(change["absorbed"], change["survivor"]))
+        elif change.get("type") == "split":
+            merged_into.pop(change["restored"], None)
+
+    def now(customer: str) -> str:
+        seen = {customer}
+        while (customer := merged_into.get(customer, customer)) not in seen:
+            seen.add(customer)
+        return customer
+
+    return {customer: now(customer) for customer in merged_into}
+
+
+async def read_journey(bootstrap_servers: str, prefix: str = "") -> list[Entry]:
+    """Every entry on `journey`, the latest record per entry id, under its customer now."""
+    values = await read_to_end(bootstrap_servers, f"{prefix}journey")
+    now = current_customers(await read_to_end(bootstrap_servers, f"{prefix}identity.merges"))
+    latest = {value["id"]: entry(value) for value in values}
+    return [
+        replace(found, customer_id=now.get(found.customer_id, found.customer_id))
+        for found in latest.values()
+    ]
 
 
 def to_parquet(entries: list[Entry], path: Path) -> None:
@@ -119,7 +152,7 @@ def main() -> None:
     parser.add_argument("--hours", type=int, default=24)
     parser.add_argument("--parquet", type=Path, default=Path("journey.parquet"))
     args = parser.parse_args()
-    entries = asyncio.run(read_journey(args.bootstrap_servers, f"{args.topic_prefix}journey"))
+    entries = asyncio.run(read_journey(args.bootstrap_servers, args.topic_prefix))
     to_parquet(entries, args.parquet)
     dropped, continued = dropped_calls_continued(args.parquet, args.hours)
     share = f"{continued / dropped:.0%}" if dropped else "n/a"
