@@ -14,12 +14,13 @@ from hilo.contract.identifiers import DEFAULT_PHONE_REGION
         ("+34 612 34 56 78", None, "+34612345678"),
         ("+34-612-345-678", None, "+34612345678"),
         ("0034612345678", None, "+34612345678"),
-        ("34612345678", None, "+34612345678"),  # WhatsApp's wa_id: country code, no plus
+        ("34612345678", "ES", "+34612345678"),  # a country code without a plus, read in ES
         ("612 34 56 78", "ES", "+34612345678"),
         ("(415) 555-2671", "US", "+14155552671"),
         ("+1 415-555-2671", "GB", "+14155552671"),  # an explicit country code wins
         ("020 7946 0958", "GB", "+442079460958"),
         ("+55 11 91234-5678", None, "+5511912345678"),
+        ("0011 34 612 345 678", "AU", "+34612345678"),  # Australia dials out with 0011
     ],
 )
 def test_phone_numbers_normalise_to_e164(raw: str, region: str | None, expected: str) -> None:
@@ -32,6 +33,14 @@ def test_default_region_comes_from_the_service(monkeypatch: pytest.MonkeyPatch) 
         assert Identifiers(phone="612345678").phone == "+34612345678"
     finally:
         DEFAULT_PHONE_REGION.reset(token)
+
+
+def test_a_number_without_country_code_or_region_is_refused_not_guessed() -> None:
+    """Read as starting with a country code, a US national number is a valid Norwegian one."""
+    with pytest.raises(ValueError, match="without its country code"):
+        normalise_phone("(479) 857-0523")
+
+    assert normalise_phone("(479) 857-0523", "US") == "+14798570523"
 
 
 @pytest.mark.parametrize("raw", ["12", "not a number", "+34 000", "+999 1234567"])

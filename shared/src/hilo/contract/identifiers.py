@@ -94,19 +94,31 @@ def _email_reason(message: str) -> str:
 def normalise_phone(raw: str, default_region: str | None = None) -> str:
     """Return a phone number in E.164 (`+34612345678`).
 
-    Numbers without a leading `+` are read in `default_region` (ISO 3166 alpha-2), falling back
-    to the service-wide `DEFAULT_PHONE_REGION`; digits-only numbers that already start with a
-    country code (as WhatsApp sends them) are accepted when no region is configured.
-    Raises `ValueError` without echoing the number.
+    Numbers without a leading `+` (or `00`) are read in `default_region` (ISO 3166 alpha-2),
+    falling back to the service-wide `DEFAULT_PHONE_REGION`. Without a region such a number is
+    refused: read as starting with a country code, one in ten national numbers is another
+    country's valid number (a US `(479) 857-0523` is Norway's `+47 98570523`), a wrong identity
+    no one would notice. Raises `ValueError` without echoing the number.
     """
     return _e164(raw.strip(), default_region or DEFAULT_PHONE_REGION.get())
+
+
+_NATIONAL_NUMBER = re.compile(r"[\d\s().\-/]*\d[\d\s().\-/]*")
+"""Digits, maybe grouped: what a number written without its country code looks like."""
 
 
 @functools.lru_cache(maxsize=IDENTIFIER_CACHE_SIZE)
 def _e164(text: str, region: str | None) -> str:
     """Cached like `_canonical_email`: parsing a number costs ~0.1 ms."""
+    if region is None and text.startswith("00"):  # a region knows its own exit codes (AU 0011)
+        text = "+" + text[2:]
     if not text.startswith("+") and region is None:
-        text = "+" + text.lstrip("0")
+        if not (_NATIONAL_NUMBER.fullmatch(text) and sum(c.isdigit() for c in text) >= 6):
+            raise ValueError("not a phone number")
+        raise ValueError(
+            "a phone number without its country code (+ or 00), and no "
+            "HILO_DEFAULT_PHONE_REGION to read it in"
+        )
     try:
         parsed = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
