@@ -23,7 +23,7 @@ from typing import Any
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 ADDRESS_KINDS: Mapping[str, tuple[str, ...]] = {
-    "whatsapp": ("whatsapp_id", "phone", "whatsapp_user_id"),
+    "whatsapp": ("whatsapp_id", "whatsapp_user_id", "phone"),
     "sms": ("phone",),
     "email": ("email",),
     "messenger": ("messenger_psid",),

@@ -28,9 +28,7 @@ def readings(text: str) -> list[str]:
     """The identifier kinds `text` may be, most likely first."""
     if "@" in text:
         return ["email"]
-    if _WHATSAPP_USER_ID.fullmatch(text):
-        return ["whatsapp_user_id"]
-    kinds = []
+    kinds = ["whatsapp_user_id"] if _WHATSAPP_USER_ID.fullmatch(text) else []
     if _PHONE_CHARACTERS.match(text) and sum(c.isdigit() for c in text) >= 6:
         kinds += ["phone", "whatsapp_id"]
     return [*kinds, "loyalty_id", "order", "customer_id"]

@@ -53,6 +53,17 @@ def test_channels_are_offered_where_the_customer_has_an_address() -> None:
     ]
 
 
+def test_a_whatsapp_user_known_by_their_user_id_is_answered_there_not_at_another_phone() -> None:
+    """A user with a username writes with their business-scoped id only; the phone the profile
+    holds (from a call, a receipt) may be a landline or someone else's."""
+    p = profile()
+    p["identifiers"].append({"kind": "whatsapp_user_id", "value": "ES.1502576394655843"})
+
+    [whatsapp] = [o for o in reply_options(p, ["whatsapp"]) if o.channel == "whatsapp"]
+
+    assert (whatsapp.address_kind, whatsapp.address) == ("whatsapp_user_id", "ES.1502576394655843")
+
+
 def test_the_reply_goes_where_the_customer_last_wrote_in_the_open_conversation() -> None:
     p = profile(
         last_inbound={"email": at(1), "whatsapp": at(3), "sms": at(50)},
@@ -129,7 +140,10 @@ def test_statuses_fold_into_their_message_and_the_furthest_one_wins() -> None:
         ("0034 612 34 56 78", ["phone", "whatsapp_id", "loyalty_id", "order", "customer_id"]),
         ("(612) 345-678", ["phone", "whatsapp_id", "loyalty_id", "order", "customer_id"]),
         ("WEB-7731", ["loyalty_id", "order", "customer_id"]),
-        ("US.13491208655302741918", ["whatsapp_user_id"]),
+        (
+            "US.13491208655302741918",
+            ["whatsapp_user_id", "loyalty_id", "order", "customer_id"],
+        ),
     ],
 )
 def test_search_reads_what_a_person_types(typed: str, kinds: list[str]) -> None:
