@@ -427,3 +427,4 @@ async def test_events_at_the_same_instant_in_two_batches_fold_as_the_journey_ord
     assert profile.view is not None
     assert profile.view == derive_view(journey, WINDOW)
     assert profile.view.last_channel == first.channel
+    assert not any(entry.late for entry in journey), "in order: a tie is not late"

@@ -203,7 +203,7 @@ class Pipeline:
         lap("resolve")
         entries, repairs = await self._write_journey(events, resolution.customers, before, outcome)
         rebuild = {m.survivor for m in outcome.merges}
-        rebuild |= {e.customer_id for e in entries if e.late}
+        rebuild |= {e.customer_id for e in entries if e.late or _ties_with_view(e, before)}
         repaired = await self._store.canonical({e.customer_id for e in repairs})
         rebuild |= set(repaired.values())
         outcome.aliases = {c: survivor for c, survivor in repaired.items() if c != survivor}
@@ -447,16 +447,13 @@ class Pipeline:
         Returns the entries stored now, and those an interrupted earlier attempt stored but did
         not settle (their effects must be finished).
         """
-        held = {c: p.view.last_seen for c, p in before.items() if p.view and p.view.last_seen}
-        latest = dict(held)
+        latest = {c: p.view.last_seen for c, p in before.items() if p.view and p.view.last_seen}
         recorded_at = datetime.now(UTC)
         entries = []
         for event in events:
             customer = customers[event.id]
             at, previous = stored_instant(event.occurred_at), latest.get(customer)
-            # A tie with an entry the view holds is late too: the journey orders ties by id,
-            # which a fold on top cannot (the batch's own are sorted so before folding).
-            late = previous is not None and (at < previous or at == held.get(customer))
+            late = previous is not None and at < previous
             mismatches = self._mismatches(event, customer, before.get(customer))
             entries.append(
                 new_entry(event, customer, recorded_at, late=late, price_mismatches=mismatches)
@@ -686,6 +683,18 @@ async def publish_overtaken(
 
 
 JSON = {"content-type": "application/json"}
+
+
+def _ties_with_view(entry: JourneyEntry, before: Mapping[str, StoredProfile]) -> bool:
+    """Whether the entry happened at the very instant of the last one its view holds: not late,
+    but the journey orders that instant's entries by id, which a fold on top cannot, so the
+    view is derived again (the batch's own entries are sorted so before folding)."""
+    profile = before.get(entry.customer_id)
+    return (
+        profile is not None
+        and profile.view is not None
+        and (entry.occurred_at == profile.view.last_seen)
+    )
 
 
 def _fold(view: ProfileView | None, new: list[JourneyEntry], window: timedelta) -> ProfileView:
