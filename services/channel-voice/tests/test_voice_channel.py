@@ -164,25 +164,6 @@ async def test_the_outcome_answer_names_the_calls_conversation(voice: httpx.Asyn
     )
 
 
-async def test_a_revised_outcome_is_recorded_and_a_retried_one_is_not(
-    voice: httpx.AsyncClient,
-) -> None:
-    """The transcript comes after the wrap-up: posted as revision 1, it is an event of its own;
-    the first outcome posted again is the same event (recorded once downstream)."""
-    first = await voice.post("/v1/calls", json=OUTCOME, headers={"X-API-Key": KEY})
-    retried = await voice.post("/v1/calls", json=OUTCOME, headers={"X-API-Key": KEY})
-    revised = await voice.post(
-        "/v1/calls",
-        json={**OUTCOME, "transcript": "Customer: where is my order?", "revision": 1},
-        headers={"X-API-Key": KEY},
-    )
-
-    assert [r.status_code for r in (first, retried, revised)] == [200, 200, 200]
-    assert retried.json()["event_id"] == first.json()["event_id"]
-    assert revised.json()["event_id"] != first.json()["event_id"]
-    assert revised.json()["conversation_id"] == first.json()["conversation_id"]
-
-
 async def test_bad_signatures_keys_and_bodies_are_refused(
     voice: httpx.AsyncClient, settings: HiloSettings
 ) -> None:

@@ -72,12 +72,3 @@ class CallOutcome(BaseModel):
     continues_conversation: str | None = Field(
         default=None, max_length=200, description="Hilo conversation id this call carries on."
     )
-    revision: int = Field(
-        default=0,
-        ge=0,
-        le=1_000,
-        description="0 for the call's first outcome. A correction, or what came later (a "
-        "transcript ready after the wrap-up), is posted again with a higher revision: each "
-        "revision is one journey entry, and the same revision posted again is a retry, "
-        "recorded once.",
-    )

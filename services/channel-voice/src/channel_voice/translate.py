@@ -73,8 +73,7 @@ def from_contact_centre(
     return new_interaction(
         channel=CHANNEL,
         instance=instance,
-        provider_event_id=f"{outcome.call_id}:outcome"
-        + (f":{outcome.revision}" if outcome.revision else ""),
+        provider_event_id=f"{outcome.call_id}:outcome",
         identifiers=outcome.customer,
         conversation=call_conversation(outcome.call_id, outcome.continues_conversation),
         occurred_at=outcome.started_at,
