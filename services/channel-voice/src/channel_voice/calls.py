@@ -50,6 +50,9 @@ class StatusCallback(BaseModel):
 class CallOutcome(BaseModel):
     """`POST /v1/calls`: what the contact centre knows once a call ends.
 
+    One outcome per call: the call id makes the event id, so posting it again is a retry (the
+    journey keeps the first); it is posted once the wrap-up is complete.
+
     Sent by the contact-centre platform (or an agent's wrap-up form) for any call, Twilio's or
     not. `continues_conversation` names the conversation this call carries on (a chat that
     moved to the phone, or a call back after a dropped call), so the agent's view shows one
