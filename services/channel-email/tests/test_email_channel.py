@@ -6,17 +6,21 @@ import base64
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 from pydantic import SecretStr
+from pymongo import AsyncMongoClient
 
 from channel_email.app import create_app
+from channel_email.mailgun import MAILGUN_TOKENS
 from channel_email.settings import EmailSettings
 from channel_email.translate import mail_reference
 from hilo.contract import conversation_id, interaction_id
+from hilo.mongo import MongoDocument
 from hilo.settings import HiloSettings
 from hilo.testkit.contract_check import published_interactions
 from hilo.webhook import hmac_sha256
@@ -229,6 +233,61 @@ async def test_forged_and_stale_mailgun_posts_are_refused_and_a_replay_publishes
     assert len(await published_interactions(settings, 1)) == 1
 
 
+async def test_a_captured_token_replayed_with_another_body_to_another_instance_publishes_nothing(
+    email: httpx.AsyncClient,
+    email_settings: EmailSettings,
+    settings: HiloSettings,
+    mongo_client: AsyncMongoClient[MongoDocument],
+) -> None:
+    """Mailgun signs the timestamp and token, not the body: the token is what is published
+    once, for every instance, so a forged mail under a captured signature goes nowhere."""
+    fields = mailgun_fields(token="captured-token")
+    forged = [
+        (k, "Send the refund to my new account" if k == "stripped-text" else v) for k, v in fields
+    ]
+    first_request, forged_request = mailgun(fields), mailgun(forged)
+    first = await email.post(
+        first_request.path, content=first_request.body, headers=dict(first_request.headers)
+    )
+
+    async with channel_client(create_app(email_settings)) as other_instance:
+        replayed = await other_instance.post(
+            forged_request.path, content=forged_request.body, headers=dict(forged_request.headers)
+        )
+
+    assert first.status_code == 200
+    assert (replayed.status_code, replayed.json()) == (200, first.json())
+    assert len(await published_interactions(settings, 1)) == 1
+    tokens = mongo_client[settings.mongodb_database][MAILGUN_TOKENS]
+    assert [doc["_id"] async for doc in tokens.find({})] == ["captured-token"]
+
+
+async def test_a_token_being_published_is_a_503_and_one_left_by_a_dead_request_is_taken_over(
+    email: httpx.AsyncClient,
+    settings: HiloSettings,
+    mongo_client: AsyncMongoClient[MongoDocument],
+) -> None:
+    tokens = mongo_client[settings.mongodb_database][MAILGUN_TOKENS]
+    now = datetime.now(UTC)
+    await tokens.insert_many(
+        [
+            {"_id": "in-flight", "at": now, "answer": None},
+            {"_id": "left-behind", "at": now - timedelta(minutes=5), "answer": None},
+        ]
+    )
+
+    async def post(token: str) -> httpx.Response:
+        request = mailgun(mailgun_fields(token=token))
+        return await email.post(request.path, content=request.body, headers=dict(request.headers))
+
+    busy, taken_over = await post("in-flight"), await post("left-behind")
+
+    assert (busy.status_code, busy.json()["error"]) == (503, "in_flight")
+    assert taken_over.status_code == 200
+    [event] = await published_interactions(settings, 1)
+    assert event["id"] == taken_over.json()["event_id"]
+
+
 async def test_a_mailgun_retry_hours_after_an_outage_is_taken(
     email: httpx.AsyncClient, settings: HiloSettings
 ) -> None:
@@ -285,6 +344,19 @@ async def test_503_while_kafka_is_down_and_the_retry_is_published(
 
     assert {event["id"] for event in events} == {
         mail_event(email_settings, "CAF=reply-2@mail.example.com")
+    }
+
+
+async def test_a_mailgun_post_refused_while_kafka_is_down_is_published_by_its_retry(
+    email_settings: EmailSettings, tmp_path: Path
+) -> None:
+    """The refused attempt gives its token back: Mailgun's retry, same token, publishes."""
+    events = await assert_refused_while_kafka_is_down(
+        create_app, email_settings, mailgun(mailgun_fields(token="outage-token")), tmp_path
+    )
+
+    assert {event["id"] for event in events} == {
+        mail_event(email_settings, "CAF=first-1@mail.example.com")
     }
 
 

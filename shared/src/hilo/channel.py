@@ -33,6 +33,7 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import from_json
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from hilo.asyncapi import asyncapi_router
@@ -50,7 +51,7 @@ from hilo.kafka import (
     start_or_keep_trying,
 )
 from hilo.logs import configure_logging
-from hilo.mongo import create_mongo_client
+from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.outbound import (
     SENDS_COLLECTION,
     OutboundSender,
@@ -190,6 +191,9 @@ class Channel:
         self._unavailable = REJECTED.labels(name, "kafka_unavailable")
         self.sender: OutboundSender | None = None
         """Set when the service sends `outbound` commands: their echoes are not published."""
+        self.database: AsyncDatabase[MongoDocument] | None = None
+        """The deployment's MongoDB database (`HILO_MONGODB_DATABASE`), for a channel's own
+        state shared by its instances (Mailgun's tokens)."""
 
     async def publish(self, interactions: Sequence[Interaction], *, ignored: int = 0) -> None:
         """Publish every interaction of one request; 503 unless Kafka acknowledged them all.
@@ -333,6 +337,7 @@ def create_channel_app(
     )
     kept = Spool(name, mongo[settings.mongodb_database][SPOOL_COLLECTION]) if spool else None
     channel = Channel(name, settings, publisher, kept)
+    channel.database = mongo[settings.mongodb_database]
     if provider is not None:
         sender = OutboundSender(
             name,

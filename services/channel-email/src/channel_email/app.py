@@ -3,20 +3,21 @@ outbound email through Mailgun when it is configured (`channel_email.sending`)."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import ValidationError
+from pymongo.errors import PyMongoError
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.types import Message
 
-from channel_email.mailgun import ReplayGuard, parse_route_post
+from channel_email.mailgun import MAILGUN_TOKENS, ReplayGuard, TokenInFlight, parse_route_post
 from channel_email.mime import InboundEmail, parse_mime
 from channel_email.sending import mailgun_provider
 from channel_email.settings import EmailSettings
@@ -37,8 +38,12 @@ BASIC = HTTPBasic(auto_error=False, description="SendGrid: credentials in the Pa
 
 def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
     router = APIRouter(tags=["email"])
+    if channel.database is None:
+        raise RuntimeError("the email channel keeps Mailgun's tokens in MongoDB: no database")
     guard = ReplayGuard(
-        settings.mailgun_signing_key.get_secret_value(), settings.mailgun_max_age_seconds
+        settings.mailgun_signing_key.get_secret_value(),
+        settings.mailgun_max_age_seconds,
+        channel.database[MAILGUN_TOKENS],
     )
     keys = [key.get_secret_value() for key in settings.email_api_keys]
 
@@ -61,13 +66,13 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
                     token = guard.verify(form)
                 except SignatureError as exc:
                     raise signature_rejection(exc) from None
-                if (earlier := guard.answered(token)) is not None:
-                    return earlier
-                answer = await publish(lambda: parse_route_post(form))
+
+                async def mail() -> dict[str, str]:
+                    return await publish(lambda: parse_route_post(form))
+
+                return await _publish_once(guard, token, mail)
         except Rejected as exc:
             raise never_again(exc) from None
-        guard.remember(token, answer)
-        return answer
 
     @router.post("/webhooks/sendgrid")
     async def sendgrid(
@@ -92,6 +97,29 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
         return await publish(lambda: parse_mime(body))
 
     return [router]
+
+
+async def _publish_once(
+    guard: ReplayGuard, token: str, publish: Callable[[], Awaitable[dict[str, str]]]
+) -> dict[str, str]:
+    """Publish the mail of a token not published before; else answer as the first time. The
+    key store being away is an outage like Kafka's: 503, which Mailgun retries."""
+    try:
+        if (earlier := await guard.claim(token)) is not None:
+            return earlier
+    except TokenInFlight:
+        raise Rejected(503, "in_flight", "this mail is being published: try again") from None
+    except PyMongoError:
+        raise Rejected(503, "store_unavailable", "MongoDB does not answer") from None
+    try:
+        answer = await publish()
+    except BaseException:
+        with suppress(PyMongoError):
+            await guard.release(token)
+        raise
+    with suppress(PyMongoError):  # published: a retry would only publish the same id again
+        await guard.answered(token, answer)
+    return answer
 
 
 def never_again(refused: Rejected) -> Rejected:

@@ -3,19 +3,20 @@
 Signature: hex HMAC-SHA256 of `timestamp + token` with the webhook signing key. A signature
 proves Mailgun sent the request, not when: old timestamps are refused, and each token is
 published once (remembered for the freshness window), so a captured request replayed does
-nothing. Mailgun sends a retry with its first signature, so the window covers its 8 hours of
-retries, and a token already published is answered as it was the first time: the 200 Mailgun
-missed, not a refusal it would retry for hours.
+nothing (see `ReplayGuard`). Mailgun sends a retry with its first signature, so the window
+covers its 8 hours of retries, and a token already published is answered as it was the first
+time: the 200 Mailgun missed, not a refusal it would retry for hours.
 A route whose URL ends in `mime` gets the raw message in `body-mime` instead of parsed fields.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
-from cachetools import TTLCache
 from pydantic_core import from_json
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
 from starlette.datastructures import FormData, UploadFile
 
 from channel_email.mime import (
@@ -28,26 +29,38 @@ from channel_email.mime import (
     parse_mime,
 )
 from hilo.contract import unix_time
+from hilo.mongo import MongoDocument
 from hilo.webhook import SignatureError, verify_hex_signature
+
+MAILGUN_TOKENS = "mailgun_tokens"
 
 
 class ReplayGuard:
-    """Mailgun's timestamp + token check, within one process.
+    """Mailgun's timestamp + token check, and each token's mail published once, for every
+    instance of the channel (`mailgun_tokens` in MongoDB).
 
-    Instances behind a load balancer each remember their own tokens: a replay to another
-    instance publishes the same event again, which every consumer drops (its id is the mail's).
+    Mailgun signs the timestamp and the token, not the body: a token is claimed before its mail
+    is published, so a captured request replayed with another body, to any instance, after any
+    restart, publishes nothing. A token published already is answered as it was the first time
+    (Mailgun's retry of an answer it missed); one being published right now is answered 503
+    (Mailgun retries); a claim left by a request that died mid-publish is taken over after
+    `IN_FLIGHT`. Tokens expire with the freshness window (a TTL index), past which their
+    signature is refused anyway.
     """
 
-    def __init__(self, signing_key: str, max_age_seconds: int) -> None:
+    IN_FLIGHT = timedelta(seconds=60)
+    """Far above one publish's deadline: an older unanswered claim was left by a dead request."""
+
+    def __init__(
+        self, signing_key: str, max_age_seconds: int, tokens: AsyncCollection[MongoDocument]
+    ) -> None:
         self._key = signing_key
         self._max_age = max_age_seconds
-        self._answers: TTLCache[str, dict[str, str]] = TTLCache(
-            maxsize=1_000_000, ttl=max_age_seconds
-        )
+        self._tokens = tokens
+        self._indexed = False
 
     def verify(self, form: FormData) -> str:
-        """Check the signature and freshness; return the token, to `remember` the answer given
-        once published."""
+        """Check the signature and freshness; return the token, to `claim`."""
         timestamp, token = _text(form, "timestamp"), _text(form, "token")
         if not timestamp or not token:
             raise SignatureError("signature is missing: timestamp, token and signature required")
@@ -57,12 +70,54 @@ class ReplayGuard:
             raise SignatureError("signature timestamp is too old or in the future")
         return token
 
-    def answered(self, token: str) -> dict[str, str] | None:
-        """What a request with this token was answered once its mail was published."""
-        return self._answers.get(token)
+    async def claim(self, token: str) -> dict[str, str] | None:
+        """Claim the token for this request: None when its mail is this request's to publish,
+        else the answer given when it was published. `TokenInFlight` while another request
+        publishes it."""
+        await self._ensure_index()
+        now = datetime.now(UTC)
+        try:
+            await self._tokens.insert_one({"_id": token, "at": now, "answer": None})
+        except DuplicateKeyError:
+            pass
+        else:
+            return None
+        held = await self._tokens.find_one({"_id": token})
+        if held is not None and held.get("answer") is not None:
+            return dict(held["answer"])
+        if held is not None and now - _aware(held["at"]) < self.IN_FLIGHT:
+            raise TokenInFlight(token)
+        try:  # released meanwhile (None), or left by a dead request: take it over
+            taken = await self._tokens.update_one(
+                {"_id": token, "answer": None, "at": held["at"] if held else now},
+                {"$set": {"at": now}},
+                upsert=held is None,
+            )
+        except DuplicateKeyError:
+            raise TokenInFlight(token) from None
+        if taken.matched_count or taken.upserted_id is not None:
+            return None
+        raise TokenInFlight(token)
 
-    def remember(self, token: str, answer: dict[str, str]) -> None:
-        self._answers[token] = answer
+    async def answered(self, token: str, answer: dict[str, str]) -> None:
+        await self._tokens.update_one({"_id": token}, {"$set": {"answer": answer}})
+
+    async def release(self, token: str) -> None:
+        """The mail was not published: Mailgun's retry may publish it."""
+        await self._tokens.delete_one({"_id": token, "answer": None})
+
+    async def _ensure_index(self) -> None:
+        if not self._indexed:
+            await self._tokens.create_index("at", expireAfterSeconds=self._max_age)
+            self._indexed = True
+
+
+class TokenInFlight(Exception):
+    """Another request is publishing this token's mail right now."""
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def parse_route_post(form: FormData) -> InboundEmail:
