@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from channel_sms.app import create_app
@@ -239,3 +240,24 @@ async def test_messages_from_short_codes_and_sender_ids_are_acknowledged_not_rec
     assert incoming.text == '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
     assert status.status_code == 200
     assert await published_interactions(settings, 0) == []
+
+
+async def test_an_sms_with_nothing_in_it_is_acknowledged_and_counted_not_refused(
+    sms: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """No text, no media: no message to record. A 422 would only raise an alert in Twilio's
+    console (it never sends a webhook again); the counter says it came."""
+    empty = [
+        (k, "" if k == "Body" else "0" if k == "NumMedia" else v)
+        for k, v in INCOMING
+        if not k.startswith("Media")
+    ]
+    labels = {"channel": "sms"}
+    before = REGISTRY.get_sample_value("hilo_channel_events_ignored_total", labels) or 0.0
+
+    response = await post(sms, "/webhooks/twilio/sms", empty)
+
+    assert response.status_code == 200
+    assert await published_interactions(settings, 0) == []
+    after = REGISTRY.get_sample_value("hilo_channel_events_ignored_total", labels)
+    assert after == before + 1

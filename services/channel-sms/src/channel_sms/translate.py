@@ -89,10 +89,12 @@ def inbound(
 ) -> Interaction | None:
     """An SMS/MMS from the customer; Twilio sends no timestamp, so it happened on arrival.
 
-    `None` when a service sent it (short code, sender id): nobody's journey to join.
+    `None` when a service sent it (short code, sender id): nobody's journey to join; and when
+    it holds nothing (no text, no media): no message to record, and refusing it would only
+    raise an alert in Twilio's console, which never sends it again.
     """
     phone = customer_phone(message.From)
-    if phone is None:
+    if phone is None or not (message.Body or message.NumMedia):
         return None
     extra = message.model_extra or {}
     attachments = [
