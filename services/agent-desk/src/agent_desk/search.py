@@ -53,4 +53,9 @@ async def _find(profiles: ProfileApi, kind: str, text: str) -> str | None:
     if kind == "customer_id":
         profile = await profiles.profile(text)
         return None if profile is None else str(profile["customer_id"])
-    return await profiles.lookup(kind, text)
+    found = await profiles.lookup(kind, text)
+    if found is None and kind == "phone" and not text.startswith(("+", "00")):
+        # Typed with its country code but no "+" (34 612 34 56 78): read in the deployment's
+        # region it is another number, or none without one.
+        found = await profiles.lookup(kind, "+" + "".join(c for c in text if c.isdigit()))
+    return found

@@ -13,7 +13,7 @@ from agent_desk.app import _local
 from agent_desk.auth import Agents, SignInThrottle, hash_password
 from agent_desk.policy import default_channel, refusal, reply_options
 from agent_desk.replies import thread_of
-from agent_desk.search import readings
+from agent_desk.search import Match, find_customers, readings
 from agent_desk.timeline import attach_statuses, row
 from hilo.contract.outbound import OutboundMessage
 
@@ -253,3 +253,24 @@ def test_a_row_is_placed_by_its_instant_in_utc_whatever_offset_its_entry_kept() 
     )
 
     assert from_email["at"].isoformat() == "2026-03-01T08:00:00+00:00"
+
+
+class _Profiles:
+    """The profile API's lookups, knowing one customer by one phone (E.164)."""
+
+    async def lookup(self, kind: str, value: str) -> str | None:
+        return "c1" if (kind, value) == ("phone", "+34612345678") else None
+
+    async def by_order(self, order_id: str) -> str | None:
+        return None
+
+    async def profile(self, customer_id: str) -> dict[str, Any] | None:
+        return None
+
+
+async def test_a_number_typed_with_its_country_code_but_no_plus_finds_its_customer() -> None:
+    """With no region configured the profile API refuses it; with one, it reads it as a
+    national number: either way the agent typed an international number."""
+    found = await find_customers(_Profiles(), "34 612 34 56 78")  # type: ignore[arg-type]
+
+    assert found == [Match("c1", "phone")]

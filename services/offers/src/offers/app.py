@@ -16,6 +16,7 @@ from pymongo import AsyncMongoClient
 
 from hilo.asyncapi import asyncapi_router
 from hilo.auth import require_api_key
+from hilo.contract.identifiers import DEFAULT_PHONE_REGION
 from hilo.entrypoint import OpenApiRefused
 from hilo.health import Check, health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, create_broker
@@ -58,6 +59,7 @@ def create_service(
     is a development run."""
     if (refusal := settings.open_api_refusal()) is not None:
         raise OpenApiRefused(refusal)
+    DEFAULT_PHONE_REGION.set(settings.default_phone_region)  # quotes name customers by phone
     broker = create_broker(settings)
     mongo = create_mongo_client(settings)
     store = OffersStore(

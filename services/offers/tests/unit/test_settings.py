@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextvars
+
 import pytest
 
 from hilo.entrypoint import OpenApiRefused
+from offers.api import QuoteRequest
 from offers.app import create_service
 from offers.settings import OffersSettings
 
@@ -37,3 +40,24 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [key.get_secret_value() for key in settings.api_keys] == ["k1", "k2"]
     assert settings.profile_api_key.get_secret_value() == "p1"
     assert settings.service_name == "offers"
+
+
+def test_quotes_read_a_national_phone_in_the_deployments_region() -> None:
+    """A till sends `612 34 56 78`: without the region, the quote would be refused."""
+    context = contextvars.copy_context()  # the region set stays in this test's context
+    context.run(
+        create_service, OffersSettings(environment="development", default_phone_region="ES")
+    )
+
+    quote = context.run(
+        QuoteRequest.model_validate,
+        {
+            "identifiers": {"phone": "612 34 56 78"},
+            "channel": "store",
+            "currency": "EUR",
+            "lines": [{"sku": "SKU-1", "quantity": 1}],
+        },
+    )
+
+    assert quote.identifiers is not None
+    assert quote.identifiers.phone == "+34612345678"
