@@ -262,6 +262,40 @@ async def test_a_captured_token_replayed_with_another_body_to_another_instance_p
     assert [doc["_id"] async for doc in tokens.find({})] == ["captured-token"]
 
 
+async def test_a_token_refused_for_good_keeps_its_refusal_for_any_body(
+    email: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """Mailgun never posts a 406 again: only a replayer would, and a valid body under the same
+    signature is refused as the first one was."""
+    fields = mailgun_fields(token="refused-token")
+    no_sender = [(k, v) for k, v in fields if k not in {"sender", "from"}]
+    refused, replayed = mailgun(no_sender), mailgun(fields)
+
+    first = await email.post(refused.path, content=refused.body, headers=dict(refused.headers))
+    again = await email.post(replayed.path, content=replayed.body, headers=dict(replayed.headers))
+
+    assert first.status_code == 406
+    assert (again.status_code, again.json()) == (406, first.json())
+    assert await published_interactions(settings, 0) == []
+
+
+async def test_mail_is_taken_whatever_window_the_tokens_index_was_made_with(
+    email: httpx.AsyncClient,
+    settings: HiloSettings,
+    mongo_client: AsyncMongoClient[MongoDocument],
+) -> None:
+    """A window changed since the last deployment: MongoDB refuses a second index on `at`
+    with other options; that must never refuse mail."""
+    tokens = mongo_client[settings.mongodb_database][MAILGUN_TOKENS]
+    await tokens.create_index("at", expireAfterSeconds=60)
+    request = mailgun(mailgun_fields())
+
+    response = await email.post(request.path, content=request.body, headers=dict(request.headers))
+
+    assert response.status_code == 200
+    assert len(await published_interactions(settings, 1)) == 1
+
+
 async def test_a_token_being_published_is_a_503_and_one_left_by_a_dead_request_is_taken_over(
     email: httpx.AsyncClient,
     settings: HiloSettings,

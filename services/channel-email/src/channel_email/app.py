@@ -3,6 +3,7 @@ outbound email through Mailgun when it is configured (`channel_email.sending`)."
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
@@ -17,7 +18,13 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.types import Message
 
-from channel_email.mailgun import MAILGUN_TOKENS, ReplayGuard, TokenInFlight, parse_route_post
+from channel_email.mailgun import (
+    MAILGUN_TOKENS,
+    Claim,
+    ReplayGuard,
+    TokenInFlight,
+    parse_route_post,
+)
 from channel_email.mime import InboundEmail, parse_mime
 from channel_email.sending import mailgun_provider
 from channel_email.settings import EmailSettings
@@ -102,24 +109,44 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
 async def _publish_once(
     guard: ReplayGuard, token: str, publish: Callable[[], Awaitable[dict[str, str]]]
 ) -> dict[str, str]:
-    """Publish the mail of a token not published before; else answer as the first time. The
-    key store being away is an outage like Kafka's: 503, which Mailgun retries."""
+    """Publish the mail of a token not published before; else answer as the first time (a
+    refusal for good included). The token store away is an outage like Kafka's: 503, which
+    Mailgun retries. A publish is bounded well within the claim's `IN_FLIGHT`, so no other
+    request takes the claim over while it may still succeed."""
     try:
-        if (earlier := await guard.claim(token)) is not None:
-            return earlier
+        claim = await guard.claim(token)
     except TokenInFlight:
         raise Rejected(503, "in_flight", "this mail is being published: try again") from None
     except PyMongoError:
         raise Rejected(503, "store_unavailable", "MongoDB does not answer") from None
+    if not isinstance(claim, Claim):
+        if "refused" in claim:
+            raise Rejected(int(claim["refused"]), claim["error"], claim["detail"])
+        return claim
     try:
-        answer = await publish()
+        async with asyncio.timeout(ReplayGuard.IN_FLIGHT.total_seconds() / 2):
+            answer = await publish()
+    except Rejected as exc:
+        await _settle(guard, claim, exc)
+        raise
     except BaseException:
         with suppress(PyMongoError):
-            await guard.release(token)
+            await guard.release(claim)
         raise
     with suppress(PyMongoError):  # published: a retry would only publish the same id again
-        await guard.answered(token, answer)
+        await guard.answered(claim, answer)
     return answer
+
+
+async def _settle(guard: ReplayGuard, claim: Claim, refused: Rejected) -> None:
+    """A mail refused for good keeps its token, with the refusal: the same signature with
+    another body publishes nothing. Anything else (an outage) gives the token back."""
+    with suppress(PyMongoError):
+        if refused.status in NEVER_ACCEPTED:
+            answer = {"refused": str(refused.status), "error": refused.reason}
+            await guard.answered(claim, {**answer, "detail": refused.detail})
+        else:
+            await guard.release(claim)
 
 
 def never_again(refused: Rejected) -> Rejected:

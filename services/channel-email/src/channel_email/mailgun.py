@@ -12,11 +12,13 @@ A route whose URL ends in `mime` gets the raw message in `body-mime` instead of 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import structlog
 from pydantic_core import from_json
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from starlette.datastructures import FormData, UploadFile
 
 from channel_email.mime import (
@@ -32,6 +34,7 @@ from hilo.contract import unix_time
 from hilo.mongo import MongoDocument
 from hilo.webhook import SignatureError, verify_hex_signature
 
+log = structlog.get_logger(__name__)
 MAILGUN_TOKENS = "mailgun_tokens"
 
 
@@ -70,18 +73,18 @@ class ReplayGuard:
             raise SignatureError("signature timestamp is too old or in the future")
         return token
 
-    async def claim(self, token: str) -> dict[str, str] | None:
-        """Claim the token for this request: None when its mail is this request's to publish,
-        else the answer given when it was published. `TokenInFlight` while another request
-        publishes it."""
+    async def claim(self, token: str) -> Claim | dict[str, str]:
+        """Claim the token for this request (`Claim`: its mail is this request's to publish),
+        or the answer given when it was published or refused for good. `TokenInFlight` while
+        another request publishes it."""
         await self._ensure_index()
-        now = datetime.now(UTC)
+        now = _to_the_millisecond(datetime.now(UTC))  # as MongoDB keeps it: matched later
         try:
             await self._tokens.insert_one({"_id": token, "at": now, "answer": None})
         except DuplicateKeyError:
             pass
         else:
-            return None
+            return Claim(token, now)
         held = await self._tokens.find_one({"_id": token})
         if held is not None and held.get("answer") is not None:
             return dict(held["answer"])
@@ -96,20 +99,56 @@ class ReplayGuard:
         except DuplicateKeyError:
             raise TokenInFlight(token) from None
         if taken.matched_count or taken.upserted_id is not None:
-            return None
+            return Claim(token, now)
         raise TokenInFlight(token)
 
-    async def answered(self, token: str, answer: dict[str, str]) -> None:
-        await self._tokens.update_one({"_id": token}, {"$set": {"answer": answer}})
+    async def answered(self, claim: Claim, answer: dict[str, str]) -> None:
+        """Record the answer, if the claim is still this request's (not taken over)."""
+        await self._tokens.update_one(
+            {"_id": claim.token, "answer": None, "at": claim.at}, {"$set": {"answer": answer}}
+        )
 
-    async def release(self, token: str) -> None:
-        """The mail was not published: Mailgun's retry may publish it."""
-        await self._tokens.delete_one({"_id": token, "answer": None})
+    async def release(self, claim: Claim) -> None:
+        """The mail was not published: Mailgun's retry may publish it (the claim is deleted
+        only while it is still this request's)."""
+        await self._tokens.delete_one({"_id": claim.token, "answer": None, "at": claim.at})
 
     async def _ensure_index(self) -> None:
-        if not self._indexed:
-            await self._tokens.create_index("at", expireAfterSeconds=self._max_age)
-            self._indexed = True
+        """The TTL index, once; never a reason to refuse mail. A window changed since the index
+        was made (MongoDB refuses a second index on `at` with other options) is applied to it."""
+        if self._indexed:
+            return
+        try:
+            try:
+                await self._tokens.create_index("at", expireAfterSeconds=self._max_age)
+            except OperationFailure as exc:
+                if exc.code not in INDEX_OPTIONS_CONFLICT:
+                    raise
+                await self._tokens.database.command(
+                    "collMod",
+                    self._tokens.name,
+                    index={"keyPattern": {"at": 1}, "expireAfterSeconds": self._max_age},
+                )
+        except PyMongoError as exc:
+            log.warning("mailgun_tokens_index_not_made", error=type(exc).__name__)
+            return
+        self._indexed = True
+
+
+INDEX_OPTIONS_CONFLICT = frozenset({85, 86})
+"""IndexOptionsConflict, IndexKeySpecsConflict."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A request's claim of a token, told apart from a later take-over by its time."""
+
+    token: str
+    at: datetime
+
+
+def _to_the_millisecond(at: datetime) -> datetime:
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
 
 
 class TokenInFlight(Exception):
