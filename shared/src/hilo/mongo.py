@@ -11,6 +11,7 @@ document) a batch of 500 costs a fifth.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -47,6 +48,14 @@ def create_mongo_client(
         retryWrites=True,
         event_listeners=[COMMAND_TIMES, *listeners],
     )
+
+
+def as_stored(at: datetime) -> datetime:
+    """`at` as MongoDB gives it back: in UTC (the client is `tz_aware`), to the millisecond (a
+    BSON date keeps no finer). A time kept in memory beside what was stored (a fold of the
+    stored journey, a claim matched by its time later) then compares equal to it."""
+    utc = at.astimezone(UTC)
+    return utc.replace(microsecond=utc.microsecond // 1000 * 1000)
 
 
 BULK_CHUNK = 500

@@ -31,7 +31,7 @@ from channel_email.mime import (
     parse_mime,
 )
 from hilo.contract import unix_time
-from hilo.mongo import MongoDocument
+from hilo.mongo import MongoDocument, as_stored
 from hilo.webhook import SignatureError, verify_hex_signature
 
 log = structlog.get_logger(__name__)
@@ -78,7 +78,7 @@ class ReplayGuard:
         or the answer given when it was published or refused for good. `TokenInFlight` while
         another request publishes it."""
         await self._ensure_index()
-        now = _to_the_millisecond(datetime.now(UTC))  # as MongoDB keeps it: matched later
+        now = as_stored(datetime.now(UTC))  # matched later against what MongoDB kept
         try:
             await self._tokens.insert_one({"_id": token, "at": now, "answer": None})
         except DuplicateKeyError:
@@ -88,7 +88,7 @@ class ReplayGuard:
         held = await self._tokens.find_one({"_id": token})
         if held is not None and held.get("answer") is not None:
             return dict(held["answer"])
-        if held is not None and now - _aware(held["at"]) < self.IN_FLIGHT:
+        if held is not None and now - held["at"] < self.IN_FLIGHT:
             raise TokenInFlight(token)
         try:  # released meanwhile (None), or left by a dead request: take it over
             taken = await self._tokens.update_one(
@@ -147,16 +147,8 @@ class Claim:
     at: datetime
 
 
-def _to_the_millisecond(at: datetime) -> datetime:
-    return at.replace(microsecond=at.microsecond // 1000 * 1000)
-
-
 class TokenInFlight(Exception):
     """Another request is publishing this token's mail right now."""
-
-
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def parse_route_post(form: FormData) -> InboundEmail:

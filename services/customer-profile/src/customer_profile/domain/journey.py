@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +24,7 @@ from hilo.contract.payloads import (
     StoreVisited,
     SurveyAnswered,
 )
+from hilo.mongo import as_stored
 
 EXCERPT_CHARS = 80
 
@@ -63,15 +64,6 @@ class JourneyEntry(BaseModel):
         return (self.occurred_at, self.id)
 
 
-def stored_instant(at: datetime) -> datetime:
-    """`at` as MongoDB gives it back: in UTC, to the millisecond. The record on `journey`, the
-    API and the journey read back then agree, with no channel's offset (an email's Date header)
-    left to compare as text downstream; and a view folded in memory orders entries as one
-    derived from the stored journey does."""
-    utc = at.astimezone(UTC)
-    return utc.replace(microsecond=utc.microsecond // 1000 * 1000)
-
-
 def new_entry(
     interaction: Interaction,
     customer_id: str,
@@ -84,7 +76,11 @@ def new_entry(
     return JourneyEntry(
         id=interaction.id,
         customer_id=customer_id,
-        occurred_at=stored_instant(interaction.occurred_at),
+        # As MongoDB gives it back: the record on `journey`, the API and the journey read back
+        # agree, with no channel's offset (an email's Date header) left to compare as text
+        # downstream; and a view folded in memory orders entries as one derived from the
+        # stored journey does.
+        occurred_at=as_stored(interaction.occurred_at),
         recorded_at=recorded_at,
         channel=interaction.channel,
         type=interaction.payload.kind,

@@ -42,7 +42,7 @@ from customer_profile.domain.identity import (
     IdentityPolicy,
     conflict_ids,
 )
-from customer_profile.domain.journey import JourneyEntry, new_entry, stored_instant
+from customer_profile.domain.journey import JourneyEntry, new_entry
 from customer_profile.domain.profile import ProfileView, derive_view
 from customer_profile.service.ports import (
     CLAIM_CLOCK_SKEW,
@@ -66,6 +66,7 @@ from hilo.contract import (
 from hilo.contract.personal import JOURNEY_FIELDS
 from hilo.dead_letters import dead_letter_headers
 from hilo.kafka import Record
+from hilo.mongo import as_stored
 from hilo.sealing import Sealer, Unreadable
 from hilo.topics import Topic
 
@@ -452,7 +453,7 @@ class Pipeline:
         entries = []
         for event in events:
             customer = customers[event.id]
-            at, previous = stored_instant(event.occurred_at), latest.get(customer)
+            at, previous = as_stored(event.occurred_at), latest.get(customer)
             late = previous is not None and at < previous
             mismatches = self._mismatches(event, customer, before.get(customer))
             entries.append(
