@@ -1,9 +1,10 @@
-"""Provider webhooks answered straight from the app, past FastAPI's per-request layers. A webhook
-is a channel's hot path: at a steady 500 requests/s on two cores, FastAPI's layers around it
-(the error, telemetry and exit-stack middleware, two routers, the request/response wrappers)
-cost about 0.1 ms of the 0.6-0.7 ms of CPU a WhatsApp webhook took (measured with and without
-them, docs/benchmarks.md). A `DirectRoute` stays an ordinary FastAPI route: documented in
-OpenAPI, and served by the full stack whenever the fast path does not apply. A
+"""Provider webhooks answered straight from the app, past FastAPI's per-request layers.
+
+A webhook is a channel's hot path: at a steady 500 requests/s on two cores, FastAPI's layers
+around it (the error, telemetry and exit-stack middleware, two routers, the request/response
+wrappers) cost about 0.1 ms of the 0.6-0.7 ms of CPU a WhatsApp webhook took (measured with and
+without them, docs/benchmarks.md). A `DirectRoute` stays an ordinary FastAPI route: documented
+in OpenAPI, and served by the full stack whenever the fast path does not apply. A
 `DirectRoutingApp` answers a request for a direct route's exact method and path itself: the
 endpoint takes the `Request`, returns the `Response`, and its exceptions are rendered by the
 app's exception handlers as FastAPI's `ExceptionMiddleware` would; anything without a handler
