@@ -29,6 +29,7 @@ from hilo_devkit.channel_contract import (
     assert_channel_contract,
     assert_refused_while_kafka_is_down,
     channel_client,
+    send,
 )
 
 SIGNING_KEY = "key-mailgun-signing"
@@ -143,9 +144,7 @@ async def test_mailgun_forward_starts_the_thread_the_reply_continues(
 ) -> None:
     first = mailgun(mailgun_fields())
 
-    assert (
-        await email.post(first.path, content=first.body, headers=dict(first.headers))
-    ).status_code == 200
+    assert (await send(email, first)).status_code == 200
     assert (
         await email.post("/v1/messages/mime", content=REPLY, headers=raw_mime(REPLY).headers)
     ).status_code == 200
@@ -171,9 +170,7 @@ async def test_mailgun_multipart_attachments_and_raw_mime_routes(
     )
     mime_fields = [(k, v) for k, v in mailgun_fields() if k in ("timestamp", "token", "signature")]
     mime_route = mailgun([*mime_fields, ("body-mime", REPLY.decode())])
-    as_mime = await email.post(
-        mime_route.path, content=mime_route.body, headers=dict(mime_route.headers)
-    )
+    as_mime = await send(email, mime_route)
 
     assert with_file.status_code == 200
     assert as_mime.status_code == 200
@@ -213,7 +210,7 @@ async def test_forged_and_stale_mailgun_posts_are_refused_and_a_replay_publishes
 ) -> None:
     async def post(fields: list[tuple[str, str]]) -> httpx.Response:
         request = mailgun(fields)
-        return await email.post(request.path, content=request.body, headers=dict(request.headers))
+        return await send(email, request)
 
     forged = await post(mailgun_fields(key="guessed-key"))
     stale = await post(mailgun_fields(timestamp=int(time.time()) - 10 * 3600))
@@ -246,14 +243,10 @@ async def test_a_captured_token_replayed_with_another_body_to_another_instance_p
         (k, "Send the refund to my new account" if k == "stripped-text" else v) for k, v in fields
     ]
     first_request, forged_request = mailgun(fields), mailgun(forged)
-    first = await email.post(
-        first_request.path, content=first_request.body, headers=dict(first_request.headers)
-    )
+    first = await send(email, first_request)
 
     async with channel_client(create_app(email_settings)) as other_instance:
-        replayed = await other_instance.post(
-            forged_request.path, content=forged_request.body, headers=dict(forged_request.headers)
-        )
+        replayed = await send(other_instance, forged_request)
 
     assert first.status_code == 200
     assert (replayed.status_code, replayed.json()) == (200, first.json())
@@ -271,8 +264,8 @@ async def test_a_token_refused_for_good_keeps_its_refusal_for_any_body(
     no_sender = [(k, v) for k, v in fields if k not in {"sender", "from"}]
     refused, replayed = mailgun(no_sender), mailgun(fields)
 
-    first = await email.post(refused.path, content=refused.body, headers=dict(refused.headers))
-    again = await email.post(replayed.path, content=replayed.body, headers=dict(replayed.headers))
+    first = await send(email, refused)
+    again = await send(email, replayed)
 
     assert first.status_code == 406
     assert (again.status_code, again.json()) == (406, first.json())
@@ -290,7 +283,7 @@ async def test_mail_is_taken_whatever_window_the_tokens_index_was_made_with(
     await tokens.create_index("at", expireAfterSeconds=60)
     request = mailgun(mailgun_fields())
 
-    response = await email.post(request.path, content=request.body, headers=dict(request.headers))
+    response = await send(email, request)
 
     assert response.status_code == 200
     assert len(await published_interactions(settings, 1)) == 1
@@ -312,7 +305,7 @@ async def test_a_token_being_published_is_a_503_and_one_left_by_a_dead_request_i
 
     async def post(token: str) -> httpx.Response:
         request = mailgun(mailgun_fields(token=token))
-        return await email.post(request.path, content=request.body, headers=dict(request.headers))
+        return await send(email, request)
 
     busy, taken_over = await post("in-flight"), await post("left-behind")
 
@@ -328,7 +321,7 @@ async def test_a_mailgun_retry_hours_after_an_outage_is_taken(
     """Mailgun retries for 8 hours with the signature of its first attempt."""
     request = mailgun(mailgun_fields(timestamp=int(time.time()) - 4 * 3600 - 30 * 60))
 
-    response = await email.post(request.path, content=request.body, headers=dict(request.headers))
+    response = await send(email, request)
 
     assert response.status_code == 200
     [event] = await published_interactions(settings, 1)
