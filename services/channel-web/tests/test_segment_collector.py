@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -301,6 +302,113 @@ async def test_a_call_without_a_message_id_retried_later_gets_the_same_id(
 
     first, retry = await published_interactions(settings, 2)
     assert first["id"] == retry["id"]
+
+
+async def test_what_analytics_js_and_the_mobile_sdks_send_is_published_and_readable(
+    web: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """analytics-next posts each call as text/plain to its type's letter (`/v1/t`), the write
+    key in the body, and batches to `/v1/b`; the browser shows it the answer only with CORS."""
+    page = "https://shop.example.com"
+    plain = {"Content-Type": "text/plain", "Origin": page}
+    letters = {
+        "t": {**TRACK, "messageId": "sdk-t"},
+        "p": {**PAGE, "messageId": "sdk-p"},
+        "i": {**IDENTIFY, "messageId": "sdk-i"},
+        "s": {**PAGE, "name": "Cart", "messageId": "sdk-s"},
+        "g": {"userId": "019mr8mf4r", "groupId": "g-1", "messageId": "sdk-g"},
+        "a": {
+            "userId": "019mr8mf4r",
+            "previousId": "507f191e810c19729de860ea",
+            "messageId": "sdk-a",
+        },
+    }
+    answers = [
+        await web.post(
+            f"/v1/{letter}", content=json.dumps({**call, "writeKey": WRITE_KEY}), headers=plain
+        )
+        for letter, call in letters.items()
+    ]
+    batched = await web.post(
+        "/v1/b",
+        content=json.dumps(
+            {"writeKey": WRITE_KEY, "batch": BATCH["batch"], "sentAt": "2026-11-20T09:00:02Z"}
+        ),
+        headers=plain,
+    )
+    preflight = await web.options(
+        "/v1/b",
+        headers={
+            "Origin": page,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+
+    assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
+    assert all(a.headers["access-control-allow-origin"] == "*" for a in answers)
+    assert batched.status_code == 200, batched.text
+    assert preflight.status_code == 200
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    events = {e["id"]: e for e in await published_interactions(settings, 8)}
+    kinds = {
+        letter: events[interaction_id("app" if letter == "s" else "web", f"sdk-{letter}")][
+            "payload"
+        ]["kind"]
+        for letter in letters
+    }
+    assert kinds == {
+        "t": "custom",
+        "p": "page_view",
+        "i": "identify",
+        "s": "page_view",
+        "g": "custom",
+        "a": "identify",
+    }
+    assert events[interaction_id("app", "sdk-s")]["payload"]["screen"] is True
+
+
+async def test_a_gzipped_body_is_inflated_within_the_size_limit(
+    web: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    gzipped = {**AUTH, "Content-Encoding": "gzip"}
+    call = gzip.compress(json.dumps({**TRACK, "messageId": "gz-1"}).encode())
+    bomb = gzip.compress(json.dumps({**TRACK, "event": "x" * 50_000}).encode())
+
+    inflated = await web.post("/v1/track", content=call, headers=gzipped)
+    too_large = await web.post("/v1/track", content=bomb, headers=gzipped)
+    not_gzip = await web.post("/v1/track", content=json.dumps(TRACK), headers=gzipped)
+    cut_short = await web.post("/v1/track", content=call[:-12], headers=gzipped)
+    brotli = await web.post("/v1/track", content=call, headers={**AUTH, "Content-Encoding": "br"})
+
+    assert len(bomb) < 5_000  # under the limit as sent, over it once inflated
+    assert inflated.status_code == 200, inflated.text
+    assert too_large.status_code == 413
+    assert "inflated" in too_large.json()["detail"]
+    assert (not_gzip.status_code, cut_short.status_code, brotli.status_code) == (400, 400, 415)
+    [event] = await published_interactions(settings, 1)
+    assert event["id"] == interaction_id("web", "gz-1")
+
+
+async def test_cors_answers_only_the_configured_origins(
+    web_settings: WebSettings, topics: list[str]
+) -> None:
+    settings = web_settings.model_copy(update={"web_cors_origins": ["https://shop.example.com"]})
+    async with channel_client(create_app(settings)) as client:
+        ours = await client.post(
+            "/v1/t",
+            content=json.dumps({**TRACK, "writeKey": WRITE_KEY}),
+            headers={"Origin": "https://shop.example.com"},
+        )
+        theirs = await client.post(
+            "/v1/t",
+            content=json.dumps({**TRACK, "writeKey": WRITE_KEY}),
+            headers={"Origin": "https://elsewhere.example"},
+        )
+
+    assert (ours.status_code, theirs.status_code) == (200, 200)
+    assert ours.headers["access-control-allow-origin"] == "https://shop.example.com"
+    assert "access-control-allow-origin" not in theirs.headers
 
 
 async def test_write_keys_are_required(web: httpx.AsyncClient, settings: HiloSettings) -> None:

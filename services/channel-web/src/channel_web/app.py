@@ -1,19 +1,24 @@
-"""The Segment-compatible HTTP API: `/v1/identify|track|page|screen|alias|group` and `/v1/batch`.
+"""The Segment-compatible HTTP API: `/v1/identify|track|page|screen|alias|group` and `/v1/batch`,
+and the short paths analytics.js and the mobile SDKs post to (`/v1/t`, `/v1/p`, ..., `/v1/b`).
 
 Point analytics.js or a mobile SDK at this service (its `apiHost`) with one of the configured
-write keys; answers are Segment's (`{"success": true}`) once Kafka has every event.
+write keys; answers are Segment's (`{"success": true}`) once Kafka has every event. Browsers may
+read the answers from the origins in `HILO_WEB_CORS_ORIGINS`: analytics.js retries (sends again)
+every call whose answer it cannot read.
 """
 
 from __future__ import annotations
 
+import zlib
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import ValidationError
 
-from channel_web.segment import Batch, Call, CallType
+from channel_web.segment import SHORT_PATHS, Batch, Call, CallPath
 from channel_web.settings import WebSettings
 from channel_web.translate import translate
 from hilo.channel import (
@@ -62,9 +67,10 @@ def routes(channel: Channel, settings: WebSettings) -> list[APIRouter]:
 
     @router.post("/batch")
     @router.post("/import", include_in_schema=False)
+    @router.post("/b", include_in_schema=False)
     async def batch(request: Request, credentials: Credentials) -> dict[str, bool]:
         """Many calls at once (SDKs flush their queue here); all are published or none."""
-        body = await raw_body(request, settings.max_body_bytes)
+        body = await segment_body(request, settings.max_body_bytes)
         document = parse_json_object(body)
         trust = authorise(credentials, document)
         envelope = parse_json(Batch, body)
@@ -80,16 +86,38 @@ def routes(channel: Channel, settings: WebSettings) -> list[APIRouter]:
 
     @router.post("/{call_type}")
     async def single(
-        call_type: CallType, request: Request, credentials: Credentials
+        call_type: CallPath, request: Request, credentials: Credentials
     ) -> dict[str, bool]:
-        """One identify, track, page, screen, alias or group call."""
-        body = await raw_body(request, settings.max_body_bytes)
+        """One identify, track, page, screen, alias or group call (or `i`, `t`, `p`, `s`, `a`,
+        `g`, as analytics.js names them)."""
+        body = await segment_body(request, settings.max_body_bytes)
         document = parse_json_object(body)
         trust = authorise(credentials, document)
-        call = _validated({**document, "type": call_type}, "")
+        call = _validated({**document, "type": SHORT_PATHS.get(call_type, call_type)}, "")
         return await publish([call], "", trust)
 
     return [router]
+
+
+async def segment_body(request: Request, limit: int) -> bytes:
+    """The body, inflated when the SDK gzipped it (`Content-Encoding: gzip`, as Segment's server
+    libraries can): `limit` applies to the inflated size too, so a small bomb cannot expand."""
+    body = await raw_body(request, limit)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding != "gzip":
+        raise Rejected(415, "content_encoding", f"Content-Encoding {encoding!r}: send gzip or none")
+    inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+    try:
+        inflated = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise Rejected(400, "invalid_body", "the body is not gzip") from None
+    if len(inflated) > limit:
+        raise Rejected(413, "too_large", f"body larger than {limit} bytes once inflated")
+    if not inflater.eof:
+        raise Rejected(400, "invalid_body", "the gzip body is cut short")
+    return inflated
 
 
 def _merged_context(shared: dict[str, Any], own: Any) -> Any:
@@ -116,9 +144,18 @@ def _at(rejection: Rejected, where: str) -> Rejected:
 
 def create_app(settings: WebSettings | None = None) -> FastAPI:
     settings = settings or WebSettings()
-    return create_channel_app(
+    app = create_channel_app(
         "web",
         settings,
         lambda channel: routes(channel, settings),
         description="Segment HTTP Tracking API for the web shop and mobile apps: /v1/*.",
     )
+    if settings.web_cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.web_cors_origins,
+            allow_methods=["POST"],
+            allow_headers=["Authorization", "Content-Type", "Content-Encoding"],
+            max_age=86_400,
+        )
+    return app

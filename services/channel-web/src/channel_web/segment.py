@@ -15,6 +15,21 @@ from pydantic_core import PydanticCustomError
 
 CallType = Literal["identify", "track", "page", "screen", "alias", "group"]
 
+SHORT_PATHS: dict[str, CallType] = {
+    "i": "identify",
+    "t": "track",
+    "p": "page",
+    "s": "screen",
+    "a": "alias",
+    "g": "group",
+}
+"""analytics.js (analytics-next) posts each call to its type's first letter: `/v1/t`."""
+
+CallPath = Literal[
+    "identify", "track", "page", "screen", "alias", "group", "i", "t", "p", "s", "a", "g"
+]
+"""The path of a single call: its type, or the letter analytics.js uses for it."""
+
 UserId = str | int
 """SDKs send ids as strings, some server libraries as numbers."""
 

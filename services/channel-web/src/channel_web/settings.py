@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from hilo.channel import ChannelSettings
-from hilo.settings import SecretList
+from hilo.settings import CommaSeparated, SecretList
 
 
 class WebSettings(ChannelSettings):
@@ -25,4 +25,11 @@ class WebSettings(ChannelSettings):
         default_factory=list,
         description="Comma-separated write keys of server-side sources that keep them secret "
         "(your backend after sign-in): their calls are verified and may merge two known customers.",
+    )
+    web_cors_origins: CommaSeparated[str] = Field(
+        default_factory=lambda: ["*"],
+        description="Comma-separated origins whose pages may read the collector's answers "
+        "(`*`: any, as Segment's API allows; empty: none). analytics.js sends every call again "
+        "whose answer the browser hides from it. Write keys are public either way: this guards "
+        "nothing but the reading of answers.",
     )
