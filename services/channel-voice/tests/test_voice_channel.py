@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from channel_voice.app import create_app
@@ -153,6 +154,59 @@ async def test_progress_reports_are_acknowledged_but_not_recorded(
         assert response.status_code == 200
 
     assert await published_interactions(settings, 0) == []
+
+
+async def test_a_forwarded_calls_dialled_leg_is_not_taken_for_a_customer(
+    voice: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """`<Dial><Number statusCallback=...>+agent</Number>` reports the agent's leg as
+    outbound-dial to the agent's phone: only the parent leg (the customer's) is recorded. A call
+    an agent places from the Voice SDK is inbound from `client:...`: its customer is `To`."""
+    forwarded_leg = [
+        ("CallSid", "CA_child_1"),
+        ("ParentCallSid", "CA5ef8732a3c49700934481addd5ce1659"),
+        ("CallStatus", "completed"),
+        ("Direction", "outbound-dial"),
+        ("From", "+34612345678"),
+        ("To", "+34699000111"),
+        ("CallDuration", "40"),
+        ("AccountSid", "AC1"),
+    ]
+    from_softphone = [
+        ("CallSid", "CA_sdk_1"),
+        ("CallStatus", "completed"),
+        ("Direction", "inbound"),
+        ("From", "client:agent_ana"),
+        ("To", "+34699111222"),
+        ("AccountSid", "AC1"),
+    ]
+    between_agents = [
+        ("CallSid", "CA_sdk_2"),
+        ("CallStatus", "completed"),
+        ("Direction", "inbound"),
+        ("From", "client:agent_ana"),
+        ("To", "sip:desk@example.sip.twilio.com"),
+        ("AccountSid", "AC1"),
+    ]
+    labels = {"channel": "voice"}
+    before = REGISTRY.get_sample_value("hilo_channel_events_ignored_total", labels) or 0.0
+    for params in (COMPLETED, forwarded_leg, from_softphone, between_agents):
+        request = twilio(params)
+        response = await voice.post(
+            STATUS_PATH, content=request.body, headers=dict(request.headers)
+        )
+        assert response.status_code == 200, response.text
+
+    events = {e["id"]: e for e in await published_interactions(settings, 2)}
+    assert set(events) == {
+        interaction_id("voice", "CA5ef8732a3c49700934481addd5ce1659:completed"),
+        interaction_id("voice", "CA_sdk_1:completed"),
+    }
+    placed = events[interaction_id("voice", "CA_sdk_1:completed")]
+    assert placed["identifiers"]["phone"] == "+34699111222"
+    assert placed["payload"]["direction"] == "outbound"
+    after = REGISTRY.get_sample_value("hilo_channel_events_ignored_total", labels)
+    assert after == before + 2
 
 
 async def test_the_outcome_answer_names_the_calls_conversation(voice: httpx.AsyncClient) -> None:

@@ -21,6 +21,9 @@ class StatusCallback(BaseModel):
     From: str = Field(min_length=1)
     To: str = Field(min_length=1)
     CallDuration: int | None = Field(default=None, ge=0)
+    ParentCallSid: str | None = Field(
+        default=None, description="Set on a leg a <Dial> made: its parent is the customer's leg."
+    )
     Timestamp: AwareDatetime | None = Field(
         default=None, description="RFC 2822, when Twilio sent it."
     )
@@ -37,7 +40,7 @@ class StatusCallback(BaseModel):
             return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
         return value or None
 
-    @field_validator("CallDuration", mode="before")
+    @field_validator("CallDuration", "ParentCallSid", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return value or None

@@ -38,14 +38,24 @@ def call_conversation(call_id: str, continues: str | None = None) -> Conversatio
     return Conversation(id=conversation_id(CHANNEL, call_id), thread=call_id, continues=continues)
 
 
+SOFTPHONES = ("client:", "sip:")
+"""Parties that are the business's side of a call: an agent's Voice SDK client or SIP phone."""
+
+
 def from_twilio(
     callback: StatusCallback, received_at: datetime, instance: str
 ) -> Interaction | None:
-    """The call's final status; `None` for progress reports (queued, ringing, in-progress)."""
+    """The call's final status; `None` for progress reports (queued, ringing, in-progress), for
+    a leg a `<Dial>` made (its parent leg records the call, with the customer on it: a child
+    leg's far end is whoever was dialled, an agent's phone when the call was forwarded), and
+    for a call between the business's own softphones."""
     status = FINAL_STATUSES.get(callback.CallStatus)
-    if status is None:
+    if status is None or callback.ParentCallSid is not None:
         return None
-    customer = callback.To if callback.outbound else callback.From
+    party = customer_party(callback)
+    if party is None:
+        return None
+    customer, direction = party
     return new_interaction(
         channel=CHANNEL,
         instance=instance,
@@ -55,12 +65,25 @@ def from_twilio(
         occurred_at=callback.Timestamp or received_at,
         received_at=received_at,
         payload=CallHappened(
-            direction=Direction.OUTBOUND if callback.outbound else Direction.INBOUND,
+            direction=direction,
             status=status,
             provider_call_id=callback.CallSid,
             duration_seconds=callback.CallDuration,
         ),
     )
+
+
+def customer_party(callback: StatusCallback) -> tuple[str, Direction] | None:
+    """The customer's number and the call's direction as the business sees it: `From` of an
+    inbound call, `To` of an outbound one. When that party is an agent's softphone (a call an
+    agent placed from the Voice SDK reaches Twilio as inbound from `client:...`), the customer
+    is the other party and the call goes the other way; None when neither is a customer."""
+    inbound = (callback.From, Direction.INBOUND)
+    outbound = (callback.To, Direction.OUTBOUND)
+    for number, direction in (outbound, inbound) if callback.outbound else (inbound, outbound):
+        if not number.lower().startswith(SOFTPHONES):
+            return number, direction
+    return None
 
 
 def from_contact_centre(
