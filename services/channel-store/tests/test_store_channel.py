@@ -148,6 +148,27 @@ async def test_an_anonymous_sale_is_acknowledged_but_joins_no_journey(
     assert await published_interactions(settings, 0) == []
 
 
+async def test_a_pickup_without_its_customer_is_refused_not_taken_for_an_anonymous_sale(
+    store: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    unnamed = {key: value for key, value in PICKUP.items() if key != "customer"}
+    body = csv_body(
+        "BCN-01,T1,R7,2026-11-23T10:00:00+01:00,EUR,SKU-1,Shoe,1,59.90,59.90,,,card,,,,,ORD-1002",
+    )
+
+    response = await store.post("/v1/receipts", json=unnamed, headers=HEADERS)
+    upload = await store.post(
+        "/v1/receipts/upload", content=body, headers={"X-API-Key": KEY, "Content-Type": "text/csv"}
+    )
+
+    assert response.status_code == 422
+    assert "pickup_order_id" in response.json()["detail"]
+    assert upload.status_code == 422
+    [problem] = upload.json()["rejected"]
+    assert "needs the online order's customer" in problem["errors"][0]
+    assert await published_interactions(settings, 0) == []
+
+
 async def test_an_end_of_day_file_publishes_good_receipts_and_reports_every_bad_row(
     store: httpx.AsyncClient, settings: HiloSettings
 ) -> None:

@@ -74,6 +74,18 @@ class Receipt(_Input):
             )
         return self
 
+    @model_validator(mode="after")
+    def _pickup_names_its_customer(self) -> Receipt:
+        """A pickup moves an online order on: without its customer it would be taken for an
+        anonymous sale and the order would wait for its pickup for good."""
+        if self.pickup_order_id is not None and self.customer is None:
+            raise PydanticCustomError(
+                "pickup_without_customer",
+                "a pickup (pickup_order_id) needs the online order's customer: their loyalty_id, "
+                "customer_id, email or phone",
+            )
+        return self
+
 
 class Visit(_Input):
     """A store check-in: loyalty card or app QR code scanned, staff or wifi recognition."""
