@@ -10,8 +10,14 @@ import pytest
 from pydantic import ValidationError
 from pydantic_extra_types.currency_code import ISO4217
 
-from hilo.offers.facts import CART_ABANDONED_7D, facts_from_profile
-from hilo.offers.model import Conditions, OffersSnapshot, Promotion, PromotionKind
+from hilo.offers.facts import facts_from_profile
+from hilo.offers.model import (
+    CART_ABANDONED_7D,
+    Conditions,
+    OffersSnapshot,
+    Promotion,
+    PromotionKind,
+)
 from hilo.offers.pricing import qualifying
 
 AT = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)

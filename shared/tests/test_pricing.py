@@ -631,14 +631,38 @@ def test_quote_id_is_a_name_of_the_question() -> None:
         QuoteLine(sku="A", quantity=1),
     ]
     madrid = NOW.astimezone(timezone(timedelta(hours=2)))
-    first = quote_id("c-1", "web", "EUR", lines, NOW, 7)
+    c1 = CustomerFacts(customer_id="c-1")
+    first = quote_id(c1, "web", "EUR", lines, NOW, 7)
     assert uuid.UUID(first).version == 5
-    assert quote_id("c-1", "web", "EUR", same_lines, madrid, 7) == first
-    assert quote_id("c-1", "web", "EUR", lines, NOW, 8) != first
-    assert quote_id("c-2", "web", "EUR", lines, NOW, 7) != first
-    assert quote_id(None, "web", "EUR", lines, NOW, 7) != first
-    assert quote_id("c-1", "store", "EUR", lines, NOW, 7) != first
-    assert quote_id("c-1", "web", "EUR", lines, NOW + timedelta(microseconds=1), 7) != first
+    assert quote_id(c1, "web", "EUR", same_lines, madrid, 7) == first
+    assert quote_id(c1, "web", "EUR", lines, NOW, 8) != first
+    assert quote_id(CustomerFacts(customer_id="c-2"), "web", "EUR", lines, NOW, 7) != first
+    assert quote_id(NOBODY, "web", "EUR", lines, NOW, 7) != first
+    assert quote_id(c1, "store", "EUR", lines, NOW, 7) != first
+    assert quote_id(c1, "web", "EUR", lines, NOW + timedelta(microseconds=1), 7) != first
+
+
+def test_quote_id_names_the_customer_facts_promotions_read() -> None:
+    lines = [QuoteLine(sku="A", quantity=2)]
+
+    def named(**facts: Any) -> str:
+        return quote_id(CustomerFacts(customer_id="c-1", **facts), "web", "EUR", lines, NOW, 7)
+
+    first = named()
+    assert named(loyalty_tier="gold") != first
+    assert named(segments=frozenset({"cart_abandoned_7d"})) != first
+    assert named(marketing_consent_channels=frozenset({"web"})) != first
+    assert named(marketing_consent_channels=frozenset({None})) == named(
+        marketing_consent_channels=frozenset({"web"})
+    ), "consent on the channel asked, however it was given"
+    assert named(marketing_consent_channels=frozenset({"email"})) == first, "another channel's"
+    assert (
+        named(
+            marketing_consent_channels=frozenset({None}),
+            marketing_withdrawn_channels=frozenset({"web"}),
+        )
+        == first
+    )
 
 
 def test_merge_lines() -> None:
@@ -797,8 +821,8 @@ def test_line_order_changes_neither_totals_nor_quote_id(
     assert sorted(first.lines, key=lambda line: line.sku) == sorted(
         second.lines, key=lambda line: line.sku
     )
-    assert quote_id("c", "web", currency, lines, NOW, offers.version) == quote_id(
-        "c", "web", currency, shuffled, NOW, offers.version
+    assert quote_id(NOBODY, "web", currency, lines, NOW, offers.version) == quote_id(
+        NOBODY, "web", currency, shuffled, NOW, offers.version
     )
 
 

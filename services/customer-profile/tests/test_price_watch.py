@@ -179,7 +179,8 @@ async def test_a_promotion_the_customer_qualifies_for_is_expected_and_shown_to_a
     assert nothing == []
 
 
-def test_a_basket_is_checked_per_sku_on_its_whole_quantity_and_never_fails_an_event() -> None:
+def three_for_two_check() -> PriceCheck:
+    """A check against 10.00 shoes on buy 2 get 1 (three cost 20.00: 6.67 a unit)."""
     price = schedule(("10.00", NOW - timedelta(days=30), 1))
     three_for_two = Promotion(
         id="3for2",
@@ -195,37 +196,68 @@ def test_a_basket_is_checked_per_sku_on_its_whole_quantity_and_never_fails_an_ev
     snapshot = OffersSnapshot(
         version=2, prices={("SKU-RED-42", "EUR"): price}, promotions={"3for2": three_for_two}
     )
-    check = PriceCheck(lambda: snapshot)
+    return PriceCheck(lambda: snapshot)
 
-    def order(*lines: tuple[int, str, str]) -> Interaction:
-        items = [
-            LineItem(
-                sku="SKU-RED-42",
-                quantity=quantity,
-                unit_price=Money(amount=Decimal(amount), currency=ISO4217(currency)),
-            )
-            for quantity, amount, currency in lines
-        ]
-        return new_interaction(
-            channel="store",
-            instance="test",
-            provider_event_id=f"order-{lines}",
-            identifiers=Identifiers(email="a@example.com"),
-            payload=OrderPlaced(
-                order_id="R-1",
-                sold_via=SalesChannel.STORE,
-                fulfilment=Fulfilment.IN_STORE,
-                store_id="BCN-01",
-                items=items,
-                total=items[0].unit_price or Money(amount=Decimal(0), currency=EUR),
-            ),
-            occurred_at=NOW,
+
+def order(*lines: tuple[int, str, str]) -> Interaction:
+    """A store order of the shoes: (quantity, unit price, currency) per line."""
+    items = [
+        LineItem(
+            sku="SKU-RED-42",
+            quantity=quantity,
+            unit_price=Money(amount=Decimal(amount), currency=ISO4217(currency)),
         )
+        for quantity, amount, currency in lines
+    ]
+    return new_interaction(
+        channel="store",
+        instance="test",
+        provider_event_id=f"order-{lines}",
+        identifiers=Identifiers(email="a@example.com"),
+        payload=OrderPlaced(
+            order_id="R-1",
+            sold_via=SalesChannel.STORE,
+            fulfilment=Fulfilment.IN_STORE,
+            store_id="BCN-01",
+            items=items,
+            total=items[0].unit_price or Money(amount=Decimal(0), currency=EUR),
+        ),
+        occurred_at=NOW,
+    )
+
+
+def test_a_basket_is_checked_per_sku_on_its_whole_quantity_and_never_fails_an_event() -> None:
+    check = three_for_two_check()
 
     split_lines = check.mismatches(order((2, "10.00", "EUR"), (1, "0.00", "EUR")), "c", None)
-    cent_off = check.mismatches(order((3, "6.67", "EUR")), "c", None)
     test_currency = check.mismatches(order((1, "5.00", "XTS")), "c", None)
 
     assert split_lines == []  # 2 paid + 1 free on two lines: 20.00, as the quote
-    assert [(m["charged_total"], m["expected_total"]) for m in cent_off] == [("20.01", "20.00")]
     assert test_currency == []
+
+
+def test_a_unit_price_rounded_from_the_quote_matches_and_any_other_is_flagged() -> None:
+    check = three_for_two_check()
+
+    rounded_unit = check.mismatches(order((3, "6.67", "EUR")), "c", None)
+    cent_short = check.mismatches(order((3, "6.66", "EUR")), "c", None)
+    off_the_total = check.mismatches(order((3, "10.00", "EUR")), "c", None)
+
+    assert rounded_unit == []  # 20.01 charged: 6.67 a unit, the quote's unit price
+    assert [(m["charged"], m["expected"]) for m in cent_short] == [("6.66", "6.67")]
+    assert [
+        (m["charged"], m["expected"], m["charged_total"], m["expected_total"])
+        for m in off_the_total
+    ] == [("10.00", "6.67", "30.00", "20.00")]
+
+
+def test_a_mismatch_always_shows_two_different_unit_prices() -> None:
+    check = three_for_two_check()
+
+    for cents in range(600, 700):
+        unit = f"{Decimal(cents) / 100:.2f}"
+        found = check.mismatches(order((2, unit, "EUR"), (1, unit, "EUR")), "c", None)
+
+        assert [(m["charged"], m["expected"]) for m in found] == (
+            [] if unit == "6.67" else [(unit, "6.67")]
+        ), unit

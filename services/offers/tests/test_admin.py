@@ -164,6 +164,14 @@ BAD_INPUT: list[tuple[str, str, Any, list[str | int]]] = [
     ("PUT", "/v1/promotions/gold-10", gold_promotion(timezone="Mars/Olympus"), ["body"]),
     ("PUT", "/v1/promotions/gold-10", gold_promotion(id="silver-5"), ["body", "id"]),
     ("PUT", "/v1/promotions/Gold 10", gold_promotion(), ["path", "promotion_id"]),
+    ("PUT", "/v1/promotions/gold-10", gold_promotion(channels=[]), ["body", "channels"]),
+    ("PUT", "/v1/promotions/gold-10", gold_promotion(channels=["Web"]), ["body", "channels", 0]),
+    (
+        "PUT",
+        "/v1/promotions/gold-10",
+        gold_promotion(conditions={"segments": ["vip_2026"]}),
+        ["body", "conditions", "segments"],
+    ),
 ]
 
 
@@ -181,7 +189,16 @@ async def test_bad_input_is_refused_naming_the_field_and_nothing_is_stored_or_pu
         assert errors[0]["loc"][: len(loc)] == loc, case
         assert errors[0]["msg"], case
         assert all(set(error) == {"loc", "msg", "type"} for error in errors), "no input echoed"
-        for echoed in ("19.99", "EUX", "Mars/Olympus", "no spaces", "0.123456", "silver-5"):
+        for echoed in (
+            "19.99",
+            "EUX",
+            "Mars/Olympus",
+            "no spaces",
+            "0.123456",
+            "silver-5",
+            '"Web"',
+            "vip_2026",
+        ):
             assert echoed not in response.text, case
     assert await offers.versions() == []
     assert await offers.service.store.heads.count_documents({}) == 0
@@ -194,6 +211,25 @@ async def test_the_error_names_what_a_promotion_misses(offers: RunningOffers) ->
     )
 
     assert "percent" in errors["detail"][0]["msg"]
+
+
+async def test_a_promotion_that_could_never_apply_is_refused_saying_why(
+    offers: RunningOffers,
+) -> None:
+    async def refused(**changes: Any) -> str:
+        errors = await offers.call(
+            "PUT", "/v1/promotions/gold-10", expect=422, json=gold_promotion(**changes)
+        )
+        return str(errors["detail"][0]["msg"])
+
+    assert "leave `channels` out" in await refused(channels=[])
+    assert "pattern" in await refused(channels=["web", "Web"])
+    assert "cart_abandoned_7d" in await refused(conditions={"segments": ["vip_2026"]})
+    await offers.call(
+        "PUT",
+        "/v1/promotions/gold-10",
+        json=gold_promotion(channels=["web"], conditions={"segments": ["cart_abandoned_7d"]}),
+    )
 
 
 async def test_a_promotion_is_retired_by_a_version_of_its_own(

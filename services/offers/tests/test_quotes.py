@@ -120,6 +120,31 @@ async def test_a_quote_by_customer_id_is_the_same_quote_with_the_same_id(
     assert own["quote_id"] == "cart-77"
 
 
+async def test_the_same_question_after_the_profile_changed_is_another_quote(
+    offers: RunningOffers, profile: RunningProfileService
+) -> None:
+    asked = quote(identifiers={"email": ANA}, at=datetime.now(UTC).isoformat())
+    gold = await offers.call("POST", "/v1/quotes", json=asked)
+    await profile.publish(
+        [
+            new_interaction(
+                channel="web",
+                instance="test",
+                provider_event_id="evt-downgraded",
+                identifiers=Identifiers(email=ANA),
+                payload=Identified(traits={"loyalty_tier": "silver"}),
+                occurred_at=NOW - timedelta(minutes=30),
+            )
+        ]
+    )
+    await profile.wait_for_entries(2)
+
+    silver = await offers.call("POST", "/v1/quotes", json=asked)
+
+    assert (gold["total"], silver["total"]) == ("199.99", "219.99")
+    assert silver["quote_id"] != gold["quote_id"], "one id, one set of numbers"
+
+
 async def test_unknown_customers_and_strangers(offers: RunningOffers) -> None:
     await offers.call("POST", "/v1/quotes", expect=404, json=quote(customer_id="cus-nobody"))
     stranger = await offers.call(
@@ -135,6 +160,21 @@ async def test_unknown_customers_and_strangers(offers: RunningOffers) -> None:
         "POST", "/v1/quotes", json=quote(lines=[{"sku": "SKU-404", "quantity": 1}])
     )
     assert unpriced["unpriced"] == [{"sku": "SKU-404", "reason": "no_price"}]
+
+
+@pytest.mark.parametrize(
+    "at", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "1899-12-31T23:59:59Z"]
+)
+async def test_a_quote_time_beyond_the_calendar_is_refused_naming_the_field(
+    offers: RunningOffers, at: str
+) -> None:
+    refused = await offers.call(
+        "POST", "/v1/quotes", expect=422, json=quote(identifiers={"email": ANA}, at=at)
+    )
+
+    (error,) = refused["detail"]
+    assert error["loc"] == ["body", "at"]
+    assert at not in str(refused)
 
 
 async def test_a_customers_offers_show_the_numbers_a_quote_gives(

@@ -18,13 +18,25 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_extra_types.currency_code import ISO4217
 
 from hilo.contract import Identifiers
 from hilo.offers.book import OffersFollower
 from hilo.offers.model import (
+    CHANNEL_PATTERN,
+    Channel,
     CustomerFacts,
+    NewPromotion,
     OfferRecord,
     OffersSnapshot,
     PricedLines,
@@ -56,8 +68,24 @@ MAX_PRICES = 100
 """Prices per change: each record carries its whole schedule, and one version is one MongoDB
 document (16 MB at most)."""
 MAX_LINES = 500
-CHANNEL = r"^[a-z0-9][a-z0-9_.-]*$"
-Channel = Annotated[str, Field(min_length=1, max_length=50, pattern=CHANNEL)]
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+"""A quote's time is in [EARLIEST, LATEST): a time near the calendar's ends (year 1 or 9999 with
+an offset) cannot be turned to UTC or have days taken off it, and would fail the quote."""
+
+
+def _within_calendar(at: datetime) -> datetime:
+    """Refuse a time pricing could not work with (see `LATEST`), as a 422 naming `at`."""
+    if not EARLIEST <= at < LATEST:
+        raise PydanticCustomError(
+            "quote_time",
+            "must be from {earliest} to before {latest} (UTC)",
+            {"earliest": EARLIEST.date().isoformat(), "latest": LATEST.date().isoformat()},
+        )
+    return at
+
+
+QuoteTime = Annotated[AwareDatetime, AfterValidator(_within_calendar)]
 
 
 @dataclass
@@ -126,7 +154,9 @@ class QuoteRequest(BaseModel):
     channel: Channel
     currency: ISO4217
     lines: list[QuoteLine] = Field(min_length=1, max_length=MAX_LINES)
-    at: AwareDatetime | None = Field(default=None, description="Price as of; default: now.")
+    at: QuoteTime | None = Field(
+        default=None, description="Price as of (from 1900 to before 9999); default: now."
+    )
     quote_id: str | None = Field(
         default=None,
         min_length=1,
@@ -255,7 +285,7 @@ async def put_prices(
 @admin.put("/promotions/{promotion_id}", responses=CHANGE_RESPONSES, response_model=ChangeAnswer)
 async def put_promotion(
     promotion_id: Annotated[PromotionId, Path()],
-    promotion: Annotated[Promotion, BeforeValidator(no_floats_anywhere), Body()],
+    promotion: Annotated[NewPromotion, BeforeValidator(no_floats_anywhere), Body()],
     state: State,
     by: ChangedBy,
 ) -> JSONResponse:
@@ -266,7 +296,7 @@ async def put_promotion(
     at = now()
 
     def build(version: int, _current: dict[str, OfferRecord]) -> list[OfferRecord]:
-        return promotion_records(promotion, version=version, at=at, by=by)
+        return promotion_records(promotion.as_promotion(), version=version, at=at, by=by)
 
     return await _commit(state, [promotion_key(promotion_id)], build, at=at, by=by)
 
@@ -412,7 +442,7 @@ async def post_quote(body: QuoteRequest, state: State) -> Quote:
             status_code=422, detail="lines: one SKU's quantities add up to too many units"
         ) from None
     name = body.quote_id or quote_id(
-        facts.customer_id, body.channel, body.currency, body.lines, at, snapshot.version
+        facts, body.channel, body.currency, body.lines, at, snapshot.version
     )
     # The customer id only when the caller named it: a quote must not turn an email or a phone
     # into the customer's id for whoever can ask for prices.
@@ -422,7 +452,7 @@ async def post_quote(body: QuoteRequest, state: State) -> Quote:
 @quotes.get("/customers/{customer_id}/offers", responses=QUOTE_RESPONSES)
 async def customer_offers(
     customer_id: Annotated[str, Path(min_length=1, max_length=100)],
-    channel: Annotated[str, Query(min_length=1, max_length=50, pattern=CHANNEL)],
+    channel: Annotated[str, Query(min_length=1, max_length=50, pattern=CHANNEL_PATTERN)],
     state: State,
 ) -> CustomerOffers:
     """The promotions the customer gets now on `channel`, each with what a quote of its SKUs

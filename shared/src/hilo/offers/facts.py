@@ -13,12 +13,10 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from hilo.offers.model import CustomerFacts
+from hilo.offers.model import CART_ABANDONED_7D, CustomerFacts
 
 LOYALTY_TIER_TRAIT = "loyalty_tier"
 MARKETING = "marketing"
-CART_ABANDONED_7D = "cart_abandoned_7d"
-"""A cart with items, last changed in the 7 days before the quote, and no order since."""
 ABANDONED_WITHIN = timedelta(days=7)
 
 

@@ -28,6 +28,14 @@ from pydantic_extra_types.currency_code import ISO4217
 Amount = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=4)]
 Sku = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:/-]+$")]
 PromotionId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+CHANNEL_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
+Channel = Annotated[str, Field(min_length=1, max_length=50, pattern=CHANNEL_PATTERN)]
+"""A channel as a quote names it (`POST /v1/quotes`)."""
+
+CART_ABANDONED_7D = "cart_abandoned_7d"
+"""A cart with items, last changed in the 7 days before the quote, and no order since."""
+SEGMENTS = (CART_ABANDONED_7D,)
+"""The segments `hilo.offers.facts` derives: a condition on any other could never hold."""
 
 
 class _Model(BaseModel):
@@ -165,6 +173,50 @@ class Promotion(_Model):
         if self.valid_until <= self.valid_from:
             raise PydanticCustomError("window", "valid_until must be after valid_from")
         return self
+
+
+class NewConditions(Conditions):
+    """Conditions as an admin sends them: only segments a customer can be in."""
+
+    @field_validator("segments")
+    @classmethod
+    def _known_segments(cls, segments: list[str]) -> list[str]:
+        if not set(segments) <= set(SEGMENTS):
+            raise PydanticCustomError(
+                "segment",
+                "a segment Hilo does not derive, so no customer would qualify; known: {known}",
+                {"known": ", ".join(SEGMENTS)},
+            )
+        return segments
+
+
+class NewPromotion(Promotion):
+    """A promotion as an admin sends it (`PUT /v1/promotions/{id}`): refused where, as written,
+    it could never apply. Records already stored or on the topic are read as `Promotion`, so
+    one written before these checks still reads (and still applies nowhere)."""
+
+    channels: list[Channel] | None = Field(
+        default=None,
+        max_length=50,
+        description="Where it applies, as quotes name channels (`web`, `store`); absent: every "
+        "channel. An empty list is refused.",
+    )
+    conditions: NewConditions = Field(default_factory=NewConditions)
+
+    @field_validator("channels")
+    @classmethod
+    def _some_channel(cls, channels: list[str] | None) -> list[str] | None:
+        if channels == []:
+            raise PydanticCustomError(
+                "no_channel",
+                "an empty list names no channel: name at least one, or leave `channels` out "
+                "for every channel",
+            )
+        return channels
+
+    def as_promotion(self) -> Promotion:
+        """The same promotion as every reader of the topic validates it."""
+        return Promotion.model_validate(self.model_dump())
 
 
 class OfferRecord(_Model):

@@ -49,7 +49,10 @@ Tax. Whether a price includes tax comes from its price point and is shown per li
 can mix lines that include tax with lines that do not, and the totals add them as they are.
 
 `quote_id` names a quote by what it was asked (customer, channel, currency, lines, time,
-offers version), so asking again, on any service, gives the same id.
+offers version) and by the customer's facts that promotions read (loyalty tier, marketing
+consent on the channel asked, segments), so asking again, on any service, gives the same id,
+and the same id always comes with the same numbers: a profile change that could change the
+price (a new tier, a consent withdrawn) makes it another quote.
 """
 
 from __future__ import annotations
@@ -83,6 +86,20 @@ QUOTE_NAMESPACE = uuid.UUID("3f0a330f-ef55-48c3-a01d-6ed4a7e35902")
 _ARITHMETIC = Context(prec=60, rounding=ROUND_HALF_EVEN)
 """Our own context, whatever the caller's: 60 significant digits keep the in-between amounts
 exact in practice (only money rounding, half up, decides cents), and the same on every host."""
+
+BUILT_IN_CHANNELS = (
+    "web",
+    "app",
+    "whatsapp",
+    "sms",
+    "email",
+    "voice",
+    "store",
+    "messenger",
+    "instagram",
+)
+"""The contract's built-in channels (`hilo.contract.ChannelName`), in its order: where a
+promotion naming no channel is looked for when no channel is asked."""
 
 _T = TypeVar("_T")
 
@@ -160,8 +177,9 @@ def qualifying(
     at: datetime,
     currency: str | None = None,
 ) -> list[Promotion]:
-    """The promotions this customer gets at `at` on `channel` (None: on some channel), in the
-    order they apply. `currency`, when given, keeps only promotions in it."""
+    """The promotions this customer gets at `at` on `channel` (None: on some channel, see
+    `open_channel`), in the order they apply. `currency`, when given, keeps only promotions in
+    it."""
     _require_aware(at)
     found = [
         promotion
@@ -181,15 +199,16 @@ def application_order(promotion: Promotion) -> tuple[int, str]:
 
 
 def quote_id(
-    customer_id: str | None,
+    facts: CustomerFacts,
     channel: str,
     currency: str,
     lines: Sequence[QuoteLine],
     at: datetime,
     version: int,
 ) -> str:
-    """A UUID named by what a quote asked: the same question (lines in any order, duplicates
-    merged, `at` in any zone) gives the same id on every service."""
+    """A UUID named by what a quote asked and the facts it was priced with: the same question
+    (lines in any order, duplicates merged, `at` in any zone) for a customer whose facts have
+    not changed gives the same id on every service, and so the same numbers."""
     _require_aware(at)
     merged = sorted(merge_lines(lines), key=lambda line: line.sku)
     canonical = json.dumps(
@@ -197,7 +216,8 @@ def quote_id(
             "at": at.astimezone(UTC).isoformat(),
             "channel": channel,
             "currency": currency,
-            "customer_id": customer_id,
+            "customer_id": facts.customer_id,
+            "facts": _priced_facts(facts, channel),
             "lines": [[line.sku, line.quantity] for line in merged],
             "version": version,
         },
@@ -207,26 +227,53 @@ def quote_id(
     return str(uuid.uuid5(QUOTE_NAMESPACE, canonical))
 
 
+def _priced_facts(facts: CustomerFacts, channel: str) -> dict[str, object]:
+    """What the promotion conditions read of the customer on `channel` (consent on other
+    channels cannot change this quote, so it does not change its id)."""
+    return {
+        "loyalty_tier": facts.loyalty_tier,
+        "marketing_consent": _consents_on(facts, channel),
+        "segments": sorted(facts.segments),
+    }
+
+
 def _require_aware(at: datetime) -> None:
     if at.utcoffset() is None:
         raise ValueError("the quote's time needs a time zone")
 
 
+def open_channel(promotion: Promotion, facts: CustomerFacts) -> str | None:
+    """A channel where the promotion is open to this customer (None: there is none), so that
+    what is shown for "some channel" can be priced where the customer actually gets it.
+
+    The first of the channels it names; for one naming none, web, then the channels the
+    customer consented to marketing on, then the other built-in channels."""
+    if promotion.channels is not None:
+        candidates: Iterable[str] = promotion.channels
+    else:
+        named = sorted(c for c in facts.marketing_consent_channels if c is not None)
+        candidates = (BUILT_IN_CHANNELS[0], *named, *BUILT_IN_CHANNELS[1:])
+    return next((c for c in candidates if _open_on(promotion, facts, c)), None)
+
+
 def _on_channel(promotion: Promotion, facts: CustomerFacts, channel: str | None) -> bool:
-    """On `channel`, or, when it is None, on at least one channel."""
+    """On `channel`, or, when it is None, on a channel `open_channel` finds."""
     if channel is not None:
         return _open_on(promotion, facts, channel)
-    if promotion.channels is not None:
-        return any(_open_on(promotion, facts, named) for named in promotion.channels)
-    return not promotion.conditions.marketing_consent or bool(facts.marketing_consent_channels)
+    return open_channel(promotion, facts) is not None
 
 
 def _open_on(promotion: Promotion, facts: CustomerFacts, channel: str) -> bool:
     listed = promotion.channels is None or channel in promotion.channels
+    return listed and (not promotion.conditions.marketing_consent or _consents_on(facts, channel))
+
+
+def _consents_on(facts: CustomerFacts, channel: str) -> bool:
+    """Whether the customer's marketing consent holds on `channel` (granted there, or for every
+    channel and not withdrawn there)."""
     consents = facts.marketing_consent_channels
     everywhere = None in consents and channel not in facts.marketing_withdrawn_channels
-    consented = everywhere or channel in consents
-    return listed and (consented or not promotion.conditions.marketing_consent)
+    return everywhere or channel in consents
 
 
 def _conditions_hold(conditions: Conditions, facts: CustomerFacts) -> bool:

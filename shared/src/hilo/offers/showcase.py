@@ -3,7 +3,9 @@ context, the agent desk and the offers service alike.
 
 Each qualifying promotion is shown with an example basket priced by `price_lines` (one unit of
 each of its SKUs; a buy-X-get-Y's X + Y units of its first SKU; a bundle's one set), on the
-channel asked, or the first channel the promotion names (`web` when it names none).
+channel asked, or, when none is, on a channel where the promotion is open to this customer
+(`hilo.offers.pricing.open_channel`): a promotion that needs marketing consent is priced where
+the customer consented, never on a channel where the example would show no discount.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from hilo.offers.model import (
     PromotionKind,
     QuoteLine,
 )
-from hilo.offers.pricing import price_lines, qualifying
+from hilo.offers.pricing import BUILT_IN_CHANNELS, open_channel, price_lines, qualifying
 
 EXAMPLE_SKUS = 5
 """At most this many of a promotion's SKUs are priced as its example."""
@@ -55,7 +57,7 @@ def offers_for(
     """The promotions `facts` qualify for at `at` (on `channel`, or on any), each priced."""
     shown = []
     for promotion in qualifying(snapshot, facts=facts, channel=channel, at=at):
-        on = channel or (promotion.channels[0] if promotion.channels else "web")
+        on = channel or open_channel(promotion, facts) or BUILT_IN_CHANNELS[0]
         priced = price_lines(
             snapshot,
             example_lines(promotion),

@@ -2,11 +2,16 @@
 
 Every order, store receipt and whole cart (a cart event that carries the whole cart, `items`)
 with unit prices is priced again with the offers this service holds for that customer, channel
-and time (`hilo.offers.pricing`, the function every quote uses). Per SKU, what the channel
-charged (each line's unit price times its quantity, the SKU's lines added up) is compared with
-the quote's total for that SKU's whole quantity. A difference is a mismatch: recorded on the
-journey entry (`price_mismatches`: charged and expected, per unit and in total), counted per
-channel, and listed by `GET /v1/mismatches`.
+and time (`hilo.offers.pricing`, the function every quote uses). Per SKU, the unit price charged
+(each line's unit price times its quantity, the SKU's lines added up, divided by the SKU's whole
+quantity, rounded to the minor unit) is compared with the quote's unit price (the quote's line
+total divided by the quantity, rounded). A difference is a mismatch: recorded on the journey
+entry (`price_mismatches`: charged and expected, per unit and in total), counted per channel,
+and listed by `GET /v1/mismatches`.
+
+Units, not totals, are compared because a till can only charge whole cents a unit: buy 2 get 1
+on three 10.00 shoes is 20.00, 6.67 a unit, and a till charging 3 x 6.67 (20.01) charged the
+quote's unit price. So a mismatch always shows two different unit prices.
 
 A channel that applies a buy-X-get-Y or bundle promotion in its lines' prices matches; one that
 reports list prices and takes the discount off the order total is flagged. SKUs and currencies
@@ -145,24 +150,31 @@ def _baskets(interaction: Interaction) -> dict[str, list[Charged]]:
 def _compare(
     charged: Charged, expected: PricedLine | None, currency: str, version: int
 ) -> dict[str, Any] | None:
+    """The mismatch record when the unit prices differ (see the module docstring)."""
     if expected is None:
         return None
     charged_total = round_money(charged.total, currency)
-    if charged_total == expected.total:
+    charged_unit = _unit_price(charged_total, charged.quantity, currency)
+    expected_unit = _unit_price(expected.total, charged.quantity, currency)
+    if charged_unit == expected_unit:
         return None
-    quantity = Decimal(charged.quantity)
     return {
         "sku": charged.sku,
         "quantity": charged.quantity,
         "currency": currency,
-        "charged": str(round_money(charged_total / quantity, currency)),
-        "expected": str(round_money(expected.total / quantity, currency)),
+        "charged": str(charged_unit),
+        "expected": str(expected_unit),
         "charged_total": str(charged_total),
         "expected_total": str(expected.total),
         "list_price": str(expected.unit_price),
         "promotions": [promotion.id for promotion in expected.promotions],
         "offers_version": version,
     }
+
+
+def _unit_price(total: Decimal, quantity: int, currency: str) -> Decimal:
+    """What one unit costs when `quantity` of them cost `total`, as a till would charge it."""
+    return round_money(total / quantity, currency)
 
 
 def _quote_id(interaction: Interaction) -> str | None:
