@@ -191,6 +191,7 @@ async def test_unreadable_records_are_dead_lettered_and_the_measures_go_on(
         "type": "page_view",
         "payload": {},
     }
+    broken_order = {"type": "order", "payload": {"order_id": [1]}}  # it would break the measures
     unreadable = [
         (Topic.JOURNEY, b"not json"),
         (Topic.ERASURES, json.dumps({"customer_id": "c-1", "aliases": None}).encode()),
@@ -198,6 +199,7 @@ async def test_unreadable_records_are_dead_lettered_and_the_measures_go_on(
         (Topic.JOURNEY, json.dumps(["not", "an", "object"]).encode()),
         (Topic.JOURNEY, json.dumps({**entry, "id": "e-2", "payload": "text"}).encode()),
         (Topic.JOURNEY, json.dumps({**entry, "id": "e-3", "customer_id": [1]}).encode()),
+        (Topic.JOURNEY, json.dumps({**entry, "id": "e-4", **broken_order}).encode()),
     ]
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()
@@ -287,6 +289,7 @@ async def test_a_days_record_is_published_again_after_midnight_and_restated_hour
         **settings.model_dump() | {"environment": "test"},
         metrics_interval_seconds=0.01,
         metrics_restated_days=3,
+        conversion_days=3,
     )
     service = create_service(config)
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -305,3 +308,38 @@ async def test_a_days_record_is_published_again_after_midnight_and_restated_hour
     assert publisher.rounds == [keys, keys[:2]], "hourly: today, yesterday and 3 more"
     assert publisher.values[keys[1]].entries == 1
     assert publisher.values[keys[0]].entries == 0
+
+
+async def test_a_days_measures_see_what_followed_it(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """Conversion and conversations look forward: a web cart at 22:00 bought in store the next
+    morning converted, and a message at 23:50 answered after midnight was answered, both in the
+    day's record and in the API's answer for that day."""
+    config = AnalyticsSettings(**settings.model_dump() | {"environment": "test"})
+    service = create_service(config)
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    yesterday = midnight - timedelta(days=1)
+    await service.store.save(
+        [
+            Touch("cart", "c-1", yesterday + timedelta(hours=22), "web", "cart", cart_id="k"),
+            Touch("buy", "c-1", midnight + timedelta(minutes=1), "store", "order", order_id="o"),
+            Touch("ask", "c-2", midnight - timedelta(minutes=10), "sms", "message", "inbound"),
+            Touch("reply", "c-2", midnight + timedelta(minutes=1), "sms", "message", "outbound"),
+        ]
+    )
+    publisher = RecordingPublisher(rounds=2)
+    try:
+        published = await service.publish_days(publisher, 2)  # type: ignore[arg-type]
+        asked = await service.measures(yesterday, midnight)
+    finally:
+        await service.mongo.drop_database(config.mongodb_database)
+        await service.mongo.close()
+
+    record = publisher.values[f"day:{yesterday.date().isoformat()}"]
+    for measured in (record, asked):
+        assert measured.entries == 2, "only what happened that day is counted"
+        assert measured.cross_channel_conversion.converted_elsewhere == 1
+        assert measured.conversations.mean_first_response_seconds == 11 * 60
+    assert (published.entries, published.conversations.conversations) == (2, 0)
+    assert published.attribution.orders == 1

@@ -10,7 +10,7 @@ from pymongo import AsyncMongoClient
 from hilo.mongo import MongoDocument
 from hilo.settings import HiloSettings
 from journey_analytics.measures import Touch
-from journey_analytics.store import TouchStore
+from journey_analytics.store import TOUCHES, TouchStore
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 RANGE = (T0 - timedelta(days=1), T0 + timedelta(days=1))
@@ -39,3 +39,85 @@ async def test_redelivery_merge_and_erasure(
     assert await store.touches(*RANGE) == []
     await store.save([touch(1, "ana"), touch(4, "ana-2")])  # read again after the erasure
     assert await store.touches(*RANGE) == []
+
+
+async def owners(store: TouchStore) -> dict[str, str]:
+    """Entry id -> the customer it reads as now."""
+    return {t.id: t.customer_id for t in await store.touches(*RANGE)}
+
+
+async def test_a_split_gives_back_the_restored_customers_own_touches(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    """customer-profile republishes on a split only the entries that move out of the kept
+    profile: those recorded under the restored id (and ids merged into it) must come back by
+    themselves, and erasing either person then takes exactly their touches."""
+    store = TouchStore(mongo_client, settings.mongodb_database)
+    await store.save([touch(1, "ana"), touch(2, "bo"), touch(3, "bo-old")])
+    await store.merge("bo", ["bo-old"])
+    await store.merge("ana", ["bo"])
+    assert set((await owners(store)).values()) == {"ana"}
+
+    await store.split("bo")
+    assert await owners(store) == {"e1": "ana", "e2": "bo", "e3": "bo"}
+    assert {t.id for t in await store.touches(*RANGE, customer="bo-old")} == {"e2", "e3"}
+
+    await store.erase(["bo", "bo-old"])
+    assert await owners(store) == {"e1": "ana"}
+
+
+async def test_erasing_the_survivor_takes_the_touches_of_every_id_merged_into_it(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    store = TouchStore(mongo_client, settings.mongodb_database)
+    await store.save([touch(1, "ana"), touch(2, "bo"), touch(3, "bo-old"), touch(4, "cy")])
+    await store.merge("bo", ["bo-old"])
+    await store.merge("ana", ["bo"])
+
+    await store.erase(["ana"])  # an erasure record that names only the survivor
+    assert await owners(store) == {"e4": "cy"}
+    await store.save([touch(5, "bo-old")])  # read again after the erasure
+    assert await owners(store) == {"e4": "cy"}
+
+
+async def test_chained_merges_read_out_of_order_follow_every_hop(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    """`identity.merges` is keyed by survivor: merge(a <- b) may be read after merge(s <- a)."""
+    store = TouchStore(mongo_client, settings.mongodb_database)
+    await store.save([touch(1, "s"), touch(2, "a"), touch(3, "b")])
+    await store.merge("s", ["a"])
+    await store.merge("a", ["b"])
+    await store.save([touch(4, "b")])  # arrives after both
+
+    assert await owners(store) == {"e1": "s", "e2": "s", "e3": "s", "e4": "s"}
+    assert len(await store.touches(*RANGE, customer="b")) == 4
+    assert len(await store.touches(*RANGE, customer="s")) == 4
+
+
+async def test_a_merge_and_its_reverse_read_before_the_split_between_them(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    """customer-profile merged s into a, split s off, then merged a into s; read as merge(s <- a),
+    merge(a <- s), split(s): the cycle in between reads as one customer, and the end as s."""
+    store = TouchStore(mongo_client, settings.mongodb_database)
+    await store.save([touch(1, "s"), touch(2, "a")])
+    await store.merge("s", ["a"])
+    await store.merge("a", ["s"])
+    assert len(set((await owners(store)).values())) == 1, "a cycle reads as one customer"
+    assert len(await store.touches(*RANGE, customer="a")) == 2
+
+    await store.split("s")
+    assert await owners(store) == {"e1": "s", "e2": "s"}
+
+
+async def test_touches_are_read_with_their_fields_only(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    """A document another version wrote with a field this one does not know still reads."""
+    store = TouchStore(mongo_client, settings.mongodb_database)
+    await store.save([touch(1, "ana")])
+    touches = mongo_client[settings.mongodb_database][TOUCHES]
+    await touches.update_one({"_id": "e1"}, {"$set": {"revenue": 12.5}})
+
+    assert await store.touches(*RANGE) == [touch(1, "ana")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,7 +26,7 @@ from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.shutdown import cancelled, shut_down
 from hilo.topics import Topic
 from journey_analytics.consumer import subscribe
-from journey_analytics.measures import Measures, Windows, measure
+from journey_analytics.measures import Measures, Touch, Windows, measure
 from journey_analytics.settings import AnalyticsSettings
 from journey_analytics.store import TouchStore
 
@@ -66,7 +66,7 @@ class AnalyticsService:
     async def measures(
         self, start: datetime, end: datetime, customer: str | None = None
     ) -> Measures:
-        touches = await self.store.touches(start - self.windows.lookback, end, customer)
+        touches = await self.store.touches(*self.windows.reach(start, end), customer)
         return measure(touches, start, end, self.windows)
 
     async def publish_days(self, publisher: KafkaPublisher, days: int) -> Measures:
@@ -74,19 +74,12 @@ class AnalyticsService:
         `journey.metrics` under each day's key (the latest record of a day is its measures);
         today's also in the Prometheus gauges, and returned."""
         midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        day, lookback = timedelta(days=1), self.windows.lookback
+        day = timedelta(days=1)
         starts = [midnight - back * day for back in range(max(days, 1))]
         # One read for every day: each day's measures take the part `measures` would read.
-        touches = await self.store.touches(starts[-1] - lookback, midnight + day)
-        measured = [
-            measure(
-                [t for t in touches if start - lookback <= t.occurred_at < start + day],
-                start,
-                start + day,
-                self.windows,
-            )
-            for start in starts
-        ]
+        since, until = self.windows.reach(starts[-1], midnight + day)
+        touches = await self.store.touches(since, until)
+        measured = [self._day(touches, start) for start in starts]
         await publisher.publish_records(
             [
                 Record(
@@ -100,6 +93,14 @@ class AnalyticsService:
         )
         _export(measured[0])
         return measured[0]
+
+    def _day(self, touches: Sequence[Touch], start: datetime) -> Measures:
+        """A day's measures from a read that covers it, on the part `measures` reads for it, so
+        the day's record and the API's answer for that day agree."""
+        end = start + timedelta(days=1)
+        since, until = self.windows.reach(start, end)
+        inside = [t for t in touches if since <= t.occurred_at < until]
+        return measure(inside, start, end, self.windows)
 
     async def keep_publishing(self, publisher: KafkaPublisher) -> None:
         """For the life of the service: today and yesterday every round (so a day's last

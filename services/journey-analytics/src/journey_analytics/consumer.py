@@ -104,6 +104,8 @@ def _read(topic: Topic, value: bytes | None) -> Change:
         touch = touch_of(document)
         _text(touch.id)
         _text(touch.customer_id)
+        for key in (touch.cart_id, touch.order_id, touch.status):
+            _key(key)
         return touch
     if topic is Topic.ERASURES:
         return Erasure([_text(document["customer_id"]), *map(_text, document.get("aliases", []))])
@@ -118,6 +120,14 @@ def _text(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise TypeError(f"a customer id must be a non-empty string, not {type(value).__name__}")
     return value
+
+
+def _key(value: object) -> None:
+    """A cart id, order id or order status groups touches: a string, when there is one."""
+    if value is not None and not isinstance(value, str):
+        raise TypeError(
+            f"a cart id, order id or status must be a string, not {type(value).__name__}"
+        )
 
 
 async def _apply(store: TouchStore, change: Merge | Split | Erasure) -> None:

@@ -16,14 +16,27 @@ Definitions (what the numbers mean):
 - **CSAT** (`metric: csat`): the average score; by channel: the survey's `about_channel`, else the
   channel of the customer's last contact before it; by **channel path**: the channels, in order,
   of the conversation it answers (its contacts before the survey, the last within the window),
-  e.g. `voice>whatsapp`. **NPS**: % of
-  9-10 minus % of 0-6.
-- **Cross-channel conversion**: a web cart (first web cart entry per cart id, else per customer)
-  converts when the customer's next order within the conversion window is on another channel
-  (store, phone): web carts converted elsewhere / web carts.
-- **Attribution** of each order to the customer's touches (any entry but an order) in the
+  e.g. `voice>whatsapp`. **NPS**: % of 9-10 minus % of 0-6.
+- An **order** is counted once, at its first entry (same `order_id`): a click-and-collect order
+  is a web entry, then a store entry `picked_up`; that second one is no order. An order first
+  seen `cancelled` or `refunded` bought nothing (as customer-profile's `_completes` decides),
+  and a `picked_up` entry is always a later state: neither counts. Only orders count below.
+- A **web cart** is counted at its first web cart entry (per cart id, else the customer's cart).
+  A later entry of the same cart continues it while it comes within the conversion window of
+  the previous one and no order completed the cart in between (an order naming no cart or this
+  cart); otherwise it is a new cart: a customer's cart after one they bought counts again.
+- **Cross-channel conversion**: a web cart converts when the customer's next order within the
+  conversion window is on another channel (store, phone): web carts converted elsewhere / web
+  carts.
+- **Attribution** of each order to the customer's touches (any entry but an order entry) in the
   attribution window before it: first touch (all credit to the first), last touch (to the last),
   linear (1/n to each of n).
+
+A range counts what starts in it (an entry, a conversation's first contact, a switch, a survey, a
+cart's first entry, an order) and follows it past the range's end, up to `Windows.forward`: a
+cart bought the next morning converted, a conversation answered after midnight was answered (one
+still going that long after the range is cut there). Touches are read that far forward and
+`Windows.lookback` back.
 
 Everything is recomputed from the stored touches, so a redelivered record (stored once by its
 id) or a restart from the topics gives the same numbers.
@@ -44,6 +57,9 @@ from hilo.contract.schema import published
 
 MEASURES_VERSION: Final = 1
 CONTACTS = frozenset({"message", "call"})
+NOT_BOUGHT = frozenset({"cancelled", "refunded", "picked_up"})
+"""Statuses of an order's first entry that make it no purchase: customer-profile's `_completes`
+takes the first two; a pick-up is of an order placed before, maybe before the touches read."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,8 @@ class Touch:
     metric: str | None = None
     score: int | None = None
     about_channel: str | None = None
+    order_id: str | None = None
+    status: str | None = None
 
     @property
     def inbound(self) -> bool:
@@ -84,6 +102,8 @@ def touch_of(entry: dict[str, Any]) -> Touch:
         metric=payload.get("metric"),
         score=payload.get("score"),
         about_channel=payload.get("about_channel"),
+        order_id=payload.get("order_id"),
+        status=payload.get("status"),
     )
 
 
@@ -159,15 +179,28 @@ class Windows:
         """How far before a range its measures need touches."""
         return max(self.conversation, self.conversion, self.attribution)
 
+    @property
+    def forward(self) -> timedelta:
+        """How far after a range its measures need touches: what follows a cart (an order) or a
+        conversation's first contact (its answer, its last contact) is counted for the range."""
+        return max(self.conversation, self.conversion)
+
+    def reach(self, start: datetime, end: datetime) -> tuple[datetime, datetime]:
+        """The touches the measures of [start, end) read: from `lookback` before to `forward`
+        after, so a range's numbers are the same whatever else is read with it."""
+        return start - self.lookback, end + self.forward
+
 
 def measure(touches: Iterable[Touch], start: datetime, end: datetime, windows: Windows) -> Measures:
-    """The measures of what happened in [start, end); `touches` may reach back `lookback`."""
+    """The measures of what happened in [start, end) (what starts in it); `touches` may reach
+    back `lookback` and forward `forward` (see `Windows.reach`)."""
     by_customer: dict[str, list[Touch]] = defaultdict(list)
     for touch in touches:
         by_customer[touch.customer_id].append(touch)
     for journey in by_customer.values():
         journey.sort(key=lambda t: (t.occurred_at, t.id))
     inside = [t for j in by_customer.values() for t in j if start <= t.occurred_at < end]
+    bought = purchases(t for j in by_customer.values() for t in j)
     return Measures(
         window_start=start,
         window_end=end,
@@ -176,8 +209,10 @@ def measure(touches: Iterable[Touch], start: datetime, end: datetime, windows: W
         channel_mix=dict(sorted(Counter(t.channel for t in inside).items())),
         conversations=_conversations(by_customer.values(), start, end, windows.conversation),
         satisfaction=_satisfaction(by_customer.values(), start, end, windows.conversation),
-        cross_channel_conversion=_conversion(by_customer.values(), start, end, windows.conversion),
-        attribution=_attribution(by_customer.values(), start, end, windows.attribution),
+        cross_channel_conversion=_conversion(
+            by_customer.values(), bought, start, end, windows.conversion
+        ),
+        attribution=_attribution(by_customer.values(), bought, start, end, windows.attribution),
     )
 
 
@@ -296,19 +331,56 @@ def _path_before(conversations: list[list[Touch]], at: datetime, window: timedel
     return ""
 
 
+def purchases(touches: Iterable[Touch]) -> set[str]:
+    """The entry ids of the orders bought, each order once: the first entry of its order id (a
+    click-and-collect order is a web entry, then a store one when picked up), unless that entry
+    bought nothing (cancelled, refunded) or is a later state (picked up) of one placed earlier."""
+    first: dict[tuple[bool, str], Touch] = {}
+    for order in sorted(
+        (t for t in touches if t.kind == "order"), key=lambda t: (t.occurred_at, t.id)
+    ):
+        first.setdefault((order.order_id is None, order.order_id or order.id), order)
+    return {order.id for order in first.values() if order.status not in NOT_BOUGHT}
+
+
+def carts_of(journey: Sequence[Touch], bought: set[str], window: timedelta) -> list[Touch]:
+    """A customer's web carts, each as its first entry. A web cart entry continues the cart
+    (its cart id, else the customer's cart) when that cart had an entry within the conversion
+    window before it and no purchase completed it since; otherwise it starts a new one. So a
+    cart depends on the conversion window before it, not on how far back the touches reach."""
+    started: list[Touch] = []
+    last: dict[str, datetime] = {}
+    for touch in journey:
+        if touch.id in bought:
+            for key in [k for k in last if _completes(touch, k)]:
+                del last[key]
+        elif touch.kind == "cart" and touch.channel == "web":
+            key = touch.cart_id or ""
+            previous = last.get(key)
+            if previous is None or touch.occurred_at - previous > window:
+                started.append(touch)
+            last[key] = touch.occurred_at
+    return started
+
+
+def _completes(order: Touch, cart_key: str) -> bool:
+    """A purchase completes the customer's cart (one without an id) and the cart it names; one
+    naming no cart (a store receipt) completes any, one naming another cart leaves this one."""
+    return not cart_key or order.cart_id in (None, cart_key)
+
+
 def _conversion(
-    journeys: Iterable[Sequence[Touch]], start: datetime, end: datetime, window: timedelta
+    journeys: Iterable[Sequence[Touch]],
+    bought: set[str],
+    start: datetime,
+    end: datetime,
+    window: timedelta,
 ) -> Conversion:
     carts = converted = 0
     by_channel: Counter[str] = Counter()
     for journey in journeys:
-        seen: set[str] = set()
-        orders = [t for t in journey if t.kind == "order"]
-        for cart in journey:
-            key = cart.cart_id or cart.customer_id
-            if cart.kind != "cart" or cart.channel != "web" or key in seen:
-                continue
-            seen.add(key)
+        orders = [t for t in journey if t.id in bought]
+        for cart in carts_of(journey, bought, window):
             if not start <= cart.occurred_at < end:
                 continue
             carts += 1
@@ -327,7 +399,11 @@ def _conversion(
 
 
 def _attribution(
-    journeys: Iterable[Sequence[Touch]], start: datetime, end: datetime, window: timedelta
+    journeys: Iterable[Sequence[Touch]],
+    bought: set[str],
+    start: datetime,
+    end: datetime,
+    window: timedelta,
 ) -> Attribution:
     orders = 0
     first: Counter[str] = Counter()
@@ -335,7 +411,7 @@ def _attribution(
     linear: defaultdict[str, float] = defaultdict(float)
     for journey in journeys:
         for order in journey:
-            if order.kind != "order" or not start <= order.occurred_at < end:
+            if order.id not in bought or not start <= order.occurred_at < end:
                 continue
             orders += 1
             touches = [

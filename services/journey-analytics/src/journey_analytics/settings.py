@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from hilo.settings import HiloSettings, SecretList
 
@@ -46,6 +46,20 @@ class AnalyticsSettings(HiloSettings):
         description="Days before yesterday published again every hour, so events that arrive "
         "late (a store's end-of-day upload), merges and erasures reach their day's record.",
     )
+
+    @model_validator(mode="after")
+    def _restated_while_carts_convert(self) -> AnalyticsSettings:
+        """A day's record is published for the last time `metrics_restated_days` after
+        yesterday: its carts (and conversations) must have had their whole window by then, or
+        that last record leaves out what followed them."""
+        forward = max(self.conversion_days, self.conversation_window_hours / 24)
+        if self.metrics_restated_days < forward:
+            raise ValueError(
+                f"HILO_METRICS_RESTATED_DAYS ({self.metrics_restated_days}) must be at least "
+                f"HILO_CONVERSION_DAYS ({self.conversion_days}) and the conversation window in "
+                "days: a day's carts can convert that long after it"
+            )
+        return self
 
     @property
     def window(self) -> timedelta:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from journey_analytics.measures import Measures, Touch, Windows, measure
+from journey_analytics.measures import Measures, Touch, Windows, measure, touch_of
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 WINDOWS = Windows(timedelta(hours=24), timedelta(days=7), timedelta(days=30))
@@ -152,3 +152,101 @@ def test_a_survey_answered_mid_conversation_has_the_path_so_far() -> None:
     satisfaction = measure(journey, at(hours=-1), at(days=1), WINDOWS).satisfaction
 
     assert satisfaction.csat_by_channel_path == {"voice>whatsapp": 5.0}
+
+
+def test_an_order_read_from_the_journey_keeps_its_id_and_status() -> None:
+    entry = {
+        "id": "e1",
+        "customer_id": "ana",
+        "occurred_at": at().isoformat(),
+        "channel": "store",
+        "type": "order",
+        "payload": {"order_id": "o1", "status": "picked_up", "cart_id": "c1"},
+    }
+
+    assert (touch_of(entry).order_id, touch_of(entry).status) == ("o1", "picked_up")
+
+
+def order(n: str, when: datetime, channel: str, order_id: str, status: str = "placed") -> Touch:
+    return Touch(n, "gus", when, channel, "order", order_id=order_id, status=status)
+
+
+def test_a_click_and_collect_order_is_one_order_bought_on_the_web() -> None:
+    """Placed on the web, picked up in store: one order (its first entry), not converted."""
+    journey = [
+        Touch("v", "gus", at(), "web", "page_view"),
+        Touch("c", "gus", at(minutes=5), "web", "cart", cart_id="k1"),
+        order("o", at(minutes=10), "web", "o1"),
+        order("p", at(days=1), "store", "o1", "picked_up"),
+    ]
+    measured = measure(journey, at(hours=-1), at(days=3), WINDOWS)
+
+    assert measured.attribution.orders == 1
+    assert measured.attribution.last_touch == {"web": 1}
+    assert measured.cross_channel_conversion.converted_elsewhere == 0
+    pick_up_alone = measure(journey[-1:], at(hours=-1), at(days=3), WINDOWS)
+    assert pick_up_alone.attribution.orders == 0, "placed before the touches read"
+
+
+def test_cancelled_and_refunded_orders_buy_nothing() -> None:
+    """A web order first seen cancelled, then the cart bought in store: converted there; the
+    refund of the store order later is not another order."""
+    journey = [
+        Touch("c", "gus", at(), "web", "cart", cart_id="k1"),
+        order("x", at(hours=1), "web", "o1", "cancelled"),
+        order("s", at(days=1), "store", "o2"),
+        order("r", at(days=2), "store", "o2", "refunded"),
+        order("y", at(days=2, hours=1), "phone", "o3", "refunded"),
+    ]
+    measured = measure(journey, at(hours=-1), at(days=3), WINDOWS)
+
+    assert measured.attribution.orders == 1
+    conversion = measured.cross_channel_conversion
+    assert (conversion.web_carts, conversion.converted_elsewhere) == (1, 1)
+    assert conversion.by_order_channel == {"store": 1}
+
+
+def test_a_cart_after_the_last_one_was_bought_is_a_new_cart() -> None:
+    """Carts without an id are the customer's cart: once an order completed it, the next cart
+    entry starts another one, however soon (here 20 days later, inside the attribution window)."""
+    journey = [
+        Touch("c1", "hal", at(), "web", "cart"),
+        Touch("o1", "hal", at(days=1), "store", "order", order_id="o1", status="placed"),
+        Touch("c2", "hal", at(days=20), "web", "cart"),
+        Touch("o2", "hal", at(days=21), "store", "order", order_id="o2", status="completed"),
+    ]
+    conversion = measure(journey, at(days=19), at(days=22), WINDOWS).cross_channel_conversion
+
+    assert (conversion.web_carts, conversion.converted_elsewhere) == (1, 1)
+
+
+def test_a_cart_still_open_is_counted_once() -> None:
+    journey = [
+        Touch("c1", "hal", at(), "web", "cart", cart_id="k1"),
+        Touch("c2", "hal", at(days=3), "web", "cart", cart_id="k1"),
+        Touch("c3", "hal", at(days=6), "web", "cart", cart_id="k1"),
+    ]
+
+    def carts(start: datetime) -> int:
+        return measure(journey, start, at(days=7), WINDOWS).cross_channel_conversion.web_carts
+
+    assert (carts(at(hours=-1)), carts(at(days=2))) == (1, 0)
+
+
+def test_web_carts_do_not_depend_on_the_attribution_window() -> None:
+    """A cart left 40 days ago is not the one filled today: the count is the same whether the
+    touches are read 30 or 60 days back."""
+    journey = [
+        Touch("c1", "ivo", at(), "web", "cart"),
+        Touch("c2", "ivo", at(days=40), "web", "cart"),
+        Touch("o2", "ivo", at(days=41), "phone", "order", order_id="o2", status="placed"),
+    ]
+    start, end = at(days=39), at(days=42)
+    counted = []
+    for days in (30, 60):
+        windows = Windows(WINDOWS.conversation, WINDOWS.conversion, timedelta(days=days))
+        read = [t for t in journey if t.occurred_at >= start - windows.lookback]
+        counted.append(measure(read, start, end, windows).cross_channel_conversion)
+
+    assert counted[0] == counted[1]
+    assert (counted[0].web_carts, counted[0].converted_elsewhere) == (1, 1)
