@@ -12,7 +12,11 @@ as markdown:
 - saturation: the most requests per second the process answers, with `wrk` (C, closed loop,
   `--concurrency` connections) when installed (`apt-get install wrk`), else the Python generator;
 - a comparison of Kafka compression codecs (`HILO_KAFKA_COMPRESSION`): service and broker CPU per
-  request, latency at the fixed rate and the bytes each event takes in the broker's log.
+  request, latency at the fixed rate and the bytes each event takes in the broker's log;
+- with `--lingers 0,5,10,20`, the same for each producer linger (`HILO_KAFKA_LINGER_MS`): the
+  Kafka client's cost is per produce request, so a longer window trades latency for CPU;
+- with `--floors`, where a request's CPU goes: uvicorn with a bare ASGI app (`asgi_floor.py`),
+  the service with Kafka left out (`without_kafka.py`), and the service.
 
 The machine's cores are shared by Kafka, the service and the load generator (whose own CPU per
 request is printed too); compare runs from one machine and one day, on an otherwise idle machine.
@@ -307,10 +311,17 @@ class Steady:
 class Service:
     """One channel-whatsapp process (uvicorn) with its own topics."""
 
-    def __init__(self, kafka: str, prefix: str, extra_env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        kafka: str,
+        prefix: str,
+        extra_env: dict[str, str],
+        command: Sequence[str] = (sys.executable, "-m", "channel_whatsapp"),
+    ) -> None:
         self.kafka = kafka
         self.settings = HiloSettings(kafka_bootstrap_servers=kafka, topic_prefix=prefix)
         self.extra_env = extra_env
+        self.command = command
         self.port = free_port()
         self.process: asyncio.subprocess.Process | None = None
 
@@ -337,7 +348,7 @@ class Service:
             **self.extra_env,
         }
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "channel_whatsapp", env=env, stdout=asyncio.subprocess.DEVNULL
+            *self.command, env=env, stdout=asyncio.subprocess.DEVNULL
         )
         try:
             async with httpx.AsyncClient() as probe:
@@ -568,6 +579,51 @@ async def bench(
         )
 
 
+HERE = Path(__file__).parent
+
+
+async def floors(bench: Bench, rate: float, seconds: float) -> None:
+    """Where a request's CPU goes: the HTTP server alone, the service without Kafka, the whole."""
+    print(  # noqa: T201
+        f"\nWhere a request's CPU goes at {rate:.0f} req/s, open loop, {seconds:.0f} s each "
+        "(one fresh process each):\n\n| process | service CPU ms/request | p50 | p99 |\n"
+        "|---|---|---|---|"
+    )
+    python = sys.executable
+    for name, command in [
+        ("uvicorn, a bare ASGI app", (python, str(HERE / "asgi_floor.py"))),
+        ("channel-whatsapp, Kafka left out", (python, str(HERE / "without_kafka.py"))),
+        ("channel-whatsapp", (python, "-m", "channel_whatsapp")),
+    ]:
+        prefix = f"bench{os.getpid()}floor{len(name)}."
+        service = Service(bench.kafka, prefix, {}, command)
+        async with service.running():
+            result = await bench.steady(service, rate, seconds, warm_up=8)
+        print(  # noqa: T201
+            f"| {name} | {result.service_cpu_ms:.2f} | {ms(result.quantile(50))} | "
+            f"{ms(result.quantile(99))} |"
+        )
+
+
+async def lingers(bench: Bench, rate: float, seconds: float, windows: list[int]) -> None:
+    """CPU and latency for each producer linger: what `HILO_KAFKA_LINGER_MS` trades."""
+    print(  # noqa: T201
+        f"\nProducer linger at {rate:.0f} req/s, open loop, {seconds:.0f} s each (one fresh "
+        "service each):\n\n| `HILO_KAFKA_LINGER_MS` | service CPU ms/request | p50 | p99 "
+        "| linger + ack (mean) |\n|---|---|---|---|---|"
+    )
+    for linger in windows:
+        prefix = f"bench{os.getpid()}linger{linger}."
+        service = Service(bench.kafka, prefix, {"HILO_KAFKA_LINGER_MS": str(linger)})
+        async with service.running():
+            result = await bench.steady(service, rate, seconds, warm_up=8)
+        await bench.verify(service)
+        print(  # noqa: T201
+            f"| {linger} | {result.service_cpu_ms:.2f} | {ms(result.quantile(50))} | "
+            f"{ms(result.quantile(99))} | {result.ack_wait_ms:.1f} ms |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=500, help="steady rate, requests/s")
@@ -578,6 +634,12 @@ def main() -> None:
         "--codecs",
         default=",".join(CODECS),
         help="comma-separated codecs to compare ('' for none)",
+    )
+    parser.add_argument(
+        "--lingers", default="", help="comma-separated producer lingers (ms) to compare"
+    )
+    parser.add_argument(
+        "--floors", action="store_true", help="where a request's CPU goes (HTTP, service, Kafka)"
     )
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -598,6 +660,10 @@ def main() -> None:
             runner.run(
                 bench(run, args.rate, args.seconds, args.concurrency, args.wrk_seconds, codecs)
             )
+            if args.floors:
+                runner.run(floors(run, args.rate, args.seconds))
+            if windows := [int(linger) for linger in args.lingers.split(",") if linger]:
+                runner.run(lingers(run, args.rate, args.seconds, windows))
 
 
 if __name__ == "__main__":
