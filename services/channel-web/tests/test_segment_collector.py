@@ -311,7 +311,7 @@ async def test_what_analytics_js_and_the_mobile_sdks_send_is_published_and_reada
     key in the body, and batches to `/v1/b`; the browser shows it the answer only with CORS."""
     page = "https://shop.example.com"
     plain = {"Content-Type": "text/plain", "Origin": page}
-    letters = {
+    letters: dict[str, dict[str, Any]] = {
         "t": {**TRACK, "messageId": "sdk-t"},
         "p": {**PAGE, "messageId": "sdk-p"},
         "i": {**IDENTIFY, "messageId": "sdk-i"},
