@@ -137,13 +137,17 @@ async def test_an_agent_follows_the_customer_live_and_answers_by_sms(
     assert sms.body == REPLY
 
 
-async def sign_in_and_find(page: Page, desk_url: str) -> None:
+async def sign_in(page: Page, desk_url: str) -> None:
     await page.goto(desk_url)
     await expect(page).to_have_url(f"{desk_url}/login?next=/")
     await page.get_by_label("Agent").fill(AGENT)
     await page.get_by_label("Password").fill(PASSWORD)
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.get_by_role("heading", name="Open conversations")).to_be_visible()
+
+
+async def sign_in_and_find(page: Page, desk_url: str) -> None:
+    await sign_in(page, desk_url)
     await page.get_by_role("searchbox", name="Find a customer").fill("0034 612 34 56 78")
     await page.get_by_role("button", name="Find").click()
     timeline = page.locator("#timeline")
@@ -171,8 +175,14 @@ async def watch_whatsapp_arrive(page: Page, stack: DeskStack) -> None:
 async def reply_by_sms(page: Page) -> None:
     await page.get_by_label("Channel").select_option("sms")
     await page.get_by_role("textbox", name="Message").fill(REPLY)
+    # Left from an earlier template reply: on SMS only the text goes; once sent, the whole reply
+    # is cleared, so the next WhatsApp text is not sent as this template again.
+    await page.locator("#template-box").evaluate("box => { box.open = true; }")
+    await page.get_by_label("Template name").fill("order_update")
     await page.get_by_role("button", name="Send").dblclick()  # still one SMS (asserted after)
     await expect(page.locator("#reply-result")).to_have_text("Queued on SMS.")
+    await expect(page.get_by_label("Template name")).to_have_value("")
+    await expect(page.locator("#template-box")).not_to_have_attribute("open", "")
     await expect(page.get_by_role("button", name="Send")).to_be_enabled()
     reply = page.locator("#timeline .entry.outbound", has_text="Your shoes are ready")
     await expect(reply).to_have_count(1)
@@ -301,3 +311,44 @@ async def test_a_reply_whose_answer_was_lost_is_sent_once_when_the_agent_retries
         later = page.locator("#timeline .entry.outbound", has_text="See you soon.")
         await expect(later.locator("[data-status]")).to_have_text("delivered", timeout=20_000)
     assert [sms.body for sms in stack.twilio.accepted] == [REPLY, "See you soon."]
+
+
+async def test_the_panels_follow_a_customer_the_desk_cannot_reply_to(
+    settings: HiloSettings, topics: list[str], page: Page
+) -> None:
+    """A loyalty-card-only customer has no channel to reply on (no reply box): their orders
+    panel still follows the journey live."""
+    card = Identifiers(loyalty_id="LOY-000981")
+    async with desk_stack(settings) as stack:
+        await stack.profile.publish([store_order("R-1", card, minutes_ago=60)])
+        await stack.profile.wait_for_entries(1)
+        customer = await stack.profile.customer_of("loyalty_id", "LOY-000981")
+        await sign_in(page, stack.desk_url)
+        await page.goto(f"{stack.desk_url}/customers/{customer}")
+        await expect(page.locator("#live-state")).to_have_text("live")
+        await expect(page.locator("#reply-form")).to_have_count(0)
+        await expect(page.locator("#orders")).to_contain_text("BCN-01:R-1")
+
+        await stack.profile.publish([store_order("R-2", card, minutes_ago=0)])
+
+        await expect(page.locator("#timeline")).to_contain_text("BCN-01:R-2", timeout=10_000)
+        await expect(page.locator("#orders")).to_contain_text("BCN-01:R-2", timeout=10_000)
+
+
+def store_order(receipt: str, customer: Identifiers, *, minutes_ago: float) -> Interaction:
+    """A till receipt in store BCN-01 for the customer's loyalty card."""
+    return new_interaction(
+        channel="store",
+        instance="test",
+        provider_event_id=f"receipt:{receipt}",
+        identifiers=customer,
+        payload=OrderPlaced(
+            order_id=f"BCN-01:{receipt}",
+            sold_via=SalesChannel.STORE,
+            fulfilment=Fulfilment.IN_STORE,
+            store_id="BCN-01",
+            items=[LineItem(sku="SOCK-3", name="Socks", quantity=1)],
+            total=Money(amount=Decimal("4.95"), currency=ISO4217("EUR")),
+        ),
+        occurred_at=datetime.now(UTC) - timedelta(minutes=minutes_ago),
+    )

@@ -321,6 +321,11 @@ async def test_replies_that_break_a_provider_rule_are_refused_with_the_reason(
             json={"channel": "sms", "template_name": "order_update"},
             headers=headers,
         )
+        text_and_template = await client.post(
+            f"/customers/{customer}/replies",
+            json={"channel": "whatsapp", "template_name": "order_update", "text": "It ships"},
+            headers=headers,
+        )
 
     assert whatsapp.status_code == 409
     assert whatsapp.json()["error"] == (
@@ -336,6 +341,8 @@ async def test_replies_that_break_a_provider_rule_are_refused_with_the_reason(
     assert sms_template.json()["error"] == (
         "Templates are WhatsApp's: on SMS, write the message instead."
     )
+    assert text_and_template.status_code == 422, "WhatsApp would send the template, not the text"
+    assert text_and_template.json()["error"].startswith("Send either the message or the template")
 
 
 async def test_a_reply_goes_to_the_address_the_customer_last_wrote_from(

@@ -519,6 +519,9 @@ async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: st
         if body.template_name and body.channel == "whatsapp"  # templates are WhatsApp's
         else None
     )
+    if (body.text or "").strip() and template is not None:
+        error = "Send either the message or the template, not both: clear one of them."
+        return JSONResponse({"error": error}, status_code=422)
     if not (body.text or "").strip() and template is None:
         label = channel_name(body.channel)
         error = (

@@ -69,7 +69,8 @@ def reply_command(
     thread: Thread,
     page_id: str | None = None,
 ) -> OutboundCommand:
-    """The command for this reply, continuing the open conversation whatever its channel.
+    """The command for this reply, continuing the open conversation whatever its channel (a
+    closed one, however recent its id on the view, is not continued: the reply starts its own).
 
     `page_id` is the page's id for the reply: a retry carries the same one and makes the same
     command id, so the channel, which sends each command once, sends it once even when the first
@@ -80,7 +81,7 @@ def reply_command(
     scope = f"{agent}|{profile['customer_id']}|{option.channel}|{page_id}"
     command_id = str(uuid.uuid5(_PAGE_NAMESPACE, scope) if page_id else uuid.uuid4())
     conversation = ((profile.get("view") or {}).get("conversation")) or {}
-    ids = conversation.get("conversation_ids") or []
+    ids = (conversation.get("conversation_ids") or []) if profile.get("conversation_open") else []
     own = conversation_id(option.channel, f"desk:{command_id}")
     return OutboundCommand(
         id=command_id,

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from agent_desk.app import _local
 from agent_desk.auth import Agents, SignInThrottle, hash_password
 from agent_desk.policy import default_channel, refusal, reply_options
-from agent_desk.replies import thread_of
+from agent_desk.replies import Thread, reply_command, thread_of
 from agent_desk.search import Match, find_customers, readings
 from agent_desk.timeline import attach_statuses, row
 from hilo.contract.outbound import OutboundMessage
@@ -274,3 +274,22 @@ async def test_a_number_typed_with_its_country_code_but_no_plus_finds_its_custom
     found = await find_customers(_Profiles(), "34 612 34 56 78")  # type: ignore[arg-type]
 
     assert found == [Match("c1", "phone")]
+
+
+@pytest.mark.parametrize("open_now", [True, False])
+def test_a_reply_continues_the_conversation_only_while_it_is_open(open_now: bool) -> None:
+    """A conversation closed weeks ago keeps its ids on the view: a reply now is a new one."""
+    p = profile(conversation={"conversation_ids": ["conv-voice-1"]})
+    p["conversation_open"] = open_now
+    [sms] = reply_options(p, ["sms"])
+
+    command = reply_command(
+        p, sms, text="Hi", template=None, purpose="service", agent="ana", thread=Thread()
+    )
+
+    assert command.conversation is not None
+    if open_now:
+        assert (command.conversation.id, command.conversation.continues) == ("conv-voice-1",) * 2
+    else:
+        assert command.conversation.continues is None
+        assert command.conversation.id != "conv-voice-1"

@@ -65,14 +65,14 @@ function refreshPanels() {
   // A new entry may change the conversation, cart, orders or what a reply may do: re-read them.
   clearTimeout(refreshTimer);
   refreshTimer = setTimeout(async () => {
+    // The panels follow whether or not the customer can be replied to (no reply form).
     const current = document.getElementById("panels");
-    const form = document.getElementById("reply-form");
-    if (!current || !form) return;
+    if (!current) return;
     // Anything but the panels themselves (an error page, the sign-in form after a redirect,
     // no answer) keeps the panels shown: the next entry tries again.
     let response;
     try {
-      response = await fetch(`/customers/${form.dataset.customer}/panels`, { headers: { Accept: "text/html" } });
+      response = await fetch(`/customers/${current.dataset.customer}/panels`, { headers: { Accept: "text/html" } });
     } catch {
       return;
     }
@@ -82,6 +82,7 @@ function refreshPanels() {
     current.replaceWith(fresh);
     const warnings = JSON.parse(fresh.dataset.warnings || "{}");
     const select = document.getElementById("reply-channel");
+    if (!select) return;
     for (const option of select.options) {
       option.dataset.warning = warnings[option.value] || "";
     }
@@ -209,7 +210,11 @@ function replies(form) {
     if (!document.getElementById("e-" + answer.entry_id)) {
       place(timeline, pendingRow(answer, body.text || `[template ${body.template_name}]`, channelLabel));
     }
+    // The whole reply is sent: a template left filled in would be sent again, not the next text.
     form.querySelector("textarea").value = "";
+    for (const name of ["template_name", "template_parameters"]) form.elements[name].value = "";
+    form.elements.marketing.checked = false;
+    document.getElementById("template-box").open = false;
   });
 }
 
