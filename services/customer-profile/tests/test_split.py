@@ -230,6 +230,39 @@ async def test_a_split_whose_kept_profile_is_merged_away_meanwhile_completes(
     assert json.loads(last[ana.encode()] or b"{}") == {"customer_id": ana, "merged_into": xu}
 
 
+async def test_splitting_off_a_phone_that_came_with_the_sign_up_leaves_the_customer_hers(
+    profile_service: RunningProfileService,
+) -> None:
+    """Ana's very first event brought her email and a mistyped phone (Bo's). Splitting the phone
+    off moves it and what only it explains (Bo's SMS), never Ana's email nor her journey."""
+    svc = profile_service
+    await _publish_and_settle(
+        svc,
+        [
+            interaction("signup", minutes=1, email=ANA, phone=BO),
+            interaction("order", minutes=2, email=ANA),
+            interaction("web", minutes=3, email=ANA, device_id="d-1"),
+            interaction("bo-sms", minutes=4, phone=BO),
+        ],
+    )
+    ana = await svc.customer_of("email", ANA)
+
+    split = await svc.http.post(
+        f"/v1/customers/{ana}/split",
+        json={"identifiers": [{"kind": "phone", "value": BO}], **AUDIT},
+    )
+
+    assert split.status_code == 200, split.text
+    assert await svc.customer_of("email", ANA) == ana
+    bo = await svc.customer_of("phone", BO)
+    assert bo != ana
+    kept = await _state(svc, ana)
+    assert sorted(kept["identifiers"]) == ["device_id:d-1", f"email:{ANA}"]
+    assert kept["journey"] == _ids("signup", "order", "web")
+    assert (await _state(svc, bo))["journey"] == _ids("bo-sms")
+    assert split.json()["outcome"]["ambiguous_entries"] == _ids("signup")
+
+
 async def _ana_with_bos_phone(svc: RunningProfileService) -> StoredProfile:
     """Ana's profile, holding her email and, from an event linking them, Bo's phone."""
     await _publish_and_settle(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -250,16 +250,12 @@ class Splits:
     ) -> SplitPlan:
         kept_claims = await self._store.claims_of(kept.aliases)
         restored_claims = await self._store.claims_of(restored.aliases)
-        merged_at = split.merged_at
-        before_merge = {
-            key for key, at in kept_claims.items() if merged_at is not None and at < merged_at
-        }
         seeds = SplitSeeds(
             restored_aliases=frozenset(restored.aliases),
             restored_keys=frozenset({*split.keys, *restored.identifiers, *restored_claims}),
-            kept_keys=frozenset(before_merge),
+            kept_keys=frozenset(_kept_from_the_start(split, kept_claims, entries)),
             owned=frozenset({*kept_claims, *restored_claims}),
-            fixed_before=merged_at,
+            fixed_before=split.merged_at,
             linking_event=split.merge_event,
         )
         return plan_split(entries, seeds)
@@ -361,3 +357,23 @@ def _public(split: Split) -> dict[str, Any]:
         "requested_at": split.requested_at,
         "outcome": split.outcome,
     }
+
+
+def _kept_from_the_start(
+    split: Split, kept_claims: Mapping[str, datetime], entries: Sequence[JourneyEntry]
+) -> set[str]:
+    """The identifiers the kept profile keeps whatever the replay finds: those it held before
+    the merge being undone; for identifiers split off, those its entries carried before the
+    first entry with a named one, and that entry's others (the customer's own email on the
+    sign-up that brought a mistyped phone is hers: without it she would lose the email and all
+    it explains). An identifier first seen later goes with the side of the entry it came on."""
+    if split.merge_event is not None:
+        merged_at = split.merged_at
+        return {key for key, at in kept_claims.items() if merged_at is not None and at < merged_at}
+    named, seen = set(split.keys), set[str]()
+    for entry in sorted(entries, key=lambda e: (e.recorded_at, e.occurred_at, e.id)):
+        keys = {f"{kind}:{value}" for kind, value in entry.identifiers.items()}
+        seen |= keys - named
+        if keys & named:
+            return seen & set(kept_claims)
+    return set()
