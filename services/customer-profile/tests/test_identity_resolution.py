@@ -312,6 +312,74 @@ async def test_a_rejection_after_a_confirmation_whose_answer_was_lost_stays_true
         assert len(set(customers.values())) == 2, "the late confirmation did not merge them"
 
 
+async def test_confirming_again_after_a_split_does_not_merge_them_again(
+    profile_service: RunningProfileService,
+) -> None:
+    """The agent's confirm is retried (a double click, a lost answer) after a colleague split
+    the two: the retry announces the decision again and changes nothing else."""
+    svc = profile_service
+    request = await _one_pending_request(svc, 30)
+    decision = {"by": "agent-7", "reason": "same person"}
+    confirmed = await svc.http.post(f"/v1/merge-requests/{request['id']}/confirm", json=decision)
+    assert confirmed.status_code == 200, confirmed.text
+    await svc.wait_for_entries(4)
+    merged = await svc.service.store.canonical(request["customer_ids"])
+    [survivor] = set(merged.values())
+    [absorbed] = set(request["customer_ids"]) - {survivor}
+    split = await svc.http.post(
+        f"/v1/customers/{survivor}/split",
+        json={"merge": absorbed, "by": "agent-9", "reason": "two people after all"},
+    )
+    assert split.status_code == 200, split.text
+
+    retried = await svc.http.post(f"/v1/merge-requests/{request['id']}/confirm", json=decision)
+    await svc.publish([interaction(33, minutes=9, email="p30@example.com")])  # a later event
+    await svc.wait_for_entries(5)
+
+    assert retried.status_code == 200, retried.text
+    customers = await svc.service.store.canonical(request["customer_ids"])
+    assert len(set(customers.values())) == 2, "the retried confirmation undid the split"
+
+
+@pytest.mark.parametrize("landed", [False, True], ids=["confirmation-lost", "answer-lost"])
+async def test_rejecting_an_attach_request_whose_confirmation_may_land_is_refused(
+    profile_service: RunningProfileService, landed: bool
+) -> None:
+    """Nothing keeps one profile apart from itself: after a confirmation answered 503, a
+    rejection of a request to add a phone would say rejected over a phone added later."""
+    svc = profile_service
+    await svc.publish([interaction(40, email="zoe@example.com")])
+    await svc.wait_for_entries(1)
+    ask = interaction(41, minutes=1, email="zoe@example.com", phone="+34611220040")
+    await svc.publish([ask.model_copy(update={"identity_trust": "unverified"})])
+    await svc.wait_for_entries(2)
+    [request] = await svc.get("/v1/merge-requests")
+    publish = svc.service.publisher.publish_interaction
+
+    async def answer_lost(interaction: Interaction) -> None:
+        if landed:
+            await publish(interaction)
+        raise PublishFailed("injected: Kafka did not confirm")
+
+    svc.service.publisher.publish_interaction = answer_lost  # type: ignore[method-assign]
+    confirmed = await svc.http.post(
+        f"/v1/merge-requests/{request['id']}/confirm", json={"by": "agent-7", "reason": "hers"}
+    )
+    svc.service.publisher.publish_interaction = publish  # type: ignore[method-assign]
+    if landed:
+        await svc.wait_for_entries(3)
+    rejected = await svc.http.post(
+        f"/v1/merge-requests/{request['id']}/reject", json={"by": "agent-8", "reason": "not hers"}
+    )
+
+    assert confirmed.status_code == 503
+    assert rejected.status_code == 409
+    expected = "merged them" if landed else "may still add these identifiers"
+    assert expected in rejected.json()["detail"]
+    [still] = await svc.get("/v1/merge-requests")
+    assert still["status"] == "pending"
+
+
 async def test_a_rejection_judged_before_a_confirmation_was_sent_is_not_stored_after_it(
     profile_service: RunningProfileService,
 ) -> None:

@@ -48,6 +48,20 @@ class ConfirmationUnderWay(AlreadyDecided):
         self.status = "confirming"
 
 
+class ConfirmationMayLand(AlreadyDecided):
+    """A rejection of an attach request after a confirmation whose answer was lost: it may
+    still reach Kafka and add the identifiers, and nothing can keep one profile apart from
+    itself."""
+
+    def __init__(self) -> None:
+        RuntimeError.__init__(
+            self,
+            "a confirmation sent earlier may still add these identifiers: confirm the request "
+            "(they are added once), then split them off if they are not the customer's",
+        )
+        self.status = "confirming"
+
+
 class ConfirmationLanded(AlreadyDecided):
     """A rejection after a confirmation whose answer was lost, but which reached Kafka and
     merged the profiles."""
@@ -81,13 +95,15 @@ class MergeRequests:
         """Publish the verified event that merges, then record the decision. The request is
         first marked `confirming`, so that a rejection knows a confirmation may land."""
         request = await self._open(request_id, CONFIRMED, decision)
-        if request.get("status") == PENDING and not await self._store.note_confirming(
-            request_id, decision.by
-        ):
-            await self._refuse_decided(await self._store.merge_request(request_id) or {})
-        await self._store.allow_merge(request["customer_ids"])
-        if self._publisher is not None:
-            await self._publisher.publish_interaction(confirmation(request, decision))
+        # Confirmed already (a retry): its event was on Kafka before the status was stored.
+        # Allowing the merge again would undo a split made since, and the event would merge
+        # the two again: only the decision is announced again.
+        if request.get("status") == PENDING:
+            if not await self._store.note_confirming(request_id, decision.by):
+                await self._refuse_decided(await self._store.merge_request(request_id) or {})
+            await self._store.allow_merge(request["customer_ids"])
+            if self._publisher is not None:
+                await self._publisher.publish_interaction(confirmation(request, decision))
         return await self._decide(request, CONFIRMED, decision)
 
     async def reject(self, request_id: str, decision: Decision) -> dict[str, Any]:
@@ -97,6 +113,10 @@ class MergeRequests:
         request = await self._open(request_id, REJECTED, decision)
         pending = request.get("status") == PENDING
         sent = pending and bool(request.get("confirming"))
+        if sent and len(set(request["customer_ids"])) < 2:  # identifiers for one customer
+            if await self._attached(request):
+                raise ConfirmationLanded
+            raise ConfirmationMayLand
         if sent and await self._merged(request["customer_ids"]):
             raise ConfirmationLanded
         if sent or (pending and request.get("reason") == KEPT_APART):
@@ -104,6 +124,14 @@ class MergeRequests:
         if sent and await self._merged(request["customer_ids"]):  # it landed just before
             raise ConfirmationLanded
         return await self._decide(request, REJECTED, decision)
+
+    async def _attached(self, request: dict[str, Any]) -> bool:
+        """Whether every identifier the request asked for is the customer's now."""
+        [customer] = set(request["customer_ids"])
+        target = (await self._store.canonical([customer])).get(customer, customer)
+        owners = await self._store.owners(request["keys"])
+        owned = set((await self._store.canonical(owners.values())).values())
+        return bool(owners) and owners.keys() == set(request["keys"]) and owned == {target}
 
     async def _merged(self, customer_ids: list[str]) -> bool:
         return len(set((await self._store.canonical(customer_ids)).values())) < len(customer_ids)
