@@ -64,7 +64,14 @@ from agent_desk.policy import (
     reply_options,
 )
 from agent_desk.profiles import ProfileApi, ProfileRequestRefused, ProfileUnavailable
-from agent_desk.replies import publish_reply, reply_command, thread_of, written_from
+from agent_desk.replies import (
+    CONTACTS,
+    last_contact,
+    publish_reply,
+    reply_command,
+    thread_of,
+    written_from,
+)
 from agent_desk.search import find_customers
 from agent_desk.settings import DeskSettings
 from agent_desk.timeline import attach_statuses, row, type_name
@@ -726,14 +733,15 @@ async def _panels(desk: Desk, profile: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _reply_options(desk: Desk, profile: dict[str, Any]) -> list[ReplyOption]:
-    """The channels a reply may take, each to the address the customer last wrote from there
-    among their latest messages: one read, the same for the reply box and for the send, so the
-    reply goes where the box said."""
+    """The channels a reply may take, each to the address the customer last wrote from there,
+    else to the one of their latest message or call (`reply_options`): one read, the same for
+    the reply box and for the send, so the reply goes where the box said."""
     channels = desk.settings.desk_reply_channels
     recent = await desk.profiles.journey(
-        profile["customer_id"], cursor=None, channels=channels, types=["message"], limit=50
+        profile["customer_id"], cursor=None, channels=[], types=CONTACTS, limit=50
     )
-    return reply_options(profile, channels, written_from(recent["entries"]))
+    entries = recent["entries"]
+    return reply_options(profile, channels, written_from(entries), last_contact(entries))
 
 
 def _display_name(profile: dict[str, Any]) -> str:

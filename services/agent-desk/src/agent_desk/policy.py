@@ -62,11 +62,13 @@ def reply_options(
     profile: Mapping[str, Any],
     channels: Sequence[str],
     written_from: Mapping[str, Mapping[str, str]] | None = None,
+    last_contact: Mapping[str, str] | None = None,
 ) -> list[ReplyOption]:
     """The channels among `channels` that the customer can be reached on, each at the address
     they last wrote from there (`written_from`: per channel, the identifiers of their latest
-    inbound message on it) while their profile holds it, else at the first it holds: a
-    customer with two addresses (after a merge) is answered where they wrote."""
+    inbound message on it), else at the one of their latest message or call on any channel
+    (`last_contact`), while their profile holds it, else at the first it holds: a customer with
+    two numbers (after a merge) is answered at the one they use now."""
     held: dict[str, list[str]] = {}
     for identity in profile.get("identifiers", []):
         held.setdefault(identity["kind"], []).append(identity["value"])
@@ -76,10 +78,22 @@ def reply_options(
         kind = next((k for k in ADDRESS_KINDS.get(channel, ()) if k in held), None)
         if kind is None:
             continue
-        wrote_from = (written_from or {}).get(channel, {}).get(kind)
-        address = wrote_from if wrote_from in held[kind] else held[kind][0]
+        candidates = [
+            (written_from or {}).get(channel, {}).get(kind),
+            *_addresses_in(last_contact or {}, kind),
+        ]
+        address = next((a for a in candidates if a in held[kind]), held[kind][0])
         options.append(ReplyOption(channel, kind, address, last_inbound.get(channel)))
     return options
+
+
+def _addresses_in(identifiers: Mapping[str, str], kind: str) -> list[str]:
+    """The addresses of `kind` a contact's identifiers name: a WhatsApp id is the phone number
+    without its `+`, so a call's number names the WhatsApp id too."""
+    found = [identifiers[kind]] if kind in identifiers else []
+    if kind == "whatsapp_id" and (phone := identifiers.get("phone")):
+        found.append(phone.lstrip("+"))
+    return found
 
 
 def default_channel(profile: Mapping[str, Any], options: Sequence[ReplyOption]) -> str | None:

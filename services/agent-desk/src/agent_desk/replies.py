@@ -52,6 +52,20 @@ def written_from(entries: list[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
     return found
 
 
+def last_contact(entries: list[Mapping[str, Any]]) -> dict[str, str]:
+    """The identifiers of the customer's latest inbound message or call on any channel
+    (entries newest first): where a reply goes on a channel they have not written on (a call
+    dropped, answered by SMS, goes to the number that called)."""
+    for entry in entries:
+        if entry["type"] in CONTACTS and entry["payload"].get("direction") == "inbound":
+            return dict(entry.get("identifiers") or {})
+    return {}
+
+
+CONTACTS = ("message", "call")
+"""The entries a customer reaches the business with."""
+
+
 _PAGE_NAMESPACE = uuid.UUID("5c0f9e2a-7b1d-4e8a-9f3c-2d6b8a1e4f70")
 
 MAX_SUBJECT = 998

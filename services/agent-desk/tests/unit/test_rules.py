@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from agent_desk.app import _local
 from agent_desk.auth import Agents, SignInThrottle, hash_password
 from agent_desk.policy import default_channel, refusal, reply_options
-from agent_desk.replies import Thread, reply_command, thread_of
+from agent_desk.replies import Thread, last_contact, reply_command, thread_of, written_from
 from agent_desk.search import Match, find_customers, readings
 from agent_desk.timeline import attach_statuses, row
 from hilo.contract.outbound import OutboundMessage
@@ -293,3 +293,43 @@ def test_a_reply_continues_the_conversation_only_while_it_is_open(open_now: bool
     else:
         assert command.conversation.continues is None
         assert command.conversation.id != "conv-voice-1"
+
+
+def test_a_channel_not_written_on_is_answered_at_the_number_the_customer_uses_now() -> None:
+    """After a merge the profile holds two numbers: an SMS answering a WhatsApp message or a
+    call goes to the number the customer wrote or called from, not the first one held."""
+    p = profile()
+    p["identifiers"] += [
+        {"kind": "phone", "value": "+34699999999"},
+        {"kind": "whatsapp_id", "value": "34612345678"},
+        {"kind": "whatsapp_id", "value": "34699999999"},
+    ]
+    whatsapp_message = [
+        {
+            "type": "message",
+            "channel": "whatsapp",
+            "payload": {"direction": "inbound"},
+            "identifiers": {"whatsapp_id": "34699999999", "phone": "+34699999999"},
+        }
+    ]
+    dropped_call = [
+        {
+            "type": "call",
+            "channel": "voice",
+            "payload": {"direction": "inbound"},
+            "identifiers": {"phone": "+34699999999"},
+        },
+        {
+            "type": "message",
+            "channel": "sms",
+            "payload": {"direction": "outbound"},
+            "identifiers": {"phone": "+34612345678"},
+        },
+    ]
+
+    for entries in (whatsapp_message, dropped_call):
+        options = reply_options(
+            p, ["whatsapp", "sms"], written_from(entries), last_contact(entries)
+        )
+        addresses = {o.channel: o.address for o in options}
+        assert addresses == {"whatsapp": "34699999999", "sms": "+34699999999"}, entries
