@@ -4,7 +4,7 @@ open conversation, to the address of the channel picked; the channel service sen
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -41,7 +41,7 @@ def thread_of(entries: list[Mapping[str, Any]]) -> Thread:
     return Thread(latest["provider_message_id"], tuple(earlier), subject and subject[:MAX_SUBJECT])
 
 
-def written_from(entries: list[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+def written_from(entries: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
     """Per channel, the identifiers of the customer's latest inbound message on it (entries
     newest first): where a reply on that channel should go."""
     found: dict[str, dict[str, str]] = {}
@@ -52,7 +52,7 @@ def written_from(entries: list[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
     return found
 
 
-def last_contact(entries: list[Mapping[str, Any]]) -> dict[str, str]:
+def last_contact(entries: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """The identifiers of the customer's latest inbound message or call on any channel
     (entries newest first): where a reply goes on a channel they have not written on (a call
     dropped, answered by SMS, goes to the number that called)."""
