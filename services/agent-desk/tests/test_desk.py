@@ -708,7 +708,15 @@ async def test_a_profile_service_outage_is_answered_503_not_as_a_page_of_nothing
             "/customers/c1/replies", json={"channel": "sms", "text": "Hi"}, headers=script
         )
         stream = await browser.get("/customers/c1/live", headers={"Accept": "text/event-stream"})
+        async with browser.stream(
+            "GET", "/customers/c1/live", params={"ids": "c1"}, headers={"Last-Event-ID": "x:0"}
+        ) as reconnected:
+            # A page open before the outage reconnects and goes on with the ids it was
+            # rendered with, as an open stream does: no reload onto an error page.
+            resumed = (reconnected.status_code, reconnected.headers["content-type"])
 
+    assert resumed[0] == 200
+    assert resumed[1].startswith("text/event-stream")
     assert inbox.status_code == 503
     assert inbox.headers["content-type"].startswith("text/html")
     assert PROFILES_DOWN in inbox.text

@@ -459,12 +459,18 @@ def _customer_routes(app: FastAPI) -> None:
     ) -> StreamingResponse:
         """Server-Sent Events: each new entry of this customer as a rendered row. `ids`: the
         customer ids the page was rendered with, so a merge or split while the browser was
-        reconnecting is told too."""
-        profile = await desk.profiles.profile(customer_id)
-        if profile is None:
+        reconnecting is told too; a page reconnecting while the profile service is away goes
+        on with them (`_identity_now`), as an open stream does, rather than reload onto an
+        error page and lose the reply being typed."""
+        if ids:
+            rendered = Watched(customer_id, customer_id, frozenset(ids.split(",")))
+            now = await _identity_now(desk, rendered)
+        else:
+            profile = await desk.profiles.profile(customer_id)
+            now = None if profile is None else Watched.of(customer_id, profile)
+        if now is None:
             raise HTTPException(status_code=404, detail="no customer with this id")
-        now = Watched.of(customer_id, profile)
-        rendered = Watched(customer_id, customer_id, frozenset(ids.split(","))) if ids else now
+        rendered = rendered if ids else now
         cursor = request.headers.get("last-event-id") or after
         wanted = (set(channel or []), set(with_statuses(type or [])))
         ends = session_end(request, desk.session_seconds)

@@ -112,6 +112,12 @@ function follow(timeline) {
     // CLOSED: the browser will not reconnect by itself (the desk answered 401, an error page
     // or a sign-in form). Reloading retries, and sends an expired session to sign in.
     if (source.readyState === EventSource.CLOSED && !reloading) {
+      // A reply being written is never thrown away by a reload: the agent reloads once it is
+      // sent (or copied).
+      if (document.querySelector("#reply-form textarea")?.value.trim()) {
+        state.textContent = "not live: reload once your reply is sent";
+        return;
+      }
       reloading = true;
       setTimeout(() => window.location.reload(), RELOAD_AFTER_MS);
     }
