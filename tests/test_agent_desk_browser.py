@@ -11,6 +11,7 @@ told so when sending, and keeps what they wrote.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -150,6 +151,9 @@ async def sign_in_and_find(page: Page, desk_url: str) -> None:
     await sign_in(page, desk_url)
     await page.get_by_role("searchbox", name="Find a customer").fill("0034 612 34 56 78")
     await page.get_by_role("button", name="Find").click()
+    # What was typed stays out of the history and the title names nobody (a shared terminal).
+    await expect(page).to_have_url(re.compile(r"/customers/[0-9a-f]+$"))
+    await expect(page).to_have_title("Customer · Hilo desk")
     timeline = page.locator("#timeline")
     await expect(timeline).to_contain_text("Order WEB-7731 placed")
     await expect(timeline).to_contain_text("Inbound call dropped after 42s")

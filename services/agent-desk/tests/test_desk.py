@@ -169,6 +169,10 @@ async def test_nothing_is_readable_without_signing_in_and_forms_need_their_token
         forged = await client.post(
             "/customers/anyone/replies", json={"channel": "sms"}, headers={"X-CSRF-Token": "x"}
         )
+        forged_search = await client.post("/search", data={"q": "ana@example.com", "csrf": "x"})
+        searched = await client.post(
+            "/search", data={"q": "nobody@example.com", "csrf": csrf_of(inbox.text)}
+        )
         await client.post("/logout", data={"csrf": csrf_of(inbox.text)})
         after = await client.get("/")
 
@@ -176,6 +180,9 @@ async def test_nothing_is_readable_without_signing_in_and_forms_need_their_token
     assert "Open conversations" in inbox.text
     assert cookie.has_nonstandard_attr("httponly")
     assert forged.status_code == 403
+    assert forged_search.status_code == 403
+    assert searched.status_code == 200
+    assert "No customer has" in searched.text
     assert after.status_code == 303
 
 

@@ -393,10 +393,20 @@ def _customer_routes(app: FastAPI) -> None:
         _agent: Agent,
         q: Annotated[str, Query(max_length=300)] = "",
     ) -> Response:
-        matches = await find_customers(desk.profiles, q)
-        if len(matches) == 1:
-            return RedirectResponse(f"/customers/{matches[0].customer_id}", status_code=303)
-        return _page(desk, request, "search.html", query=q, matches=matches)
+        return await _found(desk, request, q)
+
+    @app.post("/search", response_class=HTMLResponse)
+    async def search_form(
+        request: Request,
+        desk: DeskDep,
+        _agent: Agent,
+        q: Annotated[str, Form(max_length=300)] = "",
+        csrf: Annotated[str, Form(max_length=200)] = "",
+    ) -> Response:
+        """The search box: what was typed (a phone, an email) travels in the body, so it stays
+        out of the browser's history and address-bar suggestions on a shared terminal."""
+        check_csrf(request, csrf)
+        return await _found(desk, request, q)
 
     @app.get("/customers/{customer_id}", response_class=HTMLResponse)
     async def customer(
@@ -493,6 +503,14 @@ def _customer_routes(app: FastAPI) -> None:
         if profile is None:
             raise HTTPException(status_code=404, detail="no customer with this id")
         return await _reply(desk, profile, body, agent)
+
+
+async def _found(desk: Desk, request: Request, query: str) -> Response:
+    """The one customer found (303 to their page), else the matches or why there are none."""
+    matches = await find_customers(desk.profiles, query)
+    if len(matches) == 1:
+        return RedirectResponse(f"/customers/{matches[0].customer_id}", status_code=303)
+    return _page(desk, request, "search.html", query=query, matches=matches)
 
 
 async def _password_checked(desk: Desk, agent: str, password: str, client: str) -> bool:
