@@ -70,10 +70,13 @@ async def test_lookup_normalises_and_rejects_invalid_identifiers(
     profile_service: RunningProfileService,
 ) -> None:
     svc = profile_service
-    await svc.publish([interaction(1, phone="+34612345678")])
+    await svc.publish([interaction(1, phone="+34612345678", whatsapp_id="34612345678")])
     await svc.wait_for_entries(1)
 
-    assert await svc.customer_of("phone", "0034 612 34 56 78")
+    customer = await svc.customer_of("phone", "0034 612 34 56 78")
+    assert customer
+    for typed in ("+34 612 34 56 78", "whatsapp:+34612345678", "34612345678"):
+        assert await svc.customer_of("whatsapp_id", typed) == customer, typed
     invalid = await svc.http.post("/v1/customers/lookup", json={"kind": "phone", "value": "12"})
     unknown_kind = await svc.http.post(
         "/v1/customers/lookup", json={"kind": "shoe_size", "value": "42"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -113,14 +114,27 @@ class LookupRequest(BaseModel):
 
 def _identifier_key(identifier: LookupRequest) -> str:
     """The stored key of an identifier typed by a person (422 when it is not one)."""
+    value = identifier.value
+    if identifier.kind is IdentifierKind.WHATSAPP_ID:
+        value = _as_wa_id(value)
     try:
-        identifiers = Identifiers.model_validate({identifier.kind.value: identifier.value})
+        identifiers = Identifiers.model_validate({identifier.kind.value: value})
     except ValidationError as exc:
         raise HTTPException(
             status_code=422, detail=[{"loc": e["loc"], "msg": e["msg"]} for e in exc.errors()]
         ) from None
     kind, value = identifiers.strongest()
     return f"{kind.value}:{value}"
+
+
+_TYPED_NUMBER = re.compile(r"[\d\s+().-]+")
+
+
+def _as_wa_id(typed: str) -> str:
+    """A WhatsApp id as the channel stores Meta's `wa_id`: the number's digits, country code
+    first, no `+`. A person types it as a phone (`+34 612 34 56 78`, `whatsapp:+34...`)."""
+    number = typed.strip().removeprefix("whatsapp:")
+    return re.sub(r"\D", "", number) if _TYPED_NUMBER.fullmatch(number) else typed
 
 
 class Identity(BaseModel):
