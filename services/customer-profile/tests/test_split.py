@@ -144,6 +144,25 @@ async def test_an_event_resolved_against_the_merged_profile_during_the_split_lan
     assert (await svc.get(f"/v1/customers/{ana}"))["view"]["event_count"] == 2
 
 
+async def test_asking_another_customer_to_undo_a_merge_already_undone_is_refused(
+    profile_service: RunningProfileService,
+) -> None:
+    svc = profile_service
+    ana, bo = await _merged_pair(svc)
+    split = await svc.http.post(f"/v1/customers/{ana}/split", json={"merge": bo, **AUDIT})
+    assert split.status_code == 200, split.text
+    await _publish_and_settle(svc, [interaction("xu", minutes=5, email="xu@example.com")])
+    xu = await svc.customer_of("email", "xu@example.com")
+
+    retried = await svc.http.post(f"/v1/customers/{ana}/split", json={"merge": bo, **AUDIT})
+    elsewhere = await svc.http.post(f"/v1/customers/{xu}/split", json={"merge": bo, **AUDIT})
+
+    assert retried.status_code == 200, "a retry of the same split answers it again"
+    assert retried.json()["split_id"] == split.json()["split_id"]
+    assert elsewhere.status_code == 409, elsewhere.text
+    assert f"was not merged into {xu}" in elsewhere.json()["detail"]
+
+
 async def test_profiles_a_person_split_are_merged_again_only_when_a_person_confirms(
     profile_service: RunningProfileService,
 ) -> None:

@@ -84,6 +84,8 @@ class Splits:
         if head is None or not head.get("merged_into"):
             earlier = [s for s in await self._store.splits_involving([absorbed]) if s.merge_event]
             if earlier and earlier[-1].restored == absorbed:
+                if earlier[-1].kept not in profile.aliases:  # another customer's split
+                    raise SplitRefused(f"{absorbed} was not merged into {profile.customer_id}")
                 return await self._run(earlier[-1])
             raise SplitRefused(f"{absorbed} is not merged into another profile")
         if absorbed not in profile.merged_from:
