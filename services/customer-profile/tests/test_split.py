@@ -144,6 +144,33 @@ async def test_an_event_resolved_against_the_merged_profile_during_the_split_lan
     assert (await svc.get(f"/v1/customers/{ana}"))["view"]["event_count"] == 2
 
 
+async def test_confirming_profiles_kept_apart_merges_them_after_one_moved_into_another(
+    profile_service: RunningProfileService,
+) -> None:
+    """Ana and Bo were split and kept apart; Ana's profile was then merged into an older one,
+    Dee's, which took her kept-apart mark. A person confirming Ana and Bo are one merges Bo
+    into Dee's profile, not into a new request."""
+    svc = profile_service
+    await _publish_and_settle(svc, [interaction("dee", minutes=0, customer_id="C-1")])
+    dee = await svc.customer_of("customer_id", "C-1")
+    ana, bo = await _merged_pair(svc)
+    split = await svc.http.post(f"/v1/customers/{ana}/split", json={"merge": bo, **AUDIT})
+    assert split.status_code == 200, split.text
+    await _publish_and_settle(svc, [interaction(4, minutes=4, email=ANA, phone=BO)])
+    [request] = await svc.get("/v1/merge-requests")
+    await _publish_and_settle(svc, [interaction(5, minutes=5, email=ANA, customer_id="C-1")])
+    assert await svc.customer_of("email", ANA) == dee
+
+    decision = {"by": "agent-9", "reason": "one person after all"}
+    settled = await svc.settled_count()
+    confirmed = await svc.http.post(f"/v1/merge-requests/{request['id']}/confirm", json=decision)
+    assert confirmed.status_code == 200, confirmed.text
+    await svc.wait_for_entries(settled + 1)  # the confirmation, an event of its own
+
+    assert await svc.customer_of("phone", BO) == dee
+    assert await svc.get("/v1/merge-requests") == [], "the confirmation asked again"
+
+
 async def test_asking_another_customer_to_undo_a_merge_already_undone_is_refused(
     profile_service: RunningProfileService,
 ) -> None:

@@ -548,7 +548,12 @@ class ProfileStore:
         await self._profiles.hand_over(restored.customer_id, keys, kept.aliases, restored.aliases)
 
     async def allow_merge(self, customer_ids: list[str]) -> None:
-        await self._profiles.allow_merge(customer_ids)
+        """No longer keep these customers apart, as they are now: a request's ids may have been
+        merged into another profile since, which took their kept-apart marks with it."""
+        canonical, profiles = await self._profiles.load_canonical(customer_ids)
+        ids = {*customer_ids, *canonical.values()}
+        ids |= {alias for profile in profiles.values() for alias in profile.aliases}
+        await self._profiles.allow_merge(sorted(ids))
 
     async def keep_apart(self, customer_ids: list[str]) -> None:
         await self._profiles.keep_apart(customer_ids)
