@@ -171,6 +171,32 @@ async def test_confirming_profiles_kept_apart_merges_them_after_one_moved_into_a
     assert await svc.get("/v1/merge-requests") == [], "the confirmation asked again"
 
 
+async def test_identifiers_split_off_again_after_they_came_back_are_a_new_split(
+    profile_service: RunningProfileService,
+) -> None:
+    """Bo's phone was split off Ana's profile; a person then confirmed them one after all, and
+    later splits the phone off again: that is done again, not answered with the first split."""
+    svc = profile_service
+    profile = await _ana_with_bos_phone(svc)
+    ana, phone = profile.customer_id, {"identifiers": [{"kind": "phone", "value": BO}], **AUDIT}
+    first = await svc.http.post(f"/v1/customers/{ana}/split", json=phone)
+    assert first.status_code == 200, first.text
+    await _publish_and_settle(svc, [interaction(3, minutes=3, email=ANA, phone=BO)])
+    [request] = await svc.get("/v1/merge-requests")
+    settled = await svc.settled_count()
+    decision = {"by": "agent-9", "reason": "one person after all"}
+    confirmed = await svc.http.post(f"/v1/merge-requests/{request['id']}/confirm", json=decision)
+    assert confirmed.status_code == 200, confirmed.text
+    await svc.wait_for_entries(settled + 1)
+    assert await svc.customer_of("phone", BO) == ana
+
+    second = await svc.http.post(f"/v1/customers/{ana}/split", json=phone)
+
+    assert second.status_code == 200, second.text
+    assert second.json()["split_id"] != first.json()["split_id"]
+    assert await svc.customer_of("phone", BO) == second.json()["restored"] != ana
+
+
 async def test_asking_another_customer_to_undo_a_merge_already_undone_is_refused(
     profile_service: RunningProfileService,
 ) -> None:

@@ -13,6 +13,7 @@ just before the identifiers moved.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -105,13 +106,20 @@ class Splits:
     ) -> dict[str, Any]:
         """Move these identifiers, and the entries only they explain, to a new profile."""
         profile = await self._profile(customer_id)
-        split_id = (
+        named = (
             "identifiers:"
             + hashlib.sha256(
                 "\n".join([profile.customer_id, *sorted(set(keys))]).encode()
             ).hexdigest()[:32]
         )
-        earlier = await self._store.split(split_id)
+        split_id, earlier = named, await self._store.split(named)
+        # A retried request is the split it made; the same identifiers split off again after
+        # the profile it made was merged back (a person confirmed them one) are a new split.
+        for again in itertools.count(2):
+            if earlier is None or not await self._merged_back(earlier):
+                break
+            split_id = f"{named}:{again}"
+            earlier = await self._store.split(split_id)
         if earlier is not None:
             return await self._run(earlier)
         held = await self._store.claims_of(profile.aliases)
@@ -122,6 +130,11 @@ class Splits:
         restored = uuid.uuid5(_SPLIT_NAMESPACE, split_id).hex
         split = self._new(split_id, profile.customer_id, restored, who, keys=sorted(set(keys)))
         return await self._run(await self._store.record_split(split))
+
+    async def _merged_back(self, split: Split) -> bool:
+        """Whether the profile this split restored has been merged into another since."""
+        head = await self._store.merge_of(split.restored)
+        return bool(head and head.get("merged_into"))
 
     def _new(
         self,
