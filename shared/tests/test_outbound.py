@@ -313,6 +313,10 @@ async def test_storing_what_the_provider_answered_is_retried_not_lost(
         (httpx.RemoteProtocolError("dropped"), SendUncertain),
         (httpx.Response(503), SendUnavailable),
         (httpx.Response(429), SendUnavailable),
+        # Failed or timed out while handling it: the message may be out (Twilio's 20500).
+        (httpx.Response(500), SendUncertain),
+        (httpx.Response(502), SendUncertain),
+        (httpx.Response(504), SendUncertain),
         (httpx.Response(400, text="21610"), SendRefused),
     ],
 )

@@ -164,7 +164,7 @@ async def test_without_twilio_settings_a_reply_is_reported_failed_saying_what_is
     }
 
 
-async def test_twilio_failing_with_5xx_is_retried_until_it_accepts(
+async def test_twilio_unavailable_is_retried_until_it_accepts(
     sms_settings: SmsSettings,
     settings: HiloSettings,
     mongo_client: AsyncMongoClient[MongoDocument],
@@ -172,7 +172,7 @@ async def test_twilio_failing_with_5xx_is_retried_until_it_accepts(
     twilio: TwilioStandIn,
 ) -> None:
     sender = sender_through(sms_settings, settings, mongo_client, broker)
-    twilio.fail_next(1, status=500)
+    twilio.fail_next(1, status=429)
     twilio.fail_next(1, status=503)
 
     state = await sender.handle(sample_command("sms", identifiers=Identifiers(phone=PHONE)))
@@ -180,6 +180,25 @@ async def test_twilio_failing_with_5xx_is_retried_until_it_accepts(
     assert twilio.calls == 3
     assert state["state"] == "sent"
     assert state["provider_message_id"] == twilio.accepted[0].sid
+
+
+async def test_a_twilio_500_is_not_sent_again_and_the_agent_is_told_to_look(
+    sms_settings: SmsSettings,
+    settings: HiloSettings,
+    mongo_client: AsyncMongoClient[MongoDocument],
+    broker: KafkaBroker,
+    twilio: TwilioStandIn,
+) -> None:
+    """Twilio's 20500: a message answered 500 may still reach the customer; sent again, it
+    could reach them twice."""
+    sender = sender_through(sms_settings, settings, mongo_client, broker)
+    twilio.fail_next(1, status=500)
+
+    state = await sender.handle(sample_command("sms", identifiers=Identifiers(phone=PHONE)))
+
+    assert twilio.calls == 1
+    assert state["state"] == "failed"
+    assert "may have been sent" in state["reason"]
 
 
 async def test_an_unsubscribed_recipient_is_reported_failed_with_twilios_reason_once(

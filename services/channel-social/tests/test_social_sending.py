@@ -195,7 +195,7 @@ def sender(
     )
 
 
-@pytest.mark.parametrize("status", [500, 429])
+@pytest.mark.parametrize("status", [503, 429])
 async def test_a_failing_send_api_is_retried_until_it_accepts(
     settings: HiloSettings,
     mongo_client: AsyncMongoClient[MongoDocument],

@@ -264,7 +264,9 @@ def sender(
     return OutboundSender("whatsapp", "test", provider, publisher, sends, FAST)
 
 
-@pytest.mark.parametrize("status", [500, 429, 400], ids=["5xx", "throughput", "pair-rate-limit"])
+@pytest.mark.parametrize(
+    "status", [503, 429, 400], ids=["unavailable", "throughput", "pair-rate-limit"]
+)
 async def test_a_failing_cloud_api_is_retried_until_it_accepts(
     settings: HiloSettings,
     mongo_client: AsyncMongoClient[MongoDocument],

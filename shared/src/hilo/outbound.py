@@ -9,10 +9,11 @@ each (`OutboundSender.handle`):
    attempt whose claim was stored sends. A command delivered again after it was sent is not
    sent again, only its record is re-published (the interaction id is derived from the command
    id, so the journey keeps it once);
-2. sends it through the provider, retrying what the provider did not take (5xx, 429, a
+2. sends it through the provider, retrying what the provider did not take (503, 429, a
    provider's own rate-limit answer, no connection) with exponential backoff; a refusal (any
-   other 4xx) is not retried, nor is a request that went out and got no answer (the provider
-   may have taken it);
+   other 4xx) is not retried, nor is a request that went out and got no answer or any other 5xx
+   (the provider may have taken it: Twilio says a 500 to a message may still reach the
+   customer);
 3. records the outcome on `interactions`: the sent message as an outbound `message` in the
    command's conversation, or a `message_status` `failed` carrying the provider's reason, which
    the agent sees.
@@ -172,6 +173,10 @@ def not_configured(channel: str, reason: str) -> NotConfigured:
     return NotConfigured(reason)
 
 
+RETRYABLE_STATUSES = frozenset({429, 503})
+"""Answers that say the provider did not take the request: too many requests, unavailable."""
+
+
 async def provider_call(
     request: Callable[[], Any],
     reason_of: Callable[[httpx.Response], str],
@@ -179,12 +184,14 @@ async def provider_call(
 ) -> httpx.Response:
     """Make one provider HTTP call, sorting failures the way every provider needs them sorted.
 
-    No connection (or none free in time), a 5xx, a 429 or an answer the provider's `throttled`
-    recognises as a rate limit (Graph says so by error code, under 400 too) is `SendUnavailable`
-    (retried): the provider did not take the message. A request sent but not answered (a read
-    timeout, a dropped connection) is `SendUncertain`: the provider may have taken it, and
-    sending it again could reach the customer twice. Any other 4xx is `SendRefused` with
-    `reason_of(response)`, the provider's own explanation.
+    No connection (or none free in time), a 503 (unavailable), a 429 or an answer the
+    provider's `throttled` recognises as a rate limit (Graph says so by error code, under 400
+    too) is `SendUnavailable` (retried): the provider did not take the message. A request sent
+    but not answered (a read timeout, a dropped connection) or answered with another 5xx (500,
+    502, 504: the provider failed or timed out while handling it) is `SendUncertain`: the
+    provider may have taken it, and sending it again could reach the customer twice (Twilio's
+    error 20500 says so of messages). Any other 4xx is `SendRefused` with `reason_of(response)`,
+    the provider's own explanation.
     """
     try:
         response: httpx.Response = await request()
@@ -195,8 +202,13 @@ async def provider_call(
             f"no answer from the provider ({type(exc).__name__}): it may have been sent; look "
             "at the conversation before sending it again"
         ) from exc
-    if response.status_code >= 500 or response.status_code == 429:
+    if response.status_code in RETRYABLE_STATUSES:
         raise SendUnavailable(f"provider answered {response.status_code}")
+    if response.status_code >= 500:
+        raise SendUncertain(
+            f"the provider answered {response.status_code}: it may have been sent; look at the "
+            "conversation before sending it again"
+        )
     if response.status_code >= 400 and throttled is not None and throttled(response):
         raise SendUnavailable(f"provider is rate limiting: {reason_of(response)}")
     if response.status_code >= 400:
