@@ -129,10 +129,36 @@ def test_every_service_is_health_checked_and_waits_for_what_it_needs(
         assert depends == expected, spec.name
 
 
+def test_every_common_setting_set_in_env_reaches_every_service(compose: dict[str, Any]) -> None:
+    """`.env.example` says the common settings go to every service: each is in `x-hilo-env`,
+    taken from `.env` (service_name is each service's own)."""
+    common = compose["x-hilo-env"]
+    fields = set(HiloSettings.model_fields) - {"service_name"}
+
+    missing = sorted(
+        f"HILO_{name.upper()}" for name in fields if f"HILO_{name.upper()}" not in common
+    )
+    assert missing == []
+    for name in fields:
+        assert f"${{HILO_{name.upper()}:" in str(common[f"HILO_{name.upper()}"]), name
+
+
 def test_the_profile_service_scales(compose: dict[str, Any]) -> None:
+    """Its host port range holds one port per partition, none another service publishes."""
     [mapping] = compose["services"]["customer-profile"]["ports"]
 
-    assert re.fullmatch(r"\$\{PROFILE_HOST_PORTS:-\d+-\d+\}:8080", mapping)
+    matched = re.fullmatch(r"\$\{PROFILE_HOST_PORTS:-(\d+)-(\d+)\}:8080", mapping)
+    assert matched
+    first, last = int(matched[1]), int(matched[2])
+    fixed = {
+        int(port)
+        for name, service in compose["services"].items()
+        if name != "customer-profile"
+        for published in service.get("ports", [])
+        for port in re.findall(r":-(\d+)\}:", published)
+    }
+    assert last - first + 1 >= 6, "fewer host ports than the default partitions"
+    assert not fixed & set(range(first, last + 1)), "the range takes other services' ports"
     environment = compose["services"]["customer-profile"]["environment"]
     assert "HILO_CONSUMER_GROUP" in environment
 

@@ -42,12 +42,12 @@ COMPOSE = """
 # Environment name; production refuses to start the profile API without HILO_API_KEYS.
 # HILO_ENVIRONMENT=production
 # Host address of the infrastructure's ports (Kafka, MongoDB, Prometheus, Grafana): loopback, so
-# they are not reachable from other machines; Kafka speaks plaintext and MongoDB has no users yet.
+# they are not reachable from other machines; Kafka speaks plaintext.
 # INFRA_HOST_ADDRESS=127.0.0.1
 # Host ports. The profile API takes a range so that `--scale customer-profile=N` works.
 # KAFKA_HOST_PORT=29092
 # MONGO_HOST_PORT=27017
-# PROFILE_HOST_PORTS=8080-8089
+# PROFILE_HOST_PORTS=18080-18089
 # WEB_HOST_PORT=8081
 # WHATSAPP_HOST_PORT=8082
 # SMS_HOST_PORT=8083
