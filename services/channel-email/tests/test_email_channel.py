@@ -274,6 +274,7 @@ async def test_a_token_refused_for_good_keeps_its_refusal_for_any_body(
 
 async def test_mail_is_taken_whatever_window_the_tokens_index_was_made_with(
     email: httpx.AsyncClient,
+    email_settings: EmailSettings,
     settings: HiloSettings,
     mongo_client: AsyncMongoClient[MongoDocument],
 ) -> None:
@@ -287,6 +288,8 @@ async def test_mail_is_taken_whatever_window_the_tokens_index_was_made_with(
 
     assert response.status_code == 200
     assert len(await published_interactions(settings, 1)) == 1
+    index = (await tokens.index_information())["at_1"]
+    assert index["expireAfterSeconds"] == email_settings.mailgun_max_age_seconds, "not applied"
 
 
 async def test_a_token_being_published_is_a_503_and_one_left_by_a_dead_request_is_taken_over(

@@ -61,6 +61,7 @@ class ReplayGuard:
         self._max_age = max_age_seconds
         self._tokens = tokens
         self._indexed = False
+        self._next_try = 0.0
 
     def verify(self, form: FormData) -> str:
         """Check the signature and freshness; return the token, to `claim`."""
@@ -115,8 +116,10 @@ class ReplayGuard:
 
     async def _ensure_index(self) -> None:
         """The TTL index, once; never a reason to refuse mail. A window changed since the index
-        was made (MongoDB refuses a second index on `at` with other options) is applied to it."""
-        if self._indexed:
+        was made (MongoDB refuses a second index on `at` with other options) replaces it: made
+        again, not changed with `collMod`, which Hilo's database user (`readWrite`) may not run.
+        After a failure it is tried again a minute later, not on every webhook."""
+        if self._indexed or time.monotonic() < self._next_try:
             return
         try:
             try:
@@ -124,17 +127,16 @@ class ReplayGuard:
             except OperationFailure as exc:
                 if exc.code not in INDEX_OPTIONS_CONFLICT:
                     raise
-                await self._tokens.database.command(
-                    "collMod",
-                    self._tokens.name,
-                    index={"keyPattern": {"at": 1}, "expireAfterSeconds": self._max_age},
-                )
+                await self._tokens.drop_index([("at", 1)])
+                await self._tokens.create_index("at", expireAfterSeconds=self._max_age)
         except PyMongoError as exc:
             log.warning("mailgun_tokens_index_not_made", error=type(exc).__name__)
+            self._next_try = time.monotonic() + INDEX_RETRY_SECONDS
             return
         self._indexed = True
 
 
+INDEX_RETRY_SECONDS = 60.0
 INDEX_OPTIONS_CONFLICT = frozenset({85, 86})
 """IndexOptionsConflict, IndexKeySpecsConflict."""
 
