@@ -20,6 +20,7 @@ from channel_sms.settings import SmsSettings
 from channel_sms.translate import consent_keyword
 from channel_sms.twilio import InboundMessage
 from hilo.contract import Identifiers
+from hilo.contract.outbound import OutboundMessage, Template
 from hilo.kafka import KafkaPublisher, create_broker
 from hilo.mongo import MongoDocument
 from hilo.outbound import (
@@ -199,6 +200,24 @@ async def test_a_twilio_500_is_not_sent_again_and_the_agent_is_told_to_look(
     assert twilio.calls == 1
     assert state["state"] == "failed"
     assert "may have been sent" in state["reason"]
+
+
+async def test_a_template_alone_is_refused_not_texted_as_its_name(
+    sms_settings: SmsSettings,
+    settings: HiloSettings,
+    mongo_client: AsyncMongoClient[MongoDocument],
+    broker: KafkaBroker,
+    twilio: TwilioStandIn,
+) -> None:
+    sender = sender_through(sms_settings, settings, mongo_client, broker)
+    command = sample_command("sms", identifiers=Identifiers(phone=PHONE))
+    template = OutboundMessage(template=Template(name="order_update", language="en_US"))
+
+    state = await sender.handle(command.model_copy(update={"payload": template}))
+
+    assert twilio.calls == 0
+    assert state["state"] == "failed"
+    assert "needs text" in state["reason"]
 
 
 async def test_an_unsubscribed_recipient_is_reported_failed_with_twilios_reason_once(

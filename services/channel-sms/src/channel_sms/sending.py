@@ -14,7 +14,7 @@ from pydantic import AnyHttpUrl
 from channel_sms.translate import reference
 from hilo.contract.outbound import OutboundCommand
 from hilo.logs import mask_text
-from hilo.outbound import SendRefused, Sent, accepted_without_id, message_text, provider_call
+from hilo.outbound import SendRefused, Sent, accepted_without_id, provider_call
 
 API_VERSION = "2010-04-01"
 TIMEOUT_SECONDS = 15.0
@@ -65,14 +65,18 @@ class TwilioMessages:
         )
 
     async def send(self, command: OutboundCommand) -> Sent:
-        """Create the message; `SendRefused` without a call when the command has no phone."""
+        """Create the message; `SendRefused` without a call when the command has no phone, or
+        no text (a WhatsApp template alone would reach the customer as its name and
+        parameters)."""
         to = command.identifiers.phone
         if to is None:
             raise SendRefused("no phone number to send the SMS to (the command's identifiers)")
+        if not command.payload.text:
+            raise SendRefused("an SMS needs text: message templates are not sent by SMS")
         form = {
             "To": to,
             **self._sender,
-            "Body": message_text(command.payload),
+            "Body": command.payload.text,
             "StatusCallback": self._status_callback_url,
         }
         response = await provider_call(
