@@ -87,3 +87,36 @@ async def test_a_dead_letter_larger_than_the_producer_takes_is_reported_too(
 
     with pytest.raises(ReplayIncomplete, match="refused 1 of 1 dead letters"):
         await replay(small, ReplayFilter())
+
+
+async def test_a_letter_that_failed_again_is_replayed_once_through_its_newer_copy(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """A replay that failed again put a newer copy on the dead-letter topic naming the first:
+    the next replay sends the newer one only, so what keeps failing does not double."""
+    dlq = topic_name(Topic.INTERACTIONS_DLQ, settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        first = await producer.send_and_wait(
+            dlq, b"first", key=b"k", headers=[("hilo_error_reason", b"processing_failed")]
+        )
+        marker = f"{dlq}/{first.partition}/{first.offset}".encode()
+        await producer.send_and_wait(
+            dlq,
+            b"again",
+            key=b"k",
+            headers=[("hilo_error_reason", b"processing_failed"), ("hilo_replayed_from", marker)],
+        )
+    finally:
+        await producer.stop()
+
+    report = await replay(settings, ReplayFilter())
+
+    assert (report.read, report.replayed, report.superseded) == (2, 1, 1)
+    sent = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.INTERACTIONS, settings)
+    )
+    assert [record.value for record in sent] == [b"again"]
+    [value] = [v for k, v in sent[0].headers if k == "hilo_replayed_from"]
+    assert value != marker, "one marker: the copy it was replayed from"

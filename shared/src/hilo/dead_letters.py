@@ -111,6 +111,8 @@ class ReplayReport:
     read: int
     replayed: int
     by_reason: dict[str, int]
+    superseded: int = 0
+    """Letters left out because a replay of them failed again: their newer copy stands for them."""
 
 
 class ReplayIncomplete(RuntimeError):
@@ -129,9 +131,18 @@ async def replay(
     """Re-publish the dead letters on `source` that `chosen` admits, as they were, to `target`.
 
     Reads up to the end offsets seen at start (letters arriving meanwhile wait for the next run)
-    and waits for Kafka's acknowledgement of every record before reporting.
+    and waits for Kafka's acknowledgement of every record before reporting. A letter replayed
+    before that failed again is on `source` twice, the newer copy naming the older
+    (`REPLAYED_FROM`): only the newer one is replayed, so letters that keep failing are not
+    doubled by every run.
     """
     records = await read_to_end(settings.kafka_bootstrap_servers, topic_name(source, settings))
+    replayed_before = {
+        value.decode(errors="replace")
+        for record in records
+        for name, value in record.headers or ()
+        if name == REPLAYED_FROM
+    }
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         acks="all",
@@ -139,12 +150,16 @@ async def replay(
         max_request_size=settings.kafka_max_record_bytes,
     )
     by_reason: dict[str, int] = {}
-    replayed = 0
+    replayed = superseded = 0
     deliveries: list[asyncio.Future[Any]] = []
     if not dry_run:
         await producer.start()
     try:
         for record in records:
+            marker = f"{record.topic}/{record.partition}/{record.offset}"
+            if marker in replayed_before:
+                superseded += 1
+                continue
             headers = {k: v.decode(errors="replace") for k, v in record.headers or ()}
             if not chosen.admits(headers):
                 continue
@@ -153,14 +168,14 @@ async def replay(
             replayed += 1
             if dry_run:
                 continue
-            kept = [(k, v) for k, v in record.headers or () if k not in DEAD_LETTER_HEADERS]
-            marker = f"{record.topic}/{record.partition}/{record.offset}".encode()
+            dropped = (*DEAD_LETTER_HEADERS, REPLAYED_FROM)
+            kept = [(k, v) for k, v in record.headers or () if k not in dropped]
             try:
                 delivery = await producer.send(
                     topic_name(target, settings),
                     record.value,
                     key=record.key or None,
-                    headers=[*kept, (REPLAYED_FROM, marker)],
+                    headers=[*kept, (REPLAYED_FROM, marker.encode())],
                 )
             except KafkaError as exc:  # refused before sending (too large for the producer)
                 delivery = asyncio.get_running_loop().create_future()
@@ -176,7 +191,9 @@ async def replay(
             f"({type(refused[0]).__name__}); they are still on {topic_name(source, settings)}"
         )
     log.info("dead_letters_replayed", read=len(records), replayed=replayed, dry_run=dry_run)
-    return ReplayReport(read=len(records), replayed=replayed, by_reason=by_reason)
+    return ReplayReport(
+        read=len(records), replayed=replayed, by_reason=by_reason, superseded=superseded
+    )
 
 
 def _time(value: str | None) -> datetime | None:

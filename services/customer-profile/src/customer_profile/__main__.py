@@ -54,7 +54,10 @@ async def run_dlq_replay(settings: ProfileSettings, args: argparse.Namespace) ->
         return 1
     verb = "would replay" if args.dry_run else "replayed"
     reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(report.by_reason.items()))
-    print(f"read {report.read} dead letters; {verb} {report.replayed} ({reasons or 'none'})")  # noqa: T201
+    print(  # noqa: T201
+        f"read {report.read} dead letters; {verb} {report.replayed} ({reasons or 'none'}); "
+        f"{report.superseded} left out, replayed before and failed again (their newer copy counts)"
+    )
     return 0
 
 
