@@ -147,6 +147,26 @@ async def test_a_provider_failing_with_5xx_is_retried_until_it_accepts(
     assert state["state"] == "sent"
 
 
+async def test_retries_stop_well_before_another_delivery_would_take_the_send_for_dead(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
+) -> None:
+    """However many attempts are allowed, a send retries for at most half the in-flight time:
+    past it another delivery reports the message not confirmed, and a late success would then
+    tell the agent it was sent after they were told to look."""
+    provider = ScriptedProvider(*(SendUnavailable("503") for _ in range(50)))
+    publisher = KafkaPublisher(broker, settings, sealer=create_sealer(settings, mongo_client))
+    sends = mongo_client[settings.mongodb_database][SENDS_COLLECTION]
+    patient = RetryPolicy(
+        attempts=50, first_wait_seconds=0.1, max_wait_seconds=0.1, in_flight_seconds=1.0
+    )
+    sender = OutboundSender("sms", "test", provider, publisher, sends, patient)
+
+    state = await sender.handle(sample_command())
+
+    assert state["state"] == "failed"
+    assert 2 <= len(provider.calls) <= 7, len(provider.calls)
+
+
 async def test_a_refusal_is_not_retried_and_is_recorded_with_the_providers_reason(
     settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
 ) -> None:

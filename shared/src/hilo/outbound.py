@@ -45,7 +45,13 @@ from pydantic_core import from_json, to_json
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from hilo.contract import (
     Conversation,
@@ -415,8 +421,12 @@ class OutboundSender:
                 await self._sends.update_one({"_id": command_id}, {"$set": update})
 
     async def _with_retries(self, command: OutboundCommand) -> Sent:
+        """Send, retrying what the provider did not take; never for longer than half the time
+        another delivery takes this claim for a live attempt's (`in_flight_seconds`): past it,
+        that delivery reports the message not confirmed while this attempt could still send."""
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._retry.attempts),
+            stop=stop_after_attempt(self._retry.attempts)
+            | stop_after_delay(self._retry.in_flight_seconds / 2),
             wait=wait_exponential(
                 multiplier=self._retry.first_wait_seconds, max=self._retry.max_wait_seconds
             ),
