@@ -16,11 +16,13 @@ import httpx
 import pytest
 from faststream.kafka import KafkaBroker
 from prometheus_client import REGISTRY
+from pydantic_core import from_json, to_json
 from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect
 
 from hilo import topics
 from hilo.channel import ChannelSettings, create_channel_app
+from hilo.contract import interaction_id
 from hilo.contract.outbound import OutboundCommand
 from hilo.kafka import KafkaPublisher, PublishFailed, Record, create_broker
 from hilo.mongo import MongoDocument
@@ -207,13 +209,18 @@ async def test_the_channel_consumes_its_own_commands_once_and_dead_letters_unrea
     provider = ScriptedProvider()
     mine, theirs = sample_command("sms"), sample_command("email")
     sealer = create_sealer(settings, mongo_client)
-    disguised = await command_record(sample_command("email"), sealer)
+    disguised_command = sample_command("email")
+    disguised = await command_record(disguised_command, sealer)
+    newer = sample_command("sms")
+    newer_record = await command_record(newer, sealer)
+    newer_form = to_json({**from_json(newer_record.value or b"{}"), "priority": "high"})
     records = [
         await command_record(mine, sealer),
         await command_record(mine, sealer),  # delivered again, as after a producer retry
         await command_record(theirs, sealer),
         Record(Topic.OUTBOUND, b"cus-1", b'{"not": "a command"}', {"hilo_channel": "sms"}),
         Record(Topic.OUTBOUND, disguised.key, disguised.value, {"hilo_channel": "sms"}),
+        Record(Topic.OUTBOUND, newer_record.key, newer_form, {"hilo_channel": "sms"}),
     ]
     before = _redelivered("sms")
     app = create_channel_app(
@@ -228,13 +235,27 @@ async def test_the_channel_consumes_its_own_commands_once_and_dead_letters_unrea
             await broker.stop()
         await eventually(_redelivered_async("sms"), until=lambda n: n > before, timeout=60)
         dead = await read_topic(
-            settings.kafka_bootstrap_servers, topic_name(Topic.OUTBOUND_DLQ, settings), expected=2
+            settings.kafka_bootstrap_servers, topic_name(Topic.OUTBOUND_DLQ, settings), expected=3
         )
 
     assert [call.id for call in provider.calls] == [mine.id]
-    assert [dict(d.headers)["hilo_error_reason"] for d in dead] == [b"unreadable", b"wrong_channel"]
-    events = await published_interactions(settings, expected=1)
-    assert [event["id"] for event in events] == [mine.sent_interaction_id()]
+    assert [dict(d.headers)["hilo_error_reason"] for d in dead] == [
+        b"unreadable",
+        b"wrong_channel",
+        b"unreadable",
+    ]
+    # The agent is told what was not sent (the desk would show it sending for good); a record
+    # that is no command at all names nobody to tell.
+    events = {e["id"]: e for e in await published_interactions(settings, expected=3)}
+    assert set(events) == {
+        mine.sent_interaction_id(),
+        interaction_id("email", f"outbound-failed:{disguised_command.id}"),
+        interaction_id("sms", f"outbound-failed:{newer.id}"),
+    }
+    failed = events[interaction_id("sms", f"outbound-failed:{newer.id}")]["payload"]
+    assert failed["status"] == "failed"
+    assert failed["provider_message_id"] == newer.failure_provider_id()
+    assert "outbound.dlq" in failed["error"]
 
 
 async def _sent_count(provider: ScriptedProvider) -> int:

@@ -57,6 +57,7 @@ from hilo.contract import (
     Conversation,
     DeliveryStatus,
     Direction,
+    Identifiers,
     Interaction,
     MessageExchanged,
     MessageStatusChanged,
@@ -264,7 +265,7 @@ class OutboundSender:
     ) -> None:
         self.channel = channel
         self.sends_for = frozenset(sends_for or (channel,))
-        self._instance = instance
+        self.instance = instance
         self._provider = provider
         self._publisher = publisher
         self._sends = sends
@@ -337,6 +338,14 @@ class OutboundSender:
         )
         state.pop("thread", None)
         return {**state, "recorded": True}
+
+    async def report_not_sent(self, command_id: str, failure: Interaction) -> None:
+        """Tell the agent a command that goes to `outbound.dlq` was not sent (the desk would
+        show it as sending for good), unless an earlier delivery did send it."""
+        state = await self._sends.find_one({"_id": command_id}, {"state": 1})
+        if state is not None and state.get("state") == "sent":
+            return
+        await self._publisher.publish_interaction(failure)
 
     async def _claim(self, command: OutboundCommand, token: str) -> MongoDocument:
         state: MongoDocument | None = await self._sends.find_one_and_update(
@@ -459,7 +468,7 @@ class OutboundSender:
             event_id = f"outbound-failed:{command.id}"
         return new_interaction(
             channel=command.channel,
-            instance=self._instance,
+            instance=self.instance,
             provider_event_id=event_id,
             identifiers=command.identifiers,
             payload=payload,
@@ -545,6 +554,7 @@ def subscribe_outbound(
             if failures[position] < MAX_FAILED_DELIVERIES:
                 await asyncio.sleep(retry_seconds)
                 raise
+            await _not_sent(record, sender, sealer, "the channel service failed on it")
             await _dead_letter(publisher, record, "failed", type(exc).__name__)
         failures.pop(position, None)
 
@@ -554,21 +564,54 @@ async def _handle(
 ) -> None:
     command = await _open(record.value, sealer)
     if command is None:
+        await _not_sent(record, sender, sealer, "this channel service cannot read it")
         await _dead_letter(publisher, record, "unreadable", "invalid or its person erased")
     elif command.channel not in sender.sends_for:
+        await _not_sent(record, sender, sealer, "no channel service sends it (its header)")
         await _dead_letter(publisher, record, "wrong_channel", "its header names another channel")
     else:
         await sender.handle(command)
 
 
 async def _open(value: bytes | None, sealer: Sealer) -> OutboundCommand | None:
-    opened = (await sealer.open_all([value]))[0]
-    if isinstance(opened, ValueError):
-        return None
+    opened = await _opened(value, sealer)
     try:
-        return OutboundCommand.model_validate(opened)
+        return None if opened is None else OutboundCommand.model_validate(opened)
     except ValidationError:
         return None
+
+
+async def _opened(value: bytes | None, sealer: Sealer) -> dict[str, Any] | None:
+    """The command's document with its sealed fields in place; None when it does not open (not
+    JSON, or its person erased: then nothing about it may be published)."""
+    opened = (await sealer.open_all([value]))[0]
+    return None if isinstance(opened, ValueError) else opened
+
+
+async def _not_sent(record: Any, sender: OutboundSender, sealer: Sealer, why: str) -> None:
+    """Report a command going to `outbound.dlq` as not sent, as far as it can be read: its id,
+    channel and recipient (a command of a newer form than this service reads still has them)."""
+    document = await _opened(record.value, sealer)
+    if document is None:
+        return
+    try:
+        command_id, channel = str(document["id"]), str(document["channel"])
+        failure = new_interaction(
+            channel=channel,
+            instance=sender.instance,
+            provider_event_id=f"outbound-failed:{command_id}",
+            identifiers=Identifiers.model_validate(document["identifiers"]),
+            payload=MessageStatusChanged(
+                provider_message_id=f"hilo-outbound:{command_id}",
+                status=DeliveryStatus.FAILED,
+                error=f"not sent: {why}; it is on outbound.dlq",
+            ),
+            occurred_at=datetime.now(UTC),
+        )
+    except (KeyError, TypeError, ValueError):  # pydantic's ValidationError is a ValueError
+        log.warning("outbound_not_sent_unreported", reason=why)
+        return
+    await sender.report_not_sent(command_id, failure)
 
 
 async def _dead_letter(publisher: KafkaPublisher, record: Any, reason: str, detail: str) -> None:
