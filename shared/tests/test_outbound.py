@@ -20,6 +20,7 @@ from pydantic_core import from_json, to_json
 from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect
 
+from hilo import channel as channel_module
 from hilo import topics
 from hilo.channel import ChannelSettings, create_channel_app
 from hilo.contract import interaction_id
@@ -475,3 +476,24 @@ async def test_sends_are_forgotten_after_a_while_longer_than_any_topic_keeps_the
     for spec in topics.REGISTRY:
         if spec.topic in (Topic.OUTBOUND, Topic.OUTBOUND_DLQ):
             assert kept > timedelta(milliseconds=spec.retention_ms), spec.topic
+
+
+async def test_the_sends_indexes_are_made_once_mongodb_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A channel started while MongoDB did not answer still gets the sends' TTL index."""
+
+    class Sends:
+        calls = 0
+
+        async def create_indexes(self) -> None:
+            self.calls += 1
+            if self.calls < 3:
+                raise AutoReconnect("mongo away")
+
+    monkeypatch.setattr(channel_module, "INDEX_RETRY_SECONDS", 0.0)
+    sends = Sends()
+
+    await channel_module._index_sends(sends)  # type: ignore[arg-type]
+
+    assert sends.calls == 3

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -310,6 +310,23 @@ async def _start_kafka(
     return await start_or_keep_trying(broker, settings)
 
 
+INDEX_RETRY_SECONDS = 30.0
+
+
+async def _index_sends(sender: OutboundSender) -> None:
+    """Make the sends' indexes (their 45-day TTL, the echo lookups) once MongoDB answers,
+    trying again every `INDEX_RETRY_SECONDS` while it does not: a channel that started during a
+    MongoDB blip would otherwise keep every send for good."""
+    while True:
+        try:
+            await sender.create_indexes()
+        except PyMongoError as exc:
+            log.warning("outbound_indexes_not_made", error=type(exc).__name__)
+            await asyncio.sleep(INDEX_RETRY_SECONDS)
+        else:
+            return
+
+
 def create_channel_app(
     name: str,
     settings: ChannelSettings,
@@ -355,8 +372,7 @@ def create_channel_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         background = await _start_kafka(broker, settings, optional=kept is not None)
         if channel.sender is not None:
-            with suppress(PyMongoError):  # made once MongoDB answers; only speeds echo checks
-                await channel.sender.create_indexes()
+            background.append(asyncio.create_task(_index_sends(channel.sender)))
         log.info("channel_started", channel=name)
         if kept is not None:
             drain = kept.drain_forever(publisher, settings.spool_drain_seconds)
