@@ -75,6 +75,7 @@ from agent_desk.replies import (
 from agent_desk.search import find_customers
 from agent_desk.settings import DeskSettings
 from agent_desk.timeline import attach_statuses, row, type_name
+from hilo.contract import BUILT_IN_CHANNELS
 from hilo.contract.outbound import Template
 from hilo.health import health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, PublishFailed, create_broker, start_or_keep_trying
@@ -93,17 +94,7 @@ TOO_MANY_TRIES = (
     "Too many failed sign-ins for this agent or from this address. "
     "Wait five minutes, then try again."
 )
-FILTER_CHANNELS = [
-    "web",
-    "app",
-    "whatsapp",
-    "sms",
-    "email",
-    "voice",
-    "store",
-    "messenger",
-    "instagram",
-]
+FILTER_CHANNELS = list(BUILT_IN_CHANNELS)
 FILTER_TYPES = [
     "message",
     "call",

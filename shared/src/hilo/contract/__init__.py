@@ -17,6 +17,7 @@ from hilo.contract.identifiers import (
     normalise_phone,
 )
 from hilo.contract.interaction import (
+    BUILT_IN_CHANNELS,
     EARLIEST_EVENT_TIME,
     MAX_FUTURE_SKEW,
     SCHEMA_VERSION,
@@ -61,6 +62,7 @@ from hilo.contract.payloads import (
 from hilo.contract.versions import UnsupportedSchemaVersion, parse_interaction
 
 __all__ = [
+    "BUILT_IN_CHANNELS",
     "EARLIEST_EVENT_TIME",
     "MAX_ADJUSTMENTS",
     "MAX_FUTURE_SKEW",

@@ -53,6 +53,19 @@ MAX_FUTURE_SKEW: ContextVar[timedelta] = ContextVar(
 )
 """How far ahead of the receipt time an event time may be (set per service from its settings)."""
 
+BUILT_IN_CHANNELS: Final = (
+    "web",
+    "app",
+    "whatsapp",
+    "sms",
+    "email",
+    "voice",
+    "store",
+    "messenger",
+    "instagram",
+)
+"""The channels Hilo's own services record; channel services added later name their own."""
+
 ChannelName = Annotated[
     str,
     Field(

@@ -65,6 +65,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import TypeVar
 
+from hilo.contract import BUILT_IN_CHANNELS
 from hilo.offers.model import (
     AppliedPromotion,
     Conditions,
@@ -87,19 +88,6 @@ _ARITHMETIC = Context(prec=60, rounding=ROUND_HALF_EVEN)
 """Our own context, whatever the caller's: 60 significant digits keep the in-between amounts
 exact in practice (only money rounding, half up, decides cents), and the same on every host."""
 
-BUILT_IN_CHANNELS = (
-    "web",
-    "app",
-    "whatsapp",
-    "sms",
-    "email",
-    "voice",
-    "store",
-    "messenger",
-    "instagram",
-)
-"""The contract's built-in channels (`hilo.contract.ChannelName`), in its order: where a
-promotion naming no channel is looked for when no channel is asked."""
 
 _T = TypeVar("_T")
 

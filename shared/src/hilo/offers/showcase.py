@@ -15,6 +15,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel
 
+from hilo.contract import BUILT_IN_CHANNELS
 from hilo.offers.model import (
     CustomerFacts,
     OffersSnapshot,
@@ -22,7 +23,7 @@ from hilo.offers.model import (
     PromotionKind,
     QuoteLine,
 )
-from hilo.offers.pricing import BUILT_IN_CHANNELS, open_channel, price_lines, qualifying
+from hilo.offers.pricing import open_channel, price_lines, qualifying
 
 EXAMPLE_SKUS = 5
 """At most this many of a promotion's SKUs are priced as its example."""
