@@ -554,7 +554,8 @@ def subscribe_outbound(
             if failures[position] < MAX_FAILED_DELIVERIES:
                 await asyncio.sleep(retry_seconds)
                 raise
-            await _not_sent(record, sender, sealer, "the channel service failed on it")
+            document = await _opened(record.value, sealer)
+            await _not_sent(document, sender, "the channel service failed on it")
             await _dead_letter(publisher, record, "failed", type(exc).__name__)
         failures.pop(position, None)
 
@@ -562,21 +563,21 @@ def subscribe_outbound(
 async def _handle(
     record: Any, sender: OutboundSender, sealer: Sealer, publisher: KafkaPublisher
 ) -> None:
-    command = await _open(record.value, sealer)
+    document = await _opened(record.value, sealer)
+    command = _command(document)
     if command is None:
-        await _not_sent(record, sender, sealer, "this channel service cannot read it")
+        await _not_sent(document, sender, "this channel service cannot read it")
         await _dead_letter(publisher, record, "unreadable", "invalid or its person erased")
     elif command.channel not in sender.sends_for:
-        await _not_sent(record, sender, sealer, "no channel service sends it (its header)")
+        await _not_sent(document, sender, "no channel service sends it (its header)")
         await _dead_letter(publisher, record, "wrong_channel", "its header names another channel")
     else:
         await sender.handle(command)
 
 
-async def _open(value: bytes | None, sealer: Sealer) -> OutboundCommand | None:
-    opened = await _opened(value, sealer)
+def _command(document: dict[str, Any] | None) -> OutboundCommand | None:
     try:
-        return None if opened is None else OutboundCommand.model_validate(opened)
+        return None if document is None else OutboundCommand.model_validate(document)
     except ValidationError:
         return None
 
@@ -588,10 +589,9 @@ async def _opened(value: bytes | None, sealer: Sealer) -> dict[str, Any] | None:
     return None if isinstance(opened, ValueError) else opened
 
 
-async def _not_sent(record: Any, sender: OutboundSender, sealer: Sealer, why: str) -> None:
+async def _not_sent(document: dict[str, Any] | None, sender: OutboundSender, why: str) -> None:
     """Report a command going to `outbound.dlq` as not sent, as far as it can be read: its id,
     channel and recipient (a command of a newer form than this service reads still has them)."""
-    document = await _opened(record.value, sealer)
     if document is None:
         return
     try:
