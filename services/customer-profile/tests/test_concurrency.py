@@ -10,13 +10,19 @@ import asyncio
 import contextlib
 import json
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from customer_profile.service.resolver import IdentityResolver, Pending
+import pytest
+
+from customer_profile.adapters.store import ProfileStore
+from customer_profile.service.ports import RESERVATION_EXPIRY, Contention
+from customer_profile.service.resolver import IdentityResolver, Pending, Resolution
 from customer_profile.testing import (
     RunningProfileService,
+    clear_faults,
     interaction,
+    interleave,
     running_profile_service,
     share_partitions,
 )
@@ -129,28 +135,54 @@ async def _settled(running: RunningProfileService) -> bool:
     return True
 
 
-async def test_a_merge_protection_breach_by_two_instances_at_once_is_recorded_not_silent(
-    profile_service: RunningProfileService,
-) -> None:
-    """Two loyalty cards meet one shared email on two instances at the same moment: each decides
-    against the shared profile as it was (no loyalty id yet) and merges its card's profile into
-    it. Each merge alone is allowed, together they break merge protection. The store's atomic
-    operations do not prevent this yet; the instance that reads last sees it and records it as
-    an open conflict for a person, instead of nobody ever knowing."""
-    svc = profile_service
+async def _shared_email_and_two_cards(svc: RunningProfileService) -> str:
+    """A profile with only an email (the oldest), and one profile per loyalty card L1, L2."""
     for n, ids in enumerate([{"email": "shared@example.com"}, {"loyalty_id": "L1"}], 1):
         await svc.publish([interaction(f"seed-{n}", minutes=n, **ids)])
         await svc.wait_for_entries(n)
     await svc.publish([interaction("seed-3", minutes=3, loyalty_id="L2")])
     await svc.wait_for_entries(3)
-    shared = await svc.customer_of("email", "shared@example.com")
+    return await svc.customer_of("email", "shared@example.com")
+
+
+def card_event(card: str, since: datetime) -> Pending:
+    """An event naming a loyalty card and the shared email: alone, it merges or attaches."""
+    return Pending(f"card-{card}", since, [f"loyalty_id:{card}", "email:shared@example.com"])
+
+
+async def resolved(resolver: IdentityResolver, event: Pending, since: datetime) -> Resolution:
+    """`resolve` as a batch gets it: an attempt that meets `Contention` is tried again."""
+    for _ in range(20):
+        with contextlib.suppress(Contention):
+            return await resolver.resolve([event], since)
+        await asyncio.sleep(0.05)
+    raise AssertionError("never settled")
+
+
+async def loyalty_ids(store: ProfileStore, customer: str) -> set[str]:
+    survivor = (await store.load([customer]))[customer]
+    return {key for key in survivor.identifiers if key.startswith("loyalty_id:")}
+
+
+async def test_two_instances_merging_two_loyalty_cards_into_one_profile_at_once_merge_one(
+    profile_service: RunningProfileService,
+) -> None:
+    """Two loyalty cards meet one shared email on two instances at the same moment: each decides
+    against the shared profile as it was (no loyalty id yet) and would merge its card's profile
+    into it. Each merge alone is allowed; together they would give one person two loyalty ids.
+    The first merge reserves the loyalty kind on the shared profile; the other is decided again
+    against the profile as it is then, and goes to its card's own profile with a conflict."""
+    svc = profile_service
+    shared = await _shared_email_and_two_cards(svc)
     store = svc.service.store
     both_read = asyncio.Barrier(2)
     read = store.identity_state
+    first_reads = [0]
 
     async def identity_state(*args: Any) -> Any:
         state = await read(*args)
-        if both_read.n_waiting < 2 and not both_read.broken:
+        first_reads[0] += 1
+        if first_reads[0] <= 2:
             with contextlib.suppress(asyncio.BrokenBarrierError, TimeoutError):
                 async with asyncio.timeout(5):
                     await both_read.wait()
@@ -159,20 +191,215 @@ async def test_a_merge_protection_breach_by_two_instances_at_once_is_recorded_no
     store.identity_state = identity_state  # type: ignore[method-assign,assignment]
     policy = svc.service.settings.identity_policy()
     since = datetime.now(UTC)
-    cards = [
-        Pending(f"card-{card}", since, [f"loyalty_id:{card}", "email:shared@example.com"])
-        for card in ("L1", "L2")
-    ]
-    first, second = await asyncio.gather(
-        *(IdentityResolver(store, policy).resolve([card], since) for card in cards)
+    outcomes = await asyncio.gather(
+        *(
+            resolved(IdentityResolver(store, policy), card_event(f"L{c}", since), since)
+            for c in "12"
+        )
     )
 
-    survivor = (await store.load([shared]))[shared]
-    assert {"loyalty_id:L1", "loyalty_id:L2"} <= set(survivor.identifiers), "the race happened"
-    breaches = [
-        conflict
-        for conflict, _ in [*first.conflicts, *second.conflicts]
-        if conflict.reason == "concurrent_merge"
+    assert len(await loyalty_ids(store, shared)) == 1, "one person, one loyalty id"
+    conflicts = [conflict for outcome in outcomes for conflict, _ in outcome.conflicts]
+    assert [c.reason for c in conflicts] == ["unique_identifier"]
+    assert sorted(
+        o.customers[f"card-L{c}"] == shared for o, c in zip(outcomes, "12", strict=True)
+    ) == [
+        False,
+        True,
     ]
-    assert breaches, "nobody recorded the breach"
-    assert {(c.kind, c.customer_ids[0]) for c in breaches} == {("loyalty_id", shared)}
+    assert await store.profiles.count_documents({"merging_in": {"$exists": True}}) == 0
+
+
+async def test_a_merge_paused_between_its_reservation_and_its_mark_holds_off_the_other(
+    profile_service: RunningProfileService,
+) -> None:
+    """Instance A has reserved L1 on the shared profile and is about to mark the merge when B
+    decides to merge L2 there: B cannot reserve, so it does not merge (it is retried, as a batch
+    meeting contention is). Once A is done, B's event goes to L2's own profile."""
+    svc = profile_service
+    shared = await _shared_email_and_two_cards(svc)
+    store = svc.service.store
+    policy = svc.service.settings.identity_policy()
+    since = datetime.now(UTC)
+    b_outcome: list[BaseException] = []
+
+    async def b_meanwhile() -> None:
+        try:
+            await IdentityResolver(store, policy).resolve([card_event("L2", since)], since)
+        except Contention as exc:
+            b_outcome.append(exc)
+
+    interleave(store, "merge", b_meanwhile)
+    a = await IdentityResolver(store, policy).resolve([card_event("L1", since)], since)
+    clear_faults(store, "merge")
+
+    assert b_outcome, "B did not merge while A's merge was under way"
+    assert a.customers["card-L1"] == shared
+    b = await resolved(IdentityResolver(store, policy), card_event("L2", since), since)
+    assert b.customers["card-L2"] == await svc.customer_of("loyalty_id", "L2") != shared
+    assert await loyalty_ids(store, shared) == {"loyalty_id:L1"}
+    assert [c.reason for c, _ in b.conflicts] == ["unique_identifier"]
+
+
+async def test_a_loyalty_id_attached_while_a_merge_brings_another_is_taken_back(
+    profile_service: RunningProfileService,
+) -> None:
+    """A merges L1's profile into the shared one (reserved, not yet finished) while B attaches a
+    new card L9 to the shared profile: B's attachment counts A's reservation and is taken back,
+    so the person keeps one loyalty id and B's conflict says why."""
+    svc = profile_service
+    shared = await _shared_email_and_two_cards(svc)
+    store = svc.service.store
+    policy = svc.service.settings.identity_policy()
+    since = datetime.now(UTC)
+    attached: list[Resolution] = []
+
+    async def b_meanwhile() -> None:
+        attached.append(
+            await IdentityResolver(store, policy).resolve([card_event("L9", since)], since)
+        )
+
+    interleave(store, "merge", b_meanwhile)
+    a = await IdentityResolver(store, policy).resolve([card_event("L1", since)], since)
+    clear_faults(store, "merge")
+
+    assert a.customers["card-L1"] == shared
+    assert await loyalty_ids(store, shared) == {"loyalty_id:L1"}
+    [b] = attached
+    assert [(c.reason, c.kind) for c, _ in b.conflicts] == [("identifier_cap", "loyalty_id")]
+    assert await store.owners(["loyalty_id:L9"]) == {}, "B's claim is released"
+
+
+async def test_a_merge_decided_before_a_loyalty_id_was_attached_there_is_decided_again(
+    profile_service: RunningProfileService,
+) -> None:
+    """B attaches a new card L9 to the shared profile after A read it (no loyalty id) but before
+    A reserves: A's reservation is refused, A decides again against the profile holding L9 and
+    leaves L1's profile apart, with a conflict."""
+    svc = profile_service
+    shared = await _shared_email_and_two_cards(svc)
+    store = svc.service.store
+    policy = svc.service.settings.identity_policy()
+    since = datetime.now(UTC)
+
+    async def b_meanwhile() -> None:
+        await IdentityResolver(store, policy).resolve([card_event("L9", since)], since)
+
+    interleave(store, "reserve", b_meanwhile)
+    a = await IdentityResolver(store, policy).resolve([card_event("L1", since)], since)
+    clear_faults(store, "reserve")
+
+    assert await loyalty_ids(store, shared) == {"loyalty_id:L9"}
+    assert a.customers["card-L1"] == await svc.customer_of("loyalty_id", "L1") != shared
+    assert [c.reason for c, _ in a.conflicts] == ["unique_identifier"]
+
+
+async def test_a_card_attached_to_a_profile_about_to_be_merged_away_stops_the_merge(
+    profile_service: RunningProfileService,
+) -> None:
+    """The shared profile holds L1; A decides to merge a phone-only profile into it (nothing
+    unique comes along, so nothing to reserve). Before A marks the merge, B gives the phone's
+    profile a card L7. A's merge is refused (the profile now has a loyalty id it had none of),
+    decided again, and not made: two cards would meet."""
+    svc = profile_service
+    for n, ids in enumerate(
+        [{"email": "shared@example.com", "loyalty_id": "L1"}, {"phone": "+34612345678"}], 1
+    ):
+        await svc.publish([interaction(f"seed-{n}", minutes=n, **ids)])
+        await svc.wait_for_entries(n)
+    shared = await svc.customer_of("email", "shared@example.com")
+    phone = await svc.customer_of("phone", "+34612345678")
+    store = svc.service.store
+    policy = svc.service.settings.identity_policy()
+    since = datetime.now(UTC)
+    joining = Pending("joining", since, ["email:shared@example.com", "phone:+34612345678"])
+
+    async def b_meanwhile() -> None:
+        card = Pending("card-L7", since, ["phone:+34612345678", "loyalty_id:L7"])
+        await IdentityResolver(store, policy).resolve([card], since)
+
+    interleave(store, "merge", b_meanwhile)
+    a = await IdentityResolver(store, policy).resolve([joining], since)
+    clear_faults(store, "merge")
+
+    assert await loyalty_ids(store, phone) == {"loyalty_id:L7"}
+    assert await loyalty_ids(store, shared) == {"loyalty_id:L1"}
+    assert await store.canonical([phone]) == {phone: phone}, "not merged"
+    assert [c.reason for c, _ in a.conflicts] == ["unique_identifier"]
+
+
+async def _left_by_a_stopped_instance(store: ProfileStore, survivor: str, event_id: str) -> None:
+    """A reservation as an instance that stopped after making it leaves it, long ago."""
+    assert await store.reserve(survivor, ["loyalty_id:L8"], event_id, "stopped-instance")
+    long_ago = datetime.now(UTC) - RESERVATION_EXPIRY - timedelta(seconds=1)
+    await store.profiles.update_one({"_id": survivor}, {"$set": {"merging_in.at": long_ago}})
+
+
+async def test_a_reservation_left_by_a_stopped_instance_is_taken_over_once_it_expired(
+    profile_service: RunningProfileService,
+) -> None:
+    """An instance stopped between reserving L8 on the shared profile and marking its merge:
+    nothing needs the reservation. Once it is older than `RESERVATION_EXPIRY` it holds off no
+    merge and no attachment: a card attached and then another merge go through."""
+    svc = profile_service
+    shared = await _shared_email_and_two_cards(svc)
+    store = svc.service.store
+    policy = svc.service.settings.identity_policy()
+    since = datetime.now(UTC)
+    assert await store.reserve(shared, ["loyalty_id:L8"], "crashed", "stopped-instance")
+    assert not await store.reserve(shared, ["customer_id:C1"], "other", "live-instance")
+
+    await _left_by_a_stopped_instance(store, shared, "crashed")
+    merged = await IdentityResolver(store, policy).resolve([card_event("L1", since)], since)
+
+    assert merged.customers["card-L1"] == shared
+    assert await loyalty_ids(store, shared) == {"loyalty_id:L1"}
+    assert await store.profiles.count_documents({"merging_in": {"$exists": True}}) == 0
+
+
+async def test_an_expired_reservation_no_longer_counts_against_an_attachment(
+    profile_service: RunningProfileService,
+) -> None:
+    """A card attached to a profile with a live reservation of another card is taken back; with
+    a reservation an instance left long ago, it is attached."""
+    svc = profile_service
+    shared = await _shared_email_and_two_cards(svc)
+    store = svc.service.store
+    policy = svc.service.settings.identity_policy()
+    since = datetime.now(UTC)
+    assert await store.reserve(shared, ["loyalty_id:L8"], "live", "live-instance")
+    refused = await IdentityResolver(store, policy).resolve([card_event("L9", since)], since)
+    assert [c.reason for c, _ in refused.conflicts] == ["identifier_cap"]
+    assert await loyalty_ids(store, shared) == set()
+
+    await _left_by_a_stopped_instance(store, shared, "live")
+    attached = await IdentityResolver(store, policy).resolve([card_event("L9", since)], since)
+    assert attached.conflicts == []
+    assert await loyalty_ids(store, shared) == {"loyalty_id:L9"}
+
+
+async def test_a_reservation_whose_merge_is_marked_but_unfinished_is_kept_however_old(
+    profile_service: RunningProfileService,
+) -> None:
+    """An instance stopped after marking its merge of L1's profile into the shared one, before
+    finishing it: the reservation still says L1 is coming (the event is delivered again and
+    finishes it), so another merge there waits, however old the reservation is."""
+    svc = profile_service
+    shared = await _shared_email_and_two_cards(svc)
+    store = svc.service.store
+    policy = svc.service.settings.identity_policy()
+    since = datetime.now(UTC)
+    card = await svc.customer_of("loyalty_id", "L1")
+    assert await store.reserve(shared, ["loyalty_id:L1"], "card-L1", "stopped-instance")
+    assert await store.merge(shared, [card], "card-L1", since) == [card]
+    long_ago = datetime.now(UTC) - RESERVATION_EXPIRY - timedelta(seconds=1)
+    await store.profiles.update_one({"_id": shared}, {"$set": {"merging_in.at": long_ago}})
+
+    with pytest.raises(Contention):
+        await IdentityResolver(store, policy).resolve([card_event("L2", since)], since)
+    again = await IdentityResolver(store, policy).resolve([card_event("L1", since)], since)
+    await store.finish_merges(await store.unfinished_merges(["card-L1"]))
+
+    assert again.customers["card-L1"] == shared
+    assert await loyalty_ids(store, shared) == {"loyalty_id:L1"}
+    assert await store.profiles.count_documents({"merging_in": {"$exists": True}}) == 0

@@ -1351,3 +1351,42 @@ async def test_each_save_deletes_the_view_it_superseded(harness: Harness) -> Non
     [head] = [doc async for doc in harness.store.profiles.find({})]
     views = [doc["version"] async for doc in harness.store.views.find({"customer_id": head["_id"]})]
     assert views == [3]
+
+
+RESERVATION_POINTS = [
+    FaultPoint("store", "reserve", "after"),
+    FaultPoint("store", "merge", "after"),
+    FaultPoint("store", "finish_merges", "before"),
+    FaultPoint("store", "finish_merges", "after"),
+]
+
+
+@pytest.mark.parametrize("point", RESERVATION_POINTS, ids=lambda p: p.name)
+async def test_a_merge_bringing_a_loyalty_id_that_failed_at_any_step_leaves_no_reservation(
+    harness: Harness, point: FaultPoint
+) -> None:
+    """A merge that brings a loyalty id reserves it on the survivor first (`Store.reserve`).
+    Whichever step of it fails, the redelivered batch finishes it and drops the reservation:
+    another instance's merge there right after is not held off by what the failure left."""
+    before = [
+        interaction("c1", minutes=0, email="cara@example.com"),
+        interaction("c2", minutes=1, loyalty_id="LC-1"),
+        interaction("k1", minutes=2, customer_id="K-7"),
+    ]
+    await harness.pipeline.process(raw_records(before))
+    batch = [interaction("c3", minutes=3, loyalty_id="LC-1", email="cara@example.com")]
+    inject_fault(harness.store, point)
+    with pytest.raises(InjectedFault):
+        await harness.pipeline.process(raw_records(batch))
+    clear_faults(harness.store, point.method)
+    await harness.pipeline.process(raw_records(batch))
+
+    later = [interaction("k2", minutes=4, customer_id="K-7", email="cara@example.com")]
+    await harness.another_instance().process(raw_records(later))
+
+    [cara] = (await harness.store.owners(["email:cara@example.com"])).values()
+    profile = (await harness.store.load([cara]))[cara]
+    assert {"loyalty_id:LC-1", "customer_id:K-7"} <= set(profile.identifiers)
+    assert len(profile.merged_from) == 2
+    assert await harness.store.profiles.count_documents({"merging_in": {"$exists": True}}) == 0
+    assert await harness.store.profiles.count_documents({"merge_pending": True}) == 0

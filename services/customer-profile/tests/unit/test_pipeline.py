@@ -23,7 +23,7 @@ from customer_profile.domain.identity import (
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import RECENT_ORDERS, derive_view
 from customer_profile.service.pipeline import STEPS, Pipeline
-from customer_profile.service.ports import ViewSave
+from customer_profile.service.ports import Contention, ViewSave
 from customer_profile.testing import (
     FAULT_POINTS,
     FaultPoint,
@@ -428,3 +428,41 @@ async def test_events_at_the_same_instant_in_two_batches_fold_as_the_journey_ord
     assert profile.view == derive_view(journey, WINDOW)
     assert profile.view.last_channel == first.channel
     assert not any(entry.late for entry in journey), "in order: a tie is not late"
+
+
+async def test_two_merges_bringing_different_loyalty_ids_to_one_profile_at_once_make_one() -> None:
+    """While one instance's merge of a loyalty card into the shared profile is under way (its
+    value reserved there), another instance's batch merging a second card there meets
+    contention and is retried; then it sees the first card and keeps the second apart."""
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    first, second = pipeline(store, publisher), pipeline(store, publisher)
+    before = [
+        interaction("s1", minutes=0, email="shared@example.com"),
+        interaction("c1", minutes=1, loyalty_id="L1"),
+        interaction("c2", minutes=2, loyalty_id="L2"),
+    ]
+    await first.process(raw_records(before))
+    cards = [
+        interaction(f"card-{n}", minutes=5, loyalty_id=f"L{n}", email="shared@example.com")
+        for n in (1, 2)
+    ]
+    refused: list[Exception] = []
+
+    async def meanwhile() -> None:
+        try:
+            await second.process(raw_records(cards[1:]))
+        except Contention as exc:
+            refused.append(exc)
+
+    interleave(store, "merge", meanwhile)
+    await first.process(raw_records(cards[:1]))
+    clear_faults(store, "merge")
+    await second.process(raw_records(cards[1:]))
+
+    assert refused, "the second merge waited for the first"
+    shared = store.identities["email:shared@example.com"]
+    assert [k for k in store.profiles[shared].identifiers if k.startswith("loyalty_id:")] == [
+        "loyalty_id:L1"
+    ]
+    assert store.identities["loyalty_id:L2"] != shared
+    assert [c["reason"] for c in store.conflicts.values()] == ["unique_identifier"]

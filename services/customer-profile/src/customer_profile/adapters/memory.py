@@ -36,6 +36,18 @@ class _Head:
     merged_into: str | None = None
     merge: MergeRecord | None = None
     merge_pending: bool = False
+    merging_in: _Reservation | None = None
+
+
+@dataclass
+class _Reservation:
+    by: str
+    events: set[str]
+    keys: set[str]
+
+
+def _holds_kind(head: _Head, kinds: Iterable[str]) -> bool:
+    return any(split_key(key)[0].value in set(kinds) for key in head.identifiers)
 
 
 class InMemoryStore:
@@ -127,7 +139,8 @@ class InMemoryStore:
         for key, customer in attachments.items():
             head = self.profiles[customer]
             kind = split_key(key)[0].value
-            same_kind = [k for k in head.identifiers if k.startswith(kind + ":")]
+            reserved = head.merging_in.keys if head.merging_in else set()
+            same_kind = [k for k in {*head.identifiers, *reserved} if k.startswith(kind + ":")]
             if key in head.identifiers:
                 held.add(key)
             elif len(same_kind) < caps[kind]:
@@ -184,14 +197,42 @@ class InMemoryStore:
                 states[c] = HeadState(max(versions, default=0), merged_into, tokens)
         return states
 
+    async def reserve(self, survivor: str, keys: Sequence[str], event_id: str, token: str) -> bool:
+        self._count("reserve", keys)
+        head = self.profiles[survivor]
+        held = head.merging_in
+        if head.merged_into or _holds_kind(head, (split_key(key)[0].value for key in keys)):
+            return False
+        if held and held.by != token and event_id not in held.events:
+            return False
+        if held is None:
+            held = head.merging_in = _Reservation(token, set(), set())
+        held.by = token
+        held.events.add(event_id)
+        held.keys.update(keys)
+        return True
+
+    async def release_reservations(self, survivors: Iterable[str], token: str) -> None:
+        for survivor in set(survivors):
+            head = self.profiles[survivor]
+            if head.merging_in and head.merging_in.by == token:
+                head.merging_in = None
+
     async def merge(
-        self, survivor: str, absorbed: list[str], event_id: str, at: datetime
+        self,
+        survivor: str,
+        absorbed: list[str],
+        event_id: str,
+        at: datetime,
+        lacking: Mapping[str, Iterable[str]] | None = None,
     ) -> list[str]:
         self._count("merge", absorbed)
         taken = []
         for customer in absorbed:
             head = self.profiles.get(customer)
-            if head is not None and head.merged_into is None:
+            if head is None or _holds_kind(head, (lacking or {}).get(customer, ())):
+                continue
+            if head.merged_into is None:
                 head.merged_into = survivor
                 head.merge = MergeRecord(survivor, customer, event_id, at)
                 head.merge_pending = True
@@ -205,6 +246,8 @@ class InMemoryStore:
                 if owner in aliases:
                     self.identities[key] = merge.survivor
             survivor = self.profiles[merge.survivor]
+            if survivor.merging_in and merge.event_id in survivor.merging_in.events:
+                survivor.merging_in = None
             for alias in sorted(aliases):
                 if alias not in survivor.merged_from:
                     survivor.merged_from.append(alias)

@@ -11,6 +11,7 @@ that supersedes it deletes exactly that view by `_id`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -22,7 +23,13 @@ from pymongo.errors import OperationFailure
 
 from customer_profile.domain.identity import ProfileFacts, split_key
 from customer_profile.domain.profile import ProfileView
-from customer_profile.service.ports import HeadState, MergeRecord, StoredProfile, ViewSave
+from customer_profile.service.ports import (
+    RESERVATION_EXPIRY,
+    HeadState,
+    MergeRecord,
+    StoredProfile,
+    ViewSave,
+)
 from hilo.mongo import (
     INDEX_NOT_FOUND,
     MongoDocument,
@@ -38,6 +45,7 @@ NOT_HELD: MongoDocument = {"erasing": {"$in": [None, []]}}
 """A head no erasure holds: no hold ever made, or every hold taken back (`hold_for_erasure`)."""
 OBSOLETE_VIEW_INDEXES = frozenset({"view.orders.order_id_1", "customer_id_1"})
 ATTACH_ATTEMPTS = 5
+ATTACH_FIELDS: MongoDocument = {"identifiers": 1, "merging_in": 1}
 
 
 def now() -> datetime:
@@ -167,8 +175,9 @@ class ProfileCollection:
         """Add claimed identifiers to their profiles, never beyond the per-kind cap.
 
         Added with `_id`-only updates (the only filter FerretDB 1.x pushes down to SQLite), then
-        checked: where a concurrent writer pushed a kind over its cap, this batch's additions of
-        that kind are taken back. Returns the identifiers held afterwards.
+        checked: where a concurrent writer pushed a kind over its cap, or a merge under way has
+        reserved a value of it (`reserve`), this batch's additions of that kind are taken back.
+        Returns the identifiers held afterwards.
         """
         if not attachments:
             return set()
@@ -176,6 +185,7 @@ class ProfileCollection:
         for key, customer in attachments.items():
             by_customer.setdefault(customer, []).append(key)
         current: dict[str, list[str]] = {}
+        reserved: dict[str, list[str]] = {}
         pending = dict(by_customer)
         # FerretDB 1.x applies concurrent updates of one document read-modify-write, so an
         # addition can be overwritten by another instance's: add again until it shows.
@@ -187,8 +197,9 @@ class ProfileCollection:
                     for customer, keys in pending.items()
                 ],
             )
-            async for doc in find_in(self.profiles, "_id", pending, {"identifiers": 1}):
+            async for doc in find_in(self.profiles, "_id", pending, ATTACH_FIELDS):
                 current[doc["_id"]] = doc.get("identifiers", [])
+                reserved[doc["_id"]] = _reserved(doc)
             pending = {
                 customer: missing
                 for customer, keys in pending.items()
@@ -201,8 +212,9 @@ class ProfileCollection:
         undo: dict[str, list[str]] = {}
         for customer, identifiers in current.items():
             ours = set(by_customer[customer])
+            counted = {*identifiers, *reserved.get(customer, [])}
             for kind in {split_key(key)[0].value for key in ours}:
-                of_kind = [key for key in identifiers if key.startswith(kind + ":")]
+                of_kind = [key for key in counted if key.startswith(kind + ":")]
                 if len(of_kind) > caps[kind]:
                     undo.setdefault(customer, []).extend(k for k in of_kind if k in ours)
             held |= (ours & set(identifiers)) - set(undo.get(customer, []))
@@ -347,16 +359,82 @@ class ProfileCollection:
         """
         return await _highest_per_customer(find_in(self.views, "customer_id", customer_ids))
 
+    async def reserve(self, survivor: str, keys: Sequence[str], event_id: str, token: str) -> bool:
+        """`Store.reserve`: one conditional update; when refused by a reservation left by a
+        stopped instance (`_take_over_stale`), once more."""
+        update = {
+            "$set": {"merging_in.by": token, "merging_in.at": now()},
+            "$addToSet": {
+                "merging_in.events": event_id,
+                "merging_in.keys": {"$each": sorted(keys)},
+            },
+        }
+        condition = {
+            "_id": survivor,
+            "merged_into": None,
+            **_lacks(split_key(key)[0].value for key in keys),
+            "$or": [
+                {"merging_in": None},
+                {"merging_in.by": token},
+                {"merging_in.events": event_id},
+            ],
+        }
+        for _ in range(2):
+            if (await self.profiles.update_one(condition, update)).matched_count:
+                return True
+            if not await self._take_over_stale(survivor):
+                return False
+        return False
+
+    async def _take_over_stale(self, survivor: str) -> bool:
+        """Drop the survivor's reservation if an instance that stopped left it: older than
+        `RESERVATION_EXPIRY`, and its values already held or no merge of its events there
+        (a merge marked but not finished still needs it: its event is delivered again)."""
+        head = await self.profiles.find_one({"_id": survivor}, ATTACH_FIELDS) or {}
+        held = head.get("merging_in")
+        if not held or held["at"] > now() - RESERVATION_EXPIRY:
+            return False
+        if not set(held["keys"]) <= set(head.get("identifiers", [])):
+            unfinished = {"merge_event": {"$in": held["events"]}, "merged_into": survivor}
+            if await self.profiles.find_one(unfinished, {"_id": 1}):
+                return False
+        await self.profiles.update_one(
+            {"_id": survivor, "merging_in.by": held["by"], "merging_in.at": held["at"]},
+            {"$unset": {"merging_in": ""}},
+        )
+        return True
+
+    async def release_reservations(self, survivors: Iterable[str], token: str) -> None:
+        """`Store.release_reservations`, one command."""
+        await bulk_write(
+            self.profiles,
+            [
+                UpdateOne({"_id": survivor, "merging_in.by": token}, {"$unset": {"merging_in": ""}})
+                for survivor in sorted(set(survivors))
+            ],
+        )
+
     async def mark_merged(
-        self, survivor: str, absorbed: list[str], event_id: str, at: datetime
+        self,
+        survivor: str,
+        absorbed: list[str],
+        event_id: str,
+        at: datetime,
+        lacking: Mapping[str, Iterable[str]] | None = None,
     ) -> list[MergeRecord]:
         """Decide each merge once, recorded as pending on the absorbed head; those taken. A
-        profile held for its erasure (`hold_for_erasure`) is never taken."""
+        profile held for its erasure (`hold_for_erasure`) is never taken, nor one that has got
+        a value of a kind `lacking` says it had none of when the merge was decided."""
         merged_at = now()
         taken: list[str] = []
         for customer in absorbed:
             result = await self.profiles.update_one(
-                {"_id": customer, "merged_into": None, **NOT_HELD},
+                {
+                    "_id": customer,
+                    "merged_into": None,
+                    **NOT_HELD,
+                    **_lacks((lacking or {}).get(customer, ())),
+                },
                 {
                     "$set": {
                         "merged_into": survivor,
@@ -371,9 +449,20 @@ class ProfileCollection:
                 taken.append(customer)
         return [MergeRecord(survivor, customer, event_id, at) for customer in taken]
 
-    async def add_merged(self, merges: Sequence[tuple[str, set[str], set[str], set[str]]]) -> None:
+    async def add_merged(
+        self,
+        merges: Sequence[tuple[str, set[str], set[str], set[str]]],
+        finished: Iterable[tuple[str, str]] = (),
+    ) -> None:
         """Record absorbed aliases, identifiers and kept-apart profiles on each survivor
-        (idempotent), one command."""
+        (idempotent), and drop the reservations (`reserve`) of the merges `finished` (survivor,
+        event), one command: from then on the survivor holds what was reserved."""
+        released = [
+            UpdateOne(
+                {"_id": survivor, "merging_in.events": event_id}, {"$unset": {"merging_in": ""}}
+            )
+            for survivor, event_id in sorted(set(finished))
+        ]
         await bulk_write(
             self.profiles,
             [
@@ -388,7 +477,8 @@ class ProfileCollection:
                     },
                 )
                 for survivor, aliases, identifiers, apart in merges
-            ],
+            ]
+            + released,
             ordered=True,
         )
 
@@ -579,6 +669,22 @@ class ProfileCollection:
             "profiles": await self.profiles.count_documents({"merged_into": None}),
             "aliases": await self.profiles.count_documents({"merged_into": {"$ne": None}}),
         }
+
+
+def _lacks(kinds: Iterable[str]) -> MongoDocument:
+    """A filter for a head holding no identifier of these kinds (none: any head)."""
+    if not (names := sorted(set(kinds))):
+        return {}
+    return {"identifiers": {"$not": re.compile(f"^({'|'.join(map(re.escape, names))}):")}}
+
+
+def _reserved(head: MongoDocument) -> list[str]:
+    """The values a merge under way reserved on this head (`reserve`), unless left so long ago
+    that the instance that made it has stopped."""
+    held = head.get("merging_in")
+    if not held or held["at"] <= now() - RESERVATION_EXPIRY:
+        return []
+    return list(held.get("keys", []))
 
 
 def _new_head(customer: str, created_at: datetime, identifiers: Sequence[str]) -> MongoDocument:

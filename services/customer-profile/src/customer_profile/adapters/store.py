@@ -206,8 +206,19 @@ class ProfileStore:
         canonical = (await self.canonical([customer_id]))[customer_id]
         return (await self.load([canonical])).get(canonical)
 
+    async def reserve(self, survivor: str, keys: Sequence[str], event_id: str, token: str) -> bool:
+        return await self._profiles.reserve(survivor, keys, event_id, token)
+
+    async def release_reservations(self, survivors: Iterable[str], token: str) -> None:
+        await self._profiles.release_reservations(survivors, token)
+
     async def merge(
-        self, survivor: str, absorbed: list[str], event_id: str, at: datetime
+        self,
+        survivor: str,
+        absorbed: list[str],
+        event_id: str,
+        at: datetime,
+        lacking: Mapping[str, Iterable[str]] | None = None,
     ) -> list[str]:
         """Make `absorbed` aliases of `survivor`; return those taken (others merged elsewhere).
 
@@ -215,7 +226,7 @@ class ProfileStore:
         pending; `finish_merges` (once for all merges of a round) then moves identities, and a
         crash in between is repaired when the merging event is redelivered (`unfinished_merges`).
         """
-        taken = await self._profiles.mark_merged(survivor, absorbed, event_id, at)
+        taken = await self._profiles.mark_merged(survivor, absorbed, event_id, at, lacking)
         return [merge.absorbed for merge in taken]
 
     async def finish_merges(self, merges: list[MergeRecord]) -> None:
@@ -238,7 +249,8 @@ class ProfileStore:
             [
                 (survivor, aliases, _identifiers(absorbed, aliases), _kept_apart(absorbed, aliases))
                 for aliases, survivor in moves
-            ]
+            ],
+            [(merge.survivor, merge.event_id) for merge in merges],
         )
 
     async def unfinished_merges(self, event_ids: Iterable[str]) -> list[MergeRecord]:

@@ -49,6 +49,13 @@ HOLD_EXPIRY = timedelta(seconds=120)
 request that died between holding the profile and recording the erasure: it is taken back."""
 
 
+RESERVATION_EXPIRY = timedelta(seconds=120)
+"""A survivor's reservation (`Store.reserve`) lives milliseconds, from before its merge is
+decided until the merge is finished; one this old was left by an instance that stopped in
+between. It stops counting against attachments, and another merge may take it over once no
+unfinished merge of its events needs it."""
+
+
 CLAIM_CLOCK_SKEW = timedelta(seconds=30)
 """How far apart the clocks of instances may be: a claim stamped up to this long before a
 batch's check of erasures may have been made after it (`IdentityState.fresh`)."""
@@ -196,14 +203,33 @@ class Store(Protocol):
 
     async def head_states(self, customer_ids: Iterable[str]) -> dict[str, HeadState]: ...
 
+    async def reserve(self, survivor: str, keys: Sequence[str], event_id: str, token: str) -> bool:
+        """Reserve on the survivor the values of kinds a person has one of (`keys`) that a merge
+        into it is about to bring, if it still holds none of their kinds and no other merge has
+        a reservation there; whether it did. Until released, `attach` counts them as held: two
+        instances can no longer each give one survivor a different loyalty id. Reservations of
+        one `token` (one resolution) add up; one of an earlier attempt of `event_id` is taken
+        over."""
+
+    async def release_reservations(self, survivors: Iterable[str], token: str) -> None:
+        """Drop `token`'s reservations on survivors no merge of it was taken into (a finished
+        merge drops its survivor's: `finish_merges`)."""
+
     async def merge(
-        self, survivor: str, absorbed: list[str], event_id: str, at: datetime
+        self,
+        survivor: str,
+        absorbed: list[str],
+        event_id: str,
+        at: datetime,
+        lacking: Mapping[str, Iterable[str]] | None = None,
     ) -> list[str]:
         """Decide each merge once, recorded as unfinished; the absorbed profiles this call took
-        (never one an erasure holds)."""
+        (never one an erasure holds, nor one that has since got a value of a kind `lacking`
+        says it had none of)."""
 
     async def finish_merges(self, merges: list[MergeRecord]) -> None:
-        """Move identities and aliases to the survivors, in the order the merges were made."""
+        """Move identities and aliases to the survivors, in the order the merges were made, and
+        drop the survivors' reservations their events made (`reserve`)."""
 
     async def unfinished_merges(self, event_ids: Iterable[str]) -> list[MergeRecord]: ...
 

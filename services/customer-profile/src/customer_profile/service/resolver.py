@@ -5,7 +5,9 @@ identifiers' owners, one bulk claim of new identifiers, one insert of the new pr
 theirs, one bulk attach of the rest to known profiles. Decisions are taken in
 memory in batch order (so an event can build on an earlier one in the same batch); only when a
 claim is lost to another instance are the affected events decided again with fresh owners, which
-then leads through the ordinary merge path.
+then leads through the ordinary merge path. A merge that brings a value of a kind a person has
+one of (a loyalty id) first reserves it on the survivor (`Store.reserve`): an instance that finds
+another's merge under way there decides that event again, against the survivor as it is then.
 """
 
 from __future__ import annotations
@@ -92,11 +94,12 @@ class IdentityResolver:
         made since `fresh_since` are fresh (`IdentityState.fresh`)."""
         resolution = Resolution()
         pending = list(events)
+        token = uuid.uuid4().hex
         for _ in range(MAX_ROUNDS):
             if not pending:
                 break
             try:
-                pending = await self._round(pending, resolution, fresh_since)
+                pending = await self._round(pending, resolution, fresh_since, token)
             except ErasedClaimsMet as exc:
                 exc.partial = resolution
                 raise
@@ -143,7 +146,7 @@ class IdentityResolver:
         return found
 
     async def _round(
-        self, events: list[Pending], resolution: Resolution, fresh_since: datetime
+        self, events: list[Pending], resolution: Resolution, fresh_since: datetime, token: str
     ) -> list[Pending]:
         """Decide every event, commit the claims; return the events that must be decided again."""
         keys = [key for event in events for key in event.keys]
@@ -154,9 +157,13 @@ class IdentityResolver:
             for key in event.keys
             if key not in state.owners or key in state.fresh
         }
-        plan = _Plan(owners=state.owners, facts=state.facts)
+        plan = _Plan(owners=state.owners, facts=state.facts, token=token)
         unsettled = [event for event in events if not await self._decide(event, plan, resolution)]
         await self._store.finish_merges(plan.merged)
+        # A finished merge drops its survivor's reservation; these had none taken.
+        await self._store.release_reservations(
+            plan.reserved - {merge.survivor for merge in plan.merged}, token
+        )
         final = await self._store.claim(plan.claims)
         lost = {key for key, owner in plan.claims.items() if final.get(key) != owner}
         won = {key: owner for key, owner in plan.claims.items() if key not in lost}
@@ -217,7 +224,15 @@ class IdentityResolver:
             plan.facts[target] = ProfileFacts(target, frozenset(), TENTATIVE, 0)
         committed = [c for c in decision.absorb if c not in plan.tentative]
         if committed:
-            taken = await self._store.merge(target, committed, event.event_id, event.occurred_at)
+            if not await self._reserve(target, committed, plan, event.event_id):
+                return False
+            taken = await self._store.merge(
+                target,
+                committed,
+                event.event_id,
+                event.occurred_at,
+                self._lacking(target, committed, plan),
+            )
             if taken:
                 merge = Merge(target, tuple(taken), event.event_id, event.occurred_at)
                 resolution.merges.append(merge)
@@ -234,6 +249,41 @@ class IdentityResolver:
         plan.assign(event.event_id, target, decision.claim)
         resolution.conflicts.extend((conflict, event.event_id) for conflict in decision.conflicts)
         return True
+
+    async def _reserve(self, target: str, committed: list[str], plan: _Plan, event_id: str) -> bool:
+        """Reserve on the survivor the values of unique kinds (`HILO_IDENTITY_UNIQUE_KINDS`) it
+        has none of and the merge brings; False when it cannot (it has since got one, or
+        another instance's merge there is under way): the event is decided again next round,
+        against the survivor as it is then. Without this, two instances could each merge a
+        different loyalty id into one survivor, each deciding against it as it was."""
+        has = self._unique_kinds(plan.facts[target].identifiers)
+        brought = sorted(
+            key
+            for customer in committed
+            for key in plan.facts[customer].identifiers
+            if (kind := split_key(key)[0]) in self._policy.unique_kinds and kind.value not in has
+        )
+        if not brought:
+            return True
+        if await self._store.reserve(target, brought, event_id, plan.token):
+            plan.reserved.add(target)
+            return True
+        log.info("merge_deferred", survivor=target, event_id=event_id)
+        return False
+
+    def _lacking(self, target: str, committed: list[str], plan: _Plan) -> dict[str, set[str]]:
+        """Per absorbed profile, the unique kinds it had none of while the survivor or another
+        absorbed profile had: it is taken only if that still holds (`Store.merge`)."""
+        kinds = {c: self._unique_kinds(plan.facts[c].identifiers) for c in [target, *committed]}
+        merged = set().union(*kinds.values())
+        return {c: lack for c in committed if (lack := merged - kinds[c])}
+
+    def _unique_kinds(self, identifiers: frozenset[str]) -> set[str]:
+        return {
+            kind.value
+            for key in identifiers
+            if (kind := split_key(key)[0]) in self._policy.unique_kinds
+        }
 
 
 def new_customer_id(event_id: str) -> str:
@@ -256,7 +306,11 @@ class _Plan:
 
     owners: dict[str, str]
     facts: dict[str, ProfileFacts]
+    token: str
+    """The resolution's: its reservations (`Store.reserve`) add up and are released together."""
     tentative: set[str] = field(default_factory=set)
+    reserved: set[str] = field(default_factory=set)
+    """Survivors this round reserved unique-kind values on, released once its merges finish."""
     claims: dict[str, str] = field(default_factory=dict)
     claimed_by: dict[str, str] = field(default_factory=dict)
     merged: list[MergeRecord] = field(default_factory=list)
