@@ -403,3 +403,36 @@ async def test_a_reservation_whose_merge_is_marked_but_unfinished_is_kept_howeve
     assert again.customers["card-L1"] == shared
     assert await loyalty_ids(store, shared) == {"loyalty_id:L1"}
     assert await store.profiles.count_documents({"merging_in": {"$exists": True}}) == 0
+
+
+async def test_a_card_attached_to_a_profile_just_merged_away_goes_to_the_survivor_rules(
+    profile_service: RunningProfileService,
+) -> None:
+    """B decides to give the phone's profile a card L3, reading it before A merges that profile
+    into the shared one (which holds L1). B's attachment comes after A's merge: it is not put on
+    the absorbed profile (where the survivor would never list it, or a merge still copying
+    would give the person two cards); B's event is decided again against the survivor and the
+    second card is refused with a conflict."""
+    svc = profile_service
+    seeds = [{"email": "shared@example.com", "loyalty_id": "L1"}, {"phone": "+34612345678"}]
+    for n, ids in enumerate(seeds, 1):
+        await svc.publish([interaction(f"seed-{n}", minutes=n, **ids)])
+        await svc.wait_for_entries(n)
+    shared = await svc.customer_of("email", "shared@example.com")
+    store = svc.service.store
+    policy = svc.service.settings.identity_policy()
+    since = datetime.now(UTC)
+    joining = Pending("joining", since, ["email:shared@example.com", "phone:+34612345678"])
+    card = Pending("card-L3", since, ["phone:+34612345678", "loyalty_id:L3"])
+
+    async def a_meanwhile() -> None:
+        await IdentityResolver(store, policy).resolve([joining], since)
+
+    interleave(store, "attach", a_meanwhile)
+    b = await IdentityResolver(store, policy).resolve([card], since)
+    clear_faults(store, "attach")
+
+    assert b.customers["card-L3"] == shared
+    assert await loyalty_ids(store, shared) == {"loyalty_id:L1"}
+    assert await store.owners(["loyalty_id:L3"]) == {}, "nobody holds the refused card"
+    assert {(c.reason, c.kind) for c, _ in b.conflicts} == {("unique_identifier", "loyalty_id")}

@@ -138,6 +138,8 @@ class InMemoryStore:
         held: set[str] = set()
         for key, customer in attachments.items():
             head = self.profiles[customer]
+            if head.merged_into:
+                continue
             kind = split_key(key)[0].value
             reserved = head.merging_in.keys if head.merging_in else set()
             same_kind = [k for k in {*head.identifiers, *reserved} if k.startswith(kind + ":")]

@@ -45,7 +45,7 @@ NOT_HELD: MongoDocument = {"erasing": {"$in": [None, []]}}
 """A head no erasure holds: no hold ever made, or every hold taken back (`hold_for_erasure`)."""
 OBSOLETE_VIEW_INDEXES = frozenset({"view.orders.order_id_1", "customer_id_1"})
 ATTACH_ATTEMPTS = 5
-ATTACH_FIELDS: MongoDocument = {"identifiers": 1, "merging_in": 1}
+ATTACH_FIELDS: MongoDocument = {"identifiers": 1, "merging_in": 1, "merged_into": 1}
 
 
 def now() -> datetime:
@@ -177,7 +177,9 @@ class ProfileCollection:
         Added with `_id`-only updates (the only filter FerretDB 1.x pushes down to SQLite), then
         checked: where a concurrent writer pushed a kind over its cap, or a merge under way has
         reserved a value of it (`reserve`), this batch's additions of that kind are taken back.
-        Returns the identifiers held afterwards.
+        Nothing is added to a profile merged away meanwhile: its merge has copied (or is about
+        to copy) the identifiers it had, and would miss these. Returns the identifiers held
+        afterwards.
         """
         if not attachments:
             return set()
@@ -186,6 +188,7 @@ class ProfileCollection:
             by_customer.setdefault(customer, []).append(key)
         current: dict[str, list[str]] = {}
         reserved: dict[str, list[str]] = {}
+        merged_away: set[str] = set()
         pending = dict(by_customer)
         # FerretDB 1.x applies concurrent updates of one document read-modify-write, so an
         # addition can be overwritten by another instance's: add again until it shows.
@@ -193,17 +196,23 @@ class ProfileCollection:
             await bulk_write(
                 self.profiles,
                 [
-                    UpdateOne({"_id": customer}, {"$addToSet": {"identifiers": {"$each": keys}}})
+                    UpdateOne(
+                        {"_id": customer, "merged_into": None},
+                        {"$addToSet": {"identifiers": {"$each": keys}}},
+                    )
                     for customer, keys in pending.items()
                 ],
             )
             async for doc in find_in(self.profiles, "_id", pending, ATTACH_FIELDS):
                 current[doc["_id"]] = doc.get("identifiers", [])
                 reserved[doc["_id"]] = _reserved(doc)
+                if doc.get("merged_into"):
+                    merged_away.add(doc["_id"])
             pending = {
                 customer: missing
                 for customer, keys in pending.items()
                 if customer in current
+                and customer not in merged_away
                 and (missing := [k for k in keys if k not in current[customer]])
             }
             if not pending:

@@ -183,7 +183,8 @@ class Store(Protocol):
     async def release_claims(self, claims: Mapping[str, str]) -> None:
         """Take these identifiers (key -> the profile they were claimed for) off that profile
         and the one it was merged into since, then release their claims: they were claimed for
-        an event found to be an erased person's."""
+        an event found to be an erased person's, or for a profile merged away before they were
+        put on it."""
 
     # profiles
     async def create_profiles(self, identifiers: Mapping[str, Sequence[str]]) -> set[str]:
@@ -191,7 +192,8 @@ class Store(Protocol):
         already (their identifiers are then attached)."""
 
     async def attach(self, attachments: Mapping[str, str], caps: Mapping[str, int]) -> set[str]:
-        """Add claimed identifiers within per-kind caps; the identifiers held afterwards."""
+        """Add claimed identifiers within per-kind caps, never to a profile merged away; the
+        identifiers held afterwards."""
 
     async def load(self, customer_ids: Iterable[str]) -> dict[str, StoredProfile]: ...
 

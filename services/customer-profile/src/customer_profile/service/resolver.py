@@ -170,18 +170,21 @@ class IdentityResolver:
         # Identifiers go on a profile only once claimed: a profile never lists one it does not
         # own, whatever crashes or concurrent merges happen in between.
         held = await self._hold(won, plan.tentative)
-        for key in set(won) - held:
+        moved = await self._merged_away({key: won[key] for key in set(won) - held})
+        # The merge that took their profile may have moved their claims to its survivor.
+        await self._store.release_claims({key: won[key] for key in moved})
+        for key in set(won) - held - moved:
+            await self._store.release(key, won[key])
             log.warning(
                 "identifier_released", identifier_kind=split_key(key)[0].value, customer_id=won[key]
             )
-            await self._store.release(key, won[key])
             conflict = Conflict("identifier_cap", split_key(key)[0].value, (won[key],))
             resolution.conflicts.append((conflict, plan.claimed_by[key]))
         resolution.created |= plan.tentative & set(won.values())
         resolution.claimed.update({key: (won[key], plan.claimed_by[key]) for key in held})
         if lost:
             log.info("identity_claims_lost", count=len(lost))
-        redo_ids = {plan.claimed_by[key] for key in lost}
+        redo_ids = {plan.claimed_by[key] for key in lost | moved}
         redo_ids |= {
             e for e, target in plan.targets.items() if target in {plan.claims[k] for k in lost}
         }
@@ -189,6 +192,15 @@ class IdentityResolver:
             if event_id not in redo_ids:
                 resolution.customers[event_id] = target
         return unsettled + [event for event in events if event.event_id in redo_ids]
+
+    async def _merged_away(self, unheld: dict[str, str]) -> set[str]:
+        """Of identifiers not put on their profile, those whose profile another instance merged
+        away meanwhile (`Store.attach` adds nothing there): their events are decided again,
+        against the survivor."""
+        if not unheld:
+            return set()
+        canonical = await self._store.canonical(set(unheld.values()))
+        return {key for key, owner in unheld.items() if canonical.get(owner, owner) != owner}
 
     async def _hold(self, won: dict[str, str], tentative: set[str]) -> set[str]:
         """Put the claimed identifiers on their profiles; those held afterwards.
