@@ -8,8 +8,10 @@ failing after the provider accepted, the same command arriving again.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import httpx
@@ -40,6 +42,7 @@ from hilo.outbound import (
     Sent,
     command_record,
     provider_call,
+    retry_after,
 )
 from hilo.providers.meta import graph_throttled
 from hilo.sealing import create_sealer
@@ -189,6 +192,88 @@ async def test_a_refusal_is_not_retried_and_is_recorded_with_the_providers_reaso
         "status": "failed",
         "error": reason,
     }
+
+
+class TimedProvider(ScriptedProvider):
+    """A `ScriptedProvider` that notes when each call came."""
+
+    def __init__(self, *outcomes: Exception) -> None:
+        super().__init__(*outcomes)
+        self.times: list[float] = []
+
+    async def send(self, command: OutboundCommand) -> Sent:
+        self.times.append(time.monotonic())
+        return await super().send(command)
+
+
+async def test_a_provider_asking_to_retry_after_a_while_is_tried_again_no_sooner(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
+) -> None:
+    """A 429 with `Retry-After: 1` is tried again after a second, not after the 10 ms backoff
+    (which the provider would refuse again, spending an attempt)."""
+    provider = TimedProvider(SendUnavailable("provider answered 429", retry_after=1.0))
+    sender = await _sender(settings, mongo_client, broker, provider)
+
+    state = await sender.handle(sample_command())
+
+    assert state["state"] == "sent"
+    first, second = provider.times
+    assert second - first >= 1.0
+
+
+async def test_a_provider_asking_to_wait_past_the_send_window_fails_the_send_now(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
+) -> None:
+    """Waiting longer than half the in-flight time would let another delivery report the
+    message not confirmed while this one could still send it: the send fails at once, saying
+    what the provider asked for."""
+    provider = ScriptedProvider(SendUnavailable("provider answered 429", retry_after=600.0))
+    publisher = KafkaPublisher(broker, settings, sealer=create_sealer(settings, mongo_client))
+    sends = mongo_client[settings.mongodb_database][SENDS_COLLECTION]
+    policy = RetryPolicy(attempts=5, first_wait_seconds=0.01, in_flight_seconds=60.0)
+    sender = OutboundSender("sms", "test", provider, publisher, sends, policy)
+
+    state = await sender.handle(sample_command())
+
+    assert len(provider.calls) == 1
+    assert state["reason"] == "provider answered 429 (after 1 attempts; it asked to wait 600 s)"
+
+
+def _http_date(seconds_from_now: int) -> str:
+    return format_datetime(datetime.now(UTC) + timedelta(seconds=seconds_from_now), usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (lambda: "120", 120.0),
+        (lambda: _http_date(90), 90.0),
+        (lambda: _http_date(-90), 0.0),
+        (lambda: "soon", None),
+        (lambda: "", None),
+    ],
+)
+def test_retry_after_is_read_in_seconds_or_as_a_date(
+    header: Callable[[], str], seconds: float | None
+) -> None:
+    value = header()
+    response = httpx.Response(429, headers={"Retry-After": value} if value else {})
+    waited = retry_after(response)
+    if seconds is None:
+        assert waited is None
+    else:
+        assert waited is not None
+        assert abs(waited - seconds) < 2
+
+
+async def test_a_429_carries_the_wait_the_provider_asked_for() -> None:
+    transport = httpx.MockTransport(
+        lambda _request: httpx.Response(429, headers={"Retry-After": "30"})
+    )
+    async with httpx.AsyncClient(transport=transport) as http:
+        with pytest.raises(SendUnavailable) as raised:
+            await provider_call(lambda: http.post("https://provider.test/send"), lambda r: "")
+    assert raised.value.retry_after == 30.0
 
 
 async def test_a_provider_down_for_every_attempt_is_reported_failed(
@@ -422,6 +507,8 @@ async def test_a_service_sending_for_several_channels_records_each_under_its_own
         (403, 4, SendUnavailable),  # app rate limit
         (400, 10, SendRefused),  # outside the messaging window: a refusal
         (400, None, SendRefused),  # no Graph error body
+        (500, 1200, SendUnavailable),  # Messenger: temporary send message failure, try again
+        (500, 1, SendUncertain),  # an unknown error answered 500: it may have been taken
     ],
 )
 async def test_graph_rate_limits_are_retried_whatever_the_status_and_refusals_are_not(

@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import httpx
@@ -47,9 +48,10 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    stop_after_delay,
+    stop_before_delay,
     wait_exponential,
 )
 
@@ -121,7 +123,28 @@ def accepted_without_id(response: httpx.Response) -> SendUncertain:
 
 
 class SendUnavailable(Exception):
-    """The provider could not be reached or failed (5xx, 429): worth retrying."""
+    """The provider could not be reached, or did not take the message (503, 429, a rate limit):
+    worth retrying, no sooner than `retry_after` seconds when the provider said so."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+        self.attempts = 1
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """The wait a `Retry-After` header asks for, in seconds (it may give seconds or a date);
+    None without one, or with one that is neither."""
+    value = response.headers.get("Retry-After", "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class SendInProgress(Exception):
@@ -192,13 +215,14 @@ async def provider_call(
     """Make one provider HTTP call, sorting failures the way every provider needs them sorted.
 
     No connection (or none free in time), a 503 (unavailable), a 429 or an answer the
-    provider's `throttled` recognises as a rate limit (Graph says so by error code, under 400
-    too) is `SendUnavailable` (retried): the provider did not take the message. A request sent
-    but not answered (a read timeout, a dropped connection) or answered with another 5xx (500,
-    502, 504: the provider failed or timed out while handling it) is `SendUncertain`: the
-    provider may have taken it, and sending it again could reach the customer twice (Twilio's
-    error 20500 says so of messages). Any other 4xx is `SendRefused` with `reason_of(response)`,
-    the provider's own explanation.
+    provider's `throttled` recognises as not taken (Graph says so by error code, whatever the
+    status: its rate limits, Messenger's temporary send failure) is `SendUnavailable` (retried,
+    after the `Retry-After` the provider asked for): the provider did not take the message. A
+    request sent but not answered (a read timeout, a dropped connection) or answered with
+    another 5xx (500, 502, 504: the provider failed or timed out while handling it) is
+    `SendUncertain`: the provider may have taken it, and sending it again could reach the
+    customer twice (Twilio's error 20500 says so of messages). Any other 4xx is `SendRefused`
+    with `reason_of(response)`, the provider's own explanation.
     """
     try:
         response: httpx.Response = await request()
@@ -210,14 +234,14 @@ async def provider_call(
             "at the conversation before sending it again"
         ) from exc
     if response.status_code in RETRYABLE_STATUSES:
-        raise SendUnavailable(f"provider answered {response.status_code}")
+        raise SendUnavailable(f"provider answered {response.status_code}", retry_after(response))
+    if response.status_code >= 400 and throttled is not None and throttled(response):
+        raise SendUnavailable(f"provider did not take it: {reason_of(response)}")
     if response.status_code >= 500:
         raise SendUncertain(
             f"the provider answered {response.status_code}: it may have been sent; look at the "
             "conversation before sending it again"
         )
-    if response.status_code >= 400 and throttled is not None and throttled(response):
-        raise SendUnavailable(f"provider is rate limiting: {reason_of(response)}")
     if response.status_code >= 400:
         raise SendRefused(reason_of(response))
     return response
@@ -393,7 +417,8 @@ class OutboundSender:
             update = {"state": "failed", "reason": exc.reason}
         except SendUnavailable as exc:
             FAILED.labels(command.channel, "unavailable").inc()
-            reason = f"{exc} (after {self._retry.attempts} attempts)"
+            asked = f"; it asked to wait {exc.retry_after:.0f} s" if exc.retry_after else ""
+            reason = f"{exc} (after {exc.attempts} attempts{asked})"
             update = {"state": "failed", "reason": reason}
         else:
             SENT.labels(command.channel).inc()
@@ -433,18 +458,31 @@ class OutboundSender:
         """Send, retrying what the provider did not take; never for longer than half the time
         another delivery takes this claim for a live attempt's (`in_flight_seconds`): past it,
         that delivery reports the message not confirmed while this attempt could still send."""
+        backoff = wait_exponential(
+            multiplier=self._retry.first_wait_seconds, max=self._retry.max_wait_seconds
+        )
+
+        def wait(state: RetryCallState) -> float:
+            """The backoff, or longer when the provider asked for a longer wait (`Retry-After`):
+            an earlier try would be refused again and spend an attempt."""
+            failure = state.outcome.exception() if state.outcome else None
+            asked = failure.retry_after if isinstance(failure, SendUnavailable) else None
+            return max(backoff(state), asked or 0.0)
+
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._retry.attempts)
-            | stop_after_delay(self._retry.in_flight_seconds / 2),
-            wait=wait_exponential(
-                multiplier=self._retry.first_wait_seconds, max=self._retry.max_wait_seconds
-            ),
+            | stop_before_delay(self._retry.in_flight_seconds / 2),
+            wait=wait,
             retry=retry_if_exception_type(SendUnavailable),
             reraise=True,
         )
-        async for attempt in retrying:
-            with attempt:
-                return await self._provider.send(command)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._provider.send(command)
+        except SendUnavailable as exc:
+            exc.attempts = retrying.statistics.get("attempt_number", 1)
+            raise
         raise SendUnavailable("no attempt was made")  # pragma: no cover - stop_after_attempt >= 1
 
     def _record(self, command: OutboundCommand, state: MongoDocument) -> Interaction:

@@ -46,10 +46,16 @@ def graph_reason(error: dict[str, Any] | None) -> tuple[object, str] | None:
     return code, str(error["message"]).removeprefix(f"(#{code}) ")
 
 
+GRAPH_TEMPORARY_CODES: Final = frozenset({1200})
+"""Messenger's "Temporary send message failure. Please try again later": not sent, to be sent
+again (not a 5xx that may have been taken)."""
+
+
 def graph_throttled(response: httpx.Response) -> bool:
-    """True when a Graph API error answer is one of its rate limits (`GRAPH_THROTTLING_CODES`)."""
+    """True when a Graph API error answer says the message was not taken for now: one of its
+    rate limits (`GRAPH_THROTTLING_CODES`) or a temporary failure (`GRAPH_TEMPORARY_CODES`)."""
     error = graph_error(response)
-    return error is not None and error["code"] in GRAPH_THROTTLING_CODES
+    return error is not None and error["code"] in GRAPH_THROTTLING_CODES | GRAPH_TEMPORARY_CODES
 
 
 def signed_headers(body: bytes, app_secret: str) -> dict[str, str]:
