@@ -19,8 +19,11 @@ from customer_profile.adapters.store import ProfileStore
 from customer_profile.service.ports import RESERVATION_EXPIRY, Contention
 from customer_profile.service.resolver import IdentityResolver, Pending, Resolution
 from customer_profile.testing import (
+    FaultPoint,
+    InjectedFault,
     RunningProfileService,
     clear_faults,
+    inject_fault,
     interaction,
     interleave,
     running_profile_service,
@@ -436,3 +439,99 @@ async def test_a_card_attached_to_a_profile_just_merged_away_goes_to_the_survivo
     assert await loyalty_ids(store, shared) == {"loyalty_id:L1"}
     assert await store.owners(["loyalty_id:L3"]) == {}, "nobody holds the refused card"
     assert {(c.reason, c.kind) for c, _ in b.conflicts} == {("unique_identifier", "loyalty_id")}
+
+
+async def test_a_profile_a_merge_is_bringing_a_card_to_is_not_merged_away_meanwhile(
+    profile_service: RunningProfileService,
+) -> None:
+    """A is merging L1's profile into the shared one (L1 reserved there) when B decides to
+    merge the shared profile into an older one holding L2: the shared profile has no loyalty id
+    of its own yet, but L1 is on its way. B's merge waits (its batch meets contention); once A
+    is done, the shared profile holds L1 and B keeps the two apart with a conflict."""
+    svc = profile_service
+    seeds = [{"loyalty_id": "L2"}, {"email": "shared@example.com"}, {"loyalty_id": "L1"}]
+    for n, ids in enumerate(seeds, 1):
+        await svc.publish([interaction(f"seed-{n}", minutes=n, **ids)])
+        await svc.wait_for_entries(n)
+    older = await svc.customer_of("loyalty_id", "L2")
+    shared = await svc.customer_of("email", "shared@example.com")
+    store = svc.service.store
+    policy = svc.service.settings.identity_policy()
+    since = datetime.now(UTC)
+    refused: list[Contention] = []
+
+    async def b_meanwhile() -> None:
+        try:
+            await IdentityResolver(store, policy).resolve([card_event("L2", since)], since)
+        except Contention as exc:
+            refused.append(exc)
+
+    interleave(store, "merge", b_meanwhile)
+    a = await IdentityResolver(store, policy).resolve([card_event("L1", since)], since)
+    clear_faults(store, "merge")
+    b = await resolved(IdentityResolver(store, policy), card_event("L2", since), since)
+
+    assert refused, "B did not merge the shared profile away while L1 was coming"
+    assert a.customers["card-L1"] == shared
+    assert b.customers["card-L2"] == older
+    assert await store.canonical([shared, older]) == {shared: shared, older: older}
+    assert await loyalty_ids(store, shared) == {"loyalty_id:L1"}
+    assert {c.reason for c, _ in b.conflicts} == {"unique_identifier"}
+
+
+async def test_a_merge_of_two_profiles_without_cards_each_given_one_meanwhile_is_not_made(
+    profile_service: RunningProfileService,
+) -> None:
+    """A decides to merge a phone-only profile into an email-only one: neither has a loyalty id,
+    so nothing is reserved. Before A marks the merge, one instance gives the phone's profile L2
+    and another gives the email's profile L3. A's merge is refused (the phone's profile has got
+    a loyalty id it had none of), decided again, and the two stay apart."""
+    svc = profile_service
+    seeds = [{"email": "shared@example.com"}, {"phone": "+34612345678"}]
+    for n, ids in enumerate(seeds, 1):
+        await svc.publish([interaction(f"seed-{n}", minutes=n, **ids)])
+        await svc.wait_for_entries(n)
+    shared = await svc.customer_of("email", "shared@example.com")
+    phone = await svc.customer_of("phone", "+34612345678")
+    store = svc.service.store
+    policy = svc.service.settings.identity_policy()
+    since = datetime.now(UTC)
+    joining = Pending("joining", since, ["email:shared@example.com", "phone:+34612345678"])
+
+    async def others_meanwhile() -> None:
+        for event_id, keys in [
+            ("card-L2", ["phone:+34612345678", "loyalty_id:L2"]),
+            ("card-L3", ["email:shared@example.com", "loyalty_id:L3"]),
+        ]:
+            await IdentityResolver(store, policy).resolve([Pending(event_id, since, keys)], since)
+
+    interleave(store, "merge", others_meanwhile)
+    a = await IdentityResolver(store, policy).resolve([joining], since)
+    clear_faults(store, "merge")
+
+    assert await store.canonical([phone]) == {phone: phone}, "not merged"
+    assert await loyalty_ids(store, shared) == {"loyalty_id:L3"}
+    assert await loyalty_ids(store, phone) == {"loyalty_id:L2"}
+    assert {c.reason for c, _ in a.conflicts} == {"unique_identifier"}
+
+
+async def test_a_resolution_failing_after_it_reserved_takes_its_reservation_back(
+    profile_service: RunningProfileService,
+) -> None:
+    """MongoDB fails A's merge right after A reserved L1 on the shared profile. Left there, the
+    reservation would refuse any loyalty id attached to that profile for two minutes (each
+    released, with a conflict): it is taken back, and a card attached next is kept."""
+    svc = profile_service
+    shared = await _shared_email_and_two_cards(svc)
+    store = svc.service.store
+    policy = svc.service.settings.identity_policy()
+    since = datetime.now(UTC)
+    inject_fault(store, FaultPoint("store", "merge", "before"))
+    with pytest.raises(InjectedFault):
+        await IdentityResolver(store, policy).resolve([card_event("L1", since)], since)
+    clear_faults(store, "merge")
+
+    assert await store.profiles.count_documents({"merging_in": {"$exists": True}}) == 0
+    attached = await IdentityResolver(store, policy).resolve([card_event("L9", since)], since)
+    assert attached.conflicts == []
+    assert await loyalty_ids(store, shared) == {"loyalty_id:L9"}

@@ -1390,3 +1390,36 @@ async def test_a_merge_bringing_a_loyalty_id_that_failed_at_any_step_leaves_no_r
     assert len(profile.merged_from) == 2
     assert await harness.store.profiles.count_documents({"merging_in": {"$exists": True}}) == 0
     assert await harness.store.profiles.count_documents({"merge_pending": True}) == 0
+
+
+@pytest.mark.parametrize("point", RESERVATION_POINTS, ids=lambda p: p.name)
+async def test_a_batch_of_two_cards_for_one_profile_that_failed_midway_completes_on_redelivery(
+    harness: Harness, point: FaultPoint
+) -> None:
+    """Two cards meet one shared email in one batch; the first's merge reserved its card on the
+    shared profile when the attempt failed. Redelivered, the second card's merge meets that
+    reservation: the earlier attempt's merge is finished, and the second card is kept apart
+    with a conflict, instead of the batch meeting the reservation on every delivery."""
+    before = [
+        interaction("s1", minutes=0, email="shared@example.com"),
+        interaction("c1", minutes=1, loyalty_id="L1"),
+        interaction("c2", minutes=2, loyalty_id="L2"),
+    ]
+    await harness.pipeline.process(raw_records(before))
+    batch = [
+        interaction(f"card-{n}", minutes=3 + n, loyalty_id=f"L{n}", email="shared@example.com")
+        for n in (1, 2)
+    ]
+    inject_fault(harness.store, point)
+    with pytest.raises(InjectedFault):
+        await harness.pipeline.process(raw_records(batch))
+    clear_faults(harness.store, point.method)
+    await harness.pipeline.process(raw_records(batch))
+
+    [shared] = (await harness.store.owners(["email:shared@example.com"])).values()
+    profile = (await harness.store.load([shared]))[shared]
+    assert [k for k in profile.identifiers if k.startswith("loyalty_id:")] == ["loyalty_id:L1"]
+    assert len(profile.merged_from) == 1
+    assert await harness.store.profiles.count_documents({"merging_in": {"$exists": True}}) == 0
+    assert await harness.store.profiles.count_documents({"merge_pending": True}) == 0
+    await harness.current_view_of_whole_journey(shared, entries=3)

@@ -466,3 +466,11 @@ async def test_two_merges_bringing_different_loyalty_ids_to_one_profile_at_once_
     ]
     assert store.identities["loyalty_id:L2"] != shared
     assert [c["reason"] for c in store.conflicts.values()] == ["unique_identifier"]
+
+
+async def test_the_fake_store_refuses_a_reservation_of_a_kind_the_survivor_holds() -> None:
+    """Whichever place the survivor's loyalty id has among its identifiers."""
+    store = InMemoryStore()
+    await store.create_profiles({"s": ["email:a@example.com", "loyalty_id:L1"]})
+    assert not await store.reserve("s", ["loyalty_id:L2"], "e1", "t1")
+    assert await store.reserve("s", ["customer_id:C2"], "e1", "t1")

@@ -47,7 +47,8 @@ class _Reservation:
 
 
 def _holds_kind(head: _Head, kinds: Iterable[str]) -> bool:
-    return any(split_key(key)[0].value in set(kinds) for key in head.identifiers)
+    wanted = set(kinds)
+    return any(split_key(key)[0].value in wanted for key in head.identifiers)
 
 
 class InMemoryStore:
@@ -233,6 +234,8 @@ class InMemoryStore:
         for customer in absorbed:
             head = self.profiles.get(customer)
             if head is None or _holds_kind(head, (lacking or {}).get(customer, ())):
+                continue
+            if head.merging_in is not None:
                 continue
             if head.merged_into is None:
                 head.merged_into = survivor

@@ -174,12 +174,11 @@ class ProfileCollection:
     async def attach(self, attachments: Mapping[str, str], caps: Mapping[str, int]) -> set[str]:
         """Add claimed identifiers to their profiles, never beyond the per-kind cap.
 
-        Added with `_id`-only updates (the only filter FerretDB 1.x pushes down to SQLite), then
-        checked: where a concurrent writer pushed a kind over its cap, or a merge under way has
-        reserved a value of it (`reserve`), this batch's additions of that kind are taken back.
-        Nothing is added to a profile merged away meanwhile: its merge has copied (or is about
-        to copy) the identifiers it had, and would miss these. Returns the identifiers held
-        afterwards.
+        Added, then checked: where a concurrent writer pushed a kind over its cap, or a merge
+        under way has reserved a value of it (`reserve`), this batch's additions of that kind
+        are taken back. Nothing is added to a profile merged away meanwhile: its merge has
+        copied (or is about to copy) the identifiers it had, and would miss these. Returns the
+        identifiers held afterwards.
         """
         if not attachments:
             return set()
@@ -404,7 +403,11 @@ class ProfileCollection:
         if not held or held["at"] > now() - RESERVATION_EXPIRY:
             return False
         if not set(held["keys"]) <= set(head.get("identifiers", [])):
-            unfinished = {"merge_event": {"$in": held["events"]}, "merged_into": survivor}
+            unfinished = {
+                "merge_event": {"$in": held["events"]},
+                "merged_into": survivor,
+                "merge_pending": True,
+            }
             if await self.profiles.find_one(unfinished, {"_id": 1}):
                 return False
         await self.profiles.update_one(
@@ -433,7 +436,9 @@ class ProfileCollection:
     ) -> list[MergeRecord]:
         """Decide each merge once, recorded as pending on the absorbed head; those taken. A
         profile held for its erasure (`hold_for_erasure`) is never taken, nor one that has got
-        a value of a kind `lacking` says it had none of when the merge was decided."""
+        a value of a kind `lacking` says it had none of when the merge was decided, nor one
+        another merge into it has a live reservation on (`reserve`): what that merge brings
+        would land on a profile merged away, unseen by the survivor's checks."""
         merged_at = now()
         taken: list[str] = []
         for customer in absorbed:
@@ -443,6 +448,7 @@ class ProfileCollection:
                     "merged_into": None,
                     **NOT_HELD,
                     **_lacks((lacking or {}).get(customer, ())),
+                    **_not_reserved(),
                 },
                 {
                     "$set": {
@@ -685,6 +691,16 @@ def _lacks(kinds: Iterable[str]) -> MongoDocument:
     if not (names := sorted(set(kinds))):
         return {}
     return {"identifiers": {"$not": re.compile(f"^({'|'.join(map(re.escape, names))}):")}}
+
+
+def _not_reserved() -> MongoDocument:
+    """A filter for a head without a live reservation (`reserve`)."""
+    return {
+        "$or": [
+            {"merging_in": None},
+            {"merging_in.at": {"$lte": now() - RESERVATION_EXPIRY}},
+        ]
+    }
 
 
 def _reserved(head: MongoDocument) -> list[str]:

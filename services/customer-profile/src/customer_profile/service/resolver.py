@@ -12,6 +12,7 @@ another's merge under way there decides that event again, against the survivor a
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -95,11 +96,12 @@ class IdentityResolver:
         resolution = Resolution()
         pending = list(events)
         token = uuid.uuid4().hex
+        batch = frozenset(event.event_id for event in events)
         for _ in range(MAX_ROUNDS):
             if not pending:
                 break
             try:
-                pending = await self._round(pending, resolution, fresh_since, token)
+                pending = await self._round(pending, resolution, fresh_since, token, batch)
             except ErasedClaimsMet as exc:
                 exc.partial = resolution
                 raise
@@ -119,9 +121,10 @@ class IdentityResolver:
     ) -> list[tuple[Conflict, str]]:
         """Survivors of this resolution's merges that hold two values of a kind a person has one
         of (`HILO_IDENTITY_UNIQUE_KINDS`: two loyalty ids, say), which merge protection refuses:
-        another instance merged or attached to the same survivor at the same moment, each
-        deciding against the survivor as it was before. Of two such writers, the one that reads
-        last sees both, so the breach is never silent.
+        another instance merged or attached to the same survivor while this one was stopped or
+        frozen past `RESERVATION_EXPIRY` in the middle of the merge (`Store.reserve` prevents
+        it otherwise). Whoever reads the survivor last, this merge's writer or a later merge
+        there, sees both values.
 
         It is not undone here: which of the two merges was wrong is a person's call (a split).
         It is recorded (and logged, as every conflict is) as a `concurrent_merge` conflict on
@@ -146,7 +149,12 @@ class IdentityResolver:
         return found
 
     async def _round(
-        self, events: list[Pending], resolution: Resolution, fresh_since: datetime, token: str
+        self,
+        events: list[Pending],
+        resolution: Resolution,
+        fresh_since: datetime,
+        token: str,
+        batch: frozenset[str],
     ) -> list[Pending]:
         """Decide every event, commit the claims; return the events that must be decided again."""
         keys = [key for event in events for key in event.keys]
@@ -157,8 +165,15 @@ class IdentityResolver:
             for key in event.keys
             if key not in state.owners or key in state.fresh
         }
-        plan = _Plan(owners=state.owners, facts=state.facts, token=token)
-        unsettled = [event for event in events if not await self._decide(event, plan, resolution)]
+        plan = _Plan(owners=state.owners, facts=state.facts, token=token, batch=batch)
+        try:
+            unsettled = [
+                event for event in events if not await self._decide(event, plan, resolution)
+            ]
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._release_unused(plan)
+            raise
         await self._store.finish_merges(plan.merged)
         # A finished merge drops its survivor's reservation; these had none taken.
         await self._store.release_reservations(
@@ -243,7 +258,7 @@ class IdentityResolver:
                 committed,
                 event.event_id,
                 event.occurred_at,
-                self._lacking(target, committed, plan),
+                self._lacking(committed, plan),
             )
             if taken:
                 merge = Merge(target, tuple(taken), event.event_id, event.occurred_at)
@@ -279,16 +294,39 @@ class IdentityResolver:
             return True
         if await self._store.reserve(target, brought, event_id, plan.token):
             plan.reserved.add(target)
+            plan.reserving.add(event_id)
             return True
         log.info("merge_deferred", survivor=target, event_id=event_id)
+        # The reservation in the way may be an earlier attempt's of this very batch, stopped
+        # between marking its merges and finishing them: finished now (as the pipeline would
+        # after resolving, and idempotent), they drop it, and the next round sees what they
+        # brought. Otherwise this batch would meet it on every delivery.
+        await self._store.finish_merges(await self._store.unfinished_merges(plan.batch))
         return False
 
-    def _lacking(self, target: str, committed: list[str], plan: _Plan) -> dict[str, set[str]]:
-        """Per absorbed profile, the unique kinds it had none of while the survivor or another
-        absorbed profile had: it is taken only if that still holds (`Store.merge`)."""
-        kinds = {c: self._unique_kinds(plan.facts[c].identifiers) for c in [target, *committed]}
-        merged = set().union(*kinds.values())
-        return {c: lack for c in committed if (lack := merged - kinds[c])}
+    async def _release_unused(self, plan: _Plan) -> None:
+        """After a failure, take back the reservations no merge was marked for: they hold
+        nothing coming, and left they would refuse attachments there until they expire. One
+        whose merge may have been marked (the failure came from marking it) stays: its event
+        is delivered again and finishes it."""
+        candidates = plan.reserved - {merge.survivor for merge in plan.merged}
+        if not candidates:
+            return
+        marked = await self._store.unfinished_merges(plan.reserving)
+        await self._store.release_reservations(
+            candidates - {m.survivor for m in marked}, plan.token
+        )
+
+    def _lacking(self, committed: list[str], plan: _Plan) -> dict[str, set[str]]:
+        """Per absorbed profile, the unique kinds it had none of when the merge was decided: it
+        is taken only if that still holds (`Store.merge`). A value it got since was not
+        reserved on the survivor, which another instance may be giving one of that kind."""
+        unique = {kind.value for kind in self._policy.unique_kinds}
+        return {
+            c: lack
+            for c in committed
+            if (lack := unique - self._unique_kinds(plan.facts[c].identifiers))
+        }
 
     def _unique_kinds(self, identifiers: frozenset[str]) -> set[str]:
         return {
@@ -320,9 +358,13 @@ class _Plan:
     facts: dict[str, ProfileFacts]
     token: str
     """The resolution's: its reservations (`Store.reserve`) add up and are released together."""
+    batch: frozenset[str]
+    """The ids of every event the resolution was given."""
     tentative: set[str] = field(default_factory=set)
     reserved: set[str] = field(default_factory=set)
     """Survivors this round reserved unique-kind values on, released once its merges finish."""
+    reserving: set[str] = field(default_factory=set)
+    """The events that made those reservations."""
     claims: dict[str, str] = field(default_factory=dict)
     claimed_by: dict[str, str] = field(default_factory=dict)
     merged: list[MergeRecord] = field(default_factory=list)
