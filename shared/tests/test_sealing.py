@@ -12,12 +12,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jsonschema import Draft202012Validator
 
 from hilo.contract import Identifiers, parse_interaction
-from hilo.contract.personal import INTERACTION_FIELDS, JOURNEY_FIELDS
+from hilo.contract.personal import INTERACTION_FIELDS, JOURNEY_FIELDS, OUTBOUND_FIELDS
 from hilo.contract.schema import sealed_interaction_json_schema
 from hilo.kafka import KafkaPublisher, create_broker
 from hilo.sealing import InMemoryKeys, Sealer, SharedCalls, Unreadable, seal, subject_of, unseal
 from hilo.settings import HiloSettings
-from hilo.testkit.samples import sample_interaction, sample_payloads
+from hilo.testkit.samples import sample_command, sample_interaction, sample_payloads
 
 PEPPER = b"a-pepper-for-tests-only"
 
@@ -253,3 +253,17 @@ async def test_a_value_json_cannot_carry_goes_on_the_wire_as_null() -> None:
 
 def _refuse(constant: str) -> None:
     raise AssertionError(f"{constant} is not JSON")
+
+
+async def test_the_threads_earlier_message_ids_of_a_reply_are_sealed() -> None:
+    """A reply's `references` are earlier provider message ids (a wamid holds the number)."""
+    command = sample_command("whatsapp")
+    command = command.model_copy(
+        update={"payload": command.payload.model_copy(update={"references": [WAMID]})}
+    )
+
+    [sealed] = await sealer().seal_all(
+        [command.model_dump(mode="json")], OUTBOUND_FIELDS, create=True
+    )
+
+    assert "HBgLMTY1MDM4Nzk0Mzk" not in json.dumps(sealed)

@@ -109,7 +109,7 @@ def reply_command(
             template=template,
             purpose=purpose,
             reply_to_provider_message_id=thread.reply_to,
-            references=list(thread.references),
+            references=list(thread.references) if option.channel == "email" else [],
         ),
         requested_by=agent,
         requested_at=datetime.now(UTC),

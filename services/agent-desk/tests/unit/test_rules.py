@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from agent_desk.app import _local
 from agent_desk.auth import Agents, SignInThrottle, hash_password
-from agent_desk.policy import default_channel, refusal, reply_options
+from agent_desk.policy import ReplyOption, default_channel, refusal, reply_options
 from agent_desk.replies import Thread, last_contact, reply_command, thread_of, written_from
 from agent_desk.search import Match, find_customers, readings
 from agent_desk.timeline import attach_statuses, row
@@ -333,3 +333,18 @@ def test_a_channel_not_written_on_is_answered_at_the_number_the_customer_uses_no
         )
         addresses = {o.channel: o.address for o in options}
         assert addresses == {"whatsapp": "34699999999", "sms": "+34699999999"}, entries
+
+
+@pytest.mark.parametrize(("channel", "kept"), [("email", True), ("whatsapp", False)])
+def test_only_an_email_reply_names_the_threads_earlier_messages(channel: str, kept: bool) -> None:
+    """Email threads by `References`; elsewhere the earlier provider ids (a WhatsApp wamid holds
+    the customer's number) would only travel for nothing."""
+    option = ReplyOption(channel, "email", "ana@example.com", None)
+    thread = Thread("m-2", ("m-0", "m-1"), "Re: order")
+
+    command = reply_command(
+        profile(), option, text="Hi", template=None, purpose="service", agent="ana", thread=thread
+    )
+
+    assert command.payload.references == (["m-0", "m-1"] if kept else [])
+    assert command.payload.reply_to_provider_message_id == "m-2"

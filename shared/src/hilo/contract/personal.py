@@ -25,6 +25,7 @@ PAYLOAD_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
         "interactive_reply",
         "provider_message_id",
         "reply_to_provider_message_id",
+        "references",
     ),
     "message_status": ("error", "provider_message_id"),
     "page_view": ("url", "referrer", "path", "title"),
