@@ -55,6 +55,11 @@ class ProfileSettings(HiloSettings):
         description='JSON object, e.g. {"email": 5}; merged over the defaults.',
     )
     identity_max_merges: int = Field(default=50, ge=0)
+    identity_verified_only_traits: CommaSeparated[str] = Field(
+        default=["loyalty_tier"],
+        description="Traits an unverified event (public web keys) may not set: anything that "
+        "decides prices or service, e.g. loyalty_tier,name.",
+    )
     identity_blocked_values: CommaSeparated[str] = Field(
         default_factory=list, description="Extra placeholder values never used as identifiers."
     )
@@ -126,6 +131,7 @@ class ProfileSettings(HiloSettings):
             unique_kinds=frozenset(self.identity_unique_kinds),
             max_per_kind={**DEFAULT_MAX_PER_KIND, **self.identity_max_per_kind},
             max_merges=self.identity_max_merges,
+            verified_only_traits=frozenset(self.identity_verified_only_traits),
             blocked_values=DEFAULT_BLOCKED_VALUES
             | {value.strip().lower() for value in self.identity_blocked_values},
         )

@@ -474,3 +474,26 @@ async def test_the_fake_store_refuses_a_reservation_of_a_kind_the_survivor_holds
     await store.create_profiles({"s": ["email:a@example.com", "loyalty_id:L1"]})
     assert not await store.reserve("s", ["loyalty_id:L2"], "e1", "t1")
     assert await store.reserve("s", ["customer_id:C2"], "e1", "t1")
+
+
+async def test_a_forged_identify_call_does_not_give_a_known_customer_a_loyalty_tier() -> None:
+    """The public web key is on every page: an identify call naming Ana's email with a gold
+    tier reaches Ana's profile, but not her prices."""
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    known = interaction("ana", minutes=0, email="ana@example.com")
+    forged = interaction("forged", minutes=1, kind="identify", email="ana@example.com")
+    forged = forged.model_copy(
+        update={
+            "identity_trust": "unverified",
+            "payload": forged.payload.model_copy(update={"traits": {"loyalty_tier": "gold"}}),
+        }
+    )
+
+    await pipeline(store, publisher).process(raw_records([known, forged]))
+
+    [profile] = (await store.load(list(store.profiles))).values()
+    assert profile.view is not None
+    assert "loyalty_tier" not in profile.view.traits
+    assert store.journey[forged.id].adjustments == [
+        {"field": "payload.traits", "reason": "unverified_source"}
+    ]

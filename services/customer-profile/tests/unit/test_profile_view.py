@@ -10,12 +10,19 @@ import pytest
 from pydantic_extra_types.currency_code import ISO4217
 
 from customer_profile.domain.journey import JourneyEntry, new_entry
-from customer_profile.domain.profile import RECENT_ORDERS, ProfileView, derive_view
+from customer_profile.domain.profile import (
+    MAX_TRAIT_TEXT,
+    MAX_TRAITS,
+    RECENT_ORDERS,
+    ProfileView,
+    derive_view,
+)
 from hilo.contract import (
     CartAction,
     CartChanged,
     ConsentChanged,
     Conversation,
+    Identified,
     Identifiers,
     Interaction,
     LineItem,
@@ -23,6 +30,7 @@ from hilo.contract import (
     OrderStatus,
     new_interaction,
 )
+from hilo.contract.payloads import JsonScalar
 from hilo.testkit.samples import sample_payloads
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -316,3 +324,54 @@ def test_an_entry_keeps_the_instant_in_utc_whatever_offset_the_channel_kept() ->
     assert stored.occurred_at == datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
     assert stored.model_dump(mode="json")["occurred_at"].startswith("2026-03-01T08:00:00")
     assert stored.occurred_at.utcoffset() == timedelta(0)
+
+
+def _identify(n: int, traits: dict[str, JsonScalar], trust: str = "verified") -> Interaction:
+    return new_interaction(
+        channel="web",
+        instance="t",
+        provider_event_id=f"id{n}",
+        identifiers=Identifiers(email="a@example.com"),
+        payload=Identified(traits=traits),
+        occurred_at=T0 + timedelta(minutes=n),
+        identity_trust=trust,  # type: ignore[arg-type]
+    )
+
+
+def test_an_unverified_event_does_not_set_a_trait_only_verified_sources_may_set() -> None:
+    """Anyone can send an identify call with the public web key: it may not give a customer the
+    gold tier that prices follow. The rest of its traits are kept, and the entry says what was
+    left out."""
+    only_verified = frozenset({"loyalty_tier"})
+    forged = new_entry(
+        _identify(1, {"loyalty_tier": "gold", "plan": "pro"}, "unverified"),
+        "C",
+        T0,
+        late=False,
+        verified_only_traits=only_verified,
+    )
+    told = new_entry(
+        _identify(2, {"loyalty_tier": "silver"}), "C", T0, late=False,
+        verified_only_traits=only_verified,
+    )  # fmt: skip
+
+    assert forged.payload["traits"] == {"plan": "pro"}
+    assert {"field": "payload.traits", "reason": "unverified_source"} in forged.adjustments
+    view = derive_view([forged], WINDOW)
+    assert "loyalty_tier" not in view.traits
+    assert derive_view([forged, told], WINDOW).traits["loyalty_tier"].value == "silver"
+
+
+def test_the_views_traits_are_bounded_however_many_and_long_the_calls() -> None:
+    """A view is one Kafka record: calls with hundreds of new trait names, or long texts, must
+    not grow it past what Kafka takes (the customer's later events would all fail)."""
+    calls = [
+        new_entry(_identify(n, {f"t{n}_{i}": "x" * 5_000 for i in range(150)}), "C", T0, late=False)
+        for n in range(3)
+    ]
+
+    view = derive_view(calls, WINDOW)
+
+    assert len(view.traits) == MAX_TRAITS
+    assert {len(str(trait.value)) for trait in view.traits.values()} == {MAX_TRAIT_TEXT}
+    assert "t0_0" in view.traits, "the first names are kept"

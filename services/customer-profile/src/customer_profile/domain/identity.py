@@ -99,6 +99,8 @@ class IdentityPolicy:
     max_per_kind: Mapping[IdentifierKind, int] = field(default_factory=lambda: DEFAULT_MAX_PER_KIND)
     max_merges: int = 50
     blocked_values: frozenset[str] = DEFAULT_BLOCKED_VALUES
+    verified_only_traits: frozenset[str] = frozenset({"loyalty_tier"})
+    """Traits an unverified event may not set (`domain.journey.new_entry`)."""
 
     def cap(self, kind: IdentifierKind) -> int:
         return 1 if kind in self.unique_kinds else self.max_per_kind.get(kind, 10)

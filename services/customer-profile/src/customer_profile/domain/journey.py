@@ -64,6 +64,10 @@ class JourneyEntry(BaseModel):
         return (self.occurred_at, self.id)
 
 
+UNVERIFIED_SOURCE = "unverified_source"
+"""Adjustment reason: a trait only a verified source may set came from an unverified one."""
+
+
 def new_entry(
     interaction: Interaction,
     customer_id: str,
@@ -71,8 +75,20 @@ def new_entry(
     *,
     late: bool,
     price_mismatches: list[dict[str, Any]] | None = None,
+    verified_only_traits: frozenset[str] = frozenset(),
 ) -> JourneyEntry:
-    """Turn an accepted interaction into the customer's journey entry."""
+    """Turn an accepted interaction into the customer's journey entry.
+
+    Traits in `verified_only_traits` (a loyalty tier, which prices follow) are left out of an
+    unverified event's (anyone can send one with the public web key), noted in `adjustments`.
+    """
+    payload = interaction.payload.model_dump(mode="json")
+    adjustments = [adjustment.model_dump() for adjustment in interaction.adjustments]
+    if interaction.identity_trust == "unverified" and verified_only_traits:
+        traits = payload.get("traits") or {}
+        if withheld := verified_only_traits & traits.keys():
+            payload["traits"] = {k: v for k, v in traits.items() if k not in withheld}
+            adjustments.append({"field": "payload.traits", "reason": UNVERIFIED_SOURCE})
     return JourneyEntry(
         id=interaction.id,
         customer_id=customer_id,
@@ -88,9 +104,9 @@ def new_entry(
         source=interaction.source,
         conversation=interaction.conversation.model_dump() if interaction.conversation else None,
         identifiers={kind.value: value for kind, value in interaction.identifiers.pairs()},
-        payload=interaction.payload.model_dump(mode="json"),
+        payload=payload,
         late=late,
-        adjustments=[adjustment.model_dump() for adjustment in interaction.adjustments],
+        adjustments=adjustments,
         price_mismatches=price_mismatches or [],
     )
 

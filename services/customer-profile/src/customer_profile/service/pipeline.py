@@ -457,7 +457,14 @@ class Pipeline:
             late = previous is not None and at < previous
             mismatches = self._mismatches(event, customer, before.get(customer))
             entries.append(
-                new_entry(event, customer, recorded_at, late=late, price_mismatches=mismatches)
+                new_entry(
+                    event,
+                    customer,
+                    recorded_at,
+                    late=late,
+                    price_mismatches=mismatches,
+                    verified_only_traits=self._policy.verified_only_traits,
+                )
             )
             latest[customer] = max(previous, at) if previous else at
         duplicates = await self._store.insert_entries(entries)
