@@ -15,6 +15,7 @@ import pytest
 from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 
+from channel_email import mime
 from channel_email.app import create_app
 from channel_email.mailgun import MAILGUN_TOKENS
 from channel_email.settings import EmailSettings
@@ -588,3 +589,39 @@ async def test_another_senders_mail_reusing_a_message_id_is_an_event_of_its_own(
         (mail_event(settings, "CAF=reply-2@mail.example.com"), ANA),
         (mail_event(settings, "CAF=reply-2@mail.example.com", "bo@example.org"), "bo@example.org"),
     }
+
+
+async def test_mime_parts_nested_a_thousand_deep_are_refused_not_a_crash(
+    email_settings: EmailSettings, topics: list[str], settings: HiloSettings
+) -> None:
+    """Python's email parser recurses per nesting level: 67 KB of nested parts made it raise
+    `RecursionError`, a 500 that every provider posts again for hours."""
+    mail = b"From: ana@example.com\r\nMessage-ID: <nested-1@mail.example.com>\r\n"
+    for level in range(1_000):
+        mail += b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (level, level)
+    mail += b"Content-Type: text/plain\r\n\r\nhi\r\n"
+
+    roomy = email_settings.model_copy(update={"max_body_bytes": 500_000})
+    async with channel_client(create_app(roomy)) as client:
+        response = await client.post(
+            "/v1/messages/mime", content=mail, headers={"X-API-Key": API_KEY}
+        )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == "MIME parts nested too deep"
+    assert await published_interactions(settings, 0) == []
+
+
+def test_an_html_body_too_long_to_parse_has_its_tags_cut_out_in_one_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Megabytes of tags (anyone can mail them) would take the HTML parser seconds and hundreds
+    of MB: past `MAX_HTML_PARSED` the body never reaches it, and still reads as text."""
+
+    def no_parser(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a body this long went to the HTML parser")
+
+    monkeypatch.setattr(mime, "BeautifulSoup", no_parser)
+    html = "<head><title>t</title></head><p>Where is my order?</p>" + "<a href='x'></a>" * 20_000
+
+    assert mime.html_to_text(html) == "Where is my order?"

@@ -61,6 +61,9 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
             raise validation_rejection(exc) from None
         except ValueError as exc:
             raise Rejected(422, "invalid_body", str(exc)) from None
+        except RecursionError:
+            # Parts nested a thousand deep: Python's email parser recurses per level.
+            raise Rejected(422, "invalid_body", "MIME parts nested too deep") from None
         await channel.publish([interaction])
         return {"event_id": interaction.id}
 
