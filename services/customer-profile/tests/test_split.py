@@ -263,8 +263,10 @@ async def test_an_export_holds_no_identifier_of_the_person_a_split_told_apart(
     [request] = [c for c in export["conflicts"] if c["reason"] == "kept_apart"]
     assert request["customer_ids"] == [ana]
     assert request["keys"] == [f"email:{ANA}"]
-    assert BO not in json.dumps(export["conflicts"])
+    assert BO not in json.dumps(export), "Bo's phone, in the conflict or the journey"
     assert bo not in json.dumps(export["conflicts"])
+    [both] = [e for e in export["journey"] if e["id"] == interaction(4, email=ANA, phone=BO).id]
+    assert both["identifiers"] == {"email": ANA}
 
 
 async def test_a_split_whose_kept_profile_is_merged_away_meanwhile_completes(

@@ -14,6 +14,7 @@ from bson import ObjectId
 
 from customer_profile.adapters.erasures import Erasure
 from customer_profile.adapters.store import ProfileStore
+from customer_profile.domain.journey import JourneyEntry
 from customer_profile.service.background import keep_finishing
 from customer_profile.service.ports import HOLD_EXPIRY, StoredProfile
 from hilo.kafka import KafkaPublisher, PublishFailed, read_to_end
@@ -54,10 +55,7 @@ class Privacy:
                 _own_part(conflict, set(profile.aliases), set(identities)) for conflict in conflicts
             ],
             "journey": [
-                entry.model_copy(update={"customer_id": profile.customer_id}).model_dump(
-                    mode="json"
-                )
-                for entry in entries
+                _own_entry(entry, profile.customer_id, set(identities)) for entry in entries
             ],
         }
 
@@ -286,6 +284,16 @@ def erasure_record(erasure: Erasure) -> bytes:
             "erased_at": erasure.requested_at.isoformat(),
         }
     ).encode()
+
+
+def _own_entry(entry: JourneyEntry, customer_id: str, identities: set[str]) -> dict[str, Any]:
+    """A journey entry as far as it is this customer's: an event can carry someone else's
+    identifier too (one that named two people a split told apart), which an export leaves
+    out."""
+    own = {k: v for k, v in entry.identifiers.items() if f"{k}:{v}" in identities}
+    return entry.model_copy(update={"customer_id": customer_id, "identifiers": own}).model_dump(
+        mode="json"
+    )
 
 
 def _own_part(conflict: dict[str, Any], aliases: set[str], identities: set[str]) -> dict[str, Any]:
