@@ -13,7 +13,8 @@ Definitions (what the numbers mean):
 - **First response**: the first outbound contact after a conversation's first inbound one;
   **resolution time**: its first inbound contact to its last contact (conversations with more
   than one contact).
-- **CSAT** (`metric: csat`): the average score; by channel: the survey's `about_channel`, else the
+- **CSAT** (`metric: csat`): the average score; by channel: the survey's `about_channel` (when the
+  customer's journey has that channel), else the
   channel of the customer's last contact before it; by **channel path**: the channels, in order,
   of the conversation it answers (its contacts before the survey, the last within the window),
   e.g. `voice>whatsapp`. **NPS**: % of 9-10 minus % of 0-6.
@@ -291,6 +292,10 @@ def _satisfaction(
     nps: list[int] = []
     for journey in journeys:
         conversations = conversations_of(journey, window)
+        # A survey names the channel it is about in free text (anyone can post one with the
+        # public web key): only a channel the customer's journey has counts, or each new text
+        # would be a series on /metrics and a key of the day's record.
+        channels = {touch.channel for touch in journey}
         for index, survey in enumerate(journey):
             if survey.kind != "survey_answer" or survey.score is None:
                 continue
@@ -303,7 +308,11 @@ def _satisfaction(
                 continue
             csat.append(survey.score)
             earlier = [t for t in journey[:index] if t.kind in CONTACTS]
-            channel = survey.about_channel or (earlier[-1].channel if earlier else survey.channel)
+            channel = (
+                survey.about_channel
+                if survey.about_channel in channels
+                else (earlier[-1].channel if earlier else survey.channel)
+            )
             by_channel[channel].append(survey.score)
             if path := _path_before(conversations, survey.occurred_at, window):
                 by_path[path].append(survey.score)

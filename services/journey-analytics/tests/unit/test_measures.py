@@ -250,3 +250,21 @@ def test_web_carts_do_not_depend_on_the_attribution_window() -> None:
 
     assert counted[0] == counted[1]
     assert (counted[0].web_carts, counted[0].converted_elsewhere) == (1, 1)
+
+
+def test_a_survey_about_a_channel_the_customer_used_counts_there_and_free_text_does_not() -> None:
+    """`about_channel` is typed by whoever posts the survey (the public web key): a channel the
+    customer's journey has counts; any other text falls back to the last contact's channel,
+    so no text becomes a metric series or a key of the day's record."""
+    journey = [
+        Touch("v", "fe", at(), "voice", "call", "inbound"),
+        Touch("w", "fe", at(minutes=30), "whatsapp", "message", "inbound"),
+        Touch("s1", "fe", at(minutes=40), "web", "survey_answer", metric="csat", score=5,
+              about_channel="voice"),
+        Touch("s2", "fe", at(minutes=41), "web", "survey_answer", metric="csat", score=3,
+              about_channel="ana@example.com"),
+    ]  # fmt: skip
+
+    satisfaction = measure(journey, at(hours=-1), at(days=1), WINDOWS).satisfaction
+
+    assert satisfaction.csat_by_channel == {"voice": 5.0, "whatsapp": 3.0}
