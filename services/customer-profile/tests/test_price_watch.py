@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
 from pydantic_extra_types.currency_code import ISO4217
 
 from customer_profile.service.prices import PriceCheck
@@ -19,6 +20,7 @@ from hilo.contract import (
     LineItem,
     Money,
     OrderPlaced,
+    OrderStatus,
     SalesChannel,
     new_interaction,
 )
@@ -261,3 +263,28 @@ def test_a_mismatch_always_shows_two_different_unit_prices() -> None:
         assert [(m["charged"], m["expected"]) for m in found] == (
             [] if unit == "6.67" else [(unit, "6.67")]
         ), unit
+
+
+@pytest.mark.parametrize(
+    ("status", "checked"),
+    [
+        (OrderStatus.PLACED, True),
+        (OrderStatus.COMPLETED, True),  # a till receipt
+        (OrderStatus.PICKED_UP, False),  # click and collect: priced when ordered online
+        (OrderStatus.CANCELLED, False),
+        (OrderStatus.REFUNDED, False),
+    ],
+)
+def test_only_a_sale_is_priced_not_a_later_state_of_an_order(
+    status: OrderStatus, checked: bool
+) -> None:
+    """A web order picked up in store repeats the lines charged online: priced again on the
+    store channel that day, a web-only promotion rightly charged showed as a mismatch."""
+    event = order((3, "10.00", "EUR"))
+    event = event.model_copy(
+        update={"payload": event.payload.model_copy(update={"status": status})}
+    )
+
+    found = three_for_two_check().mismatches(event, "c", None)
+
+    assert bool(found) is checked

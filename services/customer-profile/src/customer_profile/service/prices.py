@@ -34,7 +34,14 @@ import structlog
 from prometheus_client import Counter
 
 from customer_profile.domain.profile import ProfileView
-from hilo.contract import CartAction, CartChanged, Interaction, LineItem, OrderPlaced
+from hilo.contract import (
+    CartAction,
+    CartChanged,
+    Interaction,
+    LineItem,
+    OrderPlaced,
+    OrderStatus,
+)
 from hilo.offers.facts import facts_from_profile
 from hilo.offers.model import CustomerFacts, OffersSnapshot, PricedLine, QuoteLine
 from hilo.offers.money import CurrencyError, round_money
@@ -117,10 +124,17 @@ def _check(
     return found
 
 
+PRICED_AT_THE_SALE = frozenset({OrderStatus.PLACED, OrderStatus.COMPLETED})
+"""Order entries that are a sale (an order placed, a till receipt). A later state of an order
+(picked up in store, cancelled, refunded) repeats lines charged earlier, on another channel and
+day: priced again there, a web-only promotion rightly charged online showed as a store
+mismatch at pick-up."""
+
+
 def _baskets(interaction: Interaction) -> dict[str, list[Charged]]:
     """Per currency, what each SKU was charged in total; a cart only when it is whole."""
     payload = interaction.payload
-    if isinstance(payload, OrderPlaced):
+    if isinstance(payload, OrderPlaced) and payload.status in PRICED_AT_THE_SALE:
         items: list[LineItem] = list(payload.items)
     elif (
         isinstance(payload, CartChanged)
