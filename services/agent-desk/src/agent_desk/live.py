@@ -20,6 +20,7 @@ valid.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import secrets
 import time
@@ -94,6 +95,7 @@ class JourneyFeed:
     async def _follow(self) -> None:
         consumer = AIOKafkaConsumer(
             topic_name(Topic.JOURNEY, self._settings),
+            topic_name(Topic.ERASURES, self._settings),
             bootstrap_servers=self._settings.kafka_bootstrap_servers,
             group_id=None,
             enable_auto_commit=False,
@@ -132,7 +134,11 @@ class JourneyFeed:
 
     async def _add(self, records: list[Any]) -> None:
         """Number and keep a partition's batch; its offsets are remembered only once it is
-        kept, so a batch that failed to open is read again after the restart."""
+        kept, so a batch that failed to open is read again after the restart. A batch of
+        `erasures` forgets the entries held of those customers instead."""
+        if records and records[0].topic == topic_name(Topic.ERASURES, self._settings):
+            self._forget(records)
+            return
         opened = await self._sealer.open_all([record.value for record in records])
         async with self._arrived:
             for record, entry in zip(records, opened, strict=True):
@@ -144,6 +150,26 @@ class JourneyFeed:
                 self._number += 1
                 self._entries.append(LiveEntry(self._number, record.key.decode(), entry))
             self._arrived.notify_all()
+
+    def _forget(self, records: list[Any]) -> None:
+        """Drop the held entries of the customers these erasures name (and their aliases): the
+        entries were opened before the keys went, and a page asking for those ids must not be
+        sent them again (one reconnecting while the profile service is away is trusted with
+        the ids it was rendered with)."""
+        erased: set[str] = set()
+        for record in records:
+            self._next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+            with suppress(ValueError, TypeError, AttributeError):
+                erasure = json.loads(record.value)
+                erased |= {str(erasure["customer_id"]), *map(str, erasure.get("aliases", []))}
+        forgotten = 0
+        for index, held in enumerate(self._entries):
+            if held.customer_id in erased:
+                # Left in its place, numbered, as nobody's: pages count on consecutive numbers.
+                self._entries[index] = LiveEntry(held.number, "", {})
+                forgotten += 1
+        if forgotten:
+            log.info("live_entries_forgotten", count=forgotten)
 
     def after(self, cursor: str, customers: Collection[str]) -> tuple[list[LiveEntry], int]:
         """The entries of `customers` after `cursor`, and the number they reach; `Gap` when
@@ -160,7 +186,7 @@ class JourneyFeed:
         if number < oldest - 1:
             raise Gap
         newest_first = islice(reversed(self._entries), self._number - number)
-        found = [e for e in newest_first if e.customer_id in customers]
+        found = [e for e in newest_first if e.customer_id and e.customer_id in customers]
         found.reverse()
         return found, self._number
 

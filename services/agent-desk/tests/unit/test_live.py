@@ -15,6 +15,7 @@ from aiokafka import TopicPartition
 from agent_desk.live import Gap, JourneyFeed, LiveEntry
 from hilo.sealing import InMemoryKeys, Sealer
 from hilo.settings import HiloSettings
+from hilo.topics import Topic, topic_name
 
 TOPIC = "journey"
 _offsets = itertools.count()
@@ -164,3 +165,22 @@ async def test_a_restarted_consumer_seeks_where_the_last_one_stopped() -> None:
 
 def cast_consumer(consumer: Consumer) -> Any:
     return consumer
+
+
+async def test_an_erasure_forgets_the_entries_held_of_the_customer_and_their_aliases() -> None:
+    """Opened before the keys went, they must not reach a page asking for those ids again (a
+    page reconnecting while the profile service is away is trusted with its ids)."""
+    live = feed()
+    start = live.position
+    await live._add([record("c1", "a"), record("c2", "b"), record("c9", "c")])
+    middle = live.position
+    await live._add([record("c2", "d")])
+    erasures = topic_name(Topic.ERASURES, HiloSettings())
+    erasure = {"customer_id": "c1", "aliases": ["c9"], "subjects": [], "erased_at": "2026-12-05"}
+
+    await live._add([Record(b"c1", json.dumps(erasure).encode(), topic=erasures)])
+
+    found, reached = live.after(start, {"c1", "c2", "c9", ""})
+    assert ids(found) == ["b", "d"]
+    assert reached == 4, "the numbering pages resume from is unchanged"
+    assert ids(live.after(middle, {"c2"})[0]) == ["d"]
