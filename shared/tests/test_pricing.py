@@ -620,6 +620,9 @@ def test_the_callers_decimal_context_changes_nothing() -> None:
         assert quote(offers, ("A", 7)) == expected
 
 
+KEY = b"a-pepper-for-quote-ids"
+
+
 # --- quote ids -----------------------------------------------------------------------------
 
 
@@ -632,21 +635,30 @@ def test_quote_id_is_a_name_of_the_question() -> None:
     ]
     madrid = NOW.astimezone(timezone(timedelta(hours=2)))
     c1 = CustomerFacts(customer_id="c-1")
-    first = quote_id(c1, "web", "EUR", lines, NOW, 7)
+    first = quote_id(c1, "web", "EUR", lines, NOW, 7, KEY)
     assert uuid.UUID(first).version == 5
-    assert quote_id(c1, "web", "EUR", same_lines, madrid, 7) == first
-    assert quote_id(c1, "web", "EUR", lines, NOW, 8) != first
-    assert quote_id(CustomerFacts(customer_id="c-2"), "web", "EUR", lines, NOW, 7) != first
-    assert quote_id(NOBODY, "web", "EUR", lines, NOW, 7) != first
-    assert quote_id(c1, "store", "EUR", lines, NOW, 7) != first
-    assert quote_id(c1, "web", "EUR", lines, NOW + timedelta(microseconds=1), 7) != first
+    assert quote_id(c1, "web", "EUR", same_lines, madrid, 7, KEY) == first
+    assert quote_id(c1, "web", "EUR", lines, NOW, 8, KEY) != first
+    assert quote_id(CustomerFacts(customer_id="c-2"), "web", "EUR", lines, NOW, 7, KEY) == first, (
+        "the same facts: the same numbers, and nothing of who asked"
+    )
+    assert quote_id(NOBODY, "web", "EUR", lines, NOW, 7, KEY) == first, (
+        "a customer priced as anyone is not told apart from anyone"
+    )
+    gold = CustomerFacts(customer_id="c-1", loyalty_tier="gold")
+    assert quote_id(gold, "web", "EUR", lines, NOW, 7, KEY) != first
+    assert quote_id(c1, "store", "EUR", lines, NOW, 7, KEY) != first
+    assert quote_id(c1, "web", "EUR", lines, NOW + timedelta(microseconds=1), 7, KEY) != first
+    assert quote_id(c1, "web", "EUR", lines, NOW, 7, b"another-platform") != first, (
+        "an HMAC: nobody without the pepper recomputes it for a candidate customer id"
+    )
 
 
 def test_quote_id_names_the_customer_facts_promotions_read() -> None:
     lines = [QuoteLine(sku="A", quantity=2)]
 
     def named(**facts: Any) -> str:
-        return quote_id(CustomerFacts(customer_id="c-1", **facts), "web", "EUR", lines, NOW, 7)
+        return quote_id(CustomerFacts(customer_id="c-1", **facts), "web", "EUR", lines, NOW, 7, KEY)
 
     first = named()
     assert named(loyalty_tier="gold") != first
@@ -821,8 +833,8 @@ def test_line_order_changes_neither_totals_nor_quote_id(
     assert sorted(first.lines, key=lambda line: line.sku) == sorted(
         second.lines, key=lambda line: line.sku
     )
-    assert quote_id(NOBODY, "web", currency, lines, NOW, offers.version) == quote_id(
-        NOBODY, "web", currency, shuffled, NOW, offers.version
+    assert quote_id(NOBODY, "web", currency, lines, NOW, offers.version, KEY) == quote_id(
+        NOBODY, "web", currency, shuffled, NOW, offers.version, KEY
     )
 
 

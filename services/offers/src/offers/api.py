@@ -96,6 +96,8 @@ class ApiState:
     outbox: Outbox
     follower: OffersFollower
     profiles: CustomerProfiles
+    pepper: bytes
+    """The key of quote ids (`hilo.offers.pricing.quote_id`)."""
 
 
 def _state(request: Request) -> ApiState:
@@ -442,7 +444,7 @@ async def post_quote(body: QuoteRequest, state: State) -> Quote:
             status_code=422, detail="lines: one SKU's quantities add up to too many units"
         ) from None
     name = body.quote_id or quote_id(
-        facts, body.channel, body.currency, body.lines, at, snapshot.version
+        facts, body.channel, body.currency, body.lines, at, snapshot.version, state.pepper
     )
     # The customer id only when the caller named it: a quote must not turn an email or a phone
     # into the customer's id for whoever can ask for prices.

@@ -81,7 +81,7 @@ def create_service(
     admin_guard = [require_api_key(settings.admin_api_keys)] if settings.admin_api_keys else []
     readers = [*settings.api_keys, *settings.admin_api_keys]
     reader_guard = [require_api_key(readers)] if readers else []
-    state = ApiState(store, outbox, follower, profiles)
+    state = ApiState(store, outbox, follower, profiles, settings.pepper)
     app = create_api(state, admin_guard, quote_guard, reader_guard, [health, asyncapi_router()])
     service = OffersService(settings, broker, mongo, store, outbox, follower, profiles, app)
     app.router.lifespan_context = _lifespan(service)

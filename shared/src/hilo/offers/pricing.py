@@ -57,6 +57,8 @@ price (a new tier, a consent withdrawn) makes it another quote.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -193,10 +195,16 @@ def quote_id(
     lines: Sequence[QuoteLine],
     at: datetime,
     version: int,
+    key: bytes,
 ) -> str:
     """A UUID named by what a quote asked and the facts it was priced with: the same question
     (lines in any order, duplicates merged, `at` in any zone) for a customer whose facts have
-    not changed gives the same id on every service, and so the same numbers."""
+    not changed gives the same id on every service, and so the same numbers.
+
+    The customer is in it only through what promotions read of them (tier, segments, consent
+    on the channel asked): a quote by email must not tell who the email belongs to, nor that
+    it belongs to anyone when the price is the same. And it is an HMAC under `key` (the
+    platform's pepper, which every service shares), so nobody without it recomputes ids."""
     _require_aware(at)
     merged = sorted(merge_lines(lines), key=lambda line: line.sku)
     canonical = json.dumps(
@@ -204,7 +212,6 @@ def quote_id(
             "at": at.astimezone(UTC).isoformat(),
             "channel": channel,
             "currency": currency,
-            "customer_id": facts.customer_id,
             "facts": _priced_facts(facts, channel),
             "lines": [[line.sku, line.quantity] for line in merged],
             "version": version,
@@ -212,7 +219,8 @@ def quote_id(
         sort_keys=True,
         separators=(",", ":"),
     )
-    return str(uuid.uuid5(QUOTE_NAMESPACE, canonical))
+    digest = hmac.new(key, QUOTE_NAMESPACE.bytes + canonical.encode(), hashlib.sha256).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
 def _priced_facts(facts: CustomerFacts, channel: str) -> dict[str, object]:
