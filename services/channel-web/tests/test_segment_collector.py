@@ -671,3 +671,22 @@ async def test_an_event_larger_than_kafka_takes_is_refused_with_413_naming_the_l
         "detail": "event larger than 4096 bytes after translation",
     }
     assert await published_interactions(settings, 0) == []
+
+
+async def test_a_loyalty_card_given_as_a_trait_is_an_identifier(
+    web: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """A card typed at sign-up is how the online cart meets the till that only knows the card:
+    as a plain trait it linked nothing, and the store's purchase made a second profile."""
+    call = {
+        "anonymousId": "anon-ana",
+        "messageId": "identify-card",
+        "traits": {"email": "ana@example.com", "loyalty_id": "LOY-000981"},
+    }
+
+    response = await web.post("/v1/identify", json=call, headers=AUTH)
+
+    assert response.status_code == 200, response.text
+    [event] = await published_interactions(settings, 1)
+    assert event["identifiers"]["loyalty_id"] == "LOY-000981"
+    assert event["identifiers"]["email"] == "ana@example.com"

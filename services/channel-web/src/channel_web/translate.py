@@ -92,7 +92,8 @@ def occurred_at(call: Call, received_at: datetime) -> datetime:
 
 
 def identifiers_of(call: Call, policy: DropInvalid | None = None) -> Identifiers:
-    """userId, anonymousId, the device id and any email/phone trait; alias links previousId.
+    """userId, anonymousId, the device id and any email, phone or loyalty_id trait (a card
+    typed at sign-up is how a web cart meets the store's till); alias links previousId.
 
     Under `policy`, an invalid trait email or phone (or device id) is dropped, not refused.
     """
@@ -104,6 +105,7 @@ def identifiers_of(call: Call, policy: DropInvalid | None = None) -> Identifiers
         "device_id": call.context.device.id if call.context.device else None,
         "email": _text(traits.get("email")),
         "phone": _text(traits.get("phone")),
+        "loyalty_id": _text(traits.get("loyalty_id")),
     }
     present = {kind: value for kind, value in values.items() if value is not None}
     return Identifiers.model_validate(present, context=policy.context() if policy else None)
