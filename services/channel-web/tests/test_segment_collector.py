@@ -690,3 +690,22 @@ async def test_a_loyalty_card_given_as_a_trait_is_an_identifier(
     [event] = await published_interactions(settings, 1)
     assert event["identifiers"]["loyalty_id"] == "LOY-000981"
     assert event["identifiers"]["email"] == "ana@example.com"
+
+
+async def test_an_invalid_loyalty_trait_is_dropped_and_the_call_kept(
+    web: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    call = {
+        "userId": "u-ana",
+        "messageId": "identify-bad-card",
+        "traits": {"loyalty_id": "x" * 500},
+    }
+
+    response = await web.post("/v1/identify", json=call, headers=AUTH)
+
+    assert response.status_code == 200, response.text
+    [event] = await published_interactions(settings, 1)
+    assert event["identifiers"]["loyalty_id"] is None
+    assert event["adjustments"] == [
+        {"field": "identifiers.loyalty_id", "reason": "invalid_loyalty_id"}
+    ]

@@ -46,7 +46,7 @@ from hilo.contract import (
 DEFAULT_CURRENCY = "USD"
 """Segment's e-commerce spec: amounts without a `currency` are in US dollars."""
 
-SECONDARY = frozenset({*SECONDARY_CONTACTS, IdentifierKind.DEVICE_ID})
+SECONDARY = frozenset({*SECONDARY_CONTACTS, IdentifierKind.DEVICE_ID, IdentifierKind.LOYALTY_ID})
 """Dropped (and noted on the event) when invalid: userId or anonymousId still names the person."""
 
 
