@@ -22,16 +22,18 @@ Definitions (what the numbers mean):
   is a web entry, then a store entry `picked_up`; that second one is no order. An order first
   seen `cancelled` or `refunded` bought nothing (as customer-profile's `_completes` decides),
   and a `picked_up` entry is always a later state: neither counts. Only orders count below.
-- A **web cart** is counted at its first web cart entry (per cart id, else the customer's cart).
+- A **web cart** (an online cart: `web` or `app`) is counted at its first online cart entry
+  (per cart id, else the customer's cart).
   A later entry of the same cart continues it while it comes within the conversion window of
   the previous one and no order completed the cart in between (an order naming no cart or this
   cart); otherwise it is a new cart: a customer's cart after one they bought counts again.
 - **Cross-channel conversion**: a web cart converts when the customer's next order within the
-  conversion window is on another channel (store, phone): web carts converted elsewhere / web
-  carts.
-- **Attribution** of each order to the customer's touches (any entry but an order entry) in the
-  attribution window before it: first touch (all credit to the first), last touch (to the last),
-  linear (1/n to each of n).
+  conversion window is on a channel that is not online (store, phone): web carts converted
+  elsewhere / web carts.
+- **Attribution** of each order to the customer's touches (contacts, views, carts, visits, other
+  tracked actions: not an order, a delivery receipt, a sign-in, a consent or a survey answer)
+  in the attribution window before it: first touch (all credit to the first), last touch (to
+  the last), linear (1/n to each of n).
 
 A range counts what starts in it (an entry, a conversation's first contact, a switch, a survey, a
 cart's first entry, an order) and follows it past the range's end, up to `Windows.forward`: a
@@ -58,6 +60,11 @@ from hilo.contract.schema import published
 
 MEASURES_VERSION: Final = 1
 CONTACTS = frozenset({"message", "call"})
+ONLINE = frozenset({"web", "app"})
+"""Where an online cart is kept: the web shop and the mobile app."""
+NOT_TOUCHES = frozenset({"order", "message_status", "identify", "consent", "survey_answer"})
+"""Entries that are no touch an order can be credited to: the order itself, a provider's
+delivery receipt, a sign-in, a consent change, a survey answer."""
 NOT_BOUGHT = frozenset({"cancelled", "refunded", "picked_up"})
 """Statuses of an order's first entry that make it no purchase: customer-profile's `_completes`
 takes the first two; a pick-up is of an order placed before, maybe before the touches read."""
@@ -363,7 +370,7 @@ def carts_of(journey: Sequence[Touch], bought: set[str], window: timedelta) -> l
         if touch.id in bought:
             for key in [k for k in last if _completes(touch, k)]:
                 del last[key]
-        elif touch.kind == "cart" and touch.channel == "web":
+        elif touch.kind == "cart" and touch.channel in ONLINE:
             key = touch.cart_id or ""
             previous = last.get(key)
             if previous is None or touch.occurred_at - previous > window:
@@ -396,7 +403,7 @@ def _conversion(
             following = [
                 o for o in orders if cart.occurred_at < o.occurred_at <= cart.occurred_at + window
             ]
-            if following and following[0].channel != "web":
+            if following and following[0].channel not in ONLINE:
                 converted += 1
                 by_channel[following[0].channel] += 1
     return Conversion(
@@ -426,7 +433,7 @@ def _attribution(
             touches = [
                 t
                 for t in journey
-                if t.kind != "order"
+                if t.kind not in NOT_TOUCHES
                 and order.occurred_at - window <= t.occurred_at < order.occurred_at
             ]
             if not touches:

@@ -86,9 +86,10 @@ def test_orders_attributed_first_last_and_linear(measures: Measures) -> None:
 
     assert attribution.orders == 2
     assert attribution.first_touch == {"sms": 1, "voice": 1}
-    assert attribution.last_touch == {"sms": 1, "web": 1}
+    # Survey answers are no touches: Bo's last before his order is his web cart.
+    assert attribution.last_touch == {"web": 2}
     assert attribution.linear == pytest.approx(
-        {"sms": 0.75, "voice": 1 / 6, "web": 2 / 6 + 0.25, "whatsapp": 0.5}, abs=1e-4
+        {"sms": 2 / 3, "voice": 1 / 5, "web": 2 / 5 + 1 / 3, "whatsapp": 2 / 5}, abs=1e-4
     )
 
 
@@ -268,3 +269,22 @@ def test_a_survey_about_a_channel_the_customer_used_counts_there_and_free_text_d
     satisfaction = measure(journey, at(hours=-1), at(days=1), WINDOWS).satisfaction
 
     assert satisfaction.csat_by_channel == {"voice": 5.0, "whatsapp": 3.0}
+
+
+def test_an_app_cart_bought_in_store_converted_and_receipts_are_no_touches() -> None:
+    """The mobile app's cart is an online cart as the web shop's is; a WhatsApp delivery
+    receipt or a sign-in before the order is credited nothing."""
+    journey = [
+        Touch("c", "gi", at(), "app", "cart", cart_id="k1"),
+        Touch("r", "gi", at(minutes=5), "whatsapp", "message_status"),
+        Touch("i", "gi", at(minutes=6), "web", "identify"),
+        Touch("o", "gi", at(hours=2), "store", "order"),
+    ]
+
+    measured = measure(journey, at(hours=-1), at(days=1), WINDOWS)
+
+    assert (
+        measured.cross_channel_conversion.web_carts,
+        measured.cross_channel_conversion.converted_elsewhere,
+    ) == (1, 1)
+    assert measured.attribution.last_touch == {"app": 1}
