@@ -709,3 +709,37 @@ async def test_an_invalid_loyalty_trait_is_dropped_and_the_call_kept(
     assert event["adjustments"] == [
         {"field": "identifiers.loyalty_id", "reason": "invalid_loyalty_id"}
     ]
+
+
+async def test_a_cancellation_or_refund_is_an_order_state_only_from_a_server_side_key(
+    web: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """Segment's Order Cancelled and Order Refunded take the order out of the customer's
+    lifetime value: from the public key (anyone) they stay custom events."""
+    server_auth = {"Authorization": "Basic " + base64.b64encode(f"{SERVER_KEY}:".encode()).decode()}
+    order = {
+        "order_id": "W-1001",
+        "total": 30,
+        "currency": "EUR",
+        "products": [{"product_id": "SKU-1", "quantity": 1, "price": 30}],
+    }
+    calls = [
+        ({"event": "Order Refunded", "messageId": "refund-1"}, server_auth),
+        ({"event": "Order Cancelled", "messageId": "cancel-1"}, server_auth),
+        ({"event": "Order Cancelled", "messageId": "cancel-2"}, AUTH),
+    ]
+
+    for call, headers in calls:
+        body = {**call, "userId": "u-ana", "properties": order}
+        response = await web.post("/v1/track", json=body, headers=headers)
+        assert response.status_code == 200, response.text
+
+    by_id = {e["id"]: e["payload"] for e in await published_interactions(settings, 3)}
+    refunded, cancelled, forged = (by_id[interaction_id("web", f"{n}")] for n in (
+        "refund-1", "cancel-1", "cancel-2"
+    ))  # fmt: skip
+    assert (refunded["kind"], refunded["status"], refunded["order_id"]) == (
+        "order", "refunded", "W-1001",
+    )  # fmt: skip
+    assert (cancelled["kind"], cancelled["status"]) == ("order", "cancelled")
+    assert (forged["kind"], forged["name"]) == ("custom", "Order Cancelled")

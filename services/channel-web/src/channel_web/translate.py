@@ -32,6 +32,7 @@ from hilo.contract import (
     LineItem,
     Money,
     OrderPlaced,
+    OrderStatus,
     PageViewed,
     Payload,
     ProductViewed,
@@ -65,7 +66,7 @@ def translate(
         instance=instance,
         provider_event_id=call.message_id or _content_id(call),
         identifiers=identifiers_of(call, policy),
-        payload=payload_of(call, cut),
+        payload=payload_of(call, cut, trust),
         occurred_at=occurred_at(call, received_at),
         received_at=received_at,
         adjustments=[*policy.dropped, *cut.adjustments],
@@ -111,7 +112,7 @@ def identifiers_of(call: Call, policy: DropInvalid | None = None) -> Identifiers
     return Identifiers.model_validate(present, context=policy.context() if policy else None)
 
 
-def payload_of(call: Call, cut: Truncations) -> Payload:
+def payload_of(call: Call, cut: Truncations, trust: IdentityTrust = "unverified") -> Payload:
     """The typed payload; a page's texts or an event name longer than the contract holds are
     cut (noted in `cut`): a client's long URL must not lose the page view, nor its batch."""
     if call.type == "identify":
@@ -124,7 +125,7 @@ def payload_of(call: Call, cut: Truncations) -> Payload:
         return CustomEvent(
             name="Group", properties={"group_id": _text(call.group_id), **flat_scalars(call.traits)}
         )
-    return _track(call, cut)
+    return _track(call, cut, trust)
 
 
 _PAGE_LIMITS = {
@@ -149,9 +150,11 @@ def _page(call: Call, cut: Truncations) -> PageViewed:
     )
 
 
-def _track(call: Call, cut: Truncations) -> Payload:
+def _track(call: Call, cut: Truncations, trust: IdentityTrust) -> Payload:
     event = call.event or ""
     typed = _ECOMMERCE.get(event)
+    if event in _ORDER_CHANGES and trust == "verified":
+        typed = _order_changed(_ORDER_CHANGES[event])
     if typed is not None:
         try:
             return typed(call.properties)
@@ -219,6 +222,21 @@ def _order_completed(properties: Mapping[str, Any]) -> OrderPlaced:
         cart_id=_text(properties.get("cart_id")),
         quote_id=_text(properties.get("quote_id")),
     )
+
+
+_ORDER_CHANGES = {"Order Cancelled": OrderStatus.CANCELLED, "Order Refunded": OrderStatus.REFUNDED}
+"""Later states of an order, taken only from a server-side (verified) key: with the public key
+anyone could cancel someone's order out of their lifetime value; from it they stay `custom`."""
+
+
+def _order_changed(status: OrderStatus) -> Callable[[Mapping[str, Any]], Payload]:
+    """An order cancelled or refunded: the order's entry in that state (its `order_id` finds it
+    in the profile, which leaves it out of the lifetime value)."""
+
+    def changed(properties: Mapping[str, Any]) -> OrderPlaced:
+        return _order_completed(properties).model_copy(update={"status": status})
+
+    return changed
 
 
 def _survey_answered(properties: Mapping[str, Any]) -> SurveyAnswered:
