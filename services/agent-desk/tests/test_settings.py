@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent_desk.auth import Agents, hash_password
+from agent_desk.policy import reply_options
 from agent_desk.settings import DeskSettings
 
 
@@ -29,3 +30,26 @@ def test_a_broken_entry_is_refused_rather_than_merged_into_its_neighbour(
 
     with pytest.raises(ValueError, match="agent-id"):
         Agents(DeskSettings().desk_agents)
+
+
+def test_a_new_sending_channel_is_addressed_by_settings_and_an_unaddressed_one_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A channel team adding RCS sets where it reaches customers; naming it without that would
+    leave it out of every reply box without a word."""
+    monkeypatch.setenv("HILO_DESK_REPLY_CHANNELS", "whatsapp,rcs")
+    with pytest.raises(ValueError, match="HILO_DESK_REPLY_ADDRESSES"):
+        DeskSettings()
+
+    monkeypatch.setenv("HILO_DESK_REPLY_ADDRESSES", '{"rcs": ["phone"]}')
+    settings = DeskSettings()
+    profile = {"customer_id": "c", "identifiers": [{"kind": "phone", "value": "+34612345678"}]}
+
+    options = reply_options(
+        profile, settings.desk_reply_channels, address_kinds=settings.address_kinds
+    )
+
+    assert [(o.channel, o.address) for o in options] == [
+        ("whatsapp", "+34612345678"),
+        ("rcs", "+34612345678"),
+    ]

@@ -756,7 +756,13 @@ async def _reply_options(desk: Desk, profile: dict[str, Any]) -> list[ReplyOptio
         profile["customer_id"], cursor=None, channels=[], types=CONTACTS, limit=50
     )
     entries = recent["entries"]
-    return reply_options(profile, channels, written_from(entries), last_contact(entries))
+    return reply_options(
+        profile,
+        channels,
+        written_from(entries),
+        last_contact(entries),
+        desk.settings.address_kinds,
+    )
 
 
 def _display_name(profile: dict[str, Any]) -> str:

@@ -63,6 +63,7 @@ def reply_options(
     channels: Sequence[str],
     written_from: Mapping[str, Mapping[str, str]] | None = None,
     last_contact: Mapping[str, str] | None = None,
+    address_kinds: Mapping[str, tuple[str, ...]] = ADDRESS_KINDS,
 ) -> list[ReplyOption]:
     """The channels among `channels` that the customer can be reached on, each at the address
     they last wrote from there (`written_from`: per channel, the identifiers of their latest
@@ -75,7 +76,7 @@ def reply_options(
     last_inbound = _last_inbound(profile)
     options = []
     for channel in channels:
-        kind = next((k for k in ADDRESS_KINDS.get(channel, ()) if k in held), None)
+        kind = next((k for k in address_kinds.get(channel, ()) if k in held), None)
         if kind is None:
             continue
         candidates = [

@@ -9,6 +9,8 @@ from typing import Annotated
 from pydantic import AnyHttpUrl, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import NoDecode
 
+from agent_desk.policy import ADDRESS_KINDS
+from hilo.contract import IdentifierKind
 from hilo.settings import CommaSeparated, HiloSettings
 
 REPLY_CHANNELS = ["whatsapp", "sms", "email", "messenger", "instagram"]
@@ -60,6 +62,12 @@ class DeskSettings(HiloSettings):
         default_factory=lambda: list(REPLY_CHANNELS),
         description="Channels agents may reply on (their channel services send `outbound`).",
     )
+    desk_reply_addresses: dict[str, list[IdentifierKind]] = Field(
+        default_factory=dict,
+        description="JSON object, per channel the identifier kinds it reaches a customer at, most "
+        'specific first, merged over the built-in ones, e.g. {"rcs": ["phone"]}: a new sending '
+        "channel needs no change to the desk.",
+    )
     whatsapp_window_hours: float = Field(
         default=24.0,
         gt=0,
@@ -73,6 +81,26 @@ class DeskSettings(HiloSettings):
         description="Journey entries kept in memory so a page that reconnects gets what it "
         "missed; older gaps reload the timeline.",
     )
+
+    @property
+    def address_kinds(self) -> dict[str, tuple[str, ...]]:
+        """Per channel, the identifier kinds a reply on it goes to (`policy.ADDRESS_KINDS`,
+        with `desk_reply_addresses` over them)."""
+        configured = {
+            channel: tuple(kind.value for kind in kinds)
+            for channel, kinds in self.desk_reply_addresses.items()
+        }
+        return {**ADDRESS_KINDS, **configured}
+
+    @model_validator(mode="after")
+    def _every_reply_channel_has_an_address(self) -> DeskSettings:
+        """A reply channel the desk cannot address would never show in the reply box."""
+        if missing := sorted(set(self.desk_reply_channels) - self.address_kinds.keys()):
+            raise ValueError(
+                f"HILO_DESK_REPLY_CHANNELS names {', '.join(missing)}: say which identifiers "
+                'reach a customer there in HILO_DESK_REPLY_ADDRESSES, e.g. {"rcs": ["phone"]}'
+            )
+        return self
 
     @model_validator(mode="after")
     def _secrets_in_production(self) -> DeskSettings:
