@@ -86,6 +86,9 @@ class Touch:
     about_channel: str | None = None
     order_id: str | None = None
     status: str | None = None
+    call_id: str | None = None
+    """A call's id at its provider: Twilio's status callback and the contact centre's outcome
+    of one call are two entries, one contact."""
 
     @property
     def inbound(self) -> bool:
@@ -112,6 +115,7 @@ def touch_of(entry: dict[str, Any]) -> Touch:
         about_channel=payload.get("about_channel"),
         order_id=payload.get("order_id"),
         status=payload.get("status"),
+        call_id=payload.get("provider_call_id") if entry["type"] == "call" else None,
     )
 
 
@@ -205,8 +209,9 @@ def measure(touches: Iterable[Touch], start: datetime, end: datetime, windows: W
     by_customer: dict[str, list[Touch]] = defaultdict(list)
     for touch in touches:
         by_customer[touch.customer_id].append(touch)
-    for journey in by_customer.values():
+    for customer, journey in by_customer.items():
         journey.sort(key=lambda t: (t.occurred_at, t.id))
+        by_customer[customer] = _one_entry_per_call(journey)
     inside = [t for j in by_customer.values() for t in j if start <= t.occurred_at < end]
     bought = purchases(t for j in by_customer.values() for t in j)
     return Measures(
@@ -222,6 +227,20 @@ def measure(touches: Iterable[Touch], start: datetime, end: datetime, windows: W
         ),
         attribution=_attribution(by_customer.values(), bought, start, end, windows.attribution),
     )
+
+
+def _one_entry_per_call(journey: list[Touch]) -> list[Touch]:
+    """The journey with each call once, at its first entry: the provider's status callback and
+    the contact centre's outcome of one call (the same call id) are one contact, not two."""
+    seen: set[str] = set()
+    kept = []
+    for touch in journey:
+        if touch.call_id is not None:
+            if touch.call_id in seen:
+                continue
+            seen.add(touch.call_id)
+        kept.append(touch)
+    return kept
 
 
 def _ratio(part: float, whole: float) -> float | None:

@@ -288,3 +288,19 @@ def test_an_app_cart_bought_in_store_converted_and_receipts_are_no_touches() -> 
         measured.cross_channel_conversion.converted_elsewhere,
     ) == (1, 1)
     assert measured.attribution.last_touch == {"app": 1}
+
+
+def test_a_call_told_by_twilio_and_by_the_contact_centre_is_one_contact() -> None:
+    """Twilio's final status and the contact centre's wrap-up of the same call (one call id)
+    are two journey entries; counted twice, a call resolved at once looked unresolved."""
+    journey = [
+        Touch("wrap", "hu", at(), "voice", "call", "inbound", call_id="CA1"),
+        Touch("twilio", "hu", at(minutes=4), "voice", "call", "inbound", call_id="CA1"),
+        Touch("later", "hu", at(days=3), "voice", "call", "inbound", call_id="CA2"),
+    ]
+
+    measured = measure(journey, at(hours=-1), at(days=10), WINDOWS)
+
+    assert measured.channel_mix == {"voice": 2}
+    assert measured.conversations.conversations == 2
+    assert measured.conversations.first_contact_resolution_rate == 1.0
