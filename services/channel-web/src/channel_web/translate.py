@@ -65,7 +65,7 @@ def translate(
         channel=channel,
         instance=instance,
         provider_event_id=call.message_id or _content_id(call),
-        identifiers=identifiers_of(call, policy),
+        identifiers=identifiers_of(call, policy, trust),
         payload=payload_of(call, cut, trust),
         occurred_at=occurred_at(call, received_at),
         received_at=received_at,
@@ -92,11 +92,16 @@ def occurred_at(call: Call, received_at: datetime) -> datetime:
         return happened
 
 
-def identifiers_of(call: Call, policy: DropInvalid | None = None) -> Identifiers:
-    """userId, anonymousId, the device id and any email, phone or loyalty_id trait (a card
-    typed at sign-up is how a web cart meets the store's till); alias links previousId.
+def identifiers_of(
+    call: Call, policy: DropInvalid | None = None, trust: IdentityTrust = "unverified"
+) -> Identifiers:
+    """userId, anonymousId, the device id and any email or phone trait; alias links
+    previousId. A loyalty_id trait (a card typed at sign-up: how a web cart meets the store's
+    till) only from a server-side key: a card ranks above an email, and a card number is easy
+    to guess, so from the public key a stranger's browser would join the card's owner.
 
-    Under `policy`, an invalid trait email or phone (or device id) is dropped, not refused.
+    Under `policy`, an invalid trait email, phone or card (or device id) is dropped, not
+    refused.
     """
     traits = {**call.context.traits, **call.traits}
     anonymous = call.previous_id if call.type == "alias" else call.anonymous_id
@@ -106,7 +111,7 @@ def identifiers_of(call: Call, policy: DropInvalid | None = None) -> Identifiers
         "device_id": call.context.device.id if call.context.device else None,
         "email": _text(traits.get("email")),
         "phone": _text(traits.get("phone")),
-        "loyalty_id": _text(traits.get("loyalty_id")),
+        "loyalty_id": _text(traits.get("loyalty_id")) if trust == "verified" else None,
     }
     present = {kind: value for kind, value in values.items() if value is not None}
     return Identifiers.model_validate(present, context=policy.context() if policy else None)
@@ -224,14 +229,16 @@ def _order_completed(properties: Mapping[str, Any]) -> OrderPlaced:
     )
 
 
-_ORDER_CHANGES = {"Order Cancelled": OrderStatus.CANCELLED, "Order Refunded": OrderStatus.REFUNDED}
-"""Later states of an order, taken only from a server-side (verified) key: with the public key
-anyone could cancel someone's order out of their lifetime value; from it they stay `custom`."""
+_ORDER_CHANGES = {"Order Cancelled": OrderStatus.CANCELLED}
+"""Later states of a whole order, taken only from a server-side (verified) key: with the public
+key anyone could cancel someone's order out of their lifetime value; from it they stay
+`custom`. Segment's `Order Refunded` stays `custom` too: it may refund part of an order, which
+the contract's order states cannot say (a `refunded` order leaves the lifetime value whole)."""
 
 
 def _order_changed(status: OrderStatus) -> Callable[[Mapping[str, Any]], Payload]:
-    """An order cancelled or refunded: the order's entry in that state (its `order_id` finds it
-    in the profile, which leaves it out of the lifetime value)."""
+    """An order cancelled: the order's entry in that state (its `order_id` finds it in the
+    profile, which leaves it out of the lifetime value)."""
 
     def changed(properties: Mapping[str, Any]) -> OrderPlaced:
         return _order_completed(properties).model_copy(update={"status": status})
