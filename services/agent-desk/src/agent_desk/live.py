@@ -67,6 +67,10 @@ class JourneyFeed:
         self._sealer = sealer
         self._retry_seconds = retry_seconds
         self._entries: deque[LiveEntry] = deque(maxlen=capacity)
+        self._erased: dict[str, None] = {}
+        """Customers erased lately, oldest first (at most `capacity`): an entry of theirs read
+        after the erasure (the topics are not ordered with each other, and the keys stay in
+        memory a while) is not held either."""
         self._number = 0
         self._next_offsets: dict[TopicPartition, int] = {}
         self._arrived = asyncio.Condition()
@@ -147,6 +151,8 @@ class JourneyFeed:
                 )
                 if isinstance(entry, ValueError) or not record.key:
                     continue  # unreadable: its person was erased
+                if record.key.decode() in self._erased:
+                    continue
                 self._number += 1
                 self._entries.append(LiveEntry(self._number, record.key.decode(), entry))
             self._arrived.notify_all()
@@ -162,6 +168,10 @@ class JourneyFeed:
             with suppress(ValueError, TypeError, AttributeError):
                 erasure = json.loads(record.value)
                 erased |= {str(erasure["customer_id"]), *map(str, erasure.get("aliases", []))}
+        for customer in erased:
+            self._erased[customer] = None
+        while len(self._erased) > (self._entries.maxlen or 0):
+            del self._erased[next(iter(self._erased))]
         forgotten = 0
         for index, held in enumerate(self._entries):
             if held.customer_id in erased:

@@ -184,3 +184,6 @@ async def test_an_erasure_forgets_the_entries_held_of_the_customer_and_their_ali
     assert ids(found) == ["b", "d"]
     assert reached == 4, "the numbering pages resume from is unchanged"
     assert ids(live.after(middle, {"c2"})[0]) == ["d"]
+    # An entry of theirs read after the erasure (another topic, no order between the two).
+    await live._add([record("c9", "late")])
+    assert ids(live.after(start, {"c1", "c9"})[0]) == []
