@@ -56,7 +56,10 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
 
     async def publish(read: Callable[[], InboundEmail]) -> dict[str, str]:
         try:
-            interaction = translate(read(), datetime.now(UTC), settings.instance, settings.pepper)
+            # Parsing MIME and HTML is CPU-bound and anyone can mail a large message: in a
+            # thread, so other webhooks are answered meanwhile.
+            mail = await asyncio.to_thread(read)
+            interaction = translate(mail, datetime.now(UTC), settings.instance, settings.pepper)
         except ValidationError as exc:
             raise validation_rejection(exc) from None
         except ValueError as exc:

@@ -102,23 +102,34 @@ def _parsed_text(html: str) -> str:
 
 def _text_between_tags(html: str) -> str:
     """The text outside tags and outside script, style and head elements, in one pass (no
-    backtracking: the input is anyone's mail)."""
+    backtracking: the input is anyone's mail), stopping once there is more text than an event
+    holds (`MAX_TEXT_KEPT`)."""
     kept: list[str] = []
+    size = 0
     hidden: str | None = None
-    for piece in _TAG.split(html):
-        tag = _TAG_NAME.match(piece) if piece.startswith("<") and piece.endswith(">") else None
-        if tag is None:
-            if hidden is None:
-                kept.append(unescape(piece))
-            continue
-        closing, name = tag.group(1) == "/", tag.group(2).lower()
-        if name in _HIDDEN:
-            hidden = None if closing else name
+    position = 0
+    for tag in _TAG.finditer(html):
+        if hidden is None and tag.start() > position:
+            text = unescape(html[position : tag.start()])
+            kept.append(text)
+            size += len(text)
+            if size > MAX_TEXT_KEPT:
+                return "".join(kept)
+        position = tag.end()
+        name = _TAG_NAME.match(tag.group(0))
+        if name is not None and name.group(2).lower() in _HIDDEN:
+            hidden = None if name.group(1) == "/" else name.group(2).lower()
         kept.append("\n")
+        size += 1
+    if hidden is None:
+        kept.append(unescape(html[position:]))
     return "".join(kept)
 
 
-_TAG = re.compile(r"(<[^<>]*>)")
+MAX_TEXT_KEPT = 200_000
+"""More text than a message event holds (100,000 characters, cut there and noted): cutting tags
+stops past it, however long the rest of the body."""
+_TAG = re.compile(r"<[^<>]*>")
 _TAG_NAME = re.compile(r"<\s*(/?)\s*([A-Za-z0-9]*)")
 _HIDDEN = frozenset({"script", "style", "head"})
 
