@@ -634,46 +634,29 @@ def test_quote_id_is_a_name_of_the_question() -> None:
         QuoteLine(sku="A", quantity=1),
     ]
     madrid = NOW.astimezone(timezone(timedelta(hours=2)))
-    c1 = CustomerFacts(customer_id="c-1")
-    first = quote_id(c1, "web", "EUR", lines, NOW, 7, KEY)
+    first = quote_id([], "web", "EUR", lines, NOW, 7, KEY)
     assert uuid.UUID(first).version == 5
-    assert quote_id(c1, "web", "EUR", same_lines, madrid, 7, KEY) == first
-    assert quote_id(c1, "web", "EUR", lines, NOW, 8, KEY) != first
-    assert quote_id(CustomerFacts(customer_id="c-2"), "web", "EUR", lines, NOW, 7, KEY) == first, (
-        "the same facts: the same numbers, and nothing of who asked"
-    )
-    assert quote_id(NOBODY, "web", "EUR", lines, NOW, 7, KEY) == first, (
-        "a customer priced as anyone is not told apart from anyone"
-    )
-    gold = CustomerFacts(customer_id="c-1", loyalty_tier="gold")
-    assert quote_id(gold, "web", "EUR", lines, NOW, 7, KEY) != first
-    assert quote_id(c1, "store", "EUR", lines, NOW, 7, KEY) != first
-    assert quote_id(c1, "web", "EUR", lines, NOW + timedelta(microseconds=1), 7, KEY) != first
-    assert quote_id(c1, "web", "EUR", lines, NOW, 7, b"another-platform") != first, (
-        "an HMAC: nobody without the pepper recomputes it for a candidate customer id"
+    assert quote_id([], "web", "EUR", same_lines, madrid, 7, KEY) == first
+    assert quote_id([], "web", "EUR", lines, NOW, 8, KEY) != first
+    assert quote_id([], "store", "EUR", lines, NOW, 7, KEY) != first
+    assert quote_id([], "web", "EUR", lines, NOW + timedelta(microseconds=1), 7, KEY) != first
+    assert quote_id([], "web", "EUR", lines, NOW, 7, b"another-platform") != first, (
+        "an HMAC: nobody without the pepper recomputes it"
     )
 
 
-def test_quote_id_names_the_customer_facts_promotions_read() -> None:
+def test_quote_id_names_the_promotions_applied_and_nothing_else_of_the_customer() -> None:
+    """A customer priced as anyone gets anyone's id: quoting by email then anonymously must not
+    tell whether the email is a customer's. Other promotions, other numbers, another id."""
     lines = [QuoteLine(sku="A", quantity=2)]
+    anyone = quote_id([], "web", "EUR", lines, NOW, 7, KEY)
 
-    def named(**facts: Any) -> str:
-        return quote_id(CustomerFacts(customer_id="c-1", **facts), "web", "EUR", lines, NOW, 7, KEY)
-
-    first = named()
-    assert named(loyalty_tier="gold") != first
-    assert named(segments=frozenset({"cart_abandoned_7d"})) != first
-    assert named(marketing_consent_channels=frozenset({"web"})) != first
-    assert named(marketing_consent_channels=frozenset({None})) == named(
-        marketing_consent_channels=frozenset({"web"})
-    ), "consent on the channel asked, however it was given"
-    assert named(marketing_consent_channels=frozenset({"email"})) == first, "another channel's"
-    assert (
-        named(
-            marketing_consent_channels=frozenset({None}),
-            marketing_withdrawn_channels=frozenset({"web"}),
-        )
-        == first
+    assert quote_id(["gold-10"], "web", "EUR", lines, NOW, 7, KEY) != anyone
+    assert quote_id(["gold-10", "gold-10"], "web", "EUR", lines, NOW, 7, KEY) == quote_id(
+        ["gold-10"], "web", "EUR", lines, NOW, 7, KEY
+    )
+    assert quote_id(["b", "a"], "web", "EUR", lines, NOW, 7, KEY) == quote_id(
+        ["a", "b"], "web", "EUR", lines, NOW, 7, KEY
     )
 
 
@@ -833,8 +816,8 @@ def test_line_order_changes_neither_totals_nor_quote_id(
     assert sorted(first.lines, key=lambda line: line.sku) == sorted(
         second.lines, key=lambda line: line.sku
     )
-    assert quote_id(NOBODY, "web", currency, lines, NOW, offers.version, KEY) == quote_id(
-        NOBODY, "web", currency, shuffled, NOW, offers.version, KEY
+    assert quote_id([], "web", currency, lines, NOW, offers.version, KEY) == quote_id(
+        [], "web", currency, shuffled, NOW, offers.version, KEY
     )
 
 

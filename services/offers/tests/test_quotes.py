@@ -12,8 +12,8 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from customer_profile.testing import API_KEY as PROFILE_API_KEY
-from customer_profile.testing import RunningProfileService, running_profile_service
-from hilo.contract import Identified, Identifiers, new_interaction
+from customer_profile.testing import RunningProfileService, interaction, running_profile_service
+from hilo.contract import ConsentChanged, Identified, Identifiers, new_interaction
 from hilo.mongo import MongoDocument
 from hilo.settings import HiloSettings
 from hilo.testkit.serving import served
@@ -143,6 +143,32 @@ async def test_the_same_question_after_the_profile_changed_is_another_quote(
 
     assert (gold["total"], silver["total"]) == ("199.99", "219.99")
     assert silver["quote_id"] != gold["quote_id"], "one id, one set of numbers"
+
+
+async def test_a_quote_by_email_priced_as_anyone_tells_nothing_of_the_customer(
+    offers: RunningOffers, profile: RunningProfileService
+) -> None:
+    """Bo is a customer with no tier, who consented to marketing (no promotion asks for it):
+    priced as anyone, his email's quote is anyone's quote, id included, so comparing ids does
+    not tell that the email is a customer's."""
+    consent = new_interaction(
+        channel="web",
+        instance="test",
+        provider_event_id="evt-bo-consent",
+        identifiers=Identifiers(email="bo@example.com"),
+        payload=ConsentChanged(purpose="marketing", granted=True),
+        occurred_at=NOW - timedelta(minutes=30),
+    )
+    await profile.publish([interaction("bo-1", email="bo@example.com"), consent])
+    await profile.wait_for_entries(3)
+    at = datetime.now(UTC).isoformat()
+
+    by_email = await offers.call(
+        "POST", "/v1/quotes", json=quote(identifiers={"email": "bo@example.com"}, at=at)
+    )
+    anonymous = await offers.call("POST", "/v1/quotes", json=quote(at=at))
+
+    assert by_email == anonymous
 
 
 async def test_unknown_customers_and_strangers(offers: RunningOffers) -> None:

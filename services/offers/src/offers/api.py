@@ -443,8 +443,9 @@ async def post_quote(body: QuoteRequest, state: State) -> Quote:
         raise HTTPException(
             status_code=422, detail="lines: one SKU's quantities add up to too many units"
         ) from None
+    applied = (promotion.id for line in priced.lines for promotion in line.promotions)
     name = body.quote_id or quote_id(
-        facts, body.channel, body.currency, body.lines, at, snapshot.version, state.pepper
+        applied, body.channel, body.currency, body.lines, at, snapshot.version, state.pepper
     )
     # The customer id only when the caller named it: a quote must not turn an email or a phone
     # into the customer's id for whoever can ask for prices.

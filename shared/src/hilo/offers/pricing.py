@@ -189,7 +189,7 @@ def application_order(promotion: Promotion) -> tuple[int, str]:
 
 
 def quote_id(
-    facts: CustomerFacts,
+    applied: Iterable[str],
     channel: str,
     currency: str,
     lines: Sequence[QuoteLine],
@@ -197,14 +197,15 @@ def quote_id(
     version: int,
     key: bytes,
 ) -> str:
-    """A UUID named by what a quote asked and the facts it was priced with: the same question
-    (lines in any order, duplicates merged, `at` in any zone) for a customer whose facts have
-    not changed gives the same id on every service, and so the same numbers.
+    """A UUID named by what a quote asked and the promotions it `applied`: the same question
+    (lines in any order, duplicates merged, `at` in any zone) priced the same way gives the
+    same id on every service, and so the same numbers; a customer whose tier, consent or
+    segments get them other promotions gets another id.
 
-    The customer is in it only through what promotions read of them (tier, segments, consent
-    on the channel asked): a quote by email must not tell who the email belongs to, nor that
-    it belongs to anyone when the price is the same. And it is an HMAC under `key` (the
-    platform's pepper, which every service shares), so nobody without it recomputes ids."""
+    Nothing else of the customer is in it: a quote asked by email must not tell whose the
+    email is, nor that it is anyone's when the price is the one anybody gets. And it is an HMAC
+    under `key` (the platform's pepper, which every service shares), so nobody without it
+    recomputes ids."""
     _require_aware(at)
     merged = sorted(merge_lines(lines), key=lambda line: line.sku)
     canonical = json.dumps(
@@ -212,8 +213,8 @@ def quote_id(
             "at": at.astimezone(UTC).isoformat(),
             "channel": channel,
             "currency": currency,
-            "facts": _priced_facts(facts, channel),
             "lines": [[line.sku, line.quantity] for line in merged],
+            "promotions": sorted(set(applied)),
             "version": version,
         },
         sort_keys=True,
@@ -221,16 +222,6 @@ def quote_id(
     )
     digest = hmac.new(key, QUOTE_NAMESPACE.bytes + canonical.encode(), hashlib.sha256).digest()
     return str(uuid.UUID(bytes=digest[:16], version=5))
-
-
-def _priced_facts(facts: CustomerFacts, channel: str) -> dict[str, object]:
-    """What the promotion conditions read of the customer on `channel` (consent on other
-    channels cannot change this quote, so it does not change its id)."""
-    return {
-        "loyalty_tier": facts.loyalty_tier,
-        "marketing_consent": _consents_on(facts, channel),
-        "segments": sorted(facts.segments),
-    }
 
 
 def _require_aware(at: datetime) -> None:
