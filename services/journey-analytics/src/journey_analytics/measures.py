@@ -14,7 +14,7 @@ Definitions (what the numbers mean):
   **resolution time**: its first inbound contact to its last contact (conversations with more
   than one contact).
 - **CSAT** (`metric: csat`): the average score; by channel: the survey's `about_channel` (when the
-  customer's journey has that channel), else the
+  customer's touches read for the range have that channel), else the
   channel of the customer's last contact before it; by **channel path**: the channels, in order,
   of the conversation it answers (its contacts before the survey, the last within the window),
   e.g. `voice>whatsapp`. **NPS**: % of 9-10 minus % of 0-6.
