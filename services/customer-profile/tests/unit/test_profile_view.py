@@ -14,6 +14,7 @@ from customer_profile.domain.profile import (
     MAX_TRAIT_TEXT,
     MAX_TRAITS,
     RECENT_ORDERS,
+    UNVERIFIED_TRAITS,
     ProfileView,
     derive_view,
 )
@@ -375,3 +376,17 @@ def test_the_views_traits_are_bounded_however_many_and_long_the_calls() -> None:
     assert len(view.traits) == MAX_TRAITS
     assert {len(str(trait.value)) for trait in view.traits.values()} == {MAX_TRAIT_TEXT}
     assert "t0_0" in view.traits, "the first names are kept"
+
+
+def test_an_unverified_flood_of_trait_names_leaves_room_for_what_verified_sources_tell() -> None:
+    """One public call with 200 new names must not fill the view for good: unverified events add
+    names only up to `UNVERIFIED_TRAITS`, and the loyalty system's tier still lands."""
+    flood = new_entry(
+        _identify(1, {f"junk_{i}": "x" for i in range(200)}, "unverified"), "C", T0, late=False
+    )
+    tier = new_entry(_identify(2, {"loyalty_tier": "gold"}), "C", T0, late=False)
+
+    view = derive_view([flood, tier], WINDOW)
+
+    assert len(view.traits) == UNVERIFIED_TRAITS + 1
+    assert view.traits["loyalty_tier"].value == "gold"

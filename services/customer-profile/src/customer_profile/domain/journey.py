@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,6 +52,11 @@ class JourneyEntry(BaseModel):
     adjustments: list[dict[str, str]] = Field(
         default_factory=list,
         description="What the channel dropped or replaced to keep the event (field and reason).",
+    )
+    identity_trust: Literal["verified", "unverified"] = Field(
+        default="verified",
+        description="The event's `identity_trust`: an unverified source (a public web key) "
+        "adds fewer traits to the profile (`domain.profile`).",
     )
     price_mismatches: list[dict[str, Any]] = Field(
         default_factory=list,
@@ -107,6 +112,7 @@ def new_entry(
         payload=payload,
         late=late,
         adjustments=adjustments,
+        identity_trust=interaction.identity_trust,
         price_mismatches=price_mismatches or [],
     )
 

@@ -20,11 +20,14 @@ from customer_profile.domain.journey import JourneyEntry
 RECENT_MESSAGES = 10
 RECENT_INTERACTIONS = 10
 RECENT_ORDERS = 50
-MAX_TRAITS = 200
-MAX_TRAIT_TEXT = 1_000
 """Orders a view keeps whole. The view is rewritten at every event of its customer, so an
 unbounded list made each event of a frequent buyer (a store's house account) dearer than the last,
 up to MongoDB's 16 MB document limit; the journey keeps every order."""
+MAX_TRAITS = 200
+"""Trait names a view keeps (`_identified`)."""
+UNVERIFIED_TRAITS = 100
+"""Trait names an unverified event may bring a view up to."""
+MAX_TRAIT_TEXT = 1_000
 CONVERSATION_KINDS = frozenset({"message", "call"})
 CLOSED_ORDER_STATUSES = frozenset({"cancelled", "refunded"})
 
@@ -264,9 +267,12 @@ def _preview(entry: JourneyEntry) -> MessagePreview:
 def _identified(view: ProfileView, entry: JourneyEntry) -> None:
     """Traits as last told, each text cut to `MAX_TRAIT_TEXT`; at most `MAX_TRAITS` names (the
     first ones kept): the view is one Kafka record, and a caller with the public web key must
-    not be able to grow it past what Kafka takes, which would stop the customer's events."""
+    not be able to grow it past what Kafka takes, which would stop the customer's events. Nor
+    fill it: an unverified event adds new names only up to `UNVERIFIED_TRAITS`, leaving room
+    for what verified sources tell."""
+    room = MAX_TRAITS if entry.identity_trust == "verified" else UNVERIFIED_TRAITS
     for name, told in entry.payload.get("traits", {}).items():
-        if name not in view.traits and len(view.traits) >= MAX_TRAITS:
+        if name not in view.traits and len(view.traits) >= room:
             continue
         value = told[:MAX_TRAIT_TEXT] if isinstance(told, str) else told
         view.traits[name] = TraitValue(value=value, channel=entry.channel, at=entry.occurred_at)
