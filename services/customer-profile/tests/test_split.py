@@ -256,14 +256,18 @@ async def test_an_export_holds_no_identifier_of_the_person_a_split_told_apart(
     ana, bo = await _merged_pair(svc)
     split = await svc.http.post(f"/v1/customers/{ana}/split", json={"merge": bo, **AUDIT})
     assert split.status_code == 200, split.text
-    await _publish_and_settle(svc, [interaction(4, minutes=4, email=ANA, phone=BO)])
+    told = interaction(5, minutes=5, kind="identify", email=ANA)
+    told = told.model_copy(
+        update={"payload": told.payload.model_copy(update={"traits": {"mobile": BO}})}
+    )
+    await _publish_and_settle(svc, [interaction(4, minutes=4, email=ANA, phone=BO), told])
 
     export = await svc.get(f"/v1/customers/{ana}/export")
 
     [request] = [c for c in export["conflicts"] if c["reason"] == "kept_apart"]
     assert request["customer_ids"] == [ana]
     assert request["keys"] == [f"email:{ANA}"]
-    assert BO not in json.dumps(export), "Bo's phone, in the conflict or the journey"
+    assert BO not in json.dumps(export), "Bo's phone, in the conflict, the journey or a trait"
     assert bo not in json.dumps(export["conflicts"])
     [both] = [e for e in export["journey"] if e["id"] == interaction(4, email=ANA, phone=BO).id]
     assert both["identifiers"] == {"email": ANA}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,18 +46,26 @@ class Privacy:
         identities = await self._store.identities_of(profile.aliases)
         # With those its own events raised while naming only others: an erasure deletes them.
         conflicts = await self._store.conflicts_of(profile.aliases, [e.id for e in entries])
+        own = set(identities)
+        others = {
+            value
+            for entry in entries
+            for kind, value in entry.identifiers.items()
+            if f"{kind}:{value}" not in own
+        }
+        view = profile.view.model_dump(mode="json") if profile.view else None
+        if view is not None:
+            view["traits"] = _without(view["traits"], others, lambda t: t["value"])
         return {
             "exported_at": datetime.now(UTC).isoformat(),
             "customer_id": profile.customer_id,
             "merged_from": profile.merged_from,
             "identities": identities,
-            "profile": profile.view.model_dump(mode="json") if profile.view else None,
+            "profile": view,
             "conflicts": [
                 _own_part(conflict, set(profile.aliases), set(identities)) for conflict in conflicts
             ],
-            "journey": [
-                _own_entry(entry, profile.customer_id, set(identities)) for entry in entries
-            ],
+            "journey": [_own_entry(entry, profile.customer_id, own, others) for entry in entries],
         }
 
     async def erase(self, profile: StoredProfile) -> dict[str, Any]:
@@ -286,14 +295,25 @@ def erasure_record(erasure: Erasure) -> bytes:
     ).encode()
 
 
-def _own_entry(entry: JourneyEntry, customer_id: str, identities: set[str]) -> dict[str, Any]:
+def _own_entry(
+    entry: JourneyEntry, customer_id: str, identities: set[str], others: set[str]
+) -> dict[str, Any]:
     """A journey entry as far as it is this customer's: an event can carry someone else's
-    identifier too (one that named two people a split told apart), which an export leaves
-    out."""
+    identifier too (one that named two people a split told apart), as an identifier or as a
+    trait, which an export leaves out."""
     own = {k: v for k, v in entry.identifiers.items() if f"{k}:{v}" in identities}
-    return entry.model_copy(update={"customer_id": customer_id, "identifiers": own}).model_dump(
-        mode="json"
-    )
+    payload = dict(entry.payload)
+    if isinstance(payload.get("traits"), dict):
+        payload["traits"] = _without(payload["traits"], others, lambda value: value)
+    update = {"customer_id": customer_id, "identifiers": own, "payload": payload}
+    return entry.model_copy(update=update).model_dump(mode="json")
+
+
+def _without(
+    traits: dict[str, Any], values: set[str], value_of: Callable[[Any], Any]
+) -> dict[str, Any]:
+    """The traits whose value is none of `values` (someone else's identifiers)."""
+    return {name: trait for name, trait in traits.items() if value_of(trait) not in values}
 
 
 def _own_part(conflict: dict[str, Any], aliases: set[str], identities: set[str]) -> dict[str, Any]:
