@@ -209,23 +209,22 @@ def measure(touches: Iterable[Touch], start: datetime, end: datetime, windows: W
     by_customer: dict[str, list[Touch]] = defaultdict(list)
     for touch in touches:
         by_customer[touch.customer_id].append(touch)
-    for customer, journey in by_customer.items():
+    for journey in by_customer.values():
         journey.sort(key=lambda t: (t.occurred_at, t.id))
-        by_customer[customer] = _one_entry_per_call(journey)
     inside = [t for j in by_customer.values() for t in j if start <= t.occurred_at < end]
     bought = purchases(t for j in by_customer.values() for t in j)
+    # Entries and the channel mix count journey entries; the rest counts contacts.
+    journeys = [_one_entry_per_call(journey) for journey in by_customer.values()]
     return Measures(
         window_start=start,
         window_end=end,
         entries=len(inside),
         customers=len({t.customer_id for t in inside}),
         channel_mix=dict(sorted(Counter(t.channel for t in inside).items())),
-        conversations=_conversations(by_customer.values(), start, end, windows.conversation),
-        satisfaction=_satisfaction(by_customer.values(), start, end, windows.conversation),
-        cross_channel_conversion=_conversion(
-            by_customer.values(), bought, start, end, windows.conversion
-        ),
-        attribution=_attribution(by_customer.values(), bought, start, end, windows.attribution),
+        conversations=_conversations(journeys, start, end, windows.conversation),
+        satisfaction=_satisfaction(journeys, start, end, windows.conversation),
+        cross_channel_conversion=_conversion(journeys, bought, start, end, windows.conversion),
+        attribution=_attribution(journeys, bought, start, end, windows.attribution),
     )
 
 
