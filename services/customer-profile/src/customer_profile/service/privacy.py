@@ -40,6 +40,11 @@ class Privacy:
         """(bootstrap servers, topic name) of `erasures`, re-applied once at start."""
         self._reapplied = erasures_topic is None
 
+    @property
+    def reapplied(self) -> bool:
+        """Whether the erasures recorded on Kafka were applied again since start."""
+        return self._reapplied
+
     async def export(self, profile: StoredProfile) -> dict[str, Any]:
         """Everything Hilo holds about the customer, in one document."""
         entries = await self._store.entries(profile.aliases)
