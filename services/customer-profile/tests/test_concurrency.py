@@ -138,13 +138,16 @@ async def _settled(running: RunningProfileService) -> bool:
     return True
 
 
-async def _shared_email_and_two_cards(svc: RunningProfileService) -> str:
-    """A profile with only an email (the oldest), and one profile per loyalty card L1, L2."""
-    for n, ids in enumerate([{"email": "shared@example.com"}, {"loyalty_id": "L1"}], 1):
+async def _seed(svc: RunningProfileService, *people: dict[str, str]) -> None:
+    """One profile per item, created in this order (the first is the oldest)."""
+    for n, ids in enumerate(people, 1):
         await svc.publish([interaction(f"seed-{n}", minutes=n, **ids)])
         await svc.wait_for_entries(n)
-    await svc.publish([interaction("seed-3", minutes=3, loyalty_id="L2")])
-    await svc.wait_for_entries(3)
+
+
+async def _shared_email_and_two_cards(svc: RunningProfileService) -> str:
+    """A profile with only an email (the oldest), and one profile per loyalty card L1, L2."""
+    await _seed(svc, {"email": "shared@example.com"}, {"loyalty_id": "L1"}, {"loyalty_id": "L2"})
     return await svc.customer_of("email", "shared@example.com")
 
 
@@ -305,11 +308,7 @@ async def test_a_card_attached_to_a_profile_about_to_be_merged_away_stops_the_me
     profile a card L7. A's merge is refused (the profile now has a loyalty id it had none of),
     decided again, and not made: two cards would meet."""
     svc = profile_service
-    for n, ids in enumerate(
-        [{"email": "shared@example.com", "loyalty_id": "L1"}, {"phone": "+34612345678"}], 1
-    ):
-        await svc.publish([interaction(f"seed-{n}", minutes=n, **ids)])
-        await svc.wait_for_entries(n)
+    await _seed(svc, {"email": "shared@example.com", "loyalty_id": "L1"}, {"phone": "+34612345678"})
     shared = await svc.customer_of("email", "shared@example.com")
     phone = await svc.customer_of("phone", "+34612345678")
     store = svc.service.store
@@ -417,10 +416,7 @@ async def test_a_card_attached_to_a_profile_just_merged_away_goes_to_the_survivo
     would give the person two cards); B's event is decided again against the survivor and the
     second card is refused with a conflict."""
     svc = profile_service
-    seeds = [{"email": "shared@example.com", "loyalty_id": "L1"}, {"phone": "+34612345678"}]
-    for n, ids in enumerate(seeds, 1):
-        await svc.publish([interaction(f"seed-{n}", minutes=n, **ids)])
-        await svc.wait_for_entries(n)
+    await _seed(svc, {"email": "shared@example.com", "loyalty_id": "L1"}, {"phone": "+34612345678"})
     shared = await svc.customer_of("email", "shared@example.com")
     store = svc.service.store
     policy = svc.service.settings.identity_policy()
@@ -449,10 +445,7 @@ async def test_a_profile_a_merge_is_bringing_a_card_to_is_not_merged_away_meanwh
     of its own yet, but L1 is on its way. B's merge waits (its batch meets contention); once A
     is done, the shared profile holds L1 and B keeps the two apart with a conflict."""
     svc = profile_service
-    seeds = [{"loyalty_id": "L2"}, {"email": "shared@example.com"}, {"loyalty_id": "L1"}]
-    for n, ids in enumerate(seeds, 1):
-        await svc.publish([interaction(f"seed-{n}", minutes=n, **ids)])
-        await svc.wait_for_entries(n)
+    await _seed(svc, {"loyalty_id": "L2"}, {"email": "shared@example.com"}, {"loyalty_id": "L1"})
     older = await svc.customer_of("loyalty_id", "L2")
     shared = await svc.customer_of("email", "shared@example.com")
     store = svc.service.store
@@ -487,10 +480,7 @@ async def test_a_merge_of_two_profiles_without_cards_each_given_one_meanwhile_is
     and another gives the email's profile L3. A's merge is refused (the phone's profile has got
     a loyalty id it had none of), decided again, and the two stay apart."""
     svc = profile_service
-    seeds = [{"email": "shared@example.com"}, {"phone": "+34612345678"}]
-    for n, ids in enumerate(seeds, 1):
-        await svc.publish([interaction(f"seed-{n}", minutes=n, **ids)])
-        await svc.wait_for_entries(n)
+    await _seed(svc, {"email": "shared@example.com"}, {"phone": "+34612345678"})
     shared = await svc.customer_of("email", "shared@example.com")
     phone = await svc.customer_of("phone", "+34612345678")
     store = svc.service.store
