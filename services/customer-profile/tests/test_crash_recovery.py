@@ -41,12 +41,15 @@ SERVICE = Path(sys.executable).with_name("customer-profile")
 
 
 def stream(seed: int) -> list[Interaction]:
-    """Each customer: a phone-only profile, an email-only one, then events linking both."""
+    """Each customer: a phone-only profile, an email-only one, then events linking both. Every
+    other customer's phone comes with a loyalty card: merging it brings a unique identifier,
+    reserved on the survivor first (`Store.reserve`), so a kill can land in that step too."""
     events = []
     for c in range(CUSTOMERS):
         email, phone = f"k{seed}-{c}@example.com", f"+3461{seed % 100:02d}{c:05d}"
+        card = {"loyalty_id": f"L{seed}-{c}"} if c % 2 else {}
         events.append(interaction(f"{seed}-{c}-0", minutes=c, email=email))
-        events.append(interaction(f"{seed}-{c}-1", minutes=c + 1, phone=phone))
+        events.append(interaction(f"{seed}-{c}-1", minutes=c + 1, phone=phone, **card))
         for n in range(2, EVENTS_PER_CUSTOMER):
             kind = random.Random(seed * 1000 + c * 10 + n).choice(["order", "message", "cart"])
             events.append(
@@ -197,6 +200,11 @@ async def _count(settings: HiloSettings, events: list[Interaction]) -> dict[str,
             short += max(0, held - counted)
             twice += max(0, counted - held)
         unfinished = await _pending(settings)
+        reservations = await db["profiles"].count_documents({"merging_in": {"$exists": True}})
+        two_cards = sum(
+            sum(key.startswith("loyalty_id:") for key in head.get("identifiers", [])) > 1
+            for head in heads
+        )
     finally:
         await client.close()
     published = {
@@ -213,4 +221,6 @@ async def _count(settings: HiloSettings, events: list[Interaction]) -> dict[str,
         "applied_twice": twice,
         "missing_on_topic": len(ids - published),
         "unfinished": unfinished,
+        "reservations_left": reservations,
+        "two_loyalty_ids": two_cards,
     }
