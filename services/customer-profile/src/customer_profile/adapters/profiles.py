@@ -381,15 +381,19 @@ class ProfileCollection:
             "_id": survivor,
             "merged_into": None,
             **_lacks(split_key(key)[0].value for key in keys),
-            "$or": [
-                {"merging_in": None},
-                {"merging_in.by": token},
-                {"merging_in.events": event_id},
-            ],
         }
+        # Free, or this resolution's, or an earlier attempt's of this event: tried one after
+        # the other (each atomic), not as one `$or`, which SecantusDB answers by scanning the
+        # whole collection. Free is the common case, one command.
+        free: list[MongoDocument] = [
+            {"merging_in": None},
+            {"merging_in.by": token},
+            {"merging_in.events": event_id},
+        ]
         for _ in range(2):
-            if (await self.profiles.update_one(condition, update)).matched_count:
-                return True
+            for held in free:
+                if (await self.profiles.update_one({**condition, **held}, update)).matched_count:
+                    return True
             if not await self._take_over_stale(survivor):
                 return False
         return False
@@ -694,13 +698,10 @@ def _lacks(kinds: Iterable[str]) -> MongoDocument:
 
 
 def _not_reserved() -> MongoDocument:
-    """A filter for a head without a live reservation (`reserve`)."""
-    return {
-        "$or": [
-            {"merging_in": None},
-            {"merging_in.at": {"$lte": now() - RESERVATION_EXPIRY}},
-        ]
-    }
+    """A filter for a head without a live reservation (`reserve`): none, or one made longer
+    ago than `RESERVATION_EXPIRY`. (Not a top-level `$or`: SecantusDB scans the whole
+    collection for one, `_id` or not.)"""
+    return {"merging_in.at": {"$not": {"$gt": now() - RESERVATION_EXPIRY}}}
 
 
 def _reserved(head: MongoDocument) -> list[str]:
