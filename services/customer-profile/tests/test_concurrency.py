@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from customer_profile.adapters.store import ProfileStore
+from customer_profile.domain.identity import IdentityPolicy
 from customer_profile.service.ports import RESERVATION_EXPIRY, Contention
 from customer_profile.service.resolver import IdentityResolver, Pending, Resolution
 from customer_profile.testing import (
@@ -165,6 +166,27 @@ async def resolved(resolver: IdentityResolver, event: Pending, since: datetime) 
     raise AssertionError("never settled")
 
 
+async def _l1_merged_while_l2_tries(
+    store: ProfileStore, policy: IdentityPolicy, since: datetime
+) -> tuple[Resolution, list[Contention]]:
+    """Instance A resolves card L1's event; just before A marks its merge, instance B resolves
+    card L2's. B's `Contention` (a batch meeting it is retried later) is noted, not raised."""
+    refused: list[Contention] = []
+
+    async def b_meanwhile() -> None:
+        try:
+            await IdentityResolver(store, policy).resolve([card_event("L2", since)], since)
+        except Contention as exc:
+            refused.append(exc)
+
+    interleave(store, "merge", b_meanwhile)
+    try:
+        a = await IdentityResolver(store, policy).resolve([card_event("L1", since)], since)
+    finally:
+        clear_faults(store, "merge")
+    return a, refused
+
+
 async def loyalty_ids(store: ProfileStore, customer: str) -> set[str]:
     survivor = (await store.load([customer]))[customer]
     return {key for key in survivor.identifiers if key.startswith("loyalty_id:")}
@@ -227,19 +249,9 @@ async def test_a_merge_paused_between_its_reservation_and_its_mark_holds_off_the
     store = svc.service.store
     policy = svc.service.settings.identity_policy()
     since = datetime.now(UTC)
-    b_outcome: list[BaseException] = []
+    a, refused = await _l1_merged_while_l2_tries(store, policy, since)
 
-    async def b_meanwhile() -> None:
-        try:
-            await IdentityResolver(store, policy).resolve([card_event("L2", since)], since)
-        except Contention as exc:
-            b_outcome.append(exc)
-
-    interleave(store, "merge", b_meanwhile)
-    a = await IdentityResolver(store, policy).resolve([card_event("L1", since)], since)
-    clear_faults(store, "merge")
-
-    assert b_outcome, "B did not merge while A's merge was under way"
+    assert refused, "B did not merge while A's merge was under way"
     assert a.customers["card-L1"] == shared
     b = await resolved(IdentityResolver(store, policy), card_event("L2", since), since)
     assert b.customers["card-L2"] == await svc.customer_of("loyalty_id", "L2") != shared
@@ -451,17 +463,7 @@ async def test_a_profile_a_merge_is_bringing_a_card_to_is_not_merged_away_meanwh
     store = svc.service.store
     policy = svc.service.settings.identity_policy()
     since = datetime.now(UTC)
-    refused: list[Contention] = []
-
-    async def b_meanwhile() -> None:
-        try:
-            await IdentityResolver(store, policy).resolve([card_event("L2", since)], since)
-        except Contention as exc:
-            refused.append(exc)
-
-    interleave(store, "merge", b_meanwhile)
-    a = await IdentityResolver(store, policy).resolve([card_event("L1", since)], since)
-    clear_faults(store, "merge")
+    a, refused = await _l1_merged_while_l2_tries(store, policy, since)
     b = await resolved(IdentityResolver(store, policy), card_event("L2", since), since)
 
     assert refused, "B did not merge the shared profile away while L1 was coming"

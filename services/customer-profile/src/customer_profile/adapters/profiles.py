@@ -404,7 +404,7 @@ class ProfileCollection:
         (a merge marked but not finished still needs it: its event is delivered again)."""
         head = await self.profiles.find_one({"_id": survivor}, ATTACH_FIELDS) or {}
         held = head.get("merging_in")
-        if not held or held["at"] > now() - RESERVATION_EXPIRY:
+        if not held or _live(held):
             return False
         if not set(held["keys"]) <= set(head.get("identifiers", [])):
             unfinished = {
@@ -701,16 +701,27 @@ def _not_reserved() -> MongoDocument:
     """A filter for a head without a live reservation (`reserve`): none, or one made longer
     ago than `RESERVATION_EXPIRY`. (Not a top-level `$or`: SecantusDB scans the whole
     collection for one, `_id` or not.)"""
-    return {"merging_in.at": {"$not": {"$gt": now() - RESERVATION_EXPIRY}}}
+    return {"merging_in.at": {"$not": {"$gt": _expired_before()}}}
 
 
 def _reserved(head: MongoDocument) -> list[str]:
     """The values a merge under way reserved on this head (`reserve`), unless left so long ago
     that the instance that made it has stopped."""
     held = head.get("merging_in")
-    if not held or held["at"] <= now() - RESERVATION_EXPIRY:
+    if not held or not _live(held):
         return []
     return list(held.get("keys", []))
+
+
+def _live(held: MongoDocument) -> bool:
+    """Whether a reservation is younger than `RESERVATION_EXPIRY` (`_not_reserved` says the
+    same as a filter)."""
+    return bool(held["at"] > _expired_before())
+
+
+def _expired_before() -> datetime:
+    """Reservations made before this were left by an instance that has stopped."""
+    return now() - RESERVATION_EXPIRY
 
 
 def _new_head(customer: str, created_at: datetime, identifiers: Sequence[str]) -> MongoDocument:

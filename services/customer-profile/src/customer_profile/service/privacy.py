@@ -67,9 +67,7 @@ class Privacy:
             "merged_from": profile.merged_from,
             "identities": identities,
             "profile": view,
-            "conflicts": [
-                _own_part(conflict, set(profile.aliases), set(identities)) for conflict in conflicts
-            ],
+            "conflicts": [_own_part(conflict, set(profile.aliases), own) for conflict in conflicts],
             "journey": [_own_entry(entry, profile.customer_id, own, others) for entry in entries],
         }
 

@@ -176,9 +176,7 @@ class IdentityResolver:
             raise
         await self._store.finish_merges(plan.merged)
         # A finished merge drops its survivor's reservation; these had none taken.
-        await self._store.release_reservations(
-            plan.reserved - {merge.survivor for merge in plan.merged}, token
-        )
+        await self._store.release_reservations(plan.unused_reservations, token)
         final = await self._store.claim(plan.claims)
         lost = {key for key, owner in plan.claims.items() if final.get(key) != owner}
         won = {key: owner for key, owner in plan.claims.items() if key not in lost}
@@ -309,7 +307,7 @@ class IdentityResolver:
         nothing coming, and left they would refuse attachments there until they expire. One
         whose merge may have been marked (the failure came from marking it) stays: its event
         is delivered again and finishes it."""
-        candidates = plan.reserved - {merge.survivor for merge in plan.merged}
+        candidates = plan.unused_reservations
         if not candidates:
             return
         marked = await self._store.unfinished_merges(plan.reserving)
@@ -370,6 +368,11 @@ class _Plan:
     merged: list[MergeRecord] = field(default_factory=list)
     """Merges decided this round, finished together once every event is decided."""
     targets: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def unused_reservations(self) -> set[str]:
+        """Survivors reserved on that no merge of this round was taken into."""
+        return self.reserved - {merge.survivor for merge in self.merged}
 
     def fold(self, survivor: str, absorbed: list[str]) -> None:
         """Re-point everything of the absorbed profiles (stored or tentative) to the survivor."""
