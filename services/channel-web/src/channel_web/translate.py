@@ -158,8 +158,8 @@ def _page(call: Call, cut: Truncations) -> PageViewed:
 def _track(call: Call, cut: Truncations, trust: IdentityTrust) -> Payload:
     event = call.event or ""
     typed = _ECOMMERCE.get(event)
-    if event in _ORDER_CHANGES and trust == "verified":
-        typed = _order_changed(_ORDER_CHANGES[event])
+    if trust == "verified":
+        typed = _FROM_SERVER_KEYS.get(event, typed)
     if typed is not None:
         try:
             return typed(call.properties)
@@ -229,21 +229,10 @@ def _order_completed(properties: Mapping[str, Any]) -> OrderPlaced:
     )
 
 
-_ORDER_CHANGES = {"Order Cancelled": OrderStatus.CANCELLED}
-"""Later states of a whole order, taken only from a server-side (verified) key: with the public
-key anyone could cancel someone's order out of their lifetime value; from it they stay
-`custom`. Segment's `Order Refunded` stays `custom` too: it may refund part of an order, which
-the contract's order states cannot say (a `refunded` order leaves the lifetime value whole)."""
-
-
-def _order_changed(status: OrderStatus) -> Callable[[Mapping[str, Any]], Payload]:
-    """An order cancelled: the order's entry in that state (its `order_id` finds it in the
+def _order_cancelled(properties: Mapping[str, Any]) -> OrderPlaced:
+    """A whole order cancelled: the order's entry in that state (its `order_id` finds it in the
     profile, which leaves it out of the lifetime value)."""
-
-    def changed(properties: Mapping[str, Any]) -> OrderPlaced:
-        return _order_completed(properties).model_copy(update={"status": status})
-
-    return changed
+    return _order_completed(properties).model_copy(update={"status": OrderStatus.CANCELLED})
 
 
 def _survey_answered(properties: Mapping[str, Any]) -> SurveyAnswered:
@@ -267,6 +256,14 @@ _ECOMMERCE: dict[str, Callable[[Mapping[str, Any]], Payload]] = {
     "Order Completed": _order_completed,
     "Survey Answered": _survey_answered,
 }
+
+_FROM_SERVER_KEYS: dict[str, Callable[[Mapping[str, Any]], Payload]] = {
+    "Order Cancelled": _order_cancelled,
+}
+"""Typed only from a server-side (verified) key: with the public key anyone could cancel
+someone's order out of their lifetime value, so there they stay `custom`. Segment's `Order
+Refunded` stays `custom` from any key: it may refund part of an order, which the contract's
+order states cannot say (a `refunded` order leaves the lifetime value whole)."""
 
 
 def _lines(properties: Mapping[str, Any]) -> list[LineItem]:
