@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.types import Receive, Scope, Send
@@ -140,3 +140,22 @@ async def test_another_method_or_path_falls_back_to_the_router(stack_calls: list
     assert wrong_method.status_code == 405
     assert trailing.status_code == 307
     assert stack_calls == ["/hooks/in", "/hooks/in/"]
+
+
+def test_a_direct_route_with_a_dependency_is_refused_not_answered_without_it() -> None:
+    """A router's API-key dependency would never run on a direct route: building it fails."""
+
+    def require_key() -> None:
+        raise HTTPException(401, "no key")
+
+    router = APIRouter(prefix="/hooks", dependencies=[Depends(require_key)])
+    with pytest.raises(TypeError, match="runs no dependencies"):
+        router.add_api_route("/in", hook, methods=["POST"], route_class_override=DirectRoute)
+
+    async def reads_a_query(request: Request, sender: str) -> Response:
+        return Response(sender)
+
+    with pytest.raises(TypeError, match="reads no parameters"):
+        APIRouter().add_api_route(
+            "/q", reads_a_query, methods=["POST"], route_class_override=DirectRoute
+        )

@@ -22,6 +22,7 @@ from itertools import takewhile
 from typing import Any, cast
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -36,7 +37,20 @@ class DirectRoute(APIRoute):
     FastAPI's hook for custom route classes: the route is matched, documented (response model,
     tags) and its exceptions handled like any other, but a request skips dependency solving and
     response-model serialisation, which cost more CPU than a webhook's own work.
+
+    So nothing declared on it runs: a route (or router) with dependencies, an API-key check
+    say, or with parameters besides the `Request` is refused when it is built, instead of
+    being answered without them. A direct route checks its caller itself (a signature).
     """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        declared = self.dependant
+        if declared.dependencies or _parameters(declared):
+            raise TypeError(
+                f"{self.path}: a DirectRoute runs no dependencies and reads no parameters; "
+                "check the caller in the endpoint (it takes the Request) or use an APIRoute"
+            )
 
     def get_route_handler(self) -> Endpoint:
         return cast("Endpoint", self.endpoint)
@@ -87,6 +101,17 @@ class DirectRoutingApp(FastAPI):
         if inspect.iscoroutinefunction(handler):
             return cast("Response", await handler(request, exc))
         return cast("Response", await run_in_threadpool(handler, request, exc))
+
+
+def _parameters(dependant: Dependant) -> list[Any]:
+    """What FastAPI would have read from the request for the endpoint besides the `Request`."""
+    return [
+        *dependant.path_params,
+        *dependant.query_params,
+        *dependant.header_params,
+        *dependant.cookie_params,
+        *dependant.body_params,
+    ]
 
 
 def _direct_routes(routes: Iterable[Any]) -> list[DirectRoute]:
