@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import httpx
-from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Request
+from prometheus_client import REGISTRY
+from pydantic import BaseModel, Field, SecretStr
 
+from hilo.auth import require_api_key
 from hilo.channel import Channel, ChannelSettings, create_channel_app, raw_body
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import read_topic
@@ -25,6 +27,10 @@ def routes(channel: Channel) -> list[APIRouter]:
     @router.post("/translate")
     async def translate() -> dict[str, int]:
         return {"quantity": Strict(quantity=0).quantity}
+
+    @router.post("/keyed", dependencies=[Depends(require_api_key([SecretStr("k-1")]))])
+    async def keyed() -> dict[str, bool]:
+        return {"ok": True}
 
     @router.post("/body")
     async def body(request: Request) -> dict[str, int]:
@@ -47,6 +53,28 @@ async def test_a_translation_that_cannot_be_built_is_a_422_naming_the_field() ->
         "error": "invalid_body",
         "detail": "quantity: Input should be greater than 0",
     }
+
+
+async def test_a_request_without_the_api_key_is_refused_and_counted_as_every_refusal() -> None:
+    def refused() -> float:
+        labels = {"channel": "test", "reason": "api_key"}
+        return REGISTRY.get_sample_value("hilo_channel_requests_rejected_total", labels) or 0.0
+
+    before = refused()
+    async with client() as channel:
+        missing = await channel.post("/keyed")
+        wrong = await channel.post("/keyed", headers={"X-API-Key": "k-2"})
+        right = await channel.post("/keyed", headers={"X-API-Key": "k-1"})
+
+    for answer in (missing, wrong):
+        assert answer.status_code == 401
+        assert answer.json() == {
+            "error": "api_key",
+            "detail": "missing or unknown API key (header X-API-Key)",
+        }
+        assert answer.headers["www-authenticate"] == "APIKey"
+    assert right.json() == {"ok": True}
+    assert refused() == before + 2
 
 
 async def test_a_content_length_of_non_ascii_digits_is_not_a_crash() -> None:

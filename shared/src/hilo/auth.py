@@ -20,14 +20,22 @@ API_KEY_HEADER = APIKeyHeader(
 )
 
 
-def check_api_key(keys: Sequence[str], given: str | None) -> None:
-    """401 unless `given` is one of `keys`."""
-    if not any(secrets_match(expected, given) for expected in keys):
-        raise HTTPException(
+class ApiKeyRefused(HTTPException):
+    """401: no key, or none of the service's. Its own class so that a channel app counts and
+    answers it as every other refusal (`hilo.channel`); elsewhere it is FastAPI's 401."""
+
+    def __init__(self) -> None:
+        super().__init__(
             status_code=401,
             detail="missing or unknown API key (header X-API-Key)",
             headers={"WWW-Authenticate": "APIKey"},
         )
+
+
+def check_api_key(keys: Sequence[str], given: str | None) -> None:
+    """401 unless `given` is one of `keys`."""
+    if not any(secrets_match(expected, given) for expected in keys):
+        raise ApiKeyRefused
 
 
 def require_api_key(keys: Sequence[SecretStr]) -> Callable[[str | None], None]:

@@ -37,6 +37,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from hilo.asyncapi import asyncapi_router
+from hilo.auth import ApiKeyRefused
 from hilo.contract import MAX_FUTURE_SKEW, Direction, Interaction, MessageExchanged
 from hilo.contract.identifiers import DEFAULT_PHONE_REGION
 from hilo.direct_routes import DirectRoutingApp
@@ -406,6 +407,12 @@ def create_channel_app(
         REJECTED.labels(name, exc.reason).inc()
         log.info("request_rejected", channel=name, reason=exc.reason, status=exc.status)
         return JSONResponse({"error": exc.reason, "detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(ApiKeyRefused)
+    async def no_key(request: Request, exc: ApiKeyRefused) -> JSONResponse:
+        answer = await rejected(request, Rejected(exc.status_code, "api_key", exc.detail))
+        answer.headers.update(exc.headers or {})
+        return answer
 
     @app.exception_handler(ValidationError)
     async def untranslatable(request: Request, exc: ValidationError) -> JSONResponse:
