@@ -12,6 +12,7 @@ from bson.errors import InvalidDocument
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pymongo.errors import BulkWriteError, OperationFailure
 
+from hilo.contract.identifiers import IdentifierKind
 from hilo.logs import configure_logging, error_text, mask_personal_data
 from hilo.settings import HiloSettings
 
@@ -61,6 +62,14 @@ def test_nested_structures_are_masked() -> None:
 )
 def test_dates_times_addresses_and_ids_are_not_mistaken_for_phones(text: str) -> None:
     assert masked(event=text)["event"] == text
+
+
+@pytest.mark.parametrize(
+    "kind", [k for k in IdentifierKind if k is not IdentifierKind.CUSTOMER_ID], ids=str
+)
+def test_a_field_named_after_any_kind_of_identifier_is_masked(kind: IdentifierKind) -> None:
+    """A kind added to the contract is masked in logs without anyone listing it again."""
+    assert masked(**{kind.value: "opaque-7f3a"}) == {kind.value: "[redacted 11 chars]"}
 
 
 def test_ids_and_counts_pass_untouched() -> None:

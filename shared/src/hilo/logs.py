@@ -29,8 +29,6 @@ from hilo.settings import HiloSettings
 
 PERSONAL_FIELDS = frozenset(
     {
-        "email",
-        "phone",
         "name",
         "first_name",
         "last_name",
@@ -50,20 +48,15 @@ PERSONAL_FIELDS = frozenset(
         "sender",
         "recipient",
         "wa_id",
-        "whatsapp_id",
-        "whatsapp_user_id",
         "value",
-        "loyalty_id",
-        "messenger_psid",
-        "instagram_sid",
-        "anonymous_id",
-        "device_id",
         "email_address",
         "phone_number",
         "customer_name",
     }
+    | {kind.value for kind in IdentifierKind if kind is not IdentifierKind.CUSTOMER_ID}
 )
-"""Keys whose values are masked whatever they hold; compared in lower case."""
+"""Keys whose values are masked whatever they hold; compared in lower case. Every kind of
+identifier but Hilo's own customer id is one, a kind added later too."""
 _EMAIL = re.compile(r"[\w.+-]+@([\w-]+)((?:\.[\w-]+)+)")
 _PHONE = re.compile(r"(?<![\w:.+-])\+?\d(?:[ ().-]{0,2}\d){8,14}(?![\w:])")
 """Nine to fifteen digits, optionally grouped: phone-shaped, while dates, times, ids and
