@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
+from pymongo.errors import InvalidURI
+from pymongo.uri_parser import parse_uri
 
 from hilo.settings import HiloSettings
 
@@ -26,6 +28,36 @@ def test_standard_connection_variables_are_understood(monkeypatch: pytest.Monkey
 
     assert settings.kafka_bootstrap_servers == "kafka:9092"
     assert str(settings.mongodb_url) == "mongodb://mongo:27017/"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mongodb+srv://hilo:s3cret@cluster0.abcd.mongodb.net/?retryWrites=true&w=majority",
+        "mongodb://mongo-1:27017,mongo-2:27018/?replicaSet=rs0&tls=true",
+        "mongodb://mongo/",
+    ],
+)
+def test_a_connection_string_reaches_pymongo_as_given(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """Atlas's `mongodb+srv://` string included: a port added to it makes PyMongo refuse it."""
+    monkeypatch.setenv("HILO_MONGODB_URL", url)
+
+    given = str(HiloSettings().mongodb_url)
+
+    assert given == url
+    if url.startswith("mongodb://"):
+        assert parse_uri(given)["nodelist"]
+    with pytest.raises(InvalidURI, match="port"):
+        parse_uri("mongodb+srv://cluster0.abcd.mongodb.net:27017/")
+
+
+def test_a_url_of_another_scheme_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HILO_MONGODB_URL", "postgresql://db/hilo")
+
+    with pytest.raises(ValidationError, match="HILO_MONGODB_URL"):
+        HiloSettings()
 
 
 def test_invalid_values_are_refused_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     MongoDsn,
     SecretStr,
+    UrlConstraints,
     field_validator,
     model_validator,
 )
@@ -39,6 +40,14 @@ SecretList = CommaSeparated[SecretStr]
 DEVELOPMENT_PEPPER = "hilo-development-pepper-not-secret"
 
 
+class MongoUrl(MongoDsn):
+    """A MongoDB connection string as given. Pydantic's `MongoDsn` adds port 27017 to a host
+    without one, which turns Atlas's `mongodb+srv://` string into one PyMongo refuses (an SRV
+    name takes no port); PyMongo itself defaults a plain host's port."""
+
+    _constraints = UrlConstraints(allowed_schemes=["mongodb", "mongodb+srv"])
+
+
 class HiloSettings(BaseSettings):
     """What every Hilo service needs to know about its environment."""
 
@@ -56,9 +65,11 @@ class HiloSettings(BaseSettings):
         validation_alias=AliasChoices("HILO_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
         description="Comma-separated host:port list.",
     )
-    mongodb_url: MongoDsn = Field(
-        default=MongoDsn("mongodb://127.0.0.1:27017/"),
+    mongodb_url: MongoUrl = Field(
+        default=MongoUrl("mongodb://127.0.0.1:27017/"),
         validation_alias=AliasChoices("HILO_MONGODB_URL", "MONGODB_URL"),
+        description="A MongoDB connection string: `mongodb://` (hosts, options) or "
+        "`mongodb+srv://` (Atlas's).",
     )
     mongodb_database: str = Field(default="hilo", pattern=r"^[A-Za-z0-9_-]{1,60}$")
     topic_prefix: str = Field(
