@@ -66,7 +66,8 @@ COMPOSE = """
 # HILO_API_KEYS: set it to one key while that holds several.
 # MongoDB's users, created on its first start: the root user (for ops) and Hilo's own, which the
 # services connect as (read-write on HILO_MONGODB_DATABASE and HILO_MONGODB_KEYS_DATABASE only).
-# Passwords go into a URL: letters, digits, '-' and '_' only (or percent-encode them).
+# Passwords: letters, digits, '-' and '_' only: HILO_MONGO_PASSWORD is both stored as the user's
+# password and put in the services' connection URL, so an encoded one would never match.
 # MONGO_ROOT_USERNAME=root
 MONGO_ROOT_PASSWORD=
 # HILO_MONGO_USERNAME=hilo

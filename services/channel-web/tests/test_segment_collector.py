@@ -411,6 +411,22 @@ async def test_cors_answers_only_the_configured_origins(
     assert "access-control-allow-origin" not in theirs.headers
 
 
+@pytest.mark.parametrize(
+    ("variable", "origins"),
+    [("none", []), (" None ", []), ("", ["*"]), ("https://a.example,https://b.example", None)],
+)
+def test_cors_is_turned_off_by_none_not_by_an_empty_value(
+    monkeypatch: pytest.MonkeyPatch, variable: str, origins: list[str] | None
+) -> None:
+    """An empty variable is the default for every setting (`*` here): `none` turns CORS off."""
+    monkeypatch.setenv("HILO_WEB_WRITE_KEYS", WRITE_KEY)
+    monkeypatch.setenv("HILO_WEB_CORS_ORIGINS", variable)
+
+    given = WebSettings().web_cors_origins
+
+    assert given == (origins if origins is not None else variable.split(","))
+
+
 async def test_write_keys_are_required(web: httpx.AsyncClient, settings: HiloSettings) -> None:
     missing = await web.post("/v1/track", json=TRACK)
     wrong_auth = "Basic " + base64.b64encode(b"guess:").decode()

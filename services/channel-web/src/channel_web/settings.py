@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from hilo.channel import ChannelSettings
 from hilo.settings import CommaSeparated, SecretList
@@ -29,7 +29,14 @@ class WebSettings(ChannelSettings):
     web_cors_origins: CommaSeparated[str] = Field(
         default_factory=lambda: ["*"],
         description="Comma-separated origins whose pages may read the collector's answers "
-        "(`*`: any, as Segment's API allows; empty: none). analytics.js sends every call again "
+        "(`*`: any, as Segment's API allows; `none`: no CORS headers at all). analytics.js sends "
+        "every call again "
         "whose answer the browser hides from it. Write keys are public either way: this guards "
         "nothing but the reading of answers.",
     )
+
+    @field_validator("web_cors_origins")
+    @classmethod
+    def _none_is_no_origin(cls, origins: list[str]) -> list[str]:
+        """`none` turns CORS off: an empty variable means the default, as every setting's."""
+        return [] if [origin.strip().lower() for origin in origins] == ["none"] else origins

@@ -76,7 +76,8 @@ class ProfileSettings(HiloSettings):
     stuck_after_seconds: float = Field(
         default=30.0,
         ge=0,
-        description="Readiness answers 503 once a batch has been failing for this long.",
+        description="Readiness says `degraded` (still 200) and `hilo_profile_consumer_stuck` turns "
+        "1 once a batch has been failing for this long: alert on the metric.",
     )
     shutdown_grace_seconds: float = Field(
         default=7.0,
