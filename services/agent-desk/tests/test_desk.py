@@ -499,6 +499,29 @@ async def test_a_long_journey_pages_filters_by_channel_and_marks_late_entries(
     assert 'data-filters="&type=message%26cursor%3Dx"' in odd.text, "a filter stays one value"
 
 
+async def test_a_channel_added_since_can_be_filtered_on_like_the_built_in_ones(
+    running: Stack,
+) -> None:
+    """A channel team's new service (here `viber`) shows in the filters of its customers."""
+    svc = running.profile
+    await svc.publish(
+        [
+            message(1, "viber", "hola por viber", ago=timedelta(minutes=3)),
+            message(2, "whatsapp", "hola por whatsapp", ago=timedelta(minutes=2)),
+        ]
+    )
+    await svc.wait_for_entries(2)
+    customer = await svc.customer_of("phone", PHONE)
+    async with signed_in(running.desk_url) as client:
+        page = await client.get(f"/customers/{customer}")
+        viber = await client.get(f"/customers/{customer}", params={"channel": "viber"})
+
+    assert 'name="channel" value="viber"' in page.text
+    assert 'name="channel" value="whatsapp"' in page.text, "the built-in ones stay"
+    assert set(re.findall(r'data-channel="([a-z]+)"', viber.text)) == {"viber"}
+    assert 'name="channel" value="viber" checked' in viber.text
+
+
 async def test_a_page_showing_only_messages_still_shows_what_became_of_them(
     running: Stack,
 ) -> None:

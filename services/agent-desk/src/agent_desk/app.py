@@ -94,7 +94,6 @@ TOO_MANY_TRIES = (
     "Too many failed sign-ins for this agent or from this address. "
     "Wait five minutes, then try again."
 )
-FILTER_CHANNELS = list(BUILT_IN_CHANNELS)
 FILTER_TYPES = [
     "message",
     "call",
@@ -431,7 +430,7 @@ def _customer_routes(app: FastAPI) -> None:
             next_cursor=page["next_cursor"],
             paged=cursor is not None,
             filters={"channel": channel or [], "type": type or []},
-            filter_channels=FILTER_CHANNELS,
+            filter_channels=_filter_channels(profile, channel or []),
             filter_types=FILTER_TYPES,
             live_from=live_from,
         )
@@ -690,6 +689,14 @@ def with_statuses(types: list[str]) -> list[str]:
     if "message" in types and "message_status" not in types:
         return [*types, "message_status"]
     return types
+
+
+def _filter_channels(profile: dict[str, Any], checked: list[str]) -> list[str]:
+    """The built-in channels, then any other this customer used (a channel service added
+    since) or the filter names, so each of their entries can be shown alone."""
+    used = (profile.get("view") or {}).get("channels") or {}
+    others = (set(used) | set(checked)) - set(BUILT_IN_CHANNELS)
+    return [*BUILT_IN_CHANNELS, *sorted(others)]
 
 
 def _shown(live: LiveEntry, channels: set[str], types: set[str]) -> bool:
