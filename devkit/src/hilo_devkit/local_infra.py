@@ -54,10 +54,14 @@ from pymongo import MongoClient
 
 from hilo.testkit.serving import free_port
 from hilo_devkit import containers
+from hilo_devkit.certificates import make_server_certificate
 
 log = logging.getLogger("hilo.infra")
 
 READY_TIMEOUT_SECONDS = 120.0
+SECURED_KAFKA_VARIABLE = "HILO_TEST_KAFKA_SECURED"
+"""Where `make infra-up` says its broker's secured listeners are (`SecuredKafka`, as JSON), for
+tests run against it."""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -66,10 +70,25 @@ class InfrastructureError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class SecuredKafka:
+    """The local broker's listeners that take only SASL (PLAIN and SCRAM-SHA-256, for `user`):
+    over plaintext, and over TLS with a certificate of an authority made for the run (`cafile`).
+    What the tests of Hilo's Kafka security settings connect to."""
+
+    sasl: str
+    sasl_ssl: str
+    cafile: str
+    user: tuple[str, str] = ("hilo-test", "hilo-test-secret")
+
+
+@dataclass(frozen=True)
 class Endpoints:
     kafka_bootstrap_servers: str
     mongodb_url: str
     provider: str
+    kafka_secured: SecuredKafka | None = None
+    """None for a broker named by the environment (unless `make infra-up` started it) or run in
+    a container."""
 
 
 def cache_dir() -> Path:
@@ -293,11 +312,20 @@ class LocalKafka(_LocalServer):
         super().__init__(workdir, tied_to_parent=tied_to_parent)
         self.version = kafka_version()
         self.port = free_port()
+        self.sasl_port = free_port()
+        self.sasl_ssl_port = free_port()
         self.controller_port = free_port()
+        self.cafile, self.keystore = workdir / "ca.pem", workdir / "server.pem"
 
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def secured(self) -> SecuredKafka:
+        return SecuredKafka(
+            f"127.0.0.1:{self.sasl_port}", f"127.0.0.1:{self.sasl_ssl_port}", str(self.cafile)
+        )
 
     def libs(self) -> Path:
         """Resolve the broker's jars once into the cache (Maven Central via `mvn`)."""
@@ -334,6 +362,9 @@ class LocalKafka(_LocalServer):
 
     def _write_config(self) -> Path:
         data = self.workdir / "data"
+        if not self.keystore.exists():
+            make_server_certificate(self.workdir)
+        user, password = SecuredKafka.user
         config = self.workdir / "server.properties"
         config.write_text(
             "\n".join(
@@ -342,11 +373,20 @@ class LocalKafka(_LocalServer):
                     "node.id=1",
                     f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
                     f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                    f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port},"
+                    f"SASL_SSL://127.0.0.1:{self.sasl_ssl_port},"
                     f"CONTROLLER://127.0.0.1:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                    f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port},"
+                    f"SASL_SSL://127.0.0.1:{self.sasl_ssl_port}",
                     "controller.listener.names=CONTROLLER",
                     "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,"
+                    "SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+                    *_sasl_listener("sasl_plaintext", user, password),
+                    *_sasl_listener("sasl_ssl", user, password),
+                    "listener.name.sasl_ssl.ssl.keystore.type=PEM",
+                    f"listener.name.sasl_ssl.ssl.keystore.location={self.keystore}",
                     f"log.dirs={data}",
                     "num.partitions=1",
                     "offsets.topic.replication.factor=1",
@@ -406,6 +446,8 @@ class LocalKafka(_LocalServer):
                 f"--cluster-id={new_cluster_id()}",
                 "-c",
                 str(config),
+                "--add-scram",
+                "SCRAM-SHA-256=[name={},password={}]".format(*SecuredKafka.user),
             ),
             capture_output=True,
             text=True,
@@ -563,7 +605,9 @@ class Infrastructure:
                 raise InfrastructureError(
                     "HILO_INFRA=env needs both KAFKA_BOOTSTRAP_SERVERS and MONGODB_URL"
                 )
-            return Endpoints(kafka_env, mongo_env, "environment")
+            secured = os.environ.get(SECURED_KAFKA_VARIABLE)  # `make infra-up`'s local broker
+            local = SecuredKafka(**json.loads(secured)) if secured else None
+            return Endpoints(kafka_env, mongo_env, "environment", local)
         if choice == "local":
             return self._start_local(kafka_env, mongo_env)
         unusable = containers.docker_unusable(containers.required_images(kafka_version()))
@@ -601,6 +645,7 @@ class Infrastructure:
             kafka_env or self.kafka.bootstrap_servers,  # type: ignore[union-attr]
             mongo_env or self.database.url,  # type: ignore[union-attr]
             "local processes",
+            None if kafka_env else self.kafka.secured,  # type: ignore[union-attr]
         )
 
     def _start_containers(self, kafka_env: str | None, mongo_env: str | None) -> Endpoints:
@@ -638,6 +683,24 @@ class Infrastructure:
 STATE_FILE = Path(".hilo") / "infra.json"
 
 
+def _secured_json(secured: SecuredKafka) -> str:
+    fields = {"sasl": secured.sasl, "sasl_ssl": secured.sasl_ssl, "cafile": secured.cafile}
+    return json.dumps(fields, separators=(",", ":"))
+
+
+def _sasl_listener(name: str, user: str, password: str) -> list[str]:
+    """A listener's SASL settings: PLAIN for `user`, and SCRAM-SHA-256 for the users made at
+    format time (the same `user`)."""
+    return [
+        f"listener.name.{name}.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256",
+        f"listener.name.{name}.plain.sasl.jaas.config="
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'user_{user}="{password}";',
+        f"listener.name.{name}.scram-sha-256.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+    ]
+
+
 def _up(state_file: Path) -> int:
     if state_file.exists():
         print(f"already running (see {state_file}); `make infra-down` first")  # noqa: T201
@@ -662,6 +725,8 @@ def _up(state_file: Path) -> int:
     print(f"# ready in {time.monotonic() - started:.1f}s ({endpoints.provider})")  # noqa: T201
     print(f"export KAFKA_BOOTSTRAP_SERVERS={endpoints.kafka_bootstrap_servers}")  # noqa: T201
     print(f"export MONGODB_URL={endpoints.mongodb_url}")  # noqa: T201
+    if endpoints.kafka_secured:
+        print(f"export {SECURED_KAFKA_VARIABLE}='{_secured_json(endpoints.kafka_secured)}'")  # noqa: T201
     return 0
 
 
@@ -686,6 +751,8 @@ def _env(state_file: Path) -> int:
     state = json.loads(state_file.read_text())
     print(f"export KAFKA_BOOTSTRAP_SERVERS={state['kafka_bootstrap_servers']}")  # noqa: T201
     print(f"export MONGODB_URL={state['mongodb_url']}")  # noqa: T201
+    if secured := state.get("kafka_secured"):
+        print(f"export {SECURED_KAFKA_VARIABLE}='{_secured_json(SecuredKafka(**secured))}'")  # noqa: T201
     return 0
 
 

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from hilo.kafka import KafkaPublisher, read_to_end
+from hilo.kafka_security import client_options
 from hilo.settings import HiloSettings
 from hilo.topics import Topic, topic_name
 
@@ -136,7 +137,7 @@ async def replay(
     (`REPLAYED_FROM`): only the newer one is replayed, so letters that keep failing are not
     doubled by every run.
     """
-    records = await read_to_end(settings.kafka_bootstrap_servers, topic_name(source, settings))
+    records = await read_to_end(client_options(settings), topic_name(source, settings))
     replayed_before = {
         value.decode(errors="replace")
         for record in records
@@ -144,7 +145,7 @@ async def replay(
         if name == REPLAYED_FROM
     }
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings),
         acks="all",
         enable_idempotence=True,
         max_request_size=settings.kafka_max_record_bytes,

@@ -41,6 +41,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from hilo.contract import Interaction
 from hilo.contract.personal import INTERACTION_FIELDS
+from hilo.kafka_security import kafka_security
 from hilo.logs import error_text
 from hilo.sealing import Sealer
 from hilo.settings import HiloSettings
@@ -172,7 +173,8 @@ def create_broker(
     *,
     graceful_timeout: float = 15.0,
 ) -> KafkaBroker:
-    """A FastStream Kafka broker whose producer is durable (acks=all, idempotent).
+    """A FastStream Kafka broker whose producer is durable (acks=all, idempotent), reaching
+    the brokers as `settings` say (`hilo.kafka_security`) unless given another `security`.
 
     `graceful_timeout` bounds how long `stop` waits for handlers in flight.
     """
@@ -187,7 +189,7 @@ def create_broker(
         partitioner=partition_for,
         request_timeout_ms=int(settings.kafka_publish_timeout_seconds * 1000),
         allow_auto_create_topics=False,
-        security=security,
+        security=security or kafka_security(settings),
         graceful_timeout=graceful_timeout,
         logger=None,
     )
@@ -470,12 +472,13 @@ def _sealed(document: dict[str, Any] | None) -> dict[str, Any]:
     return document
 
 
-def from_the_beginning(bootstrap_servers: str, topic: str) -> AIOKafkaConsumer:
+def from_the_beginning(kafka: str | Mapping[str, Any], topic: str) -> AIOKafkaConsumer:
     """A consumer outside any group that reads `topic` from its earliest offsets, committing
-    nothing: for tools and tests that read what is there."""
+    nothing: for tools and tests that read what is there. `kafka` is the bootstrap servers, or
+    a service's `client_options` (its brokers and how it reaches them)."""
     return AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap_servers,
+        **({"bootstrap_servers": kafka} if isinstance(kafka, str) else kafka),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
@@ -483,14 +486,14 @@ def from_the_beginning(bootstrap_servers: str, topic: str) -> AIOKafkaConsumer:
 
 
 async def read_to_end(
-    bootstrap_servers: str, topic: str, *, within_seconds: float = 30.0
+    kafka: str | Mapping[str, Any], topic: str, *, within_seconds: float = 30.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of `topic` up to its end offsets as of the first fetch (admin tools, tests).
 
     Raises `TimeoutError` rather than return part of the topic: a dead-letter replay or a rebuild
     reading `erasures` must not act on half of it as if it were all.
     """
-    consumer = from_the_beginning(bootstrap_servers, topic)
+    consumer = from_the_beginning(kafka, topic)
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     deadline = time.monotonic() + within_seconds

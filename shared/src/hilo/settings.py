@@ -13,6 +13,7 @@ from pydantic import (
     AliasChoices,
     BeforeValidator,
     Field,
+    FilePath,
     MongoDsn,
     SecretStr,
     UrlConstraints,
@@ -64,6 +65,34 @@ class HiloSettings(BaseSettings):
         default="127.0.0.1:9092",
         validation_alias=AliasChoices("HILO_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
         description="Comma-separated host:port list.",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="How every client of every service reaches the brokers: SASL_SSL for "
+        "Confluent Cloud and MSK with SASL/SCRAM, SSL for TLS alone or client certificates "
+        "(Aiven, MSK with mutual TLS).",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="PLAIN", description="With SASL_*: PLAIN (Confluent Cloud's API keys) or SCRAM."
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None, description="With SASL_*: the user (Confluent Cloud: the API key)."
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="With SASL_*: its password (Confluent Cloud: the API secret)."
+    )
+    kafka_ssl_cafile: FilePath | None = Field(
+        default=None,
+        description="With SSL or SASL_SSL: the CA bundle the brokers' certificates are checked "
+        "against (PEM); unset, the system's trusted CAs.",
+    )
+    kafka_ssl_certfile: FilePath | None = Field(
+        default=None,
+        description="With SSL or SASL_SSL: this client's certificate (PEM), for brokers that "
+        "authenticate clients by certificate; with HILO_KAFKA_SSL_KEYFILE.",
+    )
+    kafka_ssl_keyfile: FilePath | None = Field(
+        default=None, description="The private key of HILO_KAFKA_SSL_CERTFILE (PEM, unencrypted)."
     )
     mongodb_url: MongoUrl = Field(
         default=MongoUrl("mongodb://127.0.0.1:27017/"),
@@ -142,6 +171,25 @@ class HiloSettings(BaseSettings):
             self.subject_pepper.get_secret_value() == DEVELOPMENT_PEPPER
         ):
             raise ValueError("set HILO_SUBJECT_PEPPER to a long random secret in production")
+        return self
+
+    @model_validator(mode="after")
+    def _kafka_credentials_complete(self) -> HiloSettings:
+        """Refuse at start what would only fail at the first connection, far from its cause."""
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(
+                f"HILO_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "HILO_KAFKA_SASL_USERNAME and HILO_KAFKA_SASL_PASSWORD"
+            )
+        tls = self.kafka_security_protocol.endswith("SSL")
+        files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        if not tls and any(files):
+            raise ValueError(
+                "HILO_KAFKA_SSL_* files need HILO_KAFKA_SECURITY_PROTOCOL SSL or SASL_SSL"
+            )
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("HILO_KAFKA_SSL_CERTFILE and HILO_KAFKA_SSL_KEYFILE go together")
         return self
 
     @field_validator("log_level", mode="before")

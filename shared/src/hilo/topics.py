@@ -22,6 +22,7 @@ from aiokafka.errors import (
     for_code,
 )
 
+from hilo.kafka_security import client_options
 from hilo.logs import configure_logging
 from hilo.settings import HiloSettings
 
@@ -177,9 +178,7 @@ async def ensure_topics(settings: HiloSettings) -> list[str]:
     another instance creates meanwhile is existing too): listing the cluster's topics first
     cost more than creating, on a cluster with thousands of topics.
     """
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, client_id=settings.client_id
-    )
+    admin = AIOKafkaAdminClient(**client_options(settings), client_id=settings.client_id)
     await admin.start()
     try:
         wanted = [

@@ -35,6 +35,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from hilo.kafka_security import client_options
 from hilo.sealing import Sealer
 from hilo.settings import HiloSettings
 from hilo.topics import Topic, topic_name
@@ -100,7 +101,7 @@ class JourneyFeed:
         consumer = AIOKafkaConsumer(
             topic_name(Topic.JOURNEY, self._settings),
             topic_name(Topic.ERASURES, self._settings),
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            **client_options(self._settings),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",

@@ -27,6 +27,7 @@ from hilo.asyncapi import asyncapi_router
 from hilo.entrypoint import OpenApiRefused
 from hilo.health import health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, create_broker, start_or_keep_trying
+from hilo.kafka_security import client_options
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.offers.book import OffersFollower
 from hilo.offers.model import OffersSnapshot
@@ -91,7 +92,7 @@ def bootstrap(settings: ProfileSettings) -> Service:
         store,
         publisher,
         sealer,
-        (settings.kafka_bootstrap_servers, topic_name(Topic.ERASURES, settings)),
+        (client_options(settings), topic_name(Topic.ERASURES, settings)),
     )
     splits = Splits(
         store,

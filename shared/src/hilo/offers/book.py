@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
+from hilo.kafka_security import client_options
 from hilo.offers.model import (
     OfferRecord,
     OffersSnapshot,
@@ -222,7 +223,7 @@ class OffersFollower:
 
     async def _follow(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            **client_options(self._settings),
             client_id=f"{self._settings.client_id}-offers",
             group_id=None,
             enable_auto_commit=False,
@@ -255,7 +256,7 @@ class OffersFollower:
     async def _partitions(self) -> list[TopicPartition]:
         """Every partition of the topic, as the cluster describes it now."""
         admin = AIOKafkaAdminClient(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            **client_options(self._settings),
             client_id=f"{self._settings.client_id}-offers",
         )
         await admin.start()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,13 +31,13 @@ class Privacy:
         store: ProfileStore,
         publisher: KafkaPublisher | None,
         sealer: Sealer,
-        erasures_topic: tuple[str, str] | None = None,
+        erasures_topic: tuple[Mapping[str, Any], str] | None = None,
     ) -> None:
         self._store = store
         self._publisher = publisher
         self._sealer = sealer
         self._erasures_topic = erasures_topic
-        """(bootstrap servers, topic name) of `erasures`, re-applied once at start."""
+        """(Kafka client options, topic name) of `erasures`, re-applied once at start."""
         self._reapplied = erasures_topic is None
 
     @property
@@ -235,13 +235,13 @@ class Privacy:
                 return 1
         return await self.finish_unfinished()
 
-    async def reapply_recorded(self, bootstrap_servers: str, topic: str) -> int:
+    async def reapply_recorded(self, kafka: str | Mapping[str, Any], topic: str) -> int:
         """Erase again everyone the `erasures` topic names whom MongoDB holds again, and delete
         their keys again: what restoring a backup taken before their erasure brought back.
 
         Run once at every start; how many were erased again.
         """
-        erasures = await recorded_erasures(bootstrap_servers, topic)
+        erasures = await recorded_erasures(kafka, topic)
         back = await self._store.existing_profiles(
             alias for erasure in erasures for alias in _aliases(erasure)
         )
@@ -265,9 +265,10 @@ MAX_HOLDS = 5
 """Times an erasure request holds a customer's profiles again because merges kept changing them."""
 
 
-async def recorded_erasures(bootstrap_servers: str, topic: str) -> list[dict[str, Any]]:
-    """Every erasure on the compacted `erasures` topic, its latest record per customer."""
-    records = await read_to_end(bootstrap_servers, topic, within_seconds=ERASURES_READ_SECONDS)
+async def recorded_erasures(kafka: str | Mapping[str, Any], topic: str) -> list[dict[str, Any]]:
+    """Every erasure on the compacted `erasures` topic, its latest record per customer
+    (`kafka`: as `hilo.kafka.read_to_end` takes it)."""
+    records = await read_to_end(kafka, topic, within_seconds=ERASURES_READ_SECONDS)
     latest = {record.key: record.value for record in records}
     return [json.loads(value) for value in latest.values() if value is not None]
 

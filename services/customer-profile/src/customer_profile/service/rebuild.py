@@ -21,6 +21,7 @@ from customer_profile.adapters.store import ProfileStore
 from customer_profile.service.pipeline import Pipeline, RawRecord
 from customer_profile.service.privacy import honour_erasure, recorded_erasures
 from customer_profile.settings import ProfileSettings
+from hilo.kafka_security import client_options
 from hilo.sealing import Sealer, create_sealer
 from hilo.topics import Topic, ensure_topics, topic_name
 
@@ -59,7 +60,7 @@ async def rebuild(
     )
     topic = topic_name(Topic.INTERACTIONS, settings)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings),
         enable_auto_commit=False,
         group_id=None,
         client_id=f"{settings.client_id}-rebuild",
@@ -93,7 +94,7 @@ async def restore_erasures(settings: ProfileSettings, store: ProfileStore, seale
     """Mark every identifier the `erasures` topic names as erased, and delete its key again (a
     key store restored from a backup may hold it); how many erasures."""
     erasures = await recorded_erasures(
-        settings.kafka_bootstrap_servers, topic_name(Topic.ERASURES, settings)
+        client_options(settings), topic_name(Topic.ERASURES, settings)
     )
     for erasure in erasures:
         await honour_erasure(store, sealer.keys, erasure)
@@ -101,7 +102,7 @@ async def restore_erasures(settings: ProfileSettings, store: ProfileStore, seale
 
 
 async def _partitions(settings: ProfileSettings, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         [description] = await admin.describe_topics([topic])
