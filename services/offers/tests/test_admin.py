@@ -278,6 +278,38 @@ async def test_the_history_says_when_who_and_what(offers: RunningOffers) -> None
     assert [v["version"] for v in older] == [2]
 
 
+async def test_a_catalogue_lost_with_its_database_is_taken_back_from_the_topic(
+    settings: HiloSettings, topics: list[str], mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    """The offers topic holds every key's latest record: a new start on an empty catalogue
+    (the database lost, or restored from an older backup) takes them back, and the next change
+    numbers after the topic's versions, so that no reader ignores it."""
+    async with running_offers(settings) as before:
+        await before.call("PUT", "/v1/prices", json=PRICES[:2])
+        await before.call("PUT", "/v1/promotions/gold-10", json=gold_promotion())
+        await before.caught_up_to(2)
+    database = mongo_client[settings.mongodb_database]
+    for collection in ("offers_changes", "offers_heads"):
+        await database.drop_collection(collection)
+
+    async with running_offers(settings) as after:
+
+        async def restored() -> list[dict[str, Any]]:
+            return await after.versions()
+
+        await eventually(restored, until=lambda history: len(history) == 1)
+        price = await after.call("GET", "/v1/prices/SKU-1")
+        change = await after.call("PUT", "/v1/prices", json=PRICES[2:])
+        await after.caught_up_to(3)
+        book = after.service.follower.book.snapshot()
+
+    assert price[0]["currency"] == "EUR"
+    assert change["version"] == 3
+    assert book.version == 3
+    assert set(book.prices) == {("SKU-1", "EUR"), ("SKU-2", "EUR"), ("SKU-1", "USD")}
+    assert set(book.promotions) == {"gold-10"}
+
+
 async def test_changes_need_an_admin_key_which_a_channel_does_not_hold(
     offers: RunningOffers,
 ) -> None:

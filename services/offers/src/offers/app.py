@@ -22,6 +22,7 @@ from hilo.health import Check, health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, create_broker
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.offers.book import OffersFollower
+from hilo.offers.model import OfferRecord
 from hilo.settings import HiloSettings
 from hilo.shutdown import cancelled, shut_down
 from hilo.topics import ensure_topics
@@ -62,13 +63,16 @@ def create_service(
     DEFAULT_PHONE_REGION.set(settings.default_phone_region)  # quotes name customers by phone
     broker = create_broker(settings)
     mongo = create_mongo_client(settings)
+    follower = OffersFollower(settings)
     store = OffersStore(
-        mongo, settings.mongodb_database, max_record_bytes=settings.kafka_max_record_bytes
+        mongo,
+        settings.mongodb_database,
+        max_record_bytes=settings.kafka_max_record_bytes,
+        topic=lambda: _topic_head(follower),
     )
     outbox = Outbox(
         store, publisher(broker, settings), holder=f"{settings.client_id}-{uuid.uuid4().hex[:12]}"
     )
-    follower = OffersFollower(settings)
     profiles = CustomerProfiles(settings, profile_transport)
     health = health_router(
         {
@@ -90,6 +94,21 @@ def create_service(
 
 def create_app(settings: OffersSettings) -> FastAPI:
     return create_service(settings).app
+
+
+def _topic_head(follower: OffersFollower) -> tuple[int, list[OfferRecord]] | None:
+    """What the topic holds, once the follower read it to its end."""
+    if not follower.ready.is_set():
+        return None
+    return follower.book.version, follower.book.records()
+
+
+async def _catch_up_with_topic(service: OffersService) -> None:
+    """Once the topic is read: a catalogue behind it takes what it holds (`OffersStore`)."""
+    await service.follower.ready.wait()
+    book = service.follower.book
+    if await service.store.catch_up_with(book.version, book.records()):
+        log.warning("offers_catalogue_behind_topic_restored", version=book.version)
 
 
 def _loaded(follower: OffersFollower) -> Check:
@@ -129,6 +148,9 @@ async def start(service: OffersService) -> None:
         asyncio.create_task(
             service.outbox.run(settings.offers_outbox_seconds), name="offers-outbox"
         )
+    )
+    service.background.append(
+        asyncio.create_task(_catch_up_with_topic(service), name="offers-catch-up")
     )
     log.info("offers_started")
 

@@ -12,6 +12,12 @@ Versions are contiguous: a change takes the number after the highest stored one,
 `_id` decides between two writers that read the same head (the loser builds again on the
 winner's records). So each version is built on every earlier one, and two merchandisers changing
 the same SKU at once cannot lose either price, whichever instance each one reached.
+
+The `offers` topic holds the latest record of every key too (compacted). A catalogue behind it
+(the database lost, or restored from an older backup) would number its next versions below what
+every reader holds, and every reader would ignore them: `catch_up_with` stores what the topic
+holds as one version first, and a change made before that numbers after the topic anyway
+(`commit` with a `topic`).
 """
 
 from __future__ import annotations
@@ -33,6 +39,11 @@ HEADS = "offers_heads"
 LOCKS = "offers_locks"
 COMMIT_ATTEMPTS = 20
 
+TopicHead = Callable[[], tuple[int, list[OfferRecord]] | None]
+"""The highest version on the `offers` topic and its records, once read to its end; None
+before."""
+RESTORED_BY = "restored from the offers topic"
+
 Build = Callable[[int, dict[str, OfferRecord]], list[OfferRecord]]
 """Given the version number and the current records of the keys, the version's records (or an
 exception, and nothing is stored)."""
@@ -53,8 +64,10 @@ class OffersStore:
         database: str,
         *,
         max_record_bytes: int,
+        topic: TopicHead = lambda: None,
     ) -> None:
         db = client[database]
+        self._topic = topic
         self.changes: AsyncCollection[MongoDocument] = db[CHANGES]
         self.heads: AsyncCollection[MongoDocument] = db[HEADS]
         self.locks: AsyncCollection[MongoDocument] = db[LOCKS]
@@ -72,6 +85,9 @@ class OffersStore:
         """
         for _ in range(COMMIT_ATTEMPTS):
             head = await self.head_version()
+            if (topic := self._topic()) is not None and topic[0] > head:
+                await self.catch_up_with(*topic)
+                continue
             await self.settle(upto=head)
             current = await self.current(keys)
             records = build(head + 1, current)
@@ -94,6 +110,22 @@ class OffersStore:
                     f"{record.key} would be {size} bytes on Kafka, more than "
                     f"{self._max_record_bytes}"
                 )
+
+    async def catch_up_with(self, version: int, records: Sequence[OfferRecord]) -> bool:
+        """Store what the topic holds (its highest `version`, the latest `records` of its keys)
+        as that version, published already, when the catalogue is behind it; whether it was.
+        The heads take each record newer than theirs, and the next change numbers after it."""
+        if await self.head_version() >= version:
+            return False
+        change = Change(
+            version=version, at=datetime.now(UTC), by=RESTORED_BY, records=tuple(records)
+        )
+        try:
+            await self.changes.insert_one({**_document(change), "published": True})
+        except DuplicateKeyError:
+            return False  # another instance, or a change, took it meanwhile
+        await self._settle(change)
+        return True
 
     async def head_version(self) -> int:
         """The highest stored version (0: none)."""

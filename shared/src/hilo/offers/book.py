@@ -64,6 +64,10 @@ class OffersBook:
     def catching_up(self) -> bool:
         return self._catching_up
 
+    def records(self) -> list[OfferRecord]:
+        """The latest record of every key read so far: what the topic holds once caught up."""
+        return list(self._records.values())
+
     def apply(self, record: OfferRecord) -> None:
         """Take one record in; its version applies once whole (or superseded, catching up)."""
         if record.version in self._applied:
