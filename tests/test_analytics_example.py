@@ -12,18 +12,23 @@ from types import ModuleType
 
 import pytest
 
+from customer_profile.records import ErasureRecord
 from customer_profile.testing import RunningProfileService, running_profile_service
 from hilo.contract import (
     CallHappened,
     CallStatus,
+    DeliveryStatus,
     Direction,
     Identifiers,
     Interaction,
     MessageExchanged,
+    MessageStatusChanged,
     PageViewed,
     new_interaction,
 )
+from hilo.kafka import Record
 from hilo.settings import HiloSettings
+from hilo.topics import Topic
 
 ROOT = Path(__file__).resolve().parents[1]
 START = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
@@ -65,9 +70,17 @@ JOURNEYS = [
     # Ana's call drops; 30 minutes later she writes on WhatsApp: continued.
     event(1, 0, "voice", ANA, call(CallStatus.DROPPED, 1)),
     event(2, 30, "whatsapp", ANA, message(Direction.INBOUND, 2)),
-    # Bo's call drops; the company texts him (not his doing), he browses 30 h later: not continued.
+    # Bo's call drops; the company texts him (not his doing, nor is the receipt that says it was
+    # delivered), he browses 30 h later: not continued.
     event(3, 0, "voice", BO, call(CallStatus.DROPPED, 3)),
     event(4, 10, "sms", BO, message(Direction.OUTBOUND, 4)),
+    event(
+        9,
+        11,
+        "sms",
+        BO,
+        MessageStatusChanged(provider_message_id="m4", status=DeliveryStatus.DELIVERED),
+    ),
     event(5, 30 * 60, "web", BO, PageViewed(url="https://shop.example.com/", path="/")),
     # Carla's call completes, then she writes: no drop to count.
     event(6, 0, "voice", CARLA, call(CallStatus.COMPLETED, 6)),
@@ -138,3 +151,46 @@ async def test_a_call_continued_by_the_same_person_known_another_way_counts_once
 
     assert len({entry.customer_id for entry in entries}) == 1
     assert dropped_calls.dropped_calls_continued(parquet, 24) == (1, 1)
+
+
+async def test_an_erased_customer_is_left_out(
+    profile: RunningProfileService, settings: HiloSettings, tmp_path: Path
+) -> None:
+    """Ana asked to be erased: her entries stay on `journey` until retention drops them, and
+    the `erasures` record (its shape checked in customer-profile's tests) says to leave them
+    out."""
+    await profile.publish(JOURNEYS)
+    await profile.wait_for_entries(len(JOURNEYS))
+    ana = await profile.customer_of("phone", ANA)
+    erasure = ErasureRecord(customer_id=ana, aliases=[ana], subjects=[], erased_at=START)
+    await profile.publish_records(
+        [Record(Topic.ERASURES, ana.encode(), erasure.model_dump_json().encode(), {})]
+    )
+    dropped_calls = example()
+
+    entries = await dropped_calls.read_journey(
+        settings.kafka_bootstrap_servers, settings.topic_prefix
+    )
+    parquet = tmp_path / "journey.parquet"
+    dropped_calls.to_parquet(entries, parquet)
+
+    assert ana not in {entry.customer_id for entry in entries}
+    assert len(entries) == len(JOURNEYS) - 2
+    assert dropped_calls.dropped_calls_continued(parquet, 24) == (1, 0), "Bo's drop alone"
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 2, 0)])
+def test_a_split_undoes_its_merge_in_whatever_order_the_records_are_read(
+    order: tuple[int, ...],
+) -> None:
+    """a into b (m1, keyed b), split off again (undoing m1, keyed b), then a into d (m3, keyed
+    d): m3 and the split can be read before m1, on another partition or after a reset."""
+    records = [
+        {"type": "merge", "survivor": "b", "absorbed": ["a"], "event_id": "m1"},
+        {"type": "split", "kept": "b", "restored": "a", "undoes_event_id": "m1"},
+        {"type": "merge", "survivor": "d", "absorbed": ["a"], "event_id": "m3"},
+    ]
+
+    now = example().current_customers([records[n] for n in order])
+
+    assert now == {"a": "d"}

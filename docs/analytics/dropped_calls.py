@@ -11,13 +11,18 @@
 3. Reads `identity.merges` and files every entry under the customer it belongs to now. A merge
    does not publish the absorbed customer's entries again: they stay under the id they were
    recorded with, and the merge record (`survivor`, `absorbed`) says whose they are now; a
-   split (`restored`) undoes that for the id it gives back. Skip this and a call dropped by a
+   split (`restored`, `undoes_event_id`) undoes that merge for the id it gives back, in
+   whatever order the two are read. Skip this and a call dropped by a
    customer known by their phone, then continued on the web by the same person known by their
    email, counts as not continued: the very case where people switch channels.
-4. Writes them to Parquet with DuckDB, then asks DuckDB: of the calls whose status is `dropped`,
+4. Reads `erasures` and leaves out every entry of an erased customer (the record names the
+   profile and every id merged into it): their entries stay on `journey` (sealed, times and
+   channels in the clear) until the topic's retention drops them, and an analysis must not.
+5. Writes them to Parquet with DuckDB, then asks DuckDB: of the calls whose status is `dropped`,
    how many were followed, within `--hours`, by something the same customer did on another
-   channel (anything but an outbound message or call: those are the company's, not the
-   customer's).
+   channel: not an outbound message or call, a provider's delivery receipt of one
+   (`message_status`) or an agent's action (channel `agent`): those are the company's, not the
+   customer's.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ drops AS (SELECT id, customer_id, occurred_at FROM journey WHERE kind = 'call' A
 continued AS (
     SELECT DISTINCT drops.id
     FROM drops JOIN journey AS later ON later.customer_id = drops.customer_id
-    WHERE later.channel <> 'voice'
+    WHERE later.channel NOT IN ('voice', 'agent')
+      AND later.kind <> 'message_status'
       AND coalesce(later.direction, 'inbound') = 'inbound'
       AND later.occurred_at > drops.occurred_at
       AND later.occurred_at <= drops.occurred_at + to_hours($hours)
@@ -101,13 +107,23 @@ async def read_to_end(bootstrap_servers: str, topic: str, within: float = 60.0) 
 
 
 def current_customers(changes: list[dict[str, Any]]) -> dict[str, str]:
-    """Each customer id merged away (and not split off again) -> the customer it is now."""
+    """Each customer id merged away (and not split off again) -> the customer it is now.
+
+    A split names the merge it undoes (`undoes_event_id`), and that merge's record may come
+    after it: merges are keyed by their survivor, a split by the profile kept, so the two can
+    sit on different partitions. So the undone merges are gathered first, whatever the order,
+    and an id merged again after its split keeps that later merge."""
+    undone = {
+        (change["restored"], change["undoes_event_id"])
+        for change in changes
+        if change.get("type") == "split" and change.get("undoes_event_id")
+    }
     merged_into: dict[str, str] = {}
     for change in changes:
         if change.get("type") == "merge":
-            merged_into.update(dict.fromkeys(change["absorbed"], change["survivor"]))
-        elif change.get("type") == "split":
-            merged_into.pop(change["restored"], None)
+            for absorbed in change["absorbed"]:
+                if (absorbed, change["event_id"]) not in undone:
+                    merged_into[absorbed] = change["survivor"]
 
     def now(customer: str) -> str:
         seen = {customer}
@@ -118,15 +134,24 @@ def current_customers(changes: list[dict[str, Any]]) -> dict[str, str]:
     return {customer: now(customer) for customer in merged_into}
 
 
+def erased_customers(erasures: list[dict[str, Any]]) -> set[str]:
+    """Every customer id an erasure names: the profile and the ids merged into it."""
+    return {erased for record in erasures for erased in (record["customer_id"], *record["aliases"])}
+
+
 async def read_journey(bootstrap_servers: str, prefix: str = "") -> list[Entry]:
-    """Every entry on `journey`, the latest record per entry id, under its customer now."""
+    """Every entry on `journey`, the latest record per entry id, under its customer now;
+    none of an erased customer."""
     values = await read_to_end(bootstrap_servers, f"{prefix}journey")
     now = current_customers(await read_to_end(bootstrap_servers, f"{prefix}identity.merges"))
+    erased = erased_customers(await read_to_end(bootstrap_servers, f"{prefix}erasures"))
     latest = {value["id"]: entry(value) for value in values}
-    return [
-        replace(found, customer_id=now.get(found.customer_id, found.customer_id))
-        for found in latest.values()
-    ]
+    kept = []
+    for found in latest.values():
+        owner = now.get(found.customer_id, found.customer_id)
+        if erased.isdisjoint((found.customer_id, owner)):
+            kept.append(replace(found, customer_id=owner))
+    return kept
 
 
 def to_parquet(entries: list[Entry], path: Path) -> None:

@@ -22,6 +22,7 @@ from hilo.contract.schema import (
     sealed_outbound_json_schema,
 )
 from hilo.dead_letters import DEAD_LETTER_HEADERS
+from hilo.kafka import CLOUDEVENTS_JSON
 from hilo.offers.model import OfferRecord
 from hilo.topics import REGISTRY, Topic, TopicSpec
 from hilo_devkit.catalogue import SERVICES as CATALOGUE
@@ -49,7 +50,8 @@ def _header_schema(names: tuple[str, ...]) -> dict[str, Any]:
 HEADERS = {
     "content-type": "The value's media type.",
     "ce_id": "CloudEvents id: the interaction's (or entry's, command's) event id.",
-    "ce_type": "CloudEvents type, e.g. `dev.hilo.interaction.message`.",
+    "ce_type": "CloudEvents type: `dev.hilo.interaction.<kind>` on `interactions`, "
+    "`dev.hilo.journey.<kind>` on `journey`, `dev.hilo.outbound.message` on `outbound`.",
     "ce_source": "CloudEvents source: the channel instance that received it.",
     "hilo_schema_version": "The contract version of the value (upcast older ones).",
     "hilo_channel": "The channel service that is to send this command.",
@@ -196,6 +198,8 @@ def _channel(spec: TopicSpec) -> dict[str, Any]:
     configuration: dict[str, Any] = {"cleanup.policy": [spec.cleanup_policy]}
     if spec.cleanup_policy == "delete":
         configuration["retention.ms"] = spec.retention_ms
+    if tombstones_kept := spec.configs().get("delete.retention.ms"):
+        configuration["delete.retention.ms"] = int(tombstones_kept)
     binding: dict[str, Any] = {
         "topic": spec.topic.value,
         "topicConfiguration": configuration,
@@ -223,7 +227,7 @@ def _message(spec: TopicSpec, message: Message) -> dict[str, Any]:
     body: dict[str, Any] = {
         "name": message.name,
         "summary": message.summary,
-        "contentType": "application/json",
+        "contentType": CLOUDEVENTS_JSON if spec.topic is Topic.INTERACTIONS else "application/json",
         "payload": {"schemaFormat": SCHEMA_FORMAT, "schema": message.schema()},
         "bindings": {
             "kafka": {

@@ -10,7 +10,7 @@ from pymongo import AsyncMongoClient
 from hilo.mongo import MongoDocument
 from hilo.settings import HiloSettings
 from journey_analytics.measures import Touch
-from journey_analytics.store import TOUCHES, TouchStore
+from journey_analytics.store import ALIASES, TOUCHES, TouchStore
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 RANGE = (T0 - timedelta(days=1), T0 + timedelta(days=1))
@@ -30,7 +30,7 @@ async def test_redelivery_merge_and_erasure(
     await store.save([touch(1, "ana"), touch(2, "ana-2")])  # redelivered
     assert len(await store.touches(*RANGE)) == 2
 
-    await store.merge("ana", ["ana-2"])
+    await store.merge("ana", ["ana-2"], "m1")
     await store.save([touch(3, "ana-2")])  # published before the merge, read after it
     assert {t.customer_id for t in await store.touches(*RANGE)} == {"ana"}
     assert len(await store.touches(*RANGE, customer="ana-2")) == 3, "an old id reads as hers"
@@ -54,11 +54,11 @@ async def test_a_split_gives_back_the_restored_customers_own_touches(
     themselves, and erasing either person then takes exactly their touches."""
     store = TouchStore(mongo_client, settings.mongodb_database)
     await store.save([touch(1, "ana"), touch(2, "bo"), touch(3, "bo-old")])
-    await store.merge("bo", ["bo-old"])
-    await store.merge("ana", ["bo"])
+    await store.merge("bo", ["bo-old"], "m1")
+    await store.merge("ana", ["bo"], "m2")
     assert set((await owners(store)).values()) == {"ana"}
 
-    await store.split("bo")
+    await store.split("bo", "m2")
     assert await owners(store) == {"e1": "ana", "e2": "bo", "e3": "bo"}
     assert {t.id for t in await store.touches(*RANGE, customer="bo-old")} == {"e2", "e3"}
 
@@ -71,8 +71,8 @@ async def test_erasing_the_survivor_takes_the_touches_of_every_id_merged_into_it
 ) -> None:
     store = TouchStore(mongo_client, settings.mongodb_database)
     await store.save([touch(1, "ana"), touch(2, "bo"), touch(3, "bo-old"), touch(4, "cy")])
-    await store.merge("bo", ["bo-old"])
-    await store.merge("ana", ["bo"])
+    await store.merge("bo", ["bo-old"], "m1")
+    await store.merge("ana", ["bo"], "m2")
 
     await store.erase(["ana"])  # an erasure record that names only the survivor
     assert await owners(store) == {"e4": "cy"}
@@ -86,8 +86,8 @@ async def test_chained_merges_read_out_of_order_follow_every_hop(
     """`identity.merges` is keyed by survivor: merge(a <- b) may be read after merge(s <- a)."""
     store = TouchStore(mongo_client, settings.mongodb_database)
     await store.save([touch(1, "s"), touch(2, "a"), touch(3, "b")])
-    await store.merge("s", ["a"])
-    await store.merge("a", ["b"])
+    await store.merge("s", ["a"], "m2")
+    await store.merge("a", ["b"], "m1")
     await store.save([touch(4, "b")])  # arrives after both
 
     assert await owners(store) == {"e1": "s", "e2": "s", "e3": "s", "e4": "s"}
@@ -102,13 +102,66 @@ async def test_a_merge_and_its_reverse_read_before_the_split_between_them(
     merge(a <- s), split(s): the cycle in between reads as one customer, and the end as s."""
     store = TouchStore(mongo_client, settings.mongodb_database)
     await store.save([touch(1, "s"), touch(2, "a")])
-    await store.merge("s", ["a"])
-    await store.merge("a", ["s"])
+    await store.merge("s", ["a"], "m2")
+    await store.merge("a", ["s"], "m1")
     assert len(set((await owners(store)).values())) == 1, "a cycle reads as one customer"
     assert len(await store.touches(*RANGE, customer="a")) == 2
 
-    await store.split("s")
+    await store.split("s", "m1")
     assert await owners(store) == {"e1": "s", "e2": "s"}
+
+
+async def test_a_split_read_before_the_merge_it_undoes_keeps_them_apart(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    """a merged into b (m1, keyed b), b into c (m2, keyed c), then a split off c (keyed c, undoing
+    m1): after a reset the split and m2 can be read before m1, whose record sits on b's partition.
+    Read then, m1 must not bring a's touches back to c."""
+    store = TouchStore(mongo_client, settings.mongodb_database)
+    await store.save([touch(1, "a"), touch(2, "b"), touch(3, "c")])
+    await store.merge("c", ["b"], "m2")
+    await store.split("a", "m1")
+    await store.merge("b", ["a"], "m1")
+
+    assert await owners(store) == {"e1": "a", "e2": "c", "e3": "c"}
+
+
+async def test_a_split_read_late_does_not_undo_a_later_merge_of_the_same_id(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    """a merged into b (m1), split off (undoing m1), then merged into d (m3): read as m1, m3,
+    split, a belongs to d; read as m3, then m1 again (a redelivery), then the split, too."""
+    for order in (["m1", "m3", "split"], ["m3", "m1", "split"], ["split", "m3", "m1"]):
+        database = f"{settings.mongodb_database}_{'_'.join(order)}"
+        store = TouchStore(mongo_client, database)
+        await store.create_indexes()
+        await store.save([touch(1, "a"), touch(2, "b"), touch(3, "d")])
+        for change in order:
+            if change == "m1":
+                await store.merge("b", ["a"], "m1")
+            elif change == "m3":
+                await store.merge("d", ["a"], "m3")
+            else:
+                await store.split("a", "m1")
+
+        assert await owners(store) == {"e1": "d", "e2": "b", "e3": "d"}, order
+        await mongo_client.drop_database(database)
+
+
+async def test_aliases_stored_by_the_previous_version_still_lead_and_split(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    """Before merges were told apart an alias was `{_id: absorbed, survivor}`: read at start as
+    one of no merge in particular, which any split of its id undoes."""
+    aliases = mongo_client[settings.mongodb_database][ALIASES]
+    await aliases.insert_many([{"_id": "bo", "survivor": "ana"}, {"_id": "cy", "survivor": "ana"}])
+    store = TouchStore(mongo_client, settings.mongodb_database)
+    await store.create_indexes()
+    await store.save([touch(1, "ana"), touch(2, "bo"), touch(3, "cy")])
+    assert set((await owners(store)).values()) == {"ana"}
+
+    await store.split("bo", "an-old-merge")
+    assert await owners(store) == {"e1": "ana", "e2": "bo", "e3": "ana"}
 
 
 async def test_touches_are_read_with_their_fields_only(

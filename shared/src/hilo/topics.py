@@ -89,8 +89,10 @@ REGISTRY: tuple[TopicSpec, ...] = (
     TopicSpec(
         Topic.JOURNEY,
         key="customer id",
-        description="Each accepted interaction with its customer id, in order per customer, "
-        "personal fields sealed.",
+        description="Each accepted interaction with the customer id it was recorded under, "
+        "personal fields sealed. Order per key is publish order, not event time (several "
+        "instances, late events; after a merge a person's entries sit under several keys): "
+        "sort by `occurred_at` and `id`, and drop repeated ids.",
         retention_ms=365 * DAY_MS,
     ),
     TopicSpec(
@@ -101,8 +103,10 @@ REGISTRY: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(
         Topic.IDENTITY_MERGES,
-        key="surviving customer id",
-        description="One record per profile merge: the survivor and the profile it absorbed.",
+        key="surviving (or kept) customer id",
+        description="One record per profile merge (`type: merge`: the survivor and the "
+        "profiles it absorbed) and per split (`type: split`: the profile kept and the one "
+        "restored).",
         retention_ms=365 * DAY_MS,
     ),
     TopicSpec(

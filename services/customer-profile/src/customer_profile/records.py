@@ -61,7 +61,11 @@ class MergeRequested(_Record):
 
     type: Literal["requested"]
     request_id: str
-    reason: str = Field(description="Why it waits: `unverified_merge` or `kept_apart`.")
+    reason: str = Field(
+        description="Why it waits: `unverified_merge` or `kept_apart` (two or more customers), "
+        "or `unverified_attach` (identifiers an unverified source would add to the one "
+        "customer in `customer_ids`)."
+    )
     customer_ids: list[str]
     event_id: str
 
@@ -83,7 +87,10 @@ class ProfileSnapshot(_Record):
     """The latest state of a customer on the compacted `profiles` topic (key: customer id)."""
 
     customer_id: str
-    version: int = Field(description="Grows with every change: keep the highest.")
+    version: int = Field(
+        description="Grows with every change of the profile in one database (a rebuild starts "
+        "again from 1): the latest record of a key is the current one, as compaction keeps it."
+    )
     identifiers: list[str] = Field(
         description="`kind:value` (e.g. `phone:+34612345678`): personal data, in the clear on "
         "this compacted topic; an erasure's tombstone removes them."

@@ -77,11 +77,13 @@ def subscribe(
 class Merge:
     survivor: str
     absorbed: list[str]
+    event_id: str
 
 
 @dataclass(frozen=True)
 class Split:
     restored: str
+    undoes_event_id: str | None
 
 
 @dataclass(frozen=True)
@@ -110,15 +112,17 @@ def _read(topic: Topic, value: bytes | None) -> Change:
     if topic is Topic.ERASURES:
         return Erasure([_text(document["customer_id"]), *map(_text, document.get("aliases", []))])
     if document["type"] == "merge":
-        return Merge(_text(document["survivor"]), [*map(_text, document["absorbed"])])
+        absorbed = [*map(_text, document["absorbed"])]
+        return Merge(_text(document["survivor"]), absorbed, _text(document["event_id"]))
     if document["type"] == "split":
-        return Split(_text(document["restored"]))
+        undoes = document.get("undoes_event_id")
+        return Split(_text(document["restored"]), None if undoes is None else _text(undoes))
     return None
 
 
 def _text(value: object) -> str:
     if not isinstance(value, str) or not value:
-        raise TypeError(f"a customer id must be a non-empty string, not {type(value).__name__}")
+        raise TypeError(f"an id must be a non-empty string, not {type(value).__name__}")
     return value
 
 
@@ -132,9 +136,9 @@ def _key(value: object) -> None:
 
 async def _apply(store: TouchStore, change: Merge | Split | Erasure) -> None:
     if isinstance(change, Merge):
-        await store.merge(change.survivor, change.absorbed)
+        await store.merge(change.survivor, change.absorbed, change.event_id)
     elif isinstance(change, Split):
-        await store.split(change.restored)
+        await store.split(change.restored, change.undoes_event_id)
     else:
         await store.erase(change.customers)
 

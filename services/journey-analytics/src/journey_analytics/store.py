@@ -2,14 +2,17 @@
 
 Idempotent by construction: a touch is upserted by its entry id (a redelivery rewrites the same
 document; an entry a split publishes again under the restored id replaces the first). Merges are
-kept as published, one alias per absorbed id (absorbed -> survivor), and never applied to what is
-stored: a touch reads as the customer it belongs to now by following its recorded id's aliases to
-the end, when it is read. So:
+kept as published, one alias per absorbed id and merge (absorbed -> survivor, with the merge's
+event), and never applied to what is stored: a touch reads as the customer it belongs to now by
+following its recorded id's aliases to the end, when it is read. So:
 
 - merges read in any order give the same customers (`identity.merges` is keyed by survivor, over
   several partitions: merge(s <- a) may be read before merge(a <- b)), and `journey` needs no
   order with `identity.merges`;
-- a split deletes the restored id's alias: the touches recorded under it and under the ids merged
+- a split undoes one merge, named by its event: the restored id's alias of that merge goes, and
+  the undoing is kept, so the merge read later (its record is keyed by another survivor, on
+  another partition, or read again after a reset) is not applied again, and a later merge of the
+  same id is not undone by it. The touches recorded under the restored id and the ids merged
   into it are its own again (customer-profile publishes again only the entries that move out of
   the kept profile, those recorded under it after the merge);
 - an erasure (`erasures`) deletes the touches of every id that reads as an erased one, and keeps
@@ -29,6 +32,7 @@ from journey_analytics.measures import Touch
 
 TOUCHES = "analytics_touches"
 ALIASES = "analytics_aliases"
+UNDONE = "analytics_undone_merges"
 ERASED = "analytics_erased"
 STORED: MongoDocument = {field.name: 1 for field in fields(Touch) if field.name != "id"}
 """The fields a touch is read with (a document written by another version may hold more)."""
@@ -49,12 +53,25 @@ class TouchStore:
         db = client[database]
         self._touches = db[TOUCHES]
         self._aliases = db[ALIASES]
+        self._undone = db[UNDONE]
         self._erased = db[ERASED]
 
     async def create_indexes(self) -> None:
         await self._touches.create_index([("occurred_at", ASCENDING)])
         await self._touches.create_index([("customer_id", ASCENDING)])
         await self._aliases.create_index([("survivor", ASCENDING)])
+        await self._aliases.create_index([("absorbed", ASCENDING)])
+        await self._convert_earlier_aliases()
+
+    async def _convert_earlier_aliases(self) -> None:
+        """Aliases stored before merges were told apart (`_id` the absorbed id, no event) are
+        stored again as this version's, with no event: any split of their id undoes them."""
+        async for old in self._aliases.find({"absorbed": {"$exists": False}}):
+            alias = {"absorbed": old["_id"], "survivor": old["survivor"], "event_id": None}
+            await self._aliases.update_one(
+                {"_id": _alias_id(old["_id"], None)}, {"$set": alias}, upsert=True
+            )
+            await self._aliases.delete_one({"_id": old["_id"], "absorbed": {"$exists": False}})
 
     async def save(self, touches: Sequence[Touch]) -> None:
         """Upsert by entry id, under the id it was recorded with; none of an erased person."""
@@ -72,22 +89,37 @@ class TouchStore:
         if operations:
             await bulk_write(self._touches, operations)
 
-    async def merge(self, survivor: str, absorbed: Sequence[str]) -> None:
+    async def merge(self, survivor: str, absorbed: Sequence[str], event_id: str) -> None:
         """The absorbed ids answer to the survivor from now on, and so do the ids merged into
-        them before (their aliases lead to them, and stay: a split gives them back)."""
+        them before (their aliases lead to them, and stay: a split gives them back); an id
+        whose part in this merge a split undid (read before it) stays apart."""
+        ids = [a for a in absorbed if a != survivor]
+        undone = self._undone.find({"_id": {"$in": [_alias_id(a, event_id) for a in ids]}})
+        apart = {d["_id"] async for d in undone}
         await bulk_write(
             self._aliases,
             [
-                UpdateOne({"_id": a}, {"$set": {"survivor": survivor}}, upsert=True)
-                for a in absorbed
-                if a != survivor
+                UpdateOne(
+                    {"_id": _alias_id(a, event_id)},
+                    {"$set": {"absorbed": a, "survivor": survivor, "event_id": event_id}},
+                    upsert=True,
+                )
+                for a in ids
+                if _alias_id(a, event_id) not in apart
             ],
         )
 
-    async def split(self, restored: str) -> None:
+    async def split(self, restored: str, undoes_event_id: str | None) -> None:
         """`restored` is a customer again, with the touches recorded under it and under the ids
-        merged into it; those that move back from the kept profile come again on `journey`."""
-        await self._aliases.delete_one({"_id": restored})
+        merged into it; those that move back from the kept profile come again on `journey`.
+        Only the merge `undoes_event_id` is undone (an alias stored before merges were told
+        apart too); a split that undoes no merge (identifiers moved to a new profile) has
+        nothing to undo here."""
+        if undoes_event_id is None:
+            return
+        undone = _alias_id(restored, undoes_event_id)
+        await self._undone.update_one({"_id": undone}, {"$set": {"at": True}}, upsert=True)
+        await self._aliases.delete_many({"_id": {"$in": [undone, _alias_id(restored, None)]}})
 
     async def erase(self, customers: Sequence[str]) -> None:
         """An erased person leaves the measures: the touches and aliases of every id that reads
@@ -99,7 +131,7 @@ class TouchStore:
             [UpdateOne({"_id": c}, {"$setOnInsert": {"erased": True}}, upsert=True) for c in gone],
         )
         await delete_in(self._touches, "customer_id", gone)
-        await delete_in(self._aliases, "_id", gone)
+        await delete_in(self._aliases, "absorbed", gone)
         await delete_in(self._aliases, "survivor", gone)
 
     async def touches(
@@ -111,7 +143,7 @@ class TouchStore:
             return await self._touches_of(start, end, customer)
         found = await self._read({"occurred_at": {"$gte": start, "$lt": end}})
         # Everyone's touches name most customers: the aliases are read whole, in one query.
-        aliases = {d["_id"]: d["survivor"] async for d in self._aliases.find({})}
+        aliases = _current(await self._aliases.find({}).to_list())
         now = {c: owner_of(aliases, c) for c in {t.customer_id for t in found}}
         return [replace(t, customer_id=now[t.customer_id]) for t in found]
 
@@ -132,22 +164,35 @@ class TouchStore:
 
     async def _aliases_from(self, customers: set[str]) -> dict[str, str]:
         """The aliases on the way from `customers` to whom they answer to now (one query a hop)."""
-        aliases: dict[str, str] = {}
+        found: list[MongoDocument] = []
         asked: set[str] = set()
-        while ahead := {*customers, *aliases.values()} - asked:
+        while ahead := {*customers, *_current(found).values()} - asked:
             asked |= ahead
-            async for d in find_in(self._aliases, "_id", sorted(ahead)):
-                aliases[d["_id"]] = d["survivor"]
-        return aliases
+            found += [d async for d in find_in(self._aliases, "absorbed", sorted(ahead))]
+        return _current(found)
 
     async def _leading_to(self, customers: set[str]) -> set[str]:
         """`customers` and every id whose aliases lead to one of them (one query a hop)."""
         found, ahead = set(customers), set(customers)
         while ahead:
-            merged = find_in(self._aliases, "survivor", sorted(ahead), {"_id": 1})
-            ahead = {d["_id"] async for d in merged} - found
+            merged = find_in(self._aliases, "survivor", sorted(ahead), {"absorbed": 1})
+            ahead = {d["absorbed"] async for d in merged} - found
             found |= ahead
         return found
+
+
+def _alias_id(absorbed: str, event_id: str | None) -> str:
+    """One alias per absorbed id and merge; `absorbed:` for one stored before merges were told
+    apart (customer ids and event ids hold no colon at their end)."""
+    return f"{absorbed}:{event_id or ''}"
+
+
+def _current(aliases: Sequence[MongoDocument]) -> dict[str, str]:
+    """Absorbed id -> survivor. An id merged, split off and merged again has one alias left
+    once every record is read; until then (a merge read before the split that undoes it) the
+    latest event id decides, the same way on every read."""
+    ordered = sorted(aliases, key=lambda d: (d["absorbed"], d.get("event_id") or ""))
+    return {d["absorbed"]: d["survivor"] for d in ordered}
 
 
 def _document(touch: Touch) -> MongoDocument:

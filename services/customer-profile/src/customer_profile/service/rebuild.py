@@ -2,7 +2,8 @@
 
 The topic is the source of truth: replaying it from the earliest offset through the same
 pipeline gives the same profiles (same identifiers, journeys and derived views; customer ids are
-random and differ). Nothing is published while rebuilding, so downstream sees no duplicates.
+derived from the event that created each profile, so they are the same unless partitions arrive
+in another order). Nothing is published while rebuilding, so downstream sees no duplicates.
 The `erasures` topic is read first: events about erased people from before their erasure are
 not rebuilt (the pipeline drops them as it does live), and their keys are deleted again (their
 sealed records cannot be opened anyway once the keys are gone).
