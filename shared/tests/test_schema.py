@@ -47,6 +47,34 @@ def test_serialised_events_validate_against_the_schema() -> None:
         validate_against_schema(json.loads(sample_interaction(kind).model_dump_json()))
 
 
+@pytest.mark.parametrize("file", sorted(p.name for p in SCHEMA_DIRECTORY.glob("*.json")))
+def test_a_field_added_later_in_the_version_is_accepted_by_a_reader_of_the_schema(
+    file: str,
+) -> None:
+    """Readers validate with the published files, and a version may gain optional fields
+    (`hilo.contract.compatibility`): no object of a published schema is closed to them."""
+    closed = [
+        path
+        for path, node in _objects(json.loads((SCHEMA_DIRECTORY / file).read_text()))
+        if node.get("additionalProperties") is False
+    ]
+    event = json.loads(sample_interaction("message").model_dump_json())
+
+    validate_against_schema({**event, "added_later": 1, "payload": {**event["payload"], "x": 2}})
+    assert closed == []
+
+
+def _objects(node: object, path: str = "$") -> list[tuple[str, dict[str, object]]]:
+    if isinstance(node, dict):
+        found = [(path, node)]
+        for key, value in node.items():
+            found += _objects(value, f"{path}.{key}")
+        return found
+    if isinstance(node, list):
+        return [found for i, item in enumerate(node) for found in _objects(item, f"{path}[{i}]")]
+    return []
+
+
 async def test_outbound_commands_validate_sealed_on_the_topic_and_opened() -> None:
     sealer = Sealer(InMemoryKeys(), b"pepper-for-the-schema-test")
     command = sample_command("whatsapp", text="Your order is ready, Ana.")

@@ -17,6 +17,7 @@ from typing import Any
 from customer_profile.records import journey_json_schema, record_json_schema
 from hilo.contract.interaction import SCHEMA_VERSION
 from hilo.contract.schema import (
+    open_schema,
     render_schema,
     sealed_interaction_json_schema,
     sealed_outbound_json_schema,
@@ -70,7 +71,7 @@ def _any_record() -> dict[str, Any]:
 
 
 def _offers() -> dict[str, Any]:
-    return OfferRecord.model_json_schema(mode="serialization")
+    return open_schema(OfferRecord.model_json_schema(mode="serialization"))
 
 
 def _dead_letter(topic: str, again: str = "replay with `customer-profile dlq replay`") -> Message:

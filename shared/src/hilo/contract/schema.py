@@ -24,9 +24,34 @@ SEALED_OUTBOUND_SCHEMA_FILE = f"outbound.sealed.v{OUTBOUND_SCHEMA_VERSION}.schem
 
 
 def published(schema: dict[str, Any], schema_id: str | None = None) -> dict[str, Any]:
-    """A model's JSON Schema as Hilo publishes it: draft 2020-12, with its `$id` when given."""
+    """A model's JSON Schema as Hilo publishes it: draft 2020-12, with its `$id` when given,
+    and open. The models forbid fields they do not know (what Hilo writes is exact), but a
+    published schema is what readers validate with, and a version may gain optional fields
+    (`hilo.contract.compatibility`): a closed object would make a reader refuse them."""
     identity = {"$id": schema_id} if schema_id else {}
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **identity, **schema}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **identity,
+        **open_schema(schema),
+    }
+
+
+def open_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with every `additionalProperties: false` left out (maps of values stay typed)."""
+    opened: dict[str, Any] = _opened(schema)
+    return opened
+
+
+def _opened(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: _opened(value)
+            for key, value in node.items()
+            if not (key == "additionalProperties" and value is False)
+        }
+    if isinstance(node, list):
+        return [_opened(value) for value in node]
+    return node
 
 
 def render_schema(document: dict[str, Any]) -> str:
@@ -96,7 +121,6 @@ SEALED_PART: dict[str, Any] = {
         },
     },
     "required": ["v", "alg", "nonce", "data", "keys"],
-    "additionalProperties": False,
 }
 
 
