@@ -4,6 +4,7 @@ profile service published: hand-built calls and messages whose answer is known b
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from customer_profile.records import ErasureRecord
 from customer_profile.testing import RunningProfileService, running_profile_service
@@ -28,7 +30,7 @@ from hilo.contract import (
 )
 from hilo.kafka import Record
 from hilo.settings import HiloSettings
-from hilo.topics import Topic
+from hilo.topics import Topic, topic_name
 
 ROOT = Path(__file__).resolve().parents[1]
 START = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
@@ -194,3 +196,32 @@ def test_a_split_undoes_its_merge_in_whatever_order_the_records_are_read(
     now = example().current_customers([records[n] for n in order])
 
     assert now == {"a": "d"}
+
+
+async def test_of_two_copies_of_an_entry_the_one_published_later_is_read(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """A split's copy of an entry, keyed by the restored id, sits on another partition than the
+    first copy and may be read before it: the records' timestamps say which is right."""
+    entry = {
+        "id": "e-moved",
+        "customer_id": "c-kept",
+        "occurred_at": START.isoformat(),
+        "channel": "web",
+        "type": "page_view",
+        "payload": {},
+    }
+    journey = topic_name(Topic.JOURNEY, settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        moved = json.dumps({**entry, "customer_id": "c-restored"}).encode()
+        await producer.send_and_wait(journey, moved, key=b"c-restored", timestamp_ms=2_000_000)
+        first = json.dumps(entry).encode()
+        await producer.send_and_wait(journey, first, key=b"c-kept", timestamp_ms=1_000_000)
+    finally:
+        await producer.stop()
+
+    entries = await example().read_journey(settings.kafka_bootstrap_servers, settings.topic_prefix)
+
+    assert [(e.id, e.customer_id) for e in entries] == [("e-moved", "c-restored")]

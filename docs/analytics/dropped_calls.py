@@ -6,8 +6,10 @@
 1. Reads the `journey` topic from the beginning (aiokafka). Only the fields in the clear are
    used (customer id, entry id, time, channel, kind, a call's status, a message's direction),
    so no key store is needed; the sealed personal fields are left sealed.
-2. Keeps the latest record of each entry id: a split publishes the entries it gives back
-   again under the id they now belong to, so the last one is right.
+2. Keeps the latest record of each entry id, by the records' timestamps: a split publishes the
+   entries it gives back again under the id they now belong to, keyed by it, so on another
+   partition than the first copy, which may be read after it: the copy published later is
+   right.
 3. Reads `identity.merges` and files every entry under the customer it belongs to now. A merge
    does not publish the absorbed customer's entries again: they stay under the id they were
    recorded with, and the merge record (`survivor`, `absorbed`) says whose they are now; a
@@ -80,9 +82,11 @@ def entry(value: dict[str, Any]) -> Entry:
     )
 
 
-async def read_to_end(bootstrap_servers: str, topic: str, within: float = 60.0) -> list[Any]:
-    """Every record's JSON value on the topic up to its end as of now, in each partition's
-    order (tombstones left out)."""
+async def read_to_end(
+    bootstrap_servers: str, topic: str, within: float = 60.0
+) -> list[tuple[int, Any]]:
+    """Every record on the topic up to its end as of now, as (timestamp in ms, JSON value), in
+    each partition's order (tombstones left out)."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap_servers,
@@ -90,13 +94,17 @@ async def read_to_end(bootstrap_servers: str, topic: str, within: float = 60.0) 
         enable_auto_commit=False,
     )
     await consumer.start()
-    values: list[Any] = []
+    values: list[tuple[int, Any]] = []
     deadline = time.monotonic() + within
     try:
         ends: dict[TopicPartition, int] = {}
         while time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=500)).values():
-                values += [json.loads(record.value) for record in records if record.value]
+                values += [
+                    (record.timestamp, json.loads(record.value))
+                    for record in records
+                    if record.value
+                ]
             if not ends and consumer.assignment():
                 ends = await consumer.end_offsets(list(consumer.assignment()))
             if ends and all([await consumer.position(p) >= ends[p] for p in ends]):
@@ -142,10 +150,13 @@ def erased_customers(erasures: list[dict[str, Any]]) -> set[str]:
 async def read_journey(bootstrap_servers: str, prefix: str = "") -> list[Entry]:
     """Every entry on `journey`, the latest record per entry id, under its customer now;
     none of an erased customer."""
-    values = await read_to_end(bootstrap_servers, f"{prefix}journey")
-    now = current_customers(await read_to_end(bootstrap_servers, f"{prefix}identity.merges"))
-    erased = erased_customers(await read_to_end(bootstrap_servers, f"{prefix}erasures"))
-    latest = {value["id"]: entry(value) for value in values}
+    records = await read_to_end(bootstrap_servers, f"{prefix}journey")
+    merges = await read_to_end(bootstrap_servers, f"{prefix}identity.merges")
+    erasures = await read_to_end(bootstrap_servers, f"{prefix}erasures")
+    now = current_customers([value for _, value in merges])
+    erased = erased_customers([value for _, value in erasures])
+    by_time = sorted(records, key=lambda record: record[0])  # stable: a partition's order stays
+    latest = {value["id"]: entry(value) for _, value in by_time}
     kept = []
     for found in latest.values():
         owner = now.get(found.customer_id, found.customer_id)

@@ -38,6 +38,7 @@ from hilo.topics import Topic, topic_name
 from journey_analytics.app import create_service
 from journey_analytics.measures import Measures, Touch
 from journey_analytics.settings import AnalyticsSettings
+from journey_analytics.store import TouchStore
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=7)
 PHONE, WHATSAPP, EMAIL = "+34611222333", "34611222333", "ana.lopez@example.com"
@@ -224,6 +225,47 @@ async def test_unreadable_records_are_dead_lettered_and_the_measures_go_on(
     assert all(dict(r.headers)["hilo_error_reason"] == b"unreadable" for r in dead)
     [erasure] = [r for r in dead if r.value == unreadable[1][1]]
     assert dict(erasure.headers)["hilo_error_detail"].startswith(b"TypeError")
+
+
+async def test_of_two_copies_of_an_entry_the_one_published_later_is_measured(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """A split publishes an entry again under the restored id, keyed by it: read from the start
+    the copies may come in either order, and the record's timestamp says which is right."""
+    entry = {
+        "id": "e-moved",
+        "customer_id": "c-kept",
+        "occurred_at": (T0 + timedelta(minutes=1)).isoformat(),
+        "channel": "web",
+        "type": "page_view",
+        "payload": {},
+    }
+    journey = topic_name(Topic.JOURNEY, settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        moved = json.dumps({**entry, "customer_id": "c-restored"}).encode()
+        await producer.send_and_wait(journey, moved, key=b"c-restored", timestamp_ms=2_000_000)
+        first = json.dumps(entry).encode()
+        await producer.send_and_wait(journey, first, key=b"c-kept", timestamp_ms=1_000_000)
+    finally:
+        await producer.stop()
+
+    async with analytics(settings, "analytics-copies") as client:
+        await measures_once(client, lambda m: m.entries == 1)
+        config = settings.model_copy(
+            update={"mongodb_database": f"{settings.mongodb_database}_analytics-copies"}
+        )
+        mongo = create_mongo_client(config)
+        try:
+            store = TouchStore(mongo, config.mongodb_database)
+            stored = await store.touches(T0 - timedelta(days=1), T0 + timedelta(days=1))
+        finally:
+            await mongo.close()
+
+    assert [(t.id, t.customer_id, t.published_ms) for t in stored] == [
+        ("e-moved", "c-restored", 2_000_000)
+    ]
 
 
 async def test_the_measures_need_a_key_and_a_sane_range(

@@ -7,7 +7,7 @@ record. A MongoDB or Kafka failure hands the batch back uncommitted instead."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -64,7 +64,7 @@ def subscribe(
                 await _dead_letter(publisher, topic, record, exc)
                 continue
             if isinstance(change, Touch):
-                touches.append(change)
+                touches.append(replace(change, published_ms=record.timestamp))
             elif change is not None:
                 await store.save(touches)  # what came before a merge or an erasure, first
                 touches = []

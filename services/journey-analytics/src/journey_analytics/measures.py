@@ -89,6 +89,9 @@ class Touch:
     call_id: str | None = None
     """A call's id at its provider: Twilio's status callback and the contact centre's outcome
     of one call are two entries, one contact."""
+    published_ms: int = 0
+    """When its record was published (the Kafka record's timestamp): a split publishes an entry
+    again under the restored id, on another partition, and of two copies the later is right."""
 
     @property
     def inbound(self) -> bool:

@@ -1,7 +1,9 @@
 """The touches, stored once per entry id under the customer id they were recorded with.
 
 Idempotent by construction: a touch is upserted by its entry id (a redelivery rewrites the same
-document; an entry a split publishes again under the restored id replaces the first). Merges are
+document; an entry a split publishes again under the restored id replaces the first, and is not
+replaced by it when the two are read the other way round, from two partitions after a reset:
+the copy published later wins). Merges are
 kept as published, one alias per absorbed id and merge (absorbed -> survivor, with the merge's
 event), and never applied to what is stored: a touch reads as the customer it belongs to now by
 following its recorded id's aliases to the end, when it is read. So:
@@ -26,8 +28,9 @@ from dataclasses import asdict, fields, replace
 from datetime import datetime
 
 from pymongo import ASCENDING, AsyncMongoClient, UpdateOne
+from pymongo.errors import BulkWriteError
 
-from hilo.mongo import MongoDocument, bulk_write, delete_in, find_in
+from hilo.mongo import DUPLICATE_KEY, MongoDocument, bulk_write, delete_in, find_in
 from journey_analytics.measures import Touch
 
 TOUCHES = "analytics_touches"
@@ -81,13 +84,23 @@ class TouchStore:
         aliases = await self._aliases_from(recorded)
         erased = await self._erased_among(recorded | {owner_of(aliases, c) for c in recorded})
         operations = [
-            UpdateOne({"_id": touch.id}, {"$set": _document(touch)}, upsert=True)
+            UpdateOne(
+                {"_id": touch.id, "published_ms": {"$not": {"$gt": touch.published_ms}}},
+                {"$set": _document(touch)},
+                upsert=True,
+            )
             for touch in touches
             if touch.customer_id not in erased
             and owner_of(aliases, touch.customer_id) not in erased
         ]
-        if operations:
+        try:
             await bulk_write(self._touches, operations)
+        except BulkWriteError as exc:
+            # A copy published later is stored: the filter missed it, and the upsert's insert
+            # met its `_id`. Nothing else may fail unseen.
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != DUPLICATE_KEY for error in errors):
+                raise
 
     async def merge(self, survivor: str, absorbed: Sequence[str], event_id: str) -> None:
         """The absorbed ids answer to the survivor from now on, and so do the ids merged into
