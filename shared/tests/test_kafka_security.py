@@ -59,6 +59,10 @@ def test_sasl_over_tls_checks_the_brokers_certificates() -> None:
         ),
         ({"kafka_ssl_cafile": "ca.pem"}, "need HILO_KAFKA_SECURITY_PROTOCOL SSL or SASL_SSL"),
         (
+            {"kafka_sasl_username": "u", "kafka_sasl_password": "p"},
+            "need HILO_KAFKA_SECURITY_PROTOCOL SASL_PLAINTEXT or SASL_SSL",
+        ),
+        (
             {"kafka_security_protocol": "SSL", "kafka_ssl_certfile": "ca.pem"},
             "go together",
         ),
@@ -112,8 +116,9 @@ def secured_listeners(infrastructure: Endpoints) -> SecuredKafka:
 async def test_topics_are_created_published_to_and_read_through_a_secured_listener(
     infrastructure: Endpoints, settings: HiloSettings, protocol: str, mechanism: str
 ) -> None:
-    """The admin client, the services' broker and a direct consumer: the listener refuses each
-    of them without the credentials, and over TLS each checks the broker's certificate."""
+    """The admin client, the services' broker and a direct consumer, each with the credentials
+    (and over TLS checking the broker's certificate) on a listener that takes nothing else
+    (`test_a_wrong_password_is_refused_by_the_broker`)."""
     secured = secured_settings(settings, secured_listeners(infrastructure), protocol, mechanism)
 
     created = await ensure_topics(secured)

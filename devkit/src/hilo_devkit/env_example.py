@@ -84,6 +84,9 @@ MONGO_REPLICA_KEY=
 
 SKIPPED = {"service_name"}
 """Fixed per service by its settings class and by compose."""
+OPTIONAL_SECRETS = {"kafka_sasl_password"}
+"""Secrets only some deployments have (a managed Kafka's): commented out, like a default, and
+not filled with a random value for `make run`."""
 
 
 def default_text(field: FieldInfo) -> str | None:
@@ -119,7 +122,7 @@ def section(
         setting = variable(name, field)
         env = (renamed or {}).get(setting, setting)
         default = default_text(field)
-        to_set = default is None or is_secret(field)
+        to_set = default is None or (is_secret(field) and name not in OPTIONAL_SECRETS)
         if to_set and env in written:
             lines.append(f"# {env}: set above, for {written[env]} too")
             continue

@@ -182,6 +182,11 @@ class HiloSettings(BaseSettings):
                 f"HILO_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
                 "HILO_KAFKA_SASL_USERNAME and HILO_KAFKA_SASL_PASSWORD"
             )
+        if not sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
+            raise ValueError(
+                "HILO_KAFKA_SASL_USERNAME and _PASSWORD need HILO_KAFKA_SECURITY_PROTOCOL "
+                "SASL_PLAINTEXT or SASL_SSL (they would be left unused)"
+            )
         tls = self.kafka_security_protocol.endswith("SSL")
         files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
         if not tls and any(files):
