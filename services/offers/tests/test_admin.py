@@ -310,6 +310,53 @@ async def test_a_catalogue_lost_with_its_database_is_taken_back_from_the_topic(
     assert set(book.promotions) == {"gold-10"}
 
 
+async def test_a_version_an_older_backup_holds_as_unpublished_is_not_sent_again(
+    settings: HiloSettings, topics: list[str], mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    """Restored from a backup taken between storing version 1 and publishing it: version 1 is on
+    the topic, and 2 after it. Sent again, it would come last and compaction would keep its
+    older price for every new reader."""
+    async with running_offers(settings) as before:
+        await before.call("PUT", "/v1/prices", json=PRICES[:1])
+        await before.call("PUT", "/v1/prices", json=[{**PRICES[0], "amount": "120.00"}])
+        await before.caught_up_to(2)
+    database = mongo_client[settings.mongodb_database]
+    await database["offers_changes"].delete_one({"_id": 2})
+    await database["offers_changes"].update_one({"_id": 1}, {"$set": {"published": False}})
+    await database["offers_heads"].drop()
+    on_topic = len(await published(settings))
+
+    async with running_offers(settings) as after:
+
+        async def restored() -> list[dict[str, Any]]:
+            return await after.versions()
+
+        history = await eventually(restored, until=lambda found: len(found) == 2)
+        price = await after.call("GET", "/v1/prices/SKU-1")
+        change = await after.call("PUT", "/v1/prices", json=PRICES[2:])
+
+    assert [(v["version"], v["published"]) for v in history] == [(2, True), (1, True)]
+    assert (price[0]["version"], price[0]["in_force"]["amount"]) == (2, "120.00")
+    assert change["version"] == 3
+    assert len(await published(settings)) == on_topic + 1, "version 3 alone went out"
+
+
+async def test_no_change_is_numbered_before_the_topic_was_read(
+    settings: HiloSettings, topics: list[str], mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    """Until the topic is read, the catalogue cannot know whether it is behind: a change then
+    is refused (503, try again), not numbered from what may be a lost database."""
+    service = create_service(offers_settings(settings))  # not started: the topic is unread
+    transport = httpx.ASGITransport(app=service.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://offers") as http:
+        answer = await http.put("/v1/prices", json=PRICES[:1], headers={"X-API-Key": ADMIN_API_KEY})
+
+    assert answer.status_code == 503
+    assert "still being read" in answer.json()["detail"]
+    assert answer.headers["retry-after"] == "2"
+    assert await mongo_client[settings.mongodb_database]["offers_changes"].count_documents({}) == 0
+
+
 async def test_changes_need_an_admin_key_which_a_channel_does_not_hold(
     offers: RunningOffers,
 ) -> None:

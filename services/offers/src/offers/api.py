@@ -62,7 +62,13 @@ from offers.changes import (
 )
 from offers.outbox import Outbox
 from offers.profiles import CustomerNotFound, CustomerProfiles, ProfileUnavailable
-from offers.store import Build, OffersStore, RecordsTooLarge, VersionContention
+from offers.store import (
+    Build,
+    CatalogueLoading,
+    OffersStore,
+    RecordsTooLarge,
+    VersionContention,
+)
 
 MAX_PRICES = 100
 """Prices per change: each record carries its whole schedule, and one version is one MongoDB
@@ -253,7 +259,10 @@ CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": ChangeAnswer, "description": "Stored; the outbox publishes it shortly."},
     413: {"description": "A record of the change would be larger than Kafka takes."},
     422: {"description": "Invalid: the fields are named, their values are not echoed."},
-    503: {"description": "MongoDB busy with other changes; nothing stored, try again."},
+    503: {
+        "description": "MongoDB busy with other changes, or the offers topic still being read "
+        "at start; nothing stored, try again."
+    },
 }
 
 admin = APIRouter(prefix="/v1", tags=["admin"])
@@ -404,6 +413,10 @@ async def _commit(
         raise HTTPException(status_code=413, detail=str(exc)) from None
     except VersionContention:
         raise HTTPException(status_code=503, detail="too many changes at once; try again") from None
+    except CatalogueLoading as exc:
+        raise HTTPException(
+            status_code=503, detail=str(exc), headers={"Retry-After": "2"}
+        ) from None
     await state.outbox.try_publish()
     published = await _published(state, change)
     answer = ChangeAnswer(

@@ -13,6 +13,7 @@ import structlog
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
 
 from hilo.asyncapi import asyncapi_router
 from hilo.auth import require_api_key
@@ -22,7 +23,6 @@ from hilo.health import Check, health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, create_broker
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.offers.book import OffersFollower
-from hilo.offers.model import OfferRecord
 from hilo.settings import HiloSettings
 from hilo.shutdown import cancelled, shut_down
 from hilo.topics import ensure_topics
@@ -30,7 +30,7 @@ from offers.api import ApiState, create_api
 from offers.outbox import Outbox
 from offers.profiles import CustomerProfiles
 from offers.settings import OffersSettings
-from offers.store import OffersStore
+from offers.store import OffersStore, TopicState
 
 log = structlog.get_logger(__name__)
 
@@ -96,19 +96,27 @@ def create_app(settings: OffersSettings) -> FastAPI:
     return create_service(settings).app
 
 
-def _topic_head(follower: OffersFollower) -> tuple[int, list[OfferRecord]] | None:
+def _topic_head(follower: OffersFollower) -> TopicState | None:
     """What the topic holds, once the follower read it to its end."""
     if not follower.ready.is_set():
         return None
-    return follower.book.version, follower.book.records()
+    return TopicState(follower.book.highest_read, follower.book.records)
 
 
-async def _catch_up_with_topic(service: OffersService) -> None:
-    """Once the topic is read: a catalogue behind it takes what it holds (`OffersStore`)."""
+async def _catch_up_then_publish(service: OffersService, seconds: float) -> None:
+    """Once the topic is read, leave the catalogue nothing behind it (`OffersStore`), then run
+    the outbox: before that it could put a version a backup left unpublished after newer ones."""
     await service.follower.ready.wait()
-    book = service.follower.book
-    if await service.store.catch_up_with(book.version, book.records()):
-        log.warning("offers_catalogue_behind_topic_restored", version=book.version)
+    while True:
+        topic = _topic_head(service.follower)
+        try:
+            if topic is not None and await service.store.catch_up_with(topic):
+                log.warning("offers_catalogue_behind_topic_restored", version=topic.version)
+            break
+        except PyMongoError as exc:
+            log.warning("offers_catch_up_failed", error=type(exc).__name__)
+            await asyncio.sleep(seconds)
+    await service.outbox.run(seconds)
 
 
 def _loaded(follower: OffersFollower) -> Check:
@@ -146,11 +154,8 @@ async def start(service: OffersService) -> None:
     await service.follower.start()
     service.background.append(
         asyncio.create_task(
-            service.outbox.run(settings.offers_outbox_seconds), name="offers-outbox"
+            _catch_up_then_publish(service, settings.offers_outbox_seconds), name="offers-outbox"
         )
-    )
-    service.background.append(
-        asyncio.create_task(_catch_up_with_topic(service), name="offers-catch-up")
     )
     log.info("offers_started")
 

@@ -15,14 +15,16 @@ the same SKU at once cannot lose either price, whichever instance each one reach
 
 The `offers` topic holds the latest record of every key too (compacted). A catalogue behind it
 (the database lost, or restored from an older backup) would number its next versions below what
-every reader holds, and every reader would ignore them: `catch_up_with` stores what the topic
-holds as one version first, and a change made before that numbers after the topic anyway
-(`commit` with a `topic`).
+every reader holds, and every reader would ignore them; versions a backup holds as unpublished
+would go out again after newer ones, and compaction would keep them. So nothing is numbered
+before the topic was read to its end (`commit` refuses with `CatalogueLoading`), and
+`catch_up_with` takes back what the topic holds first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pymongo import AsyncMongoClient, UpdateOne
@@ -39,14 +41,29 @@ HEADS = "offers_heads"
 LOCKS = "offers_locks"
 COMMIT_ATTEMPTS = 20
 
-TopicHead = Callable[[], tuple[int, list[OfferRecord]] | None]
-"""The highest version on the `offers` topic and its records, once read to its end; None
-before."""
+
+@dataclass(frozen=True)
+class TopicState:
+    """What the `offers` topic holds, once read to its end."""
+
+    version: int
+    """The highest version on it, whole or not (a version Kafka took half of counts)."""
+    records: Callable[[], list[OfferRecord]]
+    """Each key's latest record (asked for only when the catalogue is behind)."""
+
+
+TopicHead = Callable[[], TopicState | None]
+"""The topic's state; None until it was read to its end."""
+NO_TOPIC: TopicHead = lambda: TopicState(0, list)  # noqa: E731 - a store alone: tools, tests
 RESTORED_BY = "restored from the offers topic"
 
 Build = Callable[[int, dict[str, OfferRecord]], list[OfferRecord]]
 """Given the version number and the current records of the keys, the version's records (or an
 exception, and nothing is stored)."""
+
+
+class CatalogueLoading(RuntimeError):
+    """The topic is not read to its end yet: nothing may be numbered before it is."""
 
 
 class VersionContention(RuntimeError):
@@ -64,7 +81,7 @@ class OffersStore:
         database: str,
         *,
         max_record_bytes: int,
-        topic: TopicHead = lambda: None,
+        topic: TopicHead = NO_TOPIC,
     ) -> None:
         db = client[database]
         self._topic = topic
@@ -84,9 +101,11 @@ class OffersStore:
         Whatever `build` raises propagates and nothing is stored.
         """
         for _ in range(COMMIT_ATTEMPTS):
+            if (topic := self._topic()) is None:
+                raise CatalogueLoading("the offers topic is still being read: try again")
             head = await self.head_version()
-            if (topic := self._topic()) is not None and topic[0] > head:
-                await self.catch_up_with(*topic)
+            if topic.version > head:
+                await self.catch_up_with(topic)
                 continue
             await self.settle(upto=head)
             current = await self.current(keys)
@@ -111,20 +130,30 @@ class OffersStore:
                     f"{self._max_record_bytes}"
                 )
 
-    async def catch_up_with(self, version: int, records: Sequence[OfferRecord]) -> bool:
-        """Store what the topic holds (its highest `version`, the latest `records` of its keys)
-        as that version, published already, when the catalogue is behind it; whether it was.
-        The heads take each record newer than theirs, and the next change numbers after it."""
-        if await self.head_version() >= version:
-            return False
-        change = Change(
-            version=version, at=datetime.now(UTC), by=RESTORED_BY, records=tuple(records)
+    async def catch_up_with(self, topic: TopicState) -> bool:
+        """Leave nothing behind the topic; whether the catalogue was behind it.
+
+        Versions below the topic's highest are on it (or were overtaken there) even if the
+        catalogue says otherwise (a backup taken before they went out): they are marked
+        published, so that none goes out again after newer ones. A catalogue behind the topic
+        takes each key's latest record into its heads (where newer than theirs), then a marker
+        version numbered as the topic's highest, which the next change numbers after. The
+        marker holds no records: a whole catalogue would not fit in one document."""
+        await self.changes.update_many(
+            {"_id": {"$lt": topic.version}, "published": False}, {"$set": {"published": True}}
         )
+        if await self.head_version() >= topic.version:
+            return False
+        await self._settle_records(topic.records())
+        marker = {
+            **_document(Change(topic.version, datetime.now(UTC), RESTORED_BY, ())),
+            "published": True,
+            "settled": True,
+        }
         try:
-            await self.changes.insert_one({**_document(change), "published": True})
+            await self.changes.insert_one(marker)
         except DuplicateKeyError:
             return False  # another instance, or a change, took it meanwhile
-        await self._settle(change)
         return True
 
     async def head_version(self) -> int:
@@ -154,13 +183,17 @@ class OffersStore:
 
     async def _settle(self, change: Change) -> None:
         """Each key's head becomes this version's record unless a later one is there already."""
+        await self._settle_records(change.records)
+        await self.changes.update_one({"_id": change.version}, {"$set": {"settled": True}})
+
+    async def _settle_records(self, records: Sequence[OfferRecord]) -> None:
         operations = [
             UpdateOne(
                 {"_id": record.key, "version": {"$lt": record.version}},
                 {"$set": _head(record)},
                 upsert=True,
             )
-            for record in change.records
+            for record in records
         ]
         try:
             await bulk_write(self.heads, operations)
@@ -169,7 +202,6 @@ class OffersStore:
             # insert collides with the existing key, which is what "leave it" looks like.
             if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
                 raise
-        await self.changes.update_one({"_id": change.version}, {"$set": {"settled": True}})
 
     async def unpublished(self, limit: int = 100) -> list[Change]:
         """The oldest versions not yet on the topic, in version order."""

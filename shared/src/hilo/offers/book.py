@@ -64,6 +64,12 @@ class OffersBook:
     def catching_up(self) -> bool:
         return self._catching_up
 
+    @property
+    def highest_read(self) -> int:
+        """The highest version read, whole or not: a version Kafka took half of is on the topic
+        although it never applies."""
+        return max(self._version, self._highest_read)
+
     def records(self) -> list[OfferRecord]:
         """The latest record of every key read so far: what the topic holds once caught up."""
         return list(self._records.values())
