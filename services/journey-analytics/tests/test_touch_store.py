@@ -3,15 +3,19 @@ erasures applied, and an erased person's entries read again are not stored again
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
 from pymongo import AsyncMongoClient
 
-from hilo.mongo import MongoDocument
+from hilo.mongo import MongoDocument, find_in
 from hilo.settings import HiloSettings
+from journey_analytics import store as store_module
 from journey_analytics.measures import Touch
-from journey_analytics.store import ALIASES, TOUCHES, TouchStore
+from journey_analytics.store import ALIASES, TOUCHES, UNDONE, TouchStore
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 RANGE = (T0 - timedelta(days=1), T0 + timedelta(days=1))
@@ -147,6 +151,49 @@ async def test_a_split_read_late_does_not_undo_a_later_merge_of_the_same_id(
 
         assert await owners(store) == {"e1": "d", "e2": "b", "e3": "d"}, order
         await mongo_client.drop_database(database)
+
+
+async def test_a_merge_and_the_split_undoing_it_read_at_once_by_two_instances(
+    settings: HiloSettings,
+    mongo_client: AsyncMongoClient[MongoDocument],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The merge and its split sit on two partitions, which two instances may read at the same
+    moment: here the other instance's split runs whole between the merge's write and its read
+    of the undoings, and a's touches must still end up a's."""
+    store = TouchStore(mongo_client, settings.mongodb_database)
+    other = TouchStore(mongo_client, settings.mongodb_database)
+    await store.save([touch(1, "a"), touch(2, "b")])
+    real_find_in = find_in
+
+    def split_meanwhile(
+        collection: Any, field: str, values: Any, projection: Any = None
+    ) -> AsyncIterator[MongoDocument]:
+        async def found() -> AsyncIterator[MongoDocument]:
+            if collection.name == UNDONE:
+                await other.split("a", "m1")
+            async for document in real_find_in(collection, field, values, projection):
+                yield document
+
+        return found()
+
+    monkeypatch.setattr(store_module, "find_in", split_meanwhile)
+    await store.merge("b", ["a"], "m1")
+
+    assert await owners(store) == {"e1": "a", "e2": "b"}
+
+
+async def test_while_a_split_is_unread_the_later_merge_of_an_id_decides(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    """a merged into b, split off, merged into d; the split not read yet: a reads as d's, the
+    later merge by its event's time (event ids are random and tell nothing of time)."""
+    store = TouchStore(mongo_client, settings.mongodb_database)
+    await store.save([touch(1, "a")])
+    await store.merge("d", ["a"], "m1-later", T0 + timedelta(hours=2))
+    await store.merge("b", ["a"], "m9-earlier", T0)
+
+    assert await owners(store) == {"e1": "d"}
 
 
 async def test_aliases_stored_by_the_previous_version_still_lead_and_split(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -78,6 +79,7 @@ class Merge:
     survivor: str
     absorbed: list[str]
     event_id: str
+    occurred_at: datetime
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,8 @@ def _read(topic: Topic, value: bytes | None) -> Change:
         return Erasure([_text(document["customer_id"]), *map(_text, document.get("aliases", []))])
     if document["type"] == "merge":
         absorbed = [*map(_text, document["absorbed"])]
-        return Merge(_text(document["survivor"]), absorbed, _text(document["event_id"]))
+        at = datetime.fromisoformat(_text(document["occurred_at"]))
+        return Merge(_text(document["survivor"]), absorbed, _text(document["event_id"]), at)
     if document["type"] == "split":
         undoes = document.get("undoes_event_id")
         return Split(_text(document["restored"]), None if undoes is None else _text(undoes))
@@ -136,7 +139,7 @@ def _key(value: object) -> None:
 
 async def _apply(store: TouchStore, change: Merge | Split | Erasure) -> None:
     if isinstance(change, Merge):
-        await store.merge(change.survivor, change.absorbed, change.event_id)
+        await store.merge(change.survivor, change.absorbed, change.event_id, change.occurred_at)
     elif isinstance(change, Split):
         await store.split(change.restored, change.undoes_event_id)
     else:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pymongo import ASCENDING, AsyncMongoClient, UpdateOne
 from pymongo.errors import BulkWriteError
@@ -33,6 +33,7 @@ from pymongo.errors import BulkWriteError
 from hilo.mongo import DUPLICATE_KEY, MongoDocument, bulk_write, delete_in, find_in
 from journey_analytics.measures import Touch
 
+EARLIEST = datetime.min.replace(tzinfo=UTC)
 TOUCHES = "analytics_touches"
 ALIASES = "analytics_aliases"
 UNDONE = "analytics_undone_merges"
@@ -102,25 +103,31 @@ class TouchStore:
             if any(error.get("code") != DUPLICATE_KEY for error in errors):
                 raise
 
-    async def merge(self, survivor: str, absorbed: Sequence[str], event_id: str) -> None:
+    async def merge(
+        self,
+        survivor: str,
+        absorbed: Sequence[str],
+        event_id: str,
+        occurred_at: datetime | None = None,
+    ) -> None:
         """The absorbed ids answer to the survivor from now on, and so do the ids merged into
         them before (their aliases lead to them, and stay: a split gives them back); an id
-        whose part in this merge a split undid (read before it) stays apart."""
-        ids = [a for a in absorbed if a != survivor]
-        undone = self._undone.find({"_id": {"$in": [_alias_id(a, event_id) for a in ids]}})
-        apart = {d["_id"] async for d in undone}
+        whose part in this merge a split undid (read before it) stays apart.
+
+        The alias is written first and the undoings read after, as a split writes its undoing
+        first and deletes after: of a merge and its split read at once by two instances, one
+        always sees the other's write."""
+        aliases = {_alias_id(a, event_id): a for a in absorbed if a != survivor}
+        alias = {"survivor": survivor, "event_id": event_id, "occurred_at": occurred_at}
         await bulk_write(
             self._aliases,
             [
-                UpdateOne(
-                    {"_id": _alias_id(a, event_id)},
-                    {"$set": {"absorbed": a, "survivor": survivor, "event_id": event_id}},
-                    upsert=True,
-                )
-                for a in ids
-                if _alias_id(a, event_id) not in apart
+                UpdateOne({"_id": key}, {"$set": {"absorbed": a, **alias}}, upsert=True)
+                for key, a in aliases.items()
             ],
         )
+        undone = [d["_id"] async for d in find_in(self._undone, "_id", aliases, {"_id": 1})]
+        await delete_in(self._aliases, "_id", undone)
 
     async def split(self, restored: str, undoes_event_id: str | None) -> None:
         """`restored` is a customer again, with the touches recorded under it and under the ids
@@ -203,9 +210,19 @@ def _alias_id(absorbed: str, event_id: str | None) -> str:
 def _current(aliases: Sequence[MongoDocument]) -> dict[str, str]:
     """Absorbed id -> survivor. An id merged, split off and merged again has one alias left
     once every record is read; until then (a merge read before the split that undoes it) the
-    latest event id decides, the same way on every read."""
-    ordered = sorted(aliases, key=lambda d: (d["absorbed"], d.get("event_id") or ""))
-    return {d["absorbed"]: d["survivor"] for d in ordered}
+    later merge decides, by the time of the event that made it. An alias written by the
+    previous version (`_id` the absorbed id) reads as one of no time."""
+    ordered = sorted(aliases, key=_merged_when)
+    return {_absorbed(d): str(d["survivor"]) for d in ordered}
+
+
+def _absorbed(alias: MongoDocument) -> str:
+    return str(alias.get("absorbed", alias["_id"]))
+
+
+def _merged_when(alias: MongoDocument) -> tuple[str, datetime, str]:
+    at: datetime = alias.get("occurred_at") or EARLIEST
+    return _absorbed(alias), at, str(alias.get("event_id") or "")
 
 
 def _document(touch: Touch) -> MongoDocument:
