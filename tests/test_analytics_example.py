@@ -31,6 +31,7 @@ from hilo.contract import (
 from hilo.kafka import Record
 from hilo.settings import HiloSettings
 from hilo.topics import Topic, topic_name
+from hilo_devkit.local_infra import Endpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 START = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
@@ -225,3 +226,29 @@ async def test_of_two_copies_of_an_entry_the_one_published_later_is_read(
     entries = await example().read_journey(settings.kafka_bootstrap_servers, settings.topic_prefix)
 
     assert [(e.id, e.customer_id) for e in entries] == [("e-moved", "c-restored")]
+
+
+async def test_a_broker_that_takes_only_sasl_over_tls_is_read_with_the_deployments_variables(
+    infrastructure: Endpoints, profile: RunningProfileService, settings: HiloSettings
+) -> None:
+    """A managed Kafka: the example reads the topics through the local broker's SASL_SSL
+    listener, configured as the services are, from HILO_KAFKA_* variables."""
+    secured = infrastructure.kafka_secured
+    if secured is None:
+        pytest.skip("the broker is not the local one, whose secured listeners this test uses")
+    await profile.publish(JOURNEYS)
+    await profile.wait_for_entries(len(JOURNEYS))
+    dropped_calls = example()
+    user, password = secured.user
+    security = dropped_calls.security_from(
+        {
+            "HILO_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "HILO_KAFKA_SASL_USERNAME": user,
+            "HILO_KAFKA_SASL_PASSWORD": password,
+            "HILO_KAFKA_SSL_CAFILE": secured.cafile,
+        }
+    )
+
+    entries = await dropped_calls.read_journey(secured.sasl_ssl, settings.topic_prefix, **security)
+
+    assert len(entries) == len(JOURNEYS)

@@ -3,6 +3,10 @@
     python docs/analytics/dropped_calls.py --bootstrap-servers localhost:29092 \
         [--topic-prefix ""] [--hours 24] [--parquet journey.parquet]
 
+A managed Kafka is reached as the deployment's services reach it, from the same environment
+variables: HILO_KAFKA_SECURITY_PROTOCOL (SASL_SSL, SSL, SASL_PLAINTEXT), HILO_KAFKA_SASL_MECHANISM,
+HILO_KAFKA_SASL_USERNAME, HILO_KAFKA_SASL_PASSWORD and HILO_KAFKA_SSL_CAFILE.
+
 1. Reads the `journey` topic from the beginning (aiokafka). Only the fields in the clear are
    used (customer id, entry id, time, channel, kind, a call's status, a message's direction),
    so no key store is needed; the sealed personal fields are left sealed.
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 from dataclasses import astuple, dataclass, replace
 from datetime import datetime
@@ -40,6 +45,7 @@ from typing import Any
 
 import duckdb
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.helpers import create_ssl_context
 
 COLUMNS = "id VARCHAR, customer_id VARCHAR, occurred_at TIMESTAMPTZ, channel VARCHAR, kind VARCHAR, status VARCHAR, direction VARCHAR"  # noqa: E501
 CONTINUED = """
@@ -82,14 +88,31 @@ def entry(value: dict[str, Any]) -> Entry:
     )
 
 
+def security_from(environment: dict[str, str]) -> dict[str, Any]:
+    """aiokafka's security arguments from the deployment's HILO_KAFKA_* variables."""
+    protocol = environment.get("HILO_KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT"
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.startswith("SASL_"):
+        options |= {
+            "sasl_mechanism": environment.get("HILO_KAFKA_SASL_MECHANISM") or "PLAIN",
+            "sasl_plain_username": environment["HILO_KAFKA_SASL_USERNAME"],
+            "sasl_plain_password": environment["HILO_KAFKA_SASL_PASSWORD"],
+        }
+    if protocol.endswith("SSL"):
+        cafile = environment.get("HILO_KAFKA_SSL_CAFILE") or None
+        options["ssl_context"] = create_ssl_context(cafile=cafile)
+    return options
+
+
 async def read_to_end(
-    bootstrap_servers: str, topic: str, within: float = 60.0
+    bootstrap_servers: str, topic: str, within: float = 60.0, **security: Any
 ) -> list[tuple[int, Any]]:
     """Every record on the topic up to its end as of now, as (timestamp in ms, JSON value), in
     each partition's order (tombstones left out)."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap_servers,
+        **security,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
@@ -147,12 +170,12 @@ def erased_customers(erasures: list[dict[str, Any]]) -> set[str]:
     return {erased for record in erasures for erased in (record["customer_id"], *record["aliases"])}
 
 
-async def read_journey(bootstrap_servers: str, prefix: str = "") -> list[Entry]:
+async def read_journey(bootstrap_servers: str, prefix: str = "", **security: Any) -> list[Entry]:
     """Every entry on `journey`, the latest record per entry id, under its customer now;
     none of an erased customer."""
-    records = await read_to_end(bootstrap_servers, f"{prefix}journey")
-    merges = await read_to_end(bootstrap_servers, f"{prefix}identity.merges")
-    erasures = await read_to_end(bootstrap_servers, f"{prefix}erasures")
+    records = await read_to_end(bootstrap_servers, f"{prefix}journey", **security)
+    merges = await read_to_end(bootstrap_servers, f"{prefix}identity.merges", **security)
+    erasures = await read_to_end(bootstrap_servers, f"{prefix}erasures", **security)
     now = current_customers([value for _, value in merges])
     erased = erased_customers([value for _, value in erasures])
     by_time = sorted(records, key=lambda record: record[0])  # stable: a partition's order stays
@@ -188,7 +211,8 @@ def main() -> None:
     parser.add_argument("--hours", type=int, default=24)
     parser.add_argument("--parquet", type=Path, default=Path("journey.parquet"))
     args = parser.parse_args()
-    entries = asyncio.run(read_journey(args.bootstrap_servers, args.topic_prefix))
+    security = security_from(dict(os.environ))
+    entries = asyncio.run(read_journey(args.bootstrap_servers, args.topic_prefix, **security))
     to_parquet(entries, args.parquet)
     dropped, continued = dropped_calls_continued(args.parquet, args.hours)
     share = f"{continued / dropped:.0%}" if dropped else "n/a"
