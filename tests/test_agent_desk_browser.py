@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import Page, Route, async_playwright, expect
@@ -356,3 +357,57 @@ def store_order(receipt: str, customer: Identifiers, *, minutes_ago: float) -> I
         ),
         occurred_at=datetime.now(UTC) - timedelta(minutes=minutes_ago),
     )
+
+
+async def test_a_resync_while_a_reply_is_being_written_keeps_it(
+    settings: HiloSettings, topics: list[str], page: Page
+) -> None:
+    """The desk restarted (or another instance answered the stream): the page cannot resume
+    and would reload, but not over a reply being written."""
+
+    async def from_another_desk(route: Route) -> None:
+        # The stream of a desk since gone: its position names another epoch, and the browser
+        # reconnects with it (Last-Event-ID) after the `retry` asked for.
+        body = "retry: 3000\nid: another-epoch:1\nevent: tick\ndata: {}\n\n"
+        await route.fulfill(status=200, content_type="text/event-stream", body=body)
+
+    async with desk_stack(settings) as stack:
+        await stack.profile.publish(history())
+        await stack.profile.wait_for_entries(2)
+        await page.route(re.compile(r".*/live\?.*"), from_another_desk, times=1)
+        await sign_in(page, stack.desk_url)
+        await page.get_by_role("searchbox", name="Find a customer").fill(PHONE)
+        await page.get_by_role("button", name="Find").click()
+        await page.get_by_role("textbox", name="Message").fill("Your shoes are ready")
+        await expect(page.locator("#live-state")).to_have_text(
+            "not live: reload once your reply is sent", timeout=20_000
+        )
+        await expect(page.get_by_role("textbox", name="Message")).to_have_value(
+            "Your shoes are ready"
+        )
+
+
+async def test_template_parameters_go_one_per_line_commas_and_all(
+    settings: HiloSettings, topics: list[str], page: Page
+) -> None:
+    """A price ("59,90 €") and an address ("Calle Mayor, 5") are one parameter each."""
+    sent: list[Any] = []
+
+    async def keep(route: Route) -> None:
+        sent.append(route.request.post_data_json)
+        await route.continue_()
+
+    async with desk_stack(settings) as stack:
+        await stack.profile.publish(history())
+        await stack.profile.wait_for_entries(2)
+        await sign_in_and_find(page, stack.desk_url)
+        await page.route("**/replies", keep)
+        await page.get_by_label("Channel").select_option("sms")
+        await page.locator("#template-box").evaluate("box => { box.open = true; }")
+        await page.get_by_label("Template name").fill("order_ready")
+        await page.get_by_label("Parameters (one per line)").fill("59,90 €\nCalle Mayor, 5\n")
+        await page.get_by_role("textbox", name="Message").fill("Ready")
+        await page.get_by_role("button", name="Send").click()
+        await expect(page.locator("#reply-result")).to_have_text("Queued on SMS.")
+
+    assert [body["template_parameters"] for body in sent] == [["59,90 €", "Calle Mayor, 5"]]

@@ -186,6 +186,64 @@ async def test_nothing_is_readable_without_signing_in_and_forms_need_their_token
     assert after.status_code == 303
 
 
+async def test_a_person_reads_a_refusal_as_a_page_and_signs_out_from_a_stale_tab(
+    running: Stack,
+) -> None:
+    """An erased customer's link, an expired form or a search too long: the agent reads a page
+    of the desk saying so, not JSON. Signing out from a tab rendered before the last sign-in
+    still signs the terminal out."""
+    async with signed_in(running.desk_url) as client:
+        stale = await client.get("/")
+        gone = await client.get("/customers/0000000000000000000000000000dead")
+        expired = await client.post("/search", data={"q": "ana@example.com", "csrf": "old"})
+        too_long = await client.post("/search", data={"q": "x" * 301, "csrf": csrf_of(stale.text)})
+        script = await client.get(
+            "/customers/0000000000000000000000000000dead/panels",
+            headers={"Accept": "application/json"},
+        )
+        form = await client.get("/login")  # signing in again, in another tab
+        data = {"agent": AGENT, "password": PASSWORD, "csrf": csrf_of(form.text)}
+        assert (await client.post("/login", data=data)).status_code == 303
+        out = await client.post("/logout", data={"csrf": csrf_of(stale.text)})
+        after = await client.get("/")
+
+    for page, status in ((gone, 404), (expired, 403), (too_long, 422)):
+        assert page.status_code == status
+        assert page.headers["content-type"].startswith("text/html")
+        assert 'role="alert"' in page.text
+        assert 'action="/logout"' in page.text, "the page still offers to sign out"
+    assert "no customer with this id" in gone.text
+    assert "the form expired; reload the page" in expired.text
+    assert script.json() == {"detail": "no customer with this id"}, "scripts still get JSON"
+    assert out.status_code == 303
+    assert after.status_code == 303, "signed out"
+
+
+async def test_a_status_rendered_with_the_page_is_one_the_live_feed_cannot_step_back_from(
+    running: Stack,
+) -> None:
+    """The page's script folds statuses by rank, as the desk does: it reads the rendered one
+    from the chip, so a late "sent" cannot turn a "failed" back (desk.js `setStatus`)."""
+    svc = running.profile
+    sent = MessageExchanged(
+        direction=Direction.OUTBOUND, text="Your shoes are ready", provider_message_id="wa-7"
+    )
+    reply = event("reply-7", "whatsapp", Identifiers(phone=PHONE), sent, ago=timedelta(minutes=2))
+    not_delivered = MessageStatusChanged(
+        provider_message_id="wa-7", status=DeliveryStatus.FAILED, error="131047"
+    )
+    failed = event(
+        "status-7", "whatsapp", Identifiers(phone=PHONE), not_delivered, ago=timedelta(minutes=1)
+    )
+    await svc.publish([reply, failed])
+    await svc.wait_for_entries(2)
+    customer = await svc.customer_of("phone", PHONE)
+    async with signed_in(running.desk_url) as client:
+        page = await client.get(f"/customers/{customer}")
+
+    assert 'data-status data-value="failed" data-error="131047"' in page.text
+
+
 async def test_pages_with_personal_data_are_never_cached_nor_framed(running: Stack) -> None:
     """A shop terminal: after signing out, Back or the cache must not show the customer."""
     ana = await customer_who_wrote(running.profile)

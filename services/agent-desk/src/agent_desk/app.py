@@ -33,11 +33,17 @@ from uuid import UUID
 
 import structlog
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field, ValidationError
 from pymongo.errors import PyMongoError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp
@@ -90,6 +96,7 @@ PAGE_SIZE = 50
 PROFILES_DOWN = "The customer profile service is not answering. Try again in a moment."
 LINK_REFUSED = "This link is not valid any more: open the customer again from the inbox or search"
 SIGN_IN_REFUSED = "Unknown agent or wrong password."
+FORM_REFUSED = "The form was not complete, or too long: go back and try again."
 TOO_MANY_TRIES = (
     "Too many failed sign-ins for this agent or from this address. "
     "Wait five minutes, then try again."
@@ -302,6 +309,24 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
             return page
         return JSONResponse({"error": message}, status_code=400)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def refused_page(request: Request, exc: StarletteHTTPException) -> Response:
+        """A person navigating reads a page (no such customer, a form that expired), not
+        JSON; the page's scripts and the stream get FastAPI's answer as before."""
+        if not _wants_html(request):
+            return await http_exception_handler(request, exc)
+        page = _page(desk, request, "error.html", message=str(exc.detail))
+        page.status_code = exc.status_code
+        return page
+
+    @app.exception_handler(RequestValidationError)
+    async def incomplete_form(request: Request, exc: RequestValidationError) -> Response:
+        if not _wants_html(request):
+            return await request_validation_exception_handler(request, exc)
+        page = _page(desk, request, "error.html", message=FORM_REFUSED)
+        page.status_code = 422
+        return page
+
     @app.exception_handler(ProfileUnavailable)
     async def unavailable(request: Request, _exc: ProfileUnavailable) -> Response:
         log.warning("desk_profiles_unavailable", path=request.url.path.split("/")[1])
@@ -355,9 +380,10 @@ def _session_routes(app: FastAPI) -> None:
         request: Request,
         desk: DeskDep,
         _agent: Agent,
-        csrf: Annotated[str, Form(max_length=200)] = "",
     ) -> Response:
-        check_csrf(request, csrf)
+        """No form token is checked: a sign-out from a page rendered before the last sign-in
+        (another tab) must still sign this browser out (a shared terminal), and a forged one
+        harms nobody."""
         ends = session_end(request, desk.session_seconds)
         sid = session_id(request)
         request.session.clear()  # first: this browser is signed out whatever MongoDB says

@@ -114,7 +114,7 @@ function follow(timeline) {
     if (source.readyState === EventSource.CLOSED && !reloading) {
       // A reply being written is never thrown away by a reload: the agent reloads once it is
       // sent (or copied).
-      if (document.querySelector("#reply-form textarea")?.value.trim()) {
+      if (document.getElementById("reply-text")?.value.trim()) {
         state.textContent = "not live: reload once your reply is sent";
         return;
       }
@@ -128,7 +128,15 @@ function follow(timeline) {
   });
   // Nothing for this page up to here: the browser resumes from this id after a blip.
   source.addEventListener("tick", (event) => { window.hiloLive.position = event.lastEventId; });
-  source.addEventListener("resync", () => window.location.reload());
+  // The desk restarted, or another instance answered: what the page holds cannot be resumed.
+  // A reply being written is kept, as on any other reload.
+  source.addEventListener("resync", () => {
+    if (document.getElementById("reply-text")?.value.trim()) {
+      stop("not live: reload once your reply is sent");
+      return;
+    }
+    window.location.reload();
+  });
   const stop = (why) => {
     source.close();
     window.hiloLive.connected = false;
@@ -174,6 +182,7 @@ function replies(form) {
   select.addEventListener("input", () => { select.dataset.picked = "yes"; });
   showWarning();
   const button = form.querySelector('button[type="submit"]');
+  button.disabled = false; // rendered disabled: before this runs, Send would reload the page
   // One id per reply, kept while the same reply is retried: if an attempt's answer was lost
   // after the desk queued it, the retry is the same command and the channel sends it once. A
   // reply that differs in anything (text, channel, template) gets another id.
@@ -187,7 +196,8 @@ function replies(form) {
       text: data.get("text") || null,
       template_name: data.get("template_name") || null,
       template_language: data.get("template_language") || "en_US",
-      template_parameters: (data.get("template_parameters") || "").split(",").map((p) => p.trim()).filter(Boolean),
+      // One per line: a parameter may hold a comma ("59,90 €", "Calle Mayor, 5").
+      template_parameters: (data.get("template_parameters") || "").split("\n").map((p) => p.trim()).filter(Boolean),
       purpose: data.get("marketing") ? "marketing" : "service",
     };
     const content = JSON.stringify(body);
@@ -217,7 +227,7 @@ function replies(form) {
       place(timeline, pendingRow(answer, body.text || `[template ${body.template_name}]`, channelLabel));
     }
     // The whole reply is sent: a template left filled in would be sent again, not the next text.
-    form.querySelector("textarea").value = "";
+    document.getElementById("reply-text").value = "";
     for (const name of ["template_name", "template_parameters"]) form.elements[name].value = "";
     form.elements.marketing.checked = false;
     document.getElementById("template-box").open = false;
