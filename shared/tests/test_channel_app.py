@@ -94,12 +94,19 @@ async def test_without_the_key_store_nothing_is_published_and_the_provider_is_to
         {**settings.model_dump(), "mongodb_url": f"mongodb://127.0.0.1:{free_port()}/"}
     )
 
-    app = create_channel_app("test", unreachable, publishing_one_sample, description="test")
+    def refused(reason: str) -> float:
+        labels = {"channel": "keyless", "reason": reason}
+        return REGISTRY.get_sample_value("hilo_channel_requests_rejected_total", labels) or 0.0
+
+    app = create_channel_app("keyless", unreachable, publishing_one_sample, description="test")
     async with channel_client(app) as channel:
         response = await channel.post("/event")
 
     assert response.status_code == 503
     assert response.headers["Retry-After"]
+    assert (refused("store_unavailable"), refused("kafka_unavailable")) == (1, 0), (
+        "the operator is pointed at MongoDB, not at Kafka"
+    )
     records = await read_topic(
         settings.kafka_bootstrap_servers,
         topic_name(Topic.INTERACTIONS, settings),

@@ -190,6 +190,7 @@ class Channel:
         self._ignored = IGNORED.labels(name)
         self._publish_seconds = PUBLISH_SECONDS.labels(name)
         self._unavailable = REJECTED.labels(name, "kafka_unavailable")
+        self._store_unavailable = REJECTED.labels(name, "store_unavailable")
         self.sender: OutboundSender | None = None
         """Set when the service sends `outbound` commands: their echoes are not published."""
         self.database: AsyncDatabase[MongoDocument] | None = None
@@ -210,8 +211,17 @@ class Channel:
             ignored += echoes
             records = await self._records(interactions)
             await self._publish_or_spool(records)
-        except (PublishFailed, PyMongoError):
-            self._unavailable.inc()
+        except (PublishFailed, PyMongoError) as exc:
+            # Which one failed, for the operator: the key store (MongoDB) seals every event, and
+            # a Twilio channel's spool lives there too.
+            unavailable = self._unavailable if isinstance(exc, PublishFailed) else None
+            (unavailable or self._store_unavailable).inc()
+            log.warning(
+                "request_refused_unavailable",
+                channel=self.name,
+                store="kafka" if unavailable else "mongodb",
+                error=type(exc).__name__,
+            )
             raise HTTPException(
                 status_code=503,
                 detail="events could not be stored right now; retry later",
