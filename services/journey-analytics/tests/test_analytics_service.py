@@ -15,7 +15,10 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
+from pymongo.errors import OperationFailure
+from structlog.testing import capture_logs
 
 from customer_profile.testing import RunningProfileService, running_profile_service
 from hilo.contract import (
@@ -35,6 +38,7 @@ from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually, read_topic
 from hilo.testkit.serving import free_port, served
 from hilo.topics import Topic, topic_name
+from journey_analytics import consumer
 from journey_analytics.app import create_service
 from journey_analytics.measures import Measures, Touch
 from journey_analytics.settings import AnalyticsSettings
@@ -266,6 +270,55 @@ async def test_of_two_copies_of_an_entry_the_one_published_later_is_measured(
     assert [(t.id, t.customer_id, t.published_ms) for t in stored] == [
         ("e-moved", "c-restored", 2_000_000)
     ]
+
+
+async def test_a_store_that_fails_is_told_paused_for_and_caught_up_with(
+    settings: HiloSettings, topics: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MongoDB refusing the writes (a lost privilege, an outage): the batch is handed back,
+    which FastStream would fetch again at once and say nothing of; each failure is counted and
+    logged, and once the store answers the entry is measured."""
+    real_save = TouchStore.save
+    failures = iter([OperationFailure("not authorized", code=13)] * 2)
+
+    async def failing_twice(self: TouchStore, touches: Any) -> None:
+        if touches and (failure := next(failures, None)) is not None:
+            raise failure
+        await real_save(self, touches)
+
+    monkeypatch.setattr(TouchStore, "save", failing_twice)
+    monkeypatch.setattr(consumer, "FIRST_PAUSE_SECONDS", 0.05)
+    before = REGISTRY.get_sample_value(
+        "hilo_analytics_batch_failures_total", {"error": "OperationFailure"}
+    )
+    entry = {
+        "id": "e-after-outage",
+        "customer_id": "c-1",
+        "occurred_at": (T0 + timedelta(minutes=1)).isoformat(),
+        "channel": "web",
+        "type": "page_view",
+        "payload": {},
+    }
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        journey = topic_name(Topic.JOURNEY, settings)
+        await producer.send_and_wait(journey, json.dumps(entry).encode(), key=b"c-1")
+    finally:
+        await producer.stop()
+
+    with capture_logs() as logs:
+        async with analytics(settings, "analytics-failing") as client:
+            measured = await measures_once(client, lambda m: m.entries == 1)
+
+    after = REGISTRY.get_sample_value(
+        "hilo_analytics_batch_failures_total", {"error": "OperationFailure"}
+    )
+    assert measured.customers == 1
+    assert (after or 0) - (before or 0) == 2
+    failed = [line for line in logs if line["event"] == "analytics_batch_failed"]
+    assert [line["in_a_row"] for line in failed] == [1, 2]
+    assert any(line["event"] == "analytics_batches_stored_again" for line in logs)
 
 
 async def test_the_measures_need_a_key_and_a_sane_range(

@@ -6,6 +6,7 @@ record. A MongoDB or Kafka failure hands the batch back uncommitted instead."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -45,6 +46,7 @@ def subscribe(
     """Register the subscriber of `store` on `broker`: one consumer group for the instances, the
     three topics in one batch handler; unreadable records go out through `publisher`."""
     names = {topic_name(topic, settings): topic for topic in TOPICS}
+    failing = _Failing()
 
     @broker.subscriber(
         *names,
@@ -56,6 +58,17 @@ def subscribe(
         decoder=keep_bytes,
     )
     async def on_records(message: KafkaMessage) -> None:
+        try:
+            await _store_batch(message)
+        except Exception as exc:
+            # Handed back whole (nothing committed; every store write is idempotent), after a
+            # pause that grows: FastStream logs nothing (`logger=None`) and would fetch the
+            # batch again at once, in a loop nobody sees.
+            await failing.pause(exc)
+            raise
+        failing.over()
+
+    async def _store_batch(message: KafkaMessage) -> None:
         touches: list[Touch] = []
         for record in _records(message):
             topic = names[record.topic]
@@ -72,6 +85,39 @@ def subscribe(
                 await _apply(store, change)
             READ.labels(topic.value, "read").inc()
         await store.save(touches)
+
+
+FAILED = Counter(
+    "hilo_analytics_batch_failures_total",
+    "Batches journey-analytics handed back (MongoDB or Kafka failing), by error",
+    ["error"],
+)
+FIRST_PAUSE_SECONDS = 0.5
+LONGEST_PAUSE_SECONDS = 30.0
+
+
+class _Failing:
+    """How long the batches have been failing: each pause twice the last, up to 30 s."""
+
+    def __init__(self) -> None:
+        self.in_a_row = 0
+
+    async def pause(self, exc: Exception) -> None:
+        self.in_a_row += 1
+        FAILED.labels(type(exc).__name__).inc()
+        log.warning(
+            "analytics_batch_failed",
+            error=type(exc).__name__,
+            detail=error_text(exc),
+            in_a_row=self.in_a_row,
+        )
+        delay = FIRST_PAUSE_SECONDS * 2 ** min(self.in_a_row - 1, 10)
+        await asyncio.sleep(min(delay, LONGEST_PAUSE_SECONDS))
+
+    def over(self) -> None:
+        if self.in_a_row:
+            log.info("analytics_batches_stored_again", after_failures=self.in_a_row)
+        self.in_a_row = 0
 
 
 @dataclass(frozen=True)
