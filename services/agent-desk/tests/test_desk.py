@@ -1117,5 +1117,6 @@ async def test_with_kafka_away_the_desk_starts_shows_journeys_and_refuses_replie
     assert "Hola" in page.text
     assert reply.status_code == 503
     assert "Kafka is not answering" in reply.json()["error"]
+    assert "Send it again unchanged" in reply.json()["error"], "not: it was not queued"
     assert ready.status_code == 200
     assert ready.json() == {"status": "degraded", "checks": {"keys": "ok", "kafka": "failing"}}

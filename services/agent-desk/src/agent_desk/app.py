@@ -96,6 +96,10 @@ PAGE_SIZE = 50
 PROFILES_DOWN = "The customer profile service is not answering. Try again in a moment."
 LINK_REFUSED = "This link is not valid any more: open the customer again from the inbox or search"
 SIGN_IN_REFUSED = "Unknown agent or wrong password."
+REPLY_MAYBE_QUEUED = (
+    "Kafka is not answering: the reply may or may not be queued. Send it again unchanged (it "
+    "will not go out twice); a changed reply would be another message."
+)
 FORM_REFUSED = "The form was not complete, or too long: go back and try again."
 TOO_MANY_TRIES = (
     "Too many failed sign-ins for this agent or from this address. "
@@ -605,7 +609,7 @@ async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: st
         await publish_reply(desk.publisher, desk.sealer, command)
     except PublishFailed:
         return JSONResponse(
-            {"error": "The reply could not be queued (Kafka is not answering). Try again."},
+            {"error": REPLY_MAYBE_QUEUED},
             status_code=503,
         )
     log.info("desk_reply_queued", agent=agent, channel=body.channel, command_id=command.id)
