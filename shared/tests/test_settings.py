@@ -67,6 +67,17 @@ def test_invalid_values_are_refused_naming_the_setting(monkeypatch: pytest.Monke
         HiloSettings()
 
 
+def test_a_publish_may_not_outlast_the_leases_that_wait_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The offers publisher's and the spool's leases are 30 s: a publish allowed longer could
+    still land after another instance took the lease and published a newer version."""
+    monkeypatch.setenv("HILO_KAFKA_PUBLISH_TIMEOUT_SECONDS", "45")
+
+    with pytest.raises(ValidationError, match="kafka_publish_timeout_seconds"):
+        HiloSettings()
+
+
 def test_event_time_skew_and_record_size_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HILO_MAX_FUTURE_SKEW_SECONDS", "60")
     monkeypatch.setenv("HILO_KAFKA_MAX_RECORD_BYTES", "2097152")

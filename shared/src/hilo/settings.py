@@ -111,7 +111,13 @@ class HiloSettings(BaseSettings):
     )
     topic_replication_factor: int = Field(default=1, ge=1, le=7)
     kafka_publish_timeout_seconds: float = Field(
-        default=10.0, gt=0, description="How long a publish may wait for the broker's ack."
+        default=10.0,
+        gt=0,
+        le=20,
+        description="How long a publish may wait for the broker's ack. At most 20 s: the "
+        "30-second leases of the offers publisher and the Twilio channels' spool must outlast "
+        "a publish, or a second instance could publish the same records around it (offers: an "
+        "older version after a newer one, which compaction would keep).",
     )
     kafka_compression: Literal["lz4", "zstd", "snappy", "gzip", "none"] = Field(
         default="lz4",
