@@ -22,7 +22,7 @@ from hilo.contract.schema import (
     sealed_interaction_json_schema,
     sealed_outbound_json_schema,
 )
-from hilo.dead_letters import DEAD_LETTER_HEADERS
+from hilo.dead_letters import DEAD_LETTER_HEADERS, WITHOUT_VALUE
 from hilo.kafka import CLOUDEVENTS_JSON
 from hilo.offers.model import OfferRecord
 from hilo.topics import REGISTRY, Topic, TopicSpec
@@ -62,6 +62,8 @@ HEADERS = {
     "hilo_original_partition": "Its partition there.",
     "hilo_original_offset": "Its offset there.",
     "hilo_failed_at": "When it failed (ISO 8601).",
+    "hilo_original_value_bytes": "Only on a letter the topic could not take whole: the size of "
+    "the value left out (read it where the headers say, while that topic keeps it).",
 }
 INTERACTION_HEADERS = ("content-type", "ce_id", "ce_type", "ce_source", "hilo_schema_version")
 
@@ -78,9 +80,10 @@ def _dead_letter(topic: str, again: str = "replay with `customer-profile dlq rep
     return Message(
         "DeadLetter",
         f"A record of `{topic}` that could not be processed: the original value, key and "
-        f"headers untouched, plus why and where ({again}).",
+        f"headers untouched, plus why and where ({again}). A letter too large for this topic "
+        "comes without its value, its size in `hilo_original_value_bytes`.",
         _any_record,
-        DEAD_LETTER_HEADERS,
+        (*DEAD_LETTER_HEADERS, WITHOUT_VALUE),
     )
 
 

@@ -101,6 +101,48 @@ async def test_a_record_whose_output_kafka_refuses_for_good_is_dead_lettered_not
     assert ready.status_code == 200
 
 
+async def test_a_dead_letter_the_topic_cannot_take_goes_without_its_value(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """A record near the size limit from a producer that kept no room for the dead letter's
+    headers: its output and its letter are both refused for good. The letter goes without
+    its value (where to read it, and its size), the partition goes on, and a replay leaves it
+    out."""
+    poison = interaction(2, minutes=1, email="bo@example.com")
+    after = interaction(3, minutes=2, email="cy@example.com")
+    async with running_profile_service(settings, poison_attempts=2) as svc:
+        refuse_output_of(svc, poison.id)
+        publisher = svc.service.pipeline._publisher
+        assert publisher is not None
+        original = publisher.publish_records
+
+        async def no_room_for_its_letter(records: Sequence[Record]) -> None:
+            if any(r.topic is Topic.INTERACTIONS_DLQ and r.value is not None for r in records):
+                raise refused_for_good()
+            await original(records)
+
+        publisher.publish_records = no_room_for_its_letter  # type: ignore[method-assign]
+        await svc.publish([interaction(1, email="ana@example.com"), poison, after])
+        dead = await read_topic(
+            settings.kafka_bootstrap_servers,
+            topic_name(Topic.INTERACTIONS_DLQ, settings),
+            expected=1,
+        )
+        journey = await read_topic(
+            settings.kafka_bootstrap_servers, topic_name(Topic.JOURNEY, settings), expected=2
+        )
+        report = await replay(settings, ReplayFilter())
+
+    (letter,) = dead
+    headers = {k: v.decode() for k, v in letter.headers}
+    assert letter.value is None
+    assert headers["hilo_error_reason"] == "processing_failed"
+    assert headers["hilo_original_topic"] == topic_name(Topic.INTERACTIONS, settings)
+    assert int(headers["hilo_original_value_bytes"]) > 100
+    assert after.id in {dict(r.headers)["ce_id"].decode() for r in journey}, "the partition went on"
+    assert (report.read, report.replayed) == (1, 0)
+
+
 async def test_a_record_that_always_fails_is_dead_lettered_and_its_neighbours_are_stored(
     settings: HiloSettings, topics: list[str]
 ) -> None:

@@ -33,6 +33,9 @@ ORIGINAL_PARTITION = "hilo_original_partition"
 ORIGINAL_OFFSET = "hilo_original_offset"
 FAILED_AT = "hilo_failed_at"
 REPLAYED_FROM = "hilo_replayed_from"
+WITHOUT_VALUE = "hilo_original_value_bytes"
+"""On a letter whose value the topic could not take: the value's size. Its headers say where
+the record is (`ORIGINAL_TOPIC`, `_PARTITION`, `_OFFSET`) while that topic keeps it."""
 DEAD_LETTER_HEADERS = (
     REASON,
     DETAIL,
@@ -162,8 +165,8 @@ async def replay(
                 superseded += 1
                 continue
             headers = {k: v.decode(errors="replace") for k, v in record.headers or ()}
-            if not chosen.admits(headers):
-                continue
+            if not chosen.admits(headers) or WITHOUT_VALUE in headers:
+                continue  # a letter without its value has nothing to replay
             reason = headers.get(REASON, "unknown")
             by_reason[reason] = by_reason.get(reason, 0) + 1
             replayed += 1
