@@ -33,6 +33,7 @@ from hilo.contract import (
     Identifiers,
     Interaction,
     LineItem,
+    MessageExchanged,
     Money,
     OrderPlaced,
     SalesChannel,
@@ -411,3 +412,47 @@ async def test_template_parameters_go_one_per_line_commas_and_all(
         await expect(page.locator("#reply-result")).to_have_text("Queued on SMS.")
 
     assert [body["template_parameters"] for body in sent] == [["59,90 €", "Calle Mayor, 5"]]
+
+
+async def test_the_reply_box_follows_the_number_the_customer_writes_from_now(
+    settings: HiloSettings, topics: list[str], page: Page
+) -> None:
+    """Ana has two phones on her loyalty card; she texted from the first when the page opened,
+    then texts from the second: the box says the reply goes to the second, as Send does."""
+    card, first, second = "LOY-000777", "+34611000001", "+34611000002"
+
+    def sms_from(number: str, event: str, minutes_ago: float) -> Interaction:
+        return new_interaction(
+            channel="sms",
+            instance="test",
+            provider_event_id=event,
+            identifiers=Identifiers(phone=number),
+            payload=MessageExchanged(
+                direction=Direction.INBOUND, text=f"Hola desde {event}", provider_message_id=event
+            ),
+            occurred_at=datetime.now(UTC) - timedelta(minutes=minutes_ago),
+        )
+
+    async with desk_stack(settings) as stack:
+        await stack.profile.publish(
+            [store_order("R-7", Identifiers(loyalty_id=card, phone=first), minutes_ago=90)]
+        )
+        await stack.profile.wait_for_entries(1)
+        await stack.profile.publish([sms_from(first, "sms-1", minutes_ago=30)])
+        await stack.profile.wait_for_entries(2)
+        customer = await stack.profile.customer_of("loyalty_id", card)
+        await sign_in(page, stack.desk_url)
+        await page.goto(f"{stack.desk_url}/customers/{customer}")
+        channel = page.get_by_label("Channel")
+        await expect(channel.locator("option[value=sms]")).to_have_text(f"SMS · {first}")
+
+        await stack.profile.publish(
+            [store_order("R-8", Identifiers(loyalty_id=card, phone=second), minutes_ago=5)]
+        )
+        await stack.profile.wait_for_entries(3)
+        await stack.profile.publish([sms_from(second, "sms-2", minutes_ago=0)])
+        await expect(page.locator("#timeline")).to_contain_text("Hola desde sms-2")
+        await expect(channel.locator("option[value=sms]")).to_have_text(
+            f"SMS · {second}", timeout=10_000
+        )
+        await expect(channel).to_have_value("sms")

@@ -769,6 +769,7 @@ async def _panels(desk: Desk, profile: dict[str, Any]) -> dict[str, Any]:
         "conflicts": await desk.profiles.conflicts(profile["customer_id"]),
         "offers": await desk.profiles.offers(profile["customer_id"]),
         "options": options,
+        "reply_labels": [(o.channel, f"{channel_name(o.channel)} · {o.address}") for o in options],
         "default_channel": default_channel(profile, options),
         "warnings": {
             o.channel: refusal(

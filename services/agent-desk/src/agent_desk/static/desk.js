@@ -80,16 +80,37 @@ function refreshPanels() {
     const fresh = fromHtml(await response.text());
     if (!fresh || fresh.id !== "panels") return;
     current.replaceWith(fresh);
-    const warnings = JSON.parse(fresh.dataset.warnings || "{}");
     const select = document.getElementById("reply-channel");
     if (!select) return;
-    for (const option of select.options) {
-      option.dataset.warning = warnings[option.value] || "";
-    }
-    // Until the agent picks one, the reply goes where the customer last wrote.
-    if (!select.dataset.picked && fresh.dataset.default) select.value = fresh.dataset.default;
+    replyOptions(select, fresh);
     select.dispatchEvent(new Event("change"));
   }, 400);
+}
+
+function replyOptions(select, panels) {
+  // The channels and addresses a reply may take now (the customer wrote from another number, a
+  // merge brought a channel): the box says where Send goes, as the desk decides it then.
+  const warnings = JSON.parse(panels.dataset.warnings || "{}");
+  const options = JSON.parse(panels.dataset.options || "[]");
+  if (!options.length) return;
+  const picked = select.dataset.picked ? select.value : null;
+  select.replaceChildren(...options.map(([channel, label]) => {
+    const option = document.createElement("option");
+    option.value = channel;
+    option.textContent = label;
+    option.dataset.warning = warnings[channel] || "";
+    return option;
+  }));
+  // Until the agent picks one (and while it is still offered), the reply goes where the
+  // customer last wrote.
+  const offered = (channel) => options.some(([value]) => value === channel);
+  if (picked && offered(picked)) {
+    select.value = picked;
+    return;
+  }
+  delete select.dataset.picked;
+  const fallback = panels.dataset.default;
+  select.value = fallback && offered(fallback) ? fallback : options[0][0];
 }
 
 function follow(timeline) {
