@@ -431,6 +431,66 @@ async def test_storing_what_the_provider_answered_is_retried_not_lost(
     assert sends.fails == 0
 
 
+async def test_an_outcome_mongodb_did_not_take_in_time_is_stored_on_redelivery(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
+) -> None:
+    """MongoDB away for longer than the sender retries storing what the provider answered: the
+    customer has the message, and the redelivery records it as sent, not as not confirmed."""
+    provider = ScriptedProvider()
+    sends = FlakyCollection(mongo_client[settings.mongodb_database][SENDS_COLLECTION], fails=8)
+    publisher = KafkaPublisher(broker, settings, sealer=create_sealer(settings, mongo_client))
+    sender = OutboundSender("sms", "test", provider, publisher, sends, FAST)  # type: ignore[arg-type]
+    command = sample_command()
+
+    with pytest.raises(AutoReconnect):
+        await sender.handle(command)
+    again = await sender.handle(command)
+
+    assert len(provider.calls) == 1
+    assert again["state"] == "sent"
+    stored = await sends.find_one({"_id": command.id})
+    assert stored is not None
+    assert (stored["state"], stored["recorded"]) == ("sent", True)
+
+
+class ClaimAnswerLost:
+    """The sends collection, whose first claim is stored but its answer lost (an election)."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+        self.lost = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+    async def find_one_and_update(self, *args: Any, **kwargs: Any) -> Any:
+        answer = await self._collection.find_one_and_update(*args, **kwargs)
+        if not self.lost:
+            self.lost += 1
+            raise AutoReconnect("injected: applied, answer lost")
+        return answer
+
+
+async def test_a_claim_whose_answer_was_lost_is_taken_again_and_sent_once(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
+) -> None:
+    """Nothing was sent under the claim: the redelivery claims with the same token, finds its
+    own claim and sends, instead of waiting minutes and reporting it not confirmed."""
+    provider = ScriptedProvider()
+    sends = ClaimAnswerLost(mongo_client[settings.mongodb_database][SENDS_COLLECTION])
+    publisher = KafkaPublisher(broker, settings, sealer=create_sealer(settings, mongo_client))
+    sender = OutboundSender("sms", "test", provider, publisher, sends, FAST)  # type: ignore[arg-type]
+    command = sample_command()
+
+    with pytest.raises(AutoReconnect):
+        await sender.handle(command)
+    again = await sender.handle(command)
+
+    assert sends.lost == 1
+    assert len(provider.calls) == 1
+    assert again["state"] == "sent"
+
+
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 import httpx
 import structlog
+from cachetools import TTLCache
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import Counter
@@ -267,6 +268,12 @@ class RetryPolicy:
     """How long a claim may be another attempt's send in progress; older, that attempt died."""
 
 
+UNSTORED_KEPT = 10_000
+UNSTORED_SECONDS = 3_600.0
+"""What a sender remembers of sends MongoDB did not answer for, and how long: past that, a
+redelivery settles the send from what is stored (`_abandoned`)."""
+
+
 class OutboundSender:
     """Sends a channel service's commands once each, and records what happened (module
     docstring).
@@ -294,6 +301,13 @@ class OutboundSender:
         self._publisher = publisher
         self._sends = sends
         self._retry = retry
+        self._unstored: TTLCache[str, MongoDocument] = TTLCache(UNSTORED_KEPT, UNSTORED_SECONDS)
+        """Outcomes the provider gave that MongoDB did not take: a redelivery stores them
+        instead of taking the claim for another attempt's, which would report a message the
+        customer got as not confirmed."""
+        self._claims_unanswered: TTLCache[str, str] = TTLCache(UNSTORED_KEPT, UNSTORED_SECONDS)
+        """Claim tokens whose write got no answer: it may be stored, and a redelivery that
+        claims with the same token sends (nothing was sent yet) instead of waiting for it."""
 
     async def sent_here(self, channel: str, provider_message_ids: Collection[str]) -> set[str]:
         """Which of these provider message ids are messages this service sent on `channel`: a
@@ -343,17 +357,22 @@ class OutboundSender:
         (`SendInProgress`), and after that records the send as not confirmed rather than risk
         sending it twice.
         """
-        token = uuid.uuid4().hex
-        state = await self._claim(command, token)
-        if state["state"] == "sending" and state.get("claim") == token:
-            state = await self._send(command)
-        elif state["state"] == "sending":
-            state = await self._abandoned(command, state)
-        elif not state.get("recorded"):
-            log.info("outbound_record_resumed", channel=command.channel, command_id=command.id)
+        if (outcome := self._unstored.get(command.id)) is not None:
+            await self._store_outcome(command.id, outcome)
+            del self._unstored[command.id]
+            log.info("outbound_outcome_stored_late", channel=command.channel, command_id=command.id)
+            state = {"_id": command.id, **outcome}
         else:
-            DUPLICATES.labels(command.channel).inc()
-            return state
+            state, ours = await self._claimed(command)
+            if ours:
+                state = await self._send(command)
+            elif state["state"] == "sending":
+                state = await self._abandoned(command, state)
+            elif not state.get("recorded"):
+                log.info("outbound_record_resumed", channel=command.channel, command_id=command.id)
+            else:
+                DUPLICATES.labels(command.channel).inc()
+                return state
         await self._publisher.publish_interaction(self._record(command, state))
         # The thread can name the customer (SMS: "business:customer phone"): it was kept only to
         # record the send, which is done; the record on `interactions` holds it sealed.
@@ -370,6 +389,18 @@ class OutboundSender:
         if state is not None and state.get("state") == "sent":
             return
         await self._publisher.publish_interaction(failure)
+
+    async def _claimed(self, command: OutboundCommand) -> tuple[MongoDocument, bool]:
+        """The command's state after claiming it, and whether the claim is this attempt's. A
+        claim whose write got no answer is made again with the same token: if it was stored,
+        it is ours, and nothing was sent under it."""
+        token = self._claims_unanswered.pop(command.id, None) or uuid.uuid4().hex
+        try:
+            state = await self._claim(command, token)
+        except PyMongoError:
+            self._claims_unanswered[command.id] = token
+            raise
+        return state, state["state"] == "sending" and state.get("claim") == token
 
     async def _claim(self, command: OutboundCommand, token: str) -> MongoDocument:
         state: MongoDocument | None = await self._sends.find_one_and_update(
@@ -438,7 +469,11 @@ class OutboundSender:
             command_id=command.id,
             reason=update.get("reason"),
         )
-        await self._store_outcome(command.id, update)
+        try:
+            await self._store_outcome(command.id, update)
+        except PyMongoError:
+            self._unstored[command.id] = update
+            raise
         return {"_id": command.id, **update}
 
     async def _store_outcome(self, command_id: str, update: MongoDocument) -> None:
