@@ -8,6 +8,7 @@ failing after the provider accepted, the same command arriving again.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -451,6 +452,44 @@ async def test_an_outcome_mongodb_did_not_take_in_time_is_stored_on_redelivery(
     stored = await sends.find_one({"_id": command.id})
     assert stored is not None
     assert (stored["state"], stored["recorded"]) == ("sent", True)
+
+
+async def test_a_send_stopped_while_waiting_to_try_again_is_sent_by_the_next_delivery(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
+) -> None:
+    """A deploy while the provider is throttling: nothing is with the provider between two
+    attempts, so the claim goes and the redelivery sends, instead of minutes of waiting and a
+    message reported not confirmed that was never sent."""
+    provider = ScriptedProvider(SendUnavailable("throttled"))
+    patient = RetryPolicy(attempts=3, first_wait_seconds=30, max_wait_seconds=30)
+    publisher = KafkaPublisher(broker, settings, sealer=create_sealer(settings, mongo_client))
+    sends = mongo_client[settings.mongodb_database][SENDS_COLLECTION]
+    stopping = OutboundSender("sms", "test", provider, publisher, sends, patient)
+    command = sample_command()
+
+    handling = asyncio.create_task(stopping.handle(command))
+    await eventually(lambda: _calls(provider), until=lambda n: n == 1)
+    handling.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handling
+    released = await sends.find_one({"_id": command.id})
+    again = await OutboundSender("sms", "test", provider, publisher, sends, FAST).handle(command)
+
+    assert released is None
+    assert again["state"] == "sent"
+    assert len(provider.calls) == 2
+
+
+async def test_a_provider_client_closed_by_a_stopping_service_sent_nothing() -> None:
+    async with httpx.AsyncClient() as http:
+        pass
+
+    with pytest.raises(SendUnavailable, match="stopping"):
+        await provider_call(lambda: http.post("https://provider.test/send"), lambda r: r.text)
+
+
+async def _calls(provider: ScriptedProvider) -> int:
+    return len(provider.calls)
 
 
 class ClaimAnswerLost:

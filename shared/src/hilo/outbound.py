@@ -229,6 +229,11 @@ async def provider_call(
         response: httpx.Response = await request()
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         raise SendUnavailable(f"provider not reachable: {type(exc).__name__}") from exc
+    except RuntimeError as exc:
+        if "client has been closed" not in str(exc):
+            raise
+        # The service is stopping and closed its client: no request went out.
+        raise SendUnavailable("the channel service is stopping") from exc
     except httpx.HTTPError as exc:
         raise SendUncertain(
             f"no answer from the provider ({type(exc).__name__}): it may have been sent; look "
@@ -266,6 +271,13 @@ class RetryPolicy:
     max_wait_seconds: float = 30.0
     in_flight_seconds: float = 300.0
     """How long a claim may be another attempt's send in progress; older, that attempt died."""
+
+
+@dataclass
+class Calling:
+    """Whether a send is with the provider right now, or waiting between attempts."""
+
+    now: bool = False
 
 
 UNSTORED_KEPT = 10_000
@@ -365,7 +377,7 @@ class OutboundSender:
         else:
             state, ours = await self._claimed(command)
             if ours:
-                state = await self._send(command)
+                state = await self._send(command, state["claim"])
             elif state["state"] == "sending":
                 state = await self._abandoned(command, state)
             elif not state.get("recorded"):
@@ -436,10 +448,18 @@ class OutboundSender:
         log.warning("outbound_unconfirmed", channel=command.channel, command_id=command.id)
         return {**state, **update}
 
-    async def _send(self, command: OutboundCommand) -> MongoDocument:
+    async def _send(self, command: OutboundCommand, claim: str) -> MongoDocument:
         update: MongoDocument
+        calling = Calling()
         try:
-            sent = await self._with_retries(command)
+            sent = await self._with_retries(command, calling)
+        except asyncio.CancelledError:
+            # Stopped (a deploy) while waiting to try again: nothing is with the provider, so
+            # the claim goes, and the next delivery sends. Stopped during a call, it stays: that
+            # call may have reached the provider.
+            if not calling.now:
+                await asyncio.shield(self._release(command, claim))
+            raise
         except SendUncertain as exc:
             FAILED.labels(command.channel, "uncertain").inc()
             update = {"state": "failed", "reason": exc.reason}
@@ -489,7 +509,15 @@ class OutboundSender:
             with attempt:
                 await self._sends.update_one({"_id": command_id}, {"$set": update})
 
-    async def _with_retries(self, command: OutboundCommand) -> Sent:
+    async def _release(self, command: OutboundCommand, claim: str) -> None:
+        try:
+            await self._sends.delete_one({"_id": command.id, "claim": claim, "state": "sending"})
+        except PyMongoError as exc:  # then a redelivery reports it not confirmed, as before
+            log.warning("outbound_claim_not_released", command_id=command.id, error=str(exc))
+        else:
+            log.info("outbound_claim_released", channel=command.channel, command_id=command.id)
+
+    async def _with_retries(self, command: OutboundCommand, calling: Calling) -> Sent:
         """Send, retrying what the provider did not take; never for longer than half the time
         another delivery takes this claim for a live attempt's (`in_flight_seconds`): past it,
         that delivery reports the message not confirmed while this attempt could still send."""
@@ -514,7 +542,11 @@ class OutboundSender:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._provider.send(command)
+                    calling.now = True
+                    try:
+                        return await self._provider.send(command)
+                    finally:
+                        calling.now = False
         except SendUnavailable as exc:
             exc.attempts = retrying.statistics.get("attempt_number", 1)
             raise
