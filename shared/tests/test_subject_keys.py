@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, ReadPreference
 
 from hilo.mongo import BULK_CHUNK, MongoDocument
 from hilo.sealing import SubjectKeys
@@ -42,3 +42,17 @@ async def test_forgetting_deletes_the_key_for_every_process_after_its_cache_time
     assert await store(mongo_client, settings).get([subject]) == {}
     assert await other.get([subject]) == {}, "the forgetting process drops its cached copy"
     assert subject in await one.get([subject]), "another process keeps its copy until it expires"
+
+
+async def test_keys_are_read_from_a_secondary_while_there_is_no_primary(
+    mongo_client: AsyncMongoClient[MongoDocument], settings: HiloSettings
+) -> None:
+    """Written once, a key is as good on a secondary: a failover must not refuse the events of
+    customers whose keys exist (the local server has no secondaries: the reads are checked to
+    allow them, and to work here)."""
+    keys = store(mongo_client, settings)
+    subject = "cd" * 32
+    made = await keys.get_or_create([subject])
+
+    assert keys.reader.read_preference == ReadPreference.PRIMARY_PREFERRED
+    assert await store(mongo_client, settings).get([subject]) == made

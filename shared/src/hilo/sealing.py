@@ -34,7 +34,7 @@ from cachetools import TTLCache
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic_core import from_json, to_json
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, ReadPreference
 from pymongo.asynchronous.collection import AsyncCollection
 
 from hilo.contract.personal import Path, personal_paths
@@ -144,6 +144,10 @@ class SubjectKeys:
         share_window: float = 0.0,
     ) -> None:
         self.collection = collection
+        self.reader = collection.with_options(read_preference=ReadPreference.PRIMARY_PREFERRED)
+        """Keys are written once: read from a secondary while there is no primary (a failover,
+        an outage), so returning customers' events are still sealed, and a Twilio webhook, which
+        is never retried, is not refused. A new subject still needs the primary for its key."""
         self._cache: TTLCache[str, bytes] | None = (
             TTLCache(maxsize=cache_size, ttl=cache_seconds) if cache_seconds > 0 else None
         )
@@ -211,7 +215,7 @@ class SubjectKeys:
 
     async def _read(self, subjects: Iterable[str]) -> dict[str, bytes]:
         found = {
-            doc["_id"]: bytes(doc["key"]) async for doc in find_in(self.collection, "_id", subjects)
+            doc["_id"]: bytes(doc["key"]) async for doc in find_in(self.reader, "_id", subjects)
         }
         if self._cache is not None:
             self._cache.update(found)
