@@ -480,6 +480,40 @@ async def test_a_send_stopped_while_waiting_to_try_again_is_sent_by_the_next_del
     assert len(provider.calls) == 2
 
 
+async def test_a_send_stopped_during_the_providers_call_keeps_its_claim(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
+) -> None:
+    """The call may have reached the provider: the claim stays, and a redelivery does not send
+    it again (it waits, then reports it not confirmed)."""
+    calling = asyncio.Event()
+
+    class Hanging(ScriptedProvider):
+        async def send(self, command: OutboundCommand) -> Sent:
+            self.calls.append(command)
+            calling.set()
+            await asyncio.sleep(3600)
+            raise AssertionError("never answered")
+
+    provider = Hanging()
+    publisher = KafkaPublisher(broker, settings, sealer=create_sealer(settings, mongo_client))
+    sends = mongo_client[settings.mongodb_database][SENDS_COLLECTION]
+    sender = OutboundSender("sms", "test", provider, publisher, sends, FAST)
+    command = sample_command()
+
+    handling = asyncio.create_task(sender.handle(command))
+    await calling.wait()
+    handling.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handling
+    kept = await sends.find_one({"_id": command.id})
+
+    assert kept is not None
+    assert kept["state"] == "sending"
+    with pytest.raises(SendInProgress):
+        await OutboundSender("sms", "test", provider, publisher, sends, FAST).handle(command)
+    assert len(provider.calls) == 1
+
+
 async def test_a_provider_client_closed_by_a_stopping_service_sent_nothing() -> None:
     async with httpx.AsyncClient() as http:
         pass
@@ -498,6 +532,7 @@ class ClaimAnswerLost:
     def __init__(self, collection: Any) -> None:
         self._collection = collection
         self.lost = 0
+        self.first_claimed_at: datetime | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._collection, name)
@@ -506,6 +541,7 @@ class ClaimAnswerLost:
         answer = await self._collection.find_one_and_update(*args, **kwargs)
         if not self.lost:
             self.lost += 1
+            self.first_claimed_at = answer["claimed_at"]
             raise AutoReconnect("injected: applied, answer lost")
         return answer
 
@@ -528,6 +564,11 @@ async def test_a_claim_whose_answer_was_lost_is_taken_again_and_sent_once(
     assert sends.lost == 1
     assert len(provider.calls) == 1
     assert again["state"] == "sent"
+    stored = await sends.find_one({"_id": command.id})
+    assert sends.first_claimed_at is not None
+    assert stored["claimed_at"] > sends.first_claimed_at, (
+        "taken again, the claim counts from then: another delivery gives it the whole window"
+    )
 
 
 @pytest.mark.parametrize(

@@ -62,7 +62,7 @@ from hilo.outbound import (
 )
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
-from hilo.shutdown import Step, cancelled, shut_down
+from hilo.shutdown import STEP_SECONDS, Step, cancelled, shut_down
 from hilo.spool import SPOOL_COLLECTION, Spool
 from hilo.webhook import SignatureError
 
@@ -357,7 +357,10 @@ def create_channel_app(
     """
     DEFAULT_PHONE_REGION.set(settings.default_phone_region)
     MAX_FUTURE_SKEW.set(timedelta(seconds=settings.max_future_skew_seconds))
-    broker = create_broker(settings)
+    # Handlers still running when the broker stops are cancelled before the shutdown step gives
+    # up on it: a send stopped while waiting between provider attempts then gives its claim
+    # back while MongoDB is still open (`hilo.outbound`).
+    broker = create_broker(settings, graceful_timeout=STEP_SECONDS - 3)
     mongo = create_mongo_client(settings)
     sealer = create_sealer(settings, mongo, share_window=settings.kafka_linger_ms / 1000)
     publisher = KafkaPublisher(

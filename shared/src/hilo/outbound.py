@@ -371,7 +371,7 @@ class OutboundSender:
         """
         if (outcome := self._unstored.get(command.id)) is not None:
             await self._store_outcome(command.id, outcome)
-            del self._unstored[command.id]
+            self._unstored.pop(command.id, None)
             log.info("outbound_outcome_stored_late", channel=command.channel, command_id=command.id)
             state = {"_id": command.id, **outcome}
         else:
@@ -406,13 +406,32 @@ class OutboundSender:
         """The command's state after claiming it, and whether the claim is this attempt's. A
         claim whose write got no answer is made again with the same token: if it was stored,
         it is ours, and nothing was sent under it."""
-        token = self._claims_unanswered.pop(command.id, None) or uuid.uuid4().hex
+        kept = self._claims_unanswered.pop(command.id, None)
+        token = kept or uuid.uuid4().hex
         try:
             state = await self._claim(command, token)
+            ours = state["state"] == "sending" and state.get("claim") == token
+            if ours and kept:
+                state, ours = await self._renewed(command, token, state)
         except PyMongoError:
             self._claims_unanswered[command.id] = token
             raise
-        return state, state["state"] == "sending" and state.get("claim") == token
+        return state, ours
+
+    async def _renewed(
+        self, command: OutboundCommand, token: str, state: MongoDocument
+    ) -> tuple[MongoDocument, bool]:
+        """A claim stored earlier under this token, taken now: from now on, as a claim made now
+        (another delivery waits `in_flight_seconds` from it before it gives up on it), unless
+        another delivery gave up on it meanwhile."""
+        renewed: MongoDocument | None = await self._sends.find_one_and_update(
+            {"_id": command.id, "claim": token, "state": "sending"},
+            {"$set": {"claimed_at": datetime.now(UTC)}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if renewed is not None:
+            return renewed, True
+        return await self._sends.find_one({"_id": command.id}) or state, False
 
     async def _claim(self, command: OutboundCommand, token: str) -> MongoDocument:
         state: MongoDocument | None = await self._sends.find_one_and_update(
@@ -439,9 +458,9 @@ class OutboundSender:
         if datetime.now(UTC) - claimed_at < timedelta(seconds=self._retry.in_flight_seconds):
             raise SendInProgress(command.id)
         update = {"state": "failed", "reason": UNCONFIRMED, "done_at": datetime.now(UTC)}
-        taken = await self._sends.update_one(
-            {"_id": command.id, "state": "sending", "claim": state.get("claim")}, {"$set": update}
-        )
+        # The claim as read: renewed since (its attempt came back for it), it is not given up.
+        still = {"state": "sending", "claim": state.get("claim"), "claimed_at": claimed_at}
+        taken = await self._sends.update_one({"_id": command.id, **still}, {"$set": update})
         if not taken.matched_count:  # that attempt finished meanwhile: take what it stored
             raise SendInProgress(command.id)
         FAILED.labels(command.channel, "unconfirmed").inc()
@@ -544,9 +563,14 @@ class OutboundSender:
                 with attempt:
                     calling.now = True
                     try:
-                        return await self._provider.send(command)
-                    finally:
-                        calling.now = False
+                        sent = await self._provider.send(command)
+                    except Exception:
+                        calling.now = False  # answered (or refused): nothing in flight now
+                        raise
+                    # Cancelled during the call, the flag stays: the call may have reached the
+                    # provider, and the claim must stay with it.
+                    calling.now = False
+                    return sent
         except SendUnavailable as exc:
             exc.attempts = retrying.statistics.get("attempt_number", 1)
             raise
