@@ -141,6 +141,8 @@ async def test_a_dead_letter_the_topic_cannot_take_goes_without_its_value(
     assert int(headers["hilo_original_value_bytes"]) > 100
     assert after.id in {dict(r.headers)["ce_id"].decode() for r in journey}, "the partition went on"
     assert (report.read, report.replayed) == (1, 0)
+    origin = f"{topic_name(Topic.INTERACTIONS, settings)}/{headers['hilo_original_partition']}/"
+    assert report.without_value == [origin + headers["hilo_original_offset"]]
 
 
 async def test_a_record_that_always_fails_is_dead_lettered_and_its_neighbours_are_stored(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -117,6 +117,9 @@ class ReplayReport:
     by_reason: dict[str, int]
     superseded: int = 0
     """Letters left out because a replay of them failed again: their newer copy stands for them."""
+    without_value: list[str] = field(default_factory=list)
+    """Letters the topic could not take whole (`WITHOUT_VALUE`): where their records are
+    (`topic/partition/offset`), to publish again from there while that topic keeps them."""
 
 
 class ReplayIncomplete(RuntimeError):
@@ -154,6 +157,7 @@ async def replay(
         max_request_size=settings.kafka_max_record_bytes,
     )
     by_reason: dict[str, int] = {}
+    without_value: list[str] = []
     replayed = superseded = 0
     deliveries: list[asyncio.Future[Any]] = []
     if not dry_run:
@@ -165,8 +169,12 @@ async def replay(
                 superseded += 1
                 continue
             headers = {k: v.decode(errors="replace") for k, v in record.headers or ()}
-            if not chosen.admits(headers) or WITHOUT_VALUE in headers:
-                continue  # a letter without its value has nothing to replay
+            if not chosen.admits(headers):
+                continue
+            if WITHOUT_VALUE in headers:  # nothing to replay: where the record is, told
+                original = (ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET)
+                without_value.append("/".join(headers.get(name, "?") for name in original))
+                continue
             reason = headers.get(REASON, "unknown")
             by_reason[reason] = by_reason.get(reason, 0) + 1
             replayed += 1
@@ -196,7 +204,11 @@ async def replay(
         )
     log.info("dead_letters_replayed", read=len(records), replayed=replayed, dry_run=dry_run)
     return ReplayReport(
-        read=len(records), replayed=replayed, by_reason=by_reason, superseded=superseded
+        read=len(records),
+        replayed=replayed,
+        by_reason=by_reason,
+        superseded=superseded,
+        without_value=without_value,
     )
 
 

@@ -58,6 +58,12 @@ async def run_dlq_replay(settings: ProfileSettings, args: argparse.Namespace) ->
         f"read {report.read} dead letters; {verb} {report.replayed} ({reasons or 'none'}); "
         f"{report.superseded} left out, replayed before and failed again (their newer copy counts)"
     )
+    if report.without_value:
+        print(  # noqa: T201
+            f"{len(report.without_value)} left out without their value (too large for the "
+            "dead-letter topic); their records are at (topic/partition/offset): "
+            + ", ".join(report.without_value)
+        )
     return 0
 
 
