@@ -360,8 +360,9 @@ def store_order(receipt: str, customer: Identifiers, *, minutes_ago: float) -> I
     )
 
 
+@pytest.mark.parametrize("writing", ["Message", "Template name"])
 async def test_a_resync_while_a_reply_is_being_written_keeps_it(
-    settings: HiloSettings, topics: list[str], page: Page
+    settings: HiloSettings, topics: list[str], page: Page, writing: str
 ) -> None:
     """The desk restarted (or another instance answered the stream): the page cannot resume
     and would reload, but not over a reply being written."""
@@ -379,12 +380,13 @@ async def test_a_resync_while_a_reply_is_being_written_keeps_it(
         await sign_in(page, stack.desk_url)
         await page.get_by_role("searchbox", name="Find a customer").fill(PHONE)
         await page.get_by_role("button", name="Find").click()
-        await page.get_by_role("textbox", name="Message").fill("Your shoes are ready")
+        await page.locator("#template-box").evaluate("box => { box.open = true; }")
+        await page.get_by_role("textbox", name=writing, exact=True).fill("order_ready")
         await expect(page.locator("#live-state")).to_have_text(
             "not live: reload once your reply is sent", timeout=20_000
         )
-        await expect(page.get_by_role("textbox", name="Message")).to_have_value(
-            "Your shoes are ready"
+        await expect(page.get_by_role("textbox", name=writing, exact=True)).to_have_value(
+            "order_ready"
         )
 
 

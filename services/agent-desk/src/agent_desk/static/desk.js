@@ -87,6 +87,13 @@ function refreshPanels() {
   }, 400);
 }
 
+function drafting() {
+  // A reply being written: its text, or a template's name or parameters.
+  const form = document.getElementById("reply-form");
+  if (!form) return false;
+  return ["text", "template_name", "template_parameters"].some((name) => form.elements[name]?.value.trim());
+}
+
 function replyOptions(select, panels) {
   // The channels and addresses a reply may take now (the customer wrote from another number, a
   // merge brought a channel): the box says where Send goes, as the desk decides it then.
@@ -135,7 +142,7 @@ function follow(timeline) {
     if (source.readyState === EventSource.CLOSED && !reloading) {
       // A reply being written is never thrown away by a reload: the agent reloads once it is
       // sent (or copied).
-      if (document.getElementById("reply-text")?.value.trim()) {
+      if (drafting()) {
         state.textContent = "not live: reload once your reply is sent";
         return;
       }
@@ -152,7 +159,7 @@ function follow(timeline) {
   // The desk restarted, or another instance answered: what the page holds cannot be resumed.
   // A reply being written is kept, as on any other reload.
   source.addEventListener("resync", () => {
-    if (document.getElementById("reply-text")?.value.trim()) {
+    if (drafting()) {
       stop("not live: reload once your reply is sent");
       return;
     }
@@ -223,6 +230,12 @@ function replies(form) {
     };
     const content = JSON.stringify(body);
     if (attempt?.content !== content) attempt = { content, id: newId() };
+    // Sent on this channel: a refresh meanwhile must not move the box (a retry of the same reply
+    // is the same command only if nothing in it changed), nor the label said below. Once it
+    // is queued, the box follows the customer again, unless the agent had picked it.
+    const pickedByAgent = select.dataset.picked;
+    select.dataset.picked = "yes";
+    const channelLabel = select.selectedOptions[0].textContent.split(" · ")[0];
     body.command_id = attempt.id;
     result.textContent = "Sending…";
     result.className = "";
@@ -240,8 +253,8 @@ function replies(form) {
       return;
     }
     attempt = null;
+    if (!pickedByAgent) delete select.dataset.picked;
     const answer = outcome.answer;
-    const channelLabel = select.selectedOptions[0].textContent.split(" · ")[0];
     result.textContent = `Queued on ${channelLabel}.`;
     const timeline = document.getElementById("timeline");
     if (!document.getElementById("e-" + answer.entry_id)) {
