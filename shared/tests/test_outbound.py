@@ -542,6 +542,7 @@ class ClaimAnswerLost:
         if not self.lost:
             self.lost += 1
             self.first_claimed_at = answer["claimed_at"]
+            await asyncio.sleep(0.01)  # the retry comes later: claimed_at is to the millisecond
             raise AutoReconnect("injected: applied, answer lost")
         return answer
 

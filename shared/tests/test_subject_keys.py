@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
-from pymongo import AsyncMongoClient, ReadPreference
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.errors import ServerSelectionTimeoutError
+from pymongo.read_preferences import PrimaryPreferred
 
 from hilo.mongo import BULK_CHUNK, MongoDocument
 from hilo.sealing import SubjectKeys
@@ -44,15 +48,44 @@ async def test_forgetting_deletes_the_key_for_every_process_after_its_cache_time
     assert subject in await one.get([subject]), "another process keeps its copy until it expires"
 
 
-async def test_keys_are_read_from_a_secondary_while_there_is_no_primary(
+class Reads:
+    """A collection whose `find` is counted, or refused (the primary while it is away)."""
+
+    def __init__(self, collection: Any, *, refuse: bool = False) -> None:
+        self._collection = collection
+        self.refuse = refuse
+        self.finds = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+    def find(self, *args: Any, **kwargs: Any) -> Any:
+        self.finds += 1
+        if self.refuse:
+            raise ServerSelectionTimeoutError("no primary: injected")
+        return self._collection.find(*args, **kwargs)
+
+
+async def test_keys_to_seal_with_are_read_from_a_secondary_while_there_is_no_primary(
     mongo_client: AsyncMongoClient[MongoDocument], settings: HiloSettings
 ) -> None:
     """Written once, a key is as good on a secondary: a failover must not refuse the events of
-    customers whose keys exist (the local server has no secondaries: the reads are checked to
-    allow them, and to work here)."""
-    keys = store(mongo_client, settings)
+    customers whose keys exist. Opening a record still reads the primary, which an erasure
+    deletes keys from (the local server has no secondaries: which collection each read goes
+    through is checked)."""
     subject = "cd" * 32
-    made = await keys.get_or_create([subject])
+    made = await store(mongo_client, settings).get_or_create([subject])
+    keys = store(mongo_client, settings)
+    primary, reader = Reads(keys.collection, refuse=True), Reads(keys.reader)
+    keys.collection, keys.reader = primary, reader  # type: ignore[assignment]
 
-    assert keys.reader.read_preference == ReadPreference.PRIMARY_PREFERRED
-    assert await store(mongo_client, settings).get([subject]) == made
+    sealing = await keys.get_or_create([subject])
+    opening = store(mongo_client, settings)
+    opening.collection = Reads(opening.collection, refuse=True)  # type: ignore[assignment]
+
+    assert sealing == made
+    assert (reader.finds, primary.finds) == (1, 0)
+    assert reader._collection.read_preference.mode == PrimaryPreferred().mode
+    assert reader._collection.read_preference.max_staleness == 90
+    with pytest.raises(ServerSelectionTimeoutError):
+        await opening.get([subject])

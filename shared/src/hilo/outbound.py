@@ -416,6 +416,11 @@ class OutboundSender:
         except PyMongoError:
             self._claims_unanswered[command.id] = token
             raise
+        except asyncio.CancelledError:
+            # Stopped while claiming: the claim may be stored, and nothing is ever sent under a
+            # token before this returns, so it goes.
+            await asyncio.shield(self._release(command, token))
+            raise
         return state, ours
 
     async def _renewed(

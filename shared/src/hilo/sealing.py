@@ -34,8 +34,9 @@ from cachetools import TTLCache
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic_core import from_json, to_json
-from pymongo import AsyncMongoClient, ReadPreference
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.read_preferences import PrimaryPreferred
 
 from hilo.contract.personal import Path, personal_paths
 from hilo.mongo import MongoDocument, chunked, find_in, insert_once
@@ -144,10 +145,14 @@ class SubjectKeys:
         share_window: float = 0.0,
     ) -> None:
         self.collection = collection
-        self.reader = collection.with_options(read_preference=ReadPreference.PRIMARY_PREFERRED)
-        """Keys are written once: read from a secondary while there is no primary (a failover,
-        an outage), so returning customers' events are still sealed, and a Twilio webhook, which
-        is never retried, is not refused. A new subject still needs the primary for its key."""
+        self.reader = collection.with_options(
+            read_preference=PrimaryPreferred(max_staleness=SECONDARY_STALENESS_SECONDS)
+        )
+        """Keys are written once: for sealing, they are read from a secondary while there is no
+        primary (a failover, an outage), so returning customers' events are still sealed and a
+        Twilio webhook, which is never retried, is not refused. Only for sealing (`get_or_create`):
+        opening a record (`get`) reads the primary, which an erasure deletes keys from. A new
+        subject still needs the primary for its key."""
         self._cache: TTLCache[str, bytes] | None = (
             TTLCache(maxsize=cache_size, ttl=cache_seconds) if cache_seconds > 0 else None
         )
@@ -165,7 +170,7 @@ class SubjectKeys:
         """One read, then one write for subjects seen for the first time: the keys this process
         made are known without reading them back, so a new subject costs two round trips and a
         known one one."""
-        found = await self._read(subjects)
+        found = await self._read(subjects, self.reader)
         made = {subject: AESGCM.generate_key(256) for subject in subjects - found.keys()}
         if not made:
             return found
@@ -213,14 +218,19 @@ class SubjectKeys:
     def _cached(self, subject: str) -> bytes | None:
         return self._cache.get(subject) if self._cache is not None else None
 
-    async def _read(self, subjects: Iterable[str]) -> dict[str, bytes]:
-        found = {
-            doc["_id"]: bytes(doc["key"]) async for doc in find_in(self.reader, "_id", subjects)
-        }
+    async def _read(
+        self, subjects: Iterable[str], source: AsyncCollection[MongoDocument] | None = None
+    ) -> dict[str, bytes]:
+        reading = self.collection if source is None else source
+        found = {doc["_id"]: bytes(doc["key"]) async for doc in find_in(reading, "_id", subjects)}
         if self._cache is not None:
             self._cache.update(found)
         return found
 
+
+SECONDARY_STALENESS_SECONDS = 90
+"""How far behind the primary a secondary may be to be read for sealing (MongoDB's least):
+during a failover, a key erased in the last 90 s may seal an event, which then never opens."""
 
 KEY_CACHE_SIZE = 100_000
 """Keys a process keeps at most (32 bytes each, plus the subject)."""

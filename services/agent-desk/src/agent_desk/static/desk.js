@@ -207,7 +207,9 @@ function replies(form) {
     if (text.includes("template")) document.getElementById("template-box").open = true;
   };
   select.addEventListener("change", showWarning);
-  select.addEventListener("input", () => { select.dataset.picked = "yes"; });
+  // Held on its channel by a send (not picked by the agent): followed again once it is queued.
+  let heldBySend = false;
+  select.addEventListener("input", () => { select.dataset.picked = "yes"; heldBySend = false; });
   showWarning();
   const button = form.querySelector('button[type="submit"]');
   button.disabled = false; // rendered disabled: before this runs, Send would reload the page
@@ -233,8 +235,10 @@ function replies(form) {
     // Sent on this channel: a refresh meanwhile must not move the box (a retry of the same reply
     // is the same command only if nothing in it changed), nor the label said below. Once it
     // is queued, the box follows the customer again, unless the agent had picked it.
-    const pickedByAgent = select.dataset.picked;
-    select.dataset.picked = "yes";
+    if (!select.dataset.picked) {
+      select.dataset.picked = "yes";
+      heldBySend = true;
+    }
     const channelLabel = select.selectedOptions[0].textContent.split(" · ")[0];
     body.command_id = attempt.id;
     result.textContent = "Sending…";
@@ -253,7 +257,10 @@ function replies(form) {
       return;
     }
     attempt = null;
-    if (!pickedByAgent) delete select.dataset.picked;
+    if (heldBySend) {
+      delete select.dataset.picked;
+      heldBySend = false;
+    }
     const answer = outcome.answer;
     result.textContent = `Queued on ${channelLabel}.`;
     const timeline = document.getElementById("timeline");
