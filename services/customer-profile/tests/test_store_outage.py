@@ -6,14 +6,13 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import REGISTRY
-from pydantic import MongoDsn
 
 from customer_profile.testing import (
     RunningProfileService,
     interaction,
     running_profile_service,
 )
-from hilo.settings import HiloSettings
+from hilo.settings import HiloSettings, MongoUrl
 from hilo.testkit.probes import eventually
 from hilo.topics import Topic, topic_name
 from hilo_devkit.local_infra import LocalSecantusDB
@@ -36,7 +35,7 @@ async def test_an_outage_pauses_consumption_until_the_database_is_back(
 ) -> None:
     database = LocalSecantusDB(tmp_path)
     database.start()
-    local = settings.model_copy(update={"mongodb_url": MongoDsn(database.url)})
+    local = settings.model_copy(update={"mongodb_url": MongoUrl(database.url)})
     try:
         async with running_profile_service(
             local, store_retry_seconds=2, stuck_after_seconds=1
