@@ -4,7 +4,6 @@ profile service published: hand-built calls and messages whose answer is known b
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -12,7 +11,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from customer_profile.records import ErasureRecord
 from customer_profile.testing import RunningProfileService, running_profile_service
@@ -30,7 +28,8 @@ from hilo.contract import (
 )
 from hilo.kafka import Record
 from hilo.settings import HiloSettings
-from hilo.topics import Topic, topic_name
+from hilo.testkit.samples import publish_entry_copies
+from hilo.topics import Topic
 from hilo_devkit.local_infra import Endpoints
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,16 +211,7 @@ async def test_of_two_copies_of_an_entry_the_one_published_later_is_read(
         "type": "page_view",
         "payload": {},
     }
-    journey = topic_name(Topic.JOURNEY, settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        moved = json.dumps({**entry, "customer_id": "c-restored"}).encode()
-        await producer.send_and_wait(journey, moved, key=b"c-restored", timestamp_ms=2_000_000)
-        first = json.dumps(entry).encode()
-        await producer.send_and_wait(journey, first, key=b"c-kept", timestamp_ms=1_000_000)
-    finally:
-        await producer.stop()
+    await publish_entry_copies(settings, entry, restored="c-restored")
 
     entries = await example().read_journey(settings.kafka_bootstrap_servers, settings.topic_prefix)
 

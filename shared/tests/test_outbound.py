@@ -432,20 +432,32 @@ async def test_storing_what_the_provider_answered_is_retried_not_lost(
     assert sends.fails == 0
 
 
+async def redelivered_after_a_failure(
+    settings: HiloSettings,
+    mongo_client: AsyncMongoClient[MongoDocument],
+    broker: KafkaBroker,
+    sends: Any,
+) -> tuple[ScriptedProvider, OutboundCommand, MongoDocument]:
+    """A command whose first handling fails on `sends` (MongoDB not answering), handled again
+    by the same sender: the provider, the command, and the second handling's state."""
+    provider = ScriptedProvider()
+    publisher = KafkaPublisher(broker, settings, sealer=create_sealer(settings, mongo_client))
+    sender = OutboundSender("sms", "test", provider, publisher, sends, FAST)
+    command = sample_command()
+    with pytest.raises(AutoReconnect):
+        await sender.handle(command)
+    return provider, command, await sender.handle(command)
+
+
 async def test_an_outcome_mongodb_did_not_take_in_time_is_stored_on_redelivery(
     settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
 ) -> None:
     """MongoDB away for longer than the sender retries storing what the provider answered: the
     customer has the message, and the redelivery records it as sent, not as not confirmed."""
-    provider = ScriptedProvider()
     sends = FlakyCollection(mongo_client[settings.mongodb_database][SENDS_COLLECTION], fails=8)
-    publisher = KafkaPublisher(broker, settings, sealer=create_sealer(settings, mongo_client))
-    sender = OutboundSender("sms", "test", provider, publisher, sends, FAST)  # type: ignore[arg-type]
-    command = sample_command()
-
-    with pytest.raises(AutoReconnect):
-        await sender.handle(command)
-    again = await sender.handle(command)
+    provider, command, again = await redelivered_after_a_failure(
+        settings, mongo_client, broker, sends
+    )
 
     assert len(provider.calls) == 1
     assert again["state"] == "sent"
@@ -552,15 +564,10 @@ async def test_a_claim_whose_answer_was_lost_is_taken_again_and_sent_once(
 ) -> None:
     """Nothing was sent under the claim: the redelivery claims with the same token, finds its
     own claim and sends, instead of waiting minutes and reporting it not confirmed."""
-    provider = ScriptedProvider()
     sends = ClaimAnswerLost(mongo_client[settings.mongodb_database][SENDS_COLLECTION])
-    publisher = KafkaPublisher(broker, settings, sealer=create_sealer(settings, mongo_client))
-    sender = OutboundSender("sms", "test", provider, publisher, sends, FAST)  # type: ignore[arg-type]
-    command = sample_command()
-
-    with pytest.raises(AutoReconnect):
-        await sender.handle(command)
-    again = await sender.handle(command)
+    provider, command, again = await redelivered_after_a_failure(
+        settings, mongo_client, broker, sends
+    )
 
     assert sends.lost == 1
     assert len(provider.calls) == 1

@@ -36,6 +36,7 @@ from hilo.kafka import Record, read_to_end
 from hilo.mongo import create_mongo_client
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually, read_topic
+from hilo.testkit.samples import MOVED_AT_MS, publish_entry_copies
 from hilo.testkit.serving import free_port, served
 from hilo.topics import Topic, topic_name
 from journey_analytics import consumer
@@ -244,16 +245,7 @@ async def test_of_two_copies_of_an_entry_the_one_published_later_is_measured(
         "type": "page_view",
         "payload": {},
     }
-    journey = topic_name(Topic.JOURNEY, settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        moved = json.dumps({**entry, "customer_id": "c-restored"}).encode()
-        await producer.send_and_wait(journey, moved, key=b"c-restored", timestamp_ms=2_000_000)
-        first = json.dumps(entry).encode()
-        await producer.send_and_wait(journey, first, key=b"c-kept", timestamp_ms=1_000_000)
-    finally:
-        await producer.stop()
+    await publish_entry_copies(settings, entry, restored="c-restored")
 
     async with analytics(settings, "analytics-copies") as client:
         await measures_once(client, lambda m: m.entries == 1)
@@ -268,7 +260,7 @@ async def test_of_two_copies_of_an_entry_the_one_published_later_is_measured(
             await mongo.close()
 
     assert [(t.id, t.customer_id, t.published_ms) for t in stored] == [
-        ("e-moved", "c-restored", 2_000_000)
+        ("e-moved", "c-restored", MOVED_AT_MS)
     ]
 
 

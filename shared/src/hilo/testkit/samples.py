@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter
 from pydantic_extra_types.currency_code import ISO4217
 
@@ -44,6 +46,8 @@ from hilo.contract import (
 )
 from hilo.contract.outbound import OutboundCommand, OutboundMessage
 from hilo.kafka import KafkaPublisher, RecordTooLarge
+from hilo.settings import HiloSettings
+from hilo.topics import Topic, topic_name
 
 
 def eur(amount: str) -> Money:
@@ -174,3 +178,28 @@ async def longest_that_fits(
         else:
             low = middle
     return low
+
+
+MOVED_AT_MS, FIRST_AT_MS = 2_000_000, 1_000_000
+"""The Kafka timestamps of `publish_entry_copies`'s two records."""
+
+
+async def publish_entry_copies(
+    settings: HiloSettings, entry: dict[str, Any], restored: str
+) -> None:
+    """A journey entry as a split leaves it on `journey`: its first copy (under
+    `entry["customer_id"]`) and the one the split published later under `restored`, each keyed
+    by its customer (two partitions), the later one written first: the order a reader may meet
+    them in after a reset. The records' timestamps say which came later."""
+    journey = topic_name(Topic.JOURNEY, settings)
+    moved = {**entry, "customer_id": restored}
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for copy, at in ((moved, MOVED_AT_MS), (entry, FIRST_AT_MS)):
+            key = str(copy["customer_id"]).encode()
+            await producer.send_and_wait(
+                journey, json.dumps(copy).encode(), key=key, timestamp_ms=at
+            )
+    finally:
+        await producer.stop()
