@@ -214,12 +214,12 @@ class Channel:
         except (PublishFailed, PyMongoError) as exc:
             # Which one failed, for the operator: the key store (MongoDB) seals every event, and
             # a Twilio channel's spool lives there too.
-            unavailable = self._unavailable if isinstance(exc, PublishFailed) else None
-            (unavailable or self._store_unavailable).inc()
+            kafka = isinstance(exc, PublishFailed)
+            (self._unavailable if kafka else self._store_unavailable).inc()
             log.warning(
                 "request_refused_unavailable",
                 channel=self.name,
-                store="kafka" if unavailable else "mongodb",
+                store="kafka" if kafka else "mongodb",
                 error=type(exc).__name__,
             )
             raise HTTPException(

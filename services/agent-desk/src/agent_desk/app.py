@@ -227,6 +227,13 @@ def _page(desk: Desk, request: Request, template: str, **context: Any) -> HTMLRe
     return desk.templates.TemplateResponse(request, template, context)
 
 
+def _error_page(desk: Desk, request: Request, message: str, status: int) -> HTMLResponse:
+    """What a person navigating reads when the desk cannot show what was asked."""
+    page = _page(desk, request, "error.html", message=message)
+    page.status_code = status
+    return page
+
+
 def _wants_html(request: Request) -> bool:
     """A browser navigating (not the page's scripts, not the event stream)."""
     return "text/html" in request.headers.get("accept", "")
@@ -308,9 +315,7 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
     async def refused(request: Request, exc: ProfileRequestRefused) -> Response:
         message = f"{LINK_REFUSED} ({exc.detail})"
         if _wants_html(request):
-            page = _page(desk, request, "error.html", message=message)
-            page.status_code = 400
-            return page
+            return _error_page(desk, request, message, 400)
         return JSONResponse({"error": message}, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
@@ -319,25 +324,19 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
         JSON; the page's scripts and the stream get FastAPI's answer as before."""
         if not _wants_html(request):
             return await http_exception_handler(request, exc)
-        page = _page(desk, request, "error.html", message=str(exc.detail))
-        page.status_code = exc.status_code
-        return page
+        return _error_page(desk, request, str(exc.detail), exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def incomplete_form(request: Request, exc: RequestValidationError) -> Response:
         if not _wants_html(request):
             return await request_validation_exception_handler(request, exc)
-        page = _page(desk, request, "error.html", message=FORM_REFUSED)
-        page.status_code = 422
-        return page
+        return _error_page(desk, request, FORM_REFUSED, 422)
 
     @app.exception_handler(ProfileUnavailable)
     async def unavailable(request: Request, _exc: ProfileUnavailable) -> Response:
         log.warning("desk_profiles_unavailable", path=request.url.path.split("/")[1])
         if _wants_html(request):
-            page = _page(desk, request, "error.html", message=PROFILES_DOWN)
-            page.status_code = 503
-            return page
+            return _error_page(desk, request, PROFILES_DOWN, 503)
         return JSONResponse({"error": PROFILES_DOWN}, status_code=503)
 
     return app
