@@ -6,12 +6,13 @@ And once the cause is fixed, `customer-profile dlq replay` puts it back.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.structs import ConsumerRecord
 from bson.errors import InvalidDocument
 from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure, WriteConcernError
 
@@ -61,19 +62,37 @@ def refused_for_good() -> PublishFailed:
     return failure
 
 
-def refuse_output_of(svc: RunningProfileService, event_id: str) -> None:
-    """Kafka refuses the journey record of this event for good, every time (a record too large
-    for the topic)."""
+def refuse_for_good(svc: RunningProfileService, refused: Callable[[Record], bool]) -> None:
+    """Kafka refuses for good, every time, any publish holding a record `refused` picks (a
+    record too large for its topic)."""
     publisher = svc.service.pipeline._publisher
     assert publisher is not None
     original = publisher.publish_records
 
     async def publish_records(records: Sequence[Record]) -> None:
-        if any(r.topic is Topic.JOURNEY and r.headers["ce_id"] == event_id for r in records):
+        if any(refused(record) for record in records):
             raise refused_for_good()
         await original(records)
 
     publisher.publish_records = publish_records  # type: ignore[method-assign]
+
+
+def refuse_output_of(svc: RunningProfileService, event_id: str) -> None:
+    """Kafka refuses the journey record of this event for good, every time."""
+    refuse_for_good(svc, lambda r: r.topic is Topic.JOURNEY and r.headers["ce_id"] == event_id)
+
+
+async def letters_and_journey(
+    settings: HiloSettings, entries: int
+) -> tuple[list[ConsumerRecord[bytes, bytes]], list[ConsumerRecord[bytes, bytes]]]:
+    """The one dead letter, and the `entries` journey records the partition went on with."""
+    dead = await read_topic(
+        settings.kafka_bootstrap_servers, topic_name(Topic.INTERACTIONS_DLQ, settings), expected=1
+    )
+    journey = await read_topic(
+        settings.kafka_bootstrap_servers, topic_name(Topic.JOURNEY, settings), expected=entries
+    )
+    return dead, journey
 
 
 async def test_a_record_whose_output_kafka_refuses_for_good_is_dead_lettered_not_retried(
@@ -85,14 +104,7 @@ async def test_a_record_whose_output_kafka_refuses_for_good_is_dead_lettered_not
     async with running_profile_service(settings, poison_attempts=2) as svc:
         refuse_output_of(svc, poison.id)
         await svc.publish([interaction(1, email="ana@example.com"), poison, after])
-        dead = await read_topic(
-            settings.kafka_bootstrap_servers,
-            topic_name(Topic.INTERACTIONS_DLQ, settings),
-            expected=1,
-        )
-        journey = await read_topic(
-            settings.kafka_bootstrap_servers, topic_name(Topic.JOURNEY, settings), expected=2
-        )
+        dead, journey = await letters_and_journey(settings, 2)
         ready = await svc.http.get("/health/ready")
 
     assert [json.loads(r.value)["id"] for r in dead] == [poison.id]
@@ -112,25 +124,9 @@ async def test_a_dead_letter_the_topic_cannot_take_goes_without_its_value(
     after = interaction(3, minutes=2, email="cy@example.com")
     async with running_profile_service(settings, poison_attempts=2) as svc:
         refuse_output_of(svc, poison.id)
-        publisher = svc.service.pipeline._publisher
-        assert publisher is not None
-        original = publisher.publish_records
-
-        async def no_room_for_its_letter(records: Sequence[Record]) -> None:
-            if any(r.topic is Topic.INTERACTIONS_DLQ and r.value is not None for r in records):
-                raise refused_for_good()
-            await original(records)
-
-        publisher.publish_records = no_room_for_its_letter  # type: ignore[method-assign]
+        refuse_for_good(svc, lambda r: r.topic is Topic.INTERACTIONS_DLQ and r.value is not None)
         await svc.publish([interaction(1, email="ana@example.com"), poison, after])
-        dead = await read_topic(
-            settings.kafka_bootstrap_servers,
-            topic_name(Topic.INTERACTIONS_DLQ, settings),
-            expected=1,
-        )
-        journey = await read_topic(
-            settings.kafka_bootstrap_servers, topic_name(Topic.JOURNEY, settings), expected=2
-        )
+        dead, journey = await letters_and_journey(settings, 2)
         report = await replay(settings, ReplayFilter())
 
     (letter,) = dead
