@@ -4,44 +4,12 @@ from __future__ import annotations
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import MessageSizeTooLargeError
 
 from hilo.dead_letters import ReplayFilter, ReplayIncomplete, replay
 from hilo.kafka import read_to_end
 from hilo.settings import HiloSettings
-from hilo.testkit.probes import eventually
+from hilo.testkit.topic_limits import limit_record_size
 from hilo.topics import Topic, topic_name
-
-
-async def _limit_record_size(settings: HiloSettings, topic: Topic, limit: int) -> None:
-    """Lower the topic's record limit, and return once the broker enforces it: the change is
-    applied asynchronously, and a replay right after could still be let through."""
-    name = topic_name(topic, settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        config = {"max.message.bytes": str(limit)}
-        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs=config)])
-    finally:
-        await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        await eventually(lambda: _refused(producer, name, b"p" * (limit + 1)), interval=0.1)
-    finally:
-        await producer.stop()
-
-
-async def _refused(producer: AIOKafkaProducer, topic: str, value: bytes) -> bool:
-    """Whether the broker refuses `value` as too large (a probe it takes is left on the topic,
-    which the tests here do not read)."""
-    try:
-        await producer.send_and_wait(topic, value, key=b"probe")
-    except MessageSizeTooLargeError:
-        return True
-    return False
 
 
 async def test_dead_letters_kafka_refuses_to_take_back_are_reported_not_counted(
@@ -60,7 +28,7 @@ async def test_dead_letters_kafka_refuses_to_take_back_are_reported_not_counted(
             )
     finally:
         await producer.stop()
-    await _limit_record_size(settings, Topic.INTERACTIONS, 10_000)
+    await limit_record_size(settings, Topic.INTERACTIONS, 10_000)
 
     with pytest.raises(ReplayIncomplete, match="refused 1 of 2 dead letters"):
         await replay(settings, ReplayFilter())

@@ -80,21 +80,11 @@ def _dead_letter(topic: str, again: str = "replay with `customer-profile dlq rep
     return Message(
         "DeadLetter",
         f"A record of `{topic}` that could not be processed: the original value, key and "
-        f"headers untouched, plus why and where ({again}).",
+        f"headers untouched, plus why and where ({again}). A letter too large for this topic "
+        "comes without its value, its size in `hilo_original_value_bytes` (a replay leaves it "
+        "out and counts it).",
         _any_record,
-        DEAD_LETTER_HEADERS,
-    )
-
-
-def _interaction_dead_letter() -> Message:
-    """customer-profile's letters: one the topic cannot take whole goes without its value."""
-    letter = _dead_letter("interactions")
-    return Message(
-        letter.name,
-        letter.summary + " A letter too large for this topic comes without its value, its "
-        "size in `hilo_original_value_bytes` (`dlq replay` leaves it out and counts it).",
-        letter.schema,
-        (*letter.headers, WITHOUT_VALUE),
+        (*DEAD_LETTER_HEADERS, WITHOUT_VALUE),
     )
 
 
@@ -107,7 +97,7 @@ MESSAGES: dict[Topic, list[Message]] = {
             INTERACTION_HEADERS,
         )
     ],
-    Topic.INTERACTIONS_DLQ: [_interaction_dead_letter()],
+    Topic.INTERACTIONS_DLQ: [_dead_letter("interactions")],
     Topic.JOURNEY: [
         Message(
             "SealedJourneyEntry",

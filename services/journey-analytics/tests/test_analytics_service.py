@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -32,12 +33,14 @@ from hilo.contract import (
     SurveyMetric,
     new_interaction,
 )
+from hilo.dead_letters import ORIGINAL_TOPIC, REASON, WITHOUT_VALUE
 from hilo.kafka import Record, read_to_end
 from hilo.mongo import create_mongo_client
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually, read_topic
 from hilo.testkit.samples import MOVED_AT_MS, publish_entry_copies
 from hilo.testkit.serving import free_port, served
+from hilo.testkit.topic_limits import limit_record_size
 from hilo.topics import Topic, topic_name
 from journey_analytics import consumer
 from journey_analytics.app import create_service
@@ -230,6 +233,47 @@ async def test_unreadable_records_are_dead_lettered_and_the_measures_go_on(
     assert all(dict(r.headers)["hilo_error_reason"] == b"unreadable" for r in dead)
     [erasure] = [r for r in dead if r.value == unreadable[1][1]]
     assert dict(erasure.headers)["hilo_error_detail"].startswith(b"TypeError")
+
+
+async def test_a_record_too_large_for_the_dead_letter_topic_goes_without_its_value(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """An unreadable record the dead-letter topic refuses for good (too large with the
+    letter's headers) would stop the partition for ever: its letter goes without the value,
+    saying where the record is, and the entry after it is measured."""
+    await limit_record_size(settings, Topic.ANALYTICS_DLQ, 10_000)
+    entry = {
+        "id": "e-after",
+        "customer_id": "c-9",
+        "occurred_at": (T0 + timedelta(minutes=1)).isoformat(),
+        "channel": "web",
+        "type": "page_view",
+        "payload": {},
+    }
+    too_large = os.urandom(9_900)  # random: the producer's compression cannot shrink it
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for value in (too_large, json.dumps(entry).encode()):
+            await producer.send_and_wait(topic_name(Topic.JOURNEY, settings), value, key=b"c")
+    finally:
+        await producer.stop()
+
+    async with analytics(settings, "analytics-large") as client:
+        measured = await measures_once(client, lambda m: m.entries == 1)
+        letters = await read_topic(
+            settings.kafka_bootstrap_servers,
+            topic_name(Topic.ANALYTICS_DLQ, settings),
+            expected=2,  # the probe that saw the limit enforced, then the letter
+        )
+
+    (letter,) = [r for r in letters if r.key != b"probe"]
+    headers = {k: v.decode() for k, v in letter.headers}
+    assert letter.value is None
+    assert headers[WITHOUT_VALUE] == str(len(too_large))
+    assert headers[ORIGINAL_TOPIC] == topic_name(Topic.JOURNEY, settings)
+    assert headers[REASON] == "unreadable"
+    assert measured.customers == 1
 
 
 async def test_of_two_copies_of_an_entry_the_one_published_later_is_measured(

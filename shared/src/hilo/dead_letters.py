@@ -10,16 +10,16 @@ replayed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from hilo.kafka import KafkaPublisher, read_to_end
+from hilo.kafka import PublishFailed, Record, RecordPublisher, read_to_end
 from hilo.kafka_security import client_options
 from hilo.settings import HiloSettings
 from hilo.topics import Topic, topic_name
@@ -72,17 +72,30 @@ def dead_letter_headers(
     return headers
 
 
-async def publish_dead_letter(
-    publisher: KafkaPublisher, topic: Topic, record: Any, *, reason: str, detail: str
-) -> None:
-    """Put a consumed `record` (aiokafka's `ConsumerRecord`) on the dead-letter `topic` as it
-    was, with why and where it was read in its headers; raises `PublishFailed` unless Kafka
-    has it, so the consumer does not move past it."""
-    await publisher.publish(
+class ConsumedRecord(Protocol):
+    """A record as consumed (aiokafka's `ConsumerRecord`, or a copy kept whole)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+def dead_letter(topic: Topic, record: ConsumedRecord, *, reason: str, detail: str) -> Record:
+    """`record` for the dead-letter `topic`, unchanged, with why and where from in its headers."""
+    return Record(
         topic,
+        record.key or b"",
         record.value,
-        key=record.key or b"",
-        headers=dead_letter_headers(
+        dead_letter_headers(
             record.headers or (),
             reason=reason,
             detail=detail,
@@ -91,6 +104,40 @@ async def publish_dead_letter(
             offset=record.offset,
         ),
     )
+
+
+def without_value(letter: Record) -> Record:
+    """`letter` without its value: what the dead-letter topic can take of a record too large
+    for it, with the value's size (`replay` leaves such letters out)."""
+    headers = {**letter.headers, WITHOUT_VALUE: str(len(letter.value or b""))}
+    return Record(letter.topic, letter.key, None, headers)
+
+
+async def publish_dead_letter(
+    publisher: RecordPublisher, topic: Topic, record: ConsumedRecord, *, reason: str, detail: str
+) -> None:
+    """Put a consumed `record` on the dead-letter `topic` as it was, with why and where it was
+    read in its headers; raises `PublishFailed` unless Kafka has it, so the consumer does not
+    move past it.
+
+    A letter Kafka refuses for good (a record near the size limit, from a producer that kept no
+    room for the headers) would stop the partition for ever: its headers go instead, without
+    the value, and the record stays readable where it was while its topic keeps it.
+    """
+    letter = dead_letter(topic, record, reason=reason, detail=detail)
+    try:
+        await publisher.publish_records([letter])
+    except PublishFailed as exc:
+        if not exc.for_good:
+            raise
+        log.warning(
+            "dead_letter_without_its_value",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            value_bytes=len(record.value or b""),
+        )
+        await publisher.publish_records([without_value(letter)])
 
 
 @dataclass(frozen=True)

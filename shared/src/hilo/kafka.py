@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -105,6 +105,12 @@ class Record:
     key: bytes
     value: bytes | None
     headers: Mapping[str, str]
+
+
+class RecordPublisher(Protocol):
+    """What writes records: returns once Kafka acknowledged every one (`KafkaPublisher`)."""
+
+    async def publish_records(self, records: Sequence[Record]) -> None: ...
 
 
 def wire_headers(record: Record) -> list[tuple[str, bytes]]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import structlog
 from prometheus_client import Counter, Gauge
@@ -27,7 +27,7 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
-from hilo.kafka import PublishFailed, Record
+from hilo.kafka import PublishFailed, Record, RecordPublisher
 from hilo.logs import error_text
 from hilo.mongo import MongoDocument
 from hilo.topics import Topic
@@ -52,10 +52,6 @@ WAITING = Gauge(
 )
 
 
-class Publisher(Protocol):
-    async def publish_records(self, records: Sequence[Record]) -> None: ...
-
-
 class Spool:
     """Keeps records Kafka refused, and publishes them once it takes them again."""
 
@@ -73,7 +69,7 @@ class Spool:
         self._kept.inc()
         log.warning("records_spooled", channel=self.channel, records=len(records))
 
-    async def drain(self, publisher: Publisher) -> int:
+    async def drain(self, publisher: RecordPublisher) -> int:
         """Publish this channel's kept requests, oldest first, until none is left; how many
         were published. Raises `PublishFailed` while Kafka is away (the document stays)."""
         published = 0
@@ -98,7 +94,7 @@ class Spool:
             published += 1
         return published
 
-    async def drain_forever(self, publisher: Publisher, every: float) -> None:
+    async def drain_forever(self, publisher: RecordPublisher, every: float) -> None:
         """`drain` every `every` seconds for as long as the service runs; nothing stops it but
         cancellation."""
         while True:

@@ -64,8 +64,8 @@ from hilo.contract import (
     parse_interaction,
 )
 from hilo.contract.personal import JOURNEY_FIELDS
-from hilo.dead_letters import WITHOUT_VALUE, dead_letter_headers
-from hilo.kafka import PublishFailed, Record
+from hilo.dead_letters import dead_letter, publish_dead_letter
+from hilo.kafka import Record
 from hilo.mongo import as_stored
 from hilo.sealing import Sealer, Unreadable
 from hilo.topics import Topic
@@ -372,28 +372,11 @@ class Pipeline:
         await _forget_erased(self._store, customers, self._sealer.subject)
 
     async def dead_letter(self, record: RawRecord, reason: str, detail: str) -> None:
-        """Put one record on the dead-letter topic unchanged, with why in its headers.
-
-        A letter Kafka refuses for good (a record near the size limit, from a producer that
-        kept no room for the headers) would stop the partition for ever: its headers go
-        instead, without the value (`dead_letter_stub`), and the record stays readable where
-        it was while `interactions` keeps it."""
-        if self._publisher is None:
-            return
-        letter = dead_letter(record, reason, detail)
-        try:
-            await self._publisher.publish_records([letter])
-        except PublishFailed as exc:
-            if not exc.for_good:
-                raise
-            log.warning(
-                "dead_letter_without_its_value",
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                value_bytes=len(record.value or b""),
+        """Put one record on the dead-letter topic unchanged, with why in its headers."""
+        if self._publisher is not None:
+            await publish_dead_letter(
+                self._publisher, Topic.INTERACTIONS_DLQ, record, reason=reason, detail=detail
             )
-            await self._publisher.publish_records([dead_letter_stub(letter, record)])
 
     async def _parse(
         self, records: Sequence[RawRecord]
@@ -587,7 +570,10 @@ class Pipeline:
         """
         if self._publisher is None:
             return
-        records = [dead_letter(letter.record, letter.reason, letter.detail) for letter in dead]
+        records = [
+            dead_letter(Topic.INTERACTIONS_DLQ, d.record, reason=d.reason, detail=d.detail)
+            for d in dead
+        ]
         records += await entry_records(self._sealer, entries)
         for merge in outcome.merges:
             records.append(
@@ -765,30 +751,6 @@ def snapshot(profile: StoredProfile) -> Record:
 def alias(absorbed: str, survivor: str) -> Record:
     """The record on `profiles` that says `absorbed` now answers as `survivor`."""
     return Record(Topic.PROFILES, absorbed.encode(), alias_record(absorbed, survivor), JSON)
-
-
-def dead_letter_stub(letter: Record, record: RawRecord) -> Record:
-    """`letter` without its value: what the dead-letter topic can take of a record too large
-    for it, with the value's size (`dlq replay` leaves such letters out)."""
-    headers = {**letter.headers, WITHOUT_VALUE: str(len(record.value or b""))}
-    return Record(letter.topic, letter.key, None, headers)
-
-
-def dead_letter(record: RawRecord, reason: str, detail: str) -> Record:
-    """`record` for the dead-letter topic, unchanged, with why and where from in its headers."""
-    return Record(
-        Topic.INTERACTIONS_DLQ,
-        record.key or b"",
-        record.value,
-        dead_letter_headers(
-            record.headers,
-            reason=reason,
-            detail=detail,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-        ),
-    )
 
 
 def _merges(records: list[MergeRecord]) -> list[Merge]:
