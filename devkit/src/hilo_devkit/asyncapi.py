@@ -143,7 +143,13 @@ MESSAGES: dict[Topic, list[Message]] = {
             ("content-type", "ce_id", "ce_type", "hilo_channel"),
         )
     ],
-    Topic.OUTBOUND_DLQ: [_dead_letter("outbound")],
+    Topic.OUTBOUND_DLQ: [
+        _dead_letter(
+            "outbound",
+            "never replayed: the desk shows each readable one as not sent, and the agent "
+            "sends it again if it still matters",
+        )
+    ],
     Topic.ANALYTICS_DLQ: [
         _dead_letter(
             "journey`, `identity.merges` or `erasures",
