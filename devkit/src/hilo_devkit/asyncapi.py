@@ -53,7 +53,11 @@ HEADERS = {
     "ce_id": "CloudEvents id: the interaction's (or entry's, command's) event id.",
     "ce_type": "CloudEvents type: `dev.hilo.interaction.<kind>` on `interactions`, "
     "`dev.hilo.journey.<kind>` on `journey`, `dev.hilo.outbound.message` on `outbound`.",
-    "ce_source": "CloudEvents source: the channel instance that received it.",
+    "ce_source": "CloudEvents source: the channel instance that received it on `interactions`, "
+    "`/hilo/customer-profile` on `journey`, `/hilo/outbound` on `outbound`.",
+    "ce_specversion": "CloudEvents version: `1.0`.",
+    "ce_time": "CloudEvents time (RFC 3339): when it happened (`occurred_at`; a command's "
+    "`requested_at`).",
     "hilo_schema_version": "The contract version of the value (upcast older ones).",
     "hilo_channel": "The channel service that is to send this command.",
     "hilo_error_reason": "Why the record could not be processed (a short code).",
@@ -65,7 +69,9 @@ HEADERS = {
     "hilo_original_value_bytes": "Only on a letter the topic could not take whole: the size of "
     "the value left out (read it where the headers say, while that topic keeps it).",
 }
-INTERACTION_HEADERS = ("content-type", "ce_id", "ce_type", "ce_source", "hilo_schema_version")
+CLOUDEVENT_HEADERS = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time")
+"""`hilo.kafka.cloudevent_headers`: the binding's binary mode, whole."""
+INTERACTION_HEADERS = ("content-type", *CLOUDEVENT_HEADERS, "hilo_schema_version")
 
 
 def _any_record() -> dict[str, Any]:
@@ -103,7 +109,7 @@ MESSAGES: dict[Topic, list[Message]] = {
             "SealedJourneyEntry",
             "An accepted interaction as an entry of its customer's journey.",
             journey_json_schema,
-            ("content-type", "ce_id", "ce_type"),
+            ("content-type", *CLOUDEVENT_HEADERS),
         )
     ],
     Topic.PROFILES: [
@@ -140,7 +146,7 @@ MESSAGES: dict[Topic, list[Message]] = {
             "SealedOutboundCommand",
             "A message to send on one channel; recipient and text sealed.",
             sealed_outbound_json_schema,
-            ("content-type", "ce_id", "ce_type", "hilo_channel"),
+            ("content-type", *CLOUDEVENT_HEADERS, "hilo_channel"),
         )
     ],
     Topic.OUTBOUND_DLQ: [

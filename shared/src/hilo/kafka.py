@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
@@ -201,13 +202,32 @@ def create_broker(
     )
 
 
+def cloudevent_headers(
+    *, event_id: str, event_type: str, source: str, occurred: datetime
+) -> dict[str, str]:
+    """The CloudEvents attributes every event record carries as `ce_` headers (the Kafka
+    binding's binary mode): all the required ones, so that a reader that goes by the headers
+    (the CloudEvents SDKs do once it sees one `ce_` header) reads a whole event."""
+    return {
+        "ce_specversion": "1.0",
+        "ce_id": event_id,
+        "ce_source": source,
+        "ce_type": event_type,
+        "ce_time": occurred.isoformat(),
+    }
+
+
 def interaction_headers(interaction: Interaction) -> dict[str, str]:
-    """Headers that let consumers route without parsing the value (CloudEvents Kafka binding)."""
+    """Headers that let consumers route without parsing the value (CloudEvents Kafka binding:
+    the value is the whole event, structured mode, and the headers repeat its attributes)."""
     return {
         "content-type": CLOUDEVENTS_JSON,
-        "ce_id": interaction.id,
-        "ce_type": interaction.type,
-        "ce_source": interaction.source,
+        **cloudevent_headers(
+            event_id=interaction.id,
+            event_type=interaction.type,
+            source=interaction.source,
+            occurred=interaction.occurred_at,
+        ),
         "hilo_schema_version": str(interaction.schema_version),
     }
 

@@ -69,7 +69,7 @@ from hilo.contract import (
 from hilo.contract.outbound import OutboundCommand, OutboundMessage
 from hilo.contract.personal import OUTBOUND_FIELDS
 from hilo.dead_letters import publish_dead_letter
-from hilo.kafka import KafkaPublisher, PublishFailed, Record, keep_bytes
+from hilo.kafka import KafkaPublisher, PublishFailed, Record, cloudevent_headers, keep_bytes
 from hilo.logs import mask_text
 from hilo.mongo import MongoDocument
 from hilo.sealing import Sealer
@@ -79,6 +79,9 @@ from hilo.topics import Topic, topic_name
 log = structlog.get_logger(__name__)
 
 CHANNEL_HEADER = "hilo_channel"
+OUTBOUND_SOURCE = "/hilo/outbound"
+"""CloudEvents source of outbound commands (who asked is `requested_by`, in the sealed value:
+an agent's name is personal data)."""
 _THREADS_DROPPED = "migration:recorded-threads-dropped"
 """Marks `outbound_sends` as cleaned of recorded threads (no state: no query of sends finds it)."""
 SENDS_COLLECTION = "outbound_sends"
@@ -630,8 +633,12 @@ async def command_record(command: OutboundCommand, sealer: Sealer) -> Record:
         value=to_json(documents[0]),
         headers={
             "content-type": "application/json",
-            "ce_id": command.id,
-            "ce_type": command.type,
+            **cloudevent_headers(
+                event_id=command.id,
+                event_type=command.type,
+                source=OUTBOUND_SOURCE,
+                occurred=command.requested_at,
+            ),
             CHANNEL_HEADER: command.channel,
         },
     )

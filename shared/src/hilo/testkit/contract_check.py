@@ -85,6 +85,8 @@ async def opened_interactions(
         headers = {name: value.decode() for name, value in record.headers}
         assert headers["ce_id"] == document["id"], "ce_id header differs from the event id"
         assert headers["ce_type"] == document["type"], "ce_type header differs from the type"
+        assert headers["ce_source"] == document["source"], "ce_source header differs"
+        assert headers["ce_specversion"] == "1.0", "ce_specversion header missing"
         strongest = Identifiers.model_validate(document["identifiers"]).partition_key()
         assert record.key == sealer.subject(strongest.decode()).encode(), (
             "record key is not the subject of the strongest identifier"

@@ -65,7 +65,7 @@ from hilo.contract import (
 )
 from hilo.contract.personal import JOURNEY_FIELDS
 from hilo.dead_letters import dead_letter, publish_dead_letter
-from hilo.kafka import Record
+from hilo.kafka import Record, cloudevent_headers
 from hilo.mongo import as_stored
 from hilo.sealing import Sealer, Unreadable
 from hilo.topics import Topic
@@ -696,6 +696,8 @@ async def publish_overtaken(
 
 
 JSON = {"content-type": "application/json"}
+JOURNEY_SOURCE = "/hilo/customer-profile"
+"""CloudEvents source of journey entries: the service that accepted them into a journey."""
 
 
 def _ties_with_view(entry: JourneyEntry, before: Mapping[str, StoredProfile]) -> bool:
@@ -736,7 +738,15 @@ async def entry_records(sealer: Sealer, entries: Sequence[JourneyEntry]) -> list
             Topic.JOURNEY,
             entry.customer_id.encode(),
             pydantic_core.to_json(document),
-            {**JSON, "ce_id": entry.id, "ce_type": f"dev.hilo.journey.{entry.type}"},
+            {
+                **JSON,
+                **cloudevent_headers(
+                    event_id=entry.id,
+                    event_type=f"dev.hilo.journey.{entry.type}",
+                    source=JOURNEY_SOURCE,
+                    occurred=entry.occurred_at,
+                ),
+            },
         )
         for entry, document in zip(entries, documents, strict=True)
         if document is not None
