@@ -216,6 +216,28 @@ def test_after_a_long_silence_a_new_conversation_starts() -> None:
     assert view.conversation.started_channel == "voice"
 
 
+def test_a_thread_that_keeps_its_id_starts_a_new_conversation_after_a_long_silence() -> None:
+    """WhatsApp and SMS threads keep one id for ever: the same id weeks later is no link."""
+    call = Conversation(id="call-1")
+    chat = Conversation(id="whatsapp:34611222333", continues="call-1")
+    later = Conversation(id="whatsapp:34611222333")
+
+    view = derive_view(
+        [
+            entry(1, "call", "voice", conversation=call),
+            entry(2, "message", "whatsapp", minutes=5, conversation=chat),
+            entry(3, "message", "whatsapp", minutes=60 * 24 * 60, conversation=later),
+        ],
+        WINDOW,
+    )
+
+    assert view.conversation is not None
+    assert view.conversation.started_channel == "whatsapp"
+    assert view.conversation.channels == ["whatsapp"]
+    assert view.conversation.started_at == T0 + timedelta(minutes=60 * 24 * 60)
+    assert len(view.conversation.recent) == 1
+
+
 def test_an_explicit_link_continues_a_conversation_even_after_the_window() -> None:
     call = Conversation(id="call-1")
     chat = Conversation(id="chat-9", continues="call-1")

@@ -167,12 +167,15 @@ class ProfileView(BaseModel):
             stats.last_seen = max(stats.last_seen, at)
 
     def _converse(self, entry: JourneyEntry, window: timedelta) -> None:
+        """Continue the open conversation within `window` of its last contact, or past it only
+        through an explicit link (`continues`). A thread's own id is no such link: a WhatsApp
+        or SMS thread keeps one id for ever, and a message after weeks of silence on it starts
+        a new conversation, as journey-analytics counts them."""
         reference = entry.conversation or {}
         own_id = reference.get("id") or f"{entry.channel}:{entry.id}"
         current = self.conversation
         continues = current is not None and (
             reference.get("continues") in current.conversation_ids
-            or own_id in current.conversation_ids
             or entry.occurred_at - current.last_at <= window
         )
         if current is None or not continues:
