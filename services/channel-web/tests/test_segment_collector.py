@@ -265,6 +265,27 @@ async def test_ecommerce_events_become_typed_payloads(
     }
 
 
+async def test_a_checkout_or_cart_view_without_products_leaves_the_items_unknown(
+    web: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """Not an empty cart: a profile would drop the items the customer added before."""
+    calls = [
+        {"event": "Checkout Started", "properties": {"cart_id": "c-1", "value": 79.9}},
+        {"event": "Cart Viewed", "properties": {"cart_id": "c-1"}},
+        {"event": "Cart Viewed", "properties": {"cart_id": "c-1", "products": []}},
+    ]
+    for n, call in enumerate(calls):
+        document = {"anonymousId": "anon-1", "messageId": f"cv{n}", **call}
+        assert (await web.post("/v1/track", json=document, headers=AUTH)).status_code == 200
+
+    by_id = {event["id"]: event for event in await published_interactions(settings, 3)}
+    started, viewed, emptied = (by_id[interaction_id("web", f"cv{n}")] for n in range(3))
+    assert started["payload"]["items"] is None
+    assert started["payload"]["total"] == {"amount": "79.9", "currency": "USD"}
+    assert viewed["payload"]["items"] is None
+    assert emptied["payload"]["items"] == []
+
+
 async def test_device_clock_skew_is_corrected_from_sent_at(
     web: httpx.AsyncClient, settings: HiloSettings
 ) -> None:

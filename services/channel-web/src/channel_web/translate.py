@@ -195,7 +195,7 @@ def _cart_viewed(properties: Mapping[str, Any]) -> CartChanged:
         action=CartAction.VIEWED,
         cart_id=_text(properties.get("cart_id")),
         quote_id=_text(properties.get("quote_id")),
-        items=_lines(properties),
+        items=_cart_lines(properties),
     )
 
 
@@ -204,7 +204,7 @@ def _checkout_started(properties: Mapping[str, Any]) -> CartChanged:
         action=CartAction.CHECKOUT_STARTED,
         cart_id=_text(properties.get("cart_id")),
         quote_id=_text(properties.get("quote_id")),
-        items=_lines(properties),
+        items=_cart_lines(properties),
         total=_money(_first(properties, "value", "revenue", "total"), properties),
     )
 
@@ -264,6 +264,12 @@ _FROM_SERVER_KEYS: dict[str, Callable[[Mapping[str, Any]], Payload]] = {
 someone's order out of their lifetime value, so there they stay `custom`. Segment's `Order
 Refunded` stays `custom` from any key: it may refund part of an order, which the contract's
 order states cannot say (a `refunded` order leaves the lifetime value whole)."""
+
+
+def _cart_lines(properties: Mapping[str, Any]) -> list[LineItem] | None:
+    """The whole cart, or None when the event does not list it: a `Checkout Started` with only
+    its value says nothing of the items, and an empty list would empty the customer's cart."""
+    return None if properties.get("products") is None else _lines(properties)
 
 
 def _lines(properties: Mapping[str, Any]) -> list[LineItem]:

@@ -111,6 +111,70 @@ def test_an_order_in_store_finishes_the_online_cart_with_the_same_products() -> 
     assert view.orders[0].order_id == "ORD-1001"
 
 
+def _line(sku: str, quantity: int) -> LineItem:
+    return LineItem(
+        sku=sku, quantity=quantity, unit_price=Money(amount=Decimal("10"), currency=EUR)
+    )
+
+
+def test_an_order_in_store_of_part_of_the_cart_leaves_the_rest_in_it() -> None:
+    """Two of A and one of B online, one A bought in the store: one A and B are still in the
+    online cart, and its total is no longer known."""
+    cart = CartChanged(
+        action=CartAction.VIEWED,
+        cart_id="cart-1",
+        items=[_line("A", 2), _line("B", 1)],
+        total=Money(amount=Decimal("30"), currency=EUR),
+    )
+    some = sample_payloads()["order"].model_copy(
+        update={"items": [_line("A", 1)], "total": Money(amount=Decimal("10"), currency=EUR)}
+    )
+    rest = some.model_copy(update={"order_id": "ORD-1002", "items": [_line("A", 1), _line("B", 1)]})
+
+    partly = derive_view(
+        [entry(1, "cart", payload=cart), entry(2, "order", "store", payload=some)], WINDOW
+    )
+    wholly = derive_view(
+        [
+            entry(1, "cart", payload=cart),
+            entry(2, "order", "store", payload=some),
+            entry(3, "order", "store", payload=rest),
+        ],
+        WINDOW,
+    )
+
+    assert partly.cart is not None
+    assert [(item["sku"], item["quantity"]) for item in partly.cart.items] == [("A", 1), ("B", 1)]
+    assert partly.cart.total is None
+    assert wholly.cart is None
+
+
+def test_a_changed_cart_without_a_total_no_longer_shows_the_old_one() -> None:
+    started = CartChanged(
+        action=CartAction.CHECKOUT_STARTED,
+        cart_id="cart-1",
+        items=[_line("A", 1)],
+        total=Money(amount=Decimal("10"), currency=EUR),
+    )
+    added = CartChanged(
+        action=CartAction.ITEM_ADDED, cart_id="cart-1", changed_items=[_line("B", 1)]
+    )
+    looked = CartChanged(action=CartAction.VIEWED, cart_id="cart-1", items=[_line("A", 1)])
+
+    changed = derive_view(
+        [entry(1, "cart", payload=started), entry(2, "cart", payload=added)], WINDOW
+    )
+    same = derive_view(
+        [entry(1, "cart", payload=started), entry(2, "cart", payload=looked)], WINDOW
+    )
+
+    assert changed.cart is not None
+    assert len(changed.cart.items) == 2
+    assert changed.cart.total is None
+    assert same.cart is not None
+    assert same.cart.total == {"amount": "10", "currency": "EUR"}
+
+
 def test_an_unrelated_order_leaves_the_cart() -> None:
     other = sample_payloads()["order"].model_copy(
         update={

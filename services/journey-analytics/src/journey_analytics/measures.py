@@ -20,7 +20,7 @@ Definitions (what the numbers mean):
   e.g. `voice>whatsapp`. **NPS**: % of 9-10 minus % of 0-6.
 - An **order** is counted once, at its first entry (same `order_id`): a click-and-collect order
   is a web entry, then a store entry `picked_up`; that second one is no order. An order first
-  seen `cancelled` or `refunded` bought nothing (as customer-profile's `_completes` decides),
+  seen `cancelled` or `refunded` bought nothing (as customer-profile's `_after_purchase` decides),
   and a `picked_up` entry is always a later state: neither counts. Only orders count below.
 - A **web cart** (an online cart: `web` or `app`) is counted at its first online cart entry
   (per cart id, else the customer's cart).
@@ -66,7 +66,7 @@ NOT_TOUCHES = frozenset({"order", "message_status", "identify", "consent", "surv
 """Entries that are no touch an order can be credited to: the order itself, a provider's
 delivery receipt, a sign-in, a consent change, a survey answer."""
 NOT_BOUGHT = frozenset({"cancelled", "refunded", "picked_up"})
-"""Statuses of an order's first entry that make it no purchase: customer-profile's `_completes`
+"""Statuses of an order's first entry that make it no purchase: customer-profile's `_after_purchase`
 takes the first two; a pick-up is of an order placed before, maybe before the touches read."""
 
 

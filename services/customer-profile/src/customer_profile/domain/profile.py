@@ -318,6 +318,7 @@ def _cart(view: ProfileView, entry: JourneyEntry) -> None:
     cart.channel = entry.channel
     cart.updated_at = entry.occurred_at
     cart.cart_id = payload.get("cart_id") or cart.cart_id
+    before = cart.items
     if payload.get("items") is not None:
         cart.items = list(payload["items"])
     elif action in ("item_added", "item_removed"):
@@ -326,6 +327,8 @@ def _cart(view: ProfileView, entry: JourneyEntry) -> None:
         )
     if payload.get("total") is not None:
         cart.total = payload["total"]
+    elif cart.items != before:  # the items changed and no total came with them: it is unknown
+        cart.total = None
     if action == "checkout_started":
         cart.checkout_started = True
     view.cart = cart
@@ -373,23 +376,30 @@ def _order(view: ProfileView, entry: JourneyEntry) -> None:
         view._count_order(existing, -1)
     view._count_order(summary, +1)
     orders[summary.order_id] = summary
-    if existing is None and view.cart is not None and _completes(view.cart, payload):
-        view.cart = None
+    if existing is None and view.cart is not None:
+        view.cart = _after_purchase(view.cart, payload)
 
 
 _NOT_BOUGHT = frozenset({"cancelled", "refunded"})
 
 
-def _completes(cart: CartState, order: dict[str, Any]) -> bool:
-    """A new order finishes the cart it names, or one whose products it contains (bought in a
-    store); one first seen cancelled or refunded bought nothing. A later state of an order
-    (picked up, refunded) is not a purchase: the cart since is another one."""
+def _after_purchase(cart: CartState, order: dict[str, Any]) -> CartState | None:
+    """The cart once a new order is known: gone when the order names it; else less what the
+    order bought of its products (bought in a store, say), gone once nothing is left. One first
+    seen cancelled or refunded bought nothing; a later state of an order (picked up, refunded)
+    is not a purchase: the cart since is another one."""
     if order["status"] in _NOT_BOUGHT:
-        return False
+        return cart
     if order.get("cart_id") and order["cart_id"] == cart.cart_id:
-        return True
-    ordered = {item["sku"] for item in order["items"]}
-    return bool(ordered & {item["sku"] for item in cart.items})
+        return None
+    carted = {item["sku"] for item in cart.items}
+    bought = [item for item in order["items"] if item["sku"] in carted]
+    if not bought:
+        return cart
+    left = _apply_changes(cart.items, bought, add=False)
+    if not left:
+        return None
+    return cart.model_copy(update={"items": left, "total": None})
 
 
 def _survey(view: ProfileView, entry: JourneyEntry) -> None:
