@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import httpx
 import pytest
 
 from customer_profile.bootstrap import bootstrap, start, stop
 from customer_profile.testing import (
+    ADMIN_API_KEY,
     API_KEY,
     T0,
     RunningProfileService,
@@ -19,6 +21,7 @@ from customer_profile.testing import (
 )
 from hilo.contract import Identifiers, Interaction, new_interaction
 from hilo.kafka import PublishFailed
+from hilo.profile_client import ProfileClient
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually, read_topic
 from hilo.testkit.samples import sample_payloads
@@ -293,6 +296,39 @@ async def test_a_customer_is_found_by_an_order_id_and_open_conversations_are_lis
     assert list(last_inbound) == ["whatsapp"]
     stored = datetime.fromisoformat(last_inbound["whatsapp"])
     assert abs(stored - recent[0].occurred_at) < timedelta(milliseconds=1)  # MongoDB keeps ms
+
+
+async def test_an_order_id_with_a_slash_is_found_and_no_text_reaches_another_route_as_an_id(
+    profile_service: RunningProfileService,
+) -> None:
+    """The server decodes `%2F` before routing: `2026/00123` as printed on an invoice is still
+    found, and text a desk search tries as a customer id (`<id>/journey`) is nobody."""
+    svc = profile_service
+    order = sample_payloads()["order"].model_copy(update={"order_id": "2026/00123"})
+    await svc.publish(
+        [
+            new_interaction(
+                channel="store",
+                instance="test",
+                provider_event_id="slash-order",
+                identifiers=Identifiers.model_validate({"email": "cy@example.com"}),
+                payload=order,
+                occurred_at=T0,
+            )
+        ]
+    )
+    await svc.wait_for_entries(1)
+    cy = await svc.customer_of("email", "cy@example.com")
+    asgi = httpx.ASGITransport(app=svc.service.app)
+    client = ProfileClient("http://profile", ADMIN_API_KEY, transport=asgi)
+    try:
+        found = await svc.get(f"/v1/customers/by-order/{quote('2026/00123', safe='')}")
+        elsewhere = await client.profile(f"{cy}/journey")
+    finally:
+        await client.close()
+
+    assert found == {"customer_id": cy}
+    assert elsewhere is None
 
 
 async def test_the_inbox_lists_as_many_customers_as_asked_however_many_were_merged_away(

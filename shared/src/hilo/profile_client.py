@@ -72,7 +72,10 @@ class ProfileClient:
         return None if found is None else str(found["customer_id"])
 
     async def profile(self, customer_id: str) -> dict[str, Any] | None:
-        """The profile (the survivor's, for an id merged away), or None."""
+        """The profile (the survivor's, for an id merged away), or None: also for text typed
+        or sent as an id that cannot be one (`customer_path`)."""
+        if "/" in customer_id:
+            return None
         found: dict[str, Any] | None = await self.call("GET", customer_path(customer_id))
         return found
 
@@ -87,5 +90,9 @@ def _detail(response: httpx.Response) -> str:
 
 
 def customer_path(customer_id: str) -> str:
-    """The customer's path: an id taken from a request cannot reach another route."""
+    """The customer's path. Raises ValueError for an id holding a "/", which no customer id
+    does: the server decodes `%2F` before routing, so `<id>/conflicts` would reach another
+    route."""
+    if "/" in customer_id:
+        raise ValueError("a customer id holds no '/'")
     return f"/v1/customers/{quote(customer_id, safe='')}"

@@ -249,9 +249,11 @@ async def lookup(body: LookupRequest, state: State) -> CustomerRef:
     return CustomerRef(customer_id=next(iter(owners.values())))
 
 
-@router.get("/by-order/{order_id}", responses={404: {"description": "No customer has it."}})
+@router.get("/by-order/{order_id:path}", responses={404: {"description": "No customer has it."}})
 async def find_by_order(order_id: str, state: State) -> CustomerRef:
-    """Find the customer of an order or store receipt by its id (as printed on it)."""
+    """Find the customer of an order or store receipt by its id (as printed on it). The id may
+    hold a "/" (`2026/00123`): the server decodes `%2F` before routing, so the route takes the
+    rest of the path."""
     customer_id = await state.store.customer_of_order(order_id.strip())
     if customer_id is None:
         raise HTTPException(status_code=404, detail="no customer has this order")
