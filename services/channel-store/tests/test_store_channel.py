@@ -208,6 +208,26 @@ async def test_an_end_of_day_file_publishes_good_receipts_and_reports_every_bad_
     assert [item["sku"] for item in event["payload"]["items"]] == ["SKU-1", "SKU-2"]
 
 
+async def test_an_end_of_day_row_names_the_online_cart_and_quote_it_finished(
+    store: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """A file with the optional `cart_id` and `quote_id` columns, in any order: the receipt
+    carries them as a till's JSON receipt would, so the customer's online cart is finished."""
+    header = f"{CSV_HEADER},cart_id,quote_id"
+    row = "BCN-01,T1,R1,2026-11-23T10:00:00+01:00,EUR,SKU-1,Shoe,1,59.90,59.90,,,card,LOY-1,,,,"
+    body = "\n".join([header, f"{row},cart-77,q-1", f"{row},cart-78,q-1"]).encode()
+    csv_headers = {"X-API-Key": KEY, "Content-Type": "text/csv"}
+
+    response = await store.post("/v1/receipts/upload", content=body, headers=csv_headers)
+    fixed = "\n".join([header, f"{row},cart-77,q-1"]).encode()
+    again = await store.post("/v1/receipts/upload", content=fixed, headers=csv_headers)
+
+    assert response.status_code == 422, "two rows of one receipt naming two carts"
+    assert again.status_code == 200, again.text
+    [event] = await published_interactions(settings, 1)
+    assert (event["payload"]["cart_id"], event["payload"]["quote_id"]) == ("cart-77", "q-1")
+
+
 async def test_unreadable_files_and_unauthenticated_requests_are_refused(
     store: httpx.AsyncClient, settings: HiloSettings
 ) -> None:

@@ -134,4 +134,6 @@ def _receipt(
         payment_method=first.payment_method,
         customer=first.customer(policy),
         pickup_order_id=first.pickup_order_id,
+        cart_id=first.cart_id,
+        quote_id=first.quote_id,
     )

@@ -117,6 +117,8 @@ CSV_COLUMNS = (
     "email",
     "phone",
     "pickup_order_id",
+    "cart_id",
+    "quote_id",
 )
 """The end-of-day file: one row per receipt line; a receipt's rows repeat its receipt fields."""
 
@@ -155,6 +157,8 @@ class CsvRow(_Input):
     email: str | None = None
     phone: str | None = None
     pickup_order_id: str | None = None
+    cart_id: str | None = Field(default=None, max_length=200)
+    quote_id: str | None = Field(default=None, max_length=100)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -191,4 +195,6 @@ class CsvRow(_Input):
             self.email,
             self.phone,
             self.pickup_order_id,
+            self.cart_id,
+            self.quote_id,
         )
