@@ -150,6 +150,12 @@ BAD_INPUT: list[tuple[str, str, Any, list[str | int]]] = [
         [{**PRICES[0], "valid_from": "2026-12-01T00:00:00"}],
         ["body", 0, "valid_from"],
     ),
+    (
+        "PUT",
+        "/v1/prices",
+        [{**PRICES[0], "valid_from": "9999-12-31T23:59:59-01:00"}],
+        ["body", 0, "valid_from"],
+    ),
     ("PUT", "/v1/prices", [PRICES[0], PRICES[0]], ["body", 1]),
     ("PUT", "/v1/prices", [], ["body"]),
     ("PUT", "/v1/prices", [{**PRICES[0], "sku": "no spaces"}], ["body", 0, "sku"]),
@@ -225,6 +231,9 @@ async def test_a_promotion_that_could_never_apply_is_refused_saying_why(
     assert "leave `channels` out" in await refused(channels=[])
     assert "pattern" in await refused(channels=["web", "Web"])
     assert "cart_abandoned_7d" in await refused(conditions={"segments": ["vip_2026"]})
+    forever = "9999-12-31T23:59:59-01:00"  # past the calendar once in UTC: pages would fail
+    assert "before 9999-01-01" in await refused(valid_until=forever)
+    assert "from 1900-01-01" in await refused(valid_from="0001-01-01T00:00:00+01:00")
     await offers.call(
         "PUT",
         "/v1/promotions/gold-10",

@@ -19,21 +19,19 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Pa
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import (
-    AfterValidator,
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
 )
-from pydantic_core import PydanticCustomError
 from pydantic_extra_types.currency_code import ISO4217
 
 from hilo.contract import Identifiers
 from hilo.offers.book import OffersFollower
 from hilo.offers.model import (
     CHANNEL_PATTERN,
+    CalendarTime,
     Channel,
     CustomerFacts,
     NewPromotion,
@@ -74,24 +72,8 @@ MAX_PRICES = 100
 """Prices per change: each record carries its whole schedule, and one version is one MongoDB
 document (16 MB at most)."""
 MAX_LINES = 500
-EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
-LATEST = datetime(9999, 1, 1, tzinfo=UTC)
-"""A quote's time is in [EARLIEST, LATEST): a time near the calendar's ends (year 1 or 9999 with
-an offset) cannot be turned to UTC or have days taken off it, and would fail the quote."""
-
-
-def _within_calendar(at: datetime) -> datetime:
-    """Refuse a time pricing could not work with (see `LATEST`), as a 422 naming `at`."""
-    if not EARLIEST <= at < LATEST:
-        raise PydanticCustomError(
-            "quote_time",
-            "must be from {earliest} to before {latest} (UTC)",
-            {"earliest": EARLIEST.date().isoformat(), "latest": LATEST.date().isoformat()},
-        )
-    return at
-
-
-QuoteTime = Annotated[AwareDatetime, AfterValidator(_within_calendar)]
+QuoteTime = CalendarTime
+"""A quote's time: within the calendar pricing works with (`hilo.offers.model.CalendarTime`)."""
 
 
 @dataclass

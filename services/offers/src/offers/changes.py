@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 from pydantic_extra_types.currency_code import ISO4217
 
 from hilo.kafka import Record
 from hilo.offers.model import (
     Amount,
+    CalendarTime,
     OfferRecord,
     PricePoint,
     PriceSchedule,
@@ -66,7 +67,7 @@ class NewPrice(BaseModel):
         description="Per unit, as a decimal string.", examples=["59.90"]
     )
     tax_included: bool
-    valid_from: AwareDatetime | None = None
+    valid_from: CalendarTime | None = None
 
 
 @dataclass(frozen=True)

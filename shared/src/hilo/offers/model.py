@@ -14,14 +14,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from functools import cache
 from typing import Annotated, Literal
 from zoneinfo import available_timezones
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 from pydantic_extra_types.currency_code import ISO4217
 
@@ -45,6 +53,29 @@ class _Model(BaseModel):
         hide_input_in_errors=True,
         json_schema_serialization_defaults_required=True,
     )
+
+
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+"""Times pricing works with are in [EARLIEST, LATEST): one near the calendar's ends (year 1 or
+9999 with an offset) cannot be turned to UTC or have days taken off it, and would fail every
+quote or page that shows it."""
+
+
+def _within_calendar(at: datetime) -> datetime:
+    """Refuse a time pricing could not work with (see `LATEST`), as a 422 naming the field."""
+    if not EARLIEST <= at < LATEST:
+        raise PydanticCustomError(
+            "calendar_time",
+            "must be from {earliest} to before {latest} (UTC)",
+            {"earliest": EARLIEST.date().isoformat(), "latest": LATEST.date().isoformat()},
+        )
+    return at
+
+
+CalendarTime = Annotated[AwareDatetime, AfterValidator(_within_calendar)]
+"""A time an admin or a channel sends: refused outside [EARLIEST, LATEST). Records already on
+the topic are read as they are."""
 
 
 class PricePoint(_Model):
@@ -202,6 +233,8 @@ class NewPromotion(Promotion):
         "channel. An empty list is refused.",
     )
     conditions: NewConditions = Field(default_factory=NewConditions)
+    valid_from: CalendarTime
+    valid_until: CalendarTime = Field(description="Exclusive.")
 
     @field_validator("channels")
     @classmethod
