@@ -196,10 +196,15 @@ class Watched:
 
 
 def _when(at: datetime | str | None) -> str:
+    """In UTC; as given when UTC is past the calendar (a promotion stored "for ever", ending
+    9999-12-31 with an offset, before the offers service refused such dates)."""
     if at is None:
         return ""
     moment = datetime.fromisoformat(at) if isinstance(at, str) else at
-    return moment.astimezone(UTC).strftime("%d %b %Y %H:%M:%S UTC")
+    try:
+        return moment.astimezone(UTC).strftime("%d %b %Y %H:%M:%S UTC")
+    except OverflowError:
+        return moment.isoformat()
 
 
 def _desk(request: Request) -> Desk:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from agent_desk.app import _local
+from agent_desk.app import _local, _when
 from agent_desk.auth import Agents, SignInThrottle, hash_password
 from agent_desk.policy import ReplyOption, default_channel, refusal, reply_options
 from agent_desk.replies import Thread, last_contact, reply_command, thread_of, written_from
@@ -348,3 +348,9 @@ def test_only_an_email_reply_names_the_threads_earlier_messages(channel: str, ke
 
     assert command.payload.references == (["m-0", "m-1"] if kept else [])
     assert command.payload.reply_to_provider_message_id == "m-2"
+
+
+def test_a_time_past_the_calendar_in_utc_is_shown_as_given_not_a_failed_page() -> None:
+    """A promotion stored "for ever" before the offers service refused such dates."""
+    assert _when("9999-12-31T23:59:59-01:00") == "9999-12-31T23:59:59-01:00"
+    assert _when("2026-12-02T13:00:00+01:00") == "02 Dec 2026 12:00:00 UTC"
