@@ -83,3 +83,26 @@ def test_an_offer_for_one_channel_is_priced_on_it() -> None:
     (shown,) = offers_for(offers(channels=["store", "web"]), consented(), channel="web", at=AT)
 
     assert (shown.quoted_on, shown.example_total) == ("web", Decimal("9.00"))
+
+
+@pytest.mark.parametrize(
+    ("fields", "facts", "open_on", "everywhere"),
+    [
+        pytest.param({"conditions": CONSENT}, consented("email"), ["email"], False, id="consent"),
+        pytest.param(
+            {"channels": ["store", "web"]}, consented(), ["store", "web"], False, id="named"
+        ),
+        pytest.param({}, consented(), None, True, id="open"),
+    ],
+)
+def test_an_offer_says_where_this_customer_gets_it_not_only_where_it_is_named(
+    fields: dict[str, Any], facts: CustomerFacts, open_on: list[str] | None, everywhere: bool
+) -> None:
+    """A consent-only promotion naming no channel is no promotion "on every channel" for a
+    customer who consented on email alone: the desk would say so, and the store would not give
+    it."""
+    shown = shown_on_any_channel(offers(**fields), facts)
+
+    assert shown.every_channel is everywhere
+    if open_on is not None:
+        assert shown.open_on == open_on

@@ -1031,15 +1031,25 @@ async def test_the_customer_page_shows_the_offers_the_customer_qualifies_for(
         valid_until=now + timedelta(days=1),
         conditions=Conditions(loyalty_tiers=["gold"]),
     )
+    subscribers = percent_off(
+        "news-5",
+        "Subscribers: 5% off shoes",
+        "SKU-RED-42",
+        5,
+        valid_from=now - timedelta(days=1),
+        valid_until=now + timedelta(days=1),
+        conditions=Conditions(marketing_consent=True),
+    )
     await publish_offer_records(
         settings,
         [
             offer_record(price_key("SKU-RED-42", "EUR"), 1, price=price),
             offer_record(promotion_key("gold-10"), 2, promotion=gold),
+            offer_record(promotion_key("news-5"), 3, promotion=subscribers),
         ],
     )
     svc = running.profile
-    await eventually(lambda: _offers_read(svc, 2))
+    await eventually(lambda: _offers_read(svc, 3))
     member = new_interaction(
         channel="web",
         instance="test",
@@ -1048,15 +1058,28 @@ async def test_the_customer_page_shows_the_offers_the_customer_qualifies_for(
         payload=Identified(traits={"loyalty_tier": "gold"}),
         occurred_at=now - timedelta(hours=1),
     )
-    await svc.publish([member])
-    await svc.wait_for_entries(1)
+    by_email_only = new_interaction(
+        channel="web",
+        instance="test",
+        provider_event_id="consent-email",
+        identifiers=Identifiers(phone=PHONE),
+        payload=ConsentChanged(purpose="marketing", granted=True, channel="email"),
+        occurred_at=now - timedelta(minutes=50),
+    )
+    await svc.publish([member, by_email_only])
+    await svc.wait_for_entries(2)
     customer = await svc.customer_of("phone", PHONE)
     async with signed_in(running.desk_url) as client:
         page = await client.get(f"/customers/{customer}")
+        svc.service.app.state.api.offers = lambda: None  # as while the topic is being read
+        unknown = await client.get(f"/customers/{customer}")
 
     offers = page.text[page.text.index('id="offers"') :]
-    assert "Gold members: 10% off shoes" in offers
+    assert "Gold members: 10% off shoes</strong> (every channel" in offers
     assert "<s>60.00</s> <strong>54.00 EUR</strong>" in offers
+    assert "Subscribers: 5% off shoes</strong> (Email, until" in offers, "not every channel"
+    assert unknown.status_code == 200
+    assert "Not known right now" in unknown.text[unknown.text.index('id="offers"') :]
 
 
 async def _offers_read(svc: RunningProfileService, version: int) -> bool:

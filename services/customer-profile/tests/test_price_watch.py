@@ -181,6 +181,25 @@ async def test_a_promotion_the_customer_qualifies_for_is_expected_and_shown_to_a
     assert nothing == []
 
 
+async def test_offers_not_read_yet_are_unknown_not_none(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """Before the service has read the offers topic, an agent must not be told the customer
+    has no promotion (the web shop may be applying one): 503 to ask again, null in context."""
+    async with running_profile_service(settings) as svc:
+        await svc.publish([gold_member("gold@example.com")])
+        await svc.wait_for_entries(1)
+        gold = await svc.customer_of("email", "gold@example.com")
+        svc.service.app.state.api.offers = lambda: None  # as while the topic is being read
+        context = await svc.get(f"/v1/customers/{gold}/context")
+        unknown = await svc.http.get(f"/v1/customers/{gold}/offers")
+
+    assert context["offers"] is None
+    assert unknown.status_code == 503
+    assert unknown.headers["retry-after"] == "5"
+    assert "not loaded yet" in unknown.json()["detail"]
+
+
 def three_for_two_check() -> PriceCheck:
     """A check against 10.00 shoes on buy 2 get 1 (three cost 20.00: 6.67 a unit)."""
     price = schedule(("10.00", NOW - timedelta(days=30), 1))

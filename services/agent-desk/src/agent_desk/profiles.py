@@ -45,9 +45,14 @@ class ProfileApi(ProfileClient):
     async def conflicts(self, customer_id: str) -> list[dict[str, Any]]:
         return list(await self._get(f"{customer_path(customer_id)}/conflicts") or [])
 
-    async def offers(self, customer_id: str) -> list[dict[str, Any]]:
-        """The promotions the customer qualifies for now, priced as a channel's quote."""
-        return list(await self._get(f"{customer_path(customer_id)}/offers") or [])
+    async def offers(self, customer_id: str) -> list[dict[str, Any]] | None:
+        """The promotions the customer qualifies for now, priced as a channel's quote; None
+        while the profile service cannot say (its offers not loaded yet, or it is away): the
+        page shows them as unknown, not as none, and the rest of it all the same."""
+        try:
+            return list(await self._get(f"{customer_path(customer_id)}/offers") or [])
+        except ProfileUnavailable:
+            return None
 
     async def journey(
         self,

@@ -235,12 +235,19 @@ def open_channel(promotion: Promotion, facts: CustomerFacts) -> str | None:
 
     The first of the channels it names; for one naming none, web, then the channels the
     customer consented to marketing on, then the other built-in channels."""
+    return next(iter(open_channels(promotion, facts)), None)
+
+
+def open_channels(promotion: Promotion, facts: CustomerFacts) -> list[str]:
+    """Every channel where the promotion is open to this customer, in `open_channel`'s order:
+    the ones it names, or, for one naming none, the built-in channels and those the customer
+    consented to marketing on, less those a consent condition closes."""
     if promotion.channels is not None:
         candidates: Iterable[str] = promotion.channels
     else:
         named = sorted(c for c in facts.marketing_consent_channels if c is not None)
         candidates = (BUILT_IN_CHANNELS[0], *named, *BUILT_IN_CHANNELS[1:])
-    return next((c for c in candidates if _open_on(promotion, facts, c)), None)
+    return [c for c in dict.fromkeys(candidates) if _open_on(promotion, facts, c)]
 
 
 def _on_channel(promotion: Promotion, facts: CustomerFacts, channel: str | None) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from hilo.contract import BUILT_IN_CHANNELS
 from hilo.offers.model import (
@@ -23,7 +23,7 @@ from hilo.offers.model import (
     PromotionKind,
     QuoteLine,
 )
-from hilo.offers.pricing import open_channel, price_lines, qualifying
+from hilo.offers.pricing import open_channels, price_lines, qualifying
 
 EXAMPLE_SKUS = 5
 """At most this many of a promotion's SKUs are priced as its example."""
@@ -42,7 +42,12 @@ class OfferShown(BaseModel):
     promotion_id: str
     name: str
     kind: str
-    channels: list[str] | None
+    channels: list[str] | None = Field(description="The channels it names (None: it names none).")
+    open_on: list[str] = Field(
+        description="Where this customer gets it: a marketing-consent condition closes it on "
+        "the channels they did not consent on, even for a promotion naming none."
+    )
+    every_channel: bool = Field(description="Open to this customer on every built-in channel.")
     valid_until: datetime
     currency: str
     quoted_on: str
@@ -58,7 +63,8 @@ def offers_for(
     """The promotions `facts` qualify for at `at` (on `channel`, or on any), each priced."""
     shown = []
     for promotion in qualifying(snapshot, facts=facts, channel=channel, at=at):
-        on = channel or open_channel(promotion, facts) or BUILT_IN_CHANNELS[0]
+        open_on = open_channels(promotion, facts)
+        on = channel or next(iter(open_on), BUILT_IN_CHANNELS[0])
         priced = price_lines(
             snapshot,
             example_lines(promotion),
@@ -73,6 +79,8 @@ def offers_for(
                 name=promotion.name,
                 kind=promotion.kind.value,
                 channels=promotion.channels,
+                open_on=open_on,
+                every_channel=promotion.channels is None and set(BUILT_IN_CHANNELS) <= set(open_on),
                 valid_until=promotion.valid_until,
                 currency=promotion.currency,
                 quoted_on=on,

@@ -182,9 +182,10 @@ class AgentContext(BaseModel):
     surveys: dict[str, SurveyResult]
     last_interactions: list[dict[str, Any]]
     open_conflicts: int
-    offers: list[OfferShown] = Field(
+    offers: list[OfferShown] | None = Field(
         description="Promotions the customer qualifies for now on any channel, each with an "
-        "example basket priced as a channel's quote would price it."
+        "example basket priced as a channel's quote would price it; null while the service "
+        "has not read the `offers` topic (not known, which is not none)."
     )
 
 
@@ -344,19 +345,32 @@ async def get_agent_context(customer_id: str, state: State) -> AgentContext:
     )
 
 
-@router.get("/{customer_id}/offers")
+@router.get(
+    "/{customer_id}/offers",
+    responses={503: {"description": "The offers are not loaded yet: ask again shortly."}},
+)
 async def get_offers(
     customer_id: str, state: State, channel: str | None = None
 ) -> list[OfferShown]:
     """The promotions this customer qualifies for now (on `channel`, or on any), each with an
     example basket priced as that channel's quote would price it."""
-    return _offers(state, await _profile(state, customer_id), channel)
+    offers = _offers(state, await _profile(state, customer_id), channel)
+    if offers is None:  # an empty list would tell an agent there is no promotion
+        raise HTTPException(
+            status_code=503,
+            detail="the offers are not loaded yet (the offers topic has not been read)",
+            headers={"Retry-After": "5"},
+        )
+    return offers
 
 
-def _offers(state: ApiState, profile: StoredProfile, channel: str | None) -> list[OfferShown]:
+def _offers(
+    state: ApiState, profile: StoredProfile, channel: str | None
+) -> list[OfferShown] | None:
+    """None while the offers topic has not been read: unknown, not none."""
     snapshot = state.offers()
     if snapshot is None:
-        return []
+        return None
     now = datetime.now(UTC)
     view = (profile.view or ProfileView()).model_dump(mode="json")
     facts = facts_from_profile({"customer_id": profile.customer_id, "view": view}, now)
