@@ -116,6 +116,36 @@ async def test_a_version_kafka_did_not_take_is_published_later_exactly_as_stored
         assert prices[("SKU-1", "EUR")].points[-1].amount == 90
 
 
+async def test_the_catalogue_says_a_change_kafka_has_not_taken_is_not_quoted_yet(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """A stored change shows in the catalogue at once; quotes use it only once published. A
+    channel building a product page from the catalogue must be able to tell the two apart."""
+    promotion = {
+        "id": "p-1",
+        "name": "10% off",
+        "kind": "percent_off",
+        "skus": ["SKU-1"],
+        "currency": "EUR",
+        "percent": "10",
+        "valid_from": "2026-01-01T00:00:00Z",
+        "valid_until": "2030-01-01T00:00:00Z",
+    }
+    async with running_offers(settings, publisher=FailingUntilLetThrough) as offers:
+        await offers.call("PUT", "/v1/prices", expect=202, json=PRICES[:1])
+        await offers.call("PUT", "/v1/promotions/p-1", expect=202, json=promotion)
+        waiting = await offers.call("GET", "/v1/prices/SKU-1")
+        waiting_promotions = await offers.call("GET", "/v1/promotions")
+        let_through(offers)
+        await eventually(lambda: all_published(offers))
+        await offers.caught_up_to(2)
+        quoted = await offers.call("GET", "/v1/prices/SKU-1")
+        quoted_promotions = await offers.call("GET", "/v1/promotions")
+
+    assert [p["quoted"] for p in waiting + waiting_promotions] == [False, False]
+    assert [p["quoted"] for p in quoted + quoted_promotions] == [True, True]
+
+
 async def test_a_version_stored_by_a_process_that_lost_kafka_is_published_by_its_successor(
     settings: HiloSettings, topics: list[str], mongo_client: AsyncMongoClient[MongoDocument]
 ) -> None:

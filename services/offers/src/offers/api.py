@@ -111,12 +111,20 @@ class ChangeAnswer(_Answer):
     )
 
 
+QUOTED = (
+    "Whether quotes price with this version yet: the catalogue shows a change once it is stored, "
+    "and quotes (every channel's) once Kafka has it and this instance has read it back. False "
+    "while Kafka is away; `GET /v1/versions` says which versions wait to be published."
+)
+
+
 class PriceState(_Answer):
     sku: str
     currency: str
     version: int = Field(description="The version that last changed this SKU's price.")
     points: list[PricePoint]
     in_force: PricePoint | None = Field(description="The point in force now.")
+    quoted: bool = Field(description=QUOTED)
 
 
 class PromotionState(_Answer):
@@ -124,6 +132,7 @@ class PromotionState(_Answer):
     changed_at: datetime
     changed_by: str
     promotion: Promotion
+    quoted: bool = Field(description=QUOTED)
 
 
 class VersionEntry(_Answer):
@@ -323,7 +332,8 @@ async def retire_promotion(
 
 @catalogue.get("/prices/{sku:path}", responses={404: {"description": "No price for this SKU."}})
 async def get_prices(sku: Annotated[Sku, Path()], state: State) -> list[PriceState]:
-    """The SKU's price schedule in each currency, as stored (what the topic carries)."""
+    """The SKU's price schedule in each currency, as stored: a change shows here at once, and
+    in quotes once published (`quoted`)."""
     records = await state.store.prices_of(sku)
     if not records:
         raise HTTPException(status_code=404, detail="no price for this SKU")
@@ -335,6 +345,7 @@ async def get_prices(sku: Annotated[Sku, Path()], state: State) -> list[PriceSta
             version=record.version,
             points=record.price.points,
             in_force=record.price.at(moment),
+            quoted=_quoted(state, record.version),
         )
         for record in records
         if record.price is not None
@@ -353,6 +364,7 @@ async def list_promotions(
             changed_at=record.changed_at,
             changed_by=record.changed_by,
             promotion=record.promotion,
+            quoted=_quoted(state, record.version),
         )
         for record in await state.store.promotions()
         if record.promotion is not None and (active is None or record.promotion.active == active)
@@ -479,6 +491,11 @@ async def customer_offers(
         offers_version=snapshot.version,
         offers=offers,
     )
+
+
+def _quoted(state: ApiState, version: int) -> bool:
+    """Versions apply in order: one at or below the book's is what quotes use."""
+    return state.follower.ready.is_set() and version <= state.follower.book.version
 
 
 def _snapshot(state: ApiState) -> OffersSnapshot:
