@@ -286,6 +286,24 @@ async def test_a_checkout_or_cart_view_without_products_leaves_the_items_unknown
     assert emptied["payload"]["items"] == []
 
 
+async def test_an_order_that_cannot_be_read_as_one_is_kept_as_custom_saying_so(
+    web: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """A price written `59,90` makes no order: the event is kept, and says it is no order."""
+    products = [{**ORDER_COMPLETED["properties"]["products"][0], "price": "59,90"}]  # type: ignore[index]
+    garbled = {
+        **ORDER_COMPLETED,
+        "messageId": "garbled",
+        "properties": {**ORDER_COMPLETED["properties"], "products": products},  # type: ignore[dict-item]
+    }
+
+    assert (await web.post("/v1/track", json=garbled, headers=AUTH)).status_code == 200
+
+    [event] = await published_interactions(settings, 1)
+    assert event["payload"]["kind"] == "custom"
+    assert {"field": "payload", "reason": "not_typed"} in event["adjustments"]
+
+
 async def test_device_clock_skew_is_corrected_from_sent_at(
     web: httpx.AsyncClient, settings: HiloSettings
 ) -> None:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from channel_web.segment import Call
 from hilo.contract import (
+    NOT_TYPED,
     SECONDARY_CONTACTS,
     CartAction,
     CartChanged,
@@ -164,7 +165,7 @@ def _track(call: Call, cut: Truncations, trust: IdentityTrust) -> Payload:
         try:
             return typed(call.properties)
         except (ValidationError, ValueError, TypeError, ArithmeticError, KeyError):
-            pass
+            cut.note("payload", NOT_TYPED)  # an order kept as custom counts as none: say so
     name = cut.clip(event, _EVENT_NAME_LIMIT, "payload.name") or event
     return CustomEvent(name=name, properties=flat_scalars(call.properties))
 

@@ -2,6 +2,7 @@
 
 from hilo.contract.adjustments import (
     MAX_ADJUSTMENTS,
+    NOT_TYPED,
     TRUNCATED,
     Adjustment,
     Truncations,
@@ -66,6 +67,7 @@ __all__ = [
     "EARLIEST_EVENT_TIME",
     "MAX_ADJUSTMENTS",
     "MAX_FUTURE_SKEW",
+    "NOT_TYPED",
     "SCHEMA_VERSION",
     "SECONDARY_CONTACTS",
     "TRUNCATED",

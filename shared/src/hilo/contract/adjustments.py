@@ -21,6 +21,9 @@ UNREADABLE: Final = "unreadable"
 """The provider's time could not be read as a date."""
 TRUNCATED: Final = "truncated"
 """A text or list was longer than the contract holds and was cut to its maximum."""
+NOT_TYPED: Final = "not_typed"
+"""An event of a kind the contract types (an order, a cart) could not be read as that kind (a
+price written `59,90`, say) and was kept as a `custom` event: it counts as no order."""
 
 
 class Adjustment(BaseModel):
@@ -46,7 +49,8 @@ class Adjustment(BaseModel):
         pattern=r"^[a-z][a-z0-9_]*$",
         description="Why: `invalid_<identifier kind>` (the identifier was dropped), "
         "`in_the_future`, `too_old` or `unreadable` (`occurred_at` became the receipt time), "
-        "`truncated` (cut to the contract's maximum length).",
+        "`truncated` (cut to the contract's maximum length), `not_typed` (on `payload`: an "
+        "event of a typed kind, an order say, that could not be read as one, kept as `custom`).",
         examples=["invalid_phone", "in_the_future"],
     )
 
@@ -70,7 +74,8 @@ class Truncations:
         self.note(field)
         return value[:limit]
 
-    def note(self, field: str) -> None:
-        """Say that `field` was cut (a list shortened, say), once however often it is said."""
+    def note(self, field: str, reason: str = TRUNCATED) -> None:
+        """Say that `field` was cut (a list shortened, say), or changed for another `reason`,
+        once however often it is said."""
         if not any(adjustment.field == field for adjustment in self.adjustments):
-            self.adjustments.append(Adjustment(field=field, reason=TRUNCATED))
+            self.adjustments.append(Adjustment(field=field, reason=reason))
