@@ -187,19 +187,35 @@ async def test_measures_follow_the_journey_a_merge_and_a_replay(
     assert all(Measures.model_validate(value).schema_version == 1 for value in latest.values())
 
 
-async def test_unreadable_records_are_dead_lettered_and_the_measures_go_on(
-    settings: HiloSettings, topics: list[str]
-) -> None:
-    """A broken entry, an erasure and a merge it cannot read go to journey-analytics.dlq as they
-    were, with the reason; the readable entry after them is measured."""
-    entry = {
-        "id": "e-readable",
+def page_view_entry(entry_id: str) -> dict[str, Any]:
+    """A readable `journey` entry, as the profile service writes one (unsealed: no text)."""
+    return {
+        "id": entry_id,
         "customer_id": "c-9",
         "occurred_at": (T0 + timedelta(minutes=1)).isoformat(),
         "channel": "web",
         "type": "page_view",
         "payload": {},
     }
+
+
+async def produce_raw(settings: HiloSettings, records: list[tuple[Topic, bytes]]) -> None:
+    """Records as they are, keyed `c`, with a plain producer (no contract, no sealing)."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for topic, value in records:
+            await producer.send_and_wait(topic_name(topic, settings), value, key=b"c")
+    finally:
+        await producer.stop()
+
+
+async def test_unreadable_records_are_dead_lettered_and_the_measures_go_on(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """A broken entry, an erasure and a merge it cannot read go to journey-analytics.dlq as they
+    were, with the reason; the readable entry after them is measured."""
+    entry = page_view_entry("e-readable")
     broken_order = {"type": "order", "payload": {"order_id": [1]}}  # it would break the measures
     unreadable = [
         (Topic.JOURNEY, b"not json"),
@@ -210,13 +226,7 @@ async def test_unreadable_records_are_dead_lettered_and_the_measures_go_on(
         (Topic.JOURNEY, json.dumps({**entry, "id": "e-3", "customer_id": [1]}).encode()),
         (Topic.JOURNEY, json.dumps({**entry, "id": "e-4", **broken_order}).encode()),
     ]
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        for topic, value in [*unreadable, (Topic.JOURNEY, json.dumps(entry).encode())]:
-            await producer.send_and_wait(topic_name(topic, settings), value, key=b"c")
-    finally:
-        await producer.stop()
+    await produce_raw(settings, [*unreadable, (Topic.JOURNEY, json.dumps(entry).encode())])
 
     async with analytics(settings, "analytics-dlq") as client:
         measured = await measures_once(client, lambda m: m.entries == 1)
@@ -242,22 +252,9 @@ async def test_a_record_too_large_for_the_dead_letter_topic_goes_without_its_val
     letter's headers) would stop the partition for ever: its letter goes without the value,
     saying where the record is, and the entry after it is measured."""
     await limit_record_size(settings, Topic.ANALYTICS_DLQ, 10_000)
-    entry = {
-        "id": "e-after",
-        "customer_id": "c-9",
-        "occurred_at": (T0 + timedelta(minutes=1)).isoformat(),
-        "channel": "web",
-        "type": "page_view",
-        "payload": {},
-    }
     too_large = os.urandom(9_900)  # random: the producer's compression cannot shrink it
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        for value in (too_large, json.dumps(entry).encode()):
-            await producer.send_and_wait(topic_name(Topic.JOURNEY, settings), value, key=b"c")
-    finally:
-        await producer.stop()
+    after = json.dumps(page_view_entry("e-after")).encode()
+    await produce_raw(settings, [(Topic.JOURNEY, too_large), (Topic.JOURNEY, after)])
 
     async with analytics(settings, "analytics-large") as client:
         measured = await measures_once(client, lambda m: m.entries == 1)
