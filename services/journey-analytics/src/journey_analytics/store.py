@@ -18,7 +18,8 @@ following its recorded id's aliases to the end, when it is read. So:
   into it are its own again (customer-profile publishes again only the entries that move out of
   the kept profile, those recorded under it after the merge);
 - an erasure (`erasures`) deletes the touches of every id that reads as an erased one, and keeps
-  those ids so that their entries, read again, are not stored again.
+  those ids so that their entries, read again, are not stored again; such an entry, read again,
+  deletes the copy of it another customer holds (published before a split gave it back).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields, replace
 from datetime import UTC, datetime
 
-from pymongo import ASCENDING, AsyncMongoClient, UpdateOne
+from pymongo import ASCENDING, AsyncMongoClient, DeleteOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from hilo.mongo import DUPLICATE_KEY, MongoDocument, bulk_write, delete_in, find_in
@@ -78,22 +79,23 @@ class TouchStore:
             await self._aliases.delete_one({"_id": old["_id"], "absorbed": {"$exists": False}})
 
     async def save(self, touches: Sequence[Touch]) -> None:
-        """Upsert by entry id, under the id it was recorded with; none of an erased person."""
+        """Upsert by entry id, under the id it was recorded with; none of an erased person.
+
+        An erased person's copy of an entry also deletes an earlier copy stored under someone
+        else: a split gave the entry back to them from the profile they had been merged into,
+        and that earlier copy is theirs (their erasure deletes by their ids only)."""
         if not touches:
             return
         recorded = {t.customer_id for t in touches}
         aliases = await self._aliases_from(recorded)
         erased = await self._erased_among(recorded | {owner_of(aliases, c) for c in recorded})
-        operations = [
-            UpdateOne(
-                {"_id": touch.id, "published_ms": {"$not": {"$gt": touch.published_ms}}},
-                {"$set": _document(touch)},
-                upsert=True,
-            )
-            for touch in touches
-            if touch.customer_id not in erased
-            and owner_of(aliases, touch.customer_id) not in erased
-        ]
+        operations: list[UpdateOne | DeleteOne] = []
+        for touch in touches:
+            earlier = {"_id": touch.id, "published_ms": {"$not": {"$gt": touch.published_ms}}}
+            if touch.customer_id in erased or owner_of(aliases, touch.customer_id) in erased:
+                operations.append(DeleteOne(earlier))
+            else:
+                operations.append(UpdateOne(earlier, {"$set": _document(touch)}, upsert=True))
         try:
             await bulk_write(self._touches, operations)
         except BulkWriteError as exc:
