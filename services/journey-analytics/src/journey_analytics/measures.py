@@ -21,7 +21,9 @@ Definitions (what the numbers mean):
 - An **order** is counted once, at its first entry (same `order_id`): a click-and-collect order
   is a web entry, then a store entry `picked_up`; that second one is no order. An order first
   seen `cancelled` or `refunded` bought nothing (as customer-profile's `_after_purchase` decides),
-  and a `picked_up` entry is always a later state: neither counts. Only orders count below.
+  and a `picked_up` entry is always a later state: neither counts. An order cancelled later
+  (its cancellation among the touches read: within `forward` after the range) was never bought
+  and does not count either; one refunded later was bought, and counts. Only orders count below.
 - A **web cart** (an online cart: `web` or `app`) is counted at its first online cart entry
   (per cart id, else the customer's cart).
   A later entry of the same cart continues it while it comes within the conversion window of
@@ -371,13 +373,23 @@ def _path_before(conversations: list[list[Touch]], at: datetime, window: timedel
 def purchases(touches: Iterable[Touch]) -> set[str]:
     """The entry ids of the orders bought, each order once: the first entry of its order id (a
     click-and-collect order is a web entry, then a store one when picked up), unless that entry
-    bought nothing (cancelled, refunded) or is a later state (picked up) of one placed earlier."""
+    bought nothing (cancelled, refunded) or is a later state (picked up) of one placed earlier,
+    or the order was cancelled later (among the touches read): a cancelled order was never
+    bought, where a refunded one was bought and returned."""
     first: dict[tuple[bool, str], Touch] = {}
+    cancelled: set[tuple[bool, str]] = set()
     for order in sorted(
         (t for t in touches if t.kind == "order"), key=lambda t: (t.occurred_at, t.id)
     ):
-        first.setdefault((order.order_id is None, order.order_id or order.id), order)
-    return {order.id for order in first.values() if order.status not in NOT_BOUGHT}
+        key = (order.order_id is None, order.order_id or order.id)
+        first.setdefault(key, order)
+        if order.status == "cancelled":
+            cancelled.add(key)
+    return {
+        order.id
+        for key, order in first.items()
+        if order.status not in NOT_BOUGHT and key not in cancelled
+    }
 
 
 def carts_of(journey: Sequence[Touch], bought: set[str], window: timedelta) -> list[Touch]:

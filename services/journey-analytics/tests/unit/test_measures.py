@@ -207,6 +207,23 @@ def test_cancelled_and_refunded_orders_buy_nothing() -> None:
     assert conversion.by_order_channel == {"store": 1}
 
 
+def test_an_order_cancelled_after_it_was_placed_bought_nothing() -> None:
+    """Placed online, cancelled four hours later, the cart bought in the store the next day:
+    one order, and the cart converted in store (the cancelled order completed nothing)."""
+    journey = [
+        Touch("c", "gus", at(), "web", "cart", cart_id="k"),
+        order("w", at(hours=1), "web", "w1"),
+        order("wc", at(hours=5), "web", "w1", "cancelled"),
+        order("s", at(days=1), "store", "s1"),
+    ]
+    measured = measure(journey, at(hours=-1), at(days=3), WINDOWS)
+
+    assert measured.attribution.orders == 1
+    conversion = measured.cross_channel_conversion
+    assert (conversion.web_carts, conversion.converted_elsewhere) == (1, 1)
+    assert conversion.by_order_channel == {"store": 1}
+
+
 def test_a_cart_after_the_last_one_was_bought_is_a_new_cart() -> None:
     """Carts without an id are the customer's cart: once an order completed it, the next cart
     entry starts another one, however soon (here 20 days later, inside the attribution window)."""
