@@ -7,15 +7,16 @@ Definitions (what the numbers mean):
   anything closer belongs to the open one, whatever the channel. An outbound contact after the
   window opens none (a campaign, a reminder).
 - A **channel switch** is an inbound contact on another channel than the customer's previous
-  inbound contact. If it joined the open conversation it **continued** it; if it started a new
-  one, the customer **restarted**. Continuity rate = continued / (continued + restarted).
+  inbound contact, that one within the lookback (the longest window, 30 days by default) before
+  it. If it joined the open conversation it **continued** it; if it started a new one, the
+  customer **restarted**. Continuity rate = continued / (continued + restarted).
 - **First-contact resolution**: conversations with exactly one inbound contact / conversations.
 - **First response**: the first outbound contact after a conversation's first inbound one;
   **resolution time**: its first inbound contact to its last contact (conversations with more
   than one contact).
 - **CSAT** (`metric: csat`): the average score; by channel: the survey's `about_channel` (when the
-  customer's touches read for the range have that channel), else the
-  channel of the customer's last contact before it; by **channel path**: the channels, in order,
+  customer's touches within the lookback before it have that channel), else the channel of the
+  customer's last contact in that time before it; by **channel path**: the channels, in order,
   of the conversation it answers (its contacts before the survey, the last within the window),
   e.g. `voice>whatsapp`. **NPS**: % of 9-10 minus % of 0-6.
 - An **order** is counted once, at its first entry (same `order_id`): a click-and-collect order
@@ -226,8 +227,8 @@ def measure(touches: Iterable[Touch], start: datetime, end: datetime, windows: W
         entries=len(inside),
         customers=len({t.customer_id for t in inside}),
         channel_mix=dict(sorted(Counter(t.channel for t in inside).items())),
-        conversations=_conversations(journeys, start, end, windows.conversation),
-        satisfaction=_satisfaction(journeys, start, end, windows.conversation),
+        conversations=_conversations(journeys, start, end, windows),
+        satisfaction=_satisfaction(journeys, start, end, windows),
         cross_channel_conversion=_conversion(journeys, bought, start, end, windows.conversion),
         attribution=_attribution(journeys, bought, start, end, windows.attribution),
     )
@@ -269,8 +270,12 @@ def conversations_of(journey: Sequence[Touch], window: timedelta) -> list[list[T
 
 
 def _conversations(
-    journeys: Iterable[Sequence[Touch]], start: datetime, end: datetime, window: timedelta
+    journeys: Iterable[Sequence[Touch]], start: datetime, end: datetime, windows: Windows
 ) -> Conversations:
+    """A switch compares with the previous inbound contact within `lookback` only: one older
+    would be read with a long range and not with a short one, and the days would not add up to
+    the week."""
+    window = windows.conversation
     counted = switches = continued = restarted = single = 0
     responses: list[float] = []
     resolutions: list[float] = []
@@ -283,6 +288,7 @@ def _conversations(
                 previous is not None
                 and touch.channel != previous.channel
                 and start <= touch.occurred_at < end
+                and touch.occurred_at - previous.occurred_at <= windows.lookback
             ):
                 switches += 1
                 same = which.get(touch.id) == which.get(previous.id)  # it joined the open one
@@ -314,8 +320,11 @@ def _conversations(
 
 
 def _satisfaction(
-    journeys: Iterable[Sequence[Touch]], start: datetime, end: datetime, window: timedelta
+    journeys: Iterable[Sequence[Touch]], start: datetime, end: datetime, windows: Windows
 ) -> Satisfaction:
+    """A survey's channel comes from the customer's touches within `lookback` before it only,
+    so that it does not depend on how far the range's read reaches."""
+    window = windows.conversation
     csat: list[int] = []
     by_channel: dict[str, list[int]] = defaultdict(list)
     by_path: dict[str, list[int]] = defaultdict(list)
@@ -325,19 +334,21 @@ def _satisfaction(
         # A survey names the channel it is about in free text (anyone can post one with the
         # public web key): only a channel the customer's journey has counts, or each new text
         # would be a series on /metrics and a key of the day's record.
-        channels = {touch.channel for touch in journey}
         for index, survey in enumerate(journey):
             if survey.kind != "survey_answer" or survey.score is None:
                 continue
             if not start <= survey.occurred_at < end:
                 continue
+            since = survey.occurred_at - windows.lookback
+            recent = [t for t in journey[:index] if t.occurred_at >= since]
+            channels = {touch.channel for touch in recent} | {survey.channel}
             if survey.metric == "nps":
                 nps.append(survey.score)
                 continue
             if survey.metric != "csat":
                 continue
             csat.append(survey.score)
-            earlier = [t for t in journey[:index] if t.kind in CONTACTS]
+            earlier = [t for t in recent if t.kind in CONTACTS]
             channel = (
                 survey.about_channel
                 if survey.about_channel in channels

@@ -321,3 +321,29 @@ def test_a_call_told_by_twilio_and_by_the_contact_centre_is_one_contact() -> Non
     assert measured.channel_mix == {"voice": 3}, "entries are entries"
     assert measured.conversations.conversations == 2
     assert measured.conversations.first_contact_resolution_rate == 1.0
+
+
+def test_a_switch_or_a_surveys_channel_does_not_depend_on_how_far_the_read_reaches() -> None:
+    """A WhatsApp message 25 days before an email, a call 28 days before a CSAT answer: the
+    week read at once and its seven days read one by one give the same switches and channels."""
+    week = (at(), at(days=7))
+    journey = [
+        Touch("w", "kim", at(days=-25), "whatsapp", "message", direction="inbound"),
+        Touch("v", "kim", at(days=-28), "voice", "call", direction="inbound"),
+        Touch("e", "kim", at(days=6), "email", "message", direction="inbound"),
+        Touch("s", "kim", at(days=5), "web", "survey_answer", metric="csat", score=2),
+    ]
+    journey.sort(key=lambda t: (t.occurred_at, t.id))
+
+    def read(start: datetime, end: datetime) -> Measures:
+        first, last = WINDOWS.reach(start, end)
+        return measure([t for t in journey if first <= t.occurred_at < last], start, end, WINDOWS)
+
+    whole = read(*week)
+    days = [read(at(days=d), at(days=d + 1)) for d in range(7)]
+
+    assert whole.conversations.channel_switches == sum(
+        d.conversations.channel_switches for d in days
+    )
+    by_day = {k: v for d in days for k, v in d.satisfaction.csat_by_channel.items()}
+    assert whole.satisfaction.csat_by_channel == by_day
