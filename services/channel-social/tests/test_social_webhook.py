@@ -337,3 +337,27 @@ async def test_a_timestamp_no_date_can_hold_is_kept_at_the_receipt_time(
     [event] = await published_interactions(settings, 1)
     assert event["occurred_at"] == event["received_at"]
     assert event["adjustments"] == [{"field": "occurred_at", "reason": "unreadable"}]
+
+
+async def test_a_delivery_receipt_as_meta_sends_it_without_a_timestamp_is_taken_with_the_rest(
+    social: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """Meta's `message_deliveries` event has no `timestamp` (its reference sample): refusing it
+    would refuse the customer's message beside it, on every retry."""
+    document = json.loads(json.dumps(MESSENGER_TEXT))
+    document["entry"][0]["messaging"].append(
+        {
+            "sender": {"id": PSID},
+            "recipient": {"id": PAGE_ID},
+            "delivery": {"mids": ["m_outbound_7"], "watermark": 1458668856253},
+        }
+    )
+    request = signed(document, events=2)
+
+    response = await social.post(request.path, content=request.body, headers=request.headers)
+
+    assert response.json() == {"published": 2, "ignored": 0}
+    by_id = {event["id"]: event for event in await published_interactions(settings, 2)}
+    delivered = by_id[interaction_id("messenger", "m_outbound_7:delivered")]
+    assert delivered["occurred_at"] == "2016-03-22T17:47:36.253000Z"
+    assert "adjustments" not in delivered

@@ -53,15 +53,21 @@ def translate(
     ignored = 0
     for entry in notification.entry:
         for event in [*entry.messaging, *entry.standby]:
-            translated = _event(channel, entry.id, event, instance, key)
+            translated = _event(channel, entry.id, event, instance, key, entry.time)
             interactions.extend(translated)
             ignored += not translated
     return interactions, ignored
 
 
 def _event(
-    channel: str, account: str, event: Messaging, instance: str, key: bytes
+    channel: str,
+    account: str,
+    event: Messaging,
+    instance: str,
+    key: bytes,
+    entry_time: int | None,
 ) -> list[Interaction]:
+    millis = _event_millis(event, entry_time)
     outbound = event.message is not None and event.message.is_echo
     person = event.recipient if outbound else event.sender
     if person is None:  # a checkbox plugin's opt-in names no sender: nobody to record it for
@@ -73,7 +79,7 @@ def _event(
         cut = cuts[event.message.mid] = Truncations()
         found.append((event.message.mid, _message(event.message, cut)))
     if event.postback is not None:
-        postback_id = event.postback.mid or f"postback:{customer}:{event.timestamp}"
+        postback_id = event.postback.mid or f"postback:{customer}:{millis}"
         cut = cuts[postback_id] = Truncations()
         # A payload may be as long as the contract allows: with the title after it, cut.
         reply = ": ".join(filter(None, [event.postback.payload, event.postback.title]))
@@ -88,7 +94,7 @@ def _event(
             )
         )
     if event.reaction is not None and event.reaction.action == "react":
-        reaction_id = f"reaction:{event.reaction.mid}:{customer}:{event.timestamp}"
+        reaction_id = f"reaction:{event.reaction.mid}:{customer}:{millis}"
         emoji = event.reaction.emoji or event.reaction.reaction
         found.append(
             (
@@ -109,12 +115,23 @@ def _event(
             provider_event_id=provider_id,
             identifiers=identifiers_of(channel, customer),
             conversation=thread(channel, account, customer, key),
-            occurred_at=unix_time(event.timestamp, per_second=1000),
+            occurred_at=None if millis is None else unix_time(millis, per_second=1000),
             payload=payload,
             adjustments=cuts[provider_id].adjustments if provider_id in cuts else (),
         )
         for provider_id, payload in found
     ]
+
+
+def _event_millis(event: Messaging, entry_time: int | None) -> int | None:
+    """When it happened: the event's own time; for a delivery receipt, which has none, its
+    watermark (all messages before it were delivered), else the notification entry's time.
+    None: the receipt time stands in (`new_interaction` notes it)."""
+    if event.timestamp is not None:
+        return event.timestamp
+    if event.delivery is not None and event.delivery.watermark:
+        return event.delivery.watermark
+    return entry_time
 
 
 def identifiers_of(channel: str, scoped_id: str) -> Identifiers:

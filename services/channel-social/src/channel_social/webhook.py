@@ -78,7 +78,12 @@ class Messaging(_Meta):
     sender: Party | None = None
     """Left out of a checkbox plugin's opt-in (Meta's `messaging_optins` reference)."""
     recipient: Party
-    timestamp: int = Field(gt=0, description="Milliseconds since the epoch.")
+    timestamp: int | None = Field(
+        default=None,
+        gt=0,
+        description="Milliseconds since the epoch. Meta's `message_deliveries` events come "
+        "without one (their `delivery.watermark` says when).",
+    )
     message: Message | None = None
     postback: Postback | None = None
     reaction: Reaction | None = None
