@@ -161,7 +161,8 @@ async def test_a_forwarded_calls_dialled_leg_is_not_taken_for_a_customer(
 ) -> None:
     """`<Dial><Number statusCallback=...>+agent</Number>` reports the agent's leg as
     outbound-dial to the agent's phone: only the parent leg (the customer's) is recorded. A call
-    an agent places from the Voice SDK is inbound from `client:...`: its customer is `To`."""
+    an agent places from the Voice SDK is inbound from `client:...`: its customer is `To`; so is
+    the number a SIP desk phone dials (`sip:+34...@domain`)."""
     forwarded_leg = [
         ("CallSid", "CA_child_1"),
         ("ParentCallSid", "CA5ef8732a3c49700934481addd5ce1659"),
@@ -188,23 +189,35 @@ async def test_a_forwarded_calls_dialled_leg_is_not_taken_for_a_customer(
         ("To", "sip:desk@example.sip.twilio.com"),
         ("AccountSid", "AC1"),
     ]
+    from_desk_phone = [  # a SIP desk phone on a Twilio SIP Domain dialling a customer
+        ("CallSid", "CA_sip_1"),
+        ("CallStatus", "completed"),
+        ("Direction", "inbound"),
+        ("From", "sip:agent_bo@acme.sip.twilio.com"),
+        ("To", "sip:+34699333444@acme.sip.twilio.com;transport=udp"),
+        ("AccountSid", "AC1"),
+    ]
     labels = {"channel": "voice"}
     before = REGISTRY.get_sample_value("hilo_channel_events_ignored_total", labels) or 0.0
-    for params in (COMPLETED, forwarded_leg, from_softphone, between_agents):
+    for params in (COMPLETED, forwarded_leg, from_softphone, between_agents, from_desk_phone):
         request = twilio(params)
         response = await voice.post(
             STATUS_PATH, content=request.body, headers=dict(request.headers)
         )
         assert response.status_code == 200, response.text
 
-    events = {e["id"]: e for e in await published_interactions(settings, 2)}
+    events = {e["id"]: e for e in await published_interactions(settings, 3)}
     assert set(events) == {
         interaction_id("voice", "CA5ef8732a3c49700934481addd5ce1659:completed"),
         interaction_id("voice", "CA_sdk_1:completed"),
+        interaction_id("voice", "CA_sip_1:completed"),
     }
     placed = events[interaction_id("voice", "CA_sdk_1:completed")]
     assert placed["identifiers"]["phone"] == "+34699111222"
     assert placed["payload"]["direction"] == "outbound"
+    dialled = events[interaction_id("voice", "CA_sip_1:completed")]
+    assert dialled["identifiers"]["phone"] == "+34699333444"
+    assert dialled["payload"]["direction"] == "outbound"
     after = REGISTRY.get_sample_value("hilo_channel_events_ignored_total", labels)
     assert after == before + 2
 

@@ -39,7 +39,9 @@ def call_conversation(call_id: str, continues: str | None = None) -> Conversatio
 
 
 SOFTPHONES = ("client:", "sip:")
-"""Parties that are the business's side of a call: an agent's Voice SDK client or SIP phone."""
+"""Parties that are the business's side of a call: an agent's Voice SDK client or SIP phone
+(unless a SIP address is a phone number: `sip:+34612345678@acme.sip.twilio.com`, the number an
+agent dialled from a SIP desk phone)."""
 
 
 def from_twilio(
@@ -80,9 +82,22 @@ def customer_party(callback: StatusCallback) -> tuple[str, Direction] | None:
     is the other party and the call goes the other way; None when neither is a customer."""
     inbound = (callback.From, Direction.INBOUND)
     outbound = (callback.To, Direction.OUTBOUND)
-    for number, direction in (outbound, inbound) if callback.outbound else (inbound, outbound):
-        if not number.lower().startswith(SOFTPHONES):
+    for party, direction in (outbound, inbound) if callback.outbound else (inbound, outbound):
+        if (number := _phone_of(party)) is not None:
             return number, direction
+    return None
+
+
+def _phone_of(party: str) -> str | None:
+    """The party's phone number; None for the business's softphones. A SIP address whose user
+    part is a number in international form (`sip:+34612345678@domain;transport=udp`) is that
+    number: what an agent dialled from a SIP desk phone, or a customer calling in by a trunk."""
+    if not party.lower().startswith(SOFTPHONES):
+        return party
+    if party.lower().startswith("sip:"):
+        user = party[4:].split("@", 1)[0].split(";", 1)[0]
+        if user.startswith("+") and user[1:].isdigit():
+            return user
     return None
 
 
