@@ -557,6 +557,26 @@ async def test_mailgun_message_headers_of_any_shape_are_never_a_crash(
     )
 
 
+async def test_a_parsed_mail_without_a_message_id_or_with_a_comma_in_the_name_is_taken(
+    email: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """Refused with 406, Mailgun would never post it again: the mail would be lost. Without a
+    Message-Id it gets an id from its content (the same on every post), and the address is
+    found past a display name whose comma was left unquoted."""
+    headers = '[["Date", "Mon, 23 Nov 2026 18:00:00 +0100"]]'
+    changed = {"from": "García, Ana <ana.garcia@example.com>", "message-headers": headers}
+
+    for _ in range(2):  # the same mail posted twice (two routes, say), each with its own token
+        fields = [(k, changed.get(k, v)) for k, v in mailgun_fields() if k != "Message-Id"]
+        request = mailgun(fields)
+        response = await email.post(request.path, content=request.body, headers=request.headers)
+        assert response.status_code == 200, response.text
+
+    first, second = await published_interactions(settings, 2)
+    assert first["identifiers"]["email"] == ANA
+    assert first["id"] == second["id"], "one mail, one event id"
+
+
 async def test_an_empty_mail_is_refused_with_406_so_mailgun_does_not_post_it_for_8_hours(
     email: httpx.AsyncClient, settings: HiloSettings
 ) -> None:

@@ -11,6 +11,7 @@ A route whose URL ends in `mime` gets the raw message in `body-mime` instead of 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -162,10 +163,8 @@ def parse_route_post(form: FormData) -> InboundEmail:
     text = _text(form, "stripped-text") or _text(form, "body-plain")
     html = _text(form, "stripped-html") or _text(form, "body-html")
     own_id = message_ids(_text(form, "Message-Id") or headers.get("message-id"))
-    if not own_id:
-        raise ValueError("Message-Id is missing")
     return InboundEmail(
-        message_id=own_id[0],
+        message_id=own_id[0] if own_id else _content_id(form),
         sender=first_address(_text(form, "from") or _text(form, "sender")),
         subject=_text(form, "subject"),
         text=text.strip() if text else (html_to_text(html) if html else None),
@@ -182,6 +181,14 @@ def parse_route_post(form: FormData) -> InboundEmail:
             if name.startswith("attachment-") and isinstance(upload, UploadFile)
         ),
     )
+
+
+def _content_id(form: FormData) -> str:
+    """The id of a mail that came without a Message-Id: a hash of what Mailgun parsed of it, the
+    same on every retry (as `parse_mime` hashes a raw message without one)."""
+    fields = ("from", "sender", "recipient", "subject", "timestamp", "body-plain", "body-html")
+    content = "\x00".join(_text(form, name) or "" for name in fields)
+    return "sha256:" + hashlib.sha256(content.encode()).hexdigest()
 
 
 def _headers(form: FormData) -> dict[str, str]:

@@ -63,9 +63,11 @@ def message_ids(header: str | None) -> tuple[str, ...]:
 
 
 def first_address(header: str | None) -> str:
-    """The bare address of a From/Sender header (the display name is not kept)."""
+    """The bare address of a From/Sender header (the display name is not kept). Only a part with
+    an `@` is an address: a display name with a comma left unquoted (`García, Ana <ana@...>`,
+    as a provider may pass it on decoded) reads as a part of its own."""
     for _name, address in getaddresses([header or ""]):
-        if address:
+        if "@" in address:
             return address
     raise ValueError("no sender address")
 
