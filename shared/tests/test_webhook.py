@@ -8,7 +8,7 @@ import hmac
 
 import pytest
 
-from hilo.providers.twilio import signed_string
+from hilo.providers.twilio import signed_string, verify_twilio
 from hilo.webhook import (
     SignatureError,
     secrets_match,
@@ -90,3 +90,38 @@ def test_twilio_signs_names_sorted_and_a_repeated_name_s_distinct_values_sorted(
     params = [("To", "+1"), ("Media", "b"), ("Body", "hi"), ("Media", "a"), ("Media", "b")]
 
     assert signed_string(url, params) == (url + "Bodyhi" + "Mediaa" + "Mediab" + "To+1").encode()
+
+
+@pytest.mark.parametrize(
+    ("configured", "checked"),
+    [
+        (
+            "https://hilo.example.com:443/webhooks/twilio/sms",
+            "https://hilo.example.com/webhooks/twilio/sms",
+        ),
+        (
+            "https://hilo.example.com/webhooks/twilio/sms",
+            "https://hilo.example.com:443/webhooks/twilio/sms",
+        ),
+        ("http://hilo.example.com:80/sms?x=1", "http://hilo.example.com/sms?x=1"),
+    ],
+)
+def test_a_twilio_signature_holds_with_the_default_port_written_out_or_left_out(
+    configured: str, checked: str
+) -> None:
+    """As twilio-python's `RequestValidator.validate`: the URL configured at Twilio may say
+    `:443` where the service's public base URL does not, and the other way round."""
+    params = [("From", "+34612345678"), ("Body", "hola")]
+    digest = hmac.new(b"token", signed_string(configured, params), hashlib.sha1).digest()
+
+    verify_twilio("token", checked, params, base64.b64encode(digest).decode())
+
+
+def test_a_twilio_signature_for_another_port_or_host_still_fails() -> None:
+    params = [("Body", "hola")]
+    url = "https://hilo.example.com:8443/sms"
+    digest = hmac.new(b"token", signed_string(url, params), hashlib.sha1).digest()
+
+    for checked in ("https://hilo.example.com/sms", "https://other.example.com:8443/sms"):
+        with pytest.raises(SignatureError):
+            verify_twilio("token", checked, params, base64.b64encode(digest).decode())

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 from typing import TypeVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from fastapi import Request
 from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, ValidationError
@@ -67,8 +67,33 @@ def signed_headers(url: str, params: Sequence[tuple[str, str]], auth_token: str)
 def verify_twilio(
     auth_token: str, url: str, params: Sequence[tuple[str, str]], signature: str | None
 ) -> None:
-    """Raise `SignatureError` unless `signature` is Twilio's for this URL and form."""
-    verify_base64_signature(auth_token, signed_string(url, params), signature, digest="sha1")
+    """Raise `SignatureError` unless `signature` is Twilio's for this URL and form: the URL with
+    its default port written out or left out, as Twilio's own validators accept it (the URL
+    configured at Twilio may say `:443`, and `HILO_PUBLIC_BASE_URL` is read without it)."""
+    with_port, without_port = _port_forms(url)
+    try:
+        verify_base64_signature(
+            auth_token, signed_string(without_port, params), signature, digest="sha1"
+        )
+    except SignatureError:
+        verify_base64_signature(
+            auth_token, signed_string(with_port, params), signature, digest="sha1"
+        )
+
+
+def _port_forms(url: str) -> tuple[str, str]:
+    """`url` with its scheme's default port written out, and without it (another port stays)."""
+    parts = urlsplit(url)
+    default = {"https": 443, "http": 80}.get(parts.scheme)
+    if default is None or parts.port not in (None, default):
+        return url, url
+    host = parts.hostname or ""
+    auth = parts.netloc.rpartition("@")[0]
+    prefix = f"{auth}@" if auth else ""
+    host = f"[{host}]" if ":" in host else host
+    with_port = urlunsplit(parts._replace(netloc=f"{prefix}{host}:{default}"))
+    without_port = urlunsplit(parts._replace(netloc=f"{prefix}{host}"))
+    return with_port, without_port
 
 
 async def verified_form(
