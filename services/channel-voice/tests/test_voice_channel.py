@@ -114,7 +114,7 @@ async def test_final_call_statuses_and_outcomes_honour_the_channel_contract(
     by_id = {event["id"]: event for event in events}
     completed = by_id[interaction_id("voice", "CA5ef8732a3c49700934481addd5ce1659:completed")]
     assert completed["identifiers"]["phone"] == "+34612345678"
-    assert completed["occurred_at"] == "2026-11-23T18:04:12Z"
+    assert completed["occurred_at"] == "2026-11-23T18:03:30Z", "its start: 42 s before it ended"
     assert completed["payload"] == {
         **completed["payload"],
         "kind": "call",
@@ -320,4 +320,4 @@ async def test_a_twilio_timestamp_without_zone_is_utc_as_rfc_2822_says(
 
     assert response.status_code == 200, response.text
     [event] = await published_interactions(settings, 1)
-    assert event["occurred_at"] == "2026-11-23T18:04:12Z"
+    assert event["occurred_at"] == "2026-11-23T18:03:30Z"  # ended 18:04:12 UTC, 42 s long

@@ -7,7 +7,7 @@ journey entry per call), together with the contact centre's outcome when it send
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from channel_voice.calls import CallOutcome, StatusCallback
 from hilo.contract import (
@@ -64,7 +64,7 @@ def from_twilio(
         provider_event_id=f"{callback.CallSid}:{callback.CallStatus}",
         identifiers=Identifiers(phone=normalise_phone(customer)),
         conversation=call_conversation(callback.CallSid),
-        occurred_at=callback.Timestamp or received_at,
+        occurred_at=call_start(callback, received_at),
         received_at=received_at,
         payload=CallHappened(
             direction=direction,
@@ -73,6 +73,14 @@ def from_twilio(
             duration_seconds=callback.CallDuration,
         ),
     )
+
+
+def call_start(callback: StatusCallback, received_at: datetime) -> datetime:
+    """When the call began: Twilio reports a final status when the call ends (`Timestamp`, else
+    when it arrived), its `CallDuration` before. A call sits in the journey at its start, as
+    the contact centre's outcome of it does (`started_at`)."""
+    ended = callback.Timestamp or received_at
+    return ended - timedelta(seconds=callback.CallDuration or 0)
 
 
 def customer_party(callback: StatusCallback) -> tuple[str, Direction] | None:
