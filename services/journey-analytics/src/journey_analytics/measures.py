@@ -10,7 +10,9 @@ Definitions (what the numbers mean):
   inbound contact, that one within the lookback (the longest window, 30 days by default) before
   it. If it joined the open conversation it **continued** it; if it started a new one, the
   customer **restarted**. Continuity rate = continued / (continued + restarted).
-- **First-contact resolution**: conversations with exactly one inbound contact / conversations.
+- **First-contact resolution**: conversations with exactly one inbound contact, answered (a
+  reply, or a call that was taken: `completed`) / conversations. A message nobody answered, or a
+  call dropped, busy or missed, resolved nothing.
 - **First response**: the first outbound contact after a conversation's first inbound one;
   **resolution time**: its first inbound contact to its last contact (conversations with more
   than one contact).
@@ -300,7 +302,7 @@ def _conversations(
             if not start <= first.occurred_at < end:
                 continue
             counted += 1
-            single += sum(t.inbound for t in conversation) == 1
+            single += _resolved_at_first_contact(conversation)
             if answer := next((t for t in conversation if t.outbound), None):
                 responses.append((answer.occurred_at - first.occurred_at).total_seconds())
             if len(conversation) > 1:
@@ -317,6 +319,17 @@ def _conversations(
         mean_first_response_seconds=_mean(responses),
         mean_resolution_seconds=_mean(resolutions),
     )
+
+
+def _resolved_at_first_contact(conversation: Sequence[Touch]) -> bool:
+    """One inbound contact, and it was answered: a reply came, or it was a call that was taken
+    (`completed`). A message nobody answered, or a call dropped, busy or missed, resolved
+    nothing."""
+    inbound = [t for t in conversation if t.inbound]
+    if len(inbound) != 1:
+        return False
+    answered_call = inbound[0].kind == "call" and inbound[0].status == "completed"
+    return answered_call or any(t.outbound for t in conversation)
 
 
 def _satisfaction(

@@ -60,7 +60,8 @@ def test_conversations_switches_and_continuity(measures: Measures) -> None:
         2, 1, 1,
     )  # fmt: skip
     assert conversations.continuity_rate == 0.5
-    assert conversations.first_contact_resolution_rate == pytest.approx(1 / 3, abs=1e-4)
+    # Ana's email is her conversation's one contact, but nobody answered it: no resolution.
+    assert conversations.first_contact_resolution_rate == 0.0
     assert conversations.mean_first_response_seconds == 35 * 60
     assert conversations.mean_resolution_seconds == (35 * 60 + 60 * 60) / 2
 
@@ -311,9 +312,20 @@ def test_a_call_told_by_twilio_and_by_the_contact_centre_is_one_contact() -> Non
     """Twilio's final status and the contact centre's wrap-up of the same call (one call id)
     are two journey entries; counted twice, a call resolved at once looked unresolved."""
     journey = [
-        Touch("wrap", "hu", at(), "voice", "call", "inbound", call_id="CA1"),
-        Touch("twilio", "hu", at(minutes=4), "voice", "call", "inbound", call_id="CA1"),
-        Touch("later", "hu", at(days=3), "voice", "call", "inbound", call_id="CA2"),
+        Touch("wrap", "hu", at(), "voice", "call", "inbound", call_id="CA1", status="completed"),
+        Touch(
+            "twilio",
+            "hu",
+            at(minutes=4),
+            "voice",
+            "call",
+            "inbound",
+            call_id="CA1",
+            status="completed",
+        ),
+        Touch(
+            "later", "hu", at(days=3), "voice", "call", "inbound", call_id="CA2", status="completed"
+        ),
     ]
 
     measured = measure(journey, at(hours=-1), at(days=10), WINDOWS)
@@ -347,3 +359,20 @@ def test_a_switch_or_a_surveys_channel_does_not_depend_on_how_far_the_read_reach
     )
     by_day = {k: v for d in days for k, v in d.satisfaction.csat_by_channel.items()}
     assert whole.satisfaction.csat_by_channel == by_day
+
+
+def test_a_contact_nobody_answered_resolved_nothing() -> None:
+    """One inbound contact per conversation: answered by a reply or taken as a call resolves it;
+    left unanswered, dropped or missed does not."""
+    journey = [
+        Touch("m1", "lu", at(), "whatsapp", "message", "inbound"),
+        Touch("r1", "lu", at(minutes=5), "whatsapp", "message", "outbound"),
+        Touch("m2", "lu", at(days=2), "whatsapp", "message", "inbound"),
+        Touch("c1", "lu", at(days=4), "voice", "call", "inbound", status="completed"),
+        Touch("c2", "lu", at(days=6), "voice", "call", "inbound", status="dropped"),
+    ]
+
+    measured = measure(journey, at(hours=-1), at(days=10), WINDOWS)
+
+    assert measured.conversations.conversations == 4
+    assert measured.conversations.first_contact_resolution_rate == 0.5
