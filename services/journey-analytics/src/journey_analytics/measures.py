@@ -33,8 +33,10 @@ Definitions (what the numbers mean):
   the previous one and no order completed the cart in between (an order naming no cart or this
   cart); otherwise it is a new cart: a customer's cart after one they bought counts again.
 - **Cross-channel conversion**: a web cart converts when the customer's next order within the
-  conversion window is on a channel that is not online (store, phone): web carts converted
-  elsewhere / web carts.
+  conversion window of the cart's first entry is on a channel that is not online (store,
+  phone): web carts converted elsewhere / web carts. From the first entry, not the last: a
+  cart can go on for ever, and a range's read reaches only `forward` past it, so a cart still
+  being filled on day 5 and bought in store on day 9 did not convert.
 - **Attribution** of each order to the customer's touches (contacts, views, carts, visits, other
   tracked actions: not an order, a delivery receipt, a sign-in, a consent or a survey answer)
   in the attribution window before it: first touch (all credit to the first), last touch (to
