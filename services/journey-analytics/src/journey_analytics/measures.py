@@ -18,7 +18,8 @@ Definitions (what the numbers mean):
   than one contact).
 - **CSAT** (`metric: csat`): the average score; by channel: the survey's `about_channel` (when the
   customer's touches within the lookback before it have that channel), else the channel of the
-  customer's last contact in that time before it; by **channel path**: the channels, in order,
+  customer's last inbound contact in that time before it (not the survey's own invitation,
+  sent on another channel); by **channel path**: the channels, in order,
   of the conversation it answers (its contacts before the survey, the last within the window),
   e.g. `voice>whatsapp`. **NPS**: % of 9-10 minus % of 0-6.
 - An **order** is counted once, at its first entry (same `order_id`): a click-and-collect order
@@ -363,7 +364,7 @@ def _satisfaction(
             if survey.metric != "csat":
                 continue
             csat.append(survey.score)
-            earlier = [t for t in recent if t.kind in CONTACTS]
+            earlier = [t for t in recent if t.kind in CONTACTS and t.inbound]
             channel = (
                 survey.about_channel
                 if survey.about_channel in channels

@@ -376,3 +376,17 @@ def test_a_contact_nobody_answered_resolved_nothing() -> None:
 
     assert measured.conversations.conversations == 4
     assert measured.conversations.first_contact_resolution_rate == 0.5
+
+
+def test_a_survey_invitation_sent_on_another_channel_is_not_what_was_rated() -> None:
+    """A WhatsApp chat, then the CSAT survey sent by email and answered: the chat was rated."""
+    journey = [
+        Touch("w", "mo", at(), "whatsapp", "message", "inbound"),
+        Touch("r", "mo", at(minutes=5), "whatsapp", "message", "outbound"),
+        Touch("i", "mo", at(minutes=30), "email", "message", "outbound"),
+        Touch("s", "mo", at(minutes=40), "web", "survey_answer", metric="csat", score=5),
+    ]
+
+    measured = measure(journey, at(hours=-1), at(days=1), WINDOWS)
+
+    assert measured.satisfaction.csat_by_channel == {"whatsapp": 5.0}
