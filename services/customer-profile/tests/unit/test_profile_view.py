@@ -23,6 +23,7 @@ from hilo.contract import (
     CartChanged,
     ConsentChanged,
     Conversation,
+    Direction,
     Identified,
     Identifiers,
     Interaction,
@@ -300,6 +301,27 @@ def test_a_thread_that_keeps_its_id_starts_a_new_conversation_after_a_long_silen
     assert view.conversation.channels == ["whatsapp"]
     assert view.conversation.started_at == T0 + timedelta(minutes=60 * 24 * 60)
     assert len(view.conversation.recent) == 1
+
+
+def test_an_outbound_message_with_no_conversation_open_starts_none() -> None:
+    """A campaign message opens no conversation; the customer's answer does, and the agent's
+    reply then continues it."""
+    outbound = sample_payloads()["message"].model_copy(update={"direction": Direction.OUTBOUND})
+
+    campaign = derive_view([entry(1, "message", "sms", payload=outbound)], WINDOW)
+    answered = derive_view(
+        [
+            entry(1, "message", "sms", payload=outbound),
+            entry(2, "message", "sms"),
+            entry(3, "message", "sms", payload=outbound),
+        ],
+        WINDOW,
+    )
+
+    assert campaign.conversation is None
+    assert answered.conversation is not None
+    assert answered.conversation.started_at == T0 + timedelta(minutes=2)
+    assert len(answered.conversation.recent) == 2
 
 
 def test_an_explicit_link_continues_a_conversation_even_after_the_window() -> None:

@@ -170,7 +170,9 @@ class ProfileView(BaseModel):
         """Continue the open conversation within `window` of its last contact, or past it only
         through an explicit link (`continues`). A thread's own id is no such link: a WhatsApp
         or SMS thread keeps one id for ever, and a message after weeks of silence on it starts
-        a new conversation, as journey-analytics counts them."""
+        a new conversation, as journey-analytics counts them. Only the customer starts one: an
+        outbound contact with no conversation open (a campaign, a reminder) would fill the
+        agents' inbox with people who wrote nothing."""
         reference = entry.conversation or {}
         own_id = reference.get("id") or f"{entry.channel}:{entry.id}"
         current = self.conversation
@@ -178,6 +180,8 @@ class ProfileView(BaseModel):
             reference.get("continues") in current.conversation_ids
             or entry.occurred_at - current.last_at <= window
         )
+        if not continues and entry.payload.get("direction") == "outbound":
+            return  # a campaign or a reminder opens no conversation, as analytics counts them
         if current is None or not continues:
             current = OpenConversation(
                 started_channel=entry.channel,
