@@ -22,8 +22,9 @@ Definitions (what the numbers mean):
   sent on another channel); by **channel path**: the channels, in order,
   of the conversation it answers (its contacts before the survey, the last within the window),
   e.g. `voice>whatsapp`. **NPS**: % of 9-10 minus % of 0-6.
-- An **order** is counted once, at its first entry (same `order_id`): a click-and-collect order
-  is a web entry, then a store entry `picked_up`; that second one is no order. An order first
+- An **order** is counted once, at its first entry (same customer and `order_id`): a
+  click-and-collect order is a web entry, then a store entry `picked_up`; that second one is
+  no order. An order first
   seen `cancelled` or `refunded` bought nothing (as customer-profile's `_after_purchase` decides),
   and a `picked_up` entry is always a later state: neither counts. An order cancelled later
   (its cancellation among the touches read: within `forward` after the range) was never bought
@@ -403,12 +404,14 @@ def purchases(touches: Iterable[Touch]) -> set[str]:
     bought nothing (cancelled, refunded) or is a later state (picked up) of one placed earlier,
     or the order was cancelled later (among the touches read): a cancelled order was never
     bought, where a refunded one was bought and returned."""
-    first: dict[tuple[bool, str], Touch] = {}
-    cancelled: set[tuple[bool, str]] = set()
+    first: dict[tuple[str, bool, str], Touch] = {}
+    cancelled: set[tuple[str, bool, str]] = set()
     for order in sorted(
         (t for t in touches if t.kind == "order"), key=lambda t: (t.occurred_at, t.id)
     ):
-        key = (order.order_id is None, order.order_id or order.id)
+        # Per customer: two shops' order "1001" are two orders, and nobody's entry can make
+        # another customer's order a "later state" of theirs.
+        key = (order.customer_id, order.order_id is None, order.order_id or order.id)
         first.setdefault(key, order)
         if order.status == "cancelled":
             cancelled.add(key)

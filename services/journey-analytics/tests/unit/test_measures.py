@@ -390,3 +390,13 @@ def test_a_survey_invitation_sent_on_another_channel_is_not_what_was_rated() -> 
     measured = measure(journey, at(hours=-1), at(days=1), WINDOWS)
 
     assert measured.satisfaction.csat_by_channel == {"whatsapp": 5.0}
+
+
+def test_two_customers_orders_with_the_same_number_are_two_orders() -> None:
+    """Order numbers are the shop's or the till's: two customers' "1001" are two orders."""
+    journey = [
+        Touch("x", "nia", at(), "web", "order", order_id="1001", status="placed"),
+        Touch("y", "oli", at(hours=1), "store", "order", order_id="1001", status="completed"),
+    ]
+
+    assert measure(journey, at(hours=-1), at(days=1), WINDOWS).attribution.orders == 2
