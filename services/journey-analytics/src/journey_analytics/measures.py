@@ -30,7 +30,8 @@ Definitions (what the numbers mean):
   (its cancellation among the touches read: within `forward` after the range) was never bought
   and does not count either; one refunded later was bought, and counts. Only orders count below.
 - A **web cart** (an online cart: `web` or `app`) is counted at its first online cart entry
-  (per cart id, else the customer's cart).
+  (per cart id, else the customer's cart: the first entry naming an id takes over a cart that
+  had none, an entry naming none continues the cart last touched).
   A later entry of the same cart continues it while it comes within the conversion window of
   the previous one and no order completed the cart in between (an order naming no cart or this
   cart); otherwise it is a new cart: a customer's cart after one they bought counts again.
@@ -434,12 +435,25 @@ def carts_of(journey: Sequence[Touch], bought: set[str], window: timedelta) -> l
             for key in [k for k in last if _completes(touch, k)]:
                 del last[key]
         elif touch.kind == "cart" and touch.channel in ONLINE:
-            key = touch.cart_id or ""
+            key = _cart_key(touch, last, window)
             previous = last.get(key)
             if previous is None or touch.occurred_at - previous > window:
                 started.append(touch)
             last[key] = touch.occurred_at
     return started
+
+
+def _cart_key(touch: Touch, last: dict[str, datetime], window: timedelta) -> str:
+    """Which open cart an entry continues: its cart id's; the first entry naming an id takes
+    over the customer's cart that had none yet (Segment's `Product Added` without a `cart_id`,
+    then `Checkout Started` with one: one cart); an entry naming none continues the cart last
+    touched."""
+    live = {k: t for k, t in last.items() if touch.occurred_at - t <= window}
+    if touch.cart_id is None:
+        return max(live, key=lambda k: live[k], default="")
+    if touch.cart_id not in live and "" in live:
+        last[touch.cart_id] = last.pop("")
+    return touch.cart_id
 
 
 def _completes(order: Touch, cart_key: str) -> bool:

@@ -400,3 +400,17 @@ def test_two_customers_orders_with_the_same_number_are_two_orders() -> None:
     ]
 
     assert measure(journey, at(hours=-1), at(days=1), WINDOWS).attribution.orders == 2
+
+
+def test_a_cart_that_gets_its_id_at_checkout_is_one_cart() -> None:
+    """`Product Added` without a `cart_id`, then `Checkout Started` with one, then the store."""
+    journey = [
+        Touch("a", "pia", at(), "web", "cart"),
+        Touch("c", "pia", at(hours=1), "web", "cart", cart_id="k"),
+        Touch("v", "pia", at(hours=2), "web", "cart"),
+        Touch("o", "pia", at(days=1), "store", "order", order_id="s1", status="completed"),
+    ]
+
+    conversion = measure(journey, at(hours=-1), at(days=2), WINDOWS).cross_channel_conversion
+
+    assert (conversion.web_carts, conversion.converted_elsewhere) == (1, 1)
