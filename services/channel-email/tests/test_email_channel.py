@@ -206,6 +206,47 @@ async def test_sendgrid_inbound_parse_with_raw_mime(
     assert event["id"] == mail_event(settings, "CAF=reply-2@mail.example.com")
 
 
+LATIN1_MAIL = (
+    "From: Ana <ana.garcia@example.com>\r\nTo: support@shop.example.com\r\n"
+    "Message-ID: <{id}@mail.example.com>\r\nSubject: Pedido\r\n"
+    "Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    "Cami\xf3n roto, \xbfd\xf3nde est\xe1 mi pedido?\r\n"
+)
+"""An 8-bit ISO-8859-1 mail (as older mail programs send): its bytes are not UTF-8."""
+
+
+async def test_a_raw_mail_in_a_form_field_is_read_in_its_own_charset(
+    email: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """Mailgun's `body-mime` (multipart or url-encoded) and SendGrid's `email` hold the mail's
+    bytes; decoded as form text first, `Camión` came out as `CamiÃ³n` or `Cami�n`."""
+    mails = [LATIN1_MAIL.format(id=f"latin-{n}").encode("latin-1") for n in range(3)]
+    signed = [(k, v) for k, v in mailgun_fields() if k in ("timestamp", "token", "signature")]
+    body, content_type = multipart(signed, {"body-mime": ("", mails[0], "message/rfc822")})
+    as_multipart = await email.post(
+        "/webhooks/mailgun", content=body, headers={"Content-Type": content_type}
+    )
+    other = [(k, v) for k, v in mailgun_fields() if k in ("timestamp", "token", "signature")]
+    encoded = urlencode([*other, ("body-mime", mails[1])], encoding="latin-1").encode()
+    as_urlencoded = await email.post(
+        "/webhooks/mailgun",
+        content=encoded,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    body, content_type = multipart([], {"email": (None, mails[2], None)})  # type: ignore[dict-item]
+    basic = "Basic " + base64.b64encode(f"sendgrid:{API_KEY}".encode()).decode()
+    from_sendgrid = await email.post(
+        "/webhooks/sendgrid",
+        content=body,
+        headers={"Content-Type": content_type, "Authorization": basic},
+    )
+
+    for answer in (as_multipart, as_urlencoded, from_sendgrid):
+        assert answer.status_code == 200, answer.text
+    texts = [e["payload"]["text"] for e in await published_interactions(settings, 3)]
+    assert texts == ["Camión roto, ¿dónde está mi pedido?"] * 3
+
+
 async def test_forged_and_stale_mailgun_posts_are_refused_and_a_replay_publishes_nothing(
     email: httpx.AsyncClient, settings: HiloSettings
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -26,6 +27,7 @@ from channel_email.mailgun import (
     parse_route_post,
 )
 from channel_email.mime import InboundEmail, parse_mime
+from channel_email.raw_fields import raw_field
 from channel_email.sending import mailgun_provider
 from channel_email.settings import EmailSettings
 from channel_email.translate import translate
@@ -74,14 +76,15 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
     async def mailgun(request: Request) -> dict[str, str]:
         """A Mailgun route's `forward()`: signed, fresh, each token published once."""
         try:
-            async with _form(request, settings.max_body_bytes) as form:
+            async with _form(request, settings.max_body_bytes) as posted:
                 try:
-                    token = guard.verify(form)
+                    token = guard.verify(posted.fields)
                 except SignatureError as exc:
                     raise signature_rejection(exc) from None
 
                 async def mail() -> dict[str, str]:
-                    return await publish(lambda: parse_route_post(form))
+                    raw = posted.raw("body-mime")
+                    return await publish(lambda: parse_route_post(posted.fields, raw))
 
                 return await _publish_once(guard, token, mail)
         except Rejected as exc:
@@ -93,13 +96,13 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
     ) -> dict[str, str]:
         """SendGrid Inbound Parse with "POST the raw, full MIME message" checked."""
         check_api_key(keys, credentials.password if credentials else None)
-        async with _form(request, settings.max_body_bytes) as form:
-            raw = form.get("email")
-        if not isinstance(raw, str) or not raw:
+        async with _form(request, settings.max_body_bytes) as posted:
+            raw = posted.raw("email")
+        if not raw:
             raise Rejected(
                 422, "invalid_body", "no `email` field: enable 'POST the raw, full MIME message'"
             )
-        return await publish(lambda: parse_mime(raw.encode()))
+        return await publish(lambda: parse_mime(raw))
 
     @router.post(
         "/v1/messages/mime", dependencies=[Depends(require_api_key(settings.email_api_keys))]
@@ -168,8 +171,23 @@ def never_again(refused: Rejected) -> Rejected:
 NEVER_ACCEPTED = frozenset({400, 413, 422})
 
 
+@dataclass(frozen=True)
+class PostedForm:
+    """A form as parsed, and the body it came in: a field holding a raw message is read from
+    the body, byte for byte (`raw_field`), where the parsed form holds it decoded as text."""
+
+    fields: FormData
+    body: bytes
+    content_type: str
+
+    def raw(self, name: str) -> bytes | None:
+        if name not in self.fields:
+            return None
+        return raw_field(self.body, self.content_type, name)
+
+
 @asynccontextmanager
-async def _form(request: Request, limit: int) -> AsyncIterator[FormData]:
+async def _form(request: Request, limit: int) -> AsyncIterator[PostedForm]:
     """The request's form (urlencoded or multipart), read within the body limit; its uploaded
     files are closed on leaving.
 
@@ -192,7 +210,7 @@ async def _form(request: Request, limit: int) -> AsyncIterator[FormData]:
     except (MultiPartException, HTTPException) as exc:
         raise Rejected(400, "invalid_body", f"unreadable form: {exc}") from None
     try:
-        yield form
+        yield PostedForm(form, body, request.headers.get("content-type", ""))
     finally:
         await form.close()
 

@@ -154,11 +154,11 @@ class TokenInFlight(Exception):
     """Another request is publishing this token's mail right now."""
 
 
-def parse_route_post(form: FormData) -> InboundEmail:
-    """The message of a route's POST (parsed fields, or raw MIME in `body-mime`)."""
-    raw = _text(form, "body-mime")
-    if raw:
-        return parse_mime(raw.encode())
+def parse_route_post(form: FormData, raw_mime: bytes | None = None) -> InboundEmail:
+    """The message of a route's POST: the raw MIME of `body-mime` (its bytes as sent, which
+    the parsed form holds decoded as text), else the parsed fields."""
+    if raw_mime:
+        return parse_mime(raw_mime)
     headers = _headers(form)
     text = _text(form, "stripped-text") or _text(form, "body-plain")
     html = _text(form, "stripped-html") or _text(form, "body-html")
