@@ -9,8 +9,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
+from aiokafka.errors import KafkaConnectionError
+from prometheus_client import REGISTRY
 from pydantic_extra_types.currency_code import ISO4217
 
 from hilo.kafka import KafkaPublisher, Record, create_broker, wire_headers
@@ -216,3 +218,32 @@ async def test_partitions_added_to_the_topic_are_followed_from_their_beginning(
         await admin.close()
         await following.stop()
     assert amounts(following.book.snapshot()) == dict.fromkeys(SKUS, Decimal("10.00"))
+
+
+async def test_a_follower_says_how_long_since_kafka_confirmed_its_offers_are_the_latest(
+    settings: HiloSettings, topics: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Quotes go on from the book while Kafka is away; the gauge says for how long nothing has
+    confirmed it is the latest, so an operator can alert on it."""
+    follower = OffersFollower(settings, confirm_seconds=0.2, poll_ms=50)
+    await follower.start()
+    try:
+        await asyncio.wait_for(follower.ready.wait(), 30)
+        first = follower.confirmed_at
+        await eventually(lambda: _later(follower, first), interval=0.1)
+        assert follower.unconfirmed_seconds() < 5
+
+        async def away(*_: object) -> None:
+            raise KafkaConnectionError("injected: Kafka away")
+
+        monkeypatch.setattr(AIOKafkaConsumer, "end_offsets", away)
+        await asyncio.sleep(2.0)  # a request sent before it may still answer meanwhile
+        stale = follower.unconfirmed_seconds()
+        assert stale >= 1.0, "no confirmation while end offsets cannot be read"
+        assert (REGISTRY.get_sample_value("hilo_offers_unconfirmed_seconds") or 0) >= 0.5
+    finally:
+        await follower.stop()
+
+
+async def _later(follower: OffersFollower, than: float | None) -> bool:
+    return follower.confirmed_at is not None and than is not None and follower.confirmed_at > than

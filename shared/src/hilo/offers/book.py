@@ -20,12 +20,15 @@ How records become the book (`OfferRecord` explains versions and parts):
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 from types import MappingProxyType
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from prometheus_client import Gauge
 from pydantic import ValidationError
 
 from hilo.kafka_security import client_options
@@ -41,6 +44,14 @@ from hilo.settings import HiloSettings
 from hilo.topics import Topic, topic_name
 
 log = structlog.get_logger(__name__)
+
+CONFIRM_TIMEOUT = 10.0
+"""Seconds an end-offsets request may take before the check is left for the next one."""
+UNCONFIRMED = Gauge(
+    "hilo_offers_unconfirmed_seconds",
+    "Seconds since Kafka last confirmed this process's offers are the topic's latest: about "
+    "0-10 normally; growing while Kafka is away, when its quotes may miss a change.",
+)
 
 
 class OffersBook:
@@ -196,6 +207,7 @@ class OffersFollower:
         retry_seconds: float = 2.0,
         poll_ms: int = 500,
         metadata_seconds: float = 60.0,
+        confirm_seconds: float = 10.0,
     ) -> None:
         self.book = book or OffersBook()
         self.ready = asyncio.Event()
@@ -206,6 +218,10 @@ class OffersFollower:
         self._metadata_ms = int(metadata_seconds * 1000)
         self._positions: dict[TopicPartition, int] = {}
         self._task: asyncio.Task[None] | None = None
+        self._confirm_seconds = confirm_seconds
+        self.confirmed_at: float | None = None
+        """When (monotonic) Kafka last confirmed that this book is the topic's latest."""
+        self._checked_at = 0.0
 
     async def start(self) -> None:
         """Start following in the background; `ready` tells when the book is complete."""
@@ -251,8 +267,12 @@ class OffersFollower:
                 if end is not None and await _reached(consumer, end):
                     self.book.caught_up()
                     self.ready.set()
+                    self.confirmed_at = time.monotonic()
                     log.info("offers_book_ready", version=self.book.version)
                     end = None
+                elif end is None and self._due_to_confirm():
+                    await self._confirm(consumer, partitions)
+                UNCONFIRMED.set(self.unconfirmed_seconds())
                 batches = await consumer.getmany(timeout_ms=self._poll_ms)
                 for partition, records in batches.items():
                     for message in records:
@@ -262,6 +282,29 @@ class OffersFollower:
                     self._positions[partition] = await consumer.position(partition)
         finally:
             await consumer.stop()
+
+    def unconfirmed_seconds(self) -> float:
+        """How long since Kafka last confirmed this book is the topic's latest (0 before the
+        first read ends: `ready` says that). It grows while Kafka is away: quotes go on from
+        the book, and may miss a change published meanwhile."""
+        if self.confirmed_at is None:
+            return 0.0
+        return time.monotonic() - self.confirmed_at
+
+    def _due_to_confirm(self) -> bool:
+        return time.monotonic() - self._checked_at >= self._confirm_seconds
+
+    async def _confirm(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
+        """Ask the topic's end offsets: reached, the book is confirmed the latest. Kafka away,
+        the time since the last confirmation grows (`hilo_offers_unconfirmed_seconds`)."""
+        self._checked_at = time.monotonic()
+        try:
+            end = await asyncio.wait_for(consumer.end_offsets(partitions), CONFIRM_TIMEOUT)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("offers_not_confirmed", error=type(exc).__name__)
+            return
+        if await _reached(consumer, end):
+            self.confirmed_at = time.monotonic()
 
     async def _partitions(self) -> list[TopicPartition]:
         """Every partition of the topic, as the cluster describes it now."""
