@@ -18,8 +18,8 @@ following its recorded id's aliases to the end, when it is read. So:
   into it are its own again (customer-profile publishes again only the entries that move out of
   the kept profile, those recorded under it after the merge);
 - an erasure (`erasures`) deletes the touches of every id that reads as an erased one, and keeps
-  those ids so that their entries, read again, are not stored again; such an entry, read again,
-  deletes the copy of it another customer holds (published before a split gave it back).
+  those ids and their entries' ids so that their entries, read again under whichever customer
+  (a copy published before a split gave one back), are not stored again.
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ TOUCHES = "analytics_touches"
 ALIASES = "analytics_aliases"
 UNDONE = "analytics_undone_merges"
 ERASED = "analytics_erased"
+ERASED_ENTRIES = "analytics_erased_entries"
+"""Entry ids of erased people: a copy of one read later, under whichever customer (published
+before a split gave it back), is not stored again."""
 STORED: MongoDocument = {field.name: 1 for field in fields(Touch) if field.name != "id"}
 """The fields a touch is read with (a document written by another version may hold more)."""
 
@@ -60,6 +63,7 @@ class TouchStore:
         self._aliases = db[ALIASES]
         self._undone = db[UNDONE]
         self._erased = db[ERASED]
+        self._erased_entries = db[ERASED_ENTRIES]
 
     async def create_indexes(self) -> None:
         await self._touches.create_index([("occurred_at", ASCENDING)])
@@ -81,21 +85,32 @@ class TouchStore:
     async def save(self, touches: Sequence[Touch]) -> None:
         """Upsert by entry id, under the id it was recorded with; none of an erased person.
 
-        An erased person's copy of an entry also deletes an earlier copy stored under someone
-        else: a split gave the entry back to them from the profile they had been merged into,
-        and that earlier copy is theirs (their erasure deletes by their ids only)."""
+        An erased person's entry is marked erased (`ERASED_ENTRIES`) and any copy of it deleted:
+        a split gave it back to them from the profile they had been merged into, and a copy
+        under that profile, read before or after, is theirs too (their erasure deletes by their
+        ids only)."""
         if not touches:
             return
         recorded = {t.customer_id for t in touches}
         aliases = await self._aliases_from(recorded)
         erased = await self._erased_among(recorded | {owner_of(aliases, c) for c in recorded})
+        gone = {
+            t.id
+            for t in touches
+            if t.customer_id in erased or owner_of(aliases, t.customer_id) in erased
+        }
+        await self._mark_erased_entries(gone)
+        gone |= {
+            d["_id"]
+            async for d in find_in(self._erased_entries, "_id", sorted({t.id for t in touches}))
+        }
         operations: list[UpdateOne | DeleteOne] = []
         for touch in touches:
+            if touch.id in gone:
+                operations.append(DeleteOne({"_id": touch.id}))
+                continue
             earlier = {"_id": touch.id, "published_ms": {"$not": {"$gt": touch.published_ms}}}
-            if touch.customer_id in erased or owner_of(aliases, touch.customer_id) in erased:
-                operations.append(DeleteOne(earlier))
-            else:
-                operations.append(UpdateOne(earlier, {"$set": _document(touch)}, upsert=True))
+            operations.append(UpdateOne(earlier, {"$set": _document(touch)}, upsert=True))
         try:
             await bulk_write(self._touches, operations)
         except BulkWriteError as exc:
@@ -152,6 +167,8 @@ class TouchStore:
             self._erased,
             [UpdateOne({"_id": c}, {"$setOnInsert": {"erased": True}}, upsert=True) for c in gone],
         )
+        theirs = find_in(self._touches, "customer_id", gone, {"_id": 1})
+        await self._mark_erased_entries({d["_id"] async for d in theirs})
         await delete_in(self._touches, "customer_id", gone)
         await delete_in(self._aliases, "absorbed", gone)
         await delete_in(self._aliases, "survivor", gone)
@@ -179,6 +196,15 @@ class TouchStore:
 
     async def _read(self, query: MongoDocument) -> list[Touch]:
         return [_touch(d) async for d in self._touches.find(query, projection=STORED)]
+
+    async def _mark_erased_entries(self, entry_ids: set[str]) -> None:
+        await bulk_write(
+            self._erased_entries,
+            [
+                UpdateOne({"_id": e}, {"$setOnInsert": {"erased": True}}, upsert=True)
+                for e in sorted(entry_ids)
+            ],
+        )
 
     async def _erased_among(self, customers: set[str]) -> set[str]:
         found = self._erased.find({"_id": {"$in": sorted(customers)}}, projection={"_id": 1})
