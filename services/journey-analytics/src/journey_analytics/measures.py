@@ -59,7 +59,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from statistics import fmean
 from typing import Any, Final, Literal
@@ -243,15 +243,21 @@ def measure(touches: Iterable[Touch], start: datetime, end: datetime, windows: W
 
 def _one_entry_per_call(journey: list[Touch]) -> list[Touch]:
     """The journey with each call once, at its first entry: the provider's status callback and
-    the contact centre's outcome of one call (the same call id) are one contact, not two."""
+    the contact centre's outcome of one call (the same call id) are one contact, not two. Its
+    status is the one that is not `completed` when they differ: Twilio reports a call the line
+    cut as `completed`, where the contact centre says `dropped`."""
+    statuses: dict[str, str | None] = {}
+    for touch in journey:
+        if touch.call_id is not None and statuses.get(touch.call_id) in (None, "completed"):
+            statuses[touch.call_id] = touch.status or statuses.get(touch.call_id)
     seen: set[str] = set()
     kept = []
     for touch in journey:
-        if touch.call_id is not None:
-            if touch.call_id in seen:
-                continue
+        if touch.call_id is None:
+            kept.append(touch)
+        elif touch.call_id not in seen:
             seen.add(touch.call_id)
-        kept.append(touch)
+            kept.append(replace(touch, status=statuses[touch.call_id]))
     return kept
 
 

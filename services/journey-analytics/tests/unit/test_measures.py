@@ -414,3 +414,18 @@ def test_a_cart_that_gets_its_id_at_checkout_is_one_cart() -> None:
     conversion = measure(journey, at(hours=-1), at(days=2), WINDOWS).cross_channel_conversion
 
     assert (conversion.web_carts, conversion.converted_elsewhere) == (1, 1)
+
+
+@pytest.mark.parametrize("twilio_first", [True, False])
+def test_a_call_twilio_says_completed_and_the_contact_centre_dropped_resolved_nothing(
+    twilio_first: bool,
+) -> None:
+    """Both entries of one call sit at its start: which sorts first must not decide."""
+    first, last = ("a", "z") if twilio_first else ("z", "a")  # entries sort by time, then id
+    twilio = Touch(first, "qi", at(), "voice", "call", "inbound", call_id="CA9", status="completed")
+    centre = Touch(last, "qi", at(), "voice", "call", "inbound", call_id="CA9", status="dropped")
+    journey = [twilio, centre]
+
+    measured = measure(journey, at(hours=-1), at(days=1), WINDOWS)
+
+    assert measured.conversations.first_contact_resolution_rate == 0.0
