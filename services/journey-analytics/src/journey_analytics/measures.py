@@ -26,9 +26,10 @@ Definitions (what the numbers mean):
   click-and-collect order is a web entry, then a store entry `picked_up`; that second one is
   no order. An order first
   seen `cancelled` or `refunded` bought nothing (as customer-profile's `_after_purchase` decides),
-  and a `picked_up` entry is always a later state: neither counts. An order cancelled later
-  (its cancellation among the touches read: within `forward` after the range) was never bought
-  and does not count either; one refunded later was bought, and counts. Only orders count below.
+  and a `picked_up` entry is always a later state: neither counts. An order cancelled within
+  the conversion window after it was never bought and does not count either (a cancellation
+  later than that is a return); one refunded later was bought, and counts. Only orders count
+  below.
 - A **web cart** (an online cart: `web` or `app`) is counted at its first online cart entry
   (per cart id, else the customer's cart: the first entry naming an id takes over a cart that
   had none, an entry naming none continues the cart last touched).
@@ -206,9 +207,10 @@ class Windows:
 
     @property
     def forward(self) -> timedelta:
-        """How far after a range its measures need touches: what follows a cart (an order) or a
-        conversation's first contact (its answer, its last contact) is counted for the range."""
-        return max(self.conversation, self.conversion)
+        """How far after a range its measures need touches: what follows a cart (an order, and
+        that order's cancellation within the conversion window) or a conversation's first
+        contact (its answer, its last contact) is counted for the range."""
+        return max(self.conversation, 2 * self.conversion)
 
     def reach(self, start: datetime, end: datetime) -> tuple[datetime, datetime]:
         """The touches the measures of [start, end) read: from `lookback` before to `forward`
@@ -225,7 +227,7 @@ def measure(touches: Iterable[Touch], start: datetime, end: datetime, windows: W
     for journey in by_customer.values():
         journey.sort(key=lambda t: (t.occurred_at, t.id))
     inside = [t for j in by_customer.values() for t in j if start <= t.occurred_at < end]
-    bought = purchases(t for j in by_customer.values() for t in j)
+    bought = purchases((t for j in by_customer.values() for t in j), windows.conversion)
     # Entries and the channel mix count journey entries; the rest counts contacts.
     journeys = [_one_entry_per_call(journey) for journey in by_customer.values()]
     return Measures(
@@ -405,12 +407,13 @@ def _path_before(conversations: list[list[Touch]], at: datetime, window: timedel
     return ""
 
 
-def purchases(touches: Iterable[Touch]) -> set[str]:
+def purchases(touches: Iterable[Touch], cancellable: timedelta) -> set[str]:
     """The entry ids of the orders bought, each order once: the first entry of its order id (a
     click-and-collect order is a web entry, then a store one when picked up), unless that entry
     bought nothing (cancelled, refunded) or is a later state (picked up) of one placed earlier,
-    or the order was cancelled later (among the touches read): a cancelled order was never
-    bought, where a refunded one was bought and returned."""
+    or the order was cancelled within `cancellable` of it: a cancelled order was never bought,
+    where a refunded one was bought and returned. (A bound of the order's own, which every
+    range's read reaches: a later cancellation would count for a long range and not a short.)"""
     first: dict[tuple[str, bool, str], Touch] = {}
     cancelled: set[tuple[str, bool, str]] = set()
     for order in sorted(
@@ -419,8 +422,8 @@ def purchases(touches: Iterable[Touch]) -> set[str]:
         # Per customer: two shops' order "1001" are two orders, and nobody's entry can make
         # another customer's order a "later state" of theirs.
         key = (order.customer_id, order.order_id is None, order.order_id or order.id)
-        first.setdefault(key, order)
-        if order.status == "cancelled":
+        placed = first.setdefault(key, order)
+        if order.status == "cancelled" and order.occurred_at - placed.occurred_at <= cancellable:
             cancelled.add(key)
     return {
         order.id

@@ -429,3 +429,27 @@ def test_a_call_twilio_says_completed_and_the_contact_centre_dropped_resolved_no
     measured = measure(journey, at(hours=-1), at(days=1), WINDOWS)
 
     assert measured.conversations.first_contact_resolution_rate == 0.0
+
+
+def _orders_read(journey: list[Touch], start: datetime, end: datetime) -> int:
+    """Orders of [start, end) from what its read reaches, as the service reads them."""
+    first, last = WINDOWS.reach(start, end)
+    read = [t for t in journey if first <= t.occurred_at < last]
+    return measure(read, start, end, WINDOWS).attribution.orders
+
+
+@pytest.mark.parametrize(("cancelled_on", "bought"), [(3, 0), (10, 1)])
+def test_orders_cancelled_later_give_the_same_count_read_by_day_or_by_week(
+    cancelled_on: int, bought: int
+) -> None:
+    """Placed on day 1: cancelled on day 3 it was never bought; cancelled on day 10 it was
+    bought and returned. Either way the days add up to the week."""
+    journey = [
+        Touch("o", "ray", at(days=1), "web", "order", order_id="r1", status="placed"),
+        Touch("x", "ray", at(days=cancelled_on), "web", "order", order_id="r1", status="cancelled"),
+    ]
+
+    week = _orders_read(journey, at(), at(days=7))
+
+    assert week == sum(_orders_read(journey, at(days=d), at(days=d + 1)) for d in range(7))
+    assert week == bought
