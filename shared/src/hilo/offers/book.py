@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Iterable
 from types import MappingProxyType
 
@@ -51,6 +52,12 @@ UNCONFIRMED = Gauge(
     "hilo_offers_unconfirmed_seconds",
     "Seconds since Kafka last confirmed this process's offers are the topic's latest: about "
     "0-10 normally; growing while Kafka is away, when its quotes may miss a change.",
+)
+_FOLLOWING: weakref.WeakSet[OffersFollower] = weakref.WeakSet()
+"""The followers running in this process: the gauge is read from them when scraped, so it goes
+on growing while one is reconnecting (and not in its loop)."""
+UNCONFIRMED.set_function(
+    lambda: max((f.unconfirmed_seconds() for f in list(_FOLLOWING)), default=0.0)
 )
 
 
@@ -227,8 +234,10 @@ class OffersFollower:
         """Start following in the background; `ready` tells when the book is complete."""
         if self._task is None:
             self._task = asyncio.create_task(self.run(), name="offers-follower")
+            _FOLLOWING.add(self)
 
     async def stop(self) -> None:
+        _FOLLOWING.discard(self)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -272,7 +281,6 @@ class OffersFollower:
                     end = None
                 elif end is None and self._due_to_confirm():
                     await self._confirm(consumer, partitions)
-                UNCONFIRMED.set(self.unconfirmed_seconds())
                 batches = await consumer.getmany(timeout_ms=self._poll_ms)
                 for partition, records in batches.items():
                     for message in records:
