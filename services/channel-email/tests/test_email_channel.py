@@ -607,8 +607,10 @@ async def test_a_parsed_mail_without_a_message_id_or_with_a_comma_in_the_name_is
     headers = '[["Date", "Mon, 23 Nov 2026 18:00:00 +0100"]]'
     changed = {"from": "García, Ana <ana.garcia@example.com>", "message-headers": headers}
 
-    for _ in range(2):  # the same mail posted twice (two routes, say), each with its own token
-        fields = [(k, changed.get(k, v)) for k, v in mailgun_fields() if k != "Message-Id"]
+    now = int(time.time())
+    for stamp in (now - 30, now):  # the same mail posted twice (two routes), each signed anew
+        posted = mailgun_fields(timestamp=stamp)
+        fields = [(k, changed.get(k, v)) for k, v in posted if k != "Message-Id"]
         request = mailgun(fields)
         response = await email.post(request.path, content=request.body, headers=request.headers)
         assert response.status_code == 200, response.text
@@ -616,6 +618,18 @@ async def test_a_parsed_mail_without_a_message_id_or_with_a_comma_in_the_name_is
     first, second = await published_interactions(settings, 2)
     assert first["identifiers"]["email"] == ANA
     assert first["id"] == second["id"], "one mail, one event id"
+
+
+async def test_a_from_without_an_address_falls_back_to_the_envelope_sender(
+    email: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    request = mailgun([(k, "Ana Garcia" if k == "from" else v) for k, v in mailgun_fields()])
+
+    response = await email.post(request.path, content=request.body, headers=request.headers)
+
+    assert response.status_code == 200, response.text
+    [event] = await published_interactions(settings, 1)
+    assert event["identifiers"]["email"] == ANA
 
 
 async def test_an_empty_mail_is_refused_with_406_so_mailgun_does_not_post_it_for_8_hours(

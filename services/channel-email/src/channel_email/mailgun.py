@@ -11,6 +11,7 @@ A route whose URL ends in `mime` gets the raw message in `body-mime` instead of 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass
@@ -164,8 +165,8 @@ def parse_route_post(form: FormData, raw_mime: bytes | None = None) -> InboundEm
     html = _text(form, "stripped-html") or _text(form, "body-html")
     own_id = message_ids(_text(form, "Message-Id") or headers.get("message-id"))
     return InboundEmail(
-        message_id=own_id[0] if own_id else _content_id(form),
-        sender=first_address(_text(form, "from") or _text(form, "sender")),
+        message_id=own_id[0] if own_id else _content_id(form, headers.get("date")),
+        sender=_sender(form),
         subject=_text(form, "subject"),
         text=text.strip() if text else (html_to_text(html) if html else None),
         date=parse_date(headers.get("date")) or _epoch(_text(form, "timestamp")),
@@ -183,11 +184,21 @@ def parse_route_post(form: FormData, raw_mime: bytes | None = None) -> InboundEm
     )
 
 
-def _content_id(form: FormData) -> str:
-    """The id of a mail that came without a Message-Id: a hash of what Mailgun parsed of it, the
-    same on every retry (as `parse_mime` hashes a raw message without one)."""
-    fields = ("from", "sender", "recipient", "subject", "timestamp", "body-plain", "body-html")
-    content = "\x00".join(_text(form, name) or "" for name in fields)
+def _sender(form: FormData) -> str:
+    """The address of `from`, else of `sender` (the envelope's): a `from` Mailgun passes on
+    with no address in it still leaves the mail its sender."""
+    for field in ("from", "sender"):
+        with contextlib.suppress(ValueError):
+            return first_address(_text(form, field))
+    raise ValueError("no sender address")
+
+
+def _content_id(form: FormData, date: str | None) -> str:
+    """The id of a mail that came without a Message-Id: a hash of what Mailgun parsed of it and
+    its `Date` header, the same on every post of it (as `parse_mime` hashes a raw message
+    without one). Not the post's `timestamp`: that is when Mailgun signed each post."""
+    fields = ("from", "sender", "recipient", "subject", "body-plain", "body-html")
+    content = "\x00".join([*(_text(form, name) or "" for name in fields), date or ""])
     return "sha256:" + hashlib.sha256(content.encode()).hexdigest()
 
 
