@@ -82,13 +82,17 @@ def _offers() -> dict[str, Any]:
     return open_schema(OfferRecord.model_json_schema(mode="serialization"))
 
 
-def _dead_letter(topic: str, again: str = "replay with `customer-profile dlq replay`") -> Message:
+def _dead_letter(
+    topic: str,
+    again: str = "replay with `customer-profile dlq replay`, which leaves out and counts a "
+    "letter without its value",
+) -> Message:
     return Message(
         "DeadLetter",
         f"A record of `{topic}` that could not be processed: the original value, key and "
         f"headers untouched, plus why and where ({again}). A letter too large for this topic "
-        "comes without its value, its size in `hilo_original_value_bytes` (a replay leaves it "
-        "out and counts it).",
+        "comes without its value, its size in `hilo_original_value_bytes`: read the record "
+        "where its headers say, while that topic keeps it.",
         _any_record,
         (*DEAD_LETTER_HEADERS, WITHOUT_VALUE),
     )
