@@ -150,6 +150,20 @@ def test_an_order_in_store_of_part_of_the_cart_leaves_the_rest_in_it() -> None:
     assert wholly.cart is None
 
 
+def test_an_order_of_another_cart_leaves_this_one_whole() -> None:
+    cart = CartChanged(action=CartAction.VIEWED, cart_id="cart-1", items=[_line("A", 2)])
+    other = sample_payloads()["order"].model_copy(
+        update={"items": [_line("A", 1)], "cart_id": "cart-2"}
+    )
+
+    view = derive_view(
+        [entry(1, "cart", payload=cart), entry(2, "order", "web", payload=other)], WINDOW
+    )
+
+    assert view.cart is not None
+    assert [(i["sku"], i["quantity"]) for i in view.cart.items] == [("A", 2)]
+
+
 def test_a_changed_cart_without_a_total_no_longer_shows_the_old_one() -> None:
     started = CartChanged(
         action=CartAction.CHECKOUT_STARTED,
