@@ -193,7 +193,7 @@ async def test_a_forwarded_calls_dialled_leg_is_not_taken_for_a_customer(
         ("CallSid", "CA_sip_1"),
         ("CallStatus", "completed"),
         ("Direction", "inbound"),
-        ("From", "sip:agent_bo@acme.sip.twilio.com"),
+        ("From", "sip:+14155552671@acme.sip.twilio.com"),  # registered with the company's DID
         ("To", "sip:+34699333444@acme.sip.twilio.com;transport=udp"),
         ("AccountSid", "AC1"),
     ]

@@ -329,6 +329,10 @@ async def test_an_order_id_with_a_slash_is_found_and_no_text_reaches_another_rou
 
     assert found == {"customer_id": cy}
     assert elsewhere is None
+    # Why the client refuses it: the server decodes %2F before routing, so the text, quoted,
+    # reaches the customer's journey route.
+    routed = await svc.http.get(f"/v1/customers/{quote(f'{cy}/journey', safe='')}")
+    assert "entries" in routed.json()
 
 
 async def test_the_inbox_lists_as_many_customers_as_asked_however_many_were_merged_away(

@@ -90,23 +90,21 @@ def customer_party(callback: StatusCallback) -> tuple[str, Direction] | None:
     is the other party and the call goes the other way; None when neither is a customer."""
     inbound = (callback.From, Direction.INBOUND)
     outbound = (callback.To, Direction.OUTBOUND)
-    for party, direction in (outbound, inbound) if callback.outbound else (inbound, outbound):
-        if (number := _phone_of(party)) is not None:
+    for number, direction in (outbound, inbound) if callback.outbound else (inbound, outbound):
+        if not number.lower().startswith(SOFTPHONES):
             return number, direction
-    return None
+    dialled = _sip_number(callback.To)  # both softphones: a SIP desk phone dialling a number
+    return None if dialled is None else (dialled, Direction.OUTBOUND)
 
 
-def _phone_of(party: str) -> str | None:
-    """The party's phone number; None for the business's softphones. A SIP address whose user
-    part is a number in international form (`sip:+34612345678@domain;transport=udp`) is that
-    number: what an agent dialled from a SIP desk phone, or a customer calling in by a trunk."""
-    if not party.lower().startswith(SOFTPHONES):
-        return party
-    if party.lower().startswith("sip:"):
-        user = party[4:].split("@", 1)[0].split(";", 1)[0]
-        if user.startswith("+") and user[1:].isdigit():
-            return user
-    return None
+def _sip_number(party: str) -> str | None:
+    """The number a SIP address dials when its user part is one in international form
+    (`sip:+34612345678@acme.sip.twilio.com;transport=udp`); None for any other party. Only
+    `To` is read so: a `From` on SIP is the business's phone, whatever its user part."""
+    if not party.lower().startswith("sip:"):
+        return None
+    user = party[4:].split("@", 1)[0].split(";", 1)[0]
+    return user if user.startswith("+") and user[1:].isdigit() else None
 
 
 def from_contact_centre(
