@@ -20,12 +20,12 @@ from pydantic_extra_types.currency_code import ISO4217
 from hilo.kafka import Record
 from hilo.offers.model import (
     Amount,
-    CalendarTime,
     OfferRecord,
     PricePoint,
     PriceSchedule,
     Promotion,
     Sku,
+    UtcTime,
     price_key,
     promotion_key,
 )
@@ -67,7 +67,7 @@ class NewPrice(BaseModel):
         description="Per unit, as a decimal string.", examples=["59.90"]
     )
     tax_included: bool
-    valid_from: CalendarTime | None = None
+    valid_from: UtcTime | None = None
 
 
 @dataclass(frozen=True)

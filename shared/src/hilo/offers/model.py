@@ -74,8 +74,29 @@ def _within_calendar(at: datetime) -> datetime:
 
 
 CalendarTime = Annotated[AwareDatetime, AfterValidator(_within_calendar)]
-"""A time an admin or a channel sends: refused outside [EARLIEST, LATEST). Records already on
-the topic are read as they are."""
+"""A quote's time: refused outside [EARLIEST, LATEST) (days are taken off it). Records already
+on the topic are read as they are."""
+
+
+def _in_utc(at: datetime) -> datetime:
+    """Refuse a time no UTC clock can show (`9999-12-31T23:59-01:00`) or before `EARLIEST`."""
+    try:
+        utc = at.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or utc < EARLIEST:
+        raise PydanticCustomError(
+            "calendar_time",
+            "must be from {earliest} to 9999-12-31 in UTC",
+            {"earliest": EARLIEST.date().isoformat()},
+        )
+    return at
+
+
+UtcTime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+"""A date an admin sets (a promotion's window, a price's start): any a UTC clock can show from
+1900 on, so "for ever" as `9999-12-31T00:00:00Z` is taken, and one past it with an offset,
+which every page showing it would fail on, is refused."""
 
 
 class PricePoint(_Model):
@@ -233,8 +254,8 @@ class NewPromotion(Promotion):
         "channel. An empty list is refused.",
     )
     conditions: NewConditions = Field(default_factory=NewConditions)
-    valid_from: CalendarTime
-    valid_until: CalendarTime = Field(description="Exclusive.")
+    valid_from: UtcTime
+    valid_until: UtcTime = Field(description="Exclusive.")
 
     @field_validator("channels")
     @classmethod
