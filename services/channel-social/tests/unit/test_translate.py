@@ -1,0 +1,55 @@
+"""Translating Messenger and Instagram events (no infrastructure): what docs/channels.md
+promises of reactions, quick replies and deleted messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channel_social.translate import translate
+from channel_social.webhook import Notification
+from hilo.contract import interaction_id
+
+PAGE, PSID = "106", "2456"
+KEY = b"pepper"
+
+
+def notification(*events: dict[str, Any]) -> Notification:
+    messaging = [{"sender": {"id": PSID}, "recipient": {"id": PAGE}, **e} for e in events]
+    return Notification.model_validate(
+        {"object": "page", "entry": [{"id": PAGE, "time": 1700000000000, "messaging": messaging}]}
+    )
+
+
+def test_a_reaction_is_recorded_as_a_reply_to_the_message_it_reacts_to() -> None:
+    reacted = {
+        "timestamp": 1700000000100,
+        "reaction": {"mid": "m_out_1", "action": "react", "reaction": "love", "emoji": "❤"},
+    }
+    removed = {
+        "timestamp": 1700000000200,
+        "reaction": {"mid": "m_out_1", "action": "unreact", "reaction": "love"},
+    }
+
+    interactions, ignored = translate(notification(reacted, removed), "t", KEY)
+
+    [reaction] = interactions
+    assert reaction.payload.kind == "message"
+    assert reaction.payload.interactive_reply == "reaction: ❤"
+    assert reaction.payload.reply_to_provider_message_id == "m_out_1"
+    assert ignored == 1, "taking a reaction back is not recorded"
+
+
+def test_a_quick_reply_is_kept_and_a_deleted_message_is_not_recorded() -> None:
+    quick = {
+        "timestamp": 1700000000300,
+        "message": {"mid": "m_q", "text": "Yes", "quick_reply": {"payload": "CONFIRM"}},
+    }
+    deleted = {"timestamp": 1700000000400, "message": {"mid": "m_del", "is_deleted": True}}
+
+    interactions, ignored = translate(notification(quick, deleted), "t", KEY)
+
+    [reply] = interactions
+    assert reply.id == interaction_id("messenger", "m_q")
+    assert reply.payload.text == "Yes"
+    assert "CONFIRM" in (reply.payload.interactive_reply or "")
+    assert ignored == 1
