@@ -7,7 +7,7 @@ from typing import Any
 
 from channel_social.translate import translate
 from channel_social.webhook import Notification
-from hilo.contract import interaction_id
+from hilo.contract import MessageExchanged, interaction_id
 
 PAGE, PSID = "106", "2456"
 KEY = b"pepper"
@@ -33,7 +33,7 @@ def test_a_reaction_is_recorded_as_a_reply_to_the_message_it_reacts_to() -> None
     interactions, ignored = translate(notification(reacted, removed), "t", KEY)
 
     [reaction] = interactions
-    assert reaction.payload.kind == "message"
+    assert isinstance(reaction.payload, MessageExchanged)
     assert reaction.payload.interactive_reply == "reaction: ❤"
     assert reaction.payload.reply_to_provider_message_id == "m_out_1"
     assert ignored == 1, "taking a reaction back is not recorded"
@@ -49,6 +49,7 @@ def test_a_quick_reply_is_kept_and_a_deleted_message_is_not_recorded() -> None:
     interactions, ignored = translate(notification(quick, deleted), "t", KEY)
 
     [reply] = interactions
+    assert isinstance(reply.payload, MessageExchanged)
     assert reply.id == interaction_id("messenger", "m_q")
     assert reply.payload.text == "Yes"
     assert "CONFIRM" in (reply.payload.interactive_reply or "")
