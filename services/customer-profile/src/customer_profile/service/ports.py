@@ -17,7 +17,7 @@ from typing import Protocol
 from customer_profile.domain.identity import Conflict, ProfileFacts
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import ProfileView
-from hilo.kafka import Record
+from hilo.kafka import RecordPublisher
 
 
 class Contention(Exception):
@@ -154,10 +154,8 @@ class HeadState:
     is how a save that overtook nothing shows (`publish_overtaken`)."""
 
 
-class Publisher(Protocol):
-    """Writes records; returns once Kafka acknowledged every one (`hilo.kafka.KafkaPublisher`)."""
-
-    async def publish_records(self, records: Sequence[Record]) -> None: ...
+Publisher = RecordPublisher
+"""Writes records; returns once Kafka acknowledged every one (`hilo.kafka.KafkaPublisher`)."""
 
 
 class Store(Protocol):
