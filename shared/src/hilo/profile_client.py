@@ -74,9 +74,11 @@ class ProfileClient:
     async def profile(self, customer_id: str) -> dict[str, Any] | None:
         """The profile (the survivor's, for an id merged away), or None: also for text typed
         or sent as an id that cannot be one (`customer_path`)."""
-        if "/" in customer_id:
+        try:
+            path = customer_path(customer_id)
+        except ValueError:
             return None
-        found: dict[str, Any] | None = await self.call("GET", customer_path(customer_id))
+        found: dict[str, Any] | None = await self.call("GET", path)
         return found
 
 
