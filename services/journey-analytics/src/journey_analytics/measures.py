@@ -365,15 +365,15 @@ def _satisfaction(
                 continue
             if not start <= survey.occurred_at < end:
                 continue
-            since = survey.occurred_at - windows.lookback
-            recent = [t for t in journey[:index] if t.occurred_at >= since]
-            channels = {touch.channel for touch in recent} | {survey.channel}
             if survey.metric == "nps":
                 nps.append(survey.score)
                 continue
             if survey.metric != "csat":
                 continue
             csat.append(survey.score)
+            since = survey.occurred_at - windows.lookback
+            recent = [t for t in journey[:index] if t.occurred_at >= since]
+            channels = {touch.channel for touch in recent} | {survey.channel}
             earlier = [t for t in recent if t.kind in CONTACTS and t.inbound]
             channel = (
                 survey.about_channel
