@@ -390,9 +390,9 @@ _NOT_BOUGHT = frozenset({"cancelled", "refunded"})
 def _after_purchase(cart: CartState, order: dict[str, Any]) -> CartState | None:
     """The cart once a new order is known: gone when the order names it; untouched when it
     names another cart; else less what the order bought of its products (bought in a store,
-    say), gone once nothing is left. One first
-    seen cancelled or refunded bought nothing; a later state of an order (picked up, refunded)
-    is not a purchase: the cart since is another one."""
+    say), gone once nothing is left. One first seen cancelled or refunded bought nothing; a
+    later state of an order (picked up, refunded) is not a purchase: the cart since is another
+    one."""
     if order["status"] in _NOT_BOUGHT:
         return cart
     if order.get("cart_id") and order["cart_id"] == cart.cart_id:
