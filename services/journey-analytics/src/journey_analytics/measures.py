@@ -44,7 +44,8 @@ Definitions (what the numbers mean):
 - **Attribution** of each order to the customer's touches (contacts, views, carts, visits, other
   tracked actions: not an order, a delivery receipt, a sign-in, a consent or a survey answer)
   in the attribution window before it: first touch (all credit to the first), last touch (to
-  the last), linear (1/n to each of n).
+  the last), linear (1/n to each of n). An order with no touch in the window is
+  **unattributed**: counted, credited to no channel.
 
 A range counts what starts in it (an entry, a conversation's first contact, a switch, a survey, a
 cart's first entry, an order) and follows it past the range's end, up to `Windows.forward`: a
@@ -166,6 +167,12 @@ class Conversion(_Part):
 
 class Attribution(_Part):
     orders: int = 0
+    unattributed: int = Field(
+        default=0,
+        description="Orders with no touch in the attribution window before them (a walk-in "
+        "sale, a first order by phone): counted in `orders`, credited in none of the shares, so "
+        "each share's orders plus these make `orders`.",
+    )
     first_touch: dict[str, int] = Field(default_factory=dict)
     last_touch: dict[str, int] = Field(default_factory=dict)
     linear: dict[str, float] = Field(default_factory=dict)
@@ -507,7 +514,7 @@ def _attribution(
     end: datetime,
     window: timedelta,
 ) -> Attribution:
-    orders = 0
+    orders = unattributed = 0
     first: Counter[str] = Counter()
     last: Counter[str] = Counter()
     linear: defaultdict[str, float] = defaultdict(float)
@@ -523,6 +530,7 @@ def _attribution(
                 and order.occurred_at - window <= t.occurred_at < order.occurred_at
             ]
             if not touches:
+                unattributed += 1
                 continue
             first[touches[0].channel] += 1
             last[touches[-1].channel] += 1
@@ -530,6 +538,7 @@ def _attribution(
                 linear[touch.channel] += 1 / len(touches)
     return Attribution(
         orders=orders,
+        unattributed=unattributed,
         first_touch=dict(sorted(first.items())),
         last_touch=dict(sorted(last.items())),
         linear={k: round(v, 4) for k, v in sorted(linear.items())},

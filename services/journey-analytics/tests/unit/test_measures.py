@@ -85,13 +85,30 @@ def test_web_carts_bought_elsewhere(measures: Measures) -> None:
 def test_orders_attributed_first_last_and_linear(measures: Measures) -> None:
     attribution = measures.attribution
 
-    assert attribution.orders == 2
+    assert (attribution.orders, attribution.unattributed) == (2, 0)
     assert attribution.first_touch == {"sms": 1, "voice": 1}
     # Survey answers are no touches: Bo's last before his order is his web cart.
     assert attribution.last_touch == {"web": 2}
     assert attribution.linear == pytest.approx(
         {"sms": 2 / 3, "voice": 1 / 5, "web": 2 / 5 + 1 / 3, "whatsapp": 2 / 5}, abs=1e-4
     )
+
+
+def test_an_order_without_touches_is_counted_and_unattributed() -> None:
+    """A walk-in sale, and an order whose touches are older than the attribution window: both
+    are orders, neither is credited to a channel, and the shares still add up."""
+    journey = [
+        Touch("w", "hal", at(), "store", "order"),
+        Touch("v", "ivy", at(), "web", "page_view"),
+        Touch("o", "ivy", at() + WINDOWS.attribution + timedelta(minutes=1), "store", "order"),
+        *JOURNEY,
+    ]
+
+    attribution = measure(journey, at(hours=-1), at(days=40), WINDOWS).attribution
+
+    assert (attribution.orders, attribution.unattributed) == (4, 2)
+    assert sum(attribution.first_touch.values()) + attribution.unattributed == attribution.orders
+    assert sum(attribution.last_touch.values()) + attribution.unattributed == attribution.orders
 
 
 def test_a_merge_moves_history_and_the_measures_follow() -> None:
