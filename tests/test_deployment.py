@@ -294,6 +294,16 @@ def test_every_compose_run_in_the_docs_names_a_program_of_the_image() -> None:
     assert [program for _, program in runs if program not in scripts] == []
 
 
+def test_every_service_names_itself_as_the_catalogue_does() -> None:
+    """`service_name` is the `service` of every log line and the prefix of the Kafka client id:
+    a settings class that keeps the default logs as `hilo`, indistinguishable from the rest."""
+    names = {
+        spec.name: settings_class(spec).model_fields["service_name"].default for spec in SERVICES
+    }
+
+    assert names == {spec.name: spec.name for spec in SERVICES}
+
+
 def test_env_example_is_current_and_names_every_compose_variable() -> None:
     committed = (ROOT / ".env.example").read_text()
     compose_text = (ROOT / "docker-compose.yml").read_text()
