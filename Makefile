@@ -93,6 +93,7 @@ run: install infra-prepare ## Run the whole platform: docker compose if Docker a
 	$(BIN)/hilo-run
 
 simulate: install ## Play customers' journeys through a running `make run` and read them back
+	@test -f .hilo/platform.env || { echo "no .hilo/platform.env: make simulate plays against make run's local processes; with Docker, run: docker compose --profile demo up offers-demo traffic-simulator" >&2; exit 2; }
 	$(BIN)/traffic-simulator --env-file .hilo/platform.env
 
 run-profile: install ## Run the customer-profile service against `make infra-up`'s Kafka and SecantusDB

@@ -24,6 +24,7 @@ import journey_analytics.app  # noqa: F401 - registers the journey measures
 from agent_desk.auth import Agents, hash_password
 from agent_desk.settings import DeskSettings
 from customer_profile.settings import ProfileSettings
+from hilo import topics
 from hilo.settings import HiloSettings
 from hilo_devkit.catalogue import SERVICES, SignIn, settings_class, variable
 from hilo_devkit.env_example import development_env, render
@@ -141,6 +142,25 @@ def test_every_common_setting_set_in_env_reaches_every_service(compose: dict[str
     assert missing == []
     for name in fields:
         assert f"${{HILO_{name.upper()}:" in str(common[f"HILO_{name.upper()}"]), name
+
+
+def test_every_setting_of_the_readmes_common_table_reaches_every_service_that_reads_it(
+    compose: dict[str, Any],
+) -> None:
+    """The README's table of common settings (some of them the channels' only) is what an
+    operator sets once in `.env`: compose must pass each one on to every service reading it."""
+    section = (ROOT / "README.md").read_text().split("## Configuration", 1)[1]
+    table = re.search(r"^\|.*?(?=\n\n)", section, re.M | re.S)
+    assert table
+    named = set(re.findall(r"`(HILO_[A-Z0-9_]+)`", table.group()))
+    assert {"HILO_KAFKA_LINGER_MS", "HILO_SPOOL_DRAIN_SECONDS"} <= named
+
+    missing = {
+        name: sorted(named & accepted_variables(settings_for(name)) - set(service["environment"]))
+        for name, service in compose["services"].items()
+        if name not in INFRASTRUCTURE | OBSERVABILITY and "profiles" not in service  # not demos
+    }
+    assert {name: unset for name, unset in missing.items() if unset} == {}
 
 
 def test_the_profile_service_scales(compose: dict[str, Any]) -> None:
@@ -292,6 +312,23 @@ def test_every_compose_run_in_the_docs_names_a_program_of_the_image() -> None:
 
     assert runs
     assert [program for _, program in runs if program not in scripts] == []
+
+
+def test_the_readmes_topic_table_is_the_registry() -> None:
+    """Operators who create topics by hand (a managed Kafka) do it from this table."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Topics", 1)[1].split("\n\n", 2)[1]
+
+    documented = dict(
+        re.findall(r"^\| `([\w.-]+)` \| [^|]+ \| (compact|delete, \d+ d)\b", table, re.M)
+    )
+
+    assert documented == {
+        spec.topic.value: spec.cleanup_policy
+        if spec.cleanup_policy == "compact"
+        else f"delete, {spec.retention_ms // topics.DAY_MS} d"
+        for spec in topics.REGISTRY
+    }
 
 
 def test_every_service_names_itself_as_the_catalogue_does() -> None:

@@ -39,7 +39,9 @@ COMPOSE = """
 # --- docker compose: images, host ports, optional profiles ------------------------------------
 # Tag of the Hilo image compose builds and runs.
 # HILO_VERSION=local
-# Environment name; production refuses to start the profile API without HILO_API_KEYS.
+# The environment: production (compose's default) refuses to start an API without its keys;
+# development (what `make run` gives local processes) serves the profile, offers and analytics
+# APIs without keys and the desk's cookies without `Secure`: never on a host others can reach.
 # HILO_ENVIRONMENT=production
 # Host address of the infrastructure's ports (Kafka, MongoDB, Prometheus, Grafana): loopback, so
 # they are not reachable from other machines; Kafka speaks plaintext.
@@ -82,8 +84,9 @@ GRAFANA_ADMIN_PASSWORD=
 MONGO_REPLICA_KEY=
 """
 
-SKIPPED = {"service_name"}
-"""Fixed per service by its settings class and by compose."""
+SKIPPED = {"service_name", "environment"}
+"""`service_name` is fixed per service by its settings class; `environment` is in the compose
+block below, with compose's default (production), not the settings' (development)."""
 OPTIONAL_SECRETS = {"kafka_sasl_password"}
 """Secrets only some deployments have (a managed Kafka's): commented out, like a default, and
 not filled with a random value for `make run`."""
