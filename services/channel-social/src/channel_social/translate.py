@@ -12,6 +12,7 @@ does not retry them forever.
 from __future__ import annotations
 
 from channel_social.sending import ECHO_MARK
+from channel_social.webhook import Attachment as MetaAttachment
 from channel_social.webhook import Message, Messaging, Notification
 from hilo.contract import (
     Attachment,
@@ -34,6 +35,8 @@ from hilo.contract import (
 CHANNELS = {"page": "messenger", "instagram": "instagram"}
 REPLY_FIELD = "payload.interactive_reply"
 REPLY_LIMIT = max_length(MessageExchanged, "interactive_reply")
+STORY_REPLY = "reply to a story"
+"""The caption of the attachment that stands for the Instagram story a message answers."""
 _ATTACHMENTS = {
     "image": AttachmentKind.IMAGE,
     "video": AttachmentKind.VIDEO,
@@ -177,16 +180,32 @@ def _receipts(event: Messaging) -> list[tuple[str, Payload]]:
 
 
 def _attachments(message: Message) -> list[Attachment]:
-    attachments = [
-        Attachment(
-            kind=_ATTACHMENTS.get(attachment.type, AttachmentKind.OTHER),
-            url=attachment.payload.url if attachment.payload else None,
-            caption=attachment.payload.title if attachment.payload else None,
+    attachments = [_attachment(attachment) for attachment in message.attachments]
+    if message.reply_to is not None and (story := message.reply_to.story) is not None:
+        # What the customer answered: the desk shows it, as Instagram's inbox does.
+        attachments.append(
+            Attachment(
+                kind=AttachmentKind.OTHER,
+                url=story.url,
+                provider_media_id=story.id,
+                caption=STORY_REPLY,
+            )
         )
-        for attachment in message.attachments
-    ]
     if not attachments and message.text is None and message.quick_reply is None:
         # What Meta marks `is_unsupported` (or sends with nothing Hilo reads): the customer
         # wrote something, so it is recorded, and the rest of the notification is not refused.
         return [Attachment(kind=AttachmentKind.OTHER, caption="unsupported")]
     return attachments
+
+
+def _attachment(attachment: MetaAttachment) -> Attachment:
+    """One attachment as Meta sent it; a shared location keeps its coordinates and name."""
+    payload = attachment.payload
+    coordinates = payload.coordinates if payload else None
+    return Attachment(
+        kind=_ATTACHMENTS.get(attachment.type, AttachmentKind.OTHER),
+        url=payload.url if payload else None,
+        caption=(payload.title if payload else None) or attachment.title,
+        latitude=coordinates.lat if coordinates else None,
+        longitude=coordinates.long if coordinates else None,
+    )

@@ -20,14 +20,30 @@ class Party(_Meta):
     id: str = Field(min_length=1)
 
 
+class Coordinates(_Meta):
+    """Where a location a customer shared on Messenger points (Meta names them `lat`, `long`)."""
+
+    lat: float = Field(ge=-90, le=90)
+    long: float = Field(ge=-180, le=180)
+
+
 class AttachmentPayload(_Meta):
     url: HttpUrl | None = None
     title: str | None = None
+    coordinates: Coordinates | None = None
 
 
 class Attachment(_Meta):
     type: str
     payload: AttachmentPayload | None = None
+    title: str | None = Field(default=None, description="A shared location's name.")
+
+
+class Story(_Meta):
+    """The business's Instagram story a message replies to (it expires after 24 hours)."""
+
+    id: str | None = None
+    url: HttpUrl | None = None
 
 
 class QuickReply(_Meta):
@@ -36,6 +52,7 @@ class QuickReply(_Meta):
 
 class ReplyTo(_Meta):
     mid: str | None = None
+    story: Story | None = None
 
 
 class Message(_Meta):

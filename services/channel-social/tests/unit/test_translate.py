@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from channel_social.translate import translate
+from channel_social.translate import STORY_REPLY, translate
 from channel_social.webhook import Notification
 from hilo.contract import MessageExchanged, interaction_id
 
@@ -54,3 +54,48 @@ def test_a_quick_reply_is_kept_and_a_deleted_message_is_not_recorded() -> None:
     assert reply.payload.text == "Yes"
     assert "CONFIRM" in (reply.payload.interactive_reply or "")
     assert ignored == 1
+
+
+def test_a_shared_location_keeps_its_coordinates_and_a_story_reply_its_story() -> None:
+    """Messenger sends a location as an attachment with `payload.coordinates` (`lat`, `long`)
+    and its name as the attachment's `title`; Instagram names the story a message answers in
+    `reply_to.story`."""
+    location = {
+        "timestamp": 1700000000500,
+        "message": {
+            "mid": "m_loc",
+            "attachments": [
+                {
+                    "type": "location",
+                    "title": "Pinned Location",
+                    "url": "https://l.facebook.com/l.php?u=https%3A%2F%2Fwww.bing.com%2Fmaps",
+                    "payload": {"coordinates": {"lat": 40.4169, "long": -3.7035}},
+                }
+            ],
+        },
+    }
+    story_reply = {
+        "timestamp": 1700000000600,
+        "message": {
+            "mid": "m_story",
+            "text": "Is this in stock?",
+            "reply_to": {"story": {"id": "17900", "url": "https://lookaside.fbsbx.com/s/1"}},
+        },
+    }
+
+    interactions, _ = translate(notification(location, story_reply), "t", KEY)
+
+    shared, answered = (i.payload for i in interactions)
+    assert isinstance(shared, MessageExchanged)
+    assert isinstance(answered, MessageExchanged)
+    [place] = shared.attachments
+    assert (place.kind, place.latitude, place.longitude) == ("location", 40.4169, -3.7035)
+    assert place.caption == "Pinned Location"
+    assert answered.text == "Is this in stock?"
+    [story] = answered.attachments
+    assert (story.kind, story.provider_media_id, str(story.url)) == (
+        "other",
+        "17900",
+        "https://lookaside.fbsbx.com/s/1",
+    )
+    assert story.caption == STORY_REPLY
