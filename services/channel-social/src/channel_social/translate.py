@@ -202,6 +202,8 @@ def _attachment(attachment: MetaAttachment) -> Attachment:
     """One attachment as Meta sent it; a shared location keeps its coordinates and name."""
     payload = attachment.payload
     coordinates = payload.coordinates if payload else None
+    if coordinates and not (-90 <= coordinates.lat <= 90 and -180 <= coordinates.long <= 180):
+        coordinates = None
     return Attachment(
         kind=_ATTACHMENTS.get(attachment.type, AttachmentKind.OTHER),
         url=payload.url if payload else None,

@@ -21,10 +21,12 @@ class Party(_Meta):
 
 
 class Coordinates(_Meta):
-    """Where a location a customer shared on Messenger points (Meta names them `lat`, `long`)."""
+    """Where a location a customer shared on Messenger points (Meta names them `lat`, `long`).
+    Not range-checked here: a notification batches many events, and one odd point must not
+    refuse the others (`translate` keeps only a point on the globe)."""
 
-    lat: float = Field(ge=-90, le=90)
-    long: float = Field(ge=-180, le=180)
+    lat: float
+    long: float
 
 
 class AttachmentPayload(_Meta):

@@ -3,6 +3,7 @@ promises of reactions, quick replies and deleted messages."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from channel_social.translate import STORY_REPLY, translate
@@ -83,9 +84,12 @@ def test_a_shared_location_keeps_its_coordinates_and_a_story_reply_its_story() -
         },
     }
 
-    interactions, _ = translate(notification(location, story_reply), "t", KEY)
+    off_the_globe = json.loads(json.dumps(location).replace("40.4169", "91.5"))
+    off_the_globe["message"]["mid"] = "m_loc_2"
 
-    shared, answered = (i.payload for i in interactions)
+    interactions, _ = translate(notification(location, story_reply, off_the_globe), "t", KEY)
+
+    shared, answered, odd = (i.payload for i in interactions)
     assert isinstance(shared, MessageExchanged)
     assert isinstance(answered, MessageExchanged)
     [place] = shared.attachments
@@ -99,3 +103,5 @@ def test_a_shared_location_keeps_its_coordinates_and_a_story_reply_its_story() -
         "https://lookaside.fbsbx.com/s/1",
     )
     assert story.caption == STORY_REPLY
+    assert isinstance(odd, MessageExchanged)
+    assert (odd.attachments[0].kind, odd.attachments[0].latitude) == ("location", None)
