@@ -531,7 +531,7 @@ def _customer_routes(app: FastAPI) -> None:
 
 async def _found(desk: Desk, request: Request, query: str) -> Response:
     """The one customer found (303 to their page), else the matches or why there are none."""
-    matches = await find_customers(desk.profiles, query)
+    matches = await find_customers(desk.profiles, query, desk.settings.default_phone_region)
     if len(matches) == 1:
         return RedirectResponse(f"/customers/{matches[0].customer_id}", status_code=303)
     return _page(desk, request, "search.html", query=query, matches=matches)

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from agent_desk.profiles import ProfileApi
+from hilo.contract import normalise_phone
 
 _PHONE_CHARACTERS = re.compile(r"^\+?[\d\s().\-/]{6,30}$")
 _WHATSAPP_USER_ID = re.compile(r"[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{6,128}")
@@ -24,6 +25,18 @@ class Match:
     """What the text was read as: `phone`, `email`, `loyalty_id`, `order`, `customer_id`..."""
 
 
+_ADDRESS_SCHEMES = re.compile(r"^(whatsapp|tel|sms):\s*", re.IGNORECASE)
+"""How a number is written when copied from Twilio's logs or a link: `whatsapp:+34…`."""
+_DASHES_AND_SPACES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2212", "-"))
+_DASHES_AND_SPACES.update(dict.fromkeys(map(ord, "\u00a0\u2007\u202f"), " "))
+
+
+def typed(text: str) -> str:
+    """What a person typed or pasted, as the readings expect it: trimmed, without an address
+    scheme, with typographic dashes and non-breaking spaces as plain ones."""
+    return _ADDRESS_SCHEMES.sub("", text.strip().translate(_DASHES_AND_SPACES)).strip()
+
+
 def readings(text: str) -> list[str]:
     """The identifier kinds `text` may be, most likely first."""
     if "@" in text:
@@ -34,28 +47,43 @@ def readings(text: str) -> list[str]:
     return [*kinds, "loyalty_id", "order", "customer_id"]
 
 
-async def find_customers(profiles: ProfileApi, text: str) -> list[Match]:
-    """Every customer `text` identifies, under each reading, each customer once."""
-    text = text.strip()
+async def find_customers(profiles: ProfileApi, text: str, region: str | None = None) -> list[Match]:
+    """Every customer `text` identifies, under each reading, each customer once. `region` is
+    the deployment's `HILO_DEFAULT_PHONE_REGION`, which the profile API reads numbers in."""
+    text = typed(text)
     if not text:
         return []
     found: dict[str, Match] = {}
     for kind in readings(text):
-        customer = await _find(profiles, kind, text)
+        customer = await _find(profiles, kind, text, region)
         if customer is not None and customer not in found:
             found[customer] = Match(customer, kind)
     return list(found.values())
 
 
-async def _find(profiles: ProfileApi, kind: str, text: str) -> str | None:
+async def _find(profiles: ProfileApi, kind: str, text: str, region: str | None) -> str | None:
     if kind == "order":
         return await profiles.by_order(text)
     if kind == "customer_id":
         profile = await profiles.profile(text)
         return None if profile is None else str(profile["customer_id"])
     found = await profiles.lookup(kind, text)
-    if found is None and kind == "phone" and not text.startswith(("+", "00")):
-        # Typed with its country code but no "+" (34 612 34 56 78): read in the deployment's
-        # region it is another number, or none without one.
+    if found is None and kind == "phone" and _international_without_plus(text, region):
         found = await profiles.lookup(kind, "+" + "".join(c for c in text if c.isdigit()))
     return found
+
+
+def _international_without_plus(text: str, region: str | None) -> bool:
+    """Typed with its country code but no "+" (34 612 34 56 78): true only when the text is
+    no valid number in the deployment's region. A valid national number that finds nobody is
+    not read again as another country's: one in ten would be one (a US `(203) 417-6848` is
+    Egypt's `+20 34176848`), and the desk opens a single match at once."""
+    if text.startswith(("+", "00")):
+        return False
+    if region is None:
+        return True
+    try:
+        normalise_phone(text, region)
+    except ValueError:
+        return True
+    return False

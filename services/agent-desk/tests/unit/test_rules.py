@@ -15,6 +15,7 @@ from agent_desk.policy import ReplyOption, default_channel, refusal, reply_optio
 from agent_desk.replies import Thread, last_contact, reply_command, thread_of, written_from
 from agent_desk.search import Match, find_customers, readings
 from agent_desk.timeline import attach_statuses, row
+from hilo.contract import normalise_phone
 from hilo.contract.outbound import OutboundMessage
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
@@ -256,10 +257,18 @@ def test_a_row_is_placed_by_its_instant_in_utc_whatever_offset_its_entry_kept() 
 
 
 class _Profiles:
-    """The profile API's lookups, knowing one customer by one phone (E.164)."""
+    """The profile API's lookups, knowing one customer by one phone (normalised as it does,
+    in the deployment's region)."""
+
+    def __init__(self, region: str | None = None) -> None:
+        self.region = region
 
     async def lookup(self, kind: str, value: str) -> str | None:
-        return "c1" if (kind, value) == ("phone", "+34612345678") else None
+        try:
+            number = normalise_phone(value, self.region)
+        except ValueError:
+            return None
+        return "c1" if (kind, number) == ("phone", "+34612345678") else None
 
     async def by_order(self, order_id: str) -> str | None:
         return None
@@ -268,10 +277,48 @@ class _Profiles:
         return None
 
 
-async def test_a_number_typed_with_its_country_code_but_no_plus_finds_its_customer() -> None:
+@pytest.mark.parametrize("region", [None, "ES", "US"])
+async def test_a_number_typed_with_its_country_code_but_no_plus_finds_its_customer(
+    region: str | None,
+) -> None:
     """With no region configured the profile API refuses it; with one, it reads it as a
     national number: either way the agent typed an international number."""
-    found = await find_customers(_Profiles(), "34 612 34 56 78")  # type: ignore[arg-type]
+    profiles = _Profiles(region)
+
+    found = await find_customers(profiles, "34 612 34 56 78", region)  # type: ignore[arg-type]
+
+    assert found == [Match("c1", "phone")]
+
+
+class _Abroad(_Profiles):
+    """Knows a customer in Egypt whose number is a US number's digits behind a "+"."""
+
+    asked: list[str]
+
+    async def lookup(self, kind: str, value: str) -> str | None:
+        self.asked = [*getattr(self, "asked", []), value]
+        return "egypt" if (kind, value) == ("phone", "+2034176848") else None
+
+
+async def test_a_valid_national_number_that_finds_nobody_is_not_read_as_another_countrys() -> None:
+    """`(203) 417-6848` in a US deployment is a US number: that it finds nobody must not open
+    the Egyptian customer whose number is the same digits after a "+"."""
+    profiles = _Abroad("US")
+
+    found = await find_customers(profiles, "(203) 417-6848", "US")  # type: ignore[arg-type]
+
+    assert found == []
+    assert "+2034176848" not in profiles.asked
+
+
+@pytest.mark.parametrize(
+    "pasted",
+    ["whatsapp:+34612345678", "tel:+34 612 34 56 78", "+34\u00a0612\u2011345\u2011678"],
+)
+async def test_a_number_pasted_with_its_scheme_or_typographic_dashes_finds_its_customer(
+    pasted: str,
+) -> None:
+    found = await find_customers(_Profiles(), pasted)  # type: ignore[arg-type]
 
     assert found == [Match("c1", "phone")]
 
