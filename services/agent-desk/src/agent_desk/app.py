@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -86,6 +87,7 @@ from hilo.contract.outbound import Template
 from hilo.health import health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, PublishFailed, create_broker, start_or_keep_trying
 from hilo.mongo import create_mongo_client
+from hilo.offers.money import format_amount
 from hilo.sealing import create_sealer
 from hilo.shutdown import cancelled, shut_down
 
@@ -151,9 +153,7 @@ class Desk:
         self.publisher = KafkaPublisher(self.broker, settings, sealer=self.sealer)
         self.feed = JourneyFeed(settings, self.sealer, settings.desk_live_buffer)
         self.signed_out = SignedOut(self.mongo[settings.mongodb_database][SIGNED_OUT])
-        self.templates = Jinja2Templates(directory=HERE / "templates")
-        self.templates.env.globals.update(channel_name=channel_name, type_name=type_name)
-        self.templates.env.filters["when"] = _when
+        self.templates = desk_templates()
 
     @property
     def session_seconds(self) -> float:
@@ -205,6 +205,32 @@ def _when(at: datetime | str | None) -> str:
         return moment.astimezone(UTC).strftime("%d %b %Y %H:%M:%S UTC")
     except OverflowError:
         return moment.isoformat()
+
+
+def desk_templates() -> Jinja2Templates:
+    """The desk's pages, with the filters that show times, money and channels alike."""
+    templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.globals.update(
+        channel_name=channel_name, type_name=type_name, survey_scales=SURVEY_SCALES
+    )
+    templates.env.filters.update(when=_when, money=_money, channel_name=channel_name)
+    return templates
+
+
+def _money(amount: str | float | None, currency: str) -> str:
+    """An amount with its currency's decimals (12.5 KWD is 12.500 KWD, 1500.0 JPY is 1500 JPY),
+    as the channels' decimal strings do not always have them; as given for a currency ISO 4217
+    does not know."""
+    if amount is None:
+        return ""
+    try:
+        return f"{format_amount(Decimal(str(amount)), currency)} {currency}"
+    except (ArithmeticError, ValueError):
+        return f"{amount} {currency}"
+
+
+SURVEY_SCALES = {"csat": ("CSAT", 5), "nps": ("NPS", 10), "ces": ("CES", 7)}
+"""Each survey metric's name and top score, as `hilo.contract.SurveyAnswered` checks them."""
 
 
 def _desk(request: Request) -> Desk:
@@ -770,7 +796,7 @@ async def _panels(desk: Desk, profile: dict[str, Any]) -> dict[str, Any]:
         "profile": profile,
         "view": profile.get("view") or {},
         "name": _display_name(profile),
-        "conflicts": await desk.profiles.conflicts(profile["customer_id"]),
+        "conflicts": waiting_for_review(await desk.profiles.conflicts(profile["customer_id"])),
         "offers": await desk.profiles.offers(profile["customer_id"]),
         "options": options,
         "reply_labels": [(o.channel, f"{channel_name(o.channel)} · {o.address}") for o in options],
@@ -816,8 +842,31 @@ def _display_name(profile: dict[str, Any]) -> str:
     joined = " ".join(str(p) for p in parts if p)
     if joined:
         return joined
-    identities = profile.get("identifiers") or []
-    return str(identities[0]["value"]) if identities else str(profile["customer_id"])
+    held = {i["kind"]: i["value"] for i in reversed(profile.get("identifiers") or [])}
+    for kind in HEADING_KINDS:
+        if kind in held:
+            return str(held[kind])
+    return "Anonymous visitor" if held else str(profile["customer_id"])
+
+
+HEADING_KINDS = (
+    "email",
+    "phone",
+    "whatsapp_id",
+    "loyalty_id",
+    "customer_id",
+    "whatsapp_user_id",
+    "messenger_psid",
+    "instagram_sid",
+)
+"""What heads a customer's page without a name, what a person recognises first: never a web
+cookie or device id (`anonymous_id`, `device_id`), which only says who was browsing."""
+
+
+def waiting_for_review(conflicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The merge requests no person has decided yet: a confirmed or rejected one is done, and
+    a merge refused by a cap has nothing to decide."""
+    return [c for c in conflicts if c.get("status") == "pending"]
 
 
 def _local(target: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from agent_desk.app import _local, _when
+from agent_desk.app import _display_name, _local, _when, desk_templates, waiting_for_review
 from agent_desk.auth import Agents, SignInThrottle, hash_password
 from agent_desk.policy import ReplyOption, default_channel, refusal, reply_options
 from agent_desk.replies import Thread, last_contact, reply_command, thread_of, written_from
@@ -401,3 +401,92 @@ def test_a_time_past_the_calendar_in_utc_is_shown_as_given_not_a_failed_page() -
     """A promotion stored "for ever" before the offers service refused such dates."""
     assert _when("9999-12-31T23:59:59-01:00") == "9999-12-31T23:59:59-01:00"
     assert _when("2026-12-02T13:00:00+01:00") == "02 Dec 2026 12:00:00 UTC"
+
+
+def _panels(view: dict[str, Any], offers: list[dict[str, Any]] | None = None) -> str:
+    template = desk_templates().get_template("panels.html")
+    return template.render(
+        profile={"customer_id": "c1", "conversation_open": False},
+        view=view,
+        offers=offers or [],
+        warnings={},
+        default_channel=None,
+        reply_labels=[],
+    )
+
+
+def test_money_shows_each_currencys_decimals() -> None:
+    """Channels send decimals as the shop wrote them: 12.5 KWD is 12.500, 1500.0 JPY is 1500."""
+    html = _panels(
+        {
+            "cart": {
+                "items": [],
+                "total": {"amount": "12.5", "currency": "KWD"},
+                "channel": "web",
+                "updated_at": "2026-12-01T10:00:00+00:00",
+            },
+            "orders": [
+                {
+                    "order_id": "JP-1",
+                    "status": "placed",
+                    "fulfilment": "delivery",
+                    "channel": "web",
+                    "total": {"amount": "1500.0", "currency": "JPY"},
+                    "last_update": "2026-12-01T10:00:00+00:00",
+                }
+            ],
+            "order_count": 1,
+            "lifetime_value": {"JPY": "1500.0", "KWD": "13.75"},
+        }
+    )
+
+    assert "12.500 KWD" in html
+    assert "<td>1500 JPY</td>" in html
+    assert "lifetime value 1500 JPY, 13.750 KWD" in html
+
+
+def test_survey_scores_say_their_metric_and_offers_their_channels_by_name() -> None:
+    html = _panels(
+        {
+            "surveys": {
+                "csat": {"survey_id": "post-chat", "score": 5, "channel": "whatsapp", "at": None},
+                "nps": {"survey_id": "quarterly", "score": 5, "channel": "email", "at": None},
+            }
+        },
+        offers=[
+            {
+                "name": "Phone deal",
+                "every_channel": False,
+                "open_on": ["whatsapp", "sms", "voice"],
+                "valid_until": None,
+                "example": [],
+                "example_list_total": "60",
+                "example_total": "54",
+                "currency": "EUR",
+            }
+        ],
+    )
+
+    assert "CSAT <strong>5</strong>/5 (post-chat) on WhatsApp" in html
+    assert "NPS <strong>5</strong>/10 (quarterly) on Email" in html
+    assert "(WhatsApp, SMS, Phone, until" in html
+    assert "<s>60.00 EUR</s> <strong>54.00 EUR</strong>" in html
+
+
+def test_a_page_is_headed_by_what_a_person_recognises_never_a_cookie_id() -> None:
+    browsing = {"kind": "anonymous_id", "value": "7f3c9e1a-anon"}
+    email = {"kind": "email", "value": "ana@example.com"}
+
+    assert _display_name({"customer_id": "c1", "identifiers": [browsing, email]}) == email["value"]
+    assert _display_name({"customer_id": "c1", "identifiers": [browsing]}) == "Anonymous visitor"
+
+
+def test_only_undecided_merge_requests_wait_for_review() -> None:
+    conflicts = [
+        {"id": "r1", "reason": "unverified_merge", "status": "pending"},
+        {"id": "r2", "reason": "unverified_merge", "status": "confirmed"},
+        {"id": "r3", "reason": "kept_apart", "status": "rejected"},
+        {"id": "c4", "reason": "cap"},
+    ]
+
+    assert [c["id"] for c in waiting_for_review(conflicts)] == ["r1"]
