@@ -50,7 +50,8 @@ def _header_schema(names: tuple[str, ...]) -> dict[str, Any]:
 
 HEADERS = {
     "content-type": "The value's media type.",
-    "ce_id": "CloudEvents id: the interaction's (or entry's, command's) event id.",
+    "ce_id": "CloudEvents id: the interaction's (or entry's, command's) event id; "
+    "`<entry id>:split:<split id>` for a journey entry a split moved to another customer.",
     "ce_type": "CloudEvents type: `dev.hilo.interaction.<kind>` on `interactions`, "
     "`dev.hilo.journey.<kind>` on `journey`, `dev.hilo.outbound.message` on `outbound`.",
     "ce_source": "CloudEvents source: the channel instance that received it on `interactions`, "

@@ -242,7 +242,7 @@ async def test_an_erasure_leaves_the_keys_of_another_customers_identifiers(
 
 
 async def test_an_erasure_takes_the_persons_identifiers_out_of_the_merge_requests_they_raised(
-    profile_service: RunningProfileService,
+    profile_service: RunningProfileService, settings: HiloSettings
 ) -> None:
     """An unverified event with Ana's phone, Bo's email and a new customer number makes a new
     profile for the number and asks an agent to merge Ana and Bo. The request names only them,
@@ -271,3 +271,11 @@ async def test_an_erasure_takes_the_persons_identifiers_out_of_the_merge_request
     assert erased.status_code == 200, erased.text
     assert await svc.get("/v1/merge-requests") == []
     assert await _documents_about(svc, "C-777") == 0
+    # Readers following the queue on Kafka close it too: it names only Ana and Bo, so nothing
+    # on `erasures` would tell them.
+    queue = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.MERGE_REQUESTS, settings)
+    )
+    told = [json.loads(r.value) for r in queue if r.key == request["id"].encode()]
+    assert [t["type"] for t in told] == ["requested", "withdrawn"]
+    assert told[-1]["by"] is None

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from customer_profile.testing import RunningProfileService, interaction
+from customer_profile.testing import RunningProfileService, interaction, raw_records
 from hilo.contract import Interaction, interaction_id
 from hilo.kafka import PublishFailed, read_to_end
 from hilo.settings import HiloSettings
@@ -200,9 +200,16 @@ async def test_an_agent_confirms_or_rejects_the_merge_an_unverified_source_asked
     assert [e["payload"]["properties"]["by"] for e in audit] == ["agent-7"]
     assert (await svc.get(f"/v1/customers/{ana}"))["view"]["event_count"] == 4
 
+    # Kafka delivers the asking events again (a rebalance): the decisions stand, on Kafka too.
+    unverified = [e.model_copy(update={"identity_trust": "unverified"}) for e in asks]
+    await svc.service.pipeline.process(raw_records(unverified))
+    assert await svc.get("/v1/merge-requests") == []
+
     feed = await read_to_end(
         settings.kafka_bootstrap_servers, topic_name(Topic.MERGE_REQUESTS, settings)
     )
+    last = {r.key.decode(): json.loads(r.value)["type"] for r in feed}
+    assert last == {confirm: "confirmed", reject: "rejected"}, "a redelivery reopens nothing"
     told = {(json.loads(r.value)["type"], r.key.decode()) for r in feed}
     assert told == {
         ("requested", confirm),

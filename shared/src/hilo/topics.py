@@ -92,13 +92,19 @@ REGISTRY: tuple[TopicSpec, ...] = (
         description="Each accepted interaction with the customer id it was recorded under, "
         "personal fields sealed. Order per key is publish order, not event time (several "
         "instances, late events; after a merge a person's entries sit under several keys): "
-        "sort by `occurred_at` and `id`, and drop repeated ids.",
+        "sort by `occurred_at` and `id`, and of records with the same `id` keep the one "
+        "published last (the record's timestamp): a split publishes the entries it moves again "
+        "under the customer they now belong to, same `id`, another key and partition (their "
+        "CloudEvents id is `<id>:split:<split id>`).",
         retention_ms=365 * DAY_MS,
     ),
     TopicSpec(
         Topic.PROFILES,
         key="customer id",
-        description="Latest profile snapshot per customer; a tombstone when a customer is erased.",
+        description="Latest profile snapshot per customer; a tombstone when a customer is "
+        "erased; for a profile merged away, an alias naming the profile it went into "
+        "(`merged_into`), which may itself have been merged away since: follow `merged_into` "
+        "until a record without it.",
         cleanup_policy="compact",
     ),
     TopicSpec(
@@ -113,7 +119,8 @@ REGISTRY: tuple[TopicSpec, ...] = (
         Topic.MERGE_REQUESTS,
         key="merge request id",
         description="Merges waiting for a person (an unverified source asked, or the profiles "
-        "were split): one record when a request opens, one when it is confirmed or rejected. "
+        "were split): one record when a request opens, one when it is confirmed or rejected, or "
+        "withdrawn (an erasure of a customer it involved deleted it). "
         "Customer ids only, no personal data.",
         retention_ms=365 * DAY_MS,
     ),

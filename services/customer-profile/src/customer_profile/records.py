@@ -71,9 +71,11 @@ class MergeRequested(_Record):
 
 
 class MergeDecided(_Record):
-    """The decision on a request (its reason stays in MongoDB: free text may name a person)."""
+    """The decision on a request (its reason stays in MongoDB: free text may name a person), or
+    its withdrawal: an erasure of a customer it involved deleted it (`by` null, `at` when the
+    erasure was asked for)."""
 
-    type: Literal["confirmed", "rejected"]
+    type: Literal["confirmed", "rejected", "withdrawn"]
     request_id: str
     by: str | None
     at: datetime | None
@@ -100,7 +102,9 @@ class ProfileSnapshot(_Record):
 
 
 class ProfileAlias(_Record):
-    """A profile merged away, on `profiles` under its old id: read it as the survivor."""
+    """A profile merged away, on `profiles` under its old id: read it as the profile it went
+    into. That one may have been merged away since (its own record is then an alias too):
+    follow `merged_into` until a record without it."""
 
     customer_id: str
     merged_into: str

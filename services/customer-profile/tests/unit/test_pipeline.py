@@ -344,9 +344,9 @@ class SlowStore(InMemoryStore):
         super().__init__()
         self.clock = clock
 
-    async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> None:
+    async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> set[str]:
         self.clock[0] += 1
-        await super().record_conflicts(conflicts)
+        return await super().record_conflicts(conflicts)
 
     async def insert_entries(self, entries: list[JourneyEntry]) -> set[str]:
         self.clock[0] += 3

@@ -27,16 +27,19 @@ class ConflictCollection:
         await self.collection.create_index([("status", ASCENDING), ("at", ASCENDING)])
         await self.collection.create_index("event_id")
 
-    async def record(self, conflicts: list[tuple[Conflict, str]]) -> None:
+    async def record(self, conflicts: list[tuple[Conflict, str]]) -> set[str]:
         """Store each conflict once per event: a redelivered event overwrites its own record.
+        Returns the ids of the merge requests among them that a person has decided already
+        (a redelivery of the event that raised them): those are not opened again.
 
         The decision on redelivery may name more profiles (one created by the interrupted
         attempt), so the record is replaced rather than added to.
         """
         if not conflicts:
-            return
+            return set()
         at = datetime.now(UTC)
         operations = []
+        requests = []
         for conflict_id, (conflict, event_id) in zip(
             conflict_ids(conflicts), conflicts, strict=True
         ):
@@ -52,8 +55,15 @@ class ConflictCollection:
                 # A redelivered event must not reopen a request a person already decided.
                 document["keys"] = list(conflict.keys)
                 update["$setOnInsert"] = {"status": PENDING}
+                requests.append(conflict_id)
             operations.append(UpdateOne({"_id": conflict_id}, update, upsert=True))
         await bulk_write(self.collection, operations)
+        if not requests:
+            return set()
+        decided = self.collection.find(
+            {"_id": {"$in": requests}, "status": {"$ne": PENDING}}, {"_id": 1}
+        )
+        return {str(doc["_id"]) async for doc in decided}
 
     async def of(self, aliases: list[str], raised_by: Iterable[str] = ()) -> list[MongoDocument]:
         """The conflicts naming these customers, and those that the events `raised_by` raised
@@ -115,3 +125,6 @@ class ConflictCollection:
 
 PENDING = "pending"
 CONFIRMED, REJECTED = "confirmed", "rejected"
+WITHDRAWN = "withdrawn"
+"""Not a stored status: what `identity.merge_requests` says of a pending request an erasure
+deleted (it involved the erased person)."""

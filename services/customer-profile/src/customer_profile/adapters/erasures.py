@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from bson import ObjectId
@@ -35,6 +35,9 @@ class Erasure:
     generation: int = 0
     """How often it was extended (`ErasureCollection.extend`): it is done only once a completion
     of its latest generation finished."""
+    withdrawn_requests: list[str] = field(default_factory=list)
+    """The merge requests it withdrew, pending ones that involved the person: noted before they
+    are deleted, and published as withdrawn at every completion."""
 
     @property
     def hold(self) -> ObjectId:
@@ -131,6 +134,18 @@ class ErasureCollection:
         )
         await self.suppress(named, erasure.requested_at)
 
+    async def note_withdrawn(self, erasure: Erasure, request_ids: Iterable[str]) -> Erasure:
+        """Note merge requests the erasure withdraws, before they are deleted: a completion that
+        fails after deleting them still publishes them when it is completed again."""
+        noted = sorted(set(request_ids) - set(erasure.withdrawn_requests))
+        if not noted:
+            return erasure
+        await self.erasures.update_one(
+            {"_id": erasure.customer_id},
+            {"$addToSet": {"withdrawn_requests": {"$each": noted}}},
+        )
+        return replace(erasure, withdrawn_requests=[*erasure.withdrawn_requests, *noted])
+
     async def unfinished(self) -> list[Erasure]:
         return [_erasure(doc) async for doc in self.erasures.find({"done": False})]
 
@@ -157,4 +172,5 @@ def _erasure(doc: MongoDocument) -> Erasure:
         doc["done"],
         list(doc.get("subjects", [])),
         doc.get("generation", 0),
+        list(doc.get("withdrawn_requests", [])),
     )

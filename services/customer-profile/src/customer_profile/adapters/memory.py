@@ -356,7 +356,8 @@ class InMemoryStore:
         return set()
 
     # conflicts
-    async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> None:
+    async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> set[str]:
+        """Nothing here decides a merge request, so none is ever decided."""
         for conflict_id, (conflict, event_id) in zip(
             conflict_ids(conflicts), conflicts, strict=True
         ):
@@ -366,6 +367,7 @@ class InMemoryStore:
                 "customer_ids": list(conflict.customer_ids),
                 "event_id": event_id,
             }
+        return set()
 
 
 def _fresh(view: ProfileView | None) -> ProfileView | None:

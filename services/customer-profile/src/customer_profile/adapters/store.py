@@ -26,13 +26,13 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
-from customer_profile.adapters.conflicts import ConflictCollection
+from customer_profile.adapters.conflicts import PENDING, ConflictCollection
 from customer_profile.adapters.erasures import Erasure, ErasureCollection
 from customer_profile.adapters.identities import IdentityCollection
 from customer_profile.adapters.journey import JourneyCollection
 from customer_profile.adapters.profiles import ProfileCollection
 from customer_profile.adapters.splits import Split, SplitCollection
-from customer_profile.domain.identity import Conflict
+from customer_profile.domain.identity import MERGE_REQUEST_REASONS, Conflict
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.service.ports import (
     HOLD_EXPIRY,
@@ -322,8 +322,8 @@ class ProfileStore:
 
     # --- conflicts, export, erasure ---------------------------------------------------------
 
-    async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> None:
-        await self._conflicts.record(conflicts)
+    async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> set[str]:
+        return await self._conflicts.record(conflicts)
 
     async def conflicts_of(
         self, aliases: list[str], raised_by: Iterable[str] = ()
@@ -396,6 +396,19 @@ class ProfileStore:
             "profiles": profiles,
             "splits": splits,
         }
+
+    async def withdraw_requests(self, erasure: Erasure) -> Erasure:
+        """Note on the erasure the merge requests still pending that `erase` will delete: those
+        naming its profiles and those their own events raised (see `ConflictCollection.erase`)."""
+        involved = await self._conflicts.of(
+            erasure.aliases, await self._journey.ids_of(erasure.aliases)
+        )
+        pending = [
+            str(c["id"])
+            for c in involved
+            if c.get("status") == PENDING and c.get("reason") in MERGE_REQUEST_REASONS
+        ]
+        return await self._erasures.note_withdrawn(erasure, pending)
 
     async def erase_created(self, customer_ids: Iterable[str]) -> None:
         if ids := sorted(set(customer_ids)):

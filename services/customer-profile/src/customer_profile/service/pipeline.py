@@ -175,13 +175,13 @@ class Pipeline:
         lap("parse")
         readable, resolution = await self._resolve(readable, subjects, outcome, checked_at)
         events = [event for _, event, _ in readable]
-        await self._store.record_conflicts(resolution.conflicts)
+        decided = await self._store.record_conflicts(resolution.conflicts)
         outcome.merge_requests = [
             (request_id, conflict, event_id)
             for request_id, (conflict, event_id) in zip(
                 conflict_ids(resolution.conflicts), resolution.conflicts, strict=True
             )
-            if conflict.reason in MERGE_REQUEST_REASONS
+            if conflict.reason in MERGE_REQUEST_REASONS and request_id not in decided
         ]
         for conflict, event_id in resolution.conflicts:
             log.warning(
@@ -724,10 +724,16 @@ def _fold(view: ProfileView | None, new: list[JourneyEntry], window: timedelta) 
     return result.finish()
 
 
-async def entry_records(sealer: Sealer, entries: Sequence[JourneyEntry]) -> list[Record]:
+async def entry_records(
+    sealer: Sealer, entries: Sequence[JourneyEntry], *, moved_by: str | None = None
+) -> list[Record]:
     """Journey entries for `journey`, keyed by their customer, personal fields sealed with the
     keys of their identifiers. An entry whose keys are all gone (its person was erased while it
-    was on its way) has no record: nothing could read it."""
+    was on its way) has no record: nothing could read it.
+
+    `moved_by` names the split that moved these entries to another customer: the record is a
+    new event about the entry (its CloudEvents id `<entry id>:split:<split id>`), which a reader
+    that drops repeated CloudEvents ids must not take for the first copy again."""
     documents = await sealer.seal_all(
         [pydantic_core.from_json(entry.model_dump_json()) for entry in entries],
         JOURNEY_FIELDS,
@@ -741,7 +747,7 @@ async def entry_records(sealer: Sealer, entries: Sequence[JourneyEntry]) -> list
             {
                 **JSON,
                 **cloudevent_headers(
-                    event_id=entry.id,
+                    event_id=entry.id if moved_by is None else f"{entry.id}:split:{moved_by}",
                     event_type=f"dev.hilo.journey.{entry.type}",
                     source=JOURNEY_SOURCE,
                     occurred=entry.occurred_at,

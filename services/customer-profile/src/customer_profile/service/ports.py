@@ -280,4 +280,5 @@ class Store(Protocol):
         Those erased."""
 
     # conflicts
-    async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> None: ...
+    async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> set[str]:
+        """Store them; the ids of the merge requests among them already decided by a person."""

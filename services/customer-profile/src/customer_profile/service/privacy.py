@@ -13,10 +13,12 @@ import structlog
 from aiokafka.errors import KafkaError
 from bson import ObjectId
 
+from customer_profile.adapters.conflicts import WITHDRAWN
 from customer_profile.adapters.erasures import Erasure
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.service.background import keep_finishing
+from customer_profile.service.merge_requests import decided_record
 from customer_profile.service.ports import HOLD_EXPIRY, StoredProfile
 from hilo.kafka import KafkaPublisher, PublishFailed, read_to_end
 from hilo.sealing import KeyStore, Sealer
@@ -157,7 +159,7 @@ class Privacy:
             log.warning(
                 "erasure_extended_to_survivor", customer_id=erasure.customer_id, profiles=added
             )
-        erasure = held
+        erasure = await self._store.withdraw_requests(held)
         forgotten = await self._sealer.keys.forget(
             erasure.subjects, made_until=erasure.requested_at
         )
@@ -169,7 +171,11 @@ class Privacy:
             publish = self._publisher.publish
             await publish(Topic.ERASURES, erasure_record(erasure), key=erasure.customer_id.encode())
             await asyncio.gather(
-                *(publish(Topic.PROFILES, None, key=alias.encode()) for alias in erasure.aliases)
+                *(publish(Topic.PROFILES, None, key=alias.encode()) for alias in erasure.aliases),
+                *(
+                    publish(Topic.MERGE_REQUESTS, withdrawn, key=request_id.encode())
+                    for request_id, withdrawn in withdrawn_records(erasure)
+                ),
             )
         done = await self._store.erasure_finished(erasure)
         log.info(
@@ -328,3 +334,13 @@ def _own_part(conflict: dict[str, Any], aliases: set[str], identities: set[str])
     if "keys" in conflict:
         own["keys"] = [key for key in conflict["keys"] if key in identities]
     return own
+
+
+def withdrawn_records(erasure: Erasure) -> list[tuple[str, bytes]]:
+    """(request id, record) on `identity.merge_requests` for each request the erasure withdrew:
+    readers following the queue close it, as they would a rejected one."""
+    decision = {"by": None, "at": erasure.requested_at}
+    return [
+        (request_id, decided_record(request_id, WITHDRAWN, decision))
+        for request_id in erasure.withdrawn_requests
+    ]

@@ -305,7 +305,7 @@ class Splits:
         moved = [entry.model_copy(update={"customer_id": split.restored}) for entry in moving]
         await publisher.publish_records(
             [
-                *await entry_records(self._sealer, moved),
+                *await entry_records(self._sealer, moved, moved_by=split.id),
                 Record(Topic.IDENTITY_MERGES, kept_id.encode(), split_record(split, kept_id), JSON),
                 *(snapshot(profile) for profile in saved.values()),
             ]
