@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from customer_profile.adapters.store import ProfileStore
+from customer_profile.domain.identity import UNVERIFIED_MERGE, Conflict, conflict_ids
 from customer_profile.service.rebuild import rebuild
 from customer_profile.testing import (
     RunningProfileService,
@@ -279,3 +280,38 @@ async def test_an_erasure_takes_the_persons_identifiers_out_of_the_merge_request
     told = [json.loads(r.value) for r in queue if r.key == request["id"].encode()]
     assert [t["type"] for t in told] == ["requested", "withdrawn"]
     assert told[-1]["by"] is None
+
+
+async def test_a_request_a_racing_batch_raised_for_an_erased_customer_is_withdrawn_too(
+    profile_service: RunningProfileService, settings: HiloSettings
+) -> None:
+    """A batch that resolved before Ana's erasure records a merge request naming her after the
+    erasure deleted hers, publishes it, and then finds her head gone (`forget_erased`): the
+    request goes, and the erasure, completed again, tells Kafka it is withdrawn. A
+    confirmation asked for after it went is refused, not announced after the withdrawal."""
+    svc = profile_service
+    await svc.publish([interaction(1, phone="+34612345601")])
+    await svc.publish([interaction(2, minutes=1, email="bo@example.com")])
+    await svc.wait_for_entries(2)
+    ana = await svc.customer_of("phone", "+34612345601")
+    bo = await svc.customer_of("email", "bo@example.com")
+    assert (await svc.http.delete(f"/v1/customers/{ana}")).status_code == 200
+    store = svc.service.store
+    late = Conflict(UNVERIFIED_MERGE, None, tuple(sorted([ana, bo])), ("phone:+34612345601",))
+    await store.record_conflicts([(late, "evt-late")])
+    [request_id] = conflict_ids([(late, "evt-late")])
+
+    assert await store.forget_erased([ana], svc.service.sealer.subject) == {ana}
+    decision = {"by": "agent-7", "reason": "same person"}
+    refused = await svc.http.post(f"/v1/merge-requests/{request_id}/confirm", json=decision)
+    erasure = await store.erasure_of(ana)
+    assert erasure is not None
+    assert not erasure.done, "extended: it is to be completed again"
+    assert (await svc.service.privacy.complete(erasure))["status"] == "done"
+
+    assert refused.status_code in (404, 409), refused.text
+    queue = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.MERGE_REQUESTS, settings)
+    )
+    told = [json.loads(r.value)["type"] for r in queue if r.key == request_id.encode()]
+    assert told == ["withdrawn"]

@@ -120,7 +120,7 @@ REGISTRY: tuple[TopicSpec, ...] = (
         key="merge request id",
         description="Merges waiting for a person (an unverified source asked, or the profiles "
         "were split): one record when a request opens, one when it is confirmed or rejected, or "
-        "withdrawn (an erasure of a customer it involved deleted it). "
+        "withdrawn (an erasure of a customer it involved deleted it, decided or not). "
         "Customer ids only, no personal data.",
         retention_ms=365 * DAY_MS,
     ),

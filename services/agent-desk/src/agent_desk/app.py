@@ -864,9 +864,10 @@ cookie or device id (`anonymous_id`, `device_id`), which only says who was brows
 
 
 def waiting_for_review(conflicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The merge requests no person has decided yet: a confirmed or rejected one is done, and
-    a merge refused by a cap has nothing to decide."""
-    return [c for c in conflicts if c.get("status") == "pending"]
+    """The conflicts a person still has to look at: every one but the merge requests already
+    confirmed or rejected. A refused merge (two loyalty ids, a cap) or a `concurrent_merge`
+    (a profile left with two loyalty ids, for an agent to split) has no status: it stays."""
+    return [c for c in conflicts if c.get("status") in (None, "pending")]
 
 
 def _local(target: str) -> str:

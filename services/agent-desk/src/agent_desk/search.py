@@ -32,9 +32,14 @@ _DASHES_AND_SPACES.update(dict.fromkeys(map(ord, "\u00a0\u2007\u202f"), " "))
 
 
 def typed(text: str) -> str:
-    """What a person typed or pasted, as the readings expect it: trimmed, without an address
-    scheme, with typographic dashes and non-breaking spaces as plain ones."""
-    return _ADDRESS_SCHEMES.sub("", text.strip().translate(_DASHES_AND_SPACES)).strip()
+    """What a person typed or pasted, as the readings expect it: trimmed, with typographic
+    dashes and non-breaking spaces as plain ones, and without the address scheme of a number
+    (`tel:+34…`; `TEL:0042`, a receipt of a store called TEL, keeps it)."""
+    text = text.strip().translate(_DASHES_AND_SPACES)
+    scheme = _ADDRESS_SCHEMES.match(text)
+    if scheme is not None and _PHONE_CHARACTERS.match(number := text[scheme.end() :].strip()):
+        return number
+    return text
 
 
 def readings(text: str) -> list[str]:
@@ -68,22 +73,26 @@ async def _find(profiles: ProfileApi, kind: str, text: str, region: str | None) 
         profile = await profiles.profile(text)
         return None if profile is None else str(profile["customer_id"])
     found = await profiles.lookup(kind, text)
-    if found is None and kind == "phone" and _international_without_plus(text, region):
-        found = await profiles.lookup(kind, "+" + "".join(c for c in text if c.isdigit()))
+    if found is None and kind == "phone" and (international := _international(text, region)):
+        found = await profiles.lookup(kind, international)
     return found
 
 
-def _international_without_plus(text: str, region: str | None) -> bool:
-    """Typed with its country code but no "+" (34 612 34 56 78): true only when the text is
-    no valid number in the deployment's region. A valid national number that finds nobody is
-    not read again as another country's: one in ten would be one (a US `(203) 417-6848` is
-    Egypt's `+20 34176848`), and the desk opens a single match at once."""
-    if text.startswith(("+", "00")):
-        return False
-    if region is None:
-        return True
+def _international(text: str, region: str | None) -> str | None:
+    """The number read as international (`+` and its digits), when the deployment's region
+    reads the text as no valid number: typed with its country code but no "+"
+    (34 612 34 56 78), or after `00` in a region that dials abroad otherwise (the US: 011).
+    None when the text has its "+", or is a valid number in the region: a valid national
+    number that finds nobody is not read again as another country's, as one in ten would be one
+    (a US `(203) 417-6848` is Egypt's `+20 34176848`) and the desk opens a single match at once.
+    """
+    digits = "".join(c for c in text if c.isdigit())
+    if text.startswith("+"):
+        return None
+    if region is None:  # the profile API reads `00` as "+" itself then
+        return None if text.startswith("00") else "+" + digits
     try:
         normalise_phone(text, region)
     except ValueError:
-        return True
-    return False
+        return "+" + (digits[2:] if text.startswith("00") else digits)
+    return None

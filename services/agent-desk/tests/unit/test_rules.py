@@ -13,7 +13,7 @@ from agent_desk.app import _display_name, _local, _when, desk_templates, waiting
 from agent_desk.auth import Agents, SignInThrottle, hash_password
 from agent_desk.policy import ReplyOption, default_channel, refusal, reply_options
 from agent_desk.replies import Thread, last_contact, reply_command, thread_of, written_from
-from agent_desk.search import Match, find_customers, readings
+from agent_desk.search import Match, find_customers, readings, typed
 from agent_desk.timeline import attach_statuses, row
 from hilo.contract import normalise_phone
 from hilo.contract.outbound import OutboundMessage
@@ -277,15 +277,17 @@ class _Profiles:
         return None
 
 
-@pytest.mark.parametrize("region", [None, "ES", "US"])
+@pytest.mark.parametrize("region", [None, "ES", "US", "GB", "AU", "JP"])
+@pytest.mark.parametrize("typed_as", ["34 612 34 56 78", "0034 612 34 56 78"])
 async def test_a_number_typed_with_its_country_code_but_no_plus_finds_its_customer(
-    region: str | None,
+    region: str | None, typed_as: str
 ) -> None:
     """With no region configured the profile API refuses it; with one, it reads it as a
-    national number: either way the agent typed an international number."""
+    national number, and `00` means abroad only where people dial abroad so (not in the US,
+    011, Australia, 0011, or Japan, 010): either way the agent typed an international number."""
     profiles = _Profiles(region)
 
-    found = await find_customers(profiles, "34 612 34 56 78", region)  # type: ignore[arg-type]
+    found = await find_customers(profiles, typed_as, region)  # type: ignore[arg-type]
 
     assert found == [Match("c1", "phone")]
 
@@ -321,6 +323,11 @@ async def test_a_number_pasted_with_its_scheme_or_typographic_dashes_finds_its_c
     found = await find_customers(_Profiles(), pasted)  # type: ignore[arg-type]
 
     assert found == [Match("c1", "phone")]
+
+
+def test_a_receipt_of_a_store_whose_id_looks_like_a_scheme_is_searched_whole() -> None:
+    assert typed(" TEL:0042 ") == "TEL:0042"
+    assert typed("tel: +34 612 34 56 78") == "+34 612 34 56 78"
 
 
 @pytest.mark.parametrize("open_now", [True, False])
@@ -481,12 +488,13 @@ def test_a_page_is_headed_by_what_a_person_recognises_never_a_cookie_id() -> Non
     assert _display_name({"customer_id": "c1", "identifiers": [browsing]}) == "Anonymous visitor"
 
 
-def test_only_undecided_merge_requests_wait_for_review() -> None:
+def test_decided_merge_requests_no_longer_wait_for_review_but_conflicts_to_split_do() -> None:
     conflicts = [
         {"id": "r1", "reason": "unverified_merge", "status": "pending"},
         {"id": "r2", "reason": "unverified_merge", "status": "confirmed"},
         {"id": "r3", "reason": "kept_apart", "status": "rejected"},
-        {"id": "c4", "reason": "cap"},
+        {"id": "c4", "reason": "concurrent_merge", "kind": "loyalty_id"},
+        {"id": "c5", "reason": "unique_identifier", "kind": "loyalty_id"},
     ]
 
-    assert [c["id"] for c in waiting_for_review(conflicts)] == ["r1"]
+    assert [c["id"] for c in waiting_for_review(conflicts)] == ["r1", "c4", "c5"]

@@ -72,8 +72,8 @@ class MergeRequested(_Record):
 
 class MergeDecided(_Record):
     """The decision on a request (its reason stays in MongoDB: free text may name a person), or
-    its withdrawal: an erasure of a customer it involved deleted it (`by` null, `at` when the
-    erasure was asked for)."""
+    its withdrawal: an erasure of a customer it involved deleted it, decided or not (`by` null,
+    `at` when the erasure was asked for)."""
 
     type: Literal["confirmed", "rejected", "withdrawn"]
     request_id: str

@@ -126,5 +126,5 @@ class ConflictCollection:
 PENDING = "pending"
 CONFIRMED, REJECTED = "confirmed", "rejected"
 WITHDRAWN = "withdrawn"
-"""Not a stored status: what `identity.merge_requests` says of a pending request an erasure
-deleted (it involved the erased person)."""
+"""Not a stored status: what `identity.merge_requests` says of a request an erasure deleted
+(it involved the erased person), whatever was decided of it before."""

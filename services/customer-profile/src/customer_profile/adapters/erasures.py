@@ -36,8 +36,8 @@ class Erasure:
     """How often it was extended (`ErasureCollection.extend`): it is done only once a completion
     of its latest generation finished."""
     withdrawn_requests: list[str] = field(default_factory=list)
-    """The merge requests it withdrew, pending ones that involved the person: noted before they
-    are deleted, and published as withdrawn at every completion."""
+    """The merge requests it withdrew, those that involved the person: noted before they are
+    deleted, and published as withdrawn at every completion."""
 
     @property
     def hold(self) -> ObjectId:

@@ -19,6 +19,7 @@ and its record published.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +27,7 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
-from customer_profile.adapters.conflicts import PENDING, ConflictCollection
+from customer_profile.adapters.conflicts import ConflictCollection
 from customer_profile.adapters.erasures import Erasure, ErasureCollection
 from customer_profile.adapters.identities import IdentityCollection
 from customer_profile.adapters.journey import JourneyCollection
@@ -398,17 +399,27 @@ class ProfileStore:
         }
 
     async def withdraw_requests(self, erasure: Erasure) -> Erasure:
-        """Note on the erasure the merge requests still pending that `erase` will delete: those
-        naming its profiles and those their own events raised (see `ConflictCollection.erase`)."""
-        involved = await self._conflicts.of(
-            erasure.aliases, await self._journey.ids_of(erasure.aliases)
+        """Note on the erasure the merge requests `erase` will delete, to be published as
+        withdrawn; the erasure with every request it noted so far (by any completion).
+
+        Decided ones too: a decision recorded while the erasure ran may never have reached
+        Kafka (`MergeRequests` does not announce a request it finds deleted), and for a reader
+        following the queue, withdrawn after confirmed still closes it."""
+        noted = await self._erasures.note_withdrawn(
+            erasure, await self._merge_requests(erasure.aliases)
         )
-        pending = [
-            str(c["id"])
-            for c in involved
-            if c.get("status") == PENDING and c.get("reason") in MERGE_REQUEST_REASONS
-        ]
-        return await self._erasures.note_withdrawn(erasure, pending)
+        stored = await self._erasures.of(erasure.customer_id)
+        return (
+            noted
+            if stored is None
+            else replace(noted, withdrawn_requests=stored.withdrawn_requests)
+        )
+
+    async def _merge_requests(self, aliases: list[str]) -> list[str]:
+        """The merge requests `erase` deletes with these profiles: those naming them and those
+        their own events raised (see `ConflictCollection.erase`)."""
+        involved = await self._conflicts.of(aliases, await self._journey.ids_of(aliases))
+        return [str(c["id"]) for c in involved if c.get("reason") in MERGE_REQUEST_REASONS]
 
     async def erase_created(self, customer_ids: Iterable[str]) -> None:
         if ids := sorted(set(customer_ids)):
@@ -441,8 +452,11 @@ class ProfileStore:
             )
             joined = {subject(key) for key in held}
             joined -= set(erasure.subjects)
-            if joined or not set(gone) <= set(erasure.aliases):
+            # Requests the writer raised for them: published as withdrawn by the completion.
+            requests = set(await self._merge_requests(gone)) - set(erasure.withdrawn_requests)
+            if joined or requests or not set(gone) <= set(erasure.aliases):
                 await self._erasures.extend(erasure, gone, joined)
+            await self._erasures.note_withdrawn(erasure, requests)
             await self.erase(gone)
             erased |= found
         return erased

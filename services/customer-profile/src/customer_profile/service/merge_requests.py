@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 import structlog
 
-from customer_profile.adapters.conflicts import CONFIRMED, PENDING, REJECTED
+from customer_profile.adapters.conflicts import CONFIRMED, PENDING, REJECTED, WITHDRAWN
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.identity import KEPT_APART, split_key
 from hilo.contract import CustomEvent, Identifiers, Interaction, new_interaction
@@ -173,7 +173,9 @@ class MergeRequests:
                     raise ConfirmationUnderWay
                 if not _decided_so(current, status, decision):
                     await self._refuse_decided(current)
-        decided = await self._store.merge_request(request_id) or {}
+        decided = await self._store.merge_request(request_id)
+        if decided is None:  # an erasure withdrew it meanwhile: its record on Kafka says so
+            raise AlreadyDecided(WITHDRAWN)
         await self._announce({**decided, "_id": request_id, "status": status})
         return _public(decided)
 
