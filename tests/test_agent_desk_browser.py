@@ -132,7 +132,7 @@ async def test_an_agent_follows_the_customer_live_and_answers_by_sms(
         await reply_by_sms(page)
         offers = page.locator("#offers")
         await expect(offers).to_contain_text("Spring: 10% off running shoes")
-        await expect(offers).to_contain_text("59.90 53.91 EUR")
+        await expect(offers).to_contain_text("59.90 EUR 53.91 EUR")
         SCREENSHOT.parent.mkdir(exist_ok=True)
         await page.screenshot(path=str(SCREENSHOT), full_page=True)
     (sms,) = stack.twilio.accepted
