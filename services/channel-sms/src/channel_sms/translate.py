@@ -49,8 +49,11 @@ _MEDIA_KINDS = {
     "audio": AttachmentKind.AUDIO,
     "video": AttachmentKind.VIDEO,
 }
-_SERVICE_SENDER = re.compile(r"[0-9]{3,8}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11}")
-"""A short code (3 to 8 digits) or an alphanumeric sender id (at most 11 characters, a letter)."""
+_SERVICE_SENDER = re.compile(r"[0-9]{3,8}|(?=[^:]*[A-Za-z])[A-Za-z0-9 +\-_&.']{1,11}")
+"""A short code (3 to 8 digits) or an alphanumeric sender id (at most 11 characters, a letter
+among them; carriers allow `Amazon.de`, `DHL-Express`, `AT&T`)."""
+WHATSAPP = "whatsapp"
+"""Twilio's WhatsApp senders post to the same webhook, their parties as `whatsapp:+E.164`."""
 
 
 OPT_OUT_KEYWORDS = frozenset(
@@ -63,14 +66,38 @@ _OPT_OUT_TYPES = {"STOP": False, "START": True}
 def customer_phone(raw: str) -> str | None:
     """The customer's number in E.164; `None` for a short code or alphanumeric sender id.
 
+    Twilio writes every phone number in E.164, with its "+": a sender without one is a service
+    (`898287`), never a national number to read in `HILO_DEFAULT_PHONE_REGION` (in Germany that
+    short code would be `+49898287`). Raises `ValueError` (without the number) for anything else
+    that is not a phone number.
+    """
+    text = raw.strip()
+    if not text.startswith("+") and _SERVICE_SENDER.fullmatch(text):
+        return None
+    return normalise_phone(text)
+
+
+def party(raw: str) -> tuple[str, str] | None:
+    """(channel, E.164 number) of a message's customer side: `sms`, or `whatsapp` for Twilio's
+    `whatsapp:+34…` parties. None for a service sender, or another channel's address
+    (`messenger:…`: Twilio's Messenger senders, which Hilo takes from Meta itself).
+
     Raises `ValueError` (without the number) for anything else that is not a phone number.
     """
-    try:
-        return normalise_phone(raw)
-    except ValueError:
-        if _SERVICE_SENDER.fullmatch(raw.strip()):
-            return None
-        raise
+    scheme, separator, address = raw.strip().partition(":")
+    if not separator or scheme.startswith("+"):
+        phone = customer_phone(raw)
+        return None if phone is None else (CHANNEL, phone)
+    if scheme.lower() != WHATSAPP:
+        return None
+    return WHATSAPP, normalise_phone(address)
+
+
+def identifiers(channel: str, phone: str) -> Identifiers:
+    """A WhatsApp party is a WhatsApp id too, as channel-whatsapp records it (`wa_id`)."""
+    if channel == WHATSAPP:
+        return Identifiers(phone=phone, whatsapp_id=phone.removeprefix("+"))
+    return Identifiers(phone=phone)
 
 
 def reference(business: str, customer: str) -> str:
@@ -78,10 +105,10 @@ def reference(business: str, customer: str) -> str:
     return f"{business}:{customer}"
 
 
-def thread(business: str, customer: str, key: bytes) -> Conversation:
+def thread(business: str, customer: str, key: bytes, channel: str = CHANNEL) -> Conversation:
     """The conversation; its id keyed by the deployment's pepper (the reference is a phone)."""
-    sms_thread = reference(business, customer)
-    return Conversation(id=conversation_id(CHANNEL, sms_thread, key), thread=sms_thread)
+    sms_thread = reference(business.strip().removeprefix(f"{WHATSAPP}:"), customer)
+    return Conversation(id=conversation_id(channel, sms_thread, key), thread=sms_thread)
 
 
 def inbound(
@@ -93,9 +120,10 @@ def inbound(
     it holds nothing (no text, no media): no message to record, and refusing it would only
     raise an alert in Twilio's console, which never sends it again.
     """
-    phone = customer_phone(message.From)
-    if phone is None or not (message.Body or message.NumMedia):
+    sender = party(message.From)
+    if sender is None or not (message.Body or message.NumMedia):
         return None
+    channel, phone = sender
     extra = message.model_extra or {}
     attachments = [
         Attachment(
@@ -109,11 +137,11 @@ def inbound(
         if extra.get(f"MediaUrl{n}")
     ]
     return new_interaction(
-        channel=CHANNEL,
+        channel=channel,
         instance=instance,
         provider_event_id=message.MessageSid,
-        identifiers=Identifiers(phone=phone),
-        conversation=thread(message.To, phone, key),
+        identifiers=identifiers(channel, phone),
+        conversation=thread(message.To, phone, key, channel),
         occurred_at=received_at,
         received_at=received_at,
         payload=MessageExchanged(
@@ -145,7 +173,8 @@ def incoming(
     published = inbound(message, received_at, instance, key)
     if published is None:
         return []
-    granted = consent_keyword(message)
+    # Twilio's keyword opt-out is SMS's (carriers require it); a WhatsApp STOP is just a text.
+    granted = consent_keyword(message) if published.channel == CHANNEL else None
     if granted is None:
         return [published]
     consent = new_interaction(
@@ -171,15 +200,16 @@ def status(
     delivery = _STATUS.get(callback.MessageStatus)
     if delivery is None:
         return None
-    phone = customer_phone(callback.To)
-    if phone is None:
+    recipient = party(callback.To)
+    if recipient is None:
         return None
+    channel, phone = recipient
     return new_interaction(
-        channel=CHANNEL,
+        channel=channel,
         instance=instance,
         provider_event_id=f"{callback.MessageSid}:{callback.MessageStatus}",
-        identifiers=Identifiers(phone=phone),
-        conversation=thread(callback.From, phone, key),
+        identifiers=identifiers(channel, phone),
+        conversation=thread(callback.From, phone, key, channel),
         occurred_at=received_at,
         received_at=received_at,
         payload=MessageStatusChanged(

@@ -85,16 +85,21 @@ def call_start(callback: StatusCallback, received_at: datetime) -> datetime:
 
 def customer_party(callback: StatusCallback) -> tuple[str, Direction] | None:
     """The customer's number and the call's direction as the business sees it: `From` of an
-    inbound call, `To` of an outbound one. When that party is an agent's softphone (a call an
-    agent placed from the Voice SDK reaches Twilio as inbound from `client:...`), the customer
-    is the other party and the call goes the other way; None when neither is a customer."""
-    inbound = (callback.From, Direction.INBOUND)
-    outbound = (callback.To, Direction.OUTBOUND)
-    for number, direction in (outbound, inbound) if callback.outbound else (inbound, outbound):
-        if not number.lower().startswith(SOFTPHONES):
-            return number, direction
-    dialled = _sip_number(callback.To)  # both softphones: a SIP desk phone dialling a number
+    inbound call, `To` of an outbound one. An inbound call from an agent's softphone (a call an
+    agent placed from the Voice SDK reaches Twilio as inbound from `client:...`) is the agent
+    calling `To`. None when no customer is on this leg: an outbound call to a softphone is the
+    agent's leg of a click-to-call (its `From` is the business's own number; the customer's
+    leg is a child leg, which the contact centre's outcome, `POST /v1/calls`, records)."""
+    if not callback.outbound and not _softphone(callback.From):
+        return callback.From, Direction.INBOUND
+    if not _softphone(callback.To):
+        return callback.To, Direction.OUTBOUND
+    dialled = _sip_number(callback.To)  # a SIP phone dialling a number (`sip:+34…@domain`)
     return None if dialled is None else (dialled, Direction.OUTBOUND)
+
+
+def _softphone(party: str) -> bool:
+    return party.lower().startswith(SOFTPHONES)
 
 
 def _sip_number(party: str) -> str | None:

@@ -1,0 +1,66 @@
+"""Who sent or receives a Twilio message (no infrastructure)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from channel_sms.translate import incoming, party, status
+from channel_sms.twilio import InboundMessage, StatusCallback
+from hilo.contract import MessageExchanged
+from hilo.contract.identifiers import DEFAULT_PHONE_REGION
+
+NOW = datetime(2026, 12, 1, 10, tzinfo=UTC)
+
+
+@pytest.fixture
+def in_germany() -> Iterator[None]:
+    token = DEFAULT_PHONE_REGION.set("DE")
+    yield
+    DEFAULT_PHONE_REGION.reset(token)
+
+
+@pytest.mark.parametrize(
+    "sender", ["898287", "40404", "Amazon.de", "DHL-Express", "AT&T", "BANK 1"]
+)
+def test_a_service_sender_is_nobody_even_where_numbers_are_read_nationally(
+    in_germany: None, sender: str
+) -> None:
+    """Twilio writes people's numbers with their "+": in Germany, `898287` is not `+49898287`."""
+    assert party(sender) is None
+
+
+def test_a_whatsapp_message_through_twilio_is_recorded_on_whatsapp() -> None:
+    message = InboundMessage.model_validate(
+        {
+            "MessageSid": "SM1",
+            "From": "whatsapp:+34612345678",
+            "To": "whatsapp:+14155552671",
+            "Body": "STOP",
+        }
+    )
+    read = StatusCallback.model_validate(
+        {
+            "MessageSid": "SM2",
+            "MessageStatus": "read",
+            "From": "whatsapp:+14155552671",
+            "To": "whatsapp:+34612345678",
+        }
+    )
+
+    [written] = incoming(message, NOW, "t", b"pepper")
+    seen = status(read, NOW, "t", b"pepper")
+
+    assert isinstance(written.payload, MessageExchanged)
+    assert (written.channel, written.identifiers.phone) == ("whatsapp", "+34612345678")
+    assert written.identifiers.whatsapp_id == "34612345678"
+    assert written.conversation is not None
+    assert written.conversation.thread == "+14155552671:+34612345678"
+    assert seen is not None
+    assert (seen.channel, seen.identifiers.whatsapp_id) == ("whatsapp", "34612345678")
+
+
+def test_another_channels_address_is_ignored_not_refused() -> None:
+    assert party("messenger:2456") is None
