@@ -31,6 +31,24 @@ class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
+TRIMMED = ("till_id", "payment_method", "pickup_order_id", "cart_id", "quote_id")
+"""Fields that name something else (an online order, a cart, a quote): trimmed. The receipt's
+own ids are published as they came, as earlier uploads published them."""
+
+
+def _trimmed(value: object) -> object:
+    """A till's text as meant: `" W-1001"` is the order `W-1001`, and a blank is no value (an
+    empty `pickup_order_id` made a sale a pickup of the order `""`)."""
+    return (value.strip() or None) if isinstance(value, str) else value
+
+
+def _anonymous_if_empty(value: object) -> object:
+    """A POS that always sends the customer object sends `{}` or blanks for a walk-in sale."""
+    if isinstance(value, dict) and all(_trimmed(v) is None for v in value.values()):
+        return None
+    return value
+
+
 class ReceiptLine(_Input):
     sku: str = Field(min_length=1, max_length=100)
     name: str | None = Field(default=None, max_length=300)
@@ -64,6 +82,16 @@ class Receipt(_Input):
     quote_id: str | None = Field(
         default=None, max_length=100, description="The offers quote the till charged from."
     )
+
+    @field_validator(*TRIMMED, mode="before")
+    @classmethod
+    def _trim(cls, value: object) -> object:
+        return _trimmed(value)
+
+    @field_validator("customer", mode="before")
+    @classmethod
+    def _walk_in(cls, value: object) -> object:
+        return _anonymous_if_empty(value)
 
     @model_validator(mode="after")
     def _order_id_fits(self) -> Receipt:
@@ -164,6 +192,11 @@ class CsvRow(_Input):
     @classmethod
     def _blank_is_absent(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator(*TRIMMED, mode="before")
+    @classmethod
+    def _trim(cls, value: object) -> object:
+        return _trimmed(value)
 
     def line(self) -> ReceiptLine:
         return ReceiptLine(

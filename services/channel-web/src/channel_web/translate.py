@@ -82,6 +82,10 @@ def occurred_at(call: Call, received_at: datetime) -> datetime:
     long the event waited on the device) is what can be trusted. When the correction leaves the
     calendar (clocks of year 1 or 9999) the device's time is kept, for `new_interaction` to bound.
     """
+    if call.timestamp is not None and call.original_timestamp is not None:
+        # Forwarded by Segment or RudderStack: `timestamp` is already their corrected time
+        # (`originalTimestamp` the device's), and correcting it again moves it by the skew twice.
+        return call.timestamp
     happened = call.timestamp or call.original_timestamp
     if happened is None:
         return received_at
@@ -104,7 +108,9 @@ def identifiers_of(
     Under `policy`, an invalid trait email, phone or card (or device id) is dropped, not
     refused.
     """
-    traits = {**call.context.traits, **call.traits}
+    # A `group` call's traits are the group's (a company's billing address and phone).
+    own = {} if call.type == "group" else call.traits
+    traits = {**call.context.traits, **own}
     anonymous = call.previous_id if call.type == "alias" else call.anonymous_id
     values = {
         "customer_id": _text(call.user_id),
@@ -284,10 +290,24 @@ def _line(product: Mapping[str, Any], order: Mapping[str, Any]) -> LineItem:
     return LineItem(
         sku=_sku(product),
         name=_text(product.get("name")),
-        quantity=int(product.get("quantity") or 1),
+        quantity=_quantity(product.get("quantity")),
         unit_price=_money(product.get("price"), order),
         category=_text(product.get("category")),
     )
+
+
+def _quantity(value: Any) -> int:
+    """Segment's `quantity`, a whole number of units (1 when left out). A fraction or zero is
+    no quantity Hilo can price: it raises, and the event is kept as custom (`not_typed`) rather
+    than recorded with another quantity than the shop's."""
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError("quantity must be a number")
+    quantity = Decimal(str(value))
+    if quantity != quantity.to_integral_value() or quantity < 1:
+        raise ValueError("quantity must be a whole number of at least 1")
+    return int(quantity)
 
 
 def _sku(product: Mapping[str, Any]) -> str:

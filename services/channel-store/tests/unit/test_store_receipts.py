@@ -1,0 +1,72 @@
+"""Reading what tills send (no infrastructure): blanks, stray spaces and walk-in sales."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from channel_store.end_of_day import read_upload
+from channel_store.receipts import Receipt
+from channel_store.translate import from_receipt
+from hilo.contract import OrderPlaced, OrderStatus
+
+NOW = datetime(2026, 12, 1, 18, tzinfo=UTC)
+SALE: dict[str, Any] = {
+    "store_id": "BCN-01",
+    "receipt_id": "R1",
+    "occurred_at": "2026-12-01T10:00:00Z",
+    "currency": "EUR",
+    "lines": [{"sku": "SKU-1", "quantity": 1, "unit_price": "59.90"}],
+    "total": "59.90",
+    "customer": {"loyalty_id": "LOY-1"},
+}
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_blank_pickup_order_is_an_ordinary_sale(blank: str) -> None:
+    published = from_receipt(Receipt.model_validate({**SALE, "pickup_order_id": blank}), NOW, "t")
+
+    assert published is not None
+    assert isinstance(published.payload, OrderPlaced)
+    assert (published.payload.order_id, published.payload.status) == (
+        "BCN-01:R1",
+        OrderStatus.COMPLETED,
+    )
+
+
+def test_a_pickup_names_the_online_order_without_stray_spaces() -> None:
+    published = from_receipt(
+        Receipt.model_validate({**SALE, "pickup_order_id": " W-1001 "}), NOW, "t"
+    )
+
+    assert published is not None
+    assert isinstance(published.payload, OrderPlaced)
+    assert (published.payload.order_id, published.payload.status) == (
+        "W-1001",
+        OrderStatus.PICKED_UP,
+    )
+
+
+@pytest.mark.parametrize(
+    "customer", [{}, {"loyalty_id": None, "email": None}, {"email": ""}, {"phone": "  "}]
+)
+def test_a_walk_in_sale_sent_with_an_empty_customer_is_anonymous(customer: object) -> None:
+    receipt = Receipt.model_validate({**SALE, "customer": customer, "pickup_order_id": ""})
+
+    assert receipt.customer is None
+    assert from_receipt(receipt, NOW, "t") is None
+
+
+def test_an_end_of_day_row_names_the_picked_up_order_without_its_spaces() -> None:
+    upload = (
+        b"store_id,receipt_id,occurred_at,currency,sku,quantity,unit_price,receipt_total,"
+        b"loyalty_id,pickup_order_id\n"
+        b"BCN-01,R1,2026-12-01T10:00:00Z,EUR,SKU-1,1,59.90,59.90,LOY-1, W-1001\n"
+    )
+
+    [published] = read_upload(upload, NOW, "t").interactions
+
+    assert isinstance(published.payload, OrderPlaced)
+    assert published.payload.order_id == "W-1001"

@@ -1,0 +1,102 @@
+"""Translating Segment calls (no infrastructure): what the spec's less common shapes mean."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from channel_web.segment import Call
+from channel_web.translate import translate
+from hilo.contract import CustomEvent, OrderPlaced
+
+RECEIVED = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def call(**fields: Any) -> Call:
+    return Call.model_validate({"messageId": "m1", **fields})
+
+
+def test_a_group_calls_traits_are_the_groups_not_the_users_identifiers() -> None:
+    """Segment's group spec reserves `email` and `phone` for the company."""
+    grouped = call(
+        type="group",
+        userId="u-ana",
+        groupId="g1",
+        traits={"email": "billing@initech.com", "phone": "+1 415 555 0100", "name": "Initech"},
+        context={"traits": {"email": "ana@example.com"}},
+    )
+
+    published = translate(grouped, RECEIVED, "t")
+
+    assert published.identifiers.customer_id == "u-ana"
+    assert published.identifiers.email == "ana@example.com", "the user's own, from the context"
+    assert published.identifiers.phone is None
+
+
+@pytest.mark.parametrize("quantity", [2.9, 1.5, 0, -1, "two"])
+def test_an_order_with_a_quantity_no_till_could_charge_is_kept_as_custom_saying_so(
+    quantity: object,
+) -> None:
+    order = call(
+        type="track",
+        userId="u-ana",
+        event="Order Completed",
+        properties={
+            "order_id": "W-1",
+            "total": 10,
+            "currency": "EUR",
+            "products": [{"sku": "S", "price": 5, "quantity": quantity}],
+        },
+    )
+
+    published = translate(order, RECEIVED, "t")
+
+    assert isinstance(published.payload, CustomEvent)
+    assert [(a.field, a.reason) for a in published.adjustments] == [("payload", "not_typed")]
+
+
+@pytest.mark.parametrize(("quantity", "expected"), [(None, 1), (2, 2), (3.0, 3), ("4", 4)])
+def test_a_whole_quantity_is_taken_as_sent(quantity: object, expected: int) -> None:
+    product: dict[str, Any] = {"sku": "S", "price": 5}
+    if quantity is not None:
+        product["quantity"] = quantity
+    order = call(
+        type="track",
+        userId="u-ana",
+        event="Order Completed",
+        properties={"order_id": "W-1", "total": 10, "currency": "EUR", "products": [product]},
+    )
+
+    payload = translate(order, RECEIVED, "t").payload
+
+    assert isinstance(payload, OrderPlaced)
+    assert payload.items[0].quantity == expected
+
+
+def test_a_call_forwarded_with_segments_corrected_timestamp_is_not_corrected_again() -> None:
+    """Device 3 h ahead: Segment computed `timestamp` 11:51 from `originalTimestamp` 14:50 and
+    `sentAt` 14:59; correcting 11:51 again with `sentAt` would give 08:52."""
+    forwarded = call(
+        type="track",
+        userId="u-ana",
+        event="Viewed Banner",
+        timestamp="2026-12-01T11:51:00Z",
+        originalTimestamp="2026-12-01T14:50:00Z",
+        sentAt="2026-12-01T14:59:00Z",
+    )
+    from_the_device = call(
+        type="track",
+        userId="u-ana",
+        event="Viewed Banner",
+        timestamp="2026-12-01T14:50:00Z",
+        sentAt="2026-12-01T14:59:00Z",
+    )
+
+    assert translate(forwarded, RECEIVED, "t").occurred_at == datetime(
+        2026, 12, 1, 11, 51, tzinfo=UTC
+    )
+    assert translate(from_the_device, RECEIVED, "t").occurred_at == datetime(
+        2026, 12, 1, 11, 51, tzinfo=UTC
+    )
