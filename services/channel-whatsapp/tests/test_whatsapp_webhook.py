@@ -13,8 +13,7 @@ from pydantic import SecretStr
 
 from channel_whatsapp.app import create_app
 from channel_whatsapp.settings import WhatsAppSettings
-from channel_whatsapp.translate import identifiers_of
-from hilo.contract import interaction_id
+from hilo.contract import interaction_id, whatsapp_identifiers
 from hilo.settings import HiloSettings
 from hilo.testkit.contract_check import published_interactions
 from hilo.testkit.signing import meta_signed
@@ -351,7 +350,7 @@ def test_the_phone_is_the_number_as_dialled_today_and_the_whatsapp_id_as_sent(
     wa_id: str, phone: str | None
 ) -> None:
     """So the customer's SMS, store and web identities (+52 55…, +55 11 9…) meet it."""
-    identifiers = identifiers_of(wa_id)
+    identifiers = whatsapp_identifiers(wa_id)
 
     assert identifiers is not None
     assert (identifiers.phone, identifiers.whatsapp_id) == (phone, wa_id)

@@ -31,23 +31,26 @@ _DASHES_AND_SPACES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2014
 _DASHES_AND_SPACES.update(dict.fromkeys(map(ord, "\u00a0\u2007\u202f"), " "))
 
 
-def typed(text: str) -> str:
-    """What a person typed or pasted, as the readings expect it: trimmed, with typographic
-    dashes and non-breaking spaces as plain ones, and without the address scheme of a number
-    (`tel:+34…`; `TEL:0042`, a receipt of a store called TEL, keeps it)."""
+def as_address(text: str) -> str:
+    """The text as a phone or WhatsApp reading takes it: with typographic dashes and
+    non-breaking spaces as plain ones, and without an address scheme (`tel:+34…`,
+    `whatsapp:US.1349…`). Other readings (an order, a card) take the text as typed: `TEL:004217`
+    may be a receipt of a store called TEL."""
     text = text.strip().translate(_DASHES_AND_SPACES)
-    scheme = _ADDRESS_SCHEMES.match(text)
-    if scheme is not None and _PHONE_CHARACTERS.match(number := text[scheme.end() :].strip()):
-        return number
-    return text
+    return _ADDRESS_SCHEMES.sub("", text).strip()
+
+
+ADDRESS_KINDS = frozenset({"phone", "whatsapp_id", "whatsapp_user_id"})
+"""Readings of the text as an address (`as_address`)."""
 
 
 def readings(text: str) -> list[str]:
     """The identifier kinds `text` may be, most likely first."""
     if "@" in text:
         return ["email"]
-    kinds = ["whatsapp_user_id"] if _WHATSAPP_USER_ID.fullmatch(text) else []
-    if _PHONE_CHARACTERS.match(text) and sum(c.isdigit() for c in text) >= 6:
+    address = as_address(text)
+    kinds = ["whatsapp_user_id"] if _WHATSAPP_USER_ID.fullmatch(address) else []
+    if _PHONE_CHARACTERS.match(address) and sum(c.isdigit() for c in address) >= 6:
         kinds += ["phone", "whatsapp_id"]
     return [*kinds, "loyalty_id", "order", "customer_id"]
 
@@ -55,12 +58,13 @@ def readings(text: str) -> list[str]:
 async def find_customers(profiles: ProfileApi, text: str, region: str | None = None) -> list[Match]:
     """Every customer `text` identifies, under each reading, each customer once. `region` is
     the deployment's `HILO_DEFAULT_PHONE_REGION`, which the profile API reads numbers in."""
-    text = typed(text)
+    text = text.strip()
     if not text:
         return []
     found: dict[str, Match] = {}
     for kind in readings(text):
-        customer = await _find(profiles, kind, text, region)
+        value = as_address(text) if kind in ADDRESS_KINDS else text
+        customer = await _find(profiles, kind, value, region)
         if customer is not None and customer not in found:
             found[customer] = Match(customer, kind)
     return list(found.values())

@@ -13,7 +13,7 @@ from agent_desk.app import _display_name, _local, _when, desk_templates, waiting
 from agent_desk.auth import Agents, SignInThrottle, hash_password
 from agent_desk.policy import ReplyOption, default_channel, refusal, reply_options
 from agent_desk.replies import Thread, last_contact, reply_command, thread_of, written_from
-from agent_desk.search import Match, find_customers, readings, typed
+from agent_desk.search import Match, as_address, find_customers, readings
 from agent_desk.timeline import attach_statuses, row
 from hilo.contract import normalise_phone
 from hilo.contract.outbound import OutboundMessage
@@ -325,9 +325,22 @@ async def test_a_number_pasted_with_its_scheme_or_typographic_dashes_finds_its_c
     assert found == [Match("c1", "phone")]
 
 
-def test_a_receipt_of_a_store_whose_id_looks_like_a_scheme_is_searched_whole() -> None:
-    assert typed(" TEL:0042 ") == "TEL:0042"
-    assert typed("tel: +34 612 34 56 78") == "+34 612 34 56 78"
+class _Receipts(_Profiles):
+    """Knows one receipt of a store called TEL."""
+
+    async def by_order(self, order_id: str) -> str | None:
+        return "c-tel" if order_id == "TEL:004217" else None
+
+
+async def test_a_receipt_of_a_store_whose_id_looks_like_a_scheme_is_searched_whole() -> None:
+    found = await find_customers(_Receipts(), " TEL:004217 ")  # type: ignore[arg-type]
+
+    assert found == [Match("c-tel", "order")]
+
+
+def test_a_pasted_whatsapp_user_id_is_read_as_one() -> None:
+    assert readings("whatsapp:US.13491208655302741918")[0] == "whatsapp_user_id"
+    assert as_address("whatsapp:US.13491208655302741918") == "US.13491208655302741918"
 
 
 @pytest.mark.parametrize("open_now", [True, False])

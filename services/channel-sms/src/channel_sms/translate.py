@@ -34,6 +34,7 @@ from hilo.contract import (
     conversation_id,
     new_interaction,
     normalise_phone,
+    whatsapp_identifiers,
 )
 
 CHANNEL = "sms"
@@ -77,27 +78,26 @@ def customer_phone(raw: str) -> str | None:
     return normalise_phone(text)
 
 
-def party(raw: str) -> tuple[str, str] | None:
-    """(channel, E.164 number) of a message's customer side: `sms`, or `whatsapp` for Twilio's
-    `whatsapp:+34…` parties. None for a service sender, or another channel's address
-    (`messenger:…`: Twilio's Messenger senders, which Hilo takes from Meta itself).
+def party(raw: str) -> tuple[str, Identifiers, str] | None:
+    """(channel, identifiers, number) of a message's customer side: `sms`, or `whatsapp` for
+    Twilio's `whatsapp:+34…` parties, whose identifiers are those channel-whatsapp records of
+    Meta's (the WhatsApp id as sent, the phone as dialled today: `+521…` is Mexico's `+52…`).
+    None for a service sender, or another channel's address (`messenger:…`: Twilio's Messenger
+    senders, which Hilo takes from Meta itself).
 
     Raises `ValueError` (without the number) for anything else that is not a phone number.
     """
     scheme, separator, address = raw.strip().partition(":")
     if not separator or scheme.startswith("+"):
         phone = customer_phone(raw)
-        return None if phone is None else (CHANNEL, phone)
+        return None if phone is None else (CHANNEL, Identifiers(phone=phone), phone)
     if scheme.lower() != WHATSAPP:
         return None
-    return WHATSAPP, normalise_phone(address)
-
-
-def identifiers(channel: str, phone: str) -> Identifiers:
-    """A WhatsApp party is a WhatsApp id too, as channel-whatsapp records it (`wa_id`)."""
-    if channel == WHATSAPP:
-        return Identifiers(phone=phone, whatsapp_id=phone.removeprefix("+"))
-    return Identifiers(phone=phone)
+    wa_id = "".join(c for c in address if c.isdigit())
+    found = whatsapp_identifiers(wa_id) if wa_id else None
+    if found is None or found.phone is None:
+        raise ValueError("not a phone number")
+    return WHATSAPP, found, found.phone
 
 
 def reference(business: str, customer: str) -> str:
@@ -123,7 +123,7 @@ def inbound(
     sender = party(message.From)
     if sender is None or not (message.Body or message.NumMedia):
         return None
-    channel, phone = sender
+    channel, customer, phone = sender
     extra = message.model_extra or {}
     attachments = [
         Attachment(
@@ -140,7 +140,7 @@ def inbound(
         channel=channel,
         instance=instance,
         provider_event_id=message.MessageSid,
-        identifiers=identifiers(channel, phone),
+        identifiers=customer,
         conversation=thread(message.To, phone, key, channel),
         occurred_at=received_at,
         received_at=received_at,
@@ -203,12 +203,12 @@ def status(
     recipient = party(callback.To)
     if recipient is None:
         return None
-    channel, phone = recipient
+    channel, customer, phone = recipient
     return new_interaction(
         channel=channel,
         instance=instance,
         provider_event_id=f"{callback.MessageSid}:{callback.MessageStatus}",
-        identifiers=identifiers(channel, phone),
+        identifiers=customer,
         conversation=thread(callback.From, phone, key, channel),
         occurred_at=received_at,
         received_at=received_at,

@@ -62,5 +62,18 @@ def test_a_whatsapp_message_through_twilio_is_recorded_on_whatsapp() -> None:
     assert (seen.channel, seen.identifiers.whatsapp_id) == ("whatsapp", "34612345678")
 
 
+def test_a_whatsapp_id_in_a_form_its_country_dropped_is_the_number_dialled_today() -> None:
+    """As channel-whatsapp records Meta's: the id as sent, the phone as dialled now."""
+    found = party("whatsapp:+5215512345678")
+
+    assert found is not None
+    channel, customer, _ = found
+    assert (channel, customer.whatsapp_id, customer.phone) == (
+        "whatsapp",
+        "5215512345678",
+        "+525512345678",
+    )
+
+
 def test_another_channels_address_is_ignored_not_refused() -> None:
     assert party("messenger:2456") is None

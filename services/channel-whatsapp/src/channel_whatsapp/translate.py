@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from channel_whatsapp.webhook import Message, MessagesChange, Metadata, Notification, Status
 from hilo.contract import (
     Attachment,
@@ -17,8 +15,8 @@ from hilo.contract import (
     MessageStatusChanged,
     conversation_id,
     new_interaction,
-    normalise_phone,
     unix_time,
+    whatsapp_identifiers,
 )
 
 CHANNEL = "whatsapp"
@@ -54,54 +52,17 @@ def translate(
                 continue
             value = change.value
             for message in value.messages:
-                if (sender := identifiers_of(message.from_, message.from_user_id)) is None:
+                if (sender := whatsapp_identifiers(message.from_, message.from_user_id)) is None:
                     ignored += 1
                     continue
                 interactions.append(_message(message, sender, value.metadata, instance, key))
             for status in value.statuses:
-                recipient = identifiers_of(status.recipient_id, status.recipient_user_id)
+                recipient = whatsapp_identifiers(status.recipient_id, status.recipient_user_id)
                 if status.status in _STATUS and recipient is not None:
                     interactions.append(_status(status, recipient, value.metadata, instance, key))
                 else:
                     ignored += 1
     return interactions, ignored
-
-
-def identifiers_of(wa_id: str | None, user_id: str | None = None) -> Identifiers | None:
-    """The customer's WhatsApp identifiers: the wa_id (the phone number with its country code,
-    digits only), and the business-scoped user id Meta adds. Where the wa_id is in a form the
-    country has since dropped, the phone is the number as dialled today, so the customer's
-    SMS, store and web identities meet it; the wa_id stays as sent: replies go to it. None when
-    Meta named nobody."""
-    if not (wa_id or user_id):
-        return None
-    phone = _phone(wa_id) if wa_id else None
-    return Identifiers(whatsapp_id=wa_id or None, phone=phone, whatsapp_user_id=user_id or None)
-
-
-def _phone(wa_id: str) -> str | None:
-    digits = wa_id.lstrip("+")
-    for candidate in (digits, *_dialled_today(digits)):
-        try:
-            return normalise_phone("+" + candidate)
-        except ValueError:
-            continue
-    return None
-
-
-_MEXICAN_MOBILE = re.compile(r"521(\d{10})")
-"""+52 1 and ten digits: Mexico dropped the mobile '1' in 2019; WhatsApp ids still carry it."""
-_BRAZILIAN_MOBILE_OF_EIGHT = re.compile(r"55(\d{2})([6-9]\d{7})")
-"""+55, an area code and eight digits from 6 to 9: a mobile from before Brazil added a ninth
-digit (a leading 9), as older WhatsApp accounts keep it."""
-
-
-def _dialled_today(digits: str) -> list[str]:
-    if mexican := _MEXICAN_MOBILE.fullmatch(digits):
-        return ["52" + mexican[1]]
-    if brazilian := _BRAZILIAN_MOBILE_OF_EIGHT.fullmatch(digits):
-        return [f"55{brazilian[1]}9{brazilian[2]}"]
-    return []
 
 
 def thread(metadata: Metadata, customer: Identifiers, key: bytes) -> Conversation:

@@ -16,6 +16,7 @@ from hilo.contract.identifiers import (
     Identifiers,
     normalise_email,
     normalise_phone,
+    whatsapp_identifiers,
 )
 from hilo.contract.interaction import (
     BUILT_IN_CHANNELS,
@@ -117,4 +118,5 @@ __all__ = [
     "normalise_phone",
     "parse_interaction",
     "unix_time",
+    "whatsapp_identifiers",
 ]
