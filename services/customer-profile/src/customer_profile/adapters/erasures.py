@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from bson import ObjectId
-from pymongo import ASCENDING, UpdateOne
+from pymongo import ASCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from hilo.mongo import MongoDocument, bulk_write, find_in
@@ -136,15 +136,17 @@ class ErasureCollection:
 
     async def note_withdrawn(self, erasure: Erasure, request_ids: Iterable[str]) -> Erasure:
         """Note merge requests the erasure withdraws, before they are deleted: a completion that
-        fails after deleting them still publishes them when it is completed again."""
-        noted = sorted(set(request_ids) - set(erasure.withdrawn_requests))
-        if not noted:
-            return erasure
-        await self.erasures.update_one(
+        fails after deleting them still publishes them when it is completed again. The erasure
+        with every request noted so far, by any completion (as stored)."""
+        stored = await self.erasures.find_one_and_update(
             {"_id": erasure.customer_id},
-            {"$addToSet": {"withdrawn_requests": {"$each": noted}}},
+            {"$addToSet": {"withdrawn_requests": {"$each": sorted(set(request_ids))}}},
+            projection={"withdrawn_requests": 1},
+            return_document=ReturnDocument.AFTER,
         )
-        return replace(erasure, withdrawn_requests=[*erasure.withdrawn_requests, *noted])
+        if stored is None:
+            return erasure
+        return replace(erasure, withdrawn_requests=list(stored.get("withdrawn_requests", [])))
 
     async def unfinished(self) -> list[Erasure]:
         return [_erasure(doc) async for doc in self.erasures.find({"done": False})]

@@ -19,7 +19,6 @@ and its record published.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -405,14 +404,8 @@ class ProfileStore:
         Decided ones too: a decision recorded while the erasure ran may never have reached
         Kafka (`MergeRequests` does not announce a request it finds deleted), and for a reader
         following the queue, withdrawn after confirmed still closes it."""
-        noted = await self._erasures.note_withdrawn(
+        return await self._erasures.note_withdrawn(
             erasure, await self._merge_requests(erasure.aliases)
-        )
-        stored = await self._erasures.of(erasure.customer_id)
-        return (
-            noted
-            if stored is None
-            else replace(noted, withdrawn_requests=stored.withdrawn_requests)
         )
 
     async def _merge_requests(self, aliases: list[str]) -> list[str]:
@@ -456,7 +449,8 @@ class ProfileStore:
             requests = set(await self._merge_requests(gone)) - set(erasure.withdrawn_requests)
             if joined or requests or not set(gone) <= set(erasure.aliases):
                 await self._erasures.extend(erasure, gone, joined)
-            await self._erasures.note_withdrawn(erasure, requests)
+            if requests:
+                await self._erasures.note_withdrawn(erasure, requests)
             await self.erase(gone)
             erased |= found
         return erased
