@@ -5,7 +5,15 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 from pydantic_extra_types.currency_code import ISO4217
 
@@ -31,15 +39,16 @@ class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
-TRIMMED = ("till_id", "payment_method", "pickup_order_id", "cart_id", "quote_id")
-"""Fields that name something else (an online order, a cart, a quote): trimmed. The receipt's
-own ids are published as they came, as earlier uploads published them."""
-
-
 def _trimmed(value: object) -> object:
     """A till's text as meant: `" W-1001"` is the order `W-1001`, and a blank is no value (an
     empty `pickup_order_id` made a sale a pickup of the order `""`)."""
     return (value.strip() or None) if isinstance(value, str) else value
+
+
+Reference = Annotated[str | None, BeforeValidator(_trimmed)]
+"""A field that names something else (a till, an online order, a cart, a quote): trimmed, a
+blank none. The receipt's own ids are published as they came, as earlier uploads published
+them."""
 
 
 def _anonymous_if_empty(value: object) -> object:
@@ -61,7 +70,7 @@ class Receipt(_Input):
     """A till receipt. A sale with no customer identifier is not part of anyone's journey."""
 
     store_id: StoreId
-    till_id: str | None = Field(default=None, max_length=100)
+    till_id: Reference = Field(default=None, max_length=100)
     receipt_id: str = Field(min_length=1, max_length=200, description="Unique within the store.")
     occurred_at: AwareDatetime
     currency: ISO4217
@@ -69,24 +78,19 @@ class Receipt(_Input):
     total: Amount
     tax: Amount | None = None
     discount: Amount | None = None
-    payment_method: str | None = Field(default=None, max_length=100, examples=["card"])
+    payment_method: Reference = Field(default=None, max_length=100, examples=["card"])
     customer: Identifiers | None = Field(
         default=None, description="Loyalty card, customer number, email or phone, as known."
     )
-    pickup_order_id: str | None = Field(
+    pickup_order_id: Reference = Field(
         default=None,
         max_length=200,
         description="Set when this receipt hands over an online order (click and collect).",
     )
-    cart_id: str | None = Field(default=None, max_length=200)
-    quote_id: str | None = Field(
+    cart_id: Reference = Field(default=None, max_length=200)
+    quote_id: Reference = Field(
         default=None, max_length=100, description="The offers quote the till charged from."
     )
-
-    @field_validator(*TRIMMED, mode="before")
-    @classmethod
-    def _trim(cls, value: object) -> object:
-        return _trimmed(value)
 
     @field_validator("customer", mode="before")
     @classmethod
@@ -168,7 +172,7 @@ class CsvRow(_Input):
     """One row of the end-of-day file; blank cells are absent values."""
 
     store_id: StoreId
-    till_id: str | None = None
+    till_id: Reference = None
     receipt_id: str = Field(min_length=1, max_length=200)
     occurred_at: AwareDatetime
     currency: ISO4217
@@ -179,24 +183,19 @@ class CsvRow(_Input):
     receipt_total: Amount
     tax: Amount | None = None
     discount: Amount | None = None
-    payment_method: str | None = None
+    payment_method: Reference = None
     loyalty_id: str | None = None
     customer_id: str | None = None
     email: str | None = None
     phone: str | None = None
-    pickup_order_id: str | None = None
-    cart_id: str | None = Field(default=None, max_length=200)
-    quote_id: str | None = Field(default=None, max_length=100)
+    pickup_order_id: Reference = None
+    cart_id: Reference = Field(default=None, max_length=200)
+    quote_id: Reference = Field(default=None, max_length=100)
 
     @field_validator("*", mode="before")
     @classmethod
     def _blank_is_absent(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator(*TRIMMED, mode="before")
-    @classmethod
-    def _trim(cls, value: object) -> object:
-        return _trimmed(value)
 
     def line(self) -> ReceiptLine:
         return ReceiptLine(
