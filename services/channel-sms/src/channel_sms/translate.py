@@ -87,17 +87,25 @@ def party(raw: str) -> tuple[str, Identifiers, str] | None:
 
     Raises `ValueError` (without the number) for anything else that is not a phone number.
     """
-    scheme, separator, address = raw.strip().partition(":")
-    if not separator or scheme.startswith("+"):
-        phone = customer_phone(raw)
+    scheme, address = _scheme(raw)
+    if not scheme:
+        phone = customer_phone(address)
         return None if phone is None else (CHANNEL, Identifiers(phone=phone), phone)
-    if scheme.lower() != WHATSAPP:
+    if scheme != WHATSAPP:
         return None
     wa_id = "".join(c for c in address if c.isdigit())
     found = whatsapp_identifiers(wa_id) if wa_id else None
     if found is None or found.phone is None:
         raise ValueError("not a phone number")
     return WHATSAPP, found, found.phone
+
+
+def _scheme(raw: str) -> tuple[str, str]:
+    """(the address's scheme in lower case, "" for a bare number; the address after it)."""
+    scheme, separator, address = raw.strip().partition(":")
+    if not separator or scheme.startswith("+"):
+        return "", raw.strip()
+    return scheme.lower(), address.strip()
 
 
 def reference(business: str, customer: str) -> str:
@@ -107,7 +115,7 @@ def reference(business: str, customer: str) -> str:
 
 def thread(business: str, customer: str, key: bytes, channel: str = CHANNEL) -> Conversation:
     """The conversation; its id keyed by the deployment's pepper (the reference is a phone)."""
-    sms_thread = reference(business.strip().removeprefix(f"{WHATSAPP}:"), customer)
+    sms_thread = reference(_scheme(business)[1], customer)
     return Conversation(id=conversation_id(channel, sms_thread, key), thread=sms_thread)
 
 
