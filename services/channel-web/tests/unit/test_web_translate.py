@@ -78,25 +78,21 @@ def test_a_whole_quantity_is_taken_as_sent(quantity: object, expected: int) -> N
 def test_a_call_forwarded_with_segments_corrected_timestamp_is_not_corrected_again() -> None:
     """Device 3 h ahead: Segment computed `timestamp` 11:51 from `originalTimestamp` 14:50 and
     `sentAt` 14:59; correcting 11:51 again with `sentAt` would give 08:52."""
-    forwarded = call(
-        type="track",
-        userId="u-ana",
-        event="Viewed Banner",
-        timestamp="2026-12-01T11:51:00Z",
-        originalTimestamp="2026-12-01T14:50:00Z",
-        sentAt="2026-12-01T14:59:00Z",
-    )
-    from_the_device = call(
-        type="track",
-        userId="u-ana",
-        event="Viewed Banner",
-        timestamp="2026-12-01T14:50:00Z",
-        sentAt="2026-12-01T14:59:00Z",
-    )
 
-    assert translate(forwarded, RECEIVED, "t").occurred_at == datetime(
-        2026, 12, 1, 11, 51, tzinfo=UTC
+    def sent_at_14_59(**times: str) -> datetime:
+        banner = call(
+            type="track",
+            userId="u-ana",
+            event="Viewed Banner",
+            sentAt="2026-12-01T14:59:00Z",
+            **times,
+        )
+        return translate(banner, RECEIVED, "t").occurred_at
+
+    forwarded = sent_at_14_59(
+        timestamp="2026-12-01T11:51:00Z", originalTimestamp="2026-12-01T14:50:00Z"
     )
-    assert translate(from_the_device, RECEIVED, "t").occurred_at == datetime(
-        2026, 12, 1, 11, 51, tzinfo=UTC
-    )
+    from_the_device = sent_at_14_59(timestamp="2026-12-01T14:50:00Z")
+
+    assert forwarded == datetime(2026, 12, 1, 11, 51, tzinfo=UTC)
+    assert from_the_device == datetime(2026, 12, 1, 11, 51, tzinfo=UTC)
