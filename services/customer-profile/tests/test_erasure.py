@@ -319,6 +319,25 @@ async def test_a_decision_on_a_request_an_erasure_deletes_meanwhile_is_refused_n
     assert told == ["requested"]
 
 
+async def ana_and_bo(svc: RunningProfileService) -> tuple[str, str]:
+    """Two customers a merge request can name: Ana (a phone) and Bo (an email)."""
+    await svc.publish([interaction(1, phone="+34612345601")])
+    await svc.publish([interaction(2, minutes=1, email="bo@example.com")])
+    await svc.wait_for_entries(2)
+    return (
+        await svc.customer_of("phone", "+34612345601"),
+        await svc.customer_of("email", "bo@example.com"),
+    )
+
+
+async def told_of(settings: HiloSettings, request_id: str) -> list[str]:
+    """The types `identity.merge_requests` has published for this request, in order."""
+    queue = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.MERGE_REQUESTS, settings)
+    )
+    return [json.loads(r.value)["type"] for r in queue if r.key == request_id.encode()]
+
+
 async def test_a_request_a_racing_batch_raised_for_an_erased_customer_is_withdrawn_too(
     profile_service: RunningProfileService, settings: HiloSettings
 ) -> None:
@@ -326,11 +345,7 @@ async def test_a_request_a_racing_batch_raised_for_an_erased_customer_is_withdra
     erasure deleted hers, publishes it, and then finds her head gone (`forget_erased`): the
     request goes, and the erasure, completed again, tells Kafka it is withdrawn."""
     svc = profile_service
-    await svc.publish([interaction(1, phone="+34612345601")])
-    await svc.publish([interaction(2, minutes=1, email="bo@example.com")])
-    await svc.wait_for_entries(2)
-    ana = await svc.customer_of("phone", "+34612345601")
-    bo = await svc.customer_of("email", "bo@example.com")
+    ana, bo = await ana_and_bo(svc)
     assert (await svc.http.delete(f"/v1/customers/{ana}")).status_code == 200
     store = svc.service.store
     late = Conflict(UNVERIFIED_MERGE, None, tuple(sorted([ana, bo])), ("phone:+34612345601",))
@@ -343,8 +358,81 @@ async def test_a_request_a_racing_batch_raised_for_an_erased_customer_is_withdra
     assert not erasure.done, "extended: it is to be completed again"
     assert (await svc.service.privacy.complete(erasure))["status"] == "done"
 
-    queue = await read_to_end(
-        settings.kafka_bootstrap_servers, topic_name(Topic.MERGE_REQUESTS, settings)
+    assert await told_of(settings, request_id) == ["withdrawn"]
+
+
+async def test_a_request_recorded_between_the_erasures_listing_and_its_delete_is_withdrawn(
+    profile_service: RunningProfileService, settings: HiloSettings
+) -> None:
+    """A batch records a merge request naming Ana just after her erasure listed the requests to
+    withdraw, before it deletes them: it is not deleted unannounced. The erasure notes it when it
+    finds it, deletes it, and, completed again, tells Kafka it is withdrawn."""
+    svc = profile_service
+    ana, bo = await ana_and_bo(svc)
+    store = svc.service.store
+    late = Conflict(UNVERIFIED_MERGE, None, tuple(sorted([ana, bo])), ("phone:+34612345601",))
+    [request_id] = conflict_ids([(late, "evt-late")])
+    listed = store._merge_requests
+    raised: list[str] = []
+
+    async def listed_then_raised(aliases: list[str], events: list[str]) -> list[str]:
+        found = await listed(aliases, events)
+        if not raised:  # the first listing only: the racing batch writes once
+            raised.append(request_id)
+            await store.record_conflicts([(late, "evt-late")])
+        return found
+
+    store._merge_requests = listed_then_raised  # type: ignore[method-assign]
+    await svc.http.delete(f"/v1/customers/{ana}")
+    done = await eventually(
+        lambda: svc.http.delete(f"/v1/customers/{ana}"),
+        until=lambda r: r.status_code == 200,
+        timeout=30,
     )
-    told = [json.loads(r.value)["type"] for r in queue if r.key == request_id.encode()]
-    assert told == ["withdrawn"]
+
+    assert raised == [request_id]
+    assert done.json()["status"] == "done"
+    assert await svc.get("/v1/merge-requests") == []
+    assert await told_of(settings, request_id) == ["withdrawn"]
+
+
+async def test_a_request_a_batch_records_for_a_customer_erased_after_it_resolved_is_withdrawn(
+    profile_service: RunningProfileService, settings: HiloSettings
+) -> None:
+    """An unverified event with Ana's phone, Bo's email and a new customer number is resolved;
+    Ana is erased before the batch records the merge request naming her and Bo. The event's
+    entry is the newcomer's, so nothing the batch wrote for it is gone: the request itself tells
+    the batch Ana is, and it does not stay naming her and holding her phone."""
+    svc = profile_service
+    ana, _ = await ana_and_bo(svc)
+    store = svc.service.store
+    record = store.record_conflicts
+    erasures: list[int] = []
+
+    async def erased_then_recorded(conflicts: list[tuple[Conflict, str]]) -> set[str]:
+        if conflicts and not erasures:
+            erasures.append((await svc.http.delete(f"/v1/customers/{ana}")).status_code)
+        return await record(conflicts)
+
+    store.record_conflicts = erased_then_recorded  # type: ignore[method-assign]
+    asks = interaction(
+        3, minutes=2, customer_id="C-777", email="bo@example.com", phone="+34612345601"
+    )
+    await svc.publish([asks.model_copy(update={"identity_trust": "unverified"})])
+    await eventually(lambda: _value(len(erasures)), timeout=30)
+    queue_name = topic_name(Topic.MERGE_REQUESTS, settings)
+
+    async def told_once_erased() -> list[str]:
+        """What the queue says of the request, after asking for the erasure again (which
+        completes it once more if the batch extended it)."""
+        await svc.http.delete(f"/v1/customers/{ana}")
+        queue = await read_to_end(settings.kafka_bootstrap_servers, queue_name)
+        return [json.loads(r.value)["type"] for r in queue if r.value is not None]
+
+    told = await eventually(told_once_erased, until=lambda t: "withdrawn" in t, timeout=30)
+
+    assert erasures == [200]
+    assert told == ["requested", "withdrawn"]
+    assert await svc.get("/v1/merge-requests") == []
+    conflicts = svc.service.mongo[settings.mongodb_database]["identity_conflicts"]
+    assert await conflicts.count_documents({"customer_ids": ana}) == 0

@@ -746,7 +746,7 @@ async def test_a_profile_merged_into_a_held_one_before_it_is_deleted_is_erased_w
         held.set()
         await go_on.wait()
 
-    interleave(harness.store, "erase", pause_before_deleting)
+    interleave(harness.store, "erase_for", pause_before_deleting)
 
     async def the_erasure_holds() -> None:
         request.append(asyncio.create_task(privacy.erase(profile)))
@@ -973,7 +973,7 @@ async def test_a_batch_meeting_a_profile_its_erasure_holds_merges_nothing_and_dr
     is the erased person's. (Before, the merge moved the erased email to the older profile.)"""
     event, customer, older = await absorbable_person(harness, "pia")
 
-    outcome = await erased_after_a_batch(harness, customer, event, "erase")
+    outcome = await erased_after_a_batch(harness, customer, event, "erase_for")
 
     await the_older_profile_is_as_it_was(harness, settings, older, outcome)
     assert await harness.store.profiles.count_documents({"_id": customer}) == 0

@@ -176,12 +176,17 @@ async def update_in(
 
 
 async def delete_in(
-    collection: AsyncCollection[MongoDocument], field: str, values: Iterable[Any]
+    collection: AsyncCollection[MongoDocument],
+    field: str,
+    values: Iterable[Any],
+    where: MongoDocument | None = None,
 ) -> int:
-    """`delete_many` on documents whose `field` is one of `values`, chunked; the count deleted."""
+    """`delete_many` on documents whose `field` is one of `values` (and that match `where`),
+    chunked; the count deleted."""
     deleted = 0
     for chunk in chunked(values):
-        deleted += (await collection.delete_many({field: {"$in": chunk}})).deleted_count
+        found = await collection.delete_many({field: {"$in": chunk}, **(where or {})})
+        deleted += found.deleted_count
     return deleted
 
 

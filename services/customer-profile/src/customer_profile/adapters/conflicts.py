@@ -115,12 +115,23 @@ class ConflictCollection:
         )
         return result.modified_count == 1
 
-    async def erase(self, aliases: list[str], event_ids: list[str]) -> int:
+    async def erase(
+        self, aliases: list[str], event_ids: list[str], requests: list[str] | None = None
+    ) -> int:
         """The conflicts that name these customers, and those their own events raised: an event
         that made a new profile rather than join others (unverified, kept apart) names only the
-        others, but its identifiers, the erased person's, are among the conflict's keys."""
-        found = await self.collection.delete_many({"customer_ids": {"$in": aliases}})
-        return found.deleted_count + await delete_in(self.collection, "event_id", event_ids)
+        others, but its identifiers, the erased person's, are among the conflict's keys.
+
+        Given `requests`, of the merge requests only those go (the ones an erasure noted as
+        withdrawn): one recorded since stays to be noted and deleted in turn."""
+        where: MongoDocument = {}
+        if requests is not None:
+            where = {"reason": {"$nin": sorted(MERGE_REQUEST_REASONS)}}
+        found = await self.collection.delete_many({"customer_ids": {"$in": aliases}, **where})
+        deleted = found.deleted_count + await delete_in(
+            self.collection, "event_id", event_ids, where
+        )
+        return deleted + await delete_in(self.collection, "_id", requests or [])
 
 
 PENDING = "pending"

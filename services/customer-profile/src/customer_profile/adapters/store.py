@@ -383,35 +383,59 @@ class ProfileStore:
         write entries, views or claims for the customer: whatever it writes before the heads go
         is deleted by the steps after, and a batch that writes after finds the head gone when it
         checks, once it has written, and deletes what it wrote (`forget_erased`)."""
+        deleted, _ = await self._erase(aliases, None, reopen=False)
+        return deleted
+
+    async def erase_for(
+        self, erasure: Erasure, aliases: list[str], *, reopen: bool
+    ) -> tuple[dict[str, int], Erasure]:
+        """`erase` for an erasure, which withdraws the merge requests involved: each is noted on
+        it (to be published as withdrawn) before it is deleted, and only those noted are deleted.
+        One recorded after they were listed stays for whoever looks next (`forget_erased`, run
+        by the completion after this and by a batch after its writes), never deleted unannounced.
+
+        `reopen`: a caller that does not publish what it noted (`forget_erased`) leaves the
+        erasure to be completed again. The erasure with every request noted so far."""
+        deleted, noted = await self._erase(aliases, erasure, reopen=reopen)
+        return deleted, noted or erasure
+
+    async def _erase(
+        self, aliases: list[str], erasure: Erasure | None, *, reopen: bool
+    ) -> tuple[dict[str, int], Erasure | None]:
         profiles = await self._profiles.erase(aliases)
         # Before the entries that name the events behind its conflicts go.
-        conflicts = await self._conflicts.erase(aliases, await self._journey.ids_of(aliases))
+        events = await self._journey.ids_of(aliases)
+        requests = None
+        if erasure is not None:
+            requests = await self._merge_requests(aliases, events)
+            erasure = await self._withdraw(erasure, requests, reopen=reopen)
+        conflicts = await self._conflicts.erase(aliases, events, requests)
         journey = await self._journey.erase(aliases)
         identities = await self._identities.erase(aliases)
         splits = await self._splits.erase(aliases)
-        return {
+        deleted = {
             "journey_entries": journey,
             "identities": identities,
             "conflicts": conflicts,
             "profiles": profiles,
             "splits": splits,
         }
+        return deleted, erasure
 
-    async def withdraw_requests(self, erasure: Erasure) -> Erasure:
-        """Note on the erasure the merge requests `erase` will delete, to be published as
-        withdrawn; the erasure with every request it noted so far (by any completion).
+    async def _withdraw(self, erasure: Erasure, requests: list[str], *, reopen: bool) -> Erasure:
+        """Note on the erasure the merge requests it withdraws, before they are deleted (decided
+        ones too: a decision recorded while the erasure ran may never have reached Kafka, and
+        for a reader following the queue, withdrawn after confirmed still closes it)."""
+        if not set(requests) - set(erasure.withdrawn_requests):
+            return erasure
+        if reopen:  # first: a failure after noting must still leave it to be completed
+            await self._erasures.extend(erasure, [], [])
+        return await self._erasures.note_withdrawn(erasure, requests)
 
-        Decided ones too: a decision recorded while the erasure ran may never have reached
-        Kafka (`MergeRequests` does not announce a request it finds deleted), and for a reader
-        following the queue, withdrawn after confirmed still closes it."""
-        return await self._erasures.note_withdrawn(
-            erasure, await self._merge_requests(erasure.aliases)
-        )
-
-    async def _merge_requests(self, aliases: list[str]) -> list[str]:
-        """The merge requests `erase` deletes with these profiles: those naming them and those
-        their own events raised (see `ConflictCollection.erase`)."""
-        involved = await self._conflicts.of(aliases, await self._journey.ids_of(aliases))
+    async def _merge_requests(self, aliases: list[str], events: list[str]) -> list[str]:
+        """The merge requests that go with these profiles: those naming them and those their
+        own events raised (see `ConflictCollection.erase`)."""
+        involved = await self._conflicts.of(aliases, events)
         return [str(c["id"]) for c in involved if c.get("reason") in MERGE_REQUEST_REASONS]
 
     async def erase_created(self, customer_ids: Iterable[str]) -> None:
@@ -445,13 +469,10 @@ class ProfileStore:
             )
             joined = {subject(key) for key in held}
             joined -= set(erasure.subjects)
-            # Requests the writer raised for them: published as withdrawn by the completion.
-            requests = set(await self._merge_requests(gone)) - set(erasure.withdrawn_requests)
-            if joined or requests or not set(gone) <= set(erasure.aliases):
+            if joined or not set(gone) <= set(erasure.aliases):
                 await self._erasures.extend(erasure, gone, joined)
-            if requests:
-                await self._erasures.note_withdrawn(erasure, requests)
-            await self.erase(gone)
+            # Requests the writer raised for them: published as withdrawn by the completion.
+            await self.erase_for(erasure, gone, reopen=True)
             erased |= found
         return erased
 

@@ -324,12 +324,15 @@ class Pipeline:
     ) -> None:
         """Erase again what this batch wrote for a customer whose profile had gone by the time
         it was loaded: erased after this batch's check of its events, its entries outlived the
-        erasure (`ProfileStore.erase`). Saved profiles found gone are `publish_overtaken`'s."""
-        await _forget_erased(
-            self._store,
-            {entry.customer_id for entry in entries} - outcome.profiles.keys(),
-            self._sealer.subject,
-        )
+        erasure (`ProfileStore.erase`). Saved profiles found gone are `publish_overtaken`'s.
+
+        So do the profiles its merge requests name: a request recorded after their erasure
+        listed them would otherwise stay, naming the erased person and holding their identifier
+        (the entry is often another profile's: a newcomer the request keeps apart from them).
+        Only an erasure's profiles are touched (`Store.forget_erased`)."""
+        gone = {entry.customer_id for entry in entries} - outcome.profiles.keys()
+        named = {c for _, conflict, _ in outcome.merge_requests for c in conflict.customer_ids}
+        await _forget_erased(self._store, gone | named, self._sealer.subject)
 
     async def _without_erased(
         self,

@@ -159,11 +159,8 @@ class Privacy:
             log.warning(
                 "erasure_extended_to_survivor", customer_id=erasure.customer_id, profiles=added
             )
-        erasure = await self._store.withdraw_requests(held)
-        forgotten = await self._sealer.keys.forget(
-            erasure.subjects, made_until=erasure.requested_at
-        )
-        deleted = await self._store.erase(erasure.aliases)
+        forgotten = await self._sealer.keys.forget(held.subjects, made_until=held.requested_at)
+        deleted, erasure = await self._store.erase_for(held, held.aliases, reopen=False)
         # A profile merged into theirs after the hold (by a batch that read them unheld) is
         # theirs: added to the erasure, which is completed again, and deleted now.
         await self._store.forget_erased(erasure.aliases, self._sealer.subject)
