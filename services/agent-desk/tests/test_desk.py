@@ -87,6 +87,7 @@ def pickup_order() -> Interaction:
             store_id="BCN-01",
             items=[LineItem(sku="SKU-1", name="Red shoes", quantity=1)],
             total=Money(amount=Decimal("59.90"), currency=ISO4217("EUR")),
+            coupons=["FLYER-7"],
         ),
         occurred_at=datetime.now(UTC) - timedelta(hours=3),
     )
@@ -306,7 +307,13 @@ async def test_an_agent_finds_a_customer_sees_every_channel_live_and_replies(
         assert by_email.headers["location"] == customer_path
         assert by_order.headers["location"] == customer_path
         assert page.status_code == 200
-        for shown in ("Click &amp; collect at BCN-01", "Hola, my call dropped", "dropped"):
+        shown_on_the_page = (
+            "Click &amp; collect at BCN-01",
+            '<span class="code" title="Code presented">FLYER-7</span>',
+            "Hola, my call dropped",
+            "dropped",
+        )
+        for shown in shown_on_the_page:
             assert shown in page.text
         assert "Started on <strong>Phone</strong>" in page.text
         assert "continued on <strong>WhatsApp</strong>" in page.text

@@ -127,6 +127,8 @@ async def test_receipts_pickups_and_visits_honour_the_channel_contract(
         "picked_up",
         "store_pickup",
     )
+    assert (pickup["receipt_id"], pickup["till_id"]) == ("BCN-01:R-20261123-0043", "T3")
+    assert "coupons" not in pickup, "absent when none were presented"
     visit = by_id[interaction_id("store", "visit:BCN-01:V-77")]
     assert visit["payload"] == {
         "kind": "store_visit",

@@ -70,6 +70,8 @@ ORDER_COMPLETED = {
         "revenue": 25.0,
         "tax": 2,
         "discount": 2.5,
+        "shipping": 3,
+        "coupon": "hasbros",
         "currency": "EUR",
         "cart_id": "cart-77",
         "products": [
@@ -252,6 +254,8 @@ async def test_ecommerce_events_become_typed_payloads(
         "fulfilment": "delivery",
         "total": {"amount": "27.5", "currency": "EUR"},
         "tax": {"amount": "2", "currency": "EUR"},
+        "shipping": {"amount": "3", "currency": "EUR"},
+        "coupons": ["hasbros"],
         "cart_id": "cart-77",
     }
     assert [(i["sku"], i["quantity"]) for i in order["payload"]["items"]] == [

@@ -136,4 +136,5 @@ def _receipt(
         pickup_order_id=first.pickup_order_id,
         cart_id=first.cart_id,
         quote_id=first.quote_id,
+        coupons=first.coupon_codes(),
     )

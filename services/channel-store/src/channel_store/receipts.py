@@ -17,7 +17,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_extra_types.currency_code import ISO4217
 
-from hilo.contract import DropInvalid, Identifiers, VisitMethod
+from hilo.contract import CouponCode, DropInvalid, Identifiers, VisitMethod
 
 Amount = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=4)]
 
@@ -91,6 +91,11 @@ class Receipt(_Input):
     quote_id: Reference = Field(
         default=None, max_length=100, description="The offers quote the till charged from."
     )
+    coupons: list[CouponCode] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Codes the customer presented (a coupon, a printed campaign's code).",
+    )
 
     @field_validator("customer", mode="before")
     @classmethod
@@ -151,6 +156,7 @@ CSV_COLUMNS = (
     "pickup_order_id",
     "cart_id",
     "quote_id",
+    "coupons",
 )
 """The end-of-day file: one row per receipt line; a receipt's rows repeat its receipt fields."""
 
@@ -191,11 +197,18 @@ class CsvRow(_Input):
     pickup_order_id: Reference = None
     cart_id: Reference = Field(default=None, max_length=200)
     quote_id: Reference = Field(default=None, max_length=100)
+    coupons: str | None = Field(
+        default=None, max_length=2_100, description="The receipt's codes, separated by `;`."
+    )
 
     @field_validator("*", mode="before")
     @classmethod
     def _blank_is_absent(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    def coupon_codes(self) -> list[str]:
+        """The codes of the `coupons` cell (`SPRING10;FLYER-7`): a blank between is none."""
+        return [code.strip() for code in (self.coupons or "").split(";") if code.strip()]
 
     def line(self) -> ReceiptLine:
         return ReceiptLine(
@@ -229,4 +242,5 @@ class CsvRow(_Input):
             self.pickup_order_id,
             self.cart_id,
             self.quote_id,
+            self.coupons,
         )

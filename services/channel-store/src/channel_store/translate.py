@@ -72,6 +72,9 @@ def from_receipt(
         payment_method=receipt.payment_method,
         cart_id=receipt.cart_id,
         quote_id=receipt.quote_id,
+        coupons=receipt.coupons,
+        receipt_id=f"{receipt.store_id}:{receipt.receipt_id}",
+        till_id=receipt.till_id,
     )
     return new_interaction(
         channel=CHANNEL,

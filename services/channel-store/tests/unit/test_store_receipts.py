@@ -70,3 +70,35 @@ def test_an_end_of_day_row_names_the_picked_up_order_without_its_spaces() -> Non
 
     assert isinstance(published.payload, OrderPlaced)
     assert published.payload.order_id == "W-1001"
+
+
+def test_a_pickup_publishes_its_own_receipt_till_and_the_codes_presented() -> None:
+    """A pickup's order id is the online order's: the handover receipt and till are its own
+    fields, so the receipt as printed still names it (they were dropped before)."""
+    pickup = {**SALE, "pickup_order_id": "W-1001", "till_id": " T3 ", "coupons": ["FLYER-7"]}
+
+    published = from_receipt(Receipt.model_validate(pickup), NOW, "t")
+
+    assert published is not None
+    assert isinstance(published.payload, OrderPlaced)
+    order = published.payload
+    assert (order.order_id, order.receipt_id, order.till_id) == ("W-1001", "BCN-01:R1", "T3")
+    assert order.coupons == ["FLYER-7"]
+
+
+def test_an_end_of_day_rows_coupons_are_its_receipts() -> None:
+    upload = (
+        b"store_id,till_id,receipt_id,occurred_at,currency,sku,quantity,unit_price,"
+        b"receipt_total,loyalty_id,coupons\n"
+        b"BCN-01,T1,R1,2026-12-01T10:00:00Z,EUR,SKU-1,1,59.90,99.80,LOY-1,SPRING10; FLYER-7\n"
+        b"BCN-01,T1,R1,2026-12-01T10:00:00Z,EUR,SKU-2,1,39.90,99.80,LOY-1,SPRING10; FLYER-7\n"
+        b"BCN-01,T1,R2,2026-12-01T11:00:00Z,EUR,SKU-1,1,59.90,59.90,LOY-1,\n"
+    )
+
+    first, second = read_upload(upload, NOW, "t").interactions
+
+    assert isinstance(first.payload, OrderPlaced)
+    assert isinstance(second.payload, OrderPlaced)
+    assert (first.payload.coupons, first.payload.till_id) == (["SPRING10", "FLYER-7"], "T1")
+    assert (first.payload.order_id, first.payload.receipt_id) == ("BCN-01:R1", "BCN-01:R1")
+    assert second.payload.coupons == []

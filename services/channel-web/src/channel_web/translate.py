@@ -231,9 +231,18 @@ def _order_completed(properties: Mapping[str, Any]) -> OrderPlaced:
         total=total,
         tax=_money(properties.get("tax"), properties),
         discount=_money(properties.get("discount"), properties),
+        shipping=_money(properties.get("shipping"), properties),
+        coupons=_coupons(properties.get("coupon")),
         cart_id=_text(properties.get("cart_id")),
         quote_id=_text(properties.get("quote_id")),
     )
+
+
+def _coupons(value: Any) -> list[str]:
+    """The spec's `coupon` is one code; a site that takes several may send a list. A blank
+    is none."""
+    values = value if isinstance(value, list) else [value]
+    return [code for v in values if (code := (_text(v) or "").strip())]
 
 
 def _order_cancelled(properties: Mapping[str, Any]) -> OrderPlaced:

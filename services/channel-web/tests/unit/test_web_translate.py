@@ -96,3 +96,46 @@ def test_a_call_forwarded_with_segments_corrected_timestamp_is_not_corrected_aga
 
     assert forwarded == datetime(2026, 12, 1, 11, 51, tzinfo=UTC)
     assert from_the_device == datetime(2026, 12, 1, 11, 51, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("coupon", "expected"),
+    [("SPRING10", ["SPRING10"]), (" SPRING10 ", ["SPRING10"]), (["A1", "", "B2"], ["A1", "B2"])],
+)
+def test_an_orders_coupon_and_shipping_are_kept(coupon: object, expected: list[str]) -> None:
+    """The spec's `coupon` ties the sale to the campaign that brought it; `shipping` is part of
+    the total (both were dropped before)."""
+    order = call(
+        type="track",
+        userId="u-ana",
+        event="Order Completed",
+        properties={
+            "order_id": "W-1",
+            "total": 14.95,
+            "shipping": 4.95,
+            "coupon": coupon,
+            "currency": "EUR",
+            "products": [{"sku": "S", "price": 10}],
+        },
+    )
+
+    payload = translate(order, RECEIVED, "t").payload
+
+    assert isinstance(payload, OrderPlaced)
+    assert payload.coupons == expected
+    assert payload.shipping is not None
+    assert (str(payload.shipping.amount), payload.shipping.currency) == ("4.95", "EUR")
+
+
+def test_an_order_without_a_coupon_or_shipping_serialises_as_before() -> None:
+    """Readers built before the fields existed refuse unknown ones: absent, not null or []."""
+    order = call(
+        type="track",
+        userId="u-ana",
+        event="Order Completed",
+        properties={"order_id": "W-1", "total": 10, "coupon": "", "products": [{"sku": "S"}]},
+    )
+
+    payload = translate(order, RECEIVED, "t").payload.model_dump(mode="json")
+
+    assert not {"coupons", "shipping", "receipt_id", "till_id"} & payload.keys()

@@ -270,6 +270,20 @@ def test_lifetime_value_counts_each_order_once_and_drops_cancellations() -> None
     assert view.lifetime_value == {"EUR": "59.90"}
 
 
+def test_an_orders_codes_stay_on_it_through_updates_that_do_not_repeat_them() -> None:
+    """The web shop sends the coupon with `Order Completed`, not with the pickup at the store."""
+    order = sample_payloads()["order"].model_copy(update={"coupons": ["FLYER-7"]})
+    picked_up = order.model_copy(update={"status": OrderStatus.PICKED_UP, "coupons": []})
+
+    placed = derive_view([entry(1, "order", payload=order)], WINDOW)
+    collected = derive_view(
+        [entry(1, "order", payload=order), entry(2, "order", payload=picked_up)], WINDOW
+    )
+
+    assert [o.coupons for o in placed.orders] == [["FLYER-7"]]
+    assert [(o.status, o.coupons) for o in collected.orders] == [("picked_up", ["FLYER-7"])]
+
+
 def test_a_conversation_continues_across_channels_within_the_window() -> None:
     view = derive_view(
         [

@@ -203,6 +203,15 @@ class OrderStatus(StrEnum):
     REFUNDED = "refunded"
 
 
+CouponCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+"""A code as the customer gave it (a coupon, a voucher, a printed flyer's campaign code)."""
+
+
+def _absent(value: object) -> bool:
+    """Left out of the record when not given: records without it serialise as before."""
+    return value is None or value == []
+
+
 class OrderPlaced(_Model):
     """An order or store receipt, online or in a store."""
 
@@ -223,10 +232,47 @@ class OrderPlaced(_Model):
         max_length=100,
         description="The offers service's quote the prices came from (`POST /v1/quotes`).",
     )
+    shipping: Money | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="What delivery cost, part of `total`. Absent when the channel gave none.",
+    )
+    coupons: list[CouponCode] = Field(
+        default_factory=list,
+        max_length=20,
+        exclude_if=_absent,
+        description="Codes the customer presented with the order (a coupon, a voucher, a "
+        "printed campaign's code), as the channel took them: what ties an offline campaign to "
+        "the sales it brought, in any channel. Absent when none.",
+        examples=[["SPRING10"]],
+    )
+    receipt_id: str | None = Field(
+        default=None,
+        max_length=200,
+        exclude_if=_absent,
+        description="The store receipt that recorded it, `<store_id>:<receipt_id>` as printed: "
+        "for a pickup, whose `order_id` is the online order's, the handover receipt. Absent "
+        "outside stores.",
+        examples=["BCN-01:R-000123"],
+    )
+    till_id: str | None = Field(
+        default=None,
+        max_length=100,
+        exclude_if=_absent,
+        description="The till that took it, in the store. Absent when not known.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> OrderPlaced:
-        _one_currency([self.total, self.tax, self.discount, *(i.unit_price for i in self.items)])
+        _one_currency(
+            [
+                self.total,
+                self.tax,
+                self.discount,
+                self.shipping,
+                *(i.unit_price for i in self.items),
+            ]
+        )
         if self.fulfilment in (Fulfilment.STORE_PICKUP, Fulfilment.IN_STORE) and not self.store_id:
             raise PydanticCustomError(
                 "store_required",

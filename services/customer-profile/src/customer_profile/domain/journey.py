@@ -154,7 +154,9 @@ def summarise(payload: Payload, channel: str) -> str:  # noqa: PLR0911 - one lin
         case OrderPlaced():
             where = f"in store {payload.store_id}" if payload.store_id else payload.sold_via.value
             status = f"Order {payload.order_id} {payload.status.value}"
-            return f"{status}: {_money(payload.total)}, {where}, {_words(payload.fulfilment.value)}"
+            codes = f", with {', '.join(payload.coupons)}" if payload.coupons else ""
+            how = f"{where}, {_words(payload.fulfilment.value)}{codes}"
+            return f"{status}: {_money(payload.total)}, {how}"
         case CallHappened():
             seconds = payload.duration_seconds
             length = f" after {seconds}s" if seconds is not None else ""

@@ -93,6 +93,11 @@ class OrderSummary(BaseModel):
     store_id: str | None
     total: dict[str, Any]
     item_count: int
+    coupons: list[str] = Field(
+        default_factory=list,
+        description="The codes the customer presented with it (a later update without any keeps "
+        "them).",
+    )
 
 
 class SurveyResult(BaseModel):
@@ -371,6 +376,7 @@ def _order(view: ProfileView, entry: JourneyEntry) -> None:
         store_id=payload.get("store_id"),
         total=payload["total"],
         item_count=sum(item["quantity"] for item in payload["items"]),
+        coupons=payload.get("coupons") or (existing.coupons if existing else []),
     )
     if existing is None:
         view.order_count += 1
