@@ -18,6 +18,11 @@ def call(**fields: Any) -> Call:
     return Call.model_validate({"messageId": "m1", **fields})
 
 
+def order_completed(**properties: Any) -> Call:
+    """Ana's `Order Completed` with these properties."""
+    return call(type="track", userId="u-ana", event="Order Completed", properties=properties)
+
+
 def test_a_group_calls_traits_are_the_groups_not_the_users_identifiers() -> None:
     """Segment's group spec reserves `email` and `phone` for the company."""
     grouped = call(
@@ -39,16 +44,11 @@ def test_a_group_calls_traits_are_the_groups_not_the_users_identifiers() -> None
 def test_an_order_with_a_quantity_no_till_could_charge_is_kept_as_custom_saying_so(
     quantity: object,
 ) -> None:
-    order = call(
-        type="track",
-        userId="u-ana",
-        event="Order Completed",
-        properties={
-            "order_id": "W-1",
-            "total": 10,
-            "currency": "EUR",
-            "products": [{"sku": "S", "price": 5, "quantity": quantity}],
-        },
+    order = order_completed(
+        order_id="W-1",
+        total=10,
+        currency="EUR",
+        products=[{"sku": "S", "price": 5, "quantity": quantity}],
     )
 
     published = translate(order, RECEIVED, "t")
@@ -62,12 +62,7 @@ def test_a_whole_quantity_is_taken_as_sent(quantity: object, expected: int) -> N
     product: dict[str, Any] = {"sku": "S", "price": 5}
     if quantity is not None:
         product["quantity"] = quantity
-    order = call(
-        type="track",
-        userId="u-ana",
-        event="Order Completed",
-        properties={"order_id": "W-1", "total": 10, "currency": "EUR", "products": [product]},
-    )
+    order = order_completed(order_id="W-1", total=10, currency="EUR", products=[product])
 
     payload = translate(order, RECEIVED, "t").payload
 
@@ -105,18 +100,13 @@ def test_a_call_forwarded_with_segments_corrected_timestamp_is_not_corrected_aga
 def test_an_orders_coupon_and_shipping_are_kept(coupon: object, expected: list[str]) -> None:
     """The spec's `coupon` ties the sale to the campaign that brought it; `shipping` is part of
     the total (both were dropped before)."""
-    order = call(
-        type="track",
-        userId="u-ana",
-        event="Order Completed",
-        properties={
-            "order_id": "W-1",
-            "total": 14.95,
-            "shipping": 4.95,
-            "coupon": coupon,
-            "currency": "EUR",
-            "products": [{"sku": "S", "price": 10}],
-        },
+    order = order_completed(
+        order_id="W-1",
+        total=14.95,
+        shipping=4.95,
+        coupon=coupon,
+        currency="EUR",
+        products=[{"sku": "S", "price": 10}],
     )
 
     payload = translate(order, RECEIVED, "t").payload
@@ -129,12 +119,7 @@ def test_an_orders_coupon_and_shipping_are_kept(coupon: object, expected: list[s
 
 def test_an_order_without_a_coupon_or_shipping_serialises_as_before() -> None:
     """Readers built before the fields existed refuse unknown ones: absent, not null or []."""
-    order = call(
-        type="track",
-        userId="u-ana",
-        event="Order Completed",
-        properties={"order_id": "W-1", "total": 10, "coupon": "", "products": [{"sku": "S"}]},
-    )
+    order = order_completed(order_id="W-1", total=10, coupon="", products=[{"sku": "S"}])
 
     payload = translate(order, RECEIVED, "t").payload.model_dump(mode="json")
 
