@@ -16,6 +16,7 @@ from customer_profile.testing import (
     RunningProfileService,
     clear_faults,
     interaction,
+    interleave,
     profile_settings,
     running_profile_service,
 )
@@ -372,26 +373,23 @@ async def test_a_request_recorded_between_the_erasures_listing_and_its_delete_is
     store = svc.service.store
     late = Conflict(UNVERIFIED_MERGE, None, tuple(sorted([ana, bo])), ("phone:+34612345601",))
     [request_id] = conflict_ids([(late, "evt-late")])
-    listed = store._merge_requests
     raised: list[str] = []
 
-    async def listed_then_raised(aliases: list[str], events: list[str]) -> list[str]:
-        found = await listed(aliases, events)
-        if not raised:  # the first listing only: the racing batch writes once
-            raised.append(request_id)
-            await store.record_conflicts([(late, "evt-late")])
-        return found
+    async def a_batch_raises_one() -> None:
+        raised.append(request_id)
+        await store.record_conflicts([(late, "evt-late")])
 
-    store._merge_requests = listed_then_raised  # type: ignore[method-assign]
-    await svc.http.delete(f"/v1/customers/{ana}")
-    done = await eventually(
+    # The erasure notes what it listed, then deletes: the batch writes in between.
+    interleave(store._erasures, "note_withdrawn", a_batch_raises_one)
+    first = await svc.http.delete(f"/v1/customers/{ana}")
+    await eventually(  # completed again in the background (`keep_finishing`)
         lambda: svc.http.delete(f"/v1/customers/{ana}"),
-        until=lambda r: r.status_code == 200,
+        until=lambda r: r.json()["status"] == "done",
         timeout=30,
     )
 
     assert raised == [request_id]
-    assert done.json()["status"] == "done"
+    assert first.json()["status"] == "pending", "it found one more request to announce"
     assert await svc.get("/v1/merge-requests") == []
     assert await told_of(settings, request_id) == ["withdrawn"]
 
@@ -423,9 +421,8 @@ async def test_a_request_a_batch_records_for_a_customer_erased_after_it_resolved
     queue_name = topic_name(Topic.MERGE_REQUESTS, settings)
 
     async def told_once_erased() -> list[str]:
-        """What the queue says of the request, after asking for the erasure again (which
-        completes it once more if the batch extended it)."""
-        await svc.http.delete(f"/v1/customers/{ana}")
+        """What the queue says of the request (the batch reopened the erasure: it is completed
+        again in the background, `keep_finishing`)."""
         queue = await read_to_end(settings.kafka_bootstrap_servers, queue_name)
         return [json.loads(r.value)["type"] for r in queue if r.value is not None]
 

@@ -27,6 +27,7 @@ from bson import ObjectId
 from pymongo import DeleteOne
 
 from customer_profile.adapters.store import ProfileStore
+from customer_profile.domain.identity import UNVERIFIED_MERGE, Conflict
 from customer_profile.domain.profile import ProfileView, derive_view
 from customer_profile.service.batches import is_transient
 from customer_profile.service.pipeline import BatchOutcome, Pipeline
@@ -44,6 +45,7 @@ from customer_profile.testing import (
     interleave,
     profile_settings,
     raw_records,
+    wrap_once,
 )
 from hilo.contract import Interaction
 from hilo.kafka import KafkaPublisher, Record, create_broker
@@ -1423,3 +1425,94 @@ async def test_a_batch_of_two_cards_for_one_profile_that_failed_midway_completes
     assert await harness.store.profiles.count_documents({"merging_in": {"$exists": True}}) == 0
     assert await harness.store.profiles.count_documents({"merge_pending": True}) == 0
     await harness.current_view_of_whole_journey(shared, entries=3)
+
+
+async def ana_and_bo_asked_together(harness: Harness) -> tuple[str, Interaction]:
+    """Ana (a phone) and Bo (an email), and an unverified event with both and a new customer
+    number: it makes a profile for the number and a merge request naming Ana and Bo. Ana's id."""
+    phone, email = "+34600888001", "bo@example.com"
+    await harness.pipeline.process(raw_records([interaction("ana1", minutes=0, phone=phone)]))
+    [ana] = [doc["_id"] async for doc in harness.store.profiles.find({})]
+    await harness.pipeline.process(raw_records([interaction("bo1", minutes=1, email=email)]))
+    both = interaction("asks", minutes=2, phone=phone, email=email, customer_id="C-777")
+    return ana, both.model_copy(update={"identity_trust": "unverified"})
+
+
+async def merge_request_types(settings: HiloSettings) -> list[str]:
+    records = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.MERGE_REQUESTS, settings)
+    )
+    return [json.loads(record.value)["type"] for record in records]
+
+
+async def test_a_request_published_after_the_erasure_withdrew_it_is_withdrawn_again(
+    harness: Harness, settings: HiloSettings
+) -> None:
+    """Ana's erasure runs whole between the batch recording the merge request naming her and
+    publishing it: it withdraws the request, then the batch publishes `requested`. The batch's
+    check after publishing notes it on the erasure again, whose next completion withdraws it
+    once more, so a reader following the queue does not see it open for good."""
+    ana, asks = await ana_and_bo_asked_together(harness)
+
+    async def recorded_then_erased(record: Any, conflicts: Any) -> set[str]:
+        decided: set[str] = await record(conflicts)
+        await erase(harness, ana)
+        return decided
+
+    wrap_once(harness.store, "record_conflicts", recorded_then_erased)
+    await harness.pipeline.process(raw_records([asks]))
+    [erasure] = await harness.store.unfinished_erasures()
+    await Privacy(harness.store, harness.publisher, harness.pipeline._sealer).complete(erasure)
+
+    assert await merge_request_types(settings) == ["withdrawn", "requested", "withdrawn"]
+    assert await harness.store.conflicts.count_documents({}) == 0
+
+
+async def test_a_request_a_crashed_batch_recorded_for_a_customer_erased_meanwhile_is_withdrawn(
+    harness: Harness, settings: HiloSettings
+) -> None:
+    """Ana is erased after the batch resolved and before it records the merge request naming
+    her; the batch crashes right after. Redelivered, its event is Ana's from before her erasure
+    and is dropped, and nothing it wrote for her is an entry: the request it left is found by
+    the event that raised it, deleted and withdrawn (the first attempt may have published it)."""
+    ana, asks = await ana_and_bo_asked_together(harness)
+
+    async def erased_recorded_then_crash(record: Any, conflicts: Any) -> set[str]:
+        await erase(harness, ana)
+        await record(conflicts)
+        raise InjectedFault("after-record_conflicts")
+
+    wrap_once(harness.store, "record_conflicts", erased_recorded_then_crash)
+    with pytest.raises(InjectedFault):
+        await harness.pipeline.process(raw_records([asks]))
+    outcome = await harness.pipeline.process(raw_records([asks]))
+    [erasure] = await harness.store.unfinished_erasures()
+    await Privacy(harness.store, harness.publisher, harness.pipeline._sealer).complete(erasure)
+
+    assert outcome.erased == 1
+    assert await harness.store.conflicts.count_documents({}) == 0
+    assert await merge_request_types(settings) == ["withdrawn"]
+
+
+async def test_a_completion_finishes_no_erasure_another_noted_a_request_of_since(
+    harness: Harness, settings: HiloSettings
+) -> None:
+    """Two completions of one erasure at once (two instances' background loops): B notes and
+    deletes a request A listed too early to see, then dies before publishing. A publishes only
+    what it noted: it must not mark the erasure done, or the request is never withdrawn."""
+    ana, _ = await ana_and_bo_asked_together(harness)
+    await erase(harness, ana)
+    read_by_a = await harness.store.erasure_of(ana)
+    assert read_by_a is not None
+    assert read_by_a.done
+    [bo] = [doc["_id"] async for doc in harness.store.profiles.find({"_id": {"$ne": ana}})]
+    late = Conflict(UNVERIFIED_MERGE, None, tuple(sorted([ana, bo])), ("phone:+34600888001",))
+    await harness.store.record_conflicts([(late, "evt-late")])
+
+    await harness.store.erase_for(read_by_a, read_by_a.aliases)  # B, which then dies
+
+    assert not await harness.store.erasure_finished(read_by_a), "A's finish is refused"
+    [left] = await harness.store.unfinished_erasures()
+    await Privacy(harness.store, harness.publisher, harness.pipeline._sealer).complete(left)
+    assert await merge_request_types(settings) == ["withdrawn"]
+    assert await harness.store.conflicts.count_documents({}) == 0

@@ -205,6 +205,21 @@ def interleave(obj: object, method: str, meanwhile: Callable[[], Awaitable[None]
     setattr(obj, method, later)
 
 
+def wrap_once(obj: object, method: str, wrapper: Callable[..., Awaitable[Any]]) -> None:
+    """Make the next call of `obj.<method>` go through `wrapper(real, *args, **kwargs)`, which
+    decides what happens before and after the real work (other writers, a crash); later calls,
+    and those `wrapper` makes, go straight through (undo with `clear_faults`)."""
+    original = getattr(obj, method)
+    waiting = [wrapper]
+
+    async def once(*args: Any, **kwargs: Any) -> Any:
+        if waiting:
+            return await waiting.pop()(original, *args, **kwargs)
+        return await original(*args, **kwargs)
+
+    setattr(obj, method, once)
+
+
 def clear_faults(obj: object, *methods: str) -> None:
     """Undo `inject_fault`: the class's own methods answer again."""
     for method in methods:

@@ -77,16 +77,23 @@ class ConflictCollection:
         ordered = sorted(found.values(), key=lambda doc: (doc["at"], doc["_id"]))
         return [{"id": doc.pop("_id"), **doc} for doc in ordered]
 
+    async def requests_of(self, aliases: list[str], raised_by: Iterable[str] = ()) -> list[str]:
+        """The ids of the merge requests among `of`: what an erasure of them withdraws."""
+        return [str(doc["id"]) for doc in await self.of(aliases, raised_by) if _request(doc)]
+
+    async def requests_raised_by(self, event_ids: Iterable[str]) -> dict[str, list[str]]:
+        """Merge request id -> the customers it names, of those these events raised."""
+        found = find_in(self.collection, "event_id", event_ids, {"reason": 1, "customer_ids": 1})
+        return {str(doc["_id"]): list(doc["customer_ids"]) async for doc in found if _request(doc)}
+
     async def merge_requests(self, status: str, limit: int) -> list[MongoDocument]:
         """Merge requests in this status, oldest first."""
         cursor = self.collection.find({"status": status}).sort("at", ASCENDING).limit(limit)
-        return [doc async for doc in cursor if doc.get("reason") in MERGE_REQUEST_REASONS]
+        return [doc async for doc in cursor if _request(doc)]
 
     async def merge_request(self, request_id: str) -> MongoDocument | None:
         found = await self.collection.find_one({"_id": request_id})
-        if found is None or found.get("reason") not in MERGE_REQUEST_REASONS:
-            return None
-        return found
+        return found if found is not None and _request(found) else None
 
     async def note_confirming(self, request_id: str, by: str) -> bool:
         """Mark a pending request as having had a confirmation sent (it may land any time);
@@ -115,23 +122,29 @@ class ConflictCollection:
         )
         return result.modified_count == 1
 
-    async def erase(
-        self, aliases: list[str], event_ids: list[str], requests: list[str] | None = None
-    ) -> int:
+    async def erase(self, aliases: list[str], event_ids: list[str]) -> int:
         """The conflicts that name these customers, and those their own events raised: an event
         that made a new profile rather than join others (unverified, kept apart) names only the
-        others, but its identifiers, the erased person's, are among the conflict's keys.
+        others, but its identifiers, the erased person's, are among the conflict's keys."""
+        found = await self.collection.delete_many({"customer_ids": {"$in": aliases}})
+        return found.deleted_count + await delete_in(self.collection, "event_id", event_ids)
 
-        Given `requests`, of the merge requests only those go (the ones an erasure noted as
-        withdrawn): one recorded since stays to be noted and deleted in turn."""
-        where: MongoDocument = {}
-        if requests is not None:
-            where = {"reason": {"$nin": sorted(MERGE_REQUEST_REASONS)}}
-        found = await self.collection.delete_many({"customer_ids": {"$in": aliases}, **where})
-        deleted = found.deleted_count + await delete_in(
-            self.collection, "event_id", event_ids, where
-        )
-        return deleted + await delete_in(self.collection, "_id", requests or [])
+    async def erase_noted(self, aliases: list[str], event_ids: list[str], noted: list[str]) -> int:
+        """What `erase` deletes, except merge requests an erasure has not `noted` as withdrawn:
+        one recorded since it listed them stays, to be noted and deleted in turn."""
+        deleted = await self.collection.delete_many({"customer_ids": {"$in": aliases}, **_OTHERS})
+        deleted_count = deleted.deleted_count
+        deleted_count += await delete_in(self.collection, "event_id", event_ids, _OTHERS)
+        return deleted_count + await delete_in(self.collection, "_id", noted)
+
+
+def _request(conflict: MongoDocument) -> bool:
+    """Whether a stored conflict is a merge request (a person decides it)."""
+    return conflict.get("reason") in MERGE_REQUEST_REASONS
+
+
+_OTHERS: MongoDocument = {"reason": {"$nin": sorted(MERGE_REQUEST_REASONS)}}
+"""The conflicts that are not merge requests (as a filter)."""
 
 
 PENDING = "pending"

@@ -15,6 +15,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, ReturnDocument, UpdateOne
@@ -134,19 +135,49 @@ class ErasureCollection:
         )
         await self.suppress(named, erasure.requested_at)
 
-    async def note_withdrawn(self, erasure: Erasure, request_ids: Iterable[str]) -> Erasure:
-        """Note merge requests the erasure withdraws, before they are deleted: a completion that
-        fails after deleting them still publishes them when it is completed again. The erasure
-        with every request noted so far, by any completion (as stored)."""
+    async def note_withdrawn(
+        self, erasure: Erasure, request_ids: Iterable[str], *, again: bool = False
+    ) -> Erasure:
+        """Note merge requests the erasure withdraws, before they are deleted, and leave it to
+        be completed again: noted, they are published by whichever completion finishes it, even
+        if the one that noted them fails after deleting them.
+
+        The erasure as the caller is to complete it: with every request noted so far (as
+        stored), and the generation the note made when nobody changed the erasure since the
+        caller read it (a completion that noted them publishes them itself); otherwise the
+        generation read, so its completion ends pending and the next one publishes them. With
+        nothing new to note, nothing changes, unless `again`: requests published as requested
+        after their withdrawn was (by a batch racing the erasure) are withdrawn once more."""
+        ids = sorted(set(request_ids))
+        if not ids or (not again and set(ids) <= set(erasure.withdrawn_requests)):
+            return erasure
+        update: MongoDocument = {
+            "$addToSet": {"withdrawn_requests": {"$each": ids}},
+            "$set": {"done": False},
+            "$inc": {"generation": 1},
+        }
+        read = erasure.generation or {"$in": [None, 0]}  # none stored before any extension
+        stored = await self._noted({"_id": erasure.customer_id, "generation": read}, update)
+        if stored is not None:
+            return replace(erasure, done=False, **stored)
+        stored = await self._noted({"_id": erasure.customer_id}, update)
+        if stored is None:
+            return erasure
+        return replace(erasure, withdrawn_requests=stored["withdrawn_requests"])
+
+    async def _noted(self, where: MongoDocument, update: MongoDocument) -> dict[str, Any] | None:
         stored = await self.erasures.find_one_and_update(
-            {"_id": erasure.customer_id},
-            {"$addToSet": {"withdrawn_requests": {"$each": sorted(set(request_ids))}}},
-            projection={"withdrawn_requests": 1},
+            where,
+            update,
+            projection={"withdrawn_requests": 1, "generation": 1},
             return_document=ReturnDocument.AFTER,
         )
         if stored is None:
-            return erasure
-        return replace(erasure, withdrawn_requests=list(stored.get("withdrawn_requests", [])))
+            return None
+        return {
+            "withdrawn_requests": list(stored.get("withdrawn_requests", [])),
+            "generation": stored.get("generation", 0),
+        }
 
     async def unfinished(self) -> list[Erasure]:
         return [_erasure(doc) async for doc in self.erasures.find({"done": False})]

@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from customer_profile.domain.identity import Conflict, conflict_ids, split_key
+from customer_profile.domain.identity import (
+    MERGE_REQUEST_REASONS,
+    Conflict,
+    conflict_ids,
+    split_key,
+)
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import ProfileView
 from customer_profile.service.ports import (
@@ -350,7 +355,10 @@ class InMemoryStore:
             del self.identities[key]
 
     async def forget_erased(
-        self, customer_ids: Iterable[str], subject: Callable[[str], str]
+        self,
+        customer_ids: Iterable[str],
+        subject: Callable[[str], str],
+        published: Mapping[str, Sequence[str]] | None = None,
     ) -> set[str]:
         """Nothing to erase again: the in-memory store records no erasures of profiles."""
         return set()
@@ -368,6 +376,14 @@ class InMemoryStore:
                 "event_id": event_id,
             }
         return set()
+
+    async def merge_requests_raised_by(self, event_ids: Iterable[str]) -> dict[str, list[str]]:
+        raised_by = set(event_ids)
+        return {
+            conflict_id: list(conflict["customer_ids"])
+            for conflict_id, conflict in self.conflicts.items()
+            if conflict["event_id"] in raised_by and conflict["reason"] in MERGE_REQUEST_REASONS
+        }
 
 
 def _fresh(view: ProfileView | None) -> ProfileView | None:

@@ -32,7 +32,7 @@ from customer_profile.adapters.identities import IdentityCollection
 from customer_profile.adapters.journey import JourneyCollection
 from customer_profile.adapters.profiles import ProfileCollection
 from customer_profile.adapters.splits import Split, SplitCollection
-from customer_profile.domain.identity import MERGE_REQUEST_REASONS, Conflict
+from customer_profile.domain.identity import Conflict
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.service.ports import (
     HOLD_EXPIRY,
@@ -325,6 +325,9 @@ class ProfileStore:
     async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> set[str]:
         return await self._conflicts.record(conflicts)
 
+    async def merge_requests_raised_by(self, event_ids: Iterable[str]) -> dict[str, list[str]]:
+        return await self._conflicts.requests_raised_by(event_ids)
+
     async def conflicts_of(
         self, aliases: list[str], raised_by: Iterable[str] = ()
     ) -> list[MongoDocument]:
@@ -383,72 +386,54 @@ class ProfileStore:
         write entries, views or claims for the customer: whatever it writes before the heads go
         is deleted by the steps after, and a batch that writes after finds the head gone when it
         checks, once it has written, and deletes what it wrote (`forget_erased`)."""
-        deleted, _ = await self._erase(aliases, None, reopen=False)
-        return deleted
+        profiles = await self._profiles.erase(aliases)
+        # Before the entries that name the events behind its conflicts go.
+        conflicts = await self._conflicts.erase(aliases, await self._journey.ids_of(aliases))
+        return await self._erase_the_rest(aliases, profiles, conflicts)
 
     async def erase_for(
-        self, erasure: Erasure, aliases: list[str], *, reopen: bool
+        self, erasure: Erasure, aliases: list[str]
     ) -> tuple[dict[str, int], Erasure]:
         """`erase` for an erasure, which withdraws the merge requests involved: each is noted on
         it (to be published as withdrawn) before it is deleted, and only those noted are deleted.
         One recorded after they were listed stays for whoever looks next (`forget_erased`, run
         by the completion after this and by a batch after its writes), never deleted unannounced.
-
-        `reopen`: a caller that does not publish what it noted (`forget_erased`) leaves the
-        erasure to be completed again. The erasure with every request noted so far."""
-        deleted, noted = await self._erase(aliases, erasure, reopen=reopen)
-        return deleted, noted or erasure
-
-    async def _erase(
-        self, aliases: list[str], erasure: Erasure | None, *, reopen: bool
-    ) -> tuple[dict[str, int], Erasure | None]:
+        The erasure as the caller is to complete it (`ErasureCollection.note_withdrawn`)."""
         profiles = await self._profiles.erase(aliases)
-        # Before the entries that name the events behind its conflicts go.
         events = await self._journey.ids_of(aliases)
-        requests = None
-        if erasure is not None:
-            requests = await self._merge_requests(aliases, events)
-            erasure = await self._withdraw(erasure, requests, reopen=reopen)
-        conflicts = await self._conflicts.erase(aliases, events, requests)
-        journey = await self._journey.erase(aliases)
-        identities = await self._identities.erase(aliases)
-        splits = await self._splits.erase(aliases)
-        deleted = {
-            "journey_entries": journey,
-            "identities": identities,
+        requests = await self._conflicts.requests_of(aliases, events)
+        erasure = await self._erasures.note_withdrawn(erasure, requests)
+        conflicts = await self._conflicts.erase_noted(aliases, events, requests)
+        return await self._erase_the_rest(aliases, profiles, conflicts), erasure
+
+    async def _erase_the_rest(
+        self, aliases: list[str], profiles: int, conflicts: int
+    ) -> dict[str, int]:
+        """After the heads and the conflicts: the entries, claims and splits."""
+        return {
+            "journey_entries": await self._journey.erase(aliases),
+            "identities": await self._identities.erase(aliases),
             "conflicts": conflicts,
             "profiles": profiles,
-            "splits": splits,
+            "splits": await self._splits.erase(aliases),
         }
-        return deleted, erasure
-
-    async def _withdraw(self, erasure: Erasure, requests: list[str], *, reopen: bool) -> Erasure:
-        """Note on the erasure the merge requests it withdraws, before they are deleted (decided
-        ones too: a decision recorded while the erasure ran may never have reached Kafka, and
-        for a reader following the queue, withdrawn after confirmed still closes it)."""
-        if not set(requests) - set(erasure.withdrawn_requests):
-            return erasure
-        if reopen:  # first: a failure after noting must still leave it to be completed
-            await self._erasures.extend(erasure, [], [])
-        return await self._erasures.note_withdrawn(erasure, requests)
-
-    async def _merge_requests(self, aliases: list[str], events: list[str]) -> list[str]:
-        """The merge requests that go with these profiles: those naming them and those their
-        own events raised (see `ConflictCollection.erase`)."""
-        involved = await self._conflicts.of(aliases, events)
-        return [str(c["id"]) for c in involved if c.get("reason") in MERGE_REQUEST_REASONS]
 
     async def erase_created(self, customer_ids: Iterable[str]) -> None:
         if ids := sorted(set(customer_ids)):
             await self.erase(ids)
 
     async def forget_erased(
-        self, customer_ids: Iterable[str], subject: Callable[[str], str]
+        self,
+        customer_ids: Iterable[str],
+        subject: Callable[[str], str],
+        published: Mapping[str, Sequence[str]] | None = None,
     ) -> set[str]:
-        """Of these profiles, whose heads a writer found gone after writing for them (or an
-        erasure after deleting them), erase those an erasure names (`erase`), with every profile
-        merged into them, and answer which. Only an erasure deletes a head; anything else is
-        left alone.
+        """Of these profiles (a writer wrote for them or named them in a merge request, an
+        erasure deleted them), erase those an erasure names (`erase`), with every profile merged
+        into them, and answer which. Anything else is left alone.
+
+        `published`: merge request id -> the profiles it names, for requests the writer
+        published: one naming an erased profile is withdrawn (again) after it.
 
         What the writer joined to the person goes as if it had been theirs when the erasure was
         asked for: a profile it merged into theirs, identifiers it claimed or used for them. The
@@ -471,8 +456,10 @@ class ProfileStore:
             joined -= set(erasure.subjects)
             if joined or not set(gone) <= set(erasure.aliases):
                 await self._erasures.extend(erasure, gone, joined)
+            ours = [r for r, named in (published or {}).items() if found & set(named)]
+            noted = await self._erasures.note_withdrawn(erasure, ours, again=True)
             # Requests the writer raised for them: published as withdrawn by the completion.
-            await self.erase_for(erasure, gone, reopen=True)
+            await self.erase_for(noted, gone)
             erased |= found
         return erased
 

@@ -212,7 +212,7 @@ class Pipeline:
         outcome.profiles = await self._update_profiles(before, entries, rebuild)
         lap("views")
         await self._publish([*entries, *repairs], outcome, dead)
-        await self._forget_erased_meanwhile(entries, outcome)
+        await self._forget_erased_meanwhile(entries, outcome, resolution.conflicts)
         lap("publish")
         await self._store.settle(
             [e.id for e in [*entries, *repairs]], [m.absorbed for m in unfinished]
@@ -320,19 +320,24 @@ class Pipeline:
         return dropped
 
     async def _forget_erased_meanwhile(
-        self, entries: list[JourneyEntry], outcome: BatchOutcome
+        self,
+        entries: list[JourneyEntry],
+        outcome: BatchOutcome,
+        conflicts: list[tuple[Conflict, str]],
     ) -> None:
         """Erase again what this batch wrote for a customer whose profile had gone by the time
         it was loaded: erased after this batch's check of its events, its entries outlived the
         erasure (`ProfileStore.erase`). Saved profiles found gone are `publish_overtaken`'s.
 
-        So do the profiles its merge requests name: a request recorded after their erasure
+        So do the profiles its conflicts name: a merge request recorded after their erasure
         listed them would otherwise stay, naming the erased person and holding their identifier
-        (the entry is often another profile's: a newcomer the request keeps apart from them).
+        (the entry is often another profile's: a newcomer the request keeps apart from them),
+        and one the erasure withdrew before this batch published it is withdrawn again after.
         Only an erasure's profiles are touched (`Store.forget_erased`)."""
         gone = {entry.customer_id for entry in entries} - outcome.profiles.keys()
-        named = {c for _, conflict, _ in outcome.merge_requests for c in conflict.customer_ids}
-        await _forget_erased(self._store, gone | named, self._sealer.subject)
+        named = {c for conflict, _ in conflicts for c in conflict.customer_ids}
+        published = {r: list(conflict.customer_ids) for r, conflict, _ in outcome.merge_requests}
+        await _forget_erased(self._store, gone | named, self._sealer.subject, published)
 
     async def _without_erased(
         self,
@@ -372,7 +377,10 @@ class Pipeline:
         into the erased profile: erase them again."""
         customers = {e.customer_id for e in await self._store.unfinished_entries(dropped)}
         customers |= {m.survivor for m in await self._store.unfinished_merges(dropped)}
-        await _forget_erased(self._store, customers, self._sealer.subject)
+        # Its merge requests too: it may have published them, and they name the person.
+        requests = await self._store.merge_requests_raised_by(dropped)
+        customers |= {c for named in requests.values() for c in named}
+        await _forget_erased(self._store, customers, self._sealer.subject, requests)
 
     async def dead_letter(self, record: RawRecord, reason: str, detail: str) -> None:
         """Put one record on the dead-letter topic unchanged, with why in its headers."""
@@ -825,9 +833,14 @@ def profile_snapshot(profile: StoredProfile) -> bytes:
     return pydantic_core.to_json(document)
 
 
-async def _forget_erased(store: Store, customers: set[str], subject: Callable[[str], str]) -> None:
-    """`Store.forget_erased` for profiles a writer found gone after writing, if any."""
-    if customers and (erased := await store.forget_erased(customers, subject)):
+async def _forget_erased(
+    store: Store,
+    customers: set[str],
+    subject: Callable[[str], str],
+    published: Mapping[str, Sequence[str]] | None = None,
+) -> None:
+    """`Store.forget_erased` for the profiles a writer wrote for or named, if any."""
+    if customers and (erased := await store.forget_erased(customers, subject, published)):
         log.warning("writes_for_erased_profiles_deleted", customers=len(erased))
 
 

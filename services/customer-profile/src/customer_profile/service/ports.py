@@ -271,14 +271,21 @@ class Store(Protocol):
         person's erasure deleted their claims after the batch's first check."""
 
     async def forget_erased(
-        self, customer_ids: Iterable[str], subject: Callable[[str], str]
+        self,
+        customer_ids: Iterable[str],
+        subject: Callable[[str], str],
+        published: Mapping[str, Sequence[str]] | None = None,
     ) -> set[str]:
         """Erase again, whole and with every profile merged into them, those of these profiles
-        an erasure names: a writer found their heads gone after writing for them, so what it
-        wrote outlived the erasure. A profile or identifier it joined to the person is added to
-        their erasure (identifiers by `subject`, `hilo.sealing`), which is completed again.
-        Those erased."""
+        an erasure names: a writer wrote for them (or named them in a merge request) after the
+        erasure began, so what it wrote outlived the erasure. A profile or identifier it joined
+        to the person is added to their erasure (identifiers by `subject`, `hilo.sealing`), and
+        a merge request it published naming them (`published`: request id -> profiles named)
+        is withdrawn again after it; the erasure is completed again. Those erased."""
 
     # conflicts
     async def record_conflicts(self, conflicts: list[tuple[Conflict, str]]) -> set[str]:
         """Store them; the ids of the merge requests among them already decided by a person."""
+
+    async def merge_requests_raised_by(self, event_ids: Iterable[str]) -> dict[str, list[str]]:
+        """Merge request id -> the profiles it names, of the requests these events raised."""

@@ -160,7 +160,7 @@ class Privacy:
                 "erasure_extended_to_survivor", customer_id=erasure.customer_id, profiles=added
             )
         forgotten = await self._sealer.keys.forget(held.subjects, made_until=held.requested_at)
-        deleted, erasure = await self._store.erase_for(held, held.aliases, reopen=False)
+        deleted, erasure = await self._store.erase_for(held, held.aliases)
         # A profile merged into theirs after the hold (by a batch that read them unheld) is
         # theirs: added to the erasure, which is completed again, and deleted now.
         await self._store.forget_erased(erasure.aliases, self._sealer.subject)
