@@ -26,12 +26,14 @@ from hilo_devkit.channel_contract import channel_client
 
 class Kafka:
     """The publisher port: away while `down`, takes `delay` seconds per publish, refuses for
-    good the records whose value is in `too_large`, fails with `bug` once if set."""
+    good the records whose value is in `too_large` and for now those in `unreachable`, fails
+    with `bug` once if set."""
 
     def __init__(self, *, down: bool = False, delay: float = 0.0) -> None:
         self.down = down
         self.delay = delay
         self.too_large: set[bytes] = set()
+        self.unreachable: set[bytes] = set()
         self.bug: Exception | None = None
         self.published: list[Record] = []
 
@@ -42,6 +44,8 @@ class Kafka:
             raise bug
         if self.down:
             raise PublishFailed("no acknowledgement") from TimeoutError()
+        if any(record.value in self.unreachable for record in records):
+            raise PublishFailed("no leader for the partition") from TimeoutError()
         if any(record.value in self.too_large for record in records):
             raise PublishFailed("refused") from MessageSizeTooLargeError()
         self.published += records
@@ -73,6 +77,24 @@ async def test_kept_requests_wait_for_kafka_then_go_out_whole_and_in_order(spool
 
     assert kafka.published == [*request(0), *request(1), *request(2)]
     assert await spool.collection.count_documents({}) == 0
+
+
+async def test_a_request_kafka_does_not_take_for_now_waits_behind_the_others(spool: Spool) -> None:
+    """The oldest request's partition has no leader: it must not hold up the others (before,
+    every drain tried it first and stopped there, for as long as the partition was away)."""
+    for n in range(3):
+        await spool.keep(request(n))
+    kafka = Kafka()
+    kafka.unreachable = {request(0)[0].value or b""}
+
+    assert await spool.drain(kafka) == 2
+    assert kafka.published == [*request(1), *request(2)]
+    assert await spool.drain(kafka) == 0, "it waits before it is tried again"
+
+    kafka.unreachable = set()
+    await spool.collection.update_many({}, {"$set": {"lease": datetime.now(UTC)}})  # waited
+    assert await spool.drain(kafka) == 1
+    assert kafka.published[4:] == request(0)
 
 
 async def test_two_instances_draining_at_once_publish_each_request_once(spool: Spool) -> None:

@@ -4,7 +4,10 @@ A channel answers 503 when Kafka does not acknowledge a webhook's events, so the
 it again. Twilio does not: by default it retries once, only when it could not connect, and
 within 15 seconds in all, so an SMS or a call status arriving while Kafka is away would be lost.
 Channels of such providers keep the request's records here instead (already sealed, so nothing
-personal is stored in the clear), answer 200, and publish them in order once Kafka is back.
+personal is stored in the clear), answer 200, and publish them oldest first once Kafka is back.
+One Kafka does not take for now (its partition has no leader, say) waits `BEHIND` and the others
+go out meanwhile, so requests of one key may go out of order: consumers order events by their
+time, not by arrival.
 
 Each request's records are one document, published whole, then deleted. A crash between the two
 publishes them again: they keep their event ids, and every consumer drops a repeated id. Several
@@ -39,6 +42,8 @@ LEASE: Final = timedelta(seconds=30)
 """How long a draining instance owns a document: far above one publish's deadline."""
 FREE: Final = datetime(2000, 1, 1, tzinfo=UTC)
 """The lease of a document nobody is publishing."""
+BEHIND: Final = timedelta(seconds=10)
+"""How long a document Kafka did not take for now waits before it is tried again."""
 
 KEPT = Counter(
     "hilo_channel_requests_spooled_total",
@@ -71,8 +76,12 @@ class Spool:
 
     async def drain(self, publisher: RecordPublisher) -> int:
         """Publish this channel's kept requests, oldest first, until none is left; how many
-        were published. Raises `PublishFailed` while Kafka is away (the document stays)."""
+        were published. A request Kafka does not take for now waits `BEHIND` while the others
+        go out; once two have failed and more failed than went out, Kafka is taken to be away:
+        those that failed are first in line again, and `PublishFailed` is raised (the documents
+        stay), so an outage keeps the order and costs two publishes' deadlines a pass."""
         published = 0
+        failed: list[MongoDocument] = []
         while (kept := await self._claim()) is not None:
             try:
                 records = [_record(document) for document in kept["records"]]
@@ -85,7 +94,12 @@ class Spool:
                 if exc.for_good:
                     await self._set_aside(kept, exc)
                     continue
-                await self._free(kept)  # the next drain, ours or another's, takes it first
+                failed.append(kept)
+                if len(failed) < 2 or len(failed) <= published:
+                    await self._later(kept)  # not first in line: it would hold the rest up
+                    continue
+                for document in failed:
+                    await self._free(document)
                 raise
             except Exception:
                 await self._free(kept)
@@ -117,6 +131,10 @@ class Spool:
             return_document=ReturnDocument.AFTER,
         )
         return claimed
+
+    async def _later(self, kept: MongoDocument) -> None:
+        later = datetime.now(UTC) + BEHIND
+        await self.collection.update_one({"_id": kept["_id"]}, {"$set": {"lease": later}})
 
     async def _free(self, kept: MongoDocument) -> None:
         await self.collection.update_one({"_id": kept["_id"]}, {"$set": {"lease": FREE}})
