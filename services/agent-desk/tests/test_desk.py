@@ -398,6 +398,11 @@ async def test_replies_that_break_a_provider_rule_are_refused_with_the_reason(
             json={"channel": "whatsapp", "template_name": "order_update", "text": "It ships"},
             headers=headers,
         )
+        long_sms = await client.post(
+            f"/customers/{customer}/replies",
+            json={"channel": "sms", "text": "x" * 1_601},
+            headers=headers,
+        )
 
     assert whatsapp.status_code == 409
     assert whatsapp.json()["error"] == (
@@ -415,6 +420,8 @@ async def test_replies_that_break_a_provider_rule_are_refused_with_the_reason(
     )
     assert text_and_template.status_code == 422, "WhatsApp would send the template, not the text"
     assert text_and_template.json()["error"].startswith("Send either the message or the template")
+    assert long_sms.status_code == 422, "Twilio would refuse it after the box was cleared"
+    assert long_sms.json()["error"].startswith("Too long for SMS: 1,601 characters")
 
 
 async def test_a_reply_goes_to_the_address_the_customer_last_wrote_from(

@@ -34,7 +34,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import httpx
 import structlog
@@ -159,10 +159,11 @@ class SendInProgress(Exception):
 ECHO_WAIT_SECONDS = 1.0
 """How long an echo that matches no sent message waits while a send is being stored."""
 
-UNCONFIRMED = (
-    "not confirmed: the channel service stopped while sending it; look at the conversation "
-    "before sending it again"
-)
+CHECK_FIRST: Final = "look at the conversation before sending it again"
+"""How every reason ends whose message may have reached the customer all the same: the desk
+says "perhaps not sent" for those, not "not sent"."""
+
+UNCONFIRMED = f"not confirmed: the channel service stopped while sending it; {CHECK_FIRST}"
 
 
 @dataclass(frozen=True)
@@ -239,8 +240,8 @@ async def provider_call(
         raise SendUnavailable("the channel service is stopping") from exc
     except httpx.HTTPError as exc:
         raise SendUncertain(
-            f"no answer from the provider ({type(exc).__name__}): it may have been sent; look "
-            "at the conversation before sending it again"
+            f"no answer from the provider ({type(exc).__name__}): it may have been sent; "
+            + CHECK_FIRST
         ) from exc
     if response.status_code in RETRYABLE_STATUSES:
         raise SendUnavailable(f"provider answered {response.status_code}", retry_after(response))
@@ -248,8 +249,7 @@ async def provider_call(
         raise SendUnavailable(f"provider did not take it: {reason_of(response)}")
     if response.status_code >= 500:
         raise SendUncertain(
-            f"the provider answered {response.status_code}: it may have been sent; look at the "
-            "conversation before sending it again"
+            f"the provider answered {response.status_code}: it may have been sent; {CHECK_FIRST}"
         )
     if response.status_code >= 400:
         raise SendRefused(reason_of(response))

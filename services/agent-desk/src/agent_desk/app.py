@@ -69,6 +69,7 @@ from agent_desk.policy import (
     default_channel,
     refusal,
     reply_options,
+    too_long,
 )
 from agent_desk.profiles import ProfileApi, ProfileRequestRefused, ProfileUnavailable
 from agent_desk.replies import (
@@ -583,6 +584,19 @@ def _login_refused(
     return response
 
 
+def _unsendable(body: ReplyBody, template: Template | None) -> str | None:
+    """What is wrong with the reply as written, whoever it goes to (answered 422), or None."""
+    text = (body.text or "").strip()
+    if text and template is not None:
+        return "Send either the message or the template, not both: clear one of them."
+    if not text and template is None:
+        label = channel_name(body.channel)
+        if body.template_name:
+            return f"Templates are WhatsApp's: on {label}, write the message instead."
+        return "Write a message first."
+    return too_long(body.channel, text) if text else None
+
+
 async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: str) -> JSONResponse:
     """Check the provider's rules, then publish the command; the page shows it as pending
     until the channel records it sent (or failed, with the provider's reason)."""
@@ -600,16 +614,7 @@ async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: st
         if body.template_name and body.channel == "whatsapp"  # templates are WhatsApp's
         else None
     )
-    if (body.text or "").strip() and template is not None:
-        error = "Send either the message or the template, not both: clear one of them."
-        return JSONResponse({"error": error}, status_code=422)
-    if not (body.text or "").strip() and template is None:
-        label = channel_name(body.channel)
-        error = (
-            f"Templates are WhatsApp's: on {label}, write the message instead."
-            if body.template_name
-            else "Write a message first."
-        )
+    if (error := _unsendable(body, template)) is not None:
         return JSONResponse({"error": error}, status_code=422)
     why = refusal(
         profile,
@@ -617,7 +622,7 @@ async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: st
         template=template is not None,
         purpose=body.purpose,
         now=datetime.now(UTC),
-        whatsapp_window=desk.settings.whatsapp_window,
+        windows=desk.settings.reply_windows,
     )
     if why is not None:
         return JSONResponse({"error": why}, status_code=409)
@@ -808,7 +813,7 @@ async def _panels(desk: Desk, profile: dict[str, Any]) -> dict[str, Any]:
                 template=False,
                 purpose="service",
                 now=now,
-                whatsapp_window=desk.settings.whatsapp_window,
+                windows=desk.settings.reply_windows,
             )
             for o in options
         },

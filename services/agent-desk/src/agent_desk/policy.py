@@ -5,6 +5,10 @@ command is published so the agent reads the reason at once.
   WhatsApp, an email, a page-scoped id for Messenger and Instagram).
 - WhatsApp: free-form text only within the customer-service window after the customer's last
   WhatsApp message; an approved template after that (the provider would refuse it: 131047).
+  Messenger and Instagram: nothing after their window (24 hours; 7 days with the HUMAN_AGENT
+  tag), which Meta refuses ("outside of allowed window").
+- A text no longer than the provider takes: 1,600 characters for SMS (Twilio), 2,000 for
+  Messenger, 1,000 bytes for Instagram, 4,096 characters for WhatsApp.
 - A customer who opted out of a channel (SMS `STOP`: consent `contact` withdrawn) gets nothing
   more on it (Twilio would refuse it: 21610).
 - Marketing needs the customer's consent to `marketing` on that channel (or on every channel).
@@ -118,9 +122,10 @@ def refusal(
     template: bool,
     purpose: str,
     now: datetime,
-    whatsapp_window: timedelta,
+    windows: Mapping[str, timedelta],
 ) -> str | None:
-    """Why this message may not go out on this channel, or None when it may."""
+    """Why this message may not go out on this channel, or None when it may (`windows`: per
+    channel, how long after the customer's last message a free-form reply may go)."""
     consent = (profile.get("view") or {}).get("consent") or []
     label = channel_name(option.channel)
     withdrawn = _latest(consent, "contact", option.channel)
@@ -131,18 +136,44 @@ def refusal(
         granted = _latest(consent, "marketing", option.channel)
         if granted is None or not granted["granted"]:
             return f"The customer has not consented to marketing on {label}."
-    if option.channel == "whatsapp" and not template:
-        last = option.last_inbound
-        if last is None or now - last > whatsapp_window:
-            since = (
-                "never wrote on WhatsApp" if last is None else f"last wrote {_ago(now - last)} ago"
-            )
-            hours = int(whatsapp_window.total_seconds() // 3600)
-            return (
-                f"Outside WhatsApp's {hours}-hour window: the customer {since}. "
-                "Only an approved template can be sent."
-            )
+    window = windows.get(option.channel)
+    if window is None or (template and option.channel == "whatsapp"):
+        return None
+    last = option.last_inbound
+    if last is None or now - last > window:
+        since = f"never wrote on {label}" if last is None else f"last wrote {_ago(now - last)} ago"
+        hours = int(window.total_seconds() // 3600)
+        then = (
+            "Only an approved template can be sent."
+            if option.channel == "whatsapp"
+            else "Meta refuses replies after it: reach them on another channel."
+        )
+        return f"Outside {label}'s {hours}-hour window: the customer {since}. {then}"
     return None
+
+
+TEXT_LIMITS: Mapping[str, tuple[int, str]] = {
+    "sms": (1_600, "characters"),
+    "messenger": (2_000, "characters"),
+    "instagram": (1_000, "bytes"),
+    "whatsapp": (4_096, "characters"),
+}
+"""What each provider takes in one message: Twilio, Meta's Send API, WhatsApp Cloud API."""
+
+
+def too_long(channel: str, text: str) -> str | None:
+    """Why this text is too long for the channel's provider, or None (the agent shortens it
+    before it goes, rather than reading the provider's refusal after)."""
+    if channel not in TEXT_LIMITS:
+        return None
+    limit, unit = TEXT_LIMITS[channel]
+    size = len(text.encode()) if unit == "bytes" else len(text)
+    if size <= limit:
+        return None
+    return (
+        f"Too long for {channel_name(channel)}: {size:,} {unit}, and it takes {limit:,}. "
+        "Shorten it, or send it in parts."
+    )
 
 
 def _last_inbound(profile: Mapping[str, Any]) -> dict[str, datetime]:

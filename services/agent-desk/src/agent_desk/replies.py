@@ -26,19 +26,30 @@ class Thread:
     subject: str | None = None
 
 
-def thread_of(entries: list[Mapping[str, Any]]) -> Thread:
-    """The latest inbound message of a channel's journey page (newest first) and its thread."""
+def thread_of(entries: Sequence[Mapping[str, Any]]) -> Thread:
+    """The latest inbound message of a channel's journey page (newest first) and its thread:
+    the earlier inbound messages of that thread only, oldest first, after its first message
+    (`conversation.thread`, which may be off the page). Another thread's messages in the
+    `References` of a reply would file it, and the customer's answer, under that thread."""
     inbound = [
         e for e in entries if e["type"] == "message" and e["payload"].get("direction") == "inbound"
     ]
     if not inbound:
         return Thread()
     latest = inbound[0]["payload"]
-    earlier = [e["payload"]["provider_message_id"] for e in reversed(inbound[1:])]
+    root = _thread(inbound[0])
+    same = [e for e in inbound[1:] if root is None or _thread(e) == root]
+    earlier = [e["payload"]["provider_message_id"] for e in reversed(same)]
+    if root is not None and root != latest["provider_message_id"]:
+        earlier = list(dict.fromkeys([root, *earlier]))
     subject = latest.get("subject")
     if subject and not subject.lower().startswith("re:"):
         subject = f"Re: {subject}"
     return Thread(latest["provider_message_id"], tuple(earlier), subject and subject[:MAX_SUBJECT])
+
+
+def _thread(entry: Mapping[str, Any]) -> str | None:
+    return (entry.get("conversation") or {}).get("thread")
 
 
 def written_from(entries: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:

@@ -74,6 +74,13 @@ class DeskSettings(HiloSettings):
         description="WhatsApp's customer-service window: free-form replies only this long after "
         "the customer's last message; an approved template after that.",
     )
+    meta_window_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="Messenger's and Instagram's window for a reply after the customer's last "
+        "message: 24 hours, or 168 (7 days) when channel-social sends with Meta's HUMAN_AGENT tag "
+        "(HILO_META_HUMAN_AGENT). Meta refuses a reply after it.",
+    )
     desk_live_buffer: int = Field(
         default=20_000,
         ge=100,
@@ -115,5 +122,8 @@ class DeskSettings(HiloSettings):
         return self.desk_secure_cookies
 
     @property
-    def whatsapp_window(self) -> timedelta:
-        return timedelta(hours=self.whatsapp_window_hours)
+    def reply_windows(self) -> dict[str, timedelta]:
+        """Per channel, how long after the customer's last message a free-form reply may go."""
+        meta = timedelta(hours=self.meta_window_hours)
+        whatsapp = timedelta(hours=self.whatsapp_window_hours)
+        return {"whatsapp": whatsapp, "messenger": meta, "instagram": meta}

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent_desk.policy import channel_name
+from hilo.outbound import CHECK_FIRST
 
 STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
 TYPE_NAMES = {
@@ -60,6 +61,7 @@ def row(entry: Mapping[str, Any]) -> dict[str, Any]:
         "provider_id": provider_id(entry),
         "status": None,
         "status_error": None,
+        "perhaps_sent": CHECK_FIRST in str(payload.get("error") or ""),
     }
 
 

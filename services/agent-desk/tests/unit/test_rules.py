@@ -11,15 +11,17 @@ from pydantic import SecretStr
 
 from agent_desk.app import _display_name, _local, _when, desk_templates, waiting_for_review
 from agent_desk.auth import Agents, SignInThrottle, hash_password
-from agent_desk.policy import ReplyOption, default_channel, refusal, reply_options
+from agent_desk.policy import ReplyOption, default_channel, refusal, reply_options, too_long
 from agent_desk.replies import Thread, last_contact, reply_command, thread_of, written_from
 from agent_desk.search import Match, as_address, find_customers, readings
 from agent_desk.timeline import attach_statuses, row
 from hilo.contract import normalise_phone
 from hilo.contract.outbound import OutboundMessage
+from hilo.outbound import CHECK_FIRST, UNCONFIRMED
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 WINDOW = timedelta(hours=24)
+WINDOWS = {"whatsapp": WINDOW, "messenger": WINDOW, "instagram": WINDOW}
 
 
 def profile(**view: Any) -> dict[str, Any]:
@@ -41,7 +43,7 @@ def why(
     p: dict[str, Any], channel: str, *, template: bool = False, purpose: str = "service"
 ) -> str | None:
     option = next(o for o in reply_options(p, ["whatsapp", "sms", "email"]) if o.channel == channel)
-    return refusal(p, option, template=template, purpose=purpose, now=NOW, whatsapp_window=WINDOW)
+    return refusal(p, option, template=template, purpose=purpose, now=NOW, windows=WINDOWS)
 
 
 def test_channels_are_offered_where_the_customer_has_an_address() -> None:
@@ -86,6 +88,56 @@ def test_whatsapp_text_only_inside_the_window_and_templates_always() -> None:
     )
     assert why(profile(), "whatsapp") is not None
     assert why(outside, "whatsapp", template=True) is None
+
+
+def test_messenger_and_instagram_replies_only_inside_metas_window() -> None:
+    """Meta refuses a page's reply after its window ("outside of allowed window"): the agent
+    reads why before sending (before, after the box was cleared), and no template helps."""
+
+    def why_on(
+        channel: str, kind: str, hours_ago: float | None, **windows: timedelta
+    ) -> str | None:
+        p = profile(last_inbound={} if hours_ago is None else {channel: at(hours_ago)})
+        p["identifiers"].append({"kind": kind, "value": "scoped-1"})
+        [option] = reply_options(p, [channel])
+        return refusal(
+            p, option, template=True, purpose="service", now=NOW, windows={**WINDOWS, **windows}
+        )
+
+    assert why_on("messenger", "messenger_psid", 23) is None
+    assert why_on("messenger", "messenger_psid", 25) == (
+        "Outside Messenger's 24-hour window: the customer last wrote 25 hours ago. "
+        "Meta refuses replies after it: reach them on another channel."
+    )
+    assert why_on("instagram", "instagram_sid", None) == (
+        "Outside Instagram's 24-hour window: the customer never wrote on Instagram. "
+        "Meta refuses replies after it: reach them on another channel."
+    )
+    assert why_on("messenger", "messenger_psid", 100, messenger=timedelta(days=7)) is None
+
+
+@pytest.mark.parametrize(
+    ("channel", "text", "refused"),
+    [
+        ("sms", "a" * 1_600, False),
+        ("sms", "a" * 1_601, True),
+        ("messenger", "a" * 2_001, True),
+        ("instagram", "é" * 500, False),
+        ("instagram", "é" * 501, True),
+        ("whatsapp", "a" * 4_096, False),
+        ("email", "a" * 100_000, False),
+    ],
+)
+def test_a_text_longer_than_the_provider_takes_is_refused_before_it_goes(
+    channel: str, text: str, refused: bool
+) -> None:
+    assert (too_long(channel, text) is not None) is refused
+
+
+def test_the_agent_reads_how_long_the_text_is_and_what_the_channel_takes() -> None:
+    assert too_long("sms", "a" * 1_700) == (
+        "Too long for SMS: 1,700 characters, and it takes 1,600. Shorten it, or send it in parts."
+    )
 
 
 def test_an_opt_out_blocks_its_channel_until_the_customer_opts_in_again() -> None:
@@ -238,6 +290,28 @@ def test_a_reply_to_the_longest_subject_a_mail_holds_still_fits_one() -> None:
     assert answer.subject == "RE: " + "s" * 994
     for subject in (thread.subject, answer.subject):
         assert OutboundMessage(text="Hi", subject=subject).subject == subject
+
+
+def test_an_email_reply_references_the_thread_it_answers_not_the_customers_others() -> None:
+    """A customer writing about a refund and, apart, about an invoice address: the reply to the
+    refund names the refund's thread from its first message on (off the page here), and none
+    of the invoice's messages, or their mail clients would merge the two."""
+
+    def inbound(message_id: str, thread: str) -> dict[str, Any]:
+        payload = {"direction": "inbound", "provider_message_id": message_id, "subject": "x"}
+        return {"type": "message", "payload": payload, "conversation": {"thread": thread}}
+
+    newest_first = [
+        inbound("r3@x", "r1@x"),
+        inbound("i2@x", "i1@x"),
+        inbound("r2@x", "r1@x"),
+        inbound("i1@x", "i1@x"),
+    ]
+
+    thread = thread_of(newest_first)
+
+    assert (thread.reply_to, thread.references) == ("r3@x", ("r1@x", "r2@x"))
+    assert thread_of(newest_first[1:]).references == ("i1@x",)
 
 
 def test_a_row_is_placed_by_its_instant_in_utc_whatever_offset_its_entry_kept() -> None:
@@ -511,3 +585,31 @@ def test_decided_merge_requests_no_longer_wait_for_review_but_conflicts_to_split
     ]
 
     assert [c["id"] for c in waiting_for_review(conflicts)] == ["r1", "c4", "c5"]
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (UNCONFIRMED, "Reply perhaps not sent: not confirmed"),
+        ("the provider answered 502: it may have been sent; " + CHECK_FIRST, "Reply perhaps not"),
+        ("(#551) This person isn't available right now.", "Reply not sent: (#551)"),
+    ],
+)
+def test_a_reply_that_may_have_gone_out_is_not_shown_as_not_sent(error: str, shown: str) -> None:
+    """The agent is told to look at the conversation first: "Reply not sent" would say the
+    opposite, and they would send it again."""
+    failure = {
+        "id": "e1",
+        "type": "message_status",
+        "channel": "messenger",
+        "occurred_at": "2026-12-02T12:00:00+00:00",
+        "payload": {
+            "provider_message_id": "hilo-outbound:c1",
+            "status": "failed",
+            "error": error,
+        },
+    }
+
+    html = desk_templates().get_template("entry.html").render(r=row(failure))
+
+    assert shown in html
