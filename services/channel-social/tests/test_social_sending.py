@@ -28,6 +28,7 @@ from hilo.contract.outbound import OutboundCommand, OutboundMessage
 from hilo.kafka import KafkaPublisher, create_broker
 from hilo.mongo import MongoDocument
 from hilo.outbound import (
+    CHECK_FIRST,
     SENDS_COLLECTION,
     OutboundSender,
     RetryPolicy,
@@ -145,6 +146,37 @@ async def test_a_messenger_reply_is_sent_once_and_recorded_once_with_its_receipt
         "status": "delivered",
         "error": None,
     }
+
+
+async def test_a_messenger_reply_graph_took_before_failing_is_recorded_from_its_echo(
+    settings: HiloSettings,
+    topics: list[str],
+    mongo_client: AsyncMongoClient[MongoDocument],
+    meta: MetaSendStandIn,
+) -> None:
+    """Graph answers 500 after it took the message: the agent is told it may have been sent and
+    to look at the conversation, where Meta's echo now puts it (before, the channel dropped
+    every echo of a message it sent, so the agent found nothing there and sent it again)."""
+    meta.customer_wrote("messenger", PSID)
+    meta.take_then_fail(500)
+    command = messenger_reply()
+    port = free_port()
+    meta.webhook_url = f"http://127.0.0.1:{port}/webhooks/social"
+
+    async with served(create_app(social_settings(settings, meta)), port):
+        await publish(settings, mongo_client, command)
+        [failed] = await published_interactions(settings, expected=1)
+        [message] = meta.received(PSID)
+        assert await meta.send_echo(message.id) == 200
+        events = await published_interactions(settings, expected=2)
+
+    assert failed["payload"]["status"] == "failed"
+    assert CHECK_FIRST in failed["payload"]["error"]
+    assert len(events) == 2, "the echo is the only word that the customer got it"
+    echoed = events[-1]
+    assert echoed["payload"]["direction"] == "outbound"
+    assert echoed["payload"]["provider_message_id"] == message.id
+    assert echoed["conversation"]["thread"].endswith(f":{PSID}")
 
 
 async def test_an_instagram_reply_goes_through_the_instagram_account_tagged_by_a_human_agent(

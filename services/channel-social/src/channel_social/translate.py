@@ -11,7 +11,6 @@ does not retry them forever.
 
 from __future__ import annotations
 
-from channel_social.sending import ECHO_MARK
 from channel_social.webhook import Attachment as MetaAttachment
 from channel_social.webhook import Message, Messaging, Notification
 from hilo.contract import (
@@ -78,7 +77,9 @@ def _event(
     customer = person.id
     cuts: dict[str, Truncations] = {}  # per payload: what was cut of it
     found: list[tuple[str, Payload]] = []
-    if event.message is not None and not (event.message.is_deleted or _sent_by_hilo(event.message)):
+    # An echo of a message this service sent is left to `ChannelApp` (`OutboundSender.sent_here`):
+    # dropped when the sender recorded it, kept when it could not (Graph failed after taking it).
+    if event.message is not None and not event.message.is_deleted:
         cut = cuts[event.message.mid] = Truncations()
         found.append((event.message.mid, _message(event.message, cut)))
     if event.postback is not None:
@@ -149,10 +150,6 @@ def thread(channel: str, account: str, customer: str, key: bytes) -> Conversatio
     deployment's pepper: the reference holds the customer's scoped id)."""
     reference = f"{account}:{customer}"
     return Conversation(id=conversation_id(channel, reference, key), thread=reference)
-
-
-def _sent_by_hilo(message: Message) -> bool:
-    return message.is_echo and (message.metadata or "").startswith(ECHO_MARK)
 
 
 def _message(message: Message, cut: Truncations) -> MessageExchanged:

@@ -164,6 +164,7 @@ class MetaSendStandIn(StandIn):
         self.calls = 0
         """Requests to the messages endpoint, whatever they were answered."""
         self._failures: list[int] = []
+        self._taken_then_failing: list[int] = []
         self._refused: dict[tuple[str, str], int] = {}
         self._last_wrote: dict[tuple[str, str], datetime] = {}
         app = Starlette(
@@ -185,6 +186,11 @@ class MetaSendStandIn(StandIn):
     def fail_next(self, count: int, status: int = 500) -> None:
         """The next `count` calls answer `status` (500, 503 or 429) with Graph's error body."""
         self._failures.extend([status] * count)
+
+    def take_then_fail(self, status: int = 500) -> None:
+        """The next call's message is taken (the customer gets it, its echo can be sent), and
+        the call answers `status` all the same: Graph failing after it took the message."""
+        self._taken_then_failing.append(status)
 
     def refuse(self, channel: str, scoped_id: str, code: int = UNAVAILABLE) -> None:
         """Answer 400 with `code` (551, 200) to every message to `scoped_id` on `channel`."""
@@ -244,6 +250,10 @@ class MetaSendStandIn(StandIn):
             message = self._accept(channel, await request.body())
         except GraphError as exc:
             return exc.response()
+        if self._taken_then_failing:
+            status = self._taken_then_failing.pop(0)
+            code, text = _TRANSIENT.get(status, _TRANSIENT[500])
+            return GraphError(status, code, text, transient=True).response()
         if self.report_events and self.webhook_url and self.app_secret:
             self._later(self._report(message))
         return JSONResponse({"recipient_id": message.recipient, "message_id": message.id})
