@@ -6,8 +6,8 @@ within 15 seconds in all, so an SMS or a call status arriving while Kafka is awa
 Channels of such providers keep the request's records here instead (already sealed, so nothing
 personal is stored in the clear), answer 200, and publish them oldest first once Kafka is back.
 One Kafka does not take for now (its partition has no leader, say) waits `BEHIND` and the others
-go out meanwhile, so requests of one key may go out of order: consumers order events by their
-time, not by arrival.
+go out meanwhile, so requests (of one key too, and after an outage) may go out of order:
+consumers order events by their time, not by arrival.
 
 Each request's records are one document, published whole, then deleted. A crash between the two
 publishes them again: they keep their event ids, and every consumer drops a repeated id. Several
@@ -77,11 +77,10 @@ class Spool:
     async def drain(self, publisher: RecordPublisher) -> int:
         """Publish this channel's kept requests, oldest first, until none is left; how many
         were published. A request Kafka does not take for now waits `BEHIND` while the others
-        go out; once two have failed and more failed than went out, Kafka is taken to be away:
-        those that failed are first in line again, and `PublishFailed` is raised (the documents
-        stay), so an outage keeps the order and costs two publishes' deadlines a pass."""
-        published = 0
-        failed: list[MongoDocument] = []
+        go out (several of one key on a partition with no leader too); once two have failed and
+        more failed than went out, Kafka is taken to be away and `PublishFailed` is raised (the
+        documents stay), so an outage costs two publishes' deadlines a pass."""
+        published = failed = 0
         while (kept := await self._claim()) is not None:
             try:
                 records = [_record(document) for document in kept["records"]]
@@ -94,12 +93,10 @@ class Spool:
                 if exc.for_good:
                     await self._set_aside(kept, exc)
                     continue
-                failed.append(kept)
-                if len(failed) < 2 or len(failed) <= published:
-                    await self._later(kept)  # not first in line: it would hold the rest up
+                await self._later(kept)  # not first in line again: it would hold the rest up
+                failed += 1
+                if failed < 2 or failed <= published:
                     continue
-                for document in failed:
-                    await self._free(document)
                 raise
             except Exception:
                 await self._free(kept)
