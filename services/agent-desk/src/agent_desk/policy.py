@@ -139,6 +139,8 @@ def refusal(
     window = windows.get(option.channel)
     if window is None or (template and option.channel == "whatsapp"):
         return None
+    if option.channel in META_CHANNELS and purpose == "marketing":
+        window = min(window, META_STANDARD_WINDOW)  # the HUMAN_AGENT tag is for service only
     last = option.last_inbound
     if last is None or now - last > window:
         since = f"never wrote on {label}" if last is None else f"last wrote {_ago(now - last)} ago"
@@ -151,6 +153,11 @@ def refusal(
         return f"Outside {label}'s {hours}-hour window: the customer {since}. {then}"
     return None
 
+
+META_CHANNELS = frozenset({"messenger", "instagram"})
+META_STANDARD_WINDOW = timedelta(hours=24)
+"""Meta's window for a message without the HUMAN_AGENT tag, which channel-social puts on
+service replies only."""
 
 TEXT_LIMITS: Mapping[str, tuple[int, str]] = {
     "sms": (1_600, "characters"),

@@ -114,6 +114,16 @@ def test_messenger_and_instagram_replies_only_inside_metas_window() -> None:
         "Meta refuses replies after it: reach them on another channel."
     )
     assert why_on("messenger", "messenger_psid", 100, messenger=timedelta(days=7)) is None
+    marketing = profile(
+        last_inbound={"messenger": at(100)},
+        consent=[{"purpose": "marketing", "channel": None, "granted": True, "at": at(200)}],
+    )
+    marketing["identifiers"].append({"kind": "messenger_psid", "value": "scoped-1"})
+    [option] = reply_options(marketing, ["messenger"])
+    seven_days = {**WINDOWS, "messenger": timedelta(days=7)}
+    assert refusal(
+        marketing, option, template=False, purpose="marketing", now=NOW, windows=seven_days
+    ), "HUMAN_AGENT is for service replies: marketing keeps the 24-hour window"
 
 
 @pytest.mark.parametrize(

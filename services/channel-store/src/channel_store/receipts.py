@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_extra_types.currency_code import ISO4217
 
 from hilo.contract import CouponCode, DropInvalid, Identifiers, VisitMethod
+from hilo.contract.payloads import MAX_CODES
 
 Amount = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=4)]
 
@@ -49,6 +50,15 @@ Reference = Annotated[str | None, BeforeValidator(_trimmed)]
 """A field that names something else (a till, an online order, a cart, a quote): trimmed, a
 blank none. The receipt's own ids are published as they came, as earlier uploads published
 them."""
+
+
+def _codes(value: object) -> object:
+    """A till's codes as meant: none for null, blanks left out."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [code for code in value if not (isinstance(code, str) and not code.strip())]
+    return value
 
 
 def _anonymous_if_empty(value: object) -> object:
@@ -91,10 +101,11 @@ class Receipt(_Input):
     quote_id: Reference = Field(
         default=None, max_length=100, description="The offers quote the till charged from."
     )
-    coupons: list[CouponCode] = Field(
+    coupons: Annotated[list[CouponCode], BeforeValidator(_codes)] = Field(
         default_factory=list,
-        max_length=20,
-        description="Codes the customer presented (a coupon, a printed campaign's code).",
+        max_length=MAX_CODES,
+        description="Codes the customer presented (a coupon, a printed campaign's code); null "
+        "and blanks are none.",
     )
 
     @field_validator("customer", mode="before")
@@ -104,8 +115,9 @@ class Receipt(_Input):
 
     @model_validator(mode="after")
     def _order_id_fits(self) -> Receipt:
-        """`store_id:receipt_id` is the order id of the contract, at most 200 characters."""
-        if self.pickup_order_id is None and len(self.store_id) + len(self.receipt_id) >= 200:
+        """`store_id:receipt_id` names the receipt in the contract (the order id of a sale, the
+        `receipt_id` of any), at most 200 characters."""
+        if len(self.store_id) + len(self.receipt_id) >= 200:
             raise PydanticCustomError(
                 "order_id_too_long", "store_id and receipt_id together must be under 200 characters"
             )
@@ -242,5 +254,5 @@ class CsvRow(_Input):
             self.pickup_order_id,
             self.cart_id,
             self.quote_id,
-            self.coupons,
+            tuple(self.coupon_codes()),
         )

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from channel_store.end_of_day import read_upload
 from channel_store.receipts import Receipt
@@ -102,3 +103,29 @@ def test_an_end_of_day_rows_coupons_are_its_receipts() -> None:
     assert (first.payload.coupons, first.payload.till_id) == (["SPRING10", "FLYER-7"], "T1")
     assert (first.payload.order_id, first.payload.receipt_id) == ("BCN-01:R1", "BCN-01:R1")
     assert second.payload.coupons == []
+
+
+def test_a_receipts_codes_are_read_as_the_till_meant_them() -> None:
+    """Null is none and a blank code is none (as from the web); rows of one receipt that write
+    its codes with or without spaces agree."""
+    assert Receipt.model_validate({**SALE, "coupons": None}).coupons == []
+    assert Receipt.model_validate({**SALE, "coupons": ["A1", " "]}).coupons == ["A1"]
+    upload = (
+        b"store_id,receipt_id,occurred_at,currency,sku,quantity,unit_price,receipt_total,"
+        b"loyalty_id,coupons\n"
+        b"BCN-01,R1,2026-12-01T10:00:00Z,EUR,SKU-1,1,59.90,99.80,LOY-1,SPRING10;FLYER-7\n"
+        b"BCN-01,R1,2026-12-01T10:00:00Z,EUR,SKU-2,1,39.90,99.80,LOY-1,SPRING10; FLYER-7\n"
+    )
+
+    [published] = read_upload(upload, NOW, "t").interactions
+
+    assert isinstance(published.payload, OrderPlaced)
+    assert published.payload.coupons == ["SPRING10", "FLYER-7"]
+
+
+def test_a_pickup_whose_receipt_the_contract_cannot_name_is_refused_saying_why() -> None:
+    """Its `receipt_id` is `store_id:receipt_id` too: a 422 naming them, not a 500."""
+    with pytest.raises(ValidationError, match="store_id and receipt_id together"):
+        Receipt.model_validate(
+            {**SALE, "store_id": "S" * 100, "receipt_id": "R" * 150, "pickup_order_id": "W-1"}
+        )

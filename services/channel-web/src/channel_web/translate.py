@@ -44,6 +44,8 @@ from hilo.contract import (
     max_length,
     new_interaction,
 )
+from hilo.contract.adjustments import UNREADABLE
+from hilo.contract.payloads import MAX_CODE, MAX_CODES
 
 DEFAULT_CURRENCY = "USD"
 """Segment's e-commerce spec: amounts without a `currency` are in US dollars."""
@@ -169,9 +171,13 @@ def _track(call: Call, cut: Truncations, trust: IdentityTrust) -> Payload:
         typed = _FROM_SERVER_KEYS.get(event, typed)
     if typed is not None:
         try:
-            return typed(call.properties)
+            payload = typed(call.properties)
         except (ValidationError, ValueError, TypeError, ArithmeticError, KeyError):
             cut.note("payload", NOT_TYPED)  # an order kept as custom counts as none: say so
+        else:
+            if isinstance(payload, OrderPlaced):
+                _note_left_out(call.properties, payload, cut)
+            return payload
     name = cut.clip(event, _EVENT_NAME_LIMIT, "payload.name") or event
     return CustomEvent(name=name, properties=flat_scalars(call.properties))
 
@@ -231,7 +237,7 @@ def _order_completed(properties: Mapping[str, Any]) -> OrderPlaced:
         total=total,
         tax=_money(properties.get("tax"), properties),
         discount=_money(properties.get("discount"), properties),
-        shipping=_money(properties.get("shipping"), properties),
+        shipping=_optional_money(properties.get("shipping"), properties),
         coupons=_coupons(properties.get("coupon")),
         cart_id=_text(properties.get("cart_id")),
         quote_id=_text(properties.get("quote_id")),
@@ -240,9 +246,30 @@ def _order_completed(properties: Mapping[str, Any]) -> OrderPlaced:
 
 def _coupons(value: Any) -> list[str]:
     """The spec's `coupon` is one code; a site that takes several may send a list. A blank
-    is none."""
+    is none; one longer than a code (`CouponCode`), or past the 20 an order keeps, is left out
+    (`_note_left_out` says so): it must not cost the order."""
     values = value if isinstance(value, list) else [value]
-    return [code for v in values if (code := (_text(v) or "").strip())]
+    codes = [code for v in values if (code := (_text(v) or "").strip())]
+    return [code for code in codes if len(code) <= MAX_CODE][:MAX_CODES]
+
+
+def _optional_money(amount: Any, context: Mapping[str, Any]) -> Money | None:
+    """An amount the order can do without (`shipping`): one that is not a non-negative number
+    (`"free"`, `""`, `-1`) is left out (`_note_left_out` says so) rather than cost the order."""
+    try:
+        return _money(amount, context)
+    except (ValidationError, ValueError, ArithmeticError):
+        return None
+
+
+def _note_left_out(properties: Mapping[str, Any], order: OrderPlaced, cut: Truncations) -> None:
+    """Note the optional fields the call gave that the order could not keep."""
+    if properties.get("shipping") not in (None, "") and order.shipping is None:
+        cut.note("payload.shipping", UNREADABLE)
+    given = properties.get("coupon")
+    values = given if isinstance(given, list) else [given]
+    if len([v for v in values if (_text(v) or "").strip()]) > len(order.coupons):
+        cut.note("payload.coupons", UNREADABLE)
 
 
 def _order_cancelled(properties: Mapping[str, Any]) -> OrderPlaced:

@@ -124,3 +124,25 @@ def test_an_order_without_a_coupon_or_shipping_serialises_as_before() -> None:
     payload = translate(order, RECEIVED, "t").payload.model_dump(mode="json")
 
     assert not {"coupons", "shipping", "receipt_id", "till_id"} & payload.keys()
+
+
+@pytest.mark.parametrize(
+    ("extra", "noted"),
+    [
+        ({"shipping": "free"}, "payload.shipping"),
+        ({"shipping": -1}, "payload.shipping"),
+        ({"coupon": "C" * 101}, "payload.coupons"),
+        ({"coupon": [f"C{n}" for n in range(21)]}, "payload.coupons"),
+    ],
+)
+def test_an_unreadable_shipping_or_code_is_left_out_and_noted_not_the_order(
+    extra: dict[str, Any], noted: str
+) -> None:
+    """Before these fields were read, such an order was kept whole: it must not become a
+    `custom` event (no purchase) because of an optional field."""
+    order = order_completed(order_id="W-1", total=10, products=[{"sku": "S"}], **extra)
+
+    published = translate(order, RECEIVED, "t")
+
+    assert isinstance(published.payload, OrderPlaced)
+    assert [(a.field, a.reason) for a in published.adjustments] == [(noted, "unreadable")]

@@ -203,7 +203,11 @@ class OrderStatus(StrEnum):
     REFUNDED = "refunded"
 
 
-CouponCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+MAX_CODE = 100
+MAX_CODES = 20
+CouponCode = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_CODE)
+]
 """A code as the customer gave it (a coupon, a voucher, a printed flyer's campaign code)."""
 
 
@@ -239,7 +243,7 @@ class OrderPlaced(_Model):
     )
     coupons: list[CouponCode] = Field(
         default_factory=list,
-        max_length=20,
+        max_length=MAX_CODES,
         exclude_if=_absent,
         description="Codes the customer presented with the order (a coupon, a voucher, a "
         "printed campaign's code), as the channel took them: what ties an offline campaign to "

@@ -31,7 +31,7 @@ PAYLOAD_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "page_view": ("url", "referrer", "path", "title"),
     "product_view": (),
     "cart": (),
-    "order": (),
+    "order": ("coupons",),
     "call": ("transcript", "summary"),
     "store_visit": (),
     "survey_answer": ("comment",),
@@ -39,7 +39,8 @@ PAYLOAD_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "identify": ("traits", "previous_anonymous_id"),
     "custom": ("properties",),
 }
-"""Per payload kind: its fields that can hold personal data (free text, traits, links, and the
+"""Per payload kind: its fields that can hold personal data (free text, traits, links, codes a
+customer presented (a single-use voucher, a referral code, a gift card are one person's), and the
 provider's message ids: a WhatsApp `wamid` is base64 of a message key holding the customer's
 number, Messenger's ids of postbacks and reactions are built from the person's page-scoped id,
 and an email's Message-ID often names the sender's host)."""
