@@ -174,6 +174,7 @@ async def test_a_messenger_reply_graph_took_before_failing_is_recorded_from_its_
     assert CHECK_FIRST in failed["payload"]["error"]
     assert len(events) == 2, "the echo is the only word that the customer got it"
     echoed = events[-1]
+    assert echoed["id"] == command.sent_interaction_id(), "one id with the sender's own record"
     assert echoed["payload"]["direction"] == "outbound"
     assert echoed["payload"]["provider_message_id"] == message.id
     assert echoed["conversation"]["thread"].endswith(f":{PSID}")

@@ -17,9 +17,9 @@ are. Every command on `outbound` today is a reply an agent typed in the desk (`r
 the agent); an automation that publishes commands must be told apart before it shares this rule.
 
 A Messenger reply carries `metadata: hilo:<command id>`, which Meta hands back in the page's
-echo of it: the echo is then not recorded again (`translate.py`), the sender has recorded it.
-Instagram documents no such field: its echoes are dropped by the message id this service sent
-(`hilo.channel.Channel`).
+echo of it: the echo is recorded under the id of the sender's own record (`translate.py`), so it
+is stored once, and tells of a reply Graph took but answered with an error. Instagram documents
+no such field: its echoes are dropped by the message id this service sent (`hilo.channel`).
 """
 
 from __future__ import annotations

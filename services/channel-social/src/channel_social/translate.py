@@ -3,14 +3,21 @@
 Recorded: messages both ways (echoes of what the page sent are outbound), postbacks (button
 taps), reactions, and delivery/read receipts that name a message id, whether they come on
 `messaging` or, while another app owns the conversation, on `standby`. Not recorded: Messenger's
-`read` watermarks (they name no message), deleted messages, echoes of the replies Hilo sent
-(their `metadata` says so; the sender recorded them), and event kinds Hilo does not model
+`read` watermarks (they name no message), deleted messages, and event kinds Hilo does not model
 (opt-ins, referrals, handovers); they are counted as ignored and still acknowledged, so Meta
 does not retry them forever.
+
+The echo of a reply Hilo sent is recorded under the id of the sender's own record of it
+(`OutboundCommand.sent_interaction_id`, from its `metadata: hilo:<command id>`), so consumers,
+which keep one event per id, store it once: whoever records it first, the sender or the echo.
+The echo alone tells of a reply Graph took but answered with an error. The channel app drops
+the echoes of provider ids the sender recorded (`hilo.channel`), Instagram's, which carry no
+metadata, too.
 """
 
 from __future__ import annotations
 
+from channel_social.sending import ECHO_MARK
 from channel_social.webhook import Attachment as MetaAttachment
 from channel_social.webhook import Message, Messaging, Notification
 from hilo.contract import (
@@ -77,11 +84,10 @@ def _event(
     customer = person.id
     cuts: dict[str, Truncations] = {}  # per payload: what was cut of it
     found: list[tuple[str, Payload]] = []
-    # An echo of a message this service sent is left to `ChannelApp` (`OutboundSender.sent_here`):
-    # dropped when the sender recorded it, kept when it could not (Graph failed after taking it).
     if event.message is not None and not event.message.is_deleted:
-        cut = cuts[event.message.mid] = Truncations()
-        found.append((event.message.mid, _message(event.message, cut)))
+        recorded_as = _sent_by_hilo(event.message) or event.message.mid
+        cut = cuts[recorded_as] = Truncations()
+        found.append((recorded_as, _message(event.message, cut)))
     if event.postback is not None:
         postback_id = event.postback.mid or f"postback:{customer}:{millis}"
         cut = cuts[postback_id] = Truncations()
@@ -150,6 +156,15 @@ def thread(channel: str, account: str, customer: str, key: bytes) -> Conversatio
     deployment's pepper: the reference holds the customer's scoped id)."""
     reference = f"{account}:{customer}"
     return Conversation(id=conversation_id(channel, reference, key), thread=reference)
+
+
+def _sent_by_hilo(message: Message) -> str | None:
+    """The provider event id of the sender's record of this echo (see the module docstring),
+    or None when it is not the echo of a reply Hilo sent."""
+    metadata = message.metadata or ""
+    if not (message.is_echo and metadata.startswith(ECHO_MARK)):
+        return None
+    return f"outbound:{metadata.removeprefix(ECHO_MARK)}"
 
 
 def _message(message: Message, cut: Truncations) -> MessageExchanged:
