@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiokafka.errors import MessageSizeTooLargeError
@@ -35,6 +35,7 @@ class Kafka:
         self.delay = delay
         self.too_large: set[bytes] = set()
         self.unreachable: set[bytes] = set()
+        self.deadline = 0.0
         self.bug: Exception | None = None
         self.published: list[Record] = []
 
@@ -46,6 +47,7 @@ class Kafka:
         if self.down:
             raise PublishFailed("no acknowledgement") from TimeoutError()
         if any(record.value in self.unreachable for record in records):
+            await asyncio.sleep(self.deadline)  # Kafka gives up on it only at the deadline
             raise PublishFailed("no leader for the partition") from TimeoutError()
         if any(record.value in self.too_large for record in records):
             raise PublishFailed("refused") from MessageSizeTooLargeError()
@@ -103,6 +105,27 @@ async def test_requests_kafka_does_not_take_for_now_wait_behind_the_others(
     await spool.collection.update_many({}, {"$set": {"lease": datetime.now(UTC)}})  # waited
     assert await spool.drain(kafka) == stuck
     assert kafka.published[4:] == [r for n in range(stuck) for r in request(n)]
+
+
+async def test_requests_that_fail_slowly_do_not_take_turns_ahead_of_the_others(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publish to a partition with no leader fails at its deadline, as long as the wait
+    behind: the first of two such requests was free again when the pass gave up on the second,
+    so the next pass took it first, and the two took turns ahead of every other request."""
+    monkeypatch.setattr("hilo.spool.BEHIND", timedelta(seconds=0.6))
+    for n in range(3):
+        await spool.keep(request(n))
+    kafka = Kafka()
+    kafka.unreachable = {request(n)[0].value or b"" for n in range(2)}
+    kafka.deadline = 0.5
+
+    with pytest.raises(PublishFailed):
+        await spool.drain(kafka)  # the first fails at 0.5 s, the second at 1 s: Kafka away?
+    await asyncio.sleep(0.2)  # the next pass: past the first one's wait from when it failed
+
+    assert await spool.drain(kafka) == 1
+    assert kafka.published == request(2)
 
 
 async def test_two_instances_draining_at_once_publish_each_request_once(spool: Spool) -> None:

@@ -80,7 +80,8 @@ class Spool:
         go out (several of one key on a partition with no leader too); once two have failed and
         more failed than went out, Kafka is taken to be away and `PublishFailed` is raised (the
         documents stay), so an outage costs two publishes' deadlines a pass."""
-        published = failed = 0
+        published = 0
+        failed: list[MongoDocument] = []
         while (kept := await self._claim()) is not None:
             try:
                 records = [_record(document) for document in kept["records"]]
@@ -94,9 +95,13 @@ class Spool:
                     await self._set_aside(kept, exc)
                     continue
                 await self._later(kept)  # not first in line again: it would hold the rest up
-                failed += 1
-                if failed < 2 or failed <= published:
+                failed.append(kept)
+                if len(failed) < 2 or len(failed) <= published:
                     continue
+                # From now: one that failed first may be free again already (a publish to a
+                # partition with no leader takes its whole deadline to fail).
+                for document in failed:
+                    await self._later(document)
                 raise
             except Exception:
                 await self._free(kept)

@@ -53,11 +53,14 @@ them."""
 
 
 def _codes(value: object) -> object:
-    """A till's codes as meant: none for null, blanks left out."""
-    if value is None:
+    """A till's codes as meant: none for null or a blank, nulls and blanks in a list left out;
+    a single code given as text is one."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         return []
+    if isinstance(value, str):
+        return [value]
     if isinstance(value, list):
-        return [code for code in value if not (isinstance(code, str) and not code.strip())]
+        return [c for c in value if c is not None and not (isinstance(c, str) and not c.strip())]
     return value
 
 

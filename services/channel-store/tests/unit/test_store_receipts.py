@@ -109,7 +109,8 @@ def test_a_receipts_codes_are_read_as_the_till_meant_them() -> None:
     """Null is none and a blank code is none (as from the web); rows of one receipt that write
     its codes with or without spaces agree."""
     assert Receipt.model_validate({**SALE, "coupons": None}).coupons == []
-    assert Receipt.model_validate({**SALE, "coupons": ["A1", " "]}).coupons == ["A1"]
+    assert Receipt.model_validate({**SALE, "coupons": ["A1", " ", None]}).coupons == ["A1"]
+    assert Receipt.model_validate({**SALE, "coupons": ""}).coupons == []
     upload = (
         b"store_id,receipt_id,occurred_at,currency,sku,quantity,unit_price,receipt_total,"
         b"loyalty_id,coupons\n"

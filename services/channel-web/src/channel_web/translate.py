@@ -248,9 +248,23 @@ def _coupons(value: Any) -> list[str]:
     """The spec's `coupon` is one code; a site that takes several may send a list. A blank
     is none; one longer than a code (`CouponCode`), or past the 20 an order keeps, is left out
     (`_note_left_out` says so): it must not cost the order."""
+    codes = [code for v in _given_codes(value) if (code := _code(v)) is not None]
+    return codes[:MAX_CODES]
+
+
+def _given_codes(value: Any) -> list[Any]:
+    """The values given as codes, blanks and nulls left out."""
     values = value if isinstance(value, list) else [value]
-    codes = [code for v in values if (code := (_text(v) or "").strip())]
-    return [code for code in codes if len(code) <= MAX_CODE][:MAX_CODES]
+    return [v for v in values if v is not None and not (isinstance(v, str) and not v.strip())]
+
+
+def _code(value: Any) -> str | None:
+    """A code as text (a number is one too), or None for what no code is (a flag, an object,
+    one too long)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    code = str(value).strip()
+    return code if len(code) <= MAX_CODE else None
 
 
 def _optional_money(amount: Any, context: Mapping[str, Any]) -> Money | None:
@@ -258,7 +272,7 @@ def _optional_money(amount: Any, context: Mapping[str, Any]) -> Money | None:
     (`"free"`, `""`, `-1`) is left out (`_note_left_out` says so) rather than cost the order."""
     try:
         return _money(amount, context)
-    except (ValidationError, ValueError, ArithmeticError):
+    except (ValidationError, ValueError, TypeError, ArithmeticError):  # NaN: TypeError
         return None
 
 
@@ -266,9 +280,7 @@ def _note_left_out(properties: Mapping[str, Any], order: OrderPlaced, cut: Trunc
     """Note the optional fields the call gave that the order could not keep."""
     if properties.get("shipping") not in (None, "") and order.shipping is None:
         cut.note("payload.shipping", UNREADABLE)
-    given = properties.get("coupon")
-    values = given if isinstance(given, list) else [given]
-    if len([v for v in values if (_text(v) or "").strip()]) > len(order.coupons):
+    if len(_given_codes(properties.get("coupon"))) > len(order.coupons):
         cut.note("payload.coupons", UNREADABLE)
 
 

@@ -131,6 +131,8 @@ def test_an_order_without_a_coupon_or_shipping_serialises_as_before() -> None:
     [
         ({"shipping": "free"}, "payload.shipping"),
         ({"shipping": -1}, "payload.shipping"),
+        ({"shipping": "NaN"}, "payload.shipping"),
+        ({"coupon": [True, {"code": "X"}, "A1"]}, "payload.coupons"),
         ({"coupon": "C" * 101}, "payload.coupons"),
         ({"coupon": [f"C{n}" for n in range(21)]}, "payload.coupons"),
     ],
