@@ -94,11 +94,11 @@ class Spool:
                 if exc.for_good:
                     await self._set_aside(kept, exc)
                     continue
-                await self._later(kept)  # not first in line again: it would hold the rest up
                 failed.append(kept)
                 if len(failed) < 2 or len(failed) <= published:
+                    await self._later(kept)  # not first in line again: it would hold the rest up
                     continue
-                # From now: one that failed first may be free again already (a publish to a
+                # All from now: one that failed first may be free again already (a publish to a
                 # partition with no leader takes its whole deadline to fail).
                 for document in failed:
                     await self._later(document)

@@ -126,16 +126,20 @@ class ConflictCollection:
         """The conflicts that name these customers, and those their own events raised: an event
         that made a new profile rather than join others (unverified, kept apart) names only the
         others, but its identifiers, the erased person's, are among the conflict's keys."""
-        found = await self.collection.delete_many({"customer_ids": {"$in": aliases}})
-        return found.deleted_count + await delete_in(self.collection, "event_id", event_ids)
+        return await self._erase_where(aliases, event_ids, {})
 
     async def erase_noted(self, aliases: list[str], event_ids: list[str], noted: list[str]) -> int:
         """What `erase` deletes, except merge requests an erasure has not `noted` as withdrawn:
         one recorded since it listed them stays, to be noted and deleted in turn."""
-        deleted = await self.collection.delete_many({"customer_ids": {"$in": aliases}, **_OTHERS})
-        deleted_count = deleted.deleted_count
-        deleted_count += await delete_in(self.collection, "event_id", event_ids, _OTHERS)
-        return deleted_count + await delete_in(self.collection, "_id", noted)
+        others = await self._erase_where(aliases, event_ids, _OTHERS)
+        return others + await delete_in(self.collection, "_id", noted)
+
+    async def _erase_where(
+        self, aliases: list[str], event_ids: list[str], where: MongoDocument
+    ) -> int:
+        """`erase`'s conflicts that also match `where`."""
+        found = await self.collection.delete_many({"customer_ids": {"$in": aliases}, **where})
+        return found.deleted_count + await delete_in(self.collection, "event_id", event_ids, where)
 
 
 def _request(conflict: MongoDocument) -> bool:

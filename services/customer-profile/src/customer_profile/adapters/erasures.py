@@ -156,8 +156,7 @@ class ErasureCollection:
             "$set": {"done": False},
             "$inc": {"generation": 1},
         }
-        read = erasure.generation or {"$in": [None, 0]}  # none stored before any extension
-        stored = await self._noted({"_id": erasure.customer_id, "generation": read}, update)
+        stored = await self._noted(_as_read(erasure), update)
         if stored is not None:
             return replace(erasure, done=False, **stored)
         stored = await self._noted({"_id": erasure.customer_id}, update)
@@ -185,16 +184,19 @@ class ErasureCollection:
     async def finished(self, erasure: Erasure) -> bool:
         """Done, unless it was extended since `erasure` was read (then it is completed again,
         and False)."""
-        generation = erasure.generation or {"$in": [None, 0]}  # none stored before any extension
-        result = await self.erasures.update_one(
-            {"_id": erasure.customer_id, "generation": generation}, {"$set": {"done": True}}
-        )
+        result = await self.erasures.update_one(_as_read(erasure), {"$set": {"done": True}})
         return result.matched_count == 1
 
     async def erased_at(self, subjects: Iterable[str]) -> dict[str, datetime]:
         """Subject -> when it was last erased, for the subjects that were."""
         found = find_in(self.erased, "_id", subjects, {"erased_at": 1})
         return {doc["_id"]: doc["erased_at"] async for doc in found}
+
+
+def _as_read(erasure: Erasure) -> MongoDocument:
+    """The erasure's document, as long as nobody extended or reopened it since it was read."""
+    generation = erasure.generation or {"$in": [None, 0]}  # none stored before any extension
+    return {"_id": erasure.customer_id, "generation": generation}
 
 
 def _erasure(doc: MongoDocument) -> Erasure:
