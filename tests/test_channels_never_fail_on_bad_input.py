@@ -51,6 +51,7 @@ from hilo.channel import Channel
 from hilo.contract import Interaction
 from hilo.settings import HiloSettings
 from hilo.testkit.signing import meta_signed, twilio_signed
+from hilo.testkit.standins.mailgun import AcceptedEmail, event_body
 from hilo.topics import ensure_topics
 from hilo.webhook import hmac_sha256
 from hilo_devkit.channel_contract import channel_client
@@ -228,6 +229,16 @@ MIME_HEADERS = [
 
 # --- strategies ---------------------------------------------------------------------------------
 
+MAILGUN_SENT = AcceptedEmail(
+    "<20261205101500.1.A1B2@mg.shop.example>",
+    "mg.shop.example",
+    (
+        ("to", "ana.garcia@example.com"),
+        ("subject", "Where is my order"),
+        ("v:hilo-command-id", "c-1"),
+    ),
+)
+MAILGUN_EVENTS = ["delivered", "opened", "failed", "unsubscribed", "complained", "clicked"]
 ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=40)
 """Any code point, lone surrogates included (JSON escapes them as `\\ud800`)."""
 FORM_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
@@ -460,8 +471,17 @@ def store_request(data: st.DataObject) -> FuzzRequest:
 
 def email_request(data: st.DataObject) -> FuzzRequest:
     route = data.draw(
-        st.sampled_from(["/webhooks/mailgun", "/webhooks/sendgrid", "/v1/messages/mime"])
+        st.sampled_from(
+            [
+                "/webhooks/mailgun",
+                "/webhooks/mailgun/events",
+                "/webhooks/sendgrid",
+                "/v1/messages/mime",
+            ]
+        )
     )
+    if route == "/webhooks/mailgun/events":
+        return mailgun_event_request(data)
     mail = mime_body(data)
     if route == "/v1/messages/mime":
         return FuzzRequest(route, mail, with_auth(data, [(b"x-api-key", KEY.encode())]))
@@ -496,6 +516,23 @@ def mailgun_request(data: st.DataObject, mail: bytes) -> FuzzRequest:
     body, content_type = multipart(data, fields)
     return FuzzRequest(
         "/webhooks/mailgun", body, with_auth(data, [(b"content-type", content_type)])
+    )
+
+
+def mailgun_event_request(data: st.DataObject) -> FuzzRequest:
+    """An event webhook whose `event-data` is changed after signing: Mailgun signs the
+    timestamp and token, so the changed event still passes the signature check."""
+    outcome = data.draw(st.sampled_from(MAILGUN_EVENTS))
+    body: Any = event_body(MAILGUN_SENT, outcome, SECRET)
+    for _ in range(data.draw(st.integers(0, 3))):
+        body = {**body, "event-data": mutated(data, body["event-data"])}
+    if not data.draw(st.integers(0, 9)):
+        body = mutated(data, body)
+    content = json.dumps(body).encode().replace(b'"__1e999__"', b"1e999")
+    return FuzzRequest(
+        "/webhooks/mailgun/events",
+        content,
+        with_auth(data, [(b"content-type", b"application/json")]),
     )
 
 
@@ -646,7 +683,7 @@ CHANNELS = {
         whatsapp_app, WhatsAppSettings, meta_request("/webhooks/whatsapp", WHATSAPP_SAMPLES), 1
     ),
     "sms": ChannelSpec(sms_app, SmsSettings, sms_request, 2),
-    "email": ChannelSpec(email_app, EmailSettings, email_request, 3),
+    "email": ChannelSpec(email_app, EmailSettings, email_request, 4),
     "store": ChannelSpec(store_app, StoreSettings, store_request, 3),
     "voice": ChannelSpec(voice_app, VoiceSettings, voice_request, 2),
     "social": ChannelSpec(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -41,6 +41,7 @@ from hilo.settings import HiloSettings
 from hilo.testkit.contract_check import published_interactions
 from hilo.testkit.probes import eventually
 from hilo.testkit.samples import sample_command
+from hilo.testkit.serving import free_port, served
 from hilo.testkit.standins.mailgun import (
     DOMAIN,
     INVALID_ADDRESS,
@@ -198,7 +199,10 @@ async def test_a_reply_is_sent_once_threaded_into_the_conversation_its_answer_co
     )
     assert sent.get("text") == command.payload.text
     assert sent.headers == {"In-Reply-To": f"<{FIRST_ID}>", "References": f"<{FIRST_ID}>"}
-    assert sent.variables == {"hilo-command-id": command.id}
+    assert sent.variables == {
+        "hilo-command-id": command.id,
+        "hilo-conversation": command.conversation.id if command.conversation else None,
+    }
     events = {event["id"]: event for event in await published_interactions(settings, 3)}
     reply = events[command.sent_interaction_id()]
     assert reply["payload"]["direction"] == "outbound"
@@ -349,3 +353,60 @@ async def test_the_standin_answers_as_mailgun_does(mailgun: MailgunStandIn) -> N
         {"message": "Domain not found: other.example"},
     )
     assert [message["id"] for message in listed] == [queued.message_id]
+
+
+async def test_mailguns_delivery_and_bounce_of_replies_reach_their_conversation(
+    email_settings: EmailSettings,
+    settings: HiloSettings,
+    mongo_client: AsyncMongoClient[MongoDocument],
+    broker: KafkaBroker,
+) -> None:
+    """Mailgun's event webhooks, posted by the stand-in to the served channel as Mailgun posts
+    them after queueing each reply: delivered to Ana, a hard bounce for an address that does
+    not exist. The agent sees both on the replies, in the conversation they were sent in."""
+    port = free_port()
+    webhook = f"http://127.0.0.1:{port}/webhooks/mailgun/events"
+    conversation = Conversation(id=conversation_id("email", FIRST_ID), thread=FIRST_ID)
+    delivered = reply_command(conversation=conversation)
+    bounced = reply_command(conversation=conversation).model_copy(
+        update={"identifiers": Identifiers(email="nobody@example.com")}
+    )
+    with MailgunStandIn(webhook_url=webhook, signing_key=SIGNING_KEY) as mailgun:
+        mailgun.bounce("nobody@example.com")
+        local = email_settings.model_copy(update={"mailgun_api_url": mailgun.url})
+        async with served(create_app(local), port):
+            sealer = create_sealer(settings, mongo_client)
+            records = [await command_record(command, sealer) for command in (delivered, bounced)]
+            await KafkaPublisher(broker, settings).publish_records(records)
+            await eventually(_reports(mailgun), until=lambda n: n >= 2, timeout=45)
+
+    assert sorted((r.event, r.answered) for r in mailgun.reports) == [
+        ("delivered", 200),
+        ("failed", 200),
+    ]
+    events = await published_interactions(settings, 4)
+    sent = {
+        e["id"]: e["payload"]["provider_message_id"]
+        for e in events
+        if e["payload"]["kind"] == "message"
+    }
+    outcomes = {
+        e["payload"]["provider_message_id"]: (e["payload"]["status"], e["payload"]["error"])
+        for e in events
+        if e["payload"]["kind"] == "message_status"
+    }
+    assert outcomes == {
+        sent[delivered.sent_interaction_id()]: ("delivered", None),
+        sent[bounced.sent_interaction_id()]: (
+            "failed",
+            "550 5.1.1 The email account that you tried to reach does not exist. (bounce)",
+        ),
+    }
+    assert {e["conversation"]["id"] for e in events} == {conversation.id}
+
+
+def _reports(mailgun: MailgunStandIn) -> Callable[[], Awaitable[int]]:
+    async def count() -> int:
+        return len(mailgun.reports)
+
+    return count

@@ -1,5 +1,6 @@
-"""HTTP endpoints for inbound mail (Mailgun routes, SendGrid Inbound Parse, raw MIME), and
-outbound email through Mailgun when it is configured (`channel_email.sending`)."""
+"""HTTP endpoints for inbound mail (Mailgun routes, SendGrid Inbound Parse, raw MIME), Mailgun's
+event webhooks (`channel_email.events`), and outbound email through Mailgun when it is
+configured (`channel_email.sending`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.types import Message
 
+from channel_email.events import EventData, MailgunSignature, event_interaction
 from channel_email.mailgun import (
     MAILGUN_TOKENS,
     Claim,
@@ -36,6 +38,7 @@ from hilo.channel import (
     Channel,
     Rejected,
     create_channel_app,
+    parse_json_object,
     raw_body,
     signature_rejection,
     validation_rejection,
@@ -90,6 +93,16 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
         except Rejected as exc:
             raise never_again(exc) from None
 
+    @router.post("/webhooks/mailgun/events")
+    async def mailgun_events(request: Request) -> dict[str, str]:
+        """Mailgun's event webhooks: delivered, permanently failed, opened, unsubscribed,
+        complained (`channel_email.events`); signed, fresh, each token published once."""
+        try:
+            body = await raw_body(request, EVENT_BODY_LIMIT)
+            return await _record_event(channel, guard, settings.instance, body)
+        except Rejected as exc:
+            raise never_again(exc) from None
+
     @router.post("/webhooks/sendgrid")
     async def sendgrid(
         request: Request, credentials: Annotated[HTTPBasicCredentials | None, Depends(BASIC)]
@@ -113,6 +126,47 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
         return await publish(lambda: parse_mime(body))
 
     return [router]
+
+
+EVENT_BODY_LIMIT = 256 * 1024
+"""An event is a few kilobytes: its headers and variables, never the message."""
+
+
+async def _record_event(
+    channel: Channel, guard: ReplayGuard, instance: str, body: bytes
+) -> dict[str, str]:
+    """Publish what an event records, once per token; an event recording nothing is counted
+    as ignored, and its token is not kept (opens and clicks come by the thousand)."""
+    document = parse_json_object(body)
+    token = _verified_token(guard, document.get("signature"))
+    try:
+        data = EventData.model_validate(document.get("event-data"))
+        interaction = event_interaction(data, datetime.now(UTC), instance)
+    except ValidationError as exc:
+        raise validation_rejection(exc) from None
+    except ValueError as exc:
+        raise Rejected(422, "invalid_body", str(exc)) from None
+    if interaction is None:
+        await channel.publish([], ignored=1)
+        return {"ignored": data.event}
+
+    async def published() -> dict[str, str]:
+        await channel.publish([interaction])
+        return {"event_id": interaction.id}
+
+    return await _publish_once(guard, token, published)
+
+
+def _verified_token(guard: ReplayGuard, signature: object) -> str:
+    """The token of an event webhook's `signature` object, checked as a route's signature is."""
+    try:
+        signed = MailgunSignature.model_validate(signature)
+        return guard.verify_signed(signed.timestamp, signed.token, signed.signature)
+    except ValidationError:
+        missing = SignatureError("signature is missing: timestamp, token and signature required")
+        raise signature_rejection(missing) from None
+    except SignatureError as exc:
+        raise signature_rejection(exc) from None
 
 
 async def _publish_once(

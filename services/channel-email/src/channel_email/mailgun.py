@@ -66,11 +66,17 @@ class ReplayGuard:
         self._next_try = 0.0
 
     def verify(self, form: FormData) -> str:
-        """Check the signature and freshness; return the token, to `claim`."""
-        timestamp, token = _text(form, "timestamp"), _text(form, "token")
+        """Check a route post's signature and freshness; return the token, to `claim`."""
+        return self.verify_signed(
+            _text(form, "timestamp"), _text(form, "token"), _text(form, "signature")
+        )
+
+    def verify_signed(self, timestamp: str | None, token: str | None, signature: str | None) -> str:
+        """Check a signature and its freshness (a route's form fields, or an event webhook's
+        `signature` object); return the token, to `claim`."""
         if not timestamp or not token:
             raise SignatureError("signature is missing: timestamp, token and signature required")
-        verify_hex_signature(self._key, (timestamp + token).encode(), _text(form, "signature"))
+        verify_hex_signature(self._key, (timestamp + token).encode(), signature)
         seconds = _unix_seconds(timestamp)
         if seconds is None or abs(time.time() - seconds) > self._max_age:
             raise SignatureError("signature timestamp is too old or in the future")

@@ -62,6 +62,15 @@ def message_ids(header: str | None) -> tuple[str, ...]:
     return tuple(_MESSAGE_ID.findall(header or ""))
 
 
+def bare_message_id(value: str | None) -> str | None:
+    """A message id as the inbound side keeps it: `<a@b>` and `a@b` are both `a@b`; None for
+    what no header could carry."""
+    if not value:
+        return None
+    found = message_ids(value) or message_ids(f"<{value.strip()}>")
+    return found[0] if found else None
+
+
 def first_address(header: str | None) -> str:
     """The bare address of a From/Sender header (the display name is not kept). Only a part with
     an `@` is an address: a display name with a comma left unquoted (`García, Ana <ana@...>`,

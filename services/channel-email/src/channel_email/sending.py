@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import structlog
 
-from channel_email.mime import message_ids
+from channel_email.mime import bare_message_id
 from channel_email.settings import EmailSettings
 from hilo.contract.outbound import OutboundCommand, OutboundMessage
 from hilo.outbound import Provider, SendRefused, Sent, not_configured, provider_call
@@ -23,7 +23,10 @@ from hilo.outbound import Provider, SendRefused, Sent, not_configured, provider_
 log = structlog.get_logger(__name__)
 
 COMMAND_VARIABLE = "v:hilo-command-id"
-"""A Mailgun user variable: Mailgun's events about the message carry it back."""
+"""A Mailgun user variable: Mailgun's events about the message carry it back, which tells the
+messages Hilo sent (`channel_email.events`) from other mail of the domain."""
+CONVERSATION_VARIABLE = "v:hilo-conversation"
+"""The conversation the message was sent in, so that its delivery status lands there too."""
 REASON_LIMIT = 500
 
 
@@ -79,7 +82,9 @@ def message_form(command: OutboundCommand, sender: str, default_subject: str) ->
         "text": payload.text,
         COMMAND_VARIABLE: command.id,
     }
-    if reply_to := _bare_id(payload.reply_to_provider_message_id):
+    if command.conversation is not None:
+        form[CONVERSATION_VARIABLE] = command.conversation.id
+    if reply_to := bare_message_id(payload.reply_to_provider_message_id):
         form["h:In-Reply-To"] = f"<{reply_to}>"
     if chain := thread_chain(payload):
         form["h:References"] = " ".join(f"<{message_id}>" for message_id in chain)
@@ -89,18 +94,10 @@ def message_form(command: OutboundCommand, sender: str, default_subject: str) ->
 def thread_chain(message: OutboundMessage) -> list[str]:
     """The `References` of a reply: the thread's ids, oldest first, ending with the message
     answered; each once, without brackets. Ids no header could carry are left out."""
-    reply_to = _bare_id(message.reply_to_provider_message_id)
-    earlier = (_bare_id(reference) for reference in message.references)
+    reply_to = bare_message_id(message.reply_to_provider_message_id)
+    earlier = (bare_message_id(reference) for reference in message.references)
     chain = [message_id for message_id in earlier if message_id and message_id != reply_to]
     return list(dict.fromkeys([*chain, *([reply_to] if reply_to else [])]))
-
-
-def _bare_id(value: str | None) -> str | None:
-    """A message id as the inbound side keeps it: `<a@b>` and `a@b` are both `a@b`."""
-    if not value:
-        return None
-    found = message_ids(value) or message_ids(f"<{value.strip()}>")
-    return found[0] if found else None
 
 
 def _answered_id(response: httpx.Response) -> str | None:
@@ -110,7 +107,7 @@ def _answered_id(response: httpx.Response) -> str | None:
     except ValueError:
         return None
     value = answer.get("id") if isinstance(answer, dict) else None
-    return _bare_id(value) if isinstance(value, str) else None
+    return bare_message_id(value) if isinstance(value, str) else None
 
 
 def _reason(response: httpx.Response) -> str:

@@ -1,0 +1,156 @@
+"""Mailgun's event webhooks → what became of the email Hilo sent, and a customer's unsubscribe
+or spam complaint. Pure: no I/O.
+
+Mailgun posts `{"signature": {"timestamp", "token", "signature"}, "event-data": {...}}`, signed
+as a route's post is (`channel_email.mailgun.ReplayGuard`). Of its events:
+
+- `delivered` → `delivered`; `opened` → `read` (when open tracking is on); a `failed` of
+  severity `permanent` → `failed` with the receiving server's reason. A temporary failure is
+  not an outcome (Mailgun tries again for hours), nor are `accepted`, `clicked` or `stored`,
+  nor `rejected` (Mailgun's API refused the message, and the sender recorded that already).
+  Only for messages Hilo sent (they carry the user variable `hilo-command-id`): other mail of
+  the domain has no message in any journey to attach to.
+- `unsubscribed` → consent to `marketing` on email withdrawn; `complained` (the customer marked
+  a mail as spam) → consent to `contact` on email withdrawn: Mailgun itself drops every later
+  mail to a complainer, and the agent desk says so before a reply is written. Whichever
+  system sent the mail: it is what the customer asked for.
+
+One event per message and outcome (`<Message-Id>:<outcome>`): a mail opened five times is read
+once, and Mailgun's retry of a post publishes nothing new.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from channel_email.mime import bare_message_id
+from channel_email.translate import CHANNEL
+from hilo.contract import (
+    ConsentChanged,
+    Conversation,
+    DeliveryStatus,
+    Identifiers,
+    Interaction,
+    MessageStatusChanged,
+    new_interaction,
+    unix_time,
+)
+from hilo.logs import mask_text
+
+COMMAND_ID = "hilo-command-id"
+CONVERSATION_ID = "hilo-conversation"
+ERROR_LIMIT = 1_000
+
+_Text = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int) else v)]
+
+
+class _Lenient(BaseModel):
+    """Mailgun adds fields without notice: the ones read here are checked, the rest ignored."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, hide_input_in_errors=True)
+
+
+class MailgunSignature(_Lenient):
+    timestamp: _Text = Field(max_length=20)
+    token: str = Field(max_length=200)
+    signature: str = Field(max_length=200)
+
+
+class MessageHeaders(_Lenient):
+    message_id: str | None = Field(default=None, alias="message-id", max_length=1_000)
+
+
+class EventMessage(_Lenient):
+    headers: MessageHeaders = MessageHeaders()
+
+
+class DeliveryReport(_Lenient):
+    """What the receiving server answered (an SMTP code and its text)."""
+
+    code: int | str | None = None
+    message: str | None = None
+    description: str | None = None
+
+
+class EventData(_Lenient):
+    event: str = Field(min_length=1, max_length=100)
+    timestamp: float
+    recipient: str | None = Field(default=None, max_length=1_000)
+    severity: str | None = None
+    reason: str | None = None
+    message: EventMessage = EventMessage()
+    delivery_status: DeliveryReport | None = Field(default=None, alias="delivery-status")
+    user_variables: dict[str, Any] | list[Any] = Field(
+        default_factory=dict, alias="user-variables", description="`[]` when there are none."
+    )
+
+    def variable(self, name: str) -> str | None:
+        variables = self.user_variables if isinstance(self.user_variables, dict) else {}
+        value = variables.get(name)
+        return value if isinstance(value, str) and value else None
+
+
+_STATUSES = {
+    "delivered": DeliveryStatus.DELIVERED,
+    "opened": DeliveryStatus.READ,
+}
+_WITHDRAWN = {"unsubscribed": "marketing", "complained": "contact"}
+
+
+def event_interaction(data: EventData, received_at: datetime, instance: str) -> Interaction | None:
+    """The interaction an event records, or None for one that records nothing (see the module
+    docstring). `ValueError` when an event that would record something names no message or
+    recipient: Mailgun's retry would not add them."""
+    status = _status(data)
+    purpose = _WITHDRAWN.get(data.event)
+    if status is None and purpose is None:
+        return None
+    message_id = bare_message_id(data.message.headers.message_id)
+    if message_id is None or not data.recipient:
+        raise ValueError(f"a `{data.event}` event needs message.headers.message-id and recipient")
+    conversation = data.variable(CONVERSATION_ID)
+    payload: MessageStatusChanged | ConsentChanged
+    if status is not None:
+        payload = MessageStatusChanged(
+            provider_message_id=message_id,
+            status=status,
+            error=_failure(data) if status is DeliveryStatus.FAILED else None,
+        )
+    else:
+        payload = ConsentChanged(
+            purpose=str(purpose), granted=False, channel=CHANNEL, source=f"mailgun_{data.event}"
+        )
+    return new_interaction(
+        channel=CHANNEL,
+        instance=instance,
+        provider_event_id=f"{message_id}:{data.event}",
+        identifiers=Identifiers(email=data.recipient),
+        conversation=Conversation(id=conversation) if conversation else None,
+        occurred_at=unix_time(data.timestamp),
+        received_at=received_at,
+        payload=payload,
+    )
+
+
+def _status(data: EventData) -> DeliveryStatus | None:
+    """The outcome of a message Hilo sent; None for other mail and for what is no outcome."""
+    if data.variable(COMMAND_ID) is None:
+        return None
+    if data.event == "failed":
+        return DeliveryStatus.FAILED if data.severity == "permanent" else None
+    return _STATUSES.get(data.event)
+
+
+def _failure(data: EventData) -> str:
+    """Why the mail was not delivered, as the agent reads it: the receiving server's code and
+    answer, and Mailgun's reason (`bounce`, `suppress-bounce`, ...). Addresses it quotes are
+    masked, as the sender masks a provider's refusal (`hilo.outbound`)."""
+    report = data.delivery_status or DeliveryReport()
+    answer = report.description or report.message
+    reason = f"({data.reason})" if data.reason else None
+    parts = [str(report.code) if report.code else None, answer, reason]
+    text = " ".join(part.strip() for part in parts if part and part.strip())
+    return mask_text(text or "Mailgun could not deliver the message")[:ERROR_LIMIT]
