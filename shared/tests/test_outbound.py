@@ -31,6 +31,8 @@ from hilo.contract.outbound import OutboundCommand
 from hilo.kafka import KafkaPublisher, PublishFailed, Record, create_broker
 from hilo.mongo import MongoDocument
 from hilo.outbound import (
+    CHECK_FIRST,
+    INTERRUPTED,
     SENDS_COLLECTION,
     SENDS_KEPT,
     UNCONFIRMED,
@@ -42,6 +44,7 @@ from hilo.outbound import (
     SendUncertain,
     Sent,
     command_record,
+    failed_in_code,
     provider_call,
     retry_after,
 )
@@ -492,11 +495,13 @@ async def test_a_send_stopped_while_waiting_to_try_again_is_sent_by_the_next_del
     assert len(provider.calls) == 2
 
 
-async def test_a_send_stopped_during_the_providers_call_keeps_its_claim(
+async def test_a_send_stopped_during_the_providers_call_is_reported_not_confirmed_at_once(
     settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
 ) -> None:
-    """The call may have reached the provider: the claim stays, and a redelivery does not send
-    it again (it waits, then reports it not confirmed)."""
+    """A deploy that outlasts the provider's answer: the call may have reached the provider, so
+    it is not sent again; it is given up as not confirmed when it is stopped, so the next
+    delivery reports it right away instead of waiting minutes for an attempt that is gone
+    (and holding the partition's later replies meanwhile)."""
     calling = asyncio.Event()
 
     class Hanging(ScriptedProvider):
@@ -518,12 +523,38 @@ async def test_a_send_stopped_during_the_providers_call_keeps_its_claim(
     with pytest.raises(asyncio.CancelledError):
         await handling
     kept = await sends.find_one({"_id": command.id})
+    again = await OutboundSender("sms", "test", provider, publisher, sends, FAST).handle(command)
 
     assert kept is not None
-    assert kept["state"] == "sending"
-    with pytest.raises(SendInProgress):
-        await OutboundSender("sms", "test", provider, publisher, sends, FAST).handle(command)
+    assert (kept["state"], kept["reason"]) == ("failed", INTERRUPTED)
     assert len(provider.calls) == 1
+    assert (again["state"], again["recorded"]) == ("failed", True)
+    [event] = await published_interactions(settings, expected=1)
+    assert event["payload"]["provider_message_id"] == command.failure_provider_id()
+    assert event["payload"]["error"] == INTERRUPTED
+    assert CHECK_FIRST in INTERRUPTED, "the desk shows it as perhaps sent"
+
+
+async def test_a_defect_in_the_channels_send_code_is_reported_not_confirmed_at_once(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
+) -> None:
+    """A provider class that fails on an answer it does not expect (after the provider took
+    the message, perhaps): reported now as not confirmed, not minutes later as a stopped
+    service, and not sent again."""
+    provider = ScriptedProvider(KeyError("sid"))
+    sender = await _sender(settings, mongo_client, broker, provider)
+    command = sample_command()
+
+    state = await sender.handle(command)
+    again = await sender.handle(command)
+
+    assert len(provider.calls) == 1
+    assert (state["state"], state["reason"]) == ("failed", failed_in_code(KeyError()))
+    assert state["reason"].startswith("not confirmed: the channel service failed")
+    assert CHECK_FIRST in state["reason"]
+    assert again["state"] == "failed"
+    [event] = await published_interactions(settings, expected=1)
+    assert event["payload"]["error"] == state["reason"]
 
 
 async def test_a_provider_client_closed_by_a_stopping_service_sent_nothing() -> None:

@@ -23,7 +23,9 @@ Nothing is sent twice: a delivery that finds another attempt's claim still `send
 that attempt may be in flight (`RetryPolicy.in_flight_seconds`, a second instance after a
 rebalance), and after that reports the message as not confirmed (`UNCONFIRMED`) instead of
 sending it: the attempt died after claiming it, before or after the provider took it, and none of
-the providers takes an idempotency key that would tell which. The agent sees it and decides.
+the providers takes an idempotency key that would tell which. The agent sees it and decides. An
+attempt stopped during its call (a deploy) or failing in its own code says so itself at once
+(`INTERRUPTED`, `failed_in_code`), so no delivery waits for it.
 """
 
 from __future__ import annotations
@@ -164,6 +166,19 @@ CHECK_FIRST: Final = "look at the conversation before sending it again"
 says "perhaps not sent" for those, not "not sent"."""
 
 UNCONFIRMED = f"not confirmed: the channel service stopped while sending it; {CHECK_FIRST}"
+INTERRUPTED = (
+    f"not confirmed: the channel service was stopped while the provider answered; {CHECK_FIRST}"
+)
+"""A send whose call was cancelled (a deploy that outlasts the provider's answer): stored at
+once, so the next delivery reports it instead of waiting `in_flight_seconds` for an attempt
+that is gone."""
+
+
+def failed_in_code(error: BaseException) -> str:
+    """The reason of a send the channel's own code failed on (a defect, not the provider's
+    answer): before or after the call, so the message may be out."""
+    failure = type(error).__name__
+    return f"not confirmed: the channel service failed while sending it ({failure}); {CHECK_FIRST}"
 
 
 @dataclass(frozen=True)
@@ -482,9 +497,11 @@ class OutboundSender:
             sent = await self._with_retries(command, calling)
         except asyncio.CancelledError:
             # Stopped (a deploy) while waiting to try again: nothing is with the provider, so
-            # the claim goes, and the next delivery sends. Stopped during a call, it stays: that
-            # call may have reached the provider.
-            if not calling.now:
+            # the claim goes, and the next delivery sends. Stopped during a call, that call may
+            # have reached the provider: the send is given up as not confirmed, at once.
+            if calling.now:
+                await asyncio.shield(self._interrupted(command, claim))
+            else:
                 await asyncio.shield(self._release(command, claim))
             raise
         except SendUncertain as exc:
@@ -498,6 +515,10 @@ class OutboundSender:
             asked = f"; it asked to wait {exc.retry_after:.0f} s" if exc.retry_after else ""
             reason = f"{exc} (after {exc.attempts} attempts{asked})"
             update = {"state": "failed", "reason": reason}
+        except Exception as exc:  # a defect in the channel's code: reported now, not in minutes
+            FAILED.labels(command.channel, "error").inc()
+            log.exception("outbound_send_error", channel=command.channel, command_id=command.id)
+            update = {"state": "failed", "reason": failed_in_code(exc)}
         else:
             SENT.labels(command.channel).inc()
             update = {
@@ -535,6 +556,20 @@ class OutboundSender:
         async for attempt in retrying:
             with attempt:
                 await self._sends.update_one({"_id": command_id}, {"$set": update})
+
+    async def _interrupted(self, command: OutboundCommand, claim: str) -> None:
+        """Give up a send stopped during its call as not confirmed (`INTERRUPTED`). When MongoDB
+        does not take it, the claim stays, and a redelivery waits it out as before."""
+        update = {"state": "failed", "reason": INTERRUPTED, "done_at": datetime.now(UTC)}
+        try:
+            await self._sends.update_one(
+                {"_id": command.id, "claim": claim, "state": "sending"}, {"$set": update}
+            )
+        except PyMongoError as exc:
+            log.warning("outbound_interrupted_not_stored", command_id=command.id, error=str(exc))
+            return
+        FAILED.labels(command.channel, "unconfirmed").inc()
+        log.warning("outbound_interrupted", channel=command.channel, command_id=command.id)
 
     async def _release(self, command: OutboundCommand, claim: str) -> None:
         try:
