@@ -20,6 +20,7 @@ from hilo.settings import HiloSettings
 from hilo.shutdown import cancelled
 from hilo.spool import Spool
 from hilo.testkit.probes import eventually
+from hilo.testkit.query_plans import winning_stages
 from hilo.testkit.samples import publishing_one_sample
 from hilo.topics import Topic
 from hilo_devkit.channel_contract import channel_client
@@ -147,9 +148,10 @@ async def test_a_request_kafka_refuses_for_good_is_set_aside_and_the_rest_go_out
 ) -> None:
     for n in range(3):
         await spool.keep(request(n))
-    await spool.collection.insert_one(
+    await spool.collection.insert_one(  # kept by a release before `queue`, then broken
         {"channel": "sms", "records": [{"topic": "no-such-topic"}], "lease": datetime.now(UTC)}
     )
+    await spool.prepare()
     kafka = Kafka()
     kafka.too_large = {request(0)[1].value or b""}
 
@@ -213,3 +215,44 @@ async def test_kafka_and_mongodb_both_refusing_is_a_503(
 
     assert response.status_code == 503
     assert response.headers["Retry-After"]
+
+
+async def test_documents_kept_before_the_queue_are_drained_and_every_query_uses_the_index(
+    spool: Spool,
+) -> None:
+    """A drain after a long outage must not scan every kept webhook for each one it publishes:
+    asked of the real server with `explain`."""
+    older = [
+        {
+            "channel": "sms",
+            "records": [_stored(r) for r in request(n)],
+            "lease": datetime(2000, 1, 1, tzinfo=UTC),
+        }
+        for n in range(3)
+    ]
+    older.append({**older[0], "refused": {"reason": "MessageSizeTooLargeError: x"}})
+    await spool.collection.insert_many([{**doc} for doc in older])
+    await spool.prepare()
+    queries = [
+        spool.collection.find({"queue": "sms", "lease": {"$lte": datetime.now(UTC)}}).sort(
+            [("lease", 1), ("_id", 1)]
+        ),
+        spool.collection.find({"queue": "sms"}),
+        spool.collection.find({"queue": "sms:refused"}),
+    ]
+    plans = [winning_stages(await query.explain()) for query in queries]
+    kafka = Kafka()
+
+    assert await spool.drain(kafka) == 3
+    assert kafka.published == [r for n in range(3) for r in request(n)]
+    assert [plan for plan in plans if "COLLSCAN" in plan or "IXSCAN" not in plan] == []
+    assert await spool.collection.count_documents({"queue": "sms:refused"}) == 1
+
+
+def _stored(record: Record) -> dict[str, object]:
+    return {
+        "topic": record.topic.value,
+        "key": record.key,
+        "value": record.value,
+        "headers": dict(record.headers),
+    }

@@ -18,6 +18,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from customer_profile.adapters.store import ProfileStore
 from hilo.mongo import MongoDocument
 from hilo.settings import HiloSettings
+from hilo.testkit.query_plans import winning_stages
 
 HOT_PATH_QUERIES: list[tuple[str, dict[str, Any]]] = [
     ("identities", {"_id": {"$in": ["email:a@example.com", "phone:+34612345678"]}}),
@@ -40,20 +41,6 @@ HOT_PATH_QUERIES: list[tuple[str, dict[str, Any]]] = [
 QUERY_IDS = [f"{collection}-{'-'.join(query)}" for collection, query in HOT_PATH_QUERIES]
 
 
-def stages(plan: Any) -> set[str]:
-    """Every stage name in an explain plan tree."""
-    found: set[str] = set()
-    if isinstance(plan, dict):
-        if isinstance(plan.get("stage"), str):
-            found.add(plan["stage"])
-        for value in plan.values():
-            found |= stages(value)
-    elif isinstance(plan, list):
-        for item in plan:
-            found |= stages(item)
-    return found
-
-
 @pytest.mark.parametrize(
     ("collection", "query"),
     HOT_PATH_QUERIES,
@@ -73,7 +60,7 @@ async def test_hot_path_queries_use_an_index(
 
     plan = await target.find(query).explain()
 
-    winning = stages(plan.get("queryPlanner", {}).get("winningPlan", plan))
+    winning = winning_stages(plan)
     assert winning, f"no plan in {plan}"
     assert "COLLSCAN" not in winning, f"{collection} {query} scans: {winning}"
 
