@@ -28,7 +28,7 @@ from hilo.webhook import hmac_sha256
 from hilo_devkit.channel_contract import (
     ProviderRequest,
     assert_channel_contract,
-    assert_refused_while_kafka_is_down,
+    assert_spooled_while_kafka_is_down,
     channel_client,
     send,
 )
@@ -407,28 +407,17 @@ async def test_malformed_mail_is_refused_naming_the_problem(
     assert await published_interactions(settings, 0) == []
 
 
-async def test_503_while_kafka_is_down_and_the_retry_is_published(
+async def test_mail_arriving_while_kafka_is_down_is_kept_then_published(
     email_settings: EmailSettings, tmp_path: Path
 ) -> None:
-    events = await assert_refused_while_kafka_is_down(
+    """Kept in MongoDB and answered 200 (Mailgun never posts a delivery notification again, so
+    the channel spools: `test_mailgun_events`), then published once Kafka is back."""
+    events = await assert_spooled_while_kafka_is_down(
         create_app, email_settings, raw_mime(REPLY), tmp_path
     )
 
     assert {event["id"] for event in events} == {
         mail_event(email_settings, "CAF=reply-2@mail.example.com")
-    }
-
-
-async def test_a_mailgun_post_refused_while_kafka_is_down_is_published_by_its_retry(
-    email_settings: EmailSettings, tmp_path: Path
-) -> None:
-    """The refused attempt gives its token back: Mailgun's retry, same token, publishes."""
-    events = await assert_refused_while_kafka_is_down(
-        create_app, email_settings, mailgun(mailgun_fields(token="outage-token")), tmp_path
-    )
-
-    assert {event["id"] for event in events} == {
-        mail_event(email_settings, "CAF=first-1@mail.example.com")
     }
 
 

@@ -7,6 +7,7 @@ Mailgun's format, signed with the domain's webhook signing key.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,9 +20,10 @@ from pydantic_core import to_json
 
 from channel_email.app import create_app
 from channel_email.settings import EmailSettings
+from channel_email.translate import mail_reference
 from hilo.contract import conversation_id, interaction_id
 from hilo.settings import HiloSettings
-from hilo.testkit.contract_check import published_interactions
+from hilo.testkit.contract_check import opened_interactions, published_interactions
 from hilo.testkit.standins.mailgun import (
     DOMAIN,
     AcceptedEmail,
@@ -30,8 +32,9 @@ from hilo.testkit.standins.mailgun import (
 )
 from hilo_devkit.channel_contract import (
     ProviderRequest,
-    assert_refused_while_kafka_is_down,
+    broker_of_its_own,
     channel_client,
+    published_records,
 )
 
 SIGNING_KEY = "key-mailgun-signing"
@@ -71,8 +74,12 @@ def event(message: AcceptedEmail, name: str, **details: Any) -> ProviderRequest:
     )
 
 
-def outcome_id(message: AcceptedEmail, name: str) -> str:
-    return interaction_id("email", f"{message.message_id.strip('<>')}:{name}")
+def outcome_id(
+    settings: HiloSettings, message: AcceptedEmail, name: str, recipient: str = ANA
+) -> str:
+    """An event's id: the message and recipient keyed with the pepper, and the outcome."""
+    reference = mail_reference(settings.pepper, recipient, message.message_id.strip("<>"))
+    return interaction_id("email", f"{reference}:{name}")
 
 
 async def post(client: httpx.AsyncClient, request: ProviderRequest) -> httpx.Response:
@@ -126,10 +133,10 @@ async def test_the_outcomes_of_hilos_mail_are_published_and_what_is_no_outcome_i
     ]
     events = await published_interactions(settings, 4)
     assert [e["id"] for e in events] == [
-        outcome_id(reply, "delivered"),
-        outcome_id(reply, "opened"),
-        outcome_id(reply, "opened"),  # one id: opened twice is read once in the journey
-        outcome_id(bounced, "failed"),
+        outcome_id(settings, reply, "delivered"),
+        outcome_id(settings, reply, "opened"),
+        outcome_id(settings, reply, "opened"),  # one id: opened twice is read once in the journey
+        outcome_id(settings, bounced, "failed"),
     ]
     assert [(e["payload"]["kind"], e["channel"], e["identifiers"]["email"]) for e in events] == [
         ("message_status", "email", ANA)
@@ -190,7 +197,11 @@ async def test_forged_stale_and_replayed_events_publish_nothing_new(
     ]
 
     assert [answer.status_code for answer in answers] == [403, 403, 401, 200, 200]
-    assert answers[4].json() == answers[3].json() == {"event_id": outcome_id(reply, "delivered")}
+    assert (
+        answers[4].json()
+        == answers[3].json()
+        == {"event_id": outcome_id(settings, reply, "delivered")}
+    )
     [delivered] = await published_interactions(settings, 1)
     assert delivered["payload"]["status"] == "delivered"
 
@@ -220,13 +231,97 @@ async def test_an_event_that_can_never_be_read_is_refused_for_good_naming_the_pr
     assert await published_interactions(settings, 0) == []
 
 
-async def test_an_event_refused_while_kafka_is_down_is_published_by_mailguns_retry(
-    email_settings: EmailSettings, tmp_path: Path
+async def test_a_captured_signature_of_an_ignored_or_refused_event_is_worth_nothing(
+    email: httpx.AsyncClient, settings: HiloSettings
 ) -> None:
-    """The refused post gives its token back: Mailgun's retry, same token, publishes."""
-    reply = sent_by_hilo()
-    events = await assert_refused_while_kafka_is_down(
-        create_app, email_settings, event(reply, "delivered"), tmp_path
+    """Mailgun signs the timestamp and token, not the body: every signed token is claimed,
+    whatever its event came to, so no forged body publishes under it, on either route."""
+    victim = "victim@example.com"
+    forged = AcceptedEmail(
+        campaign_mail().message_id, DOMAIN, (("to", victim), ("subject", "Winter sale"))
+    )
+    clicked = event_body(campaign_mail(), "clicked", SIGNING_KEY, token="clicked-token")
+    unreadable = event_body(sent_by_hilo(), "delivered", SIGNING_KEY, token="refused-token")
+    unreadable["event-data"]["message"] = {"headers": {}}
+    first = [
+        await email.post("/webhooks/mailgun/events", json=body) for body in (clicked, unreadable)
+    ]
+    forgeries = [
+        {**signed, "event-data": event_body(forged, "complained")["event-data"]}
+        for signed in (clicked, unreadable)
+    ]
+    again = [await email.post("/webhooks/mailgun/events", json=body) for body in forgeries]
+    as_route = await email.post(
+        "/webhooks/mailgun",
+        data={
+            "from": f"Victim <{victim}>",
+            "stripped-text": "Send the refund to my new account",
+            "Message-Id": "<forged@example.com>",
+            **clicked["signature"],
+        },
     )
 
-    assert {e["id"] for e in events} == {outcome_id(reply, "delivered")}
+    assert [a.status_code for a in first] == [200, 406]
+    assert [a.status_code for a in again] == [200, 406]
+    assert again[0].json() == first[0].json() == {"ignored": "clicked"}
+    assert again[1].json() == first[1].json()
+    assert (as_route.status_code, as_route.json()) == (200, {"ignored": "clicked"})
+    assert await published_interactions(settings, 0) == []
+
+
+async def test_each_recipient_of_one_newsletter_is_heard(
+    email: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """A batch or mailing-list send gives every copy one Message-Id: the recipient is part of
+    the event's id, or every unsubscribe after the first would be dropped as a repeat."""
+    newsletter = campaign_mail()
+    to_bob = AcceptedEmail(newsletter.message_id, DOMAIN, (("to", "bob@example.com"),))
+
+    answers = [
+        await post(email, event(newsletter, "unsubscribed")),
+        await post(email, event(to_bob, "unsubscribed")),
+    ]
+
+    assert [a.status_code for a in answers] == [200, 200]
+    events = await published_interactions(settings, 2)
+    assert [e["id"] for e in events] == [
+        outcome_id(settings, newsletter, "unsubscribed"),
+        outcome_id(settings, newsletter, "unsubscribed", "bob@example.com"),
+    ]
+    assert len({e["id"] for e in events}) == 2
+
+
+async def test_events_and_mail_arriving_while_kafka_is_down_are_kept_then_published(
+    email_settings: EmailSettings, settings: HiloSettings, tmp_path: Path
+) -> None:
+    """Mailgun never posts a delivery notification again after a 503: what arrives while
+    Kafka is away is kept in MongoDB (`hilo.spool`), answered 200, and published once it is
+    back; a retry of a kept post publishes nothing more."""
+    reply = sent_by_hilo()
+    delivered = event(reply, "delivered")
+    async with (
+        broker_of_its_own(email_settings, tmp_path, spool_drain_seconds=0.5) as (
+            local,
+            kafka,
+        ),
+        channel_client(create_app(local)) as running,
+    ):
+        await asyncio.to_thread(kafka.stop)
+        ready = await running.get("/health/ready")
+        down = [await post(running, delivered), await post(running, delivered)]
+        mail = await running.post(
+            "/v1/messages/mime",
+            content=(Path(__file__).parent / "samples" / "reply_with_attachment.eml").read_bytes(),
+            headers={"X-API-Key": "mta-key-1"},
+        )
+        await asyncio.to_thread(kafka.start)
+        records = await published_records(local, 2)
+
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "degraded"
+    assert [a.status_code for a in (*down, mail)] == [200, 200, 200]
+    assert (
+        down[0].json() == down[1].json() == {"event_id": outcome_id(settings, reply, "delivered")}
+    )
+    events = await opened_interactions(local, records)
+    assert sorted(e["payload"]["kind"] for e in events) == ["message", "message_status"]

@@ -6,8 +6,9 @@ rest the same way for every channel:
 - seal each event's personal fields (`hilo.sealing`: crypto-shredding, so an erasure makes them
   unreadable on every topic), publish and wait for Kafka's acknowledgement, answering 503 (so the
   provider retries) when it does not come or the key store does not answer; never 200 for
-  something Kafka does not have, unless the provider never retries (Twilio): then its records
-  are kept in MongoDB (`hilo.spool`) and published once Kafka is back;
+  something Kafka does not have, unless the provider does not always retry (Twilio, Mailgun's
+  delivery notifications): then its records are kept in MongoDB (`hilo.spool`) and published
+  once Kafka is back;
 - refuse bodies over `HILO_MAX_BODY_BYTES` with 413, events larger than Kafka takes
   (`HILO_KAFKA_MAX_RECORD_BYTES`) with 413 (a retry could never succeed), malformed bodies with
   400/422 naming the fields (never echoing their values), bad signatures with 401/403;
@@ -100,8 +101,9 @@ class ChannelSettings(HiloSettings):
         default=2.0,
         gt=0,
         le=300,
-        description="How often a channel whose provider never retries (Twilio) publishes the "
-        "webhooks it kept in MongoDB while Kafka was away.",
+        description="How often a channel whose provider does not always retry (Twilio, "
+        "Mailgun's delivery notifications) publishes the webhooks it kept in MongoDB while "
+        "Kafka was away.",
     )
     outbound_send_attempts: int = Field(
         default=5,

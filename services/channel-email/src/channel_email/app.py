@@ -99,7 +99,7 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
         complained (`channel_email.events`); signed, fresh, each token published once."""
         try:
             body = await raw_body(request, EVENT_BODY_LIMIT)
-            return await _record_event(channel, guard, settings.instance, body)
+            return await _record_event(channel, guard, settings, body)
         except Rejected as exc:
             raise never_again(exc) from None
 
@@ -133,28 +133,31 @@ EVENT_BODY_LIMIT = 256 * 1024
 
 
 async def _record_event(
-    channel: Channel, guard: ReplayGuard, instance: str, body: bytes
+    channel: Channel, guard: ReplayGuard, settings: EmailSettings, body: bytes
 ) -> dict[str, str]:
-    """Publish what an event records, once per token; an event recording nothing is counted
-    as ignored, and its token is not kept (opens and clicks come by the thousand)."""
+    """Publish what an event records, once per token. Every signed token is claimed, an event
+    that records nothing and one refused for good included, and keeps its answer: a captured
+    signature is worth nothing under another body, on this route or a route's."""
     document = parse_json_object(body)
     token = _verified_token(guard, document.get("signature"))
-    try:
-        data = EventData.model_validate(document.get("event-data"))
-        interaction = event_interaction(data, datetime.now(UTC), instance)
-    except ValidationError as exc:
-        raise validation_rejection(exc) from None
-    except ValueError as exc:
-        raise Rejected(422, "invalid_body", str(exc)) from None
-    if interaction is None:
-        await channel.publish([], ignored=1)
-        return {"ignored": data.event}
 
-    async def published() -> dict[str, str]:
+    async def recorded() -> dict[str, str]:
+        try:
+            data = EventData.model_validate(document.get("event-data"))
+            interaction = event_interaction(
+                data, datetime.now(UTC), settings.instance, settings.pepper
+            )
+        except ValidationError as exc:
+            raise validation_rejection(exc) from None
+        except ValueError as exc:
+            raise Rejected(422, "invalid_body", str(exc)) from None
+        if interaction is None:
+            await channel.publish([], ignored=1)
+            return {"ignored": data.event}
         await channel.publish([interaction])
         return {"event_id": interaction.id}
 
-    return await _publish_once(guard, token, published)
+    return await _publish_once(guard, token, recorded)
 
 
 def _verified_token(guard: ReplayGuard, signature: object) -> str:
@@ -275,6 +278,8 @@ def create_app(settings: EmailSettings | None = None) -> FastAPI:
         "email",
         settings,
         lambda channel: routes(channel, settings),
-        description="Inbound email: /webhooks/mailgun, /webhooks/sendgrid, /v1/messages/mime.",
+        description="Inbound email: /webhooks/mailgun, /webhooks/sendgrid, /v1/messages/mime; "
+        "Mailgun's events: /webhooks/mailgun/events.",
         provider=mailgun_provider(settings),
+        spool=True,  # Mailgun never retries a delivery notification answered 503
     )

@@ -15,8 +15,10 @@ as a route's post is (`channel_email.mailgun.ReplayGuard`). Of its events:
   mail to a complainer, and the agent desk says so before a reply is written. Whichever
   system sent the mail: it is what the customer asked for.
 
-One event per message and outcome (`<Message-Id>:<outcome>`): a mail opened five times is read
-once, and Mailgun's retry of a post publishes nothing new.
+One event per message, recipient and outcome: a mail opened five times is read once, and each
+recipient of a newsletter sent to many under one Message-Id is heard. The recipient is keyed
+with the pepper (`mail_reference`), as an inbound mail's sender is: the event id is on every
+record in the clear.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from channel_email.mime import bare_message_id
-from channel_email.translate import CHANNEL
+from channel_email.translate import CHANNEL, mail_reference
 from hilo.contract import (
     ConsentChanged,
     Conversation,
@@ -100,7 +102,9 @@ _STATUSES = {
 _WITHDRAWN = {"unsubscribed": "marketing", "complained": "contact"}
 
 
-def event_interaction(data: EventData, received_at: datetime, instance: str) -> Interaction | None:
+def event_interaction(
+    data: EventData, received_at: datetime, instance: str, key: bytes
+) -> Interaction | None:
     """The interaction an event records, or None for one that records nothing (see the module
     docstring). `ValueError` when an event that would record something names no message or
     recipient: Mailgun's retry would not add them."""
@@ -111,6 +115,8 @@ def event_interaction(data: EventData, received_at: datetime, instance: str) -> 
     message_id = bare_message_id(data.message.headers.message_id)
     if message_id is None or not data.recipient:
         raise ValueError(f"a `{data.event}` event needs message.headers.message-id and recipient")
+    identifiers = Identifiers(email=data.recipient)
+    reference = mail_reference(key, identifiers.email or data.recipient, message_id)
     conversation = data.variable(CONVERSATION_ID)
     payload: MessageStatusChanged | ConsentChanged
     if status is not None:
@@ -126,8 +132,8 @@ def event_interaction(data: EventData, received_at: datetime, instance: str) -> 
     return new_interaction(
         channel=CHANNEL,
         instance=instance,
-        provider_event_id=f"{message_id}:{data.event}",
-        identifiers=Identifiers(email=data.recipient),
+        provider_event_id=f"{reference}:{data.event}",
+        identifiers=identifiers,
         conversation=Conversation(id=conversation) if conversation else None,
         occurred_at=unix_time(data.timestamp),
         received_at=received_at,
