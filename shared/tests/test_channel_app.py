@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from fastapi import APIRouter, Depends, Request
 from prometheus_client import REGISTRY
 from pydantic import BaseModel, Field, SecretStr
 
+from hilo import channel as channel_module
 from hilo.auth import require_api_key
 from hilo.channel import Channel, ChannelSettings, create_channel_app, raw_body
+from hilo.kafka import aiokafka_producer
 from hilo.settings import HiloSettings
-from hilo.testkit.probes import read_topic
+from hilo.testkit.probes import eventually, read_topic
 from hilo.testkit.samples import publishing_one_sample
 from hilo.testkit.serving import free_port
 from hilo.topics import Topic, topic_name
@@ -114,3 +117,33 @@ async def test_without_the_key_store_nothing_is_published_and_the_provider_is_to
         timeout=3,
     )
     assert records == []
+
+
+async def test_a_producer_whose_sender_died_is_not_ready_and_stops_its_service(
+    settings: HiloSettings, topics: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiokafka's sender task ending (a bug in its routine, aiokafka #907; a cancelled task,
+    #1039) leaves a producer that buffers every record and sends none, while Kafka answers
+    pings: the instance must say it is not ready, and stop, so that a new one is started."""
+    stops: list[str] = []
+    monkeypatch.setattr(channel_module, "PRODUCER_WATCH_SECONDS", 0.05)
+    monkeypatch.setattr(channel_module, "stop_this_process", lambda: stops.append("stop"))
+    channel_settings = ChannelSettings.model_validate(settings.model_dump())
+    app = create_channel_app(
+        "stalling", channel_settings, publishing_one_sample, description="test"
+    )
+    async with channel_client(app) as channel:
+        before = await channel.get("/health/ready")
+        producer = aiokafka_producer(app.state.broker)
+        producer._sender.sender_task.cancel()
+        await eventually(lambda: _count(stops), until=lambda n: n == 1, timeout=10)
+        after = await channel.get("/health/ready")
+
+    assert before.status_code == 200
+    assert after.status_code == 503
+    assert after.json()["checks"]["kafka"] == "failing"
+    assert stops == ["stop"]
+
+
+async def _count(items: list[str]) -> int:
+    return len(items)

@@ -16,6 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from pymongo import AsyncMongoClient
 
+from hilo.kafka import producer_stalled
+
 Check = Callable[[], Awaitable[bool]]
 CHECK_TIMEOUT_SECONDS = 3.0
 
@@ -26,8 +28,10 @@ class HealthStatus(BaseModel):
 
 
 def kafka_check(broker: KafkaBroker) -> Check:
+    """Kafka answers, and the producer still sends (`hilo.kafka.producer_stalled`)."""
+
     async def check() -> bool:
-        return await broker.ping(timeout=CHECK_TIMEOUT_SECONDS)
+        return not producer_stalled(broker) and await broker.ping(timeout=CHECK_TIMEOUT_SECONDS)
 
     return check
 

@@ -246,6 +246,33 @@ def aiokafka_producer(broker: KafkaBroker) -> AIOKafkaProducer:
     return producer
 
 
+def producer_stalled(broker: KafkaBroker) -> bool:
+    """Whether the broker's producer is open but its sender task has ended: a bug in aiokafka's
+    sender routine (aiokafka #907) or a cancelled task (#1039) leaves a producer that takes every
+    record into its buffer and sends none, while the broker still answers pings. Only a new
+    producer (a restart) sends again. Reached through aiokafka's internals, hence pinned."""
+    try:
+        producer = aiokafka_producer(broker)
+    except KafkaConnectionError:
+        return False  # not connected yet: `start_or_keep_trying` says so
+    sender = producer._sender
+    task = sender.sender_task if sender is not None else None
+    return not producer._closed and task is not None and task.done()
+
+
+async def watch_producer(
+    broker: KafkaBroker, service: str, on_stall: Callable[[], None], every: float = 5.0
+) -> None:
+    """Check `producer_stalled` every `every` seconds; once it is, log it and call `on_stall`
+    (a service stops itself, so that its orchestrator starts a new one), then end."""
+    while True:
+        await asyncio.sleep(every)
+        if producer_stalled(broker):
+            break
+    log.error("kafka_producer_stalled", service=service, action="stopping the service")
+    on_stall()
+
+
 KAFKA_AWAY = (KafkaError, OSError)
 """What connecting raises while Kafka does not answer (`TimeoutError` is an `OSError`)."""
 START_SECONDS = 30.0

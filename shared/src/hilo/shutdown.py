@@ -9,6 +9,7 @@ open.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -44,3 +45,10 @@ async def shut_down(service: str, steps: Sequence[Step], seconds: float | None =
             log.warning(
                 "shutdown_step_failed", service=service, step=name, error=type(error).__name__
             )
+
+
+def stop_this_process() -> None:
+    """Ask this process to stop as an orchestrator would (SIGTERM: uvicorn and FastStream stop
+    gracefully), for a fault only a new process recovers from; `restart: unless-stopped` or a
+    Kubernetes pod then starts a new one."""
+    signal.raise_signal(signal.SIGTERM)

@@ -86,11 +86,17 @@ from agent_desk.timeline import attach_statuses, row, type_name
 from hilo.contract import BUILT_IN_CHANNELS
 from hilo.contract.outbound import Template
 from hilo.health import health_router, kafka_check, mongo_check
-from hilo.kafka import KafkaPublisher, PublishFailed, create_broker, start_or_keep_trying
+from hilo.kafka import (
+    KafkaPublisher,
+    PublishFailed,
+    create_broker,
+    start_or_keep_trying,
+    watch_producer,
+)
 from hilo.mongo import create_mongo_client
 from hilo.offers.money import format_amount
 from hilo.sealing import create_sealer
-from hilo.shutdown import cancelled, shut_down
+from hilo.shutdown import cancelled, shut_down, stop_this_process
 
 log = structlog.get_logger(__name__)
 
@@ -303,6 +309,7 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
             await desk.signed_out.create_indexes()
         connecting = await start_or_keep_trying(desk.broker, settings)
         follower = asyncio.create_task(desk.feed.run())
+        watch = asyncio.create_task(watch_producer(desk.broker, "agent-desk", stop_this_process))
         if not connecting:  # with Kafka away, journeys are read all the same: no waiting
             with suppress(TimeoutError):
                 await asyncio.wait_for(desk.feed.ready.wait(), 30)
@@ -310,7 +317,7 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await _shut_down(desk, [follower, *connecting])
+            await _shut_down(desk, [follower, watch, *connecting])
 
     app = DeskApp(
         title="Hilo agent desk",

@@ -26,13 +26,13 @@ from customer_profile.settings import ProfileSettings
 from hilo.asyncapi import asyncapi_router
 from hilo.entrypoint import OpenApiRefused
 from hilo.health import health_router, kafka_check, mongo_check
-from hilo.kafka import KafkaPublisher, create_broker, start_or_keep_trying
+from hilo.kafka import KafkaPublisher, create_broker, start_or_keep_trying, watch_producer
 from hilo.kafka_security import client_options
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.offers.book import OffersFollower
 from hilo.offers.model import OffersSnapshot
 from hilo.sealing import Sealer, create_sealer
-from hilo.shutdown import cancelled, shut_down
+from hilo.shutdown import cancelled, shut_down, stop_this_process
 from hilo.topics import Topic, ensure_topics, topic_name
 
 log = structlog.get_logger(__name__)
@@ -154,6 +154,8 @@ async def start(service: Service) -> None:
             name="erasures",
         )
     )
+    watch = watch_producer(service.broker, "customer-profile", stop_this_process)
+    service.background.append(asyncio.create_task(watch, name="producer-watch"))
     service.background.append(
         asyncio.create_task(
             service.splits.keep_finishing(service.settings.erasure_retry_seconds), name="splits"

@@ -20,11 +20,11 @@ from hilo.auth import require_api_key
 from hilo.contract.identifiers import DEFAULT_PHONE_REGION
 from hilo.entrypoint import OpenApiRefused
 from hilo.health import Check, health_router, kafka_check, mongo_check
-from hilo.kafka import KafkaPublisher, create_broker
+from hilo.kafka import KafkaPublisher, create_broker, watch_producer
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.offers.book import OffersFollower
 from hilo.settings import HiloSettings
-from hilo.shutdown import cancelled, shut_down
+from hilo.shutdown import cancelled, shut_down, stop_this_process
 from hilo.topics import ensure_topics
 from offers.api import ApiState, create_api
 from offers.outbox import Outbox
@@ -152,6 +152,8 @@ async def start(service: OffersService) -> None:
     await service.store.create_indexes()
     await service.broker.start()
     await service.follower.start()
+    watch = watch_producer(service.broker, "offers", stop_this_process)
+    service.background.append(asyncio.create_task(watch, name="producer-watch"))
     service.background.append(
         asyncio.create_task(
             _catch_up_then_publish(service, settings.offers_outbox_seconds), name="offers-outbox"
