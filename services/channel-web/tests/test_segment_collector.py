@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from channel_web.app import create_app
@@ -511,9 +512,9 @@ async def test_invalid_calls_are_refused_naming_the_problem_and_nothing_is_publi
     naive = await web.post(
         "/v1/page", json={"userId": "u1", "timestamp": "2026-11-20T10:00:00"}, headers=AUTH
     )
-    half_bad_batch = await web.post(
+    all_bad_batch = await web.post(
         "/v1/batch",
-        json={"batch": [BATCH["batch"][0], {"type": "track", "userId": "u1"}]},
+        json={"batch": [{"type": "track", "userId": "u1"}, {"type": "page"}]},
         headers=AUTH,
     )
     not_json = await web.post("/v1/track", content=b"{nope", headers=AUTH)
@@ -529,12 +530,52 @@ async def test_invalid_calls_are_refused_naming_the_problem_and_nothing_is_publi
     assert "ana" not in bad_user_id.text
     assert naive.status_code == 422
     assert "timestamp" in naive.json()["detail"]
-    assert half_bad_batch.status_code == 422
-    assert half_bad_batch.json()["detail"] == "batch.1.(body): track needs an event name"
+    assert all_bad_batch.status_code == 422
+    assert all_bad_batch.json()["detail"] == (
+        "batch.0.(body): track needs an event name; "
+        "batch.1.(body): userId or anonymousId is required"
+    )
     assert not_json.status_code == 400
     assert unknown_call.status_code == 422
     assert oversized.status_code == 413
     assert await published_interactions(settings, 0) == []
+
+
+async def test_a_batch_keeps_its_valid_calls_and_names_the_refused_ones(
+    web: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """An SDK drops a whole batch answered 4xx: one bad call must not cost the good ones."""
+
+    def refused() -> float:
+        labels = {"channel": "web", "reason": "invalid_body"}
+        return REGISTRY.get_sample_value("hilo_channel_requests_rejected_total", labels) or 0.0
+
+    before = refused()
+    answer = await web.post(
+        "/v1/batch",
+        json={
+            "batch": [
+                BATCH["batch"][0],
+                {"type": "track", "userId": "u1"},
+                {**BATCH["batch"][1], "context": ["app"]},
+                BATCH["batch"][1],
+            ]
+        },
+        headers=AUTH,
+    )
+
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["success"] is True
+    assert [r["index"] for r in body["refused"]] == [1, 2]
+    assert body["refused"][0]["detail"] == "batch.1.(body): track needs an event name"
+    assert body["refused"][1]["detail"].startswith("batch.2.context:")
+    assert refused() - before == 2
+    events = await published_interactions(settings, 2)
+    assert {e["id"] for e in events} == {
+        interaction_id("web", "msg-b1"),
+        interaction_id("app", "msg-b2"),  # a screen call is the app's
+    }
 
 
 async def test_503_while_kafka_is_down_and_the_retry_is_published(
@@ -668,9 +709,7 @@ async def test_malformed_batches_numbers_and_unicode_are_4xx_never_500(
     web: httpx.AsyncClient, settings: HiloSettings
 ) -> None:
     context_not_object = await web.post(
-        "/v1/batch",
-        json={"batch": [BATCH["batch"][0], {**BATCH["batch"][1], "context": ["app"]}]},
-        headers=AUTH,
+        "/v1/batch", json={"batch": [{**BATCH["batch"][1], "context": ["app"]}]}, headers=AUTH
     )
     lone_surrogate = await web.post(
         "/v1/track", content=b'{"userId": "\\ud800", "event": "Tap"}', headers=AUTH
@@ -695,7 +734,7 @@ async def test_malformed_batches_numbers_and_unicode_are_4xx_never_500(
     )
 
     assert context_not_object.status_code == 422
-    assert context_not_object.json()["detail"].startswith("batch.1.context:")
+    assert context_not_object.json()["detail"].startswith("batch.0.context:")
     assert lone_surrogate.status_code == 400
     assert surrogate_write_key.status_code == 400
     assert surrogate_basic_auth.status_code == 401

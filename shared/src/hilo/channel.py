@@ -244,6 +244,12 @@ class Channel:
                     adjustments=[f"{a.field}:{a.reason}" for a in interaction.adjustments],
                 )
 
+    def refused_in_part(self, reason: str, count: int) -> None:
+        """Count the parts of a request refused while the rest was published (a Segment batch's
+        invalid calls), as a refused request is counted."""
+        REJECTED.labels(self.name, reason).inc(count)
+        log.info("request_refused_in_part", channel=self.name, reason=reason, refused=count)
+
     async def _publish_or_spool(self, records: Sequence[Record]) -> None:
         """Publish; with a spool, keep what Kafka refused there instead of refusing it."""
         try:

@@ -54,35 +54,51 @@ def routes(channel: Channel, settings: WebSettings) -> list[APIRouter]:
                 return "unverified"
         raise Rejected(401, "write_key", "missing or unknown write key (HTTP Basic user)")
 
-    async def publish(calls: list[Call], where: str, trust: IdentityTrust) -> dict[str, bool]:
-        received_at = datetime.now(UTC)
-        interactions: list[Interaction] = []
-        for index, call in enumerate(calls):
-            try:
-                interactions.append(translate(call, received_at, settings.instance, trust))
-            except ValidationError as exc:
-                raise _at(validation_rejection(exc), where.format(index=index)) from None
-        await channel.publish(interactions)
-        return {"success": True}
+    def interaction(
+        document: dict[str, Any], where: str, trust: IdentityTrust, received_at: datetime
+    ) -> Interaction:
+        """The interaction of one call; `Rejected` naming where its problem is."""
+        call = _validated(document, where)
+        try:
+            return translate(call, received_at, settings.instance, trust)
+        except ValidationError as exc:
+            raise _at(validation_rejection(exc), where) from None
 
     @router.post("/batch")
     @router.post("/import", include_in_schema=False)
     @router.post("/b", include_in_schema=False)
-    async def batch(request: Request, credentials: Credentials) -> dict[str, bool]:
-        """Many calls at once (SDKs flush their queue here); all are published or none."""
+    async def batch(request: Request, credentials: Credentials) -> dict[str, Any]:
+        """Many calls at once (SDKs flush their queue here). The valid calls are published and
+        the invalid ones listed in the answer (`refused`: index, reason): an SDK drops a whole
+        batch answered 4xx, so one bad call would cost the good ones beside it. A batch with
+        no valid call is refused as a single call is (422)."""
         body = await segment_body(request, settings.max_body_bytes)
         document = parse_json_object(body)
         trust = authorise(credentials, document)
         envelope = parse_json(Batch, body)
-        calls = []
+        received_at = datetime.now(UTC)
+        interactions: list[Interaction] = []
+        refused: list[tuple[int, Rejected]] = []
         for index, item in enumerate(envelope.batch):
             merged = {
                 **item,
                 "context": _merged_context(envelope.context, item.get("context")),
                 "sentAt": item.get("sentAt") or envelope.sent_at,
             }
-            calls.append(_validated(merged, f"batch.{index}"))
-        return await publish(calls, "batch.{index}", trust)
+            try:
+                interactions.append(interaction(merged, f"batch.{index}", trust, received_at))
+            except Rejected as exc:
+                refused.append((index, exc))
+        if not interactions:
+            raise Rejected(422, "invalid_body", "; ".join(r.detail for _, r in refused))
+        await channel.publish(interactions)
+        if not refused:
+            return {"success": True}
+        channel.refused_in_part("invalid_body", len(refused))
+        return {
+            "success": True,
+            "refused": [{"index": index, "detail": r.detail} for index, r in refused],
+        }
 
     @router.post("/{call_type}")
     async def single(
@@ -93,8 +109,9 @@ def routes(channel: Channel, settings: WebSettings) -> list[APIRouter]:
         body = await segment_body(request, settings.max_body_bytes)
         document = parse_json_object(body)
         trust = authorise(credentials, document)
-        call = _validated({**document, "type": SHORT_PATHS.get(call_type, call_type)}, "")
-        return await publish([call], "", trust)
+        call = {**document, "type": SHORT_PATHS.get(call_type, call_type)}
+        await channel.publish([interaction(call, "", trust, datetime.now(UTC))])
+        return {"success": True}
 
     return [router]
 
