@@ -218,6 +218,32 @@ async def test_a_reply_the_provider_refuses_shows_the_providers_reason(
     assert stack.twilio.accepted == []
 
 
+async def test_a_reply_no_channel_service_takes_stays_on_the_page_and_says_it_waits(
+    settings: HiloSettings, topics: list[str], page: Page
+) -> None:
+    """No channel-email runs here, as in a deployment that left it out: the reply by email is
+    queued and nobody sends it. A reload still shows it sending, and once no service has taken
+    it for `HILO_DESK_REPLY_WAITING_SECONDS` the page says it is not sent yet, and why."""
+    async with desk_stack(settings, desk_reply_waiting_seconds=3) as stack:
+        await stack.profile.publish(history())
+        await stack.profile.wait_for_entries(2)
+        await sign_in_and_find(page, stack.desk_url)
+        await page.get_by_label("Channel").select_option("email")
+        await page.get_by_role("textbox", name="Message").fill("Your invoice is attached.")
+        await page.get_by_role("button", name="Send").click()
+        await expect(page.locator("#reply-result")).to_have_text("Queued on Email.")
+        await page.reload()
+        pending = page.locator("#timeline .entry.pending")
+        await expect(pending).to_have_count(1)
+        await expect(pending.locator(".badge")).to_have_text("Email")
+        await expect(pending).to_contain_text("Reply queued on Email")
+        await expect(pending.locator("[data-status]")).to_have_text("not sent yet", timeout=15_000)
+        await expect(pending.locator(".waiting-note")).to_be_visible()
+        await expect(pending.locator(".waiting-note")).to_contain_text(
+            "No Email service has taken this reply yet"
+        )
+
+
 async def test_a_page_open_when_the_sign_in_expires_says_so_and_keeps_the_text(
     settings: HiloSettings, topics: list[str], page: Page
 ) -> None:

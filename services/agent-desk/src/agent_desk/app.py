@@ -25,7 +25,7 @@ import unicodedata
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -63,6 +63,7 @@ from agent_desk.auth import (
 )
 from agent_desk.headers import SecurityHeaders
 from agent_desk.live import Gap, JourneyFeed, LiveEntry
+from agent_desk.pending import PENDING_REPLIES, PendingReplies, pending_rows, with_pending
 from agent_desk.policy import (
     ReplyOption,
     channel_name,
@@ -160,6 +161,7 @@ class Desk:
         self.publisher = KafkaPublisher(self.broker, settings, sealer=self.sealer)
         self.feed = JourneyFeed(settings, self.sealer, settings.desk_live_buffer)
         self.signed_out = SignedOut(self.mongo[settings.mongodb_database][SIGNED_OUT])
+        self.pending = PendingReplies(self.mongo[settings.mongodb_database][PENDING_REPLIES])
         self.templates = desk_templates()
 
     @property
@@ -307,6 +309,8 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         with suppress(PyMongoError):  # made once MongoDB answers; it only tidies away
             await desk.signed_out.create_indexes()
+        with suppress(PyMongoError):  # likewise: without it, pending replies are kept longer
+            await desk.pending.create_indexes()
         connecting = await start_or_keep_trying(desk.broker, settings)
         follower = asyncio.create_task(desk.feed.run())
         watch = asyncio.create_task(watch_producer(desk.broker, "agent-desk", stop_this_process))
@@ -489,12 +493,16 @@ def _customer_routes(app: FastAPI) -> None:
             types=with_statuses(type or []),
             limit=PAGE_SIZE,
         )
+        rows = attach_statuses(page["entries"])
+        if cursor is None and not channel and not type:
+            rows = with_pending(rows, await _pending(desk, profile, rows))
         return _page(
             desk,
             request,
             "customer.html",
             **await _panels(desk, profile),
-            rows=attach_statuses(page["entries"]),
+            rows=rows,
+            reply_wait_seconds=desk.settings.desk_reply_waiting_seconds,
             next_cursor=page["next_cursor"],
             paged=cursor is not None,
             filters={"channel": channel or [], "type": type or []},
@@ -561,6 +569,20 @@ def _customer_routes(app: FastAPI) -> None:
         if profile is None:
             raise HTTPException(status_code=404, detail="no customer with this id")
         return await _reply(desk, profile, body, agent)
+
+
+async def _pending(
+    desk: Desk, profile: dict[str, Any], rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Rows for the customer's replies queued and not yet recorded (`agent_desk.pending`); none
+    while MongoDB does not answer (the page is shown all the same)."""
+    ids = [profile["customer_id"], *profile.get("merged_from", [])]
+    try:
+        pending = await desk.pending.of(ids)
+    except PyMongoError:
+        return []
+    wait = timedelta(seconds=desk.settings.desk_reply_waiting_seconds)
+    return pending_rows(pending, rows, now=datetime.now(UTC), waiting_after=wait)
 
 
 async def _found(desk: Desk, request: Request, query: str) -> Response:
@@ -655,6 +677,10 @@ async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: st
             status_code=503,
         )
     log.info("desk_reply_queued", agent=agent, channel=body.channel, command_id=command.id)
+    try:
+        await desk.pending.queued(command)
+    except PyMongoError as exc:  # queued all the same: only a reload would not show it sending
+        log.warning("desk_pending_reply_not_noted", command_id=command.id, error=type(exc).__name__)
     return JSONResponse(
         {
             "command_id": command.id,

@@ -81,6 +81,12 @@ class DeskSettings(HiloSettings):
         "message: 24 hours, or 168 (7 days) when channel-social sends with Meta's HUMAN_AGENT tag "
         "(HILO_META_HUMAN_AGENT). Meta refuses a reply after it.",
     )
+    desk_reply_waiting_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A queued reply that no channel service has taken after this long is shown "
+        "as not sent yet: the channel's service may not run (it goes out once one does).",
+    )
     desk_live_buffer: int = Field(
         default=20_000,
         ge=100,

@@ -124,10 +124,10 @@ class DeskStack:
 
 @asynccontextmanager
 async def desk_stack(
-    settings: HiloSettings, *, session_hours: float = 12
+    settings: HiloSettings, *, session_hours: float = 12, **desk_overrides: object
 ) -> AsyncIterator[DeskStack]:
     """Everything `DeskStack` names, running until the block ends (sessions lasting
-    `session_hours`)."""
+    `session_hours`; other desk settings in `desk_overrides`)."""
     sms_port = free_port()
     with TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN) as twilio:
         sms = SmsSettings.model_validate(
@@ -154,7 +154,9 @@ async def desk_stack(
             served(create_sms_app(sms), sms_port),
             served(create_whatsapp_app(whatsapp)) as whatsapp_url,
             running_desk(
-                desk_settings(settings, profile_url, API_KEY, desk_session_hours=session_hours)
+                desk_settings(
+                    settings, profile_url, API_KEY, desk_session_hours=session_hours
+                ).model_copy(update=desk_overrides)
             ) as desk_url,
         ):
             yield DeskStack(profile, twilio, whatsapp_url, desk_url)

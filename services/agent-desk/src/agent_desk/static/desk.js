@@ -32,6 +32,25 @@ function setStatus(item, status, error) {
   chip.dataset.error = error || "";
   chip.className = "status s-" + status;
   chip.textContent = error ? status + ": " + error : status;
+  item.classList.remove("waiting");
+  item.querySelector(".waiting-note")?.remove();
+}
+
+function markWaiting(timeline) {
+  // A reply no channel service has taken for a while (`data-reply-wait` seconds): its service
+  // may not run, and the agent may want to reach the customer another way meanwhile.
+  const wait = Number(timeline.dataset.replyWait || 0) * 1000;
+  if (!wait) return;
+  for (const item of timeline.querySelectorAll(".entry.pending[data-queued]:not(.waiting)")) {
+    const chip = item.querySelector("[data-status]");
+    if (chip.dataset.value !== "sending") continue;
+    if (Date.now() - Date.parse(item.dataset.queued) < wait) continue;
+    item.classList.add("waiting");
+    chip.className = "status s-waiting";
+    chip.textContent = "not sent yet";
+    const note = item.querySelector(".waiting-note");
+    if (note) note.hidden = false;
+  }
 }
 
 function onEntry(timeline, data) {
@@ -188,6 +207,10 @@ function pendingRow(answer, text, channelLabel) {
   item.id = "e-" + answer.entry_id;
   item.dataset.providerId = answer.failure_id;
   item.dataset.occurred = new Date().toISOString();
+  item.dataset.queued = item.dataset.occurred;
+  const note = fromHtml(`<div class="waiting-note" hidden></div>`);
+  note.textContent = `No ${channelLabel} service has taken this reply yet: it goes out once one runs. Reach the customer another way if it cannot wait.`;
+  item.appendChild(note);
   item.querySelector("time").textContent = "just now";
   const badge = item.querySelector(".badge");
   badge.textContent = channelLabel;
@@ -313,6 +336,10 @@ async function postReply(customer, body) {
 document.addEventListener("DOMContentLoaded", () => {
   const timeline = document.getElementById("timeline");
   if (timeline?.dataset.live) follow(timeline);
+  if (timeline) {
+    markWaiting(timeline);
+    setInterval(() => markWaiting(timeline), 5000);
+  }
   const form = document.getElementById("reply-form");
   if (form) replies(form);
 });

@@ -1,0 +1,147 @@
+"""Replies the desk queued that their channel has not recorded yet, so that a reload, another
+tab or a colleague's desk shows them as sending, and says when none has been taken for a while.
+
+A reply is on `outbound` once queued; it reaches the customer's journey only when its channel
+service sends it (the sent message) or gives up on it (a failed `message_status`). Until then
+the page that sent it shows a row of its own making, which a reload used to lose. Each queued
+reply is noted in MongoDB (`desk_pending_replies`: ids, channel and time, nothing personal; a TTL
+index forgets it after a day) and shown on the customer's page until one of those entries is
+there. One that no channel service took within `HILO_DESK_REPLY_WAITING_SECONDS` is shown as
+waiting: the channel's service may not run, and the agent may want to reach the customer
+another way meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import DESCENDING
+from pymongo.asynchronous.collection import AsyncCollection
+
+from agent_desk.policy import channel_name
+from hilo.contract.outbound import OutboundCommand
+from hilo.mongo import MongoDocument
+
+PENDING_REPLIES = "desk_pending_replies"
+KEPT = timedelta(days=1)
+"""Longer than any send takes: a reply still unrecorded after it is on `outbound.dlq`, or its
+channel has not run for a day (the failure the channel records then shows it)."""
+SHOWN = 20
+
+
+@dataclass(frozen=True)
+class PendingReply:
+    command_id: str
+    channel: str
+    entry_id: str
+    """The journey entry of the sent message (`OutboundCommand.sent_interaction_id`)."""
+    failure_id: str
+    """The provider id of its failure status (`OutboundCommand.failure_provider_id`)."""
+    queued_at: datetime
+
+
+class PendingReplies:
+    """The queued replies in MongoDB, for every desk instance."""
+
+    def __init__(self, collection: AsyncCollection[MongoDocument]) -> None:
+        self.collection = collection
+        self._indexed = False
+
+    async def create_indexes(self) -> None:
+        await self.collection.create_index("customer_id")
+        await self.collection.create_index(
+            "queued_at", expireAfterSeconds=int(KEPT.total_seconds())
+        )
+        self._indexed = True
+
+    async def queued(self, command: OutboundCommand) -> None:
+        """Note a reply just put on `outbound` (the same command queued again keeps its time)."""
+        if not self._indexed:  # MongoDB did not answer at start
+            await self.create_indexes()
+        await self.collection.update_one(
+            {"_id": command.id},
+            {
+                "$setOnInsert": {
+                    "customer_id": command.customer_id,
+                    "channel": command.channel,
+                    "entry_id": command.sent_interaction_id(),
+                    "failure_id": command.failure_provider_id(),
+                    "queued_at": datetime.now(UTC),
+                }
+            },
+            upsert=True,
+        )
+
+    async def of(self, customer_ids: Iterable[str]) -> list[PendingReply]:
+        """The customer's latest noted replies, newest first (recorded ones included)."""
+        found = self.collection.find({"customer_id": {"$in": list(customer_ids)}})
+        documents = await found.sort("queued_at", DESCENDING).limit(SHOWN).to_list()
+        return [
+            PendingReply(
+                command_id=str(d["_id"]),
+                channel=str(d["channel"]),
+                entry_id=str(d["entry_id"]),
+                failure_id=str(d["failure_id"]),
+                queued_at=_aware(d["queued_at"]),
+            )
+            for d in documents
+        ]
+
+
+def pending_rows(
+    pending: Sequence[PendingReply],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    now: datetime,
+    waiting_after: timedelta,
+) -> list[dict[str, Any]]:
+    """Timeline rows for the replies not yet recorded among `rows` (the page's entries): their
+    sent message is not there, nor a status about them. Only what is newer than the page's
+    oldest row: an older reply would be further down, and is on an older page if anywhere."""
+    shown_ids = {row["id"] for row in rows}
+    shown_statuses = {row.get("provider_id") for row in rows}
+    oldest = min((row["at"] for row in rows), default=None)
+    return [
+        _row(reply, now, waiting_after)
+        for reply in pending
+        if reply.entry_id not in shown_ids
+        and reply.failure_id not in shown_statuses
+        and (oldest is None or reply.queued_at >= oldest)
+    ]
+
+
+def with_pending(
+    rows: Sequence[dict[str, Any]], pending: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """`rows` (newest first) with the pending ones in their place by time."""
+    return sorted([*rows, *pending], key=lambda row: row["at"], reverse=True)
+
+
+def _row(reply: PendingReply, now: datetime, waiting_after: timedelta) -> dict[str, Any]:
+    label = channel_name(reply.channel)
+    waiting = now - reply.queued_at >= waiting_after
+    return {
+        "id": reply.entry_id,
+        "type": "message",
+        "channel": reply.channel,
+        "channel_name": label,
+        "type_name": "Message",
+        "direction": "outbound",
+        "at": reply.queued_at,
+        "provider_id": reply.failure_id,
+        "pending": True,
+        "waiting": waiting,
+        "status": None,
+        "status_error": None,
+        "text": None,
+        "summary": f"Reply queued on {label}: its text shows once the channel has sent it.",
+        "payload": {},
+    }
+
+
+def _aware(value: datetime) -> datetime:
+    """MongoDB gives times back naive, in UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
