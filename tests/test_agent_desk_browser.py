@@ -223,7 +223,7 @@ async def test_a_reply_no_channel_service_takes_stays_on_the_page_and_says_it_wa
 ) -> None:
     """No channel-email runs here, as in a deployment that left it out: the reply by email is
     queued and nobody sends it. A reload still shows it sending, and once no service has taken
-    it for `HILO_DESK_REPLY_WAITING_SECONDS` the page says it is not sent yet, and why."""
+    it for `HILO_DESK_REPLY_WAITING_SECONDS` the page says it is not confirmed yet, and why."""
     async with desk_stack(settings, desk_reply_waiting_seconds=3) as stack:
         await stack.profile.publish(history())
         await stack.profile.wait_for_entries(2)
@@ -237,10 +237,10 @@ async def test_a_reply_no_channel_service_takes_stays_on_the_page_and_says_it_wa
         await expect(pending).to_have_count(1)
         await expect(pending.locator(".badge")).to_have_text("Email")
         await expect(pending).to_contain_text("Reply queued on Email")
-        await expect(pending.locator("[data-status]")).to_have_text("not sent yet", timeout=15_000)
+        await expect(pending.locator("[data-status]")).to_have_text("not confirmed yet", timeout=15_000)
         await expect(pending.locator(".waiting-note")).to_be_visible()
         await expect(pending.locator(".waiting-note")).to_contain_text(
-            "No Email service has taken this reply yet"
+            "The Email channel has not recorded this reply yet"
         )
 
 

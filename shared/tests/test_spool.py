@@ -13,12 +13,13 @@ from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect
 
+from hilo import spool as spool_module
 from hilo.channel import ChannelSettings, create_channel_app
 from hilo.kafka import KafkaPublisher, PublishFailed, Record
 from hilo.mongo import MongoDocument
 from hilo.settings import HiloSettings
 from hilo.shutdown import cancelled
-from hilo.spool import Spool
+from hilo.spool import FREE, Spool
 from hilo.testkit.probes import eventually
 from hilo.testkit.query_plans import winning_stages
 from hilo.testkit.samples import publishing_one_sample
@@ -256,3 +257,28 @@ def _stored(record: Record) -> dict[str, object]:
         "value": record.value,
         "headers": dict(record.headers),
     }
+
+
+async def test_a_document_an_earlier_release_keeps_during_a_rolling_upgrade_is_drained(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An instance of the earlier release, still running, keeps a document without `queue`
+    after this one started: it is adopted within `ADOPT_EVERY`, and published."""
+    monkeypatch.setattr(spool_module, "ADOPT_EVERY", 0.05)
+    kafka = Kafka()
+    draining = asyncio.create_task(spool.drain_forever(kafka, every=0.05))
+    try:
+        await spool.keep(request(6))  # once it is out, this instance has started draining
+        await eventually(lambda: _published(kafka), until=lambda n: n == 2, timeout=10)
+        await spool.collection.insert_one(
+            {"channel": "sms", "records": [_stored(r) for r in request(7)], "lease": FREE}
+        )
+        await eventually(lambda: _published(kafka), until=lambda n: n == 4, timeout=10)
+    finally:
+        await cancelled([draining])
+
+    assert kafka.published == [*request(6), *request(7)]
+
+
+async def _published(kafka: Kafka) -> int:
+    return len(kafka.published)

@@ -78,21 +78,34 @@ async def test_only_replies_not_yet_recorded_are_shown_in_their_place_and_old_on
     assert "COLLSCAN" not in winning_stages(explained)
 
 
-def test_a_reply_older_than_the_pages_oldest_entry_is_not_shown_on_it() -> None:
-    now = datetime.now(UTC)
-    command = sample_command()
-    [reply] = pending_rows(
-        [_pending(command, now - timedelta(hours=2))], [], now=now, waiting_after=WAIT
-    )
-    rows = [entry("inbound-1", now - timedelta(hours=1), direction="inbound")]
+async def test_a_reply_is_forgotten_once_its_sent_message_or_its_failure_is_read(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    """The desk's journey feed tells the notes every entry it reads: however many replies
+    follow, one still unrecorded is never pushed out by recorded ones."""
+    pending = PendingReplies(mongo_client[settings.mongodb_database][PENDING_REPLIES])
+    await pending.create_indexes()
+    sent, failed, waiting = (sample_command(customer_id="cus-1") for _ in range(3))
+    for command in (sent, failed, waiting):
+        await pending.queued(command)
+    read = [
+        {"id": sent.sent_interaction_id(), "type": "message", "payload": {"direction": "outbound"}},
+        {
+            "id": "status-1",
+            "type": "message_status",
+            "payload": {"provider_message_id": failed.failure_provider_id(), "status": "failed"},
+        },
+        {"id": "inbound-1", "type": "message", "payload": {"direction": "inbound"}},
+    ]
 
-    assert reply["waiting"]
-    assert (
-        pending_rows(
-            [_pending(command, now - timedelta(hours=2))], rows, now=now, waiting_after=WAIT
-        )
-        == []
+    await pending.recorded(read)
+
+    assert [reply.command_id for reply in await pending.of(["cus-1"])] == [waiting.id]
+    now = datetime.now(UTC)
+    [row] = pending_rows(
+        [_pending(waiting, now - timedelta(hours=2))], [], now=now, waiting_after=WAIT
     )
+    assert row["waiting"]
 
 
 def _pending(command: OutboundCommand, at: datetime) -> PendingReply:

@@ -14,6 +14,7 @@ from pymongo import AsyncMongoClient
 from hilo.heap import settled_after
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.settings import HiloSettings
+from hilo.shutdown import allow_stopping_this_process
 from hilo.topics import ensure_topics
 
 
@@ -31,12 +32,25 @@ class Listening(Protocol):
     def http_port(self) -> int: ...
 
 
+GRACEFUL_SECONDS = 5
+"""How long a stopping service waits for its open connections before its shutdown runs: an
+agent's live page never ends its stream by itself, and uvicorn would otherwise wait for it
+(for ever when the service stopped itself: no SIGKILL follows)."""
+
+
 def run_app(app: FastAPI, settings: Listening) -> None:
     """Serve `app` with uvicorn; logging stays Hilo's (`hilo.logs`), no access log; the garbage
-    collector is tuned once the app has started (`hilo.heap`)."""
+    collector is tuned once the app has started (`hilo.heap`). A process served so may stop
+    itself (`hilo.shutdown.stop_this_process`)."""
     app.router.lifespan_context = settled_after(app.router.lifespan_context)
+    allow_stopping_this_process()
     uvicorn.run(
-        app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )
 
 

@@ -68,7 +68,7 @@ from hilo.contract import (
     MessageStatusChanged,
     new_interaction,
 )
-from hilo.contract.outbound import OutboundCommand, OutboundMessage
+from hilo.contract.outbound import FAILURE_PREFIX, OutboundCommand, OutboundMessage
 from hilo.contract.personal import OUTBOUND_FIELDS
 from hilo.dead_letters import publish_dead_letter
 from hilo.kafka import KafkaPublisher, PublishFailed, Record, cloudevent_headers, keep_bytes
@@ -778,7 +778,7 @@ async def _not_sent(document: dict[str, Any] | None, sender: OutboundSender, why
             provider_event_id=f"outbound-failed:{command_id}",
             identifiers=Identifiers.model_validate(document["identifiers"]),
             payload=MessageStatusChanged(
-                provider_message_id=f"hilo-outbound:{command_id}",
+                provider_message_id=f"{FAILURE_PREFIX}{command_id}",
                 status=DeliveryStatus.FAILED,
                 error=f"not sent: {why}; it is on outbound.dlq",
             ),

@@ -47,8 +47,22 @@ async def shut_down(service: str, steps: Sequence[Step], seconds: float | None =
             )
 
 
+_STOPPABLE = False
+
+
+def allow_stopping_this_process() -> None:
+    """This process is a service served on its own (`hilo.entrypoint.run_app`): it may stop
+    itself. Anywhere else (an app run inside a test process) it must not."""
+    global _STOPPABLE  # noqa: PLW0603 - one switch per process, set once at start
+    _STOPPABLE = True
+
+
 def stop_this_process() -> None:
-    """Ask this process to stop as an orchestrator would (SIGTERM: uvicorn and FastStream stop
-    gracefully), for a fault only a new process recovers from; `restart: unless-stopped` or a
-    Kubernetes pod then starts a new one."""
+    """Ask this process to stop as an orchestrator would (SIGTERM: uvicorn stops gracefully,
+    within `hilo.entrypoint.GRACEFUL_SECONDS` for its connections), for a fault only a new
+    process recovers from; `restart: unless-stopped` or a Kubernetes pod then starts a new one.
+    Outside a served service it only says so: a test run must fail a test, not end."""
+    if not _STOPPABLE:
+        log.error("process_stop_skipped", reason="not a service served by run_app")
+        return
     signal.raise_signal(signal.SIGTERM)

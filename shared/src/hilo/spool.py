@@ -25,6 +25,7 @@ first, then what waited `BEHIND` or was left by a stopped instance.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -47,6 +48,8 @@ LEASE: Final = timedelta(seconds=30)
 """How long a draining instance owns a document: far above one publish's deadline."""
 FREE: Final = datetime(2000, 1, 1, tzinfo=UTC)
 """The lease of a document nobody is publishing."""
+ADOPT_EVERY: Final = 60.0
+"""Seconds between two looks for documents kept by an earlier release (`Spool.adopt_older`)."""
 BEHIND: Final = timedelta(seconds=10)
 """How long a document Kafka did not take for now waits before it is tried again."""
 
@@ -70,14 +73,23 @@ class Spool:
         self.collection = collection
         self._kept = KEPT.labels(channel)
         self._refused = f"{channel}:refused"
-        self._prepared = False
+        self._indexed = False
+        self._adopted_at = 0.0
 
     async def prepare(self) -> None:
-        """The index, and the documents kept before there was a `queue` put in theirs (once;
-        `drain_forever` tries again each pass until MongoDB answers)."""
+        """The index, and the documents kept without a `queue` given theirs (`drain_forever`
+        tries again each pass until MongoDB answers)."""
         await self.collection.create_index(
             [("queue", ASCENDING), ("lease", ASCENDING), ("_id", ASCENDING)]
         )
+        self._indexed = True
+        await self.adopt_older()
+
+    async def adopt_older(self) -> None:
+        """Give the documents an earlier release kept their `queue`: at start, and every
+        `ADOPT_EVERY` while running, since an instance of that release may still be keeping
+        them during a rolling upgrade. A scan of the collection, once a minute, not per
+        webhook."""
         older = {"channel": self.channel, "queue": {"$exists": False}}
         await self.collection.update_many(
             {**older, "refused": None}, {"$set": {"queue": self.channel}}
@@ -85,7 +97,7 @@ class Spool:
         await self.collection.update_many(
             {**older, "refused": {"$ne": None}}, {"$set": {"queue": self._refused}}
         )
-        self._prepared = True
+        self._adopted_at = time.monotonic()
 
     async def keep(self, records: Sequence[Record]) -> None:
         """Store one request's records (raises `PyMongoError` if MongoDB is away too: then the
@@ -142,8 +154,10 @@ class Spool:
         cancellation."""
         while True:
             try:
-                if not self._prepared:
+                if not self._indexed:
                     await self.prepare()
+                elif time.monotonic() - self._adopted_at >= ADOPT_EVERY:
+                    await self.adopt_older()
                 if published := await self.drain(publisher):
                     log.info("spooled_records_published", channel=self.channel, requests=published)
             except (PublishFailed, PyMongoError) as exc:

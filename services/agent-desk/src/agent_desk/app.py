@@ -159,9 +159,11 @@ class Desk:
         self.mongo = create_mongo_client(settings)
         self.sealer = create_sealer(settings, self.mongo)
         self.publisher = KafkaPublisher(self.broker, settings, sealer=self.sealer)
-        self.feed = JourneyFeed(settings, self.sealer, settings.desk_live_buffer)
         self.signed_out = SignedOut(self.mongo[settings.mongodb_database][SIGNED_OUT])
         self.pending = PendingReplies(self.mongo[settings.mongodb_database][PENDING_REPLIES])
+        self.feed = JourneyFeed(
+            settings, self.sealer, settings.desk_live_buffer, on_entries=self.pending.recorded
+        )
         self.templates = desk_templates()
 
     @property

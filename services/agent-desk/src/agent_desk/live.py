@@ -25,7 +25,7 @@ import math
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Collection
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from itertools import islice
@@ -62,8 +62,11 @@ class JourneyFeed:
         capacity: int,
         *,
         retry_seconds: float = 2.0,
+        on_entries: Callable[[Sequence[dict[str, Any]]], Awaitable[None]] | None = None,
     ) -> None:
         self.epoch = secrets.token_hex(4)
+        self._on_entries = on_entries
+        """Told every batch of entries read (the desk forgets the pending replies recorded)."""
         self._settings = settings
         self._sealer = sealer
         self._retry_seconds = retry_seconds
@@ -157,6 +160,12 @@ class JourneyFeed:
                 self._number += 1
                 self._entries.append(LiveEntry(self._number, record.key.decode(), entry))
             self._arrived.notify_all()
+        if self._on_entries is not None:
+            read = [entry for entry in opened if not isinstance(entry, ValueError)]
+            try:
+                await self._on_entries(read)
+            except Exception as exc:  # only a courtesy: the feed goes on whatever it meets
+                log.warning("journey_feed_listener_failed", error=type(exc).__name__)
 
     def _forget(self, records: list[Any]) -> None:
         """Drop the held entries of the customers these erasures name (and their aliases): the

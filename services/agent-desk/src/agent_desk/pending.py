@@ -22,7 +22,7 @@ from pymongo import DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
 from agent_desk.policy import channel_name
-from hilo.contract.outbound import OutboundCommand
+from hilo.contract.outbound import FAILURE_PREFIX, OutboundCommand
 from hilo.mongo import MongoDocument
 
 PENDING_REPLIES = "desk_pending_replies"
@@ -52,6 +52,8 @@ class PendingReplies:
 
     async def create_indexes(self) -> None:
         await self.collection.create_index("customer_id")
+        await self.collection.create_index("entry_id")
+        await self.collection.create_index("failure_id")
         await self.collection.create_index(
             "queued_at", expireAfterSeconds=int(KEPT.total_seconds())
         )
@@ -75,8 +77,30 @@ class PendingReplies:
             upsert=True,
         )
 
+    async def recorded(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Forget the replies these journey entries record: their sent message, or the failure
+        their channel reported (`JourneyFeed` tells every desk instance each entry it reads)."""
+        sent = [
+            entry["id"]
+            for entry in entries
+            if entry.get("type") == "message"
+            and (entry.get("payload") or {}).get("direction") == "outbound"
+        ]
+        failed = [
+            str(entry["payload"]["provider_message_id"])
+            for entry in entries
+            if entry.get("type") == "message_status"
+            and str((entry.get("payload") or {}).get("provider_message_id", "")).startswith(
+                FAILURE_PREFIX
+            )
+        ]
+        if sent:
+            await self.collection.delete_many({"entry_id": {"$in": sent}})
+        if failed:
+            await self.collection.delete_many({"failure_id": {"$in": failed}})
+
     async def of(self, customer_ids: Iterable[str]) -> list[PendingReply]:
-        """The customer's latest noted replies, newest first (recorded ones included)."""
+        """The customer's latest replies not yet known to be recorded, newest first."""
         found = self.collection.find({"customer_id": {"$in": list(customer_ids)}})
         documents = await found.sort("queued_at", DESCENDING).limit(SHOWN).to_list()
         return [
@@ -99,17 +123,14 @@ def pending_rows(
     waiting_after: timedelta,
 ) -> list[dict[str, Any]]:
     """Timeline rows for the replies not yet recorded among `rows` (the page's entries): their
-    sent message is not there, nor a status about them. Only what is newer than the page's
-    oldest row: an older reply would be further down, and is on an older page if anywhere."""
+    sent message is not there, nor a status about them (one recorded a moment ago, before the
+    desk forgot its note)."""
     shown_ids = {row["id"] for row in rows}
     shown_statuses = {row.get("provider_id") for row in rows}
-    oldest = min((row["at"] for row in rows), default=None)
     return [
         _row(reply, now, waiting_after)
         for reply in pending
-        if reply.entry_id not in shown_ids
-        and reply.failure_id not in shown_statuses
-        and (oldest is None or reply.queued_at >= oldest)
+        if reply.entry_id not in shown_ids and reply.failure_id not in shown_statuses
     ]
 
 

@@ -84,8 +84,8 @@ class DeskSettings(HiloSettings):
     desk_reply_waiting_seconds: float = Field(
         default=60.0,
         gt=0,
-        description="A queued reply that no channel service has taken after this long is shown "
-        "as not sent yet: the channel's service may not run (it goes out once one does).",
+        description="A queued reply its channel has not recorded after this long is shown as "
+        "not confirmed yet, saying why it may wait (its service down, behind, or retrying).",
     )
     desk_live_buffer: int = Field(
         default=20_000,

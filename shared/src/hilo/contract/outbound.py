@@ -23,6 +23,8 @@ OUTBOUND_SCHEMA_VERSION: Final = 1
 OUTBOUND_TYPE: Final = "dev.hilo.outbound.message"
 
 Purpose = Literal["service", "marketing"]
+FAILURE_PREFIX: Final = "hilo-outbound:"
+"""How the `provider_message_id` of a failed send starts (`OutboundCommand.failure_provider_id`)."""
 
 
 class _Model(BaseModel):
@@ -113,4 +115,4 @@ class OutboundCommand(_Model):
 
     def failure_provider_id(self) -> str:
         """The `provider_message_id` a failed send is reported under (no provider id exists)."""
-        return f"hilo-outbound:{self.id}"
+        return f"{FAILURE_PREFIX}{self.id}"

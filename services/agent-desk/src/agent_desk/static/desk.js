@@ -47,7 +47,7 @@ function markWaiting(timeline) {
     if (Date.now() - Date.parse(item.dataset.queued) < wait) continue;
     item.classList.add("waiting");
     chip.className = "status s-waiting";
-    chip.textContent = "not sent yet";
+    chip.textContent = "not confirmed yet";
     const note = item.querySelector(".waiting-note");
     if (note) note.hidden = false;
   }
@@ -209,7 +209,7 @@ function pendingRow(answer, text, channelLabel) {
   item.dataset.occurred = new Date().toISOString();
   item.dataset.queued = item.dataset.occurred;
   const note = fromHtml(`<div class="waiting-note" hidden></div>`);
-  note.textContent = `No ${channelLabel} service has taken this reply yet: it goes out once one runs. Reach the customer another way if it cannot wait.`;
+  note.textContent = `The ${channelLabel} channel has not recorded this reply yet: its service may be down, behind, or still trying the provider. It goes out once it can: look at the conversation before writing it again.`;
   item.appendChild(note);
   item.querySelector("time").textContent = "just now";
   const badge = item.querySelector(".badge");
