@@ -237,7 +237,9 @@ async def test_a_reply_no_channel_service_takes_stays_on_the_page_and_says_it_wa
         await expect(pending).to_have_count(1)
         await expect(pending.locator(".badge")).to_have_text("Email")
         await expect(pending).to_contain_text("Reply queued on Email")
-        await expect(pending.locator("[data-status]")).to_have_text("not confirmed yet", timeout=15_000)
+        await expect(pending.locator("[data-status]")).to_have_text(
+            "not confirmed yet", timeout=15_000
+        )
         await expect(pending.locator(".waiting-note")).to_be_visible()
         await expect(pending.locator(".waiting-note")).to_contain_text(
             "The Email channel has not recorded this reply yet"
