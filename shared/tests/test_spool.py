@@ -19,7 +19,7 @@ from hilo.kafka import KafkaPublisher, PublishFailed, Record
 from hilo.mongo import MongoDocument
 from hilo.settings import HiloSettings
 from hilo.shutdown import cancelled
-from hilo.spool import FREE, Spool
+from hilo.spool import FREE, Spool, record_document
 from hilo.testkit.probes import eventually
 from hilo.testkit.query_plans import winning_stages
 from hilo.testkit.samples import publishing_one_sample
@@ -226,7 +226,7 @@ async def test_documents_kept_before_the_queue_are_drained_and_every_query_uses_
     older = [
         {
             "channel": "sms",
-            "records": [_stored(r) for r in request(n)],
+            "records": [record_document(r) for r in request(n)],
             "lease": datetime(2000, 1, 1, tzinfo=UTC),
         }
         for n in range(3)
@@ -250,15 +250,6 @@ async def test_documents_kept_before_the_queue_are_drained_and_every_query_uses_
     assert await spool.collection.count_documents({"queue": "sms:refused"}) == 1
 
 
-def _stored(record: Record) -> dict[str, object]:
-    return {
-        "topic": record.topic.value,
-        "key": record.key,
-        "value": record.value,
-        "headers": dict(record.headers),
-    }
-
-
 async def test_a_document_an_earlier_release_keeps_during_a_rolling_upgrade_is_drained(
     spool: Spool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -271,7 +262,7 @@ async def test_a_document_an_earlier_release_keeps_during_a_rolling_upgrade_is_d
         await spool.keep(request(6))  # once it is out, this instance has started draining
         await eventually(lambda: _published(kafka), until=lambda n: n == 2, timeout=10)
         await spool.collection.insert_one(
-            {"channel": "sms", "records": [_stored(r) for r in request(7)], "lease": FREE}
+            {"channel": "sms", "records": [record_document(r) for r in request(7)], "lease": FREE}
         )
         await eventually(lambda: _published(kafka), until=lambda n: n == 4, timeout=10)
     finally:

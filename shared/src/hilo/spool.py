@@ -106,7 +106,7 @@ class Spool:
             {
                 "channel": self.channel,
                 "queue": self.channel,
-                "records": [_document(r) for r in records],
+                "records": [record_document(r) for r in records],
                 "lease": FREE,
             }
         )
@@ -203,7 +203,8 @@ class Spool:
         WAITING.labels(self.channel, "refused").set(refused)
 
 
-def _document(record: Record) -> dict[str, Any]:
+def record_document(record: Record) -> dict[str, Any]:
+    """A record as a kept document holds it."""
     return {
         "topic": record.topic.value,
         "key": record.key,
