@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 
 from channel_email import mime
@@ -88,6 +90,26 @@ def raw_mime(body: bytes) -> ProviderRequest:
     return ProviderRequest(
         "/v1/messages/mime", body, {"X-API-Key": API_KEY, "Content-Type": "message/rfc822"}
     )
+
+
+@pytest.fixture
+def email_settings(settings: HiloSettings) -> EmailSettings:
+    return EmailSettings.model_validate(
+        {
+            **settings.model_dump(),
+            "mailgun_signing_key": SecretStr(SIGNING_KEY),
+            "email_api_keys": [SecretStr(API_KEY)],
+            "max_body_bytes": 50_000,
+        }
+    )
+
+
+@pytest.fixture
+async def email(
+    email_settings: EmailSettings, topics: list[str]
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with channel_client(create_app(email_settings)) as client:
+        yield client
 
 
 async def test_raw_mime_honours_the_channel_contract_and_threads_replies(

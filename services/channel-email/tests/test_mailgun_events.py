@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from pydantic import SecretStr
 from pydantic_core import to_json
 
 from channel_email.app import create_app
@@ -81,6 +84,25 @@ def outcome_id(
 
 async def post(client: httpx.AsyncClient, request: ProviderRequest) -> httpx.Response:
     return await client.post(request.path, content=request.body, headers=dict(request.headers))
+
+
+@pytest.fixture
+def email_settings(settings: HiloSettings) -> EmailSettings:
+    return EmailSettings.model_validate(
+        {
+            **settings.model_dump(),
+            "mailgun_signing_key": SecretStr(SIGNING_KEY),
+            "email_api_keys": [SecretStr("mta-key-1")],
+        }
+    )
+
+
+@pytest.fixture
+async def email(
+    email_settings: EmailSettings, topics: list[str]
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with channel_client(create_app(email_settings)) as client:
+        yield client
 
 
 async def test_the_outcomes_of_hilos_mail_are_published_and_what_is_no_outcome_is_not(
