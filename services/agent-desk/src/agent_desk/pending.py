@@ -1,14 +1,14 @@
 """Replies the desk queued that their channel has not recorded yet, so that a reload, another
-tab or a colleague's desk shows them as sending, and says when none has been taken for a while.
+tab or a colleague's desk shows them as sending, and says when one has waited a while.
 
 A reply is on `outbound` once queued; it reaches the customer's journey only when its channel
 service sends it (the sent message) or gives up on it (a failed `message_status`). Until then
 the page that sent it shows a row of its own making, which a reload used to lose. Each queued
 reply is noted in MongoDB (`desk_pending_replies`: ids, channel and time, nothing personal; a TTL
-index forgets it after a day) and shown on the customer's page until one of those entries is
-there. One that no channel service took within `HILO_DESK_REPLY_WAITING_SECONDS` is shown as
-waiting: the channel's service may not run, and the agent may want to reach the customer
-another way meanwhile.
+index forgets it after a day, and the desk as soon as its journey feed reads the record) and
+shown on the customer's page until then. One its channel has not recorded within
+`HILO_DESK_REPLY_WAITING_SECONDS` is shown as not confirmed yet: the channel's service may be
+down, behind or still trying the provider, which the desk cannot tell apart.
 """
 
 from __future__ import annotations

@@ -37,8 +37,8 @@ function setStatus(item, status, error) {
 }
 
 function markWaiting(timeline) {
-  // A reply no channel service has taken for a while (`data-reply-wait` seconds): its service
-  // may not run, and the agent may want to reach the customer another way meanwhile.
+  // A reply its channel has not recorded for a while (`data-reply-wait` seconds): its service
+  // may be down, behind or still trying the provider; the desk cannot tell which.
   const wait = Number(timeline.dataset.replyWait || 0) * 1000;
   if (!wait) return;
   for (const item of timeline.querySelectorAll(".entry.pending[data-queued]:not(.waiting)")) {
