@@ -48,6 +48,7 @@ from hilo.settings import HiloSettings
 from hilo.testkit.offers import offer_record, percent_off, price_schedule, publish_offer_records
 
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "agent-desk.png"
+WAITING_SCREENSHOT = SCREENSHOT.with_name("agent-desk-reply-waiting.png")
 PHONE = "+34612345678"
 REPLY = "Sorry the call dropped! Your shoes are ready at BCN-01."
 SAMPLE = Path(__file__).resolve().parents[1] / "services/channel-whatsapp/tests/samples"
@@ -244,6 +245,7 @@ async def test_a_reply_no_channel_service_takes_stays_on_the_page_and_says_it_wa
         await expect(pending.locator(".waiting-note")).to_contain_text(
             "The Email channel has not recorded this reply yet"
         )
+        await pending.screenshot(path=str(WAITING_SCREENSHOT))
 
 
 async def test_a_page_open_when_the_sign_in_expires_says_so_and_keeps_the_text(
