@@ -107,6 +107,7 @@ async def test_a_served_service_stops_within_its_grace_while_a_stream_stays_open
     assert process.stdout is not None
     try:
         assert await asyncio.wait_for(process.stdout.readline(), 30) == b"started\n"
+        await _listening(port)  # the lifespan starts before uvicorn binds its socket
         async with (
             httpx.AsyncClient(timeout=30) as client,
             client.stream("GET", f"http://127.0.0.1:{port}/stream/") as opened,
@@ -125,3 +126,19 @@ async def test_a_served_service_stops_within_its_grace_while_a_stream_stays_open
     assert first == "data: tick"
     assert "shut down" in output, output
     assert waited >= GRACEFUL_SECONDS - 1, "it waited for the open stream a while first"
+
+
+async def _listening(port: int) -> None:
+    """Wait until something accepts connections on `port` (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+        else:
+            writer.close()
+            await writer.wait_closed()
+            return

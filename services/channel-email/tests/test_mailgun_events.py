@@ -323,5 +323,7 @@ async def test_events_and_mail_arriving_while_kafka_is_down_are_kept_then_publis
     assert (
         down[0].json() == down[1].json() == {"event_id": outcome_id(settings, reply, "delivered")}
     )
-    events = await opened_interactions(local, records)
-    assert sorted(e["payload"]["kind"] for e in events) == ["message", "message_status"]
+    # The producer may also deliver what it had queued when the first post was refused: the
+    # same event twice, under one id (consumers drop repeats).
+    kinds = {e["id"]: e["payload"]["kind"] for e in await opened_interactions(local, records)}
+    assert sorted(kinds.values()) == ["message", "message_status"]
