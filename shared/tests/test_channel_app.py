@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from prometheus_client import REGISTRY
 from pydantic import BaseModel, Field, SecretStr
 
-from hilo import channel as channel_module
+from hilo import kafka as kafka_module
 from hilo.auth import require_api_key
 from hilo.channel import Channel, ChannelSettings, create_channel_app, raw_body
 from hilo.kafka import aiokafka_producer
@@ -126,8 +126,8 @@ async def test_a_producer_whose_sender_died_is_not_ready_and_stops_its_service(
     #1039) leaves a producer that buffers every record and sends none, while Kafka answers
     pings: the instance must say it is not ready, and stop, so that a new one is started."""
     stops: list[str] = []
-    monkeypatch.setattr(channel_module, "PRODUCER_WATCH_SECONDS", 0.05)
-    monkeypatch.setattr(channel_module, "stop_this_process", lambda: stops.append("stop"))
+    monkeypatch.setattr(kafka_module, "PRODUCER_WATCH_SECONDS", 0.05)
+    monkeypatch.setattr(kafka_module, "stop_this_process", lambda: stops.append("stop"))
     channel_settings = ChannelSettings.model_validate(settings.model_dump())
     app = create_channel_app(
         "stalling", channel_settings, publishing_one_sample, description="test"

@@ -64,7 +64,7 @@ from hilo.outbound import (
 )
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
-from hilo.shutdown import STEP_SECONDS, Step, cancelled, shut_down, stop_this_process
+from hilo.shutdown import STEP_SECONDS, Step, cancelled, shut_down
 from hilo.spool import SPOOL_COLLECTION, Spool
 from hilo.webhook import SignatureError
 
@@ -331,8 +331,6 @@ async def _start_kafka(
 
 
 INDEX_RETRY_SECONDS = 30.0
-PRODUCER_WATCH_SECONDS = 5.0
-"""How often a channel checks that its producer still sends (`hilo.kafka.watch_producer`)."""
 
 
 async def _index_sends(sender: OutboundSender) -> None:
@@ -398,8 +396,7 @@ def create_channel_app(
         background = await _start_kafka(broker, settings, optional=kept is not None)
         if channel.sender is not None:
             background.append(asyncio.create_task(_index_sends(channel.sender)))
-        watch = watch_producer(broker, name, stop_this_process, PRODUCER_WATCH_SECONDS)
-        background.append(asyncio.create_task(watch))
+        background.append(asyncio.create_task(watch_producer(broker, name)))
         log.info("channel_started", channel=name)
         if kept is not None:
             drain = kept.drain_forever(publisher, settings.spool_drain_seconds)

@@ -46,6 +46,7 @@ from hilo.kafka_security import kafka_security
 from hilo.logs import error_text
 from hilo.sealing import Sealer
 from hilo.settings import HiloSettings
+from hilo.shutdown import stop_this_process
 from hilo.topics import Topic, topic_name
 
 log = structlog.get_logger(__name__)
@@ -260,17 +261,19 @@ def producer_stalled(broker: KafkaBroker) -> bool:
     return not producer._closed and task is not None and task.done()
 
 
-async def watch_producer(
-    broker: KafkaBroker, service: str, on_stall: Callable[[], None], every: float = 5.0
-) -> None:
-    """Check `producer_stalled` every `every` seconds; once it is, log it and call `on_stall`
-    (a service stops itself, so that its orchestrator starts a new one), then end."""
+PRODUCER_WATCH_SECONDS = 5.0
+"""How often a service checks that its producer still sends (`watch_producer`)."""
+
+
+async def watch_producer(broker: KafkaBroker, service: str) -> None:
+    """Check `producer_stalled` every `PRODUCER_WATCH_SECONDS`; once it is, log it and stop this
+    process (`hilo.shutdown.stop_this_process`), so that its orchestrator starts a new one."""
     while True:
-        await asyncio.sleep(every)
+        await asyncio.sleep(PRODUCER_WATCH_SECONDS)
         if producer_stalled(broker):
             break
     log.error("kafka_producer_stalled", service=service, action="stopping the service")
-    on_stall()
+    stop_this_process()
 
 
 KAFKA_AWAY = (KafkaError, OSError)

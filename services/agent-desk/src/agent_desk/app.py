@@ -97,7 +97,7 @@ from hilo.kafka import (
 from hilo.mongo import create_mongo_client
 from hilo.offers.money import format_amount
 from hilo.sealing import create_sealer
-from hilo.shutdown import cancelled, shut_down, stop_this_process
+from hilo.shutdown import cancelled, shut_down
 
 log = structlog.get_logger(__name__)
 
@@ -315,7 +315,7 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
             await desk.pending.create_indexes()
         connecting = await start_or_keep_trying(desk.broker, settings)
         follower = asyncio.create_task(desk.feed.run())
-        watch = asyncio.create_task(watch_producer(desk.broker, "agent-desk", stop_this_process))
+        watch = asyncio.create_task(watch_producer(desk.broker, "agent-desk"))
         if not connecting:  # with Kafka away, journeys are read all the same: no waiting
             with suppress(TimeoutError):
                 await asyncio.wait_for(desk.feed.ready.wait(), 30)

@@ -32,7 +32,7 @@ from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.offers.book import OffersFollower
 from hilo.offers.model import OffersSnapshot
 from hilo.sealing import Sealer, create_sealer
-from hilo.shutdown import cancelled, shut_down, stop_this_process
+from hilo.shutdown import cancelled, shut_down
 from hilo.topics import Topic, ensure_topics, topic_name
 
 log = structlog.get_logger(__name__)
@@ -154,7 +154,7 @@ async def start(service: Service) -> None:
             name="erasures",
         )
     )
-    watch = watch_producer(service.broker, "customer-profile", stop_this_process)
+    watch = watch_producer(service.broker, "customer-profile")
     service.background.append(asyncio.create_task(watch, name="producer-watch"))
     service.background.append(
         asyncio.create_task(

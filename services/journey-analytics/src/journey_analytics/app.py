@@ -23,7 +23,7 @@ from hilo.entrypoint import OpenApiRefused
 from hilo.health import health_router, kafka_check, mongo_check
 from hilo.kafka import KafkaPublisher, Record, create_broker, start_or_keep_trying, watch_producer
 from hilo.mongo import MongoDocument, create_mongo_client
-from hilo.shutdown import cancelled, shut_down, stop_this_process
+from hilo.shutdown import cancelled, shut_down
 from hilo.topics import Topic
 from journey_analytics.consumer import subscribe
 from journey_analytics.measures import Measures, Touch, Windows, measure
@@ -185,7 +185,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # The measures are read from MongoDB: served while Kafka is away.
     service.background += await start_or_keep_trying(service.broker, service.settings)
     service.background.append(asyncio.create_task(service.keep_publishing(service.publisher)))
-    watch = watch_producer(service.broker, "journey-analytics", stop_this_process)
+    watch = watch_producer(service.broker, "journey-analytics")
     service.background.append(asyncio.create_task(watch))
     try:
         yield

@@ -24,7 +24,7 @@ from hilo.kafka import KafkaPublisher, create_broker, watch_producer
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.offers.book import OffersFollower
 from hilo.settings import HiloSettings
-from hilo.shutdown import cancelled, shut_down, stop_this_process
+from hilo.shutdown import cancelled, shut_down
 from hilo.topics import ensure_topics
 from offers.api import ApiState, create_api
 from offers.outbox import Outbox
@@ -152,7 +152,7 @@ async def start(service: OffersService) -> None:
     await service.store.create_indexes()
     await service.broker.start()
     await service.follower.start()
-    watch = watch_producer(service.broker, "offers", stop_this_process)
+    watch = watch_producer(service.broker, "offers")
     service.background.append(asyncio.create_task(watch, name="producer-watch"))
     service.background.append(
         asyncio.create_task(
