@@ -3,8 +3,8 @@ status attached to it by the provider's message id.
 
 Providers report what became of a message in separate events (`message_status`: sent,
 delivered, read, failed); an agent wants to see them on the message. A failed send that never
-reached the provider is reported under `hilo-outbound:<command id>` and shows on the reply that
-was waiting for it.
+reached the provider is reported under `FAILURE_PREFIX` and its command id, and shows on the
+reply that was waiting for it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent_desk.policy import channel_name
+from hilo.contract.outbound import FAILURE_PREFIX
 from hilo.outbound import CHECK_FIRST
 
 STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
@@ -51,6 +52,7 @@ def row(entry: Mapping[str, Any]) -> dict[str, Any]:
     # In UTC whatever offset the channel kept (an email's Date header, a till's receipt): rows
     # from the API and from the live feed are then ordered and shown alike.
     at = at.astimezone(UTC)
+    pid = provider_id(entry)
     return {
         **entry,
         "at": at,
@@ -58,7 +60,8 @@ def row(entry: Mapping[str, Any]) -> dict[str, Any]:
         "type_name": type_name(str(entry["type"])),
         "direction": payload.get("direction"),
         "text": payload.get("text") or payload.get("transcript"),
-        "provider_id": provider_id(entry),
+        "provider_id": pid,
+        "reply_failure": pid is not None and pid.startswith(FAILURE_PREFIX),
         "status": None,
         "status_error": None,
         "perhaps_sent": CHECK_FIRST in str(payload.get("error") or ""),
