@@ -18,7 +18,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_extra_types.currency_code import ISO4217
 
 from hilo.contract import CouponCode, DropInvalid, Identifiers, VisitMethod
-from hilo.contract.payloads import MAX_CODES
+from hilo.contract.payloads import MAX_CODES, given_codes
 
 Amount = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=4)]
 
@@ -53,15 +53,10 @@ them."""
 
 
 def _codes(value: object) -> object:
-    """A till's codes as meant: none for null or a blank, nulls and blanks in a list left out;
-    a single code given as text is one."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list):
-        return [c for c in value if c is not None and not (isinstance(c, str) and not c.strip())]
-    return value
+    """A till's codes as meant (`given_codes`): none for null or a blank, nulls and blanks in a
+    list left out, a single code given as text is one; anything else is left for validation to
+    refuse."""
+    return given_codes(value) if value is None or isinstance(value, str | list) else value
 
 
 def _anonymous_if_empty(value: object) -> object:

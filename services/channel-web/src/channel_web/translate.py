@@ -45,7 +45,7 @@ from hilo.contract import (
     new_interaction,
 )
 from hilo.contract.adjustments import UNREADABLE
-from hilo.contract.payloads import MAX_CODE, MAX_CODES
+from hilo.contract.payloads import MAX_CODE, MAX_CODES, given_codes
 
 DEFAULT_CURRENCY = "USD"
 """Segment's e-commerce spec: amounts without a `currency` are in US dollars."""
@@ -248,14 +248,8 @@ def _coupons(value: Any) -> list[str]:
     """The spec's `coupon` is one code; a site that takes several may send a list. A blank
     is none; one longer than a code (`CouponCode`), or past the 20 an order keeps, is left out
     (`_note_left_out` says so): it must not cost the order."""
-    codes = [code for v in _given_codes(value) if (code := _code(v)) is not None]
+    codes = [code for v in given_codes(value) if (code := _code(v)) is not None]
     return codes[:MAX_CODES]
-
-
-def _given_codes(value: Any) -> list[Any]:
-    """The values given as codes, blanks and nulls left out."""
-    values = value if isinstance(value, list) else [value]
-    return [v for v in values if v is not None and not (isinstance(v, str) and not v.strip())]
 
 
 def _code(value: Any) -> str | None:
@@ -280,7 +274,7 @@ def _note_left_out(properties: Mapping[str, Any], order: OrderPlaced, cut: Trunc
     """Note the optional fields the call gave that the order could not keep."""
     if properties.get("shipping") not in (None, "") and order.shipping is None:
         cut.note("payload.shipping", UNREADABLE)
-    if len(_given_codes(properties.get("coupon"))) > len(order.coupons):
+    if len(given_codes(properties.get("coupon"))) > len(order.coupons):
         cut.note("payload.coupons", UNREADABLE)
 
 

@@ -211,6 +211,13 @@ CouponCode = Annotated[
 """A code as the customer gave it (a coupon, a voucher, a printed flyer's campaign code)."""
 
 
+def given_codes(value: object) -> list[object]:
+    """The codes a channel was given (one, or a list), nulls and blanks left out: a site or a
+    till that sends `""` or `null` for "no code" presents none."""
+    values = value if isinstance(value, list) else [value]
+    return [v for v in values if v is not None and not (isinstance(v, str) and not v.strip())]
+
+
 def _absent(value: object) -> bool:
     """Left out of the record when not given: records without it serialise as before."""
     return value is None or value == []
