@@ -10,6 +10,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from hilo.contract import CallStatus, Direction, Identifiers
 
 
+MAX_CALL_SECONDS = 86_400
+"""Twilio's longest call (`timeLimit` at most 24 hours): a longer duration is not Twilio's."""
+
+
 class StatusCallback(BaseModel):
     """A Twilio Voice `StatusCallback` request (form fields keep Twilio's names)."""
 
@@ -20,7 +24,9 @@ class StatusCallback(BaseModel):
     Direction: str = Field(description="inbound, outbound-api or outbound-dial")
     From: str = Field(min_length=1)
     To: str = Field(min_length=1)
-    CallDuration: int | None = Field(default=None, ge=0)
+    CallDuration: int | None = Field(
+        default=None, ge=0, le=MAX_CALL_SECONDS, description="Seconds; Twilio ends a call at 24 h."
+    )
     ParentCallSid: str | None = Field(
         default=None, description="Set on a leg a <Dial> made: its parent is the customer's leg."
     )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+from datetime import UTC, datetime
 
-from channel_voice.calls import StatusCallback
-from channel_voice.translate import customer_party
+import pytest
+from pydantic import ValidationError
+
+from channel_voice.calls import MAX_CALL_SECONDS, StatusCallback
+from channel_voice.translate import call_start, customer_party
 from hilo.contract import Direction
 
 BUSINESS = "+14155552671"
@@ -47,3 +50,19 @@ def test_the_customer_of_a_leg(
     direction: str, from_: str, to: str, expected: tuple[str, Direction] | None
 ) -> None:
     assert customer_party(leg(direction, from_, to)) == expected
+
+
+def test_a_duration_longer_than_twilio_allows_is_refused_and_the_longest_call_placed() -> None:
+    """Found by the fuzz test: a duration of 10^20 s crashed the callback with a 500. The
+    earliest `Timestamp` RFC 2822 reads is in year 100 (two-digit years are this era's), so
+    a day before it always exists."""
+    fields = {"CallSid": "CA1", "CallStatus": "completed", "Direction": "inbound"}
+    parties = {"From": "+34612345678", "To": BUSINESS}
+    with pytest.raises(ValidationError, match="CallDuration"):
+        StatusCallback.model_validate({**fields, **parties, "CallDuration": "99999999999999999999"})
+    longest = StatusCallback.model_validate(
+        {**fields, **parties, "CallDuration": str(MAX_CALL_SECONDS), "Timestamp": "1 Jan 100 00:00 -0000"}
+    )
+    received = datetime(2026, 12, 5, tzinfo=UTC)
+
+    assert call_start(longest, received) == datetime(99, 12, 31, tzinfo=UTC)
