@@ -11,6 +11,9 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
+# `make test` runs the tests in this many pytest-xdist workers, each with servers of its own:
+# most of a serial run waits on brokers, databases and browsers rather than using the CPU.
+TEST_WORKERS ?= 2
 
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
@@ -53,7 +56,7 @@ load-prepare: ## Install wrk (Debian package) for the webhooks' saturation run o
 		fi; }
 
 test: install infra-prepare browser-prepare ## Run every test against real Kafka and a MongoDB-wire server
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope
 
 faults: install infra-prepare ## The fault matrix: each injection point x20, 20 kill -9 runs, an erasure with Kafka down 30 s
 	HILO_FAULT_RUNS=$${HILO_FAULT_RUNS:-20} HILO_KILL_RUNS=$${HILO_KILL_RUNS:-20} \

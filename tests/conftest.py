@@ -9,19 +9,29 @@ from typing import Any
 
 import pytest
 
-FUZZ_TOTALS = pytest.StashKey[dict[str, dict[str, Any]]]()
+FUZZ_PROPERTY = "hilo_fuzz_totals"
+_fuzz_totals: dict[str, dict[str, Any]] = {}
 
 
-@pytest.fixture(scope="session")
-def fuzz_totals(pytestconfig: pytest.Config) -> dict[str, dict[str, Any]]:
-    """Inputs tried per route and answers by status class, printed at the end of the run."""
-    return pytestconfig.stash.setdefault(FUZZ_TOTALS, {})
+@pytest.fixture
+def fuzz_totals(request: pytest.FixtureRequest) -> dict[str, dict[str, Any]]:
+    """Inputs tried per route and answers by status class, printed at the end of the run. They
+    travel in the test's report, which is how they reach the summary from a test worker
+    (`make test` runs two)."""
+    totals: dict[str, dict[str, Any]] = {}
+    request.node.user_properties.append((FUZZ_PROPERTY, totals))
+    return totals
 
 
-def pytest_terminal_summary(
-    terminalreporter: pytest.TerminalReporter, config: pytest.Config
-) -> None:
-    totals = config.stash.get(FUZZ_TOTALS, {})
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        for name, value in report.user_properties:
+            if name == FUZZ_PROPERTY and isinstance(value, dict):
+                _fuzz_totals.update(value)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    totals = _fuzz_totals
     if not totals:
         return
     terminalreporter.section("channel fuzzing: inputs tried per route")

@@ -2,7 +2,8 @@
 
 The servers start once per session, on first use (see `local_infra` for how they are found),
 and stop at the end of the session. Each test gets its own topic prefix and database, so tests
-neither see nor disturb each other's data.
+neither see nor disturb each other's data. Under pytest-xdist (`make test` runs two workers)
+each worker is a session: it starts servers of its own, unless the environment names some.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -20,6 +22,8 @@ from hilo.topics import ensure_topics
 from hilo_devkit.local_infra import Endpoints, Infrastructure
 
 _timings: dict[str, str] = {}
+_worker_timings: dict[str, dict[str, str]] = {}
+_WORKER_OUTPUT = "hilo_infrastructure"
 
 
 @pytest.fixture(scope="session")
@@ -73,10 +77,27 @@ async def mongo_client(settings: HiloSettings) -> AsyncIterator[AsyncMongoClient
         await client.close()
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A test worker hands its servers' timings to the controller, which prints them."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None and _timings:
+        output[_WORKER_OUTPUT] = dict(_timings)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    timings = getattr(node, "workeroutput", {}).get(_WORKER_OUTPUT)
+    if timings:
+        _worker_timings[node.gateway.id] = timings
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _timings:
-        parts = ", ".join(f"{key} {value}" for key, value in _timings.items())
-        terminalreporter.write_line(f"hilo infrastructure: {parts}")
+    runs = {"": _timings} if _timings else dict(sorted(_worker_timings.items()))
+    for worker, timings in runs.items():
+        parts = ", ".join(f"{key} {value}" for key, value in timings.items())
+        terminalreporter.write_line(
+            f"hilo infrastructure{f' ({worker})' if worker else ''}: {parts}"
+        )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
