@@ -559,6 +559,7 @@ async def test_a_batch_keeps_its_valid_calls_and_names_the_refused_ones(
                 {"type": "track", "userId": "u1"},
                 {**BATCH["batch"][1], "context": ["app"]},
                 BATCH["batch"][1],
+                "not a call",
             ]
         },
         headers=AUTH,
@@ -567,10 +568,11 @@ async def test_a_batch_keeps_its_valid_calls_and_names_the_refused_ones(
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["success"] is True
-    assert [r["index"] for r in body["refused"]] == [1, 2]
+    assert [r["index"] for r in body["refused"]] == [1, 2, 4]
     assert body["refused"][0]["detail"] == "batch.1.(body): track needs an event name"
     assert body["refused"][1]["detail"].startswith("batch.2.context:")
-    assert refused() - before == 2
+    assert body["refused"][2]["detail"] == "batch.4: a call must be a JSON object"
+    assert refused() - before == 3
     events = await published_interactions(settings, 2)
     assert {e["id"] for e in events} == {
         interaction_id("web", "msg-b1"),
@@ -751,24 +753,51 @@ async def test_malformed_batches_numbers_and_unicode_are_4xx_never_500(
 async def test_an_event_larger_than_kafka_takes_is_refused_with_413_naming_the_limit(
     web_settings: WebSettings, topics: list[str], settings: HiloSettings
 ) -> None:
+    """Alone, it is a 413; in a batch, the calls beside it are published once and it is named
+    (an SDK drops a batch answered 4xx, good calls and all)."""
     small_records = web_settings.model_copy(
         update={"kafka_max_record_bytes": 4_096, "max_body_bytes": 50_000}
     )
     big = {**TRACK, "messageId": "big", "properties": {"notes": "x" * 3_000}}
+    bigger = {**big, "messageId": "bigger", "properties": {"notes": "x" * 4_000}}
+    limit = "event larger than 4096 bytes after translation"
 
     async with channel_client(create_app(small_records)) as client:
-        response = await client.post(
+        alone = await client.post("/v1/track", json=big, headers=AUTH)
+        every_call_too_large = await client.post(
             "/v1/batch",
-            json={"batch": [{**TRACK, "type": "track"}, {**big, "type": "track"}]},
+            json={"batch": [{**big, "type": "track"}, {**bigger, "type": "track"}]},
+            headers=AUTH,
+        )
+        beside_others = await client.post(
+            "/v1/batch",
+            json={
+                "batch": [
+                    {**big, "type": "track"},
+                    {**TRACK, "type": "track"},
+                    {**bigger, "type": "track"},
+                    {**TRACK, "type": "track", "messageId": "small-2"},
+                ]
+            },
             headers=AUTH,
         )
 
-    assert response.status_code == 413
-    assert response.json() == {
+    assert alone.status_code == 413
+    assert alone.json() == {"error": "too_large", "detail": limit}
+    assert every_call_too_large.status_code == 413
+    assert every_call_too_large.json() == {
         "error": "too_large",
-        "detail": "event larger than 4096 bytes after translation",
+        "detail": f"batch.0: {limit}; batch.1: {limit}",
     }
-    assert await published_interactions(settings, 0) == []
+    assert beside_others.status_code == 200, beside_others.text
+    assert beside_others.json() == {
+        "success": True,
+        "refused": [{"index": 0, "detail": limit}, {"index": 2, "detail": limit}],
+    }
+    events = await published_interactions(settings, 2)
+    assert sorted(e["id"] for e in events) == sorted(
+        [interaction_id("web", TRACK["messageId"]), interaction_id("web", "small-2")]
+    )
 
 
 SERVER_AUTH = {"Authorization": "Basic " + base64.b64encode(f"{SERVER_KEY}:".encode()).decode()}

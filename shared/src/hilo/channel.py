@@ -131,6 +131,15 @@ class Rejected(Exception):
         self.detail = detail
 
 
+class EventTooLarge(Rejected):
+    """An event larger than Kafka takes (413): no retry could store it. It names the
+    interaction, so a request of independent events (a Segment batch) can publish the rest."""
+
+    def __init__(self, limit: int, interaction: Interaction) -> None:
+        super().__init__(413, "too_large", f"event larger than {limit} bytes after translation")
+        self.interaction = interaction
+
+
 def signature_rejection(exc: SignatureError) -> Rejected:
     """Missing signature: 401; present but wrong: 403."""
     missing = "missing" in str(exc)
@@ -293,9 +302,7 @@ class Channel:
         try:
             return await self._publisher.interaction_records(interactions)
         except RecordTooLarge as exc:
-            raise Rejected(
-                413, "too_large", f"event larger than {exc.limit} bytes after translation"
-            ) from None
+            raise EventTooLarge(exc.limit, interactions[exc.index]) from None
 
 
 async def raw_body(request: Request, limit: int) -> bytes:

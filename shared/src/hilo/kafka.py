@@ -93,10 +93,12 @@ REFUSED_FOR_GOOD = (
 class RecordTooLarge(ValueError):
     """The producer would refuse the record whatever the broker's state: retrying cannot help."""
 
-    def __init__(self, size: int, limit: int) -> None:
+    def __init__(self, size: int, limit: int, index: int = 0) -> None:
         super().__init__(f"record of {size} bytes is larger than {limit} bytes")
         self.size = size
         self.limit = limit
+        self.index = index
+        """Which of the records asked for at once it is."""
 
 
 @dataclass(frozen=True)
@@ -469,14 +471,7 @@ class KafkaPublisher:
 
         Raises `RecordTooLarge` when the producer would refuse it.
         """
-        return self._within_limit(
-            Record(
-                Topic.INTERACTIONS,
-                key=interaction.partition_key(),
-                value=interaction.model_dump_json().encode(),
-                headers=interaction_headers(interaction),
-            )
-        )
+        return self._within_limit(_plain_record(interaction))
 
     async def interaction_records(self, interactions: Sequence[Interaction]) -> list[Record]:
         """The records of `interactions`, their personal fields sealed (`hilo.sealing`) and each
@@ -487,31 +482,31 @@ class KafkaPublisher:
         request before anything of it is published.
         """
         if self._sealer is None:
-            return [self.interaction_record(interaction) for interaction in interactions]
-        documents = await self._sealer.seal_all(
-            [from_json(interaction.model_dump_json()) for interaction in interactions],
-            INTERACTION_FIELDS,
-            create=True,
-        )
-        return [
-            self._within_limit(
+            records = [_plain_record(interaction) for interaction in interactions]
+        else:
+            documents = await self._sealer.seal_all(
+                [from_json(interaction.model_dump_json()) for interaction in interactions],
+                INTERACTION_FIELDS,
+                create=True,
+            )
+            records = [
                 Record(
                     Topic.INTERACTIONS,
                     key=self._sealer.subject(interaction.partition_key().decode()).encode(),
                     value=to_json(_sealed(document)),
                     headers=interaction_headers(interaction),
                 )
-            )
-            for interaction, document in zip(interactions, documents, strict=True)
-        ]
+                for interaction, document in zip(interactions, documents, strict=True)
+            ]
+        return [self._within_limit(record, index) for index, record in enumerate(records)]
 
-    def _within_limit(self, record: Record) -> Record:
+    def _within_limit(self, record: Record, index: int = 0) -> Record:
         """The interaction's record, if it and a dead letter of it both fit the limit (the size
-        refused is counted with that room)."""
+        refused is counted with that room); `index` names it among those asked for at once."""
         size = record_size(record) + DEAD_LETTER_HEADROOM
         limit = self._settings.kafka_max_record_bytes
         if size > limit:
-            raise RecordTooLarge(size, limit)
+            raise RecordTooLarge(size, limit, index)
         return record
 
     async def publish_record(self, record: Record) -> None:
@@ -520,6 +515,16 @@ class KafkaPublisher:
     async def publish_interaction(self, interaction: Interaction) -> None:
         """Publish on `interactions` (sealed when this publisher has a sealer)."""
         await self.publish_records(await self.interaction_records([interaction]))
+
+
+def _plain_record(interaction: Interaction) -> Record:
+    """The interaction's record as it is, keyed by its strongest identifier."""
+    return Record(
+        Topic.INTERACTIONS,
+        key=interaction.partition_key(),
+        value=interaction.model_dump_json().encode(),
+        headers=interaction_headers(interaction),
+    )
 
 
 def _sealed(document: dict[str, Any] | None) -> dict[str, Any]:

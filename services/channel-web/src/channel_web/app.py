@@ -10,7 +10,9 @@ every call whose answer it cannot read.
 from __future__ import annotations
 
 import zlib
+from collections import Counter
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -23,6 +25,7 @@ from channel_web.settings import WebSettings
 from channel_web.translate import translate
 from hilo.channel import (
     Channel,
+    EventTooLarge,
     Rejected,
     create_channel_app,
     parse_json,
@@ -69,35 +72,35 @@ def routes(channel: Channel, settings: WebSettings) -> list[APIRouter]:
     @router.post("/b", include_in_schema=False)
     async def batch(request: Request, credentials: Credentials) -> dict[str, Any]:
         """Many calls at once (SDKs flush their queue here). The valid calls are published and
-        the invalid ones listed in the answer (`refused`: index, reason): an SDK drops a whole
-        batch answered 4xx, so one bad call would cost the good ones beside it. A batch with
-        no valid call is refused as a single call is (422)."""
+        the others listed in the answer (`refused`: index, reason): an SDK drops a whole batch
+        answered 4xx, so one bad call (invalid, not an object, or larger than Kafka takes)
+        would cost the good ones beside it. A batch with no call published is refused as a
+        single call is (422, or 413 when every call is too large)."""
         body = await segment_body(request, settings.max_body_bytes)
         document = parse_json_object(body)
         trust = authorise(credentials, document)
         envelope = parse_json(Batch, body)
         received_at = datetime.now(UTC)
-        interactions: list[Interaction] = []
+        calls: list[tuple[int, Interaction]] = []
         refused: list[tuple[int, Rejected]] = []
         for index, item in enumerate(envelope.batch):
-            merged = {
-                **item,
-                "context": _merged_context(envelope.context, item.get("context")),
-                "sentAt": item.get("sentAt") or envelope.sent_at,
-            }
             try:
-                interactions.append(interaction(merged, f"batch.{index}", trust, received_at))
+                call = _batch_call(item, index, envelope)
+                calls.append((index, interaction(call, f"batch.{index}", trust, received_at)))
             except Rejected as exc:
                 refused.append((index, exc))
-        if not interactions:
-            raise Rejected(422, "invalid_body", "; ".join(r.detail for _, r in refused))
-        await channel.publish(interactions)
+        refused += await _publish_those_that_fit(channel, calls)
+        if len(refused) == len(envelope.batch):
+            raise _nothing_published(refused)
         if not refused:
             return {"success": True}
-        channel.refused_in_part("invalid_body", len(refused))
+        for reason, count in Counter(r.reason for _, r in refused).items():
+            channel.refused_in_part(reason, count)
         return {
             "success": True,
-            "refused": [{"index": index, "detail": r.detail} for index, r in refused],
+            "refused": [
+                {"index": i, "detail": r.detail} for i, r in sorted(refused, key=itemgetter(0))
+            ],
         }
 
     @router.post("/{call_type}")
@@ -135,6 +138,42 @@ async def segment_body(request: Request, limit: int) -> bytes:
     if not inflater.eof:
         raise Rejected(400, "invalid_body", "the gzip body is cut short")
     return inflated
+
+
+async def _publish_those_that_fit(
+    channel: Channel, calls: list[tuple[int, Interaction]]
+) -> list[tuple[int, Rejected]]:
+    """Publish the calls' interactions but those larger than Kafka takes, which are returned:
+    each is found before anything is sent, so a batch holding one publishes the rest once."""
+    left_out: list[tuple[int, Rejected]] = []
+    while calls:
+        try:
+            await channel.publish([interaction for _, interaction in calls])
+            break
+        except EventTooLarge as exc:
+            position = next(n for n, (_, i) in enumerate(calls) if i is exc.interaction)
+            left_out.append((calls.pop(position)[0], exc))
+    return left_out
+
+
+def _batch_call(item: object, index: int, envelope: Batch) -> dict[str, Any]:
+    """One call of a batch with the batch's `context` under its own and `sentAt` if it has none."""
+    if not isinstance(item, dict):
+        raise Rejected(422, "invalid_body", f"batch.{index}: a call must be a JSON object")
+    return {
+        **item,
+        "context": _merged_context(envelope.context, item.get("context")),
+        "sentAt": item.get("sentAt") or envelope.sent_at,
+    }
+
+
+def _nothing_published(refused: list[tuple[int, Rejected]]) -> Rejected:
+    """The answer to a batch none of whose calls was published: 413 if each was too large."""
+    too_large = all(r.status == 413 for _, r in refused)
+    details = (r.detail if r.status != 413 else f"batch.{i}: {r.detail}" for i, r in refused)
+    return Rejected(
+        413 if too_large else 422, "too_large" if too_large else "invalid_body", "; ".join(details)
+    )
 
 
 def _merged_context(shared: dict[str, Any], own: Any) -> Any:

@@ -90,6 +90,7 @@ class Call(_Segment):
 class Batch(_Segment):
     """`POST /v1/batch`: many calls; `context` and `sentAt` apply to each of them."""
 
-    batch: list[dict[str, Any]] = Field(min_length=1, max_length=2_500)
+    batch: list[Any] = Field(min_length=1, max_length=2_500)
+    """Each call is checked on its own: one that is not even an object is refused alone."""
     context: dict[str, Any] = Field(default_factory=dict)
     sent_at: AwareDatetime | None = None
