@@ -23,7 +23,8 @@ from playwright.async_api import Page, Route, async_playwright, expect
 from pydantic_extra_types.currency_code import ISO4217
 
 from agent_desk import app as desk_app
-from agent_desk.testing import AGENT, PASSWORD, DeskStack, chromium, desk_stack
+from agent_desk import channel_services
+from agent_desk.testing import AGENT, PASSWORD, DeskStack, behind_service, chromium, desk_stack
 from hilo.contract import (
     CallHappened,
     CallStatus,
@@ -49,6 +50,7 @@ from hilo.testkit.offers import offer_record, percent_off, price_schedule, publi
 
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "agent-desk.png"
 WAITING_SCREENSHOT = SCREENSHOT.with_name("agent-desk-reply-waiting.png")
+NOT_RUNNING_SCREENSHOT = SCREENSHOT.with_name("agent-desk-service-not-running.png")
 PHONE = "+34612345678"
 REPLY = "Sorry the call dropped! Your shoes are ready at BCN-01."
 SAMPLE = Path(__file__).resolve().parents[1] / "services/channel-whatsapp/tests/samples"
@@ -219,13 +221,17 @@ async def test_a_reply_the_provider_refuses_shows_the_providers_reason(
     assert stack.twilio.accepted == []
 
 
-async def test_a_reply_no_channel_service_takes_stays_on_the_page_and_says_it_waits(
+async def test_a_reply_its_channel_service_does_not_take_stays_on_the_page_and_says_it_waits(
     settings: HiloSettings, topics: list[str], page: Page
 ) -> None:
-    """No channel-email runs here, as in a deployment that left it out: the reply by email is
-    queued and nobody sends it. A reload still shows it sending, and once no service has taken
-    it for `HILO_DESK_REPLY_WAITING_SECONDS` the page says it is not confirmed yet, and why."""
-    async with desk_stack(settings, desk_reply_waiting_seconds=3) as stack:
+    """channel-email runs here but is behind: it has joined its group on `outbound` and takes
+    nothing. The reply by email is queued and not sent. A reload still shows it sending, and
+    once it has waited `HILO_DESK_REPLY_WAITING_SECONDS` the page says it is not confirmed yet,
+    and why."""
+    async with (
+        behind_service(settings, "email"),
+        desk_stack(settings, desk_reply_waiting_seconds=3) as stack,
+    ):
         await stack.profile.publish(history())
         await stack.profile.wait_for_entries(2)
         await sign_in_and_find(page, stack.desk_url)
@@ -246,6 +252,38 @@ async def test_a_reply_no_channel_service_takes_stays_on_the_page_and_says_it_wa
             "The Email channel has not recorded this reply yet"
         )
         await pending.screenshot(path=str(WAITING_SCREENSHOT))
+
+
+async def test_a_channel_whose_service_is_not_running_says_so_before_and_after_the_reply(
+    settings: HiloSettings, topics: list[str], page: Page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No channel-email runs at all, as in a deployment that left it out or while it is down:
+    Kafka has no member in its group. The reply box says so when Email is picked; the reply is
+    queued all the same and shows at once why it waits, also after a reload."""
+    monkeypatch.setattr(channel_services, "EVERY_SECONDS", 0.3)
+    async with desk_stack(settings) as stack:
+        await stack.profile.publish(history())
+        await stack.profile.wait_for_entries(2)
+        await sign_in_and_find(page, stack.desk_url)
+        await page.get_by_label("Channel").select_option("email")
+        await expect(page.locator("#reply-warning")).to_have_text(
+            "No Email channel service is running right now: a reply is kept and goes out once "
+            "one starts."
+        )
+        await page.get_by_role("textbox", name="Message").fill("Your invoice is attached.")
+        await page.get_by_role("button", name="Send").click()
+        await expect(page.locator("#reply-result")).to_have_text("Queued on Email.")
+        for reloaded in (False, True):
+            if reloaded:
+                await page.reload()
+            pending = page.locator("#timeline .entry.pending")
+            await expect(pending).to_have_count(1)
+            await expect(pending.locator("[data-status]")).to_have_text("service not running")
+            await expect(pending.locator(".waiting-note")).to_be_visible()
+            await expect(pending.locator(".waiting-note")).to_contain_text(
+                "No Email channel service is running: this reply is kept"
+            )
+        await pending.screenshot(path=str(NOT_RUNNING_SCREENSHOT))
 
 
 async def test_a_page_open_when_the_sign_in_expires_says_so_and_keeps_the_text(

@@ -298,6 +298,22 @@ class Calling:
     now: bool = False
 
 
+SENT_BY: Final = {"messenger": "social", "instagram": "social"}
+"""The channel service that sends a channel's replies, where it is not the one named after the
+channel: one service speaks for both Meta channels."""
+
+
+def sending_service(channel: str) -> str:
+    """The name of the channel service that sends `channel`'s replies."""
+    return SENT_BY.get(channel, channel)
+
+
+def outbound_group(settings: HiloSettings, service: str) -> str:
+    """The consumer group in which `service` takes its commands from `outbound`: a group with no
+    member is a service not running, whose replies wait on Kafka (the agent desk says so)."""
+    return f"{settings.topic_prefix}hilo-channel-{service}-outbound"
+
+
 UNSTORED_KEPT = 10_000
 UNSTORED_SECONDS = 3_600.0
 """What a sender remembers of sends MongoDB did not answer for, and how long: past that, a
@@ -705,7 +721,7 @@ def subscribe_outbound(
 
     @broker.subscriber(
         topic_name(Topic.OUTBOUND, settings),
-        group_id=f"{settings.topic_prefix}hilo-channel-{sender.channel}-outbound",
+        group_id=outbound_group(settings, sender.channel),
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=keep_bytes,

@@ -61,9 +61,17 @@ from agent_desk.auth import (
     sign_in,
     signed_in_agent,
 )
+from agent_desk.channel_services import ChannelServices
 from agent_desk.headers import SecurityHeaders
 from agent_desk.live import Gap, JourneyFeed, LiveEntry
-from agent_desk.pending import PENDING_REPLIES, PendingReplies, pending_rows, with_pending
+from agent_desk.pending import (
+    PENDING_REPLIES,
+    PendingReplies,
+    not_running_warning,
+    pending_rows,
+    waiting_note,
+    with_pending,
+)
 from agent_desk.policy import (
     ReplyOption,
     channel_name,
@@ -161,6 +169,7 @@ class Desk:
         self.publisher = KafkaPublisher(self.broker, settings, sealer=self.sealer)
         self.signed_out = SignedOut(self.mongo[settings.mongodb_database][SIGNED_OUT])
         self.pending = PendingReplies(self.mongo[settings.mongodb_database][PENDING_REPLIES])
+        self.services = ChannelServices(settings, settings.desk_reply_channels)
         self.feed = JourneyFeed(
             settings, self.sealer, settings.desk_live_buffer, on_entries=self.pending.recorded
         )
@@ -316,6 +325,7 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
         connecting = await start_or_keep_trying(desk.broker, settings)
         follower = asyncio.create_task(desk.feed.run())
         watch = asyncio.create_task(watch_producer(desk.broker, "agent-desk"))
+        services = asyncio.create_task(desk.services.watch())
         if not connecting:  # with Kafka away, journeys are read all the same: no waiting
             with suppress(TimeoutError):
                 await asyncio.wait_for(desk.feed.ready.wait(), 30)
@@ -323,7 +333,7 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await _shut_down(desk, [follower, watch, *connecting])
+            await _shut_down(desk, [follower, watch, services, *connecting])
 
     app = DeskApp(
         title="Hilo agent desk",
@@ -584,7 +594,9 @@ async def _pending(
     except PyMongoError:
         return []
     wait = timedelta(seconds=desk.settings.desk_reply_waiting_seconds)
-    return pending_rows(pending, rows, now=datetime.now(UTC), waiting_after=wait)
+    return pending_rows(
+        pending, rows, now=datetime.now(UTC), waiting_after=wait, stopped=desk.services.stopped
+    )
 
 
 async def _found(desk: Desk, request: Request, query: str) -> Response:
@@ -683,12 +695,15 @@ async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: st
         await desk.pending.queued(command)
     except PyMongoError as exc:  # queued all the same: only a reload would not show it sending
         log.warning("desk_pending_reply_not_noted", command_id=command.id, error=type(exc).__name__)
+    stopped = command.channel in desk.services.stopped
     return JSONResponse(
         {
             "command_id": command.id,
             "entry_id": command.sent_interaction_id(),
             "failure_id": command.failure_provider_id(),
             "channel": command.channel,
+            "service_running": not stopped,
+            "waiting_note": waiting_note(command.channel, stopped=stopped),
         },
         status_code=202,
     )
@@ -850,6 +865,7 @@ async def _panels(desk: Desk, profile: dict[str, Any]) -> dict[str, Any]:
                 now=now,
                 windows=desk.settings.reply_windows,
             )
+            or (not_running_warning(o.channel) if o.channel in desk.services.stopped else None)
             for o in options
         },
     }

@@ -8,12 +8,13 @@ reply is noted in MongoDB (`desk_pending_replies`: ids, channel and time, nothin
 index forgets it after a day, and the desk as soon as its journey feed reads the record) and
 shown on the customer's page until then. One its channel has not recorded within
 `HILO_DESK_REPLY_WAITING_SECONDS` is shown as not confirmed yet: the channel's service may be
-down, behind or still trying the provider, which the desk cannot tell apart.
+down, behind or still trying the provider. One whose channel service Kafka says is not running
+(`agent_desk.channel_services`) says so at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,6 +31,7 @@ KEPT = timedelta(days=1)
 """Longer than any send takes: a reply still unrecorded after it is on `outbound.dlq`, or its
 channel has not run for a day (the failure the channel records then shows it)."""
 SHOWN = 20
+WAITING_STATUS = {False: "not confirmed yet", True: "service not running"}
 
 
 @dataclass(frozen=True)
@@ -121,17 +123,42 @@ def pending_rows(
     *,
     now: datetime,
     waiting_after: timedelta,
+    stopped: Collection[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     """Timeline rows for the replies not yet recorded among `rows` (the page's entries): their
     sent message is not there, nor a status about them (one recorded a moment ago, before the
-    desk forgot its note)."""
+    desk forgot its note). A reply on a channel in `stopped` (its service is not running) is
+    shown waiting at once, saying why."""
     shown_ids = {row["id"] for row in rows}
     shown_statuses = {row.get("provider_id") for row in rows}
     return [
-        _row(reply, now, waiting_after)
+        _row(reply, now, waiting_after, stopped=reply.channel in stopped)
         for reply in pending
         if reply.entry_id not in shown_ids and reply.failure_id not in shown_statuses
     ]
+
+
+def waiting_note(channel: str, *, stopped: bool) -> str:
+    """What a queued reply's row says once it waits: why, when the desk knows."""
+    label = channel_name(channel)
+    if stopped:
+        return (
+            f"No {label} channel service is running: this reply is kept and goes out once one "
+            "starts. Look at the conversation before writing it again."
+        )
+    return (
+        f"The {label} channel has not recorded this reply yet: its service may be down, behind, "
+        "or still trying the provider. It goes out once it can: look at the conversation before "
+        "writing it again."
+    )
+
+
+def not_running_warning(channel: str) -> str:
+    """What the reply box says while the channel's service is not running."""
+    return (
+        f"No {channel_name(channel)} channel service is running right now: a reply is kept and "
+        "goes out once one starts."
+    )
 
 
 def with_pending(
@@ -141,9 +168,11 @@ def with_pending(
     return sorted([*rows, *pending], key=lambda row: row["at"], reverse=True)
 
 
-def _row(reply: PendingReply, now: datetime, waiting_after: timedelta) -> dict[str, Any]:
+def _row(
+    reply: PendingReply, now: datetime, waiting_after: timedelta, *, stopped: bool
+) -> dict[str, Any]:
     label = channel_name(reply.channel)
-    waiting = now - reply.queued_at >= waiting_after
+    waiting = stopped or now - reply.queued_at >= waiting_after
     return {
         "id": reply.entry_id,
         "type": "message",
@@ -155,6 +184,8 @@ def _row(reply: PendingReply, now: datetime, waiting_after: timedelta) -> dict[s
         "provider_id": reply.failure_id,
         "pending": True,
         "waiting": waiting,
+        "waiting_status": WAITING_STATUS[stopped],
+        "waiting_note": waiting_note(reply.channel, stopped=stopped),
         "status": None,
         "status_error": None,
         "text": None,

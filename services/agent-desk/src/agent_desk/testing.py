@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 
 from agent_desk.app import create_app
@@ -24,10 +25,13 @@ from channel_sms.settings import SmsSettings
 from channel_whatsapp.app import create_app as create_whatsapp_app
 from channel_whatsapp.settings import WhatsAppSettings
 from customer_profile.testing import API_KEY, RunningProfileService, running_profile_service
+from hilo.kafka_security import client_options
+from hilo.outbound import outbound_group
 from hilo.providers.meta import signed_headers
 from hilo.settings import HiloSettings
 from hilo.testkit.serving import free_port, served
 from hilo.testkit.standins.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioStandIn
+from hilo.topics import Topic, topic_name
 
 AGENT = "ana.agent"
 PASSWORD = "correct horse battery staple"  # noqa: S105 - the test agent's
@@ -176,3 +180,24 @@ def whatsapp_notification(phone: str, text: str) -> bytes:
         }
     )
     return json.dumps(body).encode()
+
+
+@asynccontextmanager
+async def behind_service(settings: HiloSettings, service: str) -> AsyncIterator[None]:
+    """An instance of `service` that has joined its `outbound` group and takes no command: a
+    channel service that runs but is behind (or stuck), until the block ends."""
+    consumer = AIOKafkaConsumer(
+        topic_name(Topic.OUTBOUND, settings),
+        **client_options(settings),
+        group_id=outbound_group(settings, service),
+        enable_auto_commit=False,
+        max_poll_records=1,
+    )
+    await consumer.start()
+    try:
+        while not consumer.assignment():  # joined once the group gave it partitions
+            await consumer.getmany(timeout_ms=200)
+        consumer.pause(*consumer.assignment())  # reads nothing more, stays in the group
+        yield
+    finally:
+        await consumer.stop()

@@ -34,12 +34,12 @@ from pydantic_core import from_json
 
 from channel_social.settings import SocialSettings
 from hilo.contract.outbound import OutboundCommand
-from hilo.outbound import SendRefused, Sent, accepted_without_id, provider_call
+from hilo.outbound import SENT_BY, SendRefused, Sent, accepted_without_id, provider_call
 from hilo.providers.meta import graph_error, graph_reason, graph_throttled
 
 log = structlog.get_logger(__name__)
 
-CHANNELS: Final = ("messenger", "instagram")
+CHANNELS: Final = tuple(channel for channel, service in SENT_BY.items() if service == "social")
 ECHO_MARK: Final = "hilo:"
 """What starts the `metadata` of a message Hilo sent, in its echo."""
 _TOKENS: Final = {

@@ -38,7 +38,8 @@ function setStatus(item, status, error) {
 
 function markWaiting(timeline) {
   // A reply its channel has not recorded for a while (`data-reply-wait` seconds): its service
-  // may be down, behind or still trying the provider; the desk cannot tell which.
+  // may be down, behind or still trying the provider (one Kafka says is not running is shown
+  // waiting from the start).
   const wait = Number(timeline.dataset.replyWait || 0) * 1000;
   if (!wait) return;
   for (const item of timeline.querySelectorAll(".entry.pending[data-queued]:not(.waiting)")) {
@@ -209,9 +210,17 @@ function pendingRow(answer, text, channelLabel) {
   item.dataset.occurred = new Date().toISOString();
   item.dataset.queued = item.dataset.occurred;
   const note = fromHtml(`<div class="waiting-note" hidden></div>`);
-  note.textContent = `The ${channelLabel} channel has not recorded this reply yet: its service may be down, behind, or still trying the provider. It goes out once it can: look at the conversation before writing it again.`;
+  note.textContent = answer.waiting_note;
   item.appendChild(note);
   item.querySelector("time").textContent = "just now";
+  if (answer.service_running === false) {
+    // No instance of the channel's service is running (Kafka says): it waits, and says why now.
+    item.classList.add("waiting");
+    const chip = item.querySelector("[data-status]");
+    chip.className = "status s-waiting";
+    chip.textContent = "service not running";
+    note.hidden = false;
+  }
   const badge = item.querySelector(".badge");
   badge.textContent = channelLabel;
   badge.classList.add("ch-" + answer.channel);
