@@ -143,7 +143,7 @@ class Spool:
                     await self._later(document)
                 raise
             except Exception:
-                await self._free(kept)
+                await self._lease_until(kept, FREE)
                 raise
             await self.collection.delete_one({"_id": kept["_id"]})
             published += 1
@@ -178,11 +178,11 @@ class Spool:
         return claimed
 
     async def _later(self, kept: MongoDocument) -> None:
-        later = datetime.now(UTC) + BEHIND
-        await self.collection.update_one({"_id": kept["_id"]}, {"$set": {"lease": later}})
+        await self._lease_until(kept, datetime.now(UTC) + BEHIND)
 
-    async def _free(self, kept: MongoDocument) -> None:
-        await self.collection.update_one({"_id": kept["_id"]}, {"$set": {"lease": FREE}})
+    async def _lease_until(self, kept: MongoDocument, until: datetime) -> None:
+        """Give up the document until `until` (`FREE`: for whoever drains next)."""
+        await self.collection.update_one({"_id": kept["_id"]}, {"$set": {"lease": until}})
 
     async def _set_aside(self, kept: MongoDocument, error: Exception) -> None:
         reason = error_text(error.__cause__ or error)
