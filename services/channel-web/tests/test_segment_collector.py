@@ -796,7 +796,7 @@ async def test_an_event_larger_than_kafka_takes_is_refused_with_413_naming_the_l
     }
     events = await published_interactions(settings, 2)
     assert sorted(e["id"] for e in events) == sorted(
-        [interaction_id("web", TRACK["messageId"]), interaction_id("web", "small-2")]
+        [interaction_id("web", "msg-track-1"), interaction_id("web", "small-2")]
     )
 
 

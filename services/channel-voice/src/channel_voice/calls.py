@@ -9,9 +9,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from hilo.contract import CallStatus, Direction, Identifiers
 
-
-MAX_CALL_SECONDS = 86_400
-"""Twilio's longest call (`timeLimit` at most 24 hours): a longer duration is not Twilio's."""
+MAX_CALL_SECONDS = 604_800
+"""A week: Twilio ends every call within 24 hours (`timeLimit`), so a longer duration is not a
+call's; the room above it keeps a call of the full 24 hours whatever Twilio rounds."""
 
 
 class StatusCallback(BaseModel):
@@ -25,7 +25,7 @@ class StatusCallback(BaseModel):
     From: str = Field(min_length=1)
     To: str = Field(min_length=1)
     CallDuration: int | None = Field(
-        default=None, ge=0, le=MAX_CALL_SECONDS, description="Seconds; Twilio ends a call at 24 h."
+        default=None, ge=0, le=MAX_CALL_SECONDS, description="Seconds; Twilio ends a call by 24 h."
     )
     ParentCallSid: str | None = Field(
         default=None, description="Set on a leg a <Dial> made: its parent is the customer's leg."
