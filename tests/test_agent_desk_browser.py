@@ -11,6 +11,7 @@ told so when sending, and keeps what they wrote.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from pydantic_extra_types.currency_code import ISO4217
 
 from agent_desk import app as desk_app
 from agent_desk import channel_services
+from agent_desk.channel_services import ChannelServices
 from agent_desk.testing import AGENT, PASSWORD, DeskStack, behind_service, chromium, desk_stack
 from hilo.contract import (
     CallHappened,
@@ -261,9 +263,19 @@ async def test_a_channel_whose_service_is_not_running_says_so_before_and_after_t
     Kafka has no member in its group. The reply box says so when Email is picked; the reply is
     queued all the same and shows at once why it waits, also after a reload."""
     monkeypatch.setattr(channel_services, "EVERY_SECONDS", 0.3)
+    told = asyncio.Event()
+    refresh = ChannelServices.refresh
+
+    async def refresh_and_tell(services: ChannelServices) -> None:
+        await refresh(services)
+        if "email" in services.stopped:
+            told.set()
+
+    monkeypatch.setattr(ChannelServices, "refresh", refresh_and_tell)
     async with desk_stack(settings) as stack:
         await stack.profile.publish(history())
         await stack.profile.wait_for_entries(2)
+        await asyncio.wait_for(told.wait(), 30)  # the page shows what the desk knows when drawn
         await sign_in_and_find(page, stack.desk_url)
         await page.get_by_label("Channel").select_option("email")
         await expect(page.locator("#reply-warning")).to_have_text(

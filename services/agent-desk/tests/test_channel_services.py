@@ -47,3 +47,33 @@ async def test_kafka_not_answering_says_no_service_is_stopped(
         await services.close()
 
     assert services.stopped == frozenset()
+
+
+async def test_an_unexpected_failure_says_nothing_is_stopped_and_the_next_answer_counts(
+    settings: HiloSettings,
+) -> None:
+    """A bug (or a broker that no longer speaks DescribeGroups v0-v2) must not leave the last
+    warnings shown until the desk restarts."""
+    answers: list[dict[str, str] | Exception] = [
+        {"empty": "Empty"},
+        {"empty": "Empty"},
+        NotImplementedError("no DescribeGroups version in common"),
+        {"empty": "Empty"},
+        {"empty": "Empty"},
+    ]
+    services = ChannelServices(settings, ["email"])
+    services.groups = {"email": "empty"}
+
+    async def answer() -> dict[str, str]:
+        given = answers.pop(0)
+        if isinstance(given, Exception):
+            raise given
+        return given
+
+    services._group_states = answer  # type: ignore[method-assign]
+    seen = []
+    for _ in range(5):
+        await services.refresh()
+        seen.append(services.stopped)
+
+    assert seen == [frozenset(), {"email"}, frozenset(), frozenset(), {"email"}]

@@ -857,18 +857,25 @@ async def _panels(desk: Desk, profile: dict[str, Any]) -> dict[str, Any]:
         "reply_labels": [(o.channel, f"{channel_name(o.channel)} · {o.address}") for o in options],
         "default_channel": default_channel(profile, options),
         "warnings": {
-            o.channel: refusal(
-                profile,
-                o,
-                template=False,
-                purpose="service",
-                now=now,
-                windows=desk.settings.reply_windows,
+            o.channel: _warning(
+                refusal(
+                    profile,
+                    o,
+                    template=False,
+                    purpose="service",
+                    now=now,
+                    windows=desk.settings.reply_windows,
+                ),
+                not_running_warning(o.channel) if o.channel in desk.services.stopped else None,
             )
-            or (not_running_warning(o.channel) if o.channel in desk.services.stopped else None)
             for o in options
         },
     }
+
+
+def _warning(*parts: str | None) -> str | None:
+    """The reply box's warnings about a channel, in one text (None when there is none)."""
+    return " ".join(part for part in parts if part) or None
 
 
 async def _reply_options(desk: Desk, profile: dict[str, Any]) -> list[ReplyOption]:

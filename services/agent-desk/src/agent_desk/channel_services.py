@@ -29,6 +29,7 @@ from aiokafka.protocol.admin import (
 from aiokafka.protocol.api import Request
 
 from hilo.kafka_security import client_options
+from hilo.logs import error_text
 from hilo.outbound import outbound_group, sending_service
 from hilo.settings import HiloSettings
 
@@ -69,8 +70,10 @@ class ChannelServices:
             states = await asyncio.wait_for(self._group_states(), ASK_SECONDS)
         except (KafkaError, OSError, TimeoutError) as exc:
             log.info("desk_channel_services_unknown", error=type(exc).__name__)
-            await self.close()  # a client that timed out may be stuck: a new one next time
-            states = {}
+            states = await self._without_answer()
+        except Exception as exc:  # a bug must not end the watch and leave old warnings shown
+            log.exception("desk_channel_services_failed", error=error_text(exc))
+            states = await self._without_answer()
         idle = frozenset(
             channel for channel, group in self.groups.items() if states.get(group) in NOT_RUNNING
         )
@@ -79,6 +82,13 @@ class ChannelServices:
             log.info("desk_channel_services_stopped", channels=sorted(stopped))
         self.stopped = stopped
 
+    async def _without_answer(self) -> dict[str, str]:
+        """No group's state is known: a new client next time (one that timed out may be
+        stuck), and nothing said to be stopped."""
+        await self.close()
+        self._idle = frozenset()
+        return {}
+
     async def close(self) -> None:
         admin, self._admin = self._admin, None
         if admin is not None:
@@ -86,7 +96,11 @@ class ChannelServices:
 
     async def _group_states(self) -> dict[str, str]:
         if self._admin is None:
-            self._admin = AIOKafkaAdminClient(**client_options(self.settings))
+            self._admin = AIOKafkaAdminClient(
+                **client_options(self.settings),
+                client_id=self.settings.client_id,
+                request_timeout_ms=int(ASK_SECONDS * 1000) - 1000,  # fails before it is cut off
+            )
             await self._admin.start()
         states: dict[str, str] = {}
         for group in sorted(set(self.groups.values())):
