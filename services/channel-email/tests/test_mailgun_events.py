@@ -17,11 +17,15 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from pydantic_core import to_json
+from pymongo import AsyncMongoClient
 
 from channel_email.app import create_app
 from channel_email.settings import EmailSettings
 from channel_email.translate import mail_reference
 from hilo.contract import conversation_id, interaction_id
+from hilo.contract.outbound import FAILURE_PREFIX
+from hilo.mongo import MongoDocument
+from hilo.outbound import INTERRUPTED, SENDS_COLLECTION
 from hilo.settings import HiloSettings
 from hilo.testkit.contract_check import opened_interactions, published_interactions
 from hilo.testkit.standins.mailgun import (
@@ -327,3 +331,35 @@ async def test_events_and_mail_arriving_while_kafka_is_down_are_kept_then_publis
     # same event twice, under one id (consumers drop repeats).
     kinds = {e["id"]: e["payload"]["kind"] for e in await opened_interactions(local, records)}
     assert sorted(kinds.values()) == ["message", "message_status"]
+
+
+async def test_an_outcome_of_a_reply_reported_not_confirmed_lands_on_that_report(
+    email: httpx.AsyncClient,
+    settings: HiloSettings,
+    mongo_client: AsyncMongoClient[MongoDocument],
+) -> None:
+    """The service was stopped while Mailgun answered (a deploy): the reply was reported
+    "perhaps not sent", with no message id recorded. Mailgun's later events for it say what
+    became of it on that report, where the agent reads it, instead of on a message id that no
+    reply in the journey has."""
+    sends = mongo_client[settings.mongodb_database][SENDS_COLLECTION]
+    await sends.insert_one(
+        {"_id": "command-1", "channel": "email", "state": "failed", "reason": INTERRUPTED}
+    )
+    reply = sent_by_hilo()
+
+    answers = [
+        await post(email, event(reply, "delivered")),
+        await post(email, event(reply, "opened")),
+    ]
+
+    assert [answer.status_code for answer in answers] == [200, 200]
+    events = await published_interactions(settings, 2)
+    assert [e["id"] for e in events] == [
+        outcome_id(settings, reply, "delivered"),
+        outcome_id(settings, reply, "opened"),
+    ]
+    assert [(e["payload"]["provider_message_id"], e["payload"]["status"]) for e in events] == [
+        (f"{FAILURE_PREFIX}command-1", "delivered"),
+        (f"{FAILURE_PREFIX}command-1", "read"),
+    ]

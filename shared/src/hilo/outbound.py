@@ -428,6 +428,16 @@ class OutboundSender:
         state.pop("thread", None)
         return {**state, "recorded": True}
 
+    async def perhaps_sent(self, command_id: str) -> bool:
+        """Whether the command's send was reported not confirmed (`CHECK_FIRST`): its status
+        from the provider, should one come, then belongs to that report."""
+        state = await self._sends.find_one({"_id": command_id}, {"state": 1, "reason": 1})
+        return (
+            state is not None
+            and state.get("state") == "failed"
+            and CHECK_FIRST in str(state.get("reason") or "")
+        )
+
     async def report_not_sent(self, command_id: str, failure: Interaction) -> None:
         """Tell the agent a command that goes to `outbound.dlq` was not sent (the desk would
         show it as sending for good), unless an earlier delivery did send it."""

@@ -623,3 +623,19 @@ def test_a_reply_that_may_have_gone_out_is_not_shown_as_not_sent(error: str, sho
     html = desk_templates().get_template("entry.html").render(r=row(failure))
 
     assert shown in html
+
+
+def test_a_reply_reported_perhaps_not_sent_that_the_provider_delivered_says_it_went_out() -> None:
+    """channel-email puts Mailgun's later outcome of such a reply on its report's id."""
+    delivered = {
+        "id": "e2",
+        "type": "message_status",
+        "channel": "email",
+        "occurred_at": "2026-12-02T12:01:00+00:00",
+        "payload": {"provider_message_id": "hilo-outbound:c1", "status": "delivered"},
+    }
+
+    html = desk_templates().get_template("entry.html").render(r=row(delivered))
+
+    assert "Reply sent after all: Email reports it delivered." in html
+    assert "not sent" not in html

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.types import Message
 
-from channel_email.events import EventData, MailgunSignature, event_interaction
+from channel_email.events import COMMAND_ID, EventData, MailgunSignature, event_interaction
 from channel_email.mailgun import (
     MAILGUN_TOKENS,
     Claim,
@@ -145,7 +145,11 @@ async def _record_event(
         try:
             data = EventData.model_validate(document.get("event-data"))
             interaction = event_interaction(
-                data, datetime.now(UTC), settings.instance, settings.pepper
+                data,
+                datetime.now(UTC),
+                settings.instance,
+                settings.pepper,
+                reported_unconfirmed=await _reported_unconfirmed(channel, data),
             )
         except ValidationError as exc:
             raise validation_rejection(exc) from None
@@ -158,6 +162,18 @@ async def _record_event(
         return {"event_id": interaction.id}
 
     return await _publish_once(guard, token, recorded)
+
+
+async def _reported_unconfirmed(channel: Channel, data: EventData) -> bool:
+    """Whether the event is about a reply this service reported not confirmed (MongoDB away:
+    503, which Mailgun retries)."""
+    command_id = data.variable(COMMAND_ID)
+    if command_id is None or channel.sender is None:
+        return False
+    try:
+        return await channel.sender.perhaps_sent(command_id)
+    except PyMongoError:
+        raise Rejected(503, "store_unavailable", "MongoDB does not answer") from None
 
 
 def _verified_token(guard: ReplayGuard, signature: object) -> str:

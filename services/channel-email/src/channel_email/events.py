@@ -40,6 +40,7 @@ from hilo.contract import (
     new_interaction,
     unix_time,
 )
+from hilo.contract.outbound import FAILURE_PREFIX
 from hilo.logs import mask_text
 
 COMMAND_ID = "hilo-command-id"
@@ -103,11 +104,21 @@ _WITHDRAWN = {"unsubscribed": "marketing", "complained": "contact"}
 
 
 def event_interaction(
-    data: EventData, received_at: datetime, instance: str, key: bytes
+    data: EventData,
+    received_at: datetime,
+    instance: str,
+    key: bytes,
+    *,
+    reported_unconfirmed: bool = False,
 ) -> Interaction | None:
     """The interaction an event records, or None for one that records nothing (see the module
     docstring). `ValueError` when an event that would record something names no message or
-    recipient: Mailgun's retry would not add them."""
+    recipient: Mailgun's retry would not add them.
+
+    `reported_unconfirmed`: the reply's send was reported not confirmed (the service stopped
+    during Mailgun's call, so no message id was recorded): the status is then about that
+    report (`FAILURE_PREFIX` and the command id), so the agent reads that the reply did go out,
+    or bounced, where the reply is."""
     status = _status(data)
     purpose = _WITHDRAWN.get(data.event)
     if status is None and purpose is None:
@@ -120,8 +131,11 @@ def event_interaction(
     conversation = data.variable(CONVERSATION_ID)
     payload: MessageStatusChanged | ConsentChanged
     if status is not None:
+        command_id = data.variable(COMMAND_ID)
         payload = MessageStatusChanged(
-            provider_message_id=message_id,
+            provider_message_id=(
+                f"{FAILURE_PREFIX}{command_id}" if reported_unconfirmed else message_id
+            ),
             status=status,
             error=_failure(data) if status is DeliveryStatus.FAILED else None,
         )
