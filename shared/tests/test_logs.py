@@ -10,7 +10,7 @@ import pytest
 import structlog
 from bson.errors import InvalidDocument
 from pydantic import BaseModel, ConfigDict, ValidationError
-from pymongo.errors import BulkWriteError, OperationFailure
+from pymongo.errors import BulkWriteError, OperationFailure, WriteError
 
 from hilo.contract.identifiers import IdentifierKind
 from hilo.logs import configure_logging, error_text, mask_personal_data
@@ -211,3 +211,38 @@ def test_error_text_names_fields_and_codes_not_values() -> None:
         assert "612345" not in text
         assert "ana.garcia" not in text
         assert "Ana Garcia" not in text
+
+
+def test_a_traceback_keeps_its_frames_but_not_the_documents_a_database_error_quotes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A write error's message quotes the documents it refused: a name and a street address
+    that no pattern of `mask_text` recognises. uvicorn logs an unhandled one with its
+    traceback ("Exception in ASGI application"), so the traceback is where it must go."""
+    configure_logging(HiloSettings(service_name="test-logs", log_format="json"))
+    document = {"name": "Ana García", "address": "Calle Mayor 12, Madrid", "email": EMAIL}
+
+    def find() -> None:
+        raise KeyError("view")
+
+    def store() -> None:
+        try:
+            find()
+        except KeyError as missing:
+            raise WriteError(f"write failed on {document}", 2, {"op": document}) from missing
+
+    try:
+        store()
+    except WriteError:
+        logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+        structlog.get_logger("hilo.test").exception("job_failed")
+
+    out = capsys.readouterr().out
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert len(lines) == 2
+    for line in lines:
+        assert "in store" in line["exception"], "the frames are kept"
+        assert "WriteError: code 2" in line["exception"]
+        assert "direct cause" in line["exception"]
+    for quoted in ("Ana", "García", "Calle Mayor", "ana.garcia"):
+        assert quoted not in out

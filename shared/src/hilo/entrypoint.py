@@ -3,10 +3,12 @@ without keys, and the deployment's `init` step (topics and indexes)."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
+import structlog
 import uvicorn
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
@@ -76,3 +78,14 @@ async def init_deployment(
         await mongo.close()
     print(f"topics: {len(created)} created, the others existed; indexes ready")  # noqa: T201
     return 0
+
+
+def run_job(name: str, job: Coroutine[Any, Any, int]) -> int:
+    """A command-line job's exit code; 1 when it fails, logged through the masking pipeline
+    (`hilo.logs`): Python's own report would print the error's message raw, and a write error
+    quotes the documents it refused."""
+    try:
+        return asyncio.run(job)
+    except Exception:
+        structlog.get_logger(__name__).exception("job_failed", job=name)
+        return 1

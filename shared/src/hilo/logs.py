@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import traceback
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 from urllib.parse import unquote_plus
@@ -150,6 +151,34 @@ def error_text(exc: BaseException) -> str:
     return mask_text(text)[:ERROR_TEXT_CHARS]
 
 
+def exception_text(exc_info: Any) -> str:
+    """A traceback as Python prints it, but each exception's own message as `error_text` gives
+    it: a database error's message quotes the documents it refused (names, addresses, which
+    `mask_text` alone would leave), a validation error its input. The frames are kept."""
+    exc = exc_info[1] if isinstance(exc_info, tuple) else None
+    return "".join(_traceback_parts(exc, set())) if isinstance(exc, BaseException) else ""
+
+
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def _traceback_parts(exc: BaseException, seen: set[int]) -> list[str]:
+    seen.add(id(exc))
+    parts: list[str] = []
+    if exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        parts += [*_traceback_parts(exc.__cause__, seen), _CAUSE]
+    elif (
+        exc.__context__ is not None
+        and not exc.__suppress_context__
+        and id(exc.__context__) not in seen
+    ):
+        parts += [*_traceback_parts(exc.__context__, seen), _CONTEXT]
+    if exc.__traceback__ is not None:
+        parts += ["Traceback (most recent call last):\n", *traceback.format_tb(exc.__traceback__)]
+    return [*parts, f"{error_text(exc)}\n"]
+
+
 def _mask_string(value: str) -> str:
     text = value.strip()
     if _EMAIL.fullmatch(text):
@@ -236,7 +265,7 @@ def configure_logging(settings: HiloSettings) -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info,
+        structlog.processors.ExceptionRenderer(exception_text),
         mask_personal_data,
     ]
     renderer: Any = (

@@ -72,7 +72,7 @@ from hilo.contract.outbound import FAILURE_PREFIX, OutboundCommand, OutboundMess
 from hilo.contract.personal import OUTBOUND_FIELDS
 from hilo.dead_letters import publish_dead_letter
 from hilo.kafka import KafkaPublisher, PublishFailed, Record, cloudevent_headers, keep_bytes
-from hilo.logs import mask_text
+from hilo.logs import error_text, mask_text
 from hilo.mongo import MongoDocument
 from hilo.sealing import Sealer
 from hilo.settings import HiloSettings
@@ -592,7 +592,9 @@ class OutboundSender:
                 {"_id": command.id, "claim": claim, "state": "sending"}, {"$set": update}
             )
         except PyMongoError as exc:
-            log.warning("outbound_interrupted_not_stored", command_id=command.id, error=str(exc))
+            log.warning(
+                "outbound_interrupted_not_stored", command_id=command.id, error=error_text(exc)
+            )
             return
         FAILED.labels(command.channel, "unconfirmed").inc()
         log.warning("outbound_interrupted", channel=command.channel, command_id=command.id)
@@ -601,7 +603,7 @@ class OutboundSender:
         try:
             await self._sends.delete_one({"_id": command.id, "claim": claim, "state": "sending"})
         except PyMongoError as exc:  # then a redelivery reports it not confirmed, as before
-            log.warning("outbound_claim_not_released", command_id=command.id, error=str(exc))
+            log.warning("outbound_claim_not_released", command_id=command.id, error=error_text(exc))
         else:
             log.info("outbound_claim_released", channel=command.channel, command_id=command.id)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from datetime import datetime
 
@@ -15,7 +14,7 @@ from customer_profile.service.rebuild import NotEmpty, rebuild
 from customer_profile.settings import ProfileSettings
 from hilo.contract.identifiers import DEFAULT_PHONE_REGION
 from hilo.dead_letters import ReplayFilter, ReplayIncomplete, replay
-from hilo.entrypoint import init_deployment, serve_api
+from hilo.entrypoint import init_deployment, run_job, serve_api
 from hilo.logs import configure_logging
 from hilo.mongo import MongoDocument, create_mongo_client
 
@@ -96,11 +95,11 @@ def main() -> None:
     configure_logging(settings)
     DEFAULT_PHONE_REGION.set(settings.default_phone_region)
     if args.command == "init":
-        sys.exit(asyncio.run(run_init(settings)))
+        sys.exit(run_job("init", run_init(settings)))
     if args.command == "rebuild":
-        sys.exit(asyncio.run(run_rebuild(settings)))
+        sys.exit(run_job("rebuild", run_rebuild(settings)))
     if args.command == "dlq":
-        sys.exit(asyncio.run(run_dlq_replay(settings, args)))
+        sys.exit(run_job("dlq_replay", run_dlq_replay(settings, args)))
     serve(settings)
 
 

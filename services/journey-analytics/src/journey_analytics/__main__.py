@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 from pymongo import AsyncMongoClient
 
-from hilo.entrypoint import init_deployment, serve_api
+from hilo.entrypoint import init_deployment, run_job, serve_api
 from hilo.logs import configure_logging
 from hilo.mongo import MongoDocument
 from journey_analytics.app import create_service
@@ -35,7 +34,7 @@ def main() -> None:
     settings = AnalyticsSettings()
     configure_logging(settings)
     if args.command == "init":
-        sys.exit(asyncio.run(run_init(settings)))
+        sys.exit(run_job("init", run_init(settings)))
     serve(settings)
 
 

@@ -4,12 +4,11 @@ seed the demo catalogue through a running service's API."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 from pymongo import AsyncMongoClient
 
-from hilo.entrypoint import init_deployment, serve_api
+from hilo.entrypoint import init_deployment, run_job, serve_api
 from hilo.logs import configure_logging
 from hilo.mongo import MongoDocument
 from offers.app import create_service
@@ -58,7 +57,7 @@ def main() -> None:
     settings = OffersSettings()
     configure_logging(settings)
     if args.command == "init":
-        sys.exit(asyncio.run(run_init(settings)))
+        sys.exit(run_job("init", run_init(settings)))
     if args.command == "demo":
         sys.exit(run_demo(settings, args.url, args.wait))
     serve(settings)
