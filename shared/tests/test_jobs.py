@@ -1,4 +1,4 @@
-"""The command-line jobs (`customer-profile init|rebuild|dlq replay, offers init, ...`) when they fail."""
+"""Command-line jobs (`customer-profile rebuild`, `offers init`, ...) when they fail."""
 
 from __future__ import annotations
 
