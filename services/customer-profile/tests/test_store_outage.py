@@ -50,6 +50,9 @@ async def test_an_outage_pauses_consumption_until_the_database_is_back(
             ready = await svc.http.get("/health/ready")
             assert ready.status_code == 503
             assert ready.json()["checks"]["mongodb"] == "failing"
+            profile = await svc.http.get("/v1/customers/any-customer")
+            assert profile.status_code == 503, "the caller is told to retry, not a 500"
+            assert profile.headers["retry-after"] == "5"
             # Several retry cycles pass (each gives up after 2 s and re-delivers the batch)...
             with_outage = [await committed(local, group) for _ in range(3)]
             failures = await _failed_attempts()

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import structlog
 from fastapi import (
     APIRouter,
     Depends,
@@ -21,7 +22,9 @@ from fastapi import (
     Response,
     Security,
 )
+from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
 
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.identity import split_key
@@ -46,10 +49,13 @@ from customer_profile.service.splits import CustomerNotFound, Requester, SplitRe
 from hilo.auth import API_KEY_HEADER, check_api_key
 from hilo.contract import IdentifierKind, Identifiers
 from hilo.kafka import PublishFailed
+from hilo.logs import error_text
 from hilo.offers.facts import facts_from_profile
 from hilo.offers.model import OffersSnapshot
 from hilo.offers.showcase import OfferShown, offers_for
 from hilo.webhook import secrets_match
+
+log = structlog.get_logger(__name__)
 
 
 class ApiState:
@@ -652,6 +658,7 @@ def create_api(state: ApiState, extra: list[APIRouter]) -> FastAPI:
         description="One synchronised journey and profile per customer, across every channel.",
     )
     app.state.api = state
+    app.add_exception_handler(PyMongoError, _database_failed)
     app.include_router(router)
     app.include_router(conversations)
     app.include_router(mismatches)
@@ -659,3 +666,18 @@ def create_api(state: ApiState, extra: list[APIRouter]) -> FastAPI:
     for more in extra:
         app.include_router(more)
     return app
+
+
+async def _database_failed(_request: Request, exc: Exception) -> JSONResponse:
+    """MongoDB unreachable or slow: 503, so the caller retries. Any other database error: 500.
+    Either is logged by `error_text` alone, since a write error's message quotes the documents
+    it refused (uvicorn would log it with its whole message)."""
+    away = isinstance(exc, ConnectionFailure | ExecutionTimeout | WTimeoutError)
+    log.warning("api_database_failed", error=error_text(exc), answered=503 if away else 500)
+    if away:
+        return JSONResponse(
+            {"detail": "the database does not answer; retry later"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+    return JSONResponse({"detail": "the database refused the request"}, status_code=500)
