@@ -133,7 +133,10 @@ async def test_a_producer_whose_sender_died_is_not_ready_and_stops_its_service(
         "stalling", channel_settings, publishing_one_sample, description="test"
     )
     async with channel_client(app) as channel:
-        before = await channel.get("/health/ready")
+        # Ready once Kafka and MongoDB answer its pings in time (a loaded machine may take a few).
+        before = await eventually(
+            lambda: channel.get("/health/ready"), until=lambda answer: answer.status_code == 200
+        )
         producer = aiokafka_producer(app.state.broker)
         producer._sender.sender_task.cancel()
         await eventually(lambda: _count(stops), until=lambda n: n == 1, timeout=10)
