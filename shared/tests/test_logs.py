@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pymongo.errors import BulkWriteError, OperationFailure, WriteError
 
 from hilo.contract.identifiers import IdentifierKind
-from hilo.logs import configure_logging, error_text, mask_personal_data
+from hilo.logs import configure_logging, error_text, exception_text, mask_personal_data
 from hilo.settings import HiloSettings
 
 PHONE = "+34612345678"
@@ -246,3 +246,29 @@ def test_a_traceback_keeps_its_frames_but_not_the_documents_a_database_error_quo
         assert "direct cause" in line["exception"]
     for quoted in ("Ana", "García", "Calle Mayor", "ana.garcia"):
         assert quoted not in out
+
+
+def test_each_failure_of_an_exception_group_keeps_its_frames_and_loses_its_documents() -> None:
+    document = {"name": "Ana García"}
+
+    def save() -> None:
+        raise WriteError(f"write failed on {document}", 2, {"op": document})
+
+    def gather() -> None:
+        failures: list[Exception] = []
+        for task in (save, save):
+            try:
+                task()
+            except WriteError as exc:
+                failures.append(exc)
+        raise ExceptionGroup("two saves failed", failures)
+
+    try:
+        gather()
+    except ExceptionGroup as group:
+        text = exception_text((type(group), group, group.__traceback__))
+
+    assert "ExceptionGroup: two saves failed (2 sub-exceptions)" in text
+    assert text.count("| WriteError: code 2") == 2
+    assert text.count("in save") == 2
+    assert "Ana" not in text

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import textwrap
 import traceback
 from collections.abc import Mapping, MutableMapping
 from typing import Any
@@ -176,7 +177,12 @@ def _traceback_parts(exc: BaseException, seen: set[int]) -> list[str]:
         parts += [*_traceback_parts(exc.__context__, seen), _CONTEXT]
     if exc.__traceback__ is not None:
         parts += ["Traceback (most recent call last):\n", *traceback.format_tb(exc.__traceback__)]
-    return [*parts, f"{error_text(exc)}\n"]
+    parts.append(f"{error_text(exc)}\n")
+    if isinstance(exc, BaseExceptionGroup):  # a task group's failures, each with its frames
+        for number, inner in enumerate(exc.exceptions, 1):
+            parts.append(f"+---------------- {number} ----------------\n")
+            parts.append(textwrap.indent("".join(_traceback_parts(inner, seen)), "| "))
+    return parts
 
 
 def _mask_string(value: str) -> str:

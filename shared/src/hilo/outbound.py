@@ -36,7 +36,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import httpx
 import structlog
@@ -428,15 +428,20 @@ class OutboundSender:
         state.pop("thread", None)
         return {**state, "recorded": True}
 
-    async def perhaps_sent(self, command_id: str) -> bool:
-        """Whether the command's send was reported not confirmed (`CHECK_FIRST`): its status
-        from the provider, should one come, then belongs to that report."""
+    async def report_of(self, command_id: str) -> Literal["perhaps_sent", "unsettled"] | None:
+        """What a status the provider reports later for the command's message belongs to:
+        `perhaps_sent` when the send was reported not confirmed (`CHECK_FIRST`: the status
+        then belongs to that report); `unsettled` while a send is claimed without an outcome
+        (an attempt that died is settled only after `in_flight_seconds`, or one is still
+        storing what the provider answered); None otherwise (sent, under the provider's id)."""
         state = await self._sends.find_one({"_id": command_id}, {"state": 1, "reason": 1})
-        return (
-            state is not None
-            and state.get("state") == "failed"
-            and CHECK_FIRST in str(state.get("reason") or "")
-        )
+        if state is None:
+            return None
+        if state.get("state") == "sending":
+            return "unsettled"
+        if state.get("state") == "failed" and CHECK_FIRST in str(state.get("reason") or ""):
+            return "perhaps_sent"
+        return None
 
     async def report_not_sent(self, command_id: str, failure: Interaction) -> None:
         """Tell the agent a command that goes to `outbound.dlq` was not sent (the desk would

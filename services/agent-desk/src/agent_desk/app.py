@@ -836,6 +836,7 @@ def _event(desk: Desk, live: LiveEntry) -> str:
         "type": entry["type"],
         "occurred_at": entry["at"].isoformat(),
         "provider_id": entry["provider_id"],
+        "after_report": entry["after_report"],
         "status": (entry.get("payload") or {}).get("status"),
         "error": (entry.get("payload") or {}).get("error"),
         "html": html,

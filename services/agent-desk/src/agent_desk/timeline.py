@@ -53,6 +53,7 @@ def row(entry: Mapping[str, Any]) -> dict[str, Any]:
     # from the API and from the live feed are then ordered and shown alike.
     at = at.astimezone(UTC)
     pid = provider_id(entry)
+    reply_failure = pid is not None and pid.startswith(FAILURE_PREFIX)
     return {
         **entry,
         "at": at,
@@ -61,7 +62,9 @@ def row(entry: Mapping[str, Any]) -> dict[str, Any]:
         "direction": payload.get("direction"),
         "text": payload.get("text") or payload.get("transcript"),
         "provider_id": pid,
-        "reply_failure": pid is not None and pid.startswith(FAILURE_PREFIX),
+        "reply_failure": reply_failure,
+        # The provider's later word on a reply reported "perhaps not sent": a row of its own.
+        "after_report": reply_failure and payload.get("status") in ("delivered", "read"),
         "status": None,
         "status_error": None,
         "perhaps_sent": CHECK_FIRST in str(payload.get("error") or ""),

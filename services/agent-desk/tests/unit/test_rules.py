@@ -627,7 +627,7 @@ def test_a_reply_that_may_have_gone_out_is_not_shown_as_not_sent(error: str, sho
 
 def test_a_reply_reported_perhaps_not_sent_that_the_provider_delivered_says_it_went_out() -> None:
     """channel-email puts Mailgun's later outcome of such a reply on its report's id."""
-    delivered = {
+    delivered: dict[str, Any] = {
         "id": "e2",
         "type": "message_status",
         "channel": "email",
@@ -639,3 +639,6 @@ def test_a_reply_reported_perhaps_not_sent_that_the_provider_delivered_says_it_w
 
     assert "Reply sent after all: Email reports it delivered." in html
     assert "not sent" not in html
+    assert row(delivered)["after_report"], "the live page places it as a row of its own"
+    bounced = {**delivered, "payload": {**delivered["payload"], "status": "failed"}}
+    assert not row(bounced)["after_report"], "a failure folds into the reply's row as before"

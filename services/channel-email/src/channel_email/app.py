@@ -20,7 +20,13 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.types import Message
 
-from channel_email.events import COMMAND_ID, EventData, MailgunSignature, event_interaction
+from channel_email.events import (
+    COMMAND_ID,
+    EventData,
+    MailgunSignature,
+    event_interaction,
+    status_of,
+)
 from channel_email.mailgun import (
     MAILGUN_TOKENS,
     Claim,
@@ -165,15 +171,18 @@ async def _record_event(
 
 
 async def _reported_unconfirmed(channel: Channel, data: EventData) -> bool:
-    """Whether the event is about a reply this service reported not confirmed (MongoDB away:
-    503, which Mailgun retries)."""
+    """Whether the event's status is about a reply this service reported not confirmed. While
+    that reply's send is not settled, or MongoDB is away, 503: Mailgun posts it again later."""
     command_id = data.variable(COMMAND_ID)
-    if command_id is None or channel.sender is None:
+    if status_of(data) is None or command_id is None or channel.sender is None:
         return False
     try:
-        return await channel.sender.perhaps_sent(command_id)
+        report = await channel.sender.report_of(command_id)
     except PyMongoError:
         raise Rejected(503, "store_unavailable", "MongoDB does not answer") from None
+    if report == "unsettled":
+        raise Rejected(503, "in_flight", "the reply's send is not settled yet: try again later")
+    return report == "perhaps_sent"
 
 
 def _verified_token(guard: ReplayGuard, signature: object) -> str:

@@ -119,7 +119,7 @@ def event_interaction(
     during Mailgun's call, so no message id was recorded): the status is then about that
     report (`FAILURE_PREFIX` and the command id), so the agent reads that the reply did go out,
     or bounced, where the reply is."""
-    status = _status(data)
+    status = status_of(data)
     purpose = _WITHDRAWN.get(data.event)
     if status is None and purpose is None:
         return None
@@ -155,7 +155,7 @@ def event_interaction(
     )
 
 
-def _status(data: EventData) -> DeliveryStatus | None:
+def status_of(data: EventData) -> DeliveryStatus | None:
     """The outcome of a message Hilo sent; None for other mail and for what is no outcome."""
     if data.variable(COMMAND_ID) is None:
         return None

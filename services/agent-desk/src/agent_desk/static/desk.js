@@ -58,7 +58,9 @@ function onEntry(timeline, data) {
   document.getElementById("empty")?.remove();
   const existing = document.getElementById("e-" + data.id);
   if (existing && !existing.classList.contains("pending")) return; // shown already
-  if (data.type === "message_status" && data.provider_id) {
+  // A status folds into its message, but not the provider's later word on a reply reported
+  // "perhaps not sent" (`after_report`): the reply's row shows that report; this says more.
+  if (data.type === "message_status" && data.provider_id && !data.after_report) {
     const message = timeline.querySelector(`[data-provider-id="${CSS.escape(data.provider_id)}"]`);
     if (message && message.dataset.type !== "message_status") {
       setStatus(message, data.status, data.error);

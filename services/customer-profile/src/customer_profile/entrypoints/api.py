@@ -669,15 +669,16 @@ def create_api(state: ApiState, extra: list[APIRouter]) -> FastAPI:
 
 
 async def _database_failed(_request: Request, exc: Exception) -> JSONResponse:
-    """MongoDB unreachable or slow: 503, so the caller retries. Any other database error: 500.
-    Either is logged by `error_text` alone, since a write error's message quotes the documents
-    it refused (uvicorn would log it with its whole message)."""
+    """MongoDB unreachable or slow: 503, so the caller retries. Any other database error: 500,
+    logged with its frames. A message goes through `error_text` either way, since a write
+    error's quotes the documents it refused (uvicorn would log it whole)."""
     away = isinstance(exc, ConnectionFailure | ExecutionTimeout | WTimeoutError)
-    log.warning("api_database_failed", error=error_text(exc), answered=503 if away else 500)
     if away:
+        log.warning("api_database_away", error=error_text(exc))
         return JSONResponse(
             {"detail": "the database does not answer; retry later"},
             status_code=503,
             headers={"Retry-After": "5"},
         )
+    log.error("api_database_failed", error=error_text(exc), exc_info=exc)  # frames: a bug
     return JSONResponse({"detail": "the database refused the request"}, status_code=500)
