@@ -30,6 +30,7 @@ from agent_desk.testing import AGENT, PASSWORD, DeskStack, behind_service, chrom
 from hilo.contract import (
     CallHappened,
     CallStatus,
+    DeliveryStatus,
     Direction,
     Fulfilment,
     Identified,
@@ -37,6 +38,7 @@ from hilo.contract import (
     Interaction,
     LineItem,
     MessageExchanged,
+    MessageStatusChanged,
     Money,
     OrderPlaced,
     SalesChannel,
@@ -47,6 +49,7 @@ from hilo.offers.model import (
     price_key,
     promotion_key,
 )
+from hilo.outbound import INTERRUPTED
 from hilo.settings import HiloSettings
 from hilo.testkit.offers import offer_record, percent_off, price_schedule, publish_offer_records
 
@@ -296,6 +299,50 @@ async def test_a_channel_whose_service_is_not_running_says_so_before_and_after_t
                 "No Email channel service is running: this reply is kept"
             )
         await pending.screenshot(path=str(NOT_RUNNING_SCREENSHOT))
+
+
+async def test_a_reply_reported_perhaps_not_sent_then_delivered_says_so_live(
+    settings: HiloSettings, topics: list[str], page: Page
+) -> None:
+    """channel-email was stopped while Mailgun answered: the reply is reported "perhaps not
+    sent" on its report's id, which the queued row carries. Mailgun's later `delivered` comes on
+    that id too (`channel_email.events`): the open page shows it as a row of its own, where
+    the status fold on the queued row used to drop it."""
+    async with desk_stack(settings) as stack:
+        await stack.profile.publish(history())
+        await stack.profile.wait_for_entries(2)
+        await sign_in_and_find(page, stack.desk_url)
+        await page.get_by_label("Channel").select_option("email")
+        await page.get_by_role("textbox", name="Message").fill("Your invoice is attached.")
+        await page.get_by_role("button", name="Send").click()
+        await expect(page.locator("#reply-result")).to_have_text("Queued on Email.")
+        queued = page.locator("#timeline .entry.pending")
+        report = await queued.get_attribute("data-provider-id")
+        assert report is not None
+        assert report.startswith("hilo-outbound:")
+
+        await stack.profile.publish([email_status(report, "failed", INTERRUPTED)])
+        await expect(queued.locator("[data-status]")).to_contain_text("failed")
+        await stack.profile.publish([email_status(report, "delivered")])
+
+        await expect(page.locator("#timeline")).to_contain_text(
+            "Reply sent after all: Email reports it delivered.", timeout=15_000
+        )
+
+
+def email_status(report: str, status: str, error: str | None = None) -> Interaction:
+    """What channel-email records of a reply it reported not confirmed, and Mailgun's later
+    word on it."""
+    return new_interaction(
+        channel="email",
+        instance="test",
+        provider_event_id=f"{report}:{status}",
+        identifiers=Identifiers(email="ana.garcia@example.com"),
+        payload=MessageStatusChanged(
+            provider_message_id=report, status=DeliveryStatus(status), error=error
+        ),
+        occurred_at=datetime.now(UTC),
+    )
 
 
 async def test_a_page_open_when_the_sign_in_expires_says_so_and_keeps_the_text(
