@@ -171,6 +171,14 @@ async def sign_in_and_find(page: Page, desk_url: str) -> None:
     await expect(page.locator("#live-state")).to_have_text("live")
 
 
+async def reply_by_email(page: Page) -> None:
+    """Queue a reply by email from the open customer page."""
+    await page.get_by_label("Channel").select_option("email")
+    await page.get_by_role("textbox", name="Message").fill("Your invoice is attached.")
+    await page.get_by_role("button", name="Send").click()
+    await expect(page.locator("#reply-result")).to_have_text("Queued on Email.")
+
+
 async def watch_whatsapp_arrive(page: Page, stack: DeskStack) -> None:
     await stack.whatsapp_from(PHONE, "Hi! My call dropped, can I pick the shoes up today?")
     profile = stack.profile
@@ -240,10 +248,7 @@ async def test_a_reply_its_channel_service_does_not_take_stays_on_the_page_and_s
         await stack.profile.publish(history())
         await stack.profile.wait_for_entries(2)
         await sign_in_and_find(page, stack.desk_url)
-        await page.get_by_label("Channel").select_option("email")
-        await page.get_by_role("textbox", name="Message").fill("Your invoice is attached.")
-        await page.get_by_role("button", name="Send").click()
-        await expect(page.locator("#reply-result")).to_have_text("Queued on Email.")
+        await reply_by_email(page)
         await page.reload()
         pending = page.locator("#timeline .entry.pending")
         await expect(pending).to_have_count(1)
@@ -285,9 +290,7 @@ async def test_a_channel_whose_service_is_not_running_says_so_before_and_after_t
             "No Email channel service is running right now: a reply is kept and goes out once "
             "one starts."
         )
-        await page.get_by_role("textbox", name="Message").fill("Your invoice is attached.")
-        await page.get_by_role("button", name="Send").click()
-        await expect(page.locator("#reply-result")).to_have_text("Queued on Email.")
+        await reply_by_email(page)
         for reloaded in (False, True):
             if reloaded:
                 await page.reload()
@@ -312,10 +315,7 @@ async def test_a_reply_reported_perhaps_not_sent_then_delivered_says_so_live(
         await stack.profile.publish(history())
         await stack.profile.wait_for_entries(2)
         await sign_in_and_find(page, stack.desk_url)
-        await page.get_by_label("Channel").select_option("email")
-        await page.get_by_role("textbox", name="Message").fill("Your invoice is attached.")
-        await page.get_by_role("button", name="Send").click()
-        await expect(page.locator("#reply-result")).to_have_text("Queued on Email.")
+        await reply_by_email(page)
         queued = page.locator("#timeline .entry.pending")
         report = await queued.get_attribute("data-provider-id")
         assert report is not None

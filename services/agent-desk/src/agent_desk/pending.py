@@ -23,6 +23,7 @@ from pymongo import DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
 from agent_desk.policy import channel_name
+from agent_desk.timeline import provider_id
 from hilo.contract.outbound import FAILURE_PREFIX, OutboundCommand
 from hilo.mongo import MongoDocument
 
@@ -89,12 +90,11 @@ class PendingReplies:
             and (entry.get("payload") or {}).get("direction") == "outbound"
         ]
         failed = [
-            str(entry["payload"]["provider_message_id"])
+            reported
             for entry in entries
             if entry.get("type") == "message_status"
-            and str((entry.get("payload") or {}).get("provider_message_id", "")).startswith(
-                FAILURE_PREFIX
-            )
+            and (reported := provider_id(entry)) is not None
+            and reported.startswith(FAILURE_PREFIX)
         ]
         if sent:
             await self.collection.delete_many({"entry_id": {"$in": sent}})
