@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-from hilo_devkit.sampling import Bucket, NotRecorded, Sampler, summarise
+from hilo_devkit.sampling import Bucket, NotRecorded, Sampler, process_cpu_seconds, summarise
 
 BUCKETS = (
     Bucket("parse", ("Pipeline._parse",)),
@@ -78,12 +79,18 @@ BUSY = textwrap.dedent(
 )
 
 
-async def sampled(output: Path, *command: str, seconds: float) -> Sampler:
-    """Start `command`, record it for `seconds`, stop it; the sampler after recording."""
+async def sampled(output: Path, *command: str, seconds: float, cpu_seconds: float = 0.0) -> Sampler:
+    """Start `command`, record it for `seconds` and until it has used `cpu_seconds` of CPU (a
+    busy machine gives it less than a core; within 60 s), stop it; the sampler after it."""
     process = await asyncio.create_subprocess_exec(*command)
     try:
         async with Sampler(process.pid, output) as sampler:
+            started = process_cpu_seconds(process.pid)
             await asyncio.sleep(seconds)
+            deadline = time.monotonic() + 60
+            while process_cpu_seconds(process.pid) - started < cpu_seconds:
+                assert time.monotonic() < deadline, "the process got no CPU to speak of"
+                await asyncio.sleep(0.1)
     finally:
         process.kill()
         await process.wait()
@@ -91,7 +98,9 @@ async def sampled(output: Path, *command: str, seconds: float) -> Sampler:
 
 
 async def test_a_running_process_is_sampled_where_it_spends_its_time(tmp_path: Path) -> None:
-    sampler = await sampled(tmp_path / "busy.raw", sys.executable, "-c", BUSY, seconds=2)
+    sampler = await sampled(
+        tmp_path / "busy.raw", sys.executable, "-c", BUSY, seconds=2, cpu_seconds=0.5
+    )
     if sampler.failure is not None and "ermission" in sampler.failure:
         pytest.skip(f"py-spy may not trace processes here: {sampler.failure}")
     summary = sampler.summary((Bucket("spinning", ("spin_in_named_function",)),))
