@@ -120,7 +120,9 @@ async def test_a_command_published_twice_is_sent_once_and_its_delivery_comes_bac
     [sms] = twilio.accepted
     assert twilio.calls == 1
     assert (sms.to, sms.from_, sms.body) == (PHONE, FROM, "Ready for pickup")
-    assert sms.status_callback == f"http://127.0.0.1:{channel_port}/webhooks/twilio/sms/status"
+    assert sms.status_callback == (
+        f"http://127.0.0.1:{channel_port}/webhooks/twilio/sms/status?hilo_command={command.id}"
+    )
     assert [(r.status, r.answered) for r in twilio.reports] == [("sent", 200), ("delivered", 200)]
     events = await published_interactions(settings, expected=3)
     [sent] = [event for event in events if event["id"] == command.sent_interaction_id()]

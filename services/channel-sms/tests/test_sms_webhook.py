@@ -10,10 +10,13 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
+from pymongo import AsyncMongoClient
 
 from channel_sms.app import create_app
 from channel_sms.settings import SmsSettings
 from hilo.contract import conversation_id, interaction_id
+from hilo.mongo import MongoDocument
+from hilo.outbound import INTERRUPTED, SENDS_COLLECTION
 from hilo.settings import HiloSettings
 from hilo.testkit.contract_check import published_interactions
 from hilo.testkit.signing import twilio_signed
@@ -110,6 +113,43 @@ async def post(
 ) -> httpx.Response:
     headers = twilio_signed(PUBLIC + path, params, token)
     return await client.post(path, content=urlencode(params), headers=headers)
+
+
+async def test_a_status_of_a_reply_reported_perhaps_not_sent_lands_on_that_report(
+    sms: httpx.AsyncClient, settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    """The channel was stopped while Twilio answered: the reply went out but its SID was never
+    recorded, so the agent is told it was perhaps not sent. Its StatusCallback URL names the
+    command (`hilo_command`, signed by Twilio with the rest of the URL): Twilio's statuses then
+    land on that report, where the agent reads that the reply did go out. A reply sent as
+    usual keeps its statuses on its SID, and a command swapped into a signed URL is refused."""
+    sends = mongo_client[settings.mongodb_database][SENDS_COLLECTION]
+    await sends.insert_many(
+        [
+            {"_id": "c-stopped", "channel": "sms", "state": "failed", "reason": INTERRUPTED},
+            {"_id": "c-sent", "channel": "sms", "state": "sent", "provider_message_id": "SM98"},
+        ]
+    )
+    path = "/webhooks/twilio/sms/status"
+    sent_as_usual = [("MessageSid", "SM98"), *STATUS[1:]]
+    forged_headers = twilio_signed(f"{PUBLIC}{path}?hilo_command=c-sent", sent_as_usual, TOKEN)
+
+    answers = [
+        await post(sms, f"{path}?hilo_command=c-stopped", STATUS),
+        await post(sms, f"{path}?hilo_command=c-sent", sent_as_usual),
+        await sms.post(
+            f"{path}?hilo_command=c-stopped",
+            content=urlencode(sent_as_usual),
+            headers=forged_headers,
+        ),
+    ]
+
+    assert [answer.status_code for answer in answers] == [200, 200, 403]
+    events = await published_interactions(settings, 2)
+    assert [(e["payload"]["provider_message_id"], e["payload"]["status"]) for e in events] == [
+        ("hilo-outbound:c-stopped", "delivered"),
+        ("SM98", "delivered"),
+    ]
 
 
 async def test_an_incoming_sms_is_published_and_answered_with_empty_twiml(

@@ -26,6 +26,7 @@ from hilo.contract.outbound import OutboundCommand, OutboundMessage, Template
 from hilo.kafka import KafkaPublisher, create_broker
 from hilo.mongo import MongoDocument
 from hilo.outbound import (
+    INTERRUPTED,
     SENDS_COLLECTION,
     OutboundSender,
     RetryPolicy,
@@ -139,6 +140,7 @@ async def test_a_reply_is_sent_once_in_its_thread_and_its_statuses_reach_interac
         "type": "text",
         "text": {"body": "Yes, the red ones come in 42 too.", "preview_url": False},
         "context": {"message_id": "wamid.inbound1"},
+        "biz_opaque_callback_data": f"hilo-command:{command.id}",
     }
     [sent] = await published_interactions(settings, expected=1)
     assert sent["id"] == command.sent_interaction_id()
@@ -151,6 +153,54 @@ async def test_a_reply_is_sent_once_in_its_thread_and_its_statuses_reach_interac
 
     events = await published_interactions(settings, expected=3)
     assert statuses_of(events, message.id) == [("delivered", None), ("read", None)]
+
+
+async def test_statuses_of_a_reply_stopped_during_metas_answer_land_on_its_report(
+    settings: HiloSettings,
+    mongo_client: AsyncMongoClient[MongoDocument],
+    cloud: WhatsAppStandIn,
+    topics: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deploy stops the channel while Meta answers: the reply went out, but its wamid was
+    never recorded, so the agent is told it was perhaps not sent. Meta echoes the command id
+    with each of its statuses (`biz_opaque_callback_data`): the next instance puts them on that
+    report, where the agent reads that the reply did go out, instead of on a wamid no reply in
+    the journey has."""
+    monkeypatch.setattr("hilo.channel.STEP_SECONDS", 4.0)  # handlers get 1 s, not 7, to end
+    cloud.customer_wrote(WA_ID)
+    command = sample_command(
+        "whatsapp", identifiers=Identifiers(whatsapp_id=WA_ID), text="It ships tomorrow."
+    )
+    cloud.answer_late(4)
+    port = free_port()
+    cloud.webhook_url = f"http://127.0.0.1:{port}/webhooks/whatsapp"
+    sends = mongo_client[settings.mongodb_database][SENDS_COLLECTION]
+
+    async with served(create_app(whatsapp_settings(settings, cloud)), port):
+        await publish(settings, mongo_client, command)
+        await eventually(lambda: _received(cloud), until=bool, timeout=60)
+    stopped = await sends.find_one({"_id": command.id})
+    async with served(create_app(whatsapp_settings(settings, cloud)), port):
+        [message] = cloud.received(WA_ID)
+        answers = [await cloud.send_status(message.id, status) for status in ("sent", "read")]
+        events = await published_interactions(settings, expected=3)
+
+    assert stopped is not None
+    assert (stopped["state"], stopped["reason"]) == ("failed", INTERRUPTED)
+    assert answers == [200, 200]
+    report = command.failure_provider_id()
+    # The report is published once the command comes again; the statuses may come first.
+    assert sorted(statuses_of(events, report), key=str) == [
+        ("failed", INTERRUPTED),
+        ("read", None),
+        ("sent", None),
+    ]
+    assert statuses_of(events, message.id) == []
+
+
+async def _received(cloud: WhatsAppStandIn) -> list[Any]:
+    return cloud.received(WA_ID)
 
 
 async def test_a_customer_with_a_username_is_answered_at_their_business_scoped_id(
@@ -249,6 +299,7 @@ async def test_templates_are_sent_as_the_cloud_api_takes_them(cloud: WhatsAppSta
             ],
         },
         "context": {"message_id": "wamid.inbound1"},
+        "biz_opaque_callback_data": f"hilo-command:{commands[0].id}",
     }
     assert second.request["template"] == {"name": "hello_world", "language": {"code": "en_US"}}
 

@@ -13,6 +13,8 @@ from pydantic import SecretStr
 
 from channel_whatsapp.app import create_app
 from channel_whatsapp.settings import WhatsAppSettings
+from channel_whatsapp.translate import commands_of, translate
+from channel_whatsapp.webhook import Notification
 from hilo.contract import interaction_id, whatsapp_identifiers
 from hilo.settings import HiloSettings
 from hilo.testkit.contract_check import published_interactions
@@ -145,6 +147,31 @@ async def test_delivery_statuses_are_published(
         ("delivered", None),
         ("failed", "131047 Re-engagement message"),
     ]
+
+
+def test_a_status_is_put_on_a_report_only_for_hilos_own_tag_of_a_send_perhaps_not_sent() -> None:
+    """`biz_opaque_callback_data` is any sender's on the business account: only Hilo's tag
+    (`hilo-command:<id>`) names a command, and only a send reported perhaps not sent moves
+    its statuses off the wamid."""
+    notification = json.loads(sample("statuses.json"))
+    delivered, failed = notification["entry"][0]["changes"][0]["value"]["statuses"]
+    delivered["biz_opaque_callback_data"] = "hilo-command:c-1"
+    failed["biz_opaque_callback_data"] = "c-2"  # another tool's own data
+    parsed = Notification.model_validate(notification)
+
+    reported, _ = translate(parsed, "test", b"pepper", perhaps_sent={"c-1", "c-2"})
+    sent_normally, _ = translate(parsed, "test", b"pepper", perhaps_sent=set())
+
+    assert commands_of(parsed) == {"c-1"}
+    assert [e.payload.provider_message_id for e in reported] == [  # type: ignore[union-attr]
+        "hilo-outbound:c-1",
+        "wamid.outbound2",
+    ]
+    assert [e.payload.provider_message_id for e in sent_normally] == [  # type: ignore[union-attr]
+        "wamid.outbound1",
+        "wamid.outbound2",
+    ]
+    assert [e.id for e in reported] == [e.id for e in sent_normally]
 
 
 async def test_a_status_meta_adds_later_is_acknowledged_not_a_reason_to_refuse_the_rest(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -60,6 +60,7 @@ from hilo.outbound import (
     OutboundSender,
     Provider,
     RetryPolicy,
+    SendReport,
     subscribe_outbound,
 )
 from hilo.sealing import create_sealer
@@ -208,6 +209,25 @@ class Channel:
         self.database: AsyncDatabase[MongoDocument] | None = None
         """The deployment's MongoDB database (`HILO_MONGODB_DATABASE`), for a channel's own
         state shared by its instances (Mailgun's tokens)."""
+
+    async def send_reports(self, command_ids: Collection[str]) -> dict[str, SendReport]:
+        """What became of these commands' sends (`OutboundSender.reports_of`), for the
+        provider's statuses about their messages; 503 while MongoDB does not answer, so the
+        provider posts the statuses again."""
+        if not command_ids or self.sender is None:
+            return {}
+        try:
+            return await self.sender.reports_of(command_ids)
+        except PyMongoError:
+            raise Rejected(503, "store_unavailable", "MongoDB does not answer") from None
+
+    async def perhaps_sent(self, command_ids: Collection[str]) -> set[str]:
+        """Those of the commands whose send was reported perhaps not sent (no provider id was
+        recorded): a status of their message is about that report
+        (`OutboundCommand.failure_provider_id`). A send still claimed is almost always one whose
+        answer is being stored: its statuses stay on the id it is about to record."""
+        reports = await self.send_reports(command_ids)
+        return {command for command, report in reports.items() if report == "perhaps_sent"}
 
     async def publish(self, interactions: Sequence[Interaction], *, ignored: int = 0) -> None:
         """Publish every interaction of one request; 503 unless Kafka acknowledged them all.

@@ -174,6 +174,31 @@ once, so the next delivery reports it instead of waiting `in_flight_seconds` for
 that is gone."""
 
 
+SendReport = Literal["perhaps_sent", "unsettled"]
+"""What became of a command's send, for a provider status about its message that comes later
+(`OutboundSender.reports_of`)."""
+
+COMMAND_TAG: Final = "hilo-command:"
+"""How a provider that echoes an opaque string with each status of a message (WhatsApp's
+`biz_opaque_callback_data`) is given the command id: `hilo-command:<id>` is ours, any other
+value another sender's on the same account."""
+
+
+def tagged_command(value: str | None) -> str | None:
+    """The command id of a `COMMAND_TAG`-ged value, else None."""
+    if value is None or not value.startswith(COMMAND_TAG):
+        return None
+    return value.removeprefix(COMMAND_TAG) or None
+
+
+def _report(state: MongoDocument) -> SendReport | None:
+    if state.get("state") == "sending":
+        return "unsettled"
+    if state.get("state") == "failed" and CHECK_FIRST in str(state.get("reason") or ""):
+        return "perhaps_sent"
+    return None
+
+
 def failed_in_code(error: BaseException) -> str:
     """The reason of a send the channel's own code failed on (a defect, not the provider's
     answer): before or after the call, so the message may be out."""
@@ -428,20 +453,21 @@ class OutboundSender:
         state.pop("thread", None)
         return {**state, "recorded": True}
 
-    async def report_of(self, command_id: str) -> Literal["perhaps_sent", "unsettled"] | None:
-        """What a status the provider reports later for the command's message belongs to:
-        `perhaps_sent` when the send was reported not confirmed (`CHECK_FIRST`: the status
-        then belongs to that report); `unsettled` while a send is claimed without an outcome
-        (an attempt that died is settled only after `in_flight_seconds`, or one is still
-        storing what the provider answered); None otherwise (sent, under the provider's id)."""
-        state = await self._sends.find_one({"_id": command_id}, {"state": 1, "reason": 1})
-        if state is None:
-            return None
-        if state.get("state") == "sending":
-            return "unsettled"
-        if state.get("state") == "failed" and CHECK_FIRST in str(state.get("reason") or ""):
-            return "perhaps_sent"
-        return None
+    async def reports_of(self, command_ids: Collection[str]) -> dict[str, SendReport]:
+        """What a status the provider reports later for each command's message belongs to
+        (one read for all; commands with nothing to say are left out): `perhaps_sent` when the
+        send was reported not confirmed (`CHECK_FIRST`: the status then belongs to that
+        report); `unsettled` while a send is claimed without an outcome (an attempt that died
+        is settled only after `in_flight_seconds`, or one is still storing what the provider
+        answered). A command sent under the provider's id is left out."""
+        if not command_ids:
+            return {}
+        found = self._sends.find(
+            {"_id": {"$in": list(set(command_ids))}}, {"state": 1, "reason": 1}
+        )
+        return {
+            state["_id"]: report async for state in found if (report := _report(state)) is not None
+        }
 
     async def report_not_sent(self, command_id: str, failure: Interaction) -> None:
         """Tell the agent a command that goes to `outbound.dlq` was not sent (the desk would

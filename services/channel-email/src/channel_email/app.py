@@ -174,12 +174,9 @@ async def _reported_unconfirmed(channel: Channel, data: EventData) -> bool:
     """Whether the event's status is about a reply this service reported not confirmed. While
     that reply's send is not settled, or MongoDB is away, 503: Mailgun posts it again later."""
     command_id = data.variable(COMMAND_ID)
-    if status_of(data) is None or command_id is None or channel.sender is None:
+    if status_of(data) is None or command_id is None:
         return False
-    try:
-        report = await channel.sender.report_of(command_id)
-    except PyMongoError:
-        raise Rejected(503, "store_unavailable", "MongoDB does not answer") from None
+    report = (await channel.send_reports([command_id])).get(command_id)
     if report == "unsettled":
         raise Rejected(503, "in_flight", "the reply's send is not settled yet: try again later")
     return report == "perhaps_sent"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import ValidationError
 
-from channel_sms.sending import TwilioMessages
+from channel_sms.sending import COMMAND_PARAM, TwilioMessages
 from channel_sms.settings import SmsSettings
 from channel_sms.translate import incoming, status
 from channel_sms.twilio import InboundMessage, StatusCallback
@@ -50,8 +50,18 @@ def routes(channel: Channel, settings: SmsSettings) -> list[APIRouter]:
     async def status_callback(request: Request) -> Response:
         """Delivery status of a message the company sent."""
         callback = await verified_form(request, StatusCallback, settings)
+        command = request.query_params.get(COMMAND_PARAM)
+        reported = await channel.perhaps_sent([command] if command else [])
         return await publish(
-            lambda: _listed(status(callback, datetime.now(UTC), settings.instance, settings.pepper))
+            lambda: _listed(
+                status(
+                    callback,
+                    datetime.now(UTC),
+                    settings.instance,
+                    settings.pepper,
+                    perhaps_sent=command if command in reported else None,
+                )
+            )
         )
 
     return [router]

@@ -3,10 +3,14 @@
 One `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` per command (form-encoded, HTTP Basic
 auth with the account SID and auth token), with `StatusCallback` set to this channel's status
 webhook so that Twilio's delivery statuses come back as `message_status` interactions of the
-message's SID. Retries, idempotency and recording are `hilo.outbound`'s.
+message's SID. The URL names the command (`COMMAND_PARAM`; Twilio signs the whole URL): a
+status of a send reported perhaps not sent, whose SID was never recorded, then finds the reply.
+Retries, idempotency and recording are `hilo.outbound`'s.
 """
 
 from __future__ import annotations
+
+from urllib.parse import urlencode
 
 import httpx
 from pydantic import AnyHttpUrl
@@ -77,7 +81,7 @@ class TwilioMessages:
             "To": to,
             **self._sender,
             "Body": command.payload.text,
-            "StatusCallback": self._status_callback_url,
+            "StatusCallback": status_callback_of(self._status_callback_url, command),
         }
         response = await provider_call(
             lambda: self._client.post(self._path, data=form), twilio_reason
@@ -86,6 +90,14 @@ class TwilioMessages:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+COMMAND_PARAM = "hilo_command"
+
+
+def status_callback_of(url: str, command: OutboundCommand) -> str:
+    """The status webhook's URL for the command's message."""
+    return f"{url}{'&' if '?' in url else '?'}{urlencode({COMMAND_PARAM: command.id})}"
 
 
 def _sent(response: httpx.Response, to: str) -> Sent:

@@ -36,6 +36,7 @@ from hilo.contract import (
     normalise_phone,
     whatsapp_identifiers,
 )
+from hilo.contract.outbound import FAILURE_PREFIX
 
 CHANNEL = "sms"
 _STATUS = {
@@ -201,10 +202,15 @@ def incoming(
 
 
 def status(
-    callback: StatusCallback, received_at: datetime, instance: str, key: bytes
+    callback: StatusCallback,
+    received_at: datetime,
+    instance: str,
+    key: bytes,
+    perhaps_sent: str | None = None,
 ) -> Interaction | None:
     """A delivery status worth recording (queued/accepted/sending are not, nor messages to a
-    short code)."""
+    short code). `perhaps_sent`: the command of a send reported perhaps not sent (its SID never
+    recorded), whose report the status is then about."""
     delivery = _STATUS.get(callback.MessageStatus)
     if delivery is None:
         return None
@@ -221,7 +227,9 @@ def status(
         occurred_at=received_at,
         received_at=received_at,
         payload=MessageStatusChanged(
-            provider_message_id=callback.MessageSid,
+            provider_message_id=(
+                f"{FAILURE_PREFIX}{perhaps_sent}" if perhaps_sent else callback.MessageSid
+            ),
             status=delivery,
             error=f"Twilio error {callback.ErrorCode}" if callback.ErrorCode else None,
         ),

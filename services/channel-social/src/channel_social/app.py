@@ -14,7 +14,7 @@ from hilo.providers.meta import Translation, meta_webhook_router
 
 
 def routes(channel: Channel, settings: SocialSettings) -> list[APIRouter]:
-    def read(body: bytes) -> Translation:
+    async def read(body: bytes) -> Translation:
         return translate(parse_json(Notification, body), settings.instance, settings.pepper)
 
     return [

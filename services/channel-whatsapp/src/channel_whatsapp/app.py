@@ -7,15 +7,17 @@ from fastapi import APIRouter, FastAPI
 
 from channel_whatsapp.sending import cloud_api
 from channel_whatsapp.settings import WhatsAppSettings
-from channel_whatsapp.translate import translate
+from channel_whatsapp.translate import commands_of, translate
 from channel_whatsapp.webhook import Notification
 from hilo.channel import Channel, create_channel_app, parse_json
 from hilo.providers.meta import Translation, meta_webhook_router
 
 
 def routes(channel: Channel, settings: WhatsAppSettings) -> list[APIRouter]:
-    def read(body: bytes) -> Translation:
-        return translate(parse_json(Notification, body), settings.instance, settings.pepper)
+    async def read(body: bytes) -> Translation:
+        notification = parse_json(Notification, body)
+        perhaps_sent = await channel.perhaps_sent(commands_of(notification))
+        return translate(notification, settings.instance, settings.pepper, perhaps_sent)
 
     return [
         meta_webhook_router(

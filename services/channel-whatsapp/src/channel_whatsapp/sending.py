@@ -17,6 +17,7 @@ from channel_whatsapp.settings import WhatsAppSettings
 from hilo.contract.identifiers import Identifiers
 from hilo.contract.outbound import OutboundCommand, OutboundMessage
 from hilo.outbound import (
+    COMMAND_TAG,
     Provider,
     SendRefused,
     Sent,
@@ -87,13 +88,17 @@ def recipient(identifiers: Identifiers) -> dict[str, str]:
 
 
 def message_request(command: OutboundCommand) -> dict[str, Any]:
-    """The Cloud API request body: a template when the command has one, else text."""
+    """The Cloud API request body: a template when the command has one, else text. Meta echoes
+    `biz_opaque_callback_data` in the message's statuses: the command id, so a status of a send
+    reported perhaps not sent (its wamid never recorded) still finds the reply
+    (`translate.translate`)."""
     message = command.payload
     body: dict[str, Any] = {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
         **recipient(command.identifiers),
         **_content(message),
+        "biz_opaque_callback_data": f"{COMMAND_TAG}{command.id}",
     }
     if message.reply_to_provider_message_id:
         body["context"] = {"message_id": message.reply_to_provider_message_id}

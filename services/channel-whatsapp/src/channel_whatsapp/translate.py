@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from channel_whatsapp.webhook import Message, MessagesChange, Metadata, Notification, Status
 from hilo.contract import (
     Attachment,
@@ -18,6 +20,8 @@ from hilo.contract import (
     unix_time,
     whatsapp_identifiers,
 )
+from hilo.contract.outbound import FAILURE_PREFIX
+from hilo.outbound import tagged_command
 
 CHANNEL = "whatsapp"
 _MEDIA = {
@@ -36,13 +40,21 @@ _STATUS = {
 
 
 def translate(
-    notification: Notification, instance: str, key: bytes
+    notification: Notification,
+    instance: str,
+    key: bytes,
+    perhaps_sent: Collection[str] = frozenset(),
 ) -> tuple[list[Interaction], int]:
     """Every message and delivery status in the notification, in the order Meta sent them, and
     how many events were ignored: `deleted` statuses (nothing happened between customer and
     company), statuses Meta may add that Hilo does not model, changes of other fields than
     `messages` (template status and the like), and the rare event naming nobody (a `failed`
-    status of a message sent to a number withheld since carries neither id)."""
+    status of a message sent to a number withheld since carries neither id).
+
+    `perhaps_sent`: commands whose send was reported perhaps not sent (the service stopped
+    during Meta's call, so no wamid was recorded). A status of their message is about that
+    report (`OutboundCommand.failure_provider_id`), so the agent reads where the reply is that
+    it did go out."""
     interactions: list[Interaction] = []
     ignored = 0
     for entry in notification.entry:
@@ -59,7 +71,10 @@ def translate(
             for status in value.statuses:
                 recipient = whatsapp_identifiers(status.recipient_id, status.recipient_user_id)
                 if status.status in _STATUS and recipient is not None:
-                    interactions.append(_status(status, recipient, value.metadata, instance, key))
+                    reported = _reported_as(status, perhaps_sent)
+                    interactions.append(
+                        _status(status, reported, recipient, value.metadata, instance, key)
+                    )
                 else:
                     ignored += 1
     return interactions, ignored
@@ -151,7 +166,12 @@ def _attachments(message: Message) -> list[Attachment]:
 
 
 def _status(
-    status: Status, recipient: Identifiers, metadata: Metadata, instance: str, key: bytes
+    status: Status,
+    message_id: str,
+    recipient: Identifiers,
+    metadata: Metadata,
+    instance: str,
+    key: bytes,
 ) -> Interaction:
     error = "; ".join(f"{e.code} {e.title or ''}".strip() for e in status.errors) or None
     return new_interaction(
@@ -162,6 +182,24 @@ def _status(
         conversation=thread(metadata, recipient, key),
         occurred_at=unix_time(status.timestamp),
         payload=MessageStatusChanged(
-            provider_message_id=status.id, status=_STATUS[status.status], error=error
+            provider_message_id=message_id, status=_STATUS[status.status], error=error
         ),
     )
+
+
+def commands_of(notification: Notification) -> set[str]:
+    """The commands whose messages the notification's statuses are about (Hilo's replies)."""
+    return {
+        command
+        for entry in notification.entry
+        for change in entry.changes
+        if isinstance(change, MessagesChange)
+        for status in change.value.statuses
+        if (command := tagged_command(status.biz_opaque_callback_data)) is not None
+    }
+
+
+def _reported_as(status: Status, perhaps_sent: Collection[str]) -> str:
+    """The provider id the status is about: the send's report when it was perhaps not sent."""
+    command = tagged_command(status.biz_opaque_callback_data)
+    return f"{FAILURE_PREFIX}{command}" if command in perhaps_sent else status.id

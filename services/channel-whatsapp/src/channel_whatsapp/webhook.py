@@ -108,6 +108,10 @@ class Status(_Meta):
     recipient_id: str | None = Field(default=None, description="Withheld for a username.")
     recipient_user_id: str | None = Field(default=None, description="The recipient's BSUID.")
     errors: list[StatusError] = Field(default_factory=list)
+    biz_opaque_callback_data: str | None = Field(
+        default=None,
+        description="What the sender gave the message to echo (`hilo.outbound.COMMAND_TAG`).",
+    )
 
 
 class Metadata(_Meta):

@@ -7,7 +7,7 @@ with the app secret>`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, Final
 
 import httpx
@@ -98,7 +98,7 @@ def add_notification_route(
     *,
     app_secret: SecretStr,
     limit: int,
-    translate: Callable[[bytes], Translation],
+    translate: Callable[[bytes], Awaitable[Translation]],
 ) -> None:
     """`POST` on the router's path: verify, translate, publish, and only then answer 200.
 
@@ -109,7 +109,7 @@ def add_notification_route(
         """A signed notification: every event in it is published before 200."""
         body = await verified_body(request, app_secret, limit)
         try:
-            interactions, ignored = translate(body)
+            interactions, ignored = await translate(body)
         except ValidationError as exc:
             raise validation_rejection(exc) from None
         await channel.publish(interactions, ignored=ignored)
@@ -130,7 +130,7 @@ def meta_webhook_router(
     app_secret: SecretStr,
     verify_token: SecretStr,
     limit: int,
-    translate: Callable[[bytes], Translation],
+    translate: Callable[[bytes], Awaitable[Translation]],
 ) -> APIRouter:
     """A Meta channel's whole HTTP face at `prefix`: the handshake and the notifications."""
     router = APIRouter(prefix=prefix, tags=[channel.name])

@@ -24,9 +24,10 @@ customer who has not written within 24 hours (as far as the stand-in was told, w
 
 Status webhooks (`sent`, `delivered`, `read`, `failed`) go to the channel's webhook URL in Meta's
 notification shape, signed `X-Hub-Signature-256: sha256=<HMAC-SHA256 of the body with the app
-secret>` as Meta signs. Every accepted message is kept (what the customer received); a test can
-script failures: the next N calls answer 500 (or 503, 429, or 400: the pair rate limit) with
-Graph's transient error body.
+secret>` as Meta signs, echoing the message's `biz_opaque_callback_data`. Every accepted message
+is kept (what the customer received); a test can script failures: the next N calls answer 500
+(or 503, 429, or 400: the pair rate limit) with Graph's transient error body; or a late answer
+(`answer_late`): the message is accepted, the answer held.
 
 Standalone (`python -m hilo.testkit.standins.whatsapp --port 8098 --webhook-url ...`):
 `GET /_standin/messages` lists what was accepted, `POST /_standin/failures` (`{"count": N,
@@ -196,6 +197,7 @@ class WhatsAppStandIn(StandIn):
         """Requests to the messages endpoint, whatever they were answered."""
         self._lock = threading.Lock()
         self._failures: list[int] = []
+        self._late: list[float] = []
         self._refused: dict[str, int] = {}
         self._last_wrote: dict[str, datetime] = {}
         app = Starlette(
@@ -219,6 +221,12 @@ class WhatsAppStandIn(StandIn):
         limit, code 131056) with Graph's error body."""
         with self._lock:
             self._failures.extend([status] * count)
+
+    def answer_late(self, seconds: float) -> None:
+        """The next message accepted is answered only after `seconds`: a sender stopped in the
+        meantime never learns its wamid, though the message goes out."""
+        with self._lock:
+            self._late.append(seconds)
 
     def refuse(self, wa_id: str, code: int = UNDELIVERABLE) -> None:
         """Answer 400 with `code` (131026, 131030) to every message sent to `wa_id`."""
@@ -265,6 +273,9 @@ class WhatsAppStandIn(StandIn):
             message = self._accept(request.path_params, await request.body())
         except GraphError as exc:
             return exc.response()
+        with self._lock:
+            late = self._late.pop(0) if self._late else 0.0
+        await asyncio.sleep(late)
         if message.failed_with is not None:
             self._later(self._fail(message))
         elif self.report_statuses and self.webhook_url and self.app_secret:
@@ -355,6 +366,8 @@ class WhatsAppStandIn(StandIn):
             "timestamp": str(int(time.time())),
             ("recipient_user_id" if message.to_user_id else "recipient_id"): message.wa_id,
         }
+        if (echoed := message.request.get("biz_opaque_callback_data")) is not None:
+            entry["biz_opaque_callback_data"] = echoed
         if errors:
             entry["errors"] = errors
         elif status in {"sent", "delivered"}:
