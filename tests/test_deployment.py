@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 INFRASTRUCTURE = {"kafka", "mongo"}
 OBSERVABILITY = {"prometheus", "grafana", "kafka-exporter"}
 ONE_SHOT = {"init", "offers-demo", "traffic-simulator"}
+SERVER = {"FORWARDED_ALLOW_IPS"}
+"""Read by uvicorn itself, not a settings class: the desk's, whose sign-in counts addresses."""
 DERIVED_SECRETS = {"HILO_PROFILE_API_KEY"}
 """Secrets that default to another service's (checked on their own below)."""
 
@@ -167,7 +169,9 @@ def test_the_profile_service_scales(compose: dict[str, Any]) -> None:
     """Its host port range holds one port per partition, none another service publishes."""
     [mapping] = compose["services"]["customer-profile"]["ports"]
 
-    matched = re.fullmatch(r"\$\{PROFILE_HOST_PORTS:-(\d+)-(\d+)\}:8080", mapping)
+    matched = re.fullmatch(
+        r"\$\{API_HOST_ADDRESS:-127.0.0.1\}:\$\{PROFILE_HOST_PORTS:-(\d+)-(\d+)\}:8080", mapping
+    )
     assert matched
     first, last = int(matched[1]), int(matched[2])
     fixed = {
@@ -191,11 +195,23 @@ def test_infrastructure_ports_are_published_on_loopback_only_by_default(
             assert str(mapping).startswith("${INFRA_HOST_ADDRESS:-127.0.0.1}:"), (name, mapping)
 
 
+def test_the_apis_holding_personal_data_are_published_on_loopback_only_by_default(
+    compose: dict[str, Any],
+) -> None:
+    """The profile API (erasure and export included), offers' admin API, the measures and the
+    desk answer plain HTTP: reached through the proxy on this host, or the compose network.
+    A port Docker publishes on every interface is not held back by the host's firewall."""
+    for name in ("customer-profile", "offers", "journey-analytics", "agent-desk"):
+        for mapping in compose["services"][name]["ports"]:
+            assert str(mapping).startswith("${API_HOST_ADDRESS:-127.0.0.1}:"), (name, mapping)
+
+
 def test_every_variable_compose_sets_is_a_setting_of_that_service(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         if name in INFRASTRUCTURE | OBSERVABILITY:
             continue
-        unknown = set(service["environment"]) - accepted_variables(settings_for(name))
+        unknown = set(service["environment"]) - accepted_variables(settings_for(name)) - SERVER
+        assert not SERVER & set(service["environment"]) or name == "agent-desk", name
         assert not unknown, f"{name} is given variables it does not read: {sorted(unknown)}"
 
 
@@ -456,7 +472,7 @@ def test_offers_has_keys_of_its_own_and_the_demo_seeds_it_before_the_simulator_p
     assert offers["HILO_PROFILE_API_URL"] == "http://customer-profile:8080"
     assert offers["HILO_PROFILE_API_KEY"] == "${HILO_PROFILE_API_KEY:-${HILO_API_KEYS}}"
     [mapping] = services["offers"]["ports"]
-    assert mapping == "${OFFERS_HOST_PORT:-8095}:8095"
+    assert mapping == "${API_HOST_ADDRESS:-127.0.0.1}:${OFFERS_HOST_PORT:-8095}:8095"
     demo = services["offers-demo"]
     assert demo["profiles"] == services["traffic-simulator"]["profiles"] == ["demo"]
     assert demo["command"] == ["offers", "demo", "--url", "http://offers:8095"]
@@ -502,6 +518,34 @@ def test_the_cluster_override_points_every_service_at_the_whole_cluster(
             url = cluster[name]["environment"]["MONGODB_URL"]
             assert "mongo-2:27017,mongo-3:27017/?replicaSet=rs0&authSource=admin" in url, name
             assert "kafka-2:9092" in cluster[name]["environment"]["KAFKA_BOOTSTRAP_SERVERS"]
+
+
+def _mebibytes(size: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([mMgG])", size).groups()  # type: ignore[union-attr]
+    return int(number) * (1024 if unit.lower() == "g" else 1)
+
+
+def test_every_kafka_broker_keeps_its_heap_and_its_health_check_within_its_memory(
+    compose: dict[str, Any],
+) -> None:
+    """The image's default heap (-Xmx1G) is the whole 1g limit before the JVM's other memory,
+    and the health check starts a JVM every 10 s in the same limit, which takes
+    `KAFKA_HEAP_OPTS` from the environment unless told otherwise."""
+    cluster = load(ROOT / "deploy" / "compose.cluster.yml")["services"]
+    brokers = {
+        name: {**compose["services"].get(name, {}), **service}
+        for name, service in {**compose["services"], **cluster}.items()
+        if name.startswith("kafka") and name != "kafka-exporter"
+    }
+    assert set(brokers) == {"kafka", "kafka-2", "kafka-3"}
+    for name, broker in brokers.items():
+        base = compose["services"]["kafka"] if name == "kafka" else broker
+        heap = str(base["environment"]["KAFKA_HEAP_OPTS"])
+        maximum = re.search(r"-Xmx(\d+[mMgG])", heap)
+        assert maximum, (name, heap)
+        assert _mebibytes(maximum[1]) <= 0.8 * _mebibytes(base["mem_limit"]), (name, heap)
+        check = " ".join(base["healthcheck"]["test"])
+        assert "KAFKA_HEAP_OPTS=-Xmx128m " in check, (name, check)
 
 
 def test_mongodb_requires_authentication_and_hilo_has_a_user_of_its_own(

@@ -44,8 +44,22 @@ COMPOSE = """
 # APIs without keys and the desk's cookies without `Secure`: never on a host others can reach.
 # HILO_ENVIRONMENT=production
 # Host address of the infrastructure's ports (Kafka, MongoDB, Prometheus, Grafana): loopback, so
-# they are not reachable from other machines; Kafka speaks plaintext.
+# they are not reachable from other machines; Kafka speaks plaintext. Kafka's host listener tells
+# its clients to come back at KAFKA_ADVERTISED_HOST: a name other machines resolve, if they are
+# to reach it.
 # INFRA_HOST_ADDRESS=127.0.0.1
+# KAFKA_ADVERTISED_HOST=localhost
+# The broker's JVM heap, below its container's 1g memory limit.
+# KAFKA_HEAP_OPTS=-Xms256m -Xmx768m
+# Host address of the APIs that hold personal data and answer plain HTTP (the profile API, the
+# offers, the measures, the agent desk): loopback, for the TLS reverse proxy on this host (a
+# proxy in the compose network reaches them without it). The channels' webhooks are published on
+# every interface, for their providers.
+# API_HOST_ADDRESS=127.0.0.1
+# The agent desk takes a client's address from X-Forwarded-For only from these addresses: your
+# reverse proxy's, as the desk sees it. Otherwise every agent signs in from the proxy's address,
+# and 5 mistyped passwords in 5 minutes lock them all out for 5 minutes.
+# FORWARDED_ALLOW_IPS=127.0.0.1
 # Host ports. The profile API takes a range so that `--scale customer-profile=N` works.
 # KAFKA_HOST_PORT=29092
 # MONGO_HOST_PORT=27017
@@ -65,7 +79,7 @@ COMPOSE = """
 # The agent desk: its argon2 hashes contain `$`, which compose expands in an unquoted value, so
 # single-quote the value of HILO_DESK_AGENTS ('ana:$argon2id$v=19$...,bo:$argon2id$...'). An
 # empty HILO_PROFILE_API_KEY (the desk's and the offers service's key to the profile API) means
-# HILO_API_KEYS: set it to one key while that holds several.
+# HILO_API_KEYS, of which they send the first: during a rotation, list the new key first.
 # MongoDB's users, created on its first start: the root user (for ops) and Hilo's own, which the
 # services connect as (read-write on HILO_MONGODB_DATABASE and HILO_MONGODB_KEYS_DATABASE only).
 # Passwords: letters, digits, '-' and '_' only: HILO_MONGO_PASSWORD is both stored as the user's

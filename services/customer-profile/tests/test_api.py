@@ -69,6 +69,22 @@ async def test_every_configured_key_works_and_operations_routes_stay_open(
     assert "/v1/customers/{customer_id}/context" in openapi.json()["paths"]
 
 
+async def test_a_client_given_the_whole_key_list_sends_its_first_key(
+    profile_service: RunningProfileService,
+) -> None:
+    """Compose gives the desk and the offers service the profile API's own `HILO_API_KEYS`
+    while `HILO_PROFILE_API_KEY` is unset: during a rotation that is `new,old`, which as one
+    header value is no key at all."""
+    transport = httpx.ASGITransport(app=profile_service.service.app)
+    rotating = ProfileClient("http://profile", " test-key-2 , test-key-1", transport=transport)
+    try:
+        found = await rotating.lookup("email", "nobody@example.com")
+    finally:
+        await rotating.close()
+
+    assert found is None  # 404: let in, nobody found (401 would raise ProfileUnavailable)
+
+
 async def test_lookup_normalises_and_rejects_invalid_identifiers(
     profile_service: RunningProfileService,
 ) -> None:

@@ -30,6 +30,13 @@ class ProfileRequestRefused(Exception):
         self.detail = detail
 
 
+def first_key(keys: str) -> str:
+    """The key to send, of a comma-separated list its first: compose passes the profile API's
+    own `HILO_API_KEYS` while `HILO_PROFILE_API_KEY` is unset, and during a rotation that holds
+    the new key first and the old one after it."""
+    return keys.split(",", 1)[0].strip()
+
+
 class ProfileClient:
     def __init__(
         self,
@@ -39,9 +46,10 @@ class ProfileClient:
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        key = first_key(api_key)
         self._http = httpx.AsyncClient(
             base_url=url.rstrip("/"),
-            headers={"X-API-Key": api_key} if api_key else {},
+            headers={"X-API-Key": key} if key else {},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
             transport=transport,
         )

@@ -56,7 +56,9 @@ class DeskSettings(HiloSettings):
         default=AnyHttpUrl("http://127.0.0.1:8080"), description="The customer-profile API."
     )
     profile_api_key: SecretStr = Field(
-        default=SecretStr(""), description="One of the customer-profile service's API keys."
+        default=SecretStr(""),
+        description="One of the customer-profile service's API keys; of a comma-separated "
+        "list (its `HILO_API_KEYS` during a rotation, the new key first), the first.",
     )
     desk_reply_channels: CommaSeparated[str] = Field(
         default_factory=lambda: list(REPLY_CHANNELS),

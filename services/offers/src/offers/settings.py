@@ -26,7 +26,9 @@ class OffersSettings(HiloSettings):
         description="The customer-profile API, which quotes read customer facts from.",
     )
     profile_api_key: SecretStr = Field(
-        default=SecretStr(""), description="One of the customer-profile service's API keys."
+        default=SecretStr(""),
+        description="One of the customer-profile service's API keys; of a comma-separated "
+        "list (its `HILO_API_KEYS` during a rotation, the new key first), the first.",
     )
     offers_outbox_seconds: float = Field(
         default=5.0,
