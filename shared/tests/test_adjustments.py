@@ -22,6 +22,7 @@ from hilo.contract import (
     bound_event_time,
     new_interaction,
     parse_interaction,
+    rfc2822_time,
     unix_time,
 )
 from hilo.contract.schema import interaction_json_schema
@@ -227,3 +228,25 @@ def test_unix_times_are_read_or_reported_unreadable(
     value: str | int, per_second: int, expected: datetime | None
 ) -> None:
     assert unix_time(value, per_second=per_second) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Mon, 23 Nov 2026 18:04:12 +0100", datetime(2026, 11, 23, 17, 4, 12, tzinfo=UTC)),
+        ("Mon, 23 Nov 2026 18:04:12 GMT", datetime(2026, 11, 23, 18, 4, 12, tzinfo=UTC)),
+        # UTC, the sender's own zone unknown (RFC 5322 3.3): a time, not an unreadable one.
+        ("Mon, 23 Nov 2026 18:04:12 -0000", datetime(2026, 11, 23, 18, 4, 12, tzinfo=UTC)),
+        ("yesterday", None),
+        ("Mon, 23 Nov 99999999999 18:04:12 +0000", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_rfc_2822_dates_are_read_or_reported_unreadable(
+    value: str | None, expected: datetime | None
+) -> None:
+    parsed = rfc2822_time(value)
+
+    assert parsed == expected
+    assert parsed is None or parsed.tzinfo is not None

@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -157,6 +157,19 @@ def validation_rejection(exc: ValidationError, status: int = 422) -> Rejected:
 
 
 Model = TypeVar("Model", bound=BaseModel)
+
+
+@contextmanager
+def refused_if_unreadable(what: str = "") -> Iterator[None]:
+    """Translate under this: what the provider sent but no interaction can hold (a payload the
+    contract refuses, a number `normalise_phone` cannot read: a plain `ValueError`) is refused
+    with 422 saying why (`what` first: "customer number: "), not answered 500."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise validation_rejection(exc) from None
+    except ValueError as exc:
+        raise Rejected(422, "invalid_body", f"{what}{exc}") from None
 
 
 def parse_json(model: type[Model], body: bytes, context: dict[str, Any] | None = None) -> Model:

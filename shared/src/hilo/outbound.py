@@ -35,7 +35,6 @@ import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, Final, Literal, Protocol
 
 import httpx
@@ -67,6 +66,7 @@ from hilo.contract import (
     MessageExchanged,
     MessageStatusChanged,
     new_interaction,
+    rfc2822_time,
 )
 from hilo.contract.outbound import FAILURE_PREFIX, OutboundCommand, OutboundMessage
 from hilo.contract.personal import OUTBOUND_FIELDS
@@ -144,11 +144,8 @@ def retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("Retry-After", "").strip()
     if value.isdigit():
         return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
+    when = rfc2822_time(value)
+    if when is None:
         return None
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 

@@ -46,8 +46,8 @@ from hilo.channel import (
     create_channel_app,
     parse_json_object,
     raw_body,
+    refused_if_unreadable,
     signature_rejection,
-    validation_rejection,
 )
 from hilo.webhook import SignatureError
 
@@ -67,14 +67,11 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
 
     async def publish(read: Callable[[], InboundEmail]) -> dict[str, str]:
         try:
-            # Parsing MIME and HTML is CPU-bound and anyone can mail a large message: in a
-            # thread, so other webhooks are answered meanwhile.
-            mail = await asyncio.to_thread(read)
-            interaction = translate(mail, datetime.now(UTC), settings.instance, settings.pepper)
-        except ValidationError as exc:
-            raise validation_rejection(exc) from None
-        except ValueError as exc:
-            raise Rejected(422, "invalid_body", str(exc)) from None
+            with refused_if_unreadable():
+                # Parsing MIME and HTML is CPU-bound and anyone can mail a large message: in a
+                # thread, so other webhooks are answered meanwhile.
+                mail = await asyncio.to_thread(read)
+                interaction = translate(mail, datetime.now(UTC), settings.instance, settings.pepper)
         except RecursionError:
             # Parts nested a thousand deep: Python's email parser recurses per level.
             raise Rejected(422, "invalid_body", "MIME parts nested too deep") from None
@@ -148,7 +145,7 @@ async def _record_event(
     token = _verified_token(guard, document.get("signature"))
 
     async def recorded() -> dict[str, str]:
-        try:
+        with refused_if_unreadable():
             data = EventData.model_validate(document.get("event-data"))
             interaction = event_interaction(
                 data,
@@ -157,10 +154,6 @@ async def _record_event(
                 settings.pepper,
                 reported_unconfirmed=await _reported_unconfirmed(channel, data),
             )
-        except ValidationError as exc:
-            raise validation_rejection(exc) from None
-        except ValueError as exc:
-            raise Rejected(422, "invalid_body", str(exc)) from None
         if interaction is None:
             await channel.publish([], ignored=1)
             return {"ignored": data.event}

@@ -29,10 +29,9 @@ from channel_email.mime import (
     first_address,
     html_to_text,
     message_ids,
-    parse_date,
     parse_mime,
 )
-from hilo.contract import unix_time
+from hilo.contract import rfc2822_time, unix_time
 from hilo.mongo import MongoDocument, as_stored
 from hilo.webhook import SignatureError, verify_hex_signature
 
@@ -175,7 +174,7 @@ def parse_route_post(form: FormData, raw_mime: bytes | None = None) -> InboundEm
         sender=_sender(form),
         subject=_text(form, "subject"),
         text=text.strip() if text else (html_to_text(html) if html else None),
-        date=parse_date(headers.get("date")) or _epoch(_text(form, "timestamp")),
+        date=rfc2822_time(headers.get("date")) or _epoch(_text(form, "timestamp")),
         in_reply_to=next(iter(message_ids(headers.get("in-reply-to"))), None),
         references=message_ids(headers.get("references")),
         attachments=tuple(

@@ -15,11 +15,13 @@ from email import message_from_bytes, policy
 from email.errors import MessageError
 from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import getaddresses
 from html import unescape
 
 from bs4 import BeautifulSoup
 from bs4.exceptions import ParserRejectedMarkup
+
+from hilo.contract import rfc2822_time
 
 _MESSAGE_ID = re.compile(r"<([^<>\s]+)>")
 _PARSER_FAILURES = (IndexError, ValueError, TypeError, AttributeError, LookupError, MessageError)
@@ -145,17 +147,6 @@ _TAG_NAME = re.compile(r"<\s*(/?)\s*([A-Za-z0-9]*)")
 _HIDDEN = frozenset({"script", "style", "head"})
 
 
-def parse_date(header: str | None) -> datetime | None:
-    """A `Date` header as an aware datetime; `None` when missing, unreadable or without zone."""
-    if not header:
-        return None
-    try:
-        parsed = parsedate_to_datetime(header)
-    except (TypeError, ValueError):
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
 def parse_mime(raw: bytes) -> InboundEmail:
     """Parse a raw message. Raises `ValueError` when it has no usable sender."""
     message = message_from_bytes(raw, policy=policy.default)
@@ -165,7 +156,7 @@ def parse_mime(raw: bytes) -> InboundEmail:
         sender=_sender(message),
         subject=_header(message, "Subject") or None,
         text=_body_text(message),
-        date=parse_date(_header(message, "Date") or None),
+        date=rfc2822_time(_header(message, "Date") or None),
         in_reply_to=next(iter(message_ids(_header(message, "In-Reply-To"))), None),
         references=message_ids(_header(message, "References")),
         attachments=tuple(_attachments(message)),

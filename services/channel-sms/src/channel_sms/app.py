@@ -7,16 +7,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from pydantic import ValidationError
 
 from channel_sms.sending import COMMAND_PARAM, TwilioMessages
 from channel_sms.settings import SmsSettings
 from channel_sms.translate import incoming, status
 from channel_sms.twilio import InboundMessage, StatusCallback
-from hilo.channel import Channel, Rejected, create_channel_app, validation_rejection
+from hilo.channel import Channel, create_channel_app, refused_if_unreadable
 from hilo.contract import Interaction
 from hilo.outbound import Provider, not_configured
-from hilo.providers.twilio import EMPTY_TWIML, verified_form
+from hilo.providers.twilio import answered_with_twiml, verified_form
 
 WEBHOOK_PATH = "/webhooks/twilio/sms"
 STATUS_PATH = "/status"
@@ -27,14 +26,9 @@ def routes(channel: Channel, settings: SmsSettings) -> list[APIRouter]:
 
     async def publish(make: Callable[[], list[Interaction]]) -> Response:
         """Publish what the webhook holds; a webhook with nothing to record is acknowledged."""
-        try:
+        with refused_if_unreadable():  # an unreadable phone number
             interactions = make()
-        except ValidationError as exc:
-            raise validation_rejection(exc) from None
-        except ValueError as exc:  # an unreadable phone number
-            raise Rejected(422, "invalid_body", str(exc)) from None
-        await channel.publish(interactions, ignored=0 if interactions else 1)
-        return Response(EMPTY_TWIML, media_type="text/xml")
+        return await answered_with_twiml(channel, interactions)
 
     @router.post("")
     async def incoming_message(request: Request) -> Response:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from pydantic import ValidationError
 
 from channel_voice.calls import CallOutcome, StatusCallback
 from channel_voice.settings import VoiceSettings
@@ -13,14 +12,13 @@ from channel_voice.translate import call_conversation, from_contact_centre, from
 from hilo.auth import require_api_key
 from hilo.channel import (
     Channel,
-    Rejected,
     create_channel_app,
     parse_json,
     raw_body,
-    validation_rejection,
+    refused_if_unreadable,
 )
 from hilo.contract import SECONDARY_CONTACTS, DropInvalid
-from hilo.providers.twilio import EMPTY_TWIML, verified_form
+from hilo.providers.twilio import answered_with_twiml, verified_form
 
 
 def routes(channel: Channel, settings: VoiceSettings) -> list[APIRouter]:
@@ -35,14 +33,10 @@ def routes(channel: Channel, settings: VoiceSettings) -> list[APIRouter]:
     async def status_callback(request: Request) -> Response:
         """Twilio's call status callback; the final status is published before 200."""
         callback = await verified_form(request, StatusCallback, settings)
-        try:
+        # A withheld or unreadable number: nobody to attribute the call to.
+        with refused_if_unreadable("customer number: "):
             interaction = from_twilio(callback, datetime.now(UTC), settings.instance)
-        except ValidationError as exc:
-            raise validation_rejection(exc) from None
-        except ValueError as exc:  # a withheld or unreadable number: nobody to attribute it to
-            raise Rejected(422, "invalid_body", f"customer number: {exc}") from None
-        await channel.publish([interaction] if interaction else [], ignored=0 if interaction else 1)
-        return Response(EMPTY_TWIML, media_type="text/xml")
+        return await answered_with_twiml(channel, [interaction] if interaction else [])
 
     @contact_centre.post("/calls")
     async def call_outcome(request: Request) -> dict[str, str]:

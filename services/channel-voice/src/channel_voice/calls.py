@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC
-from email.utils import parsedate_to_datetime
-
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from hilo.contract import CallStatus, Direction, Identifiers
+from hilo.contract import CallStatus, Direction, Identifiers, rfc2822_time
 
 MAX_CALL_SECONDS = 604_800
 """A week: Twilio ends every call within 24 hours (`timeLimit`), so a longer duration is not a
@@ -37,13 +34,12 @@ class StatusCallback(BaseModel):
     @field_validator("Timestamp", mode="before")
     @classmethod
     def _rfc2822(cls, value: object) -> object:
-        """RFC 2822 dates; `-0000` (no zone given) means UTC, as the RFC has it."""
+        """RFC 2822 dates (`hilo.contract.rfc2822_time`)."""
         if isinstance(value, str) and value:
-            try:
-                parsed = parsedate_to_datetime(value)
-            except (TypeError, ValueError, OverflowError):
-                raise ValueError("not an RFC 2822 date") from None
-            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+            parsed = rfc2822_time(value)
+            if parsed is None:
+                raise ValueError("not an RFC 2822 date")
+            return parsed
         return value or None
 
     @field_validator("CallDuration", "ParentCallSid", mode="before")

@@ -31,6 +31,7 @@ from hilo.contract.interaction import (
     conversation_id,
     interaction_id,
     new_interaction,
+    rfc2822_time,
     unix_time,
 )
 from hilo.contract.payloads import (
@@ -119,6 +120,7 @@ __all__ = [
     "normalise_email",
     "normalise_phone",
     "parse_interaction",
+    "rfc2822_time",
     "unix_time",
     "whatsapp_identifiers",
 ]

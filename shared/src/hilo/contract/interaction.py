@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
@@ -287,3 +288,16 @@ def unix_time(value: str | float, *, per_second: int = 1) -> datetime | None:
         return datetime.fromtimestamp(seconds, tz=UTC)
     except (TypeError, ValueError, OverflowError, OSError):
         return None
+
+
+def rfc2822_time(value: str | None) -> datetime | None:
+    """An RFC 5322 date (a mail's `Date`, Twilio's `Timestamp`, an HTTP date) as an aware time;
+    `None` when missing or unreadable. `-0000` says the time is UTC and the sender's own zone
+    unknown (RFC 5322 3.3): UTC, not unreadable."""
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

@@ -14,19 +14,29 @@ from collections.abc import Sequence
 from typing import TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from fastapi import Request
+from fastapi import Request, Response
 from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, ValidationError
 
 from hilo.channel import (
+    Channel,
     ChannelSettings,
     Rejected,
     raw_body,
     signature_rejection,
     validation_rejection,
 )
+from hilo.contract import Interaction
 from hilo.webhook import SignatureError, verify_base64_signature
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+
+async def answered_with_twiml(channel: Channel, interactions: Sequence[Interaction]) -> Response:
+    """Publish what a webhook holds (one with nothing to record is counted as ignored), then
+    answer it with empty TwiML: Twilio asks nothing more of the call or message."""
+    await channel.publish(interactions, ignored=0 if interactions else 1)
+    return Response(EMPTY_TWIML, media_type="text/xml")
+
 
 Form = TypeVar("Form", bound=BaseModel)
 
