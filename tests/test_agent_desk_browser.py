@@ -303,6 +303,15 @@ async def test_a_channel_whose_service_is_not_running_says_so_before_and_after_t
             )
         await pending.screenshot(path=str(NOT_RUNNING_SCREENSHOT))
 
+        # The service starts while the page is open: the row and the reply box follow, unreloaded.
+        async with behind_service(settings, "email"):
+            await expect(pending.locator("[data-status]")).to_have_text(
+                re.compile("^(sending|not confirmed yet)$"), timeout=20_000
+            )
+            await page.get_by_label("Channel").select_option("email")
+            await expect(page.locator("#reply-warning")).to_be_hidden(timeout=10_000)
+        assert await page.evaluate("window.hiloLive.connected"), "the page was not reloaded"
+
 
 async def test_a_reply_reported_perhaps_not_sent_then_delivered_says_so_live(
     settings: HiloSettings, topics: list[str], page: Page

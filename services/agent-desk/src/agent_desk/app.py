@@ -69,7 +69,7 @@ from agent_desk.pending import (
     PendingReplies,
     not_running_warning,
     pending_rows,
-    waiting_note,
+    waiting_state,
     with_pending,
 )
 from agent_desk.policy import (
@@ -695,15 +695,16 @@ async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: st
         await desk.pending.queued(command)
     except PyMongoError as exc:  # queued all the same: only a reload would not show it sending
         log.warning("desk_pending_reply_not_noted", command_id=command.id, error=type(exc).__name__)
-    stopped = command.channel in desk.services.stopped
+    state = waiting_state(command.channel, stopped=command.channel in desk.services.stopped)
     return JSONResponse(
         {
             "command_id": command.id,
             "entry_id": command.sent_interaction_id(),
             "failure_id": command.failure_provider_id(),
             "channel": command.channel,
-            "service_running": not stopped,
-            "waiting_note": waiting_note(command.channel, stopped=stopped),
+            "service_running": not state["stopped"],
+            "waiting_status": state["status"],
+            "waiting_note": state["note"],
         },
         status_code=202,
     )
@@ -739,6 +740,8 @@ async def _events(
         return
     following = set(watched.customers)  # `follow` reads it on every batch: it may grow
     checked = identity_checked = time.monotonic()
+    told = desk.services.stopped
+    yield _services(desk, told)
     try:
         async for batch, reached in desk.feed.follow(
             cursor, following, until=ends, heartbeat_seconds=SIGN_OUT_CHECK_SECONDS
@@ -757,6 +760,9 @@ async def _events(
                     yield IDENTITY_CHANGED
                     return
                 following |= watched.customers
+            if desk.services.stopped != told:
+                told = desk.services.stopped
+                yield _services(desk, told)
             shown = [live for live in batch if _shown(live, channels, types)]
             for live in shown:
                 yield _event(desk, live)
@@ -770,6 +776,17 @@ async def _events(
 
 
 IDENTITY_CHANGED = "event: identity-changed\ndata: {}\n\n"
+
+
+def _services(desk: Desk, stopped: frozenset[str]) -> str:
+    """Whether each reply channel's service runs, as Kafka last said (`ChannelServices`), with
+    what a queued reply's row says of it: sent when the stream opens and whenever it changes,
+    so an open page follows a service that stops or starts (its rows and its reply box)."""
+    states = {
+        channel: waiting_state(channel, stopped=channel in stopped)
+        for channel in desk.settings.desk_reply_channels
+    }
+    return f"event: services\ndata: {json.dumps(states)}\n\n"
 
 
 async def _identity_now(desk: Desk, watched: Watched) -> Watched | None:

@@ -153,6 +153,16 @@ def waiting_note(channel: str, *, stopped: bool) -> str:
     )
 
 
+def waiting_state(channel: str, *, stopped: bool) -> dict[str, Any]:
+    """What a queued reply's row on `channel` says of its service: whether it is known stopped,
+    its chip while it waits, and its note."""
+    return {
+        "stopped": stopped,
+        "status": WAITING_STATUS[stopped],
+        "note": waiting_note(channel, stopped=stopped),
+    }
+
+
 def not_running_warning(channel: str) -> str:
     """What the reply box says while the channel's service is not running."""
     return (
@@ -184,6 +194,7 @@ def _row(
         "provider_id": reply.failure_id,
         "pending": True,
         "waiting": waiting,
+        "stopped": stopped,
         "waiting_status": WAITING_STATUS[stopped],
         "waiting_note": waiting_note(reply.channel, stopped=stopped),
         "status": None,

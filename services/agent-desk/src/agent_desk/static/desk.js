@@ -54,6 +54,33 @@ function markWaiting(timeline) {
   }
 }
 
+function onServices(timeline, states) {
+  // A reply queued on a channel whose service stopped waits, and says why; once one runs again
+  // it is sending (and "not confirmed yet" after the usual wait). The reply box's warning
+  // follows with the panels.
+  for (const item of timeline.querySelectorAll(".entry.pending[data-queued]")) {
+    const state = states[item.dataset.channel];
+    const chip = item.querySelector("[data-status]");
+    if (!state || chip.dataset.value !== "sending") continue;
+    const note = item.querySelector(".waiting-note");
+    if (state.stopped) {
+      item.classList.add("waiting");
+      item.dataset.stopped = "yes";
+      chip.className = "status s-waiting";
+      chip.textContent = state.status;
+      if (note) { note.textContent = state.note; note.hidden = false; }
+    } else if (item.dataset.stopped) {
+      delete item.dataset.stopped;
+      item.classList.remove("waiting");
+      chip.className = "status s-sending";
+      chip.textContent = "sending";
+      if (note) { note.textContent = state.note; note.hidden = true; }
+    }
+  }
+  markWaiting(timeline);
+  refreshPanels();
+}
+
 function onEntry(timeline, data) {
   document.getElementById("empty")?.remove();
   const existing = document.getElementById("e-" + data.id);
@@ -176,6 +203,8 @@ function follow(timeline) {
     window.hiloLive.position = event.lastEventId;
     onEntry(timeline, JSON.parse(event.data));
   });
+  // Whether each reply channel's service runs, when the stream opens and whenever it changes.
+  source.addEventListener("services", (event) => onServices(timeline, JSON.parse(event.data)));
   // Nothing for this page up to here: the browser resumes from this id after a blip.
   source.addEventListener("tick", (event) => { window.hiloLive.position = event.lastEventId; });
   // The desk restarted, or another instance answered: what the page holds cannot be resumed.
@@ -218,9 +247,10 @@ function pendingRow(answer, text, channelLabel) {
   if (answer.service_running === false) {
     // No instance of the channel's service is running (Kafka says): it waits, and says why now.
     item.classList.add("waiting");
+    item.dataset.stopped = "yes";
     const chip = item.querySelector("[data-status]");
     chip.className = "status s-waiting";
-    chip.textContent = "service not running";
+    chip.textContent = answer.waiting_status;
     note.hidden = false;
   }
   const badge = item.querySelector(".badge");
