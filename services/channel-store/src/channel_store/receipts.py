@@ -59,11 +59,14 @@ def _codes(value: object) -> object:
     return given_codes(value) if value is None or isinstance(value, str | list) else value
 
 
-def _anonymous_if_empty(value: object) -> object:
-    """A POS that always sends the customer object sends `{}` or blanks for a walk-in sale."""
-    if isinstance(value, dict) and all(_trimmed(v) is None for v in value.values()):
-        return None
-    return value
+def _without_blanks(value: object) -> object:
+    """A customer as a till means it: a POS that always sends every field sends blanks for
+    those it does not know (a blank is no value, as in the end-of-day file), and `{}` or only
+    blanks for a walk-in sale (None)."""
+    if not isinstance(value, dict):
+        return value
+    known = {kind: v for kind, v in value.items() if _trimmed(v) is not None}
+    return known or None
 
 
 class ReceiptLine(_Input):
@@ -109,7 +112,7 @@ class Receipt(_Input):
     @field_validator("customer", mode="before")
     @classmethod
     def _walk_in(cls, value: object) -> object:
-        return _anonymous_if_empty(value)
+        return _without_blanks(value)
 
     @model_validator(mode="after")
     def _order_id_fits(self) -> Receipt:
@@ -143,6 +146,12 @@ class Visit(_Input):
     method: VisitMethod
     customer: Identifiers
     purpose: str | None = Field(default=None, max_length=200, examples=["order_pickup"])
+
+    @field_validator("customer", mode="before")
+    @classmethod
+    def _known(cls, value: object) -> object:
+        """Blank fields are none; a visit of nobody (every field blank) is still refused."""
+        return _without_blanks(value) or {}
 
 
 CSV_COLUMNS = (

@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from channel_store.end_of_day import read_upload
-from channel_store.receipts import Receipt
-from channel_store.translate import from_receipt
+from channel_store.receipts import Receipt, Visit
+from channel_store.translate import customer_policy, from_receipt
 from hilo.contract import OrderPlaced, OrderStatus
 
 NOW = datetime(2026, 12, 1, 18, tzinfo=UTC)
@@ -58,6 +58,47 @@ def test_a_walk_in_sale_sent_with_an_empty_customer_is_anonymous(customer: objec
 
     assert receipt.customer is None
     assert from_receipt(receipt, NOW, "t") is None
+
+
+@pytest.mark.parametrize(
+    "customer",
+    [
+        {"loyalty_id": "", "customer_id": " ", "email": "ana@example.com", "phone": ""},
+        {"loyalty_id": "LOY-1", "email": "", "phone": None},
+    ],
+)
+def test_blank_customer_fields_beside_a_known_one_are_absent_not_invalid(
+    customer: dict[str, Any],
+) -> None:
+    """A POS that sends every field blanks those it does not know, as a blank cell of the
+    end-of-day file is: the sale is the customer's, with nothing noted as invalid."""
+    policy = customer_policy()
+    receipt = Receipt.model_validate({**SALE, "customer": customer}, context=policy.context())
+    published = from_receipt(receipt, NOW, "t")
+
+    known = {kind: value for kind, value in customer.items() if value and value.strip()}
+    assert published is not None
+    assert published.identifiers.model_dump(exclude_none=True) == known
+    assert policy.dropped == []
+    assert published.adjustments == []
+
+
+def test_a_visit_with_blank_fields_is_the_known_customers_and_one_of_nobody_is_refused() -> None:
+    visit = {
+        "visit_id": "V1",
+        "store_id": "BCN-01",
+        "occurred_at": "2026-12-01T10:00:00Z",
+        "method": "loyalty_card",
+        "customer": {"loyalty_id": "LOY-1", "email": "", "phone": "  "},
+    }
+    policy = customer_policy()
+
+    known = Visit.model_validate(visit, context=policy.context())
+
+    assert known.customer.model_dump(exclude_none=True) == {"loyalty_id": "LOY-1"}
+    assert policy.dropped == []
+    with pytest.raises(ValidationError):
+        Visit.model_validate({**visit, "customer": {"loyalty_id": "", "email": " "}})
 
 
 def test_an_end_of_day_row_names_the_picked_up_order_without_its_spaces() -> None:

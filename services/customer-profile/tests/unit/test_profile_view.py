@@ -270,6 +270,30 @@ def test_lifetime_value_counts_each_order_once_and_drops_cancellations() -> None
     assert view.lifetime_value == {"EUR": "59.90"}
 
 
+@pytest.mark.parametrize(
+    "reached",
+    [OrderStatus.PICKED_UP, OrderStatus.COMPLETED, OrderStatus.CANCELLED, OrderStatus.REFUNDED],
+)
+def test_an_order_placed_again_later_keeps_the_state_it_reached(reached: OrderStatus) -> None:
+    """A shop that sends `Order Completed` when the till takes the payment, seconds after the
+    handover (or a till whose clock is behind): the order does not go back to waiting."""
+    order = sample_payloads()["order"]
+    assert order.status is OrderStatus.PLACED
+
+    view = derive_view(
+        [
+            entry(1, "order", payload=order),
+            entry(2, "order", "store", payload=order.model_copy(update={"status": reached})),
+            entry(3, "order", payload=order),
+        ],
+        WINDOW,
+    )
+
+    assert [o.status for o in view.orders] == [reached]
+    closed = reached in (OrderStatus.CANCELLED, OrderStatus.REFUNDED)
+    assert view.lifetime_value == ({} if closed else {"EUR": "59.90"})
+
+
 def test_an_orders_codes_stay_on_it_through_updates_that_do_not_repeat_them() -> None:
     """The web shop sends the coupon with `Order Completed`, not with the pickup at the store."""
     order = sample_payloads()["order"].model_copy(update={"coupons": ["FLYER-7"]})

@@ -370,7 +370,7 @@ def _order(view: ProfileView, entry: JourneyEntry) -> None:
         first_seen=existing.first_seen if existing else entry.occurred_at,
         last_update=entry.occurred_at,
         channel=existing.channel if existing else entry.channel,
-        status=payload["status"],
+        status=_status_after(existing, payload["status"]),
         sold_via=payload["sold_via"],
         fulfilment=payload["fulfilment"],
         store_id=payload.get("store_id"),
@@ -388,6 +388,16 @@ def _order(view: ProfileView, entry: JourneyEntry) -> None:
     orders[summary.order_id] = summary
     if existing is None and view.cart is not None:
         view.cart = _after_purchase(view.cart, payload)
+
+
+def _status_after(existing: OrderSummary | None, status: str) -> str:
+    """An order never goes back to `placed` once it was picked up, completed, cancelled or
+    refunded: a shop that sends `Order Completed` when the till takes the payment, seconds
+    after the handover, or a till whose clock is behind, would otherwise show it waiting for
+    its pickup for good."""
+    if existing is not None and status == "placed":
+        return existing.status
+    return status
 
 
 _NOT_BOUGHT = frozenset({"cancelled", "refunded"})
