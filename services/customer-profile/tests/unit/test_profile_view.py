@@ -29,6 +29,7 @@ from hilo.contract import (
     Interaction,
     LineItem,
     Money,
+    OrderPlaced,
     OrderStatus,
     new_interaction,
 )
@@ -278,6 +279,7 @@ def test_an_order_placed_again_later_keeps_the_state_it_reached(reached: OrderSt
     """A shop that sends `Order Completed` when the till takes the payment, seconds after the
     handover (or a till whose clock is behind): the order does not go back to waiting."""
     order = sample_payloads()["order"]
+    assert isinstance(order, OrderPlaced)
     assert order.status is OrderStatus.PLACED
 
     view = derive_view(
