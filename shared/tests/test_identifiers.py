@@ -43,6 +43,19 @@ def test_a_number_without_country_code_or_region_is_refused_not_guessed() -> Non
     assert normalise_phone("(479) 857-0523", "US") == "+14798570523"
 
 
+def test_a_value_longer_than_any_written_number_is_refused_before_it_is_read() -> None:
+    """A million digits (with a trailing letter, the slowest case for the check of a national
+    number) from the public web key: refused as too long to be a number, not read."""
+    padded = "+34 612 345 678" + " " * 86  # 101 characters, trimmed to a valid number
+
+    with pytest.raises(ValueError, match="not a phone number"):
+        normalise_phone("1" * 1_000_000 + "x")
+    with pytest.raises(ValueError, match="not a phone number"):
+        normalise_phone("+34 " + "6" * 97)
+    assert normalise_phone(padded) == "+34612345678"
+    assert normalise_phone("+34 (612) 345-678 " + " " * 82) == "+34612345678"
+
+
 @pytest.mark.parametrize("raw", ["12", "not a number", "+34 000", "+999 1234567"])
 def test_invalid_phone_numbers_are_refused(raw: str) -> None:
     with pytest.raises(ValueError, match="phone number") as exc:

@@ -51,6 +51,7 @@ from hilo.offers.model import (
     price_key,
     promotion_key,
 )
+from hilo.request_size import MAX_REQUEST_BYTES
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
 from hilo.testkit.offers import offer_record, percent_off, price_schedule, publish_offer_records
@@ -148,6 +149,12 @@ async def test_nothing_is_readable_without_signing_in_and_forms_need_their_token
         metrics = await anonymous.get("/metrics")
         form = await anonymous.get("/login")
         no_token = await anonymous.post("/login", data={"agent": "ana.agent", "password": "x"})
+        # A form's files are written to disk before its token is checked: bounded first.
+        upload = await anonymous.post(
+            "/login",
+            data={"agent": "ana.agent"},
+            files={"password": ("big.bin", b"x" * (MAX_REQUEST_BYTES + 1))},
+        )
         wrong = await anonymous.post(
             "/login",
             data={"agent": "ana.agent", "password": "wrong", "csrf": csrf_of(form.text)},
@@ -161,6 +168,7 @@ async def test_nothing_is_readable_without_signing_in_and_forms_need_their_token
     assert [d.status_code for d in described] == [404, 404, 404]
     assert metrics.status_code == 200, "operations scrape it: counters, no personal data"
     assert no_token.status_code == 403
+    assert upload.status_code == 413
     assert wrong.status_code == 401
     assert "Unknown agent or wrong password" in wrong.text
 

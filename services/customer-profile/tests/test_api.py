@@ -22,6 +22,7 @@ from customer_profile.testing import (
 from hilo.contract import Identifiers, Interaction, new_interaction
 from hilo.kafka import PublishFailed
 from hilo.profile_client import ProfileClient
+from hilo.request_size import MAX_REQUEST_BYTES
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually, read_topic
 from hilo.testkit.samples import sample_payloads
@@ -43,6 +44,19 @@ async def test_requests_without_a_valid_key_are_refused(
     assert response.status_code == 401
     assert response.json() == {"detail": "missing or unknown API key (header X-API-Key)"}
     assert profile.status_code == 401
+
+
+async def test_a_body_larger_than_any_request_is_refused_before_it_is_read(
+    profile_service: RunningProfileService,
+) -> None:
+    """FastAPI reads a body before the key is checked: a huge one is refused at once."""
+    transport = httpx.ASGITransport(app=profile_service.service.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://p") as http:
+        response = await http.post(
+            "/v1/customers/lookup", content=b"{" + b" " * MAX_REQUEST_BYTES + b"}"
+        )
+
+    assert response.status_code == 413
 
 
 async def test_every_configured_key_works_and_operations_routes_stay_open(

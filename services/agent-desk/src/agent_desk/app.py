@@ -104,6 +104,7 @@ from hilo.kafka import (
 )
 from hilo.mongo import create_mongo_client
 from hilo.offers.money import format_amount
+from hilo.request_size import limit_request_bodies
 from hilo.sealing import create_sealer
 from hilo.shutdown import cancelled, shut_down
 
@@ -352,6 +353,7 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
         same_site="lax",
         https_only=settings.secure_cookies,
     )
+    limit_request_bodies(app)  # outside the session: a form's files are read before CSRF
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(
         health_router(

@@ -296,6 +296,34 @@ def test_an_order_placed_again_later_keeps_the_state_it_reached(reached: OrderSt
     assert view.lifetime_value == ({} if closed else {"EUR": "59.90"})
 
 
+def test_an_unverified_event_adds_an_order_but_never_changes_one_the_view_holds() -> None:
+    """Anyone may send `Order Completed` with the public web key, naming a customer's email:
+    one for an order the customer has would set it to 0 and out of their lifetime value."""
+    order = sample_payloads()["order"]
+    zeroed = order.model_copy(update={"total": Money(amount=Decimal("0"), currency=EUR)})
+    another = order.model_copy(update={"order_id": "ORD-2"})
+
+    def unverified(n: int, payload: object) -> JourneyEntry:
+        return entry(n, "order", payload=payload).model_copy(
+            update={"identity_trust": "unverified"}
+        )
+
+    view = derive_view(
+        [entry(1, "order", payload=order), unverified(2, zeroed), unverified(3, another)],
+        WINDOW,
+    )
+    first_unverified = derive_view(
+        [unverified(1, order), entry(2, "order", "store", payload=zeroed)], WINDOW
+    )
+
+    assert [(o.order_id, o.total["amount"]) for o in view.orders] == [
+        ("ORD-1001", "59.90"),
+        ("ORD-2", "59.90"),
+    ]
+    assert view.lifetime_value == {"EUR": "119.80"}
+    assert [o.total["amount"] for o in first_unverified.orders] == ["0"]
+
+
 def test_an_orders_codes_stay_on_it_through_updates_that_do_not_repeat_them() -> None:
     """The web shop sends the coupon with `Order Completed`, not with the pickup at the store."""
     order = sample_payloads()["order"].model_copy(update={"coupons": ["FLYER-7"]})

@@ -49,6 +49,7 @@ from hilo.offers.money import CurrencyError, minor_units
 from hilo.offers.pricing import price_lines, qualifying, quote_id
 from hilo.offers.showcase import example_lines
 from hilo.profile_client import ProfileRequestRefused
+from hilo.request_size import limit_request_bodies
 from offers.changes import (
     Change,
     NewPrice,
@@ -202,6 +203,7 @@ def create_api(
         exception_handlers={RequestValidationError: _invalid},
     )
     app.state.offers = state
+    limit_request_bodies(app)
     app.include_router(admin, dependencies=[Depends(d) for d in admin_guard])
     app.include_router(catalogue, dependencies=[Depends(d) for d in reader_guard])
     app.include_router(quotes, dependencies=[Depends(d) for d in quote_guard])

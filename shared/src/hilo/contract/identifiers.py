@@ -100,8 +100,16 @@ def normalise_phone(raw: str, default_region: str | None = None) -> str:
     country's valid number (a US `(479) 857-0523` is Norway's `+47 98570523`), a wrong identity
     no one would notice. Raises `ValueError` without echoing the number.
     """
-    return _e164(raw.strip(), default_region or DEFAULT_PHONE_REGION.get())
+    text = raw.strip()
+    if len(text) > MAX_PHONE_TEXT:
+        raise ValueError("not a phone number")
+    return _e164(text, default_region or DEFAULT_PHONE_REGION.get())
 
+
+MAX_PHONE_TEXT = 100
+"""Longer than any number written with its formatting and extension: past it, a value is
+refused before it is read (the check below takes time growing with the square of its length,
+and one request of a million digits would hold the whole service)."""
 
 _NATIONAL_NUMBER = re.compile(r"[\d\s().\-/]*\d[\d\s().\-/]*")
 """Digits, maybe grouped: what a number written without its country code looks like."""

@@ -362,8 +362,14 @@ def _apply_changes(
 
 
 def _order(view: ProfileView, entry: JourneyEntry) -> None:
+    """An order as last told. An unverified event (the public web key, which anyone can send
+    naming a customer's email) adds an order but never changes one the view holds: it could
+    otherwise set a customer's order to a total of 0 and take it out of their lifetime value,
+    as `Order Cancelled` from that key is kept from doing."""
     payload = entry.payload
     orders = view._order_index()
+    if entry.identity_trust == "unverified" and payload["order_id"] in orders:
+        return
     existing = orders.pop(payload["order_id"], None)
     summary = OrderSummary(
         order_id=payload["order_id"],

@@ -53,6 +53,7 @@ from hilo.logs import error_text
 from hilo.offers.facts import facts_from_profile
 from hilo.offers.model import OffersSnapshot
 from hilo.offers.showcase import OfferShown, offers_for
+from hilo.request_size import limit_request_bodies
 from hilo.webhook import secrets_match
 
 log = structlog.get_logger(__name__)
@@ -658,6 +659,7 @@ def create_api(state: ApiState, extra: list[APIRouter]) -> FastAPI:
         description="One synchronised journey and profile per customer, across every channel.",
     )
     app.state.api = state
+    limit_request_bodies(app)
     app.add_exception_handler(PyMongoError, _database_failed)
     app.include_router(router)
     app.include_router(conversations)
