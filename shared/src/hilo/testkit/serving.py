@@ -8,11 +8,14 @@ address; the app's lifespan runs as in production (its consumers start, its prod
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -36,11 +39,41 @@ def _config(app: Any, host: str, port: int, lifespan: Lifespan) -> uvicorn.Confi
     )
 
 
+LOWEST_PORT = 20_000
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port() -> int:
-    """A port nothing listens on now (the OS picks it), for a server a test starts."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing uses now, for a server a test starts: below the range the OS gives
+    outgoing connections their own ports from. A server stopped and started again on its port
+    (a Kafka brought back after an outage) would otherwise find it taken meanwhile by some
+    connection's end, or by a port the OS gave another test (two pytest workers run at once).
+    Each pytest-xdist worker takes its ports from a slice of its own."""
+    low, high = _own_slice()
+    for _ in range(1_000):
+        port = random.randint(low, high)  # noqa: S311 - a port, not a secret
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {low} and {high}")
+
+
+def _own_slice() -> tuple[int, int]:
+    """This process's ports: below the OS's outgoing range, one slice per xdist worker."""
+    try:
+        high = int(EPHEMERAL_RANGE.read_text().split()[0]) - 1
+    except (OSError, ValueError, IndexError):
+        high = 32_767
+    high = max(high, LOWEST_PORT + 1_000)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker) if worker.isdigit() else 0
+    size = (high - LOWEST_PORT + 1) // max(count, 1)
+    low = LOWEST_PORT + (index % max(count, 1)) * size
+    return low, low + size - 1
 
 
 class InLoopServer(uvicorn.Server):
