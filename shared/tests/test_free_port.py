@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import socket
+from collections import deque
 
 import pytest
 
 from hilo.testkit import serving
+
+LOW = serving.LOWEST_PORT
 
 
 def test_a_port_is_free_and_outside_the_range_outgoing_connections_take_theirs_from() -> None:
@@ -20,6 +23,18 @@ def test_a_port_is_free_and_outside_the_range_outgoing_connections_take_theirs_f
     for port in ports:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", port))
+
+
+def test_a_port_is_not_handed_out_twice_before_its_server_binds_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Kafka asks for its four ports before it binds any: two the same would not start."""
+    monkeypatch.setattr(serving, "_own_slice", lambda: (LOW, LOW + 199))
+    monkeypatch.setattr(serving, "_GIVEN", deque(maxlen=2_000))
+
+    ports = [serving.free_port() for _ in range(100)]
+
+    assert len(set(ports)) == 100, "drawn at random from 200, some came twice"
 
 
 @pytest.mark.parametrize("worker", ["gw0", "gw1", "gw2"])

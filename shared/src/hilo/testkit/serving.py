@@ -13,6 +13,7 @@ import random
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -52,13 +53,20 @@ def free_port() -> int:
     low, high = _own_slice()
     for _ in range(1_000):
         port = random.randint(low, high)  # noqa: S311 - a port, not a secret
+        if port in _GIVEN:  # free now, but maybe only until the one it went to starts
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _GIVEN.append(port)
+        return port
     raise RuntimeError(f"no free port between {low} and {high}")
+
+
+_GIVEN: deque[int] = deque(maxlen=2_000)
+"""Ports handed out lately, not handed out again: a Kafka asks for four before it binds any."""
 
 
 def _own_slice() -> tuple[int, int]:
