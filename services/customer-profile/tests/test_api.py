@@ -19,7 +19,7 @@ from customer_profile.testing import (
     profile_settings,
     running_profile_service,
 )
-from hilo.contract import Identifiers, Interaction, new_interaction
+from hilo.contract import Identifiers, Interaction, SalesChannel, new_interaction
 from hilo.kafka import PublishFailed
 from hilo.profile_client import ProfileClient
 from hilo.request_size import MAX_REQUEST_BYTES
@@ -303,6 +303,10 @@ async def test_a_customer_is_found_by_an_order_id_and_open_conversations_are_lis
     # The same order picked up in a store an hour later by someone else, the receipt carrying
     # the online order's id: the order is still Cy's, who placed it.
     picked_up = interaction("pickup", minutes=60, kind="order", email="dee@example.com")
+    receipt = {"sold_via": SalesChannel.STORE, "store_id": "MAD-01", "receipt_id": "MAD-01:000123"}
+    picked_up = picked_up.model_copy(
+        update={"payload": picked_up.payload.model_copy(update=receipt)}
+    )
     await svc.publish(
         [interaction("order", kind="order", email="cy@example.com"), picked_up, *recent]
     )
@@ -312,10 +316,14 @@ async def test_a_customer_is_found_by_an_order_id_and_open_conversations_are_lis
     bo = await svc.customer_of("email", "bo@example.com")
 
     found = await svc.get("/v1/customers/by-order/ORD-1001")
+    dee = await svc.customer_of("email", "dee@example.com")
+    # The handover's receipt, as printed at the counter: its collector's.
+    by_receipt = await svc.get("/v1/customers/by-order/MAD-01:000123")
     unknown = await svc.http.get("/v1/customers/by-order/ORD-0")
     inbox = await svc.get("/v1/conversations")
 
     assert found == {"customer_id": cy}
+    assert by_receipt == {"customer_id": dee}
     assert unknown.status_code == 404
     assert [(c["customer_id"], c["conversation"]["last_channel"]) for c in inbox] == [
         (bo, "email"),

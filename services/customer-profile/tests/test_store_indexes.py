@@ -33,6 +33,7 @@ HOT_PATH_QUERIES: list[tuple[str, dict[str, Any]]] = [
     ("erasures", {"aliases": {"$in": ["c1", "c2"]}}),
     # Not the consumer's path, but an agent's search by an order number must not scan either.
     ("journey", {"payload.order_id": "ORD-1001"}),
+    ("journey", {"payload.receipt_id": "MAD-01:000123"}),
     # A frequent buyer's order the view let go (`Pipeline._forgotten_orders`).
     ("journey", {"payload.order_id": {"$in": ["ORD-1", "ORD-2"]}}),
 ]

@@ -33,6 +33,8 @@ class JourneyCollection:
         )
         await self.collection.create_index([("price_mismatches.sku", ASCENDING)], sparse=True)
         await self.collection.create_index([("payload.order_id", ASCENDING)], sparse=True)
+        # Only store orders carry a receipt: a handful of entries indexed, none on the hot path.
+        await self.collection.create_index([("payload.receipt_id", ASCENDING)], sparse=True)
 
     async def insert_entries(self, entries: list[JourneyEntry]) -> set[str]:
         """Store entries once per event id, pending until `settle`; return those already stored."""
@@ -68,8 +70,16 @@ class JourneyCollection:
         An order has a handful of entries (placed, paid, shipped, ...), each indexed once when
         stored, so finding it costs nothing on the hot path. Filtered on the indexed field alone
         and the type checked here (see `test_store_indexes`)."""
+        return await self._first_customer("payload.order_id", order_id) or (
+            await self._first_customer("payload.receipt_id", order_id)
+        )
+
+    async def _first_customer(self, field: str, value: str) -> str | None:
+        """The customer of the first order entry whose `field` is `value`: by a store receipt's
+        number (`<store>:<receipt>`), found when no order has that id, the customer at the till
+        (a pickup's receipt carries the online order's id as its order)."""
         found = self.collection.find(
-            {"payload.order_id": order_id}, {"customer_id": 1, "occurred_at": 1, "type": 1}
+            {field: value}, {"customer_id": 1, "occurred_at": 1, "type": 1}
         )
         orders = [doc async for doc in found if doc["type"] == "order"]
         first = min(orders, key=lambda doc: (doc["occurred_at"], doc["_id"]), default=None)
