@@ -45,6 +45,10 @@ async def test_a_task_deaf_to_cancellation_and_a_failing_step_do_not_stop_the_ne
         ("shutdown_step_failed", "kafka"),
     ]
     assert logs[1]["error"] == "ConnectionError"
+    # Which task would not end, and where it waits: what the person fixing it needs.
+    assert any(
+        "deaf_to_cancellation (testkit/tasks.py:" in waiting for waiting in logs[0]["waiting"]
+    ), logs[0]["waiting"]
     release.set()
     await task
 

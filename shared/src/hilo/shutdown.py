@@ -40,11 +40,42 @@ async def shut_down(service: str, steps: Sequence[Step], seconds: float | None =
         running = asyncio.ensure_future(step())
         done, _ = await asyncio.wait({running}, timeout=seconds)
         if not done:
-            log.warning("shutdown_step_timed_out", service=service, step=name, seconds=seconds)
+            log.warning(
+                "shutdown_step_timed_out",
+                service=service,
+                step=name,
+                seconds=seconds,
+                waiting=still_running(),
+            )
         elif not running.cancelled() and (error := running.exception()) is not None:
             log.warning(
                 "shutdown_step_failed", service=service, step=name, error=type(error).__name__
             )
+
+
+def still_running(limit: int = 20) -> list[str]:
+    """Where each task still running waits (`name: function (module:line)` of its coroutine),
+    for the log of a step that timed out: which task would not end is what the person fixing
+    it needs, and Python's own exit then waits on it with nothing said."""
+    current = asyncio.current_task()
+    found = []
+    for task in asyncio.all_tasks():
+        if task is current or task.done():
+            continue
+        frames = task.get_stack(limit=1)
+        if frames:
+            code = frames[-1].f_code
+            where = f"{code.co_name} ({_module_path(code.co_filename)}:{frames[-1].f_lineno})"
+        else:
+            where = "not started"
+        found.append(f"{task.get_name()}: {where}")
+    return sorted(found)[:limit]
+
+
+def _module_path(filename: str) -> str:
+    """A source file as its package and module (`hilo/kafka.py`), not the machine's path."""
+    parts = filename.replace("\\", "/").split("/")
+    return "/".join(parts[-2:])
 
 
 _STOPPABLE = False
