@@ -237,6 +237,9 @@ def test_unix_times_are_read_or_reported_unreadable(
         ("Mon, 23 Nov 2026 18:04:12 GMT", datetime(2026, 11, 23, 18, 4, 12, tzinfo=UTC)),
         # UTC, the sender's own zone unknown (RFC 5322 3.3): a time, not an unreadable one.
         ("Mon, 23 Nov 2026 18:04:12 -0000", datetime(2026, 11, 23, 18, 4, 12, tzinfo=UTC)),
+        # No zone, or one Python does not know: hours off if read as UTC.
+        ("Mon, 23 Nov 2026 18:04:12", None),
+        ("Mon, 23 Nov 2026 18:04:12 CEST", None),
         ("yesterday", None),
         ("Mon, 23 Nov 99999999999 18:04:12 +0000", None),
         ("", None),
@@ -250,3 +253,9 @@ def test_rfc_2822_dates_are_read_or_reported_unreadable(
 
     assert parsed == expected
     assert parsed is None or parsed.tzinfo is not None
+
+
+def test_a_sender_known_to_write_utc_has_its_zone_less_dates_read_as_utc() -> None:
+    assert rfc2822_time("Mon, 23 Nov 2026 18:04:12", zone_less_as_utc=True) == datetime(
+        2026, 11, 23, 18, 4, 12, tzinfo=UTC
+    )

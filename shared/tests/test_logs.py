@@ -13,7 +13,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pymongo.errors import BulkWriteError, OperationFailure, WriteError
 
 from hilo.contract.identifiers import IdentifierKind
-from hilo.logs import configure_logging, error_text, exception_text, mask_personal_data
+from hilo.logs import (
+    configure_logging,
+    error_text,
+    exception_text,
+    mask_personal_data,
+    mask_text,
+)
 from hilo.settings import HiloSettings
 
 PHONE = "+34612345678"
@@ -38,6 +44,22 @@ def test_personal_data_inside_free_text_is_masked() -> None:
     event = masked(event="lookup failed for ana.garcia@example.com from +34 612 34 56 78")
 
     assert event["event"] == "lookup failed for a***@e***.com from +34***78"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ana@example.com+bo@example.org",  # glued: the second starts where the first ends
+        "see x..bo@example.org",
+        "a." * 50_000 + " bo@example.org",  # a long run before it is no address of its own
+        "k" * 100 + "bo@example.org",  # an address longer than any: its last 64 are masked
+    ],
+)
+def test_every_address_in_a_text_is_masked_however_it_is_surrounded(text: str) -> None:
+    masked = mask_text(text)
+
+    assert "bo@example.org" not in masked
+    assert "@example.org" not in masked
 
 
 def test_nested_structures_are_masked() -> None:

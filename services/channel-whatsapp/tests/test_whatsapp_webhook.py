@@ -10,12 +10,15 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
+from pymongo import AsyncMongoClient
 
 from channel_whatsapp.app import create_app
 from channel_whatsapp.settings import WhatsAppSettings
 from channel_whatsapp.translate import commands_of, translate
 from channel_whatsapp.webhook import Notification
 from hilo.contract import interaction_id, whatsapp_identifiers
+from hilo.mongo import MongoDocument
+from hilo.outbound import INTERRUPTED, SENDS_COLLECTION
 from hilo.settings import HiloSettings
 from hilo.testkit.contract_check import published_interactions
 from hilo.testkit.signing import meta_signed
@@ -172,6 +175,37 @@ def test_a_status_is_put_on_a_report_only_for_hilos_own_tag_of_a_send_perhaps_no
         "wamid.outbound2",
     ]
     assert [e.id for e in reported] == [e.id for e in sent_normally]
+
+
+async def test_a_status_of_a_reply_whose_send_is_not_settled_is_asked_for_again(
+    whatsapp: httpx.AsyncClient,
+    settings: HiloSettings,
+    mongo_client: AsyncMongoClient[MongoDocument],
+) -> None:
+    """The channel was killed after Meta took the reply: its claim stays `sending` until the
+    next attempt reports it perhaps not sent (`in_flight_seconds` later). Meta's statuses of it
+    meanwhile get 503, so Meta posts them again (it does for days), and they then land on that
+    report instead of on a wamid no reply in the journey has."""
+    sends = mongo_client[settings.mongodb_database][SENDS_COLLECTION]
+    await sends.insert_one({"_id": "c-1", "channel": "whatsapp", "state": "sending"})
+    notification = json.loads(sample("statuses.json"))
+    delivered, _ = notification["entry"][0]["changes"][0]["value"]["statuses"]
+    delivered["biz_opaque_callback_data"] = "hilo-command:c-1"
+    notification["entry"][0]["changes"][0]["value"]["statuses"] = [delivered]
+    body = json.dumps(notification).encode()
+
+    unsettled = await whatsapp.post(
+        "/webhooks/whatsapp", content=body, headers=meta_signed(body, SECRET)
+    )
+    await sends.update_one({"_id": "c-1"}, {"$set": {"state": "failed", "reason": INTERRUPTED}})
+    again = await whatsapp.post(
+        "/webhooks/whatsapp", content=body, headers=meta_signed(body, SECRET)
+    )
+
+    assert (unsettled.status_code, unsettled.json()["error"]) == (503, "in_flight")
+    assert again.status_code == 200
+    [event] = await published_interactions(settings, 1)
+    assert event["payload"]["provider_message_id"] == "hilo-outbound:c-1"
 
 
 async def test_a_status_meta_adds_later_is_acknowledged_not_a_reason_to_refuse_the_rest(

@@ -88,9 +88,9 @@ async def test_a_client_given_the_whole_key_list_sends_its_first_key(
 ) -> None:
     """Compose gives the desk and the offers service the profile API's own `HILO_API_KEYS`
     while `HILO_PROFILE_API_KEY` is unset: during a rotation that is `new,old`, which as one
-    header value is no key at all."""
+    header value is no key at all (the old one here is no longer a key either)."""
     transport = httpx.ASGITransport(app=profile_service.service.app)
-    rotating = ProfileClient("http://profile", " test-key-2 , test-key-1", transport=transport)
+    rotating = ProfileClient("http://profile", " test-key-2 , retired-key", transport=transport)
     try:
         found = await rotating.lookup("email", "nobody@example.com")
     finally:

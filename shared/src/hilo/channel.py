@@ -234,12 +234,27 @@ class Channel:
         except PyMongoError:
             raise Rejected(503, "store_unavailable", "MongoDB does not answer") from None
 
-    async def perhaps_sent(self, command_ids: Collection[str]) -> set[str]:
+    async def perhaps_sent(
+        self, command_ids: Collection[str], *, provider_retries: bool = True
+    ) -> set[str]:
         """Those of the commands whose send was reported perhaps not sent (no provider id was
         recorded): a status of their message is about that report
-        (`OutboundCommand.failure_provider_id`). A send still claimed is almost always one whose
-        answer is being stored: its statuses stay on the id it is about to record."""
-        reports = await self.send_reports(command_ids)
+        (`OutboundCommand.failure_provider_id`).
+
+        A provider that posts a status again when answered 503 (`provider_retries`: Meta) is
+        answered so while MongoDB does not answer, and while a send is still claimed (an
+        attempt that died holding it is reported only once `in_flight_seconds` have passed).
+        One that never does (Twilio) has its statuses kept on its own id then: a status is
+        not lost for a report it might have belonged to."""
+        try:
+            reports = await self.send_reports(command_ids)
+        except Rejected:
+            if provider_retries:
+                raise
+            log.warning("send_reports_unknown", channel=self.name, store="mongodb")
+            return set()
+        if provider_retries and "unsettled" in reports.values():
+            raise Rejected(503, "in_flight", "a reply's send is not settled yet: try again later")
         return {command for command, report in reports.items() if report == "perhaps_sent"}
 
     async def publish(self, interactions: Sequence[Interaction], *, ignored: int = 0) -> None:

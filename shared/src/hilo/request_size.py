@@ -19,8 +19,10 @@ MAX_REQUEST_BYTES: Final = 1 << 20
 
 
 class BodyLimit:
-    """Answers 413 to a request whose body is larger than `max_bytes`, keeping none of it: once
-    it has arrived when it says so (`Content-Length`), else as soon as that much has."""
+    """Answers 413 to a request whose body is larger than `max_bytes`: before reading any of it
+    when it says so (`Content-Length`; the server does not ask a client that waits for a
+    `100 Continue` to send it, and throws away what comes unread), else as soon as that much
+    has arrived."""
 
     def __init__(self, app: ASGIApp, max_bytes: int = MAX_REQUEST_BYTES) -> None:
         self.app = app
@@ -31,7 +33,6 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         if _declared(scope) > self.max_bytes:
-            await _discarded(receive)
             await _too_large(send, self.max_bytes)
             return
         received = 0
@@ -62,15 +63,6 @@ def _declared(scope: Scope) -> int:
         if name == b"content-length":
             return int(value) if value.isdigit() else 0
     return 0
-
-
-async def _discarded(receive: Receive) -> None:
-    """Let the body arrive and keep none of it: a client still sending when the answer comes
-    sees its connection cut instead of the 413 (most HTTP clients do)."""
-    while True:
-        message = await receive()
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            return
 
 
 def _detail(max_bytes: int) -> str:

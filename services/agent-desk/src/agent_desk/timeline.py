@@ -64,7 +64,7 @@ def row(entry: Mapping[str, Any]) -> dict[str, Any]:
         "provider_id": pid,
         "reply_failure": reply_failure,
         # The provider's later word on a reply reported "perhaps not sent": a row of its own.
-        "after_report": reply_failure and payload.get("status") in ("delivered", "read"),
+        "after_report": reply_failure and payload.get("status") in ("sent", "delivered", "read"),
         "status": None,
         "status_error": None,
         "perhaps_sent": CHECK_FIRST in str(payload.get("error") or ""),

@@ -642,3 +642,20 @@ def test_a_reply_reported_perhaps_not_sent_that_the_provider_delivered_says_it_w
     assert row(delivered)["after_report"], "the live page places it as a row of its own"
     bounced = {**delivered, "payload": {**delivered["payload"], "status": "failed"}}
     assert not row(bounced)["after_report"], "a failure folds into the reply's row as before"
+
+
+def test_a_reply_reported_perhaps_not_sent_that_twilio_then_reports_sent_says_it_went_out() -> None:
+    """An SMS's last status is often `sent` (no delivery receipt from the carrier): WhatsApp's
+    and SMS's statuses of such a reply land on its report too."""
+    sent: dict[str, Any] = {
+        "id": "e3",
+        "type": "message_status",
+        "channel": "sms",
+        "occurred_at": "2026-12-02T12:01:00+00:00",
+        "payload": {"provider_message_id": "hilo-outbound:c1", "status": "sent"},
+    }
+
+    html = desk_templates().get_template("entry.html").render(r=row(sent))
+
+    assert "Reply sent after all: SMS reports it sent." in html
+    assert row(sent)["after_report"]

@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 
 from channel_sms.sending import COMMAND_PARAM, TwilioMessages
 from channel_sms.settings import SmsSettings
-from channel_sms.translate import incoming, status
+from channel_sms.translate import incoming, recorded, status
 from channel_sms.twilio import InboundMessage, StatusCallback
 from hilo.channel import Channel, create_channel_app, refused_if_unreadable
 from hilo.contract import Interaction
@@ -44,8 +44,9 @@ def routes(channel: Channel, settings: SmsSettings) -> list[APIRouter]:
     async def status_callback(request: Request) -> Response:
         """Delivery status of a message the company sent."""
         callback = await verified_form(request, StatusCallback, settings)
-        command = request.query_params.get(COMMAND_PARAM)
-        reported = await channel.perhaps_sent([command] if command else [])
+        command = request.query_params.get(COMMAND_PARAM) if recorded(callback) else None
+        # Twilio never posts a status again: without MongoDB it stays on the message's SID.
+        reported = await channel.perhaps_sent([command] if command else [], provider_retries=False)
         return await publish(
             lambda: _listed(
                 status(

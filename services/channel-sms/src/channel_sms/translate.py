@@ -201,6 +201,11 @@ def incoming(
     return [published, consent]
 
 
+def recorded(callback: StatusCallback) -> bool:
+    """Whether the status is one `status` records (queued, accepted and sending are not)."""
+    return callback.MessageStatus in _STATUS
+
+
 def status(
     callback: StatusCallback,
     received_at: datetime,

@@ -34,9 +34,10 @@ class StatusCallback(BaseModel):
     @field_validator("Timestamp", mode="before")
     @classmethod
     def _rfc2822(cls, value: object) -> object:
-        """RFC 2822 dates (`hilo.contract.rfc2822_time`)."""
+        """RFC 2822 dates (`hilo.contract.rfc2822_time`); Twilio writes UTC, with or without
+        saying so."""
         if isinstance(value, str) and value:
-            parsed = rfc2822_time(value)
+            parsed = rfc2822_time(value, zone_less_as_utc=True)
             if parsed is None:
                 raise ValueError("not an RFC 2822 date")
             return parsed

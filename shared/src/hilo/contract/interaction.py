@@ -290,14 +290,20 @@ def unix_time(value: str | float, *, per_second: int = 1) -> datetime | None:
         return None
 
 
-def rfc2822_time(value: str | None) -> datetime | None:
+def rfc2822_time(value: str | None, *, zone_less_as_utc: bool = False) -> datetime | None:
     """An RFC 5322 date (a mail's `Date`, Twilio's `Timestamp`, an HTTP date) as an aware time;
     `None` when missing or unreadable. `-0000` says the time is UTC and the sender's own zone
-    unknown (RFC 5322 3.3): UTC, not unreadable."""
+    unknown (RFC 5322 3.3): UTC. A date without a zone, or with a name Python does not know
+    (`CEST`), is unreadable, hours off as UTC, unless the sender is known to write UTC
+    (`zone_less_as_utc`)."""
     if not value:
         return None
     try:
         parsed = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    if parsed.tzinfo is not None:
+        return parsed
+    if zone_less_as_utc or "-0000" in value.split():
+        return parsed.replace(tzinfo=UTC)
+    return None

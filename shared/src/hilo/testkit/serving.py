@@ -51,9 +51,10 @@ def free_port() -> int:
     connection's end, or by a port the OS gave another test (two pytest workers run at once).
     Each pytest-xdist worker takes its ports from a slice of its own."""
     low, high = _own_slice()
+    recent = list(_GIVEN)[-(high - low + 1) // 2 :]  # a small slice lets older ones go again
     for _ in range(1_000):
         port = random.randint(low, high)  # noqa: S311 - a port, not a secret
-        if port in _GIVEN:  # free now, but maybe only until the one it went to starts
+        if port in recent:  # free now, but maybe only until the one it went to starts
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
@@ -75,12 +76,19 @@ def _own_slice() -> tuple[int, int]:
         high = int(EPHEMERAL_RANGE.read_text().split()[0]) - 1
     except (OSError, ValueError, IndexError):
         high = 32_767
-    high = max(high, LOWEST_PORT + 1_000)
+    if high < LOWEST_PORT + 1_000:  # a machine whose outgoing range starts low: below it
+        high = max(high, 2_047)
+        return _split(1_024, high)
+    return _split(LOWEST_PORT, high)
+
+
+def _split(lowest: int, high: int) -> tuple[int, int]:
+    """The slice of `lowest..high` this xdist worker takes its ports from."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
     index = int(worker) if worker.isdigit() else 0
-    size = (high - LOWEST_PORT + 1) // max(count, 1)
-    low = LOWEST_PORT + (index % max(count, 1)) * size
+    size = (high - lowest + 1) // max(count, 1)
+    low = lowest + (index % max(count, 1)) * size
     return low, low + size - 1
 
 
