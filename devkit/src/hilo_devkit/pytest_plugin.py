@@ -19,7 +19,10 @@ from pymongo import AsyncMongoClient
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.settings import HiloSettings
 from hilo.topics import ensure_topics
+from hilo_devkit import loop_teardown
 from hilo_devkit.local_infra import Endpoints, Infrastructure
+
+loop_teardown.install()  # a task that will not end fails its test, not the whole run
 
 _timings: dict[str, str] = {}
 _worker_timings: dict[str, dict[str, str]] = {}
