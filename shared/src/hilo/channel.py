@@ -60,7 +60,6 @@ from hilo.outbound import (
     OutboundSender,
     Provider,
     RetryPolicy,
-    SendReport,
     subscribe_outbound,
 )
 from hilo.sealing import create_sealer
@@ -223,34 +222,25 @@ class Channel:
         """The deployment's MongoDB database (`HILO_MONGODB_DATABASE`), for a channel's own
         state shared by its instances (Mailgun's tokens)."""
 
-    async def send_reports(self, command_ids: Collection[str]) -> dict[str, SendReport]:
-        """What became of these commands' sends (`OutboundSender.reports_of`), for the
-        provider's statuses about their messages; 503 while MongoDB does not answer, so the
-        provider posts the statuses again."""
-        if not command_ids or self.sender is None:
-            return {}
-        try:
-            return await self.sender.reports_of(command_ids)
-        except PyMongoError:
-            raise Rejected(503, "store_unavailable", "MongoDB does not answer") from None
-
     async def perhaps_sent(
         self, command_ids: Collection[str], *, provider_retries: bool = True
     ) -> set[str]:
         """Those of the commands whose send was reported perhaps not sent (no provider id was
-        recorded): a status of their message is about that report
+        recorded; `OutboundSender.reports_of`): a status of their message is about that report
         (`OutboundCommand.failure_provider_id`).
 
-        A provider that posts a status again when answered 503 (`provider_retries`: Meta) is
-        answered so while MongoDB does not answer, and while a send is still claimed (an
-        attempt that died holding it is reported only once `in_flight_seconds` have passed).
-        One that never does (Twilio) has its statuses kept on its own id then: a status is
-        not lost for a report it might have belonged to."""
+        A provider that posts a status again when answered 503 (`provider_retries`: Meta,
+        Mailgun) is answered so while MongoDB does not answer, and while a send is still
+        claimed (an attempt that died holding it is reported only once `in_flight_seconds` have
+        passed). One that never does (Twilio) has its statuses kept on its own id then: a
+        status is not lost for a report it might have belonged to."""
+        if not command_ids or self.sender is None:
+            return set()
         try:
-            reports = await self.send_reports(command_ids)
-        except Rejected:
+            reports = await self.sender.reports_of(command_ids)
+        except PyMongoError:
             if provider_retries:
-                raise
+                raise Rejected(503, "store_unavailable", "MongoDB does not answer") from None
             log.warning("send_reports_unknown", channel=self.name, store="mongodb")
             return set()
         if provider_retries and "unsettled" in reports.values():

@@ -169,10 +169,7 @@ async def _reported_unconfirmed(channel: Channel, data: EventData) -> bool:
     command_id = data.variable(COMMAND_ID)
     if status_of(data) is None or command_id is None:
         return False
-    report = (await channel.send_reports([command_id])).get(command_id)
-    if report == "unsettled":
-        raise Rejected(503, "in_flight", "the reply's send is not settled yet: try again later")
-    return report == "perhaps_sent"
+    return command_id in await channel.perhaps_sent([command_id])
 
 
 def _verified_token(guard: ReplayGuard, signature: object) -> str:
