@@ -15,6 +15,8 @@ import asyncio
 import asyncio.runners
 from typing import Final
 
+from hilo.shutdown import where_it_waits
+
 SECONDS: Final = 15.0
 ROUND: Final = 0.5
 
@@ -48,18 +50,8 @@ def bounded_cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
             asyncio.tasks._unregister_task(task)  # let the loop close without it
         raise TasksLeftRunning(
             "tasks left running after being cancelled for "
-            f"{SECONDS:.0f} s: " + "; ".join(_where(task) for task in stuck)
+            f"{SECONDS:.0f} s: " + "; ".join(where_it_waits(task) for task in stuck)
         )
-
-
-def _where(task: asyncio.Task[object]) -> str:
-    frames = task.get_stack()
-    where = " <- ".join(
-        f"{frame.f_code.co_name} ({frame.f_code.co_filename.rsplit('/', 2)[-2:]!s}:"
-        f"{frame.f_lineno})"
-        for frame in reversed(frames)
-    )
-    return f"{task.get_name()} {task.get_coro()!r}: {where or 'no frame'}"
 
 
 def install() -> None:

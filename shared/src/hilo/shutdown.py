@@ -58,18 +58,25 @@ def still_running(limit: int = 20) -> list[str]:
     for the log of a step that timed out: which task would not end is what the person fixing
     it needs, and Python's own exit then waits on it with nothing said."""
     current = asyncio.current_task()
-    found = []
-    for task in asyncio.all_tasks():
-        if task is current or task.done():
-            continue
-        frames = task.get_stack(limit=1)
-        if frames:
-            code = frames[-1].f_code
-            where = f"{code.co_name} ({_module_path(code.co_filename)}:{frames[-1].f_lineno})"
-        else:
-            where = "not started"
-        found.append(f"{task.get_name()}: {where}")
+    found = [
+        where_it_waits(task)
+        for task in asyncio.all_tasks()
+        if task is not current and not task.done()
+    ]
     return sorted(found)[:limit]
+
+
+def where_it_waits(task: asyncio.Task[Any]) -> str:
+    """`name: function (module:line)` of the task's coroutine where it waits (a suspended
+    coroutine has that one frame)."""
+    frames = task.get_stack(limit=1)
+    if not frames:
+        return f"{task.get_name()}: not started"
+    code = frames[-1].f_code
+    return (
+        f"{task.get_name()}: {code.co_name} "
+        f"({_module_path(code.co_filename)}:{frames[-1].f_lineno})"
+    )
 
 
 def _module_path(filename: str) -> str:
