@@ -68,7 +68,11 @@ from hilo.contract import (
     new_interaction,
     rfc2822_time,
 )
-from hilo.contract.outbound import FAILURE_PREFIX, OutboundCommand, OutboundMessage
+from hilo.contract.outbound import (
+    OutboundCommand,
+    OutboundMessage,
+    failure_provider_id,
+)
 from hilo.contract.personal import OUTBOUND_FIELDS
 from hilo.dead_letters import publish_dead_letter
 from hilo.kafka import KafkaPublisher, PublishFailed, Record, cloudevent_headers, keep_bytes
@@ -834,7 +838,7 @@ async def _not_sent(document: dict[str, Any] | None, sender: OutboundSender, why
             provider_event_id=f"outbound-failed:{command_id}",
             identifiers=Identifiers.model_validate(document["identifiers"]),
             payload=MessageStatusChanged(
-                provider_message_id=f"{FAILURE_PREFIX}{command_id}",
+                provider_message_id=failure_provider_id(command_id),
                 status=DeliveryStatus.FAILED,
                 error=f"not sent: {why}; it is on outbound.dlq",
             ),

@@ -40,7 +40,7 @@ from hilo.contract import (
     new_interaction,
     unix_time,
 )
-from hilo.contract.outbound import FAILURE_PREFIX
+from hilo.contract.outbound import failure_provider_id
 from hilo.logs import mask_text
 
 COMMAND_ID = "hilo-command-id"
@@ -117,7 +117,7 @@ def event_interaction(
 
     `reported_unconfirmed`: the reply's send was reported not confirmed (the service stopped
     during Mailgun's call, so no message id was recorded): the status is then about that
-    report (`FAILURE_PREFIX` and the command id), so the agent reads that the reply did go out,
+    report (`failure_provider_id`), so the agent reads that the reply did go out,
     or bounced, where the reply is."""
     status = status_of(data)
     purpose = _WITHDRAWN.get(data.event)
@@ -134,7 +134,9 @@ def event_interaction(
         command_id = data.variable(COMMAND_ID)
         payload = MessageStatusChanged(
             provider_message_id=(
-                f"{FAILURE_PREFIX}{command_id}" if reported_unconfirmed else message_id
+                failure_provider_id(command_id)
+                if reported_unconfirmed and command_id is not None
+                else message_id
             ),
             status=status,
             error=_failure(data) if status is DeliveryStatus.FAILED else None,

@@ -36,7 +36,7 @@ from hilo.contract import (
     normalise_phone,
     whatsapp_identifiers,
 )
-from hilo.contract.outbound import FAILURE_PREFIX
+from hilo.contract.outbound import failure_provider_id
 
 CHANNEL = "sms"
 _STATUS = {
@@ -233,7 +233,7 @@ def status(
         received_at=received_at,
         payload=MessageStatusChanged(
             provider_message_id=(
-                f"{FAILURE_PREFIX}{perhaps_sent}" if perhaps_sent else callback.MessageSid
+                failure_provider_id(perhaps_sent) if perhaps_sent else callback.MessageSid
             ),
             status=delivery,
             error=f"Twilio error {callback.ErrorCode}" if callback.ErrorCode else None,

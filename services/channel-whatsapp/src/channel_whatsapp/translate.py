@@ -20,7 +20,7 @@ from hilo.contract import (
     unix_time,
     whatsapp_identifiers,
 )
-from hilo.contract.outbound import FAILURE_PREFIX
+from hilo.contract.outbound import failure_provider_id
 from hilo.outbound import tagged_command
 
 CHANNEL = "whatsapp"
@@ -202,4 +202,6 @@ def commands_of(notification: Notification) -> set[str]:
 def _reported_as(status: Status, perhaps_sent: Collection[str]) -> str:
     """The provider id the status is about: the send's report when it was perhaps not sent."""
     command = tagged_command(status.biz_opaque_callback_data)
-    return f"{FAILURE_PREFIX}{command}" if command in perhaps_sent else status.id
+    if command is not None and command in perhaps_sent:
+        return failure_provider_id(command)
+    return status.id

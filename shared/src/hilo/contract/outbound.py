@@ -115,4 +115,11 @@ class OutboundCommand(_Model):
 
     def failure_provider_id(self) -> str:
         """The `provider_message_id` a failed send is reported under (no provider id exists)."""
-        return f"{FAILURE_PREFIX}{self.id}"
+        return failure_provider_id(self.id)
+
+
+def failure_provider_id(command_id: str) -> str:
+    """The `provider_message_id` the send of command `command_id` is reported under when it
+    failed or is perhaps not sent, and under which the provider's later statuses of such a
+    send are published."""
+    return f"{FAILURE_PREFIX}{command_id}"
