@@ -41,6 +41,8 @@ from hilo_devkit.channel_contract import channel_client
 
 PHONE, WA_ID, EMAIL = "+34612345678", "34612345678", "ana.garcia@example.com"
 SECRET, PUBLIC = "s3cret", "https://hooks.example.com"
+SERVER = "shop-server-key"
+"""The web shop's server-side write key: what it sends is verified (orders, refunds)."""
 START = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
 
 
@@ -63,6 +65,7 @@ async def platform(
         "mailgun_signing_key": SecretStr(SECRET),
         "email_api_keys": [SecretStr(SECRET)],
         "store_api_keys": [SecretStr(SECRET)],
+        "web_verified_write_keys": [SecretStr(SERVER)],
     }
     apps = {
         "web": web_app(WebSettings.model_validate({**base, **secrets})),
@@ -80,8 +83,10 @@ async def platform(
         yield clients, profile
 
 
-async def web(client: httpx.AsyncClient, call: str, document: dict[str, Any]) -> None:
-    auth = "Basic " + base64.b64encode(f"{SECRET}:".encode()).decode()
+async def web(
+    client: httpx.AsyncClient, call: str, document: dict[str, Any], key: str = SECRET
+) -> None:
+    auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
     response = await client.post(f"/v1/{call}", json=document, headers={"Authorization": auth})
     assert response.status_code == 200, response.text
 
@@ -254,3 +259,75 @@ async def test_one_customer_across_every_channel(
     assert view["view"]["traits"]["first_name"]["value"] == "Ana"
     context = await profile.get(f"/v1/customers/{customer}/context")
     assert context["recent_orders"][0]["store_id"] == "BCN-01"
+
+
+async def test_a_web_order_returned_in_a_store_comes_off_what_the_customer_spent(
+    platform: tuple[dict[str, httpx.AsyncClient], RunningProfileService],
+) -> None:
+    """Bought online, brought back to a shop: the till names the web order and the customer's
+    card; the profile, the context every channel reads, and the journey all show the refund.
+    The shop's own refund of the rest, later, pays back what was left and no more."""
+    channels, profile = platform
+    products = [
+        {"sku": "SKU-RED-42", "quantity": 1, "price": 59.9},
+        {"sku": "SOCK-3", "quantity": 2, "price": 5},
+    ]
+    order = {"order_id": "W-77", "total": 69.9, "currency": "EUR", "products": products}
+    identity = {"userId": "u-ana", "context": {"traits": {"email": EMAIL}}}
+    await web(
+        channels["web"],
+        "track",
+        {**identity, "messageId": "o1", "event": "Order Completed", "properties": order,
+         "timestamp": at(0).isoformat()},
+        key=SERVER,
+    )  # fmt: skip
+    await profile.wait_for_entries(1)
+    returned = await channels["store"].post(
+        "/v1/returns",
+        headers={"X-API-Key": SECRET},
+        json={
+            "store_id": "BCN-01",
+            "return_id": "RET-1",
+            "occurred_at": at(60 * 24).isoformat(),
+            "currency": "EUR",
+            "order_id": "W-77",
+            "lines": [{"sku": "SKU-RED-42", "quantity": 1, "unit_price": "59.90"}],
+            "refund_total": "59.90",
+            "reason": "too small",
+            "customer": {"loyalty_id": "LOY-981", "email": EMAIL},
+        },
+    )
+    assert returned.status_code == 200, returned.text
+    await profile.wait_for_entries(2)
+    customer = await profile.customer_of("email", EMAIL)
+    assert await profile.customer_of("loyalty_id", "LOY-981") == customer
+    after_return = await profile.get(f"/v1/customers/{customer}")
+    context = await profile.get(f"/v1/customers/{customer}/context")
+
+    await web(
+        channels["web"],
+        "track",
+        {**identity, "messageId": "r2", "event": "Order Refunded",
+         "properties": {"order_id": "W-77"}, "timestamp": at(60 * 25).isoformat()},
+        key=SERVER,
+    )  # fmt: skip
+    await profile.wait_for_entries(3)
+    after_all = await profile.get(f"/v1/customers/{customer}")
+    journey = (await profile.get(f"/v1/customers/{customer}/journey?limit=10"))["entries"]
+
+    [order_view] = after_return["view"]["orders"]
+    assert order_view["refunded"] == {"amount": "59.90", "currency": "EUR"}
+    assert order_view["returned_items"] == 1
+    assert after_return["view"]["lifetime_value"] == {"EUR": "10.00"}
+    assert context["recent_orders"][0]["refunded"] == order_view["refunded"]
+    assert after_all["view"]["orders"][0]["refunded"] == {"amount": "69.90", "currency": "EUR"}
+    assert after_all["view"]["lifetime_value"] == {}
+    assert after_all["view"]["order_count"] == 1
+    assert [(e["channel"], e["type"]) for e in journey] == [
+        ("web", "order"),
+        ("store", "refund"),
+        ("web", "refund"),
+    ]
+    assert journey[1]["summary"] == (
+        "Refund on order W-77: 59.90 EUR, 1 item(s) returned, in store BCN-01"
+    )

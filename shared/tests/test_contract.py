@@ -17,6 +17,7 @@ from hilo.contract import (
     Interaction,
     Money,
     OrderPlaced,
+    OrderRefunded,
     UnsupportedSchemaVersion,
     conversation_id,
     interaction_id,
@@ -175,6 +176,22 @@ def test_store_pickup_needs_a_store() -> None:
 
     with pytest.raises(ValidationError, match="store_id is required for store_pickup"):
         OrderPlaced.model_validate(order)
+
+
+def test_a_refund_in_a_store_names_it_and_shares_one_currency() -> None:
+    refund = sample_payloads()["refund"].model_dump()
+    nowhere = {**refund, "store_id": None}
+    dollars = {**refund, "amount": {"amount": "10", "currency": "USD"}}
+    online = {**refund, "refunded_via": "online", "store_id": None, "amount": None, "items": []}
+
+    with pytest.raises(ValidationError, match="store_id is required for a refund paid back in"):
+        OrderRefunded.model_validate(nowhere)
+    with pytest.raises(ValidationError, match="all amounts must share one currency, got EUR, USD"):
+        OrderRefunded.model_validate(dollars)
+    whole = OrderRefunded.model_validate(online)
+    assert (whole.amount, whole.items) == (None, []), "the whole order, by its id alone"
+    assert "receipt_id" in whole.model_dump(mode="json")
+    assert "till_id" not in whole.model_dump(mode="json"), "absent when not given"
 
 
 def test_survey_score_outside_its_scale_is_rejected() -> None:

@@ -40,6 +40,7 @@ from hilo.contract import (
     MessageStatusChanged,
     Money,
     OrderPlaced,
+    OrderRefunded,
     Payload,
     SalesChannel,
     new_interaction,
@@ -1133,6 +1134,36 @@ async def test_a_frequent_buyer_shows_the_latest_orders_and_how_many_there_are(
     assert f"WEB-{RECENT_ORDERS + 2}" in orders, "the latest is shown"
     assert "WEB-0<" not in orders, "the oldest three are only in the journey"
     assert f"lifetime value {59.90 * (RECENT_ORDERS + 3):.2f} EUR" in orders
+
+
+async def test_an_order_partly_returned_in_another_store_shows_what_was_paid_back(
+    running: Stack,
+) -> None:
+    returned = new_interaction(
+        channel="store",
+        instance="test",
+        provider_event_id="return:BCN-02:RET-1",
+        identifiers=Identifiers(phone=PHONE),
+        payload=OrderRefunded(
+            order_id="WEB-7731",
+            refunded_via=SalesChannel.STORE,
+            store_id="BCN-02",
+            items=[LineItem(sku="SKU-1", name="Red shoes", quantity=1)],
+            amount=Money(amount=Decimal("20.00"), currency=ISO4217("EUR")),
+        ),
+        occurred_at=datetime.now(UTC) - timedelta(hours=1),
+    )
+    svc = running.profile
+    await svc.publish([pickup_order(), returned])
+    await svc.wait_for_entries(2)
+    customer = await svc.customer_of("phone", PHONE)
+    async with signed_in(running.desk_url) as client:
+        page = await client.get(f"/customers/{customer}")
+
+    orders = page.text[page.text.index('id="orders"') : page.text.index('id="offers"')]
+    assert "lifetime value 39.90 EUR" in orders
+    assert "20.00 EUR refunded, 1 item(s) returned" in orders
+    assert "Refund on order WEB-7731: 20.00 EUR, 1 item(s) returned, in store BCN-02" in page.text
 
 
 async def test_with_kafka_away_the_desk_starts_shows_journeys_and_refuses_replies_saying_why(

@@ -52,6 +52,18 @@ PICKUP: dict[str, Any] = {
     "total": "59.90",
     "tax": None,
 }
+RETURN: dict[str, Any] = {
+    "store_id": "BCN-02",
+    "till_id": "T1",
+    "return_id": "RET-0007",
+    "occurred_at": "2026-11-30T11:05:00+01:00",
+    "currency": "EUR",
+    "order_id": " BCN-01:R-20261123-0042 ",
+    "lines": [{"sku": "SOCK-3", "quantity": 2, "unit_price": "4.95"}],
+    "refund_total": "9.90",
+    "reason": "wrong size",
+    "customer": {"loyalty_id": "LOY-000981", "email": ""},
+}
 VISIT: dict[str, Any] = {
     "visit_id": "V-77",
     "store_id": "BCN-01",
@@ -136,6 +148,66 @@ async def test_receipts_pickups_and_visits_honour_the_channel_contract(
         "method": "qr_code",
         "purpose": "order_pickup",
     }
+
+
+async def test_a_return_at_another_store_is_a_refund_of_the_sale_it_names(
+    store: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    web_order = {**RETURN, "return_id": "RET-0008", "order_id": "W-1001", "lines": []}
+    events = await assert_channel_contract(
+        store,
+        settings,
+        [json_request("/v1/returns", RETURN), json_request("/v1/returns", web_order)],
+    )
+
+    by_id = {event["id"]: event for event in events}
+    returned = by_id[interaction_id("store", "return:BCN-02:RET-0007")]
+    assert returned["identifiers"]["loyalty_id"] == "LOY-000981"
+    assert returned["identifiers"]["email"] is None, "a blank field is none"
+    assert returned["payload"] == {
+        "kind": "refund",
+        "order_id": "BCN-01:R-20261123-0042",
+        "refunded_via": "store",
+        "store_id": "BCN-02",
+        "items": [
+            {
+                "sku": "SOCK-3",
+                "name": None,
+                "quantity": 2,
+                "unit_price": {"amount": "4.95", "currency": "EUR"},
+                "category": None,
+            }
+        ],
+        "amount": {"amount": "9.90", "currency": "EUR"},
+        "reason": "wrong size",
+        "receipt_id": "BCN-02:RET-0007",
+        "till_id": "T1",
+    }
+    money_only = by_id[interaction_id("store", "return:BCN-02:RET-0008")]["payload"]
+    assert (money_only["order_id"], money_only["items"]) == ("W-1001", [])
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"lines": [], "refund_total": "0"}, "a return needs lines or a refund_total above 0"),
+        ({"order_id": "  "}, "order_id"),
+        ({"refund_total": "-9.90"}, "refund_total"),
+        ({"lines": [{"sku": "SOCK-3", "quantity": -2, "unit_price": "4.95"}]}, "quantity"),
+    ],
+)
+async def test_a_return_that_says_nothing_came_back_or_names_no_order_is_refused(
+    store: httpx.AsyncClient, settings: HiloSettings, change: dict[str, Any], named: str
+) -> None:
+    response = await store.post("/v1/returns", json={**RETURN, **change}, headers=HEADERS)
+    anonymous = await store.post(
+        "/v1/returns", json={**RETURN, "customer": {"email": " "}}, headers=HEADERS
+    )
+
+    assert response.status_code == 422
+    assert named in json.dumps(response.json()["detail"])
+    assert (anonymous.status_code, anonymous.json()["published"]) == (200, 0)
+    assert await published_interactions(settings, 0) == []
 
 
 async def test_an_anonymous_sale_is_acknowledged_but_joins_no_journey(

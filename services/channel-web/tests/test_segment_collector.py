@@ -846,12 +846,12 @@ async def test_an_invalid_loyalty_trait_is_dropped_and_the_call_kept(
     ]
 
 
-async def test_a_cancellation_is_an_order_state_only_from_a_server_side_key(
+async def test_a_cancellation_or_a_refund_is_typed_only_from_a_server_side_key(
     web: httpx.AsyncClient, settings: HiloSettings
 ) -> None:
-    """Segment's Order Cancelled takes the order out of the customer's lifetime value: from the
-    public key (anyone) it stays a custom event. Order Refunded may be partial, which an order
-    state cannot say: it stays custom."""
+    """Segment's Order Cancelled and Order Refunded take money out of the customer's lifetime
+    value: from the public key (anyone) they stay custom events. A refund names the whole order
+    by its id alone, or part of it by the products that came back."""
     server_auth = SERVER_AUTH
     order = {
         "order_id": "W-1001",
@@ -859,22 +859,52 @@ async def test_a_cancellation_is_an_order_state_only_from_a_server_side_key(
         "currency": "EUR",
         "products": [{"product_id": "SKU-1", "quantity": 1, "price": 30}],
     }
+    part: dict[str, Any] = {"order_id": "W-1001", "currency": "EUR", "reason": "damaged"}
+    part["products"] = [{"sku": "SKU-2", "quantity": 2, "price": 4.5}]
+    unpriced = {"order_id": "W-1001", "products": [{"sku": "SKU-2"}]}
     calls = [
-        ({"event": "Order Refunded", "messageId": "refund-1"}, server_auth),
-        ({"event": "Order Cancelled", "messageId": "cancel-1"}, server_auth),
-        ({"event": "Order Cancelled", "messageId": "cancel-2"}, AUTH),
+        ({"event": "Order Refunded", "messageId": "refund-1"}, server_auth, order),
+        ({"event": "Order Refunded", "messageId": "refund-2"}, server_auth, {"order_id": "W-2"}),
+        ({"event": "Order Refunded", "messageId": "refund-3"}, server_auth, part),
+        ({"event": "Order Refunded", "messageId": "refund-4"}, server_auth, unpriced),
+        ({"event": "Order Refunded", "messageId": "refund-5"}, AUTH, order),
+        ({"event": "Order Cancelled", "messageId": "cancel-1"}, server_auth, order),
+        ({"event": "Order Cancelled", "messageId": "cancel-2"}, AUTH, order),
     ]
 
-    for call, headers in calls:
-        body = {**call, "userId": "u-ana", "properties": order}
+    for call, headers, properties in calls:
+        body = {**call, "userId": "u-ana", "properties": properties}
         response = await web.post("/v1/track", json=body, headers=headers)
         assert response.status_code == 200, response.text
 
-    by_id = {e["id"]: e["payload"] for e in await published_interactions(settings, 3)}
-    refunded, cancelled, forged = (by_id[interaction_id("web", f"{n}")] for n in (
-        "refund-1", "cancel-1", "cancel-2"
-    ))  # fmt: skip
-    assert (refunded["kind"], refunded["name"]) == ("custom", "Order Refunded")
+    events = {e["id"]: e for e in await published_interactions(settings, len(calls))}
+    by_id = {event_id: event["payload"] for event_id, event in events.items()}
+    refunded, whole, returned, unreadable, forged_refund, cancelled, forged = (
+        by_id[interaction_id("web", name)]
+        for name in (
+            "refund-1",
+            "refund-2",
+            "refund-3",
+            "refund-4",
+            "refund-5",
+            "cancel-1",
+            "cancel-2",
+        )
+    )
+    assert (refunded["kind"], refunded["order_id"], refunded["refunded_via"]) == (
+        "refund", "W-1001", "online",
+    )  # fmt: skip
+    assert refunded["amount"] == {"amount": "30", "currency": "EUR"}
+    assert (whole["kind"], whole["order_id"], whole["amount"], whole["items"]) == (
+        "refund", "W-2", None, [],
+    )  # fmt: skip
+    assert returned["amount"] == {"amount": "9.0", "currency": "EUR"}, "2 x 4.5, no total given"
+    assert (returned["items"][0]["sku"], returned["reason"]) == ("SKU-2", "damaged")
+    assert (unreadable["kind"], unreadable["name"]) == ("custom", "Order Refunded")
+    assert {"field": "payload", "reason": "not_typed"} in events[interaction_id("web", "refund-4")][
+        "adjustments"
+    ]
+    assert (forged_refund["kind"], forged_refund["name"]) == ("custom", "Order Refunded")
     assert (cancelled["kind"], cancelled["status"], cancelled["order_id"]) == (
         "order", "cancelled", "W-1001",
     )  # fmt: skip

@@ -25,6 +25,7 @@ TYPE_NAMES = {
     "product_view": "Product view",
     "cart": "Cart",
     "order": "Order",
+    "refund": "Refund",
     "call": "Call",
     "store_visit": "Store visit",
     "survey_answer": "Survey",

@@ -10,11 +10,12 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from channel_store.end_of_day import read_upload
-from channel_store.receipts import Receipt, Visit
+from channel_store.receipts import Receipt, Return, Visit
 from channel_store.settings import StoreSettings
-from channel_store.translate import customer_policy, from_receipt, from_visit
+from channel_store.translate import customer_policy, from_receipt, from_return, from_visit
 from hilo.auth import require_api_key
 from hilo.channel import Channel, create_channel_app, parse_json, raw_body
+from hilo.contract import Interaction
 
 
 def routes(channel: Channel, settings: StoreSettings) -> list[APIRouter]:
@@ -31,10 +32,7 @@ def routes(channel: Channel, settings: StoreSettings) -> list[APIRouter]:
         policy = customer_policy()
         receipt = parse_json(Receipt, body, context=policy.context())
         interaction = from_receipt(receipt, datetime.now(UTC), settings.instance, policy.dropped)
-        if interaction is None:
-            return {"published": 0, "skipped": "no customer identifier: an anonymous sale"}
-        await channel.publish([interaction])
-        return {"published": 1, "event_id": interaction.id}
+        return await _published(channel, interaction)
 
     @router.post("/receipts/upload", response_model=None)
     async def upload(request: Request) -> JSONResponse:
@@ -55,6 +53,16 @@ def routes(channel: Channel, settings: StoreSettings) -> list[APIRouter]:
             status_code=status,
         )
 
+    @router.post("/returns")
+    async def refund(request: Request) -> dict[str, Any]:
+        """Goods brought back, or money paid back, at the till: a refund of the order it names,
+        published before 200 (a return of an anonymous sale skipped)."""
+        body = await raw_body(request, settings.max_body_bytes)
+        policy = customer_policy()
+        ret = parse_json(Return, body, context=policy.context())
+        interaction = from_return(ret, datetime.now(UTC), settings.instance, policy.dropped)
+        return await _published(channel, interaction)
+
     @router.post("/visits")
     async def visit(request: Request) -> dict[str, Any]:
         """A check-in with a loyalty card or the app's QR code."""
@@ -68,11 +76,20 @@ def routes(channel: Channel, settings: StoreSettings) -> list[APIRouter]:
     return [router]
 
 
+async def _published(channel: Channel, interaction: Interaction | None) -> dict[str, Any]:
+    """Publish a till's one event (an anonymous sale's is skipped) and say so."""
+    if interaction is None:
+        return {"published": 0, "skipped": "no customer identifier: an anonymous sale"}
+    await channel.publish([interaction])
+    return {"published": 1, "event_id": interaction.id}
+
+
 def create_app(settings: StoreSettings | None = None) -> FastAPI:
     settings = settings or StoreSettings()
     return create_channel_app(
         "store",
         settings,
         lambda channel: routes(channel, settings),
-        description="Physical stores: POST /v1/receipts, /v1/receipts/upload (CSV), /v1/visits.",
+        description="Physical stores: POST /v1/receipts, /v1/receipts/upload (CSV), /v1/returns, "
+        "/v1/visits.",
     )

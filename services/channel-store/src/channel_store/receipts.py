@@ -137,6 +137,54 @@ class Receipt(_Input):
         return self
 
 
+class Return(_Input):
+    """Goods brought back to a till, or money paid back there: a refund of an earlier order,
+    bought in a store or online. A return of nobody's sale is not part of anyone's journey."""
+
+    store_id: StoreId
+    till_id: Reference = Field(default=None, max_length=100)
+    return_id: str = Field(min_length=1, max_length=200, description="Unique within the store.")
+    occurred_at: AwareDatetime
+    currency: ISO4217
+    order_id: Annotated[str, BeforeValidator(_trimmed)] = Field(
+        min_length=1,
+        max_length=200,
+        description="The order the goods came from: a store sale as printed on its receipt "
+        "(`<store_id>:<receipt_id>`), or an online order's id.",
+        examples=["BCN-01:R-000123", "W-1001"],
+    )
+    lines: list[ReceiptLine] = Field(
+        default_factory=list, max_length=1_000, description="What came back; none: money alone."
+    )
+    refund_total: Amount = Field(description="What the till paid back.")
+    reason: Reference = Field(default=None, max_length=500, examples=["too small"])
+    customer: Identifiers | None = Field(
+        default=None,
+        description="The customer of the sale, as the till knows them (the original receipt's "
+        "loyalty card, say).",
+    )
+
+    @field_validator("customer", mode="before")
+    @classmethod
+    def _walk_in(cls, value: object) -> object:
+        return _without_blanks(value)
+
+    @model_validator(mode="after")
+    def _something_came_back(self) -> Return:
+        """A return pays something back or takes goods back: one that does neither is a typo,
+        and `store_id:return_id` names it in the contract (at most 200 characters)."""
+        if not self.lines and self.refund_total == 0:
+            raise PydanticCustomError(
+                "empty_return", "a return needs lines or a refund_total above 0"
+            )
+        if len(self.store_id) + len(self.return_id) >= 200:
+            raise PydanticCustomError(
+                "receipt_id_too_long",
+                "store_id and return_id together must be under 200 characters",
+            )
+        return self
+
+
 class Visit(_Input):
     """A store check-in: loyalty card or app QR code scanned, staff or wifi recognition."""
 

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from channel_store.receipts import Receipt, Visit
+from pydantic_extra_types.currency_code import ISO4217
+
+from channel_store.receipts import Receipt, ReceiptLine, Return, Visit
 from hilo.contract import (
     SECONDARY_CONTACTS,
     Adjustment,
@@ -16,6 +18,7 @@ from hilo.contract import (
     LineItem,
     Money,
     OrderPlaced,
+    OrderRefunded,
     OrderStatus,
     SalesChannel,
     StoreVisited,
@@ -56,16 +59,7 @@ def from_receipt(
         sold_via=SalesChannel.ONLINE if pickup else SalesChannel.STORE,
         fulfilment=Fulfilment.STORE_PICKUP if pickup else Fulfilment.IN_STORE,
         store_id=receipt.store_id,
-        items=[
-            LineItem(
-                sku=line.sku,
-                name=line.name,
-                quantity=line.quantity,
-                unit_price=money(line.unit_price),
-                category=line.category,
-            )
-            for line in receipt.lines
-        ],
+        items=_items(receipt.lines, currency),
         total=Money(amount=receipt.total, currency=currency),
         tax=money(receipt.tax),
         discount=money(receipt.discount),
@@ -86,6 +80,51 @@ def from_receipt(
         payload=order,
         adjustments=adjustments,
     )
+
+
+def from_return(
+    ret: Return,
+    received_at: datetime,
+    instance: str,
+    adjustments: Sequence[Adjustment] = (),
+) -> Interaction | None:
+    """The return as a refund of the order it names; `None` when it names no customer (the
+    return of an anonymous sale joins no one's journey)."""
+    if ret.customer is None:
+        return None
+    refund = OrderRefunded(
+        order_id=ret.order_id,
+        refunded_via=SalesChannel.STORE,
+        store_id=ret.store_id,
+        items=_items(ret.lines, ret.currency),
+        amount=Money(amount=ret.refund_total, currency=ret.currency),
+        reason=ret.reason,
+        receipt_id=f"{ret.store_id}:{ret.return_id}",
+        till_id=ret.till_id,
+    )
+    return new_interaction(
+        channel=CHANNEL,
+        instance=instance,
+        provider_event_id=f"return:{ret.store_id}:{ret.return_id}",
+        identifiers=ret.customer,
+        occurred_at=ret.occurred_at,
+        received_at=received_at,
+        payload=refund,
+        adjustments=adjustments,
+    )
+
+
+def _items(lines: Sequence[ReceiptLine], currency: ISO4217) -> list[LineItem]:
+    return [
+        LineItem(
+            sku=line.sku,
+            name=line.name,
+            quantity=line.quantity,
+            unit_price=Money(amount=line.unit_price, currency=currency),
+            category=line.category,
+        )
+        for line in lines
+    ]
 
 
 def from_visit(

@@ -33,6 +33,7 @@ from hilo.contract import (
     LineItem,
     Money,
     OrderPlaced,
+    OrderRefunded,
     OrderStatus,
     PageViewed,
     Payload,
@@ -284,6 +285,33 @@ def _order_cancelled(properties: Mapping[str, Any]) -> OrderPlaced:
     return _order_completed(properties).model_copy(update={"status": OrderStatus.CANCELLED})
 
 
+def _order_refunded(properties: Mapping[str, Any]) -> OrderRefunded:
+    """Segment's `Order Refunded`: a whole order by its `order_id` alone, or part of one with
+    the `products` that came back and the `total` paid back (else what their prices add up to;
+    a line with no price then keeps the event custom, as no amount can be told)."""
+    items = _lines(properties)
+    amount = _money(_first(properties, "total", "revenue", "value"), properties)
+    if amount is None and items:
+        amount = _priced(items)
+    return OrderRefunded(
+        order_id=_text(properties.get("order_id")) or "",
+        refunded_via=SalesChannel.ONLINE,
+        items=items,
+        amount=amount,
+        reason=_text(properties.get("reason")),
+    )
+
+
+def _priced(items: list[LineItem]) -> Money:
+    prices = [line.unit_price for line in items if line.unit_price is not None]
+    if len(prices) < len(items):
+        raise ValueError("a refund of products needs their prices or a total")
+    paid = sum(
+        (p.amount * line.quantity for p, line in zip(prices, items, strict=True)), Decimal(0)
+    )
+    return Money(amount=paid, currency=prices[0].currency)
+
+
 def _survey_answered(properties: Mapping[str, Any]) -> SurveyAnswered:
     """A Hilo extension of the spec: a CSAT, NPS or CES answer given on the site (after a chat,
     a call or a visit: `about_channel` says which)."""
@@ -308,11 +336,10 @@ _ECOMMERCE: dict[str, Callable[[Mapping[str, Any]], Payload]] = {
 
 _FROM_SERVER_KEYS: dict[str, Callable[[Mapping[str, Any]], Payload]] = {
     "Order Cancelled": _order_cancelled,
+    "Order Refunded": _order_refunded,
 }
-"""Typed only from a server-side (verified) key: with the public key anyone could cancel
-someone's order out of their lifetime value, so there they stay `custom`. Segment's `Order
-Refunded` stays `custom` from any key: it may refund part of an order, which the contract's
-order states cannot say (a `refunded` order leaves the lifetime value whole)."""
+"""Typed only from a server-side (verified) key: with the public key anyone could cancel or
+refund someone's order out of their lifetime value, so there they stay `custom`."""
 
 
 def _cart_lines(properties: Mapping[str, Any]) -> list[LineItem] | None:

@@ -30,11 +30,13 @@ from hilo.contract import (
     LineItem,
     Money,
     OrderPlaced,
+    OrderRefunded,
     OrderStatus,
+    SalesChannel,
     new_interaction,
 )
 from hilo.contract.payloads import JsonScalar
-from hilo.testkit.samples import sample_payloads
+from hilo.testkit.samples import SHOES, sample_payloads
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 WINDOW = timedelta(hours=24)
@@ -322,6 +324,130 @@ def test_an_unverified_event_adds_an_order_but_never_changes_one_the_view_holds(
     ]
     assert view.lifetime_value == {"EUR": "119.80"}
     assert [o.total["amount"] for o in first_unverified.orders] == ["0"]
+
+
+def refund(
+    n: int, order_id: str = "ORD-1001", paid: str | None = "20.00", goods: int = 0
+) -> JourneyEntry:
+    """A return at a till: `paid` back (None: the whole order), `goods` pairs of shoes back."""
+    payload = OrderRefunded(
+        order_id=order_id,
+        refunded_via=SalesChannel.STORE,
+        store_id="BCN-01",
+        items=[SHOES.model_copy(update={"quantity": goods})] if goods else [],
+        amount=None if paid is None else Money(amount=Decimal(paid), currency=EUR),
+    )
+    return entry(n, "refund", "store", payload=payload)
+
+
+def test_a_return_takes_what_was_paid_back_off_its_order_and_the_lifetime_value() -> None:
+    order = sample_payloads()["order"]
+    other = order.model_copy(update={"order_id": "ORD-2"})
+
+    view = derive_view(
+        [
+            entry(1, "order", payload=order),
+            entry(2, "order", payload=other),
+            refund(3, paid="20.00", goods=1),
+            refund(4, "ORD-2", paid=None),
+        ],
+        WINDOW,
+    )
+
+    by_id = {o.order_id: o for o in view.orders}
+    assert by_id["ORD-1001"].refunded == {"amount": "20.00", "currency": "EUR"}
+    assert by_id["ORD-1001"].returned_items == 1
+    assert by_id["ORD-2"].refunded == {"amount": "59.90", "currency": "EUR"}, "the whole order"
+    assert view.order_count == 2, "a refund is no order"
+    assert view.lifetime_value == {"EUR": "39.90"}
+    assert [o.order_id for o in view.orders] == ["ORD-1001", "ORD-2"], "latest updated last"
+
+
+def test_refunds_never_pay_back_more_than_their_order() -> None:
+    order = sample_payloads()["order"]
+
+    view = derive_view(
+        [entry(1, "order", payload=order), refund(2, paid="50.00"), refund(3, paid="50.00")],
+        WINDOW,
+    )
+    rest = derive_view(
+        [entry(1, "order", payload=order), refund(2, paid="50.00"), refund(3, paid=None)],
+        WINDOW,
+    )
+
+    assert view.orders[0].refunded == {"amount": "59.90", "currency": "EUR"}
+    assert view.lifetime_value == {}
+    assert rest.orders[0].refunded == {"amount": "59.90", "currency": "EUR"}, "what was left"
+    assert rest.lifetime_value == {}
+
+
+def test_a_refund_changes_nothing_unverified_in_another_currency_or_of_an_order_not_held() -> None:
+    """The public web key must not take an order out of someone's lifetime value; an order
+    placed before Hilo (or by someone else) was never counted here, so nothing comes off."""
+    order = sample_payloads()["order"]
+    unverified = refund(2).model_copy(update={"identity_trust": "unverified"})
+    dollars = refund(3)
+    dollars = dollars.model_copy(
+        update={"payload": {**dollars.payload, "amount": {"amount": "20.00", "currency": "USD"}}}
+    )
+
+    view = derive_view(
+        [entry(1, "order", payload=order), unverified, dollars, refund(4, "ORD-ELSEWHERE")],
+        WINDOW,
+    )
+
+    assert view.orders[0].refunded is None
+    assert view.lifetime_value == {"EUR": "59.90"}
+    assert view.event_count == 4, "every refund is still in the journey"
+
+
+def test_a_later_state_of_a_refunded_order_keeps_what_was_paid_back() -> None:
+    order = sample_payloads()["order"]
+    picked_up = order.model_copy(update={"status": OrderStatus.PICKED_UP})
+
+    view = derive_view(
+        [
+            entry(1, "order", payload=order),
+            refund(2, goods=1),
+            entry(3, "order", payload=picked_up),
+        ],
+        WINDOW,
+    )
+
+    assert view.orders[0].status == "picked_up"
+    assert (view.orders[0].refunded, view.orders[0].returned_items) == (
+        {"amount": "20.00", "currency": "EUR"},
+        1,
+    )
+    assert view.lifetime_value == {"EUR": "39.90"}
+
+
+def test_a_refund_of_a_forgotten_order_is_recalled_with_the_refunds_before_it() -> None:
+    """Folding event by event as the pipeline does: an order the view let go comes back from
+    the journey with what was paid back on it, and the view ends as a full derivation's."""
+    order = sample_payloads()["order"]
+    entries = [
+        entry(n, "order", payload=order.model_copy(update={"order_id": f"O-{n}"}))
+        for n in range(RECENT_ORDERS + 5)
+    ]
+    entries.append(refund(200, "O-0", paid="10.00"))
+    entries += [
+        entry(n, "order", payload=order.model_copy(update={"order_id": f"O-{n}"}))
+        for n in range(300, 300 + RECENT_ORDERS)
+    ]
+    entries += [refund(400, "O-0", paid=None, goods=1), refund(401, "O-1", paid="5.00")]
+    view = ProfileView()
+    for n, e in enumerate(entries):
+        if forgotten := view.unknown_orders([e]) & {x.payload["order_id"] for x in entries[:n]}:
+            view.recall_orders(x for x in entries[:n] if x.payload["order_id"] in forgotten)
+        view.apply(e, WINDOW)
+        view.finish()
+
+    assert view.model_dump() == derive_view(entries, WINDOW).model_dump()
+    orders = 2 * RECENT_ORDERS + 5
+    assert view.order_count == orders
+    assert view.lifetime_value == {"EUR": str((orders - 1) * Decimal("59.90") - Decimal("5.00"))}
+    assert view.orders[-2].refunded == {"amount": "59.90", "currency": "EUR"}
 
 
 def test_an_orders_codes_stay_on_it_through_updates_that_do_not_repeat_them() -> None:

@@ -42,9 +42,9 @@ Definitions (what the numbers mean):
   cart can go on for ever, and a range's read reaches only `forward` past it, so a cart still
   being filled on day 5 and bought in store on day 9 did not convert.
 - **Attribution** of each order to the customer's touches (contacts, views, carts, visits, other
-  tracked actions: not an order, a delivery receipt, a sign-in, a consent or a survey answer)
-  in the attribution window before it: first touch (all credit to the first), last touch (to
-  the last), linear (1/n to each of n). An order with no touch in the window is
+  tracked actions: not an order, a refund, a delivery receipt, a sign-in, a consent or a
+  survey answer) in the attribution window before it: first touch (all credit to the first),
+  last touch (to the last), linear (1/n to each of n). An order with no touch in the window is
   **unattributed**: counted, credited to no channel.
 
 A range counts what starts in it (an entry, a conversation's first contact, a switch, a survey, a
@@ -74,9 +74,11 @@ MEASURES_VERSION: Final = 1
 CONTACTS = frozenset({"message", "call"})
 ONLINE = frozenset({"web", "app"})
 """Where an online cart is kept: the web shop and the mobile app."""
-NOT_TOUCHES = frozenset({"order", "message_status", "identify", "consent", "survey_answer"})
-"""Entries that are no touch an order can be credited to: the order itself, a provider's
-delivery receipt, a sign-in, a consent change, a survey answer."""
+NOT_TOUCHES = frozenset(
+    {"order", "refund", "message_status", "identify", "consent", "survey_answer"}
+)
+"""Entries that are no touch an order can be credited to: the order itself, money paid back on
+one, a provider's delivery receipt, a sign-in, a consent change, a survey answer."""
 NOT_BOUGHT = frozenset({"cancelled", "refunded", "picked_up"})
 """Statuses of an order's first entry that make it no purchase: customer-profile's `_after_purchase`
 takes the first two; a pick-up is of an order placed before, maybe before the touches read."""

@@ -94,6 +94,21 @@ def test_orders_attributed_first_last_and_linear(measures: Measures) -> None:
     )
 
 
+def test_a_refund_is_neither_an_order_nor_a_touch_of_the_next_one() -> None:
+    """Ana returns part of her store order at the till the day after, then buys on the web:
+    the refund is no new order, and her last touch before the web order is still her email."""
+    journey = [
+        *JOURNEY,
+        Touch("a9", "ana", at(days=5, hours=1), "store", "refund", order_id="a7"),
+        Touch("a10", "ana", at(days=5, hours=2), "web", "order", order_id="o2"),
+    ]
+
+    attribution = measure(journey, at(hours=-1), at(days=10), WINDOWS).attribution
+
+    assert attribution.orders == 3
+    assert attribution.last_touch == {"web": 2, "email": 1}
+
+
 def test_an_order_without_touches_is_counted_and_unattributed() -> None:
     """A walk-in sale, and an order whose touches are older than the attribution window: both
     are orders, neither is credited to a channel, and the shares still add up."""

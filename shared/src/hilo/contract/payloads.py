@@ -293,6 +293,55 @@ class OrderPlaced(_Model):
         return self
 
 
+class OrderRefunded(_Model):
+    """Money paid back on an order, with the goods that came back if any: a return at a till,
+    a refund online or by phone. One event per refund; an order may have several (a partial
+    return, then another). Readers take it off the order's value, never below nothing."""
+
+    kind: Literal["refund"] = "refund"
+    order_id: str = Field(
+        min_length=1,
+        max_length=200,
+        description="The order paid back: an online order's id, or a store sale's "
+        "`<store_id>:<receipt_id>` as printed on its receipt.",
+        examples=["W-1001", "BCN-01:R-000123"],
+    )
+    refunded_via: SalesChannel = Field(
+        description="Where the money was paid back: a return of an online order at a store "
+        "is `store`."
+    )
+    store_id: str | None = Field(default=None, max_length=100)
+    items: list[LineItem] = Field(
+        default_factory=list,
+        max_length=1_000,
+        description="The goods that came back. Empty for money alone (a goodwill refund, or a "
+        "whole order refunded by its id).",
+    )
+    amount: Money | None = Field(
+        default=None,
+        description="What was paid back. Absent: the whole order (what was left of it), as "
+        "Segment's `Order Refunded` names a full refund by its order id alone.",
+    )
+    reason: str | None = Field(default=None, max_length=500, exclude_if=_absent)
+    receipt_id: str | None = Field(
+        default=None,
+        max_length=200,
+        exclude_if=_absent,
+        description="The store's return receipt, `<store_id>:<return_id>`. Absent outside stores.",
+        examples=["BCN-01:RET-000045"],
+    )
+    till_id: str | None = Field(default=None, max_length=100, exclude_if=_absent)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OrderRefunded:
+        _one_currency([self.amount, *(i.unit_price for i in self.items)])
+        if self.refunded_via is SalesChannel.STORE and not self.store_id:
+            raise PydanticCustomError(
+                "store_required", "store_id is required for a refund paid back in a store"
+            )
+        return self
+
+
 class CallStatus(StrEnum):
     RINGING = "ringing"
     IN_PROGRESS = "in_progress"
@@ -398,6 +447,7 @@ Payload = Annotated[
     | ProductViewed
     | CartChanged
     | OrderPlaced
+    | OrderRefunded
     | CallHappened
     | StoreVisited
     | SurveyAnswered

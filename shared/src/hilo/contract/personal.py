@@ -32,6 +32,7 @@ PAYLOAD_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "product_view": (),
     "cart": (),
     "order": ("coupons",),
+    "refund": ("reason",),
     "call": ("transcript", "summary"),
     "store_visit": (),
     "survey_answer": ("comment",),

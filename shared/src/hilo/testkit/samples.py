@@ -34,6 +34,7 @@ from hilo.contract import (
     MessageStatusChanged,
     Money,
     OrderPlaced,
+    OrderRefunded,
     PageViewed,
     Payload,
     ProductViewed,
@@ -87,6 +88,15 @@ def sample_payloads() -> dict[str, Payload]:
             store_id="BCN-01",
             items=[SHOES],
             total=eur("59.90"),
+        ),
+        "refund": OrderRefunded(
+            order_id="BCN-01:R-000123",
+            refunded_via=SalesChannel.STORE,
+            store_id="BCN-01",
+            items=[SHOES],
+            amount=eur("59.90"),
+            reason="Too small",
+            receipt_id="BCN-01:RET-000045",
         ),
         "call": CallHappened(
             direction=Direction.INBOUND,

@@ -16,6 +16,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
 from customer_profile.domain.journey import JourneyEntry
+from customer_profile.domain.profile import ORDER_KINDS
 from customer_profile.service.ports import StoredProfile
 from hilo.mongo import MongoDocument, delete_in, find_in, insert_once, update_in
 
@@ -88,14 +89,14 @@ class JourneyCollection:
     async def order_entries(
         self, order_ids: Iterable[str], besides: set[str]
     ) -> list[JourneyEntry]:
-        """The order entries of these order ids except the events `besides`, found through the
-        index on `payload.order_id` (filtered on it alone; the type checked here: a store
-        receipt may carry an online order's id)."""
+        """The order entries (states and refunds) of these order ids except the events
+        `besides`, found through the index on `payload.order_id` (filtered on it alone; the type
+        checked here: a store receipt may carry an online order's id)."""
         found = find_in(self.collection, "payload.order_id", order_ids)
         return [
             _entry(doc)
             async for doc in found
-            if doc["type"] == "order" and doc["_id"] not in besides
+            if doc["type"] in ORDER_KINDS and doc["_id"] not in besides
         ]
 
     async def entries(self, aliases: list[str]) -> list[JourneyEntry]:

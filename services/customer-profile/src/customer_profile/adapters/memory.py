@@ -20,7 +20,7 @@ from customer_profile.domain.identity import (
     split_key,
 )
 from customer_profile.domain.journey import JourneyEntry
-from customer_profile.domain.profile import ProfileView
+from customer_profile.domain.profile import ORDER_KINDS, ProfileView
 from customer_profile.service.ports import (
     HeadState,
     IdentityState,
@@ -328,7 +328,7 @@ class InMemoryStore:
         return [
             entry
             for entry in self.journey.values()
-            if entry.type == "order"
+            if entry.type in ORDER_KINDS
             and entry.payload["order_id"] in wanted
             and entry.id not in besides
         ]

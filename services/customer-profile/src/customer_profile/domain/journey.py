@@ -18,6 +18,7 @@ from hilo.contract.payloads import (
     MessageStatusChanged,
     Money,
     OrderPlaced,
+    OrderRefunded,
     PageViewed,
     Payload,
     ProductViewed,
@@ -132,7 +133,7 @@ def _words(value: str) -> str:
     return value.replace("_", " ")
 
 
-def summarise(payload: Payload, channel: str) -> str:  # noqa: PLR0911 - one line per payload kind
+def summarise(payload: Payload, channel: str) -> str:  # noqa: PLR0911, PLR0912 - one per kind
     """One line an agent can scan in a timeline."""
     match payload:
         case MessageExchanged():
@@ -157,6 +158,14 @@ def summarise(payload: Payload, channel: str) -> str:  # noqa: PLR0911 - one lin
             codes = f", with {', '.join(payload.coupons)}" if payload.coupons else ""
             how = f"{where}, {_words(payload.fulfilment.value)}{codes}"
             return f"{status}: {_money(payload.total)}, {how}"
+        case OrderRefunded():
+            where = (
+                f"in store {payload.store_id}" if payload.store_id else payload.refunded_via.value
+            )
+            paid = _money(payload.amount) if payload.amount else "the whole order"
+            count = sum(item.quantity for item in payload.items)
+            goods = f", {count} item(s) returned" if count else ""
+            return f"Refund on order {payload.order_id}: {paid}{goods}, {where}"
         case CallHappened():
             seconds = payload.duration_seconds
             length = f" after {seconds}s" if seconds is not None else ""

@@ -30,6 +30,8 @@ UNVERIFIED_TRAITS = 100
 MAX_TRAIT_TEXT = 1_000
 CONVERSATION_KINDS = frozenset({"message", "call"})
 CLOSED_ORDER_STATUSES = frozenset({"cancelled", "refunded"})
+ORDER_KINDS = frozenset({"order", "refund"})
+"""Entry types that change an order a view holds: its states, and money paid back on it."""
 
 
 class ChannelStats(BaseModel):
@@ -98,6 +100,17 @@ class OrderSummary(BaseModel):
         description="The codes the customer presented with it (a later update without any keeps "
         "them).",
     )
+    refunded: dict[str, Any] | None = Field(
+        default=None,
+        description="What was paid back on it so far, in its currency, never more than its "
+        "total; lifetime value counts the rest. Absent: nothing.",
+    )
+    returned_items: int = Field(default=0, description="Items that came back (returns).")
+
+    def kept_value(self) -> Decimal:
+        """What the customer still spent on it: its total less what was paid back."""
+        paid_back = Decimal(self.refunded["amount"]) if self.refunded else Decimal(0)
+        return Decimal(self.total["amount"]) - paid_back
 
 
 class SurveyResult(BaseModel):
@@ -237,7 +250,7 @@ class ProfileView(BaseModel):
         return {
             str(entry.payload["order_id"])
             for entry in entries
-            if entry.type == "order" and entry.payload["order_id"] not in kept
+            if entry.type in ORDER_KINDS and entry.payload["order_id"] not in kept
         }
 
     def recall_orders(self, entries: Iterable[JourneyEntry]) -> None:
@@ -246,20 +259,19 @@ class ProfileView(BaseModel):
         orders go first (the oldest): the next `finish` lets go again those nothing updated."""
         recalled = ProfileView()
         for entry in sorted(entries, key=JourneyEntry.sort_key):
-            _order(recalled, entry)
+            _ORDER_HANDLERS[entry.type](recalled, entry)
         recalled._settle_orders()
         self._settle_orders()
         kept = {order.order_id for order in self.orders}
         self.orders = [o for o in recalled.orders if o.order_id not in kept] + self.orders
 
     def _count_order(self, order: OrderSummary, sign: int) -> None:
-        """Add an order to (or take it from) the totals; cancelled and refunded ones count 0."""
-        if order.status in CLOSED_ORDER_STATUSES:
+        """Add an order to (or take it from) the totals, less what was paid back on it;
+        cancelled and refunded ones count 0."""
+        if order.status in CLOSED_ORDER_STATUSES or order.kept_value() == 0:
             return
         currency = order.total["currency"]
-        total = Decimal(self.lifetime_value.get(currency, "0")) + sign * Decimal(
-            order.total["amount"]
-        )
+        total = Decimal(self.lifetime_value.get(currency, "0")) + sign * order.kept_value()
         totals = {**self.lifetime_value, currency: str(total)}
         if sign < 0 and total == 0:  # its last open order was cancelled
             del totals[currency]
@@ -383,6 +395,8 @@ def _order(view: ProfileView, entry: JourneyEntry) -> None:
         total=payload["total"],
         item_count=sum(item["quantity"] for item in payload["items"]),
         coupons=payload.get("coupons") or (existing.coupons if existing else []),
+        refunded=existing.refunded if existing else None,
+        returned_items=existing.returned_items if existing else 0,
     )
     if existing is None:
         view.order_count += 1
@@ -394,6 +408,37 @@ def _order(view: ProfileView, entry: JourneyEntry) -> None:
     orders[summary.order_id] = summary
     if existing is None and view.cart is not None:
         view.cart = _after_purchase(view.cart, payload)
+
+
+def _refund(view: ProfileView, entry: JourneyEntry) -> None:
+    """Money paid back on an order the view holds, taken off its value (never below nothing):
+    a refund with no amount pays back what was left. Unverified events change no order (see
+    `_order`), nor does a refund of an order this customer's journey does not hold (placed
+    before Hilo, or by someone else: its value was never counted here)."""
+    payload = entry.payload
+    orders = view._order_index()
+    existing = orders.get(payload["order_id"])
+    if entry.identity_trust == "unverified" or existing is None:
+        return
+    amount = payload.get("amount")
+    currency = existing.total["currency"]
+    if amount is not None and amount["currency"] != currency:
+        return
+    left = existing.kept_value()
+    paid = left if amount is None else min(left, Decimal(amount["amount"]))
+    already = Decimal(existing.refunded["amount"]) if existing.refunded else Decimal(0)
+    view._count_order(existing, -1)
+    summary = existing.model_copy(
+        update={
+            "refunded": {"amount": str(already + paid), "currency": currency},
+            "returned_items": existing.returned_items
+            + sum(item["quantity"] for item in payload.get("items", [])),
+            "last_update": max(existing.last_update, entry.occurred_at),
+        }
+    )
+    view._count_order(summary, +1)
+    del orders[summary.order_id]
+    orders[summary.order_id] = summary
 
 
 def _status_after(existing: OrderSummary | None, status: str) -> str:
@@ -447,8 +492,10 @@ _HANDLERS = {
     "consent": _consent,
     "cart": _cart,
     "order": _order,
+    "refund": _refund,
     "survey_answer": _survey,
 }
+_ORDER_HANDLERS = {kind: _HANDLERS[kind] for kind in ORDER_KINDS}
 
 
 def derive_view(entries: Iterable[JourneyEntry], conversation_window: timedelta) -> ProfileView:
