@@ -189,6 +189,16 @@ RECEIPT: dict[str, Any] = {
     "total": "59.90",
     "customer": {"loyalty_id": "LOY-1", "phone": "+34 612 34 56 78"},
 }
+RETURN: dict[str, Any] = {
+    "store_id": "BCN-01",
+    "return_id": "RET-1",
+    "occurred_at": "2026-11-24T10:00:00+01:00",
+    "currency": "EUR",
+    "order_id": "BCN-01:R-1",
+    "lines": [{"sku": "SKU-1", "quantity": 1, "unit_price": "59.90"}],
+    "refund_total": "59.90",
+    "customer": {"loyalty_id": "LOY-1"},
+}
 VISIT: dict[str, Any] = {
     "visit_id": "V-1",
     "store_id": "BCN-01",
@@ -452,12 +462,12 @@ def voice_request(data: st.DataObject) -> FuzzRequest:
 
 
 def store_request(data: st.DataObject) -> FuzzRequest:
-    route = data.draw(st.sampled_from(["/v1/receipts", "/v1/visits", "/v1/receipts/upload"]))
+    routes = ["/v1/receipts", "/v1/returns", "/v1/visits", "/v1/receipts/upload"]
+    route = data.draw(st.sampled_from(routes))
     auth = with_auth(data, [(b"x-api-key", KEY.encode())])
     if route != "/v1/receipts/upload":
-        return FuzzRequest(
-            route, json_body(data, [RECEIPT if route == "/v1/receipts" else VISIT]), auth
-        )
+        sample = {"/v1/receipts": RECEIPT, "/v1/returns": RETURN}.get(route, VISIT)
+        return FuzzRequest(route, json_body(data, [sample]), auth)
     rows = [row.split(",") for row in CSV_ROWS]
     for _ in range(data.draw(st.integers(0, 4))):
         row = data.draw(st.sampled_from(rows))

@@ -1159,7 +1159,12 @@ async def test_an_order_partly_returned_in_another_store_shows_what_was_paid_bac
     customer = await svc.customer_of("phone", PHONE)
     async with signed_in(running.desk_url) as client:
         page = await client.get(f"/customers/{customer}")
+        orders_only = await client.get(f"/customers/{customer}", params={"type": "order"})
+        calls_only = await client.get(f"/customers/{customer}", params={"type": "call"})
 
+    refund_row = "Refund on order WEB-7731"
+    assert refund_row in orders_only.text, "a filter to orders shows what was paid back"
+    assert refund_row not in calls_only.text
     orders = page.text[page.text.index('id="orders"') : page.text.index('id="offers"')]
     assert "lifetime value 39.90 EUR" in orders
     assert "20.00 EUR refunded, 1 item(s) returned" in orders

@@ -865,6 +865,7 @@ async def test_a_cancellation_or_a_refund_is_typed_only_from_a_server_side_key(
     calls = [
         ({"event": "Order Refunded", "messageId": "refund-1"}, server_auth, order),
         ({"event": "Order Refunded", "messageId": "refund-2"}, server_auth, {"order_id": "W-2"}),
+        ({"event": "Order Refunded", "messageId": "refund-6"}, server_auth, {**part, "total": -9}),
         ({"event": "Order Refunded", "messageId": "refund-3"}, server_auth, part),
         ({"event": "Order Refunded", "messageId": "refund-4"}, server_auth, unpriced),
         ({"event": "Order Refunded", "messageId": "refund-5"}, AUTH, order),
@@ -905,6 +906,8 @@ async def test_a_cancellation_or_a_refund_is_typed_only_from_a_server_side_key(
         "adjustments"
     ]
     assert (forged_refund["kind"], forged_refund["name"]) == ("custom", "Order Refunded")
+    negative = by_id[interaction_id("web", "refund-6")]
+    assert negative["amount"] == {"amount": "9", "currency": "EUR"}, "revenue going out"
     assert (cancelled["kind"], cancelled["status"], cancelled["order_id"]) == (
         "order", "cancelled", "W-1001",
     )  # fmt: skip

@@ -816,13 +816,16 @@ async def _signed_out(desk: Desk, sid: str) -> bool:
         return False
 
 
+SHOWN_WITH = {"message": "message_status", "order": "refund"}
+"""Kinds a filter to the first brings along: what became of a message (sent, delivered,
+failed), which the page shows on each message, and the money paid back on an order."""
+
+
 def with_statuses(types: list[str]) -> list[str]:
-    """The kinds a page filtered to `types` shows: with messages, what became of them (sent,
-    delivered, failed), which the page shows on each message; the same for the rows it is
+    """The kinds a page filtered to `types` shows (`SHOWN_WITH`); the same for the rows it is
     rendered with and the ones its live stream sends."""
-    if "message" in types and "message_status" not in types:
-        return [*types, "message_status"]
-    return types
+    followers = [f for kind, f in SHOWN_WITH.items() if kind in types and f not in types]
+    return [*types, *followers]
 
 
 def _filter_channels(profile: dict[str, Any], checked: list[str]) -> list[str]:

@@ -290,7 +290,7 @@ def _order_refunded(properties: Mapping[str, Any]) -> OrderRefunded:
     the `products` that came back and the `total` paid back (else what their prices add up to;
     a line with no price then keeps the event custom, as no amount can be told)."""
     items = _lines(properties)
-    amount = _money(_first(properties, "total", "revenue", "value"), properties)
+    amount = _money(_paid_back(_first(properties, "total", "revenue", "value")), properties)
     if amount is None and items:
         amount = _priced(items)
     return OrderRefunded(
@@ -300,6 +300,17 @@ def _order_refunded(properties: Mapping[str, Any]) -> OrderRefunded:
         amount=amount,
         reason=_text(properties.get("reason")),
     )
+
+
+def _paid_back(value: Any) -> Any:
+    """A refund's amount as paid back: many shops send it negative (`total: -30`, revenue
+    going out), which is the same 30 paid back."""
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        try:
+            return abs(Decimal(str(value)))
+        except ArithmeticError:
+            return value
+    return value
 
 
 def _priced(items: list[LineItem]) -> Money:

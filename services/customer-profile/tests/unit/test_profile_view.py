@@ -11,6 +11,7 @@ from pydantic_extra_types.currency_code import ISO4217
 
 from customer_profile.domain.journey import JourneyEntry, new_entry
 from customer_profile.domain.profile import (
+    MAX_REFUNDS_WAITING,
     MAX_TRAIT_TEXT,
     MAX_TRAITS,
     RECENT_ORDERS,
@@ -401,6 +402,29 @@ def test_a_refund_changes_nothing_unverified_in_another_currency_or_of_an_order_
     assert view.event_count == 4, "every refund is still in the journey"
 
 
+def test_a_refund_dated_before_its_order_waits_for_it() -> None:
+    """A till whose clock is behind the web shop's: the return is dated minutes before the
+    order it returns. Folded event by event or derived whole, it comes off once the order
+    comes; refunds of orders never seen wait, at most MAX_REFUNDS_WAITING orders' worth."""
+    order = sample_payloads()["order"]
+    never = [refund(n, f"PRE-HILO-{n}") for n in range(MAX_REFUNDS_WAITING)]
+    early = [refund(30, paid="20.00", goods=1), refund(31, paid=None)]
+    entries = [*never, *early, entry(40, "order", payload=order)]
+
+    view = ProfileView()
+    for e in entries:
+        view.apply(e, WINDOW)
+        view.finish()
+
+    assert view.model_dump() == derive_view(entries, WINDOW).model_dump()
+    assert view.orders[0].refunded == {"amount": "59.90", "currency": "EUR"}
+    assert view.orders[0].returned_items == 1
+    assert view.lifetime_value == {}
+    assert "ORD-1001" not in view.refunds_waiting
+    waiting = [f"PRE-HILO-{n}" for n in range(1, MAX_REFUNDS_WAITING)]
+    assert list(view.refunds_waiting) == waiting, "the oldest let go for ORD-1001's"
+
+
 def test_a_later_state_of_a_refunded_order_keeps_what_was_paid_back() -> None:
     order = sample_payloads()["order"]
     picked_up = order.model_copy(update={"status": OrderStatus.PICKED_UP})
@@ -420,6 +444,24 @@ def test_a_later_state_of_a_refunded_order_keeps_what_was_paid_back() -> None:
         1,
     )
     assert view.lifetime_value == {"EUR": "39.90"}
+
+
+def test_an_order_lowered_under_what_was_refunded_counts_nothing_and_comes_off_once() -> None:
+    """A shop that sends the order again after a return, with the total the return left."""
+    order = sample_payloads()["order"]
+    lowered = order.model_copy(update={"total": Money(amount=Decimal("10.00"), currency=EUR)})
+    entries = [
+        entry(1, "order", payload=order),
+        refund(2, paid="50.00"),
+        entry(3, "order", payload=lowered),
+    ]
+
+    view = derive_view(entries, WINDOW)
+    again = derive_view([*entries, entry(4, "order", payload=order)], WINDOW)
+
+    assert view.orders[0].kept_value() == 0
+    assert view.lifetime_value == {}
+    assert again.lifetime_value == {"EUR": "9.90"}, "59.90 less the 50.00 paid back"
 
 
 def test_a_refund_of_a_forgotten_order_is_recalled_with_the_refunds_before_it() -> None:

@@ -28,6 +28,8 @@ MAX_TRAITS = 200
 UNVERIFIED_TRAITS = 100
 """Trait names an unverified event may bring a view up to."""
 MAX_TRAIT_TEXT = 1_000
+MAX_REFUNDS_WAITING = 20
+"""Orders whose refunds a view keeps until the order comes (`ProfileView.refunds_waiting`)."""
 CONVERSATION_KINDS = frozenset({"message", "call"})
 CLOSED_ORDER_STATUSES = frozenset({"cancelled", "refunded"})
 ORDER_KINDS = frozenset({"order", "refund"})
@@ -108,9 +110,20 @@ class OrderSummary(BaseModel):
     returned_items: int = Field(default=0, description="Items that came back (returns).")
 
     def kept_value(self) -> Decimal:
-        """What the customer still spent on it: its total less what was paid back."""
-        paid_back = Decimal(self.refunded["amount"]) if self.refunded else Decimal(0)
-        return Decimal(self.total["amount"]) - paid_back
+        """What the customer still spent on it: its total less what was paid back, never below
+        nothing (a later update of the order may lower its total under what was refunded)."""
+        refunded = self.refunded
+        same = refunded is not None and refunded["currency"] == self.total["currency"]
+        paid_back = Decimal(refunded["amount"]) if refunded and same else Decimal(0)
+        return max(Decimal(self.total["amount"]) - paid_back, Decimal(0))
+
+
+class WaitingRefund(BaseModel):
+    """A refund of an order the view has not seen yet."""
+
+    amount: dict[str, Any] | None = Field(description="None: the whole order.")
+    returned_items: int = 0
+    at: datetime
 
 
 class SurveyResult(BaseModel):
@@ -150,6 +163,12 @@ class ProfileView(BaseModel):
     cart: CartState | None = None
     surveys: dict[str, SurveyResult] = Field(default_factory=dict)
     recent_interactions: list[MessagePreview] = Field(default_factory=list)
+    refunds_waiting: dict[str, list[WaitingRefund]] = Field(
+        default_factory=dict,
+        description=f"Refunds of orders not seen yet, by order id (a till whose clock is behind "
+        f"the web shop's): taken off the order when it comes. At most {MAX_REFUNDS_WAITING} "
+        "orders, the oldest let go; one of an order placed before Hilo waits for good.",
+    )
     last_inbound: dict[str, datetime] = Field(
         default_factory=dict,
         description="Per channel, when the customer last wrote on it: what decides where a "
@@ -406,6 +425,9 @@ def _order(view: ProfileView, entry: JourneyEntry) -> None:
         view._count_order(existing, -1)
     view._count_order(summary, +1)
     orders[summary.order_id] = summary
+    if existing is None:
+        for refund in view.refunds_waiting.pop(summary.order_id, []):
+            _pay_back(view, orders[summary.order_id], refund)
     if existing is None and view.cart is not None:
         view.cart = _after_purchase(view.cart, payload)
 
@@ -413,30 +435,46 @@ def _order(view: ProfileView, entry: JourneyEntry) -> None:
 def _refund(view: ProfileView, entry: JourneyEntry) -> None:
     """Money paid back on an order the view holds, taken off its value (never below nothing):
     a refund with no amount pays back what was left. Unverified events change no order (see
-    `_order`), nor does a refund of an order this customer's journey does not hold (placed
-    before Hilo, or by someone else: its value was never counted here)."""
+    `_order`). A refund of an order not seen yet waits for it (`refunds_waiting`): a till whose
+    clock is behind the web shop's dates a return before the order it returns."""
+    if entry.identity_trust == "unverified":
+        return
     payload = entry.payload
+    refund = WaitingRefund(
+        amount=payload.get("amount"),
+        returned_items=sum(item["quantity"] for item in payload.get("items", [])),
+        at=entry.occurred_at,
+    )
     orders = view._order_index()
     existing = orders.get(payload["order_id"])
-    if entry.identity_trust == "unverified" or existing is None:
+    if existing is not None:
+        _pay_back(view, existing, refund)
         return
-    amount = payload.get("amount")
+    waiting = view.refunds_waiting.pop(payload["order_id"], [])
+    view.refunds_waiting[payload["order_id"]] = [*waiting, refund]
+    while len(view.refunds_waiting) > MAX_REFUNDS_WAITING:
+        del view.refunds_waiting[next(iter(view.refunds_waiting))]
+
+
+def _pay_back(view: ProfileView, existing: OrderSummary, refund: WaitingRefund) -> None:
+    """Take `refund` off the order (in its currency only: another is not comparable) and
+    move the order last, as updated."""
     currency = existing.total["currency"]
-    if amount is not None and amount["currency"] != currency:
+    if refund.amount is not None and refund.amount["currency"] != currency:
         return
     left = existing.kept_value()
-    paid = left if amount is None else min(left, Decimal(amount["amount"]))
+    paid = left if refund.amount is None else min(left, Decimal(refund.amount["amount"]))
     already = Decimal(existing.refunded["amount"]) if existing.refunded else Decimal(0)
     view._count_order(existing, -1)
     summary = existing.model_copy(
         update={
             "refunded": {"amount": str(already + paid), "currency": currency},
-            "returned_items": existing.returned_items
-            + sum(item["quantity"] for item in payload.get("items", [])),
-            "last_update": max(existing.last_update, entry.occurred_at),
+            "returned_items": existing.returned_items + refund.returned_items,
+            "last_update": max(existing.last_update, refund.at),
         }
     )
     view._count_order(summary, +1)
+    orders = view._order_index()
     del orders[summary.order_id]
     orders[summary.order_id] = summary
 
