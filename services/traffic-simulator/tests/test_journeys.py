@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,6 +62,23 @@ def test_a_journey_crosses_every_channel_and_is_signed() -> None:
     whatsapp = next(step for step in steps if step.channel == "whatsapp")
     verify_hex_signature(
         "secret", whatsapp.body, whatsapp.headers["X-Hub-Signature-256"], prefix="sha256="
+    )
+
+
+def test_a_returner_brings_back_what_the_barcelona_receipt_sold() -> None:
+    crowd = people(8, seed=1)
+    returner = next(p for p in crowd if p.returns_the_product)
+    keeper = next(p for p in crowd if not p.returns_the_product)
+
+    steps = journey(returner, SETTINGS, journey_start(returner))
+    receipt = json.loads(next(s.body for s in steps if s.url.endswith("/v1/receipts")))
+    [back] = [json.loads(s.body) for s in steps if s.url.endswith("/v1/returns")]
+
+    assert back["order_id"] == f"BCN-01:{receipt['receipt_id']}"
+    assert back["refund_total"] == receipt["total"]
+    assert back["occurred_at"] > receipt["occurred_at"]
+    assert not any(
+        s.url.endswith("/v1/returns") for s in journey(keeper, SETTINGS, journey_start(keeper))
     )
 
 

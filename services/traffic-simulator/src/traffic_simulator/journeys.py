@@ -99,6 +99,8 @@ def journey(
         steps.append(build.receipt(PROMOTION_RECEIPT_MINUTE, "promotion", offers.store_receipt))
     if offers.stale_receipt is not None:
         steps.append(build.receipt(STALE_RECEIPT_MINUTE, "stale", offers.stale_receipt))
+    if person.returns_the_product:
+        steps.append(build.store_return(36 * 60))
     steps.append(build.sms("Thanks, great service!"))
     return steps
 
@@ -336,15 +338,37 @@ class _Builder:
             "lines": [{"sku": sku, "name": product, "quantity": 1, "unit_price": price}],
             "total": price,
             "payment_method": "card",
-            "customer": {
-                "loyalty_id": self.person.loyalty_id,
-                "phone": self.person.phone,
-                "email": self.person.email,
-            },
+            "customer": self.till_customer(),
         }
+        return self._till("/v1/receipts", document)
+
+    def store_return(self, minutes: int) -> Step:
+        """The person's product, bought on the Barcelona receipt, brought back to Girona."""
+        sku, product, price = self.person.product
+        document = {
+            "store_id": "GRO-01",
+            "return_id": self.event_id("return"),
+            "occurred_at": self.at(minutes).isoformat(),
+            "currency": "EUR",
+            "order_id": f"BCN-01:{self.event_id('receipt')}",
+            "lines": [{"sku": sku, "name": product, "quantity": 1, "unit_price": price}],
+            "refund_total": price,
+            "reason": "changed their mind",
+            "customer": self.till_customer(),
+        }
+        return self._till("/v1/returns", document)
+
+    def till_customer(self) -> dict[str, str]:
+        return {
+            "loyalty_id": self.person.loyalty_id,
+            "phone": self.person.phone,
+            "email": self.person.email,
+        }
+
+    def _till(self, path: str, document: dict[str, Any]) -> Step:
         return Step(
             "store",
-            f"{self.settings.store_url}/v1/receipts",
+            f"{self.settings.store_url}{path}",
             json.dumps(document).encode(),
             {
                 "X-API-Key": self.settings.store_api_key.get_secret_value(),

@@ -46,6 +46,11 @@ class Person:
         return self.number % 5 == 0
 
     @property
+    def returns_the_product(self) -> bool:
+        """Brings the product bought in Barcelona back to another store the next day."""
+        return self.number % 4 == 2
+
+    @property
     def is_charged_a_stale_price(self) -> bool:
         """Is charged a SKU's old price at a till (`offers`)."""
         return self.number % 5 == 1
