@@ -26,9 +26,12 @@ from hilo.contract import (
     CallHappened,
     CallStatus,
     Direction,
+    Fulfilment,
     Identifiers,
     Interaction,
     MessageExchanged,
+    OrderRefunded,
+    SalesChannel,
     SurveyAnswered,
     SurveyMetric,
     new_interaction,
@@ -38,7 +41,7 @@ from hilo.kafka import Record, read_to_end
 from hilo.mongo import create_mongo_client
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually, read_topic
-from hilo.testkit.samples import MOVED_AT_MS, publish_entry_copies
+from hilo.testkit.samples import MOVED_AT_MS, publish_entry_copies, sample_payloads
 from hilo.testkit.serving import free_port, served
 from hilo.testkit.topic_limits import limit_record_size
 from hilo.topics import Topic, topic_name
@@ -185,6 +188,25 @@ async def test_measures_follow_the_journey_a_merge_and_a_replay(
     assert latest, "today's measures on journey.metrics"
     assert all(key.startswith("day:") for key in latest)
     assert all(Measures.model_validate(value).schema_version == 1 for value in latest.values())
+
+
+async def test_a_web_order_returned_in_a_store_is_a_refund_across_channels(
+    profile: RunningProfileService, settings: HiloSettings
+) -> None:
+    on_email = Identifiers(email=EMAIL)
+    online = {"sold_via": SalesChannel.ONLINE, "fulfilment": Fulfilment.DELIVERY, "store_id": None}
+    order = sample_payloads()["order"].model_copy(update={"order_id": "W-5", **online})
+    back = OrderRefunded(order_id="W-5", refunded_via=SalesChannel.STORE, store_id="BCN-01")
+    journey = [event(20, 0, "web", on_email, order), event(21, DAY, "store", on_email, back)]
+    await profile.publish(journey)
+    await profile.wait_for_entries(len(journey))
+
+    async with analytics(settings, "analytics-returns") as client:
+        measured = await measures_once(client, lambda m: m.entries == len(journey))
+
+    assert measured.attribution.orders == 1, "the refund is no second order"
+    assert (measured.returns.refunds, measured.returns.cross_channel) == (1, 1)
+    assert measured.returns.by_sale_and_refund_channel == {"web>store": 1}
 
 
 def page_view_entry(entry_id: str) -> dict[str, Any]:

@@ -41,6 +41,11 @@ Definitions (what the numbers mean):
   phone): web carts converted elsewhere / web carts. From the first entry, not the last: a
   cart can go on for ever, and a range's read reaches only `forward` past it, so a cart still
   being filled on day 5 and bought in store on day 9 did not convert.
+- A **refund** counts in the range it was paid back in. Its order's sale channel is the
+  channel of the customer's first entry of that `order_id` within the lookback before the
+  refund; a refund **crossed channels** when it was paid back on another one (an online order
+  returned in a store). A refund of an older order, or of one placed before Hilo, counts in
+  `refunds` and in no channel pair.
 - **Attribution** of each order to the customer's touches (contacts, views, carts, visits, other
   tracked actions: not an order, a refund, a delivery receipt, a sign-in, a consent or a
   survey answer) in the attribution window before it: first touch (all credit to the first),
@@ -180,6 +185,30 @@ class Attribution(_Part):
     linear: dict[str, float] = Field(default_factory=dict)
 
 
+class Returns(_Part):
+    refunds: int = Field(default=0, description="Refunds paid back in the range, each entry one.")
+    by_channel: dict[str, int] = Field(
+        default_factory=dict, description="Refunds by the channel that paid them back."
+    )
+    of_orders_seen: int = Field(
+        default=0,
+        description="Refunds whose order's first entry is in the lookback before them: the "
+        "ones whose sale channel is known.",
+    )
+    cross_channel: int = Field(
+        default=0,
+        description="Of those, paid back on another channel than the order was bought on (an "
+        "online order returned in a store).",
+    )
+    cross_channel_rate: float | None = Field(
+        default=None, description="cross_channel / of_orders_seen"
+    )
+    by_sale_and_refund_channel: dict[str, int] = Field(
+        default_factory=dict,
+        description="Of `of_orders_seen`, by `<sale channel>><refund channel>` (`web>store`).",
+    )
+
+
 class Measures(_Part):
     """The measures of one time range: the HTTP API's answer and a `journey.metrics` record."""
 
@@ -193,6 +222,7 @@ class Measures(_Part):
     satisfaction: Satisfaction
     cross_channel_conversion: Conversion
     attribution: Attribution
+    returns: Returns = Field(default_factory=Returns)
 
 
 def measures_json_schema() -> dict[str, Any]:
@@ -249,6 +279,7 @@ def measure(touches: Iterable[Touch], start: datetime, end: datetime, windows: W
         satisfaction=_satisfaction(journeys, start, end, windows),
         cross_channel_conversion=_conversion(journeys, bought, start, end, windows.conversion),
         attribution=_attribution(journeys, bought, start, end, windows.attribution),
+        returns=_returns(by_customer.values(), start, end, windows.lookback),
     )
 
 
@@ -506,6 +537,41 @@ def _conversion(
         converted_elsewhere=converted,
         rate=_ratio(converted, carts),
         by_order_channel=dict(sorted(by_channel.items())),
+    )
+
+
+def _returns(
+    journeys: Iterable[Sequence[Touch]], start: datetime, end: datetime, lookback: timedelta
+) -> Returns:
+    """Refunds in the range, and which of them were paid back on another channel than their
+    order was bought on: the order's first entry (of that customer and `order_id`) within
+    `lookback` before the refund, so every range reads it alike; an older order, or one
+    placed before Hilo, counts in `refunds` alone."""
+    refunds = seen = cross = 0
+    by_channel: Counter[str] = Counter()
+    pairs: Counter[str] = Counter()
+    for journey in journeys:
+        sold: dict[str, Touch] = {}
+        for touch in journey:
+            if touch.kind == "order" and touch.order_id is not None:
+                sold.setdefault(touch.order_id, touch)
+            if touch.kind != "refund" or not start <= touch.occurred_at < end:
+                continue
+            refunds += 1
+            by_channel[touch.channel] += 1
+            order = sold.get(touch.order_id or "")
+            if order is None or touch.occurred_at - order.occurred_at > lookback:
+                continue
+            seen += 1
+            cross += order.channel != touch.channel
+            pairs[f"{order.channel}>{touch.channel}"] += 1
+    return Returns(
+        refunds=refunds,
+        by_channel=dict(sorted(by_channel.items())),
+        of_orders_seen=seen,
+        cross_channel=cross,
+        cross_channel_rate=_ratio(cross, seen),
+        by_sale_and_refund_channel=dict(sorted(pairs.items())),
     )
 
 

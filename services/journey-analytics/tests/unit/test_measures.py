@@ -109,6 +109,32 @@ def test_a_refund_is_neither_an_order_nor_a_touch_of_the_next_one() -> None:
     assert attribution.last_touch == {"web": 2, "email": 1}
 
 
+def test_refunds_by_channel_and_those_that_crossed_channels() -> None:
+    """Bo's web order comes back to a store; Ana's store sale is refunded in the same store,
+    then part of it again online; a refund of an order older than the lookback (or never seen)
+    counts, with no sale channel; one outside the range does not count."""
+    old_order = WINDOWS.lookback + timedelta(days=1)
+    journey = [
+        Touch("b5", "bo", at(hours=3), "web", "order", order_id="W-1"),
+        Touch("a7", "ana", at(days=4), "store", "order", order_id="S-1"),
+        Touch("z1", "zoe", at(days=1) - old_order, "web", "order", order_id="W-9"),
+        Touch("r1", "bo", at(days=2), "store", "refund", order_id="W-1"),
+        Touch("r2", "ana", at(days=4, hours=2), "store", "refund", order_id="S-1"),
+        Touch("r3", "ana", at(days=6), "web", "refund", order_id="S-1"),
+        Touch("r4", "zoe", at(days=1), "web", "refund", order_id="W-9"),
+        Touch("r5", "zoe", at(days=2), "phone", "refund", order_id="NEVER-SEEN"),
+        Touch("r6", "bo", at(days=11), "store", "refund", order_id="W-1"),
+    ]
+
+    returns = measure(journey, at(hours=-1), at(days=10), WINDOWS).returns
+
+    assert returns.refunds == 5
+    assert returns.by_channel == {"phone": 1, "store": 2, "web": 2}
+    assert (returns.of_orders_seen, returns.cross_channel) == (3, 2)
+    assert returns.cross_channel_rate == round(2 / 3, 4)
+    assert returns.by_sale_and_refund_channel == {"store>store": 1, "store>web": 1, "web>store": 1}
+
+
 def test_an_order_without_touches_is_counted_and_unattributed() -> None:
     """A walk-in sale, and an order whose touches are older than the attribution window: both
     are orders, neither is credited to a channel, and the shares still add up."""
