@@ -302,6 +302,37 @@ async def test_an_end_of_day_row_names_the_online_cart_and_quote_it_finished(
     assert (event["payload"]["cart_id"], event["payload"]["quote_id"]) == ("cart-77", "q-1")
 
 
+async def test_an_end_of_day_file_carries_the_days_returns_beside_its_sales(
+    store: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """Rows naming `returns_order_id` make a return: its receipt id is the return's, its total
+    what was paid back, its lines what came back. One that is also a pickup is refused."""
+    header = f"{CSV_HEADER},returns_order_id,reason"
+    sale = "BCN-01,T1,R1,2026-11-23T10:00:00+01:00,EUR,SKU-1,Shoe,2,59.90,119.80,,,card,LOY-1,,,,,"
+    back = "BCN-01,T2,RET-1,2026-11-23T17:00:00+01:00,EUR,SKU-1,Shoe,1,59.90,59.90,,,,LOY-1,,,,"
+    both = "BCN-01,T2,RET-2,2026-11-23T18:00:00+01:00,EUR,SKU-1,Shoe,1,59.90,59.90,,,,LOY-1,,,,W-9"
+    body = "\n".join([header, sale, f"{back},BCN-01:R1,too big", f"{both},BCN-01:R1,"]).encode()
+
+    response = await store.post(
+        "/v1/receipts/upload", content=body, headers={"X-API-Key": KEY, "Content-Type": "text/csv"}
+    )
+
+    assert response.status_code == 207, response.text
+    [problem] = response.json()["rejected"]
+    assert (problem["receipt_id"], problem["errors"]) == (
+        "RET-2",
+        ["receipt RET-2 names both a pickup and a return"],
+    )
+    by_id = {e["id"]: e["payload"] for e in await published_interactions(settings, 2)}
+    refund = by_id[interaction_id("store", "return:BCN-01:RET-1")]
+    assert (refund["kind"], refund["order_id"], refund["reason"]) == (
+        "refund", "BCN-01:R1", "too big",
+    )  # fmt: skip
+    assert refund["amount"] == {"amount": "59.90", "currency": "EUR"}
+    assert [(i["sku"], i["quantity"]) for i in refund["items"]] == [("SKU-1", 1)]
+    assert by_id[interaction_id("store", "receipt:BCN-01:R1")]["kind"] == "order"
+
+
 async def test_unreadable_files_and_unauthenticated_requests_are_refused(
     store: httpx.AsyncClient, settings: HiloSettings
 ) -> None:

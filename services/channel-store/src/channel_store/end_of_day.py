@@ -17,8 +17,8 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from channel_store.receipts import CSV_COLUMNS, REQUIRED_CSV_COLUMNS, CsvRow, Receipt
-from channel_store.translate import customer_policy, from_receipt
+from channel_store.receipts import CSV_COLUMNS, REQUIRED_CSV_COLUMNS, CsvRow, Receipt, Return
+from channel_store.translate import customer_policy, from_receipt, from_return
 from hilo.channel import Rejected, validation_rejection
 from hilo.contract import DropInvalid, Interaction
 
@@ -67,8 +67,11 @@ def read_upload(body: bytes, received_at: datetime, instance: str) -> UploadRepo
             continue
         policy = customer_policy()
         try:
-            receipt = _receipt(store_id, receipt_id, rows, policy)
-            interaction = from_receipt(receipt, received_at, instance, policy.dropped)
+            document = _receipt(store_id, receipt_id, rows, policy)
+            if isinstance(document, Return):
+                interaction = from_return(document, received_at, instance, policy.dropped)
+            else:
+                interaction = from_receipt(document, received_at, instance, policy.dropped)
         except (ValidationError, ValueError) as exc:
             reason = (
                 validation_rejection(exc).detail if isinstance(exc, ValidationError) else str(exc)
@@ -117,10 +120,12 @@ def _reference(cell: str | None, limit: int) -> str | None:
 
 def _receipt(
     store_id: str, receipt_id: str, rows: list[tuple[int, CsvRow]], policy: DropInvalid
-) -> Receipt:
+) -> Receipt | Return:
     first = rows[0][1]
     if any(row.receipt_fields() != first.receipt_fields() for _, row in rows[1:]):
         raise ValueError(f"rows of receipt {receipt_id} disagree on its receipt fields")
+    if first.returns_order_id is not None:
+        return _return(store_id, receipt_id, first.returns_order_id, [r for _, r in rows], policy)
     return Receipt(
         store_id=store_id,
         till_id=first.till_id,
@@ -137,4 +142,25 @@ def _receipt(
         cart_id=first.cart_id,
         quote_id=first.quote_id,
         coupons=first.coupon_codes(),
+    )
+
+
+def _return(
+    store_id: str, return_id: str, order_id: str, rows: list[CsvRow], policy: DropInvalid
+) -> Return:
+    """A return's rows (`returns_order_id` set): the goods that came back and what was paid."""
+    first = rows[0]
+    if first.pickup_order_id is not None:
+        raise ValueError(f"receipt {return_id} names both a pickup and a return")
+    return Return(
+        store_id=store_id,
+        till_id=first.till_id,
+        return_id=return_id,
+        occurred_at=first.occurred_at,
+        currency=first.currency,
+        order_id=order_id,
+        lines=[row.line() for row in rows],
+        refund_total=first.receipt_total,
+        reason=first.reason,
+        customer=first.customer(policy),
     )

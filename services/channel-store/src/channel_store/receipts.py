@@ -224,6 +224,8 @@ CSV_COLUMNS = (
     "cart_id",
     "quote_id",
     "coupons",
+    "returns_order_id",
+    "reason",
 )
 """The end-of-day file: one row per receipt line; a receipt's rows repeat its receipt fields."""
 
@@ -267,6 +269,14 @@ class CsvRow(_Input):
     coupons: str | None = Field(
         default=None, max_length=2_100, description="The receipt's codes, separated by `;`."
     )
+    returns_order_id: Reference = Field(
+        default=None,
+        max_length=200,
+        description="Set on a return's rows: the order the goods came from (a `Return`'s "
+        "`order_id`); its `receipt_id` is then the return's id and `receipt_total` what was paid "
+        "back.",
+    )
+    reason: Reference = Field(default=None, max_length=500, description="A return's reason.")
 
     @field_validator("*", mode="before")
     @classmethod
@@ -310,4 +320,6 @@ class CsvRow(_Input):
             self.cart_id,
             self.quote_id,
             tuple(self.coupon_codes()),
+            self.returns_order_id,
+            self.reason,
         )
