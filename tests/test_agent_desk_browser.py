@@ -41,6 +41,7 @@ from hilo.contract import (
     MessageStatusChanged,
     Money,
     OrderPlaced,
+    OrderRefunded,
     SalesChannel,
     new_interaction,
 )
@@ -119,6 +120,23 @@ def history() -> list[Interaction]:
     ]
 
 
+def goodwill_refund() -> Interaction:
+    """The web shop paid 10 EUR back on the order, after the call, for the wait."""
+    refund = OrderRefunded(
+        order_id="WEB-7731",
+        refunded_via=SalesChannel.ONLINE,
+        amount=Money(amount=Decimal("10.00"), currency=ISO4217("EUR")),
+    )
+    return new_interaction(
+        channel="web",
+        instance="test",
+        provider_event_id="refund",
+        identifiers=Identifiers(email="ana.garcia@example.com"),
+        payload=refund,
+        occurred_at=datetime.now(UTC) - timedelta(minutes=5),
+    )
+
+
 @pytest.fixture
 async def page() -> AsyncIterator[Page]:
     async with async_playwright() as playwright:
@@ -135,7 +153,12 @@ async def test_an_agent_follows_the_customer_live_and_answers_by_sms(
     async with desk_stack(settings) as stack:
         await stack.profile.publish(history())
         await stack.profile.wait_for_entries(2)
+        await stack.profile.publish([goodwill_refund()])
+        await stack.profile.wait_for_entries(3)
         await sign_in_and_find(page, stack.desk_url)
+        orders = page.locator("#orders")
+        await expect(orders).to_contain_text("lifetime value 49.90 EUR")
+        await expect(orders.locator(".refunded")).to_have_text("10.00 EUR refunded")
         await watch_whatsapp_arrive(page, stack)
         await reply_by_sms(page)
         offers = page.locator("#offers")
