@@ -321,7 +321,7 @@ async def test_an_end_of_day_file_carries_the_days_returns_beside_its_sales(
     [problem] = response.json()["rejected"]
     assert (problem["receipt_id"], problem["errors"]) == (
         "RET-2",
-        ["receipt RET-2 names both a pickup and a return"],
+        ["return RET-2 fills what only a sale takes: pickup_order_id"],
     )
     by_id = {e["id"]: e["payload"] for e in await published_interactions(settings, 2)}
     refund = by_id[interaction_id("store", "return:BCN-01:RET-1")]
@@ -331,6 +331,47 @@ async def test_an_end_of_day_file_carries_the_days_returns_beside_its_sales(
     assert refund["amount"] == {"amount": "59.90", "currency": "EUR"}
     assert [(i["sku"], i["quantity"]) for i in refund["items"]] == [("SKU-1", 1)]
     assert by_id[interaction_id("store", "receipt:BCN-01:R1")]["kind"] == "order"
+
+
+async def test_a_return_row_keyed_as_a_sale_or_a_sale_with_a_reason_is_rejected(
+    store: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """A reason with no `returns_order_id` is a return keyed without its order: published as a
+    sale it would add to what the customer spent."""
+    header = f"{CSV_HEADER},returns_order_id,reason"
+    row = "BCN-01,T2,RET-3,2026-11-23T17:00:00+01:00,EUR,SKU-1,Shoe,1,59.90,59.90,,,{pay},LOY-1,,,,"
+    body = "\n".join(
+        [header, row.format(pay="card") + ",BCN-01:R1,", row.format(pay="") + ", ,too big"]
+    ).encode()
+
+    response = await store.post(
+        "/v1/receipts/upload", content=body, headers={"X-API-Key": KEY, "Content-Type": "text/csv"}
+    )
+
+    assert response.status_code == 422, response.text
+    assert [p["errors"] for p in response.json()["rejected"]] == [
+        ["rows of receipt RET-3 disagree on its receipt fields"],
+        ["rows of receipt RET-3 disagree on its receipt fields"],
+    ]
+    single = "\n".join([header, row.format(pay="") + ", ,too big"]).encode()
+    alone = await store.post(
+        "/v1/receipts/upload",
+        content=single,
+        headers={"X-API-Key": KEY, "Content-Type": "text/csv"},
+    )
+    paid_by_card = "\n".join([header, row.format(pay="card") + ",BCN-01:R1,"]).encode()
+    keyed_as_sale = await store.post(
+        "/v1/receipts/upload",
+        content=paid_by_card,
+        headers={"X-API-Key": KEY, "Content-Type": "text/csv"},
+    )
+    assert alone.json()["rejected"][0]["errors"] == [
+        "receipt RET-3 gives a reason but no returns_order_id"
+    ]
+    assert keyed_as_sale.json()["rejected"][0]["errors"] == [
+        "return RET-3 fills what only a sale takes: payment_method"
+    ]
+    assert await published_interactions(settings, 0) == []
 
 
 async def test_unreadable_files_and_unauthenticated_requests_are_refused(

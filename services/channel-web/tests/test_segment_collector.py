@@ -862,10 +862,13 @@ async def test_a_cancellation_or_a_refund_is_typed_only_from_a_server_side_key(
     part: dict[str, Any] = {"order_id": "W-1001", "currency": "EUR", "reason": "damaged"}
     part["products"] = [{"sku": "SKU-2", "quantity": 2, "price": 4.5}]
     unpriced = {"order_id": "W-1001", "products": [{"sku": "SKU-2"}]}
+    outgoing: dict[str, Any] = {"order_id": "W-1001", "currency": "EUR"}
+    outgoing["products"] = [{"sku": "SKU-2", "quantity": -2, "price": "-4.50"}]
     calls = [
         ({"event": "Order Refunded", "messageId": "refund-1"}, server_auth, order),
         ({"event": "Order Refunded", "messageId": "refund-2"}, server_auth, {"order_id": "W-2"}),
         ({"event": "Order Refunded", "messageId": "refund-6"}, server_auth, {**part, "total": -9}),
+        ({"event": "Order Refunded", "messageId": "refund-7"}, server_auth, outgoing),
         ({"event": "Order Refunded", "messageId": "refund-3"}, server_auth, part),
         ({"event": "Order Refunded", "messageId": "refund-4"}, server_auth, unpriced),
         ({"event": "Order Refunded", "messageId": "refund-5"}, AUTH, order),
@@ -908,6 +911,9 @@ async def test_a_cancellation_or_a_refund_is_typed_only_from_a_server_side_key(
     assert (forged_refund["kind"], forged_refund["name"]) == ("custom", "Order Refunded")
     negative = by_id[interaction_id("web", "refund-6")]
     assert negative["amount"] == {"amount": "9", "currency": "EUR"}, "revenue going out"
+    out = by_id[interaction_id("web", "refund-7")]
+    assert out["amount"] == {"amount": "9.00", "currency": "EUR"}, "2 x 4.50, all negative"
+    assert [(i["quantity"], i["unit_price"]["amount"]) for i in out["items"]] == [(2, "4.50")]
     assert (cancelled["kind"], cancelled["status"], cancelled["order_id"]) == (
         "order", "cancelled", "W-1001",
     )  # fmt: skip

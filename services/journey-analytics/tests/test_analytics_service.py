@@ -206,7 +206,7 @@ async def test_a_web_order_returned_in_a_store_is_a_refund_across_channels(
 
     assert measured.attribution.orders == 1, "the refund is no second order"
     assert (measured.returns.refunds, measured.returns.cross_channel) == (1, 1)
-    assert measured.returns.by_sale_and_refund_channel == {"web>store": 1}
+    assert measured.returns.by_sale_and_refund_channel == {"online>store": 1}
 
 
 def page_view_entry(entry_id: str) -> dict[str, Any]:

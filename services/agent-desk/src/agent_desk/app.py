@@ -128,6 +128,7 @@ FILTER_TYPES = [
     "message",
     "call",
     "order",
+    "refund",
     "cart",
     "page_view",
     "store_visit",

@@ -126,6 +126,8 @@ def _receipt(
         raise ValueError(f"rows of receipt {receipt_id} disagree on its receipt fields")
     if first.returns_order_id is not None:
         return _return(store_id, receipt_id, first.returns_order_id, [r for _, r in rows], policy)
+    if first.reason is not None:
+        raise ValueError(f"receipt {receipt_id} gives a reason but no returns_order_id")
     return Receipt(
         store_id=store_id,
         till_id=first.till_id,
@@ -145,13 +147,27 @@ def _receipt(
     )
 
 
+SALE_ONLY = (
+    "pickup_order_id",
+    "tax",
+    "discount",
+    "payment_method",
+    "cart_id",
+    "quote_id",
+    "coupons",
+)
+"""Columns a return's rows leave blank: filled, they say the row was keyed as a sale."""
+
+
 def _return(
     store_id: str, return_id: str, order_id: str, rows: list[CsvRow], policy: DropInvalid
 ) -> Return:
     """A return's rows (`returns_order_id` set): the goods that came back and what was paid."""
     first = rows[0]
-    if first.pickup_order_id is not None:
-        raise ValueError(f"receipt {return_id} names both a pickup and a return")
+    sale_only = [name for name in SALE_ONLY if getattr(first, name)]
+    if sale_only:
+        names = ", ".join(sale_only)
+        raise ValueError(f"return {return_id} fills what only a sale takes: {names}")
     return Return(
         store_id=store_id,
         till_id=first.till_id,

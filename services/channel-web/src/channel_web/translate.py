@@ -289,7 +289,7 @@ def _order_refunded(properties: Mapping[str, Any]) -> OrderRefunded:
     """Segment's `Order Refunded`: a whole order by its `order_id` alone, or part of one with
     the `products` that came back and the `total` paid back (else what their prices add up to;
     a line with no price then keeps the event custom, as no amount can be told)."""
-    items = _lines(properties)
+    items = _lines(_returned(properties))
     amount = _money(_paid_back(_first(properties, "total", "revenue", "value")), properties)
     if amount is None and items:
         amount = _priced(items)
@@ -302,12 +302,31 @@ def _order_refunded(properties: Mapping[str, Any]) -> OrderRefunded:
     )
 
 
+def _returned(properties: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A refund's products as they came back: a shop that sends the refund as revenue going
+    out writes their prices and quantities negative too."""
+    products = properties.get("products")
+    if not isinstance(products, list):
+        return properties
+    back = [
+        {**p, "price": _paid_back(p.get("price")), "quantity": _paid_back(p.get("quantity"))}
+        if isinstance(p, dict)
+        else p
+        for p in products
+    ]
+    return {**properties, "products": back}
+
+
 def _paid_back(value: Any) -> Any:
-    """A refund's amount as paid back: many shops send it negative (`total: -30`, revenue
-    going out), which is the same 30 paid back."""
-    if isinstance(value, int | float | str) and not isinstance(value, bool):
+    """An amount or a count as paid back: many shops send a refund negative (`total: -30`,
+    revenue going out), which is the same 30 paid back. Anything else is left for validation."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return abs(value)
+    if isinstance(value, str):
         try:
-            return abs(Decimal(str(value)))
+            return str(abs(Decimal(value)))
         except ArithmeticError:
             return value
     return value

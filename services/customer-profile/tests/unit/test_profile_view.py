@@ -11,10 +11,10 @@ from pydantic_extra_types.currency_code import ISO4217
 
 from customer_profile.domain.journey import JourneyEntry, new_entry
 from customer_profile.domain.profile import (
-    MAX_REFUNDS_WAITING,
     MAX_TRAIT_TEXT,
     MAX_TRAITS,
     RECENT_ORDERS,
+    REFUND_SKEW,
     UNVERIFIED_TRAITS,
     ProfileView,
     derive_view,
@@ -402,14 +402,21 @@ def test_a_refund_changes_nothing_unverified_in_another_currency_or_of_an_order_
     assert view.event_count == 4, "every refund is still in the journey"
 
 
-def test_a_refund_dated_before_its_order_waits_for_it() -> None:
+def test_a_refund_dated_before_its_order_waits_for_it_a_day() -> None:
     """A till whose clock is behind the web shop's: the return is dated minutes before the
     order it returns. Folded event by event or derived whole, it comes off once the order
-    comes; refunds of orders never seen wait, at most MAX_REFUNDS_WAITING orders' worth."""
+    comes; one dated more than a day before its order (or of one never seen) is let go."""
     order = sample_payloads()["order"]
-    never = [refund(n, f"PRE-HILO-{n}") for n in range(MAX_REFUNDS_WAITING)]
-    early = [refund(30, paid="20.00", goods=1), refund(31, paid=None)]
-    entries = [*never, *early, entry(40, "order", payload=order)]
+    other = order.model_copy(update={"order_id": "ORD-2"})
+    minutes_in_a_day = int(REFUND_SKEW.total_seconds() // 60)
+    entries = [
+        refund(0, "ORD-2", paid="5.00"),
+        refund(10, paid="20.00", goods=1),
+        refund(11, "PRE-HILO"),
+        refund(12, paid=None),
+        entry(40, "order", payload=order),
+        entry(minutes_in_a_day + 20, "order", payload=other),
+    ]
 
     view = ProfileView()
     for e in entries:
@@ -417,12 +424,53 @@ def test_a_refund_dated_before_its_order_waits_for_it() -> None:
         view.finish()
 
     assert view.model_dump() == derive_view(entries, WINDOW).model_dump()
-    assert view.orders[0].refunded == {"amount": "59.90", "currency": "EUR"}
-    assert view.orders[0].returned_items == 1
-    assert view.lifetime_value == {}
-    assert "ORD-1001" not in view.refunds_waiting
-    waiting = [f"PRE-HILO-{n}" for n in range(1, MAX_REFUNDS_WAITING)]
-    assert list(view.refunds_waiting) == waiting, "the oldest let go for ORD-1001's"
+    by_id = {o.order_id: o for o in view.orders}
+    assert by_id["ORD-1001"].refunded == {"amount": "59.90", "currency": "EUR"}
+    assert by_id["ORD-1001"].returned_items == 1
+    assert by_id["ORD-2"].refunded is None, "dated more than a day before its order"
+    assert view.lifetime_value == {"EUR": "59.90"}
+    assert view.refunds_waiting == [], "PRE-HILO's let go a day after it"
+
+
+def test_a_recalled_order_takes_back_the_refunds_its_view_took_off_it_and_no_others() -> None:
+    """A house account: refunds dated before their orders, one within a day and one long
+    before; many orders later the first order is cancelled, and recalled from the journey it
+    counts as the view counted it."""
+    order = sample_payloads()["order"]
+    entries = [
+        refund(0, "O-FIRST", paid="20.00"),
+        refund(1, "O-FIRST", paid="7.00").model_copy(
+            update={"occurred_at": T0 - timedelta(days=3)}
+        ),
+        entry(30, "order", payload=order.model_copy(update={"order_id": "O-FIRST"})),
+        *(
+            entry(n, "order", payload=order.model_copy(update={"order_id": f"O-{n}"}))
+            for n in range(100, 100 + RECENT_ORDERS + 5)
+        ),
+        entry(
+            500,
+            "order",
+            payload=order.model_copy(
+                update={"order_id": "O-FIRST", "status": OrderStatus.COMPLETED}
+            ),
+        ),
+        refund(501, "O-FIRST", paid=None),
+    ]
+    entries.sort(key=JourneyEntry.sort_key)
+    view = ProfileView()
+    recalls = 0
+    for n, e in enumerate(entries):
+        if forgotten := view.unknown_orders([e]) & {x.payload["order_id"] for x in entries[:n]}:
+            view.recall_orders(x for x in entries[:n] if x.payload["order_id"] in forgotten)
+            recalls += 1
+        view.apply(e, WINDOW)
+        view.finish()
+
+    assert recalls == 1
+    assert view.model_dump() == derive_view(entries, WINDOW).model_dump()
+    first = next(o for o in view.orders if o.order_id == "O-FIRST")
+    assert first.refunded == {"amount": "59.90", "currency": "EUR"}, "20.00, then the rest"
+    assert view.lifetime_value == {"EUR": str((RECENT_ORDERS + 5) * Decimal("59.90"))}
 
 
 def test_a_later_state_of_a_refunded_order_keeps_what_was_paid_back() -> None:

@@ -41,11 +41,11 @@ Definitions (what the numbers mean):
   phone): web carts converted elsewhere / web carts. From the first entry, not the last: a
   cart can go on for ever, and a range's read reaches only `forward` past it, so a cart still
   being filled on day 5 and bought in store on day 9 did not convert.
-- A **refund** counts in the range it was paid back in. Its order's sale channel is the
-  channel of the customer's first entry of that `order_id` within the lookback before the
-  refund; a refund **crossed channels** when it was paid back on another one (an online order
-  returned in a store). A refund of an older order, or of one placed before Hilo, counts in
-  `refunds` and in no channel pair.
+- A **refund** counts in the range it was paid back in. Its order's sales channel (`sold_via`:
+  online, store, phone) is that of the customer's latest entry of that `order_id` before the
+  refund, if within the lookback of it; a refund **crossed channels** when it was paid back
+  through another one (`refunded_via`: an online order returned in a store). A refund of an
+  older order, or of one placed before Hilo, counts in `refunds` and in no channel pair.
 - **Attribution** of each order to the customer's touches (contacts, views, carts, visits, other
   tracked actions: not an order, a refund, a delivery receipt, a sign-in, a consent or a
   survey answer) in the attribution window before it: first touch (all credit to the first),
@@ -105,6 +105,8 @@ class Touch:
     about_channel: str | None = None
     order_id: str | None = None
     status: str | None = None
+    sales_channel: str | None = None
+    """An order's `sold_via`, a refund's `refunded_via`: online, store or phone."""
     call_id: str | None = None
     """A call's id at its provider: Twilio's status callback and the contact centre's outcome
     of one call are two entries, one contact."""
@@ -137,6 +139,7 @@ def touch_of(entry: dict[str, Any]) -> Touch:
         about_channel=payload.get("about_channel"),
         order_id=payload.get("order_id"),
         status=payload.get("status"),
+        sales_channel=payload.get("sold_via") or payload.get("refunded_via"),
         call_id=payload.get("provider_call_id") if entry["type"] == "call" else None,
     )
 
@@ -192,20 +195,20 @@ class Returns(_Part):
     )
     of_orders_seen: int = Field(
         default=0,
-        description="Refunds whose order's first entry is in the lookback before them: the "
-        "ones whose sale channel is known.",
+        description="Refunds whose order has an entry in the lookback before them: the ones "
+        "whose sales channel is known.",
     )
     cross_channel: int = Field(
         default=0,
-        description="Of those, paid back on another channel than the order was bought on (an "
-        "online order returned in a store).",
+        description="Of those, paid back through another sales channel (online, store, phone) "
+        "than the order was sold through: an online order returned in a store.",
     )
     cross_channel_rate: float | None = Field(
         default=None, description="cross_channel / of_orders_seen"
     )
     by_sale_and_refund_channel: dict[str, int] = Field(
         default_factory=dict,
-        description="Of `of_orders_seen`, by `<sale channel>><refund channel>` (`web>store`).",
+        description="Of `of_orders_seen`, by `<sold via>><refunded via>` (`online>store`).",
     )
 
 
@@ -543,28 +546,32 @@ def _conversion(
 def _returns(
     journeys: Iterable[Sequence[Touch]], start: datetime, end: datetime, lookback: timedelta
 ) -> Returns:
-    """Refunds in the range, and which of them were paid back on another channel than their
-    order was bought on: the order's first entry (of that customer and `order_id`) within
-    `lookback` before the refund, so every range reads it alike; an older order, or one
-    placed before Hilo, counts in `refunds` alone."""
+    """Refunds in the range, and which of them were paid back through another sales channel
+    than their order was sold through. The order's sales channel is its latest entry's (of
+    that customer and `order_id`; a click-and-collect pickup says `online` too) before the
+    refund, that entry within `lookback` of it: so every range that counts the refund reads
+    the same entry. A refund of an older order, or of one placed before Hilo, counts in
+    `refunds` alone."""
     refunds = seen = cross = 0
     by_channel: Counter[str] = Counter()
     pairs: Counter[str] = Counter()
     for journey in journeys:
-        sold: dict[str, Touch] = {}
+        latest: dict[str, Touch] = {}
         for touch in journey:
             if touch.kind == "order" and touch.order_id is not None:
-                sold.setdefault(touch.order_id, touch)
+                latest[touch.order_id] = touch
             if touch.kind != "refund" or not start <= touch.occurred_at < end:
                 continue
             refunds += 1
             by_channel[touch.channel] += 1
-            order = sold.get(touch.order_id or "")
+            order = latest.get(touch.order_id or "")
             if order is None or touch.occurred_at - order.occurred_at > lookback:
                 continue
+            if order.sales_channel is None or touch.sales_channel is None:
+                continue
             seen += 1
-            cross += order.channel != touch.channel
-            pairs[f"{order.channel}>{touch.channel}"] += 1
+            cross += order.sales_channel != touch.sales_channel
+            pairs[f"{order.sales_channel}>{touch.sales_channel}"] += 1
     return Returns(
         refunds=refunds,
         by_channel=dict(sorted(by_channel.items())),

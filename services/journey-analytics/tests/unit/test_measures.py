@@ -99,7 +99,7 @@ def test_a_refund_is_neither_an_order_nor_a_touch_of_the_next_one() -> None:
     the refund is no new order, and her last touch before the web order is still her email."""
     journey = [
         *JOURNEY,
-        Touch("a9", "ana", at(days=5, hours=1), "store", "refund", order_id="a7"),
+        refund("a9", "ana", at(days=5, hours=1), "store", "a7", "store"),
         Touch("a10", "ana", at(days=5, hours=2), "web", "order", order_id="o2"),
     ]
 
@@ -109,30 +109,69 @@ def test_a_refund_is_neither_an_order_nor_a_touch_of_the_next_one() -> None:
     assert attribution.last_touch == {"web": 2, "email": 1}
 
 
+def sale(id_: str, who: str, when: datetime, channel: str, order: str, via: str) -> Touch:
+    return Touch(id_, who, when, channel, "order", order_id=order, sales_channel=via)
+
+
+def refund(id_: str, who: str, when: datetime, channel: str, order: str, via: str) -> Touch:
+    return Touch(id_, who, when, channel, "refund", order_id=order, sales_channel=via)
+
+
 def test_refunds_by_channel_and_those_that_crossed_channels() -> None:
     """Bo's web order comes back to a store; Ana's store sale is refunded in the same store,
-    then part of it again online; a refund of an order older than the lookback (or never seen)
-    counts, with no sale channel; one outside the range does not count."""
+    then part of it again online; Cy's click-and-collect order, picked up in store, comes back
+    to the store; a refund of an order older than the lookback (or never seen) counts, with no
+    sales channel; one outside the range does not count."""
     old_order = WINDOWS.lookback + timedelta(days=1)
     journey = [
-        Touch("b5", "bo", at(hours=3), "web", "order", order_id="W-1"),
-        Touch("a7", "ana", at(days=4), "store", "order", order_id="S-1"),
-        Touch("z1", "zoe", at(days=1) - old_order, "web", "order", order_id="W-9"),
-        Touch("r1", "bo", at(days=2), "store", "refund", order_id="W-1"),
-        Touch("r2", "ana", at(days=4, hours=2), "store", "refund", order_id="S-1"),
-        Touch("r3", "ana", at(days=6), "web", "refund", order_id="S-1"),
-        Touch("r4", "zoe", at(days=1), "web", "refund", order_id="W-9"),
-        Touch("r5", "zoe", at(days=2), "phone", "refund", order_id="NEVER-SEEN"),
-        Touch("r6", "bo", at(days=11), "store", "refund", order_id="W-1"),
+        sale("b5", "bo", at(hours=3), "web", "W-1", "online"),
+        sale("a7", "ana", at(days=4), "store", "S-1", "store"),
+        sale("c1", "cy", at(days=1), "web", "W-3", "online"),
+        sale("c2", "cy", at(days=2), "store", "W-3", "online"),
+        sale("z1", "zoe", at(days=1) - old_order, "web", "W-9", "online"),
+        refund("r1", "bo", at(days=2), "store", "W-1", "store"),
+        refund("r2", "ana", at(days=4, hours=2), "store", "S-1", "store"),
+        refund("r3", "ana", at(days=6), "web", "S-1", "online"),
+        refund("r4", "zoe", at(days=1), "web", "W-9", "online"),
+        refund("r5", "zoe", at(days=2), "voice", "NEVER-SEEN", "phone"),
+        refund("r6", "bo", at(days=11), "store", "W-1", "store"),
+        refund("r7", "cy", at(days=3), "store", "W-3", "store"),
     ]
 
     returns = measure(journey, at(hours=-1), at(days=10), WINDOWS).returns
 
-    assert returns.refunds == 5
-    assert returns.by_channel == {"phone": 1, "store": 2, "web": 2}
-    assert (returns.of_orders_seen, returns.cross_channel) == (3, 2)
-    assert returns.cross_channel_rate == round(2 / 3, 4)
-    assert returns.by_sale_and_refund_channel == {"store>store": 1, "store>web": 1, "web>store": 1}
+    assert returns.refunds == 6
+    assert returns.by_channel == {"store": 3, "voice": 1, "web": 2}
+    assert (returns.of_orders_seen, returns.cross_channel) == (4, 3)
+    assert returns.cross_channel_rate == 0.75
+    assert returns.by_sale_and_refund_channel == {
+        "online>store": 2, "store>online": 1, "store>store": 1,
+    }  # fmt: skip
+
+
+def test_refunds_read_by_day_add_up_to_the_week() -> None:
+    """A click-and-collect order sold online on day 0, picked up in store on day 20, returned
+    in store on day 35 and again on day 52: each day reads only its reach, as the service
+    does, and finds the same order entry as the week around it."""
+    journey = [
+        sale("o", "ray", at(), "web", "W-1", "online"),
+        sale("p", "ray", at(days=20), "store", "W-1", "online"),
+        refund("r1", "ray", at(days=35), "store", "W-1", "store"),
+        refund("r2", "ray", at(days=52), "store", "W-1", "store"),
+    ]
+
+    def read(start: datetime, end: datetime) -> tuple[int, int, int]:
+        first, last = WINDOWS.reach(start, end)
+        seen = [t for t in journey if first <= t.occurred_at < last]
+        returns = measure(seen, start, end, WINDOWS).returns
+        return returns.refunds, returns.of_orders_seen, returns.cross_channel
+
+    for week_start in (29, 50):
+        week = read(at(days=week_start), at(days=week_start + 7))
+        days = [read(at(days=d), at(days=d + 1)) for d in range(week_start, week_start + 7)]
+        assert week == tuple(sum(day[i] for day in days) for i in range(3))
+    assert read(at(days=29), at(days=36)) == (1, 1, 1), "the pickup's entry: sold online"
+    assert read(at(days=50), at(days=57)) == (1, 0, 0), "no entry of it in the 30 days before"
 
 
 def test_an_order_without_touches_is_counted_and_unattributed() -> None:

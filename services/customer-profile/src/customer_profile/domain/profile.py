@@ -28,8 +28,14 @@ MAX_TRAITS = 200
 UNVERIFIED_TRAITS = 100
 """Trait names an unverified event may bring a view up to."""
 MAX_TRAIT_TEXT = 1_000
-MAX_REFUNDS_WAITING = 20
-"""Orders whose refunds a view keeps until the order comes (`ProfileView.refunds_waiting`)."""
+REFUND_SKEW = timedelta(hours=24)
+"""How long before its order a refund may be dated and still be taken off it (a till's clock
+behind the web shop's, or in the wrong time zone): it waits that long for the order. Decided by
+the two dates alone, so a view folded event by event, one derived whole and an order recalled
+from the journey all agree."""
+MAX_REFUNDS_WAITING = 100
+"""A bound on `ProfileView.refunds_waiting` however many refunds one day brings (the oldest
+go first)."""
 CONVERSATION_KINDS = frozenset({"message", "call"})
 CLOSED_ORDER_STATUSES = frozenset({"cancelled", "refunded"})
 ORDER_KINDS = frozenset({"order", "refund"})
@@ -104,8 +110,8 @@ class OrderSummary(BaseModel):
     )
     refunded: dict[str, Any] | None = Field(
         default=None,
-        description="What was paid back on it so far, in its currency, never more than its "
-        "total; lifetime value counts the rest. Absent: nothing.",
+        description="What was paid back on it so far, in its currency; the lifetime value "
+        "counts its total less this, never below nothing. Absent: nothing.",
     )
     returned_items: int = Field(default=0, description="Items that came back (returns).")
 
@@ -121,6 +127,7 @@ class OrderSummary(BaseModel):
 class WaitingRefund(BaseModel):
     """A refund of an order the view has not seen yet."""
 
+    order_id: str
     amount: dict[str, Any] | None = Field(description="None: the whole order.")
     returned_items: int = 0
     at: datetime
@@ -163,11 +170,11 @@ class ProfileView(BaseModel):
     cart: CartState | None = None
     surveys: dict[str, SurveyResult] = Field(default_factory=dict)
     recent_interactions: list[MessagePreview] = Field(default_factory=list)
-    refunds_waiting: dict[str, list[WaitingRefund]] = Field(
-        default_factory=dict,
-        description=f"Refunds of orders not seen yet, by order id (a till whose clock is behind "
-        f"the web shop's): taken off the order when it comes. At most {MAX_REFUNDS_WAITING} "
-        "orders, the oldest let go; one of an order placed before Hilo waits for good.",
+    refunds_waiting: list[WaitingRefund] = Field(
+        default_factory=list,
+        description="Refunds of orders not seen yet (a till whose clock is behind the web "
+        "shop's dates a return before its order): taken off the order if it comes within a day "
+        "of the refund's date, let go after that (one of an order placed before Hilo).",
     )
     last_inbound: dict[str, datetime] = Field(
         default_factory=dict,
@@ -266,10 +273,11 @@ class ProfileView(BaseModel):
         if self.order_count <= len(self.orders):
             return set()
         kept = {order.order_id for order in self.orders}
+        kept |= {refund.order_id for refund in self.refunds_waiting}  # never folded: not forgotten
         return {
             str(entry.payload["order_id"])
             for entry in entries
-            if entry.type in ORDER_KINDS and entry.payload["order_id"] not in kept
+            if _may_change_an_order(entry) and entry.payload["order_id"] not in kept
         }
 
     def recall_orders(self, entries: Iterable[JourneyEntry]) -> None:
@@ -426,10 +434,14 @@ def _order(view: ProfileView, entry: JourneyEntry) -> None:
     view._count_order(summary, +1)
     orders[summary.order_id] = summary
     if existing is None:
-        for refund in view.refunds_waiting.pop(summary.order_id, []):
-            _pay_back(view, orders[summary.order_id], refund)
+        _pay_back_waiting(view, summary.order_id, entry.occurred_at)
     if existing is None and view.cart is not None:
         view.cart = _after_purchase(view.cart, payload)
+
+
+def _may_change_an_order(entry: JourneyEntry) -> bool:
+    """An order's state, or a verified refund (an unverified one changes nothing: `_refund`)."""
+    return entry.type == "order" or (entry.type == "refund" and entry.identity_trust == "verified")
 
 
 def _refund(view: ProfileView, entry: JourneyEntry) -> None:
@@ -441,19 +453,31 @@ def _refund(view: ProfileView, entry: JourneyEntry) -> None:
         return
     payload = entry.payload
     refund = WaitingRefund(
+        order_id=payload["order_id"],
         amount=payload.get("amount"),
         returned_items=sum(item["quantity"] for item in payload.get("items", [])),
         at=entry.occurred_at,
     )
-    orders = view._order_index()
-    existing = orders.get(payload["order_id"])
+    existing = view._order_index().get(refund.order_id)
     if existing is not None:
         _pay_back(view, existing, refund)
         return
-    waiting = view.refunds_waiting.pop(payload["order_id"], [])
-    view.refunds_waiting[payload["order_id"]] = [*waiting, refund]
-    while len(view.refunds_waiting) > MAX_REFUNDS_WAITING:
-        del view.refunds_waiting[next(iter(view.refunds_waiting))]
+    waiting = [*_still_waiting(view.refunds_waiting, entry.occurred_at), refund]
+    view.refunds_waiting = waiting[-MAX_REFUNDS_WAITING:]
+
+
+def _still_waiting(refunds: list[WaitingRefund], now: datetime) -> list[WaitingRefund]:
+    return [refund for refund in refunds if now - refund.at <= REFUND_SKEW]
+
+
+def _pay_back_waiting(view: ProfileView, order_id: str, placed_at: datetime) -> None:
+    """Take off a new order the refunds that waited for it, dated at most `REFUND_SKEW` before
+    it; let go of those dated earlier than that, of any order."""
+    waiting = _still_waiting(view.refunds_waiting, placed_at)
+    view.refunds_waiting = [refund for refund in waiting if refund.order_id != order_id]
+    for refund in waiting:
+        if refund.order_id == order_id:
+            _pay_back(view, view._order_index()[order_id], refund)
 
 
 def _pay_back(view: ProfileView, existing: OrderSummary, refund: WaitingRefund) -> None:
