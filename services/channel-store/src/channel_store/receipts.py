@@ -69,6 +69,10 @@ def _without_blanks(value: object) -> object:
     return known or None
 
 
+TillCustomer = Annotated[Identifiers | None, BeforeValidator(_without_blanks)]
+"""The customer of a sale or a return, blanks absent (`_without_blanks`)."""
+
+
 class ReceiptLine(_Input):
     sku: str = Field(min_length=1, max_length=100)
     name: str | None = Field(default=None, max_length=300)
@@ -90,7 +94,7 @@ class Receipt(_Input):
     tax: Amount | None = None
     discount: Amount | None = None
     payment_method: Reference = Field(default=None, max_length=100, examples=["card"])
-    customer: Identifiers | None = Field(
+    customer: TillCustomer = Field(
         default=None, description="Loyalty card, customer number, email or phone, as known."
     )
     pickup_order_id: Reference = Field(
@@ -108,11 +112,6 @@ class Receipt(_Input):
         description="Codes the customer presented (a coupon, a printed campaign's code); null "
         "and blanks are none.",
     )
-
-    @field_validator("customer", mode="before")
-    @classmethod
-    def _walk_in(cls, value: object) -> object:
-        return _without_blanks(value)
 
     @model_validator(mode="after")
     def _order_id_fits(self) -> Receipt:
@@ -158,16 +157,11 @@ class Return(_Input):
     )
     refund_total: Amount = Field(description="What the till paid back.")
     reason: Reference = Field(default=None, max_length=500, examples=["too small"])
-    customer: Identifiers | None = Field(
+    customer: TillCustomer = Field(
         default=None,
         description="The customer of the sale, as the till knows them (the original receipt's "
         "loyalty card, say).",
     )
-
-    @field_validator("customer", mode="before")
-    @classmethod
-    def _walk_in(cls, value: object) -> object:
-        return _without_blanks(value)
 
     @model_validator(mode="after")
     def _something_came_back(self) -> Return:
