@@ -159,12 +159,18 @@ SALE_ONLY = (
 """Columns a return's rows leave blank: filled, they say the row was keyed as a sale."""
 
 
+def _sale_only(row: CsvRow) -> list[str]:
+    """The sale-only columns a row fills (a `coupons` cell of separators alone fills none)."""
+    filled = [name for name in SALE_ONLY if name != "coupons" and getattr(row, name) is not None]
+    return filled + (["coupons"] if row.coupon_codes() else [])
+
+
 def _return(
     store_id: str, return_id: str, order_id: str, rows: list[CsvRow], policy: DropInvalid
 ) -> Return:
     """A return's rows (`returns_order_id` set): the goods that came back and what was paid."""
     first = rows[0]
-    sale_only = [name for name in SALE_ONLY if getattr(first, name)]
+    sale_only = _sale_only(first)
     if sale_only:
         names = ", ".join(sale_only)
         raise ValueError(f"return {return_id} fills what only a sale takes: {names}")

@@ -21,7 +21,7 @@ from customer_profile.domain.identity import (
     IdentityPolicy,
 )
 from customer_profile.domain.journey import JourneyEntry
-from customer_profile.domain.profile import RECENT_ORDERS, derive_view
+from customer_profile.domain.profile import MAX_REFUNDS_WAITING, RECENT_ORDERS, derive_view
 from customer_profile.service.pipeline import STEPS, Pipeline
 from customer_profile.service.ports import Contention, ViewSave
 from customer_profile.testing import (
@@ -34,9 +34,18 @@ from customer_profile.testing import (
     interleave,
     raw_records,
 )
-from hilo.contract import IdentifierKind, Interaction, OrderStatus
+from hilo.contract import (
+    IdentifierKind,
+    Interaction,
+    Money,
+    OrderPlaced,
+    OrderRefunded,
+    OrderStatus,
+    SalesChannel,
+)
 from hilo.kafka import Record
 from hilo.sealing import InMemoryKeys, Sealer
+from hilo.testkit.samples import sample_payloads
 from hilo.topics import Topic
 
 WINDOW = timedelta(hours=24)
@@ -335,6 +344,49 @@ async def test_a_frequent_buyers_view_recalls_a_forgotten_order_instead_of_deriv
     assert profile.view is not None
     assert profile.view.order_count == RECENT_ORDERS + 12
     assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump()
+
+
+def refund(n: int, order_id: str, paid: str | None = "20.00") -> Interaction:
+    returned = interaction(f"back{n}", minutes=n, kind="refund", loyalty_id="L-HOUSE")
+    amount = None if paid is None else Money.model_validate({"amount": paid, "currency": "EUR"})
+    payload = OrderRefunded(
+        order_id=order_id, refunded_via=SalesChannel.STORE, store_id="BCN-01", amount=amount
+    )
+    return returned.model_copy(update={"payload": payload})
+
+
+async def test_a_view_that_let_waiting_refunds_go_is_derived_whole_when_an_order_comes_back() -> (
+    None
+):
+    """A house account: a refund of ORD-X dated before it, then more refunds of orders never
+    seen than a view keeps waiting (ORD-X's goes), ORD-X, many orders after it, and ORD-X
+    cancelled. Recalled alone, ORD-X would take its refund back and leave 20.00 in the lifetime
+    value; derived whole, the view counts as a derivation does."""
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    run = pipeline(store, publisher)
+    batches = [
+        [refund(0, "ORD-X")],
+        [refund(1 + n, f"PRE-{n}", paid="1.00") for n in range(MAX_REFUNDS_WAITING)],
+        [order(200, "ORD-X")],
+        [order(300 + n, f"ORD-{n}") for n in range(RECENT_ORDERS + 1)],
+    ]
+    for batch in batches:
+        await run.process(raw_records(batch))
+    [before] = (await store.load(list(store.profiles))).values()
+    assert before.view is not None
+    assert before.view.refunds_overflowed
+
+    store.calls.clear()
+    await run.process(raw_records([order(500, "ORD-X", OrderStatus.CANCELLED)]))
+
+    [profile] = (await store.load(list(store.profiles))).values()
+    journey = (await store.entries_of([profile]))[profile.customer_id]
+    assert "entries_of" in store.calls, "derived whole, not recalled"
+    assert profile.view is not None
+    assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump()
+    sample = sample_payloads()["order"]
+    assert isinstance(sample, OrderPlaced)
+    assert profile.view.lifetime_value == {"EUR": str((RECENT_ORDERS + 1) * sample.total.amount)}
 
 
 class SlowStore(InMemoryStore):

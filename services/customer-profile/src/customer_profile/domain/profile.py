@@ -35,7 +35,8 @@ the two dates alone, so a view folded event by event, one derived whole and an o
 from the journey all agree."""
 MAX_REFUNDS_WAITING = 100
 """A bound on `ProfileView.refunds_waiting` however many refunds one day brings (the oldest
-go first)."""
+go first, and `refunds_overflowed` says so: an order recalled from the journey would not know
+which went, so the pipeline derives such a view whole instead)."""
 CONVERSATION_KINDS = frozenset({"message", "call"})
 CLOSED_ORDER_STATUSES = frozenset({"cancelled", "refunded"})
 ORDER_KINDS = frozenset({"order", "refund"})
@@ -176,6 +177,11 @@ class ProfileView(BaseModel):
         "shop's dates a return before its order): taken off the order if it comes within a day "
         "of the refund's date, let go after that (one of an order placed before Hilo).",
     )
+    refunds_overflowed: bool = Field(
+        default=False,
+        description=f"More than {MAX_REFUNDS_WAITING} refunds waited at once and the oldest "
+        "were let go: the view is derived whole when a forgotten order comes back.",
+    )
     last_inbound: dict[str, datetime] = Field(
         default_factory=dict,
         description="Per channel, when the customer last wrote on it: what decides where a "
@@ -246,9 +252,13 @@ class ProfileView(BaseModel):
 
     def finish(self) -> ProfileView:
         """Keep the most recent orders whole once a fold is done (a full derivation holds every
-        order until here, so an update of an old one finds it)."""
+        order until here, so an update of an old one finds it), and the refunds still waiting
+        for theirs (no order can come now that would take one dated a day before the last
+        entry)."""
         self._settle_orders()
         self.orders = self.orders[-RECENT_ORDERS:]
+        if self.last_seen is not None:
+            self.refunds_waiting = _still_waiting(self.refunds_waiting, self.last_seen)
         return self
 
     def _order_index(self) -> dict[str, OrderSummary]:
@@ -463,6 +473,7 @@ def _refund(view: ProfileView, entry: JourneyEntry) -> None:
         _pay_back(view, existing, refund)
         return
     waiting = [*_still_waiting(view.refunds_waiting, entry.occurred_at), refund]
+    view.refunds_overflowed |= len(waiting) > MAX_REFUNDS_WAITING
     view.refunds_waiting = waiting[-MAX_REFUNDS_WAITING:]
 
 

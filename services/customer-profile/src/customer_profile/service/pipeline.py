@@ -554,6 +554,10 @@ class Pipeline:
             and profile.view is not None
             and (ids := profile.view.unknown_orders(by_customer.get(customer, [])))
         }
+        # A view that let waiting refunds go cannot recall an order as it counted it.
+        overflowed = {c for c in unknown if (v := profiles[c].view) and v.refunds_overflowed}
+        rebuild |= overflowed
+        unknown = {c: ids for c, ids in unknown.items() if c not in overflowed}
         if not unknown:
             return
         batch = {entry.id for entries in by_customer.values() for entry in entries}
