@@ -432,6 +432,15 @@ def test_a_refund_dated_before_its_order_waits_for_it_a_day() -> None:
     assert view.refunds_waiting == [], "PRE-HILO's let go a day after it"
 
 
+def test_a_refund_waits_no_longer_than_a_day_whatever_comes_after_it() -> None:
+    minutes_in_a_day = int(REFUND_SKEW.total_seconds() // 60)
+    waiting = derive_view([refund(0, "PRE-HILO"), entry(minutes_in_a_day, "message")], WINDOW)
+    gone = derive_view([refund(0, "PRE-HILO"), entry(minutes_in_a_day + 1, "message")], WINDOW)
+
+    assert [r.order_id for r in waiting.refunds_waiting] == ["PRE-HILO"]
+    assert gone.refunds_waiting == []
+
+
 def test_a_recalled_order_takes_back_the_refunds_its_view_took_off_it_and_no_others() -> None:
     """A house account: refunds dated before their orders, one within a day and one long
     before; many orders later the first order is cancelled, and recalled from the journey it
