@@ -67,7 +67,7 @@ def read_upload(body: bytes, received_at: datetime, instance: str) -> UploadRepo
             continue
         policy = customer_policy()
         try:
-            document = _receipt(store_id, receipt_id, rows, policy)
+            document = _till_document(store_id, receipt_id, rows, policy)
             if isinstance(document, Return):
                 interaction = from_return(document, received_at, instance, policy.dropped)
             else:
@@ -118,9 +118,10 @@ def _reference(cell: str | None, limit: int) -> str | None:
     return value if 0 < len(value) <= limit else None
 
 
-def _receipt(
+def _till_document(
     store_id: str, receipt_id: str, rows: list[tuple[int, CsvRow]], policy: DropInvalid
 ) -> Receipt | Return:
+    """One receipt's rows as what they record: a sale (or pickup), or a return."""
     first = rows[0][1]
     if any(row.receipt_fields() != first.receipt_fields() for _, row in rows[1:]):
         raise ValueError(f"rows of receipt {receipt_id} disagree on its receipt fields")
@@ -147,21 +148,14 @@ def _receipt(
     )
 
 
-SALE_ONLY = (
-    "pickup_order_id",
-    "tax",
-    "discount",
-    "payment_method",
-    "cart_id",
-    "quote_id",
-    "coupons",
-)
-"""Columns a return's rows leave blank: filled, they say the row was keyed as a sale."""
+SALE_ONLY = ("pickup_order_id", "tax", "discount", "payment_method", "cart_id", "quote_id")
+"""Columns a return's rows leave blank, with `coupons`: filled, they say the row was keyed as a
+sale."""
 
 
 def _sale_only(row: CsvRow) -> list[str]:
     """The sale-only columns a row fills (a `coupons` cell of separators alone fills none)."""
-    filled = [name for name in SALE_ONLY if name != "coupons" and getattr(row, name) is not None]
+    filled = [name for name in SALE_ONLY if getattr(row, name) is not None]
     return filled + (["coupons"] if row.coupon_codes() else [])
 
 

@@ -65,6 +65,20 @@ def entry(
     return new_entry(interaction, "C", T0, late=False)
 
 
+def fold_recalling(entries: list[JourneyEntry]) -> tuple[ProfileView, int]:
+    """Fold event by event as the pipeline does: an order the view let go is recalled from the
+    entries before it first. The view, and how many recalls it took."""
+    view = ProfileView()
+    recalls = 0
+    for n, e in enumerate(entries):
+        if forgotten := view.unknown_orders([e]) & {x.payload["order_id"] for x in entries[:n]}:
+            view.recall_orders(x for x in entries[:n] if x.payload["order_id"] in forgotten)
+            recalls += 1
+        view.apply(e, WINDOW)
+        view.finish()
+    return view, recalls
+
+
 def test_incremental_and_full_derivation_agree() -> None:
     kinds = list(sample_payloads())
     entries = [
@@ -466,14 +480,7 @@ def test_a_recalled_order_takes_back_the_refunds_its_view_took_off_it_and_no_oth
         refund(501, "O-FIRST", paid=None),
     ]
     entries.sort(key=JourneyEntry.sort_key)
-    view = ProfileView()
-    recalls = 0
-    for n, e in enumerate(entries):
-        if forgotten := view.unknown_orders([e]) & {x.payload["order_id"] for x in entries[:n]}:
-            view.recall_orders(x for x in entries[:n] if x.payload["order_id"] in forgotten)
-            recalls += 1
-        view.apply(e, WINDOW)
-        view.finish()
+    view, recalls = fold_recalling(entries)
 
     assert recalls == 1
     assert view.model_dump() == derive_view(entries, WINDOW).model_dump()
@@ -535,12 +542,7 @@ def test_a_refund_of_a_forgotten_order_is_recalled_with_the_refunds_before_it() 
         for n in range(300, 300 + RECENT_ORDERS)
     ]
     entries += [refund(400, "O-0", paid=None, goods=1), refund(401, "O-1", paid="5.00")]
-    view = ProfileView()
-    for n, e in enumerate(entries):
-        if forgotten := view.unknown_orders([e]) & {x.payload["order_id"] for x in entries[:n]}:
-            view.recall_orders(x for x in entries[:n] if x.payload["order_id"] in forgotten)
-        view.apply(e, WINDOW)
-        view.finish()
+    view, _ = fold_recalling(entries)
 
     assert view.model_dump() == derive_view(entries, WINDOW).model_dump()
     orders = 2 * RECENT_ORDERS + 5
@@ -694,14 +696,7 @@ def test_an_update_of_a_forgotten_order_is_told_apart_from_a_new_one() -> None:
     """Folding event by event, an order the view let go is recalled from the journey first (as
     the pipeline does); a new order never is. The view ends as a full derivation's."""
     entries = _order_events(orders=80, updates=80, seed=11)
-    view = ProfileView()
-    recalls = 0
-    for n, e in enumerate(entries):
-        if forgotten := view.unknown_orders([e]) & {x.payload["order_id"] for x in entries[:n]}:
-            view.recall_orders(x for x in entries[:n] if x.payload["order_id"] in forgotten)
-            recalls += 1
-        view.apply(e, WINDOW)
-        view.finish()
+    view, recalls = fold_recalling(entries)
     assert recalls > 0, "the sequence updates orders the view had let go"
     assert view.model_dump() == derive_view(entries, WINDOW).model_dump()
     assert (view.order_count, view.lifetime_value) == _totals_of_every_order(entries)

@@ -305,10 +305,11 @@ class ProfileView(BaseModel):
     def _count_order(self, order: OrderSummary, sign: int) -> None:
         """Add an order to (or take it from) the totals, less what was paid back on it;
         cancelled and refunded ones count 0."""
-        if order.status in CLOSED_ORDER_STATUSES or order.kept_value() == 0:
+        kept = order.kept_value()
+        if order.status in CLOSED_ORDER_STATUSES or kept == 0:
             return
         currency = order.total["currency"]
-        total = Decimal(self.lifetime_value.get(currency, "0")) + sign * order.kept_value()
+        total = Decimal(self.lifetime_value.get(currency, "0")) + sign * kept
         totals = {**self.lifetime_value, currency: str(total)}
         if sign < 0 and total == 0:  # its last open order was cancelled
             del totals[currency]
@@ -450,7 +451,8 @@ def _order(view: ProfileView, entry: JourneyEntry) -> None:
 
 
 def _may_change_an_order(entry: JourneyEntry) -> bool:
-    """An order's state, or a verified refund (an unverified one changes nothing: `_refund`)."""
+    """An order's state, or a verified refund: an unverified one changes nothing (the public
+    web key must not take someone's order out of their lifetime value)."""
     return entry.type == "order" or (entry.type == "refund" and entry.identity_trust == "verified")
 
 
@@ -459,7 +461,7 @@ def _refund(view: ProfileView, entry: JourneyEntry) -> None:
     a refund with no amount pays back what was left. Unverified events change no order (see
     `_order`). A refund of an order not seen yet waits for it (`refunds_waiting`): a till whose
     clock is behind the web shop's dates a return before the order it returns."""
-    if entry.identity_trust == "unverified":
+    if not _may_change_an_order(entry):
         return
     payload = entry.payload
     refund = WaitingRefund(
