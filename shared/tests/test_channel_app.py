@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta
+
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, Request
@@ -10,7 +13,9 @@ from pydantic import BaseModel, Field, SecretStr
 
 from hilo import kafka as kafka_module
 from hilo.auth import require_api_key
+from hilo.catch_up import ReadBack
 from hilo.channel import Channel, ChannelSettings, create_channel_app, raw_body
+from hilo.contract import Interaction
 from hilo.kafka import aiokafka_producer
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually, read_topic
@@ -117,6 +122,41 @@ async def test_without_the_key_store_nothing_is_published_and_the_provider_is_to
         timeout=3,
     )
     assert records == []
+
+
+class NothingReadBack:
+    """A provider log with nothing in it."""
+
+    async def read_back(self, since: datetime) -> AsyncIterator[Sequence[Interaction]]:
+        pages: list[Sequence[Interaction]] = []
+        for page in pages:
+            yield page
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_webhook_refused_without_the_key_store_is_noted_to_be_read_back(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """A provider that never retries keeps it in its log: the refusal is what to read back."""
+    unreachable = ChannelSettings.model_validate(
+        {**settings.model_dump(), "mongodb_url": f"mongodb://127.0.0.1:{free_port()}/"}
+    )
+    app = create_channel_app(
+        "keyless",
+        unreachable,
+        publishing_one_sample,
+        description="test",
+        read_back=ReadBack(NothingReadBack(), 60, timedelta(hours=1)),
+    )
+    async with channel_client(app) as channel:
+        before = app.state.channel.catch_up.missed_since
+        response = await channel.post("/event")
+        after = app.state.channel.catch_up.missed_since
+
+    assert response.status_code == 503
+    assert (before, after is not None) == (None, True)
 
 
 async def test_a_producer_whose_sender_died_is_not_ready_and_stops_its_service(

@@ -34,11 +34,13 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import from_json
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from hilo.asyncapi import asyncapi_router
 from hilo.auth import ApiKeyRefused
+from hilo.catch_up import WATERMARKS_COLLECTION, CatchUp, CatchUpFailed, ReadBack
 from hilo.contract import MAX_FUTURE_SKEW, Direction, Interaction, MessageExchanged
 from hilo.contract.identifiers import DEFAULT_PHONE_REGION
 from hilo.direct_routes import DirectRoutingApp
@@ -211,6 +213,8 @@ class Channel:
         self.settings = settings
         self._publisher = publisher
         self._spool = spool
+        self.catch_up: CatchUp | None = None
+        """Set when the provider's log is read back: a refused webhook is noted there."""
         self._accepted = ACCEPTED.labels(name)
         self._ignored = IGNORED.labels(name)
         self._publish_seconds = PUBLISH_SECONDS.labels(name)
@@ -266,6 +270,8 @@ class Channel:
             # a Twilio channel's spool lives there too.
             kafka = isinstance(exc, PublishFailed)
             (self._unavailable if kafka else self._store_unavailable).inc()
+            if self.catch_up is not None:
+                self.catch_up.missed()
             log.warning(
                 "request_refused_unavailable",
                 channel=self.name,
@@ -290,6 +296,16 @@ class Channel:
                     type=interaction.payload.kind,
                     adjustments=[f"{a.field}:{a.reason}" for a in interaction.adjustments],
                 )
+
+    async def publish_read_back(self, interactions: Sequence[Interaction]) -> None:
+        """Publish events read back from the provider's log (`hilo.catch_up`); raises
+        `CatchUpFailed` when they could not be stored, to be read back again later."""
+        try:
+            await self.publish(interactions)
+        except HTTPException as exc:
+            raise CatchUpFailed(
+                f"events read back could not be stored ({exc.status_code})"
+            ) from None
 
     def refused_in_part(self, reason: str, count: int) -> None:
         """Count the parts of a request refused while the rest was published (a Segment batch's
@@ -392,6 +408,19 @@ async def _index_sends(sender: OutboundSender) -> None:
             return
 
 
+def _catch_up(
+    channel: Channel, mongo: AsyncMongoClient[MongoDocument], read_back: ReadBack
+) -> CatchUp:
+    return CatchUp(
+        channel.name,
+        mongo[channel.settings.mongodb_database][WATERMARKS_COLLECTION],
+        read_back.provider_log,
+        channel.publish_read_back,
+        every_seconds=read_back.every_seconds,
+        max_age=read_back.max_age,
+    )
+
+
 def create_channel_app(
     name: str,
     settings: ChannelSettings,
@@ -401,13 +430,16 @@ def create_channel_app(
     provider: Provider | None = None,
     sends_for: Sequence[str] = (),
     spool: bool = False,
+    read_back: ReadBack | None = None,
 ) -> FastAPI:
     """The FastAPI app of a channel service; `routes(channel)` returns its APIRouters.
 
     With a `provider`, the service also sends commands from `outbound` (`hilo.outbound`): those
     of the channels in `sends_for`, by default of `name` alone. With `spool` (for providers that
     do not retry a refused webhook), records Kafka does not take are kept in MongoDB and
-    published when it takes them again (`hilo.spool`); the webhook is answered 200.
+    published when it takes them again (`hilo.spool`); the webhook is answered 200. With
+    `read_back`, what refused or unanswered webhooks missed is read back from the provider's
+    own log (`hilo.catch_up`).
     """
     DEFAULT_PHONE_REGION.set(settings.default_phone_region)
     MAX_FUTURE_SKEW.set(timedelta(seconds=settings.max_future_skew_seconds))
@@ -435,6 +467,7 @@ def create_channel_app(
         )
         subscribe_outbound(broker, sender, sealer, publisher, settings)
         channel.sender = sender
+    channel.catch_up = _catch_up(channel, mongo, read_back) if read_back else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -446,16 +479,28 @@ def create_channel_app(
         if kept is not None:
             drain = kept.drain_forever(publisher, settings.spool_drain_seconds)
             background.append(asyncio.create_task(drain))
+        if channel.catch_up is not None:
+            background.append(asyncio.create_task(channel.catch_up.run_forever()))
         try:
             yield
         finally:
-            steps: list[Step] = [
-                ("background", lambda: cancelled(background)),
-                ("kafka", broker.stop),
+            closing: list[Step] = [
+                (step, client.close)
+                for step, client in (
+                    ("provider", provider),
+                    ("provider_log", read_back.provider_log if read_back else None),
+                )
+                if client is not None
             ]
-            if provider is not None:
-                steps.append(("provider", provider.close))
-            await shut_down(name, [*steps, ("mongo", mongo.close)])
+            await shut_down(
+                name,
+                [
+                    ("background", lambda: cancelled(background)),
+                    ("kafka", broker.stop),
+                    *closing,
+                    ("mongo", mongo.close),
+                ],
+            )
 
     app = DirectRoutingApp(title=f"Hilo {name} channel", description=description, lifespan=lifespan)
     app.state.channel = channel

@@ -4,18 +4,23 @@ with Twilio credentials and a sender configured, the service also sends outbound
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 
+from channel_sms.message_log import TwilioMessageLog
 from channel_sms.sending import COMMAND_PARAM, TwilioMessages
 from channel_sms.settings import SmsSettings
 from channel_sms.translate import incoming, recorded, status
 from channel_sms.twilio import InboundMessage, StatusCallback
+from hilo.catch_up import ReadBack
 from hilo.channel import Channel, create_channel_app, refused_if_unreadable
 from hilo.contract import Interaction
 from hilo.outbound import Provider, not_configured
 from hilo.providers.twilio import answered_with_twiml, verified_form
+
+log = structlog.get_logger(__name__)
 
 WEBHOOK_PATH = "/webhooks/twilio/sms"
 STATUS_PATH = "/status"
@@ -87,6 +92,32 @@ def twilio_provider(settings: SmsSettings) -> Provider:
     )
 
 
+def read_back(settings: SmsSettings) -> ReadBack | None:
+    """Twilio's log of the numbers' incoming messages, to read back what webhooks missed; None
+    (said once in the log) when no account or number is configured."""
+    numbers = settings.catch_up_numbers()
+    if settings.twilio_account_sid is None or not numbers:
+        log.warning(
+            "read_back_off",
+            channel="sms",
+            reason="set HILO_TWILIO_ACCOUNT_SID and HILO_TWILIO_CATCH_UP_NUMBERS (or a sender "
+            "number): an SMS whose webhook is refused or unanswered is otherwise lost",
+        )
+        return None
+    message_log = TwilioMessageLog(
+        api_url=settings.twilio_api_url,
+        account_sid=settings.twilio_account_sid,
+        auth_token=settings.twilio_auth_token.get_secret_value(),
+        numbers=numbers,
+        translate=lambda message, sent_at: incoming(
+            message, datetime.now(UTC), settings.instance, settings.pepper, sent_at
+        ),
+    )
+    return ReadBack(
+        message_log, settings.catch_up_seconds, timedelta(hours=settings.catch_up_max_hours)
+    )
+
+
 def create_app(settings: SmsSettings | None = None) -> FastAPI:
     settings = settings or SmsSettings()
     return create_channel_app(
@@ -97,4 +128,5 @@ def create_app(settings: SmsSettings | None = None) -> FastAPI:
         "outbound SMS through Twilio's Messages API when configured.",
         provider=twilio_provider(settings),
         spool=True,  # Twilio never retries a webhook answered 503: keep it while Kafka is away
+        read_back=read_back(settings),  # ... nor one MongoDB's absence made us refuse
     )

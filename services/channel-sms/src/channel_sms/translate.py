@@ -121,9 +121,14 @@ def thread(business: str, customer: str, key: bytes, channel: str = CHANNEL) -> 
 
 
 def inbound(
-    message: InboundMessage, received_at: datetime, instance: str, key: bytes
+    message: InboundMessage,
+    received_at: datetime,
+    instance: str,
+    key: bytes,
+    occurred_at: datetime | None = None,
 ) -> Interaction | None:
-    """An SMS/MMS from the customer; Twilio sends no timestamp, so it happened on arrival.
+    """An SMS/MMS from the customer; Twilio's webhook sends no timestamp, so it happened on
+    arrival, unless `occurred_at` says when (a message read back from Twilio's log).
 
     `None` when a service sent it (short code, sender id): nobody's journey to join; and when
     it holds nothing (no text, no media): no message to record, and refusing it would only
@@ -151,7 +156,7 @@ def inbound(
         provider_event_id=message.MessageSid,
         identifiers=customer,
         conversation=thread(message.To, phone, key, channel),
-        occurred_at=received_at,
+        occurred_at=occurred_at or received_at,
         received_at=received_at,
         payload=MessageExchanged(
             direction=Direction.INBOUND,
@@ -176,10 +181,14 @@ def consent_keyword(message: InboundMessage) -> bool | None:
 
 
 def incoming(
-    message: InboundMessage, received_at: datetime, instance: str, key: bytes
+    message: InboundMessage,
+    received_at: datetime,
+    instance: str,
+    key: bytes,
+    occurred_at: datetime | None = None,
 ) -> list[Interaction]:
     """An incoming SMS: the message and, for an opt-out or opt-in keyword, the consent change."""
-    published = inbound(message, received_at, instance, key)
+    published = inbound(message, received_at, instance, key, occurred_at)
     if published is None:
         return []
     # Twilio's keyword opt-out is SMS's (carriers require it); a WhatsApp STOP is just a text.
@@ -192,7 +201,7 @@ def incoming(
         provider_event_id=f"{message.MessageSid}:consent",
         identifiers=published.identifiers,
         conversation=published.conversation,
-        occurred_at=received_at,
+        occurred_at=published.occurred_at,
         received_at=received_at,
         payload=ConsentChanged(
             purpose="contact", granted=granted, channel=CHANNEL, source="sms_keyword"

@@ -15,6 +15,12 @@ posts the delivery statuses there as Twilio does (`sent`, then `delivered`, or `
 `ErrorCode` 30003 for an unreachable recipient), signed with `X-Twilio-Signature` over that URL
 with the auth token.
 
+It also keeps Twilio's message log: `GET /2010-04-01/Accounts/{AccountSid}/Messages.json` lists
+every message, newest first, as Twilio does (filters `To`, `From` and the day-granular `DateSent>`,
+`PageSize`, `next_page_uri` to follow), and `GET .../Messages/{Sid}/Media.json` an MMS's media.
+A test makes a customer's SMS arrive with `receive`, which keeps it in the log and returns the
+webhook's form as Twilio posts it (the test posts it, or does not: a webhook Twilio lost).
+
 Standalone (`python -m hilo.testkit.standins.twilio --port 8099`), `GET /_standin/messages`
 lists what was accepted, `POST /_standin/failures` (`{"count": N, "status": 500}`) scripts
 failures and `POST /_standin/refusals` (`{"to": "+34...", "code": 21610}`) refuses a recipient,
@@ -32,10 +38,10 @@ import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import format_datetime
+from datetime import UTC, date, datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 from pydantic_core import from_json
@@ -99,6 +105,19 @@ class AcceptedSms:
 
 
 @dataclass(frozen=True)
+class InboundSms:
+    """One message a customer sent to a Twilio number, as Twilio keeps it in its log."""
+
+    sid: str
+    from_: str
+    to: str
+    body: str
+    date_sent: datetime
+    media: tuple[tuple[str, str], ...] = ()
+    """(media SID, content type) of each attachment."""
+
+
+@dataclass(frozen=True)
 class StatusReport:
     """One status callback posted, and how the channel answered it."""
 
@@ -130,6 +149,7 @@ class TwilioStandIn(StandIn):
         self.auth_token = auth_token
         self.status_callbacks = status_callbacks
         self.accepted: list[AcceptedSms] = []
+        self.received: list[InboundSms] = []
         self.reports: list[StatusReport] = []
         self.calls = 0
         """Requests to the Messages API, whatever they were answered."""
@@ -141,6 +161,16 @@ class TwilioStandIn(StandIn):
                     f"/{API_VERSION}/Accounts/{{account_sid}}/Messages.json",
                     self._create,
                     methods=["POST"],
+                ),
+                Route(
+                    f"/{API_VERSION}/Accounts/{{account_sid}}/Messages.json",
+                    self._message_log,
+                    methods=["GET"],
+                ),
+                Route(
+                    f"/{API_VERSION}/Accounts/{{account_sid}}/Messages/{{sid}}/Media.json",
+                    self._media_list,
+                    methods=["GET"],
                 ),
                 Route("/_standin/messages", self._list, methods=["GET"]),
                 Route("/_standin/failures", self._script_failures, methods=["POST"]),
@@ -163,6 +193,142 @@ class TwilioStandIn(StandIn):
         """Accept messages to `to`, then report them `undelivered` (ErrorCode 30003)."""
         with self._lock:
             self._script.unreachable.add(to)
+
+    def receive(
+        self,
+        from_: str,
+        to: str,
+        body: str,
+        *,
+        media: tuple[str, ...] = (),
+        date_sent: datetime | None = None,
+    ) -> list[tuple[str, str]]:
+        """A customer's SMS (an MMS with `media` content types) reaches the number `to`: kept
+        in the message log, and the webhook's form returned as Twilio would post it."""
+        sid = ("MM" if media else "SM") + uuid.uuid4().hex
+        sms = InboundSms(
+            sid=sid,
+            from_=from_,
+            to=to,
+            body=body,
+            date_sent=(date_sent or datetime.now(UTC)).replace(microsecond=0),
+            media=tuple(("ME" + uuid.uuid4().hex, kind) for kind in media),
+        )
+        with self._lock:
+            self.received.append(sms)
+        params = [
+            ("ToCountry", "US"),
+            ("SmsMessageSid", sid),
+            ("NumMedia", str(len(media))),
+            ("SmsSid", sid),
+            ("SmsStatus", "received"),
+            ("Body", body),
+            ("To", to),
+            ("NumSegments", "1"),
+            ("MessageSid", sid),
+            ("AccountSid", self.account_sid),
+            ("From", from_),
+            ("ApiVersion", API_VERSION),
+        ]
+        for n, (media_sid, kind) in enumerate(sms.media):
+            params += [
+                (f"MediaContentType{n}", kind),
+                (f"MediaUrl{n}", self._media_url(sms, media_sid)),
+            ]
+        return params
+
+    def _media_url(self, sms: InboundSms, media_sid: str) -> str:
+        """Where Twilio serves an attachment: its resource's URI without `.json`."""
+        return f"{self.url}{self._uri(sms.sid)}/Media/{media_sid}"
+
+    def _uri(self, sid: str) -> str:
+        return f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{sid}"
+
+    async def _message_log(self, request: Request) -> Response:
+        """Twilio's message list: newest first, filtered, one page at a time."""
+        if request.path_params["account_sid"] != self.account_sid or not self._authorised(
+            request.headers.get("authorization")
+        ):
+            return _error(20003)
+        query = request.query_params
+        with self._lock:
+            log = [self._inbound_resource(sms) for sms in self.received]
+            log += [self._resource(sms) for sms in self.accepted]
+        since = date.fromisoformat(query["DateSent>"]) if "DateSent>" in query else None
+        chosen = [
+            message
+            for message in log
+            if all(message[k.lower()] == query[k] for k in ("To", "From") if k in query)
+            and (since is None or _day(message["date_sent"] or message["date_created"]) >= since)
+        ]
+        chosen.sort(key=lambda m: _when(m["date_sent"] or m["date_created"]), reverse=True)
+        size = min(int(query.get("PageSize", 50)), 1_000)
+        page = int(query.get("Page", 0))
+        rest = {k: v for k, v in query.items() if k not in ("Page", "PageToken")}
+        path = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages.json"
+        more = (page + 1) * size < len(chosen)
+        next_query = urlencode({**rest, "Page": page + 1, "PageToken": f"PA{page + 1}"})
+        return JSONResponse(
+            {
+                "messages": chosen[page * size : (page + 1) * size],
+                "next_page_uri": f"{path}?{next_query}" if more else None,
+                "page": page,
+                "page_size": size,
+                "uri": f"{path}?{urlencode(dict(query))}",
+            }
+        )
+
+    def _inbound_resource(self, sms: InboundSms) -> dict[str, Any]:
+        sent = format_datetime(sms.date_sent)
+        return {
+            "account_sid": self.account_sid,
+            "api_version": API_VERSION,
+            "body": sms.body,
+            "date_created": sent,
+            "date_sent": sent,
+            "date_updated": sent,
+            "direction": "inbound",
+            "error_code": None,
+            "error_message": None,
+            "from": sms.from_,
+            "messaging_service_sid": None,
+            "num_media": str(len(sms.media)),
+            "num_segments": "1",
+            "price": None,
+            "price_unit": "USD",
+            "sid": sms.sid,
+            "status": "received",
+            "subresource_uris": {"media": f"{self._uri(sms.sid)}/Media.json"},
+            "to": sms.to,
+            "uri": f"{self._uri(sms.sid)}.json",
+        }
+
+    async def _media_list(self, request: Request) -> Response:
+        if request.path_params["account_sid"] != self.account_sid or not self._authorised(
+            request.headers.get("authorization")
+        ):
+            return _error(20003)
+        with self._lock:
+            found = [sms for sms in self.received if sms.sid == request.path_params["sid"]]
+        if not found:
+            return JSONResponse({"code": 20404, "message": "not found", "status": 404}, 404)
+        sms = found[0]
+        return JSONResponse(
+            {
+                "media_list": [
+                    {
+                        "account_sid": self.account_sid,
+                        "content_type": kind,
+                        "parent_sid": sms.sid,
+                        "sid": media_sid,
+                        "uri": f"{self._uri(sms.sid)}/Media/{media_sid}.json",
+                    }
+                    for media_sid, kind in sms.media
+                ],
+                "next_page_uri": None,
+                "page": 0,
+            }
+        )
 
     async def _create(self, request: Request) -> Response:
         with self._lock:
@@ -299,6 +465,14 @@ class TwilioStandIn(StandIn):
         order = from_json(await request.body() or b"{}")
         self.refuse(str(order["to"]), int(order.get("code", 21610)))
         return JSONResponse({"scripted": True})
+
+
+def _when(rfc2822: str) -> datetime:
+    return parsedate_to_datetime(rfc2822)
+
+
+def _day(rfc2822: str) -> date:
+    return _when(rfc2822).astimezone(UTC).date()
 
 
 def _error(code: int, *, status: int | None = None, to: str = "") -> JSONResponse:

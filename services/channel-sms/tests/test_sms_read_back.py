@@ -1,0 +1,174 @@
+"""SMS whose webhooks were refused (MongoDB away) or unanswered (the service stopped), read back
+from Twilio's message log: against the real broker and a MongoDB-wire server of the test's own,
+with Twilio stood in for by a local server speaking its Messages API (`hilo.testkit.standins`).
+
+Twilio posts a webhook once: without the read-back, every SMS of these outages is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from channel_sms.app import create_app
+from channel_sms.settings import SmsSettings
+from hilo.catch_up import WATERMARKS_COLLECTION
+from hilo.contract import interaction_id
+from hilo.mongo import create_mongo_client
+from hilo.settings import HiloSettings, MongoUrl
+from hilo.testkit.contract_check import published_interactions
+from hilo.testkit.probes import eventually
+from hilo.testkit.signing import twilio_signed
+from hilo.testkit.standins.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioStandIn
+from hilo_devkit.channel_contract import channel_client
+from hilo_devkit.local_infra import LocalSecantusDB
+
+PUBLIC = "https://hooks.example.com"
+WEBHOOK = "/webhooks/twilio/sms"
+FROM = "+14155552671"
+OTHER_NUMBER = "+14155550000"
+ANA = "+34600111222"
+LUIS = "+34600333444"
+MARIA = "+34600555666"
+"""Not seen before the outage: no key of hers is cached, so her SMS cannot be sealed."""
+
+
+@pytest.fixture
+def twilio() -> Iterator[TwilioStandIn]:
+    with TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN, status_callbacks=False) as standin:
+        yield standin
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[LocalSecantusDB]:
+    server = LocalSecantusDB(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def sms_settings(
+    settings: HiloSettings, topics: list[str], twilio: TwilioStandIn, database: LocalSecantusDB
+) -> SmsSettings:
+    return SmsSettings.model_validate(
+        {
+            **settings.model_dump(),
+            "mongodb_url": MongoUrl(database.url),
+            "twilio_auth_token": SecretStr(AUTH_TOKEN),
+            "public_base_url": PUBLIC,
+            "twilio_account_sid": ACCOUNT_SID,
+            "twilio_from_number": FROM,
+            "twilio_api_url": twilio.url,
+            "catch_up_seconds": 0.5,
+        }
+    )
+
+
+@pytest.fixture
+async def watermark(sms_settings: SmsSettings) -> AsyncIterator[Any]:
+    """The channel's watermark document, read from the test's database."""
+    mongo = create_mongo_client(sms_settings)
+    collection = mongo[sms_settings.mongodb_database][WATERMARKS_COLLECTION]
+
+    async def read() -> Any:
+        return await collection.find_one({"_id": "sms"})
+
+    yield read
+    await mongo.close()
+
+
+async def post(client: httpx.AsyncClient, params: list[tuple[str, str]]) -> httpx.Response:
+    headers = twilio_signed(PUBLIC + WEBHOOK, params, AUTH_TOKEN)
+    return await client.post(WEBHOOK, content=urlencode(params), headers=headers)
+
+
+def sid_of(params: list[tuple[str, str]]) -> str:
+    return dict(params)["MessageSid"]
+
+
+async def test_sms_refused_while_mongodb_was_away_are_read_back_once_it_is_back(
+    sms_settings: SmsSettings,
+    twilio: TwilioStandIn,
+    database: LocalSecantusDB,
+    watermark: Any,
+) -> None:
+    before = twilio.receive(LUIS, FROM, "sent before the deployment", date_sent=_hours_ago(5))
+    async with channel_client(create_app(sms_settings)) as sms:
+        first = await eventually(watermark, until=lambda found: found is not None)
+        delivered = twilio.receive(ANA, FROM, "delivered by its webhook")
+        assert (await post(sms, delivered)).status_code == 200
+
+        await asyncio.to_thread(database.stop)
+        refused = twilio.receive(MARIA, FROM, "Hola, ¿tenéis la talla 42?")
+        photo = twilio.receive(MARIA, FROM, "", media=("image/jpeg",))
+        answers = [(await post(sms, params)).status_code for params in (refused, photo)]
+        elsewhere = twilio.receive(LUIS, OTHER_NUMBER, "to a number Hilo does not serve")
+        await asyncio.to_thread(database.start)
+
+        read_back = {sid_of(refused), sid_of(photo)}
+        events = await _published(sms_settings, {*read_back, sid_of(delivered)})
+        later = await watermark()
+
+    assert answers == [503, 503], "refused while MongoDB was away (Twilio will not retry)"
+    by_sid = {event["payload"]["provider_message_id"]: event for event in events}
+    assert set(by_sid) == {*read_back, sid_of(delivered)}, (
+        "both refused messages read back; nothing from another number or before the deployment"
+    )
+    assert sid_of(before) not in by_sid
+    assert sid_of(elsewhere) not in by_sid
+    assert by_sid[sid_of(refused)]["id"] == interaction_id("sms", sid_of(refused)), (
+        "the id its webhook would have had: a repeat is dropped by every consumer"
+    )
+    assert by_sid[sid_of(refused)]["payload"]["text"] == "Hola, ¿tenéis la talla 42?"
+    assert by_sid[sid_of(refused)]["occurred_at"] == _sent_at(twilio, sid_of(refused))
+    attachments = by_sid[sid_of(photo)]["payload"]["attachments"]
+    assert [(a["kind"], a["url"], a["mime_type"]) for a in attachments] == [
+        ("image", dict(photo)["MediaUrl0"], "image/jpeg")
+    ], "an MMS read back points at the media its webhook named"
+    assert later["through"] > first["through"], "the watermark moves on"
+
+
+async def test_sms_that_arrived_while_the_service_was_stopped_are_read_back_at_start(
+    sms_settings: SmsSettings, twilio: TwilioStandIn, watermark: Any
+) -> None:
+    async with channel_client(create_app(sms_settings)):
+        await eventually(watermark, until=lambda found: found is not None)
+
+    unanswered = twilio.receive(ANA, FROM, "nobody was listening")
+    async with channel_client(create_app(sms_settings)):
+        events = await _published(sms_settings, {sid_of(unanswered)})
+
+    assert [event["id"] for event in events] == [interaction_id("sms", sid_of(unanswered))]
+
+
+async def _published(settings: SmsSettings, sids: set[str]) -> list[dict[str, Any]]:
+    """The interactions published, once every one of `sids` is among them (each id once)."""
+
+    async def read() -> list[dict[str, Any]]:
+        return await published_interactions(settings, expected=len(sids))
+
+    def complete(events: list[dict[str, Any]]) -> bool:
+        return sids <= {event["payload"].get("provider_message_id") for event in events}
+
+    events = await eventually(read, until=complete, timeout=60)
+    return list({event["id"]: event for event in events}.values())
+
+
+def _hours_ago(hours: float) -> datetime:
+    return datetime.now(UTC) - timedelta(hours=hours)
+
+
+def _sent_at(twilio: TwilioStandIn, sid: str) -> str:
+    sent = next(sms.date_sent for sms in twilio.received if sms.sid == sid)
+    return sent.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,209 @@
+"""Reading back from a provider's own log what its webhooks could not bring: for providers that
+never retry, and keep what they received.
+
+Twilio posts a webhook once (it retries only a connection it could not open, within 15 s), so
+an SMS whose webhook was refused (MongoDB away: no key to seal it with, and no spool) or found
+nobody listening (every instance stopped, a deploy) never comes again. Twilio does keep every
+message in its log, readable through its API. A channel that passes a `ProviderLog` reads the log
+for the time it may have missed and publishes what is in it, under the event ids the webhooks
+would have had: a message its webhook did bring is one journey entry still, since every
+consumer drops a repeated id.
+
+The time missed is known two ways:
+- the refusals this process answered (kept in memory until read back);
+- a watermark per channel in MongoDB (`channel_watermarks`), moved to the present every
+  `HILO_CATCH_UP_SECONDS` by whichever instance is running. An instance starting reads back
+  from it at once (the time nobody, or only it, was running); a running one reads back when it
+  is more than two intervals old (MongoDB did not take the moves, so webhooks may have been
+  refused by any instance). No watermark yet: a new deployment, nothing to read back.
+
+A read back starts `MARGIN` before the window (clocks apart, a message arriving as the window
+was taken) and never more than `HILO_CATCH_UP_MAX_HOURS` ago. It fails whole or moves the
+watermark: a failure (the provider or Kafka away) is tried again on the next interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Final, Protocol
+
+import httpx
+import structlog
+from prometheus_client import Counter
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import PyMongoError
+
+from hilo.contract import Interaction
+from hilo.mongo import MongoDocument
+
+log = structlog.get_logger(__name__)
+
+WATERMARKS_COLLECTION: Final = "channel_watermarks"
+MARGIN: Final = timedelta(minutes=2)
+"""Read back this much before the time missed: the provider's clock and ours may differ."""
+
+
+class ProviderLog(Protocol):
+    """A provider's log of what it received (Twilio's message list)."""
+
+    def read_back(self, since: datetime) -> AsyncIterator[Sequence[Interaction]]:
+        """What it received since `since`, a page of interactions at a time (raises
+        `CatchUpFailed` or `httpx.HTTPError` when it cannot be read whole)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ReadBack:
+    """What a channel reads back from, how often it looks, and how far back at most."""
+
+    provider_log: ProviderLog
+    every_seconds: float
+    max_age: timedelta
+
+
+Publish = Callable[[Sequence[Interaction]], Awaitable[None]]
+
+READ_BACK = Counter(
+    "hilo_channel_read_back_total",
+    "Provider events read back from the provider's log after a refusal or a stop (most were "
+    "published by their webhook already: consumers drop the repeats)",
+    ["channel"],
+)
+READ_BACK_FAILURES = Counter(
+    "hilo_channel_read_back_failures_total",
+    "Read-backs that failed (the provider, Kafka or MongoDB away) and wait for the next interval",
+    ["channel"],
+)
+
+
+@dataclass(frozen=True)
+class Window:
+    """From when to read back, and why (for the log)."""
+
+    since: datetime
+    reason: str
+
+
+def window_to_read(
+    *,
+    watermark: datetime | None,
+    missed_since: datetime | None,
+    starting: bool,
+    now: datetime,
+    stale_after: timedelta,
+    max_age: timedelta,
+) -> Window | None:
+    """The time to read back, or `None` when nothing may have been missed (module docstring)."""
+    candidates: list[Window] = []
+    if watermark is not None and (starting or now - watermark > stale_after):
+        candidates.append(Window(watermark, "started" if starting else "watermark_stale"))
+    if missed_since is not None:
+        candidates.append(Window(missed_since, "refused"))
+    if not candidates:
+        return None
+    earliest = min(candidates, key=lambda w: w.since)
+    return Window(max(earliest.since - MARGIN, now - max_age), earliest.reason)
+
+
+class CatchUp:
+    """One channel's read-backs: `missed` notes a refusal, `run_forever` reads back."""
+
+    def __init__(
+        self,
+        channel: str,
+        watermarks: AsyncCollection[MongoDocument],
+        provider_log: ProviderLog,
+        publish: Publish,
+        *,
+        every_seconds: float,
+        max_age: timedelta,
+    ) -> None:
+        self.channel = channel
+        self._watermarks = watermarks
+        self._log = provider_log
+        self._publish = publish
+        self._every = every_seconds
+        self._max_age = max_age
+        self._missed: tuple[datetime, datetime] | None = None
+        """The first and last refusal not read back yet."""
+        self._started = False
+        self._read = READ_BACK.labels(channel)
+        self._failures = READ_BACK_FAILURES.labels(channel)
+
+    def missed(self, at: datetime | None = None) -> None:
+        """A webhook was refused at `at` (now): the provider will not send it again."""
+        at = at or datetime.now(UTC)
+        first = at if self._missed is None else min(self._missed[0], at)
+        self._missed = (first, at if self._missed is None else max(self._missed[1], at))
+
+    @property
+    def missed_since(self) -> datetime | None:
+        """The first refusal not read back yet."""
+        return None if self._missed is None else self._missed[0]
+
+    async def run_forever(self) -> None:
+        """Read back whenever something may have been missed, every `every_seconds`."""
+        while True:
+            try:
+                await self.once()
+            except (PyMongoError, httpx.HTTPError) as exc:
+                self._failed(type(exc).__name__)
+            except CatchUpFailed as exc:
+                self._failed(str(exc))
+            await asyncio.sleep(self._every)
+
+    def _failed(self, error: str) -> None:
+        """Counted and logged; the next pass reads the same window again."""
+        self._failures.inc()
+        log.warning("read_back_failed", channel=self.channel, error=error)
+
+    async def once(self, now: datetime | None = None) -> int:
+        """One pass: read back what may have been missed, then move the watermark to `now`;
+        how many events were read back."""
+        now = now or datetime.now(UTC)
+        found = await self._watermarks.find_one({"_id": self.channel})
+        watermark = found["through"].replace(tzinfo=UTC) if found else None
+        missed = self._missed
+        window = window_to_read(
+            watermark=watermark,
+            missed_since=missed[0] if missed else None,
+            starting=not self._started,
+            now=now,
+            stale_after=timedelta(seconds=2 * self._every),
+            max_age=self._max_age,
+        )
+        read = 0 if window is None else await self._read_and_publish(window)
+        await self._watermarks.update_one(
+            {"_id": self.channel}, {"$max": {"through": now}}, upsert=True
+        )
+        self._started = True
+        if missed is not None and self._missed is not None:
+            # Refusals since `now` stay to be read back next time.
+            last = self._missed[1]
+            self._missed = None if last <= now else (now, last)
+        return read
+
+    async def _read_and_publish(self, window: Window) -> int:
+        log.info(
+            "read_back_started",
+            channel=self.channel,
+            since=window.since.isoformat(),
+            reason=window.reason,
+        )
+        read = 0
+        async for interactions in self._log.read_back(window.since):
+            if interactions:
+                await self._publish(interactions)
+            read += len(interactions)
+            self._read.inc(len(interactions))
+        log.info("read_back_done", channel=self.channel, events=read)
+        return read
+
+
+class CatchUpFailed(Exception):
+    """A read-back could not be completed (the provider answered an error, Kafka refused)."""
