@@ -30,11 +30,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
-import httpx
 import structlog
 from prometheus_client import Counter
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import PyMongoError
 
 from hilo.contract import Interaction
 from hilo.mongo import MongoDocument
@@ -151,10 +149,12 @@ class CatchUp:
         while True:
             try:
                 await self.once()
-            except (PyMongoError, httpx.HTTPError) as exc:
-                self._failed(type(exc).__name__)
             except CatchUpFailed as exc:
                 self._failed(str(exc))
+            except Exception as exc:  # the loop outlives any one pass
+                # MongoDB or the provider away, or a page nobody expected: its type alone, since
+                # a message may quote what it could not read.
+                self._failed(type(exc).__name__)
             await asyncio.sleep(self._every)
 
     def _failed(self, error: str) -> None:

@@ -19,6 +19,7 @@ from hilo.channel import Channel, create_channel_app, refused_if_unreadable
 from hilo.contract import Interaction
 from hilo.outbound import Provider, not_configured
 from hilo.providers.twilio import answered_with_twiml, verified_form
+from hilo.providers.twilio_api import TwilioLists
 
 log = structlog.get_logger(__name__)
 
@@ -104,12 +105,15 @@ def read_back(settings: SmsSettings) -> ReadBack | None:
             "number): an SMS whose webhook is refused or unanswered is otherwise lost",
         )
         return None
-    message_log = TwilioMessageLog(
+    lists = TwilioLists(
         api_url=settings.twilio_api_url,
         account_sid=settings.twilio_account_sid,
         auth_token=settings.twilio_auth_token.get_secret_value(),
-        numbers=numbers,
-        translate=lambda message, sent_at: incoming(
+    )
+    message_log = TwilioMessageLog(
+        lists,
+        numbers,
+        lambda message, sent_at: incoming(
             message, datetime.now(UTC), settings.instance, settings.pepper, sent_at
         ),
     )

@@ -17,26 +17,8 @@ from pydantic import AnyHttpUrl
 
 from channel_sms.translate import reference
 from hilo.contract.outbound import OutboundCommand
-from hilo.logs import mask_text
 from hilo.outbound import SendRefused, Sent, accepted_without_id, provider_call
-
-API_VERSION = "2010-04-01"
-TIMEOUT_SECONDS = 15.0
-
-
-def twilio_reason(response: httpx.Response) -> str:
-    """Twilio's own code and message (`21610: Attempt to send to unsubscribed recipient`).
-
-    Twilio quotes the recipient in some messages (21211): numbers are masked, since the reason is
-    stored in the clear with the send's state.
-    """
-    try:
-        error = response.json()
-    except ValueError:
-        error = None
-    if not isinstance(error, dict) or "code" not in error:
-        return f"Twilio answered {response.status_code}"
-    return mask_text(f"{error['code']}: {error.get('message') or 'no message'}")[:1_000]
+from hilo.providers.twilio_api import API_VERSION, TIMEOUT_SECONDS, twilio_reason
 
 
 class TwilioMessages:
