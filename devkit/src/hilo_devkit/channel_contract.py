@@ -15,7 +15,9 @@ sign them) and gets, against the real broker, the checks the rest of Hilo relies
 the broker gone the channel answers 503, and the provider's retry is published once it is back.
 For a provider that never retries, `assert_spooled_while_kafka_is_down` proves instead that the
 one request is answered 200, kept, and published once the broker is back, also by an instance
-started while the broker was away.
+started while the broker was away. For one that also keeps a log Hilo can read (Twilio),
+`assert_read_back_after_outages` proves that what a webhook refused while MongoDB was away, or
+unanswered while no instance ran, is read back from that log (`hilo.catch_up`).
 """
 
 from __future__ import annotations
@@ -31,13 +33,14 @@ import httpx
 from aiokafka.structs import ConsumerRecord
 from fastapi import FastAPI
 
+from hilo.catch_up import WATERMARKS_COLLECTION
 from hilo.mongo import create_mongo_client
-from hilo.settings import HiloSettings
+from hilo.settings import HiloSettings, MongoUrl
 from hilo.spool import SPOOL_COLLECTION
 from hilo.testkit.contract_check import opened_interactions
 from hilo.testkit.probes import eventually, read_topic
 from hilo.topics import Topic, ensure_topics, topic_name
-from hilo_devkit.local_infra import LocalKafka
+from hilo_devkit.local_infra import LocalKafka, LocalSecantusDB
 
 Settings = TypeVar("Settings", bound=HiloSettings)
 
@@ -194,3 +197,63 @@ async def assert_spooled_while_kafka_is_down(
 
 def _kafka_ok(readiness: httpx.Response) -> bool:
     return bool(readiness.json()["checks"]["kafka"] == "ok")
+
+
+Arrival = Callable[[], tuple[ProviderRequest, str]]
+"""A provider event that happens now (kept in the provider's log): its webhook as the provider
+would post it, and the event id it must publish. From a customer not seen before, so that no key
+of theirs is cached when MongoDB is away."""
+
+
+async def assert_read_back_after_outages(
+    create_app: Callable[[Settings], FastAPI],
+    settings: Settings,
+    workdir: Path,
+    arrive: Arrival,
+) -> list[dict[str, Any]]:
+    """Against a MongoDB-wire server of its own: a webhook answered 200 while all is up; one
+    refused with 503 while MongoDB is away (the provider never posts it again), read back once
+    MongoDB answers; one that arrives while no instance runs (nobody posts it), read back when
+    an instance starts. `settings` reads back every 0.5 s. Returns the events published, one
+    per id, the three first."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    database = LocalSecantusDB(workdir)
+    database.start()
+    local = settings.model_copy(update={"mongodb_url": MongoUrl(database.url)})
+    mongo = create_mongo_client(local)
+    watermarks = mongo[local.mongodb_database][WATERMARKS_COLLECTION]
+    try:
+        async with channel_client(create_app(local)) as running:
+            await eventually(lambda: watermarks.count_documents({}), until=lambda n: n == 1)
+            delivered, delivered_id = arrive()
+            up = await send(running, delivered)
+            await asyncio.to_thread(database.stop)
+            refused, refused_id = arrive()
+            down = await send(running, refused)
+            await asyncio.to_thread(database.start)
+            events = await published_with(local, {delivered_id, refused_id})
+        _unanswered, unanswered_id = arrive()
+        async with channel_client(create_app(local)):
+            events = await published_with(local, {delivered_id, refused_id, unanswered_id})
+    finally:
+        await mongo.close()
+        database.stop()
+    assert (up.status_code, down.status_code) == (200, 503), (
+        "answered as usual while MongoDB was up, refused while it was away"
+    )
+    first = {delivered_id: 0, refused_id: 1, unanswered_id: 2}
+    return sorted(events, key=lambda event: first.get(event["id"], 3))
+
+
+async def published_with(settings: HiloSettings, ids: set[str]) -> list[dict[str, Any]]:
+    """The interactions on this test's topic once every one of `ids` is there, one per id."""
+
+    async def read() -> list[dict[str, Any]]:
+        records = await published_records(settings, len(ids))
+        return await opened_interactions(settings, records)
+
+    def complete(events: list[dict[str, Any]]) -> bool:
+        return ids <= {event["id"] for event in events}
+
+    events = await eventually(read, until=complete, timeout=60)
+    return list({event["id"]: event for event in events}.values())

@@ -8,6 +8,7 @@ Twilio posts a webhook once: without the read-back, every SMS of these outages i
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +29,11 @@ from hilo.testkit.contract_check import published_interactions
 from hilo.testkit.probes import eventually
 from hilo.testkit.signing import twilio_signed
 from hilo.testkit.standins.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioStandIn
-from hilo_devkit.channel_contract import channel_client
+from hilo_devkit.channel_contract import (
+    ProviderRequest,
+    assert_read_back_after_outages,
+    channel_client,
+)
 from hilo_devkit.local_infra import LocalSecantusDB
 
 PUBLIC = "https://hooks.example.com"
@@ -139,17 +144,23 @@ async def test_sms_refused_while_mongodb_was_away_are_read_back_once_it_is_back(
     assert later["through"] > first["through"], "the watermark moves on"
 
 
-async def test_sms_that_arrived_while_the_service_was_stopped_are_read_back_at_start(
-    sms_settings: SmsSettings, twilio: TwilioStandIn, watermark: Any
+async def test_sms_refused_or_unanswered_are_read_back_as_every_such_channel_must(
+    sms_settings: SmsSettings, twilio: TwilioStandIn, tmp_path: Path
 ) -> None:
-    async with channel_client(create_app(sms_settings)):
-        await eventually(watermark, until=lambda found: found is not None)
+    senders = (f"+3460077{n:04d}" for n in itertools.count())
 
-    unanswered = twilio.receive(ANA, FROM, "nobody was listening")
-    async with channel_client(create_app(sms_settings)):
-        events = await _published(sms_settings, {sid_of(unanswered)})
+    def arrive() -> tuple[ProviderRequest, str]:
+        params = twilio.receive(next(senders), FROM, "¿Seguís abiertos?")
+        request = ProviderRequest(
+            WEBHOOK, urlencode(params).encode(), twilio_signed(PUBLIC + WEBHOOK, params, AUTH_TOKEN)
+        )
+        return request, interaction_id("sms", sid_of(params))
 
-    assert [event["id"] for event in events] == [interaction_id("sms", sid_of(unanswered))]
+    events = await assert_read_back_after_outages(
+        create_app, sms_settings, tmp_path / "own", arrive
+    )
+
+    assert [event["payload"]["text"] for event in events[:3]] == ["¿Seguís abiertos?"] * 3
 
 
 async def _published(settings: SmsSettings, sids: set[str]) -> list[dict[str, Any]]:

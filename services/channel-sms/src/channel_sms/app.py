@@ -4,9 +4,8 @@ with Twilio credentials and a sender configured, the service also sends outbound
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 
 from channel_sms.message_log import TwilioMessageLog
@@ -14,14 +13,12 @@ from channel_sms.sending import COMMAND_PARAM, TwilioMessages
 from channel_sms.settings import SmsSettings
 from channel_sms.translate import incoming, recorded, status
 from channel_sms.twilio import InboundMessage, StatusCallback
-from hilo.catch_up import ReadBack
+from hilo.catch_up import ProviderLog
 from hilo.channel import Channel, create_channel_app, refused_if_unreadable
 from hilo.contract import Interaction
 from hilo.outbound import Provider, not_configured
-from hilo.providers.twilio import answered_with_twiml, verified_form
+from hilo.providers.twilio import answered_with_twiml, twilio_read_back, verified_form
 from hilo.providers.twilio_api import TwilioLists
-
-log = structlog.get_logger(__name__)
 
 WEBHOOK_PATH = "/webhooks/twilio/sms"
 STATUS_PATH = "/status"
@@ -93,32 +90,14 @@ def twilio_provider(settings: SmsSettings) -> Provider:
     )
 
 
-def read_back(settings: SmsSettings) -> ReadBack | None:
-    """Twilio's log of the numbers' incoming messages, to read back what webhooks missed; None
-    (said once in the log) when no account or number is configured."""
-    numbers = settings.catch_up_numbers()
-    if settings.twilio_account_sid is None or not numbers:
-        log.warning(
-            "read_back_off",
-            channel="sms",
-            reason="set HILO_TWILIO_ACCOUNT_SID and HILO_TWILIO_CATCH_UP_NUMBERS (or a sender "
-            "number): an SMS whose webhook is refused or unanswered is otherwise lost",
-        )
-        return None
-    lists = TwilioLists(
-        api_url=settings.twilio_api_url,
-        account_sid=settings.twilio_account_sid,
-        auth_token=settings.twilio_auth_token.get_secret_value(),
-    )
-    message_log = TwilioMessageLog(
+def message_log(settings: SmsSettings) -> Callable[[TwilioLists, list[str]], ProviderLog]:
+    """Twilio's message log of the numbers, translated as the webhook translates."""
+    return lambda lists, numbers: TwilioMessageLog(
         lists,
         numbers,
         lambda message, sent_at: incoming(
             message, datetime.now(UTC), settings.instance, settings.pepper, sent_at
         ),
-    )
-    return ReadBack(
-        message_log, settings.catch_up_seconds, timedelta(hours=settings.catch_up_max_hours)
     )
 
 
@@ -132,5 +111,7 @@ def create_app(settings: SmsSettings | None = None) -> FastAPI:
         "outbound SMS through Twilio's Messages API when configured.",
         provider=twilio_provider(settings),
         spool=True,  # Twilio never retries a webhook answered 503: keep it while Kafka is away
-        read_back=read_back(settings),  # ... nor one MongoDB's absence made us refuse
+        read_back=twilio_read_back(
+            "sms", settings, message_log(settings)
+        ),  # ... nor one MongoDB's absence made us refuse
     )

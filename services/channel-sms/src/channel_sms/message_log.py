@@ -15,11 +15,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from pydantic import ValidationError
 
 from channel_sms.twilio import InboundMessage
 from hilo.contract import Interaction
 from hilo.providers.twilio_api import TwilioListFailed, TwilioLists, twilio_time
+
+log = structlog.get_logger(__name__)
 
 Translate = Callable[[InboundMessage, datetime], list[Interaction]]
 """A message read back, and when Twilio got it, as the interactions its webhook would make."""
@@ -40,8 +43,17 @@ class TwilioMessageLog:
             yield [
                 interaction
                 for message, sent_at in page
-                for interaction in self._translate(message, sent_at)
+                for interaction in self._translated(message, sent_at)
             ]
+
+    def _translated(self, message: InboundMessage, sent_at: datetime) -> list[Interaction]:
+        """As its webhook would have been; one its webhook would have had refused with 422 (a
+        `From` that is no phone number) is left out, as the webhook would have left it."""
+        try:
+            return self._translate(message, sent_at)
+        except ValueError:
+            log.info("read_back_left_out", channel="sms", reason="unreadable")
+            return []
 
     async def received_since(
         self, since: datetime

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 
+from channel_voice.call_log import TwilioCallLog
 from channel_voice.calls import CallOutcome, StatusCallback
 from channel_voice.settings import VoiceSettings
 from channel_voice.translate import call_conversation, from_contact_centre, from_twilio
 from hilo.auth import require_api_key
+from hilo.catch_up import ProviderLog
 from hilo.channel import (
     Channel,
     create_channel_app,
@@ -18,7 +21,8 @@ from hilo.channel import (
     refused_if_unreadable,
 )
 from hilo.contract import SECONDARY_CONTACTS, DropInvalid
-from hilo.providers.twilio import answered_with_twiml, verified_form
+from hilo.providers.twilio import answered_with_twiml, twilio_read_back, verified_form
+from hilo.providers.twilio_api import TwilioLists
 
 
 def routes(channel: Channel, settings: VoiceSettings) -> list[APIRouter]:
@@ -63,6 +67,15 @@ def create_app(settings: VoiceSettings | None = None) -> FastAPI:
         settings,
         lambda channel: routes(channel, settings),
         description="Twilio Voice status callbacks (/webhooks/twilio/voice/status) and "
-        "contact-centre call outcomes (POST /v1/calls).",
+        "contact-centre call outcomes (POST /v1/calls); calls whose callbacks were refused or "
+        "unanswered are read back from Twilio's call log.",
         spool=True,  # Twilio never retries a webhook answered 503: keep it while Kafka is away
+        read_back=twilio_read_back("voice", settings, call_log(settings)),  # ... nor 503s
+    )
+
+
+def call_log(settings: VoiceSettings) -> Callable[[TwilioLists, list[str]], ProviderLog]:
+    """Twilio's call log of the numbers, translated as the status callback translates."""
+    return lambda lists, numbers: TwilioCallLog(
+        lists, numbers, lambda callback: from_twilio(callback, datetime.now(UTC), settings.instance)
     )

@@ -10,13 +10,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+import structlog
 from fastapi import Request, Response
 from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, ValidationError
 
+from hilo.catch_up import ProviderLog, ReadBack
 from hilo.channel import (
     Channel,
     ChannelSettings,
@@ -26,7 +29,11 @@ from hilo.channel import (
     validation_rejection,
 )
 from hilo.contract import Interaction
+from hilo.providers.twilio_api import TwilioLists
+from hilo.settings import CommaSeparated
 from hilo.webhook import SignatureError, verify_base64_signature
+
+log = structlog.get_logger(__name__)
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
@@ -50,6 +57,68 @@ class TwilioChannelSettings(ChannelSettings):
     public_base_url: AnyHttpUrl = Field(
         description="The base URL Twilio calls (as typed in the Twilio console), e.g. "
         "https://hooks.example.com: Twilio signs the full public URL, which a proxy hides."
+    )
+    twilio_account_sid: str | None = Field(
+        default=None,
+        pattern=r"^AC[0-9a-fA-F]{32}$",
+        description="Twilio account SID (AC...), for Twilio's REST API (authenticated with "
+        "HILO_TWILIO_AUTH_TOKEN): what webhooks missed is read back from Twilio's logs.",
+    )
+    twilio_api_url: AnyHttpUrl = Field(
+        default=AnyHttpUrl("https://api.twilio.com"),
+        description="Base URL of Twilio's REST API (a stand-in's address in tests).",
+    )
+    twilio_catch_up_numbers: CommaSeparated[str] = Field(
+        default_factory=list,
+        description="Twilio numbers (E.164; whatsapp:+E.164 for SMS) whose messages or calls "
+        "are read back from Twilio's logs after webhooks were refused (MongoDB away) or found "
+        "no instance running: Twilio never posts them again. Needs HILO_TWILIO_ACCOUNT_SID.",
+    )
+    catch_up_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=3_600,
+        description="How often an instance moves the channel's watermark and reads back from "
+        "Twilio's logs what refused or unanswered webhooks missed (hilo.catch_up).",
+    )
+    catch_up_max_hours: float = Field(
+        default=72.0,
+        gt=0,
+        le=24 * 30,
+        description="How far back a read-back goes at most (a channel stopped for a week reads "
+        "back its last 72 hours).",
+    )
+
+    def catch_up_numbers(self) -> list[str]:
+        """The numbers whose messages or calls are read back."""
+        return [number.strip() for number in self.twilio_catch_up_numbers if number.strip()]
+
+
+def twilio_read_back(
+    channel: str,
+    settings: TwilioChannelSettings,
+    provider_log: Callable[[TwilioLists, list[str]], ProviderLog],
+) -> ReadBack | None:
+    """How the channel reads back from Twilio's logs; `None` (said once in the log) without an
+    account SID or a number to read."""
+    numbers = settings.catch_up_numbers()
+    if settings.twilio_account_sid is None or not numbers:
+        log.warning(
+            "read_back_off",
+            channel=channel,
+            reason="set HILO_TWILIO_ACCOUNT_SID and HILO_TWILIO_CATCH_UP_NUMBERS: what a refused "
+            "or unanswered webhook brought is otherwise lost",
+        )
+        return None
+    lists = TwilioLists(
+        api_url=settings.twilio_api_url,
+        account_sid=settings.twilio_account_sid,
+        auth_token=settings.twilio_auth_token.get_secret_value(),
+    )
+    return ReadBack(
+        provider_log(lists, numbers),
+        settings.catch_up_seconds,
+        timedelta(hours=settings.catch_up_max_hours),
     )
 
 

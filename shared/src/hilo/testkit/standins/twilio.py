@@ -19,7 +19,9 @@ It also keeps Twilio's message log: `GET /2010-04-01/Accounts/{AccountSid}/Messa
 every message, newest first, as Twilio does (filters `To`, `From` and the day-granular `DateSent>`,
 `PageSize`, `next_page_uri` to follow), and `GET .../Messages/{Sid}/Media.json` an MMS's media.
 A test makes a customer's SMS arrive with `receive`, which keeps it in the log and returns the
-webhook's form as Twilio posts it (the test posts it, or does not: a webhook Twilio lost).
+webhook's form as Twilio posts it (the test posts it, or does not: a webhook Twilio lost). Its
+call log likewise: `GET .../Calls.json` (filters `To`, `From`, the day-granular `EndTime>`),
+newest first, of the calls a test made with `call`, which returns the final status callback.
 
 Standalone (`python -m hilo.testkit.standins.twilio --port 8099`), `GET /_standin/messages`
 lists what was accepted, `POST /_standin/failures` (`{"count": N, "status": 500}`) scripts
@@ -38,7 +40,7 @@ import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -118,6 +120,24 @@ class InboundSms:
 
 
 @dataclass(frozen=True)
+class Call:
+    """One call Twilio connected (or tried to), as its call log keeps it once it ended."""
+
+    sid: str
+    from_: str
+    to: str
+    direction: str
+    status: str
+    start_time: datetime
+    duration: int
+    parent_call_sid: str | None = None
+
+    @property
+    def end_time(self) -> datetime:
+        return self.start_time + timedelta(seconds=self.duration)
+
+
+@dataclass(frozen=True)
 class StatusReport:
     """One status callback posted, and how the channel answered it."""
 
@@ -150,6 +170,7 @@ class TwilioStandIn(StandIn):
         self.status_callbacks = status_callbacks
         self.accepted: list[AcceptedSms] = []
         self.received: list[InboundSms] = []
+        self.calls_made: list[Call] = []
         self.reports: list[StatusReport] = []
         self.calls = 0
         """Requests to the Messages API, whatever they were answered."""
@@ -170,6 +191,11 @@ class TwilioStandIn(StandIn):
                 Route(
                     f"/{API_VERSION}/Accounts/{{account_sid}}/Messages/{{sid}}/Media.json",
                     self._media_list,
+                    methods=["GET"],
+                ),
+                Route(
+                    f"/{API_VERSION}/Accounts/{{account_sid}}/Calls.json",
+                    self._call_log,
                     methods=["GET"],
                 ),
                 Route("/_standin/messages", self._list, methods=["GET"]),
@@ -237,6 +263,112 @@ class TwilioStandIn(StandIn):
             ]
         return params
 
+    def call(
+        self,
+        from_: str,
+        to: str,
+        *,
+        status: str = "completed",
+        direction: str = "inbound",
+        duration: int = 60,
+        ended_at: datetime | None = None,
+        parent_call_sid: str | None = None,
+    ) -> list[tuple[str, str]]:
+        """A call that ended (`status`: completed, busy, no-answer, failed, canceled): kept in
+        the call log, and its final status callback's form returned as Twilio would post it."""
+        ended = (ended_at or datetime.now(UTC)).replace(microsecond=0)
+        call = Call(
+            sid="CA" + uuid.uuid4().hex,
+            from_=from_,
+            to=to,
+            direction=direction,
+            status=status,
+            start_time=ended - timedelta(seconds=duration),
+            duration=duration,
+            parent_call_sid=parent_call_sid,
+        )
+        with self._lock:
+            self.calls_made.append(call)
+        params = [
+            ("AccountSid", self.account_sid),
+            ("ApiVersion", API_VERSION),
+            ("CallSid", call.sid),
+            ("CallStatus", status),
+            ("Direction", direction),
+            ("From", from_),
+            ("To", to),
+            ("CallDuration", str(duration)),
+            ("Duration", str(-(-duration // 60))),
+            ("Timestamp", format_datetime(call.end_time)),
+            ("SequenceNumber", "3"),
+        ]
+        return params + ([("ParentCallSid", parent_call_sid)] if parent_call_sid else [])
+
+    async def _call_log(self, request: Request) -> Response:
+        """Twilio's call list: newest first, filtered, one page at a time."""
+        if request.path_params["account_sid"] != self.account_sid or not self._authorised(
+            request.headers.get("authorization")
+        ):
+            return _error(20003)
+        query = request.query_params
+        with self._lock:
+            log = [self._call_resource(call) for call in self.calls_made]
+        ended = date.fromisoformat(query["EndTime>"]) if "EndTime>" in query else None
+        chosen = [
+            call
+            for call in log
+            if all(call[k.lower()] == query[k] for k in ("To", "From") if k in query)
+            and (ended is None or _day(call["end_time"]) >= ended)
+        ]
+        chosen.sort(key=lambda c: _when(c["date_created"]), reverse=True)
+        return self._page(query, "Calls", "calls", chosen)
+
+    def _call_resource(self, call: Call) -> dict[str, Any]:
+        return {
+            "account_sid": self.account_sid,
+            "answered_by": None,
+            "api_version": API_VERSION,
+            "caller_name": None,
+            "date_created": format_datetime(call.start_time),
+            "date_updated": format_datetime(call.end_time),
+            "direction": call.direction,
+            "duration": str(call.duration),
+            "end_time": format_datetime(call.end_time),
+            "forwarded_from": None,
+            "from": call.from_,
+            "from_formatted": call.from_,
+            "parent_call_sid": call.parent_call_sid,
+            "phone_number_sid": "PN" + "0" * 32,
+            "price": None,
+            "price_unit": "USD",
+            "sid": call.sid,
+            "start_time": format_datetime(call.start_time),
+            "status": call.status,
+            "to": call.to,
+            "to_formatted": call.to,
+            "uri": f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{call.sid}.json",
+        }
+
+    def _page(
+        self, query: Any, resource: str, key: str, chosen: list[dict[str, Any]]
+    ) -> JSONResponse:
+        """One page of a list, with the URI of the next as Twilio writes it."""
+        size = min(int(query.get("PageSize", 50)), 1_000)
+        page = int(query.get("Page", 0))
+        rest = {k: v for k, v in query.items() if k not in ("Page", "PageToken")}
+        path = f"/{API_VERSION}/Accounts/{self.account_sid}/{resource}.json"
+        more = (page + 1) * size < len(chosen)
+        next_query = urlencode({**rest, "Page": page + 1, "PageToken": f"PA{page + 1}"})
+        return JSONResponse(
+            {
+                key: chosen[page * size : (page + 1) * size],
+                "next_page_uri": f"{path}?{next_query}" if more else None,
+                "page": page,
+                "page_size": size,
+                "uri": f"{path}?{urlencode(dict(query))}",
+            }
+        )
+
     def _media_url(self, sms: InboundSms, media_sid: str) -> str:
         """Where Twilio serves an attachment: its resource's URI without `.json`."""
         return f"{self.url}{self._uri(sms.sid)}/Media/{media_sid}"
@@ -262,21 +394,7 @@ class TwilioStandIn(StandIn):
             and (since is None or _day(message["date_sent"] or message["date_created"]) >= since)
         ]
         chosen.sort(key=lambda m: _when(m["date_sent"] or m["date_created"]), reverse=True)
-        size = min(int(query.get("PageSize", 50)), 1_000)
-        page = int(query.get("Page", 0))
-        rest = {k: v for k, v in query.items() if k not in ("Page", "PageToken")}
-        path = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages.json"
-        more = (page + 1) * size < len(chosen)
-        next_query = urlencode({**rest, "Page": page + 1, "PageToken": f"PA{page + 1}"})
-        return JSONResponse(
-            {
-                "messages": chosen[page * size : (page + 1) * size],
-                "next_page_uri": f"{path}?{next_query}" if more else None,
-                "page": page,
-                "page_size": size,
-                "uri": f"{path}?{urlencode(dict(query))}",
-            }
-        )
+        return self._page(query, "Messages", "messages", chosen)
 
     def _inbound_resource(self, sms: InboundSms) -> dict[str, Any]:
         sent = format_datetime(sms.date_sent)

@@ -1,0 +1,101 @@
+"""Twilio's call log, read back for the calls whose status callbacks could not bring them
+(`hilo.catch_up`).
+
+`GET /2010-04-01/Accounts/{AccountSid}/Calls.json?To=<number>&EndTime>=<day>` lists the calls to
+a number (and `From=<number>`, the calls from it), newest first by creation; the date filter is
+by day, so calls that ended before the time asked for are dropped here. Twilio ends every call
+within 24 hours, so once a page reaches calls created more than `LONGEST_CALL` before that
+time, none further can have ended after it, and paging stops. Each call that ended becomes the
+final status callback Twilio would have posted (`StatusCallback`), translated as its webhook
+is, under the same event id; progress (queued, ringing, in-progress) is not read back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from channel_voice.calls import StatusCallback
+from channel_voice.translate import FINAL_STATUSES
+from hilo.contract import Interaction
+from hilo.providers.twilio_api import TwilioLists, twilio_time
+
+log = structlog.get_logger(__name__)
+
+LONGEST_CALL = timedelta(hours=25)
+"""Twilio's longest call (24 hours), and an hour for a call's time queued before it."""
+
+Translate = Callable[[StatusCallback], Interaction | None]
+"""A call's final status as the interaction its status callback would make."""
+
+
+class TwilioCallLog:
+    """Calls to and from the given numbers that ended since a time: the voice channel's
+    `hilo.catch_up.ProviderLog`."""
+
+    def __init__(self, lists: TwilioLists, numbers: Sequence[str], translate: Translate) -> None:
+        self._lists = lists
+        self.numbers = tuple(numbers)
+        self._translate = translate
+
+    async def read_back(self, since: datetime) -> AsyncIterator[Sequence[Interaction]]:
+        """The interactions of each page of calls that ended since `since`."""
+        for number in self.numbers:
+            for side in ("To", "From"):
+                filters = {side: number, "EndTime>": since.astimezone(UTC).date().isoformat()}
+                pages = self._lists.pages(
+                    self._lists.path("Calls"),
+                    "calls",
+                    filters,
+                    last=lambda items: any(
+                        _created_before(item, since - LONGEST_CALL) for item in items
+                    ),
+                )
+                async for items in pages:
+                    yield [
+                        interaction
+                        for item in items
+                        if _ended_since(item, since)
+                        for interaction in self._translated(item)
+                    ]
+
+    def _translated(self, call: dict[str, Any]) -> list[Interaction]:
+        """As its final status callback would have been; one the callback would have had
+        refused with 422 (a number that is none) is left out, as the webhook would have."""
+        try:
+            interaction = self._translate(StatusCallback.model_validate(_as_callback(call)))
+        except (ValidationError, ValueError):
+            log.info("read_back_left_out", channel="voice", reason="unreadable")
+            return []
+        return [] if interaction is None else [interaction]
+
+    async def close(self) -> None:
+        await self._lists.close()
+
+
+def _as_callback(call: dict[str, Any]) -> dict[str, Any]:
+    """The form of the call's final status callback."""
+    return {
+        "CallSid": call.get("sid"),
+        "CallStatus": call.get("status"),
+        "Direction": call.get("direction"),
+        "From": call.get("from"),
+        "To": call.get("to"),
+        "CallDuration": call.get("duration"),
+        "ParentCallSid": call.get("parent_call_sid"),
+        "Timestamp": call.get("end_time"),
+    }
+
+
+def _ended_since(call: dict[str, Any], since: datetime) -> bool:
+    ended = twilio_time(call, "end_time")
+    return call.get("status") in FINAL_STATUSES and (ended is None or ended >= since)
+
+
+def _created_before(call: dict[str, Any], at: datetime) -> bool:
+    created = twilio_time(call, "date_created", "start_time")
+    return created is not None and created < at
