@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pymongo.asynchronous.collection import AsyncCollection
 
 from hilo.catch_up import MARGIN, WATERMARKS_COLLECTION, CatchUp, CatchUpFailed, window_to_read
 from hilo.contract import Interaction
-from hilo.mongo import create_mongo_client
+from hilo.mongo import MongoDocument, as_stored, create_mongo_client
 from hilo.settings import HiloSettings
 from hilo.testkit.samples import sample_interaction
 
@@ -100,6 +101,51 @@ class Published:
 
 
 @pytest.fixture
+async def watermarks(settings: HiloSettings) -> AsyncIterator[AsyncCollection[MongoDocument]]:
+    mongo = create_mongo_client(settings)
+    yield mongo[settings.mongodb_database][WATERMARKS_COLLECTION]
+    await mongo.close()
+
+
+def instance(
+    channel: str, watermarks: AsyncCollection[MongoDocument], published: Published
+) -> tuple[CatchUp, ProviderLogOfTheTest]:
+    provider_log = ProviderLogOfTheTest([[sample_interaction()], [sample_interaction()]])
+    reader = CatchUp(
+        channel,
+        watermarks,
+        provider_log,
+        published,
+        every_seconds=EVERY.total_seconds(),
+        max_age=timedelta(hours=72),
+    )
+    return reader, provider_log
+
+
+async def test_what_a_stopped_instance_refused_is_read_back_by_another_one(
+    watermarks: AsyncCollection[MongoDocument],
+) -> None:
+    """An instance stops (a deploy) before reading back what it refused: its refusals are
+    noted in the watermark document, and an instance still running reads them back, though the
+    watermark it keeps moving never fell behind."""
+    channel = f"test-{uuid.uuid4().hex[:8]}"
+    published = Published()
+    stopping, _ = instance(channel, watermarks, published)
+    running, running_log = instance(channel, watermarks, published)
+    await stopping.once()
+    await running.once()
+
+    refused_at = datetime.now(UTC)
+    stopping.missed(refused_at)
+    await stopping.close()
+
+    assert await running.once() == 2
+    assert running_log.reads[-1] == as_stored(refused_at) - MARGIN
+    assert await running.once() == 0, "read back once"
+    await watermarks.delete_many({"_id": channel})
+
+
+@pytest.fixture
 async def catch_up(
     settings: HiloSettings,
 ) -> AsyncIterator[tuple[CatchUp, ProviderLogOfTheTest, Published]]:
@@ -134,7 +180,7 @@ async def test_a_refusal_is_read_back_once_and_one_during_a_read_back_is_read_ne
     reader.missed(refused_at)
     provider_log.while_reading = reader
     assert await reader.once() == 2
-    assert provider_log.reads == [refused_at - MARGIN]
+    assert provider_log.reads == [as_stored(refused_at) - MARGIN]
     assert len(published.events) == 2
 
     assert await reader.once() == 2, "the refusal during the read-back is read back next"
@@ -155,4 +201,4 @@ async def test_a_read_back_that_could_not_publish_is_read_again(
         await reader.once()
     published.failing = False
     assert await reader.once() == 2
-    assert provider_log.reads == [refused_at - MARGIN, refused_at - MARGIN]
+    assert provider_log.reads == [as_stored(refused_at) - MARGIN] * 2

@@ -216,9 +216,9 @@ async def assert_read_back_after_outages(
     MongoDB answers; one that arrives while no instance runs (nobody posts it), read back when
     an instance starts. `settings` reads back every 0.5 s. Returns the events published, one
     per id, the three first."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     database = LocalSecantusDB(workdir)
-    database.start()
+    await asyncio.to_thread(database.start)
     local = settings.model_copy(update={"mongodb_url": MongoUrl(database.url)})
     mongo = create_mongo_client(local)
     watermarks = mongo[local.mongodb_database][WATERMARKS_COLLECTION]

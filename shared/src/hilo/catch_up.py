@@ -4,22 +4,29 @@ never retry, and keep what they received.
 Twilio posts a webhook once (it retries only a connection it could not open, within 15 s), so
 an SMS whose webhook was refused (MongoDB away: no key to seal it with, and no spool) or found
 nobody listening (every instance stopped, a deploy) never comes again. Twilio does keep every
-message in its log, readable through its API. A channel that passes a `ProviderLog` reads the log
-for the time it may have missed and publishes what is in it, under the event ids the webhooks
-would have had: a message its webhook did bring is one journey entry still, since every
-consumer drops a repeated id.
+message and call in its logs, readable through its API. A channel that passes a `ReadBack`
+reads the log for the time it may have missed and publishes what is in it, under the event ids
+the webhooks would have had: a message its webhook did bring is one journey entry still, since
+every consumer drops a repeated id.
 
-The time missed is known two ways:
-- the refusals this process answered (kept in memory until read back);
-- a watermark per channel in MongoDB (`channel_watermarks`), moved to the present every
-  `HILO_CATCH_UP_SECONDS` by whichever instance is running. An instance starting reads back
-  from it at once (the time nobody, or only it, was running); a running one reads back when it
-  is more than two intervals old (MongoDB did not take the moves, so webhooks may have been
-  refused by any instance). No watermark yet: a new deployment, nothing to read back.
+The time missed is known three ways:
+- the refusals this process answered, kept in memory until read back, and noted in the
+  channel's document in MongoDB (`channel_watermarks`: the first and last not read back) on the
+  next pass and at shutdown, so that another instance reads them back if this one stops first;
+- a watermark in the same document, moved to the end of each pass (every
+  `HILO_CATCH_UP_SECONDS`) by whichever instance is running. An instance starting reads back
+  from it at once (the time nobody, or only it, was running);
+- a running instance reads back from the watermark when it is more than two passes old: MongoDB
+  took no move meanwhile, so any instance may have refused webhooks.
+No watermark yet: a new deployment, nothing to read back.
 
-A read back starts `MARGIN` before the window (clocks apart, a message arriving as the window
-was taken) and never more than `HILO_CATCH_UP_MAX_HOURS` ago. It fails whole or moves the
-watermark: a failure (the provider or Kafka away) is tried again on the next interval.
+A read-back starts `MARGIN` before the window (clocks apart, a message arriving as the window
+was taken) and never more than `HILO_CATCH_UP_MAX_HOURS` ago. It fails whole (the provider,
+Kafka or MongoDB away), and the next pass reads the same window again; an event it cannot
+publish for good (one its webhook would have had refused, a number the provider redacted, one
+larger than Kafka takes) is left out and counted instead of holding up the rest. Instances that
+all find the watermark behind each read the window back: a repeat per instance, which consumers
+drop.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from typing import Final, Protocol
 import structlog
 from prometheus_client import Counter
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import PyMongoError
 
 from hilo.contract import Interaction
 from hilo.mongo import MongoDocument
@@ -77,6 +85,19 @@ READ_BACK_FAILURES = Counter(
     "Read-backs that failed (the provider, Kafka or MongoDB away) and wait for the next interval",
     ["channel"],
 )
+
+LEFT_OUT = Counter(
+    "hilo_channel_read_back_left_out_total",
+    "Provider events a read-back left out, by reason: one its webhook would have had refused "
+    "(unreadable), a number the provider redacted, one larger than Kafka takes",
+    ["channel", "reason"],
+)
+
+
+def left_out(channel: str, reason: str) -> None:
+    """Count and log an event a read-back leaves out (never what it held)."""
+    LEFT_OUT.labels(channel, reason).inc()
+    log.info("read_back_left_out", channel=channel, reason=reason)
 
 
 @dataclass(frozen=True)
@@ -162,31 +183,80 @@ class CatchUp:
         self._failures.inc()
         log.warning("read_back_failed", channel=self.channel, error=error)
 
-    async def once(self, now: datetime | None = None) -> int:
-        """One pass: read back what may have been missed, then move the watermark to `now`;
-        how many events were read back."""
-        now = now or datetime.now(UTC)
-        found = await self._watermarks.find_one({"_id": self.channel})
-        watermark = found["through"].replace(tzinfo=UTC) if found else None
+    async def once(self) -> int:
+        """One pass: read back what may have been missed, then move the watermark to the end of
+        the pass; how many events were read back."""
+        now = datetime.now(UTC)
+        await self.note_refusals()
+        found = await self._watermarks.find_one({"_id": self.channel}) or {}
+        noted: datetime | None = found.get("missed_since")
         missed = self._missed
         window = window_to_read(
-            watermark=watermark,
-            missed_since=missed[0] if missed else None,
+            watermark=found.get("through"),
+            missed_since=min(
+                (at for at in (noted, missed[0] if missed else None) if at is not None),
+                default=None,
+            ),
             starting=not self._started,
             now=now,
             stale_after=timedelta(seconds=2 * self._every),
             max_age=self._max_age,
         )
         read = 0 if window is None else await self._read_and_publish(window)
+        # The end of the pass: this instance took webhooks all along (a refusal meanwhile is
+        # noted), so a long read-back does not leave the watermark behind.
         await self._watermarks.update_one(
-            {"_id": self.channel}, {"$max": {"through": now}}, upsert=True
+            {"_id": self.channel}, {"$max": {"through": datetime.now(UTC)}}, upsert=True
         )
         self._started = True
-        if missed is not None and self._missed is not None:
-            # Refusals since `now` stay to be read back next time.
-            last = self._missed[1]
-            self._missed = None if last <= now else (now, last)
+        await self._forget_refusals_before(now, missed)
         return read
+
+    async def note_refusals(self) -> None:
+        """Note this instance's refusals in the watermark document, for any instance to read
+        back should this one stop first (raises `PyMongoError` while MongoDB is away)."""
+        if self._missed is None:
+            return
+        first, last = self._missed
+        await self._watermarks.update_one(
+            {"_id": self.channel},
+            {"$min": {"missed_since": first}, "$max": {"missed_last": last}},
+            upsert=True,
+        )
+
+    async def close(self) -> None:
+        """At shutdown: what this instance refused and did not read back yet is noted, so that
+        an instance still running, or the next to start, reads it back."""
+        try:
+            await self.note_refusals()
+        except PyMongoError as exc:
+            error = type(exc).__name__
+        else:
+            return
+        missed = self.missed_since
+        log.error(
+            "read_back_refusals_unnoted",
+            channel=self.channel,
+            since=missed.isoformat() if missed else None,
+            error=error,
+        )
+
+    async def _forget_refusals_before(
+        self, start: datetime, missed: tuple[datetime, datetime] | None
+    ) -> None:
+        """Refusals up to `start` are read back: forgotten here and in the document. Later ones
+        (during the pass, here or in another instance) stay, from `start` on."""
+        if missed is not None and self._missed is not None:
+            last = self._missed[1]
+            self._missed = None if last <= start else (start, last)
+        await self._watermarks.update_one(
+            {"_id": self.channel, "missed_last": {"$lte": start}},
+            {"$unset": {"missed_since": "", "missed_last": ""}},
+        )
+        await self._watermarks.update_one(
+            {"_id": self.channel, "missed_last": {"$gt": start}, "missed_since": {"$lt": start}},
+            {"$set": {"missed_since": start}},
+        )
 
     async def _read_and_publish(self, window: Window) -> int:
         log.info(

@@ -40,7 +40,7 @@ from pymongo.errors import PyMongoError
 
 from hilo.asyncapi import asyncapi_router
 from hilo.auth import ApiKeyRefused
-from hilo.catch_up import WATERMARKS_COLLECTION, CatchUp, CatchUpFailed, ReadBack
+from hilo.catch_up import WATERMARKS_COLLECTION, CatchUp, CatchUpFailed, ReadBack, left_out
 from hilo.contract import MAX_FUTURE_SKEW, Direction, Interaction, MessageExchanged
 from hilo.contract.identifiers import DEFAULT_PHONE_REGION
 from hilo.direct_routes import DirectRoutingApp
@@ -261,10 +261,8 @@ class Channel:
         """
         started = time.perf_counter()
         try:
-            interactions, echoes = await self._without_echoes(interactions)
+            interactions, echoes = await self._store(interactions)
             ignored += echoes
-            records = await self._records(interactions)
-            await self._publish_or_spool(records)
         except (PublishFailed, PyMongoError) as exc:
             # Which one failed, for the operator: the key store (MongoDB) seals every event, and
             # a Twilio channel's spool lives there too.
@@ -298,14 +296,35 @@ class Channel:
                 )
 
     async def publish_read_back(self, interactions: Sequence[Interaction]) -> None:
-        """Publish events read back from the provider's log (`hilo.catch_up`); raises
-        `CatchUpFailed` when they could not be stored, to be read back again later."""
+        """Publish events read back from the provider's log (`hilo.catch_up`): counted there,
+        not as webhooks. `CatchUpFailed` when Kafka or the key store does not take them, to be
+        read back again; one larger than Kafka takes is left out (no retry could store it, as
+        its webhook would have been refused with 413)."""
         try:
-            await self.publish(interactions)
-        except HTTPException as exc:
-            raise CatchUpFailed(
-                f"events read back could not be stored ({exc.status_code})"
-            ) from None
+            await self._store(interactions)
+        except EventTooLarge:
+            for interaction in interactions:
+                await self._store_one_read_back(interaction)
+        except (PublishFailed, PyMongoError) as exc:
+            raise CatchUpFailed(f"not stored: {type(exc).__name__}") from None
+
+    async def _store_one_read_back(self, interaction: Interaction) -> None:
+        try:
+            await self._store([interaction])
+        except EventTooLarge:
+            left_out(self.name, "too_large")
+        except (PublishFailed, PyMongoError) as exc:
+            raise CatchUpFailed(f"not stored: {type(exc).__name__}") from None
+
+    async def _store(
+        self, interactions: Sequence[Interaction]
+    ) -> tuple[Sequence[Interaction], int]:
+        """Seal and publish (or spool) the interactions but the echoes of this service's own
+        sends; those published, and how many echoes were left out."""
+        interactions, echoes = await self._without_echoes(interactions)
+        records = await self._records(interactions)
+        await self._publish_or_spool(records)
+        return interactions, echoes
 
     def refused_in_part(self, reason: str, count: int) -> None:
         """Count the parts of a request refused while the rest was published (a Segment batch's
@@ -487,6 +506,7 @@ def create_channel_app(
             closing: list[Step] = [
                 (step, client.close)
                 for step, client in (
+                    ("read_back", channel.catch_up),  # notes refusals not read back yet
                     ("provider", provider),
                     ("provider_log", read_back.provider_log if read_back else None),
                 )

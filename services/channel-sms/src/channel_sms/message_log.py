@@ -15,14 +15,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
 from pydantic import ValidationError
 
+from channel_sms.translate import CHANNEL
 from channel_sms.twilio import InboundMessage
+from hilo.catch_up import left_out
 from hilo.contract import Interaction
-from hilo.providers.twilio_api import TwilioListFailed, TwilioLists, twilio_time
-
-log = structlog.get_logger(__name__)
+from hilo.providers.twilio_api import TwilioLists, redacted, twilio_time
 
 Translate = Callable[[InboundMessage, datetime], list[Interaction]]
 """A message read back, and when Twilio got it, as the interactions its webhook would make."""
@@ -52,7 +51,7 @@ class TwilioMessageLog:
         try:
             return self._translate(message, sent_at)
         except ValueError:
-            log.info("read_back_left_out", channel="sms", reason="unreadable")
+            left_out(CHANNEL, "unreadable")
             return []
 
     async def received_since(
@@ -68,17 +67,21 @@ class TwilioMessageLog:
                 last=lambda items: any(_older(item, since) for item in items),
             )
             async for items in pages:
-                yield [
-                    (
-                        await self._as_webhook(item),
-                        twilio_time(item, "date_sent", "date_created") or datetime.now(UTC),
-                    )
-                    for item in items
-                    if item.get("direction") == "inbound" and not _older(item, since)
-                ]
+                page = []
+                for item in items:
+                    if item.get("direction") == "inbound" and not _older(item, since):
+                        message = await self._as_webhook(item)
+                        if message is not None:
+                            sent_at = twilio_time(item, "date_sent", "date_created")
+                            page.append((message, sent_at or datetime.now(UTC)))
+                yield page
 
-    async def _as_webhook(self, message: dict[str, Any]) -> InboundMessage:
-        """The form Twilio's webhook posts for this message, its media URLs included."""
+    async def _as_webhook(self, message: dict[str, Any]) -> InboundMessage | None:
+        """The form Twilio's webhook posts for this message, its media URLs included; `None`
+        (counted) for one Twilio redacted, or one its webhook would have had refused."""
+        if redacted(message.get("from")):
+            left_out(CHANNEL, "redacted")
+            return None
         form: dict[str, Any] = {
             "MessageSid": message.get("sid"),
             "AccountSid": message.get("account_sid"),
@@ -95,9 +98,9 @@ class TwilioMessageLog:
                 form[f"MediaContentType{n}"] = content_type
         try:
             return InboundMessage.model_validate(form)
-        except ValidationError as exc:
-            fields = ", ".join(".".join(map(str, error["loc"])) for error in exc.errors())
-            raise TwilioListFailed(f"Twilio listed a message Hilo cannot read ({fields})") from None
+        except ValidationError:
+            left_out(CHANNEL, "unreadable")
+            return None
 
     async def _media(self, message: dict[str, Any]) -> list[tuple[str, str]]:
         """(URL, content type) of each attachment, as the webhook's `MediaUrlN` names them."""
@@ -106,7 +109,7 @@ class TwilioMessageLog:
             return []
         listed = (await self._lists.get(media_list)).get("media_list") or []
         return [
-            (self._lists.base + item["uri"].removesuffix(".json"), str(item.get("content_type")))
+            (self._lists.base + item["uri"].removesuffix(".json"), item.get("content_type") or "")
             for item in listed[:10]
             if isinstance(item, dict) and isinstance(item.get("uri"), str)
         ]

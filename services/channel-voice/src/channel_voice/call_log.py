@@ -16,15 +16,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import structlog
-from pydantic import ValidationError
-
 from channel_voice.calls import StatusCallback
-from channel_voice.translate import FINAL_STATUSES
+from channel_voice.translate import CHANNEL, FINAL_STATUSES
+from hilo.catch_up import left_out
 from hilo.contract import Interaction
-from hilo.providers.twilio_api import TwilioLists, twilio_time
-
-log = structlog.get_logger(__name__)
+from hilo.providers.twilio_api import TwilioLists, redacted, twilio_time
 
 LONGEST_CALL = timedelta(hours=25)
 """Twilio's longest call (24 hours), and an hour for a call's time queued before it."""
@@ -66,10 +62,13 @@ class TwilioCallLog:
     def _translated(self, call: dict[str, Any]) -> list[Interaction]:
         """As its final status callback would have been; one the callback would have had
         refused with 422 (a number that is none) is left out, as the webhook would have."""
+        if redacted(call.get("from")) or redacted(call.get("to")):
+            left_out(CHANNEL, "redacted")
+            return []
         try:
             interaction = self._translate(StatusCallback.model_validate(_as_callback(call)))
-        except (ValidationError, ValueError):
-            log.info("read_back_left_out", channel="voice", reason="unreadable")
+        except ValueError:  # a pydantic ValidationError too
+            left_out(CHANNEL, "unreadable")
             return []
         return [] if interaction is None else [interaction]
 

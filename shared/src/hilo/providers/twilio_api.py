@@ -43,6 +43,16 @@ def twilio_reason(response: httpx.Response) -> str:
     return mask_text(f"{error['code']}: {error.get('message') or 'no message'}")[:1_000]
 
 
+def redacted(party: Any) -> bool:
+    """Whether Twilio's Message Redaction masked the phone number (`+1415555XXXX`,
+    `whatsapp:+1415555XXXX`): letters in it would otherwise read as a vanity number, someone
+    else's. A softphone (`client:alice`) is no phone number, and not redacted."""
+    if not isinstance(party, str):
+        return False
+    number = party.removeprefix("whatsapp:").strip()
+    return number.startswith("+") and any(c.isalpha() for c in number)
+
+
 def twilio_time(resource: dict[str, Any], *fields: str) -> datetime | None:
     """The first of `fields` that holds a time (RFC 2822, `Thu, 24 Aug 2023 05:01:45 +0000`), in
     UTC; `None` when none does."""
@@ -57,8 +67,16 @@ def twilio_time(resource: dict[str, Any], *fields: str) -> datetime | None:
 class TwilioLists:
     """One account's list resources (`Messages`, `Calls`), read a page at a time."""
 
-    def __init__(self, *, api_url: AnyHttpUrl | str, account_sid: str, auth_token: str) -> None:
+    def __init__(
+        self,
+        *,
+        api_url: AnyHttpUrl | str,
+        account_sid: str,
+        auth_token: str,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
         self.base = str(api_url).rstrip("/")
+        self.page_size = page_size
         self.account_sid = account_sid
         self._client = httpx.AsyncClient(
             base_url=self.base,
@@ -80,7 +98,7 @@ class TwilioLists:
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """Each page's items under `key`, following `next_page_uri` until there is none, or
         until `last(items)` says the page just given was the last one needed."""
-        query: dict[str, Any] | None = {"PageSize": PAGE_SIZE, **params}
+        query: dict[str, Any] | None = {"PageSize": self.page_size, **params}
         while url:
             page = await self.get(url, query)
             items = [item for item in page.get(key) or [] if isinstance(item, dict)]

@@ -174,6 +174,8 @@ class TwilioStandIn(StandIn):
         self.reports: list[StatusReport] = []
         self.calls = 0
         """Requests to the Messages API, whatever they were answered."""
+        self.pages_read = 0
+        """Pages of the message and call logs answered."""
         self._lock = threading.Lock()
         self._script = _Script()
         app = Starlette(
@@ -353,6 +355,8 @@ class TwilioStandIn(StandIn):
         self, query: Any, resource: str, key: str, chosen: list[dict[str, Any]]
     ) -> JSONResponse:
         """One page of a list, with the URI of the next as Twilio writes it."""
+        with self._lock:
+            self.pages_read += 1
         size = min(int(query.get("PageSize", 50)), 1_000)
         page = int(query.get("Page", 0))
         rest = {k: v for k, v in query.items() if k not in ("Page", "PageToken")}

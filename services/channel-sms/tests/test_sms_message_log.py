@@ -1,0 +1,96 @@
+"""Reading Twilio's message log (`channel_sms.message_log`) against a local stand-in speaking
+Twilio's Messages API: pages, the time asked for, what is a customer's message, and what a
+read-back must leave out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prometheus_client import REGISTRY
+
+from channel_sms.message_log import TwilioMessageLog
+from channel_sms.translate import incoming
+from channel_sms.twilio import InboundMessage
+from hilo.contract import Interaction, interaction_id
+from hilo.providers.twilio_api import TwilioLists
+from hilo.testkit.standins.twilio import ACCOUNT_SID, AUTH_TOKEN, AcceptedSms, TwilioStandIn
+
+FROM = "+14155552671"
+ANA = "+34600111222"
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def twilio() -> Iterator[TwilioStandIn]:
+    with TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN, status_callbacks=False) as standin:
+        yield standin
+
+
+@pytest.fixture
+async def message_log(twilio: TwilioStandIn) -> AsyncIterator[TwilioMessageLog]:
+    lists = TwilioLists(
+        api_url=twilio.url, account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, page_size=2
+    )
+    reader = TwilioMessageLog(lists, [FROM], translate)
+    yield reader
+    await reader.close()
+
+
+def translate(message: InboundMessage, sent_at: datetime) -> list[Interaction]:
+    return incoming(message, datetime.now(UTC), "test", b"k" * 32, sent_at)
+
+
+async def read_back(reader: TwilioMessageLog, since: datetime) -> list[Interaction]:
+    return [event async for page in reader.read_back(since) for event in page]
+
+
+def left_out(reason: str) -> float:
+    labels = {"channel": "sms", "reason": reason}
+    return REGISTRY.get_sample_value("hilo_channel_read_back_left_out_total", labels) or 0.0
+
+
+async def test_every_page_since_the_time_asked_is_read_and_no_page_past_it(
+    twilio: TwilioStandIn, message_log: TwilioMessageLog
+) -> None:
+    sids = [
+        dict(twilio.receive(ANA, FROM, f"message {n}", date_sent=NOW - timedelta(minutes=n)))[
+            "MessageSid"
+        ]
+        for n in range(12)
+    ]
+
+    events = await read_back(message_log, NOW - timedelta(minutes=4, seconds=30))
+
+    assert [event.id for event in events] == [interaction_id("sms", sid) for sid in sids[:5]]
+    assert twilio.pages_read == 3, "pages of 2, newest first: the third reaches older messages"
+
+
+async def test_only_customers_messages_to_the_number_are_read(
+    twilio: TwilioStandIn, message_log: TwilioMessageLog
+) -> None:
+    twilio.accepted.append(AcceptedSms("SM" + "0" * 32, ANA, "a reply we sent", FROM, None, None))
+    twilio.receive(ANA, "+14155550000", "to another number")
+    stop = twilio.receive(ANA, FROM, "STOP")
+
+    events = await read_back(message_log, NOW - timedelta(minutes=5))
+
+    assert [(event.payload.kind, event.id) for event in events] == [
+        ("message", interaction_id("sms", dict(stop)["MessageSid"])),
+        ("consent", interaction_id("sms", f"{dict(stop)['MessageSid']}:consent")),
+    ], "an opt-out read back changes the consent, as its webhook does"
+
+
+async def test_redacted_and_unreadable_senders_are_left_out_and_counted(
+    twilio: TwilioStandIn, message_log: TwilioMessageLog
+) -> None:
+    before = (left_out("redacted"), left_out("unreadable"))
+    twilio.receive("+3460011XXXX", FROM, "redacted by Twilio")
+    twilio.receive("+34 000", FROM, "no phone number")
+    kept = twilio.receive(ANA, FROM, "hola")
+
+    events = await read_back(message_log, NOW - timedelta(minutes=5))
+
+    assert [event.id for event in events] == [interaction_id("sms", dict(kept)["MessageSid"])]
+    assert (left_out("redacted"), left_out("unreadable")) == (before[0] + 1, before[1] + 1)
