@@ -58,13 +58,15 @@ load-prepare: ## Install wrk (Debian package) for the webhooks' saturation run o
 test: install infra-prepare browser-prepare ## Run every test against real Kafka and a MongoDB-wire server
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope
 
-faults: install infra-prepare ## The fault matrix: each injection point x20, 20 kill -9 runs, an erasure with Kafka down 30 s
+faults: install infra-prepare ## The fault matrix: each injection point x20, 20 kill -9 runs, an erasure with Kafka down 30 s, 6 kill -9 runs of channel-sms in a MongoDB outage
 	HILO_FAULT_RUNS=$${HILO_FAULT_RUNS:-20} HILO_KILL_RUNS=$${HILO_KILL_RUNS:-20} \
+	HILO_READ_BACK_KILL_RUNS=$${HILO_READ_BACK_KILL_RUNS:-6} \
 	HILO_ERASURE_KAFKA_DOWN_SECONDS=$${HILO_ERASURE_KAFKA_DOWN_SECONDS:-30} $(BIN)/pytest -s \
 		services/customer-profile/tests/test_fault_injection.py \
 		services/customer-profile/tests/test_crash_recovery.py \
 		services/customer-profile/tests/test_erasure.py \
-		services/customer-profile/tests/test_split.py
+		services/customer-profile/tests/test_split.py \
+		services/channel-sms/tests/test_sms_kill_during_outage.py
 
 test-fast: install ## Only the tests that need no infrastructure
 	$(BIN)/pytest -m "not infra"

@@ -110,8 +110,8 @@ def create_app(settings: SmsSettings | None = None) -> FastAPI:
         description="Twilio Messaging webhooks: /webhooks/twilio/sms and its /status callback; "
         "outbound SMS through Twilio's Messages API when configured.",
         provider=twilio_provider(settings),
-        spool=True,  # Twilio never retries a webhook answered 503: keep it while Kafka is away
-        read_back=twilio_read_back(
-            "sms", settings, message_log(settings)
-        ),  # ... nor one MongoDB's absence made us refuse
+        # Twilio never retries a webhook answered 503: keep it while Kafka is away, and read
+        # back from Twilio's log what MongoDB's absence (or no instance running) made us miss.
+        spool=True,
+        read_back=twilio_read_back("sms", settings, message_log(settings)),
     )

@@ -69,8 +69,10 @@ def create_app(settings: VoiceSettings | None = None) -> FastAPI:
         description="Twilio Voice status callbacks (/webhooks/twilio/voice/status) and "
         "contact-centre call outcomes (POST /v1/calls); calls whose callbacks were refused or "
         "unanswered are read back from Twilio's call log.",
-        spool=True,  # Twilio never retries a webhook answered 503: keep it while Kafka is away
-        read_back=twilio_read_back("voice", settings, call_log(settings)),  # ... nor 503s
+        # Twilio never retries a webhook answered 503: keep it while Kafka is away, and read
+        # back from Twilio's log what MongoDB's absence (or no instance running) made us miss.
+        spool=True,
+        read_back=twilio_read_back("voice", settings, call_log(settings)),
     )
 
 
