@@ -268,9 +268,7 @@ async def test_an_end_of_day_file_publishes_good_receipts_and_reports_every_bad_
     assert (report["receipts_published"], report["anonymous_receipts_skipped"]) == (1, 1)
     assert (report["rows_accepted"], report["rows_rejected"]) == (3, 7)
     problems = {problem["row"]: problem for problem in report["rejected"]}
-    assert problems[5]["errors"] == [
-        "quantity: Input should be a valid integer, unable to parse string as an integer"
-    ]
+    assert problems[5]["errors"] == ["quantity: Input should be a valid decimal"]
     assert problems[6]["errors"] == ["another row of receipt R3 is invalid"]
     assert problems[7]["errors"] == ["occurred_at: Input should have timezone info"]
     assert problems[8]["errors"][0].startswith("currency:")
@@ -520,3 +518,102 @@ async def test_ids_too_long_to_make_an_order_id_are_refused_naming_them(
         "(body): store_id and receipt_id together must be under 200 characters"
     )
     assert await published_interactions(settings, 0) == []
+
+
+async def test_weighed_goods_are_one_line_of_their_weight_priced_as_the_till_charged(
+    store: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """1.25 kg of cheese at 3.50 a kilo: one unit of 1.25 kg, costing what the till charged;
+    without the till's own charge, the product rounded to cents (4.375 -> 4.38)."""
+    receipt = {
+        **RECEIPT,
+        "lines": [
+            {"sku": "CHEESE", "quantity": "1.25", "unit": "kg", "unit_price": "3.50"},
+            {
+                "sku": "HAM",
+                "quantity": 0.2,
+                "unit": "kg",
+                "unit_price": "24.90",
+                "line_total": "4.97",
+            },
+            {"sku": "SOCK-3", "quantity": 2, "unit_price": "4.95"},
+        ],
+        "total": "19.25",
+    }
+
+    response = await store.post("/v1/receipts", json=receipt, headers={"X-API-Key": KEY})
+
+    assert response.status_code == 200, response.text
+    [event] = await published_interactions(settings, 1)
+    lines = [
+        (i["sku"], i["quantity"], i["unit_price"]["amount"], i.get("measure"))
+        for i in event["payload"]["items"]
+    ]
+    assert lines == [
+        (
+            "CHEESE",
+            1,
+            "4.38",
+            {"amount": "1.25", "unit": "kg", "unit_price": {"amount": "3.50", "currency": "EUR"}},
+        ),
+        (
+            "HAM",
+            1,
+            "4.97",
+            {"amount": "0.2", "unit": "kg", "unit_price": {"amount": "24.90", "currency": "EUR"}},
+        ),
+        ("SOCK-3", 2, "4.95", None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ({"quantity": "1.25", "unit_price": "3.50"}, "quantity must be a whole number of units"),
+        ({"quantity": 1, "unit_price": "3.50", "line_total": "3.50"}, "line_total is for measured"),
+        ({"quantity": "1.25", "unit": "stone", "unit_price": "3.50"}, "Input should be 'kg'"),
+    ],
+)
+async def test_a_fraction_of_a_unit_or_an_unknown_unit_is_refused_naming_it(
+    store: httpx.AsyncClient, line: dict[str, Any], problem: str
+) -> None:
+    receipt = {**RECEIPT, "lines": [{"sku": "CHEESE", **line}], "total": "4.38"}
+
+    response = await store.post("/v1/receipts", json=receipt, headers={"X-API-Key": KEY})
+
+    assert response.status_code == 422
+    assert problem in response.text
+
+
+async def test_an_end_of_day_file_and_a_return_carry_weighed_lines(
+    store: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    header = f"{CSV_HEADER},returns_order_id,reason,unit,line_total"
+    sale = (
+        "BCN-01,T1,R9,2026-11-23T10:00:00+01:00,EUR,CHEESE,Manchego,0.735,18.00,13.23,,,card,"
+        "LOY-1,,,,,,,kg,"
+    )
+    body = f"{header}\n{sale}".encode()
+    uploaded = await store.post(
+        "/v1/receipts/upload", content=body, headers={"X-API-Key": KEY, "Content-Type": "text/csv"}
+    )
+    weighed_back = {
+        **RETURN,
+        "lines": [{"sku": "CHEESE", "quantity": "0.3", "unit": "kg", "unit_price": "18.00"}],
+        "refund_total": "5.40",
+    }
+    returned = await store.post("/v1/returns", json=weighed_back, headers={"X-API-Key": KEY})
+
+    assert (uploaded.status_code, returned.status_code) == (200, 200), (
+        uploaded.text,
+        returned.text,
+    )
+    by_kind = {
+        e["payload"]["kind"]: e["payload"] for e in await published_interactions(settings, 2)
+    }
+    [sold] = by_kind["order"]["items"]
+    [back] = by_kind["refund"]["items"]
+    assert (sold["quantity"], sold["unit_price"]["amount"], sold["measure"]["amount"]) == (
+        1, "13.23", "0.735",
+    )  # fmt: skip
+    assert (back["unit_price"]["amount"], back["measure"]["amount"]) == ("5.40", "0.3")

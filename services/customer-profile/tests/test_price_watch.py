@@ -4,6 +4,7 @@ publishes them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -18,6 +19,8 @@ from hilo.contract import (
     Identifiers,
     Interaction,
     LineItem,
+    Measure,
+    MeasureUnit,
     Money,
     OrderPlaced,
     OrderStatus,
@@ -220,7 +223,7 @@ def three_for_two_check() -> PriceCheck:
     return PriceCheck(lambda: snapshot)
 
 
-def order(*lines: tuple[int, str, str]) -> Interaction:
+def order(*lines: tuple[int, str, str], weighed: Sequence[LineItem] = ()) -> Interaction:
     """A store order of the shoes: (quantity, unit price, currency) per line."""
     items = [
         LineItem(
@@ -230,6 +233,7 @@ def order(*lines: tuple[int, str, str]) -> Interaction:
         )
         for quantity, amount, currency in lines
     ]
+    items += weighed
     return new_interaction(
         channel="store",
         instance="test",
@@ -255,6 +259,24 @@ def test_a_basket_is_checked_per_sku_on_its_whole_quantity_and_never_fails_an_ev
 
     assert split_lines == []  # 2 paid + 1 free on two lines: 20.00, as the quote
     assert test_currency == []
+
+
+def test_a_weighed_line_is_left_out_of_the_check_and_the_rest_is_checked() -> None:
+    """1.25 kg of the SKU is one unit of 1.25 kg at 12.50: no quote prices a kilo's fraction."""
+    check = three_for_two_check()
+    weighed = LineItem(
+        sku="SKU-RED-42",
+        quantity=1,
+        unit_price=Money(amount=Decimal("12.50"), currency=EUR),
+        measure=Measure(amount=Decimal("1.25"), unit=MeasureUnit.KG),
+    )
+    alone = order(weighed=[weighed])
+    beside = order((3, "6.66", "EUR"), weighed=[weighed])
+
+    assert check.mismatches(alone, "c", None) == []
+    assert [(m["charged"], m["quantity"]) for m in check.mismatches(beside, "c", None)] == [
+        ("6.66", 3)
+    ]
 
 
 def test_a_unit_price_rounded_from_the_quote_matches_and_any_other_is_flagged() -> None:

@@ -17,7 +17,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_extra_types.currency_code import ISO4217
 
-from hilo.contract import CouponCode, DropInvalid, Identifiers, VisitMethod
+from hilo.contract import CouponCode, DropInvalid, Identifiers, MeasureUnit, VisitMethod
 from hilo.contract.payloads import MAX_CODES, given_codes
 
 Amount = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=4)]
@@ -73,12 +73,45 @@ TillCustomer = Annotated[Identifiers | None, BeforeValidator(_without_blanks)]
 """The customer of a sale or a return, blanks absent (`_without_blanks`)."""
 
 
+Quantity = Annotated[Decimal, Field(gt=0, le=100_000, max_digits=12, decimal_places=4)]
+
+
 class ReceiptLine(_Input):
+    """A line of a receipt or a return: units of a product, or how much of one sold by weight,
+    volume or length (`unit`: 1.25 kg of cheese at a `unit_price` of 3.50 a kilo)."""
+
     sku: str = Field(min_length=1, max_length=100)
     name: str | None = Field(default=None, max_length=300)
-    quantity: int = Field(gt=0, le=100_000)
-    unit_price: Amount
+    quantity: Quantity = Field(
+        description="Units, a whole number; with `unit`, how much (1.25): a fraction then too."
+    )
+    unit_price: Amount = Field(description="The price of one unit; with `unit`, of one kilo...")
+    unit: MeasureUnit | None = Field(
+        default=None,
+        description="For goods sold by weight, volume or length: kg, g, lb, oz, l, ml, m.",
+    )
+    line_total: Amount | None = Field(
+        default=None,
+        description="What the till charged for a measured line (its rounding of quantity x "
+        "unit_price); left out, that product rounded to the currency's cents.",
+    )
     category: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="after")
+    def _units_are_whole(self) -> ReceiptLine:
+        """A fraction is how much of a product sold by measure; of one sold by the unit, it is
+        a typo (or a weighed line without its `unit`), never to be rounded away."""
+        if self.unit is None and self.quantity != self.quantity.to_integral_value():
+            raise PydanticCustomError(
+                "fractional_units",
+                "quantity must be a whole number of units; a weighed or measured line says its "
+                "unit (unit: kg)",
+            )
+        if self.unit is None and self.line_total is not None:
+            raise PydanticCustomError(
+                "line_total_unmeasured", "line_total is for measured lines (with a unit) only"
+            )
+        return self
 
 
 class Receipt(_Input):
@@ -220,6 +253,8 @@ CSV_COLUMNS = (
     "coupons",
     "returns_order_id",
     "reason",
+    "unit",
+    "line_total",
 )
 """The end-of-day file: one row per receipt line; a receipt's rows repeat its receipt fields."""
 
@@ -247,8 +282,10 @@ class CsvRow(_Input):
     currency: ISO4217
     sku: str = Field(min_length=1, max_length=100)
     name: str | None = None
-    quantity: int = Field(gt=0, le=100_000)
+    quantity: Quantity
     unit_price: Amount
+    unit: MeasureUnit | None = Field(default=None, description="A measured line's unit (kg).")
+    line_total: Amount | None = Field(default=None, description="A measured line's charge.")
     receipt_total: Amount
     tax: Amount | None = None
     discount: Amount | None = None
@@ -283,7 +320,12 @@ class CsvRow(_Input):
 
     def line(self) -> ReceiptLine:
         return ReceiptLine(
-            sku=self.sku, name=self.name, quantity=self.quantity, unit_price=self.unit_price
+            sku=self.sku,
+            name=self.name,
+            quantity=self.quantity,
+            unit_price=self.unit_price,
+            unit=self.unit,
+            line_total=self.line_total,
         )
 
     def customer(self, policy: DropInvalid) -> Identifiers | None:

@@ -16,6 +16,7 @@ from hilo.contract import (
     Fulfilment,
     Interaction,
     LineItem,
+    Measure,
     Money,
     OrderPlaced,
     OrderRefunded,
@@ -24,6 +25,7 @@ from hilo.contract import (
     StoreVisited,
     new_interaction,
 )
+from hilo.offers.money import round_money
 
 CHANNEL = "store"
 
@@ -115,16 +117,31 @@ def from_return(
 
 
 def _items(lines: Sequence[ReceiptLine], currency: ISO4217) -> list[LineItem]:
-    return [
-        LineItem(
-            sku=line.sku,
-            name=line.name,
-            quantity=line.quantity,
+    return [_item(line, currency) for line in lines]
+
+
+def _item(line: ReceiptLine, currency: ISO4217) -> LineItem:
+    """A till's line as the contract has it: units, or one unit of a measured line (1.25 kg
+    of cheese) priced at what the line cost, its measure beside (`LineItem.measure`)."""
+    if line.unit is None:
+        quantity, price, measure = int(line.quantity), line.unit_price, None
+    else:
+        charged = line.line_total
+        exact = line.quantity * line.unit_price
+        quantity, price = 1, round_money(exact, currency) if charged is None else charged
+        measure = Measure(
+            amount=line.quantity,
+            unit=line.unit,
             unit_price=Money(amount=line.unit_price, currency=currency),
-            category=line.category,
         )
-        for line in lines
-    ]
+    return LineItem(
+        sku=line.sku,
+        name=line.name,
+        quantity=quantity,
+        unit_price=Money(amount=price, currency=currency),
+        category=line.category,
+        measure=measure,
+    )
 
 
 def from_visit(

@@ -42,14 +42,62 @@ class Money(_Model):
     currency: ISO4217 = Field(description="ISO 4217 currency code.", examples=["EUR"])
 
 
+def _absent(value: object) -> bool:
+    """Left out of the record when not given: records without it serialise as before."""
+    return value is None or value == []
+
+
+class MeasureUnit(StrEnum):
+    """Units goods are weighed or measured in at a till."""
+
+    KG = "kg"
+    G = "g"
+    LB = "lb"
+    OZ = "oz"
+    L = "l"
+    ML = "ml"
+    M = "m"
+
+
+class Measure(_Model):
+    """How much of a product sold by weight, volume or length a line holds: 1.25 kg of cheese
+    at 3.50 a kilo."""
+
+    amount: Annotated[Decimal, Field(gt=0, le=100_000, max_digits=12, decimal_places=4)] = Field(
+        description="How much, as a decimal string.", examples=["1.250"]
+    )
+    unit: MeasureUnit
+    unit_price: Money | None = Field(
+        default=None, description="The price of one `unit` (a kilo), as the till showed it."
+    )
+
+
 class LineItem(_Model):
-    """One product line of a cart, order or receipt."""
+    """One product line of a cart, order or receipt. A line of goods sold by weight, volume or
+    length (`measure`: 1.25 kg of cheese) is one unit of them: `quantity` 1 and `unit_price`
+    what the line cost, so quantity x unit price is every line's value, measured or not."""
 
     sku: str = Field(min_length=1, max_length=100, examples=["SKU-RED-42"])
     name: str | None = Field(default=None, max_length=300, examples=["Red running shoes"])
     quantity: int = Field(gt=0, le=100_000, examples=[1])
     unit_price: Money | None = None
     category: str | None = Field(default=None, max_length=200)
+    measure: Measure | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="Goods sold by weight, volume or length: how much the line holds. Absent "
+        "for goods sold by the unit.",
+    )
+
+    @model_validator(mode="after")
+    def _one_measured_unit(self) -> LineItem:
+        if self.measure is not None and self.quantity != 1:
+            raise PydanticCustomError(
+                "measured_quantity", "a measured line (measure) has quantity 1: the line itself"
+            )
+        measured = self.measure.unit_price if self.measure is not None else None
+        _one_currency([self.unit_price, measured])
+        return self
 
 
 def _one_currency(amounts: list[Money | None]) -> None:
@@ -216,11 +264,6 @@ def given_codes(value: object) -> list[object]:
     till that sends `""` or `null` for "no code" presents none."""
     values = value if isinstance(value, list) else [value]
     return [v for v in values if v is not None and not (isinstance(v, str) and not v.strip())]
-
-
-def _absent(value: object) -> bool:
-    """Left out of the record when not given: records without it serialise as before."""
-    return value is None or value == []
 
 
 class OrderPlaced(_Model):

@@ -15,8 +15,9 @@ quote's unit price. So a mismatch always shows two different unit prices.
 
 A channel that applies a buy-X-get-Y or bundle promotion in its lines' prices matches; one that
 reports list prices and takes the discount off the order total is flagged. SKUs and currencies
-the offers do not price are not checked, and a check that cannot be made never stops an event
-from being recorded.
+the offers do not price are not checked, nor lines of goods sold by weight, volume or length (a
+line of 1.25 kg is one unit of its weight, which no quote prices), and a check that cannot be
+made never stops an event from being recorded.
 
 What "in force" means here: the price schedule point in force at the event's time, and the
 promotions as the offers define them when the event is checked (their current definition, with
@@ -144,6 +145,8 @@ def _baskets(interaction: Interaction) -> dict[str, list[Charged]]:
         items = list(payload.items)
     else:
         return {}
+    # A measured line (1.25 kg of cheese) is one unit of its weight: a quote prices whole units.
+    items = [item for item in items if item.measure is None]
     if not items or any(item.unit_price is None for item in items):
         return {}  # a basket with an unpriced line cannot be priced as a whole
     totals: dict[str, dict[str, tuple[int, Decimal]]] = {}
