@@ -4,7 +4,7 @@ the read-backs against the real database, with a provider log and a publisher of
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -30,6 +30,7 @@ def window(
         now=NOW,
         stale_after=2 * EVERY,
         max_age=timedelta(hours=72),
+        settle=timedelta(seconds=30),
     )
     return None if found is None else (found.since, found.reason)
 
@@ -40,13 +41,21 @@ def test_a_new_deployment_reads_nothing_back() -> None:
 
 def test_a_running_instance_reads_back_only_after_a_refusal_or_a_watermark_left_behind() -> None:
     assert window(NOW - EVERY) is None
-    assert window(NOW - EVERY, NOW - timedelta(seconds=3)) == (
-        NOW - timedelta(seconds=3) - MARGIN,
+    assert window(NOW - EVERY, NOW - timedelta(minutes=3)) == (
+        NOW - timedelta(minutes=3) - MARGIN,
         "refused",
     )
     assert window(NOW - timedelta(minutes=5)) == (
         NOW - timedelta(minutes=5) - MARGIN,
         "watermark_stale",
+    )
+
+
+def test_a_refusal_is_read_back_once_the_providers_lists_had_time_to_show_it() -> None:
+    assert window(NOW - EVERY, NOW - timedelta(seconds=10)) is None
+    assert window(NOW - EVERY, NOW - timedelta(seconds=30)) == (
+        NOW - timedelta(seconds=30) - MARGIN,
+        "refused",
     )
 
 
@@ -76,6 +85,8 @@ class ProviderLogOfTheTest:
         self.reads: list[datetime] = []
         self.while_reading: CatchUp | None = None
         """Refused a webhook in the middle of a read-back."""
+        self.meanwhile: Callable[[], Awaitable[None]] | None = None
+        """What another instance does in the middle of a read-back."""
 
     async def read_back(self, since: datetime) -> AsyncIterator[Sequence[Interaction]]:
         self.reads.append(since)
@@ -83,6 +94,9 @@ class ProviderLogOfTheTest:
             if self.while_reading is not None:
                 self.while_reading.missed(datetime.now(UTC))
                 self.while_reading = None
+            if self.meanwhile is not None:
+                await self.meanwhile()
+                self.meanwhile = None
             yield page
 
     async def close(self) -> None:
@@ -118,6 +132,7 @@ def instance(
         published,
         every_seconds=EVERY.total_seconds(),
         max_age=timedelta(hours=72),
+        settle=timedelta(0),
     )
     return reader, provider_log
 
@@ -145,6 +160,34 @@ async def test_what_a_stopped_instance_refused_is_read_back_by_another_one(
     await watermarks.delete_many({"_id": channel})
 
 
+async def test_a_refusal_another_instance_noted_before_a_window_is_not_forgotten_by_it(
+    watermarks: AsyncCollection[MongoDocument],
+) -> None:
+    """Instance A reads back its own refusal of a minute ago. Meanwhile B, which lost MongoDB for
+    longer, notes a refusal from before A's window and stops: A must leave B's note for
+    someone to read, not clear it with its own."""
+    channel = f"test-{uuid.uuid4().hex[:8]}"
+    published = Published()
+    a, a_log = instance(channel, watermarks, published)
+    b, _ = instance(channel, watermarks, published)
+    await a.once()
+    await b.once()
+    b_refused_at = datetime.now(UTC) - timedelta(minutes=5)
+
+    async def b_notes_and_stops() -> None:
+        b.missed(b_refused_at)
+        await b.close()
+
+    a.missed(datetime.now(UTC) - timedelta(minutes=1))
+    a_log.meanwhile = b_notes_and_stops
+    await a.once()
+
+    later, later_log = instance(channel, watermarks, published)
+    await later.once()
+    assert later_log.reads == [as_stored(b_refused_at) - MARGIN]
+    await watermarks.delete_many({"_id": channel})
+
+
 @pytest.fixture
 async def catch_up(
     settings: HiloSettings,
@@ -162,6 +205,7 @@ async def catch_up(
             published,
             every_seconds=EVERY.total_seconds(),
             max_age=timedelta(hours=72),
+            settle=timedelta(0),
         ),
         provider_log,
         published,

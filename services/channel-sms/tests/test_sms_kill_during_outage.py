@@ -1,14 +1,15 @@
 """kill -9 of the real `channel-sms` process while MongoDB is away, after it refused SMS that
 Twilio will never post again: once MongoDB and a new process are back, every SMS is on
-`interactions`, once per event id.
+`interactions` under its webhook's event id (some twice, which every consumer drops).
 
 The service runs as its own process (the installed `channel-sms`), MongoDB is a SecantusDB
 process of the test's own, and Twilio a local stand-in speaking its Messages API. The killed
 process could note its refusals nowhere (MongoDB was away, and SIGKILL runs no shutdown): the
 new process must find the gap from the watermark it left behind.
 
-`HILO_READ_BACK_KILL_RUNS` (default 1; `make faults` sets 5) repeats it with other numbers of
-SMS and another moment of the kill.
+`HILO_READ_BACK_KILL_RUNS` (default 1; `make faults` sets 6) repeats it with other numbers of
+SMS and another moment of the kill. One instance: a surviving instance's part is
+`shared/tests/test_catch_up.py`'s.
 """
 
 from __future__ import annotations

@@ -523,12 +523,12 @@ async def test_ids_too_long_to_make_an_order_id_are_refused_naming_them(
 async def test_weighed_goods_are_one_line_of_their_weight_priced_as_the_till_charged(
     store: httpx.AsyncClient, settings: HiloSettings
 ) -> None:
-    """1.25 kg of cheese at 3.50 a kilo: one unit of 1.25 kg, costing what the till charged;
-    without the till's own charge, the product rounded to cents (4.375 -> 4.38)."""
+    """1.25 kg of cheese at 3.30 a kilo: one unit of 1.25 kg, costing what the till charged;
+    without the till's own charge, the product rounded half up to cents (4.125 -> 4.13)."""
     receipt = {
         **RECEIPT,
         "lines": [
-            {"sku": "CHEESE", "quantity": "1.25", "unit": "kg", "unit_price": "3.50"},
+            {"sku": "CHEESE", "quantity": "1.25", "unit": "KG", "unit_price": "3.30"},
             {
                 "sku": "HAM",
                 "quantity": 0.2,
@@ -553,8 +553,8 @@ async def test_weighed_goods_are_one_line_of_their_weight_priced_as_the_till_cha
         (
             "CHEESE",
             1,
-            "4.38",
-            {"amount": "1.25", "unit": "kg", "unit_price": {"amount": "3.50", "currency": "EUR"}},
+            "4.13",
+            {"amount": "1.25", "unit": "kg", "unit_price": {"amount": "3.30", "currency": "EUR"}},
         ),
         (
             "HAM",
@@ -572,12 +572,14 @@ async def test_weighed_goods_are_one_line_of_their_weight_priced_as_the_till_cha
         ({"quantity": "1.25", "unit_price": "3.50"}, "quantity must be a whole number of units"),
         ({"quantity": 1, "unit_price": "3.50", "line_total": "3.50"}, "line_total is for measured"),
         ({"quantity": "1.25", "unit": "stone", "unit_price": "3.50"}, "Input should be 'kg'"),
+        ({"quantity": "1E+1", "unit": "kg", "unit_price": "3.5", "currency": "XTS"}, "minor unit"),
     ],
 )
 async def test_a_fraction_of_a_unit_or_an_unknown_unit_is_refused_naming_it(
     store: httpx.AsyncClient, line: dict[str, Any], problem: str
 ) -> None:
-    receipt = {**RECEIPT, "lines": [{"sku": "CHEESE", **line}], "total": "4.38"}
+    currency = line.pop("currency", "EUR")
+    receipt = {**RECEIPT, "currency": currency, "lines": [{"sku": "CHEESE", **line}], "total": "4"}
 
     response = await store.post("/v1/receipts", json=receipt, headers={"X-API-Key": KEY})
 
@@ -589,11 +591,13 @@ async def test_an_end_of_day_file_and_a_return_carry_weighed_lines(
     store: httpx.AsyncClient, settings: HiloSettings
 ) -> None:
     header = f"{CSV_HEADER},returns_order_id,reason,unit,line_total"
-    sale = (
-        "BCN-01,T1,R9,2026-11-23T10:00:00+01:00,EUR,CHEESE,Manchego,0.735,18.00,13.23,,,card,"
-        "LOY-1,,,,,,,kg,"
-    )
-    body = f"{header}\n{sale}".encode()
+    sale = "BCN-01,T1,R9,2026-11-23T10:00:00+01:00,EUR,{sku},{quantity},{price},26.20,,,card"
+    rows = [
+        sale.format(sku="CHEESE,Manchego", quantity="0.735", price="18.00") + ",LOY-1,,,,,,,kg,",
+        sale.format(sku="HAM,Jamón", quantity="0.41", price="31.90") + ",LOY-1,,,,,,,Kg,12.97",
+        "BCN-01,T1,R10,2026-11-23T10:05:00+01:00,EUR,OLIVES,,0.5,9.00,4.50,,,card,LOY-1,,,,,,,,",
+    ]
+    body = "\n".join([header, *rows]).encode()
     uploaded = await store.post(
         "/v1/receipts/upload", content=body, headers={"X-API-Key": KEY, "Content-Type": "text/csv"}
     )
@@ -604,16 +608,15 @@ async def test_an_end_of_day_file_and_a_return_carry_weighed_lines(
     }
     returned = await store.post("/v1/returns", json=weighed_back, headers={"X-API-Key": KEY})
 
-    assert (uploaded.status_code, returned.status_code) == (200, 200), (
-        uploaded.text,
-        returned.text,
-    )
+    assert (uploaded.status_code, returned.status_code) == (207, 200), uploaded.text
+    [refused] = uploaded.json()["rejected"]
+    assert "quantity must be a whole number of units" in refused["errors"][0], "olives unweighed"
     by_kind = {
         e["payload"]["kind"]: e["payload"] for e in await published_interactions(settings, 2)
     }
-    [sold] = by_kind["order"]["items"]
+    cheese, ham = by_kind["order"]["items"]
     [back] = by_kind["refund"]["items"]
-    assert (sold["quantity"], sold["unit_price"]["amount"], sold["measure"]["amount"]) == (
-        1, "13.23", "0.735",
-    )  # fmt: skip
+    assert [
+        (i["quantity"], i["unit_price"]["amount"], i["measure"]["amount"]) for i in (cheese, ham)
+    ] == [(1, "13.23", "0.735"), (1, "12.97", "0.41")], "the till's own 12.97, not 13.079"
     assert (back["unit_price"]["amount"], back["measure"]["amount"]) == ("5.40", "0.3")

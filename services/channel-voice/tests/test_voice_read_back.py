@@ -18,7 +18,9 @@ import pytest
 from pydantic import SecretStr
 
 from channel_voice.app import create_app
+from channel_voice.calls import StatusCallback
 from channel_voice.settings import VoiceSettings
+from channel_voice.translate import from_twilio
 from hilo.contract import interaction_id
 from hilo.settings import HiloSettings
 from hilo.testkit.signing import twilio_signed
@@ -72,21 +74,33 @@ async def test_calls_refused_or_unanswered_are_read_back_from_twilios_call_log(
     )
     long_ago = twilio.call(next(callers), CONTACT_CENTRE, ended_at=_hours_ago(30))
 
+    outcomes = iter([("completed", 42), ("no-answer", 0), ("busy", 0)])
+    callbacks: list[list[tuple[str, str]]] = []
+
     def arrive() -> tuple[ProviderRequest, str]:
-        params = twilio.call(next(callers), CONTACT_CENTRE, status="no-answer", duration=0)
-        return signed(params), interaction_id("voice", f"{dict(params)['CallSid']}:no-answer")
+        status, duration = next(outcomes)
+        params = twilio.call(next(callers), CONTACT_CENTRE, status=status, duration=duration)
+        callbacks.append(params)
+        return signed(params), interaction_id("voice", f"{dict(params)['CallSid']}:{status}")
 
     events = await assert_read_back_after_outages(create_app, voice_settings, tmp_path, arrive)
 
     calls = [event for event in events if event["payload"]["kind"] == "call"]
-    assert len(calls) == 3, "the call delivered, the one refused and the one unanswered, once each"
-    assert {call["payload"]["status"] for call in calls} == {"no_answer"}
-    assert {call["payload"]["direction"] for call in calls} == {"inbound"}
+    assert len(calls) == 3, "the call delivered, the one refused and the one unanswered"
     published_sids = {call["payload"]["provider_call_id"] for call in calls}
     assert dict(forwarded)["CallSid"] not in published_sids, (
         "a leg the contact centre dialled out to an agent is no customer's call"
     )
     assert dict(long_ago)["CallSid"] not in published_sids, "nothing from before the deployment"
+    for event, params in zip(calls, callbacks, strict=True):
+        webhook = from_twilio(
+            StatusCallback.model_validate(dict(params)), datetime.now(UTC), "test"
+        )
+        assert webhook is not None
+        assert (event["payload"], event["occurred_at"]) == (
+            webhook.payload.model_dump(mode="json"),
+            webhook.occurred_at.isoformat().replace("+00:00", "Z"),
+        ), "read back as its status callback would have been published"
 
 
 def _hours_ago(hours: float) -> datetime:

@@ -10,7 +10,8 @@ the webhooks would have had: a message its webhook did bring is one journey entr
 every consumer drops a repeated id.
 
 The time missed is known three ways:
-- the refusals this process answered, kept in memory until read back, and noted in the
+- the refusals this process answered, read back once the first is `SETTLE` old (the provider's
+  lists are eventually consistent), kept in memory until then, and noted in the
   channel's document in MongoDB (`channel_watermarks`: the first and last not read back) on the
   next pass and at shutdown, so that another instance reads them back if this one stops first;
 - a watermark in the same document, moved to the end of each pass (every
@@ -50,6 +51,10 @@ log = structlog.get_logger(__name__)
 WATERMARKS_COLLECTION: Final = "channel_watermarks"
 MARGIN: Final = timedelta(minutes=2)
 """Read back this much before the time missed: the provider's clock and ours may differ."""
+FAR_PAST: Final = datetime(2000, 1, 1, tzinfo=UTC)
+SETTLE: Final = timedelta(seconds=30)
+"""How old a refusal is before it is read back: a provider's lists are eventually consistent,
+and a call refused as it ended may still be listed in progress for a moment."""
 
 
 class ProviderLog(Protocol):
@@ -70,6 +75,7 @@ class ReadBack:
     provider_log: ProviderLog
     every_seconds: float
     max_age: timedelta
+    settle: timedelta = SETTLE
 
 
 Publish = Callable[[Sequence[Interaction]], Awaitable[None]]
@@ -116,12 +122,14 @@ def window_to_read(
     now: datetime,
     stale_after: timedelta,
     max_age: timedelta,
+    settle: timedelta = SETTLE,
 ) -> Window | None:
-    """The time to read back, or `None` when nothing may have been missed (module docstring)."""
+    """The time to read back, or `None` when nothing may have been missed (module docstring).
+    Refusals are read back once the first is `settle` old."""
     candidates: list[Window] = []
     if watermark is not None and (starting or now - watermark > stale_after):
         candidates.append(Window(watermark, "started" if starting else "watermark_stale"))
-    if missed_since is not None:
+    if missed_since is not None and now - missed_since >= settle:
         candidates.append(Window(missed_since, "refused"))
     if not candidates:
         return None
@@ -141,8 +149,10 @@ class CatchUp:
         *,
         every_seconds: float,
         max_age: timedelta,
+        settle: timedelta = SETTLE,
     ) -> None:
         self.channel = channel
+        self._settle = settle
         self._watermarks = watermarks
         self._log = provider_log
         self._publish = publish
@@ -201,6 +211,7 @@ class CatchUp:
             now=now,
             stale_after=timedelta(seconds=2 * self._every),
             max_age=self._max_age,
+            settle=self._settle,
         )
         read = 0 if window is None else await self._read_and_publish(window)
         # The end of the pass: this instance took webhooks all along (a refusal meanwhile is
@@ -209,7 +220,8 @@ class CatchUp:
             {"_id": self.channel}, {"$max": {"through": datetime.now(UTC)}}, upsert=True
         )
         self._started = True
-        await self._forget_refusals_before(now, missed)
+        if window is not None:
+            await self._forget_refusals(window.since, now - self._settle)
         return read
 
     async def note_refusals(self) -> None:
@@ -241,21 +253,32 @@ class CatchUp:
             error=error,
         )
 
-    async def _forget_refusals_before(
-        self, start: datetime, missed: tuple[datetime, datetime] | None
-    ) -> None:
-        """Refusals up to `start` are read back: forgotten here and in the document. Later ones
-        (during the pass, here or in another instance) stay, from `start` on."""
-        if missed is not None and self._missed is not None:
+    async def _forget_refusals(self, since: datetime, settled: datetime) -> None:
+        """The pass read back everything from `since` on: refusals from then up to `settled`
+        (those old enough to be in the provider's lists) are done, here and in the document.
+        Later ones stay, from `settled` on, to be read again. A refusal another instance noted
+        before `since` (after this pass read the document) was not read, and stays whole,
+        unless it is older than anything read back (`max_age`): it never can be."""
+        if self._missed is not None:
             last = self._missed[1]
-            self._missed = None if last <= start else (start, last)
+            self._missed = None if last <= settled else (max(self._missed[0], settled), last)
+        expired = datetime.now(UTC) - self._max_age
+        floor = since if since > expired else FAR_PAST
         await self._watermarks.update_one(
-            {"_id": self.channel, "missed_last": {"$lte": start}},
+            {
+                "_id": self.channel,
+                "missed_since": {"$gte": floor},
+                "missed_last": {"$lte": settled},
+            },
             {"$unset": {"missed_since": "", "missed_last": ""}},
         )
         await self._watermarks.update_one(
-            {"_id": self.channel, "missed_last": {"$gt": start}, "missed_since": {"$lt": start}},
-            {"$set": {"missed_since": start}},
+            {
+                "_id": self.channel,
+                "missed_since": {"$gte": floor, "$lt": settled},
+                "missed_last": {"$gt": settled},
+            },
+            {"$set": {"missed_since": settled}},
         )
 
     async def _read_and_publish(self, window: Window) -> int:

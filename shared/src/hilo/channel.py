@@ -437,6 +437,7 @@ def _catch_up(
         channel.publish_read_back,
         every_seconds=read_back.every_seconds,
         max_age=read_back.max_age,
+        settle=read_back.settle,
     )
 
 

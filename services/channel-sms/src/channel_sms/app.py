@@ -80,6 +80,12 @@ def twilio_provider(settings: SmsSettings) -> Provider:
     if settings.twilio_account_sid is None:
         reason = "SMS replies are not configured: HILO_TWILIO_ACCOUNT_SID is not set"
         return not_configured("sms", reason)
+    if not (settings.twilio_from_number or settings.twilio_messaging_service_sid):
+        reason = (
+            "SMS replies are not configured: set HILO_TWILIO_FROM_NUMBER or "
+            "HILO_TWILIO_MESSAGING_SERVICE_SID"
+        )
+        return not_configured("sms", reason)
     return TwilioMessages(
         api_url=settings.twilio_api_url,
         account_sid=settings.twilio_account_sid,

@@ -34,13 +34,14 @@ class SmsSettings(TwilioChannelSettings):
 
     @model_validator(mode="after")
     def _sending_is_whole(self) -> SmsSettings:
-        """A sender without an account, or an account without a sender, is a typo: refuse to
-        start rather than silently not send."""
+        """A sender without an account is a typo: refuse to start rather than silently not
+        send. An account alone reads back Twilio's message log; replies are then reported
+        failed as not configured (said in the log at start)."""
         has_sender = bool(self.twilio_from_number or self.twilio_messaging_service_sid)
-        if has_sender != bool(self.twilio_account_sid):
+        if has_sender and not self.twilio_account_sid:
             raise ValueError(
-                "outbound SMS needs both HILO_TWILIO_ACCOUNT_SID and a sender "
-                "(HILO_TWILIO_FROM_NUMBER or HILO_TWILIO_MESSAGING_SERVICE_SID), or neither"
+                "outbound SMS needs HILO_TWILIO_ACCOUNT_SID beside its sender "
+                "(HILO_TWILIO_FROM_NUMBER or HILO_TWILIO_MESSAGING_SERVICE_SID)"
             )
         return self
 

@@ -14,7 +14,7 @@ from channel_store.receipts import Receipt, Return, Visit
 from channel_store.settings import StoreSettings
 from channel_store.translate import customer_policy, from_receipt, from_return, from_visit
 from hilo.auth import require_api_key
-from hilo.channel import Channel, create_channel_app, parse_json, raw_body
+from hilo.channel import Channel, create_channel_app, parse_json, raw_body, refused_if_unreadable
 from hilo.contract import Interaction
 
 
@@ -31,7 +31,10 @@ def routes(channel: Channel, settings: StoreSettings) -> list[APIRouter]:
         body = await raw_body(request, settings.max_body_bytes)
         policy = customer_policy()
         receipt = parse_json(Receipt, body, context=policy.context())
-        interaction = from_receipt(receipt, datetime.now(UTC), settings.instance, policy.dropped)
+        with refused_if_unreadable():  # a measured line in a currency without cents
+            interaction = from_receipt(
+                receipt, datetime.now(UTC), settings.instance, policy.dropped
+            )
         return await _published(channel, interaction)
 
     @router.post("/receipts/upload", response_model=None)
@@ -60,7 +63,8 @@ def routes(channel: Channel, settings: StoreSettings) -> list[APIRouter]:
         body = await raw_body(request, settings.max_body_bytes)
         policy = customer_policy()
         ret = parse_json(Return, body, context=policy.context())
-        interaction = from_return(ret, datetime.now(UTC), settings.instance, policy.dropped)
+        with refused_if_unreadable():
+            interaction = from_return(ret, datetime.now(UTC), settings.instance, policy.dropped)
         return await _published(channel, interaction)
 
     @router.post("/visits")

@@ -76,6 +76,16 @@ TillCustomer = Annotated[Identifiers | None, BeforeValidator(_without_blanks)]
 Quantity = Annotated[Decimal, Field(gt=0, le=100_000, max_digits=12, decimal_places=4)]
 
 
+def _unit_as_written(value: object) -> object:
+    """`KG`, ` kg ` and `kg` are one unit, as a till's export writes it; a blank is none."""
+    if isinstance(value, str):
+        return value.strip().lower() or None
+    return value
+
+
+Unit = Annotated[MeasureUnit | None, BeforeValidator(_unit_as_written)]
+
+
 class ReceiptLine(_Input):
     """A line of a receipt or a return: units of a product, or how much of one sold by weight,
     volume or length (`unit`: 1.25 kg of cheese at a `unit_price` of 3.50 a kilo)."""
@@ -86,7 +96,7 @@ class ReceiptLine(_Input):
         description="Units, a whole number; with `unit`, how much (1.25): a fraction then too."
     )
     unit_price: Amount = Field(description="The price of one unit; with `unit`, of one kilo...")
-    unit: MeasureUnit | None = Field(
+    unit: Unit = Field(
         default=None,
         description="For goods sold by weight, volume or length: kg, g, lb, oz, l, ml, m.",
     )
@@ -284,7 +294,7 @@ class CsvRow(_Input):
     name: str | None = None
     quantity: Quantity
     unit_price: Amount
-    unit: MeasureUnit | None = Field(default=None, description="A measured line's unit (kg).")
+    unit: Unit = Field(default=None, description="A measured line's unit (kg).")
     line_total: Amount | None = Field(default=None, description="A measured line's charge.")
     receipt_total: Amount
     tax: Amount | None = None

@@ -130,7 +130,7 @@ def _item(line: ReceiptLine, currency: ISO4217) -> LineItem:
         exact = line.quantity * line.unit_price
         quantity, price = 1, round_money(exact, currency) if charged is None else charged
         measure = Measure(
-            amount=line.quantity,
+            amount=Decimal(f"{line.quantity:f}"),  # as written out: 1E+1 is 10
             unit=line.unit,
             unit_price=Money(amount=line.unit_price, currency=currency),
         )

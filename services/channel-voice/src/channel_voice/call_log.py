@@ -1,12 +1,15 @@
 """Twilio's call log, read back for the calls whose status callbacks could not bring them
 (`hilo.catch_up`).
 
-`GET /2010-04-01/Accounts/{AccountSid}/Calls.json?To=<number>&EndTime>=<day>` lists the calls to
-a number (and `From=<number>`, the calls from it), newest first by creation; the date filter is
-by day, so calls that ended before the time asked for are dropped here. Twilio ends every call
-within 24 hours, so once a page reaches calls created more than `LONGEST_CALL` before that
-time, none further can have ended after it, and paging stops. Each call that ended becomes the
-final status callback Twilio would have posted (`StatusCallback`), translated as its webhook
+`GET /2010-04-01/Accounts/{AccountSid}/Calls.json?To=<number>&StartTime>=<day>` lists the calls
+to a number (and `From=<number>`, the calls from it), newest first by creation. Twilio leaves
+`end_time` and `duration` empty for a call that did not complete (busy, no answer, failed,
+canceled), so the filter is on the start, a day granular one: Twilio ends every call within 24
+hours, so every call that ended since the time asked for started at most `LONGEST_CALL` before
+it, and paging stops at calls created earlier. A call ended when its `end_time` says, else when
+it was last updated (`date_updated`: its final status). Each call that ended since the time
+asked for becomes the final status callback Twilio would have posted (`StatusCallback`: the
+call's duration, 0 when Twilio leaves it empty, as the callback says), translated as its webhook
 is, under the same event id; progress (queued, ringing, in-progress) is not read back.
 """
 
@@ -42,7 +45,8 @@ class TwilioCallLog:
         """The interactions of each page of calls that ended since `since`."""
         for number in self.numbers:
             for side in ("To", "From"):
-                filters = {side: number, "EndTime>": since.astimezone(UTC).date().isoformat()}
+                started = (since - LONGEST_CALL).astimezone(UTC).date().isoformat()
+                filters = {side: number, "StartTime>": started}
                 pages = self._lists.pages(
                     self._lists.path("Calls"),
                     "calls",
@@ -84,15 +88,15 @@ def _as_callback(call: dict[str, Any]) -> dict[str, Any]:
         "Direction": call.get("direction"),
         "From": call.get("from"),
         "To": call.get("to"),
-        "CallDuration": call.get("duration"),
+        "CallDuration": call.get("duration") or "0",
         "ParentCallSid": call.get("parent_call_sid"),
-        "Timestamp": call.get("end_time"),
+        "Timestamp": call.get("end_time") or call.get("date_updated"),
     }
 
 
 def _ended_since(call: dict[str, Any], since: datetime) -> bool:
-    ended = twilio_time(call, "end_time")
-    return call.get("status") in FINAL_STATUSES and (ended is None or ended >= since)
+    ended = twilio_time(call, "end_time", "date_updated")
+    return call.get("status") in FINAL_STATUSES and ended is not None and ended >= since
 
 
 def _created_before(call: dict[str, Any], at: datetime) -> bool:

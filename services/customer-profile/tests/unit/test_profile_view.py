@@ -355,6 +355,18 @@ def refund(
     return entry(n, "refund", "store", payload=payload)
 
 
+def test_returns_never_bring_back_more_items_than_the_order_had() -> None:
+    """One pair sold; two returns of part of it (a weighed line comes back as 0.3 kg twice)."""
+    order = sample_payloads()["order"]
+
+    view = derive_view(
+        [entry(1, "order", payload=order), refund(2, goods=1), refund(3, paid="5.00", goods=1)],
+        WINDOW,
+    )
+
+    assert (view.orders[0].item_count, view.orders[0].returned_items) == (1, 1)
+
+
 def test_a_return_takes_what_was_paid_back_off_its_order_and_the_lifetime_value() -> None:
     order = sample_payloads()["order"]
     other = order.model_copy(update={"order_id": "ORD-2"})

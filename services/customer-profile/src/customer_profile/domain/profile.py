@@ -493,6 +493,13 @@ def _pay_back_waiting(view: ProfileView, order_id: str, placed_at: datetime) -> 
             _pay_back(view, view._order_index()[order_id], refund)
 
 
+def _returned(order: OrderSummary, more: int) -> int:
+    """Items back on the order, never more than it had: two returns of 0.3 kg from one weighed
+    line of 0.735 kg bring back one item, not two."""
+    returned = order.returned_items + more
+    return min(returned, order.item_count) if order.item_count else returned
+
+
 def _pay_back(view: ProfileView, existing: OrderSummary, refund: WaitingRefund) -> None:
     """Take `refund` off the order (in its currency only: another is not comparable) and
     move the order last, as updated."""
@@ -506,7 +513,7 @@ def _pay_back(view: ProfileView, existing: OrderSummary, refund: WaitingRefund) 
     summary = existing.model_copy(
         update={
             "refunded": {"amount": str(already + paid), "currency": currency},
-            "returned_items": existing.returned_items + refund.returned_items,
+            "returned_items": _returned(existing, refund.returned_items),
             "last_update": max(existing.last_update, refund.at),
         }
     )

@@ -20,7 +20,8 @@ every message, newest first, as Twilio does (filters `To`, `From` and the day-gr
 `PageSize`, `next_page_uri` to follow), and `GET .../Messages/{Sid}/Media.json` an MMS's media.
 A test makes a customer's SMS arrive with `receive`, which keeps it in the log and returns the
 webhook's form as Twilio posts it (the test posts it, or does not: a webhook Twilio lost). Its
-call log likewise: `GET .../Calls.json` (filters `To`, `From`, the day-granular `EndTime>`),
+call log likewise: `GET .../Calls.json` (filters `To`, `From`, the day-granular `StartTime>`;
+`end_time` and `duration` empty but for completed calls, as Twilio leaves them),
 newest first, of the calls a test made with `call`, which returns the final status callback.
 
 Standalone (`python -m hilo.testkit.standins.twilio --port 8099`), `GET /_standin/messages`
@@ -133,8 +134,13 @@ class Call:
     parent_call_sid: str | None = None
 
     @property
-    def end_time(self) -> datetime:
+    def ended(self) -> datetime:
         return self.start_time + timedelta(seconds=self.duration)
+
+    @property
+    def completed(self) -> bool:
+        """Twilio gives `end_time` and `duration` to completed calls only."""
+        return self.status == "completed"
 
 
 @dataclass(frozen=True)
@@ -301,7 +307,7 @@ class TwilioStandIn(StandIn):
             ("To", to),
             ("CallDuration", str(duration)),
             ("Duration", str(-(-duration // 60))),
-            ("Timestamp", format_datetime(call.end_time)),
+            ("Timestamp", format_datetime(call.ended)),
             ("SequenceNumber", "3"),
         ]
         return params + ([("ParentCallSid", parent_call_sid)] if parent_call_sid else [])
@@ -315,12 +321,12 @@ class TwilioStandIn(StandIn):
         query = request.query_params
         with self._lock:
             log = [self._call_resource(call) for call in self.calls_made]
-        ended = date.fromisoformat(query["EndTime>"]) if "EndTime>" in query else None
+        started = date.fromisoformat(query["StartTime>"]) if "StartTime>" in query else None
         chosen = [
             call
             for call in log
             if all(call[k.lower()] == query[k] for k in ("To", "From") if k in query)
-            and (ended is None or _day(call["end_time"]) >= ended)
+            and (started is None or _day(call["start_time"]) >= started)
         ]
         chosen.sort(key=lambda c: _when(c["date_created"]), reverse=True)
         return self._page(query, "Calls", "calls", chosen)
@@ -332,10 +338,10 @@ class TwilioStandIn(StandIn):
             "api_version": API_VERSION,
             "caller_name": None,
             "date_created": format_datetime(call.start_time),
-            "date_updated": format_datetime(call.end_time),
+            "date_updated": format_datetime(call.ended),
             "direction": call.direction,
-            "duration": str(call.duration),
-            "end_time": format_datetime(call.end_time),
+            "duration": str(call.duration) if call.completed else None,
+            "end_time": format_datetime(call.ended) if call.completed else None,
             "forwarded_from": None,
             "from": call.from_,
             "from_formatted": call.from_,
