@@ -190,28 +190,13 @@ async def test_a_refusal_another_instance_noted_before_a_window_is_not_forgotten
 
 @pytest.fixture
 async def catch_up(
-    settings: HiloSettings,
+    watermarks: AsyncCollection[MongoDocument],
 ) -> AsyncIterator[tuple[CatchUp, ProviderLogOfTheTest, Published]]:
-    mongo = create_mongo_client(settings)
-    watermarks = mongo[settings.mongodb_database][WATERMARKS_COLLECTION]
-    provider_log = ProviderLogOfTheTest([[sample_interaction()], [sample_interaction()]])
     published = Published()
     channel = f"test-{uuid.uuid4().hex[:8]}"
-    yield (
-        CatchUp(
-            channel,
-            watermarks,
-            provider_log,
-            published,
-            every_seconds=EVERY.total_seconds(),
-            max_age=timedelta(hours=72),
-            settle=timedelta(0),
-        ),
-        provider_log,
-        published,
-    )
+    reader, provider_log = instance(channel, watermarks, published)
+    yield reader, provider_log, published
     await watermarks.delete_many({"_id": channel})
-    await mongo.close()
 
 
 async def test_a_refusal_is_read_back_once_and_one_during_a_read_back_is_read_next_time(

@@ -21,20 +21,15 @@ from channel_sms.translate import CHANNEL
 from channel_sms.twilio import InboundMessage
 from hilo.catch_up import left_out
 from hilo.contract import Interaction
-from hilo.providers.twilio_api import TwilioLists, redacted, twilio_time
+from hilo.providers.twilio_api import TwilioLog, redacted, twilio_time
 
 Translate = Callable[[InboundMessage, datetime], list[Interaction]]
 """A message read back, and when Twilio got it, as the interactions its webhook would make."""
 
 
-class TwilioMessageLog:
+class TwilioMessageLog(TwilioLog[Translate]):
     """Incoming messages to the given numbers, since a time: the SMS channel's
     `hilo.catch_up.ProviderLog`."""
-
-    def __init__(self, lists: TwilioLists, numbers: Sequence[str], translate: Translate) -> None:
-        self._lists = lists
-        self.numbers = tuple(numbers)
-        self._translate = translate
 
     async def read_back(self, since: datetime) -> AsyncIterator[Sequence[Interaction]]:
         """The interactions of each page of incoming messages since `since`."""
@@ -113,9 +108,6 @@ class TwilioMessageLog:
             for item in listed[:10]
             if isinstance(item, dict) and isinstance(item.get("uri"), str)
         ]
-
-    async def close(self) -> None:
-        await self._lists.close()
 
 
 def _older(message: dict[str, Any], since: datetime) -> bool:

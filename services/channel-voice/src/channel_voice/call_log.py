@@ -23,7 +23,7 @@ from channel_voice.calls import StatusCallback
 from channel_voice.translate import CHANNEL, FINAL_STATUSES
 from hilo.catch_up import left_out
 from hilo.contract import Interaction
-from hilo.providers.twilio_api import TwilioLists, redacted, twilio_time
+from hilo.providers.twilio_api import TwilioLog, redacted, twilio_time
 
 LONGEST_CALL = timedelta(hours=25)
 """Twilio's longest call (24 hours), and an hour for a call's time queued before it."""
@@ -32,14 +32,9 @@ Translate = Callable[[StatusCallback], Interaction | None]
 """A call's final status as the interaction its status callback would make."""
 
 
-class TwilioCallLog:
+class TwilioCallLog(TwilioLog[Translate]):
     """Calls to and from the given numbers that ended since a time: the voice channel's
     `hilo.catch_up.ProviderLog`."""
-
-    def __init__(self, lists: TwilioLists, numbers: Sequence[str], translate: Translate) -> None:
-        self._lists = lists
-        self.numbers = tuple(numbers)
-        self._translate = translate
 
     async def read_back(self, since: datetime) -> AsyncIterator[Sequence[Interaction]]:
         """The interactions of each page of calls that ended since `since`."""
@@ -75,9 +70,6 @@ class TwilioCallLog:
             left_out(CHANNEL, "unreadable")
             return []
         return [] if interaction is None else [interaction]
-
-    async def close(self) -> None:
-        await self._lists.close()
 
 
 def _as_callback(call: dict[str, Any]) -> dict[str, Any]:

@@ -8,9 +8,9 @@ Requests use HTTP Basic with the account SID and its auth token.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 from pydantic import AnyHttpUrl
@@ -122,3 +122,19 @@ class TwilioLists:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+Translator = TypeVar("Translator")
+
+
+class TwilioLog(Generic[Translator]):
+    """What a channel's read-back of one of Twilio's logs holds: the account's lists, the
+    numbers whose webhooks point at the channel, and how the channel translates."""
+
+    def __init__(self, lists: TwilioLists, numbers: Sequence[str], translate: Translator) -> None:
+        self._lists = lists
+        self.numbers = tuple(numbers)
+        self._translate = translate
+
+    async def close(self) -> None:
+        await self._lists.close()
