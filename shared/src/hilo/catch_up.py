@@ -214,6 +214,7 @@ class CatchUp:
             settle=self._settle,
         )
         read = 0 if window is None else await self._read_and_publish(window)
+        await self.note_refusals()  # those of a long read-back, before the watermark passes them
         # The end of the pass: this instance took webhooks all along (a refusal meanwhile is
         # noted), so a long read-back does not leave the watermark behind.
         await self._watermarks.update_one(

@@ -31,7 +31,7 @@ def routes(channel: Channel, settings: StoreSettings) -> list[APIRouter]:
         body = await raw_body(request, settings.max_body_bytes)
         policy = customer_policy()
         receipt = parse_json(Receipt, body, context=policy.context())
-        with refused_if_unreadable():  # a measured line in a currency without cents
+        with refused_if_unreadable():  # a measured line in a currency with no minor unit
             interaction = from_receipt(
                 receipt, datetime.now(UTC), settings.instance, policy.dropped
             )

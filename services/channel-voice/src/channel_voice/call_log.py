@@ -9,8 +9,9 @@ hours, so every call that ended since the time asked for started at most `LONGES
 it, and paging stops at calls created earlier. A call ended when its `end_time` says, else when
 it was last updated (`date_updated`: its final status). Each call that ended since the time
 asked for becomes the final status callback Twilio would have posted (`StatusCallback`: the
-call's duration, 0 when Twilio leaves it empty, as the callback says), translated as its webhook
-is, under the same event id; progress (queued, ringing, in-progress) is not read back.
+call's duration, which Twilio gives completed calls only, as their callbacks), translated as
+its webhook is, under the same event id; progress (queued, ringing, in-progress) is not read
+back.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def _as_callback(call: dict[str, Any]) -> dict[str, Any]:
         "Direction": call.get("direction"),
         "From": call.get("from"),
         "To": call.get("to"),
-        "CallDuration": call.get("duration") or "0",
+        "CallDuration": call.get("duration"),
         "ParentCallSid": call.get("parent_call_sid"),
         "Timestamp": call.get("end_time") or call.get("date_updated"),
     }

@@ -367,6 +367,18 @@ def test_returns_never_bring_back_more_items_than_the_order_had() -> None:
     assert (view.orders[0].item_count, view.orders[0].returned_items) == (1, 1)
 
 
+def test_an_order_updated_to_fewer_items_than_came_back_has_them_all_back() -> None:
+    order = sample_payloads()["order"]
+    three = order.model_copy(update={"items": [SHOES.model_copy(update={"quantity": 3})]})
+
+    view = derive_view(
+        [entry(1, "order", payload=three), refund(2, goods=2), entry(3, "order", payload=order)],
+        WINDOW,
+    )
+
+    assert (view.orders[0].item_count, view.orders[0].returned_items) == (1, 1)
+
+
 def test_a_return_takes_what_was_paid_back_off_its_order_and_the_lifetime_value() -> None:
     order = sample_payloads()["order"]
     other = order.model_copy(update={"order_id": "ORD-2"})

@@ -106,8 +106,9 @@ def twilio_read_back(
         log.warning(
             "read_back_off",
             channel=channel,
-            reason="set HILO_TWILIO_ACCOUNT_SID and HILO_TWILIO_CATCH_UP_NUMBERS: what a refused "
-            "or unanswered webhook brought is otherwise lost",
+            reason="set HILO_TWILIO_ACCOUNT_SID and HILO_TWILIO_CATCH_UP_NUMBERS (in compose "
+            "HILO_TWILIO_SMS_NUMBERS or HILO_TWILIO_VOICE_NUMBERS): what a refused or "
+            "unanswered webhook brought is otherwise lost",
         )
         return None
     lists = TwilioLists(

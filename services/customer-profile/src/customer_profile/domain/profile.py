@@ -434,8 +434,9 @@ def _order(view: ProfileView, entry: JourneyEntry) -> None:
         item_count=sum(item["quantity"] for item in payload["items"]),
         coupons=payload.get("coupons") or (existing.coupons if existing else []),
         refunded=existing.refunded if existing else None,
-        returned_items=existing.returned_items if existing else 0,
     )
+    if existing is not None:  # never more back than it now has (`_returned`)
+        summary.returned_items = _returned(summary, existing.returned_items)
     if existing is None:
         view.order_count += 1
         last = view.last_order_placed
@@ -494,8 +495,9 @@ def _pay_back_waiting(view: ProfileView, order_id: str, placed_at: datetime) -> 
 
 
 def _returned(order: OrderSummary, more: int) -> int:
-    """Items back on the order, never more than it had: two returns of 0.3 kg from one weighed
-    line of 0.735 kg bring back one item, not two."""
+    """Items back on the order, never more than it has: two returns of 0.3 kg from an order of
+    one weighed line of 0.735 kg bring back one item, not two; an order updated to fewer items
+    than came back has them all back."""
     returned = order.returned_items + more
     return min(returned, order.item_count) if order.item_count else returned
 

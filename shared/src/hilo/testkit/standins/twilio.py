@@ -305,11 +305,11 @@ class TwilioStandIn(StandIn):
             ("Direction", direction),
             ("From", from_),
             ("To", to),
-            ("CallDuration", str(duration)),
-            ("Duration", str(-(-duration // 60))),
             ("Timestamp", format_datetime(call.ended)),
             ("SequenceNumber", "3"),
         ]
+        if call.completed:  # Twilio sends the duration of completed calls only
+            params += [("CallDuration", str(duration)), ("Duration", str(-(-duration // 60)))]
         return params + ([("ParentCallSid", parent_call_sid)] if parent_call_sid else [])
 
     async def _call_log(self, request: Request) -> Response:
