@@ -10,7 +10,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pymongo.asynchronous.collection import AsyncCollection
 
-from hilo.catch_up import MARGIN, WATERMARKS_COLLECTION, CatchUp, CatchUpFailed, window_to_read
+from hilo.catch_up import (
+    MARGIN,
+    WATERMARKS_COLLECTION,
+    CatchUp,
+    CatchUpFailed,
+    ReadBack,
+    window_to_read,
+)
 from hilo.contract import Interaction
 from hilo.mongo import MongoDocument, as_stored, create_mongo_client
 from hilo.settings import HiloSettings
@@ -125,15 +132,8 @@ def instance(
     channel: str, watermarks: AsyncCollection[MongoDocument], published: Published
 ) -> tuple[CatchUp, ProviderLogOfTheTest]:
     provider_log = ProviderLogOfTheTest([[sample_interaction()], [sample_interaction()]])
-    reader = CatchUp(
-        channel,
-        watermarks,
-        provider_log,
-        published,
-        every_seconds=EVERY.total_seconds(),
-        max_age=timedelta(hours=72),
-        settle=timedelta(0),
-    )
+    read_back = ReadBack(provider_log, EVERY.total_seconds(), timedelta(hours=72), timedelta(0))
+    reader = CatchUp(channel, watermarks, read_back, published)
     return reader, provider_log
 
 

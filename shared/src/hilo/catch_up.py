@@ -144,20 +144,16 @@ class CatchUp:
         self,
         channel: str,
         watermarks: AsyncCollection[MongoDocument],
-        provider_log: ProviderLog,
+        read_back: ReadBack,
         publish: Publish,
-        *,
-        every_seconds: float,
-        max_age: timedelta,
-        settle: timedelta = SETTLE,
     ) -> None:
         self.channel = channel
-        self._settle = settle
         self._watermarks = watermarks
-        self._log = provider_log
+        self._log = read_back.provider_log
         self._publish = publish
-        self._every = every_seconds
-        self._max_age = max_age
+        self._every = read_back.every_seconds
+        self._max_age = read_back.max_age
+        self._settle = read_back.settle
         self._missed: tuple[datetime, datetime] | None = None
         """The first and last refusal not read back yet."""
         self._started = False
@@ -239,13 +235,16 @@ class CatchUp:
 
     async def close(self) -> None:
         """At shutdown: what this instance refused and did not read back yet is noted, so that
-        an instance still running, or the next to start, reads it back."""
+        an instance still running, or the next to start, reads it back; then the provider's log
+        is closed."""
         try:
             await self.note_refusals()
         except PyMongoError as exc:
             error = type(exc).__name__
         else:
             return
+        finally:
+            await self._log.close()
         missed = self.missed_since
         log.error(
             "read_back_refusals_unnoted",

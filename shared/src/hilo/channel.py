@@ -34,7 +34,6 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import from_json
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
@@ -301,18 +300,14 @@ class Channel:
         read back again; one larger than Kafka takes is left out (no retry could store it, as
         its webhook would have been refused with 413)."""
         try:
-            await self._store(interactions)
-        except EventTooLarge:
-            for interaction in interactions:
-                await self._store_one_read_back(interaction)
-        except (PublishFailed, PyMongoError) as exc:
-            raise CatchUpFailed(f"not stored: {type(exc).__name__}") from None
-
-    async def _store_one_read_back(self, interaction: Interaction) -> None:
-        try:
-            await self._store([interaction])
-        except EventTooLarge:
-            left_out(self.name, "too_large")
+            try:
+                await self._store(interactions)
+            except EventTooLarge:
+                for interaction in interactions:
+                    try:
+                        await self._store([interaction])
+                    except EventTooLarge:
+                        left_out(self.name, "too_large")
         except (PublishFailed, PyMongoError) as exc:
             raise CatchUpFailed(f"not stored: {type(exc).__name__}") from None
 
@@ -427,20 +422,6 @@ async def _index_sends(sender: OutboundSender) -> None:
             return
 
 
-def _catch_up(
-    channel: Channel, mongo: AsyncMongoClient[MongoDocument], read_back: ReadBack
-) -> CatchUp:
-    return CatchUp(
-        channel.name,
-        mongo[channel.settings.mongodb_database][WATERMARKS_COLLECTION],
-        read_back.provider_log,
-        channel.publish_read_back,
-        every_seconds=read_back.every_seconds,
-        max_age=read_back.max_age,
-        settle=read_back.settle,
-    )
-
-
 def create_channel_app(
     name: str,
     settings: ChannelSettings,
@@ -487,7 +468,16 @@ def create_channel_app(
         )
         subscribe_outbound(broker, sender, sealer, publisher, settings)
         channel.sender = sender
-    channel.catch_up = _catch_up(channel, mongo, read_back) if read_back else None
+    channel.catch_up = (
+        CatchUp(
+            name,
+            mongo[settings.mongodb_database][WATERMARKS_COLLECTION],
+            read_back,
+            channel.publish_read_back,
+        )
+        if read_back
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -509,7 +499,6 @@ def create_channel_app(
                 for step, client in (
                     ("read_back", channel.catch_up),  # notes refusals not read back yet
                     ("provider", provider),
-                    ("provider_log", read_back.provider_log if read_back else None),
                 )
                 if client is not None
             ]
