@@ -53,22 +53,23 @@ class TwilioMessageLog(TwilioLog[Translate]):
         self, since: datetime
     ) -> AsyncIterator[list[tuple[InboundMessage, datetime]]]:
         """Each page's incoming messages sent at `since` or later, with when Twilio got them."""
+        day = since.astimezone(UTC).date().isoformat()
         for number in self.numbers:
-            filters = {"To": number, "DateSent>": since.astimezone(UTC).date().isoformat()}
             pages = self._lists.pages(
                 self._lists.path("Messages"),
                 "messages",
-                filters,
-                last=lambda items: any(_older(item, since) for item in items),
+                {"To": number, "DateSent>": day},
+                last=lambda items: any(_older(_sent_at(item), since) for item in items),
             )
             async for items in pages:
                 page = []
                 for item in items:
-                    if item.get("direction") == "inbound" and not _older(item, since):
-                        message = await self._as_webhook(item)
-                        if message is not None:
-                            sent_at = twilio_time(item, "date_sent", "date_created")
-                            page.append((message, sent_at or datetime.now(UTC)))
+                    sent_at = _sent_at(item)
+                    if item.get("direction") != "inbound" or _older(sent_at, since):
+                        continue
+                    message = await self._as_webhook(item)
+                    if message is not None:
+                        page.append((message, sent_at or datetime.now(UTC)))
                 yield page
 
     async def _as_webhook(self, message: dict[str, Any]) -> InboundMessage | None:
@@ -110,9 +111,13 @@ class TwilioMessageLog(TwilioLog[Translate]):
         ]
 
 
-def _older(message: dict[str, Any], since: datetime) -> bool:
-    sent = twilio_time(message, "date_sent", "date_created")
-    return sent is not None and sent < since
+def _sent_at(message: dict[str, Any]) -> datetime | None:
+    """When Twilio got the message."""
+    return twilio_time(message, "date_sent", "date_created")
+
+
+def _older(sent_at: datetime | None, since: datetime) -> bool:
+    return sent_at is not None and sent_at < since
 
 
 def _count(value: Any) -> int:

@@ -39,17 +39,15 @@ class TwilioCallLog(TwilioLog[Translate]):
 
     async def read_back(self, since: datetime) -> AsyncIterator[Sequence[Interaction]]:
         """The interactions of each page of calls that ended since `since`."""
+        earliest = since - LONGEST_CALL  # the earliest start of a call that ended since
+        day = earliest.astimezone(UTC).date().isoformat()
         for number in self.numbers:
             for side in ("To", "From"):
-                started = (since - LONGEST_CALL).astimezone(UTC).date().isoformat()
-                filters = {side: number, "StartTime>": started}
                 pages = self._lists.pages(
                     self._lists.path("Calls"),
                     "calls",
-                    filters,
-                    last=lambda items: any(
-                        _created_before(item, since - LONGEST_CALL) for item in items
-                    ),
+                    {side: number, "StartTime>": day},
+                    last=lambda items: any(_created_before(item, earliest) for item in items),
                 )
                 async for items in pages:
                     yield [
