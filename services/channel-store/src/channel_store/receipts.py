@@ -78,9 +78,8 @@ Quantity = Annotated[Decimal, Field(gt=0, le=100_000, max_digits=12, decimal_pla
 
 def _unit_as_written(value: object) -> object:
     """`KG`, ` kg ` and `kg` are one unit, as a till's export writes it; a blank is none."""
-    if isinstance(value, str):
-        return value.strip().lower() or None
-    return value
+    trimmed = _trimmed(value)
+    return trimmed.lower() if isinstance(trimmed, str) else trimmed
 
 
 Unit = Annotated[MeasureUnit | None, BeforeValidator(_unit_as_written)]
