@@ -314,9 +314,7 @@ class TwilioStandIn(StandIn):
 
     async def _call_log(self, request: Request) -> Response:
         """Twilio's call list: newest first, filtered, one page at a time."""
-        if request.path_params["account_sid"] != self.account_sid or not self._authorised(
-            request.headers.get("authorization")
-        ):
+        if not self._the_accounts(request):
             return _error(20003)
         query = request.query_params
         with self._lock:
@@ -388,9 +386,7 @@ class TwilioStandIn(StandIn):
 
     async def _message_log(self, request: Request) -> Response:
         """Twilio's message list: newest first, filtered, one page at a time."""
-        if request.path_params["account_sid"] != self.account_sid or not self._authorised(
-            request.headers.get("authorization")
-        ):
+        if not self._the_accounts(request):
             return _error(20003)
         query = request.query_params
         with self._lock:
@@ -432,9 +428,7 @@ class TwilioStandIn(StandIn):
         }
 
     async def _media_list(self, request: Request) -> Response:
-        if request.path_params["account_sid"] != self.account_sid or not self._authorised(
-            request.headers.get("authorization")
-        ):
+        if not self._the_accounts(request):
             return _error(20003)
         with self._lock:
             found = [sms for sms in self.received if sms.sid == request.path_params["sid"]]
@@ -464,9 +458,7 @@ class TwilioStandIn(StandIn):
             failure = self._script.failures.pop(0) if self._script.failures else None
         if failure is not None:
             return _error(_CODE_OF_STATUS.get(failure, 20500), status=failure)
-        if request.path_params["account_sid"] != self.account_sid or not self._authorised(
-            request.headers.get("authorization")
-        ):
+        if not self._the_accounts(request):
             return _error(20003)
         body = (await request.body()).decode(errors="replace")
         form = dict(parse_qsl(body, keep_blank_values=True))
@@ -489,6 +481,12 @@ class TwilioStandIn(StandIn):
             else None
         )
         return JSONResponse(self._resource(sms), status_code=201, background=report)
+
+    def _the_accounts(self, request: Request) -> bool:
+        """A request for this account's resources, with its credentials."""
+        return request.path_params["account_sid"] == self.account_sid and self._authorised(
+            request.headers.get("authorization")
+        )
 
     def _authorised(self, header: str | None) -> bool:
         """HTTP Basic with the account SID and its auth token."""
