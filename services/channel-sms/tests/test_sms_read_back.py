@@ -25,7 +25,6 @@ from hilo.catch_up import WATERMARKS_COLLECTION
 from hilo.contract import interaction_id
 from hilo.mongo import create_mongo_client
 from hilo.settings import HiloSettings, MongoUrl
-from hilo.testkit.contract_check import published_interactions
 from hilo.testkit.probes import eventually
 from hilo.testkit.signing import twilio_signed
 from hilo.testkit.standins.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioStandIn
@@ -33,6 +32,7 @@ from hilo_devkit.channel_contract import (
     ProviderRequest,
     assert_read_back_after_outages,
     channel_client,
+    published_with,
 )
 from hilo_devkit.local_infra import LocalSecantusDB
 
@@ -122,7 +122,8 @@ async def test_sms_refused_while_mongodb_was_away_are_read_back_once_it_is_back(
         await asyncio.to_thread(database.start)
 
         read_back = {sid_of(refused), sid_of(photo)}
-        events = await _published(sms_settings, {*read_back, sid_of(delivered)})
+        expected = {*read_back, sid_of(delivered)}
+        events = await published_with(sms_settings, {interaction_id("sms", s) for s in expected})
         later = await watermark()
 
     assert answers == [503, 503], "refused while MongoDB was away (Twilio will not retry)"
@@ -161,19 +162,6 @@ async def test_sms_refused_or_unanswered_are_read_back_as_every_such_channel_mus
     )
 
     assert [event["payload"]["text"] for event in events[:3]] == ["¿Seguís abiertos?"] * 3
-
-
-async def _published(settings: SmsSettings, sids: set[str]) -> list[dict[str, Any]]:
-    """The interactions published, once every one of `sids` is among them (each id once)."""
-
-    async def read() -> list[dict[str, Any]]:
-        return await published_interactions(settings, expected=len(sids))
-
-    def complete(events: list[dict[str, Any]]) -> bool:
-        return sids <= {event["payload"].get("provider_message_id") for event in events}
-
-    events = await eventually(read, until=complete, timeout=60)
-    return list({event["id"]: event for event in events}.values())
 
 
 def _hours_ago(hours: float) -> datetime:
