@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -22,12 +23,16 @@ from pydantic import SecretStr
 from channel_sms.app import create_app
 from channel_sms.settings import SmsSettings
 from hilo.catch_up import WATERMARKS_COLLECTION
-from hilo.contract import interaction_id
+from hilo.contract import Identifiers, interaction_id
+from hilo.kafka import KafkaPublisher, create_broker
 from hilo.mongo import create_mongo_client
+from hilo.outbound import command_record
+from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings, MongoUrl
 from hilo.testkit.probes import eventually
+from hilo.testkit.samples import sample_command
 from hilo.testkit.signing import twilio_signed
-from hilo.testkit.standins.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioStandIn
+from hilo.testkit.standins.twilio import ACCOUNT_SID, AUTH_TOKEN, AcceptedSms, TwilioStandIn
 from hilo_devkit.channel_contract import (
     ProviderRequest,
     assert_read_back_after_outages,
@@ -162,6 +167,73 @@ async def test_sms_refused_or_unanswered_are_read_back_as_every_such_channel_mus
     )
 
     assert [event["payload"]["text"] for event in events[:3]] == ["¿Seguís abiertos?"] * 3
+
+
+async def test_a_delivery_status_refused_while_mongodb_was_away_is_read_back(
+    sms_settings: SmsSettings, twilio: TwilioStandIn, database: LocalSecantusDB
+) -> None:
+    """The channel sends a reply; its `delivered` callback is refused (MongoDB away, and no key
+    of the customer cached here: `HILO_KEY_CACHE_SECONDS` 0, as on an instance that did not send
+    it, or hours later). The status is read back from the log once MongoDB answers; the status of
+    a message another tool sent from the same number, which Twilio never posted here, is not."""
+    local = sms_settings.model_copy(update={"key_cache_seconds": 0})
+    command = sample_command("sms", identifiers=Identifiers(phone=ANA), text="Order ready")
+    broker = create_broker(local)
+    await broker.start()
+    try:
+        async with channel_client(create_app(local)) as sms:
+            mongo = create_mongo_client(local)
+            record = await command_record(command, create_sealer(local, mongo))
+            await mongo.close()
+            await KafkaPublisher(broker, local).publish_records([record])
+            [ours] = await eventually(accepted(twilio), timeout=60)
+            await published_with(local, {command.sent_interaction_id()})
+            sent_answer = await post_status(sms, ours, twilio.progress(ours.sid, "sent"))
+            other = AcceptedSms("SM" + "f" * 32, LUIS, "from another tool", FROM, None, None)
+            twilio.accepted.append(other)
+            twilio.progress(other.sid, "delivered")
+
+            await asyncio.to_thread(database.stop)
+            refused = await post_status(sms, ours, twilio.progress(ours.sid, "delivered"))
+            await asyncio.to_thread(database.start)
+
+            delivered_id = interaction_id("sms", f"{ours.sid}:delivered")
+            events = await published_with(local, {delivered_id})
+    finally:
+        await broker.stop()
+
+    assert (sent_answer.status_code, refused.status_code) == (200, 503)
+    by_id = {event["id"]: event for event in events}
+    delivered = by_id[delivered_id]
+    assert delivered["payload"]["provider_message_id"] == ours.sid
+    assert delivered["payload"]["status"] == "delivered"
+    assert delivered["occurred_at"] == _changed_at(twilio, ours.sid)
+    assert interaction_id("sms", f"{ours.sid}:sent") in by_id, "the webhook that came"
+    assert interaction_id("sms", f"{other.sid}:delivered") not in by_id, (
+        "Twilio posted no status of another tool's message here: none is read back"
+    )
+
+
+def accepted(twilio: TwilioStandIn) -> Callable[[], Awaitable[list[AcceptedSms]]]:
+    async def probe() -> list[AcceptedSms]:
+        return list(twilio.accepted)
+
+    return probe
+
+
+async def post_status(
+    client: httpx.AsyncClient, sms: AcceptedSms, params: list[tuple[str, str]]
+) -> httpx.Response:
+    """Post a status callback to the URL the channel gave Twilio with the message."""
+    url = str(sms.status_callback)
+    headers = twilio_signed(url, params, AUTH_TOKEN)
+    return await client.post(url.removeprefix(PUBLIC), content=urlencode(params), headers=headers)
+
+
+def _changed_at(twilio: TwilioStandIn, sid: str) -> str:
+    [resource] = [twilio._resource(sms) for sms in twilio.accepted if sms.sid == sid]
+    changed = parsedate_to_datetime(resource["date_updated"]).astimezone(UTC)
+    return changed.isoformat().replace("+00:00", "Z")
 
 
 def _hours_ago(hours: float) -> datetime:

@@ -21,7 +21,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -40,7 +48,13 @@ from pymongo.errors import PyMongoError
 from hilo.asyncapi import asyncapi_router
 from hilo.auth import ApiKeyRefused
 from hilo.catch_up import WATERMARKS_COLLECTION, CatchUp, CatchUpFailed, ReadBack, left_out
-from hilo.contract import MAX_FUTURE_SKEW, Direction, Interaction, MessageExchanged
+from hilo.contract import (
+    MAX_FUTURE_SKEW,
+    Direction,
+    Interaction,
+    MessageExchanged,
+    MessageStatusChanged,
+)
 from hilo.contract.identifiers import DEFAULT_PHONE_REGION
 from hilo.direct_routes import DirectRoutingApp
 from hilo.entrypoint import run_app
@@ -298,8 +312,13 @@ class Channel:
         """Publish events read back from the provider's log (`hilo.catch_up`): counted there,
         not as webhooks. `CatchUpFailed` when Kafka or the key store does not take them, to be
         read back again; one larger than Kafka takes is left out (no retry could store it, as
-        its webhook would have been refused with 413)."""
+        its webhook would have been refused with 413).
+
+        A delivery status is kept only for a message this service sent: the log lists every
+        message of the number (another tool's too), and the provider posted statuses here only
+        for the messages sent with this service's callback."""
         try:
+            interactions = await self._of_own_sends(interactions)
             try:
                 await self._store(interactions)
             except EventTooLarge:
@@ -341,29 +360,37 @@ class Channel:
     ) -> tuple[Sequence[Interaction], int]:
         """The interactions without the provider's echoes of messages this service sent (the
         sender recorded those already), and how many were left out."""
-        sent = [
-            (i.channel, i.payload.provider_message_id)
-            for i in interactions
-            if isinstance(i.payload, MessageExchanged) and i.payload.direction == Direction.OUTBOUND
-        ]
-        if self.sender is None or not sent:
-            return interactions, 0
-        echoes = {
-            (channel, message_id)
-            for channel in {c for c, _ in sent}
-            for message_id in await self.sender.sent_here(
-                channel, [m for c, m in sent if c == channel]
-            )
-        }
-        kept = [
-            i
-            for i in interactions
-            if not (
-                isinstance(i.payload, MessageExchanged)
-                and (i.channel, i.payload.provider_message_id) in echoes
-            )
-        ]
+        echoes = await self._sent_here(
+            {
+                i.id: (i.channel, i.payload.provider_message_id)
+                for i in interactions
+                if isinstance(i.payload, MessageExchanged)
+                and i.payload.direction == Direction.OUTBOUND
+            }
+        )
+        kept = [i for i in interactions if i.id not in echoes]
         return kept, len(interactions) - len(kept)
+
+    async def _of_own_sends(self, interactions: Sequence[Interaction]) -> list[Interaction]:
+        """The interactions but the statuses of messages this service did not send."""
+        statuses = {
+            i.id: (i.channel, i.payload.provider_message_id)
+            for i in interactions
+            if isinstance(i.payload, MessageStatusChanged)
+        }
+        ours = await self._sent_here(statuses)
+        return [i for i in interactions if i.id in ours or i.id not in statuses]
+
+    async def _sent_here(self, messages: Mapping[str, tuple[str, str]]) -> set[str]:
+        """Those of the event ids whose message, by (channel, the provider's message id), this
+        service sent (`OutboundSender.sent_here`)."""
+        if self.sender is None or not messages:
+            return set()
+        sent: set[tuple[str, str]] = set()
+        for channel in {channel for channel, _ in messages.values()}:
+            ids = [message_id for c, message_id in messages.values() if c == channel]
+            sent |= {(channel, m) for m in await self.sender.sent_here(channel, ids)}
+        return {event_id for event_id, message in messages.items() if message in sent}
 
     async def _records(self, interactions: Sequence[Interaction]) -> list[Record]:
         """Sealed records (the key store must answer: without it nothing is published)."""

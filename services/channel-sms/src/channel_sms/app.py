@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, FastAPI, Request, Response
 
-from channel_sms.message_log import TwilioMessageLog
+from channel_sms.message_log import Translators, TwilioMessageLog
 from channel_sms.sending import COMMAND_PARAM, TwilioMessages
 from channel_sms.settings import SmsSettings
 from channel_sms.translate import incoming, recorded, status
@@ -97,14 +97,20 @@ def twilio_provider(settings: SmsSettings) -> Provider:
 
 
 def message_log(settings: SmsSettings) -> Callable[[TwilioLists, list[str]], ProviderLog]:
-    """Twilio's message log of the numbers, translated as the webhook translates."""
-    return lambda lists, numbers: TwilioMessageLog(
-        lists,
-        numbers,
-        lambda message, sent_at: incoming(
+    """Twilio's message log of the numbers, translated as the webhooks translate."""
+    translators = Translators(
+        incoming=lambda message, sent_at: incoming(
             message, datetime.now(UTC), settings.instance, settings.pepper, sent_at
         ),
+        status=lambda callback, changed_at: status(
+            callback,
+            datetime.now(UTC),
+            settings.instance,
+            settings.pepper,
+            occurred_at=changed_at,
+        ),
     )
+    return lambda lists, numbers: TwilioMessageLog(lists, numbers, translators)
 
 
 def create_app(settings: SmsSettings | None = None) -> FastAPI:

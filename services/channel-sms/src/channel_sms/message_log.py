@@ -7,47 +7,116 @@ for are dropped here, and paging stops at the first page that reaches them. Only
 `subresource_uris.media`, each served at its `uri` without `.json`: the URL its webhook gives.
 Each message becomes the form Twilio's webhook would have posted (`InboundMessage`), so a
 message read back is translated as its webhook is, under the same event id.
+
+The messages sent *from* the numbers (`From=<number>`, `direction: outbound-…`) bring back their
+delivery statuses: each message whose status last changed since the time asked for becomes the
+status callback Twilio would have posted for that change (`StatusCallback`, the time being its
+`date_updated`). The log holds a message's last status only, so a `sent` it went through on its
+way to `delivered` is not read back. Which of those messages the channel sent, and so had status
+callbacks for, is for `hilo.channel` to say: the log lists another tool's messages from the same
+number too.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
 from channel_sms.translate import CHANNEL
-from channel_sms.twilio import InboundMessage
+from channel_sms.twilio import InboundMessage, StatusCallback
 from hilo.catch_up import left_out
 from hilo.contract import Interaction
 from hilo.providers.twilio_api import TwilioLog, redacted, twilio_time
 
-Translate = Callable[[InboundMessage, datetime], list[Interaction]]
-"""A message read back, and when Twilio got it, as the interactions its webhook would make."""
+LATEST_STATUS = timedelta(hours=24)
+"""How long after it was sent a message's last status is looked for: Twilio keeps a message
+queued 10 hours at most (its longest `ValidityPeriod`), and carriers report a delivery within
+hours. A status that changed later than this after sending is not read back."""
 
 
-class TwilioMessageLog(TwilioLog[Translate]):
-    """Incoming messages to the given numbers, since a time: the SMS channel's
-    `hilo.catch_up.ProviderLog`."""
+@dataclass(frozen=True)
+class Translators:
+    """How the channel translates its webhooks, for what is read back in their place."""
+
+    incoming: Callable[[InboundMessage, datetime], list[Interaction]]
+    """A message, and when Twilio got it, as the interactions its webhook would make."""
+    status: Callable[[StatusCallback, datetime], Interaction | None]
+    """A message's status, and when it changed, as the interaction its callback would make."""
+
+
+class TwilioMessageLog(TwilioLog[Translators]):
+    """Incoming messages to the given numbers, and the statuses of messages sent from them,
+    since a time: the SMS channel's `hilo.catch_up.ProviderLog`."""
 
     async def read_back(self, since: datetime) -> AsyncIterator[Sequence[Interaction]]:
-        """The interactions of each page of incoming messages since `since`."""
+        """The interactions of each page of incoming messages since `since`, then of each page
+        of statuses changed since then."""
         async for page in self.received_since(since):
             yield [
                 interaction
                 for message, sent_at in page
                 for interaction in self._translated(message, sent_at)
             ]
+        async for statuses in self.statuses_since(since):
+            yield statuses
 
     def _translated(self, message: InboundMessage, sent_at: datetime) -> list[Interaction]:
         """As its webhook would have been; one its webhook would have had refused with 422 (a
         `From` that is no phone number) is left out, as the webhook would have left it."""
         try:
-            return self._translate(message, sent_at)
+            return self._translate.incoming(message, sent_at)
         except ValueError:
             left_out(CHANNEL, "unreadable")
             return []
+
+    async def statuses_since(self, since: datetime) -> AsyncIterator[list[Interaction]]:
+        """Each page's statuses of messages sent from the numbers that changed at `since` or
+        later (of messages sent at most `LATEST_STATUS` before it), as their callbacks would
+        have made them."""
+        earliest = since - LATEST_STATUS
+        day = earliest.astimezone(UTC).date().isoformat()
+        for number in self.numbers:
+            pages = self._lists.pages(
+                self._lists.path("Messages"),
+                "messages",
+                {"From": number, "DateSent>": day},
+                last=lambda items: any(_older(_sent_at(item), earliest) for item in items),
+            )
+            async for items in pages:
+                yield [
+                    interaction
+                    for item in items
+                    if str(item.get("direction")).startswith("outbound")
+                    and not _older(_changed_at(item), since)
+                    for interaction in self._status(item)
+                ]
+
+    def _status(self, message: dict[str, Any]) -> list[Interaction]:
+        """The message's last status as its callback would have been published (nothing for
+        one not recorded, as `queued`); one its callback would have had refused with 422 is
+        left out and counted, as is one to a number Twilio redacted."""
+        if redacted(message.get("to")):
+            left_out(CHANNEL, "redacted")
+            return []
+        error = message.get("error_code")
+        form = {
+            "MessageSid": message.get("sid"),
+            "MessageStatus": message.get("status"),
+            "From": message.get("from"),
+            "To": message.get("to"),
+            "ErrorCode": str(error) if error else None,
+        }
+        try:
+            callback = StatusCallback.model_validate(form)
+            interaction = self._translate.status(callback, _changed_at(message) or _now())
+        except ValueError:  # a pydantic ValidationError too
+            left_out(CHANNEL, "unreadable")
+            return []
+        return [interaction] if interaction else []
 
     async def received_since(
         self, since: datetime
@@ -69,7 +138,7 @@ class TwilioMessageLog(TwilioLog[Translate]):
                         continue
                     message = await self._as_webhook(item)
                     if message is not None:
-                        page.append((message, sent_at or datetime.now(UTC)))
+                        page.append((message, sent_at or _now()))
                 yield page
 
     async def _as_webhook(self, message: dict[str, Any]) -> InboundMessage | None:
@@ -116,8 +185,17 @@ def _sent_at(message: dict[str, Any]) -> datetime | None:
     return twilio_time(message, "date_sent", "date_created")
 
 
+def _changed_at(message: dict[str, Any]) -> datetime | None:
+    """When the message's status last changed."""
+    return twilio_time(message, "date_updated", "date_sent", "date_created")
+
+
 def _older(sent_at: datetime | None, since: datetime) -> bool:
     return sent_at is not None and sent_at < since
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _count(value: Any) -> int:

@@ -221,10 +221,12 @@ def status(
     instance: str,
     key: bytes,
     perhaps_sent: str | None = None,
+    occurred_at: datetime | None = None,
 ) -> Interaction | None:
     """A delivery status worth recording (queued/accepted/sending are not, nor messages to a
     short code). `perhaps_sent`: the command of a send reported perhaps not sent (its SID never
-    recorded), whose report the status is then about."""
+    recorded), whose report the status is then about. Twilio's callback sends no timestamp: the
+    status changed on arrival, unless `occurred_at` says when (a status read back)."""
     delivery = _STATUS.get(callback.MessageStatus)
     if delivery is None:
         return None
@@ -238,7 +240,7 @@ def status(
         provider_event_id=f"{callback.MessageSid}:{callback.MessageStatus}",
         identifiers=customer,
         conversation=thread(callback.From, phone, key, channel),
-        occurred_at=received_at,
+        occurred_at=occurred_at or received_at,
         received_at=received_at,
         payload=MessageStatusChanged(
             provider_message_id=(

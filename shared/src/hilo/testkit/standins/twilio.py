@@ -13,11 +13,15 @@ script failures (the next N calls answer 500, 503 or 429; a recipient refused wi
 a recipient whose handset is unreachable). After accepting a message with a `StatusCallback`, it
 posts the delivery statuses there as Twilio does (`sent`, then `delivered`, or `undelivered` with
 `ErrorCode` 30003 for an unreachable recipient), signed with `X-Twilio-Signature` over that URL
-with the auth token.
+with the auth token. A test that made the service's client with `status_callbacks=False` moves a
+message on itself with `progress`, which returns the callback's form (the test posts it, or does
+not: a status callback Twilio lost).
 
 It also keeps Twilio's message log: `GET /2010-04-01/Accounts/{AccountSid}/Messages.json` lists
-every message, newest first, as Twilio does (filters `To`, `From` and the day-granular `DateSent>`,
-`PageSize`, `next_page_uri` to follow), and `GET .../Messages/{Sid}/Media.json` an MMS's media.
+every message, newest first, as Twilio does (a message sent with its status as it stands, its
+`date_sent` once sent, its `date_updated` at its last change; filters `To`, `From` and the
+day-granular `DateSent>`, `PageSize`, `next_page_uri` to follow), and
+`GET .../Messages/{Sid}/Media.json` an MMS's media.
 A test makes a customer's SMS arrive with `receive`, which keeps it in the log and returns the
 webhook's form as Twilio posts it (the test posts it, or does not: a webhook Twilio lost). Its
 call log likewise: `GET .../Calls.json` (filters `To`, `From`, the day-granular `StartTime>`;
@@ -95,6 +99,7 @@ class AcceptedSms:
     from_: str | None
     messaging_service_sid: str | None
     status_callback: str | None
+    created: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -105,6 +110,16 @@ class AcceptedSms:
             "body": self.body,
             "status_callback": self.status_callback,
         }
+
+
+@dataclass
+class _Progress:
+    """Where a message sent stands, as its resource in the log says."""
+
+    status: str
+    date_updated: datetime
+    date_sent: datetime | None = None
+    error_code: int | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +190,7 @@ class TwilioStandIn(StandIn):
         self.auth_token = auth_token
         self.status_callbacks = status_callbacks
         self.accepted: list[AcceptedSms] = []
+        self._progress: dict[str, _Progress] = {}
         self.received: list[InboundSms] = []
         self.calls_made: list[Call] = []
         self.reports: list[StatusReport] = []
@@ -182,7 +198,7 @@ class TwilioStandIn(StandIn):
         """Requests to the Messages API, whatever they were answered."""
         self.pages_read = 0
         """Pages of the message and call logs answered."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._script = _Script()
         app = Starlette(
             routes=[
@@ -516,32 +532,51 @@ class TwilioStandIn(StandIn):
             return self._script.refusals.get(to)
 
     def _resource(self, sms: AcceptedSms) -> dict[str, Any]:
-        """The Message resource as Twilio answers a create (through a Messaging Service without
-        `From` the sender is not chosen yet: `from` is null and the status `accepted`)."""
-        now = format_datetime(datetime.now(UTC))
+        """The Message resource as it stands: as Twilio answers a create, a message through a
+        Messaging Service without `From` has no sender yet (`from` null, status `accepted`)."""
         uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{sms.sid}"
+        with self._lock:
+            progress = self._progress_of(sms)
+        sent = progress.date_sent
         return {
             "account_sid": self.account_sid,
             "api_version": API_VERSION,
             "body": sms.body,
-            "date_created": now,
-            "date_sent": None,
-            "date_updated": now,
+            "date_created": format_datetime(sms.created),
+            "date_sent": format_datetime(sent) if sent else None,
+            "date_updated": format_datetime(progress.date_updated),
             "direction": "outbound-api",
-            "error_code": None,
+            "error_code": progress.error_code,
             "error_message": None,
-            "from": sms.from_,
+            "from": sms.from_ or (SERVICE_NUMBER if sent else None),
             "messaging_service_sid": sms.messaging_service_sid,
             "num_media": "0",
             "num_segments": str(max(1, -(-len(sms.body) // 153))),
             "price": None,
             "price_unit": "USD",
             "sid": sms.sid,
-            "status": "queued" if sms.messaging_service_sid is None else "accepted",
+            "status": progress.status,
             "subresource_uris": {"media": f"{uri}/Media.json"},
             "to": sms.to,
             "uri": f"{uri}.json",
         }
+
+    def progress(
+        self, sid: str, status: str, *, at: datetime | None = None
+    ) -> list[tuple[str, str]]:
+        """The message `sid` sent moves on to `status` (sent, delivered, undelivered with
+        `ErrorCode` 30003, failed, read) in the log, now or `at`; its status callback's form
+        returned as Twilio would post it."""
+        now = (at or datetime.now(UTC)).replace(microsecond=0)
+        with self._lock:
+            sms = next(sms for sms in self.accepted if sms.sid == sid)
+            progress = self._progress_of(sms)
+            progress.status, progress.date_updated = status, now
+            if progress.date_sent is None and status != "failed":
+                progress.date_sent = sms.created  # Twilio sends within a moment of queueing
+            if status == "undelivered":
+                progress.error_code = UNREACHABLE
+        return self._status_form(sms, status)
 
     async def _report(self, sms: AcceptedSms) -> None:
         """Post `sent`, then `delivered` (or `undelivered`), to the message's StatusCallback."""
@@ -551,12 +586,19 @@ class TwilioStandIn(StandIn):
         async with httpx.AsyncClient(timeout=10) as client:
             for status in ("sent", final):
                 await asyncio.sleep(0.05)
-                answered = await self._post_status(client, sms, status)
+                answered = await self._post_status(client, sms, self.progress(sms.sid, status))
                 with self._lock:
                     self.reports.append(StatusReport(sms.sid, status, answered))
 
-    async def _post_status(self, client: httpx.AsyncClient, sms: AcceptedSms, status: str) -> int:
-        url = str(sms.status_callback)
+    def _progress_of(self, sms: AcceptedSms) -> _Progress:
+        """Where the message stands; queued (`accepted` through a Messaging Service) until it
+        moved on."""
+        return self._progress.setdefault(
+            sms.sid,
+            _Progress("queued" if sms.messaging_service_sid is None else "accepted", sms.created),
+        )
+
+    def _status_form(self, sms: AcceptedSms, status: str) -> list[tuple[str, str]]:
         params = [
             ("SmsSid", sms.sid),
             ("SmsStatus", status),
@@ -571,6 +613,12 @@ class TwilioStandIn(StandIn):
             params.append(("MessagingServiceSid", sms.messaging_service_sid))
         if status == "undelivered":
             params.append(("ErrorCode", str(UNREACHABLE)))
+        return params
+
+    async def _post_status(
+        self, client: httpx.AsyncClient, sms: AcceptedSms, params: list[tuple[str, str]]
+    ) -> int:
+        url = str(sms.status_callback)
         headers = signed_headers(url, params, self.auth_token)
         try:
             response = await client.post(url, data=dict(params), headers=headers)
