@@ -1136,7 +1136,7 @@ async def test_a_frequent_buyer_shows_the_latest_orders_and_how_many_there_are(
     assert f"lifetime value {59.90 * (RECENT_ORDERS + 3):.2f} EUR" in orders
 
 
-async def test_an_order_partly_returned_in_another_store_shows_what_was_paid_back(
+async def test_an_order_partly_returned_in_other_stores_shows_what_was_paid_back(
     running: Stack,
 ) -> None:
     returned = new_interaction(
@@ -1153,9 +1153,22 @@ async def test_an_order_partly_returned_in_another_store_shows_what_was_paid_bac
         ),
         occurred_at=datetime.now(UTC) - timedelta(hours=1),
     )
+    abroad = new_interaction(
+        channel="store",
+        instance="test",
+        provider_event_id="return:NYC-01:RET-9",
+        identifiers=Identifiers(phone=PHONE),
+        payload=OrderRefunded(
+            order_id="WEB-7731",
+            refunded_via=SalesChannel.STORE,
+            store_id="NYC-01",
+            amount=Money(amount=Decimal("15.00"), currency=ISO4217("USD")),
+        ),
+        occurred_at=datetime.now(UTC) - timedelta(minutes=30),
+    )
     svc = running.profile
-    await svc.publish([pickup_order(), returned])
-    await svc.wait_for_entries(2)
+    await svc.publish([pickup_order(), returned, abroad])
+    await svc.wait_for_entries(3)
     customer = await svc.customer_of("phone", PHONE)
     async with signed_in(running.desk_url) as client:
         page = await client.get(f"/customers/{customer}")
@@ -1166,8 +1179,11 @@ async def test_an_order_partly_returned_in_another_store_shows_what_was_paid_bac
     assert refund_row in orders_only.text, "a filter to orders shows what was paid back"
     assert refund_row not in calls_only.text
     orders = page.text[page.text.index('id="orders"') : page.text.index('id="offers"')]
-    assert "lifetime value 39.90 EUR" in orders
+    assert "lifetime value 39.90 EUR" in orders, "dollars are not taken off euros"
     assert "20.00 EUR refunded, 1 item(s) returned" in orders
+    assert "15.00 USD refunded in another currency, not taken off" in orders, (
+        "a refund in another currency is shown on its order, not left unsaid"
+    )
     assert "Refund on order WEB-7731: 20.00 EUR, 1 item(s) returned, in store BCN-02" in page.text
 
 

@@ -440,6 +440,35 @@ def test_a_refund_changes_nothing_unverified_in_another_currency_or_of_an_order_
     assert view.event_count == 4, "every refund is still in the journey"
 
 
+def test_a_refund_in_another_currency_is_kept_beside_its_order_not_taken_off() -> None:
+    """A till abroad pays back a euro order in dollars: no rate to convert at, so the value
+    stays, but the refund is on the order for a person to see, and its goods count as back;
+    an update of the order keeps it."""
+    order = sample_payloads()["order"]
+    dollars = [refund(n, goods=1) for n in (2, 3)]
+    dollars = [
+        d.model_copy(
+            update={"payload": {**d.payload, "amount": {"amount": "20.00", "currency": "USD"}}}
+        )
+        for d in dollars
+    ]
+    updated = order.model_copy(update={"status": OrderStatus.COMPLETED})
+
+    view = derive_view(
+        [entry(1, "order", payload=order), *dollars, entry(4, "order", payload=updated)],
+        WINDOW,
+    )
+
+    [summary] = view.orders
+    assert summary.refunded_in_other_currencies == {"USD": "40.00"}
+    assert summary.refunded is None
+    assert summary.returned_items == 1, "one item sold: never more back than that"
+    assert view.lifetime_value == {"EUR": "59.90"}
+    assert "refunded_in_other_currencies" not in view.orders[0].model_copy(
+        update={"refunded_in_other_currencies": None}
+    ).model_dump(mode="json"), "absent when there is none, as before"
+
+
 def test_a_refund_dated_before_its_order_waits_for_it_a_day() -> None:
     """A till whose clock is behind the web shop's: the return is dated minutes before the
     order it returns. Folded event by event or derived whole, it comes off once the order

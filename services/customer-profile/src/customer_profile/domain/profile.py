@@ -115,6 +115,13 @@ class OrderSummary(BaseModel):
         "counts its total less this, never below nothing. Absent: nothing.",
     )
     returned_items: int = Field(default=0, description="Items that came back (returns).")
+    refunded_in_other_currencies: dict[str, str] | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="What was paid back on it in another currency than its own, by currency "
+        '(`{"USD": "20.00"}`): not taken off its value, since Hilo has no rate to convert '
+        "at, and shown for a person to look at. Absent: none.",
+    )
 
     def kept_value(self) -> Decimal:
         """What the customer still spent on it: its total less what was paid back, never below
@@ -434,6 +441,7 @@ def _order(view: ProfileView, entry: JourneyEntry) -> None:
         item_count=sum(item["quantity"] for item in payload["items"]),
         coupons=payload.get("coupons") or (existing.coupons if existing else []),
         refunded=existing.refunded if existing else None,
+        refunded_in_other_currencies=existing.refunded_in_other_currencies if existing else None,
     )
     if existing is not None:  # never more back than it now has (`_returned`)
         summary.returned_items = _returned(summary, existing.returned_items)
@@ -503,18 +511,23 @@ def _returned(order: OrderSummary, more: int) -> int:
 
 
 def _pay_back(view: ProfileView, existing: OrderSummary, refund: WaitingRefund) -> None:
-    """Take `refund` off the order (in its currency only: another is not comparable) and
-    move the order last, as updated."""
+    """Take `refund` off the order and move the order last, as updated. Money paid back in
+    another currency is not comparable: it is kept beside the order, not taken off (the goods
+    that came back count all the same)."""
     currency = existing.total["currency"]
-    if refund.amount is not None and refund.amount["currency"] != currency:
-        return
-    left = existing.kept_value()
-    paid = left if refund.amount is None else min(left, Decimal(refund.amount["amount"]))
-    already = Decimal(existing.refunded["amount"]) if existing.refunded else Decimal(0)
+    amount = refund.amount
+    money: dict[str, Any]
+    if amount is not None and amount["currency"] != currency:
+        money = {"refunded_in_other_currencies": _added(existing, amount)}
+    else:
+        left = existing.kept_value()
+        paid = left if amount is None else min(left, Decimal(amount["amount"]))
+        already = Decimal(existing.refunded["amount"]) if existing.refunded else Decimal(0)
+        money = {"refunded": {"amount": str(already + paid), "currency": currency}}
     view._count_order(existing, -1)
     summary = existing.model_copy(
         update={
-            "refunded": {"amount": str(already + paid), "currency": currency},
+            **money,
             "returned_items": _returned(existing, refund.returned_items),
             "last_update": max(existing.last_update, refund.at),
         }
@@ -523,6 +536,14 @@ def _pay_back(view: ProfileView, existing: OrderSummary, refund: WaitingRefund) 
     orders = view._order_index()
     del orders[summary.order_id]
     orders[summary.order_id] = summary
+
+
+def _added(order: OrderSummary, amount: dict[str, Any]) -> dict[str, str]:
+    """The order's refunds in other currencies, with `amount` added to its currency's."""
+    elsewhere = dict(order.refunded_in_other_currencies or {})
+    before = Decimal(elsewhere.get(amount["currency"], "0"))
+    elsewhere[amount["currency"]] = str(before + Decimal(amount["amount"]))
+    return elsewhere
 
 
 def _status_after(existing: OrderSummary | None, status: str) -> str:
