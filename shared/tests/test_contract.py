@@ -194,6 +194,14 @@ def test_a_refund_in_a_store_names_it_and_shares_one_currency() -> None:
     assert "till_id" not in whole.model_dump(mode="json"), "absent when not given"
 
 
+def test_a_survey_answer_names_its_response_only_when_the_tool_gave_one() -> None:
+    survey = sample_payloads()["survey_answer"]
+    answered = survey.model_copy(update={"response_id": "resp_8f2c1a"})
+
+    assert "response_id" not in survey.model_dump(mode="json"), "records as before without one"
+    assert answered.model_dump(mode="json")["response_id"] == "resp_8f2c1a"
+
+
 def test_survey_score_outside_its_scale_is_rejected() -> None:
     survey = sample_payloads()["survey_answer"].model_dump()
     survey["score"] = 11

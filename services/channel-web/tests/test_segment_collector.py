@@ -220,6 +220,7 @@ async def test_ecommerce_events_become_typed_payloads(
             "metric": "CSAT",
             "score": 4,
             "about_channel": "voice",
+            "response_id": "resp-1",
         },
     }
 
@@ -234,6 +235,7 @@ async def test_ecommerce_events_become_typed_payloads(
         "score": 4,
         "comment": None,
         "about_channel": "voice",
+        "response_id": "resp-1",
     }
     product, cart, order, fallback = (
         by_id[interaction_id("web", message_id)] for message_id in ("m1", "m2", "msg-order-1", "m3")

@@ -344,13 +344,15 @@ def _priced(items: list[LineItem]) -> Money:
 
 def _survey_answered(properties: Mapping[str, Any]) -> SurveyAnswered:
     """A Hilo extension of the spec: a CSAT, NPS or CES answer given on the site (after a chat,
-    a call or a visit: `about_channel` says which)."""
+    a call or a visit: `about_channel` says which; `response_id`, the survey tool's id of the
+    answer, so that one posted twice counts once)."""
     return SurveyAnswered(
         survey_id=_text(properties.get("survey_id")) or "",
         metric=SurveyMetric(str(properties.get("metric", "")).lower()),
         score=int(properties["score"]),
         comment=_text(properties.get("comment")),
         about_channel=_text(properties.get("about_channel")),
+        response_id=_text(properties.get("response_id")),
     )
 
 

@@ -21,7 +21,10 @@ Definitions (what the numbers mean):
   customer's last inbound contact in that time before it (not the survey's own invitation,
   sent on another channel); by **channel path**: the channels, in order,
   of the conversation it answers (its contacts before the survey, the last within the window),
-  e.g. `voice>whatsapp`. **NPS**: % of 9-10 minus % of 0-6.
+  e.g. `voice>whatsapp`. **NPS**: % of 9-10 minus % of 0-6. An answer counts once: a later
+  one with the same `response_id` for the same survey (within the lookback) is the same answer
+  sent again, as is one without a response id that repeats the score of the customer's answer
+  to the same survey at most `DOUBLE_SUBMISSION` (2 minutes) before it.
 - An **order** is counted once, at its first entry (same customer and `order_id`): a
   click-and-collect order is a web entry, then a store entry `picked_up`; that second one is
   no order. An order first
@@ -84,6 +87,9 @@ NOT_TOUCHES = frozenset(
 )
 """Entries that are no touch an order can be credited to: the order itself, money paid back on
 one, a provider's delivery receipt, a sign-in, a consent change, a survey answer."""
+DOUBLE_SUBMISSION: Final = timedelta(minutes=2)
+"""How close an identical answer to the same survey, without a response id, is taken for the
+same answer posted again (a double click, a form re-sent) rather than a second answer."""
 NOT_BOUGHT = frozenset({"cancelled", "refunded", "picked_up"})
 """Statuses of an order's first entry that make it no purchase: customer-profile's `_after_purchase`
 takes the first two; a pick-up is of an order placed before, maybe before the touches read."""
@@ -103,6 +109,9 @@ class Touch:
     metric: str | None = None
     score: int | None = None
     about_channel: str | None = None
+    survey_id: str | None = None
+    response_id: str | None = None
+    """A survey answer's id at the survey tool: the same answer posted twice counts once."""
     order_id: str | None = None
     status: str | None = None
     sales_channel: str | None = None
@@ -137,6 +146,8 @@ def touch_of(entry: dict[str, Any]) -> Touch:
         metric=payload.get("metric"),
         score=payload.get("score"),
         about_channel=payload.get("about_channel"),
+        survey_id=payload.get("survey_id"),
+        response_id=payload.get("response_id"),
         order_id=payload.get("order_id"),
         status=payload.get("status"),
         sales_channel=payload.get("sold_via") or payload.get("refunded_via"),
@@ -388,6 +399,33 @@ def _resolved_at_first_contact(conversation: Sequence[Touch]) -> bool:
     return answered_call or any(t.outbound for t in conversation)
 
 
+def _repeated(journey: Sequence[Touch], index: int, lookback: timedelta) -> bool:
+    """Whether the survey answer at `index` is one answered before (`_same_answer`) within the
+    lookback. Looking back only, so a repeat is left out whichever range it falls in."""
+    answer = journey[index]
+    for earlier in reversed(journey[:index]):
+        gap = answer.occurred_at - earlier.occurred_at
+        if gap > lookback:
+            return False
+        if earlier.kind == "survey_answer" and _same_answer(earlier, answer, gap):
+            return True
+    return False
+
+
+def _same_answer(earlier: Touch, answer: Touch, gap: timedelta) -> bool:
+    """The same response of the same survey (its `response_id`), or, without a response id,
+    the same score for the same survey within `DOUBLE_SUBMISSION` (a form posted twice)."""
+    if earlier.survey_id != answer.survey_id:
+        return False
+    if answer.response_id is not None:
+        return earlier.response_id == answer.response_id
+    return (
+        earlier.response_id is None
+        and gap <= DOUBLE_SUBMISSION
+        and (earlier.metric, earlier.score) == (answer.metric, answer.score)
+    )
+
+
 def _satisfaction(
     journeys: Iterable[Sequence[Touch]], start: datetime, end: datetime, windows: Windows
 ) -> Satisfaction:
@@ -407,6 +445,8 @@ def _satisfaction(
             if survey.kind != "survey_answer" or survey.score is None:
                 continue
             if not start <= survey.occurred_at < end:
+                continue
+            if _repeated(journey, index, windows.lookback):
                 continue
             if survey.metric == "nps":
                 nps.append(survey.score)

@@ -75,6 +75,36 @@ def test_satisfaction_by_channel_and_by_path(measures: Measures) -> None:
     assert (satisfaction.nps_responses, satisfaction.nps) == (2, 0.0)
 
 
+def test_a_survey_answer_posted_twice_counts_once_whichever_range_it_falls_in() -> None:
+    """Dani double-clicks: the same CSAT twice a second apart, no response id. Eva's survey tool
+    posts her NPS again with its response id after midnight, then she answers the same survey
+    a week later (a new response). Fede gives the same survey a 3, and another 3 five minutes
+    later: past the double-submission window, a second answer."""
+
+    def answer(n: str, who: str, when: datetime, metric: str, score: int, **ids: str) -> Touch:
+        survey_id = ids.get("survey_id", "after-chat")
+        response_id = ids.get("response_id")
+        return Touch(n, who, when, "web", "survey_answer", metric=metric, score=score,
+                     survey_id=survey_id, response_id=response_id)  # fmt: skip
+
+    journey = [
+        answer("d1", "dani", at(hours=1), "csat", 5),
+        answer("d2", "dani", at(hours=1, minutes=0.02), "csat", 5),
+        answer("e1", "eva", at(hours=14), "nps", 9, survey_id="q4", response_id="r1"),
+        answer("e2", "eva", at(hours=16), "nps", 9, survey_id="q4", response_id="r1"),
+        answer("e3", "eva", at(days=7), "nps", 3, survey_id="q4", response_id="r2"),
+        answer("f1", "fede", at(hours=2), "csat", 3),
+        answer("f2", "fede", at(hours=2, minutes=5), "csat", 3),
+    ]
+
+    whole = measure(journey, at(hours=-1), at(days=10), WINDOWS).satisfaction
+    next_day = measure(journey, at(hours=15), at(days=1), WINDOWS).satisfaction
+
+    assert (whole.csat_responses, whole.csat_average) == (3, round((5 + 3 + 3) / 3, 2))
+    assert (whole.nps_responses, whole.nps) == (2, 0.0), "Eva's two responses, 9 and 3"
+    assert next_day.nps_responses == 0, "the repost's answer was counted the day before"
+
+
 def test_web_carts_bought_elsewhere(measures: Measures) -> None:
     conversion = measures.cross_channel_conversion
 

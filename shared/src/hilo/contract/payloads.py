@@ -440,6 +440,16 @@ class SurveyAnswered(_Model):
     score: int
     comment: str | None = Field(default=None, max_length=10_000)
     about_channel: str | None = Field(default=None, max_length=50)
+    response_id: str | None = Field(
+        default=None,
+        max_length=200,
+        exclude_if=_absent,
+        description="The survey tool's id of this answer: the same answer sent again (a double "
+        "submission, a form posted twice) has the same one, a second answer another. Measures "
+        "count a response once. Absent: an identical answer to the same survey within minutes "
+        "is taken for the same one.",
+        examples=["resp_8f2c1a"],
+    )
 
     @model_validator(mode="after")
     def _score_in_range(self) -> SurveyAnswered:
