@@ -245,6 +245,18 @@ async def assert_read_back_after_outages(
     return sorted(events, key=lambda event: first.get(event["id"], 3))
 
 
+async def everything_published(settings: HiloSettings, settle: float = 3.0) -> list[dict[str, Any]]:
+    """Every interaction on this test's topic, every partition read for `settle` seconds: for
+    asserting what was *not* published beside what was."""
+    records = await read_topic(
+        settings.kafka_bootstrap_servers,
+        topic_name(Topic.INTERACTIONS, settings),
+        expected=1_000_000,
+        timeout=settle,
+    )
+    return await opened_interactions(settings, records)
+
+
 async def published_with(settings: HiloSettings, ids: set[str]) -> list[dict[str, Any]]:
     """The interactions on this test's topic once every one of `ids` is there, one per id."""
 

@@ -159,3 +159,18 @@ async def test_sends_are_paged_no_further_than_a_day_before_the_time_asked(
 
     assert twilio.pages_read == 2, "the incoming page, then one page of sends: it is past them"
     assert len(events) == 2, "what that page held is published (a status is never too late)"
+
+
+async def test_without_replies_configured_no_status_is_read(twilio: TwilioStandIn) -> None:
+    """A channel that sends nothing has no status of its own to read back: it does not list
+    what other tools sent from the number."""
+    lists = TwilioLists(api_url=twilio.url, account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN)
+    reader = TwilioMessageLog(lists, [FROM], Translators(translate, None))
+    twilio.progress(sent(twilio, ANA, "another tool's"), "delivered")
+    try:
+        events = await read_back(reader, NOW - timedelta(minutes=5))
+    finally:
+        await reader.close()
+
+    assert events == []
+    assert twilio.pages_read == 1, "the incoming messages only"

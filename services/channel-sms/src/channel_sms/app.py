@@ -102,13 +102,17 @@ def message_log(settings: SmsSettings) -> Callable[[TwilioLists, list[str]], Pro
         incoming=lambda message, sent_at: incoming(
             message, datetime.now(UTC), settings.instance, settings.pepper, sent_at
         ),
-        status=lambda callback, changed_at: status(
-            callback,
-            datetime.now(UTC),
-            settings.instance,
-            settings.pepper,
-            occurred_at=changed_at,
-        ),
+        status=(
+            lambda callback, changed_at: status(
+                callback,
+                datetime.now(UTC),
+                settings.instance,
+                settings.pepper,
+                occurred_at=changed_at,
+            )
+        )
+        if settings.sends()
+        else None,
     )
     return lambda lists, numbers: TwilioMessageLog(lists, numbers, translators)
 

@@ -12,7 +12,8 @@ The messages sent *from* the numbers (`From=<number>`, `direction: outbound-…`
 delivery statuses: each message whose status last changed since the time asked for becomes the
 status callback Twilio would have posted for that change (`StatusCallback`, the time being its
 `date_updated`). The log holds a message's last status only, so a `sent` it went through on its
-way to `delivered` is not read back. Which of those messages the channel sent, and so had status
+way to `delivered` is not read back; and `DateSent>` lists sent messages, so a `failed` one,
+never sent, is probably not listed. Which of those messages the channel sent, and so had status
 callbacks for, is for `hilo.channel` to say: the log lists another tool's messages from the same
 number too.
 """
@@ -44,8 +45,9 @@ class Translators:
 
     incoming: Callable[[InboundMessage, datetime], list[Interaction]]
     """A message, and when Twilio got it, as the interactions its webhook would make."""
-    status: Callable[[StatusCallback, datetime], Interaction | None]
-    """A message's status, and when it changed, as the interaction its callback would make."""
+    status: Callable[[StatusCallback, datetime], Interaction | None] | None
+    """A message's status, and when it changed, as the interaction its callback would make;
+    `None` when the channel sends nothing (replies not configured): no status is its own."""
 
 
 class TwilioMessageLog(TwilioLog[Translators]):
@@ -61,8 +63,9 @@ class TwilioMessageLog(TwilioLog[Translators]):
                 for message, sent_at in page
                 for interaction in self._translated(message, sent_at)
             ]
-        async for statuses in self.statuses_since(since):
-            yield statuses
+        if self._translate.status is not None:
+            async for statuses in self.statuses_since(since):
+                yield statuses
 
     def _translated(self, message: InboundMessage, sent_at: datetime) -> list[Interaction]:
         """As its webhook would have been; one its webhook would have had refused with 422 (a
@@ -84,7 +87,7 @@ class TwilioMessageLog(TwilioLog[Translators]):
                 self._lists.path("Messages"),
                 "messages",
                 {"From": number, "DateSent>": day},
-                last=lambda items: any(_older(_sent_at(item), earliest) for item in items),
+                last=lambda items: any(_older(_sent_on(item), earliest) for item in items),
             )
             async for items in pages:
                 yield [
@@ -98,9 +101,10 @@ class TwilioMessageLog(TwilioLog[Translators]):
     def _status(self, message: dict[str, Any]) -> list[Interaction]:
         """The message's last status as its callback would have been published (nothing for
         one not recorded, as `queued`); one its callback would have had refused with 422 is
-        left out and counted, as is one to a number Twilio redacted."""
-        if redacted(message.get("to")):
-            left_out(CHANNEL, "redacted")
+        left out and counted. One to a number Twilio redacted is left out uncounted: most are
+        another tool's, whose statuses were never this channel's (`hilo.channel`)."""
+        status = self._translate.status
+        if status is None or redacted(message.get("to")):
             return []
         error = message.get("error_code")
         form = {
@@ -112,7 +116,7 @@ class TwilioMessageLog(TwilioLog[Translators]):
         }
         try:
             callback = StatusCallback.model_validate(form)
-            interaction = self._translate.status(callback, _changed_at(message) or _now())
+            interaction = status(callback, _changed_at(message) or _now())
         except ValueError:  # a pydantic ValidationError too
             left_out(CHANNEL, "unreadable")
             return []
@@ -183,6 +187,11 @@ class TwilioMessageLog(TwilioLog[Translators]):
 def _sent_at(message: dict[str, Any]) -> datetime | None:
     """When Twilio got the message."""
     return twilio_time(message, "date_sent", "date_created")
+
+
+def _sent_on(message: dict[str, Any]) -> datetime | None:
+    """When Twilio sent the message; `None` before (or without: a `failed` one) sending."""
+    return twilio_time(message, "date_sent")
 
 
 def _changed_at(message: dict[str, Any]) -> datetime | None:

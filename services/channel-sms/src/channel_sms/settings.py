@@ -45,6 +45,11 @@ class SmsSettings(TwilioChannelSettings):
             )
         return self
 
+    def sends(self) -> bool:
+        """Whether outbound SMS are configured (an account and a sender)."""
+        sender = self.twilio_from_number or self.twilio_messaging_service_sid
+        return bool(self.twilio_account_sid and sender)
+
     def catch_up_numbers(self) -> list[str]:
         """The numbers whose incoming messages are read back: those listed, else the sender
         when it is a number."""

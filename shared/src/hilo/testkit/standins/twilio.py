@@ -20,7 +20,8 @@ not: a status callback Twilio lost).
 It also keeps Twilio's message log: `GET /2010-04-01/Accounts/{AccountSid}/Messages.json` lists
 every message, newest first, as Twilio does (a message sent with its status as it stands, its
 `date_sent` once sent, its `date_updated` at its last change; filters `To`, `From` and the
-day-granular `DateSent>`, `PageSize`, `next_page_uri` to follow), and
+day-granular `DateSent>`, which lists sent messages only, `PageSize`, `next_page_uri` to
+follow), and
 `GET .../Messages/{Sid}/Media.json` an MMS's media.
 A test makes a customer's SMS arrive with `receive`, which keeps it in the log and returns the
 webhook's form as Twilio posts it (the test posts it, or does not: a webhook Twilio lost). Its
@@ -44,7 +45,7 @@ import re
 import sys
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
@@ -413,7 +414,7 @@ class TwilioStandIn(StandIn):
             message
             for message in log
             if all(message[k.lower()] == query[k] for k in ("To", "From") if k in query)
-            and (since is None or _day(message["date_sent"] or message["date_created"]) >= since)
+            and (since is None or (message["date_sent"] and _day(message["date_sent"]) >= since))
         ]
         chosen.sort(key=lambda m: _when(m["date_sent"] or m["date_created"]), reverse=True)
         return self._page(query, "Messages", "messages", chosen)
@@ -536,7 +537,7 @@ class TwilioStandIn(StandIn):
         Messaging Service without `From` has no sender yet (`from` null, status `accepted`)."""
         uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{sms.sid}"
         with self._lock:
-            progress = self._progress_of(sms)
+            progress = replace(self._progress_of(sms))
         sent = progress.date_sent
         return {
             "account_sid": self.account_sid,
