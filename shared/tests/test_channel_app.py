@@ -15,11 +15,17 @@ from hilo import kafka as kafka_module
 from hilo.auth import require_api_key
 from hilo.catch_up import ReadBack
 from hilo.channel import Channel, ChannelSettings, create_channel_app, raw_body
-from hilo.contract import Interaction
+from hilo.contract import (
+    DeliveryStatus,
+    Identifiers,
+    Interaction,
+    MessageStatusChanged,
+    new_interaction,
+)
 from hilo.kafka import aiokafka_producer
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually, read_topic
-from hilo.testkit.samples import publishing_one_sample
+from hilo.testkit.samples import publishing_one_sample, sample_interaction
 from hilo.testkit.serving import free_port
 from hilo.topics import Topic, topic_name
 from hilo_devkit.channel_contract import channel_client
@@ -190,3 +196,56 @@ async def test_a_producer_whose_sender_died_is_not_ready_and_stops_its_service(
 
 async def _count(items: list[str]) -> int:
     return len(items)
+
+
+class RecordingPublisher:
+    """The publishing port, recording what it was given (records are the interactions)."""
+
+    def __init__(self) -> None:
+        self.published: list[Interaction] = []
+
+    async def interaction_records(self, interactions: Sequence[Interaction]) -> list[Interaction]:
+        return list(interactions)
+
+    async def publish_records(self, records: Sequence[Interaction]) -> None:
+        self.published.extend(records)
+
+
+class SentOnly:
+    """A sender that sent the messages of these provider ids, on any channel."""
+
+    def __init__(self, *message_ids: str) -> None:
+        self.message_ids = set(message_ids)
+
+    async def sent_here(self, channel: str, provider_message_ids: Sequence[str]) -> set[str]:
+        return self.message_ids & set(provider_message_ids)
+
+
+def delivered(message_id: str) -> Interaction:
+    return new_interaction(
+        channel="sms",
+        instance="test",
+        provider_event_id=f"{message_id}:delivered",
+        identifiers=Identifiers(phone="+34600111222"),
+        payload=MessageStatusChanged(
+            provider_message_id=message_id, status=DeliveryStatus.DELIVERED
+        ),
+        occurred_at=None,
+    )
+
+
+async def test_a_status_read_back_is_kept_only_for_a_message_this_service_sent() -> None:
+    """A provider's log lists another tool's messages from the same number too: their statuses
+    never came here as webhooks, and are not published from a read-back either."""
+    publisher = RecordingPublisher()
+    channel = Channel("sms", ChannelSettings(), publisher)  # type: ignore[arg-type]
+    message = sample_interaction(channel="sms")
+    ours, theirs = delivered("SM-ours"), delivered("SM-theirs")
+
+    await channel.publish_read_back([message, ours, theirs])
+    sending_nothing = list(publisher.published)
+    channel.sender = SentOnly("SM-ours")  # type: ignore[assignment]
+    await channel.publish_read_back([message, ours, theirs])
+
+    assert sending_nothing == [message], "a channel that sends nothing has no status of its own"
+    assert publisher.published[1:] == [message, ours]
