@@ -486,3 +486,35 @@ async def test_a_placeholder_email_never_glues_customers_together(
         settings.kafka_bootstrap_servers, topic_name(Topic.INTERACTIONS_DLQ, settings), expected=1
     )
     assert [dict(r.headers)["hilo_error_reason"] for r in dead] == [b"no_usable_identifier"]
+
+
+async def test_a_card_number_a_clerk_typed_adds_no_strangers_email_yet_its_sale_counts(
+    profile_service: RunningProfileService,
+) -> None:
+    """At a till, someone says Ana's card number and gives their own email for the receipt:
+    the clerk types both (`identity_trust: claimed`). The sale is Ana's, but the email is not
+    hers on that word: it waits for a person. The till vouches for what happened, so a return
+    it types is paid back off the order, as a scanned one is."""
+    svc = profile_service
+    await svc.publish([interaction(1, loyalty_id="LOY-ANA", email="ana@example.com")])
+    await svc.wait_for_entries(1)
+    ana = await svc.customer_of("loyalty_id", "LOY-ANA")
+    typed = {"channel": "store", "identity_trust": "claimed"}
+    sale = interaction(2, minutes=1, kind="order", loyalty_id="LOY-ANA", email="eve@example.com")
+    back = interaction(3, minutes=2, kind="refund", loyalty_id="LOY-ANA")
+    order_id = sale.payload.order_id  # type: ignore[union-attr]
+    paid_back = back.payload.model_copy(update={"order_id": order_id, "items": []})
+    await svc.publish(
+        [sale.model_copy(update=typed), back.model_copy(update={**typed, "payload": paid_back})]
+    )
+    await svc.wait_for_entries(3)
+
+    unknown = await svc.http.post(
+        "/v1/customers/lookup", json={"kind": "email", "value": "eve@example.com"}
+    )
+    assert unknown.status_code == 404, "the email is not Ana's on a typed card number"
+    [request] = await svc.get("/v1/merge-requests")
+    assert (request["reason"], request["customer_ids"]) == ("unverified_attach", [ana])
+    [order] = (await svc.get(f"/v1/customers/{ana}"))["view"]["orders"]
+    assert order["order_id"] == order_id, "the sale is on Ana's journey"
+    assert order["refunded"] == {"amount": "59.90", "currency": "EUR"}, "the typed return counts"

@@ -141,6 +141,7 @@ def _till_document(
         discount=first.discount,
         payment_method=first.payment_method,
         customer=first.customer(policy),
+        customer_entry=first.customer_entry,
         pickup_order_id=first.pickup_order_id,
         cart_id=first.cart_id,
         quote_id=first.quote_id,
@@ -179,4 +180,5 @@ def _return(
         refund_total=first.receipt_total,
         reason=first.reason,
         customer=first.customer(policy),
+        customer_entry=first.customer_entry,
     )

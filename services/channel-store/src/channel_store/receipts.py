@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -69,20 +69,33 @@ def _without_blanks(value: object) -> object:
     return known or None
 
 
+def _as_written(value: object) -> object:
+    """A word as a till's export writes it: `KG`, ` kg ` and `kg` are one; a blank is none."""
+    trimmed = _trimmed(value)
+    return trimmed.lower() if isinstance(trimmed, str) else trimmed
+
+
 TillCustomer = Annotated[Identifiers | None, BeforeValidator(_without_blanks)]
 """The customer of a sale or a return, blanks absent (`_without_blanks`)."""
+
+CustomerEntry = Annotated[
+    Literal["scanned", "typed"],
+    BeforeValidator(lambda value: _as_written(value) or "scanned"),
+    Field(
+        description="How the till knew the customer: `scanned`, a card, app or code the "
+        "customer showed (the default, as before); `typed`, what the customer said, typed by "
+        "the clerk (a card number, a phone, an email). A typed customer's sale joins their "
+        "journey, but never adds a new contact to a known customer nor joins two: a person "
+        "confirms that (`GET /v1/merge-requests`), as for a web form, since anyone can say "
+        "someone else's card number.",
+    ),
+]
 
 
 Quantity = Annotated[Decimal, Field(gt=0, le=100_000, max_digits=12, decimal_places=4)]
 
 
-def _unit_as_written(value: object) -> object:
-    """`KG`, ` kg ` and `kg` are one unit, as a till's export writes it; a blank is none."""
-    trimmed = _trimmed(value)
-    return trimmed.lower() if isinstance(trimmed, str) else trimmed
-
-
-Unit = Annotated[MeasureUnit | None, BeforeValidator(_unit_as_written)]
+Unit = Annotated[MeasureUnit | None, BeforeValidator(_as_written)]
 
 
 class ReceiptLine(_Input):
@@ -139,6 +152,7 @@ class Receipt(_Input):
     customer: TillCustomer = Field(
         default=None, description="Loyalty card, customer number, email or phone, as known."
     )
+    customer_entry: CustomerEntry = "scanned"
     pickup_order_id: Reference = Field(
         default=None,
         max_length=200,
@@ -204,6 +218,7 @@ class Return(_Input):
         description="The customer of the sale, as the till knows them (the original receipt's "
         "loyalty card, say).",
     )
+    customer_entry: CustomerEntry = "scanned"
 
     @model_validator(mode="after")
     def _something_came_back(self) -> Return:
@@ -264,6 +279,7 @@ CSV_COLUMNS = (
     "reason",
     "unit",
     "line_total",
+    "customer_entry",
 )
 """The end-of-day file: one row per receipt line; a receipt's rows repeat its receipt fields."""
 
@@ -317,6 +333,7 @@ class CsvRow(_Input):
         "back.",
     )
     reason: Reference = Field(default=None, max_length=500, description="A return's reason.")
+    customer_entry: CustomerEntry = "scanned"
 
     @field_validator("*", mode="before")
     @classmethod
@@ -367,4 +384,5 @@ class CsvRow(_Input):
             tuple(self.coupon_codes()),
             self.returns_order_id,
             self.reason,
+            self.customer_entry,
         )

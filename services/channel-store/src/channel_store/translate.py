@@ -14,6 +14,7 @@ from hilo.contract import (
     Adjustment,
     DropInvalid,
     Fulfilment,
+    IdentityTrust,
     Interaction,
     LineItem,
     Measure,
@@ -28,6 +29,9 @@ from hilo.contract import (
 from hilo.offers.money import round_money
 
 CHANNEL = "store"
+TRUST: dict[str, IdentityTrust] = {"scanned": "verified", "typed": "claimed"}
+"""A customer the till scanned is proven; one the clerk typed from what was said is claimed:
+the till vouches for the sale, not for whose card number it was told."""
 
 
 def customer_policy() -> DropInvalid:
@@ -81,6 +85,7 @@ def from_receipt(
         received_at=received_at,
         payload=order,
         adjustments=adjustments,
+        identity_trust=TRUST[receipt.customer_entry],
     )
 
 
@@ -113,6 +118,7 @@ def from_return(
         received_at=received_at,
         payload=refund,
         adjustments=adjustments,
+        identity_trust=TRUST[ret.customer_entry],
     )
 
 

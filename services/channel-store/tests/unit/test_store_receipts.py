@@ -171,3 +171,35 @@ def test_a_pickup_whose_receipt_the_contract_cannot_name_is_refused_saying_why()
         Receipt.model_validate(
             {**SALE, "store_id": "S" * 100, "receipt_id": "R" * 150, "pickup_order_id": "W-1"}
         )
+
+
+@pytest.mark.parametrize(
+    ("entry", "trust"),
+    [(None, "verified"), ("scanned", "verified"), (" TYPED ", "claimed"), ("", "verified")],
+)
+def test_a_customer_the_clerk_typed_is_claimed_not_proven(entry: str | None, trust: str) -> None:
+    """Anyone can say someone else's card number: the till vouches for the sale, not for that."""
+    sale = {**SALE, "customer_entry": entry} if entry is not None else SALE
+
+    published = from_receipt(Receipt.model_validate(sale), NOW, "t")
+
+    assert published is not None
+    assert published.identity_trust == trust
+
+
+def test_an_end_of_day_row_says_how_the_customer_was_known() -> None:
+    upload = (
+        b"store_id,receipt_id,occurred_at,currency,sku,quantity,unit_price,receipt_total,"
+        b"loyalty_id,customer_entry,returns_order_id\n"
+        b"BCN-01,R1,2026-12-01T10:00:00Z,EUR,SKU-1,1,59.90,59.90,LOY-1,typed,\n"
+        b"BCN-01,R2,2026-12-01T11:00:00Z,EUR,SKU-1,1,59.90,59.90,LOY-2,,\n"
+        b"BCN-01,RET-1,2026-12-01T12:00:00Z,EUR,SKU-1,1,59.90,59.90,LOY-1,Typed,BCN-01:R1\n"
+        b"BCN-01,R3,2026-12-01T13:00:00Z,EUR,SKU-1,1,59.90,59.90,LOY-3,keyed,\n"
+    )
+
+    report = read_upload(upload, NOW, "t")
+
+    assert [i.identity_trust for i in report.interactions] == ["claimed", "verified", "claimed"]
+    [problem] = report.rejected
+    assert problem.receipt_id == "R3"
+    assert "customer_entry" in " ".join(problem.errors)

@@ -120,7 +120,8 @@ class Conversation(BaseModel):
     )
 
 
-IdentityTrust = Literal["verified", "unverified"]
+IdentityTrust = Literal["verified", "claimed", "unverified"]
+"""How far the source vouches for an event's identifiers (`Interaction.identity_trust`)."""
 
 
 class Interaction(BaseModel):
@@ -160,8 +161,11 @@ class Interaction(BaseModel):
         description="Whether the source vouches for the identifiers: `verified` (a signed provider "
         "webhook, an authenticated server-side call, a clerk's scan) may merge two known "
         "customers; `unverified` (a public browser write key, an unchecked form) attaches "
-        "identifiers but never merges known customers on its own: such a merge waits for a "
-        "person to confirm it.",
+        "identifiers but never merges known customers on its own, nor adds a strong identifier "
+        "to a known one: such a merge waits for a person to confirm it. `claimed`: an "
+        "authenticated source vouches for what happened, not for who it was (a clerk typed the "
+        "card number or phone the customer said): its identifiers count as unverified ones, "
+        "the event as a verified one (an order it updates, a refund it pays back).",
     )
     adjustments: list[Adjustment] = Field(
         default_factory=list,

@@ -17,6 +17,9 @@ decisions stick with atomic operations. The rules, as users rely on them:
   to the profile of its strongest identifier and an `unverified_merge` conflict records the
   merge it asked for, for a person to confirm. It may still join anonymous profiles to a known one,
   but it adds no new strong identifier to a known profile (`unverified_attach`, also a request).
+- A `claimed` event (an authenticated till whose clerk typed what the customer said) is taken
+  as an unverified one here: its source vouches for the sale, not for whose card number or
+  phone it was told.
 - Kept apart: profiles a person split (`service/splits.py`) are never merged again by an event,
   verified or not; the merge becomes a request for a person, like an unverified one.
 """

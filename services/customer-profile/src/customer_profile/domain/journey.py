@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hilo.contract import Interaction
+from hilo.contract import IdentityTrust, Interaction
 from hilo.contract.payloads import (
     CallHappened,
     CartChanged,
@@ -54,10 +54,11 @@ class JourneyEntry(BaseModel):
         default_factory=list,
         description="What the channel dropped or replaced to keep the event (field and reason).",
     )
-    identity_trust: Literal["verified", "unverified"] = Field(
+    identity_trust: IdentityTrust = Field(
         default="verified",
         description="The event's `identity_trust`: an unverified source (a public web key) "
-        "adds fewer traits to the profile (`domain.profile`).",
+        "adds fewer traits to the profile and changes no order it holds (`domain.profile`); a "
+        "claimed one (a clerk typed who it was) counts as verified there.",
     )
     price_mismatches: list[dict[str, Any]] = Field(
         default_factory=list,

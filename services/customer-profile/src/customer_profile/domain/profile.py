@@ -339,7 +339,7 @@ def _identified(view: ProfileView, entry: JourneyEntry) -> None:
     not be able to grow it past what Kafka takes, which would stop the customer's events. Nor
     fill it: an unverified event adds new names only up to `UNVERIFIED_TRAITS`, leaving room
     for what verified sources tell."""
-    room = MAX_TRAITS if entry.identity_trust == "verified" else UNVERIFIED_TRAITS
+    room = UNVERIFIED_TRAITS if entry.identity_trust == "unverified" else MAX_TRAITS
     for name, told in entry.payload.get("traits", {}).items():
         if name not in view.traits and len(view.traits) >= room:
             continue
@@ -460,9 +460,11 @@ def _order(view: ProfileView, entry: JourneyEntry) -> None:
 
 
 def _may_change_an_order(entry: JourneyEntry) -> bool:
-    """An order's state, or a verified refund: an unverified one changes nothing (the public
-    web key must not take someone's order out of their lifetime value)."""
-    return entry.type == "order" or (entry.type == "refund" and entry.identity_trust == "verified")
+    """An order's state, or a refund from an authenticated source (verified, or claimed: a
+    till whose clerk typed the card): an unverified one changes nothing (the public web key
+    must not take someone's order out of their lifetime value)."""
+    trusted = entry.identity_trust != "unverified"
+    return entry.type == "order" or (entry.type == "refund" and trusted)
 
 
 def _refund(view: ProfileView, entry: JourneyEntry) -> None:

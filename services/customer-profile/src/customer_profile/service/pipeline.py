@@ -849,6 +849,8 @@ async def _forget_erased(
 
 
 def _pending(readable: list[tuple[RawRecord, Interaction, list[str]]]) -> list[Pending]:
+    """What the resolver takes of each event: only a `verified` one vouches for its identifiers
+    (a `claimed` one's were typed from what the customer said)."""
     return [
         Pending(event.id, event.occurred_at, keys, event.identity_trust == "verified")
         for _, event, keys in readable
