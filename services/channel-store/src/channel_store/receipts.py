@@ -244,6 +244,7 @@ class Visit(_Input):
     occurred_at: AwareDatetime
     method: VisitMethod
     customer: Identifiers
+    customer_entry: CustomerEntry = "scanned"
     purpose: str | None = Field(default=None, max_length=200, examples=["order_pickup"])
 
     @field_validator("customer", mode="before")

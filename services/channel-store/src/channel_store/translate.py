@@ -162,4 +162,5 @@ def from_visit(
         received_at=received_at,
         payload=StoreVisited(store_id=visit.store_id, method=visit.method, purpose=visit.purpose),
         adjustments=adjustments,
+        identity_trust=TRUST[visit.customer_entry],
     )

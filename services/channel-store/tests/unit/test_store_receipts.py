@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from channel_store.end_of_day import read_upload
 from channel_store.receipts import Receipt, Visit
-from channel_store.translate import customer_policy, from_receipt
+from channel_store.translate import customer_policy, from_receipt, from_visit
 from hilo.contract import OrderPlaced, OrderStatus
 
 NOW = datetime(2026, 12, 1, 18, tzinfo=UTC)
@@ -203,3 +203,19 @@ def test_an_end_of_day_row_says_how_the_customer_was_known() -> None:
     [problem] = report.rejected
     assert problem.receipt_id == "R3"
     assert "customer_entry" in " ".join(problem.errors)
+
+
+def test_a_check_in_whose_phone_was_typed_is_claimed() -> None:
+    """A wifi portal or a clerk's tablet where the customer types a phone proves nothing."""
+    visit = {
+        "visit_id": "V1",
+        "store_id": "BCN-01",
+        "occurred_at": "2026-12-01T10:00:00Z",
+        "method": "wifi",
+        "customer": {"phone": "+34600111222"},
+    }
+
+    typed = from_visit(Visit.model_validate({**visit, "customer_entry": "typed"}), NOW, "t")
+    scanned = from_visit(Visit.model_validate(visit), NOW, "t")
+
+    assert (typed.identity_trust, scanned.identity_trust) == ("claimed", "verified")
