@@ -46,7 +46,7 @@ from hilo.contract import (
     new_interaction,
 )
 from hilo.contract.adjustments import UNREADABLE
-from hilo.contract.payloads import MAX_CODE, MAX_CODES, given_codes
+from hilo.contract.payloads import MAX_CODE, MAX_CODES, MAX_RESPONSE_ID, given_codes
 
 DEFAULT_CURRENCY = "USD"
 """Segment's e-commerce spec: amounts without a `currency` are in US dollars."""
@@ -352,8 +352,17 @@ def _survey_answered(properties: Mapping[str, Any]) -> SurveyAnswered:
         score=int(properties["score"]),
         comment=_text(properties.get("comment")),
         about_channel=_text(properties.get("about_channel")),
-        response_id=_text(properties.get("response_id")),
+        response_id=_response_id(properties.get("response_id")),
     )
+
+
+def _response_id(value: object) -> str | None:
+    """The survey tool's id of the answer; one longer than the contract takes is kept as its
+    SHA-256, which still tells the same answer from another (the answer itself never lost)."""
+    text = _text(value)
+    if text is None or len(text) <= MAX_RESPONSE_ID:
+        return text
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 _ECOMMERCE: dict[str, Callable[[Mapping[str, Any]], Payload]] = {

@@ -9,7 +9,7 @@ import pytest
 
 from channel_web.segment import Call
 from channel_web.translate import translate
-from hilo.contract import CustomEvent, OrderPlaced
+from hilo.contract import CustomEvent, OrderPlaced, SurveyAnswered
 
 RECEIVED = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -148,3 +148,19 @@ def test_an_unreadable_shipping_or_code_is_left_out_and_noted_not_the_order(
 
     assert isinstance(published.payload, OrderPlaced)
     assert [(a.field, a.reason) for a in published.adjustments] == [(noted, "unreadable")]
+
+
+def test_a_survey_response_id_longer_than_the_contract_takes_keeps_the_answer() -> None:
+    """The id only tells one answer from another: a digest does that as well as the id."""
+
+    def answer(response_id: str) -> Call:
+        properties = {"survey_id": "q4", "metric": "nps", "score": 9, "response_id": response_id}
+        return call(type="track", userId="u-ana", event="Survey Answered", properties=properties)
+
+    long_id = "r" * 300
+    published = [translate(answer(r), RECEIVED, "t").payload for r in (long_id, long_id, "r-1")]
+
+    assert all(isinstance(p, SurveyAnswered) for p in published), "never lost to custom"
+    ids = [p.response_id for p in published if isinstance(p, SurveyAnswered)]
+    assert ids[0] == ids[1] != ids[2] == "r-1"
+    assert str(ids[0]).startswith("sha256:")

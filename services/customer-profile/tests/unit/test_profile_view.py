@@ -819,7 +819,13 @@ def test_an_unverified_event_does_not_set_a_trait_only_verified_sources_may_set(
         verified_only_traits=only_verified,
     )  # fmt: skip
 
+    claimed = new_entry(
+        _identify(3, {"loyalty_tier": "gold"}, "claimed"), "C", T0, late=False,
+        verified_only_traits=only_verified,
+    )  # fmt: skip
+
     assert forged.payload["traits"] == {"plan": "pro"}
+    assert claimed.payload["traits"] == {}, "a typed card number proves no tier either"
     assert {"field": "payload.traits", "reason": "unverified_source"} in forged.adjustments
     view = derive_view([forged], WINDOW)
     assert "loyalty_tier" not in view.traits

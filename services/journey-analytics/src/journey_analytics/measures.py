@@ -399,31 +399,33 @@ def _resolved_at_first_contact(conversation: Sequence[Touch]) -> bool:
     return answered_call or any(t.outbound for t in conversation)
 
 
-def _repeated(journey: Sequence[Touch], index: int, lookback: timedelta) -> bool:
-    """Whether the survey answer at `index` is one answered before (`_same_answer`) within the
-    lookback. Looking back only, so a repeat is left out whichever range it falls in."""
-    answer = journey[index]
-    for earlier in reversed(journey[:index]):
-        gap = answer.occurred_at - earlier.occurred_at
-        if gap > lookback:
-            return False
-        if earlier.kind == "survey_answer" and _same_answer(earlier, answer, gap):
-            return True
-    return False
+def _repeats(journey: Sequence[Touch], lookback: timedelta) -> set[int]:
+    """The indices of the survey answers that answered before (`_answer_keys`), in one pass:
+    each answer against the last one of its key, looking back only, so a repeat is left out
+    whichever range it falls in."""
+    last: dict[tuple[object, ...], datetime] = {}
+    repeats: set[int] = set()
+    for index, touch in enumerate(journey):
+        if touch.kind != "survey_answer":
+            continue
+        for key, within in _answer_keys(touch, lookback):
+            seen = last.get(key)
+            if seen is not None and touch.occurred_at - seen <= within:
+                repeats.add(index)
+            last[key] = touch.occurred_at
+    return repeats
 
 
-def _same_answer(earlier: Touch, answer: Touch, gap: timedelta) -> bool:
-    """The same response of the same survey (its `response_id`), or, without a response id,
-    the same score for the same survey within `DOUBLE_SUBMISSION` (a form posted twice)."""
-    if earlier.survey_id != answer.survey_id:
-        return False
+def _answer_keys(answer: Touch, lookback: timedelta) -> list[tuple[tuple[object, ...], timedelta]]:
+    """What makes two answers one, and how far apart: the same response of the same survey
+    (its `response_id`) within the lookback; without a response id, the same score for the same
+    survey within `DOUBLE_SUBMISSION` (a form posted twice). A touch stored before survey ids
+    were (None) is never taken for another's repeat."""
+    if answer.survey_id is None:
+        return []
     if answer.response_id is not None:
-        return earlier.response_id == answer.response_id
-    return (
-        earlier.response_id is None
-        and gap <= DOUBLE_SUBMISSION
-        and (earlier.metric, earlier.score) == (answer.metric, answer.score)
-    )
+        return [(("response", answer.survey_id, answer.response_id), lookback)]
+    return [(("score", answer.survey_id, answer.metric, answer.score), DOUBLE_SUBMISSION)]
 
 
 def _satisfaction(
@@ -441,12 +443,11 @@ def _satisfaction(
         # A survey names the channel it is about in free text (anyone can post one with the
         # public web key): only a channel the customer's journey has counts, or each new text
         # would be a series on /metrics and a key of the day's record.
+        repeats = _repeats(journey, windows.lookback)
         for index, survey in enumerate(journey):
-            if survey.kind != "survey_answer" or survey.score is None:
+            if survey.kind != "survey_answer" or survey.score is None or index in repeats:
                 continue
             if not start <= survey.occurred_at < end:
-                continue
-            if _repeated(journey, index, windows.lookback):
                 continue
             if survey.metric == "nps":
                 nps.append(survey.score)

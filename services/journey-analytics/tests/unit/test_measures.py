@@ -105,6 +105,20 @@ def test_a_survey_answer_posted_twice_counts_once_whichever_range_it_falls_in() 
     assert next_day.nps_responses == 0, "the repost's answer was counted the day before"
 
 
+def test_answers_stored_before_survey_ids_are_never_taken_for_repeats() -> None:
+    """Touches stored by an earlier version have no survey id: two answers to what may be two
+    surveys, with the same score half a minute apart, both count."""
+    first, second = at(hours=1), at(hours=1, minutes=0.5)
+    journey = [
+        Touch("g1", "gala", first, "web", "survey_answer", metric="csat", score=5),
+        Touch("g2", "gala", second, "web", "survey_answer", metric="csat", score=5),
+    ]
+
+    satisfaction = measure(journey, at(hours=-1), at(days=1), WINDOWS).satisfaction
+
+    assert satisfaction.csat_responses == 2
+
+
 def test_web_carts_bought_elsewhere(measures: Measures) -> None:
     conversion = measures.cross_channel_conversion
 

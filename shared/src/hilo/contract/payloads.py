@@ -431,6 +431,9 @@ class SurveyMetric(StrEnum):
     CES = "ces"
 
 
+MAX_RESPONSE_ID = 200
+
+
 class SurveyAnswered(_Model):
     """Feedback: CSAT (1-5), NPS (0-10) or CES (1-7)."""
 
@@ -442,7 +445,7 @@ class SurveyAnswered(_Model):
     about_channel: str | None = Field(default=None, max_length=50)
     response_id: str | None = Field(
         default=None,
-        max_length=200,
+        max_length=MAX_RESPONSE_ID,
         exclude_if=_absent,
         description="The survey tool's id of this answer: the same answer sent again (a double "
         "submission, a form posted twice) has the same one, a second answer another. Measures "

@@ -87,11 +87,12 @@ def new_entry(
     """Turn an accepted interaction into the customer's journey entry.
 
     Traits in `verified_only_traits` (a loyalty tier, which prices follow) are left out of an
-    unverified event's (anyone can send one with the public web key), noted in `adjustments`.
+    unverified event's (anyone can send one with the public web key) or a claimed one's (who
+    it was is only what the customer said), noted in `adjustments`.
     """
     payload = interaction.payload.model_dump(mode="json")
     adjustments = [adjustment.model_dump() for adjustment in interaction.adjustments]
-    if interaction.identity_trust == "unverified" and verified_only_traits:
+    if interaction.identity_trust != "verified" and verified_only_traits:
         traits = payload.get("traits") or {}
         if withheld := verified_only_traits & traits.keys():
             payload["traits"] = {k: v for k, v in traits.items() if k not in withheld}
