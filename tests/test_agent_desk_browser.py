@@ -137,6 +137,24 @@ def goodwill_refund() -> Interaction:
     )
 
 
+def refund_abroad() -> Interaction:
+    """A store in London paid 8 GBP back on the euro order: no rate to take it off with."""
+    refund = OrderRefunded(
+        order_id="WEB-7731",
+        refunded_via=SalesChannel.STORE,
+        store_id="LON-02",
+        amount=Money(amount=Decimal("8.00"), currency=ISO4217("GBP")),
+    )
+    return new_interaction(
+        channel="store",
+        instance="test",
+        provider_event_id="return:LON-02:RET-3",
+        identifiers=Identifiers(email="ana.garcia@example.com"),
+        payload=refund,
+        occurred_at=datetime.now(UTC) - timedelta(minutes=4),
+    )
+
+
 @pytest.fixture
 async def page() -> AsyncIterator[Page]:
     async with async_playwright() as playwright:
@@ -153,12 +171,14 @@ async def test_an_agent_follows_the_customer_live_and_answers_by_sms(
     async with desk_stack(settings) as stack:
         await stack.profile.publish(history())
         await stack.profile.wait_for_entries(2)
-        await stack.profile.publish([goodwill_refund()])
-        await stack.profile.wait_for_entries(3)
+        await stack.profile.publish([goodwill_refund(), refund_abroad()])
+        await stack.profile.wait_for_entries(4)
         await sign_in_and_find(page, stack.desk_url)
         orders = page.locator("#orders")
         await expect(orders).to_contain_text("lifetime value 49.90 EUR")
-        await expect(orders.locator(".refunded")).to_have_text("10.00 EUR refunded")
+        await expect(orders.locator(".refunded")).to_have_text(
+            ["10.00 EUR refunded", "8.00 GBP refunded in another currency, not taken off"]
+        )
         await watch_whatsapp_arrive(page, stack)
         await reply_by_sms(page)
         offers = page.locator("#offers")
