@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 import uuid
@@ -12,6 +13,7 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 
@@ -24,6 +26,7 @@ from hilo.contract import conversation_id, interaction_id
 from hilo.mongo import MongoDocument
 from hilo.settings import HiloSettings
 from hilo.testkit.contract_check import published_interactions
+from hilo.testkit.probes import eventually
 from hilo.webhook import hmac_sha256
 from hilo_devkit.channel_contract import (
     ProviderRequest,
@@ -689,3 +692,39 @@ def test_an_html_body_too_long_to_parse_has_its_tags_cut_out_in_one_pass(
     html = "<head><title>t</title></head><p>Where is my order?</p>" + "<a href='x'></a>" * 20_000
 
     assert mime.html_to_text(html) == "Where is my order?"
+
+
+async def test_bodies_past_the_instances_budget_are_refused_for_a_retry_before_being_read(
+    email_settings: EmailSettings, topics: list[str]
+) -> None:
+    """Mailgun's signature is inside the form, so a body is read before anyone knows who sent
+    it. One instance holds at most `HILO_BODIES_IN_FLIGHT_BYTES` at once: past that, 503 with
+    Retry-After (Mailgun posts it again), and a body that finished gives its bytes back."""
+    settings = email_settings.model_copy(update={"bodies_in_flight_bytes": 60_000})
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    release = asyncio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield b"x" * 40_000
+        await release.wait()
+        yield b"y" * 5_000
+
+    async def held() -> float:
+        return REGISTRY.get_sample_value("hilo_channel_body_bytes_held", {"channel": "email"}) or 0
+
+    async with channel_client(create_app(settings)) as email:
+        first = asyncio.create_task(email.post("/webhooks/mailgun", content=slow(), headers=form))
+        await eventually(held, until=lambda n: n == 40_000)
+        refused = await email.post("/webhooks/mailgun", content=b"z" * 30_000, headers=form)
+        while_held = await held()
+        release.set()
+        finished = await first
+        after = await email.post("/webhooks/mailgun", content=b"z" * 30_000, headers=form)
+
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"]
+    assert refused.json()["error"] == "busy"
+    assert while_held == 40_000, "the refused body was not kept"
+    assert finished.status_code == 401, "the slow one was read whole, then found unsigned"
+    assert after.status_code == 401, "its bytes were given back: the next one is read"
+    assert await held() == 0

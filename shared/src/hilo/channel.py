@@ -39,7 +39,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import from_json
 from pymongo.asynchronous.database import AsyncDatabase
@@ -86,6 +86,11 @@ from hilo.webhook import SignatureError
 log = structlog.get_logger(__name__)
 
 ACCEPTED = Counter("hilo_channel_events_accepted_total", "Interactions published", ["channel"])
+BODY_BYTES_HELD = Gauge(
+    "hilo_channel_body_bytes_held",
+    "Request-body bytes held while read and verified, against the channel's budget (BodyBudget)",
+    ["channel"],
+)
 IGNORED = Counter(
     "hilo_channel_events_ignored_total",
     "Provider events acknowledged but not published (not modelled, or nobody to attribute)",
@@ -400,17 +405,56 @@ class Channel:
             raise EventTooLarge(exc.limit, interactions[exc.index]) from None
 
 
-async def raw_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing it (413) as soon as it exceeds `limit` bytes."""
+async def raw_body(
+    request: Request, limit: int, take: Callable[[int], None] = lambda _bytes: None
+) -> bytes:
+    """The request body, refusing it (413) as soon as it exceeds `limit` bytes. `take` is told
+    of every chunk before it is held (`BodyBudget`): as it arrives, not as declared, so a
+    caller that declares much and sends little holds nothing."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise Rejected(413, "too_large", f"body larger than {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
+        if len(body) + len(chunk) > limit:
             raise Rejected(413, "too_large", f"body larger than {limit} bytes")
+        take(len(chunk))
+        body += chunk
     return bytes(body)
+
+
+class BodyBudget:
+    """The request-body bytes one process holds at once, across its requests.
+
+    A provider that signs fields *inside* the form (Mailgun) is verified only once the body is
+    read, so anyone can make the service hold up to the body limit per request, and many at
+    once would take all its memory. A body that would go past the budget is refused with 503
+    (`Retry-After`; the providers post it again) before more of it is read.
+    """
+
+    def __init__(self, channel: str, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.held = 0
+        self._gauge = BODY_BYTES_HELD.labels(channel)
+
+    @asynccontextmanager
+    async def body(self, request: Request, limit: int) -> AsyncIterator[bytes]:
+        """The request's body (`raw_body`), counted against the budget until the block ends."""
+        taken = 0
+
+        def take(size: int) -> None:
+            nonlocal taken
+            if self.held + size > self.max_bytes:
+                raise Rejected(503, "busy", "too many large requests at once: retry later")
+            self.held += size
+            taken += size
+            self._gauge.set(self.held)
+
+        try:
+            yield await raw_body(request, limit, take)
+        finally:
+            self.held -= taken
+            self._gauge.set(self.held)
 
 
 def serve(app: FastAPI, settings: ChannelSettings) -> None:
@@ -557,7 +601,11 @@ def create_channel_app(
     async def rejected(_request: Request, exc: Rejected) -> JSONResponse:
         REJECTED.labels(name, exc.reason).inc()
         log.info("request_rejected", channel=name, reason=exc.reason, status=exc.status)
-        return JSONResponse({"error": exc.reason, "detail": exc.detail}, status_code=exc.status)
+        return JSONResponse(
+            {"error": exc.reason, "detail": exc.detail},
+            status_code=exc.status,
+            headers={"Retry-After": "5"} if exc.status == 503 else None,
+        )
 
     @app.exception_handler(ApiKeyRefused)
     async def no_key(request: Request, exc: ApiKeyRefused) -> JSONResponse:

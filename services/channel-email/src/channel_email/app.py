@@ -41,6 +41,7 @@ from channel_email.settings import EmailSettings
 from channel_email.translate import translate
 from hilo.auth import check_api_key, require_api_key
 from hilo.channel import (
+    BodyBudget,
     Channel,
     Rejected,
     create_channel_app,
@@ -64,6 +65,7 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
         channel.database[MAILGUN_TOKENS],
     )
     keys = [key.get_secret_value() for key in settings.email_api_keys]
+    budget = BodyBudget("email", settings.bodies_in_flight_bytes)
 
     async def publish(read: Callable[[], InboundEmail]) -> dict[str, str]:
         try:
@@ -82,7 +84,7 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
     async def mailgun(request: Request) -> dict[str, str]:
         """A Mailgun route's `forward()`: signed, fresh, each token published once."""
         try:
-            async with _form(request, settings.max_body_bytes) as posted:
+            async with _form(request, settings.max_body_bytes, budget) as posted:
                 try:
                     token = guard.verify(posted.fields)
                 except SignatureError as exc:
@@ -112,7 +114,7 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
     ) -> dict[str, str]:
         """SendGrid Inbound Parse with "POST the raw, full MIME message" checked."""
         check_api_key(keys, credentials.password if credentials else None)
-        async with _form(request, settings.max_body_bytes) as posted:
+        async with _form(request, settings.max_body_bytes, budget) as posted:
             raw = posted.raw("email")
         if not raw:
             raise Rejected(
@@ -125,8 +127,8 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
     )
     async def mime(request: Request) -> dict[str, str]:
         """A raw RFC 5322 message (`message/rfc822`), e.g. piped from an MTA."""
-        body = await raw_body(request, settings.max_body_bytes)
-        return await publish(lambda: parse_mime(body))
+        async with budget.body(request, settings.max_body_bytes) as body:
+            return await publish(lambda: parse_mime(body))
 
     return [router]
 
@@ -256,14 +258,20 @@ class PostedForm:
 
 
 @asynccontextmanager
-async def _form(request: Request, limit: int) -> AsyncIterator[PostedForm]:
-    """The request's form (urlencoded or multipart), read within the body limit; its uploaded
-    files are closed on leaving.
+async def _form(request: Request, limit: int, budget: BodyBudget) -> AsyncIterator[PostedForm]:
+    """The request's form (urlencoded or multipart), read within the body limit and the
+    process's `BodyBudget`; its uploaded files are closed on leaving.
 
     One field may take the whole limit: Mailgun's `body-mime` and SendGrid's `email` hold the
     raw message, attachments included (Starlette's own default is 1 MiB per field).
     """
-    body = await raw_body(request, limit)
+    async with budget.body(request, limit) as body, _parsed(request, body, limit) as posted:
+        yield posted
+
+
+@asynccontextmanager
+async def _parsed(request: Request, body: bytes, limit: int) -> AsyncIterator[PostedForm]:
+    """The form `body` holds, parsed as Starlette parses a request's."""
     sent = False
 
     async def receive() -> Message:

@@ -16,6 +16,14 @@ class EmailSettings(ChannelSettings):
     max_body_bytes: int = Field(
         default=30_000_000, ge=1_024, description="Mail with attachments is large; 413 above this."
     )
+    bodies_in_flight_bytes: int = Field(
+        default=120_000_000,
+        ge=1_024,
+        description="Request bodies one instance holds at once, in all (memory is a few times "
+        "this): Mailgun's signature is inside the form, so a body is read before it is "
+        "checked. A request that would go past it is answered 503 with Retry-After (Mailgun and "
+        "SendGrid post it again) before more of it is read.",
+    )
     mailgun_signing_key: SecretStr = Field(
         description="Mailgun HTTP webhook signing key: verifies timestamp + token signatures."
     )
