@@ -112,26 +112,32 @@ async def test_a_receipt_charging_the_old_price_after_a_change_is_flagged_with_b
     )
     async with running_profile_service(settings) as svc:
         await eventually(lambda: offers_read(svc, 2))
+        forged = receipt(4, "1.00", ago=timedelta(hours=1), email="forged@example.com")
         await svc.publish(
             [
                 receipt(1, "59.90", ago=timedelta(hours=1), email="stale@example.com"),
                 receipt(2, "64.90", ago=timedelta(hours=1), email="right@example.com"),
                 receipt(3, "59.90", ago=timedelta(hours=3), email="before@example.com"),
+                forged.model_copy(update={"channel": "web", "identity_trust": "unverified"}),
             ]
         )
-        await svc.wait_for_entries(3)
+        await svc.wait_for_entries(4)
         flagged = await svc.get("/v1/mismatches?channel=store")
-        by_sku = await svc.get("/v1/mismatches?sku=SKU-RED-42")
-        elsewhere = await svc.get("/v1/mismatches?channel=web")
+        by_sku = await svc.get("/v1/mismatches?sku=SKU-RED-42&identity_trust=verified")
+        from_browsers = await svc.get("/v1/mismatches?channel=web")
+        trusted = await svc.get("/v1/mismatches?identity_trust=verified&identity_trust=claimed")
         stale = await svc.customer_of("email", "stale@example.com")
         journey = await svc.get(f"/v1/customers/{stale}/journey")
 
-    assert flagged == by_sku
+    assert flagged == by_sku == trusted
     assert [(m["customer_id"], m["charged"], m["expected"]) for m in flagged] == [
         (stale, "59.90", "64.90")
     ]
     assert flagged[0]["offers_version"] == 2
-    assert elsewhere == []
+    assert flagged[0]["identity_trust"] == "verified"
+    assert [(m["charged"], m["identity_trust"]) for m in from_browsers] == [
+        ("1.00", "unverified")
+    ], "a browser's order is checked, and says it could be anyone's"
     (entry,) = journey["entries"]
     assert entry["price_mismatches"] == [
         {

@@ -47,7 +47,7 @@ from customer_profile.service.ports import StoredProfile
 from customer_profile.service.privacy import Privacy
 from customer_profile.service.splits import CustomerNotFound, Requester, SplitRefused, Splits
 from hilo.auth import API_KEY_HEADER, check_api_key
-from hilo.contract import IdentifierKind, Identifiers
+from hilo.contract import IdentifierKind, Identifiers, IdentityTrust
 from hilo.kafka import PublishFailed
 from hilo.logs import error_text
 from hilo.offers.facts import facts_from_profile
@@ -555,6 +555,10 @@ class PriceMismatch(BaseModel):
     quote_id: str | None = Field(
         default=None, description="The quote the channel said it charged from, if it passed one."
     )
+    identity_trust: IdentityTrust = Field(
+        description="The event's: `unverified` came from a public web key, which anyone can "
+        "send with any price."
+    )
 
 
 mismatches = APIRouter(
@@ -570,12 +574,23 @@ async def list_mismatches(
     since: Instant | None = None,
     until: Instant | None = None,
     limit: Annotated[int, Query(ge=1, le=1_000)] = 100,
+    identity_trust: Annotated[
+        list[IdentityTrust] | None,
+        Query(
+            description="Only these sources, the parameter repeated "
+            "(`?identity_trust=verified&identity_trust=claimed` leaves browsers' out)."
+        ),
+    ] = None,
 ) -> list[PriceMismatch]:
     """Carts, orders and receipts that charged a price other than the offer in force for that
     customer, channel and time, newest first."""
     filters: dict[str, Any] = {}
     if channel:
         filters["channel"] = channel
+    if identity_trust:
+        # An entry stored before the field was is a verified one's (`JourneyEntry`'s default).
+        unmarked = [None] if "verified" in identity_trust else []
+        filters["identity_trust"] = {"$in": [*identity_trust, *unmarked]}
     if sku:
         filters["price_mismatches.sku"] = sku
     window = {**({"$gte": since} if since else {}), **({"$lt": until} if until else {})}
@@ -588,6 +603,7 @@ async def list_mismatches(
             channel=entry.channel,
             type=entry.type,
             occurred_at=entry.occurred_at,
+            identity_trust=entry.identity_trust,
             **line,
         )
         for entry in await state.store.mismatches(filters, limit)

@@ -485,7 +485,7 @@ class Pipeline:
         outcome.duplicates = len(duplicates) - len(repairs)
         stored = [entry for entry in entries if entry.id not in duplicates]
         for entry in stored:
-            count_mismatches(entry.channel, entry.price_mismatches)
+            count_mismatches(entry.channel, entry.identity_trust, entry.price_mismatches)
         return stored, repairs
 
     def _mismatches(

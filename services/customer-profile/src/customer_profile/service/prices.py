@@ -6,8 +6,10 @@ and time (`hilo.offers.pricing`, the function every quote uses). Per SKU, the un
 (each line's unit price times its quantity, the SKU's lines added up, divided by the SKU's whole
 quantity, rounded to the minor unit) is compared with the quote's unit price (the quote's line
 total divided by the quantity, rounded). A difference is a mismatch: recorded on the journey
-entry (`price_mismatches`: charged and expected, per unit and in total), counted per channel,
-and listed by `GET /v1/mismatches`.
+entry (`price_mismatches`: charged and expected, per unit and in total), counted per channel
+and source trust, and listed by `GET /v1/mismatches`. A browser's event (`unverified`) is
+checked too, since many shops report orders from the page, but anyone with the public key can
+send one with any price: it is labelled so, for an alert or a list to leave it out.
 
 Units, not totals, are compared because a till can only charge whole cents a unit: buy 2 get 1
 on three 10.00 shoes is 20.00, 6.67 a unit, and a till charging 3 x 6.67 (20.01) charged the
@@ -52,8 +54,10 @@ log = structlog.get_logger(__name__)
 
 MISMATCHES = Counter(
     "hilo_price_mismatches_total",
-    "SKUs of a cart, order or receipt charged differently from the offer in force, by channel",
-    ["channel"],
+    "SKUs of a cart, order or receipt charged differently from the offer in force, by channel "
+    "and by how far its source is trusted (unverified: anyone with the public web key could "
+    "have sent it)",
+    ["channel", "identity_trust"],
 )
 
 Offers = Callable[[], OffersSnapshot | None]
@@ -94,9 +98,9 @@ class PriceCheck:
         return found
 
 
-def count(channel: str, mismatches: list[dict[str, Any]]) -> None:
+def count(channel: str, identity_trust: str, mismatches: list[dict[str, Any]]) -> None:
     if mismatches:
-        MISMATCHES.labels(channel).inc(len(mismatches))
+        MISMATCHES.labels(channel, identity_trust).inc(len(mismatches))
 
 
 def _check(
