@@ -87,14 +87,14 @@ def receipt(n: int, unit_price: str, *, ago: timedelta, email: str) -> Interacti
     )
 
 
-def gold_member(email: str) -> Interaction:
+def gold_member(email: str, ago: timedelta = timedelta(days=2)) -> Interaction:
     return new_interaction(
         channel="web",
         instance="test",
         provider_event_id=f"identify-{email}",
         identifiers=Identifiers(email=email),
         payload=Identified(traits={"loyalty_tier": "gold"}),
-        occurred_at=NOW - timedelta(days=2),
+        occurred_at=NOW - ago,
     )
 
 
@@ -188,6 +188,35 @@ async def test_a_promotion_the_customer_qualifies_for_is_expected_and_shown_to_a
         {"sku": "SKU-RED-42", "quantity": 1, "list_total": "60.00", "total": "54.00"}
     ]
     assert nothing == []
+
+
+async def test_a_sale_uploaded_after_the_customer_became_gold_is_not_priced_as_gold(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """Ana became gold an hour ago; the end-of-day file brings her sale of three hours ago at
+    the full price, right then. The profile keeps only her tier now, so that sale is not
+    checked (it was flagged against the gold price); a sale since is."""
+    price = schedule(("60.00", NOW - timedelta(days=30), 1))
+    await publish_offer_records(
+        settings,
+        [offer_record(price_key("SKU-RED-42", "EUR"), 1, price=price), gold_promotion(2)],
+    )
+    async with running_profile_service(settings) as svc:
+        await eventually(lambda: offers_read(svc, 2))
+        await svc.publish([gold_member("ana@example.com", ago=timedelta(hours=1))])
+        await svc.wait_for_entries(1)
+        await svc.publish(
+            [
+                receipt(1, "60.00", ago=timedelta(hours=3), email="ana@example.com"),
+                receipt(2, "60.00", ago=timedelta(minutes=5), email="ana@example.com"),
+            ]
+        )
+        await svc.wait_for_entries(3)
+        mismatches = await svc.get("/v1/mismatches")
+
+    assert [(m["event_id"], m["expected"]) for m in mismatches] == [
+        (receipt(2, "60.00", ago=timedelta(0), email="x@example.com").id, "54.00")
+    ]
 
 
 async def test_offers_not_read_yet_are_unknown_not_none(

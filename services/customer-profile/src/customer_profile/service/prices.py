@@ -23,13 +23,17 @@ made never stops an event from being recorded.
 
 What "in force" means here: the price schedule point in force at the event's time, and the
 promotions as the offers define them when the event is checked (their current definition, with
-their validity windows), with the customer's profile as it was before the event's batch.
+their validity windows), with the customer's profile as it was before the event's batch. An
+event older than the customer's loyalty tier or marketing consent as the profile holds them
+(a sale uploaded at the end of the day, after the customer became gold at noon) is not checked:
+the profile keeps no earlier value to price it with.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -45,7 +49,7 @@ from hilo.contract import (
     OrderPlaced,
     OrderStatus,
 )
-from hilo.offers.facts import facts_from_profile
+from hilo.offers.facts import LOYALTY_TIER_TRAIT, MARKETING, facts_from_profile
 from hilo.offers.model import CustomerFacts, OffersSnapshot, PricedLine, QuoteLine
 from hilo.offers.money import CurrencyError, round_money
 from hilo.offers.pricing import price_lines
@@ -88,6 +92,9 @@ class PriceCheck:
         snapshot = self._offers() if baskets else None
         if snapshot is None or not snapshot.prices:
             return []
+        if view is not None and _facts_told_since(view, interaction.occurred_at):
+            log.info("price_check_skipped", reason="customer_facts_changed_since")
+            return []
         facts = facts_from_profile(_profile_json(customer_id, view), interaction.occurred_at)
         found: list[dict[str, Any]] = []
         for currency, basket in baskets.items():
@@ -96,6 +103,17 @@ class PriceCheck:
             except (CurrencyError, ValueError) as exc:  # a currency the offers cannot price
                 log.info("price_check_skipped", currency=currency, error=type(exc).__name__)
         return found
+
+
+def _facts_told_since(view: ProfileView, at: datetime) -> bool:
+    """Whether the customer's loyalty tier or marketing consent, which promotions follow, was
+    told after `at`: a late event (an end-of-day upload) would be priced with facts it did not
+    have then, and the view keeps no earlier value, so it is not checked rather than flagged
+    for a promotion it was never due (or let through for one it was)."""
+    tier = view.traits.get(LOYALTY_TIER_TRAIT)
+    if tier is not None and tier.at > at:
+        return True
+    return any(c.purpose == MARKETING and c.at > at for c in view.consent)
 
 
 def count(channel: str, identity_trust: str, mismatches: list[dict[str, Any]]) -> None:
