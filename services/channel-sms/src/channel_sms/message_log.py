@@ -80,23 +80,14 @@ class TwilioMessageLog(TwilioLog[Translators]):
         """Each page's statuses of messages sent from the numbers that changed at `since` or
         later (of messages sent at most `LATEST_STATUS` before it), as their callbacks would
         have made them."""
-        earliest = since - LATEST_STATUS
-        day = earliest.astimezone(UTC).date().isoformat()
-        for number in self.numbers:
-            pages = self._lists.pages(
-                self._lists.path("Messages"),
-                "messages",
-                {"From": number, "DateSent>": day},
-                last=lambda items: any(_older(_sent_on(item), earliest) for item in items),
-            )
-            async for items in pages:
-                yield [
-                    interaction
-                    for item in items
-                    if str(item.get("direction")).startswith("outbound")
-                    and not _older(_changed_at(item), since)
-                    for interaction in self._status(item)
-                ]
+        async for items in self._pages("From", since - LATEST_STATUS, _sent_on):
+            yield [
+                interaction
+                for item in items
+                if str(item.get("direction")).startswith("outbound")
+                and not _older(_changed_at(item), since)
+                for interaction in self._status(item)
+            ]
 
     def _status(self, message: dict[str, Any]) -> list[Interaction]:
         """The message's last status as its callback would have been published (nothing for
@@ -126,24 +117,33 @@ class TwilioMessageLog(TwilioLog[Translators]):
         self, since: datetime
     ) -> AsyncIterator[list[tuple[InboundMessage, datetime]]]:
         """Each page's incoming messages sent at `since` or later, with when Twilio got them."""
+        async for items in self._pages("To", since, _sent_at):
+            page = []
+            for item in items:
+                sent_at = _sent_at(item)
+                if item.get("direction") != "inbound" or _older(sent_at, since):
+                    continue
+                message = await self._as_webhook(item)
+                if message is not None:
+                    page.append((message, sent_at or _now()))
+            yield page
+
+    async def _pages(
+        self, side: str, since: datetime, sent: Callable[[dict[str, Any]], datetime | None]
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Each page of the messages to (`side` `To`) or from (`From`) each number, sent on the
+        day of `since` or later, newest first; paging stops at the first page that reaches a
+        message `sent` before `since`."""
         day = since.astimezone(UTC).date().isoformat()
         for number in self.numbers:
             pages = self._lists.pages(
                 self._lists.path("Messages"),
                 "messages",
-                {"To": number, "DateSent>": day},
-                last=lambda items: any(_older(_sent_at(item), since) for item in items),
+                {side: number, "DateSent>": day},
+                last=lambda items: any(_older(sent(item), since) for item in items),
             )
             async for items in pages:
-                page = []
-                for item in items:
-                    sent_at = _sent_at(item)
-                    if item.get("direction") != "inbound" or _older(sent_at, since):
-                        continue
-                    message = await self._as_webhook(item)
-                    if message is not None:
-                        page.append((message, sent_at or _now()))
-                yield page
+                yield items
 
     async def _as_webhook(self, message: dict[str, Any]) -> InboundMessage | None:
         """The form Twilio's webhook posts for this message, its media URLs included; `None`
