@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from prometheus_client import REGISTRY
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from pymongo import AsyncMongoClient
 
 from channel_email import mime
@@ -698,10 +698,10 @@ async def test_bodies_past_the_instances_budget_are_refused_for_a_retry_before_b
     email_settings: EmailSettings, topics: list[str]
 ) -> None:
     """Mailgun's signature is inside the form, so a body is read before anyone knows who sent
-    it. One instance holds at most `HILO_BODIES_IN_FLIGHT_BYTES` at once: past that, 503 with
-    Retry-After (Mailgun posts it again), and a body that finished gives its bytes back."""
+    it. One instance holds at most `HILO_BODIES_IN_FLIGHT_BYTES` of such bodies at once: past
+    that, 503 (Mailgun posts it again), what the refused post held given back, and a body that
+    finished gives its bytes back too."""
     settings = email_settings.model_copy(update={"bodies_in_flight_bytes": 60_000})
-    form = {"Content-Type": "application/x-www-form-urlencoded"}
     release = asyncio.Event()
 
     async def slow() -> AsyncIterator[bytes]:
@@ -709,22 +709,59 @@ async def test_bodies_past_the_instances_budget_are_refused_for_a_retry_before_b
         await release.wait()
         yield b"y" * 5_000
 
-    async def held() -> float:
-        return REGISTRY.get_sample_value("hilo_channel_body_bytes_held", {"channel": "email"}) or 0
+    async def in_parts() -> AsyncIterator[bytes]:
+        for part in (b"a" * 10_000, b"b" * 10_000, b"c" * 10_000):
+            yield part
 
     async with channel_client(create_app(settings)) as email:
-        first = asyncio.create_task(email.post("/webhooks/mailgun", content=slow(), headers=form))
-        await eventually(held, until=lambda n: n == 40_000)
-        refused = await email.post("/webhooks/mailgun", content=b"z" * 30_000, headers=form)
-        while_held = await held()
+        first = asyncio.create_task(email.post(MAILGUN, content=slow(), headers=FORM))
+        await eventually(bodies_held, until=lambda n: n == 40_000)
+        refused = await email.post(MAILGUN, content=in_parts(), headers=FORM)
+        while_held = await bodies_held()
         release.set()
         finished = await first
-        after = await email.post("/webhooks/mailgun", content=b"z" * 30_000, headers=form)
+        after = await email.post(MAILGUN, content=in_parts(), headers=FORM)
 
     assert refused.status_code == 503
-    assert refused.headers["Retry-After"]
+    assert refused.headers["Retry-After"] == "5"
     assert refused.json()["error"] == "busy"
-    assert while_held == 40_000, "the refused body was not kept"
+    assert while_held == 40_000, "the 20,000 bytes the refused post had sent were given back"
     assert finished.status_code == 401, "the slow one was read whole, then found unsigned"
     assert after.status_code == 401, "its bytes were given back: the next one is read"
-    assert await held() == 0
+    assert await bodies_held() == 0
+
+
+async def test_a_body_that_stops_coming_is_answered_408_and_holds_nothing(
+    email_settings: EmailSettings, topics: list[str]
+) -> None:
+    """A caller that sends part of a body, then nothing, would hold the budget for good."""
+    settings = email_settings.model_copy(update={"body_read_seconds": 0.5})
+    never = asyncio.Event()
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield b"x" * 20_000
+        await never.wait()
+        yield b""
+
+    async with channel_client(create_app(settings)) as email:
+        route = await email.post(MAILGUN, content=stalled(), headers=FORM)
+        events = await email.post(MAILGUN + "/events", content=stalled(), headers=FORM)
+
+    assert (route.status_code, route.json()["error"]) == (408, "slow_body")
+    assert events.status_code == 408
+    assert await bodies_held() == 0
+
+
+def test_a_budget_smaller_than_one_mail_is_refused_at_start(email_settings: EmailSettings) -> None:
+    with pytest.raises(ValidationError, match="at least HILO_MAX_BODY_BYTES"):
+        EmailSettings.model_validate(
+            {**email_settings.model_dump(), "bodies_in_flight_bytes": 10_000}
+        )
+
+
+MAILGUN = "/webhooks/mailgun"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+async def bodies_held() -> float:
+    return REGISTRY.get_sample_value("hilo_channel_body_bytes_held", {"channel": "email"}) or 0

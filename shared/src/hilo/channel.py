@@ -406,34 +406,45 @@ class Channel:
 
 
 async def raw_body(
-    request: Request, limit: int, take: Callable[[int], None] = lambda _bytes: None
+    request: Request,
+    limit: int,
+    take: Callable[[int], None] = lambda _bytes: None,
+    within: float | None = None,
 ) -> bytes:
-    """The request body, refusing it (413) as soon as it exceeds `limit` bytes. `take` is told
-    of every chunk before it is held (`BodyBudget`): as it arrives, not as declared, so a
-    caller that declares much and sends little holds nothing."""
+    """The request body, refusing it (413) as soon as it exceeds `limit` bytes, and (408) when
+    it has not come whole `within` seconds (a caller that sends a little, then nothing, would
+    hold what it sent for good). `take` is told of every chunk before it is held
+    (`BodyBudget`): as it arrives, not as declared, so a caller that declares much and sends
+    little holds little."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise Rejected(413, "too_large", f"body larger than {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        if len(body) + len(chunk) > limit:
-            raise Rejected(413, "too_large", f"body larger than {limit} bytes")
-        take(len(chunk))
-        body += chunk
+    try:
+        async with asyncio.timeout(within):
+            async for chunk in request.stream():
+                if len(body) + len(chunk) > limit:
+                    raise Rejected(413, "too_large", f"body larger than {limit} bytes")
+                take(len(chunk))
+                body += chunk
+    except TimeoutError:
+        raise Rejected(408, "slow_body", f"body not received within {within:g} s") from None
     return bytes(body)
 
 
 class BodyBudget:
-    """The request-body bytes one process holds at once, across its requests.
+    """The request-body bytes one process holds at once for callers not verified yet.
 
     A provider that signs fields *inside* the form (Mailgun) is verified only once the body is
     read, so anyone can make the service hold up to the body limit per request, and many at
     once would take all its memory. A body that would go past the budget is refused with 503
-    (`Retry-After`; the providers post it again) before more of it is read.
+    (the providers post it again, minutes later) before more of it is read, and one not read
+    whole within `read_seconds` with 408, so a stalled caller cannot hold the budget for good.
     """
 
-    def __init__(self, channel: str, max_bytes: int) -> None:
+    def __init__(self, channel: str, max_bytes: int, read_seconds: float) -> None:
         self.max_bytes = max_bytes
+        self.read_seconds = read_seconds
         self.held = 0
         self._gauge = BODY_BYTES_HELD.labels(channel)
 
@@ -451,7 +462,7 @@ class BodyBudget:
             self._gauge.set(self.held)
 
         try:
-            yield await raw_body(request, limit, take)
+            yield await raw_body(request, limit, take, self.read_seconds)
         finally:
             self.held -= taken
             self._gauge.set(self.held)

@@ -65,7 +65,7 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
         channel.database[MAILGUN_TOKENS],
     )
     keys = [key.get_secret_value() for key in settings.email_api_keys]
-    budget = BodyBudget("email", settings.bodies_in_flight_bytes)
+    unsigned = BodyBudget("email", settings.bodies_in_flight_bytes, settings.body_read_seconds)
 
     async def publish(read: Callable[[], InboundEmail]) -> dict[str, str]:
         try:
@@ -84,7 +84,10 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
     async def mailgun(request: Request) -> dict[str, str]:
         """A Mailgun route's `forward()`: signed, fresh, each token published once."""
         try:
-            async with _form(request, settings.max_body_bytes, budget) as posted:
+            async with (
+                unsigned.body(request, settings.max_body_bytes) as body,
+                _parsed(request, body, settings.max_body_bytes) as posted,
+            ):
                 try:
                     token = guard.verify(posted.fields)
                 except SignatureError as exc:
@@ -103,7 +106,7 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
         """Mailgun's event webhooks: delivered, permanently failed, opened, unsubscribed,
         complained (`channel_email.events`); signed, fresh, each token published once."""
         try:
-            body = await raw_body(request, EVENT_BODY_LIMIT)
+            body = await raw_body(request, EVENT_BODY_LIMIT, within=settings.body_read_seconds)
             return await _record_event(channel, guard, settings, body)
         except Rejected as exc:
             raise never_again(exc) from None
@@ -114,7 +117,7 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
     ) -> dict[str, str]:
         """SendGrid Inbound Parse with "POST the raw, full MIME message" checked."""
         check_api_key(keys, credentials.password if credentials else None)
-        async with _form(request, settings.max_body_bytes, budget) as posted:
+        async with _form(request, settings.max_body_bytes) as posted:
             raw = posted.raw("email")
         if not raw:
             raise Rejected(
@@ -127,8 +130,8 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
     )
     async def mime(request: Request) -> dict[str, str]:
         """A raw RFC 5322 message (`message/rfc822`), e.g. piped from an MTA."""
-        async with budget.body(request, settings.max_body_bytes) as body:
-            return await publish(lambda: parse_mime(body))
+        body = await raw_body(request, settings.max_body_bytes)
+        return await publish(lambda: parse_mime(body))
 
     return [router]
 
@@ -258,14 +261,14 @@ class PostedForm:
 
 
 @asynccontextmanager
-async def _form(request: Request, limit: int, budget: BodyBudget) -> AsyncIterator[PostedForm]:
-    """The request's form (urlencoded or multipart), read within the body limit and the
-    process's `BodyBudget`; its uploaded files are closed on leaving.
+async def _form(request: Request, limit: int) -> AsyncIterator[PostedForm]:
+    """The form of a caller that proved itself before its body (a key): read within the body
+    limit; its uploaded files are closed on leaving.
 
     One field may take the whole limit: Mailgun's `body-mime` and SendGrid's `email` hold the
     raw message, attachments included (Starlette's own default is 1 MiB per field).
     """
-    async with budget.body(request, limit) as body, _parsed(request, body, limit) as posted:
+    async with _parsed(request, await raw_body(request, limit), limit) as posted:
         yield posted
 
 

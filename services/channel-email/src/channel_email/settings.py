@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from email.utils import getaddresses
 
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 
 from hilo.channel import ChannelSettings
 from hilo.settings import SecretList
@@ -17,12 +17,19 @@ class EmailSettings(ChannelSettings):
         default=30_000_000, ge=1_024, description="Mail with attachments is large; 413 above this."
     )
     bodies_in_flight_bytes: int = Field(
-        default=120_000_000,
+        default=60_000_000,
         ge=1_024,
-        description="Request bodies one instance holds at once, in all (memory is a few times "
-        "this): Mailgun's signature is inside the form, so a body is read before it is "
-        "checked. A request that would go past it is answered 503 with Retry-After (Mailgun and "
-        "SendGrid post it again) before more of it is read.",
+        description="Bodies of Mailgun route posts one instance holds at once, in all, before "
+        "their signatures are checked (Mailgun signs fields inside the form; parsing one "
+        "costs up to 4 times its size): a post that would go past it is answered 503, and "
+        "Mailgun posts it again minutes later. At least HILO_MAX_BODY_BYTES.",
+    )
+    body_read_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3_600,
+        description="How long a Mailgun post's body may take to arrive whole before it is "
+        "answered 408 and what it held given back (a caller that sends part, then nothing).",
     )
     mailgun_signing_key: SecretStr = Field(
         description="Mailgun HTTP webhook signing key: verifies timestamp + token signatures."
@@ -66,6 +73,14 @@ class EmailSettings(ChannelSettings):
         max_length=998,
         description="Subject of an outbound email whose command gives none.",
     )
+
+    @model_validator(mode="after")
+    def _budget_takes_a_mail(self) -> EmailSettings:
+        """A budget smaller than one mail would answer that mail 503 until Mailgun gives up
+        (8 hours), where 413 would say at once that it is too large."""
+        if self.bodies_in_flight_bytes < self.max_body_bytes:
+            raise ValueError("HILO_BODIES_IN_FLIGHT_BYTES must be at least HILO_MAX_BODY_BYTES")
+        return self
 
     @field_validator("email_from")
     @classmethod
