@@ -19,7 +19,15 @@ from customer_profile.testing import (
     profile_settings,
     running_profile_service,
 )
-from hilo.contract import Identifiers, Interaction, SalesChannel, new_interaction
+from hilo.contract import (
+    Identifiers,
+    Interaction,
+    LineItem,
+    OrderPlaced,
+    OrderStatus,
+    SalesChannel,
+    new_interaction,
+)
 from hilo.kafka import PublishFailed
 from hilo.profile_client import ProfileClient
 from hilo.request_size import MAX_REQUEST_BYTES
@@ -508,3 +516,46 @@ async def test_a_consumer_stuck_on_kafka_leaves_the_api_serving_and_readiness_de
     assert journey.status_code == 200
     assert len(journey.json()["entries"]) >= 1
     assert again.status_code == 200
+
+
+async def test_the_context_shows_a_clerk_the_lines_of_the_latest_orders(
+    profile_service: RunningProfileService,
+) -> None:
+    """At the till, a return or an exchange needs what was bought: each recent order comes with
+    the lines of its latest state (an order changed to fewer lines shows those)."""
+    svc = profile_service
+    sample = sample_payloads()["order"]
+    assert isinstance(sample, OrderPlaced)
+    socks = LineItem(sku="SKU-SOCKS", name="Socks", quantity=2, unit_price=sample.total)
+    placed = sample.model_copy(update={"order_id": "W-1", "items": [*sample.items, socks]})
+    changed = placed.model_copy(update={"items": sample.items, "status": OrderStatus.COMPLETED})
+    other = sample.model_copy(update={"order_id": "W-2"})
+    same_id = sample.model_copy(update={"order_id": "W-1", "items": [socks]})
+
+    def order(n: int, payload: OrderPlaced, email: str) -> Interaction:
+        return new_interaction(
+            channel="web",
+            instance="test",
+            provider_event_id=f"order-{n}",
+            identifiers=Identifiers(email=email),
+            payload=payload,
+            occurred_at=T0 + timedelta(minutes=n),
+        )
+
+    await svc.publish(
+        [
+            order(1, placed, "ana@example.com"),
+            order(2, other, "bo@example.com"),
+            order(3, changed, "ana@example.com"),
+            order(4, same_id, "bo@example.com"),
+        ]
+    )
+    await svc.wait_for_entries(4)
+    ana = await svc.customer_of("email", "ana@example.com")
+    context = await svc.get(f"/v1/customers/{ana}/context")
+
+    [recent] = context["recent_orders"]
+    assert recent["order_id"] == "W-1"
+    assert [(line["sku"], line["quantity"]) for line in recent["items"]] == [("SKU-RED-42", 1)], (
+        "her order's latest lines, not those of someone else's order with the same id"
+    )

@@ -172,6 +172,21 @@ class JourneyPage(BaseModel):
     )
 
 
+class RecentOrder(OrderSummary):
+    """An order of the context, with its lines: what a clerk needs to take a return or an
+    exchange at the till."""
+
+    items: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Its lines as last told (sku, name, quantity, unit_price, a weighed line's "
+        "measure); empty when its journey entries are no longer kept.",
+    )
+
+
+RECENT_ORDERS = 5
+"""Orders the context carries, the latest updated first."""
+
+
 class AgentContext(BaseModel):
     """What an agent or store clerk needs the moment the customer shows up, on any channel."""
 
@@ -183,7 +198,7 @@ class AgentContext(BaseModel):
     open_conversation: OpenConversation | None
     conversation_open: bool
     cart: CartState | None
-    recent_orders: list[OrderSummary]
+    recent_orders: list[RecentOrder]
     lifetime_value: dict[str, str]
     consent: list[ConsentState]
     surveys: dict[str, SurveyResult]
@@ -342,7 +357,7 @@ async def get_agent_context(customer_id: str, state: State) -> AgentContext:
         open_conversation=view.conversation,
         conversation_open=_is_open(view, state.window),
         cart=view.cart,
-        recent_orders=sorted(view.orders, key=lambda o: o.last_update, reverse=True)[:5],
+        recent_orders=await _recent_orders(state, profile, view),
         lifetime_value=view.lifetime_value,
         consent=view.consent,
         surveys=view.surveys,
@@ -350,6 +365,27 @@ async def get_agent_context(customer_id: str, state: State) -> AgentContext:
         open_conflicts=len(conflicts),
         offers=_offers(state, profile, None),
     )
+
+
+async def _recent_orders(
+    state: ApiState, profile: StoredProfile, view: ProfileView
+) -> list[RecentOrder]:
+    """The latest updated orders, each with the lines of its latest state in the customer's
+    own journey (one read, through the index on the order id)."""
+    orders = sorted(view.orders, key=lambda o: o.last_update, reverse=True)[:RECENT_ORDERS]
+    aliases = set(profile.aliases)
+    latest: dict[str, JourneyEntry] = {}
+    for entry in await state.store.order_entries([o.order_id for o in orders], set()):
+        if entry.type != "order" or entry.customer_id not in aliases:
+            continue
+        order_id = entry.payload["order_id"]
+        seen = latest.get(order_id)
+        if seen is None or (entry.occurred_at, entry.id) > (seen.occurred_at, seen.id):
+            latest[order_id] = entry
+    lines = {order_id: entry.payload.get("items", []) for order_id, entry in latest.items()}
+    return [
+        RecentOrder(**order.model_dump(), items=lines.get(order.order_id, [])) for order in orders
+    ]
 
 
 @router.get(
