@@ -542,20 +542,24 @@ async def test_the_context_shows_a_clerk_the_lines_of_the_latest_orders(
             occurred_at=T0 + timedelta(minutes=n),
         )
 
+    unverified = {"identity_trust": "unverified"}
+    forged = order(5, same_id, "ana@example.com").model_copy(update=unverified)
     await svc.publish(
         [
             order(1, placed, "ana@example.com"),
             order(2, other, "bo@example.com"),
             order(3, changed, "ana@example.com"),
             order(4, same_id, "bo@example.com"),
+            forged,
         ]
     )
-    await svc.wait_for_entries(4)
+    await svc.wait_for_entries(5)
     ana = await svc.customer_of("email", "ana@example.com")
     context = await svc.get(f"/v1/customers/{ana}/context")
 
     [recent] = context["recent_orders"]
     assert recent["order_id"] == "W-1"
     assert [(line["sku"], line["quantity"]) for line in recent["items"]] == [("SKU-RED-42", 1)], (
-        "her order's latest lines, not those of someone else's order with the same id"
+        "her order's latest lines: not those of someone else's order with the same id, nor "
+        "of a browser's event that names it (which changes no order)"
     )

@@ -193,30 +193,38 @@ async def test_a_promotion_the_customer_qualifies_for_is_expected_and_shown_to_a
 async def test_a_sale_uploaded_after_the_customer_became_gold_is_not_priced_as_gold(
     settings: HiloSettings, topics: list[str]
 ) -> None:
-    """Ana became gold an hour ago; the end-of-day file brings her sale of three hours ago at
-    the full price, right then. The profile keeps only her tier now, so that sale is not
-    checked (it was flagged against the gold price); a sale since is."""
+    """Ana became gold an hour ago; the end-of-day file brings her sale of three hours ago, the
+    shoes at the full price, right then, and socks below their price. The profile keeps only
+    her tier now: the shoes, which a gold promotion prices, are not checked (they were flagged
+    against the gold price); the socks, which no tier changes, are. A sale since is checked."""
     price = schedule(("60.00", NOW - timedelta(days=30), 1))
+    socks_price = price_schedule("SKU-SOCKS", ("5.00", NOW - timedelta(days=30), 1))
     await publish_offer_records(
         settings,
-        [offer_record(price_key("SKU-RED-42", "EUR"), 1, price=price), gold_promotion(2)],
+        [
+            offer_record(price_key("SKU-RED-42", "EUR"), 1, price=price),
+            offer_record(price_key("SKU-SOCKS", "EUR"), 1, price=socks_price),
+            gold_promotion(2),
+        ],
     )
+    late = receipt(1, "60.00", ago=timedelta(hours=3), email="ana@example.com")
+    assert isinstance(late.payload, OrderPlaced)
+    socks = LineItem(sku="SKU-SOCKS", quantity=1, unit_price=Money(amount=Decimal(4), currency=EUR))
+    late_with_socks = late.model_copy(
+        update={"payload": late.payload.model_copy(update={"items": [*late.payload.items, socks]})}
+    )
+    since = receipt(2, "60.00", ago=timedelta(minutes=5), email="ana@example.com")
     async with running_profile_service(settings) as svc:
         await eventually(lambda: offers_read(svc, 2))
         await svc.publish([gold_member("ana@example.com", ago=timedelta(hours=1))])
         await svc.wait_for_entries(1)
-        await svc.publish(
-            [
-                receipt(1, "60.00", ago=timedelta(hours=3), email="ana@example.com"),
-                receipt(2, "60.00", ago=timedelta(minutes=5), email="ana@example.com"),
-            ]
-        )
+        await svc.publish([late_with_socks, since])
         await svc.wait_for_entries(3)
         mismatches = await svc.get("/v1/mismatches")
 
-    assert [(m["event_id"], m["expected"]) for m in mismatches] == [
-        (receipt(2, "60.00", ago=timedelta(0), email="x@example.com").id, "54.00")
-    ]
+    assert sorted((m["event_id"], m["sku"], m["expected"]) for m in mismatches) == sorted(
+        [(late.id, "SKU-SOCKS", "5.00"), (since.id, "SKU-RED-42", "54.00")]
+    )
 
 
 async def test_offers_not_read_yet_are_unknown_not_none(

@@ -420,15 +420,18 @@ async def raw_body(
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise Rejected(413, "too_large", f"body larger than {limit} bytes")
     body = bytearray()
+    deadline = asyncio.timeout(within)
     try:
-        async with asyncio.timeout(within):
+        async with deadline:
             async for chunk in request.stream():
                 if len(body) + len(chunk) > limit:
                     raise Rejected(413, "too_large", f"body larger than {limit} bytes")
                 take(len(chunk))
                 body += chunk
     except TimeoutError:
-        raise Rejected(408, "slow_body", f"body not received within {within:g} s") from None
+        if not deadline.expired():
+            raise
+        raise Rejected(408, "slow_body", f"body not received within {within} s") from None
     return bytes(body)
 
 

@@ -371,16 +371,17 @@ async def _recent_orders(
     state: ApiState, profile: StoredProfile, view: ProfileView
 ) -> list[RecentOrder]:
     """The latest updated orders, each with the lines of its latest state in the customer's
-    own journey (one read, through the index on the order id)."""
+    own journey (one read, through the index on the order id), as the profile folds them: an
+    unverified event (the public web key) never changes an order already told."""
     orders = sorted(view.orders, key=lambda o: o.last_update, reverse=True)[:RECENT_ORDERS]
     aliases = set(profile.aliases)
+    found = await state.store.order_entries([o.order_id for o in orders], set())
     latest: dict[str, JourneyEntry] = {}
-    for entry in await state.store.order_entries([o.order_id for o in orders], set()):
+    for entry in sorted(found, key=lambda e: (e.occurred_at, e.id)):
         if entry.type != "order" or entry.customer_id not in aliases:
             continue
         order_id = entry.payload["order_id"]
-        seen = latest.get(order_id)
-        if seen is None or (entry.occurred_at, entry.id) > (seen.occurred_at, seen.id):
+        if entry.identity_trust != "unverified" or order_id not in latest:
             latest[order_id] = entry
     lines = {order_id: entry.payload.get("items", []) for order_id, entry in latest.items()}
     return [

@@ -23,19 +23,19 @@ made never stops an event from being recorded.
 
 What "in force" means here: the price schedule point in force at the event's time, and the
 promotions as the offers define them when the event is checked (their current definition, with
-their validity windows), with the customer's profile as it was before the event's batch. An
-event older than the customer's loyalty tier or marketing consent as the profile holds them
-(a sale uploaded at the end of the day, after the customer became gold at noon) is not checked:
-the profile keeps no earlier value to price it with.
+their validity windows), with the customer's profile as it was before the event's batch. In
+an event older than the customer's loyalty tier or marketing consent as the profile holds them
+(a sale uploaded at the end of the day, after the customer became gold at noon), the SKUs a
+promotion prices on that tier or consent are not checked: the profile keeps no earlier value
+to price them with. The rest of the event is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from prometheus_client import Counter
@@ -92,28 +92,63 @@ class PriceCheck:
         snapshot = self._offers() if baskets else None
         if snapshot is None or not snapshot.prices:
             return []
-        if view is not None and _facts_told_since(view, interaction.occurred_at):
-            log.info("price_check_skipped", reason="customer_facts_changed_since")
-            return []
         facts = facts_from_profile(_profile_json(customer_id, view), interaction.occurred_at)
+        told_since = _facts_told_since(view, interaction) if view is not None else frozenset()
         found: list[dict[str, Any]] = []
         for currency, basket in baskets.items():
+            unsure = _following(snapshot, currency, told_since)
+            if unsure & {charged.sku for charged in basket}:
+                log.info(
+                    "price_check_skipped",
+                    reason="customer_facts_changed_since",
+                    event_id=interaction.id,
+                    skus=len(unsure & {charged.sku for charged in basket}),
+                )
+            sure = [charged for charged in basket if charged.sku not in unsure]
             try:
-                found += _check(snapshot, interaction, facts, currency, basket)
+                found += _check(snapshot, interaction, facts, currency, sure)
             except (CurrencyError, ValueError) as exc:  # a currency the offers cannot price
                 log.info("price_check_skipped", currency=currency, error=type(exc).__name__)
         return found
 
 
-def _facts_told_since(view: ProfileView, at: datetime) -> bool:
-    """Whether the customer's loyalty tier or marketing consent, which promotions follow, was
-    told after `at`: a late event (an end-of-day upload) would be priced with facts it did not
-    have then, and the view keeps no earlier value, so it is not checked rather than flagged
-    for a promotion it was never due (or let through for one it was)."""
+TIER: Final = "tier"
+CONSENT: Final = "consent"
+
+
+def _facts_told_since(view: ProfileView, interaction: Interaction) -> frozenset[str]:
+    """Which facts promotions follow were told after the event: the loyalty tier, the marketing
+    consent (for every channel, or the event's). A late event (an end-of-day upload) would be
+    priced with values it did not have then, and the view keeps no earlier one."""
+    at = interaction.occurred_at
+    told: set[str] = set()
     tier = view.traits.get(LOYALTY_TIER_TRAIT)
     if tier is not None and tier.at > at:
-        return True
-    return any(c.purpose == MARKETING and c.at > at for c in view.consent)
+        told.add(TIER)
+    if any(
+        c.purpose == MARKETING and c.channel in (None, interaction.channel) and c.at > at
+        for c in view.consent
+    ):
+        told.add(CONSENT)
+    return frozenset(told)
+
+
+def _following(snapshot: OffersSnapshot, currency: str, told: frozenset[str]) -> set[str]:
+    """The SKUs a promotion prices on a condition that reads one of the `told` facts: their
+    price at the event's time is not known, so they are not checked (not flagged for a
+    promotion never due, nor let through for one that was). Other SKUs still are."""
+    if not told:
+        return set()
+    return {
+        sku
+        for promotion in snapshot.promotions.values()
+        if promotion.currency == currency
+        and (
+            (TIER in told and promotion.conditions.loyalty_tiers)
+            or (CONSENT in told and promotion.conditions.marketing_consent)
+        )
+        for sku in promotion.skus
+    }
 
 
 def count(channel: str, identity_trust: str, mismatches: list[dict[str, Any]]) -> None:
