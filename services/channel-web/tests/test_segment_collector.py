@@ -920,3 +920,33 @@ async def test_a_cancellation_or_a_refund_is_typed_only_from_a_server_side_key(
         "order", "cancelled", "W-1001",
     )  # fmt: skip
     assert (forged["kind"], forged["name"]) == ("custom", "Order Cancelled")
+
+
+async def test_a_consent_change_is_typed_only_from_a_server_side_key(
+    web: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """The shop's preference centre records Ana's marketing consent from its server: a
+    `consent` every channel follows. From the public key anyone could grant marketing in her
+    name, so there it stays a custom event."""
+    change = {"purpose": "marketing", "granted": False, "channel": "email"}
+    calls = [("consent-1", SERVER_AUTH), ("consent-2", AUTH)]
+
+    for message_id, headers in calls:
+        body = {
+            "event": "Consent Changed",
+            "messageId": message_id,
+            "userId": "u-ana",
+            "properties": change,
+        }
+        response = await web.post("/v1/track", json=body, headers=headers)
+        assert response.status_code == 200, response.text
+
+    by_id = {e["id"]: e["payload"] for e in await published_interactions(settings, len(calls))}
+    assert by_id[interaction_id("web", "consent-1")] == {
+        "kind": "consent",
+        "purpose": "marketing",
+        "granted": False,
+        "channel": "email",
+        "source": "web",
+    }
+    assert by_id[interaction_id("web", "consent-2")]["kind"] == "custom"

@@ -22,6 +22,7 @@ from hilo.contract import (
     SECONDARY_CONTACTS,
     CartAction,
     CartChanged,
+    ConsentChanged,
     CustomEvent,
     DropInvalid,
     Fulfilment,
@@ -375,12 +376,30 @@ _ECOMMERCE: dict[str, Callable[[Mapping[str, Any]], Payload]] = {
     "Survey Answered": _survey_answered,
 }
 
+
+def _consent_changed(properties: Mapping[str, Any]) -> ConsentChanged:
+    """A Hilo extension of the spec: the shop's preference centre or checkout recorded that the
+    customer granted or withdrew consent for a `purpose` (`marketing`), on one `channel` or on
+    every one; `granted` must be a JSON boolean (a string "false" is not read as yes)."""
+    granted = properties.get("granted")
+    if not isinstance(granted, bool):
+        raise TypeError("granted must be true or false")
+    return ConsentChanged(
+        purpose=(_text(properties.get("purpose")) or "").strip().lower(),
+        granted=granted,
+        channel=(_text(properties.get("channel")) or "").strip().lower() or None,
+        source=_text(properties.get("source")) or "web",
+    )
+
+
 _FROM_SERVER_KEYS: dict[str, Callable[[Mapping[str, Any]], Payload]] = {
     "Order Cancelled": _order_cancelled,
     "Order Refunded": _order_refunded,
+    "Consent Changed": _consent_changed,
 }
 """Typed only from a server-side (verified) key: with the public key anyone could cancel or
-refund someone's order out of their lifetime value, so there they stay `custom`."""
+refund someone's order out of their lifetime value, or grant marketing in their name (or
+withdraw it), so there they stay `custom`."""
 
 
 def _cart_lines(properties: Mapping[str, Any]) -> list[LineItem] | None:

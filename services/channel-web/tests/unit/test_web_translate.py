@@ -9,7 +9,7 @@ import pytest
 
 from channel_web.segment import Call
 from channel_web.translate import translate
-from hilo.contract import CustomEvent, OrderPlaced, SurveyAnswered
+from hilo.contract import ConsentChanged, CustomEvent, OrderPlaced, SurveyAnswered
 
 RECEIVED = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -164,3 +164,44 @@ def test_a_survey_response_id_longer_than_the_contract_takes_keeps_the_answer() 
     ids = [p.response_id for p in published if isinstance(p, SurveyAnswered)]
     assert ids[0] == ids[1] != ids[2] == "r-1"
     assert str(ids[0]).startswith("sha256:")
+
+
+def consent(**properties: Any) -> Call:
+    return call(type="track", userId="u-ana", event="Consent Changed", properties=properties)
+
+
+def test_a_server_sides_consent_change_is_the_customers_consent() -> None:
+    """The shop's preference centre, told from its server: the journey's consent, which
+    promotions and every channel's sends follow."""
+    withdrawn = translate(
+        consent(purpose=" Marketing ", granted=False, channel="Email", source="preference_centre"),
+        RECEIVED,
+        "t",
+        trust="verified",
+    )
+    granted = translate(consent(purpose="marketing", granted=True), RECEIVED, "t", "verified")
+
+    assert withdrawn.payload == ConsentChanged(
+        purpose="marketing", granted=False, channel="email", source="preference_centre"
+    )
+    assert granted.payload == ConsentChanged(
+        purpose="marketing", granted=True, channel=None, source="web"
+    )
+
+
+@pytest.mark.parametrize(
+    ("trust", "properties"),
+    [
+        ("unverified", {"purpose": "marketing", "granted": True}),
+        ("verified", {"purpose": "marketing", "granted": "false"}),
+        ("verified", {"granted": True}),
+    ],
+)
+def test_a_consent_change_anyone_could_send_or_nobody_can_read_stays_custom(
+    trust: str, properties: dict[str, Any]
+) -> None:
+    """From the public key anyone could grant marketing in Ana's name; a `granted` of "false"
+    is not read as yes, nor a change of no purpose as one."""
+    published = translate(consent(**properties), RECEIVED, "t", trust)  # type: ignore[arg-type]
+
+    assert isinstance(published.payload, CustomEvent)
