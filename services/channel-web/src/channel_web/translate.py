@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from channel_web.segment import Call
 from hilo.contract import (
+    BUILT_IN_CHANNELS,
     NOT_TYPED,
     SECONDARY_CONTACTS,
     CartAction,
@@ -47,7 +48,13 @@ from hilo.contract import (
     new_interaction,
 )
 from hilo.contract.adjustments import UNREADABLE
-from hilo.contract.payloads import MAX_CODE, MAX_CODES, MAX_RESPONSE_ID, given_codes
+from hilo.contract.payloads import (
+    MAX_CODE,
+    MAX_CODES,
+    MAX_CONSENT_SOURCE,
+    MAX_RESPONSE_ID,
+    given_codes,
+)
 
 DEFAULT_CURRENCY = "USD"
 """Segment's e-commerce spec: amounts without a `currency` are in US dollars."""
@@ -171,6 +178,11 @@ def _track(call: Call, cut: Truncations, trust: IdentityTrust) -> Payload:
     typed = _ECOMMERCE.get(event)
     if trust == "verified":
         typed = _FROM_SERVER_KEYS.get(event, typed)
+    if typed is _consent_changed and not _names_a_customer(call):
+        # On an anonymous visitor it would travel with their history to whoever a browser
+        # later claims to be (an unverified identify joins anonymous history).
+        typed = None
+        cut.note("payload", NOT_TYPED)
     if typed is not None:
         try:
             payload = typed(call.properties)
@@ -379,17 +391,33 @@ _ECOMMERCE: dict[str, Callable[[Mapping[str, Any]], Payload]] = {
 
 def _consent_changed(properties: Mapping[str, Any]) -> ConsentChanged:
     """A Hilo extension of the spec: the shop's preference centre or checkout recorded that the
-    customer granted or withdrew consent for a `purpose` (`marketing`), on one `channel` or on
-    every one; `granted` must be a JSON boolean (a string "false" is not read as yes)."""
+    customer granted or withdrew consent for a `purpose` (`marketing`), on one of Hilo's
+    channels (`channel`) or on every one (none). `granted` must be a JSON boolean (a string
+    "false" is not read as yes); a channel Hilo does not know would match nothing, and a
+    withdrawal sent so would be lost, so it is refused (the event stays custom). A grant of
+    `contact` is the channels' own (an SMS START): Twilio keeps refusing a number that sent STOP
+    whatever the web says."""
     granted = properties.get("granted")
     if not isinstance(granted, bool):
         raise TypeError("granted must be true or false")
+    purpose = (_text(properties.get("purpose")) or "").strip().lower()
+    if purpose == "contact" and granted:
+        raise ValueError("a contact grant is the channel's own")
+    channel = (_text(properties.get("channel")) or "").strip().lower() or None
+    if channel is not None and channel not in BUILT_IN_CHANNELS:
+        raise ValueError("not one of Hilo's channels")
     return ConsentChanged(
-        purpose=(_text(properties.get("purpose")) or "").strip().lower(),
+        purpose=purpose,
         granted=granted,
-        channel=(_text(properties.get("channel")) or "").strip().lower() or None,
-        source=_text(properties.get("source")) or "web",
+        channel=channel,
+        source=(_text(properties.get("source")) or "web")[:MAX_CONSENT_SOURCE],
     )
+
+
+def _names_a_customer(call: Call) -> bool:
+    """The call names a customer (their id, email or phone), not only a browser."""
+    traits = {**call.context.traits, **call.traits}
+    return bool(call.user_id or _text(traits.get("email")) or _text(traits.get("phone")))
 
 
 _FROM_SERVER_KEYS: dict[str, Callable[[Mapping[str, Any]], Payload]] = {

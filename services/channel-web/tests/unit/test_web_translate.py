@@ -195,13 +195,43 @@ def test_a_server_sides_consent_change_is_the_customers_consent() -> None:
         ("unverified", {"purpose": "marketing", "granted": True}),
         ("verified", {"purpose": "marketing", "granted": "false"}),
         ("verified", {"granted": True}),
+        ("verified", {"purpose": "marketing", "granted": False, "channel": "newsletter"}),
+        ("verified", {"purpose": "contact", "granted": True, "channel": "sms"}),
     ],
 )
 def test_a_consent_change_anyone_could_send_or_nobody_can_read_stays_custom(
     trust: str, properties: dict[str, Any]
 ) -> None:
     """From the public key anyone could grant marketing in Ana's name; a `granted` of "false"
-    is not read as yes, nor a change of no purpose as one."""
+    is not read as yes, nor a change of no purpose as one; a channel Hilo does not know would
+    match nothing (a withdrawal lost); a contact grant is the channel's own (an SMS START)."""
     published = translate(consent(**properties), RECEIVED, "t", trust)  # type: ignore[arg-type]
 
     assert isinstance(published.payload, CustomEvent)
+
+
+def test_a_consent_change_of_a_browser_alone_stays_custom_and_a_long_source_is_cut() -> None:
+    """On an anonymous visitor a consent would travel with their history to whoever a browser
+    later claims to be."""
+    anonymous = call(
+        type="track",
+        anonymousId="anon-1",
+        event="Consent Changed",
+        properties={"purpose": "marketing", "granted": True},
+    )
+    by_email = call(
+        type="track",
+        anonymousId="anon-1",
+        event="Consent Changed",
+        context={"traits": {"email": "ana@example.com"}},
+        properties={"purpose": "contact", "granted": False, "source": "s" * 500},
+    )
+
+    kept = translate(anonymous, RECEIVED, "t", "verified")
+    withdrawn = translate(by_email, RECEIVED, "t", "verified")
+
+    assert isinstance(kept.payload, CustomEvent)
+    assert [(a.field, a.reason) for a in kept.adjustments] == [("payload", "not_typed")]
+    assert isinstance(withdrawn.payload, ConsentChanged)
+    assert (withdrawn.payload.purpose, withdrawn.payload.granted) == ("contact", False)
+    assert withdrawn.payload.source == "s" * 200

@@ -11,6 +11,7 @@ from pydantic_extra_types.currency_code import ISO4217
 
 from customer_profile.domain.journey import JourneyEntry, new_entry
 from customer_profile.domain.profile import (
+    MAX_CONSENTS,
     MAX_TRAIT_TEXT,
     MAX_TRAITS,
     RECENT_ORDERS,
@@ -121,6 +122,21 @@ def test_latest_consent_per_purpose_and_channel_wins() -> None:
     )
 
     assert {(c.channel, c.granted) for c in view.consent} == {("email", False), ("sms", True)}
+
+
+def test_a_views_consents_are_bounded_keeping_the_latest() -> None:
+    """A source that sends a new purpose with every event must not grow the view (one Kafka
+    record) without end."""
+    told = [
+        entry(n, "consent", payload=ConsentChanged(purpose=f"purpose-{n}", granted=True))
+        for n in range(MAX_CONSENTS + 5)
+    ]
+
+    view = derive_view(told, WINDOW)
+
+    assert len(view.consent) == MAX_CONSENTS
+    assert view.consent[-1].purpose == f"purpose-{MAX_CONSENTS + 4}"
+    assert "purpose-4" not in {c.purpose for c in view.consent}
 
 
 def test_an_order_in_store_finishes_the_online_cart_with_the_same_products() -> None:

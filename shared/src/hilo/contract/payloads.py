@@ -466,6 +466,9 @@ class SurveyAnswered(_Model):
         return self
 
 
+MAX_CONSENT_SOURCE = 200
+
+
 class ConsentChanged(_Model):
     """The customer granted or withdrew consent for a purpose, optionally on one channel."""
 
@@ -475,7 +478,9 @@ class ConsentChanged(_Model):
     channel: str | None = Field(
         default=None, max_length=50, description="None means every channel."
     )
-    source: str | None = Field(default=None, max_length=200, examples=["checkout_checkbox"])
+    source: str | None = Field(
+        default=None, max_length=MAX_CONSENT_SOURCE, examples=["checkout_checkbox"]
+    )
 
 
 class Identified(_Model):

@@ -25,6 +25,9 @@ unbounded list made each event of a frequent buyer (a store's house account) dea
 up to MongoDB's 16 MB document limit; the journey keeps every order."""
 MAX_TRAITS = 200
 """Trait names a view keeps (`_identified`)."""
+MAX_CONSENTS = 100
+"""Purpose and channel pairs a view keeps, the latest told: the view is one Kafka record, and a
+source sending a new purpose with every event must not grow it past what Kafka takes."""
 UNVERIFIED_TRAITS = 100
 """Trait names an unverified event may bring a view up to."""
 MAX_TRAIT_TEXT = 1_000
@@ -365,9 +368,8 @@ def _consent(view: ProfileView, entry: JourneyEntry) -> None:
         via_channel=entry.channel,
         source=payload.get("source"),
     )
-    view.consent = [
-        c for c in view.consent if (c.purpose, c.channel) != (state.purpose, state.channel)
-    ] + [state]
+    kept = [c for c in view.consent if (c.purpose, c.channel) != (state.purpose, state.channel)]
+    view.consent = [*kept, state][-MAX_CONSENTS:]
 
 
 def _cart(view: ProfileView, entry: JourneyEntry) -> None:

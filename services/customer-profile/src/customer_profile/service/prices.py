@@ -25,9 +25,10 @@ What "in force" means here: the price schedule point in force at the event's tim
 promotions as the offers define them when the event is checked (their current definition, with
 their validity windows), with the customer's profile as it was before the event's batch. In
 an event older than the customer's loyalty tier or marketing consent as the profile holds them
-(a sale uploaded at the end of the day, after the customer became gold at noon), the SKUs a
-promotion prices on that tier or consent are not checked: the profile keeps no earlier value
-to price them with. The rest of the event is.
+(a sale uploaded at the end of the day, after the customer became gold at noon), or older than
+the profile at all (segments: a cart left, then bought, keeps no time), the SKUs a promotion
+prices on that fact, and their bundle partners, are not compared: the profile keeps no earlier
+value to price them with. The rest of the event is.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from hilo.contract import (
     OrderStatus,
 )
 from hilo.offers.facts import LOYALTY_TIER_TRAIT, MARKETING, facts_from_profile
-from hilo.offers.model import CustomerFacts, OffersSnapshot, PricedLine, QuoteLine
+from hilo.offers.model import CustomerFacts, OffersSnapshot, PricedLine, PromotionKind, QuoteLine
 from hilo.offers.money import CurrencyError, round_money
 from hilo.offers.pricing import price_lines
 
@@ -96,17 +97,17 @@ class PriceCheck:
         told_since = _facts_told_since(view, interaction) if view is not None else frozenset()
         found: list[dict[str, Any]] = []
         for currency, basket in baskets.items():
-            unsure = _following(snapshot, currency, told_since)
-            if unsure & {charged.sku for charged in basket}:
+            unsure = _following(snapshot, currency, told_since) & {c.sku for c in basket}
+            if unsure:
                 log.info(
                     "price_check_skipped",
                     reason="customer_facts_changed_since",
                     event_id=interaction.id,
-                    skus=len(unsure & {charged.sku for charged in basket}),
+                    facts=sorted(told_since),
+                    skus=sorted(unsure),
                 )
-            sure = [charged for charged in basket if charged.sku not in unsure]
             try:
-                found += _check(snapshot, interaction, facts, currency, sure)
+                found += _check(snapshot, interaction, facts, currency, basket, unsure)
             except (CurrencyError, ValueError) as exc:  # a currency the offers cannot price
                 log.info("price_check_skipped", currency=currency, error=type(exc).__name__)
         return found
@@ -114,12 +115,15 @@ class PriceCheck:
 
 TIER: Final = "tier"
 CONSENT: Final = "consent"
+SEGMENTS: Final = "segments"
 
 
 def _facts_told_since(view: ProfileView, interaction: Interaction) -> frozenset[str]:
-    """Which facts promotions follow were told after the event: the loyalty tier, the marketing
-    consent (for every channel, or the event's). A late event (an end-of-day upload) would be
-    priced with values it did not have then, and the view keeps no earlier one."""
+    """Which facts promotions follow may have changed after the event: the loyalty tier, the
+    marketing consent (for every channel, or the event's), and, for any event older than the
+    profile, the segments (a cart left, then bought or cleared, keeps no time of its own). A
+    late event (an end-of-day upload) would be priced with values it did not have then, and
+    the view keeps no earlier one."""
     at = interaction.occurred_at
     told: set[str] = set()
     tier = view.traits.get(LOYALTY_TIER_TRAIT)
@@ -130,25 +134,36 @@ def _facts_told_since(view: ProfileView, interaction: Interaction) -> frozenset[
         for c in view.consent
     ):
         told.add(CONSENT)
+    if view.last_seen is not None and view.last_seen > at:
+        told.add(SEGMENTS)
     return frozenset(told)
 
 
 def _following(snapshot: OffersSnapshot, currency: str, told: frozenset[str]) -> set[str]:
-    """The SKUs a promotion prices on a condition that reads one of the `told` facts: their
-    price at the event's time is not known, so they are not checked (not flagged for a
-    promotion never due, nor let through for one that was). Other SKUs still are."""
+    """The SKUs whose price at the event's time is not known: those a promotion prices on a
+    condition that reads one of the `told` facts, and with them every SKU of a bundle one of
+    them is in (a bundle formed or not changes its partners' prices). They are not compared
+    (not flagged for a promotion never due, nor let through for one that was); other SKUs are."""
     if not told:
         return set()
-    return {
+    promotions = [p for p in snapshot.promotions.values() if p.currency == currency]
+    unsure = {
         sku
-        for promotion in snapshot.promotions.values()
-        if promotion.currency == currency
-        and (
-            (TIER in told and promotion.conditions.loyalty_tiers)
-            or (CONSENT in told and promotion.conditions.marketing_consent)
-        )
+        for promotion in promotions
+        if (TIER in told and promotion.conditions.loyalty_tiers)
+        or (CONSENT in told and promotion.conditions.marketing_consent)
+        or (SEGMENTS in told and promotion.conditions.segments)
         for sku in promotion.skus
     }
+    bundles = [set(p.skus) for p in promotions if p.kind == PromotionKind.BUNDLE]
+    grown = True
+    while grown:
+        grown = False
+        for skus in bundles:
+            if skus & unsure and not skus <= unsure:
+                unsure |= skus
+                grown = True
+    return unsure
 
 
 def count(channel: str, identity_trust: str, mismatches: list[dict[str, Any]]) -> None:
@@ -162,7 +177,9 @@ def _check(
     facts: CustomerFacts,
     currency: str,
     basket: list[Charged],
+    unsure: set[str],
 ) -> list[dict[str, Any]]:
+    """The basket priced whole (a bundle needs all its SKUs), compared but for `unsure` SKUs."""
     if not any((sku, currency) in snapshot.prices for sku in (c.sku for c in basket)):
         return []
     priced = price_lines(
@@ -176,6 +193,8 @@ def _check(
     expected = {line.sku: line for line in priced.lines}
     found = []
     for charged in basket:
+        if charged.sku in unsure:
+            continue
         mismatch = _compare(charged, expected.get(charged.sku), currency, priced.offers_version)
         if mismatch is not None:
             found.append({**mismatch, "quote_id": _quote_id(interaction)})
