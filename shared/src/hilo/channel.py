@@ -431,7 +431,7 @@ async def raw_body(
     except TimeoutError:
         if not deadline.expired():
             raise
-        raise Rejected(408, "slow_body", f"body not received within {within} s") from None
+        raise Rejected(408, "slow_body", f"body not received within {within:g} s") from None
     return bytes(body)
 
 
