@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from customer_profile.testing import RunningProfileService, interaction, raw_records
-from hilo.contract import Interaction, interaction_id
+from hilo.contract import Identified, Interaction, interaction_id
 from hilo.kafka import PublishFailed, read_to_end
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import read_topic
@@ -518,3 +518,31 @@ async def test_a_card_number_a_clerk_typed_adds_no_strangers_email_yet_its_sale_
     [order] = (await svc.get(f"/v1/customers/{ana}"))["view"]["orders"]
     assert order["order_id"] == order_id, "the sale is on Ana's journey"
     assert order["refunded"] == {"amount": "59.90", "currency": "EUR"}, "the typed return counts"
+
+
+async def test_a_browser_cannot_rename_a_customer_a_server_named(
+    profile_service: RunningProfileService,
+) -> None:
+    """The desk greets Ana by the name her shop's server gave: a call with the public web key
+    naming her email does not change it (it may add what nobody verified told)."""
+    svc = profile_service
+    named = interaction(1, kind="identify", email="ana@example.com")
+    forged = interaction(2, minutes=1, kind="identify", email="ana@example.com")
+    await svc.publish(
+        [
+            named.model_copy(update={"payload": Identified(traits={"name": "Ana García"})}),
+            forged.model_copy(
+                update={
+                    "payload": Identified(traits={"name": "Mallory", "plan": "pro"}),
+                    "identity_trust": "unverified",
+                }
+            ),
+        ]
+    )
+    await svc.wait_for_entries(2)
+    ana = await svc.customer_of("email", "ana@example.com")
+    traits = (await svc.get(f"/v1/customers/{ana}"))["view"]["traits"]
+
+    assert (traits["name"]["value"], traits["name"]["verified"]) == ("Ana García", True)
+    assert traits["plan"]["value"] == "pro"
+    assert "verified" not in traits["plan"], "absent for what a browser told, as before"

@@ -818,6 +818,38 @@ def _identify(n: int, traits: dict[str, JsonScalar], trust: str = "verified") ->
     )
 
 
+def test_an_unverified_event_does_not_overwrite_what_a_verified_source_told() -> None:
+    """The shop's server told Ana's name; anyone with the public web key could otherwise rename
+    her on the desk an agent greets her from. New traits, and those a browser told before, it
+    still sets; the server's word overwrites either."""
+
+    def told(n: int, traits: dict[str, JsonScalar], trust: str = "verified") -> JourneyEntry:
+        return new_entry(_identify(n, traits, trust), "C", T0, late=False)
+
+    view = derive_view(
+        [
+            told(1, {"name": "Ana García"}),
+            told(2, {"plan": "free"}, "unverified"),
+            told(3, {"name": "Mallory", "plan": "pro", "city": "Bilbao"}, "unverified"),
+        ],
+        WINDOW,
+    )
+    corrected = derive_view(
+        [
+            told(1, {"name": "Ana García"}),
+            told(4, {"name": "Ana G."}),
+            told(5, {"name": "X"}, "unverified"),
+        ],
+        WINDOW,
+    )
+
+    assert {k: t.value for k, t in view.traits.items()} == {
+        "name": "Ana García", "plan": "pro", "city": "Bilbao",
+    }  # fmt: skip
+    assert (view.traits["name"].verified, view.traits["plan"].verified) == (True, False)
+    assert corrected.traits["name"].value == "Ana G."
+
+
 def test_an_unverified_event_does_not_set_a_trait_only_verified_sources_may_set() -> None:
     """Anyone can send an identify call with the public web key: it may not give a customer the
     gold tier that prices follow. The rest of its traits are kept, and the entry says what was

@@ -56,6 +56,12 @@ class TraitValue(BaseModel):
     value: str | int | float | bool | None
     channel: str
     at: datetime
+    verified: bool = Field(
+        default=False,
+        exclude_if=lambda verified: not verified,
+        description="Told by a verified source: an unverified one (the public web key) does not "
+        "overwrite it. Absent: told by an unverified or claimed one (or before this was kept).",
+    )
 
 
 class ConsentState(BaseModel):
@@ -341,13 +347,20 @@ def _identified(view: ProfileView, entry: JourneyEntry) -> None:
     first ones kept): the view is one Kafka record, and a caller with the public web key must
     not be able to grow it past what Kafka takes, which would stop the customer's events. Nor
     fill it: an unverified event adds new names only up to `UNVERIFIED_TRAITS`, leaving room
-    for what verified sources tell."""
+    for what verified sources tell. Nor may it overwrite what a verified source told (a name
+    the desk greets the customer by): it sets traits that are new, or were told unverified."""
     room = UNVERIFIED_TRAITS if entry.identity_trust == "unverified" else MAX_TRAITS
+    verified = entry.identity_trust == "verified"
     for name, told in entry.payload.get("traits", {}).items():
-        if name not in view.traits and len(view.traits) >= room:
+        current = view.traits.get(name)
+        if current is None and len(view.traits) >= room:
             continue
+        if current is not None and current.verified and entry.identity_trust == "unverified":
+            continue  # anyone with the public key could rename a customer the desk shows
         value = told[:MAX_TRAIT_TEXT] if isinstance(told, str) else told
-        view.traits[name] = TraitValue(value=value, channel=entry.channel, at=entry.occurred_at)
+        view.traits[name] = TraitValue(
+            value=value, channel=entry.channel, at=entry.occurred_at, verified=verified
+        )
 
 
 def _message(view: ProfileView, entry: JourneyEntry) -> None:
