@@ -850,6 +850,22 @@ def test_an_unverified_event_does_not_overwrite_what_a_verified_source_told() ->
     assert corrected.traits["name"].value == "Ana G."
 
 
+def test_a_browser_cannot_add_a_name_beside_the_verified_first_and_last_names() -> None:
+    """The desk shows `name` before `first_name`: a browser adding one would rename Ana; nor
+    may a till's typed customer (claimed) overwrite a verified trait."""
+    view = derive_view(
+        [
+            new_entry(_identify(1, {"first_name": "Ana", "plan": "pro"}), "C", T0, late=False),
+            new_entry(_identify(2, {"name": "Mallory"}, "unverified"), "C", T0, late=False),
+            new_entry(_identify(3, {"plan": "free"}, "claimed"), "C", T0, late=False),
+        ],
+        WINDOW,
+    )
+
+    assert "name" not in view.traits
+    assert view.traits["plan"].value == "pro"
+
+
 def test_an_unverified_event_does_not_set_a_trait_only_verified_sources_may_set() -> None:
     """Anyone can send an identify call with the public web key: it may not give a customer the
     gold tier that prices follow. The rest of its traits are kept, and the entry says what was

@@ -57,8 +57,9 @@ class JourneyEntry(BaseModel):
     identity_trust: IdentityTrust = Field(
         default="verified",
         description="The event's `identity_trust`: an unverified source (a public web key) "
-        "adds fewer traits to the profile and changes no order it holds (`domain.profile`); a "
-        "claimed one (a clerk typed who it was) counts as verified there.",
+        "adds fewer traits to the profile, overwrites none a verified source told and changes "
+        "no order it holds (`domain.profile`); a claimed one (a clerk typed who it was) changes "
+        "orders as a verified one does, and traits as an unverified one.",
     )
     price_mismatches: list[dict[str, Any]] = Field(
         default_factory=list,

@@ -347,20 +347,33 @@ def _identified(view: ProfileView, entry: JourneyEntry) -> None:
     first ones kept): the view is one Kafka record, and a caller with the public web key must
     not be able to grow it past what Kafka takes, which would stop the customer's events. Nor
     fill it: an unverified event adds new names only up to `UNVERIFIED_TRAITS`, leaving room
-    for what verified sources tell. Nor may it overwrite what a verified source told (a name
-    the desk greets the customer by): it sets traits that are new, or were told unverified."""
+    for what verified sources tell. Nor may it, or a claimed one, overwrite what a verified
+    source told (a name the desk greets the customer by, `_told_verified`): it sets traits that
+    are new, or were told unverified."""
     room = UNVERIFIED_TRAITS if entry.identity_trust == "unverified" else MAX_TRAITS
     verified = entry.identity_trust == "verified"
     for name, told in entry.payload.get("traits", {}).items():
         current = view.traits.get(name)
         if current is None and len(view.traits) >= room:
             continue
-        if current is not None and current.verified and entry.identity_trust == "unverified":
+        if not verified and _told_verified(view, name):
             continue  # anyone with the public key could rename a customer the desk shows
         value = told[:MAX_TRAIT_TEXT] if isinstance(told, str) else told
         view.traits[name] = TraitValue(
             value=value, channel=entry.channel, at=entry.occurred_at, verified=verified
         )
+
+
+NAME_TRAITS = frozenset({"name", "first_name", "last_name"})
+"""What the desk and the context call a customer by, one after the other: while a verified
+source told any of them, an unverified one sets none (a `name` a browser added would be shown
+before the verified `first_name`)."""
+
+
+def _told_verified(view: ProfileView, name: str) -> bool:
+    """Whether a verified source told the trait (or, for a name, any of the names)."""
+    group = NAME_TRAITS if name in NAME_TRAITS else {name}
+    return any((told := view.traits.get(n)) is not None and told.verified for n in group)
 
 
 def _message(view: ProfileView, entry: JourneyEntry) -> None:
