@@ -70,13 +70,14 @@ async def send(client: httpx.AsyncClient, request: ProviderRequest) -> httpx.Res
 
 
 async def published_records(
-    settings: HiloSettings, expected: int
+    settings: HiloSettings, expected: int, timeout: float = 30.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """The raw records on this test's `interactions` topic."""
+    """The raw records on this test's `interactions` topic (`read_topic`)."""
     return await read_topic(
         settings.kafka_bootstrap_servers,
         topic_name(Topic.INTERACTIONS, settings),
         expected=expected,
+        timeout=timeout,
     )
 
 
@@ -248,12 +249,7 @@ async def assert_read_back_after_outages(
 async def everything_published(settings: HiloSettings, settle: float = 3.0) -> list[dict[str, Any]]:
     """Every interaction on this test's topic, every partition read for `settle` seconds: for
     asserting what was *not* published beside what was."""
-    records = await read_topic(
-        settings.kafka_bootstrap_servers,
-        topic_name(Topic.INTERACTIONS, settings),
-        expected=1_000_000,
-        timeout=settle,
-    )
+    records = await published_records(settings, expected=1_000_000, timeout=settle)
     return await opened_interactions(settings, records)
 
 

@@ -400,32 +400,33 @@ def _resolved_at_first_contact(conversation: Sequence[Touch]) -> bool:
 
 
 def _repeats(journey: Sequence[Touch], lookback: timedelta) -> set[int]:
-    """The indices of the survey answers that answered before (`_answer_keys`), in one pass:
+    """The indices of the survey answers that answered before (`_answer_key`), in one pass:
     each answer against the last one of its key, looking back only, so a repeat is left out
     whichever range it falls in."""
     last: dict[tuple[object, ...], datetime] = {}
     repeats: set[int] = set()
     for index, touch in enumerate(journey):
-        if touch.kind != "survey_answer":
+        keyed = _answer_key(touch, lookback) if touch.kind == "survey_answer" else None
+        if keyed is None:
             continue
-        for key, within in _answer_keys(touch, lookback):
-            seen = last.get(key)
-            if seen is not None and touch.occurred_at - seen <= within:
-                repeats.add(index)
-            last[key] = touch.occurred_at
+        key, within = keyed
+        seen = last.get(key)
+        if seen is not None and touch.occurred_at - seen <= within:
+            repeats.add(index)
+        last[key] = touch.occurred_at
     return repeats
 
 
-def _answer_keys(answer: Touch, lookback: timedelta) -> list[tuple[tuple[object, ...], timedelta]]:
+def _answer_key(answer: Touch, lookback: timedelta) -> tuple[tuple[object, ...], timedelta] | None:
     """What makes two answers one, and how far apart: the same response of the same survey
     (its `response_id`) within the lookback; without a response id, the same score for the same
     survey within `DOUBLE_SUBMISSION` (a form posted twice). A touch stored before survey ids
     were (None) is never taken for another's repeat."""
     if answer.survey_id is None:
-        return []
+        return None
     if answer.response_id is not None:
-        return [(("response", answer.survey_id, answer.response_id), lookback)]
-    return [(("score", answer.survey_id, answer.metric, answer.score), DOUBLE_SUBMISSION)]
+        return ("response", answer.survey_id, answer.response_id), lookback
+    return ("score", answer.survey_id, answer.metric, answer.score), DOUBLE_SUBMISSION
 
 
 def _satisfaction(
