@@ -20,6 +20,7 @@ from hilo.contract import (
     OrderRefunded,
     UnsupportedSchemaVersion,
     conversation_id,
+    display_name,
     interaction_id,
     parse_interaction,
     versions,
@@ -292,3 +293,11 @@ def test_received_at_defaults_to_now() -> None:
     interaction = sample_interaction()
 
     assert before <= interaction.received_at <= datetime.now(UTC)
+
+
+def test_a_customer_is_called_by_name_else_first_and_last_never_by_a_blank() -> None:
+    assert display_name({"name": "Ana García", "first_name": "Ana"}) == "Ana García"
+    assert display_name({"name": "", "first_name": "Ana", "last_name": "García"}) == "Ana García"
+    assert display_name({"name": "  ", "last_name": " García "}) == "García"
+    assert display_name({"name": "", "first_name": " "}) is None
+    assert display_name({"email": "ana@example.com"}) is None

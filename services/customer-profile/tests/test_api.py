@@ -20,6 +20,7 @@ from customer_profile.testing import (
     running_profile_service,
 )
 from hilo.contract import (
+    Identified,
     Identifiers,
     Interaction,
     LineItem,
@@ -563,3 +564,34 @@ async def test_the_context_shows_a_clerk_the_lines_of_the_latest_orders(
         "her order's latest lines: not those of someone else's order with the same id, nor "
         "of a browser's event that names it (which changes no order)"
     )
+
+
+async def test_a_blank_name_is_not_what_a_customer_is_called(
+    profile_service: RunningProfileService,
+) -> None:
+    """A sign-up form that sends `name: ""` beside the first and last names: the clerk's context
+    greets the customer by those, as the desk's heading does, not by nothing."""
+    svc = profile_service
+    traits: dict[str, str | int | float | bool | None] = {
+        "name": " ",
+        "first_name": "Ana",
+        "last_name": "García",
+    }
+    await svc.publish(
+        [
+            new_interaction(
+                channel="web",
+                instance="test",
+                provider_event_id="signup-1",
+                identifiers=Identifiers(email="ana@example.com"),
+                payload=Identified(traits=traits),
+                occurred_at=T0,
+            )
+        ]
+    )
+    await svc.wait_for_entries(1)
+    ana = await svc.customer_of("email", "ana@example.com")
+
+    context = await svc.get(f"/v1/customers/{ana}/context")
+
+    assert context["display_name"] == "Ana García"

@@ -92,7 +92,7 @@ from agent_desk.replies import (
 from agent_desk.search import find_customers
 from agent_desk.settings import DeskSettings
 from agent_desk.timeline import attach_statuses, row, type_name
-from hilo.contract import BUILT_IN_CHANNELS
+from hilo.contract import BUILT_IN_CHANNELS, display_name
 from hilo.contract.outbound import Template
 from hilo.health import health_router, kafka_check, mongo_check
 from hilo.kafka import (
@@ -922,13 +922,9 @@ async def _reply_options(desk: Desk, profile: dict[str, Any]) -> list[ReplyOptio
 
 def _display_name(profile: dict[str, Any]) -> str:
     traits = (profile.get("view") or {}).get("traits") or {}
-    name = traits.get("name", {}).get("value")
-    if isinstance(name, str) and name:
+    name = display_name({key: told.get("value") for key, told in traits.items()})
+    if name is not None:
         return name
-    parts = [traits.get(k, {}).get("value") for k in ("first_name", "last_name")]
-    joined = " ".join(str(p) for p in parts if p)
-    if joined:
-        return joined
     held = {i["kind"]: i["value"] for i in reversed(profile.get("identifiers") or [])}
     for kind in HEADING_KINDS:
         if kind in held:

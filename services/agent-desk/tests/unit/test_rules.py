@@ -583,6 +583,8 @@ def test_a_page_is_headed_by_what_a_person_recognises_never_a_cookie_id() -> Non
 
     assert _display_name({"customer_id": "c1", "identifiers": [browsing, email]}) == email["value"]
     assert _display_name({"customer_id": "c1", "identifiers": [browsing]}) == "Anonymous visitor"
+    blank = {"view": {"traits": {"name": {"value": " "}, "first_name": {"value": ""}}}}
+    assert _display_name({"customer_id": "c1", "identifiers": [email], **blank}) == email["value"]
 
 
 def test_decided_merge_requests_no_longer_wait_for_review_but_conflicts_to_split_do() -> None:

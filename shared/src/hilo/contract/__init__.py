@@ -35,6 +35,7 @@ from hilo.contract.interaction import (
     unix_time,
 )
 from hilo.contract.payloads import (
+    NAME_TRAITS,
     Attachment,
     AttachmentKind,
     CallHappened,
@@ -65,6 +66,7 @@ from hilo.contract.payloads import (
     SurveyAnswered,
     SurveyMetric,
     VisitMethod,
+    display_name,
 )
 from hilo.contract.versions import UnsupportedSchemaVersion, parse_interaction
 
@@ -73,6 +75,7 @@ __all__ = [
     "EARLIEST_EVENT_TIME",
     "MAX_ADJUSTMENTS",
     "MAX_FUTURE_SKEW",
+    "NAME_TRAITS",
     "NOT_TYPED",
     "SCHEMA_VERSION",
     "SECONDARY_CONTACTS",
@@ -120,6 +123,7 @@ __all__ = [
     "VisitMethod",
     "bound_event_time",
     "conversation_id",
+    "display_name",
     "interaction_id",
     "max_length",
     "new_interaction",

@@ -6,9 +6,10 @@ serialised as a string, so analytics in any language read exact amounts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
@@ -491,6 +492,24 @@ class Identified(_Model):
     previous_anonymous_id: str | None = Field(
         default=None, max_length=200, description="Segment `alias`: the id being linked."
     )
+
+
+NAME_TRAITS: Final = ("name", "first_name", "last_name")
+"""The traits a customer is called by, in the order a name is read from them."""
+
+
+def display_name(traits: Mapping[str, object]) -> str | None:
+    """What a person is called by: `name`, else `first_name last_name`; None when all are blank.
+
+    One reading for every screen (the desk's heading, a clerk's context), so a browser that
+    sent an empty `name` does not leave a customer called "" in one and by name in the other.
+    """
+    name = traits.get("name")
+    if isinstance(name, str) and name.strip():
+        return name.strip()
+    parts = (traits.get(part) for part in NAME_TRAITS[1:])
+    joined = " ".join(str(part).strip() for part in parts if part is not None and str(part).strip())
+    return joined or None
 
 
 class CustomEvent(_Model):

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from customer_profile.domain.journey import JourneyEntry
+from hilo.contract import NAME_TRAITS
 
 RECENT_MESSAGES = 10
 RECENT_INTERACTIONS = 10
@@ -364,15 +365,13 @@ def _identified(view: ProfileView, entry: JourneyEntry) -> None:
         )
 
 
-NAME_TRAITS = frozenset({"name", "first_name", "last_name"})
-"""What the desk and the context call a customer by, one after the other: while a verified
-source told any of them, an unverified one sets none (a `name` a browser added would be shown
-before the verified `first_name`)."""
-
-
 def _told_verified(view: ProfileView, name: str) -> bool:
-    """Whether a verified source told the trait (or, for a name, any of the names)."""
-    group = NAME_TRAITS if name in NAME_TRAITS else {name}
+    """Whether a verified source told the trait (or, for a name, any of the names).
+
+    While a verified source told any name, an unverified one sets none: a `name` a browser
+    added would be shown (`display_name`) before the verified `first_name`.
+    """
+    group = NAME_TRAITS if name in NAME_TRAITS else (name,)
     return any((told := view.traits.get(n)) is not None and told.verified for n in group)
 
 

@@ -47,7 +47,7 @@ from customer_profile.service.ports import StoredProfile
 from customer_profile.service.privacy import Privacy
 from customer_profile.service.splits import CustomerNotFound, Requester, SplitRefused, Splits
 from hilo.auth import API_KEY_HEADER, check_api_key
-from hilo.contract import IdentifierKind, Identifiers, IdentityTrust
+from hilo.contract import IdentifierKind, Identifiers, IdentityTrust, display_name
 from hilo.kafka import PublishFailed
 from hilo.logs import error_text
 from hilo.offers.facts import facts_from_profile
@@ -422,12 +422,7 @@ def _offers(
 
 
 def _display_name(view: ProfileView) -> str | None:
-    traits = {name: trait.value for name, trait in view.traits.items()}
-    if isinstance(traits.get("name"), str):
-        return str(traits["name"])
-    parts = [traits.get("first_name"), traits.get("last_name")]
-    name = " ".join(str(part) for part in parts if part)
-    return name or None
+    return display_name({name: trait.value for name, trait in view.traits.items()})
 
 
 @router.get("/{customer_id}/conflicts")
