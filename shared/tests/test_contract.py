@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from hilo.contract import (
     SCHEMA_VERSION,
+    Campaign,
     Identifiers,
     Interaction,
     Money,
@@ -301,3 +302,19 @@ def test_a_customer_is_called_by_name_else_first_and_last_never_by_a_blank() -> 
     assert display_name({"name": "  ", "last_name": " García "}) == "García"
     assert display_name({"name": "", "first_name": " "}) is None
     assert display_name({"email": "ana@example.com"}) is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"medium": "email"}, "campaign_unnamed"),
+        ({"name": "spring", "source": "ana@example.com"}, "campaign_personal"),
+        ({"name": " "}, "string_too_short"),
+    ],
+)
+def test_a_campaign_names_itself_and_nobody(fields: dict[str, str], error: str) -> None:
+    """It is published in the clear: it must say which campaign, and hold no address."""
+    with pytest.raises(ValidationError) as refused:
+        Campaign.model_validate(fields)
+
+    assert [e["type"] for e in refused.value.errors()] == [error]

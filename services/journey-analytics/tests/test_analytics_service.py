@@ -25,12 +25,15 @@ from customer_profile.testing import RunningProfileService, running_profile_serv
 from hilo.contract import (
     CallHappened,
     CallStatus,
+    Campaign,
     Direction,
     Fulfilment,
+    Identified,
     Identifiers,
     Interaction,
     MessageExchanged,
     OrderRefunded,
+    PageViewed,
     SalesChannel,
     SurveyAnswered,
     SurveyMetric,
@@ -207,6 +210,35 @@ async def test_a_web_order_returned_in_a_store_is_a_refund_across_channels(
     assert measured.attribution.orders == 1, "the refund is no second order"
     assert (measured.returns.refunds, measured.returns.cross_channel) == (1, 1)
     assert measured.returns.by_sale_and_refund_channel == {"online>store": 1}
+
+
+async def test_a_store_sale_is_credited_to_the_campaign_that_brought_the_visitor(
+    profile: RunningProfileService, settings: HiloSettings
+) -> None:
+    """A visitor lands from the spring newsletter, anonymous; signs in on the web the next day;
+    buys in a store with her email two days on. The campaign is credited with a store sale."""
+    browsing = Identifiers(anonymous_id="anon-spring-1")
+    landing = PageViewed(
+        url="https://shop.example/?utm_campaign=spring",
+        campaign=Campaign(name="spring", source="newsletter", medium="email"),
+    )
+    store = {"sold_via": SalesChannel.STORE, "fulfilment": Fulfilment.IN_STORE}
+    sale = sample_payloads()["order"].model_copy(update={"order_id": "S-7", **store})
+    journey = [
+        event(30, 0, "web", browsing, landing),
+        event(31, DAY, "web", Identifiers(anonymous_id="anon-spring-1", email=EMAIL), Identified()),
+        event(32, 3 * DAY, "store", Identifiers(email=EMAIL), sale),
+    ]
+    await profile.publish(journey)
+    await profile.wait_for_entries(len(journey))
+
+    async with analytics(settings, "analytics-campaigns") as client:
+        measured = await measures_once(client, lambda m: m.customers == 1 and m.entries == 3)
+
+    assert measured.campaigns.visits == {"spring": 1}
+    assert measured.campaigns.orders == {"spring": 1}
+    assert measured.campaigns.orders_by_source_medium == {"newsletter / email": 1}
+    assert measured.campaigns.sold_via == {"spring": {"store": 1}}
 
 
 def page_view_entry(entry_id: str) -> dict[str, Any]:

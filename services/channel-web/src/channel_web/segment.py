@@ -53,6 +53,9 @@ class Context(_Segment):
     device: Device | None = None
     app: dict[str, Any] | None = None
     page: dict[str, Any] | None = None
+    campaign: dict[str, Any] | None = None
+    """`utm_` parameters of the landing URL, as analytics.js reads them (`name` is
+    `utm_campaign`)."""
 
 
 class Call(_Segment):

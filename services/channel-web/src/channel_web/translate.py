@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import ValidationError
 
@@ -21,6 +22,7 @@ from hilo.contract import (
     BUILT_IN_CHANNELS,
     NOT_TYPED,
     SECONDARY_CONTACTS,
+    Campaign,
     CartAction,
     CartChanged,
     ConsentChanged,
@@ -47,8 +49,9 @@ from hilo.contract import (
     max_length,
     new_interaction,
 )
-from hilo.contract.adjustments import UNREADABLE
+from hilo.contract.adjustments import LOOKS_PERSONAL, UNREADABLE
 from hilo.contract.payloads import (
+    MAX_CAMPAIGN_TEXT,
     MAX_CODE,
     MAX_CODES,
     MAX_CONSENT_SOURCE,
@@ -170,7 +173,39 @@ def _page(call: Call, cut: Truncations) -> PageViewed:
         path=text("path", page.get("path")),
         referrer=text("referrer", page.get("referrer")),
         title=text("title", page.get("title")),
+        campaign=_campaign(call.context.campaign or _utm(page.get("url")), cut),
     )
+
+
+CAMPAIGN_KEYS = {"name": "utm_campaign", "source": "utm_source", "medium": "utm_medium"}
+"""A campaign's fields (Segment's `context.campaign`) and the URL parameters they come from."""
+
+
+def _utm(url: Any) -> dict[str, str]:
+    """The campaign the landing URL names: what analytics.js puts in `context.campaign`, for
+    SDKs and server-side trackers that send the URL alone."""
+    if not isinstance(url, str):
+        return {}
+    query = parse_qs(urlsplit(url).query)
+    return {field: query[key][0] for field, key in CAMPAIGN_KEYS.items() if key in query}
+
+
+def _campaign(given: Mapping[str, Any], cut: Truncations) -> Campaign | None:
+    """The visit's campaign, or None: one with neither a name nor a source says nothing to
+    count, and one holding an email address is left out (it would be published in the clear)."""
+    fields = {
+        field: cut.clip(text.strip(), MAX_CAMPAIGN_TEXT, f"payload.campaign.{field}")
+        for field in CAMPAIGN_KEYS
+        if (text := _text(given.get(field))) is not None and text.strip()
+    }
+    if not fields:
+        return None
+    try:
+        return Campaign.model_validate(fields)
+    except ValidationError as exc:
+        if any(error["type"] == "campaign_personal" for error in exc.errors()):
+            cut.note("payload.campaign", LOOKS_PERSONAL)
+        return None
 
 
 def _track(call: Call, cut: Truncations, trust: IdentityTrust) -> Payload:

@@ -9,7 +9,13 @@ import pytest
 
 from channel_web.segment import Call
 from channel_web.translate import translate
-from hilo.contract import ConsentChanged, CustomEvent, OrderPlaced, SurveyAnswered
+from hilo.contract import (
+    ConsentChanged,
+    CustomEvent,
+    OrderPlaced,
+    PageViewed,
+    SurveyAnswered,
+)
 
 RECEIVED = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -235,3 +241,76 @@ def test_a_consent_change_of_a_browser_alone_stays_custom_and_a_long_source_is_c
     assert isinstance(withdrawn.payload, ConsentChanged)
     assert (withdrawn.payload.purpose, withdrawn.payload.granted) == ("contact", False)
     assert withdrawn.payload.source == "s" * 200
+
+
+LANDING = "https://shop.example/spring?utm_source=newsletter&utm_medium=email&utm_campaign=spring"
+
+
+def landing(**context: Any) -> PageViewed:
+    """Ana's page view with this context; its payload."""
+    page = call(type="page", anonymousId="a1", context=context)
+    payload = translate(page, RECEIVED, "t").payload
+    assert isinstance(payload, PageViewed)
+    return payload
+
+
+def test_a_landings_campaign_is_read_from_the_context_or_else_from_its_url() -> None:
+    told = {"name": " spring ", "source": "newsletter", "medium": "email", "term": "shoes"}
+
+    from_context = landing(campaign=told, page={"url": "https://shop.example/?utm_campaign=x"})
+    from_url = landing(page={"url": LANDING})
+
+    assert from_context.campaign is not None
+    assert from_url.campaign is not None
+    assert from_context.campaign.model_dump() == {
+        "name": "spring",
+        "source": "newsletter",
+        "medium": "email",
+    }, "the context wins over the URL, and what is not counted (the term) stays in the URL"
+    assert from_url.campaign == from_context.campaign
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://shop.example/spring",
+        "https://shop.example/?utm_medium=email",
+        "https://shop.example/?utm_campaign=&utm_source=%20",
+    ],
+)
+def test_a_page_naming_no_campaign_has_none_and_serialises_as_before(url: str) -> None:
+    payload = landing(page={"url": url})
+
+    assert payload.campaign is None
+    assert "campaign" not in payload.model_dump(mode="json")
+
+
+def test_a_campaign_holding_an_email_is_left_out_saying_so_and_the_page_view_kept() -> None:
+    """Marketers sometimes tag a link with its recipient: the campaign is published in the
+    clear, so it goes, where the sealed URL keeps it."""
+    page = call(
+        type="page",
+        anonymousId="a1",
+        context={"page": {"url": LANDING.replace("newsletter", "ana%40example.com")}},
+    )
+
+    published = translate(page, RECEIVED, "t")
+
+    assert isinstance(published.payload, PageViewed)
+    assert published.payload.campaign is None
+    assert published.payload.url is not None
+    assert "utm_source" in published.payload.url
+    assert [(a.field, a.reason) for a in published.adjustments] == [
+        ("payload.campaign", "looks_personal")
+    ]
+
+
+def test_a_campaign_name_longer_than_the_contract_takes_is_cut_saying_so() -> None:
+    page = call(type="page", anonymousId="a1", context={"campaign": {"name": "s" * 250}})
+
+    published = translate(page, RECEIVED, "t")
+
+    assert isinstance(published.payload, PageViewed)
+    assert published.payload.campaign is not None
+    assert published.payload.campaign.name == "s" * 200
+    assert [a.field for a in published.adjustments] == ["payload.campaign.name"]

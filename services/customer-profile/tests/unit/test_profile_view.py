@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from pydantic_extra_types.currency_code import ISO4217
 
-from customer_profile.domain.journey import JourneyEntry, new_entry
+from customer_profile.domain.journey import JourneyEntry, new_entry, summarise
 from customer_profile.domain.profile import (
     MAX_CONSENTS,
     MAX_TRAIT_TEXT,
@@ -21,6 +21,7 @@ from customer_profile.domain.profile import (
     derive_view,
 )
 from hilo.contract import (
+    Campaign,
     CartAction,
     CartChanged,
     ConsentChanged,
@@ -34,6 +35,7 @@ from hilo.contract import (
     OrderPlaced,
     OrderRefunded,
     OrderStatus,
+    PageViewed,
     SalesChannel,
     new_interaction,
 )
@@ -923,3 +925,15 @@ def test_an_unverified_flood_of_trait_names_leaves_room_for_what_verified_source
 
     assert len(view.traits) == UNVERIFIED_TRAITS + 1
     assert view.traits["loyalty_tier"].value == "gold"
+
+
+def test_a_timeline_says_which_campaign_brought_a_visit() -> None:
+    spring = Campaign(name="spring", source="newsletter", medium="email")
+    landing = PageViewed(path="/shoes", campaign=spring)
+    source_alone = PageViewed(path="/", campaign=Campaign(source="instagram"))
+
+    assert summarise(landing, "web") == (
+        "Viewed page /shoes, from campaign spring (newsletter / email)"
+    )
+    assert summarise(source_alone, "web") == "Viewed page /, from a campaign (instagram)"
+    assert summarise(PageViewed(path="/"), "web") == "Viewed page /"

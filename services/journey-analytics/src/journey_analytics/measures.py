@@ -54,6 +54,10 @@ Definitions (what the numbers mean):
   survey answer) in the attribution window before it: first touch (all credit to the first),
   last touch (to the last), linear (1/n to each of n). An order with no touch in the window is
   **unattributed**: counted, credited to no channel.
+- **Campaigns**: a campaign visit is a page view with a `campaign` (from the landing URL); each
+  order is credited to the customer's last campaign visit in the attribution window before
+  it (last touch), whatever channel the order came through; orders with none are counted in
+  `orders_without_campaign`.
 
 A range counts what starts in it (an entry, a conversation's first contact, a switch, a survey, a
 cart's first entry, an order) and follows it past the range's end, up to `Windows.forward`: a
@@ -119,6 +123,10 @@ class Touch:
     call_id: str | None = None
     """A call's id at its provider: Twilio's status callback and the contact centre's outcome
     of one call are two entries, one contact."""
+    campaign: str | None = None
+    """The name of the campaign a visit came from (`(not set)` for one with a source alone)."""
+    source_medium: str | None = None
+    """The campaign's `<source> / <medium>`, `(not set)` for either not told."""
     published_ms: int = 0
     """When its record was published (the Kafka record's timestamp): a split publishes an entry
     again under the restored id, on another partition, and of two copies the later is right."""
@@ -135,6 +143,7 @@ class Touch:
 def touch_of(entry: dict[str, Any]) -> Touch:
     """A `journey` record (sealed or open: only clear fields are read) as a touch."""
     payload = entry.get("payload") or {}
+    campaign, source_medium = _campaign_of(payload.get("campaign"))
     return Touch(
         id=entry["id"],
         customer_id=entry["customer_id"],
@@ -152,7 +161,20 @@ def touch_of(entry: dict[str, Any]) -> Touch:
         status=payload.get("status"),
         sales_channel=payload.get("sold_via") or payload.get("refunded_via"),
         call_id=payload.get("provider_call_id") if entry["type"] == "call" else None,
+        campaign=campaign,
+        source_medium=source_medium,
     )
+
+
+NOT_SET: Final = "(not set)"
+
+
+def _campaign_of(campaign: object) -> tuple[str | None, str | None]:
+    """A page view's campaign as its name and its `<source> / <medium>`; none for no campaign."""
+    if not isinstance(campaign, dict):
+        return None, None
+    told = {part: campaign.get(part) or NOT_SET for part in ("name", "source", "medium")}
+    return told["name"], f"{told['source']} / {told['medium']}"
 
 
 class _Part(BaseModel):
@@ -199,6 +221,34 @@ class Attribution(_Part):
     linear: dict[str, float] = Field(default_factory=dict)
 
 
+class Campaigns(_Part):
+    visits: dict[str, int] = Field(
+        default_factory=dict,
+        description="Visits in the range that came from a campaign (a landing page whose URL or "
+        "`context.campaign` named it), by campaign name; `(not set)` for a source alone.",
+    )
+    orders: dict[str, int] = Field(
+        default_factory=dict,
+        description="Orders in the range credited to a campaign: the last campaign visit of the "
+        "customer within the attribution window before the order, whatever channel the order "
+        "came through (a newsletter's visit, then a purchase in a store).",
+    )
+    orders_by_source_medium: dict[str, int] = Field(
+        default_factory=dict,
+        description="The same orders by the campaign's `<source> / <medium>`.",
+    )
+    sold_via: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="The same orders by campaign name, then by where they were sold (`online`, "
+        "`store`, `phone`): what a campaign brought to the stores.",
+    )
+    orders_without_campaign: int = Field(
+        default=0,
+        description="Orders in the range with no campaign visit in the window before them: "
+        "with `orders`, they make `attribution.orders`.",
+    )
+
+
 class Returns(_Part):
     refunds: int = Field(default=0, description="Refunds paid back in the range, each entry one.")
     by_channel: dict[str, int] = Field(
@@ -237,6 +287,7 @@ class Measures(_Part):
     cross_channel_conversion: Conversion
     attribution: Attribution
     returns: Returns = Field(default_factory=Returns)
+    campaigns: Campaigns = Field(default_factory=Campaigns)
 
 
 def measures_json_schema() -> dict[str, Any]:
@@ -294,6 +345,7 @@ def measure(touches: Iterable[Touch], start: datetime, end: datetime, windows: W
         cross_channel_conversion=_conversion(journeys, bought, start, end, windows.conversion),
         attribution=_attribution(journeys, bought, start, end, windows.attribution),
         returns=_returns(by_customer.values(), start, end, windows.lookback),
+        campaigns=_campaigns(journeys, bought, start, end, windows.attribution),
     )
 
 
@@ -660,3 +712,46 @@ def _attribution(
         last_touch=dict(sorted(last.items())),
         linear={k: round(v, 4) for k, v in sorted(linear.items())},
     )
+
+
+def _campaigns(
+    journeys: Iterable[Sequence[Touch]],
+    bought: set[str],
+    start: datetime,
+    end: datetime,
+    window: timedelta,
+) -> Campaigns:
+    """Campaign visits in the range, and its orders credited to the last campaign visit before
+    them (last touch: the one that brought the customer back)."""
+    visits: Counter[str] = Counter()
+    orders: Counter[str] = Counter()
+    by_source: Counter[str] = Counter()
+    sold_via: defaultdict[str, Counter[str]] = defaultdict(Counter)
+    without = 0
+    for journey in journeys:
+        visits.update(t.campaign for t in journey if t.campaign and start <= t.occurred_at < end)
+        for order in journey:
+            if order.id not in bought or not start <= order.occurred_at < end:
+                continue
+            credited = _last_campaign_visit(journey, order, window)
+            if credited is None or credited.campaign is None:
+                without += 1
+                continue
+            orders[credited.campaign] += 1
+            by_source[credited.source_medium or NOT_SET] += 1
+            sold_via[credited.campaign][order.sales_channel or NOT_SET] += 1
+    return Campaigns(
+        visits=dict(sorted(visits.items())),
+        orders=dict(sorted(orders.items())),
+        orders_by_source_medium=dict(sorted(by_source.items())),
+        sold_via={name: dict(sorted(c.items())) for name, c in sorted(sold_via.items())},
+        orders_without_campaign=without,
+    )
+
+
+def _last_campaign_visit(journey: Sequence[Touch], order: Touch, window: timedelta) -> Touch | None:
+    """The customer's latest campaign visit within `window` before the order (journeys are in
+    time order), or None."""
+    since = order.occurred_at - window
+    visits = (t for t in reversed(journey) if t.campaign is not None)
+    return next((t for t in visits if since <= t.occurred_at < order.occurred_at), None)

@@ -594,3 +594,60 @@ def test_orders_cancelled_later_give_the_same_count_read_by_day_or_by_week(
 
     assert week == sum(_orders_read(journey, at(days=d), at(days=d + 1)) for d in range(7))
     assert week == bought
+
+
+def visit(
+    id_: str, who: str, when: datetime, name: str | None, source: str = "newsletter"
+) -> Touch:
+    """A landing page's view from a campaign, read from its `journey` record."""
+    campaign = {"source": source, "medium": "email", **({"name": name} if name else {})}
+    return touch_of(
+        {
+            "id": id_,
+            "customer_id": who,
+            "occurred_at": when.isoformat(),
+            "channel": "web",
+            "type": "page_view",
+            "payload": {"kind": "page_view", "campaign": campaign},
+        }
+    )
+
+
+def test_a_campaign_is_credited_with_the_sales_it_brought_on_any_channel() -> None:
+    """Ana lands from the spring newsletter, then from an Instagram post with no campaign name,
+    then buys in a store: the Instagram visit was her last campaign visit. Bo lands from the
+    newsletter and buys online; Carla's visit is older than the attribution window; Dan's
+    campaign visit comes after his order: neither of their orders is any campaign's."""
+    journey = [
+        visit("a1", "ana", at(), "spring"),
+        visit("a2", "ana", at(days=1), None, source="instagram"),
+        sale("a3", "ana", at(days=2), "store", "S-1", "store"),
+        visit("b1", "bo", at(), "spring"),
+        Touch("b2", "bo", at(hours=1), "web", "page_view"),
+        sale("b3", "bo", at(hours=2), "web", "W-1", "online"),
+        visit("c1", "carla", at(), "spring"),
+        sale(
+            "c2", "carla", at() + WINDOWS.attribution + timedelta(minutes=1), "web", "W-2", "online"
+        ),
+        sale("d1", "dan", at(days=1), "store", "S-2", "store"),
+        visit("d2", "dan", at(days=1, minutes=5), "spring"),
+        Touch("e1", "eve", at(), "web", "page_view"),
+    ]
+
+    campaigns = measure(journey, at(hours=-1), at(days=40), WINDOWS).campaigns
+
+    assert campaigns.visits == {"(not set)": 1, "spring": 4}
+    assert campaigns.orders == {"(not set)": 1, "spring": 1}
+    assert campaigns.orders_by_source_medium == {"instagram / email": 1, "newsletter / email": 1}
+    assert campaigns.sold_via == {"(not set)": {"store": 1}, "spring": {"online": 1}}
+    assert campaigns.orders_without_campaign == 2
+
+
+def test_a_journey_without_campaigns_measures_none(measures: Measures) -> None:
+    assert measures.campaigns.model_dump() == {
+        "visits": {},
+        "orders": {},
+        "orders_by_source_medium": {},
+        "sold_via": {},
+        "orders_without_campaign": 2,
+    }

@@ -24,6 +24,9 @@ TRUNCATED: Final = "truncated"
 NOT_TYPED: Final = "not_typed"
 """An event of a kind the contract types (an order, a cart) could not be read as that kind (a
 price written `59,90`, say) and was kept as a `custom` event: it counts as no order."""
+LOOKS_PERSONAL: Final = "looks_personal"
+"""A field published in the clear for analytics (a page view's `campaign`) held what looks like
+an email address, and was left out: the rest of the event is kept."""
 
 
 class Adjustment(BaseModel):
@@ -50,7 +53,8 @@ class Adjustment(BaseModel):
         description="Why: `invalid_<identifier kind>` (the identifier was dropped), "
         "`in_the_future`, `too_old` or `unreadable` (`occurred_at` became the receipt time), "
         "`truncated` (cut to the contract's maximum length), `not_typed` (on `payload`: an "
-        "event of a typed kind, an order say, that could not be read as one, kept as `custom`).",
+        "event of a typed kind, an order say, that could not be read as one, kept as `custom`), "
+        "`looks_personal` (a field kept in the clear held an email address and was left out).",
         examples=["invalid_phone", "in_the_future"],
     )
 

@@ -180,6 +180,42 @@ class MessageStatusChanged(_Model):
     error: str | None = Field(default=None, max_length=1_000)
 
 
+MAX_CAMPAIGN_TEXT: Final = 200
+CampaignText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_CAMPAIGN_TEXT)
+]
+
+
+class Campaign(_Model):
+    """The marketing campaign that brought a visit: Segment's `context.campaign`, or the landing
+    URL's `utm_campaign`, `utm_source` and `utm_medium`. Kept in the clear, where the page's URL is
+    sealed, so a campaign's sales can be measured on any channel without the keys; the URL keeps
+    the rest (`utm_term`, `utm_content`)."""
+
+    name: CampaignText | None = Field(
+        default=None, description="`utm_campaign`.", examples=["spring-sale"]
+    )
+    source: CampaignText | None = Field(
+        default=None, description="`utm_source`.", examples=["newsletter"]
+    )
+    medium: CampaignText | None = Field(
+        default=None, description="`utm_medium`.", examples=["email"]
+    )
+
+    @model_validator(mode="after")
+    def _useful_and_impersonal(self) -> Campaign:
+        values = [v for v in (self.name, self.source, self.medium) if v is not None]
+        if self.name is None and self.source is None:
+            raise PydanticCustomError("campaign_unnamed", "a campaign needs a name or a source")
+        if any("@" in value for value in values):
+            raise PydanticCustomError(
+                "campaign_personal",
+                "a campaign's name, source and medium are published in the clear: an email "
+                "address has no place in them",
+            )
+        return self
+
+
 class PageViewed(_Model):
     """A web page or app screen was shown."""
 
@@ -190,6 +226,12 @@ class PageViewed(_Model):
     path: str | None = Field(default=None, max_length=4_000)
     referrer: str | None = Field(default=None, max_length=4_000)
     title: str | None = Field(default=None, max_length=1_000)
+    campaign: Campaign | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="The campaign the visit came from, when the page was its landing. Absent "
+        "otherwise.",
+    )
 
 
 class ProductViewed(_Model):

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hilo.contract import IdentityTrust, Interaction
 from hilo.contract.payloads import (
     CallHappened,
+    Campaign,
     CartChanged,
     ConsentChanged,
     CustomEvent,
@@ -136,6 +137,13 @@ def _words(value: str) -> str:
     return value.replace("_", " ")
 
 
+def _campaign(campaign: Campaign) -> str:
+    """`, from campaign spring (newsletter / email)`: what brought a customer in, for the desk."""
+    told = " / ".join(part for part in (campaign.source, campaign.medium) if part)
+    name = f"campaign {campaign.name}" if campaign.name else "a campaign"
+    return f", from {name}" + (f" ({told})" if told else "")
+
+
 def summarise(payload: Payload, channel: str) -> str:  # noqa: PLR0911, PLR0912 - one per kind
     """One line an agent can scan in a timeline."""
     match payload:
@@ -149,7 +157,8 @@ def summarise(payload: Payload, channel: str) -> str:  # noqa: PLR0911, PLR0912 
         case PageViewed():
             what = "screen" if payload.screen else "page"
             name = payload.name or payload.title or payload.path or payload.url or ""
-            return f"Viewed {what} {name}".rstrip()
+            came = _campaign(payload.campaign) if payload.campaign else ""
+            return f"Viewed {what} {name}".rstrip() + came
         case ProductViewed():
             return f"Viewed product {payload.name or payload.sku}"
         case CartChanged():
