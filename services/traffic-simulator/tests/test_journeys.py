@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import SecretStr
 
@@ -99,3 +100,14 @@ def test_chats_keyed_with_another_pepper_are_counted_as_unnamed() -> None:
     assert set(ours) == {"whatsapp", "messenger"}
     assert ours["whatsapp"] != other["whatsapp"]
     assert (result.chats, result.unnamed_chats) == (2, 1)
+
+
+def test_two_in_three_people_land_from_a_campaign() -> None:
+    """So the demo's measures have campaigns to credit (journey-analytics' `campaigns`)."""
+    landings = []
+    for person in people(3, seed=1):
+        home = journey(person, SETTINGS, journey_start(person))[0]
+        landings.append(json.loads(home.body)["properties"]["url"])
+
+    tagged = [parse_qs(urlsplit(url).query).get("utm_campaign") for url in landings]
+    assert sorted(map(str, tagged)) == ["None", "['spring']", "['spring']"]

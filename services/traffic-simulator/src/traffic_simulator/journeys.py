@@ -47,6 +47,21 @@ class Step:
     events: int = 1
 
 
+CAMPAIGNS = (
+    "utm_source=newsletter&utm_medium=email&utm_campaign=spring",
+    "utm_source=instagram&utm_medium=social&utm_campaign=spring",
+    "",
+)
+"""Where the simulated people come from, in turn: the spring newsletter, an Instagram post of
+the same campaign, or straight to the shop (journey-analytics' `campaigns`)."""
+
+
+def landing_url(person: Person) -> str:
+    """The home page as the person reached it: tagged with a campaign for two in three."""
+    query = CAMPAIGNS[person.number % len(CAMPAIGNS)]
+    return "https://shop.example.com/" + (f"?{query}" if query else "")
+
+
 def journey(
     person: Person, settings: SimulatorSettings, start: datetime, offers: OfferPlan | None = None
 ) -> list[Step]:
@@ -54,7 +69,7 @@ def journey(
     build = _Builder(person, settings, start)
     offers = offers or OfferPlan()
     steps = [
-        build.web("page", 0, {"name": "Home", "properties": {"url": "https://shop.example.com/"}}),
+        build.web("page", 0, {"name": "Home", "properties": {"url": landing_url(person)}}),
         build.web("track", 1, {"event": "Product Viewed", "properties": build.product()}),
         build.web("track", 2, {"event": "Product Added", "properties": build.cart_line()}),
         build.web(
