@@ -97,7 +97,8 @@ WEB_SAMPLES: dict[str, dict[str, Any]] = {
     "/v1/page": {
         "anonymousId": "anon-1",
         "name": "Home",
-        "properties": {"url": "https://shop.example.com/", "title": "Shop"},
+        "properties": {"url": "https://shop.example.com/?utm_campaign=spring", "title": "Shop"},
+        "context": {"campaign": {"name": "spring", "source": "newsletter", "medium": "email"}},
     },
     "/v1/screen": {"userId": "u-1", "name": "Cart", "context": {"app": {"name": "Shop"}}},
     "/v1/alias": {"userId": "u-1", "previousId": "anon-1"},

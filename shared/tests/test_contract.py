@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from hilo.contract import (
@@ -309,6 +310,8 @@ def test_a_customer_is_called_by_name_else_first_and_last_never_by_a_blank() -> 
     [
         ({"medium": "email"}, "campaign_unnamed"),
         ({"name": "spring", "source": "ana@example.com"}, "campaign_personal"),
+        ({"name": "spring", "source": "ana%40example.com"}, "campaign_personal"),
+        ({"name": "call +34 612 34 56 78"}, "campaign_personal"),
         ({"name": " "}, "string_too_short"),
     ],
 )
@@ -318,3 +321,15 @@ def test_a_campaign_names_itself_and_nobody(fields: dict[str, str], error: str) 
         Campaign.model_validate(fields)
 
     assert [e["type"] for e in refused.value.errors()] == [error]
+    if error != "string_too_short":
+        published = Draft202012Validator(Campaign.model_json_schema())
+        assert not published.is_valid(fields), "the published schema refuses it too"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"name": "spring"}, {"source": "newsletter", "medium": "email"}, {"name": "2026-12-01"}],
+)
+def test_a_campaign_both_the_reader_and_the_published_schema_take(fields: dict[str, str]) -> None:
+    Campaign.model_validate(fields)
+    Draft202012Validator(Campaign.model_json_schema()).validate(fields)

@@ -582,6 +582,34 @@ async def test_a_batch_keeps_its_valid_calls_and_names_the_refused_ones(
     }
 
 
+async def test_a_landing_publishes_its_campaign_and_unreadable_campaigns_cost_no_call(
+    web: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """analytics.js tags calls with `context.campaign`; a URL no parser reads, or a campaign
+    that is no object, is anyone's to send with the public key: the calls are kept."""
+    landing = {
+        **PAGE,
+        "messageId": "msg-landing",
+        "context": {"campaign": {"name": "spring", "source": "newsletter", "medium": "email"}},
+    }
+    odd_url = {**PAGE, "messageId": "msg-odd-url", "properties": {"url": "http://[x/?utm_x=1"}}
+    odd_campaign = {**TRACK, "messageId": "msg-odd-campaign", "context": {"campaign": "spring"}}
+    calls = [landing, odd_url, odd_campaign]
+    batch = [{**call, "type": "track" if call is odd_campaign else "page"} for call in calls]
+
+    answer = await web.post("/v1/batch", json={"batch": batch}, headers=AUTH)
+
+    assert answer.status_code == 200, answer.text
+    assert "refused" not in answer.json()
+    events = {e["id"]: e for e in await published_interactions(settings, 3)}
+    assert events[interaction_id("web", "msg-landing")]["payload"]["campaign"] == {
+        "name": "spring",
+        "source": "newsletter",
+        "medium": "email",
+    }
+    assert "campaign" not in events[interaction_id("web", "msg-odd-url")]["payload"]
+
+
 async def test_503_while_kafka_is_down_and_the_retry_is_published(
     web_settings: WebSettings, tmp_path: Path
 ) -> None:

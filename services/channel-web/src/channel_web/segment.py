@@ -53,9 +53,9 @@ class Context(_Segment):
     device: Device | None = None
     app: dict[str, Any] | None = None
     page: dict[str, Any] | None = None
-    campaign: dict[str, Any] | None = None
+    campaign: Any = None
     """`utm_` parameters of the landing URL, as analytics.js reads them (`name` is
-    `utm_campaign`)."""
+    `utm_campaign`). Any shape: one that is not an object is ignored, never a refusal."""
 
 
 class Call(_Segment):

@@ -57,6 +57,7 @@ from hilo.contract.payloads import (
     MAX_CONSENT_SOURCE,
     MAX_RESPONSE_ID,
     given_codes,
+    looks_personal,
 )
 
 DEFAULT_CURRENCY = "USD"
@@ -173,7 +174,7 @@ def _page(call: Call, cut: Truncations) -> PageViewed:
         path=text("path", page.get("path")),
         referrer=text("referrer", page.get("referrer")),
         title=text("title", page.get("title")),
-        campaign=_campaign(call.context.campaign or _utm(page.get("url")), cut),
+        campaign=_campaign(call.context.campaign, page.get("url"), cut),
     )
 
 
@@ -182,24 +183,35 @@ CAMPAIGN_KEYS = {"name": "utm_campaign", "source": "utm_source", "medium": "utm_
 
 
 def _utm(url: Any) -> dict[str, str]:
-    """The campaign the landing URL names: what analytics.js puts in `context.campaign`, for
-    SDKs and server-side trackers that send the URL alone."""
+    """The campaign the page's URL names, its last value of each parameter as analytics.js reads
+    it: for SDKs and server-side trackers that send the URL alone. An unreadable URL names none."""
     if not isinstance(url, str):
         return {}
-    query = parse_qs(urlsplit(url).query)
-    return {field: query[key][0] for field, key in CAMPAIGN_KEYS.items() if key in query}
+    try:
+        query = parse_qs(urlsplit(url).query)
+    except ValueError:  # a bracket or a character no URL holds: kept as text, read for nothing
+        return {}
+    return {field: query[key][-1] for field, key in CAMPAIGN_KEYS.items() if key in query}
 
 
-def _campaign(given: Mapping[str, Any], cut: Truncations) -> Campaign | None:
-    """The visit's campaign, or None: one with neither a name nor a source says nothing to
-    count, and one holding an email address is left out (it would be published in the clear)."""
-    fields = {
-        field: cut.clip(text.strip(), MAX_CAMPAIGN_TEXT, f"payload.campaign.{field}")
-        for field in CAMPAIGN_KEYS
-        if (text := _text(given.get(field))) is not None and text.strip()
-    }
-    if not fields:
+def _campaign(told: Any, url: Any, cut: Truncations) -> Campaign | None:
+    """The page view's campaign: `context.campaign`'s fields, each missing one from the URL.
+    None when it has neither a name nor a source (nothing to count), and left out, noted, when
+    a field holds an email address or a phone number (it would be published in the clear)."""
+    given = {**_utm(url), **(told if isinstance(told, Mapping) else {})}
+    texts = {field: _text(given.get(field)) for field in CAMPAIGN_KEYS}
+    fields = {field: text.strip() for field, text in texts.items() if text and text.strip()}
+    if any(looks_personal(text) for text in fields.values()):
+        cut.note("payload.campaign", LOOKS_PERSONAL)
         return None
+    if "name" not in fields and "source" not in fields:
+        return None
+    return Campaign.model_validate(
+        {
+            field: cut.clip(text, MAX_CAMPAIGN_TEXT, f"payload.campaign.{field}")
+            for field, text in fields.items()
+        }
+    )
     try:
         return Campaign.model_validate(fields)
     except ValidationError as exc:

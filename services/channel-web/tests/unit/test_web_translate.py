@@ -254,20 +254,24 @@ def landing(**context: Any) -> PageViewed:
     return payload
 
 
+def campaign_of(**context: Any) -> dict[str, Any] | None:
+    campaign = landing(**context).campaign
+    return None if campaign is None else campaign.model_dump(exclude_none=True)
+
+
 def test_a_landings_campaign_is_read_from_the_context_or_else_from_its_url() -> None:
     told = {"name": " spring ", "source": "newsletter", "medium": "email", "term": "shoes"}
+    spring = {"name": "spring", "source": "newsletter", "medium": "email"}
 
-    from_context = landing(campaign=told, page={"url": "https://shop.example/?utm_campaign=x"})
-    from_url = landing(page={"url": LANDING})
-
-    assert from_context.campaign is not None
-    assert from_url.campaign is not None
-    assert from_context.campaign.model_dump() == {
-        "name": "spring",
-        "source": "newsletter",
-        "medium": "email",
-    }, "the context wins over the URL, and what is not counted (the term) stays in the URL"
-    assert from_url.campaign == from_context.campaign
+    assert campaign_of(campaign=told, page={"url": "https://x.example/?utm_campaign=x"}) == spring
+    assert campaign_of(page={"url": LANDING}) == spring, "the term stays in the URL alone"
+    assert campaign_of(campaign={"medium": "email"}, page={"url": LANDING}) == spring, (
+        "a context naming neither name nor source takes them from the URL"
+    )
+    assert campaign_of(page={"url": LANDING + "&utm_campaign=summer"}) == {
+        **spring,
+        "name": "summer",
+    }, "a repeated parameter's last value, as analytics.js reads it"
 
 
 @pytest.mark.parametrize(
@@ -276,30 +280,56 @@ def test_a_landings_campaign_is_read_from_the_context_or_else_from_its_url() -> 
         "https://shop.example/spring",
         "https://shop.example/?utm_medium=email",
         "https://shop.example/?utm_campaign=&utm_source=%20",
+        "http://[x/?utm_campaign=spring",
+        "https://shop.example]/?utm_campaign=spring",
+        "http://a\uff03b/?utm_campaign=spring",
     ],
 )
-def test_a_page_naming_no_campaign_has_none_and_serialises_as_before(url: str) -> None:
+def test_a_page_naming_no_campaign_or_unreadably_has_none_and_serialises_as_before(
+    url: str,
+) -> None:
     payload = landing(page={"url": url})
 
     assert payload.campaign is None
+    assert payload.url == url, "an unreadable URL is kept as the text it is"
     assert "campaign" not in payload.model_dump(mode="json")
 
 
-def test_a_campaign_holding_an_email_is_left_out_saying_so_and_the_page_view_kept() -> None:
+@pytest.mark.parametrize("told", ["spring", ["spring"], 7, None])
+def test_a_context_campaign_that_is_no_object_is_ignored_not_refused(told: object) -> None:
+    assert campaign_of(campaign=told, page={"url": LANDING}) == {
+        "name": "spring",
+        "source": "newsletter",
+        "medium": "email",
+    }
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["ana%40example.com", "ana%2540example.com", "+34 612 34 56 78", "34612345678"],
+)
+def test_a_campaign_holding_an_address_or_a_number_is_left_out_saying_so(source: str) -> None:
     """Marketers sometimes tag a link with its recipient: the campaign is published in the
-    clear, so it goes, where the sealed URL keeps it."""
-    page = call(
-        type="page",
-        anonymousId="a1",
-        context={"page": {"url": LANDING.replace("newsletter", "ana%40example.com")}},
-    )
+    clear, so it goes, where the sealed URL keeps it; the page view stays."""
+    url = LANDING.replace("newsletter", source.replace("+", "%2B").replace(" ", "%20"))
+    page = call(type="page", anonymousId="a1", context={"page": {"url": url}})
 
     published = translate(page, RECEIVED, "t")
 
     assert isinstance(published.payload, PageViewed)
     assert published.payload.campaign is None
-    assert published.payload.url is not None
-    assert "utm_source" in published.payload.url
+    assert published.payload.url == url
+    assert [(a.field, a.reason) for a in published.adjustments] == [
+        ("payload.campaign", "looks_personal")
+    ]
+
+
+def test_a_long_campaign_holding_an_address_is_noted_as_left_out_not_as_cut() -> None:
+    told = {"name": "s" * 250, "source": "ana@example.com"}
+    page = call(type="page", anonymousId="a1", context={"campaign": told})
+
+    published = translate(page, RECEIVED, "t")
+
     assert [(a.field, a.reason) for a in published.adjustments] == [
         ("payload.campaign", "looks_personal")
     ]

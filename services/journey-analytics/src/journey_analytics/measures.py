@@ -54,10 +54,11 @@ Definitions (what the numbers mean):
   survey answer) in the attribution window before it: first touch (all credit to the first),
   last touch (to the last), linear (1/n to each of n). An order with no touch in the window is
   **unattributed**: counted, credited to no channel.
-- **Campaigns**: a campaign visit is a page view with a `campaign` (from the landing URL); each
-  order is credited to the customer's last campaign visit in the attribution window before
-  it (last touch), whatever channel the order came through; orders with none are counted in
-  `orders_without_campaign`.
+- **Campaigns**: a campaign visit is a page view with a `campaign` (from the landing URL), the
+  customer's views of the same campaign each within `VISIT_GAP` (30 minutes) of the one before
+  being one visit, counted at its first. Each order is credited to the customer's last campaign
+  view in the attribution window before it (last touch), whatever channel the order came
+  through; orders with none are counted in `orders_without_campaign`.
 
 A range counts what starts in it (an entry, a conversation's first contact, a switch, a survey, a
 cart's first entry, an order) and follows it past the range's end, up to `Windows.forward`: a
@@ -91,6 +92,9 @@ NOT_TOUCHES = frozenset(
 )
 """Entries that are no touch an order can be credited to: the order itself, money paid back on
 one, a provider's delivery receipt, a sign-in, a consent change, a survey answer."""
+VISIT_GAP: Final = timedelta(minutes=30)
+"""Views tagged with the same campaign this close to the previous one are the same visit (the
+session timeout of web analytics tools)."""
 DOUBLE_SUBMISSION: Final = timedelta(minutes=2)
 """How close an identical answer to the same survey, without a response id, is taken for the
 same answer posted again (a double click, a form re-sent) rather than a second answer."""
@@ -729,7 +733,11 @@ def _campaigns(
     sold_via: defaultdict[str, Counter[str]] = defaultdict(Counter)
     without = 0
     for journey in journeys:
-        visits.update(t.campaign for t in journey if t.campaign and start <= t.occurred_at < end)
+        visits.update(
+            v.campaign
+            for v in campaign_visits(journey)
+            if v.campaign and start <= v.occurred_at < end
+        )
         for order in journey:
             if order.id not in bought or not start <= order.occurred_at < end:
                 continue
@@ -747,6 +755,22 @@ def _campaigns(
         sold_via={name: dict(sorted(c.items())) for name, c in sorted(sold_via.items())},
         orders_without_campaign=without,
     )
+
+
+def campaign_visits(journey: Sequence[Touch]) -> list[Touch]:
+    """A customer's campaign visits, each as its first page view: SDKs tag every view of a
+    tagged URL (a reload, the back button, a single-page shop keeping the query), so views of
+    the same campaign each within `VISIT_GAP` of the one before are one visit."""
+    visits: list[Touch] = []
+    last_seen: dict[str, datetime] = {}
+    for touch in journey:
+        if touch.campaign is None:
+            continue
+        seen = last_seen.get(touch.campaign)
+        if seen is None or touch.occurred_at - seen > VISIT_GAP:
+            visits.append(touch)
+        last_seen[touch.campaign] = touch.occurred_at
+    return visits
 
 
 def _last_campaign_visit(journey: Sequence[Touch], order: Touch, window: timedelta) -> Touch | None:

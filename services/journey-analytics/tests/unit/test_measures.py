@@ -616,31 +616,60 @@ def visit(
 def test_a_campaign_is_credited_with_the_sales_it_brought_on_any_channel() -> None:
     """Ana lands from the spring newsletter, then from an Instagram post with no campaign name,
     then buys in a store: the Instagram visit was her last campaign visit. Bo lands from the
-    newsletter and buys online; Carla's visit is older than the attribution window; Dan's
-    campaign visit comes after his order: neither of their orders is any campaign's."""
+    newsletter (and reloads the page) and buys online; Carla's visit is older than the
+    attribution window; Dan's comes at the very time of his order; Fay's order was cancelled
+    the same day: none of theirs is any campaign's. Gus's visit is exactly at the window's
+    start: it counts."""
+    window = WINDOWS.attribution
     journey = [
         visit("a1", "ana", at(), "spring"),
         visit("a2", "ana", at(days=1), None, source="instagram"),
         sale("a3", "ana", at(days=2), "store", "S-1", "store"),
         visit("b1", "bo", at(), "spring"),
+        visit("b1-reload", "bo", at(minutes=20), "spring"),
         Touch("b2", "bo", at(hours=1), "web", "page_view"),
         sale("b3", "bo", at(hours=2), "web", "W-1", "online"),
         visit("c1", "carla", at(), "spring"),
-        sale(
-            "c2", "carla", at() + WINDOWS.attribution + timedelta(minutes=1), "web", "W-2", "online"
-        ),
-        sale("d1", "dan", at(days=1), "store", "S-2", "store"),
-        visit("d2", "dan", at(days=1, minutes=5), "spring"),
+        sale("c2", "carla", at() + window + timedelta(minutes=1), "web", "W-2", "online"),
+        visit("d1", "dan", at(days=1), "spring"),
+        sale("d2", "dan", at(days=1), "store", "S-2", "store"),
+        visit("f1", "fay", at(), "spring"),
+        sale("f2", "fay", at(hours=1), "web", "W-3", "online"),
+        Touch("f3", "fay", at(hours=2), "web", "order", order_id="W-3", status="cancelled"),
+        visit("g1", "gus", at(), "summer"),
+        sale("g2", "gus", at() + window, "phone", "P-1", "phone"),
         Touch("e1", "eve", at(), "web", "page_view"),
     ]
 
-    campaigns = measure(journey, at(hours=-1), at(days=40), WINDOWS).campaigns
+    measured = measure(journey, at(hours=-1), at(days=40), WINDOWS)
+    campaigns = measured.campaigns
 
-    assert campaigns.visits == {"(not set)": 1, "spring": 4}
-    assert campaigns.orders == {"(not set)": 1, "spring": 1}
-    assert campaigns.orders_by_source_medium == {"instagram / email": 1, "newsletter / email": 1}
-    assert campaigns.sold_via == {"(not set)": {"store": 1}, "spring": {"online": 1}}
+    assert campaigns.visits == {"(not set)": 1, "spring": 5, "summer": 1}, "a reload is no visit"
+    assert campaigns.orders == {"(not set)": 1, "spring": 1, "summer": 1}
+    assert campaigns.orders_by_source_medium == {"instagram / email": 1, "newsletter / email": 2}
+    assert campaigns.sold_via == {
+        "(not set)": {"store": 1},
+        "spring": {"online": 1},
+        "summer": {"phone": 1},
+    }
     assert campaigns.orders_without_campaign == 2
+    assert sum(campaigns.orders.values()) + campaigns.orders_without_campaign == (
+        measured.attribution.orders
+    )
+
+
+def test_a_visit_counts_in_the_range_it_starts_in() -> None:
+    """A visit yesterday evening, viewed again this morning after the gap: one visit each day;
+    views continuing yesterday's visit past midnight are yesterday's."""
+    journey = [
+        visit("v1", "ana", at(hours=23, minutes=50), "spring"),
+        visit("v2", "ana", at(days=1, minutes=10), "spring"),
+        visit("v3", "ana", at(days=1, hours=9), "spring"),
+    ]
+
+    today = measure(journey, at(days=1), at(days=2), WINDOWS).campaigns
+
+    assert today.visits == {"spring": 1}
 
 
 def test_a_journey_without_campaigns_measures_none(measures: Measures) -> None:

@@ -6,10 +6,11 @@ serialised as a string, so analytics in any language read exact amounts.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
@@ -181,37 +182,57 @@ class MessageStatusChanged(_Model):
 
 
 MAX_CAMPAIGN_TEXT: Final = 200
+PERSONAL_IN_CAMPAIGN: Final = r"@|%40|(?:\d[ ().-]?){8}\d"
+"""What a campaign field published in the clear must not hold: an email address (`@`, or
+`%40` as a link encoded twice) or a phone number (nine digits or more, grouped or not)."""
+_IMPERSONAL = rf"^(?![\s\S]*(?:{PERSONAL_IN_CAMPAIGN}))"
 CampaignText = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_CAMPAIGN_TEXT)
 ]
 
 
+def looks_personal(value: str) -> bool:
+    """Whether a campaign field holds what looks like someone's address or number."""
+    return re.search(PERSONAL_IN_CAMPAIGN, value) is not None
+
+
+def _campaign_field(utm: str, example: str) -> Any:
+    return Field(
+        default=None,
+        description=f"`{utm}`, as sent (case kept). No email address or phone number.",
+        examples=[example],
+        json_schema_extra={"pattern": _IMPERSONAL},
+    )
+
+
 class Campaign(_Model):
-    """The marketing campaign that brought a visit: Segment's `context.campaign`, or the landing
+    """The marketing campaign a page view came from: Segment's `context.campaign`, or the page
     URL's `utm_campaign`, `utm_source` and `utm_medium`. Kept in the clear, where the page's URL is
     sealed, so a campaign's sales can be measured on any channel without the keys; the URL keeps
-    the rest (`utm_term`, `utm_content`)."""
+    the rest (`utm_term`, `utm_content`). It needs a name or a source, and none of its fields may
+    hold an email address or a phone number (an `@`, a `%40`, nine digits or more); a channel
+    leaves out a campaign that does rather than publish it. Names and codes that point at one
+    person (a referral code as a campaign) are the sender's to keep out: they stay after an
+    erasure."""
 
-    name: CampaignText | None = Field(
-        default=None, description="`utm_campaign`.", examples=["spring-sale"]
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": ["name"]}, {"required": ["source"]}]}
     )
-    source: CampaignText | None = Field(
-        default=None, description="`utm_source`.", examples=["newsletter"]
-    )
-    medium: CampaignText | None = Field(
-        default=None, description="`utm_medium`.", examples=["email"]
-    )
+
+    name: CampaignText | None = _campaign_field("utm_campaign", "spring-sale")
+    source: CampaignText | None = _campaign_field("utm_source", "newsletter")
+    medium: CampaignText | None = _campaign_field("utm_medium", "email")
 
     @model_validator(mode="after")
     def _useful_and_impersonal(self) -> Campaign:
         values = [v for v in (self.name, self.source, self.medium) if v is not None]
         if self.name is None and self.source is None:
             raise PydanticCustomError("campaign_unnamed", "a campaign needs a name or a source")
-        if any("@" in value for value in values):
+        if any(looks_personal(value) for value in values):
             raise PydanticCustomError(
                 "campaign_personal",
                 "a campaign's name, source and medium are published in the clear: an email "
-                "address has no place in them",
+                "address or a phone number has no place in them",
             )
         return self
 
@@ -229,8 +250,9 @@ class PageViewed(_Model):
     campaign: Campaign | None = Field(
         default=None,
         exclude_if=_absent,
-        description="The campaign the visit came from, when the page was its landing. Absent "
-        "otherwise.",
+        description="The campaign the page view came from (the URL's `utm_` parameters). "
+        "Segment's SDKs tag every view of a tagged URL, reloads too: readers counting visits "
+        "group them. Absent otherwise.",
     )
 
 
