@@ -41,6 +41,11 @@ GAUGES = {
     "response": Gauge("hilo_journey_first_response_seconds", "Mean time to first response, today."),
     "csat": Gauge("hilo_journey_csat", "Average CSAT by channel, today.", ["channel"]),
     "mix": Gauge("hilo_journey_entries", "Journey entries by channel, today.", ["channel"]),
+    "campaigns": Gauge(
+        "hilo_journey_campaign_orders",
+        "Orders credited to each campaign today (the 100 largest), by where they were sold.",
+        ["campaign", "sold_via"],
+    ),
 }
 
 
@@ -128,12 +133,15 @@ def _export(measures: Measures) -> None:
         ("response", conversations.mean_first_response_seconds),
     ):
         GAUGES[name].set(value if value is not None else float("nan"))
-    GAUGES["csat"].clear()  # a new day starts without yesterday's channels
-    GAUGES["mix"].clear()
+    for labelled in ("csat", "mix", "campaigns"):
+        GAUGES[labelled].clear()  # a new day starts without yesterday's channels and campaigns
     for channel, average in measures.satisfaction.csat_by_channel.items():
         GAUGES["csat"].labels(channel).set(average)
     for channel, count in measures.channel_mix.items():
         GAUGES["mix"].labels(channel).set(count)
+    for campaign, sales in measures.campaigns.sold_via.items():
+        for where, count in sales.items():
+            GAUGES["campaigns"].labels(campaign, where).set(count)
 
 
 def create_service(settings: AnalyticsSettings) -> AnalyticsService:

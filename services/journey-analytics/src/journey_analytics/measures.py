@@ -171,6 +171,9 @@ def touch_of(entry: dict[str, Any]) -> Touch:
 
 
 NOT_SET: Final = "(not set)"
+OTHER: Final = "(other)"
+MAX_CAMPAIGNS: Final = 100
+"""How many campaigns (and sources) a range's measures name; the rest are `(other)`."""
 
 
 def _campaign_of(campaign: object) -> tuple[str | None, str | None]:
@@ -748,13 +751,29 @@ def _campaigns(
             orders[credited.campaign] += 1
             by_source[credited.source_medium or NOT_SET] += 1
             sold_via[credited.campaign][order.sales_channel or NOT_SET] += 1
+    named = _top(orders)
+    where = {name: c for name, c in sold_via.items() if name in named}
+    rest: Counter[str] = sum((c for name, c in sold_via.items() if name not in named), Counter())
+    if rest:
+        where[OTHER] = rest
     return Campaigns(
-        visits=dict(sorted(visits.items())),
-        orders=dict(sorted(orders.items())),
-        orders_by_source_medium=dict(sorted(by_source.items())),
-        sold_via={name: dict(sorted(c.items())) for name, c in sorted(sold_via.items())},
+        visits=_top(visits),
+        orders=named,
+        orders_by_source_medium=_top(by_source),
+        sold_via={name: dict(sorted(c.items())) for name, c in sorted(where.items())},
         orders_without_campaign=without,
     )
+
+
+def _top(counts: Counter[str]) -> dict[str, int]:
+    """The `MAX_CAMPAIGNS` largest counts by name, the rest summed as `(other)`: anyone with the
+    public web key can tag views with made-up campaigns, and a day's record must stay within
+    what Kafka takes."""
+    if len(counts) <= MAX_CAMPAIGNS:
+        return dict(sorted(counts.items()))
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    kept = dict(sorted(ranked[:MAX_CAMPAIGNS]))
+    return kept | {OTHER: sum(count for _, count in ranked[MAX_CAMPAIGNS:])}
 
 
 def campaign_visits(journey: Sequence[Touch]) -> list[Touch]:

@@ -680,3 +680,21 @@ def test_a_journey_without_campaigns_measures_none(measures: Measures) -> None:
         "sold_via": {},
         "orders_without_campaign": 2,
     }
+
+
+def test_made_up_campaigns_past_the_hundred_largest_are_summed_as_other() -> None:
+    """Anyone with the public web key can tag views with any campaign: a day's record names
+    the 100 largest and sums the rest, so it stays within what Kafka takes."""
+    journey = [visit(f"v{n}", f"c{n}", at(), f"made-up-{n:03}") for n in range(150)]
+    journey += [visit("big", "ana", at(), "spring"), visit("big2", "bo", at(), "spring")]
+    journey += [sale(f"o{n}", f"c{n}", at(hours=1), "web", f"W-{n}", "online") for n in range(150)]
+
+    campaigns = measure(journey, at(hours=-1), at(days=1), WINDOWS).campaigns
+
+    assert len(campaigns.visits) == 101
+    assert campaigns.visits["spring"] == 2
+    assert campaigns.visits["(other)"] == 150 - 99
+    assert sum(campaigns.visits.values()) == 152
+    assert len(campaigns.orders) == len(campaigns.sold_via) == 101
+    assert campaigns.sold_via["(other)"] == {"online": 50}
+    assert sum(campaigns.orders.values()) == 150
