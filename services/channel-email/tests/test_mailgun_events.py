@@ -123,7 +123,7 @@ async def test_the_outcomes_of_hilos_mail_are_published_and_what_is_no_outcome_i
     ]
     ignored = [
         await post(email, event(reply, "accepted")),
-        await post(email, event(reply, "clicked", url="https://shop.example/orders")),
+        await post(email, event(reply, "stored")),
         await post(email, event(bounced, "failed", severity="temporary", reason="generic")),
         await post(email, event(newsletter, "delivered")),
     ]
@@ -131,7 +131,7 @@ async def test_the_outcomes_of_hilos_mail_are_published_and_what_is_no_outcome_i
     assert [answer.status_code for answer in published + ignored] == [200] * 8
     assert [answer.json() for answer in ignored] == [
         {"ignored": "accepted"},
-        {"ignored": "clicked"},
+        {"ignored": "stored"},
         {"ignored": "failed"},
         {"ignored": "delivered"},
     ]
@@ -153,6 +153,39 @@ async def test_the_outcomes_of_hilos_mail_are_published_and_what_is_no_outcome_i
         "550 5.1.1 <a***@e***.com>: Recipient address rejected: User unknown (bounce)"
     )
     assert {e["conversation"]["id"] for e in events} == {CONVERSATION}
+
+
+async def test_a_link_clicked_in_a_newsletter_is_a_campaign_view_of_its_reader(
+    email: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """Whoever sent the mail: the reader is known by their address, where their visit to the
+    shop may stay anonymous. A second click on the same link is the same event."""
+    spring = (
+        "https://shop.example/spring?utm_source=newsletter&utm_medium=email&utm_campaign=spring"
+    )
+    answers = [
+        await post(email, event(campaign_mail(), "clicked", url=spring)),
+        await post(email, event(campaign_mail(), "clicked", url=spring)),
+        await post(email, event(campaign_mail(), "clicked", url="https://shop.example/")),
+        await post(email, event(campaign_mail(), "clicked")),
+    ]
+
+    assert [a.status_code for a in answers] == [200, 200, 200, 406], answers[3].text
+    assert answers[0].json() == answers[1].json()
+    events = await published_interactions(settings, 3)
+    assert len({e["id"] for e in events}) == 2
+    assert [(e["channel"], e["identifiers"]["email"]) for e in events] == [("email", ANA)] * 3
+    assert events[0]["payload"] == {
+        "kind": "page_view",
+        "screen": False,
+        "name": None,
+        "url": spring,
+        "path": "/spring",
+        "referrer": None,
+        "title": None,
+        "campaign": {"name": "spring", "source": "newsletter", "medium": "email"},
+    }
+    assert "campaign" not in events[2]["payload"], "a link without a campaign is a view alone"
 
 
 async def test_an_unsubscribe_or_a_spam_complaint_withdraws_consent_whoever_sent_the_mail(
@@ -244,7 +277,7 @@ async def test_a_captured_signature_of_an_ignored_or_refused_event_is_worth_noth
     forged = AcceptedEmail(
         campaign_mail().message_id, DOMAIN, (("to", victim), ("subject", "Winter sale"))
     )
-    clicked = event_body(campaign_mail(), "clicked", SIGNING_KEY, token="clicked-token")
+    clicked = event_body(campaign_mail(), "accepted", SIGNING_KEY, token="clicked-token")
     unreadable = event_body(sent_by_hilo(), "delivered", SIGNING_KEY, token="refused-token")
     unreadable["event-data"]["message"] = {"headers": {}}
     first = [
@@ -267,9 +300,9 @@ async def test_a_captured_signature_of_an_ignored_or_refused_event_is_worth_noth
 
     assert [a.status_code for a in first] == [200, 406]
     assert [a.status_code for a in again] == [200, 406]
-    assert again[0].json() == first[0].json() == {"ignored": "clicked"}
+    assert again[0].json() == first[0].json() == {"ignored": "accepted"}
     assert again[1].json() == first[1].json()
-    assert (as_route.status_code, as_route.json()) == (200, {"ignored": "clicked"})
+    assert (as_route.status_code, as_route.json()) == (200, {"ignored": "accepted"})
     assert await published_interactions(settings, 0) == []
 
 

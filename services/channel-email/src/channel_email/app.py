@@ -103,8 +103,9 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
 
     @router.post("/webhooks/mailgun/events")
     async def mailgun_events(request: Request) -> dict[str, str]:
-        """Mailgun's event webhooks: delivered, permanently failed, opened, unsubscribed,
-        complained (`channel_email.events`); signed, fresh, each token published once."""
+        """Mailgun's event webhooks: delivered, permanently failed, opened, clicked,
+        unsubscribed, complained (`channel_email.events`); signed, fresh, each token published
+        once."""
         try:
             body = await raw_body(request, EVENT_BODY_LIMIT, within=settings.body_read_seconds)
             return await _record_event(channel, guard, settings, body)

@@ -6,10 +6,14 @@ as a route's post is (`channel_email.mailgun.ReplayGuard`). Of its events:
 
 - `delivered` → `delivered`; `opened` → `read` (when open tracking is on); a `failed` of
   severity `permanent` → `failed` with the receiving server's reason. A temporary failure is
-  not an outcome (Mailgun tries again for hours), nor are `accepted`, `clicked` or `stored`,
+  not an outcome (Mailgun tries again for hours), nor are `accepted` or `stored`,
   nor `rejected` (Mailgun's API refused the message, and the sender recorded that already).
   Only for messages Hilo sent (they carry the user variable `hilo-command-id`): other mail of
   the domain has no message in any journey to attach to.
+- `clicked` → a `page_view` on the email channel: the recipient followed a link (click tracking
+  on), its `campaign` read from the link's `utm_` parameters as the web collector reads a
+  landing's, so a newsletter is credited with what its reader bought later on any channel, even
+  one who never signs in on the web. Once per message, recipient and link.
 - `unsubscribed` → consent to `marketing` on email withdrawn; `complained` (the customer marked
   a mail as spam) → consent to `contact` on email withdrawn: Mailgun itself drops every later
   mail to a complainer, and the agent desk says so before a reply is written. Whichever
@@ -23,8 +27,10 @@ record in the clear.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -37,9 +43,13 @@ from hilo.contract import (
     Identifiers,
     Interaction,
     MessageStatusChanged,
+    PageViewed,
+    Truncations,
+    max_length,
     new_interaction,
     unix_time,
 )
+from hilo.contract.campaign import campaign_from
 from hilo.contract.outbound import failure_provider_id
 from hilo.logs import mask_text
 
@@ -86,6 +96,7 @@ class EventData(_Lenient):
     reason: str | None = None
     message: EventMessage = EventMessage()
     delivery_status: DeliveryReport | None = Field(default=None, alias="delivery-status")
+    url: str | None = Field(default=None, description="The link a `clicked` event followed.")
     user_variables: dict[str, Any] | list[Any] = Field(
         default_factory=dict, alias="user-variables", description="`[]` when there are none."
     )
@@ -119,6 +130,8 @@ def event_interaction(
     during Mailgun's call, so no message id was recorded): the status is then about that
     report (`failure_provider_id`), so the agent reads that the reply did go out,
     or bounced, where the reply is."""
+    if data.event == "clicked":
+        return _click(data, received_at, instance, key)
     status = status_of(data)
     purpose = _WITHDRAWN.get(data.event)
     if status is None and purpose is None:
@@ -155,6 +168,44 @@ def event_interaction(
         received_at=received_at,
         payload=payload,
     )
+
+
+def _click(data: EventData, received_at: datetime, instance: str, key: bytes) -> Interaction:
+    """A link the recipient followed, as a page view on this channel (the link sealed as a
+    page's URL is), once per message, recipient and link."""
+    message_id = bare_message_id(data.message.headers.message_id)
+    if message_id is None or not data.recipient or not data.url:
+        raise ValueError("a `clicked` event needs message.headers.message-id, recipient and url")
+    identifiers = Identifiers(email=data.recipient)
+    reference = mail_reference(key, identifiers.email or data.recipient, message_id)
+    link = hashlib.sha256(data.url.encode()).hexdigest()[:16]
+    cut = Truncations()
+    page = PageViewed(
+        url=cut.clip(data.url, URL_LIMIT, "payload.url"),
+        path=cut.clip(_path(data.url), URL_LIMIT, "payload.path"),
+        campaign=campaign_from(None, data.url, cut),
+    )
+    return new_interaction(
+        channel=CHANNEL,
+        instance=instance,
+        provider_event_id=f"{reference}:clicked:{link}",
+        identifiers=identifiers,
+        occurred_at=unix_time(data.timestamp),
+        received_at=received_at,
+        payload=page,
+        adjustments=cut.adjustments,
+    )
+
+
+URL_LIMIT = max_length(PageViewed, "url")
+
+
+def _path(url: str) -> str | None:
+    """The link's path, what the timeline shows (`/spring`); None for a URL no parser reads."""
+    try:
+        return urlsplit(url).path or None
+    except ValueError:
+        return None
 
 
 def status_of(data: EventData) -> DeliveryStatus | None:

@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from pydantic import ValidationError
 
@@ -22,7 +21,6 @@ from hilo.contract import (
     BUILT_IN_CHANNELS,
     NOT_TYPED,
     SECONDARY_CONTACTS,
-    Campaign,
     CartAction,
     CartChanged,
     ConsentChanged,
@@ -49,15 +47,14 @@ from hilo.contract import (
     max_length,
     new_interaction,
 )
-from hilo.contract.adjustments import LOOKS_PERSONAL, UNREADABLE
+from hilo.contract.adjustments import UNREADABLE
+from hilo.contract.campaign import campaign_from
 from hilo.contract.payloads import (
-    MAX_CAMPAIGN_TEXT,
     MAX_CODE,
     MAX_CODES,
     MAX_CONSENT_SOURCE,
     MAX_RESPONSE_ID,
     given_codes,
-    looks_personal,
 )
 
 DEFAULT_CURRENCY = "USD"
@@ -174,50 +171,8 @@ def _page(call: Call, cut: Truncations) -> PageViewed:
         path=text("path", page.get("path")),
         referrer=text("referrer", page.get("referrer")),
         title=text("title", page.get("title")),
-        campaign=_campaign(call.context.campaign, page.get("url"), cut),
+        campaign=campaign_from(call.context.campaign, page.get("url"), cut),
     )
-
-
-CAMPAIGN_KEYS = {"name": "utm_campaign", "source": "utm_source", "medium": "utm_medium"}
-"""A campaign's fields (Segment's `context.campaign`) and the URL parameters they come from."""
-
-
-def _utm(url: Any) -> dict[str, str]:
-    """The campaign the page's URL names, its last value of each parameter as analytics.js reads
-    it: for SDKs and server-side trackers that send the URL alone. An unreadable URL names none."""
-    if not isinstance(url, str):
-        return {}
-    try:
-        query = parse_qs(urlsplit(url).query)
-    except ValueError:  # a bracket or a character no URL holds: kept as text, read for nothing
-        return {}
-    return {field: query[key][-1] for field, key in CAMPAIGN_KEYS.items() if key in query}
-
-
-def _campaign(told: Any, url: Any, cut: Truncations) -> Campaign | None:
-    """The page view's campaign: `context.campaign`'s fields, each missing one from the URL.
-    None when it has neither a name nor a source (nothing to count), and left out, noted, when
-    a field holds an email address or a phone number (it would be published in the clear)."""
-    given = {**_utm(url), **(told if isinstance(told, Mapping) else {})}
-    texts = {field: _text(given.get(field)) for field in CAMPAIGN_KEYS}
-    fields = {field: text.strip() for field, text in texts.items() if text and text.strip()}
-    if any(looks_personal(text) for text in fields.values()):
-        cut.note("payload.campaign", LOOKS_PERSONAL)
-        return None
-    if "name" not in fields and "source" not in fields:
-        return None
-    return Campaign.model_validate(
-        {
-            field: cut.clip(text, MAX_CAMPAIGN_TEXT, f"payload.campaign.{field}")
-            for field, text in fields.items()
-        }
-    )
-    try:
-        return Campaign.model_validate(fields)
-    except ValidationError as exc:
-        if any(error["type"] == "campaign_personal" for error in exc.errors()):
-            cut.note("payload.campaign", LOOKS_PERSONAL)
-        return None
 
 
 def _track(call: Call, cut: Truncations, trust: IdentityTrust) -> Payload:
