@@ -326,9 +326,23 @@ def test_a_campaign_names_itself_and_nobody(fields: dict[str, str], error: str) 
         assert not published.is_valid(fields), "the published schema refuses it too"
 
 
+def test_the_published_schema_wants_a_name_or_a_source_not_two_nulls() -> None:
+    """Records carry `"name": null` when there is none: `required` alone would take that."""
+    published = Draft202012Validator(Campaign.model_json_schema())
+
+    assert not published.is_valid({"name": None, "source": None, "medium": "email"})
+    assert published.is_valid({"name": None, "source": "newsletter", "medium": None})
+
+
 @pytest.mark.parametrize(
     "fields",
-    [{"name": "spring"}, {"source": "newsletter", "medium": "email"}, {"name": "2026-12-01"}],
+    [
+        {"name": "spring"},
+        {"source": "newsletter", "medium": "email"},
+        {"name": "2026-12-01"},
+        {"name": "12345678901", "source": "google"},
+        {"name": "\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18\uff19"},
+    ],
 )
 def test_a_campaign_both_the_reader_and_the_published_schema_take(fields: dict[str, str]) -> None:
     Campaign.model_validate(fields)

@@ -13,7 +13,10 @@ as a route's post is (`channel_email.mailgun.ReplayGuard`). Of its events:
 - `clicked` → a `page_view` on the email channel: the recipient followed a link (click tracking
   on), its `campaign` read from the link's `utm_` parameters as the web collector reads a
   landing's, so a newsletter is credited with what its reader bought later on any channel, even
-  one who never signs in on the web. Once per message, recipient and link.
+  one who never signs in on the web. Each click is an event (Mailgun's event id).
+- An `opened` or `clicked` Mailgun took for a bot's (`client-info.bot`: Apple's Mail Privacy
+  Protection fetching every pixel, a security gateway following every link at delivery) is
+  ignored: it is no reader reading, and no visit.
 - `unsubscribed` → consent to `marketing` on email withdrawn; `complained` (the customer marked
   a mail as spam) → consent to `contact` on email withdrawn: Mailgun itself drops every later
   mail to a complainer, and the agent desk says so before a reply is written. Whichever
@@ -27,7 +30,6 @@ record in the clear.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -88,8 +90,17 @@ class DeliveryReport(_Lenient):
     description: str | None = None
 
 
+class ClientInfo(_Lenient):
+    bot: str | None = Field(
+        default=None,
+        description="Mailgun's bot detection: `apple` (Mail Privacy Protection), `gmail`, "
+        "`generic` (a firewall or a virus scanner following links); empty for a person.",
+    )
+
+
 class EventData(_Lenient):
     event: str = Field(min_length=1, max_length=100)
+    id: str | None = Field(default=None, max_length=200, description="Mailgun's event id.")
     timestamp: float
     recipient: str | None = Field(default=None, max_length=1_000)
     severity: str | None = None
@@ -97,9 +108,16 @@ class EventData(_Lenient):
     message: EventMessage = EventMessage()
     delivery_status: DeliveryReport | None = Field(default=None, alias="delivery-status")
     url: str | None = Field(default=None, description="The link a `clicked` event followed.")
+    client_info: ClientInfo | None = Field(default=None, alias="client-info")
     user_variables: dict[str, Any] | list[Any] = Field(
         default_factory=dict, alias="user-variables", description="`[]` when there are none."
     )
+
+    @property
+    def by_a_bot(self) -> bool:
+        """An open or a click Mailgun took for a machine's: a mail client fetching the pixel
+        ahead, a security gateway following every link at delivery."""
+        return bool(self.client_info and self.client_info.bot)
 
     def variable(self, name: str) -> str | None:
         variables = self.user_variables if isinstance(self.user_variables, dict) else {}
@@ -130,6 +148,8 @@ def event_interaction(
     during Mailgun's call, so no message id was recorded): the status is then about that
     report (`failure_provider_id`), so the agent reads that the reply did go out,
     or bounced, where the reply is."""
+    if data.event in ("opened", "clicked") and data.by_a_bot:
+        return None
     if data.event == "clicked":
         return _click(data, received_at, instance, key)
     status = status_of(data)
@@ -172,13 +192,15 @@ def event_interaction(
 
 def _click(data: EventData, received_at: datetime, instance: str, key: bytes) -> Interaction:
     """A link the recipient followed, as a page view on this channel (the link sealed as a
-    page's URL is), once per message, recipient and link."""
+    page's URL is). Each click is an event of its own (Mailgun's event id): a reader who comes
+    back through the same link ten days later is a campaign view that day."""
     message_id = bare_message_id(data.message.headers.message_id)
-    if message_id is None or not data.recipient or not data.url:
-        raise ValueError("a `clicked` event needs message.headers.message-id, recipient and url")
+    if message_id is None or not data.recipient or not data.url or not data.id:
+        raise ValueError(
+            "a `clicked` event needs its id, message.headers.message-id, recipient and url"
+        )
     identifiers = Identifiers(email=data.recipient)
     reference = mail_reference(key, identifiers.email or data.recipient, message_id)
-    link = hashlib.sha256(data.url.encode()).hexdigest()[:16]
     cut = Truncations()
     page = PageViewed(
         url=cut.clip(data.url, URL_LIMIT, "payload.url"),
@@ -188,7 +210,7 @@ def _click(data: EventData, received_at: datetime, instance: str, key: bytes) ->
     return new_interaction(
         channel=CHANNEL,
         instance=instance,
-        provider_event_id=f"{reference}:clicked:{link}",
+        provider_event_id=f"{reference}:clicked:{data.id}",
         identifiers=identifiers,
         occurred_at=unix_time(data.timestamp),
         received_at=received_at,

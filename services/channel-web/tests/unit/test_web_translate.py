@@ -306,7 +306,7 @@ def test_a_context_campaign_that_is_no_object_is_ignored_not_refused(told: objec
 
 @pytest.mark.parametrize(
     "source",
-    ["ana%40example.com", "ana%2540example.com", "+34 612 34 56 78", "34612345678"],
+    ["ana%40example.com", "ana%2540example.com", "+34 612 34 56 78", "+34612345678"],
 )
 def test_a_campaign_holding_an_address_or_a_number_is_left_out_saying_so(source: str) -> None:
     """Marketers sometimes tag a link with its recipient: the campaign is published in the

@@ -43,7 +43,7 @@ GAUGES = {
     "mix": Gauge("hilo_journey_entries", "Journey entries by channel, today.", ["channel"]),
     "campaigns": Gauge(
         "hilo_journey_campaign_orders",
-        "Orders credited to each campaign today (the 100 largest), by where they were sold.",
+        "Orders credited to each campaign today (the 20 largest), by where they were sold.",
         ["campaign", "sold_via"],
     ),
 }
@@ -139,9 +139,19 @@ def _export(measures: Measures) -> None:
         GAUGES["csat"].labels(channel).set(average)
     for channel, count in measures.channel_mix.items():
         GAUGES["mix"].labels(channel).set(count)
-    for campaign, sales in measures.campaigns.sold_via.items():
+    for campaign, sales in _largest(measures.campaigns.sold_via, GAUGED_CAMPAIGNS):
         for where, count in sales.items():
             GAUGES["campaigns"].labels(campaign, where).set(count)
+
+
+GAUGED_CAMPAIGNS = 20
+"""Campaigns exported as gauges: the names come from anyone with the public web key, and every
+name that ever makes the list is a series Prometheus keeps."""
+
+
+def _largest(sold_via: dict[str, dict[str, int]], limit: int) -> list[tuple[str, dict[str, int]]]:
+    by_orders = sorted(sold_via.items(), key=lambda item: (-sum(item[1].values()), item[0]))
+    return by_orders[:limit]
 
 
 def create_service(settings: AnalyticsSettings) -> AnalyticsService:

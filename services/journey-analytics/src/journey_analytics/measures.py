@@ -755,7 +755,7 @@ def _campaigns(
     where = {name: c for name, c in sold_via.items() if name in named}
     rest: Counter[str] = sum((c for name, c in sold_via.items() if name not in named), Counter())
     if rest:
-        where[OTHER] = rest
+        where[OTHER] = where.get(OTHER, Counter()) + rest  # a campaign named `(other)` too
     return Campaigns(
         visits=_top(visits),
         orders=named,
@@ -773,22 +773,25 @@ def _top(counts: Counter[str]) -> dict[str, int]:
         return dict(sorted(counts.items()))
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     kept = dict(sorted(ranked[:MAX_CAMPAIGNS]))
-    return kept | {OTHER: sum(count for _, count in ranked[MAX_CAMPAIGNS:])}
+    rest = sum(count for _, count in ranked[MAX_CAMPAIGNS:])
+    return kept | {OTHER: kept.get(OTHER, 0) + rest}  # a campaign named `(other)` joins them
 
 
 def campaign_visits(journey: Sequence[Touch]) -> list[Touch]:
     """A customer's campaign visits, each as its first page view: SDKs tag every view of a
     tagged URL (a reload, the back button, a single-page shop keeping the query), so views of
-    the same campaign each within `VISIT_GAP` of the one before are one visit."""
+    the same campaign (name, source and medium) each within `VISIT_GAP` of the one before are
+    one visit."""
     visits: list[Touch] = []
-    last_seen: dict[str, datetime] = {}
+    last_seen: dict[tuple[str, str | None], datetime] = {}
     for touch in journey:
         if touch.campaign is None:
             continue
-        seen = last_seen.get(touch.campaign)
+        key = (touch.campaign, touch.source_medium)  # Instagram's and Facebook's `(not set)`
+        seen = last_seen.get(key)
         if seen is None or touch.occurred_at - seen > VISIT_GAP:
             visits.append(touch)
-        last_seen[touch.campaign] = touch.occurred_at
+        last_seen[key] = touch.occurred_at
     return visits
 
 

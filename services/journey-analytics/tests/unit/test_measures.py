@@ -698,3 +698,19 @@ def test_made_up_campaigns_past_the_hundred_largest_are_summed_as_other() -> Non
     assert len(campaigns.orders) == len(campaigns.sold_via) == 101
     assert campaigns.sold_via["(other)"] == {"online": 50}
     assert sum(campaigns.orders.values()) == 150
+
+
+def test_two_sources_of_no_campaign_name_are_two_visits_and_a_campaign_named_other_adds_up() -> (
+    None
+):
+    journey = [
+        visit("i", "ana", at(), None, source="instagram"),
+        visit("f", "ana", at(minutes=10), None, source="facebook"),
+    ]
+    journey += [visit(f"v{n}", f"c{n}", at(), f"made-up-{n:03}") for n in range(120)]
+    journey += [visit(f"o{n}", f"o{n}", at(), "(other)") for n in range(5)]
+
+    visits = measure(journey, at(hours=-1), at(days=1), WINDOWS).campaigns.visits
+
+    assert visits["(not set)"] == 2
+    assert sum(visits.values()) == 127, "the made-up campaign `(other)` is added, not lost"

@@ -34,9 +34,7 @@ def campaign_from(told: object, url: object, cut: Truncations) -> Campaign | Non
     missing from the URL. None when it has neither a name nor a source (nothing to count), and
     left out, noted, when a field holds an email address or a phone number (it would be
     published in the clear); a field longer than the contract holds is cut, noted."""
-    given = {**utm_of(url), **(told if isinstance(told, Mapping) else {})}
-    texts = {field: _text(given.get(field)) for field in CAMPAIGN_KEYS}
-    fields = {field: text.strip() for field, text in texts.items() if text and text.strip()}
+    fields = _usable(utm_of(url)) | _usable(told if isinstance(told, Mapping) else {})
     if any(looks_personal(text) for text in fields.values()):
         cut.note("payload.campaign", LOOKS_PERSONAL)
         return None
@@ -48,6 +46,13 @@ def campaign_from(told: object, url: object, cut: Truncations) -> Campaign | Non
             for field, text in fields.items()
         }
     )
+
+
+def _usable(given: Mapping[str, Any]) -> dict[str, str]:
+    """The campaign fields given as text, trimmed; nulls, blanks and nested values are none (a
+    `"source": null` leaves the URL's source standing)."""
+    texts = {field: _text(given.get(field)) for field in CAMPAIGN_KEYS}
+    return {field: text.strip() for field, text in texts.items() if text and text.strip()}
 
 
 def _text(value: Any) -> str | None:

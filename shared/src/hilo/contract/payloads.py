@@ -182,10 +182,12 @@ class MessageStatusChanged(_Model):
 
 
 MAX_CAMPAIGN_TEXT: Final = 200
-PERSONAL_IN_CAMPAIGN: Final = r"@|%40|(?:\d[ ().-]?){8}\d"
+PERSONAL_IN_CAMPAIGN: Final = r"@|%40|\+[0-9](?:[ ()./-]{0,3}[0-9]){7,}"
 """What a campaign field published in the clear must not hold: an email address (`@`, or
-`%40` as a link encoded twice) or a phone number (nine digits or more, grouped or not)."""
-_IMPERSONAL = rf"^(?![\s\S]*(?:{PERSONAL_IN_CAMPAIGN}))"
+`%40` as a link encoded twice) or a phone number in international form (`+` and eight digits
+or more, grouped any way). Digits alone are allowed: ad platforms name campaigns by number
+(Google Ads' `{campaignid}`). ASCII only and without look-arounds, so every JSON Schema
+validator reads the published pattern as Python does."""
 CampaignText = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_CAMPAIGN_TEXT)
 ]
@@ -201,22 +203,27 @@ def _campaign_field(utm: str, example: str) -> Any:
         default=None,
         description=f"`{utm}`, as sent (case kept). No email address or phone number.",
         examples=[example],
-        json_schema_extra={"pattern": _IMPERSONAL},
+        json_schema_extra={"not": {"type": "string", "pattern": PERSONAL_IN_CAMPAIGN}},
     )
 
 
 class Campaign(_Model):
-    """The marketing campaign a page view came from: Segment's `context.campaign`, or the page
-    URL's `utm_campaign`, `utm_source` and `utm_medium`. Kept in the clear, where the page's URL is
-    sealed, so a campaign's sales can be measured on any channel without the keys; the URL keeps
-    the rest (`utm_term`, `utm_content`). It needs a name or a source, and none of its fields may
-    hold an email address or a phone number (an `@`, a `%40`, nine digits or more); a channel
-    leaves out a campaign that does rather than publish it. Names and codes that point at one
-    person (a referral code as a campaign) are the sender's to keep out: they stay after an
-    erasure."""
+    """The marketing campaign a page view came from: Segment's `context.campaign`, or the
+    URL's `utm_campaign`, `utm_source` and `utm_medium` (of a page, or of a link clicked in an
+    email). Kept in the clear, where the URL is sealed, so a campaign's sales can be measured on
+    any channel without the keys; the URL keeps the rest (`utm_term`, `utm_content`). It needs a
+    name or a source, and none of its fields may hold an email address or a phone number (an
+    `@`, a `%40`, a `+` and eight digits or more): a channel leaves out a campaign that does
+    rather than publish it. Names and codes that point at one person (a referral code as a
+    campaign) are the sender's to keep out: they stay after an erasure."""
 
     model_config = ConfigDict(
-        json_schema_extra={"anyOf": [{"required": ["name"]}, {"required": ["source"]}]}
+        json_schema_extra={
+            "anyOf": [
+                {"required": [part], "properties": {part: {"type": "string"}}}
+                for part in ("name", "source")
+            ]
+        }
     )
 
     name: CampaignText | None = _campaign_field("utm_campaign", "spring-sale")
@@ -238,7 +245,8 @@ class Campaign(_Model):
 
 
 class PageViewed(_Model):
-    """A web page or app screen was shown."""
+    """A web page or app screen was shown, or (on the `email` channel) the recipient followed a
+    link in a mail."""
 
     kind: Literal["page_view"] = "page_view"
     screen: bool = Field(default=False, description="True for an app screen, false for a web page.")
