@@ -111,6 +111,56 @@ async def test_a_text_message_is_published_with_phone_and_whatsapp_id(
     assert event["conversation"]["thread"] == "106540352242922:16505551234"
 
 
+AD_REFERRAL = {
+    "source_url": "https://fb.me/3cr4Wqqkv",
+    "source_id": "120212345678901234",
+    "source_type": "ad",
+    "headline": "Spring sale: 20% off",
+    "body": "Write to us on WhatsApp",
+    "media_type": "image",
+    "image_url": "https://scontent.xx.fbcdn.net/ad.jpg",
+    "ctwa_clid": "ARAkLkA8rmlFeiCktEJQ-QTwRiyYHAFDLMNDBH0CD3qpjd0HR4irJ6LEkR7JwFF4XvnO2E4Nx0",
+}
+
+
+def message_with(referral: object) -> Notification:
+    notification = json.loads(sample("text_message.json"))
+    notification["entry"][0]["changes"][0]["value"]["messages"][0]["referral"] = referral
+    return Notification.model_validate(notification)
+
+
+@pytest.mark.parametrize(
+    ("referral", "campaign"),
+    [
+        (AD_REFERRAL, {"name": "Spring sale: 20% off", "source": "facebook", "medium": "ad"}),
+        (
+            {
+                "source_url": "https://www.instagram.com/p/C1x/",
+                "source_id": "178",
+                "source_type": "post",
+            },
+            {"name": "178", "source": "instagram", "medium": "post"},
+        ),
+        ({"source_type": "ad"}, {"name": None, "source": "meta", "medium": "ad"}),
+        ("an ad", None),
+        (None, None),
+    ],
+)
+def test_a_conversation_from_a_click_to_whatsapp_ad_carries_its_campaign(
+    referral: object, campaign: dict[str, str] | None
+) -> None:
+    """Meta puts `referral` on the first message after a click on an ad or a post: the campaign
+    journey-analytics credits with what the customer buys later, in any channel. One naming
+    neither headline nor id is still Meta's ad; one that is no object gives none and refuses
+    nothing."""
+    [interaction], ignored = translate(message_with(referral), "test", b"pepper")
+
+    assert ignored == 0
+    told = interaction.payload.model_dump(mode="json").get("campaign")
+    assert told == campaign
+    assert "ctwa_clid" not in json.dumps(interaction.model_dump(mode="json"))
+
+
 async def test_every_message_type_becomes_a_message(
     whatsapp: httpx.AsyncClient, settings: HiloSettings
 ) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from typing import Any
 
 from channel_whatsapp.webhook import Message, MessagesChange, Metadata, Notification, Status
 from hilo.contract import (
     Attachment,
     AttachmentKind,
+    Campaign,
     Conversation,
     DeliveryStatus,
     Direction,
@@ -15,11 +17,13 @@ from hilo.contract import (
     Interaction,
     MessageExchanged,
     MessageStatusChanged,
+    Truncations,
     conversation_id,
     new_interaction,
     unix_time,
     whatsapp_identifiers,
 )
+from hilo.contract.campaign import campaign_from
 from hilo.contract.outbound import failure_provider_id
 from hilo.outbound import tagged_command
 
@@ -91,6 +95,7 @@ def thread(metadata: Metadata, customer: Identifiers, key: bytes) -> Conversatio
 def _message(
     message: Message, sender: Identifiers, metadata: Metadata, instance: str, key: bytes
 ) -> Interaction:
+    cut = Truncations()
     return new_interaction(
         channel=CHANNEL,
         instance=instance,
@@ -105,8 +110,33 @@ def _message(
             provider_message_id=message.id,
             reply_to_provider_message_id=_reply_to(message),
             interactive_reply=_reply(message),
+            campaign=_ad(message.referral, cut),
         ),
+        adjustments=cut.adjustments,
     )
+
+
+def _ad(referral: Any, cut: Truncations) -> Campaign | None:
+    """The click-to-WhatsApp ad or post the conversation came from, as a campaign: named by the
+    ad's headline (else its id), its source the network the link names, its medium `ad` or
+    `post`. What else Meta sends (the ad's text, media, click id) stays out."""
+    if not isinstance(referral, Mapping):
+        return None
+    source_type = str(referral.get("source_type") or "").lower()
+    told = {
+        "name": referral.get("headline") or referral.get("source_id"),
+        "source": _network(referral.get("source_url")),
+        "medium": source_type if source_type in ("ad", "post") else "referral",
+    }
+    return campaign_from(told, None, cut)
+
+
+def _network(url: object) -> str:
+    """`instagram` or `facebook` by the ad's link (`https://fb.me/...`), else `meta`."""
+    host = str(url or "").lower()
+    if "instagram" in host:
+        return "instagram"
+    return "facebook" if "facebook" in host or "fb.me" in host else "meta"
 
 
 def _text(message: Message) -> str | None:

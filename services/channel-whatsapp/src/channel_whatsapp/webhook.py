@@ -91,6 +91,10 @@ class Message(_Meta):
     button: Button | None = None
     reaction: Reaction | None = None
     context: Context | None = None
+    referral: Any = None
+    """On the first message after a click on a click-to-WhatsApp ad or post: `source_url`,
+    `source_id`, `source_type` (`ad`, `post`), `headline`, `body`, the media, `ctwa_clid`. Any
+    shape: one that is not an object is ignored, never a refusal."""
 
 
 class StatusError(_Meta):

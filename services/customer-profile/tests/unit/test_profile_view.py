@@ -31,6 +31,7 @@ from hilo.contract import (
     Identifiers,
     Interaction,
     LineItem,
+    MessageExchanged,
     Money,
     OrderPlaced,
     OrderRefunded,
@@ -937,3 +938,12 @@ def test_a_timeline_says_which_campaign_brought_a_visit() -> None:
     )
     assert summarise(source_alone, "web") == "Viewed page /, from a campaign (instagram)"
     assert summarise(PageViewed(path="/"), "web") == "Viewed page /"
+    from_an_ad = MessageExchanged(
+        direction=Direction.INBOUND,
+        text="Is the sale on?",
+        provider_message_id="wamid.1",
+        campaign=Campaign(name="Spring sale", source="facebook", medium="ad"),
+    )
+    assert summarise(from_an_ad, "whatsapp") == (
+        "Inbound whatsapp message: Is the sale on?, from campaign Spring sale (facebook / ad)"
+    )

@@ -714,3 +714,30 @@ def test_two_sources_of_no_campaign_name_are_two_visits_and_a_campaign_named_oth
 
     assert visits["(not set)"] == 2
     assert sum(visits.values()) == 127, "the made-up campaign `(other)` is added, not lost"
+
+
+def test_a_conversation_from_an_ad_is_a_campaign_visit_credited_with_the_sale_that_follows() -> (
+    None
+):
+    """A click-to-WhatsApp ad: the customer's first message carries the ad as its campaign."""
+    ad = {"name": "Spring sale", "source": "facebook", "medium": "ad"}
+    message = {"kind": "message", "direction": "inbound", "campaign": ad}
+    journey = [
+        touch_of(
+            {
+                "id": "m1",
+                "customer_id": "ana",
+                "occurred_at": at().isoformat(),
+                "channel": "whatsapp",
+                "type": "message",
+                "payload": message,
+            }
+        ),
+        sale("o1", "ana", at(days=2), "store", "S-1", "store"),
+    ]
+
+    campaigns = measure(journey, at(hours=-1), at(days=3), WINDOWS).campaigns
+
+    assert campaigns.visits == {"Spring sale": 1}
+    assert campaigns.sold_via == {"Spring sale": {"store": 1}}
+    assert campaigns.orders_by_source_medium == {"facebook / ad": 1}

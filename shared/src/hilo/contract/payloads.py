@@ -142,45 +142,6 @@ class Attachment(_Model):
     longitude: float | None = Field(default=None, ge=-180, le=180)
 
 
-class MessageExchanged(_Model):
-    """A message between the customer and the company (chat, SMS, email, social DM)."""
-
-    kind: Literal["message"] = "message"
-    direction: Direction
-    text: str | None = Field(default=None, max_length=100_000)
-    subject: str | None = Field(default=None, max_length=1_000, description="Email subject.")
-    attachments: list[Attachment] = Field(default_factory=list, max_length=100)
-    provider_message_id: str = Field(min_length=1, max_length=500)
-    reply_to_provider_message_id: str | None = Field(default=None, max_length=500)
-    interactive_reply: str | None = Field(
-        default=None, max_length=1_000, description="Button or list reply id/title, postbacks."
-    )
-
-    @model_validator(mode="after")
-    def _has_content(self) -> MessageExchanged:
-        if not (self.text or self.attachments or self.interactive_reply or self.subject):
-            raise PydanticCustomError(
-                "empty_message", "a message needs text, an attachment or a reply"
-            )
-        return self
-
-
-class DeliveryStatus(StrEnum):
-    SENT = "sent"
-    DELIVERED = "delivered"
-    READ = "read"
-    FAILED = "failed"
-
-
-class MessageStatusChanged(_Model):
-    """The provider reports what became of an outbound message."""
-
-    kind: Literal["message_status"] = "message_status"
-    provider_message_id: str = Field(min_length=1, max_length=500)
-    status: DeliveryStatus
-    error: str | None = Field(default=None, max_length=1_000)
-
-
 MAX_CAMPAIGN_TEXT: Final = 200
 PERSONAL_IN_CAMPAIGN: Final = r"@|%40|\+[0-9](?:[ ()./-]{0,3}[0-9]){7,}"
 """What a campaign field published in the clear must not hold: an email address (`@`, or
@@ -242,6 +203,51 @@ class Campaign(_Model):
                 "address or a phone number has no place in them",
             )
         return self
+
+
+class MessageExchanged(_Model):
+    """A message between the customer and the company (chat, SMS, email, social DM)."""
+
+    kind: Literal["message"] = "message"
+    direction: Direction
+    text: str | None = Field(default=None, max_length=100_000)
+    subject: str | None = Field(default=None, max_length=1_000, description="Email subject.")
+    attachments: list[Attachment] = Field(default_factory=list, max_length=100)
+    provider_message_id: str = Field(min_length=1, max_length=500)
+    reply_to_provider_message_id: str | None = Field(default=None, max_length=500)
+    interactive_reply: str | None = Field(
+        default=None, max_length=1_000, description="Button or list reply id/title, postbacks."
+    )
+    campaign: Campaign | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="The ad or post an inbound message came from (WhatsApp's click-to-chat "
+        "`referral`). Absent otherwise.",
+    )
+
+    @model_validator(mode="after")
+    def _has_content(self) -> MessageExchanged:
+        if not (self.text or self.attachments or self.interactive_reply or self.subject):
+            raise PydanticCustomError(
+                "empty_message", "a message needs text, an attachment or a reply"
+            )
+        return self
+
+
+class DeliveryStatus(StrEnum):
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+
+
+class MessageStatusChanged(_Model):
+    """The provider reports what became of an outbound message."""
+
+    kind: Literal["message_status"] = "message_status"
+    provider_message_id: str = Field(min_length=1, max_length=500)
+    status: DeliveryStatus
+    error: str | None = Field(default=None, max_length=1_000)
 
 
 class PageViewed(_Model):

@@ -151,7 +151,8 @@ def summarise(payload: Payload, channel: str) -> str:  # noqa: PLR0911, PLR0912 
             content = _excerpt(payload.text or payload.subject or payload.interactive_reply)
             files = f" (+{len(payload.attachments)} attachment(s))" if payload.attachments else ""
             direction = payload.direction.value.capitalize()
-            return f"{direction} {channel} message: {content}{files}".rstrip()
+            came = _campaign(payload.campaign) if payload.campaign else ""
+            return f"{direction} {channel} message: {content}{files}".rstrip() + came
         case MessageStatusChanged():
             return f"Outbound {channel} message {payload.status.value}"
         case PageViewed():
