@@ -4,8 +4,10 @@ Recorded: messages both ways (echoes of what the page sent are outbound), postba
 taps), reactions, and delivery/read receipts that name a message id, whether they come on
 `messaging` or, while another app owns the conversation, on `standby`. Not recorded: Messenger's
 `read` watermarks (they name no message), deleted messages, and event kinds Hilo does not model
-(opt-ins, referrals, handovers); they are counted as ignored and still acknowledged, so Meta
-does not retry them forever.
+(opt-ins, a referral that comes without a message, handovers); they are counted as ignored and
+still acknowledged, so Meta does not retry them forever. A referral on a message or a postback
+(the first one after a click on a click-to-Messenger ad or an `m.me`/`ig.me` link) is that
+message's `campaign`.
 
 The echo of a reply Hilo sent is recorded under the id of the sender's own record of it
 (`OutboundCommand.sent_interaction_id`, from its `metadata: hilo:<command id>`), so consumers,
@@ -17,12 +19,16 @@ metadata, too.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from channel_social.sending import ECHO_MARK
 from channel_social.webhook import Attachment as MetaAttachment
 from channel_social.webhook import Message, Messaging, Notification
 from hilo.contract import (
     Attachment,
     AttachmentKind,
+    Campaign,
     Conversation,
     DeliveryStatus,
     Direction,
@@ -37,6 +43,7 @@ from hilo.contract import (
     new_interaction,
     unix_time,
 )
+from hilo.contract.campaign import campaign_from
 
 CHANNELS = {"page": "messenger", "instagram": "instagram"}
 REPLY_FIELD = "payload.interactive_reply"
@@ -87,7 +94,8 @@ def _event(
     if event.message is not None and not event.message.is_deleted:
         recorded_as = _sent_by_hilo(event.message) or event.message.mid
         cut = cuts[recorded_as] = Truncations()
-        found.append((recorded_as, _message(event.message, cut)))
+        campaign = _referred(channel, event.message.referral, cut)
+        found.append((recorded_as, _message(event.message, cut, campaign)))
     if event.postback is not None:
         postback_id = event.postback.mid or f"postback:{customer}:{millis}"
         cut = cuts[postback_id] = Truncations()
@@ -100,6 +108,7 @@ def _event(
                     direction=Direction.INBOUND,
                     interactive_reply=cut.clip(reply, REPLY_LIMIT, REPLY_FIELD) or "postback",
                     provider_message_id=postback_id,
+                    campaign=_referred(channel, event.postback.referral, cut),
                 ),
             )
         )
@@ -167,9 +176,10 @@ def _sent_by_hilo(message: Message) -> str | None:
     return f"outbound:{metadata.removeprefix(ECHO_MARK)}"
 
 
-def _message(message: Message, cut: Truncations) -> MessageExchanged:
+def _message(message: Message, cut: Truncations, campaign: Campaign | None) -> MessageExchanged:
     reply = message.quick_reply.payload if message.quick_reply else None
     return MessageExchanged(
+        campaign=None if message.is_echo else campaign,
         direction=Direction.OUTBOUND if message.is_echo else Direction.INBOUND,
         text=message.text,
         attachments=_attachments(message),
@@ -177,6 +187,23 @@ def _message(message: Message, cut: Truncations) -> MessageExchanged:
         reply_to_provider_message_id=message.reply_to.mid if message.reply_to else None,
         provider_message_id=message.mid,
     )
+
+
+def _referred(channel: str, referral: Any, cut: Truncations) -> Campaign | None:
+    """The ad or link a conversation came from, as a campaign: named by the `ref` the marketer
+    put on the ad or the `m.me`/`ig.me` link, else the ad's title, else its id; source the
+    network (`facebook` for Messenger), medium `ad` (Meta's `ADS`) or `link`."""
+    if not isinstance(referral, Mapping):
+        return None
+    context = referral.get("ads_context_data")
+    title = context.get("ad_title") if isinstance(context, Mapping) else None
+    from_ads = str(referral.get("source") or "").upper() == "ADS" or bool(referral.get("ad_id"))
+    told = {
+        "name": referral.get("ref") or title or referral.get("ad_id"),
+        "source": "instagram" if channel == "instagram" else "facebook",
+        "medium": "ad" if from_ads else "link",
+    }
+    return campaign_from(told, None, cut)
 
 
 def _receipts(event: Messaging) -> list[tuple[str, Payload]]:

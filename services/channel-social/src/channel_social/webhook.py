@@ -7,7 +7,7 @@ carries one of `message`, `postback`, `reaction`, `delivery` or `read`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
@@ -68,12 +68,18 @@ class Message(_Meta):
     metadata: str | None = Field(
         default=None, description="An echo's: what the sender passed with the message."
     )
+    referral: Any = None
+    """The ad or `m.me`/`ig.me` link the conversation came from, on the first message after
+    the click: `ref`, `source` (`ADS`, `SHORTLINK`, ...), `ad_id`, `ads_context_data`. Any
+    shape: one that is not an object is ignored."""
 
 
 class Postback(_Meta):
     mid: str | None = None
     title: str | None = None
     payload: str | None = None
+    referral: Any = None
+    """As a message's: a Get Started tap from an ad or a link."""
 
 
 class Reaction(_Meta):

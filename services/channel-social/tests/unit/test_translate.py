@@ -105,3 +105,36 @@ def test_a_shared_location_keeps_its_coordinates_and_a_story_reply_its_story() -
     assert story.caption == STORY_REPLY
     assert isinstance(odd, MessageExchanged)
     assert (odd.attachments[0].kind, odd.attachments[0].latitude) == ("location", None)
+
+
+def campaign_of(event: dict[str, Any]) -> dict[str, Any] | None:
+    [interaction], _ = translate(notification({"timestamp": 1700000000100, **event}), "t", KEY)
+    assert isinstance(interaction.payload, MessageExchanged)
+    campaign = interaction.payload.campaign
+    return None if campaign is None else campaign.model_dump(exclude_none=True)
+
+
+def test_a_conversation_from_an_ad_or_a_link_carries_its_campaign() -> None:
+    """Meta puts `referral` on the first message (or Get Started tap) after a click on a
+    click-to-Messenger ad or an `m.me` link: that message's campaign."""
+    ad = {"source": "ADS", "type": "OPEN_THREAD", "ad_id": "6045246247433"}
+    titled = {**ad, "ads_context_data": {"ad_title": "Spring sale", "photo_url": "x"}}
+    link = {"ref": "spring-flyer", "source": "SHORTLINK", "type": "OPEN_THREAD"}
+
+    assert campaign_of({"message": {"mid": "m1", "text": "Hi", "referral": titled}}) == {
+        "name": "Spring sale",
+        "source": "facebook",
+        "medium": "ad",
+    }
+    assert campaign_of({"message": {"mid": "m2", "text": "Hi", "referral": ad}}) == {
+        "name": "6045246247433",
+        "source": "facebook",
+        "medium": "ad",
+    }
+    assert campaign_of({"postback": {"title": "Get Started", "referral": link}}) == {
+        "name": "spring-flyer",
+        "source": "facebook",
+        "medium": "link",
+    }
+    assert campaign_of({"message": {"mid": "m3", "text": "Hi", "referral": "spring"}}) is None
+    assert campaign_of({"message": {"mid": "m4", "text": "Hi"}}) is None
