@@ -30,6 +30,7 @@ from agent_desk.testing import AGENT, PASSWORD, DeskStack, behind_service, chrom
 from hilo.contract import (
     CallHappened,
     CallStatus,
+    Campaign,
     DeliveryStatus,
     Direction,
     Fulfilment,
@@ -42,6 +43,7 @@ from hilo.contract import (
     Money,
     OrderPlaced,
     OrderRefunded,
+    PageViewed,
     SalesChannel,
     new_interaction,
 )
@@ -155,6 +157,23 @@ def refund_abroad() -> Interaction:
     )
 
 
+def newsletter_click() -> Interaction:
+    """Before all that, the customer followed the spring newsletter's link (Mailgun's click)."""
+    link = PageViewed(
+        url="https://shop.example/spring?utm_campaign=spring",
+        path="/spring",
+        campaign=Campaign(name="spring", source="newsletter", medium="email"),
+    )
+    return new_interaction(
+        channel="email",
+        instance="test",
+        provider_event_id="click",
+        identifiers=Identifiers(email="ana.garcia@example.com"),
+        payload=link,
+        occurred_at=datetime.now(UTC) - timedelta(hours=6),
+    )
+
+
 @pytest.fixture
 async def page() -> AsyncIterator[Page]:
     async with async_playwright() as playwright:
@@ -171,9 +190,12 @@ async def test_an_agent_follows_the_customer_live_and_answers_by_sms(
     async with desk_stack(settings) as stack:
         await stack.profile.publish(history())
         await stack.profile.wait_for_entries(2)
-        await stack.profile.publish([goodwill_refund(), refund_abroad()])
-        await stack.profile.wait_for_entries(4)
+        await stack.profile.publish([goodwill_refund(), refund_abroad(), newsletter_click()])
+        await stack.profile.wait_for_entries(5)
         await sign_in_and_find(page, stack.desk_url)
+        await expect(page.locator("#came-from")).to_contain_text(
+            "Came from campaign spring (newsletter / email) on Email"
+        )
         orders = page.locator("#orders")
         await expect(orders).to_contain_text("lifetime value 49.90 EUR")
         await expect(orders.locator(".refunded")).to_have_text(

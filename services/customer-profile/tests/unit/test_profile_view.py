@@ -938,6 +938,9 @@ def test_a_timeline_says_which_campaign_brought_a_visit() -> None:
     )
     assert summarise(source_alone, "web") == "Viewed page /, from a campaign (instagram)"
     assert summarise(PageViewed(path="/"), "web") == "Viewed page /"
+    assert summarise(landing, "email") == (
+        "Followed a link in an email to /shoes, from campaign spring (newsletter / email)"
+    )
     from_an_ad = MessageExchanged(
         direction=Direction.INBOUND,
         text="Is the sale on?",
@@ -947,3 +950,36 @@ def test_a_timeline_says_which_campaign_brought_a_visit() -> None:
     assert summarise(from_an_ad, "whatsapp") == (
         "Inbound whatsapp message: Is the sale on?, from campaign Spring sale (facebook / ad)"
     )
+
+
+def test_the_view_keeps_the_campaign_the_customer_last_came_from() -> None:
+    spring = Campaign(name="spring", source="newsletter", medium="email")
+    ad = Campaign(name="Spring sale", source="facebook", medium="ad")
+    from_an_ad = MessageExchanged(
+        direction=Direction.INBOUND, text="Hi", provider_message_id="wamid.9", campaign=ad
+    )
+
+    landed = derive_view(
+        [entry(1, "page_view", payload=PageViewed(path="/", campaign=spring)), entry(2, "cart")],
+        WINDOW,
+    )
+    then_the_ad = derive_view(
+        [
+            entry(1, "page_view", payload=PageViewed(path="/", campaign=spring)),
+            entry(3, "message", "whatsapp", payload=from_an_ad),
+            entry(4, "page_view", payload=PageViewed(path="/shoes")),
+        ],
+        WINDOW,
+    )
+
+    assert landed.last_campaign is not None
+    assert (landed.last_campaign.name, landed.last_campaign.channel) == ("spring", "web")
+    assert then_the_ad.last_campaign is not None
+    assert then_the_ad.last_campaign.model_dump() == {
+        "name": "Spring sale",
+        "source": "facebook",
+        "medium": "ad",
+        "channel": "whatsapp",
+        "at": T0 + timedelta(minutes=3),
+    }
+    assert "last_campaign" not in derive_view([entry(1, "cart")], WINDOW).model_dump()

@@ -159,7 +159,8 @@ def summarise(payload: Payload, channel: str) -> str:  # noqa: PLR0911, PLR0912 
             what = "screen" if payload.screen else "page"
             name = payload.name or payload.title or payload.path or payload.url or ""
             came = _campaign(payload.campaign) if payload.campaign else ""
-            return f"Viewed {what} {name}".rstrip() + came
+            viewed = "Followed a link in an email to" if channel == "email" else f"Viewed {what}"
+            return f"{viewed} {name}".rstrip() + came
         case ProductViewed():
             return f"Viewed product {payload.name or payload.sku}"
         case CartChanged():

@@ -158,6 +158,17 @@ class SurveyResult(BaseModel):
     channel: str
 
 
+class CampaignSeen(BaseModel):
+    """The campaign a customer last came from (a landing's `utm_` parameters, a newsletter's
+    link, an ad that opened a chat), and where and when."""
+
+    name: str | None = None
+    source: str | None = None
+    medium: str | None = None
+    channel: str
+    at: datetime
+
+
 class ProfileView(BaseModel):
     """What every channel and agent reads about a customer right now."""
 
@@ -205,6 +216,13 @@ class ProfileView(BaseModel):
         "reply goes and whether WhatsApp's 24-hour window is open.",
     )
 
+    last_campaign: CampaignSeen | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="The campaign of the customer's latest entry that named one: what the desk "
+        "shows an agent as where they came from. Absent when none did.",
+    )
+
     _orders_by_id: dict[str, OrderSummary] | None = PrivateAttr(default=None)
     """The orders by id while a fold runs, the latest updated last (see `_order_index`)."""
 
@@ -216,6 +234,10 @@ class ProfileView(BaseModel):
             handler(self, entry)
         if entry.type in CONVERSATION_KINDS:
             self._converse(entry, conversation_window)
+        if isinstance(campaign := entry.payload.get("campaign"), dict):
+            self.last_campaign = CampaignSeen(
+                **campaign, channel=entry.channel, at=entry.occurred_at
+            )
         self.recent_interactions = [*self.recent_interactions, _preview(entry)][
             -RECENT_INTERACTIONS:
         ]
