@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hilo.contract import Truncations
-from hilo.contract.campaign import campaign_from, utm_of
+from hilo.contract.campaign import campaign_from, first_impersonal, utm_of
 
 SPRING = "https://shop.example/?utm_source=newsletter&utm_medium=email&utm_campaign=spring"
 
@@ -39,6 +39,7 @@ def test_a_repeated_parameter_is_read_at_its_last_value_and_an_unreadable_url_na
         ({"name": "spring", "source": "ana%40example.com"}, True),
         ({"name": "call +34 612 34 56 78"}, True),
         ({"name": "+1 (612) 345-6789"}, True),
+        ({"name": "%2B34612345678"}, True),
         ({"name": "12345678901", "source": "google"}, False),
         ({"name": "bf-2025.11.28-1200"}, False),
     ],
@@ -57,3 +58,9 @@ def test_a_campaign_naming_neither_name_nor_source_is_none_and_a_long_name_is_cu
     found, adjustments = read({"name": "s" * 250}, None)
     assert found == {"name": "s" * 200}
     assert adjustments == [("payload.campaign.name", "truncated")]
+
+
+def test_the_first_name_that_names_nobody_is_taken() -> None:
+    assert first_impersonal("Follow @shop", None, " ", "6045246247433") == "6045246247433"
+    assert first_impersonal(" Spring sale ", "1") == "Spring sale"
+    assert first_impersonal("DM @shop", {"nested": 1}) is None

@@ -132,7 +132,11 @@ def message_with(referral: object) -> Notification:
 @pytest.mark.parametrize(
     ("referral", "campaign"),
     [
-        (AD_REFERRAL, {"name": "Spring sale: 20% off", "source": "facebook", "medium": "ad"}),
+        (AD_REFERRAL, {"name": "Spring sale: 20% off", "source": "meta", "medium": "ad"}),
+        (
+            {**AD_REFERRAL, "headline": "Follow @lumashop", "source_url": "https://fb.com/x"},
+            {"name": "120212345678901234", "source": "facebook", "medium": "ad"},
+        ),
         (
             {
                 "source_url": "https://www.instagram.com/p/C1x/",
@@ -158,7 +162,10 @@ def test_a_conversation_from_a_click_to_whatsapp_ad_carries_its_campaign(
     assert ignored == 0
     told = interaction.payload.model_dump(mode="json").get("campaign")
     assert told == campaign
-    assert "ctwa_clid" not in json.dumps(interaction.model_dump(mode="json"))
+    published = json.dumps(interaction.model_dump(mode="json"))
+    assert not {AD_REFERRAL["ctwa_clid"], AD_REFERRAL["body"], AD_REFERRAL["image_url"]} & {
+        value for value in AD_REFERRAL.values() if value in published
+    }, "the ad's text, media and click id are not kept"
 
 
 async def test_every_message_type_becomes_a_message(

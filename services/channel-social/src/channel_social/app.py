@@ -15,7 +15,12 @@ from hilo.providers.meta import Translation, meta_webhook_router
 
 def routes(channel: Channel, settings: SocialSettings) -> list[APIRouter]:
     async def read(body: bytes) -> Translation:
-        return translate(parse_json(Notification, body), settings.instance, settings.pepper)
+        return translate(
+            parse_json(Notification, body),
+            settings.instance,
+            settings.pepper,
+            settings.social_campaign_refs,
+        )
 
     return [
         meta_webhook_router(

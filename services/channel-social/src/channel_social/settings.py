@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 
 from hilo.channel import ChannelSettings
+from hilo.settings import CommaSeparated
 
 
 class SocialSettings(ChannelSettings):
@@ -27,6 +28,14 @@ class SocialSettings(ChannelSettings):
         "token of the Page linked to the account (instagram_manage_messages), or an Instagram "
         "user token with HILO_INSTAGRAM_GRAPH_URL=https://graph.instagram.com; without it "
         "Instagram replies are reported failed as not configured.",
+    )
+    social_campaign_refs: CommaSeparated[str] = Field(
+        default_factory=list,
+        description="The `ref`s of your `m.me`/`ig.me` links (a flyer's QR code) that name a "
+        "campaign: each exact, or a prefix ending in `*` (`spring-*`). A conversation opened by "
+        "such a link carries it as its campaign, in the clear; any other `ref` (anyone can put "
+        "one on a link, a customer's token too) names none.",
+        examples=[["spring-flyer", "store-qr-*"]],
     )
     instagram_account_id: str = Field(
         default="me",

@@ -4,10 +4,10 @@ Recorded: messages both ways (echoes of what the page sent are outbound), postba
 taps), reactions, and delivery/read receipts that name a message id, whether they come on
 `messaging` or, while another app owns the conversation, on `standby`. Not recorded: Messenger's
 `read` watermarks (they name no message), deleted messages, and event kinds Hilo does not model
-(opt-ins, a referral that comes without a message, handovers); they are counted as ignored and
-still acknowledged, so Meta does not retry them forever. A referral on a message or a postback
-(the first one after a click on a click-to-Messenger ad or an `m.me`/`ig.me` link) is that
-message's `campaign`.
+(opt-ins, a referral that comes without a message: a click that reopened an existing
+conversation, handovers); they are counted as ignored and still acknowledged, so Meta does not
+retry them forever. A referral on a message or a postback (the first one of a new conversation
+opened by a click-to-Messenger ad or an `m.me`/`ig.me` link) is that message's `campaign`.
 
 The echo of a reply Hilo sent is recorded under the id of the sender's own record of it
 (`OutboundCommand.sent_interaction_id`, from its `metadata: hilo:<command id>`), so consumers,
@@ -19,7 +19,7 @@ metadata, too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from channel_social.sending import ECHO_MARK
@@ -43,7 +43,7 @@ from hilo.contract import (
     new_interaction,
     unix_time,
 )
-from hilo.contract.campaign import campaign_from
+from hilo.contract.campaign import campaign_from, first_impersonal
 
 CHANNELS = {"page": "messenger", "instagram": "instagram"}
 REPLY_FIELD = "payload.interactive_reply"
@@ -61,15 +61,16 @@ _ATTACHMENTS = {
 
 
 def translate(
-    notification: Notification, instance: str, key: bytes
+    notification: Notification, instance: str, key: bytes, refs: Collection[str] = ()
 ) -> tuple[list[Interaction], int]:
-    """The interactions in a notification, and how many events were ignored."""
+    """The interactions in a notification, and how many events were ignored; `refs`: the
+    `m.me`/`ig.me` link refs that name a campaign (`campaign_ref`)."""
     channel = CHANNELS[notification.object]
     interactions: list[Interaction] = []
     ignored = 0
     for entry in notification.entry:
         for event in [*entry.messaging, *entry.standby]:
-            translated = _event(channel, entry.id, event, instance, key, entry.time)
+            translated = _event(channel, entry.id, event, instance, key, entry.time, refs)
             interactions.extend(translated)
             ignored += not translated
     return interactions, ignored
@@ -82,6 +83,7 @@ def _event(
     instance: str,
     key: bytes,
     entry_time: int | None,
+    refs: Collection[str],
 ) -> list[Interaction]:
     millis = _event_millis(event, entry_time)
     outbound = event.message is not None and event.message.is_echo
@@ -94,7 +96,7 @@ def _event(
     if event.message is not None and not event.message.is_deleted:
         recorded_as = _sent_by_hilo(event.message) or event.message.mid
         cut = cuts[recorded_as] = Truncations()
-        campaign = _referred(channel, event.message.referral, cut)
+        campaign = _referred(channel, event.message.referral, refs, cut)
         found.append((recorded_as, _message(event.message, cut, campaign)))
     if event.postback is not None:
         postback_id = event.postback.mid or f"postback:{customer}:{millis}"
@@ -108,7 +110,7 @@ def _event(
                     direction=Direction.INBOUND,
                     interactive_reply=cut.clip(reply, REPLY_LIMIT, REPLY_FIELD) or "postback",
                     provider_message_id=postback_id,
-                    campaign=_referred(channel, event.postback.referral, cut),
+                    campaign=_referred(channel, event.postback.referral, refs, cut),
                 ),
             )
         )
@@ -189,21 +191,33 @@ def _message(message: Message, cut: Truncations, campaign: Campaign | None) -> M
     )
 
 
-def _referred(channel: str, referral: Any, cut: Truncations) -> Campaign | None:
-    """The ad or link a conversation came from, as a campaign: named by the `ref` the marketer
-    put on the ad or the `m.me`/`ig.me` link, else the ad's title, else its id; source the
-    network (`facebook` for Messenger), medium `ad` (Meta's `ADS`) or `link`."""
+def _referred(
+    channel: str, referral: Any, refs: Collection[str], cut: Truncations
+) -> Campaign | None:
+    """The ad or link a conversation came from, as a campaign. An ad (Meta's `ADS`, or an
+    `ad_id`) is named by its title, else its id (never by `ref`, which anyone can set); a link
+    by its `ref` only when the deployment lists it (`campaign_ref`). Source the network
+    (`facebook` for Messenger), medium `ad` or `link`. Anything else (a chat plugin, a ref
+    nobody listed) names no campaign: it would take an order's credit from a real one."""
     if not isinstance(referral, Mapping):
         return None
-    context = referral.get("ads_context_data")
-    title = context.get("ad_title") if isinstance(context, Mapping) else None
-    from_ads = str(referral.get("source") or "").upper() == "ADS" or bool(referral.get("ad_id"))
-    told = {
-        "name": referral.get("ref") or title or referral.get("ad_id"),
-        "source": "instagram" if channel == "instagram" else "facebook",
-        "medium": "ad" if from_ads else "link",
-    }
-    return campaign_from(told, None, cut)
+    source = "instagram" if channel == "instagram" else "facebook"
+    if str(referral.get("source") or "").upper() == "ADS" or referral.get("ad_id"):
+        context = referral.get("ads_context_data")
+        title = context.get("ad_title") if isinstance(context, Mapping) else None
+        name = first_impersonal(title, referral.get("ad_id"))
+        told = {"name": name, "source": source, "medium": "ad"}
+        return campaign_from(told, None, cut) if name else None
+    ref = referral.get("ref")
+    if not isinstance(ref, str) or not campaign_ref(ref, refs):
+        return None
+    return campaign_from({"name": ref, "source": source, "medium": "link"}, None, cut)
+
+
+def campaign_ref(ref: str, refs: Collection[str]) -> bool:
+    """Whether a link's `ref` is one the deployment named a campaign (`HILO_SOCIAL_CAMPAIGN_REFS`:
+    exact, or a prefix ending in `*`)."""
+    return any(ref.startswith(r[:-1]) if r.endswith("*") else ref == r for r in refs)
 
 
 def _receipts(event: Messaging) -> list[tuple[str, Payload]]:

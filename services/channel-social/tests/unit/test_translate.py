@@ -107,34 +107,66 @@ def test_a_shared_location_keeps_its_coordinates_and_a_story_reply_its_story() -
     assert (odd.attachments[0].kind, odd.attachments[0].latitude) == ("location", None)
 
 
-def campaign_of(event: dict[str, Any]) -> dict[str, Any] | None:
-    [interaction], _ = translate(notification({"timestamp": 1700000000100, **event}), "t", KEY)
+def campaign_of(
+    event: dict[str, Any], refs: tuple[str, ...] = ("spring-*",), instagram: bool = False
+) -> dict[str, Any] | None:
+    document = notification({"timestamp": 1700000000100, **event})
+    if instagram:
+        document = Notification.model_validate(
+            {**document.model_dump(by_alias=True), "object": "instagram"}
+        )
+    [interaction], _ = translate(document, "t", KEY, refs)
     assert isinstance(interaction.payload, MessageExchanged)
     campaign = interaction.payload.campaign
     return None if campaign is None else campaign.model_dump(exclude_none=True)
 
 
-def test_a_conversation_from_an_ad_or_a_link_carries_its_campaign() -> None:
-    """Meta puts `referral` on the first message (or Get Started tap) after a click on a
-    click-to-Messenger ad or an `m.me` link: that message's campaign."""
-    ad = {"source": "ADS", "type": "OPEN_THREAD", "ad_id": "6045246247433"}
-    titled = {**ad, "ads_context_data": {"ad_title": "Spring sale", "photo_url": "x"}}
-    link = {"ref": "spring-flyer", "source": "SHORTLINK", "type": "OPEN_THREAD"}
+AD = {"source": "ADS", "type": "OPEN_THREAD", "ad_id": "6045246247433"}
+
+
+def test_a_conversation_from_an_ad_carries_the_ad_as_its_campaign() -> None:
+    """Meta puts `referral` on the first message (or Get Started tap) of a conversation a
+    click-to-Messenger or click-to-Instagram ad opened: named by its title, else its id."""
+    titled = {**AD, "ref": "uid_8f3a9c21e0", "ads_context_data": {"ad_title": "Spring sale"}}
+    handle = {**AD, "ads_context_data": {"ad_title": "DM @luma.shop for 20% off"}}
 
     assert campaign_of({"message": {"mid": "m1", "text": "Hi", "referral": titled}}) == {
         "name": "Spring sale",
         "source": "facebook",
         "medium": "ad",
-    }
-    assert campaign_of({"message": {"mid": "m2", "text": "Hi", "referral": ad}}) == {
+    }, "an ad is never named by its ref, which anyone can set"
+    assert campaign_of({"postback": {"title": "Get Started", "referral": handle}}) == {
         "name": "6045246247433",
         "source": "facebook",
         "medium": "ad",
+    }, "a title holding an address gives way to the ad's id"
+    assert campaign_of(
+        {"message": {"mid": "m2", "text": "Hi", "referral": AD}}, instagram=True
+    ) == {
+        "name": "6045246247433",
+        "source": "instagram",
+        "medium": "ad",
     }
-    assert campaign_of({"postback": {"title": "Get Started", "referral": link}}) == {
+
+
+def test_a_link_names_a_campaign_only_by_a_ref_the_deployment_listed() -> None:
+    """A flyer's QR code to `m.me/<page>?ref=spring-flyer`; anyone can make a link with a ref
+    of their own, a customer's token too: unlisted, it names nothing."""
+    listed = {"ref": "spring-flyer", "source": "SHORTLINK", "type": "OPEN_THREAD"}
+    unlisted = {"ref": "uid_8f3a9c21e0", "source": "SHORTLINK", "type": "OPEN_THREAD"}
+    plugin = {"source": "CUSTOMER_CHAT_PLUGIN", "type": "OPEN_THREAD"}
+
+    assert campaign_of({"postback": {"title": "Get Started", "referral": listed}}) == {
         "name": "spring-flyer",
         "source": "facebook",
         "medium": "link",
     }
+    assert campaign_of({"message": {"mid": "m1", "text": "Hi", "referral": unlisted}}) is None
+    assert campaign_of({"message": {"mid": "m2", "text": "Hi", "referral": plugin}}) is None
     assert campaign_of({"message": {"mid": "m3", "text": "Hi", "referral": "spring"}}) is None
-    assert campaign_of({"message": {"mid": "m4", "text": "Hi"}}) is None
+
+
+def test_the_pages_own_echo_carries_no_campaign() -> None:
+    echo = {"mid": "m1", "text": "Welcome!", "is_echo": True, "referral": AD}
+
+    assert campaign_of({"message": echo}) is None

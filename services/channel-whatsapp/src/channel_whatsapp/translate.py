@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from channel_whatsapp.webhook import Message, MessagesChange, Metadata, Notification, Status
 from hilo.contract import (
@@ -23,7 +24,7 @@ from hilo.contract import (
     unix_time,
     whatsapp_identifiers,
 )
-from hilo.contract.campaign import campaign_from
+from hilo.contract.campaign import campaign_from, first_impersonal
 from hilo.contract.outbound import failure_provider_id
 from hilo.outbound import tagged_command
 
@@ -118,13 +119,14 @@ def _message(
 
 def _ad(referral: Any, cut: Truncations) -> Campaign | None:
     """The click-to-WhatsApp ad or post the conversation came from, as a campaign: named by the
-    ad's headline (else its id), its source the network the link names, its medium `ad` or
-    `post`. What else Meta sends (the ad's text, media, click id) stays out."""
+    ad's headline (else its id, when the headline holds an address or a number), its source the
+    site its link is on, its medium `ad` or `post`. What else Meta sends (the ad's text, media,
+    click id) stays out."""
     if not isinstance(referral, Mapping):
         return None
     source_type = str(referral.get("source_type") or "").lower()
     told = {
-        "name": referral.get("headline") or referral.get("source_id"),
+        "name": first_impersonal(referral.get("headline"), referral.get("source_id")),
         "source": _network(referral.get("source_url")),
         "medium": source_type if source_type in ("ad", "post") else "referral",
     }
@@ -132,11 +134,16 @@ def _ad(referral: Any, cut: Truncations) -> Campaign | None:
 
 
 def _network(url: object) -> str:
-    """`instagram` or `facebook` by the ad's link (`https://fb.me/...`), else `meta`."""
-    host = str(url or "").lower()
-    if "instagram" in host:
+    """`instagram` or `facebook` when the ad's link is on that site; `meta` for the short
+    `fb.me` links Meta gives ads placed on either, and anything else."""
+    try:
+        host = (urlsplit(url).hostname or "") if isinstance(url, str) else ""
+    except ValueError:
+        host = ""
+    if host == "instagram.com" or host.endswith(".instagram.com"):
         return "instagram"
-    return "facebook" if "facebook" in host or "fb.me" in host else "meta"
+    sites = ("facebook.com", "fb.com")
+    return "facebook" if any(host == s or host.endswith(f".{s}") for s in sites) else "meta"
 
 
 def _text(message: Message) -> str | None:

@@ -54,9 +54,10 @@ Definitions (what the numbers mean):
   survey answer) in the attribution window before it: first touch (all credit to the first),
   last touch (to the last), linear (1/n to each of n). An order with no touch in the window is
   **unattributed**: counted, credited to no channel.
-- **Campaigns**: a campaign visit is a page view with a `campaign` (from the landing URL), the
-  customer's views of the same campaign each within `VISIT_GAP` (30 minutes) of the one before
-  being one visit, counted at its first. Each order is credited to the customer's last campaign
+- **Campaigns**: a campaign visit is an entry with a `campaign`: a page view whose URL named one,
+  a link clicked in an email, the first message of a chat an ad or a listed link opened; the
+  customer's entries of the same campaign each within `VISIT_GAP` (30 minutes) of the one before
+  are one visit, counted at its first. Each order is credited to the customer's last campaign
   view in the attribution window before it (last touch), whatever channel the order came
   through; orders with none are counted in `orders_without_campaign`.
 
@@ -231,8 +232,9 @@ class Attribution(_Part):
 class Campaigns(_Part):
     visits: dict[str, int] = Field(
         default_factory=dict,
-        description="Visits in the range that came from a campaign (a landing page whose URL or "
-        "`context.campaign` named it), by campaign name; `(not set)` for a source alone.",
+        description="Visits in the range that came from a campaign (a page whose URL or "
+        "`context.campaign` named it, a link clicked in an email, a chat an ad opened), by "
+        "campaign name; `(not set)` for a source alone.",
     )
     orders: dict[str, int] = Field(
         default_factory=dict,

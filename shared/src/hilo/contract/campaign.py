@@ -48,6 +48,16 @@ def campaign_from(told: object, url: object, cut: Truncations) -> Campaign | Non
     )
 
 
+def first_impersonal(*candidates: object) -> str | None:
+    """The first candidate name that is text and holds no address or number: an ad's headline
+    that mentions `@shop` gives way to its id rather than lose the campaign."""
+    for candidate in candidates:
+        text = _text(candidate)
+        if text and text.strip() and not looks_personal(text):
+            return text.strip()
+    return None
+
+
 def _usable(given: Mapping[str, Any]) -> dict[str, str]:
     """The campaign fields given as text, trimmed; nulls, blanks and nested values are none (a
     `"source": null` leaves the URL's source standing)."""

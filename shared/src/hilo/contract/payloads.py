@@ -143,12 +143,13 @@ class Attachment(_Model):
 
 
 MAX_CAMPAIGN_TEXT: Final = 200
-PERSONAL_IN_CAMPAIGN: Final = r"@|%40|\+[0-9](?:[ ()./-]{0,3}[0-9]){7,}"
+PERSONAL_IN_CAMPAIGN: Final = r"@|%40|(?:\+|%2[Bb])[0-9](?:[ ()./-]{0,3}[0-9]){7,}"
 """What a campaign field published in the clear must not hold: an email address (`@`, or
-`%40` as a link encoded twice) or a phone number in international form (`+` and eight digits
-or more, grouped any way). Digits alone are allowed: ad platforms name campaigns by number
-(Google Ads' `{campaignid}`). ASCII only and without look-arounds, so every JSON Schema
-validator reads the published pattern as Python does."""
+`%40` as a link encoded twice) or a phone number in international form (`+`, or `%2B`, and
+eight digits or more, grouped any way). Digits alone are allowed: ad platforms name campaigns
+by number (Google Ads' `{campaignid}`), so a number in national form is not recognised. ASCII
+only and without look-arounds, so every JSON Schema validator reads the published pattern as
+Python does."""
 CampaignText = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_CAMPAIGN_TEXT)
 ]
@@ -169,14 +170,16 @@ def _campaign_field(utm: str, example: str) -> Any:
 
 
 class Campaign(_Model):
-    """The marketing campaign a page view came from: Segment's `context.campaign`, or the
-    URL's `utm_campaign`, `utm_source` and `utm_medium` (of a page, or of a link clicked in an
-    email). Kept in the clear, where the URL is sealed, so a campaign's sales can be measured on
-    any channel without the keys; the URL keeps the rest (`utm_term`, `utm_content`). It needs a
-    name or a source, and none of its fields may hold an email address or a phone number (an
-    `@`, a `%40`, a `+` and eight digits or more): a channel leaves out a campaign that does
-    rather than publish it. Names and codes that point at one person (a referral code as a
-    campaign) are the sender's to keep out: they stay after an erasure."""
+    """The marketing campaign a page view or a conversation came from: Segment's
+    `context.campaign`, or the URL's `utm_campaign`, `utm_source` and `utm_medium` (of a page, or
+    of a link clicked in an email), or the ad or listed link that opened a WhatsApp, Messenger
+    or Instagram chat. Kept in the clear, where the URL is sealed, so a campaign's sales can be
+    measured on any channel without the keys; the URL keeps the rest (`utm_term`,
+    `utm_content`). It needs a name or a source, and none of its fields may hold an email
+    address or a phone number (an `@`, a `%40`, a `+` and eight digits or more): a channel
+    leaves out a campaign that does rather than publish it. Names and codes that point at one
+    person (a referral code as a campaign) are the sender's to keep out of `utm_` parameters:
+    they stay after an erasure (a chat link's `ref` names a campaign only when listed)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -221,8 +224,9 @@ class MessageExchanged(_Model):
     campaign: Campaign | None = Field(
         default=None,
         exclude_if=_absent,
-        description="The ad or post an inbound message came from (WhatsApp's click-to-chat "
-        "`referral`). Absent otherwise.",
+        description="The ad, post or listed link that opened the conversation, on the first "
+        "inbound message after the click (Meta's `referral` on WhatsApp, Messenger and "
+        "Instagram). Absent otherwise.",
     )
 
     @model_validator(mode="after")
