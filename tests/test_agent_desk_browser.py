@@ -194,7 +194,7 @@ async def test_an_agent_follows_the_customer_live_and_answers_by_sms(
         await stack.profile.wait_for_entries(5)
         await sign_in_and_find(page, stack.desk_url)
         await expect(page.locator("#came-from")).to_contain_text(
-            "Came from campaign spring (newsletter / email) on Email"
+            "Campaign spring (newsletter / email) on Email"
         )
         orders = page.locator("#orders")
         await expect(orders).to_contain_text("lifetime value 49.90 EUR")

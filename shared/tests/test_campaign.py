@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hilo.contract import Truncations
-from hilo.contract.campaign import campaign_from, first_impersonal, utm_of
+from hilo.contract.campaign import ad_campaign, campaign_from, utm_of
 
 SPRING = "https://shop.example/?utm_source=newsletter&utm_medium=email&utm_campaign=spring"
 
@@ -60,7 +60,23 @@ def test_a_campaign_naming_neither_name_nor_source_is_none_and_a_long_name_is_cu
     assert adjustments == [("payload.campaign.name", "truncated")]
 
 
-def test_the_first_name_that_names_nobody_is_taken() -> None:
-    assert first_impersonal("Follow @shop", None, " ", "6045246247433") == "6045246247433"
-    assert first_impersonal(" Spring sale ", "1") == "Spring sale"
-    assert first_impersonal("DM @shop", {"nested": 1}) is None
+def test_an_ads_first_name_that_names_nobody_is_taken_and_a_skipped_one_noted() -> None:
+    cut = Truncations()
+
+    ad = ad_campaign(["Follow @shop", None, " ", "6045246247433"], "meta", "ad", cut)
+    nothing = ad_campaign(["DM @shop", {"nested": 1}], "meta", "ad", Truncations())
+
+    assert ad is not None
+    assert (ad.name, ad.source, ad.medium) == ("6045246247433", "meta", "ad")
+    assert [(a.field, a.reason) for a in cut.adjustments] == [
+        ("payload.campaign.name", "looks_personal")
+    ]
+    assert nothing is None, "a source alone would take the credit of a named campaign"
+
+
+def test_a_number_written_with_a_plain_plus_in_the_url_is_caught() -> None:
+    """A query's `+` is a space to analytics.js: `+34612345678` would be published as digits."""
+    url = "https://shop.example/?utm_campaign=spring&utm_source=+34+612+34+56+78"
+
+    assert read(None, url) == (None, [("payload.campaign", "looks_personal")])
+    assert utm_of(url)["source"] == " 34 612 34 56 78"

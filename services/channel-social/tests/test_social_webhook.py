@@ -145,6 +145,32 @@ def social_settings(settings: HiloSettings) -> SocialSettings:
     )
 
 
+async def test_a_flyers_link_names_its_campaign_as_the_deployment_listed_it(
+    social_settings: SocialSettings, settings: HiloSettings, topics: list[str]
+) -> None:
+    """`HILO_SOCIAL_CAMPAIGN_REFS` reaches the translation: a listed ref names the campaign of
+    the conversation it opened, another names none."""
+    listed = social_settings.model_copy(update={"social_campaign_refs": ["spring-flyer"]})
+    document = json.loads(json.dumps(MESSENGER_TEXT))
+    message = document["entry"][0]["messaging"][0]["message"]
+    message["referral"] = {"ref": "spring-flyer", "source": "SHORTLINK", "type": "OPEN_THREAD"}
+    other = json.loads(json.dumps(document).replace("spring-flyer", "uid_8f3a9c21e0"))
+    other["entry"][0]["messaging"][0]["message"]["mid"] = "m_other_ref"
+
+    async with channel_client(create_app(listed)) as client:
+        for request in (signed(document), signed(other)):
+            answer = await client.post(request.path, content=request.body, headers=request.headers)
+            assert answer.status_code == 200, answer.text
+
+    flyer, unlisted = await published_interactions(settings, 2)
+    assert flyer["payload"]["campaign"] == {
+        "name": "spring-flyer",
+        "source": "facebook",
+        "medium": "link",
+    }
+    assert "campaign" not in unlisted["payload"]
+
+
 @pytest.fixture
 async def social(
     social_settings: SocialSettings, topics: list[str]

@@ -145,7 +145,7 @@ def message_with(referral: object) -> Notification:
             },
             {"name": "178", "source": "instagram", "medium": "post"},
         ),
-        ({"source_type": "ad"}, {"name": None, "source": "meta", "medium": "ad"}),
+        ({"source_type": "ad"}, None),
         ("an ad", None),
         (None, None),
     ],
@@ -155,8 +155,8 @@ def test_a_conversation_from_a_click_to_whatsapp_ad_carries_its_campaign(
 ) -> None:
     """Meta puts `referral` on the first message after a click on an ad or a post: the campaign
     journey-analytics credits with what the customer buys later, in any channel. One naming
-    neither headline nor id is still Meta's ad; one that is no object gives none and refuses
-    nothing."""
+    neither headline nor id, or that is no object, gives none (a source alone would take the
+    credit of a named campaign) and refuses nothing."""
     [interaction], ignored = translate(message_with(referral), "test", b"pepper")
 
     assert ignored == 0

@@ -661,3 +661,19 @@ def test_a_reply_reported_perhaps_not_sent_that_twilio_then_reports_sent_says_it
 
     assert "Reply sent after all: SMS reports it sent." in html
     assert row(sent)["after_report"]
+
+
+def test_the_campaign_a_customer_came_from_says_who_told_it() -> None:
+    told = {"channel": "whatsapp", "at": "2026-12-01T10:00:00+00:00"}
+    ad = _panels({"last_campaign": {"name": "Spring", "source": "meta", "medium": "ad", **told}})
+    browser = _panels(
+        {"last_campaign": {"name": "<b>VIP</b>", **told, "channel": "web", "unverified": True}}
+    )
+    source_alone = _panels({"last_campaign": {"source": "instagram", **told}})
+
+    assert "Campaign <strong>Spring</strong> (meta / ad) on WhatsApp, 01 Dec 2026" in ad
+    assert "as a browser told it" not in ad
+    assert "Campaign <strong>&lt;b&gt;VIP&lt;/b&gt;</strong> on Web" in browser
+    assert "as a browser told it" in browser
+    assert "A campaign (instagram) on WhatsApp" in source_alone
+    assert 'id="came-from"' not in _panels({})

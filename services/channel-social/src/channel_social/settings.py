@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from hilo.channel import ChannelSettings
 from hilo.settings import CommaSeparated
+
+MIN_REF_PREFIX = 3
 
 
 class SocialSettings(ChannelSettings):
@@ -37,6 +39,18 @@ class SocialSettings(ChannelSettings):
         "one on a link, a customer's token too) names none.",
         examples=[["spring-flyer", "store-qr-*"]],
     )
+
+    @field_validator("social_campaign_refs")
+    @classmethod
+    def _no_catch_all(cls, refs: list[str]) -> list[str]:
+        """A prefix of fewer than 3 characters (`*` alone) would take nearly every ref, a
+        customer's token in a link included, and publish it."""
+        if short := [r for r in refs if r.endswith("*") and len(r) < MIN_REF_PREFIX + 1]:
+            raise ValueError(
+                f"a ref prefix needs at least {MIN_REF_PREFIX} characters before `*`: {short}"
+            )
+        return refs
+
     instagram_account_id: str = Field(
         default="me",
         pattern=r"^(me|\d{1,30})$",

@@ -43,7 +43,7 @@ from hilo.contract import (
     new_interaction,
     unix_time,
 )
-from hilo.contract.campaign import campaign_from, first_impersonal
+from hilo.contract.campaign import ad_campaign, campaign_from
 
 CHANNELS = {"page": "messenger", "instagram": "instagram"}
 REPLY_FIELD = "payload.interactive_reply"
@@ -205,9 +205,7 @@ def _referred(
     if str(referral.get("source") or "").upper() == "ADS" or referral.get("ad_id"):
         context = referral.get("ads_context_data")
         title = context.get("ad_title") if isinstance(context, Mapping) else None
-        name = first_impersonal(title, referral.get("ad_id"))
-        told = {"name": name, "source": source, "medium": "ad"}
-        return campaign_from(told, None, cut) if name else None
+        return ad_campaign([title, referral.get("ad_id")], source, "ad", cut)
     ref = referral.get("ref")
     if not isinstance(ref, str) or not campaign_ref(ref, refs):
         return None

@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
+from channel_social.settings import SocialSettings
 from channel_social.translate import STORY_REPLY, translate
 from channel_social.webhook import Notification
 from hilo.contract import MessageExchanged, interaction_id
@@ -164,6 +168,27 @@ def test_a_link_names_a_campaign_only_by_a_ref_the_deployment_listed() -> None:
     assert campaign_of({"message": {"mid": "m1", "text": "Hi", "referral": unlisted}}) is None
     assert campaign_of({"message": {"mid": "m2", "text": "Hi", "referral": plugin}}) is None
     assert campaign_of({"message": {"mid": "m3", "text": "Hi", "referral": "spring"}}) is None
+
+
+def test_a_listed_ref_matches_exactly_and_a_prefix_only_where_it_ends_in_a_star() -> None:
+    def named(ref: str, refs: tuple[str, ...]) -> bool:
+        link = {"ref": ref, "source": "SHORTLINK", "type": "OPEN_THREAD"}
+        return (
+            campaign_of({"message": {"mid": ref, "text": "Hi", "referral": link}}, refs) is not None
+        )
+
+    assert named("spring-flyer", ("spring-flyer",))
+    assert not named("spring-flyer-2", ("spring-flyer",))
+    assert named("store-qr-bcn", ("spring-flyer", "store-qr-*"))
+
+
+def test_a_catch_all_ref_prefix_is_refused_at_start() -> None:
+    base = {"meta_app_secret": "s", "meta_verify_token": "t"}
+    for refs in ("*", "sp*,spring-flyer"):
+        with pytest.raises(ValidationError, match="at least 3 characters"):
+            SocialSettings.model_validate({**base, "social_campaign_refs": refs})
+    listed = SocialSettings.model_validate({**base, "social_campaign_refs": "a-flyer, spr*,"})
+    assert listed.social_campaign_refs == ["a-flyer", "spr*"]
 
 
 def test_the_pages_own_echo_carries_no_campaign() -> None:

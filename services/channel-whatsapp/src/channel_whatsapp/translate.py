@@ -24,7 +24,7 @@ from hilo.contract import (
     unix_time,
     whatsapp_identifiers,
 )
-from hilo.contract.campaign import campaign_from, first_impersonal
+from hilo.contract.campaign import ad_campaign
 from hilo.contract.outbound import failure_provider_id
 from hilo.outbound import tagged_command
 
@@ -125,12 +125,12 @@ def _ad(referral: Any, cut: Truncations) -> Campaign | None:
     if not isinstance(referral, Mapping):
         return None
     source_type = str(referral.get("source_type") or "").lower()
-    told = {
-        "name": first_impersonal(referral.get("headline"), referral.get("source_id")),
-        "source": _network(referral.get("source_url")),
-        "medium": source_type if source_type in ("ad", "post") else "referral",
-    }
-    return campaign_from(told, None, cut)
+    return ad_campaign(
+        [referral.get("headline"), referral.get("source_id")],
+        _network(referral.get("source_url")),
+        source_type if source_type in ("ad", "post") else "referral",
+        cut,
+    )
 
 
 def _network(url: object) -> str:

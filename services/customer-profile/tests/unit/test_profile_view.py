@@ -983,3 +983,9 @@ def test_the_view_keeps_the_campaign_the_customer_last_came_from() -> None:
         "at": T0 + timedelta(minutes=3),
     }
     assert "last_campaign" not in derive_view([entry(1, "cart")], WINDOW).model_dump()
+    browser = entry(5, "page_view", payload=PageViewed(path="/", campaign=spring))
+    told_by_a_browser = browser.model_copy(update={"identity_trust": "unverified"})
+    marked = derive_view([told_by_a_browser], WINDOW).last_campaign
+    assert marked is not None
+    assert marked.unverified, "the desk says a browser told it"
+    assert "unverified" not in landed.model_dump(mode="json")["last_campaign"]

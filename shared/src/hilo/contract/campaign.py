@@ -6,7 +6,7 @@ else the page URL's `utm_` parameters) and the email channel (the link a recipie
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,16 +17,18 @@ CAMPAIGN_KEYS: Final = {"name": "utm_campaign", "source": "utm_source", "medium"
 """A campaign's fields (Segment's `context.campaign`) and the URL parameters they come from."""
 
 
-def utm_of(url: object) -> dict[str, str]:
-    """The campaign a URL names, the last value of each parameter as analytics.js reads it. An
-    unreadable URL (a stray bracket, a character no URL holds) names none."""
+def utm_of(url: object, *, plus_as_space: bool = True) -> dict[str, str]:
+    """The campaign a URL names, the last value of each parameter as analytics.js reads it (a
+    `+` is a space). An unreadable URL (a stray bracket, a character no URL holds) names none.
+    `plus_as_space=False` keeps a `+` as written: `utm_source=+34612345678` is a number."""
     if not isinstance(url, str):
         return {}
     try:
-        query = parse_qs(urlsplit(url).query)
+        query = urlsplit(url).query
+        values = parse_qs(query if plus_as_space else query.replace("+", "%2B"))
     except ValueError:
         return {}
-    return {field: query[key][-1] for field, key in CAMPAIGN_KEYS.items() if key in query}
+    return {field: values[key][-1] for field, key in CAMPAIGN_KEYS.items() if key in values}
 
 
 def campaign_from(told: object, url: object, cut: Truncations) -> Campaign | None:
@@ -35,7 +37,11 @@ def campaign_from(told: object, url: object, cut: Truncations) -> Campaign | Non
     left out, noted, when a field holds an email address or a phone number (it would be
     published in the clear); a field longer than the contract holds is cut, noted."""
     fields = _usable(utm_of(url)) | _usable(told if isinstance(told, Mapping) else {})
-    if any(looks_personal(text) for text in fields.values()):
+    # A value's leading `+` as written is a number's; the ones after it are spaces.
+    as_written = [
+        v[:1] + v[1:].replace("+", " ") for v in utm_of(url, plus_as_space=False).values()
+    ]
+    if any(looks_personal(text) for text in [*fields.values(), *as_written]):
         cut.note("payload.campaign", LOOKS_PERSONAL)
         return None
     if "name" not in fields and "source" not in fields:
@@ -48,14 +54,20 @@ def campaign_from(told: object, url: object, cut: Truncations) -> Campaign | Non
     )
 
 
-def first_impersonal(*candidates: object) -> str | None:
-    """The first candidate name that is text and holds no address or number: an ad's headline
-    that mentions `@shop` gives way to its id rather than lose the campaign."""
-    for candidate in candidates:
-        text = _text(candidate)
-        if text and text.strip() and not looks_personal(text):
-            return text.strip()
-    return None
+def ad_campaign(
+    names: Sequence[object], source: str, medium: str, cut: Truncations
+) -> Campaign | None:
+    """The campaign of an ad that opened a chat, named by the first of `names` (its title, then
+    its id) that is text and holds no address or number: a headline that mentions `@shop` gives
+    way to the id, noted. None when no name is left: a source alone would take an order's
+    credit from a campaign that has one."""
+    usable = [text.strip() for name in names if (text := _text(name)) and text.strip()]
+    named = [text for text in usable if not looks_personal(text)]
+    if len(named) < len(usable):
+        cut.note("payload.campaign.name", LOOKS_PERSONAL)
+    if not named:
+        return None
+    return campaign_from({"name": named[0], "source": source, "medium": medium}, None, cut)
 
 
 def _usable(given: Mapping[str, Any]) -> dict[str, str]:

@@ -167,6 +167,12 @@ class CampaignSeen(BaseModel):
     medium: str | None = None
     channel: str
     at: datetime
+    unverified: bool = Field(
+        default=False,
+        exclude_if=lambda unverified: not unverified,
+        description="Told by an unverified source (a browser, with the web shop's public key: "
+        "anyone can send one naming a customer), which the desk says.",
+    )
 
 
 class ProfileView(BaseModel):
@@ -236,7 +242,10 @@ class ProfileView(BaseModel):
             self._converse(entry, conversation_window)
         if isinstance(campaign := entry.payload.get("campaign"), dict):
             self.last_campaign = CampaignSeen(
-                **campaign, channel=entry.channel, at=entry.occurred_at
+                **campaign,
+                channel=entry.channel,
+                at=entry.occurred_at,
+                unverified=entry.identity_trust == "unverified",
             )
         self.recent_interactions = [*self.recent_interactions, _preview(entry)][
             -RECENT_INTERACTIONS:
