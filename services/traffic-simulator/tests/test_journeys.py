@@ -111,3 +111,12 @@ def test_two_in_three_people_land_from_a_campaign() -> None:
 
     tagged = [parse_qs(urlsplit(url).query).get("utm_campaign") for url in landings]
     assert sorted(map(str, tagged)) == ["None", "['spring']", "['spring']"]
+
+
+def test_who_came_to_the_shop_straight_found_the_chat_through_an_ad() -> None:
+    for person in people(3, seed=1):
+        steps = journey(person, SETTINGS, journey_start(person))
+        home = json.loads(steps[0].body)["properties"]["url"]
+        chat = next(step for step in steps if step.channel == "whatsapp")
+        [message] = json.loads(chat.body)["entry"][0]["changes"][0]["value"]["messages"]
+        assert ("referral" in message) == ("utm_campaign" not in home)

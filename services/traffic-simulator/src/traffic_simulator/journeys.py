@@ -56,6 +56,21 @@ CAMPAIGNS = (
 the same campaign, or straight to the shop (journey-analytics' `campaigns`)."""
 
 
+SPRING_AD = {
+    "source_url": "https://fb.me/spring-ad",
+    "source_id": "120212345678901234",
+    "source_type": "ad",
+    "headline": "Spring sale",
+    "ctwa_clid": "simulated-click",
+}
+"""The click-to-WhatsApp ad those who came to the shop straight found the chat through."""
+
+
+def from_ad(person: Person) -> dict[str, str] | None:
+    """The ad's referral on the first WhatsApp message of those no link brought to the shop."""
+    return SPRING_AD if not CAMPAIGNS[person.number % len(CAMPAIGNS)] else None
+
+
 def landing_url(person: Person) -> str:
     """The home page as the person reached it: tagged with a campaign for two in three."""
     query = CAMPAIGNS[person.number % len(CAMPAIGNS)]
@@ -93,7 +108,7 @@ def journey(
             )
         )
     steps += [
-        build.whatsapp(60, f"Hola! Is the {person.product[1]} available in 42?"),
+        build.whatsapp(60, f"Hola! Is the {person.product[1]} available in 42?", from_ad(person)),
         build.twilio_call(120),
     ]
     if person.drops_a_call:
@@ -189,14 +204,16 @@ class _Builder:
             "whatsapp", f"{WHATSAPP_NUMBER_ID}:{self.person.wa_id}", self._conversation_key
         )
 
-    def whatsapp(self, minutes: int, text: str) -> Step:
-        message = {
+    def whatsapp(self, minutes: int, text: str, referral: dict[str, str] | None = None) -> Step:
+        message: dict[str, Any] = {
             "from": self.person.wa_id,
             "id": f"wamid.{self.event_id(str(minutes))}",
             "timestamp": str(int(self.at(minutes).timestamp())),
             "type": "text",
             "text": {"body": text},
         }
+        if referral is not None:
+            message["referral"] = referral
         value = {
             "messaging_product": "whatsapp",
             "metadata": {
