@@ -80,6 +80,11 @@ def report(measures: dict[str, Any]) -> list[str]:
     satisfaction = measures["satisfaction"]
     where = ", ".join(f"{k} {v}" for k, v in conversion["by_order_channel"].items())
     csat = ", ".join(f"{k} {v:.1f}" for k, v in satisfaction["csat_by_channel"].items())
+    campaigns = measures.get("campaigns") or {}
+    credited = ", ".join(
+        f"{name} {sum(sold.values())} ({', '.join(f'{w} {n}' for w, n in sold.items())})"
+        for name, sold in (campaigns.get("sold_via") or {}).items()
+    )
     return [
         "",
         "Omnichannel (journey-analytics, the last 30 days)",
@@ -91,4 +96,6 @@ def report(measures: dict[str, Any]) -> list[str]:
         f"  CSAT by channel         {csat or 'no answers'}",
         f"  first-contact resolution {_percent(conversations['first_contact_resolution_rate'])} "
         f"of {conversations['conversations']} conversations",
+        f"  orders by campaign      {credited or 'none'}"
+        f" ({campaigns.get('orders_without_campaign', 0)} without one)",
     ]

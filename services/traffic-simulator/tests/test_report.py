@@ -1,0 +1,36 @@
+"""The lines `make simulate` ends with, from journey-analytics' measures."""
+
+from __future__ import annotations
+
+from traffic_simulator.omnichannel import report
+
+MEASURES = {
+    "conversations": {
+        "continuity_rate": 0.5,
+        "channel_switches": 4,
+        "restarted": 2,
+        "first_contact_resolution_rate": 0.25,
+        "conversations": 8,
+    },
+    "cross_channel_conversion": {"rate": 0.4, "web_carts": 5, "by_order_channel": {"store": 2}},
+    "satisfaction": {"csat_by_channel": {"whatsapp": 4.5}},
+    "campaigns": {
+        "sold_via": {"Spring sale": {"store": 2}, "spring": {"online": 1, "store": 3}},
+        "orders_without_campaign": 1,
+    },
+}
+
+
+def test_the_report_credits_each_campaign_with_its_orders_and_where_they_were_sold() -> None:
+    lines = report(MEASURES)
+
+    assert lines[-1] == (
+        "  orders by campaign      Spring sale 2 (store 2), spring 4 (online 1, store 3)"
+        " (1 without one)"
+    )
+
+
+def test_measures_of_an_analytics_service_without_campaigns_still_report() -> None:
+    older = {key: value for key, value in MEASURES.items() if key != "campaigns"}
+
+    assert report(older)[-1] == "  orders by campaign      none (0 without one)"
