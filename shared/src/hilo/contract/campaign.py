@@ -37,11 +37,7 @@ def campaign_from(told: object, url: object, cut: Truncations) -> Campaign | Non
     left out, noted, when a field holds an email address or a phone number (it would be
     published in the clear); a field longer than the contract holds is cut, noted."""
     fields = _usable(utm_of(url)) | _usable(told if isinstance(told, Mapping) else {})
-    # A value's leading `+` as written is a number's; the ones after it are spaces.
-    as_written = [
-        v[:1] + v[1:].replace("+", " ") for v in utm_of(url, plus_as_space=False).values()
-    ]
-    if any(looks_personal(text) for text in [*fields.values(), *as_written]):
+    if any(looks_personal(text) for text in [*fields.values(), *_as_written(url)]):
         cut.note("payload.campaign", LOOKS_PERSONAL)
         return None
     if "name" not in fields and "source" not in fields:
@@ -68,6 +64,14 @@ def ad_campaign(
     if not named:
         return None
     return campaign_from({"name": named[0], "source": source, "medium": medium}, None, cut)
+
+
+def _as_written(url: object) -> list[str]:
+    """The URL's campaign values with a leading `+` kept, a number's (the ones after it are
+    spaces); none to read again when the URL has no `+`."""
+    if not isinstance(url, str) or "+" not in url:
+        return []
+    return [v[:1] + v[1:].replace("+", " ") for v in utm_of(url, plus_as_space=False).values()]
 
 
 def _usable(given: Mapping[str, Any]) -> dict[str, str]:
