@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -51,7 +50,7 @@ from hilo.contract import (
     new_interaction,
     unix_time,
 )
-from hilo.contract.campaign import campaign_from
+from hilo.contract.campaign import campaign_from, split_url
 from hilo.contract.outbound import failure_provider_id
 from hilo.logs import mask_text
 
@@ -156,11 +155,7 @@ def event_interaction(
     purpose = _WITHDRAWN.get(data.event)
     if status is None and purpose is None:
         return None
-    message_id = bare_message_id(data.message.headers.message_id)
-    if message_id is None or not data.recipient:
-        raise ValueError(f"a `{data.event}` event needs message.headers.message-id and recipient")
-    identifiers = Identifiers(email=data.recipient)
-    reference = mail_reference(key, identifiers.email or data.recipient, message_id)
+    message_id, identifiers, reference = _addressed(data, key)
     conversation = data.variable(CONVERSATION_ID)
     payload: MessageStatusChanged | ConsentChanged
     if status is not None:
@@ -190,17 +185,27 @@ def event_interaction(
     )
 
 
+def _addressed(data: EventData, key: bytes) -> tuple[str, Identifiers, str]:
+    """The event's message id, its recipient, and the two keyed with the pepper (the root of
+    the event id: the address stays out of it). `ValueError` when either is missing."""
+    message_id = bare_message_id(data.message.headers.message_id)
+    if message_id is None or not data.recipient:
+        raise ValueError(f"a `{data.event}` event needs message.headers.message-id and recipient")
+    identifiers = Identifiers(email=data.recipient)
+    return (
+        message_id,
+        identifiers,
+        mail_reference(key, identifiers.email or data.recipient, message_id),
+    )
+
+
 def _click(data: EventData, received_at: datetime, instance: str, key: bytes) -> Interaction:
     """A link the recipient followed, as a page view on this channel (the link sealed as a
     page's URL is). Each click is an event of its own (Mailgun's event id): a reader who comes
     back through the same link ten days later is a campaign view that day."""
-    message_id = bare_message_id(data.message.headers.message_id)
-    if message_id is None or not data.recipient or not data.url or not data.id:
-        raise ValueError(
-            "a `clicked` event needs its id, message.headers.message-id, recipient and url"
-        )
-    identifiers = Identifiers(email=data.recipient)
-    reference = mail_reference(key, identifiers.email or data.recipient, message_id)
+    if not data.url or not data.id:
+        raise ValueError("a `clicked` event needs its id and url")
+    _, identifiers, reference = _addressed(data, key)
     cut = Truncations()
     page = PageViewed(
         url=cut.clip(data.url, URL_LIMIT, "payload.url"),
@@ -224,10 +229,8 @@ URL_LIMIT = max_length(PageViewed, "url")
 
 def _path(url: str) -> str | None:
     """The link's path, what the timeline shows (`/spring`); None for a URL no parser reads."""
-    try:
-        return urlsplit(url).path or None
-    except ValueError:
-        return None
+    parts = split_url(url)
+    return (parts.path or None) if parts else None
 
 
 def status_of(data: EventData) -> DeliveryStatus | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from channel_whatsapp.webhook import Message, MessagesChange, Metadata, Notification, Status
 from hilo.contract import (
@@ -24,7 +23,7 @@ from hilo.contract import (
     unix_time,
     whatsapp_identifiers,
 )
-from hilo.contract.campaign import ad_campaign
+from hilo.contract.campaign import ad_campaign, split_url
 from hilo.contract.outbound import failure_provider_id
 from hilo.outbound import tagged_command
 
@@ -136,10 +135,8 @@ def _ad(referral: Any, cut: Truncations) -> Campaign | None:
 def _network(url: object) -> str:
     """`instagram` or `facebook` when the ad's link is on that site; `meta` for the short
     `fb.me` links Meta gives ads placed on either, and anything else."""
-    try:
-        host = (urlsplit(url).hostname or "") if isinstance(url, str) else ""
-    except ValueError:
-        host = ""
+    parts = split_url(url)
+    host = (parts.hostname or "") if parts else ""
     if host == "instagram.com" or host.endswith(".instagram.com"):
         return "instagram"
     sites = ("facebook.com", "fb.com")

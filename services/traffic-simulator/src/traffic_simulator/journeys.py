@@ -68,13 +68,18 @@ SPRING_AD = {
 
 def from_ad(person: Person) -> dict[str, str] | None:
     """The ad's referral on the first WhatsApp message of those no link brought to the shop."""
-    return SPRING_AD if not CAMPAIGNS[person.number % len(CAMPAIGNS)] else None
+    return SPRING_AD if not _campaign_query(person) else None
 
 
 def landing_url(person: Person) -> str:
     """The home page as the person reached it: tagged with a campaign for two in three."""
-    query = CAMPAIGNS[person.number % len(CAMPAIGNS)]
+    query = _campaign_query(person)
     return "https://shop.example.com/" + (f"?{query}" if query else "")
+
+
+def _campaign_query(person: Person) -> str:
+    """The person's turn in `CAMPAIGNS`: the link that brought them, or "" for none."""
+    return CAMPAIGNS[person.number % len(CAMPAIGNS)]
 
 
 def journey(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from hilo.contract.adjustments import LOOKS_PERSONAL, Truncations
 from hilo.contract.payloads import MAX_CAMPAIGN_TEXT, Campaign, looks_personal
@@ -21,14 +21,23 @@ def utm_of(url: object, *, plus_as_space: bool = True) -> dict[str, str]:
     """The campaign a URL names, the last value of each parameter as analytics.js reads it (a
     `+` is a space). An unreadable URL (a stray bracket, a character no URL holds) names none.
     `plus_as_space=False` keeps a `+` as written: `utm_source=+34612345678` is a number."""
-    if not isinstance(url, str):
+    parts = split_url(url)
+    if parts is None:
         return {}
-    try:
-        query = urlsplit(url).query
-        values = parse_qs(query if plus_as_space else query.replace("+", "%2B"))
-    except ValueError:
-        return {}
+    query = parts.query if plus_as_space else parts.query.replace("+", "%2B")
+    values = parse_qs(query)
     return {field: values[key][-1] for field, key in CAMPAIGN_KEYS.items() if key in values}
+
+
+def split_url(url: object) -> SplitResult | None:
+    """A link's parts, or None for what no parser reads (a stray bracket, a character no URL
+    holds): kept as the text it is, read for nothing."""
+    if not isinstance(url, str):
+        return None
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return None
 
 
 def campaign_from(told: object, url: object, cut: Truncations) -> Campaign | None:
