@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from pymongo import AsyncMongoClient
 
 from customer_profile.bootstrap import bootstrap, start, stop
 from customer_profile.testing import (
@@ -20,16 +21,19 @@ from customer_profile.testing import (
     running_profile_service,
 )
 from hilo.contract import (
+    Direction,
     Identified,
     Identifiers,
     Interaction,
     LineItem,
+    MessageExchanged,
     OrderPlaced,
     OrderStatus,
     SalesChannel,
     new_interaction,
 )
 from hilo.kafka import PublishFailed
+from hilo.mongo import MongoDocument
 from hilo.profile_client import ProfileClient
 from hilo.request_size import MAX_REQUEST_BYTES
 from hilo.settings import HiloSettings
@@ -420,6 +424,64 @@ async def test_the_inbox_lists_as_many_customers_as_asked_however_many_were_merg
     inbox = await svc.get("/v1/conversations?limit=2")
 
     assert [c["customer_id"] for c in inbox] == [ana, bo]
+
+
+async def test_the_queue_lists_who_waits_for_a_reply_the_longest_waiting_first(
+    profile_service: RunningProfileService,
+    mongo_client: AsyncMongoClient[MongoDocument],
+    settings: HiloSettings,
+) -> None:
+    """Ana and Cy wait (Cy wrote twice: from the first message); Bo was answered by email; Dee
+    wrote 30 hours ago, past the window. A version of Bo's view from before the answer, still
+    stored (a crash between a save and its delete), must not put him back in the queue."""
+    svc = profile_service
+    now = datetime.now(UTC)
+    question = MessageExchanged(
+        direction=Direction.INBOUND, text="Is my order on its way?", provider_message_id="q"
+    )
+    answer = question.model_copy(update={"direction": Direction.OUTBOUND})
+
+    def message(n: int, email: str, minutes_ago: float, payload: MessageExchanged) -> Interaction:
+        return new_interaction(
+            channel="whatsapp" if payload is question else "email",
+            instance="test",
+            provider_event_id=f"queue-{n}",
+            identifiers=Identifiers(email=email),
+            payload=payload,
+            occurred_at=now - timedelta(minutes=minutes_ago),
+        )
+
+    await svc.publish(
+        [
+            message(1, "ana@example.com", 30, question),
+            message(2, "bo@example.com", 20, question),
+            message(3, "bo@example.com", 15, answer),
+            message(4, "cy@example.com", 25, question),
+            message(5, "cy@example.com", 5, question),
+            message(6, "dee@example.com", 30 * 60, question),
+        ]
+    )
+    await svc.wait_for_entries(6)
+    ana, bo, cy = [await svc.customer_of("email", f"{n}@example.com") for n in ("ana", "bo", "cy")]
+    views = mongo_client[settings.mongodb_database]["profile_views"]
+    current = await views.find_one({"customer_id": bo})
+    assert current is not None
+    before_answer = current["view"]
+    before_answer["conversation"]["awaiting_reply_since"] = now - timedelta(minutes=20)
+    await views.insert_one(
+        {"customer_id": bo, "version": current["version"] - 1, "view": before_answer}
+    )
+
+    queue = await svc.get("/v1/conversations?awaiting=true")
+    inbox = await svc.get("/v1/conversations")
+
+    assert [c["customer_id"] for c in queue] == [ana, cy]
+    waited = [
+        now - datetime.fromisoformat(c["conversation"]["awaiting_reply_since"]) for c in queue
+    ]
+    assert [round(w.total_seconds() / 60) for w in waited] == [30, 25]
+    assert [c["customer_id"] for c in inbox] == [cy, bo, ana]
+    assert "awaiting_reply_since" not in inbox[1]["conversation"]
 
 
 async def test_a_read_key_reads_but_cannot_erase_export_split_or_decide_merges(

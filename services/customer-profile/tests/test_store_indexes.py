@@ -9,6 +9,7 @@ run on (the local SecantusDB, MongoDB in a container, or the one `MONGODB_URL` n
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -36,6 +37,12 @@ HOT_PATH_QUERIES: list[tuple[str, dict[str, Any]]] = [
     ("journey", {"payload.receipt_id": "MAD-01:000123"}),
     # A frequent buyer's order the view let go (`Pipeline._forgotten_orders`).
     ("journey", {"payload.order_id": {"$in": ["ORD-1", "ORD-2"]}}),
+    # The agents' inbox and queue (`ProfileCollection.open_conversations`).
+    ("profile_views", {"view.conversation.last_at": {"$gte": datetime(2026, 12, 1, tzinfo=UTC)}}),
+    (
+        "profile_views",
+        {"view.conversation.awaiting_reply_since": {"$gte": datetime(2026, 12, 1, tzinfo=UTC)}},
+    ),
 ]
 
 

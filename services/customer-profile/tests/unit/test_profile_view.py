@@ -21,6 +21,8 @@ from customer_profile.domain.profile import (
     derive_view,
 )
 from hilo.contract import (
+    CallHappened,
+    CallStatus,
     Campaign,
     CartAction,
     CartChanged,
@@ -703,6 +705,89 @@ def test_an_outbound_message_with_no_conversation_open_starts_none() -> None:
     assert answered.conversation is not None
     assert answered.conversation.started_at == T0 + timedelta(minutes=2)
     assert len(answered.conversation.recent) == 2
+
+
+def _call(direction: Direction, status: CallStatus) -> CallHappened:
+    return CallHappened(direction=direction, status=status, provider_call_id="CA1")
+
+
+OUT = sample_payloads()["message"].model_copy(update={"direction": Direction.OUTBOUND})
+
+
+@pytest.mark.parametrize(
+    ("entries", "waiting_since"),
+    [
+        pytest.param([entry(1, "message", "whatsapp")], 1, id="a question waits"),
+        pytest.param(
+            [entry(1, "message", "whatsapp"), entry(5, "message", "sms", payload=OUT)],
+            None,
+            id="a reply on another channel answers it",
+        ),
+        pytest.param(
+            [
+                entry(1, "message", "whatsapp"),
+                entry(5, "message", "whatsapp", payload=OUT),
+                entry(9, "message", "email"),
+                entry(12, "message", "whatsapp"),
+            ],
+            9,
+            id="waits from the first message after the reply",
+        ),
+        pytest.param(
+            [entry(1, "call", "voice", payload=_call(Direction.INBOUND, CallStatus.NO_ANSWER))],
+            1,
+            id="a call nobody picked up waits",
+        ),
+        pytest.param(
+            [
+                entry(1, "message", "web"),
+                entry(3, "call", "voice", payload=_call(Direction.INBOUND, CallStatus.COMPLETED)),
+            ],
+            None,
+            id="an answered call answers the chat",
+        ),
+        pytest.param(
+            [
+                entry(1, "message", "web"),
+                entry(3, "call", "voice", payload=_call(Direction.OUTBOUND, CallStatus.BUSY)),
+            ],
+            1,
+            id="a call back nobody took leaves the customer waiting",
+        ),
+        pytest.param(
+            [
+                entry(1, "message", "web"),
+                entry(3, "call", "voice", payload=_call(Direction.OUTBOUND, CallStatus.COMPLETED)),
+            ],
+            None,
+            id="a call back that got through answers",
+        ),
+    ],
+)
+def test_a_conversation_knows_since_when_the_customer_waits_for_an_answer(
+    entries: list[JourneyEntry], waiting_since: int | None
+) -> None:
+    view = derive_view(entries, WINDOW)
+
+    assert view.conversation is not None
+    expected = None if waiting_since is None else T0 + timedelta(minutes=waiting_since)
+    assert view.conversation.awaiting_reply_since == expected
+    inbound = [e.occurred_at for e in entries if e.payload.get("direction") == "inbound"]
+    assert view.conversation.last_inbound_at == max(inbound)
+
+
+def test_a_conversation_waiting_for_an_answer_is_published_saying_since_when() -> None:
+    """The view is a published record: `awaiting_reply_since` is there only while someone
+    waits, as the conversation's other optional fields."""
+    waiting = derive_view([entry(1, "message", "whatsapp")], WINDOW)
+    answered = derive_view(
+        [entry(1, "message", "whatsapp"), entry(2, "message", "whatsapp", payload=OUT)], WINDOW
+    )
+
+    assert waiting.model_dump(mode="json")["conversation"]["awaiting_reply_since"] == (
+        "2026-03-01T09:01:00Z"
+    )
+    assert "awaiting_reply_since" not in answered.model_dump(mode="json")["conversation"]
 
 
 def test_an_explicit_link_continues_a_conversation_even_after_the_window() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, DeleteOne, UpdateOne
@@ -45,6 +45,8 @@ NOT_HELD: MongoDocument = {"erasing": {"$in": [None, []]}}
 """A head no erasure holds: no hold ever made, or every hold taken back (`hold_for_erasure`)."""
 OBSOLETE_VIEW_INDEXES = frozenset({"view.orders.order_id_1", "customer_id_1"})
 ATTACH_ATTEMPTS = 5
+LAST_AT = "view.conversation.last_at"
+AWAITING = "view.conversation.awaiting_reply_since"
 ATTACH_FIELDS: MongoDocument = {"identifiers": 1, "merging_in": 1, "merged_into": 1}
 
 
@@ -83,7 +85,8 @@ class ProfileCollection:
         await self.views.create_index(
             [("customer_id", ASCENDING), ("version", ASCENDING)], unique=True
         )
-        await self.views.create_index([("view.conversation.last_at", DESCENDING)], sparse=True)
+        await self.views.create_index([(LAST_AT, DESCENDING)], sparse=True)
+        await self.views.create_index([(AWAITING, ASCENDING)], sparse=True)
         await self._drop_obsolete_indexes()
         await self._convert_single_holds()
 
@@ -338,26 +341,49 @@ class ProfileCollection:
         heads.update(await self.heads(set(mapping.values()) - heads.keys()))
         return mapping, heads
 
-    async def open_conversations(self, since: datetime, limit: int) -> list[MongoDocument]:
+    async def open_conversations(
+        self, since: datetime, limit: int, *, awaiting: timedelta | None = None
+    ) -> list[MongoDocument]:
         """Current views whose conversation moved at or after `since`, latest first (the agent
-        desk's inbox). A view superseded a moment ago may still be listed next to its successor:
-        only each customer's highest version is kept. The views of profiles merged away stay
-        (their conversations live on in the survivor's): they are skipped, reading on by pages
-        until `limit` customers are found."""
-        cursor = self.views.find({"view.conversation.last_at": {"$gte": since}}).sort(
-            [("view.conversation.last_at", DESCENDING)]
-        )
+        desk's inbox); with `awaiting`, only those whose customer waits for a reply (since
+        `awaiting` before `since` at most), the longest waiting first (the agents' queue).
+
+        A view superseded a moment ago may still be listed next to its successor: only each
+        customer's highest version is kept. The views of profiles merged away stay (their
+        conversations live on in the survivor's): they are skipped, reading on by pages until
+        `limit` customers are found."""
+        cursor = self.views.find({LAST_AT: {"$gte": since}}).sort(LAST_AT, DESCENDING)
+        if awaiting is not None:  # one indexed field: SecantusDB scans when two are asked
+            cursor = self.views.find({AWAITING: {"$gte": since - awaiting}})
+            cursor = cursor.sort(AWAITING, ASCENDING)
         current: dict[str, MongoDocument] = {}
         merged_away: set[str] = set()
-        async for page in _pages(cursor, limit * 2):
+        async for read in _pages(cursor, limit * 2):
+            page = [doc for doc in read if _open_since(doc, since)]
             unseen = {doc["customer_id"] for doc in page} - current.keys()
             for doc in page:
                 _keep_highest(current, doc)
             survivors = await self.canonical(unseen)
             merged_away |= {c for c, survivor in survivors.items() if survivor != c}
+            if awaiting is not None:  # a version superseded by an answer matches, not its own
+                await self._drop_answered(current, unseen)
             if len(current.keys() - merged_away) >= limit:
                 break
-        return [doc for customer, doc in current.items() if customer not in merged_away][:limit]
+        found = [doc for customer, doc in current.items() if customer not in merged_away]
+        if awaiting is not None:
+            found.sort(key=lambda doc: doc["view"]["conversation"]["awaiting_reply_since"])
+        return found[:limit]
+
+    async def _drop_answered(self, found: dict[str, MongoDocument], customers: set[str]) -> None:
+        """Keep only the customers whose current view still waits for a reply."""
+        now = await self._views_of(customers & found.keys())
+        for customer in customers & found.keys():
+            view = now.get(customer)
+            conversation = ((view or {}).get("view") or {}).get("conversation") or {}
+            if view is None or conversation.get("awaiting_reply_since") is None:
+                del found[customer]
+            else:
+                found[customer] = view
 
     async def _views_of(self, customer_ids: Iterable[str]) -> dict[str, MongoDocument]:
         """The current (highest) view of each customer, in bounded queries on `customer_id`.
@@ -763,6 +789,12 @@ def _view_filter(customer: str, view: StoredProfile) -> MongoDocument:
 def _version(view: MongoDocument | None) -> int:
     """A profile's version is its current view's; 0 before its first view."""
     return int(view["version"]) if view else 0
+
+
+def _open_since(doc: MongoDocument, since: datetime) -> bool:
+    """Whether a view's conversation moved at or after `since`."""
+    last = ((doc.get("view") or {}).get("conversation") or {}).get("last_at")
+    return isinstance(last, datetime) and last.replace(tzinfo=UTC) >= since
 
 
 async def _pages(

@@ -19,7 +19,7 @@ and its record published.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -310,8 +310,10 @@ class ProfileStore:
     async def mismatches(self, filters: Mapping[str, Any], limit: int) -> list[JourneyEntry]:
         return await self._journey.mismatches(filters, limit)
 
-    async def open_conversations(self, since: datetime, limit: int) -> list[MongoDocument]:
-        return await self._profiles.open_conversations(since, limit)
+    async def open_conversations(
+        self, since: datetime, limit: int, *, awaiting: timedelta | None = None
+    ) -> list[MongoDocument]:
+        return await self._profiles.open_conversations(since, limit, awaiting=awaiting)
 
     async def customer_of_order(self, order_id: str) -> str | None:
         """The customer an order belongs to now (the survivor, after merges)."""

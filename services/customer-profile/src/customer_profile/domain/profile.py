@@ -92,6 +92,18 @@ class OpenConversation(BaseModel):
     channels: list[str]
     conversation_ids: list[str]
     recent: list[MessagePreview] = Field(default_factory=list)
+    awaiting_reply_since: datetime | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="When the customer's earliest message (or unanswered call) that nobody "
+        "answered yet was made: the agents' queue. A reply on any channel, or a call that was "
+        "answered, clears it. Absent when the company spoke last.",
+    )
+    last_inbound_at: datetime | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="When the customer last wrote or called in this conversation.",
+    )
 
 
 class CartState(BaseModel):
@@ -296,6 +308,7 @@ class ProfileView(BaseModel):
         current.last_at = max(current.last_at, entry.occurred_at)
         current.last_channel = entry.channel
         current.recent = [*current.recent, _preview(entry)][-RECENT_MESSAGES:]
+        _track_reply(current, entry)
         self.conversation = current
 
     def finish(self) -> ProfileView:
@@ -362,6 +375,25 @@ class ProfileView(BaseModel):
         if sign < 0 and total == 0:  # its last open order was cancelled
             del totals[currency]
         self.lifetime_value = dict(sorted(totals.items()))
+
+
+ANSWERED_CALLS = frozenset({"completed", "in_progress"})
+"""Call statuses in which someone spoke with the customer: the call answered them."""
+
+
+def _track_reply(conversation: OpenConversation, entry: JourneyEntry) -> None:
+    """Whether the customer waits for the company: their message, or a call of theirs nobody
+    picked up, waits from its time until a message goes out or a call is answered, on any
+    channel (a reply by SMS answers a WhatsApp question). A call the company made and nobody
+    answered changes nothing: the customer still waits."""
+    inbound = entry.payload.get("direction") == "inbound"
+    if inbound:
+        conversation.last_inbound_at = entry.occurred_at
+    answered = entry.payload.get("status") in ANSWERED_CALLS
+    if (entry.type == "call" and answered) or (entry.type == "message" and not inbound):
+        conversation.awaiting_reply_since = None
+    elif inbound and conversation.awaiting_reply_since is None:
+        conversation.awaiting_reply_since = entry.occurred_at
 
 
 def _preview(entry: JourneyEntry) -> MessagePreview:

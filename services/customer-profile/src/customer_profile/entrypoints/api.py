@@ -548,12 +548,22 @@ conversations = APIRouter(
 
 @conversations.get("")
 async def list_open_conversations(
-    state: State, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    state: State,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    awaiting: Annotated[
+        bool,
+        Query(
+            description="Only those whose customer waits for a reply, the longest waiting "
+            "first, for up to twice the conversation window (a customer waiting longer is "
+            "still listed without it)."
+        ),
+    ] = False,
 ) -> list[ConversationSummary]:
     """Open conversations across every channel, the latest first (the agents' inbox)."""
     since = datetime.now(UTC) - state.window
+    waited = state.window if awaiting else None
     found = []
-    for doc in await state.store.open_conversations(since, limit):
+    for doc in await state.store.open_conversations(since, limit, awaiting=waited):
         view = ProfileView.model_validate(doc["view"])
         if view.conversation is not None:
             found.append(
