@@ -59,6 +59,7 @@ from hilo.testkit.offers import offer_record, percent_off, price_schedule, publi
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "agent-desk.png"
 WAITING_SCREENSHOT = SCREENSHOT.with_name("agent-desk-reply-waiting.png")
 NOT_RUNNING_SCREENSHOT = SCREENSHOT.with_name("agent-desk-service-not-running.png")
+QUEUE_SCREENSHOT = SCREENSHOT.with_name("agent-desk-queue.png")
 PHONE = "+34612345678"
 REPLY = "Sorry the call dropped! Your shoes are ready at BCN-01."
 SAMPLE = Path(__file__).resolve().parents[1] / "services/channel-whatsapp/tests/samples"
@@ -202,7 +203,10 @@ async def test_an_agent_follows_the_customer_live_and_answers_by_sms(
             ["10.00 EUR refunded", "8.00 GBP refunded in another currency, not taken off"]
         )
         await watch_whatsapp_arrive(page, stack)
+        await page.get_by_role("button", name="Take it").click()
+        await expect(page.locator("#handling")).to_contain_text("Handled by you")
         await reply_by_sms(page)
+        await expect(page.locator("#handling")).to_contain_text("Answered")
         offers = page.locator("#offers")
         await expect(offers).to_contain_text("Spring: 10% off running shoes")
         await expect(offers).to_contain_text("59.90 EUR 53.91 EUR")
@@ -211,6 +215,73 @@ async def test_an_agent_follows_the_customer_live_and_answers_by_sms(
     (sms,) = stack.twilio.accepted
     assert sms.to == PHONE
     assert sms.body == REPLY
+
+
+def others_writing() -> list[Interaction]:
+    """Cy's email waits 40 minutes; Bo's chat was answered by email."""
+    now = datetime.now(UTC)
+
+    def message(event: str, email: str, direction: Direction, minutes_ago: float) -> Interaction:
+        return new_interaction(
+            channel="web" if direction == Direction.INBOUND else "email",
+            instance="test",
+            provider_event_id=event,
+            identifiers=Identifiers(email=email),
+            payload=MessageExchanged(
+                direction=direction, text=f"{event} text", provider_message_id=event
+            ),
+            occurred_at=now - timedelta(minutes=minutes_ago),
+        )
+
+    return [
+        message("cy-asks", "cy@example.com", Direction.INBOUND, 40),
+        message("bo-asks", "bo@example.com", Direction.INBOUND, 30),
+        message("bo-answered", "bo@example.com", Direction.OUTBOUND, 20),
+    ]
+
+
+async def test_an_agent_works_the_queue_takes_a_customer_and_answers_them_on_another_channel(
+    settings: HiloSettings, topics: list[str], page: Page
+) -> None:
+    """Who waits longest comes first; taking a conversation keeps the reply being written; an
+    SMS answers the dropped call, and the queue follows; a thank-you is marked done."""
+    async with desk_stack(settings) as stack:
+        await stack.profile.publish([*history(), *others_writing()])
+        await stack.profile.wait_for_entries(5)
+        await sign_in(page, stack.desk_url)
+        await page.get_by_role("link", name="Waiting for a reply").click()
+        rows = page.locator("#inbox tbody tr")
+        await expect(rows).to_have_count(2)
+        await expect(rows.nth(0)).to_contain_text("cy@example.com 40 min nobody")
+        await expect(rows.nth(1)).to_contain_text("ana.garcia@example.com 12 min")
+        await page.screenshot(path=str(QUEUE_SCREENSHOT))
+        await rows.nth(1).get_by_role("link").click()
+        handling = page.locator("#handling")
+        await expect(handling).to_contain_text("Waiting for a reply for 12 min")
+        await expect(handling).to_contain_text("Nobody handles it yet")
+        await page.get_by_label("Channel").select_option("sms")
+        await page.get_by_role("textbox", name="Message").fill(REPLY)
+        await page.evaluate("window.notReloaded = true")
+        await page.get_by_role("button", name="Take it").click()
+        await expect(page.locator("#handling")).to_contain_text("Handled by you")
+        await expect(page.get_by_role("textbox", name="Message")).to_have_value(REPLY)
+        assert await page.evaluate("window.notReloaded") is True
+        await page.get_by_role("button", name="Send").click()
+        await expect(page.locator("#reply-result")).to_have_text("Queued on SMS.")
+        await expect(page.locator("#handling")).to_contain_text(
+            "Answered: nobody is waiting for a reply.", timeout=20_000
+        )
+        await page.goto(f"{stack.desk_url}/?show=mine")
+        await expect(rows).to_have_count(1)
+        await expect(rows.nth(0)).to_contain_text("answered")
+        await page.get_by_role("link", name="Waiting for a reply").click()
+        await expect(rows).to_have_count(1)
+        await rows.nth(0).get_by_role("link").click()
+        await page.get_by_role("button", name="Mark as done").click()
+        await expect(page.locator("#handling")).to_contain_text("Marked done by you")
+        await page.get_by_role("link", name="Inbox").click()
+        await page.get_by_role("link", name="Waiting for a reply").click()
+        await expect(page.locator("#inbox")).to_contain_text("Nobody is waiting for a reply.")
 
 
 async def sign_in(page: Page, desk_url: str) -> None:

@@ -476,6 +476,7 @@ async def test_the_queue_lists_who_waits_for_a_reply_the_longest_waiting_first(
     inbox = await svc.get("/v1/conversations")
 
     assert [c["customer_id"] for c in queue] == [ana, cy]
+    assert queue[0]["identifiers"] == [{"kind": "email", "value": "ana@example.com"}]
     waited = [
         now - datetime.fromisoformat(c["conversation"]["awaiting_reply_since"]) for c in queue
     ]

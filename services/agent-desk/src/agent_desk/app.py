@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 from uuid import UUID
 
@@ -62,6 +62,13 @@ from agent_desk.auth import (
     signed_in_agent,
 )
 from agent_desk.channel_services import ChannelServices
+from agent_desk.handling import (
+    HANDLING,
+    Handling,
+    Handlings,
+    TakenByAnother,
+    state_of,
+)
 from agent_desk.headers import SecurityHeaders
 from agent_desk.live import Gap, JourneyFeed, LiveEntry
 from agent_desk.pending import (
@@ -124,6 +131,14 @@ TOO_MANY_TRIES = (
     "Too many failed sign-ins for this agent or from this address. "
     "Wait five minutes, then try again."
 )
+INBOX_SIZE = 200
+InboxView = Literal["all", "waiting", "mine"]
+INBOX_VIEWS: dict[str, str] = {
+    "all": "All open",
+    "waiting": "Waiting for a reply",
+    "mine": "Mine",
+}
+HandlingAction = Literal["take", "release", "done"]
 FILTER_TYPES = [
     "message",
     "call",
@@ -171,6 +186,7 @@ class Desk:
         self.publisher = KafkaPublisher(self.broker, settings, sealer=self.sealer)
         self.signed_out = SignedOut(self.mongo[settings.mongodb_database][SIGNED_OUT])
         self.pending = PendingReplies(self.mongo[settings.mongodb_database][PENDING_REPLIES])
+        self.handlings = Handlings(self.mongo[settings.mongodb_database][HANDLING])
         self.services = ChannelServices(settings, settings.desk_reply_channels)
         self.feed = JourneyFeed(
             settings, self.sealer, settings.desk_live_buffer, on_entries=self.pending.recorded
@@ -229,13 +245,27 @@ def _when(at: datetime | str | None) -> str:
         return moment.isoformat()
 
 
+def _waited(since: datetime) -> str:
+    """How long a customer has waited, as a queue shows it: `4 min`, `2 h 5 min`, `3 d 1 h`."""
+    minutes = max(int((datetime.now(UTC) - since).total_seconds() // 60), 0)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min" if minutes else "under a minute"
+
+
 def desk_templates() -> Jinja2Templates:
     """The desk's pages, with the filters that show times, money and channels alike."""
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.globals.update(
         channel_name=channel_name, type_name=type_name, survey_scales=SURVEY_SCALES
     )
-    templates.env.filters.update(when=_when, money=_money, channel_name=channel_name)
+    templates.env.filters.update(
+        when=_when, waited=_waited, money=_money, channel_name=channel_name
+    )
     return templates
 
 
@@ -324,6 +354,8 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
             await desk.signed_out.create_indexes()
         with suppress(PyMongoError):  # likewise: without it, pending replies are kept longer
             await desk.pending.create_indexes()
+        with suppress(PyMongoError):  # likewise
+            await desk.handlings.create_indexes()
         connecting = await start_or_keep_trying(desk.broker, settings)
         follower = asyncio.create_task(desk.feed.run())
         watch = asyncio.create_task(watch_producer(desk.broker, "agent-desk"))
@@ -403,6 +435,73 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
 def _routes(app: FastAPI) -> None:
     _session_routes(app)
     _customer_routes(app)
+    _conversation_routes(app)
+
+
+def _conversation_routes(app: FastAPI) -> None:
+    """The inbox, and who handles each conversation."""
+
+    @app.get("/", response_class=HTMLResponse)
+    async def inbox(
+        request: Request, desk: DeskDep, agent: Agent, show: InboxView = "all"
+    ) -> HTMLResponse:
+        """Open conversations: all of them (the latest first), those whose customer waits for a
+        reply (the longest waiting first), or the agent's own."""
+        listed = await desk.profiles.open_conversations(INBOX_SIZE, awaiting=show == "waiting")
+        handlings = await _handlings(desk, [c["customer_id"] for c in listed])
+        return _page(
+            desk,
+            request,
+            "inbox.html",
+            conversations=_inbox_rows(listed, handlings or {}, show, agent),
+            show=show,
+            views=INBOX_VIEWS,
+            handling_known=handlings is not None,
+        )
+
+    @app.post("/customers/{customer_id}/handling")
+    async def handle(
+        request: Request,
+        desk: DeskDep,
+        agent: Agent,
+        customer_id: str,
+        action: Annotated[HandlingAction, Form()],
+        csrf: Annotated[str, Form(max_length=200)] = "",
+        shown: Annotated[str, Form(max_length=200)] = "",
+        through: Annotated[datetime | None, Form()] = None,
+    ) -> Response:
+        """Take the customer's open conversation (from whoever the page `shown`), let it go, or
+        mark their messages up to `through` (the latest the page showed) as seen to."""
+        check_csrf(request, csrf)
+        profile = await desk.profiles.profile(customer_id)
+        if profile is None:
+            raise HTTPException(status_code=404, detail="no customer with this id")
+        customer_id = profile["customer_id"]  # merged since: the survivor's conversation
+        message, status = await _handle(desk, profile, agent, action, shown or None, through)
+        if request.headers.get("x-requested-with") == "fetch":
+            return JSONResponse({"message": message}, status_code=status)
+        return RedirectResponse(f"/customers/{customer_id}", status_code=303)
+
+
+def _inbox_rows(
+    listed: list[dict[str, Any]], handlings: dict[str, Handling], show: InboxView, agent: str
+) -> list[dict[str, Any]]:
+    """The inbox's rows for `show`, each with who handles it and since when its customer waits
+    (the queue: the longest waiting first)."""
+    rows = [
+        {
+            **c,
+            "name": c.get("display_name") or _display_name(c),
+            "state": state_of(c["conversation"], handlings.get(c["customer_id"])),
+        }
+        for c in listed
+    ]
+    if show == "waiting":
+        rows = [r for r in rows if r["state"].waiting_since is not None]
+        rows.sort(key=lambda r: r["state"].waiting_since)
+    elif show == "mine":
+        rows = [r for r in rows if r["state"].agent == agent]
+    return rows
 
 
 def _session_routes(app: FastAPI) -> None:
@@ -456,12 +555,7 @@ def _session_routes(app: FastAPI) -> None:
 
 
 def _customer_routes(app: FastAPI) -> None:
-    """The inbox, search, a customer's page and live timeline, replies."""
-
-    @app.get("/", response_class=HTMLResponse)
-    async def inbox(request: Request, desk: DeskDep, _agent: Agent) -> HTMLResponse:
-        conversations = await desk.profiles.open_conversations()
-        return _page(desk, request, "inbox.html", conversations=conversations)
+    """Search, a customer's page and live timeline, replies."""
 
     @app.get("/search", response_class=HTMLResponse)
     async def search(
@@ -489,7 +583,7 @@ def _customer_routes(app: FastAPI) -> None:
     async def customer(
         request: Request,
         desk: DeskDep,
-        _agent: Agent,
+        agent: Agent,
         customer_id: str,
         channel: Annotated[list[str] | None, Query()] = None,
         type: Annotated[list[str] | None, Query()] = None,  # noqa: A002
@@ -515,7 +609,7 @@ def _customer_routes(app: FastAPI) -> None:
             desk,
             request,
             "customer.html",
-            **await _panels(desk, profile),
+            **await _panels(desk, profile, agent),
             rows=rows,
             reply_wait_seconds=desk.settings.desk_reply_waiting_seconds,
             next_cursor=page["next_cursor"],
@@ -528,14 +622,14 @@ def _customer_routes(app: FastAPI) -> None:
 
     @app.get("/customers/{customer_id}/panels", response_class=HTMLResponse)
     async def panels(
-        request: Request, desk: DeskDep, _agent: Agent, customer_id: str
+        request: Request, desk: DeskDep, agent: Agent, customer_id: str
     ) -> HTMLResponse:
         """The customer's side panels as they are now: the page refreshes them when a live
         entry changes the conversation, the cart, the orders or what a reply may do."""
         profile = await desk.profiles.profile(customer_id)
         if profile is None:
             raise HTTPException(status_code=404, detail="no customer with this id")
-        return _page(desk, request, "panels.html", **await _panels(desk, profile))
+        return _page(desk, request, "panels.html", **await _panels(desk, profile, agent))
 
     @app.get("/customers/{customer_id}/live")
     async def live(
@@ -867,11 +961,16 @@ def _event(desk: Desk, live: LiveEntry) -> str:
     return f"id: {desk.feed.epoch}:{live.number}\nevent: entry\ndata: {json.dumps(data)}\n\n"
 
 
-async def _panels(desk: Desk, profile: dict[str, Any]) -> dict[str, Any]:
+async def _panels(desk: Desk, profile: dict[str, Any], agent: str) -> dict[str, Any]:
     """What the side panels and the reply box show about the customer right now."""
     options = await _reply_options(desk, profile)
     now = datetime.now(UTC)
+    conversation = (profile.get("view") or {}).get("conversation") or {}
+    handlings = await _handlings(desk, [profile["customer_id"]])
     return {
+        "agent": agent,
+        "handling": state_of(conversation, (handlings or {}).get(profile["customer_id"])),
+        "handling_known": handlings is not None,
         "profile": profile,
         "view": profile.get("view") or {},
         "name": _display_name(profile),
@@ -895,6 +994,47 @@ async def _panels(desk: Desk, profile: dict[str, Any]) -> dict[str, Any]:
             for o in options
         },
     }
+
+
+async def _handlings(desk: Desk, customer_ids: list[str]) -> dict[str, Handling] | None:
+    """Who handles these customers' conversations; None while MongoDB does not answer (the
+    pages say so, and show the rest)."""
+    try:
+        return await desk.handlings.of(customer_ids)
+    except PyMongoError:
+        return None
+
+
+async def _handle(
+    desk: Desk,
+    profile: dict[str, Any],
+    agent: str,
+    action: HandlingAction,
+    shown: str | None,
+    through: datetime | None,
+) -> tuple[str, int]:
+    """Do what the agent asked of the customer's open conversation: what to tell them, and
+    the status to answer with."""
+    customer_id = profile["customer_id"]
+    conversation = (profile.get("view") or {}).get("conversation")
+    if not profile.get("conversation_open") or not conversation:
+        return "The customer has no open conversation any more.", 409
+    state = state_of(conversation, None)
+    try:
+        if action == "take":
+            started = datetime.fromisoformat(conversation["started_at"])
+            await desk.handlings.take(customer_id, agent, shown=shown, started_at=started)
+        elif action == "release":
+            await desk.handlings.release(customer_id, agent)
+        elif state.waiting_since is not None:
+            latest = datetime.fromisoformat(conversation["last_inbound_at"])
+            await desk.handlings.done(customer_id, agent, through=min(through or latest, latest))
+    except TakenByAnother as taken:
+        return f"{taken.agent or 'Someone'} took this conversation a moment ago.", 409
+    except PyMongoError:
+        return "The desk's database is not answering: try again in a moment.", 503
+    log.info("desk_conversation_handled", agent=agent, customer_id=customer_id, action=action)
+    return "", 200
 
 
 def _warning(*parts: str | None) -> str | None:

@@ -72,5 +72,9 @@ class ProfileApi(ProfileClient):
         page = await self._get(f"{customer_path(customer_id)}/journey", params=params)
         return page or {"entries": [], "next_cursor": None}
 
-    async def open_conversations(self, limit: int = 50) -> list[dict[str, Any]]:
-        return list(await self._get("/v1/conversations", params={"limit": limit}) or [])
+    async def open_conversations(
+        self, limit: int = 50, *, awaiting: bool = False
+    ) -> list[dict[str, Any]]:
+        """The inbox; with `awaiting`, only customers who wait for a reply, the longest first."""
+        params = {"limit": limit, "awaiting": "true" if awaiting else "false"}
+        return list(await self._get("/v1/conversations", params=params) or [])

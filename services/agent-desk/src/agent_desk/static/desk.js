@@ -374,6 +374,37 @@ async function postReply(customer, body) {
   return { answer };
 }
 
+async function handle(event) {
+  // Take, let go of or mark done the conversation without leaving the page (a reply being
+  // written stays); the panels then show who has it now. Without this script the form posts
+  // and the page comes back.
+  const form = event.target.closest("form.handling");
+  if (!form) return;
+  event.preventDefault();
+  const result = document.getElementById("handling-result");
+  result.textContent = "";
+  let response;
+  try {
+    response = await fetch(form.getAttribute("action"), { // form.action is the button named so
+      method: "POST",
+      body: new FormData(form, event.submitter),
+      headers: { "X-Requested-With": "fetch", Accept: "application/json" },
+    });
+  } catch {
+    result.textContent = "The desk did not answer. Try again.";
+    return;
+  }
+  if (response.redirected || response.status === 401) {
+    result.textContent = EXPIRED;
+    return;
+  }
+  const answer = await response.json().catch(() => null);
+  if (!response.ok) result.textContent = answer?.message || answer?.error || `Refused (${response.status}).`;
+  refreshPanels();
+}
+
+document.addEventListener("submit", handle);
+
 document.addEventListener("DOMContentLoaded", () => {
   const timeline = document.getElementById("timeline");
   if (timeline?.dataset.live) follow(timeline);

@@ -190,8 +190,10 @@ class ProfileStore:
     async def attach(self, attachments: Mapping[str, str], caps: Mapping[str, int]) -> set[str]:
         return await self._profiles.attach(attachments, caps)
 
-    async def load(self, customer_ids: Iterable[str]) -> dict[str, StoredProfile]:
-        return await self._profiles.load(customer_ids)
+    async def load(
+        self, customer_ids: Iterable[str], *, views: bool = True
+    ) -> dict[str, StoredProfile]:
+        return await self._profiles.load(customer_ids, views=views)
 
     async def load_canonical(
         self, customer_ids: Iterable[str]

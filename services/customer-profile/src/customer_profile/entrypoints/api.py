@@ -538,6 +538,9 @@ class ConversationSummary(BaseModel):
 
     customer_id: str
     display_name: str | None
+    identifiers: list[Identity] = Field(
+        description="Whom the desk names a customer without a name after (an email, a phone)."
+    )
     conversation: OpenConversation
 
 
@@ -562,14 +565,18 @@ async def list_open_conversations(
     """Open conversations across every channel, the latest first (the agents' inbox)."""
     since = datetime.now(UTC) - state.window
     waited = state.window if awaiting else None
+    docs = await state.store.open_conversations(since, limit, awaiting=waited)
+    heads = await state.store.load([doc["customer_id"] for doc in docs], views=False)
     found = []
-    for doc in await state.store.open_conversations(since, limit, awaiting=waited):
+    for doc in docs:
         view = ProfileView.model_validate(doc["view"])
-        if view.conversation is not None:
+        head = heads.get(doc["customer_id"])
+        if view.conversation is not None and head is not None:
             found.append(
                 ConversationSummary(
                     customer_id=doc["customer_id"],
                     display_name=_display_name(view),
+                    identifiers=_identities(head),
                     conversation=view.conversation,
                 )
             )

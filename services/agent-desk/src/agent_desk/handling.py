@@ -1,0 +1,168 @@
+"""Who handles a customer's open conversation, and which of their messages were seen to.
+
+The profile service says whether a customer waits for the company (their message or missed
+call, unanswered on every channel: `awaiting_reply_since`). What agents decide about it lives
+here, in MongoDB (`desk_handling`, one document per customer id, nothing personal), so every
+desk instance shows the same:
+
+- **taken**: the agent who handles the conversation. Taking is a compare-and-set on the agent
+  the page showed, so two agents who click *Take* at once do not both think it theirs; the
+  second is told who has it. A taking from before the conversation started (the customer's
+  last conversation) counts for nothing.
+- **done**: an agent saw to the customer's messages without a reply ("thanks!"). It records
+  the time of the customer's latest message the page showed (event time, as the profile
+  service's), so a message that arrives afterwards, even one dated a moment earlier by a slow
+  provider, is not taken as seen: the customer waits again from it.
+
+A TTL index forgets a document a month after its last change, long after its conversation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from hilo.mongo import MongoDocument
+
+HANDLING = "desk_handling"
+KEPT = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class Handling:
+    """What agents decided about one customer's conversations."""
+
+    agent: str | None = None
+    taken_at: datetime | None = None
+    done_through: datetime | None = None
+    done_by: str | None = None
+
+
+@dataclass(frozen=True)
+class ConversationState:
+    """What the inbox and the customer page show: who handles it, since when the customer
+    waits (None: the company spoke last, or an agent saw to it: `done_by`)."""
+
+    agent: str | None
+    waiting_since: datetime | None
+    done_by: str | None = None
+
+
+class TakenByAnother(Exception):
+    """Someone else took the conversation since the page showed who had it."""
+
+    def __init__(self, agent: str | None) -> None:
+        super().__init__(agent)
+        self.agent = agent
+
+
+def state_of(conversation: Mapping[str, Any], handling: Handling | None) -> ConversationState:
+    """Who handles the customer's open conversation (as the profile service gives it) and
+    since when they wait. After an agent marked it done, a later message waits from the
+    latest one (the profile holds the first unanswered message, not the first after that)."""
+    handling = handling or Handling()
+    started = _time(conversation.get("started_at"))
+    taken = handling.taken_at is not None and started is not None and handling.taken_at >= started
+    waiting = _time(conversation.get("awaiting_reply_since"))
+    latest = _time(conversation.get("last_inbound_at"))
+    done = handling.done_through
+    done_by = None
+    if waiting is not None and done is not None:
+        if latest is None or latest <= done:
+            waiting, done_by = None, handling.done_by
+        elif waiting <= done:
+            waiting = latest
+    return ConversationState(handling.agent if taken else None, waiting, done_by)
+
+
+def _time(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str) and value:
+        return _time(datetime.fromisoformat(value))
+    return None
+
+
+class Handlings:
+    """The `desk_handling` collection, for every desk instance."""
+
+    def __init__(self, collection: AsyncCollection[MongoDocument]) -> None:
+        self.collection = collection
+        self._indexed = False
+
+    async def create_indexes(self) -> None:
+        await self.collection.create_index(
+            "changed_at", expireAfterSeconds=int(KEPT.total_seconds())
+        )
+        self._indexed = True
+
+    async def of(self, customer_ids: Iterable[str]) -> dict[str, Handling]:
+        """Each customer's handling that has one."""
+        found = self.collection.find({"_id": {"$in": list(customer_ids)}})
+        return {str(doc["_id"]): _handling(doc) async for doc in found}
+
+    async def take(
+        self, customer_id: str, agent: str, *, shown: str | None, started_at: datetime
+    ) -> None:
+        """Make `agent` the one who handles the conversation, if whoever the page `shown` still
+        has it (None: nobody, or a taking from before the conversation `started_at`)."""
+        await self._prepare()
+        still_shown: list[MongoDocument] = [{"agent": shown}]
+        if shown is None:
+            still_shown.append({"taken_at": {"$lt": started_at}})
+        now = datetime.now(UTC)
+        change = {"$set": {"agent": agent, "taken_at": now, "changed_at": now}}
+        try:
+            await self.collection.update_one(
+                {"_id": customer_id, "$or": still_shown}, change, upsert=True
+            )
+        except DuplicateKeyError:  # there is a document, and someone else in it
+            raise TakenByAnother(await self._agent_of(customer_id)) from None
+
+    async def release(self, customer_id: str, agent: str) -> None:
+        """Nobody handles it any more, if `agent` did (a colleague may have taken it over)."""
+        await self._prepare()
+        await self.collection.update_one(
+            {"_id": customer_id, "agent": agent},
+            {"$unset": {"agent": "", "taken_at": ""}, "$set": {"changed_at": datetime.now(UTC)}},
+        )
+
+    async def done(self, customer_id: str, agent: str, *, through: datetime) -> None:
+        """The customer's messages up to `through` (their latest one the page showed) are seen
+        to; never moved back by a page that showed less."""
+        await self._prepare()
+        now = datetime.now(UTC)
+        seen = {"done_through": through, "done_by": agent, "changed_at": now}
+        try:
+            await self.collection.update_one(
+                {
+                    "_id": customer_id,
+                    "$or": [{"done_through": None}, {"done_through": {"$lt": through}}],
+                },
+                {"$set": seen},
+                upsert=True,
+            )
+        except DuplicateKeyError:  # someone marked a later message done already
+            return
+
+    async def _prepare(self) -> None:
+        if not self._indexed:  # MongoDB did not answer at start
+            await self.create_indexes()
+
+    async def _agent_of(self, customer_id: str) -> str | None:
+        doc = await self.collection.find_one({"_id": customer_id}, {"agent": 1})
+        return None if doc is None else doc.get("agent")
+
+
+def _handling(doc: Mapping[str, Any]) -> Handling:
+    return Handling(
+        agent=doc.get("agent"),
+        taken_at=_time(doc.get("taken_at")),
+        done_through=_time(doc.get("done_through")),
+        done_by=doc.get("done_by"),
+    )

@@ -1,0 +1,214 @@
+"""Who waits for a reply and who handles them: the inbox's queue and the conversation panel,
+against the real stack (Kafka, MongoDB, the customer-profile service, the desk)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from agent_desk.testing import AGENT, PASSWORD, csrf_of, desk_settings, running_desk, signed_in
+from customer_profile.testing import API_KEY, RunningProfileService, running_profile_service
+from hilo.contract import Direction, Identifiers, Interaction, MessageExchanged, new_interaction
+from hilo.settings import HiloSettings
+from hilo.testkit.serving import served
+
+COLLEAGUE = "bo.agent"
+COLLEAGUE_PASSWORD = "another long and correct password"
+
+
+def message(n: int, email: str, ago: timedelta, direction: Direction) -> Interaction:
+    return new_interaction(
+        channel="whatsapp" if direction == Direction.INBOUND else "email",
+        instance="test",
+        provider_event_id=f"handling-{n}",
+        identifiers=Identifiers(email=email),
+        payload=MessageExchanged(
+            direction=direction, text=f"message {n}", provider_message_id=f"m{n}"
+        ),
+        occurred_at=datetime.now(UTC) - ago,
+    )
+
+
+class Desk:
+    """The stack, and two agents signed in to one desk."""
+
+    def __init__(
+        self, profile: RunningProfileService, ana: httpx.AsyncClient, bo: httpx.AsyncClient
+    ) -> None:
+        self.profile = profile
+        self.ana = ana
+        self.bo = bo
+
+    async def act(
+        self, agent: httpx.AsyncClient, customer: str, action: str, **form: str
+    ) -> httpx.Response:
+        """What the page's script posts for a button of the conversation panel."""
+        page = await agent.get(f"/customers/{customer}")
+        return await agent.post(
+            f"/customers/{customer}/handling",
+            data={"action": action, "csrf": csrf_of(page.text), **form},
+            headers={"X-Requested-With": "fetch"},
+        )
+
+
+@pytest.fixture
+async def desk(settings: HiloSettings, topics: list[str]) -> AsyncIterator[Desk]:
+    agents = {AGENT: PASSWORD, COLLEAGUE: COLLEAGUE_PASSWORD}
+    async with AsyncExitStack() as stack:
+        profile = await stack.enter_async_context(running_profile_service(settings))
+        profile_url = await stack.enter_async_context(served(profile.service.app, lifespan="off"))
+        desk_url = await stack.enter_async_context(
+            running_desk(desk_settings(settings, profile_url, API_KEY, agents=agents))
+        )
+        ana = await stack.enter_async_context(signed_in(desk_url))
+        bo = await stack.enter_async_context(signed_in(desk_url, COLLEAGUE, COLLEAGUE_PASSWORD))
+        yield Desk(profile, ana, bo)
+
+
+def customers_listed(page: str) -> list[str]:
+    return re.findall(r'<tr data-customer="([0-9a-f]+)">', page)
+
+
+async def test_the_queue_lists_who_waits_the_longest_first_until_answered_or_done(
+    desk: Desk,
+) -> None:
+    """Cy waits 30 minutes, Ana 20; Bo was answered by email. Marking Ana done takes her out
+    of the queue until she writes again, and then she waits from that message."""
+    await desk.profile.publish(
+        [
+            message(1, "ana@example.com", timedelta(minutes=20), Direction.INBOUND),
+            message(2, "bo@example.com", timedelta(minutes=15), Direction.INBOUND),
+            message(3, "bo@example.com", timedelta(minutes=10), Direction.OUTBOUND),
+            message(4, "cy@example.com", timedelta(minutes=30), Direction.INBOUND),
+        ]
+    )
+    await desk.profile.wait_for_entries(4)
+    ana, bo, cy = [
+        await desk.profile.customer_of("email", f"{who}@example.com") for who in ("ana", "bo", "cy")
+    ]
+
+    queue = (await desk.ana.get("/?show=waiting")).text
+    everyone = (await desk.ana.get("/")).text
+    done = await desk.act(desk.ana, ana, "done")
+    after_done = (await desk.ana.get("/?show=waiting")).text
+    await desk.profile.publish(
+        [message(5, "ana@example.com", timedelta(minutes=1), Direction.INBOUND)]
+    )
+    await desk.profile.wait_for_entries(5)
+    again = (await desk.ana.get("/?show=waiting")).text
+    page = (await desk.ana.get(f"/customers/{ana}")).text
+
+    assert customers_listed(queue) == [cy, ana]
+    assert ">30 min<" in queue
+    assert ">20 min<" in queue
+    assert customers_listed(everyone) == [bo, ana, cy]
+    assert "answered" in everyone
+    assert done.status_code == 200
+    assert customers_listed(after_done) == [cy]
+    assert customers_listed(again) == [cy, ana]
+    assert "Waiting for a reply for 1 min" in page
+
+
+async def test_a_page_marks_done_only_the_messages_it_showed(desk: Desk) -> None:
+    """Ana wrote again after the agent's page was drawn: marking done what the page showed
+    leaves her waiting from the message the agent did not see."""
+    await desk.profile.publish(
+        [message(1, "ana@example.com", timedelta(minutes=20), Direction.INBOUND)]
+    )
+    await desk.profile.wait_for_entries(1)
+    ana = await desk.profile.customer_of("email", "ana@example.com")
+    shown = (await desk.profile.get(f"/v1/customers/{ana}"))["view"]["conversation"]
+    await desk.profile.publish(
+        [message(2, "ana@example.com", timedelta(minutes=2), Direction.INBOUND)]
+    )
+    await desk.profile.wait_for_entries(2)
+
+    done = await desk.act(desk.ana, ana, "done", through=shown["last_inbound_at"])
+    queue = (await desk.ana.get("/?show=waiting")).text
+
+    assert done.status_code == 200
+    assert customers_listed(queue) == [ana]
+    assert ">2 min<" in queue
+
+
+async def test_two_agents_taking_one_conversation_at_once_do_not_both_get_it(
+    desk: Desk,
+) -> None:
+    await desk.profile.publish(
+        [message(1, "ana@example.com", timedelta(minutes=5), Direction.INBOUND)]
+    )
+    await desk.profile.wait_for_entries(1)
+    ana = await desk.profile.customer_of("email", "ana@example.com")
+
+    taken = await asyncio.gather(
+        desk.act(desk.ana, ana, "take", shown=""), desk.act(desk.bo, ana, "take", shown="")
+    )
+    statuses = sorted(answer.status_code for answer in taken)
+    winner = AGENT if taken[0].status_code == 200 else COLLEAGUE
+    loser = desk.bo if winner == AGENT else desk.ana
+    refused = next(answer for answer in taken if answer.status_code == 409)
+    mine = {
+        agent: (await client.get("/?show=mine")).text
+        for agent, client in ((AGENT, desk.ana), (COLLEAGUE, desk.bo))
+    }
+    panel = (await loser.get(f"/customers/{ana}/panels")).text
+
+    assert statuses == [200, 409]
+    assert refused.json() == {"message": f"{winner} took this conversation a moment ago."}
+    assert customers_listed(mine[winner]) == [ana]
+    assert customers_listed(mine[COLLEAGUE if winner == AGENT else AGENT]) == []
+    assert f"Handled by <strong>{winner}</strong>" in panel
+    assert "Take over" in panel
+
+
+async def test_a_conversation_is_taken_over_and_let_go(desk: Desk) -> None:
+    """Bo takes over from Ana (the page showed her); Ana, letting go of it afterwards from a
+    page still showing it hers, does not take it from Bo; Bo lets it go."""
+    await desk.profile.publish(
+        [message(1, "ana@example.com", timedelta(minutes=5), Direction.INBOUND)]
+    )
+    await desk.profile.wait_for_entries(1)
+    ana = await desk.profile.customer_of("email", "ana@example.com")
+
+    first = await desk.act(desk.ana, ana, "take", shown="")
+    over = await desk.act(desk.bo, ana, "take", shown=AGENT)
+    stale = await desk.act(desk.ana, ana, "release")
+    still_bos = (await desk.bo.get("/?show=mine")).text
+    released = await desk.act(desk.bo, ana, "release")
+    nobody = (await desk.ana.get(f"/customers/{ana}/panels")).text
+    without_script = await desk.ana.post(
+        f"/customers/{ana}/handling",
+        data={
+            "action": "take",
+            "csrf": csrf_of((await desk.ana.get(f"/customers/{ana}")).text),
+        },
+    )
+
+    assert [first.status_code, over.status_code, stale.status_code] == [200, 200, 200]
+    assert customers_listed(still_bos) == [ana]
+    assert released.status_code == 200
+    assert "Nobody handles it yet" in nobody
+    assert without_script.status_code == 303
+    assert without_script.headers["location"] == f"/customers/{ana}"
+    assert customers_listed((await desk.ana.get("/?show=mine")).text) == [ana]
+
+
+async def test_a_form_without_its_token_changes_nothing(desk: Desk) -> None:
+    await desk.profile.publish(
+        [message(1, "ana@example.com", timedelta(minutes=5), Direction.INBOUND)]
+    )
+    await desk.profile.wait_for_entries(1)
+    ana = await desk.profile.customer_of("email", "ana@example.com")
+
+    forged = await desk.ana.post(
+        f"/customers/{ana}/handling", data={"action": "take", "csrf": "not-the-token"}
+    )
+
+    assert forged.status_code == 403
+    assert customers_listed((await desk.ana.get("/?show=mine")).text) == []

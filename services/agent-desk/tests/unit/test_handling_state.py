@@ -1,0 +1,53 @@
+"""Who handles a conversation and since when its customer waits, as the desk reads them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from agent_desk.handling import ConversationState, Handling, state_of
+
+T0 = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+
+
+def conversation(*, waiting: int | None, latest: int | None, started: int = 0) -> dict[str, str]:
+    """A conversation as the profile service sends it (times in minutes after T0)."""
+    found = {"started_at": (T0 + timedelta(minutes=started)).isoformat()}
+    if waiting is not None:
+        found["awaiting_reply_since"] = (T0 + timedelta(minutes=waiting)).isoformat()
+    if latest is not None:
+        found["last_inbound_at"] = (T0 + timedelta(minutes=latest)).isoformat()
+    return found
+
+
+def at(minutes: int) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def test_nobody_handles_an_answered_conversation_nobody_took() -> None:
+    assert state_of(conversation(waiting=None, latest=3), None) == ConversationState(None, None)
+
+
+def test_a_customer_waits_from_their_first_unanswered_message() -> None:
+    state = state_of(conversation(waiting=3, latest=8), Handling(agent="ana", taken_at=at(4)))
+
+    assert state == ConversationState("ana", at(3))
+
+
+def test_a_taking_of_the_customers_last_conversation_is_nobodys_in_this_one() -> None:
+    state = state_of(conversation(waiting=60, latest=60, started=60), Handling("ana", at(4)))
+
+    assert state.agent is None
+
+
+def test_messages_marked_done_wait_no_more_and_a_later_one_waits_from_itself() -> None:
+    done = Handling(done_through=at(8), done_by="ana")
+
+    assert state_of(conversation(waiting=3, latest=8), done) == ConversationState(None, None, "ana")
+    assert state_of(conversation(waiting=3, latest=12), done).waiting_since == at(12)
+    assert state_of(conversation(waiting=10, latest=12), done).waiting_since == at(10)
+
+
+def test_an_answer_after_done_leaves_nobody_waiting() -> None:
+    done = Handling(done_through=at(8), done_by="ana")
+
+    assert state_of(conversation(waiting=None, latest=12), done) == ConversationState(None, None)
