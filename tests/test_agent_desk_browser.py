@@ -241,10 +241,12 @@ def others_writing() -> list[Interaction]:
 
 
 async def test_an_agent_works_the_queue_takes_a_customer_and_answers_them_on_another_channel(
-    settings: HiloSettings, topics: list[str], page: Page
+    settings: HiloSettings, topics: list[str], page: Page, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Who waits longest comes first; taking a conversation keeps the reply being written; an
-    SMS answers the dropped call, and the queue follows; a thank-you is marked done."""
+    """Who waits longest comes first, and one who writes while the queue is open joins it;
+    taking a conversation keeps the reply being written; an SMS answers the dropped call, and
+    the queue follows; a thank-you is marked done."""
+    monkeypatch.setattr(desk_app, "INBOX_REFRESH_SECONDS", 0.5)
     async with desk_stack(settings) as stack:
         await stack.profile.publish([*history(), *others_writing()])
         await stack.profile.wait_for_entries(5)
@@ -255,6 +257,11 @@ async def test_an_agent_works_the_queue_takes_a_customer_and_answers_them_on_ano
         await expect(rows.nth(0)).to_contain_text("cy@example.com 40 min nobody")
         await expect(rows.nth(1)).to_contain_text("ana.garcia@example.com 12 min")
         await page.screenshot(path=str(QUEUE_SCREENSHOT))
+        await page.get_by_role("searchbox", name="Find a customer").fill("typing")
+        await stack.profile.publish([others_writing_now()])
+        await expect(rows).to_have_count(3)
+        await expect(rows.nth(2)).to_contain_text("dee@example.com under a minute")
+        await expect(page.get_by_role("searchbox", name="Find a customer")).to_have_value("typing")
         await rows.nth(1).get_by_role("link").click()
         handling = page.locator("#handling")
         await expect(handling).to_contain_text("Waiting for a reply for 12 min")
@@ -275,13 +282,27 @@ async def test_an_agent_works_the_queue_takes_a_customer_and_answers_them_on_ano
         await expect(rows).to_have_count(1)
         await expect(rows.nth(0)).to_contain_text("answered")
         await page.get_by_role("link", name="Waiting for a reply").click()
-        await expect(rows).to_have_count(1)
+        await expect(rows).to_have_count(2)
         await rows.nth(0).get_by_role("link").click()
         await page.get_by_role("button", name="Mark as done").click()
         await expect(page.locator("#handling")).to_contain_text("Marked done by you")
         await page.get_by_role("link", name="Inbox").click()
         await page.get_by_role("link", name="Waiting for a reply").click()
-        await expect(page.locator("#inbox")).to_contain_text("Nobody is waiting for a reply.")
+        await expect(rows).to_have_count(1)
+        await expect(rows.nth(0)).to_contain_text("dee@example.com")
+
+
+def others_writing_now() -> Interaction:
+    return new_interaction(
+        channel="web",
+        instance="test",
+        provider_event_id="dee-asks",
+        identifiers=Identifiers(email="dee@example.com"),
+        payload=MessageExchanged(
+            direction=Direction.INBOUND, text="dee-asks text", provider_message_id="dee-asks"
+        ),
+        occurred_at=datetime.now(UTC),
+    )
 
 
 async def sign_in(page: Page, desk_url: str) -> None:

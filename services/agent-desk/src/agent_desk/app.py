@@ -132,6 +132,8 @@ TOO_MANY_TRIES = (
     "Wait five minutes, then try again."
 )
 INBOX_SIZE = 200
+INBOX_REFRESH_SECONDS = 15.0
+"""How often an open inbox reads itself again (the queue moves without the agent)."""
 InboxView = Literal["all", "waiting", "mine"]
 INBOX_VIEWS: dict[str, str] = {
     "all": "All open",
@@ -457,6 +459,7 @@ def _conversation_routes(app: FastAPI) -> None:
             show=show,
             views=INBOX_VIEWS,
             handling_known=handlings is not None,
+            refresh_ms=int(INBOX_REFRESH_SECONDS * 1000),
         )
 
     @app.post("/customers/{customer_id}/handling")

@@ -405,6 +405,29 @@ async function handle(event) {
 
 document.addEventListener("submit", handle);
 
+const INBOX_REFRESH_MS = 15000;
+
+function refreshInbox(inbox) {
+  // The queue moves without the agent: new customers wait, colleagues take conversations, the
+  // waits grow. Only the list is replaced (the search box above keeps what is typed); an error
+  // page, a sign-in page or no answer keeps the list shown.
+  setInterval(async () => {
+    if (document.hidden) return;
+    let response;
+    try {
+      response = await fetch(location.href, { headers: { Accept: "text/html" } });
+    } catch {
+      return;
+    }
+    if (!response.ok || response.redirected) return;
+    const holder = document.createElement("template");
+    holder.innerHTML = await response.text();
+    const fresh = holder.content.getElementById("inbox");
+    const current = document.getElementById("inbox");
+    if (fresh && current) current.replaceWith(fresh);
+  }, Number(inbox.dataset.refresh || INBOX_REFRESH_MS));
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const timeline = document.getElementById("timeline");
   if (timeline?.dataset.live) follow(timeline);
@@ -414,4 +437,6 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   const form = document.getElementById("reply-form");
   if (form) replies(form);
+  const inbox = document.getElementById("inbox");
+  if (inbox) refreshInbox(inbox);
 });
