@@ -23,6 +23,7 @@ from hilo.contract import (
     UnsupportedSchemaVersion,
     conversation_id,
     display_name,
+    heading_identifier,
     interaction_id,
     parse_interaction,
     versions,
@@ -295,6 +296,18 @@ def test_received_at_defaults_to_now() -> None:
     interaction = sample_interaction()
 
     assert before <= interaction.received_at <= datetime.now(UTC)
+
+
+def test_a_customer_without_a_name_is_called_by_what_a_person_recognises_never_a_cookie() -> None:
+    held = [("anonymous_id", "a1"), ("phone", "+34612345678"), ("email", "ana@example.com")]
+
+    assert heading_identifier(held) == ("email", "ana@example.com")
+    assert heading_identifier(held[:2]) == ("phone", "+34612345678")
+    assert heading_identifier([("email", "a@example.com"), ("email", "b@example.com")]) == (
+        "email",
+        "a@example.com",
+    )
+    assert heading_identifier([("anonymous_id", "a1"), ("device_id", "d1")]) is None
 
 
 def test_a_customer_is_called_by_name_else_first_and_last_never_by_a_blank() -> None:

@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from agent_desk import app as desk_app
+from agent_desk.handling import Handlings
 from agent_desk.testing import AGENT, PASSWORD, csrf_of, desk_settings, running_desk, signed_in
 from customer_profile.testing import API_KEY, RunningProfileService, running_profile_service
 from hilo.contract import Direction, Identifiers, Interaction, MessageExchanged, new_interaction
@@ -95,6 +97,7 @@ async def test_the_queue_lists_who_waits_the_longest_first_until_answered_or_don
 
     queue = (await desk.ana.get("/?show=waiting")).text
     everyone = (await desk.ana.get("/")).text
+    taken = await desk.act(desk.ana, ana, "take", shown="")
     done = await desk.act(desk.ana, ana, "done")
     after_done = (await desk.ana.get("/?show=waiting")).text
     await desk.profile.publish(
@@ -109,7 +112,7 @@ async def test_the_queue_lists_who_waits_the_longest_first_until_answered_or_don
     assert ">20 min<" in queue
     assert customers_listed(everyone) == [bo, ana, cy]
     assert "answered" in everyone
-    assert done.status_code == 200
+    assert (taken.status_code, done.status_code) == (200, 200)
     assert customers_listed(after_done) == [cy]
     assert customers_listed(again) == [cy, ana]
     assert "Waiting for a reply for 1 min" in page
@@ -158,6 +161,7 @@ async def test_two_agents_taking_one_conversation_at_once_do_not_both_get_it(
         for agent, client in ((AGENT, desk.ana), (COLLEAGUE, desk.bo))
     }
     panel = (await loser.get(f"/customers/{ana}/panels")).text
+    again = await desk.act(desk.ana if winner == AGENT else desk.bo, ana, "take", shown="")
 
     assert statuses == [200, 409]
     assert refused.json() == {"message": f"{winner} took this conversation a moment ago."}
@@ -165,6 +169,7 @@ async def test_two_agents_taking_one_conversation_at_once_do_not_both_get_it(
     assert customers_listed(mine[COLLEAGUE if winner == AGENT else AGENT]) == []
     assert f"Handled by <strong>{winner}</strong>" in panel
     assert "Take over" in panel
+    assert again.status_code == 200, "a double click on Take it is no refusal"
 
 
 async def test_a_conversation_is_taken_over_and_let_go(desk: Desk) -> None:
@@ -212,3 +217,112 @@ async def test_a_form_without_its_token_changes_nothing(desk: Desk) -> None:
 
     assert forged.status_code == 403
     assert customers_listed((await desk.ana.get("/?show=mine")).text) == []
+
+
+async def test_the_agent_who_answers_a_conversation_nobody_has_takes_it(desk: Desk) -> None:
+    """As help desks assign on the first answer; a colleague's answer leaves it the agent's."""
+    await desk.profile.publish(
+        [message(1, "ana@example.com", timedelta(minutes=5), Direction.INBOUND)]
+    )
+    await desk.profile.wait_for_entries(1)
+    ana = await desk.profile.customer_of("email", "ana@example.com")
+
+    async def reply(agent: httpx.AsyncClient) -> int:
+        page = await agent.get(f"/customers/{ana}")
+        answer = await agent.post(
+            f"/customers/{ana}/replies",
+            json={"channel": "email", "text": "Yes, it is on its way."},
+            headers={"X-CSRF-Token": csrf_of(page.text)},
+        )
+        return answer.status_code
+
+    nobodys = (await desk.ana.get("/?show=unassigned")).text
+    statuses = [await reply(desk.ana), await reply(desk.bo)]
+
+    assert customers_listed(nobodys) == [ana]
+    assert statuses == [202, 202]
+    assert customers_listed((await desk.ana.get("/?show=mine")).text) == [ana]
+    assert customers_listed((await desk.bo.get("/?show=mine")).text) == []
+    assert customers_listed((await desk.ana.get("/?show=unassigned")).text) == []
+
+
+async def test_a_customer_nobody_answered_stays_in_the_queue_after_the_window(desk: Desk) -> None:
+    """Dee wrote 30 hours ago (past the 24 h conversation window): her conversation is no longer
+    open, but nobody answered her, so she heads the queue and can still be taken."""
+    await desk.profile.publish(
+        [message(1, "dee@example.com", timedelta(hours=30), Direction.INBOUND)]
+    )
+    await desk.profile.wait_for_entries(1)
+    dee = await desk.profile.customer_of("email", "dee@example.com")
+
+    queue = (await desk.ana.get("/?show=waiting")).text
+    everyone = (await desk.ana.get("/")).text
+    taken = await desk.act(desk.ana, dee, "take", shown="")
+    panel = (await desk.ana.get(f"/customers/{dee}/panels")).text
+
+    assert customers_listed(queue) == [dee]
+    assert ">1 d 6 h<" in queue
+    assert customers_listed(everyone) == []
+    assert taken.status_code == 200
+    assert "still unanswered" in panel
+    assert "Handled by <strong>you</strong>" in panel
+
+
+async def test_with_mongodb_hanging_pages_show_who_handles_what_as_unknown(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database that does not answer must not hold every inbox load and panel for its own
+    timeout: the pages come without who handles what, saying so; a change is refused 503."""
+    await desk.profile.publish(
+        [message(1, "ana@example.com", timedelta(minutes=5), Direction.INBOUND)]
+    )
+    await desk.profile.wait_for_entries(1)
+    ana = await desk.profile.customer_of("email", "ana@example.com")
+
+    async def hanging(*_args: object, **_kwargs: object) -> None:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(Handlings, "of", hanging)
+    monkeypatch.setattr(Handlings, "take", hanging)
+    monkeypatch.setattr(desk_app, "HANDLING_CHANGE_SECONDS", 1.0)
+    inbox = await desk.ana.get("/", timeout=20)
+    panel = await desk.ana.get(f"/customers/{ana}/panels", timeout=20)
+    taken = await desk.act(desk.ana, ana, "take", shown="")
+
+    assert inbox.status_code == 200
+    assert "not known right now" in inbox.text
+    assert ">unknown<" in inbox.text
+    assert customers_listed(inbox.text) == [ana]
+    assert "not known right now" in panel.text
+    assert "Take it" not in panel.text
+    assert taken.status_code == 503
+    assert taken.json() == {
+        "message": "The desk's database is not answering: try again in a moment."
+    }
+
+
+async def test_the_queue_reads_on_past_the_customers_marked_done(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The profile service does not know what agents marked done: the desk reads on, a page at
+    a time (here two customers a page, the next from the last one's wait), until it has
+    customers who still wait."""
+    await desk.profile.publish(
+        [
+            message(1, "ana@example.com", timedelta(minutes=30), Direction.INBOUND),
+            message(2, "bo@example.com", timedelta(minutes=25), Direction.INBOUND),
+            message(3, "cy@example.com", timedelta(minutes=20), Direction.INBOUND),
+        ]
+    )
+    await desk.profile.wait_for_entries(3)
+    ana, bo, cy = [
+        await desk.profile.customer_of("email", f"{w}@example.com") for w in ("ana", "bo", "cy")
+    ]
+    await desk.act(desk.ana, ana, "done")
+    await desk.act(desk.ana, bo, "done")
+    monkeypatch.setattr(desk_app, "QUEUE_PAGE", 2)
+    monkeypatch.setattr(desk_app, "INBOX_SIZE", 1)
+
+    queue = (await desk.ana.get("/?show=waiting")).text
+
+    assert customers_listed(queue) == [cy]

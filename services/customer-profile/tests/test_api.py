@@ -432,8 +432,10 @@ async def test_the_queue_lists_who_waits_for_a_reply_the_longest_waiting_first(
     settings: HiloSettings,
 ) -> None:
     """Ana and Cy wait (Cy wrote twice: from the first message); Bo was answered by email; Dee
-    wrote 30 hours ago, past the window. A version of Bo's view from before the answer, still
-    stored (a crash between a save and its delete), must not put him back in the queue."""
+    wrote 30 hours ago, past the window, and nobody answered: she waits longest, though her
+    conversation is no longer open; Eve wrote 8 days ago, past the queue's 7 days. A version of
+    Bo's view from before the answer, still stored (a crash between a save and its delete),
+    must not put him back in the queue."""
     svc = profile_service
     now = datetime.now(UTC)
     question = MessageExchanged(
@@ -459,10 +461,13 @@ async def test_the_queue_lists_who_waits_for_a_reply_the_longest_waiting_first(
             message(4, "cy@example.com", 25, question),
             message(5, "cy@example.com", 5, question),
             message(6, "dee@example.com", 30 * 60, question),
+            message(7, "eve@example.com", 8 * 24 * 60, question),
         ]
     )
-    await svc.wait_for_entries(6)
-    ana, bo, cy = [await svc.customer_of("email", f"{n}@example.com") for n in ("ana", "bo", "cy")]
+    await svc.wait_for_entries(7)
+    ana, bo, cy, dee = [
+        await svc.customer_of("email", f"{n}@example.com") for n in ("ana", "bo", "cy", "dee")
+    ]
     views = mongo_client[settings.mongodb_database]["profile_views"]
     current = await views.find_one({"customer_id": bo})
     assert current is not None
@@ -473,14 +478,19 @@ async def test_the_queue_lists_who_waits_for_a_reply_the_longest_waiting_first(
     )
 
     queue = await svc.get("/v1/conversations?awaiting=true")
+    first = await svc.get("/v1/conversations?awaiting=true&limit=2")
+    ana_waits = quote(first[1]["conversation"]["awaiting_reply_since"])
+    rest = await svc.get(f"/v1/conversations?awaiting=true&waiting_from={ana_waits}")
     inbox = await svc.get("/v1/conversations")
 
-    assert [c["customer_id"] for c in queue] == [ana, cy]
-    assert queue[0]["identifiers"] == [{"kind": "email", "value": "ana@example.com"}]
+    assert [c["customer_id"] for c in queue] == [dee, ana, cy]
+    assert queue[1]["heading"] == {"kind": "email", "value": "ana@example.com"}
     waited = [
         now - datetime.fromisoformat(c["conversation"]["awaiting_reply_since"]) for c in queue
     ]
-    assert [round(w.total_seconds() / 60) for w in waited] == [30, 25]
+    assert [round(w.total_seconds() / 60) for w in waited] == [30 * 60, 30, 25]
+    assert [c["customer_id"] for c in first] == [dee, ana]
+    assert [c["customer_id"] for c in rest] == [ana, cy]
     assert [c["customer_id"] for c in inbox] == [cy, bo, ana]
     assert "awaiting_reply_since" not in inbox[1]["conversation"]
 

@@ -42,7 +42,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
@@ -66,6 +66,7 @@ from agent_desk.handling import (
     HANDLING,
     Handling,
     Handlings,
+    NotSaved,
     TakenByAnother,
     state_of,
 )
@@ -99,7 +100,7 @@ from agent_desk.replies import (
 from agent_desk.search import find_customers
 from agent_desk.settings import DeskSettings
 from agent_desk.timeline import attach_statuses, row, type_name
-from hilo.contract import BUILT_IN_CHANNELS, display_name
+from hilo.contract import BUILT_IN_CHANNELS, display_name, heading_identifier
 from hilo.contract.outbound import Template
 from hilo.health import health_router, kafka_check, mongo_check
 from hilo.kafka import (
@@ -109,6 +110,7 @@ from hilo.kafka import (
     start_or_keep_trying,
     watch_producer,
 )
+from hilo.logs import error_text
 from hilo.mongo import create_mongo_client
 from hilo.offers.money import format_amount
 from hilo.request_size import limit_request_bodies
@@ -134,11 +136,18 @@ TOO_MANY_TRIES = (
 INBOX_SIZE = 200
 INBOX_REFRESH_SECONDS = 15.0
 """How often an open inbox reads itself again (the queue moves without the agent)."""
-InboxView = Literal["all", "waiting", "mine"]
+InboxView = Literal["all", "waiting", "mine", "unassigned"]
+QUEUE_PAGE = 500
+QUEUE_PAGES = 5
+"""The queue reads at most this many pages past the customers marked done."""
+HANDLING_LOOKUP_SECONDS = 1.0
+"""How long a page waits for who handles what before it shows itself without (MongoDB away)."""
+HANDLING_CHANGE_SECONDS = 5.0
 INBOX_VIEWS: dict[str, str] = {
     "all": "All open",
     "waiting": "Waiting for a reply",
     "mine": "Mine",
+    "unassigned": "Nobody's",
 }
 HandlingAction = Literal["take", "release", "done"]
 FILTER_TYPES = [
@@ -447,10 +456,13 @@ def _conversation_routes(app: FastAPI) -> None:
     async def inbox(
         request: Request, desk: DeskDep, agent: Agent, show: InboxView = "all"
     ) -> HTMLResponse:
-        """Open conversations: all of them (the latest first), those whose customer waits for a
-        reply (the longest waiting first), or the agent's own."""
-        listed = await desk.profiles.open_conversations(INBOX_SIZE, awaiting=show == "waiting")
-        handlings = await _handlings(desk, [c["customer_id"] for c in listed])
+        """Open conversations (the latest first), the queue of customers waiting for a reply
+        (the longest waiting first), the agent's own, or nobody's."""
+        if show == "waiting":
+            listed, handlings = await _queue(desk)
+        else:
+            listed = await desk.profiles.open_conversations(INBOX_SIZE)
+            handlings = await _handlings(desk, [c["customer_id"] for c in listed])
         return _page(
             desk,
             request,
@@ -471,10 +483,10 @@ def _conversation_routes(app: FastAPI) -> None:
         action: Annotated[HandlingAction, Form()],
         csrf: Annotated[str, Form(max_length=200)] = "",
         shown: Annotated[str, Form(max_length=200)] = "",
-        through: Annotated[datetime | None, Form()] = None,
+        through: Annotated[AwareDatetime | None, Form()] = None,
     ) -> Response:
-        """Take the customer's open conversation (from whoever the page `shown`), let it go, or
-        mark their messages up to `through` (the latest the page showed) as seen to."""
+        """Take the customer's conversation (from whoever the page `shown`), let it go, or mark
+        their messages up to `through` (the latest the page showed) as seen to."""
         check_csrf(request, csrf)
         profile = await desk.profiles.profile(customer_id)
         if profile is None:
@@ -486,6 +498,34 @@ def _conversation_routes(app: FastAPI) -> None:
         return RedirectResponse(f"/customers/{customer_id}", status_code=303)
 
 
+async def _queue(desk: Desk) -> tuple[list[dict[str, Any]], dict[str, Handling] | None]:
+    """The customers waiting for a reply, the longest waiting first, and who handles them:
+    read on by pages past those an agent marked done (which the profile service cannot know),
+    until `INBOX_SIZE` still wait or `QUEUE_PAGES` were read. A page starts at the last one's
+    wait, inclusive (customers who began waiting in the same millisecond are not skipped), so
+    it reads one again."""
+    listed: dict[str, dict[str, Any]] = {}
+    handlings: dict[str, Handling] | None = {}
+    waiting_from: str | None = None
+    for _ in range(QUEUE_PAGES):
+        page = await desk.profiles.open_conversations(
+            QUEUE_PAGE, awaiting=True, waiting_from=waiting_from
+        )
+        fresh = [c for c in page if c["customer_id"] not in listed]
+        found = await _handlings(desk, [c["customer_id"] for c in fresh])
+        handlings = None if found is None or handlings is None else {**handlings, **found}
+        listed.update((c["customer_id"], c) for c in fresh)
+        still = sum(
+            state_of(c["conversation"], (handlings or {}).get(c["customer_id"])).waiting_since
+            is not None
+            for c in listed.values()
+        )
+        if len(page) < QUEUE_PAGE or not fresh or still >= INBOX_SIZE or handlings is None:
+            break
+        waiting_from = page[-1]["conversation"]["awaiting_reply_since"]
+    return list(listed.values()), handlings
+
+
 def _inbox_rows(
     listed: list[dict[str, Any]], handlings: dict[str, Handling], show: InboxView, agent: str
 ) -> list[dict[str, Any]]:
@@ -494,7 +534,7 @@ def _inbox_rows(
     rows = [
         {
             **c,
-            "name": c.get("display_name") or _display_name(c),
+            "name": _summary_name(c),
             "state": state_of(c["conversation"], handlings.get(c["customer_id"])),
         }
         for c in listed
@@ -504,7 +544,15 @@ def _inbox_rows(
         rows.sort(key=lambda r: r["state"].waiting_since)
     elif show == "mine":
         rows = [r for r in rows if r["state"].agent == agent]
-    return rows
+    elif show == "unassigned":
+        rows = [r for r in rows if r["state"].agent is None]
+    return rows[:INBOX_SIZE]
+
+
+def _summary_name(summary: dict[str, Any]) -> str:
+    """An inbox row's customer: their name, else what a person recognises them by."""
+    heading = summary.get("heading") or {}
+    return str(summary.get("display_name") or heading.get("value") or "Anonymous visitor")
 
 
 def _session_routes(app: FastAPI) -> None:
@@ -795,6 +843,8 @@ async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: st
         await desk.pending.queued(command)
     except PyMongoError as exc:  # queued all the same: only a reload would not show it sending
         log.warning("desk_pending_reply_not_noted", command_id=command.id, error=type(exc).__name__)
+    if body.purpose == "service":
+        await _take_on_reply(desk, profile, agent)
     state = waiting_state(command.channel, stopped=command.channel in desk.services.stopped)
     return JSONResponse(
         {
@@ -808,6 +858,23 @@ async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: st
         },
         status_code=202,
     )
+
+
+async def _take_on_reply(desk: Desk, profile: dict[str, Any], agent: str) -> None:
+    """The agent who answers a conversation nobody handles handles it from then on, as help
+    desks assign it; one a colleague has stays theirs. Never in the reply's way: the reply is
+    queued already, and MongoDB away only leaves it unassigned."""
+    conversation = _conversation(profile)
+    if conversation is None:
+        return
+    started = datetime.fromisoformat(conversation["started_at"])
+    try:
+        async with asyncio.timeout(HANDLING_LOOKUP_SECONDS):
+            await desk.handlings.take(profile["customer_id"], agent, shown=None, started_at=started)
+    except TakenByAnother:
+        return
+    except (PyMongoError, TimeoutError) as exc:
+        log.warning("desk_handling_not_saved", action="take", error=error_text(exc))
 
 
 async def _events(
@@ -968,11 +1035,13 @@ async def _panels(desk: Desk, profile: dict[str, Any], agent: str) -> dict[str, 
     """What the side panels and the reply box show about the customer right now."""
     options = await _reply_options(desk, profile)
     now = datetime.now(UTC)
-    conversation = (profile.get("view") or {}).get("conversation") or {}
-    handlings = await _handlings(desk, [profile["customer_id"]])
+    conversation = _conversation(profile)
+    ids = [profile["customer_id"], *profile.get("merged_from", [])]
+    handlings = await _handlings(desk, ids)
     return {
         "agent": agent,
-        "handling": state_of(conversation, (handlings or {}).get(profile["customer_id"])),
+        "conversation_shown": conversation is not None,
+        "handling": state_of(conversation or {}, _first_of(handlings or {}, ids)),
         "handling_known": handlings is not None,
         "profile": profile,
         "view": profile.get("view") or {},
@@ -999,12 +1068,33 @@ async def _panels(desk: Desk, profile: dict[str, Any], agent: str) -> dict[str, 
     }
 
 
+def _conversation(profile: dict[str, Any]) -> dict[str, Any] | None:
+    """The customer's conversation the desk shows and acts on: the open one, or the last one
+    while the customer still waits for its answer, however long ago they wrote."""
+    conversation = (profile.get("view") or {}).get("conversation")
+    if not conversation:
+        return None
+    if profile.get("conversation_open") or conversation.get("awaiting_reply_since"):
+        return dict(conversation)
+    return None
+
+
+def _first_of(handlings: dict[str, Handling], ids: list[str]) -> Handling | None:
+    """The survivor's handling, else that of a profile merged into it (an agent took an
+    anonymous chat, then the visitor signed in as a known customer)."""
+    return next((handlings[i] for i in ids if i in handlings), None)
+
+
 async def _handlings(desk: Desk, customer_ids: list[str]) -> dict[str, Handling] | None:
-    """Who handles these customers' conversations; None while MongoDB does not answer (the
-    pages say so, and show the rest)."""
+    """Who handles these customers' conversations; None while MongoDB does not answer within
+    `HANDLING_LOOKUP_SECONDS` (the pages say so, and show the rest)."""
+    if not customer_ids:
+        return {}
     try:
-        return await desk.handlings.of(customer_ids)
-    except PyMongoError:
+        async with asyncio.timeout(HANDLING_LOOKUP_SECONDS):
+            return await desk.handlings.of(customer_ids)
+    except (PyMongoError, TimeoutError) as exc:
+        log.warning("desk_handling_unknown", error=error_text(exc))
         return None
 
 
@@ -1016,28 +1106,45 @@ async def _handle(
     shown: str | None,
     through: datetime | None,
 ) -> tuple[str, int]:
-    """Do what the agent asked of the customer's open conversation: what to tell them, and
-    the status to answer with."""
+    """Do what the agent asked of the customer's conversation: what to tell them, and the
+    status to answer with."""
     customer_id = profile["customer_id"]
-    conversation = (profile.get("view") or {}).get("conversation")
-    if not profile.get("conversation_open") or not conversation:
+    conversation = _conversation(profile)
+    if conversation is None:
         return "The customer has no open conversation any more.", 409
-    state = state_of(conversation, None)
     try:
-        if action == "take":
-            started = datetime.fromisoformat(conversation["started_at"])
-            await desk.handlings.take(customer_id, agent, shown=shown, started_at=started)
-        elif action == "release":
-            await desk.handlings.release(customer_id, agent)
-        elif state.waiting_since is not None:
-            latest = datetime.fromisoformat(conversation["last_inbound_at"])
-            await desk.handlings.done(customer_id, agent, through=min(through or latest, latest))
+        async with asyncio.timeout(HANDLING_CHANGE_SECONDS):
+            await _change(desk, customer_id, conversation, agent, action, (shown, through))
     except TakenByAnother as taken:
-        return f"{taken.agent or 'Someone'} took this conversation a moment ago.", 409
-    except PyMongoError:
+        if taken.agent is None:
+            return "Nobody has this conversation now: take it again.", 409
+        return f"{taken.agent} took this conversation a moment ago.", 409
+    except (PyMongoError, TimeoutError, NotSaved) as exc:
+        log.warning("desk_handling_not_saved", action=action, error=error_text(exc))
         return "The desk's database is not answering: try again in a moment.", 503
     log.info("desk_conversation_handled", agent=agent, customer_id=customer_id, action=action)
     return "", 200
+
+
+async def _change(
+    desk: Desk,
+    customer_id: str,
+    conversation: dict[str, Any],
+    agent: str,
+    action: HandlingAction,
+    seen: tuple[str | None, datetime | None],
+) -> None:
+    """Take, let go of or mark done the conversation (`seen`: whom the page showed handling
+    it, and the latest message it showed)."""
+    shown, through = seen
+    if action == "take":
+        started = datetime.fromisoformat(conversation["started_at"])
+        await desk.handlings.take(customer_id, agent, shown=shown, started_at=started)
+    elif action == "release":
+        await desk.handlings.release(customer_id, agent)
+    elif conversation.get("awaiting_reply_since") and conversation.get("last_inbound_at"):
+        latest = datetime.fromisoformat(conversation["last_inbound_at"])
+        await desk.handlings.done(customer_id, agent, through=min(through or latest, latest))
 
 
 def _warning(*parts: str | None) -> str | None:
@@ -1068,25 +1175,11 @@ def _display_name(profile: dict[str, Any]) -> str:
     name = display_name({key: told.get("value") for key, told in traits.items()})
     if name is not None:
         return name
-    held = {i["kind"]: i["value"] for i in reversed(profile.get("identifiers") or [])}
-    for kind in HEADING_KINDS:
-        if kind in held:
-            return str(held[kind])
+    held = [(i["kind"], i["value"]) for i in profile.get("identifiers") or []]
+    heading = heading_identifier(held)
+    if heading is not None:
+        return str(heading[1])
     return "Anonymous visitor" if held else str(profile["customer_id"])
-
-
-HEADING_KINDS = (
-    "email",
-    "phone",
-    "whatsapp_id",
-    "loyalty_id",
-    "customer_id",
-    "whatsapp_user_id",
-    "messenger_psid",
-    "instagram_sid",
-)
-"""What heads a customer's page without a name, what a person recognises first: never a web
-cookie or device id (`anonymous_id`, `device_id`), which only says who was browsing."""
 
 
 def waiting_for_review(conflicts: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -5,14 +5,15 @@ call, unanswered on every channel: `awaiting_reply_since`). What agents decide a
 here, in MongoDB (`desk_handling`, one document per customer id, nothing personal), so every
 desk instance shows the same:
 
-- **taken**: the agent who handles the conversation. Taking is a compare-and-set on the agent
-  the page showed, so two agents who click *Take* at once do not both think it theirs; the
-  second is told who has it. A taking from before the conversation started (the customer's
-  last conversation) counts for nothing.
+- **taken**: the agent who handles the conversation. Taking is a compare-and-set: it succeeds
+  unless someone other than the agent and the one the page showed has it, so two agents who
+  click *Take* at once do not both think it theirs; the second is told who has it. A taking
+  names the conversation it was for by its start (`taken_for`, the profile service's time, no
+  clock of the desk's): one of the customer's last conversation counts for nothing.
 - **done**: an agent saw to the customer's messages without a reply ("thanks!"). It records
-  the time of the customer's latest message the page showed (event time, as the profile
-  service's), so a message that arrives afterwards, even one dated a moment earlier by a slow
-  provider, is not taken as seen: the customer waits again from it.
+  the time of the customer's latest message the page showed (`done_through`, event time as
+  the profile service's), and the customer waits again from the first message dated after it.
+  A message that arrives late dated before it (a slow provider) is taken as seen.
 
 A TTL index forgets a document a month after its last change, long after its conversation.
 """
@@ -38,7 +39,7 @@ class Handling:
     """What agents decided about one customer's conversations."""
 
     agent: str | None = None
-    taken_at: datetime | None = None
+    taken_for: datetime | None = None
     done_through: datetime | None = None
     done_by: str | None = None
 
@@ -51,6 +52,10 @@ class ConversationState:
     agent: str | None
     waiting_since: datetime | None
     done_by: str | None = None
+
+
+class NotSaved(Exception):
+    """The database answered, but what the agent asked for is not in it."""
 
 
 class TakenByAnother(Exception):
@@ -67,7 +72,7 @@ def state_of(conversation: Mapping[str, Any], handling: Handling | None) -> Conv
     latest one (the profile holds the first unanswered message, not the first after that)."""
     handling = handling or Handling()
     started = _time(conversation.get("started_at"))
-    taken = handling.taken_at is not None and started is not None and handling.taken_at >= started
+    taken = handling.taken_for is not None and started is not None and handling.taken_for >= started
     waiting = _time(conversation.get("awaiting_reply_since"))
     latest = _time(conversation.get("last_inbound_at"))
     done = handling.done_through
@@ -109,18 +114,21 @@ class Handlings:
     async def take(
         self, customer_id: str, agent: str, *, shown: str | None, started_at: datetime
     ) -> None:
-        """Make `agent` the one who handles the conversation, if whoever the page `shown` still
-        has it (None: nobody, or a taking from before the conversation `started_at`)."""
+        """Make `agent` the one who handles the conversation that `started_at`, unless someone
+        other than them and the one the page `shown` has it (a taking of an earlier
+        conversation is nobody's)."""
         await self._prepare()
-        still_shown: list[MongoDocument] = [{"agent": shown}]
-        if shown is None:
-            still_shown.append({"taken_at": {"$lt": started_at}})
+        free: list[MongoDocument] = [
+            {"agent": None},
+            {"agent": agent},
+            {"taken_for": {"$lt": started_at}},
+        ]
+        if shown is not None:
+            free.append({"agent": shown})
         now = datetime.now(UTC)
-        change = {"$set": {"agent": agent, "taken_at": now, "changed_at": now}}
+        change = {"$set": {"agent": agent, "taken_for": started_at, "changed_at": now}}
         try:
-            await self.collection.update_one(
-                {"_id": customer_id, "$or": still_shown}, change, upsert=True
-            )
+            await self.collection.update_one({"_id": customer_id, "$or": free}, change, upsert=True)
         except DuplicateKeyError:  # there is a document, and someone else in it
             raise TakenByAnother(await self._agent_of(customer_id)) from None
 
@@ -129,7 +137,7 @@ class Handlings:
         await self._prepare()
         await self.collection.update_one(
             {"_id": customer_id, "agent": agent},
-            {"$unset": {"agent": "", "taken_at": ""}, "$set": {"changed_at": datetime.now(UTC)}},
+            {"$unset": {"agent": "", "taken_for": ""}, "$set": {"changed_at": datetime.now(UTC)}},
         )
 
     async def done(self, customer_id: str, agent: str, *, through: datetime) -> None:
@@ -147,8 +155,11 @@ class Handlings:
                 {"$set": seen},
                 upsert=True,
             )
-        except DuplicateKeyError:  # someone marked a later message done already
-            return
+        except DuplicateKeyError:  # there is a document: done as far, or further, already?
+            doc = await self.collection.find_one({"_id": customer_id}, {"done_through": 1})
+            marked = _time((doc or {}).get("done_through"))
+            if marked is None or marked < through:
+                raise NotSaved from None
 
     async def _prepare(self) -> None:
         if not self._indexed:  # MongoDB did not answer at start
@@ -162,7 +173,7 @@ class Handlings:
 def _handling(doc: Mapping[str, Any]) -> Handling:
     return Handling(
         agent=doc.get("agent"),
-        taken_at=_time(doc.get("taken_at")),
+        taken_for=_time(doc.get("taken_for")),
         done_through=_time(doc.get("done_through")),
         done_by=doc.get("done_by"),
     )

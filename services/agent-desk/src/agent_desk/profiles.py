@@ -73,8 +73,11 @@ class ProfileApi(ProfileClient):
         return page or {"entries": [], "next_cursor": None}
 
     async def open_conversations(
-        self, limit: int = 50, *, awaiting: bool = False
+        self, limit: int = 50, *, awaiting: bool = False, waiting_from: str | None = None
     ) -> list[dict[str, Any]]:
-        """The inbox; with `awaiting`, only customers who wait for a reply, the longest first."""
-        params = {"limit": limit, "awaiting": "true" if awaiting else "false"}
+        """The inbox; with `awaiting`, the customers who wait for a reply, the longest first
+        (from `waiting_from` on: the next page)."""
+        params: dict[str, str | int] = {"limit": limit, "awaiting": str(awaiting).lower()}
+        if waiting_from is not None:
+            params["waiting_from"] = waiting_from
         return list(await self._get("/v1/conversations", params=params) or [])

@@ -28,7 +28,7 @@ def test_nobody_handles_an_answered_conversation_nobody_took() -> None:
 
 
 def test_a_customer_waits_from_their_first_unanswered_message() -> None:
-    state = state_of(conversation(waiting=3, latest=8), Handling(agent="ana", taken_at=at(4)))
+    state = state_of(conversation(waiting=3, latest=8), Handling(agent="ana", taken_for=at(0)))
 
     assert state == ConversationState("ana", at(3))
 

@@ -110,6 +110,7 @@ def bootstrap(settings: ProfileSettings) -> Service:
         settings.conversation_window,
         offers=lambda: offers_in_force(offers),
         admin_api_keys=[key.get_secret_value() for key in settings.admin_api_keys],
+        queue_horizon=timedelta(days=settings.queue_days),
     )
     health = health_router(  # the API reads MongoDB: with it, the instance can serve
         {"mongodb": mongo_check(mongo)},

@@ -46,6 +46,13 @@ class ProfileSettings(HiloSettings):
     conversation_window_hours: float = Field(
         default=24.0, gt=0, description="Activity gap after which a new conversation starts."
     )
+    queue_days: int = Field(
+        default=7,
+        ge=1,
+        le=365,
+        description="How long a customer nobody answered stays in the agents' queue "
+        "(`GET /v1/conversations?awaiting=true`), however long ago they last wrote.",
+    )
     identity_unique_kinds: CommaSeparated[IdentifierKind] = Field(
         default=[IdentifierKind.CUSTOMER_ID, IdentifierKind.LOYALTY_ID],
         description="Identifier kinds a person has at most one of (merge protection).",

@@ -707,8 +707,10 @@ def test_an_outbound_message_with_no_conversation_open_starts_none() -> None:
     assert len(answered.conversation.recent) == 2
 
 
-def _call(direction: Direction, status: CallStatus) -> CallHappened:
-    return CallHappened(direction=direction, status=status, provider_call_id="CA1")
+def _call(direction: Direction, status: CallStatus, agent: str | None = "agent-7") -> CallHappened:
+    """A call as the contact centre reports it, naming the agent on it (None: as the telephony
+    provider reports it, naming nobody)."""
+    return CallHappened(direction=direction, status=status, provider_call_id="CA1", agent_id=agent)
 
 
 OUT = sample_payloads()["message"].model_copy(update={"direction": Direction.OUTBOUND})
@@ -744,7 +746,25 @@ OUT = sample_payloads()["message"].model_copy(update={"direction": Direction.OUT
                 entry(3, "call", "voice", payload=_call(Direction.INBOUND, CallStatus.COMPLETED)),
             ],
             None,
-            id="an answered call answers the chat",
+            id="a call an agent took answers the chat",
+        ),
+        pytest.param(
+            [
+                entry(1, "message", "web"),
+                entry(
+                    3,
+                    "call",
+                    "voice",
+                    payload=_call(Direction.INBOUND, CallStatus.COMPLETED, agent=None),
+                ),
+            ],
+            1,
+            id="a call the provider completed with no agent named (an IVR, a queue) answers not",
+        ),
+        pytest.param(
+            [entry(1, "message", "web"), entry(60 * 30, "message", "email", payload=OUT)],
+            None,
+            id="an answer after the window still answers",
         ),
         pytest.param(
             [
@@ -774,6 +794,7 @@ def test_a_conversation_knows_since_when_the_customer_waits_for_an_answer(
     assert view.conversation.awaiting_reply_since == expected
     inbound = [e.occurred_at for e in entries if e.payload.get("direction") == "inbound"]
     assert view.conversation.last_inbound_at == max(inbound)
+    assert derive_view(entries[::-1], WINDOW) == view, "a late entry is folded in its place"
 
 
 def test_a_conversation_waiting_for_an_answer_is_published_saying_since_when() -> None:

@@ -9,11 +9,13 @@ from hilo.contract.adjustments import (
     max_length,
 )
 from hilo.contract.identifiers import (
+    HEADING_KINDS,
     SECONDARY_CONTACTS,
     WEAK_KINDS,
     DropInvalid,
     IdentifierKind,
     Identifiers,
+    heading_identifier,
     normalise_email,
     normalise_phone,
     whatsapp_identifiers,
@@ -74,6 +76,7 @@ from hilo.contract.versions import UnsupportedSchemaVersion, parse_interaction
 __all__ = [
     "BUILT_IN_CHANNELS",
     "EARLIEST_EVENT_TIME",
+    "HEADING_KINDS",
     "MAX_ADJUSTMENTS",
     "MAX_FUTURE_SKEW",
     "NAME_TRAITS",
@@ -126,6 +129,7 @@ __all__ = [
     "bound_event_time",
     "conversation_id",
     "display_name",
+    "heading_identifier",
     "interaction_id",
     "max_length",
     "new_interaction",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -65,6 +65,28 @@ WEAK_KINDS: frozenset[IdentifierKind] = frozenset(
     {IdentifierKind.ANONYMOUS_ID, IdentifierKind.DEVICE_ID}
 )
 """Identifiers that may attach to a profile but never bridge two known profiles on their own."""
+
+HEADING_KINDS: Final = (
+    IdentifierKind.EMAIL,
+    IdentifierKind.PHONE,
+    IdentifierKind.WHATSAPP_ID,
+    IdentifierKind.LOYALTY_ID,
+    IdentifierKind.CUSTOMER_ID,
+    IdentifierKind.WHATSAPP_USER_ID,
+    IdentifierKind.MESSENGER_PSID,
+    IdentifierKind.INSTAGRAM_SID,
+)
+"""What a person recognises a customer without a name by, the first first: never a web cookie
+or a device id (`WEAK_KINDS`), which only says who was browsing."""
+
+
+def heading_identifier(held: Iterable[tuple[str, str]]) -> tuple[str, str] | None:
+    """The (kind, value) a screen names a customer without a name by: the first held of the
+    earliest of `HEADING_KINDS`; None when they hold none (an anonymous visitor)."""
+    first: dict[str, str] = {}
+    for kind, value in held:
+        first.setdefault(kind, value)
+    return next(((kind, first[kind]) for kind in HEADING_KINDS if kind in first), None)
 
 
 def normalise_email(raw: str) -> str:

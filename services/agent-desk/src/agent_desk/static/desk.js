@@ -383,23 +383,33 @@ async function handle(event) {
   event.preventDefault();
   const result = document.getElementById("handling-result");
   result.textContent = "";
+  if (form.dataset.busy) return; // a double click is one request
+  const body = new FormData(form, event.submitter); // before disabling: a disabled button sends nothing
+  const buttons = form.querySelectorAll("button");
+  form.dataset.busy = "yes";
+  for (const button of buttons) button.disabled = true;
   let response;
   try {
     response = await fetch(form.getAttribute("action"), { // form.action is the button named so
       method: "POST",
-      body: new FormData(form, event.submitter),
+      body,
       headers: { "X-Requested-With": "fetch", Accept: "application/json" },
     });
   } catch {
     result.textContent = "The desk did not answer. Try again.";
     return;
+  } finally {
+    delete form.dataset.busy;
+    for (const button of buttons) button.disabled = false;
   }
   if (response.redirected || response.status === 401) {
     result.textContent = EXPIRED;
     return;
   }
   const answer = await response.json().catch(() => null);
-  if (!response.ok) result.textContent = answer?.message || answer?.error || `Refused (${response.status}).`;
+  if (!response.ok) {
+    result.textContent = answer?.message || answer?.error || answer?.detail || `Refused (${response.status}).`;
+  }
   refreshPanels();
 }
 

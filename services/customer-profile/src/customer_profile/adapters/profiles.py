@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, DeleteOne, UpdateOne
@@ -341,44 +341,50 @@ class ProfileCollection:
         heads.update(await self.heads(set(mapping.values()) - heads.keys()))
         return mapping, heads
 
-    async def open_conversations(
-        self, since: datetime, limit: int, *, awaiting: timedelta | None = None
-    ) -> list[MongoDocument]:
+    async def open_conversations(self, since: datetime, limit: int) -> list[MongoDocument]:
         """Current views whose conversation moved at or after `since`, latest first (the agent
-        desk's inbox); with `awaiting`, only those whose customer waits for a reply (since
-        `awaiting` before `since` at most), the longest waiting first (the agents' queue).
+        desk's inbox). See `_current_views` for what is skipped."""
+        cursor = self.views.find({LAST_AT: {"$gte": since}}).sort(LAST_AT, DESCENDING)
+        return await self._current_views(cursor, limit, waiting=False)
+
+    async def waiting_conversations(self, since: datetime, limit: int) -> list[MongoDocument]:
+        """Current views whose customer has waited for a reply since `since` or later, the
+        longest waiting first (the agents' queue), however long ago they last wrote: the
+        customers nobody answered are the ones to find. One indexed field: SecantusDB scans
+        when a second one joins it."""
+        cursor = self.views.find({AWAITING: {"$gte": since}}).sort(AWAITING, ASCENDING)
+        found = await self._current_views(cursor, limit, waiting=True)
+        return sorted(found, key=lambda doc: doc["view"]["conversation"]["awaiting_reply_since"])
+
+    async def _current_views(
+        self, cursor: AsyncIterable[MongoDocument], limit: int, *, waiting: bool
+    ) -> list[MongoDocument]:
+        """The first `limit` customers' current views a query of views finds, in its order.
 
         A view superseded a moment ago may still be listed next to its successor: only each
-        customer's highest version is kept. The views of profiles merged away stay (their
-        conversations live on in the survivor's): they are skipped, reading on by pages until
-        `limit` customers are found."""
-        cursor = self.views.find({LAST_AT: {"$gte": since}}).sort(LAST_AT, DESCENDING)
-        if awaiting is not None:  # one indexed field: SecantusDB scans when two are asked
-            cursor = self.views.find({AWAITING: {"$gte": since - awaiting}})
-            cursor = cursor.sort(AWAITING, ASCENDING)
+        customer's highest version is kept, and with `waiting`, only when that one still waits
+        (a version from before the answer matches the query; the answer does not). The views
+        of profiles merged away stay (their conversations live on in the survivor's): they are
+        skipped, reading on by pages until `limit` customers are found."""
         current: dict[str, MongoDocument] = {}
         merged_away: set[str] = set()
-        async for read in _pages(cursor, limit * 2):
-            page = [doc for doc in read if _open_since(doc, since)]
+        async for page in _pages(cursor, limit * 2):
             unseen = {doc["customer_id"] for doc in page} - current.keys()
             for doc in page:
                 _keep_highest(current, doc)
             survivors = await self.canonical(unseen)
             merged_away |= {c for c, survivor in survivors.items() if survivor != c}
-            if awaiting is not None:  # a version superseded by an answer matches, not its own
-                await self._drop_answered(current, unseen)
+            if waiting:
+                await self._keep_waiting(current, unseen)
             if len(current.keys() - merged_away) >= limit:
                 break
-        found = [doc for customer, doc in current.items() if customer not in merged_away]
-        if awaiting is not None:
-            found.sort(key=lambda doc: doc["view"]["conversation"]["awaiting_reply_since"])
-        return found[:limit]
+        return [doc for customer, doc in current.items() if customer not in merged_away][:limit]
 
-    async def _drop_answered(self, found: dict[str, MongoDocument], customers: set[str]) -> None:
+    async def _keep_waiting(self, found: dict[str, MongoDocument], customers: set[str]) -> None:
         """Keep only the customers whose current view still waits for a reply."""
-        now = await self._views_of(customers & found.keys())
+        views = await self._views_of(customers & found.keys())
         for customer in customers & found.keys():
-            view = now.get(customer)
+            view = views.get(customer)
             conversation = ((view or {}).get("view") or {}).get("conversation") or {}
             if view is None or conversation.get("awaiting_reply_since") is None:
                 del found[customer]
@@ -789,12 +795,6 @@ def _view_filter(customer: str, view: StoredProfile) -> MongoDocument:
 def _version(view: MongoDocument | None) -> int:
     """A profile's version is its current view's; 0 before its first view."""
     return int(view["version"]) if view else 0
-
-
-def _open_since(doc: MongoDocument, since: datetime) -> bool:
-    """Whether a view's conversation moved at or after `since`."""
-    last = ((doc.get("view") or {}).get("conversation") or {}).get("last_at")
-    return isinstance(last, datetime) and last.replace(tzinfo=UTC) >= since
 
 
 async def _pages(

@@ -19,7 +19,7 @@ and its record published.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
@@ -190,10 +190,13 @@ class ProfileStore:
     async def attach(self, attachments: Mapping[str, str], caps: Mapping[str, int]) -> set[str]:
         return await self._profiles.attach(attachments, caps)
 
-    async def load(
-        self, customer_ids: Iterable[str], *, views: bool = True
-    ) -> dict[str, StoredProfile]:
-        return await self._profiles.load(customer_ids, views=views)
+    async def load(self, customer_ids: Iterable[str]) -> dict[str, StoredProfile]:
+        return await self._profiles.load(customer_ids)
+
+    async def identifiers_held(self, customer_ids: Iterable[str]) -> dict[str, list[str]]:
+        """The identifier keys each profile holds (its head alone: no view, no alias)."""
+        heads = await self._profiles.heads(customer_ids, {"identifiers": 1})
+        return {customer: list(head.get("identifiers", [])) for customer, head in heads.items()}
 
     async def load_canonical(
         self, customer_ids: Iterable[str]
@@ -312,10 +315,11 @@ class ProfileStore:
     async def mismatches(self, filters: Mapping[str, Any], limit: int) -> list[JourneyEntry]:
         return await self._journey.mismatches(filters, limit)
 
-    async def open_conversations(
-        self, since: datetime, limit: int, *, awaiting: timedelta | None = None
-    ) -> list[MongoDocument]:
-        return await self._profiles.open_conversations(since, limit, awaiting=awaiting)
+    async def open_conversations(self, since: datetime, limit: int) -> list[MongoDocument]:
+        return await self._profiles.open_conversations(since, limit)
+
+    async def waiting_conversations(self, since: datetime, limit: int) -> list[MongoDocument]:
+        return await self._profiles.waiting_conversations(since, limit)
 
     async def customer_of_order(self, order_id: str) -> str | None:
         """The customer an order belongs to now (the survivor, after merges)."""

@@ -291,6 +291,8 @@ class ProfileView(BaseModel):
             or entry.occurred_at - current.last_at <= window
         )
         if not continues and entry.payload.get("direction") == "outbound":
+            if current is not None and _answers(entry):  # a late answer still answers
+                current.awaiting_reply_since = None
             return  # a campaign or a reminder opens no conversation, as analytics counts them
         if current is None or not continues:
             current = OpenConversation(
@@ -378,22 +380,30 @@ class ProfileView(BaseModel):
 
 
 ANSWERED_CALLS = frozenset({"completed", "in_progress"})
-"""Call statuses in which someone spoke with the customer: the call answered them."""
+"""Call statuses in which someone spoke with the customer."""
 
 
 def _track_reply(conversation: OpenConversation, entry: JourneyEntry) -> None:
-    """Whether the customer waits for the company: their message, or a call of theirs nobody
-    picked up, waits from its time until a message goes out or a call is answered, on any
-    channel (a reply by SMS answers a WhatsApp question). A call the company made and nobody
-    answered changes nothing: the customer still waits."""
+    """Whether the customer waits for the company: their message or call waits from its time
+    until a message goes out or an agent speaks with them, on any channel (a reply by SMS
+    answers a WhatsApp question). A call answers only when the contact centre names the agent
+    on it: the telephony provider's `completed` is also an IVR, a queue the customer hung up
+    in, or a voicemail, so such a call of the customer's waits, and one the company made
+    changes nothing."""
     inbound = entry.payload.get("direction") == "inbound"
     if inbound:
         conversation.last_inbound_at = entry.occurred_at
-    answered = entry.payload.get("status") in ANSWERED_CALLS
-    if (entry.type == "call" and answered) or (entry.type == "message" and not inbound):
+    if _answers(entry):
         conversation.awaiting_reply_since = None
     elif inbound and conversation.awaiting_reply_since is None:
         conversation.awaiting_reply_since = entry.occurred_at
+
+
+def _answers(entry: JourneyEntry) -> bool:
+    payload = entry.payload
+    if entry.type == "call":
+        return payload.get("status") in ANSWERED_CALLS and bool(payload.get("agent_id"))
+    return payload.get("direction") == "outbound"
 
 
 def _preview(entry: JourneyEntry) -> MessagePreview:

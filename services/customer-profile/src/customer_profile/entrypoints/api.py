@@ -47,7 +47,13 @@ from customer_profile.service.ports import StoredProfile
 from customer_profile.service.privacy import Privacy
 from customer_profile.service.splits import CustomerNotFound, Requester, SplitRefused, Splits
 from hilo.auth import API_KEY_HEADER, check_api_key
-from hilo.contract import IdentifierKind, Identifiers, IdentityTrust, display_name
+from hilo.contract import (
+    IdentifierKind,
+    Identifiers,
+    IdentityTrust,
+    display_name,
+    heading_identifier,
+)
 from hilo.kafka import PublishFailed
 from hilo.logs import error_text
 from hilo.offers.facts import facts_from_profile
@@ -72,7 +78,9 @@ class ApiState:
         window: timedelta,
         offers: Callable[[], OffersSnapshot | None] = lambda: None,
         admin_api_keys: Sequence[str] = (),
+        queue_horizon: timedelta = timedelta(days=7),
     ) -> None:
+        self.queue_horizon = queue_horizon
         self.offers = offers
         self.store = store
         self.privacy = privacy
@@ -538,8 +546,9 @@ class ConversationSummary(BaseModel):
 
     customer_id: str
     display_name: str | None
-    identifiers: list[Identity] = Field(
-        description="Whom the desk names a customer without a name after (an email, a phone)."
+    heading: Identity | None = Field(
+        description="What to call a customer without a name by (`hilo.contract.HEADING_KINDS`: "
+        "an email, else a phone, …); null for an anonymous visitor."
     )
     conversation: OpenConversation
 
@@ -556,31 +565,48 @@ async def list_open_conversations(
     awaiting: Annotated[
         bool,
         Query(
-            description="Only those whose customer waits for a reply, the longest waiting "
-            "first, for up to twice the conversation window (a customer waiting longer is "
-            "still listed without it)."
+            description="Instead: the customers waiting for an answer (their message, or call "
+            "no agent took), the longest waiting first, however long ago they last wrote, up to "
+            "`HILO_QUEUE_DAYS` of waiting."
         ),
     ] = False,
+    waiting_from: Annotated[
+        Instant | None,
+        Query(
+            description="With `awaiting`: only those waiting since this time or later (the "
+            "next page: the last one's `awaiting_reply_since`; customers at that very time come "
+            "again)."
+        ),
+    ] = None,
 ) -> list[ConversationSummary]:
-    """Open conversations across every channel, the latest first (the agents' inbox)."""
-    since = datetime.now(UTC) - state.window
-    waited = state.window if awaiting else None
-    docs = await state.store.open_conversations(since, limit, awaiting=waited)
-    heads = await state.store.load([doc["customer_id"] for doc in docs], views=False)
+    """Open conversations across every channel, the latest first (the agents' inbox), or the
+    agents' queue (`awaiting`)."""
+    now = datetime.now(UTC)
+    if awaiting:
+        since = max(now - state.queue_horizon, waiting_from or now - state.queue_horizon)
+        docs = await state.store.waiting_conversations(since, limit)
+    else:
+        docs = await state.store.open_conversations(now - state.window, limit)
+    held = await state.store.identifiers_held([doc["customer_id"] for doc in docs])
     found = []
     for doc in docs:
         view = ProfileView.model_validate(doc["view"])
-        head = heads.get(doc["customer_id"])
-        if view.conversation is not None and head is not None:
+        if view.conversation is not None:
             found.append(
                 ConversationSummary(
                     customer_id=doc["customer_id"],
                     display_name=_display_name(view),
-                    identifiers=_identities(head),
+                    heading=_heading(held.get(doc["customer_id"], [])),
                     conversation=view.conversation,
                 )
             )
     return found
+
+
+def _heading(keys: list[str]) -> Identity | None:
+    held = [(kind.value, value) for kind, value in map(split_key, keys)]
+    heading = heading_identifier(held)
+    return None if heading is None else Identity(kind=heading[0], value=heading[1])
 
 
 class PriceMismatch(BaseModel):
