@@ -66,7 +66,11 @@ async def desk(settings: HiloSettings, topics: list[str]) -> AsyncIterator[Desk]
         profile = await stack.enter_async_context(running_profile_service(settings))
         profile_url = await stack.enter_async_context(served(profile.service.app, lifespan="off"))
         desk_url = await stack.enter_async_context(
-            running_desk(desk_settings(settings, profile_url, API_KEY, agents=agents))
+            running_desk(
+                desk_settings(
+                    settings, profile_url, API_KEY, agents=agents, desk_first_reply_minutes=25
+                )
+            )
         )
         ana = await stack.enter_async_context(signed_in(desk_url))
         bo = await stack.enter_async_context(signed_in(desk_url, COLLEAGUE, COLLEAGUE_PASSWORD))
@@ -75,6 +79,12 @@ async def desk(settings: HiloSettings, topics: list[str]) -> AsyncIterator[Desk]
 
 def customers_listed(page: str) -> list[str]:
     return re.findall(r'<tr data-customer="([0-9a-f]+)">', page)
+
+
+def overdue_rows(page: str) -> list[str]:
+    """The customers the inbox shows waiting past the target (25 minutes here)."""
+    rows = re.findall(r'<tr data-customer="([0-9a-f]+)">(.*?)</tr>', page, re.DOTALL)
+    return [customer for customer, cells in rows if "wait overdue" in cells]
 
 
 async def test_the_queue_lists_who_waits_the_longest_first_until_answered_or_done(
@@ -108,6 +118,7 @@ async def test_the_queue_lists_who_waits_the_longest_first_until_answered_or_don
     page = (await desk.ana.get(f"/customers/{ana}")).text
 
     assert customers_listed(queue) == [cy, ana]
+    assert overdue_rows(queue) == [cy]
     assert ">30 min<" in queue
     assert ">20 min<" in queue
     assert customers_listed(everyone) == [bo, ana, cy]

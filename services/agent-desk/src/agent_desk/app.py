@@ -68,6 +68,7 @@ from agent_desk.handling import (
     Handlings,
     NotSaved,
     TakenByAnother,
+    overdue,
     state_of,
 )
 from agent_desk.headers import SecurityHeaders
@@ -272,7 +273,10 @@ def desk_templates() -> Jinja2Templates:
     """The desk's pages, with the filters that show times, money and channels alike."""
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.globals.update(
-        channel_name=channel_name, type_name=type_name, survey_scales=SURVEY_SCALES
+        channel_name=channel_name,
+        type_name=type_name,
+        survey_scales=SURVEY_SCALES,
+        is_overdue=lambda state, target: overdue(state, target, datetime.now(UTC)),
     )
     templates.env.filters.update(
         when=_when, waited=_waited, money=_money, channel_name=channel_name
@@ -468,6 +472,7 @@ def _conversation_routes(app: FastAPI) -> None:
             request,
             "inbox.html",
             conversations=_inbox_rows(listed, handlings or {}, show, agent),
+            target=_reply_target(desk),
             show=show,
             views=INBOX_VIEWS,
             handling_known=handlings is not None,
@@ -547,6 +552,11 @@ def _inbox_rows(
     elif show == "unassigned":
         rows = [r for r in rows if r["state"].agent is None]
     return rows[:INBOX_SIZE]
+
+
+def _reply_target(desk: Desk) -> timedelta:
+    """How long a customer may wait before the desk shows them overdue (0: never)."""
+    return timedelta(minutes=desk.settings.desk_first_reply_minutes)
 
 
 def _summary_name(summary: dict[str, Any]) -> str:
@@ -1038,10 +1048,12 @@ async def _panels(desk: Desk, profile: dict[str, Any], agent: str) -> dict[str, 
     conversation = _conversation(profile)
     ids = [profile["customer_id"], *profile.get("merged_from", [])]
     handlings = await _handlings(desk, ids)
+    handling = state_of(conversation or {}, _first_of(handlings or {}, ids))
     return {
         "agent": agent,
         "conversation_shown": conversation is not None,
-        "handling": state_of(conversation or {}, _first_of(handlings or {}, ids)),
+        "handling": handling,
+        "overdue": overdue(handling, _reply_target(desk), now),
         "handling_known": handlings is not None,
         "profile": profile,
         "view": profile.get("view") or {},

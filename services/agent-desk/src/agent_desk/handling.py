@@ -85,6 +85,12 @@ def state_of(conversation: Mapping[str, Any], handling: Handling | None) -> Conv
     return ConversationState(handling.agent if taken else None, waiting, done_by)
 
 
+def overdue(state: ConversationState, target: timedelta, now: datetime) -> bool:
+    """Whether the customer has waited longer than the company's target (none: `target` 0)."""
+    waiting = state.waiting_since
+    return bool(target) and waiting is not None and now - waiting > target
+
+
 def _time(value: object) -> datetime | None:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)

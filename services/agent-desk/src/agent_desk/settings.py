@@ -89,6 +89,12 @@ class DeskSettings(HiloSettings):
         description="A queued reply its channel has not recorded after this long is shown as "
         "not confirmed yet, saying why it may wait (its service down, behind, or retrying).",
     )
+    desk_first_reply_minutes: float = Field(
+        default=60.0,
+        ge=0,
+        description="The company's target for answering a customer: one waiting longer is "
+        "shown overdue in the queue and on their page. 0: no target.",
+    )
     desk_live_buffer: int = Field(
         default=20_000,
         ge=100,

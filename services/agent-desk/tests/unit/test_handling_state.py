@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from agent_desk.handling import ConversationState, Handling, state_of
+from agent_desk.handling import ConversationState, Handling, overdue, state_of
 
 T0 = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
 
@@ -45,6 +45,15 @@ def test_messages_marked_done_wait_no_more_and_a_later_one_waits_from_itself() -
     assert state_of(conversation(waiting=3, latest=8), done) == ConversationState(None, None, "ana")
     assert state_of(conversation(waiting=3, latest=12), done).waiting_since == at(12)
     assert state_of(conversation(waiting=10, latest=12), done).waiting_since == at(10)
+
+
+def test_a_customer_waiting_past_the_target_is_overdue_and_without_a_target_never() -> None:
+    waiting = ConversationState(None, at(0))
+
+    assert overdue(waiting, timedelta(minutes=30), at(31))
+    assert not overdue(waiting, timedelta(minutes=30), at(30))
+    assert not overdue(waiting, timedelta(0), at(600))
+    assert not overdue(ConversationState(None, None), timedelta(minutes=30), at(600))
 
 
 def test_an_answer_after_done_leaves_nobody_waiting() -> None:
