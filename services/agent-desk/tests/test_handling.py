@@ -46,6 +46,16 @@ class Desk:
         self.profile = profile
         self.ana = ana
         self.bo = bo
+        self.entries = 0
+
+    async def written(self, *messages: Interaction) -> list[str]:
+        """Publish the messages and wait for them: the customer ids of their senders, in the
+        order each first wrote."""
+        await self.profile.publish(messages)
+        self.entries += len(messages)
+        await self.profile.wait_for_entries(self.entries)
+        senders = dict.fromkeys(str(m.identifiers.email) for m in messages)
+        return [await self.profile.customer_of("email", email) for email in senders]
 
     async def act(
         self, agent: httpx.AsyncClient, customer: str, action: str, **form: str
@@ -92,28 +102,19 @@ async def test_the_queue_lists_who_waits_the_longest_first_until_answered_or_don
 ) -> None:
     """Cy waits 30 minutes, Ana 20; Bo was answered by email. Marking Ana done takes her out
     of the queue until she writes again, and then she waits from that message."""
-    await desk.profile.publish(
-        [
-            message(1, "ana@example.com", timedelta(minutes=20), Direction.INBOUND),
-            message(2, "bo@example.com", timedelta(minutes=15), Direction.INBOUND),
-            message(3, "bo@example.com", timedelta(minutes=10), Direction.OUTBOUND),
-            message(4, "cy@example.com", timedelta(minutes=30), Direction.INBOUND),
-        ]
+    ana, bo, cy = await desk.written(
+        message(1, "ana@example.com", timedelta(minutes=20), Direction.INBOUND),
+        message(2, "bo@example.com", timedelta(minutes=15), Direction.INBOUND),
+        message(3, "bo@example.com", timedelta(minutes=10), Direction.OUTBOUND),
+        message(4, "cy@example.com", timedelta(minutes=30), Direction.INBOUND),
     )
-    await desk.profile.wait_for_entries(4)
-    ana, bo, cy = [
-        await desk.profile.customer_of("email", f"{who}@example.com") for who in ("ana", "bo", "cy")
-    ]
 
     queue = (await desk.ana.get("/?show=waiting")).text
     everyone = (await desk.ana.get("/")).text
     taken = await desk.act(desk.ana, ana, "take", shown="")
     done = await desk.act(desk.ana, ana, "done")
     after_done = (await desk.ana.get("/?show=waiting")).text
-    await desk.profile.publish(
-        [message(5, "ana@example.com", timedelta(minutes=1), Direction.INBOUND)]
-    )
-    await desk.profile.wait_for_entries(5)
+    await desk.written(message(5, "ana@example.com", timedelta(minutes=1), Direction.INBOUND))
     again = (await desk.ana.get("/?show=waiting")).text
     page = (await desk.ana.get(f"/customers/{ana}")).text
 
@@ -132,16 +133,11 @@ async def test_the_queue_lists_who_waits_the_longest_first_until_answered_or_don
 async def test_a_page_marks_done_only_the_messages_it_showed(desk: Desk) -> None:
     """Ana wrote again after the agent's page was drawn: marking done what the page showed
     leaves her waiting from the message the agent did not see."""
-    await desk.profile.publish(
-        [message(1, "ana@example.com", timedelta(minutes=20), Direction.INBOUND)]
+    (ana,) = await desk.written(
+        message(1, "ana@example.com", timedelta(minutes=20), Direction.INBOUND)
     )
-    await desk.profile.wait_for_entries(1)
-    ana = await desk.profile.customer_of("email", "ana@example.com")
     shown = (await desk.profile.get(f"/v1/customers/{ana}"))["view"]["conversation"]
-    await desk.profile.publish(
-        [message(2, "ana@example.com", timedelta(minutes=2), Direction.INBOUND)]
-    )
-    await desk.profile.wait_for_entries(2)
+    await desk.written(message(2, "ana@example.com", timedelta(minutes=2), Direction.INBOUND))
 
     done = await desk.act(desk.ana, ana, "done", through=shown["last_inbound_at"])
     queue = (await desk.ana.get("/?show=waiting")).text
@@ -154,11 +150,9 @@ async def test_a_page_marks_done_only_the_messages_it_showed(desk: Desk) -> None
 async def test_two_agents_taking_one_conversation_at_once_do_not_both_get_it(
     desk: Desk,
 ) -> None:
-    await desk.profile.publish(
-        [message(1, "ana@example.com", timedelta(minutes=5), Direction.INBOUND)]
+    (ana,) = await desk.written(
+        message(1, "ana@example.com", timedelta(minutes=5), Direction.INBOUND)
     )
-    await desk.profile.wait_for_entries(1)
-    ana = await desk.profile.customer_of("email", "ana@example.com")
 
     taken = await asyncio.gather(
         desk.act(desk.ana, ana, "take", shown=""), desk.act(desk.bo, ana, "take", shown="")
@@ -186,11 +180,9 @@ async def test_two_agents_taking_one_conversation_at_once_do_not_both_get_it(
 async def test_a_conversation_is_taken_over_and_let_go(desk: Desk) -> None:
     """Bo takes over from Ana (the page showed her); Ana, letting go of it afterwards from a
     page still showing it hers, does not take it from Bo; Bo lets it go."""
-    await desk.profile.publish(
-        [message(1, "ana@example.com", timedelta(minutes=5), Direction.INBOUND)]
+    (ana,) = await desk.written(
+        message(1, "ana@example.com", timedelta(minutes=5), Direction.INBOUND)
     )
-    await desk.profile.wait_for_entries(1)
-    ana = await desk.profile.customer_of("email", "ana@example.com")
 
     first = await desk.act(desk.ana, ana, "take", shown="")
     over = await desk.act(desk.bo, ana, "take", shown=AGENT)
@@ -216,11 +208,9 @@ async def test_a_conversation_is_taken_over_and_let_go(desk: Desk) -> None:
 
 
 async def test_a_form_without_its_token_changes_nothing(desk: Desk) -> None:
-    await desk.profile.publish(
-        [message(1, "ana@example.com", timedelta(minutes=5), Direction.INBOUND)]
+    (ana,) = await desk.written(
+        message(1, "ana@example.com", timedelta(minutes=5), Direction.INBOUND)
     )
-    await desk.profile.wait_for_entries(1)
-    ana = await desk.profile.customer_of("email", "ana@example.com")
 
     forged = await desk.ana.post(
         f"/customers/{ana}/handling", data={"action": "take", "csrf": "not-the-token"}
@@ -232,11 +222,9 @@ async def test_a_form_without_its_token_changes_nothing(desk: Desk) -> None:
 
 async def test_the_agent_who_answers_a_conversation_nobody_has_takes_it(desk: Desk) -> None:
     """As help desks assign on the first answer; a colleague's answer leaves it the agent's."""
-    await desk.profile.publish(
-        [message(1, "ana@example.com", timedelta(minutes=5), Direction.INBOUND)]
+    (ana,) = await desk.written(
+        message(1, "ana@example.com", timedelta(minutes=5), Direction.INBOUND)
     )
-    await desk.profile.wait_for_entries(1)
-    ana = await desk.profile.customer_of("email", "ana@example.com")
 
     async def reply(agent: httpx.AsyncClient) -> int:
         page = await agent.get(f"/customers/{ana}")
@@ -260,11 +248,9 @@ async def test_the_agent_who_answers_a_conversation_nobody_has_takes_it(desk: De
 async def test_a_customer_nobody_answered_stays_in_the_queue_after_the_window(desk: Desk) -> None:
     """Dee wrote 30 hours ago (past the 24 h conversation window): her conversation is no longer
     open, but nobody answered her, so she heads the queue and can still be taken."""
-    await desk.profile.publish(
-        [message(1, "dee@example.com", timedelta(hours=30), Direction.INBOUND)]
+    (dee,) = await desk.written(
+        message(1, "dee@example.com", timedelta(hours=30), Direction.INBOUND)
     )
-    await desk.profile.wait_for_entries(1)
-    dee = await desk.profile.customer_of("email", "dee@example.com")
 
     queue = (await desk.ana.get("/?show=waiting")).text
     everyone = (await desk.ana.get("/")).text
@@ -284,11 +270,9 @@ async def test_with_mongodb_hanging_pages_show_who_handles_what_as_unknown(
 ) -> None:
     """A database that does not answer must not hold every inbox load and panel for its own
     timeout: the pages come without who handles what, saying so; a change is refused 503."""
-    await desk.profile.publish(
-        [message(1, "ana@example.com", timedelta(minutes=5), Direction.INBOUND)]
+    (ana,) = await desk.written(
+        message(1, "ana@example.com", timedelta(minutes=5), Direction.INBOUND)
     )
-    await desk.profile.wait_for_entries(1)
-    ana = await desk.profile.customer_of("email", "ana@example.com")
 
     async def hanging(*_args: object, **_kwargs: object) -> None:
         await asyncio.sleep(3600)
@@ -318,17 +302,11 @@ async def test_the_queue_reads_on_past_the_customers_marked_done(
     """The profile service does not know what agents marked done: the desk reads on, a page at
     a time (here two customers a page, the next from the last one's wait), until it has
     customers who still wait."""
-    await desk.profile.publish(
-        [
-            message(1, "ana@example.com", timedelta(minutes=30), Direction.INBOUND),
-            message(2, "bo@example.com", timedelta(minutes=25), Direction.INBOUND),
-            message(3, "cy@example.com", timedelta(minutes=20), Direction.INBOUND),
-        ]
+    ana, bo, cy = await desk.written(
+        message(1, "ana@example.com", timedelta(minutes=30), Direction.INBOUND),
+        message(2, "bo@example.com", timedelta(minutes=25), Direction.INBOUND),
+        message(3, "cy@example.com", timedelta(minutes=20), Direction.INBOUND),
     )
-    await desk.profile.wait_for_entries(3)
-    ana, bo, cy = [
-        await desk.profile.customer_of("email", f"{w}@example.com") for w in ("ana", "bo", "cy")
-    ]
     await desk.act(desk.ana, ana, "done")
     await desk.act(desk.ana, bo, "done")
     monkeypatch.setattr(desk_app, "QUEUE_PAGE", 2)
