@@ -16,7 +16,14 @@ from agent_desk import app as desk_app
 from agent_desk.handling import Handlings
 from agent_desk.testing import AGENT, PASSWORD, csrf_of, desk_settings, running_desk, signed_in
 from customer_profile.testing import API_KEY, RunningProfileService, running_profile_service
-from hilo.contract import Direction, Identifiers, Interaction, MessageExchanged, new_interaction
+from hilo.contract import (
+    Direction,
+    Identified,
+    Identifiers,
+    Interaction,
+    MessageExchanged,
+    new_interaction,
+)
 from hilo.settings import HiloSettings
 from hilo.testkit.serving import served
 
@@ -315,3 +322,61 @@ async def test_the_queue_reads_on_past_the_customers_marked_done(
     queue = (await desk.ana.get("/?show=waiting")).text
 
     assert customers_listed(queue) == [cy]
+
+
+async def test_one_agent_taking_twice_at_once_is_no_refusal(desk: Desk) -> None:
+    """Two tabs, or a click beside the take a reply makes: both are the agent's own."""
+    (ana,) = await desk.written(
+        message(1, "ana@example.com", timedelta(minutes=5), Direction.INBOUND)
+    )
+
+    taken = await asyncio.gather(*(desk.act(desk.ana, ana, "take", shown="") for _ in range(4)))
+
+    assert [answer.status_code for answer in taken] == [200] * 4
+    assert customers_listed((await desk.ana.get("/?show=mine")).text) == [ana]
+
+
+async def test_a_chat_taken_before_the_visitor_signed_in_stays_taken_and_can_be_let_go(
+    desk: Desk,
+) -> None:
+    """Ana wrote by email; an anonymous visitor chats on the web and Bo takes the chat; the
+    visitor signs in as Ana, merged into her. Bo still has it, everywhere, and can let it go."""
+    (ana,) = await desk.written(
+        message(1, "ana@example.com", timedelta(minutes=30), Direction.INBOUND)
+    )
+    visitor_chat = new_interaction(
+        channel="web",
+        instance="test",
+        provider_event_id="visitor-chat",
+        identifiers=Identifiers(anonymous_id="visitor-1"),
+        payload=MessageExchanged(
+            direction=Direction.INBOUND, text="Is it in stock?", provider_message_id="v1"
+        ),
+        occurred_at=datetime.now(UTC) - timedelta(minutes=10),
+    )
+    await desk.profile.publish([visitor_chat])
+    await desk.profile.wait_for_entries(2)
+    visitor = await desk.profile.customer_of("anonymous_id", "visitor-1")
+    taken = await desk.act(desk.bo, visitor, "take", shown="")
+    signed_in = new_interaction(
+        channel="web",
+        instance="test",
+        provider_event_id="visitor-signs-in",
+        identifiers=Identifiers(anonymous_id="visitor-1", email="ana@example.com"),
+        payload=Identified(),
+        occurred_at=datetime.now(UTC) - timedelta(minutes=5),
+    )
+    await desk.profile.publish([signed_in])
+    await desk.profile.wait_for_entries(3)
+    assert await desk.profile.customer_of("anonymous_id", "visitor-1") == ana
+
+    panel = (await desk.bo.get(f"/customers/{ana}/panels")).text
+    bos = (await desk.bo.get("/?show=mine")).text
+    released = await desk.act(desk.bo, ana, "release")
+    after = (await desk.bo.get(f"/customers/{ana}/panels")).text
+
+    assert taken.status_code == 200
+    assert "Handled by <strong>you</strong>" in panel
+    assert customers_listed(bos) == [ana]
+    assert released.status_code == 200
+    assert "Nobody handles it yet" in after

@@ -466,6 +466,9 @@ def _conversation_routes(app: FastAPI) -> None:
             listed, handlings = await _queue(desk)
         else:
             listed = await desk.profiles.open_conversations(INBOX_SIZE)
+            if show != "all":  # theirs or nobody's: also those closed by the silence, unanswered
+                waiting = await desk.profiles.open_conversations(QUEUE_PAGE, awaiting=True)
+                listed = _once_each([*listed, *waiting])
             handlings = await _handlings(desk, [c["customer_id"] for c in listed])
         return _page(
             desk,
@@ -510,7 +513,7 @@ async def _queue(desk: Desk) -> tuple[list[dict[str, Any]], dict[str, Handling] 
     wait, inclusive (customers who began waiting in the same millisecond are not skipped), so
     it reads one again."""
     listed: dict[str, dict[str, Any]] = {}
-    handlings: dict[str, Handling] | None = {}
+    handlings: dict[str, Handling] = {}
     waiting_from: str | None = None
     for _ in range(QUEUE_PAGES):
         page = await desk.profiles.open_conversations(
@@ -518,17 +521,26 @@ async def _queue(desk: Desk) -> tuple[list[dict[str, Any]], dict[str, Handling] 
         )
         fresh = [c for c in page if c["customer_id"] not in listed]
         found = await _handlings(desk, [c["customer_id"] for c in fresh])
-        handlings = None if found is None or handlings is None else {**handlings, **found}
+        if found is None:  # MongoDB away: the pages read so far stand, if any
+            return (list(listed.values()), handlings) if listed else (fresh, None)
+        handlings.update(found)
         listed.update((c["customer_id"], c) for c in fresh)
         still = sum(
-            state_of(c["conversation"], (handlings or {}).get(c["customer_id"])).waiting_since
-            is not None
+            state_of(c["conversation"], handlings.get(c["customer_id"])).waiting_since is not None
             for c in listed.values()
         )
-        if len(page) < QUEUE_PAGE or not fresh or still >= INBOX_SIZE or handlings is None:
+        if len(page) < QUEUE_PAGE or not fresh or still >= INBOX_SIZE:
             break
         waiting_from = page[-1]["conversation"]["awaiting_reply_since"]
     return list(listed.values()), handlings
+
+
+def _once_each(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each customer's first summary, in order."""
+    first: dict[str, dict[str, Any]] = {}
+    for summary in summaries:
+        first.setdefault(summary["customer_id"], summary)
+    return list(first.values())
 
 
 def _inbox_rows(
@@ -877,6 +889,7 @@ async def _take_on_reply(desk: Desk, profile: dict[str, Any], agent: str) -> Non
     conversation = _conversation(profile)
     if conversation is None:
         return
+    await _adopt(desk, profile)
     started = datetime.fromisoformat(conversation["started_at"])
     try:
         async with asyncio.timeout(HANDLING_LOOKUP_SECONDS):
@@ -1046,9 +1059,9 @@ async def _panels(desk: Desk, profile: dict[str, Any], agent: str) -> dict[str, 
     options = await _reply_options(desk, profile)
     now = datetime.now(UTC)
     conversation = _conversation(profile)
-    ids = [profile["customer_id"], *profile.get("merged_from", [])]
-    handlings = await _handlings(desk, ids)
-    handling = state_of(conversation or {}, _first_of(handlings or {}, ids))
+    await _adopt(desk, profile)
+    handlings = await _handlings(desk, [profile["customer_id"]])
+    handling = state_of(conversation or {}, (handlings or {}).get(profile["customer_id"]))
     return {
         "agent": agent,
         "conversation_shown": conversation is not None,
@@ -1091,10 +1104,14 @@ def _conversation(profile: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _first_of(handlings: dict[str, Handling], ids: list[str]) -> Handling | None:
-    """The survivor's handling, else that of a profile merged into it (an agent took an
-    anonymous chat, then the visitor signed in as a known customer)."""
-    return next((handlings[i] for i in ids if i in handlings), None)
+async def _adopt(desk: Desk, profile: dict[str, Any]) -> None:
+    """The customer takes over the handling of a profile merged into them, if they have none
+    (`Handlings.adopt`), before anything reads or changes theirs; MongoDB away only delays it."""
+    try:
+        async with asyncio.timeout(HANDLING_LOOKUP_SECONDS):
+            await desk.handlings.adopt(profile["customer_id"], profile.get("merged_from", []))
+    except (PyMongoError, TimeoutError) as exc:
+        log.warning("desk_handling_unknown", error=error_text(exc))
 
 
 async def _handlings(desk: Desk, customer_ids: list[str]) -> dict[str, Handling] | None:
@@ -1124,6 +1141,7 @@ async def _handle(
     conversation = _conversation(profile)
     if conversation is None:
         return "The customer has no open conversation any more.", 409
+    await _adopt(desk, profile)
     try:
         async with asyncio.timeout(HANDLING_CHANGE_SECONDS):
             await _change(desk, customer_id, conversation, agent, action, (shown, through))

@@ -21,6 +21,7 @@ A TTL index forgets a document a month after its last change, long after its con
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from hilo.mongo import MongoDocument
+from hilo.mongo import MongoDocument, find_in
 
 HANDLING = "desk_handling"
 KEPT = timedelta(days=30)
@@ -114,8 +115,20 @@ class Handlings:
 
     async def of(self, customer_ids: Iterable[str]) -> dict[str, Handling]:
         """Each customer's handling that has one."""
-        found = self.collection.find({"_id": {"$in": list(customer_ids)}})
+        found = find_in(self.collection, "_id", customer_ids)
         return {str(doc["_id"]): _handling(doc) async for doc in found}
+
+    async def adopt(self, survivor: str, merged: Iterable[str]) -> None:
+        """Give a customer the handling of a profile merged into them, when they have none (an
+        agent took an anonymous chat, then the visitor signed in): from then on every page and
+        action reads the survivor's."""
+        merged = list(merged)
+        if not merged or await self.collection.find_one({"_id": survivor}, {"_id": 1}):
+            return
+        async for doc in find_in(self.collection, "_id", merged):
+            with suppress(DuplicateKeyError):  # adopted meanwhile, by another page
+                await self.collection.insert_one({**doc, "_id": survivor})
+            return
 
     async def take(
         self, customer_id: str, agent: str, *, shown: str | None, started_at: datetime
@@ -136,7 +149,9 @@ class Handlings:
         try:
             await self.collection.update_one({"_id": customer_id, "$or": free}, change, upsert=True)
         except DuplicateKeyError:  # there is a document, and someone else in it
-            raise TakenByAnother(await self._agent_of(customer_id)) from None
+            holder = await self._agent_of(customer_id)
+            if holder != agent:  # the agent's own other click, or tab, took it: no refusal
+                raise TakenByAnother(holder) from None
 
     async def release(self, customer_id: str, agent: str) -> None:
         """Nobody handles it any more, if `agent` did (a colleague may have taken it over)."""

@@ -106,7 +106,8 @@ def reply_command(
     scope = f"{agent}|{profile['customer_id']}|{option.channel}|{page_id}"
     command_id = str(uuid.uuid5(_PAGE_NAMESPACE, scope) if page_id else uuid.uuid4())
     conversation = ((profile.get("view") or {}).get("conversation")) or {}
-    ids = (conversation.get("conversation_ids") or []) if profile.get("conversation_open") else []
+    answering = profile.get("conversation_open") or conversation.get("awaiting_reply_since")
+    ids = (conversation.get("conversation_ids") or []) if answering else []
     own = conversation_id(option.channel, f"desk:{command_id}")
     return OutboundCommand(
         id=command_id,

@@ -49,9 +49,10 @@ class ProfileSettings(HiloSettings):
     queue_days: int = Field(
         default=7,
         ge=1,
-        le=365,
+        le=30,
         description="How long a customer nobody answered stays in the agents' queue "
-        "(`GET /v1/conversations?awaiting=true`), however long ago they last wrote.",
+        "(`GET /v1/conversations?awaiting=true`), however long ago they last wrote. At most 30: "
+        "the desk forgets a conversation's handling (a done mark) 30 days after its last change.",
     )
     identity_unique_kinds: CommaSeparated[IdentifierKind] = Field(
         default=[IdentifierKind.CUSTOMER_ID, IdentifierKind.LOYALTY_ID],

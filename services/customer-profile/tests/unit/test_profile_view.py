@@ -759,12 +759,31 @@ OUT = sample_payloads()["message"].model_copy(update={"direction": Direction.OUT
                 ),
             ],
             1,
-            id="a call the provider completed with no agent named (an IVR, a queue) answers not",
+            id="a call the provider completed naming no agent changes nothing",
         ),
         pytest.param(
             [entry(1, "message", "web"), entry(60 * 30, "message", "email", payload=OUT)],
+            1,
+            id="a campaign after the window answers nobody",
+        ),
+        pytest.param(
+            [entry(1, "message", "web"), entry(60 * 30, "message", "web")],
+            1,
+            id="a customer nobody answered, writing after the window, waits from the first",
+        ),
+        pytest.param(
+            [
+                entry(1, "call", "voice", payload=_call(Direction.INBOUND, CallStatus.COMPLETED)),
+                entry(
+                    2,
+                    "call",
+                    "voice",
+                    minutes=1,
+                    payload=_call(Direction.INBOUND, CallStatus.COMPLETED, agent=None),
+                ),
+            ],
             None,
-            id="an answer after the window still answers",
+            id="the provider's completed beside the contact centre's report, in either order",
         ),
         pytest.param(
             [
@@ -795,6 +814,14 @@ def test_a_conversation_knows_since_when_the_customer_waits_for_an_answer(
     inbound = [e.occurred_at for e in entries if e.payload.get("direction") == "inbound"]
     assert view.conversation.last_inbound_at == max(inbound)
     assert derive_view(entries[::-1], WINDOW) == view, "a late entry is folded in its place"
+    if len({e.occurred_at for e in entries}) == 1:  # one instant: its entries fold by id
+        swapped = [
+            e.model_copy(update={"id": other.id})
+            for e, other in zip(entries, entries[::-1], strict=True)
+        ]
+        other_order = derive_view(swapped, WINDOW).conversation
+        assert other_order is not None
+        assert other_order.awaiting_reply_since == expected
 
 
 def test_a_conversation_waiting_for_an_answer_is_published_saying_since_when() -> None:

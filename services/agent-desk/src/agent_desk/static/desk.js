@@ -384,7 +384,9 @@ async function handle(event) {
   const result = document.getElementById("handling-result");
   result.textContent = "";
   if (form.dataset.busy) return; // a double click is one request
-  const body = new FormData(form, event.submitter); // before disabling: a disabled button sends nothing
+  const body = new FormData(form); // before disabling: a disabled control sends nothing
+  const pressed = event.submitter;
+  if (pressed?.name) body.set(pressed.name, pressed.value); // which button: take, done…
   const buttons = form.querySelectorAll("button");
   form.dataset.busy = "yes";
   for (const button of buttons) button.disabled = true;

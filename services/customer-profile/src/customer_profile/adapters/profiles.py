@@ -381,15 +381,15 @@ class ProfileCollection:
         return [doc for customer, doc in current.items() if customer not in merged_away][:limit]
 
     async def _keep_waiting(self, found: dict[str, MongoDocument], customers: set[str]) -> None:
-        """Keep only the customers whose current view still waits for a reply."""
+        """Keep only the customers whose current view still waits, since the time the query
+        matched (a view that waits since another time is in the index at its own place, and
+        is found there: the queue's order, and a reader paging on by it, stay true)."""
         views = await self._views_of(customers & found.keys())
         for customer in customers & found.keys():
-            view = views.get(customer)
-            conversation = ((view or {}).get("view") or {}).get("conversation") or {}
-            if view is None or conversation.get("awaiting_reply_since") is None:
+            if _waiting_since(views.get(customer)) != _waiting_since(found[customer]):
                 del found[customer]
             else:
-                found[customer] = view
+                found[customer] = views[customer]
 
     async def _views_of(self, customer_ids: Iterable[str]) -> dict[str, MongoDocument]:
         """The current (highest) view of each customer, in bounded queries on `customer_id`.
@@ -795,6 +795,10 @@ def _view_filter(customer: str, view: StoredProfile) -> MongoDocument:
 def _version(view: MongoDocument | None) -> int:
     """A profile's version is its current view's; 0 before its first view."""
     return int(view["version"]) if view else 0
+
+
+def _waiting_since(view: MongoDocument | None) -> object:
+    return (((view or {}).get("view") or {}).get("conversation") or {}).get("awaiting_reply_since")
 
 
 async def _pages(

@@ -291,8 +291,6 @@ class ProfileView(BaseModel):
             or entry.occurred_at - current.last_at <= window
         )
         if not continues and entry.payload.get("direction") == "outbound":
-            if current is not None and _answers(entry):  # a late answer still answers
-                current.awaiting_reply_since = None
             return  # a campaign or a reminder opens no conversation, as analytics counts them
         if current is None or not continues:
             current = OpenConversation(
@@ -302,6 +300,8 @@ class ProfileView(BaseModel):
                 last_channel=entry.channel,
                 channels=[],
                 conversation_ids=[],
+                # a customer nobody answered, writing again, has waited since their first word
+                awaiting_reply_since=current.awaiting_reply_since if current else None,
             )
         if entry.channel not in current.channels:
             current.channels.append(entry.channel)
@@ -384,26 +384,22 @@ ANSWERED_CALLS = frozenset({"completed", "in_progress"})
 
 
 def _track_reply(conversation: OpenConversation, entry: JourneyEntry) -> None:
-    """Whether the customer waits for the company: their message or call waits from its time
-    until a message goes out or an agent speaks with them, on any channel (a reply by SMS
-    answers a WhatsApp question). A call answers only when the contact centre names the agent
-    on it: the telephony provider's `completed` is also an IVR, a queue the customer hung up
-    in, or a voicemail, so such a call of the customer's waits, and one the company made
-    changes nothing."""
-    inbound = entry.payload.get("direction") == "inbound"
+    """Whether the customer waits for the company: their message, or call nobody took, waits
+    from its time until a message goes out or an agent speaks with them, on any channel (a
+    reply by SMS answers a WhatsApp question). A call answers only when the contact centre
+    names the agent on it. The telephony provider's own `completed` names nobody (an agent,
+    an IVR, a queue the customer hung up in, a voicemail all complete a call) and changes
+    nothing: it comes beside the contact centre's report of the same call, at the same
+    instant, in either order."""
+    payload = entry.payload
+    inbound = payload.get("direction") == "inbound"
     if inbound:
         conversation.last_inbound_at = entry.occurred_at
-    if _answers(entry):
+    answered_call = entry.type == "call" and payload.get("status") in ANSWERED_CALLS
+    if (answered_call and payload.get("agent_id")) or (entry.type == "message" and not inbound):
         conversation.awaiting_reply_since = None
-    elif inbound and conversation.awaiting_reply_since is None:
+    elif inbound and not answered_call and conversation.awaiting_reply_since is None:
         conversation.awaiting_reply_since = entry.occurred_at
-
-
-def _answers(entry: JourneyEntry) -> bool:
-    payload = entry.payload
-    if entry.type == "call":
-        return payload.get("status") in ANSWERED_CALLS and bool(payload.get("agent_id"))
-    return payload.get("direction") == "outbound"
 
 
 def _preview(entry: JourneyEntry) -> MessagePreview:
