@@ -427,10 +427,19 @@ def test_a_pasted_whatsapp_user_id_is_read_as_one() -> None:
     assert as_address("whatsapp:US.13491208655302741918") == "US.13491208655302741918"
 
 
-@pytest.mark.parametrize("open_now", [True, False])
-def test_a_reply_continues_the_conversation_only_while_it_is_open(open_now: bool) -> None:
-    """A conversation closed weeks ago keeps its ids on the view: a reply now is a new one."""
-    p = profile(conversation={"conversation_ids": ["conv-voice-1"]})
+@pytest.mark.parametrize(
+    ("open_now", "waiting", "continues"),
+    [(True, False, True), (False, False, False), (False, True, True)],
+)
+def test_a_reply_continues_the_conversation_only_while_it_is_open_or_unanswered(
+    open_now: bool, waiting: bool, continues: bool
+) -> None:
+    """A conversation closed weeks ago keeps its ids on the view: a reply now is a new one,
+    unless nobody answered the customer yet: then it answers them, linked."""
+    conversation: dict[str, Any] = {"conversation_ids": ["conv-voice-1"]}
+    if waiting:
+        conversation["awaiting_reply_since"] = "2026-12-01T09:00:00Z"
+    p = profile(conversation=conversation)
     p["conversation_open"] = open_now
     [sms] = reply_options(p, ["sms"])
 
@@ -439,7 +448,7 @@ def test_a_reply_continues_the_conversation_only_while_it_is_open(open_now: bool
     )
 
     assert command.conversation is not None
-    if open_now:
+    if continues:
         assert (command.conversation.id, command.conversation.continues) == ("conv-voice-1",) * 2
     else:
         assert command.conversation.continues is None

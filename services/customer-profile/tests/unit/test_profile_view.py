@@ -767,6 +767,20 @@ OUT = sample_payloads()["message"].model_copy(update={"direction": Direction.OUT
             id="a campaign after the window answers nobody",
         ),
         pytest.param(
+            [
+                entry(1, "message", "web", conversation=Conversation(id="chat-1")),
+                entry(
+                    60 * 30,
+                    "message",
+                    "email",
+                    payload=OUT,
+                    conversation=Conversation(id="chat-1", continues="chat-1"),
+                ),
+            ],
+            None,
+            id="the desk's reply after the window, linked to the conversation, answers",
+        ),
+        pytest.param(
             [entry(1, "message", "web"), entry(60 * 30, "message", "web")],
             1,
             id="a customer nobody answered, writing after the window, waits from the first",
