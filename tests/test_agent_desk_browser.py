@@ -243,11 +243,11 @@ def others_writing() -> list[Interaction]:
 async def test_an_agent_works_the_queue_takes_a_customer_and_answers_them_on_another_channel(
     settings: HiloSettings, topics: list[str], page: Page, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Who waits longest comes first, and one who writes while the queue is open joins it;
-    taking a conversation keeps the reply being written; an SMS answers the dropped call, and
-    the queue follows; a thank-you is marked done."""
+    """Who waits longest comes first (past the 30-minute target, in red), and one who writes
+    while the queue is open joins it; taking a conversation keeps the reply being written; an
+    SMS answers the dropped call, and the queue follows; a thank-you is marked done."""
     monkeypatch.setattr(desk_app, "INBOX_REFRESH_SECONDS", 0.5)
-    async with desk_stack(settings) as stack:
+    async with desk_stack(settings, desk_first_reply_minutes=30) as stack:
         await stack.profile.publish([*history(), *others_writing()])
         await stack.profile.wait_for_entries(5)
         await sign_in(page, stack.desk_url)
@@ -255,7 +255,9 @@ async def test_an_agent_works_the_queue_takes_a_customer_and_answers_them_on_ano
         rows = page.locator("#inbox tbody tr")
         await expect(rows).to_have_count(2)
         await expect(rows.nth(0)).to_contain_text("cy@example.com 40 min nobody")
+        await expect(rows.nth(0).locator(".wait")).to_have_class("wait overdue")
         await expect(rows.nth(1)).to_contain_text("ana.garcia@example.com 12 min")
+        await expect(rows.nth(1).locator(".wait")).to_have_class("wait")
         await page.screenshot(path=str(QUEUE_SCREENSHOT))
         await page.get_by_role("searchbox", name="Find a customer").fill("typing")
         await stack.profile.publish([others_writing_now()])
