@@ -141,6 +141,7 @@ def check_the_chats_are_named(report: str, other_pepper: subprocess.CompletedPro
     with another pepper names chats that do not exist, and says so."""
     named = re.search(r"chats a call can name   (\d+)/(\d+)", report)
     assert named, report
+    assert re.search(r"waiting for a reply     \d+ \(the longest for \d+ min\)", report), report
     assert named[1] == named[2] != "0", report
     assert other_pepper.returncode == 1, other_pepper.stdout + other_pepper.stderr
     assert "chats a call can name   0/" in other_pepper.stdout

@@ -1,8 +1,12 @@
-"""The lines `make simulate` ends with, from journey-analytics' measures."""
+"""The lines `make simulate` ends with, from journey-analytics' measures and the agents'
+queue."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from traffic_simulator.omnichannel import report
+from traffic_simulator.readback import queue_line
 
 MEASURES = {
     "conversations": {
@@ -34,3 +38,14 @@ def test_measures_of_an_analytics_service_without_campaigns_still_report() -> No
     older = {key: value for key, value in MEASURES.items() if key != "campaigns"}
 
     assert report(older)[-1] == "  orders by campaign      none (0 without one)"
+
+
+def test_the_report_says_how_many_wait_for_a_reply_and_the_longest_wait() -> None:
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    waiting = [
+        {"customer_id": "c1", "conversation": {"awaiting_reply_since": "2026-12-06T11:48:30Z"}},
+        {"customer_id": "c2", "conversation": {"awaiting_reply_since": "2026-12-06T11:59:00Z"}},
+    ]
+
+    assert queue_line(waiting, now) == "  waiting for a reply     2 (the longest for 11 min)"
+    assert queue_line([], now) == "  waiting for a reply     nobody"

@@ -10,13 +10,14 @@ import argparse
 import asyncio
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from traffic_simulator import omnichannel
 from traffic_simulator.offers import judge
 from traffic_simulator.people import people
 from traffic_simulator.player import play
-from traffic_simulator.readback import entries_held, read_back, timeline
+from traffic_simulator.readback import entries_held, queue_line, read_back, timeline
 from traffic_simulator.settings import SimulatorSettings
 
 
@@ -46,6 +47,7 @@ async def simulate(settings: SimulatorSettings) -> int:
         f"  refused requests        {len(report.failures)}",
         f"  requests sent again     {report.retries}",
         f"  chats a call can name   {result.chats - result.unnamed_chats}/{result.chats}",
+        queue_line(result.waiting, datetime.now(UTC)),
     ]
     if result.unnamed_chats:
         lines.append(

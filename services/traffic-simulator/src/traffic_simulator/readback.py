@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -38,6 +39,8 @@ class Readback:
     unnamed_chats: int = 0
     """Of those, entries whose conversation id is not the one the simulator names when a call
     continues the chat: its `HILO_SUBJECT_PEPPER` is not the channels'."""
+    waiting: list[dict[str, Any]] = field(default_factory=list)
+    """The agents' queue (`GET /v1/conversations?awaiting=true`), the longest waiting first."""
 
 
 async def read_back(
@@ -60,8 +63,25 @@ async def read_back(
                 continue
             if result.complete == len(crowd) or time.monotonic() > deadline:
                 result.mismatches = await price_mismatches(api)
+                result.waiting = await _queue(api)
                 return result
             await asyncio.sleep(1.0)
+
+
+async def _queue(api: httpx.AsyncClient) -> list[dict[str, Any]]:
+    response = await api.get("/v1/conversations", params={"awaiting": "true", "limit": 500})
+    response.raise_for_status()
+    return list(response.json())
+
+
+def queue_line(waiting: list[dict[str, Any]], now: datetime) -> str:
+    """How many customers the agents' queue holds, and how long the first has waited (of this
+    run and earlier ones: the queue is the platform's)."""
+    if not waiting:
+        return "  waiting for a reply     nobody"
+    since = datetime.fromisoformat(waiting[0]["conversation"]["awaiting_reply_since"])
+    minutes = max(int((now - since).total_seconds() // 60), 0)
+    return f"  waiting for a reply     {len(waiting)} (the longest for {minutes} min)"
 
 
 async def entries_held(crowd: list[Person], settings: SimulatorSettings) -> int:
