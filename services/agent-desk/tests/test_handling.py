@@ -61,8 +61,8 @@ class Desk:
         await self.profile.publish(messages)
         self.entries += len(messages)
         await self.profile.wait_for_entries(self.entries)
-        senders = dict.fromkeys(str(m.identifiers.email) for m in messages)
-        return [await self.profile.customer_of("email", email) for email in senders]
+        senders = dict.fromkeys(m.identifiers.strongest() for m in messages)
+        return [await self.profile.customer_of(kind, value) for kind, value in senders]
 
     async def act(
         self, agent: httpx.AsyncClient, customer: str, action: str, **form: str
@@ -254,22 +254,31 @@ async def test_the_agent_who_answers_a_conversation_nobody_has_takes_it(desk: De
 
 async def test_a_customer_nobody_answered_stays_in_the_queue_after_the_window(desk: Desk) -> None:
     """Dee wrote 30 hours ago (past the 24 h conversation window): her conversation is no longer
-    open, but nobody answered her, so she heads the queue and can still be taken."""
+    open, but nobody answered her, so she heads the queue, can still be taken, and is the
+    agent's; once marked done she is nobody's concern any more, and in no list."""
     (dee,) = await desk.written(
         message(1, "dee@example.com", timedelta(hours=30), Direction.INBOUND)
     )
 
     queue = (await desk.ana.get("/?show=waiting")).text
     everyone = (await desk.ana.get("/")).text
+    nobodys = (await desk.ana.get("/?show=unassigned")).text
     taken = await desk.act(desk.ana, dee, "take", shown="")
     panel = (await desk.ana.get(f"/customers/{dee}/panels")).text
+    mine = (await desk.ana.get("/?show=mine")).text
+    done = await desk.act(desk.ana, dee, "done")
+    mine_after = (await desk.ana.get("/?show=mine")).text
 
     assert customers_listed(queue) == [dee]
     assert ">1 d 6 h<" in queue
     assert customers_listed(everyone) == []
+    assert customers_listed(nobodys) == [dee]
     assert taken.status_code == 200
     assert "still unanswered" in panel
     assert "Handled by <strong>you</strong>" in panel
+    assert customers_listed(mine) == [dee]
+    assert done.status_code == 200
+    assert customers_listed(mine_after) == []
 
 
 async def test_with_mongodb_hanging_pages_show_who_handles_what_as_unknown(
@@ -339,44 +348,49 @@ async def test_one_agent_taking_twice_at_once_is_no_refusal(desk: Desk) -> None:
 async def test_a_chat_taken_before_the_visitor_signed_in_stays_taken_and_can_be_let_go(
     desk: Desk,
 ) -> None:
-    """Ana wrote by email; an anonymous visitor chats on the web and Bo takes the chat; the
-    visitor signs in as Ana, merged into her. Bo still has it, everywhere, and can let it go."""
+    """Ana wrote by email, and ana.agent marked it done; an anonymous visitor chats on the web
+    and Bo takes the chat; the visitor signs in as Ana, merged into her. Bo has her now,
+    everywhere, though her own record held a done mark, and she waits from the chat (the done
+    mark covered her email alone); Bo lets her go, and she stays let go."""
     (ana,) = await desk.written(
         message(1, "ana@example.com", timedelta(minutes=30), Direction.INBOUND)
     )
-    visitor_chat = new_interaction(
-        channel="web",
-        instance="test",
-        provider_event_id="visitor-chat",
-        identifiers=Identifiers(anonymous_id="visitor-1"),
-        payload=MessageExchanged(
-            direction=Direction.INBOUND, text="Is it in stock?", provider_message_id="v1"
-        ),
-        occurred_at=datetime.now(UTC) - timedelta(minutes=10),
+    await desk.act(desk.ana, ana, "done")
+    (visitor,) = await desk.written(
+        new_interaction(
+            channel="web",
+            instance="test",
+            provider_event_id="visitor-chat",
+            identifiers=Identifiers(anonymous_id="visitor-1"),
+            payload=MessageExchanged(
+                direction=Direction.INBOUND, text="Is it in stock?", provider_message_id="v1"
+            ),
+            occurred_at=datetime.now(UTC) - timedelta(minutes=10),
+        )
     )
-    await desk.profile.publish([visitor_chat])
-    await desk.profile.wait_for_entries(2)
-    visitor = await desk.profile.customer_of("anonymous_id", "visitor-1")
     taken = await desk.act(desk.bo, visitor, "take", shown="")
-    signed_in = new_interaction(
-        channel="web",
-        instance="test",
-        provider_event_id="visitor-signs-in",
-        identifiers=Identifiers(anonymous_id="visitor-1", email="ana@example.com"),
-        payload=Identified(),
-        occurred_at=datetime.now(UTC) - timedelta(minutes=5),
+    await desk.written(
+        new_interaction(
+            channel="web",
+            instance="test",
+            provider_event_id="visitor-signs-in",
+            identifiers=Identifiers(anonymous_id="visitor-1", email="ana@example.com"),
+            payload=Identified(),
+            occurred_at=datetime.now(UTC) - timedelta(minutes=5),
+        )
     )
-    await desk.profile.publish([signed_in])
-    await desk.profile.wait_for_entries(3)
     assert await desk.profile.customer_of("anonymous_id", "visitor-1") == ana
 
     panel = (await desk.bo.get(f"/customers/{ana}/panels")).text
     bos = (await desk.bo.get("/?show=mine")).text
     released = await desk.act(desk.bo, ana, "release")
     after = (await desk.bo.get(f"/customers/{ana}/panels")).text
+    again = (await desk.bo.get(f"/customers/{ana}/panels")).text
 
     assert taken.status_code == 200
     assert "Handled by <strong>you</strong>" in panel
+    assert "Waiting for a reply for 10 min" in panel
     assert customers_listed(bos) == [ana]
     assert released.status_code == 200
     assert "Nobody handles it yet" in after
+    assert "Nobody handles it yet" in again, "the merged profile's taking does not come back"

@@ -492,6 +492,10 @@ async def test_the_queue_lists_who_waits_for_a_reply_the_longest_waiting_first(
     assert [c["customer_id"] for c in first] == [dee, ana]
     assert [c["customer_id"] for c in rest] == [ana, cy]
     assert [c["customer_id"] for c in inbox] == [cy, bo, ana]
+    dee_now = await svc.get(f"/v1/customers/{dee}")
+    eve_now = await svc.get(f"/v1/customers/{await svc.customer_of('email', 'eve@example.com')}")
+    assert (dee_now["conversation_open"], dee_now["conversation_waiting"]) == (False, True)
+    assert (eve_now["conversation_open"], eve_now["conversation_waiting"]) == (False, False)
     assert "awaiting_reply_since" not in inbox[1]["conversation"]
 
 

@@ -49,3 +49,7 @@ def test_the_report_says_how_many_wait_for_a_reply_and_the_longest_wait() -> Non
 
     assert queue_line(waiting, now) == "  waiting for a reply     2 (the longest for 11 min)"
     assert queue_line([], now) == "  waiting for a reply     nobody"
+    assert queue_line(None, now) == (
+        "  waiting for a reply     unknown (the profile service did not say)"
+    )
+    assert queue_line(waiting * 250, now).startswith("  waiting for a reply     500 or more")

@@ -468,7 +468,8 @@ def _conversation_routes(app: FastAPI) -> None:
             listed = await desk.profiles.open_conversations(INBOX_SIZE)
             if show != "all":  # theirs or nobody's: also those closed by the silence, unanswered
                 waiting = await desk.profiles.open_conversations(QUEUE_PAGE, awaiting=True)
-                listed = _once_each([*listed, *waiting])
+                closed = [{**c, "closed_unless_waiting": True} for c in waiting]
+                listed = _once_each([*listed, *closed])
             handlings = await _handlings(desk, [c["customer_id"] for c in listed])
         return _page(
             desk,
@@ -529,9 +530,9 @@ async def _queue(desk: Desk) -> tuple[list[dict[str, Any]], dict[str, Handling] 
             state_of(c["conversation"], handlings.get(c["customer_id"])).waiting_since is not None
             for c in listed.values()
         )
-        if len(page) < QUEUE_PAGE or not fresh or still >= INBOX_SIZE:
+        waiting_from = page[-1]["conversation"].get("awaiting_reply_since") if page else None
+        if len(page) < QUEUE_PAGE or not fresh or still >= INBOX_SIZE or waiting_from is None:
             break
-        waiting_from = page[-1]["conversation"]["awaiting_reply_since"]
     return list(listed.values()), handlings
 
 
@@ -559,10 +560,14 @@ def _inbox_rows(
     if show == "waiting":
         rows = [r for r in rows if r["state"].waiting_since is not None]
         rows.sort(key=lambda r: r["state"].waiting_since)
-    elif show == "mine":
-        rows = [r for r in rows if r["state"].agent == agent]
-    elif show == "unassigned":
-        rows = [r for r in rows if r["state"].agent is None]
+    elif show in ("mine", "unassigned"):
+        wanted = agent if show == "mine" else None
+        rows = [
+            r
+            for r in rows
+            if r["state"].agent == wanted
+            and (r["state"].waiting_since is not None or not r.get("closed_unless_waiting"))
+        ]
     return rows[:INBOX_SIZE]
 
 
@@ -852,6 +857,7 @@ async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: st
         agent=agent,
         thread=thread,
         page_id=str(body.command_id) if body.command_id else None,
+        unanswered=await _unanswered(desk, profile),
     )
     try:
         await publish_reply(desk.publisher, desk.sealer, command)
@@ -1095,13 +1101,25 @@ async def _panels(desk: Desk, profile: dict[str, Any], agent: str) -> dict[str, 
 
 def _conversation(profile: dict[str, Any]) -> dict[str, Any] | None:
     """The customer's conversation the desk shows and acts on: the open one, or the last one
-    while the customer still waits for its answer, however long ago they wrote."""
+    while the customer is in the queue for its answer (`conversation_waiting`: within
+    `HILO_QUEUE_DAYS`), however long ago they wrote."""
     conversation = (profile.get("view") or {}).get("conversation")
     if not conversation:
         return None
-    if profile.get("conversation_open") or conversation.get("awaiting_reply_since"):
+    if profile.get("conversation_open") or profile.get("conversation_waiting"):
         return dict(conversation)
     return None
+
+
+async def _unanswered(desk: Desk, profile: dict[str, Any]) -> bool:
+    """Whether the customer's closed conversation still waits for its answer, as the desk
+    shows it (in the queue, not marked done): a reply then answers it, linked to it."""
+    conversation = _conversation(profile)
+    if conversation is None or profile.get("conversation_open"):
+        return False
+    handlings = await _handlings(desk, [profile["customer_id"]])
+    handling = (handlings or {}).get(profile["customer_id"])
+    return state_of(conversation, handling).waiting_since is not None
 
 
 async def _adopt(desk: Desk, profile: dict[str, Any]) -> None:

@@ -119,16 +119,36 @@ class Handlings:
         return {str(doc["_id"]): _handling(doc) async for doc in found}
 
     async def adopt(self, survivor: str, merged: Iterable[str]) -> None:
-        """Give a customer the handling of a profile merged into them, when they have none (an
-        agent took an anonymous chat, then the visitor signed in): from then on every page and
-        action reads the survivor's."""
-        merged = list(merged)
-        if not merged or await self.collection.find_one({"_id": survivor}, {"_id": 1}):
+        """Give a customer the taking of a profile merged into them (an agent took an anonymous
+        chat, then the visitor signed in), when it is newer than their own: from then on every
+        page and action reads the survivor's. A done mark is not adopted: it saw to the merged
+        profile's messages only. The merged profiles' documents go, so a taking let go on the
+        survivor does not come back from them."""
+        found = [doc async for doc in find_in(self.collection, "_id", merged)]
+        if not found:
             return
-        async for doc in find_in(self.collection, "_id", merged):
-            with suppress(DuplicateKeyError):  # adopted meanwhile, by another page
-                await self.collection.insert_one({**doc, "_id": survivor})
-            return
+        taken = [doc for doc in found if doc.get("agent") and doc.get("taken_for")]
+        if taken:
+            newest = max(taken, key=lambda doc: doc["taken_for"])
+            with suppress(DuplicateKeyError):  # the survivor's own taking is newer
+                await self.collection.update_one(
+                    {
+                        "_id": survivor,
+                        "$or": [
+                            {"taken_for": None},
+                            {"taken_for": {"$lt": newest["taken_for"]}},
+                        ],
+                    },
+                    {
+                        "$set": {
+                            "agent": newest["agent"],
+                            "taken_for": newest["taken_for"],
+                            "changed_at": datetime.now(UTC),
+                        }
+                    },
+                    upsert=True,
+                )
+        await self.collection.delete_many({"_id": {"$in": [doc["_id"] for doc in found]}})
 
     async def take(
         self, customer_id: str, agent: str, *, shown: str | None, started_at: datetime

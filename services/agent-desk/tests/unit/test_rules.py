@@ -4,7 +4,7 @@ search readings, passwords, the sign-in throttle, where a sign-in may lead."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from pydantic import SecretStr
@@ -428,23 +428,33 @@ def test_a_pasted_whatsapp_user_id_is_read_as_one() -> None:
 
 
 @pytest.mark.parametrize(
-    ("open_now", "waiting", "continues"),
-    [(True, False, True), (False, False, False), (False, True, True)],
+    ("open_now", "unanswered", "purpose", "continues"),
+    [
+        (True, False, "service", True),
+        (False, False, "service", False),
+        (False, True, "service", True),
+        (False, True, "marketing", False),
+    ],
 )
 def test_a_reply_continues_the_conversation_only_while_it_is_open_or_unanswered(
-    open_now: bool, waiting: bool, continues: bool
+    open_now: bool, unanswered: bool, purpose: Literal["service", "marketing"], continues: bool
 ) -> None:
     """A conversation closed weeks ago keeps its ids on the view: a reply now is a new one,
-    unless nobody answered the customer yet: then it answers them, linked."""
-    conversation: dict[str, Any] = {"conversation_ids": ["conv-voice-1"]}
-    if waiting:
-        conversation["awaiting_reply_since"] = "2026-12-01T09:00:00Z"
-    p = profile(conversation=conversation)
+    unless the customer is still in the queue for its answer: the agent's reply answers it,
+    linked (a marketing message answers nobody)."""
+    p = profile(conversation={"conversation_ids": ["conv-voice-1"]})
     p["conversation_open"] = open_now
     [sms] = reply_options(p, ["sms"])
 
     command = reply_command(
-        p, sms, text="Hi", template=None, purpose="service", agent="ana", thread=Thread()
+        p,
+        sms,
+        text="Hi",
+        template=None,
+        purpose=purpose,
+        agent="ana",
+        thread=Thread(),
+        unanswered=unanswered,
     )
 
     assert command.conversation is not None

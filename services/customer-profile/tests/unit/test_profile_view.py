@@ -782,8 +782,8 @@ OUT = sample_payloads()["message"].model_copy(update={"direction": Direction.OUT
         ),
         pytest.param(
             [entry(1, "message", "web"), entry(60 * 30, "message", "web")],
-            1,
-            id="a customer nobody answered, writing after the window, waits from the first",
+            60 * 30,
+            id="writing after the window, a customer starts a conversation and waits from it",
         ),
         pytest.param(
             [

@@ -39,7 +39,7 @@ class Readback:
     unnamed_chats: int = 0
     """Of those, entries whose conversation id is not the one the simulator names when a call
     continues the chat: its `HILO_SUBJECT_PEPPER` is not the channels'."""
-    waiting: list[dict[str, Any]] = field(default_factory=list)
+    waiting: list[dict[str, Any]] | None = field(default_factory=list)
     """The agents' queue (`GET /v1/conversations?awaiting=true`), the longest waiting first."""
 
 
@@ -68,20 +68,33 @@ async def read_back(
             await asyncio.sleep(1.0)
 
 
-async def _queue(api: httpx.AsyncClient) -> list[dict[str, Any]]:
-    response = await api.get("/v1/conversations", params={"awaiting": "true", "limit": 500})
-    response.raise_for_status()
+QUEUE_READ = 500
+
+
+async def _queue(api: httpx.AsyncClient) -> list[dict[str, Any]] | None:
+    """The agents' queue as the profile service holds it; None when it does not say."""
+    try:
+        response = await api.get(
+            "/v1/conversations", params={"awaiting": "true", "limit": QUEUE_READ}
+        )
+        response.raise_for_status()
+    except httpx.HTTPError:
+        return None
     return list(response.json())
 
 
-def queue_line(waiting: list[dict[str, Any]], now: datetime) -> str:
+def queue_line(waiting: list[dict[str, Any]] | None, now: datetime) -> str:
     """How many customers the agents' queue holds, and how long the first has waited (of this
-    run and earlier ones: the queue is the platform's)."""
+    run and earlier ones: the queue is the platform's; customers an agent marked done count,
+    as only the desk knows of those)."""
+    if waiting is None:
+        return "  waiting for a reply     unknown (the profile service did not say)"
     if not waiting:
         return "  waiting for a reply     nobody"
     since = datetime.fromisoformat(waiting[0]["conversation"]["awaiting_reply_since"])
     minutes = max(int((now - since).total_seconds() // 60), 0)
-    return f"  waiting for a reply     {len(waiting)} (the longest for {minutes} min)"
+    count = f"{len(waiting)} or more" if len(waiting) >= QUEUE_READ else str(len(waiting))
+    return f"  waiting for a reply     {count} (the longest for {minutes} min)"
 
 
 async def entries_held(crowd: list[Person], settings: SimulatorSettings) -> int:

@@ -300,8 +300,6 @@ class ProfileView(BaseModel):
                 last_channel=entry.channel,
                 channels=[],
                 conversation_ids=[],
-                # a customer nobody answered, writing again, has waited since their first word
-                awaiting_reply_since=current.awaiting_reply_since if current else None,
             )
         if entry.channel not in current.channels:
             current.channels.append(entry.channel)

@@ -169,6 +169,10 @@ class ProfilePublic(BaseModel):
     created_at: datetime
     version: int
     conversation_open: bool
+    conversation_waiting: bool = Field(
+        description="The customer waits for an answer in their last conversation, within "
+        "`HILO_QUEUE_DAYS`, open or closed by the silence since: they are in the agents' queue."
+    )
     view: ProfileView
 
 
@@ -229,6 +233,12 @@ def _identities(profile: StoredProfile) -> list[Identity]:
 def _is_open(view: ProfileView, window: timedelta) -> bool:
     conversation = view.conversation
     return conversation is not None and datetime.now(UTC) - conversation.last_at <= window
+
+
+def _is_waiting(view: ProfileView, horizon: timedelta) -> bool:
+    conversation = view.conversation
+    waiting = conversation.awaiting_reply_since if conversation else None
+    return waiting is not None and datetime.now(UTC) - waiting <= horizon
 
 
 async def _profile(state: ApiState, customer_id: str) -> StoredProfile:
@@ -304,6 +314,7 @@ async def get_profile(customer_id: str, state: State) -> ProfilePublic:
         created_at=profile.created_at,
         version=profile.version,
         conversation_open=_is_open(view, state.window),
+        conversation_waiting=_is_waiting(view, state.queue_horizon),
         view=view,
     )
 
