@@ -1,9 +1,10 @@
 """The desk's web application: server-rendered pages, a little JavaScript for the live timeline
 and replies, nothing about customers readable without signing in.
 
-Pages: sign-in, the inbox (open conversations on every channel), search, and the customer page
-(identities, consent, conversation, cart, orders, value, CSAT, conflicts, the timeline of every
-channel with filters and paging, live, and the reply box).
+Pages: sign-in, the inbox (open conversations on every channel, the queue of customers waiting
+for an answer, who handles which: `agent_desk.handling`), search, and the customer page
+(identities, consent, conversation and who handles it, cart, orders, value, CSAT, conflicts,
+the timeline of every channel with filters and paging, live, and the reply box).
 
 Without a session only the sign-in form, `/static`, and the operational endpoints of
 `hilo.health` answer: `/health` and `/metrics` (scraped by operations; counters and timings, no
