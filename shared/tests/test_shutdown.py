@@ -8,10 +8,11 @@ import sys
 import time
 
 import httpx
-from structlog.testing import capture_logs
 
+from hilo import shutdown
 from hilo.entrypoint import GRACEFUL_SECONDS
 from hilo.shutdown import cancelled, shut_down
+from hilo.testkit.logs import logs_of
 from hilo.testkit.serving import free_port
 from hilo.testkit.tasks import deaf_to_cancellation
 
@@ -29,7 +30,7 @@ async def test_a_task_deaf_to_cancellation_and_a_failing_step_do_not_stop_the_ne
 
     task = asyncio.create_task(deaf_to_cancellation(release))
     await asyncio.sleep(0)
-    with capture_logs() as logs:
+    with logs_of(shutdown) as logs:
         await asyncio.wait_for(
             shut_down(
                 "test",
@@ -55,7 +56,7 @@ async def test_a_task_deaf_to_cancellation_and_a_failing_step_do_not_stop_the_ne
 
 async def test_steps_that_end_are_not_logged() -> None:
     task = asyncio.create_task(asyncio.sleep(60))
-    with capture_logs() as logs:
+    with logs_of(shutdown) as logs:
         await shut_down("test", [("background", lambda: cancelled([task]))], seconds=5)
 
     assert task.cancelled()

@@ -20,11 +20,11 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from pymongo import AsyncMongoClient
-from structlog.testing import capture_logs
 
 from channel_email.app import create_app
 from channel_email.sending import MailgunMessages, mailgun_provider, message_form
 from channel_email.settings import EmailSettings
+from hilo import outbound
 from hilo.contract import Conversation, Identifiers, conversation_id
 from hilo.contract.outbound import OutboundCommand, OutboundMessage, Template
 from hilo.kafka import KafkaPublisher, create_broker
@@ -39,6 +39,7 @@ from hilo.outbound import (
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
 from hilo.testkit.contract_check import published_interactions
+from hilo.testkit.logs import logs_of
 from hilo.testkit.probes import eventually
 from hilo.testkit.samples import sample_command
 from hilo.testkit.serving import free_port, served
@@ -312,7 +313,7 @@ async def test_without_api_key_domain_and_sender_email_replies_are_refused_sayin
     )
     reason = "email replies are not configured: HILO_MAILGUN_DOMAIN, HILO_EMAIL_FROM not set"
 
-    with capture_logs() as logs:
+    with logs_of(outbound) as logs:
         provider = mailgun_provider(partial)
 
     with pytest.raises(SendRefused) as refused:

@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 from pymongo.errors import InvalidOperation
-from structlog.testing import capture_logs
 
 from customer_profile.bootstrap import bootstrap, start, stop
 from customer_profile.testing import profile_settings
 from hilo import shutdown
 from hilo.settings import HiloSettings
+from hilo.testkit.logs import logs_of
 from hilo.testkit.tasks import deaf_to_cancellation
 
 
@@ -29,7 +29,7 @@ async def test_a_background_task_deaf_to_cancellation_does_not_hold_the_service_
     service.background.append(stubborn)
     await asyncio.sleep(0)
 
-    with capture_logs() as logs:
+    with logs_of(shutdown) as logs:
         await asyncio.wait_for(stop(service), timeout=60)
 
     assert [(e["event"], e["step"]) for e in logs if e["event"].startswith("shutdown")] == [

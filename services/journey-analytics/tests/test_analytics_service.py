@@ -19,7 +19,6 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from pymongo.errors import OperationFailure
-from structlog.testing import capture_logs
 
 from customer_profile.testing import RunningProfileService, running_profile_service
 from hilo.contract import (
@@ -43,6 +42,7 @@ from hilo.dead_letters import ORIGINAL_TOPIC, REASON, WITHOUT_VALUE
 from hilo.kafka import Record, read_to_end
 from hilo.mongo import create_mongo_client
 from hilo.settings import HiloSettings
+from hilo.testkit.logs import logs_of
 from hilo.testkit.probes import eventually, read_topic
 from hilo.testkit.samples import MOVED_AT_MS, publish_entry_copies, sample_payloads
 from hilo.testkit.serving import free_port, served
@@ -394,7 +394,7 @@ async def test_a_store_that_fails_is_told_paused_for_and_caught_up_with(
     finally:
         await producer.stop()
 
-    with capture_logs() as logs:
+    with logs_of(consumer) as logs:
         async with analytics(settings, "analytics-failing") as client:
             measured = await measures_once(client, lambda m: m.entries == 1)
 
