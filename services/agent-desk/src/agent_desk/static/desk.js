@@ -108,6 +108,21 @@ function onEntry(timeline, data) {
   refreshPanels();
 }
 
+async function freshElement(url, id) {
+  // The element `id` of the page at `url` as the desk serves it now; null for anything else (an
+  // error page, the sign-in form after a redirect, no answer), which keeps what is shown.
+  let response;
+  try {
+    response = await fetch(url, { headers: { Accept: "text/html" } });
+  } catch {
+    return null;
+  }
+  if (!response.ok || response.redirected) return null;
+  const holder = document.createElement("template");
+  holder.innerHTML = await response.text();
+  return holder.content.getElementById(id);
+}
+
 let refreshTimer = null;
 
 function refreshPanels() {
@@ -117,17 +132,9 @@ function refreshPanels() {
     // The panels follow whether or not the customer can be replied to (no reply form).
     const current = document.getElementById("panels");
     if (!current) return;
-    // Anything but the panels themselves (an error page, the sign-in form after a redirect,
-    // no answer) keeps the panels shown: the next entry tries again.
-    let response;
-    try {
-      response = await fetch(`/customers/${current.dataset.customer}/panels`, { headers: { Accept: "text/html" } });
-    } catch {
-      return;
-    }
-    if (!response.ok || response.redirected) return;
-    const fresh = fromHtml(await response.text());
-    if (!fresh || fresh.id !== "panels") return;
+    // Anything but the panels themselves keeps the panels shown: the next entry tries again.
+    const fresh = await freshElement(`/customers/${current.dataset.customer}/panels`, "panels");
+    if (!fresh) return;
     current.replaceWith(fresh);
     const select = document.getElementById("reply-channel");
     if (!select) return;
@@ -425,16 +432,7 @@ function refreshInbox(inbox) {
   // page, a sign-in page or no answer keeps the list shown.
   setInterval(async () => {
     if (document.hidden) return;
-    let response;
-    try {
-      response = await fetch(location.href, { headers: { Accept: "text/html" } });
-    } catch {
-      return;
-    }
-    if (!response.ok || response.redirected) return;
-    const holder = document.createElement("template");
-    holder.innerHTML = await response.text();
-    const fresh = holder.content.getElementById("inbox");
+    const fresh = await freshElement(location.href, "inbox");
     const current = document.getElementById("inbox");
     if (fresh && current) current.replaceWith(fresh);
   }, Number(inbox.dataset.refresh || INBOX_REFRESH_MS));
