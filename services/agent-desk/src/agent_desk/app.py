@@ -897,10 +897,9 @@ async def _take_on_reply(desk: Desk, profile: dict[str, Any], agent: str) -> Non
     if conversation is None:
         return
     await _adopt(desk, profile)
-    started = datetime.fromisoformat(conversation["started_at"])
     try:
         async with asyncio.timeout(HANDLING_LOOKUP_SECONDS):
-            await desk.handlings.take(profile["customer_id"], agent, shown=None, started_at=started)
+            await _change(desk, profile["customer_id"], conversation, agent, "take", (None, None))
     except TakenByAnother:
         return
     except (PyMongoError, TimeoutError) as exc:
@@ -1124,8 +1123,9 @@ async def _unanswered(desk: Desk, profile: dict[str, Any]) -> bool:
 
 
 async def _adopt(desk: Desk, profile: dict[str, Any]) -> None:
-    """The customer takes over the handling of a profile merged into them, if they have none
-    (`Handlings.adopt`), before anything reads or changes theirs; MongoDB away only delays it."""
+    """The customer takes over the taking of a profile merged into them, when it is newer
+    than their own (`Handlings.adopt`), before anything reads or changes theirs; MongoDB away
+    only delays it."""
     try:
         async with asyncio.timeout(HANDLING_LOOKUP_SECONDS):
             await desk.handlings.adopt(profile["customer_id"], profile.get("merged_from", []))
