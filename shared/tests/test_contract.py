@@ -360,3 +360,18 @@ def test_the_published_schema_wants_a_name_or_a_source_not_two_nulls() -> None:
 def test_a_campaign_both_the_reader_and_the_published_schema_take(fields: dict[str, str]) -> None:
     Campaign.model_validate(fields)
     Draft202012Validator(Campaign.model_json_schema()).validate(fields)
+
+
+def test_only_the_companys_message_has_a_purpose_and_says_it_only_when_given() -> None:
+    """A marketing message answers nobody (the agents' queue), so readers need to tell it; an
+    inbound message saying one is a channel's mistake, refused before it is published."""
+    message = sample_payloads()["message"]
+    outbound = message.model_copy(update={"direction": "outbound"})
+
+    with pytest.raises(ValidationError) as refused:
+        type(message).model_validate({**message.model_dump(), "purpose": "service"})
+
+    assert [e["type"] for e in refused.value.errors()] == ["purpose_inbound"]
+    assert "purpose" not in json.loads(outbound.model_dump_json())
+    marketing = type(message).model_validate({**outbound.model_dump(), "purpose": "marketing"})
+    assert json.loads(marketing.model_dump_json())["purpose"] == "marketing"

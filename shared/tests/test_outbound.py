@@ -26,7 +26,7 @@ from pymongo.errors import AutoReconnect
 from hilo import channel as channel_module
 from hilo import topics
 from hilo.channel import ChannelSettings, create_channel_app
-from hilo.contract import interaction_id
+from hilo.contract import Purpose, interaction_id
 from hilo.contract.outbound import OutboundCommand
 from hilo.kafka import KafkaPublisher, PublishFailed, Record, create_broker
 from hilo.mongo import MongoDocument
@@ -109,12 +109,18 @@ async def broker(settings: HiloSettings, topics: list[str]) -> Any:
     await kafka.stop()
 
 
+@pytest.mark.parametrize("purpose", ["service", "marketing"])
 async def test_a_command_handled_twice_is_sent_once_and_recorded_once(
-    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
+    settings: HiloSettings,
+    mongo_client: AsyncMongoClient[MongoDocument],
+    broker: KafkaBroker,
+    purpose: Purpose,
 ) -> None:
+    """Recorded with its purpose: a marketing message must not take a customer off the
+    agents' queue."""
     provider = ScriptedProvider()
     sender = await _sender(settings, mongo_client, broker, provider)
-    command = sample_command()
+    command = sample_command(purpose=purpose)
 
     first = await sender.handle(command)
     again = await sender.handle(command)
@@ -127,6 +133,7 @@ async def test_a_command_handled_twice_is_sent_once_and_recorded_once(
     assert sent["direction"] == "outbound"
     assert sent["text"] == command.payload.text
     assert sent["provider_message_id"] == first["provider_message_id"]
+    assert sent["purpose"] == purpose
 
 
 async def test_a_record_kafka_did_not_take_is_published_on_redelivery_without_sending_again(

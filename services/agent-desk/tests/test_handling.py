@@ -22,6 +22,7 @@ from hilo.contract import (
     Identifiers,
     Interaction,
     MessageExchanged,
+    Purpose,
     new_interaction,
 )
 from hilo.settings import HiloSettings
@@ -31,14 +32,16 @@ COLLEAGUE = "bo.agent"
 COLLEAGUE_PASSWORD = "another long and correct password"
 
 
-def message(n: int, email: str, ago: timedelta, direction: Direction) -> Interaction:
+def message(
+    n: int, email: str, ago: timedelta, direction: Direction, purpose: Purpose | None = None
+) -> Interaction:
     return new_interaction(
         channel="whatsapp" if direction == Direction.INBOUND else "email",
         instance="test",
         provider_event_id=f"handling-{n}",
         identifiers=Identifiers(email=email),
         payload=MessageExchanged(
-            direction=direction, text=f"message {n}", provider_message_id=f"m{n}"
+            direction=direction, text=f"message {n}", provider_message_id=f"m{n}", purpose=purpose
         ),
         occurred_at=datetime.now(UTC) - ago,
     )
@@ -135,6 +138,29 @@ async def test_the_queue_lists_who_waits_the_longest_first_until_answered_or_don
     assert customers_listed(after_done) == [cy]
     assert customers_listed(again) == [cy, ana]
     assert "Waiting for a reply for 1 min" in page
+
+
+async def test_a_marketing_message_leaves_the_customer_waiting_and_says_what_it_was(
+    desk: Desk,
+) -> None:
+    """Dee asked on WhatsApp; a promotion went out to her by email meanwhile. She still waits,
+    and her page tells the agent the email was marketing, not an answer."""
+    (dee,) = await desk.written(
+        message(1, "dee@example.com", timedelta(minutes=12), Direction.INBOUND),
+        message(2, "dee@example.com", timedelta(minutes=5), Direction.OUTBOUND, "marketing"),
+    )
+
+    queue = (await desk.ana.get("/?show=waiting")).text
+    page = (await desk.ana.get(f"/customers/{dee}")).text
+    await desk.written(
+        message(3, "dee@example.com", timedelta(minutes=1), Direction.OUTBOUND, "service")
+    )
+    answered = (await desk.ana.get("/?show=waiting")).text
+
+    assert customers_listed(queue) == [dee]
+    assert "Waiting for a reply for 12 min" in page
+    assert len(re.findall(r'<span class="purpose"[^>]*>marketing</span>', page)) == 1
+    assert customers_listed(answered) == []
 
 
 async def test_a_page_marks_done_only_the_messages_it_showed(desk: Desk) -> None:

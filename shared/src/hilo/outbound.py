@@ -689,6 +689,7 @@ class OutboundSender:
                 subject=command.payload.subject,
                 provider_message_id=state["provider_message_id"],
                 reply_to_provider_message_id=command.payload.reply_to_provider_message_id,
+                purpose=command.payload.purpose,
             )
             event_id = f"outbound:{command.id}"
         else:

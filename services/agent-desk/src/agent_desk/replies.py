@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent_desk.policy import ReplyOption
-from hilo.contract import Conversation, Identifiers, conversation_id
-from hilo.contract.outbound import OutboundCommand, OutboundMessage, Purpose, Template
+from hilo.contract import Conversation, Identifiers, Purpose, conversation_id
+from hilo.contract.outbound import OutboundCommand, OutboundMessage, Template
 from hilo.kafka import KafkaPublisher
 from hilo.outbound import command_record
 from hilo.sealing import Sealer

@@ -61,6 +61,7 @@ def row(entry: Mapping[str, Any]) -> dict[str, Any]:
         "channel_name": channel_name(str(entry["channel"])),
         "type_name": type_name(str(entry["type"])),
         "direction": payload.get("direction"),
+        "marketing": payload.get("purpose") == "marketing",
         "text": payload.get("text") or payload.get("transcript"),
         "provider_id": pid,
         "reply_failure": reply_failure,

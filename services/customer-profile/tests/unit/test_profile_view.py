@@ -714,6 +714,8 @@ def _call(direction: Direction, status: CallStatus, agent: str | None = "agent-7
 
 
 OUT = sample_payloads()["message"].model_copy(update={"direction": Direction.OUTBOUND})
+SERVICE = OUT.model_copy(update={"purpose": "service"})
+MARKETING = OUT.model_copy(update={"purpose": "marketing"})
 
 
 @pytest.mark.parametrize(
@@ -765,6 +767,20 @@ OUT = sample_payloads()["message"].model_copy(update={"direction": Direction.OUT
             [entry(1, "message", "web"), entry(60 * 30, "message", "email", payload=OUT)],
             1,
             id="a campaign after the window answers nobody",
+        ),
+        pytest.param(
+            [entry(1, "message", "web"), entry(5, "message", "email", payload=MARKETING)],
+            1,
+            id="a marketing message within the window answers nobody",
+        ),
+        pytest.param(
+            [
+                entry(1, "message", "web"),
+                entry(5, "message", "email", payload=MARKETING),
+                entry(7, "message", "web", payload=SERVICE),
+            ],
+            None,
+            id="a service message after it answers",
         ),
         pytest.param(
             [

@@ -11,9 +11,10 @@ Definitions (what the numbers mean):
   it. If it joined the open conversation it **continued** it; if it started a new one, the
   customer **restarted**. Continuity rate = continued / (continued + restarted).
 - **First-contact resolution**: conversations with exactly one inbound contact, answered (a
-  reply, or a call that was taken: `completed`) / conversations. A message nobody answered, or a
-  call dropped, busy or missed, resolved nothing.
-- **First response**: the first outbound contact after a conversation's first inbound one;
+  reply, or a call that was taken: `completed`) / conversations. A message nobody answered, or
+  a call dropped, busy or missed, resolved nothing; nor did a marketing message (its `purpose`).
+- **First response**: the first outbound contact after a conversation's first inbound one, a
+  marketing message not counted;
   **resolution time**: its first inbound contact to its last contact (conversations with more
   than one contact).
 - **CSAT** (`metric: csat`): the average score; by channel: the survey's `about_channel` (when the
@@ -125,6 +126,8 @@ class Touch:
     status: str | None = None
     sales_channel: str | None = None
     """An order's `sold_via`, a refund's `refunded_via`: online, store or phone."""
+    purpose: str | None = None
+    """An outbound message's purpose, when Hilo sent it: `marketing` answers nobody."""
     call_id: str | None = None
     """A call's id at its provider: Twilio's status callback and the contact centre's outcome
     of one call are two entries, one contact."""
@@ -143,6 +146,11 @@ class Touch:
     @property
     def outbound(self) -> bool:
         return self.kind in CONTACTS and self.direction == "outbound"
+
+    @property
+    def answers(self) -> bool:
+        """An outbound contact that answers the customer: a campaign or a promotion does not."""
+        return self.outbound and self.purpose != "marketing"
 
 
 def touch_of(entry: dict[str, Any]) -> Touch:
@@ -165,6 +173,7 @@ def touch_of(entry: dict[str, Any]) -> Touch:
         order_id=payload.get("order_id"),
         status=payload.get("status"),
         sales_channel=payload.get("sold_via") or payload.get("refunded_via"),
+        purpose=payload.get("purpose"),
         call_id=payload.get("provider_call_id") if entry["type"] == "call" else None,
         campaign=campaign,
         source_medium=source_medium,
@@ -431,7 +440,7 @@ def _conversations(
                 continue
             counted += 1
             single += _resolved_at_first_contact(conversation)
-            if answer := next((t for t in conversation if t.outbound), None):
+            if answer := next((t for t in conversation if t.answers), None):
                 responses.append((answer.occurred_at - first.occurred_at).total_seconds())
             if len(conversation) > 1:
                 resolutions.append(
@@ -457,7 +466,7 @@ def _resolved_at_first_contact(conversation: Sequence[Touch]) -> bool:
     if len(inbound) != 1:
         return False
     answered_call = inbound[0].kind == "call" and inbound[0].status == "completed"
-    return answered_call or any(t.outbound for t in conversation)
+    return answered_call or any(t.answers for t in conversation)
 
 
 def _repeats(journey: Sequence[Touch], lookback: timedelta) -> set[int]:

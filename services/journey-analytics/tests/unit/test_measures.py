@@ -519,6 +519,38 @@ def test_a_contact_nobody_answered_resolved_nothing() -> None:
     assert measured.conversations.first_contact_resolution_rate == 0.5
 
 
+def test_a_marketing_message_is_no_answer() -> None:
+    """A promotion sent while a question waits neither answers it first nor resolves it: the
+    reply an agent wrote later is the first response."""
+    journey = [
+        Touch("m1", "ru", at(), "whatsapp", "message", "inbound"),
+        Touch("p1", "ru", at(minutes=2), "email", "message", "outbound", purpose="marketing"),
+        Touch("r1", "ru", at(minutes=9), "whatsapp", "message", "outbound", purpose="service"),
+        Touch("m2", "ru", at(days=2), "sms", "message", "inbound"),
+        Touch("p2", "ru", at(days=2, minutes=1), "sms", "message", "outbound", purpose="marketing"),
+    ]
+
+    measured = measure(journey, at(hours=-1), at(days=3), WINDOWS)
+
+    assert measured.conversations.conversations == 2
+    assert measured.conversations.mean_first_response_seconds == 9 * 60
+    assert measured.conversations.first_contact_resolution_rate == 0.5
+
+
+def test_the_purpose_is_read_from_the_journey_record() -> None:
+    entry = {
+        "id": "e1",
+        "customer_id": "ru",
+        "occurred_at": "2026-03-01T09:00:00+00:00",
+        "channel": "email",
+        "type": "message",
+        "payload": {"direction": "outbound", "purpose": "marketing"},
+    }
+
+    assert not touch_of(entry).answers
+    assert touch_of({**entry, "payload": {"direction": "outbound"}}).answers
+
+
 def test_a_survey_invitation_sent_on_another_channel_is_not_what_was_rated() -> None:
     """A WhatsApp chat, then the CSAT survey sent by email and answered: the chat was rated."""
     journey = [

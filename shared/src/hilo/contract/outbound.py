@@ -18,11 +18,11 @@ from pydantic_core import PydanticCustomError
 
 from hilo.contract.identifiers import Identifiers
 from hilo.contract.interaction import ChannelName, Conversation, interaction_id
+from hilo.contract.payloads import Purpose
 
 OUTBOUND_SCHEMA_VERSION: Final = 1
 OUTBOUND_TYPE: Final = "dev.hilo.outbound.message"
 
-Purpose = Literal["service", "marketing"]
 FAILURE_PREFIX: Final = "hilo-outbound:"
 """How the `provider_message_id` of a failed send starts (`OutboundCommand.failure_provider_id`)."""
 

@@ -44,6 +44,11 @@ class Money(_Model):
     currency: ISO4217 = Field(description="ISO 4217 currency code.", examples=["EUR"])
 
 
+Purpose = Literal["service", "marketing"]
+"""Why the company speaks: `service` answers the customer, `marketing` promotes (it needs the
+customer's consent, and answers nobody)."""
+
+
 def _absent(value: object) -> bool:
     """Left out of the record when not given: records without it serialise as before."""
     return value is None or value == []
@@ -228,12 +233,24 @@ class MessageExchanged(_Model):
         "inbound message after the click (Meta's `referral` on WhatsApp, Messenger and "
         "Instagram). Absent otherwise.",
     )
+    purpose: Purpose | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="Why the company sent it, on an outbound message Hilo sent (the command's "
+        "`purpose`): `service` answers the customer, `marketing` answers nobody. Absent on "
+        "inbound messages and on outbound ones sent elsewhere (a provider's echo): readers take "
+        "those for an answer.",
+    )
 
     @model_validator(mode="after")
     def _has_content(self) -> MessageExchanged:
         if not (self.text or self.attachments or self.interactive_reply or self.subject):
             raise PydanticCustomError(
                 "empty_message", "a message needs text, an attachment or a reply"
+            )
+        if self.purpose is not None and self.direction != Direction.OUTBOUND:
+            raise PydanticCustomError(
+                "purpose_inbound", "only an outbound message has a purpose: the company's"
             )
         return self
 

@@ -38,6 +38,7 @@ from hilo.contract import (
     PageViewed,
     Payload,
     ProductViewed,
+    Purpose,
     SalesChannel,
     StoreVisited,
     SurveyAnswered,
@@ -142,6 +143,7 @@ def sample_command(
     customer_id: str = "cus-1",
     conversation: Conversation | None = None,
     reply_to: str | None = None,
+    purpose: Purpose = "service",
 ) -> OutboundCommand:
     """A valid command to send `text` to a customer on `channel` (a fresh id unless given)."""
     return OutboundCommand(
@@ -150,7 +152,7 @@ def sample_command(
         channel=channel,
         identifiers=identifiers or Identifiers(phone="+34600111222"),
         conversation=conversation,
-        payload=OutboundMessage(text=text, reply_to_provider_message_id=reply_to),
+        payload=OutboundMessage(text=text, reply_to_provider_message_id=reply_to, purpose=purpose),
         requested_by="agent-ana",
         requested_at=datetime.now(UTC),
     )

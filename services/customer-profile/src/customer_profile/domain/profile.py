@@ -384,17 +384,19 @@ ANSWERED_CALLS = frozenset({"completed", "in_progress"})
 def _track_reply(conversation: OpenConversation, entry: JourneyEntry) -> None:
     """Whether the customer waits for the company: their message, or call nobody took, waits
     from its time until a message goes out or an agent speaks with them, on any channel (a
-    reply by SMS answers a WhatsApp question). A call answers only when the contact centre
-    names the agent on it. The telephony provider's own `completed` names nobody (an agent,
-    an IVR, a queue the customer hung up in, a voicemail all complete a call) and changes
-    nothing: it comes beside the contact centre's report of the same call, at the same
-    instant, in either order."""
+    reply by SMS answers a WhatsApp question). A marketing message answers nobody: a campaign
+    sent while a question waits must not take it off the agents' queue. A call answers only
+    when the contact centre names the agent on it. The telephony provider's own `completed`
+    names nobody (an agent, an IVR, a queue the customer hung up in, a voicemail all complete
+    a call) and changes nothing: it comes beside the contact centre's report of the same call,
+    at the same instant, in either order."""
     payload = entry.payload
     inbound = payload.get("direction") == "inbound"
     if inbound:
         conversation.last_inbound_at = entry.occurred_at
     answered_call = entry.type == "call" and payload.get("status") in ANSWERED_CALLS
-    if (answered_call and payload.get("agent_id")) or (entry.type == "message" and not inbound):
+    replied = entry.type == "message" and not inbound and payload.get("purpose") != "marketing"
+    if (answered_call and payload.get("agent_id")) or replied:
         conversation.awaiting_reply_since = None
     elif inbound and not answered_call and conversation.awaiting_reply_since is None:
         conversation.awaiting_reply_since = entry.occurred_at
