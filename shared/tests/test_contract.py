@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from hilo.contract import (
     SCHEMA_VERSION,
     Campaign,
+    Direction,
     Identifiers,
     Interaction,
     Money,
@@ -366,7 +367,7 @@ def test_only_the_companys_message_has_a_purpose_and_says_it_only_when_given() -
     """A marketing message answers nobody (the agents' queue), so readers need to tell it; an
     inbound message saying one is a channel's mistake, refused before it is published."""
     message = sample_payloads()["message"]
-    outbound = message.model_copy(update={"direction": "outbound"})
+    outbound = message.model_copy(update={"direction": Direction.OUTBOUND})
 
     with pytest.raises(ValidationError) as refused:
         type(message).model_validate({**message.model_dump(), "purpose": "service"})

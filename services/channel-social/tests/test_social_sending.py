@@ -23,7 +23,7 @@ from pymongo import AsyncMongoClient
 from channel_social.app import create_app
 from channel_social.sending import SendApi, accepted_id, message_request, send_api
 from channel_social.settings import SocialSettings
-from hilo.contract import Identifiers
+from hilo.contract import Identifiers, Purpose
 from hilo.contract.outbound import OutboundCommand, OutboundMessage
 from hilo.kafka import KafkaPublisher, create_broker
 from hilo.mongo import MongoDocument
@@ -148,18 +148,23 @@ async def test_a_messenger_reply_is_sent_once_and_recorded_once_with_its_receipt
     }
 
 
+@pytest.mark.parametrize("purpose", ["service", "marketing"])
 async def test_a_messenger_reply_graph_took_before_failing_is_recorded_from_its_echo(
     settings: HiloSettings,
     topics: list[str],
     mongo_client: AsyncMongoClient[MongoDocument],
     meta: MetaSendStandIn,
+    purpose: Purpose,
 ) -> None:
     """Graph answers 500 after it took the message: the agent is told it may have been sent and
     to look at the conversation, where Meta's echo now puts it (before, the channel dropped
-    every echo of a message it sent, so the agent found nothing there and sent it again)."""
+    every echo of a message it sent, so the agent found nothing there and sent it again). The
+    echo keeps the message's purpose: a promotion answers nobody."""
     meta.customer_wrote("messenger", PSID)
     meta.take_then_fail(500)
-    command = messenger_reply()
+    command = sample_command(
+        "messenger", identifiers=Identifiers(messenger_psid=PSID), text="20% off", purpose=purpose
+    )
     port = free_port()
     meta.webhook_url = f"http://127.0.0.1:{port}/webhooks/social"
 
@@ -173,6 +178,8 @@ async def test_a_messenger_reply_graph_took_before_failing_is_recorded_from_its_
     assert failed["payload"]["status"] == "failed"
     assert CHECK_FIRST in failed["payload"]["error"]
     assert len(events) == 2, "the echo is the only word that the customer got it"
+    [echo] = [e for e in events if e["id"] == command.sent_interaction_id()]
+    assert echo["payload"]["purpose"] == purpose
     echoed = events[-1]
     assert echoed["id"] == command.sent_interaction_id(), "one id with the sender's own record"
     assert echoed["payload"]["direction"] == "outbound"

@@ -33,6 +33,7 @@ from pydantic import SecretStr
 from pydantic_core import from_json
 
 from channel_social.settings import SocialSettings
+from hilo.contract import Purpose
 from hilo.contract.outbound import OutboundCommand
 from hilo.outbound import SENT_BY, SendRefused, Sent, accepted_without_id, provider_call
 from hilo.providers.meta import graph_error, graph_reason, graph_throttled
@@ -40,8 +41,10 @@ from hilo.providers.meta import graph_error, graph_reason, graph_throttled
 log = structlog.get_logger(__name__)
 
 CHANNELS: Final = tuple(channel for channel, service in SENT_BY.items() if service == "social")
-ECHO_MARK: Final = "hilo:"
-"""What starts the `metadata` of a message Hilo sent, in its echo."""
+ECHO_MARKS: Final[Mapping[str, Purpose]] = {"hilo:": "service", "hilo-marketing:": "marketing"}
+"""What starts the `metadata` of a message Hilo sent, by its purpose: the echo says which, so
+an echo recorded before (or instead of) the sender's own record keeps it (a marketing message
+answers nobody)."""
 _TOKENS: Final = {
     "messenger": "HILO_MESSENGER_PAGE_ACCESS_TOKEN",
     "instagram": "HILO_INSTAGRAM_ACCESS_TOKEN",
@@ -133,9 +136,24 @@ def message_request(command: OutboundCommand, *, human_agent: bool) -> dict[str,
         body["messaging_type"] = "RESPONSE"
     content: dict[str, Any] = {"text": message.text}
     if command.channel == "messenger":
-        content["metadata"] = f"{ECHO_MARK}{command.id}"
+        content["metadata"] = echo_metadata(command)
     body["message"] = content
     return body
+
+
+def echo_metadata(command: OutboundCommand) -> str:
+    """The `metadata` Meta gives back in the echo: which command sent it, and why."""
+    mark = next(m for m, purpose in ECHO_MARKS.items() if purpose == command.payload.purpose)
+    return f"{mark}{command.id}"
+
+
+def sent_by_hilo(metadata: str | None) -> tuple[str, Purpose] | None:
+    """The command id and purpose an echo's `metadata` names (`echo_metadata`), or None when
+    it is not the echo of a message Hilo sent."""
+    for mark, purpose in ECHO_MARKS.items():
+        if metadata and metadata.startswith(mark):
+            return metadata.removeprefix(mark), purpose
+    return None
 
 
 def accepted_id(response: httpx.Response) -> str:

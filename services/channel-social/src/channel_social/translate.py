@@ -10,8 +10,9 @@ retry them forever. A referral on a message or a postback (the first one of a ne
 opened by a click-to-Messenger ad or an `m.me`/`ig.me` link) is that message's `campaign`.
 
 The echo of a reply Hilo sent is recorded under the id of the sender's own record of it
-(`OutboundCommand.sent_interaction_id`, from its `metadata: hilo:<command id>`), so consumers,
-which keep one event per id, store it once: whoever records it first, the sender or the echo.
+(`OutboundCommand.sent_interaction_id`, from its `metadata: hilo:<command id>`, or
+`hilo-marketing:` for a marketing message), with the command's purpose, so consumers, which keep
+one event per id, store it once, alike: whoever records it first, the sender or the echo.
 The echo alone tells of a reply Graph took but answered with an error. The channel app drops
 the echoes of provider ids the sender recorded (`hilo.channel`), Instagram's, which carry no
 metadata, too.
@@ -22,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from channel_social.sending import ECHO_MARK
+from channel_social.sending import sent_by_hilo
 from channel_social.webhook import Attachment as MetaAttachment
 from channel_social.webhook import Message, Messaging, Notification
 from hilo.contract import (
@@ -37,6 +38,7 @@ from hilo.contract import (
     MessageExchanged,
     MessageStatusChanged,
     Payload,
+    Purpose,
     Truncations,
     conversation_id,
     max_length,
@@ -94,10 +96,12 @@ def _event(
     cuts: dict[str, Truncations] = {}  # per payload: what was cut of it
     found: list[tuple[str, Payload]] = []
     if event.message is not None and not event.message.is_deleted:
-        recorded_as = _sent_by_hilo(event.message) or event.message.mid
+        sent = sent_by_hilo(event.message.metadata) if event.message.is_echo else None
+        recorded_as = f"outbound:{sent[0]}" if sent else event.message.mid
         cut = cuts[recorded_as] = Truncations()
         campaign = _referred(channel, event.message.referral, refs, cut)
-        found.append((recorded_as, _message(event.message, cut, campaign)))
+        purpose = sent[1] if sent else None
+        found.append((recorded_as, _message(event.message, cut, campaign, purpose)))
     if event.postback is not None:
         postback_id = event.postback.mid or f"postback:{customer}:{millis}"
         cut = cuts[postback_id] = Truncations()
@@ -169,18 +173,13 @@ def thread(channel: str, account: str, customer: str, key: bytes) -> Conversatio
     return Conversation(id=conversation_id(channel, reference, key), thread=reference)
 
 
-def _sent_by_hilo(message: Message) -> str | None:
-    """The provider event id of the sender's record of this echo (see the module docstring),
-    or None when it is not the echo of a reply Hilo sent."""
-    metadata = message.metadata or ""
-    if not (message.is_echo and metadata.startswith(ECHO_MARK)):
-        return None
-    return f"outbound:{metadata.removeprefix(ECHO_MARK)}"
-
-
-def _message(message: Message, cut: Truncations, campaign: Campaign | None) -> MessageExchanged:
+def _message(
+    message: Message, cut: Truncations, campaign: Campaign | None, purpose: Purpose | None
+) -> MessageExchanged:
+    """`purpose` as the echo of a message Hilo sent names it; None for any other message."""
     reply = message.quick_reply.payload if message.quick_reply else None
     return MessageExchanged(
+        purpose=purpose,
         campaign=None if message.is_echo else campaign,
         direction=Direction.OUTBOUND if message.is_echo else Direction.INBOUND,
         text=message.text,

@@ -195,3 +195,30 @@ def test_the_pages_own_echo_carries_no_campaign() -> None:
     echo = {"mid": "m1", "text": "Welcome!", "is_echo": True, "referral": AD}
 
     assert campaign_of({"message": echo}) is None
+
+
+@pytest.mark.parametrize(
+    ("metadata", "recorded_as", "purpose"),
+    [
+        ("hilo-marketing:cmd-1", "outbound:cmd-1", "marketing"),
+        ("hilo:cmd-2", "outbound:cmd-2", "service"),
+        (None, "m_echo", None),
+    ],
+)
+def test_the_echo_of_a_message_hilo_sent_says_why_it_was_sent(
+    metadata: str | None, recorded_as: str, purpose: str | None
+) -> None:
+    """Recorded instead of the sender's own record (a reply Graph took but answered with an
+    error), the echo must not make a promotion an answer to the customer."""
+    echo = {"mid": "m_echo", "text": "20% off", "is_echo": True, "metadata": metadata}
+    event = {"sender": {"id": PAGE}, "recipient": {"id": PSID}, "message": echo}
+    page = Notification.model_validate(
+        {"object": "page", "entry": [{"id": PAGE, "time": 1700000000000, "messaging": [event]}]}
+    )
+
+    [interaction], _ = translate(page, "t", KEY)
+
+    assert interaction.id == interaction_id("messenger", recorded_as)
+    assert isinstance(interaction.payload, MessageExchanged)
+    assert interaction.payload.direction == "outbound"
+    assert interaction.payload.purpose == purpose

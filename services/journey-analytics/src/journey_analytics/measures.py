@@ -11,10 +11,11 @@ Definitions (what the numbers mean):
   it. If it joined the open conversation it **continued** it; if it started a new one, the
   customer **restarted**. Continuity rate = continued / (continued + restarted).
 - **First-contact resolution**: conversations with exactly one inbound contact, answered (a
-  reply, or a call that was taken: `completed`) / conversations. A message nobody answered, or
-  a call dropped, busy or missed, resolved nothing; nor did a marketing message (its `purpose`).
-- **First response**: the first outbound contact after a conversation's first inbound one, a
-  marketing message not counted;
+  reply, or a call either way that was taken: `completed`) / conversations. A message nobody
+  answered, or a call dropped, busy or missed, resolved nothing; nor did a marketing message
+  (its `purpose`) or a call back nobody took.
+- **First response**: the first outbound contact that answers after a conversation's first
+  inbound one: a reply (not a marketing message) or a call back that was taken (`completed`);
   **resolution time**: its first inbound contact to its last contact (conversations with more
   than one contact).
 - **CSAT** (`metric: csat`): the average score; by channel: the survey's `about_channel` (when the
@@ -149,8 +150,10 @@ class Touch:
 
     @property
     def answers(self) -> bool:
-        """An outbound contact that answers the customer: a campaign or a promotion does not."""
-        return self.outbound and self.purpose != "marketing"
+        """An outbound contact that answers the customer: neither a campaign or a promotion,
+        nor a call back nobody took."""
+        taken = self.kind != "call" or self.status == "completed"
+        return self.outbound and taken and self.purpose != "marketing"
 
 
 def touch_of(entry: dict[str, Any]) -> Touch:

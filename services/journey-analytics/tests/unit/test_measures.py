@@ -537,6 +537,21 @@ def test_a_marketing_message_is_no_answer() -> None:
     assert measured.conversations.first_contact_resolution_rate == 0.5
 
 
+def test_a_call_back_nobody_took_is_no_answer() -> None:
+    journey = [
+        Touch("m1", "su", at(), "web", "message", "inbound"),
+        Touch("c1", "su", at(minutes=3), "voice", "call", "outbound", status="no_answer"),
+        Touch("c2", "su", at(minutes=8), "voice", "call", "outbound", status="completed"),
+        Touch("m2", "su", at(days=2), "web", "message", "inbound"),
+        Touch("c3", "su", at(days=2, minutes=1), "voice", "call", "outbound", status="busy"),
+    ]
+
+    measured = measure(journey, at(hours=-1), at(days=3), WINDOWS)
+
+    assert measured.conversations.mean_first_response_seconds == 8 * 60
+    assert measured.conversations.first_contact_resolution_rate == 0.5
+
+
 def test_the_purpose_is_read_from_the_journey_record() -> None:
     entry = {
         "id": "e1",

@@ -96,8 +96,8 @@ class OpenConversation(BaseModel):
         default=None,
         exclude_if=lambda value: value is None,
         description="When the customer's earliest message (or unanswered call) that nobody "
-        "answered yet was made: the agents' queue. A reply on any channel, or a call that was "
-        "answered, clears it. Absent when the company spoke last.",
+        "answered yet was made: the agents' queue. A reply on any channel (not a marketing "
+        "message), or a call an agent took, clears it. Absent when nobody waits.",
     )
     last_inbound_at: datetime | None = Field(
         default=None,
