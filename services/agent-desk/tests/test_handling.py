@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent_desk import app as desk_app
+from agent_desk import queue as desk_queue
 from agent_desk.handling import Handlings
 from agent_desk.testing import AGENT, PASSWORD, csrf_of, desk_settings, running_desk, signed_in
 from customer_profile.testing import API_KEY, RunningProfileService, running_profile_service
@@ -26,6 +29,7 @@ from hilo.contract import (
     new_interaction,
 )
 from hilo.settings import HiloSettings
+from hilo.testkit.probes import eventually
 from hilo.testkit.serving import served
 
 COLLEAGUE = "bo.agent"
@@ -51,11 +55,16 @@ class Desk:
     """The stack, and two agents signed in to one desk."""
 
     def __init__(
-        self, profile: RunningProfileService, ana: httpx.AsyncClient, bo: httpx.AsyncClient
+        self,
+        profile: RunningProfileService,
+        ana: httpx.AsyncClient,
+        bo: httpx.AsyncClient,
+        url: str,
     ) -> None:
         self.profile = profile
         self.ana = ana
         self.bo = bo
+        self.url = url
         self.entries = 0
 
     async def written(self, *messages: Interaction) -> list[str]:
@@ -88,13 +97,18 @@ async def desk(settings: HiloSettings, topics: list[str]) -> AsyncIterator[Desk]
         desk_url = await stack.enter_async_context(
             running_desk(
                 desk_settings(
-                    settings, profile_url, API_KEY, agents=agents, desk_first_reply_minutes=25
+                    settings,
+                    profile_url,
+                    API_KEY,
+                    agents=agents,
+                    desk_first_reply_minutes=25,
+                    desk_queue_metrics_seconds=0.2,
                 )
             )
         )
         ana = await stack.enter_async_context(signed_in(desk_url))
         bo = await stack.enter_async_context(signed_in(desk_url, COLLEAGUE, COLLEAGUE_PASSWORD))
-        yield Desk(profile, ana, bo)
+        yield Desk(profile, ana, bo, desk_url)
 
 
 def customers_listed(page: str) -> list[str]:
@@ -351,7 +365,7 @@ async def test_the_queue_reads_on_past_the_customers_marked_done(
     )
     await desk.act(desk.ana, ana, "done")
     await desk.act(desk.ana, bo, "done")
-    monkeypatch.setattr(desk_app, "QUEUE_PAGE", 2)
+    monkeypatch.setattr(desk_queue, "QUEUE_PAGE", 2)
     monkeypatch.setattr(desk_app, "INBOX_SIZE", 1)
 
     queue = (await desk.ana.get("/?show=waiting")).text
@@ -420,3 +434,42 @@ async def test_a_chat_taken_before_the_visitor_signed_in_stays_taken_and_can_be_
     assert released.status_code == 200
     assert "Nobody handles it yet" in after
     assert "Nobody handles it yet" in again, "the merged profile's taking does not come back"
+
+
+async def queue_gauges(desk_url: str) -> dict[str, float]:
+    """The desk's `hilo_desk_queue_*` gauges, as Prometheus scrapes them."""
+    async with httpx.AsyncClient(base_url=desk_url) as client:
+        text = (await client.get("/metrics")).text
+    return {
+        family.name.removeprefix("hilo_desk_queue_"): family.samples[0].value
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("hilo_desk_queue_")
+    }
+
+
+async def test_a_supervisor_reads_the_queue_on_the_desks_gauges(desk: Desk) -> None:
+    """Ana waits 40 minutes (past the 25-minute target) and nobody has her; Bo waits 10 and
+    an agent took him; Cy was marked done and Di answered: two wait, one overdue, one
+    nobody's, the longest for 40 minutes."""
+    _ana, bo, cy, _di = await desk.written(
+        message(1, "ana@example.com", timedelta(minutes=40), Direction.INBOUND),
+        message(2, "bo@example.com", timedelta(minutes=10), Direction.INBOUND),
+        message(3, "cy@example.com", timedelta(minutes=50), Direction.INBOUND),
+        message(4, "di@example.com", timedelta(minutes=60), Direction.INBOUND),
+        message(5, "di@example.com", timedelta(minutes=55), Direction.OUTBOUND),
+    )
+    await desk.act(desk.bo, bo, "take", shown="")
+    await desk.act(desk.ana, cy, "done")
+    asked = time.time()
+
+    first = await eventually(
+        lambda: queue_gauges(desk.url), until=lambda g: g.get("read_timestamp_seconds", 0) > asked
+    )
+    # The read after one that ended after the marks began after them.
+    gauges = await eventually(
+        lambda: queue_gauges(desk.url),
+        until=lambda g: g["read_timestamp_seconds"] > first["read_timestamp_seconds"],
+    )
+
+    assert (gauges["waiting"], gauges["overdue"], gauges["unassigned"]) == (2, 1, 1)
+    assert 40 * 60 <= gauges["longest_wait_seconds"] < 42 * 60

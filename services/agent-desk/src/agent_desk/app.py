@@ -91,6 +91,7 @@ from agent_desk.policy import (
     too_long,
 )
 from agent_desk.profiles import ProfileApi, ProfileRequestRefused, ProfileUnavailable
+from agent_desk.queue import QUEUE_PAGE, read_queue, watch_queue
 from agent_desk.replies import (
     CONTACTS,
     last_contact,
@@ -139,9 +140,6 @@ INBOX_SIZE = 200
 INBOX_REFRESH_SECONDS = 15.0
 """How often an open inbox reads itself again (the queue moves without the agent)."""
 InboxView = Literal["all", "waiting", "mine", "unassigned"]
-QUEUE_PAGE = 500
-QUEUE_PAGES = 5
-"""The queue reads at most this many pages past the customers marked done."""
 HANDLING_LOOKUP_SECONDS = 1.0
 """How long a page waits for who handles what before it shows itself without (MongoDB away)."""
 HANDLING_CHANGE_SECONDS = 5.0
@@ -376,6 +374,7 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
         follower = asyncio.create_task(desk.feed.run())
         watch = asyncio.create_task(watch_producer(desk.broker, "agent-desk"))
         services = asyncio.create_task(desk.services.watch())
+        background = [follower, watch, services, *_queue_watch(desk)]
         if not connecting:  # with Kafka away, journeys are read all the same: no waiting
             with suppress(TimeoutError):
                 await asyncio.wait_for(desk.feed.ready.wait(), 30)
@@ -383,7 +382,7 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await _shut_down(desk, [follower, watch, services, *connecting])
+            await _shut_down(desk, [*background, *connecting])
 
     app = DeskApp(
         title="Hilo agent desk",
@@ -464,7 +463,9 @@ def _conversation_routes(app: FastAPI) -> None:
         """Open conversations (the latest first), the queue of customers waiting for a reply
         (the longest waiting first), the agent's own, or nobody's."""
         if show == "waiting":
-            listed, handlings = await _queue(desk)
+            listed, handlings = await read_queue(
+                desk.profiles, lambda ids: _handlings(desk, ids), enough=INBOX_SIZE
+            )
         else:
             listed = await desk.profiles.open_conversations(INBOX_SIZE)
             if show != "all":  # theirs or nobody's: also those closed by the silence, unanswered
@@ -508,33 +509,19 @@ def _conversation_routes(app: FastAPI) -> None:
         return RedirectResponse(f"/customers/{customer_id}", status_code=303)
 
 
-async def _queue(desk: Desk) -> tuple[list[dict[str, Any]], dict[str, Handling] | None]:
-    """The customers waiting for a reply, the longest waiting first, and who handles them:
-    read on by pages past those an agent marked done (which the profile service cannot know),
-    until `INBOX_SIZE` still wait or `QUEUE_PAGES` were read. A page starts at the last one's
-    wait, inclusive (customers who began waiting in the same millisecond are not skipped), so
-    it reads one again."""
-    listed: dict[str, dict[str, Any]] = {}
-    handlings: dict[str, Handling] = {}
-    waiting_from: str | None = None
-    for _ in range(QUEUE_PAGES):
-        page = await desk.profiles.open_conversations(
-            QUEUE_PAGE, awaiting=True, waiting_from=waiting_from
-        )
-        fresh = [c for c in page if c["customer_id"] not in listed]
-        found = await _handlings(desk, [c["customer_id"] for c in fresh])
-        if found is None:  # MongoDB away: the pages read so far stand, if any
-            return (list(listed.values()), handlings) if listed else (fresh, None)
-        handlings.update(found)
-        listed.update((c["customer_id"], c) for c in fresh)
-        still = sum(
-            state_of(c["conversation"], handlings.get(c["customer_id"])).waiting_since is not None
-            for c in listed.values()
-        )
-        waiting_from = page[-1]["conversation"].get("awaiting_reply_since") if page else None
-        if len(page) < QUEUE_PAGE or not fresh or still >= INBOX_SIZE or waiting_from is None:
-            break
-    return list(listed.values()), handlings
+def _queue_watch(desk: Desk) -> list[asyncio.Task[None]]:
+    """The task keeping the queue's gauges (`agent_desk.queue`), unless turned off."""
+    every = desk.settings.desk_queue_metrics_seconds
+    if not every:
+        return []
+    watching = watch_queue(
+        desk.profiles,
+        lambda ids: _handlings_within(desk, ids, HANDLING_CHANGE_SECONDS),
+        target=_reply_target(desk),
+        every=every,
+        now=lambda: datetime.now(UTC),
+    )
+    return [asyncio.create_task(watching)]
 
 
 def _once_each(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1136,14 +1123,21 @@ async def _adopt(desk: Desk, profile: dict[str, Any]) -> None:
 async def _handlings(desk: Desk, customer_ids: list[str]) -> dict[str, Handling] | None:
     """Who handles these customers' conversations; None while MongoDB does not answer within
     `HANDLING_LOOKUP_SECONDS` (the pages say so, and show the rest)."""
-    if not customer_ids:
-        return {}
     try:
-        async with asyncio.timeout(HANDLING_LOOKUP_SECONDS):
-            return await desk.handlings.of(customer_ids)
+        return await _handlings_within(desk, customer_ids, HANDLING_LOOKUP_SECONDS)
     except (PyMongoError, TimeoutError) as exc:
         log.warning("desk_handling_unknown", error=error_text(exc))
         return None
+
+
+async def _handlings_within(
+    desk: Desk, customer_ids: list[str], seconds: float
+) -> dict[str, Handling]:
+    """Who handles these customers' conversations, or an error after `seconds`."""
+    if not customer_ids:
+        return {}
+    async with asyncio.timeout(seconds):
+        return await desk.handlings.of(customer_ids)
 
 
 async def _handle(

@@ -95,6 +95,12 @@ class DeskSettings(HiloSettings):
         description="The company's target for answering a customer: one waiting longer is "
         "shown overdue in the queue and on their page. 0: no target.",
     )
+    desk_queue_metrics_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How often the desk reads the queue for its gauges (customers waiting, "
+        "overdue, nobody's, the longest wait: `hilo_desk_queue_*` on /metrics). 0: never.",
+    )
     desk_live_buffer: int = Field(
         default=20_000,
         ge=100,

@@ -1,0 +1,150 @@
+"""The agents' queue: who waits for a reply, as the desk shows them (past the customers an agent
+marked done, which only the desk knows), and the gauges a supervisor's dashboard reads from it.
+
+The profile service lists the customers waiting, the longest first; the desk's `desk_handling`
+collection says who handles them and what was marked done. The inbox's *Waiting for a reply*
+tab reads until it has a screenful; the gauges read every page there is, up to `QUEUE_PAGES`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import structlog
+from prometheus_client import Gauge
+
+from agent_desk.handling import Handling, overdue, state_of
+from agent_desk.profiles import ProfileApi
+from hilo.logs import error_text
+
+log = structlog.get_logger(__name__)
+
+QUEUE_PAGE: Final = 500
+QUEUE_PAGES: Final = 5
+"""The queue reads at most this many pages: 2,500 customers, those marked done included."""
+
+Summary = dict[str, Any]
+HandlingLookup = Callable[[list[str]], Awaitable[dict[str, Handling] | None]]
+"""Who handles these customers' conversations; None (or an error) while MongoDB does not
+answer."""
+
+GAUGES: Final = {
+    "waiting": Gauge(
+        "hilo_desk_queue_waiting",
+        "Customers waiting for a reply, as the desk's queue shows them (counted up to the "
+        "2,500 the queue reads).",
+    ),
+    "overdue": Gauge(
+        "hilo_desk_queue_overdue",
+        "Customers waiting longer than HILO_DESK_FIRST_REPLY_MINUTES.",
+    ),
+    "unassigned": Gauge(
+        "hilo_desk_queue_unassigned",
+        "Customers waiting whose conversation no agent handles.",
+    ),
+    "longest": Gauge(
+        "hilo_desk_queue_longest_wait_seconds",
+        "How long the customer waiting longest has waited (0: nobody waits).",
+    ),
+    "read": Gauge(
+        "hilo_desk_queue_read_timestamp_seconds",
+        "When the queue was last read (Unix time): the other gauges are as old as this while "
+        "the profile service or MongoDB does not answer.",
+    ),
+}
+
+
+async def read_queue(
+    profiles: ProfileApi, handlings_of: HandlingLookup, *, enough: int | None = None
+) -> tuple[list[Summary], dict[str, Handling] | None]:
+    """The customers waiting for a reply, the longest waiting first, and who handles them:
+    read on by pages past those an agent marked done, until `enough` still wait (None: every
+    page) or `QUEUE_PAGES` were read. A page starts at the last one's wait, inclusive
+    (customers who began waiting in the same millisecond are not skipped), so it reads one
+    again. The handlings are None when MongoDB did not answer for the first page."""
+    listed: dict[str, Summary] = {}
+    handlings: dict[str, Handling] = {}
+    waiting_from: str | None = None
+    for _ in range(QUEUE_PAGES):
+        page = await profiles.open_conversations(
+            QUEUE_PAGE, awaiting=True, waiting_from=waiting_from
+        )
+        fresh = [c for c in page if c["customer_id"] not in listed]
+        found = await handlings_of([c["customer_id"] for c in fresh])
+        if found is None:  # MongoDB away: the pages read so far stand, if any
+            return (list(listed.values()), handlings) if listed else (fresh, None)
+        handlings.update(found)
+        listed.update((c["customer_id"], c) for c in fresh)
+        waiting_from = page[-1]["conversation"].get("awaiting_reply_since") if page else None
+        done = len(page) < QUEUE_PAGE or not fresh or waiting_from is None
+        if done or (enough is not None and _still_waiting(listed, handlings) >= enough):
+            break
+    return list(listed.values()), handlings
+
+
+def _still_waiting(listed: Mapping[str, Summary], handlings: Mapping[str, Handling]) -> int:
+    return sum(
+        state_of(c["conversation"], handlings.get(c["customer_id"])).waiting_since is not None
+        for c in listed.values()
+    )
+
+
+@dataclass(frozen=True)
+class QueueFigures:
+    """What a supervisor watches of the queue at one moment."""
+
+    waiting: int
+    overdue: int
+    unassigned: int
+    longest_wait: timedelta
+
+
+def figures(
+    listed: list[Summary], handlings: Mapping[str, Handling], target: timedelta, now: datetime
+) -> QueueFigures:
+    """The queue's figures from what `read_queue` read: customers marked done do not wait."""
+    states = [state_of(c["conversation"], handlings.get(c["customer_id"])) for c in listed]
+    waiting = [s for s in states if s.waiting_since is not None]
+    since = [s.waiting_since for s in waiting if s.waiting_since is not None]
+    return QueueFigures(
+        waiting=len(waiting),
+        overdue=sum(overdue(s, target, now) for s in waiting),
+        unassigned=sum(s.agent is None for s in waiting),
+        longest_wait=max(now - min(since), timedelta(0)) if since else timedelta(0),
+    )
+
+
+def show(found: QueueFigures) -> None:
+    """Set the gauges to `found`, read now."""
+    GAUGES["waiting"].set(found.waiting)
+    GAUGES["overdue"].set(found.overdue)
+    GAUGES["unassigned"].set(found.unassigned)
+    GAUGES["longest"].set(found.longest_wait.total_seconds())
+    GAUGES["read"].set(time.time())
+
+
+async def watch_queue(
+    profiles: ProfileApi,
+    handlings_of: HandlingLookup,
+    *,
+    target: timedelta,
+    every: float,
+    now: Callable[[], datetime],
+) -> None:
+    """Read the queue every `every` seconds and show its figures on the gauges. A read that
+    fails, wholly or in part, leaves them as they were (their read time says how old they
+    are): a supervisor's alert must not take an outage for an empty queue (`handlings_of`
+    raises rather than answer None, so that no page is left out)."""
+    while True:
+        try:
+            listed, handlings = await read_queue(profiles, handlings_of)
+        except Exception as exc:  # the profile service or MongoDB away: again next round
+            log.warning("desk_queue_not_read", error=error_text(exc))
+        else:
+            show(figures(listed, handlings or {}, target, now()))
+        await asyncio.sleep(every)

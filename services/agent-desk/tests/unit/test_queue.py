@@ -1,0 +1,98 @@
+"""The queue's figures for a supervisor, and what an outage leaves of them."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import pytest
+from prometheus_client import REGISTRY
+
+from agent_desk.handling import Handling
+from agent_desk.profiles import ProfileApi, ProfileUnavailable
+from agent_desk.queue import QueueFigures, figures, show, watch_queue
+
+T0 = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+
+
+def at(minutes: int) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def waiting(customer: str, since: int, *, started: int = 0) -> dict[str, Any]:
+    """A summary of the queue as the profile service sends it (times in minutes after T0)."""
+    return {
+        "customer_id": customer,
+        "conversation": {
+            "started_at": at(started).isoformat(),
+            "awaiting_reply_since": at(since).isoformat(),
+            "last_inbound_at": at(since).isoformat(),
+        },
+    }
+
+
+def test_the_figures_leave_out_customers_marked_done_and_count_who_has_the_rest() -> None:
+    listed = [waiting("ana", 0), waiting("bo", 20), waiting("cy", 25), waiting("di", 5)]
+    handlings = {
+        "bo": Handling(agent="bo.agent", taken_for=at(0)),
+        "di": Handling(done_through=at(5), done_by="ana.agent"),
+        "cy": Handling(agent="ana.agent", taken_for=at(-600)),  # an earlier conversation's
+    }
+
+    found = figures(listed, handlings, timedelta(minutes=30), now=at(40))
+
+    assert found == QueueFigures(
+        waiting=3, overdue=1, unassigned=2, longest_wait=timedelta(minutes=40)
+    )
+
+
+def test_an_empty_queue_waits_for_nothing() -> None:
+    assert figures([], {}, timedelta(minutes=30), at(0)) == QueueFigures(0, 0, 0, timedelta(0))
+
+
+def gauge(name: str) -> float | None:
+    return REGISTRY.get_sample_value(f"hilo_desk_queue_{name}")
+
+
+class Unavailable:
+    """A profile service that does not answer."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.thrice = asyncio.Event()
+
+    async def open_conversations(self, *_args: object, **_kwargs: object) -> list[Any]:
+        self.reads += 1
+        if self.reads == 3:
+            self.thrice.set()
+        raise ProfileUnavailable("down")
+
+
+async def test_a_failed_read_leaves_the_gauges_as_they_were_not_at_zero() -> None:
+    """An alert on the queue must not read an outage as nobody waiting: the figures stay, and
+    their read time says how old they are."""
+    show(QueueFigures(7, 2, 3, timedelta(minutes=90)))
+    read_at = gauge("read_timestamp_seconds")
+    profiles = Unavailable()
+
+    async def nobody(_ids: list[str]) -> dict[str, Handling]:
+        return {}
+
+    task = asyncio.create_task(
+        watch_queue(
+            cast(ProfileApi, profiles),
+            nobody,
+            target=timedelta(minutes=30),
+            every=0.01,
+            now=lambda: at(0),
+        )
+    )
+    await asyncio.wait_for(profiles.thrice.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert gauge("waiting") == 7
+    assert gauge("longest_wait_seconds") == 90 * 60
+    assert gauge("read_timestamp_seconds") == read_at
