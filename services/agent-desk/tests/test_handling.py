@@ -102,7 +102,7 @@ async def desk(settings: HiloSettings, topics: list[str]) -> AsyncIterator[Desk]
                     API_KEY,
                     agents=agents,
                     desk_first_reply_minutes=25,
-                    desk_queue_metrics_seconds=0.2,
+                    desk_queue_metrics_seconds=1,
                 )
             )
         )

@@ -53,3 +53,17 @@ def test_a_new_sending_channel_is_addressed_by_settings_and_an_unaddressed_one_r
         ("whatsapp", "+34612345678"),
         ("rcs", "+34612345678"),
     ]
+
+
+@pytest.mark.parametrize(("every", "taken"), [("0", True), ("0.2", False), ("1", True)])
+def test_the_queue_is_read_for_its_gauges_never_or_at_most_once_a_second(
+    monkeypatch: pytest.MonkeyPatch, every: str, taken: bool
+) -> None:
+    """Each read is up to five requests to the profile service, from every desk replica."""
+    monkeypatch.setenv("HILO_DESK_QUEUE_METRICS_SECONDS", every)
+
+    if taken:
+        assert DeskSettings().desk_queue_metrics_seconds == float(every)
+    else:
+        with pytest.raises(ValueError, match="HILO_DESK_QUEUE_METRICS_SECONDS"):
+            DeskSettings()

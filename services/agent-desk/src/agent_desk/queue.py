@@ -30,33 +30,47 @@ QUEUE_PAGES: Final = 5
 
 Summary = dict[str, Any]
 HandlingLookup = Callable[[list[str]], Awaitable[dict[str, Handling] | None]]
-"""Who handles these customers' conversations; None (or an error) while MongoDB does not
-answer."""
+"""Who handles these customers' conversations; None while MongoDB does not answer."""
+StrictHandlingLookup = Callable[[list[str]], Awaitable[dict[str, Handling]]]
+"""The same, raising while MongoDB does not answer: no page is left out unnoticed."""
+
+UNKNOWN: Final = float("nan")
+"""What a figure shows while not read: an outage is no empty queue, and PromQL's `max` over the
+desk replicas leaves a NaN out while another replica has a number."""
 
 GAUGES: Final = {
     "waiting": Gauge(
         "hilo_desk_queue_waiting",
         "Customers waiting for a reply, as the desk's queue shows them (counted up to the "
-        "2,500 the queue reads).",
+        "2,500 the queue reads); NaN while the last read failed.",
     ),
     "overdue": Gauge(
         "hilo_desk_queue_overdue",
-        "Customers waiting longer than HILO_DESK_FIRST_REPLY_MINUTES.",
+        "Customers waiting longer than HILO_DESK_FIRST_REPLY_MINUTES (always 0 without a "
+        "target); NaN while the last read failed.",
     ),
     "unassigned": Gauge(
         "hilo_desk_queue_unassigned",
-        "Customers waiting whose conversation no agent handles.",
+        "Customers waiting whose conversation no agent handles; NaN while the last read failed.",
     ),
     "longest": Gauge(
         "hilo_desk_queue_longest_wait_seconds",
-        "How long the customer waiting longest has waited (0: nobody waits).",
+        "How long the customer waiting longest has waited (0: nobody waits); NaN while the last "
+        "read failed.",
     ),
     "read": Gauge(
         "hilo_desk_queue_read_timestamp_seconds",
-        "When the queue was last read (Unix time): the other gauges are as old as this while "
-        "the profile service or MongoDB does not answer.",
+        "When the queue was last read (Unix time; NaN: never).",
+    ),
+    "failed": Gauge(
+        "hilo_desk_queue_failed_reads",
+        "Reads of the queue that failed in a row (the profile service or MongoDB away): "
+        "alert on the smallest over the desk replicas.",
     ),
 }
+for _gauge in GAUGES.values():
+    _gauge.set(UNKNOWN)
+GAUGES["failed"].set(0)
 
 
 async def read_queue(
@@ -119,32 +133,39 @@ def figures(
     )
 
 
-def show(found: QueueFigures) -> None:
-    """Set the gauges to `found`, read now."""
+def show(found: QueueFigures | None) -> None:
+    """Set the gauges to `found`, read now; None: the read failed, and the figures are
+    unknown."""
+    if found is None:
+        for name in ("waiting", "overdue", "unassigned", "longest"):
+            GAUGES[name].set(UNKNOWN)
+        GAUGES["failed"].inc()
+        return
     GAUGES["waiting"].set(found.waiting)
     GAUGES["overdue"].set(found.overdue)
     GAUGES["unassigned"].set(found.unassigned)
     GAUGES["longest"].set(found.longest_wait.total_seconds())
     GAUGES["read"].set(time.time())
+    GAUGES["failed"].set(0)
 
 
 async def watch_queue(
     profiles: ProfileApi,
-    handlings_of: HandlingLookup,
+    handlings_of: StrictHandlingLookup,
     *,
     target: timedelta,
     every: float,
     now: Callable[[], datetime],
 ) -> None:
     """Read the queue every `every` seconds and show its figures on the gauges. A read that
-    fails, wholly or in part, leaves them as they were (their read time says how old they
-    are): a supervisor's alert must not take an outage for an empty queue (`handlings_of`
-    raises rather than answer None, so that no page is left out)."""
+    fails, wholly or in part (`handlings_of` raises for any page MongoDB does not answer),
+    shows them unknown, never as an empty queue."""
     while True:
+        found = None
         try:
             listed, handlings = await read_queue(profiles, handlings_of)
+            found = figures(listed, handlings or {}, target, now())  # never None: it raises
         except Exception as exc:  # the profile service or MongoDB away: again next round
             log.warning("desk_queue_not_read", error=error_text(exc))
-        else:
-            show(figures(listed, handlings or {}, target, now()))
+        show(found)
         await asyncio.sleep(every)

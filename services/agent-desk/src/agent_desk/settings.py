@@ -99,7 +99,8 @@ class DeskSettings(HiloSettings):
         default=30.0,
         ge=0,
         description="How often the desk reads the queue for its gauges (customers waiting, "
-        "overdue, nobody's, the longest wait: `hilo_desk_queue_*` on /metrics). 0: never.",
+        "overdue, nobody's, the longest wait: `hilo_desk_queue_*` on /metrics). 0: never; "
+        "else at least 1 (each read is up to 5 requests to the profile service).",
     )
     desk_live_buffer: int = Field(
         default=20_000,
@@ -127,6 +128,13 @@ class DeskSettings(HiloSettings):
                 f"HILO_DESK_REPLY_CHANNELS names {', '.join(missing)}: say which identifiers "
                 'reach a customer there in HILO_DESK_REPLY_ADDRESSES, e.g. {"rcs": ["phone"]}'
             )
+        return self
+
+    @model_validator(mode="after")
+    def _queue_read_now_and_then(self) -> DeskSettings:
+        """Each read of the queue is up to 5 requests to the profile service, per replica."""
+        if 0 < self.desk_queue_metrics_seconds < 1:
+            raise ValueError("HILO_DESK_QUEUE_METRICS_SECONDS: 0 (never), or 1 or more")
         return self
 
     @model_validator(mode="after")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -55,10 +57,11 @@ def gauge(name: str) -> float | None:
     return REGISTRY.get_sample_value(f"hilo_desk_queue_{name}")
 
 
-class Unavailable:
-    """A profile service that does not answer."""
+class Profiles:
+    """A profile service with one page of two customers waiting, or none answering."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, answering: bool = True) -> None:
+        self.answering = answering
         self.reads = 0
         self.thrice = asyncio.Event()
 
@@ -66,26 +69,20 @@ class Unavailable:
         self.reads += 1
         if self.reads == 3:
             self.thrice.set()
-        raise ProfileUnavailable("down")
+        if not self.answering:
+            raise ProfileUnavailable("down")
+        return [waiting("ana", 0), waiting("bo", 30)]
 
 
-async def test_a_failed_read_leaves_the_gauges_as_they_were_not_at_zero() -> None:
-    """An alert on the queue must not read an outage as nobody waiting: the figures stay, and
-    their read time says how old they are."""
-    show(QueueFigures(7, 2, 3, timedelta(minutes=90)))
-    read_at = gauge("read_timestamp_seconds")
-    profiles = Unavailable()
-
-    async def nobody(_ids: list[str]) -> dict[str, Handling]:
-        return {}
-
+async def watched(profiles: Profiles, handlings_of: Any) -> None:
+    """Run the queue's watch until it read three times."""
     task = asyncio.create_task(
         watch_queue(
             cast(ProfileApi, profiles),
-            nobody,
+            handlings_of,
             target=timedelta(minutes=30),
             every=0.01,
-            now=lambda: at(0),
+            now=lambda: at(40),
         )
     )
     await asyncio.wait_for(profiles.thrice.wait(), 5)
@@ -93,6 +90,45 @@ async def test_a_failed_read_leaves_the_gauges_as_they_were_not_at_zero() -> Non
     with pytest.raises(asyncio.CancelledError):
         await task
 
-    assert gauge("waiting") == 7
-    assert gauge("longest_wait_seconds") == 90 * 60
+
+async def nobody(_ids: list[str]) -> dict[str, Handling]:
+    return {}
+
+
+async def away(_ids: list[str]) -> dict[str, Handling]:
+    raise TimeoutError
+
+
+async def test_a_read_shows_the_figures_and_when_it_was_read() -> None:
+    before = time.time()
+
+    await watched(Profiles(), nobody)
+
+    assert (gauge("waiting"), gauge("overdue"), gauge("unassigned")) == (2, 1, 2)
+    assert gauge("longest_wait_seconds") == 40 * 60
+    assert (gauge("read_timestamp_seconds") or 0) >= before
+    assert gauge("failed_reads") == 0
+
+
+@pytest.mark.parametrize(
+    ("profiles", "handlings_of"),
+    [(Profiles(answering=False), nobody), (Profiles(), away)],
+    ids=["the profile service away", "MongoDB away"],
+)
+async def test_a_failed_read_shows_the_figures_unknown_not_an_empty_queue(
+    profiles: Profiles, handlings_of: Any
+) -> None:
+    """An alert on the queue must not read an outage as nobody waiting: the figures are NaN
+    (PromQL's `max` over the replicas takes the others'), the failures in a row counted, the
+    last good read's time kept."""
+    show(QueueFigures(7, 2, 3, timedelta(minutes=90)))
+    read_at = gauge("read_timestamp_seconds")
+
+    await watched(profiles, handlings_of)
+
+    assert all(
+        math.isnan(gauge(name) or 0)
+        for name in ("waiting", "overdue", "unassigned", "longest_wait_seconds")
+    )
+    assert (gauge("failed_reads") or 0) >= 3
     assert gauge("read_timestamp_seconds") == read_at
