@@ -18,7 +18,7 @@ TEST_WORKERS ?= 2
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install test test-fast faults fuzz lint fmt schema infra-prepare browser-prepare load-prepare infra-up infra-down run simulate run-profile bench bench-profile bench-database bench-desk env-example compose-images compose-test clean
+.PHONY: help install test test-fast faults fuzz lint fmt schema infra-prepare browser-prepare alerts-prepare load-prepare infra-up infra-down run simulate run-profile bench bench-profile bench-database bench-desk env-example compose-images compose-test clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -45,6 +45,15 @@ browser-prepare: ## Install Debian's chromium for the browser tests of the agent
 			echo "chromium is missing: run 'sudo apt-get install chromium' (or set CHROMIUM_PATH)" >&2; exit 1; \
 		fi; }
 
+alerts-prepare: ## Install promtool (Debian's prometheus package) for the tests of the shipped alerts (once; needs root)
+	@command -v promtool >/dev/null 2>&1 || [ -x "$${PROMTOOL_PATH:-/nonexistent}" ] || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing promtool (Debian package prometheus) for the tests of the alerts"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+		else \
+			echo "promtool is missing: run 'sudo apt-get install prometheus' (or set PROMTOOL_PATH)" >&2; exit 1; \
+		fi; }
+
 load-prepare: ## Install wrk (Debian package) for the webhooks' saturation run of make bench (once; optional)
 	@command -v wrk >/dev/null 2>&1 || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -55,7 +64,7 @@ load-prepare: ## Install wrk (Debian package) for the webhooks' saturation run o
 			echo "wrk is missing ('sudo apt-get install wrk'): the saturation run uses the Python generator" >&2; \
 		fi; }
 
-test: install infra-prepare browser-prepare ## Run every test against real Kafka and a MongoDB-wire server
+test: install infra-prepare browser-prepare alerts-prepare ## Run every test against real Kafka and a MongoDB-wire server
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope
 
 faults: install infra-prepare ## The fault matrix: each injection point x20, 20 kill -9 runs, an erasure with Kafka down 30 s, 6 kill -9 runs of channel-sms in a MongoDB outage
