@@ -14,6 +14,7 @@ BIN := $(VENV)/bin
 # `make test` runs the tests in this many pytest-xdist workers, each with servers of its own:
 # most of a serial run waits on brokers, databases and browsers rather than using the CPU.
 TEST_WORKERS ?= 2
+PROMTOOL := $(HOME)/.cache/hilo/bin/promtool
 
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
@@ -45,14 +46,14 @@ browser-prepare: ## Install Debian's chromium for the browser tests of the agent
 			echo "chromium is missing: run 'sudo apt-get install chromium' (or set CHROMIUM_PATH)" >&2; exit 1; \
 		fi; }
 
-alerts-prepare: ## Install promtool (Debian's prometheus package) for the tests of the shipped alerts (once; needs root)
-	@command -v promtool >/dev/null 2>&1 || [ -x "$${PROMTOOL_PATH:-/nonexistent}" ] || { \
-		if [ "$$(id -u)" = 0 ]; then \
-			echo "installing promtool (Debian package prometheus) for the tests of the alerts"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
-		else \
-			echo "promtool is missing: run 'sudo apt-get install prometheus' (or set PROMTOOL_PATH)" >&2; exit 1; \
-		fi; }
+alerts-prepare: ## Fetch promtool (from Debian's prometheus package, unpacked: no server installed) for the tests of the shipped alerts (once)
+	@command -v promtool >/dev/null 2>&1 || [ -x "$${PROMTOOL_PATH:-$(PROMTOOL)}" ] || { \
+		echo "fetching promtool (Debian's prometheus package, unpacked into $(dir $(PROMTOOL)))"; \
+		tmp=$$(mktemp -d) && cd "$$tmp" && \
+		{ apt-get download prometheus >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download prometheus >/dev/null 2>&1; } || \
+			{ echo "cannot download Debian's prometheus package: run 'sudo apt-get update' (or set PROMTOOL_PATH)" >&2; exit 1; }; } && \
+		dpkg-deb -x prometheus_*.deb unpacked && mkdir -p "$(dir $(PROMTOOL))" && \
+		cp unpacked/usr/bin/promtool "$(PROMTOOL)" && cd / && rm -rf "$$tmp"; }
 
 load-prepare: ## Install wrk (Debian package) for the webhooks' saturation run of make bench (once; optional)
 	@command -v wrk >/dev/null 2>&1 || { \
@@ -77,7 +78,7 @@ faults: install infra-prepare ## The fault matrix: each injection point x20, 20 
 		services/customer-profile/tests/test_split.py \
 		services/channel-sms/tests/test_sms_kill_during_outage.py
 
-test-fast: install ## Only the tests that need no infrastructure
+test-fast: install alerts-prepare ## Only the tests that need no infrastructure
 	$(BIN)/pytest -m "not infra"
 
 fuzz: install infra-prepare ## Many random and broken requests at every channel route (HILO_FUZZ_EXAMPLES per route)

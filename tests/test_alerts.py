@@ -28,11 +28,17 @@ EXPORTER_METRICS = {"kafka_consumergroup_lag"}
 """Metrics the Kafka exporter serves, not a Hilo service."""
 
 
+FETCHED = Path.home() / ".cache" / "hilo" / "bin" / "promtool"
+"""Where `make alerts-prepare` puts promtool, unpacked from Debian's `prometheus` package."""
+
+
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    """Prometheus's own checker (Debian's `prometheus` package: `make alerts-prepare`)."""
+    """Prometheus's own checker: PROMTOOL_PATH, else on the PATH, else `make alerts-prepare`'s."""
     found = os.environ.get("PROMTOOL_PATH") or shutil.which("promtool")
-    if found is None:
+    if found is None and FETCHED.is_file():
+        found = str(FETCHED)
+    if found is None or not Path(found).is_file():
         pytest.fail("promtool is missing: run 'make alerts-prepare' (or set PROMTOOL_PATH)")
     return found
 

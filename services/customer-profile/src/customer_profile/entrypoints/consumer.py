@@ -26,6 +26,8 @@ FETCH_MAX_WAIT_MS = 50
 dropped is fetched again only once a fetch of other partitions waiting on the broker returns."""
 
 EVENTS = Counter("hilo_profile_events_total", "Interactions consumed, by outcome", ["outcome"])
+for _outcome in ("accepted", "duplicate", "dead_lettered"):  # at 0: an alert sees the first one
+    EVENTS.labels(_outcome)
 MERGES = Counter("hilo_profile_merges_total", "Profile merges performed")
 BATCH_SECONDS = Histogram("hilo_profile_batch_seconds", "Time to process one batch")
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

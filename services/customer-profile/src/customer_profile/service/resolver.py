@@ -89,6 +89,8 @@ class IdentityResolver:
         self._store = store
         self._policy = policy
         self._caps = {kind.value: policy.cap(kind) for kind in IdentifierKind}
+        for kind in policy.unique_kinds:  # at 0 from the start: an alert sees the first breach
+            CONCURRENT_MERGES.labels(kind.value)
 
     async def resolve(self, events: Sequence[Pending], fresh_since: datetime) -> Resolution:
         """Give every event a customer; merge and record conflicts as the rules say. Claims
