@@ -21,12 +21,23 @@ from typing import Any
 
 import pytest
 from playwright.async_api import Page, Route, async_playwright, expect
+from pydantic import SecretStr
 from pydantic_extra_types.currency_code import ISO4217
 
 from agent_desk import app as desk_app
 from agent_desk import channel_services
+from agent_desk.auth import hash_password
 from agent_desk.channel_services import ChannelServices
-from agent_desk.testing import AGENT, PASSWORD, DeskStack, behind_service, chromium, desk_stack
+from agent_desk.testing import (
+    AGENT,
+    PASSWORD,
+    DeskStack,
+    behind_service,
+    chromium,
+    csrf_of,
+    desk_stack,
+    signed_in,
+)
 from hilo.contract import (
     CallHappened,
     CallStatus,
@@ -56,6 +67,7 @@ from hilo.outbound import INTERRUPTED
 from hilo.settings import HiloSettings
 from hilo.testkit.offers import offer_record, percent_off, price_schedule, publish_offer_records
 
+COLLEAGUE = "bo.agent"
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "agent-desk.png"
 WAITING_SCREENSHOT = SCREENSHOT.with_name("agent-desk-reply-waiting.png")
 NOT_RUNNING_SCREENSHOT = SCREENSHOT.with_name("agent-desk-service-not-running.png")
@@ -292,6 +304,45 @@ async def test_an_agent_works_the_queue_takes_a_customer_and_answers_them_on_ano
         await page.get_by_role("link", name="Waiting for a reply").click()
         await expect(rows).to_have_count(1)
         await expect(rows.nth(0)).to_contain_text("dee@example.com")
+
+
+async def test_an_open_customer_page_shows_a_colleague_taking_the_conversation(
+    settings: HiloSettings, topics: list[str], page: Page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ana has Cy's page open; Bo takes Cy from his own desk. Ana's page says so without a
+    reload, and her draft stays."""
+    monkeypatch.setattr(desk_app, "PANELS_REFRESH_SECONDS", 0.5)
+    monkeypatch.setattr(ChannelServices, "watch", asleep)  # no services event refreshes them
+    agents = [SecretStr(f"{name}:{hash_password(PASSWORD)}") for name in (AGENT, COLLEAGUE)]
+    async with desk_stack(settings, desk_agents=agents) as stack:
+        await stack.profile.publish(others_writing())
+        await stack.profile.wait_for_entries(3)
+        cy = await stack.profile.customer_of("email", "cy@example.com")
+        await sign_in(page, stack.desk_url)
+        await page.goto(f"{stack.desk_url}/customers/{cy}")
+        await expect(page.locator("#handling")).to_contain_text("Nobody handles it yet")
+        await page.get_by_role("textbox", name="Message").fill(REPLY)
+        await page.evaluate("window.notReloaded = true")
+        await page.wait_for_function("window.hiloLive && window.hiloLive.connected")
+        await page.wait_for_timeout(1_000)  # the refresh the stream's opening makes is done
+        async with signed_in(stack.desk_url, COLLEAGUE, PASSWORD) as bo:
+            form = (await bo.get(f"/customers/{cy}")).text
+            taken = await bo.post(
+                f"/customers/{cy}/handling",
+                data={"action": "take", "shown": "", "csrf": csrf_of(form)},
+                headers={"X-Requested-With": "fetch"},
+            )
+        assert taken.status_code == 200, taken.text
+
+        await expect(page.locator("#handling")).to_contain_text(f"Handled by {COLLEAGUE}")
+        await expect(page.get_by_role("button", name="Take over")).to_be_visible()
+        await expect(page.get_by_role("textbox", name="Message")).to_have_value(REPLY)
+        assert await page.evaluate("window.notReloaded") is True
+
+
+async def asleep(_services: ChannelServices) -> None:
+    """A channel services watch that never tells of a change."""
+    await asyncio.Event().wait()
 
 
 def others_writing_now() -> Interaction:

@@ -139,6 +139,9 @@ TOO_MANY_TRIES = (
 INBOX_SIZE = 200
 INBOX_REFRESH_SECONDS = 15.0
 """How often an open inbox reads itself again (the queue moves without the agent)."""
+PANELS_REFRESH_SECONDS = 15.0
+"""How often an open customer page reads its panels again between entries: a colleague taking
+the conversation, or marking it done, shows within it."""
 InboxView = Literal["all", "waiting", "mine", "unassigned"]
 HANDLING_LOOKUP_SECONDS = 1.0
 """How long a page waits for who handles what before it shows itself without (MongoDB away)."""
@@ -1057,6 +1060,7 @@ async def _panels(desk: Desk, profile: dict[str, Any], agent: str) -> dict[str, 
     handling = state_of(conversation or {}, (handlings or {}).get(profile["customer_id"]))
     return {
         "agent": agent,
+        "refresh_ms": int(PANELS_REFRESH_SECONDS * 1000),
         "conversation_shown": conversation is not None,
         "handling": handling,
         "overdue": overdue(handling, _reply_target(desk), now),

@@ -426,6 +426,13 @@ document.addEventListener("submit", handle);
 
 const INBOX_REFRESH_MS = 15000;
 
+function refreshPanelsNowAndThen(panels) {
+  // Between entries too: a colleague takes the conversation or marks it done, the wait grows.
+  setInterval(() => {
+    if (!document.hidden) refreshPanels();
+  }, Number(panels.dataset.refresh || INBOX_REFRESH_MS));
+}
+
 function refreshInbox(inbox) {
   // The queue moves without the agent: new customers wait, colleagues take conversations, the
   // waits grow. Only the list is replaced (the search box above keeps what is typed); an error
@@ -449,4 +456,6 @@ document.addEventListener("DOMContentLoaded", () => {
   if (form) replies(form);
   const inbox = document.getElementById("inbox");
   if (inbox) refreshInbox(inbox);
+  const panels = document.getElementById("panels");
+  if (panels) refreshPanelsNowAndThen(panels);
 });
