@@ -72,6 +72,7 @@ SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "agent-desk.png"
 WAITING_SCREENSHOT = SCREENSHOT.with_name("agent-desk-reply-waiting.png")
 NOT_RUNNING_SCREENSHOT = SCREENSHOT.with_name("agent-desk-service-not-running.png")
 QUEUE_SCREENSHOT = SCREENSHOT.with_name("agent-desk-queue.png")
+NOTES_SCREENSHOT = SCREENSHOT.with_name("agent-desk-notes.png")
 PHONE = "+34612345678"
 REPLY = "Sorry the call dropped! Your shoes are ready at BCN-01."
 SAMPLE = Path(__file__).resolve().parents[1] / "services/channel-whatsapp/tests/samples"
@@ -336,6 +337,47 @@ async def test_an_open_customer_page_shows_a_colleague_taking_the_conversation(
 
         await expect(page.locator("#handling")).to_contain_text(f"Handled by {COLLEAGUE}")
         await expect(page.get_by_role("button", name="Take over")).to_be_visible()
+        await expect(page.get_by_role("textbox", name="Message")).to_have_value(REPLY)
+        assert await page.evaluate("window.notReloaded") is True
+
+
+async def test_agents_leave_each_other_notes_on_the_customer_page(
+    settings: HiloSettings, topics: list[str], page: Page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ana notes something about Cy while her reply waits in the box; Bo's note appears on her
+    open page; she deletes her own. Nothing reloads, and the draft stays."""
+    monkeypatch.setattr(desk_app, "PANELS_REFRESH_SECONDS", 0.5)
+    agents = [SecretStr(f"{name}:{hash_password(PASSWORD)}") for name in (AGENT, COLLEAGUE)]
+    async with desk_stack(settings, desk_agents=agents) as stack:
+        await stack.profile.publish(others_writing())
+        await stack.profile.wait_for_entries(3)
+        cy = await stack.profile.customer_of("email", "cy@example.com")
+        await sign_in(page, stack.desk_url)
+        await page.goto(f"{stack.desk_url}/customers/{cy}")
+        notes = page.locator("#notes-list")
+        await expect(notes).to_contain_text("No notes yet.")
+        await page.get_by_role("textbox", name="Message").fill(REPLY)
+        await page.evaluate("window.notReloaded = true")
+        await page.get_by_role("textbox", name="Note").fill("Prefers a call after 6 pm.")
+        await page.get_by_role("button", name="Add note").click()
+        await expect(notes.locator("li")).to_have_count(1)
+        await expect(notes).to_contain_text("Prefers a call after 6 pm.")
+        await expect(notes).to_contain_text("You, ")
+        await expect(page.get_by_role("textbox", name="Note")).to_have_value("")
+        async with signed_in(stack.desk_url, COLLEAGUE, PASSWORD) as bo:
+            form = (await bo.get(f"/customers/{cy}")).text
+            noted = await bo.post(
+                f"/customers/{cy}/notes",
+                data={"text": "Her parcel left the warehouse late.", "csrf": csrf_of(form)},
+                headers={"X-Requested-With": "fetch"},
+            )
+        assert noted.status_code == 200, noted.text
+        await expect(notes.locator("li")).to_have_count(2)
+        await expect(notes.locator("li").nth(0)).to_contain_text(f"{COLLEAGUE}, ")
+        await page.locator("#notes").screenshot(path=str(NOTES_SCREENSHOT))
+        await notes.locator("li").nth(1).get_by_role("button", name="Delete").click()
+        await expect(notes.locator("li")).to_have_count(1)
+        await expect(notes).not_to_contain_text("Prefers a call")
         await expect(page.get_by_role("textbox", name="Message")).to_have_value(REPLY)
         assert await page.evaluate("window.notReloaded") is True
 

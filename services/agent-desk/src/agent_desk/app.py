@@ -4,7 +4,8 @@ and replies, nothing about customers readable without signing in.
 Pages: sign-in, the inbox (open conversations on every channel, the queue of customers waiting
 for an answer, who handles which: `agent_desk.handling`), search, and the customer page
 (identities, consent, conversation and who handles it, cart, orders, value, CSAT, conflicts,
-the timeline of every channel with filters and paging, live, and the reply box).
+notes for colleagues: `agent_desk.notes`, the timeline of every channel with filters and
+paging, live, and the reply box). The queue's gauges for a supervisor: `agent_desk.queue`.
 
 Without a session only the sign-in form, `/static`, and the operational endpoints of
 `hilo.health` answer: `/health` and `/metrics` (scraped by operations; counters and timings, no
@@ -74,6 +75,7 @@ from agent_desk.handling import (
 )
 from agent_desk.headers import SecurityHeaders
 from agent_desk.live import Gap, JourneyFeed, LiveEntry
+from agent_desk.notes import NOTE_LENGTH, NOTES, Note, Notes
 from agent_desk.pending import (
     PENDING_REPLIES,
     PendingReplies,
@@ -143,6 +145,7 @@ PANELS_REFRESH_SECONDS = 15.0
 """How often an open customer page reads its panels again between entries: a colleague taking
 the conversation, or marking it done, shows within it."""
 InboxView = Literal["all", "waiting", "mine", "unassigned"]
+NoteAction = Literal["add", "delete"]
 HANDLING_LOOKUP_SECONDS = 1.0
 """How long a page waits for who handles what before it shows itself without (MongoDB away)."""
 HANDLING_CHANGE_SECONDS = 5.0
@@ -201,9 +204,14 @@ class Desk:
         self.signed_out = SignedOut(self.mongo[settings.mongodb_database][SIGNED_OUT])
         self.pending = PendingReplies(self.mongo[settings.mongodb_database][PENDING_REPLIES])
         self.handlings = Handlings(self.mongo[settings.mongodb_database][HANDLING])
+        self.notes = Notes(self.mongo[settings.mongodb_database][NOTES], self.sealer)
         self.services = ChannelServices(settings, settings.desk_reply_channels)
         self.feed = JourneyFeed(
-            settings, self.sealer, settings.desk_live_buffer, on_entries=self.pending.recorded
+            settings,
+            self.sealer,
+            settings.desk_live_buffer,
+            on_entries=self.pending.recorded,
+            on_erasures=self.notes.forget,
         )
         self.templates = desk_templates()
 
@@ -373,6 +381,8 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
             await desk.pending.create_indexes()
         with suppress(PyMongoError):  # likewise
             await desk.handlings.create_indexes()
+        with suppress(PyMongoError):  # likewise: without it, a page reads the notes slower
+            await desk.notes.create_indexes()
         connecting = await start_or_keep_trying(desk.broker, settings)
         follower = asyncio.create_task(desk.feed.run())
         watch = asyncio.create_task(watch_producer(desk.broker, "agent-desk"))
@@ -454,6 +464,44 @@ def _routes(app: FastAPI) -> None:
     _session_routes(app)
     _customer_routes(app)
     _conversation_routes(app)
+    _note_routes(app)
+
+
+def _note_routes(app: FastAPI) -> None:
+    """Notes agents leave about a customer for each other (`agent_desk.notes`)."""
+
+    @app.get("/customers/{customer_id}/notes", response_class=HTMLResponse)
+    async def notes(
+        request: Request, desk: DeskDep, agent: Agent, customer_id: str
+    ) -> HTMLResponse:
+        """The notes about the customer as they are now: an open page reads them again."""
+        profile = await desk.profiles.profile(customer_id)
+        if profile is None:
+            raise HTTPException(status_code=404, detail="no customer with this id")
+        return _page(
+            desk, request, "notes_list.html", profile=profile, notes=await _notes(desk, profile)
+        )
+
+    @app.post("/customers/{customer_id}/notes")
+    async def note(
+        request: Request,
+        desk: DeskDep,
+        agent: Agent,
+        customer_id: str,
+        action: Annotated[NoteAction, Form()] = "add",
+        text: Annotated[str, Form(max_length=NOTE_LENGTH)] = "",
+        note_id: Annotated[str, Form(max_length=100)] = "",
+        csrf: Annotated[str, Form(max_length=200)] = "",
+    ) -> Response:
+        """Leave a note about the customer for colleagues, or delete one of the agent's own."""
+        check_csrf(request, csrf)
+        profile = await desk.profiles.profile(customer_id)
+        if profile is None:
+            raise HTTPException(status_code=404, detail="no customer with this id")
+        message, status = await _note(desk, profile, agent, action, text.strip(), note_id)
+        if request.headers.get("x-requested-with") == "fetch":
+            return JSONResponse({"message": message}, status_code=status)
+        return RedirectResponse(f"/customers/{profile['customer_id']}", status_code=303)
 
 
 def _conversation_routes(app: FastAPI) -> None:
@@ -679,6 +727,8 @@ def _customer_routes(app: FastAPI) -> None:
             request,
             "customer.html",
             **await _panels(desk, profile, agent),
+            notes=await _notes(desk, profile),
+            note_length=NOTE_LENGTH,
             rows=rows,
             reply_wait_seconds=desk.settings.desk_reply_waiting_seconds,
             next_cursor=page["next_cursor"],
@@ -1111,6 +1161,47 @@ async def _unanswered(desk: Desk, profile: dict[str, Any]) -> bool:
     handlings = await _handlings(desk, [profile["customer_id"]])
     handling = (handlings or {}).get(profile["customer_id"])
     return state_of(conversation, handling).waiting_since is not None
+
+
+async def _notes(desk: Desk, profile: dict[str, Any]) -> list[Note] | None:
+    """The latest notes about the customer (and the profiles merged into them); None while
+    MongoDB does not answer within `HANDLING_LOOKUP_SECONDS` (the page says so)."""
+    try:
+        async with asyncio.timeout(HANDLING_LOOKUP_SECONDS):
+            return await desk.notes.of(_ids(profile))
+    except (PyMongoError, TimeoutError) as exc:
+        log.warning("desk_notes_unknown", error=error_text(exc))
+        return None
+
+
+def _ids(profile: dict[str, Any]) -> list[str]:
+    """The customer's id and those of the profiles merged into them."""
+    return [profile["customer_id"], *profile.get("merged_from", [])]
+
+
+async def _note(
+    desk: Desk, profile: dict[str, Any], agent: str, action: NoteAction, text: str, note_id: str
+) -> tuple[str, int]:
+    """Add or delete a note: what to tell the agent, and the status to answer with. The text
+    is never logged (personal data)."""
+    customer_id = profile["customer_id"]
+    try:
+        async with asyncio.timeout(HANDLING_CHANGE_SECONDS):
+            if action == "delete":
+                if not await desk.notes.delete(note_id, _ids(profile), agent):
+                    return "Only the agent who wrote a note can delete it.", 403
+                log.info("desk_note_deleted", agent=agent, customer_id=customer_id)
+                return "", 200
+            if not text:
+                return "Write the note first.", 422
+            if not profile.get("identifiers"):
+                return "This customer has no identifier to keep a note under.", 409
+            await desk.notes.add(customer_id, profile["identifiers"], agent, text)
+    except (PyMongoError, TimeoutError) as exc:
+        log.warning("desk_note_not_saved", error=error_text(exc))
+        return "The desk's database is not answering: try again in a moment.", 503
+    log.info("desk_note_added", agent=agent, customer_id=customer_id)
+    return "", 200
 
 
 async def _adopt(desk: Desk, profile: dict[str, Any]) -> None:

@@ -63,10 +63,14 @@ class JourneyFeed:
         *,
         retry_seconds: float = 2.0,
         on_entries: Callable[[Sequence[dict[str, Any]]], Awaitable[None]] | None = None,
+        on_erasures: Callable[[set[str]], Awaitable[object]] | None = None,
     ) -> None:
         self.epoch = secrets.token_hex(4)
         self._on_entries = on_entries
         """Told every batch of entries read (the desk forgets the pending replies recorded)."""
+        self._on_erasures = on_erasures
+        """Told the customers (and aliases) each batch of erasures names (the desk deletes
+        their notes)."""
         self._settings = settings
         self._sealer = sealer
         self._retry_seconds = retry_seconds
@@ -145,7 +149,12 @@ class JourneyFeed:
         kept, so a batch that failed to open is read again after the restart. A batch of
         `erasures` forgets the entries held of those customers instead."""
         if records and records[0].topic == topic_name(Topic.ERASURES, self._settings):
-            self._forget(records)
+            erased = self._forget(records)
+            if self._on_erasures is not None and erased:
+                try:
+                    await self._on_erasures(erased)
+                except Exception as exc:  # only a courtesy: what it keeps is sealed anyway
+                    log.warning("journey_feed_erasure_listener_failed", error=type(exc).__name__)
             return
         opened = await self._sealer.open_all([record.value for record in records])
         async with self._arrived:
@@ -167,7 +176,7 @@ class JourneyFeed:
             except Exception as exc:  # only a courtesy: the feed goes on whatever it meets
                 log.warning("journey_feed_listener_failed", error=type(exc).__name__)
 
-    def _forget(self, records: list[Any]) -> None:
+    def _forget(self, records: list[Any]) -> set[str]:
         """Drop the held entries of the customers these erasures name (and their aliases): the
         entries were opened before the keys went, and a page asking for those ids must not be
         sent them again (one reconnecting while the profile service is away is trusted with
@@ -190,6 +199,7 @@ class JourneyFeed:
                 forgotten += 1
         if forgotten:
             log.info("live_entries_forgotten", count=forgotten)
+        return erased
 
     def after(self, cursor: str, customers: Collection[str]) -> tuple[list[LiveEntry], int]:
         """The entries of `customers` after `cursor`, and the number they reach; `Gap` when

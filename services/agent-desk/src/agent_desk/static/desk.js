@@ -424,12 +424,62 @@ async function handle(event) {
 
 document.addEventListener("submit", handle);
 
+async function refreshNotes() {
+  // The notes as they are now (a colleague wrote one); anything but the list keeps it shown.
+  const current = document.getElementById("notes-list");
+  const form = document.getElementById("note-form");
+  if (!current || !form) return;
+  const fresh = await freshElement(form.getAttribute("action"), "notes-list");
+  if (fresh) document.getElementById("notes-list")?.replaceWith(fresh);
+}
+
+async function note(event) {
+  // Add a note, or delete one's own, without leaving the page (a reply being written stays).
+  const form = event.target.closest("form.note-form");
+  if (!form) return;
+  event.preventDefault();
+  const result = document.getElementById("note-result");
+  if (result) result.textContent = "";
+  if (form.dataset.busy) return;
+  const body = new FormData(form); // before disabling: a disabled control sends nothing
+  if (event.submitter?.name) body.set(event.submitter.name, event.submitter.value);
+  form.dataset.busy = "yes";
+  let response;
+  try {
+    response = await fetch(form.getAttribute("action"), {
+      method: "POST",
+      body,
+      headers: { "X-Requested-With": "fetch", Accept: "application/json" },
+    });
+  } catch {
+    if (result) result.textContent = "The desk did not answer. Try again.";
+    return;
+  } finally {
+    delete form.dataset.busy;
+  }
+  if (response.redirected || response.status === 401) {
+    if (result) result.textContent = EXPIRED;
+    return;
+  }
+  const answer = await response.json().catch(() => null);
+  if (!response.ok) {
+    if (result) result.textContent = answer?.message || answer?.detail || `Refused (${response.status}).`;
+    return;
+  }
+  if (form.id === "note-form") form.reset();
+  await refreshNotes();
+}
+
+document.addEventListener("submit", note);
+
 const INBOX_REFRESH_MS = 15000;
 
 function refreshPanelsNowAndThen(panels) {
   // Between entries too: a colleague takes the conversation or marks it done, the wait grows.
   setInterval(() => {
-    if (!document.hidden) refreshPanels();
+    if (document.hidden) return;
+    refreshPanels();
+    refreshNotes();
   }, Number(panels.dataset.refresh || INBOX_REFRESH_MS));
 }
 

@@ -1,0 +1,180 @@
+"""Notes agents leave about a customer for each other, against the real stack (Kafka, MongoDB,
+the customer-profile service, the desk): shared, sealed, following merges, gone with erasures."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from agent_desk.notes import NOTES, Notes
+from agent_desk.testing import AGENT, PASSWORD, csrf_of, desk_settings, running_desk, signed_in
+from customer_profile.testing import (
+    ADMIN_API_KEY,
+    API_KEY,
+    RunningProfileService,
+    running_profile_service,
+)
+from hilo.contract import (
+    Direction,
+    Identified,
+    Identifiers,
+    Interaction,
+    MessageExchanged,
+    new_interaction,
+)
+from hilo.mongo import create_mongo_client
+from hilo.sealing import create_sealer
+from hilo.settings import HiloSettings
+from hilo.testkit.probes import eventually
+from hilo.testkit.serving import served
+
+COLLEAGUE = "bo.agent"
+NOTE = "Prefers a call after 6 pm.\nThe red pair waits at BCN-01 until Friday."
+
+
+def wrote(n: int, identifiers: Identifiers) -> Interaction:
+    return new_interaction(
+        channel="whatsapp",
+        instance="test",
+        provider_event_id=f"notes-{n}",
+        identifiers=identifiers,
+        payload=MessageExchanged(
+            direction=Direction.INBOUND, text=f"message {n}", provider_message_id=f"n{n}"
+        ),
+        occurred_at=datetime.now(UTC) - timedelta(minutes=10 - n),
+    )
+
+
+@dataclass
+class Stack:
+    settings: HiloSettings
+    profile: RunningProfileService
+    profile_url: str
+    ana: httpx.AsyncClient
+    bo: httpx.AsyncClient
+
+
+@pytest.fixture
+async def stack(settings: HiloSettings, topics: list[str]) -> AsyncIterator[Stack]:
+    agents = {AGENT: PASSWORD, COLLEAGUE: PASSWORD}
+    async with AsyncExitStack() as context:
+        profile = await context.enter_async_context(running_profile_service(settings))
+        url = await context.enter_async_context(served(profile.service.app, lifespan="off"))
+        desk = await context.enter_async_context(
+            running_desk(desk_settings(settings, url, API_KEY, agents=agents))
+        )
+        ana = await context.enter_async_context(signed_in(desk))
+        bo = await context.enter_async_context(signed_in(desk, COLLEAGUE, PASSWORD))
+        yield Stack(settings, profile, url, ana, bo)
+
+
+async def post_note(agent: httpx.AsyncClient, customer: str, **form: str) -> httpx.Response:
+    """What the page's script posts from the notes card."""
+    page = await agent.get(f"/customers/{customer}")
+    return await agent.post(
+        f"/customers/{customer}/notes",
+        data={"csrf": csrf_of(page.text), **form},
+        headers={"X-Requested-With": "fetch"},
+    )
+
+
+def notes_shown(page: str) -> list[str]:
+    return re.findall(r'<p class="note-text">(.*?)</p>', page, re.DOTALL)
+
+
+async def test_a_note_one_agent_leaves_is_what_a_colleague_reads_and_only_its_author_deletes(
+    stack: Stack,
+) -> None:
+    await stack.profile.publish([wrote(1, Identifiers(phone="+34612345678"))])
+    await stack.profile.wait_for_entries(1)
+    cy = await stack.profile.customer_of("phone", "+34612345678")
+
+    added = await post_note(stack.ana, cy, text=f"  {NOTE}  ")
+    empty = await post_note(stack.ana, cy, text="   ")
+    forged = await stack.ana.post(f"/customers/{cy}/notes", data={"text": "x", "csrf": "old"})
+    seen_by_bo = (await stack.bo.get(f"/customers/{cy}")).text
+    [note_id] = re.findall(r'id="note-([0-9a-f]+)"', seen_by_bo)
+    not_his = await post_note(stack.bo, cy, action="delete", note_id=note_id)
+    still = (await stack.bo.get(f"/customers/{cy}/notes")).text
+    deleted = await post_note(stack.ana, cy, action="delete", note_id=note_id)
+    after = (await stack.ana.get(f"/customers/{cy}")).text
+
+    assert added.status_code == 200, added.text
+    assert (empty.status_code, empty.json()) == (422, {"message": "Write the note first."})
+    assert forged.status_code == 403
+    assert notes_shown(seen_by_bo) == [NOTE]
+    assert f"{AGENT}, " in seen_by_bo, "the author, named to colleagues"
+    assert ">Delete</button>" not in seen_by_bo, "only the author is offered to delete it"
+    assert not_his.status_code == 403
+    assert notes_shown(still) == [NOTE]
+    assert deleted.status_code == 200
+    assert notes_shown(after) == []
+    assert "No notes yet." in after
+
+
+async def test_a_note_is_sealed_and_an_erasure_leaves_no_copy_that_opens(
+    stack: Stack,
+) -> None:
+    """The text is the customer's personal data: sealed with their keys in MongoDB, deleted when
+    the desk hears of the erasure, and a copy kept elsewhere (a backup) no longer opens."""
+    await stack.profile.publish([wrote(1, Identifiers(phone="+34699000111"))])
+    await stack.profile.wait_for_entries(1)
+    di = await stack.profile.customer_of("phone", "+34699000111")
+    assert (await post_note(stack.ana, di, text=NOTE)).status_code == 200
+    mongo = create_mongo_client(stack.settings)
+    notes = mongo[stack.settings.mongodb_database][NOTES]
+    try:
+        [stored] = await notes.find({"customer_id": di}).to_list()
+        async with httpx.AsyncClient(base_url=stack.profile_url) as api:
+            erased = await api.delete(f"/v1/customers/{di}", headers={"X-API-Key": ADMIN_API_KEY})
+        assert erased.status_code in (200, 202), erased.text
+        left = await eventually(
+            lambda: notes.count_documents({"customer_id": di}), until=lambda n: n == 0
+        )
+        await notes.insert_one(stored)  # the backup's copy, put back
+        opened = await Notes(notes, create_sealer(stack.settings, mongo)).of([di])
+    finally:
+        await mongo.close()
+
+    assert "Prefers" not in str(stored), "no plain text in MongoDB"
+    assert stored["author"] == AGENT
+    assert left == 0
+    assert opened == []
+
+
+async def test_a_note_left_on_an_anonymous_visitor_follows_them_once_they_sign_in(
+    stack: Stack,
+) -> None:
+    """An agent chatting with a visitor notes something; the visitor signs in and their profile
+    is merged into the known customer's, whose page now shows the note."""
+    await stack.profile.publish(
+        [
+            wrote(1, Identifiers(email="eva@example.com")),
+            wrote(2, Identifiers(anonymous_id="anon-notes-1")),
+        ]
+    )
+    await stack.profile.wait_for_entries(2)
+    eva = await stack.profile.customer_of("email", "eva@example.com")
+    visitor = await stack.profile.customer_of("anonymous_id", "anon-notes-1")
+    assert (await post_note(stack.ana, visitor, text="Asked about size 42")).status_code == 200
+    signed = new_interaction(
+        channel="web",
+        instance="test",
+        provider_event_id="notes-sign-in",
+        identifiers=Identifiers(email="eva@example.com", anonymous_id="anon-notes-1"),
+        payload=Identified(traits={}),
+        occurred_at=datetime.now(UTC),
+    )
+    await stack.profile.publish([signed])
+    await stack.profile.wait_for_entries(3)
+
+    page = (await stack.bo.get(f"/customers/{eva}")).text
+
+    assert visitor != eva
+    assert notes_shown(page) == ["Asked about size 42"]
