@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -60,18 +60,32 @@ class Stack:
     bo: httpx.AsyncClient
 
 
-@pytest.fixture
-async def stack(settings: HiloSettings, topics: list[str]) -> AsyncIterator[Stack]:
+@asynccontextmanager
+async def running(settings: HiloSettings, **desk_overrides: object) -> AsyncIterator[Stack]:
+    """The profile service and a desk two agents signed in to (`desk_overrides`: its settings)."""
     agents = {AGENT: PASSWORD, COLLEAGUE: PASSWORD}
     async with AsyncExitStack() as context:
         profile = await context.enter_async_context(running_profile_service(settings))
         url = await context.enter_async_context(served(profile.service.app, lifespan="off"))
         desk = await context.enter_async_context(
-            running_desk(desk_settings(settings, url, API_KEY, agents=agents))
+            running_desk(desk_settings(settings, url, API_KEY, agents=agents, **desk_overrides))
         )
         ana = await context.enter_async_context(signed_in(desk))
         bo = await context.enter_async_context(signed_in(desk, COLLEAGUE, PASSWORD))
         yield Stack(settings, profile, url, ana, bo)
+
+
+@pytest.fixture
+async def stack(settings: HiloSettings, topics: list[str]) -> AsyncIterator[Stack]:
+    async with running(settings) as started:
+        yield started
+
+
+@pytest.fixture
+async def uncached(settings: HiloSettings, topics: list[str]) -> AsyncIterator[Stack]:
+    """The same with a desk that caches no key: it reads the key store every time."""
+    async with running(settings, key_cache_seconds=0) as started:
+        yield started
 
 
 async def post_note(agent: httpx.AsyncClient, customer: str, **form: str) -> httpx.Response:
@@ -95,27 +109,49 @@ async def test_a_note_one_agent_leaves_is_what_a_colleague_reads_and_only_its_au
     await stack.profile.wait_for_entries(1)
     cy = await stack.profile.customer_of("phone", "+34612345678")
 
-    added = await post_note(stack.ana, cy, text=f"  {NOTE}  ")
+    await stack.profile.publish([wrote(2, Identifiers(phone="+34612000999"))])
+    await stack.profile.wait_for_entries(2)
+    other = await stack.profile.customer_of("phone", "+34612000999")
+
+    added = await post_note(stack.ana, cy, text=f"  {NOTE.replace(chr(10), chr(13) + chr(10))}  ")
     empty = await post_note(stack.ana, cy, text="   ")
+    too_long = await post_note(stack.ana, cy, text="x" * 2_001)
     forged = await stack.ana.post(f"/customers/{cy}/notes", data={"text": "x", "csrf": "old"})
     seen_by_bo = (await stack.bo.get(f"/customers/{cy}")).text
     [note_id] = re.findall(r'id="note-([0-9a-f]+)"', seen_by_bo)
     not_his = await post_note(stack.bo, cy, action="delete", note_id=note_id)
-    still = (await stack.bo.get(f"/customers/{cy}/notes")).text
+    elsewhere = await post_note(stack.ana, other, action="delete", note_id=note_id)
+    still = (await stack.bo.get(f"/customers/{cy}/panels")).text
     deleted = await post_note(stack.ana, cy, action="delete", note_id=note_id)
+    again = await post_note(stack.ana, cy, action="delete", note_id=note_id)
     after = (await stack.ana.get(f"/customers/{cy}")).text
 
     assert added.status_code == 200, added.text
     assert (empty.status_code, empty.json()) == (422, {"message": "Write the note first."})
+    assert too_long.json() == {"message": "A note holds at most 2,000 characters."}
     assert forged.status_code == 403
-    assert notes_shown(seen_by_bo) == [NOTE]
+    assert notes_shown(seen_by_bo) == [NOTE], "as typed, a browser's CRLF read as a line break"
     assert f"{AGENT}, " in seen_by_bo, "the author, named to colleagues"
     assert ">Delete</button>" not in seen_by_bo, "only the author is offered to delete it"
     assert not_his.status_code == 403
-    assert notes_shown(still) == [NOTE]
+    assert elsewhere.status_code == 404, "another customer's page deletes none of Cy's notes"
+    assert notes_shown(still) == [NOTE], "an open page's refresh reads the notes too"
     assert deleted.status_code == 200
+    assert again.json() == {"message": "This note was deleted already."}
     assert notes_shown(after) == []
     assert "No notes yet." in after
+
+
+async def test_a_note_is_shown_as_text_never_as_markup(stack: Stack) -> None:
+    await stack.profile.publish([wrote(1, Identifiers(phone="+34612345670"))])
+    await stack.profile.wait_for_entries(1)
+    fe = await stack.profile.customer_of("phone", "+34612345670")
+
+    await post_note(stack.ana, fe, text='<script>alert("hi")</script>')
+    page = (await stack.bo.get(f"/customers/{fe}")).text
+
+    assert "<script>alert" not in page
+    assert notes_shown(page) == ["&lt;script&gt;alert(&#34;hi&#34;)&lt;/script&gt;"]
 
 
 async def test_a_note_is_sealed_and_an_erasure_leaves_no_copy_that_opens(
@@ -176,5 +212,38 @@ async def test_a_note_left_on_an_anonymous_visitor_follows_them_once_they_sign_i
 
     page = (await stack.bo.get(f"/customers/{eva}")).text
 
-    assert visitor != eva
+    assert await stack.profile.customer_of("anonymous_id", "anon-notes-1") == eva, "merged"
     assert notes_shown(page) == ["Asked about size 42"]
+
+
+async def test_a_note_written_while_an_erasure_is_under_way_makes_no_key_again(
+    uncached: Stack,
+) -> None:
+    """An erasure deletes the keys first and the profile after: a page still open between the
+    two must not seal a note with keys made anew, which would outlive the erasure. (A desk
+    whose cache still holds the old key, for `HILO_KEY_CACHE_SECONDS`, seals with it: no copy
+    opens either.)"""
+    stack = uncached
+    await stack.profile.publish([wrote(1, Identifiers(phone="+34699000222"))])
+    await stack.profile.wait_for_entries(1)
+    gi = await stack.profile.customer_of("phone", "+34699000222")
+    mongo = create_mongo_client(stack.settings)
+    try:
+        sealer = create_sealer(stack.settings, mongo)
+        subject = sealer.subject("phone:+34699000222")
+        assert await sealer.keys.get([subject]), "the channel made the key with the event"
+        await sealer.keys.forget([subject], made_until=datetime.now(UTC))
+
+        written = await post_note(stack.ana, gi, text=NOTE)
+        keys_after = await sealer.keys.get([subject])
+        notes = mongo[stack.settings.mongodb_database][NOTES]
+        opened = await Notes(notes, create_sealer(stack.settings, mongo)).of([gi])
+    finally:
+        await mongo.close()
+
+    assert written.status_code == 409
+    assert written.json() == {
+        "message": "No note can be kept about this customer: their data is being erased."
+    }
+    assert keys_after == {}
+    assert opened == []

@@ -75,7 +75,7 @@ from agent_desk.handling import (
 )
 from agent_desk.headers import SecurityHeaders
 from agent_desk.live import Gap, JourneyFeed, LiveEntry
-from agent_desk.notes import NOTE_LENGTH, NOTES, Note, Notes
+from agent_desk.notes import NOTE_LENGTH, NOTES, NoKeys, Note, Notes
 from agent_desk.pending import (
     PENDING_REPLIES,
     PendingReplies,
@@ -470,18 +470,6 @@ def _routes(app: FastAPI) -> None:
 def _note_routes(app: FastAPI) -> None:
     """Notes agents leave about a customer for each other (`agent_desk.notes`)."""
 
-    @app.get("/customers/{customer_id}/notes", response_class=HTMLResponse)
-    async def notes(
-        request: Request, desk: DeskDep, agent: Agent, customer_id: str
-    ) -> HTMLResponse:
-        """The notes about the customer as they are now: an open page reads them again."""
-        profile = await desk.profiles.profile(customer_id)
-        if profile is None:
-            raise HTTPException(status_code=404, detail="no customer with this id")
-        return _page(
-            desk, request, "notes_list.html", profile=profile, notes=await _notes(desk, profile)
-        )
-
     @app.post("/customers/{customer_id}/notes")
     async def note(
         request: Request,
@@ -489,7 +477,7 @@ def _note_routes(app: FastAPI) -> None:
         agent: Agent,
         customer_id: str,
         action: Annotated[NoteAction, Form()] = "add",
-        text: Annotated[str, Form(max_length=NOTE_LENGTH)] = "",
+        text: Annotated[str, Form(max_length=2 * NOTE_LENGTH)] = "",  # a browser sends CRLF
         note_id: Annotated[str, Form(max_length=100)] = "",
         csrf: Annotated[str, Form(max_length=200)] = "",
     ) -> Response:
@@ -498,7 +486,8 @@ def _note_routes(app: FastAPI) -> None:
         profile = await desk.profiles.profile(customer_id)
         if profile is None:
             raise HTTPException(status_code=404, detail="no customer with this id")
-        message, status = await _note(desk, profile, agent, action, text.strip(), note_id)
+        text = text.replace("\r\n", "\n").strip()
+        message, status = await _note(desk, profile, agent, action, text, note_id)
         if request.headers.get("x-requested-with") == "fetch":
             return JSONResponse({"message": message}, status_code=status)
         return RedirectResponse(f"/customers/{profile['customer_id']}", status_code=303)
@@ -727,7 +716,6 @@ def _customer_routes(app: FastAPI) -> None:
             request,
             "customer.html",
             **await _panels(desk, profile, agent),
-            notes=await _notes(desk, profile),
             note_length=NOTE_LENGTH,
             rows=rows,
             reply_wait_seconds=desk.settings.desk_reply_waiting_seconds,
@@ -748,7 +736,7 @@ def _customer_routes(app: FastAPI) -> None:
         profile = await desk.profiles.profile(customer_id)
         if profile is None:
             raise HTTPException(status_code=404, detail="no customer with this id")
-        return _page(desk, request, "panels.html", **await _panels(desk, profile, agent))
+        return _page(desk, request, "panels_fresh.html", **await _panels(desk, profile, agent))
 
     @app.get("/customers/{customer_id}/live")
     async def live(
@@ -1112,6 +1100,7 @@ async def _panels(desk: Desk, profile: dict[str, Any], agent: str) -> dict[str, 
         "agent": agent,
         "refresh_ms": int(PANELS_REFRESH_SECONDS * 1000),
         "conversation_shown": conversation is not None,
+        "notes": await _notes(desk, profile),
         "handling": handling,
         "overdue": overdue(handling, _reply_target(desk), now),
         "handling_known": handlings is not None,
@@ -1188,19 +1177,30 @@ async def _note(
     try:
         async with asyncio.timeout(HANDLING_CHANGE_SECONDS):
             if action == "delete":
-                if not await desk.notes.delete(note_id, _ids(profile), agent):
-                    return "Only the agent who wrote a note can delete it.", 403
-                log.info("desk_note_deleted", agent=agent, customer_id=customer_id)
-                return "", 200
+                return await _delete_note(desk, profile, agent, note_id)
             if not text:
                 return "Write the note first.", 422
-            if not profile.get("identifiers"):
-                return "This customer has no identifier to keep a note under.", 409
-            await desk.notes.add(customer_id, profile["identifiers"], agent, text)
+            if len(text) > NOTE_LENGTH:
+                return f"A note holds at most {NOTE_LENGTH:,} characters.", 422
+            await desk.notes.add(customer_id, profile.get("identifiers") or [], agent, text)
+    except NoKeys:
+        return "No note can be kept about this customer: their data is being erased.", 409
     except (PyMongoError, TimeoutError) as exc:
         log.warning("desk_note_not_saved", error=error_text(exc))
         return "The desk's database is not answering: try again in a moment.", 503
     log.info("desk_note_added", agent=agent, customer_id=customer_id)
+    return "", 200
+
+
+async def _delete_note(
+    desk: Desk, profile: dict[str, Any], agent: str, note_id: str
+) -> tuple[str, int]:
+    deleted = await desk.notes.delete(note_id, _ids(profile), agent)
+    if deleted == "not_author":
+        return "Only the agent who wrote a note can delete it.", 403
+    if deleted == "gone":
+        return "This note was deleted already.", 404
+    log.info("desk_note_deleted", agent=agent, customer_id=profile["customer_id"])
     return "", 200
 
 

@@ -54,6 +54,11 @@ class Gap(Exception):
     """The page missed entries the feed no longer holds: it must reload its timeline."""
 
 
+ERASURE_LISTENER_SECONDS = 5.0
+"""How long the feed waits for what the desk does on an erasure (deleting notes) before it
+reads on: every open page's timeline waits for it."""
+
+
 class JourneyFeed:
     def __init__(
         self,
@@ -152,7 +157,8 @@ class JourneyFeed:
             erased = self._forget(records)
             if self._on_erasures is not None and erased:
                 try:
-                    await self._on_erasures(erased)
+                    async with asyncio.timeout(ERASURE_LISTENER_SECONDS):  # pages wait meanwhile
+                        await self._on_erasures(erased)
                 except Exception as exc:  # only a courtesy: what it keeps is sealed anyway
                     log.warning("journey_feed_erasure_listener_failed", error=type(exc).__name__)
             return

@@ -6,7 +6,10 @@ written on: a profile merged into another brings its notes along (the page reads
 was merged from too), and a merge undone takes them back. The text is personal data, so it is
 sealed as a journey entry is (`hilo.sealing`), with the keys of every identifier the customer
 held when it was written: an erasure, which deletes those keys, leaves it unreadable wherever a
-copy is (a backup too), and the desk deletes the notes of the erased customers it hears of.
+copy is (a backup too), and the desk deletes the notes of the erased customers it hears of. One
+written while two people's profiles were merged is sealed with both people's keys, and stays
+with the survivor's id if the merge is undone: erasing the survivor then leaves the other
+person's key, which still opens a copy kept elsewhere (the desk's own is deleted).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pymongo import DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
@@ -28,6 +31,13 @@ NOTE_LENGTH: Final = 2_000
 """Characters a note may have: a few lines for a colleague, not a document."""
 SHOWN: Final = 20
 """Notes a customer page shows, the latest first."""
+
+
+Deleted = Literal["deleted", "not_author", "gone"]
+
+
+class NoKeys(LookupError):
+    """None of the customer's identifiers has a key: they are being erased (or hold none)."""
 
 
 @dataclass(frozen=True)
@@ -55,9 +65,11 @@ class Notes:
         """Keep `text` about the customer who holds `identifiers` (as the profile service lists
         them), sealed with their keys."""
         subjects = [self.sealer.subject(f"{i['kind']}:{i['value']}") for i in identifiers]
-        if not subjects:
-            raise ValueError("a customer with no identifier has no key to seal a note with")
-        keys = await self.sealer.keys.get_or_create(subjects)
+        # Only keys that exist: every identifier a customer holds got one with its first event,
+        # and making one again would outlive an erasure under way (it deletes the keys first).
+        keys = await self.sealer.keys.get(subjects) if subjects else {}
+        if not keys:
+            raise NoKeys(customer_id)
         note = Note(uuid.uuid4().hex, customer_id, author, datetime.now(UTC), text)
         document: dict[str, Any] = {
             "id": note.id,
@@ -79,12 +91,13 @@ class Notes:
         keys = await self.sealer.keys.get(wanted) if wanted else {}
         return [note for doc in documents if (note := _opened(doc, keys)) is not None]
 
-    async def delete(self, note_id: str, customer_ids: Sequence[str], author: str) -> bool:
-        """Delete a note of these customers, if `author` wrote it: whether one was."""
-        gone = await self.collection.delete_one(
-            {"_id": note_id, "customer_id": {"$in": list(customer_ids)}, "author": author}
-        )
-        return gone.deleted_count == 1
+    async def delete(self, note_id: str, customer_ids: Sequence[str], author: str) -> Deleted:
+        """Delete a note of these customers, if `author` wrote it."""
+        theirs = {"_id": note_id, "customer_id": {"$in": list(customer_ids)}}
+        gone = await self.collection.delete_one({**theirs, "author": author})
+        if gone.deleted_count == 1:
+            return "deleted"
+        return "not_author" if await self.collection.count_documents(theirs) else "gone"
 
     async def forget(self, customer_ids: Iterable[str]) -> int:
         """Delete the notes of erased customers (their keys are gone already)."""

@@ -108,9 +108,9 @@ function onEntry(timeline, data) {
   refreshPanels();
 }
 
-async function freshElement(url, id) {
-  // The element `id` of the page at `url` as the desk serves it now; null for anything else (an
-  // error page, the sign-in form after a redirect, no answer), which keeps what is shown.
+async function freshPage(url) {
+  // The page at `url` as the desk serves it now, parsed; null for anything else (an error page,
+  // the sign-in form after a redirect, no answer), which keeps what is shown.
   let response;
   try {
     response = await fetch(url, { headers: { Accept: "text/html" } });
@@ -120,7 +120,12 @@ async function freshElement(url, id) {
   if (!response.ok || response.redirected) return null;
   const holder = document.createElement("template");
   holder.innerHTML = await response.text();
-  return holder.content.getElementById(id);
+  return holder.content;
+}
+
+async function freshElement(url, id) {
+  // The element `id` of the page at `url` as the desk serves it now (see `freshPage`).
+  return (await freshPage(url))?.getElementById(id) ?? null;
 }
 
 let refreshTimer = null;
@@ -133,15 +138,23 @@ function refreshPanels() {
     const current = document.getElementById("panels");
     if (!current) return;
     // Anything but the panels themselves keeps the panels shown: the next entry tries again.
-    const fresh = await freshElement(`/customers/${current.dataset.customer}/panels`, "panels");
-    if (!fresh) return;
-    current.replaceWith(fresh);
+    const asked = ++panelsAsked;
+    const page = await freshPage(`/customers/${current.dataset.customer}/panels`);
+    const fresh = page?.getElementById("panels");
+    if (!fresh || asked !== panelsAsked) return; // a later read answers instead
+    document.getElementById("panels")?.replaceWith(fresh);
+    const notes = page.getElementById("notes-list");
+    if (notes) document.getElementById("notes-list")?.replaceWith(notes);
     const select = document.getElementById("reply-channel");
     if (!select) return;
+    // The same channels as before: the box is left alone (an open list stays open).
+    if (fresh.dataset.options === current.dataset.options && fresh.dataset.warnings === current.dataset.warnings) return;
     replyOptions(select, fresh);
     select.dispatchEvent(new Event("change"));
   }, 400);
 }
+
+let panelsAsked = 0;
 
 function drafting() {
   // A reply being written: its text, or a template's name or parameters.
@@ -424,15 +437,6 @@ async function handle(event) {
 
 document.addEventListener("submit", handle);
 
-async function refreshNotes() {
-  // The notes as they are now (a colleague wrote one); anything but the list keeps it shown.
-  const current = document.getElementById("notes-list");
-  const form = document.getElementById("note-form");
-  if (!current || !form) return;
-  const fresh = await freshElement(form.getAttribute("action"), "notes-list");
-  if (fresh) document.getElementById("notes-list")?.replaceWith(fresh);
-}
-
 async function note(event) {
   // Add a note, or delete one's own, without leaving the page (a reply being written stays).
   const form = event.target.closest("form.note-form");
@@ -463,11 +467,12 @@ async function note(event) {
   }
   const answer = await response.json().catch(() => null);
   if (!response.ok) {
-    if (result) result.textContent = answer?.message || answer?.detail || `Refused (${response.status}).`;
+    const said = answer?.message || answer?.error || (typeof answer?.detail === "string" && answer.detail);
+    if (result) result.textContent = said || `Refused (${response.status}).`;
     return;
   }
-  if (form.id === "note-form") form.reset();
-  await refreshNotes();
+  if (form.id === "note-form") form.elements.text.value = "";
+  refreshPanels(); // the notes come with the panels
 }
 
 document.addEventListener("submit", note);
@@ -477,9 +482,7 @@ const INBOX_REFRESH_MS = 15000;
 function refreshPanelsNowAndThen(panels) {
   // Between entries too: a colleague takes the conversation or marks it done, the wait grows.
   setInterval(() => {
-    if (document.hidden) return;
-    refreshPanels();
-    refreshNotes();
+    if (!document.hidden) refreshPanels(); // the notes come with them
   }, Number(panels.dataset.refresh || INBOX_REFRESH_MS));
 }
 
