@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.async_api import Page, Route, async_playwright, expect
 from pydantic import SecretStr
@@ -314,25 +316,13 @@ async def test_an_open_customer_page_shows_a_colleague_taking_the_conversation(
     reload, and her draft stays."""
     monkeypatch.setattr(desk_app, "PANELS_REFRESH_SECONDS", 0.5)
     monkeypatch.setattr(ChannelServices, "watch", asleep)  # no services event refreshes them
-    agents = [SecretStr(f"{name}:{hash_password(PASSWORD)}") for name in (AGENT, COLLEAGUE)]
-    async with desk_stack(settings, desk_agents=agents) as stack:
-        await stack.profile.publish(others_writing())
-        await stack.profile.wait_for_entries(3)
-        cy = await stack.profile.customer_of("email", "cy@example.com")
-        await sign_in(page, stack.desk_url)
-        await page.goto(f"{stack.desk_url}/customers/{cy}")
+    async with on_cys_page(settings, page) as (stack, cy):
         await expect(page.locator("#handling")).to_contain_text("Nobody handles it yet")
         await page.get_by_role("textbox", name="Message").fill(REPLY)
         await page.evaluate("window.notReloaded = true")
         await page.wait_for_function("window.hiloLive && window.hiloLive.connected")
         await page.wait_for_timeout(1_000)  # the refresh the stream's opening makes is done
-        async with signed_in(stack.desk_url, COLLEAGUE, PASSWORD) as bo:
-            form = (await bo.get(f"/customers/{cy}")).text
-            taken = await bo.post(
-                f"/customers/{cy}/handling",
-                data={"action": "take", "shown": "", "csrf": csrf_of(form)},
-                headers={"X-Requested-With": "fetch"},
-            )
+        taken = await colleague_posts(stack, f"/customers/{cy}/handling", action="take", shown="")
         assert taken.status_code == 200, taken.text
 
         await expect(page.locator("#handling")).to_contain_text(f"Handled by {COLLEAGUE}")
@@ -347,13 +337,7 @@ async def test_agents_leave_each_other_notes_on_the_customer_page(
     """Ana notes something about Cy while her reply waits in the box; Bo's note appears on her
     open page; she deletes her own. Nothing reloads, and the draft stays."""
     monkeypatch.setattr(desk_app, "PANELS_REFRESH_SECONDS", 0.5)
-    agents = [SecretStr(f"{name}:{hash_password(PASSWORD)}") for name in (AGENT, COLLEAGUE)]
-    async with desk_stack(settings, desk_agents=agents) as stack:
-        await stack.profile.publish(others_writing())
-        await stack.profile.wait_for_entries(3)
-        cy = await stack.profile.customer_of("email", "cy@example.com")
-        await sign_in(page, stack.desk_url)
-        await page.goto(f"{stack.desk_url}/customers/{cy}")
+    async with on_cys_page(settings, page) as (stack, cy):
         notes = page.locator("#notes-list")
         await expect(notes).to_contain_text("No notes yet.")
         await page.get_by_role("textbox", name="Message").fill(REPLY)
@@ -364,13 +348,9 @@ async def test_agents_leave_each_other_notes_on_the_customer_page(
         await expect(notes).to_contain_text("Prefers a call after 6 pm.")
         await expect(notes).to_contain_text("You, ")
         await expect(page.get_by_role("textbox", name="Note")).to_have_value("")
-        async with signed_in(stack.desk_url, COLLEAGUE, PASSWORD) as bo:
-            form = (await bo.get(f"/customers/{cy}")).text
-            noted = await bo.post(
-                f"/customers/{cy}/notes",
-                data={"text": "Her parcel left the warehouse late.", "csrf": csrf_of(form)},
-                headers={"X-Requested-With": "fetch"},
-            )
+        noted = await colleague_posts(
+            stack, f"/customers/{cy}/notes", text="Her parcel left the warehouse late."
+        )
         assert noted.status_code == 200, noted.text
         await expect(notes.locator("li")).to_have_count(2)
         await expect(notes.locator("li").nth(0)).to_contain_text(f"{COLLEAGUE}, ")
@@ -380,6 +360,28 @@ async def test_agents_leave_each_other_notes_on_the_customer_page(
         await expect(notes).not_to_contain_text("Prefers a call")
         await expect(page.get_by_role("textbox", name="Message")).to_have_value(REPLY)
         assert await page.evaluate("window.notReloaded") is True
+
+
+@asynccontextmanager
+async def on_cys_page(settings: HiloSettings, page: Page) -> AsyncIterator[tuple[DeskStack, str]]:
+    """A desk Ana and her colleague Bo sign in to, with Ana's browser on Cy's page."""
+    agents = [SecretStr(f"{name}:{hash_password(PASSWORD)}") for name in (AGENT, COLLEAGUE)]
+    async with desk_stack(settings, desk_agents=agents) as stack:
+        await stack.profile.publish(others_writing())
+        await stack.profile.wait_for_entries(3)
+        cy = await stack.profile.customer_of("email", "cy@example.com")
+        await sign_in(page, stack.desk_url)
+        await page.goto(f"{stack.desk_url}/customers/{cy}")
+        yield stack, cy
+
+
+async def colleague_posts(stack: DeskStack, path: str, **form: str) -> httpx.Response:
+    """What Bo's page script posts from his own desk (a form of Cy's page)."""
+    async with signed_in(stack.desk_url, COLLEAGUE, PASSWORD) as bo:
+        page = (await bo.get(path.rsplit("/", 1)[0])).text
+        return await bo.post(
+            path, data={**form, "csrf": csrf_of(page)}, headers={"X-Requested-With": "fetch"}
+        )
 
 
 async def asleep(_services: ChannelServices) -> None:
