@@ -4,6 +4,7 @@ the customer-profile service, the desk): shared, sealed, following merges, gone 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from agent_desk.__main__ import export_notes, main
 from agent_desk.notes import NOTES, Notes
 from agent_desk.testing import AGENT, PASSWORD, csrf_of, desk_settings, running_desk, signed_in
 from customer_profile.testing import (
@@ -211,9 +213,22 @@ async def test_a_note_left_on_an_anonymous_visitor_follows_them_once_they_sign_i
     await stack.profile.wait_for_entries(3)
 
     page = (await stack.bo.get(f"/customers/{eva}")).text
+    exported = await export_notes(desk_settings(stack.settings, stack.profile_url, API_KEY), eva)
 
     assert await stack.profile.customer_of("anonymous_id", "anon-notes-1") == eva, "merged"
     assert notes_shown(page) == ["Asked about size 42"]
+    assert [(n["customer_id"], n["author"], n["text"]) for n in exported] == [
+        (visitor, AGENT, "Asked about size 42")
+    ], "a request of access gets them too (agent-desk export-notes)"
+
+
+def test_exporting_notes_needs_whose(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["agent-desk", "export-notes"])
+
+    with pytest.raises(SystemExit) as refused:
+        main()
+
+    assert refused.value.code == 2
 
 
 async def test_a_note_written_while_an_erasure_is_under_way_makes_no_key_again(

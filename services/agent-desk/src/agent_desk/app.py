@@ -75,7 +75,7 @@ from agent_desk.handling import (
 )
 from agent_desk.headers import SecurityHeaders
 from agent_desk.live import Gap, JourneyFeed, LiveEntry
-from agent_desk.notes import NOTE_LENGTH, NOTES, NoKeys, Note, Notes
+from agent_desk.notes import NOTE_LENGTH, NOTES, NoKeys, Note, Notes, ids_of
 from agent_desk.pending import (
     PENDING_REPLIES,
     PendingReplies,
@@ -1157,15 +1157,10 @@ async def _notes(desk: Desk, profile: dict[str, Any]) -> list[Note] | None:
     MongoDB does not answer within `HANDLING_LOOKUP_SECONDS` (the page says so)."""
     try:
         async with asyncio.timeout(HANDLING_LOOKUP_SECONDS):
-            return await desk.notes.of(_ids(profile))
+            return await desk.notes.of(ids_of(profile))
     except (PyMongoError, TimeoutError) as exc:
         log.warning("desk_notes_unknown", error=error_text(exc))
         return None
-
-
-def _ids(profile: dict[str, Any]) -> list[str]:
-    """The customer's id and those of the profiles merged into them."""
-    return [profile["customer_id"], *profile.get("merged_from", [])]
 
 
 async def _note(
@@ -1195,7 +1190,7 @@ async def _note(
 async def _delete_note(
     desk: Desk, profile: dict[str, Any], agent: str, note_id: str
 ) -> tuple[str, int]:
-    deleted = await desk.notes.delete(note_id, _ids(profile), agent)
+    deleted = await desk.notes.delete(note_id, ids_of(profile), agent)
     if deleted == "not_author":
         return "Only the agent who wrote a note can delete it.", 403
     if deleted == "gone":

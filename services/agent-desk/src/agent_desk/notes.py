@@ -23,6 +23,7 @@ from typing import Any, Final, Literal
 from pymongo import DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
+from agent_desk.profiles import ProfileApi
 from hilo.mongo import MongoDocument
 from hilo.sealing import Sealer, Unreadable, is_sealed, seal, sealed_subjects, unseal
 
@@ -82,11 +83,12 @@ class Notes:
         await self.collection.insert_one({"_id": sealed.pop("id"), **sealed})
         return note
 
-    async def of(self, customer_ids: Sequence[str], limit: int = SHOWN) -> list[Note]:
+    async def of(self, customer_ids: Sequence[str], limit: int | None = SHOWN) -> list[Note]:
         """The latest notes written on any of `customer_ids` (a customer and the profiles
-        merged into them), the latest first; those that no longer open (erased) left out."""
+        merged into them), the latest first (`limit`: None, all of them); those that no longer
+        open (erased) left out."""
         found = self.collection.find({"customer_id": {"$in": list(customer_ids)}})
-        documents = await found.sort("at", DESCENDING).limit(limit).to_list()
+        documents = await found.sort("at", DESCENDING).limit(limit or 0).to_list()
         wanted = {subject for doc in documents for subject in sealed_subjects(doc)}
         keys = await self.sealer.keys.get(wanted) if wanted else {}
         return [note for doc in documents if (note := _opened(doc, keys)) is not None]
@@ -120,3 +122,26 @@ def _opened(document: MongoDocument, keys: Mapping[str, bytes]) -> Note | None:
         at=at if at.tzinfo else at.replace(tzinfo=UTC),
         text=str(opened.get("text", "")),
     )
+
+
+def ids_of(profile: Mapping[str, Any]) -> list[str]:
+    """The customer's id and those of the profiles merged into them: their notes are theirs."""
+    return [str(profile["customer_id"]), *map(str, profile.get("merged_from", []))]
+
+
+async def export(notes: Notes, profiles: ProfileApi, customer_id: str) -> list[dict[str, str]]:
+    """Every note about the customer, as JSON objects, for a request of access: the profile
+    service's export does not hold them. The profiles merged into the customer are asked of
+    the profile service; one it does not know is looked up under the id given."""
+    profile = await profiles.profile(customer_id)
+    ids = [customer_id] if profile is None else ids_of(profile)
+    return [
+        {
+            "id": note.id,
+            "customer_id": note.customer_id,
+            "author": note.author,
+            "at": note.at.isoformat(),
+            "text": note.text,
+        }
+        for note in await notes.of(ids, limit=None)
+    ]
