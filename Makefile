@@ -78,7 +78,7 @@ faults: install infra-prepare ## The fault matrix: each injection point x20, 20 
 		services/customer-profile/tests/test_split.py \
 		services/channel-sms/tests/test_sms_kill_during_outage.py
 
-test-fast: install alerts-prepare ## Only the tests that need no infrastructure
+test-fast: install alerts-prepare ## Only the tests that need no Kafka or MongoDB (the alerts' need promtool)
 	$(BIN)/pytest -m "not infra"
 
 fuzz: install infra-prepare ## Many random and broken requests at every channel route (HILO_FUZZ_EXAMPLES per route)

@@ -262,3 +262,11 @@ async def test_a_note_written_while_an_erasure_is_under_way_makes_no_key_again(
     }
     assert keys_after == {}
     assert opened == []
+
+
+async def test_exporting_the_notes_of_nobody_is_an_error_not_an_empty_list(stack: Stack) -> None:
+    """A mistyped id must not read as "no notes" to whoever answers a request of access."""
+    settings = desk_settings(stack.settings, stack.profile_url, API_KEY)
+
+    with pytest.raises(LookupError, match="no customer with this id"):
+        await export_notes(settings, "0000000000000000000000000000dead")

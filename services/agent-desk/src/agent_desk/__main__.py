@@ -5,17 +5,18 @@ access: the profile service's export does not hold them)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from agent_desk.app import create_app
 from agent_desk.auth import hash_password
 from agent_desk.notes import NOTES, Notes, export
 from agent_desk.profiles import ProfileApi
 from agent_desk.settings import DeskSettings
-from hilo.entrypoint import run_app
+from hilo.entrypoint import run_app, run_job
 from hilo.logs import configure_logging
 from hilo.mongo import create_mongo_client
 from hilo.sealing import create_sealer
@@ -42,6 +43,12 @@ async def export_notes(settings: DeskSettings, customer_id: str) -> list[dict[st
         await mongo.close()
 
 
+async def printed(exporting: Coroutine[Any, Any, list[dict[str, str]]]) -> int:
+    """Print the notes as JSON on stdout (0); an unknown customer is an error (`run_job`: 1)."""
+    print(json.dumps(await exporting, ensure_ascii=False, indent=2))  # noqa: T201 - the output
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="agent-desk", description=__doc__)
     parser.add_argument(
@@ -52,9 +59,9 @@ def main() -> None:
     if args.command == "export-notes":
         if not args.customer_id:
             parser.error("export-notes needs the customer id")
-        notes = asyncio.run(export_notes(DeskSettings(), args.customer_id))
-        print(json.dumps(notes, ensure_ascii=False, indent=2))  # noqa: T201 - the output
-        return
+        settings = DeskSettings()
+        configure_logging(settings)
+        sys.exit(run_job("export-notes", printed(export_notes(settings, args.customer_id))))
     if args.command == "hash-password":
         password = (
             sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass()

@@ -135,6 +135,9 @@ async def export(notes: Notes, profiles: ProfileApi, customer_id: str) -> list[d
     the profile service; one it does not know is looked up under the id given."""
     profile = await profiles.profile(customer_id)
     ids = [customer_id] if profile is None else ids_of(profile)
+    found = await notes.of(ids, limit=None)
+    if profile is None and not found:
+        raise LookupError("no customer with this id, and no note under it")
     return [
         {
             "id": note.id,
@@ -143,5 +146,5 @@ async def export(notes: Notes, profiles: ProfileApi, customer_id: str) -> list[d
             "at": note.at.isoformat(),
             "text": note.text,
         }
-        for note in await notes.of(ids, limit=None)
+        for note in found
     ]

@@ -237,9 +237,9 @@ class MessageExchanged(_Model):
         default=None,
         exclude_if=_absent,
         description="Why the company sent it, on an outbound message Hilo sent (the command's "
-        "`purpose`): `service` answers the customer, `marketing` answers nobody. Absent on "
-        "inbound messages and on outbound ones sent elsewhere (a provider's echo): readers take "
-        "those for an answer.",
+        "`purpose`, or its Messenger echo's mark): `service` answers the customer, `marketing` "
+        "answers nobody. Absent on inbound messages and on outbound ones sent outside Hilo (from "
+        "a provider's console or app): readers take those for an answer.",
     )
 
     @model_validator(mode="after")

@@ -137,7 +137,8 @@ function refreshPanels() {
     // The panels follow whether or not the customer can be replied to (no reply form).
     const current = document.getElementById("panels");
     if (!current) return;
-    // Anything but the panels themselves keeps the panels shown: the next entry tries again.
+    // Anything but the panels themselves keeps the panels shown: the next entry, or the timer,
+    // tries again.
     const asked = ++panelsAsked;
     const page = await freshPage(`/customers/${current.dataset.customer}/panels`);
     const fresh = page?.getElementById("panels");
