@@ -24,13 +24,13 @@ import json
 import secrets
 import time
 import unicodedata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote
 from uuid import UUID
 
@@ -125,6 +125,7 @@ from hilo.shutdown import cancelled, shut_down
 log = structlog.get_logger(__name__)
 
 HERE = Path(__file__).parent
+T = TypeVar("T")
 PAGE_SIZE = 50
 PROFILES_DOWN = "The customer profile service is not answering. Try again in a moment."
 LINK_REFUSED = "This link is not valid any more: open the customer again from the inbox or search"
@@ -149,6 +150,7 @@ NoteAction = Literal["add", "delete"]
 HANDLING_LOOKUP_SECONDS = 1.0
 """How long a page waits for who handles what before it shows itself without (MongoDB away)."""
 HANDLING_CHANGE_SECONDS = 5.0
+DATABASE_AWAY = "The desk's database is not answering: try again in a moment."
 INBOX_VIEWS: dict[str, str] = {
     "all": "All open",
     "waiting": "Waiting for a reply",
@@ -488,9 +490,7 @@ def _note_routes(app: FastAPI) -> None:
             raise HTTPException(status_code=404, detail="no customer with this id")
         text = text.replace("\r\n", "\n").strip()
         message, status = await _note(desk, profile, agent, action, text, note_id)
-        if request.headers.get("x-requested-with") == "fetch":
-            return JSONResponse({"message": message}, status_code=status)
-        return RedirectResponse(f"/customers/{profile['customer_id']}", status_code=303)
+        return _acted(request, profile["customer_id"], message, status)
 
 
 def _conversation_routes(app: FastAPI) -> None:
@@ -542,11 +542,17 @@ def _conversation_routes(app: FastAPI) -> None:
         profile = await desk.profiles.profile(customer_id)
         if profile is None:
             raise HTTPException(status_code=404, detail="no customer with this id")
-        customer_id = profile["customer_id"]  # merged since: the survivor's conversation
         message, status = await _handle(desk, profile, agent, action, shown or None, through)
-        if request.headers.get("x-requested-with") == "fetch":
-            return JSONResponse({"message": message}, status_code=status)
-        return RedirectResponse(f"/customers/{customer_id}", status_code=303)
+        # Merged since: the survivor's page.
+        return _acted(request, profile["customer_id"], message, status)
+
+
+def _acted(request: Request, customer_id: str, message: str, status: int) -> Response:
+    """The answer to a form of the customer page: JSON for its script (`message`: what to tell
+    the agent, empty when done), else the page again."""
+    if request.headers.get("x-requested-with") == "fetch":
+        return JSONResponse({"message": message}, status_code=status)
+    return RedirectResponse(f"/customers/{customer_id}", status_code=303)
 
 
 def _queue_watch(desk: Desk) -> list[asyncio.Task[None]]:
@@ -1094,13 +1100,15 @@ async def _panels(desk: Desk, profile: dict[str, Any], agent: str) -> dict[str, 
     now = datetime.now(UTC)
     conversation = _conversation(profile)
     await _adopt(desk, profile)
-    handlings = await _handlings(desk, [profile["customer_id"]])
+    handlings, notes = await asyncio.gather(  # MongoDB away: one second, not one each
+        _handlings(desk, [profile["customer_id"]]), _notes(desk, profile)
+    )
     handling = state_of(conversation or {}, (handlings or {}).get(profile["customer_id"]))
     return {
         "agent": agent,
         "refresh_ms": int(PANELS_REFRESH_SECONDS * 1000),
         "conversation_shown": conversation is not None,
-        "notes": await _notes(desk, profile),
+        "notes": notes,
         "handling": handling,
         "overdue": overdue(handling, _reply_target(desk), now),
         "handling_known": handlings is not None,
@@ -1152,15 +1160,21 @@ async def _unanswered(desk: Desk, profile: dict[str, Any]) -> bool:
     return state_of(conversation, handling).waiting_since is not None
 
 
-async def _notes(desk: Desk, profile: dict[str, Any]) -> list[Note] | None:
-    """The latest notes about the customer (and the profiles merged into them); None while
-    MongoDB does not answer within `HANDLING_LOOKUP_SECONDS` (the page says so)."""
+async def _looked_up(lookup: Awaitable[T], unknown: str) -> T | None:
+    """What `lookup` reads of the desk's MongoDB; None while it does not answer within
+    `HANDLING_LOOKUP_SECONDS` (logged as `unknown`): a page says so and shows the rest."""
     try:
         async with asyncio.timeout(HANDLING_LOOKUP_SECONDS):
-            return await desk.notes.of(ids_of(profile))
+            return await lookup
     except (PyMongoError, TimeoutError) as exc:
-        log.warning("desk_notes_unknown", error=error_text(exc))
+        log.warning(unknown, error=error_text(exc))
         return None
+
+
+async def _notes(desk: Desk, profile: dict[str, Any]) -> list[Note] | None:
+    """The latest notes about the customer (and the profiles merged into them); None while
+    MongoDB does not answer (the page says so)."""
+    return await _looked_up(desk.notes.of(ids_of(profile)), "desk_notes_unknown")
 
 
 async def _note(
@@ -1182,7 +1196,7 @@ async def _note(
         return "No note can be kept about this customer: their data is being erased.", 409
     except (PyMongoError, TimeoutError) as exc:
         log.warning("desk_note_not_saved", error=error_text(exc))
-        return "The desk's database is not answering: try again in a moment.", 503
+        return DATABASE_AWAY, 503
     log.info("desk_note_added", agent=agent, customer_id=customer_id)
     return "", 200
 
@@ -1203,21 +1217,16 @@ async def _adopt(desk: Desk, profile: dict[str, Any]) -> None:
     """The customer takes over the taking of a profile merged into them, when it is newer
     than their own (`Handlings.adopt`), before anything reads or changes theirs; MongoDB away
     only delays it."""
-    try:
-        async with asyncio.timeout(HANDLING_LOOKUP_SECONDS):
-            await desk.handlings.adopt(profile["customer_id"], profile.get("merged_from", []))
-    except (PyMongoError, TimeoutError) as exc:
-        log.warning("desk_handling_unknown", error=error_text(exc))
+    adopting = desk.handlings.adopt(profile["customer_id"], profile.get("merged_from", []))
+    await _looked_up(adopting, "desk_handling_unknown")
 
 
 async def _handlings(desk: Desk, customer_ids: list[str]) -> dict[str, Handling] | None:
     """Who handles these customers' conversations; None while MongoDB does not answer within
     `HANDLING_LOOKUP_SECONDS` (the pages say so, and show the rest)."""
-    try:
-        return await _handlings_within(desk, customer_ids, HANDLING_LOOKUP_SECONDS)
-    except (PyMongoError, TimeoutError) as exc:
-        log.warning("desk_handling_unknown", error=error_text(exc))
-        return None
+    return await _looked_up(
+        _handlings_within(desk, customer_ids, HANDLING_LOOKUP_SECONDS), "desk_handling_unknown"
+    )
 
 
 async def _handlings_within(
@@ -1254,7 +1263,7 @@ async def _handle(
         return f"{taken.agent} took this conversation a moment ago.", 409
     except (PyMongoError, TimeoutError, NotSaved) as exc:
         log.warning("desk_handling_not_saved", action=action, error=error_text(exc))
-        return "The desk's database is not answering: try again in a moment.", 503
+        return DATABASE_AWAY, 503
     log.info("desk_conversation_handled", agent=agent, customer_id=customer_id, action=action)
     return "", 200
 

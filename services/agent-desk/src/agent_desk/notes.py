@@ -114,12 +114,11 @@ def _opened(document: MongoDocument, keys: Mapping[str, bytes]) -> Note | None:
         opened = unseal(dict(document), keys, str(document["_id"]).encode())
     except Unreadable:
         return None
-    at: datetime = opened["at"]
     return Note(
         id=str(opened["_id"]),
         customer_id=str(opened["customer_id"]),
         author=str(opened["author"]),
-        at=at if at.tzinfo else at.replace(tzinfo=UTC),
+        at=opened["at"],  # in UTC: the client is `tz_aware` (`hilo.mongo`)
         text=str(opened.get("text", "")),
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -18,7 +18,7 @@ from typing import Any, Final
 import structlog
 from prometheus_client import Gauge
 
-from agent_desk.handling import Handling, overdue, state_of
+from agent_desk.handling import ConversationState, Handling, overdue, state_of
 from agent_desk.profiles import ProfileApi
 from hilo.logs import error_text
 
@@ -102,10 +102,14 @@ async def read_queue(
 
 
 def _still_waiting(listed: Mapping[str, Summary], handlings: Mapping[str, Handling]) -> int:
-    return sum(
-        state_of(c["conversation"], handlings.get(c["customer_id"])).waiting_since is not None
-        for c in listed.values()
-    )
+    return sum(s.waiting_since is not None for s in _states(listed.values(), handlings))
+
+
+def _states(
+    listed: Iterable[Summary], handlings: Mapping[str, Handling]
+) -> list[ConversationState]:
+    """Who handles each customer's conversation and since when they wait, as the tab shows."""
+    return [state_of(c["conversation"], handlings.get(c["customer_id"])) for c in listed]
 
 
 @dataclass(frozen=True)
@@ -122,8 +126,7 @@ def figures(
     listed: list[Summary], handlings: Mapping[str, Handling], target: timedelta, now: datetime
 ) -> QueueFigures:
     """The queue's figures from what `read_queue` read: customers marked done do not wait."""
-    states = [state_of(c["conversation"], handlings.get(c["customer_id"])) for c in listed]
-    waiting = [s for s in states if s.waiting_since is not None]
+    waiting = [s for s in _states(listed, handlings) if s.waiting_since is not None]
     since = [s.waiting_since for s in waiting if s.waiting_since is not None]
     return QueueFigures(
         waiting=len(waiting),

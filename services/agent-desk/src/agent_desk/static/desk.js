@@ -395,19 +395,12 @@ async function postReply(customer, body) {
   return { answer };
 }
 
-async function handle(event) {
-  // Take, let go of or mark done the conversation without leaving the page (a reply being
-  // written stays); the panels then show who has it now. Without this script the form posts
-  // and the page comes back.
-  const form = event.target.closest("form.handling");
-  if (!form) return;
-  event.preventDefault();
-  const result = document.getElementById("handling-result");
-  result.textContent = "";
-  if (form.dataset.busy) return; // a double click is one request
+async function sendForm(form, submitter) {
+  // Post a form of the customer page without leaving it (a reply being written stays).
+  // `answered`: the desk answered (else the request never reached it, or the session ended);
+  // `said`: what to tell the agent, null once the desk did it.
   const body = new FormData(form); // before disabling: a disabled control sends nothing
-  const pressed = event.submitter;
-  if (pressed?.name) body.set(pressed.name, pressed.value); // which button: take, done…
+  if (submitter?.name) body.set(submitter.name, submitter.value); // which button: take, delete…
   const buttons = form.querySelectorAll("button");
   form.dataset.busy = "yes";
   for (const button of buttons) button.disabled = true;
@@ -419,61 +412,49 @@ async function handle(event) {
       headers: { "X-Requested-With": "fetch", Accept: "application/json" },
     });
   } catch {
-    result.textContent = "The desk did not answer. Try again.";
-    return;
+    return { answered: false, said: "The desk did not answer. Try again." };
   } finally {
     delete form.dataset.busy;
     for (const button of buttons) button.disabled = false;
   }
-  if (response.redirected || response.status === 401) {
-    result.textContent = EXPIRED;
-    return;
-  }
+  if (response.redirected || response.status === 401) return { answered: false, said: EXPIRED };
+  if (response.ok) return { answered: true, said: null };
   const answer = await response.json().catch(() => null);
-  if (!response.ok) {
-    result.textContent = answer?.message || answer?.error || answer?.detail || `Refused (${response.status}).`;
-  }
-  refreshPanels();
+  const said = answer?.message || answer?.error || (typeof answer?.detail === "string" && answer.detail);
+  return { answered: true, said: said || `Refused (${response.status}).` };
+}
+
+async function handle(event) {
+  // Take, let go of or mark done the conversation; the panels then show who has it now.
+  // Without this script the form posts and the page comes back.
+  const form = event.target.closest("form.handling");
+  if (!form) return;
+  event.preventDefault();
+  const result = document.getElementById("handling-result");
+  result.textContent = "";
+  if (form.dataset.busy) return; // a double click is one request
+  const { answered, said } = await sendForm(form, event.submitter);
+  if (said) result.textContent = said;
+  if (answered) refreshPanels();
 }
 
 document.addEventListener("submit", handle);
 
 async function note(event) {
-  // Add a note, or delete one's own, without leaving the page (a reply being written stays).
+  // Add a note, or delete one's own; the notes then come with the panels.
   const form = event.target.closest("form.note-form");
   if (!form) return;
   event.preventDefault();
   const result = document.getElementById("note-result");
   if (result) result.textContent = "";
   if (form.dataset.busy) return;
-  const body = new FormData(form); // before disabling: a disabled control sends nothing
-  if (event.submitter?.name) body.set(event.submitter.name, event.submitter.value);
-  form.dataset.busy = "yes";
-  let response;
-  try {
-    response = await fetch(form.getAttribute("action"), {
-      method: "POST",
-      body,
-      headers: { "X-Requested-With": "fetch", Accept: "application/json" },
-    });
-  } catch {
-    if (result) result.textContent = "The desk did not answer. Try again.";
-    return;
-  } finally {
-    delete form.dataset.busy;
-  }
-  if (response.redirected || response.status === 401) {
-    if (result) result.textContent = EXPIRED;
-    return;
-  }
-  const answer = await response.json().catch(() => null);
-  if (!response.ok) {
-    const said = answer?.message || answer?.error || (typeof answer?.detail === "string" && answer.detail);
-    if (result) result.textContent = said || `Refused (${response.status}).`;
+  const { said } = await sendForm(form, event.submitter);
+  if (said) {
+    if (result) result.textContent = said;
     return;
   }
   if (form.id === "note-form") form.elements.text.value = "";
-  refreshPanels(); // the notes come with the panels
+  refreshPanels();
 }
 
 document.addEventListener("submit", note);
