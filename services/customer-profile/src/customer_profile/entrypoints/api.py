@@ -594,7 +594,8 @@ async def list_open_conversations(
     agents' queue (`awaiting`)."""
     now = datetime.now(UTC)
     if awaiting:
-        since = max(now - state.queue_horizon, waiting_from or now - state.queue_horizon)
+        horizon = now - state.queue_horizon
+        since = max(horizon, waiting_from or horizon)
         docs = await state.store.waiting_conversations(since, limit)
     else:
         docs = await state.store.open_conversations(now - state.window, limit)
