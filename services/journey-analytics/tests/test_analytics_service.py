@@ -25,6 +25,7 @@ from hilo.contract import (
     CallHappened,
     CallStatus,
     Campaign,
+    Conversation,
     Direction,
     Fulfilment,
     Identified,
@@ -191,6 +192,41 @@ async def test_measures_follow_the_journey_a_merge_and_a_replay(
     assert latest, "today's measures on journey.metrics"
     assert all(key.startswith("day:") for key in latest)
     assert all(Measures.model_validate(value).schema_version == 1 for value in latest.values())
+
+
+async def test_a_call_carried_on_in_chat_days_later_is_one_conversation_as_the_desk_shows_it(
+    profile: RunningProfileService, settings: HiloSettings
+) -> None:
+    """A dropped call, and three days later a WhatsApp message the contact centre linked to it
+    (`continues`): customer-profile's open conversation (the desk's) and the measures both see
+    one conversation that crossed channels."""
+    phone = "+34611999000"
+    dropped = event(30, 0, "voice", Identifiers(phone=phone), call(CallStatus.DROPPED, 30))
+    call_id = "voice-conversation-30"
+    journey = [
+        dropped.model_copy(update={"conversation": Conversation(id=call_id)}),
+        new_interaction(
+            channel="whatsapp",
+            instance="test",
+            provider_event_id="analytics-31",
+            identifiers=Identifiers(phone=phone, whatsapp_id=phone.removeprefix("+")),
+            payload=message(Direction.INBOUND, 31),
+            occurred_at=T0 + timedelta(days=3),
+            conversation=Conversation(id="whatsapp-conversation-31", continues=call_id),
+        ),
+    ]
+    await profile.publish(journey)
+    await profile.wait_for_entries(len(journey))
+    customer = await profile.customer_of("phone", phone)
+    shown = await profile.get(f"/v1/customers/{customer}")
+    assert shown["view"]["conversation"]["channels"] == ["voice", "whatsapp"], "as the desk shows"
+
+    async with analytics(settings, "analytics-continues") as client:
+        measured = await measures_once(client, lambda m: m.entries == len(journey))
+
+    conversations = measured.conversations
+    assert conversations.conversations == 1
+    assert (conversations.continued, conversations.restarted) == (1, 0)
 
 
 async def test_a_web_order_returned_in_a_store_is_a_refund_across_channels(

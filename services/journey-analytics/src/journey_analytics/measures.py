@@ -4,8 +4,11 @@ Definitions (what the numbers mean):
 
 - A **contact** is a message or a call, either way. A customer's inbound contact more than the
   conversation window after their previous contact (either way) starts a new **conversation**;
-  anything closer belongs to the open one, whatever the channel. An outbound contact after the
-  window opens none (a campaign, a reminder).
+  anything closer belongs to the open one, whatever the channel. So does a later contact that
+  names one of the open conversation's ids as the one it `continues` (a call back the contact
+  centre links to the chat, an agent's late reply), within the lookback of its last contact,
+  as customer-profile's open conversation joins it. An outbound contact after the window that
+  names none opens none (a campaign, a reminder).
 - A **channel switch** is an inbound contact on another channel than the customer's previous
   inbound contact, that one within the lookback (the longest window, 30 days by default) before
   it. If it joined the open conversation it **continued** it; if it started a new one, the
@@ -23,7 +26,9 @@ Definitions (what the numbers mean):
   customer's last inbound contact in that time before it (not the survey's own invitation,
   sent on another channel); by **channel path**: the channels, in order,
   of the conversation it answers (its contacts before the survey, the last within the window),
-  e.g. `voice>whatsapp`. **NPS**: % of 9-10 minus % of 0-6. An answer counts once: a later
+  e.g. `voice>whatsapp`; a channel the customer came back to shows again
+  (`voice>whatsapp>voice`), contacts in a row on one channel once. **NPS**: % of 9-10 minus %
+  of 0-6. An answer counts once: a later
   one with the same `response_id` for the same survey (within the lookback) is the same answer
   sent again, as is one without a response id that repeats the score of the customer's answer
   to the same survey at most `DOUBLE_SUBMISSION` (2 minutes) before it.
@@ -79,6 +84,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from itertools import groupby
 from statistics import fmean
 from typing import Any, Final, Literal
 
@@ -136,6 +142,11 @@ class Touch:
     """The name of the campaign a visit came from (`(not set)` for one with a source alone)."""
     source_medium: str | None = None
     """The campaign's `<source> / <medium>`, `(not set)` for either not told."""
+    conversation_id: str | None = None
+    """A contact's conversation id (the journey's `conversation.id`, in the clear)."""
+    continues: str | None = None
+    """The id of the conversation a contact carries on (`conversation.continues`): it joins
+    that conversation after the window too."""
     published_ms: int = 0
     """When its record was published (the Kafka record's timestamp): a split publishes an entry
     again under the restored id, on another partition, and of two copies the later is right."""
@@ -159,6 +170,7 @@ class Touch:
 def touch_of(entry: dict[str, Any]) -> Touch:
     """A `journey` record (sealed or open: only clear fields are read) as a touch."""
     payload = entry.get("payload") or {}
+    conversation = entry.get("conversation") or {}
     campaign, source_medium = _campaign_of(payload.get("campaign"))
     return Touch(
         id=entry["id"],
@@ -180,6 +192,8 @@ def touch_of(entry: dict[str, Any]) -> Touch:
         call_id=payload.get("provider_call_id") if entry["type"] == "call" else None,
         campaign=campaign,
         source_medium=source_medium,
+        conversation_id=conversation.get("id"),
+        continues=conversation.get("continues"),
     )
 
 
@@ -398,17 +412,29 @@ def _mean(values: Sequence[float]) -> float | None:
     return round(fmean(values), 2) if values else None
 
 
-def conversations_of(journey: Sequence[Touch], window: timedelta) -> list[list[Touch]]:
+def conversations_of(journey: Sequence[Touch], windows: Windows) -> list[list[Touch]]:
     """A customer's contacts grouped into conversations (see the module's definitions)."""
     grouped: list[list[Touch]] = []
+    ids: set[str] = set()  # the open conversation's ids, as customer-profile keeps them
     for touch in (t for t in journey if t.kind in CONTACTS):
         current = grouped[-1] if grouped else None
-        if current is not None and touch.occurred_at - current[-1].occurred_at <= window:
+        if current is not None and _joins(touch, current[-1], ids, windows):
             current.append(touch)
         elif touch.inbound:
             grouped.append([touch])
-        # An outbound contact after the window opens no conversation (a campaign, a reminder).
+            ids = set()
+        else:
+            continue  # An outbound contact after the window opens none (a campaign, a reminder).
+        ids.add(touch.conversation_id or f"{touch.channel}:{touch.id}")
     return grouped
+
+
+def _joins(touch: Touch, last: Touch, ids: set[str], windows: Windows) -> bool:
+    """Whether `touch` belongs to the conversation whose latest contact is `last`: within the
+    window of it, or naming it (`continues`) within the lookback. No further: a range's read
+    reaches `lookback` back, and a link to older would count for a long range, not a short."""
+    gap = touch.occurred_at - last.occurred_at
+    return gap <= windows.conversation or (touch.continues in ids and gap <= windows.lookback)
 
 
 def _conversations(
@@ -417,12 +443,11 @@ def _conversations(
     """A switch compares with the previous inbound contact within `lookback` only: one older
     would be read with a long range and not with a short one, and the days would not add up to
     the week."""
-    window = windows.conversation
     counted = switches = continued = restarted = single = 0
     responses: list[float] = []
     resolutions: list[float] = []
     for journey in journeys:
-        conversations = conversations_of(journey, window)
+        conversations = conversations_of(journey, windows)
         which = {t.id: n for n, conversation in enumerate(conversations) for t in conversation}
         previous: Touch | None = None
         for touch in (t for t in journey if t.inbound):
@@ -513,7 +538,7 @@ def _satisfaction(
     by_path: dict[str, list[int]] = defaultdict(list)
     nps: list[int] = []
     for journey in journeys:
-        conversations = conversations_of(journey, window)
+        conversations = conversations_of(journey, windows)
         # A survey names the channel it is about in free text (anyone can post one with the
         # public web key): only a channel the customer's journey has counts, or each new text
         # would be a series on /metrics and a key of the day's record.
@@ -559,7 +584,7 @@ def _path_before(conversations: list[list[Touch]], at: datetime, window: timedel
     for conversation in reversed(conversations):
         before = [t for t in conversation if t.occurred_at <= at]
         if before and at - before[-1].occurred_at <= window:
-            return ">".join(dict.fromkeys(t.channel for t in before))
+            return ">".join(channel for channel, _ in groupby(t.channel for t in before))
         if before:
             return ""
     return ""

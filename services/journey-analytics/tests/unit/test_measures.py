@@ -3,6 +3,7 @@ definitions): three customers over five days."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -788,3 +789,106 @@ def test_a_conversation_from_an_ad_is_a_campaign_visit_credited_with_the_sale_th
     assert campaigns.visits == {"Spring sale": 1}
     assert campaigns.sold_via == {"Spring sale": {"store": 1}}
     assert campaigns.orders_by_source_medium == {"facebook / ad": 1}
+
+
+def linked(touch: Touch, conversation: str, continues: str | None = None) -> Touch:
+    return replace(touch, conversation_id=conversation, continues=continues)
+
+
+def test_a_dropped_call_carried_on_in_chat_days_later_is_one_conversation() -> None:
+    """A call dropped on day 0; three days later the customer writes on WhatsApp, and the
+    contact centre's link says the chat carries the call on: one conversation, a switch that
+    continued it, two inbound contacts (not resolved at first contact), as the profile shows."""
+    call = linked(Touch("v", "lu", at(), "voice", "call", "inbound"), "voice:c1")
+    chat = Touch("w", "lu", at(days=3), "whatsapp", "message", "inbound")
+    reply = Touch("o", "lu", at(days=3, minutes=5), "whatsapp", "message", "outbound")
+
+    joined = measure([call, linked(chat, "wa:1", "voice:c1"), reply], at(-1), at(5), WINDOWS)
+    apart = measure([call, linked(chat, "wa:1"), reply], at(-1), at(5), WINDOWS)
+
+    assert joined.conversations.conversations == 1
+    assert (joined.conversations.continued, joined.conversations.restarted) == (1, 0)
+    assert joined.conversations.first_contact_resolution_rate == 0.0
+    assert apart.conversations.conversations == 2
+    assert (apart.conversations.continued, apart.conversations.restarted) == (0, 1)
+
+
+def test_an_agents_reply_after_the_window_that_names_the_conversation_answers_it() -> None:
+    """A question on day 0 answered 30 hours later by a reply naming its conversation (the desk
+    sends its replies so): a first response of 30 hours. The same message naming nothing is a
+    campaign: no response."""
+    question = linked(Touch("q", "mo", at(), "sms", "message", "inbound"), "sms:1")
+    late = Touch("r", "mo", at(hours=30), "sms", "message", "outbound")
+
+    answered = measure([question, linked(late, "sms:1", "sms:1")], at(-1), at(3), WINDOWS)
+    unnamed = measure([question, linked(late, "sms:1")], at(-1), at(3), WINDOWS)
+
+    assert answered.conversations.mean_first_response_seconds == 30 * 3600
+    assert answered.conversations.first_contact_resolution_rate == 1.0
+    assert unnamed.conversations.mean_first_response_seconds is None
+
+
+def test_a_link_to_a_closed_conversation_or_past_the_lookback_joins_nothing() -> None:
+    """A link joins the open conversation only: one naming the conversation before it, or one
+    made more than the lookback (30 days) after its last contact, starts a new one."""
+    first = linked(Touch("a", "ni", at(), "voice", "call", "inbound"), "voice:a")
+    second = linked(Touch("b", "ni", at(days=3), "sms", "message", "inbound"), "sms:b")
+    back = linked(Touch("c", "ni", at(days=6), "email", "message", "inbound"), "e:c", "voice:a")
+    late = linked(Touch("d", "ni", at(days=40), "voice", "call", "inbound"), "voice:d", "e:c")
+
+    counted = measure([first, second, back, late], at(-1), at(50), WINDOWS).conversations
+
+    assert counted.conversations == 4
+
+
+def test_a_linked_conversation_counts_the_same_read_by_day_or_by_week() -> None:
+    """A call on day 0 carried on in chat on day 4, a survey on day 5: the week read at once and
+    its days one by one count the same conversations, switches and paths."""
+    journey = [
+        linked(Touch("v", "oz", at(), "voice", "call", "inbound"), "voice:1"),
+        linked(Touch("w", "oz", at(days=4), "whatsapp", "message", "inbound"), "wa:1", "voice:1"),
+        Touch("s", "oz", at(days=5), "web", "survey_answer", metric="csat", score=3),
+    ]
+
+    def read(start: datetime, end: datetime) -> Measures:
+        first, last = WINDOWS.reach(start, end)
+        return measure([t for t in journey if first <= t.occurred_at < last], start, end, WINDOWS)
+
+    whole = read(at(), at(days=7))
+    days = [read(at(days=d), at(days=d + 1)) for d in range(7)]
+
+    assert whole.conversations.conversations == sum(d.conversations.conversations for d in days)
+    assert whole.conversations.continued == sum(d.conversations.continued for d in days) == 1
+    by_day = {k: v for d in days for k, v in d.satisfaction.csat_by_channel_path.items()}
+    assert whole.satisfaction.csat_by_channel_path == by_day == {"voice>whatsapp": 3.0}
+
+
+def test_a_path_shows_a_channel_the_customer_came_back_to() -> None:
+    """Voice, two WhatsApp messages, voice again, then a CSAT: `voice>whatsapp>voice`."""
+    journey = [
+        Touch("v1", "pi", at(), "voice", "call", "inbound"),
+        Touch("w1", "pi", at(minutes=10), "whatsapp", "message", "inbound"),
+        Touch("w2", "pi", at(minutes=11), "whatsapp", "message", "inbound"),
+        Touch("v2", "pi", at(minutes=30), "voice", "call", "inbound"),
+        Touch("s", "pi", at(minutes=40), "web", "survey_answer", metric="csat", score=5),
+    ]
+    satisfaction = measure(journey, at(hours=-1), at(days=1), WINDOWS).satisfaction
+
+    assert satisfaction.csat_by_channel_path == {"voice>whatsapp>voice": 5.0}
+
+
+def test_the_conversation_and_its_link_are_read_from_the_journey_record() -> None:
+    entry = {
+        "id": "e1",
+        "customer_id": "ru",
+        "occurred_at": "2026-03-01T09:00:00+00:00",
+        "channel": "whatsapp",
+        "type": "message",
+        "conversation": {"id": "wa:9", "continues": "voice:3"},
+        "payload": {"direction": "inbound"},
+    }
+
+    touch = touch_of(entry)
+
+    assert (touch.conversation_id, touch.continues) == ("wa:9", "voice:3")
+    assert touch_of({**entry, "conversation": None}).continues is None
