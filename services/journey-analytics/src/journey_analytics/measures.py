@@ -70,9 +70,10 @@ Definitions (what the numbers mean):
 
 A range counts what starts in it (an entry, a conversation's first contact, a switch, a survey, a
 cart's first entry, an order) and follows it past the range's end, up to `Windows.forward`: a
-cart bought the next morning converted, a conversation answered after midnight was answered (one
-still going that long after the range is cut there). Touches are read that far forward and
-`Windows.lookback` back.
+cart bought the next morning converted, a conversation answered after midnight was answered (a
+conversation is followed for `Windows.forward` after its first contact, then cut, so a day and
+the week around it count the same). Touches are read that far forward and `Windows.lookback`
+back.
 
 Everything is recomputed from the stored touches, so a redelivered record (stored once by its
 id) or a restart from the topics gives the same numbers.
@@ -81,7 +82,7 @@ id) or a restart from the topics gives the same numbers.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import groupby
@@ -197,6 +198,8 @@ def touch_of(entry: dict[str, Any]) -> Touch:
     )
 
 
+MAX_PATH: Final = 6
+"""The channels a path names before `…`: a path is a key of the day's record."""
 NOT_SET: Final = "(not set)"
 OTHER: Final = "(other)"
 MAX_CAMPAIGNS: Final = 100
@@ -388,11 +391,15 @@ def _one_entry_per_call(journey: list[Touch]) -> list[Touch]:
     """The journey with each call once, at its first entry: the provider's status callback and
     the contact centre's outcome of one call (the same call id) are one contact, not two. Its
     status is the one that is not `completed` when they differ: Twilio reports a call the line
-    cut as `completed`, where the contact centre says `dropped`."""
+    cut as `completed`, where the contact centre says `dropped`. It carries on the conversation
+    the contact centre names (`continues_conversation`; Twilio's callback names none)."""
     statuses: dict[str, str | None] = {}
+    links: dict[str, str] = {}
     for touch in journey:
         if touch.call_id is not None and statuses.get(touch.call_id) in (None, "completed"):
             statuses[touch.call_id] = touch.status or statuses.get(touch.call_id)
+        if touch.call_id is not None and touch.continues is not None:
+            links.setdefault(touch.call_id, touch.continues)
     seen: set[str] = set()
     kept = []
     for touch in journey:
@@ -400,7 +407,8 @@ def _one_entry_per_call(journey: list[Touch]) -> list[Touch]:
             kept.append(touch)
         elif touch.call_id not in seen:
             seen.add(touch.call_id)
-            kept.append(replace(touch, status=statuses[touch.call_id]))
+            call = touch.call_id
+            kept.append(replace(touch, status=statuses[call], continues=links.get(call)))
     return kept
 
 
@@ -415,26 +423,29 @@ def _mean(values: Sequence[float]) -> float | None:
 def conversations_of(journey: Sequence[Touch], windows: Windows) -> list[list[Touch]]:
     """A customer's contacts grouped into conversations (see the module's definitions)."""
     grouped: list[list[Touch]] = []
-    ids: set[str] = set()  # the open conversation's ids, as customer-profile keeps them
+    ids: dict[str, datetime] = {}  # the open conversation's ids, each when last seen
     for touch in (t for t in journey if t.kind in CONTACTS):
         current = grouped[-1] if grouped else None
         if current is not None and _joins(touch, current[-1], ids, windows):
             current.append(touch)
         elif touch.inbound:
             grouped.append([touch])
-            ids = set()
+            ids = {}
         else:
             continue  # An outbound contact after the window opens none (a campaign, a reminder).
-        ids.add(touch.conversation_id or f"{touch.channel}:{touch.id}")
+        ids[touch.conversation_id or f"{touch.channel}:{touch.id}"] = touch.occurred_at
     return grouped
 
 
-def _joins(touch: Touch, last: Touch, ids: set[str], windows: Windows) -> bool:
+def _joins(touch: Touch, last: Touch, ids: Mapping[str, datetime], windows: Windows) -> bool:
     """Whether `touch` belongs to the conversation whose latest contact is `last`: within the
-    window of it, or naming it (`continues`) within the lookback. No further: a range's read
-    reaches `lookback` back, and a link to older would count for a long range, not a short."""
-    gap = touch.occurred_at - last.occurred_at
-    return gap <= windows.conversation or (touch.continues in ids and gap <= windows.lookback)
+    window of it, or naming one of its ids (`continues`) seen within the lookback. No older: a
+    range's read reaches `lookback` back, and a link to older would count for a long range and
+    not for a short one."""
+    if touch.occurred_at - last.occurred_at <= windows.conversation:
+        return True
+    seen = ids.get(touch.continues) if touch.continues is not None else None
+    return seen is not None and touch.occurred_at - seen <= windows.lookback
 
 
 def _conversations(
@@ -462,10 +473,14 @@ def _conversations(
                 continued += same
                 restarted += not same
             previous = touch
-        for conversation in conversations:
-            first = conversation[0]
+        for whole in conversations:
+            first = whole[0]
             if not start <= first.occurred_at < end:
                 continue
+            # Followed for `forward` from its first contact, which every range's read reaches.
+            conversation = [
+                t for t in whole if t.occurred_at - first.occurred_at <= windows.forward
+            ]
             counted += 1
             single += _resolved_at_first_contact(conversation)
             if answer := next((t for t in conversation if t.answers), None):
@@ -564,7 +579,7 @@ def _satisfaction(
                 else (earlier[-1].channel if earlier else survey.channel)
             )
             by_channel[channel].append(survey.score)
-            if path := _path_before(conversations, survey.occurred_at, window):
+            if path := _path_before(conversations, survey.occurred_at, window, windows.lookback):
                 by_path[path].append(survey.score)
     promoters = sum(score >= 9 for score in nps)
     detractors = sum(score <= 6 for score in nps)
@@ -578,13 +593,19 @@ def _satisfaction(
     )
 
 
-def _path_before(conversations: list[list[Touch]], at: datetime, window: timedelta) -> str:
+def _path_before(
+    conversations: list[list[Touch]], at: datetime, window: timedelta, lookback: timedelta
+) -> str:
     """The channels, in order, of the conversation a survey at `at` answers: the last one with a
-    contact before it, that contact within the window; only its contacts before the survey."""
+    contact before it, that contact within the window; only its contacts before the survey and
+    within the lookback of it (what every range's read holds). A channel returned to shows
+    again; the first `MAX_PATH` channels show, then `…`."""
     for conversation in reversed(conversations):
         before = [t for t in conversation if t.occurred_at <= at]
         if before and at - before[-1].occurred_at <= window:
-            return ">".join(channel for channel, _ in groupby(t.channel for t in before))
+            recent = [t for t in before if at - t.occurred_at <= lookback]
+            runs = [channel for channel, _ in groupby(t.channel for t in recent)]
+            return ">".join(runs[:MAX_PATH] + (["…"] if len(runs) > MAX_PATH else []))
         if before:
             return ""
     return ""

@@ -892,3 +892,90 @@ def test_the_conversation_and_its_link_are_read_from_the_journey_record() -> Non
 
     assert (touch.conversation_id, touch.continues) == ("wa:9", "voice:3")
     assert touch_of({**entry, "conversation": None}).continues is None
+
+
+def by_day_and_whole(journey: list[Touch], days: int) -> tuple[Measures, list[Measures]]:
+    """The measures of `days` days read at once, and of each day read alone, each read reaching
+    as far as the service reads (`Windows.reach`)."""
+    journey = sorted(journey, key=lambda t: (t.occurred_at, t.id))
+
+    def read(start: datetime, end: datetime) -> Measures:
+        first, last = WINDOWS.reach(start, end)
+        return measure([t for t in journey if first <= t.occurred_at < last], start, end, WINDOWS)
+
+    return read(at(), at(days=days)), [read(at(days=d), at(days=d + 1)) for d in range(days)]
+
+
+def test_a_linked_answer_later_than_the_read_reaches_is_left_out_of_every_range() -> None:
+    """A question on day 0 answered by linked replies: one 10 days later counts as the first
+    response in the day and in the month; one 20 days later (past `forward`, 14 days, from
+    the conversation's first contact) counts in neither."""
+    question = linked(Touch("q", "ra", at(), "sms", "message", "inbound"), "sms:1")
+    for days, expected in ((10, 10 * 86400.0), (20, None)):
+        reply = linked(Touch("r", "ra", at(days=days), "sms", "message", "outbound"), "s", "sms:1")
+        month, each = by_day_and_whole([question, reply], 30)
+
+        assert month.conversations.mean_first_response_seconds == expected
+        assert each[0].conversations.mean_first_response_seconds == expected
+
+
+def test_a_chain_of_links_counts_the_same_read_by_day_or_by_month() -> None:
+    """A call on day 0, a chat on day 20 naming it, an email on day 45 naming the call again
+    (seen 45 days before: past the lookback): the chat continued the call's conversation, the
+    email started one, whichever way the days are read."""
+    journey = [
+        linked(Touch("z", "sa", at(), "voice", "call", "inbound"), "voice:z"),
+        linked(Touch("a", "sa", at(days=20), "whatsapp", "message", "inbound"), "wa:a", "voice:z"),
+        linked(Touch("b", "sa", at(days=45), "email", "message", "inbound"), "mail:b", "voice:z"),
+    ]
+    whole, days = by_day_and_whole(journey, 50)
+
+    for field in ("conversations", "continued", "restarted"):
+        told = [getattr(d.conversations, field) for d in days]
+        assert getattr(whole.conversations, field) == sum(told), field
+    assert (whole.conversations.continued, whole.conversations.restarted) == (1, 1)
+
+
+def test_a_path_holds_the_lookback_before_the_survey_whichever_range_reads_it() -> None:
+    """Voice on day 0, SMS on day 20 and WhatsApp on day 40, each naming the one before, and a
+    CSAT on day 40: the path is what the lookback (30 days) before the survey holds."""
+    journey = [
+        linked(Touch("v", "ta", at(), "voice", "call", "inbound"), "voice:v"),
+        linked(Touch("s", "ta", at(days=20), "sms", "message", "inbound"), "sms:s", "voice:v"),
+        linked(Touch("w", "ta", at(days=40), "whatsapp", "message", "inbound"), "wa:w", "sms:s"),
+        Touch("c", "ta", at(days=40, hours=1), "web", "survey_answer", metric="csat", score=4),
+    ]
+    whole, days = by_day_and_whole(journey, 45)
+
+    assert whole.satisfaction.csat_by_channel_path == {"sms>whatsapp": 4.0}
+    assert days[40].satisfaction.csat_by_channel_path == {"sms>whatsapp": 4.0}
+
+
+def test_a_call_back_the_contact_centre_linked_answers_whichever_entry_comes_first() -> None:
+    """A question on day 0, and a call back two days later: Twilio's entry of it names no
+    conversation, the contact centre's names the chat. Either first, the call answered."""
+    question = linked(Touch("q", "ua", at(), "whatsapp", "message", "inbound"), "wa:1")
+
+    def call(entry_id: str, continues: str | None) -> Touch:
+        back = Touch(entry_id, "ua", at(days=2), "voice", "call", "outbound", status="completed")
+        return linked(replace(back, call_id="CA1"), "voice:CA1", continues)
+
+    for twilio, centre in (("c1", "c2"), ("c2", "c1")):
+        journey = sorted([question, call(twilio, None), call(centre, "wa:1")], key=lambda t: t.id)
+        journey.sort(key=lambda t: t.occurred_at)
+        counted = measure(journey, at(-1), at(5), WINDOWS).conversations
+
+        assert counted.mean_first_response_seconds == 2 * 86400, twilio
+
+
+def test_a_path_names_six_channels_then_an_ellipsis() -> None:
+    channels = ["voice", "sms", "voice", "sms", "voice", "sms", "voice", "email"]
+    journey = [
+        Touch(f"t{n}", "va", at(minutes=n), channel, "message", "inbound")
+        for n, channel in enumerate(channels)
+    ]
+    journey.append(Touch("s", "va", at(hours=1), "web", "survey_answer", metric="csat", score=1))
+
+    satisfaction = measure(journey, at(-1), at(1), WINDOWS).satisfaction
+
+    assert satisfaction.csat_by_channel_path == {"voice>sms>voice>sms>voice>sms>…": 1.0}
