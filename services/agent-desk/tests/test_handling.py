@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent_desk import app as desk_app
 from agent_desk import queue as desk_queue
-from agent_desk.handling import Handlings
+from agent_desk.handling import DESK_CHANNEL, Handlings
 from agent_desk.testing import AGENT, PASSWORD, csrf_of, desk_settings, running_desk, signed_in
 from customer_profile.testing import API_KEY, RunningProfileService, running_profile_service
 from hilo.contract import (
@@ -28,6 +28,7 @@ from hilo.contract import (
     Purpose,
     new_interaction,
 )
+from hilo.kafka import KafkaPublisher, PublishFailed
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually
 from hilo.testkit.serving import served
@@ -79,13 +80,20 @@ class Desk:
     async def act(
         self, agent: httpx.AsyncClient, customer: str, action: str, **form: str
     ) -> httpx.Response:
-        """What the page's script posts for a button of the conversation panel."""
+        """What the page's script posts for a button of the conversation panel. A done mark of a
+        customer who waits goes into their journey: waited for, as a message is."""
+        view = (await self.profile.get(f"/v1/customers/{customer}"))["view"]
         page = await agent.get(f"/customers/{customer}")
-        return await agent.post(
+        answer = await agent.post(
             f"/customers/{customer}/handling",
             data={"action": action, "csrf": csrf_of(page.text), **form},
             headers={"X-Requested-With": "fetch"},
         )
+        waited = (view.get("conversation") or {}).get("awaiting_reply_since")
+        if action == "done" and answer.status_code == 200 and waited:
+            self.entries += 1
+            await self.profile.wait_for_entries(self.entries)
+        return answer
 
 
 @pytest.fixture
@@ -192,6 +200,54 @@ async def test_a_page_marks_done_only_the_messages_it_showed(desk: Desk) -> None
     assert done.status_code == 200
     assert customers_listed(queue) == [ana]
     assert ">2 min<" in queue
+
+
+_PUBLISH_INTERACTION = KafkaPublisher.publish_interaction
+
+
+async def refusing_desk_marks(publisher: KafkaPublisher, interaction: Interaction) -> None:
+    """`KafkaPublisher.publish_interaction` with Kafka refusing the desk's records alone (the
+    test's own publishing goes on)."""
+    if interaction.channel == DESK_CHANNEL:
+        raise PublishFailed("injected: Kafka did not confirm")
+    await _PUBLISH_INTERACTION(publisher, interaction)
+
+
+async def test_a_done_mark_takes_the_customer_off_the_profile_services_queue_too(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ana's thank-you is marked done by Bo: the journey says so, the profile service's own
+    queue (its API, which other tools read) drops her and its view names Bo, until she writes
+    again. With Kafka refusing the mark the agent is told to mark it again, and the second
+    mark is one entry."""
+    (ana,) = await desk.written(
+        message(1, "ana@example.com", timedelta(minutes=20), Direction.INBOUND),
+        message(2, "ana@example.com", timedelta(minutes=19), Direction.OUTBOUND),
+        message(3, "ana@example.com", timedelta(minutes=15), Direction.INBOUND),
+    )
+    with monkeypatch.context() as refusing:
+        refusing.setattr(KafkaPublisher, "publish_interaction", refusing_desk_marks)
+        refused = await desk.act(desk.bo, ana, "done")
+    queued = await desk.profile.get("/v1/conversations?awaiting=true")
+
+    done = await desk.act(desk.bo, ana, "done")
+    after = await desk.profile.get("/v1/conversations?awaiting=true")
+    seen_to = (await desk.profile.get(f"/v1/customers/{ana}"))["view"]["conversation"]
+    journey = (await desk.profile.get(f"/v1/customers/{ana}/journey"))["entries"]
+    await desk.written(message(4, "ana@example.com", timedelta(minutes=2), Direction.INBOUND))
+    again = await desk.profile.get("/v1/conversations?awaiting=true")
+
+    assert refused.status_code == 503
+    assert "mark it done again" in refused.text
+    assert [c["customer_id"] for c in queued] == [ana], "the journey was not told"
+    assert done.status_code == 200
+    assert after == []
+    assert seen_to["done_by"] == COLLEAGUE
+    marks = [e for e in journey if e["type"] == "conversation_done"]
+    assert [(m["channel"], m["payload"]["agent_id"]) for m in marks] == [("desk", COLLEAGUE)]
+    assert [c["customer_id"] for c in again] == [ana]
+    waiting = datetime.fromisoformat(again[0]["conversation"]["awaiting_reply_since"])
+    assert timedelta(minutes=1) < datetime.now(UTC) - waiting < timedelta(minutes=3)
 
 
 async def test_two_agents_taking_one_conversation_at_once_do_not_both_get_it(
@@ -355,7 +411,8 @@ async def test_with_mongodb_hanging_pages_show_who_handles_what_as_unknown(
 async def test_the_queue_reads_on_past_the_customers_marked_done(
     desk: Desk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The profile service does not know what agents marked done: the desk reads on, a page at
+    """Until the profile service reads a done mark from the journey (here never: Kafka refused
+    the marks, which the desk kept), its queue lists the customer: the desk reads on, a page at
     a time (here two customers a page, the next from the last one's wait), until it has
     customers who still wait."""
     ana, bo, cy = await desk.written(
@@ -363,8 +420,9 @@ async def test_the_queue_reads_on_past_the_customers_marked_done(
         message(2, "bo@example.com", timedelta(minutes=25), Direction.INBOUND),
         message(3, "cy@example.com", timedelta(minutes=20), Direction.INBOUND),
     )
-    await desk.act(desk.ana, ana, "done")
-    await desk.act(desk.ana, bo, "done")
+    monkeypatch.setattr(KafkaPublisher, "publish_interaction", refusing_desk_marks)
+    assert (await desk.act(desk.ana, ana, "done")).status_code == 503
+    assert (await desk.act(desk.ana, bo, "done")).status_code == 503
     monkeypatch.setattr(desk_queue, "QUEUE_PAGE", 2)
     monkeypatch.setattr(desk_app, "INBOX_SIZE", 1)
 

@@ -26,6 +26,7 @@ from hilo.contract import (
     CallStatus,
     Campaign,
     Conversation,
+    ConversationDone,
     Direction,
     Fulfilment,
     Identified,
@@ -227,6 +228,31 @@ async def test_a_call_carried_on_in_chat_days_later_is_one_conversation_as_the_d
     conversations = measured.conversations
     assert conversations.conversations == 1
     assert (conversations.continued, conversations.restarted) == (1, 0)
+
+
+async def test_an_agents_done_mark_is_no_touch(
+    profile: RunningProfileService, settings: HiloSettings
+) -> None:
+    """A question, an agent's done mark (the desk's `conversation_done`), then a reply: the
+    measures count the question and the reply, not the mark, and no `desk` channel."""
+    on_email = Identifiers(email="mark@example.com")
+    journey = [
+        event(40, 0, "email", on_email, message(Direction.INBOUND, 40)),
+        event(41, 1, "desk", on_email, ConversationDone(agent_id="ana.agent")),
+        event(42, 2, "email", on_email, message(Direction.OUTBOUND, 42)),
+    ]
+    await profile.publish(journey)
+    await profile.wait_for_entries(len(journey))
+
+    async with analytics(settings, "analytics-done") as client:
+        # The reply is read after the mark (one customer, one partition, in order).
+        measured = await measures_once(
+            client, lambda m: m.conversations.mean_first_response_seconds is not None
+        )
+
+    assert measured.entries == 2
+    assert measured.channel_mix == {"email": 2}
+    assert measured.conversations.mean_first_response_seconds == 120
 
 
 async def test_a_web_order_returned_in_a_store_is_a_refund_across_channels(

@@ -70,6 +70,7 @@ from agent_desk.handling import (
     Handlings,
     NotSaved,
     TakenByAnother,
+    done_mark,
     overdue,
     state_of,
 )
@@ -151,6 +152,10 @@ HANDLING_LOOKUP_SECONDS = 1.0
 """How long a page waits for who handles what before it shows itself without (MongoDB away)."""
 HANDLING_CHANGE_SECONDS = 5.0
 DATABASE_AWAY = "The desk's database is not answering: try again in a moment."
+DONE_NOT_TOLD = (
+    "Marked done on the desk, but Kafka is not answering, so the customer's journey does not "
+    "say so yet: mark it done again in a moment."
+)
 INBOX_VIEWS: dict[str, str] = {
     "all": "All open",
     "waiting": "Waiting for a reply",
@@ -1256,7 +1261,9 @@ async def _handle(
     await _adopt(desk, profile)
     try:
         async with asyncio.timeout(HANDLING_CHANGE_SECONDS):
-            await _change(desk, customer_id, conversation, agent, action, (shown, through))
+            seen_to = await _change(
+                desk, customer_id, conversation, agent, action, (shown, through)
+            )
     except TakenByAnother as taken:
         if taken.agent is None:
             return "Nobody has this conversation now: take it again.", 409
@@ -1264,8 +1271,24 @@ async def _handle(
     except (PyMongoError, TimeoutError, NotSaved) as exc:
         log.warning("desk_handling_not_saved", action=action, error=error_text(exc))
         return DATABASE_AWAY, 503
+    if seen_to is not None and not await _journey_told(desk, profile, agent, seen_to):
+        return DONE_NOT_TOLD, 503
     log.info("desk_conversation_handled", agent=agent, customer_id=customer_id, action=action)
     return "", 200
+
+
+async def _journey_told(desk: Desk, profile: dict[str, Any], agent: str, through: datetime) -> bool:
+    """Record a done mark in the customer's journey (`done_mark`): whether Kafka took it. A
+    retry of the mark publishes the same event, which the profile service keeps once."""
+    mark = done_mark(profile, agent, through, desk.settings.instance)
+    if mark is None:
+        return True
+    try:
+        await desk.publisher.publish_interaction(mark)
+    except (PublishFailed, PyMongoError) as exc:  # PyMongo: the key store sealing it
+        log.warning("desk_done_not_published", error=error_text(exc))
+        return False
+    return True
 
 
 async def _change(
@@ -1275,9 +1298,9 @@ async def _change(
     agent: str,
     action: HandlingAction,
     seen: tuple[str | None, datetime | None],
-) -> None:
+) -> datetime | None:
     """Take, let go of or mark done the conversation (`seen`: whom the page showed handling
-    it, and the latest message it showed)."""
+    it, and the latest message it showed). A done mark returns the time it sees to."""
     shown, through = seen
     if action == "take":
         started = datetime.fromisoformat(conversation["started_at"])
@@ -1286,7 +1309,10 @@ async def _change(
         await desk.handlings.release(customer_id, agent)
     elif conversation.get("awaiting_reply_since") and conversation.get("last_inbound_at"):
         latest = datetime.fromisoformat(conversation["last_inbound_at"])
-        await desk.handlings.done(customer_id, agent, through=min(through or latest, latest))
+        seen_to = min(through or latest, latest)
+        await desk.handlings.done(customer_id, agent, through=seen_to)
+        return seen_to
+    return None
 
 
 def _warning(*parts: str | None) -> str | None:

@@ -16,6 +16,10 @@ desk instance shows the same:
   A message that arrives late dated before it (a slow provider) is taken as seen.
 
 A TTL index forgets a document a month after its last change, long after its conversation.
+
+A done mark is also recorded in the customer's journey (`done_mark`, a `conversation_done`
+interaction), so the profile service's queue, and whatever reads its API or topics, stops
+counting the customer as waiting too. Takings stay here: they are the desk's own work.
 """
 
 from __future__ import annotations
@@ -29,10 +33,21 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
+from hilo.contract import (
+    DONE_AFTER,
+    ConversationDone,
+    IdentifierKind,
+    Identifiers,
+    Interaction,
+    new_interaction,
+)
 from hilo.mongo import MongoDocument, find_in
 
 HANDLING = "desk_handling"
 KEPT = timedelta(days=30)
+DESK_CHANNEL = "desk"
+"""The channel of what the desk records in journeys: its agents' done marks."""
+_STRONGEST_FIRST = [kind.value for kind in IdentifierKind]
 
 
 @dataclass(frozen=True)
@@ -69,15 +84,16 @@ class TakenByAnother(Exception):
 
 def state_of(conversation: Mapping[str, Any], handling: Handling | None) -> ConversationState:
     """Who handles the customer's open conversation (as the profile service gives it) and
-    since when they wait. After an agent marked it done, a later message waits from the
-    latest one (the profile holds the first unanswered message, not the first after that)."""
+    since when they wait. The profile reads a done mark from the journey (its `done_by`); until
+    it has, the desk's own mark decides: a later message then waits from the latest one (the
+    profile holds the first unanswered message, not the first after that)."""
     handling = handling or Handling()
     started = _time(conversation.get("started_at"))
     taken = handling.taken_for is not None and started is not None and handling.taken_for >= started
     waiting = _time(conversation.get("awaiting_reply_since"))
     latest = _time(conversation.get("last_inbound_at"))
     done = handling.done_through
-    done_by = None
+    done_by = None if waiting is not None else conversation.get("done_by")
     if waiting is not None and done is not None:
         if latest is None or latest <= done:
             waiting, done_by = None, handling.done_by
@@ -218,3 +234,29 @@ def _handling(doc: Mapping[str, Any]) -> Handling:
         done_through=_time(doc.get("done_through")),
         done_by=doc.get("done_by"),
     )
+
+
+def done_mark(
+    profile: Mapping[str, Any], agent: str, through: datetime, instance: str
+) -> Interaction | None:
+    """The journey's record of an agent's done mark through the customer's contact at
+    `through`: on the customer's strongest identifier alone (one identifier merges nobody),
+    dated just after that contact (`DONE_AFTER`). Its id comes from the customer and `through`,
+    so a retry, or a colleague marking the same, is the same event. None when the profile holds
+    no identifier the contract reads."""
+    held = [
+        (str(told["kind"]), str(told["value"]))
+        for told in profile.get("identifiers") or []
+        if told.get("kind") in _STRONGEST_FIRST
+    ]
+    for kind, value in sorted(held, key=lambda pair: _STRONGEST_FIRST.index(pair[0])):
+        with suppress(ValueError):  # one the contract refuses now: the next strongest
+            return new_interaction(
+                channel=DESK_CHANNEL,
+                instance=instance,
+                provider_event_id=f"done:{profile['customer_id']}:{through.isoformat()}",
+                identifiers=Identifiers.model_validate({kind: value}),
+                payload=ConversationDone(agent_id=agent),
+                occurred_at=through + DONE_AFTER,
+            )
+    return None

@@ -31,6 +31,7 @@ TYPE_NAMES = {
     "survey_answer": "Survey",
     "consent": "Consent",
     "identify": "Identified",
+    "conversation_done": "Done",
     "custom": "Event",
 }
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from agent_desk.handling import ConversationState, Handling, overdue, state_of
+from agent_desk.handling import ConversationState, Handling, done_mark, overdue, state_of
+from hilo.contract import DONE_AFTER, ConversationDone, IdentifierKind
 
 T0 = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
 
@@ -60,3 +61,36 @@ def test_an_answer_after_done_leaves_nobody_waiting() -> None:
     done = Handling(done_through=at(8), done_by="ana")
 
     assert state_of(conversation(waiting=None, latest=12), done) == ConversationState(None, None)
+
+
+def test_once_the_profile_read_a_done_mark_it_says_who_made_it() -> None:
+    """The profile service read Bo's mark from the journey (another desk's, or this one's
+    before its own document was forgotten): nobody waits, and the page says Bo saw to it."""
+    read = {**conversation(waiting=None, latest=8), "done_by": "bo"}
+
+    assert state_of(read, None) == ConversationState(None, None, "bo")
+    assert state_of(conversation(waiting=None, latest=8), None).done_by is None
+
+
+def test_a_done_mark_on_the_customers_strongest_identifier_just_after_the_contact() -> None:
+    profile = {
+        "customer_id": "c1",
+        "identifiers": [
+            {"kind": "anonymous_id", "value": "anon-1"},
+            {"kind": "phone", "value": "+34611222333"},
+            {"kind": "email", "value": "not an email"},
+            {"kind": "made_up", "value": "x"},
+        ],
+    }
+
+    mark = done_mark(profile, "ana", at(8), "desk-1")
+    again = done_mark(profile, "bo", at(8), "desk-2")
+
+    assert mark is not None
+    assert again is not None
+    assert mark.identifiers.pairs() == [(IdentifierKind.PHONE, "+34611222333")], "valid, strongest"
+    assert (mark.channel, mark.occurred_at) == ("desk", at(8) + DONE_AFTER)
+    assert mark.payload == ConversationDone(agent_id="ana")
+    assert mark.id == again.id, "a retry, or a colleague's mark of the same, is one event"
+    assert done_mark(profile, "ana", at(9), "desk-1").id != mark.id  # type: ignore[union-attr]
+    assert done_mark({"customer_id": "c2", "identifiers": []}, "ana", at(8), "d") is None

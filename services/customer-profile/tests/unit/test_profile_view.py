@@ -42,11 +42,12 @@ from hilo.contract import (
     SalesChannel,
     new_interaction,
 )
-from hilo.contract.payloads import JsonScalar
+from hilo.contract.payloads import DONE_AFTER, JsonScalar
 from hilo.testkit.samples import SHOES, sample_payloads
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 WINDOW = timedelta(hours=24)
+ZERO = timedelta(0)
 EUR = ISO4217("EUR")
 
 
@@ -69,6 +70,13 @@ def entry(
         conversation=conversation,
     )
     return new_entry(interaction, "C", T0, late=False)
+
+
+def done(n: int, *, minutes: int, after: timedelta = DONE_AFTER) -> JourneyEntry:
+    """An agent's done mark through the customer's contact at `minutes`, dated `after` it as
+    the desk dates one."""
+    mark = entry(n, "conversation_done", "desk", minutes=minutes)
+    return mark.model_copy(update={"occurred_at": mark.occurred_at + after})
 
 
 def fold_recalling(entries: list[JourneyEntry]) -> tuple[ProfileView, int]:
@@ -831,6 +839,31 @@ MARKETING = OUT.model_copy(update={"purpose": "marketing"})
             None,
             id="a call back that got through answers",
         ),
+        pytest.param(
+            [entry(1, "message"), entry(2, "message"), done(3, minutes=2)],
+            None,
+            id="an agent's done mark through the latest message: nobody waits",
+        ),
+        pytest.param(
+            [entry(1, "message"), done(2, minutes=1), entry(5, "message"), entry(7, "message")],
+            5,
+            id="after a done mark, the customer waits from their next message",
+        ),
+        pytest.param(
+            [entry(1, "message"), entry(5, "message"), done(6, minutes=1)],
+            5,
+            id="a done mark of an earlier message leaves the later one waiting",
+        ),
+        pytest.param(
+            [entry(1, "message"), entry(2, "message", minutes=3), done(3, minutes=3, after=ZERO)],
+            None,
+            id="a message at the mark's very instant was seen to",
+        ),
+        pytest.param(
+            [entry(1, "message"), done(2, minutes=1), entry(3, "message", minutes=60 * 30)],
+            60 * 30,
+            id="a done mark of the last conversation does not see to the next",
+        ),
     ],
 )
 def test_a_conversation_knows_since_when_the_customer_waits_for_an_answer(
@@ -1152,3 +1185,39 @@ def test_the_view_keeps_the_campaign_the_customer_last_came_from() -> None:
     assert marked is not None
     assert marked.unverified, "the desk says a browser told it"
     assert "unverified" not in landed.model_dump(mode="json")["last_campaign"]
+
+
+def test_a_done_mark_is_no_activity_of_the_customers() -> None:
+    """The mark changes whether the customer waits, and nothing else the view shows: no count,
+    no channel, no time seen, no recent interaction."""
+    contacts = [entry(1, "message", "whatsapp"), entry(2, "message", "whatsapp")]
+    marked = derive_view([*contacts, done(3, minutes=2)], WINDOW)
+    unmarked = derive_view(contacts, WINDOW)
+
+    assert marked.conversation is not None
+    assert unmarked.conversation is not None
+    assert marked.conversation.done_through == T0 + timedelta(minutes=2) + DONE_AFTER
+    assert marked.conversation.done_by == "agent-ana"
+    assert marked.conversation.awaiting_reply_since is None
+    assert unmarked.conversation.awaiting_reply_since == T0 + timedelta(minutes=1)
+    blank = {"conversation"}
+    assert marked.model_dump(exclude=blank) == unmarked.model_dump(exclude=blank)
+
+
+@pytest.mark.parametrize(
+    ("after", "done_by"),
+    [
+        ([], "agent-ana"),
+        ([entry(9, "message", minutes=5)], None),
+        ([entry(9, "message", minutes=5, payload=OUT)], None),
+        ([entry(9, "message", minutes=5, payload=MARKETING)], "agent-ana"),
+    ],
+    ids=["the mark", "the customer writes again", "a reply", "a promotion"],
+)
+def test_the_view_says_who_saw_to_the_customer_until_they_write_or_are_answered(
+    after: list[JourneyEntry], done_by: str | None
+) -> None:
+    view = derive_view([entry(1, "message"), done(2, minutes=1), *after], WINDOW)
+
+    assert view.conversation is not None
+    assert view.conversation.done_by == done_by

@@ -141,6 +141,22 @@ class Erasure:
 
 Change = Touch | Merge | Split | Erasure | None
 
+AGENT_MARKS = frozenset({"conversation_done"})
+"""Journey entries that record what an agent decided, not what the customer or the company did
+with them: no touch, no entry of the measures (and no `desk` channel in the mix)."""
+
+
+def _touch(entry: dict[str, Any]) -> Touch | None:
+    """A journey entry as a touch (checked as the store keeps it); None for an agent's mark."""
+    if entry.get("type") in AGENT_MARKS:
+        return None
+    touch = touch_of(entry)
+    _text(touch.id)
+    _text(touch.customer_id)
+    for key in (touch.cart_id, touch.order_id, touch.status):
+        _key(key)
+    return touch
+
 
 def _read(topic: Topic, value: bytes | None) -> Change:
     """What a record asks of the store; raises ValueError, KeyError, TypeError or AttributeError
@@ -151,12 +167,7 @@ def _read(topic: Topic, value: bytes | None) -> Change:
     if not isinstance(document, dict):
         raise TypeError(f"a record must be a JSON object, not {type(document).__name__}")
     if topic is Topic.JOURNEY:
-        touch = touch_of(document)
-        _text(touch.id)
-        _text(touch.customer_id)
-        for key in (touch.cart_id, touch.order_id, touch.status):
-            _key(key)
-        return touch
+        return _touch(document)
     if topic is Topic.ERASURES:
         return Erasure([_text(document["customer_id"]), *map(_text, document.get("aliases", []))])
     if document["type"] == "merge":

@@ -37,6 +37,7 @@ from hilo.contract.interaction import (
     unix_time,
 )
 from hilo.contract.payloads import (
+    DONE_AFTER,
     NAME_TRAITS,
     Attachment,
     AttachmentKind,
@@ -46,6 +47,7 @@ from hilo.contract.payloads import (
     CartAction,
     CartChanged,
     ConsentChanged,
+    ConversationDone,
     CouponCode,
     CustomEvent,
     DeliveryStatus,
@@ -76,6 +78,7 @@ from hilo.contract.versions import UnsupportedSchemaVersion, parse_interaction
 
 __all__ = [
     "BUILT_IN_CHANNELS",
+    "DONE_AFTER",
     "EARLIEST_EVENT_TIME",
     "HEADING_KINDS",
     "MAX_ADJUSTMENTS",
@@ -97,6 +100,7 @@ __all__ = [
     "CartChanged",
     "ConsentChanged",
     "Conversation",
+    "ConversationDone",
     "CouponCode",
     "CustomEvent",
     "DeliveryStatus",

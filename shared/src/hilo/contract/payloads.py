@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
@@ -611,6 +612,23 @@ def display_name(traits: Mapping[str, object]) -> str | None:
     return joined or None
 
 
+DONE_AFTER: Final = timedelta(milliseconds=1)
+"""How long after the latest contact it sees to a `conversation_done` is dated: just after, so it
+is ordered after that contact (a journey orders one instant's entries by id), in MongoDB's
+millisecond time."""
+
+
+class ConversationDone(_Model):
+    """An agent saw to the customer's messages without answering them (a thank-you needs no
+    reply): the customer no longer waits. Recorded by the agent desk (channel `desk`). Its
+    `occurred_at` is `DONE_AFTER` past the customer's latest contact the agent saw, so everything
+    up to it is seen to and the customer waits again from their next message; its `received_at`
+    is when the agent marked it. A company action, not the customer's activity."""
+
+    kind: Literal["conversation_done"] = "conversation_done"
+    agent_id: str = Field(min_length=1, max_length=200, description="Who marked it done.")
+
+
 class CustomEvent(_Model):
     """Any other tracked action (Segment `track` calls with no typed payload)."""
 
@@ -632,6 +650,7 @@ Payload = Annotated[
     | SurveyAnswered
     | ConsentChanged
     | Identified
+    | ConversationDone
     | CustomEvent,
     Field(discriminator="kind"),
 ]

@@ -38,6 +38,7 @@ PAYLOAD_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "survey_answer": ("comment",),
     "consent": (),
     "identify": ("traits", "previous_anonymous_id"),
+    "conversation_done": (),
     "custom": ("properties",),
 }
 """Per payload kind: its fields that can hold personal data (free text, traits, links, codes a

@@ -22,6 +22,7 @@ from hilo.contract import (
     CartChanged,
     ConsentChanged,
     Conversation,
+    ConversationDone,
     CustomEvent,
     DeliveryStatus,
     Direction,
@@ -111,6 +112,7 @@ def sample_payloads() -> dict[str, Payload]:
         ),
         "consent": ConsentChanged(purpose="marketing", granted=True, channel="email"),
         "identify": Identified(traits={"first_name": "Ana", "plan": "gold"}),
+        "conversation_done": ConversationDone(agent_id="agent-ana"),
         "custom": CustomEvent(name="Newsletter Opened", properties={"issue": 42}),
     }
 

@@ -13,6 +13,7 @@ from hilo.contract.payloads import (
     Campaign,
     CartChanged,
     ConsentChanged,
+    ConversationDone,
     CustomEvent,
     Identified,
     MessageExchanged,
@@ -196,6 +197,8 @@ def summarise(payload: Payload, channel: str) -> str:  # noqa: PLR0911, PLR0912 
             return f"Consent to {payload.purpose} on {scope} {verdict}"
         case Identified():
             return "Identified" + (f" ({len(payload.traits)} trait(s))" if payload.traits else "")
+        case ConversationDone():
+            return f"Marked done by {payload.agent_id}"
         case CustomEvent():
             return payload.name
     return payload.kind  # pragma: no cover - the union is exhaustive

@@ -42,6 +42,8 @@ MAX_REFUNDS_WAITING = 100
 go first, and `refunds_overflowed` says so: an order recalled from the journey would not know
 which went, so the pipeline derives such a view whole instead)."""
 CONVERSATION_KINDS = frozenset({"message", "call"})
+DONE = "conversation_done"
+"""An agent's mark that the customer's contacts were seen to (the agent desk's *Mark as done*)."""
 CLOSED_ORDER_STATUSES = frozenset({"cancelled", "refunded"})
 ORDER_KINDS = frozenset({"order", "refund"})
 """Entry types that change an order a view holds: its states, and money paid back on it."""
@@ -97,12 +99,25 @@ class OpenConversation(BaseModel):
         exclude_if=lambda value: value is None,
         description="When the customer's earliest message (or unanswered call) that nobody "
         "answered yet was made: the agents' queue. A reply on any channel (not a marketing "
-        "message), or a call an agent took, clears it. Absent when nobody waits.",
+        "message), a call an agent took, or an agent marking it done (`conversation_done`) "
+        "clears it. Absent when nobody waits.",
     )
     last_inbound_at: datetime | None = Field(
         default=None,
         exclude_if=lambda value: value is None,
         description="When the customer last wrote or called in this conversation.",
+    )
+    done_through: datetime | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="An agent saw to the customer's contacts up to this time without an answer "
+        "(`conversation_done`): they wait again only from a later one. Absent when none was.",
+    )
+    done_by: str | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="The agent whose done mark is why nobody waits. Absent once a reply came or "
+        "the customer wrote again, or when no mark was made.",
     )
 
 
@@ -245,7 +260,11 @@ class ProfileView(BaseModel):
     """The orders by id while a fold runs, the latest updated last (see `_order_index`)."""
 
     def apply(self, entry: JourneyEntry, conversation_window: timedelta) -> None:
-        """Fold one entry (the latest so far) into the view."""
+        """Fold one entry (the latest so far) into the view. An agent's done mark is the
+        company's note on the conversation, not the customer's activity: it changes nothing else."""
+        if entry.type == DONE:
+            self._see_to(entry)
+            return
         self._seen(entry)
         handler = _HANDLERS.get(entry.type)
         if handler is not None:
@@ -275,6 +294,15 @@ class ProfileView(BaseModel):
         else:
             stats.count += 1
             stats.last_seen = max(stats.last_seen, at)
+
+    def _see_to(self, entry: JourneyEntry) -> None:
+        """An agent saw to the customer's contacts up to the entry's time: nobody waits for what
+        came until then. Folded in time order (a late mark derives the view again), so every
+        contact the open conversation holds came before it."""
+        if self.conversation is not None:
+            self.conversation.done_through = entry.occurred_at
+            self.conversation.done_by = entry.payload.get("agent_id")
+            self.conversation.awaiting_reply_since = None
 
     def _converse(self, entry: JourneyEntry, window: timedelta) -> None:
         """Continue the open conversation within `window` of its last contact, or past it only
@@ -398,8 +426,12 @@ def _track_reply(conversation: OpenConversation, entry: JourneyEntry) -> None:
     replied = entry.type == "message" and not inbound and payload.get("purpose") != "marketing"
     if (answered_call and payload.get("agent_id")) or replied:
         conversation.awaiting_reply_since = None
+        conversation.done_by = None
     elif inbound and not answered_call and conversation.awaiting_reply_since is None:
-        conversation.awaiting_reply_since = entry.occurred_at
+        seen_to = conversation.done_through
+        if seen_to is None or entry.occurred_at > seen_to:  # one at the mark's instant was seen
+            conversation.awaiting_reply_since = entry.occurred_at
+            conversation.done_by = None
 
 
 def _preview(entry: JourneyEntry) -> MessagePreview:
