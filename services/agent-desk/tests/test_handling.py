@@ -78,10 +78,16 @@ class Desk:
         return [await self.profile.customer_of(kind, value) for kind, value in senders]
 
     async def act(
-        self, agent: httpx.AsyncClient, customer: str, action: str, **form: str
+        self,
+        agent: httpx.AsyncClient,
+        customer: str,
+        action: str,
+        journey: bool = True,
+        **form: str,
     ) -> httpx.Response:
         """What the page's script posts for a button of the conversation panel. A done mark of a
-        customer who waits goes into their journey: waited for, as a message is."""
+        customer who waits goes into their journey (unless the test keeps it out): waited for,
+        as a message is."""
         view = (await self.profile.get(f"/v1/customers/{customer}"))["view"]
         page = await agent.get(f"/customers/{customer}")
         answer = await agent.post(
@@ -90,7 +96,7 @@ class Desk:
             headers={"X-Requested-With": "fetch"},
         )
         waited = (view.get("conversation") or {}).get("awaiting_reply_since")
-        if action == "done" and answer.status_code == 200 and waited:
+        if action == "done" and answer.status_code == 200 and waited and journey:
             self.entries += 1
             await self.profile.wait_for_entries(self.entries)
         return answer
@@ -205,30 +211,48 @@ async def test_a_page_marks_done_only_the_messages_it_showed(desk: Desk) -> None
 _PUBLISH_INTERACTION = KafkaPublisher.publish_interaction
 
 
-async def refusing_desk_marks(publisher: KafkaPublisher, interaction: Interaction) -> None:
+async def refusing_desk_marks(
+    publisher: KafkaPublisher, interaction: Interaction, *, create: bool = True
+) -> None:
     """`KafkaPublisher.publish_interaction` with Kafka refusing the desk's records alone (the
     test's own publishing goes on)."""
     if interaction.channel == DESK_CHANNEL:
         raise PublishFailed("injected: Kafka did not confirm")
-    await _PUBLISH_INTERACTION(publisher, interaction)
+    await _PUBLISH_INTERACTION(publisher, interaction, create=create)
+
+
+async def kept_by_the_desk_alone(*_args: object) -> None:
+    """`_tell_journey` of the desk before done marks went into journeys."""
 
 
 async def test_a_done_mark_takes_the_customer_off_the_profile_services_queue_too(
     desk: Desk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Ana's thank-you is marked done by Bo: the journey says so, the profile service's own
+    """Ana's thank-you is marked done by Bo: the journey says so (under the email she wrote
+    from, which a split would send it with, not her stronger loyalty id), the profile service's own
     queue (its API, which other tools read) drops her and its view names Bo, until she writes
-    again. With Kafka refusing the mark the agent is told to mark it again, and the second
-    mark is one entry."""
-    (ana,) = await desk.written(
+    again. With Kafka refusing the mark nothing is marked, on the desk either: the page still
+    offers the button, and the mark made again is the one entry."""
+    signed_in = new_interaction(
+        channel="web",
+        instance="test",
+        provider_event_id="handling-loyal",
+        identifiers=Identifiers(loyalty_id="L-77", email="ana@example.com"),
+        payload=Identified(),
+        occurred_at=datetime.now(UTC) - timedelta(minutes=30),
+    )
+    ana, same = await desk.written(
+        signed_in,
         message(1, "ana@example.com", timedelta(minutes=20), Direction.INBOUND),
         message(2, "ana@example.com", timedelta(minutes=19), Direction.OUTBOUND),
         message(3, "ana@example.com", timedelta(minutes=15), Direction.INBOUND),
     )
+    assert same == ana
     with monkeypatch.context() as refusing:
         refusing.setattr(KafkaPublisher, "publish_interaction", refusing_desk_marks)
         refused = await desk.act(desk.bo, ana, "done")
     queued = await desk.profile.get("/v1/conversations?awaiting=true")
+    panel = (await desk.bo.get(f"/customers/{ana}/panels")).text
 
     done = await desk.act(desk.bo, ana, "done")
     after = await desk.profile.get("/v1/conversations?awaiting=true")
@@ -238,13 +262,15 @@ async def test_a_done_mark_takes_the_customer_off_the_profile_services_queue_too
     again = await desk.profile.get("/v1/conversations?awaiting=true")
 
     assert refused.status_code == 503
-    assert "mark it done again" in refused.text
+    assert refused.json() == {"message": desk_app.DONE_NOT_TOLD}
     assert [c["customer_id"] for c in queued] == [ana], "the journey was not told"
+    assert "Mark as done" in panel, "nor was the desk: the agent can mark it again"
     assert done.status_code == 200
     assert after == []
     assert seen_to["done_by"] == COLLEAGUE
     marks = [e for e in journey if e["type"] == "conversation_done"]
     assert [(m["channel"], m["payload"]["agent_id"]) for m in marks] == [("desk", COLLEAGUE)]
+    assert marks[0]["identifiers"] == {"email": "ana@example.com"}, "the contact's, not L-77"
     assert [c["customer_id"] for c in again] == [ana]
     waiting = datetime.fromisoformat(again[0]["conversation"]["awaiting_reply_since"])
     assert timedelta(minutes=1) < datetime.now(UTC) - waiting < timedelta(minutes=3)
@@ -411,18 +437,18 @@ async def test_with_mongodb_hanging_pages_show_who_handles_what_as_unknown(
 async def test_the_queue_reads_on_past_the_customers_marked_done(
     desk: Desk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Until the profile service reads a done mark from the journey (here never: Kafka refused
-    the marks, which the desk kept), its queue lists the customer: the desk reads on, a page at
-    a time (here two customers a page, the next from the last one's wait), until it has
+    """Until the profile service reads a done mark from the journey (here never: marks made
+    before the upgrade that put them there), its queue lists the customer: the desk reads on, a
+    page at a time (here two customers a page, the next from the last one's wait), until it has
     customers who still wait."""
     ana, bo, cy = await desk.written(
         message(1, "ana@example.com", timedelta(minutes=30), Direction.INBOUND),
         message(2, "bo@example.com", timedelta(minutes=25), Direction.INBOUND),
         message(3, "cy@example.com", timedelta(minutes=20), Direction.INBOUND),
     )
-    monkeypatch.setattr(KafkaPublisher, "publish_interaction", refusing_desk_marks)
-    assert (await desk.act(desk.ana, ana, "done")).status_code == 503
-    assert (await desk.act(desk.ana, bo, "done")).status_code == 503
+    monkeypatch.setattr(desk_app, "_tell_journey", kept_by_the_desk_alone)
+    assert (await desk.act(desk.ana, ana, "done", journey=False)).status_code == 200
+    assert (await desk.act(desk.ana, bo, "done", journey=False)).status_code == 200
     monkeypatch.setattr(desk_queue, "QUEUE_PAGE", 2)
     monkeypatch.setattr(desk_app, "INBOX_SIZE", 1)
 
@@ -492,6 +518,50 @@ async def test_a_chat_taken_before_the_visitor_signed_in_stays_taken_and_can_be_
     assert released.status_code == 200
     assert "Nobody handles it yet" in after
     assert "Nobody handles it yet" in again, "the merged profile's taking does not come back"
+
+
+async def test_a_chat_marked_done_then_merged_leaves_the_customers_older_question_waiting(
+    desk: Desk,
+) -> None:
+    """Ana asked by email 30 minutes ago, unanswered; an anonymous visitor chats on the web and
+    an agent marks the chat done; the visitor signs in as Ana. The mark saw to the chat, not to
+    the email nobody saw: Ana waits from it, in the profile service's queue and the desk's."""
+    (ana,) = await desk.written(
+        message(1, "ana@example.com", timedelta(minutes=30), Direction.INBOUND)
+    )
+    (visitor,) = await desk.written(
+        new_interaction(
+            channel="web",
+            instance="test",
+            provider_event_id="merged-visitor-chat",
+            identifiers=Identifiers(anonymous_id="visitor-2"),
+            payload=MessageExchanged(
+                direction=Direction.INBOUND, text="Thanks!", provider_message_id="v2"
+            ),
+            occurred_at=datetime.now(UTC) - timedelta(minutes=10),
+        )
+    )
+    assert (await desk.act(desk.ana, visitor, "done")).status_code == 200
+    await desk.written(
+        new_interaction(
+            channel="web",
+            instance="test",
+            provider_event_id="merged-visitor-signs-in",
+            identifiers=Identifiers(anonymous_id="visitor-2", email="ana@example.com"),
+            payload=Identified(),
+            occurred_at=datetime.now(UTC) - timedelta(minutes=5),
+        )
+    )
+    assert await desk.profile.customer_of("anonymous_id", "visitor-2") == ana
+
+    profiles_queue = await desk.profile.get("/v1/conversations?awaiting=true")
+    desks_queue = (await desk.ana.get("/?show=waiting")).text
+
+    assert [c["customer_id"] for c in profiles_queue] == [ana]
+    waiting = datetime.fromisoformat(profiles_queue[0]["conversation"]["awaiting_reply_since"])
+    assert timedelta(minutes=29) < datetime.now(UTC) - waiting < timedelta(minutes=32)
+    assert customers_listed(desks_queue) == [ana]
+    assert ">30 min<" in desks_queue
 
 
 async def queue_gauges(desk_url: str) -> dict[str, float]:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from agent_desk.__main__ import export_notes, main
+from agent_desk.handling import HANDLING
 from agent_desk.notes import NOTES, Notes
 from agent_desk.testing import AGENT, PASSWORD, csrf_of, desk_settings, running_desk, signed_in
 from customer_profile.testing import (
@@ -258,10 +259,44 @@ async def test_a_note_written_while_an_erasure_is_under_way_makes_no_key_again(
 
     assert written.status_code == 409
     assert written.json() == {
-        "message": "No note can be kept about this customer: their data is being erased."
+        "message": "Nothing can be kept about this customer: their data is being erased."
     }
     assert keys_after == {}
     assert opened == []
+
+
+async def test_a_done_mark_made_while_an_erasure_is_under_way_makes_no_key_again(
+    uncached: Stack,
+) -> None:
+    """The same for an agent's done mark, which goes into the journey sealed: refused, and the
+    desk keeps no mark either."""
+    stack = uncached
+    await stack.profile.publish([wrote(1, Identifiers(phone="+34699000333"))])
+    await stack.profile.wait_for_entries(1)
+    hu = await stack.profile.customer_of("phone", "+34699000333")
+    mongo = create_mongo_client(stack.settings)
+    try:
+        sealer = create_sealer(stack.settings, mongo)
+        subject = sealer.subject("phone:+34699000333")
+        await sealer.keys.forget([subject], made_until=datetime.now(UTC))
+
+        page = await stack.ana.get(f"/customers/{hu}")
+        marked = await stack.ana.post(
+            f"/customers/{hu}/handling",
+            data={"action": "done", "csrf": csrf_of(page.text)},
+            headers={"X-Requested-With": "fetch"},
+        )
+        keys_after = await sealer.keys.get([subject])
+        kept = await mongo[stack.settings.mongodb_database][HANDLING].find_one({"_id": hu})
+    finally:
+        await mongo.close()
+
+    assert marked.status_code == 409
+    assert marked.json() == {
+        "message": "Nothing can be kept about this customer: their data is being erased."
+    }
+    assert keys_after == {}
+    assert kept is None
 
 
 async def test_exporting_the_notes_of_nobody_is_an_error_not_an_empty_list(stack: Stack) -> None:

@@ -238,7 +238,7 @@ async def test_an_agents_done_mark_is_no_touch(
     on_email = Identifiers(email="mark@example.com")
     journey = [
         event(40, 0, "email", on_email, message(Direction.INBOUND, 40)),
-        event(41, 1, "desk", on_email, ConversationDone(agent_id="ana.agent")),
+        event(41, 1, "desk", on_email, ConversationDone(agent_id="ana.agent", waiting_since=T0)),
         event(42, 2, "email", on_email, message(Direction.OUTBOUND, 42)),
     ]
     await profile.publish(journey)

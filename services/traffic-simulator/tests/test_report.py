@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import httpx
+
 from traffic_simulator.omnichannel import report
-from traffic_simulator.readback import queue_line
+from traffic_simulator.readback import customer_journey, queue_line
 
 MEASURES = {
     "conversations": {
@@ -53,3 +55,22 @@ def test_the_report_says_how_many_wait_for_a_reply_and_the_longest_wait() -> Non
         "  waiting for a reply     unknown (the profile service did not say)"
     )
     assert queue_line(waiting * 250, now).startswith("  waiting for a reply     500 or more")
+
+
+async def test_an_agents_done_mark_is_not_counted_among_what_the_customer_did() -> None:
+    """A simulated customer an agent marked done on the desk: their journey's message counts,
+    the mark does not (no channel sent it), so a run is not reported with a duplicate."""
+    entries = [
+        {"id": "m", "channel": "whatsapp", "type": "message"},
+        {"id": "d", "channel": "desk", "type": "conversation_done"},
+    ]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/customers/c1/journey"
+        return httpx.Response(200, json={"entries": entries, "next_cursor": None})
+
+    transport = httpx.MockTransport(answer)
+    async with httpx.AsyncClient(transport=transport, base_url="http://profile") as api:
+        read = await customer_journey(api, "c1")
+
+    assert [entry["id"] for entry in read] == ["m"]

@@ -44,7 +44,7 @@ from hilo.contract import Interaction
 from hilo.contract.personal import INTERACTION_FIELDS
 from hilo.kafka_security import kafka_security
 from hilo.logs import error_text
-from hilo.sealing import Sealer
+from hilo.sealing import NoKeys, Sealer
 from hilo.settings import HiloSettings
 from hilo.shutdown import stop_this_process
 from hilo.topics import Topic, topic_name
@@ -473,13 +473,17 @@ class KafkaPublisher:
         """
         return self._within_limit(_plain_record(interaction))
 
-    async def interaction_records(self, interactions: Sequence[Interaction]) -> list[Record]:
+    async def interaction_records(
+        self, interactions: Sequence[Interaction], *, create: bool = True
+    ) -> list[Record]:
         """The records of `interactions`, their personal fields sealed (`hilo.sealing`) and each
         keyed by the subject of its strongest identifier, so neither the value nor the key shows
         who it is about.
 
         Raises `RecordTooLarge` when the producer would refuse one, so a caller can refuse the
-        request before anything of it is published.
+        request before anything of it is published. Without `create`, sealed only with keys
+        that exist (a record about someone Hilo knows already, made by Hilo: it must not outlive
+        an erasure under way by making their key again): `NoKeys` when one has none.
         """
         if self._sealer is None:
             records = [_plain_record(interaction) for interaction in interactions]
@@ -487,8 +491,10 @@ class KafkaPublisher:
             documents = await self._sealer.seal_all(
                 [from_json(interaction.model_dump_json()) for interaction in interactions],
                 INTERACTION_FIELDS,
-                create=True,
+                create=create,
             )
+            if any(document is None for document in documents):
+                raise NoKeys("no key for an interaction's identifiers")
             records = [
                 Record(
                     Topic.INTERACTIONS,
@@ -512,9 +518,10 @@ class KafkaPublisher:
     async def publish_record(self, record: Record) -> None:
         await self.publish_records([record])
 
-    async def publish_interaction(self, interaction: Interaction) -> None:
-        """Publish on `interactions` (sealed when this publisher has a sealer)."""
-        await self.publish_records(await self.interaction_records([interaction]))
+    async def publish_interaction(self, interaction: Interaction, *, create: bool = True) -> None:
+        """Publish on `interactions` (sealed when this publisher has a sealer; `create`: as
+        `interaction_records`)."""
+        await self.publish_records(await self.interaction_records([interaction], create=create))
 
 
 def _plain_record(interaction: Interaction) -> Record:

@@ -62,6 +62,11 @@ def subject_of(identifier_key: str, pepper: bytes) -> str:
     return hmac.new(pepper, identifier_key.encode(), hashlib.sha256).hexdigest()
 
 
+class NoKeys(LookupError):
+    """None of the identifiers asked for has a key, and none may be made: their person is
+    being erased (an erasure deletes the keys first), or holds none."""
+
+
 class KeyStore(Protocol):
     async def get_or_create(self, subjects: Iterable[str]) -> dict[str, bytes]:
         """The key of every subject, creating those that have none."""

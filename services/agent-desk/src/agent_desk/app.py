@@ -69,14 +69,16 @@ from agent_desk.handling import (
     Handling,
     Handlings,
     NotSaved,
+    SeenTo,
     TakenByAnother,
     done_mark,
     overdue,
     state_of,
+    strongest_first,
 )
 from agent_desk.headers import SecurityHeaders
 from agent_desk.live import Gap, JourneyFeed, LiveEntry
-from agent_desk.notes import NOTE_LENGTH, NOTES, NoKeys, Note, Notes, ids_of
+from agent_desk.notes import NOTE_LENGTH, NOTES, Note, Notes, ids_of
 from agent_desk.pending import (
     PENDING_REPLIES,
     PendingReplies,
@@ -120,7 +122,7 @@ from hilo.logs import error_text
 from hilo.mongo import create_mongo_client
 from hilo.offers.money import format_amount
 from hilo.request_size import limit_request_bodies
-from hilo.sealing import create_sealer
+from hilo.sealing import NoKeys, create_sealer
 from hilo.shutdown import cancelled, shut_down
 
 log = structlog.get_logger(__name__)
@@ -152,10 +154,8 @@ HANDLING_LOOKUP_SECONDS = 1.0
 """How long a page waits for who handles what before it shows itself without (MongoDB away)."""
 HANDLING_CHANGE_SECONDS = 5.0
 DATABASE_AWAY = "The desk's database is not answering: try again in a moment."
-DONE_NOT_TOLD = (
-    "Marked done on the desk, but Kafka is not answering, so the customer's journey does not "
-    "say so yet: mark it done again in a moment."
-)
+DONE_NOT_TOLD = "Kafka is not answering: nothing was marked done. Try again in a moment."
+BEING_ERASED = "Nothing can be kept about this customer: their data is being erased."
 INBOX_VIEWS: dict[str, str] = {
     "all": "All open",
     "waiting": "Waiting for a reply",
@@ -540,14 +540,17 @@ def _conversation_routes(app: FastAPI) -> None:
         csrf: Annotated[str, Form(max_length=200)] = "",
         shown: Annotated[str, Form(max_length=200)] = "",
         through: Annotated[AwareDatetime | None, Form()] = None,
+        waiting: Annotated[AwareDatetime | None, Form()] = None,
     ) -> Response:
         """Take the customer's conversation (from whoever the page `shown`), let it go, or mark
-        their messages up to `through` (the latest the page showed) as seen to."""
+        their messages up to `through` (the latest the page showed, of a customer it showed
+        `waiting` since) as seen to."""
         check_csrf(request, csrf)
         profile = await desk.profiles.profile(customer_id)
         if profile is None:
             raise HTTPException(status_code=404, detail="no customer with this id")
-        message, status = await _handle(desk, profile, agent, action, shown or None, through)
+        page = (through, waiting)
+        message, status = await _handle(desk, profile, agent, action, shown or None, page)
         # Merged since: the survivor's page.
         return _acted(request, profile["customer_id"], message, status)
 
@@ -1198,7 +1201,7 @@ async def _note(
                 return f"A note holds at most {NOTE_LENGTH:,} characters.", 422
             await desk.notes.add(customer_id, profile.get("identifiers") or [], agent, text)
     except NoKeys:
-        return "No note can be kept about this customer: their data is being erased.", 409
+        return BEING_ERASED, 409
     except (PyMongoError, TimeoutError) as exc:
         log.warning("desk_note_not_saved", error=error_text(exc))
         return DATABASE_AWAY, 503
@@ -1250,20 +1253,23 @@ async def _handle(
     agent: str,
     action: HandlingAction,
     shown: str | None,
-    through: datetime | None,
+    page: tuple[datetime | None, datetime | None],
 ) -> tuple[str, int]:
-    """Do what the agent asked of the customer's conversation: what to tell them, and the
-    status to answer with."""
+    """Do what the agent asked of the customer's conversation (`shown`: whom the page showed
+    handling it; `page`: the latest contact and the wait it showed): what to tell them, and
+    the status to answer with. A done mark goes into the journey first, then the desk keeps it:
+    a refused one is not shown done, so the agent can mark it again."""
     customer_id = profile["customer_id"]
     conversation = _conversation(profile)
     if conversation is None:
         return "The customer has no open conversation any more.", 409
     await _adopt(desk, profile)
+    seen = _seen_to(conversation, *page) if action == "done" else None
+    if seen is not None and (refused := await _tell_journey(desk, profile, agent, seen)):
+        return refused
     try:
         async with asyncio.timeout(HANDLING_CHANGE_SECONDS):
-            seen_to = await _change(
-                desk, customer_id, conversation, agent, action, (shown, through)
-            )
+            await _change(desk, customer_id, conversation, agent, action, (shown, seen))
     except TakenByAnother as taken:
         if taken.agent is None:
             return "Nobody has this conversation now: take it again.", 409
@@ -1271,24 +1277,62 @@ async def _handle(
     except (PyMongoError, TimeoutError, NotSaved) as exc:
         log.warning("desk_handling_not_saved", action=action, error=error_text(exc))
         return DATABASE_AWAY, 503
-    if seen_to is not None and not await _journey_told(desk, profile, agent, seen_to):
-        return DONE_NOT_TOLD, 503
     log.info("desk_conversation_handled", agent=agent, customer_id=customer_id, action=action)
     return "", 200
 
 
-async def _journey_told(desk: Desk, profile: dict[str, Any], agent: str, through: datetime) -> bool:
-    """Record a done mark in the customer's journey (`done_mark`): whether Kafka took it. A
-    retry of the mark publishes the same event, which the profile service keeps once."""
-    mark = done_mark(profile, agent, through, desk.settings.instance)
+def _seen_to(
+    conversation: dict[str, Any], through: datetime | None, waiting: datetime | None
+) -> SeenTo | None:
+    """What a done mark sees to: the customer's contacts up to the latest the page showed (no
+    later than the latest there is), waiting since when the page showed (else now's). None
+    when nobody waits, or the page showed an earlier conversation."""
+    awaiting, latest = conversation.get("awaiting_reply_since"), conversation.get("last_inbound_at")
+    if not awaiting or not latest:
+        return None
+    last = datetime.fromisoformat(latest)
+    seen_to = min(through or last, last)
+    if seen_to < datetime.fromisoformat(conversation["started_at"]):
+        return None
+    return SeenTo(seen_to, waiting or datetime.fromisoformat(awaiting))
+
+
+async def _tell_journey(
+    desk: Desk, profile: dict[str, Any], agent: str, seen: SeenTo
+) -> tuple[str, int] | None:
+    """Record a done mark in the customer's journey (`done_mark`), sealed with the keys the
+    customer has (none made: an erasure under way must not leave one): the refusal to answer,
+    None once Kafka took it."""
+    held = [(i["kind"], i["value"]) for i in profile.get("identifiers") or []]
+    contact = await _contact_seen(desk, profile["customer_id"], seen.through)
+    identifiers = [*strongest_first(contact), *strongest_first(held)]
+    mark = done_mark(profile["customer_id"], identifiers, agent, seen, desk.settings.instance)
     if mark is None:
-        return True
+        return "This customer has no identifier a mark can be recorded under.", 409
     try:
-        await desk.publisher.publish_interaction(mark)
+        await desk.publisher.publish_interaction(mark, create=False)
+    except NoKeys:
+        return BEING_ERASED, 409
     except (PublishFailed, PyMongoError) as exc:  # PyMongo: the key store sealing it
         log.warning("desk_done_not_published", error=error_text(exc))
-        return False
-    return True
+        return DONE_NOT_TOLD, 503
+    return None
+
+
+async def _contact_seen(desk: Desk, customer_id: str, through: datetime) -> list[tuple[str, str]]:
+    """The identifiers of the customer's latest inbound contact up to `through` (a done mark
+    goes with it through a split); none when the journey cannot be read."""
+    try:
+        recent = await desk.profiles.journey(
+            customer_id, cursor=None, channels=[], types=CONTACTS, limit=20
+        )
+    except (ProfileUnavailable, ProfileRequestRefused):
+        return []
+    for entry in recent["entries"]:
+        inbound = entry["payload"].get("direction") == "inbound"
+        if inbound and datetime.fromisoformat(entry["occurred_at"]) <= through:
+            return [(str(k), str(v)) for k, v in (entry.get("identifiers") or {}).items()]
+    return []
 
 
 async def _change(
@@ -1297,22 +1341,18 @@ async def _change(
     conversation: dict[str, Any],
     agent: str,
     action: HandlingAction,
-    seen: tuple[str | None, datetime | None],
-) -> datetime | None:
-    """Take, let go of or mark done the conversation (`seen`: whom the page showed handling
-    it, and the latest message it showed). A done mark returns the time it sees to."""
-    shown, through = seen
+    page: tuple[str | None, SeenTo | None],
+) -> None:
+    """Take, let go of or mark done the conversation (`page`: whom the page showed handling
+    it, and what a done mark sees to)."""
+    shown, seen = page
     if action == "take":
         started = datetime.fromisoformat(conversation["started_at"])
         await desk.handlings.take(customer_id, agent, shown=shown, started_at=started)
     elif action == "release":
         await desk.handlings.release(customer_id, agent)
-    elif conversation.get("awaiting_reply_since") and conversation.get("last_inbound_at"):
-        latest = datetime.fromisoformat(conversation["last_inbound_at"])
-        seen_to = min(through or latest, latest)
-        await desk.handlings.done(customer_id, agent, through=seen_to)
-        return seen_to
-    return None
+    elif seen is not None:
+        await desk.handlings.done(customer_id, agent, seen)
 
 
 def _warning(*parts: str | None) -> str | None:

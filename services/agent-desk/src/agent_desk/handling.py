@@ -58,6 +58,18 @@ class Handling:
     taken_for: datetime | None = None
     done_through: datetime | None = None
     done_by: str | None = None
+    done_waiting: datetime | None = None
+    """Since when the page marked done showed the customer waiting: an older question (merged
+    in since) is not seen to."""
+
+
+@dataclass(frozen=True)
+class SeenTo:
+    """What a done mark sees to: the customer's contacts up to `through` (the latest the page
+    showed), of a customer the page showed waiting since `waiting`."""
+
+    through: datetime
+    waiting: datetime
 
 
 @dataclass(frozen=True)
@@ -86,7 +98,8 @@ def state_of(conversation: Mapping[str, Any], handling: Handling | None) -> Conv
     """Who handles the customer's open conversation (as the profile service gives it) and
     since when they wait. The profile reads a done mark from the journey (its `done_by`); until
     it has, the desk's own mark decides: a later message then waits from the latest one (the
-    profile holds the first unanswered message, not the first after that)."""
+    profile holds the first unanswered message, not the first after that), and a question
+    older than the page saw waiting (merged in since) still waits."""
     handling = handling or Handling()
     started = _time(conversation.get("started_at"))
     taken = handling.taken_for is not None and started is not None and handling.taken_for >= started
@@ -94,7 +107,12 @@ def state_of(conversation: Mapping[str, Any], handling: Handling | None) -> Conv
     latest = _time(conversation.get("last_inbound_at"))
     done = handling.done_through
     done_by = None if waiting is not None else conversation.get("done_by")
-    if waiting is not None and done is not None:
+    older = (
+        waiting is not None
+        and handling.done_waiting is not None
+        and waiting < handling.done_waiting
+    )
+    if waiting is not None and done is not None and not older:
         if latest is None or latest <= done:
             waiting, done_by = None, handling.done_by
         elif waiting <= done:
@@ -197,25 +215,31 @@ class Handlings:
             {"$unset": {"agent": "", "taken_for": ""}, "$set": {"changed_at": datetime.now(UTC)}},
         )
 
-    async def done(self, customer_id: str, agent: str, *, through: datetime) -> None:
-        """The customer's messages up to `through` (their latest one the page showed) are seen
-        to; never moved back by a page that showed less."""
+    async def done(self, customer_id: str, agent: str, seen: SeenTo) -> None:
+        """The customer's messages up to `seen.through` (their latest one the page showed) are
+        seen to; never moved back by a page that showed less."""
         await self._prepare()
+        through = seen.through
         now = datetime.now(UTC)
-        seen = {"done_through": through, "done_by": agent, "changed_at": now}
+        marked = {
+            "done_through": through,
+            "done_by": agent,
+            "done_waiting": seen.waiting,
+            "changed_at": now,
+        }
         try:
             await self.collection.update_one(
                 {
                     "_id": customer_id,
                     "$or": [{"done_through": None}, {"done_through": {"$lt": through}}],
                 },
-                {"$set": seen},
+                {"$set": marked},
                 upsert=True,
             )
         except DuplicateKeyError:  # there is a document: done as far, or further, already?
             doc = await self.collection.find_one({"_id": customer_id}, {"done_through": 1})
-            marked = _time((doc or {}).get("done_through"))
-            if marked is None or marked < through:
+            earlier = _time((doc or {}).get("done_through"))
+            if earlier is None or earlier < through:
                 raise NotSaved from None
 
     async def _prepare(self) -> None:
@@ -233,30 +257,39 @@ def _handling(doc: Mapping[str, Any]) -> Handling:
         taken_for=_time(doc.get("taken_for")),
         done_through=_time(doc.get("done_through")),
         done_by=doc.get("done_by"),
+        done_waiting=_time(doc.get("done_waiting")),
     )
 
 
 def done_mark(
-    profile: Mapping[str, Any], agent: str, through: datetime, instance: str
+    customer_id: str,
+    identifiers: Iterable[tuple[str, str]],
+    agent: str,
+    seen: SeenTo,
+    instance: str,
 ) -> Interaction | None:
-    """The journey's record of an agent's done mark through the customer's contact at
-    `through`: on the customer's strongest identifier alone (one identifier merges nobody),
-    dated just after that contact (`DONE_AFTER`). Its id comes from the customer and `through`,
-    so a retry, or a colleague marking the same, is the same event. None when the profile holds
-    no identifier the contract reads."""
-    held = [
-        (str(told["kind"]), str(told["value"]))
-        for told in profile.get("identifiers") or []
-        if told.get("kind") in _STRONGEST_FIRST
-    ]
-    for kind, value in sorted(held, key=lambda pair: _STRONGEST_FIRST.index(pair[0])):
-        with suppress(ValueError):  # one the contract refuses now: the next strongest
+    """The journey's record of an agent's done mark (`seen`): on the first of `identifiers`
+    the contract reads (the latest contact's it sees to, so a split sends it with that
+    contact), that one alone (one identifier merges nobody), dated just after the contact
+    (`DONE_AFTER`). Its id comes from the customer and the time, so a retry, or a colleague
+    marking the same, is the same event. None when no identifier is readable."""
+    through = seen.through.astimezone(UTC)
+    for kind, value in identifiers:
+        if kind not in _STRONGEST_FIRST:
+            continue
+        with suppress(ValueError):  # one the contract refuses now: the next
             return new_interaction(
                 channel=DESK_CHANNEL,
                 instance=instance,
-                provider_event_id=f"done:{profile['customer_id']}:{through.isoformat()}",
+                provider_event_id=f"done:{customer_id}:{through.isoformat()}",
                 identifiers=Identifiers.model_validate({kind: value}),
-                payload=ConversationDone(agent_id=agent),
+                payload=ConversationDone(agent_id=agent, waiting_since=seen.waiting),
                 occurred_at=through + DONE_AFTER,
             )
     return None
+
+
+def strongest_first(identifiers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`(kind, value)` pairs, the strongest kind first (unknown kinds last)."""
+    rank = {kind: n for n, kind in enumerate(_STRONGEST_FIRST)}
+    return sorted(identifiers, key=lambda pair: rank.get(pair[0], len(rank)))

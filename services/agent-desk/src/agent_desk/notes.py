@@ -25,7 +25,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from agent_desk.profiles import ProfileApi
 from hilo.mongo import MongoDocument
-from hilo.sealing import Sealer, Unreadable, is_sealed, seal, sealed_subjects, unseal
+from hilo.sealing import NoKeys, Sealer, Unreadable, is_sealed, seal, sealed_subjects, unseal
 
 NOTES: Final = "desk_notes"
 NOTE_LENGTH: Final = 2_000
@@ -35,10 +35,6 @@ SHOWN: Final = 20
 
 
 Deleted = Literal["deleted", "not_author", "gone"]
-
-
-class NoKeys(LookupError):
-    """None of the customer's identifiers has a key: they are being erased (or hold none)."""
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """The agents' queue: who waits for a reply, as the desk shows them (past the customers an agent
-marked done, which only the desk knows), and the gauges a supervisor's dashboard reads from it.
+marked done that the profile service has not read the mark of yet), and the gauges a
+supervisor's dashboard reads from it.
 
 The profile service lists the customers waiting, the longest first; the desk's `desk_handling`
 collection says who handles them and what was marked done. The inbox's *Waiting for a reply*

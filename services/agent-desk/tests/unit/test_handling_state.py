@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
-from agent_desk.handling import ConversationState, Handling, done_mark, overdue, state_of
+from agent_desk.handling import (
+    ConversationState,
+    Handling,
+    SeenTo,
+    done_mark,
+    overdue,
+    state_of,
+    strongest_first,
+)
 from hilo.contract import DONE_AFTER, ConversationDone, IdentifierKind
 
 T0 = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
@@ -72,25 +80,37 @@ def test_once_the_profile_read_a_done_mark_it_says_who_made_it() -> None:
     assert state_of(conversation(waiting=None, latest=8), None).done_by is None
 
 
-def test_a_done_mark_on_the_customers_strongest_identifier_just_after_the_contact() -> None:
-    profile = {
-        "customer_id": "c1",
-        "identifiers": [
-            {"kind": "anonymous_id", "value": "anon-1"},
-            {"kind": "phone", "value": "+34611222333"},
-            {"kind": "email", "value": "not an email"},
-            {"kind": "made_up", "value": "x"},
-        ],
-    }
+def test_a_question_older_than_the_page_saw_waiting_is_not_seen_to() -> None:
+    """A mark made on a chat waiting since minute 10; a merge brought an email unanswered
+    since minute 3: the customer waits from it."""
+    done = Handling(done_through=at(10), done_by="ana", done_waiting=at(10))
 
-    mark = done_mark(profile, "ana", at(8), "desk-1")
-    again = done_mark(profile, "bo", at(8), "desk-2")
+    assert state_of(conversation(waiting=3, latest=10), done).waiting_since == at(3)
+    assert state_of(conversation(waiting=10, latest=10), done).waiting_since is None
+
+
+def test_a_done_mark_on_the_first_identifier_the_contract_reads_just_after_the_contact() -> None:
+    seen = SeenTo(through=at(8).astimezone(timezone(timedelta(hours=2))), waiting=at(3))
+    identifiers = [("made_up", "x"), ("email", "not an email"), ("phone", "+34611222333")]
+
+    mark = done_mark("c1", identifiers, "ana", seen, "desk-1")
+    again = done_mark("c1", identifiers, "bo", SeenTo(at(8), at(3)), "desk-2")
 
     assert mark is not None
     assert again is not None
-    assert mark.identifiers.pairs() == [(IdentifierKind.PHONE, "+34611222333")], "valid, strongest"
+    assert mark.identifiers.pairs() == [(IdentifierKind.PHONE, "+34611222333")], "one, readable"
     assert (mark.channel, mark.occurred_at) == ("desk", at(8) + DONE_AFTER)
-    assert mark.payload == ConversationDone(agent_id="ana")
-    assert mark.id == again.id, "a retry, or a colleague's mark of the same, is one event"
-    assert done_mark(profile, "ana", at(9), "desk-1").id != mark.id  # type: ignore[union-attr]
-    assert done_mark({"customer_id": "c2", "identifiers": []}, "ana", at(8), "d") is None
+    assert mark.payload == ConversationDone(agent_id="ana", waiting_since=at(3))
+    assert mark.id == again.id, "a retry, or a colleague's mark of the same, whatever its offset"
+    later = done_mark("c1", identifiers, "ana", SeenTo(at(9), at(3)), "desk-1")
+    assert later is not None
+    assert later.id != mark.id
+    assert done_mark("c2", [("made_up", "x")], "ana", seen, "d") is None
+
+
+def test_identifiers_strongest_first() -> None:
+    held = [("anonymous_id", "a"), ("made_up", "x"), ("email", "e@example.com")]
+
+    assert strongest_first(held) == [
+        ("email", "e@example.com"), ("anonymous_id", "a"), ("made_up", "x"),
+    ]  # fmt: skip

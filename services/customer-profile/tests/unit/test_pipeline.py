@@ -35,6 +35,9 @@ from customer_profile.testing import (
     raw_records,
 )
 from hilo.contract import (
+    DONE_AFTER,
+    ConversationDone,
+    Direction,
     IdentifierKind,
     Interaction,
     Money,
@@ -549,3 +552,33 @@ async def test_a_forged_identify_call_does_not_give_a_known_customer_a_loyalty_t
     assert store.journey[forged.id].adjustments == [
         {"field": "payload.traits", "reason": "unverified_source"}
     ]
+
+
+@pytest.mark.parametrize("mark_id", ["mark", "mark1"], ids=["reply first", "mark first"])
+async def test_a_reply_at_the_instant_of_a_done_mark_folds_as_the_journey_orders_them(
+    mark_id: str,
+) -> None:
+    """A question, an agent's done mark of it, then (next batch) a reply dated at the mark's
+    very instant: the mark sets no time seen, yet the reply ties with it, so the view is the
+    one derived from the journey (in id order), whichever id comes first."""
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    question = interaction("q", kind="message", email="ida@example.com")
+    mark = interaction(mark_id, channel="desk", kind="conversation_done", email="ida@example.com")
+    seen = ConversationDone(agent_id="ana", waiting_since=question.occurred_at)
+    at = question.occurred_at + DONE_AFTER
+    mark = mark.model_copy(update={"payload": seen, "occurred_at": at})
+    answer = sample_payloads()["message"].model_copy(update={"direction": Direction.OUTBOUND})
+    reply = interaction("reply", kind="message", email="ida@example.com")
+    reply = reply.model_copy(update={"payload": answer, "occurred_at": at})
+    run = pipeline(store, publisher)
+    for batch in ([question], [mark], [reply]):
+        await run.process(raw_records(batch))
+
+    [customer] = store.profiles
+    [profile] = (await store.load([customer])).values()
+    journey = (await store.entries_of([profile]))[customer]
+    assert profile.view is not None
+    assert profile.view == derive_view(journey, WINDOW)
+    assert profile.view.conversation is not None
+    assert profile.view.conversation.awaiting_reply_since is None
+    assert (reply.id < mark.id) == (mark_id == "mark"), "the two orders of one instant"

@@ -28,6 +28,7 @@ from hilo.contract import (
     CartChanged,
     ConsentChanged,
     Conversation,
+    ConversationDone,
     Direction,
     Identified,
     Identifiers,
@@ -72,10 +73,11 @@ def entry(
     return new_entry(interaction, "C", T0, late=False)
 
 
-def done(n: int, *, minutes: int, after: timedelta = DONE_AFTER) -> JourneyEntry:
-    """An agent's done mark through the customer's contact at `minutes`, dated `after` it as
-    the desk dates one."""
-    mark = entry(n, "conversation_done", "desk", minutes=minutes)
+def done(n: int, *, minutes: int, waiting: int = 0, after: timedelta = DONE_AFTER) -> JourneyEntry:
+    """An agent's done mark through the customer's contact at `minutes`, of a customer the
+    agent saw waiting since `waiting`, dated `after` that contact as the desk dates one."""
+    seen = ConversationDone(agent_id="agent-ana", waiting_since=T0 + timedelta(minutes=waiting))
+    mark = entry(n, "conversation_done", "desk", minutes=minutes, payload=seen)
     return mark.model_copy(update={"occurred_at": mark.occurred_at + after})
 
 
@@ -863,6 +865,20 @@ MARKETING = OUT.model_copy(update={"purpose": "marketing"})
             [entry(1, "message"), done(2, minutes=1), entry(3, "message", minutes=60 * 30)],
             60 * 30,
             id="a done mark of the last conversation does not see to the next",
+        ),
+        pytest.param(
+            [
+                entry(1, "message", "email"),
+                entry(2, "message", minutes=10),
+                done(3, minutes=10, waiting=10),
+            ],
+            1,
+            id="a mark of the chat the agent saw leaves an older question merged in waiting",
+        ),
+        pytest.param(
+            [entry(1, "message", minutes=10), done(3, minutes=10, waiting=10)],
+            None,
+            id="a mark of what the agent saw waiting",
         ),
     ],
 )

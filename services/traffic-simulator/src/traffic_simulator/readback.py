@@ -83,10 +83,14 @@ async def _queue(api: httpx.AsyncClient) -> list[dict[str, Any]] | None:
     return list(response.json())
 
 
+AGENT_MARKS = frozenset({"conversation_done"})
+"""Journey entries an agent made on the desk, not the simulated customer."""
+
+
 def queue_line(waiting: list[dict[str, Any]] | None, now: datetime) -> str:
     """How many customers the agents' queue holds, and how long the first has waited (of this
-    run and earlier ones: the queue is the platform's; customers an agent marked done count,
-    as only the desk knows of those)."""
+    run and earlier ones: the queue is the platform's; customers an agent marked done on the
+    desk do not count)."""
     if waiting is None:
         return "  waiting for a reply     unknown (the profile service did not say)"
     if not waiting:
@@ -107,7 +111,7 @@ async def entries_held(crowd: list[Person], settings: SimulatorSettings) -> int:
             for person in crowd:
                 customer = await _customer(api, person)
                 if customer is not None:
-                    held += len(await _journey(api, customer))
+                    held += len(await customer_journey(api, customer))
         except httpx.TransportError:
             return 0  # not answering yet: the run itself says what is wrong
         return held
@@ -121,10 +125,13 @@ async def _customer(api: httpx.AsyncClient, person: Person) -> str | None:
     return customer
 
 
-async def _journey(api: httpx.AsyncClient, customer: str) -> list[dict[str, Any]]:
+async def customer_journey(api: httpx.AsyncClient, customer: str) -> list[dict[str, Any]]:
+    """What the simulated customer's journey holds of what they did: not an agent's done mark
+    (an agent may look at a simulated customer on the desk), which no channel sent and which
+    journey-analytics does not count either."""
     journey = (await api.get(f"/v1/customers/{customer}/journey", params={"limit": 200})).json()
     entries: list[dict[str, Any]] = journey.get("entries", [])
-    return entries
+    return [entry for entry in entries if entry.get("type") not in AGENT_MARKS]
 
 
 async def _snapshot(
@@ -144,7 +151,7 @@ async def _snapshot(
         result.customer_of[person.number] = customer
         profile = (await api.get(f"/v1/customers/{customer}")).json()
         result.merges += len(profile.get("merged_from", []))
-        entries = await _journey(api, customer)
+        entries = await customer_journey(api, customer)
         result.entries_per_channel.update(entry["channel"] for entry in entries)
         check_chats(result, entries, chats(person, settings))
         sent = expected.get(person.number, 0)

@@ -13,7 +13,15 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    StringConstraints,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 from pydantic_extra_types.currency_code import ISO4217
 
@@ -627,6 +635,11 @@ class ConversationDone(_Model):
 
     kind: Literal["conversation_done"] = "conversation_done"
     agent_id: str = Field(min_length=1, max_length=200, description="Who marked it done.")
+    waiting_since: AwareDatetime = Field(
+        description="Since when the agent saw the customer waiting (their earliest unanswered "
+        "contact, as the agent's page showed it). The mark sees to nothing older: a question "
+        "merged in from another profile since, which the agent never saw, still waits."
+    )
 
 
 class CustomEvent(_Model):

@@ -112,7 +112,9 @@ def sample_payloads() -> dict[str, Payload]:
         ),
         "consent": ConsentChanged(purpose="marketing", granted=True, channel="email"),
         "identify": Identified(traits={"first_name": "Ana", "plan": "gold"}),
-        "conversation_done": ConversationDone(agent_id="agent-ana"),
+        "conversation_done": ConversationDone(
+            agent_id="agent-ana", waiting_since=datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+        ),
         "custom": CustomEvent(name="Newsletter Opened", properties={"issue": 42}),
     }
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from customer_profile.domain.journey import JourneyEntry
 from hilo.contract import NAME_TRAITS
+from hilo.mongo import as_stored
 
 RECENT_MESSAGES = 10
 RECENT_INTERACTIONS = 10
@@ -297,12 +298,19 @@ class ProfileView(BaseModel):
 
     def _see_to(self, entry: JourneyEntry) -> None:
         """An agent saw to the customer's contacts up to the entry's time: nobody waits for what
-        came until then. Folded in time order (a late mark derives the view again), so every
-        contact the open conversation holds came before it."""
-        if self.conversation is not None:
-            self.conversation.done_through = entry.occurred_at
-            self.conversation.done_by = entry.payload.get("agent_id")
-            self.conversation.awaiting_reply_since = None
+        came until then, unless it waited from before what the agent saw (a question merged in
+        from another profile since). Folded in time order (a late mark derives the view again),
+        so every contact the open conversation holds came before it."""
+        conversation = self.conversation
+        waiting = conversation.awaiting_reply_since if conversation else None
+        if conversation is None or waiting is None:
+            return
+        seen = as_stored(datetime.fromisoformat(entry.payload["waiting_since"]))
+        if waiting < seen:
+            return
+        conversation.done_through = entry.occurred_at
+        conversation.done_by = entry.payload.get("agent_id")
+        conversation.awaiting_reply_since = None
 
     def _converse(self, entry: JourneyEntry, window: timedelta) -> None:
         """Continue the open conversation within `window` of its last contact, or past it only

@@ -716,15 +716,16 @@ JOURNEY_SOURCE = "/hilo/customer-profile"
 
 
 def _ties_with_view(entry: JourneyEntry, before: Mapping[str, StoredProfile]) -> bool:
-    """Whether the entry happened at the very instant of the last one its view holds: not late,
-    but the journey orders that instant's entries by id, which a fold on top cannot, so the
-    view is derived again (the batch's own entries are sorted so before folding)."""
+    """Whether the entry happened at the very instant of the last one its view holds (or of an
+    agent's done mark, which sets no time seen): not late, but the journey orders that
+    instant's entries by id, which a fold on top cannot, so the view is derived again (the
+    batch's own entries are sorted so before folding)."""
     profile = before.get(entry.customer_id)
-    return (
-        profile is not None
-        and profile.view is not None
-        and (entry.occurred_at == profile.view.last_seen)
-    )
+    view = profile.view if profile is not None else None
+    if view is None:
+        return False
+    marked = view.conversation.done_through if view.conversation else None
+    return entry.occurred_at in (view.last_seen, marked)
 
 
 def _fold(view: ProfileView | None, new: list[JourneyEntry], window: timedelta) -> ProfileView:
