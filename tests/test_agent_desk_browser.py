@@ -303,6 +303,9 @@ async def test_an_agent_works_the_queue_takes_a_customer_and_answers_them_on_ano
         await rows.nth(0).get_by_role("link").click()
         await page.get_by_role("button", name="Mark as done").click()
         await expect(page.locator("#handling")).to_contain_text("Marked done by you")
+        mark = page.locator("#timeline li").filter(has_text="Marked done by")
+        await expect(mark).to_have_count(1, timeout=20_000)  # the journey's entry, live
+        await expect(mark).to_contain_text("Desk")
         await page.get_by_role("link", name="Inbox").click()
         await page.get_by_role("link", name="Waiting for a reply").click()
         await expect(rows).to_have_count(1)
