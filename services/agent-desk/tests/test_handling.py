@@ -4,9 +4,10 @@ against the real stack (Kafka, MongoDB, the customer-profile service, the desk).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 
@@ -16,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent_desk import app as desk_app
 from agent_desk import queue as desk_queue
-from agent_desk.handling import DESK_CHANNEL, Handlings
+from agent_desk.handling import DESK_CHANNEL, HANDLING, Handlings, SeenTo
 from agent_desk.testing import AGENT, PASSWORD, csrf_of, desk_settings, running_desk, signed_in
 from customer_profile.testing import API_KEY, RunningProfileService, running_profile_service
 from hilo.contract import (
@@ -28,10 +29,13 @@ from hilo.contract import (
     Purpose,
     new_interaction,
 )
-from hilo.kafka import KafkaPublisher, PublishFailed
+from hilo.kafka import KafkaPublisher, PublishFailed, Record
+from hilo.mongo import create_mongo_client
+from hilo.sealing import SubjectKeys
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually
 from hilo.testkit.serving import served
+from hilo.topics import Topic
 
 COLLEAGUE = "bo.agent"
 COLLEAGUE_PASSWORD = "another long and correct password"
@@ -208,17 +212,20 @@ async def test_a_page_marks_done_only_the_messages_it_showed(desk: Desk) -> None
     assert ">2 min<" in queue
 
 
-_PUBLISH_INTERACTION = KafkaPublisher.publish_interaction
+_PUBLISH_RECORDS = KafkaPublisher.publish_records
 
 
-async def refusing_desk_marks(
-    publisher: KafkaPublisher, interaction: Interaction, *, create: bool = True
-) -> None:
-    """`KafkaPublisher.publish_interaction` with Kafka refusing the desk's records alone (the
-    test's own publishing goes on)."""
-    if interaction.channel == DESK_CHANNEL:
+async def refusing_desk_marks(publisher: KafkaPublisher, records: Sequence[Record]) -> None:
+    """`KafkaPublisher.publish_records` with Kafka refusing the desk's interactions alone (the
+    test's own publishing, and the services', goes on)."""
+    if any(
+        record.topic is Topic.INTERACTIONS
+        and record.value is not None
+        and json.loads(record.value)["channel"] == DESK_CHANNEL
+        for record in records
+    ):
         raise PublishFailed("injected: Kafka did not confirm")
-    await _PUBLISH_INTERACTION(publisher, interaction, create=create)
+    await _PUBLISH_RECORDS(publisher, records)
 
 
 async def kept_by_the_desk_alone(*_args: object) -> None:
@@ -249,7 +256,7 @@ async def test_a_done_mark_takes_the_customer_off_the_profile_services_queue_too
     )
     assert same == ana
     with monkeypatch.context() as refusing:
-        refusing.setattr(KafkaPublisher, "publish_interaction", refusing_desk_marks)
+        refusing.setattr(KafkaPublisher, "publish_records", refusing_desk_marks)
         refused = await desk.act(desk.bo, ana, "done")
     queued = await desk.profile.get("/v1/conversations?awaiting=true")
     panel = (await desk.bo.get(f"/customers/{ana}/panels")).text
@@ -274,6 +281,82 @@ async def test_a_done_mark_takes_the_customer_off_the_profile_services_queue_too
     assert [c["customer_id"] for c in again] == [ana]
     waiting = datetime.fromisoformat(again[0]["conversation"]["awaiting_reply_since"])
     assert timedelta(minutes=1) < datetime.now(UTC) - waiting < timedelta(minutes=3)
+
+
+async def test_a_late_question_older_than_the_page_showed_waits_until_marked_again(
+    desk: Desk,
+) -> None:
+    """Ana wrote 10 minutes ago; her page is drawn; a message she sent 20 minutes ago arrives
+    late (a slow provider). The mark the page makes sees to what it showed, not the older one:
+    she waits from it. Her page drawn again marks through the same message, waiting since the
+    older one: another mark, and she waits no more."""
+    (ana,) = await desk.written(
+        message(1, "ana@example.com", timedelta(minutes=10), Direction.INBOUND)
+    )
+    shown = (await desk.profile.get(f"/v1/customers/{ana}"))["view"]["conversation"]
+    await desk.written(message(2, "ana@example.com", timedelta(minutes=20), Direction.INBOUND))
+    page = {"through": shown["last_inbound_at"], "waiting": shown["awaiting_reply_since"]}
+
+    first = await desk.act(desk.ana, ana, "done", **page)
+    still = await desk.profile.get("/v1/conversations?awaiting=true")
+    again = await desk.act(desk.ana, ana, "done")
+    after = await desk.profile.get("/v1/conversations?awaiting=true")
+
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert [c["customer_id"] for c in still] == [ana]
+    waiting = datetime.fromisoformat(still[0]["conversation"]["awaiting_reply_since"])
+    assert timedelta(minutes=19) < datetime.now(UTC) - waiting < timedelta(minutes=22)
+    assert after == []
+
+
+async def test_a_mark_is_refused_when_the_key_store_hangs_or_the_page_is_behind(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key store that does not answer must not hold the click: 503 after the desk's bound,
+    nothing marked. A page drawn before the customer's new conversation marks nothing: 409."""
+    (ana,) = await desk.written(
+        message(1, "ana@example.com", timedelta(minutes=5), Direction.INBOUND)
+    )
+
+    async def hanging(*_args: object, **_kwargs: object) -> None:
+        await asyncio.sleep(3600)
+
+    with monkeypatch.context() as hung:
+        hung.setattr(SubjectKeys, "get", hanging)
+        hung.setattr(desk_app, "HANDLING_CHANGE_SECONDS", 1.0)
+        held = await desk.act(desk.ana, ana, "done")
+    old_page = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+    behind = await desk.act(desk.ana, ana, "done", through=old_page)
+    queued = await desk.profile.get("/v1/conversations?awaiting=true")
+
+    assert held.status_code == 503
+    assert held.json() == {"message": desk_app.DATABASE_AWAY}
+    assert behind.status_code == 409
+    assert "wrote again since this page" in behind.json()["message"]
+    assert [c["customer_id"] for c in queued] == [ana]
+    assert "Mark as done" in (await desk.ana.get(f"/customers/{ana}/panels")).text
+
+
+async def test_a_page_showing_an_older_wait_up_to_the_same_message_sees_to_more(
+    settings: HiloSettings,
+) -> None:
+    """The desk's own mark: one page marks done through 10:00 what it showed waiting since
+    10:00; after a merge brought a question of 9:50, a page marks through 10:00 again, waiting
+    since 9:50: the mark now covers it. A page showing less moves nothing back."""
+    at = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
+    mongo = create_mongo_client(settings)
+    try:
+        handlings = Handlings(mongo[settings.mongodb_database][f"{HANDLING}_older_wait"])
+        await handlings.create_indexes()
+        await handlings.done("c1", "ana", SeenTo(at, at))
+        await handlings.done("c1", "bo", SeenTo(at, at - timedelta(minutes=10)))
+        await handlings.done("c1", "cy", SeenTo(at, at - timedelta(minutes=5)))
+        kept = (await handlings.of(["c1"]))["c1"]
+        await handlings.collection.drop()
+    finally:
+        await mongo.close()
+
+    assert (kept.done_by, kept.done_waiting) == ("bo", at - timedelta(minutes=10))
 
 
 async def test_two_agents_taking_one_conversation_at_once_do_not_both_get_it(
@@ -525,7 +608,8 @@ async def test_a_chat_marked_done_then_merged_leaves_the_customers_older_questio
 ) -> None:
     """Ana asked by email 30 minutes ago, unanswered; an anonymous visitor chats on the web and
     an agent marks the chat done; the visitor signs in as Ana. The mark saw to the chat, not to
-    the email nobody saw: Ana waits from it, in the profile service's queue and the desk's."""
+    the email nobody saw: Ana waits from it, in the profile service's queue and the desk's,
+    until an agent who saw it marks her done (another mark: it sees to an older wait)."""
     (ana,) = await desk.written(
         message(1, "ana@example.com", timedelta(minutes=30), Direction.INBOUND)
     )
@@ -562,6 +646,12 @@ async def test_a_chat_marked_done_then_merged_leaves_the_customers_older_questio
     assert timedelta(minutes=29) < datetime.now(UTC) - waiting < timedelta(minutes=32)
     assert customers_listed(desks_queue) == [ana]
     assert ">30 min<" in desks_queue
+
+    again = await desk.act(desk.ana, ana, "done")  # now the agent has seen the email
+
+    assert again.status_code == 200
+    assert await desk.profile.get("/v1/conversations?awaiting=true") == []
+    assert customers_listed((await desk.ana.get("/?show=waiting")).text) == []
 
 
 async def queue_gauges(desk_url: str) -> dict[str, float]:

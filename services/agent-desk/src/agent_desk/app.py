@@ -155,6 +155,9 @@ HANDLING_LOOKUP_SECONDS = 1.0
 HANDLING_CHANGE_SECONDS = 5.0
 DATABASE_AWAY = "The desk's database is not answering: try again in a moment."
 DONE_NOT_TOLD = "Kafka is not answering: nothing was marked done. Try again in a moment."
+CONTACTS_READ = 100
+"""How many of the customer's latest contacts a done mark looks through for the one it sees to
+(its identifier is the mark's): more came since only on a page left open through a long chat."""
 BEING_ERASED = "Nothing can be kept about this customer: their data is being erased."
 INBOX_VIEWS: dict[str, str] = {
     "all": "All open",
@@ -1264,8 +1267,8 @@ async def _handle(
     if conversation is None:
         return "The customer has no open conversation any more.", 409
     await _adopt(desk, profile)
-    seen = _seen_to(conversation, *page) if action == "done" else None
-    if seen is not None and (refused := await _tell_journey(desk, profile, agent, seen)):
+    seen, refused = await _done_told(desk, profile, agent, page) if action == "done" else NO_MARK
+    if refused is not None:
         return refused
     try:
         async with asyncio.timeout(HANDLING_CHANGE_SECONDS):
@@ -1281,20 +1284,44 @@ async def _handle(
     return "", 200
 
 
+async def _done_told(
+    desk: Desk, profile: dict[str, Any], agent: str, page: tuple[datetime | None, datetime | None]
+) -> tuple[SeenTo | None, tuple[str, int] | None]:
+    """What a done mark sees to, told to the journey first: what the desk keeps then, or the
+    refusal to answer (nothing to keep: nobody waits any more)."""
+    conversation = _conversation(profile) or {}
+    try:
+        seen = _seen_to(conversation, *page)
+    except PageBehind:
+        return None, ("The customer wrote again since this page was drawn: look again.", 409)
+    if seen is None:
+        return NO_MARK
+    refused = await _tell_journey(desk, profile, agent, seen)
+    return (None, refused) if refused is not None else (seen, None)
+
+
+NO_MARK: tuple[None, None] = (None, None)
+
+
 def _seen_to(
     conversation: dict[str, Any], through: datetime | None, waiting: datetime | None
 ) -> SeenTo | None:
     """What a done mark sees to: the customer's contacts up to the latest the page showed (no
     later than the latest there is), waiting since when the page showed (else now's). None
-    when nobody waits, or the page showed an earlier conversation."""
+    when nobody waits (answered since); `PageBehind` when the page showed an earlier
+    conversation."""
     awaiting, latest = conversation.get("awaiting_reply_since"), conversation.get("last_inbound_at")
     if not awaiting or not latest:
         return None
     last = datetime.fromisoformat(latest)
     seen_to = min(through or last, last)
     if seen_to < datetime.fromisoformat(conversation["started_at"]):
-        return None
+        raise PageBehind
     return SeenTo(seen_to, waiting or datetime.fromisoformat(awaiting))
+
+
+class PageBehind(Exception):
+    """The page an agent acted from showed a conversation the customer has left since."""
 
 
 async def _tell_journey(
@@ -1310,10 +1337,16 @@ async def _tell_journey(
     if mark is None:
         return "This customer has no identifier a mark can be recorded under.", 409
     try:
-        await desk.publisher.publish_interaction(mark, create=False)
+        async with asyncio.timeout(HANDLING_CHANGE_SECONDS):  # the key store it is sealed with
+            records = await desk.publisher.interaction_records([mark], create=False)
     except NoKeys:
         return BEING_ERASED, 409
-    except (PublishFailed, PyMongoError) as exc:  # PyMongo: the key store sealing it
+    except (PyMongoError, TimeoutError) as exc:
+        log.warning("desk_done_not_sealed", error=error_text(exc))
+        return DATABASE_AWAY, 503
+    try:
+        await desk.publisher.publish_records(records)
+    except PublishFailed as exc:
         log.warning("desk_done_not_published", error=error_text(exc))
         return DONE_NOT_TOLD, 503
     return None
@@ -1324,14 +1357,15 @@ async def _contact_seen(desk: Desk, customer_id: str, through: datetime) -> list
     goes with it through a split); none when the journey cannot be read."""
     try:
         recent = await desk.profiles.journey(
-            customer_id, cursor=None, channels=[], types=CONTACTS, limit=20
+            customer_id, cursor=None, channels=[], types=CONTACTS, limit=CONTACTS_READ
         )
     except (ProfileUnavailable, ProfileRequestRefused):
-        return []
+        recent = {"entries": []}
     for entry in recent["entries"]:
         inbound = entry["payload"].get("direction") == "inbound"
         if inbound and datetime.fromisoformat(entry["occurred_at"]) <= through:
             return [(str(k), str(v)) for k, v in (entry.get("identifiers") or {}).items()]
+    log.warning("desk_done_contact_not_found", customer_id=customer_id)  # the profile's, then
     return []
 
 

@@ -13,7 +13,8 @@ desk instance shows the same:
 - **done**: an agent saw to the customer's messages without a reply ("thanks!"). It records
   the time of the customer's latest message the page showed (`done_through`, event time as
   the profile service's), and the customer waits again from the first message dated after it.
-  A message that arrives late dated before it (a slow provider) is taken as seen.
+  A message that arrives late dated before it (a slow provider) is taken as seen, unless it is
+  dated before the wait the page showed (`done_waiting`): nobody saw that one.
 
 A TTL index forgets a document a month after its last change, long after its conversation.
 
@@ -217,7 +218,8 @@ class Handlings:
 
     async def done(self, customer_id: str, agent: str, seen: SeenTo) -> None:
         """The customer's messages up to `seen.through` (their latest one the page showed) are
-        seen to; never moved back by a page that showed less."""
+        seen to, waiting since `seen.waiting`; never moved back by a page that showed less
+        (a page showing an older wait up to the same message sees to more)."""
         await self._prepare()
         through = seen.through
         now = datetime.now(UTC)
@@ -231,7 +233,11 @@ class Handlings:
             await self.collection.update_one(
                 {
                     "_id": customer_id,
-                    "$or": [{"done_through": None}, {"done_through": {"$lt": through}}],
+                    "$or": [
+                        {"done_through": None},
+                        {"done_through": {"$lt": through}},
+                        {"done_through": through, "done_waiting": {"$gt": seen.waiting}},
+                    ],
                 },
                 {"$set": marked},
                 upsert=True,
@@ -271,9 +277,10 @@ def done_mark(
     """The journey's record of an agent's done mark (`seen`): on the first of `identifiers`
     the contract reads (the latest contact's it sees to, so a split sends it with that
     contact), that one alone (one identifier merges nobody), dated just after the contact
-    (`DONE_AFTER`). Its id comes from the customer and the time, so a retry, or a colleague
-    marking the same, is the same event. None when no identifier is readable."""
-    through = seen.through.astimezone(UTC)
+    (`DONE_AFTER`). Its id comes from the customer and the times, so a retry, or a colleague
+    marking the same, is the same event, and a mark of an older wait (a question merged in
+    since) is another. None when no identifier is readable."""
+    through, waiting = seen.through.astimezone(UTC), seen.waiting.astimezone(UTC)
     for kind, value in identifiers:
         if kind not in _STRONGEST_FIRST:
             continue
@@ -281,9 +288,9 @@ def done_mark(
             return new_interaction(
                 channel=DESK_CHANNEL,
                 instance=instance,
-                provider_event_id=f"done:{customer_id}:{through.isoformat()}",
+                provider_event_id=f"done:{customer_id}:{through.isoformat()}:{waiting.isoformat()}",
                 identifiers=Identifiers.model_validate({kind: value}),
-                payload=ConversationDone(agent_id=agent, waiting_since=seen.waiting),
+                payload=ConversationDone(agent_id=agent, waiting_since=waiting),
                 occurred_at=through + DONE_AFTER,
             )
     return None

@@ -103,8 +103,10 @@ def test_a_done_mark_on_the_first_identifier_the_contract_reads_just_after_the_c
     assert mark.payload == ConversationDone(agent_id="ana", waiting_since=at(3))
     assert mark.id == again.id, "a retry, or a colleague's mark of the same, whatever its offset"
     later = done_mark("c1", identifiers, "ana", SeenTo(at(9), at(3)), "desk-1")
+    older = done_mark("c1", identifiers, "ana", SeenTo(at(8), at(1)), "desk-1")
     assert later is not None
-    assert later.id != mark.id
+    assert older is not None
+    assert len({mark.id, later.id, older.id}) == 3, "a mark of more is another event"
     assert done_mark("c2", [("made_up", "x")], "ana", seen, "d") is None
 
 
