@@ -56,6 +56,24 @@ def message(
     )
 
 
+def on_the_web(
+    event: str, ago: timedelta, identifiers: Identifiers, payload: object
+) -> Interaction:
+    """A web chat message or sign-in (`payload`) `ago`."""
+    return new_interaction(
+        channel="web",
+        instance="test",
+        provider_event_id=event,
+        identifiers=identifiers,
+        payload=payload,
+        occurred_at=datetime.now(UTC) - ago,
+    )
+
+
+def chat(text: str, n: int) -> MessageExchanged:
+    return MessageExchanged(direction=Direction.INBOUND, text=text, provider_message_id=f"v{n}")
+
+
 class Desk:
     """The stack, and two agents signed in to one desk."""
 
@@ -240,13 +258,11 @@ async def test_a_done_mark_takes_the_customer_off_the_profile_services_queue_too
     queue (its API, which other tools read) drops her and its view names Bo, until she writes
     again. With Kafka refusing the mark nothing is marked, on the desk either: the page still
     offers the button, and the mark made again is the one entry."""
-    signed_in = new_interaction(
-        channel="web",
-        instance="test",
-        provider_event_id="handling-loyal",
-        identifiers=Identifiers(loyalty_id="L-77", email="ana@example.com"),
-        payload=Identified(),
-        occurred_at=datetime.now(UTC) - timedelta(minutes=30),
+    signed_in = on_the_web(
+        "handling-loyal",
+        timedelta(minutes=30),
+        Identifiers(loyalty_id="L-77", email="ana@example.com"),
+        Identified(),
     )
     ana, same = await desk.written(
         signed_in,
@@ -564,26 +580,20 @@ async def test_a_chat_taken_before_the_visitor_signed_in_stays_taken_and_can_be_
     )
     await desk.act(desk.ana, ana, "done")
     (visitor,) = await desk.written(
-        new_interaction(
-            channel="web",
-            instance="test",
-            provider_event_id="visitor-chat",
-            identifiers=Identifiers(anonymous_id="visitor-1"),
-            payload=MessageExchanged(
-                direction=Direction.INBOUND, text="Is it in stock?", provider_message_id="v1"
-            ),
-            occurred_at=datetime.now(UTC) - timedelta(minutes=10),
+        on_the_web(
+            "visitor-chat",
+            timedelta(minutes=10),
+            Identifiers(anonymous_id="visitor-1"),
+            chat("Is it in stock?", 1),
         )
     )
     taken = await desk.act(desk.bo, visitor, "take", shown="")
     await desk.written(
-        new_interaction(
-            channel="web",
-            instance="test",
-            provider_event_id="visitor-signs-in",
-            identifiers=Identifiers(anonymous_id="visitor-1", email="ana@example.com"),
-            payload=Identified(),
-            occurred_at=datetime.now(UTC) - timedelta(minutes=5),
+        on_the_web(
+            "visitor-signs-in",
+            timedelta(minutes=5),
+            Identifiers(anonymous_id="visitor-1", email="ana@example.com"),
+            Identified(),
         )
     )
     assert await desk.profile.customer_of("anonymous_id", "visitor-1") == ana
@@ -614,26 +624,20 @@ async def test_a_chat_marked_done_then_merged_leaves_the_customers_older_questio
         message(1, "ana@example.com", timedelta(minutes=30), Direction.INBOUND)
     )
     (visitor,) = await desk.written(
-        new_interaction(
-            channel="web",
-            instance="test",
-            provider_event_id="merged-visitor-chat",
-            identifiers=Identifiers(anonymous_id="visitor-2"),
-            payload=MessageExchanged(
-                direction=Direction.INBOUND, text="Thanks!", provider_message_id="v2"
-            ),
-            occurred_at=datetime.now(UTC) - timedelta(minutes=10),
+        on_the_web(
+            "merged-visitor-chat",
+            timedelta(minutes=10),
+            Identifiers(anonymous_id="visitor-2"),
+            chat("Thanks!", 2),
         )
     )
     assert (await desk.act(desk.ana, visitor, "done")).status_code == 200
     await desk.written(
-        new_interaction(
-            channel="web",
-            instance="test",
-            provider_event_id="merged-visitor-signs-in",
-            identifiers=Identifiers(anonymous_id="visitor-2", email="ana@example.com"),
-            payload=Identified(),
-            occurred_at=datetime.now(UTC) - timedelta(minutes=5),
+        on_the_web(
+            "merged-visitor-signs-in",
+            timedelta(minutes=5),
+            Identifiers(anonymous_id="visitor-2", email="ana@example.com"),
+            Identified(),
         )
     )
     assert await desk.profile.customer_of("anonymous_id", "visitor-2") == ana
