@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from pymongo import AsyncMongoClient
 
 from agent_desk.__main__ import export_notes, main
 from agent_desk.handling import HANDLING
@@ -31,7 +32,7 @@ from hilo.contract import (
     MessageExchanged,
     new_interaction,
 )
-from hilo.mongo import create_mongo_client
+from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually
@@ -232,6 +233,29 @@ def test_exporting_notes_needs_whose(monkeypatch: pytest.MonkeyPatch) -> None:
     assert refused.value.code == 2
 
 
+@asynccontextmanager
+async def being_erased(
+    stack: Stack, phone: str
+) -> AsyncIterator[
+    tuple[str, AsyncMongoClient[MongoDocument], Callable[[], Awaitable[dict[str, bytes]]]]
+]:
+    """A customer who wrote from `phone`, caught between an erasure's two steps: their keys
+    deleted, their profile still there. Yields their id, a MongoDB client and what reads their
+    key (none is left, unless something made it again)."""
+    await stack.profile.publish([wrote(1, Identifiers(phone=phone))])
+    await stack.profile.wait_for_entries(1)
+    customer = await stack.profile.customer_of("phone", phone)
+    mongo = create_mongo_client(stack.settings)
+    try:
+        sealer = create_sealer(stack.settings, mongo)
+        subject = sealer.subject(f"phone:{phone}")
+        assert await sealer.keys.get([subject]), "the channel made the key with the event"
+        await sealer.keys.forget([subject], made_until=datetime.now(UTC))
+        yield customer, mongo, lambda: sealer.keys.get([subject])
+    finally:
+        await mongo.close()
+
+
 async def test_a_note_written_while_an_erasure_is_under_way_makes_no_key_again(
     uncached: Stack,
 ) -> None:
@@ -240,22 +264,11 @@ async def test_a_note_written_while_an_erasure_is_under_way_makes_no_key_again(
     whose cache still holds the old key, for `HILO_KEY_CACHE_SECONDS`, seals with it: no copy
     opens either.)"""
     stack = uncached
-    await stack.profile.publish([wrote(1, Identifiers(phone="+34699000222"))])
-    await stack.profile.wait_for_entries(1)
-    gi = await stack.profile.customer_of("phone", "+34699000222")
-    mongo = create_mongo_client(stack.settings)
-    try:
-        sealer = create_sealer(stack.settings, mongo)
-        subject = sealer.subject("phone:+34699000222")
-        assert await sealer.keys.get([subject]), "the channel made the key with the event"
-        await sealer.keys.forget([subject], made_until=datetime.now(UTC))
-
+    async with being_erased(stack, "+34699000222") as (gi, mongo, keys_left):
         written = await post_note(stack.ana, gi, text=NOTE)
-        keys_after = await sealer.keys.get([subject])
+        keys_after = await keys_left()
         notes = mongo[stack.settings.mongodb_database][NOTES]
         opened = await Notes(notes, create_sealer(stack.settings, mongo)).of([gi])
-    finally:
-        await mongo.close()
 
     assert written.status_code == 409
     assert written.json() == {
@@ -271,25 +284,15 @@ async def test_a_done_mark_made_while_an_erasure_is_under_way_makes_no_key_again
     """The same for an agent's done mark, which goes into the journey sealed: refused, and the
     desk keeps no mark either."""
     stack = uncached
-    await stack.profile.publish([wrote(1, Identifiers(phone="+34699000333"))])
-    await stack.profile.wait_for_entries(1)
-    hu = await stack.profile.customer_of("phone", "+34699000333")
-    mongo = create_mongo_client(stack.settings)
-    try:
-        sealer = create_sealer(stack.settings, mongo)
-        subject = sealer.subject("phone:+34699000333")
-        await sealer.keys.forget([subject], made_until=datetime.now(UTC))
-
+    async with being_erased(stack, "+34699000333") as (hu, mongo, keys_left):
         page = await stack.ana.get(f"/customers/{hu}")
         marked = await stack.ana.post(
             f"/customers/{hu}/handling",
             data={"action": "done", "csrf": csrf_of(page.text)},
             headers={"X-Requested-With": "fetch"},
         )
-        keys_after = await sealer.keys.get([subject])
+        keys_after = await keys_left()
         kept = await mongo[stack.settings.mongodb_database][HANDLING].find_one({"_id": hu})
-    finally:
-        await mongo.close()
 
     assert marked.status_code == 409
     assert marked.json() == {

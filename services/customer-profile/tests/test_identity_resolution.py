@@ -287,9 +287,9 @@ async def test_a_rejection_after_a_confirmation_whose_answer_was_lost_stays_true
     publish = svc.service.publisher.publish_interaction
     late: list[Interaction] = []
 
-    async def answer_lost(interaction: Interaction, *, create: bool = True) -> None:
+    async def answer_lost(interaction: Interaction) -> None:
         if landed:
-            await publish(interaction, create=create)
+            await publish(interaction)
         else:
             late.append(interaction)
         raise PublishFailed("injected: Kafka did not confirm")
@@ -363,9 +363,9 @@ async def test_rejecting_an_attach_request_whose_confirmation_may_land_is_refuse
     [request] = await svc.get("/v1/merge-requests")
     publish = svc.service.publisher.publish_interaction
 
-    async def answer_lost(interaction: Interaction, *, create: bool = True) -> None:
+    async def answer_lost(interaction: Interaction) -> None:
         if landed:
-            await publish(interaction, create=create)
+            await publish(interaction)
         raise PublishFailed("injected: Kafka did not confirm")
 
     svc.service.publisher.publish_interaction = answer_lost  # type: ignore[method-assign]

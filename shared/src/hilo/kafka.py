@@ -493,16 +493,17 @@ class KafkaPublisher:
                 INTERACTION_FIELDS,
                 create=create,
             )
-            if any(document is None for document in documents):
+            sealed = [document for document in documents if document is not None]
+            if len(sealed) < len(documents):
                 raise NoKeys("no key for an interaction's identifiers")
             records = [
                 Record(
                     Topic.INTERACTIONS,
                     key=self._sealer.subject(interaction.partition_key().decode()).encode(),
-                    value=to_json(_sealed(document)),
+                    value=to_json(document),
                     headers=interaction_headers(interaction),
                 )
-                for interaction, document in zip(interactions, documents, strict=True)
+                for interaction, document in zip(interactions, sealed, strict=True)
             ]
         return [self._within_limit(record, index) for index, record in enumerate(records)]
 
@@ -518,10 +519,9 @@ class KafkaPublisher:
     async def publish_record(self, record: Record) -> None:
         await self.publish_records([record])
 
-    async def publish_interaction(self, interaction: Interaction, *, create: bool = True) -> None:
-        """Publish on `interactions` (sealed when this publisher has a sealer; `create`: as
-        `interaction_records`)."""
-        await self.publish_records(await self.interaction_records([interaction], create=create))
+    async def publish_interaction(self, interaction: Interaction) -> None:
+        """Publish on `interactions` (sealed when this publisher has a sealer)."""
+        await self.publish_records(await self.interaction_records([interaction]))
 
 
 def _plain_record(interaction: Interaction) -> Record:
@@ -532,12 +532,6 @@ def _plain_record(interaction: Interaction) -> Record:
         value=interaction.model_dump_json().encode(),
         headers=interaction_headers(interaction),
     )
-
-
-def _sealed(document: dict[str, Any] | None) -> dict[str, Any]:
-    if document is None:  # pragma: no cover - every interaction has identifiers, so keys
-        raise RuntimeError("an interaction without identifiers cannot be sealed")
-    return document
 
 
 def from_the_beginning(kafka: str | Mapping[str, Any], topic: str) -> AIOKafkaConsumer:

@@ -1267,7 +1267,8 @@ async def _handle(
     if conversation is None:
         return "The customer has no open conversation any more.", 409
     await _adopt(desk, profile)
-    seen, refused = await _done_told(desk, profile, agent, page) if action == "done" else NO_MARK
+    done = action == "done"
+    seen, refused = await _done_told(desk, profile, conversation, agent, page) if done else NO_MARK
     if refused is not None:
         return refused
     try:
@@ -1285,11 +1286,15 @@ async def _handle(
 
 
 async def _done_told(
-    desk: Desk, profile: dict[str, Any], agent: str, page: tuple[datetime | None, datetime | None]
+    desk: Desk,
+    profile: dict[str, Any],
+    conversation: dict[str, Any],
+    agent: str,
+    page: tuple[datetime | None, datetime | None],
 ) -> tuple[SeenTo | None, tuple[str, int] | None]:
-    """What a done mark sees to, told to the journey first: what the desk keeps then, or the
-    refusal to answer (nothing to keep: nobody waits any more)."""
-    conversation = _conversation(profile) or {}
+    """What a done mark of the customer's `conversation` sees to, told to the journey first:
+    what the desk keeps then, or the refusal to answer (nothing to keep: nobody waits any
+    more)."""
     try:
         seen = _seen_to(conversation, *page)
     except PageBehind:
@@ -1361,10 +1366,8 @@ async def _contact_seen(desk: Desk, customer_id: str, through: datetime) -> list
         )
     except (ProfileUnavailable, ProfileRequestRefused):
         recent = {"entries": []}
-    for entry in recent["entries"]:
-        inbound = entry["payload"].get("direction") == "inbound"
-        if inbound and datetime.fromisoformat(entry["occurred_at"]) <= through:
-            return [(str(k), str(v)) for k, v in (entry.get("identifiers") or {}).items()]
+    if found := last_contact(recent["entries"], until=through):
+        return list(found.items())
     log.warning("desk_done_contact_not_found", customer_id=customer_id)  # the profile's, then
     return []
 

@@ -282,9 +282,7 @@ def done_mark(
     since) is another. None when no identifier is readable."""
     through, waiting = seen.through.astimezone(UTC), seen.waiting.astimezone(UTC)
     for kind, value in identifiers:
-        if kind not in _STRONGEST_FIRST:
-            continue
-        with suppress(ValueError):  # one the contract refuses now: the next
+        with suppress(ValueError):  # a kind or value the contract refuses: the next
             return new_interaction(
                 channel=DESK_CHANNEL,
                 instance=instance,

@@ -63,12 +63,16 @@ def written_from(entries: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, st
     return found
 
 
-def last_contact(entries: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+def last_contact(
+    entries: Sequence[Mapping[str, Any]], until: datetime | None = None
+) -> dict[str, str]:
     """The identifiers of the customer's latest inbound message or call on any channel
-    (entries newest first): where a reply goes on a channel they have not written on (a call
-    dropped, answered by SMS, goes to the number that called)."""
+    (entries newest first), or the latest `until` a time: where a reply goes on a channel they
+    have not written on (a call dropped, answered by SMS, goes to the number that called), and
+    what a done mark goes with."""
     for entry in entries:
-        if entry["type"] in CONTACTS and entry["payload"].get("direction") == "inbound":
+        inbound = entry["type"] in CONTACTS and entry["payload"].get("direction") == "inbound"
+        if inbound and (until is None or datetime.fromisoformat(entry["occurred_at"]) <= until):
             return dict(entry.get("identifiers") or {})
     return {}
 

@@ -17,6 +17,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import Counter
 
+from hilo.contract import AGENT_MARKS
 from hilo.dead_letters import publish_dead_letter
 from hilo.kafka import KafkaPublisher, keep_bytes
 from hilo.logs import error_text
@@ -141,13 +142,10 @@ class Erasure:
 
 Change = Touch | Merge | Split | Erasure | None
 
-AGENT_MARKS = frozenset({"conversation_done"})
-"""Journey entries that record what an agent decided, not what the customer or the company did
-with them: no touch, no entry of the measures (and no `desk` channel in the mix)."""
-
 
 def _touch(entry: dict[str, Any]) -> Touch | None:
-    """A journey entry as a touch (checked as the store keeps it); None for an agent's mark."""
+    """A journey entry as a touch (checked as the store keeps it); None for an agent's mark
+    (no entry of the measures, and no `desk` channel in the mix)."""
     if entry.get("type") in AGENT_MARKS:
         return None
     touch = touch_of(entry)

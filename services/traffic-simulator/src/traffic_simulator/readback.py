@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from hilo.contract import AGENT_MARKS
 from traffic_simulator.journeys import chats
 from traffic_simulator.offers import price_mismatches
 from traffic_simulator.people import Person
@@ -81,10 +82,6 @@ async def _queue(api: httpx.AsyncClient) -> list[dict[str, Any]] | None:
     except httpx.HTTPError:
         return None
     return list(response.json())
-
-
-AGENT_MARKS = frozenset({"conversation_done"})
-"""Journey entries an agent made on the desk, not the simulated customer."""
 
 
 def queue_line(waiting: list[dict[str, Any]] | None, now: datetime) -> str:

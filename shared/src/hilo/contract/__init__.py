@@ -37,6 +37,7 @@ from hilo.contract.interaction import (
     unix_time,
 )
 from hilo.contract.payloads import (
+    AGENT_MARKS,
     DONE_AFTER,
     NAME_TRAITS,
     Attachment,
@@ -77,6 +78,7 @@ from hilo.contract.payloads import (
 from hilo.contract.versions import UnsupportedSchemaVersion, parse_interaction
 
 __all__ = [
+    "AGENT_MARKS",
     "BUILT_IN_CHANNELS",
     "DONE_AFTER",
     "EARLIEST_EVENT_TIME",

@@ -626,6 +626,11 @@ is ordered after that contact (a journey orders one instant's entries by id), in
 millisecond time."""
 
 
+AGENT_MARKS: Final = frozenset({"conversation_done"})
+"""Payload kinds that record what an agent decided about a conversation, not what the customer
+or the company did: no activity of the customer's, no touch to measure."""
+
+
 class ConversationDone(_Model):
     """An agent saw to the customer's messages without answering them (a thank-you needs no
     reply): the customer no longer waits. Recorded by the agent desk (channel `desk`). Its
