@@ -194,7 +194,8 @@ async def test_a_marketing_message_leaves_the_customer_waiting_and_says_what_it_
     desk: Desk,
 ) -> None:
     """Dee asked on WhatsApp; a promotion went out to her by email meanwhile. She still waits,
-    and her page tells the agent the email was marketing, not an answer."""
+    on WhatsApp (the promotion is no part of her conversation: the desk answers where she
+    wrote), and her page tells the agent the email was marketing, not an answer."""
     (dee,) = await desk.written(
         message(1, "dee@example.com", timedelta(minutes=12), Direction.INBOUND),
         message(2, "dee@example.com", timedelta(minutes=5), Direction.OUTBOUND, "marketing"),
@@ -208,7 +209,9 @@ async def test_a_marketing_message_leaves_the_customer_waiting_and_says_what_it_
     answered = (await desk.ana.get("/?show=waiting")).text
 
     assert customers_listed(queue) == [dee]
+    assert re.findall(r'<span class="badge ch-(\w+)">', queue) == ["whatsapp"]
     assert "Waiting for a reply for 12 min" in page
+    assert 'On <span class="badge ch-whatsapp">' in page
     assert len(re.findall(r'<span class="purpose"[^>]*>marketing</span>', page)) == 1
     assert customers_listed(answered) == []
 

@@ -434,6 +434,7 @@ def test_a_pasted_whatsapp_user_id_is_read_as_one() -> None:
         (False, False, "service", False),
         (False, True, "service", True),
         (False, True, "marketing", False),
+        (True, False, "marketing", False),
     ],
 )
 def test_a_reply_continues_the_conversation_only_while_it_is_open_or_unanswered(
@@ -441,7 +442,7 @@ def test_a_reply_continues_the_conversation_only_while_it_is_open_or_unanswered(
 ) -> None:
     """A conversation closed weeks ago keeps its ids on the view: a reply now is a new one,
     unless the customer is still in the queue for its answer: the agent's reply answers it,
-    linked (a marketing message answers nobody)."""
+    linked. A marketing message answers nobody and is no part of a conversation, open or not."""
     p = profile(conversation={"conversation_ids": ["conv-voice-1"]})
     p["conversation_open"] = open_now
     [sms] = reply_options(p, ["sms"])

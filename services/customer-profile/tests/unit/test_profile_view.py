@@ -717,6 +717,35 @@ def test_an_outbound_message_with_no_conversation_open_starts_none() -> None:
     assert len(answered.conversation.recent) == 2
 
 
+def test_a_promotion_is_no_part_of_the_open_conversation() -> None:
+    """A promotion sent while a chat is open neither moves the conversation to its channel
+    (where the desk would answer) nor keeps it open: daily promotions would otherwise hold one
+    conversation open for ever, and the customer's question a week later would continue it."""
+    promotion = sample_payloads()["message"].model_copy(
+        update={"direction": Direction.OUTBOUND, "purpose": "marketing"}
+    )
+    day = 24 * 60
+    chat = [entry(1, "message", "whatsapp"), entry(2, "message", "whatsapp", payload=SERVICE)]
+    promotions = [
+        entry(10 + n, "message", "email", minutes=n * day - 60, payload=promotion)
+        for n in range(1, 8)
+    ]
+
+    during = derive_view([*chat, promotions[0]], WINDOW)
+    later = derive_view([*chat, *promotions, entry(20, "message", "sms", minutes=7 * day)], WINDOW)
+
+    assert during.conversation is not None
+    assert during.conversation.last_channel == "whatsapp"
+    assert during.conversation.last_at == T0 + timedelta(minutes=2)
+    assert during.conversation.channels == ["whatsapp"]
+    assert [p.channel for p in during.conversation.recent] == ["whatsapp", "whatsapp"]
+    assert during.last_channel == "email", "the customer's latest entry is still the promotion"
+    assert later.conversation is not None
+    assert later.conversation.started_at == T0 + timedelta(minutes=7 * day)
+    assert later.conversation.channels == ["sms"]
+    assert later.conversation.awaiting_reply_since == T0 + timedelta(minutes=7 * day)
+
+
 def _call(direction: Direction, status: CallStatus, agent: str | None = "agent-7") -> CallHappened:
     """A call as the contact centre reports it, naming the agent on it (None: as the telephony
     provider reports it, naming nobody)."""

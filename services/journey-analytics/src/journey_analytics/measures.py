@@ -8,7 +8,8 @@ Definitions (what the numbers mean):
   names one of the open conversation's ids as the one it `continues` (a call back the contact
   centre links to the chat, an agent's late reply), within the lookback of its last contact,
   as customer-profile's open conversation joins it. An outbound contact after the window that
-  names none opens none (a campaign, a reminder).
+  names none opens none (a campaign, a reminder). A marketing message (its `purpose`) is no
+  contact of any conversation: it neither joins the open one nor keeps it open.
 - A **channel switch** is an inbound contact on another channel than the customer's previous
   inbound contact, that one within the lookback (the longest window, 30 days by default) before
   it. If it joined the open conversation it **continued** it; if it started a new one, the
@@ -161,11 +162,17 @@ class Touch:
         return self.kind in CONTACTS and self.direction == "outbound"
 
     @property
+    def conversing(self) -> bool:
+        """A contact of a conversation: a marketing message is none (it answers nobody, and
+        daily promotions would hold one conversation open for ever)."""
+        return self.kind in CONTACTS and self.purpose != "marketing"
+
+    @property
     def answers(self) -> bool:
-        """An outbound contact that answers the customer: neither a campaign or a promotion,
-        nor a call back nobody took."""
+        """An outbound contact of a conversation that answers the customer: neither a campaign
+        or a promotion, nor a call back nobody took."""
         taken = self.kind != "call" or self.status == "completed"
-        return self.outbound and taken and self.purpose != "marketing"
+        return self.outbound and taken and self.conversing
 
 
 def touch_of(entry: dict[str, Any]) -> Touch:
@@ -424,7 +431,7 @@ def conversations_of(journey: Sequence[Touch], windows: Windows) -> list[list[To
     """A customer's contacts grouped into conversations (see the module's definitions)."""
     grouped: list[list[Touch]] = []
     ids: dict[str, datetime] = {}  # the open conversation's ids, each when last seen
-    for touch in (t for t in journey if t.kind in CONTACTS):
+    for touch in (t for t in journey if t.conversing):
         current = grouped[-1] if grouped else None
         if current is not None and _joins(touch, current[-1], ids, windows):
             current.append(touch)

@@ -8,7 +8,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from journey_analytics.measures import Measures, Touch, Windows, measure, touch_of
+from journey_analytics.measures import (
+    Measures,
+    Touch,
+    Windows,
+    conversations_of,
+    measure,
+    touch_of,
+)
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 WINDOWS = Windows(timedelta(hours=24), timedelta(days=7), timedelta(days=30))
@@ -536,6 +543,37 @@ def test_a_marketing_message_is_no_answer() -> None:
     assert measured.conversations.conversations == 2
     assert measured.conversations.mean_first_response_seconds == 9 * 60
     assert measured.conversations.first_contact_resolution_rate == 0.5
+
+
+def test_promotions_hold_no_conversation_open() -> None:
+    """Daily promotions are no contacts of the chat they follow: it ends with its reply, and
+    the customer's message a week later starts a new conversation on its channel."""
+    journey = [
+        Touch("m1", "pu", at(), "whatsapp", "message", "inbound"),
+        Touch("r1", "pu", at(minutes=5), "whatsapp", "message", "outbound", purpose="service"),
+        *(
+            Touch(
+                f"p{n}",
+                "pu",
+                at(days=n, hours=-1),
+                "email",
+                "message",
+                "outbound",
+                purpose="marketing",
+            )
+            for n in range(1, 7)
+        ),
+        Touch("m2", "pu", at(days=6), "sms", "message", "inbound"),
+        Touch("s", "pu", at(days=6, minutes=30), "web", "survey_answer", metric="csat", score=4),
+    ]
+
+    measured = measure(journey, at(hours=-1), at(days=7), WINDOWS)
+
+    assert [[t.id for t in c] for c in conversations_of(journey, WINDOWS)] == [["m1", "r1"], ["m2"]]
+    assert measured.conversations.conversations == 2
+    assert measured.conversations.mean_resolution_seconds == 5 * 60
+    assert (measured.conversations.continued, measured.conversations.restarted) == (0, 1)
+    assert measured.satisfaction.csat_by_channel_path == {"sms": 4.0}
 
 
 def test_a_call_back_nobody_took_is_no_answer() -> None:

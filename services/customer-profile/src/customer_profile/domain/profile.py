@@ -86,7 +86,8 @@ class MessagePreview(BaseModel):
 
 
 class OpenConversation(BaseModel):
-    """The customer's current thread with the company, whichever channels it crossed."""
+    """The customer's current thread with the company, whichever channels it crossed: their
+    messages and calls and the company's answers; marketing messages are no part of it."""
 
     started_channel: str
     started_at: datetime
@@ -99,9 +100,9 @@ class OpenConversation(BaseModel):
         default=None,
         exclude_if=lambda value: value is None,
         description="When the customer's earliest message (or unanswered call) that nobody "
-        "answered yet was made: the agents' queue. A reply on any channel (not a marketing "
-        "message), a call an agent took, or an agent marking it done (`conversation_done`) "
-        "clears it. Absent when nobody waits.",
+        "answered yet was made: the agents' queue. A reply on any channel, a call an agent "
+        "took, or an agent marking it done (`conversation_done`) clears it; a marketing "
+        "message, no part of any conversation, does not. Absent when nobody waits.",
     )
     last_inbound_at: datetime | None = Field(
         default=None,
@@ -270,7 +271,7 @@ class ProfileView(BaseModel):
         handler = _HANDLERS.get(entry.type)
         if handler is not None:
             handler(self, entry)
-        if entry.type in CONVERSATION_KINDS:
+        if entry.type in CONVERSATION_KINDS and not _marketing(entry):
             self._converse(entry, conversation_window)
         if isinstance(campaign := entry.payload.get("campaign"), dict):
             self.last_campaign = CampaignSeen(
@@ -420,8 +421,7 @@ ANSWERED_CALLS = frozenset({"completed", "in_progress"})
 def _track_reply(conversation: OpenConversation, entry: JourneyEntry) -> None:
     """Whether the customer waits for the company: their message, or call nobody took, waits
     from its time until a message goes out or an agent speaks with them, on any channel (a
-    reply by SMS answers a WhatsApp question). A marketing message answers nobody: a campaign
-    sent while a question waits must not take it off the agents' queue. A call answers only
+    reply by SMS answers a WhatsApp question). A call answers only
     when the contact centre names the agent on it. The telephony provider's own `completed`
     names nobody (an agent, an IVR, a queue the customer hung up in, a voicemail all complete
     a call) and changes nothing: it comes beside the contact centre's report of the same call,
@@ -431,7 +431,7 @@ def _track_reply(conversation: OpenConversation, entry: JourneyEntry) -> None:
     if inbound:
         conversation.last_inbound_at = entry.occurred_at
     answered_call = entry.type == "call" and payload.get("status") in ANSWERED_CALLS
-    replied = entry.type == "message" and not inbound and payload.get("purpose") != "marketing"
+    replied = entry.type == "message" and not inbound
     if (answered_call and payload.get("agent_id")) or replied:
         conversation.awaiting_reply_since = None
         conversation.done_by = None
@@ -440,6 +440,14 @@ def _track_reply(conversation: OpenConversation, entry: JourneyEntry) -> None:
         if seen_to is None or entry.occurred_at > seen_to:  # one at the mark's instant was seen
             conversation.awaiting_reply_since = entry.occurred_at
             conversation.done_by = None
+
+
+def _marketing(entry: JourneyEntry) -> bool:
+    """A promotion is no part of any conversation: it answers nobody (a campaign sent while a
+    question waits must not take it off the agents' queue), and neither keeps the conversation
+    open past its window nor moves it to the promotion's channel, where the desk would answer.
+    A customer's reply to one is a contact like any other."""
+    return entry.type == "message" and entry.payload.get("purpose") == "marketing"
 
 
 def _preview(entry: JourneyEntry) -> MessagePreview:
