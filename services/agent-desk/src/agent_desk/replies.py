@@ -102,7 +102,8 @@ def reply_command(
     """The command for this reply, continuing the open conversation whatever its channel. A
     closed one, however recent its id on the view, is not continued (the reply starts its
     own), unless it is `unanswered`: the customer still waits for its answer, in the queue, and
-    the reply is it. A marketing message continues none: it is no part of a conversation.
+    the reply is it. A marketing message continues none: it is no part of a conversation, nor
+    of the customer's thread (an email of its own, not `Re:` their question; no WhatsApp quote).
 
     `page_id` is the page's id for the reply: a retry carries the same one and makes the same
     command id, so the channel, which sends each command once, sends it once even when the first
@@ -114,6 +115,7 @@ def reply_command(
     command_id = str(uuid.uuid5(_PAGE_NAMESPACE, scope) if page_id else uuid.uuid4())
     conversation = ((profile.get("view") or {}).get("conversation")) or {}
     answering = purpose == "service" and (profile.get("conversation_open") or unanswered)
+    thread = thread if purpose == "service" else Thread()
     ids = (conversation.get("conversation_ids") or []) if answering else []
     own = conversation_id(option.channel, f"desk:{command_id}")
     return OutboundCommand(

@@ -521,6 +521,28 @@ def test_only_an_email_reply_names_the_threads_earlier_messages(channel: str, ke
     assert command.payload.reply_to_provider_message_id == "m-2"
 
 
+@pytest.mark.parametrize("channel", ["email", "whatsapp"])
+def test_a_marketing_message_is_sent_outside_the_customers_thread(channel: str) -> None:
+    """A promotion is no answer to the customer's question: no `Re:` of its subject, no
+    `In-Reply-To` or `References` filing it under their mail, no WhatsApp quote of it."""
+    option = ReplyOption(channel, "email", "ana@example.com", None)
+    thread = Thread("m-2", ("m-0", "m-1"), "Re: order")
+
+    command = reply_command(
+        profile(),
+        option,
+        text="-20%",
+        template=None,
+        purpose="marketing",
+        agent="ana",
+        thread=thread,
+    )
+
+    assert command.payload.reply_to_provider_message_id is None
+    assert command.payload.references == []
+    assert command.payload.subject is None
+
+
 def test_a_time_past_the_calendar_in_utc_is_shown_as_given_not_a_failed_page() -> None:
     """A promotion stored "for ever" before the offers service refused such dates."""
     assert _when("9999-12-31T23:59:59-01:00") == "9999-12-31T23:59:59-01:00"
