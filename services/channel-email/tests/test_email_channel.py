@@ -14,13 +14,14 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from prometheus_client import REGISTRY
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from pymongo import AsyncMongoClient
 
 from channel_email import mime
 from channel_email.app import create_app
 from channel_email.mailgun import MAILGUN_TOKENS
 from channel_email.settings import EmailSettings
+from channel_email.testing import API_KEY, SIGNING_KEY, email_settings_for
 from channel_email.translate import mail_reference
 from hilo.contract import conversation_id, interaction_id
 from hilo.mongo import MongoDocument
@@ -36,9 +37,7 @@ from hilo_devkit.channel_contract import (
     send,
 )
 
-SIGNING_KEY = "key-mailgun-signing"
 ANA = "ana.garcia@example.com"
-API_KEY = "mta-key-1"
 REPLY = (Path(__file__).parent / "samples" / "reply_with_attachment.eml").read_bytes()
 FIRST_MAIL_HEADERS = (
     '[["Received", "by mxa.mailgun.org"], ["Date", "Mon, 23 Nov 2026 18:00:00 +0100"], '
@@ -97,14 +96,7 @@ def raw_mime(body: bytes) -> ProviderRequest:
 
 @pytest.fixture
 def email_settings(settings: HiloSettings) -> EmailSettings:
-    return EmailSettings.model_validate(
-        {
-            **settings.model_dump(),
-            "mailgun_signing_key": SecretStr(SIGNING_KEY),
-            "email_api_keys": [SecretStr(API_KEY)],
-            "max_body_bytes": 50_000,
-        }
-    )
+    return email_settings_for(settings, max_body_bytes=50_000)
 
 
 @pytest.fixture

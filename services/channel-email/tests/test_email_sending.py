@@ -24,6 +24,7 @@ from pymongo import AsyncMongoClient
 from channel_email.app import create_app
 from channel_email.sending import MailgunMessages, mailgun_provider, message_form
 from channel_email.settings import EmailSettings
+from channel_email.testing import API_KEY, SIGNING_KEY, email_settings_for
 from hilo import outbound
 from hilo.contract import Conversation, Identifiers, conversation_id
 from hilo.contract.outbound import OutboundCommand, OutboundMessage, Template
@@ -52,8 +53,6 @@ from hilo.testkit.standins.mailgun import (
 from hilo.webhook import hmac_sha256
 from hilo_devkit.channel_contract import channel_client
 
-SIGNING_KEY = "key-mailgun-signing"
-API_KEY = "mta-key-1"
 SENDER = "Support <support@shop.example>"
 CUSTOMER = "ana.garcia@example.com"
 FIRST_ID = "CAF=first-1@mail.example.com"
@@ -123,18 +122,14 @@ def mailgun() -> Iterator[MailgunStandIn]:
 
 @pytest.fixture
 def email_settings(settings: HiloSettings, mailgun: MailgunStandIn) -> EmailSettings:
-    return EmailSettings.model_validate(
-        {
-            **settings.model_dump(),
-            "mailgun_signing_key": SecretStr(SIGNING_KEY),
-            "email_api_keys": [SecretStr(API_KEY)],
-            "mailgun_api_key": SecretStr(mailgun.api_key),
-            "mailgun_domain": DOMAIN,
-            "mailgun_api_url": mailgun.url,
-            "email_from": SENDER,
-            "outbound_send_attempts": 3,
-            "outbound_first_wait_seconds": 0.01,
-        }
+    return email_settings_for(
+        settings,
+        mailgun_api_key=SecretStr(mailgun.api_key),
+        mailgun_domain=DOMAIN,
+        mailgun_api_url=mailgun.url,
+        email_from=SENDER,
+        outbound_send_attempts=3,
+        outbound_first_wait_seconds=0.01,
     )
 
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 from pydantic_core import to_json
 from pymongo import AsyncMongoClient
 
 from channel_email.app import create_app
 from channel_email.settings import EmailSettings
+from channel_email.testing import SIGNING_KEY, email_settings_for
 from channel_email.translate import mail_reference
 from hilo.contract import conversation_id, interaction_id
 from hilo.contract.outbound import FAILURE_PREFIX
@@ -41,7 +41,6 @@ from hilo_devkit.channel_contract import (
     published_records,
 )
 
-SIGNING_KEY = "key-mailgun-signing"
 ANA = "ana.garcia@example.com"
 CONVERSATION = conversation_id("email", "CAF=first-1@mail.example.com")
 
@@ -92,13 +91,7 @@ async def post(client: httpx.AsyncClient, request: ProviderRequest) -> httpx.Res
 
 @pytest.fixture
 def email_settings(settings: HiloSettings) -> EmailSettings:
-    return EmailSettings.model_validate(
-        {
-            **settings.model_dump(),
-            "mailgun_signing_key": SecretStr(SIGNING_KEY),
-            "email_api_keys": [SecretStr("mta-key-1")],
-        }
-    )
+    return email_settings_for(settings)
 
 
 @pytest.fixture
