@@ -21,6 +21,8 @@ from agent_desk.handling import DESK_CHANNEL, HANDLING, Handlings, SeenTo
 from agent_desk.testing import AGENT, PASSWORD, csrf_of, desk_settings, running_desk, signed_in
 from customer_profile.testing import API_KEY, RunningProfileService, running_profile_service
 from hilo.contract import (
+    CallHappened,
+    CallStatus,
     Direction,
     Identified,
     Identifiers,
@@ -214,6 +216,44 @@ async def test_a_marketing_message_leaves_the_customer_waiting_and_says_what_it_
     assert 'On <span class="badge ch-whatsapp">' in page
     assert len(re.findall(r'<span class="purpose"[^>]*>marketing</span>', page)) == 1
     assert customers_listed(answered) == []
+
+
+async def test_a_message_after_an_agents_call_back_carries_on_the_call(desk: Desk) -> None:
+    """The contact centre called Eve back (her last conversation long closed) and names the
+    agent on the call; her WhatsApp message ten minutes later carries on that call: one
+    conversation started on the phone, and she waits for the answer to her message."""
+    phone = Identifiers(phone="+34612000111")
+    call = CallHappened(
+        direction=Direction.OUTBOUND,
+        status=CallStatus.COMPLETED,
+        provider_call_id="CA-back-1",
+        agent_id=AGENT,
+    )
+    (eve,) = await desk.written(
+        new_interaction(
+            channel="voice",
+            instance="test",
+            provider_event_id="call-back-1",
+            identifiers=phone,
+            payload=call,
+            occurred_at=datetime.now(UTC) - timedelta(minutes=15),
+        ),
+        new_interaction(
+            channel="whatsapp",
+            instance="test",
+            provider_event_id="after-call-1",
+            identifiers=phone,
+            payload=chat("one more thing about the refund", 1),
+            occurred_at=datetime.now(UTC) - timedelta(minutes=5),
+        ),
+    )
+
+    page = (await desk.ana.get(f"/customers/{eve}")).text
+    queue = (await desk.ana.get("/?show=waiting")).text
+
+    assert re.search(r"Started on <strong>Phone</strong>.*continued on <strong>WhatsApp", page)
+    assert "Waiting for a reply for 5 min" in page
+    assert customers_listed(queue) == [eve]
 
 
 async def test_a_page_marks_done_only_the_messages_it_showed(desk: Desk) -> None:

@@ -717,6 +717,45 @@ def test_an_outbound_message_with_no_conversation_open_starts_none() -> None:
     assert len(answered.conversation.recent) == 2
 
 
+@pytest.mark.parametrize(
+    ("call", "opens"),
+    [
+        pytest.param(CallStatus.COMPLETED, True, id="an agent spoke with the customer"),
+        pytest.param(CallStatus.NO_ANSWER, False, id="nobody took the call back"),
+    ],
+)
+def test_an_agents_call_back_opens_the_conversation_the_customer_carries_on(
+    call: CallStatus, opens: bool
+) -> None:
+    """The contact centre calls a customer back (no conversation open) and names the agent:
+    the WhatsApp message they send after it carries on the call, as one conversation, and
+    waits for an answer. Twilio's own record of the call names nobody and opens none."""
+    twilio = CallHappened(
+        direction=Direction.OUTBOUND, status=CallStatus.COMPLETED, provider_call_id="CA9"
+    )
+    contact_centre = twilio.model_copy(update={"status": call, "agent_id": "agent-7"})
+    message = entry(3, "message", "whatsapp", minutes=12)
+
+    view = derive_view(
+        [
+            entry(1, "call", "voice", minutes=2, payload=twilio),
+            entry(2, "call", "voice", minutes=2, payload=contact_centre),
+            message,
+        ],
+        WINDOW,
+    )
+    provider_only = derive_view(
+        [entry(1, "call", "voice", minutes=2, payload=twilio), message], WINDOW
+    )
+
+    assert view.conversation is not None
+    assert view.conversation.started_channel == ("voice" if opens else "whatsapp")
+    assert view.conversation.channels == (["voice", "whatsapp"] if opens else ["whatsapp"])
+    assert view.conversation.awaiting_reply_since == T0 + timedelta(minutes=12)
+    assert provider_only.conversation is not None
+    assert provider_only.conversation.started_channel == "whatsapp"
+
+
 def test_a_promotion_is_no_part_of_the_open_conversation() -> None:
     """A promotion sent while a chat is open neither moves the conversation to its channel
     (where the desk would answer) nor keeps it open: daily promotions would otherwise hold one

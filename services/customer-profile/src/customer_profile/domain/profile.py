@@ -319,7 +319,9 @@ class ProfileView(BaseModel):
         or SMS thread keeps one id for ever, and a message after weeks of silence on it starts
         a new conversation, as journey-analytics counts them. Only the customer starts one: an
         outbound contact with no conversation open (a campaign, a reminder) would fill the
-        agents' inbox with people who wrote nothing."""
+        agents' inbox with people who wrote nothing. So does an agent who spoke with them on a
+        call back (the contact centre names the agent): what the customer writes after it
+        carries on that call."""
         reference = entry.conversation or {}
         own_id = reference.get("id") or f"{entry.channel}:{entry.id}"
         current = self.conversation
@@ -327,8 +329,9 @@ class ProfileView(BaseModel):
             reference.get("continues") in current.conversation_ids
             or entry.occurred_at - current.last_at <= window
         )
-        if not continues and entry.payload.get("direction") == "outbound":
-            return  # a campaign or a reminder opens no conversation, as analytics counts them
+        outbound = entry.payload.get("direction") == "outbound"
+        if not continues and outbound and not _agent_spoke(entry):
+            return  # a campaign or a reminder opens no conversation
         if current is None or not continues:
             current = OpenConversation(
                 started_channel=entry.channel,
@@ -421,18 +424,18 @@ ANSWERED_CALLS = frozenset({"completed", "in_progress"})
 def _track_reply(conversation: OpenConversation, entry: JourneyEntry) -> None:
     """Whether the customer waits for the company: their message, or call nobody took, waits
     from its time until a message goes out or an agent speaks with them, on any channel (a
-    reply by SMS answers a WhatsApp question). A call answers only
-    when the contact centre names the agent on it. The telephony provider's own `completed`
-    names nobody (an agent, an IVR, a queue the customer hung up in, a voicemail all complete
-    a call) and changes nothing: it comes beside the contact centre's report of the same call,
-    at the same instant, in either order."""
+    reply by SMS answers a WhatsApp question). A call answers only when the contact centre
+    names the agent on it (`_agent_spoke`). The telephony provider's own `completed` names
+    nobody (an agent, an IVR, a queue the customer hung up in, a voicemail all complete a call)
+    and changes nothing: it comes beside the contact centre's report of the same call, at the
+    same instant, in either order."""
     payload = entry.payload
     inbound = payload.get("direction") == "inbound"
     if inbound:
         conversation.last_inbound_at = entry.occurred_at
     answered_call = entry.type == "call" and payload.get("status") in ANSWERED_CALLS
     replied = entry.type == "message" and not inbound
-    if (answered_call and payload.get("agent_id")) or replied:
+    if _agent_spoke(entry) or replied:
         conversation.awaiting_reply_since = None
         conversation.done_by = None
     elif inbound and not answered_call and conversation.awaiting_reply_since is None:
@@ -440,6 +443,17 @@ def _track_reply(conversation: OpenConversation, entry: JourneyEntry) -> None:
         if seen_to is None or entry.occurred_at > seen_to:  # one at the mark's instant was seen
             conversation.awaiting_reply_since = entry.occurred_at
             conversation.done_by = None
+
+
+def _agent_spoke(entry: JourneyEntry) -> bool:
+    """A call on which an agent spoke with the customer, as the contact centre reports it
+    (naming the agent): the telephony provider's `completed` names nobody."""
+    payload = entry.payload
+    return (
+        entry.type == "call"
+        and payload.get("status") in ANSWERED_CALLS
+        and bool(payload.get("agent_id"))
+    )
 
 
 def _marketing(entry: JourneyEntry) -> bool:
