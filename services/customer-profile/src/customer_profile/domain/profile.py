@@ -317,11 +317,11 @@ class ProfileView(BaseModel):
         """Continue the open conversation within `window` of its last contact, or past it only
         through an explicit link (`continues`). A thread's own id is no such link: a WhatsApp
         or SMS thread keeps one id for ever, and a message after weeks of silence on it starts
-        a new conversation, as journey-analytics counts them. Only the customer starts one: an
-        outbound contact with no conversation open (a campaign, a reminder) would fill the
-        agents' inbox with people who wrote nothing. So does an agent who spoke with them on a
-        call back (the contact centre names the agent): what the customer writes after it
-        carries on that call."""
+        a new conversation, as journey-analytics counts them. The customer starts one, or an
+        agent's outbound call the contact centre reports taken, naming the agent (a call back):
+        what the customer writes after it carries on that call. No other outbound contact with
+        no conversation open (a campaign, a reminder) starts one: it would fill the agents'
+        inbox with people who wrote nothing."""
         reference = entry.conversation or {}
         own_id = reference.get("id") or f"{entry.channel}:{entry.id}"
         current = self.conversation
