@@ -60,14 +60,19 @@ from hilo.contract import (
     SalesChannel,
     new_interaction,
 )
+from hilo.contract.outbound import OutboundCommand
+from hilo.mongo import create_mongo_client
 from hilo.offers.model import (
     OfferRecord,
     price_key,
     promotion_key,
 )
 from hilo.outbound import INTERRUPTED
+from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
 from hilo.testkit.offers import offer_record, percent_off, price_schedule, publish_offer_records
+from hilo.testkit.probes import read_topic
+from hilo.topics import Topic, topic_name
 
 COLLEAGUE = "bo.agent"
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "agent-desk.png"
@@ -77,6 +82,7 @@ QUEUE_SCREENSHOT = SCREENSHOT.with_name("agent-desk-queue.png")
 NOTES_SCREENSHOT = SCREENSHOT.with_name("agent-desk-notes.png")
 PHONE = "+34612345678"
 REPLY = "Sorry the call dropped! Your shoes are ready at BCN-01."
+EMAIL_SUBJECT = "Your invoice for order WEB-7731"
 SAMPLE = Path(__file__).resolve().parents[1] / "services/channel-whatsapp/tests/samples"
 
 
@@ -429,11 +435,17 @@ async def sign_in_and_find(page: Page, desk_url: str) -> None:
 
 
 async def reply_by_email(page: Page) -> None:
-    """Queue a reply by email from the open customer page."""
+    """Queue a reply by email from the open customer page, with a subject: the box for it is
+    there for an email only."""
+    subject = page.get_by_role("textbox", name="Subject")
+    await page.get_by_label("Channel").select_option("sms")
+    await expect(subject).to_be_hidden()
     await page.get_by_label("Channel").select_option("email")
+    await subject.fill(EMAIL_SUBJECT)
     await page.get_by_role("textbox", name="Message").fill("Your invoice is attached.")
     await page.get_by_role("button", name="Send").click()
     await expect(page.locator("#reply-result")).to_have_text("Queued on Email.")
+    await expect(subject).to_have_value("")
 
 
 async def watch_whatsapp_arrive(page: Page, stack: DeskStack) -> None:
@@ -582,6 +594,10 @@ async def test_a_reply_reported_perhaps_not_sent_then_delivered_says_so_live(
         await stack.profile.wait_for_entries(2)
         await sign_in_and_find(page, stack.desk_url)
         await reply_by_email(page)
+        (command,) = await read_topic(
+            settings.kafka_bootstrap_servers, topic_name(Topic.OUTBOUND, settings), expected=1
+        )
+        assert (await opened_command(settings, command.value)).payload.subject == EMAIL_SUBJECT
         queued = page.locator("#timeline .entry.pending")
         report = await queued.get_attribute("data-provider-id")
         assert report is not None
@@ -594,6 +610,16 @@ async def test_a_reply_reported_perhaps_not_sent_then_delivered_says_so_live(
         await expect(page.locator("#timeline")).to_contain_text(
             "Reply sent after all: Email reports it delivered.", timeout=15_000
         )
+
+
+async def opened_command(settings: HiloSettings, value: bytes | None) -> OutboundCommand:
+    """An `outbound` record as the channel reads it, with the keys."""
+    client = create_mongo_client(settings)
+    try:
+        (opened,) = await create_sealer(settings, client).open_all([value])
+    finally:
+        await client.close()
+    return OutboundCommand.model_validate(opened)
 
 
 def email_status(report: str, status: str, error: str | None = None) -> Interaction:

@@ -495,6 +495,62 @@ async def test_a_reply_retried_with_its_id_is_the_same_command(
     assert bad.status_code == 422
 
 
+async def test_an_email_reply_goes_with_the_agents_subject_or_re_the_customers(
+    running: Stack, settings: HiloSettings
+) -> None:
+    """Ana's email asked about her refund. The agent's reply answers `Re:` it unless the agent
+    writes a subject; a subject of two lines (a header injected) is refused saying why."""
+    svc = running.profile
+    asked = new_interaction(
+        channel="email",
+        instance="test",
+        provider_event_id="mail-refund-1",
+        identifiers=Identifiers(email="ana@example.com"),
+        payload=MessageExchanged(
+            direction=Direction.INBOUND,
+            text="Where is my refund?",
+            subject="Refund for order 1001",
+            provider_message_id="<refund-1@mail.example.com>",
+        ),
+        occurred_at=datetime.now(UTC) - timedelta(minutes=5),
+    )
+    await svc.publish([asked])
+    await svc.wait_for_entries(1)
+    customer = await svc.customer_of("email", "ana@example.com")
+    async with signed_in(running.desk_url) as client:
+        page = await client.get(f"/customers/{customer}")
+        headers = {"X-CSRF-Token": csrf_of(page.text)}
+
+        async def reply(**body: str) -> httpx.Response:
+            return await client.post(
+                f"/customers/{customer}/replies",
+                json={"channel": "email", "text": "It went out today.", **body},
+                headers=headers,
+            )
+
+        answered = await reply()
+        titled = await reply(subject="  Your refund is on its way  ")
+        injected = await reply(subject="Hi\r\nBcc: everyone@example.com")
+
+    assert (answered.status_code, titled.status_code) == (202, 202), answered.text
+    records = await read_topic(
+        settings.kafka_bootstrap_servers, topic_name(Topic.OUTBOUND, settings), expected=2
+    )
+    subjects = {
+        command.id: command.payload.subject
+        for command in [
+            OutboundCommand.model_validate(await _opened(settings, record.value))
+            for record in records
+        ]
+    }
+    assert subjects == {
+        answered.json()["command_id"]: "Re: Refund for order 1001",
+        titled.json()["command_id"]: "Your refund is on its way",
+    }
+    assert injected.status_code == 422
+    assert injected.json()["error"] == "A subject is one line: take the line breaks out of it."
+
+
 async def _opened(settings: HiloSettings, value: bytes | None) -> dict[str, object]:
     client = create_mongo_client(settings)
     try:

@@ -96,6 +96,7 @@ def reply_command(
     purpose: Purpose,
     agent: str,
     thread: Thread,
+    subject: str | None = None,
     page_id: str | None = None,
     unanswered: bool = False,
 ) -> OutboundCommand:
@@ -104,6 +105,8 @@ def reply_command(
     own), unless it is `unanswered`: the customer still waits for its answer, in the queue, and
     the reply is it. A marketing message continues none: it is no part of a conversation, nor
     of the customer's thread (an email of its own, not `Re:` their question; no WhatsApp quote).
+    An email goes with the agent's `subject`, else `Re:` the customer's (the channel's default
+    subject when there is none); other channels have no subject.
 
     `page_id` is the page's id for the reply: a retry carries the same one and makes the same
     command id, so the channel, which sends each command once, sends it once even when the first
@@ -126,7 +129,7 @@ def reply_command(
         conversation=Conversation(id=ids[-1], continues=ids[-1]) if ids else Conversation(id=own),
         payload=OutboundMessage(
             text=text,
-            subject=thread.subject,
+            subject=(subject or thread.subject) if option.channel == "email" else None,
             template=template,
             purpose=purpose,
             reply_to_provider_message_id=thread.reply_to,

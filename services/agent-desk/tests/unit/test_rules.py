@@ -521,6 +521,37 @@ def test_only_an_email_reply_names_the_threads_earlier_messages(channel: str, ke
     assert command.payload.reply_to_provider_message_id == "m-2"
 
 
+@pytest.mark.parametrize(
+    ("channel", "purpose", "subject", "sent"),
+    [
+        ("email", "service", None, "Re: order"),
+        ("email", "service", "Your refund", "Your refund"),
+        ("email", "marketing", "Spring sale", "Spring sale"),
+        ("email", "marketing", None, None),
+        ("sms", "service", "Your refund", None),
+    ],
+)
+def test_an_email_goes_with_the_agents_subject_else_re_the_customers(
+    channel: str, purpose: Literal["service", "marketing"], subject: str | None, sent: str | None
+) -> None:
+    """Left empty, an email answers `Re:` the customer's (a promotion takes the channel's
+    default subject); only an email has one."""
+    option = ReplyOption(channel, "email", "ana@example.com", None)
+
+    command = reply_command(
+        profile(),
+        option,
+        text="Hi",
+        template=None,
+        purpose=purpose,
+        agent="ana",
+        thread=Thread("m-2", ("m-0",), "Re: order"),
+        subject=subject,
+    )
+
+    assert command.payload.subject == sent
+
+
 @pytest.mark.parametrize("channel", ["email", "whatsapp"])
 def test_a_marketing_message_is_sent_outside_the_customers_thread(channel: str) -> None:
     """A promotion is no answer to the customer's question: no `Re:` of its subject, no

@@ -158,10 +158,10 @@ function refreshPanels() {
 let panelsAsked = 0;
 
 function drafting() {
-  // A reply being written: its text, or a template's name or parameters.
+  // A reply being written: its text or subject, or a template's name or parameters.
   const form = document.getElementById("reply-form");
   if (!form) return false;
-  return ["text", "template_name", "template_parameters"].some((name) => form.elements[name]?.value.trim());
+  return ["text", "subject", "template_name", "template_parameters"].some((name) => form.elements[name]?.value.trim());
 }
 
 function replyOptions(select, panels) {
@@ -292,6 +292,11 @@ function replies(form) {
     if (text.includes("template")) document.getElementById("template-box").open = true;
   };
   select.addEventListener("change", showWarning);
+  // Only an email has a subject: left empty, it answers `Re:` the customer's last email.
+  const subjectBox = document.getElementById("subject-box");
+  const showSubject = () => { subjectBox.hidden = select.value !== "email"; };
+  select.addEventListener("change", showSubject);
+  showSubject();
   // Held on its channel by a send (not picked by the agent): followed again once it is queued.
   let heldBySend = false;
   select.addEventListener("input", () => { select.dataset.picked = "yes"; heldBySend = false; });
@@ -313,6 +318,7 @@ function replies(form) {
       template_language: data.get("template_language") || "en_US",
       // One per line: a parameter may hold a comma ("59,90 €", "Calle Mayor, 5").
       template_parameters: (data.get("template_parameters") || "").split("\n").map((p) => p.trim()).filter(Boolean),
+      subject: data.get("channel") === "email" ? data.get("subject") || null : null,
       purpose: data.get("marketing") ? "marketing" : "service",
     };
     const content = JSON.stringify(body);
@@ -354,7 +360,7 @@ function replies(form) {
     }
     // The whole reply is sent: a template left filled in would be sent again, not the next text.
     document.getElementById("reply-text").value = "";
-    for (const name of ["template_name", "template_parameters"]) form.elements[name].value = "";
+    for (const name of ["subject", "template_name", "template_parameters"]) form.elements[name].value = "";
     form.elements.marketing.checked = false;
     document.getElementById("template-box").open = false;
   });
