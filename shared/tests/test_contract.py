@@ -29,6 +29,7 @@ from hilo.contract import (
     parse_interaction,
     versions,
 )
+from hilo.contract.outbound import OutboundMessage
 from hilo.testkit.samples import sample_interaction, sample_payloads
 
 
@@ -376,3 +377,13 @@ def test_only_the_companys_message_has_a_purpose_and_says_it_only_when_given() -
     assert "purpose" not in json.loads(outbound.model_dump_json())
     marketing = type(message).model_validate({**outbound.model_dump(), "purpose": "marketing"})
     assert json.loads(marketing.model_dump_json())["purpose"] == "marketing"
+
+
+@pytest.mark.parametrize("subject", ["Hi\r\nBcc: everyone@example.com", "Hi\nthere"])
+def test_an_outbound_subject_of_more_than_one_line_is_refused(subject: str) -> None:
+    """A line break in a subject would make another header of the mail: a command carrying one
+    is unreadable (the channel dead-letters it and tells the agent), never sent."""
+    with pytest.raises(ValidationError, match="subject"):
+        OutboundMessage(text="Hi", subject=subject)
+
+    assert OutboundMessage(text="Hi", subject="Your refund: order 1001").subject

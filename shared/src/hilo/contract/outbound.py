@@ -51,7 +51,12 @@ class OutboundMessage(_Model):
 
     kind: Literal["message"] = "message"
     text: str | None = Field(default=None, max_length=4_096)
-    subject: str | None = Field(default=None, max_length=998, description="Email subject.")
+    subject: str | None = Field(
+        default=None,
+        max_length=998,
+        pattern=r"^[^\r\n]*$",
+        description="Email subject: one line (a line break would make another mail header).",
+    )
     template: Template | None = None
     purpose: Purpose = Field(
         default="service",
