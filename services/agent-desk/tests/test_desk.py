@@ -499,7 +499,8 @@ async def test_an_email_reply_goes_with_the_agents_subject_or_re_the_customers(
     running: Stack, settings: HiloSettings
 ) -> None:
     """Ana's email asked about her refund. The agent's reply answers `Re:` it unless the agent
-    writes a subject; a subject of two lines (a header injected) is refused saying why."""
+    writes a subject; a subject of two lines (a header injected) goes on one, and one longer
+    than a mail holds is refused saying why."""
     svc = running.profile
     asked = new_interaction(
         channel="email",
@@ -531,10 +532,11 @@ async def test_an_email_reply_goes_with_the_agents_subject_or_re_the_customers(
         answered = await reply()
         titled = await reply(subject="  Your refund is on its way  ")
         injected = await reply(subject="Hi\r\nBcc: everyone@example.com")
+        too_long = await reply(subject="s" * 999)
 
-    assert (answered.status_code, titled.status_code) == (202, 202), answered.text
+    assert (answered.status_code, titled.status_code, injected.status_code) == (202,) * 3
     records = await read_topic(
-        settings.kafka_bootstrap_servers, topic_name(Topic.OUTBOUND, settings), expected=2
+        settings.kafka_bootstrap_servers, topic_name(Topic.OUTBOUND, settings), expected=3
     )
     subjects = {
         command.id: command.payload.subject
@@ -546,9 +548,10 @@ async def test_an_email_reply_goes_with_the_agents_subject_or_re_the_customers(
     assert subjects == {
         answered.json()["command_id"]: "Re: Refund for order 1001",
         titled.json()["command_id"]: "Your refund is on its way",
+        injected.json()["command_id"]: "Hi Bcc: everyone@example.com",
     }
-    assert injected.status_code == 422
-    assert injected.json()["error"] == "A subject is one line: take the line breaks out of it."
+    assert too_long.status_code == 422
+    assert too_long.json()["error"] == "A subject holds at most 998 characters: shorten it."
 
 
 async def _opened(settings: HiloSettings, value: bytes | None) -> dict[str, object]:

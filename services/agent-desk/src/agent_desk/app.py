@@ -101,6 +101,7 @@ from agent_desk.replies import (
     CONTACTS,
     MAX_SUBJECT,
     last_contact,
+    one_line,
     publish_reply,
     reply_command,
     thread_of,
@@ -186,7 +187,7 @@ class ReplyBody(BaseModel):
     template_name: str | None = Field(default=None, max_length=512)
     template_language: str = Field(default="en_US", max_length=15)
     template_parameters: list[str] = Field(default_factory=list, max_length=20)
-    subject: str | None = Field(default=None, max_length=MAX_SUBJECT)
+    subject: str | None = Field(default=None, max_length=10_000)
     purpose: str = Field(default="service", pattern="^(service|marketing)$")
     command_id: UUID | None = Field(
         default=None,
@@ -860,8 +861,8 @@ def _unsendable(body: ReplyBody, template: Template | None) -> str | None:
         if body.template_name:
             return f"Templates are WhatsApp's: on {label}, write the message instead."
         return "Write a message first."
-    if body.subject and any(c in body.subject for c in "\r\n"):
-        return "A subject is one line: take the line breaks out of it."
+    if len(one_line(body.subject or "")) > MAX_SUBJECT:
+        return f"A subject holds at most {MAX_SUBJECT} characters: shorten it."
     return too_long(body.channel, text) if text else None
 
 
@@ -906,7 +907,7 @@ async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: st
         purpose="marketing" if body.purpose == "marketing" else "service",
         agent=agent,
         thread=thread,
-        subject=(body.subject or "").strip() or None,
+        subject=one_line(body.subject or "") or None,
         page_id=str(body.command_id) if body.command_id else None,
         unanswered=await _unanswered(desk, profile),
     )

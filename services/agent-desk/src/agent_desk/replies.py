@@ -42,10 +42,16 @@ def thread_of(entries: Sequence[Mapping[str, Any]]) -> Thread:
     earlier = [e["payload"]["provider_message_id"] for e in reversed(same)]
     if root is not None and root != latest["provider_message_id"]:
         earlier = list(dict.fromkeys([root, *earlier]))
-    subject = latest.get("subject")
+    subject = one_line(latest.get("subject") or "")
     if subject and not subject.lower().startswith("re:"):
         subject = f"Re: {subject}"
-    return Thread(latest["provider_message_id"], tuple(earlier), subject and subject[:MAX_SUBJECT])
+    return Thread(latest["provider_message_id"], tuple(earlier), subject[:MAX_SUBJECT] or None)
+
+
+def one_line(subject: str) -> str:
+    """A subject on one line, its runs of whitespace one space: a mail's subject may come
+    decoded with line breaks (an encoded `=0D=0A`), and an outbound subject may hold none."""
+    return " ".join(subject.split())
 
 
 def _thread(entry: Mapping[str, Any]) -> str | None:

@@ -302,6 +302,21 @@ def test_a_reply_to_the_longest_subject_a_mail_holds_still_fits_one() -> None:
         assert OutboundMessage(text="Hi", subject=subject).subject == subject
 
 
+def test_a_reply_to_a_subject_that_came_with_line_breaks_answers_it_on_one_line() -> None:
+    """A mail's subject may come decoded with line breaks (an encoded `=0D=0A`): a reply `Re:`
+    it would make a command the contract refuses (a 500 for every reply to that customer)."""
+    payload = {
+        "direction": "inbound",
+        "provider_message_id": "<m1@x>",
+        "subject": "Refund\r\nBcc: everyone@example.com\u2028\tplease",
+    }
+
+    thread = thread_of([{"type": "message", "payload": payload}])
+
+    assert thread.subject == "Re: Refund Bcc: everyone@example.com please"
+    assert OutboundMessage(text="Hi", subject=thread.subject).subject == thread.subject
+
+
 def test_an_email_reply_references_the_thread_it_answers_not_the_customers_others() -> None:
     """A customer writing about a refund and, apart, about an invoice address: the reply to the
     refund names the refund's thread from its first message on (off the page here), and none

@@ -158,10 +158,13 @@ function refreshPanels() {
 let panelsAsked = 0;
 
 function drafting() {
-  // A reply being written: its text or subject, or a template's name or parameters.
+  // A reply being written: its text, its subject (an email's), or a template's name or
+  // parameters.
   const form = document.getElementById("reply-form");
   if (!form) return false;
-  return ["text", "subject", "template_name", "template_parameters"].some((name) => form.elements[name]?.value.trim());
+  const fields = ["text", "template_name", "template_parameters"];
+  if (form.elements.channel?.value === "email") fields.push("subject");
+  return fields.some((name) => form.elements[name]?.value.trim());
 }
 
 function replyOptions(select, panels) {
