@@ -44,7 +44,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import AwareDatetime, BaseModel, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError, field_validator
 from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
@@ -194,6 +194,12 @@ class ReplyBody(BaseModel):
         description="The page's id for this reply, sent again when the agent retries the same "
         "reply: a retry after an answer that did not come back is the same command, sent once.",
     )
+
+    @field_validator("subject")
+    @classmethod
+    def _on_one_line(cls, subject: str | None) -> str | None:
+        """The subject as it is sent (`one_line`), None when nothing is left of it."""
+        return one_line(subject or "") or None
 
 
 PASSWORD_CHECKS_AT_ONCE = 2
@@ -861,7 +867,7 @@ def _unsendable(body: ReplyBody, template: Template | None) -> str | None:
         if body.template_name:
             return f"Templates are WhatsApp's: on {label}, write the message instead."
         return "Write a message first."
-    if len(one_line(body.subject or "")) > MAX_SUBJECT:
+    if len(body.subject or "") > MAX_SUBJECT:
         return f"A subject holds at most {MAX_SUBJECT} characters: shorten it."
     return too_long(body.channel, text) if text else None
 
@@ -907,7 +913,7 @@ async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: st
         purpose="marketing" if body.purpose == "marketing" else "service",
         agent=agent,
         thread=thread,
-        subject=one_line(body.subject or "") or None,
+        subject=body.subject,
         page_id=str(body.command_id) if body.command_id else None,
         unanswered=await _unanswered(desk, profile),
     )
