@@ -38,6 +38,7 @@ from agent_desk.testing import (
     chromium,
     csrf_of,
     desk_stack,
+    opened_command,
     signed_in,
 )
 from hilo.contract import (
@@ -60,15 +61,12 @@ from hilo.contract import (
     SalesChannel,
     new_interaction,
 )
-from hilo.contract.outbound import OutboundCommand
-from hilo.mongo import create_mongo_client
 from hilo.offers.model import (
     OfferRecord,
     price_key,
     promotion_key,
 )
 from hilo.outbound import INTERRUPTED
-from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
 from hilo.testkit.offers import offer_record, percent_off, price_schedule, publish_offer_records
 from hilo.testkit.probes import read_topic
@@ -610,16 +608,6 @@ async def test_a_reply_reported_perhaps_not_sent_then_delivered_says_so_live(
         await expect(page.locator("#timeline")).to_contain_text(
             "Reply sent after all: Email reports it delivered.", timeout=15_000
         )
-
-
-async def opened_command(settings: HiloSettings, value: bytes | None) -> OutboundCommand:
-    """An `outbound` record as the channel reads it, with the keys."""
-    client = create_mongo_client(settings)
-    try:
-        (opened,) = await create_sealer(settings, client).open_all([value])
-    finally:
-        await client.close()
-    return OutboundCommand.model_validate(opened)
 
 
 def email_status(report: str, status: str, error: str | None = None) -> Interaction:

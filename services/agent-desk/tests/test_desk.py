@@ -22,7 +22,15 @@ from agent_desk import app as desk_app
 from agent_desk.app import LINK_REFUSED, PROFILES_DOWN
 from agent_desk.auth import SignedOut
 from agent_desk.profiles import ProfileApi
-from agent_desk.testing import AGENT, PASSWORD, csrf_of, desk_settings, running_desk, signed_in
+from agent_desk.testing import (
+    AGENT,
+    PASSWORD,
+    csrf_of,
+    desk_settings,
+    opened_command,
+    running_desk,
+    signed_in,
+)
 from customer_profile.domain.profile import RECENT_ORDERS
 from customer_profile.testing import API_KEY, RunningProfileService, running_profile_service
 from hilo.contract import (
@@ -46,14 +54,12 @@ from hilo.contract import (
     new_interaction,
 )
 from hilo.contract.outbound import OutboundCommand
-from hilo.mongo import create_mongo_client
 from hilo.offers.model import (
     Conditions,
     price_key,
     promotion_key,
 )
 from hilo.request_size import MAX_REQUEST_BYTES
-from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
 from hilo.testkit.offers import offer_record, percent_off, price_schedule, publish_offer_records
 from hilo.testkit.probes import eventually, read_topic
@@ -488,9 +494,7 @@ async def test_a_reply_retried_with_its_id_is_the_same_command(
     records = await read_topic(
         settings.kafka_bootstrap_servers, topic_name(Topic.OUTBOUND, settings), expected=2
     )
-    opened = [
-        OutboundCommand.model_validate(await _opened(settings, record.value)) for record in records
-    ]
+    opened = [await opened_command(settings, record.value) for record in records]
     assert {command.id for command in opened} == {first.json()["command_id"]}
     assert bad.status_code == 422
 
@@ -540,10 +544,7 @@ async def test_an_email_reply_goes_with_the_agents_subject_or_re_the_customers(
     )
     subjects = {
         command.id: command.payload.subject
-        for command in [
-            OutboundCommand.model_validate(await _opened(settings, record.value))
-            for record in records
-        ]
+        for command in [await opened_command(settings, record.value) for record in records]
     }
     assert subjects == {
         answered.json()["command_id"]: "Re: Refund for order 1001",
@@ -552,16 +553,6 @@ async def test_an_email_reply_goes_with_the_agents_subject_or_re_the_customers(
     }
     assert too_long.status_code == 422
     assert too_long.json()["error"] == "A subject holds at most 998 characters: shorten it."
-
-
-async def _opened(settings: HiloSettings, value: bytes | None) -> dict[str, object]:
-    client = create_mongo_client(settings)
-    try:
-        (opened,) = await create_sealer(settings, client).open_all([value])
-    finally:
-        await client.close()
-    assert isinstance(opened, dict)
-    return opened
 
 
 async def next_entry(stream: httpx.Response) -> tuple[str, dict[str, object]]:
@@ -600,7 +591,7 @@ async def published_command(settings: HiloSettings) -> OutboundCommand:
         settings.kafka_bootstrap_servers, topic_name(Topic.OUTBOUND, settings), expected=1
     )
     assert "+34612345678" not in (record.value or b"").decode()
-    return OutboundCommand.model_validate(await _opened(settings, record.value))
+    return await opened_command(settings, record.value)
 
 
 async def test_a_long_journey_pages_filters_by_channel_and_marks_late_entries(

@@ -25,9 +25,12 @@ from channel_sms.settings import SmsSettings
 from channel_whatsapp.app import create_app as create_whatsapp_app
 from channel_whatsapp.settings import WhatsAppSettings
 from customer_profile.testing import API_KEY, RunningProfileService, running_profile_service
+from hilo.contract.outbound import OutboundCommand
 from hilo.kafka_security import client_options
+from hilo.mongo import create_mongo_client
 from hilo.outbound import outbound_group
 from hilo.providers.meta import signed_headers
+from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
 from hilo.testkit.serving import free_port, served
 from hilo.testkit.standins.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioStandIn
@@ -201,3 +204,13 @@ async def behind_service(settings: HiloSettings, service: str) -> AsyncIterator[
         yield
     finally:
         await consumer.stop()
+
+
+async def opened_command(settings: HiloSettings, value: bytes | None) -> OutboundCommand:
+    """An `outbound` record's command as the channel reads it, opened with the keys."""
+    client = create_mongo_client(settings)
+    try:
+        (opened,) = await create_sealer(settings, client).open_all([value])
+    finally:
+        await client.close()
+    return OutboundCommand.model_validate(opened)
