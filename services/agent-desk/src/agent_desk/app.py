@@ -101,7 +101,6 @@ from agent_desk.replies import (
     CONTACTS,
     MAX_SUBJECT,
     last_contact,
-    one_line,
     publish_reply,
     reply_command,
     thread_of,
@@ -111,7 +110,7 @@ from agent_desk.search import find_customers
 from agent_desk.settings import DeskSettings
 from agent_desk.timeline import attach_statuses, row, type_name
 from hilo.contract import BUILT_IN_CHANNELS, display_name, heading_identifier
-from hilo.contract.outbound import Template
+from hilo.contract.outbound import Template, one_line
 from hilo.health import health_router, kafka_check, mongo_check
 from hilo.kafka import (
     KafkaPublisher,

@@ -11,7 +11,7 @@ from typing import Any
 
 from agent_desk.policy import ReplyOption
 from hilo.contract import Conversation, Identifiers, Purpose, conversation_id
-from hilo.contract.outbound import OutboundCommand, OutboundMessage, Template
+from hilo.contract.outbound import OutboundCommand, OutboundMessage, Template, one_line
 from hilo.kafka import KafkaPublisher
 from hilo.outbound import command_record
 from hilo.sealing import Sealer
@@ -46,12 +46,6 @@ def thread_of(entries: Sequence[Mapping[str, Any]]) -> Thread:
     if subject and not subject.lower().startswith("re:"):
         subject = f"Re: {subject}"
     return Thread(latest["provider_message_id"], tuple(earlier), subject[:MAX_SUBJECT] or None)
-
-
-def one_line(subject: str) -> str:
-    """A subject on one line, its runs of whitespace one space: a mail's subject may come
-    decoded with line breaks (an encoded `=0D=0A`), and an outbound subject may hold none."""
-    return " ".join(subject.split())
 
 
 def _thread(entry: Mapping[str, Any]) -> str | None:

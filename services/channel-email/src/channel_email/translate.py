@@ -25,6 +25,7 @@ from hilo.contract import (
     max_length,
     new_interaction,
 )
+from hilo.contract.outbound import one_line
 
 CHANNEL = "email"
 _KINDS = {
@@ -71,7 +72,7 @@ def translate(mail: InboundEmail, received_at: datetime, instance: str, key: byt
         received_at=received_at,
         payload=MessageExchanged(
             direction=Direction.INBOUND,
-            subject=cut.clip(mail.subject, SUBJECT_LIMIT, "payload.subject"),
+            subject=cut.clip(_subject(mail.subject), SUBJECT_LIMIT, "payload.subject"),
             text=cut.clip(mail.text, TEXT_LIMIT, "payload.text"),
             attachments=attachments,
             provider_message_id=mail.message_id,
@@ -79,6 +80,12 @@ def translate(mail: InboundEmail, received_at: datetime, instance: str, key: byt
         ),
         adjustments=cut.adjustments,
     )
+
+
+def _subject(subject: str | None) -> str | None:
+    """The subject on one line (`one_line`): the journey shows it as a heading, and the desk's
+    reply `Re:` it, where a line break would start another mail header."""
+    return one_line(subject or "") or None
 
 
 def _attachment(info: AttachmentInfo, filename: str | None) -> Attachment:

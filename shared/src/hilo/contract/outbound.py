@@ -123,6 +123,12 @@ class OutboundCommand(_Model):
         return failure_provider_id(self.id)
 
 
+def one_line(subject: str) -> str:
+    """A subject on one line, its runs of whitespace one space: a mail's subject may come
+    decoded with line breaks (an encoded `=0D=0A`), and an outbound subject may hold none."""
+    return " ".join(subject.split())
+
+
 def failure_provider_id(command_id: str) -> str:
     """The `provider_message_id` the send of command `command_id` is reported under when it
     failed or is perhaps not sent, and under which the provider's later statuses of such a

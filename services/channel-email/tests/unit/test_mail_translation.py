@@ -1,0 +1,63 @@
+"""A mail → its interaction (`channel_email.translate`), without infrastructure."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from starlette.datastructures import FormData
+
+from channel_email.mailgun import parse_route_post
+from channel_email.mime import parse_mime
+from channel_email.translate import translate
+from hilo.contract import MessageExchanged
+
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+PEPPER = b"pepper" * 6
+REPLY = (Path(__file__).parents[1] / "samples" / "reply_with_attachment.eml").read_bytes()
+
+
+def subject_of(raw: bytes) -> str | None:
+    payload = translate(parse_mime(raw), NOW, "t", PEPPER).payload
+    assert isinstance(payload, MessageExchanged)
+    return payload.subject
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"=?utf-8?q?Refund=0D=0ABcc:_everyone@example.com?=",
+        b"=?utf-8?b?UmVmdW5kDQpCY2M6IGV2ZXJ5b25lQGV4YW1wbGUuY29t?=",
+        b"Refund\r\n  Bcc: everyone@example.com",
+    ],
+)
+def test_a_subject_that_decodes_with_line_breaks_is_recorded_on_one_line(header: bytes) -> None:
+    """An encoded `=0D=0A` decodes to a line break; the journey shows the subject as a heading
+    and the desk replies `Re:` it, where a break would start another mail header."""
+    raw = REPLY.replace(b"Subject: Re: Your order ORD-1001", b"Subject: " + header)
+    assert raw != REPLY
+
+    assert subject_of(raw) == "Refund Bcc: everyone@example.com"
+
+
+def test_a_subject_of_only_whitespace_is_no_subject() -> None:
+    raw = REPLY.replace(b"Subject: Re: Your order ORD-1001", b"Subject: =?utf-8?q?_=0D=0A_?=")
+
+    assert subject_of(raw) is None
+
+
+def test_a_mailgun_routes_subject_with_line_breaks_is_recorded_on_one_line() -> None:
+    """Mailgun posts the subject decoded: the same line breaks come in its `subject` field."""
+    form = FormData(
+        [
+            ("sender", "ana@example.com"),
+            ("subject", "Refund\r\n\tplease"),
+            ("body-plain", "Where is it?"),
+            ("Message-Id", "<m1@mail.example.com>"),
+        ]
+    )
+    payload = translate(parse_route_post(form), NOW, "t", PEPPER).payload
+
+    assert isinstance(payload, MessageExchanged)
+    assert payload.subject == "Refund please"
