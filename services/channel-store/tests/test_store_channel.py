@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+import channel_store.app
 from channel_store.app import create_app
+from channel_store.end_of_day import UploadReport, read_upload
 from channel_store.settings import StoreSettings
 from hilo.contract import interaction_id
 from hilo.settings import HiloSettings
@@ -620,3 +625,79 @@ async def test_an_end_of_day_file_and_a_return_carry_weighed_lines(
         (i["quantity"], i["unit_price"]["amount"], i["measure"]["amount"]) for i in (cheese, ham)
     ] == [(1, "13.23", "0.735"), (1, "12.97", "0.41")], "the till's own 12.97, not 13.079"
     assert (back["unit_price"]["amount"], back["measure"]["amount"]) == ("5.40", "0.3")
+
+
+EOD_ROW = "BCN-01,T1,{id},2026-11-23T10:00:00+01:00,EUR,SKU-1,{name},1,59.90,59.90,,,card,LOY-1,,,,"
+
+
+async def test_a_quote_left_open_in_a_file_names_every_line_it_took_instead_of_losing_them(
+    store: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """A name cell `"Shoe 42` with no closing quote takes every line after it into that cell:
+    the receipts on them were neither published nor reported (the row was even numbered by
+    where it ended). The row is refused naming the lines, from the one where it starts."""
+    rows = [EOD_ROW.format(id=f"R{n}", name='"Shoe 42' if n == 2 else "Shoe") for n in range(1, 6)]
+
+    uploaded = await store.post(
+        "/v1/receipts/upload", content=csv_body(*rows), headers={"X-API-Key": KEY}
+    )
+
+    assert uploaded.status_code == 207, uploaded.text
+    assert (uploaded.json()["rows_accepted"], uploaded.json()["receipts_published"]) == (1, 1)
+    [problem] = uploaded.json()["rejected"]
+    assert (problem["row"], problem["receipt_id"]) == (3, "R2")
+    assert problem["errors"] == [
+        "lines 3-6 were read as one row: a cell holds a line break (is a quote left open on "
+        "line 3?)"
+    ]
+    [event] = await published_interactions(settings, 1)
+    assert event["payload"]["order_id"] == "BCN-01:R1"
+
+
+async def test_rows_of_one_receipt_whose_ids_differ_by_spaces_are_one_order(
+    store: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """`R1` and `R1 `: two orders each holding the receipt's whole total doubled the customer's
+    spend; they are one receipt, published under its first row's ids."""
+    rows = [EOD_ROW.format(id="R1", name="Shoe"), EOD_ROW.format(id=" R1 ", name="Sock")]
+
+    uploaded = await store.post(
+        "/v1/receipts/upload", content=csv_body(*rows), headers={"X-API-Key": KEY}
+    )
+
+    assert uploaded.status_code == 200, uploaded.text
+    assert uploaded.json()["receipts_published"] == 1
+    [event] = await published_interactions(settings, 1)
+    assert event["payload"]["order_id"] == "BCN-01:R1"
+    assert [item["name"] for item in event["payload"]["items"]] == ["Shoe", "Sock"]
+
+
+async def test_a_days_file_is_read_while_the_service_answers_other_requests(
+    store: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading a 20 MB file takes seconds: read on the event loop, it held every till's
+    receipt and every health probe until it was done. Here the reading waits until another
+    request has been answered, which only a reading off the loop lets happen."""
+    reading, answered = threading.Event(), threading.Event()
+
+    def read_after_an_answer(body: bytes, received_at: datetime, instance: str) -> UploadReport:
+        reading.set()
+        assert answered.wait(timeout=10), "nothing was answered while the file was read"
+        return read_upload(body, received_at, instance)
+
+    monkeypatch.setattr(channel_store.app, "read_upload", read_after_an_answer)
+
+    async def probe() -> int:
+        assert await asyncio.to_thread(reading.wait, 10), "the file was never read"
+        live = await store.get("/health/live")
+        answered.set()
+        return live.status_code
+
+    upload = store.post(
+        "/v1/receipts/upload",
+        content=csv_body(EOD_ROW.format(id="R1", name="Shoe")),
+        headers={"X-API-Key": KEY},
+    )
+    uploaded, live = await asyncio.gather(upload, probe())
+
+    assert (uploaded.status_code, live) == (200, 200), uploaded.text

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -25,6 +27,9 @@ from hilo.contract import DropInvalid, Interaction
 CELL_LIMIT = 2**31 - 1
 """The csv module's cell limit (process-wide), lifted: `HILO_MAX_BODY_BYTES` bounds a cell."""
 csv.field_size_limit(CELL_LIMIT)
+
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+"""A line end as the reader counts lines (`newline=""` keeps each as it came)."""
 
 
 @dataclass
@@ -52,13 +57,15 @@ def read_upload(body: bytes, received_at: datetime, instance: str) -> UploadRepo
         if isinstance(parsed, RowProblem):
             report.rejected.append(parsed)
         else:
-            grouped.setdefault((parsed.store_id, parsed.receipt_id), []).append((number, parsed))
-    # Bad rows carry their ids trimmed (`_reference`): a good row of the same receipt is matched
-    # the same way, whatever spaces its cells have (its published ids stay as they came).
+            trimmed = (parsed.store_id.strip(), parsed.receipt_id.strip())
+            grouped.setdefault(trimmed, []).append((number, parsed))
+    # Rows of one receipt are matched with their ids trimmed, as bad rows carry them
+    # (`_reference`): `R1` and `R1 ` are one receipt, not two orders each with its total. The
+    # receipt is published under its first row's ids as they came.
     bad_receipts = {(problem.store_id, problem.receipt_id) for problem in report.rejected}
-    for (store_id, receipt_id), rows in grouped.items():
+    for trimmed, rows in grouped.items():
         numbers = [number for number, _ in rows]
-        trimmed = (store_id.strip(), receipt_id.strip())
+        store_id, receipt_id = rows[0][1].store_id, rows[0][1].receipt_id
         if trimmed in bad_receipts:
             report.rejected.extend(
                 RowProblem(n, *trimmed, [f"another row of receipt {trimmed[1]} is invalid"])
@@ -98,10 +105,18 @@ def _rows(body: bytes) -> Iterator[tuple[int, CsvRow | RowProblem]]:
         raise Rejected(400, "invalid_body", f"missing columns: {', '.join(sorted(missing))}")
     if unknown := columns - set(CSV_COLUMNS):
         raise Rejected(400, "invalid_body", f"unknown columns: {', '.join(sorted(unknown))}")
+    last = reader.line_num
     for record in reader:
-        number = reader.line_num
+        breaks = sum(len(LINE_BREAK.findall(cell)) for cell in _cells(record))
+        # A quote left open to the end of the file holds the last line's end too: never
+        # before the line after the last row.
+        number = max(last + 1, reader.line_num - breaks)
+        breaks, last = reader.line_num - number, reader.line_num
         store_id = _reference(record.get("store_id"), 100)
         receipt_id = _reference(record.get("receipt_id"), 200)
+        if breaks:
+            yield number, RowProblem(number, store_id, receipt_id, [_spans(number, breaks)])
+            continue
         if None in record:
             yield number, RowProblem(number, store_id, receipt_id, ["more cells than columns"])
             continue
@@ -110,6 +125,25 @@ def _rows(body: bytes) -> Iterator[tuple[int, CsvRow | RowProblem]]:
         except ValidationError as exc:
             problems = validation_rejection(exc).detail.split("; ")
             yield number, RowProblem(number, store_id, receipt_id, problems)
+
+
+def _cells(record: dict[str | Any, str | Any]) -> Iterator[str]:
+    """A record's cells, those past the last column (`None`'s list) included."""
+    for value in record.values():
+        if isinstance(value, list):
+            yield from value
+        elif isinstance(value, str):
+            yield value
+
+
+def _spans(first: int, breaks: int) -> str:
+    """Why a row read over several lines is refused: a till's row is one line, and a quote left
+    open in a cell takes every line up to the next quote (or the end of the file) into it; those
+    lines are reported here instead of vanishing."""
+    return (
+        f"lines {first}-{first + breaks} were read as one row: a cell holds a line break "
+        f"(is a quote left open on line {first}?)"
+    )
 
 
 def _reference(cell: str | None, limit: int) -> str | None:
