@@ -253,6 +253,11 @@ async def test_bad_signatures_keys_and_bodies_are_refused(
     nobody = await voice.post(
         "/v1/calls", json={**OUTCOME, "customer": {}}, headers={"X-API-Key": KEY}
     )
+    # MongoDB holds 8-byte integers: a duration past them was answered 200 and then
+    # dead-lettered by the profile, so the call never reached the journey.
+    endless = await voice.post(
+        "/v1/calls", json={**OUTCOME, "duration_seconds": 10**30}, headers={"X-API-Key": KEY}
+    )
 
     assert forged.status_code == 403
     assert anonymous_caller.status_code == 422
@@ -262,6 +267,10 @@ async def test_bad_signatures_keys_and_bodies_are_refused(
     assert naive.json()["detail"] == "started_at: Input should have timezone info"
     assert nobody.status_code == 422
     assert "at least one identifier is required" in nobody.json()["detail"]
+    assert endless.status_code == 422
+    assert endless.json()["detail"] == (
+        "duration_seconds: Input should be less than or equal to 604800"
+    )
     assert await published_interactions(settings, 0) == []
 
 

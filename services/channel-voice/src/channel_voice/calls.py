@@ -72,7 +72,9 @@ class CallOutcome(BaseModel):
     direction: Direction
     status: CallStatus
     started_at: AwareDatetime
-    duration_seconds: int | None = Field(default=None, ge=0)
+    duration_seconds: int | None = Field(
+        default=None, ge=0, le=MAX_CALL_SECONDS, description="Seconds; at most a week."
+    )
     agent_id: str | None = Field(default=None, max_length=200)
     outcome: str | None = Field(default=None, max_length=200, examples=["callback_promised"])
     disposition: str | None = Field(default=None, max_length=200, examples=["order_status"])
