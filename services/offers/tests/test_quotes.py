@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
@@ -16,8 +17,9 @@ from customer_profile.testing import RunningProfileService, interaction, running
 from hilo.contract import ConsentChanged, Identified, Identifiers, new_interaction
 from hilo.mongo import MongoDocument
 from hilo.settings import HiloSettings
-from hilo.testkit.serving import served
-from offers.testing import API_KEY, RunningOffers, running_offers
+from hilo.testkit.serving import free_port, served
+from offers.app import create_service
+from offers.testing import API_KEY, RunningOffers, offers_settings, running_offers
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 ANA = "ana.gold@example.com"
@@ -246,5 +248,30 @@ async def test_quotes_wait_for_the_offers_to_load(
 
     assert response.status_code == 503
     assert health.status_code == 503
-    assert health.json()["checks"] == {"kafka": "ok", "mongodb": "ok", "offers": "failing"}
+    assert health.json()["checks"] == {"offers": "failing", "kafka": "ok", "mongodb": "ok"}
     assert (await offers.http.get("/health/ready")).status_code == 200
+
+
+async def test_an_instance_that_lost_kafka_and_mongodb_still_quotes_and_stays_ready(
+    settings: HiloSettings,
+) -> None:
+    """Quotes come from the catalogue in memory: an instance answering 503 to readiness while
+    MongoDB or Kafka was away was taken out by its load balancer, and every channel lost its
+    prices, though the instance could quote."""
+    away = offers_settings(
+        settings,
+        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+        mongodb_url=f"mongodb://127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=500",
+    )
+    cut_off = create_service(away)
+    cut_off.follower.ready.set()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=cut_off.app), base_url="http://offers"
+    ) as http:
+        health = await http.get("/health/ready")
+
+    assert health.status_code == 200, health.text
+    assert health.json() == {
+        "status": "degraded",
+        "checks": {"offers": "ok", "kafka": "failing", "mongodb": "failing"},
+    }

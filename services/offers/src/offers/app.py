@@ -74,12 +74,11 @@ def create_service(
         store, publisher(broker, settings), holder=f"{settings.client_id}-{uuid.uuid4().hex[:12]}"
     )
     profiles = CustomerProfiles(settings, profile_transport)
+    # Quotes come from the catalogue in memory: with it loaded, an instance that lost Kafka or
+    # MongoDB still quotes (degraded: changes wait), so a load balancer keeps it in.
     health = health_router(
-        {
-            "kafka": kafka_check(broker),
-            "mongodb": mongo_check(mongo),
-            "offers": _loaded(follower),
-        }
+        {"offers": _loaded(follower)},
+        optional={"kafka": kafka_check(broker), "mongodb": mongo_check(mongo)},
     )
     quote_guard = [require_api_key(settings.api_keys)] if settings.api_keys else []
     admin_guard = [require_api_key(settings.admin_api_keys)] if settings.admin_api_keys else []
