@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import bson
 import pytest
 from jsonschema import Draft202012Validator
 from pydantic import ValidationError
@@ -214,6 +215,29 @@ def test_survey_score_outside_its_scale_is_rejected() -> None:
 
     with pytest.raises(ValidationError, match="NPS score must be between 0 and 10"):
         type(sample_payloads()["survey_answer"]).model_validate(survey)
+
+
+@pytest.mark.parametrize("kind", ["custom", "identify"])
+def test_a_whole_number_past_what_mongodb_stores_is_read_as_a_float_and_stored(kind: str) -> None:
+    """`JSON.stringify(1e19)` is `10000000000000000000`: read as an integer, MongoDB refused it
+    (8 bytes at most) and the profile dead-lettered an event its channel had answered 200."""
+    document = as_document(sample_interaction(kind))
+    field = "properties" if kind == "custom" else "traits"
+    document["payload"][field] = {"card": 10**19, "below": -(2**63) - 1, "largest": 2**63 - 1}
+
+    payload = parse_interaction(json.dumps(document)).model_dump(mode="python")["payload"]
+
+    assert payload[field] == {"card": 1e19, "below": -(2.0**63), "largest": 2**63 - 1}
+    assert isinstance(payload[field]["largest"], int)
+    bson.encode(payload)
+
+
+@pytest.mark.parametrize(("kind", "field"), [("call", "duration_seconds")])
+def test_a_count_past_what_mongodb_stores_is_refused(kind: str, field: str) -> None:
+    payload = sample_payloads()[kind].model_dump()
+
+    with pytest.raises(ValidationError, match=field):
+        type(sample_payloads()[kind]).model_validate({**payload, field: 2**63})
 
 
 def test_unknown_fields_are_rejected() -> None:

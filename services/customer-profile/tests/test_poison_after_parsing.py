@@ -234,7 +234,7 @@ async def test_replay_chooses_by_reason_and_a_dry_run_publishes_nothing(
 async def test_odd_values_from_a_public_write_key_never_stop_the_consumer(
     profile_service: RunningProfileService, settings: HiloSettings, name: str, value: Any
 ) -> None:
-    event = json.loads(sample_interaction().model_dump_json())
+    event = json.loads(sample_interaction("custom").model_dump_json())
     event["payload"] = {"kind": "custom", "name": "odd", "properties": {name: value}}
     await _send_raw(settings, [json.dumps(event).encode()])
     await profile_service.publish([interaction(1, email="after@example.com")])
@@ -244,6 +244,24 @@ async def test_odd_values_from_a_public_write_key_never_stop_the_consumer(
         lambda: profile_service.service.store.journey.count_documents({"_id": after}),
         until=lambda n: n == 1,
     )
+
+
+async def test_a_whole_number_past_8_bytes_is_stored_as_the_float_javascript_sent(
+    profile_service: RunningProfileService, settings: HiloSettings
+) -> None:
+    """`JSON.stringify(1e19)` from a shop's page: MongoDB refused the integer and the event,
+    which its channel had answered 200, was dead-lettered. The contract reads it as a float."""
+    event = json.loads(sample_interaction("custom").model_dump_json())
+    event["payload"]["properties"] = {"card": 10**19, "count": 3}
+    await _send_raw(settings, [json.dumps(event).encode()])
+
+    stored = await eventually(
+        lambda: profile_service.service.store.journey.find_one({"_id": event["id"]}),
+        until=lambda doc: doc is not None,
+    )
+
+    assert stored is not None
+    assert stored["payload"]["properties"] == {"card": 1e19, "count": 3}
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,7 @@ from hilo.contract.payloads import (
     MAX_CODE,
     MAX_CODES,
     MAX_CONSENT_SOURCE,
+    MAX_QUANTITY,
     MAX_RESPONSE_ID,
     given_codes,
 )
@@ -464,8 +465,9 @@ def _quantity(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise TypeError("quantity must be a number")
     quantity = Decimal(str(value))
-    if quantity != quantity.to_integral_value() or quantity < 1:
-        raise ValueError("quantity must be a whole number of at least 1")
+    if quantity != quantity.to_integral_value() or not 1 <= quantity <= MAX_QUANTITY:
+        # Compared before `int`: turning `1e600000` into an integer took minutes of CPU.
+        raise ValueError(f"quantity must be a whole number from 1 to {MAX_QUANTITY}")
     return int(quantity)
 
 

@@ -25,8 +25,18 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_extra_types.currency_code import ISO4217
 
-JsonScalar = str | int | float | bool | None
-"""Trait and property values are flat scalars: portable to every consumer and to FerretDB."""
+MAX_STORED_INT: Final = 2**63 - 1
+"""MongoDB's largest integer (8 bytes): an event holding a larger one could be read but never
+stored, so every consumer that keeps it would dead-letter it after its sender was told yes."""
+
+StoredInt = Annotated[int, Field(ge=-MAX_STORED_INT - 1, le=MAX_STORED_INT)]
+
+JsonScalar = str | StoredInt | float | bool | None
+"""Trait and property values are flat scalars: portable to every consumer and to FerretDB. A
+whole number past `MAX_STORED_INT` is read as a number with a fraction (a float), as
+JavaScript, which sent most of them, holds it."""
+
+MAX_QUANTITY: Final = 100_000
 
 FieldName = Annotated[
     str,
@@ -95,7 +105,7 @@ class LineItem(_Model):
 
     sku: str = Field(min_length=1, max_length=100, examples=["SKU-RED-42"])
     name: str | None = Field(default=None, max_length=300, examples=["Red running shoes"])
-    quantity: int = Field(gt=0, le=100_000, examples=[1])
+    quantity: int = Field(gt=0, le=MAX_QUANTITY, examples=[1])
     unit_price: Money | None = None
     category: str | None = Field(default=None, max_length=200)
     measure: Measure | None = Field(
@@ -150,7 +160,7 @@ class Attachment(_Model):
     provider_media_id: str | None = Field(default=None, max_length=300)
     mime_type: str | None = Field(default=None, max_length=200, examples=["image/jpeg"])
     filename: str | None = Field(default=None, max_length=500)
-    size_bytes: int | None = Field(default=None, ge=0)
+    size_bytes: int | None = Field(default=None, ge=0, le=MAX_STORED_INT)
     caption: str | None = Field(default=None, max_length=4_000)
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
@@ -512,7 +522,7 @@ class CallHappened(_Model):
     direction: Direction
     status: CallStatus
     provider_call_id: str = Field(min_length=1, max_length=200)
-    duration_seconds: int | None = Field(default=None, ge=0)
+    duration_seconds: int | None = Field(default=None, ge=0, le=MAX_STORED_INT)
     outcome: str | None = Field(default=None, max_length=200, examples=["resolved"])
     disposition: str | None = Field(default=None, max_length=200, examples=["billing_question"])
     agent_id: str | None = Field(default=None, max_length=200)
