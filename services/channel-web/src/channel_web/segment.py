@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -30,8 +30,9 @@ CallPath = Literal[
 ]
 """The path of a single call: its type, or the letter analytics.js uses for it."""
 
-UserId = str | int
-"""SDKs send ids as strings, some server libraries as numbers."""
+UserId = str | StrictInt
+"""SDKs send ids as strings, some server libraries as numbers; never `true` (a lax int took it
+for 1, and every visitor whose site sent `userId: isLoggedIn` became one customer "1")."""
 
 
 class _Segment(BaseModel):
@@ -43,7 +44,9 @@ class _Segment(BaseModel):
 
 
 class Device(_Segment):
-    id: str | None = None
+    id: Any = None
+    """Any JSON value: one that is no valid device id is dropped from the identifiers and
+    noted, never a refusal of the call (`identifiers_of`)."""
 
 
 class Context(_Segment):

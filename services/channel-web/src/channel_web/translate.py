@@ -147,9 +147,10 @@ def payload_of(call: Call, cut: Truncations, trust: IdentityTrust = "unverified"
     if call.type in ("page", "screen"):
         return _page(call, cut)
     if call.type == "group":
-        return CustomEvent(
-            name="Group", properties={"group_id": _text(call.group_id), **flat_scalars(call.traits)}
-        )
+        traits = flat_scalars(call.traits)
+        traits.pop("group_id", None)
+        group = {"group_id": _text(call.group_id), **traits}
+        return CustomEvent(name="Group", properties=dict(list(group.items())[:MAX_PROPERTIES]))
     return _track(call, cut, trust)
 
 
@@ -157,6 +158,7 @@ _PAGE_LIMITS = {
     name: max_length(PageViewed, name) for name in ("name", "url", "path", "referrer", "title")
 }
 _EVENT_NAME_LIMIT = max_length(CustomEvent, "name")
+MAX_PROPERTIES = max_length(CustomEvent, "properties")
 
 
 def _page(call: Call, cut: Truncations) -> PageViewed:
@@ -181,7 +183,7 @@ def _track(call: Call, cut: Truncations, trust: IdentityTrust) -> Payload:
     typed = _ECOMMERCE.get(event)
     if trust == "verified":
         typed = _FROM_SERVER_KEYS.get(event, typed)
-    if typed is _consent_changed and not _names_a_customer(call):
+    if typed is _consent_changed and not _names_a_customer(call, trust):
         # On an anonymous visitor it would travel with their history to whoever a browser
         # later claims to be (an unverified identify joins anonymous history).
         typed = None
@@ -417,10 +419,11 @@ def _consent_changed(properties: Mapping[str, Any]) -> ConsentChanged:
     )
 
 
-def _names_a_customer(call: Call) -> bool:
-    """The call names a customer (their id, email or phone), not only a browser."""
-    traits = {**call.context.traits, **call.traits}
-    return bool(call.user_id or _text(traits.get("email")) or _text(traits.get("phone")))
+def _names_a_customer(call: Call, trust: IdentityTrust) -> bool:
+    """The call names a customer (their id, or an email or phone that is valid), not only a
+    browser: an invalid email is dropped from the event, which then names the browser alone."""
+    identifiers = identifiers_of(call, DropInvalid(SECONDARY), trust)
+    return bool(identifiers.customer_id or identifiers.email or identifiers.phone)
 
 
 _FROM_SERVER_KEYS: dict[str, Callable[[Mapping[str, Any]], Payload]] = {
@@ -511,7 +514,7 @@ def flat_scalars(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
             flat.update(flat_scalars(value, f"{name}_"))
         elif value is None or isinstance(value, str | int | float | bool):
             flat[name[:100]] = value
-    return dict(list(flat.items())[:200])
+    return dict(list(flat.items())[:MAX_PROPERTIES])
 
 
 def _content_id(call: Call) -> str:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from channel_web.segment import Call
 from channel_web.translate import translate
@@ -243,6 +244,68 @@ def test_a_consent_change_of_a_browser_alone_stays_custom_and_a_long_source_is_c
     assert isinstance(withdrawn.payload, ConsentChanged)
     assert (withdrawn.payload.purpose, withdrawn.payload.granted) == ("contact", False)
     assert withdrawn.payload.source == "s" * 200
+
+
+def test_a_consent_change_naming_only_an_invalid_email_is_a_browsers_and_stays_custom() -> None:
+    """The invalid email is dropped from the event, which then names the browser alone: the
+    check looked at whether an email was there, not whether it was kept."""
+    typo = call(
+        type="track",
+        anonymousId="anon-1",
+        event="Consent Changed",
+        context={"traits": {"email": "not an email"}},
+        properties={"purpose": "marketing", "granted": True},
+    )
+
+    kept = translate(typo, RECEIVED, "t", "verified")
+
+    assert isinstance(kept.payload, CustomEvent)
+    assert [(a.field, a.reason) for a in kept.adjustments] == [
+        ("identifiers.email", "invalid_email"),
+        ("payload", "not_typed"),
+    ]
+
+
+def test_a_boolean_user_id_is_refused_not_read_as_customer_1() -> None:
+    """`userId: isLoggedIn` made every signed-in visitor of a site one customer, "1"."""
+    with pytest.raises(ValidationError, match="userId"):
+        call(type="track", userId=True, event="Viewed")
+
+    assert (
+        translate(
+            call(type="track", userId=42, event="Viewed"), RECEIVED, "t"
+        ).identifiers.customer_id
+        == "42"
+    )
+
+
+@pytest.mark.parametrize(("device", "kept"), [(12345, "12345"), (True, None), ({"a": 1}, None)])
+def test_a_device_id_that_is_no_string_is_read_or_dropped_never_refusing_the_call(
+    device: object, kept: str | None
+) -> None:
+    published = translate(
+        call(type="track", anonymousId="a1", event="Viewed", context={"device": {"id": device}}),
+        RECEIVED,
+        "t",
+    )
+
+    assert published.identifiers.device_id == kept
+    dropped = [(a.field, a.reason) for a in published.adjustments]
+    assert dropped == ([] if kept else [("identifiers.device_id", "invalid_device_id")])
+
+
+def test_a_group_with_as_many_traits_as_an_event_holds_is_kept_with_its_id() -> None:
+    """The group's id came on top of 200 traits, one past what a custom event holds: the call
+    was refused. A trait named `group_id` does not replace the call's."""
+    traits = {f"trait_{n}": n for n in range(250)} | {"group_id": "someone-else"}
+
+    published = translate(
+        call(type="group", userId="u-ana", groupId="g1", traits=traits), RECEIVED, "t"
+    )
+
+    assert isinstance(published.payload, CustomEvent)
+    assert len(published.payload.properties) == 200
+    assert published.payload.properties["group_id"] == "g1"
 
 
 LANDING = "https://shop.example/spring?utm_source=newsletter&utm_medium=email&utm_campaign=spring"
