@@ -90,7 +90,9 @@ def _event(
     millis = _event_millis(event, entry_time)
     outbound = event.message is not None and event.message.is_echo
     person = event.recipient if outbound else event.sender
-    if person is None:  # a checkbox plugin's opt-in names no sender: nobody to record it for
+    # A checkbox plugin's opt-in names no sender, a chat plugin's guest only a `user_ref`:
+    # nobody to record it for.
+    if person is None or person.id is None:
         return []
     customer = person.id
     cuts: dict[str, Truncations] = {}  # per payload: what was cut of it

@@ -17,7 +17,10 @@ class _Meta(BaseModel):
 
 
 class Party(_Meta):
-    id: str = Field(min_length=1)
+    id: str | None = Field(default=None, min_length=1)
+    """Left out for a chat plugin's guest, named by `user_ref` instead (Meta's referral and
+    postback references): an event of one is nobody's to record, and must not refuse the
+    notification's other events."""
 
 
 class Coordinates(_Meta):

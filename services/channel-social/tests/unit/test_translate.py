@@ -61,6 +61,22 @@ def test_a_quick_reply_is_kept_and_a_deleted_message_is_not_recorded() -> None:
     assert ignored == 1
 
 
+def test_a_chat_plugin_guest_named_by_user_ref_is_ignored_not_refusing_the_others() -> None:
+    """Meta names a guest of the chat plugin by `user_ref`, without `id`: the notification was
+    refused 422 whole, and Meta sent it again and again, with the good events beside it."""
+    text = {"timestamp": 1700000000500, "message": {"mid": "m_t", "text": "Hi"}}
+    guest = {
+        "sender": {"user_ref": "ref-77"},
+        "timestamp": 1700000000600,
+        "postback": {"title": "Get Started", "payload": "START"},
+    }
+
+    interactions, ignored = translate(notification(text, guest), "t", KEY)
+
+    assert [i.id for i in interactions] == [interaction_id("messenger", "m_t")]
+    assert ignored == 1
+
+
 def test_a_shared_location_keeps_its_coordinates_and_a_story_reply_its_story() -> None:
     """Messenger sends a location as an attachment with `payload.coordinates` (`lat`, `long`)
     and its name as the attachment's `title`; Instagram names the story a message answers in
