@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from pymongo import AsyncMongoClient
+from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
 from hilo.kafka import read_to_end
 from hilo.mongo import MongoDocument
@@ -107,6 +108,52 @@ async def test_a_price_list_is_one_version_published_and_in_every_book(
 
 async def _ready(follower: OffersFollower) -> bool:
     return follower.ready.is_set()
+
+
+async def test_a_version_stored_before_mongodb_went_away_is_answered_stored_not_500(
+    offers: RunningOffers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MongoDB stored the version and went away before the heads were updated: the answer was
+    a 500, the caller tried again and stored a second version (a retried retire got 409). The
+    version stands, is published, and the next change brings the heads up to it."""
+    store = offers.service.store
+    settle_records = store._settle_records
+    failures = [AutoReconnect("connection reset")]
+
+    async def lose_the_connection(records: Sequence[OfferRecord]) -> None:
+        if failures:
+            raise failures.pop()
+        await settle_records(records)
+
+    monkeypatch.setattr(store, "_settle_records", lose_the_connection)
+
+    first = await offers.call("PUT", "/v1/prices", json=PRICES[:1])
+    second = await offers.call("PUT", "/v1/prices", json=PRICES[1:2])
+
+    assert (first["version"], second["version"]) == (1, 2)
+    assert [v["version"] for v in await offers.versions()] == [2, 1]
+    heads = {doc["_id"]: doc["version"] async for doc in store.heads.find({})}
+    assert heads == {"price:SKU-1:EUR": 1, "price:SKU-2:EUR": 2}
+    await offers.caught_up_to(2)
+
+
+async def test_a_change_mongodb_did_not_answer_is_503_saying_so_and_stores_nothing(
+    offers: RunningOffers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def away() -> int:
+        raise ServerSelectionTimeoutError("no servers found")
+
+    monkeypatch.setattr(offers.service.store, "head_version", away)
+
+    response = await offers.http.put(
+        "/v1/prices", json=PRICES, headers={"X-API-Key": ADMIN_API_KEY}
+    )
+    monkeypatch.undo()
+
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "5"
+    assert "the catalogue's database is not answering" in response.json()["detail"]
+    assert await offers.versions() == []
 
 
 async def test_a_price_keeps_its_schedule_and_answers_the_one_in_force(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -26,6 +27,7 @@ from pydantic import (
     ValidationError,
 )
 from pydantic_extra_types.currency_code import ISO4217
+from pymongo.errors import PyMongoError
 
 from hilo.contract import Identifiers
 from hilo.offers.book import OffersFollower
@@ -68,6 +70,8 @@ from offers.store import (
     RecordsTooLarge,
     VersionContention,
 )
+
+log = structlog.get_logger(__name__)
 
 MAX_PRICES = 100
 """Prices per change: each record carries its whole schedule, and one version is one MongoDB
@@ -253,8 +257,8 @@ CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"description": "A record of the change would be larger than Kafka takes."},
     422: {"description": "Invalid: the fields are named, their values are not echoed."},
     503: {
-        "description": "MongoDB busy with other changes, or the offers topic still being read "
-        "at start; nothing stored, try again."
+        "description": "MongoDB busy with other changes or not answering, or the offers topic "
+        "still being read at start; try again."
     },
 }
 
@@ -412,6 +416,14 @@ async def _commit(
     except CatalogueLoading as exc:
         raise HTTPException(
             status_code=503, detail=str(exc), headers={"Retry-After": "2"}
+        ) from None
+    except PyMongoError as exc:
+        log.warning("offers_change_not_stored", error=type(exc).__name__)
+        raise HTTPException(
+            status_code=503,
+            detail="the catalogue's database is not answering: try again (a change stored as it "
+            "went away is listed by GET /v1/versions)",
+            headers={"Retry-After": "5"},
         ) from None
     await state.outbox.try_publish()
     published = await _published(state, change)

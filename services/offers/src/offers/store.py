@@ -27,14 +27,17 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import structlog
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from hilo.kafka import record_size
 from hilo.mongo import DUPLICATE_KEY, MongoDocument, bulk_write, find_in
 from hilo.offers.model import OfferRecord
 from offers.changes import Change, kafka_record
+
+log = structlog.get_logger(__name__)
 
 CHANGES = "offers_changes"
 HEADS = "offers_heads"
@@ -116,7 +119,12 @@ class OffersStore:
                 await self.changes.insert_one(_document(change))
             except DuplicateKeyError:
                 continue
-            await self._settle(change)
+            try:
+                await self._settle(change)
+            except PyMongoError as exc:
+                # The version is stored and goes out: failing the request now would have the
+                # caller store it again. The next commit settles it first (`settle`).
+                log.warning("offers_heads_behind", version=change.version, error=type(exc).__name__)
             return change
         raise VersionContention(f"no version free after {COMMIT_ATTEMPTS} attempts")
 
