@@ -110,6 +110,37 @@ async def _ready(follower: OffersFollower) -> bool:
     return follower.ready.is_set()
 
 
+async def test_a_price_older_than_every_point_a_full_schedule_keeps_is_refused(
+    offers: RunningOffers,
+) -> None:
+    """A schedule keeps its latest 500 points: a backdated price on a full one was cut at once,
+    and the admin got a 200 for a version that changed nothing."""
+    start = NOW - timedelta(days=600)
+    for batch in range(5):
+        points = [
+            {**PRICES[0], "valid_from": (start + timedelta(days=100 * batch + n)).isoformat()}
+            for n in range(100)
+        ]
+        await offers.call("PUT", "/v1/prices", json=points)
+    backdated = {**PRICES[0], "valid_from": (start - timedelta(days=1)).isoformat()}
+
+    refused = await offers.call("PUT", "/v1/prices", json=[PRICES[1], backdated], expect=422)
+    newest = {**PRICES[0], "valid_from": NOW.isoformat()}
+    taken = await offers.call("PUT", "/v1/prices", json=[newest])
+
+    [error] = refused["detail"]
+    assert error["loc"] == ["body", 1, "valid_from"]
+    assert error["msg"] == (
+        "SKU-1 in EUR keeps its latest 500 prices, all from after this valid_from: a price "
+        "this old would not be kept"
+    )
+    assert [v["version"] for v in await offers.versions()][:2] == [6, 5]
+    assert taken["version"] == 6
+    schedule = (await offers.call("GET", "/v1/prices/SKU-1"))[0]["points"]
+    assert len(schedule) == 500
+    assert schedule[-1]["valid_from"] == NOW.isoformat().replace("+00:00", "Z")
+
+
 async def test_a_version_stored_before_mongodb_went_away_is_answered_stored_not_500(
     offers: RunningOffers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -207,7 +238,19 @@ BAD_INPUT: list[tuple[str, str, Any, list[str | int]]] = [
     ("PUT", "/v1/prices", [], ["body"]),
     ("PUT", "/v1/prices", [{**PRICES[0], "sku": "no spaces"}], ["body", 0, "sku"]),
     ("PUT", "/v1/promotions/gold-10", gold_promotion(percent=None), ["body"]),
-    ("PUT", "/v1/promotions/gold-10", gold_promotion(percent=12.5), ["body"]),
+    ("PUT", "/v1/promotions/gold-10", gold_promotion(percent=12.5), ["body", "percent"]),
+    (
+        "PUT",
+        "/v1/promotions/gold-10",
+        gold_promotion(kind="amount_off", percent=None, amount=0.1),
+        ["body", "amount"],
+    ),
+    (
+        "PUT",
+        "/v1/promotions/gold-10",
+        gold_promotion(conditions={"loyalty_tiers": []}),
+        ["body", "conditions", "loyalty_tiers"],
+    ),
     (
         "PUT",
         "/v1/promotions/gold-10",

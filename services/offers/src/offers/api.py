@@ -21,7 +21,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -55,7 +54,7 @@ from hilo.request_size import limit_request_bodies
 from offers.changes import (
     Change,
     NewPrice,
-    no_floats_anywhere,
+    ScheduleFull,
     price_keys,
     price_records,
     promotion_records,
@@ -285,7 +284,10 @@ async def put_prices(
     at = now()
 
     def build(version: int, current: dict[str, OfferRecord]) -> list[OfferRecord]:
-        return price_records(prices, current, version=version, at=at, by=by)
+        try:
+            return price_records(prices, current, version=version, at=at, by=by)
+        except ScheduleFull as exc:
+            raise _refuse(["body", exc.index, "valid_from"], str(exc)) from None
 
     return await _commit(state, price_keys(prices), build, at=at, by=by)
 
@@ -293,7 +295,7 @@ async def put_prices(
 @admin.put("/promotions/{promotion_id}", responses=CHANGE_RESPONSES, response_model=ChangeAnswer)
 async def put_promotion(
     promotion_id: Annotated[PromotionId, Path()],
-    promotion: Annotated[NewPromotion, BeforeValidator(no_floats_anywhere), Body()],
+    promotion: Annotated[NewPromotion, Body()],
     state: State,
     by: ChangedBy,
 ) -> JSONResponse:

@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-from pydantic_core import PydanticCustomError
 from pydantic_extra_types.currency_code import ISO4217
 
 from hilo.kafka import Record
@@ -26,6 +25,7 @@ from hilo.offers.model import (
     Promotion,
     Sku,
     UtcTime,
+    no_float,
     price_key,
     promotion_key,
 )
@@ -35,25 +35,16 @@ MAX_POINTS = 500
 """Points a schedule keeps (the contract's limit); the oldest go first."""
 
 
-def no_float(value: Any) -> Any:
-    """Refuse a JSON number with a fraction for money: it went through a binary float, so
-    `0.1000000000000000055511151231257827` would arrive as `0.1`. Decimal strings are exact."""
-    if isinstance(value, float):
-        raise PydanticCustomError("decimal_string", 'give money as a decimal string, e.g. "59.90"')
-    return value
+class ScheduleFull(ValueError):
+    """A new price older than every point its full schedule keeps: stored, it would be cut at
+    once, and the change would be a version that changes nothing."""
 
-
-def no_floats_anywhere(value: Any) -> Any:
-    """`no_float` over a whole JSON document (a promotion: its percent and amount)."""
-    if isinstance(value, dict):
-        for item in value.values():
-            no_floats_anywhere(item)
-    elif isinstance(value, list):
-        for item in value:
-            no_floats_anywhere(item)
-    else:
-        no_float(value)
-    return value
+    def __init__(self, index: int, price: NewPrice) -> None:
+        super().__init__(
+            f"{price.sku} in {price.currency} keeps its latest {MAX_POINTS} prices, all from "
+            "after this valid_from: a price this old would not be kept"
+        )
+        self.index = index
 
 
 class NewPrice(BaseModel):
@@ -135,10 +126,11 @@ def price_records(
             for point in (earlier.price.points if earlier and earlier.price else [])
             if point.valid_from not in starts
         ]
-        points = sorted([*kept, *new_points], key=lambda p: (p.valid_from, p.version))
-        schedules.append(
-            PriceSchedule(sku=mine[0].sku, currency=mine[0].currency, points=points[-MAX_POINTS:])
-        )
+        points = sorted([*kept, *new_points], key=lambda p: (p.valid_from, p.version))[-MAX_POINTS:]
+        for price, point in zip(mine, new_points, strict=True):
+            if point not in points:
+                raise ScheduleFull(next(i for i, p in enumerate(prices) if p is price), price)
+        schedules.append(PriceSchedule(sku=mine[0].sku, currency=mine[0].currency, points=points))
     return _numbered(version, at, by, schedules)
 
 

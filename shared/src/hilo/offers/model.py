@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from functools import cache
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
 
 from pydantic import (
@@ -228,7 +228,19 @@ class Promotion(_Model):
 
 
 class NewConditions(Conditions):
-    """Conditions as an admin sends them: only segments a customer can be in."""
+    """Conditions as an admin sends them: only segments a customer can be in, and tiers only
+    when some are named."""
+
+    @field_validator("loyalty_tiers")
+    @classmethod
+    def _some_tier(cls, tiers: list[str] | None) -> list[str] | None:
+        if tiers == []:
+            raise PydanticCustomError(
+                "no_tier",
+                "an empty list names no loyalty tier, so no customer would qualify: name at "
+                "least one, or leave `loyalty_tiers` out for every customer",
+            )
+        return tiers
 
     @field_validator("segments")
     @classmethod
@@ -240,6 +252,14 @@ class NewConditions(Conditions):
                 {"known": ", ".join(SEGMENTS)},
             )
         return segments
+
+
+def no_float(value: Any) -> Any:
+    """Refuse a JSON number with a fraction for money: it went through a binary float, so
+    `0.1000000000000000055511151231257827` would arrive as `0.1`. Decimal strings are exact."""
+    if isinstance(value, float):
+        raise PydanticCustomError("decimal_string", 'give it as a decimal string, e.g. "59.90"')
+    return value
 
 
 class NewPromotion(Promotion):
@@ -256,6 +276,8 @@ class NewPromotion(Promotion):
     conditions: NewConditions = Field(default_factory=NewConditions)
     valid_from: UtcTime
     valid_until: UtcTime = Field(description="Exclusive.")
+
+    _exact = field_validator("percent", "amount", mode="before")(no_float)
 
     @field_validator("channels")
     @classmethod
