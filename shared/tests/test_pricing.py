@@ -306,6 +306,68 @@ def test_bundle_remainder_goes_to_the_last_listed_sku() -> None:
     assert line_of(result, "A").promotions[0].why == "bundle of 3 at 20.00: 2 bundles"
 
 
+def test_a_near_free_bundle_costs_its_amount_and_no_share_exceeds_its_line() -> None:
+    """The last SKU took what rounding left, 0.04 on a 0.03 line: the cap kept the line at zero
+    and quietly dropped the cent, so the bundle "for 3.48" cost 3.49."""
+    offers = snapshot(
+        [
+            schedule("A", "23.42"),
+            schedule("B", "20.95"),
+            schedule("C", "9.39"),
+            schedule("D", "0.03"),
+        ],
+        [promotion("cheap", "bundle", "A", "B", "C", "D", amount="3.48")],
+    )
+
+    result = quote(offers, ("A", 1), ("B", 1), ("C", 1), ("D", 1))
+
+    assert result.total == Decimal("3.48")
+    assert all(line.discount <= line.list_total for line in result.lines)
+
+
+def test_a_bundle_member_it_takes_nothing_off_stays_open_to_an_exclusive_promotion() -> None:
+    """Y's share of a 0.20 saving rounds to 0.00: recorded as applied, the exclusive bundle
+    closed Y's line and the second Y never got its 50% off (a promotion counts as applied
+    only when it takes something off)."""
+    offers = snapshot(
+        [schedule("X", "100.00"), schedule("Y", "2.00")],
+        [
+            promotion("kit", "bundle", "X", "Y", amount="101.80", priority=2),
+            promotion("half", "percent_off", "Y", percent="50", priority=1),
+        ],
+    )
+
+    result = quote(offers, ("X", 1), ("Y", 2))
+
+    assert applied(result, "X") == [("kit", "0.20", "bundle of 2 at 101.80: 1 bundle")]
+    assert applied(result, "Y") == [("half", "1.00", "50% off 1 unit")]
+    assert result.total == Decimal("102.80")
+
+
+@given(
+    st.lists(
+        st.decimals(min_value=Decimal("0.01"), max_value=Decimal("500"), places=2),
+        min_size=2,
+        max_size=5,
+    ),
+    st.decimals(min_value=Decimal("0"), max_value=Decimal("1"), places=2),
+)
+def test_a_bundle_always_costs_its_amount_when_it_saves(
+    prices: list[Decimal], fraction: Decimal
+) -> None:
+    """Whatever the prices, a bundle cheaper than its SKUs costs exactly its amount."""
+    skus = [f"S{n}" for n in range(len(prices))]
+    amount = (sum(prices, Decimal(0)) * fraction).quantize(Decimal("0.01"))
+    offers = snapshot(
+        [schedule(sku, str(price)) for sku, price in zip(skus, prices, strict=True)],
+        [promotion("kit", "bundle", *skus, amount=str(amount))],
+    )
+
+    result = quote(offers, *((sku, 1) for sku in skus))
+
+    assert result.total == min(amount, sum(prices, Decimal(0)))
+
+
 def test_bundle_needs_every_sku_and_a_saving() -> None:
     offers = snapshot(
         [schedule("A", "10.00"), schedule("B", "10.00")],

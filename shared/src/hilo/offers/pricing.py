@@ -373,21 +373,25 @@ def _apply_bundle(promotion: Promotion, lines: Mapping[str, _Line], currency: st
     why += _count(bundles, "bundle")
     shares = _shares(saving, [m.unit for m in ready], currency)
     for member, share in zip(ready, shares, strict=True):
-        _record(member, promotion, share * bundles, why, currency)
+        if share > 0:  # a member the bundle takes nothing off has no promotion applied
+            _record(member, promotion, share * bundles, why, currency)
         member.settled += bundles
 
 
 def _shares(total: Decimal, weights: Sequence[Decimal], currency: str) -> list[Decimal]:
-    """`total` split in proportion to `weights`, each share rounded, the last one taking what
-    rounding left so they add up to `total` exactly (and no share below zero)."""
+    """`total` (at most the weights' sum) split in proportion to `weights`, each share rounded
+    and at most its weight, so a bundle costs its amount exactly and no line goes below zero.
+    What rounding left goes to the last members with room, the last first: a near-free
+    bundle's last member could be given more than its own price, and the cap then quietly
+    charged the excess."""
     weight_sum = sum(weights, Decimal(0))
-    shares: list[Decimal] = []
-    left = total
-    for weight in weights[:-1]:
-        share = min(round_money(total * weight / weight_sum, currency), left)
-        shares.append(share)
-        left -= share
-    shares.append(left)
+    shares = [min(round_money(total * weight / weight_sum, currency), weight) for weight in weights]
+    left = total - sum(shares, Decimal(0))
+    for index in reversed(range(len(shares))):
+        room = weights[index] - shares[index] if left > 0 else -shares[index]
+        change = min(left, room) if left > 0 else max(left, room)
+        shares[index] += change
+        left -= change
     return shares
 
 
