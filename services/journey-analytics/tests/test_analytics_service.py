@@ -484,9 +484,21 @@ async def test_the_measures_need_a_key_and_a_sane_range(
             params={"from": "2026-12-02T00:00Z", "to": "2026-12-01T00:00Z"},
             headers={"X-API-Key": "k-1"},
         )
+        ends = [
+            await client.get(
+                "/v1/measures", params={"from": start, "to": end}, headers={"X-API-Key": "k-1"}
+            )
+            for start, end in [
+                ("0001-01-01T00:00Z", "0001-01-02T00:00Z"),
+                ("9999-12-30T00:00Z", "9999-12-31T00:00Z"),
+            ]
+        ]
     assert refused.status_code == 401
     assert backwards.status_code == 422
     assert "before" in backwards.text
+    # The windows reach past the calendar: these were 500s (OverflowError).
+    assert [answer.status_code for answer in ends] == [422, 422]
+    assert "too near the calendar's ends" in ends[0].text
 
 
 async def test_with_kafka_away_the_measures_are_served_and_readiness_says_degraded(
@@ -533,7 +545,7 @@ async def test_a_days_record_is_published_again_after_midnight_and_restated_hour
         **settings.model_dump() | {"environment": "test"},
         metrics_interval_seconds=0.01,
         metrics_restated_days=3,
-        conversion_days=3,
+        conversion_days=1.5,
     )
     service = create_service(config)
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)

@@ -61,18 +61,15 @@ class AnalyticsService:
 
     @property
     def windows(self) -> Windows:
-        days = timedelta(days=1)
-        return Windows(
-            self.settings.window,
-            days * self.settings.conversion_days,
-            days * self.settings.attribution_days,
-        )
+        return self.settings.windows
 
     async def measures(
         self, start: datetime, end: datetime, customer: str | None = None
     ) -> Measures:
         touches = await self.store.touches(*self.windows.reach(start, end), customer)
-        return measure(touches, start, end, self.windows)
+        # CPU-bound over everyone's touches: in a thread, so the consumer and the health
+        # checks are served meanwhile.
+        return await asyncio.to_thread(measure, touches, start, end, self.windows)
 
     async def publish_days(self, publisher: KafkaPublisher, days: int) -> Measures:
         """The measures of today (UTC) so far and of the `days - 1` days before it, on
@@ -84,7 +81,7 @@ class AnalyticsService:
         # One read for every day: each day's measures take the part `measures` would read.
         since, until = self.windows.reach(starts[-1], midnight + day)
         touches = await self.store.touches(since, until)
-        measured = [self._day(touches, start) for start in starts]
+        measured = await asyncio.to_thread(lambda: [self._day(touches, start) for start in starts])
         await publisher.publish_records(
             [
                 Record(
@@ -187,6 +184,12 @@ def create_service(settings: AnalyticsSettings) -> AnalyticsService:
             raise HTTPException(422, "give `from` and `to` with a zone, e.g. 2026-12-01T00:00Z")
         if not since < until or until - since > MAX_RANGE:
             raise HTTPException(422, f"`from` must be before `to`, at most {MAX_RANGE.days} days")
+        try:
+            service.windows.reach(since, until)
+        except OverflowError:
+            raise HTTPException(
+                422, "`from` and `to` are too near the calendar's ends for the measures' windows"
+            ) from None
         return await service.measures(since, until, customer)
 
     app.include_router(

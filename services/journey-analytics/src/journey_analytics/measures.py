@@ -82,8 +82,9 @@ id) or a restart from the topics gives the same numbers.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import groupby
@@ -750,6 +751,34 @@ def _returns(
     )
 
 
+class _Timeline:
+    """A journey's touches (in time order) with their times and each channel's running count,
+    so an order's window is found by bisection and credited per channel: scanning the whole
+    journey for each order made a customer with thousands of orders take minutes, with the
+    service's loop held (anyone with the public web key can post orders)."""
+
+    def __init__(self, touches: Sequence[Touch]) -> None:
+        self.touches = touches
+        self.times = [touch.occurred_at for touch in touches]
+        self.running: dict[str, list[int]] = {}
+        for index, touch in enumerate(touches):
+            counts = self.running.setdefault(touch.channel, [0] * (len(touches) + 1))
+            counts[index + 1] = 1
+        for counts in self.running.values():
+            for index in range(1, len(counts)):
+                counts[index] += counts[index - 1]
+
+    def between(self, since: datetime, until: datetime) -> tuple[int, int]:
+        """The indexes [low, high) of the touches in [since, until)."""
+        return bisect_left(self.times, since), bisect_left(self.times, until)
+
+    def channels(self, low: int, high: int) -> Iterator[tuple[str, int]]:
+        """Each channel's touches among [low, high)."""
+        for channel, counts in self.running.items():
+            if count := counts[high] - counts[low]:
+                yield channel, count
+
+
 def _attribution(
     journeys: Iterable[Sequence[Touch]],
     bought: set[str],
@@ -762,23 +791,19 @@ def _attribution(
     last: Counter[str] = Counter()
     linear: defaultdict[str, float] = defaultdict(float)
     for journey in journeys:
+        touches = _Timeline([t for t in journey if t.kind not in NOT_TOUCHES])
         for order in journey:
             if order.id not in bought or not start <= order.occurred_at < end:
                 continue
             orders += 1
-            touches = [
-                t
-                for t in journey
-                if t.kind not in NOT_TOUCHES
-                and order.occurred_at - window <= t.occurred_at < order.occurred_at
-            ]
-            if not touches:
+            low, high = touches.between(order.occurred_at - window, order.occurred_at)
+            if low == high:
                 unattributed += 1
                 continue
-            first[touches[0].channel] += 1
-            last[touches[-1].channel] += 1
-            for touch in touches:
-                linear[touch.channel] += 1 / len(touches)
+            first[touches.touches[low].channel] += 1
+            last[touches.touches[high - 1].channel] += 1
+            for channel, count in touches.channels(low, high):
+                linear[channel] += count / (high - low)
     return Attribution(
         orders=orders,
         unattributed=unattributed,
@@ -808,10 +833,11 @@ def _campaigns(
             for v in campaign_visits(journey)
             if v.campaign and start <= v.occurred_at < end
         )
+        tagged = _Timeline([t for t in journey if t.campaign is not None])
         for order in journey:
             if order.id not in bought or not start <= order.occurred_at < end:
                 continue
-            credited = _last_campaign_visit(journey, order, window)
+            credited = _last_campaign_visit(tagged, order, window)
             if credited is None or credited.campaign is None:
                 without += 1
                 continue
@@ -862,9 +888,7 @@ def campaign_visits(journey: Sequence[Touch]) -> list[Touch]:
     return visits
 
 
-def _last_campaign_visit(journey: Sequence[Touch], order: Touch, window: timedelta) -> Touch | None:
-    """The customer's latest campaign visit within `window` before the order (journeys are in
-    time order), or None."""
-    since = order.occurred_at - window
-    visits = (t for t in reversed(journey) if t.campaign is not None)
-    return next((t for t in visits if since <= t.occurred_at < order.occurred_at), None)
+def _last_campaign_visit(tagged: _Timeline, order: Touch, window: timedelta) -> Touch | None:
+    """The customer's latest campaign-tagged touch within `window` before the order, or None."""
+    low, high = tagged.between(order.occurred_at - window, order.occurred_at)
+    return tagged.touches[high - 1] if low < high else None

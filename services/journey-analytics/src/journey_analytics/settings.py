@@ -7,6 +7,7 @@ from datetime import timedelta
 from pydantic import Field, model_validator
 
 from hilo.settings import HiloSettings, SecretList
+from journey_analytics.measures import Windows
 
 
 class AnalyticsSettings(HiloSettings):
@@ -40,7 +41,7 @@ class AnalyticsSettings(HiloSettings):
         "`journey.metrics`, and today's to Prometheus.",
     )
     metrics_restated_days: int = Field(
-        default=7,
+        default=14,
         ge=1,
         le=92,
         description="Days before yesterday published again every hour, so events that arrive "
@@ -50,20 +51,27 @@ class AnalyticsSettings(HiloSettings):
     @model_validator(mode="after")
     def _restated_while_carts_convert(self) -> AnalyticsSettings:
         """A day's record is published for the last time `metrics_restated_days` after
-        yesterday: its carts (and conversations) must have had their whole window by then, or
-        that last record leaves out what followed them."""
-        forward = max(self.conversion_days, self.conversation_window_hours / 24)
+        yesterday: everything its measures follow (`Windows.forward`: a cart's order and that
+        order's cancellation, a conversation's answer) must have come by then, or that last
+        record leaves out what followed and the API later says otherwise."""
+        forward = self.windows.forward / timedelta(days=1)
         if self.metrics_restated_days < forward:
             raise ValueError(
                 f"HILO_METRICS_RESTATED_DAYS ({self.metrics_restated_days}) must be at least "
-                f"HILO_CONVERSION_DAYS ({self.conversion_days}) and the conversation window in "
-                "days: a day's carts can convert that long after it"
+                f"twice HILO_CONVERSION_DAYS ({self.conversion_days}) and the conversation "
+                "window in days: a day's carts convert, and their orders are cancelled, that "
+                "long after it"
             )
         return self
 
     @property
     def window(self) -> timedelta:
         return timedelta(hours=self.conversation_window_hours)
+
+    @property
+    def windows(self) -> Windows:
+        days = timedelta(days=1)
+        return Windows(self.window, days * self.conversion_days, days * self.attribution_days)
 
     def open_api_refusal(self) -> str | None:
         """Why the API must not be served without keys, or None when it may."""
