@@ -30,7 +30,7 @@ from hilo.contract import (
     parse_interaction,
     versions,
 )
-from hilo.contract.outbound import OutboundMessage
+from hilo.contract.outbound import OutboundMessage, Template
 from hilo.testkit.samples import sample_interaction, sample_payloads
 
 
@@ -411,3 +411,14 @@ def test_an_outbound_subject_of_more_than_one_line_is_refused(subject: str) -> N
         OutboundMessage(text="Hi", subject=subject)
 
     assert OutboundMessage(text="Hi", subject="Your refund: order 1001").subject
+
+
+def test_an_outbound_message_is_text_or_a_template_never_both() -> None:
+    """WhatsApp sends the template and the journey recorded the text: words the customer never
+    received. Only the desk published commands, and it refused both; an automation did not."""
+    with pytest.raises(ValidationError, match="a message is text or a template, not both"):
+        OutboundMessage(
+            text="Your refund is approved", template=Template(name="refund_ok", language="en")
+        )
+
+    assert OutboundMessage(template=Template(name="refund_ok", language="en")).text is None

@@ -16,7 +16,7 @@ from channel_whatsapp.app import create_app
 from channel_whatsapp.settings import WhatsAppSettings
 from channel_whatsapp.translate import commands_of, translate
 from channel_whatsapp.webhook import Notification
-from hilo.contract import interaction_id, whatsapp_identifiers
+from hilo.contract import MessageExchanged, interaction_id, whatsapp_identifiers
 from hilo.mongo import MongoDocument
 from hilo.outbound import INTERRUPTED, SENDS_COLLECTION
 from hilo.settings import HiloSettings
@@ -166,6 +166,63 @@ def test_a_conversation_from_a_click_to_whatsapp_ad_carries_its_campaign(
     assert not {AD_REFERRAL["ctwa_clid"], AD_REFERRAL["body"], AD_REFERRAL["image_url"]} & {
         value for value in AD_REFERRAL.values() if value in published
     }, "the ad's text, media and click id are not kept"
+
+
+def test_only_the_customers_own_words_are_recorded_as_their_messages() -> None:
+    """A reaction taken back (Meta leaves `emoji` out), a `system` notice of a changed number,
+    and a message or status of a group were each recorded as a message of the customer's:
+    waiting for an answer, with the 24-hour window opened again, and a group's id taken for a
+    person. They are acknowledged and counted as ignored; a reaction given is kept."""
+    notification = json.loads(sample("text_message.json"))
+    value = notification["entry"][0]["changes"][0]["value"]
+    base = {"from": "16505551234", "timestamp": "1749416383"}
+    value["messages"] = [
+        {
+            **base,
+            "id": "wamid.given",
+            "type": "reaction",
+            "reaction": {"message_id": "wamid.out", "emoji": "\u2764"},
+        },
+        {
+            **base,
+            "id": "wamid.taken-back",
+            "type": "reaction",
+            "reaction": {"message_id": "wamid.out"},
+        },
+        {
+            **base,
+            "id": "wamid.system",
+            "type": "system",
+            "system": {
+                "body": "changed number",
+                "type": "user_changed_number",
+                "new_wa_id": "16505559999",
+            },
+        },
+        {
+            **base,
+            "id": "wamid.group",
+            "type": "text",
+            "group_id": "Y2FwaV9ncm91cA==",
+            "text": {"body": "hi all"},
+        },
+    ]
+    value["statuses"] = [
+        {
+            "id": "wamid.to-group",
+            "status": "delivered",
+            "timestamp": "1749416390",
+            "recipient_id": "Y2FwaV9ncm91cA==",
+            "recipient_type": "group",
+        },
+    ]
+
+    interactions, ignored = translate(Notification.model_validate(notification), "test", b"pepper")
+
+    [given] = interactions
+    assert isinstance(given.payload, MessageExchanged)
+    assert given.payload.provider_message_id == "wamid.given"
+    assert ignored == 4
 
 
 async def test_every_message_type_becomes_a_message(

@@ -68,13 +68,14 @@ def translate(
                 continue
             value = change.value
             for message in value.messages:
-                if (sender := whatsapp_identifiers(message.from_, message.from_user_id)) is None:
+                sender = whatsapp_identifiers(message.from_, message.from_user_id)
+                if sender is None or not _from_the_customer(message):
                     ignored += 1
                     continue
                 interactions.append(_message(message, sender, value.metadata, instance, key))
             for status in value.statuses:
                 recipient = whatsapp_identifiers(status.recipient_id, status.recipient_user_id)
-                if status.status in _STATUS and recipient is not None:
+                if status.status in _STATUS and recipient and status.recipient_type != "group":
                     reported = _reported_as(status, perhaps_sent)
                     interactions.append(
                         _status(status, reported, recipient, value.metadata, instance, key)
@@ -82,6 +83,17 @@ def translate(
                 else:
                     ignored += 1
     return interactions, ignored
+
+
+def _from_the_customer(message: Message) -> bool:
+    """Whether the message is the customer's, in their conversation with the business. Not: a
+    message in a group (a reply would go to the member privately, and the group is no
+    conversation of theirs), a reaction taken back (Meta leaves `emoji` out: it was recorded
+    as a new message waiting for an answer), or a `system` notice such as a changed number
+    (no words of the customer's; the new number is not linked)."""
+    if message.group_id is not None or message.type == "system":
+        return False
+    return message.reaction is None or bool(message.reaction.emoji)
 
 
 def thread(metadata: Metadata, customer: Identifiers, key: bytes) -> Conversation:

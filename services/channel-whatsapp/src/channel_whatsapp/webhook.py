@@ -77,6 +77,9 @@ class Message(_Meta):
         default=None, alias="from", description="The sender's wa_id; withheld for a username."
     )
     from_user_id: str | None = Field(default=None, description="The sender's BSUID.")
+    group_id: str | None = Field(
+        default=None, description="Set on a message in a group (Groups API): `from` is a member."
+    )
     id: str
     timestamp: str
     type: str
@@ -111,6 +114,11 @@ class Status(_Meta):
     timestamp: str
     recipient_id: str | None = Field(default=None, description="Withheld for a username.")
     recipient_user_id: str | None = Field(default=None, description="The recipient's BSUID.")
+    recipient_type: str | None = Field(
+        default=None,
+        description="`group` for a message sent to a group: `recipient_id` is the "
+        "group's id, no person's.",
+    )
     errors: list[StatusError] = Field(default_factory=list)
     biz_opaque_callback_data: str | None = Field(
         default=None,

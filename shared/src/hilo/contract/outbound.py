@@ -79,6 +79,11 @@ class OutboundMessage(_Model):
     def _has_content(self) -> OutboundMessage:
         if not (self.text or self.template):
             raise PydanticCustomError("empty_message", "a message needs text or a template")
+        if self.text and self.template:
+            # WhatsApp sends the template: the journey would record words never received.
+            raise PydanticCustomError(
+                "text_and_template", "a message is text or a template, not both"
+            )
         return self
 
 
