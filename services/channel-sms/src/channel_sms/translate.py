@@ -17,7 +17,9 @@ body, trimmed and case-insensitive, against Twilio's default keywords (`OPT_OUT_
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from channel_sms.twilio import InboundMessage, StatusCallback
 from hilo.contract import (
@@ -32,6 +34,7 @@ from hilo.contract import (
     MessageExchanged,
     MessageStatusChanged,
     conversation_id,
+    max_length,
     new_interaction,
     normalise_phone,
     whatsapp_identifiers,
@@ -54,6 +57,7 @@ _MEDIA_KINDS = {
 _SERVICE_SENDER = re.compile(r"[0-9]{3,8}|(?=[^:]*[A-Za-z])[A-Za-z0-9 +\-_&.']{1,11}")
 """A short code (3 to 8 digits) or an alphanumeric sender id (at most 11 characters, a letter
 among them; carriers allow `Amazon.de`, `DHL-Express`, `AT&T`)."""
+CAPTION_LIMIT = max_length(Attachment, "caption")
 WHATSAPP = "whatsapp"
 """Twilio's WhatsApp senders post to the same webhook, their parties as `whatsapp:+E.164`."""
 
@@ -135,10 +139,11 @@ def inbound(
     raise an alert in Twilio's console, which never sends it again.
     """
     sender = party(message.From)
-    if sender is None or not (message.Body or message.NumMedia):
+    extra = message.model_extra or {}
+    location = _location(extra)
+    if sender is None or not (message.Body or message.NumMedia or location):
         return None
     channel, customer, phone = sender
-    extra = message.model_extra or {}
     attachments = [
         Attachment(
             kind=_MEDIA_KINDS.get(
@@ -149,7 +154,7 @@ def inbound(
         )
         for n in range(message.NumMedia)
         if extra.get(f"MediaUrl{n}")
-    ]
+    ] + ([location] if location else [])
     return new_interaction(
         channel=channel,
         instance=instance,
@@ -164,6 +169,22 @@ def inbound(
             attachments=attachments,
             provider_message_id=message.MessageSid,
         ),
+    )
+
+
+def _location(extra: Mapping[str, Any]) -> Attachment | None:
+    """A location shared on WhatsApp, which Twilio passes on as `Latitude` and `Longitude`
+    (with `Address` and `Label` when the customer picked a place) and an empty `Body`: it was
+    taken for an empty message and dropped. None without a point on the globe."""
+    try:
+        latitude, longitude = float(extra["Latitude"]), float(extra["Longitude"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
+        return None
+    name = str(extra.get("Label") or extra.get("Address") or "")[:CAPTION_LIMIT]
+    return Attachment(
+        kind=AttachmentKind.LOCATION, latitude=latitude, longitude=longitude, caption=name or None
     )
 
 

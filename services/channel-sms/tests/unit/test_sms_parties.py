@@ -77,3 +77,44 @@ def test_a_whatsapp_id_in_a_form_its_country_dropped_is_the_number_dialled_today
 
 def test_another_channels_address_is_ignored_not_refused() -> None:
     assert party("messenger:2456") is None
+
+
+@pytest.mark.parametrize(
+    ("point", "kept"),
+    [
+        (
+            {"Latitude": "41.3874", "Longitude": "2.1686", "Label": "Shop", "Address": "Rambla"},
+            True,
+        ),
+        ({"Latitude": "41.3874", "Longitude": "2.1686"}, True),
+        ({"Latitude": "91", "Longitude": "2.1686"}, False),
+        ({"Latitude": "nan", "Longitude": "2.1686"}, False),
+        ({"Latitude": "north"}, False),
+    ],
+)
+def test_a_location_shared_on_whatsapp_through_twilio_is_kept(
+    point: dict[str, str], kept: bool
+) -> None:
+    """Twilio passes a shared location as `Latitude`/`Longitude` with an empty `Body` and no
+    media: it was taken for an empty message and dropped, and Twilio never posts it again."""
+    message = InboundMessage.model_validate(
+        {
+            "MessageSid": "SM3",
+            "From": "whatsapp:+34612345678",
+            "To": "whatsapp:+14155552671",
+            "Body": "",
+            "NumMedia": "0",
+            **point,
+        }
+    )
+
+    written = incoming(message, NOW, "t", b"pepper")
+
+    if not kept:
+        assert written == []
+        return
+    [shared] = written
+    assert isinstance(shared.payload, MessageExchanged)
+    [location] = shared.payload.attachments
+    assert (location.kind, location.latitude, location.longitude) == ("location", 41.3874, 2.1686)
+    assert location.caption == point.get("Label")
