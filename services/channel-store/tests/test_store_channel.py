@@ -630,28 +630,28 @@ async def test_an_end_of_day_file_and_a_return_carry_weighed_lines(
 EOD_ROW = "BCN-01,T1,{id},2026-11-23T10:00:00+01:00,EUR,SKU-1,{name},1,59.90,59.90,,,card,LOY-1,,,,"
 
 
-async def test_a_quote_left_open_in_a_file_names_every_line_it_took_instead_of_losing_them(
+async def test_a_quote_left_open_in_a_file_refuses_it_naming_the_lines_it_took(
     store: httpx.AsyncClient, settings: HiloSettings
 ) -> None:
     """A name cell `"Shoe 42` with no closing quote takes every line after it into that cell:
-    the receipts on them were neither published nor reported (the row was even numbered by
-    where it ended). The row is refused naming the lines, from the one where it starts."""
+    the receipts on them were neither published nor reported, and a receipt with a row among
+    them was published without it (a corrected upload then kept its id: the row never came).
+    The file is refused whole, naming the lines from the one the row starts on (after a blank
+    line too), and nothing is published."""
     rows = [EOD_ROW.format(id=f"R{n}", name='"Shoe 42' if n == 2 else "Shoe") for n in range(1, 6)]
+    rows.insert(1, "")
+    rows.append(EOD_ROW.format(id="R1", name="Sock"))
 
     uploaded = await store.post(
         "/v1/receipts/upload", content=csv_body(*rows), headers={"X-API-Key": KEY}
     )
 
-    assert uploaded.status_code == 207, uploaded.text
-    assert (uploaded.json()["rows_accepted"], uploaded.json()["receipts_published"]) == (1, 1)
-    [problem] = uploaded.json()["rejected"]
-    assert (problem["row"], problem["receipt_id"]) == (3, "R2")
-    assert problem["errors"] == [
-        "lines 3-6 were read as one row: a cell holds a line break (is a quote left open on "
-        "line 3?)"
-    ]
-    [event] = await published_interactions(settings, 1)
-    assert event["payload"]["order_id"] == "BCN-01:R1"
+    assert uploaded.status_code == 400, uploaded.text
+    assert uploaded.json()["detail"] == (
+        "lines 4-8 were read as one row: a cell holds a line break (is a quote left open on "
+        "line 4?); nothing was published: fix the file and upload it again"
+    )
+    assert await published_interactions(settings, 0) == []
 
 
 async def test_rows_of_one_receipt_whose_ids_differ_by_spaces_are_one_order(

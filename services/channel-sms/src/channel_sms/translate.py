@@ -33,6 +33,7 @@ from hilo.contract import (
     Interaction,
     MessageExchanged,
     MessageStatusChanged,
+    Truncations,
     conversation_id,
     max_length,
     new_interaction,
@@ -58,6 +59,7 @@ _SERVICE_SENDER = re.compile(r"[0-9]{3,8}|(?=[^:]*[A-Za-z])[A-Za-z0-9 +\-_&.']{1
 """A short code (3 to 8 digits) or an alphanumeric sender id (at most 11 characters, a letter
 among them; carriers allow `Amazon.de`, `DHL-Express`, `AT&T`)."""
 CAPTION_LIMIT = max_length(Attachment, "caption")
+CAPTION = "payload.attachments.caption"
 WHATSAPP = "whatsapp"
 """Twilio's WhatsApp senders post to the same webhook, their parties as `whatsapp:+E.164`."""
 
@@ -140,7 +142,8 @@ def inbound(
     """
     sender = party(message.From)
     extra = message.model_extra or {}
-    location = _location(extra)
+    cut = Truncations()
+    location = _location(extra, cut)
     if sender is None or not (message.Body or message.NumMedia or location):
         return None
     channel, customer, phone = sender
@@ -169,10 +172,11 @@ def inbound(
             attachments=attachments,
             provider_message_id=message.MessageSid,
         ),
+        adjustments=cut.adjustments,
     )
 
 
-def _location(extra: Mapping[str, Any]) -> Attachment | None:
+def _location(extra: Mapping[str, Any], cut: Truncations) -> Attachment | None:
     """A location shared on WhatsApp, which Twilio passes on as `Latitude` and `Longitude`
     (with `Address` and `Label` when the customer picked a place) and an empty `Body`: it was
     taken for an empty message and dropped. None without a point on the globe."""
@@ -182,7 +186,7 @@ def _location(extra: Mapping[str, Any]) -> Attachment | None:
         return None
     if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
         return None
-    name = str(extra.get("Label") or extra.get("Address") or "")[:CAPTION_LIMIT]
+    name = cut.clip(str(extra.get("Label") or extra.get("Address") or ""), CAPTION_LIMIT, CAPTION)
     return Attachment(
         kind=AttachmentKind.LOCATION, latitude=latitude, longitude=longitude, caption=name or None
     )

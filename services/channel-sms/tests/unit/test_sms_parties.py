@@ -118,3 +118,24 @@ def test_a_location_shared_on_whatsapp_through_twilio_is_kept(
     [location] = shared.payload.attachments
     assert (location.kind, location.latitude, location.longitude) == ("location", 41.3874, 2.1686)
     assert location.caption == point.get("Label")
+
+
+def test_a_location_name_longer_than_the_contract_holds_is_cut_saying_so() -> None:
+    message = InboundMessage.model_validate(
+        {
+            "MessageSid": "SM4",
+            "From": "whatsapp:+34612345678",
+            "To": "whatsapp:+14155552671",
+            "Latitude": "41.3874",
+            "Longitude": "2.1686",
+            "Label": "x" * 5000,
+        }
+    )
+
+    [shared] = incoming(message, NOW, "t", b"pepper")
+
+    assert isinstance(shared.payload, MessageExchanged)
+    assert shared.payload.attachments[0].caption == "x" * 4000
+    assert [(a.field, a.reason) for a in shared.adjustments] == [
+        ("payload.attachments.caption", "truncated")
+    ]

@@ -20,6 +20,7 @@ from hilo.contract import Interaction
 
 
 def routes(channel: Channel, settings: StoreSettings) -> list[APIRouter]:
+    reading = asyncio.Semaphore(2)
     router = APIRouter(
         prefix="/v1",
         tags=["store"],
@@ -44,8 +45,12 @@ def routes(channel: Channel, settings: StoreSettings) -> list[APIRouter]:
         `rejected`); 422: none taken."""
         body = await raw_body(request, settings.max_body_bytes)
         # Validating a day's rows is CPU-bound (a 20 MB file takes seconds): in a thread, so the
-        # tills' real-time receipts and the health probes are answered meanwhile.
-        report = await asyncio.to_thread(read_upload, body, datetime.now(UTC), settings.instance)
+        # tills' real-time receipts and the health probes are answered meanwhile; two at once,
+        # leaving the loop's default pool room to resolve Kafka's and MongoDB's host names.
+        async with reading:
+            report = await asyncio.to_thread(
+                read_upload, body, datetime.now(UTC), settings.instance
+            )
         await channel.publish(report.interactions)
         status = 200 if not report.rejected else 207 if report.rows_accepted else 422
         return JSONResponse(

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -27,9 +25,6 @@ from hilo.contract import DropInvalid, Interaction
 CELL_LIMIT = 2**31 - 1
 """The csv module's cell limit (process-wide), lifted: `HILO_MAX_BODY_BYTES` bounds a cell."""
 csv.field_size_limit(CELL_LIMIT)
-
-LINE_BREAK = re.compile(r"\r\n|\r|\n")
-"""A line end as the reader counts lines (`newline=""` keeps each as it came)."""
 
 
 @dataclass
@@ -99,24 +94,20 @@ def _rows(body: bytes) -> Iterator[tuple[int, CsvRow | RowProblem]]:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise Rejected(400, "invalid_body", "the file is not UTF-8 text") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    lines = _NumberedLines(text)
+    reader = csv.DictReader(lines)
     columns = set(reader.fieldnames or ())
+    lines.row_start()
     if missing := REQUIRED_CSV_COLUMNS - columns:
         raise Rejected(400, "invalid_body", f"missing columns: {', '.join(sorted(missing))}")
     if unknown := columns - set(CSV_COLUMNS):
         raise Rejected(400, "invalid_body", f"unknown columns: {', '.join(sorted(unknown))}")
-    last = reader.line_num
     for record in reader:
-        breaks = sum(len(LINE_BREAK.findall(cell)) for cell in _cells(record))
-        # A quote left open to the end of the file holds the last line's end too: never
-        # before the line after the last row.
-        number = max(last + 1, reader.line_num - breaks)
-        breaks, last = reader.line_num - number, reader.line_num
+        number = lines.row_start()
+        if lines.read > number:
+            raise Rejected(400, "invalid_body", _spans(number, lines.read))
         store_id = _reference(record.get("store_id"), 100)
         receipt_id = _reference(record.get("receipt_id"), 200)
-        if breaks:
-            yield number, RowProblem(number, store_id, receipt_id, [_spans(number, breaks)])
-            continue
         if None in record:
             yield number, RowProblem(number, store_id, receipt_id, ["more cells than columns"])
             continue
@@ -127,22 +118,38 @@ def _rows(body: bytes) -> Iterator[tuple[int, CsvRow | RowProblem]]:
             yield number, RowProblem(number, store_id, receipt_id, problems)
 
 
-def _cells(record: dict[str | Any, str | Any]) -> Iterator[str]:
-    """A record's cells, those past the last column (`None`'s list) included."""
-    for value in record.values():
-        if isinstance(value, list):
-            yield from value
-        elif isinstance(value, str):
-            yield value
+class _NumberedLines:
+    """The file's lines as the csv reader takes them, noting the line each row starts on: the
+    reader counts the lines it read (`line_num`, where a row ends) and skips blank ones."""
+
+    def __init__(self, text: str) -> None:
+        self._lines = iter(io.StringIO(text, newline=""))
+        self.read = 0
+        self._start: int | None = None
+
+    def __iter__(self) -> _NumberedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.read += 1
+        if self._start is None and line.strip("\r\n"):
+            self._start = self.read
+        return line
+
+    def row_start(self) -> int:
+        """The line the row just read started on; the next row's is noted afresh."""
+        start, self._start = self._start or self.read, None
+        return start
 
 
-def _spans(first: int, breaks: int) -> str:
-    """Why a row read over several lines is refused: a till's row is one line, and a quote left
-    open in a cell takes every line up to the next quote (or the end of the file) into it; those
-    lines are reported here instead of vanishing."""
+def _spans(first: int, last: int) -> str:
+    """Why a file with a row over several lines is refused whole: a till's row is one line, and
+    a quote left open in a cell takes every line up to the next quote (or the end of the file)
+    into it, rows of other receipts too, which would be published without them."""
     return (
-        f"lines {first}-{first + breaks} were read as one row: a cell holds a line break "
-        f"(is a quote left open on line {first}?)"
+        f"lines {first}-{last} were read as one row: a cell holds a line break (is a quote left "
+        f"open on line {first}?); nothing was published: fix the file and upload it again"
     )
 
 

@@ -7,9 +7,17 @@ analytics.js, the mobile SDKs and server libraries send `identify`, `track`, `pa
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -30,7 +38,14 @@ CallPath = Literal[
 ]
 """The path of a single call: its type, or the letter analytics.js uses for it."""
 
-UserId = str | StrictInt
+
+def _whole(value: Any) -> Any:
+    """A whole float (`42.0`, a server library's) as the integer it is; anything else as it
+    came, for the type to take or refuse."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+UserId = Annotated[str | StrictInt, BeforeValidator(_whole)]
 """SDKs send ids as strings, some server libraries as numbers; never `true` (a lax int took it
 for 1, and every visitor whose site sent `userId: isLoggedIn` became one customer "1")."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -512,6 +513,8 @@ def flat_scalars(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
             continue
         if isinstance(value, dict):
             flat.update(flat_scalars(value, f"{name}_"))
+        elif isinstance(value, int) and abs(value) > sys.float_info.max:
+            continue  # no number the contract holds: neither MongoDB's 8 bytes nor a float
         elif value is None or isinstance(value, str | int | float | bool):
             flat[name[:100]] = value
     return dict(list(flat.items())[:MAX_PROPERTIES])

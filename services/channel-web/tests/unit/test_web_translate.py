@@ -268,15 +268,26 @@ def test_a_consent_change_naming_only_an_invalid_email_is_a_browsers_and_stays_c
 
 def test_a_boolean_user_id_is_refused_not_read_as_customer_1() -> None:
     """`userId: isLoggedIn` made every signed-in visitor of a site one customer, "1"."""
-    with pytest.raises(ValidationError, match="userId"):
-        call(type="track", userId=True, event="Viewed")
+    for odd in (True, False, 42.5):
+        with pytest.raises(ValidationError, match="userId"):
+            call(type="track", userId=odd, event="Viewed")
 
-    assert (
-        translate(
-            call(type="track", userId=42, event="Viewed"), RECEIVED, "t"
-        ).identifiers.customer_id
-        == "42"
+    for whole in (42, 42.0, "42"):
+        viewed = call(type="track", userId=whole, event="Viewed")
+        assert translate(viewed, RECEIVED, "t").identifiers.customer_id == "42"
+
+
+def test_a_whole_number_no_float_holds_is_left_out_of_the_properties() -> None:
+    """Past ~1.8e308 neither MongoDB's 8 bytes nor a float hold it: the contract refuses it,
+    which refused the whole call for one property."""
+    tracked = translate(
+        call(type="track", anonymousId="a1", event="Odd", properties={"huge": 10**400, "n": 1}),
+        RECEIVED,
+        "t",
     )
+
+    assert isinstance(tracked.payload, CustomEvent)
+    assert tracked.payload.properties == {"n": 1}
 
 
 @pytest.mark.parametrize(("device", "kept"), [(12345, "12345"), (True, None), ({"a": 1}, None)])

@@ -58,6 +58,9 @@ class AnalyticsService:
     app: FastAPI
     publisher: KafkaPublisher
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    measuring: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+    """Measurings at once, each in a thread: more would take the loop's default pool, which
+    also resolves Kafka's and MongoDB's host names when they reconnect."""
 
     @property
     def windows(self) -> Windows:
@@ -69,7 +72,8 @@ class AnalyticsService:
         touches = await self.store.touches(*self.windows.reach(start, end), customer)
         # CPU-bound over everyone's touches: in a thread, so the consumer and the health
         # checks are served meanwhile.
-        return await asyncio.to_thread(measure, touches, start, end, self.windows)
+        async with self.measuring:
+            return await asyncio.to_thread(measure, touches, start, end, self.windows)
 
     async def publish_days(self, publisher: KafkaPublisher, days: int) -> Measures:
         """The measures of today (UTC) so far and of the `days - 1` days before it, on
@@ -81,7 +85,12 @@ class AnalyticsService:
         # One read for every day: each day's measures take the part `measures` would read.
         since, until = self.windows.reach(starts[-1], midnight + day)
         touches = await self.store.touches(since, until)
-        measured = await asyncio.to_thread(lambda: [self._day(touches, start) for start in starts])
+
+        def every_day() -> list[Measures]:
+            return [self._day(touches, start) for start in starts]
+
+        async with self.measuring:
+            measured = await asyncio.to_thread(every_day)
         await publisher.publish_records(
             [
                 Record(
@@ -178,18 +187,18 @@ def create_service(settings: AnalyticsSettings) -> AnalyticsService:
     ) -> Measures:
         """The measures of [from, to) (ISO 8601 with a zone; default: the last 7 days), of
         everyone or of one `customer` (an id it was merged away from reads as the survivor)."""
-        until = end or datetime.now(UTC)
-        since = start or until - timedelta(days=7)
-        if since.tzinfo is None or until.tzinfo is None:
-            raise HTTPException(422, "give `from` and `to` with a zone, e.g. 2026-12-01T00:00Z")
-        if not since < until or until - since > MAX_RANGE:
-            raise HTTPException(422, f"`from` must be before `to`, at most {MAX_RANGE.days} days")
         try:
+            until = end or datetime.now(UTC)
+            since = start or until - timedelta(days=7)
             service.windows.reach(since, until)
         except OverflowError:
             raise HTTPException(
                 422, "`from` and `to` are too near the calendar's ends for the measures' windows"
             ) from None
+        if since.tzinfo is None or until.tzinfo is None:
+            raise HTTPException(422, "give `from` and `to` with a zone, e.g. 2026-12-01T00:00Z")
+        if not since < until or until - since > MAX_RANGE:
+            raise HTTPException(422, f"`from` must be before `to`, at most {MAX_RANGE.days} days")
         return await service.measures(since, until, customer)
 
     app.include_router(
