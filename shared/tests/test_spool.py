@@ -218,6 +218,37 @@ async def test_kafka_and_mongodb_both_refusing_is_a_503(
     assert response.headers["Retry-After"]
 
 
+async def test_a_request_cancelled_while_kafka_hangs_is_kept_for_later(
+    settings: HiloSettings,
+    topics: list[str],
+    mongo_client: AsyncMongoClient[MongoDocument],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The service stops while Kafka hangs: uvicorn cancels the open requests after its
+    graceful wait (5 s), before the publish timeout (10 s) would have spooled them, and Twilio
+    never sends a webhook twice. The cancelled request's records are kept all the same."""
+    publishing = asyncio.Event()
+
+    async def hanging(*_args: object) -> None:
+        publishing.set()
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(KafkaPublisher, "publish_records", hanging)
+    channel_settings = ChannelSettings.model_validate(settings.model_dump())
+    app = create_channel_app(
+        "test", channel_settings, publishing_one_sample, description="t", spool=True
+    )
+    kept = mongo_client[settings.mongodb_database]["spooled_records"]
+    async with channel_client(app) as channel:
+        request = asyncio.create_task(channel.post("/event"))
+        await asyncio.wait_for(publishing.wait(), timeout=10)
+        request.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
+
+        assert await kept.count_documents({}) == 1
+
+
 async def test_documents_kept_before_the_queue_are_drained_and_every_query_uses_the_index(
     spool: Spool,
 ) -> None:

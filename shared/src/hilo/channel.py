@@ -352,13 +352,20 @@ class Channel:
         log.info("request_refused_in_part", channel=self.name, reason=reason, refused=count)
 
     async def _publish_or_spool(self, records: Sequence[Record]) -> None:
-        """Publish; with a spool, keep what Kafka refused there instead of refusing it."""
+        """Publish; with a spool, keep what Kafka refused there instead of refusing it, and
+        what a stopping service cancelled while Kafka hung: uvicorn cancels the requests still
+        open after its graceful wait, shorter than the publish timeout, and a provider that
+        never retries (Twilio, Mailgun's events) would lose the webhook."""
         try:
             await self._publisher.publish_records(records)
         except PublishFailed:
             if self._spool is None:
                 raise
             await self._spool.keep(records)
+        except asyncio.CancelledError:
+            if self._spool is not None:
+                await asyncio.shield(self._spool.keep(records))
+            raise
 
     async def _without_echoes(
         self, interactions: Sequence[Interaction]
