@@ -546,3 +546,48 @@ async def test_a_browser_cannot_rename_a_customer_a_server_named(
     assert (traits["name"]["value"], traits["name"]["verified"]) == ("Ana García", True)
     assert traits["plan"]["value"] == "pro"
     assert "verified" not in traits["plan"], "absent for what a browser told, as before"
+
+
+async def test_a_decided_merge_request_no_longer_counts_as_an_open_conflict(
+    profile_service: RunningProfileService,
+) -> None:
+    """The context counted every conflict, decided requests too: a store clerk's client showed
+    a conflict to look at that an agent had rejected (the desk filtered them itself)."""
+    svc = profile_service
+    request = await _one_pending_request(svc, 20)
+    customer = request["customer_ids"][0]
+    before = await svc.get(f"/v1/customers/{customer}/context")
+
+    rejected = await svc.http.post(
+        f"/v1/merge-requests/{request['id']}/reject", json={"by": "agent-7", "reason": "two"}
+    )
+    after = await svc.get(f"/v1/customers/{customer}/context")
+
+    assert rejected.status_code == 200
+    assert (before["open_conflicts"], after["open_conflicts"]) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"kind": "email", "value": "x\\ud800y@example.com"}', "value"),
+        ('{"kind": "email\\ud800", "value": "a@example.com"}', "kind"),
+    ],
+)
+async def test_a_lone_surrogate_in_a_body_is_a_422_not_a_500(
+    profile_service: RunningProfileService, body: str, field: str
+) -> None:
+    """JSON allows `\\ud800`; no UTF-8 encodes it, and FastAPI's answer, which echoes the value,
+    failed with a 500: the desk and offers then took the profile service for down."""
+    response = await profile_service.http.post(
+        "/v1/customers/lookup", content=body, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == [
+        {
+            "loc": ["body", field],
+            "msg": "Input should be a valid string, unable to parse raw data as a unicode string",
+            "type": "string_unicode",
+        }
+    ]

@@ -29,6 +29,7 @@ from pydantic_extra_types.currency_code import ISO4217
 from pymongo.errors import PyMongoError
 
 from hilo.contract import Identifiers
+from hilo.invalid_requests import invalid_request
 from hilo.offers.book import OffersFollower
 from hilo.offers.model import (
     CHANNEL_PATTERN,
@@ -203,7 +204,7 @@ def create_api(
         title="Hilo offers",
         description=__doc__,
         version="1",
-        exception_handlers={RequestValidationError: _invalid},
+        exception_handlers={RequestValidationError: invalid_request},
     )
     app.state.offers = state
     limit_request_bodies(app)
@@ -213,16 +214,6 @@ def create_api(
     for router in extra:
         app.include_router(router)
     return app
-
-
-async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
-    """422 naming the fields, never echoing what was sent (it may be personal, or garbage)."""
-    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-    return JSONResponse(status_code=422, content={"detail": _described(errors)})
-
-
-def _described(errors: Sequence[Any]) -> list[dict[str, Any]]:
-    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
 
 
 def _refuse(loc: Sequence[str | int], msg: str, kind: str = "value_error") -> HTTPException:

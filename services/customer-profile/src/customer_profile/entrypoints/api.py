@@ -22,10 +22,12 @@ from fastapi import (
     Response,
     Security,
 )
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
 
+from customer_profile.adapters.conflicts import PENDING
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.identity import split_key
 from customer_profile.domain.journey import JourneyEntry
@@ -54,6 +56,7 @@ from hilo.contract import (
     display_name,
     heading_identifier,
 )
+from hilo.invalid_requests import invalid_request
 from hilo.kafka import PublishFailed
 from hilo.logs import error_text
 from hilo.offers.facts import facts_from_profile
@@ -381,7 +384,7 @@ async def get_agent_context(customer_id: str, state: State) -> AgentContext:
         consent=view.consent,
         surveys=view.surveys,
         last_interactions=[p.model_dump() for p in reversed(view.recent_interactions)],
-        open_conflicts=len(conflicts),
+        open_conflicts=sum(conflict.get("status") in (None, PENDING) for conflict in conflicts),
         offers=_offers(state, profile, None),
     )
 
@@ -764,6 +767,7 @@ def create_api(state: ApiState, extra: list[APIRouter]) -> FastAPI:
     app.state.api = state
     limit_request_bodies(app)
     app.add_exception_handler(PyMongoError, _database_failed)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.include_router(router)
     app.include_router(conversations)
     app.include_router(mismatches)
