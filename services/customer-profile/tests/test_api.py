@@ -295,6 +295,23 @@ async def test_a_timeline_pages_newest_first(profile_service: RunningProfileServ
     assert rest["next_cursor"] is None
 
 
+async def test_an_order_number_posted_through_the_public_key_does_not_take_the_lookup(
+    profile_service: RunningProfileService,
+) -> None:
+    """Anyone with the public web key can post `Order Completed` with Ana's order number, dated
+    a month earlier: the lookup answered the first entry, and the desk's search by order number
+    sent the clerk to the stranger's profile for Ana's return. A verified source's order comes
+    first, whatever its time."""
+    svc = profile_service
+    placed = interaction("ana-order", minutes=60, kind="order", email="ana@example.com")
+    forged = interaction("forged", minutes=-43_200, kind="order", email="mallory@example.com")
+    await svc.publish([placed, forged.model_copy(update={"identity_trust": "unverified"})])
+    await svc.wait_for_entries(2)
+    ana = await svc.customer_of("email", "ana@example.com")
+
+    assert await svc.get("/v1/customers/by-order/ORD-1001") == {"customer_id": ana}
+
+
 async def test_a_customer_is_found_by_an_order_id_and_open_conversations_are_listed(
     profile_service: RunningProfileService,
 ) -> None:

@@ -78,12 +78,16 @@ class JourneyCollection:
     async def _first_customer(self, field: str, value: str) -> str | None:
         """The customer of the first order entry whose `field` is `value`: by a store receipt's
         number (`<store>:<receipt>`), found when no order has that id, the customer at the till
-        (a pickup's receipt carries the online order's id as its order)."""
+        (a pickup's receipt carries the online order's id as its order).
+
+        A verified source's entries come first, whatever their time: anyone with the public
+        web key can post an `Order Completed` with someone's order number, dated earlier, and
+        the desk's search by order number sent the clerk to that stranger's profile."""
         found = self.collection.find(
-            {field: value}, {"customer_id": 1, "occurred_at": 1, "type": 1}
+            {field: value}, {"customer_id": 1, "occurred_at": 1, "type": 1, "identity_trust": 1}
         )
         orders = [doc async for doc in found if doc["type"] == "order"]
-        first = min(orders, key=lambda doc: (doc["occurred_at"], doc["_id"]), default=None)
+        first = min(orders, key=_vouched_first, default=None)
         return str(first["customer_id"]) if first else None
 
     async def order_entries(
@@ -168,6 +172,16 @@ class JourneyCollection:
 
     async def count(self) -> int:
         return await self.collection.count_documents({})
+
+
+_TRUST_ORDER = {"verified": 0, "claimed": 1, "unverified": 2}
+
+
+def _vouched_first(doc: MongoDocument) -> tuple[int, Any, Any]:
+    """Verified entries (those stored before the field, too), then claimed, then unverified;
+    the earliest first within each."""
+    trust = _TRUST_ORDER.get(doc.get("identity_trust", "verified"), 2)
+    return trust, doc["occurred_at"], doc["_id"]
 
 
 def _unsettled(doc: MongoDocument, settled: set[str]) -> bool:
