@@ -283,6 +283,36 @@ async def test_an_erasure_takes_the_persons_identifiers_out_of_the_merge_request
     assert told[-1]["by"] is None
 
 
+async def test_an_erasure_withdraws_a_request_to_attach_the_persons_number_to_someone_else(
+    profile_service: RunningProfileService, settings: HiloSettings
+) -> None:
+    """An unverified event put an unknown number beside Carla's email: a request to attach it
+    to Carla. The number's owner then wrote from it, and was erased: the request, which names
+    only Carla, stayed pending with the erased person's number, and confirming it would have
+    given it to Carla."""
+    svc = profile_service
+    await svc.publish([interaction(1, email="carla@example.com")])
+    await svc.wait_for_entries(1)
+    linking = interaction(2, minutes=1, email="carla@example.com", phone="+34612345602")
+    await svc.publish([linking.model_copy(update={"identity_trust": "unverified"})])
+    await svc.wait_for_entries(2)
+    [request] = await svc.get("/v1/merge-requests")
+    assert "phone:+34612345602" in request["keys"]
+    await svc.publish([interaction(3, minutes=2, channel="sms", phone="+34612345602")])
+    await svc.wait_for_entries(3)
+    owner = await svc.customer_of("phone", "+34612345602")
+
+    erased = await svc.http.delete(f"/v1/customers/{owner}")
+
+    assert erased.status_code == 200, erased.text
+    assert await svc.get("/v1/merge-requests") == []
+    queue = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.MERGE_REQUESTS, settings)
+    )
+    told = [json.loads(r.value) for r in queue if r.key == request["id"].encode()]
+    assert [t["type"] for t in told] == ["requested", "withdrawn"]
+
+
 async def test_a_decision_on_a_request_an_erasure_deletes_meanwhile_is_refused_not_announced(
     profile_service: RunningProfileService, settings: HiloSettings
 ) -> None:

@@ -26,6 +26,7 @@ class ConflictCollection:
         await self.collection.create_index([("customer_ids", ASCENDING), ("at", ASCENDING)])
         await self.collection.create_index([("status", ASCENDING), ("at", ASCENDING)])
         await self.collection.create_index("event_id")
+        await self.collection.create_index("keys")
 
     async def record(self, conflicts: list[tuple[Conflict, str]]) -> set[str]:
         """Store each conflict once per event: a redelivered event overwrites its own record.
@@ -77,9 +78,18 @@ class ConflictCollection:
         ordered = sorted(found.values(), key=lambda doc: (doc["at"], doc["_id"]))
         return [{"id": doc.pop("_id"), **doc} for doc in ordered]
 
-    async def requests_of(self, aliases: list[str], raised_by: Iterable[str] = ()) -> list[str]:
-        """The ids of the merge requests among `of`: what an erasure of them withdraws."""
-        return [str(doc["id"]) for doc in await self.of(aliases, raised_by) if _request(doc)]
+    async def requests_of(
+        self, aliases: list[str], raised_by: Iterable[str] = (), keys: Iterable[str] = ()
+    ) -> list[str]:
+        """The ids of the merge requests among `of`, and of those asking to attach one of
+        `keys` (the erased person's identifiers) to someone else: what an erasure of them
+        withdraws. Confirmed later, such a request would give another customer the erased
+        person's number."""
+        found = [str(doc["id"]) for doc in await self.of(aliases, raised_by) if _request(doc)]
+        async for doc in find_in(self.collection, "keys", keys, {"reason": 1}):
+            if _request(doc) and str(doc["_id"]) not in found:
+                found.append(str(doc["_id"]))
+        return found
 
     async def requests_raised_by(self, event_ids: Iterable[str]) -> dict[str, list[str]]:
         """Merge request id -> the customers it names, of those these events raised."""

@@ -409,7 +409,8 @@ class ProfileStore:
         The erasure as the caller is to complete it (`ErasureCollection.note_withdrawn`)."""
         profiles = await self._profiles.erase(aliases)
         events = await self._journey.ids_of(aliases)
-        requests = await self._conflicts.requests_of(aliases, events)
+        keys = await self._identities.of(aliases)
+        requests = await self._conflicts.requests_of(aliases, events, keys)
         erasure = await self._erasures.note_withdrawn(erasure, requests)
         conflicts = await self._conflicts.erase_noted(aliases, events, requests)
         return await self._erase_the_rest(aliases, profiles, conflicts), erasure
