@@ -269,6 +269,12 @@ async def test_an_export_holds_no_identifier_of_the_person_a_split_told_apart(
     assert request["keys"] == [f"email:{ANA}"]
     assert BO not in json.dumps(export), "Bo's phone, in the conflict, the journey or a trait"
     assert bo not in json.dumps(export["conflicts"])
+    # The split is Ana's record too (an erasure deletes it): who split, when and why, without
+    # Bo's side of it.
+    [kept_apart] = export["splits"]
+    assert kept_apart["side"] == "kept"
+    assert (kept_apart["by"], kept_apart["reason"]) == (AUDIT["by"], AUDIT["reason"])
+    assert bo not in json.dumps(export["splits"])
     [both] = [e for e in export["journey"] if e["id"] == interaction(4, email=ANA, phone=BO).id]
     assert both["identifiers"] == {"email": ANA}
 

@@ -16,6 +16,7 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
+from customer_profile.domain.identity import split_key
 from hilo.mongo import MongoDocument
 
 
@@ -42,6 +43,25 @@ class Split:
     outcome: dict[str, Any] | None
     moved: list[str] = field(default_factory=list)
     """Ids of the entries handed to the restored profile so far."""
+
+    def public(self) -> dict[str, Any]:
+        """The split as the API and the export show it: `pending` until applied once, `done`
+        after the last sweep."""
+        status = "done" if self.done else "applied" if self.outcome is not None else "pending"
+        return {
+            "split_id": self.id,
+            "status": status,
+            "kept": self.kept,
+            "restored": self.restored,
+            "undoes_event_id": self.merge_event,
+            "identifiers": [
+                {"kind": split_key(key)[0].value, "value": split_key(key)[1]} for key in self.keys
+            ],
+            "by": self.by,
+            "reason": self.reason,
+            "requested_at": self.requested_at,
+            "outcome": self.outcome,
+        }
 
 
 class SplitCollection:

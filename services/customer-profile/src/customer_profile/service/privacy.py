@@ -70,6 +70,11 @@ class Privacy:
             "identities": identities,
             "profile": view,
             "conflicts": [_own_part(conflict, set(profile.aliases), own) for conflict in conflicts],
+            # What agents split off or kept apart, with why: records an erasure deletes.
+            "splits": [
+                _own_split(split.public(), set(profile.aliases), own)
+                for split in await self._store.splits_involving(profile.aliases)
+            ],
             "journey": [_own_entry(entry, profile.customer_id, own, others) for entry in entries],
         }
 
@@ -331,6 +336,25 @@ def _own_part(conflict: dict[str, Any], aliases: set[str], identities: set[str])
     if "keys" in conflict:
         own["keys"] = [key for key in conflict["keys"] if key in identities]
     return own
+
+
+def _own_split(split: dict[str, Any], aliases: set[str], identities: set[str]) -> dict[str, Any]:
+    """A split as far as it is this customer's, as `_own_part` keeps a conflict: the profile on
+    the other side and identifiers this customer does not hold (split off to someone else) are
+    that person's data."""
+    return {
+        "side": "kept" if split["kept"] in aliases else "restored",
+        "status": split["status"],
+        "undoes_event_id": split["undoes_event_id"],
+        "identifiers": [
+            named
+            for named in split["identifiers"]
+            if f"{named['kind']}:{named['value']}" in identities
+        ],
+        "by": split["by"],
+        "reason": split["reason"],
+        "requested_at": split["requested_at"],
+    }
 
 
 def withdrawn_records(erasure: Erasure) -> list[tuple[str, bytes]]:

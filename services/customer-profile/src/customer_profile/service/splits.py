@@ -167,7 +167,7 @@ class Splits:
     async def of(self, customer_id: str) -> list[dict[str, Any]]:
         """Every split that kept or restored this customer or one of its aliases."""
         profile = await self._profile(customer_id)
-        return [_public(s) for s in await self._store.splits_involving(profile.aliases)]
+        return [s.public() for s in await self._store.splits_involving(profile.aliases)]
 
     async def _profile(self, customer_id: str) -> StoredProfile:
         profile = await self._store.get(customer_id)
@@ -186,7 +186,7 @@ class Splits:
             except Contention:
                 log.warning("split_pending", split_id=split.id, reason="concurrent_writers")
         current = await self._store.split(split.id)
-        return _public(current or split)
+        return (current or split).public()
 
     async def complete(self, split: Split) -> bool:
         """Apply the split (again): re-derive both sides, hand back, save, publish, record.
@@ -353,25 +353,6 @@ def split_record(split: Split, kept_id: str) -> bytes:
             "requested_at": split.requested_at.isoformat(),
         }
     ).encode()
-
-
-def _public(split: Split) -> dict[str, Any]:
-    """A split as the API shows it: `pending` until applied once, `done` after the last sweep."""
-    status = "done" if split.done else "applied" if split.outcome is not None else "pending"
-    return {
-        "split_id": split.id,
-        "status": status,
-        "kept": split.kept,
-        "restored": split.restored,
-        "undoes_event_id": split.merge_event,
-        "identifiers": [
-            {"kind": split_key(key)[0].value, "value": split_key(key)[1]} for key in split.keys
-        ],
-        "by": split.by,
-        "reason": split.reason,
-        "requested_at": split.requested_at,
-        "outcome": split.outcome,
-    }
 
 
 def _kept_from_the_start(
