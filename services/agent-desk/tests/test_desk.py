@@ -16,7 +16,7 @@ from decimal import Decimal
 import httpx
 import pytest
 from pydantic_extra_types.currency_code import ISO4217
-from pymongo.errors import AutoReconnect
+from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
 from agent_desk import app as desk_app
 from agent_desk.app import LINK_REFUSED, PROFILES_DOWN
@@ -60,6 +60,7 @@ from hilo.offers.model import (
     promotion_key,
 )
 from hilo.request_size import MAX_REQUEST_BYTES
+from hilo.sealing import SubjectKeys
 from hilo.settings import HiloSettings
 from hilo.testkit.offers import offer_record, percent_off, price_schedule, publish_offer_records
 from hilo.testkit.probes import eventually, read_topic
@@ -166,9 +167,16 @@ async def test_nothing_is_readable_without_signing_in_and_forms_need_their_token
             "/login",
             data={"agent": "ana.agent", "password": "wrong", "csrf": csrf_of(form.text)},
         )
+        # A form sent from a page whose session expired: after signing in, its POST-only path
+        # would be a 405 page; the queue is where the agent lands.
+        expired_form = await anonymous.post(
+            "/customers/anyone/notes", data={"text": "x"}, headers={"Accept": "text/html"}
+        )
 
     assert page.status_code == 303
     assert page.headers["location"] == "/login?next=/"
+    assert expired_form.status_code == 303
+    assert expired_form.headers["location"] == "/login?next=/"
     assert customer.status_code == 303
     assert stream.status_code == 401
     assert reply.status_code == 401
@@ -418,6 +426,12 @@ async def test_replies_that_break_a_provider_rule_are_refused_with_the_reason(
             json={"channel": "sms", "text": "x" * 1_601},
             headers=headers,
         )
+        # A one-letter language is no template's: Template refused it outside any check (500).
+        short_language = await client.post(
+            f"/customers/{customer}/replies",
+            json={"channel": "whatsapp", "template_name": "order_update", "template_language": "e"},
+            headers=headers,
+        )
 
     assert whatsapp.status_code == 409
     assert whatsapp.json()["error"] == (
@@ -437,6 +451,8 @@ async def test_replies_that_break_a_provider_rule_are_refused_with_the_reason(
     assert text_and_template.json()["error"].startswith("Send either the message or the template")
     assert long_sms.status_code == 422, "Twilio would refuse it after the box was cleared"
     assert long_sms.json()["error"].startswith("Too long for SMS: 1,601 characters")
+    assert short_language.status_code == 422
+    assert short_language.json() == {"error": "The reply is not complete."}
 
 
 async def test_a_reply_goes_to_the_address_the_customer_last_wrote_from(
@@ -467,6 +483,42 @@ async def test_a_reply_goes_to_the_address_the_customer_last_wrote_from(
     assert "Email · z@ex.com" in page.text
     command = await published_command(settings)
     assert command.identifiers.email == "z@ex.com"
+
+
+async def test_a_reply_the_key_store_cannot_seal_is_a_503_saying_so_and_nothing_is_sent(
+    running: Stack, settings: HiloSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sealing the command reads the key store (MongoDB): with it away, the reply was a bare
+    500 ("Refused (500)" on the page), where notes and done marks say to try again."""
+    svc = running.profile
+    await svc.publish([message(1, "whatsapp", "Where is my order?", ago=timedelta(minutes=5))])
+    await svc.wait_for_entries(1)
+    customer = await svc.customer_of("phone", PHONE)
+
+    async def away(*_args: object) -> dict[str, bytes]:
+        raise ServerSelectionTimeoutError("no servers found")
+
+    async with signed_in(running.desk_url) as client:
+        page = await client.get(f"/customers/{customer}")
+        monkeypatch.setattr(SubjectKeys, "get_or_create", away)
+        reply = await client.post(
+            f"/customers/{customer}/replies",
+            json={"channel": "sms", "text": "On its way."},
+            headers={"X-CSRF-Token": csrf_of(page.text)},
+        )
+        monkeypatch.undo()
+
+    assert reply.status_code == 503, reply.text
+    assert reply.json() == {"error": "The desk's database is not answering: try again in a moment."}
+    assert (
+        await read_topic(
+            settings.kafka_bootstrap_servers,
+            topic_name(Topic.OUTBOUND, settings),
+            expected=0,
+            timeout=2,
+        )
+        == []
+    )
 
 
 async def test_a_reply_retried_with_its_id_is_the_same_command(

@@ -478,6 +478,20 @@ async def test_a_conversation_is_taken_over_and_let_go(desk: Desk) -> None:
     assert customers_listed((await desk.ana.get("/?show=mine")).text) == [ana]
 
 
+@pytest.mark.parametrize("edge", ["9999-12-31T23:00:00-14:00", "0001-01-01T00:30:00+01:00"])
+async def test_a_done_mark_with_a_time_past_the_calendar_is_refused_not_a_500(
+    desk: Desk, edge: str
+) -> None:
+    """Only a hand-made form sends such a `waiting`: putting it in UTC overflowed (a 500)."""
+    (ana,) = await desk.written(
+        message(1, "ana@example.com", timedelta(minutes=5), Direction.INBOUND)
+    )
+
+    refused = await desk.act(desk.ana, ana, "done", journey=False, waiting=edge)
+
+    assert refused.status_code == 422
+
+
 async def test_a_form_without_its_token_changes_nothing(desk: Desk) -> None:
     (ana,) = await desk.written(
         message(1, "ana@example.com", timedelta(minutes=5), Direction.INBOUND)

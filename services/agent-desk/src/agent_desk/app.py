@@ -36,15 +36,19 @@ from uuid import UUID
 
 import structlog
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
-from fastapi.exception_handlers import (
-    http_exception_handler,
-    request_validation_exception_handler,
-)
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import AwareDatetime, BaseModel, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
@@ -112,6 +116,7 @@ from agent_desk.timeline import attach_statuses, row, type_name
 from hilo.contract import BUILT_IN_CHANNELS, display_name, heading_identifier
 from hilo.contract.outbound import Template, one_line
 from hilo.health import health_router, kafka_check, mongo_check
+from hilo.invalid_requests import invalid_request
 from hilo.kafka import (
     KafkaPublisher,
     PublishFailed,
@@ -180,11 +185,23 @@ FILTER_TYPES = [
 ]
 
 
+def _in_utc(moment: datetime) -> datetime:
+    """A time the page showed, in UTC: one at the calendar's edge with an offset past it
+    (`9999-12-31T23:00-14:00`) is no time a page shows, refused rather than a 500."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("a time outside the calendar") from None
+
+
+PageTime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+
 class ReplyBody(BaseModel):
     channel: str = Field(min_length=1, max_length=40)
     text: str | None = Field(default=None, max_length=4_096)
     template_name: str | None = Field(default=None, max_length=512)
-    template_language: str = Field(default="en_US", max_length=15)
+    template_language: str = Field(default="en_US", min_length=2, max_length=15)
     template_parameters: list[str] = Field(default_factory=list, max_length=20)
     subject: str | None = Field(default=None, max_length=10_000)
     purpose: str = Field(default="service", pattern="^(service|marketing)$")
@@ -444,7 +461,9 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
     @app.exception_handler(NotSignedIn)
     async def not_signed_in(request: Request, _exc: NotSignedIn) -> Response:
         if _wants_html(request):
-            return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+            # Back to the page after signing in; a form's POST-only path would be a 405 page.
+            back = request.url.path if request.method == "GET" else "/"
+            return RedirectResponse(f"/login?next={quote(back)}", status_code=303)
         return JSONResponse({"detail": "sign in first"}, status_code=401)
 
     @app.exception_handler(ProfileRequestRefused)
@@ -465,7 +484,7 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def incomplete_form(request: Request, exc: RequestValidationError) -> Response:
         if not _wants_html(request):
-            return await request_validation_exception_handler(request, exc)
+            return await invalid_request(request, exc)
         return _error_page(desk, request, FORM_REFUSED, 422)
 
     @app.exception_handler(ProfileUnavailable)
@@ -550,8 +569,8 @@ def _conversation_routes(app: FastAPI) -> None:
         action: Annotated[HandlingAction, Form()],
         csrf: Annotated[str, Form(max_length=200)] = "",
         shown: Annotated[str, Form(max_length=200)] = "",
-        through: Annotated[AwareDatetime | None, Form()] = None,
-        waiting: Annotated[AwareDatetime | None, Form()] = None,
+        through: Annotated[PageTime | None, Form()] = None,
+        waiting: Annotated[PageTime | None, Form()] = None,
     ) -> Response:
         """Take the customer's conversation (from whoever the page `shown`), let it go, or mark
         their messages up to `through` (the latest the page showed, of a customer it showed
@@ -923,6 +942,8 @@ async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: st
             {"error": REPLY_MAYBE_QUEUED},
             status_code=503,
         )
+    except PyMongoError:  # the key store seals the command before anything is sent
+        return JSONResponse({"error": DATABASE_AWAY}, status_code=503)
     log.info("desk_reply_queued", agent=agent, channel=body.channel, command_id=command.id)
     try:
         await desk.pending.queued(command)
