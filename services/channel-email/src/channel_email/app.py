@@ -81,8 +81,10 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
         return {"event_id": interaction.id}
 
     @router.post("/webhooks/mailgun")
+    @router.post("/webhooks/mailgun/mime")
     async def mailgun(request: Request) -> dict[str, str]:
-        """A Mailgun route's `forward()`: signed, fresh, each token published once."""
+        """A Mailgun route's `forward()`: signed, fresh, each token published once. Mailgun
+        posts the raw message (`body-mime`) to a URL ending in `mime`: the second path."""
         try:
             async with (
                 unsigned.body(request, settings.max_body_bytes) as body,
@@ -171,11 +173,13 @@ async def _record_event(
 
 async def _reported_unconfirmed(channel: Channel, data: EventData) -> bool:
     """Whether the event's status is about a reply this service reported not confirmed. While
-    that reply's send is not settled, or MongoDB is away, 503: Mailgun posts it again later."""
+    that reply's send is not settled, or MongoDB is away, 503: Mailgun posts it again later,
+    every event but a delivery notification, which is kept on its own message id then."""
     command_id = data.variable(COMMAND_ID)
     if status_of(data) is None or command_id is None:
         return False
-    return command_id in await channel.perhaps_sent([command_id])
+    retried = data.event != "delivered"
+    return command_id in await channel.perhaps_sent([command_id], provider_retries=retried)
 
 
 def _verified_token(guard: ReplayGuard, signature: object) -> str:

@@ -173,10 +173,15 @@ def event_interaction(
         payload = ConsentChanged(
             purpose=str(purpose), granted=False, channel=CHANNEL, source=f"mailgun_{data.event}"
         )
+    outcome = f"{reference}:{data.event}"
+    if isinstance(payload, ConsentChanged) and data.id:
+        # A customer who opted in again and unsubscribes through the same mail once more is
+        # heard: Mailgun's own event id, the same on its retries, tells the two apart.
+        outcome = f"{outcome}:{data.id}"
     return new_interaction(
         channel=CHANNEL,
         instance=instance,
-        provider_event_id=f"{reference}:{data.event}",
+        provider_event_id=outcome,
         identifiers=identifiers,
         conversation=Conversation(id=conversation) if conversation else None,
         occurred_at=unix_time(data.timestamp),

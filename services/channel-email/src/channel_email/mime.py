@@ -76,11 +76,19 @@ def bare_message_id(value: str | None) -> str | None:
 def first_address(header: str | None) -> str:
     """The bare address of a From/Sender header (the display name is not kept). Only a part with
     an `@` is an address: a display name with a comma left unquoted (`García, Ana <ana@...>`,
-    as a provider may pass it on decoded) reads as a part of its own."""
-    for _name, address in getaddresses([header or ""]):
-        if "@" in address:
+    as a provider may pass it on decoded) reads as a part of its own. Where the header names an
+    address in angle brackets, that is the one: a decoded display name holding an `@`
+    (`victim@example.com <me@mine.example>`, `Ana @ ACME <ana@...>`) reads as an address of
+    its own, which filed the mail under someone else's email, or refused it."""
+    addresses = [address for _name, address in getaddresses([header or ""]) if "@" in address]
+    bracketed = set(_ANGLE_ADDRESS.findall(header or ""))
+    for address in addresses:
+        if not bracketed or address in bracketed:
             return address
     raise ValueError("no sender address")
+
+
+_ANGLE_ADDRESS = re.compile(r"<\s*([^<>\s]+@[^<>\s]+?)\s*>")
 
 
 MAX_HTML_PARSED = 100_000

@@ -1,8 +1,9 @@
 """An inbound email → one Hilo interaction. Pure: no I/O.
 
-A mail longer than the contract holds (text, subject, attachment list, file names) is kept
-truncated, and the event says which field was (`adjustments`, reason `truncated`): a long quoted
-history must not lose the reply on top of it.
+A mail longer than the contract holds (text, subject, attachment list, file names, message ids
+and the thread's root: no header limits them) is kept truncated, and the event says which field
+was (`adjustments`, reason `truncated`): a long quoted history must not lose the reply on top
+of it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ TEXT_LIMIT = max_length(MessageExchanged, "text")
 SUBJECT_LIMIT = max_length(MessageExchanged, "subject")
 ATTACHMENTS_LIMIT = max_length(MessageExchanged, "attachments")
 FILENAME_LIMIT = max_length(Attachment, "filename")
+ID_LIMIT = max_length(MessageExchanged, "provider_message_id")
+THREAD_LIMIT = max_length(Conversation, "thread")
 
 
 def mail_reference(key: bytes, sender: str, message_id: str) -> str:
@@ -60,14 +63,13 @@ def translate(mail: InboundEmail, received_at: datetime, instance: str, key: byt
     ]
     if len(mail.attachments) > ATTACHMENTS_LIMIT:
         cut.note("payload.attachments")
+    thread = cut.clip(mail.thread_root, THREAD_LIMIT, "conversation.thread") or mail.thread_root
     return new_interaction(
         channel=CHANNEL,
         instance=instance,
         provider_event_id=mail_reference(key, identifiers.email or mail.sender, mail.message_id),
         identifiers=identifiers,
-        conversation=Conversation(
-            id=conversation_id(CHANNEL, mail.thread_root), thread=mail.thread_root
-        ),
+        conversation=Conversation(id=conversation_id(CHANNEL, mail.thread_root), thread=thread),
         occurred_at=mail.date or received_at,
         received_at=received_at,
         payload=MessageExchanged(
@@ -75,8 +77,11 @@ def translate(mail: InboundEmail, received_at: datetime, instance: str, key: byt
             subject=cut.clip(_subject(mail.subject), SUBJECT_LIMIT, "payload.subject"),
             text=cut.clip(mail.text, TEXT_LIMIT, "payload.text"),
             attachments=attachments,
-            provider_message_id=mail.message_id,
-            reply_to_provider_message_id=mail.in_reply_to,
+            provider_message_id=cut.clip(mail.message_id, ID_LIMIT, "payload.provider_message_id")
+            or mail.message_id,
+            reply_to_provider_message_id=cut.clip(
+                mail.in_reply_to, ID_LIMIT, "payload.reply_to_provider_message_id"
+            ),
         ),
         adjustments=cut.adjustments,
     )

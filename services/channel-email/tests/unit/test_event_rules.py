@@ -58,3 +58,19 @@ def test_a_click_without_its_link_or_its_id_is_unreadable() -> None:
         event_interaction(data("clicked"), NOW, "t", PEPPER)
     with pytest.raises(ValueError, match="id"):
         event_interaction(without_id, NOW, "t", PEPPER)
+
+
+@pytest.mark.parametrize("event", ["unsubscribed", "complained"])
+def test_a_second_withdrawal_through_the_same_mail_is_heard_and_a_retry_is_not(event: str) -> None:
+    """Both withdrawals had one event id (message, recipient, outcome): a customer who opted in
+    again and unsubscribed through the same newsletter a month later stayed subscribed."""
+    first = data(event)
+    retried = first.model_copy()
+    a_month_on = data(event)
+
+    ids = [event_interaction(d, NOW, "t", PEPPER) for d in (first, retried, a_month_on)]
+
+    assert all(i is not None for i in ids)
+    one, again, later = (i.id for i in ids if i is not None)
+    assert one == again
+    assert one != later

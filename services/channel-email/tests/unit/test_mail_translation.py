@@ -9,7 +9,7 @@ import pytest
 from starlette.datastructures import FormData
 
 from channel_email.mailgun import parse_route_post
-from channel_email.mime import parse_mime
+from channel_email.mime import first_address, parse_mime
 from channel_email.translate import translate
 from hilo.contract import MessageExchanged
 
@@ -61,3 +61,44 @@ def test_a_mailgun_routes_subject_with_line_breaks_is_recorded_on_one_line() -> 
 
     assert isinstance(payload, MessageExchanged)
     assert payload.subject == "Refund please"
+
+
+def test_message_ids_longer_than_the_contract_holds_are_cut_saying_so() -> None:
+    """No header limits a Message-ID: one past 500 characters failed the contract and the mail
+    was refused for good (406, lost)."""
+    long_id = "x" * 600 + "@mail.example.com"
+    raw = REPLY.replace(b"<CAF=reply-2@mail.example.com>", f"<{long_id}>".encode())
+    raw = raw.replace(b"<support-reply-1@shop.example.com>", f"<r{long_id}>".encode())
+    raw = raw.replace(b"<CAF=first-1@mail.example.com>", f"<t{long_id * 2}>".encode())
+    assert raw.count(long_id.encode()) == 5, "the thread root holds it twice"
+
+    published = translate(parse_mime(raw), NOW, "t", PEPPER)
+
+    payload = published.payload
+    assert isinstance(payload, MessageExchanged)
+    assert payload.provider_message_id == long_id[:500]
+    assert sorted(a.field for a in published.adjustments) == [
+        "conversation.thread",
+        "payload.provider_message_id",
+        "payload.reply_to_provider_message_id",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("header", "sender"),
+    [
+        ("ana@home.example <ana@work.example>", "ana@work.example"),
+        ("Ana @ ACME <ana@example.com>", "ana@example.com"),
+        ("victim@example.com <me@mine.example>", "me@mine.example"),
+        ('"Ana <fake@x.example>" <real@y.example>', "real@y.example"),
+        ("García, Ana <ana@x.example>", "ana@x.example"),
+        ("ana@x.example", "ana@x.example"),
+    ],
+)
+def test_the_sender_is_the_address_in_angle_brackets_whatever_the_name_holds(
+    header: str, sender: str
+) -> None:
+    """Mailgun passes `from` decoded: a display name holding an `@` read as an address of its
+    own, which filed the mail under someone else's email (a sender passing DMARC can name a
+    victim there) or refused it for good."""
+    assert first_address(header) == sender
