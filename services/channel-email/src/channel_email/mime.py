@@ -155,8 +155,17 @@ _TAG_NAME = re.compile(r"<\s*(/?)\s*([A-Za-z0-9]*)")
 _HIDDEN = frozenset({"script", "style", "head"})
 
 
+MAX_PART_LINES = 2_000
+"""Lines starting `--` (each part's boundary is one) a message may hold: far more parts than
+any mail carries. Parsing costs about 0.3 ms a part: 150,000 one-byte parts in a 6 MB mail
+took 50 s of CPU, past the route's deadline, and Mailgun posted it again seven times."""
+
+
 def parse_mime(raw: bytes) -> InboundEmail:
-    """Parse a raw message. Raises `ValueError` when it has no usable sender."""
+    """Parse a raw message. Raises `ValueError` when it has no usable sender, or more parts
+    than any mail carries."""
+    if raw.count(b"\n--") > MAX_PART_LINES:
+        raise ValueError(f"more than {MAX_PART_LINES} MIME parts")
     message = message_from_bytes(raw, policy=policy.default)
     own_id = message_ids(_header(message, "Message-ID"))
     return InboundEmail(
