@@ -21,6 +21,7 @@ from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 from agent_desk import app as desk_app
 from agent_desk.app import LINK_REFUSED, PROFILES_DOWN
 from agent_desk.auth import SignedOut
+from agent_desk.pending import PendingReplies
 from agent_desk.profiles import ProfileApi
 from agent_desk.testing import (
     AGENT,
@@ -1133,6 +1134,27 @@ async def test_with_its_database_away_an_agent_still_reads_and_signs_out(
     assert inbox.status_code == 200
     assert out.status_code == 303
     assert after.status_code == 303, "signed out"
+
+
+async def test_a_customer_page_is_shown_while_the_pending_replies_do_not_answer(
+    running: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page's own lookups in the desk's database wait a second; the pending replies waited
+    for the driver (7 s a page with MongoDB away). A lookup that never answers stands for it."""
+    svc = running.profile
+    await svc.publish([message(1, "whatsapp", "Where is my order?", ago=timedelta(minutes=5))])
+    await svc.wait_for_entries(1)
+    customer = await svc.customer_of("phone", PHONE)
+
+    async def never(*_args: object) -> list[object]:
+        await asyncio.Event().wait()
+        return []
+
+    monkeypatch.setattr(PendingReplies, "of", never)
+    async with signed_in(running.desk_url) as client:
+        page = await client.get(f"/customers/{customer}", timeout=20)
+
+    assert page.status_code == 200
 
 
 def session_cookie(client: httpx.AsyncClient) -> str:

@@ -835,11 +835,13 @@ async def _pending(
     desk: Desk, profile: dict[str, Any], rows: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Rows for the customer's replies queued and not yet recorded (`agent_desk.pending`); none
-    while MongoDB does not answer (the page is shown all the same)."""
+    while MongoDB does not answer (the page is shown all the same, within the wait the page's
+    other lookups of the desk's database allow, not the driver's 5 s and more)."""
     ids = [profile["customer_id"], *profile.get("merged_from", [])]
     try:
-        pending = await desk.pending.of(ids)
-    except PyMongoError:
+        async with asyncio.timeout(HANDLING_LOOKUP_SECONDS):
+            pending = await desk.pending.of(ids)
+    except (PyMongoError, TimeoutError):
         return []
     wait = timedelta(seconds=desk.settings.desk_reply_waiting_seconds)
     return pending_rows(
