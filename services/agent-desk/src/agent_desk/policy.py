@@ -80,9 +80,13 @@ def reply_options(
     last_inbound = _last_inbound(profile)
     options = []
     for channel in channels:
-        kind = next((k for k in address_kinds.get(channel, ()) if k in held), None)
-        if kind is None:
+        kinds = [k for k in address_kinds.get(channel, ()) if k in held]
+        if not kinds:
             continue
+        # The kind they last wrote from first: a WhatsApp user known by a username writes by
+        # their business-scoped id alone, and an older number would get the reply.
+        written = (written_from or {}).get(channel, {})
+        kind = next((k for k in kinds if written.get(k) in held[k]), kinds[0])
         candidates = [
             (written_from or {}).get(channel, {}).get(kind),
             *_addresses_in(last_contact or {}, kind),

@@ -67,6 +67,25 @@ def test_a_whatsapp_user_known_by_their_user_id_is_answered_there_not_at_another
     assert (whatsapp.address_kind, whatsapp.address) == ("whatsapp_user_id", "ES.1502576394655843")
 
 
+def test_a_whatsapp_reply_goes_to_the_id_the_customer_last_wrote_from_of_either_kind() -> None:
+    """The kind was fixed first (a WhatsApp id before a user id), then its latest address: a
+    customer whose latest message came by their user id alone was answered at an older
+    WhatsApp id the profile held (two accounts merged into one profile: another person)."""
+    p = profile()
+    p["identifiers"] += [
+        {"kind": "whatsapp_id", "value": "34600000001"},
+        {"kind": "whatsapp_user_id", "value": "ES.ABCDEF123456"},
+    ]
+    latest = {"whatsapp": {"whatsapp_user_id": "ES.ABCDEF123456"}}
+    by_number = {"whatsapp": {"whatsapp_id": "34600000001", "phone": "+34600000001"}}
+
+    [by_user_id] = reply_options(p, ["whatsapp"], written_from=latest)
+    [older] = reply_options(p, ["whatsapp"], written_from=by_number)
+
+    assert (by_user_id.address_kind, by_user_id.address) == ("whatsapp_user_id", "ES.ABCDEF123456")
+    assert (older.address_kind, older.address) == ("whatsapp_id", "34600000001")
+
+
 def test_the_reply_goes_where_the_customer_last_wrote_in_the_open_conversation() -> None:
     p = profile(
         last_inbound={"email": at(1), "whatsapp": at(3), "sms": at(50)},
