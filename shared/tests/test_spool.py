@@ -249,6 +249,34 @@ async def test_a_request_cancelled_while_kafka_hangs_is_kept_for_later(
         assert await kept.count_documents({}) == 1
 
 
+async def test_a_cancelled_request_whose_spool_fails_is_still_cancelled(
+    settings: HiloSettings, topics: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spool's failure must not stand in for the cancellation: a stopping service waits
+    for its requests to end, not for an error answer."""
+    publishing = asyncio.Event()
+
+    async def hanging(*_args: object) -> None:
+        publishing.set()
+        await asyncio.sleep(60)
+
+    async def unreachable(*_args: object) -> None:
+        raise AutoReconnect("connection refused")
+
+    monkeypatch.setattr(KafkaPublisher, "publish_records", hanging)
+    monkeypatch.setattr(Spool, "keep", unreachable)
+    channel_settings = ChannelSettings.model_validate(settings.model_dump())
+    app = create_channel_app(
+        "test", channel_settings, publishing_one_sample, description="t", spool=True
+    )
+    async with channel_client(app) as channel:
+        request = asyncio.create_task(channel.post("/event"))
+        await asyncio.wait_for(publishing.wait(), timeout=10)
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+
+
 async def test_documents_kept_before_the_queue_are_drained_and_every_query_uses_the_index(
     spool: Spool,
 ) -> None:

@@ -8,6 +8,7 @@ Mailgun's format, signed with the domain's webhook signing key.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -83,6 +84,11 @@ def outcome_id(
     """An event's id: the message and recipient keyed with the pepper, and the outcome."""
     reference = mail_reference(settings.pepper, recipient, message.message_id.strip("<>"))
     return interaction_id("email", f"{reference}:{name}")
+
+
+def mailgun_id(request: ProviderRequest) -> str:
+    """Mailgun's own id of the event a request carries."""
+    return str(json.loads(request.body)["event-data"]["id"])
 
 
 async def post(client: httpx.AsyncClient, request: ProviderRequest) -> httpx.Response:
@@ -309,14 +315,17 @@ async def test_each_recipient_of_one_newsletter_is_heard(
     newsletter = campaign_mail()
     to_bob = AcceptedEmail(newsletter.message_id, DOMAIN, (("to", "bob@example.com"),))
 
-    answers = [
-        await post(email, event(newsletter, "unsubscribed")),
-        await post(email, event(to_bob, "unsubscribed")),
-    ]
+    requests = [event(newsletter, "unsubscribed"), event(to_bob, "unsubscribed")]
+    answers = [await post(email, request) for request in requests]
 
     assert [a.status_code for a in answers] == [200, 200]
     events = await published_interactions(settings, 2)
-    assert [e["id"] for e in events] == [a.json()["event_id"] for a in answers]
+    assert [e["id"] for e in events] == [
+        outcome_id(settings, newsletter, f"unsubscribed:{mailgun_id(requests[0])}"),
+        outcome_id(
+            settings, newsletter, f"unsubscribed:{mailgun_id(requests[1])}", "bob@example.com"
+        ),
+    ]
     assert len({e["id"] for e in events}) == 2
     assert [e["identifiers"]["email"] for e in events] == [ANA, "bob@example.com"]
 

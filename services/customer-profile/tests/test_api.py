@@ -331,14 +331,21 @@ async def test_a_customer_is_found_by_an_order_id_and_open_conversations_are_lis
         )
     ]
     # The same order picked up in a store an hour later by someone else, the receipt carrying
-    # the online order's id: the order is still Cy's, who placed it.
+    # the online order's id: the order is still Cy's, who placed it, though the web shop's
+    # public key records it unverified and the till's receipt is verified.
     picked_up = interaction("pickup", minutes=60, kind="order", email="dee@example.com")
-    receipt = {"sold_via": SalesChannel.STORE, "store_id": "MAD-01", "receipt_id": "MAD-01:000123"}
+    receipt = {
+        "sold_via": SalesChannel.STORE,
+        "store_id": "MAD-01",
+        "receipt_id": "MAD-01:000123",
+        "status": OrderStatus.PICKED_UP,
+    }
     picked_up = picked_up.model_copy(
         update={"payload": picked_up.payload.model_copy(update=receipt)}
     )
+    placed = interaction("order", kind="order", email="cy@example.com")
     await svc.publish(
-        [interaction("order", kind="order", email="cy@example.com"), picked_up, *recent]
+        [placed.model_copy(update={"identity_trust": "unverified"}), picked_up, *recent]
     )
     await svc.wait_for_entries(4)
     cy = await svc.customer_of("email", "cy@example.com")

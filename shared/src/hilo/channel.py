@@ -364,7 +364,12 @@ class Channel:
             await self._spool.keep(records)
         except asyncio.CancelledError:
             if self._spool is not None:
-                await asyncio.shield(self._spool.keep(records))
+                try:
+                    await asyncio.shield(self._spool.keep(records))
+                except PyMongoError as exc:  # the cancellation goes on all the same
+                    log.warning(
+                        "spool_not_kept_on_stop", channel=self.name, error=type(exc).__name__
+                    )
             raise
 
     async def _without_echoes(

@@ -306,8 +306,8 @@ def create_app(settings: EmailSettings | None = None) -> FastAPI:
         "email",
         settings,
         lambda channel: routes(channel, settings),
-        description="Inbound email: /webhooks/mailgun, /webhooks/sendgrid, /v1/messages/mime; "
-        "Mailgun's events: /webhooks/mailgun/events.",
+        description="Inbound email: /webhooks/mailgun[/mime], /webhooks/sendgrid, "
+        "/v1/messages/mime; Mailgun's events: /webhooks/mailgun/events.",
         provider=mailgun_provider(settings),
         spool=True,  # Mailgun never retries a delivery notification answered 503
     )

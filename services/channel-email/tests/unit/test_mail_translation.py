@@ -90,6 +90,8 @@ def test_message_ids_longer_than_the_contract_holds_are_cut_saying_so() -> None:
         ("ana@home.example <ana@work.example>", "ana@work.example"),
         ("Ana @ ACME <ana@example.com>", "ana@example.com"),
         ("victim@example.com <me@mine.example>", "me@mine.example"),
+        ("<victim@example.com> <me@mine.example>", "me@mine.example"),
+        ("me@mine.example (see <victim@example.com>)", "me@mine.example"),
         ('"Ana <fake@x.example>" <real@y.example>', "real@y.example"),
         ("García, Ana <ana@x.example>", "ana@x.example"),
         ("ana@x.example", "ana@x.example"),
@@ -112,5 +114,23 @@ def test_a_mail_of_more_parts_than_any_mail_carries_is_refused_before_parsing() 
         b'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="b"\n\n' + parts + b"--b--\n"
     )
 
-    with pytest.raises(ValueError, match="more than 2000 MIME parts"):
+    with pytest.raises(ValueError, match="more than 5000 MIME parts"):
         parse_mime(raw)
+    with pytest.raises(ValueError, match="more than 5000 MIME parts"):
+        parse_mime(raw.replace(b"\n", b"\r"))  # the parser takes a lone CR as a line end
+
+
+def test_a_text_attachment_full_of_sql_comments_is_no_mail_of_many_parts() -> None:
+    """`-- ` starts an SQL comment and a signature: no boundary, whatever their number."""
+    dump = b"-- comment\nSELECT 1;\n" * 6_000
+    raw = REPLY.split(b"MIME-Version")[0] + (
+        b'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="b"\n\n--b\n'
+        b"Content-Type: text/plain\n\nSee the dump.\n--b\n"
+        b'Content-Type: text/plain; name="dump.sql"\nContent-Disposition: attachment\n\n'
+        + dump
+        + b"--b--\n"
+    )
+
+    mail = parse_mime(raw)
+
+    assert [a.filename for a in mail.attachments] == ["dump.sql"]

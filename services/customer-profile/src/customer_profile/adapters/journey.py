@@ -80,11 +80,19 @@ class JourneyCollection:
         number (`<store>:<receipt>`), found when no order has that id, the customer at the till
         (a pickup's receipt carries the online order's id as its order).
 
-        A verified source's entries come first, whatever their time: anyone with the public
-        web key can post an `Order Completed` with someone's order number, dated earlier, and
-        the desk's search by order number sent the clerk to that stranger's profile."""
+        The order's placement comes before a pickup of it (the collector may be someone else),
+        then a verified source's entry before others, whatever their time: anyone with the
+        public web key can post an `Order Completed` with someone's order number, dated
+        earlier, and the desk's search by order number sent the clerk to that stranger."""
         found = self.collection.find(
-            {field: value}, {"customer_id": 1, "occurred_at": 1, "type": 1, "identity_trust": 1}
+            {field: value},
+            {
+                "customer_id": 1,
+                "occurred_at": 1,
+                "type": 1,
+                "identity_trust": 1,
+                "payload.status": 1,
+            },
         )
         orders = [doc async for doc in found if doc["type"] == "order"]
         first = min(orders, key=_vouched_first, default=None)
@@ -177,11 +185,12 @@ class JourneyCollection:
 _TRUST_ORDER = {"verified": 0, "claimed": 1, "unverified": 2}
 
 
-def _vouched_first(doc: MongoDocument) -> tuple[int, Any, Any]:
-    """Verified entries (those stored before the field, too), then claimed, then unverified;
-    the earliest first within each."""
+def _vouched_first(doc: MongoDocument) -> tuple[bool, int, Any, Any]:
+    """Placements before pickups; then verified entries (those stored before the field, too),
+    claimed, unverified; the earliest first within each."""
+    pickup = (doc.get("payload") or {}).get("status") == "picked_up"
     trust = _TRUST_ORDER.get(doc.get("identity_trust", "verified"), 2)
-    return trust, doc["occurred_at"], doc["_id"]
+    return pickup, trust, doc["occurred_at"], doc["_id"]
 
 
 def _unsettled(doc: MongoDocument, settled: set[str]) -> bool:
