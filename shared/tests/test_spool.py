@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 from prometheus_client import REGISTRY
@@ -218,6 +219,30 @@ async def test_kafka_and_mongodb_both_refusing_is_a_503(
     assert response.headers["Retry-After"]
 
 
+async def cancelled_while_kafka_hangs(
+    settings: HiloSettings, monkeypatch: pytest.MonkeyPatch
+) -> BaseException | httpx.Response:
+    """A spooling channel's request cancelled while its publish hangs (a stopping service):
+    what the request ended with."""
+    publishing = asyncio.Event()
+
+    async def hanging(*_args: object) -> None:
+        publishing.set()
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(KafkaPublisher, "publish_records", hanging)
+    channel_settings = ChannelSettings.model_validate(settings.model_dump())
+    app = create_channel_app(
+        "test", channel_settings, publishing_one_sample, description="t", spool=True
+    )
+    async with channel_client(app) as channel:
+        request = asyncio.create_task(channel.post("/event"))
+        await asyncio.wait_for(publishing.wait(), timeout=10)
+        request.cancel()
+        [ended] = await asyncio.gather(request, return_exceptions=True)
+    return ended
+
+
 async def test_a_request_cancelled_while_kafka_hangs_is_kept_for_later(
     settings: HiloSettings,
     topics: list[str],
@@ -227,26 +252,10 @@ async def test_a_request_cancelled_while_kafka_hangs_is_kept_for_later(
     """The service stops while Kafka hangs: uvicorn cancels the open requests after its
     graceful wait (5 s), before the publish timeout (10 s) would have spooled them, and Twilio
     never sends a webhook twice. The cancelled request's records are kept all the same."""
-    publishing = asyncio.Event()
+    await cancelled_while_kafka_hangs(settings, monkeypatch)
 
-    async def hanging(*_args: object) -> None:
-        publishing.set()
-        await asyncio.sleep(60)
-
-    monkeypatch.setattr(KafkaPublisher, "publish_records", hanging)
-    channel_settings = ChannelSettings.model_validate(settings.model_dump())
-    app = create_channel_app(
-        "test", channel_settings, publishing_one_sample, description="t", spool=True
-    )
     kept = mongo_client[settings.mongodb_database]["spooled_records"]
-    async with channel_client(app) as channel:
-        request = asyncio.create_task(channel.post("/event"))
-        await asyncio.wait_for(publishing.wait(), timeout=10)
-        request.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await request
-
-        assert await kept.count_documents({}) == 1
+    assert await kept.count_documents({}) == 1
 
 
 async def test_a_cancelled_request_whose_spool_fails_is_still_cancelled(
@@ -254,27 +263,15 @@ async def test_a_cancelled_request_whose_spool_fails_is_still_cancelled(
 ) -> None:
     """The spool's failure must not stand in for the cancellation: a stopping service waits
     for its requests to end, not for an error answer."""
-    publishing = asyncio.Event()
-
-    async def hanging(*_args: object) -> None:
-        publishing.set()
-        await asyncio.sleep(60)
 
     async def unreachable(*_args: object) -> None:
         raise AutoReconnect("connection refused")
 
-    monkeypatch.setattr(KafkaPublisher, "publish_records", hanging)
     monkeypatch.setattr(Spool, "keep", unreachable)
-    channel_settings = ChannelSettings.model_validate(settings.model_dump())
-    app = create_channel_app(
-        "test", channel_settings, publishing_one_sample, description="t", spool=True
+
+    assert isinstance(
+        await cancelled_while_kafka_hangs(settings, monkeypatch), asyncio.CancelledError
     )
-    async with channel_client(app) as channel:
-        request = asyncio.create_task(channel.post("/event"))
-        await asyncio.wait_for(publishing.wait(), timeout=10)
-        request.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await request
 
 
 async def test_documents_kept_before_the_queue_are_drained_and_every_query_uses_the_index(
