@@ -39,13 +39,25 @@ def thread_of(entries: Sequence[Mapping[str, Any]]) -> Thread:
     latest = inbound[0]["payload"]
     root = _thread(inbound[0])
     same = [e for e in inbound[1:] if root is None or _thread(e) == root]
-    earlier = [e["payload"]["provider_message_id"] for e in reversed(same)]
-    if root is not None and root != latest["provider_message_id"]:
+    earlier = [e["payload"]["provider_message_id"] for e in reversed(same) if not _cut(e, ID)]
+    whole_root = root is not None and not _cut(inbound[0], THREAD)
+    if whole_root and root != latest["provider_message_id"]:
         earlier = list(dict.fromkeys([root, *earlier]))
     subject = one_line(latest.get("subject") or "")
     if subject and not subject.lower().startswith("re:"):
         subject = f"Re: {subject}"
-    return Thread(latest["provider_message_id"], tuple(earlier), subject[:MAX_SUBJECT] or None)
+    reply_to = None if _cut(inbound[0], ID) else latest["provider_message_id"]
+    return Thread(reply_to, tuple(earlier), subject[:MAX_SUBJECT] or None)
+
+
+ID, THREAD = "payload.provider_message_id", "conversation.thread"
+
+
+def _cut(entry: Mapping[str, Any], field: str) -> bool:
+    """Whether the channel cut the entry's `field` to what the contract holds (a Message-ID of
+    more than 500 characters): a cut id names no message, so a reply naming it in `In-Reply-To`
+    or `References` would not thread in the customer's mail client."""
+    return any(adjustment.get("field") == field for adjustment in entry.get("adjustments") or [])
 
 
 def _thread(entry: Mapping[str, Any]) -> str | None:

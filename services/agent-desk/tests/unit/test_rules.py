@@ -358,6 +358,29 @@ def test_an_email_reply_references_the_thread_it_answers_not_the_customers_other
     assert thread_of(newest_first[1:]).references == ("i1@x",)
 
 
+def test_a_reply_names_no_message_id_the_email_channel_had_to_cut() -> None:
+    """channel-email cuts a Message-ID past 500 characters (and the thread's root past 1,000)
+    and notes it: the cut id names no message, so `In-Reply-To` or `References` holding it would
+    not thread the reply in the customer's mail client. Whole ids are still named."""
+    cut_id = [{"field": "payload.provider_message_id", "reason": "truncated"}]
+    cut_root = [{"field": "conversation.thread", "reason": "truncated"}]
+
+    def inbound(message_id: str, cut: list[dict[str, str]]) -> dict[str, Any]:
+        payload = {"direction": "inbound", "provider_message_id": message_id, "subject": "x"}
+        return {
+            "type": "message",
+            "payload": payload,
+            "conversation": {"thread": "root@x"},
+            "adjustments": cut,
+        }
+
+    latest_cut = thread_of([inbound("x" * 500, cut_id), inbound("m1@x", [])])
+    root_cut = thread_of([inbound("m2@x", cut_root), inbound("y" * 500, cut_id)])
+
+    assert (latest_cut.reply_to, latest_cut.references) == (None, ("root@x", "m1@x"))
+    assert (root_cut.reply_to, root_cut.references) == ("m2@x", ())
+
+
 def test_a_row_is_placed_by_its_instant_in_utc_whatever_offset_its_entry_kept() -> None:
     """Live rows (from `journey`) and rendered ones (from the API) are ordered by comparing
     their `data-occurred`: both must say the instant alike."""
