@@ -150,7 +150,10 @@ async def test_statuses_of_messages_sent_from_the_number_are_read_back_as_their_
 async def test_sends_are_paged_no_further_than_a_day_before_the_time_asked(
     twilio: TwilioStandIn, message_log: TwilioMessageLog
 ) -> None:
-    since = NOW - timedelta(minutes=5)
+    # Noon yesterday: the sends, hours before its day-earlier bound, fall on that bound's day
+    # (Twilio filters `DateSent>` by day), whatever the time the test runs (it failed after
+    # midnight UTC, its sends falling on the day before).
+    since = (NOW - timedelta(days=1)).replace(hour=12, minute=0, second=0)
     for n in range(6):
         sid = sent(twilio, ANA, f"old {n}", at=since - LATEST_STATUS - timedelta(hours=n + 1))
         twilio.progress(sid, "delivered")
