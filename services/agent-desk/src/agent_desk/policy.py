@@ -88,7 +88,7 @@ def reply_options(
         written = (written_from or {}).get(channel, {})
         kind = next((k for k in kinds if written.get(k) in held[k]), kinds[0])
         candidates = [
-            (written_from or {}).get(channel, {}).get(kind),
+            written.get(kind),
             *_addresses_in(last_contact or {}, kind),
         ]
         address = next((a for a in candidates if a in held[kind]), held[kind][0])

@@ -87,7 +87,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from itertools import groupby
+from functools import cached_property
+from itertools import accumulate, groupby
 from statistics import fmean
 from typing import Any, Final, Literal
 
@@ -760,13 +761,15 @@ class _Timeline:
     def __init__(self, touches: Sequence[Touch]) -> None:
         self.touches = touches
         self.times = [touch.occurred_at for touch in touches]
-        self.running: dict[str, list[int]] = {}
-        for index, touch in enumerate(touches):
-            counts = self.running.setdefault(touch.channel, [0] * (len(touches) + 1))
-            counts[index + 1] = 1
-        for counts in self.running.values():
-            for index in range(1, len(counts)):
-                counts[index] += counts[index - 1]
+
+    @cached_property
+    def running(self) -> dict[str, list[int]]:
+        """Per channel, how many of the first n touches are on it (n from 0): built only for
+        the measure that credits channels (attribution), not for the campaigns'."""
+        return {
+            channel: list(accumulate((t.channel == channel for t in self.touches), initial=0))
+            for channel in dict.fromkeys(t.channel for t in self.touches)
+        }
 
     def between(self, since: datetime, until: datetime) -> tuple[int, int]:
         """The indexes [low, high) of the touches in [since, until)."""

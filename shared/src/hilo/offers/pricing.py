@@ -388,8 +388,10 @@ def _shares(total: Decimal, weights: Sequence[Decimal], currency: str) -> list[D
     shares = [min(round_money(total * weight / weight_sum, currency), weight) for weight in weights]
     left = total - sum(shares, Decimal(0))
     for index in reversed(range(len(shares))):
-        room = weights[index] - shares[index] if left > 0 else -shares[index]
-        change = min(left, room) if left > 0 else max(left, room)
+        if left > 0:  # up to the member's price
+            change = min(left, weights[index] - shares[index])
+        else:  # down to nothing
+            change = max(left, -shares[index])
         shares[index] += change
         left -= change
     return shares
