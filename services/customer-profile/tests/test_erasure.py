@@ -14,6 +14,7 @@ from customer_profile.domain.identity import UNVERIFIED_MERGE, Conflict, conflic
 from customer_profile.service.rebuild import rebuild
 from customer_profile.testing import (
     RunningProfileService,
+    attach_request,
     clear_faults,
     interaction,
     interleave,
@@ -291,12 +292,7 @@ async def test_an_erasure_withdraws_a_request_to_attach_the_persons_number_to_so
     only Carla, stayed pending with the erased person's number, and confirming it would have
     given it to Carla."""
     svc = profile_service
-    await svc.publish([interaction(1, email="carla@example.com")])
-    await svc.wait_for_entries(1)
-    linking = interaction(2, minutes=1, email="carla@example.com", phone="+34612345602")
-    await svc.publish([linking.model_copy(update={"identity_trust": "unverified"})])
-    await svc.wait_for_entries(2)
-    [request] = await svc.get("/v1/merge-requests")
+    request = await attach_request(svc, 1, "carla@example.com", "+34612345602")
     assert "phone:+34612345602" in request["keys"]
     await svc.publish([interaction(3, minutes=2, channel="sms", phone="+34612345602")])
     await svc.wait_for_entries(3)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from customer_profile.testing import RunningProfileService, interaction, raw_records
+from customer_profile.testing import RunningProfileService, attach_request, interaction, raw_records
 from hilo.contract import Identified, Interaction, interaction_id
 from hilo.kafka import PublishFailed, read_to_end
 from hilo.settings import HiloSettings
@@ -355,12 +355,7 @@ async def test_rejecting_an_attach_request_whose_confirmation_may_land_is_refuse
     """Nothing keeps one profile apart from itself: after a confirmation answered 503, a
     rejection of a request to add a phone would say rejected over a phone added later."""
     svc = profile_service
-    await svc.publish([interaction(40, email="zoe@example.com")])
-    await svc.wait_for_entries(1)
-    ask = interaction(41, minutes=1, email="zoe@example.com", phone="+34611220040")
-    await svc.publish([ask.model_copy(update={"identity_trust": "unverified"})])
-    await svc.wait_for_entries(2)
-    [request] = await svc.get("/v1/merge-requests")
+    request = await attach_request(svc, 40, "zoe@example.com", "+34611220040")
     publish = svc.service.publisher.publish_interaction
 
     async def answer_lost(interaction: Interaction) -> None:

@@ -32,15 +32,14 @@ def test_a_service_sender_is_nobody_even_where_numbers_are_read_nationally(
     assert party(sender) is None
 
 
+def on_whatsapp(sid: str, **fields: str) -> InboundMessage:
+    """A message from +34 612 34 56 78 to the business's Twilio WhatsApp sender."""
+    form = {"MessageSid": sid, "From": "whatsapp:+34612345678", "To": "whatsapp:+14155552671"}
+    return InboundMessage.model_validate({**form, **fields})
+
+
 def test_a_whatsapp_message_through_twilio_is_recorded_on_whatsapp() -> None:
-    message = InboundMessage.model_validate(
-        {
-            "MessageSid": "SM1",
-            "From": "whatsapp:+34612345678",
-            "To": "whatsapp:+14155552671",
-            "Body": "STOP",
-        }
-    )
+    message = on_whatsapp("SM1", Body="STOP")
     read = StatusCallback.model_validate(
         {
             "MessageSid": "SM2",
@@ -97,16 +96,7 @@ def test_a_location_shared_on_whatsapp_through_twilio_is_kept(
 ) -> None:
     """Twilio passes a shared location as `Latitude`/`Longitude` with an empty `Body` and no
     media: it was taken for an empty message and dropped, and Twilio never posts it again."""
-    message = InboundMessage.model_validate(
-        {
-            "MessageSid": "SM3",
-            "From": "whatsapp:+34612345678",
-            "To": "whatsapp:+14155552671",
-            "Body": "",
-            "NumMedia": "0",
-            **point,
-        }
-    )
+    message = on_whatsapp("SM3", Body="", NumMedia="0", **point)
 
     written = incoming(message, NOW, "t", b"pepper")
 
@@ -121,16 +111,7 @@ def test_a_location_shared_on_whatsapp_through_twilio_is_kept(
 
 
 def test_a_location_name_longer_than_the_contract_holds_is_cut_saying_so() -> None:
-    message = InboundMessage.model_validate(
-        {
-            "MessageSid": "SM4",
-            "From": "whatsapp:+34612345678",
-            "To": "whatsapp:+14155552671",
-            "Latitude": "41.3874",
-            "Longitude": "2.1686",
-            "Label": "x" * 5000,
-        }
-    )
+    message = on_whatsapp("SM4", Latitude="41.3874", Longitude="2.1686", Label="x" * 5000)
 
     [shared] = incoming(message, NOW, "t", b"pepper")
 

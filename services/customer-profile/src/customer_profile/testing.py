@@ -132,6 +132,20 @@ def interaction(
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 
+async def attach_request(
+    svc: RunningProfileService, first: int, email: str, phone: str
+) -> dict[str, Any]:
+    """A customer known by `email` (events `first` on, the test's first two), then an unverified
+    event putting an unknown `phone` beside it: the merge request it opens, to attach the phone."""
+    await svc.publish([interaction(first, email=email)])
+    await svc.wait_for_entries(1)
+    ask = interaction(first + 1, minutes=1, email=email, phone=phone)
+    await svc.publish([ask.model_copy(update={"identity_trust": "unverified"})])
+    await svc.wait_for_entries(2)
+    [request] = await svc.get("/v1/merge-requests")
+    return dict(request)
+
+
 class InjectedFault(RuntimeError):
     """Raised by `inject_fault`: stands for a crash, a timeout or a refused write at that step."""
 
