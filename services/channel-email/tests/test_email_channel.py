@@ -760,3 +760,40 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 async def bodies_held() -> float:
     return REGISTRY.get_sample_value("hilo_channel_body_bytes_held", {"channel": "email"}) or 0
+
+
+async def test_out_of_office_replies_and_bounces_are_acknowledged_unrecorded(
+    email: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """An auto-reply recorded read as the customer writing back, and opened the conversation
+    again for an agent: a mail marked as automatic (RFC 3834 and older marks) is answered 200,
+    counted ignored and not published, whichever route brings it; `Auto-Submitted: no` is a
+    person's mail."""
+    ignored_before = REGISTRY.get_sample_value(
+        "hilo_channel_events_ignored_total", {"channel": "email"}
+    )
+    out_of_office = REPLY.replace(
+        b"MIME-Version: 1.0", b"Auto-Submitted: auto-replied (vacation)\r\nMIME-Version: 1.0"
+    )
+    person = REPLY.replace(b"MIME-Version: 1.0", b"Auto-Submitted: no\r\nMIME-Version: 1.0")
+    legacy = [
+        (k, v.replace("]]", '], ["X-Autoreply", "yes"]]') if k == "message-headers" else v)
+        for k, v in mailgun_fields()
+    ]
+    assert out_of_office != REPLY != person
+
+    answers = [
+        await email.post("/v1/messages/mime", content=mail, headers=raw_mime(mail).headers)
+        for mail in (out_of_office, person)
+    ]
+    answers.append(await send(email, mailgun(legacy)))
+
+    assert [answer.status_code for answer in answers] == [200] * 3
+    assert answers[0].json() == {"ignored": "automatic", "header": "auto-submitted"}
+    assert answers[2].json() == {"ignored": "automatic", "header": "x-autoreply"}
+    [event] = await published_interactions(settings, 1)
+    assert event["id"] == answers[1].json()["event_id"]
+    assert (
+        REGISTRY.get_sample_value("hilo_channel_events_ignored_total", {"channel": "email"})
+        == (ignored_before or 0) + 2
+    )

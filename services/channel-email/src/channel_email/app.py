@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import ValidationError
@@ -52,6 +53,7 @@ from hilo.channel import (
 )
 from hilo.webhook import SignatureError
 
+log = structlog.get_logger(__name__)
 BASIC = HTTPBasic(auto_error=False, description="SendGrid: credentials in the Parse URL.")
 
 
@@ -73,6 +75,8 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
                 # Parsing MIME and HTML is CPU-bound and anyone can mail a large message: in a
                 # thread, so other webhooks are answered meanwhile.
                 mail = await asyncio.to_thread(read)
+                if mail.automatic:
+                    return await _ignored_automatic(channel, mail.automatic)
                 interaction = translate(mail, datetime.now(UTC), settings.instance, settings.pepper)
         except RecursionError:
             # Parts nested a thousand deep: Python's email parser recurses per level.
@@ -137,6 +141,14 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
         return await publish(lambda: parse_mime(body))
 
     return [router]
+
+
+async def _ignored_automatic(channel: Channel, header: str) -> dict[str, str]:
+    """Acknowledge an automatic mail (`automatic_mark`) unpublished, counted as ignored: 200,
+    so the provider does not post it again."""
+    log.info("email_automatic_ignored", header=header)
+    await channel.publish([], ignored=1)
+    return {"ignored": "automatic", "header": header}
 
 
 EVENT_BODY_LIMIT = 256 * 1024

@@ -26,6 +26,7 @@ from starlette.datastructures import FormData, UploadFile
 from channel_email.mime import (
     AttachmentInfo,
     InboundEmail,
+    automatic_mark,
     first_address,
     html_to_text,
     message_ids,
@@ -186,6 +187,7 @@ def parse_route_post(form: FormData, raw_mime: bytes | None = None) -> InboundEm
             for name, upload in form.multi_items()
             if name.startswith("attachment-") and isinstance(upload, UploadFile)
         ),
+        automatic=automatic_mark(lambda name: headers.get(name, "")),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import message_from_bytes, policy
@@ -50,6 +51,8 @@ class InboundEmail:
     in_reply_to: str | None = None
     references: tuple[str, ...] = ()
     attachments: tuple[AttachmentInfo, ...] = field(default_factory=tuple)
+    automatic: str | None = None
+    """The header that marks the mail as sent by a machine (`automatic_mark`), else None."""
 
     @property
     def thread_root(self) -> str:
@@ -57,6 +60,26 @@ class InboundEmail:
         if self.references:
             return self.references[0]
         return self.in_reply_to or self.message_id
+
+
+AUTOMATIC_HEADERS = ("auto-submitted", "precedence", "x-autoreply", "x-autorespond")
+"""What marks a mail no person wrote: RFC 3834's `Auto-Submitted`, and what auto-responders
+set where they predate it (`Precedence: auto_reply`, Exchange's and cPanel's `X-Autoreply`,
+`X-Autorespond`)."""
+_MACHINE_PRECEDENCE = frozenset({"auto_reply", "bulk", "junk"})
+
+
+def automatic_mark(headers: Callable[[str], str]) -> str | None:
+    """The header (of `AUTOMATIC_HEADERS`, read through `headers`: '' when absent) that marks a
+    mail as an automatic one, an out-of-office reply, a bounce, a mailing: no message from the
+    customer. Recorded, it would read in the journey as the customer writing back, and open the
+    conversation again for an agent. `Auto-Submitted: no` is a person's mail."""
+    submitted = headers("auto-submitted").split(";")[0].strip().lower()
+    if submitted and submitted != "no":
+        return "auto-submitted"
+    if headers("precedence").strip().lower() in _MACHINE_PRECEDENCE:
+        return "precedence"
+    return next((name for name in AUTOMATIC_HEADERS[2:] if headers(name).strip()), None)
 
 
 def message_ids(header: str | None) -> tuple[str, ...]:
@@ -192,6 +215,7 @@ def parse_mime(raw: bytes) -> InboundEmail:
         in_reply_to=next(iter(message_ids(_header(message, "In-Reply-To"))), None),
         references=message_ids(_header(message, "References")),
         attachments=tuple(_attachments(message)),
+        automatic=automatic_mark(lambda name: _header(message, name)),
     )
 
 

@@ -134,3 +134,25 @@ def test_a_text_attachment_full_of_sql_comments_is_no_mail_of_many_parts() -> No
     mail = parse_mime(raw)
 
     assert [a.filename for a in mail.attachments] == ["dump.sql"]
+
+
+@pytest.mark.parametrize(
+    ("header", "mark"),
+    [
+        (b"Auto-Submitted: auto-generated", "auto-submitted"),
+        (b"Auto-Submitted: Auto-Replied; owner-email=ana@example.com", "auto-submitted"),
+        (b"Auto-Submitted: no", None),
+        (b"Precedence: auto_reply", "precedence"),
+        (b"Precedence: bulk", "precedence"),
+        (b"Precedence: first-class", None),
+        (b"X-Autorespond: yes", "x-autorespond"),
+        (b"X-Autoreply: yes", "x-autoreply"),
+        (b"X-Mailer: Thunderbird", None),
+    ],
+)
+def test_a_mail_marked_automatic_says_which_header_marks_it(
+    header: bytes, mark: str | None
+) -> None:
+    raw = REPLY.replace(b"MIME-Version: 1.0", header + b"\r\nMIME-Version: 1.0")
+    assert raw != REPLY
+    assert parse_mime(raw).automatic == mark
