@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from hilo.dead_letters import ReplayFilter, ReplayIncomplete, replay
-from hilo.kafka import read_to_end
+from hilo.dead_letters import (
+    REASON,
+    REPLAYED_FROM,
+    ReplayFilter,
+    ReplayIncomplete,
+    publish_dead_letter,
+    replay,
+)
+from hilo.kafka import KafkaPublisher, create_broker, read_to_end
 from hilo.settings import HiloSettings
 from hilo.testkit.topic_limits import limit_record_size
 from hilo.topics import Topic, topic_name
@@ -88,3 +95,44 @@ async def test_a_letter_that_failed_again_is_replayed_once_through_its_newer_cop
     assert [record.value for record in sent] == [b"again"]
     [value] = [v for k, v in sent[0].headers if k == "hilo_replayed_from"]
     assert value != marker, "one marker: the copy it was replayed from"
+
+
+async def test_a_dead_letter_keeps_its_records_headers_as_they_were_and_a_replay_restores_them(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """A record's headers may repeat a name, or hold bytes that are no UTF-8 (a trace id, a
+    producer's own binary header): the dead letter keeps them as they were (it kept one value
+    per name, text with `�` for the bytes), and its replay puts them back on the topic."""
+    own = [("trace", b"\xff\x00\x9c"), ("tag", b"a"), ("tag", b"b"), ("hilo_error_reason", b"x")]
+    interactions = topic_name(Topic.INTERACTIONS, settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(interactions, b"not json", key=b"k", headers=own)
+    finally:
+        await producer.stop()
+    [failed] = await read_to_end(settings.kafka_bootstrap_servers, interactions)
+    broker = create_broker(settings)
+    await broker.start()
+    try:
+        await publish_dead_letter(
+            KafkaPublisher(broker, settings),
+            Topic.INTERACTIONS_DLQ,
+            failed,
+            reason="not_json",
+            detail="expected value",
+        )
+    finally:
+        await broker.stop()
+
+    [letter] = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.INTERACTIONS_DLQ, settings)
+    )
+    assert list(letter.headers)[:3] == own[:3]
+    assert [value for name, value in letter.headers if name == REASON] == [b"not_json"]
+    report = await replay(settings, ReplayFilter())
+    assert report.replayed == 1
+    back = (await read_to_end(settings.kafka_bootstrap_servers, interactions))[-1]
+    assert back.value == b"not json"
+    assert list(back.headers)[:3] == own[:3]
+    assert [name for name, _ in back.headers][3:] == [REPLAYED_FROM]

@@ -14,6 +14,7 @@ from hilo.kafka import (
     RecordTooLarge,
     create_broker,
     record_size,
+    wire_headers,
 )
 from hilo.mongo import create_mongo_client
 from hilo.sealing import create_sealer
@@ -65,14 +66,15 @@ def test_a_dead_letter_of_the_largest_record_still_fits() -> None:
     """Else the profile could never dead-letter it, and would retry it for ever."""
     largest = Record(Topic.INTERACTIONS, b"k" * 64, b"x" * 1_000, {"content-type": "a" * 40})
     headers = dead_letter_headers(
-        [(name, value.encode()) for name, value in largest.headers.items()],
         reason="unsupported_schema_version_or_longer",
         detail="é" * 5_000,  # two bytes each, cut to the limit in bytes
         topic="t" * 249,  # Kafka's longest topic name
         partition=2**31 - 1,
         offset=2**63 - 1,
     )
-    letter = Record(Topic.INTERACTIONS_DLQ, largest.key, largest.value, headers)
+    letter = Record(
+        Topic.INTERACTIONS_DLQ, largest.key, largest.value, headers, wire_headers(largest)
+    )
 
     assert set(DEAD_LETTER_HEADERS) <= set(headers)
     assert record_size(letter) - record_size(largest) <= DEAD_LETTER_HEADROOM

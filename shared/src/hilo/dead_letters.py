@@ -49,27 +49,27 @@ DETAIL_LIMIT = 1000
 
 
 def dead_letter_headers(
-    original: Iterable[tuple[str, bytes]],
-    *,
-    reason: str,
-    detail: str,
-    topic: str,
-    partition: int,
-    offset: int,
+    *, reason: str, detail: str, topic: str, partition: int, offset: int
 ) -> dict[str, str]:
-    """The original headers plus why the record failed and where it was read."""
-    headers = {name: value.decode(errors="replace") for name, value in original}
-    headers.update(
-        {
-            REASON: reason,
-            DETAIL: detail.encode()[:DETAIL_LIMIT].decode(errors="ignore"),
-            ORIGINAL_TOPIC: topic,
-            ORIGINAL_PARTITION: str(partition),
-            ORIGINAL_OFFSET: str(offset),
-            FAILED_AT: datetime.now(UTC).isoformat(),
-        }
+    """Why a record failed and where it was read: what a dead letter adds to its headers."""
+    return {
+        REASON: reason,
+        DETAIL: detail.encode()[:DETAIL_LIMIT].decode(errors="ignore"),
+        ORIGINAL_TOPIC: topic,
+        ORIGINAL_PARTITION: str(partition),
+        ORIGINAL_OFFSET: str(offset),
+        FAILED_AT: datetime.now(UTC).isoformat(),
+    }
+
+
+def carried_headers(original: Iterable[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]:
+    """A record's own headers, as they were (repeated names and any bytes), but for those a
+    dead letter sets itself: what it says of this failure is the one to read."""
+    return tuple(
+        (name, bytes(value or b""))
+        for name, value in original
+        if name not in (*DEAD_LETTER_HEADERS, WITHOUT_VALUE)
     )
-    return headers
 
 
 class ConsumedRecord(Protocol):
@@ -96,13 +96,13 @@ def dead_letter(topic: Topic, record: ConsumedRecord, *, reason: str, detail: st
         record.key or b"",
         record.value,
         dead_letter_headers(
-            record.headers or (),
             reason=reason,
             detail=detail,
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
         ),
+        carried_headers(record.headers or ()),
     )
 
 
@@ -110,7 +110,7 @@ def without_value(letter: Record) -> Record:
     """`letter` without its value: what the dead-letter topic can take of a record too large
     for it, with the value's size (`replay` leaves such letters out)."""
     headers = {**letter.headers, WITHOUT_VALUE: str(len(letter.value or b""))}
-    return Record(letter.topic, letter.key, None, headers)
+    return Record(letter.topic, letter.key, None, headers, letter.carried)
 
 
 async def publish_dead_letter(

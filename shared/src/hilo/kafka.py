@@ -109,6 +109,9 @@ class Record:
     key: bytes
     value: bytes | None
     headers: Mapping[str, str]
+    carried: tuple[tuple[str, bytes], ...] = ()
+    """Headers passed on as they were read, before `headers`: a dead letter keeps its record's
+    own, repeated names and bytes that are no UTF-8 included, for a replay to restore."""
 
 
 class RecordPublisher(Protocol):
@@ -118,7 +121,7 @@ class RecordPublisher(Protocol):
 
 
 def wire_headers(record: Record) -> list[tuple[str, bytes]]:
-    return [(name, value.encode()) for name, value in record.headers.items()]
+    return [*record.carried, *((name, value.encode()) for name, value in record.headers.items())]
 
 
 def record_size(record: Record) -> int:

@@ -210,6 +210,7 @@ def record_document(record: Record) -> dict[str, Any]:
         "key": record.key,
         "value": record.value,
         "headers": dict(record.headers),
+        "carried": [[name, value] for name, value in record.carried],
     }
 
 
@@ -219,4 +220,5 @@ def _record(document: MongoDocument) -> Record:
         bytes(document["key"]),
         None if document["value"] is None else bytes(document["value"]),
         dict(document["headers"]),
+        tuple((name, bytes(value)) for name, value in document.get("carried", ())),
     )
