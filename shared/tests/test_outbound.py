@@ -51,9 +51,10 @@ from hilo.outbound import (
 from hilo.providers.meta import graph_throttled
 from hilo.sealing import create_sealer
 from hilo.settings import HiloSettings
-from hilo.testkit.contract_check import published_interactions
+from hilo.testkit.contract_check import opened_interactions, published_interactions
 from hilo.testkit.probes import eventually, read_topic
 from hilo.testkit.samples import sample_command
+from hilo.testkit.topic_limits import limit_record_size
 from hilo.topics import Topic, topic_name
 from hilo_devkit.channel_contract import channel_client
 
@@ -770,3 +771,45 @@ async def test_the_sends_indexes_are_made_once_mongodb_answers(
     await channel_module._index_sends(sends)  # type: ignore[arg-type]
 
     assert sends.calls == 3
+
+
+async def test_a_sent_commands_record_kafka_refuses_for_good_is_dead_lettered_not_retried(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], topics: list[str]
+) -> None:
+    """`interactions` takes records of at most 4,000 bytes (an operator's `max.message.bytes`):
+    the record of a long reply, sent, is refused for good. It used to be retried every 2 s for
+    ever, and every reply behind it on the partition waited; it goes to `outbound.dlq` now
+    (`unrecorded`), sent once, and the next command is sent and recorded."""
+    await limit_record_size(settings, Topic.INTERACTIONS, 4_000)
+    channel_settings = ChannelSettings(**settings.model_dump())
+    provider = ScriptedProvider()
+    long, short = sample_command(text="é" * 4_000), sample_command()
+    sealer = create_sealer(settings, mongo_client)
+    records = [await command_record(long, sealer), await command_record(short, sealer)]
+    app = create_channel_app(
+        "sms", channel_settings, lambda _: [], description="t", provider=provider
+    )
+    async with channel_client(app):
+        broker = create_broker(settings)
+        await broker.start()
+        try:
+            await KafkaPublisher(broker, settings).publish_records(records)
+        finally:
+            await broker.stop()
+        [dead] = await read_topic(
+            settings.kafka_bootstrap_servers, topic_name(Topic.OUTBOUND_DLQ, settings), expected=1
+        )
+        await eventually(lambda: _sent_count(provider), until=lambda n: n >= 2, timeout=30)
+
+    assert [call.id for call in provider.calls] == [long.id, short.id]
+    assert dict(dead.headers)["hilo_error_reason"] == b"unrecorded"
+    assert dead.value == records[0].value
+    on_interactions = await read_topic(
+        settings.kafka_bootstrap_servers, topic_name(Topic.INTERACTIONS, settings), expected=1
+    )
+    events = await opened_interactions(
+        settings, [record for record in on_interactions if record.key != b"probe"]
+    )
+    assert short.sent_interaction_id() in {event["id"] for event in events}
+    states = mongo_client[settings.mongodb_database][SENDS_COLLECTION]
+    assert (await states.find_one({"_id": long.id}) or {}).get("state") == "sent"

@@ -781,7 +781,13 @@ def subscribe_outbound(
         position = (record.partition, record.offset)
         try:
             await _handle(record, sender, sealer, publisher)
-        except (PyMongoError, PublishFailed, SendInProgress) as exc:
+        except PublishFailed as exc:
+            if not exc.for_good:
+                log.warning("outbound_retry_later", channel=sender.channel, error="PublishFailed")
+                await asyncio.sleep(retry_seconds)
+                raise
+            await _unrecorded(publisher, record, exc)
+        except (PyMongoError, SendInProgress) as exc:
             log.warning("outbound_retry_later", channel=sender.channel, error=type(exc).__name__)
             await asyncio.sleep(retry_seconds)
             raise
@@ -849,6 +855,17 @@ async def _not_sent(document: dict[str, Any] | None, sender: OutboundSender, why
         log.warning("outbound_not_sent_unreported", reason=why)
         return
     await sender.report_not_sent(command_id, failure)
+
+
+async def _unrecorded(publisher: KafkaPublisher, record: Any, exc: PublishFailed) -> None:
+    """The command was handled (sent, or failed and stored so), but Kafka refuses its record on
+    `interactions` for good (too large for the topic's `max.message.bytes`): delivered again, it
+    would be refused again, and every command behind it on the partition would wait for ever.
+    It goes to `outbound.dlq` instead (reason `unrecorded`): what was sent stays sent, and the
+    letter's command, put back on `outbound` once the topic takes such records (within
+    `SENDS_KEPT`), is recorded, not sent again."""
+    log.error("outbound_record_refused_for_good", offset=record.offset, error=str(exc))
+    await _dead_letter(publisher, record, "unrecorded", f"Kafka refused its record: {exc}")
 
 
 async def _dead_letter(publisher: KafkaPublisher, record: Any, reason: str, detail: str) -> None:
