@@ -11,6 +11,7 @@ from pydantic_extra_types.currency_code import ISO4217
 
 from customer_profile.domain.journey import JourneyEntry, new_entry, summarise
 from customer_profile.domain.profile import (
+    CONVERSATION_IDS_KEPT,
     MAX_CONSENTS,
     MAX_TRAIT_TEXT,
     MAX_TRAITS,
@@ -1305,3 +1306,33 @@ def test_the_view_says_who_saw_to_the_customer_until_they_write_or_are_answered(
 
     assert view.conversation is not None
     assert view.conversation.done_by == done_by
+
+
+def test_a_conversation_keeps_its_latest_thread_ids_the_one_last_written_on_last() -> None:
+    """A line that calls every hour opened a conversation whose ids grew with every call: at
+    30,000 calls its snapshot passed 1 MiB, which Kafka refuses. The latest
+    `CONVERSATION_IDS_KEPT` are kept, and a thread written on again moves to the end, where the
+    desk reads the one its reply continues."""
+    calls = [
+        entry(n, "call", "voice", minutes=60 * n, conversation=Conversation(id=f"call-{n}"))
+        for n in range(CONVERSATION_IDS_KEPT + 30)
+    ]
+    again = entry(
+        len(calls),
+        "message",
+        "sms",
+        minutes=60 * len(calls),
+        conversation=Conversation(id=f"call-{len(calls) - 3}"),
+    )
+
+    incremental = ProfileView()
+    for e in [*calls, again]:
+        incremental.apply(e, WINDOW)
+    view = derive_view([*calls, again], WINDOW)
+
+    assert view == incremental.finish()
+    assert view.conversation is not None
+    ids = view.conversation.conversation_ids
+    assert len(ids) == CONVERSATION_IDS_KEPT
+    assert ids[-1] == f"call-{len(calls) - 3}"
+    assert ids[0] == f"call-{len(calls) - CONVERSATION_IDS_KEPT}"

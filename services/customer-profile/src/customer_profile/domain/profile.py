@@ -20,6 +20,7 @@ from hilo.contract import NAME_TRAITS
 from hilo.mongo import as_stored
 
 RECENT_MESSAGES = 10
+CONVERSATION_IDS_KEPT = 50
 RECENT_INTERACTIONS = 10
 RECENT_ORDERS = 50
 """Orders a view keeps whole. The view is rewritten at every event of its customer, so an
@@ -94,7 +95,11 @@ class OpenConversation(BaseModel):
     last_at: datetime
     last_channel: str
     channels: list[str]
-    conversation_ids: list[str]
+    conversation_ids: list[str] = Field(
+        description="The ids of the conversation's threads, the one last written on last; the "
+        f"latest {CONVERSATION_IDS_KEPT} (a line that calls every hour would grow it without "
+        "end: its snapshot past what Kafka takes)."
+    )
     recent: list[MessagePreview] = Field(default_factory=list)
     awaiting_reply_since: datetime | None = Field(
         default=None,
@@ -343,8 +348,10 @@ class ProfileView(BaseModel):
             )
         if entry.channel not in current.channels:
             current.channels.append(entry.channel)
-        if own_id not in current.conversation_ids:
-            current.conversation_ids.append(own_id)
+        current.conversation_ids = [
+            *(known for known in current.conversation_ids if known != own_id),
+            own_id,
+        ][-CONVERSATION_IDS_KEPT:]
         current.last_at = max(current.last_at, entry.occurred_at)
         current.last_channel = entry.channel
         current.recent = [*current.recent, _preview(entry)][-RECENT_MESSAGES:]
