@@ -54,7 +54,9 @@ def routes(channel: Channel) -> list[APIRouter]:
 
 
 def client() -> httpx.AsyncClient:
-    app = create_channel_app("test", ChannelSettings(), routes, description="test")
+    app = create_channel_app(
+        "test", ChannelSettings(environment="test"), routes, description="test"
+    )
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://channel")
 
 
@@ -238,7 +240,7 @@ async def test_a_status_read_back_is_kept_only_for_a_message_this_service_sent()
     """A provider's log lists another tool's messages from the same number too: their statuses
     never came here as webhooks, and are not published from a read-back either."""
     publisher = RecordingPublisher()
-    channel = Channel("sms", ChannelSettings(), publisher)  # type: ignore[arg-type]
+    channel = Channel("sms", ChannelSettings(environment="test"), publisher)  # type: ignore[arg-type]
     message = sample_interaction(channel="sms")
     ours, theirs = delivered("SM-ours"), delivered("SM-theirs")
 

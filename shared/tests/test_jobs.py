@@ -15,7 +15,9 @@ from hilo.settings import HiloSettings
 def test_a_failed_job_exits_1_and_its_error_is_logged_without_the_documents_it_quotes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    configure_logging(HiloSettings(service_name="customer-profile", log_format="json"))
+    configure_logging(
+        HiloSettings(environment="test", service_name="customer-profile", log_format="json")
+    )
     view = {"name": "Ana García", "address": "Calle Mayor 12, Madrid"}
 
     async def rebuild() -> int:

@@ -18,6 +18,12 @@ from hilo.topics import Topic, ensure_topics, topic_name
 from hilo_devkit.local_infra import Endpoints, SecuredKafka
 
 
+@pytest.fixture(autouse=True)
+def _test_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test run: settings read here may use the public development pepper."""
+    monkeypatch.setenv("HILO_ENVIRONMENT", "test")
+
+
 def test_plaintext_is_the_default_and_adds_nothing() -> None:
     settings = HiloSettings(kafka_bootstrap_servers="kafka:9092")
 

@@ -107,7 +107,7 @@ def test_ids_and_counts_pass_untouched() -> None:
 def test_configured_pipeline_masks_structlog_and_stdlib_records(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    configure_logging(HiloSettings(service_name="test-logs", log_format="json"))
+    configure_logging(HiloSettings(environment="test", service_name="test-logs", log_format="json"))
 
     structlog.get_logger("hilo.test").info("customer_seen", email="ana@example.com")
     logging.getLogger("aiokafka").warning("could not reach ana@example.com")
@@ -180,7 +180,11 @@ def test_libraries_that_log_urls_or_documents_stay_quiet(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """httpx logs every request's URL at INFO: the agent desk's searches put phones there."""
-    configure_logging(HiloSettings(service_name="test-logs", log_format="json", log_level="DEBUG"))
+    configure_logging(
+        HiloSettings(
+            environment="test", service_name="test-logs", log_format="json", log_level="DEBUG"
+        )
+    )
     client = httpx.Client(transport=httpx.MockTransport(lambda _: httpx.Response(404)))
 
     client.get("http://customer-profile/v1/customers/%2B34%20612%20345%20678")
@@ -241,7 +245,7 @@ def test_a_traceback_keeps_its_frames_but_not_the_documents_a_database_error_quo
     """A write error's message quotes the documents it refused: a name and a street address
     that no pattern of `mask_text` recognises. uvicorn logs an unhandled one with its
     traceback ("Exception in ASGI application"), so the traceback is where it must go."""
-    configure_logging(HiloSettings(service_name="test-logs", log_format="json"))
+    configure_logging(HiloSettings(environment="test", service_name="test-logs", log_format="json"))
     document = {"name": "Ana García", "address": "Calle Mayor 12, Madrid", "email": EMAIL}
 
     def find() -> None:

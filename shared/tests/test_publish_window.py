@@ -46,7 +46,9 @@ class StandInPublisher(KafkaPublisher):
 
 
 def publisher(producer: Producer, *, timeout: float = 10.0) -> KafkaPublisher:
-    return StandInPublisher(producer, HiloSettings(kafka_publish_timeout_seconds=timeout))
+    return StandInPublisher(
+        producer, HiloSettings(environment="test", kafka_publish_timeout_seconds=timeout)
+    )
 
 
 def record(key: str) -> Record:

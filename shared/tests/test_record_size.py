@@ -73,7 +73,7 @@ def test_a_dead_letter_of_the_largest_record_still_fits() -> None:
         offset=2**63 - 1,
     )
     letter = Record(
-        Topic.INTERACTIONS_DLQ, largest.key, largest.value, headers, wire_headers(largest)
+        Topic.INTERACTIONS_DLQ, largest.key, largest.value, headers, tuple(wire_headers(largest))
     )
 
     assert set(DEAD_LETTER_HEADERS) <= set(headers)

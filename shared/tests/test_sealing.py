@@ -239,7 +239,7 @@ async def test_a_value_json_cannot_carry_goes_on_the_wire_as_null() -> None:
     interaction = sample_interaction("identify").model_copy(
         update={"payload": sample_payloads()["identify"].model_copy(update={"traits": traits})}
     )
-    settings, seals = HiloSettings(), sealer()
+    settings, seals = HiloSettings(environment="test"), sealer()
     publisher = KafkaPublisher(create_broker(settings), settings, sealer=seals)
 
     [record] = await publisher.interaction_records([interaction])

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from pymongo.errors import InvalidURI
 from pymongo.uri_parser import parse_uri
 
 from hilo.settings import HiloSettings
+
+
+@pytest.fixture(autouse=True)
+def _test_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test run (`HILO_ENVIRONMENT`): settings read from the environment may use the public
+    development pepper only in one."""
+    monkeypatch.setenv("HILO_ENVIRONMENT", "test")
 
 
 def test_prefixed_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,3 +94,28 @@ def test_event_time_skew_and_record_size_are_settings(monkeypatch: pytest.Monkey
     assert settings.max_future_skew_seconds == 60
     assert settings.kafka_max_record_bytes == 2_097_152
     assert HiloSettings.model_fields["kafka_max_record_bytes"].default == 1_048_576
+
+
+def test_the_public_development_pepper_is_refused_unless_the_run_says_it_is_a_development_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deployment outside compose that sets neither variable used to run with the public
+    pepper: subjects, erased identifiers' included, could be reversed by hashing guesses."""
+    monkeypatch.delenv("HILO_ENVIRONMENT")
+    monkeypatch.delenv("HILO_SUBJECT_PEPPER", raising=False)
+
+    with pytest.raises(ValidationError, match="HILO_SUBJECT_PEPPER"):
+        HiloSettings()
+    with pytest.raises(ValidationError, match="HILO_SUBJECT_PEPPER"):
+        HiloSettings(environment="production")
+
+    assert HiloSettings(environment="development").explicitly_development
+    # A deployment that ran so keeps its pepper by naming it; production never takes it.
+    public = "hilo-development-pepper-not-secret"
+    assert (
+        HiloSettings(subject_pepper=SecretStr(public)).subject_pepper.get_secret_value() == public
+    )
+    with pytest.raises(ValidationError, match="HILO_SUBJECT_PEPPER"):
+        HiloSettings(environment="production", subject_pepper=SecretStr(public))
+    monkeypatch.setenv("HILO_SUBJECT_PEPPER", "a-long-random-secret-of-this-deployment")
+    assert HiloSettings().subject_pepper.get_secret_value().startswith("a-long")

@@ -458,7 +458,11 @@ def seed_demo_catalogue(values: Mapping[str, str]) -> str:
 
 
 async def _ensure_topics(values: Mapping[str, str]) -> None:
-    await ensure_topics(HiloSettings(kafka_bootstrap_servers=values["KAFKA_BOOTSTRAP_SERVERS"]))
+    await ensure_topics(
+        HiloSettings(
+            environment="development", kafka_bootstrap_servers=values["KAFKA_BOOTSTRAP_SERVERS"]
+        )
+    )
 
 
 def summary(values: Mapping[str, str], seeded: str = "") -> str:

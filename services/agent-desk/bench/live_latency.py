@@ -92,6 +92,7 @@ def main() -> None:
     with Infrastructure() as endpoints:
         run = uuid.uuid4().hex[:8]
         settings = HiloSettings(
+            environment="development",
             kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
             mongodb_url=endpoints.mongodb_url,
             mongodb_database=f"bench_{run}",

@@ -9,6 +9,13 @@ from agent_desk.policy import reply_options
 from agent_desk.settings import DeskSettings
 
 
+@pytest.fixture(autouse=True)
+def _test_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test run (`HILO_ENVIRONMENT`): settings read from the environment may use the public
+    development pepper only in one."""
+    monkeypatch.setenv("HILO_ENVIRONMENT", "test")
+
+
 def test_agents_with_real_hashes_are_read_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -67,3 +74,19 @@ def test_the_queue_is_read_for_its_gauges_never_or_at_most_once_a_second(
     else:
         with pytest.raises(ValueError, match="HILO_DESK_QUEUE_METRICS_SECONDS"):
             DeskSettings()
+
+
+def test_a_run_that_does_not_say_it_is_a_development_one_needs_a_secret_and_secure_cookies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A desk deployed outside compose with no environment set signed sessions with a random
+    secret per run and sent its cookie over plain HTTP: it is treated as the real one it is."""
+    monkeypatch.delenv("HILO_ENVIRONMENT")
+    monkeypatch.setenv("HILO_SUBJECT_PEPPER", "a-long-random-secret-of-this-deployment")
+
+    with pytest.raises(ValueError, match="HILO_DESK_SESSION_SECRET"):
+        DeskSettings()
+    monkeypatch.setenv("HILO_DESK_SESSION_SECRET", "s" * 32)
+    assert DeskSettings().secure_cookies
+    monkeypatch.setenv("HILO_ENVIRONMENT", "development")
+    assert not DeskSettings().secure_cookies

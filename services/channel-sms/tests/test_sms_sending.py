@@ -354,7 +354,11 @@ async def test_an_answer_without_a_message_sid_is_reported_as_maybe_sent(
 def test_sending_needs_an_account_and_a_sender_and_an_account_alone_reads_back() -> None:
     """A sender without an account is a typo; an account alone (shared with channel-voice in
     compose) reads Twilio's message log back and reports replies not configured."""
-    base = {"twilio_auth_token": "t", "public_base_url": "https://hooks.example.com"}
+    base = {
+        "twilio_auth_token": "t",
+        "public_base_url": "https://hooks.example.com",
+        "environment": "test",
+    }
 
     assert isinstance(twilio_provider(SmsSettings.model_validate(base)), NotConfigured)
     account_alone = SmsSettings.model_validate({**base, "twilio_account_sid": ACCOUNT_SID})

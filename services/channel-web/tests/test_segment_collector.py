@@ -467,6 +467,7 @@ def test_cors_is_turned_off_by_none_not_by_an_empty_value(
     """An empty variable is the default for every setting (`*` here): `none` turns CORS off."""
     monkeypatch.setenv("HILO_WEB_WRITE_KEYS", WRITE_KEY)
     monkeypatch.setenv("HILO_WEB_CORS_ORIGINS", variable)
+    monkeypatch.setenv("HILO_ENVIRONMENT", "test")
 
     given = WebSettings().web_cors_origins
 

@@ -319,7 +319,9 @@ class Service:
         command: Sequence[str] = (sys.executable, "-m", "channel_whatsapp"),
     ) -> None:
         self.kafka = kafka
-        self.settings = HiloSettings(kafka_bootstrap_servers=kafka, topic_prefix=prefix)
+        self.settings = HiloSettings(
+            environment="development", kafka_bootstrap_servers=kafka, topic_prefix=prefix
+        )
         self.extra_env = extra_env
         self.command = command
         self.port = free_port()
@@ -340,6 +342,7 @@ class Service:
         await ensure_topics(self.settings)
         env = {
             **os.environ,
+            "HILO_ENVIRONMENT": "development",
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka,
             "HILO_TOPIC_PREFIX": self.settings.topic_prefix,
             "HILO_HTTP_PORT": str(self.port),

@@ -288,7 +288,9 @@ async def measure(
 ) -> tuple[dict[str, float], dict[str, Sampler], dict[str, list[float]]]:
     run = uuid.uuid4().hex[:8]
     settings = HiloSettings(
-        kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers, topic_prefix=f"e2e{run}."
+        environment="development",
+        kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
+        topic_prefix=f"e2e{run}.",
     )
     await ensure_topics(settings)
     common = {

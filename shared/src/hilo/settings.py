@@ -171,12 +171,21 @@ class HiloSettings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
 
     @model_validator(mode="after")
-    def _own_pepper_in_production(self) -> HiloSettings:
-        """The development pepper is public: in production subjects would be guessable."""
-        if self.environment == "production" and (
-            self.subject_pepper.get_secret_value() == DEVELOPMENT_PEPPER
+    def _own_pepper_unless_development(self) -> HiloSettings:
+        """The development pepper is public: subjects under it are guessable (a hash of every
+        number of a country names them), erased identifiers included. Only a run that says it
+        is a development or test one (`explicitly_development`) may use it: a deployment
+        outside compose that sets no environment is refused, not quietly given it (one that ran
+        so names it explicitly to keep it; production never takes it)."""
+        public = self.subject_pepper.get_secret_value() == DEVELOPMENT_PEPPER
+        defaulted = "subject_pepper" not in self.model_fields_set
+        if public and (
+            self.environment == "production" or (defaulted and not self.explicitly_development)
         ):
-            raise ValueError("set HILO_SUBJECT_PEPPER to a long random secret in production")
+            raise ValueError(
+                "set HILO_SUBJECT_PEPPER to a long random secret (or HILO_ENVIRONMENT="
+                "development for a development run: its default pepper is public)"
+            )
         return self
 
     @model_validator(mode="after")

@@ -43,14 +43,16 @@ class DeskSettings(HiloSettings):
     desk_session_secret: SecretStr = Field(
         default=SecretStr(""),
         description="Signs the session cookie; a long random value, the same on every desk "
-        "instance. Required outside development (a random one is made per run otherwise).",
+        "instance. Required unless HILO_ENVIRONMENT is development or test (a random one is "
+        "made per run then).",
     )
     desk_session_hours: float = Field(
         default=12.0, gt=0, le=24 * 30, description="How long a sign-in lasts."
     )
     desk_secure_cookies: bool | None = Field(
         default=None,
-        description="Send the session cookie over HTTPS only; default: on in production.",
+        description="Send the session cookie over HTTPS only; default: on unless "
+        "HILO_ENVIRONMENT is development or test.",
     )
     profile_api_url: AnyHttpUrl = Field(
         default=AnyHttpUrl("http://127.0.0.1:8080"), description="The customer-profile API."
@@ -138,15 +140,20 @@ class DeskSettings(HiloSettings):
         return self
 
     @model_validator(mode="after")
-    def _secrets_in_production(self) -> DeskSettings:
-        if self.environment == "production" and len(self.desk_session_secret) < 32:
-            raise ValueError("set HILO_DESK_SESSION_SECRET to 32+ random characters in production")
+    def _secrets_unless_development(self) -> DeskSettings:
+        """Outside a run that says it is a development one, as `HiloSettings` treats its pepper:
+        a deployment that sets no environment is a real one."""
+        if not self.explicitly_development and len(self.desk_session_secret) < 32:
+            raise ValueError(
+                "set HILO_DESK_SESSION_SECRET to 32+ random characters (a development run: "
+                "HILO_ENVIRONMENT=development)"
+            )
         return self
 
     @property
     def secure_cookies(self) -> bool:
         if self.desk_secure_cookies is None:
-            return self.environment == "production"
+            return not self.explicitly_development
         return self.desk_secure_cookies
 
     @property

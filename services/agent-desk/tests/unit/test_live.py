@@ -38,7 +38,9 @@ def record(customer: str, entry_id: str, partition: int = 0) -> Record:
 
 def feed(capacity: int = 100) -> JourneyFeed:
     # Unsealed values open as they are: the in-memory key store is never asked.
-    return JourneyFeed(HiloSettings(), Sealer(InMemoryKeys(), b"pepper-pepper-pepper"), capacity)
+    return JourneyFeed(
+        HiloSettings(environment="test"), Sealer(InMemoryKeys(), b"pepper-pepper-pepper"), capacity
+    )
 
 
 def ids(entries: list[LiveEntry]) -> list[str]:
@@ -175,7 +177,7 @@ async def test_an_erasure_forgets_the_entries_held_of_the_customer_and_their_ali
     await live._add([record("c1", "a"), record("c2", "b"), record("c9", "c")])
     middle = live.position
     await live._add([record("c2", "d")])
-    erasures = topic_name(Topic.ERASURES, HiloSettings())
+    erasures = topic_name(Topic.ERASURES, HiloSettings(environment="test"))
     erasure = {"customer_id": "c1", "aliases": ["c9"], "subjects": [], "erased_at": "2026-12-05"}
 
     await live._add([Record(b"c1", json.dumps(erasure).encode(), topic=erasures)])

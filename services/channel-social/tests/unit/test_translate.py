@@ -199,7 +199,7 @@ def test_a_listed_ref_matches_exactly_and_a_prefix_only_where_it_ends_in_a_star(
 
 
 def test_a_catch_all_ref_prefix_is_refused_at_start() -> None:
-    base = {"meta_app_secret": "s", "meta_verify_token": "t"}
+    base = {"meta_app_secret": "s", "meta_verify_token": "t", "environment": "test"}
     for refs in ("*", "sp*,spring-flyer"):
         with pytest.raises(ValidationError, match="at least 3 characters"):
             SocialSettings.model_validate({**base, "social_campaign_refs": refs})

@@ -22,7 +22,8 @@ def _no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_without_keys_the_api_is_refused_unless_the_run_says_it_is_development() -> None:
-    assert ProfileSettings().open_api_refusal() is not None, "an unset environment is not enough"
+    unset = ProfileSettings(subject_pepper=PEPPER)
+    assert unset.open_api_refusal() is not None, "an unset environment is not enough"
     assert (
         ProfileSettings(environment="production", subject_pepper=PEPPER).open_api_refusal()
         is not None

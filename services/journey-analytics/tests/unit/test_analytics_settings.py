@@ -15,11 +15,11 @@ def test_the_restated_days_cover_everything_a_days_measures_follow() -> None:
     as long again (`Windows.forward`): its record must be restated that long, or its last record
     says a cart converted whose order was cancelled after it (the API later says not)."""
     with pytest.raises(ValidationError, match="HILO_METRICS_RESTATED_DAYS"):
-        AnalyticsSettings(conversion_days=10, metrics_restated_days=10)
+        AnalyticsSettings(environment="test", conversion_days=10, metrics_restated_days=10)
     with pytest.raises(ValidationError, match="HILO_METRICS_RESTATED_DAYS"):
-        AnalyticsSettings(conversation_window_hours=24 * 15)
+        AnalyticsSettings(environment="test", conversation_window_hours=24 * 15)
 
-    enough = AnalyticsSettings(conversion_days=10, metrics_restated_days=20)
+    enough = AnalyticsSettings(environment="test", conversion_days=10, metrics_restated_days=20)
     assert enough.metrics_restated_days == 20
-    default = AnalyticsSettings()
+    default = AnalyticsSettings(environment="test")
     assert timedelta(days=default.metrics_restated_days) >= default.windows.forward

@@ -19,20 +19,22 @@ def test_the_api_needs_keys_unless_the_run_says_it_is_a_development_one(
     monkeypatch.delenv("HILO_ADMIN_API_KEYS", raising=False)
     monkeypatch.delenv("HILO_ENVIRONMENT", raising=False)
 
-    assert OffersSettings().open_api_refusal() is not None
+    pepper = "a-long-random-secret-value"
+    assert OffersSettings(subject_pepper=pepper).open_api_refusal() is not None  # type: ignore[arg-type]
     with pytest.raises(OpenApiRefused):
         create_service(
-            OffersSettings(environment="production", subject_pepper="a-long-random-secret-value")  # type: ignore[arg-type]
+            OffersSettings(environment="production", subject_pepper=pepper)  # type: ignore[arg-type]
         )
     assert OffersSettings(environment="development").open_api_refusal() is None
-    assert OffersSettings(api_keys="k1,k2").open_api_refusal() is not None  # type: ignore[arg-type]
-    both = OffersSettings(api_keys="k1,k2", admin_api_keys="a1")  # type: ignore[arg-type]
+    assert OffersSettings(api_keys="k1,k2", subject_pepper=pepper).open_api_refusal() is not None  # type: ignore[arg-type]
+    both = OffersSettings(api_keys="k1,k2", admin_api_keys="a1", subject_pepper=pepper)  # type: ignore[arg-type]
     assert both.open_api_refusal() is None
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HILO_API_KEYS", "k1, k2")
     monkeypatch.setenv("HILO_PROFILE_API_KEY", "p1")
+    monkeypatch.setenv("HILO_ENVIRONMENT", "test")
 
     settings = OffersSettings()
 
