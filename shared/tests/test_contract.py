@@ -422,3 +422,31 @@ def test_an_outbound_message_is_text_or_a_template_never_both() -> None:
         )
 
     assert OutboundMessage(template=Template(name="refund_ok", language="en")).text is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "change"),
+    [
+        ("identify", {"traits": {"plan\u0000": "gold"}}),
+        ("custom", {"properties": {"ratio": "NaN"}}),
+        ("custom", {"properties": {"big": "1e400"}}),
+        ("survey_answer", {"score": "true"}),
+    ],
+)
+def test_what_mongodb_or_json_cannot_hold_is_refused_before_it_is_published(
+    kind: str, change: dict[str, Any]
+) -> None:
+    """A key holding NUL was published and then dead-lettered by every consumer that stores
+    it; NaN and infinity were published as `null`; `true` was a CSAT of 1."""
+    document = as_document(sample_interaction(kind))
+    payload = json.dumps({**document["payload"], **change})
+    for raw in ("NaN", "1e400", "true"):  # JSON's own spelling: unquoted
+        payload = payload.replace(json.dumps(raw), raw)
+    text = json.dumps({**document, "payload": "PAYLOAD"}).replace('"PAYLOAD"', payload)
+
+    with pytest.raises(ValidationError):
+        Interaction.model_validate_json(text)
+    assert (
+        Interaction.model_validate_json(json.dumps(document)).payload.kind
+        == document["payload"]["kind"]
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -368,11 +369,23 @@ def _survey_answered(properties: Mapping[str, Any]) -> SurveyAnswered:
     return SurveyAnswered(
         survey_id=_text(properties.get("survey_id")) or "",
         metric=SurveyMetric(str(properties.get("metric", "")).lower()),
-        score=int(properties["score"]),
+        score=_score(properties.get("score")),
         comment=_text(properties.get("comment")),
         about_channel=_text(properties.get("about_channel")),
         response_id=_response_id(properties.get("response_id")),
     )
+
+
+def _score(value: object) -> int:
+    """A score as the whole number it is (`4`, `4.0`, `"4"`); `int()` read `true` as 1, the
+    worst CSAT, and cut `4.7` to 4."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
+        return int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ValueError("a survey's score must be a whole number")
 
 
 def _response_id(value: object) -> str | None:
@@ -508,13 +521,15 @@ def flat_scalars(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """
     flat: dict[str, Any] = {}
     for raw_name, value in values.items():
-        name = f"{prefix}{raw_name}".replace(".", "_").lstrip("$")
+        name = f"{prefix}{raw_name}".replace(".", "_").replace("\x00", "").lstrip("$")
         if not name:
             continue
         if isinstance(value, dict):
             flat.update(flat_scalars(value, f"{name}_"))
         elif isinstance(value, int) and abs(value) > sys.float_info.max:
             continue  # no number the contract holds: neither MongoDB's 8 bytes nor a float
+        elif isinstance(value, float) and not math.isfinite(value):
+            continue  # JSON has none: NaN or `1e400`, which Python's parser reads as infinity
         elif value is None or isinstance(value, str | int | float | bool):
             flat[name[:100]] = value
     return dict(list(flat.items())[:MAX_PROPERTIES])

@@ -420,3 +420,29 @@ def test_a_campaign_name_longer_than_the_contract_takes_is_cut_saying_so() -> No
     assert published.payload.campaign is not None
     assert published.payload.campaign.name == "s" * 200
     assert [a.field for a in published.adjustments] == ["payload.campaign.name"]
+
+
+@pytest.mark.parametrize(
+    ("score", "read"), [(4, 4), (4.0, 4), (" 4", 4), (True, None), (4.7, None)]
+)
+def test_a_survey_score_is_read_as_the_whole_number_it_is_or_not_at_all(
+    score: object, read: int | None
+) -> None:
+    """`int()` read `true` as 1, the worst CSAT, and cut 4.7 to 4."""
+    properties = {"survey_id": "q4", "metric": "csat", "score": score}
+    answered = call(type="track", userId="u-ana", event="Survey Answered", properties=properties)
+
+    payload = translate(answered, RECEIVED, "t").payload
+
+    assert (payload.score if isinstance(payload, SurveyAnswered) else None) == read
+
+
+def test_trait_names_lose_nul_and_values_with_no_json_number_are_dropped() -> None:
+    """MongoDB refuses a key holding NUL: the event was published, then dead-lettered, its
+    identify's linking lost. NaN and `1e400` (infinity) were published as `null`."""
+    traits = {"email": "ana@example.com", "plan\x00": "gold", "ratio": float("nan"), "big": 1e400}
+    identified = call(type="identify", userId="u-ana", traits=traits)
+
+    published = translate(identified, RECEIVED, "t")
+
+    assert published.payload.model_dump()["traits"] == {"email": "ana@example.com", "plan": "gold"}

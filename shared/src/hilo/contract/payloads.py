@@ -31,7 +31,10 @@ stored, so every consumer that keeps it would dead-letter it after its sender wa
 
 StoredInt = Annotated[int, Field(ge=-MAX_STORED_INT - 1, le=MAX_STORED_INT)]
 
-JsonScalar = str | StoredInt | float | bool | None
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+"""JSON has no NaN or infinity: one accepted (`NaN`, `1e400`) was published as `null`."""
+
+JsonScalar = str | StoredInt | FiniteFloat | bool | None
 """Trait and property values are flat scalars: portable to every consumer and to FerretDB. A
 whole number past `MAX_STORED_INT` is read as a number with a fraction (a float), as
 JavaScript, which sent most of them, holds it."""
@@ -40,9 +43,10 @@ MAX_QUANTITY: Final = 100_000
 
 FieldName = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=100, pattern=r"^[^.$][^.]*$"),
+    StringConstraints(min_length=1, max_length=100, pattern=r"^[^.$\x00][^.\x00]*$"),
 ]
-"""Trait and property names: no `.` and no leading `$`, so they can be stored as document keys."""
+"""Trait and property names: no `.`, no NUL and no leading `$`, so they can be stored as
+document keys (MongoDB refuses a key holding NUL: the event was published, then dead-lettered)."""
 
 
 class _Model(BaseModel):
@@ -559,7 +563,7 @@ class SurveyAnswered(_Model):
     kind: Literal["survey_answer"] = "survey_answer"
     survey_id: str = Field(min_length=1, max_length=200)
     metric: SurveyMetric
-    score: int
+    score: int = Field(strict=True, description="A whole number: `true` is no score.")
     comment: str | None = Field(default=None, max_length=10_000)
     about_channel: str | None = Field(default=None, max_length=50)
     response_id: str | None = Field(
