@@ -298,3 +298,26 @@ def test_each_failure_of_an_exception_group_keeps_its_frames_and_loses_its_docum
     assert text.count("| WriteError: code 2") == 2
     assert text.count("in save") == 2
     assert "Ana" not in text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The 'To' number whatsapp:+34612345678 is not valid",  # Twilio's own words
+        "calling tel:+34 612 34 56 78 failed",
+        "SMS:34612345678",
+        "to=whatsapp%3A%2B34612345678",
+    ],
+)
+def test_a_number_behind_a_uri_scheme_is_masked(text: str) -> None:
+    """The colon kept `_PHONE` off it: Twilio's WhatsApp party form went to the logs, and to
+    the reason of a failed send the desk shows, whole."""
+    assert "612345678" not in mask_text(text).replace(" ", "")
+
+
+def test_keys_of_a_logged_map_and_a_from_field_are_masked() -> None:
+    event = masked(counts={EMAIL: 1, f"phone:{PHONE}": 2}, From=PHONE)
+
+    assert EMAIL not in json.dumps(event)
+    assert PHONE not in json.dumps(event)
+    assert event["From"] == "+34***78"

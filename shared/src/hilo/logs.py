@@ -45,6 +45,7 @@ PERSONAL_FIELDS = frozenset(
         "subject",
         "caption",
         "traits",
+        "from",
         "from_",
         "to",
         "sender",
@@ -66,6 +67,11 @@ square of a run's length (a 40,000-character value held a log line for 5 s)."""
 _PHONE = re.compile(r"(?<![\w:.+-])\+?\d(?:[ ().-]{0,2}\d){8,14}(?![\w:])")
 """Nine to fifteen digits, optionally grouped: phone-shaped, while dates, times, ids and
 addresses (too few digits, or glued to letters and colons) are left alone."""
+_SCHEMED_PHONE = re.compile(
+    r"\b(whatsapp|tel|sms|callto|fax):(\+?\d(?:[ ().-]{0,2}\d){8,14})(?![\w:])", re.IGNORECASE
+)
+"""A number behind a URI scheme (`tel:+34…`, Twilio's `whatsapp:+34…`), which `_PHONE` leaves
+alone for the colon before it."""
 _IDENTIFIER_KEY = re.compile(
     rf"\b({'|'.join(k.value for k in IdentifierKind if k is not IdentifierKind.CUSTOMER_ID)})"
     r":([^\s'\"(){}\[\],;]+)",
@@ -98,8 +104,13 @@ def mask_identifier_key(match: re.Match[str]) -> str:
     return f"{kind}:[redacted]"
 
 
+def _mask_schemed_phone(match: re.Match[str]) -> str:
+    return f"{match.group(1)}:{_PHONE.sub(mask_phone, match.group(2))}"
+
+
 def _mask_plain(value: str) -> str:
     value = _IDENTIFIER_KEY.sub(mask_identifier_key, value)
+    value = _SCHEMED_PHONE.sub(_mask_schemed_phone, value)
     return _PHONE.sub(mask_phone, _EMAIL.sub(mask_email, value))
 
 
@@ -219,9 +230,11 @@ def _scrub(value: Any) -> Any:
         return value
     if isinstance(value, str):
         return mask_text(value)
-    if isinstance(value, Mapping):
+    if isinstance(value, Mapping):  # keys too: a map keyed by address or number
         return {
-            key: mask_value(item) if _is_personal(key) else _scrub(item)
+            (mask_text(key) if isinstance(key, str) else key): (
+                mask_value(item) if _is_personal(key) else _scrub(item)
+            )
             for key, item in value.items()
         }
     if isinstance(value, list | tuple | set | frozenset):
