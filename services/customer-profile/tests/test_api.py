@@ -34,7 +34,7 @@ from hilo.contract import (
 )
 from hilo.kafka import PublishFailed
 from hilo.mongo import MongoDocument
-from hilo.profile_client import ProfileClient
+from hilo.profile_client import ProfileClient, customer_path
 from hilo.request_size import MAX_REQUEST_BYTES
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually, read_topic
@@ -399,11 +399,16 @@ async def test_an_order_id_with_a_slash_is_found_and_no_text_reaches_another_rou
     try:
         found = await svc.get(f"/v1/customers/by-order/{quote('2026/00123', safe='')}")
         elsewhere = await client.profile(f"{cy}/journey")
+        dots = [await client.profile(text) for text in (".", "..")]
     finally:
         await client.close()
 
     assert found == {"customer_id": cy}
     assert elsewhere is None
+    assert dots == [None, None]
+    for text in (".", ".."):  # httpx resolves dot segments: `..` asked for GET /v1
+        with pytest.raises(ValueError):
+            customer_path(text)
     # Why the client refuses it: the server decodes %2F before routing, so the text, quoted,
     # reaches the customer's journey route.
     routed = await svc.http.get(f"/v1/customers/{quote(f'{cy}/journey', safe='')}")

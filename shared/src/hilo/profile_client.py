@@ -100,9 +100,9 @@ def _detail(response: httpx.Response) -> str:
 
 
 def customer_path(customer_id: str) -> str:
-    """The customer's path. Raises ValueError for an id holding a "/", which no customer id
-    does: the server decodes `%2F` before routing, so `<id>/conflicts` would reach another
-    route."""
-    if "/" in customer_id:
-        raise ValueError("a customer id holds no '/'")
+    """The customer's path. Raises ValueError for an id holding a "/", or `.`/`..`, which no
+    customer id is: the server decodes `%2F` before routing, so `<id>/conflicts` would reach
+    another route, and httpx resolves dot segments (`..` asked for `GET /v1`)."""
+    if "/" in customer_id or customer_id.strip(".") == "":
+        raise ValueError("a customer id holds no '/' and is no '.' or '..'")
     return f"/v1/customers/{quote(customer_id, safe='')}"
