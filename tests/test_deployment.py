@@ -26,7 +26,9 @@ from agent_desk.auth import Agents, hash_password
 from agent_desk.settings import DeskSettings
 from customer_profile.settings import ProfileSettings
 from hilo import topics
+from hilo.entrypoint import GRACEFUL_SECONDS
 from hilo.settings import HiloSettings
+from hilo.shutdown import STEP_SECONDS
 from hilo_devkit.catalogue import SERVICES, SignIn, settings_class, variable
 from hilo_devkit.env_example import development_env, render
 from hilo_devkit.local_infra import kafka_version
@@ -563,3 +565,46 @@ def test_mongodb_requires_authentication_and_hilo_has_a_user_of_its_own(
     assert '{ role: "readWrite", db: env.HILO_MONGODB_DATABASE }' in script
     assert '{ role: "readWrite", db: env.HILO_MONGODB_KEYS_DATABASE }' in script
     assert "root" not in script.split("roles:")[1]
+
+
+PER_SERVICE = {"HILO_HTTP_PORT", "HILO_CONSUMER_GROUP", "HILO_SERVICE_NAME"}
+"""Names each service is given a value of its own for, not one from `.env` for all."""
+
+
+def test_a_setting_compose_passes_from_env_reaches_every_service_reading_it(
+    compose: dict[str, Any],
+) -> None:
+    """`.env` is one namespace: a setting set there (`HILO_CONVERSATION_WINDOW_HOURS`, which
+    the profile and journey-analytics must agree on) reaches all its readers or none, and
+    `.env.example` marks the ones it reaches none of (38 did nothing, silently, when set)."""
+    services = {
+        name: service
+        for name, service in compose["services"].items()
+        if name not in INFRASTRUCTURE | OBSERVABILITY | ONE_SHOT
+    }
+    given = {name: set(service["environment"]) for name, service in services.items()}
+    from_env = set().union(*given.values()) - PER_SERVICE - SERVER
+    missing = {
+        name: sorted((from_env & accepted_variables(settings_for(name))) - given[name])
+        for name in services
+    }
+    assert {name: unset for name, unset in missing.items() if unset} == {}
+
+    example = (ROOT / ".env.example").read_text()
+    marked = set(re.findall(r"Override file only.*\n# (HILO_[A-Z0-9_]+)=", example))
+    assert marked == {"HILO_HTTP_HOST", "HILO_MAX_BODY_BYTES", "HILO_CONSUMER_GROUP"}
+
+
+def test_compose_lets_a_service_finish_its_stop_before_it_kills_it(
+    compose: dict[str, Any],
+) -> None:
+    """Open requests (5 s), the in-flight batch (`HILO_SHUTDOWN_GRACE_SECONDS`) and one closing
+    step (10 s): compose's default of 10 s killed a stop half-way, before its log said why."""
+    grace_default = ProfileSettings.model_fields["shutdown_grace_seconds"].default
+    needed = GRACEFUL_SECONDS + grace_default + STEP_SECONDS
+    for name, service in compose["services"].items():
+        if name in INFRASTRUCTURE | OBSERVABILITY | ONE_SHOT:
+            continue
+        grace = re.fullmatch(r"(\d+)s", str(service.get("stop_grace_period", "10s")))
+        assert grace, name
+        assert int(grace[1]) >= needed, name

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
@@ -30,10 +31,11 @@ HEADER = """\
 # Hilo configuration: copy to .env and fill in the secrets (docker compose reads .env).
 # Generated from the services' settings classes by `make env-example`; do not edit by hand.
 #
-# Every setting is an environment variable with the prefix HILO_. docker-compose.yml passes the
-# common settings below to every service and each service its own secrets; to change any other
-# setting of one service, add it to that service's `environment:` in a
-# docker-compose.override.yml. Values shown commented out are the defaults.
+# Every setting is an environment variable with the prefix HILO_. docker-compose.yml passes each
+# one below from .env to every service that reads it, but those marked "override file only" (a
+# name several services read with defaults of their own, as HILO_MAX_BODY_BYTES): set those in
+# that service's `environment:` in a docker-compose.override.yml. Values shown commented out are
+# the defaults.
 """
 COMPOSE = """
 # --- docker compose: images, host ports, optional profiles ------------------------------------
@@ -128,16 +130,33 @@ def default_text(field: FieldInfo) -> str | None:
     return str(value)
 
 
+COMPOSE_FILE = Path(__file__).resolve().parents[3] / "docker-compose.yml"
+OVERRIDE_ONLY = (
+    "# (Override file only: docker-compose.yml does not pass it from .env, where it would set it "
+    "for every service reading the name.)"
+)
+
+
+def compose_passes() -> dict[str, set[str]]:
+    """Per service of docker-compose.yml, the variables it gives the container."""
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    return {
+        name: set(service.get("environment") or {}) for name, service in compose["services"].items()
+    }
+
+
 def section(
     title: str,
     fields: dict[str, FieldInfo],
     written: dict[str, str],
     renamed: Mapping[str, str] | None = None,
+    passed: set[str] | None = None,
 ) -> list[str]:
     """One service's settings. Secrets and required values are set once for all services.
 
     `renamed`: a setting's variable -> the variable of `.env` compose gives it from (the offers
-    service reads its keys as HILO_API_KEYS, which is the profile API's in `.env`)."""
+    service reads its keys as HILO_API_KEYS, which is the profile API's in `.env`). `passed`:
+    what compose gives the service; a setting not in it is marked `OVERRIDE_ONLY`."""
     lines = ["", f"# --- {title} " + "-" * max(0, 90 - len(title))]
     for name, field in fields.items():
         if name in SKIPPED:
@@ -153,6 +172,8 @@ def section(
             lines.append(f"# {description}")
         if env != setting:
             lines.append(f"# (The service reads it as {setting}; compose passes it on.)")
+        elif passed is not None and setting not in passed:
+            lines.append(OVERRIDE_ONLY)
         if to_set:
             written[env] = title
             lines.append(f"{env}=")
@@ -165,14 +186,16 @@ def render() -> str:
     common = HiloSettings.model_fields
     lines = [HEADER.rstrip("\n")]
     written: dict[str, str] = {}
-    lines += section("common: every service", dict(common), written)
+    passes = compose_passes()
+    everywhere = set.intersection(*(passes[spec.name] for spec in SERVICES))
+    lines += section("common: every service", dict(common), written, passed=everywhere)
     for spec in SERVICES:
         own = {
             name: field
             for name, field in settings_class(spec).model_fields.items()
             if name not in common
         }
-        lines += section(spec.name, own, written, dict(spec.renamed))
+        lines += section(spec.name, own, written, dict(spec.renamed), passes[spec.name])
     return "\n".join(lines) + "\n" + COMPOSE
 
 
