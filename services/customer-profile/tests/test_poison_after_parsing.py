@@ -17,10 +17,14 @@ from bson.errors import InvalidDocument
 from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure, WriteConcernError
 
 from customer_profile.adapters.store import ProfileStore
-from customer_profile.domain.journey import JourneyEntry
 from customer_profile.service.batches import is_transient
 from customer_profile.service.ports import Contention, ErasedClaimsMet, ViewSave
-from customer_profile.testing import RunningProfileService, interaction, running_profile_service
+from customer_profile.testing import (
+    RunningProfileService,
+    interaction,
+    refuse_event,
+    running_profile_service,
+)
 from hilo.dead_letters import ReplayFilter, replay
 from hilo.kafka import PublishFailed, Record
 from hilo.settings import HiloSettings
@@ -41,18 +45,6 @@ def lose_view_saves(store: ProfileStore, times: int) -> None:
         return await original(views)
 
     store.save_views = save_views  # type: ignore[method-assign]
-
-
-def refuse_event(store: ProfileStore, event_id: str) -> None:
-    """The database refuses any write holding this event, every time (a real poison pill)."""
-    original = store.insert_entries
-
-    async def insert_entries(entries: list[JourneyEntry]) -> set[str]:
-        if any(entry.id == event_id for entry in entries):
-            raise InvalidDocument("cannot encode object: refused for the test")
-        return await original(entries)
-
-    store.insert_entries = insert_entries  # type: ignore[method-assign]
 
 
 def refused_for_good() -> PublishFailed:

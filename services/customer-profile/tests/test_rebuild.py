@@ -8,7 +8,12 @@ import pytest
 
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.service.rebuild import NotEmpty, rebuild
-from customer_profile.testing import RunningProfileService, interaction, profile_settings
+from customer_profile.testing import (
+    RunningProfileService,
+    interaction,
+    profile_settings,
+    refuse_event,
+)
 from hilo.mongo import create_mongo_client
 from hilo.settings import HiloSettings
 
@@ -71,3 +76,35 @@ async def test_rebuilding_from_the_topic_gives_the_same_profiles(
     for identifiers, profile in live.items():
         for part, value in profile.items():
             assert rebuilt[identifiers][part] == value, f"{part} differs for {sorted(identifiers)}"
+
+
+async def test_a_record_that_cannot_be_processed_is_left_out_not_the_end_of_the_rebuild(
+    profile_service: RunningProfileService, settings: HiloSettings
+) -> None:
+    """The live consumer dead-letters a record that fails on its own; it stays on the topic.
+    The rebuild called the pipeline directly and stopped at it for good, and could not be run
+    again into the half-filled database. Now it is left out, as live, and the rest rebuilt."""
+    svc = profile_service
+    events = [interaction(n, minutes=n, email=f"c{n}@example.com", kind="order") for n in (1, 2, 3)]
+    await svc.publish(events)
+    await svc.wait_for_entries(len(events))
+
+    target = profile_settings(
+        settings, mongodb_database=settings.mongodb_database + "_rebuilt", poison_attempts=1
+    )
+    client = create_mongo_client(target)
+    try:
+        store = ProfileStore(client, target.mongodb_database)
+        refuse_event(store, events[1].id)
+        report = await rebuild(target, store)
+        owners = await store.owners([f"email:c{n}@example.com" for n in (1, 2, 3)])
+        journeys = {key: await store.entries([owner]) for key, owner in owners.items()}
+    finally:
+        await client.drop_database(target.mongodb_database)
+        await client.close()
+
+    assert (report.records, report.left_out) == (3, 1)
+    assert {key: [e.id for e in entries] for key, entries in journeys.items() if entries} == {
+        "email:c1@example.com": [events[0].id],
+        "email:c3@example.com": [events[2].id],
+    }

@@ -39,7 +39,13 @@ async def run_rebuild(settings: ProfileSettings) -> int:
         return 2
     finally:
         await mongo.close()
-    print(f"rebuilt from {report.records} records in {report.seconds:.1f}s")  # noqa: T201
+    left_out = (
+        f", {report.left_out} left out (unreadable or failing: the log's record_dead_lettered)"
+    )
+    print(  # noqa: T201
+        f"rebuilt from {report.records} records in {report.seconds:.1f}s"
+        + (left_out if report.left_out else "")
+    )
     return 0
 
 

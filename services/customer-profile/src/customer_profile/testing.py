@@ -10,8 +10,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from bson.errors import InvalidDocument
 
+from customer_profile.adapters.store import ProfileStore
 from customer_profile.bootstrap import Service, bootstrap, start, stop
+from customer_profile.domain.journey import JourneyEntry
 from customer_profile.service.pipeline import RawRecord
 from customer_profile.settings import ProfileSettings
 from hilo.contract import Identifiers, Interaction, new_interaction
@@ -286,3 +289,15 @@ async def assert_published_records_match_their_schemas(settings: HiloSettings) -
             assert not errors, f"{topic.value} record does not match {file}: {errors}"
         counts[topic.value] = len(documents)
     return counts
+
+
+def refuse_event(store: ProfileStore, event_id: str) -> None:
+    """The database refuses any write holding this event, every time (a real poison pill)."""
+    original = store.insert_entries
+
+    async def insert_entries(entries: list[JourneyEntry]) -> set[str]:
+        if any(entry.id == event_id for entry in entries):
+            raise InvalidDocument("cannot encode object: refused for the test")
+        return await original(entries)
+
+    store.insert_entries = insert_entries  # type: ignore[method-assign]

@@ -4,6 +4,9 @@ The topic is the source of truth: replaying it from the earliest offset through 
 pipeline gives the same profiles (same identifiers, journeys and derived views; customer ids are
 derived from the event that created each profile, so they are the same unless partitions arrive
 in another order). Nothing is published while rebuilding, so downstream sees no duplicates.
+A record that cannot be processed (the live consumer dead-lettered it: it is still on the topic)
+is left out, counted and logged, as the live consumer isolates it, instead of stopping the
+rebuild for good at it.
 The `erasures` topic is read first: events about erased people from before their erasure are
 not rebuilt (the pipeline drops them as it does live), and their keys are deleted again (their
 sealed records cannot be opened anyway once the keys are gone).
@@ -19,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from customer_profile.adapters.store import ProfileStore
+from customer_profile.service.batches import BatchRunner, ConsumerHealth
 from customer_profile.service.pipeline import Pipeline, RawRecord
 from customer_profile.service.privacy import honour_erasure, recorded_erasures
 from customer_profile.settings import ProfileSettings
@@ -37,6 +41,8 @@ class NotEmpty(RuntimeError):
 class RebuildReport:
     records: int
     seconds: float
+    left_out: int = 0
+    """Records that could not be processed (unreadable, or failing on their own)."""
 
 
 async def rebuild(
@@ -59,6 +65,9 @@ async def rebuild(
         settings.conversation_window,
         settings.max_future_skew,
     )
+    runner = BatchRunner(
+        pipeline, settings.retry_policy(), ConsumerHealth(settings.stuck_after_seconds)
+    )
     topic = topic_name(Topic.INTERACTIONS, settings)
     consumer = AIOKafkaConsumer(
         **client_options(settings),
@@ -68,7 +77,7 @@ async def rebuild(
     )
     await consumer.start()
     started = time.monotonic()
-    total = 0
+    total = left_out = 0
     try:
         partitions = [TopicPartition(topic, p) for p in await _partitions(settings, topic)]
         consumer.assign(partitions)
@@ -83,12 +92,12 @@ async def rebuild(
                 if r.offset < end[tp]
             ]
             if records:
-                await pipeline.process(records)
+                left_out += (await runner.run(records)).dead_lettered
                 total += len(records)
-                log.info("rebuild_progress", records=total)
+                log.info("rebuild_progress", records=total, left_out=left_out)
     finally:
         await consumer.stop()
-    return RebuildReport(records=total, seconds=time.monotonic() - started)
+    return RebuildReport(records=total, seconds=time.monotonic() - started, left_out=left_out)
 
 
 async def restore_erasures(settings: ProfileSettings, store: ProfileStore, sealer: Sealer) -> int:
