@@ -608,3 +608,13 @@ def test_compose_lets_a_service_finish_its_stop_before_it_kills_it(
         grace = re.fullmatch(r"(\d+)s", str(service.get("stop_grace_period", "10s")))
         assert grace, name
         assert int(grace[1]) >= needed, name
+
+
+def test_the_channels_webhooks_can_be_kept_to_this_hosts_proxy(compose: dict[str, Any]) -> None:
+    """Published on every interface by default, for the providers; `CHANNEL_HOST_ADDRESS` puts
+    them behind a TLS proxy on this host (they answer /metrics and /docs too, in plain HTTP)."""
+    channels = [spec.name for spec in SERVICES if spec.name.startswith("channel-")]
+    for name in channels:
+        for mapping in compose["services"][name]["ports"]:
+            assert str(mapping).startswith("${CHANNEL_HOST_ADDRESS:-0.0.0.0}:"), (name, mapping)
+    assert "# CHANNEL_HOST_ADDRESS=0.0.0.0" in (ROOT / ".env.example").read_text()

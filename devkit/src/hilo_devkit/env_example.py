@@ -55,9 +55,12 @@ COMPOSE = """
 # KAFKA_HEAP_OPTS=-Xms256m -Xmx768m
 # Host address of the APIs that hold personal data and answer plain HTTP (the profile API, the
 # offers, the measures, the agent desk): loopback, for the TLS reverse proxy on this host (a
-# proxy in the compose network reaches them without it). The channels' webhooks are published on
-# every interface, for their providers.
+# proxy in the compose network reaches them without it).
 # API_HOST_ADDRESS=127.0.0.1
+# Host address of the channels' webhooks: every interface, for their providers. Behind a TLS
+# proxy on this host, set 127.0.0.1 and forward only the webhook paths: the channels also answer
+# /metrics, /docs and /asyncapi.json, and plain HTTP.
+# CHANNEL_HOST_ADDRESS=0.0.0.0
 # The agent desk takes a client's address from X-Forwarded-For only from these addresses: your
 # reverse proxy's, as the desk sees it. Otherwise every agent signs in from the proxy's address,
 # and 5 mistyped passwords in 5 minutes lock them all out for 5 minutes.
