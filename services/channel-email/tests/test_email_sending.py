@@ -302,6 +302,7 @@ def test_references_hold_the_thread_then_the_message_answered_and_email_needs_te
 
 async def test_without_api_key_domain_and_sender_email_replies_are_refused_saying_why() -> None:
     partial = EmailSettings(
+        environment="test",
         mailgun_signing_key=SecretStr(SIGNING_KEY),
         email_api_keys=[SecretStr(API_KEY)],
         mailgun_api_key=SecretStr("key-1"),
