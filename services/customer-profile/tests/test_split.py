@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from customer_profile.service.ports import StoredProfile
 from customer_profile.service.splits import Requester
@@ -591,3 +592,31 @@ async def _assert_corrections_published(settings: HiloSettings, ana: str, bo: st
     assert {moved[entry] for entry in _ids("bo-3")} == {
         f"{entry}:split:{split_id}" for entry in _ids("bo-3")
     }
+
+
+async def test_the_merging_event_delivered_again_after_a_split_asks_nobody_to_merge_them(
+    profile_service: RunningProfileService,
+) -> None:
+    """The event that merged Ana and Bo is in the journey already: delivered again (a replay
+    of the dead-letter topic, a consumer group reset) after a person split them, it is a
+    duplicate and changes nothing. It was resolved again first, met the split's mark, and
+    asked agents to merge them again: a request for what a person had just undone."""
+    svc = profile_service
+    ana, bo = await _merged_pair(svc)
+    split = await svc.http.post(f"/v1/customers/{ana}/split", json={"merge": bo, **AUDIT})
+    assert split.status_code == 200, split.text
+    settled, duplicates = await svc.settled_count(), _duplicates()
+
+    await svc.publish([interaction(3, minutes=3, email=ANA, phone=BO)])
+    await eventually(_duplicates_async, until=lambda n: n > duplicates, timeout=60)
+
+    assert await svc.settled_count() == settled, "the merging event is a duplicate"
+    assert await svc.get("/v1/merge-requests") == []
+
+
+def _duplicates() -> float:
+    return REGISTRY.get_sample_value("hilo_profile_events_total", {"outcome": "duplicate"}) or 0.0
+
+
+async def _duplicates_async() -> float:
+    return _duplicates()

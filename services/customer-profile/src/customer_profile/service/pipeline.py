@@ -175,22 +175,6 @@ class Pipeline:
         lap("parse")
         readable, resolution = await self._resolve(readable, subjects, outcome, checked_at)
         events = [event for _, event, _ in readable]
-        decided = await self._store.record_conflicts(resolution.conflicts)
-        outcome.merge_requests = [
-            (request_id, conflict, event_id)
-            for request_id, (conflict, event_id) in zip(
-                conflict_ids(resolution.conflicts), resolution.conflicts, strict=True
-            )
-            if conflict.reason in MERGE_REQUEST_REASONS and request_id not in decided
-        ]
-        for conflict, event_id in resolution.conflicts:
-            log.warning(
-                "identity_conflict",
-                reason=conflict.reason,
-                identifier_kind=conflict.kind,
-                customer_ids=list(conflict.customer_ids),
-                event_id=event_id,
-            )
         unfinished = await self._store.unfinished_merges(
             [*(event.id for event in events), *outcome.merged_by_dropped]
         )
@@ -203,6 +187,9 @@ class Pipeline:
             before.update(await self._store.load({m.survivor for m in unfinished} & set(before)))
         lap("resolve")
         entries, repairs = await self._write_journey(events, resolution.customers, before, outcome)
+        written = {entry.id for entry in [*entries, *repairs]}
+        resolution.conflicts = [c for c in resolution.conflicts if c[1] in written]
+        outcome.merge_requests = await self._record_conflicts(resolution.conflicts)
         rebuild = {m.survivor for m in outcome.merges}
         rebuild |= {e.customer_id for e in entries if e.late or _ties_with_view(e, before)}
         repaired = await self._store.canonical({e.customer_id for e in repairs})
@@ -224,6 +211,29 @@ class Pipeline:
         self.events_processed += len(events)
         self.events_of_erased += outcome.erased
         return outcome
+
+    async def _record_conflicts(
+        self, conflicts: list[tuple[Conflict, str]]
+    ) -> list[tuple[str, Conflict, str]]:
+        """Record the conflicts of events written now (a settled duplicate's were recorded when
+        it was first processed: resolved again after a split, it would ask agents to merge what
+        a person just undid); the merge requests to publish, those nobody decided yet."""
+        decided = await self._store.record_conflicts(conflicts)
+        for conflict, event_id in conflicts:
+            log.warning(
+                "identity_conflict",
+                reason=conflict.reason,
+                identifier_kind=conflict.kind,
+                customer_ids=list(conflict.customer_ids),
+                event_id=event_id,
+            )
+        return [
+            (request_id, conflict, event_id)
+            for request_id, (conflict, event_id) in zip(
+                conflict_ids(conflicts), conflicts, strict=True
+            )
+            if conflict.reason in MERGE_REQUEST_REASONS and request_id not in decided
+        ]
 
     async def _resolve(
         self,
