@@ -34,6 +34,12 @@ GOLD: dict[str, Any] = {
             "known: cart_abandoned_7d",
             id="unknown-segment",
         ),
+        pytest.param(
+            {"kind": "bundle", "skus": ["A", "A", "B"], "amount": "15.00", "percent": None},
+            ("skus",),
+            "A listed more than once",
+            id="bundle-sku-twice",
+        ),
     ],
 )
 def test_a_new_promotion_that_could_never_apply_is_refused(

@@ -294,6 +294,7 @@ async def measure(
     )
     await ensure_topics(settings)
     common = {
+        "HILO_ENVIRONMENT": "development",
         "HILO_KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap_servers,
         "HILO_TOPIC_PREFIX": settings.topic_prefix,
         "HILO_LOG_LEVEL": "WARNING",
@@ -318,7 +319,6 @@ async def measure(
                 **common,
                 "HILO_HTTP_PORT": str(port),
                 "HILO_MONGODB_DATABASE": f"e2e_{run}",
-                "HILO_ENVIRONMENT": "development",
             },
             port,
         )

@@ -12,6 +12,8 @@ per line (`hilo.offers.money`).
 
 from __future__ import annotations
 
+from collections import Counter
+
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -278,6 +280,20 @@ class NewPromotion(Promotion):
     valid_until: UtcTime = Field(description="Exclusive.")
 
     _exact = field_validator("percent", "amount", mode="before")(no_float)
+
+    @field_validator("skus")
+    @classmethod
+    def _each_sku_once(cls, skus: list[str]) -> list[str]:
+        """A bundle takes one unit of each SKU: `["A", "A", "B"]`, meant as two A and a B for
+        its amount, priced A and B for it and the second A at list price."""
+        if repeated := sorted(sku for sku, times in Counter(skus).items() if times > 1):
+            raise PydanticCustomError(
+                "sku_repeated",
+                "{repeated} listed more than once: list each SKU once (a bundle takes one unit "
+                "of each)",
+                {"repeated": ", ".join(repeated[:5])},
+            )
+        return skus
 
     @field_validator("channels")
     @classmethod
