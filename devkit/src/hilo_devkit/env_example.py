@@ -57,10 +57,9 @@ COMPOSE = """
 # offers, the measures, the agent desk): loopback, for the TLS reverse proxy on this host (a
 # proxy in the compose network reaches them without it).
 # API_HOST_ADDRESS=127.0.0.1
-# Host address of the channels' webhooks: every interface, for their providers. Behind a TLS
-# proxy on this host, set 127.0.0.1 and forward only the webhook paths: the channels also answer
-# /metrics, /docs and /asyncapi.json, and plain HTTP.
-# CHANNEL_HOST_ADDRESS=0.0.0.0
+# The channels' webhooks are published on every interface (IPv4 and IPv6), for their providers;
+# behind a TLS proxy on this host, bind them to loopback in docker-compose.override.yml
+# (docs/operations.md): they also answer /metrics, /docs and /asyncapi.json, in plain HTTP.
 # The agent desk takes a client's address from X-Forwarded-For only from these addresses: your
 # reverse proxy's, as the desk sees it. Otherwise every agent signs in from the proxy's address,
 # and 5 mistyped passwords in 5 minutes lock them all out for 5 minutes.
