@@ -13,7 +13,6 @@ per line (`hilo.offers.money`).
 from __future__ import annotations
 
 from collections import Counter
-
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
