@@ -610,7 +610,6 @@ def test_compose_lets_a_service_finish_its_stop_before_it_kills_it(
         assert int(grace[1]) >= needed, name
 
 
-
 def test_the_channels_webhooks_are_published_on_both_address_families(
     compose: dict[str, Any],
 ) -> None:
