@@ -450,3 +450,13 @@ def test_what_mongodb_or_json_cannot_hold_is_refused_before_it_is_published(
         Interaction.model_validate_json(json.dumps(document)).payload.kind
         == document["payload"]["kind"]
     )
+
+
+def test_a_survey_score_written_as_a_whole_float_is_a_score() -> None:
+    """JSON Schema's integer, which the published schema says, counts `4.0` as one: a record
+    from a producer in another language that writes it so must still be read."""
+    document = as_document(sample_interaction("survey_answer"))
+    text = json.dumps(document).replace('"score": 9', '"score": 9.0')
+    assert '"score": 9.0' in text
+
+    assert Interaction.model_validate_json(text).payload.model_dump()["score"] == 9

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     HttpUrl,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -563,7 +564,7 @@ class SurveyAnswered(_Model):
     kind: Literal["survey_answer"] = "survey_answer"
     survey_id: str = Field(min_length=1, max_length=200)
     metric: SurveyMetric
-    score: int = Field(strict=True, description="A whole number: `true` is no score.")
+    score: int = Field(description="A whole number (`4.0` is one); `true` is no score.")
     comment: str | None = Field(default=None, max_length=10_000)
     about_channel: str | None = Field(default=None, max_length=50)
     response_id: str | None = Field(
@@ -576,6 +577,15 @@ class SurveyAnswered(_Model):
         "is taken for the same one.",
         examples=["resp_8f2c1a"],
     )
+
+    @field_validator("score", mode="before")
+    @classmethod
+    def _no_bool(cls, value: object) -> object:
+        """JSON's `true` is no score (pydantic's integers take it as 1, the worst CSAT); `4.0`
+        is one, as JSON Schema's integer, which the published schema says, counts it."""
+        if isinstance(value, bool):
+            raise PydanticCustomError("score_bool", "a score is a number, not true or false")
+        return value
 
     @model_validator(mode="after")
     def _score_in_range(self) -> SurveyAnswered:
