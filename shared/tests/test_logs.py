@@ -321,3 +321,5 @@ def test_keys_of_a_logged_map_and_a_from_field_are_masked() -> None:
     assert EMAIL not in json.dumps(event)
     assert PHONE not in json.dumps(event)
     assert event["From"] == "+34***78"
+    alike = masked(counts={PHONE: 1, "+34600000078": 2})
+    assert alike["counts"] == {"+34***78": 1, "+34***78 #2": 2}, "no entry lost"

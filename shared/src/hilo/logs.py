@@ -231,18 +231,27 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, str):
         return mask_text(value)
     if isinstance(value, Mapping):  # keys too: a map keyed by address or number
-        return {
-            (mask_text(key) if isinstance(key, str) else key): (
-                mask_value(item) if _is_personal(key) else _scrub(item)
-            )
-            for key, item in value.items()
-        }
+        scrubbed: dict[Any, Any] = {}
+        for key, item in value.items():
+            masked = _unique(mask_text(key), scrubbed) if isinstance(key, str) else key
+            scrubbed[masked] = mask_value(item) if _is_personal(key) else _scrub(item)
+        return scrubbed
     if isinstance(value, list | tuple | set | frozenset):
         return [_scrub(item) for item in value]
     if isinstance(value, BaseException):
         return error_text(value)
     # Anything else would be rendered by its repr, unmasked: scan its text instead.
     return mask_text(str(value))
+
+
+def _unique(key: str, taken: Mapping[Any, Any]) -> str:
+    """Two keys may mask alike (`+34612345678`, `+34600000078`): the second gets a number, so
+    no entry of the map is lost from the line."""
+    unique, n = key, 1
+    while unique in taken:
+        n += 1
+        unique = f"{key} #{n}"
+    return unique
 
 
 def mask_personal_data(
