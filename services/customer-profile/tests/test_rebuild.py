@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
+from customer_profile.__main__ import run_rebuild
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.service.rebuild import NotEmpty, rebuild
 from customer_profile.testing import (
@@ -16,6 +18,7 @@ from customer_profile.testing import (
 )
 from hilo.mongo import create_mongo_client
 from hilo.settings import HiloSettings
+from hilo.topics import Topic, topic_name
 
 
 async def snapshot(store: ProfileStore) -> dict[frozenset[str], dict[str, Any]]:
@@ -108,3 +111,29 @@ async def test_a_record_that_cannot_be_processed_is_left_out_not_the_end_of_the_
         "email:c1@example.com": [events[0].id],
         "email:c3@example.com": [events[2].id],
     }
+
+
+async def test_a_rebuild_that_left_records_out_does_not_exit_as_a_success(
+    profile_service: RunningProfileService, settings: HiloSettings
+) -> None:
+    """A fault every record meets (a bug) would leave them all out: `customer-profile rebuild`
+    says how many and exits 3, so a script does not take an empty database for a rebuild."""
+    svc = profile_service
+    await svc.publish([interaction(1, minutes=1, email="c1@example.com", kind="order")])
+    await svc.wait_for_entries(1)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topic_name(Topic.INTERACTIONS, settings), b"not an event", key=b"k"
+        )
+    finally:
+        await producer.stop()
+
+    target = profile_settings(settings, mongodb_database=settings.mongodb_database + "_rebuilt")
+    try:
+        assert await run_rebuild(target) == 3
+    finally:
+        client = create_mongo_client(target)
+        await client.drop_database(target.mongodb_database)
+        await client.close()
