@@ -66,7 +66,12 @@ AUTOMATIC_HEADERS = ("auto-submitted", "precedence", "x-autoreply", "x-autorespo
 """What marks a mail no person wrote: RFC 3834's `Auto-Submitted`, and what auto-responders
 set where they predate it (`Precedence: auto_reply`, Exchange's and cPanel's `X-Autoreply`,
 `X-Autorespond`)."""
-_MACHINE_PRECEDENCE = frozenset({"auto_reply", "bulk", "junk"})
+_MACHINE_SUBMITTED = frozenset({"auto-replied", "auto-generated", "auto-notified"})
+"""RFC 3834's and RFC 5436's values. Others (`auto-forwarded`, which a forwarder may put on
+a person's own mail) are no mark: a mail taken for automatic is lost for good."""
+_MACHINE_PRECEDENCE = frozenset({"auto_reply"})
+"""`bulk` and `junk` are left alone: list servers and group aliases set them on posts people
+wrote."""
 
 
 def automatic_mark(headers: Callable[[str], str]) -> str | None:
@@ -74,8 +79,8 @@ def automatic_mark(headers: Callable[[str], str]) -> str | None:
     mail as an automatic one, an out-of-office reply, a bounce, a mailing: no message from the
     customer. Recorded, it would read in the journey as the customer writing back, and open the
     conversation again for an agent. `Auto-Submitted: no` is a person's mail."""
-    submitted = headers("auto-submitted").split(";")[0].strip().lower()
-    if submitted and submitted != "no":
+    submitted = headers("auto-submitted").split(";")[0].split("(")[0].strip().lower()
+    if submitted in _MACHINE_SUBMITTED:
         return "auto-submitted"
     if headers("precedence").strip().lower() in _MACHINE_PRECEDENCE:
         return "precedence"
