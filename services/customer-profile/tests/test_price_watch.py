@@ -5,6 +5,7 @@ publishes them."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -372,3 +373,23 @@ def test_only_a_sale_is_priced_not_a_later_state_of_an_order(
     found = three_for_two_check().mismatches(event, "c", None)
 
     assert bool(found) is checked
+
+
+def test_a_line_no_quote_could_name_leaves_the_rest_of_the_basket_checked() -> None:
+    """A carrier bag (`BAG 01`: no SKU a quote takes) or a SKU sold in more units than a quote
+    prices (two lines of 60,000 pens) made the whole basket unchecked, its mispriced shoes too."""
+    shoes = three_for_two_check()._offers()
+    assert shoes is not None
+    pens = schedule(("0.50", NOW - timedelta(days=30), 1))
+    both = replace(shoes, prices={**shoes.prices, ("SKU-PEN", "EUR"): pens})
+    check = PriceCheck(lambda: both)
+    bag = LineItem(sku="BAG 01", quantity=1, unit_price=Money(amount=Decimal("0.10"), currency=EUR))
+    pen = LineItem(
+        sku="SKU-PEN", quantity=60_000, unit_price=Money(amount=Decimal(1), currency=EUR)
+    )
+
+    flagged = check.mismatches(order((3, "10.00", "EUR"), weighed=[bag, pen, pen]), "c", None)
+
+    assert [(m["sku"], m["charged"], m["expected"]) for m in flagged] == [
+        ("SKU-RED-42", "10.00", "6.67")
+    ]

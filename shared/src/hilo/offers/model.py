@@ -361,9 +361,12 @@ class CustomerFacts(_Model):
     segments: frozenset[str] = frozenset()
 
 
+MAX_QUOTE_QUANTITY = 100_000
+
+
 class QuoteLine(_Model):
     sku: Sku
-    quantity: int = Field(gt=0, le=100_000)
+    quantity: int = Field(gt=0, le=MAX_QUOTE_QUANTITY)
 
 
 class AppliedPromotion(_Model):

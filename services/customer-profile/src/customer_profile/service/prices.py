@@ -51,7 +51,14 @@ from hilo.contract import (
     OrderStatus,
 )
 from hilo.offers.facts import LOYALTY_TIER_TRAIT, MARKETING, facts_from_profile
-from hilo.offers.model import CustomerFacts, OffersSnapshot, PricedLine, PromotionKind, QuoteLine
+from hilo.offers.model import (
+    MAX_QUOTE_QUANTITY,
+    CustomerFacts,
+    OffersSnapshot,
+    PricedLine,
+    PromotionKind,
+    QuoteLine,
+)
 from hilo.offers.money import CurrencyError, round_money
 from hilo.offers.pricing import price_lines
 
@@ -155,15 +162,25 @@ def _following(snapshot: OffersSnapshot, currency: str, told: frozenset[str]) ->
         or (SEGMENTS in told and promotion.conditions.segments)
         for sku in promotion.skus
     }
-    bundles = [set(p.skus) for p in promotions if p.kind == PromotionKind.BUNDLE]
-    grown = True
+    return _with_bundle_partners(snapshot, currency, unsure)
+
+
+def _with_bundle_partners(snapshot: OffersSnapshot, currency: str, skus: set[str]) -> set[str]:
+    """`skus` and every SKU of a bundle one of them is in, transitively: whether a bundle
+    formed changes the price of all its SKUs."""
+    bundles = [
+        set(p.skus)
+        for p in snapshot.promotions.values()
+        if p.currency == currency and p.kind == PromotionKind.BUNDLE
+    ]
+    found, grown = set(skus), True
     while grown:
         grown = False
-        for skus in bundles:
-            if skus & unsure and not skus <= unsure:
-                unsure |= skus
+        for bundle in bundles:
+            if bundle & found and not bundle <= found:
+                found |= bundle
                 grown = True
-    return unsure
+    return found
 
 
 def count(channel: str, identity_trust: str, mismatches: list[dict[str, Any]]) -> None:
@@ -179,12 +196,23 @@ def _check(
     basket: list[Charged],
     unsure: set[str],
 ) -> list[dict[str, Any]]:
-    """The basket priced whole (a bundle needs all its SKUs), compared but for `unsure` SKUs."""
-    if not any((sku, currency) in snapshot.prices for sku in (c.sku for c in basket)):
+    """The basket priced whole (a bundle needs all its SKUs), compared but for `unsure` SKUs.
+
+    Lines the catalogue does not price (a carrier bag's `BAG 01`, which no quote could name)
+    are left out of it, and a line of more units than a quote takes with its bundle partners:
+    either used to make the whole basket unchecked."""
+    left_out = {
+        c.sku
+        for c in basket
+        if (c.sku, currency) not in snapshot.prices or c.quantity > MAX_QUOTE_QUANTITY
+    }
+    unsure = unsure | _with_bundle_partners(snapshot, currency, left_out)
+    lines = [c for c in basket if c.sku not in left_out]
+    if not lines:
         return []
     priced = price_lines(
         snapshot,
-        [QuoteLine(sku=charged.sku, quantity=charged.quantity) for charged in basket],
+        [QuoteLine(sku=charged.sku, quantity=charged.quantity) for charged in lines],
         currency=currency,
         channel=interaction.channel,
         facts=facts,
