@@ -18,6 +18,9 @@ from hilo.offers.model import CART_ABANDONED_7D, CustomerFacts
 LOYALTY_TIER_TRAIT = "loyalty_tier"
 MARKETING = "marketing"
 ABANDONED_WITHIN = timedelta(days=7)
+ABANDONED_AFTER = timedelta(hours=1)
+"""How long a cart sits unchanged before it counts as left: a shopper still filling one, or
+paying for it, has not abandoned it (a win-back promotion quoted to every live cart)."""
 
 
 class _Read(BaseModel):
@@ -131,12 +134,13 @@ def _segments(view: _View, at: datetime) -> frozenset[str]:
 
 
 def _cart_abandoned(view: _View, at: datetime) -> bool:
-    """A cart with items last changed within the 7 days up to `at`, and no order seen from the
-    cart's change until `at` (exclusive: the order being priced at `at` does not count)."""
+    """A cart with items last changed between 7 days and an hour (`ABANDONED_AFTER`) before
+    `at`, and no order seen from the cart's change until `at` (exclusive: the order being
+    priced at `at` does not count)."""
     cart = view.cart
     if cart is None or not cart.items:
         return False
-    if not at - ABANDONED_WITHIN <= cart.updated_at <= at:
+    if not at - ABANDONED_WITHIN <= cart.updated_at <= at - ABANDONED_AFTER:
         return False
     # The view keeps only its latest orders, so `last_order_placed` answers for the others;
     # views stored before that field existed have none and every order in the list.

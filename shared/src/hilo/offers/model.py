@@ -42,7 +42,8 @@ Channel = Annotated[str, Field(min_length=1, max_length=50, pattern=CHANNEL_PATT
 """A channel as a quote names it (`POST /v1/quotes`)."""
 
 CART_ABANDONED_7D = "cart_abandoned_7d"
-"""A cart with items, last changed in the 7 days before the quote, and no order since."""
+"""A cart with items, left unchanged for an hour, changed in the 7 days before the quote, and
+no order since."""
 SEGMENTS = (CART_ABANDONED_7D,)
 """The segments `hilo.offers.facts` derives: a condition on any other could never hold."""
 
@@ -165,7 +166,7 @@ class Conditions(_Model):
         default_factory=list,
         max_length=20,
         description="Segments the customer must be in, e.g. `cart_abandoned_7d` (a cart left "
-        "without an order in the last 7 days).",
+        "unchanged for an hour or more, without an order, in the last 7 days).",
     )
 
 
