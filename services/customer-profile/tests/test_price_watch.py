@@ -28,6 +28,7 @@ from hilo.contract import (
     SalesChannel,
     new_interaction,
 )
+from hilo.offers.book import OffersBook
 from hilo.offers.model import (
     Conditions,
     OfferRecord,
@@ -64,7 +65,9 @@ def gold_promotion(version: int) -> OfferRecord:
         valid_until=NOW + timedelta(days=1),
         conditions=Conditions(loyalty_tiers=["gold"]),
     )
-    return offer_record(promotion_key("gold-10"), version, promotion=promotion)
+    record = offer_record(promotion_key("gold-10"), version, promotion=promotion)
+    # Written when it began, a day ago: the sales checked below come after it.
+    return record.model_copy(update={"changed_at": promotion.valid_from})
 
 
 def receipt(n: int, unit_price: str, *, ago: timedelta, email: str) -> Interaction:
@@ -393,3 +396,41 @@ def test_a_line_no_quote_could_name_leaves_the_rest_of_the_basket_checked() -> N
     assert [(m["sku"], m["charged"], m["expected"]) for m in flagged] == [
         ("SKU-RED-42", "10.00", "6.67")
     ]
+
+
+def test_a_sale_from_before_a_promotion_changed_is_not_priced_with_it_as_it_is_now() -> None:
+    """The morning's receipts, uploaded at the end of the day, were discounted by a promotion
+    retired at noon (or cut from 20% to 10%): priced with the offers as they are now, each was
+    flagged. Prices keep their schedule; a promotion keeps only its latest form, so its SKUs
+    are left out for sales from before its change, and checked for later ones."""
+    price = offer_record(
+        price_key("SKU-RED-42", "EUR"), 1, price=schedule(("10.00", NOW - timedelta(days=30), 1))
+    )
+    twenty = Promotion(
+        id="spring",
+        name="Spring: 20% off shoes",
+        kind=PromotionKind.PERCENT_OFF,
+        skus=["SKU-RED-42"],
+        currency=EUR,
+        percent=Decimal(20),
+        valid_from=NOW - timedelta(days=1),
+        valid_until=NOW + timedelta(days=1),
+    )
+    cut = offer_record(
+        promotion_key("spring"), 2, promotion=twenty.model_copy(update={"percent": Decimal(10)})
+    )
+    book = OffersBook()
+    for record in (price, cut.model_copy(update={"changed_at": NOW - timedelta(hours=3)})):
+        book.apply(record)
+    book.caught_up()
+    check = PriceCheck(book.snapshot)
+
+    def sold(unit_price: str, hours_ago: int) -> Interaction:
+        return replace_time(order((1, unit_price, "EUR")), NOW - timedelta(hours=hours_ago))
+
+    assert check.mismatches(sold("8.00", 5), "c", None) == [], "20% off, before the cut"
+    assert [m["expected"] for m in check.mismatches(sold("8.00", 1), "c", None)] == ["9.00"]
+
+
+def replace_time(event: Interaction, at: datetime) -> Interaction:
+    return event.model_copy(update={"occurred_at": at})

@@ -23,6 +23,7 @@ import asyncio
 import time
 import weakref
 from collections.abc import Iterable
+from datetime import datetime
 from types import MappingProxyType
 
 import structlog
@@ -129,15 +130,19 @@ class OffersBook:
         if self._snapshot is None:
             prices: dict[tuple[str, str], PriceSchedule] = {}
             promotions: dict[str, Promotion] = {}
+            changes: dict[str, tuple[datetime, Promotion]] = {}
             for record in self._records.values():
                 if record.price is not None:
                     prices[(record.price.sku, record.price.currency)] = record.price
-                elif record.promotion is not None and record.promotion.active:
-                    promotions[record.promotion.id] = record.promotion
+                elif record.promotion is not None:
+                    changes[record.promotion.id] = (record.changed_at, record.promotion)
+                    if record.promotion.active:
+                        promotions[record.promotion.id] = record.promotion
             self._snapshot = OffersSnapshot(
                 version=self._version,
                 prices=MappingProxyType(prices),
                 promotions=MappingProxyType(promotions),
+                promotion_changes=MappingProxyType(changes),
             )
         return self._snapshot
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from functools import cache
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
 
@@ -416,3 +417,9 @@ class OffersSnapshot:
     """By (sku, currency)."""
     promotions: Mapping[str, Promotion]
     """By id; retired ones (`active` false) are left out."""
+    promotion_changes: Mapping[str, tuple[datetime, Promotion]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    """By id, retired ones too: when each was last written, and as what. A sale recorded late
+    (an end-of-day upload) from before a promotion's change was priced with the promotion as
+    it was then, which the snapshot no longer holds."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -104,7 +105,8 @@ class PriceCheck:
         told_since = _facts_told_since(view, interaction) if view is not None else frozenset()
         found: list[dict[str, Any]] = []
         for currency, basket in baskets.items():
-            unsure = _following(snapshot, currency, told_since) & {c.sku for c in basket}
+            skus = {c.sku for c in basket}
+            unsure = _following(snapshot, currency, told_since) & skus
             if unsure:
                 log.info(
                     "price_check_skipped",
@@ -113,6 +115,14 @@ class PriceCheck:
                     facts=sorted(told_since),
                     skus=sorted(unsure),
                 )
+            if changed := _changed_since(snapshot, currency, interaction.occurred_at) & skus:
+                log.info(
+                    "price_check_skipped",
+                    reason="promotions_changed_since",
+                    event_id=interaction.id,
+                    skus=sorted(changed),
+                )
+                unsure |= changed
             try:
                 found += _check(snapshot, interaction, facts, currency, basket, unsure)
             except (CurrencyError, ValueError) as exc:  # a currency the offers cannot price
@@ -163,6 +173,20 @@ def _following(snapshot: OffersSnapshot, currency: str, told: frozenset[str]) ->
         for sku in promotion.skus
     }
     return _with_bundle_partners(snapshot, currency, unsure)
+
+
+def _changed_since(snapshot: OffersSnapshot, currency: str, at: datetime) -> set[str]:
+    """The SKUs of promotions written after `at` (retired, edited, or made with an earlier
+    start), and their bundle partners: a sale recorded late was priced with them as they were
+    then, which the snapshot no longer holds. Their prices are not compared; prices themselves
+    keep their schedule and are."""
+    changed = {
+        sku
+        for changed_at, promotion in snapshot.promotion_changes.values()
+        if changed_at > at and promotion.currency == currency
+        for sku in promotion.skus
+    }
+    return _with_bundle_partners(snapshot, currency, changed) if changed else set()
 
 
 def _with_bundle_partners(snapshot: OffersSnapshot, currency: str, skus: set[str]) -> set[str]:
