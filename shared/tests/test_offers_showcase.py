@@ -106,3 +106,28 @@ def test_an_offer_says_where_this_customer_gets_it_not_only_where_it_is_named(
     assert shown.every_channel is everywhere
     if open_on is not None:
         assert shown.open_on == open_on
+
+
+def test_each_offer_shows_what_it_does_itself_not_what_another_winning_does() -> None:
+    """10% and 20% off the same shoes: both examples showed 8.00, the 20% winning on the
+    basket, so the agent read "10% off: 8.00"."""
+    ten = offers().promotions["ten"]
+    twenty = percent_off(
+        "twenty",
+        "20% off",
+        "SKU-1",
+        20,
+        valid_from=ten.valid_from,
+        valid_until=ten.valid_until,
+        priority=5,
+    )
+    both = OffersSnapshot(
+        version=4, prices=offers().prices, promotions={ten.id: ten, twenty.id: twenty}
+    )
+
+    shown = {
+        offer.promotion_id: offer.example_total
+        for offer in offers_for(both, CustomerFacts(), channel="web", at=AT)
+    }
+
+    assert shown == {"ten": Decimal("9.00"), "twenty": Decimal("8.00")}

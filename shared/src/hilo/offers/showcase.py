@@ -1,8 +1,9 @@
 """What a customer qualifies for now, with the numbers a channel would quote: for the agent
 context, the agent desk and the offers service alike.
 
-Each qualifying promotion is shown with an example basket priced by `price_lines` (one unit of
-each of its SKUs; a buy-X-get-Y's X + Y units of its first SKU; a bundle's one set), on the
+Each qualifying promotion is shown with an example basket priced by `price_lines` with that
+promotion alone (one unit of each of its SKUs; a buy-X-get-Y's X + Y units of its first SKU; a
+bundle's one set: with every promotion, "10% off" showed the 20% of another that wins), on the
 channel asked, or, when none is, on a channel where the promotion is open to this customer
 (`hilo.offers.pricing.open_channel`): a promotion that needs marketing consent is priced where
 the customer consented, never on a channel where the example would show no discount.
@@ -10,6 +11,7 @@ the customer consented, never on a channel where the example would show no disco
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -66,7 +68,7 @@ def offers_for(
         open_on = open_channels(promotion, facts)
         on = channel or next(iter(open_on), BUILT_IN_CHANNELS[0])
         priced = price_lines(
-            snapshot,
+            replace(snapshot, promotions={promotion.id: promotion}),
             example_lines(promotion),
             currency=promotion.currency,
             channel=on,
