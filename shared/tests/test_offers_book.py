@@ -11,6 +11,7 @@ from itertools import permutations
 import pytest
 from pydantic_extra_types.currency_code import ISO4217
 
+from hilo.offers import book as book_module
 from hilo.offers.book import OffersBook, parse_record
 from hilo.offers.model import (
     OfferRecord,
@@ -183,3 +184,21 @@ def test_unreadable_or_inconsistent_records_are_skipped() -> None:
     assert parse_record(b"{not json") is None
     assert parse_record(None) is None
     assert parse_record(wrong_key.model_dump_json().encode()) is None
+
+
+def test_the_versions_applied_are_remembered_within_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A number per version, kept for ever by every process that prices (a price feed writes a
+    version a minute): only the latest are listed, and a part of an older one, read again, is
+    a stray part that per key cannot go back."""
+    monkeypatch.setattr(book_module, "APPLIED_KEPT", 10, raising=False)
+    book = live_book()
+    for version in range(1, 101):
+        book.apply(price("A", f"{version}.00", version))
+
+    book.apply(price("B", "9.00", 3, part=1, parts=2))  # long forgotten: taken, not waiting
+
+    assert len(book._applied) <= 20
+    assert amounts(book) == {"A": Decimal("100.00"), "B": Decimal("9.00")}
+    assert book.pending_versions() == []

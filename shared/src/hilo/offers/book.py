@@ -47,6 +47,9 @@ from hilo.topics import Topic, topic_name
 
 log = structlog.get_logger(__name__)
 
+APPLIED_KEPT = 10_000
+"""Applied versions listed: a part of a version this far behind the latest, read for the first
+time, is no longer a version that waits for its other parts; it is taken as a stray one."""
 CONFIRM_TIMEOUT = 10.0
 """Seconds an end-offsets request may take before the check is left for the next one."""
 UNCONFIRMED = Gauge(
@@ -69,6 +72,8 @@ class OffersBook:
         self._records: dict[str, OfferRecord] = {}
         self._pending: dict[int, dict[int, OfferRecord]] = {}
         self._applied: set[int] = set()
+        self._forgotten_below = 0
+        """Versions below this were applied and are no longer listed in `_applied`."""
         self._version = 0
         self._highest_read = 0
         self._catching_up = True
@@ -95,7 +100,7 @@ class OffersBook:
 
     def apply(self, record: OfferRecord) -> None:
         """Take one record in; its version applies once whole (or superseded, catching up)."""
-        if record.version in self._applied:
+        if record.version in self._applied or record.version < self._forgotten_below:
             # A stray part of a version already applied (published twice, or read after a
             # higher version while catching up): per key it can only fill in, never go back.
             self._apply_records([record])
@@ -154,6 +159,11 @@ class OffersBook:
         self._apply_records(records)
         self._applied.add(version)
         self._version = max(self._version, version)
+        if len(self._applied) > 2 * APPLIED_KEPT:
+            # One number per version, for ever, in every process pricing (a price feed writes
+            # one a minute): only the latest are kept, and anything older counts as applied.
+            self._forgotten_below = sorted(self._applied)[-APPLIED_KEPT]
+            self._applied = {v for v in self._applied if v >= self._forgotten_below}
         self._snapshot = None
 
     def _apply_records(self, records: Iterable[OfferRecord]) -> None:
