@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
+from pydantic_extra_types.currency_code import ISO4217
 
 from customer_profile.adapters.memory import InMemoryStore
 from customer_profile.domain.identity import (
@@ -24,6 +26,7 @@ from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import MAX_REFUNDS_WAITING, RECENT_ORDERS, derive_view
 from customer_profile.service.pipeline import STEPS, Pipeline
 from customer_profile.service.ports import Contention, ViewSave
+from customer_profile.service.prices import PriceCheck
 from customer_profile.testing import (
     FAULT_POINTS,
     FaultPoint,
@@ -38,16 +41,23 @@ from hilo.contract import (
     DONE_AFTER,
     ConversationDone,
     Direction,
+    Fulfilment,
+    Identified,
     IdentifierKind,
+    Identifiers,
     Interaction,
+    LineItem,
     Money,
     OrderPlaced,
     OrderRefunded,
     OrderStatus,
     SalesChannel,
+    new_interaction,
 )
 from hilo.kafka import Record
+from hilo.offers.model import Conditions, OffersSnapshot, Promotion, PromotionKind
 from hilo.sealing import InMemoryKeys, Sealer
+from hilo.testkit.offers import price_schedule
 from hilo.testkit.samples import sample_payloads
 from hilo.topics import Topic
 
@@ -582,3 +592,70 @@ async def test_a_reply_at_the_instant_of_a_done_mark_folds_as_the_journey_orders
     assert profile.view.conversation is not None
     assert profile.view.conversation.awaiting_reply_since is None
     assert (reply.id < mark.id) == (mark_id == "mark"), "the two orders of one instant"
+
+
+async def test_a_sale_is_not_priced_without_a_fact_its_own_batch_told_before_it() -> None:
+    """An end-of-day file tells Ana's gold tier at 10:00 and her receipt at 10:05, charged the
+    gold price: checked against the profile as it was before the batch (no tier), the receipt
+    was flagged; in two batches it was not. Its gold-priced SKUs are left unchecked now, as
+    for a fact told since; a walk-in's receipt in the same batch is still checked."""
+    at = datetime.now(UTC) - timedelta(hours=8)
+    gold = Promotion(
+        id="gold-10",
+        name="Gold: 10% off",
+        kind=PromotionKind.PERCENT_OFF,
+        skus=["SKU-1"],
+        currency=ISO4217("EUR"),
+        percent=Decimal(10),
+        valid_from=at - timedelta(days=1),
+        valid_until=at + timedelta(days=1),
+        conditions=Conditions(loyalty_tiers=["gold"]),
+    )
+    snapshot = OffersSnapshot(
+        version=2,
+        prices={("SKU-1", "EUR"): price_schedule("SKU-1", ("60.00", at - timedelta(days=9), 1))},
+        promotions={gold.id: gold},
+    )
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    checked = Pipeline(
+        store,
+        publisher,
+        Sealer(InMemoryKeys(), PEPPER),
+        pipeline(store, publisher)._policy,
+        WINDOW,
+        price_check=PriceCheck(lambda: snapshot),
+    )
+
+    def sale(name: str, email: str) -> Interaction:
+        charged = Money(amount=Decimal("54.00"), currency=ISO4217("EUR"))
+        line = LineItem(sku="SKU-1", quantity=1, unit_price=charged)
+        return new_interaction(
+            channel="store",
+            instance="t",
+            provider_event_id=name,
+            identifiers=Identifiers(email=email),
+            payload=OrderPlaced(
+                order_id=name,
+                sold_via=SalesChannel.STORE,
+                fulfilment=Fulfilment.IN_STORE,
+                store_id="BCN-01",
+                items=[line],
+                total=charged,
+            ),
+            occurred_at=at + timedelta(minutes=5),
+        )
+
+    told = new_interaction(
+        channel="store",
+        instance="t",
+        provider_event_id="tier",
+        identifiers=Identifiers(email="ana@example.com"),
+        payload=Identified(traits={"loyalty_tier": "gold"}),
+        occurred_at=at,
+    )
+    ana, walk_in = sale("R-1", "ana@example.com"), sale("R-2", "walkin@example.com")
+
+    await checked.process(raw_records([told, ana, walk_in]))
+
+    assert store.journey[ana.id].price_mismatches == []
+    assert [m["expected"] for m in store.journey[walk_in.id].price_mismatches] == ["60.00"]

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -54,7 +54,7 @@ from customer_profile.service.ports import (
     StoredProfile,
     ViewSave,
 )
-from customer_profile.service.prices import PriceCheck
+from customer_profile.service.prices import PriceCheck, facts_told
 from customer_profile.service.prices import count as count_mismatches
 from customer_profile.service.resolver import IdentityResolver, Merge, Pending, Resolution
 from hilo.contract import (
@@ -473,12 +473,16 @@ class Pipeline:
         """
         latest = {c: p.view.last_seen for c, p in before.items() if p.view and p.view.last_seen}
         recorded_at = datetime.now(UTC)
+        told = _facts_told_by_customer(events, customers) if self._price_check else {}
         entries = []
         for event in events:
             customer = customers[event.id]
             at, previous = as_stored(event.occurred_at), latest.get(customer)
             late = previous is not None and at < previous
-            mismatches = self._mismatches(event, customer, before.get(customer))
+            alongside = told.get(customer, Counter()) - Counter(facts_told(event))
+            mismatches = self._mismatches(
+                event, customer, before.get(customer), frozenset(+alongside)
+            )
             entries.append(
                 new_entry(
                     event,
@@ -499,12 +503,17 @@ class Pipeline:
         return stored, repairs
 
     def _mismatches(
-        self, event: Interaction, customer: str, profile: StoredProfile | None
+        self,
+        event: Interaction,
+        customer: str,
+        profile: StoredProfile | None,
+        told_alongside: frozenset[str],
     ) -> list[dict[str, Any]]:
         """What the event charged differently from the offers in force (none to check: [])."""
         if self._price_check is None:
             return []
-        return self._price_check.mismatches(event, customer, profile.view if profile else None)
+        view = profile.view if profile else None
+        return self._price_check.mismatches(event, customer, view, told_alongside)
 
     async def _update_profiles(
         self,
@@ -880,3 +889,15 @@ class _Unprocessable(Exception):
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
+
+
+def _facts_told_by_customer(
+    events: list[Interaction], customers: dict[str, str]
+) -> dict[str, Counter[str]]:
+    """Per customer, how many of the batch's events tell each fact promotions follow
+    (`facts_told`): a sale is checked against the profile as it was before the batch."""
+    told: dict[str, Counter[str]] = {}
+    for event in events:
+        if facts := facts_told(event):
+            told.setdefault(customers[event.id], Counter()).update(facts)
+    return told

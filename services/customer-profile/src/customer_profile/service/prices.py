@@ -28,7 +28,9 @@ an event older than the customer's loyalty tier or marketing consent as the prof
 (a sale uploaded at the end of the day, after the customer became gold at noon), or older than
 the profile at all (segments: a cart left, then bought, keeps no time), the SKUs a promotion
 prices on that fact, and their bundle partners, are not compared: the profile keeps no earlier
-value to price them with. The rest of the event is.
+value to price them with. So are they when another event of the customer in the same batch
+tells such a fact (`facts_told`): the profile before the batch lacks it. The rest of the event
+is.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from customer_profile.domain.profile import ProfileView
 from hilo.contract import (
     CartAction,
     CartChanged,
+    ConsentChanged,
+    Identified,
     Interaction,
     LineItem,
     OrderPlaced,
@@ -93,16 +97,22 @@ class PriceCheck:
         self._offers = offers
 
     def mismatches(
-        self, interaction: Interaction, customer_id: str, view: ProfileView | None
+        self,
+        interaction: Interaction,
+        customer_id: str,
+        view: ProfileView | None,
+        told_alongside: frozenset[str] = frozenset(),
     ) -> list[dict[str, Any]]:
         """The SKUs of `interaction` charged differently from the offer in force ([] when
-        nothing can be checked)."""
+        nothing can be checked). `told_alongside`: the facts other events of the customer in
+        the same batch tell (`facts_told`), which `view`, as it was before the batch, lacks."""
         baskets = _baskets(interaction)
         snapshot = self._offers() if baskets else None
         if snapshot is None or not snapshot.prices:
             return []
         facts = facts_from_profile(_profile_json(customer_id, view), interaction.occurred_at)
         told_since = _facts_told_since(view, interaction) if view is not None else frozenset()
+        told_since |= told_alongside
         found: list[dict[str, Any]] = []
         for currency, basket in baskets.items():
             skus = {c.sku for c in basket}
@@ -133,6 +143,22 @@ class PriceCheck:
 TIER: Final = "tier"
 CONSENT: Final = "consent"
 SEGMENTS: Final = "segments"
+
+
+def facts_told(interaction: Interaction) -> frozenset[str]:
+    """Which facts promotions follow an event tells: a loyalty tier, a marketing consent, or a
+    cart or an order (the segments). A sale in the same batch as one is checked against the
+    profile as it was before the batch, which does not hold it (an end-of-day file telling the
+    tier at 10:00 and the sale at 10:05): the SKUs priced on it are left unchecked, as for a
+    fact told since (`_following`), not flagged for a price the till rightly charged."""
+    payload = interaction.payload
+    if isinstance(payload, Identified) and LOYALTY_TIER_TRAIT in payload.traits:
+        return frozenset({TIER})
+    if isinstance(payload, ConsentChanged) and payload.purpose == MARKETING:
+        return frozenset({CONSENT})
+    if isinstance(payload, CartChanged | OrderPlaced):
+        return frozenset({SEGMENTS})
+    return frozenset()
 
 
 def _facts_told_since(view: ProfileView, interaction: Interaction) -> frozenset[str]:
