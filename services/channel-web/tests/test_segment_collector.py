@@ -777,7 +777,8 @@ async def test_malformed_batches_numbers_and_unicode_are_4xx_never_500(
     assert event["payload"] == {
         "kind": "custom",
         "name": "Product Added",
-        "properties": {"sku": "SKU-1", "quantity": None},
+        # JSON has no infinity: the value is left out (it was published as null).
+        "properties": {"sku": "SKU-1"},
     }
 
 
