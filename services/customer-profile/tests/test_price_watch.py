@@ -434,3 +434,37 @@ def test_a_sale_from_before_a_promotion_changed_is_not_priced_with_it_as_it_is_n
 
 def replace_time(event: Interaction, at: datetime) -> Interaction:
     return event.model_copy(update={"occurred_at": at})
+
+
+def test_a_sale_charged_from_a_quote_made_just_before_a_promotion_ended_matches() -> None:
+    """Quoted at 23:59:50 inside a promotion ending at midnight, recorded at 00:00:05 at the
+    quoted price: flagged. A sale that names its quote is checked against the offers of the
+    last `QUOTED_WITHIN` too; one naming none, or much later, still against the sale's time."""
+    ended = NOW - timedelta(minutes=2)
+    ten = Promotion(
+        id="ten",
+        name="10% off shoes",
+        kind=PromotionKind.PERCENT_OFF,
+        skus=["SKU-RED-42"],
+        currency=EUR,
+        percent=Decimal(10),
+        valid_from=NOW - timedelta(days=1),
+        valid_until=ended,
+    )
+    snapshot = OffersSnapshot(
+        version=2,
+        prices={("SKU-RED-42", "EUR"): schedule(("10.00", NOW - timedelta(days=30), 1))},
+        promotions={ten.id: ten},
+    )
+    check = PriceCheck(lambda: snapshot)
+
+    def sale(quote_id: str | None, minutes_after: int) -> Interaction:
+        sold = order((1, "9.00", "EUR"))
+        assert isinstance(sold.payload, OrderPlaced)
+        payload = sold.payload.model_copy(update={"quote_id": quote_id})
+        at = ended + timedelta(minutes=minutes_after)
+        return sold.model_copy(update={"payload": payload, "occurred_at": at})
+
+    assert check.mismatches(sale("q-1", 1), "c", None) == []
+    assert [m["expected"] for m in check.mismatches(sale(None, 1), "c", None)] == ["10.00"]
+    assert [m["expected"] for m in check.mismatches(sale("q-1", 30), "c", None)] == ["10.00"]

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
@@ -61,6 +61,7 @@ from hilo.offers.model import (
     CustomerFacts,
     OffersSnapshot,
     PricedLine,
+    PricedLines,
     PromotionKind,
     QuoteLine,
 )
@@ -260,14 +261,14 @@ def _check(
     lines = [c for c in basket if c.sku not in left_out]
     if not lines:
         return []
-    priced = price_lines(
-        snapshot,
-        [QuoteLine(sku=charged.sku, quantity=charged.quantity) for charged in lines],
-        currency=currency,
-        channel=interaction.channel,
-        facts=facts,
-        at=interaction.occurred_at,
-    )
+    quote = [QuoteLine(sku=charged.sku, quantity=charged.quantity) for charged in lines]
+
+    def priced_at(at: datetime) -> PricedLines:
+        return price_lines(
+            snapshot, quote, currency=currency, channel=interaction.channel, facts=facts, at=at
+        )
+
+    priced = priced_at(interaction.occurred_at)
     expected = {line.sku: line for line in priced.lines}
     found = []
     for charged in basket:
@@ -276,7 +277,37 @@ def _check(
         mismatch = _compare(charged, expected.get(charged.sku), currency, priced.offers_version)
         if mismatch is not None:
             found.append({**mismatch, "quote_id": _quote_id(interaction)})
+    if found and _quote_id(interaction) is not None:
+        found = _not_quoted_earlier(
+            found, basket, priced_at(interaction.occurred_at - QUOTED_WITHIN)
+        )
     return found
+
+
+QUOTED_WITHIN = timedelta(minutes=15)
+"""How long before a sale its quote may have been made (a checkout takes minutes): a channel
+that charged from a quote (`quote_id`) made just before a promotion ended or a price changed
+charged what the customer was shown."""
+
+
+def _not_quoted_earlier(
+    found: list[dict[str, Any]], basket: list[Charged], earlier: PricedLines
+) -> list[dict[str, Any]]:
+    """The mismatches the offers in force `QUOTED_WITHIN` before the sale do not explain."""
+    charged = {c.sku: c for c in basket}
+    expected = {line.sku: line for line in earlier.lines}
+    currency = earlier.currency
+    return [
+        mismatch
+        for mismatch in found
+        if _compare(
+            charged[mismatch["sku"]],
+            expected.get(mismatch["sku"]),
+            currency,
+            earlier.offers_version,
+        )
+        is not None
+    ]
 
 
 PRICED_AT_THE_SALE = frozenset({OrderStatus.PLACED, OrderStatus.COMPLETED})
