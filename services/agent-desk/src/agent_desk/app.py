@@ -828,7 +828,7 @@ def _customer_routes(app: FastAPI) -> None:
         profile = await desk.profiles.profile(customer_id)
         if profile is None:
             raise HTTPException(status_code=404, detail="no customer with this id")
-        return await _reply(desk, profile, body, agent)
+        return await _reply(desk, profile, body, agent, customer_id)
 
 
 async def _pending(
@@ -892,7 +892,9 @@ def _unsendable(body: ReplyBody, template: Template | None) -> str | None:
     return too_long(body.channel, text) if text else None
 
 
-async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: str) -> JSONResponse:
+async def _reply(
+    desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: str, asked_for: str
+) -> JSONResponse:
     """Check the provider's rules, then publish the command; the page shows it as pending
     until the channel records it sent (or failed, with the provider's reason)."""
     options = {o.channel: o for o in await _reply_options(desk, profile)}
@@ -936,6 +938,7 @@ async def _reply(desk: Desk, profile: dict[str, Any], body: ReplyBody, agent: st
         subject=body.subject,
         page_id=str(body.command_id) if body.command_id else None,
         unanswered=await _unanswered(desk, profile),
+        page_customer=asked_for,
     )
     try:
         await publish_reply(desk.publisher, desk.sealer, command)

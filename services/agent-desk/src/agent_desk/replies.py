@@ -111,6 +111,7 @@ def reply_command(
     subject: str | None = None,
     page_id: str | None = None,
     unanswered: bool = False,
+    page_customer: str | None = None,
 ) -> OutboundCommand:
     """The command for this reply, continuing the open conversation whatever its channel. A
     closed one, however recent its id on the view, is not continued (the reply starts its
@@ -124,9 +125,11 @@ def reply_command(
     command id, so the channel, which sends each command once, sends it once even when the first
     attempt's answer was lost. The command id is derived from it with the agent, the customer
     and the channel, so no page can make the id of another agent's, customer's or channel's
-    command (which the channel would take for a repeat and not send).
+    command (which the channel would take for a repeat and not send). The customer is the one
+    the page asked for (`page_customer`), not the profile it resolved to: merged meanwhile, the
+    retry resolved to the survivor, got another id, and the channel sent the reply twice.
     """
-    scope = f"{agent}|{profile['customer_id']}|{option.channel}|{page_id}"
+    scope = f"{agent}|{page_customer or profile['customer_id']}|{option.channel}|{page_id}"
     command_id = str(uuid.uuid5(_PAGE_NAMESPACE, scope) if page_id else uuid.uuid4())
     conversation = ((profile.get("view") or {}).get("conversation")) or {}
     answering = purpose == "service" and (profile.get("conversation_open") or unanswered)

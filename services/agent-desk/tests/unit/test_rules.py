@@ -807,3 +807,28 @@ def test_the_campaign_a_customer_came_from_says_who_told_it() -> None:
     assert "as a browser told it" in browser
     assert "A campaign (instagram) on WhatsApp" in source_alone
     assert 'id="came-from"' not in _panels({})
+
+
+def test_a_reply_retried_after_a_merge_has_the_command_id_of_its_first_attempt() -> None:
+    """The page asked for customer A; A was merged into B before the retry, which resolved to
+    B's profile: the command id changed with it and the channel sent the reply twice."""
+    before, after = profile(), profile()
+    after["customer_id"] = "cus-survivor"
+    [sms] = reply_options(before, ["sms"])
+
+    def attempt(p: dict[str, Any], page_customer: str) -> str:
+        return reply_command(
+            p,
+            sms,
+            text="Hi",
+            template=None,
+            purpose="service",
+            agent="ana",
+            thread=Thread(),
+            page_id="page-1",
+            page_customer=page_customer,
+        ).id
+
+    first = attempt(before, before["customer_id"])
+    assert attempt(after, before["customer_id"]) == first
+    assert attempt(after, "cus-survivor") != first, "another customer's page: another id"
