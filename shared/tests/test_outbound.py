@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -100,6 +101,28 @@ async def _sender(
     publisher = publisher_class(broker, settings, sealer=create_sealer(settings, client))
     sends = client[settings.mongodb_database][SENDS_COLLECTION]
     return OutboundSender("sms", "test", provider, publisher, sends, FAST)
+
+
+@asynccontextmanager
+async def sms_channel_reading(
+    settings: HiloSettings, provider: ScriptedProvider, records: Sequence[Record]
+) -> AsyncIterator[None]:
+    """The SMS channel running, sending through `provider`, with `records` put on `outbound`."""
+    app = create_channel_app(
+        "sms",
+        ChannelSettings(**settings.model_dump()),
+        lambda _: [],
+        description="t",
+        provider=provider,
+    )
+    async with channel_client(app):
+        broker = create_broker(settings)
+        await broker.start()
+        try:
+            await KafkaPublisher(broker, settings).publish_records(records)
+        finally:
+            await broker.stop()
+        yield
 
 
 @pytest.fixture
@@ -303,7 +326,6 @@ async def test_a_provider_down_for_every_attempt_is_reported_failed(
 async def test_the_channel_consumes_its_own_commands_once_and_dead_letters_unreadable_ones(
     settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], topics: list[str]
 ) -> None:
-    channel_settings = ChannelSettings(**settings.model_dump())
     provider = ScriptedProvider()
     mine, theirs = sample_command("sms"), sample_command("email")
     sealer = create_sealer(settings, mongo_client)
@@ -321,16 +343,7 @@ async def test_the_channel_consumes_its_own_commands_once_and_dead_letters_unrea
         Record(Topic.OUTBOUND, newer_record.key, newer_form, {"hilo_channel": "sms"}),
     ]
     before = _redelivered("sms")
-    app = create_channel_app(
-        "sms", channel_settings, lambda _: [], description="t", provider=provider
-    )
-    async with channel_client(app):
-        broker = create_broker(settings)
-        await broker.start()
-        try:
-            await KafkaPublisher(broker, settings).publish_records(records)
-        finally:
-            await broker.stop()
+    async with sms_channel_reading(settings, provider, records):
         await eventually(_redelivered_async("sms"), until=lambda n: n > before, timeout=60)
         dead = await read_topic(
             settings.kafka_bootstrap_servers, topic_name(Topic.OUTBOUND_DLQ, settings), expected=3
@@ -781,21 +794,11 @@ async def test_a_sent_commands_record_kafka_refuses_for_good_is_dead_lettered_no
     ever, and every reply behind it on the partition waited; it goes to `outbound.dlq` now
     (`unrecorded`), sent once, and the next command is sent and recorded."""
     await limit_record_size(settings, Topic.INTERACTIONS, 4_000)
-    channel_settings = ChannelSettings(**settings.model_dump())
     provider = ScriptedProvider()
     long, short = sample_command(text="é" * 4_000), sample_command()
     sealer = create_sealer(settings, mongo_client)
     records = [await command_record(long, sealer), await command_record(short, sealer)]
-    app = create_channel_app(
-        "sms", channel_settings, lambda _: [], description="t", provider=provider
-    )
-    async with channel_client(app):
-        broker = create_broker(settings)
-        await broker.start()
-        try:
-            await KafkaPublisher(broker, settings).publish_records(records)
-        finally:
-            await broker.stop()
+    async with sms_channel_reading(settings, provider, records):
         [dead] = await read_topic(
             settings.kafka_bootstrap_servers, topic_name(Topic.OUTBOUND_DLQ, settings), expected=1
         )
