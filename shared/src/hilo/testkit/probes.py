@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
 from hilo.kafka import from_the_beginning, read_to_end
@@ -41,7 +42,9 @@ async def read_topic(
     expected: int,
     timeout: float = 30.0,
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Read a topic from the beginning until `expected` records arrived (or the timeout).
+    """Read a topic from the beginning until `expected` records arrived (or the timeout), and
+    then on to its end offsets: anything beyond `expected` (a duplicate), and with `expected=0`
+    everything there, is seen, not only what one poll happened to return.
 
     Returns what arrived, possibly more or fewer than expected: the caller asserts.
     """
@@ -54,10 +57,25 @@ async def read_topic(
             batch = await consumer.getmany(timeout_ms=500)
             for partition_records in batch.values():
                 records.extend(partition_records)
-        # Anything beyond `expected` (a duplicate) must be seen too: drain briefly.
-        extra = await consumer.getmany(timeout_ms=300)
-        for partition_records in extra.values():
-            records.extend(partition_records)
+        await _to_the_end(consumer, records, deadline)
     finally:
         await consumer.stop()
     return records
+
+
+async def _to_the_end(
+    consumer: AIOKafkaConsumer, records: list[ConsumerRecord[bytes, bytes]], deadline: float
+) -> None:
+    """Read on until every partition is at the end offset it has now (at least one more poll:
+    a duplicate published just after the expected records)."""
+    while not consumer.assignment() and time.monotonic() < deadline:  # a fresh topic: a poll
+        for batch in (await consumer.getmany(timeout_ms=100)).values():
+            records.extend(batch)
+    partitions = list(consumer.assignment())
+    end = await consumer.end_offsets(partitions) if partitions else {}
+    while True:
+        for batch in (await consumer.getmany(timeout_ms=300)).values():
+            records.extend(batch)
+        behind = [tp for tp in end if await consumer.position(tp) < end[tp]]
+        if not behind or time.monotonic() > deadline:
+            return
