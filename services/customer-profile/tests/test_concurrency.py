@@ -205,7 +205,7 @@ async def test_two_instances_merging_two_loyalty_cards_into_one_profile_at_once_
     store = svc.service.store
     both_read = asyncio.Barrier(2)
     read = store.identity_state
-    first_reads = [0]
+    first_reads, met = [0], []
 
     async def identity_state(*args: Any) -> Any:
         state = await read(*args)
@@ -214,6 +214,7 @@ async def test_two_instances_merging_two_loyalty_cards_into_one_profile_at_once_
             with contextlib.suppress(asyncio.BrokenBarrierError, TimeoutError):
                 async with asyncio.timeout(5):
                     await both_read.wait()
+                    met.append(True)
         return state
 
     store.identity_state = identity_state  # type: ignore[method-assign,assignment]
@@ -226,6 +227,7 @@ async def test_two_instances_merging_two_loyalty_cards_into_one_profile_at_once_
         )
     )
 
+    assert met == [True, True], "the two resolutions did not read at the same moment"
     assert len(await loyalty_ids(store, shared)) == 1, "one person, one loyalty id"
     conflicts = [conflict for outcome in outcomes for conflict, _ in outcome.conflicts]
     assert [c.reason for c in conflicts] == ["unique_identifier"]

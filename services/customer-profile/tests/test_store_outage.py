@@ -53,10 +53,15 @@ async def test_an_outage_pauses_consumption_until_the_database_is_back(
             profile = await svc.http.get("/v1/customers/any-customer")
             assert profile.status_code == 503, "the caller is told to retry, not a 500"
             assert profile.headers["retry-after"] == "5"
-            # Several retry cycles pass (each gives up after 2 s and re-delivers the batch)...
-            with_outage = [await committed(local, group) for _ in range(3)]
+            # Several retry cycles pass (each gives up after 2 s and re-delivers the batch),
+            # and after each failed attempt nothing is committed past the unstored event.
+            with_outage = []
             failures = await _failed_attempts()
-            await eventually(_failed_attempts, until=lambda n: n >= failures + 2, timeout=60)
+            for attempt in range(1, 4):
+                await eventually(
+                    _failed_attempts, until=lambda n, a=attempt: n >= failures + a, timeout=60
+                )
+                with_outage.append(await committed(local, group))
             assert with_outage == [1, 1, 1]
             await eventually(lambda: _consumer_check(svc), until=lambda c: c == "failing")
             assert await committed(local, group) == 1, "nothing committed past the unstored event"
