@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -58,9 +59,7 @@ async def test_an_outage_pauses_consumption_until_the_database_is_back(
             with_outage = []
             failures = await _failed_attempts()
             for attempt in range(1, 4):
-                await eventually(
-                    _failed_attempts, until=lambda n, a=attempt: n >= failures + a, timeout=60
-                )
+                await eventually(_failed_attempts, until=_past(failures + attempt), timeout=60)
                 with_outage.append(await committed(local, group))
             assert with_outage == [1, 1, 1]
             await eventually(lambda: _consumer_check(svc), until=lambda c: c == "failing")
@@ -91,3 +90,7 @@ async def _failed_attempts() -> float:
 async def _consumer_check(svc: RunningProfileService) -> str:
     check: str = (await svc.http.get("/health/ready")).json()["checks"]["consumer"]
     return check
+
+
+def _past(count: float) -> Callable[[float], bool]:
+    return lambda n: n >= count
