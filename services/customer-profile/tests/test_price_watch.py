@@ -240,14 +240,17 @@ async def test_offers_not_read_yet_are_unknown_not_none(
         await svc.publish([gold_member("gold@example.com")])
         await svc.wait_for_entries(1)
         gold = await svc.customer_of("email", "gold@example.com")
-        svc.service.app.state.api.offers = lambda: None  # as while the topic is being read
+        svc.service.offers.ready.clear()  # as while the topic is being read
         context = await svc.get(f"/v1/customers/{gold}/context")
         unknown = await svc.http.get(f"/v1/customers/{gold}/offers")
+        svc.service.offers.ready.set()
+        known = await svc.http.get(f"/v1/customers/{gold}/offers")
 
     assert context["offers"] is None
     assert unknown.status_code == 503
     assert unknown.headers["retry-after"] == "5"
     assert "not loaded yet" in unknown.json()["detail"]
+    assert known.status_code == 200, "read: the customer's offers, none here"
 
 
 def three_for_two_check() -> PriceCheck:
