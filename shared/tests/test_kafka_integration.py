@@ -19,6 +19,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker, KafkaMessage
 
+from hilo import kafka as kafka_module
 from hilo.contract import Identifiers, Interaction, parse_interaction
 from hilo.kafka import (
     KafkaPublisher,
@@ -249,10 +250,19 @@ async def test_after_a_fresh_fetch_the_next_batch_holds_all_that_arrived_while_o
 
 
 async def test_a_broker_that_cannot_connect_yet_keeps_trying_and_refuses_publishes_meanwhile(
-    settings: HiloSettings,
+    settings: HiloSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Nothing listens: the start goes on in the background, a publish raises `PublishFailed`
-    (what channels spool or answer 503 for), and no try leaves an unclosed client behind."""
+    """Nothing listens: the start goes on in the background (tried again and again, counted:
+    a task that hung after its first try passed too), a publish raises `PublishFailed` (what
+    channels spool or answer 503 for), and no try leaves an unclosed client behind."""
+    tries = [0]
+    real_start = kafka_module._start
+
+    async def counted(*args: Any) -> None:
+        tries[0] += 1
+        await real_start(*args)
+
+    monkeypatch.setattr(kafka_module, "_start", counted)
     away = settings.model_copy(
         update={
             "kafka_bootstrap_servers": f"127.0.0.1:{free_port()}",
@@ -271,7 +281,7 @@ async def test_a_broker_that_cannot_connect_yet_keeps_trying_and_refuses_publish
             await KafkaPublisher(broker, away).publish_records(
                 [Record(Topic.INTERACTIONS, b"key", b"{}", {})]
             )
-        await asyncio.sleep(2.5)  # the second and third tries
+        await eventually(lambda: _value(tries[0]), until=lambda n: n >= 3, timeout=20)
         assert not connecting.done()
     finally:
         await cancelled([connecting])
@@ -332,3 +342,7 @@ def test_a_create_answer_that_says_nothing_of_existence_waits_for_the_topics_to_
     assert str(unsure[0]).endswith("creating c: ")
     with pytest.raises(InvalidReplicationFactorError, match="creating e: too many"):
         _created([("e", 38, "too many")])
+
+
+async def _value(value: int) -> int:
+    return value
