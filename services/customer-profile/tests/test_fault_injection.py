@@ -225,12 +225,13 @@ async def test_a_snapshot_overtaken_by_another_instance_is_followed_by_the_lates
     """Instance A saves version n, B saves n+1 and publishes first; A's n lands last on Kafka."""
     other = harness.another_instance()
     await harness.pipeline.process(raw_records([interaction("o-1", email="ovi@example.com")]))
-    b_done = asyncio.Event()
+    a_waiting, b_done = asyncio.Event(), asyncio.Event()
     publish = harness.publisher.publish_records
     slow = KafkaPublisher(harness.publisher._broker, settings, sealer=harness.pipeline._sealer)
 
     async def held_back(records: Sequence[Record]) -> None:
         if any(record.topic is Topic.PROFILES for record in records) and not b_done.is_set():
+            a_waiting.set()
             await b_done.wait()
         await publish(records)
 
@@ -238,7 +239,7 @@ async def test_a_snapshot_overtaken_by_another_instance_is_followed_by_the_lates
     instance_a = harness.another_instance(slow)
 
     async def instance_b() -> None:
-        await asyncio.sleep(0.5)  # A has saved its view and is waiting to publish the snapshot
+        await a_waiting.wait()  # A has saved its view and is waiting to publish the snapshot
         await other.process(raw_records([interaction("o-3", minutes=2, email="ovi@example.com")]))
         b_done.set()
 
