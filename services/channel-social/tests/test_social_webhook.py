@@ -240,6 +240,41 @@ async def test_a_message_meta_marks_unsupported_is_recorded_with_the_rest(
     assert [a["kind"] for a in unsupported["attachments"]] == ["other"]
 
 
+async def test_an_odd_url_or_an_empty_text_is_read_not_a_refusal_of_the_notification(
+    social: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """An empty or overlong attachment URL (a link a customer shares), an empty story URL, or
+    a text of "" with nothing else refused the whole batch with 422, other customers' messages
+    too, and Meta drops it after its retries. The URL is left out (noted `unreadable`); the
+    message is recorded."""
+    document = json.loads(json.dumps(MESSENGER_TEXT))
+    messaging = document["entry"][0]["messaging"]
+    long_link = "https://lookaside.fbsbx.com/x?signature=" + "A" * 2_100
+    odd = [
+        {"mid": "m_long", "attachments": [{"type": "fallback", "payload": {"url": long_link}}]},
+        {"mid": "m_empty", "attachments": [{"type": "image", "payload": {"url": ""}}]},
+        {"mid": "m_story", "text": "Nice!", "reply_to": {"story": {"id": "s1", "url": ""}}},
+        {"mid": "m_blank", "text": ""},
+    ]
+    messaging += [{**messaging[0], "message": message} for message in odd]
+    request = signed(document)
+
+    response = await social.post(request.path, content=request.body, headers=request.headers)
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"published": 5, "ignored": 0}
+    events = {
+        e["payload"]["provider_message_id"]: e for e in await published_interactions(settings, 5)
+    }
+    assert [a["url"] for a in events["m_long"]["payload"]["attachments"]] == [None]
+    assert ("payload.attachments.url", "unreadable") in {
+        (a["field"], a["reason"]) for a in events["m_long"]["adjustments"]
+    }
+    assert [a["url"] for a in events["m_empty"]["payload"]["attachments"]] == [None]
+    assert events["m_story"]["payload"]["text"] == "Nice!"
+    assert [a["caption"] for a in events["m_blank"]["payload"]["attachments"]] == ["unsupported"]
+
+
 async def test_a_postback_with_meta_s_longest_payload_and_an_opt_in_without_sender_are_taken(
     social: httpx.AsyncClient, settings: HiloSettings
 ) -> None:

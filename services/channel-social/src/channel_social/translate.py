@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from pydantic import HttpUrl, TypeAdapter, ValidationError
+
 from channel_social.sending import sent_by_hilo
 from channel_social.webhook import Attachment as MetaAttachment
 from channel_social.webhook import Message, Messaging, Notification
@@ -45,6 +47,7 @@ from hilo.contract import (
     new_interaction,
     unix_time,
 )
+from hilo.contract.adjustments import UNREADABLE
 from hilo.contract.campaign import ad_campaign, campaign_from
 
 CHANNELS = {"page": "messenger", "instagram": "instagram"}
@@ -184,8 +187,8 @@ def _message(
         purpose=purpose,
         campaign=None if message.is_echo else campaign,
         direction=Direction.OUTBOUND if message.is_echo else Direction.INBOUND,
-        text=message.text,
-        attachments=_attachments(message),
+        text=message.text or None,
+        attachments=_attachments(message, cut),
         interactive_reply=cut.clip(reply, REPLY_LIMIT, REPLY_FIELD),
         reply_to_provider_message_id=message.reply_to.mid if message.reply_to else None,
         provider_message_id=message.mid,
@@ -231,26 +234,41 @@ def _receipts(event: Messaging) -> list[tuple[str, Payload]]:
     ]
 
 
-def _attachments(message: Message) -> list[Attachment]:
-    attachments = [_attachment(attachment) for attachment in message.attachments]
+def _attachments(message: Message, cut: Truncations) -> list[Attachment]:
+    attachments = [_attachment(attachment, cut) for attachment in message.attachments]
     if message.reply_to is not None and (story := message.reply_to.story) is not None:
         # What the customer answered: the desk shows it, as Instagram's inbox does.
         attachments.append(
             Attachment(
                 kind=AttachmentKind.OTHER,
-                url=story.url,
+                url=_url(story.url, cut),
                 provider_media_id=story.id,
                 caption=STORY_REPLY,
             )
         )
-    if not attachments and message.text is None and message.quick_reply is None:
+    if not attachments and not message.text and message.quick_reply is None:
         # What Meta marks `is_unsupported` (or sends with nothing Hilo reads): the customer
         # wrote something, so it is recorded, and the rest of the notification is not refused.
         return [Attachment(kind=AttachmentKind.OTHER, caption="unsupported")]
     return attachments
 
 
-def _attachment(attachment: MetaAttachment) -> Attachment:
+def _url(url: str | None, cut: Truncations) -> HttpUrl | None:
+    """A URL the contract takes, else none (noted `unreadable`): an empty or overlong one is
+    dropped, not the attachment, nor the notification's other events."""
+    if not url:
+        return None
+    try:
+        return _HTTP_URL.validate_python(url)
+    except ValidationError:
+        cut.note("payload.attachments.url", UNREADABLE)
+        return None
+
+
+_HTTP_URL: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
+
+
+def _attachment(attachment: MetaAttachment, cut: Truncations) -> Attachment:
     """One attachment as Meta sent it; a shared location keeps its coordinates and name."""
     payload = attachment.payload
     coordinates = payload.coordinates if payload else None
@@ -258,7 +276,7 @@ def _attachment(attachment: MetaAttachment) -> Attachment:
         coordinates = None
     return Attachment(
         kind=_ATTACHMENTS.get(attachment.type, AttachmentKind.OTHER),
-        url=payload.url if payload else None,
+        url=_url(payload.url if payload else None, cut),
         caption=(payload.title if payload else None) or attachment.title,
         latitude=coordinates.lat if coordinates else None,
         longitude=coordinates.long if coordinates else None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Meta(BaseModel):
@@ -33,7 +33,9 @@ class Coordinates(_Meta):
 
 
 class AttachmentPayload(_Meta):
-    url: HttpUrl | None = None
+    url: str | None = None
+    """Read as text: an empty or overlong URL (a link a customer shares) must not refuse the
+    notification's other events (`translate` keeps only a URL the contract takes)."""
     title: str | None = None
     coordinates: Coordinates | None = None
 
@@ -48,7 +50,7 @@ class Story(_Meta):
     """The business's Instagram story a message replies to (it expires after 24 hours)."""
 
     id: str | None = None
-    url: HttpUrl | None = None
+    url: str | None = None
 
 
 class QuickReply(_Meta):
