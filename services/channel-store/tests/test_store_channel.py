@@ -658,8 +658,10 @@ async def test_rows_of_one_receipt_whose_ids_differ_by_spaces_are_one_order(
     store: httpx.AsyncClient, settings: HiloSettings
 ) -> None:
     """`R1` and `R1 `: two orders each holding the receipt's whole total doubled the customer's
-    spend; they are one receipt, published under its first row's ids."""
-    rows = [EOD_ROW.format(id="R1", name="Shoe"), EOD_ROW.format(id=" R1 ", name="Sock")]
+    spend; they are one receipt, published under the ids without the spaces, whichever row
+    comes first (under the first row's, its event id changed with the order, and differed from
+    the till's live `R1`)."""
+    rows = [EOD_ROW.format(id=" R1 ", name="Shoe"), EOD_ROW.format(id="R1", name="Sock")]
 
     uploaded = await store.post(
         "/v1/receipts/upload", content=csv_body(*rows), headers={"X-API-Key": KEY}

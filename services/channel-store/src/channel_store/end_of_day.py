@@ -56,11 +56,12 @@ def read_upload(body: bytes, received_at: datetime, instance: str) -> UploadRepo
             grouped.setdefault(trimmed, []).append((number, parsed))
     # Rows of one receipt are matched with their ids trimmed, as bad rows carry them
     # (`_reference`): `R1` and `R1 ` are one receipt, not two orders each with its total. The
-    # receipt is published under its first row's ids as they came.
+    # receipt is published under the trimmed ids too: under its first row's as they came, its
+    # event id changed with the rows' order, and differed from the till's live `R1`.
     bad_receipts = {(problem.store_id, problem.receipt_id) for problem in report.rejected}
     for trimmed, rows in grouped.items():
         numbers = [number for number, _ in rows]
-        store_id, receipt_id = rows[0][1].store_id, rows[0][1].receipt_id
+        store_id, receipt_id = trimmed
         if trimmed in bad_receipts:
             report.rejected.extend(
                 RowProblem(n, *trimmed, [f"another row of receipt {trimmed[1]} is invalid"])
