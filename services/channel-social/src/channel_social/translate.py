@@ -20,6 +20,7 @@ metadata, too.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -81,6 +82,12 @@ def translate(
     return interactions, ignored
 
 
+def _content_digest(event: Messaging) -> str:
+    """A name for an event that carries no time: the SHA-256 of its JSON, the same on Meta's
+    retry of it."""
+    return "sha256:" + hashlib.sha256(event.model_dump_json().encode()).hexdigest()[:32]
+
+
 def _event(
     channel: str,
     account: str,
@@ -91,6 +98,9 @@ def _event(
     refs: Collection[str],
 ) -> list[Interaction]:
     millis = _event_millis(event, entry_time)
+    # No time at all (neither the event's nor its entry's): the event's own content names it,
+    # or every postback of the customer had one id and all but the first were dropped.
+    when = millis if millis is not None else _content_digest(event)
     outbound = event.message is not None and event.message.is_echo
     person = event.recipient if outbound else event.sender
     # A checkbox plugin's opt-in names no sender, a chat plugin's guest only a `user_ref`:
@@ -108,7 +118,7 @@ def _event(
         purpose = sent[1] if sent else None
         found.append((recorded_as, _message(event.message, cut, campaign, purpose)))
     if event.postback is not None:
-        postback_id = event.postback.mid or f"postback:{customer}:{millis}"
+        postback_id = event.postback.mid or f"postback:{customer}:{when}"
         cut = cuts[postback_id] = Truncations()
         # A payload may be as long as the contract allows: with the title after it, cut.
         reply = ": ".join(filter(None, [event.postback.payload, event.postback.title]))
@@ -124,7 +134,7 @@ def _event(
             )
         )
     if event.reaction is not None and event.reaction.action == "react":
-        reaction_id = f"reaction:{event.reaction.mid}:{customer}:{millis}"
+        reaction_id = f"reaction:{event.reaction.mid}:{customer}:{when}"
         emoji = event.reaction.emoji or event.reaction.reaction
         found.append(
             (

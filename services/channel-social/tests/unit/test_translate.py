@@ -238,3 +238,30 @@ def test_the_echo_of_a_message_hilo_sent_says_why_it_was_sent(
     assert isinstance(interaction.payload, MessageExchanged)
     assert interaction.payload.direction == "outbound"
     assert interaction.payload.purpose == purpose
+
+
+def test_postbacks_without_any_time_are_events_of_their_own() -> None:
+    """Neither the event nor its entry has a time: every postback of the customer was
+    `postback:<psid>:None`, and all but the first were dropped as duplicates. Meta's retry of
+    one is still the same event."""
+    untimed = [
+        {"postback": {"title": "Get Started", "payload": "GS"}},
+        {"postback": {"title": "Track my order", "payload": "TRACK"}},
+    ]
+    document = {
+        "object": "page",
+        "entry": [
+            {
+                "id": PAGE,
+                "messaging": [
+                    {"sender": {"id": PSID}, "recipient": {"id": PAGE}, **e} for e in untimed
+                ],
+            }
+        ],
+    }
+
+    first, _ = translate(Notification.model_validate(document), "t", KEY)
+    again, _ = translate(Notification.model_validate(document), "t", KEY)
+
+    assert len({event.id for event in first}) == 2
+    assert [event.id for event in again] == [event.id for event in first]
