@@ -104,16 +104,23 @@ async def _sender(
 
 
 @asynccontextmanager
-async def sms_channel_reading(
-    settings: HiloSettings, provider: ScriptedProvider, records: Sequence[Record]
+async def channel_reading(
+    settings: HiloSettings,
+    provider: ScriptedProvider,
+    records: Sequence[Record],
+    *,
+    name: str = "sms",
+    sends_for: Sequence[str] = (),
 ) -> AsyncIterator[None]:
-    """The SMS channel running, sending through `provider`, with `records` put on `outbound`."""
+    """A channel service (SMS by default) running, sending through `provider`, with `records`
+    put on `outbound`."""
     app = create_channel_app(
-        "sms",
+        name,
         ChannelSettings(**settings.model_dump()),
         lambda _: [],
         description="t",
         provider=provider,
+        sends_for=sends_for,
     )
     async with channel_client(app):
         broker = create_broker(settings)
@@ -343,7 +350,7 @@ async def test_the_channel_consumes_its_own_commands_once_and_dead_letters_unrea
         Record(Topic.OUTBOUND, newer_record.key, newer_form, {"hilo_channel": "sms"}),
     ]
     before = _redelivered("sms")
-    async with sms_channel_reading(settings, provider, records):
+    async with channel_reading(settings, provider, records):
         await eventually(_redelivered_async("sms"), until=lambda n: n > before, timeout=60)
         dead = await read_topic(
             settings.kafka_bootstrap_servers, topic_name(Topic.OUTBOUND_DLQ, settings), expected=3
@@ -667,28 +674,14 @@ async def test_provider_failures_are_sorted_into_retry_refused_and_uncertain(
 async def test_a_service_sending_for_several_channels_records_each_under_its_own(
     settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], topics: list[str]
 ) -> None:
-    channel_settings = ChannelSettings(**settings.model_dump())
     provider = ScriptedProvider()
     messenger, instagram, sms = (
         sample_command(channel) for channel in ("messenger", "instagram", "sms")
     )
     sealer = create_sealer(settings, mongo_client)
     records = [await command_record(command, sealer) for command in (sms, messenger, instagram)]
-    app = create_channel_app(
-        "social",
-        channel_settings,
-        lambda _: [],
-        description="t",
-        provider=provider,
-        sends_for=["messenger", "instagram"],
-    )
-    async with channel_client(app):
-        broker = create_broker(settings)
-        await broker.start()
-        try:
-            await KafkaPublisher(broker, settings).publish_records(records)
-        finally:
-            await broker.stop()
+    sends_for = ["messenger", "instagram"]
+    async with channel_reading(settings, provider, records, name="social", sends_for=sends_for):
         await eventually(lambda: _sent_count(provider), until=lambda n: n >= 2, timeout=60)
 
     assert [call.id for call in provider.calls] == [messenger.id, instagram.id]
@@ -798,7 +791,7 @@ async def test_a_sent_commands_record_kafka_refuses_for_good_is_dead_lettered_no
     long, short = sample_command(text="é" * 4_000), sample_command()
     sealer = create_sealer(settings, mongo_client)
     records = [await command_record(long, sealer), await command_record(short, sealer)]
-    async with sms_channel_reading(settings, provider, records):
+    async with channel_reading(settings, provider, records):
         [dead] = await read_topic(
             settings.kafka_bootstrap_servers, topic_name(Topic.OUTBOUND_DLQ, settings), expected=1
         )
