@@ -481,7 +481,7 @@ class Pipeline:
             late = previous is not None and at < previous
             alongside = told.get(customer, Counter()) - Counter(facts_told(event))
             mismatches = self._mismatches(
-                event, customer, before.get(customer), frozenset(+alongside)
+                event, customer, before.get(customer), frozenset(alongside)
             )
             entries.append(
                 new_entry(

@@ -268,46 +268,36 @@ def _check(
             snapshot, quote, currency=currency, channel=interaction.channel, facts=facts, at=at
         )
 
-    priced = priced_at(interaction.occurred_at)
-    expected = {line.sku: line for line in priced.lines}
-    found = []
-    for charged in basket:
-        if charged.sku in unsure:
-            continue
-        mismatch = _compare(charged, expected.get(charged.sku), currency, priced.offers_version)
-        if mismatch is not None:
-            found.append({**mismatch, "quote_id": _quote_id(interaction)})
-    if found and _quote_id(interaction) is not None:
-        found = _not_quoted_earlier(
-            found, basket, priced_at(interaction.occurred_at - QUOTED_WITHIN)
-        )
-    return found
+    quote_id = _quote_id(interaction)
+    found = _mismatched(basket, priced_at(interaction.occurred_at), unsure)
+    if found and quote_id is not None:
+        earlier = _mismatched(basket, priced_at(interaction.occurred_at - QUOTED_WITHIN), unsure)
+        found = {sku: mismatch for sku, mismatch in found.items() if sku in earlier}
+    return [{**mismatch, "quote_id": quote_id} for mismatch in found.values()]
 
 
 QUOTED_WITHIN = timedelta(minutes=15)
 """How long before a sale its quote may have been made (a checkout takes minutes): a channel
 that charged from a quote (`quote_id`) made just before a promotion ended or a price changed
-charged what the customer was shown."""
+charged what the customer was shown: only what the offers of then do not explain either is a
+mismatch."""
 
 
-def _not_quoted_earlier(
-    found: list[dict[str, Any]], basket: list[Charged], earlier: PricedLines
-) -> list[dict[str, Any]]:
-    """The mismatches the offers in force `QUOTED_WITHIN` before the sale do not explain."""
-    charged = {c.sku: c for c in basket}
-    expected = {line.sku: line for line in earlier.lines}
-    currency = earlier.currency
-    return [
-        mismatch
-        for mismatch in found
-        if _compare(
-            charged[mismatch["sku"]],
-            expected.get(mismatch["sku"]),
-            currency,
-            earlier.offers_version,
+def _mismatched(
+    basket: list[Charged], priced: PricedLines, unsure: set[str]
+) -> dict[str, dict[str, Any]]:
+    """Per SKU but the `unsure`, the mismatch between what was charged and `priced`."""
+    expected = {line.sku: line for line in priced.lines}
+    found = {}
+    for charged in basket:
+        if charged.sku in unsure:
+            continue
+        mismatch = _compare(
+            charged, expected.get(charged.sku), priced.currency, priced.offers_version
         )
-        is not None
-    ]
+        if mismatch is not None:
+            found[charged.sku] = mismatch
+    return found
 
 
 PRICED_AT_THE_SALE = frozenset({OrderStatus.PLACED, OrderStatus.COMPLETED})
