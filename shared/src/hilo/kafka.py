@@ -550,6 +550,24 @@ def from_the_beginning(kafka: str | Mapping[str, Any], topic: str) -> AIOKafkaCo
     )
 
 
+async def read_on_to_end(
+    consumer: AIOKafkaConsumer, records: list[ConsumerRecord[bytes, bytes]], deadline: float
+) -> bool:
+    """Add to `records` what `consumer` reads (one poll at least) until every partition it is
+    assigned is at the end offset it had when first assigned; whether it got there before
+    `deadline` (`time.monotonic()`)."""
+    end: dict[TopicPartition, int] = {}
+    while time.monotonic() < deadline:
+        for batch in (await consumer.getmany(timeout_ms=300)).values():
+            records.extend(batch)
+        assigned = consumer.assignment()
+        if assigned and not end:
+            end = await consumer.end_offsets(list(assigned))
+        if end and all([await consumer.position(tp) >= end[tp] for tp in end]):
+            return True
+    return False
+
+
 async def read_to_end(
     kafka: str | Mapping[str, Any], topic: str, *, within_seconds: float = 30.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
@@ -561,17 +579,9 @@ async def read_to_end(
     consumer = from_the_beginning(kafka, topic)
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
-    deadline = time.monotonic() + within_seconds
     try:
-        end: dict[TopicPartition, int] = {}
-        while time.monotonic() < deadline:
-            for batch in (await consumer.getmany(timeout_ms=300)).values():
-                records.extend(batch)
-            assigned = consumer.assignment()
-            if assigned and not end:
-                end = await consumer.end_offsets(list(assigned))
-            if end and all([await consumer.position(tp) >= end[tp] for tp in end]):
-                return records
+        if await read_on_to_end(consumer, records, time.monotonic() + within_seconds):
+            return records
     finally:
         await consumer.stop()
     raise TimeoutError(
