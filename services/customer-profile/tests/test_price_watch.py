@@ -40,7 +40,7 @@ from hilo.offers.model import (
     promotion_key,
 )
 from hilo.settings import HiloSettings
-from hilo.testkit.offers import offer_record, price_schedule, publish_offer_records
+from hilo.testkit.offers import offer_record, percent_off, price_schedule, publish_offer_records
 from hilo.testkit.probes import eventually
 
 EUR = ISO4217("EUR")
@@ -409,19 +409,15 @@ def test_a_sale_from_before_a_promotion_changed_is_not_priced_with_it_as_it_is_n
     price = offer_record(
         price_key("SKU-RED-42", "EUR"), 1, price=schedule(("10.00", NOW - timedelta(days=30), 1))
     )
-    twenty = Promotion(
-        id="spring",
-        name="Spring: 20% off shoes",
-        kind=PromotionKind.PERCENT_OFF,
-        skus=["SKU-RED-42"],
-        currency=EUR,
-        percent=Decimal(20),
+    ten = percent_off(
+        "spring",
+        "Spring: 10% off shoes (20% until the cut)",
+        "SKU-RED-42",
+        10,
         valid_from=NOW - timedelta(days=1),
         valid_until=NOW + timedelta(days=1),
     )
-    cut = offer_record(
-        promotion_key("spring"), 2, promotion=twenty.model_copy(update={"percent": Decimal(10)})
-    )
+    cut = offer_record(promotion_key("spring"), 2, promotion=ten)
     book = OffersBook()
     for record in (price, cut.model_copy(update={"changed_at": NOW - timedelta(hours=3)})):
         book.apply(record)
@@ -444,13 +440,11 @@ def test_a_sale_charged_from_a_quote_made_just_before_a_promotion_ended_matches(
     quoted price: flagged. A sale that names its quote is checked against the offers of the
     last `QUOTED_WITHIN` too; one naming none, or much later, still against the sale's time."""
     ended = NOW - timedelta(minutes=2)
-    ten = Promotion(
-        id="ten",
-        name="10% off shoes",
-        kind=PromotionKind.PERCENT_OFF,
-        skus=["SKU-RED-42"],
-        currency=EUR,
-        percent=Decimal(10),
+    ten = percent_off(
+        "ten",
+        "10% off shoes",
+        "SKU-RED-42",
+        10,
         valid_from=NOW - timedelta(days=1),
         valid_until=ended,
     )

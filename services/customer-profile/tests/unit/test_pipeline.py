@@ -55,9 +55,9 @@ from hilo.contract import (
     new_interaction,
 )
 from hilo.kafka import Record
-from hilo.offers.model import Conditions, OffersSnapshot, Promotion, PromotionKind
+from hilo.offers.model import Conditions, OffersSnapshot
 from hilo.sealing import InMemoryKeys, Sealer
-from hilo.testkit.offers import price_schedule
+from hilo.testkit.offers import percent_off, price_schedule
 from hilo.testkit.samples import sample_payloads
 from hilo.topics import Topic
 
@@ -600,13 +600,11 @@ async def test_a_sale_is_not_priced_without_a_fact_its_own_batch_told_before_it(
     was flagged; in two batches it was not. Its gold-priced SKUs are left unchecked now, as
     for a fact told since; a walk-in's receipt in the same batch is still checked."""
     at = datetime.now(UTC) - timedelta(hours=8)
-    gold = Promotion(
-        id="gold-10",
-        name="Gold: 10% off",
-        kind=PromotionKind.PERCENT_OFF,
-        skus=["SKU-1"],
-        currency=ISO4217("EUR"),
-        percent=Decimal(10),
+    gold = percent_off(
+        "gold-10",
+        "Gold: 10% off",
+        "SKU-1",
+        10,
         valid_from=at - timedelta(days=1),
         valid_until=at + timedelta(days=1),
         conditions=Conditions(loyalty_tiers=["gold"]),
