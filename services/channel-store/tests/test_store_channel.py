@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 import channel_store.app
 from channel_store.app import create_app
-from channel_store.end_of_day import UploadReport, read_upload
+from channel_store.end_of_day import EndOfDayFile, read_upload
 from channel_store.settings import StoreSettings
 from hilo.contract import interaction_id
 from hilo.settings import HiloSettings
@@ -682,7 +682,7 @@ async def test_a_days_file_is_read_while_the_service_answers_other_requests(
     request has been answered, which only a reading off the loop lets happen."""
     reading, answered = threading.Event(), threading.Event()
 
-    def read_after_an_answer(body: bytes, received_at: datetime, instance: str) -> UploadReport:
+    def read_after_an_answer(body: bytes, received_at: datetime, instance: str) -> EndOfDayFile:
         reading.set()
         assert answered.wait(timeout=10), "nothing was answered while the file was read"
         return read_upload(body, received_at, instance)

@@ -43,22 +43,25 @@ def routes(channel: Channel, settings: StoreSettings) -> list[APIRouter]:
     async def upload(request: Request) -> JSONResponse:
         """An end-of-day CSV file (text/csv). 200: all rows taken; 207: some rows rejected (see
         `rejected`); 422: none taken."""
-        # One file at a time, from its body to its last record published: a file takes about
-        # 65 times its size in memory while read (a 20 MB one, 1.3 GB), and several at once,
-        # each body read before waiting, outgrew the container. Validating the rows is
-        # CPU-bound: in a thread, so the tills' real-time receipts and the health probes are
-        # answered meanwhile.
+        # One file at a time, from its body to its last record published: several at once,
+        # each body read before waiting, outgrew the container. Reading is CPU-bound: in a
+        # thread, so the tills' real-time receipts and the health probes are answered
+        # meanwhile. The receipts are translated and published a chunk at a time
+        # (`EndOfDayFile`), each whole: a retry after a 503 publishes the same event ids.
         async with reading:
             body = await raw_body(request, settings.max_body_bytes)
-            report = await asyncio.to_thread(
+            upload = await asyncio.to_thread(
                 read_upload, body, datetime.now(UTC), settings.instance
             )
             del body
-            await channel.publish(report.interactions)
+            chunks = upload.translated()
+            while chunk := await asyncio.to_thread(next, chunks, None):
+                await channel.publish(chunk)
+        report = upload.report
         status = 200 if not report.rejected else 207 if report.rows_accepted else 422
         return JSONResponse(
             {
-                "receipts_published": len(report.interactions),
+                "receipts_published": report.receipts_published,
                 "anonymous_receipts_skipped": report.anonymous_receipts,
                 "rows_accepted": report.rows_accepted,
                 "rows_rejected": len(report.rejected),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,71 +39,154 @@ class RowProblem:
 
 @dataclass
 class UploadReport:
-    interactions: list[Interaction] = field(default_factory=list)
+    receipts_published: int = 0
     rows_accepted: int = 0
     anonymous_receipts: int = 0
     rejected: list[RowProblem] = field(default_factory=list)
 
 
-def read_upload(body: bytes, received_at: datetime, instance: str) -> UploadReport:
-    """Validate every row of an upload; 400 if the file itself is unreadable."""
-    grouped: dict[tuple[str, str], list[tuple[int, CsvRow]]] = {}
-    report = UploadReport()
-    for number, parsed in _rows(body):
-        if isinstance(parsed, RowProblem):
-            report.rejected.append(parsed)
-        else:
-            trimmed = (parsed.store_id.strip(), parsed.receipt_id.strip())
-            grouped.setdefault(trimmed, []).append((number, parsed))
-    # Rows of one receipt are matched with their ids trimmed, as bad rows carry them
-    # (`_reference`): `R1` and `R1 ` are one receipt, not two orders each with its total. The
-    # receipt is published under the trimmed ids too: under its first row's as they came, its
-    # event id changed with the rows' order, and differed from the till's live `R1`.
-    bad_receipts = {(problem.store_id, problem.receipt_id) for problem in report.rejected}
-    for trimmed, rows in grouped.items():
-        numbers = [number for number, _ in rows]
+RECEIPTS_AT_ONCE = 500
+"""Receipts translated, then published, at a time: memory holds that many, not the file's."""
+
+
+@dataclass
+class EndOfDayFile:
+    """A file whose every row was validated (`read_upload`), its receipts still to translate.
+
+    Only the text and where each good receipt's rows are in it are kept: a validated row took
+    about 4 KiB and an event about 10 KiB, so holding the whole file's (a 20 MB file, 1 GB)
+    outgrew the container. The good rows are validated again when translated, a chunk of
+    receipts at a time (`translated`): a third more CPU for a file, for memory of the file's
+    size."""
+
+    text: str
+    header: list[str]
+    line_starts: array[int]
+    """Where each line starts in `text` (line 1 at index 0), and where the text ends."""
+    receipts: dict[tuple[str, str], list[int]]
+    """The line of each row of each receipt none of whose rows was invalid, in file order."""
+    received_at: datetime
+    instance: str
+    report: UploadReport = field(default_factory=UploadReport)
+
+    def translated(self, at_once: int = RECEIPTS_AT_ONCE) -> Iterator[list[Interaction]]:
+        """The receipts' events, `at_once` at a time; the report counts them as they go, and
+        has every rejected row, in file order, once the last chunk is taken."""
+        chunk: list[Interaction] = []
+        for trimmed, numbers in self.receipts.items():
+            interaction = self._translate(trimmed, numbers)
+            if interaction is not None:
+                chunk.append(interaction)
+            if len(chunk) >= at_once:
+                self.report.receipts_published += len(chunk)
+                yield chunk
+                chunk = []
+        self.report.receipts_published += len(chunk)
+        self.report.rejected.sort(key=lambda problem: problem.row)
+        if chunk:
+            yield chunk
+
+    def _translate(self, trimmed: tuple[str, str], numbers: list[int]) -> Interaction | None:
+        """One receipt's event; none for an anonymous sale or a receipt its rows cannot make
+        (its rows rejected with the reason)."""
         store_id, receipt_id = trimmed
-        if trimmed in bad_receipts:
-            report.rejected.extend(
-                RowProblem(n, *trimmed, [f"another row of receipt {trimmed[1]} is invalid"])
-                for n in numbers
-            )
-            continue
+        rows = [(n, CsvRow.model_validate(record)) for n, record in self._records(numbers)]
         policy = customer_policy()
         try:
             document = _till_document(store_id, receipt_id, rows, policy)
             if isinstance(document, Return):
-                interaction = from_return(document, received_at, instance, policy.dropped)
+                interaction = from_return(document, self.received_at, self.instance, policy.dropped)
             else:
-                interaction = from_receipt(document, received_at, instance, policy.dropped)
+                interaction = from_receipt(
+                    document, self.received_at, self.instance, policy.dropped
+                )
         except (ValidationError, ValueError) as exc:
             reason = (
                 validation_rejection(exc).detail if isinstance(exc, ValidationError) else str(exc)
             )
-            report.rejected.extend(RowProblem(n, store_id, receipt_id, [reason]) for n in numbers)
-            continue
-        report.rows_accepted += len(rows)
+            self.report.rejected.extend(
+                RowProblem(n, store_id, receipt_id, [reason]) for n in numbers
+            )
+            return None
+        self.report.rows_accepted += len(rows)
         if interaction is None:
-            report.anonymous_receipts += 1
+            self.report.anonymous_receipts += 1
+        return interaction
+
+    def _records(self, numbers: list[int]) -> Iterator[tuple[int, dict[str, str]]]:
+        """The rows on these lines, read as the first reading read them (a row is one line:
+        a file with one over several was refused)."""
+        starts = self.line_starts
+        lines = (self.text[starts[n - 1] : starts[n]] for n in numbers)
+        return zip(numbers, csv.DictReader(lines, fieldnames=self.header), strict=True)
+
+
+def read_upload(body: bytes, received_at: datetime, instance: str) -> EndOfDayFile:
+    """Validate every row of an upload, noting where each good receipt's rows are; 400 if the
+    file itself is unreadable. Rows of one receipt are matched with their ids trimmed, as bad
+    rows carry them (`_reference`): `R1` and `R1 ` are one receipt, not two orders each with its
+    total. The receipt is published under the trimmed ids too: under its first row's as they
+    came, its event id changed with the rows' order, and differed from the till's live `R1`."""
+    text = _text(body)
+    lines = _NumberedLines(text)
+    header, rows = _rows(lines)
+    grouped: dict[tuple[str, str], list[int]] = {}
+    rejected: list[RowProblem] = []
+    for number, parsed in rows:
+        if isinstance(parsed, RowProblem):
+            rejected.append(parsed)
         else:
-            report.interactions.append(interaction)
-    report.rejected.sort(key=lambda problem: problem.row)
-    return report
+            trimmed = (parsed.store_id.strip(), parsed.receipt_id.strip())
+            grouped.setdefault(trimmed, []).append(number)
+    lines.starts.append(len(text))
+    upload = EndOfDayFile(text, header, lines.starts, {}, received_at, instance)
+    bad_receipts = {(problem.store_id, problem.receipt_id) for problem in rejected}
+    for trimmed, numbers in grouped.items():
+        if trimmed in bad_receipts:
+            rejected.extend(
+                RowProblem(n, *trimmed, [f"another row of receipt {trimmed[1]} is invalid"])
+                for n in numbers
+            )
+        else:
+            upload.receipts[trimmed] = numbers
+    upload.report.rejected = rejected
+    return upload
 
 
-def _rows(body: bytes) -> Iterator[tuple[int, CsvRow | RowProblem]]:
+def read_whole(
+    body: bytes, received_at: datetime, instance: str
+) -> tuple[list[Interaction], UploadReport]:
+    """Every receipt's event of a small file at once, and its report."""
+    upload = read_upload(body, received_at, instance)
+    interactions = [event for chunk in upload.translated() for event in chunk]
+    return interactions, upload.report
+
+
+def _text(body: bytes) -> str:
     try:
-        text = body.decode("utf-8-sig")
+        return body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise Rejected(400, "invalid_body", "the file is not UTF-8 text") from None
-    lines = _NumberedLines(text)
+
+
+def _rows(
+    lines: _NumberedLines,
+) -> tuple[list[str], Iterator[tuple[int, CsvRow | RowProblem]]]:
+    """The file's columns, and each row validated; 400 for a file whose columns or rows cannot
+    be read."""
     reader = csv.DictReader(lines)
-    columns = set(reader.fieldnames or ())
+    header = list(reader.fieldnames or ())
     lines.row_start()
-    if missing := REQUIRED_CSV_COLUMNS - columns:
+    if missing := REQUIRED_CSV_COLUMNS - set(header):
         raise Rejected(400, "invalid_body", f"missing columns: {', '.join(sorted(missing))}")
-    if unknown := columns - set(CSV_COLUMNS):
+    if unknown := set(header) - set(CSV_COLUMNS):
         raise Rejected(400, "invalid_body", f"unknown columns: {', '.join(sorted(unknown))}")
+    return header, _validated(reader, lines)
+
+
+def _validated(
+    reader: csv.DictReader[str], lines: _NumberedLines
+) -> Iterator[tuple[int, CsvRow | RowProblem]]:
     for record in reader:
         number = lines.row_start()
         if lines.read > number:
@@ -126,6 +210,9 @@ class _NumberedLines:
     def __init__(self, text: str) -> None:
         self._lines = iter(io.StringIO(text, newline=""))
         self.read = 0
+        self.starts = array("q")
+        """Where each line read starts in the text."""
+        self._offset = 0
         self._start: int | None = None
 
     def __iter__(self) -> _NumberedLines:
@@ -133,6 +220,8 @@ class _NumberedLines:
 
     def __next__(self) -> str:
         line = next(self._lines)
+        self.starts.append(self._offset)
+        self._offset += len(line)
         self.read += 1
         if self._start is None and line.strip("\r\n"):
             self._start = self.read

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from channel_store.end_of_day import read_upload
+from channel_store.end_of_day import read_whole
 from channel_store.receipts import Receipt, Visit
 from channel_store.translate import customer_policy, from_receipt, from_visit
 from hilo.contract import OrderPlaced, OrderStatus
@@ -108,7 +108,7 @@ def test_an_end_of_day_row_names_the_picked_up_order_without_its_spaces() -> Non
         b"BCN-01,R1,2026-12-01T10:00:00Z,EUR,SKU-1,1,59.90,59.90,LOY-1, W-1001\n"
     )
 
-    [published] = read_upload(upload, NOW, "t").interactions
+    [published] = read_whole(upload, NOW, "t")[0]
 
     assert isinstance(published.payload, OrderPlaced)
     assert published.payload.order_id == "W-1001"
@@ -137,7 +137,7 @@ def test_an_end_of_day_rows_coupons_are_its_receipts() -> None:
         b"BCN-01,T1,R2,2026-12-01T11:00:00Z,EUR,SKU-1,1,59.90,59.90,LOY-1,\n"
     )
 
-    first, second = read_upload(upload, NOW, "t").interactions
+    first, second = read_whole(upload, NOW, "t")[0]
 
     assert isinstance(first.payload, OrderPlaced)
     assert isinstance(second.payload, OrderPlaced)
@@ -159,7 +159,7 @@ def test_a_receipts_codes_are_read_as_the_till_meant_them() -> None:
         b"BCN-01,R1,2026-12-01T10:00:00Z,EUR,SKU-2,1,39.90,99.80,LOY-1,SPRING10; FLYER-7\n"
     )
 
-    [published] = read_upload(upload, NOW, "t").interactions
+    [published] = read_whole(upload, NOW, "t")[0]
 
     assert isinstance(published.payload, OrderPlaced)
     assert published.payload.coupons == ["SPRING10", "FLYER-7"]
@@ -197,9 +197,9 @@ def test_an_end_of_day_row_says_how_the_customer_was_known() -> None:
         b"BCN-01,R3,2026-12-01T13:00:00Z,EUR,SKU-1,1,59.90,59.90,LOY-3,keyed,\n"
     )
 
-    report = read_upload(upload, NOW, "t")
+    interactions, report = read_whole(upload, NOW, "t")
 
-    assert [i.identity_trust for i in report.interactions] == ["claimed", "verified", "claimed"]
+    assert [i.identity_trust for i in interactions] == ["claimed", "verified", "claimed"]
     [problem] = report.rejected
     assert problem.receipt_id == "R3"
     assert "customer_entry" in " ".join(problem.errors)
