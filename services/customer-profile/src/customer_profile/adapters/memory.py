@@ -22,6 +22,8 @@ from customer_profile.domain.identity import (
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import ORDER_KINDS, ProfileView
 from customer_profile.service.ports import (
+    MAX_ALIAS_DEPTH,
+    AliasChainTooLong,
     HeadState,
     IdentityState,
     MergeRecord,
@@ -29,7 +31,6 @@ from customer_profile.service.ports import (
     ViewSave,
 )
 
-MAX_ALIAS_DEPTH = 20
 NEVER = datetime.min.replace(tzinfo=UTC)
 
 
@@ -101,11 +102,13 @@ class InMemoryStore:
         result = {}
         for customer in customer_ids:
             current = customer
-            for _ in range(MAX_ALIAS_DEPTH):
+            for _ in range(MAX_ALIAS_DEPTH + 1):
                 head = self.profiles.get(current)
                 if head is None or head.merged_into is None:
                     break
                 current = head.merged_into
+            else:
+                raise AliasChainTooLong(f"over {MAX_ALIAS_DEPTH} merges")
             result[customer] = current
         return result
 

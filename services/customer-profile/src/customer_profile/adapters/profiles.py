@@ -24,7 +24,9 @@ from pymongo.errors import OperationFailure
 from customer_profile.domain.identity import ProfileFacts, split_key
 from customer_profile.domain.profile import ProfileView
 from customer_profile.service.ports import (
+    MAX_ALIAS_DEPTH,
     RESERVATION_EXPIRY,
+    AliasChainTooLong,
     HeadState,
     MergeRecord,
     StoredProfile,
@@ -40,7 +42,6 @@ from hilo.mongo import (
     update_in,
 )
 
-MAX_ALIAS_DEPTH = 20
 NOT_HELD: MongoDocument = {"erasing": {"$in": [None, []]}}
 """A head no erasure holds: no hold ever made, or every hold taken back (`hold_for_erasure`)."""
 OBSOLETE_VIEW_INDEXES = frozenset({"view.orders.order_id_1", "customer_id_1"})
@@ -122,15 +123,15 @@ class ProfileCollection:
         """Follow `merged_into` chains to the surviving profile."""
         mapping = {c: c for c in customer_ids}
         frontier = set(mapping.values())
-        for _ in range(MAX_ALIAS_DEPTH):
+        for _ in range(MAX_ALIAS_DEPTH + 1):
             if not frontier:
-                break
+                return mapping
             moved = await self._merged_into(frontier)
             for original, current in mapping.items():
                 if current in moved:
                     mapping[original] = moved[current]
             frontier = set(moved.values())
-        return mapping
+        raise AliasChainTooLong(f"over {MAX_ALIAS_DEPTH} merges")
 
     async def _merged_into(self, customer_ids: Iterable[str]) -> dict[str, str]:
         """Of these profiles, those merged away, with their survivor.
@@ -284,9 +285,9 @@ class ProfileCollection:
         result: dict[str, list[str]] = {c: [] for c in customer_ids}
         root = {c: c for c in result}
         frontier = set(result)
-        for _ in range(MAX_ALIAS_DEPTH):
+        for _ in range(MAX_ALIAS_DEPTH + 1):
             if not frontier:
-                break
+                return {customer: sorted(found) for customer, found in result.items()}
             found = find_in(self.profiles, "merged_into", frontier, {"merged_into": 1})
             frontier = set()
             async for doc in found:
@@ -294,7 +295,7 @@ class ProfileCollection:
                     root[doc["_id"]] = root[doc["merged_into"]]
                     result[root[doc["_id"]]].append(doc["_id"])
                     frontier.add(doc["_id"])
-        return {customer: sorted(found) for customer, found in result.items()}
+        raise AliasChainTooLong(f"over {MAX_ALIAS_DEPTH} merges")
 
     async def head_states(self, customer_ids: Iterable[str]) -> dict[str, HeadState]:
         heads = await self.heads(customer_ids, {"merged_into": 1})

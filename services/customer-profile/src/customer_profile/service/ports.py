@@ -44,6 +44,17 @@ class ErasureUnderWay(ErasedClaimsMet):
     retried like one that met a database outage, never dead-lettered."""
 
 
+class AliasChainTooLong(Exception):
+    """A `merged_into` chain longer than `MAX_ALIAS_DEPTH`: a cycle, which no merge makes. The
+    records that met it are dead-lettered saying so, not written to a profile merged away."""
+
+
+MAX_ALIAS_DEPTH = 1_000
+"""Profiles a `merged_into` chain is followed through. A merge into an older profile adds one,
+so real chains stay short; 20, as it was, could be outgrown by a customer merged often, whose
+events then went to a profile merged away."""
+
+
 HOLD_EXPIRY = timedelta(seconds=120)
 """A hold on a profile that no recorded erasure names after this long was left by an erasure
 request that died between holding the profile and recording the erasure: it is taken back."""
