@@ -273,7 +273,7 @@ async def test_an_agent_works_the_queue_takes_a_customer_and_answers_them_on_ano
         await page.get_by_role("link", name="Waiting for a reply").click()
         rows = page.locator("#inbox tbody tr")
         await expect(rows).to_have_count(2)
-        await expect(rows.nth(0)).to_contain_text("cy@example.com 40 min nobody")
+        await expect(rows.nth(0)).to_contain_text("cy@example.com 40 min · overdue nobody")
         await expect(rows.nth(0).locator(".wait")).to_have_class("wait overdue")
         await expect(rows.nth(1)).to_contain_text("ana.garcia@example.com 12 min")
         await expect(rows.nth(1).locator(".wait")).to_have_class("wait")
@@ -314,6 +314,65 @@ async def test_an_agent_works_the_queue_takes_a_customer_and_answers_them_on_ano
         await page.get_by_role("link", name="Waiting for a reply").click()
         await expect(rows).to_have_count(1)
         await expect(rows.nth(0)).to_contain_text("dee@example.com")
+
+
+async def test_the_queue_keeps_the_agents_place_and_says_when_it_stops_updating(
+    settings: HiloSettings, topics: list[str], page: Page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A keyboard user on a row keeps it when the queue moves (it was replaced every 15 s, the
+    focus thrown back to the top of the page); a queue the desk cannot read again says since
+    when it is not updated, and why, instead of going stale without a word."""
+    monkeypatch.setattr(desk_app, "INBOX_REFRESH_SECONDS", 0.5)
+    async with desk_stack(settings, desk_first_reply_minutes=30) as stack:
+        await stack.profile.publish(others_writing())
+        await stack.profile.wait_for_entries(3)
+        await sign_in(page, stack.desk_url)
+        await page.get_by_role("link", name="Waiting for a reply").click()
+        rows = page.locator("#inbox tbody tr")
+        await expect(rows).to_have_count(1)
+        cy = rows.nth(0).get_by_role("link")
+        await cy.focus()
+        await stack.profile.publish([others_writing_now()])
+        await expect(rows).to_have_count(2)
+        await expect(cy).to_be_focused()
+        await expect(rows.nth(0).locator(".wait")).to_have_text("40 min · overdue")
+
+        state = page.locator("#inbox-state")
+        await expect(state).to_be_hidden()
+        waiting = re.compile(r".*/\?show=waiting$")
+        await page.route(waiting, lambda route: route.fulfill(status=503, body="away"))
+        await expect(state).to_contain_text("the desk is not answering")
+        await expect(state).to_contain_text("Not updated since")
+        await page.unroute(waiting)
+        await expect(state).to_be_hidden()
+        await page.context.clear_cookies()
+        await expect(state).to_contain_text("your sign-in ended. Reload to sign in again.")
+        await expect(rows).to_have_count(2)
+
+
+async def test_the_reply_box_follows_the_customer_to_another_channel(
+    settings: HiloSettings, topics: list[str], page: Page
+) -> None:
+    """Ana wrote on WhatsApp, then texts: the box says SMS, where Send goes (it stayed on
+    WhatsApp: the channels offered and their warnings had not changed, only the default)."""
+    async with desk_stack(settings) as stack:
+        await stack.profile.publish(history())
+        await stack.profile.wait_for_entries(2)
+        await sign_in_and_find(page, stack.desk_url)
+        await watch_whatsapp_arrive(page, stack)
+        text = new_interaction(
+            channel="sms",
+            instance="test",
+            provider_event_id="sms-after-whatsapp",
+            identifiers=Identifiers(phone=PHONE),
+            payload=MessageExchanged(
+                direction=Direction.INBOUND, text="Texting now", provider_message_id="sms-9"
+            ),
+            occurred_at=datetime.now(UTC),
+        )
+        await stack.profile.publish([text])
+        await expect(page.locator("#timeline")).to_contain_text("Texting now")
+        await expect(page.get_by_label("Channel")).to_have_value("sms", timeout=10_000)
 
 
 async def test_an_open_customer_page_shows_a_colleague_taking_the_conversation(
@@ -767,12 +826,12 @@ def store_order(receipt: str, customer: Identifiers, *, minutes_ago: float) -> I
     )
 
 
-@pytest.mark.parametrize("writing", ["Message", "Template name"])
+@pytest.mark.parametrize("writing", ["Message", "Template name", "Note"])
 async def test_a_resync_while_a_reply_is_being_written_keeps_it(
     settings: HiloSettings, topics: list[str], page: Page, writing: str
 ) -> None:
     """The desk restarted (or another instance answered the stream): the page cannot resume
-    and would reload, but not over a reply being written."""
+    and would reload, but not over a reply or a note being written."""
 
     async def from_another_desk(route: Route) -> None:
         # The stream of a desk since gone: its position names another epoch, and the browser

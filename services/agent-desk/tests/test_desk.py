@@ -204,6 +204,8 @@ async def test_nothing_is_readable_without_signing_in_and_forms_need_their_token
     assert inbox.status_code == 200
     assert "Open conversations" in inbox.text
     assert cookie.has_nonstandard_attr("httponly")
+    # A shop terminal's browser closed signs its agent out (the 12 h are checked by the desk).
+    assert (cookie.expires, cookie.discard) == (None, True), "a cookie that outlives the browser"
     assert forged.status_code == 403
     assert forged_search.status_code == 403
     assert searched.status_code == 200

@@ -575,6 +575,7 @@ async def test_with_mongodb_hanging_pages_show_who_handles_what_as_unknown(
     monkeypatch.setattr(Handlings, "take", hanging)
     monkeypatch.setattr(desk_app, "HANDLING_CHANGE_SECONDS", 1.0)
     inbox = await desk.ana.get("/", timeout=20)
+    nobodys = await desk.ana.get("/?show=unassigned", timeout=20)
     panel = await desk.ana.get(f"/customers/{ana}/panels", timeout=20)
     taken = await desk.act(desk.ana, ana, "take", shown="")
 
@@ -582,6 +583,8 @@ async def test_with_mongodb_hanging_pages_show_who_handles_what_as_unknown(
     assert "not known right now" in inbox.text
     assert ">unknown<" in inbox.text
     assert customers_listed(inbox.text) == [ana]
+    assert customers_listed(nobodys.text) == [], "listed as nobody's: perhaps a colleague's"
+    assert "Not known right now." in nobodys.text
     assert "not known right now" in panel.text
     assert "Take it" not in panel.text
     assert taken.status_code == 503

@@ -57,12 +57,20 @@ class ProfileClient:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def call(self, method: str, path: str, **request: Any) -> Any | None:
-        """One request: the JSON answer, None for nobody, `ProfileUnavailable` when away."""
+    async def call(
+        self, method: str, path: str, *, always_there: bool = False, **request: Any
+    ) -> Any | None:
+        """One request: the JSON answer, None for nobody, `ProfileUnavailable` when away.
+
+        `always_there` for a route that names no customer (the open conversations): its 404
+        says the URL reaches something else (a wrong `HILO_PROFILE_API_URL`, a gateway), which
+        read as nobody showed an empty queue and zero waiting."""
         try:
             response = await self._http.request(method, path, **request)
         except httpx.HTTPError as exc:
             raise ProfileUnavailable(type(exc).__name__) from exc
+        if response.status_code == 404 and always_there:
+            raise ProfileUnavailable(f"profile API answered 404 for {path}: is its URL right?")
         if response.status_code in (404, 422):
             return None
         if response.status_code == 400:

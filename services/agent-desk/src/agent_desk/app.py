@@ -445,7 +445,9 @@ def create_app(settings: DeskSettings | None = None) -> FastAPI:
         SessionMiddleware,
         secret_key=secret,
         session_cookie="hilo_desk",
-        max_age=int(desk.session_seconds),
+        # Ends with the browser (a shop terminal closed signs its agent out); the session's
+        # length is checked by the desk itself (`signed_in_agent`).
+        max_age=None,
         same_site="lax",
         https_only=settings.secure_cookies,
     )
@@ -552,7 +554,7 @@ def _conversation_routes(app: FastAPI) -> None:
             desk,
             request,
             "inbox.html",
-            conversations=_inbox_rows(listed, handlings or {}, show, agent),
+            conversations=_inbox_rows(listed, handlings, show, agent),
             target=_reply_target(desk),
             show=show,
             views=INBOX_VIEWS,
@@ -617,10 +619,19 @@ def _once_each(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _inbox_rows(
-    listed: list[dict[str, Any]], handlings: dict[str, Handling], show: InboxView, agent: str
+    listed: list[dict[str, Any]],
+    handlings: dict[str, Handling] | None,
+    show: InboxView,
+    agent: str,
 ) -> list[dict[str, Any]]:
     """The inbox's rows for `show`, each with who handles it and since when its customer waits
-    (the queue: the longest waiting first)."""
+    (the queue: the longest waiting first). Whose they are is not known while the desk's
+    database is away (`handlings` None): "mine" and "nobody's" list none, not every one (an
+    agent answered a customer a colleague was handling)."""
+    if handlings is None:
+        if show in ("mine", "unassigned"):
+            return []
+        handlings = {}
     rows = [
         {
             **c,

@@ -80,4 +80,5 @@ class ProfileApi(ProfileClient):
         params: dict[str, str | int] = {"limit": limit, "awaiting": str(awaiting).lower()}
         if waiting_from is not None:
             params["waiting_from"] = waiting_from
-        return list(await self._get("/v1/conversations", params=params) or [])
+        found = await self.call("GET", "/v1/conversations", params=params, always_there=True)
+        return list(found or [])

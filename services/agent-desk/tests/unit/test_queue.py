@@ -8,12 +8,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import httpx
 import pytest
 from prometheus_client import REGISTRY
 
 from agent_desk.handling import Handling
 from agent_desk.profiles import ProfileApi, ProfileUnavailable
 from agent_desk.queue import QueueFigures, figures, show, watch_queue
+from agent_desk.settings import DeskSettings
 
 T0 = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
 
@@ -132,3 +134,18 @@ async def test_a_failed_read_shows_the_figures_unknown_not_an_empty_queue(
     )
     assert (gauge("failed_reads") or 0) >= 3
     assert gauge("read_timestamp_seconds") == read_at
+
+
+async def test_a_profile_api_url_that_reaches_something_else_is_an_outage_not_an_empty_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wrong `HILO_PROFILE_API_URL` (or a gateway) answers 404 to every path: the queue read
+    as nobody waiting, and its gauges said 0 where an outage says NaN."""
+    monkeypatch.setenv("HILO_ENVIRONMENT", "test")
+    misrouted = httpx.MockTransport(lambda request: httpx.Response(404, json={"detail": "no"}))
+    api = ProfileApi(DeskSettings(), transport=misrouted)
+
+    with pytest.raises(ProfileUnavailable, match="answered 404 for /v1/conversations"):
+        await api.open_conversations(awaiting=True)
+    assert await api.profile("c-1") is None, "one customer's 404 is still nobody"
+    await api.close()

@@ -108,24 +108,48 @@ function onEntry(timeline, data) {
   refreshPanels();
 }
 
-async function freshPage(url) {
-  // The page at `url` as the desk serves it now, parsed; null for anything else (an error page,
-  // the sign-in form after a redirect, no answer), which keeps what is shown.
+async function readPage(url) {
+  // The page at `url` as the desk serves it now, parsed ({content}), or why not ({failed}):
+  // "signed-out" for the sign-in form after a redirect, "unavailable" for an error page or no
+  // answer.
   let response;
   try {
     response = await fetch(url, { headers: { Accept: "text/html" } });
   } catch {
-    return null;
+    return { failed: "unavailable" };
   }
-  if (!response.ok || response.redirected) return null;
+  if (response.redirected) return { failed: "signed-out" };
+  if (!response.ok) return { failed: "unavailable" };
   const holder = document.createElement("template");
   holder.innerHTML = await response.text();
-  return holder.content;
+  return { content: holder.content };
 }
 
-async function freshElement(url, id) {
-  // The element `id` of the page at `url` as the desk serves it now (see `freshPage`).
-  return (await freshPage(url))?.getElementById(id) ?? null;
+async function freshPage(url) {
+  // The page at `url` as the desk serves it now; null for anything else, which keeps what is
+  // shown.
+  return (await readPage(url)).content ?? null;
+}
+
+function controlKey(element) {
+  // What names a control across two renderings of a page: its id, or what it is and does.
+  if (element.id) return element.id;
+  const form = element.closest("form")?.getAttribute("action") ?? "";
+  return [element.tagName, element.getAttribute("href"), element.name, element.value, form,
+    element.textContent.trim()].join("|");
+}
+
+function swap(current, fresh) {
+  // `fresh` in place of `current`, unless nothing changed; the control the agent is on keeps
+  // the focus: replaced every 15 s, a keyboard or screen-reader user was sent back to the top
+  // of the page from "Take it" or a row of the queue.
+  if (current.isEqualNode(fresh)) return;
+  const active = document.activeElement;
+  const focused = active && current.contains(active) ? controlKey(active) : null;
+  current.replaceWith(fresh);
+  if (focused === null) return;
+  const controls = fresh.querySelectorAll("a, button, input, select, textarea, summary");
+  [...controls].find((control) => controlKey(control) === focused)?.focus();
 }
 
 let refreshTimer = null;
@@ -143,13 +167,18 @@ function refreshPanels() {
     const page = await freshPage(`/customers/${current.dataset.customer}/panels`);
     const fresh = page?.getElementById("panels");
     if (!fresh || asked !== panelsAsked) return; // a later read answers instead
-    document.getElementById("panels")?.replaceWith(fresh);
+    const shown = document.getElementById("panels");
+    if (shown) swap(shown, fresh);
     const notes = page.getElementById("notes-list");
-    if (notes) document.getElementById("notes-list")?.replaceWith(notes);
+    const notesShown = document.getElementById("notes-list");
+    if (notes && notesShown) swap(notesShown, notes);
     const select = document.getElementById("reply-channel");
     if (!select) return;
-    // The same channels as before: the box is left alone (an open list stays open).
-    if (fresh.dataset.options === current.dataset.options && fresh.dataset.warnings === current.dataset.warnings) return;
+    // The same channels, warnings and default as before: the box is left alone (an open list
+    // stays open). The default moves when the customer writes on another channel (WhatsApp,
+    // then SMS): the box follows, as Send would, unless the agent picked one.
+    const same = (name) => fresh.dataset[name] === current.dataset[name];
+    if (same("options") && same("warnings") && same("default")) return;
     replyOptions(select, fresh);
     select.dispatchEvent(new Event("change"));
   }, 400);
@@ -159,7 +188,8 @@ let panelsAsked = 0;
 
 function drafting() {
   // A reply being written: its text, its subject (an email's), or a template's name or
-  // parameters.
+  // parameters; or a note.
+  if (document.getElementById("note-text")?.value.trim()) return true;
   const form = document.getElementById("reply-form");
   if (!form) return false;
   const fields = ["text", "template_name", "template_parameters"];
@@ -480,12 +510,27 @@ function refreshPanelsNowAndThen(panels) {
 function refreshInbox(inbox) {
   // The queue moves without the agent: new customers wait, colleagues take conversations, the
   // waits grow. Only the list is replaced (the search box above keeps what is typed); an error
-  // page, a sign-in page or no answer keeps the list shown.
+  // page, a sign-in page or no answer keeps the list shown, saying since when it is not
+  // updated (a queue left open on a supervisor's screen went stale without a word).
+  let readAt = new Date();
   setInterval(async () => {
     if (document.hidden) return;
-    const fresh = await freshElement(location.href, "inbox");
+    const read = await readPage(location.href);
+    const fresh = read.content?.getElementById("inbox");
     const current = document.getElementById("inbox");
-    if (fresh && current) current.replaceWith(fresh);
+    const state = document.getElementById("inbox-state");
+    if (!fresh || !current) {
+      if (!state) return;
+      const since = readAt.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      state.textContent = read.failed === "signed-out"
+        ? `Not updated since ${since}: your sign-in ended. Reload to sign in again.`
+        : `Not updated since ${since}: the desk is not answering. It tries again by itself.`;
+      state.hidden = false;
+      return;
+    }
+    readAt = new Date();
+    if (state) state.hidden = true;
+    swap(current, fresh);
   }, Number(inbox.dataset.refresh || INBOX_REFRESH_MS));
 }
 
