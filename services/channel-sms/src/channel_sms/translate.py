@@ -92,7 +92,8 @@ def party(raw: str) -> tuple[str, Identifiers, str] | None:
     None for a service sender, or another channel's address (`messenger:…`: Twilio's Messenger
     senders, which Hilo takes from Meta itself).
 
-    Raises `ValueError` (without the number) for anything else that is not a phone number.
+    Raises `ValueError` (without the number) for anything else that is not a phone number (a
+    WhatsApp id is one, as Meta sends it, whether or not it is dialled so today).
     """
     scheme, address = _scheme(raw)
     if not scheme:
@@ -102,9 +103,12 @@ def party(raw: str) -> tuple[str, Identifiers, str] | None:
         return None
     wa_id = "".join(c for c in address if c.isdigit())
     found = whatsapp_identifiers(wa_id) if wa_id else None
-    if found is None or found.phone is None:
+    if found is None:
         raise ValueError("not a phone number")
-    return WHATSAPP, found, found.phone
+    # A WhatsApp id that no number dialled today is (Benin's eight digits before 2024) is the
+    # customer still: kept as channel-whatsapp keeps Meta's, by its id alone (it was refused,
+    # and Twilio never posts a message again).
+    return WHATSAPP, found, found.phone or f"+{wa_id}"
 
 
 def _scheme(raw: str) -> tuple[str, str]:

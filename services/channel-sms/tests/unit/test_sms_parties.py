@@ -74,6 +74,19 @@ def test_a_whatsapp_id_in_a_form_its_country_dropped_is_the_number_dialled_today
     )
 
 
+def test_a_whatsapp_id_no_number_is_dialled_as_today_is_the_customer_still() -> None:
+    """Benin's eight-digit numbers became ten in 2024; a WhatsApp id may still carry one. It was
+    refused with 422 (Twilio never posts a message again); Meta's is kept by its id alone."""
+    message = on_whatsapp("SM9", Body="Bonjour", From="whatsapp:+22997123456")
+
+    [written] = incoming(message, NOW, "t", b"pepper")
+
+    assert (written.channel, written.identifiers.whatsapp_id) == ("whatsapp", "22997123456")
+    assert written.identifiers.phone is None
+    assert written.conversation is not None
+    assert written.conversation.thread == "+14155552671:+22997123456"
+
+
 def test_another_channels_address_is_ignored_not_refused() -> None:
     assert party("messenger:2456") is None
 
