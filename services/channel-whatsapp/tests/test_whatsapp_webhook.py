@@ -430,6 +430,39 @@ async def test_malformed_and_oversized_bodies_are_refused(
     assert await published_interactions(settings, 0) == []
 
 
+async def test_a_batched_notification_over_a_megabyte_is_taken_whole(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """Meta batches up to 1,000 changes in a notification of up to 3 MB: at the 1 MB every
+    other channel takes, this one was refused with 413, posted again for 7 days, then dropped
+    with every message in it."""
+    document = json.loads(sample("text_message.json"))
+    [message] = document["entry"][0]["changes"][0]["value"]["messages"]
+    document["entry"][0]["changes"][0]["value"]["messages"] = [
+        {**message, "id": f"wamid.batch-{n}", "text": {"body": f"{n} " + "x" * 4_000}}
+        for n in range(300)
+    ]
+    body = json.dumps(document).encode()
+    channel_settings = WhatsAppSettings.model_validate(
+        {
+            **settings.model_dump(exclude={"max_body_bytes"}),
+            "whatsapp_app_secret": SecretStr(SECRET),
+            "whatsapp_verify_token": SecretStr("verify-me"),
+        }
+    )
+    app = create_app(channel_settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://whatsapp") as client:
+            answer = await client.post(
+                "/webhooks/whatsapp", content=body, headers=meta_signed(body, SECRET)
+            )
+
+    assert len(body) > 1_200_000
+    assert answer.status_code == 200, answer.text
+    assert len(await published_interactions(settings, 300)) == 300
+
+
 async def test_a_non_ascii_signature_is_refused_as_a_mismatch(
     whatsapp: httpx.AsyncClient, settings: HiloSettings
 ) -> None:
