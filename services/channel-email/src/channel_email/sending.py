@@ -13,14 +13,18 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import structlog
 
 from channel_email.mime import bare_message_id
 from channel_email.settings import EmailSettings
 from hilo.contract.outbound import OutboundCommand, OutboundMessage
-from hilo.outbound import Provider, SendRefused, Sent, not_configured, provider_call
-
-log = structlog.get_logger(__name__)
+from hilo.outbound import (
+    Provider,
+    SendRefused,
+    Sent,
+    accepted_without_id,
+    not_configured,
+    provider_call,
+)
 
 COMMAND_VARIABLE = "v:hilo-command-id"
 """A Mailgun user variable: Mailgun's events about the message carry it back, which tells the
@@ -55,10 +59,7 @@ class MailgunMessages:
         """Send one email; `SendRefused` (4xx) or `SendUnavailable` (5xx, 429, network)."""
         form = message_form(command, self._sender, self._default_subject)
         response = await provider_call(lambda: self._client.post(self._url, data=form), _reason)
-        own_id = _answered_id(response)
-        if own_id is None:
-            log.warning("mailgun_answer_without_id", command_id=command.id)
-            own_id = f"mailgun:{command.id}"
+        own_id = answered_id(response)
         chain = thread_chain(command.payload)
         return Sent(provider_message_id=own_id, thread=chain[0] if chain else own_id)
 
@@ -100,14 +101,21 @@ def thread_chain(message: OutboundMessage) -> list[str]:
     return list(dict.fromkeys([*chain, *([reply_to] if reply_to else [])]))
 
 
-def _answered_id(response: httpx.Response) -> str | None:
-    """The Message-Id Mailgun gave the message (`{"id": "<...>", "message": "Queued..."}`)."""
+def answered_id(response: httpx.Response) -> str:
+    """The Message-Id Mailgun gave the message (`{"id": "<...>", "message": "Queued..."}`).
+
+    `SendUncertain` without one, as for the other channels: recorded as sent under an id of
+    its own, the mail's delivered, opened and failed events (which carry Mailgun's) matched no
+    reply, and a failed one was never told."""
     try:
         answer: Any = response.json()
     except ValueError:
-        return None
+        raise accepted_without_id(response) from None
     value = answer.get("id") if isinstance(answer, dict) else None
-    return bare_message_id(value) if isinstance(value, str) else None
+    found = bare_message_id(value) if isinstance(value, str) else None
+    if not found:
+        raise accepted_without_id(response)
+    return found
 
 
 def _reason(response: httpx.Response) -> str:
