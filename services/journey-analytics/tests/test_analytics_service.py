@@ -326,6 +326,23 @@ async def produce_raw(settings: HiloSettings, records: list[tuple[Topic, bytes]]
         await producer.stop()
 
 
+def ill_typed_entries() -> list[dict[str, Any]]:
+    """Entries whose fields the measures or MongoDB cannot take: stored, a list where an id goes
+    broke every measure reading it; a score past 8 bytes or a lone surrogate was refused by
+    MongoDB, and the batch handed back for ever."""
+    naive = (T0 + timedelta(minutes=1)).replace(tzinfo=None).isoformat()
+    return [
+        {"id": "e-5", "type": "survey_answer", "payload": {"score": 2**70}},
+        {"id": "e-6", "type": "survey_answer", "payload": {"score": "9"}},
+        {"id": "e-7", "type": "order", "payload": {"order_id": "W-\ud800"}},
+        {"id": "e-8", "type": "call", "payload": {"provider_call_id": ["CA-1"]}},
+        {"id": "e-9", "type": "message", "conversation": {"id": ["c"]}},
+        {"id": "e-10", "payload": {"campaign": {"name": ["spring"]}}},
+        {"id": "e-11", "channel": 7},
+        {"id": "e-12", "occurred_at": naive},
+    ]
+
+
 async def test_unreadable_records_are_dead_lettered_and_the_measures_go_on(
     settings: HiloSettings, topics: list[str]
 ) -> None:
@@ -341,6 +358,8 @@ async def test_unreadable_records_are_dead_lettered_and_the_measures_go_on(
         (Topic.JOURNEY, json.dumps({**entry, "id": "e-2", "payload": "text"}).encode()),
         (Topic.JOURNEY, json.dumps({**entry, "id": "e-3", "customer_id": [1]}).encode()),
         (Topic.JOURNEY, json.dumps({**entry, "id": "e-4", **broken_order}).encode()),
+        *((Topic.JOURNEY, json.dumps({**entry, **odd}).encode()) for odd in ill_typed_entries()),
+        (Topic.JOURNEY, b'{"id": "e-deep", "payload": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
     ]
     await produce_raw(settings, [*unreadable, (Topic.JOURNEY, json.dumps(entry).encode())])
 
@@ -359,6 +378,32 @@ async def test_unreadable_records_are_dead_lettered_and_the_measures_go_on(
     assert all(dict(r.headers)["hilo_error_reason"] == b"unreadable" for r in dead)
     [erasure] = [r for r in dead if r.value == unreadable[1][1]]
     assert dict(erasure.headers)["hilo_error_detail"].startswith(b"TypeError")
+
+
+async def test_an_entry_mongodb_cannot_store_is_dead_lettered_alone(
+    settings: HiloSettings, topics: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One the checks of an entry miss (here: none made) and MongoDB's driver cannot encode is
+    dead-lettered, and the entries stored with it in one write are stored."""
+    monkeypatch.setattr(consumer, "_checked", lambda touch: None)
+    entry = page_view_entry("e-readable")
+    unstorable = json.dumps({**entry, "id": "e-x", "payload": {"order_id": "W-\ud800"}})
+    await produce_raw(
+        settings,
+        [(Topic.JOURNEY, unstorable.encode()), (Topic.JOURNEY, json.dumps(entry).encode())],
+    )
+
+    async with analytics(settings, "analytics-unstorable") as client:
+        measured = await measures_once(client, lambda m: m.entries == 1)
+        [dead] = await read_topic(
+            settings.kafka_bootstrap_servers,
+            topic_name(Topic.ANALYTICS_DLQ, settings),
+            expected=1,
+        )
+
+    assert measured.customers == 1
+    assert dead.value == unstorable.encode()
+    assert dict(dead.headers)["hilo_error_detail"].startswith(b"UnicodeEncodeError")
 
 
 async def test_a_record_too_large_for_the_dead_letter_topic_goes_without_its_value(

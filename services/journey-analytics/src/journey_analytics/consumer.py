@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
 import structlog
+from bson.errors import InvalidDocument
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import Counter
@@ -70,23 +71,38 @@ def subscribe(
         failing.over()
 
     async def _store_batch(message: KafkaMessage) -> None:
-        touches: list[Touch] = []
+        touches: list[tuple[Any, Touch]] = []
         for record in _records(message):
             topic = names[record.topic]
             try:
                 change = _read(topic, record.value)
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
                 await _dead_letter(publisher, topic, record, exc)
                 continue
             if isinstance(change, Touch):
-                touches.append(replace(change, published_ms=record.timestamp))
+                touches.append((record, replace(change, published_ms=record.timestamp)))
             elif change is not None:
-                await store.save(touches)  # what came before a merge or an erasure, first
+                await _save(touches)  # what came before a merge or an erasure, first
                 touches = []
                 await _apply(store, change)
             READ.labels(topic.value, "read").inc()
-        await store.save(touches)
+        await _save(touches)
 
+    async def _save(touches: list[tuple[Any, Touch]]) -> None:
+        """Store the touches; one MongoDB cannot encode (a check of `_touch` missed it) is
+        dead-lettered alone, and the rest stored: the batch was handed back for ever."""
+        try:
+            await store.save([touch for _, touch in touches])
+        except UNSTORABLE:
+            for record, touch in touches:
+                try:
+                    await store.save([touch])
+                except UNSTORABLE as exc:
+                    await _dead_letter(publisher, Topic.JOURNEY, record, exc)
+
+
+UNSTORABLE = (InvalidDocument, OverflowError, UnicodeEncodeError)
+"""What MongoDB's driver raises for a document it cannot encode: the record's, not an outage."""
 
 FAILED = Counter(
     "hilo_analytics_batch_failures_total",
@@ -151,14 +167,38 @@ def _touch(entry: dict[str, Any]) -> Touch | None:
     touch = touch_of(entry)
     _text(touch.id)
     _text(touch.customer_id)
-    for key in (touch.cart_id, touch.order_id, touch.status):
-        _key(key)
+    _checked(touch)
     return touch
 
 
+SCORE_LIMIT = 2**53
+"""A score the store and JSON both hold exactly (a survey's is 0 to 10)."""
+
+
+def _checked(touch: Touch) -> None:
+    """Every field of the type the measures and MongoDB take. A list where an id goes was
+    stored, then broke every measure reading it (about 44 days of them); an integer past 8
+    bytes or a lone surrogate was refused by MongoDB, and the batch handed back for ever."""
+    if touch.occurred_at.tzinfo is None:
+        raise ValueError("occurred_at has no time zone")
+    for field in fields(Touch):
+        value = getattr(touch, field.name)
+        if field.name == "score":
+            if value is not None and (type(value) is not int or abs(value) >= SCORE_LIMIT):
+                raise TypeError(f"score must be a whole number, not {value!r:.40}")
+        elif field.type in ("str", "str | None"):
+            if value is None and field.type == "str":
+                raise TypeError(f"{field.name} is missing")
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{field.name} must be a string, not {type(value).__name__}")
+            if value is not None:
+                value.encode()  # UnicodeEncodeError (a ValueError) for a lone surrogate
+
+
 def _read(topic: Topic, value: bytes | None) -> Change:
-    """What a record asks of the store; raises ValueError, KeyError, TypeError or AttributeError
-    for one it cannot read. None for a tombstone or a change the measures do not follow."""
+    """What a record asks of the store; raises ValueError, KeyError, TypeError, AttributeError
+    or RecursionError (JSON nested deeper than Python reads) for one it cannot read. None for a
+    tombstone or a change the measures do not follow."""
     document = json.loads(value) if value is not None else None
     if document is None:
         return None
@@ -182,14 +222,6 @@ def _text(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise TypeError(f"an id must be a non-empty string, not {type(value).__name__}")
     return value
-
-
-def _key(value: object) -> None:
-    """A cart id, order id or order status groups touches: a string, when there is one."""
-    if value is not None and not isinstance(value, str):
-        raise TypeError(
-            f"a cart id, order id or status must be a string, not {type(value).__name__}"
-        )
 
 
 async def _apply(store: TouchStore, change: Merge | Split | Erasure) -> None:
