@@ -60,7 +60,9 @@ class AnalyticsService:
     background: list[asyncio.Task[None]] = field(default_factory=list)
     measuring: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
     """Measurings at once, each in a thread: more would take the loop's default pool, which
-    also resolves Kafka's and MongoDB's host names when they reconnect."""
+    also resolves Kafka's and MongoDB's host names when they reconnect. Taken before the
+    touches are read: ten dashboard calls each held their read (every touch of 136 days) while
+    they waited for it."""
 
     @property
     def windows(self) -> Windows:
@@ -69,10 +71,10 @@ class AnalyticsService:
     async def measures(
         self, start: datetime, end: datetime, customer: str | None = None
     ) -> Measures:
-        touches = await self.store.touches(*self.windows.reach(start, end), customer)
         # CPU-bound over everyone's touches: in a thread, so the consumer and the health
         # checks are served meanwhile.
         async with self.measuring:
+            touches = await self.store.touches(*self.windows.reach(start, end), customer)
             return await asyncio.to_thread(measure, touches, start, end, self.windows)
 
     async def publish_days(self, publisher: KafkaPublisher, days: int) -> Measures:
@@ -84,13 +86,11 @@ class AnalyticsService:
         starts = [midnight - back * day for back in range(max(days, 1))]
         # One read for every day: each day's measures take the part `measures` would read.
         since, until = self.windows.reach(starts[-1], midnight + day)
-        touches = await self.store.touches(since, until)
-
-        def every_day() -> list[Measures]:
-            return [self._day(touches, start) for start in starts]
-
         async with self.measuring:
-            measured = await asyncio.to_thread(every_day)
+            touches = await self.store.touches(since, until)
+            measured = await asyncio.to_thread(
+                lambda: [self._day(touches, start) for start in starts]
+            )
         await publisher.publish_records(
             [
                 Record(
