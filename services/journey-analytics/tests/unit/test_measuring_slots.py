@@ -19,7 +19,7 @@ async def test_a_measuring_waiting_for_its_slot_holds_no_touches(
 ) -> None:
     """Ten dashboard calls each held their read (every touch of 136 days) while they waited
     for one of the two slots: memory grew with the callers, not the slots."""
-    service = create_service(AnalyticsSettings(environment="test", api_keys="k"))
+    service = create_service(AnalyticsSettings(environment="test"))
     reads: list[datetime] = []
 
     async def touches(start: datetime, end: datetime, customer: str | None = None) -> list[Touch]:
