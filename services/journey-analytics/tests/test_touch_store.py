@@ -109,10 +109,57 @@ async def test_erasing_the_survivor_takes_the_touches_of_every_id_merged_into_it
     await store.merge("bo", ["bo-old"], "m1")
     await store.merge("ana", ["bo"], "m2")
 
-    await store.erase(["ana"])  # an erasure record that names only the survivor
+    await store.erase(["ana"], exact=False)  # an earlier version's record: the survivor alone
     assert await owners(store) == {"e4": "cy"}
     await store.save([touch(5, "bo-old")])  # read again after the erasure
     assert await owners(store) == {"e4": "cy"}
+
+
+async def test_an_erasure_read_between_a_merge_and_its_split_leaves_the_restored_customer(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    """ana was merged into bo, split off again, and bo erased months later: customer-profile's
+    record names bo's ids then, not ana. Read after the merge and before the split (a reset
+    reads the small `erasures` topic first), the erasure followed the merge and erased ana for
+    good: her touches, those given back by the split, and everything she did after."""
+    store = TouchStore(mongo_client, settings.mongodb_database)
+    await store.save([replace(touch(1, "ana"), published_ms=1), touch(2, "bo")])
+    await store.merge("bo", ["ana"], "m1")
+    await store.save([replace(touch(3, "bo"), published_ms=10)])  # ana's, while merged
+
+    await store.erase(["bo"])
+    await store.save([replace(touch(1, "ana"), published_ms=1)])  # read again meanwhile
+    await store.split("ana", "m1")
+    await store.save([replace(touch(3, "ana"), published_ms=20)])  # given back by the split
+    await store.save([touch(4, "ana")])  # after
+
+    assert await owners(store) == {"e1": "ana", "e3": "ana", "e4": "ana"}
+
+
+async def test_an_erasure_recorded_while_a_batch_is_written_takes_its_touches(
+    settings: HiloSettings,
+    mongo_client: AsyncMongoClient[MongoDocument],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another instance records ana's erasure and deletes her touches after this one checked
+    the batch and before it wrote: the touch stayed, in the measures for good."""
+    store = TouchStore(mongo_client, settings.mongodb_database)
+    other = TouchStore(mongo_client, settings.mongodb_database)
+    checked = store._of_erased
+    erased_meanwhile: list[str] = []
+
+    async def erased_after_the_check(touches: Any) -> set[str]:
+        found = await checked(touches)
+        if not erased_meanwhile:
+            erased_meanwhile.append("ana")
+            await other.erase(["ana"])
+        return found
+
+    monkeypatch.setattr(store, "_of_erased", erased_after_the_check)
+    await store.save([touch(1, "ana"), touch(2, "bo")])
+
+    assert erased_meanwhile == ["ana"]
+    assert await owners(store) == {"e2": "bo"}
 
 
 async def test_chained_merges_read_out_of_order_follow_every_hop(

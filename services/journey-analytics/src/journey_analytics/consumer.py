@@ -154,6 +154,9 @@ class Split:
 @dataclass(frozen=True)
 class Erasure:
     customers: list[str]
+    exact: bool
+    """The person's ids as customer-profile named them (`aliases`); an earlier version's record
+    names one, whose aliases are followed (`TouchStore.erase`)."""
 
 
 Change = Touch | Merge | Split | Erasure | None
@@ -207,7 +210,9 @@ def _read(topic: Topic, value: bytes | None) -> Change:
     if topic is Topic.JOURNEY:
         return _touch(document)
     if topic is Topic.ERASURES:
-        return Erasure([_text(document["customer_id"]), *map(_text, document.get("aliases", []))])
+        exact = "aliases" in document
+        ids = [_text(document["customer_id"]), *map(_text, document["aliases"] if exact else [])]
+        return Erasure(ids, exact)
     if document["type"] == "merge":
         absorbed = [*map(_text, document["absorbed"])]
         at = datetime.fromisoformat(_text(document["occurred_at"]))
@@ -230,7 +235,7 @@ async def _apply(store: TouchStore, change: Merge | Split | Erasure) -> None:
     elif isinstance(change, Split):
         await store.split(change.restored, change.undoes_event_id)
     else:
-        await store.erase(change.customers)
+        await store.erase(change.customers, exact=change.exact)
 
 
 async def _dead_letter(

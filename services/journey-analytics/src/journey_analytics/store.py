@@ -17,14 +17,16 @@ following its recorded id's aliases to the end, when it is read. So:
   same id is not undone by it. The touches recorded under the restored id and the ids merged
   into it are its own again (customer-profile publishes again only the entries that move out of
   the kept profile, those recorded under it after the merge);
-- an erasure (`erasures`) deletes the touches of every id that reads as an erased one, and keeps
-  those ids and their entries' ids so that their entries, read again under whichever customer
-  (a copy published before a split gave one back), are not stored again.
+- an erasure (`erasures`) deletes the touches of the ids its record names (customer-profile's,
+  after every split; an earlier version's record names one, whose aliases are followed), and
+  keeps those ids and their entries' ids so that their entries, read again under whichever
+  customer (a copy published before a split gave one back), are not stored again; a copy
+  published after the erased one (a split gave the entry to another customer) is stored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, fields, replace
 from datetime import UTC, datetime
 
@@ -40,8 +42,10 @@ ALIASES = "analytics_aliases"
 UNDONE = "analytics_undone_merges"
 ERASED = "analytics_erased"
 ERASED_ENTRIES = "analytics_erased_entries"
-"""Entry ids of erased people: a copy of one read later, under whichever customer (published
-before a split gave it back), is not stored again."""
+"""Entry ids of erased people, with when the erased copy was published: a copy read later,
+under whichever customer, is not stored again unless it was published after (a split gave the
+entry to another customer). A mark of an earlier version (no time) takes every copy."""
+LATEST_MS = 2**62
 STORED: MongoDocument = {field.name: 1 for field in fields(Touch) if field.name != "id"}
 """The fields a touch is read with (a document written by another version may hold more)."""
 
@@ -85,40 +89,42 @@ class TouchStore:
     async def save(self, touches: Sequence[Touch]) -> None:
         """Upsert by entry id, under the id it was recorded with; none of an erased person.
 
-        An erased person's entry is marked erased (`ERASED_ENTRIES`) and any copy of it deleted:
-        a split gave it back to them from the profile they had been merged into, and a copy
-        under that profile, read before or after, is theirs too (their erasure deletes by their
-        ids only)."""
+        An erased person's entry is marked erased (`ERASED_ENTRIES`, with when its copy was
+        published) and any copy of it deleted: a copy under the profile they had been merged
+        into, published before a split gave the entry back to them, is theirs too. A copy
+        published after the erased one is another's: a split gave it back to them from the
+        erased profile.
+
+        Erased ids are read again after the write: an erasure another instance recorded
+        meanwhile deleted the touches before this write made them (an erasure records its ids
+        first and deletes after, so one of the two sees the other)."""
         if not touches:
             return
-        recorded = {t.customer_id for t in touches}
-        aliases = await self._aliases_from(recorded)
-        erased = await self._erased_among(recorded | {owner_of(aliases, c) for c in recorded})
-        gone = {
-            t.id
-            for t in touches
-            if t.customer_id in erased or owner_of(aliases, t.customer_id) in erased
-        }
-        await self._mark_erased_entries(gone)
-        gone |= {
-            d["_id"]
-            async for d in find_in(self._erased_entries, "_id", sorted({t.id for t in touches}))
-        }
-        operations: list[UpdateOne | DeleteOne] = []
-        for touch in touches:
-            if touch.id in gone:
-                operations.append(DeleteOne({"_id": touch.id}))
-                continue
-            earlier = {"_id": touch.id, "published_ms": {"$not": {"$gt": touch.published_ms}}}
-            operations.append(UpdateOne(earlier, {"$set": _document(touch)}, upsert=True))
+        gone = await self._of_erased(touches)
         try:
-            await bulk_write(self._touches, operations)
+            await bulk_write(self._touches, [*_writes(touches, gone)])
         except BulkWriteError as exc:
             # A copy published later is stored: the filter missed it, and the upsert's insert
             # met its `_id`. Nothing else may fail unseen.
             errors = exc.details.get("writeErrors", [])
             if any(error.get("code") != DUPLICATE_KEY for error in errors):
                 raise
+        late = await self._of_erased([t for t in touches if t.id not in gone])
+        await bulk_write(self._touches, [DeleteOne({"_id": entry}) for entry in sorted(late)])
+
+    async def _of_erased(self, touches: Sequence[Touch]) -> set[str]:
+        """The ids of the touches that are an erased person's (marked erased as they are
+        found), or copies of an entry an erasure took published no later than its copy."""
+        recorded = {t.customer_id for t in touches}
+        aliases = await self._aliases_from(recorded)
+        erased = await self._erased_among(recorded | {owner_of(aliases, c) for c in recorded})
+        theirs = [t for t in touches if _is_erased(t, aliases, erased)]
+        await self._mark_erased_entries({t.id: t.published_ms for t in theirs})
+        marks = find_in(self._erased_entries, "_id", sorted({t.id for t in touches}))
+        taken = {d["_id"]: d.get("published_ms", LATEST_MS) async for d in marks}
+        return {t.id for t in theirs} | {
+            t.id for t in touches if t.id in taken and t.published_ms <= taken[t.id]
+        }
 
     async def merge(
         self,
@@ -158,17 +164,26 @@ class TouchStore:
         await self._undone.update_one({"_id": undone}, {"$set": {"at": True}}, upsert=True)
         await self._aliases.delete_many({"_id": {"$in": [undone, _alias_id(restored, None)]}})
 
-    async def erase(self, customers: Sequence[str]) -> None:
-        """An erased person leaves the measures: the touches and aliases of every id that reads
-        as theirs are deleted, and the ids are kept so that their entries, read again (a
-        redelivery, a new instance reading `journey` from the start), are not stored again."""
-        gone = sorted(await self._leading_to(set(customers)))
+    async def erase(self, customers: Sequence[str], *, exact: bool = True) -> None:
+        """An erased person leaves the measures: the touches and aliases of their ids are
+        deleted, and the ids kept so that their entries, read again (a redelivery, a new
+        instance reading `journey` from the start), are not stored again.
+
+        `exact`: the ids are the person's as customer-profile named them once every split was
+        done. Followed through the aliases read so far instead, a merge read before the split
+        that undid it erased the customer the split gave back, and everything they did after.
+        Only a record of an earlier version (no `aliases`) is followed so (`exact` False), and
+        so are the ids that read as its ids later."""
+        gone = sorted(set(customers) if exact else await self._leading_to(set(customers)))
         await bulk_write(
             self._erased,
-            [UpdateOne({"_id": c}, {"$setOnInsert": {"erased": True}}, upsert=True) for c in gone],
+            [
+                UpdateOne({"_id": c}, {"$setOnInsert": {"followed": not exact}}, upsert=True)
+                for c in gone
+            ],
         )
-        theirs = find_in(self._touches, "customer_id", gone, {"_id": 1})
-        await self._mark_erased_entries({d["_id"] async for d in theirs})
+        theirs = find_in(self._touches, "customer_id", gone, {"_id": 1, "published_ms": 1})
+        await self._mark_erased_entries({d["_id"]: d["published_ms"] async for d in theirs})
         await delete_in(self._touches, "customer_id", gone)
         await delete_in(self._aliases, "absorbed", gone)
         await delete_in(self._aliases, "survivor", gone)
@@ -197,18 +212,21 @@ class TouchStore:
     async def _read(self, query: MongoDocument) -> list[Touch]:
         return [_touch(d) async for d in self._touches.find(query, projection=STORED)]
 
-    async def _mark_erased_entries(self, entry_ids: set[str]) -> None:
+    async def _mark_erased_entries(self, published: Mapping[str, int]) -> None:
+        """Entry ids an erasure took, each with the latest erased copy's publishing time."""
         await bulk_write(
             self._erased_entries,
             [
-                UpdateOne({"_id": e}, {"$setOnInsert": {"erased": True}}, upsert=True)
-                for e in sorted(entry_ids)
+                UpdateOne({"_id": e}, {"$max": {"published_ms": published[e]}}, upsert=True)
+                for e in sorted(published)
             ],
         )
 
-    async def _erased_among(self, customers: set[str]) -> set[str]:
-        found = self._erased.find({"_id": {"$in": sorted(customers)}}, projection={"_id": 1})
-        return {d["_id"] async for d in found}
+    async def _erased_among(self, customers: set[str]) -> dict[str, bool]:
+        """Of these ids, the erased ones, each with whether ids leading to it are erased too
+        (`erase`, not `exact`)."""
+        found = self._erased.find({"_id": {"$in": sorted(customers)}})
+        return {d["_id"]: d.get("followed", True) async for d in found}
 
     async def _aliases_from(self, customers: set[str]) -> dict[str, str]:
         """The aliases on the way from `customers` to whom they answer to now (one query a hop)."""
@@ -251,6 +269,24 @@ def _absorbed(alias: MongoDocument) -> str:
 def _merged_when(alias: MongoDocument) -> tuple[str, datetime, str]:
     at: datetime = alias.get("occurred_at") or EARLIEST
     return _absorbed(alias), at, str(alias.get("event_id") or "")
+
+
+def _is_erased(touch: Touch, aliases: Mapping[str, str], erased: Mapping[str, bool]) -> bool:
+    """Recorded under an erased id, or under one leading to an id an earlier version's
+    erasure record named (whose ids were followed through the aliases)."""
+    if touch.customer_id in erased:
+        return True
+    return erased.get(owner_of(aliases, touch.customer_id), False)
+
+
+def _writes(touches: Sequence[Touch], gone: set[str]) -> Iterator[UpdateOne | DeleteOne]:
+    """Each touch upserted unless a copy published later is stored; an erased one deleted."""
+    for touch in touches:
+        if touch.id in gone:
+            yield DeleteOne({"_id": touch.id})
+            continue
+        earlier = {"_id": touch.id, "published_ms": {"$not": {"$gt": touch.published_ms}}}
+        yield UpdateOne(earlier, {"$set": _document(touch)}, upsert=True)
 
 
 def _document(touch: Touch) -> MongoDocument:
