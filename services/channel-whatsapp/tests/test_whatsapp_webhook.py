@@ -225,6 +225,58 @@ def test_only_the_customers_own_words_are_recorded_as_their_messages() -> None:
     assert ignored == 4
 
 
+def marketing_resumed() -> bytes:
+    """Meta's `system` message of a user who resumed the business's marketing (the form it
+    takes on the `messages` field, which every deployment subscribes to)."""
+    notification = json.loads(sample("text_message.json"))
+    notification["entry"][0]["changes"][0]["value"]["messages"] = [
+        {
+            "from": "16505551234",
+            "id": "wamid.preference",
+            "timestamp": "1731705800",
+            "type": "system",
+            "system": {
+                "body": "User requested to resume marketing messages",
+                "marketing": "resume",
+                "type": "user_preference_changed",
+            },
+        }
+    ]
+    return json.dumps(notification).encode()
+
+
+async def test_a_customer_stopping_or_resuming_marketing_on_whatsapp_is_their_consent(
+    whatsapp: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """WhatsApp's "Offers and announcements" setting: ignored, a customer who had agreed to
+    marketing on the web stayed agreed on WhatsApp, and the desk went on offering it there."""
+    stopped, resumed = sample("user_preferences.json"), marketing_resumed()
+
+    answers = [
+        await whatsapp.post("/webhooks/whatsapp", content=body, headers=meta_signed(body, SECRET))
+        for body in (stopped, resumed, stopped)  # the first one posted again by Meta
+    ]
+
+    assert [a.json() for a in answers] == [{"published": 1, "ignored": 0}] * 3
+    events = await published_interactions(settings, 3)
+    assert events[2]["id"] == events[0]["id"], "Meta's retry is the same event (recorded once)"
+    assert [(e["payload"], e["occurred_at"]) for e in events[:2]] == [
+        (
+            {
+                "kind": "consent",
+                "purpose": "marketing",
+                "granted": granted,
+                "channel": "whatsapp",
+                "source": "whatsapp_user_preferences",
+            },
+            at,
+        )
+        for granted, at in [(False, "2024-11-15T21:22:01Z"), (True, "2024-11-15T21:23:20Z")]
+    ]
+    assert {e["identifiers"]["whatsapp_id"] for e in events} == {"16505551234"}
+    assert "16505551234" not in events[0]["id"], "named by a keyed digest, not the number"
+
+
 async def test_every_message_type_becomes_a_message(
     whatsapp: httpx.AsyncClient, settings: HiloSettings
 ) -> None:

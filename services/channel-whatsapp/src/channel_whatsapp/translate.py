@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Collection, Mapping
+from datetime import datetime
 from typing import Any
 
-from channel_whatsapp.webhook import Message, MessagesChange, Metadata, Notification, Status
+from channel_whatsapp.webhook import (
+    Message,
+    MessagesChange,
+    Metadata,
+    Notification,
+    PreferencesChange,
+    Status,
+)
 from hilo.contract import (
     Attachment,
     AttachmentKind,
     Campaign,
+    ConsentChanged,
     Conversation,
     DeliveryStatus,
     Direction,
@@ -63,12 +74,23 @@ def translate(
     ignored = 0
     for entry in notification.entry:
         for change in entry.changes:
+            if isinstance(change, PreferencesChange):
+                consents = _preferences(change, instance, key)
+                interactions += consents
+                ignored += len(change.value.user_preferences) - len(consents)
+                continue
             if not isinstance(change, MessagesChange):
                 ignored += 1
                 continue
             value = change.value
             for message in value.messages:
                 sender = whatsapp_identifiers(message.from_, message.from_user_id)
+                if sender is not None and (granted := _marketing(message)) is not None:
+                    when = unix_time(message.timestamp)
+                    interactions.append(
+                        _consent(message.id, granted, sender, value.metadata, when, instance, key)
+                    )
+                    continue
                 if sender is None or not _from_the_customer(message):
                     ignored += 1
                     continue
@@ -83,6 +105,66 @@ def translate(
                 else:
                     ignored += 1
     return interactions, ignored
+
+
+MARKETING = {"stop": False, "resume": True}
+"""A user's marketing preference as Meta words it: stopped, or resumed."""
+
+
+def _marketing(message: Message) -> bool | None:
+    """A `system` message saying the user stopped (False) or resumed (True) the business's
+    marketing messages; None for any other message."""
+    system = message.system
+    if message.type != "system" or system is None or system.type != "user_preference_changed":
+        return None
+    return MARKETING.get((system.marketing or "").strip().lower())
+
+
+def _preferences(change: PreferencesChange, instance: str, key: bytes) -> list[Interaction]:
+    """The marketing preferences a `user_preferences` change tells, each a consent change. It
+    has no message id: each is named by a digest of who, when and what, keyed by the pepper
+    (the plain id would be a hash of a phone number)."""
+    consents = []
+    for preference in change.value.user_preferences:
+        granted = MARKETING.get(preference.value.strip().lower())
+        customer = whatsapp_identifiers(preference.wa_id, preference.user_id)
+        if preference.category != "marketing_messages" or granted is None or customer is None:
+            continue
+        told = f"{preference.wa_id}:{preference.user_id}:{preference.timestamp}:{granted}"
+        digest = hmac.new(key, told.encode(), hashlib.sha256).hexdigest()[:32]
+        when = unix_time(preference.timestamp) if preference.timestamp is not None else None
+        metadata = change.value.metadata
+        consents.append(
+            _consent(f"preference:{digest}", granted, customer, metadata, when, instance, key)
+        )
+    return consents
+
+
+def _consent(
+    event_id: str,
+    granted: bool,
+    customer: Identifiers,
+    metadata: Metadata,
+    occurred_at: datetime | None,
+    instance: str,
+    key: bytes,
+) -> Interaction:
+    """The customer stopped or resumed the business's marketing on WhatsApp, in WhatsApp's own
+    setting: the desk then offers no marketing on WhatsApp (Meta refuses it anyway)."""
+    return new_interaction(
+        channel=CHANNEL,
+        instance=instance,
+        provider_event_id=event_id,
+        identifiers=customer,
+        conversation=thread(metadata, customer, key),
+        occurred_at=occurred_at,
+        payload=ConsentChanged(
+            purpose="marketing",
+            granted=granted,
+            channel=CHANNEL,
+            source="whatsapp_user_preferences",
+        ),
+    )
 
 
 def _from_the_customer(message: Message) -> bool:

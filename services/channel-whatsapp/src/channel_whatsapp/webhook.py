@@ -4,8 +4,9 @@ Unknown extra fields are allowed (Meta adds fields over time); missing required 
 Since 2026 a user may hide their number behind a username: Meta then withholds the `wa_id`
 (`from`, `recipient_id`) and names them by their business-scoped user id (BSUID: `user_id`,
 `from_user_id`, `recipient_user_id`), which it sends for every user.
-Only `messages` changes are read; the other fields an app may subscribe to (template status,
-quality and account updates) carry no customer interaction and are only counted.
+Only `messages` and `user_preferences` changes are read; the other fields an app may subscribe
+to (template status, quality and account updates) carry no customer interaction and are only
+counted.
 """
 
 from __future__ import annotations
@@ -72,6 +73,15 @@ class Context(_Meta):
     id: str | None = None
 
 
+class System(_Meta):
+    """A `system` message: a changed number, or a changed marketing preference."""
+
+    type: str | None = None
+    marketing: str | None = Field(
+        default=None, description="On `user_preference_changed`: `stop` or `resume`."
+    )
+
+
 class Message(_Meta):
     from_: str | None = Field(
         default=None, alias="from", description="The sender's wa_id; withheld for a username."
@@ -93,6 +103,7 @@ class Message(_Meta):
     interactive: Interactive | None = None
     button: Button | None = None
     reaction: Reaction | None = None
+    system: System | None = None
     context: Context | None = None
     referral: Any = None
     """On the first message after a click on a click-to-WhatsApp ad or post: `source_url`,
@@ -146,6 +157,30 @@ class MessagesChange(_Meta):
     value: Value
 
 
+class UserPreference(_Meta):
+    """A user stopped or resumed the business's marketing messages (WhatsApp's "Offers and
+    announcements" setting)."""
+
+    wa_id: str | None = None
+    user_id: str | None = None
+    category: str
+    value: str = Field(description="`stop` or `resume`.")
+    timestamp: int | str | None = None
+
+
+class PreferencesValue(_Meta):
+    messaging_product: Literal["whatsapp"]
+    metadata: Metadata
+    user_preferences: list[UserPreference] = Field(default_factory=list)
+
+
+class PreferencesChange(_Meta):
+    """`field: user_preferences`: marketing messages stopped or resumed."""
+
+    field: Literal["user_preferences"]
+    value: PreferencesValue
+
+
 class OtherChange(_Meta):
     """Any other subscribed field (`message_template_status_update`, `account_update`, ...)."""
 
@@ -155,11 +190,13 @@ class OtherChange(_Meta):
 
 def _change_kind(change: Any) -> str:
     field = change.get("field") if isinstance(change, dict) else getattr(change, "field", None)
-    return "messages" if field == "messages" else "other"
+    return field if field in ("messages", "user_preferences") else "other"
 
 
 Change = Annotated[
-    Annotated[MessagesChange, Tag("messages")] | Annotated[OtherChange, Tag("other")],
+    Annotated[MessagesChange, Tag("messages")]
+    | Annotated[PreferencesChange, Tag("user_preferences")]
+    | Annotated[OtherChange, Tag("other")],
     Discriminator(_change_kind),
 ]
 
