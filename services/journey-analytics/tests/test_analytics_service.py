@@ -111,8 +111,11 @@ RANGE = {"from": (T0 - timedelta(hours=1)).isoformat(), "to": datetime.now(UTC).
 
 
 @asynccontextmanager
-async def analytics(settings: HiloSettings, name: str) -> AsyncIterator[httpx.AsyncClient]:
-    """An instance with a consumer group and database of its own, served on a real port."""
+async def analytics(
+    settings: HiloSettings, name: str, *, keep: bool = False
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An instance with a consumer group and database of its own, served on a real port; its
+    database dropped at the end unless it is to `keep`."""
     fields = settings.model_dump()
     fields |= {"mongodb_database": f"{settings.mongodb_database}_{name}", "environment": "test"}
     config = AnalyticsSettings(
@@ -123,9 +126,10 @@ async def analytics(settings: HiloSettings, name: str) -> AsyncIterator[httpx.As
         async with served(service.app) as url, httpx.AsyncClient(base_url=url) as client:
             yield client
     finally:
-        mongo = create_mongo_client(config)
-        await mongo.drop_database(config.mongodb_database)
-        await mongo.close()
+        if not keep:
+            mongo = create_mongo_client(config)
+            await mongo.drop_database(config.mongodb_database)
+            await mongo.close()
 
 
 @pytest.fixture
@@ -404,6 +408,36 @@ async def test_an_entry_mongodb_cannot_store_is_dead_lettered_alone(
     assert measured.customers == 1
     assert dead.value == unstorable.encode()
     assert dict(dead.headers)["hilo_error_detail"].startswith(b"UnicodeEncodeError")
+
+
+async def test_a_restored_backup_does_not_bring_back_an_erased_persons_touches(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """A backup of MongoDB from before ana's erasure is restored: her touches are back, and the
+    consumer's offsets (in Kafka) are past her erasure. Each start erases again whom the
+    `erasures` topic names."""
+    ana, bo = page_view_entry("e-ana"), {**page_view_entry("e-bo"), "customer_id": "c-bo"}
+    erased = {"customer_id": "c-9", "aliases": ["c-9"]}
+    await produce_raw(
+        settings,
+        [(Topic.JOURNEY, json.dumps(ana).encode()), (Topic.JOURNEY, json.dumps(bo).encode())],
+    )
+    await produce_raw(settings, [(Topic.ERASURES, json.dumps(erased).encode())])
+    async with analytics(settings, "analytics-restore", keep=True) as client:
+        await measures_once(client, lambda m: m.entries == 1)
+
+    mongo = create_mongo_client(settings)
+    database = f"{settings.mongodb_database}_analytics-restore"
+    for collection in ("analytics_erased", "analytics_erased_entries"):
+        await mongo[database][collection].delete_many({})  # as the backup held them
+    await TouchStore(mongo, database).save([consumer._touch(ana)])  # type: ignore[list-item]
+    try:
+        async with analytics(settings, "analytics-restore") as client:
+            restored = await measures_once(client, lambda m: m.customers == 1)
+    finally:
+        await mongo.close()
+
+    assert restored.entries == 1
 
 
 async def test_a_record_too_large_for_the_dead_letter_topic_goes_without_its_value(

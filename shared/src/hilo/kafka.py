@@ -568,6 +568,16 @@ async def read_on_to_end(
     return False
 
 
+async def latest_values(
+    kafka: str | Mapping[str, Any], topic: str, *, within_seconds: float = 30.0
+) -> list[bytes]:
+    """The latest value of each key of a compacted topic (`read_to_end`), deleted keys left out:
+    what it says now, as the `erasures` topic says who is erased."""
+    records = await read_to_end(kafka, topic, within_seconds=within_seconds)
+    latest = {record.key: record.value for record in records}
+    return [value for value in latest.values() if value is not None]
+
+
 async def read_to_end(
     kafka: str | Mapping[str, Any], topic: str, *, within_seconds: float = 30.0
 ) -> list[ConsumerRecord[bytes, bytes]]:

@@ -25,7 +25,7 @@ from hilo.kafka import KafkaPublisher, Record, create_broker, start_or_keep_tryi
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.shutdown import cancelled, shut_down
 from hilo.topics import Topic
-from journey_analytics.consumer import subscribe
+from journey_analytics.consumer import erase_recorded, subscribe
 from journey_analytics.measures import Measures, Touch, Windows, measure
 from journey_analytics.settings import AnalyticsSettings
 from journey_analytics.store import TouchStore
@@ -212,6 +212,7 @@ def create_service(settings: AnalyticsSettings) -> AnalyticsService:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     service: AnalyticsService = app.state.service
     await service.store.create_indexes()
+    service.background.append(asyncio.create_task(erase_recorded(service.store, service.settings)))
     # The measures are read from MongoDB: served while Kafka is away.
     service.background += await start_or_keep_trying(service.broker, service.settings)
     service.background.append(asyncio.create_task(service.keep_publishing(service.publisher)))

@@ -13,14 +13,17 @@ from datetime import datetime
 from typing import Any
 
 import structlog
+from aiokafka.errors import KafkaError
 from bson.errors import InvalidDocument
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import Counter
+from pymongo.errors import PyMongoError
 
 from hilo.contract import AGENT_MARKS
 from hilo.dead_letters import publish_dead_letter
-from hilo.kafka import KafkaPublisher, keep_bytes
+from hilo.kafka import KafkaPublisher, keep_bytes, latest_values
+from hilo.kafka_security import client_options
 from hilo.logs import error_text
 from hilo.topics import Topic, topic_name
 from journey_analytics.measures import Touch, touch_of
@@ -227,6 +230,37 @@ def _text(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise TypeError(f"an id must be a non-empty string, not {type(value).__name__}")
     return value
+
+
+ERASURES_READ_SECONDS = 120.0
+RETRY_SECONDS = 5.0
+
+
+async def erase_recorded(store: TouchStore, settings: AnalyticsSettings) -> None:
+    """Erase again everyone the `erasures` topic names, once, when the service starts, trying
+    until Kafka and MongoDB answer: a restored backup of MongoDB brings back the touches of
+    people erased since it was taken, and the consumer's offsets, kept in Kafka, are past their
+    erasures. (The entries, merges and splits since the backup are read again only by resetting
+    the consumer group: docs/operations.md.)"""
+    topic = topic_name(Topic.ERASURES, settings)
+    while True:
+        try:
+            values = await latest_values(
+                client_options(settings), topic, within_seconds=ERASURES_READ_SECONDS
+            )
+            for value in values:
+                try:
+                    change = _read(Topic.ERASURES, value)
+                except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+                    continue  # dead-lettered when the consumer read it
+                if isinstance(change, Erasure):
+                    await store.erase(change.customers, exact=change.exact)
+        except (TimeoutError, KafkaError, PyMongoError) as exc:
+            log.warning("analytics_erasures_not_reapplied", error=type(exc).__name__)
+            await asyncio.sleep(RETRY_SECONDS)
+            continue
+        log.info("analytics_erasures_reapplied", erasures=len(values))
+        return
 
 
 async def _apply(store: TouchStore, change: Merge | Split | Erasure) -> None:

@@ -20,7 +20,7 @@ from customer_profile.domain.journey import JourneyEntry
 from customer_profile.service.background import keep_finishing
 from customer_profile.service.merge_requests import decided_record
 from customer_profile.service.ports import HOLD_EXPIRY, StoredProfile
-from hilo.kafka import KafkaPublisher, PublishFailed, read_to_end
+from hilo.kafka import KafkaPublisher, PublishFailed, latest_values
 from hilo.sealing import KeyStore, Sealer
 from hilo.topics import Topic
 
@@ -276,9 +276,8 @@ MAX_HOLDS = 5
 async def recorded_erasures(kafka: str | Mapping[str, Any], topic: str) -> list[dict[str, Any]]:
     """Every erasure on the compacted `erasures` topic, its latest record per customer
     (`kafka`: as `hilo.kafka.read_to_end` takes it)."""
-    records = await read_to_end(kafka, topic, within_seconds=ERASURES_READ_SECONDS)
-    latest = {record.key: record.value for record in records}
-    return [json.loads(value) for value in latest.values() if value is not None]
+    values = await latest_values(kafka, topic, within_seconds=ERASURES_READ_SECONDS)
+    return [json.loads(value) for value in values]
 
 
 async def honour_erasure(store: ProfileStore, keys: KeyStore, erasure: dict[str, Any]) -> int:
