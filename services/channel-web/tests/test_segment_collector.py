@@ -29,6 +29,11 @@ from hilo_devkit.channel_contract import (
 
 WRITE_KEY = "wk_test_2f7c"
 SERVER_KEY = "wk_server_9d1e"
+
+
+def public_id(channel: str, message_id: str) -> str:
+    """The event id of a call sent with the public key: its messageId, in the public space."""
+    return interaction_id(channel, f"unverified:{message_id}")
 AUTH = {
     "Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode(),
     "Content-Type": "application/json",
@@ -162,7 +167,7 @@ async def test_segment_calls_honour_the_channel_contract(
     )
 
     by_id = {event["id"]: event for event in events}
-    identify = by_id[interaction_id("web", "022bb90c-bbac-11e4-8dfc-aa07a5b093db")]
+    identify = by_id[public_id("web", "022bb90c-bbac-11e4-8dfc-aa07a5b093db")]
     assert identify["identifiers"] == {
         **identify["identifiers"],
         "customer_id": "019mr8mf4r",
@@ -170,14 +175,14 @@ async def test_segment_calls_honour_the_channel_contract(
     }
     assert identify["payload"]["traits"]["address_city"] == "Austin"
     assert identify["occurred_at"] == "2012-12-02T00:30:08.276000Z"
-    alias = by_id[interaction_id("web", "msg-alias-1")]
+    alias = by_id[public_id("web", "msg-alias-1")]
     assert alias["identifiers"]["anonymous_id"] == "507f191e810c19729de860ea"
     assert alias["payload"]["previous_anonymous_id"] == "507f191e810c19729de860ea"
-    screen = by_id[interaction_id("app", "msg-b2")]
+    screen = by_id[public_id("app", "msg-b2")]
     assert screen["channel"] == "app"
     assert screen["payload"] == {**screen["payload"], "kind": "page_view", "screen": True}
     assert screen["identifiers"]["device_id"] == "B5372DB0-C21E-11E4-8DFC-AA07A5B093DB"
-    assert by_id[interaction_id("web", "msg-track-1")]["payload"] == {
+    assert by_id[public_id("web", "msg-track-1")]["payload"] == {
         "kind": "custom",
         "name": "Item Purchased",
         "properties": {"name": "Leap to Conclusions Mat", "revenue": 14.99},
@@ -228,7 +233,7 @@ async def test_ecommerce_events_become_typed_payloads(
         assert (await web.post("/v1/track", json=document, headers=AUTH)).status_code == 200
 
     by_id = {event["id"]: event for event in await published_interactions(settings, 5)}
-    assert by_id[interaction_id("web", "m4")]["payload"] == {
+    assert by_id[public_id("web", "m4")]["payload"] == {
         "kind": "survey_answer",
         "survey_id": "after-call",
         "metric": "csat",
@@ -238,7 +243,7 @@ async def test_ecommerce_events_become_typed_payloads(
         "response_id": "resp-1",
     }
     product, cart, order, fallback = (
-        by_id[interaction_id("web", message_id)] for message_id in ("m1", "m2", "msg-order-1", "m3")
+        by_id[public_id("web", message_id)] for message_id in ("m1", "m2", "msg-order-1", "m3")
     )
     assert product["payload"]["price"] == {"amount": "59.9", "currency": "EUR"}
     assert cart["payload"] == {
@@ -286,7 +291,7 @@ async def test_a_checkout_or_cart_view_without_products_leaves_the_items_unknown
         assert (await web.post("/v1/track", json=document, headers=AUTH)).status_code == 200
 
     by_id = {event["id"]: event for event in await published_interactions(settings, 3)}
-    started, viewed, emptied = (by_id[interaction_id("web", f"cv{n}")] for n in range(3))
+    started, viewed, emptied = (by_id[public_id("web", f"cv{n}")] for n in range(3))
     assert started["payload"]["items"] is None
     assert started["payload"]["total"] == {"amount": "79.9", "currency": "USD"}
     assert viewed["payload"]["items"] is None
@@ -398,7 +403,7 @@ async def test_what_analytics_js_and_the_mobile_sdks_send_is_published_and_reada
     assert "POST" in preflight.headers["access-control-allow-methods"]
     events = {e["id"]: e for e in await published_interactions(settings, 8)}
     kinds = {
-        letter: events[interaction_id("app" if letter == "s" else "web", f"sdk-{letter}")][
+        letter: events[public_id("app" if letter == "s" else "web", f"sdk-{letter}")][
             "payload"
         ]["kind"]
         for letter in letters
@@ -411,7 +416,7 @@ async def test_what_analytics_js_and_the_mobile_sdks_send_is_published_and_reada
         "g": "custom",
         "a": "identify",
     }
-    assert events[interaction_id("app", "sdk-s")]["payload"]["screen"] is True
+    assert events[public_id("app", "sdk-s")]["payload"]["screen"] is True
 
 
 async def test_a_gzipped_body_is_inflated_within_the_size_limit(
@@ -433,7 +438,7 @@ async def test_a_gzipped_body_is_inflated_within_the_size_limit(
     assert "inflated" in too_large.json()["detail"]
     assert (not_gzip.status_code, cut_short.status_code, brotli.status_code) == (400, 400, 415)
     [event] = await published_interactions(settings, 1)
-    assert event["id"] == interaction_id("web", "gz-1")
+    assert event["id"] == public_id("web", "gz-1")
 
 
 async def test_cors_answers_only_the_configured_origins(
@@ -578,8 +583,8 @@ async def test_a_batch_keeps_its_valid_calls_and_names_the_refused_ones(
     assert refused() - before == 3
     events = await published_interactions(settings, 2)
     assert {e["id"] for e in events} == {
-        interaction_id("web", "msg-b1"),
-        interaction_id("app", "msg-b2"),  # a screen call is the app's
+        public_id("web", "msg-b1"),
+        public_id("app", "msg-b2"),  # a screen call is the app's
     }
 
 
@@ -603,12 +608,12 @@ async def test_a_landing_publishes_its_campaign_and_unreadable_campaigns_cost_no
     assert answer.status_code == 200, answer.text
     assert "refused" not in answer.json()
     events = {e["id"]: e for e in await published_interactions(settings, 3)}
-    assert events[interaction_id("web", "msg-landing")]["payload"]["campaign"] == {
+    assert events[public_id("web", "msg-landing")]["payload"]["campaign"] == {
         "name": "spring",
         "source": "newsletter",
         "medium": "email",
     }
-    assert "campaign" not in events[interaction_id("web", "msg-odd-url")]["payload"]
+    assert "campaign" not in events[public_id("web", "msg-odd-url")]["payload"]
 
 
 async def test_503_while_kafka_is_down_and_the_retry_is_published(
@@ -619,8 +624,8 @@ async def test_503_while_kafka_is_down_and_the_retry_is_published(
     )
 
     assert {event["id"] for event in events} == {
-        interaction_id("app", "msg-b1"),
-        interaction_id("app", "msg-b2"),
+        public_id("app", "msg-b1"),
+        public_id("app", "msg-b2"),
     }
 
 
@@ -644,7 +649,7 @@ async def test_an_invalid_trait_phone_or_email_is_dropped_and_the_rest_of_the_ca
         assert response.status_code == 200, response.text
 
     by_id = {event["id"]: event for event in await published_interactions(settings, 2)}
-    phone_dropped = by_id[interaction_id("web", "identify-bad-phone")]
+    phone_dropped = by_id[public_id("web", "identify-bad-phone")]
     assert phone_dropped["identifiers"] == {
         **phone_dropped["identifiers"],
         "customer_id": "u-ana",
@@ -655,7 +660,7 @@ async def test_an_invalid_trait_phone_or_email_is_dropped_and_the_rest_of_the_ca
     assert phone_dropped["adjustments"] == [
         {"field": "identifiers.phone", "reason": "invalid_phone"}
     ]
-    email_dropped = by_id[interaction_id("app", "identify-bad-email")]
+    email_dropped = by_id[public_id("app", "identify-bad-email")]
     assert (email_dropped["identifiers"]["email"], email_dropped["identifiers"]["phone"]) == (
         None,
         "+34612345678",
@@ -690,17 +695,17 @@ async def test_over_long_page_texts_and_event_names_are_cut_and_the_batch_kept(
 
     assert response.status_code == 200, response.text
     by_id = {event["id"]: event for event in await published_interactions(settings, 3)}
-    page = by_id[interaction_id("web", "page-long")]
+    page = by_id[public_id("web", "page-long")]
     assert page["payload"]["url"] == long_url[:4_000]
     assert (page["payload"]["name"], page["payload"]["title"]) == ("N" * 500, "Shoes")
     assert page["adjustments"] == [
         {"field": "payload.name", "reason": "truncated"},
         {"field": "payload.url", "reason": "truncated"},
     ]
-    track = by_id[interaction_id("web", "track-long")]
+    track = by_id[public_id("web", "track-long")]
     assert track["payload"]["name"] == "E" * 300
     assert track["adjustments"] == [{"field": "payload.name", "reason": "truncated"}]
-    assert by_id[interaction_id("web", "track-short")].get("adjustments", []) == []
+    assert by_id[public_id("web", "track-short")].get("adjustments", []) == []
 
 
 async def test_event_times_in_the_future_or_off_the_calendar_become_the_receipt_time(
@@ -732,7 +737,7 @@ async def test_event_times_in_the_future_or_off_the_calendar_become_the_receipt_
     assert huge_epoch.json()["detail"].startswith("timestamp:")
     events = {event["id"]: event for event in await published_interactions(settings, 4)}
     for message_id, (_, reason) in calls.items():
-        event = events[interaction_id("web", message_id)]
+        event = events[public_id("web", message_id)]
         assert before <= datetime.fromisoformat(event["occurred_at"]) <= datetime.now(UTC)
         assert event["occurred_at"] == event["received_at"]
         assert event["adjustments"] == [{"field": "occurred_at", "reason": reason}], message_id
@@ -773,7 +778,7 @@ async def test_malformed_batches_numbers_and_unicode_are_4xx_never_500(
     assert surrogate_basic_auth.status_code == 401
     assert infinite_quantity.status_code == 200
     [event] = await published_interactions(settings, 1)
-    assert event["id"] == interaction_id("web", "inf-qty")
+    assert event["id"] == public_id("web", "inf-qty")
     assert event["payload"] == {
         "kind": "custom",
         "name": "Product Added",
@@ -828,7 +833,7 @@ async def test_an_event_larger_than_kafka_takes_is_refused_with_413_naming_the_l
     }
     events = await published_interactions(settings, 2)
     assert sorted(e["id"] for e in events) == sorted(
-        [interaction_id("web", "msg-track-1"), interaction_id("web", "small-2")]
+        [public_id("web", "msg-track-1"), public_id("web", "small-2")]
     )
 
 
@@ -852,7 +857,7 @@ async def test_a_loyalty_card_given_as_a_trait_is_an_identifier_from_a_server_si
 
     by_id = {e["id"]: e for e in await published_interactions(settings, 2)}
     from_server = by_id[interaction_id("web", "identify-card")]
-    from_public = by_id[interaction_id("web", "identify-card-public")]
+    from_public = by_id[public_id("web", "identify-card-public")]
     assert from_server["identifiers"]["loyalty_id"] == "LOY-000981"
     assert from_server["identifiers"]["email"] == "ana@example.com"
     assert from_public["identifiers"]["loyalty_id"] is None
@@ -915,8 +920,14 @@ async def test_a_cancellation_or_a_refund_is_typed_only_from_a_server_side_key(
 
     events = {e["id"]: e for e in await published_interactions(settings, len(calls))}
     by_id = {event_id: event["payload"] for event_id, event in events.items()}
+    ids = {
+        call["messageId"]: (interaction_id if headers is server_auth else public_id)(
+            "web", call["messageId"]
+        )
+        for call, headers, _ in calls
+    }
     refunded, whole, returned, unreadable, forged_refund, cancelled, forged = (
-        by_id[interaction_id("web", name)]
+        by_id[ids[name]]
         for name in (
             "refund-1",
             "refund-2",
@@ -937,19 +948,48 @@ async def test_a_cancellation_or_a_refund_is_typed_only_from_a_server_side_key(
     assert returned["amount"] == {"amount": "9.0", "currency": "EUR"}, "2 x 4.5, no total given"
     assert (returned["items"][0]["sku"], returned["reason"]) == ("SKU-2", "damaged")
     assert (unreadable["kind"], unreadable["name"]) == ("custom", "Order Refunded")
-    assert {"field": "payload", "reason": "not_typed"} in events[interaction_id("web", "refund-4")][
+    assert {"field": "payload", "reason": "not_typed"} in events[ids["refund-4"]][
         "adjustments"
     ]
     assert (forged_refund["kind"], forged_refund["name"]) == ("custom", "Order Refunded")
-    negative = by_id[interaction_id("web", "refund-6")]
+    negative = by_id[ids["refund-6"]]
     assert negative["amount"] == {"amount": "9", "currency": "EUR"}, "revenue going out"
-    out = by_id[interaction_id("web", "refund-7")]
+    out = by_id[ids["refund-7"]]
     assert out["amount"] == {"amount": "9.00", "currency": "EUR"}, "2 x 4.50, all negative"
     assert [(i["quantity"], i["unit_price"]["amount"]) for i in out["items"]] == [(2, "4.50")]
     assert (cancelled["kind"], cancelled["status"], cancelled["order_id"]) == (
         "order", "cancelled", "W-1001",
     )  # fmt: skip
     assert (forged["kind"], forged["name"]) == ("custom", "Order Cancelled")
+
+
+async def test_a_browsers_message_id_never_takes_the_place_of_the_servers_event(
+    web: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """The journey keeps one event per id. A public call sent first with the messageId of the
+    shop server's cancellation (anyone may choose a browser's messageId) made the verified
+    cancellation a duplicate, dropped."""
+    forged = {"event": "Anything", "messageId": "order-1042-cancelled", "anonymousId": "x"}
+    cancelled = {
+        "event": "Order Cancelled",
+        "messageId": "order-1042-cancelled",
+        "userId": "C-1042",
+        "properties": {
+            "order_id": "1042",
+            "total": 30,
+            "currency": "EUR",
+            "products": [{"product_id": "SKU-1", "quantity": 1, "price": 30}],
+        },
+    }
+
+    for body, headers in [(forged, AUTH), (cancelled, SERVER_AUTH)]:
+        response = await web.post("/v1/track", json=body, headers=headers)
+        assert response.status_code == 200, response.text
+
+    events = {e["id"]: e for e in await published_interactions(settings, 2)}
+    assert len(events) == 2, "two events, not one id twice"
+    server = events[interaction_id("web", "order-1042-cancelled")]
+    assert (server["identity_trust"], server["payload"]["kind"]) == ("verified", "order")
 
 
 async def test_a_consent_change_is_typed_only_from_a_server_side_key(
@@ -979,4 +1019,4 @@ async def test_a_consent_change_is_typed_only_from_a_server_side_key(
         "channel": "email",
         "source": "web",
     }
-    assert by_id[interaction_id("web", "consent-2")]["kind"] == "custom"
+    assert by_id[public_id("web", "consent-2")]["kind"] == "custom"

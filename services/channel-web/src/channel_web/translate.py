@@ -80,7 +80,7 @@ def translate(
     return new_interaction(
         channel=channel,
         instance=instance,
-        provider_event_id=call.message_id or _content_id(call),
+        provider_event_id=event_id(call, trust),
         identifiers=identifiers_of(call, policy, trust),
         payload=payload_of(call, cut, trust),
         occurred_at=occurred_at(call, received_at),
@@ -88,6 +88,18 @@ def translate(
         adjustments=[*policy.dropped, *cut.adjustments],
         identity_trust=trust,
     )
+
+
+def event_id(call: Call, trust: IdentityTrust) -> str:
+    """The call's id: its messageId (else its content's digest), in a space of the key's trust.
+
+    A browser's messageId is anyone's to choose, and the journey keeps one event per id: sent
+    first with the public key, `order-1042-cancelled` made the shop server's verified
+    cancellation of that id a duplicate, dropped. (A shop sending one messageId from its
+    browser and its server, for destinations to dedupe, gets two events: the order is counted
+    once by its order id.)"""
+    own = call.message_id or _content_id(call)
+    return own if trust == "verified" else f"{trust}:{own}"
 
 
 def occurred_at(call: Call, received_at: datetime) -> datetime:
