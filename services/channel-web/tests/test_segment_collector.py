@@ -34,6 +34,8 @@ SERVER_KEY = "wk_server_9d1e"
 def public_id(channel: str, message_id: str) -> str:
     """The event id of a call sent with the public key: its messageId, in the public space."""
     return interaction_id(channel, f"unverified:{message_id}")
+
+
 AUTH = {
     "Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode(),
     "Content-Type": "application/json",
@@ -403,9 +405,9 @@ async def test_what_analytics_js_and_the_mobile_sdks_send_is_published_and_reada
     assert "POST" in preflight.headers["access-control-allow-methods"]
     events = {e["id"]: e for e in await published_interactions(settings, 8)}
     kinds = {
-        letter: events[public_id("app" if letter == "s" else "web", f"sdk-{letter}")][
-            "payload"
-        ]["kind"]
+        letter: events[public_id("app" if letter == "s" else "web", f"sdk-{letter}")]["payload"][
+            "kind"
+        ]
         for letter in letters
     }
     assert kinds == {
@@ -948,9 +950,7 @@ async def test_a_cancellation_or_a_refund_is_typed_only_from_a_server_side_key(
     assert returned["amount"] == {"amount": "9.0", "currency": "EUR"}, "2 x 4.5, no total given"
     assert (returned["items"][0]["sku"], returned["reason"]) == ("SKU-2", "damaged")
     assert (unreadable["kind"], unreadable["name"]) == ("custom", "Order Refunded")
-    assert {"field": "payload", "reason": "not_typed"} in events[ids["refund-4"]][
-        "adjustments"
-    ]
+    assert {"field": "payload", "reason": "not_typed"} in events[ids["refund-4"]]["adjustments"]
     assert (forged_refund["kind"], forged_refund["name"]) == ("custom", "Order Refunded")
     negative = by_id[ids["refund-6"]]
     assert negative["amount"] == {"amount": "9", "currency": "EUR"}, "revenue going out"
