@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import json
@@ -1020,3 +1021,42 @@ async def test_a_consent_change_is_typed_only_from_a_server_side_key(
         "source": "web",
     }
     assert by_id[public_id("web", "consent-2")]["kind"] == "custom"
+
+
+async def test_a_full_analytics_java_batch_is_taken_and_a_stalled_body_let_go(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """analytics-java fills a batch up to 512,000 bytes and drops one answered 413: at the 500 KB
+    this channel took, its server-side orders were lost. A body that stops coming is answered
+    408: the write key may be in it, so anyone held a connection and its buffer for good."""
+    defaults = WebSettings.model_validate(
+        {
+            **settings.model_dump(),
+            "web_write_keys": [SecretStr(WRITE_KEY)],
+            "web_verified_write_keys": [SecretStr(SERVER_KEY)],
+            "body_read_seconds": 0.5,
+        }
+    )
+    order = {"order_id": "W-1", "total": 30, "currency": "EUR", "notes": "x" * 1_870}
+    batch = {
+        "batch": [
+            {"type": "track", "event": "Order Completed", "userId": "u-ana",
+             "messageId": f"java-{n}", "properties": {**order, "order_id": f"W-{n}"}}
+            for n in range(250)
+        ]
+    }  # fmt: skip
+    body = json.dumps(batch).encode()
+    never = asyncio.Event()
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield b'{"batch": ['
+        await never.wait()
+
+    async with channel_client(create_app(defaults)) as web:
+        taken = await web.post("/v1/batch", content=body, headers=SERVER_AUTH)
+        slow = await web.post("/v1/batch", content=stalled(), headers=SERVER_AUTH)
+
+    assert 500_000 < len(body) < 512_000
+    assert taken.status_code == 200, taken.text
+    assert (slow.status_code, slow.json()["error"]) == (408, "slow_body")
+    assert len(await published_interactions(settings, 250)) == 250

@@ -12,7 +12,17 @@ class WebSettings(ChannelSettings):
     service_name: str = "channel-web"
     http_port: int = Field(default=8081, ge=1, le=65535)
     max_body_bytes: int = Field(
-        default=500_000, ge=1_024, description="Segment's batch limit is 500 KB."
+        default=1_000_000,
+        ge=1_024,
+        description="Segment's SDKs fill a batch up to about 500 KB (analytics-java: 512,000 "
+        "bytes, with its envelope); a batch refused with 413 is dropped, not retried.",
+    )
+    body_read_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3_600,
+        description="How long a call's body may take to arrive whole before it is answered 408 "
+        "(a caller that sends part of one, then nothing, held its connection for good).",
     )
     web_write_keys: SecretList = Field(
         min_length=1,
