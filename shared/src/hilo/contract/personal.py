@@ -28,7 +28,7 @@ PAYLOAD_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
         "references",
     ),
     "message_status": ("error", "provider_message_id"),
-    "page_view": ("url", "referrer", "path", "title"),
+    "page_view": ("url", "referrer", "path", "title", "name"),
     "product_view": (),
     "cart": (),
     "order": ("coupons",),

@@ -72,7 +72,12 @@ def sample_payloads() -> dict[str, Payload]:
         "message_status": MessageStatusChanged(
             provider_message_id="wamid.out-1", status=DeliveryStatus.READ
         ),
-        "page_view": PageViewed(url="https://shop.example.com/shoes", path="/shoes", title="Shoes"),
+        "page_view": PageViewed(
+            url="https://shop.example.com/shoes",
+            path="/shoes",
+            title="Shoes",
+            name="Orders of Ana García",
+        ),
         "product_view": ProductViewed(
             sku="SKU-RED-42", name="Red running shoes", price=eur("59.90")
         ),
