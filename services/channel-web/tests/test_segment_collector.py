@@ -520,8 +520,8 @@ async def test_invalid_calls_are_refused_naming_the_problem_and_nothing_is_publi
         json={"userId": "ana.garcia@example.com " * 10, "traits": {"email": "ana@example.com"}},
         headers=AUTH,
     )
-    naive = await web.post(
-        "/v1/page", json={"userId": "u1", "timestamp": "2026-11-20T10:00:00"}, headers=AUTH
+    no_time = await web.post(
+        "/v1/page", json={"userId": "u1", "timestamp": "yesterday"}, headers=AUTH
     )
     all_bad_batch = await web.post(
         "/v1/batch",
@@ -539,8 +539,8 @@ async def test_invalid_calls_are_refused_naming_the_problem_and_nothing_is_publi
     assert bad_user_id.status_code == 422
     assert bad_user_id.json()["detail"] == "customer_id: must be at most 200 characters"
     assert "ana" not in bad_user_id.text
-    assert naive.status_code == 422
-    assert "timestamp" in naive.json()["detail"]
+    assert no_time.status_code == 422
+    assert "timestamp" in no_time.json()["detail"]
     assert all_bad_batch.status_code == 422
     assert all_bad_batch.json()["detail"] == (
         "batch.0.(body): track needs an event name; "
@@ -1060,3 +1060,31 @@ async def test_a_full_analytics_java_batch_is_taken_and_a_stalled_body_let_go(
     assert taken.status_code == 200, taken.text
     assert (slow.status_code, slow.json()["error"]) == (408, "slow_body")
     assert len(await published_interactions(settings, 250)) == 250
+
+
+async def test_times_without_a_zone_are_utc_and_null_objects_are_empty(
+    web: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """Segment's times are UTC: `datetime.utcnow().isoformat()` (no zone) was refused, the call
+    lost, and a batch whose `sentAt` had none refused whole. `"properties": null` was taken in
+    a batch and refused alone."""
+    naive: dict[str, Any] = {"type": "track", "event": "Ordered", "userId": "u1"}
+    naive |= {"messageId": "naive-1", "timestamp": "2026-11-20T10:00:00"}
+    naive |= {"properties": None, "context": None}
+    single = await web.post(
+        "/v1/page",
+        json={"userId": "u1", "messageId": "null-1", "properties": None, "traits": None},
+        headers=AUTH,
+    )
+    batch = await web.post(
+        "/v1/batch",
+        json={"batch": [naive], "sentAt": "2026-11-20T10:00:05", "context": None},
+        headers=AUTH,
+    )
+
+    assert (single.status_code, batch.status_code) == (200, 200), (single.text, batch.text)
+    events = {e["id"]: e for e in await published_interactions(settings, 2)}
+    ordered = events[public_id("web", "naive-1")]
+    sent = datetime.fromisoformat(ordered["received_at"]) - timedelta(seconds=5)
+    assert datetime.fromisoformat(ordered["occurred_at"]) == sent, "skew corrected, as UTC"
+    assert events[public_id("web", "null-1")]["payload"]["kind"] == "page_view"

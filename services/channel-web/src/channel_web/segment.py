@@ -7,6 +7,7 @@ analytics.js, the mobile SDKs and server libraries send `identify`, `track`, `pa
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -50,6 +51,27 @@ UserId = Annotated[str | StrictInt, BeforeValidator(_whole)]
 for 1, and every visitor whose site sent `userId: isLoggedIn` became one customer "1")."""
 
 
+def _utc_unless_told(value: Any) -> Any:
+    """Segment's times are UTC (its spec): one written without its zone, as
+    `datetime.utcnow().isoformat()` writes it, is read so (it was refused, and the call lost).
+    Anything else as it came, for the type to take or refuse."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else value
+    return value
+
+
+SegmentTime = Annotated[AwareDatetime | None, BeforeValidator(_utc_unless_told)]
+
+
+def _none_is_empty(value: Any) -> Any:
+    """`null` for an object is none of it (some libraries send `"properties": null`)."""
+    return {} if value is None else value
+
+
 class _Segment(BaseModel):
     """Segment's camelCase names (`messageId`) map to snake_case attributes (`message_id`)."""
 
@@ -67,7 +89,7 @@ class Device(_Segment):
 class Context(_Segment):
     """`context`: where the call came from. `app` or `device` mark a mobile app."""
 
-    traits: dict[str, Any] = Field(default_factory=dict)
+    traits: Annotated[dict[str, Any], BeforeValidator(_none_is_empty)] = Field(default_factory=dict)
     device: Device | None = None
     app: dict[str, Any] | None = None
     page: dict[str, Any] | None = None
@@ -89,12 +111,14 @@ class Call(_Segment):
     """Any length: a name longer than the contract holds is cut when translated, not refused."""
     name: str | None = None
     category: str | None = None
-    traits: dict[str, Any] = Field(default_factory=dict)
-    properties: dict[str, Any] = Field(default_factory=dict)
-    context: Context = Field(default_factory=Context)
-    timestamp: AwareDatetime | None = None
-    original_timestamp: AwareDatetime | None = None
-    sent_at: AwareDatetime | None = None
+    traits: Annotated[dict[str, Any], BeforeValidator(_none_is_empty)] = Field(default_factory=dict)
+    properties: Annotated[dict[str, Any], BeforeValidator(_none_is_empty)] = Field(
+        default_factory=dict
+    )
+    context: Annotated[Context, BeforeValidator(_none_is_empty)] = Field(default_factory=Context)
+    timestamp: SegmentTime = None
+    original_timestamp: SegmentTime = None
+    sent_at: SegmentTime = None
 
     @model_validator(mode="after")
     def _segment_rules(self) -> Call:
@@ -113,5 +137,7 @@ class Batch(_Segment):
 
     batch: list[Any] = Field(min_length=1, max_length=2_500)
     """Each call is checked on its own: one that is not even an object is refused alone."""
-    context: dict[str, Any] = Field(default_factory=dict)
-    sent_at: AwareDatetime | None = None
+    context: Annotated[dict[str, Any], BeforeValidator(_none_is_empty)] = Field(
+        default_factory=dict
+    )
+    sent_at: SegmentTime = None
