@@ -816,8 +816,12 @@ async def test_an_open_page_stops_and_says_so_when_its_customer_is_merged_into_a
             await svc.publish([signed_in_on_web(3, ANA)])
             changed = await next_event(stream.aiter_lines(), {"identity-changed", "entry"})
         again = await client.get(f"/customers/{whatsapp}", follow_redirects=True)
+        filtered = await client.get(
+            f"/customers/{whatsapp}", params=[("channel", "whatsapp"), ("cursor", "x")]
+        )
 
     assert changed["event"] == "identity-changed"
+    assert filtered.headers["location"] == f"/customers/{ana}?channel=whatsapp", "filters kept"
     assert "Hola" in again.text
     assert "Hi, it is Ana" in again.text, "the reloaded page shows the survivor's journey"
     assert (await svc.customer_of("phone", PHONE)) == ana

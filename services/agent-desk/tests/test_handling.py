@@ -578,6 +578,13 @@ async def test_with_mongodb_hanging_pages_show_who_handles_what_as_unknown(
     nobodys = await desk.ana.get("/?show=unassigned", timeout=20)
     panel = await desk.ana.get(f"/customers/{ana}/panels", timeout=20)
     taken = await desk.act(desk.ana, ana, "take", shown="")
+    page = await desk.ana.get(f"/customers/{ana}", timeout=20)
+    without_script = await desk.ana.post(
+        f"/customers/{ana}/handling",
+        data={"action": "take", "shown": "", "csrf": csrf_of(page.text)},
+        headers={"Accept": "text/html"},
+        timeout=20,
+    )
 
     assert inbox.status_code == 200
     assert "not known right now" in inbox.text
@@ -591,6 +598,9 @@ async def test_with_mongodb_hanging_pages_show_who_handles_what_as_unknown(
     assert taken.json() == {
         "message": "The desk's database is not answering: try again in a moment."
     }
+    assert without_script.status_code == 503, "read as a page saying so, not the page again"
+    assert "database is not answering" in without_script.text
+    assert 'role="alert"' in without_script.text
 
 
 async def test_the_queue_reads_on_past_the_customers_marked_done(

@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 from uuid import UUID
 
 import structlog
@@ -589,9 +589,12 @@ def _conversation_routes(app: FastAPI) -> None:
 
 def _acted(request: Request, customer_id: str, message: str, status: int) -> Response:
     """The answer to a form of the customer page: JSON for its script (`message`: what to tell
-    the agent, empty when done), else the page again."""
+    the agent, empty when done), else the page again; a refusal, posted without the script,
+    as a page saying why (the page again said nothing of it: the note or mark looked taken)."""
     if request.headers.get("x-requested-with") == "fetch":
         return JSONResponse({"message": message}, status_code=status)
+    if status >= 400:
+        raise HTTPException(status_code=status, detail=message)
     return RedirectResponse(f"/customers/{customer_id}", status_code=303)
 
 
@@ -755,7 +758,13 @@ def _customer_routes(app: FastAPI) -> None:
         if profile is None:
             raise HTTPException(status_code=404, detail="no customer with this id")
         if profile["customer_id"] != customer_id:
-            return RedirectResponse(f"/customers/{profile['customer_id']}", status_code=303)
+            # The survivor's page, with the filters asked for (not the cursor: a place in
+            # another journey).
+            kept = urlencode(
+                [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+            )
+            survivor = f"/customers/{profile['customer_id']}"
+            return RedirectResponse(f"{survivor}?{kept}" if kept else survivor, status_code=303)
         page = await desk.profiles.journey(
             customer_id,
             cursor=cursor,
