@@ -203,6 +203,9 @@ async def test_nothing_is_readable_without_signing_in_and_forms_need_their_token
 
     assert inbox.status_code == 200
     assert "Open conversations" in inbox.text
+    # A shop terminal's next user is not offered earlier customers' phones and emails.
+    [search_box] = re.findall(r'<input name="q"[^>]*>', inbox.text)
+    assert 'autocomplete="off"' in search_box
     assert cookie.has_nonstandard_attr("httponly")
     # A shop terminal's browser closed signs its agent out (the 12 h are checked by the desk).
     assert (cookie.expires, cookie.discard) == (None, True), "a cookie that outlives the browser"
