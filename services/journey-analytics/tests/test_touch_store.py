@@ -136,6 +136,36 @@ async def test_an_erasure_read_between_a_merge_and_its_split_leaves_the_restored
     assert await owners(store) == {"e1": "ana", "e3": "ana", "e4": "ana"}
 
 
+async def test_an_erased_copy_read_after_a_later_one_leaves_the_later_one(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    """bo is erased; the entry a split gave ana (published again at 20) is read before bo's
+    copy of it (published at 10, before the split): bo's copy deleted ana's."""
+    store = TouchStore(mongo_client, settings.mongodb_database)
+    await store.erase(["bo"])
+    await store.save([replace(touch(3, "ana"), published_ms=20)])
+    await store.save([replace(touch(3, "bo"), published_ms=10)])
+
+    assert await owners(store) == {"e3": "ana"}
+
+
+async def test_an_erasure_takes_the_touches_stored_before_copies_had_a_time(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    """Touches stored before 2026-12-05 hold no `published_ms`: erasing their customer failed
+    on them, and the consumer was handed the batch back for ever. Every copy is taken."""
+    store = TouchStore(mongo_client, settings.mongodb_database)
+    await store.save([touch(1, "cy")])
+    await mongo_client[settings.mongodb_database][TOUCHES].update_many(
+        {}, {"$unset": {"published_ms": ""}}
+    )
+
+    await store.erase(["cy"])
+    await store.save([replace(touch(1, "cy-copy"), published_ms=99)])  # any later copy
+
+    assert await owners(store) == {}
+
+
 async def test_an_erasure_recorded_while_a_batch_is_written_takes_its_touches(
     settings: HiloSettings,
     mongo_client: AsyncMongoClient[MongoDocument],

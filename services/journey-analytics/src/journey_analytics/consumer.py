@@ -254,13 +254,24 @@ async def erase_recorded(store: TouchStore, settings: AnalyticsSettings) -> None
                 except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
                     continue  # dead-lettered when the consumer read it
                 if isinstance(change, Erasure):
-                    await store.erase(change.customers, exact=change.exact)
+                    await _erase_again(store, change)
         except (TimeoutError, KafkaError, PyMongoError) as exc:
             log.warning("analytics_erasures_not_reapplied", error=type(exc).__name__)
             await asyncio.sleep(RETRY_SECONDS)
             continue
         log.info("analytics_erasures_reapplied", erasures=len(values))
         return
+
+
+async def _erase_again(store: TouchStore, erasure: Erasure) -> None:
+    """One erasure again; one that fails for anything but an outage is logged and the others
+    go on (it ended the whole pass, and the erasures after it were not applied again)."""
+    try:
+        await store.erase(erasure.customers, exact=erasure.exact)
+    except PyMongoError:
+        raise
+    except Exception:
+        log.exception("analytics_erasure_not_reapplied", customers=len(erasure.customers))
 
 
 async def _apply(store: TouchStore, change: Merge | Split | Erasure) -> None:

@@ -110,7 +110,7 @@ class TouchStore:
             if any(error.get("code") != DUPLICATE_KEY for error in errors):
                 raise
         late = await self._of_erased([t for t in touches if t.id not in gone])
-        await bulk_write(self._touches, [DeleteOne({"_id": entry}) for entry in sorted(late)])
+        await bulk_write(self._touches, [_delete(t) for t in touches if t.id in late])
 
     async def _of_erased(self, touches: Sequence[Touch]) -> set[str]:
         """The ids of the touches that are an erased person's (marked erased as they are
@@ -183,7 +183,9 @@ class TouchStore:
             ],
         )
         theirs = find_in(self._touches, "customer_id", gone, {"_id": 1, "published_ms": 1})
-        await self._mark_erased_entries({d["_id"]: d["published_ms"] async for d in theirs})
+        # A touch stored before copies were told apart has no time: its mark takes every copy.
+        marks = {d["_id"]: d.get("published_ms", LATEST_MS) async for d in theirs}
+        await self._mark_erased_entries(marks)
         await delete_in(self._touches, "customer_id", gone)
         await delete_in(self._aliases, "absorbed", gone)
         await delete_in(self._aliases, "survivor", gone)
@@ -283,10 +285,16 @@ def _writes(touches: Sequence[Touch], gone: set[str]) -> Iterator[UpdateOne | De
     """Each touch upserted unless a copy published later is stored; an erased one deleted."""
     for touch in touches:
         if touch.id in gone:
-            yield DeleteOne({"_id": touch.id})
+            yield _delete(touch)
             continue
         earlier = {"_id": touch.id, "published_ms": {"$not": {"$gt": touch.published_ms}}}
         yield UpdateOne(earlier, {"$set": _document(touch)}, upsert=True)
+
+
+def _delete(copy: Touch) -> DeleteOne:
+    """The stored copy of an erased entry, unless a copy published after this one is stored
+    (a split gave the entry to another customer: theirs stays)."""
+    return DeleteOne({"_id": copy.id, "published_ms": {"$not": {"$gt": copy.published_ms}}})
 
 
 def _document(touch: Touch) -> MongoDocument:
