@@ -703,3 +703,28 @@ async def test_a_days_file_is_read_while_the_service_answers_other_requests(
     uploaded, live = await asyncio.gather(upload, probe())
 
     assert (uploaded.status_code, live) == (200, 200), uploaded.text
+
+
+async def test_a_receipt_larger_than_kafka_takes_rejects_its_rows_and_the_file_goes_on(
+    store_settings: StoreSettings, topics: list[str], settings: HiloSettings
+) -> None:
+    """Receipts are published a chunk at a time: one larger than a record may be answered the
+    whole file 413 after the chunks before it were published, and those after it were not."""
+    small_records = store_settings.model_copy(
+        update={"kafka_max_record_bytes": 8_192, "max_body_bytes": 200_000}
+    )
+    big = [EOD_ROW.format(id="R2", name=f"Item {n} " + "x" * 200) for n in range(60)]
+    rows = [EOD_ROW.format(id="R1", name="Shoe"), *big, EOD_ROW.format(id="R3", name="Sock")]
+
+    async with channel_client(create_app(small_records)) as client:
+        uploaded = await client.post(
+            "/v1/receipts/upload", content=csv_body(*rows), headers={"X-API-Key": KEY}
+        )
+
+    assert uploaded.status_code == 207, uploaded.text
+    report = uploaded.json()
+    assert (report["receipts_published"], report["rows_accepted"]) == (2, 2)
+    assert [problem["row"] for problem in report["rejected"]] == list(range(3, 63))
+    assert report["rejected"][0]["errors"] == ["event larger than 8192 bytes after translation"]
+    published = await published_interactions(settings, 2)
+    assert sorted(e["payload"]["order_id"] for e in published) == ["BCN-01:R1", "BCN-01:R3"]

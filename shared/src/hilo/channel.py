@@ -417,6 +417,26 @@ class Channel:
             raise EventTooLarge(exc.limit, interactions[exc.index]) from None
 
 
+Key = TypeVar("Key")
+
+
+async def publish_those_that_fit(
+    channel: Channel, events: list[tuple[Key, Interaction]]
+) -> list[tuple[Key, EventTooLarge]]:
+    """Publish the events of a request of independent ones (a Segment batch, the receipts of an
+    end-of-day file) but those larger than Kafka takes, which are returned with their keys:
+    each is found before anything is sent, so the rest are published once."""
+    left_out: list[tuple[Key, EventTooLarge]] = []
+    while events:
+        try:
+            await channel.publish([interaction for _, interaction in events])
+            break
+        except EventTooLarge as exc:
+            position = next(n for n, (_, i) in enumerate(events) if i is exc.interaction)
+            left_out.append((events.pop(position)[0], exc))
+    return left_out
+
+
 async def raw_body(
     request: Request,
     limit: int,

@@ -15,7 +15,14 @@ from channel_store.receipts import Receipt, Return, Visit
 from channel_store.settings import StoreSettings
 from channel_store.translate import customer_policy, from_receipt, from_return, from_visit
 from hilo.auth import require_api_key
-from hilo.channel import Channel, create_channel_app, parse_json, raw_body, refused_if_unreadable
+from hilo.channel import (
+    Channel,
+    create_channel_app,
+    parse_json,
+    publish_those_that_fit,
+    raw_body,
+    refused_if_unreadable,
+)
 from hilo.contract import Interaction
 
 
@@ -56,8 +63,9 @@ def routes(channel: Channel, settings: StoreSettings) -> list[APIRouter]:
             del body
             chunks = upload.translated()
             while chunk := await asyncio.to_thread(next, chunks, None):
-                await channel.publish(chunk)
-        report = upload.report
+                for receipt, too_large in await publish_those_that_fit(channel, chunk):
+                    upload.refuse(receipt, too_large.detail)
+        report = upload.finished()
         status = 200 if not report.rejected else 207 if report.rows_accepted else 422
         return JSONResponse(
             {

@@ -45,6 +45,9 @@ class UploadReport:
     rejected: list[RowProblem] = field(default_factory=list)
 
 
+ReceiptIds = tuple[str, str]
+"""A receipt of the file: its store and receipt ids, trimmed."""
+
 RECEIPTS_AT_ONCE = 500
 """Receipts translated, then published, at a time: memory holds that many, not the file's."""
 
@@ -69,22 +72,36 @@ class EndOfDayFile:
     instance: str
     report: UploadReport = field(default_factory=UploadReport)
 
-    def translated(self, at_once: int = RECEIPTS_AT_ONCE) -> Iterator[list[Interaction]]:
-        """The receipts' events, `at_once` at a time; the report counts them as they go, and
-        has every rejected row, in file order, once the last chunk is taken."""
-        chunk: list[Interaction] = []
+    def translated(
+        self, at_once: int = RECEIPTS_AT_ONCE
+    ) -> Iterator[list[tuple[ReceiptIds, Interaction]]]:
+        """The receipts' events, `at_once` at a time, each with its receipt's ids; the report
+        counts them as they go (`finished` has it whole)."""
+        chunk: list[tuple[ReceiptIds, Interaction]] = []
         for trimmed, numbers in self.receipts.items():
             interaction = self._translate(trimmed, numbers)
             if interaction is not None:
-                chunk.append(interaction)
+                chunk.append((trimmed, interaction))
             if len(chunk) >= at_once:
                 self.report.receipts_published += len(chunk)
                 yield chunk
                 chunk = []
         self.report.receipts_published += len(chunk)
-        self.report.rejected.sort(key=lambda problem: problem.row)
         if chunk:
             yield chunk
+
+    def refuse(self, receipt: ReceiptIds, reason: str) -> None:
+        """A receipt Kafka cannot take (larger than a record may be): its rows rejected, the
+        rest of the file published."""
+        numbers = self.receipts[receipt]
+        self.report.rejected.extend(RowProblem(n, *receipt, [reason]) for n in numbers)
+        self.report.rows_accepted -= len(numbers)
+        self.report.receipts_published -= 1
+
+    def finished(self) -> UploadReport:
+        """The report once every chunk is taken: every rejected row, in file order."""
+        self.report.rejected.sort(key=lambda problem: problem.row)
+        return self.report
 
     def _translate(self, trimmed: tuple[str, str], numbers: list[int]) -> Interaction | None:
         """One receipt's event; none for an anonymous sale or a receipt its rows cannot make
@@ -158,8 +175,8 @@ def read_whole(
 ) -> tuple[list[Interaction], UploadReport]:
     """Every receipt's event of a small file at once, and its report."""
     upload = read_upload(body, received_at, instance)
-    interactions = [event for chunk in upload.translated() for event in chunk]
-    return interactions, upload.report
+    interactions = [event for chunk in upload.translated() for _, event in chunk]
+    return interactions, upload.finished()
 
 
 def _text(body: bytes) -> str:

@@ -30,7 +30,7 @@ def test_receipts_come_a_chunk_at_a_time_with_rows_from_anywhere_in_the_file() -
     chunks = list(upload.translated(at_once=2))
 
     assert [len(chunk) for chunk in chunks] == [2, 2, 1]
-    orders = [event.payload for chunk in chunks for event in chunk]
+    orders = [event.payload for chunk in chunks for _, event in chunk]
     assert all(isinstance(order, OrderPlaced) for order in orders)
     assert [(o.order_id, len(o.items)) for o in orders if isinstance(o, OrderPlaced)] == [
         ("BCN-01:R1", 2),
@@ -39,7 +39,7 @@ def test_receipts_come_a_chunk_at_a_time_with_rows_from_anywhere_in_the_file() -
         ("BCN-01:R4", 1),
         ("BCN-01:R5", 1),
     ]
-    report = upload.report
+    report = upload.finished()
     assert (report.receipts_published, report.rows_accepted) == (5, 7)
     assert [(problem.row, problem.receipt_id) for problem in report.rejected] == [
         (5, "R9"),

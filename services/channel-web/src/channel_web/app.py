@@ -25,11 +25,11 @@ from channel_web.settings import WebSettings
 from channel_web.translate import translate
 from hilo.channel import (
     Channel,
-    EventTooLarge,
     Rejected,
     create_channel_app,
     parse_json,
     parse_json_object,
+    publish_those_that_fit,
     raw_body,
     validation_rejection,
 )
@@ -89,7 +89,7 @@ def routes(channel: Channel, settings: WebSettings) -> list[APIRouter]:
                 calls.append((index, interaction(call, f"batch.{index}", trust, received_at)))
             except Rejected as exc:
                 refused.append((index, exc))
-        refused += await _publish_those_that_fit(channel, calls)
+        refused += await publish_those_that_fit(channel, calls)
         if len(refused) == len(envelope.batch):
             raise _nothing_published(refused)
         if not refused:
@@ -140,22 +140,6 @@ async def segment_body(request: Request, limit: int, within: float) -> bytes:
     if not inflater.eof:
         raise Rejected(400, "invalid_body", "the gzip body is cut short")
     return inflated
-
-
-async def _publish_those_that_fit(
-    channel: Channel, calls: list[tuple[int, Interaction]]
-) -> list[tuple[int, Rejected]]:
-    """Publish the calls' interactions but those larger than Kafka takes, which are returned:
-    each is found before anything is sent, so a batch holding one publishes the rest once."""
-    left_out: list[tuple[int, Rejected]] = []
-    while calls:
-        try:
-            await channel.publish([interaction for _, interaction in calls])
-            break
-        except EventTooLarge as exc:
-            position = next(n for n, (_, i) in enumerate(calls) if i is exc.interaction)
-            left_out.append((calls.pop(position)[0], exc))
-    return left_out
 
 
 def _batch_call(item: object, index: int, envelope: Batch) -> dict[str, Any]:
