@@ -4,21 +4,15 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 
-from hilo.channel import ChannelSettings
+from hilo.providers.meta import MetaChannelSettings
 from hilo.settings import CommaSeparated
 
 MIN_REF_PREFIX = 3
 
 
-class SocialSettings(ChannelSettings):
+class SocialSettings(MetaChannelSettings):
     service_name: str = "channel-social"
     http_port: int = Field(default=8087, ge=1, le=65535)
-    max_body_bytes: int = Field(
-        default=3_000_000,
-        ge=1_024,
-        description="Meta batches up to 1,000 changes in one notification, of up to 3 MB: one "
-        "refused with 413 is posted again for 7 days, then dropped, every message in it.",
-    )
     meta_app_secret: SecretStr = Field(
         description="Meta app secret: verifies X-Hub-Signature-256 on every notification."
     )

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from hilo.channel import ChannelSettings
+from hilo.providers.meta import MetaChannelSettings
 
 
-class WhatsAppSettings(ChannelSettings):
+class WhatsAppSettings(MetaChannelSettings):
     service_name: str = "channel-whatsapp"
     http_port: int = Field(default=8082, ge=1, le=65535)
-    max_body_bytes: int = Field(
-        default=3_000_000,
-        ge=1_024,
-        description="Meta batches up to 1,000 changes in one notification, of up to 3 MB: one "
-        "refused with 413 is posted again for 7 days, then dropped, every message in it.",
-    )
     whatsapp_app_secret: SecretStr = Field(
         description="Meta app secret: verifies X-Hub-Signature-256 on every notification."
     )

@@ -16,10 +16,29 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_core import from_json
 
-from hilo.channel import Channel, Rejected, raw_body, signature_rejection, validation_rejection
+from hilo.channel import (
+    Channel,
+    ChannelSettings,
+    Rejected,
+    raw_body,
+    signature_rejection,
+    validation_rejection,
+)
 from hilo.contract import Interaction
 from hilo.direct_routes import DirectRoute
 from hilo.webhook import SignatureError, hmac_sha256, secrets_match, verify_hex_signature
+
+
+class MetaChannelSettings(ChannelSettings):
+    """A channel Meta posts its webhooks to (WhatsApp, Messenger and Instagram)."""
+
+    max_body_bytes: int = Field(
+        default=3_000_000,
+        ge=1_024,
+        description="Meta batches up to 1,000 changes in one notification, of up to 3 MB: one "
+        "refused with 413 is posted again for 7 days, then dropped, every message in it.",
+    )
+
 
 GRAPH_THROTTLING_CODES: Final = frozenset({4, 17, 32, 613, 80007, 130429, 131056})
 """Graph's rate limits (app, user, page, method, WhatsApp account, throughput, one customer's
