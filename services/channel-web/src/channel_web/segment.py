@@ -72,6 +72,10 @@ def _none_is_empty(value: Any) -> Any:
     return {} if value is None else value
 
 
+JsonObject = Annotated[dict[str, Any], BeforeValidator(_none_is_empty)]
+"""An object of a call (`properties`, `traits`, `context`); `null` is an empty one."""
+
+
 class _Segment(BaseModel):
     """Segment's camelCase names (`messageId`) map to snake_case attributes (`message_id`)."""
 
@@ -89,7 +93,7 @@ class Device(_Segment):
 class Context(_Segment):
     """`context`: where the call came from. `app` or `device` mark a mobile app."""
 
-    traits: Annotated[dict[str, Any], BeforeValidator(_none_is_empty)] = Field(default_factory=dict)
+    traits: JsonObject = Field(default_factory=dict)
     device: Device | None = None
     app: dict[str, Any] | None = None
     page: dict[str, Any] | None = None
@@ -111,10 +115,8 @@ class Call(_Segment):
     """Any length: a name longer than the contract holds is cut when translated, not refused."""
     name: str | None = None
     category: str | None = None
-    traits: Annotated[dict[str, Any], BeforeValidator(_none_is_empty)] = Field(default_factory=dict)
-    properties: Annotated[dict[str, Any], BeforeValidator(_none_is_empty)] = Field(
-        default_factory=dict
-    )
+    traits: JsonObject = Field(default_factory=dict)
+    properties: JsonObject = Field(default_factory=dict)
     context: Annotated[Context, BeforeValidator(_none_is_empty)] = Field(default_factory=Context)
     timestamp: SegmentTime = None
     original_timestamp: SegmentTime = None
@@ -137,7 +139,5 @@ class Batch(_Segment):
 
     batch: list[Any] = Field(min_length=1, max_length=2_500)
     """Each call is checked on its own: one that is not even an object is refused alone."""
-    context: Annotated[dict[str, Any], BeforeValidator(_none_is_empty)] = Field(
-        default_factory=dict
-    )
+    context: JsonObject = Field(default_factory=dict)
     sent_at: SegmentTime = None

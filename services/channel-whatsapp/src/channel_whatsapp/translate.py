@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
@@ -37,6 +35,7 @@ from hilo.contract import (
 from hilo.contract.campaign import ad_campaign, split_url
 from hilo.contract.outbound import failure_provider_id
 from hilo.outbound import tagged_command
+from hilo.webhook import hmac_sha256
 
 CHANNEL = "whatsapp"
 _MEDIA = {
@@ -131,7 +130,7 @@ def _preferences(change: PreferencesChange, instance: str, key: bytes) -> list[I
         if preference.category != "marketing_messages" or granted is None or customer is None:
             continue
         told = f"{preference.wa_id}:{preference.user_id}:{preference.timestamp}:{granted}"
-        digest = hmac.new(key, told.encode(), hashlib.sha256).hexdigest()[:32]
+        digest = hmac_sha256(key, told.encode()).hex()[:32]
         when = unix_time(preference.timestamp) if preference.timestamp is not None else None
         metadata = change.value.metadata
         consents.append(

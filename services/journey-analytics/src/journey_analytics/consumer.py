@@ -79,7 +79,7 @@ def subscribe(
             topic = names[record.topic]
             try:
                 change = _read(topic, record.value)
-            except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            except UNREADABLE as exc:
                 await _dead_letter(publisher, topic, record, exc)
                 continue
             if isinstance(change, Touch):
@@ -104,6 +104,9 @@ def subscribe(
                     await _dead_letter(publisher, Topic.JOURNEY, record, exc)
 
 
+UNREADABLE = (ValueError, KeyError, TypeError, AttributeError, RecursionError)
+"""What `_read` raises for a record it cannot read (`RecursionError`: JSON nested deeper than
+Python reads)."""
 UNSTORABLE = (InvalidDocument, OverflowError, UnicodeEncodeError)
 """What MongoDB's driver raises for a document it cannot encode: the record's, not an outage."""
 
@@ -202,9 +205,8 @@ def _checked(touch: Touch) -> None:
 
 
 def _read(topic: Topic, value: bytes | None) -> Change:
-    """What a record asks of the store; raises ValueError, KeyError, TypeError, AttributeError
-    or RecursionError (JSON nested deeper than Python reads) for one it cannot read. None for a
-    tombstone or a change the measures do not follow."""
+    """What a record asks of the store; raises one of `UNREADABLE` for one it cannot read. None
+    for a tombstone or a change the measures do not follow."""
     document = json.loads(value) if value is not None else None
     if document is None:
         return None
@@ -251,7 +253,7 @@ async def erase_recorded(store: TouchStore, settings: AnalyticsSettings) -> None
             for value in values:
                 try:
                     change = _read(Topic.ERASURES, value)
-                except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+                except UNREADABLE:
                     continue  # dead-lettered when the consumer read it
                 if isinstance(change, Erasure):
                     await _erase_again(store, change)
