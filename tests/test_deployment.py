@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client import REGISTRY
-from pydantic import AliasChoices
+from pydantic import AliasChoices, ValidationError
 
 import agent_desk.queue  # noqa: F401 - registers the queue's gauges
 import customer_profile.bootstrap  # noqa: F401 - registers the profile metrics (all its modules)
@@ -630,3 +631,85 @@ def test_channel_store_has_the_memory_its_largest_end_of_day_file_takes(
     limit = _mebibytes(str(compose["services"]["channel-store"]["mem_limit"]))
     largest = StoreSettings.model_fields["max_body_bytes"].default
     assert limit * 1024**2 >= 8 * largest + 256 * 1024**2
+
+
+def test_every_hilo_container_starts_with_what_compose_gives_it(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each service's settings validate from its compose environment alone, `.env` filled as
+    the development env fills it: `offers demo` once refused to start for want of a pepper
+    compose did not pass it, and the demo profile with it."""
+    env = dict(
+        line.split("=", 1)
+        for line in development_env().splitlines()
+        if line and not line.startswith("#")
+    )
+    env = {name: value.strip("'") for name, value in env.items()}
+    refused = {}
+    for name, service in compose["services"].items():
+        if name in INFRASTRUCTURE | OBSERVABILITY:
+            continue
+        for variable_name in [v for v in os.environ if v.startswith("HILO_")]:
+            monkeypatch.delenv(variable_name)
+        for variable_name, value in service["environment"].items():
+            monkeypatch.setenv(variable_name, _substituted(str(value), env))
+        try:
+            settings_for(name)()
+        except ValidationError as exc:
+            refused[name] = str(exc)
+    assert refused == {}
+
+
+def _substituted(value: str, env: dict[str, str]) -> str:
+    """`value` as compose gives it to a container when `.env` holds `env`: `${X}`, `${X:-d}`
+    (`d` substituted in turn), `${X:?message}` and `$$`."""
+    out, i = [], 0
+    while i < len(value):
+        if value.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif value.startswith("${", i):
+            end = _closing_brace(value, i + 2)
+            found = re.fullmatch(r"(\w+)(?:(:[-?])(.*))?", value[i + 2 : end], re.DOTALL)
+            assert found, value
+            name, operator, operand = found.groups()
+            given = env.get(name, "")
+            out.append(given if given or operator != ":-" else _substituted(operand, env))
+            i = end + 1
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
+
+
+def _closing_brace(value: str, start: int) -> int:
+    depth = 1
+    for j in range(start, len(value)):
+        if value.startswith("${", j):
+            depth += 1
+        elif value[j] == "}":
+            depth -= 1
+            if not depth:
+                return j
+    raise ValueError(f"no closing brace in {value!r}")
+
+
+def test_a_setting_compose_gives_under_another_name_is_set_in_env_by_that_name(
+    compose: dict[str, Any],
+) -> None:
+    """`.env.example` names what to set in `.env`: a service's own name for a setting compose
+    fills from another variable (HILO_TWILIO_CATCH_UP_NUMBERS from HILO_TWILIO_SMS_NUMBERS) would
+    be set there and do nothing."""
+    example = (ROOT / ".env.example").read_text()
+    renamed = {}
+    for name, service in compose["services"].items():
+        for setting, value in (service.get("environment") or {}).items():
+            given = re.match(r"\$\{(\w+)", str(value))
+            if given and given[1] != setting and setting.startswith("HILO_"):
+                renamed[(name, setting)] = given[1]
+    for (name, setting), source in renamed.items():
+        if name in ONE_SHOT | INFRASTRUCTURE | OBSERVABILITY or setting in DERIVED_SECRETS:
+            continue
+        spec = next(spec for spec in SERVICES if spec.name == name)
+        assert spec.deployment_variable(setting) == source, (name, setting)
+    assert "\n# HILO_TWILIO_CATCH_UP_NUMBERS=" not in example

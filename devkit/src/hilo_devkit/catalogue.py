@@ -31,7 +31,9 @@ class ServiceSpec:
     """(the variable its settings read, the deployment's variable it is given): a setting whose
     name another service uses for something else (offers' API keys are HILO_API_KEYS to the
     service, HILO_OFFERS_API_KEYS in `.env` and `.hilo/platform.env`; its admin keys
-    HILO_ADMIN_API_KEYS, HILO_OFFERS_ADMIN_API_KEYS)."""
+    HILO_ADMIN_API_KEYS, HILO_OFFERS_ADMIN_API_KEYS; the numbers channel-sms and channel-voice
+    read back, HILO_TWILIO_CATCH_UP_NUMBERS to each, HILO_TWILIO_SMS_NUMBERS and
+    HILO_TWILIO_VOICE_NUMBERS)."""
 
     def deployment_variable(self, setting: str) -> str:
         """The variable of `.env` (and `make run`'s secrets) that gives this service `setting`."""
@@ -63,6 +65,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         "channel_sms.settings:SmsSettings",
         3,
         public_url=True,
+        renamed=(("HILO_TWILIO_CATCH_UP_NUMBERS", "HILO_TWILIO_SMS_NUMBERS"),),
     ),
     ServiceSpec(
         "channel-email",
@@ -82,6 +85,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         "channel_voice.settings:VoiceSettings",
         6,
         public_url=True,
+        renamed=(("HILO_TWILIO_CATCH_UP_NUMBERS", "HILO_TWILIO_VOICE_NUMBERS"),),
     ),
     ServiceSpec(
         "channel-social",

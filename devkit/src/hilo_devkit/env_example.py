@@ -94,12 +94,6 @@ MONGO_ROOT_PASSWORD=
 HILO_MONGO_PASSWORD=
 # Grafana's admin password (profile observability).
 GRAFANA_ADMIN_PASSWORD=
-# Twilio numbers whose webhooks point here, for reading back from Twilio's logs what refused or
-# unanswered webhooks missed (HILO_TWILIO_CATCH_UP_NUMBERS of channel-sms and channel-voice,
-# with HILO_TWILIO_ACCOUNT_SID): the messaging numbers (empty: HILO_TWILIO_FROM_NUMBER), and the
-# contact centre's voice numbers (empty: calls are not read back).
-# HILO_TWILIO_SMS_NUMBERS=
-# HILO_TWILIO_VOICE_NUMBERS=
 # How many customers the demo plays (profile demo; `offers-demo` seeds the demo catalogue first).
 # HILO_SIM_CUSTOMERS=20
 # KRaft cluster id of deploy/compose.cluster.yml (22 characters, base64url).

@@ -397,7 +397,8 @@ class LocalPlatform:
             if spec.public_url:
                 env["HILO_PUBLIC_BASE_URL"] = self.url(spec)
             for setting, source in spec.renamed:
-                env[setting] = shared[source]
+                if source in shared:
+                    env[setting] = shared[source]
             for secret in development_secret_variables() - set(secret_variables(spec)):
                 env.pop(secret, None)  # each service gets only the secrets it reads
             if spec.name in calls_profile:
