@@ -96,3 +96,16 @@ def test_compose_mounts_the_alerts_where_the_configuration_reads_them() -> None:
     assert configuration["rule_files"] == ["alerts.yml"]
     assert "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in mounts
     assert "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
+
+
+def test_a_service_every_instance_of_which_is_gone_pages() -> None:
+    """Each job Prometheus scrapes has its `absent` clause: a service whose containers are all
+    down leaves service discovery, and its own alerts go silent with its metrics."""
+    configuration = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"] for job in configuration["scrape_configs"]} - {"kafka"}
+    [missing] = [rule for rule in rules() if rule["alert"] == "HiloServiceMissing"]
+
+    watched = re.findall(r'absent\(up\{job="([\w-]+)"\} == 1\), "job", "([\w-]+)"', missing["expr"])
+    assert all(job == label for job, label in watched)
+    assert {job for job, _ in watched} == jobs
+    assert missing["labels"]["severity"] == "page"
