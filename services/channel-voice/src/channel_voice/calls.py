@@ -11,6 +11,11 @@ MAX_CALL_SECONDS = 604_800
 call's; the room above it keeps a call of the full 24 hours whatever Twilio rounds."""
 
 
+OUTBOUND_TRUNKING = {"trunking-terminating"}
+"""Twilio's direction of a call the business's own phone system places through a SIP trunk:
+`From` is the business's number, as on `outbound-api`."""
+
+
 class StatusCallback(BaseModel):
     """A Twilio Voice `StatusCallback` request (form fields keep Twilio's names)."""
 
@@ -18,7 +23,10 @@ class StatusCallback(BaseModel):
 
     CallSid: str = Field(min_length=2)
     CallStatus: str
-    Direction: str = Field(description="inbound, outbound-api or outbound-dial")
+    Direction: str = Field(
+        description="inbound, outbound-api, outbound-dial, trunking-terminating (a call out "
+        "from the business's phone system over Elastic SIP Trunking) or trunking-originating"
+    )
     From: str = Field(min_length=1)
     To: str = Field(min_length=1)
     CallDuration: int | None = Field(
@@ -50,7 +58,7 @@ class StatusCallback(BaseModel):
 
     @property
     def outbound(self) -> bool:
-        return self.Direction.startswith("outbound")
+        return self.Direction.startswith("outbound") or self.Direction in OUTBOUND_TRUNKING
 
 
 class CallOutcome(BaseModel):

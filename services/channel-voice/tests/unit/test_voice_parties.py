@@ -44,6 +44,10 @@ def leg(direction: str, from_: str, to: str) -> StatusCallback:
         ("outbound-api", BUSINESS, "client:agent_ana", None),
         ("outbound-api", BUSINESS, "sip:desk-7@acme.sip.twilio.com", None),
         ("inbound", "client:agent_ana", "sip:desk@acme.sip.twilio.com", None),
+        # Elastic SIP Trunking: the business's phone system calling out through Twilio
+        # (terminating), and a customer calling into it (originating).
+        ("trunking-terminating", BUSINESS, "+34612345678", ("+34612345678", Direction.OUTBOUND)),
+        ("trunking-originating", "+34612345678", BUSINESS, ("+34612345678", Direction.INBOUND)),
     ],
 )
 def test_the_customer_of_a_leg(
