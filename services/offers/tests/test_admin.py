@@ -378,6 +378,8 @@ async def test_the_history_says_when_who_and_what(offers: RunningOffers) -> None
     )
     older = await offers.call("GET", "/v1/versions", params={"before": 3, "limit": 1})
     assert [v["version"] for v in older] == [2]
+    # Larger than MongoDB's integers: refused, not a 500 from the driver.
+    await offers.call("GET", "/v1/versions", params={"before": 2**63}, expect=422)
 
 
 async def test_a_catalogue_lost_with_its_database_is_taken_back_from_the_topic(

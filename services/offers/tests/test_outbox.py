@@ -146,6 +146,27 @@ async def test_the_catalogue_says_a_change_kafka_has_not_taken_is_not_quoted_yet
     assert [p["quoted"] for p in quoted + quoted_promotions] == [True, True]
 
 
+async def test_a_version_a_restored_backup_holds_as_unpublished_never_follows_a_later_one(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """`mongorestore --drop` under a running service: the backup holds version 1 as
+    unpublished, the topic has version 2 already. Published again after 2, compaction would
+    keep version 1's price of SKU-1 for every reader started later."""
+    async with running_offers(settings) as offers:
+        await offers.call("PUT", "/v1/prices", json=PRICES[:1])
+        await offers.call("PUT", "/v1/prices", json=[{**PRICES[0], "amount": "90.00"}])
+        await eventually(lambda: all_published(offers))
+        await offers.caught_up_to(2)
+        before = await on_topic(settings)
+        store = offers.service.store
+        await store.changes.update_one({"_id": 1}, {"$set": {"published": False}})
+
+        await offers.service.outbox.publish_pending()
+
+        assert await on_topic(settings) == before
+        assert await store.is_published(1)
+
+
 async def test_a_version_stored_by_a_process_that_lost_kafka_is_published_by_its_successor(
     settings: HiloSettings, topics: list[str], mongo_client: AsyncMongoClient[MongoDocument]
 ) -> None:

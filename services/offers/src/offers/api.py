@@ -29,6 +29,7 @@ from pydantic_extra_types.currency_code import ISO4217
 from pymongo.errors import PyMongoError
 
 from hilo.contract import Identifiers
+from hilo.contract.payloads import MAX_STORED_INT
 from hilo.invalid_requests import invalid_request
 from hilo.offers.book import OffersFollower
 from hilo.offers.model import (
@@ -374,7 +375,9 @@ async def list_promotions(
 async def list_versions(
     state: State,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before: Annotated[int | None, Query(ge=1, description="Versions older than this.")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_STORED_INT, description="Versions older than this.")
+    ] = None,
 ) -> list[VersionEntry]:
     """The history, newest first: each version, when, who, which keys."""
     return [

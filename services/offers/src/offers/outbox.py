@@ -59,6 +59,11 @@ class Outbox:
             await self.store.settle()
             while pending := await self.store.unpublished():
                 for change in pending:
+                    if self.store.overtaken(change.version):
+                        # A backup restored under a running service holds it as unpublished.
+                        log.warning("offers_version_overtaken_on_topic", version=change.version)
+                        await self.store.mark_published(change.version)
+                        continue
                     if not await self.store.lease(
                         PUBLISHER_LEASE, self._holder, self._lease_seconds
                     ):

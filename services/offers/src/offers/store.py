@@ -216,6 +216,13 @@ class OffersStore:
         cursor = self.changes.find({"published": False}).sort("_id", 1).limit(limit)
         return [_change(document) async for document in cursor]
 
+    def overtaken(self, version: int) -> bool:
+        """Whether the topic holds a later version: this one went out before it (or a backup
+        says it did not), and published now it would follow the later one, which compaction
+        would then lose for that key."""
+        topic = self._topic()
+        return topic is not None and version < topic.version
+
     async def mark_published(self, version: int) -> None:
         await self.changes.update_one(
             {"_id": version}, {"$set": {"published": True, "published_at": datetime.now(UTC)}}
