@@ -9,15 +9,16 @@ run on (the local SecantusDB, MongoDB in a container, or the one `MONGODB_URL` n
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 
 from customer_profile.adapters.store import ProfileStore
-from hilo.mongo import MongoDocument
+from customer_profile.domain.journey import JourneyEntry
+from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.settings import HiloSettings
 from hilo.testkit.query_plans import winning_stages
 
@@ -106,3 +107,115 @@ async def test_instances_starting_together_both_start_when_one_drops_the_old_ind
 
     store.views.list_indexes = list_indexes  # type: ignore[method-assign, assignment]
     await store.create_indexes()
+
+
+class FindFilters(monitoring.CommandListener):
+    """The filters of the `find` commands a client sends to one collection."""
+
+    def __init__(self, collection: str) -> None:
+        self.collection = collection
+        self.filters: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find" and event.command["find"] == self.collection:
+            self.filters.append(dict(event.command.get("filter", {})))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.mark.parametrize("newest_first", [False, True], ids=["oldest-first", "newest-first"])
+async def test_every_page_of_a_journey_is_read_through_an_index(
+    settings: HiloSettings, newest_first: bool
+) -> None:
+    """The agent desk's "older" pages pass a cursor: a top-level `$or` on it made SecantusDB
+    scan the whole journey collection (7 s at 200,000 entries, holding up the consumer), and so
+    did a channel or type filter, or an `$in` of aliases beside a time."""
+    finds = FindFilters("journey")
+    mongo = create_mongo_client(settings, listeners=[finds])
+    try:
+        store = ProfileStore(mongo, settings.mongodb_database)
+        await store.create_indexes()
+        at = datetime(2026, 12, 1, tzinfo=UTC)
+        journey = mongo[settings.mongodb_database]["journey"]
+        await journey.insert_many(
+            [
+                {"_id": f"e{n}", "customer_id": f"c{n % 7}", "occurred_at": at, "type": "x"}
+                for n in range(50)
+            ]
+        )
+        window = {"occurred_at": {"$gte": datetime(2026, 1, 1, tzinfo=UTC)}}
+        # Filters none of these stand-ins match: every query runs to its end.
+        for filters in (
+            {"type": {"$in": ["order"]}},
+            {**window, "channel": {"$in": ["web"]}},
+        ):
+            await store.page(
+                ["c1", "c2"],
+                after=(at, "e1"),
+                limit=10,
+                filters=filters,
+                newest_first=newest_first,
+            )
+
+        assert finds.filters
+        for query in finds.filters:
+            winning = winning_stages(await journey.find(query).explain())
+            assert "COLLSCAN" not in winning, f"{query} scans: {winning}"
+    finally:
+        await mongo.drop_database(settings.mongodb_database)
+        await mongo.close()
+
+
+@pytest.mark.parametrize("newest_first", [False, True], ids=["oldest-first", "newest-first"])
+async def test_pages_of_merged_aliases_with_equal_times_give_every_entry_once_in_order(
+    mongo_client: AsyncMongoClient[MongoDocument], settings: HiloSettings, newest_first: bool
+) -> None:
+    """Read an alias at a time and merged, with entries sharing a time across aliases and a
+    filter checked in code, pages of two still give each entry once, in (time, id) order."""
+    store = ProfileStore(mongo_client, settings.mongodb_database)
+    await store.create_indexes()
+    start = datetime(2026, 11, 1, 9, tzinfo=UTC)
+    entries = [
+        JourneyEntry(
+            id=f"e{n:02}",
+            customer_id=("c1", "c2", "c3")[n % 3],
+            occurred_at=start + timedelta(minutes=n // 4),
+            recorded_at=start,
+            channel=("web", "sms")[n % 2],
+            type="message",
+            summary="",
+            source="test",
+            identifiers={},
+            payload={},
+        )
+        for n in range(23)
+    ]
+    await store.insert_entries(entries)
+    window = {"$gte": start + timedelta(minutes=1), "$lt": start + timedelta(minutes=5)}
+
+    for filters in ({}, {"channel": {"$in": ["web"]}}, {"occurred_at": window}):
+        expected = sorted(
+            (
+                e
+                for e in entries
+                if e.customer_id in ("c1", "c2")
+                and ("channel" not in filters or e.channel == "web")
+                and (
+                    "occurred_at" not in filters or window["$gte"] <= e.occurred_at < window["$lt"]
+                )
+            ),
+            key=lambda e: (e.occurred_at, e.id),
+            reverse=newest_first,
+        )
+        seen: list[str] = []
+        after = None
+        while page := await store.page(
+            ["c1", "c2"], after=after, limit=2, filters=filters, newest_first=newest_first
+        ):
+            seen += [e.id for e in page]
+            after = (page[-1].occurred_at, page[-1].id)
+        assert seen == [e.id for e in expected], filters

@@ -8,8 +8,10 @@ Entries stored by earlier versions carry `pending: false` instead, which counts 
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
@@ -126,22 +128,48 @@ class JourneyCollection:
         filters: Mapping[str, Any],
         newest_first: bool = False,
     ) -> list[JourneyEntry]:
-        """A page of the journey in event-time order (or newest first), after a keyset cursor."""
-        query: dict[str, Any] = {"customer_id": {"$in": aliases}, **filters}
-        beyond = "$lt" if newest_first else "$gt"
-        if after is not None:
-            at, event_id = after
-            query["$or"] = [
-                {"occurred_at": {beyond: at}},
-                {"occurred_at": at, "_id": {beyond: event_id}},
-            ]
+        """A page of the journey in event-time order (or newest first), after a keyset cursor;
+        `filters` holds `$in` conditions (channel, type) and a time window (`occurred_at`).
+
+        Each alias is read on its own, its query on the index's fields alone (customer, then
+        time and id past the cursor), and the other conditions checked in code: SecantusDB
+        scans the whole collection for anything else (a top-level `$or`, an `$in` of customers
+        beside a time, a channel): 7 s a page at 200,000 entries, holding up the consumer."""
+        window = filters.get("occurred_at", {})
+        wanted = {
+            field: set(condition["$in"])
+            for field, condition in filters.items()
+            if field != "occurred_at"
+        }
         direction = DESCENDING if newest_first else ASCENDING
-        cursor = (
-            self.collection.find(query)
-            .sort([("occurred_at", direction), ("_id", direction)])
-            .limit(limit)
-        )
-        return [_entry(doc) async for doc in cursor]
+        pages = []
+        for alias in aliases:
+            entries: list[JourneyEntry] = []
+            for query in _past_cursor(alias, window, after, newest_first):
+                entries += await self._matching(query, wanted, direction, limit - len(entries))
+                if len(entries) == limit:
+                    break
+            pages.append(entries)
+        merged = heapq.merge(*pages, key=_position, reverse=newest_first)
+        return list(islice(merged, limit))
+
+    async def _matching(
+        self,
+        query: Mapping[str, Any],
+        wanted: Mapping[str, set[Any]],
+        direction: int,
+        limit: int,
+    ) -> list[JourneyEntry]:
+        """The first `limit` entries of `query` in time order whose fields are all `wanted`."""
+        found: list[JourneyEntry] = []
+        cursor = self.collection.find(query).sort([("occurred_at", direction), ("_id", direction)])
+        async for document in cursor:
+            if all(document.get(field) in values for field, values in wanted.items()):
+                found.append(_entry(document))
+                if len(found) == limit:
+                    break
+        await cursor.close()
+        return found
 
     async def mismatches(self, filters: Mapping[str, Any], limit: int) -> list[JourneyEntry]:
         """Entries with a price mismatch, newest first, narrowed by `filters` (channel, time,
@@ -209,3 +237,33 @@ def _entry(doc: MongoDocument) -> JourneyEntry:
     doc["id"] = doc.pop("_id")
     doc.pop("pending", None)
     return JourneyEntry.model_validate(doc)
+
+
+def _past_cursor(
+    alias: str,
+    window: Mapping[str, Any],
+    after: tuple[datetime, str] | None,
+    newest_first: bool,
+) -> list[dict[str, Any]]:
+    """The queries of one alias's entries past the cursor, in page order: those at the
+    cursor's time with a later id, then those at a later time (within the time window)."""
+    if after is None:
+        return [{"customer_id": alias, **({"occurred_at": dict(window)} if window else {})}]
+    at, event_id = after
+    beyond = "$lt" if newest_first else "$gt"
+    later = dict(window)
+    later[beyond] = min(later[beyond], at) if beyond in later else at
+    queries: list[dict[str, Any]] = [{"customer_id": alias, "occurred_at": later}]
+    if _within(window, at):
+        queries.insert(0, {"customer_id": alias, "occurred_at": at, "_id": {beyond: event_id}})
+    return queries
+
+
+def _within(window: Mapping[str, Any], at: datetime) -> bool:
+    return ("$gte" not in window or at >= window["$gte"]) and (
+        "$lt" not in window or at < window["$lt"]
+    )
+
+
+def _position(entry: JourneyEntry) -> tuple[datetime, str]:
+    return entry.occurred_at, entry.id
