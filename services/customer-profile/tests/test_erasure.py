@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pymongo.errors import ConnectionFailure
 
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.identity import UNVERIFIED_MERGE, Conflict, conflict_ids
@@ -95,6 +96,32 @@ async def test_an_erasure_with_kafka_down_completes_by_itself_and_old_events_do_
 
 async def _value(value: int) -> int:
     return value
+
+
+async def test_an_erasure_mongodb_fails_half_way_through_is_answered_recorded_and_completes(
+    profile_service: RunningProfileService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MongoDB failing once the erasure is recorded: 202 (it completes by itself, as with
+    Kafka down), not a 503 that says nothing was done."""
+    monkeypatch.setattr(privacy, "LEFT_TO_ITS_REQUEST", timedelta(0))
+    svc = profile_service
+    await svc.publish([interaction(1, email="ana@example.com")])
+    await svc.wait_for_entries(1)
+    customer = await svc.customer_of("email", "ana@example.com")
+    store = svc.service.store
+    erase_for = store.erase_for
+
+    async def fails_once(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(store, "erase_for", erase_for)
+        raise ConnectionFailure("MongoDB went away (injected)")
+
+    monkeypatch.setattr(store, "erase_for", fails_once)
+    answer = await svc.http.delete(f"/v1/customers/{customer}")
+
+    assert (answer.status_code, answer.json()["status"]) == (202, "pending"), answer.text
+    await eventually(lambda: _erasure_done(svc, customer), timeout=30)
+    done = await svc.http.delete(f"/v1/customers/{customer}")
+    assert (done.status_code, done.json()["status"]) == (200, "done")
 
 
 async def _erasure_done(svc: RunningProfileService, customer: str) -> bool:

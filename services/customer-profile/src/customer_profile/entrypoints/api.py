@@ -473,19 +473,25 @@ async def erase_customer(customer_id: str, state: State, response: Response) -> 
     """Erase the customer (right to be forgotten); tombstones go to the profiles topic.
 
     The erasure is recorded before anything is deleted and completed in the background if Kafka
-    or MongoDB fail half-way; asking again answers where it stands (200 done, 202 pending).
+    or MongoDB fail half-way (202); asking again answers where it stands (200 done, 202 pending).
+    MongoDB failing before the erasure was recorded is a 503: nothing was done.
     """
     profile = await state.store.get(customer_id)
+    failed: PyMongoError | None = None
     if profile is not None:
         try:
             erased = await state.privacy.erase(profile)
         except PublishFailed:
             pass
+        except PyMongoError as exc:
+            failed = exc
         else:
             if erased["status"] != "done":
                 response.status_code = 202
             return erased
     status = await state.privacy.status(customer_id)
+    if status is None and failed is not None:
+        raise failed
     if status is None:
         raise HTTPException(status_code=404, detail="no customer with this id")
     if status["status"] != "done":
