@@ -317,6 +317,28 @@ async def test_an_invalid_email_beside_a_valid_phone_is_dropped_and_the_call_kep
     assert event["adjustments"] == [{"field": "identifiers.email", "reason": "invalid_email"}]
 
 
+async def test_a_customer_the_agent_typed_from_what_the_caller_said_is_only_claimed(
+    voice: httpx.AsyncClient, settings: HiloSettings
+) -> None:
+    """A caller can give someone else's email: typed, it joins no profile it would change
+    (the profile service asks a person), where an identified caller is verified."""
+    typed = {**OUTCOME, "call_id": "CA-typed", "customer_entry": "typed"}
+    identified = {**OUTCOME, "call_id": "CA-identified"}
+
+    for document in (typed, identified):
+        answer = await voice.post("/v1/calls", json=document, headers={"X-API-Key": KEY})
+        assert answer.status_code == 200, answer.text
+    refused = await voice.post(
+        "/v1/calls", json={**OUTCOME, "customer_entry": "guessed"}, headers={"X-API-Key": KEY}
+    )
+
+    events = await published_interactions(settings, 2)
+    trust = {e["payload"]["provider_call_id"]: e["identity_trust"] for e in events}
+    assert trust == {"CA-typed": "claimed", "CA-identified": "verified"}
+    assert refused.status_code == 422
+    assert "customer_entry" in refused.text
+
+
 async def test_a_twilio_timestamp_without_zone_is_utc_as_rfc_2822_says(
     voice: httpx.AsyncClient, settings: HiloSettings
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from hilo.contract import CallStatus, Direction, Identifiers, rfc2822_time
@@ -90,4 +92,13 @@ class CallOutcome(BaseModel):
     summary: str | None = Field(default=None, max_length=10_000)
     continues_conversation: str | None = Field(
         default=None, max_length=200, description="Hilo conversation id this call carries on."
+    )
+    customer_entry: Literal["verified", "typed"] = Field(
+        default="verified",
+        description="How the contact centre knows who called: `verified` (the default), the "
+        "caller was identified (a caller id matched to the account, security questions, the "
+        "CRM record the agent opened); `typed`, what the caller said, typed by the agent. A "
+        "typed customer's call joins their journey, but never adds a new contact to a known "
+        "customer nor joins two: a person confirms that (`GET /v1/merge-requests`), since a "
+        "caller can give someone else's email.",
     )

@@ -127,6 +127,7 @@ def from_contact_centre(
         conversation=call_conversation(outcome.call_id, outcome.continues_conversation),
         occurred_at=outcome.started_at,
         received_at=received_at,
+        identity_trust="claimed" if outcome.customer_entry == "typed" else "verified",
         payload=CallHappened(
             direction=outcome.direction,
             status=outcome.status,
