@@ -171,6 +171,23 @@ def test_a_weak_identifier_never_bridges_two_known_profiles() -> None:
     assert decision.absorb == []
 
 
+@pytest.mark.parametrize("bob_seen_first", [False, True])
+def test_a_new_person_on_a_known_persons_tablet_gets_a_profile_of_their_own(
+    bob_seen_first: bool,
+) -> None:
+    """Found by a review: Bob's first event on Ana's tablet put his email on Ana's profile, and
+    all his later events with it; had Bob been seen anywhere before, it went to him."""
+    ana = profile("ANA", "email:ana@x.com", "device_id:shared-tablet", age_days=3)
+    profiles = [ana, profile("BOB", "email:bob@x.com", age_days=1)] if bob_seen_first else [ana]
+    owners, facts = owners_of(*profiles)
+
+    decision = decide(["email:bob@x.com", "device_id:shared-tablet"], owners, facts, POLICY)
+
+    assert decision.target == ("BOB" if bob_seen_first else None)
+    assert decision.absorb == []
+    assert "device_id:shared-tablet" not in decision.claim, "the tablet stays Ana's, shared"
+
+
 def test_weak_identifiers_alone_attach_to_the_known_profile_they_name() -> None:
     owners, facts = owners_of(profile("K", "email:a@x.com", "anonymous_id:z"))
 

@@ -236,10 +236,14 @@ def _withhold_strong_claims(
 def _mergeable(
     keys: list[str], owners: Mapping[str, str], facts: Mapping[str, ProfileFacts]
 ) -> list[str]:
-    """Profiles this event may bind together: weak links never bridge two known profiles."""
+    """Profiles this event may bind together: weak links never bridge two known profiles, nor
+    bind a strong identifier nobody holds yet to a known one (a new email seen on a known
+    person's tablet is someone else's as likely as theirs: it starts a profile, whoever was
+    seen first, and the tablet stays shared)."""
     strong = _unique(owners[k] for k in keys if k in owners and split_key(k)[0] not in WEAK_KINDS)
     weak = _unique(owners[k] for k in keys if k in owners and split_key(k)[0] in WEAK_KINDS)
-    anchors = strong or [c for c in weak if facts[c].known][:1]
+    new_strong = any(k not in owners and split_key(k)[0] not in WEAK_KINDS for k in keys)
+    anchors = strong or ([] if new_strong else [c for c in weak if facts[c].known][:1])
     unknown = [c for c in weak if not facts[c].known and c not in anchors]
     if not anchors:
         return unknown
