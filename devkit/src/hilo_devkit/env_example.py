@@ -105,9 +105,9 @@ MONGO_REPLICA_KEY=
 SKIPPED = {"service_name", "environment"}
 """`service_name` is fixed per service by its settings class; `environment` is in the compose
 block below, with compose's default (production), not the settings' (development)."""
-OPTIONAL_SECRETS = {"kafka_sasl_password"}
-"""Secrets only some deployments have (a managed Kafka's): commented out, like a default, and
-not filled with a random value for `make run`."""
+OPTIONAL_SECRETS = {"kafka_sasl_password", "twilio_previous_auth_token"}
+"""Secrets only some deployments have (a managed Kafka's, a Twilio token being rotated out):
+commented out, like a default, and not filled with a random value for `make run`."""
 
 
 def default_text(field: FieldInfo) -> str | None:

@@ -236,6 +236,30 @@ async def test_wrong_or_missing_signatures_and_tampered_forms_are_refused(
     assert await published_interactions(settings, 0) == []
 
 
+async def test_during_a_token_rotation_webhooks_signed_with_either_token_are_taken(
+    sms_settings: SmsSettings, settings: HiloSettings, topics: list[str]
+) -> None:
+    """Twilio signs with its primary token until the new (secondary) one is promoted: a
+    webhook refused for its signature is never sent again, so both must pass meanwhile."""
+    rotating = sms_settings.model_copy(
+        update={
+            "twilio_auth_token": SecretStr("the-new-token"),
+            "twilio_previous_auth_token": SecretStr(TOKEN),
+        }
+    )
+    second = [
+        (k, "SM" + "2" * 32) if k.endswith("MessageSid") or k == "SmsSid" else (k, v)
+        for k, v in INCOMING
+    ]
+    async with channel_client(create_app(rotating)) as client:
+        old = await post(client, "/webhooks/twilio/sms", INCOMING)
+        new = await post(client, "/webhooks/twilio/sms", second, token="the-new-token")
+        other = await post(client, "/webhooks/twilio/sms", INCOMING, token="guess")
+
+    assert (old.status_code, new.status_code, other.status_code) == (200, 200, 403)
+    assert len(await published_interactions(settings, 2)) == 2
+
+
 async def test_malformed_forms_are_refused_naming_the_problem(
     sms: httpx.AsyncClient, settings: HiloSettings
 ) -> None:

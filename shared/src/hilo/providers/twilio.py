@@ -54,6 +54,13 @@ class TwilioChannelSettings(ChannelSettings):
     twilio_auth_token: SecretStr = Field(
         description="Twilio auth token: verifies X-Twilio-Signature."
     )
+    twilio_previous_auth_token: SecretStr | None = Field(
+        default=None,
+        description="During a rotation, the token being replaced: webhooks signed with it are "
+        "accepted too. Twilio signs with its primary token until the new one is promoted; set "
+        "HILO_TWILIO_AUTH_TOKEN to the new (secondary) token and this to the old, promote it, "
+        "then clear this. A webhook refused for its signature is never sent again.",
+    )
     public_base_url: AnyHttpUrl = Field(
         description="The base URL Twilio calls (as typed in the Twilio console), e.g. "
         "https://hooks.example.com: Twilio signs the full public URL, which a proxy hides."
@@ -190,15 +197,17 @@ async def verified_form(
     url = str(settings.public_base_url).rstrip("/") + request.url.path
     if request.url.query:
         url += "?" + request.url.query
+    signature = request.headers.get("x-twilio-signature")
     try:
-        verify_twilio(
-            settings.twilio_auth_token.get_secret_value(),
-            url,
-            params,
-            request.headers.get("x-twilio-signature"),
-        )
+        verify_twilio(settings.twilio_auth_token.get_secret_value(), url, params, signature)
     except SignatureError as exc:
-        raise signature_rejection(exc) from None
+        previous = settings.twilio_previous_auth_token
+        try:
+            if previous is None or not previous.get_secret_value():
+                raise  # an empty key would let anyone sign
+            verify_twilio(previous.get_secret_value(), url, params, signature)
+        except SignatureError:
+            raise signature_rejection(exc) from None
     try:
         return model.model_validate(dict(params))
     except ValidationError as exc:
