@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
@@ -412,6 +413,48 @@ async def test_a_catalogue_lost_with_its_database_is_taken_back_from_the_topic(
     assert book.version == 3
     assert set(book.prices) == {("SKU-1", "EUR"), ("SKU-2", "EUR"), ("SKU-1", "USD")}
     assert set(book.promotions) == {"gold-10"}
+
+
+async def test_a_topic_lost_with_kafkas_data_is_filled_again_from_the_catalogue(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """Kafka's data lost (or a new cluster), MongoDB intact: the catalogue puts every key's
+    latest record back on the recreated topic, so readers started since quote its prices."""
+    async with running_offers(settings) as before:
+        await before.call("PUT", "/v1/prices", json=PRICES[:2])
+        await before.call("PUT", "/v1/prices", json=[{**PRICES[0], "amount": "90.00"}])
+        await before.call("PUT", "/v1/promotions/gold-10", json=gold_promotion())
+        await before.caught_up_to(3)
+    await _delete_topic(settings, topic_name(Topic.OFFERS, settings))
+
+    async with running_offers(settings) as after:
+        await eventually(lambda: published(settings), until=lambda records: len(records) >= 3)
+    async with running_offers(settings) as reader:
+        book = reader.service.follower.book.snapshot()
+        change = await reader.call("PUT", "/v1/prices", json=PRICES[2:])
+    records = await published(settings)
+
+    assert book.version == 3
+    assert set(book.prices) == {("SKU-1", "EUR"), ("SKU-2", "EUR")}
+    assert book.prices[("SKU-1", "EUR")].points[-1].amount == Decimal("90.00")
+    assert set(book.promotions) == {"gold-10"}
+    assert change["version"] == 4
+    assert [r.version for r in records[:3]] == sorted(r.version for r in records[:3])
+    assert after.service.follower.book.version == 3
+
+
+async def _delete_topic(settings: HiloSettings, name: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.delete_topics([name])
+
+        async def gone() -> bool:
+            return name not in await admin.list_topics()
+
+        await eventually(gone, timeout=30)
+    finally:
+        await admin.close()
 
 
 async def test_a_version_an_older_backup_holds_as_unpublished_is_not_sent_again(

@@ -103,18 +103,20 @@ def _topic_head(follower: OffersFollower) -> TopicState | None:
 
 
 async def _catch_up_then_publish(service: OffersService, seconds: float) -> None:
-    """Once the topic is read, leave the catalogue nothing behind it (`OffersStore`), then run
-    the outbox: before that it could put a version a backup left unpublished after newer ones."""
+    """Once the topic is read, leave the catalogue nothing behind it (`OffersStore`) and the
+    topic nothing behind the catalogue (`Outbox.restore_topic`), then run the outbox: before
+    that it could put a version a backup left unpublished after newer ones."""
     await service.follower.ready.wait()
     while True:
         topic = _topic_head(service.follower)
         try:
             if topic is not None and await service.store.catch_up_with(topic):
                 log.warning("offers_catalogue_behind_topic_restored", version=topic.version)
-            break
+            if await service.outbox.restore_topic():
+                break
         except PyMongoError as exc:
             log.warning("offers_catch_up_failed", error=type(exc).__name__)
-            await asyncio.sleep(seconds)
+        await asyncio.sleep(seconds)
     await service.outbox.run(seconds)
 
 

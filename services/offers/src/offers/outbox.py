@@ -17,6 +17,7 @@ from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 
 from hilo.kafka import KafkaPublisher, PublishFailed
+from offers.changes import kafka_record
 from offers.store import OffersStore
 
 log = structlog.get_logger(__name__)
@@ -28,6 +29,8 @@ DEFERRED = Counter(
 )
 
 PUBLISHER_LEASE = "offers-publisher"
+RESTORE_CHUNK = 500
+"""Records per publish when the topic is filled again (`Outbox.restore_topic`)."""
 LEASE_SECONDS = 30.0
 """Longer than one version's publish may take (`HILO_KAFKA_PUBLISH_TIMEOUT_SECONDS`); the lease
 is renewed before each version."""
@@ -78,6 +81,42 @@ class Outbox:
                     PUBLISHED.inc()
                     published += 1
         return published
+
+    async def restore_topic(self) -> bool:
+        """Put every key's latest record on the topic again when it holds less than the
+        catalogue published (its data lost, a new cluster): readers started since would quote
+        nothing, and those running quoted what they held. Whether the topic is whole now (or
+        was); False to try again (Kafka, the lease or MongoDB away).
+
+        In version order, so compaction keeps each key's latest; publishing a record twice is
+        harmless (readers apply by version)."""
+        async with self._lock:
+            topic = self.store.topic_state()
+            if topic is None:
+                return False
+            catalogue = await self.store.highest_published()
+            if catalogue <= topic.version:
+                return True
+            await self.store.settle()
+            records = await self.store.head_records()
+            log.warning(
+                "offers_topic_behind_catalogue_republishing",
+                topic_version=topic.version,
+                catalogue_version=catalogue,
+                records=len(records),
+            )
+            for start in range(0, len(records), RESTORE_CHUNK):
+                if not await self.store.lease(PUBLISHER_LEASE, self._holder, self._lease_seconds):
+                    return False
+                chunk = records[start : start + RESTORE_CHUNK]
+                try:
+                    await self.publisher.publish_records([kafka_record(r) for r in chunk])
+                except PublishFailed:
+                    DEFERRED.inc()
+                    log.warning("offers_topic_restore_unfinished", published=start)
+                    return False
+            log.info("offers_topic_restored", records=len(records))
+            return True
 
     async def run(self, interval_seconds: float) -> None:
         """Publish what is pending now and every `interval_seconds`, until cancelled."""

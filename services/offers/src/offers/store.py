@@ -216,6 +216,26 @@ class OffersStore:
         cursor = self.changes.find({"published": False}).sort("_id", 1).limit(limit)
         return [_change(document) async for document in cursor]
 
+    def topic_state(self) -> TopicState | None:
+        """What the topic holds; None until it was read to its end."""
+        return self._topic()
+
+    async def highest_published(self) -> int:
+        """The highest version put on the topic that holds records (0: none): a marker
+        `catch_up_with` numbered holds none."""
+        cursor = self.changes.find({"published": True}, {"keys": 1}).sort("_id", -1)
+        async for document in cursor:
+            if document.get("keys"):
+                await cursor.close()
+                return int(document["_id"])
+        return 0
+
+    async def head_records(self) -> list[OfferRecord]:
+        """Every key's latest record, in version order (parts in order): what a whole topic
+        holds once compacted."""
+        records = [OfferRecord.model_validate(d["record"]) async for d in self.heads.find({})]
+        return sorted(records, key=lambda record: (record.version, record.part))
+
     def overtaken(self, version: int) -> bool:
         """Whether the topic holds a later version: this one went out before it (or a backup
         says it did not), and published now it would follow the later one, which compaction
