@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -17,6 +17,7 @@ from customer_profile.testing import RunningProfileService, interaction, running
 from hilo.contract import ConsentChanged, Identified, Identifiers, new_interaction
 from hilo.mongo import MongoDocument
 from hilo.settings import HiloSettings
+from hilo.testkit.probes import eventually
 from hilo.testkit.serving import free_port, served
 from offers.app import create_service
 from offers.testing import API_KEY, RunningOffers, offers_settings, running_offers
@@ -232,6 +233,31 @@ async def test_a_customers_offers_show_the_numbers_a_quote_gives(
     await offers.call(
         "GET", "/v1/customers/cus-nobody/offers", params={"channel": "web"}, expect=404
     )
+
+
+async def test_each_offer_shows_its_own_discount_as_the_profile_api_does(
+    offers: RunningOffers, profile: RunningProfileService
+) -> None:
+    """Gold's 10% and a 20% sale on SKU-1: the 20% wins a quote of it, but each offer shows
+    its own discount, the same numbers the profile API gives the desk (the offers API showed
+    80.00 under "10% off" where the desk showed 90.00)."""
+    sale = {**GOLD, "id": "sale-20", "name": "20% off", "percent": "20", "priority": 1}
+    sale.pop("conditions")
+    await offers.call("PUT", "/v1/promotions/sale-20", json=sale)
+    await offers.caught_up_to(3)
+    customer_id = await profile.customer_of("email", ANA)
+
+    async def context_read() -> dict[str, Any]:
+        return cast(dict[str, Any], await profile.get(f"/v1/customers/{customer_id}/context"))
+
+    context = await eventually(context_read, until=lambda c: len(c["offers"]) == 2)
+    found = await offers.call(
+        "GET", f"/v1/customers/{customer_id}/offers", params={"channel": "web"}
+    )
+
+    totals = {o["promotion"]["id"]: o["example"]["total"] for o in found["offers"]}
+    assert totals == {"gold-10": "90.00", "sale-20": "80.00"}
+    assert {o["promotion_id"]: o["example_total"] for o in context["offers"]} == totals
 
 
 async def test_quotes_wait_for_the_offers_to_load(

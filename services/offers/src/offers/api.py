@@ -50,7 +50,7 @@ from hilo.offers.model import (
 )
 from hilo.offers.money import CurrencyError, minor_units
 from hilo.offers.pricing import price_lines, qualifying, quote_id
-from hilo.offers.showcase import example_lines
+from hilo.offers.showcase import example_of
 from hilo.profile_client import ProfileRequestRefused
 from hilo.request_size import limit_request_bodies
 from offers.changes import (
@@ -179,8 +179,10 @@ class Quote(PricedLines):
 class PromotionOffer(_Answer):
     promotion: Promotion
     example: PricedLines = Field(
-        description="What a quote of its SKUs answers now (a unit of each; enough units for a "
-        "buy-X-get-Y), other promotions included."
+        description="What a quote of its SKUs answers now with this promotion alone (a unit "
+        "of each; enough units for a buy-X-get-Y; a bundle's set), as the profile API and the "
+        "agent desk show it: with every promotion another that wins the basket would show "
+        "under this one's name. What the customer pays is a quote's (`POST /v1/quotes`)."
     )
 
 
@@ -475,22 +477,15 @@ async def customer_offers(
     channel: Annotated[str, Query(min_length=1, max_length=50, pattern=CHANNEL_PATTERN)],
     state: State,
 ) -> CustomerOffers:
-    """The promotions the customer gets now on `channel`, each with what a quote of its SKUs
-    answers (the same numbers a quote gives)."""
+    """The promotions the customer gets now on `channel`, each with its example basket priced
+    with that promotion alone, as the profile API and the agent desk show it."""
     at = datetime.now(UTC)
     facts = await _facts(state, customer_id, None, at)
     snapshot = _snapshot(state)
     offers = [
         PromotionOffer(
             promotion=promotion,
-            example=price_lines(
-                snapshot,
-                example_lines(promotion),
-                currency=promotion.currency,
-                channel=channel,
-                facts=facts,
-                at=at,
-            ),
+            example=example_of(promotion, snapshot, channel=channel, facts=facts, at=at),
         )
         for promotion in qualifying(snapshot, facts=facts, channel=channel, at=at)
     ]

@@ -21,6 +21,7 @@ from hilo.contract import BUILT_IN_CHANNELS
 from hilo.offers.model import (
     CustomerFacts,
     OffersSnapshot,
+    PricedLines,
     Promotion,
     PromotionKind,
     QuoteLine,
@@ -67,14 +68,7 @@ def offers_for(
     for promotion in qualifying(snapshot, facts=facts, channel=channel, at=at):
         open_on = open_channels(promotion, facts)
         on = channel or next(iter(open_on), BUILT_IN_CHANNELS[0])
-        priced = price_lines(
-            replace(snapshot, promotions={promotion.id: promotion}),
-            example_lines(promotion),
-            currency=promotion.currency,
-            channel=on,
-            facts=facts,
-            at=at,
-        )
+        priced = example_of(promotion, snapshot, channel=on, facts=facts, at=at)
         shown.append(
             OfferShown(
                 promotion_id=promotion.id,
@@ -101,6 +95,27 @@ def offers_for(
             )
         )
     return shown
+
+
+def example_of(
+    promotion: Promotion,
+    snapshot: OffersSnapshot,
+    *,
+    channel: str,
+    facts: CustomerFacts,
+    at: datetime,
+) -> PricedLines:
+    """The promotion's example basket (`example_lines`) priced with that promotion alone, as
+    every channel and the desk show it: with every promotion, another that wins the basket
+    would show its discount under this one's name."""
+    return price_lines(
+        replace(snapshot, promotions={promotion.id: promotion}),
+        example_lines(promotion),
+        currency=promotion.currency,
+        channel=channel,
+        facts=facts,
+        at=at,
+    )
 
 
 def example_lines(promotion: Promotion) -> list[QuoteLine]:
