@@ -7,7 +7,7 @@ from pydantic import SecretStr, ValidationError
 from pymongo.errors import InvalidURI
 from pymongo.uri_parser import parse_uri
 
-from hilo.settings import HiloSettings
+from hilo.settings import HiloSettings, SecretList
 
 
 @pytest.fixture(autouse=True)
@@ -119,3 +119,45 @@ def test_the_public_development_pepper_is_refused_unless_the_run_says_it_is_a_de
         HiloSettings(environment="production", subject_pepper=SecretStr(public))
     monkeypatch.setenv("HILO_SUBJECT_PEPPER", "a-long-random-secret-of-this-deployment")
     assert HiloSettings().subject_pepper.get_secret_value().startswith("a-long")
+
+
+class _WithSecrets(HiloSettings):
+    signing_secret: SecretStr = SecretStr("")
+    api_keys: SecretList = []
+
+
+LONG = SecretStr("0123456789abcdef0123456789abcdef")
+
+
+@pytest.mark.parametrize(
+    ("secrets", "refused"),
+    [
+        ({"signing_secret": SecretStr("x")}, "HILO_SIGNING_SECRET"),
+        ({"api_keys": [LONG, SecretStr("key-1")]}, "HILO_API_KEYS"),
+        ({"signing_secret": LONG, "api_keys": [LONG]}, None),
+        ({}, None),  # empty: a secret not set, which each service refuses or goes without
+    ],
+)
+def test_a_production_run_refuses_a_secret_short_enough_to_guess(
+    secrets: dict[str, object], refused: str | None
+) -> None:
+    """Filled with `x` to get compose to start a channel nobody uses, a signing secret would let
+    anyone sign that provider's webhooks, which are taken as verified."""
+    production = {"environment": "production", "subject_pepper": LONG, **secrets}
+
+    if refused is None:
+        _WithSecrets(**production)  # type: ignore[arg-type]
+    else:
+        with pytest.raises(ValidationError, match=f"{refused} holds a secret of"):
+            _WithSecrets(**production)  # type: ignore[arg-type]
+    _WithSecrets(**{**production, "environment": "test"})  # type: ignore[arg-type]
+
+
+def test_a_kafka_password_is_the_brokers_choice_and_not_refused_for_its_length() -> None:
+    HiloSettings(
+        environment="production",
+        subject_pepper=LONG,
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_username="hilo",
+        kafka_sasl_password=SecretStr("short"),
+    )

@@ -49,6 +49,12 @@ class MongoUrl(MongoDsn):
     _constraints = UrlConstraints(allowed_schemes=["mongodb", "mongodb+srv"])
 
 
+MIN_SECRET_CHARS = 16
+"""The shortest secret a production run takes (`HiloSettings._no_guessable_secret_in_production`)."""
+SECRETS_OF_OTHERS = {"kafka_sasl_password"}
+"""Secrets another system chose, which Hilo only presents."""
+
+
 class HiloSettings(BaseSettings):
     """What every Hilo service needs to know about its environment."""
 
@@ -186,6 +192,27 @@ class HiloSettings(BaseSettings):
                 "set HILO_SUBJECT_PEPPER to a long random secret (or HILO_ENVIRONMENT="
                 "development for a development run: its default pepper is public)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _no_guessable_secret_in_production(self) -> HiloSettings:
+        """A provider's signing secret or an API key of a few characters can be guessed, and a
+        webhook signed with it is taken as the provider's (verified: it may join profiles).
+        Operators fill the secrets of channels they do not use to get compose to start: a
+        production run refuses any shorter than `MIN_SECRET_CHARS` (providers' are 32; make
+        one with `openssl rand -hex 32`). A Kafka password is the broker's choice, not ours."""
+        if self.environment != "production":
+            return self
+        for name, value in self:
+            if name in SECRETS_OF_OTHERS:
+                continue
+            for secret in value if isinstance(value, list) else [value]:
+                if isinstance(secret, SecretStr) and 0 < len(secret) < MIN_SECRET_CHARS:
+                    raise ValueError(
+                        f"HILO_{name.upper()} holds a secret of {len(secret)} characters: at "
+                        f"least {MIN_SECRET_CHARS} in production, random (openssl rand -hex 32), "
+                        "even for a channel you do not use"
+                    )
         return self
 
     @model_validator(mode="after")

@@ -32,10 +32,10 @@ def test_without_keys_the_api_is_refused_unless_the_run_says_it_is_development()
     assert ProfileSettings(environment="test").open_api_refusal() is None
     # Reading settings never fails for it: `init`, `rebuild` and `dlq replay` need no keys.
     read_only = ProfileSettings(
-        environment="production", subject_pepper=PEPPER, api_keys=[SecretStr("k")]
+        environment="production", subject_pepper=PEPPER, api_keys=[SecretStr("k" * 32)]
     )
     assert read_only.open_api_refusal() is not None, "nobody could erase: refused, not half-run"
-    keyed = read_only.model_copy(update={"admin_api_keys": [SecretStr("admin")]})
+    keyed = read_only.model_copy(update={"admin_api_keys": [SecretStr("a" * 32)]})
     assert keyed.open_api_refusal() is None
     with pytest.raises(OpenApiRefused, match="HILO_API_KEYS"):
         bootstrap(ProfileSettings(environment="production", subject_pepper=PEPPER))
