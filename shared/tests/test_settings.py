@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pymongo.errors import InvalidURI
 from pymongo.uri_parser import parse_uri
 
@@ -123,7 +123,7 @@ def test_the_public_development_pepper_is_refused_unless_the_run_says_it_is_a_de
 
 class _WithSecrets(HiloSettings):
     signing_secret: SecretStr = SecretStr("")
-    api_keys: SecretList = []
+    api_keys: SecretList = Field(default_factory=list)
 
 
 LONG = SecretStr("0123456789abcdef0123456789abcdef")

@@ -50,7 +50,7 @@ class MongoUrl(MongoDsn):
 
 
 MIN_SECRET_CHARS = 16
-"""The shortest secret a production run takes (`HiloSettings._no_guessable_secret_in_production`)."""
+"""The shortest secret a production run takes (`_no_guessable_secret_in_production`)."""
 SECRETS_OF_OTHERS = {"kafka_sasl_password"}
 """Secrets another system chose, which Hilo only presents."""
 
