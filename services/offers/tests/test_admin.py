@@ -335,6 +335,51 @@ async def test_a_promotion_that_could_never_apply_is_refused_saying_why(
     )
 
 
+async def test_a_change_made_from_an_old_version_of_a_promotion_is_refused_not_applied(
+    offers: RunningOffers,
+) -> None:
+    """B retires the promotion (it is being abused) while A edits it from version 1: A's save
+    with `If-Match: "1"` is refused 412, where without it the promotion came back to life."""
+    first = await offers.call("PUT", "/v1/promotions/gold-10", json=gold_promotion())
+    await offers.call(
+        "POST", "/v1/promotions/gold-10/retire", headers={"If-Match": f'"{first["version"]}"'}
+    )
+    stale = {"If-Match": f'"{first["version"]}"'}
+
+    refused = await offers.call(
+        "PUT", "/v1/promotions/gold-10", json=gold_promotion(), headers=stale, expect=412
+    )
+    stale_retire = await offers.call(
+        "POST", "/v1/promotions/gold-10/retire", headers=stale, expect=412
+    )
+    missing = await offers.call(
+        "PUT",
+        "/v1/promotions/new-1",
+        json=gold_promotion(id="new-1"),
+        headers={"If-Match": "*"},
+        expect=412,
+    )
+    garbage = await offers.call(
+        "PUT",
+        "/v1/promotions/gold-10",
+        json=gold_promotion(),
+        headers={"If-Match": "yesterday"},
+        expect=422,
+    )
+    listed = {p["promotion"]["id"]: p for p in await offers.call("GET", "/v1/promotions")}
+    current = {"If-Match": str(listed["gold-10"]["version"])}
+    again = await offers.call(
+        "PUT", "/v1/promotions/gold-10", json=gold_promotion(), headers=current
+    )
+
+    assert refused["detail"] == "the promotion is at version 2: read it again"
+    assert stale_retire["detail"] == refused["detail"]
+    assert missing["detail"] == "no promotion with this id yet"
+    assert garbage["detail"][0]["loc"] == ["header", "If-Match"]
+    assert again["version"] == 3
+    assert [v["version"] for v in await offers.versions()] == [3, 2, 1]
+
+
 async def test_a_promotion_is_retired_by_a_version_of_its_own(
     offers: RunningOffers, settings: HiloSettings
 ) -> None:

@@ -286,36 +286,86 @@ async def put_prices(
     return await _commit(state, price_keys(prices), build, at=at, by=by)
 
 
-@admin.put("/promotions/{promotion_id}", responses=CHANGE_RESPONSES, response_model=ChangeAnswer)
+def _expected_version(
+    if_match: Annotated[
+        str | None,
+        Header(
+            description="The promotion's `version` (as `GET /v1/promotions` lists it) this "
+            'change was made from, `"7"` or `7`: refused with 412 if another change came '
+            "since, so two people editing one promotion cannot undo each other's change "
+            "unseen. `*`: it must exist. Without it, the change applies whatever came since."
+        ),
+    ] = None,
+) -> str | None:
+    if if_match is None:
+        return None
+    expected = if_match.strip().removeprefix("W/").strip('"')
+    if expected != "*" and not expected.isdigit():
+        raise _refuse(["header", "If-Match"], 'a promotion\'s version, such as "7", or *')
+    return expected
+
+
+ExpectedVersion = Annotated[str | None, Depends(_expected_version)]
+PRECONDITION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    412: {"description": "`If-Match` names a version the promotion is no longer at."}
+}
+
+
+def _check_expected(expected: str | None, record: OfferRecord | None) -> None:
+    """412 unless the promotion is where `If-Match` says the change was made from."""
+    if expected is None:
+        return
+    if record is None:
+        raise HTTPException(status_code=412, detail="no promotion with this id yet")
+    if expected != "*" and int(expected) != record.version:
+        raise HTTPException(
+            status_code=412,
+            detail=f"the promotion is at version {record.version}: read it again",
+            headers={"ETag": f'"{record.version}"'},
+        )
+
+
+@admin.put(
+    "/promotions/{promotion_id}",
+    responses={**CHANGE_RESPONSES, **PRECONDITION_RESPONSES},
+    response_model=ChangeAnswer,
+)
 async def put_promotion(
     promotion_id: Annotated[PromotionId, Path()],
     promotion: Annotated[NewPromotion, Body()],
     state: State,
     by: ChangedBy,
+    expected: ExpectedVersion,
 ) -> JSONResponse:
     """Create or replace a promotion, whole (a new version; `active: false` retires it)."""
     if promotion.id != promotion_id:
         raise _refuse(["body", "id"], "the promotion's id must be the one in the path")
     _price_currency(promotion.currency, ["body", "currency"])
+    key = promotion_key(promotion_id)
     at = now()
 
-    def build(version: int, _current: dict[str, OfferRecord]) -> list[OfferRecord]:
+    def build(version: int, current: dict[str, OfferRecord]) -> list[OfferRecord]:
+        _check_expected(expected, current.get(key))
         return promotion_records(promotion.as_promotion(), version=version, at=at, by=by)
 
-    return await _commit(state, [promotion_key(promotion_id)], build, at=at, by=by)
+    return await _commit(state, [key], build, at=at, by=by)
 
 
 @admin.post(
     "/promotions/{promotion_id}/retire",
     responses={
         **CHANGE_RESPONSES,
+        **PRECONDITION_RESPONSES,
         404: {"description": "No such promotion."},
         409: {"description": "Retired already."},
     },
     response_model=ChangeAnswer,
 )
 async def retire_promotion(
-    promotion_id: Annotated[PromotionId, Path()], state: State, by: ChangedBy
+    promotion_id: Annotated[PromotionId, Path()],
+    state: State,
+    by: ChangedBy,
+    expected: ExpectedVersion,
 ) -> JSONResponse:
     """Retire a promotion: a new version in which it is inactive (its history stays)."""
     key = promotion_key(promotion_id)
@@ -325,6 +375,7 @@ async def retire_promotion(
         record = current.get(key)
         if record is None or record.promotion is None:
             raise HTTPException(status_code=404, detail="no promotion with this id")
+        _check_expected(expected, record)
         if not record.promotion.active:
             raise HTTPException(status_code=409, detail="the promotion is retired already")
         return retirement_records(record, version=version, at=at, by=by)
