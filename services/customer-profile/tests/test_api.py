@@ -278,6 +278,27 @@ async def test_export_returns_everything_and_erasure_forgets_the_customer(
     assert (await svc.get(f"/v1/customers/{fresh}"))["view"]["event_count"] == 1
 
 
+async def test_an_export_shows_the_identifiers_an_erasure_would_count_as_theirs(
+    profile_service: RunningProfileService,
+) -> None:
+    """A sixth email, past the cap of five, is never claimed but stays in its entry: the
+    erasure counts it as theirs (nobody else holds it), so the right of access shows it too."""
+    svc = profile_service
+    phone = "+34612345678"
+    await svc.publish(
+        [interaction(n, minutes=n, phone=phone, email=f"ana{n}@example.com") for n in range(6)]
+    )
+    await svc.wait_for_entries(6)
+    customer = await svc.customer_of("phone", phone)
+
+    export = await svc.get(f"/v1/customers/{customer}/export")
+
+    claimed = {key for key in export["identities"] if key.startswith("email:")}
+    assert len(claimed) == 5, "one past the cap (whichever came last) is not claimed"
+    emails = {entry["identifiers"].get("email") for entry in export["journey"]}
+    assert emails == {f"ana{n}@example.com" for n in range(6)}
+
+
 async def test_a_timeline_pages_newest_first(profile_service: RunningProfileService) -> None:
     svc = profile_service
     await svc.publish([interaction(n, minutes=n, email="ana@example.com") for n in range(5)])

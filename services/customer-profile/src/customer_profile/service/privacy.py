@@ -53,7 +53,9 @@ class Privacy:
         identities = await self._store.identities_of(profile.aliases)
         # With those its own events raised while naming only others: an erasure deletes them.
         conflicts = await self._store.conflicts_of(profile.aliases, [e.id for e in entries])
-        own = set(identities)
+        # Theirs as an erasure counts them: those they hold, and those their journey used that
+        # nobody else holds (one past a cap, one an unverified source could not add).
+        own = await self._store.identifiers_to_erase(profile.aliases, identities)
         others = {
             value
             for entry in entries
