@@ -40,6 +40,8 @@ class Kafka:
         self.unreachable: set[bytes] = set()
         self.deadline = 0.0
         self.bug: Exception | None = None
+        self.buggy: set[bytes] = set()
+        """Values whose publish trips a bug every time."""
         self.published: list[Record] = []
 
     async def publish_records(self, records: Sequence[Record]) -> None:
@@ -47,6 +49,8 @@ class Kafka:
         if self.bug is not None:
             bug, self.bug = self.bug, None
             raise bug
+        if any(record.value in self.buggy for record in records):
+            raise AttributeError("'int' object has no attribute 'encode'")
         if self.down:
             raise PublishFailed("no acknowledgement") from TimeoutError()
         if any(record.value in self.unreachable for record in records):
@@ -192,6 +196,29 @@ async def test_the_drain_outlives_a_bug_and_its_gauge_counts_during_an_outage(
 
     assert kafka.published == [*request(0), *request(1)], "after the bug, and only its own"
     assert await spool.collection.count_documents({"channel": "voice"}) == 1
+
+
+async def test_a_request_that_trips_a_bug_every_time_does_not_hold_the_others_up(
+    spool: Spool,
+) -> None:
+    """Found by a review: a document failing with anything but `PublishFailed` was first in
+    line again on every pass, which it ended: nothing behind it was ever published."""
+    for n in range(4):
+        await spool.keep(request(n))
+    kafka = Kafka()
+    kafka.buggy = {record.value or b"" for record in request(0)}
+    draining = asyncio.create_task(spool.drain_forever(kafka, every=0.05))
+    try:
+
+        async def published() -> int:
+            return len(kafka.published)
+
+        await eventually(published, until=lambda n: n == 6)
+    finally:
+        await cancelled([draining])
+
+    assert kafka.published == [*request(1), *request(2), *request(3)]
+    assert await spool.collection.count_documents({"queue": "sms"}) == 1, "still kept"
 
 
 async def test_kafka_and_mongodb_both_refusing_is_a_503(

@@ -50,6 +50,8 @@ FREE: Final = datetime(2000, 1, 1, tzinfo=UTC)
 """The lease of a document nobody is publishing."""
 ADOPT_EVERY: Final = 60.0
 """Seconds between two looks for documents kept by an earlier release (`Spool.adopt_older`)."""
+BUGS_BEFORE_BEHIND: Final = 3
+"""Unexpected failures after which a kept request waits behind the others (`Spool._after_bug`)."""
 BEHIND: Final = timedelta(seconds=10)
 """How long a document Kafka did not take for now waits before it is tried again."""
 
@@ -143,7 +145,7 @@ class Spool:
                     await self._later(document)
                 raise
             except Exception:
-                await self._lease_until(kept, FREE)
+                await self._after_bug(kept)
                 raise
             await self.collection.delete_one({"_id": kept["_id"]})
             published += 1
@@ -179,6 +181,16 @@ class Spool:
 
     async def _later(self, kept: MongoDocument) -> None:
         await self._lease_until(kept, datetime.now(UTC) + BEHIND)
+
+    async def _after_bug(self, kept: MongoDocument) -> None:
+        """First in line again after a bug (one that happened once may pass on the next try),
+        until it has tripped `BUGS_BEFORE_BEHIND`: then behind the others, as one Kafka does not
+        take for now, since first in line it ended every pass and held every other up."""
+        bugs = int(kept.get("bugs", 0)) + 1
+        until = FREE if bugs < BUGS_BEFORE_BEHIND else datetime.now(UTC) + BEHIND
+        await self.collection.update_one(
+            {"_id": kept["_id"]}, {"$set": {"lease": until, "bugs": bugs}}
+        )
 
     async def _lease_until(self, kept: MongoDocument, until: datetime) -> None:
         """Give up the document until `until` (`FREE`: for whoever drains next)."""
