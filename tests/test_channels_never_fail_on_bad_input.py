@@ -720,3 +720,41 @@ def test_every_channel_answers_any_input_with_2xx_or_4xx_and_publishes_nothing_o
         finally:
             for route, tally in tallies.items():
                 fuzz_totals[f"{name} {route}"] = {"tried": tally.tried, **tally.statuses}
+
+
+@pytest.mark.parametrize("name", sorted(CHANNELS))
+async def test_every_channel_lets_go_of_a_body_that_stops_coming(
+    name: str, settings: HiloSettings, topics: list[str]
+) -> None:
+    """Every POST route answers 408 a body that stops half-way, within `body_read_seconds`:
+    signatures are checked on a whole body, so anyone could hold a connection and its buffer
+    for good (channel-voice, -store, -sms, -whatsapp and -social had no deadline)."""
+    spec = CHANNELS[name]
+    configured = channel_settings(settings, spec.settings).model_copy(
+        update={"body_read_seconds": 0.3}
+    )
+    app = spec.create_app(configured)
+    paths = sorted(
+        path.replace("{call_type}", "track")
+        for path, operations in app.openapi()["paths"].items()
+        if "post" in operations
+    )
+    auth = {"X-API-Key": KEY, "Authorization": basic(SECRET).decode()}
+    never = asyncio.Event()
+
+    async def stalled() -> Any:
+        yield b"{"
+        await never.wait()
+
+    answers = {}
+    async with channel_client(app) as client:
+        for path in paths:
+            answer = await asyncio.wait_for(
+                client.post(path, content=stalled(), headers=auth), timeout=10
+            )
+            answers[path] = answer.status_code
+
+    assert paths
+    # SendGrid's Inbound Parse is refused before its body without its own credentials.
+    refused_first = {"/webhooks/sendgrid": 401}
+    assert answers == {path: refused_first.get(path, 408) for path in paths}

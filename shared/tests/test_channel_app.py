@@ -48,7 +48,9 @@ def routes(channel: Channel) -> list[APIRouter]:
 
     @router.post("/body")
     async def body(request: Request) -> dict[str, int]:
-        return {"bytes": len(await raw_body(request, channel.settings.max_body_bytes))}
+        settings = channel.settings
+        body = await raw_body(request, settings.max_body_bytes, within=settings.body_read_seconds)
+        return {"bytes": len(body)}
 
     return [router]
 

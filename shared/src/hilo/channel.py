@@ -110,6 +110,14 @@ class ChannelSettings(HiloSettings):
     http_host: str = Field(default="0.0.0.0", description="Address to listen on.")  # noqa: S104
     http_port: int = Field(default=8000, ge=1, le=65535)
     max_body_bytes: int = Field(default=1_000_000, ge=1_024, description="Larger bodies get 413.")
+    body_read_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3_600,
+        description="How long a request's body may take to arrive whole before it is answered "
+        "408 and what it held given back: a caller that sends part of one, then nothing, held "
+        "its connection and buffer for good (signatures are checked only on a whole body).",
+    )
     kafka_linger_ms: int = Field(
         default=5,
         ge=0,
@@ -441,7 +449,8 @@ async def raw_body(
     request: Request,
     limit: int,
     take: Callable[[int], None] = lambda _bytes: None,
-    within: float | None = None,
+    *,
+    within: float,
 ) -> bytes:
     """The request body, refusing it (413) as soon as it exceeds `limit` bytes, and (408) when
     it has not come whole `within` seconds (a caller that sends a little, then nothing, would
@@ -497,7 +506,7 @@ class BodyBudget:
             self._gauge.set(self.held)
 
         try:
-            yield await raw_body(request, limit, take, self.read_seconds)
+            yield await raw_body(request, limit, take, within=self.read_seconds)
         finally:
             self.held -= taken
             self._gauge.set(self.held)

@@ -29,6 +29,7 @@ def routes(channel: Channel, settings: SocialSettings) -> list[APIRouter]:
             app_secret=settings.meta_app_secret,
             verify_token=settings.meta_verify_token,
             limit=settings.max_body_bytes,
+            within=settings.body_read_seconds,
             translate=read,
         )
     ]

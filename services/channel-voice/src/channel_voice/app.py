@@ -45,7 +45,7 @@ def routes(channel: Channel, settings: VoiceSettings) -> list[APIRouter]:
     @contact_centre.post("/calls")
     async def call_outcome(request: Request) -> dict[str, str]:
         """The contact centre's word on a call: outcome, disposition, transcript or summary."""
-        body = await raw_body(request, settings.max_body_bytes)
+        body = await raw_body(request, settings.max_body_bytes, within=settings.body_read_seconds)
         policy = DropInvalid(SECONDARY_CONTACTS)
         outcome = parse_json(CallOutcome, body, context=policy.context())
         interaction = from_contact_centre(

@@ -17,13 +17,6 @@ class WebSettings(ChannelSettings):
         description="Segment's SDKs fill a batch up to about 500 KB (analytics-java: 512,000 "
         "bytes, with its envelope); a batch refused with 413 is dropped, not retried.",
     )
-    body_read_seconds: float = Field(
-        default=30.0,
-        gt=0,
-        le=3_600,
-        description="How long a call's body may take to arrive whole before it is answered 408 "
-        "(a caller that sends part of one, then nothing, held its connection for good).",
-    )
     web_write_keys: SecretList = Field(
         min_length=1,
         description="Comma-separated write keys of your sources (analytics.js, iOS, Android): "

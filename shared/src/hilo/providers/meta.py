@@ -117,6 +117,7 @@ def add_notification_route(
     *,
     app_secret: SecretStr,
     limit: int,
+    within: float,
     translate: Callable[[bytes], Awaitable[Translation]],
 ) -> None:
     """`POST` on the router's path: verify, translate, publish, and only then answer 200.
@@ -126,7 +127,7 @@ def add_notification_route(
 
     async def notify(request: Request) -> Response:
         """A signed notification: every event in it is published before 200."""
-        body = await verified_body(request, app_secret, limit)
+        body = await verified_body(request, app_secret, limit, within)
         try:
             interactions, ignored = await translate(body)
         except ValidationError as exc:
@@ -149,18 +150,23 @@ def meta_webhook_router(
     app_secret: SecretStr,
     verify_token: SecretStr,
     limit: int,
+    within: float,
     translate: Callable[[bytes], Awaitable[Translation]],
 ) -> APIRouter:
     """A Meta channel's whole HTTP face at `prefix`: the handshake and the notifications."""
     router = APIRouter(prefix=prefix, tags=[channel.name])
     add_verification_route(router, verify_token)
-    add_notification_route(router, channel, app_secret=app_secret, limit=limit, translate=translate)
+    add_notification_route(
+        router, channel, app_secret=app_secret, limit=limit, within=within, translate=translate
+    )
     return router
 
 
-async def verified_body(request: Request, app_secret: SecretStr, limit: int) -> bytes:
+async def verified_body(
+    request: Request, app_secret: SecretStr, limit: int, within: float
+) -> bytes:
     """The raw body, once `X-Hub-Signature-256` proves Meta sent it (401/403 otherwise)."""
-    body = await raw_body(request, limit)
+    body = await raw_body(request, limit, within=within)
     try:
         verify_hex_signature(
             app_secret.get_secret_value(),
