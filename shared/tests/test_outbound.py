@@ -497,6 +497,52 @@ async def test_an_outcome_mongodb_did_not_take_in_time_is_stored_on_redelivery(
     assert (stored["state"], stored["recorded"]) == ("sent", True)
 
 
+class SlowOutcome:
+    """The sends collection, whose writes of an outcome (`state` set) take `delay` seconds: a
+    deploy stops the handling meanwhile."""
+
+    def __init__(self, collection: Any, delay: float) -> None:
+        self._collection = collection
+        self.delay = delay
+        self.storing = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+    async def update_one(self, query: Any, update: Any, **kwargs: Any) -> Any:
+        if "state" in update.get("$set", {}):
+            self.storing.set()
+            await asyncio.sleep(self.delay)
+        return await self._collection.update_one(query, update, **kwargs)
+
+
+async def test_a_send_stopped_while_its_outcome_is_stored_is_still_recorded_sent(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
+) -> None:
+    """Found by a review: the provider took the message, MongoDB was slow to store it, and the
+    deploy's stop cancelled the store: the claim stayed `sending`, and the next delivery
+    reported the message not confirmed minutes later (its statuses matched nothing)."""
+    provider = ScriptedProvider()
+    publisher = KafkaPublisher(broker, settings, sealer=create_sealer(settings, mongo_client))
+    collection = mongo_client[settings.mongodb_database][SENDS_COLLECTION]
+    sends = SlowOutcome(collection, delay=0.5)
+    sender = OutboundSender("sms", "test", provider, publisher, sends, FAST)  # type: ignore[arg-type]
+    command = sample_command()
+
+    handling = asyncio.create_task(sender.handle(command))
+    await sends.storing.wait()
+    handling.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handling
+
+    async def state() -> str | None:
+        stored = await collection.find_one({"_id": command.id})
+        return None if stored is None else str(stored["state"])
+
+    assert await eventually(state, until=lambda found: found == "sent") == "sent"
+    assert len(provider.calls) == 1
+
+
 async def test_a_send_stopped_while_waiting_to_try_again_is_sent_by_the_next_delivery(
     settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
 ) -> None:

@@ -596,8 +596,10 @@ class OutboundSender:
             reason=update.get("reason"),
         )
         try:
-            await self._store_outcome(command.id, update)
-        except PyMongoError:
+            # Shielded: a stop meanwhile (a deploy) must not lose what the provider answered;
+            # the claim would stay `sending`, and the message be reported not confirmed.
+            await asyncio.shield(self._store_outcome(command.id, update))
+        except (PyMongoError, asyncio.CancelledError):
             self._unstored[command.id] = update
             raise
         return {"_id": command.id, **update}
