@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import tracemalloc
+
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from hilo import kafka as kafka_module
 from hilo.dead_letters import (
     REASON,
     REPLAYED_FROM,
@@ -136,3 +140,37 @@ async def test_a_dead_letter_keeps_its_records_headers_as_they_were_and_a_replay
     assert back.value == b"not json"
     assert list(back.headers)[:3] == own[:3]
     assert [name for name, _ in back.headers][3:] == [REPLAYED_FROM]
+
+
+async def test_a_replay_holds_a_batch_of_letters_at_a_time_not_the_whole_topic(
+    settings: HiloSettings, topics: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug dead-letters everything for minutes: 100,000 letters held at once took more than
+    the 512 MB a container has. 2,000 letters of 16 KB (32 MB) replay within a few MB."""
+    monkeypatch.setattr(kafka_module, "STREAM_BATCH", 100)
+    dlq = topic_name(Topic.INTERACTIONS_DLQ, settings)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, max_batch_size=1_000_000
+    )
+    await producer.start()
+    try:
+        sent = [
+            await producer.send(
+                dlq, bytes([65 + n % 26]) * 16_000, key=str(n).encode(),
+                headers=[("hilo_error_reason", b"processing_failed")],
+            )
+            for n in range(2_000)
+        ]  # fmt: skip
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+    tracemalloc.start()
+    try:
+        report = await replay(settings, ReplayFilter())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert (report.read, report.replayed) == (2_000, 2_000)
+    assert peak < 12_000_000, f"{peak / 1e6:.1f} MB held at once"

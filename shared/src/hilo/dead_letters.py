@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
 
-from hilo.kafka import PublishFailed, Record, RecordPublisher, read_to_end
+from hilo.kafka import PublishFailed, Record, RecordPublisher, stream_to_end
 from hilo.kafka_security import client_options
 from hilo.settings import HiloSettings
 from hilo.topics import Topic, topic_name
@@ -189,74 +190,110 @@ async def replay(
     before that failed again is on `source` twice, the newer copy naming the older
     (`REPLAYED_FROM`): only the newer one is replayed, so letters that keep failing are not
     doubled by every run.
+
+    Two passes, a batch at a time (`stream_to_end`): the first notes which letters were
+    replayed before, the second replays; held whole, a topic a bug filled (100,000 letters in
+    minutes) took more memory than a service's container has.
     """
-    records = await read_to_end(client_options(settings), topic_name(source, settings))
-    replayed_before = {
-        value.decode(errors="replace")
-        for record in records
-        for name, value in record.headers or ()
-        if name == REPLAYED_FROM
-    }
+    source_topic = topic_name(source, settings)
+    ends: dict[TopicPartition, int] = {}
+    replayed_before: set[str] = set()
+    async for batch in stream_to_end(client_options(settings), source_topic, ends):
+        replayed_before.update(
+            value.decode(errors="replace")
+            for record in batch
+            for name, value in record.headers or ()
+            if name == REPLAYED_FROM
+        )
     producer = AIOKafkaProducer(
         **client_options(settings),
         acks="all",
         enable_idempotence=True,
         max_request_size=settings.kafka_max_record_bytes,
     )
-    by_reason: dict[str, int] = {}
-    without_value: list[str] = []
-    replayed = superseded = 0
-    deliveries: list[asyncio.Future[Any]] = []
+    tally = _Tally()
     if not dry_run:
         await producer.start()
     try:
-        for record in records:
-            marker = f"{record.topic}/{record.partition}/{record.offset}"
-            if marker in replayed_before:
-                superseded += 1
-                continue
-            headers = {k: v.decode(errors="replace") for k, v in record.headers or ()}
-            if not chosen.admits(headers):
-                continue
-            if WITHOUT_VALUE in headers:  # nothing to replay: where the record is, told
-                original = (ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET)
-                without_value.append("/".join(headers.get(name, "?") for name in original))
-                continue
-            reason = headers.get(REASON, "unknown")
-            by_reason[reason] = by_reason.get(reason, 0) + 1
-            replayed += 1
+        async for batch in stream_to_end(client_options(settings), source_topic, ends):
+            letters = [r for r in batch if _replayed(r, chosen, replayed_before, tally)]
             if dry_run:
                 continue
-            dropped = (*DEAD_LETTER_HEADERS, REPLAYED_FROM)
-            kept = [(k, v) for k, v in record.headers or () if k not in dropped]
-            try:
-                delivery = await producer.send(
-                    topic_name(target, settings),
-                    record.value,
-                    key=record.key or None,
-                    headers=[*kept, (REPLAYED_FROM, marker.encode())],
-                )
-            except KafkaError as exc:  # refused before sending (too large for the producer)
-                delivery = asyncio.get_running_loop().create_future()
-                delivery.set_exception(exc)
-            deliveries.append(delivery)
-        outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
+            sent = [await _send(producer, topic_name(target, settings), r) for r in letters]
+            outcomes = await asyncio.gather(*sent, return_exceptions=True)
+            tally.refused += [o for o in outcomes if isinstance(o, BaseException)]
     finally:
         if not dry_run:
             await producer.stop()
-    if refused := [outcome for outcome in outcomes if isinstance(outcome, BaseException)]:
+    if tally.refused:
         raise ReplayIncomplete(
-            f"Kafka refused {len(refused)} of {replayed} dead letters "
-            f"({type(refused[0]).__name__}); they are still on {topic_name(source, settings)}"
+            f"Kafka refused {len(tally.refused)} of {tally.replayed} dead letters "
+            f"({type(tally.refused[0]).__name__}); they are still on {source_topic}"
         )
-    log.info("dead_letters_replayed", read=len(records), replayed=replayed, dry_run=dry_run)
+    log.info("dead_letters_replayed", read=tally.read, replayed=tally.replayed, dry_run=dry_run)
     return ReplayReport(
-        read=len(records),
-        replayed=replayed,
-        by_reason=by_reason,
-        superseded=superseded,
-        without_value=without_value,
+        read=tally.read,
+        replayed=tally.replayed,
+        by_reason=tally.by_reason,
+        superseded=tally.superseded,
+        without_value=tally.without_value,
     )
+
+
+@dataclass
+class _Tally:
+    """What a replay read and did, counted as it goes."""
+
+    read: int = 0
+    replayed: int = 0
+    superseded: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+    without_value: list[str] = field(default_factory=list)
+    refused: list[BaseException] = field(default_factory=list)
+
+
+def _replayed(
+    record: ConsumerRecord[bytes, bytes],
+    chosen: ReplayFilter,
+    replayed_before: set[str],
+    tally: _Tally,
+) -> bool:
+    """Whether the letter is to be replayed; counted as what it is either way."""
+    tally.read += 1
+    if f"{record.topic}/{record.partition}/{record.offset}" in replayed_before:
+        tally.superseded += 1
+        return False
+    headers = {k: v.decode(errors="replace") for k, v in record.headers or ()}
+    if not chosen.admits(headers):
+        return False
+    if WITHOUT_VALUE in headers:  # nothing to replay: where the record is, told
+        original = (ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET)
+        tally.without_value.append("/".join(headers.get(name, "?") for name in original))
+        return False
+    reason = headers.get(REASON, "unknown")
+    tally.by_reason[reason] = tally.by_reason.get(reason, 0) + 1
+    tally.replayed += 1
+    return True
+
+
+async def _send(
+    producer: AIOKafkaProducer, target: str, record: ConsumerRecord[bytes, bytes]
+) -> asyncio.Future[Any]:
+    """The letter as it was, to `target`, naming where it was (`REPLAYED_FROM`); its delivery."""
+    marker = f"{record.topic}/{record.partition}/{record.offset}"
+    dropped = (*DEAD_LETTER_HEADERS, REPLAYED_FROM)
+    kept = [(k, v) for k, v in record.headers or () if k not in dropped]
+    try:
+        delivery: asyncio.Future[Any] = await producer.send(
+            target,
+            record.value,
+            key=record.key or None,
+            headers=[*kept, (REPLAYED_FROM, marker.encode())],
+        )
+    except KafkaError as exc:  # refused before sending (too large for the producer)
+        delivery = asyncio.get_running_loop().create_future()
+        delivery.set_exception(exc)
+    return delivery
 
 
 def _time(value: str | None) -> datetime | None:

@@ -13,7 +13,7 @@ import contextlib
 import functools
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -537,6 +537,10 @@ def _plain_record(interaction: Interaction) -> Record:
     )
 
 
+STREAM_BATCH = 1_000
+"""Records `stream_to_end` yields at most at once."""
+
+
 def from_the_beginning(kafka: str | Mapping[str, Any], topic: str) -> AIOKafkaConsumer:
     """A consumer outside any group that reads `topic` from its earliest offsets, committing
     nothing: for tools and tests that read what is there. `kafka` is the bootstrap servers, or
@@ -566,6 +570,38 @@ async def read_on_to_end(
         if end and all([await consumer.position(tp) >= end[tp] for tp in end]):
             return True
     return False
+
+
+async def stream_to_end(
+    kafka: str | Mapping[str, Any],
+    topic: str,
+    ends: dict[TopicPartition, int],
+    *,
+    idle_seconds: float = 30.0,
+) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+    """The records of `topic` a batch at a time, up to `ends` (empty: the end offsets of the
+    first fetch, filled in): for a topic too large to hold at once (a dead-letter replay after
+    a bug dead-lettered everything). Raises `TimeoutError` when `idle_seconds` pass with no
+    record before the end: never part of the topic as if it were all."""
+    consumer = from_the_beginning(kafka, topic)
+    await consumer.start()
+    try:
+        moved_at = time.monotonic()
+        while True:
+            fetched = await consumer.getmany(timeout_ms=300, max_records=STREAM_BATCH)
+            if not ends and (assigned := consumer.assignment()):
+                ends.update(await consumer.end_offsets(list(assigned)))
+            batch = [r for part, rs in fetched.items() for r in rs if r.offset < ends.get(part, 0)]
+            if fetched:
+                moved_at = time.monotonic()
+            if batch:
+                yield batch
+            if ends and all([await consumer.position(tp) >= end for tp, end in ends.items()]):
+                return
+            if time.monotonic() - moved_at > idle_seconds:
+                raise TimeoutError(f"no record of {topic} for {idle_seconds:g}s before its end")
+    finally:
+        await consumer.stop()
 
 
 async def latest_values(
