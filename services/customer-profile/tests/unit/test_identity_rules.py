@@ -188,6 +188,18 @@ def test_a_new_person_on_a_known_persons_tablet_gets_a_profile_of_their_own(
     assert "device_id:shared-tablet" not in decision.claim, "the tablet stays Ana's, shared"
 
 
+def test_a_sign_in_on_a_browser_a_newsletter_form_made_known_joins_that_profile() -> None:
+    """The email came from a form on this browser; the sign-in brings the account id, a kind
+    the profile lacks: the same person, joined (found by a review of the shared-device rule,
+    which first kept any new strong identifier apart)."""
+    owners, facts = owners_of(profile("P", "email:ana@x.com", "anonymous_id:z"))
+
+    decision = decide(["customer_id:u123", "anonymous_id:z"], owners, facts, POLICY)
+
+    assert decision.target == "P"
+    assert decision.claim == ["customer_id:u123"]
+
+
 def test_weak_identifiers_alone_attach_to_the_known_profile_they_name() -> None:
     owners, facts = owners_of(profile("K", "email:a@x.com", "anonymous_id:z"))
 

@@ -237,17 +237,25 @@ def _mergeable(
     keys: list[str], owners: Mapping[str, str], facts: Mapping[str, ProfileFacts]
 ) -> list[str]:
     """Profiles this event may bind together: weak links never bridge two known profiles, nor
-    bind a strong identifier nobody holds yet to a known one (a new email seen on a known
-    person's tablet is someone else's as likely as theirs: it starts a profile, whoever was
-    seen first, and the tablet stays shared)."""
+    give a known one a second identifier of a kind it holds (a new email seen on a known
+    person's tablet is someone else's as likely as theirs: it starts a profile, whoever was seen
+    first, and the tablet stays shared). A kind it lacks attaches: the account id of a sign-in
+    on the browser a newsletter form made known."""
     strong = _unique(owners[k] for k in keys if k in owners and split_key(k)[0] not in WEAK_KINDS)
     weak = _unique(owners[k] for k in keys if k in owners and split_key(k)[0] in WEAK_KINDS)
-    new_strong = any(k not in owners and split_key(k)[0] not in WEAK_KINDS for k in keys)
-    anchors = strong or ([] if new_strong else [c for c in weak if facts[c].known][:1])
+    new_kinds = {
+        split_key(k)[0] for k in keys if k not in owners and split_key(k)[0] not in WEAK_KINDS
+    }
+    welcoming = [c for c in weak if facts[c].known and not _holds_any(facts[c], new_kinds)]
+    anchors = strong or welcoming[:1]
     unknown = [c for c in weak if not facts[c].known and c not in anchors]
     if not anchors:
         return unknown
     return _unique([*anchors, *unknown])
+
+
+def _holds_any(facts: ProfileFacts, kinds: set[IdentifierKind]) -> bool:
+    return any(facts.values_of(kind) for kind in kinds)
 
 
 def _merge_conflict(
