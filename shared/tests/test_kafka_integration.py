@@ -29,6 +29,7 @@ from hilo.kafka import (
     fetch_afresh,
     read_to_end,
     start_or_keep_trying,
+    stream_to_end,
 )
 from hilo.settings import HiloSettings
 from hilo.shutdown import cancelled
@@ -346,3 +347,29 @@ def test_a_create_answer_that_says_nothing_of_existence_waits_for_the_topics_to_
 
 async def _value(value: int) -> int:
     return value
+
+
+async def test_a_topic_streamed_to_its_end_waits_for_a_slow_reader(
+    settings: HiloSettings, topics: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The idle limit counts Kafka's silence, not the time the reader takes with a batch (a
+    dead-letter replay waiting for its deliveries): it stopped a replay half-way."""
+    monkeypatch.setattr(kafka_module, "STREAM_BATCH", 1)
+    topic = topic_name(Topic.INTERACTIONS_DLQ, settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for n in range(3):
+            await producer.send_and_wait(topic, f"letter-{n}".encode(), key=b"k")
+    finally:
+        await producer.stop()
+
+    read: list[bytes] = []
+    ends: dict[Any, int] = {}
+    async for batch in stream_to_end(
+        settings.kafka_bootstrap_servers, topic, ends, idle_seconds=0.5
+    ):
+        read += [record.value or b"" for record in batch]
+        await asyncio.sleep(1.0)
+
+    assert read == [b"letter-0", b"letter-1", b"letter-2"]

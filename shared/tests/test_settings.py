@@ -153,6 +153,21 @@ def test_a_production_run_refuses_a_secret_short_enough_to_guess(
     _WithSecrets(**{**production, "environment": "test"})  # type: ignore[arg-type]
 
 
+class _WithPublicKeys(HiloSettings):
+    web_write_keys: SecretList = Field(default_factory=list)
+    whatsapp_verify_token: SecretStr = SecretStr("")
+
+
+def test_public_write_keys_and_verify_tokens_are_not_refused_for_their_length() -> None:
+    """A web write key ships in pages and released apps; a verify token signs nothing."""
+    _WithPublicKeys(
+        environment="production",
+        subject_pepper=LONG,
+        web_write_keys=[SecretStr("wk-1")],
+        whatsapp_verify_token=SecretStr("hi"),
+    )
+
+
 def test_a_kafka_password_is_the_brokers_choice_and_not_refused_for_its_length() -> None:
     HiloSettings(
         environment="production",

@@ -219,3 +219,31 @@ async def test_pages_of_merged_aliases_with_equal_times_give_every_entry_once_in
             seen += [e.id for e in page]
             after = (page[-1].occurred_at, page[-1].id)
         assert seen == [e.id for e in expected], filters
+
+
+async def test_a_since_with_microseconds_still_pages_the_entries_of_its_millisecond(
+    mongo_client: AsyncMongoClient[MongoDocument], settings: HiloSettings
+) -> None:
+    """MongoDB compares times to the millisecond: the entries tied at a page's last time were
+    skipped when `since` carried microseconds (Python's `isoformat()` writes them)."""
+    store = ProfileStore(mongo_client, settings.mongodb_database)
+    await store.create_indexes()
+    at = datetime(2026, 11, 1, 9, tzinfo=UTC)
+    await store.insert_entries(
+        [
+            JourneyEntry(
+                id=f"e{n}", customer_id="c1", occurred_at=at, recorded_at=at, channel="web",
+                type="message", summary="", source="test", identifiers={}, payload={},
+            )
+            for n in range(3)
+        ]
+    )  # fmt: skip
+    window = {"occurred_at": {"$gte": at + timedelta(microseconds=500)}}
+
+    seen: list[str] = []
+    after = None
+    while page := await store.page(["c1"], after=after, limit=1, filters=window):
+        seen += [e.id for e in page]
+        after = (page[-1].occurred_at, page[-1].id)
+
+    assert seen == ["e0", "e1", "e2"]

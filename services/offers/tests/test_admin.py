@@ -366,6 +366,12 @@ async def test_a_change_made_from_an_old_version_of_a_promotion_is_refused_not_a
         headers={"If-Match": "yesterday"},
         expect=422,
     )
+    superscript = await offers.http.put(
+        "/v1/promotions/gold-10",
+        json=gold_promotion(),
+        headers=[(b"X-API-Key", key_for("/v1/promotions").encode()), (b"If-Match", b"\xb2")],
+    )
+    assert superscript.status_code == 422, superscript.text
     listed = {p["promotion"]["id"]: p for p in await offers.call("GET", "/v1/promotions")}
     current = {"If-Match": str(listed["gold-10"]["version"])}
     again = await offers.call(

@@ -596,6 +596,7 @@ async def stream_to_end(
                 moved_at = time.monotonic()
             if batch:
                 yield batch
+                moved_at = time.monotonic()  # the caller's time with a batch is not idle
             if ends and all([await consumer.position(tp) >= end for tp, end in ends.items()]):
                 return
             if time.monotonic() - moved_at > idle_seconds:

@@ -10,6 +10,7 @@ pricing function, exactly as every other service prices.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -300,7 +301,7 @@ def _expected_version(
     if if_match is None:
         return None
     expected = if_match.strip().removeprefix("W/").strip('"')
-    if expected != "*" and not expected.isdigit():
+    if expected != "*" and not re.fullmatch(r"[0-9]{1,18}", expected):
         raise _refuse(["header", "If-Match"], 'a promotion\'s version, such as "7", or *')
     return expected
 

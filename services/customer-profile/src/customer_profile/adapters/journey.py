@@ -260,9 +260,15 @@ def _past_cursor(
 
 
 def _within(window: Mapping[str, Any], at: datetime) -> bool:
-    return ("$gte" not in window or at >= window["$gte"]) and (
-        "$lt" not in window or at < window["$lt"]
-    )
+    """Whether `at` is in the window as MongoDB compares them: to the millisecond, the bounds'
+    microseconds cut off (a `since` with microseconds still takes the entries of its
+    millisecond)."""
+    since, until = (_millisecond(window.get(bound)) for bound in ("$gte", "$lt"))
+    return (since is None or at >= since) and (until is None or at < until)
+
+
+def _millisecond(at: datetime | None) -> datetime | None:
+    return None if at is None else at.replace(microsecond=at.microsecond // 1000 * 1000)
 
 
 def _position(entry: JourneyEntry) -> tuple[datetime, str]:
