@@ -24,6 +24,7 @@ from hilo.testkit.probes import eventually
 from hilo.testkit.serving import served
 from hilo.topics import Topic, topic_name
 from offers.app import create_service
+from offers.outbox import Outbox
 from offers.testing import (
     ADMIN_API_KEY,
     API_KEY,
@@ -492,6 +493,37 @@ async def test_a_topic_lost_with_kafkas_data_is_filled_again_from_the_catalogue(
     assert change["version"] == 4
     assert [r.version for r in records[:3]] == sorted(r.version for r in records[:3])
     assert after.service.follower.book.version == 3
+
+
+async def test_a_change_published_to_the_emptied_topic_does_not_hide_the_others_loss(
+    settings: HiloSettings, topics: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another instance, running through Kafka's loss, published a change to the emptied topic
+    before this one started: the topic's highest version is the catalogue's, and every other
+    key is still missing from it (compared by version alone, it looked whole)."""
+    async with running_offers(settings) as before:
+        await before.call("PUT", "/v1/prices", json=PRICES[:2])
+        await before.call("PUT", "/v1/promotions/gold-10", json=gold_promotion())
+        await before.caught_up_to(2)
+    await _delete_topic(settings, topic_name(Topic.OFFERS, settings))
+    with monkeypatch.context() as running_through:
+        running_through.setattr(Outbox, "restore_topic", _already_whole)
+        async with running_offers(settings) as other:
+            await other.call("PUT", "/v1/prices", json=PRICES[2:])
+            await eventually(lambda: published(settings), until=lambda records: len(records) == 1)
+
+    async with running_offers(settings) as after:
+        await eventually(lambda: published(settings), until=lambda records: len(records) >= 4)
+    async with running_offers(settings) as reader:
+        book = reader.service.follower.book.snapshot()
+
+    assert set(book.prices) == {("SKU-1", "EUR"), ("SKU-2", "EUR"), ("SKU-1", "USD")}
+    assert set(book.promotions) == {"gold-10"}
+    assert after.service.follower.book.version == 3
+
+
+async def _already_whole(_outbox: Outbox) -> bool:
+    return True
 
 
 async def _delete_topic(settings: HiloSettings, name: str) -> None:

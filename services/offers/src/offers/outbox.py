@@ -83,10 +83,12 @@ class Outbox:
         return published
 
     async def restore_topic(self) -> bool:
-        """Put every key's latest record on the topic again when it holds less than the
-        catalogue published (its data lost, a new cluster): readers started since would quote
-        nothing, and those running quoted what they held. Whether the topic is whole now (or
-        was); False to try again (Kafka, the lease or MongoDB away).
+        """Put each key's latest published record on the topic again where the topic lacks it
+        or holds an older one (its data lost, a new cluster): readers started since would quote
+        nothing, and those running quoted what they held. Compared key by key, not by the
+        highest version: a change published to the emptied topic before this ran would hide
+        the loss of every other key. Whether the topic is whole now (or was); False to try
+        again (Kafka, the lease or MongoDB away).
 
         In version order, so compaction keeps each key's latest; publishing a record twice is
         harmless (readers apply by version)."""
@@ -94,11 +96,16 @@ class Outbox:
             topic = self.store.topic_state()
             if topic is None:
                 return False
-            catalogue = await self.store.highest_published()
-            if catalogue <= topic.version:
-                return True
             await self.store.settle()
-            records = await self.store.head_records()
+            catalogue = await self.store.highest_published()
+            on_topic = {record.key: record.version for record in topic.records()}
+            records = [
+                head
+                for head in await self.store.head_records()
+                if head.version <= catalogue and on_topic.get(head.key, 0) < head.version
+            ]
+            if not records:
+                return True
             log.warning(
                 "offers_topic_behind_catalogue_republishing",
                 topic_version=topic.version,
