@@ -548,6 +548,18 @@ async def _index_sends(sender: OutboundSender) -> None:
             return
 
 
+def _closing(channel: Channel, provider: Provider | None) -> list[Step]:
+    """The steps of a channel's stop between Kafka's and MongoDB's."""
+    closing: list[Step] = []
+    if channel.sender is not None:  # what providers answered, stored before MongoDB goes
+        closing.append(("outcomes", channel.sender.finish_storing))
+    if channel.catch_up is not None:  # notes refusals not read back yet
+        closing.append(("read_back", channel.catch_up.close))
+    if provider is not None:
+        closing.append(("provider", provider.close))
+    return closing
+
+
 def create_channel_app(
     name: str,
     settings: ChannelSettings,
@@ -620,20 +632,12 @@ def create_channel_app(
         try:
             yield
         finally:
-            closing: list[Step] = [
-                (step, client.close)
-                for step, client in (
-                    ("read_back", channel.catch_up),  # notes refusals not read back yet
-                    ("provider", provider),
-                )
-                if client is not None
-            ]
             await shut_down(
                 name,
                 [
                     ("background", lambda: cancelled(background)),
                     ("kafka", broker.stop),
-                    *closing,
+                    *_closing(channel, provider),
                     ("mongo", mongo.close),
                 ],
             )

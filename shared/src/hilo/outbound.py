@@ -377,6 +377,8 @@ class OutboundSender:
         """Outcomes the provider gave that MongoDB did not take: a redelivery stores them
         instead of taking the claim for another attempt's, which would report a message the
         customer got as not confirmed."""
+        self._storing: set[asyncio.Future[None]] = set()
+        """Outcomes being stored, which a stop waits for (`finish_storing`)."""
         self._claims_unanswered: TTLCache[str, str] = TTLCache(UNSTORED_KEPT, UNSTORED_SECONDS)
         """Claim tokens whose write got no answer: it may be stored, and a redelivery that
         claims with the same token sends (nothing was sent yet) instead of waiting for it."""
@@ -595,14 +597,25 @@ class OutboundSender:
             command_id=command.id,
             reason=update.get("reason"),
         )
+        storing = asyncio.ensure_future(self._store_outcome(command.id, update))
+        self._storing.add(storing)
+        storing.add_done_callback(self._storing.discard)
         try:
             # Shielded: a stop meanwhile (a deploy) must not lose what the provider answered;
-            # the claim would stay `sending`, and the message be reported not confirmed.
-            await asyncio.shield(self._store_outcome(command.id, update))
+            # the claim would stay `sending`, and the message be reported not confirmed. The
+            # stop waits for it before MongoDB's client closes (`finish_storing`).
+            await asyncio.shield(storing)
         except (PyMongoError, asyncio.CancelledError):
             self._unstored[command.id] = update
             raise
         return {"_id": command.id, **update}
+
+    async def finish_storing(self) -> None:
+        """Wait for the outcomes a stop cut their handling short of (a step of the channel's
+        shutdown, before MongoDB's client closes)."""
+        for outcome in await asyncio.gather(*self._storing, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                log.warning("outbound_outcome_not_stored", error=type(outcome).__name__)
 
     async def _store_outcome(self, command_id: str, update: MongoDocument) -> None:
         """Store what the provider answered, retrying a while: if this is lost, a redelivery
