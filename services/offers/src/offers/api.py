@@ -280,7 +280,9 @@ async def put_prices(
 
     def build(version: int, current: dict[str, OfferRecord]) -> list[OfferRecord]:
         try:
-            return price_records(prices, current, version=version, at=at, by=by)
+            return price_records(
+                prices, current, version=version, at=at, by=by, built_at=datetime.now(UTC)
+            )
         except ScheduleFull as exc:
             raise _refuse(["body", exc.index, "valid_from"], str(exc)) from None
 

@@ -101,26 +101,34 @@ def price_records(
     version: int,
     at: datetime,
     by: str,
+    built_at: datetime | None = None,
 ) -> list[OfferRecord]:
     """One record per SKU and currency: its earlier points and the new ones, oldest first.
 
     An earlier point starting at the same moment as a new one could never be in force again
     (the later version wins a tie), so it is dropped rather than kept to fill the schedule.
+
+    A price without `valid_from` applies from `at`, or from the start of the point in force
+    when the version is built (`built_at`), if that one started later: a change that lost the
+    race for its version number to another, stamped after it, would otherwise never be in
+    force though it is the later version.
     """
     schedules: list[PriceSchedule] = []
     for key in price_keys(prices):
         mine = [price for price in prices if price_key(price.sku, price.currency) == key]
+        earlier = current.get(key)
+        in_force = earlier.price.at(built_at or at) if earlier and earlier.price else None
+        from_now = max(at, in_force.valid_from) if in_force else at
         new_points = [
             PricePoint(
                 amount=price.amount,
                 tax_included=price.tax_included,
-                valid_from=price.valid_from or at,
+                valid_from=price.valid_from or from_now,
                 version=version,
             )
             for price in mine
         ]
         starts = {point.valid_from for point in new_points}
-        earlier = current.get(key)
         kept = [
             point
             for point in (earlier.price.points if earlier and earlier.price else [])

@@ -102,3 +102,34 @@ def test_whole_numbers_are_exact_too() -> None:
     )
 
     assert price.amount == Decimal(1200)
+
+
+def test_a_price_from_now_that_lost_the_race_for_its_version_is_still_the_one_in_force() -> None:
+    """Two merchandisers at once: B, stamped 5 ms after A, took version 7; A, built again on top
+    of it as version 8, was stamped before B's point and never came in force (found by a
+    review). From now means from no earlier than the point in force when it is built."""
+    b_stamp = T0 + timedelta(milliseconds=5)
+    [b] = price_records([new("A", "45.00")], {}, version=7, at=b_stamp, by="b")
+    built = b_stamp + timedelta(milliseconds=3)
+
+    [a] = price_records([new("A", "50.00")], {b.key: b}, version=8, at=T0, by="a", built_at=built)
+
+    assert a.price is not None
+    in_force = a.price.at(built + timedelta(seconds=1))
+    assert in_force is not None
+    assert (in_force.amount, in_force.version) == (Decimal("50.00"), 8)
+    assert [p.version for p in a.price.points] == [8], "B's point, tied and older, is dropped"
+
+
+def test_a_price_from_now_keeps_a_scheduled_future_point_after_it() -> None:
+    """A point scheduled for next week is not in force when the version is built: from now is
+    now, and next week's point still takes over then."""
+    [scheduled] = price_records([new("A", "60.00", days=7)], {}, version=1, at=T0, by="b")
+
+    [now] = price_records([new("A", "50.00")], {scheduled.key: scheduled}, version=2, at=T0, by="a")
+
+    assert now.price is not None
+    assert [(p.valid_from, p.version) for p in now.price.points] == [
+        (T0, 2),
+        (T0 + timedelta(days=7), 1),
+    ]
