@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, SecretStr
 from hilo import kafka as kafka_module
 from hilo.auth import require_api_key
 from hilo.catch_up import ReadBack
-from hilo.channel import Channel, ChannelSettings, create_channel_app, raw_body
+from hilo.channel import Channel, ChannelSettings, create_channel_app, request_body
 from hilo.contract import (
     DeliveryStatus,
     Identifiers,
@@ -48,9 +48,7 @@ def routes(channel: Channel) -> list[APIRouter]:
 
     @router.post("/body")
     async def body(request: Request) -> dict[str, int]:
-        settings = channel.settings
-        body = await raw_body(request, settings.max_body_bytes, within=settings.body_read_seconds)
-        return {"bytes": len(body)}
+        return {"bytes": len(await request_body(request, channel.settings))}
 
     return [router]
 

@@ -476,6 +476,12 @@ async def raw_body(
     return bytes(body)
 
 
+async def request_body(request: Request, settings: ChannelSettings) -> bytes:
+    """The body (`raw_body`) within the channel's own limit and read deadline
+    (`HILO_MAX_BODY_BYTES`, `HILO_BODY_READ_SECONDS`)."""
+    return await raw_body(request, settings.max_body_bytes, within=settings.body_read_seconds)
+
+
 class BodyBudget:
     """The request-body bytes one process holds at once for callers not verified yet.
 

@@ -49,6 +49,7 @@ from hilo.channel import (
     parse_json_object,
     raw_body,
     refused_if_unreadable,
+    request_body,
     signature_rejection,
 )
 from hilo.webhook import SignatureError
@@ -124,7 +125,7 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
     ) -> dict[str, str]:
         """SendGrid Inbound Parse with "POST the raw, full MIME message" checked."""
         check_api_key(keys, credentials.password if credentials else None)
-        async with _form(request, settings.max_body_bytes, settings.body_read_seconds) as posted:
+        async with _form(request, settings) as posted:
             raw = posted.raw("email")
         if not raw:
             raise Rejected(
@@ -137,7 +138,7 @@ def routes(channel: Channel, settings: EmailSettings) -> list[APIRouter]:
     )
     async def mime(request: Request) -> dict[str, str]:
         """A raw RFC 5322 message (`message/rfc822`), e.g. piped from an MTA."""
-        body = await raw_body(request, settings.max_body_bytes, within=settings.body_read_seconds)
+        body = await request_body(request, settings)
         return await publish(lambda: parse_mime(body))
 
     return [router]
@@ -278,14 +279,15 @@ class PostedForm:
 
 
 @asynccontextmanager
-async def _form(request: Request, limit: int, within: float) -> AsyncIterator[PostedForm]:
+async def _form(request: Request, settings: EmailSettings) -> AsyncIterator[PostedForm]:
     """The form of a caller that proved itself before its body (a key): read within the body
     limit; its uploaded files are closed on leaving.
 
     One field may take the whole limit: Mailgun's `body-mime` and SendGrid's `email` hold the
     raw message, attachments included (Starlette's own default is 1 MiB per field).
     """
-    async with _parsed(request, await raw_body(request, limit, within=within), limit) as posted:
+    body = await request_body(request, settings)
+    async with _parsed(request, body, settings.max_body_bytes) as posted:
         yield posted
 
 

@@ -28,8 +28,7 @@ def routes(channel: Channel, settings: SocialSettings) -> list[APIRouter]:
             channel,
             app_secret=settings.meta_app_secret,
             verify_token=settings.meta_verify_token,
-            limit=settings.max_body_bytes,
-            within=settings.body_read_seconds,
+            settings=settings,
             translate=read,
         )
     ]

@@ -20,8 +20,8 @@ from hilo.channel import (
     create_channel_app,
     parse_json,
     publish_those_that_fit,
-    raw_body,
     refused_if_unreadable,
+    request_body,
 )
 from hilo.contract import Interaction
 
@@ -37,7 +37,7 @@ def routes(channel: Channel, settings: StoreSettings) -> list[APIRouter]:
     @router.post("/receipts")
     async def receipt(request: Request) -> dict[str, Any]:
         """One receipt as the till closes it; published before 200 (anonymous sales skipped)."""
-        body = await raw_body(request, settings.max_body_bytes, within=settings.body_read_seconds)
+        body = await request_body(request, settings)
         policy = customer_policy()
         receipt = parse_json(Receipt, body, context=policy.context())
         with refused_if_unreadable():  # a measured line in a currency with no minor unit
@@ -56,9 +56,7 @@ def routes(channel: Channel, settings: StoreSettings) -> list[APIRouter]:
         # meanwhile. The receipts are translated and published a chunk at a time
         # (`EndOfDayFile`), each whole: a retry after a 503 publishes the same event ids.
         async with reading:
-            body = await raw_body(
-                request, settings.max_body_bytes, within=settings.body_read_seconds
-            )
+            body = await request_body(request, settings)
             upload = await asyncio.to_thread(
                 read_upload, body, datetime.now(UTC), settings.instance
             )
@@ -84,7 +82,7 @@ def routes(channel: Channel, settings: StoreSettings) -> list[APIRouter]:
     async def refund(request: Request) -> dict[str, Any]:
         """Goods brought back, or money paid back, at the till: a refund of the order it names,
         published before 200 (a return of an anonymous sale skipped)."""
-        body = await raw_body(request, settings.max_body_bytes, within=settings.body_read_seconds)
+        body = await request_body(request, settings)
         policy = customer_policy()
         ret = parse_json(Return, body, context=policy.context())
         with refused_if_unreadable():
@@ -94,7 +92,7 @@ def routes(channel: Channel, settings: StoreSettings) -> list[APIRouter]:
     @router.post("/visits")
     async def visit(request: Request) -> dict[str, Any]:
         """A check-in with a loyalty card or the app's QR code."""
-        body = await raw_body(request, settings.max_body_bytes, within=settings.body_read_seconds)
+        body = await request_body(request, settings)
         policy = customer_policy()
         visit = parse_json(Visit, body, context=policy.context())
         interaction = from_visit(visit, datetime.now(UTC), settings.instance, policy.dropped)

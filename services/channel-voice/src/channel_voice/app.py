@@ -17,8 +17,8 @@ from hilo.channel import (
     Channel,
     create_channel_app,
     parse_json,
-    raw_body,
     refused_if_unreadable,
+    request_body,
 )
 from hilo.contract import SECONDARY_CONTACTS, DropInvalid
 from hilo.providers.twilio import answered_with_twiml, twilio_read_back, verified_form
@@ -45,7 +45,7 @@ def routes(channel: Channel, settings: VoiceSettings) -> list[APIRouter]:
     @contact_centre.post("/calls")
     async def call_outcome(request: Request) -> dict[str, str]:
         """The contact centre's word on a call: outcome, disposition, transcript or summary."""
-        body = await raw_body(request, settings.max_body_bytes, within=settings.body_read_seconds)
+        body = await request_body(request, settings)
         policy = DropInvalid(SECONDARY_CONTACTS)
         outcome = parse_json(CallOutcome, body, context=policy.context())
         interaction = from_contact_centre(

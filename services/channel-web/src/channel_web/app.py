@@ -30,7 +30,7 @@ from hilo.channel import (
     parse_json,
     parse_json_object,
     publish_those_that_fit,
-    raw_body,
+    request_body,
     validation_rejection,
 )
 from hilo.contract import IdentityTrust, Interaction
@@ -76,7 +76,7 @@ def routes(channel: Channel, settings: WebSettings) -> list[APIRouter]:
         answered 4xx, so one bad call (invalid, not an object, or larger than Kafka takes)
         would cost the good ones beside it. A batch with no call published is refused as a
         single call is (422, or 413 when every call is too large)."""
-        body = await segment_body(request, settings.max_body_bytes, settings.body_read_seconds)
+        body = await segment_body(request, settings)
         document = parse_json_object(body)
         trust = authorise(credentials, document)
         envelope = parse_json(Batch, body)
@@ -109,7 +109,7 @@ def routes(channel: Channel, settings: WebSettings) -> list[APIRouter]:
     ) -> dict[str, bool]:
         """One identify, track, page, screen, alias or group call (or `i`, `t`, `p`, `s`, `a`,
         `g`, as analytics.js names them)."""
-        body = await segment_body(request, settings.max_body_bytes, settings.body_read_seconds)
+        body = await segment_body(request, settings)
         document = parse_json_object(body)
         trust = authorise(credentials, document)
         call = {**document, "type": SHORT_PATHS.get(call_type, call_type)}
@@ -119,12 +119,14 @@ def routes(channel: Channel, settings: WebSettings) -> list[APIRouter]:
     return [router]
 
 
-async def segment_body(request: Request, limit: int, within: float) -> bytes:
+async def segment_body(request: Request, settings: WebSettings) -> bytes:
     """The body, inflated when the SDK gzipped it (`Content-Encoding: gzip`, as Segment's server
-    libraries can): `limit` applies to the inflated size too, so a small bomb cannot expand.
-    408 when it has not come whole `within` seconds: the write key may be in the body, so anyone
-    could hold a connection and its buffer for good by sending part of one."""
-    body = await raw_body(request, limit, within=within)
+    libraries can): the body limit applies to the inflated size too, so a small bomb cannot
+    expand. 408 when it has not come whole within `HILO_BODY_READ_SECONDS`: the write key may
+    be in the body, so anyone could hold a connection and its buffer for good by sending part
+    of one."""
+    limit = settings.max_body_bytes
+    body = await request_body(request, settings)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding == "identity":
         return body

@@ -25,8 +25,7 @@ def routes(channel: Channel, settings: WhatsAppSettings) -> list[APIRouter]:
             channel,
             app_secret=settings.whatsapp_app_secret,
             verify_token=settings.whatsapp_verify_token,
-            limit=settings.max_body_bytes,
-            within=settings.body_read_seconds,
+            settings=settings,
             translate=read,
         )
     ]

@@ -20,7 +20,7 @@ from hilo.channel import (
     Channel,
     ChannelSettings,
     Rejected,
-    raw_body,
+    request_body,
     signature_rejection,
     validation_rejection,
 )
@@ -116,8 +116,7 @@ def add_notification_route(
     channel: Channel,
     *,
     app_secret: SecretStr,
-    limit: int,
-    within: float,
+    settings: ChannelSettings,
     translate: Callable[[bytes], Awaitable[Translation]],
 ) -> None:
     """`POST` on the router's path: verify, translate, publish, and only then answer 200.
@@ -127,7 +126,7 @@ def add_notification_route(
 
     async def notify(request: Request) -> Response:
         """A signed notification: every event in it is published before 200."""
-        body = await verified_body(request, app_secret, limit, within)
+        body = await verified_body(request, app_secret, settings)
         try:
             interactions, ignored = await translate(body)
         except ValidationError as exc:
@@ -149,24 +148,24 @@ def meta_webhook_router(
     *,
     app_secret: SecretStr,
     verify_token: SecretStr,
-    limit: int,
-    within: float,
+    settings: ChannelSettings,
     translate: Callable[[bytes], Awaitable[Translation]],
 ) -> APIRouter:
     """A Meta channel's whole HTTP face at `prefix`: the handshake and the notifications."""
     router = APIRouter(prefix=prefix, tags=[channel.name])
     add_verification_route(router, verify_token)
     add_notification_route(
-        router, channel, app_secret=app_secret, limit=limit, within=within, translate=translate
+        router, channel, app_secret=app_secret, settings=settings, translate=translate
     )
     return router
 
 
 async def verified_body(
-    request: Request, app_secret: SecretStr, limit: int, within: float
+    request: Request, app_secret: SecretStr, settings: ChannelSettings
 ) -> bytes:
-    """The raw body, once `X-Hub-Signature-256` proves Meta sent it (401/403 otherwise)."""
-    body = await raw_body(request, limit, within=within)
+    """The raw body (within the channel's limit and read deadline), once
+    `X-Hub-Signature-256` proves Meta sent it (401/403 otherwise)."""
+    body = await request_body(request, settings)
     try:
         verify_hex_signature(
             app_secret.get_secret_value(),

@@ -24,7 +24,7 @@ from hilo.channel import (
     Channel,
     ChannelSettings,
     Rejected,
-    raw_body,
+    request_body,
     signature_rejection,
     validation_rejection,
 )
@@ -187,7 +187,7 @@ async def verified_form(
     request: Request, model: type[Form], settings: TwilioChannelSettings
 ) -> Form:
     """Parse a Twilio webhook form into `model` once its signature is proven (4xx otherwise)."""
-    body = await raw_body(request, settings.max_body_bytes, within=settings.body_read_seconds)
+    body = await request_body(request, settings)
     try:
         params = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
     except (UnicodeDecodeError, ValueError):
