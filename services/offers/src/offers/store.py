@@ -52,7 +52,8 @@ class TopicState:
     version: int
     """The highest version on it, whole or not (a version Kafka took half of counts)."""
     records: Callable[[], list[OfferRecord]]
-    """Each key's latest record (asked for only when the catalogue is behind)."""
+    """Each key's latest record, made when asked: the catalogue behind the topic takes them,
+    and a start compares them with its own (`Outbox.restore_topic`)."""
 
 
 TopicHead = Callable[[], TopicState | None]

@@ -96,6 +96,13 @@ class TwilioChannelSettings(ChannelSettings):
         "back its last 72 hours).",
     )
 
+    def signing_tokens(self) -> list[str]:
+        """The tokens a webhook may be signed with: the current one, then the one a rotation
+        replaces (never an empty one: it would let anyone sign)."""
+        previous = self.twilio_previous_auth_token
+        rotated = [previous.get_secret_value()] if previous else []
+        return [self.twilio_auth_token.get_secret_value(), *(t for t in rotated if t)]
+
     def catch_up_numbers(self) -> list[str]:
         """The numbers whose messages or calls are read back."""
         return [number.strip() for number in self.twilio_catch_up_numbers if number.strip()]
@@ -198,16 +205,15 @@ async def verified_form(
     if request.url.query:
         url += "?" + request.url.query
     signature = request.headers.get("x-twilio-signature")
-    try:
-        verify_twilio(settings.twilio_auth_token.get_secret_value(), url, params, signature)
-    except SignatureError as exc:
-        previous = settings.twilio_previous_auth_token
+    refusals: list[SignatureError] = []
+    for token in settings.signing_tokens():
         try:
-            if previous is None or not previous.get_secret_value():
-                raise  # an empty key would let anyone sign
-            verify_twilio(previous.get_secret_value(), url, params, signature)
-        except SignatureError:
-            raise signature_rejection(exc) from None
+            verify_twilio(token, url, params, signature)
+            break
+        except SignatureError as exc:
+            refusals.append(exc)
+    else:
+        raise signature_rejection(refusals[0]) from None
     try:
         return model.model_validate(dict(params))
     except ValidationError as exc:
