@@ -163,6 +163,8 @@ class JourneyCollection:
         """The first `limit` entries of `query` in time order whose fields are all `wanted`."""
         found: list[JourneyEntry] = []
         cursor = self.collection.find(query).sort([("occurred_at", direction), ("_id", direction)])
+        if not wanted:  # every entry the query finds is on the page: the server stops there
+            cursor = cursor.limit(limit)
         async for document in cursor:
             if all(document.get(field) in values for field, values in wanted.items()):
                 found.append(_entry(document))
