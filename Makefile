@@ -123,6 +123,7 @@ END_TO_END = $(BIN)/python services/customer-profile/bench/end_to_end.py --rate 
 bench: install infra-prepare browser-prepare load-prepare ## Measure throughput, latency and where the time goes (results in docs/benchmarks.md)
 	$(BIN)/python services/customer-profile/bench/report.py --sizes 1000 10000 50000
 	$(BIN)/python services/customer-profile/bench/database_time.py --events 10000
+	$(BIN)/python services/customer-profile/bench/late_entry.py --entries 50000
 	$(BIN)/python services/channel-whatsapp/bench/webhooks.py --floors --lingers 0,5,10,20
 	$(END_TO_END) --runs 3
 	$(END_TO_END) --profile .bench/profiles

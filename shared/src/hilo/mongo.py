@@ -10,7 +10,7 @@ document) a batch of 500 costs a fifth.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -155,11 +155,17 @@ async def find_in(
     field: str,
     values: Iterable[Any],
     projection: MongoDocument | None = None,
-) -> AsyncIterator[MongoDocument]:
-    """Documents whose `field` is one of `values`, one bounded `$in` query per chunk."""
+    *,
+    batch_size: int = 0,
+) -> AsyncGenerator[MongoDocument, None]:
+    """Documents whose `field` is one of `values`, one bounded `$in` query per chunk, read
+    `batch_size` at a time (0: the server's batches, up to 16 MB). A reader that stops early
+    closes it (`aclose`), which closes the server's cursor too."""
     for chunk in chunked(values):
-        async for document in collection.find({field: {"$in": chunk}}, projection):
-            yield document
+        query = collection.find({field: {"$in": chunk}}, projection, batch_size=batch_size)
+        async with query as cursor:
+            async for document in cursor:
+                yield document
 
 
 async def update_in(

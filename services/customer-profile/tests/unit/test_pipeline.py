@@ -24,6 +24,7 @@ from customer_profile.domain.identity import (
 )
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import MAX_REFUNDS_WAITING, RECENT_ORDERS, derive_view
+from customer_profile.service import derivation
 from customer_profile.service.pipeline import STEPS, Pipeline
 from customer_profile.service.ports import Contention, ViewSave
 from customer_profile.service.prices import PriceCheck
@@ -357,6 +358,32 @@ async def test_a_frequent_buyers_view_recalls_a_forgotten_order_instead_of_deriv
     assert profile.view is not None
     assert profile.view.order_count == RECENT_ORDERS + 12
     assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump()
+
+
+@pytest.mark.parametrize("held", [5, 10_000])
+async def test_a_late_event_on_a_long_journey_folds_it_as_read_past_the_entries_held(
+    monkeypatch: pytest.MonkeyPatch, held: int
+) -> None:
+    """A house account's late refund: derived whole either way, the same view; past `held`
+    entries the journey is folded in event-time order as read, never gathered."""
+    monkeypatch.setattr(derivation, "HELD_ENTRIES", held)
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    run = pipeline(store, publisher)
+    history = [order(n, f"ORD-{n}") for n in range(1, 8)]
+    history += [
+        interaction(f"m{n}", minutes=20 + n, kind="message", loyalty_id="L-HOUSE") for n in range(4)
+    ]
+    await run.process(raw_records(history))
+
+    store.calls.clear()
+    await run.process(raw_records([refund(-5, "ORD-3")]))  # dated before every entry
+
+    [profile] = (await store.load(list(store.profiles))).values()
+    journey = (await store.entries_of([profile]))[profile.customer_id]
+    assert profile.view is not None
+    assert profile.view.event_count == len(history) + 1
+    assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump()
+    assert ("in_order" in store.calls) == (held < len(journey))
 
 
 def refund(n: int, order_id: str, paid: str | None = "20.00") -> Interaction:

@@ -9,7 +9,8 @@ Entries stored by earlier versions carry `pending: false` instead, which counts 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime
 from itertools import islice
 from typing import Any
@@ -21,6 +22,9 @@ from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import ORDER_KINDS
 from customer_profile.service.ports import StoredProfile
 from hilo.mongo import MongoDocument, delete_in, find_in, insert_once, update_in
+
+READ_BATCH = 1000
+"""Entries per batch of a journey read in order: about 2 MB held, whatever the journey's size."""
 
 
 class JourneyCollection:
@@ -58,12 +62,39 @@ class JourneyCollection:
 
     async def entries_of(self, profiles: Iterable[StoredProfile]) -> dict[str, list[JourneyEntry]]:
         """Whole journeys of several customers (aliases included), in bounded `$in` queries."""
+        return await self.entries_within(profiles, math.inf) or {}
+
+    async def entries_within(
+        self, profiles: Iterable[StoredProfile], at_most: float
+    ) -> dict[str, list[JourneyEntry]] | None:
+        """Whole journeys of several customers, or None as soon as they hold more than
+        `at_most` entries together: the read stops there, its cursor closed, and the caller
+        folds them one at a time (`in_order`)."""
         owner = {alias: p.customer_id for p in profiles for alias in p.aliases}
         journeys: dict[str, list[JourneyEntry]] = {p: [] for p in set(owner.values())}
-        async for doc in find_in(self.collection, "customer_id", owner):
-            entry = _entry(doc)
-            journeys[owner[entry.customer_id]].append(entry)
+        found = find_in(self.collection, "customer_id", owner, batch_size=READ_BATCH)
+        held = 0
+        try:
+            async for doc in found:
+                if (held := held + 1) > at_most:
+                    return None
+                entry = _entry(doc)
+                journeys[owner[entry.customer_id]].append(entry)
+        finally:
+            await found.aclose()
         return journeys
+
+    async def in_order(self, aliases: list[str]) -> AsyncIterator[JourneyEntry]:
+        """A journey's entries in event-time order, ties by id, read as they are used: a house
+        account's 100,000 entries are never held at once (`READ_BATCH` at a time).
+
+        One query on the index (customer, time, id): MongoDB merges the aliases' ranges of it
+        in order (with very many aliases it sorts instead, on disk past its memory limit)."""
+        cursor = self.collection.find({"customer_id": {"$in": aliases}}, batch_size=READ_BATCH)
+        cursor = cursor.sort([("occurred_at", ASCENDING), ("_id", ASCENDING)])
+        async with cursor:
+            async for doc in cursor:
+                yield _entry(doc)
 
     async def customer_of_order(self, order_id: str) -> str | None:
         """The customer of the first order entry with this id, the one who placed it (as stored:
@@ -113,11 +144,25 @@ class JourneyCollection:
             if doc["type"] in ORDER_KINDS and doc["_id"] not in besides
         ]
 
-    async def entries(self, aliases: list[str]) -> list[JourneyEntry]:
-        cursor = self.collection.find({"customer_id": {"$in": aliases}}).sort(
-            [("occurred_at", ASCENDING), ("_id", ASCENDING)]
+    async def identifiers_used(self, aliases: list[str], until: datetime | None) -> set[str]:
+        """`kind:value` of each identifier these customers' entries carry (those that happened
+        up to `until`), read two fields an entry: never the whole journey at once."""
+        found = find_in(
+            self.collection,
+            "customer_id",
+            aliases,
+            {"identifiers": 1, "occurred_at": 1},
+            batch_size=READ_BATCH,
         )
-        return [_entry(doc) async for doc in cursor]
+        return {
+            f"{kind}:{value}"
+            async for doc in found
+            if until is None or doc["occurred_at"] <= until
+            for kind, value in doc["identifiers"].items()
+        }
+
+    async def entries(self, aliases: list[str]) -> list[JourneyEntry]:
+        return [entry async for entry in self.in_order(aliases)]
 
     async def page(
         self,

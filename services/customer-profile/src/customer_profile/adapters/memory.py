@@ -8,7 +8,7 @@ server. Not for production: nothing is durable and nothing is shared between pro
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -322,6 +322,19 @@ class InMemoryStore:
             if entry.customer_id in owner:
                 journeys[owner[entry.customer_id]].append(entry)
         return journeys
+
+    async def entries_within(
+        self, profiles: Iterable[StoredProfile], at_most: float
+    ) -> dict[str, list[JourneyEntry]] | None:
+        journeys = await self.entries_of(profiles)
+        return journeys if sum(map(len, journeys.values())) <= at_most else None
+
+    async def in_order(self, aliases: list[str]) -> AsyncIterator[JourneyEntry]:
+        self._count("in_order", aliases)
+        wanted = set(aliases)
+        journey = [entry for entry in self.journey.values() if entry.customer_id in wanted]
+        for entry in sorted(journey, key=JourneyEntry.sort_key):
+            yield entry
 
     async def order_entries(
         self, order_ids: Iterable[str], besides: set[str]

@@ -18,7 +18,7 @@ and its record published.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -291,6 +291,14 @@ class ProfileStore:
     async def entries_of(self, profiles: Iterable[StoredProfile]) -> dict[str, list[JourneyEntry]]:
         return await self._journey.entries_of(profiles)
 
+    async def entries_within(
+        self, profiles: Iterable[StoredProfile], at_most: float
+    ) -> dict[str, list[JourneyEntry]] | None:
+        return await self._journey.entries_within(profiles, at_most)
+
+    def in_order(self, aliases: list[str]) -> AsyncIterator[JourneyEntry]:
+        return self._journey.in_order(aliases)
+
     async def entries(self, aliases: list[str]) -> list[JourneyEntry]:
         return await self._journey.entries(aliases)
 
@@ -538,12 +546,7 @@ class ProfileStore:
         to then: what a person did after their erasure is not theirs to erase."""
         claims = await self._identities.claims_of(aliases)
         keys = {*held, *(key for key, at in claims.items() if until is None or at <= until)}
-        used = {
-            f"{kind}:{value}"
-            for entry in await self.entries(aliases)
-            if until is None or entry.occurred_at <= until
-            for kind, value in entry.identifiers.items()
-        }
+        used = await self._journey.identifiers_used(aliases, until)
         owners = await self.owners(used - keys)
         others = {key for key, owner in owners.items() if owner not in aliases}
         return keys | {key for key in used - keys if key not in others}

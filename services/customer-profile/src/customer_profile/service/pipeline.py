@@ -43,7 +43,8 @@ from customer_profile.domain.identity import (
     conflict_ids,
 )
 from customer_profile.domain.journey import JourneyEntry, new_entry
-from customer_profile.domain.profile import ProfileView, derive_view
+from customer_profile.domain.profile import ProfileView
+from customer_profile.service.derivation import derived_views
 from customer_profile.service.ports import (
     CLAIM_CLOCK_SKEW,
     Contention,
@@ -536,12 +537,14 @@ class Pipeline:
         profiles.update(await self._store.load(rebuild - set(profiles)))
         saved: dict[str, StoredProfile] = {}
         for _ in range(MAX_SAVE_ATTEMPTS):
-            journeys = await self._store.entries_of(p for c, p in profiles.items() if c in rebuild)
+            derived = await derived_views(
+                self._store, (p for c, p in profiles.items() if c in rebuild), self._window
+            )
             views = {
                 customer: ViewSave(
                     profile,
-                    derive_view(journeys[customer], self._window)
-                    if customer in journeys
+                    derived[customer]
+                    if customer in derived
                     else _fold(profile.view, by_customer[customer], self._window),
                 )
                 for customer, profile in profiles.items()

@@ -9,7 +9,7 @@ view version is inserted once) are the port's contract: both implementations kee
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -262,6 +262,16 @@ class Store(Protocol):
 
     async def entries_of(self, profiles: Iterable[StoredProfile]) -> dict[str, list[JourneyEntry]]:
         """Whole journeys of several customers, aliases included."""
+
+    async def entries_within(
+        self, profiles: Iterable[StoredProfile], at_most: float
+    ) -> dict[str, list[JourneyEntry]] | None:
+        """Whole journeys of several customers, or None if they hold more than `at_most`
+        entries together (read no further than that)."""
+
+    def in_order(self, aliases: list[str]) -> AsyncIterator[JourneyEntry]:
+        """A journey's entries (all of these aliases') in event-time order, ties by id, read a
+        bounded batch at a time."""
 
     async def order_entries(
         self, order_ids: Iterable[str], besides: set[str]

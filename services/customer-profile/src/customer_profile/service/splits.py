@@ -27,9 +27,9 @@ from customer_profile.adapters.splits import Split
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.identity import split_key
 from customer_profile.domain.journey import JourneyEntry
-from customer_profile.domain.profile import derive_view
 from customer_profile.domain.split import SplitPlan, SplitSeeds, plan_split
 from customer_profile.service.background import keep_finishing
+from customer_profile.service.derivation import derived_views
 from customer_profile.service.pipeline import (
     JSON,
     MAX_SAVE_ATTEMPTS,
@@ -280,9 +280,9 @@ class Splits:
         an instance's batch saved first)."""
         for _ in range(MAX_SAVE_ATTEMPTS):
             profiles = await self._store.load(customer_ids)
-            journeys = await self._store.entries_of(profiles.values())
+            derived = await derived_views(self._store, profiles.values(), self._window)
             views = {
-                customer: ViewSave(profile, derive_view(journeys[customer], self._window))
+                customer: ViewSave(profile, derived[customer])
                 for customer, profile in profiles.items()
             }
             lost = await self._store.save_views(views)

@@ -1,0 +1,140 @@
+"""A long journey (a shop's walk-in account) is derived again without being held whole.
+
+A late event re-derives the view from the whole journey. Past `derivation.HELD_ENTRIES` the
+journey is folded as it is read, in event-time order, from one cursor on the real server; these
+tests lower the bound to a few entries and check the order, the view and that a read stopped at
+the bound closes its cursor on the server.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pymongo import AsyncMongoClient, monitoring
+
+from customer_profile.adapters import journey
+from customer_profile.adapters.store import ProfileStore
+from customer_profile.domain.journey import JourneyEntry
+from customer_profile.domain.profile import derive_view
+from customer_profile.service import derivation
+from customer_profile.service.ports import StoredProfile
+from customer_profile.testing import RunningProfileService, interaction
+from hilo.mongo import MongoDocument, create_mongo_client
+from hilo.settings import HiloSettings
+from hilo.testkit.query_plans import winning_stages
+
+START = datetime(2026, 11, 1, 9, tzinfo=UTC)
+
+
+def entries(count: int, customers: tuple[str, ...]) -> list[JourneyEntry]:
+    """Entries spread over `customers`, four to a minute: times tie across aliases."""
+    return [
+        JourneyEntry(
+            id=f"e{n:04}",
+            customer_id=customers[n % len(customers)],
+            occurred_at=START + timedelta(minutes=(count - n) // 4),
+            recorded_at=START,
+            channel="store",
+            type="message",
+            summary="",
+            source="test",
+            identifiers={},
+            payload={},
+        )
+        for n in range(count)
+    ]
+
+
+def profile(customer_id: str) -> StoredProfile:
+    return StoredProfile(
+        customer_id=customer_id,
+        version=1,
+        created_at=START,
+        identifiers=[],
+        merged_from=[],
+        view=None,
+    )
+
+
+async def test_a_journey_read_in_order_gives_each_aliass_entries_once_by_time_then_id(
+    mongo_client: AsyncMongoClient[MongoDocument],
+    settings: HiloSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(journey, "READ_BATCH", 7)  # many batches, each read as needed
+    store = ProfileStore(mongo_client, settings.mongodb_database)
+    await store.create_indexes()
+    stored = entries(60, ("c1", "c2", "c3"))
+    await store.insert_entries(stored)
+
+    read = [entry.id async for entry in store.in_order(["c1", "c2"])]
+
+    mine = [e for e in stored if e.customer_id in ("c1", "c2")]
+    assert read == [e.id for e in sorted(mine, key=JourneyEntry.sort_key)]
+    query = {"customer_id": {"$in": ["c1", "c2"]}}
+    plan = await store.journey.find(query).sort([("occurred_at", 1), ("_id", 1)]).explain()
+    assert "COLLSCAN" not in winning_stages(plan), plan
+
+
+class KilledCursors(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.killed = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.killed += event.command_name == "killCursors"
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_journeys_read_within_a_bound_stop_there_and_close_their_cursor(
+    settings: HiloSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journey, "READ_BATCH", 7)  # the server holds the rest when it stops
+    listener = KilledCursors()
+    client = create_mongo_client(settings, listeners=[listener])
+    store = ProfileStore(client, settings.mongodb_database)
+    try:
+        await store.create_indexes()
+        await store.insert_entries(entries(250, ("c1", "c2")))
+        both = [profile("c1"), profile("c2")]
+
+        assert await store.entries_within(both, 10) is None
+        assert listener.killed == 1, "the server's cursor is closed, not left to time out"
+        within = await store.entries_within(both, 250)
+        assert within is not None
+        assert {c: len(journey) for c, journey in within.items()} == {"c1": 125, "c2": 125}
+    finally:
+        await client.drop_database(settings.mongodb_database)
+        await client.close()
+
+
+async def test_a_late_event_on_a_journey_past_the_bound_gives_the_view_a_derivation_gives(
+    profile_service: RunningProfileService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer on the real servers: a walk-in account's orders and messages, then a refund
+    dated before all of them, folded as read in batches of 7 (the bound is 20 entries)."""
+    monkeypatch.setattr(derivation, "HELD_ENTRIES", 20)
+    monkeypatch.setattr(journey, "READ_BATCH", 7)
+    svc = profile_service
+    house = {"loyalty_id": "L-WALK-IN"}
+    history = [
+        interaction(f"o{n}", minutes=10 + n, kind=("order", "message", "cart")[n % 3], **house)
+        for n in range(45)
+    ]
+    await svc.publish(history)
+    await svc.wait_for_entries(len(history))
+    await svc.publish([interaction("late", minutes=1, kind="refund", **house)])
+    await svc.wait_for_entries(len(history) + 1)
+
+    customer = await svc.customer_of("loyalty_id", "L-WALK-IN")
+    [stored] = (await svc.service.store.load([customer])).values()
+    whole = await svc.service.store.entries(stored.aliases)
+    assert stored.view is not None
+    assert stored.view.event_count == len(history) + 1
+    assert any(entry.late for entry in whole)
+    assert stored.view.model_dump() == derive_view(whole, timedelta(hours=24)).model_dump()

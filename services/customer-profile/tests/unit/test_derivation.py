@@ -1,0 +1,73 @@
+"""Views derived again from whole journeys, within the entries held in memory at once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from customer_profile.adapters.memory import InMemoryStore
+from customer_profile.domain.journey import JourneyEntry
+from customer_profile.domain.profile import derive_view
+from customer_profile.service import derivation
+from customer_profile.service.derivation import derived_views
+from customer_profile.service.ports import StoredProfile
+
+START = datetime(2026, 11, 1, 9, tzinfo=UTC)
+WINDOW = timedelta(hours=24)
+
+
+def entry(n: int, customer_id: str) -> JourneyEntry:
+    return JourneyEntry(
+        id=f"e{n:02}",
+        customer_id=customer_id,
+        occurred_at=START + timedelta(minutes=(20 - n) % 7),
+        recorded_at=START,
+        channel=("web", "sms")[n % 2],
+        type="message",
+        summary="",
+        source="test",
+        identifiers={},
+        payload={"direction": "inbound", "text": f"message {n}"},
+    )
+
+
+def profile(customer_id: str, merged_from: list[str], events: int | None) -> StoredProfile:
+    view = (
+        None
+        if events is None
+        else derive_view([], WINDOW).model_copy(update={"event_count": events})
+    )
+    return StoredProfile(
+        customer_id=customer_id,
+        version=1,
+        created_at=START,
+        identifiers=[],
+        merged_from=merged_from,
+        view=view,
+    )
+
+
+@pytest.mark.parametrize(
+    ("held", "counted", "folded_as_read"),
+    [
+        (100, None, 0),  # both journeys read together
+        (6, None, 2),  # 8 + 4 entries: past the bound together, each folded as read
+        (100, 200, 1),  # a view that counts more than the bound: folded as read straight away
+    ],
+)
+async def test_views_are_derived_the_same_whether_held_or_folded_as_read(
+    monkeypatch: pytest.MonkeyPatch, held: int, counted: int | None, folded_as_read: int
+) -> None:
+    monkeypatch.setattr(derivation, "HELD_ENTRIES", held)
+    store = InMemoryStore()
+    journey = [entry(n, ("c1", "c1-old", "c2")[n % 3]) for n in range(12)]
+    await store.insert_entries(journey)
+    profiles = [profile("c1", ["c1-old"], counted), profile("c2", [], None)]
+
+    views = await derived_views(store, profiles, WINDOW)
+
+    for p in profiles:
+        own = [e for e in journey if e.customer_id in p.aliases]
+        assert views[p.customer_id] == derive_view(own, WINDOW), p.customer_id
+    assert store.calls.get("in_order", 0) == folded_as_read
