@@ -3,7 +3,8 @@
 An event dated before the latest one on a customer's journey (a till whose clock is behind, a
 provider's retry) cannot be folded on top of the stored view: the view is derived again from
 the whole journey, in event-time order. This run stores a journey of `--entries` entries for one
-customer (a shop's walk-in account, on every till), then processes a batch holding one event
+customer (a shop's walk-in account, on every till), a minute apart and all in the past (an
+event dated ahead of the clock is brought back to it), then processes a batch holding one event
 dated before all of them, and reports the memory the consumer's process allocated at its peak
 during that batch (tracemalloc), the process's peak resident memory before and after it, and
 how long the batch took.
@@ -49,12 +50,13 @@ async def measure(endpoints: Endpoints, entries: int) -> dict[str, float]:
         began = time.perf_counter()
         for start in range(0, entries, BATCH):
             batch = [
-                interaction(f"h{n}", minutes=n, kind="message", email=HOUSE)
+                interaction(f"h{n}", minutes=n - entries, kind="message", email=HOUSE)
                 for n in range(start, min(start + BATCH, entries))
             ]
             await pipeline.process(raw_records(batch))
         stored = time.perf_counter() - began
-        late = raw_records([interaction("late", minutes=-1, kind="message", email=HOUSE)])
+        first = -entries - 1
+        late = raw_records([interaction("late", minutes=first, kind="message", email=HOUSE)])
         rss_before = _peak_rss_mib()
         tracemalloc.start()
         began = time.perf_counter()

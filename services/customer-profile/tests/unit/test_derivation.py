@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
 from customer_profile.adapters.memory import InMemoryStore
 from customer_profile.domain.journey import JourneyEntry
@@ -65,9 +66,25 @@ async def test_views_are_derived_the_same_whether_held_or_folded_as_read(
     await store.insert_entries(journey)
     profiles = [profile("c1", ["c1-old"], counted), profile("c2", [], None)]
 
+    before = {read: _sample("hilo_profile_views_derived_total", read) for read in READS}
+    entries_before = _sample("hilo_profile_derived_entries_total")
+
     views = await derived_views(store, profiles, WINDOW)
 
     for p in profiles:
         own = [e for e in journey if e.customer_id in p.aliases]
         assert views[p.customer_id] == derive_view(own, WINDOW), p.customer_id
     assert store.calls.get("in_order", 0) == folded_as_read
+    derived = {
+        read: _sample("hilo_profile_views_derived_total", read) - before[read] for read in READS
+    }
+    assert derived == {"held": 2 - folded_as_read, "as_read": folded_as_read}
+    assert _sample("hilo_profile_derived_entries_total") - entries_before == len(journey)
+
+
+READS = ("held", "as_read")
+
+
+def _sample(name: str, read: str | None = None) -> float:
+    labels = {} if read is None else {"read": read}
+    return REGISTRY.get_sample_value(name, labels) or 0.0

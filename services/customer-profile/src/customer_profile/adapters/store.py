@@ -34,6 +34,7 @@ from customer_profile.adapters.profiles import ProfileCollection
 from customer_profile.adapters.splits import Split, SplitCollection
 from customer_profile.domain.identity import Conflict
 from customer_profile.domain.journey import JourneyEntry
+from customer_profile.domain.split import EntryOutline
 from customer_profile.service.ports import (
     HOLD_EXPIRY,
     ErasedClaimsMet,
@@ -301,6 +302,12 @@ class ProfileStore:
 
     async def entries(self, aliases: list[str]) -> list[JourneyEntry]:
         return await self._journey.entries(aliases)
+
+    async def outlines_of(self, profiles: Iterable[StoredProfile]) -> dict[str, list[EntryOutline]]:
+        return await self._journey.outlines_of(profiles)
+
+    async def entries_by_id(self, event_ids: list[str]) -> list[JourneyEntry]:
+        return await self._journey.entries_by_id(event_ids)
 
     async def order_entries(
         self, order_ids: Iterable[str], besides: set[str]

@@ -11,11 +11,37 @@ person decides, never a guess.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
-from customer_profile.domain.journey import JourneyEntry
+
+class Replayed(Protocol):
+    """What a split replays of a journey entry: a `JourneyEntry`, or an `EntryOutline`."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def customer_id(self) -> str: ...
+    @property
+    def recorded_at(self) -> datetime: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+    @property
+    def identifiers(self) -> Mapping[str, str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EntryOutline:
+    """A journey entry as far as a split reads it: whose it was stored as, when, and with which
+    identifiers. Never its payload: a walk-in account's journey, whole, is hundreds of MB."""
+
+    id: str
+    customer_id: str
+    recorded_at: datetime
+    occurred_at: datetime
+    identifiers: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -43,7 +69,7 @@ class SplitPlan:
     """Entries carrying identifiers of both sides: kept, listed for a person to look at."""
 
 
-def plan_split(entries: Iterable[JourneyEntry], seeds: SplitSeeds) -> SplitPlan:
+def plan_split(entries: Iterable[Replayed], seeds: SplitSeeds) -> SplitPlan:
     """Replay the merged journey in recorded order and say which entries and keys go back."""
     plan = SplitPlan(
         restored_keys=set(seeds.restored_keys & seeds.owned),
@@ -62,7 +88,7 @@ def plan_split(entries: Iterable[JourneyEntry], seeds: SplitSeeds) -> SplitPlan:
     return plan
 
 
-def _side(entry: JourneyEntry, keys: set[str], seeds: SplitSeeds, plan: SplitPlan) -> bool:
+def _side(entry: Replayed, keys: set[str], seeds: SplitSeeds, plan: SplitPlan) -> bool:
     """True when the entry is the restored side's."""
     if entry.customer_id in seeds.restored_aliases:
         return True

@@ -13,9 +13,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from datetime import timedelta
 
+from prometheus_client import Counter
+
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import ProfileView, derive_view
 from customer_profile.service.ports import Store, StoredProfile
+
+DERIVED = Counter(
+    "hilo_profile_views_derived_total",
+    "Views derived again from the whole journey (late events, merges, splits, lost races), by "
+    "how the journey was read: held together, or folded as read (a long one)",
+    ["read"],
+)
+DERIVED_ENTRIES = Counter(
+    "hilo_profile_derived_entries_total",
+    "Journey entries read to derive views again: what late events on long journeys cost",
+)
 
 HELD_ENTRIES = 10_000
 """The most entries read into memory together (about 50 MB): a batch's journeys usually hold a
@@ -37,6 +50,8 @@ async def derived_views(
     if journeys is None:
         long, journeys = long + short, {}
     views = {c: derive_view(entries, conversation_window) for c, entries in journeys.items()}
+    DERIVED.labels(read="held").inc(len(journeys))
+    DERIVED_ENTRIES.inc(sum(map(len, journeys.values())))
     for profile in long:
         views[profile.customer_id] = await _folded(
             store.in_order(profile.aliases), conversation_window
@@ -49,4 +64,6 @@ async def _folded(entries: AsyncIterator[JourneyEntry], window: timedelta) -> Pr
     view = ProfileView()
     async for entry in entries:
         view.apply(entry, window)
+        DERIVED_ENTRIES.inc()
+    DERIVED.labels(read="as_read").inc()
     return view.finish()

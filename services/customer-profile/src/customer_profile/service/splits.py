@@ -27,7 +27,13 @@ from customer_profile.adapters.splits import Split
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.identity import split_key
 from customer_profile.domain.journey import JourneyEntry
-from customer_profile.domain.split import SplitPlan, SplitSeeds, plan_split
+from customer_profile.domain.split import (
+    EntryOutline,
+    Replayed,
+    SplitPlan,
+    SplitSeeds,
+    plan_split,
+)
 from customer_profile.service.background import keep_finishing
 from customer_profile.service.derivation import derived_views
 from customer_profile.service.pipeline import (
@@ -216,21 +222,22 @@ class Splits:
         kept_id = canonical[split.kept]
         loaded = await self._store.load([kept_id, split.restored])
         kept, restored = loaded[kept_id], loaded[split.restored]
-        journeys = await self._store.entries_of([kept, restored])
+        journeys = await self._store.outlines_of([kept, restored])
         plan = await self._plan(
             split, kept, restored, [*journeys[kept_id], *journeys[restored.customer_id]]
         )
         back = set(plan.restored_entries)
-        moving = [e for e in journeys[kept_id] if e.id in back]
+        moving = [e.id for e in journeys[kept_id] if e.id in back]
         # Recorded first: a retry after a failed publish must publish these again, and by then
         # they are already stored under the restored profile.
-        await self._store.split_moves(split.id, [e.id for e in moving])
-        await self._store.hand_over(kept, restored, plan.restored_keys, [e.id for e in moving])
+        await self._store.split_moves(split.id, moving)
+        await self._store.hand_over(kept, restored, plan.restored_keys, moving)
         if split.outcome is None or moving:
             saved = await self._save_views([kept_id, split.restored])
             earlier = set(split.moved) if split.outcome is None else set()
-            moved_before = [e for e in journeys[split.restored] if e.id in earlier]
-            await self._publish(split, kept_id, saved, [*moved_before, *moving])
+            moved_before = [e.id for e in journeys[split.restored] if e.id in earlier]
+            corrected = await self._store.entries_by_id([*moved_before, *moving])
+            await self._publish(split, kept_id, saved, corrected)
         outcome = {
             "kept": kept_id,
             "restored": split.restored,
@@ -261,7 +268,7 @@ class Splits:
         split: Split,
         kept: StoredProfile,
         restored: StoredProfile,
-        entries: list[JourneyEntry],
+        entries: list[EntryOutline],
     ) -> SplitPlan:
         kept_claims = await self._store.claims_of(kept.aliases)
         restored_claims = await self._store.claims_of(restored.aliases)
@@ -356,7 +363,7 @@ def split_record(split: Split, kept_id: str) -> bytes:
 
 
 def _kept_from_the_start(
-    split: Split, kept_claims: Mapping[str, datetime], entries: Sequence[JourneyEntry]
+    split: Split, kept_claims: Mapping[str, datetime], entries: Sequence[Replayed]
 ) -> set[str]:
     """The identifiers the kept profile keeps whatever the replay finds: those it held before
     the merge being undone; for identifiers split off, those its entries carried before the
