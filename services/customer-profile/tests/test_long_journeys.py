@@ -11,13 +11,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient, monitoring
 
 from customer_profile.adapters import journey
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import derive_view
-from customer_profile.service import derivation
+from customer_profile.service import derivation, privacy
 from customer_profile.service.ports import StoredProfile
 from customer_profile.testing import RunningProfileService, interaction
 from hilo.mongo import MongoDocument, create_mongo_client
@@ -121,6 +122,7 @@ async def test_a_late_event_on_a_journey_past_the_bound_gives_the_view_a_derivat
     monkeypatch.setattr(derivation, "HELD_ENTRIES", 20)
     monkeypatch.setattr(journey, "READ_BATCH", 7)
     svc = profile_service
+    folded_before = _folded_as_read()
     house = {"loyalty_id": "L-WALK-IN"}
     history = [
         interaction(f"o{n}", minutes=10 + n, kind=("order", "message", "cart")[n % 3], **house)
@@ -138,3 +140,67 @@ async def test_a_late_event_on_a_journey_past_the_bound_gives_the_view_a_derivat
     assert stored.view.event_count == len(history) + 1
     assert any(entry.late for entry in whole)
     assert stored.view.model_dump() == derive_view(whole, timedelta(hours=24)).model_dump()
+    assert _folded_as_read() > folded_before, "folded as read, not gathered"
+
+
+def _folded_as_read() -> float:
+    labels = {"read": "as_read"}
+    return REGISTRY.get_sample_value("hilo_profile_views_derived_total", labels) or 0.0
+
+
+class Replies(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.documents: list[dict[str, object]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        cursor = event.reply.get("cursor", {})
+        self.documents += cursor.get("firstBatch", []) + cursor.get("nextBatch", [])
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_the_ids_of_a_journey_come_without_the_entries(settings: HiloSettings) -> None:
+    """What an erasure and an export ask for the ids: the server sends the ids alone."""
+    replies = Replies()
+    client = create_mongo_client(settings, listeners=[replies])
+    store = ProfileStore(client, settings.mongodb_database)
+    try:
+        await store.create_indexes()
+        await store.insert_entries(entries(30, ("c1",)))
+        replies.documents.clear()
+
+        ids = await store.journey_ids(["c1"])
+
+        assert sorted(ids) == [f"e{n:04}" for n in range(30)]
+        assert [set(document) for document in replies.documents] == [{"_id"}] * 30
+    finally:
+        await client.drop_database(settings.mongodb_database)
+        await client.close()
+
+
+async def test_an_export_sends_the_journey_in_time_order_as_it_is_read(
+    profile_service: RunningProfileService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export's body is one JSON document whatever the chunks it went in (1 KB here)."""
+    monkeypatch.setattr(privacy, "EXPORT_CHUNK_BYTES", 1024)
+    monkeypatch.setattr(journey, "READ_BATCH", 7)
+    svc = profile_service
+    history = [
+        interaction(f"x{n}", minutes=(n * 7) % 60, kind="message", email="walk-in@example.com")
+        for n in range(60)
+    ]
+    await svc.publish(history)
+    await svc.wait_for_entries(len(history))
+    customer = await svc.customer_of("email", "walk-in@example.com")
+
+    export = await svc.get(f"/v1/customers/{customer}/export")
+
+    assert export["customer_id"] == customer
+    assert export["identities"] == ["email:walk-in@example.com"]
+    times = [(entry["occurred_at"], entry["id"]) for entry in export["journey"]]
+    assert len(times) == len(history)
+    assert times == sorted(times)

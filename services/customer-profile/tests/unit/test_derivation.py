@@ -88,3 +88,22 @@ READS = ("held", "as_read")
 def _sample(name: str, read: str | None = None) -> float:
     labels = {} if read is None else {"read": read}
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_profiles_are_read_in_groups_their_views_say_fit_within_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three customers of 4 entries each, 8 held at most: two reads (4 + 4, then 4), none
+    folded one profile at a time, where one read past the bound would fold all three."""
+    monkeypatch.setattr(derivation, "HELD_ENTRIES", 8)
+    store = InMemoryStore()
+    journey = [entry(n, ("c1", "c2", "c3")[n % 3]) for n in range(12)]
+    await store.insert_entries(journey)
+    profiles = [profile(c, [], 4) for c in ("c1", "c2", "c3")]
+
+    views = await derived_views(store, profiles, WINDOW)
+
+    assert (store.calls.get("entries_of"), store.calls.get("in_order")) == (2, None)
+    for p in profiles:
+        own = [e for e in journey if e.customer_id == p.customer_id]
+        assert views[p.customer_id] == derive_view(own, WINDOW)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from datetime import datetime
 from itertools import islice
 from typing import Any
@@ -85,7 +85,7 @@ class JourneyCollection:
             await found.aclose()
         return journeys
 
-    async def in_order(self, aliases: list[str]) -> AsyncIterator[JourneyEntry]:
+    async def in_order(self, aliases: list[str]) -> AsyncGenerator[JourneyEntry, None]:
         """A journey's entries in event-time order, ties by id, read as they are used: a house
         account's 100,000 entries are never held at once (`READ_BATCH` at a time).
 
@@ -257,8 +257,10 @@ class JourneyCollection:
         await update_in(self.collection, "_id", event_ids, {"$set": {"customer_id": customer_id}})
 
     async def ids_of(self, aliases: list[str]) -> list[str]:
-        """The ids of these customers' entries (their events' ids)."""
-        return [doc["_id"] async for doc in find_in(self.collection, "customer_id", aliases, {})]
+        """The ids of these customers' entries (their events' ids). The projection names `_id`:
+        an empty one returns whole documents (99 MiB read for 20,000 entries)."""
+        found = find_in(self.collection, "customer_id", aliases, {"_id": 1}, batch_size=READ_BATCH)
+        return [doc["_id"] async for doc in found]
 
     async def erase(self, aliases: list[str]) -> int:
         """Entries first, then their settled markers: an entry is never left without its marker,

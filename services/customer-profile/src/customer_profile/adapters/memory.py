@@ -8,7 +8,7 @@ server. Not for production: nothing is durable and nothing is shared between pro
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -329,7 +329,7 @@ class InMemoryStore:
         journeys = await self.entries_of(profiles)
         return journeys if sum(map(len, journeys.values())) <= at_most else None
 
-    async def in_order(self, aliases: list[str]) -> AsyncIterator[JourneyEntry]:
+    async def in_order(self, aliases: list[str]) -> AsyncGenerator[JourneyEntry, None]:
         self._count("in_order", aliases)
         wanted = set(aliases)
         journey = [entry for entry in self.journey.values() if entry.customer_id in wanted]

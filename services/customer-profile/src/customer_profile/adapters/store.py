@@ -18,7 +18,7 @@ and its record published.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -297,11 +297,17 @@ class ProfileStore:
     ) -> dict[str, list[JourneyEntry]] | None:
         return await self._journey.entries_within(profiles, at_most)
 
-    def in_order(self, aliases: list[str]) -> AsyncIterator[JourneyEntry]:
+    def in_order(self, aliases: list[str]) -> AsyncGenerator[JourneyEntry, None]:
         return self._journey.in_order(aliases)
 
     async def entries(self, aliases: list[str]) -> list[JourneyEntry]:
         return await self._journey.entries(aliases)
+
+    async def journey_ids(self, aliases: list[str]) -> list[str]:
+        return await self._journey.ids_of(aliases)
+
+    async def identifiers_used(self, aliases: list[str], until: datetime | None = None) -> set[str]:
+        return await self._journey.identifiers_used(aliases, until)
 
     async def outlines_of(self, profiles: Iterable[StoredProfile]) -> dict[str, list[EntryOutline]]:
         return await self._journey.outlines_of(profiles)
@@ -553,7 +559,7 @@ class ProfileStore:
         to then: what a person did after their erasure is not theirs to erase."""
         claims = await self._identities.claims_of(aliases)
         keys = {*held, *(key for key, at in claims.items() if until is None or at <= until)}
-        used = await self._journey.identifiers_used(aliases, until)
+        used = await self.identifiers_used(aliases, until)
         owners = await self.owners(used - keys)
         others = {key for key, owner in owners.items() if owner not in aliases}
         return keys | {key for key in used - keys if key not in others}

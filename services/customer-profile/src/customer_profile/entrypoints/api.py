@@ -23,7 +23,7 @@ from fastapi import (
     Security,
 )
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
 
@@ -454,11 +454,19 @@ async def get_conflicts(customer_id: str, state: State) -> list[dict[str, Any]]:
     return await state.store.conflicts_of(profile.aliases)
 
 
-@router.get("/{customer_id}/export", dependencies=Admin)
-async def export_customer(customer_id: str, state: State) -> dict[str, Any]:
-    """Everything held about the customer (right of access)."""
+@router.get(
+    "/{customer_id}/export",
+    dependencies=Admin,
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/json": {}}}},
+)
+async def export_customer(customer_id: str, state: State) -> StreamingResponse:
+    """Everything held about the customer (right of access), as one JSON document whose
+    `journey` is sent as it is read (a body cut short, without its closing brackets, is a
+    failure to retry)."""
     profile = await _profile(state, customer_id)
-    return await state.privacy.export(profile)
+    export = await state.privacy.export(profile)
+    return StreamingResponse(export.json_chunks(), media_type="application/json")
 
 
 @router.delete(

@@ -11,6 +11,7 @@ is folded as it is read, in event-time order.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from contextlib import aclosing
 from datetime import timedelta
 
 from prometheus_client import Counter
@@ -27,7 +28,7 @@ DERIVED = Counter(
 )
 DERIVED_ENTRIES = Counter(
     "hilo_profile_derived_entries_total",
-    "Journey entries read to derive views again: what late events on long journeys cost",
+    "Journey entries folded to derive views again: what late events on long journeys cost",
 )
 
 HELD_ENTRIES = 10_000
@@ -38,25 +39,48 @@ few hundred, and one query reads them all."""
 async def derived_views(
     store: Store, profiles: Iterable[StoredProfile], conversation_window: timedelta
 ) -> dict[str, ProfileView]:
-    """Each profile's view as its whole journey (aliases included) implies it. A profile whose
-    stored view already counts more than `HELD_ENTRIES` events is folded as read straight away,
-    not read up to the bound first."""
-    long: list[StoredProfile] = []
-    short: list[StoredProfile] = []
-    for profile in profiles:
-        view = profile.view
-        (long if view is not None and view.event_count > HELD_ENTRIES else short).append(profile)
-    journeys = await store.entries_within(short, HELD_ENTRIES)
-    if journeys is None:
-        long, journeys = long + short, {}
-    views = {c: derive_view(entries, conversation_window) for c, entries in journeys.items()}
-    DERIVED.labels(read="held").inc(len(journeys))
-    DERIVED_ENTRIES.inc(sum(map(len, journeys.values())))
+    """Each profile's view as its whole journey (aliases included) implies it.
+
+    The profiles are read in groups their stored views say hold at most `HELD_ENTRIES` events
+    together (one query each, usually one for a batch); a profile whose view alone counts more,
+    or a group that turns out to hold more (a merge brought entries its views did not count), is
+    folded as read, one profile at a time."""
+    views: dict[str, ProfileView] = {}
+    groups, long = _grouped(profiles)
+    for group in groups:
+        journeys = await store.entries_within(group, HELD_ENTRIES)
+        if journeys is None:
+            long += group
+            continue
+        for customer, entries in journeys.items():
+            views[customer] = derive_view(entries, conversation_window)
+            DERIVED_ENTRIES.inc(len(entries))
+        DERIVED.labels(read="held").inc(len(journeys))
     for profile in long:
-        views[profile.customer_id] = await _folded(
-            store.in_order(profile.aliases), conversation_window
-        )
+        async with aclosing(store.in_order(profile.aliases)) as journey:
+            views[profile.customer_id] = await _folded(journey, conversation_window)
     return views
+
+
+def _grouped(
+    profiles: Iterable[StoredProfile],
+) -> tuple[list[list[StoredProfile]], list[StoredProfile]]:
+    """Profiles in groups of at most `HELD_ENTRIES` events by their stored views, and those
+    whose view alone counts more (folded as read, never read up to the bound first)."""
+    groups: list[list[StoredProfile]] = [[]]
+    long: list[StoredProfile] = []
+    held = 0
+    for profile in profiles:
+        count = profile.view.event_count if profile.view is not None else 0
+        if count > HELD_ENTRIES:
+            long.append(profile)
+            continue
+        if held + count > HELD_ENTRIES and groups[-1]:
+            groups.append([])
+            held = 0
+        groups[-1].append(profile)
+        held += count
+    return [group for group in groups if group], long
 
 
 async def _folded(entries: AsyncIterator[JourneyEntry], window: timedelta) -> ProfileView:

@@ -9,7 +9,7 @@ view version is inserted once) are the port's contract: both implementations kee
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -269,7 +269,7 @@ class Store(Protocol):
         """Whole journeys of several customers, or None if they hold more than `at_most`
         entries together (read no further than that)."""
 
-    def in_order(self, aliases: list[str]) -> AsyncIterator[JourneyEntry]:
+    def in_order(self, aliases: list[str]) -> AsyncGenerator[JourneyEntry, None]:
         """A journey's entries (all of these aliases') in event-time order, ties by id, read a
         bounded batch at a time."""
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pydantic_core
 import structlog
 from aiokafka.errors import KafkaError
 from bson import ObjectId
@@ -25,6 +27,32 @@ from hilo.sealing import KeyStore, Sealer
 from hilo.topics import Topic
 
 log = structlog.get_logger(__name__)
+
+
+EXPORT_CHUNK_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Export:
+    """A customer's export: `head` (profile, identities, conflicts, splits) and the journey,
+    read from MongoDB as it is sent, so a walk-in account's 100,000 entries are never held
+    together (they would take the service past its memory)."""
+
+    head: dict[str, Any]
+    journey: AsyncIterator[dict[str, Any]]
+
+    async def json_chunks(self) -> AsyncIterator[bytes]:
+        """One JSON document, `journey` its last field, sent `EXPORT_CHUNK_BYTES` at a time. A
+        failure midway ends the body short of its closing brackets: never a valid export."""
+        pending = bytearray(pydantic_core.to_json(self.head)[:-1] + b',"journey":[')
+        first = True
+        async for entry in self.journey:
+            pending += (b"" if first else b",") + pydantic_core.to_json(entry)
+            first = False
+            if len(pending) >= EXPORT_CHUNK_BYTES:
+                yield bytes(pending)
+                pending.clear()
+        yield bytes(pending + b"]}")
 
 
 class Privacy:
@@ -47,25 +75,22 @@ class Privacy:
         """Whether the erasures recorded on Kafka were applied again since start."""
         return self._reapplied
 
-    async def export(self, profile: StoredProfile) -> dict[str, Any]:
-        """Everything Hilo holds about the customer, in one document."""
-        entries = await self._store.entries(profile.aliases)
+    async def export(self, profile: StoredProfile) -> Export:
+        """Everything Hilo holds about the customer: the journey read as it is sent."""
         identities = await self._store.identities_of(profile.aliases)
         # With those its own events raised while naming only others: an erasure deletes them.
-        conflicts = await self._store.conflicts_of(profile.aliases, [e.id for e in entries])
+        conflicts = await self._store.conflicts_of(
+            profile.aliases, await self._store.journey_ids(profile.aliases)
+        )
         # Theirs as an erasure counts them: those they hold, and those their journey used that
         # nobody else holds (one past a cap, one an unverified source could not add).
         own = await self._store.identifiers_to_erase(profile.aliases, identities)
-        others = {
-            value
-            for entry in entries
-            for kind, value in entry.identifiers.items()
-            if f"{kind}:{value}" not in own
-        }
+        used = await self._store.identifiers_used(profile.aliases)
+        others = {key.partition(":")[2] for key in used - own}
         view = profile.view.model_dump(mode="json") if profile.view else None
         if view is not None:
             view["traits"] = _without(view["traits"], others, lambda t: t["value"])
-        return {
+        head = {
             "exported_at": datetime.now(UTC).isoformat(),
             "customer_id": profile.customer_id,
             "merged_from": profile.merged_from,
@@ -77,8 +102,12 @@ class Privacy:
                 _own_split(split.public(), set(profile.aliases), own)
                 for split in await self._store.splits_involving(profile.aliases)
             ],
-            "journey": [_own_entry(entry, profile.customer_id, own, others) for entry in entries],
         }
+        journey = (
+            _own_entry(entry, profile.customer_id, own, others)
+            async for entry in self._store.in_order(profile.aliases)
+        )
+        return Export(head, journey)
 
     async def erase(self, profile: StoredProfile) -> dict[str, Any]:
         """Erase the customer and its aliases: recorded first, then completed (see `complete`).
