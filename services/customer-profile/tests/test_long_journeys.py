@@ -8,6 +8,8 @@ the bound closes its cursor on the server.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,7 +22,7 @@ from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import derive_view
 from customer_profile.service import derivation, privacy
 from customer_profile.service.ports import StoredProfile
-from customer_profile.testing import RunningProfileService, interaction
+from customer_profile.testing import RunningProfileService, interaction, stored_entry
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.settings import HiloSettings
 from hilo.testkit.query_plans import winning_stages
@@ -31,17 +33,11 @@ START = datetime(2026, 11, 1, 9, tzinfo=UTC)
 def entries(count: int, customers: tuple[str, ...]) -> list[JourneyEntry]:
     """Entries spread over `customers`, four to a minute: times tie across aliases."""
     return [
-        JourneyEntry(
-            id=f"e{n:04}",
-            customer_id=customers[n % len(customers)],
-            occurred_at=START + timedelta(minutes=(count - n) // 4),
-            recorded_at=START,
+        stored_entry(
+            f"e{n:04}",
+            customers[n % len(customers)],
+            START + timedelta(minutes=(count - n) // 4),
             channel="store",
-            type="message",
-            summary="",
-            source="test",
-            identifiers={},
-            payload={},
         )
         for n in range(count)
     ]
@@ -78,40 +74,52 @@ async def test_a_journey_read_in_order_gives_each_aliass_entries_once_by_time_th
     assert "COLLSCAN" not in winning_stages(plan), plan
 
 
-class KilledCursors(monitoring.CommandListener):
+class Commands(monitoring.CommandListener):
+    """The names of the commands sent, and the documents the server's replies held."""
+
     def __init__(self) -> None:
-        self.killed = 0
+        self.names: list[str] = []
+        self.documents: list[dict[str, object]] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.killed += event.command_name == "killCursors"
+        self.names.append(event.command_name)
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
+        cursor = event.reply.get("cursor", {})
+        self.documents += cursor.get("firstBatch", []) + cursor.get("nextBatch", [])
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         pass
+
+
+@asynccontextmanager
+async def listened_store(settings: HiloSettings, commands: Commands) -> AsyncIterator[ProfileStore]:
+    """A store on the real server whose client reports every command to `commands`."""
+    client = create_mongo_client(settings, listeners=[commands])
+    store = ProfileStore(client, settings.mongodb_database)
+    try:
+        await store.create_indexes()
+        yield store
+    finally:
+        await client.drop_database(settings.mongodb_database)
+        await client.close()
 
 
 async def test_journeys_read_within_a_bound_stop_there_and_close_their_cursor(
     settings: HiloSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(journey, "READ_BATCH", 7)  # the server holds the rest when it stops
-    listener = KilledCursors()
-    client = create_mongo_client(settings, listeners=[listener])
-    store = ProfileStore(client, settings.mongodb_database)
-    try:
-        await store.create_indexes()
+    commands = Commands()
+    async with listened_store(settings, commands) as store:
         await store.insert_entries(entries(250, ("c1", "c2")))
         both = [profile("c1"), profile("c2")]
 
         assert await store.entries_within(both, 10) is None
-        assert listener.killed == 1, "the server's cursor is closed, not left to time out"
+        killed = commands.names.count("killCursors")
+        assert killed == 1, "the server's cursor is closed, not left to time out"
         within = await store.entries_within(both, 250)
         assert within is not None
         assert {c: len(journey) for c, journey in within.items()} == {"c1": 125, "c2": 125}
-    finally:
-        await client.drop_database(settings.mongodb_database)
-        await client.close()
 
 
 async def test_a_late_event_on_a_journey_past_the_bound_gives_the_view_a_derivation_gives(
@@ -148,38 +156,17 @@ def _folded_as_read() -> float:
     return REGISTRY.get_sample_value("hilo_profile_views_derived_total", labels) or 0.0
 
 
-class Replies(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.documents: list[dict[str, object]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        pass
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        cursor = event.reply.get("cursor", {})
-        self.documents += cursor.get("firstBatch", []) + cursor.get("nextBatch", [])
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
 async def test_the_ids_of_a_journey_come_without_the_entries(settings: HiloSettings) -> None:
     """What an erasure and an export ask for the ids: the server sends the ids alone."""
-    replies = Replies()
-    client = create_mongo_client(settings, listeners=[replies])
-    store = ProfileStore(client, settings.mongodb_database)
-    try:
-        await store.create_indexes()
+    commands = Commands()
+    async with listened_store(settings, commands) as store:
         await store.insert_entries(entries(30, ("c1",)))
-        replies.documents.clear()
+        commands.documents.clear()
 
         ids = await store.journey_ids(["c1"])
 
         assert sorted(ids) == [f"e{n:04}" for n in range(30)]
-        assert [set(document) for document in replies.documents] == [{"_id"}] * 30
-    finally:
-        await client.drop_database(settings.mongodb_database)
-        await client.close()
+        assert [set(document) for document in commands.documents] == [{"_id"}] * 30
 
 
 async def test_an_export_sends_the_journey_in_time_order_as_it_is_read(

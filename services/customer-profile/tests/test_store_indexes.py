@@ -17,7 +17,7 @@ from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 
 from customer_profile.adapters.store import ProfileStore
-from customer_profile.domain.journey import JourneyEntry
+from customer_profile.testing import stored_entry
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.settings import HiloSettings
 from hilo.testkit.query_plans import winning_stages
@@ -180,17 +180,11 @@ async def test_pages_of_merged_aliases_with_equal_times_give_every_entry_once_in
     await store.create_indexes()
     start = datetime(2026, 11, 1, 9, tzinfo=UTC)
     entries = [
-        JourneyEntry(
-            id=f"e{n:02}",
-            customer_id=("c1", "c2", "c3")[n % 3],
-            occurred_at=start + timedelta(minutes=n // 4),
-            recorded_at=start,
+        stored_entry(
+            f"e{n:02}",
+            ("c1", "c2", "c3")[n % 3],
+            start + timedelta(minutes=n // 4),
             channel=("web", "sms")[n % 2],
-            type="message",
-            summary="",
-            source="test",
-            identifiers={},
-            payload={},
         )
         for n in range(23)
     ]
@@ -229,15 +223,7 @@ async def test_a_since_with_microseconds_still_pages_the_entries_of_its_millisec
     store = ProfileStore(mongo_client, settings.mongodb_database)
     await store.create_indexes()
     at = datetime(2026, 11, 1, 9, tzinfo=UTC)
-    await store.insert_entries(
-        [
-            JourneyEntry(
-                id=f"e{n}", customer_id="c1", occurred_at=at, recorded_at=at, channel="web",
-                type="message", summary="", source="test", identifiers={}, payload={},
-            )
-            for n in range(3)
-        ]
-    )  # fmt: skip
+    await store.insert_entries([stored_entry(f"e{n}", "c1", at) for n in range(3)])
     window = {"occurred_at": {"$gte": at + timedelta(microseconds=500)}}
 
     seen: list[str] = []

@@ -135,6 +135,32 @@ def interaction(
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 
+def stored_entry(
+    event_id: str,
+    customer_id: str,
+    occurred_at: datetime,
+    *,
+    channel: str = "web",
+    kind: str = "message",
+    identifiers: dict[str, str] | None = None,
+    payload: dict[str, Any] | None = None,
+) -> JourneyEntry:
+    """A journey entry as the store holds it, recorded when it happened: for tests of the
+    store, of derivations and of splits, which start from stored entries."""
+    return JourneyEntry(
+        id=event_id,
+        customer_id=customer_id,
+        occurred_at=occurred_at,
+        recorded_at=occurred_at,
+        channel=channel,
+        type=kind,
+        summary="",
+        source="test",
+        identifiers=identifiers or {},
+        payload=payload or {},
+    )
+
+
 async def attach_request(
     svc: RunningProfileService, first: int, email: str, phone: str
 ) -> dict[str, Any]:

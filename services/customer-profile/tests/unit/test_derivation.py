@@ -13,22 +13,18 @@ from customer_profile.domain.profile import derive_view
 from customer_profile.service import derivation
 from customer_profile.service.derivation import derived_views
 from customer_profile.service.ports import StoredProfile
+from customer_profile.testing import stored_entry
 
 START = datetime(2026, 11, 1, 9, tzinfo=UTC)
 WINDOW = timedelta(hours=24)
 
 
 def entry(n: int, customer_id: str) -> JourneyEntry:
-    return JourneyEntry(
-        id=f"e{n:02}",
-        customer_id=customer_id,
-        occurred_at=START + timedelta(minutes=(20 - n) % 7),
-        recorded_at=START,
+    return stored_entry(
+        f"e{n:02}",
+        customer_id,
+        START + timedelta(minutes=(20 - n) % 7),
         channel=("web", "sms")[n % 2],
-        type="message",
-        summary="",
-        source="test",
-        identifiers={},
         payload={"direction": "inbound", "text": f"message {n}"},
     )
 

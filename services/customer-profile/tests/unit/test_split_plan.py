@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.split import SplitSeeds, plan_split
+from customer_profile.testing import stored_entry
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 MERGED_AT = T0 + timedelta(minutes=10)
@@ -15,18 +16,7 @@ A, B = "email:ana@example.com", "phone:+34612345678"
 
 def entry(event_id: str, customer: str, minute: int, **identifiers: str) -> JourneyEntry:
     at = T0 + timedelta(minutes=minute)
-    return JourneyEntry(
-        id=event_id,
-        customer_id=customer,
-        occurred_at=at,
-        recorded_at=at,
-        channel="web",
-        type="page_view",
-        summary="",
-        source="test",
-        identifiers=identifiers,
-        payload={},
-    )
+    return stored_entry(event_id, customer, at, kind="page_view", identifiers=identifiers)
 
 
 def undo_seeds(owned: set[str], **overrides: object) -> SplitSeeds:
