@@ -147,7 +147,7 @@ class JourneyCollection:
 
     async def outlines_of(self, profiles: Iterable[StoredProfile]) -> dict[str, list[EntryOutline]]:
         """Several customers' whole journeys (aliases included) as a split replays them: five
-        fields an entry, a tenth of the memory of the entries."""
+        fields an entry (12 against 82 MiB for 20,000 entries of short messages)."""
         owner = {alias: p.customer_id for p in profiles for alias in p.aliases}
         outlines: dict[str, list[EntryOutline]] = {p: [] for p in set(owner.values())}
         fields = {"customer_id": 1, "recorded_at": 1, "occurred_at": 1, "identifiers": 1}
