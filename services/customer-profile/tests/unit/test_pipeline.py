@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -384,6 +392,50 @@ async def test_a_late_event_on_a_long_journey_folds_it_as_read_past_the_entries_
     assert profile.view.event_count == len(history) + 1
     assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump()
     assert ("in_order" in store.calls) == (held < len(journey))
+
+
+async def test_a_journey_read_that_fails_midway_folds_nothing_and_the_redelivery_does_it_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MongoDB failing while a long journey is folded as read: the batch fails before any view
+    is saved; delivered again, the late event is stored once and the view counts it once."""
+    monkeypatch.setattr(derivation, "HELD_ENTRIES", 3)
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    run = pipeline(store, publisher)
+    history = [order(n, f"ORD-{n}") for n in range(1, 9)]
+    await run.process(raw_records(history))
+    whole = store.in_order
+
+    async def failing_midway(aliases: list[str]) -> AsyncGenerator[JourneyEntry, None]:
+        async for n, entry in _numbered(whole(aliases)):
+            if n == 4:
+                raise InjectedFault("the journey read failed midway")
+            yield entry
+
+    monkeypatch.setattr(store, "in_order", failing_midway)
+    late = [refund(-5, "ORD-3")]
+    views_before = dict(store.view_tokens)
+    with pytest.raises(InjectedFault):
+        await run.process(raw_records(late))
+    assert store.view_tokens == views_before, "the failed batch saved no view"
+    monkeypatch.setattr(store, "in_order", whole)
+    await run.process(raw_records(late))
+
+    [profile] = (await store.load(list(store.profiles))).values()
+    journey = (await store.entries_of([profile]))[profile.customer_id]
+    assert profile.view is not None
+    assert profile.view.event_count == len(history) + 1
+    assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump()
+    assert not store.pending
+
+
+async def _numbered(
+    entries: AsyncIterator[JourneyEntry],
+) -> AsyncIterator[tuple[int, JourneyEntry]]:
+    n = 0
+    async for entry in entries:
+        n += 1
+        yield n, entry
 
 
 def refund(n: int, order_id: str, paid: str | None = "20.00") -> Interaction:
