@@ -8,13 +8,14 @@ the bound closes its cursor on the server.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient, monitoring
+from pymongo.errors import AutoReconnect
 
 from customer_profile.adapters import journey
 from customer_profile.adapters.store import ProfileStore
@@ -122,11 +123,16 @@ async def test_journeys_read_within_a_bound_stop_there_and_close_their_cursor(
         assert {c: len(journey) for c, journey in within.items()} == {"c1": 125, "c2": 125}
 
 
+@pytest.mark.parametrize("read_fails_midway", [False, True])
 async def test_a_late_event_on_a_journey_past_the_bound_gives_the_view_a_derivation_gives(
-    profile_service: RunningProfileService, monkeypatch: pytest.MonkeyPatch
+    profile_service: RunningProfileService,
+    monkeypatch: pytest.MonkeyPatch,
+    read_fails_midway: bool,
 ) -> None:
     """The consumer on the real servers: a walk-in account's orders and messages, then a refund
-    dated before all of them, folded as read in batches of 7 (the bound is 20 entries)."""
+    dated before all of them, folded as read in batches of 7 (the bound is 20 entries). With
+    the read failing after 10 entries once (MongoDB lost midway), the batch is tried again and
+    the refund counted once."""
     monkeypatch.setattr(derivation, "HELD_ENTRIES", 20)
     monkeypatch.setattr(journey, "READ_BATCH", 7)
     svc = profile_service
@@ -138,8 +144,10 @@ async def test_a_late_event_on_a_journey_past_the_bound_gives_the_view_a_derivat
     ]
     await svc.publish(history)
     await svc.wait_for_entries(len(history))
+    failures = _fail_once_midway(svc.service.store, monkeypatch) if read_fails_midway else []
     await svc.publish([interaction("late", minutes=1, kind="refund", **house)])
     await svc.wait_for_entries(len(history) + 1)
+    assert len(failures) == int(read_fails_midway)
 
     customer = await svc.customer_of("loyalty_id", "L-WALK-IN")
     [stored] = (await svc.service.store.load([customer])).values()
@@ -149,6 +157,25 @@ async def test_a_late_event_on_a_journey_past_the_bound_gives_the_view_a_derivat
     assert any(entry.late for entry in whole)
     assert stored.view.model_dump() == derive_view(whole, timedelta(hours=24)).model_dump()
     assert _folded_as_read() > folded_before, "folded as read, not gathered"
+
+
+def _fail_once_midway(store: ProfileStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make the store's next journey read in order fail after 10 entries, once; the list says
+    whose read failed."""
+    whole = store.in_order
+    failed: list[str] = []
+
+    async def failing(aliases: list[str]) -> AsyncGenerator[JourneyEntry, None]:
+        read = 0
+        async for entry in whole(aliases):
+            read += 1
+            if read > 10 and not failed:
+                failed.append(aliases[0])
+                raise AutoReconnect("connection lost midway through the journey")
+            yield entry
+
+    monkeypatch.setattr(store, "in_order", failing)
+    return failed
 
 
 def _folded_as_read() -> float:
