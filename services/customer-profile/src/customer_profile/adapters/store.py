@@ -550,16 +550,23 @@ class ProfileStore:
         return extended
 
     async def identifiers_to_erase(
-        self, aliases: list[str], held: Iterable[str] = (), *, until: datetime | None = None
+        self,
+        aliases: list[str],
+        held: Iterable[str] = (),
+        *,
+        until: datetime | None = None,
+        used: set[str] | None = None,
     ) -> set[str]:
         """The identifiers a person's erasure covers: those their profiles hold (`held`) or
         claimed, and those their journey used that belong to nobody else (placeholders,
         identifiers released over a cap); another customer's (a shared phone on an order) are
         that customer's to erase. With `until`, only claims made and events that happened up
-        to then: what a person did after their erasure is not theirs to erase."""
+        to then: what a person did after their erasure is not theirs to erase. `used`: those
+        the journey used up to `until` (`identifiers_used`), when the caller has read them."""
         claims = await self._identities.claims_of(aliases)
         keys = {*held, *(key for key, at in claims.items() if until is None or at <= until)}
-        used = await self.identifiers_used(aliases, until)
+        if used is None:
+            used = await self.identifiers_used(aliases, until)
         owners = await self.owners(used - keys)
         others = {key for key, owner in owners.items() if owner not in aliases}
         return keys | {key for key in used - keys if key not in others}

@@ -84,8 +84,8 @@ class Privacy:
         )
         # Theirs as an erasure counts them: those they hold, and those their journey used that
         # nobody else holds (one past a cap, one an unverified source could not add).
-        own = await self._store.identifiers_to_erase(profile.aliases, identities)
         used = await self._store.identifiers_used(profile.aliases)
+        own = await self._store.identifiers_to_erase(profile.aliases, identities, used=used)
         others = {key.partition(":")[2] for key in used - own}
         view = profile.view.model_dump(mode="json") if profile.view else None
         if view is not None:
