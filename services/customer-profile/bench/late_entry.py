@@ -7,7 +7,9 @@ customer (a shop's walk-in account, on every till), a minute apart and all in th
 event dated ahead of the clock is brought back to it), then processes a batch holding one event
 dated before all of them, and reports the memory the consumer's process allocated at its peak
 during that batch (tracemalloc), the process's peak resident memory before and after it, and
-how long the batch took.
+how long the batch took. That derivation keeps a checkpoint an hour behind the journey's end;
+a second late event, dated five minutes back, folds from it: how long that batch took and how
+many entries it folded.
 
     python services/customer-profile/bench/late_entry.py --entries 20000
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from prometheus_client import REGISTRY
 from throughput import bench_settings
 
 from customer_profile.adapters.store import ProfileStore
@@ -64,12 +67,19 @@ async def measure(endpoints: Endpoints, entries: int) -> dict[str, float]:
         seconds = time.perf_counter() - began
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
+        recent = raw_records([interaction("recent", minutes=-5.5, kind="message", email=HOUSE)])
+        folded = _entries_folded()
+        began = time.perf_counter()
+        await pipeline.process(recent)
+        recent_seconds = time.perf_counter() - began
         [profile] = (await store.load([await _house(store)])).values()
-        if profile.view is None or profile.view.event_count != entries + 1:
+        if profile.view is None or profile.view.event_count != entries + 2:
             raise SystemExit(f"the view counts {profile.view and profile.view.event_count}")
         return {
             "stored_seconds": stored,
             "late_seconds": seconds,
+            "recent_seconds": recent_seconds,
+            "recent_folded": _entries_folded() - folded,
             "peak_mib": peak / 2**20,
             "rss_before_mib": rss_before,
             "rss_after_mib": _peak_rss_mib(),
@@ -77,6 +87,10 @@ async def measure(endpoints: Endpoints, entries: int) -> dict[str, float]:
     finally:
         await mongo.drop_database(settings.mongodb_database)
         await mongo.close()
+
+
+def _entries_folded() -> float:
+    return REGISTRY.get_sample_value("hilo_profile_derived_entries_total") or 0.0
 
 
 def _peak_rss_mib() -> float:
@@ -102,7 +116,9 @@ def main() -> None:
         f"{result['late_seconds']:.2f} s and allocated {result['peak_mib']:.1f} MiB at its peak "
         f"(tracemalloc); the process's peak resident memory went from "
         f"{result['rss_before_mib']:.0f} to {result['rss_after_mib']:.0f} MiB (storing the "
-        f"journey took {result['stored_seconds']:.0f} s)"
+        f"journey took {result['stored_seconds']:.0f} s). **A second, dated 5 minutes back**, "
+        f"folded from the checkpoint the first kept: {result['recent_seconds']:.2f} s, "
+        f"{result['recent_folded']:.0f} entries folded"
     )
 
 

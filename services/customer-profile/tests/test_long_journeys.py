@@ -23,12 +23,13 @@ from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import derive_view
 from customer_profile.service import derivation, privacy
 from customer_profile.service.ports import StoredProfile
-from customer_profile.testing import RunningProfileService, interaction, stored_entry
+from customer_profile.testing import T0, RunningProfileService, interaction, stored_entry
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.settings import HiloSettings
 from hilo.testkit.query_plans import winning_stages
 
 START = datetime(2026, 11, 1, 9, tzinfo=UTC)
+WINDOW = timedelta(hours=24)
 
 
 def entries(count: int, customers: tuple[str, ...]) -> list[JourneyEntry]:
@@ -68,10 +69,38 @@ async def test_a_journey_read_in_order_gives_each_aliass_entries_once_by_time_th
 
     read = [entry.id async for entry in store.in_order(["c1", "c2"])]
 
-    mine = [e for e in stored if e.customer_id in ("c1", "c2")]
-    assert read == [e.id for e in sorted(mine, key=JourneyEntry.sort_key)]
+    mine = sorted((e for e in stored if e.customer_id in ("c1", "c2")), key=JourneyEntry.sort_key)
+    assert read == [e.id for e in mine]
     query = {"customer_id": {"$in": ["c1", "c2"]}}
     plan = await store.journey.find(query).sort([("occurred_at", 1), ("_id", 1)]).explain()
+    assert "COLLSCAN" not in winning_stages(plan), plan
+
+
+async def test_a_journey_read_after_an_entry_starts_right_after_it_within_its_instant(
+    mongo_client: AsyncMongoClient[MongoDocument],
+    settings: HiloSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """From a checkpoint on: entries of the checkpoint's very instant with a higher id come,
+    those up to it do not, nor past the bound; each alias's read is a range on the index."""
+    monkeypatch.setattr(journey, "READ_BATCH", 7)
+    store = ProfileStore(mongo_client, settings.mongodb_database)
+    await store.create_indexes()
+    stored = entries(60, ("c1", "c2", "c3"))
+    await store.insert_entries(stored)
+    mine = sorted((e for e in stored if e.customer_id in ("c1", "c2")), key=JourneyEntry.sort_key)
+    ties = [n for n in range(1, len(mine)) if mine[n].occurred_at == mine[n - 1].occurred_at]
+    cut = mine[ties[len(ties) // 2] - 1]
+    after = [e.id for e in mine if e.sort_key() > cut.sort_key()]
+
+    read = await store.entries_after(["c1", "c2"], cut.sort_key(), len(after))
+
+    assert mine[mine.index(cut) + 1].occurred_at == cut.occurred_at, "a tie after the cut"
+    assert read is not None
+    assert [entry.id for entry in read] == after
+    assert await store.entries_after(["c1", "c2"], cut.sort_key(), len(after) - 1) is None
+    query = {"customer_id": "c1", "occurred_at": {"$gte": cut.occurred_at}}
+    plan = await store.journey.find(query).explain()
     assert "COLLSCAN" not in winning_stages(plan), plan
 
 
@@ -157,6 +186,63 @@ async def test_a_late_event_on_a_journey_past_the_bound_gives_the_view_a_derivat
     assert any(entry.late for entry in whole)
     assert stored.view.model_dump() == derive_view(whole, timedelta(hours=24)).model_dump()
     assert _folded_as_read() > folded_before, "folded as read, not gathered"
+
+
+async def test_a_late_event_after_a_checkpoint_folds_from_it_and_an_erasure_deletes_it(
+    profile_service: RunningProfileService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer on the real servers, a checkpoint kept 10 minutes behind the view's end
+    once 10 entries came before: a refund dated before every entry derives the view from the
+    beginning and keeps one; a message late by a few minutes folds from it, reading the
+    entries since it alone. Both views are the ones a derivation gives; the person's erasure
+    deletes the checkpoint."""
+    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 10)
+    monkeypatch.setattr(derivation, "CHECKPOINT_BEHIND", timedelta(minutes=10))
+    svc = profile_service
+    house = {"loyalty_id": "L-WALK-IN"}
+    history = [
+        interaction(f"c{n}", minutes=10 + n, kind=("order", "message", "cart")[n % 3], **house)
+        for n in range(45)
+    ]
+    await svc.publish(history)
+    await svc.wait_for_entries(len(history))
+    customer = await svc.customer_of("loyalty_id", "L-WALK-IN")
+    checkpoints = svc.service.store.journey.database["profile_checkpoints"]
+
+    await svc.publish([interaction("before-all", minutes=1, kind="refund", **house)])
+    await svc.wait_for_entries(len(history) + 1)
+    first = await _profile(svc, customer)
+    assert first.checkpoint is not None, "kept by the derivation from the beginning"
+    assert first.checkpoint.at == T0 + timedelta(minutes=44), "the last entry 10 minutes back"
+    assert await checkpoints.count_documents({"customer_id": customer}) == 1
+    assert first.view == derive_view(await svc.service.store.entries(first.aliases), WINDOW)
+
+    folded = _derivations("from_checkpoint"), _entries_folded()
+    await svc.publish([interaction("minutes-late", minutes=50, kind="message", **house)])
+    await svc.wait_for_entries(len(history) + 2)
+    second = await _profile(svc, customer)
+
+    assert _derivations("from_checkpoint") == folded[0] + 1
+    assert _entries_folded() - folded[1] == 11, "minutes 45 to 54 and the late one, not 47"
+    assert second.checkpoint == first.checkpoint
+    assert second.view == derive_view(await svc.service.store.entries(second.aliases), WINDOW)
+
+    erased = await svc.http.delete(f"/v1/customers/{customer}")
+    assert erased.status_code in (200, 202)
+    assert await checkpoints.count_documents({"customer_id": customer}) == 0
+
+
+async def _profile(svc: RunningProfileService, customer: str) -> StoredProfile:
+    [stored] = (await svc.service.store.load([customer])).values()
+    return stored
+
+
+def _derivations(read: str) -> float:
+    return REGISTRY.get_sample_value("hilo_profile_views_derived_total", {"read": read}) or 0.0
+
+
+def _entries_folded() -> float:
+    return REGISTRY.get_sample_value("hilo_profile_derived_entries_total") or 0.0
 
 
 def _fail_once_midway(store: ProfileStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:

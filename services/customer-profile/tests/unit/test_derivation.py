@@ -12,7 +12,7 @@ from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import derive_view
 from customer_profile.service import derivation
 from customer_profile.service.derivation import derived_views
-from customer_profile.service.ports import StoredProfile
+from customer_profile.service.ports import Checkpoint, StoredProfile, ViewSave
 from customer_profile.testing import stored_entry
 
 START = datetime(2026, 11, 1, 9, tzinfo=UTC)
@@ -69,7 +69,7 @@ async def test_views_are_derived_the_same_whether_held_or_folded_as_read(
 
     for p in profiles:
         own = [e for e in journey if e.customer_id in p.aliases]
-        assert views[p.customer_id] == derive_view(own, WINDOW), p.customer_id
+        assert views[p.customer_id].view == derive_view(own, WINDOW), p.customer_id
     assert store.calls.get("in_order", 0) == folded_as_read
     derived = {
         read: _sample("hilo_profile_views_derived_total", read) - before[read] for read in READS
@@ -102,4 +102,33 @@ async def test_profiles_are_read_in_groups_their_views_say_fit_within_the_bound(
     assert (store.calls.get("entries_of"), store.calls.get("in_order")) == (2, None)
     for p in profiles:
         own = [e for e in journey if e.customer_id == p.customer_id]
-        assert views[p.customer_id] == derive_view(own, WINDOW)
+        assert views[p.customer_id].view == derive_view(own, WINDOW)
+
+
+async def test_a_checkpoint_no_stored_view_names_is_deleted_by_the_save_that_left_it() -> None:
+    """A save that names another checkpoint (or none) deletes its base's once it won; one that
+    lost deletes the checkpoint it kept for itself; one that carries its base's keeps it."""
+    store = InMemoryStore()
+    await store.create_profiles({"c1": []})
+    [base] = (await store.load(["c1"])).values()
+    view = derive_view([], WINDOW)
+    kept = Checkpoint("k1", START, "e01")
+    await store.keep_checkpoint("c1", kept, ["c1"], view)
+    assert await store.save_views({"c1": ViewSave(base, view, checkpoint=kept)}) == set()
+    [named] = (await store.load(["c1"])).values()
+    assert named.checkpoint == kept
+
+    carried = ViewSave(named, view, checkpoint=named.checkpoint)
+    assert await store.save_views({"c1": carried}) == set()
+    assert set(store.checkpoints) == {"k1"}
+
+    newer = Checkpoint("k2", START, "e02")
+    await store.keep_checkpoint("c1", newer, ["c1"], view)
+    lost = ViewSave(named, view, checkpoint=newer)  # the version after `named` is taken
+    assert await store.save_views({"c1": lost}) == {"c1"}
+    assert set(store.checkpoints) == {"k1"}, "the loser's own checkpoint goes, not the named one"
+
+    [current] = (await store.load(["c1"])).values()
+    assert await store.save_views({"c1": ViewSave(current, view)}) == set()
+    assert store.checkpoints == {}, "a view saved naming none leaves none"
+    assert await store.checkpoint_view(kept, ["c1"]) is None

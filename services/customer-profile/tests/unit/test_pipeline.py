@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from prometheus_client import REGISTRY
 from pydantic_extra_types.currency_code import ISO4217
 
 from customer_profile.adapters.memory import InMemoryStore
@@ -436,6 +437,78 @@ async def _numbered(
     async for entry in entries:
         n += 1
         yield n, entry
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_late_events_after_a_checkpoint_fold_from_it_and_give_the_view_a_derivation_gives(
+    monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """A walk-in account: 200 orders, messages and carts a minute apart (the view lets all but
+    the latest orders go), then late events dated in the last 80 minutes: refunds and updates
+    of forgotten orders, messages, with an event on time beside some. A checkpoint is kept 30
+    minutes behind the view's end once 40 entries came before; those after it fold from it.
+    Every view is the one a derivation from the beginning gives, and no checkpoint is left
+    that no view names."""
+    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 40)
+    monkeypatch.setattr(derivation, "CHECKPOINT_BEHIND", timedelta(minutes=30))
+    rng = random.Random(seed)
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    run = pipeline(store, publisher)
+    history = [_walk_in(n, rng) for n in range(200)]
+    for first in range(0, len(history), 25):
+        await run.process(raw_records(history[first : first + 25]))
+    started = {read: _derivations(read) for read in ("from_checkpoint", "held")}
+
+    for n in range(12):
+        at = 200 + n - rng.uniform(1, 80)
+        late = [_late(f"{n}", at, rng)]
+        if rng.random() < 0.5:
+            late.append(
+                interaction(f"now{n}", minutes=200 + n, kind="message", loyalty_id="L-HOUSE")
+            )
+        await run.process(raw_records(late))
+
+        [profile] = (await store.load(list(store.profiles))).values()
+        journey = (await store.entries_of([profile]))[profile.customer_id]
+        assert profile.view is not None
+        assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump(), n
+        named = {profile.checkpoint.id} if profile.checkpoint else set()
+        assert set(store.checkpoints) == named, "every checkpoint kept is named by the view"
+    assert _derivations("from_checkpoint") > started["from_checkpoint"]
+    assert _derivations("held") > started["held"], "one dated before the checkpoint: from the start"
+
+
+def _walk_in(n: int, rng: random.Random) -> Interaction:
+    kind = rng.choice(("order", "order", "message", "cart"))
+    if kind == "order":
+        return order(n, f"ORD-{n}")
+    return interaction(f"w{n}", minutes=n, kind=kind, loyalty_id="L-HOUSE")
+
+
+def _late(name: str, at: float, rng: random.Random) -> Interaction:
+    """A late event at `at` minutes: a refund or an update of an order of the first 100 (long
+    let go by the view) or a message."""
+    kind = rng.choice(("refund", "update", "message"))
+    old = f"ORD-{rng.randrange(100)}"
+    if kind == "refund":
+        event = refund(0, old, paid=rng.choice((None, "5.00")))
+    elif kind == "update":
+        event = order(0, old, rng.choice((OrderStatus.CANCELLED, OrderStatus.COMPLETED)))
+    else:
+        event = interaction(0, kind="message", loyalty_id="L-HOUSE")
+    identified = interaction(f"late-{name}", minutes=at, loyalty_id="L-HOUSE")
+    return event.model_copy(
+        update={
+            "id": identified.id,
+            "occurred_at": identified.occurred_at,
+            "identifiers": identified.identifiers,
+        }
+    )
+
+
+def _derivations(read: str) -> float:
+    labels = {"read": read}
+    return REGISTRY.get_sample_value("hilo_profile_views_derived_total", labels) or 0.0
 
 
 def refund(n: int, order_id: str, paid: str | None = "20.00") -> Interaction:

@@ -97,6 +97,28 @@ class JourneyCollection:
             async for doc in cursor:
                 yield _entry(doc)
 
+    async def entries_after(
+        self, aliases: list[str], after: tuple[datetime, str], at_most: int
+    ) -> list[JourneyEntry] | None:
+        """A journey's entries after `after` (a `JourneyEntry.sort_key`) in order, or None as
+        soon as there are more than `at_most` (the read stops there).
+
+        One query per alias, on the index (customer, time, id): equality on the customer and a
+        range on the time, which SecantusDB serves from the index (with `$in` on the customer,
+        or the id in the filter too, it scans the whole collection). Entries of `after`'s very
+        instant up to its id are skipped here."""
+        found: list[JourneyEntry] = []
+        for alias in aliases:
+            query = {"customer_id": alias, "occurred_at": {"$gte": after[0]}}
+            async with self.collection.find(query, batch_size=READ_BATCH) as cursor:
+                async for doc in cursor:
+                    if (doc["occurred_at"], doc["_id"]) <= after:
+                        continue
+                    if len(found) == at_most:
+                        return None
+                    found.append(_entry(doc))
+        return sorted(found, key=JourneyEntry.sort_key)
+
     async def customer_of_order(self, order_id: str) -> str | None:
         """The customer of the first order entry with this id, the one who placed it (as stored:
         merges not followed). A store pick-up receipt carries the online order's id too, and

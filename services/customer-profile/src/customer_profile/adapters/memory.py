@@ -24,11 +24,13 @@ from customer_profile.domain.profile import ORDER_KINDS, ProfileView
 from customer_profile.service.ports import (
     MAX_ALIAS_DEPTH,
     AliasChainTooLong,
+    Checkpoint,
     HeadState,
     IdentityState,
     MergeRecord,
     StoredProfile,
     ViewSave,
+    unnamed_checkpoints,
 )
 
 NEVER = datetime.min.replace(tzinfo=UTC)
@@ -66,6 +68,9 @@ class InMemoryStore:
         self.profiles: dict[str, _Head] = {}
         self.views: dict[tuple[str, int], ProfileView] = {}
         self.view_tokens: dict[tuple[str, int], str] = {}
+        self.view_checkpoints: dict[tuple[str, int], Checkpoint] = {}
+        self.checkpoints: dict[str, tuple[str, list[str], ProfileView]] = {}
+        """Checkpoint id -> (customer, sorted aliases, view)."""
         self.journey: dict[str, JourneyEntry] = {}
         self.pending: set[str] = set()
         self.erased: dict[str, datetime] = {}
@@ -182,6 +187,7 @@ class InMemoryStore:
                 merged_from=self._aliases(customer),
                 view=_fresh(self.views.get((customer, version))),
                 view_token=self.view_tokens.get((customer, version)),
+                checkpoint=self.view_checkpoints.get((customer, version)),
             )
         return loaded
 
@@ -287,6 +293,7 @@ class InMemoryStore:
         if slot in self.view_tokens and self.view_tokens[slot] == view.view_token:
             self.views.pop(slot, None)
             self.view_tokens.pop(slot, None)
+            self.view_checkpoints.pop(slot, None)
 
     async def save_views(self, views: Mapping[str, ViewSave]) -> set[str]:
         self._count("save_views", views)
@@ -298,8 +305,25 @@ class InMemoryStore:
                 continue
             self.views[slot] = save.view.model_copy(deep=True)
             self.view_tokens[slot] = save.token
+            if save.checkpoint is not None:
+                self.view_checkpoints[slot] = save.checkpoint
             self._discard_view(customer, save.base)  # the view it superseded
+        for checkpoint in unnamed_checkpoints(views, lost):
+            self.checkpoints.pop(checkpoint, None)
         return lost
+
+    async def checkpoint_view(
+        self, checkpoint: Checkpoint, aliases: list[str]
+    ) -> ProfileView | None:
+        self._count("checkpoint_view", [checkpoint])
+        kept = self.checkpoints.get(checkpoint.id)
+        return kept[2].model_copy(deep=True) if kept and kept[1] == sorted(aliases) else None
+
+    async def keep_checkpoint(
+        self, customer_id: str, checkpoint: Checkpoint, aliases: list[str], view: ProfileView
+    ) -> None:
+        self._count("keep_checkpoint", [checkpoint])
+        self.checkpoints[checkpoint.id] = (customer_id, sorted(aliases), view.model_copy(deep=True))
 
     # journey
     async def insert_entries(self, entries: list[JourneyEntry]) -> set[str]:
@@ -336,6 +360,18 @@ class InMemoryStore:
         for entry in sorted(journey, key=JourneyEntry.sort_key):
             yield entry
 
+    async def entries_after(
+        self, aliases: list[str], after: tuple[datetime, str], at_most: int
+    ) -> list[JourneyEntry] | None:
+        self._count("entries_after", aliases)
+        wanted = set(aliases)
+        found = [
+            entry
+            for entry in self.journey.values()
+            if entry.customer_id in wanted and entry.sort_key() > after
+        ]
+        return sorted(found, key=JourneyEntry.sort_key) if len(found) <= at_most else None
+
     async def order_entries(
         self, order_ids: Iterable[str], besides: set[str]
     ) -> list[JourneyEntry]:
@@ -367,6 +403,8 @@ class InMemoryStore:
         self._count("erase_created", erased)
         for customer in erased:
             self.profiles.pop(customer, None)
+        for checkpoint in [i for i, kept in self.checkpoints.items() if kept[0] in erased]:
+            del self.checkpoints[checkpoint]
         for key in [key for key, owner in self.identities.items() if owner in erased]:
             del self.identities[key]
 

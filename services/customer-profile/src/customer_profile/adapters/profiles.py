@@ -27,6 +27,7 @@ from customer_profile.service.ports import (
     MAX_ALIAS_DEPTH,
     RESERVATION_EXPIRY,
     AliasChainTooLong,
+    Checkpoint,
     HeadState,
     MergeRecord,
     StoredProfile,
@@ -648,6 +649,7 @@ class ProfileCollection:
                 "token": save.token,
                 "view": save.view.model_dump(mode="python"),
                 "written_at": at,
+                **_checkpoint_field(save.checkpoint),
             }
             for customer, save in views.items()
         ]
@@ -773,7 +775,21 @@ def _stored(head: MongoDocument, view: MongoDocument | None) -> StoredProfile:
         kept_apart=list(head.get("kept_apart", [])),
         view_token=view.get("token") if view else None,
         view_key=_earlier_key(view),
+        checkpoint=_checkpoint(view),
     )
+
+
+def _checkpoint_field(checkpoint: Checkpoint | None) -> MongoDocument:
+    """What a view document says of the checkpoint it names: nothing when it names none (most
+    views: checkpoints are kept for long journeys only)."""
+    if checkpoint is None:
+        return {}
+    return {"checkpoint": {"id": checkpoint.id, "at": checkpoint.at, "entry": checkpoint.entry_id}}
+
+
+def _checkpoint(view: MongoDocument | None) -> Checkpoint | None:
+    named = view.get("checkpoint") if view else None
+    return Checkpoint(named["id"], named["at"], named["entry"]) if named else None
 
 
 def _earlier_key(view: MongoDocument | None) -> str | None:

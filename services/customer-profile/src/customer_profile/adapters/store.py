@@ -1,8 +1,8 @@
 """MongoDB persistence of the customer-profile service: the `service.ports.Store` port.
 
 One class per collection (`identities`, `profiles` with `profile_views`, `journey`,
-`identity_conflicts`) does that collection's queries; this facade composes them and does what
-spans several (a merge moves identities; an erasure touches all).
+`identity_conflicts`, `profile_checkpoints`, ...) does that collection's queries; this facade
+composes them and does what spans several (a merge moves identities; an erasure touches all).
 
 Correctness under several consumer instances comes from the database, never from process-local
 locks: an identifier is claimed by an insert on its unique `_id` (one writer wins), a merge marks
@@ -26,6 +26,7 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
+from customer_profile.adapters.checkpoints import Checkpoints
 from customer_profile.adapters.conflicts import ConflictCollection
 from customer_profile.adapters.erasures import Erasure, ErasureCollection
 from customer_profile.adapters.identities import IdentityCollection
@@ -34,9 +35,11 @@ from customer_profile.adapters.profiles import ProfileCollection
 from customer_profile.adapters.splits import Split, SplitCollection
 from customer_profile.domain.identity import Conflict
 from customer_profile.domain.journey import JourneyEntry
+from customer_profile.domain.profile import ProfileView
 from customer_profile.domain.split import EntryOutline
 from customer_profile.service.ports import (
     HOLD_EXPIRY,
+    Checkpoint,
     ErasedClaimsMet,
     ErasureUnderWay,
     HeadState,
@@ -44,6 +47,7 @@ from customer_profile.service.ports import (
     MergeRecord,
     StoredProfile,
     ViewSave,
+    unnamed_checkpoints,
 )
 from hilo.mongo import MongoDocument
 
@@ -63,6 +67,7 @@ class ProfileStore:
         self._conflicts = ConflictCollection(db["identity_conflicts"])
         self._erasures = ErasureCollection(db["erasures"], db["erased_identifiers"])
         self._splits = SplitCollection(db["splits"])
+        self._checkpoints = Checkpoints(db["profile_checkpoints"])
 
     # The raw collections, for operations tooling and tests that inspect what is stored.
     @property
@@ -93,6 +98,7 @@ class ProfileStore:
         await self._conflicts.create_indexes()
         await self._erasures.create_indexes()
         await self._splits.create_indexes()
+        await self._checkpoints.create_indexes()
 
     async def ping(self) -> None:
         await self.client.admin.command("ping")
@@ -266,7 +272,21 @@ class ProfileStore:
         await self._profiles.discard_views(views)
 
     async def save_views(self, views: Mapping[str, ViewSave]) -> set[str]:
-        return await self._profiles.save_views(views)
+        """`ProfileCollection.save_views`, then the checkpoints no stored view names now: those
+        the winners stopped naming and those the losers kept for themselves."""
+        lost = await self._profiles.save_views(views)
+        await self._checkpoints.drop(unnamed_checkpoints(views, lost))
+        return lost
+
+    async def checkpoint_view(
+        self, checkpoint: Checkpoint, aliases: list[str]
+    ) -> ProfileView | None:
+        return await self._checkpoints.read(checkpoint, aliases)
+
+    async def keep_checkpoint(
+        self, customer_id: str, checkpoint: Checkpoint, aliases: list[str], view: ProfileView
+    ) -> None:
+        await self._checkpoints.keep(customer_id, checkpoint, aliases, view)
 
     # --- journey ----------------------------------------------------------------------------
 
@@ -299,6 +319,11 @@ class ProfileStore:
 
     def in_order(self, aliases: list[str]) -> AsyncGenerator[JourneyEntry, None]:
         return self._journey.in_order(aliases)
+
+    async def entries_after(
+        self, aliases: list[str], after: tuple[datetime, str], at_most: int
+    ) -> list[JourneyEntry] | None:
+        return await self._journey.entries_after(aliases, after, at_most)
 
     async def entries(self, aliases: list[str]) -> list[JourneyEntry]:
         return await self._journey.entries(aliases)
@@ -446,6 +471,7 @@ class ProfileStore:
             "conflicts": conflicts,
             "profiles": profiles,
             "splits": await self._splits.erase(aliases),
+            "checkpoints": await self._checkpoints.erase(aliases),
         }
 
     async def erase_created(self, customer_ids: Iterable[str]) -> None:

@@ -369,6 +369,19 @@ class ProfileView(BaseModel):
             self.refunds_waiting = _still_waiting(self.refunds_waiting, self.last_seen)
         return self
 
+    def finished_copy(self) -> ProfileView:
+        """A copy of the view as `finish` would leave it, while this one folds on: a
+        checkpoint (`service.derivation`). Only the orders `finish` keeps are copied: a walk-in
+        account's fold holds every one of its orders until it finishes."""
+        self._settle_orders()
+        orders = self.orders
+        self.orders = orders[-RECENT_ORDERS:]
+        try:
+            copy = self.model_copy(deep=True)
+        finally:
+            self.orders = orders
+        return copy.finish()
+
     def _order_index(self) -> dict[str, OrderSummary]:
         """The orders by id while a fold runs: an update finds its order and moves it last in
         constant time, where a scan and rebuild of the list per order entry made a full

@@ -1,4 +1,5 @@
-"""Views derived again from whole journeys, holding a bounded number of entries in memory.
+"""Views derived again from whole journeys, holding a bounded number of entries in memory, and
+from a checkpoint when only recent entries changed.
 
 A late event, a merge, a split or a lost race derives a customer's view again from the whole
 journey. A shop's walk-in account, on every till, gathers hundreds of thousands of entries, and
@@ -6,60 +7,199 @@ an entry parsed takes about 4 KB: held at once, one late event on a journey of 1
 took the consumer to 1,087 MiB, past its 512 MB limit, and the batch, delivered again after the
 restart, did it again. Journeys are read together while they hold at most `HELD_ENTRIES`; past
 that, each is folded as it is read, in event-time order (`bench/late_entry.py`).
+
+Folded as read, that late event still took 33 s, and on a walk-in account fed by several tills
+most events are late by seconds (one till's clock behind another's). So a derivation that folds
+more than `CHECKPOINT_AFTER` entries before the point `CHECKPOINT_BEHIND` its view's last entry
+keeps the view as it stood there (a `Checkpoint`), and the view saved names it; a late event
+after that point folds the entries since, from the checkpoint, and the view comes out as a
+derivation from the beginning would leave it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+import uuid
+from collections.abc import Iterable, Mapping
 from contextlib import aclosing
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from prometheus_client import Counter
 
 from customer_profile.domain.journey import JourneyEntry
-from customer_profile.domain.profile import ProfileView, derive_view
-from customer_profile.service.ports import Store, StoredProfile
+from customer_profile.domain.profile import ProfileView
+from customer_profile.service.ports import Checkpoint, Store, StoredProfile
 
 DERIVED = Counter(
     "hilo_profile_views_derived_total",
-    "Views derived again from the whole journey (late events, merges, splits, lost races), by "
-    "how the journey was read: held together, or folded as read (a long one)",
+    "Views derived again (late events, merges, splits, lost races), by how the journey was "
+    "read: held together, folded as read (a long one), or from a checkpoint on",
     ["read"],
 )
 DERIVED_ENTRIES = Counter(
     "hilo_profile_derived_entries_total",
     "Journey entries folded to derive views again: what late events on long journeys cost",
 )
+CHECKPOINTS_KEPT = Counter(
+    "hilo_profile_checkpoints_kept_total",
+    "Checkpoints of long journeys kept: a view as it stood a while before its last entry",
+)
 
 HELD_ENTRIES = 10_000
 """The most entries read into memory together (about 40 MB): a batch's journeys usually hold a
 few hundred, and one query reads them all."""
+CHECKPOINT_BEHIND = timedelta(hours=1)
+"""How far behind its stored view's last entry a long journey's checkpoint is kept: a late event
+dated after that (a till's clock minutes behind another's, a delivery retried) folds only the
+entries since; one dated before derives the view from the beginning."""
+CHECKPOINT_AFTER = 1_000
+"""Entries a fold passes before the checkpoint's place for one to be kept there: a journey
+shorter than that folds from the beginning about as fast as from a checkpoint."""
+
+
+@dataclass(frozen=True)
+class Derived:
+    view: ProfileView
+    checkpoint: Checkpoint | None
+    """The checkpoint the view names when saved: a kept one it was folded from, a new one kept
+    during the fold, or none."""
 
 
 async def derived_views(
-    store: Store, profiles: Iterable[StoredProfile], conversation_window: timedelta
-) -> dict[str, ProfileView]:
+    store: Store,
+    profiles: Iterable[StoredProfile],
+    conversation_window: timedelta,
+    late_from: Mapping[str, tuple[datetime, str]] | None = None,
+) -> dict[str, Derived]:
     """Each profile's view as its whole journey (aliases included) implies it.
 
-    The profiles are read in groups their stored views say hold at most `HELD_ENTRIES` events
-    together (one query each, usually one for a batch); a profile whose view alone counts more,
-    or a group that turns out to hold more (a merge brought entries its views did not count), is
-    folded as read, one profile at a time."""
-    views: dict[str, ProfileView] = {}
-    groups, long = _grouped(profiles)
+    A profile in `late_from` (the earliest of its late entries, as `JourneyEntry.sort_key`,
+    for those derived again only because entries came late) whose view names a checkpoint
+    before that entry is folded from the checkpoint on (`_from_checkpoint`). The others are
+    read in groups their stored views say hold at most `HELD_ENTRIES` events together (one
+    query each, usually one for a batch); a profile whose view alone counts more, or a group
+    that turns out to hold more (a merge brought entries its views did not count), is folded
+    as read, one profile at a time."""
+    derived: dict[str, Derived] = {}
+    whole: list[StoredProfile] = []
+    for profile in profiles:
+        since = (late_from or {}).get(profile.customer_id)
+        if since and (tail := await _from_checkpoint(store, profile, since, conversation_window)):
+            derived[profile.customer_id] = tail
+        else:
+            whole.append(profile)
+    groups, long = _grouped(whole)
     for group in groups:
         journeys = await store.entries_within(group, HELD_ENTRIES)
         if journeys is None:
             long += group
             continue
-        for customer, entries in journeys.items():
-            views[customer] = derive_view(entries, conversation_window)
-            DERIVED_ENTRIES.inc(len(entries))
-        DERIVED.labels(read="held").inc(len(journeys))
+        for profile in group:
+            fold = _Fold(ProfileView(), conversation_window, _horizon(profile))
+            for entry in sorted(journeys[profile.customer_id], key=JourneyEntry.sort_key):
+                fold.add(entry)
+            derived[profile.customer_id] = await fold.done(store, profile)
+        DERIVED.labels(read="held").inc(len(group))
     for profile in long:
+        fold = _Fold(ProfileView(), conversation_window, _horizon(profile))
         async with aclosing(store.in_order(profile.aliases)) as journey:
-            views[profile.customer_id] = await _folded(journey, conversation_window)
-    return views
+            async for entry in journey:
+                fold.add(entry)
+        derived[profile.customer_id] = await fold.done(store, profile)
+        DERIVED.labels(read="as_read").inc()
+    return derived
+
+
+async def _from_checkpoint(
+    store: Store, profile: StoredProfile, since: tuple[datetime, str], window: timedelta
+) -> Derived | None:
+    """The view folded from its checkpoint on, when its earliest late entry (`since`) came after
+    the checkpoint's. None, to derive it from the beginning, when the view names none before
+    it, the checkpoint is gone (or was kept for other aliases), more than `HELD_ENTRIES` came
+    since, or an order the checkpoint let go cannot be recalled as it counted it."""
+    checkpoint = profile.checkpoint
+    if checkpoint is None or since <= checkpoint.key():
+        return None
+    view = await store.checkpoint_view(checkpoint, profile.aliases)
+    if view is None:
+        return None
+    tail = await store.entries_after(profile.aliases, checkpoint.key(), HELD_ENTRIES)
+    if tail is None or not await _recalled(store, view, profile.aliases, checkpoint, tail):
+        return None
+    fold = _Fold(view, window, _horizon(profile), checkpoint)
+    for entry in tail:
+        fold.add(entry)
+    DERIVED.labels(read="from_checkpoint").inc()
+    return await fold.done(store, profile)
+
+
+async def _recalled(
+    store: Store,
+    view: ProfileView,
+    aliases: list[str],
+    checkpoint: Checkpoint,
+    tail: list[JourneyEntry],
+) -> bool:
+    """Put back into the checkpoint's view the orders the entries since update but it let go,
+    as the journey through the checkpoint left them (`ProfileView.recall_orders`, as a fold on
+    top of a stored view does); False when it cannot (it let waiting refunds go)."""
+    unknown = view.unknown_orders(tail)
+    if not unknown:
+        return True
+    if view.refunds_overflowed:
+        return False
+    mine, through = set(aliases), checkpoint.key()
+    found = await store.order_entries(unknown, {entry.id for entry in tail})
+    view.recall_orders(e for e in found if e.customer_id in mine and e.sort_key() <= through)
+    return True
+
+
+def _horizon(profile: StoredProfile) -> datetime | None:
+    """Where a checkpoint of the profile's journey goes: `CHECKPOINT_BEHIND` its stored view's
+    last entry (none without one)."""
+    last = profile.view.last_seen if profile.view is not None else None
+    return last - CHECKPOINT_BEHIND if last is not None else None
+
+
+class _Fold:
+    """A view folded entry by entry in journey order, keeping a copy of it (a checkpoint) as it
+    stood before the first entry past `horizon`, if `CHECKPOINT_AFTER` entries came before."""
+
+    def __init__(
+        self,
+        view: ProfileView,
+        window: timedelta,
+        horizon: datetime | None,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
+        self._view = view
+        self._window = window
+        self._horizon = horizon
+        self._folded = 0
+        self._last: JourneyEntry | None = None
+        self._checkpoint = checkpoint
+        self._kept: ProfileView | None = None
+
+    def add(self, entry: JourneyEntry) -> None:
+        if self._horizon is not None and entry.occurred_at > self._horizon:
+            if self._last is not None and self._folded >= CHECKPOINT_AFTER:
+                self._kept = self._view.finished_copy()
+                self._checkpoint = Checkpoint(uuid.uuid4().hex, *self._last.sort_key())
+            self._horizon = None  # past it: later entries are no place for one
+        self._view.apply(entry, self._window)
+        self._folded += 1
+        self._last = entry
+
+    async def done(self, store: Store, profile: StoredProfile) -> Derived:
+        """The view, finished, naming its checkpoint: a new one is kept first, so a stored view
+        never names one not there."""
+        if self._kept is not None and self._checkpoint is not None:
+            await store.keep_checkpoint(
+                profile.customer_id, self._checkpoint, profile.aliases, self._kept
+            )
+            CHECKPOINTS_KEPT.inc()
+        DERIVED_ENTRIES.inc(self._folded)
+        return Derived(self._view.finish(), self._checkpoint)
 
 
 def _grouped(
@@ -81,13 +221,3 @@ def _grouped(
         groups[-1].append(profile)
         held += count
     return [group for group in groups if group], long
-
-
-async def _folded(entries: AsyncIterator[JourneyEntry], window: timedelta) -> ProfileView:
-    """`derive_view` of entries that come in event-time order, each dropped once applied."""
-    view = ProfileView()
-    async for entry in entries:
-        view.apply(entry, window)
-        DERIVED_ENTRIES.inc()
-    DERIVED.labels(read="as_read").inc()
-    return view.finish()

@@ -191,13 +191,14 @@ class Pipeline:
         written = {entry.id for entry in [*entries, *repairs]}
         resolution.conflicts = [c for c in resolution.conflicts if c[1] in written]
         outcome.merge_requests = await self._record_conflicts(resolution.conflicts)
-        rebuild = {m.survivor for m in outcome.merges}
-        rebuild |= {e.customer_id for e in entries if e.late or _ties_with_view(e, before)}
+        late = _late_from(entries, before)
         repaired = await self._store.canonical({e.customer_id for e in repairs})
-        rebuild |= set(repaired.values())
+        rebuild = {m.survivor for m in outcome.merges} | set(repaired.values())
+        late = {customer: since for customer, since in late.items() if customer not in rebuild}
+        rebuild |= set(late)
         outcome.aliases = {c: survivor for c, survivor in repaired.items() if c != survivor}
         lap("journey")
-        outcome.profiles = await self._update_profiles(before, entries, rebuild)
+        outcome.profiles = await self._update_profiles(before, entries, rebuild, late)
         lap("views")
         await self._publish([*entries, *repairs], outcome, dead)
         await self._forget_erased_meanwhile(entries, outcome, resolution.conflicts)
@@ -521,11 +522,15 @@ class Pipeline:
         before: dict[str, StoredProfile],
         entries: list[JourneyEntry],
         rebuild: set[str],
+        late_from: Mapping[str, tuple[datetime, str]] | None = None,
     ) -> dict[str, StoredProfile]:
         """Save each touched profile at the version read before its entries were stored.
 
         Incremental when nothing is late and nothing merged; a lost race (another writer saved
-        first) or a merge re-derives the profile from the stored journey.
+        first) or a merge re-derives the profile from the stored journey, and entries that came
+        late (`late_from`, see `derived_views`) from its checkpoint if they came after it. Not
+        after a lost race: the winner's checkpoint may have been kept before our entries were
+        stored.
         """
         by_customer: dict[str, list[JourneyEntry]] = defaultdict(list)
         for entry in entries:
@@ -538,14 +543,19 @@ class Pipeline:
         saved: dict[str, StoredProfile] = {}
         for _ in range(MAX_SAVE_ATTEMPTS):
             derived = await derived_views(
-                self._store, (p for c, p in profiles.items() if c in rebuild), self._window
+                self._store,
+                (p for c, p in profiles.items() if c in rebuild),
+                self._window,
+                late_from,
             )
+            late_from = None
             views = {
-                customer: ViewSave(
+                customer: ViewSave(profile, d.view, checkpoint=d.checkpoint)
+                if (d := derived.get(customer)) is not None
+                else ViewSave(
                     profile,
-                    derived[customer]
-                    if customer in derived
-                    else _fold(profile.view, by_customer[customer], self._window),
+                    _fold(profile.view, by_customer[customer], self._window),
+                    checkpoint=profile.checkpoint,
                 )
                 for customer, profile in profiles.items()
             }
@@ -735,6 +745,19 @@ async def publish_overtaken(
 JSON = {"content-type": "application/json"}
 JOURNEY_SOURCE = "/hilo/customer-profile"
 """CloudEvents source of journey entries: the service that accepted them into a journey."""
+
+
+def _late_from(
+    entries: list[JourneyEntry], before: Mapping[str, StoredProfile]
+) -> dict[str, tuple[datetime, str]]:
+    """Per customer, the earliest of the batch's entries a fold on top of its view cannot take
+    (late, or tied with the view's last): where a derivation of it must start from."""
+    late: dict[str, tuple[datetime, str]] = {}
+    for entry in entries:
+        if entry.late or _ties_with_view(entry, before):
+            key, customer = entry.sort_key(), entry.customer_id
+            late[customer] = min(late.get(customer, key), key)
+    return late
 
 
 def _ties_with_view(entry: JourneyEntry, before: Mapping[str, StoredProfile]) -> bool:

@@ -87,6 +87,22 @@ class IdentityState:
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """A long journey's view as the journey implied it through one entry, kept
+    (`Store.keep_checkpoint`) so that a late event after that entry folds only what came since
+    (`service.derivation`). Named by the stored view it serves: a view saved without one (a
+    merge, a split, any other writer) leaves the next derivation to start from the beginning."""
+
+    id: str
+    at: datetime
+    entry_id: str
+
+    def key(self) -> tuple[datetime, str]:
+        """The last entry folded into it, as `JourneyEntry.sort_key` orders entries."""
+        return (self.at, self.entry_id)
+
+
+@dataclass(frozen=True)
 class StoredProfile:
     customer_id: str
     version: int
@@ -100,6 +116,8 @@ class StoredProfile:
     view_key: str | None = None
     """Where the store keeps the view, when not where it keeps the views it stores now (one
     stored by an earlier release); None otherwise."""
+    checkpoint: Checkpoint | None = None
+    """The checkpoint the stored view names: one is kept for long journeys only."""
 
     def facts(self) -> ProfileFacts:
         return ProfileFacts(
@@ -141,6 +159,10 @@ class ViewSave:
     base: StoredProfile
     view: ProfileView
     token: str = field(default_factory=new_view_token)
+    checkpoint: Checkpoint | None = None
+    """The checkpoint this view names: `base`'s when the view folded only later entries on
+    top of it, a new one a derivation kept, or none (whoever saves without saying starts the
+    next derivation from the beginning, which is always right)."""
 
     def saved(self) -> StoredProfile:
         """The profile as it stands once this save succeeded."""
@@ -150,7 +172,37 @@ class ViewSave:
             view=self.view,
             view_token=self.token,
             view_key=None,
+            checkpoint=self.checkpoint,
         )
+
+    def checkpoint_superseded(self) -> str | None:
+        """The checkpoint only `base` named, which this save leaves unnamed (once it won)."""
+        before = self.base.checkpoint
+        if before is None or (self.checkpoint is not None and self.checkpoint.id == before.id):
+            return None
+        return before.id
+
+    def checkpoint_of_its_own(self) -> str | None:
+        """The checkpoint this save names and `base` did not: kept for it alone, and unnamed
+        when the save lost."""
+        before = self.base.checkpoint.id if self.base.checkpoint else None
+        if self.checkpoint is None or self.checkpoint.id == before:
+            return None
+        return self.checkpoint.id
+
+
+def unnamed_checkpoints(views: Mapping[str, ViewSave], lost: set[str]) -> list[str]:
+    """The checkpoints no stored view names once these saves are done (`lost`: those that lost),
+    for the store to delete: those a winner stopped naming, those a loser kept for itself."""
+    return [
+        checkpoint
+        for customer, save in views.items()
+        if (
+            checkpoint := save.checkpoint_of_its_own()
+            if customer in lost
+            else save.checkpoint_superseded()
+        )
+    ]
 
 
 @dataclass(frozen=True)
@@ -272,6 +324,24 @@ class Store(Protocol):
     def in_order(self, aliases: list[str]) -> AsyncGenerator[JourneyEntry, None]:
         """A journey's entries (all of these aliases') in event-time order, ties by id, read a
         bounded batch at a time."""
+
+    async def entries_after(
+        self, aliases: list[str], after: tuple[datetime, str], at_most: int
+    ) -> list[JourneyEntry] | None:
+        """A journey's entries after `after` (a `JourneyEntry.sort_key`), in that order; None if
+        there are more than `at_most` (read no further)."""
+
+    async def checkpoint_view(
+        self, checkpoint: Checkpoint, aliases: list[str]
+    ) -> ProfileView | None:
+        """The view kept as `checkpoint`, if it is still kept and was folded from exactly these
+        aliases' journeys."""
+
+    async def keep_checkpoint(
+        self, customer_id: str, checkpoint: Checkpoint, aliases: list[str], view: ProfileView
+    ) -> None:
+        """Keep `view`, the journey of these aliases folded through `checkpoint`'s entry:
+        personal data, as the view is, which an erasure of the customer deletes."""
 
     async def order_entries(
         self, order_ids: Iterable[str], besides: set[str]

@@ -289,7 +289,9 @@ class Splits:
             profiles = await self._store.load(customer_ids)
             derived = await derived_views(self._store, profiles.values(), self._window)
             views = {
-                customer: ViewSave(profile, derived[customer])
+                customer: ViewSave(
+                    profile, derived[customer].view, checkpoint=derived[customer].checkpoint
+                )
                 for customer, profile in profiles.items()
             }
             lost = await self._store.save_views(views)
