@@ -254,6 +254,7 @@ async def test_export_returns_everything_and_erasure_forgets_the_customer(
         "conflicts": 0,
         "profiles": 2,
         "splits": 0,
+        "checkpoints": 0,
         "keys": 3,
     }
     assert (await svc.http.get(f"/v1/customers/{customer}")).status_code == 404
