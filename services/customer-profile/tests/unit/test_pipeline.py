@@ -478,6 +478,54 @@ async def test_late_events_after_a_checkpoint_fold_from_it_and_give_the_view_a_d
     assert _derivations("held") > started["held"], "one dated before the checkpoint: from the start"
 
 
+@pytest.mark.parametrize(
+    "point",
+    [
+        FaultPoint("store", "keep_checkpoint", "before"),
+        FaultPoint("store", "keep_checkpoint", "after"),
+        FaultPoint("store", "save_views", "after"),
+        FaultPoint("store", "checkpoint_view", "before"),
+        FaultPoint("store", "entries_after", "before"),
+        FaultPoint("store", "order_entries", "before"),
+        FaultPoint("store", "save_views", "after", call=2),
+    ],
+    ids=lambda point: point.name,
+)
+async def test_a_late_batch_failing_at_any_checkpoint_step_is_counted_once_on_redelivery(
+    monkeypatch: pytest.MonkeyPatch, point: FaultPoint
+) -> None:
+    """A walk-in account's first late event (from the beginning: a checkpoint is kept), then a
+    late refund of a forgotten order after the checkpoint (folded from it), the store failing
+    once at a step of either; each failed batch delivered again. The view counts each event
+    once, as a derivation does, and names a checkpoint that is there."""
+    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 40)
+    monkeypatch.setattr(derivation, "CHECKPOINT_BEHIND", timedelta(minutes=30))
+    rng = random.Random(7)
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    run = pipeline(store, publisher)
+    history = [order(n, f"ORD-{n}") if n % 2 else _walk_in(n, rng) for n in range(200)]
+    await run.process(raw_records(history))
+    inject_fault(store, point)
+    failed = 0
+    for late in ([_late("first", -5, rng)], [refund(190, "ORD-3", paid="5.00")]):
+        try:
+            await run.process(raw_records(late))
+        except InjectedFault:
+            failed += 1
+            await run.process(raw_records(late))
+    clear_faults(store, point.method)
+
+    [profile] = (await store.load(list(store.profiles))).values()
+    journey = (await store.entries_of([profile]))[profile.customer_id]
+    assert failed == 1, f"{point.name} was never reached"
+    assert profile.view is not None
+    assert profile.view.event_count == len(history) + 2
+    assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump()
+    assert profile.checkpoint is not None
+    assert profile.checkpoint.id in store.checkpoints
+    assert not store.pending
+
+
 def _walk_in(n: int, rng: random.Random) -> Interaction:
     kind = rng.choice(("order", "order", "message", "cart"))
     if kind == "order":
