@@ -232,6 +232,59 @@ async def test_a_late_event_after_a_checkpoint_folds_from_it_and_an_erasure_dele
     assert await checkpoints.count_documents({"customer_id": customer}) == 0
 
 
+@pytest.mark.parametrize("step", ["keep_checkpoint", "checkpoint_view", "entries_after"])
+async def test_mongodb_lost_at_a_checkpoint_step_fails_the_batch_and_its_retry_counts_once(
+    profile_service: RunningProfileService, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """The consumer on the real servers, MongoDB lost once (AutoReconnect) as a checkpoint is
+    kept, or read, or the entries since it are read: the batch fails, is delivered again, and
+    each late event is counted once; the view names a checkpoint that is stored."""
+    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 10)
+    monkeypatch.setattr(derivation, "CHECKPOINT_BEHIND", timedelta(minutes=10))
+    svc = profile_service
+    house = {"loyalty_id": "L-WALK-IN"}
+    history = [
+        interaction(f"f{n}", minutes=10 + n, kind=("order", "message")[n % 2], **house)
+        for n in range(40)
+    ]
+    await svc.publish(history)
+    await svc.wait_for_entries(len(history))
+    store = svc.service.store
+    failed = _fail_once(store, step, monkeypatch)
+
+    await svc.publish([interaction("first-late", minutes=1, kind="refund", **house)])
+    await svc.wait_for_entries(len(history) + 1)
+    await svc.publish([interaction("recent-late", minutes=45, kind="refund", **house)])
+    await svc.wait_for_entries(len(history) + 2)
+
+    customer = await svc.customer_of("loyalty_id", "L-WALK-IN")
+    stored = await _profile(svc, customer)
+    assert failed == [step], f"MongoDB was never lost at {step}"
+    assert stored.view is not None
+    assert stored.view.event_count == len(history) + 2
+    assert stored.view == derive_view(await store.entries(stored.aliases), WINDOW)
+    assert stored.checkpoint is not None
+    checkpoints = store.journey.database["profile_checkpoints"]
+    assert await checkpoints.find_one({"_id": stored.checkpoint.id}) is not None
+
+
+def _fail_once(store: ProfileStore, step: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make the store's `step` raise AutoReconnect once, after doing its work; the list says
+    whether it did."""
+    real = getattr(store, step)
+    failed: list[str] = []
+
+    async def losing(*args: object, **kwargs: object) -> object:
+        result = await real(*args, **kwargs)
+        if not failed:
+            failed.append(step)
+            raise AutoReconnect(f"connection lost during {step}")
+        return result
+
+    monkeypatch.setattr(store, step, losing)
+    return failed
+
+
 async def _profile(svc: RunningProfileService, customer: str) -> StoredProfile:
     [stored] = (await svc.service.store.load([customer])).values()
     return stored
