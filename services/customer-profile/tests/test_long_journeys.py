@@ -22,7 +22,7 @@ from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import derive_view
 from customer_profile.service import derivation, privacy
-from customer_profile.service.ports import StoredProfile
+from customer_profile.service.ports import Checkpoint, StoredProfile
 from customer_profile.testing import T0, RunningProfileService, interaction, stored_entry
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.settings import HiloSettings
@@ -101,6 +101,28 @@ async def test_a_journey_read_after_an_entry_starts_right_after_it_within_its_in
     assert await store.entries_after(["c1", "c2"], cut.sort_key(), len(after) - 1) is None
     query = {"customer_id": "c1", "occurred_at": {"$gte": cut.occurred_at}}
     plan = await store.journey.find(query).explain()
+    assert "COLLSCAN" not in winning_stages(plan), plan
+
+
+async def test_an_erasure_deletes_every_checkpoint_folded_from_the_persons_ids(
+    mongo_client: AsyncMongoClient[MongoDocument], settings: HiloSettings
+) -> None:
+    """One left under the profile a split took the person out of (folded from both) goes with
+    them; another customer's stays. Found on the index, not by a scan."""
+    store = ProfileStore(mongo_client, settings.mongodb_database)
+    await store.create_indexes()
+    view = derive_view([], WINDOW)
+    kept, other = Checkpoint("k1", START, "e1"), Checkpoint("x1", START, "e2")
+    await store.keep_checkpoint("kept", kept, ["kept", "restored"], view)
+    await store.keep_checkpoint("other", other, ["other"], view)
+
+    erased = await store.erase(["restored"])
+
+    assert erased["checkpoints"] == 1
+    assert await store.checkpoint_view(kept, ["kept", "restored"]) is None
+    assert await store.checkpoint_view(other, ["other"]) == view
+    checkpoints = mongo_client[settings.mongodb_database]["profile_checkpoints"]
+    plan = await checkpoints.find({"aliases": {"$in": ["restored", "r2"]}}).explain()
     assert "COLLSCAN" not in winning_stages(plan), plan
 
 

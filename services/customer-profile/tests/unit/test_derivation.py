@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -132,3 +133,39 @@ async def test_a_checkpoint_no_stored_view_names_is_deleted_by_the_save_that_lef
     assert await store.save_views({"c1": ViewSave(current, view)}) == set()
     assert store.checkpoints == {}, "a view saved naming none leaves none"
     assert await store.checkpoint_view(kept, ["c1"]) is None
+
+
+async def test_no_checkpoint_is_kept_past_the_views_last_time_seen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kept profile after a split: its stored view (from before) was seen until minute 104,
+    its journey now holds messages until minute 19 and agents' done marks at 60 and 100, which
+    move no time seen. A checkpoint at the mark at 60 would be passed by a message dated 40,
+    not late (after 19) and folded on top, then missed by a late event folded from it: none is
+    kept there."""
+    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 5)
+    monkeypatch.setattr(derivation, "CHECKPOINT_BEHIND", timedelta(minutes=30))
+    store = InMemoryStore()
+    messages = [stored_entry(f"m{n:02}", "c1", START + timedelta(minutes=n)) for n in range(20)]
+    marks = [
+        stored_entry(
+            f"d{at}",
+            "c1",
+            START + timedelta(minutes=at),
+            channel="desk",
+            kind="conversation_done",
+            payload={"agent_id": "agent-ana", "waiting_since": START.isoformat()},
+        )
+        for at in (60, 100)
+    ]
+    await store.insert_entries([*messages, *marks])
+    before = derive_view([], WINDOW).model_copy(
+        update={"last_seen": START + timedelta(minutes=104), "event_count": 22}
+    )
+    stale = replace(profile("c1", [], None), view=before)
+
+    [derived] = (await derived_views(store, [stale], WINDOW)).values()
+
+    assert derived.view.last_seen == START + timedelta(minutes=19)
+    assert derived.checkpoint is None
+    assert store.checkpoints == {}

@@ -444,36 +444,51 @@ async def test_late_events_after_a_checkpoint_fold_from_it_and_give_the_view_a_d
     monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
     """A walk-in account: 200 orders, messages and carts a minute apart (the view lets all but
-    the latest orders go), then late events dated in the last 80 minutes: refunds and updates
-    of forgotten orders, messages, with an event on time beside some. A checkpoint is kept 30
-    minutes behind the view's end once 40 entries came before; those after it fold from it.
-    Every view is the one a derivation from the beginning gives, and no checkpoint is left
-    that no view names."""
+    the latest orders go), and a profile known by an email alone at minutes 185 to 189, merged
+    into it at 195. Then batches of late events dated in the last 80 minutes (some with one on
+    each side of the checkpoint): refunds and updates of forgotten orders, messages, with an
+    event on time beside some. A checkpoint is kept 30 minutes behind the view's end once 40
+    entries came before; those after it fold from it, the merged profile's entries included.
+    Every view is the one a derivation from the beginning gives, its checkpoint no later than
+    its last time seen, and no checkpoint is left that no view names."""
     monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 40)
     monkeypatch.setattr(derivation, "CHECKPOINT_BEHIND", timedelta(minutes=30))
     rng = random.Random(seed)
     store, publisher = InMemoryStore(), RecordingPublisher()
     run = pipeline(store, publisher)
     history = [_walk_in(n, rng) for n in range(200)]
-    for first in range(0, len(history), 25):
-        await run.process(raw_records(history[first : first + 25]))
+    history[185:190] = [
+        interaction(f"e{n}", minutes=n, kind="message", email="walk@example.com")
+        for n in range(185, 190)
+    ]
+    history[195] = interaction("both", minutes=195, kind="cart", email="walk@example.com")
+    history[195] = history[195].model_copy(
+        update={"identifiers": Identifiers(loyalty_id="L-HOUSE", email="walk@example.com")}
+    )
+    for first, last in [(n, n + 25) for n in range(0, 175, 25)] + [(175, 190), (190, 200)]:
+        await run.process(raw_records(history[first:last]))
     started = {read: _derivations(read) for read in ("from_checkpoint", "held")}
 
     for n in range(12):
-        at = 200 + n - rng.uniform(1, 80)
-        late = [_late(f"{n}", at, rng)]
+        late = [_late(f"{n}", 200 + n - rng.uniform(1, 80), rng)]
+        if rng.random() < 0.3:
+            late.append(_late(f"{n}-recent", 200 + n - rng.uniform(1, 20), rng))
         if rng.random() < 0.5:
-            late.append(
-                interaction(f"now{n}", minutes=200 + n, kind="message", loyalty_id="L-HOUSE")
-            )
+            now = interaction(f"now{n}", minutes=200 + n, kind="message", loyalty_id="L-HOUSE")
+            late.append(now)
         await run.process(raw_records(late))
 
-        [profile] = (await store.load(list(store.profiles))).values()
+        [survivor] = {head.merged_into for head in store.profiles.values() if head.merged_into}
+        profile = (await store.load([survivor]))[survivor]
         journey = (await store.entries_of([profile]))[profile.customer_id]
+        assert len(profile.aliases) == 2, "the email's profile was merged in"
         assert profile.view is not None
         assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump(), n
         named = {profile.checkpoint.id} if profile.checkpoint else set()
         assert set(store.checkpoints) == named, "every checkpoint kept is named by the view"
+        if profile.checkpoint is not None:
+            assert profile.view.last_seen is not None
+            assert profile.checkpoint.at <= profile.view.last_seen
     assert _derivations("from_checkpoint") > started["from_checkpoint"]
     assert _derivations("held") > started["held"], "one dated before the checkpoint: from the start"
 
@@ -523,6 +538,10 @@ async def test_a_late_batch_failing_at_any_checkpoint_step_is_counted_once_on_re
     assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump()
     assert profile.checkpoint is not None
     assert profile.checkpoint.id in store.checkpoints
+    left = set(store.checkpoints) - {profile.checkpoint.id}
+    assert len(left) == (point == FaultPoint("store", "keep_checkpoint", "after")), (
+        "only one kept by a batch that failed before its save stays (until an erasure)"
+    )
     assert not store.pending
 
 

@@ -4,8 +4,9 @@ A late event derives its customer's view again. For a walk-in account of 100,000
 read and folded the whole journey (33 s); with a checkpoint kept an hour behind the journey's
 end, a late event of the last hour folds only the entries after it (`service.derivation`). A
 stored view names the checkpoint it may start from (`Checkpoint`); this collection only keeps
-them. One is written before the view that names it, so a view never names one not yet there; the
-save that stops naming one deletes it, and an erasure deletes every one of its customer's.
+them. One is written before the view that names it, so a view is never saved naming one not
+there; the save that stops naming one deletes it, and an erasure deletes every one folded from
+any of the person's ids. One kept by a batch that failed before its save stays until then.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class Checkpoints:
         self.collection = collection
 
     async def create_indexes(self) -> None:
-        await self.collection.create_index([("customer_id", ASCENDING)])
+        await self.collection.create_index([("aliases", ASCENDING)])
 
     async def read(self, checkpoint: Checkpoint, aliases: list[str]) -> ProfileView | None:
         """The view kept as `checkpoint`, if still kept and folded from these very aliases."""
@@ -53,6 +54,7 @@ class Checkpoints:
         await delete_in(self.collection, "_id", ids)
 
     async def erase(self, aliases: list[str]) -> int:
-        """Every checkpoint of these customers: personal data, as their views are."""
-        found = await self.collection.delete_many({"customer_id": {"$in": aliases}})
-        return found.deleted_count
+        """Every checkpoint folded from any of these ids' journeys: personal data, as their
+        views are. By the ids it was folded from, not its customer alone: one a failed batch
+        left under a profile a split has since taken this person out of holds them too."""
+        return await delete_in(self.collection, "aliases", aliases)

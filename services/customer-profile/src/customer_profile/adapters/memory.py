@@ -403,7 +403,7 @@ class InMemoryStore:
         self._count("erase_created", erased)
         for customer in erased:
             self.profiles.pop(customer, None)
-        for checkpoint in [i for i, kept in self.checkpoints.items() if kept[0] in erased]:
+        for checkpoint in [i for i, kept in self.checkpoints.items() if erased & set(kept[1])]:
             del self.checkpoints[checkpoint]
         for key in [key for key, owner in self.identities.items() if owner in erased]:
             del self.identities[key]

@@ -118,7 +118,8 @@ async def _from_checkpoint(
     it, the checkpoint is gone (or was kept for other aliases), more than `HELD_ENTRIES` came
     since, or an order the checkpoint let go cannot be recalled as it counted it."""
     checkpoint = profile.checkpoint
-    if checkpoint is None or since <= checkpoint.key():
+    seen = profile.view.last_seen if profile.view is not None else None
+    if checkpoint is None or since <= checkpoint.key() or seen is None or seen < checkpoint.at:
         return None
     view = await store.checkpoint_view(checkpoint, profile.aliases)
     if view is None:
@@ -182,7 +183,7 @@ class _Fold:
 
     def add(self, entry: JourneyEntry) -> None:
         if self._horizon is not None and entry.occurred_at > self._horizon:
-            if self._last is not None and self._folded >= CHECKPOINT_AFTER:
+            if self._last is not None and self._folded >= CHECKPOINT_AFTER and self._covers():
                 self._kept = self._view.finished_copy()
                 self._checkpoint = Checkpoint(uuid.uuid4().hex, *self._last.sort_key())
             self._horizon = None  # past it: later entries are no place for one
@@ -190,9 +191,18 @@ class _Fold:
         self._folded += 1
         self._last = entry
 
+    def _covers(self) -> bool:
+        """Whether the view's last time seen reaches the last entry folded: only then is every
+        entry dated up to it that comes later late, and derived again rather than folded on
+        top (an agent's done mark moves no time seen: a checkpoint after it would be passed
+        by an entry dated between the two, and miss it)."""
+        seen = self._view.last_seen
+        return self._last is not None and seen is not None and self._last.occurred_at <= seen
+
     async def done(self, store: Store, profile: StoredProfile) -> Derived:
-        """The view, finished, naming its checkpoint: a new one is kept first, so a stored view
-        never names one not there."""
+        """The view, finished, naming its checkpoint: a new one is kept first, so a view is
+        never saved naming one not there (one deleted later, by a save that overtook nothing,
+        makes the next derivation start from the beginning)."""
         if self._kept is not None and self._checkpoint is not None:
             await store.keep_checkpoint(
                 profile.customer_id, self._checkpoint, profile.aliases, self._kept
