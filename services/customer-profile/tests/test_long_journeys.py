@@ -23,7 +23,13 @@ from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import derive_view
 from customer_profile.service import derivation, privacy
 from customer_profile.service.ports import Checkpoint, StoredProfile
-from customer_profile.testing import T0, RunningProfileService, interaction, stored_entry
+from customer_profile.testing import (
+    T0,
+    RunningProfileService,
+    interaction,
+    running_profile_service,
+    stored_entry,
+)
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.settings import HiloSettings
 from hilo.testkit.query_plans import winning_stages
@@ -211,16 +217,19 @@ async def test_a_late_event_on_a_journey_past_the_bound_gives_the_view_a_derivat
 
 
 async def test_a_late_event_after_a_checkpoint_folds_from_it_and_an_erasure_deletes_it(
-    profile_service: RunningProfileService, monkeypatch: pytest.MonkeyPatch
+    settings: HiloSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The consumer on the real servers, a checkpoint kept 10 minutes behind the view's end
-    once 10 entries came before: a refund dated before every entry derives the view from the
-    beginning and keeps one; a message late by a few minutes folds from it, reading the
-    entries since it alone. Both views are the ones a derivation gives; the person's erasure
-    deletes the checkpoint."""
+    (`HILO_CHECKPOINT_BEHIND_HOURS`) once 10 entries came before: a refund dated before every
+    entry derives the view from the beginning and keeps one; a message late by a few minutes
+    folds from it, reading the entries since it alone. Both views are the ones a derivation
+    gives; the person's erasure deletes the checkpoint."""
     monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 10)
-    monkeypatch.setattr(derivation, "CHECKPOINT_BEHIND", timedelta(minutes=10))
-    svc = profile_service
+    async with running_profile_service(settings, checkpoint_behind_hours=1 / 6) as svc:
+        await _late_after_a_checkpoint(svc)
+
+
+async def _late_after_a_checkpoint(svc: RunningProfileService) -> None:
     house = {"loyalty_id": "L-WALK-IN"}
     history = [
         interaction(f"c{n}", minutes=10 + n, kind=("order", "message", "cart")[n % 3], **house)
@@ -256,14 +265,17 @@ async def test_a_late_event_after_a_checkpoint_folds_from_it_and_an_erasure_dele
 
 @pytest.mark.parametrize("step", ["keep_checkpoint", "checkpoint_view", "entries_after"])
 async def test_mongodb_lost_at_a_checkpoint_step_fails_the_batch_and_its_retry_counts_once(
-    profile_service: RunningProfileService, monkeypatch: pytest.MonkeyPatch, step: str
+    settings: HiloSettings, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
     """The consumer on the real servers, MongoDB lost once (AutoReconnect) as a checkpoint is
     kept, or read, or the entries since it are read: the batch fails, is delivered again, and
     each late event is counted once; the view names a checkpoint that is stored."""
     monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 10)
-    monkeypatch.setattr(derivation, "CHECKPOINT_BEHIND", timedelta(minutes=10))
-    svc = profile_service
+    async with running_profile_service(settings, checkpoint_behind_hours=1 / 6) as svc:
+        await _lost_at(svc, step, monkeypatch)
+
+
+async def _lost_at(svc: RunningProfileService, step: str, monkeypatch: pytest.MonkeyPatch) -> None:
     house = {"loyalty_id": "L-WALK-IN"}
     history = [
         interaction(f"f{n}", minutes=10 + n, kind=("order", "message")[n % 2], **house)

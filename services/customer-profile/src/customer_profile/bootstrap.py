@@ -85,6 +85,7 @@ def bootstrap(settings: ProfileSettings) -> Service:
         settings.conversation_window,
         settings.max_future_skew,
         price_check=PriceCheck(lambda: offers_in_force(offers)),
+        checkpoint_behind=settings.checkpoint_behind,
     )
     consumer_health = ConsumerHealth(settings.stuck_after_seconds)
     subscribe(broker, BatchRunner(pipeline, settings.retry_policy(), consumer_health), settings)

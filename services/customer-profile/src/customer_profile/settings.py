@@ -46,6 +46,16 @@ class ProfileSettings(HiloSettings):
     conversation_window_hours: float = Field(
         default=24.0, gt=0, description="Activity gap after which a new conversation starts."
     )
+    checkpoint_behind_hours: float = Field(
+        default=1.0,
+        gt=0,
+        le=168,
+        description="How far behind a long journey's last entry (over 1,000 entries) its view "
+        "is kept as a checkpoint: a late event dated after the checkpoint folds only the entries "
+        "since; one dated before derives the view from the whole journey (29 s for 100,000 "
+        "entries). Longer covers tills that send later (ones that upload at night: 24), at the "
+        "cost of the entries of that many hours folded at each late event.",
+    )
     queue_days: int = Field(
         default=7,
         ge=1,
@@ -152,3 +162,7 @@ class ProfileSettings(HiloSettings):
     @property
     def conversation_window(self) -> timedelta:
         return timedelta(hours=self.conversation_window_hours)
+
+    @property
+    def checkpoint_behind(self) -> timedelta:
+        return timedelta(hours=self.checkpoint_behind_hours)

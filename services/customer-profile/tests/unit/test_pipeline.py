@@ -90,14 +90,19 @@ class RecordingPublisher:
         return [value for t, _, value in self.records if t is topic and value is not None]
 
 
-def pipeline(store: InMemoryStore, publisher: RecordingPublisher) -> Pipeline:
+def pipeline(
+    store: InMemoryStore,
+    publisher: RecordingPublisher,
+    checkpoint_behind: timedelta = derivation.CHECKPOINT_BEHIND,
+) -> Pipeline:
     policy = IdentityPolicy(
         unique_kinds=frozenset({IdentifierKind.CUSTOMER_ID, IdentifierKind.LOYALTY_ID}),
         max_per_kind=dict(DEFAULT_MAX_PER_KIND),
         max_merges=50,
         blocked_values=DEFAULT_BLOCKED_VALUES,
     )
-    return Pipeline(store, publisher, Sealer(InMemoryKeys(), PEPPER), policy, WINDOW)
+    sealer = Sealer(InMemoryKeys(), PEPPER)
+    return Pipeline(store, publisher, sealer, policy, WINDOW, checkpoint_behind=checkpoint_behind)
 
 
 def scenario(seed: int) -> tuple[list[Interaction], list[Interaction]]:
@@ -452,10 +457,9 @@ async def test_late_events_after_a_checkpoint_fold_from_it_and_give_the_view_a_d
     Every view is the one a derivation from the beginning gives, its checkpoint no later than
     its last time seen, and no checkpoint is left that no view names."""
     monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 40)
-    monkeypatch.setattr(derivation, "CHECKPOINT_BEHIND", timedelta(minutes=30))
     rng = random.Random(seed)
     store, publisher = InMemoryStore(), RecordingPublisher()
-    run = pipeline(store, publisher)
+    run = pipeline(store, publisher, checkpoint_behind=timedelta(minutes=30))
     history = [_walk_in(n, rng) for n in range(200)]
     history[185:190] = [
         interaction(f"e{n}", minutes=n, kind="message", email="walk@example.com")
@@ -514,10 +518,9 @@ async def test_a_late_batch_failing_at_any_checkpoint_step_is_counted_once_on_re
     once at a step of either; each failed batch delivered again. The view counts each event
     once, as a derivation does, and names a checkpoint that is there."""
     monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 40)
-    monkeypatch.setattr(derivation, "CHECKPOINT_BEHIND", timedelta(minutes=30))
     rng = random.Random(7)
     store, publisher = InMemoryStore(), RecordingPublisher()
-    run = pipeline(store, publisher)
+    run = pipeline(store, publisher, checkpoint_behind=timedelta(minutes=30))
     history = [order(n, f"ORD-{n}") if n % 2 else _walk_in(n, rng) for n in range(200)]
     await run.process(raw_records(history))
     inject_fault(store, point)

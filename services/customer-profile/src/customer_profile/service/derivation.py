@@ -49,9 +49,10 @@ HELD_ENTRIES = 10_000
 """The most entries read into memory together (about 40 MB): a batch's journeys usually hold a
 few hundred, and one query reads them all."""
 CHECKPOINT_BEHIND = timedelta(hours=1)
-"""How far behind its stored view's last entry a long journey's checkpoint is kept: a late event
-dated after that (a till's clock minutes behind another's, a delivery retried) folds only the
-entries since; one dated before derives the view from the beginning."""
+"""How far behind its stored view's last entry a long journey's checkpoint is kept, unless the
+settings say otherwise (`HILO_CHECKPOINT_BEHIND_HOURS`): a late event dated after that (a till's
+clock minutes behind another's, a delivery retried) folds only the entries since; one dated
+before derives the view from the beginning."""
 CHECKPOINT_AFTER = 1_000
 """Entries a fold passes before the checkpoint's place for one to be kept there: a journey
 shorter than that folds from the beginning about as fast as from a checkpoint."""
@@ -70,6 +71,7 @@ async def derived_views(
     profiles: Iterable[StoredProfile],
     conversation_window: timedelta,
     late_from: Mapping[str, tuple[datetime, str]] | None = None,
+    behind: timedelta | None = None,
 ) -> dict[str, Derived]:
     """Each profile's view as its whole journey (aliases included) implies it.
 
@@ -79,13 +81,18 @@ async def derived_views(
     read in groups their stored views say hold at most `HELD_ENTRIES` events together (one
     query each, usually one for a batch); a profile whose view alone counts more, or a group
     that turns out to hold more (a merge brought entries its views did not count), is folded
-    as read, one profile at a time."""
+    as read, one profile at a time. A checkpoint is kept `behind` (`CHECKPOINT_BEHIND` unless
+    given) the stored view's last entry."""
+    behind = CHECKPOINT_BEHIND if behind is None else behind
     derived: dict[str, Derived] = {}
     whole: list[StoredProfile] = []
     for profile in profiles:
         since = (late_from or {}).get(profile.customer_id)
-        if since and (tail := await _from_checkpoint(store, profile, since, conversation_window)):
-            derived[profile.customer_id] = tail
+        folded = None
+        if since is not None:
+            folded = await _from_checkpoint(store, profile, since, conversation_window, behind)
+        if folded is not None:
+            derived[profile.customer_id] = folded
         else:
             whole.append(profile)
     groups, long = _grouped(whole)
@@ -95,13 +102,13 @@ async def derived_views(
             long += group
             continue
         for profile in group:
-            fold = _Fold(ProfileView(), conversation_window, _horizon(profile))
+            fold = _Fold(ProfileView(), conversation_window, _horizon(profile, behind))
             for entry in sorted(journeys[profile.customer_id], key=JourneyEntry.sort_key):
                 fold.add(entry)
             derived[profile.customer_id] = await fold.done(store, profile)
         DERIVED.labels(read="held").inc(len(group))
     for profile in long:
-        fold = _Fold(ProfileView(), conversation_window, _horizon(profile))
+        fold = _Fold(ProfileView(), conversation_window, _horizon(profile, behind))
         async with aclosing(store.in_order(profile.aliases)) as journey:
             async for entry in journey:
                 fold.add(entry)
@@ -111,7 +118,11 @@ async def derived_views(
 
 
 async def _from_checkpoint(
-    store: Store, profile: StoredProfile, since: tuple[datetime, str], window: timedelta
+    store: Store,
+    profile: StoredProfile,
+    since: tuple[datetime, str],
+    window: timedelta,
+    behind: timedelta,
 ) -> Derived | None:
     """The view folded from its checkpoint on, when its earliest late entry (`since`) came after
     the checkpoint's. None, to derive it from the beginning, when the view names none before
@@ -127,7 +138,7 @@ async def _from_checkpoint(
     tail = await store.entries_after(profile.aliases, checkpoint.key(), HELD_ENTRIES)
     if tail is None or not await _recalled(store, view, profile.aliases, checkpoint, tail):
         return None
-    fold = _Fold(view, window, _horizon(profile), checkpoint)
+    fold = _Fold(view, window, _horizon(profile, behind), checkpoint)
     for entry in tail:
         fold.add(entry)
     DERIVED.labels(read="from_checkpoint").inc()
@@ -155,11 +166,11 @@ async def _recalled(
     return True
 
 
-def _horizon(profile: StoredProfile) -> datetime | None:
-    """Where a checkpoint of the profile's journey goes: `CHECKPOINT_BEHIND` its stored view's
-    last entry (none without one)."""
+def _horizon(profile: StoredProfile, behind: timedelta) -> datetime | None:
+    """Where a checkpoint of the profile's journey goes: `behind` its stored view's last entry
+    (none without one)."""
     last = profile.view.last_seen if profile.view is not None else None
-    return last - CHECKPOINT_BEHIND if last is not None else None
+    return last - behind if last is not None else None
 
 
 class _Fold:

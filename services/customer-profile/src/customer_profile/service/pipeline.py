@@ -44,7 +44,7 @@ from customer_profile.domain.identity import (
 )
 from customer_profile.domain.journey import JourneyEntry, new_entry
 from customer_profile.domain.profile import ProfileView
-from customer_profile.service.derivation import derived_views
+from customer_profile.service.derivation import CHECKPOINT_BEHIND, derived_views
 from customer_profile.service.ports import (
     CLAIM_CLOCK_SKEW,
     Contention,
@@ -147,8 +147,10 @@ class Pipeline:
         max_future_skew: timedelta = DEFAULT_FUTURE_SKEW,
         price_check: PriceCheck | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        checkpoint_behind: timedelta = CHECKPOINT_BEHIND,
     ) -> None:
         self._store = store
+        self._checkpoint_behind = checkpoint_behind
         self._clock = clock
         self._price_check = price_check
         self._sealer = sealer
@@ -547,6 +549,7 @@ class Pipeline:
                 (p for c, p in profiles.items() if c in rebuild),
                 self._window,
                 late_from,
+                self._checkpoint_behind,
             )
             late_from = None
             views = {
