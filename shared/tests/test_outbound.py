@@ -609,6 +609,45 @@ async def test_a_send_stopped_during_the_providers_call_is_reported_not_confirme
     assert CHECK_FIRST in INTERRUPTED, "the desk shows it as perhaps sent"
 
 
+async def test_a_stop_waits_for_the_interrupted_mark_of_a_send_it_cut_short(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
+) -> None:
+    """A stop cancels a handler during the provider's call and goes on to its next step without
+    waiting for the handler: the send's interrupted mark, slow to reach MongoDB (0.5 s), is
+    stored before `finish_storing` returns, and so before MongoDB's client closes. Left to run on
+    its own, it landed after the stop (the whatsapp channel's test read the send `sending`)."""
+    calling = asyncio.Event()
+
+    class Hanging(ScriptedProvider):
+        async def send(self, command: OutboundCommand) -> Sent:
+            self.calls.append(command)
+            calling.set()
+            await asyncio.sleep(3600)
+            raise AssertionError("never answered")
+
+    class SlowToMark(OutboundSender):
+        async def _interrupted(self, command: OutboundCommand, claim: str) -> None:
+            await asyncio.sleep(0.5)
+            await super()._interrupted(command, claim)
+
+    publisher = KafkaPublisher(broker, settings, sealer=create_sealer(settings, mongo_client))
+    sends = mongo_client[settings.mongodb_database][SENDS_COLLECTION]
+    sender = SlowToMark("sms", "test", Hanging(), publisher, sends, FAST)
+    command = sample_command()
+
+    handling = asyncio.create_task(sender.handle(command))
+    await calling.wait()
+    handling.cancel()
+    await asyncio.sleep(0)  # the handler meets its cancellation; the stop goes on
+    await sender.finish_storing()
+    kept = await sends.find_one({"_id": command.id})
+    with pytest.raises(asyncio.CancelledError):
+        await handling
+
+    assert kept is not None
+    assert (kept["state"], kept.get("reason")) == ("failed", INTERRUPTED)
+
+
 async def test_a_defect_in_the_channels_send_code_is_reported_not_confirmed_at_once(
     settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
 ) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, Protocol
@@ -378,7 +378,8 @@ class OutboundSender:
         instead of taking the claim for another attempt's, which would report a message the
         customer got as not confirmed."""
         self._storing: set[asyncio.Future[None]] = set()
-        """Outcomes being stored, which a stop waits for (`finish_storing`)."""
+        """Outcomes (or interrupted marks) being stored, which a stop waits for
+        (`finish_storing`)."""
         self._claims_unanswered: TTLCache[str, str] = TTLCache(UNSTORED_KEPT, UNSTORED_SECONDS)
         """Claim tokens whose write got no answer: it may be stored, and a redelivery that
         claims with the same token sends (nothing was sent yet) instead of waiting for it."""
@@ -560,9 +561,9 @@ class OutboundSender:
             # the claim goes, and the next delivery sends. Stopped during a call, that call may
             # have reached the provider: the send is given up as not confirmed, at once.
             if calling.now:
-                await asyncio.shield(self._interrupted(command, claim))
+                await self._through_a_stop(self._interrupted(command, claim))
             else:
-                await asyncio.shield(self._release(command, claim))
+                await self._through_a_stop(self._release(command, claim))
             raise
         except SendUncertain as exc:
             FAILED.labels(command.channel, "uncertain").inc()
@@ -597,18 +598,24 @@ class OutboundSender:
             command_id=command.id,
             reason=update.get("reason"),
         )
-        storing = asyncio.ensure_future(self._store_outcome(command.id, update))
-        self._storing.add(storing)
-        storing.add_done_callback(self._storing.discard)
         try:
-            # Shielded: a stop meanwhile (a deploy) must not lose what the provider answered;
-            # the claim would stay `sending`, and the message be reported not confirmed. The
-            # stop waits for it before MongoDB's client closes (`finish_storing`).
-            await asyncio.shield(storing)
+            # A stop meanwhile (a deploy) must not lose what the provider answered: the claim
+            # would stay `sending`, and the message be reported not confirmed.
+            await self._through_a_stop(self._store_outcome(command.id, update))
         except (PyMongoError, asyncio.CancelledError):
             self._unstored[command.id] = update
             raise
         return {"_id": command.id, **update}
+
+    async def _through_a_stop(self, write: Coroutine[Any, Any, None]) -> None:
+        """Run `write` to its end even when this handler is cancelled (a stop), and have the
+        stop wait for it before MongoDB's client closes (`finish_storing`): an interrupted mark
+        left running landed after the stop was done (a reader then saw the send `sending`), or
+        never, once the client had closed."""
+        task = asyncio.ensure_future(write)
+        self._storing.add(task)
+        task.add_done_callback(self._storing.discard)
+        await asyncio.shield(task)
 
     async def finish_storing(self) -> None:
         """Wait for the outcomes a stop cut their handling short of (a step of the channel's
