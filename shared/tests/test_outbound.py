@@ -569,6 +569,21 @@ async def test_a_send_stopped_while_waiting_to_try_again_is_sent_by_the_next_del
     assert len(provider.calls) == 2
 
 
+class HangingProvider(ScriptedProvider):
+    """A provider whose call never answers (a deploy stops the channel during it); `calling`
+    is set once the call is made."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calling = asyncio.Event()
+
+    async def send(self, command: OutboundCommand) -> Sent:
+        self.calls.append(command)
+        self.calling.set()
+        await asyncio.sleep(3600)
+        raise AssertionError("never answered")
+
+
 async def test_a_send_stopped_during_the_providers_call_is_reported_not_confirmed_at_once(
     settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument], broker: KafkaBroker
 ) -> None:
@@ -576,16 +591,8 @@ async def test_a_send_stopped_during_the_providers_call_is_reported_not_confirme
     it is not sent again; it is given up as not confirmed when it is stopped, so the next
     delivery reports it right away instead of waiting minutes for an attempt that is gone
     (and holding the partition's later replies meanwhile)."""
-    calling = asyncio.Event()
-
-    class Hanging(ScriptedProvider):
-        async def send(self, command: OutboundCommand) -> Sent:
-            self.calls.append(command)
-            calling.set()
-            await asyncio.sleep(3600)
-            raise AssertionError("never answered")
-
-    provider = Hanging()
+    provider = HangingProvider()
+    calling = provider.calling
     publisher = KafkaPublisher(broker, settings, sealer=create_sealer(settings, mongo_client))
     sends = mongo_client[settings.mongodb_database][SENDS_COLLECTION]
     sender = OutboundSender("sms", "test", provider, publisher, sends, FAST)
@@ -616,14 +623,7 @@ async def test_a_stop_waits_for_the_interrupted_mark_of_a_send_it_cut_short(
     waiting for the handler: the send's interrupted mark, slow to reach MongoDB (0.5 s), is
     stored before `finish_storing` returns, and so before MongoDB's client closes. Left to run on
     its own, it landed after the stop (the whatsapp channel's test read the send `sending`)."""
-    calling = asyncio.Event()
-
-    class Hanging(ScriptedProvider):
-        async def send(self, command: OutboundCommand) -> Sent:
-            self.calls.append(command)
-            calling.set()
-            await asyncio.sleep(3600)
-            raise AssertionError("never answered")
+    provider = HangingProvider()
 
     class SlowToMark(OutboundSender):
         async def _interrupted(self, command: OutboundCommand, claim: str) -> None:
@@ -632,11 +632,11 @@ async def test_a_stop_waits_for_the_interrupted_mark_of_a_send_it_cut_short(
 
     publisher = KafkaPublisher(broker, settings, sealer=create_sealer(settings, mongo_client))
     sends = mongo_client[settings.mongodb_database][SENDS_COLLECTION]
-    sender = SlowToMark("sms", "test", Hanging(), publisher, sends, FAST)
+    sender = SlowToMark("sms", "test", provider, publisher, sends, FAST)
     command = sample_command()
 
     handling = asyncio.create_task(sender.handle(command))
-    await calling.wait()
+    await provider.calling.wait()
     handling.cancel()
     await asyncio.sleep(0)  # the handler meets its cancellation; the stop goes on
     await sender.finish_storing()
