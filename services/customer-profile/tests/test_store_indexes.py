@@ -36,7 +36,7 @@ HOT_PATH_QUERIES: list[tuple[str, dict[str, Any]]] = [
     # Not the consumer's path, but an agent's search by an order number must not scan either.
     ("journey", {"payload.order_id": "ORD-1001"}),
     ("journey", {"payload.receipt_id": "MAD-01:000123"}),
-    # A frequent buyer's order the view let go (`Pipeline._forgotten_orders`).
+    # A frequent buyer's order the view let go (`derivation.recall_forgotten_orders`).
     ("journey", {"payload.order_id": {"$in": ["ORD-1", "ORD-2"]}}),
     # The agents' inbox and queue (`ProfileCollection.open_conversations`).
     ("profile_views", {"view.conversation.last_at": {"$gte": datetime(2026, 12, 1, tzinfo=UTC)}}),

@@ -19,6 +19,7 @@ derivation from the beginning would leave it.
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -136,7 +137,10 @@ async def _from_checkpoint(
     if view is None:
         return None
     tail = await store.entries_after(profile.aliases, checkpoint.key(), HELD_ENTRIES)
-    if tail is None or not await _recalled(store, view, profile.aliases, checkpoint, tail):
+    if tail is None:
+        return None
+    recall = Recall(view, profile.aliases, tail, checkpoint.key())
+    if await recall_forgotten_orders(store, {profile.customer_id: recall}, {e.id for e in tail}):
         return None
     fold = _Fold(view, window, _horizon(profile, behind), checkpoint)
     for entry in tail:
@@ -145,25 +149,46 @@ async def _from_checkpoint(
     return await fold.done(store, profile)
 
 
-async def _recalled(
-    store: Store,
-    view: ProfileView,
-    aliases: list[str],
-    checkpoint: Checkpoint,
-    tail: list[JourneyEntry],
-) -> bool:
-    """Put back into the checkpoint's view the orders the entries since update but it let go,
-    as the journey through the checkpoint left them (`ProfileView.recall_orders`, as a fold on
-    top of a stored view does); False when it cannot (it let waiting refunds go)."""
-    unknown = view.unknown_orders(tail)
+@dataclass(frozen=True)
+class Recall:
+    """A view about to fold `new` entries on top, whose orders those update it may have let go."""
+
+    view: ProfileView
+    aliases: list[str]
+    new: list[JourneyEntry]
+    through: tuple[datetime, str] | None = None
+    """The last entry the view holds, when entries after it are stored besides `new` (a
+    checkpoint's): only those up to it are recalled."""
+
+
+async def recall_forgotten_orders(
+    store: Store, recalls: Mapping[str, Recall], besides: set[str]
+) -> set[str]:
+    """Put back into the views, from their journeys, the orders their new entries update but
+    the views let go (see `ProfileView.unknown_orders`), so the fold finds them and counts their
+    new state instead of a new order; `besides`: the new entries' ids. One read of the journey's
+    order index, only for views that let orders go; a refund months later costs that, not a
+    derivation of the whole journey. Returns the customers whose views cannot recall (they let
+    waiting refunds go, so an order cannot be recalled as they counted it): derive those whole."""
+    unknown = {
+        c: ids for c, recall in recalls.items() if (ids := recall.view.unknown_orders(recall.new))
+    }
+    overflowed = {c for c in unknown if recalls[c].view.refunds_overflowed}
+    unknown = {c: ids for c, ids in unknown.items() if c not in overflowed}
     if not unknown:
-        return True
-    if view.refunds_overflowed:
-        return False
-    mine, through = set(aliases), checkpoint.key()
-    found = await store.order_entries(unknown, {entry.id for entry in tail})
-    view.recall_orders(e for e in found if e.customer_id in mine and e.sort_key() <= through)
-    return True
+        return overflowed
+    owner = {alias: c for c in unknown for alias in recalls[c].aliases}
+    recalled: dict[str, list[JourneyEntry]] = defaultdict(list)
+    for entry in await store.order_entries(set().union(*unknown.values()), besides):
+        # An order id on another customer's journey (a pick-up by someone else) is theirs.
+        if (customer := owner.get(entry.customer_id)) is None:
+            continue
+        through = recalls[customer].through
+        if through is None or entry.sort_key() <= through:
+            recalled[customer].append(entry)
+    for customer, entries in recalled.items():
+        recalls[customer].view.recall_orders(entries)
+    return overflowed
 
 
 def _horizon(profile: StoredProfile, behind: timedelta) -> datetime | None:
@@ -194,21 +219,21 @@ class _Fold:
 
     def add(self, entry: JourneyEntry) -> None:
         if self._horizon is not None and entry.occurred_at > self._horizon:
-            if self._last is not None and self._folded >= CHECKPOINT_AFTER and self._covers():
+            if self._folded >= CHECKPOINT_AFTER and (last := self._covered()) is not None:
                 self._kept = self._view.finished_copy()
-                self._checkpoint = Checkpoint(uuid.uuid4().hex, *self._last.sort_key())
+                self._checkpoint = Checkpoint(uuid.uuid4().hex, *last.sort_key())
             self._horizon = None  # past it: later entries are no place for one
         self._view.apply(entry, self._window)
         self._folded += 1
         self._last = entry
 
-    def _covers(self) -> bool:
-        """Whether the view's last time seen reaches the last entry folded: only then is every
+    def _covered(self) -> JourneyEntry | None:
+        """The last entry folded, if the view's last time seen reaches it: only then is every
         entry dated up to it that comes later late, and derived again rather than folded on
         top (an agent's done mark moves no time seen: a checkpoint after it would be passed
         by an entry dated between the two, and miss it)."""
-        seen = self._view.last_seen
-        return self._last is not None and seen is not None and self._last.occurred_at <= seen
+        last, seen = self._last, self._view.last_seen
+        return last if last is not None and seen is not None and last.occurred_at <= seen else None
 
     async def done(self, store: Store, profile: StoredProfile) -> Derived:
         """The view, finished, naming its checkpoint: a new one is kept first, so a view is

@@ -44,7 +44,12 @@ from customer_profile.domain.identity import (
 )
 from customer_profile.domain.journey import JourneyEntry, new_entry
 from customer_profile.domain.profile import ProfileView
-from customer_profile.service.derivation import CHECKPOINT_BEHIND, derived_views
+from customer_profile.service.derivation import (
+    CHECKPOINT_BEHIND,
+    Recall,
+    derived_views,
+    recall_forgotten_orders,
+)
 from customer_profile.service.ports import (
     CLAIM_CLOCK_SKEW,
     Contention,
@@ -540,7 +545,13 @@ class Pipeline:
         # A customer whose events were all duplicates has nothing new: leave its profile alone.
         profiles = {c: p for c, p in before.items() if c in by_customer or c in rebuild}
         rebuild = set(rebuild)
-        await self._recall_forgotten_orders(profiles, by_customer, rebuild)
+        recalls = {
+            customer: Recall(profile.view, profile.aliases, by_customer.get(customer, []))
+            for customer, profile in profiles.items()
+            if customer not in rebuild and profile.view is not None
+        }
+        batch = {entry.id for entries in by_customer.values() for entry in entries}
+        rebuild |= await recall_forgotten_orders(self._store, recalls, batch)
         profiles.update(await self._store.load(rebuild - set(profiles)))
         saved: dict[str, StoredProfile] = {}
         for _ in range(MAX_SAVE_ATTEMPTS):
@@ -570,42 +581,6 @@ class Pipeline:
             rebuild |= set(canonical.values())
             profiles = await self._store.load(set(canonical.values()))
         raise Contention(f"could not save {len(profiles)} profile(s): too many concurrent writers")
-
-    async def _recall_forgotten_orders(
-        self,
-        profiles: Mapping[str, StoredProfile],
-        by_customer: Mapping[str, list[JourneyEntry]],
-        rebuild: set[str],
-    ) -> None:
-        """Put back into the views, from their journeys, the orders that this batch's entries
-        update but the views let go (see `ProfileView.unknown_orders`), so the fold finds them
-        and counts their new state instead of a new order. One read of the journey's order index,
-        only for views that let orders go; a refund months later costs that, not a derivation of
-        the whole journey."""
-        unknown = {
-            customer: ids
-            for customer, profile in profiles.items()
-            if customer not in rebuild
-            and profile.view is not None
-            and (ids := profile.view.unknown_orders(by_customer.get(customer, [])))
-        }
-        # A view that let waiting refunds go cannot recall an order as it counted it.
-        overflowed = {c for c in unknown if (v := profiles[c].view) and v.refunds_overflowed}
-        rebuild |= overflowed
-        unknown = {c: ids for c, ids in unknown.items() if c not in overflowed}
-        if not unknown:
-            return
-        batch = {entry.id for entries in by_customer.values() for entry in entries}
-        owner = {alias: c for c in unknown for alias in profiles[c].aliases}
-        recalled: dict[str, list[JourneyEntry]] = defaultdict(list)
-        for entry in await self._store.order_entries(set().union(*unknown.values()), batch):
-            # An order id on another customer's journey (a pick-up by someone else) is theirs.
-            if (customer := owner.get(entry.customer_id)) is not None:
-                recalled[customer].append(entry)
-        for customer, entries in recalled.items():
-            view = profiles[customer].view
-            if view is not None:
-                view.recall_orders(entries)
 
     async def _publish(
         self,
