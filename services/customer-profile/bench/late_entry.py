@@ -8,8 +8,9 @@ event dated ahead of the clock is brought back to it), then processes a batch ho
 dated before all of them, and reports the memory the consumer's process allocated at its peak
 during that batch (tracemalloc), the process's peak resident memory before and after it, and
 how long the batch took. That derivation keeps a checkpoint an hour behind the journey's end;
-a second late event, dated five minutes back, folds from it: how long that batch took and how
-many entries it folded.
+a late event after it, dated five minutes back, folds from it: how long that batch took and how
+many entries it folded. Before both, the journey's first late event ever, dated 30 minutes
+back, folds from the checkpoint its view kept as it grew on time (`derivation.fold_on_top`).
 
     python services/customer-profile/bench/late_entry.py --entries 20000
 """
@@ -58,6 +59,12 @@ async def measure(endpoints: Endpoints, entries: int) -> dict[str, float]:
             ]
             await pipeline.process(raw_records(batch))
         stored = time.perf_counter() - began
+        grown = raw_records([interaction("grown", minutes=-30.5, kind="message", email=HOUSE)])
+        grown_folded = _entries_folded()
+        began = time.perf_counter()
+        await pipeline.process(grown)
+        grown_seconds = time.perf_counter() - began
+        grown_folded = _entries_folded() - grown_folded
         first = -entries - 1
         late = raw_records([interaction("late", minutes=first, kind="message", email=HOUSE)])
         rss_before = _peak_rss_mib()
@@ -73,10 +80,12 @@ async def measure(endpoints: Endpoints, entries: int) -> dict[str, float]:
         await pipeline.process(recent)
         recent_seconds = time.perf_counter() - began
         [profile] = (await store.load([await _house(store)])).values()
-        if profile.view is None or profile.view.event_count != entries + 2:
+        if profile.view is None or profile.view.event_count != entries + 3:
             raise SystemExit(f"the view counts {profile.view and profile.view.event_count}")
         return {
             "stored_seconds": stored,
+            "grown_seconds": grown_seconds,
+            "grown_folded": grown_folded,
             "late_seconds": seconds,
             "recent_seconds": recent_seconds,
             "recent_folded": _entries_folded() - folded,
@@ -112,12 +121,15 @@ def main() -> None:
     with Infrastructure() as endpoints:
         result = asyncio.run(measure(endpoints, args.entries))
     print(  # noqa: T201
-        f"**One late event on a journey of {args.entries:,} entries**: the batch took "
+        f"**The first late event on a journey of {args.entries:,} entries that grew on time**, "
+        f"dated 30 minutes back, folded from the checkpoint its view kept as it grew: "
+        f"{result['grown_seconds']:.2f} s, {result['grown_folded']:.0f} entries folded. "
+        f"**One dated before every entry**: the batch took "
         f"{result['late_seconds']:.2f} s and allocated {result['peak_mib']:.1f} MiB at its peak "
         f"(tracemalloc); the process's peak resident memory went from "
         f"{result['rss_before_mib']:.0f} to {result['rss_after_mib']:.0f} MiB (storing the "
-        f"journey took {result['stored_seconds']:.0f} s). **A second, dated 5 minutes back**, "
-        f"folded from the checkpoint the first kept: {result['recent_seconds']:.2f} s, "
+        f"journey took {result['stored_seconds']:.0f} s). **Then one dated 5 minutes back**, "
+        f"folded from the checkpoint that one kept: {result['recent_seconds']:.2f} s, "
         f"{result['recent_folded']:.0f} entries folded"
     )
 

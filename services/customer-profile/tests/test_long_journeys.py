@@ -263,6 +263,57 @@ async def _late_after_a_checkpoint(svc: RunningProfileService) -> None:
     assert await checkpoints.count_documents({"customer_id": customer}) == 0
 
 
+async def test_a_journey_grown_on_time_names_checkpoints_its_first_late_event_folds_from(
+    settings: HiloSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer on the real servers, checkpoints 10 minutes behind once a view counts 10
+    entries: a walk-in account's events come on time, ten minutes of them a batch. Its view
+    document names a checkpoint and a next one, both stored; its first late event ever, three
+    minutes back, folds the entries since the next one (minute 50) without reading the journey
+    whole, and the view is a derivation's. The person's erasure deletes both checkpoints."""
+    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 10)
+    async with running_profile_service(settings, checkpoint_behind_hours=1 / 6) as svc:
+        house = {"loyalty_id": "L-WALK-IN"}
+        for first in range(10, 60, 10):
+            await svc.publish(
+                [
+                    interaction(f"g{n}", minutes=n, kind=("order", "message")[n % 2], **house)
+                    for n in range(first, first + 10)
+                ]
+            )
+            await svc.wait_for_entries(first)
+        customer = await svc.customer_of("loyalty_id", "L-WALK-IN")
+        store = svc.service.store
+        grown = await _profile(svc, customer)
+        assert grown.checkpoint is not None
+        assert grown.next_checkpoint is not None
+        assert (grown.checkpoint.at, grown.next_checkpoint.at) == (
+            T0 + timedelta(minutes=40),
+            T0 + timedelta(minutes=50),
+        ), "kept at the first entry of a batch, the next one taking its place 10 minutes on"
+        document = await store.journey.database["profile_views"].find_one(
+            {"customer_id": customer, "version": grown.version}
+        )
+        assert document is not None
+        assert document["next_checkpoint"]["id"] == grown.next_checkpoint.id
+        checkpoints = store.journey.database["profile_checkpoints"]
+        assert await checkpoints.count_documents({"customer_id": customer}) == 2
+
+        folded = _derivations("from_checkpoint"), _entries_folded(), _folded_as_read()
+        await svc.publish([interaction("first-late", minutes=56.5, kind="message", **house)])
+        await svc.wait_for_entries(51)
+        late = await _profile(svc, customer)
+        assert _derivations("from_checkpoint") == folded[0] + 1
+        assert _entries_folded() - folded[1] == 10, "minutes 51 to 59 and the late one, not 51"
+        assert _folded_as_read() == folded[2]
+        assert late.view == derive_view(await store.entries(late.aliases), WINDOW)
+        assert (late.checkpoint, late.next_checkpoint) == (grown.checkpoint, grown.next_checkpoint)
+
+        erased = await svc.http.delete(f"/v1/customers/{customer}")
+        assert erased.status_code in (200, 202)
+        assert await checkpoints.count_documents({"customer_id": customer}) == 0
+
+
 @pytest.mark.parametrize("step", ["keep_checkpoint", "checkpoint_view", "entries_after"])
 async def test_mongodb_lost_at_a_checkpoint_step_fails_the_batch_and_its_retry_counts_once(
     settings: HiloSettings, monkeypatch: pytest.MonkeyPatch, step: str

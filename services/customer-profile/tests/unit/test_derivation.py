@@ -12,7 +12,7 @@ from customer_profile.adapters.memory import InMemoryStore
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import derive_view
 from customer_profile.service import derivation
-from customer_profile.service.derivation import derived_views
+from customer_profile.service.derivation import derived_views, fold_on_top
 from customer_profile.service.ports import Checkpoint, StoredProfile, ViewSave
 from customer_profile.testing import stored_entry
 
@@ -169,3 +169,41 @@ async def test_no_checkpoint_is_kept_past_the_views_last_time_seen(
     assert derived.view.last_seen == START + timedelta(minutes=19)
     assert derived.checkpoint is None
     assert store.checkpoints == {}
+
+
+async def test_a_growing_journey_keeps_no_checkpoint_before_an_agents_done_mark_it_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A long journey's view seen until minute 10, with an agent's done mark at 30 (the customer
+    waited from minute 0). The next batch brings a message dated 20 (sent before the mark,
+    delivered after it: not late by the view's time seen) and one at 40. The view after the
+    message at 20 holds the mark at 30: kept as a checkpoint there, a late event folded from it
+    would fold the mark a second time, after the message at 20. It is kept after the one at 40."""
+    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 5)
+    store = InMemoryStore()
+    inbound = {"direction": "inbound", "text": "hello"}
+    messages = [
+        stored_entry(f"m{n:02}", "c1", START + timedelta(minutes=n), payload=inbound)
+        for n in range(11)
+    ]
+    mark = stored_entry(
+        "d30",
+        "c1",
+        START + timedelta(minutes=30),
+        channel="desk",
+        kind="conversation_done",
+        payload={"agent_id": "agent-ana", "waiting_since": START.isoformat()},
+    )
+    view = derive_view([*messages, mark], WINDOW)
+    assert view.conversation is not None
+    assert view.conversation.done_through == mark.occurred_at
+    grown = replace(profile("c1", [], None), view=view)
+    new = [
+        stored_entry(f"m{n}", "c1", START + timedelta(minutes=n), payload=inbound) for n in (20, 40)
+    ]
+
+    derived = await fold_on_top(store, grown, new, WINDOW, timedelta(minutes=30))
+
+    assert derived.checkpoint is not None
+    assert derived.checkpoint.key() == new[1].sort_key()
+    assert derived.next_checkpoint is None

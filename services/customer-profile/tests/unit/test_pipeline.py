@@ -35,7 +35,7 @@ from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import MAX_REFUNDS_WAITING, RECENT_ORDERS, derive_view
 from customer_profile.service import derivation
 from customer_profile.service.pipeline import STEPS, Pipeline
-from customer_profile.service.ports import Contention, ViewSave
+from customer_profile.service.ports import Contention, StoredProfile, ViewSave
 from customer_profile.service.prices import PriceCheck
 from customer_profile.testing import (
     FAULT_POINTS,
@@ -488,13 +488,143 @@ async def test_late_events_after_a_checkpoint_fold_from_it_and_give_the_view_a_d
         assert len(profile.aliases) == 2, "the email's profile was merged in"
         assert profile.view is not None
         assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump(), n
-        named = {profile.checkpoint.id} if profile.checkpoint else set()
-        assert set(store.checkpoints) == named, "every checkpoint kept is named by the view"
-        if profile.checkpoint is not None:
-            assert profile.view.last_seen is not None
-            assert profile.checkpoint.at <= profile.view.last_seen
+        _assert_checkpoints_true_of(profile, journey, store)
     assert _derivations("from_checkpoint") > started["from_checkpoint"]
     assert _derivations("held") > started["held"], "one dated before the checkpoint: from the start"
+
+
+async def test_a_long_journey_keeps_checkpoints_as_it_grows_and_its_first_late_event_folds_from_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A walk-in account grows a minute an entry, ten a batch, never late: once it counts 40
+    entries its view names a checkpoint, and from then on one between 30 and 60 minutes (plus
+    a batch) behind its last entry, renewed about every 30 minutes, not every batch. Its first
+    late event ever, 5 minutes back, folds the entries since the next checkpoint (kept as the
+    journey grew) without reading the journey whole; one 25 minutes back, since the
+    checkpoint. Each view is a derivation's, each checkpoint true of the journey through it."""
+    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 40)
+    rng = random.Random(3)
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    run = pipeline(store, publisher, checkpoint_behind=timedelta(minutes=30))
+    history = [_walk_in(n, rng) for n in range(200)]
+    for first in range(0, 200, 10):
+        await run.process(raw_records(history[first : first + 10]))
+        [profile] = (await store.load(list(store.profiles))).values()
+        assert profile.view is not None
+        assert profile.view.last_seen is not None
+        if first < 40:
+            continue
+        assert profile.checkpoint is not None, f"a view of {first + 10} entries names one"
+        if first >= 80:
+            behind = profile.view.last_seen - profile.checkpoint.at
+            assert timedelta(minutes=30) <= behind <= timedelta(minutes=69), first
+    journey = (await store.entries_of([profile]))[profile.customer_id]
+    _assert_checkpoints_true_of(profile, journey, store)
+    assert profile.checkpoint is not None
+    assert profile.next_checkpoint is not None
+    assert store.calls["keep_checkpoint"] <= 6, "about one per 30 minutes of the 160 since 40"
+
+    for minutes_back, since in ((5, profile.next_checkpoint), (25, profile.checkpoint)):
+        store.calls.clear()
+        folded = _entries_derived()
+        late = interaction(
+            f"late{minutes_back}", minutes=199 - minutes_back, kind="message", loyalty_id="L-HOUSE"
+        )
+        await run.process(raw_records([late]))
+        [after] = (await store.load(list(store.profiles))).values()
+        journey = (await store.entries_of([after]))[after.customer_id]
+        assert "entries_within" not in store.calls
+        assert "in_order" not in store.calls
+        assert after.view is not None
+        assert after.view.model_dump() == derive_view(journey, WINDOW).model_dump()
+        assert _entries_derived() - folded == len(
+            [entry for entry in journey if entry.sort_key() > since.key()]
+        ), f"folded from the checkpoint {minutes_back} minutes back and on"
+        _assert_checkpoints_true_of(after, journey, store)
+
+
+async def test_a_walk_in_account_fed_by_a_till_whose_clock_is_behind_folds_a_bounded_tail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A walk-in account grows on time for 100 minutes; then for 100 more every batch holds an
+    entry from a till on time and one from a till whose clock is 90 seconds behind (late). No
+    batch reads the journey whole: each folds from a checkpoint, at most the entries since one
+    `CHECKPOINT_AFTER` entries (and half an hour) back, as a checkpoint moves on with the
+    journey. Every view is a derivation's, every checkpoint true of the journey through it."""
+    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 40)
+    rng = random.Random(11)
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    run = pipeline(store, publisher, checkpoint_behind=timedelta(minutes=30))
+    history = [_walk_in(n, rng) for n in range(100)]
+    for first in range(0, 100, 10):
+        await run.process(raw_records(history[first : first + 10]))
+    store.calls.clear()
+    started = _derivations("from_checkpoint")
+    most = 0
+    for n in range(100, 200):
+        behind = interaction(f"till{n}", minutes=n - 1.5, kind="cart", loyalty_id="L-HOUSE")
+        folded = _entries_derived()
+        await run.process(raw_records([_walk_in(n, rng), behind]))
+        most = max(most, int(_entries_derived() - folded))
+
+        [profile] = (await store.load(list(store.profiles))).values()
+        journey = (await store.entries_of([profile]))[profile.customer_id]
+        assert profile.view is not None
+        assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump(), n
+        _assert_checkpoints_true_of(profile, journey, store)
+    assert _derivations("from_checkpoint") - started == 100
+    assert "entries_within" not in store.calls
+    assert "in_order" not in store.calls
+    assert most <= 40 + 2 * 30 * 2 + 2, f"{most} entries folded by one batch, of {len(journey)}"
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        FaultPoint("store", "keep_checkpoint", "before"),
+        FaultPoint("store", "keep_checkpoint", "after"),
+        FaultPoint("store", "save_views", "after"),
+    ],
+    ids=lambda point: point.name,
+)
+async def test_a_batch_failing_as_it_keeps_a_checkpoint_of_a_growing_journey_is_counted_once(
+    monkeypatch: pytest.MonkeyPatch, point: FaultPoint
+) -> None:
+    """The store failing once around the checkpoint a growing journey's batch keeps: delivered
+    again, the batch counts each event once, the view names checkpoints true of the journey,
+    and only one kept by a batch that failed before its save is left over."""
+    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 40)
+    rng = random.Random(5)
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    run = pipeline(store, publisher, checkpoint_behind=timedelta(minutes=30))
+    history = [_walk_in(n, rng) for n in range(100)]
+    await run.process(raw_records(history[:50]))
+    inject_fault(store, point)
+    failed = 0
+    for first in range(50, 100, 10):
+        batch = raw_records(history[first : first + 10])
+        try:
+            await run.process(batch)
+        except InjectedFault:
+            failed += 1
+            await run.process(batch)
+    clear_faults(store, point.method)
+
+    [profile] = (await store.load(list(store.profiles))).values()
+    journey = (await store.entries_of([profile]))[profile.customer_id]
+    assert failed == 1, f"{point.name} was never reached"
+    assert profile.view is not None
+    assert profile.view.event_count == len(history)
+    assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump()
+    left = point == FaultPoint("store", "keep_checkpoint", "after")
+    named = {c.id for c in (profile.checkpoint, profile.next_checkpoint) if c is not None}
+    assert profile.checkpoint is not None
+    assert named <= set(store.checkpoints)
+    assert len(set(store.checkpoints) - named) == left
+    for orphan in set(store.checkpoints) - named:
+        store.checkpoints.pop(orphan)
+    _assert_checkpoints_true_of(profile, journey, store)
+    assert not store.pending
 
 
 @pytest.mark.parametrize(
@@ -548,6 +678,25 @@ async def test_a_late_batch_failing_at_any_checkpoint_step_is_counted_once_on_re
     assert not store.pending
 
 
+def _assert_checkpoints_true_of(
+    profile: StoredProfile, journey: list[JourneyEntry], store: InMemoryStore
+) -> None:
+    """Every checkpoint kept is one the view names, holds what a derivation of the journey
+    through its entry gives, and is no later than the view's last time seen; the next one is
+    later than the checkpoint."""
+    named = [c for c in (profile.checkpoint, profile.next_checkpoint) if c is not None]
+    assert set(store.checkpoints) == {c.id for c in named}, "every checkpoint kept is named"
+    assert profile.view is not None
+    assert profile.view.last_seen is not None
+    for checkpoint in named:
+        assert checkpoint.at <= profile.view.last_seen
+        through = [entry for entry in journey if entry.sort_key() <= checkpoint.key()]
+        kept = store.checkpoints[checkpoint.id][2]
+        assert kept.model_dump() == derive_view(through, WINDOW).model_dump(), checkpoint
+    if profile.checkpoint is not None and profile.next_checkpoint is not None:
+        assert profile.checkpoint.key() < profile.next_checkpoint.key()
+
+
 def _walk_in(n: int, rng: random.Random) -> Interaction:
     kind = rng.choice(("order", "order", "message", "cart"))
     if kind == "order":
@@ -574,6 +723,10 @@ def _late(name: str, at: float, rng: random.Random) -> Interaction:
             "identifiers": identified.identifiers,
         }
     )
+
+
+def _entries_derived() -> float:
+    return REGISTRY.get_sample_value("hilo_profile_derived_entries_total") or 0.0
 
 
 def _derivations(read: str) -> float:

@@ -34,6 +34,9 @@ from customer_profile.service.ports import (
 )
 
 NEVER = datetime.min.replace(tzinfo=UTC)
+_Named = tuple[Checkpoint | None, Checkpoint | None]
+"""The checkpoint and the next one a stored view names."""
+NONE: _Named = (None, None)
 
 
 @dataclass
@@ -68,7 +71,8 @@ class InMemoryStore:
         self.profiles: dict[str, _Head] = {}
         self.views: dict[tuple[str, int], ProfileView] = {}
         self.view_tokens: dict[tuple[str, int], str] = {}
-        self.view_checkpoints: dict[tuple[str, int], Checkpoint] = {}
+        self.view_checkpoints: dict[tuple[str, int], _Named] = {}
+        """(customer, version) -> the checkpoint and the next one its view names."""
         self.checkpoints: dict[str, tuple[str, list[str], ProfileView]] = {}
         """Checkpoint id -> (customer, sorted aliases, view)."""
         self.journey: dict[str, JourneyEntry] = {}
@@ -179,6 +183,7 @@ class InMemoryStore:
             if head is None:
                 continue
             version = self._version(customer)
+            checkpoint, next_checkpoint = self.view_checkpoints.get((customer, version), NONE)
             loaded[customer] = StoredProfile(
                 customer_id=customer,
                 version=version,
@@ -187,7 +192,8 @@ class InMemoryStore:
                 merged_from=self._aliases(customer),
                 view=_fresh(self.views.get((customer, version))),
                 view_token=self.view_tokens.get((customer, version)),
-                checkpoint=self.view_checkpoints.get((customer, version)),
+                checkpoint=checkpoint,
+                next_checkpoint=next_checkpoint,
             )
         return loaded
 
@@ -305,8 +311,8 @@ class InMemoryStore:
                 continue
             self.views[slot] = save.view.model_copy(deep=True)
             self.view_tokens[slot] = save.token
-            if save.checkpoint is not None:
-                self.view_checkpoints[slot] = save.checkpoint
+            if save.checkpoint is not None or save.next_checkpoint is not None:
+                self.view_checkpoints[slot] = (save.checkpoint, save.next_checkpoint)
             self._discard_view(customer, save.base)  # the view it superseded
         for checkpoint in unnamed_checkpoints(views, lost):
             self.checkpoints.pop(checkpoint, None)

@@ -649,7 +649,8 @@ class ProfileCollection:
                 "token": save.token,
                 "view": save.view.model_dump(mode="python"),
                 "written_at": at,
-                **_checkpoint_field(save.checkpoint),
+                **_checkpoint_field("checkpoint", save.checkpoint),
+                **_checkpoint_field("next_checkpoint", save.next_checkpoint),
             }
             for customer, save in views.items()
         ]
@@ -775,20 +776,21 @@ def _stored(head: MongoDocument, view: MongoDocument | None) -> StoredProfile:
         kept_apart=list(head.get("kept_apart", [])),
         view_token=view.get("token") if view else None,
         view_key=_earlier_key(view),
-        checkpoint=_checkpoint(view),
+        checkpoint=_checkpoint(view, "checkpoint"),
+        next_checkpoint=_checkpoint(view, "next_checkpoint"),
     )
 
 
-def _checkpoint_field(checkpoint: Checkpoint | None) -> MongoDocument:
-    """What a view document says of the checkpoint it names: nothing when it names none (most
+def _checkpoint_field(field: str, checkpoint: Checkpoint | None) -> MongoDocument:
+    """What a view document says of a checkpoint it names: nothing when it names none (most
     views: checkpoints are kept for long journeys only)."""
     if checkpoint is None:
         return {}
-    return {"checkpoint": {"id": checkpoint.id, "at": checkpoint.at, "entry": checkpoint.entry_id}}
+    return {field: {"id": checkpoint.id, "at": checkpoint.at, "entry": checkpoint.entry_id}}
 
 
-def _checkpoint(view: MongoDocument | None) -> Checkpoint | None:
-    named = view.get("checkpoint") if view else None
+def _checkpoint(view: MongoDocument | None, field: str) -> Checkpoint | None:
+    named = view.get(field) if view else None
     return Checkpoint(named["id"], named["at"], named["entry"]) if named else None
 
 

@@ -14,6 +14,13 @@ more than `CHECKPOINT_AFTER` entries before the point `CHECKPOINT_BEHIND` its vi
 keeps the view as it stood there (a `Checkpoint`), and the view saved names it; a late event
 after that point folds the entries since, from the checkpoint, and the view comes out as a
 derivation from the beginning would leave it.
+
+That still left the first late event on a long journey (after a restart of the tills, a merge)
+to read it whole. So a long journey's view also keeps checkpoints as it grows (`fold_on_top`):
+the fold of a batch on top keeps the view as it stood after one of the batch's entries, named
+as the view's checkpoint when it has none, else as its *next* one, which takes the checkpoint's
+place once it is `CHECKPOINT_BEHIND` the view's last entry. A view that keeps getting events
+then names a checkpoint between one and two `CHECKPOINT_BEHIND` back, made once per that time.
 """
 
 from __future__ import annotations
@@ -22,14 +29,14 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client import Counter
 
 from customer_profile.domain.journey import JourneyEntry
-from customer_profile.domain.profile import ProfileView
-from customer_profile.service.ports import Checkpoint, Store, StoredProfile
+from customer_profile.domain.profile import DONE, ProfileView
+from customer_profile.service.ports import Checkpoint, Store, StoredProfile, ViewSave
 
 DERIVED = Counter(
     "hilo_profile_views_derived_total",
@@ -43,7 +50,8 @@ DERIVED_ENTRIES = Counter(
 )
 CHECKPOINTS_KEPT = Counter(
     "hilo_profile_checkpoints_kept_total",
-    "Checkpoints of long journeys kept: a view as it stood a while before its last entry",
+    "Checkpoints of long journeys kept: a view as it stood a while before its last entry, "
+    "by a derivation or as the journey grew",
 )
 
 HELD_ENTRIES = 10_000
@@ -65,6 +73,69 @@ class Derived:
     checkpoint: Checkpoint | None
     """The checkpoint the view names when saved: a kept one it was folded from, a new one kept
     during the fold, or none."""
+    next_checkpoint: Checkpoint | None = None
+    """The younger checkpoint it names (`fold_on_top`), while still true of the journey."""
+
+    def save(self, base: StoredProfile) -> ViewSave:
+        """This view to store as the version after `base`'s, naming its checkpoints."""
+        return ViewSave(
+            base, self.view, checkpoint=self.checkpoint, next_checkpoint=self.next_checkpoint
+        )
+
+
+async def fold_on_top(
+    store: Store,
+    profile: StoredProfile,
+    new: list[JourneyEntry],
+    window: timedelta,
+    behind: timedelta | None = None,
+) -> Derived:
+    """The stored view with a batch's entries (none late) applied on top, in place (the view
+    was loaded for this batch alone: a deep copy of every touched view was once the largest
+    single cost of a batch), and the checkpoints it names.
+
+    A long journey whose view names no checkpoint, or one `behind` its new last entry and no
+    next one, keeps the view as it stood after the first of these entries it can (`_covered`):
+    as its checkpoint if it had none, else as the next. Once per `behind` at most, for views of
+    `CHECKPOINT_AFTER` entries or more: one copy and one insert beside a save."""
+    behind = CHECKPOINT_BEHIND if behind is None else behind
+    view = profile.view if profile.view is not None else ProfileView()
+    entries = sorted(new, key=JourneyEntry.sort_key)
+    horizon = _last_seen(view, entries) - behind
+    current, upcoming = profile.checkpoint, profile.next_checkpoint
+    if upcoming is not None and (current is None or upcoming.at <= horizon):
+        current, upcoming = upcoming, None  # the save deletes the one it took the place of
+    wanted = view.event_count >= CHECKPOINT_AFTER and (
+        current is None or (upcoming is None and current.at <= horizon)
+    )
+    kept: tuple[Checkpoint, ProfileView] | None = None
+    for entry in entries:
+        view.apply(entry, window)
+        if wanted and kept is None and _covered_after(view, entry):
+            kept = (Checkpoint(uuid.uuid4().hex, *entry.sort_key()), view.finished_copy())
+    if kept is not None:
+        await store.keep_checkpoint(profile.customer_id, kept[0], profile.aliases, kept[1])
+        CHECKPOINTS_KEPT.inc()
+        current, upcoming = (kept[0], None) if current is None else (current, kept[0])
+    return Derived(view.finish(), current, upcoming)
+
+
+def _last_seen(view: ProfileView, entries: list[JourneyEntry]) -> datetime:
+    """The view's last time seen once these entries are folded on top (a done mark sets none)."""
+    seen = [entry.occurred_at for entry in entries if entry.type != DONE]
+    if view.last_seen is not None:
+        seen.append(view.last_seen)
+    return max(seen, default=datetime.max.replace(tzinfo=UTC))
+
+
+def _covered_after(view: ProfileView, entry: JourneyEntry) -> bool:
+    """Whether the view, just folded through `entry`, holds only entries up to it: a done mark
+    moves no time seen, and one dated after the entry (folded before it, on an earlier batch)
+    would be folded again after a checkpoint here (see `_Fold._covered`)."""
+    if entry.type == DONE:
+        return False
+    done = view.conversation.done_through if view.conversation else None
+    return done is None or done <= entry.occurred_at
 
 
 async def derived_views(
@@ -126,27 +197,36 @@ async def _from_checkpoint(
     behind: timedelta,
 ) -> Derived | None:
     """The view folded from its checkpoint on, when its earliest late entry (`since`) came after
-    the checkpoint's. None, to derive it from the beginning, when the view names none before
-    it, the checkpoint is gone (or was kept for other aliases), more than `HELD_ENTRIES` came
-    since, or an order the checkpoint let go cannot be recalled as it counted it."""
-    checkpoint = profile.checkpoint
+    the checkpoint's: from the next one when `since` came after that too (fewer entries since).
+    None, to derive it from the beginning, when the view names none before it, the checkpoint
+    is gone (or was kept for other aliases), more than `HELD_ENTRIES` came since, or an order
+    the checkpoint let go cannot be recalled as it counted it. The view goes on naming the next
+    checkpoint while no late entry came before it."""
+    current, upcoming = profile.checkpoint, profile.next_checkpoint
     seen = profile.view.last_seen if profile.view is not None else None
-    if checkpoint is None or since <= checkpoint.key() or seen is None or seen < checkpoint.at:
+    if current is None or since <= current.key() or seen is None or seen < current.at:
         return None
-    view = await store.checkpoint_view(checkpoint, profile.aliases)
+    if upcoming is not None and (since <= upcoming.key() or seen < upcoming.at):
+        upcoming = None  # a late entry before it: it misses that entry
+    start = upcoming or current
+    view = await store.checkpoint_view(start, profile.aliases)
     if view is None:
         return None
-    tail = await store.entries_after(profile.aliases, checkpoint.key(), HELD_ENTRIES)
+    tail = await store.entries_after(profile.aliases, start.key(), HELD_ENTRIES)
     if tail is None:
         return None
-    recall = Recall(view, profile.aliases, tail, checkpoint.key())
+    recall = Recall(view, profile.aliases, tail, start.key())
     if await recall_forgotten_orders(store, {profile.customer_id: recall}, {e.id for e in tail}):
         return None
-    fold = _Fold(view, window, _horizon(profile, behind), checkpoint)
+    fold = _Fold(view, window, _horizon(profile, behind), current)
     for entry in tail:
         fold.add(entry)
     DERIVED.labels(read="from_checkpoint").inc()
-    return await fold.done(store, profile)
+    derived = await fold.done(store, profile)
+    kept = derived.checkpoint
+    if upcoming is not None and kept is not None and upcoming.key() <= kept.key():
+        upcoming = None  # the fold kept a newer checkpoint than it
+    return replace(derived, next_checkpoint=upcoming)
 
 
 @dataclass(frozen=True)

@@ -43,11 +43,11 @@ from customer_profile.domain.identity import (
     conflict_ids,
 )
 from customer_profile.domain.journey import JourneyEntry, new_entry
-from customer_profile.domain.profile import ProfileView
 from customer_profile.service.derivation import (
     CHECKPOINT_BEHIND,
     Recall,
     derived_views,
+    fold_on_top,
     recall_forgotten_orders,
 )
 from customer_profile.service.ports import (
@@ -58,7 +58,6 @@ from customer_profile.service.ports import (
     Publisher,
     Store,
     StoredProfile,
-    ViewSave,
 )
 from customer_profile.service.prices import PriceCheck, facts_told
 from customer_profile.service.prices import count as count_mismatches
@@ -563,15 +562,17 @@ class Pipeline:
                 self._checkpoint_behind,
             )
             late_from = None
+            for customer, profile in profiles.items():
+                if customer not in derived:
+                    derived[customer] = await fold_on_top(
+                        self._store,
+                        profile,
+                        by_customer[customer],
+                        self._window,
+                        self._checkpoint_behind,
+                    )
             views = {
-                customer: ViewSave(profile, d.view, checkpoint=d.checkpoint)
-                if (d := derived.get(customer)) is not None
-                else ViewSave(
-                    profile,
-                    _fold(profile.view, by_customer[customer], self._window),
-                    checkpoint=profile.checkpoint,
-                )
-                for customer, profile in profiles.items()
+                customer: derived[customer].save(profile) for customer, profile in profiles.items()
             }
             lost = await self._store.save_views(views)
             saved.update({customer: views[customer].saved() for customer in set(views) - lost})
@@ -749,18 +750,6 @@ def _ties_with_view(entry: JourneyEntry, before: Mapping[str, StoredProfile]) ->
         return False
     marked = view.conversation.done_through if view.conversation else None
     return entry.occurred_at in (view.last_seen, marked)
-
-
-def _fold(view: ProfileView | None, new: list[JourneyEntry], window: timedelta) -> ProfileView:
-    """The stored view with the batch's (non-late) entries applied on top, in place.
-
-    The view was loaded for this batch alone (a store returns fresh objects), so it is not
-    copied: a deep copy of every touched view was the largest single cost of a batch.
-    """
-    result = view if view is not None else ProfileView()
-    for entry in sorted(new, key=JourneyEntry.sort_key):
-        result.apply(entry, window)
-    return result.finish()
 
 
 async def entry_records(

@@ -118,6 +118,10 @@ class StoredProfile:
     stored by an earlier release); None otherwise."""
     checkpoint: Checkpoint | None = None
     """The checkpoint the stored view names: one is kept for long journeys only."""
+    next_checkpoint: Checkpoint | None = None
+    """A younger checkpoint the stored view names, kept as the journey grew, that takes the
+    first one's place once it is far enough behind the view's last entry
+    (`service.derivation.fold_on_top`)."""
 
     def facts(self) -> ProfileFacts:
         return ProfileFacts(
@@ -163,6 +167,8 @@ class ViewSave:
     """The checkpoint this view names: `base`'s when the view folded only later entries on
     top of it, a new one a derivation kept, or none (whoever saves without saying starts the
     next derivation from the beginning, which is always right)."""
+    next_checkpoint: Checkpoint | None = None
+    """The younger checkpoint this view names (see `StoredProfile.next_checkpoint`)."""
 
     def saved(self) -> StoredProfile:
         """The profile as it stands once this save succeeded."""
@@ -173,36 +179,37 @@ class ViewSave:
             view_token=self.token,
             view_key=None,
             checkpoint=self.checkpoint,
+            next_checkpoint=self.next_checkpoint,
         )
 
-    def checkpoint_superseded(self) -> str | None:
-        """The checkpoint only `base` named, which this save leaves unnamed (once it won)."""
-        before = self.base.checkpoint
-        if before is None or (self.checkpoint is not None and self.checkpoint.id == before.id):
-            return None
-        return before.id
+    def checkpoints_superseded(self) -> set[str]:
+        """The checkpoints only `base` named, which this save leaves unnamed (once it won)."""
+        return _named(self.base.checkpoint, self.base.next_checkpoint) - _named(
+            self.checkpoint, self.next_checkpoint
+        )
 
-    def checkpoint_of_its_own(self) -> str | None:
-        """The checkpoint this save names and `base` did not: kept for it alone, and unnamed
+    def checkpoints_of_its_own(self) -> set[str]:
+        """The checkpoints this save names and `base` did not: kept for it alone, and unnamed
         when the save lost."""
-        before = self.base.checkpoint.id if self.base.checkpoint else None
-        if self.checkpoint is None or self.checkpoint.id == before:
-            return None
-        return self.checkpoint.id
+        return _named(self.checkpoint, self.next_checkpoint) - _named(
+            self.base.checkpoint, self.base.next_checkpoint
+        )
+
+
+def _named(*checkpoints: Checkpoint | None) -> set[str]:
+    return {checkpoint.id for checkpoint in checkpoints if checkpoint is not None}
 
 
 def unnamed_checkpoints(views: Mapping[str, ViewSave], lost: set[str]) -> list[str]:
     """The checkpoints no stored view names once these saves are done (`lost`: those that lost),
     for the store to delete: those a winner stopped naming, those a loser kept for itself."""
-    return [
+    return sorted(
         checkpoint
         for customer, save in views.items()
-        if (
-            checkpoint := save.checkpoint_of_its_own()
-            if customer in lost
-            else save.checkpoint_superseded()
+        for checkpoint in (
+            save.checkpoints_of_its_own() if customer in lost else save.checkpoints_superseded()
         )
-    ]
+    )
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from customer_profile.service.pipeline import (
     publish_until_current,
     snapshot,
 )
-from customer_profile.service.ports import Contention, StoredProfile, ViewSave
+from customer_profile.service.ports import Contention, StoredProfile
 from customer_profile.service.privacy import LEFT_TO_ITS_REQUEST
 from hilo.kafka import KafkaPublisher, PublishFailed, Record
 from hilo.sealing import Sealer
@@ -288,12 +288,7 @@ class Splits:
         for _ in range(MAX_SAVE_ATTEMPTS):
             profiles = await self._store.load(customer_ids)
             derived = await derived_views(self._store, profiles.values(), self._window)
-            views = {
-                customer: ViewSave(
-                    profile, derived[customer].view, checkpoint=derived[customer].checkpoint
-                )
-                for customer, profile in profiles.items()
-            }
+            views = {customer: derived[customer].save(p) for customer, p in profiles.items()}
             lost = await self._store.save_views(views)
             if not lost:
                 return {customer: save.saved() for customer, save in views.items()}
