@@ -30,6 +30,7 @@ from customer_profile.testing import (
     running_profile_service,
     stored_entry,
 )
+from hilo.contract import Identifiers
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.settings import HiloSettings
 from hilo.testkit.query_plans import winning_stages
@@ -312,6 +313,43 @@ async def test_a_journey_grown_on_time_names_checkpoints_its_first_late_event_fo
         erased = await svc.http.delete(f"/v1/customers/{customer}")
         assert erased.status_code in (200, 202)
         assert await checkpoints.count_documents({"customer_id": customer}) == 0
+
+
+async def test_a_long_journey_merged_away_takes_its_checkpoints_with_it(
+    settings: HiloSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer on the real servers: a web customer known by an email grows on time, ten
+    entries a batch, and keeps checkpoints; an event naming the email and a loyalty card merges
+    it into the card's profile, and the merge deletes the absorbed profile's checkpoints (found
+    by customer on an index)."""
+    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 10)
+    async with running_profile_service(settings, checkpoint_behind_hours=1 / 6) as svc:
+        await svc.publish([interaction("card", minutes=5, loyalty_id="L-CARD")])
+        await svc.wait_for_entries(1)
+        for first in range(10, 50, 10):
+            await svc.publish(
+                [
+                    interaction(f"w{n}", minutes=n, email="walk@example.com")
+                    for n in range(first, first + 10)
+                ]
+            )
+            await svc.wait_for_entries(first - 9 + 10)
+        absorbed = await svc.customer_of("email", "walk@example.com")
+        checkpoints = svc.service.store.journey.database["profile_checkpoints"]
+        assert await checkpoints.count_documents({"customer_id": absorbed}) == 2
+
+        both = interaction("both", minutes=55, kind="cart", email="walk@example.com")
+        both = both.model_copy(
+            update={"identifiers": Identifiers(loyalty_id="L-CARD", email="walk@example.com")}
+        )
+        await svc.publish([both])
+        await svc.wait_for_entries(42)
+        survivor = await svc.customer_of("loyalty_id", "L-CARD")
+        assert survivor != absorbed
+        assert await svc.customer_of("email", "walk@example.com") == survivor
+        assert await checkpoints.count_documents({"customer_id": absorbed}) == 0
+        plan = await checkpoints.find({"customer_id": {"$in": [absorbed]}}).explain()
+        assert "COLLSCAN" not in winning_stages(plan), plan
 
 
 @pytest.mark.parametrize("step", ["keep_checkpoint", "checkpoint_view", "entries_after"])

@@ -543,6 +543,38 @@ async def test_a_long_journey_keeps_checkpoints_as_it_grows_and_its_first_late_e
         _assert_checkpoints_true_of(after, journey, store)
 
 
+async def test_a_late_event_after_a_next_checkpoint_no_longer_kept_folds_from_the_checkpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A save that overtook ours may have deleted a checkpoint our view names: a late event
+    after the next checkpoint, gone, folds from the checkpoint instead of the whole journey."""
+    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 40)
+    rng = random.Random(3)
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    run = pipeline(store, publisher, checkpoint_behind=timedelta(minutes=30))
+    history = [_walk_in(n, rng) for n in range(200)]
+    for first in range(0, 200, 10):
+        await run.process(raw_records(history[first : first + 10]))
+    [grown] = (await store.load(list(store.profiles))).values()
+    assert grown.checkpoint is not None
+    assert grown.next_checkpoint is not None
+    del store.checkpoints[grown.next_checkpoint.id]
+
+    store.calls.clear()
+    folded = _entries_derived()
+    await run.process(raw_records([interaction("late", minutes=194, loyalty_id="L-HOUSE")]))
+
+    [after] = (await store.load(list(store.profiles))).values()
+    journey = (await store.entries_of([after]))[after.customer_id]
+    assert "entries_within" not in store.calls
+    assert "in_order" not in store.calls
+    assert after.view is not None
+    assert after.view.model_dump() == derive_view(journey, WINDOW).model_dump()
+    since = [entry for entry in journey if entry.sort_key() > grown.checkpoint.key()]
+    assert _entries_derived() - folded == len(since)
+    assert (after.checkpoint, after.next_checkpoint) == (grown.checkpoint, None)
+
+
 async def test_a_walk_in_account_fed_by_a_till_whose_clock_is_behind_folds_a_bounded_tail(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -576,6 +608,62 @@ async def test_a_walk_in_account_fed_by_a_till_whose_clock_is_behind_folds_a_bou
     assert "entries_within" not in store.calls
     assert "in_order" not in store.calls
     assert most <= 40 + 2 * 30 * 2 + 2, f"{most} entries folded by one batch, of {len(journey)}"
+
+
+async def test_a_growing_journeys_view_overtaken_by_two_others_leaves_no_checkpoint_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Instance A folds a batch on top of a long journey's version 10 and keeps a checkpoint;
+    before A saves, B and C save versions 11 and 12 (each keeping checkpoints of their own). A
+    saves 11 (its slot freed by 12) and finds its view overtaken: its checkpoints go with it.
+    Every checkpoint kept is named by the current view, which is a derivation's."""
+    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 40)
+    rng = random.Random(1)
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    a, b, c = (pipeline(store, publisher, checkpoint_behind=timedelta(minutes=30)) for _ in "abc")
+    history = [_walk_in(n, rng) for n in range(140)]
+    for first in range(0, 100, 10):
+        await a.process(raw_records(history[first : first + 10]))
+
+    async def others() -> None:
+        await b.process(raw_records(history[101:135]))
+        await c.process(raw_records(history[135:140]))
+
+    interleave(store, "save_views", others)
+    await a.process(raw_records(history[100:101]))
+
+    [profile] = (await store.load(list(store.profiles))).values()
+    journey = (await store.entries_of([profile]))[profile.customer_id]
+    assert profile.version == 13, "A's overtaken view was derived again"
+    assert profile.view is not None
+    assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump()
+    assert set(store.checkpoints) <= profile.checkpoints(), "none left that no view names"
+
+
+async def test_a_long_journey_merged_away_leaves_no_checkpoint_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A web customer known by an email alone grows on time to 120 entries (keeping checkpoints);
+    an event naming the email and a loyalty id merges it into the loyalty card's profile: the
+    absorbed profile's checkpoints are deleted with the merge."""
+    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 40)
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    run = pipeline(store, publisher, checkpoint_behind=timedelta(minutes=30))
+    await run.process(raw_records([interaction("s0", minutes=0, loyalty_id="L-HOUSE")]))
+    web = [interaction(f"w{n}", minutes=n, email="walk@example.com") for n in range(1, 120)]
+    for first in range(0, 119, 10):
+        await run.process(raw_records(web[first : first + 10]))
+    assert len(store.checkpoints) == 2, "the email's profile names a checkpoint and a next one"
+    both = interaction("both", minutes=130, kind="cart", email="walk@example.com")
+    both = both.model_copy(
+        update={"identifiers": Identifiers(loyalty_id="L-HOUSE", email="walk@example.com")}
+    )
+    await run.process(raw_records([both]))
+
+    [survivor] = [c for c, head in store.profiles.items() if not head.merged_into]
+    profile = (await store.load([survivor]))[survivor]
+    assert len(profile.merged_from) == 1
+    assert set(store.checkpoints) <= profile.checkpoints()
 
 
 @pytest.mark.parametrize(

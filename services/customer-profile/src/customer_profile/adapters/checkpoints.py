@@ -27,6 +27,7 @@ class Checkpoints:
 
     async def create_indexes(self) -> None:
         await self.collection.create_index([("aliases", ASCENDING)])
+        await self.collection.create_index([("customer_id", ASCENDING)])
 
     async def read(self, checkpoint: Checkpoint, aliases: list[str]) -> ProfileView | None:
         """The view kept as `checkpoint`, if still kept and folded from these very aliases."""
@@ -52,6 +53,11 @@ class Checkpoints:
     async def drop(self, ids: Iterable[str]) -> None:
         """Delete checkpoints no stored view names any more."""
         await delete_in(self.collection, "_id", ids)
+
+    async def drop_kept_for(self, customers: list[str]) -> None:
+        """Delete the checkpoints kept for these profiles' own views (merged away: a merge's
+        survivor derives its view from the whole journey, and reads no checkpoint of theirs)."""
+        await delete_in(self.collection, "customer_id", customers)
 
     async def erase(self, aliases: list[str]) -> int:
         """Every checkpoint folded from any of these ids' journeys: personal data, as their

@@ -265,6 +265,9 @@ class InMemoryStore:
         return [merge.absorbed for merge in taken]
 
     async def finish_merges(self, merges: list[MergeRecord]) -> None:
+        absorbed = {merge.absorbed for merge in merges}
+        for checkpoint in [i for i, kept in self.checkpoints.items() if kept[0] in absorbed]:
+            del self.checkpoints[checkpoint]
         for merge in merges:
             aliases = {merge.absorbed, *self._aliases(merge.absorbed)}
             for key, owner in self.identities.items():
@@ -324,6 +327,12 @@ class InMemoryStore:
         self._count("checkpoint_view", [checkpoint])
         kept = self.checkpoints.get(checkpoint.id)
         return kept[2].model_copy(deep=True) if kept and kept[1] == sorted(aliases) else None
+
+    async def drop_checkpoints(self, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        self._count("drop_checkpoints", ids)
+        for checkpoint in ids:
+            self.checkpoints.pop(checkpoint, None)
 
     async def keep_checkpoint(
         self, customer_id: str, checkpoint: Checkpoint, aliases: list[str], view: ProfileView

@@ -256,6 +256,8 @@ class ProfileStore:
             if profile is not None:
                 moves.append((set(profile.aliases), merge.survivor))
         await self._identities.move(moves)
+        # Their views are read no more (the survivor's is derived again), nor their checkpoints.
+        await self._checkpoints.drop_kept_for([merge.absorbed for merge in merges])
         # Journey entries keep the id they were stored under: reads go through every alias.
         await self._profiles.add_merged(
             [
@@ -282,6 +284,9 @@ class ProfileStore:
         self, checkpoint: Checkpoint, aliases: list[str]
     ) -> ProfileView | None:
         return await self._checkpoints.read(checkpoint, aliases)
+
+    async def drop_checkpoints(self, ids: Iterable[str]) -> None:
+        await self._checkpoints.drop(ids)
 
     async def keep_checkpoint(
         self, customer_id: str, checkpoint: Checkpoint, aliases: list[str], view: ProfileView

@@ -198,8 +198,8 @@ async def _from_checkpoint(
 ) -> Derived | None:
     """The view folded from its checkpoint on, when its earliest late entry (`since`) came after
     the checkpoint's: from the next one when `since` came after that too (fewer entries since).
-    None, to derive it from the beginning, when the view names none before it, the checkpoint
-    is gone (or was kept for other aliases), more than `HELD_ENTRIES` came since, or an order
+    None, to derive it from the beginning, when the view names none before it, neither is kept
+    any more (or was kept for other aliases), more than `HELD_ENTRIES` came since, or an order
     the checkpoint let go cannot be recalled as it counted it. The view goes on naming the next
     checkpoint while no late entry came before it."""
     current, upcoming = profile.checkpoint, profile.next_checkpoint
@@ -208,10 +208,11 @@ async def _from_checkpoint(
         return None
     if upcoming is not None and (since <= upcoming.key() or seen < upcoming.at):
         upcoming = None  # a late entry before it: it misses that entry
-    start = upcoming or current
-    view = await store.checkpoint_view(start, profile.aliases)
-    if view is None:
+    start, view = await _first_kept(store, [upcoming, current], profile.aliases)
+    if start is None or view is None:
         return None
+    if start is not upcoming:
+        upcoming = None
     tail = await store.entries_after(profile.aliases, start.key(), HELD_ENTRIES)
     if tail is None:
         return None
@@ -227,6 +228,17 @@ async def _from_checkpoint(
     if upcoming is not None and kept is not None and upcoming.key() <= kept.key():
         upcoming = None  # the fold kept a newer checkpoint than it
     return replace(derived, next_checkpoint=upcoming)
+
+
+async def _first_kept(
+    store: Store, checkpoints: list[Checkpoint | None], aliases: list[str]
+) -> tuple[Checkpoint | None, ProfileView | None]:
+    """The first of these checkpoints still kept for these aliases, and its view (a save that
+    overtook ours may have deleted one our view names)."""
+    for checkpoint in checkpoints:
+        if checkpoint is not None and (view := await store.checkpoint_view(checkpoint, aliases)):
+            return checkpoint, view
+    return None, None
 
 
 @dataclass(frozen=True)

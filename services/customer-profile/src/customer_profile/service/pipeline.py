@@ -709,6 +709,7 @@ async def publish_overtaken(
         if not gone and not moved:
             return stale
         current = await store.load(moved - set(merged))
+        await store.drop_checkpoints(_unnamed_now(overtaken, saved, current))
         await publisher.publish_records(
             [
                 *[Record(Topic.PROFILES, c.encode(), None, {}) for c in gone],
@@ -719,6 +720,19 @@ async def publish_overtaken(
         published = {c: p.version for c, p in current.items()}
     log.warning("profile_snapshots_still_moving", customers=len(published))
     return stale
+
+
+def _unnamed_now(
+    overtaken: set[str], saved: Mapping[str, StoredProfile], current: Mapping[str, StoredProfile]
+) -> set[str]:
+    """The checkpoints our overtaken views named that the current ones do not: kept for ours
+    alone (no writer reads a view below the current version, so none carries them on)."""
+    return {
+        checkpoint
+        for customer in overtaken
+        for checkpoint in saved[customer].checkpoints()
+        - (current[customer].checkpoints() if customer in current else set())
+    }
 
 
 JSON = {"content-type": "application/json"}

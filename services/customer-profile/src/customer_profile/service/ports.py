@@ -123,6 +123,10 @@ class StoredProfile:
     first one's place once it is far enough behind the view's last entry
     (`service.derivation.fold_on_top`)."""
 
+    def checkpoints(self) -> set[str]:
+        """The ids of the checkpoints its stored view names."""
+        return _named(self.checkpoint, self.next_checkpoint)
+
     def facts(self) -> ProfileFacts:
         return ProfileFacts(
             customer_id=self.customer_id,
@@ -184,16 +188,12 @@ class ViewSave:
 
     def checkpoints_superseded(self) -> set[str]:
         """The checkpoints only `base` named, which this save leaves unnamed (once it won)."""
-        return _named(self.base.checkpoint, self.base.next_checkpoint) - _named(
-            self.checkpoint, self.next_checkpoint
-        )
+        return self.base.checkpoints() - _named(self.checkpoint, self.next_checkpoint)
 
     def checkpoints_of_its_own(self) -> set[str]:
         """The checkpoints this save names and `base` did not: kept for it alone, and unnamed
         when the save lost."""
-        return _named(self.checkpoint, self.next_checkpoint) - _named(
-            self.base.checkpoint, self.base.next_checkpoint
-        )
+        return _named(self.checkpoint, self.next_checkpoint) - self.base.checkpoints()
 
 
 def _named(*checkpoints: Checkpoint | None) -> set[str]:
@@ -349,6 +349,9 @@ class Store(Protocol):
     ) -> None:
         """Keep `view`, the journey of these aliases folded through `checkpoint`'s entry:
         personal data, as the view is, which an erasure of the customer deletes."""
+
+    async def drop_checkpoints(self, ids: Iterable[str]) -> None:
+        """Delete these checkpoints: no stored view names them any more."""
 
     async def order_entries(
         self, order_ids: Iterable[str], besides: set[str]
