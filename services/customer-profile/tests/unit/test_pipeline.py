@@ -39,6 +39,7 @@ from customer_profile.service.ports import Contention, StoredProfile, ViewSave
 from customer_profile.service.prices import PriceCheck
 from customer_profile.testing import (
     FAULT_POINTS,
+    T0,
     FaultPoint,
     InjectedFault,
     clear_faults,
@@ -573,6 +574,51 @@ async def test_a_late_event_after_a_next_checkpoint_no_longer_kept_folds_from_th
     since = [entry for entry in journey if entry.sort_key() > grown.checkpoint.key()]
     assert _entries_derived() - folded == len(since)
     assert (after.checkpoint, after.next_checkpoint) == (grown.checkpoint, None)
+
+
+async def test_a_reply_sent_before_an_agents_done_mark_and_delivered_after_it_is_derived_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A long journey's customer asks at minute 59; an agent marks the conversation done at 70;
+    a reply sent at 65 comes after the mark (later than the view's last time seen, yet before
+    the mark). Folded on top it came after the mark and the view kept `done_through` where its
+    derivation has none; a checkpoint copied from it as the journey grew carried that on past
+    every later late event. It is derived in: every view is a derivation's, every checkpoint
+    true of the journey through it."""
+    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 40)
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    run = pipeline(store, publisher, checkpoint_behind=timedelta(minutes=30))
+    history = [interaction(f"p{n}", minutes=n, loyalty_id="L-HOUSE") for n in range(59)]
+    history.append(_message("question", 59, Direction.INBOUND))
+    for first in range(0, 60, 10):
+        await run.process(raw_records(history[first : first + 10]))
+    mark = interaction("mark", channel="desk", kind="conversation_done", loyalty_id="L-HOUSE")
+    mark = mark.model_copy(
+        update={
+            "payload": ConversationDone(agent_id="ana", waiting_since=T0 + timedelta(minutes=59)),
+            "occurred_at": T0 + timedelta(minutes=70),
+        }
+    )
+    batches = [
+        [mark],
+        [_message("reply", 65, Direction.OUTBOUND)],
+        [interaction(f"p{n}", minutes=n, loyalty_id="L-HOUSE") for n in range(80, 101)],
+        [interaction("late", minutes=90.5, loyalty_id="L-HOUSE")],
+    ]
+    for n, batch in enumerate(batches):
+        await run.process(raw_records(batch))
+        [profile] = (await store.load(list(store.profiles))).values()
+        journey = (await store.entries_of([profile]))[profile.customer_id]
+        assert profile.view is not None
+        assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump(), n
+        _assert_checkpoints_true_of(profile, journey, store)
+
+
+def _message(name: str, minutes: float, direction: Direction) -> Interaction:
+    message = interaction(name, minutes=minutes, kind="message", loyalty_id="L-HOUSE")
+    return message.model_copy(
+        update={"payload": message.payload.model_copy(update={"direction": direction})}
+    )
 
 
 async def test_a_walk_in_account_fed_by_a_till_whose_clock_is_behind_folds_a_bounded_tail(

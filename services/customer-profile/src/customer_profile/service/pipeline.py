@@ -754,16 +754,20 @@ def _late_from(
 
 
 def _ties_with_view(entry: JourneyEntry, before: Mapping[str, StoredProfile]) -> bool:
-    """Whether the entry happened at the very instant of the last one its view holds (or of an
-    agent's done mark, which sets no time seen): not late, but the journey orders that
-    instant's entries by id, which a fold on top cannot, so the view is derived again (the
-    batch's own entries are sorted so before folding)."""
+    """Whether the entry happened at the very instant of the last one its view holds, or no
+    later than an agent's done mark it holds (which sets no time seen): not late, but a fold on
+    top would put it after entries the journey orders after it (that instant's by id, or the
+    mark), so the view is derived again (the batch's own entries are sorted before folding).
+    Folded after the mark, a reply sent before it left the view unlike its derivation, and a
+    checkpoint copied from the view as the journey grew carried that on."""
     profile = before.get(entry.customer_id)
     view = profile.view if profile is not None else None
     if view is None:
         return False
     marked = view.conversation.done_through if view.conversation else None
-    return entry.occurred_at in (view.last_seen, marked)
+    return entry.occurred_at == view.last_seen or (
+        marked is not None and entry.occurred_at <= marked
+    )
 
 
 async def entry_records(
