@@ -259,9 +259,7 @@ async def _late_after_a_checkpoint(svc: RunningProfileService) -> None:
     assert second.checkpoint == first.checkpoint
     assert second.view == derive_view(await svc.service.store.entries(second.aliases), WINDOW)
 
-    erased = await svc.http.delete(f"/v1/customers/{customer}")
-    assert erased.status_code in (200, 202)
-    assert await checkpoints.count_documents({"customer_id": customer}) == 0
+    await _erased_with_checkpoints(svc, customer)
 
 
 async def test_a_journey_grown_on_time_names_checkpoints_its_first_late_event_folds_from(
@@ -310,9 +308,7 @@ async def test_a_journey_grown_on_time_names_checkpoints_its_first_late_event_fo
         assert late.view == derive_view(await store.entries(late.aliases), WINDOW)
         assert (late.checkpoint, late.next_checkpoint) == (grown.checkpoint, grown.next_checkpoint)
 
-        erased = await svc.http.delete(f"/v1/customers/{customer}")
-        assert erased.status_code in (200, 202)
-        assert await checkpoints.count_documents({"customer_id": customer}) == 0
+        await _erased_with_checkpoints(svc, customer)
 
 
 async def test_a_long_journey_merged_away_takes_its_checkpoints_with_it(
@@ -406,6 +402,14 @@ def _fail_once(store: ProfileStore, step: str, monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(store, step, losing)
     return failed
+
+
+async def _erased_with_checkpoints(svc: RunningProfileService, customer: str) -> None:
+    """The person's erasure deletes the checkpoints of their journey."""
+    checkpoints = svc.service.store.journey.database["profile_checkpoints"]
+    erased = await svc.http.delete(f"/v1/customers/{customer}")
+    assert erased.status_code in (200, 202)
+    assert await checkpoints.count_documents({"customer_id": customer}) == 0
 
 
 async def _profile(svc: RunningProfileService, customer: str) -> StoredProfile:

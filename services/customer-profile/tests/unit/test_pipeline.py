@@ -503,10 +503,8 @@ async def test_a_long_journey_keeps_checkpoints_as_it_grows_and_its_first_late_e
     late event ever, 5 minutes back, folds the entries since the next checkpoint (kept as the
     journey grew) without reading the journey whole; one 25 minutes back, since the
     checkpoint. Each view is a derivation's, each checkpoint true of the journey through it."""
-    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 40)
+    store, run = _rolling(monkeypatch)
     rng = random.Random(3)
-    store, publisher = InMemoryStore(), RecordingPublisher()
-    run = pipeline(store, publisher, checkpoint_behind=timedelta(minutes=30))
     history = [_walk_in(n, rng) for n in range(200)]
     for first in range(0, 200, 10):
         await run.process(raw_records(history[first : first + 10]))
@@ -549,13 +547,8 @@ async def test_a_late_event_after_a_next_checkpoint_no_longer_kept_folds_from_th
 ) -> None:
     """A save that overtook ours may have deleted a checkpoint our view names: a late event
     after the next checkpoint, gone, folds from the checkpoint instead of the whole journey."""
-    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 40)
-    rng = random.Random(3)
-    store, publisher = InMemoryStore(), RecordingPublisher()
-    run = pipeline(store, publisher, checkpoint_behind=timedelta(minutes=30))
-    history = [_walk_in(n, rng) for n in range(200)]
-    for first in range(0, 200, 10):
-        await run.process(raw_records(history[first : first + 10]))
+    store, run = _rolling(monkeypatch)
+    await _grow(run, [_walk_in(n, random.Random(3)) for n in range(200)])
     [grown] = (await store.load(list(store.profiles))).values()
     assert grown.checkpoint is not None
     assert grown.next_checkpoint is not None
@@ -585,13 +578,9 @@ async def test_a_reply_sent_before_an_agents_done_mark_and_delivered_after_it_is
     derivation has none; a checkpoint copied from it as the journey grew carried that on past
     every later late event. It is derived in: every view is a derivation's, every checkpoint
     true of the journey through it."""
-    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 40)
-    store, publisher = InMemoryStore(), RecordingPublisher()
-    run = pipeline(store, publisher, checkpoint_behind=timedelta(minutes=30))
+    store, run = _rolling(monkeypatch)
     history = [interaction(f"p{n}", minutes=n, loyalty_id="L-HOUSE") for n in range(59)]
-    history.append(_message("question", 59, Direction.INBOUND))
-    for first in range(0, 60, 10):
-        await run.process(raw_records(history[first : first + 10]))
+    await _grow(run, [*history, _message("question", 59, Direction.INBOUND)])
     mark = interaction("mark", channel="desk", kind="conversation_done", loyalty_id="L-HOUSE")
     mark = mark.model_copy(
         update={
@@ -629,13 +618,9 @@ async def test_a_walk_in_account_fed_by_a_till_whose_clock_is_behind_folds_a_bou
     batch reads the journey whole: each folds from a checkpoint, at most the entries since one
     `CHECKPOINT_AFTER` entries (and half an hour) back, as a checkpoint moves on with the
     journey. Every view is a derivation's, every checkpoint true of the journey through it."""
-    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 40)
+    store, run = _rolling(monkeypatch)
     rng = random.Random(11)
-    store, publisher = InMemoryStore(), RecordingPublisher()
-    run = pipeline(store, publisher, checkpoint_behind=timedelta(minutes=30))
-    history = [_walk_in(n, rng) for n in range(100)]
-    for first in range(0, 100, 10):
-        await run.process(raw_records(history[first : first + 10]))
+    await _grow(run, [_walk_in(n, rng) for n in range(100)])
     store.calls.clear()
     started = _derivations("from_checkpoint")
     most = 0
@@ -692,13 +677,11 @@ async def test_a_long_journey_merged_away_leaves_no_checkpoint_behind(
     """A web customer known by an email alone grows on time to 120 entries (keeping checkpoints);
     an event naming the email and a loyalty id merges it into the loyalty card's profile: the
     absorbed profile's checkpoints are deleted with the merge."""
-    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 40)
-    store, publisher = InMemoryStore(), RecordingPublisher()
-    run = pipeline(store, publisher, checkpoint_behind=timedelta(minutes=30))
+    store, run = _rolling(monkeypatch)
     await run.process(raw_records([interaction("s0", minutes=0, loyalty_id="L-HOUSE")]))
-    web = [interaction(f"w{n}", minutes=n, email="walk@example.com") for n in range(1, 120)]
-    for first in range(0, 119, 10):
-        await run.process(raw_records(web[first : first + 10]))
+    await _grow(
+        run, [interaction(f"w{n}", minutes=n, email="walk@example.com") for n in range(1, 120)]
+    )
     assert len(store.checkpoints) == 2, "the email's profile names a checkpoint and a next one"
     both = interaction("both", minutes=130, kind="cart", email="walk@example.com")
     both = both.model_copy(
@@ -727,10 +710,8 @@ async def test_a_batch_failing_as_it_keeps_a_checkpoint_of_a_growing_journey_is_
     """The store failing once around the checkpoint a growing journey's batch keeps: delivered
     again, the batch counts each event once, the view names checkpoints true of the journey,
     and only one kept by a batch that failed before its save is left over."""
-    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 40)
+    store, run = _rolling(monkeypatch)
     rng = random.Random(5)
-    store, publisher = InMemoryStore(), RecordingPublisher()
-    run = pipeline(store, publisher, checkpoint_behind=timedelta(minutes=30))
     history = [_walk_in(n, rng) for n in range(100)]
     await run.process(raw_records(history[:50]))
     inject_fault(store, point)
@@ -810,6 +791,19 @@ async def test_a_late_batch_failing_at_any_checkpoint_step_is_counted_once_on_re
         "only one kept by a batch that failed before its save stays (until an erasure)"
     )
     assert not store.pending
+
+
+def _rolling(monkeypatch: pytest.MonkeyPatch) -> tuple[InMemoryStore, Pipeline]:
+    """A pipeline whose views keep checkpoints 30 minutes behind once they count 40 entries."""
+    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 40)
+    store = InMemoryStore()
+    return store, pipeline(store, RecordingPublisher(), timedelta(minutes=30))
+
+
+async def _grow(run: Pipeline, history: list[Interaction]) -> None:
+    """The events on time, ten a batch."""
+    for first in range(0, len(history), 10):
+        await run.process(raw_records(history[first : first + 10]))
 
 
 def _assert_checkpoints_true_of(
