@@ -35,7 +35,7 @@ from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import MAX_REFUNDS_WAITING, RECENT_ORDERS, derive_view
 from customer_profile.service import derivation
 from customer_profile.service.pipeline import STEPS, Pipeline
-from customer_profile.service.ports import Contention, StoredProfile, ViewSave
+from customer_profile.service.ports import Checkpoint, Contention, StoredProfile, ViewSave
 from customer_profile.service.prices import PriceCheck
 from customer_profile.testing import (
     FAULT_POINTS,
@@ -530,16 +530,8 @@ async def test_a_long_journey_keeps_checkpoints_as_it_grows_and_its_first_late_e
             f"late{minutes_back}", minutes=199 - minutes_back, kind="message", loyalty_id="L-HOUSE"
         )
         await run.process(raw_records([late]))
-        [after] = (await store.load(list(store.profiles))).values()
-        journey = (await store.entries_of([after]))[after.customer_id]
-        assert "entries_within" not in store.calls
-        assert "in_order" not in store.calls
-        assert after.view is not None
-        assert after.view.model_dump() == derive_view(journey, WINDOW).model_dump()
-        assert _entries_derived() - folded == len(
-            [entry for entry in journey if entry.sort_key() > since.key()]
-        ), f"folded from the checkpoint {minutes_back} minutes back and on"
-        _assert_checkpoints_true_of(after, journey, store)
+        after = await _folded_from(since, folded, store)
+        _assert_checkpoints_true_of(after, await _journey(store, after), store)
 
 
 async def test_a_late_event_after_a_next_checkpoint_no_longer_kept_folds_from_the_checkpoint(
@@ -558,14 +550,7 @@ async def test_a_late_event_after_a_next_checkpoint_no_longer_kept_folds_from_th
     folded = _entries_derived()
     await run.process(raw_records([interaction("late", minutes=194, loyalty_id="L-HOUSE")]))
 
-    [after] = (await store.load(list(store.profiles))).values()
-    journey = (await store.entries_of([after]))[after.customer_id]
-    assert "entries_within" not in store.calls
-    assert "in_order" not in store.calls
-    assert after.view is not None
-    assert after.view.model_dump() == derive_view(journey, WINDOW).model_dump()
-    since = [entry for entry in journey if entry.sort_key() > grown.checkpoint.key()]
-    assert _entries_derived() - folded == len(since)
+    after = await _folded_from(grown.checkpoint, folded, store)
     assert (after.checkpoint, after.next_checkpoint) == (grown.checkpoint, None)
 
 
@@ -791,6 +776,26 @@ async def test_a_late_batch_failing_at_any_checkpoint_step_is_counted_once_on_re
         "only one kept by a batch that failed before its save stays (until an erasure)"
     )
     assert not store.pending
+
+
+async def _folded_from(
+    checkpoint: Checkpoint, folded_before: float, store: InMemoryStore
+) -> StoredProfile:
+    """The walk-in account's profile after a late batch, checked to be a derivation's and to
+    have folded the entries after `checkpoint` alone, the journey never read whole."""
+    [after] = (await store.load(list(store.profiles))).values()
+    journey = await _journey(store, after)
+    assert "entries_within" not in store.calls
+    assert "in_order" not in store.calls
+    assert after.view is not None
+    assert after.view.model_dump() == derive_view(journey, WINDOW).model_dump()
+    since = [entry for entry in journey if entry.sort_key() > checkpoint.key()]
+    assert _entries_derived() - folded_before == len(since), checkpoint
+    return after
+
+
+async def _journey(store: InMemoryStore, profile: StoredProfile) -> list[JourneyEntry]:
+    return (await store.entries_of([profile]))[profile.customer_id]
 
 
 def _rolling(monkeypatch: pytest.MonkeyPatch) -> tuple[InMemoryStore, Pipeline]:
