@@ -273,15 +273,7 @@ async def test_a_journey_grown_on_time_names_checkpoints_its_first_late_event_fo
     monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 10)
     async with running_profile_service(settings, checkpoint_behind_hours=1 / 6) as svc:
         house = {"loyalty_id": "L-WALK-IN"}
-        for first in range(10, 60, 10):
-            await svc.publish(
-                [
-                    interaction(f"g{n}", minutes=n, kind=("order", "message")[n % 2], **house)
-                    for n in range(first, first + 10)
-                ]
-            )
-            await svc.wait_for_entries(first)
-        customer = await svc.customer_of("loyalty_id", "L-WALK-IN")
+        customer = await _grown_on_time(svc)
         store = svc.service.store
         grown = await _profile(svc, customer)
         assert grown.checkpoint is not None
@@ -309,6 +301,43 @@ async def test_a_journey_grown_on_time_names_checkpoints_its_first_late_event_fo
         assert (late.checkpoint, late.next_checkpoint) == (grown.checkpoint, grown.next_checkpoint)
 
         await _erased_with_checkpoints(svc, customer)
+
+
+async def test_a_till_back_online_sends_its_sales_late_and_only_the_first_batch_reads_it_whole(
+    settings: HiloSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer on the real servers, checkpoints 10 minutes behind once a view counts 10
+    entries: a walk-in account grown on time to minute 59; a till offline since minute 20 sends
+    its sales (minutes 20.5 to 47.5) in three batches, oldest first. The first derives the view
+    from the beginning and keeps a checkpoint just before its first sale (minute 20); the next
+    two fold from it (each in one or more of the consumer's batches), never from the beginning.
+    Every view is a derivation's."""
+    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 10)
+    async with running_profile_service(settings, checkpoint_behind_hours=1 / 6) as svc:
+        customer = await _grown_on_time(svc)
+        store = svc.service.store
+        sales = [
+            interaction(f"till{n}", minutes=20.5 + 3 * n, kind="cart", loyalty_id="L-WALK-IN")
+            for n in range(10)
+        ]
+        await svc.publish(sales[:4])
+        await svc.wait_for_entries(54)
+        first = await _profile(svc, customer)
+        assert first.checkpoint is not None
+        assert first.checkpoint.at == T0 + timedelta(minutes=20), "just before the first sale"
+        assert first.view == derive_view(await store.entries(first.aliases), WINDOW)
+
+        whole = _derivations("held"), _folded_as_read()
+        from_checkpoint = _derivations("from_checkpoint")
+        for batch, stored in ((sales[4:7], 57), (sales[7:], 60)):
+            await svc.publish(batch)
+            await svc.wait_for_entries(stored)
+            assert (_derivations("held"), _folded_as_read()) == whole, "never from the beginning"
+        after = await _profile(svc, customer)
+        assert _derivations("from_checkpoint") >= from_checkpoint + 2
+        assert after.checkpoint is not None
+        assert after.checkpoint.at < T0 + timedelta(minutes=41.5), "before the last batch's sales"
+        assert after.view == derive_view(await store.entries(after.aliases), WINDOW)
 
 
 async def test_a_long_journey_merged_away_takes_its_checkpoints_with_it(
@@ -402,6 +431,21 @@ def _fail_once(store: ProfileStore, step: str, monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(store, step, losing)
     return failed
+
+
+async def _grown_on_time(svc: RunningProfileService) -> str:
+    """A walk-in account's events on time, minutes 10 to 59, ten minutes of them a batch; its
+    customer id."""
+    house = {"loyalty_id": "L-WALK-IN"}
+    for first in range(10, 60, 10):
+        await svc.publish(
+            [
+                interaction(f"g{n}", minutes=n, kind=("order", "message")[n % 2], **house)
+                for n in range(first, first + 10)
+            ]
+        )
+        await svc.wait_for_entries(first)
+    return await svc.customer_of("loyalty_id", "L-WALK-IN")
 
 
 async def _erased_with_checkpoints(svc: RunningProfileService, customer: str) -> None:

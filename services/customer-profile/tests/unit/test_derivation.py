@@ -100,7 +100,7 @@ async def test_profiles_are_read_in_groups_their_views_say_fit_within_the_bound(
 
     views = await derived_views(store, profiles, WINDOW)
 
-    assert (store.calls.get("entries_of"), store.calls.get("in_order")) == (2, None)
+    assert (store.calls.get("entries_within"), store.calls.get("in_order")) == (2, None)
     for p in profiles:
         own = [e for e in journey if e.customer_id == p.customer_id]
         assert views[p.customer_id].view == derive_view(own, WINDOW)

@@ -364,7 +364,7 @@ async def test_a_frequent_buyers_view_recalls_a_forgotten_order_instead_of_deriv
     ):
         store.calls.clear()
         await run.process(raw_records(batch))
-        assert "entries_of" not in store.calls, "no derivation of the whole journey"
+        assert "entries_within" not in store.calls, "no derivation of the whole journey"
         assert store.calls["order_entries"] == 1
         history += batch
 
@@ -595,22 +595,27 @@ def _message(name: str, minutes: float, direction: Direction) -> Interaction:
     )
 
 
+@pytest.mark.parametrize("lag", [1.5, 45])
 async def test_a_walk_in_account_fed_by_a_till_whose_clock_is_behind_folds_a_bounded_tail(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, lag: float
 ) -> None:
     """A walk-in account grows on time for 100 minutes; then for 100 more every batch holds an
-    entry from a till on time and one from a till whose clock is 90 seconds behind (late). No
-    batch reads the journey whole: each folds from a checkpoint, at most the entries since one
-    `CHECKPOINT_AFTER` entries (and half an hour) back, as a checkpoint moves on with the
-    journey. Every view is a derivation's, every checkpoint true of the journey through it."""
+    entry from a till on time and one from a till whose clock is behind (late): 90 seconds, or
+    45 minutes (further back than the checkpoint's 30). No batch reads the journey whole: each
+    folds from a checkpoint, at most the entries since one `CHECKPOINT_AFTER` entries (and half
+    an hour, or the lag) back, as a checkpoint moves on with the journey. Every view is a
+    derivation's, every checkpoint true of the journey through it."""
     store, run = _rolling(monkeypatch)
     rng = random.Random(11)
     await _grow(run, [_walk_in(n, rng) for n in range(100)])
+    if lag > 30:  # its first entry is dated before the checkpoint: derived from the beginning
+        first = interaction("first", minutes=99 - lag, kind="cart", loyalty_id="L-HOUSE")
+        await run.process(raw_records([first]))
     store.calls.clear()
     started = _derivations("from_checkpoint")
     most = 0
     for n in range(100, 200):
-        behind = interaction(f"till{n}", minutes=n - 1.5, kind="cart", loyalty_id="L-HOUSE")
+        behind = interaction(f"till{n}", minutes=n - lag, kind="cart", loyalty_id="L-HOUSE")
         folded = _entries_derived()
         await run.process(raw_records([_walk_in(n, rng), behind]))
         most = max(most, int(_entries_derived() - folded))
@@ -623,7 +628,50 @@ async def test_a_walk_in_account_fed_by_a_till_whose_clock_is_behind_folds_a_bou
     assert _derivations("from_checkpoint") - started == 100
     assert "entries_within" not in store.calls
     assert "in_order" not in store.calls
-    assert most <= 40 + 2 * 30 * 2 + 2, f"{most} entries folded by one batch, of {len(journey)}"
+    bound = 40 + 2 * max(30, lag) * 2 + 2
+    assert most <= bound, f"{most} entries folded by one batch, of {len(journey)}"
+
+
+async def test_a_till_back_online_after_hours_folds_its_later_batches_from_a_checkpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A walk-in account grows on time for 200 minutes; a till offline since minute 100 comes
+    back and sends its 30 sales (one every 3 minutes), five a batch, oldest first, beside an
+    event on time from another till. Its first batch, dated before the checkpoint (30 minutes
+    back), derives the view from the beginning and keeps a checkpoint just before its first
+    sale; each later batch folds from a checkpoint, never reading the journey whole (before,
+    every batch of the sync read it whole). Every view is a derivation's, every checkpoint true
+    of the journey through it."""
+    store, run = _rolling(monkeypatch)
+    rng = random.Random(5)
+    await _grow(run, [_walk_in(n, rng) for n in range(200)])
+    sales = [
+        interaction(f"till{n}", minutes=100.5 + 3 * n, kind="cart", loyalty_id="L-HOUSE")
+        for n in range(30)
+    ]
+    started = _derivations("from_checkpoint")
+    deep = (T0, "")
+    for n, first in enumerate(range(0, 30, 5)):
+        store.calls.clear()
+        folded = _entries_derived()
+        on_time = interaction(f"now{n}", minutes=200 + n, kind="message", loyalty_id="L-HOUSE")
+        await run.process(raw_records([*sales[first : first + 5], on_time]))
+
+        [profile] = (await store.load(list(store.profiles))).values()
+        journey = await _journey(store, profile)
+        assert profile.view is not None
+        assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump(), n
+        _assert_checkpoints_true_of(profile, journey, store)
+        read_whole = "entries_within" in store.calls or "in_order" in store.calls
+        assert read_whole == (n == 0), f"batch {n} of the sync"
+        assert profile.checkpoint is not None
+        if n == 0:
+            assert profile.checkpoint.at == T0 + timedelta(minutes=100), "just before its sale"
+            deep = profile.checkpoint.key()
+        else:
+            since = [entry for entry in journey if entry.sort_key() > deep]
+            assert _entries_derived() - folded <= len(since) < len(journey), n
+    assert _derivations("from_checkpoint") - started == 5
 
 
 async def test_a_growing_journeys_view_overtaken_by_two_others_leaves_no_checkpoint_behind(
@@ -900,9 +948,9 @@ async def test_a_view_that_let_waiting_refunds_go_is_derived_whole_when_an_order
     store.calls.clear()
     await run.process(raw_records([order(500, "ORD-X", OrderStatus.CANCELLED)]))
 
+    assert "entries_within" in store.calls, "derived whole, not recalled"
     [profile] = (await store.load(list(store.profiles))).values()
     journey = (await store.entries_of([profile]))[profile.customer_id]
-    assert "entries_of" in store.calls, "derived whole, not recalled"
     assert profile.view is not None
     assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump()
     sample = sample_payloads()["order"]

@@ -356,17 +356,23 @@ class InMemoryStore:
     async def entries_of(self, profiles: Iterable[StoredProfile]) -> dict[str, list[JourneyEntry]]:
         owner = {alias: p.customer_id for p in profiles for alias in p.aliases}
         self._count("entries_of", owner)
+        return self._journeys(owner)
+
+    async def entries_within(
+        self, profiles: Iterable[StoredProfile], at_most: float
+    ) -> dict[str, list[JourneyEntry]] | None:
+        owner = {alias: p.customer_id for p in profiles for alias in p.aliases}
+        self._count("entries_within", owner)
+        journeys = self._journeys(owner)
+        return journeys if sum(map(len, journeys.values())) <= at_most else None
+
+    def _journeys(self, owner: Mapping[str, str]) -> dict[str, list[JourneyEntry]]:
+        """Each owner's entries, its aliases' included (alias -> owner)."""
         journeys: dict[str, list[JourneyEntry]] = {c: [] for c in set(owner.values())}
         for entry in self.journey.values():
             if entry.customer_id in owner:
                 journeys[owner[entry.customer_id]].append(entry)
         return journeys
-
-    async def entries_within(
-        self, profiles: Iterable[StoredProfile], at_most: float
-    ) -> dict[str, list[JourneyEntry]] | None:
-        journeys = await self.entries_of(profiles)
-        return journeys if sum(map(len, journeys.values())) <= at_most else None
 
     async def in_order(self, aliases: list[str]) -> AsyncGenerator[JourneyEntry, None]:
         self._count("in_order", aliases)

@@ -21,6 +21,11 @@ the fold of a batch on top keeps the view as it stood after one of the batch's e
 as the view's checkpoint when it has none, else as its *next* one, which takes the checkpoint's
 place once it is `CHECKPOINT_BEHIND` the view's last entry. A view that keeps getting events
 then names a checkpoint between one and two `CHECKPOINT_BEHIND` back, made once per that time.
+
+A till back online after hours sends its sales in several batches, each dated before that
+checkpoint. So a derivation for late entries keeps its checkpoint just before the earliest of
+them when that is further back than `CHECKPOINT_BEHIND`: the till's next batches, dated after
+it, fold from there instead of each reading the journey whole.
 """
 
 from __future__ import annotations
@@ -154,12 +159,14 @@ async def derived_views(
     query each, usually one for a batch); a profile whose view alone counts more, or a group
     that turns out to hold more (a merge brought entries its views did not count), is folded
     as read, one profile at a time. A checkpoint is kept `behind` (`CHECKPOINT_BEHIND` unless
-    given) the stored view's last entry."""
+    given) the stored view's last entry, or just before the earliest late entry when that came
+    first (the till that sent it sends the next hours' sales after it)."""
     behind = CHECKPOINT_BEHIND if behind is None else behind
+    late = late_from or {}
     derived: dict[str, Derived] = {}
     whole: list[StoredProfile] = []
     for profile in profiles:
-        since = (late_from or {}).get(profile.customer_id)
+        since = late.get(profile.customer_id)
         folded = None
         if since is not None:
             folded = await _from_checkpoint(store, profile, since, conversation_window, behind)
@@ -168,19 +175,24 @@ async def derived_views(
         else:
             whole.append(profile)
     groups, long = _grouped(whole)
+
+    def fold_for(profile: StoredProfile) -> _Fold:
+        since = late.get(profile.customer_id)
+        return _Fold(ProfileView(), conversation_window, _horizon(profile, behind), since=since)
+
     for group in groups:
         journeys = await store.entries_within(group, HELD_ENTRIES)
         if journeys is None:
             long += group
             continue
         for profile in group:
-            fold = _Fold(ProfileView(), conversation_window, _horizon(profile, behind))
+            fold = fold_for(profile)
             for entry in sorted(journeys[profile.customer_id], key=JourneyEntry.sort_key):
                 fold.add(entry)
             derived[profile.customer_id] = await fold.done(store, profile)
         DERIVED.labels(read="held").inc(len(group))
     for profile in long:
-        fold = _Fold(ProfileView(), conversation_window, _horizon(profile, behind))
+        fold = fold_for(profile)
         async with aclosing(store.in_order(profile.aliases)) as journey:
             async for entry in journey:
                 fold.add(entry)
@@ -219,7 +231,7 @@ async def _from_checkpoint(
     recall = Recall(view, profile.aliases, tail, start.key())
     if await recall_forgotten_orders(store, {profile.customer_id: recall}, {e.id for e in tail}):
         return None
-    fold = _Fold(view, window, _horizon(profile, behind), current)
+    fold = _Fold(view, window, _horizon(profile, behind), current, since=since)
     for entry in tail:
         fold.add(entry)
     DERIVED.labels(read="from_checkpoint").inc()
@@ -292,7 +304,9 @@ def _horizon(profile: StoredProfile, behind: timedelta) -> datetime | None:
 
 class _Fold:
     """A view folded entry by entry in journey order, keeping a copy of it (a checkpoint) as it
-    stood before the first entry past `horizon`, if `CHECKPOINT_AFTER` entries came before."""
+    stood before the first entry past `horizon`, or before the entry at `since` (the earliest
+    late one) when that comes first, if `CHECKPOINT_AFTER` entries came before: a till that
+    sends hours of sales late folds its next batches from there."""
 
     def __init__(
         self,
@@ -300,24 +314,37 @@ class _Fold:
         window: timedelta,
         horizon: datetime | None,
         checkpoint: Checkpoint | None = None,
+        *,
+        since: tuple[datetime, str] | None = None,
     ) -> None:
         self._view = view
         self._window = window
         self._horizon = horizon
+        self._since = since
         self._folded = 0
         self._last: JourneyEntry | None = None
         self._checkpoint = checkpoint
         self._kept: ProfileView | None = None
 
     def add(self, entry: JourneyEntry) -> None:
-        if self._horizon is not None and entry.occurred_at > self._horizon:
-            if self._folded >= CHECKPOINT_AFTER and (last := self._covered()) is not None:
-                self._kept = self._view.finished_copy()
-                self._checkpoint = Checkpoint(uuid.uuid4().hex, *last.sort_key())
-            self._horizon = None  # past it: later entries are no place for one
+        past_horizon = self._horizon is not None and entry.occurred_at > self._horizon
+        if past_horizon or (self._since is not None and entry.sort_key() >= self._since):
+            self._keep()
+            if past_horizon or self._checkpoint is not None:
+                # Past it later entries are no place for one, and one (kept or folded from)
+                # before the late entry covers the till's next ones: moving it on would not.
+                self._horizon = None
+            self._since = None
         self._view.apply(entry, self._window)
         self._folded += 1
         self._last = entry
+
+    def _keep(self) -> None:
+        """Keep a copy of the view as it stands, if `CHECKPOINT_AFTER` entries came before and
+        the view holds nothing after the last of them."""
+        if self._folded >= CHECKPOINT_AFTER and (last := self._covered()) is not None:
+            self._kept = self._view.finished_copy()
+            self._checkpoint = Checkpoint(uuid.uuid4().hex, *last.sort_key())
 
     def _covered(self) -> JourneyEntry | None:
         """The last entry folded, if the view's last time seen reaches it: only then is every
