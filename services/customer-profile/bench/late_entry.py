@@ -11,6 +11,9 @@ how long the batch took. That derivation keeps a checkpoint an hour behind the j
 a late event after it, dated five minutes back, folds from it: how long that batch took and how
 many entries it folded. Before both, the journey's first late event ever, dated 30 minutes
 back, folds from the checkpoint its view kept as it grew on time (`derivation.fold_on_top`).
+Last, a till offline for three hours sends its sales in batches, oldest first: the first
+derives the view from the beginning and keeps a checkpoint just before its first sale, the next
+ones fold from there.
 
     python services/customer-profile/bench/late_entry.py --entries 20000
 """
@@ -33,12 +36,15 @@ from throughput import bench_settings
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.service.pipeline import Pipeline
 from customer_profile.testing import interaction, raw_records
+from hilo.contract import Interaction
 from hilo.mongo import create_mongo_client
 from hilo.sealing import create_sealer
 from hilo_devkit.local_infra import Endpoints, Infrastructure
 
 HOUSE = "walk-in@shop.example"
 BATCH = 500
+SYNC_BATCHES = 3
+SYNC_BATCH = 20
 
 
 async def measure(endpoints: Endpoints, entries: int) -> dict[str, float]:
@@ -59,12 +65,8 @@ async def measure(endpoints: Endpoints, entries: int) -> dict[str, float]:
             ]
             await pipeline.process(raw_records(batch))
         stored = time.perf_counter() - began
-        grown = raw_records([interaction("grown", minutes=-30.5, kind="message", email=HOUSE)])
-        grown_folded = _entries_folded()
-        began = time.perf_counter()
-        await pipeline.process(grown)
-        grown_seconds = time.perf_counter() - began
-        grown_folded = _entries_folded() - grown_folded
+        grown = [interaction("grown", minutes=-30.5, kind="message", email=HOUSE)]
+        grown_seconds, grown_folded = await _timed(pipeline, grown)
         first = -entries - 1
         late = raw_records([interaction("late", minutes=first, kind="message", email=HOUSE)])
         rss_before = _peak_rss_mib()
@@ -74,13 +76,12 @@ async def measure(endpoints: Endpoints, entries: int) -> dict[str, float]:
         seconds = time.perf_counter() - began
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        recent = raw_records([interaction("recent", minutes=-5.5, kind="message", email=HOUSE)])
-        folded = _entries_folded()
-        began = time.perf_counter()
-        await pipeline.process(recent)
-        recent_seconds = time.perf_counter() - began
+        recent = [interaction("recent", minutes=-5.5, kind="message", email=HOUSE)]
+        recent_seconds, recent_folded = await _timed(pipeline, recent)
+        sync = [await _timed(pipeline, sales) for sales in _till_back_online()]
         [profile] = (await store.load([await _house(store)])).values()
-        if profile.view is None or profile.view.event_count != entries + 3:
+        expected = entries + 3 + SYNC_BATCHES * SYNC_BATCH
+        if profile.view is None or profile.view.event_count != expected:
             raise SystemExit(f"the view counts {profile.view and profile.view.event_count}")
         return {
             "stored_seconds": stored,
@@ -88,7 +89,9 @@ async def measure(endpoints: Endpoints, entries: int) -> dict[str, float]:
             "grown_folded": grown_folded,
             "late_seconds": seconds,
             "recent_seconds": recent_seconds,
-            "recent_folded": _entries_folded() - folded,
+            "recent_folded": recent_folded,
+            **{f"sync{n}_seconds": taken for n, (taken, _) in enumerate(sync)},
+            **{f"sync{n}_folded": folded for n, (_, folded) in enumerate(sync)},
             "peak_mib": peak / 2**20,
             "rss_before_mib": rss_before,
             "rss_after_mib": _peak_rss_mib(),
@@ -96,6 +99,24 @@ async def measure(endpoints: Endpoints, entries: int) -> dict[str, float]:
     finally:
         await mongo.drop_database(settings.mongodb_database)
         await mongo.close()
+
+
+def _till_back_online() -> list[list[Interaction]]:
+    """A till offline for three hours sends its sales (one every three minutes), oldest first,
+    a batch at a time."""
+    sales = [
+        interaction(f"till{n}", minutes=-180.5 + 3 * n, kind="cart", email=HOUSE)
+        for n in range(SYNC_BATCHES * SYNC_BATCH)
+    ]
+    return [sales[n : n + SYNC_BATCH] for n in range(0, len(sales), SYNC_BATCH)]
+
+
+async def _timed(pipeline: Pipeline, events: list[Interaction]) -> tuple[float, float]:
+    """How long the batch of these events took, and how many entries its derivations folded."""
+    folded = _entries_folded()
+    began = time.perf_counter()
+    await pipeline.process(raw_records(events))
+    return time.perf_counter() - began, _entries_folded() - folded
 
 
 def _entries_folded() -> float:
@@ -130,7 +151,12 @@ def main() -> None:
         f"{result['rss_before_mib']:.0f} to {result['rss_after_mib']:.0f} MiB (storing the "
         f"journey took {result['stored_seconds']:.0f} s). **Then one dated 5 minutes back**, "
         f"folded from the checkpoint that one kept: {result['recent_seconds']:.2f} s, "
-        f"{result['recent_folded']:.0f} entries folded"
+        f"{result['recent_folded']:.0f} entries folded. **A till offline for three hours** "
+        f"sends its {SYNC_BATCHES * SYNC_BATCH} sales, {SYNC_BATCH} a batch, oldest first: "
+        + ", then ".join(
+            f"{result[f'sync{n}_seconds']:.2f} s ({result[f'sync{n}_folded']:.0f} folded)"
+            for n in range(SYNC_BATCHES)
+        )
     )
 
 
