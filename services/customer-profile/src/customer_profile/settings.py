@@ -53,9 +53,10 @@ class ProfileSettings(HiloSettings):
         description="How far behind a long journey's last entry (over 1,000 entries) its view "
         "is kept as a checkpoint (renewed as the journey grows: one to two of these behind): a "
         "late event dated after the checkpoint folds only the entries since; one dated before "
-        "derives the view from the whole journey (29 s for 100,000 "
-        "entries). Longer covers tills that send later (ones that upload at night: 24), at the "
-        "cost of the entries of that many hours folded at each late event.",
+        "derives the view from the whole journey (29 s for 100,000 entries) and keeps the "
+        "checkpoint just before it, so that till's next late batches fold from there. Longer "
+        "covers tills whose clocks run further behind, at the cost of the entries of that many "
+        "hours folded at each late event.",
     )
     queue_days: int = Field(
         default=7,
