@@ -11,9 +11,9 @@ how long the batch took. That derivation keeps a checkpoint an hour behind the j
 a late event after it, dated five minutes back, folds from it: how long that batch took and how
 many entries it folded. Before both, the journey's first late event ever, dated 30 minutes
 back, folds from the checkpoint its view kept as it grew on time (`derivation.fold_on_top`).
-Last, a till offline for three hours sends its sales in batches, oldest first: the first
-derives the view from the beginning and keeps a checkpoint just before its first sale, the next
-ones fold from there.
+Last, a till offline for three hours sends its sales in batches, oldest first, with another
+till's event 90 seconds late between them: the first derives the view from the beginning and
+keeps a checkpoint just before its first sale, the next ones fold from there.
 
     python services/customer-profile/bench/late_entry.py --entries 20000
 """
@@ -78,9 +78,13 @@ async def measure(endpoints: Endpoints, entries: int) -> dict[str, float]:
         tracemalloc.stop()
         recent = [interaction("recent", minutes=-5.5, kind="message", email=HOUSE)]
         recent_seconds, recent_folded = await _timed(pipeline, recent)
-        sync = [await _timed(pipeline, sales) for sales in _till_back_online()]
+        sync = []
+        for n, sales in enumerate(_till_back_online()):
+            sync.append(await _timed(pipeline, sales))
+            other = interaction(f"other{n}", minutes=-1.5 - n / 100, kind="cart", email=HOUSE)
+            await pipeline.process(raw_records([other]))  # another till's, 90 s late
         [profile] = (await store.load([await _house(store)])).values()
-        expected = entries + 3 + SYNC_BATCHES * SYNC_BATCH
+        expected = entries + 3 + SYNC_BATCHES * (SYNC_BATCH + 1)
         if profile.view is None or profile.view.event_count != expected:
             raise SystemExit(f"the view counts {profile.view and profile.view.event_count}")
         return {
@@ -152,7 +156,8 @@ def main() -> None:
         f"journey took {result['stored_seconds']:.0f} s). **Then one dated 5 minutes back**, "
         f"folded from the checkpoint that one kept: {result['recent_seconds']:.2f} s, "
         f"{result['recent_folded']:.0f} entries folded. **A till offline for three hours** "
-        f"sends its {SYNC_BATCHES * SYNC_BATCH} sales, {SYNC_BATCH} a batch, oldest first: "
+        f"sends its {SYNC_BATCHES * SYNC_BATCH} sales, {SYNC_BATCH} a batch, oldest first "
+        "(another till's event 90 s late between them): "
         + ", then ".join(
             f"{result[f'sync{n}_seconds']:.2f} s ({result[f'sync{n}_folded']:.0f} folded)"
             for n in range(SYNC_BATCHES)

@@ -602,9 +602,10 @@ async def test_a_walk_in_account_fed_by_a_till_whose_clock_is_behind_folds_a_bou
     """A walk-in account grows on time for 100 minutes; then for 100 more every batch holds an
     entry from a till on time and one from a till whose clock is behind (late): 90 seconds, or
     45 minutes (further back than the checkpoint's 30). No batch reads the journey whole: each
-    folds from a checkpoint, at most the entries since one `CHECKPOINT_AFTER` entries (and half
-    an hour, or the lag) back, as a checkpoint moves on with the journey. Every view is a
-    derivation's, every checkpoint true of the journey through it."""
+    folds from a checkpoint, at most the entries since one `MOVED_AFTER` times
+    `CHECKPOINT_AFTER` entries (and half an hour, or the lag) back, as a checkpoint moves on
+    with the journey. Every view is a derivation's, every checkpoint true of the journey
+    through it."""
     store, run = _rolling(monkeypatch)
     rng = random.Random(11)
     await _grow(run, [_walk_in(n, rng) for n in range(100)])
@@ -628,20 +629,23 @@ async def test_a_walk_in_account_fed_by_a_till_whose_clock_is_behind_folds_a_bou
     assert _derivations("from_checkpoint") - started == 100
     assert "entries_within" not in store.calls
     assert "in_order" not in store.calls
-    bound = 40 + 2 * max(30, lag) * 2 + 2
+    bound = derivation.MOVED_AFTER * 40 + 2 * max(30, lag) * 2 + 2
     assert most <= bound, f"{most} entries folded by one batch, of {len(journey)}"
 
 
+@pytest.mark.parametrize("others_late", [False, True])
 async def test_a_till_back_online_after_hours_folds_its_later_batches_from_a_checkpoint(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, others_late: bool
 ) -> None:
     """A walk-in account grows on time for 200 minutes; a till offline since minute 100 comes
     back and sends its 30 sales (one every 3 minutes), five a batch, oldest first, beside an
-    event on time from another till. Its first batch, dated before the checkpoint (30 minutes
+    event on time from another till (and, between its batches, one from a third till 90 s
+    late, in a batch of its own). Its first batch, dated before the checkpoint (30 minutes
     back), derives the view from the beginning and keeps a checkpoint just before its first
     sale; each later batch folds from a checkpoint, never reading the journey whole (before,
-    every batch of the sync read it whole). Every view is a derivation's, every checkpoint true
-    of the journey through it."""
+    every batch of the sync read it whole; the third till's late events moved the checkpoint
+    past the sync's next batches). Every view is a derivation's, every checkpoint true of the
+    journey through it."""
     store, run = _rolling(monkeypatch)
     rng = random.Random(5)
     await _grow(run, [_walk_in(n, rng) for n in range(200)])
@@ -671,7 +675,10 @@ async def test_a_till_back_online_after_hours_folds_its_later_batches_from_a_che
         else:
             since = [entry for entry in journey if entry.sort_key() > deep]
             assert _entries_derived() - folded <= len(since) < len(journey), n
-    assert _derivations("from_checkpoint") - started == 5
+        if others_late:
+            late = interaction(f"other{n}", minutes=199 + n, kind="cart", loyalty_id="L-HOUSE")
+            await run.process(raw_records([late]))
+    assert _derivations("from_checkpoint") - started == 5 + 6 * others_late
 
 
 async def test_a_growing_journeys_view_overtaken_by_two_others_leaves_no_checkpoint_behind(

@@ -25,7 +25,8 @@ then names a checkpoint between one and two `CHECKPOINT_BEHIND` back, made once 
 A till back online after hours sends its sales in several batches, each dated before that
 checkpoint. So a derivation for late entries keeps its checkpoint just before the earliest of
 them when that is further back than `CHECKPOINT_BEHIND`: the till's next batches, dated after
-it, fold from there instead of each reading the journey whole.
+it, fold from there instead of each reading the journey whole. Other tills' events late by
+seconds, folded in between, move it on only once it costs `MOVED_AFTER` times more to fold.
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ before derives the view from the beginning."""
 CHECKPOINT_AFTER = 1_000
 """Entries a fold passes before the checkpoint's place for one to be kept there: a journey
 shorter than that folds from the beginning about as fast as from a checkpoint."""
+MOVED_AFTER = 4
+"""A fold from a checkpoint moves it on to the horizon once it passed this many times
+`CHECKPOINT_AFTER` entries to get there, not sooner: a till back online after hours may still
+be sending batches dated just after it, between other tills' events late by seconds, and each
+would read the journey whole once it moved past them. Such folds read up to about that many
+entries more."""
 
 
 @dataclass(frozen=True)
@@ -305,8 +312,9 @@ def _horizon(profile: StoredProfile, behind: timedelta) -> datetime | None:
 class _Fold:
     """A view folded entry by entry in journey order, keeping a copy of it (a checkpoint) as it
     stood before the first entry past `horizon`, or before the entry at `since` (the earliest
-    late one) when that comes first, if `CHECKPOINT_AFTER` entries came before: a till that
-    sends hours of sales late folds its next batches from there."""
+    late one) when that comes first, if `CHECKPOINT_AFTER` entries came before (`MOVED_AFTER`
+    times that to the horizon from a `checkpoint`): a till that sends hours of sales late folds
+    its next batches from there."""
 
     def __init__(
         self,
@@ -324,12 +332,15 @@ class _Fold:
         self._folded = 0
         self._last: JourneyEntry | None = None
         self._checkpoint = checkpoint
+        self._moves = checkpoint is not None
         self._kept: ProfileView | None = None
 
     def add(self, entry: JourneyEntry) -> None:
         past_horizon = self._horizon is not None and entry.occurred_at > self._horizon
         if past_horizon or (self._since is not None and entry.sort_key() >= self._since):
-            self._keep()
+            moved_after = MOVED_AFTER if past_horizon and self._moves else 1
+            if self._folded >= CHECKPOINT_AFTER * moved_after:
+                self._keep()
             if past_horizon or self._checkpoint is not None:
                 # Past it later entries are no place for one, and one (kept or folded from)
                 # before the late entry covers the till's next ones: moving it on would not.
@@ -340,9 +351,8 @@ class _Fold:
         self._last = entry
 
     def _keep(self) -> None:
-        """Keep a copy of the view as it stands, if `CHECKPOINT_AFTER` entries came before and
-        the view holds nothing after the last of them."""
-        if self._folded >= CHECKPOINT_AFTER and (last := self._covered()) is not None:
+        """Keep a copy of the view as it stands, if it holds nothing after the last entry."""
+        if (last := self._covered()) is not None:
             self._kept = self._view.finished_copy()
             self._checkpoint = Checkpoint(uuid.uuid4().hex, *last.sort_key())
 
