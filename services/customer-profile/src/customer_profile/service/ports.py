@@ -186,14 +186,18 @@ class ViewSave:
             next_checkpoint=self.next_checkpoint,
         )
 
+    def checkpoints(self) -> set[str]:
+        """The ids of the checkpoints this view names (`StoredProfile.checkpoints` once saved)."""
+        return _named(self.checkpoint, self.next_checkpoint)
+
     def checkpoints_superseded(self) -> set[str]:
         """The checkpoints only `base` named, which this save leaves unnamed (once it won)."""
-        return self.base.checkpoints() - _named(self.checkpoint, self.next_checkpoint)
+        return self.base.checkpoints() - self.checkpoints()
 
     def checkpoints_of_its_own(self) -> set[str]:
         """The checkpoints this save names and `base` did not: kept for it alone, and unnamed
         when the save lost."""
-        return _named(self.checkpoint, self.next_checkpoint) - self.base.checkpoints()
+        return self.checkpoints() - self.base.checkpoints()
 
 
 def _named(*checkpoints: Checkpoint | None) -> set[str]:
