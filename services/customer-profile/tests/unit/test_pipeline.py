@@ -588,6 +588,41 @@ async def test_a_reply_sent_before_an_agents_done_mark_and_delivered_after_it_is
         _assert_checkpoints_true_of(profile, journey, store)
 
 
+async def test_a_message_sent_before_a_done_mark_that_saw_to_nobody_is_derived_in() -> None:
+    """Ida asks at minute 1 and is answered at 2; an agent's done mark dated 5, of the question
+    the desk showed, comes after the answer, so nobody waits and it sees to nothing. Her
+    message of minute 3 arrives after the mark: later than the view's last time seen, yet
+    before the mark, which the journey orders after it. The view notes the mark's time and
+    derives the message in: the mark sees to it, as the journey says. Folded on top, the view
+    had her waiting since minute 3 where its derivation has nobody waiting."""
+    store, publisher = InMemoryStore(), RecordingPublisher()
+    asked = _message("question", 1, Direction.INBOUND)
+    mark = interaction("mark", channel="desk", kind="conversation_done", loyalty_id="L-HOUSE")
+    mark = mark.model_copy(
+        update={
+            "payload": ConversationDone(agent_id="ana", waiting_since=asked.occurred_at),
+            "occurred_at": T0 + timedelta(minutes=5),
+        }
+    )
+    run = pipeline(store, publisher)
+    for batch in (
+        [asked],
+        [_message("answer", 2, Direction.OUTBOUND)],
+        [mark],
+        [_message("again", 3, Direction.INBOUND)],
+    ):
+        await run.process(raw_records(batch))
+
+    [profile] = (await store.load(list(store.profiles))).values()
+    journey = (await store.entries_of([profile]))[profile.customer_id]
+    assert profile.view is not None
+    assert profile.view == derive_view(journey, WINDOW)
+    assert profile.view.conversation is not None
+    assert profile.view.conversation.awaiting_reply_since is None
+    assert profile.view.conversation.done_through == mark.occurred_at
+    assert profile.view.last_done_mark_at == mark.occurred_at
+
+
 def _message(name: str, minutes: float, direction: Direction) -> Interaction:
     message = interaction(name, minutes=minutes, kind="message", loyalty_id="L-HOUSE")
     return message.model_copy(

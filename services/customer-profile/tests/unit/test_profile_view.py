@@ -1274,7 +1274,7 @@ def test_the_view_keeps_the_campaign_the_customer_last_came_from() -> None:
 
 def test_a_done_mark_is_no_activity_of_the_customers() -> None:
     """The mark changes whether the customer waits, and nothing else the view shows: no count,
-    no channel, no time seen, no recent interaction."""
+    no channel, no time seen, no recent interaction. The view notes when it was dated."""
     contacts = [entry(1, "message", "whatsapp"), entry(2, "message", "whatsapp")]
     marked = derive_view([*contacts, done(3, minutes=2)], WINDOW)
     unmarked = derive_view(contacts, WINDOW)
@@ -1285,7 +1285,9 @@ def test_a_done_mark_is_no_activity_of_the_customers() -> None:
     assert marked.conversation.done_by == "agent-ana"
     assert marked.conversation.awaiting_reply_since is None
     assert unmarked.conversation.awaiting_reply_since == T0 + timedelta(minutes=1)
-    blank = {"conversation"}
+    assert marked.last_done_mark_at == marked.conversation.done_through
+    assert unmarked.last_done_mark_at is None
+    blank = {"conversation", "last_done_mark_at"}
     assert marked.model_dump(exclude=blank) == unmarked.model_dump(exclude=blank)
 
 

@@ -256,6 +256,14 @@ class ProfileView(BaseModel):
         "reply goes and whether WhatsApp's 24-hour window is open.",
     )
 
+    last_done_mark_at: datetime | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="When the latest agent's done mark on the journey was dated, whether it "
+        "saw to anything or not (nobody may have waited when it came): a contact dated up to it "
+        "that arrives later is folded in journey order, before the mark, not on top of it. "
+        "Absent when no mark was made.",
+    )
     last_campaign: CampaignSeen | None = Field(
         default=None,
         exclude_if=lambda value: value is None,
@@ -271,6 +279,8 @@ class ProfileView(BaseModel):
         company's note on the conversation, not the customer's activity: it changes nothing else."""
         if entry.type == DONE:
             self._see_to(entry)
+            marked = self.last_done_mark_at
+            self.last_done_mark_at = max(marked, entry.occurred_at) if marked else entry.occurred_at
             return
         self._seen(entry)
         handler = _HANDLERS.get(entry.type)
@@ -288,6 +298,14 @@ class ProfileView(BaseModel):
         self.recent_interactions = [*self.recent_interactions, _preview(entry)][
             -RECENT_INTERACTIONS:
         ]
+
+    def marked_through(self) -> datetime | None:
+        """The latest agent's done mark the view holds, which sets no time seen: a contact dated
+        up to it cannot be folded on top. A view saved before `last_done_mark_at` was kept
+        knows only the marks that saw to someone (`done_through`)."""
+        done = self.conversation.done_through if self.conversation else None
+        marks = [at for at in (self.last_done_mark_at, done) if at is not None]
+        return max(marks, default=None)
 
     def _seen(self, entry: JourneyEntry) -> None:
         self.event_count += 1

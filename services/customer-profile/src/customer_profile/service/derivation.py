@@ -146,7 +146,7 @@ def _covered_after(view: ProfileView, entry: JourneyEntry) -> bool:
     would be folded again after a checkpoint here (see `_Fold._covered`)."""
     if entry.type == DONE:
         return False
-    done = view.conversation.done_through if view.conversation else None
+    done = view.marked_through()
     return done is None or done <= entry.occurred_at
 
 

@@ -764,7 +764,7 @@ def _ties_with_view(entry: JourneyEntry, before: Mapping[str, StoredProfile]) ->
     view = profile.view if profile is not None else None
     if view is None:
         return False
-    marked = view.conversation.done_through if view.conversation else None
+    marked = view.marked_through()
     return entry.occurred_at == view.last_seen or (
         marked is not None and entry.occurred_at <= marked
     )
