@@ -12,8 +12,9 @@ a late event after it, dated five minutes back, folds from it: how long that bat
 many entries it folded. Before both, the journey's first late event ever, dated 30 minutes
 back, folds from the checkpoint its view kept as it grew on time (`derivation.fold_on_top`).
 Last, a till offline for three hours sends its sales in batches, oldest first, with another
-till's event 90 seconds late between them: the first derives the view from the beginning and
-keeps a checkpoint just before its first sale, the next ones fold from there.
+till's event 90 seconds late between them: the first folds from the earlier checkpoint the
+derivation from the beginning kept just before four hours back (`derivation.ladder`) and keeps
+one just before its first sale, the next ones fold from there.
 
     python services/customer-profile/bench/late_entry.py --entries 20000
 """

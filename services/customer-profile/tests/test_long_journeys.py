@@ -267,9 +267,10 @@ async def test_a_journey_grown_on_time_names_checkpoints_its_first_late_event_fo
 ) -> None:
     """The consumer on the real servers, checkpoints 10 minutes behind once a view counts 10
     entries: a walk-in account's events come on time, ten minutes of them a batch. Its view
-    document names a checkpoint and a next one, both stored; its first late event ever, three
-    minutes back, folds the entries since the next one (minute 50) without reading the journey
-    whole, and the view is a derivation's. The person's erasure deletes both checkpoints."""
+    document names a checkpoint and a next one, and the one the checkpoint took the place of
+    (`ladder`), all stored; its first late event ever, three minutes back, folds the entries
+    since the next one (minute 50) without reading the journey whole, and the view is a
+    derivation's. The person's erasure deletes every checkpoint."""
     monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 10)
     async with running_profile_service(settings, checkpoint_behind_hours=1 / 6) as svc:
         house = {"loyalty_id": "L-WALK-IN"}
@@ -287,8 +288,14 @@ async def test_a_journey_grown_on_time_names_checkpoints_its_first_late_event_fo
         )
         assert document is not None
         assert document["next_checkpoint"]["id"] == grown.next_checkpoint.id
+        assert [c.at for c in grown.earlier_checkpoints] == [T0 + timedelta(minutes=20)], (
+            "the oldest of those kept 20 to 40 minutes back"
+        )
+        assert [named["id"] for named in document["earlier_checkpoints"]] == [
+            c.id for c in grown.earlier_checkpoints
+        ]
         checkpoints = store.journey.database["profile_checkpoints"]
-        assert await checkpoints.count_documents({"customer_id": customer}) == 2
+        assert await checkpoints.count_documents({"customer_id": customer}) == 3
 
         folded = _derivations("from_checkpoint"), _entries_folded(), _folded_as_read()
         await svc.publish([interaction("first-late", minutes=56.5, kind="message", **house)])
@@ -308,10 +315,11 @@ async def test_a_till_back_online_sends_its_sales_late_and_only_the_first_batch_
 ) -> None:
     """The consumer on the real servers, checkpoints 10 minutes behind once a view counts 10
     entries: a walk-in account grown on time to minute 59; a till offline since minute 20 sends
-    its sales (minutes 20.5 to 47.5) in three batches, oldest first. The first derives the view
-    from the beginning and keeps a checkpoint just before its first sale (minute 20); the next
-    two fold from it (each in one or more of the consumer's batches), never from the beginning.
-    Every view is a derivation's."""
+    its sales (minutes 20.5 to 47.5) in three batches, oldest first. The first, dated before
+    the checkpoint and the next one, folds from the earlier one the view names (`ladder`: minute
+    20, the oldest of those 20 to 40 minutes back), which stays its checkpoint; the next two
+    fold from it (each in one or more of the consumer's batches). None reads the journey from
+    the beginning. Every view is a derivation's."""
     monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 10)
     async with running_profile_service(settings, checkpoint_behind_hours=1 / 6) as svc:
         customer = await _grown_on_time(svc)
@@ -320,21 +328,24 @@ async def test_a_till_back_online_sends_its_sales_late_and_only_the_first_batch_
             interaction(f"till{n}", minutes=20.5 + 3 * n, kind="cart", loyalty_id="L-WALK-IN")
             for n in range(10)
         ]
+        grown = await _profile(svc, customer)
+        whole = _derivations("held"), _folded_as_read()
+        from_checkpoint = _derivations("from_checkpoint")
         await svc.publish(sales[:4])
         await svc.wait_for_entries(54)
         first = await _profile(svc, customer)
         assert first.checkpoint is not None
-        assert first.checkpoint.at == T0 + timedelta(minutes=20), "just before the first sale"
+        assert first.checkpoint == grown.earlier_checkpoints[0], "the ladder's, before the sale"
+        assert first.checkpoint.at == T0 + timedelta(minutes=20)
         assert first.view == derive_view(await store.entries(first.aliases), WINDOW)
+        assert (_derivations("held"), _folded_as_read()) == whole, "not from the beginning"
 
-        whole = _derivations("held"), _folded_as_read()
-        from_checkpoint = _derivations("from_checkpoint")
         for batch, stored in ((sales[4:7], 57), (sales[7:], 60)):
             await svc.publish(batch)
             await svc.wait_for_entries(stored)
             assert (_derivations("held"), _folded_as_read()) == whole, "never from the beginning"
         after = await _profile(svc, customer)
-        assert _derivations("from_checkpoint") >= from_checkpoint + 2
+        assert _derivations("from_checkpoint") >= from_checkpoint + 3
         assert after.checkpoint is not None
         assert after.checkpoint.at < T0 + timedelta(minutes=41.5), "before the last batch's sales"
         assert after.view == derive_view(await store.entries(after.aliases), WINDOW)
@@ -361,7 +372,9 @@ async def test_a_long_journey_merged_away_takes_its_checkpoints_with_it(
             await svc.wait_for_entries(first - 9 + 10)
         absorbed = await svc.customer_of("email", "walk@example.com")
         checkpoints = svc.service.store.journey.database["profile_checkpoints"]
-        assert await checkpoints.count_documents({"customer_id": absorbed}) == 2
+        named = (await _profile(svc, absorbed)).checkpoints()
+        assert len(named) >= 2, "a checkpoint and a next one, and earlier ones"
+        assert await checkpoints.count_documents({"customer_id": absorbed}) == len(named)
 
         both = interaction("both", minutes=55, kind="cart", email="walk@example.com")
         both = both.model_copy(

@@ -53,10 +53,11 @@ class ProfileSettings(HiloSettings):
         description="How far behind a long journey's last entry (over 1,000 entries) its view "
         "is kept as a checkpoint (renewed as the journey grows: one to two of these behind): a "
         "late event dated after the checkpoint folds only the entries since; one dated before "
-        "derives the view from the whole journey (29 s for 100,000 entries) and keeps the "
-        "checkpoint just before it, so that till's next late batches fold from there. Longer "
-        "covers tills whose clocks run further behind, at the cost of the entries of that many "
-        "hours folded at each late event.",
+        "folds from an earlier checkpoint, one kept per doubling of this back (up to 128 of "
+        "these), or past them all derives the view from the whole journey (29 s for 100,000 "
+        "entries), and keeps the checkpoint just before it, so that till's next late batches "
+        "fold from there. Longer makes events late by more than this fold less often from an "
+        "earlier one, at the cost of the entries of that many hours folded at each late event.",
     )
     queue_days: int = Field(
         default=7,

@@ -207,3 +207,17 @@ async def test_a_growing_journey_keeps_no_checkpoint_before_an_agents_done_mark_
     assert derived.checkpoint is not None
     assert derived.checkpoint.key() == new[1].sort_key()
     assert derived.next_checkpoint is None
+
+
+def test_a_ladder_keeps_the_oldest_checkpoint_of_each_doubling_back_within_its_reach() -> None:
+    """Checkpoints 1.5, 2.5, 3, 5, 7, 100 and 300 hours before the view's last entry, an hour
+    behind: the ladder keeps 1.5 (one to two hours back), 3 (two to four: the oldest), 7 (four
+    to eight), 100 (64 to 128, the last doubling it reaches) and lets 2.5, 5 and 300 go."""
+    last = START + timedelta(days=30)
+    hours = [1.5, 2.5, 3, 5, 7, 100, 300]
+    checkpoints = [Checkpoint(f"c{h}", last - timedelta(hours=h), f"e{h}") for h in hours]
+
+    kept = derivation.ladder(reversed(checkpoints), last, timedelta(hours=1))
+
+    assert [c.id for c in kept] == ["c100", "c7", "c3", "c1.5"], "oldest first"
+    assert derivation.EARLIER_LEVELS == 6, "64 to 128 hours is the sixth doubling"

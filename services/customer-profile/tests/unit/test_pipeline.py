@@ -454,9 +454,10 @@ async def test_late_events_after_a_checkpoint_fold_from_it_and_give_the_view_a_d
     into it at 195. Then batches of late events dated in the last 80 minutes (some with one on
     each side of the checkpoint): refunds and updates of forgotten orders, messages, with an
     event on time beside some. A checkpoint is kept 30 minutes behind the view's end once 40
-    entries came before; those after it fold from it, the merged profile's entries included.
-    Every view is the one a derivation from the beginning gives, its checkpoint no later than
-    its last time seen, and no checkpoint is left that no view names."""
+    entries came before; those after it fold from it, the merged profile's entries included,
+    and those before it from an earlier one the merge's derivation kept (`ladder`: just before
+    two hours back). Every view is the one a derivation from the beginning gives, its
+    checkpoints no later than its last time seen, and no checkpoint is left that no view names."""
     monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 40)
     rng = random.Random(seed)
     store, publisher = InMemoryStore(), RecordingPublisher()
@@ -491,7 +492,7 @@ async def test_late_events_after_a_checkpoint_fold_from_it_and_give_the_view_a_d
         assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump(), n
         _assert_checkpoints_true_of(profile, journey, store)
     assert _derivations("from_checkpoint") > started["from_checkpoint"]
-    assert _derivations("held") > started["held"], "one dated before the checkpoint: from the start"
+    assert _derivations("held") == started["held"], "none from the start"
 
 
 async def test_a_long_journey_keeps_checkpoints_as_it_grows_and_its_first_late_event_folds_from_one(
@@ -676,11 +677,11 @@ async def test_a_till_back_online_after_hours_folds_its_later_batches_from_a_che
     back and sends its 30 sales (one every 3 minutes), five a batch, oldest first, beside an
     event on time from another till (and, between its batches, one from a third till 90 s
     late, in a batch of its own). Its first batch, dated before the checkpoint (30 minutes
-    back), derives the view from the beginning and keeps a checkpoint just before its first
-    sale; each later batch folds from a checkpoint, never reading the journey whole (before,
-    every batch of the sync read it whole; the third till's late events moved the checkpoint
-    past the sync's next batches). Every view is a derivation's, every checkpoint true of the
-    journey through it."""
+    back), folds from an earlier one the view kept naming as it grew (`ladder`), and keeps a
+    checkpoint just before its first sale; each later batch folds from a checkpoint. No batch
+    reads the journey whole (before, every batch of the sync read it whole; then the first did;
+    the third till's late events moved the checkpoint past the sync's next batches). Every view
+    is a derivation's, every checkpoint true of the journey through it."""
     store, run = _rolling(monkeypatch)
     rng = random.Random(5)
     await _grow(run, [_walk_in(n, rng) for n in range(200)])
@@ -702,18 +703,58 @@ async def test_a_till_back_online_after_hours_folds_its_later_batches_from_a_che
         assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump(), n
         _assert_checkpoints_true_of(profile, journey, store)
         read_whole = "entries_within" in store.calls or "in_order" in store.calls
-        assert read_whole == (n == 0), f"batch {n} of the sync"
+        assert not read_whole, f"batch {n} of the sync"
         assert profile.checkpoint is not None
         if n == 0:
             assert profile.checkpoint.at == T0 + timedelta(minutes=100), "just before its sale"
-            deep = profile.checkpoint.key()
-        else:
-            since = [entry for entry in journey if entry.sort_key() > deep]
-            assert _entries_derived() - folded <= len(since) < len(journey), n
+            deep = min(c.key() for c in profile.earlier_checkpoints)
+        since = [entry for entry in journey if entry.sort_key() > deep]
+        assert _entries_derived() - folded <= len(since) < len(journey), n
         if others_late:
             late = interaction(f"other{n}", minutes=199 + n, kind="cart", loyalty_id="L-HOUSE")
             await run.process(raw_records([late]))
-    assert _derivations("from_checkpoint") - started == 5 + 6 * others_late
+    assert _derivations("from_checkpoint") - started == 6 + 6 * others_late
+
+
+async def test_a_derivation_from_the_beginning_keeps_earlier_checkpoints_a_later_sync_folds_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A walk-in account grows on time to minute 399; a late event dated before all of it
+    derives the view from the beginning, which keeps the checkpoint 30 minutes back and, on
+    the way, earlier ones just before 120 and 240 minutes back (`ladder`; 480 is before the
+    journey). A till offline since minute 200 then sends its sales, oldest first: its first
+    batch folds from the one at minute 159, not from the beginning again. Every view is a
+    derivation's, every checkpoint true of the journey through it."""
+    store, run = _rolling(monkeypatch)
+    await _grow(run, [_walk_in(n, random.Random(9)) for n in range(400)])
+    await run.process(raw_records([interaction("first", minutes=-1, loyalty_id="L-HOUSE")]))
+    [derived] = (await store.load(list(store.profiles))).values()
+    assert [c.at for c in derived.earlier_checkpoints] == [
+        T0 + timedelta(minutes=159),
+        T0 + timedelta(minutes=279),
+    ], "just before 240 and 120 minutes back"
+    assert derived.checkpoint is not None
+    assert derived.checkpoint.at == T0 + timedelta(minutes=369)
+
+    store.calls.clear()
+    folded = _entries_derived()
+    sales = [
+        interaction(f"till{n}", minutes=200.5 + n, kind="cart", loyalty_id="L-HOUSE")
+        for n in range(5)
+    ]
+    await run.process(raw_records(sales))
+
+    [profile] = (await store.load(list(store.profiles))).values()
+    journey = await _journey(store, profile)
+    assert "entries_within" not in store.calls
+    assert "in_order" not in store.calls
+    assert _entries_derived() - folded == len(journey) - 161, "those after minute 159 (from -1)"
+    assert profile.view is not None
+    assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump()
+    _assert_checkpoints_true_of(profile, journey, store)
+    assert profile.checkpoint is not None
+    assert profile.checkpoint.at == T0 + timedelta(minutes=200), "just before the first sale"
+    assert [c.at for c in profile.earlier_checkpoints] == [T0 + timedelta(minutes=159)]
 
 
 async def test_a_growing_journeys_view_overtaken_by_two_others_leaves_no_checkpoint_behind(
@@ -757,7 +798,9 @@ async def test_a_long_journey_merged_away_leaves_no_checkpoint_behind(
     await _grow(
         run, [interaction(f"w{n}", minutes=n, email="walk@example.com") for n in range(1, 120)]
     )
-    assert len(store.checkpoints) == 2, "the email's profile names a checkpoint and a next one"
+    named = {c for p in (await store.load(list(store.profiles))).values() for c in p.checkpoints()}
+    assert len(store.checkpoints) >= 2, "a checkpoint and a next one, and earlier ones"
+    assert set(store.checkpoints) == named
     both = interaction("both", minutes=130, kind="cart", email="walk@example.com")
     both = both.model_copy(
         update={"identifiers": Identifiers(loyalty_id="L-HOUSE", email="walk@example.com")}
@@ -861,7 +904,7 @@ async def test_a_late_batch_failing_at_any_checkpoint_step_is_counted_once_on_re
     assert profile.view.model_dump() == derive_view(journey, WINDOW).model_dump()
     assert profile.checkpoint is not None
     assert profile.checkpoint.id in store.checkpoints
-    left = set(store.checkpoints) - {profile.checkpoint.id}
+    left = set(store.checkpoints) - profile.checkpoints()
     assert len(left) == (point == FaultPoint("store", "keep_checkpoint", "after")), (
         "only one kept by a batch that failed before its save stays (until an erasure)"
     )
@@ -905,9 +948,10 @@ def _assert_checkpoints_true_of(
     profile: StoredProfile, journey: list[JourneyEntry], store: InMemoryStore
 ) -> None:
     """Every checkpoint kept is one the view names, holds what a derivation of the journey
-    through its entry gives, and is no later than the view's last time seen; the next one is
-    later than the checkpoint."""
-    named = [c for c in (profile.checkpoint, profile.next_checkpoint) if c is not None]
+    through its entry gives, and is no later than the view's last time seen; the earlier ones,
+    the checkpoint and the next one come in that order."""
+    ladder = [*profile.earlier_checkpoints, profile.checkpoint, profile.next_checkpoint]
+    named = [c for c in ladder if c is not None]
     assert set(store.checkpoints) == {c.id for c in named}, "every checkpoint kept is named"
     assert profile.view is not None
     assert profile.view.last_seen is not None
@@ -916,8 +960,8 @@ def _assert_checkpoints_true_of(
         through = [entry for entry in journey if entry.sort_key() <= checkpoint.key()]
         kept = store.checkpoints[checkpoint.id][2]
         assert kept.model_dump() == derive_view(through, WINDOW).model_dump(), checkpoint
-    if profile.checkpoint is not None and profile.next_checkpoint is not None:
-        assert profile.checkpoint.key() < profile.next_checkpoint.key()
+    assert [c.key() for c in named] == sorted({c.key() for c in named})
+    assert not profile.earlier_checkpoints or profile.checkpoint is not None
 
 
 def _walk_in(n: int, rng: random.Random) -> Interaction:

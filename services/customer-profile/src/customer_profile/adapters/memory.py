@@ -34,9 +34,9 @@ from customer_profile.service.ports import (
 )
 
 NEVER = datetime.min.replace(tzinfo=UTC)
-_Named = tuple[Checkpoint | None, Checkpoint | None]
-"""The checkpoint and the next one a stored view names."""
-NONE: _Named = (None, None)
+_Named = tuple[Checkpoint | None, Checkpoint | None, tuple[Checkpoint, ...]]
+"""The checkpoint, the next one and the earlier ones a stored view names."""
+NONE: _Named = (None, None, ())
 
 
 @dataclass
@@ -183,7 +183,9 @@ class InMemoryStore:
             if head is None:
                 continue
             version = self._version(customer)
-            checkpoint, next_checkpoint = self.view_checkpoints.get((customer, version), NONE)
+            checkpoint, next_checkpoint, earlier = self.view_checkpoints.get(
+                (customer, version), NONE
+            )
             loaded[customer] = StoredProfile(
                 customer_id=customer,
                 version=version,
@@ -194,6 +196,7 @@ class InMemoryStore:
                 view_token=self.view_tokens.get((customer, version)),
                 checkpoint=checkpoint,
                 next_checkpoint=next_checkpoint,
+                earlier_checkpoints=earlier,
             )
         return loaded
 
@@ -314,8 +317,12 @@ class InMemoryStore:
                 continue
             self.views[slot] = save.view.model_copy(deep=True)
             self.view_tokens[slot] = save.token
-            if save.checkpoint is not None or save.next_checkpoint is not None:
-                self.view_checkpoints[slot] = (save.checkpoint, save.next_checkpoint)
+            if save.checkpoints():
+                self.view_checkpoints[slot] = (
+                    save.checkpoint,
+                    save.next_checkpoint,
+                    save.earlier_checkpoints,
+                )
             self._discard_view(customer, save.base)  # the view it superseded
         for checkpoint in unnamed_checkpoints(views, lost):
             self.checkpoints.pop(checkpoint, None)

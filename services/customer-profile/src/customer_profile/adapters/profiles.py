@@ -651,6 +651,7 @@ class ProfileCollection:
                 "written_at": at,
                 **_checkpoint_field("checkpoint", save.checkpoint),
                 **_checkpoint_field("next_checkpoint", save.next_checkpoint),
+                **_earlier_field(save.earlier_checkpoints),
             }
             for customer, save in views.items()
         ]
@@ -778,6 +779,9 @@ def _stored(head: MongoDocument, view: MongoDocument | None) -> StoredProfile:
         view_key=_earlier_key(view),
         checkpoint=_checkpoint(view, "checkpoint"),
         next_checkpoint=_checkpoint(view, "next_checkpoint"),
+        earlier_checkpoints=tuple(
+            _named_checkpoint(named) for named in (view or {}).get("earlier_checkpoints", [])
+        ),
     )
 
 
@@ -786,12 +790,25 @@ def _checkpoint_field(field: str, checkpoint: Checkpoint | None) -> MongoDocumen
     views: checkpoints are kept for long journeys only)."""
     if checkpoint is None:
         return {}
-    return {field: {"id": checkpoint.id, "at": checkpoint.at, "entry": checkpoint.entry_id}}
+    return {field: _naming(checkpoint)}
+
+
+def _earlier_field(checkpoints: tuple[Checkpoint, ...]) -> MongoDocument:
+    """The older checkpoints a view document names, oldest first: nothing when none."""
+    return {"earlier_checkpoints": [_naming(c) for c in checkpoints]} if checkpoints else {}
+
+
+def _naming(checkpoint: Checkpoint) -> MongoDocument:
+    return {"id": checkpoint.id, "at": checkpoint.at, "entry": checkpoint.entry_id}
 
 
 def _checkpoint(view: MongoDocument | None, field: str) -> Checkpoint | None:
     named = view.get(field) if view else None
-    return Checkpoint(named["id"], named["at"], named["entry"]) if named else None
+    return _named_checkpoint(named) if named else None
+
+
+def _named_checkpoint(named: MongoDocument) -> Checkpoint:
+    return Checkpoint(named["id"], named["at"], named["entry"])
 
 
 def _earlier_key(view: MongoDocument | None) -> str | None:

@@ -27,13 +27,20 @@ checkpoint. So a derivation for late entries keeps its checkpoint just before th
 them when that is further back than `CHECKPOINT_BEHIND`: the till's next batches, dated after
 it, fold from there instead of each reading the journey whole. Other tills' events late by
 seconds, folded in between, move it on only once it costs `MOVED_AFTER` times more to fold.
+
+The first of those batches still read the journey whole, as did most batches of a till whose
+clock jumps between minutes and hours behind. So a view also names *earlier* checkpoints
+(`ladder`): the oldest of those its checkpoint took the place of in each doubling of
+`CHECKPOINT_BEHIND` back, to `EARLIER_LEVELS` doublings, and ones a derivation from the
+beginning keeps as it folds past those points (`_rungs`). A late event before the checkpoint
+folds from the youngest earlier one before it.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -71,6 +78,10 @@ before derives the view from the beginning."""
 CHECKPOINT_AFTER = 1_000
 """Entries a fold passes before the checkpoint's place for one to be kept there: a journey
 shorter than that folds from the beginning about as fast as from a checkpoint."""
+EARLIER_LEVELS = 6
+"""How many doublings of `CHECKPOINT_BEHIND` back a view keeps naming older checkpoints
+(`ladder`): at an hour, the oldest is between 64 and 128 hours back. Each is a copy of the view
+(a few KB) for long journeys only."""
 MOVED_AFTER = 4
 """A fold from a checkpoint moves it on to the horizon once it passed this many times
 `CHECKPOINT_AFTER` entries to get there, not sooner: a till back online after hours may still
@@ -87,11 +98,17 @@ class Derived:
     during the fold, or none."""
     next_checkpoint: Checkpoint | None = None
     """The younger checkpoint it names (`fold_on_top`), while still true of the journey."""
+    earlier: tuple[Checkpoint, ...] = ()
+    """The older checkpoints it names (`ladder`), oldest first, while still true of it."""
 
     def save(self, base: StoredProfile) -> ViewSave:
         """This view to store as the version after `base`'s, naming its checkpoints."""
         return ViewSave(
-            base, self.view, checkpoint=self.checkpoint, next_checkpoint=self.next_checkpoint
+            base,
+            self.view,
+            checkpoint=self.checkpoint,
+            next_checkpoint=self.next_checkpoint,
+            earlier_checkpoints=self.earlier,
         )
 
 
@@ -115,8 +132,10 @@ async def fold_on_top(
     entries = sorted(new, key=JourneyEntry.sort_key)
     horizon = _last_seen(view, entries) - behind
     current, upcoming = profile.checkpoint, profile.next_checkpoint
+    earlier = list(profile.earlier_checkpoints)
     if upcoming is not None and (current is None or upcoming.at <= horizon):
-        current, upcoming = upcoming, None  # the save deletes the one it took the place of
+        earlier += [current] if current is not None else []  # the ladder's to keep or let go
+        current, upcoming = upcoming, None
     wanted = view.event_count >= CHECKPOINT_AFTER and (
         current is None or (upcoming is None and current.at <= horizon)
     )
@@ -129,7 +148,7 @@ async def fold_on_top(
         await store.keep_checkpoint(profile.customer_id, kept[0], profile.aliases, kept[1])
         CHECKPOINTS_KEPT.inc()
         current, upcoming = (kept[0], None) if current is None else (current, kept[0])
-    return Derived(view.finish(), current, upcoming)
+    return Derived(view.finish(), current, upcoming, ladder(earlier, horizon + behind, behind))
 
 
 def _last_seen(view: ProfileView, entries: list[JourneyEntry]) -> datetime:
@@ -185,7 +204,9 @@ async def derived_views(
 
     def fold_for(profile: StoredProfile) -> _Fold:
         since = late.get(profile.customer_id)
-        return _Fold(ProfileView(), conversation_window, _horizon(profile, behind), since=since)
+        horizon = _horizon(profile, behind)
+        rungs = _rungs(profile, behind)
+        return _Fold(ProfileView(), conversation_window, horizon, since=since, rungs=rungs)
 
     for group in groups:
         journeys = await store.entries_within(group, HELD_ENTRIES)
@@ -215,47 +236,70 @@ async def _from_checkpoint(
     window: timedelta,
     behind: timedelta,
 ) -> Derived | None:
-    """The view folded from its checkpoint on, when its earliest late entry (`since`) came after
-    the checkpoint's: from the next one when `since` came after that too (fewer entries since).
-    None, to derive it from the beginning, when the view names none before it, neither is kept
-    any more (or was kept for other aliases), more than `HELD_ENTRIES` came since, or an order
-    the checkpoint let go cannot be recalled as it counted it. The view goes on naming the next
-    checkpoint while no late entry came before it."""
-    current, upcoming = profile.checkpoint, profile.next_checkpoint
+    """The view folded from the youngest checkpoint it names that came before its earliest late
+    entry (`since`) and is still kept: the next one, the current one, or one of the ladder's
+    (`ladder`: a till back online after hours reaches past the current one). None, to derive it
+    from the beginning, when there is none, it was kept for other aliases, more than
+    `HELD_ENTRIES` came since, or an order the checkpoint let go cannot be recalled as it counted
+    it. The view goes on naming every checkpoint before `since`; those after it miss that entry."""
     seen = profile.view.last_seen if profile.view is not None else None
-    if current is None or since <= current.key() or seen is None or seen < current.at:
+    if seen is None:
         return None
-    if upcoming is not None and (since <= upcoming.key() or seen < upcoming.at):
-        upcoming = None  # a late entry before it: it misses that entry
-    start, view = await _first_kept(store, [upcoming, current], profile.aliases)
+    current, upcoming = profile.checkpoint, profile.next_checkpoint
+    named = [c for c in (upcoming, current, *reversed(profile.earlier_checkpoints)) if c]
+    before = [c for c in named if c.key() < since and c.at <= seen]  # youngest first
+    start, view = await _first_kept(store, before, profile.aliases)
     if start is None or view is None:
         return None
-    if start is not upcoming:
-        upcoming = None
+    older = before[before.index(start) + 1 :]
+    if start is upcoming and older and older[0] is current:  # it stays the view's checkpoint
+        folded_from, older = older[0], older[1:]
+    else:
+        folded_from, upcoming = start, None
     tail = await store.entries_after(profile.aliases, start.key(), HELD_ENTRIES)
     if tail is None:
         return None
     recall = Recall(view, profile.aliases, tail, start.key())
     if await recall_forgotten_orders(store, {profile.customer_id: recall}, {e.id for e in tail}):
         return None
-    fold = _Fold(view, window, _horizon(profile, behind), current, since=since)
+    fold = _Fold(view, window, _horizon(profile, behind), folded_from, since=since)
     for entry in tail:
         fold.add(entry)
     DERIVED.labels(read="from_checkpoint").inc()
     derived = await fold.done(store, profile)
     kept = derived.checkpoint
-    if upcoming is not None and kept is not None and upcoming.key() <= kept.key():
-        upcoming = None  # the fold kept a newer checkpoint than it
-    return replace(derived, next_checkpoint=upcoming)
+    if kept is not folded_from:  # moved on: the one it folded from joins the ladder
+        older.append(folded_from)
+        if upcoming is not None and kept is not None and upcoming.key() <= kept.key():
+            older += [upcoming] if upcoming.key() < kept.key() else []
+            upcoming = None
+    earlier = ladder(older, seen, behind)
+    return replace(derived, next_checkpoint=upcoming, earlier=earlier)
+
+
+def ladder(
+    checkpoints: Iterable[Checkpoint], last_seen: datetime, behind: timedelta
+) -> tuple[Checkpoint, ...]:
+    """Of the checkpoints older than a view's current one, those it keeps naming, oldest first:
+    the oldest of each doubling of `behind` back from `last_seen` (one between one and two
+    `behind` back, one between two and four, ...), to `EARLIER_LEVELS` doublings. A sync from
+    a till offline for hours then folds from the first one before its earliest sale, not from
+    the beginning; the rest are let go (the save deletes them)."""
+    kept: dict[int, Checkpoint] = {}
+    for checkpoint in sorted(checkpoints, key=Checkpoint.key):
+        level = max(int(max((last_seen - checkpoint.at) / behind, 0)).bit_length() - 1, 0)
+        if level <= EARLIER_LEVELS:
+            kept.setdefault(level, checkpoint)
+    return tuple(sorted(kept.values(), key=Checkpoint.key))
 
 
 async def _first_kept(
-    store: Store, checkpoints: list[Checkpoint | None], aliases: list[str]
+    store: Store, checkpoints: Sequence[Checkpoint], aliases: list[str]
 ) -> tuple[Checkpoint | None, ProfileView | None]:
     """The first of these checkpoints still kept for these aliases, and its view (a save that
     overtook ours may have deleted one our view names)."""
     for checkpoint in checkpoints:
-        if checkpoint is not None and (view := await store.checkpoint_view(checkpoint, aliases)):
+        if view := await store.checkpoint_view(checkpoint, aliases):
             return checkpoint, view
     return None, None
 
@@ -309,6 +353,16 @@ def _horizon(profile: StoredProfile, behind: timedelta) -> datetime | None:
     return last - behind if last is not None else None
 
 
+def _rungs(profile: StoredProfile, behind: timedelta) -> list[datetime]:
+    """Where a derivation from the beginning keeps the earlier checkpoints (`ladder`), oldest
+    first: just before four, eight, ... `behind` back from the stored view's last entry, one in
+    each of the ladder's doublings but the first (the checkpoint's own)."""
+    last = profile.view.last_seen if profile.view is not None else None
+    if last is None:
+        return []
+    return [last - behind * 2**level for level in range(EARLIER_LEVELS + 1, 1, -1)]
+
+
 class _Fold:
     """A view folded entry by entry in journey order, keeping a copy of it (a checkpoint) as it
     stood before the first entry past `horizon`, or before the entry at `since` (the earliest
@@ -324,16 +378,19 @@ class _Fold:
         checkpoint: Checkpoint | None = None,
         *,
         since: tuple[datetime, str] | None = None,
+        rungs: Sequence[datetime] = (),
     ) -> None:
         self._view = view
         self._window = window
         self._horizon = horizon
         self._since = since
+        self._rungs = list(rungs)
         self._folded = 0
         self._last: JourneyEntry | None = None
         self._checkpoint = checkpoint
         self._moves = checkpoint is not None
         self._kept: ProfileView | None = None
+        self._kept_rungs: list[tuple[Checkpoint, ProfileView]] = []
 
     def add(self, entry: JourneyEntry) -> None:
         past_horizon = self._horizon is not None and entry.occurred_at > self._horizon
@@ -344,11 +401,24 @@ class _Fold:
             if past_horizon or self._checkpoint is not None:
                 # Past it later entries are no place for one, and one (kept or folded from)
                 # before the late entry covers the till's next ones: moving it on would not.
+                # The earlier ones come before it.
                 self._horizon = None
+                self._rungs = []
             self._since = None
+        elif self._rungs and entry.occurred_at > self._rungs[0]:
+            self._rung(entry)
         self._view.apply(entry, self._window)
         self._folded += 1
         self._last = entry
+
+    def _rung(self, entry: JourneyEntry) -> None:
+        """Keep a copy of the view as it stands, before `entry`, as one of the earlier
+        checkpoints (`ladder`), once the fold passed a rung's time."""
+        while self._rungs and entry.occurred_at > self._rungs[0]:
+            self._rungs.pop(0)
+        if self._folded >= CHECKPOINT_AFTER and (last := self._covered()) is not None:
+            rung = Checkpoint(uuid.uuid4().hex, *last.sort_key())
+            self._kept_rungs.append((rung, self._view.finished_copy()))
 
     def _keep(self) -> None:
         """Keep a copy of the view as it stands, if it holds nothing after the last entry."""
@@ -368,13 +438,16 @@ class _Fold:
         """The view, finished, naming its checkpoint: a new one is kept first, so a view is
         never saved naming one not there (one deleted later, by a save that overtook nothing,
         makes the next derivation start from the beginning)."""
+        kept = [*self._kept_rungs]
         if self._kept is not None and self._checkpoint is not None:
-            await store.keep_checkpoint(
-                profile.customer_id, self._checkpoint, profile.aliases, self._kept
-            )
+            kept.append((self._checkpoint, self._kept))
+        for checkpoint, view in kept:
+            await store.keep_checkpoint(profile.customer_id, checkpoint, profile.aliases, view)
             CHECKPOINTS_KEPT.inc()
         DERIVED_ENTRIES.inc(self._folded)
-        return Derived(self._view.finish(), self._checkpoint)
+        earlier = [rung for rung, _ in self._kept_rungs]
+        current = self._checkpoint if self._checkpoint is not None or not earlier else earlier.pop()
+        return Derived(self._view.finish(), current, earlier=tuple(earlier))
 
 
 def _grouped(

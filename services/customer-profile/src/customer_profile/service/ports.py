@@ -122,10 +122,13 @@ class StoredProfile:
     """A younger checkpoint the stored view names, kept as the journey grew, that takes the
     first one's place once it is far enough behind the view's last entry
     (`service.derivation.fold_on_top`)."""
+    earlier_checkpoints: tuple[Checkpoint, ...] = ()
+    """Older checkpoints the stored view names, oldest first, about one per doubling of the
+    time back (`service.derivation.ladder`): those `checkpoint` took the place of."""
 
     def checkpoints(self) -> set[str]:
         """The ids of the checkpoints its stored view names."""
-        return _named(self.checkpoint, self.next_checkpoint)
+        return _named(self.checkpoint, self.next_checkpoint, *self.earlier_checkpoints)
 
     def facts(self) -> ProfileFacts:
         return ProfileFacts(
@@ -173,6 +176,8 @@ class ViewSave:
     next derivation from the beginning, which is always right)."""
     next_checkpoint: Checkpoint | None = None
     """The younger checkpoint this view names (see `StoredProfile.next_checkpoint`)."""
+    earlier_checkpoints: tuple[Checkpoint, ...] = ()
+    """The older ones it names (see `StoredProfile.earlier_checkpoints`)."""
 
     def saved(self) -> StoredProfile:
         """The profile as it stands once this save succeeded."""
@@ -184,11 +189,12 @@ class ViewSave:
             view_key=None,
             checkpoint=self.checkpoint,
             next_checkpoint=self.next_checkpoint,
+            earlier_checkpoints=self.earlier_checkpoints,
         )
 
     def checkpoints(self) -> set[str]:
         """The ids of the checkpoints this view names (`StoredProfile.checkpoints` once saved)."""
-        return _named(self.checkpoint, self.next_checkpoint)
+        return _named(self.checkpoint, self.next_checkpoint, *self.earlier_checkpoints)
 
     def checkpoints_superseded(self) -> set[str]:
         """The checkpoints only `base` named, which this save leaves unnamed (once it won)."""
