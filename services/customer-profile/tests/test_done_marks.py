@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from customer_profile.domain.profile import derive_view
-from customer_profile.testing import T0, RunningProfileService, interaction
-from hilo.contract import ConversationDone, Direction, Interaction
+from customer_profile.testing import RunningProfileService, done_mark, interaction
+from hilo.contract import Direction, Interaction
 
 WINDOW = timedelta(hours=24)
 
@@ -28,13 +28,7 @@ async def test_a_message_sent_before_a_mark_that_saw_to_nobody_and_delivered_aft
     when the mark was dated."""
     svc = profile_service
     asked = message("question", 1, Direction.INBOUND)
-    mark = interaction("mark", channel="desk", kind="conversation_done", phone="+34600111222")
-    mark = mark.model_copy(
-        update={
-            "payload": ConversationDone(agent_id="ana", waiting_since=asked.occurred_at),
-            "occurred_at": T0 + timedelta(minutes=5),
-        }
-    )
+    mark = done_mark("mark", minutes=5, waiting_since=asked.occurred_at, phone="+34600111222")
     arrivals = [asked, message("answer", 2, Direction.OUTBOUND), mark]
     arrivals.append(message("again", 3, Direction.INBOUND))
     for stored, sent in enumerate(arrivals, start=1):

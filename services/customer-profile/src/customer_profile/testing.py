@@ -17,7 +17,7 @@ from customer_profile.bootstrap import Service, bootstrap, start, stop
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.service.pipeline import RawRecord
 from customer_profile.settings import ProfileSettings
-from hilo.contract import Identifiers, Interaction, new_interaction
+from hilo.contract import ConversationDone, Identifiers, Interaction, new_interaction
 from hilo.kafka import KafkaPublisher, Record, create_broker
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually
@@ -133,6 +133,16 @@ def interaction(
 
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+
+def done_mark(
+    n: int | str, *, minutes: float, waiting_since: datetime, **identifiers: str
+) -> Interaction:
+    """An agent's done mark (as the desk publishes it), `minutes` after `T0`, of the contacts
+    that waited since `waiting_since`."""
+    mark = interaction(n, minutes=minutes, channel="desk", kind="conversation_done", **identifiers)
+    seen = ConversationDone(agent_id="ana", waiting_since=waiting_since)
+    return mark.model_copy(update={"payload": seen})
 
 
 def stored_entry(

@@ -43,6 +43,7 @@ from customer_profile.testing import (
     FaultPoint,
     InjectedFault,
     clear_faults,
+    done_mark,
     inject_fault,
     interaction,
     interleave,
@@ -567,12 +568,8 @@ async def test_a_reply_sent_before_an_agents_done_mark_and_delivered_after_it_is
     store, run = _rolling(monkeypatch)
     history = [interaction(f"p{n}", minutes=n, loyalty_id="L-HOUSE") for n in range(59)]
     await _grow(run, [*history, _message("question", 59, Direction.INBOUND)])
-    mark = interaction("mark", channel="desk", kind="conversation_done", loyalty_id="L-HOUSE")
-    mark = mark.model_copy(
-        update={
-            "payload": ConversationDone(agent_id="ana", waiting_since=T0 + timedelta(minutes=59)),
-            "occurred_at": T0 + timedelta(minutes=70),
-        }
+    mark = done_mark(
+        "mark", minutes=70, waiting_since=T0 + timedelta(minutes=59), loyalty_id="L-HOUSE"
     )
     batches = [
         [mark],
@@ -598,13 +595,7 @@ async def test_a_message_sent_before_a_done_mark_that_saw_to_nobody_is_derived_i
     had her waiting since minute 3 where its derivation has nobody waiting."""
     store, publisher = InMemoryStore(), RecordingPublisher()
     asked = _message("question", 1, Direction.INBOUND)
-    mark = interaction("mark", channel="desk", kind="conversation_done", loyalty_id="L-HOUSE")
-    mark = mark.model_copy(
-        update={
-            "payload": ConversationDone(agent_id="ana", waiting_since=asked.occurred_at),
-            "occurred_at": T0 + timedelta(minutes=5),
-        }
-    )
+    mark = done_mark("mark", minutes=5, waiting_since=asked.occurred_at, loyalty_id="L-HOUSE")
     run = pipeline(store, publisher)
     for batch in (
         [asked],
