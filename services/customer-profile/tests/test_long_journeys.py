@@ -21,7 +21,7 @@ from customer_profile.adapters import journey
 from customer_profile.adapters.store import ProfileStore
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import derive_view
-from customer_profile.service import derivation, privacy
+from customer_profile.service import checkpoint_sweep, derivation, privacy
 from customer_profile.service.ports import Checkpoint, StoredProfile
 from customer_profile.testing import (
     T0,
@@ -33,6 +33,7 @@ from customer_profile.testing import (
 from hilo.contract import Identifiers
 from hilo.mongo import MongoDocument, create_mongo_client
 from hilo.settings import HiloSettings
+from hilo.testkit.probes import eventually
 from hilo.testkit.query_plans import winning_stages
 
 START = datetime(2026, 11, 1, 9, tzinfo=UTC)
@@ -400,6 +401,35 @@ async def test_mongodb_lost_at_a_checkpoint_step_fails_the_batch_and_its_retry_c
     monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 10)
     async with running_profile_service(settings, checkpoint_behind_hours=1 / 6) as svc:
         await _lost_at(svc, step, monkeypatch)
+
+
+async def test_a_checkpoint_a_failed_batch_left_is_swept_and_those_named_stay(
+    settings: HiloSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer on the real servers, MongoDB lost right after a late event's derivation kept
+    a checkpoint: the batch fails, and its redelivery keeps its own, so the first is named by
+    no view. The service's sweep (every 0.2 s here, of checkpoints kept over a second ago)
+    deletes it, and none that the view names."""
+    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 10)
+    monkeypatch.setattr(checkpoint_sweep, "GRACE", timedelta(seconds=1))
+    swept = _swept()
+    overrides = {"checkpoint_behind_hours": 1 / 6, "checkpoint_sweep_seconds": 0.2}
+    async with running_profile_service(settings, **overrides) as svc:
+        await _lost_at(svc, "keep_checkpoint", monkeypatch)
+        customer = await svc.customer_of("loyalty_id", "L-WALK-IN")
+        named = (await _profile(svc, customer)).checkpoints()
+        checkpoints = svc.service.store.journey.database["profile_checkpoints"]
+
+        async def kept() -> set[str]:
+            return {doc["_id"] async for doc in checkpoints.find({"customer_id": customer})}
+
+        assert await eventually(kept, until=lambda ids: ids == named, timeout=10) == named
+        assert _swept() > swept, "the sweep deleted the one the failed batch kept"
+        assert (await _profile(svc, customer)).checkpoints() == named
+
+
+def _swept() -> float:
+    return REGISTRY.get_sample_value("hilo_profile_checkpoints_swept_total") or 0.0
 
 
 async def _lost_at(svc: RunningProfileService, step: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,7 @@ from customer_profile.adapters.store import ProfileStore
 from customer_profile.entrypoints.api import ApiState, create_api
 from customer_profile.entrypoints.consumer import subscribe
 from customer_profile.service.batches import BatchRunner, ConsumerHealth
+from customer_profile.service.checkpoint_sweep import keep_sweeping
 from customer_profile.service.merge_requests import MergeRequests
 from customer_profile.service.pipeline import Pipeline
 from customer_profile.service.prices import PriceCheck
@@ -163,6 +164,8 @@ async def start(service: Service) -> None:
             service.splits.keep_finishing(service.settings.erasure_retry_seconds), name="splits"
         )
     )
+    sweep = keep_sweeping(service.store, service.settings.checkpoint_sweep_seconds)
+    service.background.append(asyncio.create_task(sweep, name="checkpoint-sweep"))
     log.info("customer_profile_started", group=service.settings.consumer_group)
 
 

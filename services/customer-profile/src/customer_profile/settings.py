@@ -59,6 +59,14 @@ class ProfileSettings(HiloSettings):
         "fold from there. Longer makes events late by more than this fold less often from an "
         "earlier one, at the cost of the entries of that many hours folded at each late event.",
     )
+    checkpoint_sweep_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        le=86_400,
+        description="How often customer-profile deletes the checkpoints of long journeys that "
+        "no stored view names, an hour after they were kept: those a batch kept before failing, "
+        "or an earlier release's save left unnamed (`hilo_profile_checkpoints_swept_total`).",
+    )
     queue_days: int = Field(
         default=7,
         ge=1,

@@ -33,7 +33,8 @@ from customer_profile.domain.identity import (
 )
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.domain.profile import MAX_REFUNDS_WAITING, RECENT_ORDERS, derive_view
-from customer_profile.service import derivation
+from customer_profile.service import checkpoint_sweep, derivation
+from customer_profile.service.checkpoint_sweep import sweep_checkpoints
 from customer_profile.service.pipeline import STEPS, Pipeline
 from customer_profile.service.ports import Checkpoint, Contention, StoredProfile, ViewSave
 from customer_profile.service.prices import PriceCheck
@@ -746,6 +747,34 @@ async def test_a_derivation_from_the_beginning_keeps_earlier_checkpoints_a_later
     assert profile.checkpoint is not None
     assert profile.checkpoint.at == T0 + timedelta(minutes=200), "just before the first sale"
     assert [c.at for c in profile.earlier_checkpoints] == [T0 + timedelta(minutes=159)]
+
+
+async def test_checkpoints_a_batch_kept_before_failing_are_swept_once_old_enough(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A late event dated before a walk-in account's whole journey: its derivation keeps the
+    checkpoint and earlier ones, then the save fails; delivered again, the batch keeps its own.
+    The first batch's are named by no view: a sweep of those kept before now deletes them and
+    no other, and one of those kept an hour back (the service's) deletes nothing yet."""
+    store, run = _rolling(monkeypatch)
+    await _grow(run, [_walk_in(n, random.Random(9)) for n in range(400)])
+    late = raw_records([interaction("first", minutes=-1, loyalty_id="L-HOUSE")])
+    inject_fault(store, FaultPoint("store", "save_views", "before"))
+    with pytest.raises(InjectedFault):
+        await run.process(late)
+    clear_faults(store, "save_views")
+    await run.process(late)
+    [profile] = (await store.load(list(store.profiles))).values()
+    left = set(store.checkpoints) - profile.checkpoints()
+    assert len(left) >= 3, "the failed batch's checkpoint and earlier ones"
+
+    now = datetime.now(UTC)
+    assert await sweep_checkpoints(store, now - checkpoint_sweep.GRACE) == 0
+    assert await sweep_checkpoints(store, now + timedelta(seconds=1)) == len(left)
+
+    assert set(store.checkpoints) == profile.checkpoints()
+    journey = await _journey(store, profile)
+    _assert_checkpoints_true_of(profile, journey, store)
 
 
 async def test_a_growing_journeys_view_overtaken_by_two_others_leaves_no_checkpoint_behind(

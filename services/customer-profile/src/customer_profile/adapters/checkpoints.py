@@ -6,12 +6,16 @@ end, a late event of the last hour folds only the entries after it (`service.der
 stored view names the checkpoint it may start from (`Checkpoint`); this collection only keeps
 them. One is written before the view that names it, so a view is never saved naming one not
 there; the save that stops naming one deletes it, and an erasure deletes every one folded from
-any of the person's ids. One kept by a batch that failed before its save stays until then.
+any of the person's ids. One kept by a batch that failed before its save, or left unnamed by an
+earlier release's save, is deleted by a sweep (`service.checkpoint_sweep`) once it is old
+enough that no batch can still be on its way to saving a view that names it (`kept_at`).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
@@ -28,6 +32,7 @@ class Checkpoints:
     async def create_indexes(self) -> None:
         await self.collection.create_index([("aliases", ASCENDING)])
         await self.collection.create_index([("customer_id", ASCENDING)])
+        await self.collection.create_index([("kept_at", ASCENDING)])
 
     async def read(self, checkpoint: Checkpoint, aliases: list[str]) -> ProfileView | None:
         """The view kept as `checkpoint`, if still kept and folded from these very aliases."""
@@ -47,8 +52,22 @@ class Checkpoints:
                 "at": checkpoint.at,
                 "entry_id": checkpoint.entry_id,
                 "view": view.model_dump(mode="python"),
+                "kept_at": datetime.now(UTC),
             }
         )
+
+    async def kept_before(self, cutoff: datetime, at_most: int) -> dict[str, set[str]]:
+        """The ids of at most `at_most` checkpoints kept before `cutoff`, or by a release that
+        did not date them, by the profile each was kept for."""
+        kept: dict[str, set[str]] = defaultdict(set)
+        cursor = self.collection.find(
+            {"$or": [{"kept_at": {"$lt": cutoff}}, {"kept_at": {"$exists": False}}]},
+            {"customer_id": 1},
+            limit=at_most,
+        )
+        async for doc in cursor:
+            kept[doc["customer_id"]].add(doc["_id"])
+        return dict(kept)
 
     async def drop(self, ids: Iterable[str]) -> None:
         """Delete checkpoints no stored view names any more."""

@@ -8,6 +8,7 @@ server. Not for production: nothing is durable and nothing is shared between pro
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -75,6 +76,7 @@ class InMemoryStore:
         """(customer, version) -> the checkpoint and the next one its view names."""
         self.checkpoints: dict[str, tuple[str, list[str], ProfileView]] = {}
         """Checkpoint id -> (customer, sorted aliases, view)."""
+        self.checkpoints_kept_at: dict[str, datetime] = {}
         self.journey: dict[str, JourneyEntry] = {}
         self.pending: set[str] = set()
         self.erased: dict[str, datetime] = {}
@@ -346,6 +348,15 @@ class InMemoryStore:
     ) -> None:
         self._count("keep_checkpoint", [checkpoint])
         self.checkpoints[checkpoint.id] = (customer_id, sorted(aliases), view.model_copy(deep=True))
+        self.checkpoints_kept_at[checkpoint.id] = datetime.now(UTC)
+
+    async def checkpoints_kept_before(self, cutoff: datetime, at_most: int) -> dict[str, set[str]]:
+        self._count("checkpoints_kept_before", [cutoff])
+        kept: dict[str, set[str]] = defaultdict(set)
+        for checkpoint, (customer, _, _) in list(self.checkpoints.items())[:at_most]:
+            if self.checkpoints_kept_at.get(checkpoint, NEVER) < cutoff:
+                kept[customer].add(checkpoint)
+        return dict(kept)
 
     # journey
     async def insert_entries(self, entries: list[JourneyEntry]) -> set[str]:

@@ -288,6 +288,9 @@ class ProfileStore:
     async def drop_checkpoints(self, ids: Iterable[str]) -> None:
         await self._checkpoints.drop(ids)
 
+    async def checkpoints_kept_before(self, cutoff: datetime, at_most: int) -> dict[str, set[str]]:
+        return await self._checkpoints.kept_before(cutoff, at_most)
+
     async def keep_checkpoint(
         self, customer_id: str, checkpoint: Checkpoint, aliases: list[str], view: ProfileView
     ) -> None:

@@ -363,6 +363,10 @@ class Store(Protocol):
     async def drop_checkpoints(self, ids: Iterable[str]) -> None:
         """Delete these checkpoints: no stored view names them any more."""
 
+    async def checkpoints_kept_before(self, cutoff: datetime, at_most: int) -> dict[str, set[str]]:
+        """The ids of at most `at_most` checkpoints kept before `cutoff` (or by a release that
+        did not say when), by the profile each was kept for."""
+
     async def order_entries(
         self, order_ids: Iterable[str], besides: set[str]
     ) -> list[JourneyEntry]:
