@@ -223,9 +223,10 @@ async def test_a_late_event_after_a_checkpoint_folds_from_it_and_an_erasure_dele
 ) -> None:
     """The consumer on the real servers, a checkpoint kept 10 minutes behind the view's end
     (`HILO_CHECKPOINT_BEHIND_HOURS`) once 10 entries came before: a refund dated before every
-    entry derives the view from the beginning and keeps one; a message late by a few minutes
-    folds from it, reading the entries since it alone. Both views are the ones a derivation
-    gives; the person's erasure deletes the checkpoint."""
+    entry derives the view from the beginning and keeps one (and an earlier one, just before 20
+    minutes back: `ladder`); a message late by a few minutes folds from it, reading the entries
+    since it alone. Both views are the ones a derivation gives; the person's erasure deletes
+    the checkpoints."""
     monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 10)
     async with running_profile_service(settings, checkpoint_behind_hours=1 / 6) as svc:
         await _late_after_a_checkpoint(svc)
@@ -247,7 +248,8 @@ async def _late_after_a_checkpoint(svc: RunningProfileService) -> None:
     first = await _profile(svc, customer)
     assert first.checkpoint is not None, "kept by the derivation from the beginning"
     assert first.checkpoint.at == T0 + timedelta(minutes=44), "the last entry 10 minutes back"
-    assert await checkpoints.count_documents({"customer_id": customer}) == 1
+    assert [c.at for c in first.earlier_checkpoints] == [T0 + timedelta(minutes=34)]
+    assert await checkpoints.count_documents({"customer_id": customer}) == 2
     assert first.view == derive_view(await svc.service.store.entries(first.aliases), WINDOW)
 
     folded = _derivations("from_checkpoint"), _entries_folded()

@@ -142,7 +142,7 @@ async def test_no_checkpoint_is_kept_past_the_views_last_time_seen(
     its journey now holds messages until minute 19 and agents' done marks at 60 and 100, which
     move no time seen. A checkpoint at the mark at 60 would be passed by a message dated 40,
     not late (after 19) and folded on top, then missed by a late event folded from it: none is
-    kept there."""
+    kept there, nor past minute 19 (the one kept as the ladder's, 60 minutes back, is at 19)."""
     monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 5)
     monkeypatch.setattr(derivation, "CHECKPOINT_BEHIND", timedelta(minutes=30))
     store = InMemoryStore()
@@ -167,8 +167,9 @@ async def test_no_checkpoint_is_kept_past_the_views_last_time_seen(
     [derived] = (await derived_views(store, [stale], WINDOW)).values()
 
     assert derived.view.last_seen == START + timedelta(minutes=19)
-    assert derived.checkpoint is None
-    assert store.checkpoints == {}
+    assert derived.checkpoint is not None
+    assert derived.checkpoint.key() == (START + timedelta(minutes=19), "m19")
+    assert (derived.earlier, set(store.checkpoints)) == ((), {derived.checkpoint.id})
 
 
 async def test_a_growing_journey_keeps_no_checkpoint_before_an_agents_done_mark_it_holds(

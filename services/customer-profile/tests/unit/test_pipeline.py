@@ -713,7 +713,7 @@ async def test_a_derivation_from_the_beginning_keeps_earlier_checkpoints_a_later
 ) -> None:
     """A walk-in account grows on time to minute 399; a late event dated before all of it
     derives the view from the beginning, which keeps the checkpoint 30 minutes back and, on
-    the way, earlier ones just before 120 and 240 minutes back (`ladder`; 480 is before the
+    the way, earlier ones just before 60, 120 and 240 minutes back (`ladder`; 480 is before the
     journey). A till offline since minute 200 then sends its sales, oldest first: its first
     batch folds from the one at minute 159, not from the beginning again. Every view is a
     derivation's, every checkpoint true of the journey through it."""
@@ -724,7 +724,8 @@ async def test_a_derivation_from_the_beginning_keeps_earlier_checkpoints_a_later
     assert [c.at for c in derived.earlier_checkpoints] == [
         T0 + timedelta(minutes=159),
         T0 + timedelta(minutes=279),
-    ], "just before 240 and 120 minutes back"
+        T0 + timedelta(minutes=339),
+    ], "just before 240, 120 and 60 minutes back"
     assert derived.checkpoint is not None
     assert derived.checkpoint.at == T0 + timedelta(minutes=369)
 

@@ -2,7 +2,7 @@
 
 A derivation keeps its checkpoints (`service.derivation`) before the save of the view that
 names them, so a view never names one not there. A batch that fails between the two leaves
-them named by nothing (a derivation from the beginning keeps up to eight), and so does the save
+them named by nothing (a derivation from the beginning keeps up to seven), and so does the save
 of an instance of an earlier release during a rolling upgrade (it does not know every field
 that names one). They are copies of a customer's view: personal data an erasure deletes, but
 otherwise kept for ever. So the service sweeps them, every `HILO_CHECKPOINT_SWEEP_SECONDS`.

@@ -241,7 +241,8 @@ async def _from_checkpoint(
     (`ladder`: a till back online after hours reaches past the current one). None, to derive it
     from the beginning, when there is none, it was kept for other aliases, more than
     `HELD_ENTRIES` came since, or an order the checkpoint let go cannot be recalled as it counted
-    it. The view goes on naming every checkpoint before `since`; those after it miss that entry."""
+    it. The view goes on naming the checkpoints before `since` that the ladder keeps; those after
+    it miss that entry."""
     seen = profile.view.last_seen if profile.view is not None else None
     if seen is None:
         return None
@@ -355,12 +356,13 @@ def _horizon(profile: StoredProfile, behind: timedelta) -> datetime | None:
 
 def _rungs(profile: StoredProfile, behind: timedelta) -> list[datetime]:
     """Where a derivation from the beginning keeps the earlier checkpoints (`ladder`), oldest
-    first: just before four, eight, ... `behind` back from the stored view's last entry, one in
-    each of the ladder's doublings but the first (the checkpoint's own)."""
+    first: just before two, four, ... 2 ** `EARLIER_LEVELS` `behind` back from the stored view's
+    last entry, each at least that far back, so one in each of the ladder's doublings but the
+    oldest (the first between one and two `behind` back, the checkpoint's)."""
     last = profile.view.last_seen if profile.view is not None else None
     if last is None:
         return []
-    return [last - behind * 2**level for level in range(EARLIER_LEVELS + 1, 1, -1)]
+    return [last - behind * 2**level for level in range(EARLIER_LEVELS, 0, -1)]
 
 
 class _Fold:
