@@ -143,12 +143,25 @@ async def fold_on_top(
     for entry in entries:
         view.apply(entry, window)
         if wanted and kept is None and _covered_after(view, entry):
-            kept = (Checkpoint(uuid.uuid4().hex, *entry.sort_key()), view.finished_copy())
+            kept = _copy_through(entry, view)
     if kept is not None:
-        await store.keep_checkpoint(profile.customer_id, kept[0], profile.aliases, kept[1])
-        CHECKPOINTS_KEPT.inc()
+        await _keep_all(store, profile, [kept])
         current, upcoming = (kept[0], None) if current is None else (current, kept[0])
     return Derived(view.finish(), current, upcoming, ladder(earlier, horizon + behind, behind))
+
+
+def _copy_through(entry: JourneyEntry, view: ProfileView) -> tuple[Checkpoint, ProfileView]:
+    """A new checkpoint at `entry`, and a copy of the view as it stands, folded through it."""
+    return Checkpoint(uuid.uuid4().hex, *entry.sort_key()), view.finished_copy()
+
+
+async def _keep_all(
+    store: Store, profile: StoredProfile, kept: Iterable[tuple[Checkpoint, ProfileView]]
+) -> None:
+    """Store these checkpoints of the profile's journey, before the save that names them."""
+    for checkpoint, view in kept:
+        await store.keep_checkpoint(profile.customer_id, checkpoint, profile.aliases, view)
+        CHECKPOINTS_KEPT.inc()
 
 
 def _last_seen(view: ProfileView, entries: list[JourneyEntry]) -> datetime:
@@ -419,14 +432,12 @@ class _Fold:
         while self._rungs and entry.occurred_at > self._rungs[0]:
             self._rungs.pop(0)
         if self._folded >= CHECKPOINT_AFTER and (last := self._covered()) is not None:
-            rung = Checkpoint(uuid.uuid4().hex, *last.sort_key())
-            self._kept_rungs.append((rung, self._view.finished_copy()))
+            self._kept_rungs.append(_copy_through(last, self._view))
 
     def _keep(self) -> None:
         """Keep a copy of the view as it stands, if it holds nothing after the last entry."""
         if (last := self._covered()) is not None:
-            self._kept = self._view.finished_copy()
-            self._checkpoint = Checkpoint(uuid.uuid4().hex, *last.sort_key())
+            self._checkpoint, self._kept = _copy_through(last, self._view)
 
     def _covered(self) -> JourneyEntry | None:
         """The last entry folded, if the view's last time seen reaches it: only then is every
@@ -443,12 +454,12 @@ class _Fold:
         kept = [*self._kept_rungs]
         if self._kept is not None and self._checkpoint is not None:
             kept.append((self._checkpoint, self._kept))
-        for checkpoint, view in kept:
-            await store.keep_checkpoint(profile.customer_id, checkpoint, profile.aliases, view)
-            CHECKPOINTS_KEPT.inc()
+        await _keep_all(store, profile, kept)
         DERIVED_ENTRIES.inc(self._folded)
         earlier = [rung for rung, _ in self._kept_rungs]
-        current = self._checkpoint if self._checkpoint is not None or not earlier else earlier.pop()
+        current = self._checkpoint
+        if current is None and earlier:  # none kept at the horizon: the youngest rung is it
+            current = earlier.pop()
         return Derived(self._view.finish(), current, earlier=tuple(earlier))
 
 
