@@ -352,10 +352,10 @@ class InMemoryStore:
 
     async def checkpoints_kept_before(self, cutoff: datetime, at_most: int) -> dict[str, set[str]]:
         self._count("checkpoints_kept_before", [cutoff])
+        old = [c for c in self.checkpoints if self.checkpoints_kept_at.get(c, NEVER) < cutoff]
         kept: dict[str, set[str]] = defaultdict(set)
-        for checkpoint, (customer, _, _) in list(self.checkpoints.items())[:at_most]:
-            if self.checkpoints_kept_at.get(checkpoint, NEVER) < cutoff:
-                kept[customer].add(checkpoint)
+        for checkpoint in old[:at_most]:  # as MongoDB's limit: of those matched
+            kept[self.checkpoints[checkpoint][0]].add(checkpoint)
         return dict(kept)
 
     # journey
