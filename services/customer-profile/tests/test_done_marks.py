@@ -6,17 +6,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 from customer_profile.domain.profile import derive_view
-from customer_profile.testing import RunningProfileService, done_mark, interaction
+from customer_profile.testing import RunningProfileService, done_mark, message
 from hilo.contract import Direction, Interaction
 
 WINDOW = timedelta(hours=24)
 
 
-def message(name: str, minutes: float, direction: Direction) -> Interaction:
-    sent = interaction(name, minutes=minutes, kind="message", phone="+34600111222")
-    return sent.model_copy(
-        update={"payload": sent.payload.model_copy(update={"direction": direction})}
-    )
+def sent(name: str, minutes: float, direction: Direction) -> Interaction:
+    return message(name, minutes=minutes, direction=direction, phone="+34600111222")
 
 
 async def test_a_message_sent_before_a_mark_that_saw_to_nobody_and_delivered_after_it(
@@ -27,12 +24,12 @@ async def test_a_message_sent_before_a_mark_that_saw_to_nobody_and_delivered_aft
     view the API serves is the journey's derivation (the mark saw to that message), and names
     when the mark was dated."""
     svc = profile_service
-    asked = message("question", 1, Direction.INBOUND)
+    asked = sent("question", 1, Direction.INBOUND)
     mark = done_mark("mark", minutes=5, waiting_since=asked.occurred_at, phone="+34600111222")
-    arrivals = [asked, message("answer", 2, Direction.OUTBOUND), mark]
-    arrivals.append(message("again", 3, Direction.INBOUND))
-    for stored, sent in enumerate(arrivals, start=1):
-        await svc.publish([sent])
+    arrivals = [asked, sent("answer", 2, Direction.OUTBOUND), mark]
+    arrivals.append(sent("again", 3, Direction.INBOUND))
+    for stored, arrival in enumerate(arrivals, start=1):
+        await svc.publish([arrival])
         await svc.wait_for_entries(stored)
 
     customer = await svc.customer_of("phone", "+34600111222")

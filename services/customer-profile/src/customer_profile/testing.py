@@ -17,7 +17,7 @@ from customer_profile.bootstrap import Service, bootstrap, start, stop
 from customer_profile.domain.journey import JourneyEntry
 from customer_profile.service.pipeline import RawRecord
 from customer_profile.settings import ProfileSettings
-from hilo.contract import ConversationDone, Identifiers, Interaction, new_interaction
+from hilo.contract import ConversationDone, Direction, Identifiers, Interaction, new_interaction
 from hilo.kafka import KafkaPublisher, Record, create_broker
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually
@@ -133,6 +133,15 @@ def interaction(
 
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+
+def message(
+    n: int | str, *, minutes: float, direction: Direction, **identifiers: str
+) -> Interaction:
+    """A message `minutes` after `T0`, from the customer (inbound) or to them (outbound)."""
+    sent = interaction(n, minutes=minutes, kind="message", **identifiers)
+    payload = sent.payload.model_copy(update={"direction": direction})
+    return sent.model_copy(update={"payload": payload})
 
 
 def done_mark(

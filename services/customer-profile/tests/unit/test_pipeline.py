@@ -48,6 +48,7 @@ from customer_profile.testing import (
     inject_fault,
     interaction,
     interleave,
+    message,
     raw_records,
 )
 from hilo.contract import (
@@ -617,10 +618,7 @@ async def test_a_message_sent_before_a_done_mark_that_saw_to_nobody_is_derived_i
 
 
 def _message(name: str, minutes: float, direction: Direction) -> Interaction:
-    message = interaction(name, minutes=minutes, kind="message", loyalty_id="L-HOUSE")
-    return message.model_copy(
-        update={"payload": message.payload.model_copy(update={"direction": direction})}
-    )
+    return message(name, minutes=minutes, direction=direction, loyalty_id="L-HOUSE")
 
 
 @pytest.mark.parametrize("lag", [1.5, 45])
