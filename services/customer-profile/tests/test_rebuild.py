@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -9,8 +10,10 @@ from aiokafka import AIOKafkaProducer
 
 from customer_profile.__main__ import run_rebuild
 from customer_profile.adapters.store import ProfileStore
+from customer_profile.service import derivation
 from customer_profile.service.rebuild import NotEmpty, rebuild
 from customer_profile.testing import (
+    T0,
     RunningProfileService,
     interaction,
     profile_settings,
@@ -79,6 +82,41 @@ async def test_rebuilding_from_the_topic_gives_the_same_profiles(
     for identifiers, profile in live.items():
         for part, value in profile.items():
             assert rebuilt[identifiers][part] == value, f"{part} differs for {sorted(identifiers)}"
+
+
+async def test_a_rebuild_keeps_checkpoints_where_the_settings_say(
+    profile_service: RunningProfileService,
+    settings: HiloSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`HILO_CHECKPOINT_BEHIND_HOURS` at 10 minutes, checkpoints from 10 entries on: a rebuild
+    of a 40-minute walk-in journey, ten minutes a batch, keeps a checkpoint per batch as the
+    live consumer would (minutes 10, 20, 30), its view naming the one 10 to 20 minutes behind
+    and the next. It used the hour's default: the first, minute 10, and no other."""
+    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 10)
+    events = [interaction(n, minutes=n, loyalty_id="L-WALK-IN", kind="cart") for n in range(40)]
+    await profile_service.publish(events)
+    await profile_service.wait_for_entries(len(events))
+
+    target = profile_settings(
+        settings,
+        mongodb_database=settings.mongodb_database + "_rebuilt",
+        checkpoint_behind_hours=1 / 6,
+    )
+    client = create_mongo_client(target)
+    try:
+        store = ProfileStore(client, target.mongodb_database)
+        await rebuild(target, store, batch_size=10)
+        [head] = [doc["_id"] async for doc in store.profiles.find({"merged_into": None})]
+        [rebuilt] = (await store.load([head])).values()
+    finally:
+        await client.drop_database(target.mongodb_database)
+        await client.close()
+
+    named = [*rebuilt.earlier_checkpoints, rebuilt.checkpoint, rebuilt.next_checkpoint]
+    assert [c.at if c is not None else None for c in named] == [
+        T0 + timedelta(minutes=n) for n in (10, 20, 30)
+    ], "10 minutes back, not an hour"
 
 
 async def test_a_record_that_cannot_be_processed_is_left_out_not_the_end_of_the_rebuild(

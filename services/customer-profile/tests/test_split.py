@@ -15,9 +15,12 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from customer_profile.domain.profile import derive_view
+from customer_profile.service import derivation
 from customer_profile.service.ports import StoredProfile
 from customer_profile.service.splits import Requester
 from customer_profile.testing import (
+    T0,
     FaultPoint,
     InjectedFault,
     RunningProfileService,
@@ -36,6 +39,7 @@ from hilo.testkit.probes import eventually
 from hilo.topics import Topic, ensure_topics, topic_name
 
 ANA, BO = "ana@example.com", "+34612345678"
+WINDOW = timedelta(hours=24)
 AUDIT = {"by": "agent-7", "reason": "two people share the web account"}
 
 
@@ -523,6 +527,28 @@ class _Refusing:
 
     async def publish_records(self, *_args: object, **_kwargs: object) -> None:
         raise PublishFailed("broker unavailable (injected)")
+
+
+async def test_a_split_keeps_the_checkpoint_where_the_settings_say(
+    settings: HiloSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`HILO_CHECKPOINT_BEHIND_HOURS` at 10 minutes, checkpoints from 10 entries on: a split
+    derives Ana's 40-minute journey from the beginning and keeps its checkpoint 10 minutes
+    behind her last entry, as the consumer would (it used the hour's default: none at all)."""
+    monkeypatch.setattr(derivation, "CHECKPOINT_AFTER", 10)
+    async with running_profile_service(settings, checkpoint_behind_hours=1 / 6) as svc:
+        ana, bo = await _merged_pair(svc)
+        await _publish_and_settle(
+            svc, [interaction(f"ana-{n}", minutes=n, email=ANA) for n in range(4, 44)]
+        )
+        response = await svc.http.post(f"/v1/customers/{ana}/split", json={"merge": bo, **AUDIT})
+        assert response.status_code == 200, response.text
+        await eventually(lambda: _split_status(svc, ana), until=lambda s: s == ["done"], timeout=30)
+
+        [kept] = (await svc.service.store.load([ana])).values()
+        assert kept.checkpoint is not None, "a checkpoint 10 minutes back, not an hour"
+        assert kept.checkpoint.at == T0 + timedelta(minutes=33)
+        assert kept.view == derive_view(await svc.service.store.entries(kept.aliases), WINDOW)
 
 
 async def _merged_pair(svc: RunningProfileService) -> tuple[str, str]:

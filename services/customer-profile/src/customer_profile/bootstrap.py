@@ -102,6 +102,7 @@ def bootstrap(settings: ProfileSettings) -> Service:
         sealer,
         settings.conversation_window,
         timedelta(seconds=settings.split_settle_seconds),
+        settings.checkpoint_behind,
     )
     state = ApiState(
         store,

@@ -64,6 +64,7 @@ async def rebuild(
         settings.identity_policy(),
         settings.conversation_window,
         settings.max_future_skew,
+        checkpoint_behind=settings.checkpoint_behind,
     )
     runner = BatchRunner(
         pipeline, settings.retry_policy(), ConsumerHealth(settings.stuck_after_seconds)

@@ -35,7 +35,7 @@ from customer_profile.domain.split import (
     plan_split,
 )
 from customer_profile.service.background import keep_finishing
-from customer_profile.service.derivation import derived_views
+from customer_profile.service.derivation import CHECKPOINT_BEHIND, derived_views
 from customer_profile.service.pipeline import (
     JSON,
     MAX_SAVE_ATTEMPTS,
@@ -77,12 +77,14 @@ class Splits:
         sealer: Sealer,
         window: timedelta,
         settle: timedelta,
+        checkpoint_behind: timedelta = CHECKPOINT_BEHIND,
     ) -> None:
         self._store = store
         self._publisher = publisher
         self._sealer = sealer
         self._window = window
         self._settle = settle
+        self._checkpoint_behind = checkpoint_behind
 
     async def undo_merge(self, customer_id: str, absorbed: str, who: Requester) -> dict[str, Any]:
         """Give `absorbed` back what it had before it was merged into this customer."""
@@ -287,7 +289,9 @@ class Splits:
         an instance's batch saved first)."""
         for _ in range(MAX_SAVE_ATTEMPTS):
             profiles = await self._store.load(customer_ids)
-            derived = await derived_views(self._store, profiles.values(), self._window)
+            derived = await derived_views(
+                self._store, profiles.values(), self._window, behind=self._checkpoint_behind
+            )
             views = {customer: derived[customer].save(p) for customer, p in profiles.items()}
             lost = await self._store.save_views(views)
             if not lost:
