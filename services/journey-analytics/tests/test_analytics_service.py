@@ -112,15 +112,11 @@ RANGE = {"from": (T0 - timedelta(hours=1)).isoformat(), "to": datetime.now(UTC).
 
 @asynccontextmanager
 async def analytics(
-    settings: HiloSettings, name: str, *, keep: bool = False
+    settings: HiloSettings, name: str, *, keep: bool = False, **overrides: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An instance with a consumer group and database of its own, served on a real port; its
-    database dropped at the end unless it is to `keep`."""
-    fields = settings.model_dump()
-    fields |= {"mongodb_database": f"{settings.mongodb_database}_{name}", "environment": "test"}
-    config = AnalyticsSettings(
-        **fields, consumer_group=f"{settings.topic_prefix}{name}", metrics_interval_seconds=0.5
-    )
+    """An instance with a consumer group and database of its own (`analytics_settings`),
+    served on a real port; its database dropped at the end unless it is to `keep`."""
+    config = analytics_settings(settings, name, **overrides)
     service = create_service(config)
     try:
         async with served(service.app) as url, httpx.AsyncClient(base_url=url) as client:
@@ -130,6 +126,14 @@ async def analytics(
             mongo = create_mongo_client(config)
             await mongo.drop_database(config.mongodb_database)
             await mongo.close()
+
+
+def analytics_settings(settings: HiloSettings, name: str, **overrides: Any) -> AnalyticsSettings:
+    """Settings of an instance with a consumer group and database of its own."""
+    fields = settings.model_dump()
+    fields |= {"mongodb_database": f"{settings.mongodb_database}_{name}", "environment": "test"}
+    fields |= {"consumer_group": f"{settings.topic_prefix}{name}", "metrics_interval_seconds": 0.5}
+    return AnalyticsSettings(**(fields | overrides))
 
 
 @pytest.fixture
@@ -683,3 +687,46 @@ async def test_a_days_measures_see_what_followed_it(
         assert measured.conversations.mean_first_response_seconds == 11 * 60
     assert (published.entries, published.conversations.conversations) == (2, 0)
     assert published.attribution.orders == 1
+
+
+async def test_touches_past_retention_are_deleted_and_measures_reaching_them_refused(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """Retention at 50 days: a touch of 60 days ago, stored before the instance started, is
+    deleted at its start and one of 10 days ago stays; measures from 21 days ago would read
+    touches 51 days back (attribution's 30 days before `from`): refused, naming the earliest
+    `from`; from 19 days ago they are served."""
+    config = analytics_settings(settings, "retention", analytics_retention_days=50)
+    now = datetime.now(UTC)
+    mongo = create_mongo_client(config)
+    store = TouchStore(mongo, config.mongodb_database)
+    old, recent = (
+        Touch(f"kept-{days}", "ana", now - timedelta(days=days), "web", "page_view")
+        for days in (60, 10)
+    )
+    await store.save([old, recent])
+    expired = REGISTRY.get_sample_value("hilo_analytics_touches_expired_total") or 0.0
+    try:
+        async with analytics(settings, "retention", keep=True, analytics_retention_days=50) as api:
+            left = await eventually(
+                lambda: store.touches(now - timedelta(days=90), now),
+                until=lambda touches: len(touches) == 1,
+                timeout=30,
+            )
+            too_early = await api.get(
+                "/v1/measures", params={"from": (now - timedelta(days=21)).isoformat()}
+            )
+            served = await api.get(
+                "/v1/measures", params={"from": (now - timedelta(days=19)).isoformat()}
+            )
+    finally:
+        await mongo.drop_database(config.mongodb_database)
+        await mongo.close()
+
+    assert [touch.id for touch in left] == [recent.id]
+    assert REGISTRY.get_sample_value("hilo_analytics_touches_expired_total") == expired + 1
+    assert too_early.status_code == 422
+    assert "HILO_ANALYTICS_RETENTION_DAYS" in too_early.text
+    assert "the earliest `from` is" in too_early.text
+    assert served.status_code == 200, served.text
+    assert Measures.model_validate(served.json()).entries == 1

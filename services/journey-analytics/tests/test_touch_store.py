@@ -13,8 +13,10 @@ from pymongo import AsyncMongoClient
 
 from hilo.mongo import MongoDocument, find_in
 from hilo.settings import HiloSettings
+from hilo.testkit.query_plans import winning_stages
 from journey_analytics import store as store_module
 from journey_analytics.measures import Touch
+from journey_analytics.retention import expire_touches
 from journey_analytics.store import ALIASES, TOUCHES, UNDONE, TouchStore
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -359,3 +361,29 @@ async def test_touches_are_read_with_their_fields_only(
     await touches.update_one({"_id": "e1"}, {"$set": {"revenue": 12.5}})
 
     assert await store.touches(*RANGE) == [touch(1, "ana")]
+
+
+async def test_touches_past_retention_are_deleted_in_steps_and_merges_still_lead(
+    settings: HiloSettings, mongo_client: AsyncMongoClient[MongoDocument]
+) -> None:
+    """Seven touches before the horizon, three after it, two steps of three at a time and a
+    last of one: only the later ones stay, the merge still makes them Ana's, and the deletes
+    ran on the `occurred_at` index."""
+    store = TouchStore(mongo_client, settings.mongodb_database)
+    await store.create_indexes()
+    await store.save([touch(n, "ana-2" if n % 2 else "ana") for n in range(10)])
+    await store.merge("ana", ["ana-2"], "m1")
+    horizon = T0 + timedelta(minutes=7)
+
+    assert await store.expire(horizon, at_most=3) == 3
+    assert await expire_touches(store, horizon, at_most=3) == 4
+    assert await expire_touches(store, horizon, at_most=3) == 0
+
+    assert await owners(store) == {"e7": "ana", "e8": "ana", "e9": "ana"}
+    plan = await (
+        mongo_client[settings.mongodb_database][TOUCHES]
+        .find({"occurred_at": {"$lt": horizon}}, {"_id": 1})
+        .sort("occurred_at", 1)
+        .explain()
+    )
+    assert "COLLSCAN" not in winning_stages(plan), plan

@@ -27,6 +27,7 @@ from hilo.shutdown import cancelled, shut_down
 from hilo.topics import Topic
 from journey_analytics.consumer import erase_recorded, subscribe
 from journey_analytics.measures import Measures, Touch, Windows, measure
+from journey_analytics.retention import earliest_start, keep_expiring
 from journey_analytics.settings import AnalyticsSettings
 from journey_analytics.store import TouchStore
 
@@ -199,6 +200,15 @@ def create_service(settings: AnalyticsSettings) -> AnalyticsService:
             raise HTTPException(422, "give `from` and `to` with a zone, e.g. 2026-12-01T00:00Z")
         if not since < until or until - since > MAX_RANGE:
             raise HTTPException(422, f"`from` must be before `to`, at most {MAX_RANGE.days} days")
+        earliest = earliest_start(datetime.now(UTC), settings.retention, service.windows)
+        if since < earliest:
+            raise HTTPException(
+                422,
+                f"touches are kept {settings.analytics_retention_days:g} days "
+                "(HILO_ANALYTICS_RETENTION_DAYS) and the measures read "
+                f"{service.windows.lookback.days} days before `from`: the earliest `from` is "
+                f"{earliest.isoformat()}",
+            )
         return await service.measures(since, until, customer)
 
     app.include_router(
@@ -216,6 +226,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # The measures are read from MongoDB: served while Kafka is away.
     service.background += await start_or_keep_trying(service.broker, service.settings)
     service.background.append(asyncio.create_task(service.keep_publishing(service.publisher)))
+    settings = service.settings
+    expiring = keep_expiring(service.store, settings.retention, settings.analytics_sweep_seconds)
+    service.background.append(asyncio.create_task(expiring))
     watch = watch_producer(service.broker, "journey-analytics")
     service.background.append(asyncio.create_task(watch))
     try:

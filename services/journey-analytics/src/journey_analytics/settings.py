@@ -47,6 +47,18 @@ class AnalyticsSettings(HiloSettings):
         description="Days before yesterday published again every hour, so events that arrive "
         "late (a store's end-of-day upload), merges and erasures reach their day's record.",
     )
+    analytics_retention_days: float = Field(
+        default=400.0,
+        gt=0,
+        description="Touches (`analytics_touches`) that happened longer ago than this are "
+        "deleted (the `journey` topic keeps 365 days); measures reaching further back are "
+        "refused. At least the restated days, two more and the longest window back.",
+    )
+    analytics_sweep_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How often touches past `HILO_ANALYTICS_RETENTION_DAYS` are deleted.",
+    )
 
     @model_validator(mode="after")
     def _restated_while_carts_convert(self) -> AnalyticsSettings:
@@ -63,6 +75,24 @@ class AnalyticsSettings(HiloSettings):
                 "long after it"
             )
         return self
+
+    @model_validator(mode="after")
+    def _kept_while_restated(self) -> AnalyticsSettings:
+        """The hourly restatement reads back `metrics_restated_days` before yesterday, and the
+        measures of each day `lookback` before it: retention shorter than that would restate
+        days with their touches gone, over records that had them."""
+        needed = self.metrics_restated_days + 2 + self.windows.lookback / timedelta(days=1)
+        if self.analytics_retention_days < needed:
+            raise ValueError(
+                f"HILO_ANALYTICS_RETENTION_DAYS ({self.analytics_retention_days:g}) must be at "
+                f"least {needed:g}: HILO_METRICS_RESTATED_DAYS, today and yesterday, and the "
+                "longest window the measures look back (attribution, conversion, conversation)"
+            )
+        return self
+
+    @property
+    def retention(self) -> timedelta:
+        return timedelta(days=self.analytics_retention_days)
 
     @property
     def window(self) -> timedelta:

@@ -203,6 +203,16 @@ class TouchStore:
         now = {c: owner_of(aliases, c) for c in {t.customer_id for t in found}}
         return [replace(t, customer_id=now[t.customer_id]) for t in found]
 
+    async def expire(self, before: datetime, at_most: int) -> int:
+        """Delete at most `at_most` touches that happened before `before` (retention), oldest
+        first, on the `occurred_at` index; how many. Their merges' aliases and erasure marks
+        stay: a later touch of the same customer still follows them."""
+        old = self._touches.find(
+            {"occurred_at": {"$lt": before}}, {"_id": 1}, sort=[("occurred_at", ASCENDING)]
+        ).limit(at_most)
+        ids = [document["_id"] async for document in old]
+        return await delete_in(self._touches, "_id", ids, {"occurred_at": {"$lt": before}})
+
     async def _touches_of(self, start: datetime, end: datetime, customer: str) -> list[Touch]:
         owner = owner_of(await self._aliases_from({customer}), customer)
         ids = sorted(await self._leading_to({owner}))

@@ -23,3 +23,18 @@ def test_the_restated_days_cover_everything_a_days_measures_follow() -> None:
     assert enough.metrics_restated_days == 20
     default = AnalyticsSettings(environment="test")
     assert timedelta(days=default.metrics_restated_days) >= default.windows.forward
+
+
+def test_touches_are_kept_as_long_as_the_restated_days_read_back() -> None:
+    """The hourly restatement measures the `metrics_restated_days` before yesterday, each
+    reading `lookback` (30 days of attribution) before it: 46 days by default. Retention
+    shorter than that would restate days with their touches deleted."""
+    with pytest.raises(ValidationError, match=r"HILO_ANALYTICS_RETENTION_DAYS.*at least 46"):
+        AnalyticsSettings(environment="test", analytics_retention_days=45)
+    with pytest.raises(ValidationError, match="at least 76"):
+        AnalyticsSettings(environment="test", analytics_retention_days=60, attribution_days=60)
+
+    assert AnalyticsSettings(environment="test", analytics_retention_days=46).retention == (
+        timedelta(days=46)
+    )
+    assert AnalyticsSettings(environment="test").retention == timedelta(days=400)
