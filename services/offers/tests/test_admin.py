@@ -21,6 +21,7 @@ from hilo.offers.book import OffersFollower
 from hilo.offers.model import OfferRecord
 from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually
+from hilo.testkit.query_plans import winning_stages
 from hilo.testkit.serving import served
 from hilo.topics import Topic, topic_name
 from offers.app import create_service
@@ -411,6 +412,48 @@ async def test_a_promotion_is_retired_by_a_version_of_its_own(
     await offers.call("POST", "/v1/promotions/nobody/retire", expect=404)
     assert [v["version"] for v in await offers.versions()] == [3, 2, 1]
     assert len(await published(settings)) == 3
+
+
+async def test_promotions_are_listed_a_page_at_a_time_each_linking_the_next(
+    offers: RunningOffers,
+) -> None:
+    """Seven promotions, one retired: pages of three in id order, each full page linking the
+    next (`after` its last id), the last linking none; `active=true` pages leave the retired
+    one out and keep the filter in their links; the query runs on the `(kind, _id)` index."""
+    for n in range(7):
+        await offers.call("PUT", f"/v1/promotions/p-{n}", json=gold_promotion(id=f"p-{n}"))
+    await offers.call("POST", "/v1/promotions/p-4/retire")
+
+    assert await _pages(offers, "/v1/promotions?limit=3") == [
+        ["p-0", "p-1", "p-2"],
+        ["p-3", "p-4", "p-5"],
+        ["p-6"],
+    ]
+    assert await _pages(offers, "/v1/promotions?active=true&limit=3") == [
+        ["p-0", "p-1", "p-2"],
+        ["p-3", "p-5", "p-6"],
+    ]
+    assert await _pages(offers, "/v1/promotions?after=p-6") == [[]]
+    assert len(await offers.call("GET", "/v1/promotions")) == 7, "200 a page by default"
+    await offers.call("GET", "/v1/promotions", params={"limit": 1001}, expect=422)
+    await offers.call("GET", "/v1/promotions", params={"after": "Gold 10"}, expect=422)
+
+    heads = offers.service.store.heads
+    query = {"kind": "promotion", "_id": {"$gt": "promotion:p-2"}}
+    plan = await heads.find(query).sort("_id", 1).limit(4).explain()
+    assert "COLLSCAN" not in winning_stages(plan), plan
+
+
+async def _pages(offers: RunningOffers, first: str) -> list[list[str]]:
+    """The promotion ids of each page, following `Link: rel="next"` from `first`."""
+    pages: list[list[str]] = []
+    url: str | None = first
+    while url is not None:
+        answer = await offers.http.get(url, headers={"X-API-Key": key_for("/v1/promotions")})
+        assert answer.status_code == 200, answer.text
+        pages.append([state["promotion"]["id"] for state in answer.json()])
+        url = answer.links.get("next", {}).get("url")
+    return pages
 
 
 async def test_the_history_says_when_who_and_what(offers: RunningOffers) -> None:

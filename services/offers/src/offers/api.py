@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import structlog
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -411,10 +411,18 @@ async def get_prices(sku: Annotated[Sku, Path()], state: State) -> list[PriceSta
 @catalogue.get("/promotions")
 async def list_promotions(
     state: State,
+    request: Request,
+    response: Response,
     active: Annotated[bool | None, Query(description="Only active (or retired) ones.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    after: Annotated[
+        PromotionId | None, Query(description="The page after this promotion id.")
+    ] = None,
 ) -> list[PromotionState]:
-    """Every promotion as its latest version left it."""
-    return [
+    """Promotions as their latest versions left them, in id order, `limit` a page. A full
+    page links the next one (`Link: <...>; rel="next"`, `after` its last id)."""
+    records = await state.store.promotions(limit=limit + 1, after=after, active=active)
+    page = [
         PromotionState(
             version=record.version,
             changed_at=record.changed_at,
@@ -422,9 +430,13 @@ async def list_promotions(
             promotion=record.promotion,
             quoted=_quoted(state, record.version),
         )
-        for record in await state.store.promotions()
-        if record.promotion is not None and (active is None or record.promotion.active == active)
+        for record in records[:limit]
+        if record.promotion is not None
     ]
+    if len(records) > limit:
+        following = request.url.include_query_params(after=page[-1].promotion.id, limit=limit)
+        response.headers["Link"] = f'<{following}>; rel="next"'
+    return page
 
 
 @catalogue.get("/versions")

@@ -34,7 +34,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from hilo.kafka import record_size
 from hilo.mongo import DUPLICATE_KEY, MongoDocument, bulk_write, find_in
-from hilo.offers.model import OfferRecord
+from hilo.offers.model import OfferRecord, promotion_key
 from offers.changes import Change, kafka_record
 
 log = structlog.get_logger(__name__)
@@ -98,6 +98,7 @@ class OffersStore:
         await self.changes.create_index([("published", 1), ("_id", 1)])
         await self.changes.create_index([("settled", 1), ("_id", 1)])
         await self.heads.create_index([("kind", 1), ("sku", 1)])
+        await self.heads.create_index([("kind", 1), ("_id", 1)])
 
     async def commit(self, keys: Sequence[str], build: Build, *, at: datetime, by: str) -> Change:
         """Store a new version built on the current records of `keys`; answer it.
@@ -264,9 +265,17 @@ class OffersStore:
         cursor = self.heads.find({"kind": "price", "sku": sku}).sort("_id", 1)
         return [OfferRecord.model_validate(document["record"]) async for document in cursor]
 
-    async def promotions(self) -> list[OfferRecord]:
-        """Every promotion's latest record, retired ones included."""
-        cursor = self.heads.find({"kind": "promotion"}).sort("_id", 1)
+    async def promotions(
+        self, *, limit: int, after: str | None = None, active: bool | None = None
+    ) -> list[OfferRecord]:
+        """Promotions' latest records in id order, at most `limit`, those after the id `after`
+        (a page), all or only the `active` (or retired) ones; on the `(kind, _id)` index."""
+        query: MongoDocument = {"kind": "promotion"}
+        if after is not None:
+            query["_id"] = {"$gt": promotion_key(after)}
+        if active is not None:
+            query["record.promotion.active"] = active
+        cursor = self.heads.find(query).sort("_id", 1).limit(limit)
         return [OfferRecord.model_validate(document["record"]) async for document in cursor]
 
     async def lease(self, name: str, holder: str, seconds: float) -> bool:
