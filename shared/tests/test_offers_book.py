@@ -202,3 +202,22 @@ def test_the_versions_applied_are_remembered_within_a_bound(
     assert len(book._applied) <= 20
     assert amounts(book) == {"A": Decimal("100.00"), "B": Decimal("9.00")}
     assert book.pending_versions() == []
+
+
+def test_a_key_whose_last_record_is_older_than_one_read_before_is_noted_until_it_comes_again() -> (
+    None
+):
+    """A publish that timed out lands after a later version of its key: compaction would keep
+    the older record. The book names the key's latest record until one as high is read last."""
+    book = OffersBook()
+    book.apply(price("SKU-1", "10.00", 1))
+    book.apply(price("SKU-1", "9.00", 2))
+    book.apply(price("SKU-2", "5.00", 3))
+    assert book.overtaken_on_topic() == []
+
+    book.apply(price("SKU-1", "10.00", 1))
+    assert book.overtaken_on_topic() == [price("SKU-1", "9.00", 2)]
+    assert book.snapshot().prices[("SKU-1", "EUR")].points[-1].amount == Decimal("9.00")
+
+    book.apply(price("SKU-1", "9.00", 2))
+    assert book.overtaken_on_topic() == []

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 
 from hilo.kafka import KafkaPublisher, PublishFailed, Record, read_to_end
@@ -18,10 +20,12 @@ from hilo.settings import HiloSettings
 from hilo.testkit.probes import eventually
 from hilo.topics import Topic, topic_name
 from offers.app import OffersService
+from offers.changes import kafka_record
 from offers.outbox import PUBLISHER_LEASE
 from offers.store import OffersStore
 from offers.testing import RunningOffers, running_offers
 
+REPUBLISHED = "hilo_offers_overtaken_records_republished_total"
 PRICES = [
     {"sku": "SKU-1", "currency": "EUR", "amount": "100.00", "tax_included": True},
     {"sku": "SKU-2", "currency": "EUR", "amount": "59.90", "tax_included": True},
@@ -114,6 +118,46 @@ async def test_a_version_kafka_did_not_take_is_published_later_exactly_as_stored
         assert await on_topic(settings) == expected, "the same records, version 1 first"
         prices = offers.service.follower.book.snapshot().prices
         assert prices[("SKU-1", "EUR")].points[-1].amount == 90
+
+
+async def test_an_older_version_landing_after_a_later_one_is_followed_by_the_latest_again(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """The idempotent producer retries a publish that timed out until Kafka takes it: a
+    process whose lease ran out meanwhile lands version 1 of SKU-1 after its successor's
+    version 2 (injected: version 1's record published again). Compaction keeps a key's last
+    record, so every reader started later would quote 100.00: the outbox puts version 2's
+    record on the topic again, and the book never went back to 100.00."""
+    async with running_offers(settings) as offers:
+        await offers.call("PUT", "/v1/prices", json=PRICES[:1])
+        await offers.call("PUT", "/v1/prices", json=[{**PRICES[0], "amount": "90.00"}])
+        await eventually(lambda: all_published(offers))
+        await offers.caught_up_to(2)
+        republished = REGISTRY.get_sample_value(REPUBLISHED) or 0.0
+        stored = await offers.service.store.changes.find_one({"_id": 1})
+        assert stored is not None
+        late = OfferRecord.model_validate(stored["records"][0])
+        await offers.service.outbox.publisher.publish_records([kafka_record(late)])
+
+        last = await eventually(
+            lambda: last_versions(settings), until=lambda last: last.get(late.key) == 2
+        )
+        book = offers.service.follower.book
+        assert book.snapshot().prices[("SKU-1", "EUR")].points[-1].amount == Decimal("90.00")
+        assert last == {late.key: 2}
+        assert REGISTRY.get_sample_value(REPUBLISHED) == republished + 1
+        assert book.overtaken_on_topic() == []
+
+
+async def last_versions(settings: HiloSettings) -> dict[str, int]:
+    """Each key's last record's version on the topic: what compaction keeps."""
+    records = await read_to_end(
+        settings.kafka_bootstrap_servers, topic_name(Topic.OFFERS, settings)
+    )
+    return {
+        (record.key or b"").decode(): OfferRecord.model_validate_json(record.value or b"").version
+        for record in records
+    }
 
 
 async def test_the_catalogue_says_a_change_kafka_has_not_taken_is_not_quoted_yet(

@@ -99,7 +99,8 @@ def _topic_head(follower: OffersFollower) -> TopicState | None:
     """What the topic holds, once the follower read it to its end."""
     if not follower.ready.is_set():
         return None
-    return TopicState(follower.book.highest_read, follower.book.records)
+    book = follower.book
+    return TopicState(book.highest_read, book.records, book.overtaken_on_topic)
 
 
 async def _catch_up_then_publish(service: OffersService, seconds: float) -> None:

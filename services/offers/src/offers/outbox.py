@@ -6,6 +6,12 @@ Versions go out strictly in version order and one process at a time (a lease in 
 topic is compacted, and compaction keeps the *last* record of a key, so a later version
 overtaken by an earlier one would lose the later price for every new reader. Publishing a
 version twice is harmless: readers apply by version.
+
+A publish that timed out may still land later: the idempotent producer retries it until Kafka
+takes it. A process whose lease ran out meanwhile (MongoDB and Kafka both out of its reach for
+longer than the lease) can so put an older version of a key after the next holder's later one.
+Every round, the holder puts each such key's latest record on the topic again
+(`republish_overtaken`), so its last record is its latest before compaction runs.
 """
 
 from __future__ import annotations
@@ -17,12 +23,18 @@ from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 
 from hilo.kafka import KafkaPublisher, PublishFailed
+from hilo.offers.model import OfferRecord
 from offers.changes import kafka_record
 from offers.store import OffersStore
 
 log = structlog.get_logger(__name__)
 
 PUBLISHED = Counter("hilo_offers_versions_published_total", "Offers versions put on the topic")
+REPUBLISHED = Counter(
+    "hilo_offers_overtaken_records_republished_total",
+    "Records published again because an older version of their key landed after them (a "
+    "publish that timed out, retried by the producer): compaction would have kept the older",
+)
 DEFERRED = Counter(
     "hilo_offers_publish_failures_total",
     "Publishes of an offers version Kafka did not confirm (the outbox tries again)",
@@ -125,12 +137,50 @@ class Outbox:
             log.info("offers_topic_restored", records=len(records))
             return True
 
+    async def republish_overtaken(self) -> int:
+        """Publish again the latest record of each key whose last record on the topic is an
+        older version (see the module); how many. Nothing while another process holds the
+        lease or Kafka does not confirm: the next round tries again."""
+        async with self._lock:
+            topic = self.store.topic_state()
+            records = await self._still_latest([] if topic is None else topic.overtaken())
+            if not records or not await self.store.lease(
+                PUBLISHER_LEASE, self._holder, self._lease_seconds
+            ):
+                return 0
+            ordered = sorted(records, key=lambda record: (record.version, record.part))
+            try:
+                await self.publisher.publish_records([kafka_record(r) for r in ordered])
+            except PublishFailed:
+                DEFERRED.inc()
+                log.warning("offers_overtaken_records_not_republished", records=len(ordered))
+                return 0
+            REPUBLISHED.inc(len(ordered))
+            log.warning(
+                "offers_overtaken_records_republished",
+                records=len(ordered),
+                versions=sorted({record.version for record in ordered}),
+            )
+            return len(ordered)
+
+    async def _still_latest(self, records: list[OfferRecord]) -> list[OfferRecord]:
+        """Those still their key's latest in the catalogue. A later version of the key, on its
+        way to the topic or to be published, will be its last record by itself; the older one
+        put after it would be the loss this repairs."""
+        if not records:
+            return []
+        await self.store.settle()
+        heads = await self.store.current(record.key for record in records)
+        return [r for r in records if r.key in heads and heads[r.key].version == r.version]
+
     async def run(self, interval_seconds: float) -> None:
-        """Publish what is pending now and every `interval_seconds`, until cancelled."""
+        """Publish what is pending now and every `interval_seconds`, and again what an older
+        record overtook on the topic, until cancelled."""
         while True:
             try:
                 if published := await self.publish_pending():
                     log.info("offers_outbox_published", versions=published)
+                await self.republish_overtaken()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

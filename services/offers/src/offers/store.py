@@ -54,6 +54,9 @@ class TopicState:
     records: Callable[[], list[OfferRecord]]
     """Each key's latest record, made when asked: the catalogue behind the topic takes them,
     and a start compares them with its own (`Outbox.restore_topic`)."""
+    overtaken: Callable[[], list[OfferRecord]] = list
+    """The latest record of each key whose last record on the topic is older: a publish that
+    timed out landed after it (`Outbox.republish_overtaken`)."""
 
 
 TopicHead = Callable[[], TopicState | None]

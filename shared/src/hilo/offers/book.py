@@ -15,6 +15,11 @@ How records become the book (`OfferRecord` explains versions and parts):
   version read, if incomplete at the end, is being written right now and waits for the rest.
 - Per key, a record applies only if its version is higher than the key's current one, so
   order, duplicates (a version published twice) and stray parts do not matter.
+- Compaction, though, keeps a key's *last* record, not its highest. A publish that timed out
+  can still land later (the idempotent producer retries it until Kafka takes it), after a
+  higher version of the key another process published meanwhile. The book notes such keys
+  (`overtaken_on_topic`) so the offers service puts their latest record on the topic again
+  before compaction leaves the older one for every reader started later.
 """
 
 from __future__ import annotations
@@ -78,6 +83,9 @@ class OffersBook:
         self._highest_read = 0
         self._catching_up = True
         self._snapshot: OffersSnapshot | None = None
+        self._highest_of_key: dict[str, int] = {}
+        self._overtaken: set[str] = set()
+        """Keys whose last record read is older than a record of theirs read before."""
 
     @property
     def version(self) -> int:
@@ -98,8 +106,19 @@ class OffersBook:
         """The latest record of every key read so far: what the topic holds once caught up."""
         return list(self._records.values())
 
+    def overtaken_on_topic(self) -> list[OfferRecord]:
+        """The latest record (applied) of each key whose last record on the topic is an older
+        one: what compaction would lose for that key, to be published again."""
+        return [
+            record
+            for key in sorted(self._overtaken)
+            if (record := self._records.get(key)) is not None
+            and record.version == self._highest_of_key[key]
+        ]
+
     def apply(self, record: OfferRecord) -> None:
         """Take one record in; its version applies once whole (or superseded, catching up)."""
+        self._note_order(record)
         if record.version in self._applied or record.version < self._forgotten_below:
             # A stray part of a version already applied (published twice, or read after a
             # higher version while catching up): per key it can only fill in, never go back.
@@ -165,6 +184,15 @@ class OffersBook:
             self._forgotten_below = sorted(self._applied)[-APPLIED_KEPT]
             self._applied = {v for v in self._applied if v >= self._forgotten_below}
         self._snapshot = None
+
+    def _note_order(self, record: OfferRecord) -> None:
+        """Whether the key's last record read (what compaction keeps) is its highest."""
+        highest = self._highest_of_key.get(record.key, 0)
+        if record.version < highest:
+            self._overtaken.add(record.key)
+        else:
+            self._highest_of_key[record.key] = record.version
+            self._overtaken.discard(record.key)
 
     def _apply_records(self, records: Iterable[OfferRecord]) -> None:
         for record in records:
