@@ -206,7 +206,8 @@ def create_service(settings: AnalyticsSettings) -> AnalyticsService:
                 422,
                 f"touches are kept {settings.analytics_retention_days:g} days "
                 "(HILO_ANALYTICS_RETENTION_DAYS) and the measures read "
-                f"{service.windows.lookback.days} days before `from`: the earliest `from` is "
+                f"{service.windows.lookback / timedelta(days=1):g} days before `from`: the "
+                "earliest `from` is "
                 f"{earliest.isoformat()}",
             )
         return await service.measures(since, until, customer)

@@ -16,6 +16,7 @@ import structlog
 from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 
+from hilo.logs import error_text
 from journey_analytics.measures import Windows
 from journey_analytics.store import TouchStore
 
@@ -49,12 +50,14 @@ async def expire_touches(store: TouchStore, before: datetime, at_most: int = AT_
 
 async def keep_expiring(store: TouchStore, retention: timedelta, every: float) -> None:
     """For the life of the service: expire touches at start, then every `every` seconds; a
-    MongoDB failure waits for the next round."""
+    failure waits for the next round."""
     while True:
         try:
             expired = await expire_touches(store, datetime.now(UTC) - retention)
         except PyMongoError as exc:
             log.warning("touches_not_expired", error=type(exc).__name__)
+        except Exception as exc:  # a bug must not end the sweep for the life of the service
+            log.exception("touches_expiry_failed", error=error_text(exc))
         else:
             if expired:
                 log.info("touches_expired", count=expired)

@@ -50,6 +50,7 @@ class AnalyticsSettings(HiloSettings):
     analytics_retention_days: float = Field(
         default=400.0,
         gt=0,
+        le=36_500,
         description="Touches (`analytics_touches`) that happened longer ago than this are "
         "deleted (the `journey` topic keeps 365 days); measures reaching further back are "
         "refused. At least the restated days, two more and the longest window back.",

@@ -38,3 +38,5 @@ def test_touches_are_kept_as_long_as_the_restated_days_read_back() -> None:
         timedelta(days=46)
     )
     assert AnalyticsSettings(environment="test").retention == timedelta(days=400)
+    with pytest.raises(ValidationError, match="less than or equal to 36500"):
+        AnalyticsSettings(environment="test", analytics_retention_days=1e6)  # past the calendar
