@@ -221,3 +221,20 @@ def test_a_key_whose_last_record_is_older_than_one_read_before_is_noted_until_it
 
     book.apply(price("SKU-1", "9.00", 2))
     assert book.overtaken_on_topic() == []
+
+
+def test_a_key_overtaken_while_its_latest_version_waits_for_parts_is_listed_once_it_applies() -> (
+    None
+):
+    """Version 2 changes SKU-1 and SKU-2 in two parts; an older record of SKU-1 lands between
+    them. Until version 2 is whole the book's SKU-1 is version 1, which is no record to
+    publish again; once whole, version 2's SKU-1 is."""
+    book = OffersBook()
+    book.apply(price("SKU-1", "10.00", 1))
+    book.caught_up()
+    book.apply(price("SKU-1", "9.00", 2, part=1, parts=2))
+    book.apply(price("SKU-1", "10.00", 1))
+    assert book.overtaken_on_topic() == []
+
+    book.apply(price("SKU-2", "5.00", 2, part=2, parts=2))
+    assert book.overtaken_on_topic() == [price("SKU-1", "9.00", 2, part=1, parts=2)]

@@ -453,6 +453,7 @@ async def _pages(offers: RunningOffers, first: str) -> list[list[str]]:
         assert answer.status_code == 200, answer.text
         pages.append([state["promotion"]["id"] for state in answer.json()])
         url = answer.links.get("next", {}).get("url")
+        assert url is None or url.startswith("/v1/promotions?"), "relative to the host"
     return pages
 
 

@@ -149,6 +149,48 @@ async def test_an_older_version_landing_after_a_later_one_is_followed_by_the_lat
         assert book.overtaken_on_topic() == []
 
 
+class RefusingVersion3(HeldBack):
+    """Kafka does not confirm version 3 until the test lets it; the rest goes out."""
+
+    async def publish_records(self, records: Sequence[Record]) -> None:
+        if self.held and any(r.headers.get("hilo_offers_version") == "3" for r in records):
+            raise PublishFailed("injected")
+        await super().publish_records(records)
+
+
+async def test_an_overtaken_key_whose_catalogue_holds_a_later_version_waits_for_that_one(
+    settings: HiloSettings, topics: list[str]
+) -> None:
+    """Version 1 of SKU-1 lands after version 2 while version 3 is stored but not on the topic
+    yet: publishing version 2 again would go after 3 once Kafka takes it, so nothing is; the
+    outbox's version 3 becomes the key's last record."""
+    async with running_offers(settings, publisher=RefusingVersion3) as offers:
+        for amount in ("100.00", "90.00"):
+            await offers.call("PUT", "/v1/prices", json=[{**PRICES[0], "amount": amount}])
+        await offers.caught_up_to(2)
+        await offers.call("PUT", "/v1/prices", expect=202, json=[{**PRICES[0], "amount": "80.00"}])
+        stored = await offers.service.store.changes.find_one({"_id": 1})
+        assert stored is not None
+        late = OfferRecord.model_validate(stored["records"][0])
+        republished = REGISTRY.get_sample_value(REPUBLISHED) or 0.0
+        await offers.service.outbox.publisher.publish_records([kafka_record(late)])
+        book = offers.service.follower.book
+        await eventually(lambda: _overtaken(book), until=lambda keys: keys == [late.key])
+
+        assert await offers.service.outbox.republish_overtaken() == 0
+        assert await last_versions(settings) == {late.key: 1}
+        let_through(offers)
+        last = await eventually(
+            lambda: last_versions(settings), until=lambda last: last.get(late.key) == 3
+        )
+        assert last == {late.key: 3}
+        assert REGISTRY.get_sample_value(REPUBLISHED) == republished
+
+
+async def _overtaken(book: Any) -> list[str]:
+    return [record.key for record in book.overtaken_on_topic()]
+
+
 async def last_versions(settings: HiloSettings) -> dict[str, int]:
     """Each key's last record's version on the topic: what compaction keeps."""
     records = await read_to_end(

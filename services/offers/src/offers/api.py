@@ -419,8 +419,9 @@ async def list_promotions(
         PromotionId | None, Query(description="The page after this promotion id.")
     ] = None,
 ) -> list[PromotionState]:
-    """Promotions as their latest versions left them, in id order, `limit` a page. A full
-    page links the next one (`Link: <...>; rel="next"`, `after` its last id)."""
+    """Promotions as their latest versions left them, in id order, `limit` a page. A page
+    with more after it links the next (`Link: <...>; rel="next"`, `after` its last id), as a
+    reference relative to the host (right behind a proxy that ends TLS too)."""
     records = await state.store.promotions(limit=limit + 1, after=after, active=active)
     page = [
         PromotionState(
@@ -435,7 +436,7 @@ async def list_promotions(
     ]
     if len(records) > limit:
         following = request.url.include_query_params(after=page[-1].promotion.id, limit=limit)
-        response.headers["Link"] = f'<{following}>; rel="next"'
+        response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
     return page
 
 

@@ -38,6 +38,8 @@ RAISED_SKU = "SKU-BOTTLE-750"
 RAISED_FROM = "12.90"
 RAISED_TO = "14.90"
 CHANGED_BY = "offers-demo"
+PROMOTIONS_PAGE = 1000
+"""Promotions read a request while looking for the demo's (the API's largest page)."""
 
 
 def catalogue(now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -111,7 +113,7 @@ def seed(http: httpx.Client, now: datetime | None = None) -> Seeded:
     if missing:
         _call(http, "PUT", "/v1/prices", json=[p for p in prices if p["sku"] in missing])
         seeded.prices_set = missing
-    held = {entry["promotion"]["id"] for entry in _call(http, "GET", "/v1/promotions").json()}
+    held = _promotion_ids(http)
     for promotion in promotions:
         if promotion["id"] in held:
             seeded.promotions_kept.append(promotion["id"])
@@ -119,6 +121,17 @@ def seed(http: httpx.Client, now: datetime | None = None) -> Seeded:
         _call(http, "PUT", f"/v1/promotions/{promotion['id']}", json=promotion)
         seeded.promotions_set.append(promotion["id"])
     return seeded
+
+
+def _promotion_ids(http: httpx.Client) -> set[str]:
+    """Every promotion's id, page after page (`Link: rel="next"`)."""
+    ids: set[str] = set()
+    page: str | None = f"/v1/promotions?limit={PROMOTIONS_PAGE}"
+    while page is not None:
+        answer = _call(http, "GET", page)
+        ids |= {entry["promotion"]["id"] for entry in answer.json()}
+        page = answer.links.get("next", {}).get("url")
+    return ids
 
 
 def _call(

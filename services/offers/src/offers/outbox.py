@@ -143,10 +143,14 @@ class Outbox:
         lease or Kafka does not confirm: the next round tries again."""
         async with self._lock:
             topic = self.store.topic_state()
-            records = await self._still_latest([] if topic is None else topic.overtaken())
-            if not records or not await self.store.lease(
-                PUBLISHER_LEASE, self._holder, self._lease_seconds
-            ):
+            if topic is None or not topic.overtaken():
+                return 0
+            # The lease before the catalogue is read: a holder publishing a later version
+            # between the two would otherwise be followed by the record it replaced.
+            if not await self.store.lease(PUBLISHER_LEASE, self._holder, self._lease_seconds):
+                return 0
+            records = await self._still_latest(topic.overtaken())
+            if not records:
                 return 0
             ordered = sorted(records, key=lambda record: (record.version, record.part))
             try:
