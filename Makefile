@@ -126,6 +126,7 @@ bench: install infra-prepare browser-prepare load-prepare ## Measure throughput,
 	$(BIN)/python services/customer-profile/bench/database_time.py --events 10000
 	$(BIN)/python services/customer-profile/bench/late_entry.py --entries 50000
 	$(BIN)/python services/channel-whatsapp/bench/webhooks.py --floors --lingers 0,5,10,20
+	$(BIN)/python services/channel-sms/bench/spool_drain.py --requests 2000
 	$(END_TO_END) --runs 3
 	$(END_TO_END) --profile .bench/profiles
 	$(BIN)/python services/agent-desk/bench/live_latency.py --messages 60 --interval 0.5

@@ -10,8 +10,12 @@ go out meanwhile, so requests (of one key too, and after an outage) may go out o
 consumers order events by their time, not by arrival.
 
 Each request's records are one document, published whole, then deleted. A crash between the two
-publishes them again: they keep their event ids, and every consumer drops a repeated id. Several
-instances of a channel drain its documents; a lease stops two from publishing one at once. A
+publishes them again: they keep their event ids, and every consumer drops a repeated id. A drain
+claims up to `DRAIN_BATCH` documents at once and publishes them together (each its own publish,
+all in flight at once), so a backlog goes out at Kafka's pace, not one acknowledgement at a time
+(23 requests a second before, measured in docs/benchmarks.md), and a partition with no leader
+costs one publish deadline a batch, not one per request on it. Several instances of a channel
+drain its documents; a lease stops two from publishing one at once. A
 document Kafka refuses for good (too large for the topic, a broken record) or that cannot be
 read back is set aside (`refused`), counted and logged at ERROR, so it never holds up the rest;
 a forbidden or unknown topic is the deployment's to fix, and the documents wait for it.
@@ -26,19 +30,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import structlog
 from prometheus_client import Counter, Gauge
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
 from hilo.kafka import PublishFailed, Record, RecordPublisher
 from hilo.logs import error_text
-from hilo.mongo import MongoDocument
+from hilo.mongo import MongoDocument, delete_in
 from hilo.topics import Topic
 
 log = structlog.get_logger(__name__)
@@ -54,6 +59,8 @@ BUGS_BEFORE_BEHIND: Final = 3
 """Unexpected failures after which a kept request waits behind the others (`Spool._after_bug`)."""
 BEHIND: Final = timedelta(seconds=10)
 """How long a document Kafka did not take for now waits before it is tried again."""
+DRAIN_BATCH: Final = 200
+"""Documents claimed and published at once by a drain."""
 
 KEPT = Counter(
     "hilo_channel_requests_spooled_total",
@@ -116,39 +123,32 @@ class Spool:
         log.warning("records_spooled", channel=self.channel, records=len(records))
 
     async def drain(self, publisher: RecordPublisher) -> int:
-        """Publish this channel's kept requests, oldest first, until none is left; how many
-        were published. A request Kafka does not take for now waits `BEHIND` while the others
-        go out (several of one key on a partition with no leader too); once two have failed and
-        more failed than went out, Kafka is taken to be away and `PublishFailed` is raised (the
-        documents stay), so an outage costs two publishes' deadlines a pass."""
-        published = 0
-        failed: list[MongoDocument] = []
-        while (kept := await self._claim()) is not None:
-            try:
-                records = [_record(document) for document in kept["records"]]
-            except (ValueError, KeyError, TypeError) as exc:
-                await self._set_aside(kept, exc)
-                continue
-            try:
-                await publisher.publish_records(records)
-            except PublishFailed as exc:
-                if exc.for_good:
-                    await self._set_aside(kept, exc)
-                    continue
-                failed.append(kept)
-                if len(failed) < 2 or len(failed) <= published:
-                    await self._later(kept)  # not first in line again: it would hold the rest up
-                    continue
-                # All from now: one that failed first may be free again already (a publish to a
-                # partition with no leader takes its whole deadline to fail).
-                for document in failed:
-                    await self._later(document)
-                raise
-            except Exception:
-                await self._after_bug(kept)
-                raise
-            await self.collection.delete_one({"_id": kept["_id"]})
-            published += 1
+        """Publish this channel's kept requests, oldest first, `DRAIN_BATCH` at a time, until
+        none is left; how many were published. A request Kafka does not take for now waits
+        `BEHIND` while the others go out (several of one key on a partition with no leader too);
+        once two have failed and more failed than went out, Kafka is taken to be away and
+        `PublishFailed` is raised (the documents stay), so an outage costs one publish deadline
+        a pass. A request that trips a bug is tried again (`_after_bug`), and the bug raised
+        once the batch is done."""
+        published = failed = 0
+        while batch := await self._claim_batch():
+            readable = await self._readable(batch)
+            outcomes = await asyncio.gather(
+                *(publisher.publish_records(records) for _, records in readable),
+                return_exceptions=True,
+            )
+            ended = [(kept, outcome) for (kept, _), outcome in zip(readable, outcomes, strict=True)]
+            done = [kept for kept, outcome in ended if outcome is None]
+            await delete_in(self.collection, "_id", [kept["_id"] for kept in done])
+            published += len(done)
+            away, bug = await self._after_failures(
+                [(kept, outcome) for kept, outcome in ended if outcome is not None]
+            )
+            failed += away
+            if bug is not None:
+                raise bug
+            if failed >= 2 and failed > published:
+                raise PublishFailed(f"Kafka did not take {failed} kept requests ({published} went)")
         return published
 
     async def drain_forever(self, publisher: RecordPublisher, every: float) -> None:
@@ -169,15 +169,59 @@ class Spool:
             await self._count()
             await asyncio.sleep(every)
 
-    async def _claim(self) -> MongoDocument | None:
+    async def _claim_batch(self) -> list[MongoDocument]:
+        """Up to `DRAIN_BATCH` free documents, oldest first, leased to this drain: the free ones
+        are found, leased under a token of this claim where still free, and read back by it (of
+        two instances claiming at once, each gets those it leased first)."""
         now = datetime.now(UTC)
-        claimed: MongoDocument | None = await self.collection.find_one_and_update(
-            {"queue": self.channel, "lease": {"$lte": now}},
-            {"$set": {"lease": now + LEASE}},
-            sort=[("lease", ASCENDING), ("_id", ASCENDING)],
-            return_document=ReturnDocument.AFTER,
+        free = {"queue": self.channel, "lease": {"$lte": now}}
+        found = self.collection.find(
+            free, {"_id": 1}, sort=[("lease", ASCENDING), ("_id", ASCENDING)], limit=DRAIN_BATCH
         )
-        return claimed
+        ids = [document["_id"] async for document in found]
+        if not ids:
+            return []
+        token = uuid.uuid4().hex
+        await self.collection.update_many(
+            {**free, "_id": {"$in": ids}}, {"$set": {"lease": now + LEASE, "claim": token}}
+        )
+        claimed = {
+            document["_id"]: document
+            async for document in self.collection.find({"_id": {"$in": ids}, "claim": token})
+        }
+        return [claimed[i] for i in ids if i in claimed]
+
+    async def _readable(
+        self, batch: Sequence[MongoDocument]
+    ) -> list[tuple[MongoDocument, list[Record]]]:
+        """The documents with their records; one that cannot be read back is set aside."""
+        readable: list[tuple[MongoDocument, list[Record]]] = []
+        for kept in batch:
+            try:
+                readable.append((kept, [_record(document) for document in kept["records"]]))
+            except (ValueError, KeyError, TypeError) as exc:
+                await self._set_aside(kept, exc)
+        return readable
+
+    async def _after_failures(
+        self, failures: Sequence[tuple[MongoDocument, BaseException]]
+    ) -> tuple[int, Exception | None]:
+        """Each failed document where it belongs: set aside if Kafka refused it for good,
+        behind the others if Kafka did not take it for now, first in line again after a bug
+        (`_after_bug`). How many Kafka did not take for now, and the first bug."""
+        away, bug = 0, None
+        for kept, error in failures:
+            if isinstance(error, PublishFailed) and error.for_good:
+                await self._set_aside(kept, error)
+            elif isinstance(error, PublishFailed):
+                await self._later(kept)  # not first in line again: it would hold the rest up
+                away += 1
+            elif isinstance(error, Exception):
+                await self._after_bug(kept)
+                bug = bug or error
+            else:  # its publish alone was cancelled: for whoever drains next
+                await self._lease_until(kept, FREE)
+        return away, bug
 
     async def _later(self, kept: MongoDocument) -> None:
         await self._lease_until(kept, datetime.now(UTC) + BEHIND)
