@@ -173,11 +173,14 @@ async def update_in(
     field: str,
     values: Iterable[Any],
     update: MongoDocument,
+    where: MongoDocument | None = None,
 ) -> int:
-    """`update_many` on documents whose `field` is one of `values`, chunked; the count modified."""
+    """`update_many` on documents whose `field` is one of `values` (and that match `where`),
+    chunked; the count modified."""
     modified = 0
     for chunk in chunked(values):
-        modified += (await collection.update_many({field: {"$in": chunk}}, update)).modified_count
+        found = await collection.update_many({field: {"$in": chunk}, **(where or {})}, update)
+        modified += found.modified_count
     return modified
 
 
