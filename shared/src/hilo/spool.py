@@ -173,7 +173,7 @@ class Spool:
                 task.cancel()
             await asyncio.shield(self._after_cancel(readable, tasks))
             raise
-        ended = [(kept, _failure(task)) for (kept, _), task in zip(readable, tasks, strict=True)]
+        ended = _outcomes(readable, tasks)
         done = [kept for kept, failure in ended if failure is None]
         await self._delete(done)
         away, bug = await self._after_failures(
@@ -188,7 +188,7 @@ class Spool:
     ) -> None:
         """Once the cancelled publishes end: delete what Kafka took, free the rest."""
         await asyncio.wait(tasks)
-        ended = [(kept, _failure(task)) for (kept, _), task in zip(readable, tasks, strict=True)]
+        ended = _outcomes(readable, tasks)
         try:
             await self._delete([kept for kept, failure in ended if failure is None])
             for kept, failure in ended:
@@ -316,6 +316,13 @@ class Spool:
             return
         WAITING.labels(self.channel, "waiting").set(waiting)
         WAITING.labels(self.channel, "refused").set(refused)
+
+
+def _outcomes(
+    readable: Sequence[tuple[MongoDocument, list[Record]]], tasks: Sequence[asyncio.Future[None]]
+) -> list[tuple[MongoDocument, BaseException | None]]:
+    """Each document with what its publish ended with (`_failure`)."""
+    return [(kept, _failure(task)) for (kept, _), task in zip(readable, tasks, strict=True)]
 
 
 def _failure(task: asyncio.Future[None]) -> BaseException | None:

@@ -143,13 +143,14 @@ class Outbox:
         lease or Kafka does not confirm: the next round tries again."""
         async with self._lock:
             topic = self.store.topic_state()
-            if topic is None or not topic.overtaken():
+            overtaken = [] if topic is None else topic.overtaken()
+            if not overtaken:
                 return 0
             # The lease before the catalogue is read: a holder publishing a later version
             # between the two would otherwise be followed by the record it replaced.
             if not await self.store.lease(PUBLISHER_LEASE, self._holder, self._lease_seconds):
                 return 0
-            records = await self._still_latest(topic.overtaken())
+            records = await self._still_latest(overtaken)
             if not records:
                 return 0
             ordered = sorted(records, key=lambda record: (record.version, record.part))
@@ -171,8 +172,6 @@ class Outbox:
         """Those still their key's latest in the catalogue. A later version of the key, on its
         way to the topic or to be published, will be its last record by itself; the older one
         put after it would be the loss this repairs."""
-        if not records:
-            return []
         await self.store.settle()
         heads = await self.store.current(record.key for record in records)
         return [r for r in records if r.key in heads and heads[r.key].version == r.version]
